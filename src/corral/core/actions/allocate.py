@@ -1,0 +1,114 @@
+"""Allocate: place pending work on free capacity, queues in fair-share order, gangs whole.
+
+Order: the queue that is furthest below its fair share goes next (see `QueueBook.order_key`);
+inside a queue, higher priority, then earlier submission. One workload per turn, then the
+queue's key is recomputed: a queue that just got GPUs drops back in line.
+
+Backfill with reservations (a conservative variant of EASY backfill, without runtime
+estimates, which ML jobs rarely give): when a gang cannot start and has waited
+`reserve_after_s`, the nodes of the topology domain that comes closest to holding it are
+reserved. Nobody else is placed there, so as their running work ends they drain towards the
+gang; smaller work keeps backfilling everywhere else. At most `max_reservations` gangs hold
+reservations at once, so the pool is never frozen by many waiting gangs.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from corral.core import reasons as R
+from corral.core.fit import empty_slots, worker_slots
+from corral.core.model import MILLI_PER_GPU, Workload
+
+if TYPE_CHECKING:
+    from corral.core.cycle import Cycle
+
+
+def allocate(cycle: Cycle) -> None:
+    heap = [(cycle.book.order_key(q), q) for q in sorted(cycle.pending)]
+    heapq.heapify(heap)
+    cursor = dict.fromkeys(cycle.pending, 0)
+    while heap:
+        _, queue = heapq.heappop(heap)
+        work = cycle.pending[queue]
+        i = cursor[queue]
+        if i >= len(work):
+            continue
+        cursor[queue] = i + 1
+        try_place(cycle, work[i], reserve=True)
+        if i + 1 < len(work):
+            heapq.heappush(heap, (cycle.book.order_key(queue), queue))
+
+
+def try_place(cycle: Cycle, w: Workload, reserve: bool = False) -> bool:
+    """Place `w` on free capacity if its queue's limits allow. Records why not, otherwise."""
+    milli = w.total_milli()
+    blocking = cycle.book.limit_blocking(w.queue, milli)
+    if blocking is not None:
+        cycle.reasons[w.id] = _limit_reason(w, blocking.name, blocking.limit_gpus or 0.0, milli)
+        return False
+    shape = cycle.shape(w)
+    assignments = cycle.placer.place(shape, cycle.scoring(w.queue), w.id)
+    if assignments is None:
+        cycle.deferred[w.id] = shape
+        if reserve and w.workers > 1:
+            _maybe_reserve(cycle, w)
+        return False
+    if cycle.cap.reservations and w.id not in cycle.cap.reservations:
+        cycle.backfilled.add(w.id)
+    if w.id in cycle.cap.reservations:
+        cycle.cap.release(w.id)
+    cycle.stmt.place(w, assignments)
+    cycle.reasons.pop(w.id, None)
+    return True
+
+
+def _limit_reason(w: Workload, queue: str, limit: float, milli: int) -> R.Reason:
+    gpus = milli / MILLI_PER_GPU
+    if gpus > limit:
+        return R.Reason(
+            R.QUEUE_LIMIT_TOO_LOW,
+            f"needs {gpus:g} GPUs, more than queue {queue}'s limit of {limit:g}",
+        )
+    where = "its queue" if queue == w.queue else f"parent queue {queue}"
+    return R.Reason(
+        R.QUEUE_LIMIT,
+        f"queue {queue} is at its limit of {limit:g} GPUs ({where}); needs {gpus:g} more",
+        (("queue", queue), ("limit_gpus", limit)),
+    )
+
+
+def _maybe_reserve(cycle: Cycle, w: Workload) -> None:
+    cfg = cycle.config
+    if len(cycle.cap.reservations) >= cfg.max_reservations:
+        return
+    if cycle.now - w.submitted_at < cfg.reserve_after_s:
+        return
+    shape = cycle.shape(w)
+    table, cap = cycle.cap.table, cycle.cap
+    nodes = np.flatnonzero(cycle.placer.static(shape) & ~cap.reserved)
+    if nodes.size == 0:
+        return
+    full = empty_slots(table, shape.resources, nodes)
+    nodes, full = nodes[full > 0], full[full > 0]
+    dom = table.domain(shape.required_level)[nodes]
+    can_hold = np.bincount(dom, weights=full)
+    free_now = np.bincount(dom, weights=worker_slots(cap, shape.resources, nodes))
+    candidates = np.flatnonzero(can_hold >= shape.workers)
+    if candidates.size == 0:
+        return
+    # The domain that is closest to fitting: most free workers now, then lowest code.
+    best = candidates[np.lexsort((candidates, -free_now[candidates]))[0]]
+    inside = nodes[dom == best]
+    now_slots = worker_slots(cap, shape.resources, inside)
+    order = np.lexsort((inside, -now_slots))
+    chosen, held = [], 0
+    for k in order:
+        chosen.append(int(inside[k]))
+        held += int(empty_slots(table, shape.resources, inside[k : k + 1])[0])
+        if held >= shape.workers:
+            break
+    cap.reserve(w.id, chosen)

@@ -1,0 +1,92 @@
+"""Consolidate: move running work so that a pending workload can start.
+
+Only when the pool has room for the pending workload in total but not in one piece (its
+shape is fragmented across nodes or domains). Movable work: preemptible, past its minimum
+runtime, single-worker (moving a gang costs every worker a restart). Nodes are emptied in the
+order that needs the fewest moves; after each move the pending workload is tried; once it fits,
+every moved workload must find a new place or nothing happens at all. A move is an eviction
+plus a placement of the same workload in one plan: it restarts from its checkpoint elsewhere.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from corral.core import reasons as R
+from corral.core.fit import worker_slots
+from corral.core.model import Workload
+
+if TYPE_CHECKING:
+    from corral.core.cycle import Cycle
+
+
+def consolidate(cycle: Cycle) -> None:
+    moves_left = cycle.config.max_moves
+    for w in cycle.still_pending():
+        if moves_left <= 0:
+            return
+        if not _fragmented(cycle, w):
+            continue
+        moves_left -= _consolidate_for(cycle, w, moves_left)
+
+
+def _fragmented(cycle: Cycle, w: Workload) -> bool:
+    if cycle.book.limit_blocking(w.queue, w.total_milli()) is not None:
+        return False
+    shape = cycle.shape(w)
+    usable = cycle.placer.usable(shape, w.id)
+    return int(worker_slots(cycle.cap, shape.resources, usable).sum()) >= shape.workers
+
+
+def _movable_by_node(cycle: Cycle) -> dict[int, list[Workload]]:
+    index = cycle.cap.table.index
+    out: dict[int, list[Workload]] = {}
+    for v in cycle.running.values():
+        if (
+            v.id in cycle.stmt.where
+            and v.preemptible
+            and v.workers == 1
+            and cycle.past_min_runtime(v)
+            and v.assignments
+        ):
+            out.setdefault(index[v.assignments[0].node_id], []).append(v)
+    for work in out.values():
+        work.sort(key=lambda v: (v.total_milli(), v.priority, v.id))
+    return out
+
+
+def _consolidate_for(cycle: Cycle, w: Workload, budget: int) -> int:
+    """Try to start `w` with at most `budget` moves; returns the moves made (0 if none)."""
+    stmt, shape = cycle.stmt, cycle.shape(w)
+    movable = _movable_by_node(cycle)
+    usable = set(cycle.placer.usable(shape, w.id).tolist())
+    nodes = sorted(
+        (n for n in movable if n in usable),
+        key=lambda n: (sum(v.total_milli() for v in movable[n]), n),
+    )
+    checkpoint = stmt.checkpoint()
+    moved: list[Workload] = []
+    placed = None
+    for node in nodes:
+        for v in movable[node]:
+            if len(moved) >= budget:
+                break
+            stmt.evict(v, R.RULE_CONSOLIDATE, w.id)
+            moved.append(v)
+            placed = cycle.placer.place(shape, cycle.scoring(w.queue), w.id)
+            if placed is not None:
+                break
+        if placed is not None or len(moved) >= budget:
+            break
+    if placed is None:
+        stmt.rollback(checkpoint)
+        return 0
+    stmt.place(w, placed)
+    for v in moved:
+        home = cycle.placer.place(cycle.shape(v), cycle.scoring(v.queue), v.id)
+        if home is None:
+            stmt.rollback(checkpoint)
+            return 0
+        stmt.place(v, home)
+    cycle.reasons.pop(w.id, None)
+    return len(moved)

@@ -1,0 +1,209 @@
+"""One scheduling cycle: snapshot in, Plan out.
+
+    state ─> NodeTable + Capacity (arrays) ─> adopt running work ─> queue book (fair shares)
+          ─> allocate (+ backfill, reservations) ─> consolidate ─> reclaim ─> preempt
+          ─> reasons for everything still pending ─> Plan
+
+Actions run least disruptive first: a workload that can start without stopping anything never
+causes an eviction, and one that a move can start never causes a kill.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from corral.core import reasons as R
+from corral.core.actions import allocate, consolidate, preempt, reclaim
+from corral.core.config import SchedulerConfig
+from corral.core.fit import Shape
+from corral.core.model import ClusterState, Workload
+from corral.core.placement import Placer, Scoring
+from corral.core.plan import Eviction, Placement, Plan, Reservation
+from corral.core.queues import QueueBook, Totals
+from corral.core.snapshot import Capacity, NodeTable
+from corral.core.statement import Statement
+
+
+@dataclass
+class Cycle:
+    """Everything an action may read or change during one cycle."""
+
+    now: float
+    config: SchedulerConfig
+    seed: int
+    cap: Capacity
+    placer: Placer
+    book: QueueBook
+    stmt: Statement
+    pending: dict[str, list[Workload]]  # per queue, in order
+    running: dict[str, Workload]
+    reasons: dict[str, R.Reason] = field(default_factory=dict)
+    deferred: dict[str, Shape] = field(default_factory=dict)  # diagnose at the end
+    backfilled: set[str] = field(default_factory=set)
+    scorings: dict[str, Scoring] = field(default_factory=dict)
+    shapes: dict[str, Shape] = field(default_factory=dict)
+    attempts_left: int = 0  # eviction attempts this cycle may still make
+
+    def scoring(self, queue: str) -> Scoring:
+        s = self.scorings.get(queue)
+        if s is None:
+            weights = self.config.scoring_for(queue)
+            key = ",".join(f"{n}={w:g}" for n, w in sorted(weights.items()))
+            s = next(
+                (x for x in self.scorings.values() if x.key == key), None
+            ) or Scoring.from_weights(weights, self.config.plugin_params, seed=self.seed)
+            self.scorings[queue] = s
+        return s
+
+    def shape(self, w: Workload) -> Shape:
+        s = self.shapes.get(w.id)
+        if s is None:
+            s = self.shapes[w.id] = Shape.of(w)
+        return s
+
+    def is_pending(self, w: Workload) -> bool:
+        return w.id not in self.stmt.where
+
+    def still_pending(self) -> list[Workload]:
+        """Workloads that failed to fit on free capacity (not those stopped by a limit)."""
+        out = [
+            w
+            for work in self.pending.values()
+            for w in work
+            if self.is_pending(w) and w.id in self.deferred
+        ]
+        return sorted(out, key=lambda w: (-w.priority, w.submitted_at, w.id))
+
+    def victims(self, accept: Callable[[Workload], bool]) -> list[Workload]:
+        """Running, preemptible workloads `accept` allows, cheapest to lose first: lowest
+        priority, then most recently started (least work lost), then id."""
+        found = [
+            w
+            for w in self.running.values()
+            if w.id in self.stmt.where and w.preemptible and accept(w)
+        ]
+        return sorted(found, key=lambda w: (w.priority, -(w.started_at or 0.0), w.id))
+
+    def past_min_runtime(self, w: Workload) -> bool:
+        return w.started_at is None or self.now - w.started_at >= w.min_runtime_s
+
+
+def schedule(
+    state: ClusterState, now: float, config: SchedulerConfig | None = None, seed: int = 0
+) -> Plan:
+    """Decide one cycle. Pure: the same state, `now`, config and seed give the same Plan."""
+    cycle, orphans = _open(state, now, config or SchedulerConfig(), seed)
+    allocate(cycle)
+    if cycle.config.consolidate:
+        consolidate(cycle)
+    if cycle.config.reclaim:
+        reclaim(cycle)
+    if cycle.config.preempt:
+        preempt(cycle)
+    return _close(cycle, orphans)
+
+
+def _open(state: ClusterState, now: float, config: SchedulerConfig, seed: int) -> tuple[Cycle, int]:
+    table = NodeTable.build(state.nodes)
+    cap = Capacity(table)
+    sched = table.schedulable
+    totals = Totals(
+        int(table.gpu_count[sched].sum()) * 1000,
+        int(table.cpu[sched].sum()),
+        int(table.ram[sched].sum()),
+    )
+    demand: dict[str, int] = {}
+    for w in state.workloads:
+        demand[w.queue] = demand.get(w.queue, 0) + w.total_milli()
+    history = {u.queue: u.decayed_gpu_seconds for u in state.usage}
+    book = QueueBook(
+        state.queues, totals, demand, history, config.usage_weight, config.usage_half_life_s
+    )
+    stmt = Statement(cap, book)
+    running: dict[str, Workload] = {}
+    orphans = 0
+    for w in sorted((w for w in state.workloads if w.running), key=lambda w: w.id):
+        if stmt.adopt(w):
+            running[w.id] = w
+        else:
+            orphans += 1
+    cycle = Cycle(
+        now,
+        config,
+        seed,
+        cap,
+        Placer(cap),
+        book,
+        stmt,
+        {},
+        running,
+        attempts_left=config.max_eviction_attempts,
+    )
+    for w in sorted(
+        (w for w in state.workloads if not w.running),
+        key=lambda w: (-w.priority, w.submitted_at, w.id),
+    ):
+        if w.queue not in book:
+            cycle.reasons[w.id] = R.Reason(R.UNKNOWN_QUEUE, f"queue {w.queue!r} does not exist")
+        else:
+            cycle.pending.setdefault(w.queue, []).append(w)
+    return cycle, orphans
+
+
+def _close(cycle: Cycle, orphans: int) -> Plan:
+    placements: list[Placement] = []
+    evictions: list[Eviction] = []
+    for op in cycle.stmt.ops:
+        if op.kind == "place":
+            placements.append(
+                Placement(
+                    op.workload.id,
+                    op.workload.queue,
+                    op.assignments,
+                    op.workload.id in cycle.backfilled,
+                )
+            )
+        else:
+            evictions.append(
+                Eviction(
+                    op.workload.id,
+                    op.workload.queue,
+                    op.rule,
+                    op.for_workload,
+                    _eviction_message(op.rule, op.for_workload),
+                )
+            )
+    diagnosis: dict[tuple[Shape, str | None], R.Reason] = {}
+    for wid, shape in cycle.deferred.items():
+        if wid in cycle.reasons or wid in cycle.stmt.where:
+            continue
+        owner = wid if wid in cycle.cap.reservations else None
+        key = (shape, owner)
+        if key not in diagnosis:
+            diagnosis[key] = cycle.placer.diagnose(shape, wid)
+        cycle.reasons[wid] = diagnosis[key]
+    pending = {wid: r for wid, r in sorted(cycle.reasons.items()) if wid not in cycle.stmt.where}
+    reservations = tuple(
+        Reservation(owner, tuple(cycle.cap.table.nodes[i].id for i in nodes))
+        for owner, nodes in sorted(cycle.cap.reservations.items())
+    )
+    stats = {
+        "placed": float(len(placements)),
+        "evicted": float(len(evictions)),
+        "pending": float(len(pending)),
+        "orphaned": float(orphans),
+        "free_gpus": float(np.clip(cycle.cap.free_milli, 0, None).sum()) / 1000,
+    }
+    return Plan(cycle.now, tuple(placements), tuple(evictions), pending, reservations, stats)
+
+
+def _eviction_message(rule: str, for_workload: str) -> str:
+    what = {
+        R.RULE_PREEMPT: "preempted by higher-priority work in its queue",
+        R.RULE_RECLAIM: "reclaimed: its queue was borrowing GPUs another queue is owed",
+        R.RULE_CONSOLIDATE: "moved to defragment the pool",
+    }.get(rule, rule)
+    return f"{what}, to make room for {for_workload}"

@@ -1,0 +1,111 @@
+"""What fits where: vectorised feasibility of one worker shape over many nodes.
+
+A *shape* is everything about a workload that decides where it may go (per-worker resources,
+gang size, allowed models, price cap, topology), and nothing that does not (id, queue). Thousands
+of pending workloads share a handful of shapes, so feasibility and scores are computed per shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from corral.core.model import MILLI_PER_GPU, TopologyLevel, WorkerResources, Workload
+from corral.core.snapshot import BoolArray, Capacity, IntArray, NodeTable
+
+_BIG = np.iinfo(np.int64).max // 4
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    resources: WorkerResources
+    workers: int = 1
+    gpu_models: tuple[str, ...] = ()
+    max_price: float | None = None
+    topology: TopologyLevel = TopologyLevel.ANY
+    allow_cross_region: bool = False
+
+    @classmethod
+    def of(cls, w: Workload) -> Shape:
+        return cls(
+            w.resources,
+            w.workers,
+            w.gpu_models,
+            w.max_price_per_gpu_hour,
+            w.topology,
+            w.allow_cross_region,
+        )
+
+    @property
+    def required_level(self) -> TopologyLevel:
+        """The loosest domain the gang may span: never across regions unless allowed."""
+        if self.topology == TopologyLevel.ANY and not self.allow_cross_region:
+            return TopologyLevel.REGION
+        return self.topology
+
+    def describe(self) -> str:
+        r = self.resources
+        if r.gpus:
+            per = f"{r.gpus} GPU" + ("s" if r.gpus > 1 else "")
+        elif r.gpu_milli:
+            per = f"{r.gpu_milli / MILLI_PER_GPU:g} GPU"
+        else:
+            per = f"{r.gpu_memory_mib} MiB of a GPU"
+        models = f" {'/'.join(self.gpu_models)}" if self.gpu_models else ""
+        per = per.replace(" GPU", f"{models} GPU", 1) if models else per
+        return f"{self.workers} workers x {per}" if self.workers > 1 else per
+
+
+def static_mask(table: NodeTable, shape: Shape) -> BoolArray:
+    """Nodes this shape may ever use: schedulable, allowed model, within the price cap."""
+    mask = table.schedulable.copy()
+    if shape.gpu_models:
+        codes = [c for m in shape.gpu_models if (c := table.model_code(m)) is not None]
+        mask &= np.isin(table.model, np.array(codes, dtype=np.int64))
+    if shape.max_price is not None and (shape.resources.gpus or shape.resources.fractional):
+        mask &= table.price <= shape.max_price + 1e-12
+    return mask
+
+
+def device_need(table: NodeTable, r: WorkerResources, nodes: IntArray) -> tuple[IntArray, IntArray]:
+    """Milli and GPU memory one fractional worker takes on a device of each node."""
+    dev_mem = table.gpu_memory[nodes]
+    if r.gpu_milli:
+        milli = np.full(nodes.shape, r.gpu_milli, dtype=np.int64)
+        mem = np.maximum(r.gpu_memory_mib, dev_mem * r.gpu_milli // MILLI_PER_GPU)
+    else:
+        mem = np.full(nodes.shape, r.gpu_memory_mib, dtype=np.int64)
+        milli = np.minimum(MILLI_PER_GPU, -(-mem * MILLI_PER_GPU // np.maximum(dev_mem, 1)))
+    return milli, mem
+
+
+def worker_slots(cap: Capacity, r: WorkerResources, nodes: IntArray) -> IntArray:
+    """How many workers of these resources fit on each node now (reservations aside)."""
+    by_cpu = cap.free_cpu[nodes] // r.cpu_milli if r.cpu_milli else np.full(nodes.shape, _BIG)
+    by_ram = cap.free_ram[nodes] // r.memory_mib if r.memory_mib else np.full(nodes.shape, _BIG)
+    if r.gpus:
+        by_gpu = cap.whole_free[nodes] // r.gpus
+    elif r.fractional:
+        milli, mem = device_need(cap.table, r, nodes)
+        fm, fg = cap.free_milli[nodes], cap.free_mem[nodes]
+        per_dev = np.minimum(fm // milli[:, None], fg // np.maximum(mem[:, None], 1))
+        by_gpu = np.where(fm >= 0, np.maximum(per_dev, 0), 0).sum(axis=1)
+    else:
+        by_gpu = np.full(nodes.shape, _BIG)
+    return np.minimum(np.minimum(by_cpu, by_ram), by_gpu).astype(np.int64)
+
+
+def empty_slots(table: NodeTable, r: WorkerResources, nodes: IntArray) -> IntArray:
+    """Workers of these resources that each node could hold if it were empty."""
+    by_cpu = table.cpu[nodes] // r.cpu_milli if r.cpu_milli else np.full(nodes.shape, _BIG)
+    by_ram = table.ram[nodes] // r.memory_mib if r.memory_mib else np.full(nodes.shape, _BIG)
+    if r.gpus:
+        by_gpu = table.gpu_count[nodes] // r.gpus
+    elif r.fractional:
+        milli, mem = device_need(table, r, nodes)
+        per_dev = np.minimum(MILLI_PER_GPU // milli, table.gpu_memory[nodes] // np.maximum(mem, 1))
+        by_gpu = per_dev * table.gpu_count[nodes]
+    else:
+        by_gpu = np.full(nodes.shape, _BIG)
+    return np.minimum(np.minimum(by_cpu, by_ram), by_gpu).astype(np.int64)

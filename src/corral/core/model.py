@@ -1,0 +1,213 @@
+"""The domain model: nodes, queues, workloads and their placements.
+
+Everything here is a frozen dataclass: the scheduling core never mutates its inputs. Units are
+integers wherever capacity is counted, so that sums are exact:
+
+- GPU share in *milli-GPU* (1000 = one whole device),
+- GPU memory and RAM in MiB, CPU in milli-cores,
+- time in seconds (a float passed in by the caller; the core never reads a clock),
+- prices in currency units per GPU-hour (float here: the core only compares and ranks prices;
+  money that is charged is Decimal, in `corral.ledger`).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+MILLI_PER_GPU = 1000
+
+
+class CapacityKind(enum.StrEnum):
+    OWNED = "owned"
+    ON_DEMAND = "on-demand"
+    SPOT = "spot"
+
+
+class Health(enum.StrEnum):
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"  # usable, but not for new work (for example a GPU with ECC errors)
+    UNHEALTHY = "unhealthy"
+
+
+class WorkloadKind(enum.StrEnum):
+    JOB = "job"
+    SERVICE = "service"
+    INTERACTIVE = "interactive"
+
+
+class WorkloadState(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+
+
+class TopologyLevel(enum.IntEnum):
+    """How close the workers of one gang must be. Lower is tighter.
+
+    The order matters: a requirement of RACK is met by any placement inside one NVLink domain.
+    """
+
+    NVLINK = 0
+    RACK = 1
+    ZONE = 2
+    REGION = 3
+    ANY = 4
+
+    @classmethod
+    def parse(cls, value: str) -> TopologyLevel:
+        return cls[value.strip().upper().replace("-", "_")]
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One machine of the pool.
+
+    `gpu_count` devices, each with `gpu_memory_mib`. The topology path is
+    provider > region > zone > rack > nvlink_domain; the names of racks and NVLink domains only
+    need to be unique within their parent (the snapshot qualifies them).
+    """
+
+    id: str
+    provider: str
+    gpu_model: str
+    gpu_count: int
+    gpu_memory_mib: int
+    cpu_milli: int
+    memory_mib: int
+    price_per_gpu_hour: float = 0.0
+    capacity_kind: CapacityKind = CapacityKind.ON_DEMAND
+    region: str = "default"
+    zone: str = "default"
+    rack: str = ""
+    nvlink_domain: str = ""
+    cordoned: bool = False
+    health: Health = Health.HEALTHY
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def schedulable(self) -> bool:
+        return not self.cordoned and self.health == Health.HEALTHY
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    """A team or project.
+
+    quota: GPUs guaranteed (deserved before anyone borrows). quota_by_model narrows part of it to
+    GPU models. limit: the most GPUs it may ever use, borrowing included (None = no limit).
+    weight: its share of GPUs left over once every quota is met.
+    """
+
+    name: str
+    parent: str | None = None
+    quota_gpus: float = 0.0
+    limit_gpus: float | None = None
+    weight: float = 1.0
+    priority: int = 0
+    quota_by_model: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerResources:
+    """What one worker of a workload needs.
+
+    Exactly one of the GPU forms applies: `gpus` whole devices (gpus >= 1), or a share of one
+    device: `gpu_milli` (1..999) and/or `gpu_memory_mib`. A share given only as memory is turned
+    into milli on the device it lands on (ceil(1000 * mem / device_mem)); a share given only as
+    milli reserves the same fraction of the device's memory.
+    """
+
+    gpus: int = 0
+    gpu_milli: int = 0
+    gpu_memory_mib: int = 0
+    cpu_milli: int = 0
+    memory_mib: int = 0
+
+    @property
+    def fractional(self) -> bool:
+        return self.gpus == 0 and (self.gpu_milli > 0 or self.gpu_memory_mib > 0)
+
+    @property
+    def whole(self) -> bool:
+        return self.gpus > 0
+
+    def nominal_milli(self, device_memory_mib: int = 0) -> int:
+        """GPU share in milli this worker takes on a device of the given memory."""
+        if self.gpus:
+            return self.gpus * MILLI_PER_GPU
+        if self.gpu_milli:
+            return self.gpu_milli
+        if self.gpu_memory_mib and device_memory_mib:
+            return min(MILLI_PER_GPU, -(-self.gpu_memory_mib * MILLI_PER_GPU // device_memory_mib))
+        return 0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerAssignment:
+    """Where one worker runs: a node, its devices, and the share taken on each device."""
+
+    worker: int
+    node_id: str
+    devices: tuple[int, ...]
+    milli_per_device: int
+    gpu_memory_mib_per_device: int
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """A job (gang of `workers`), a service replica set, or an interactive session.
+
+    Running workloads carry their assignments and `started_at`; pending ones have neither.
+    `min_runtime_s`: once started it may not be preempted or reclaimed before this many seconds.
+    """
+
+    id: str
+    queue: str
+    resources: WorkerResources
+    workers: int = 1
+    kind: WorkloadKind = WorkloadKind.JOB
+    priority: int = 0
+    preemptible: bool = True
+    min_runtime_s: float = 0.0
+    gpu_models: tuple[str, ...] = ()  # allowed models, most preferred first; () = any
+    topology: TopologyLevel = TopologyLevel.ANY
+    allow_cross_region: bool = False
+    max_price_per_gpu_hour: float | None = None
+    submitted_at: float = 0.0
+    state: WorkloadState = WorkloadState.PENDING
+    started_at: float | None = None
+    assignments: tuple[WorkerAssignment, ...] = ()
+    user: str = ""
+    min_workers: int | None = None  # services: replicas that may never be preempted
+
+    @property
+    def gpus_per_worker_milli(self) -> int:
+        return self.resources.nominal_milli()
+
+    def total_milli(self) -> int:
+        """GPU share of the whole workload (actual, from assignments, when running)."""
+        if self.assignments:
+            return sum(a.milli_per_device * len(a.devices) for a in self.assignments)
+        return self.resources.nominal_milli() * self.workers
+
+    @property
+    def running(self) -> bool:
+        return self.state == WorkloadState.RUNNING
+
+
+@dataclass(frozen=True, slots=True)
+class QueueUsage:
+    """Historical use of a queue, for time-decayed fair share: decayed GPU-seconds."""
+
+    queue: str
+    decayed_gpu_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """The input of one scheduling cycle: what exists, what runs, what waits."""
+
+    nodes: tuple[Node, ...]
+    queues: tuple[Queue, ...]
+    workloads: tuple[Workload, ...]
+    usage: tuple[QueueUsage, ...] = field(default=())

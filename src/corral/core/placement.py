@@ -1,0 +1,329 @@
+"""Where one workload goes: filters, scores, topology domains, devices.
+
+Two paths, because they have different costs:
+
+- **One worker** (most workloads): the placer keeps, per shape and scoring policy, the score of
+  every node (-inf where it does not fit). Between two workloads only a few nodes change, so it
+  re-scores just those (read from `Capacity.changes`) and takes the argmax: no loop over every
+  (workload, node) pair.
+- **A gang**: count how many workers fit on each node, add them up per topology domain from the
+  tightest level the gang allows (NVLink domain, rack, zone, region) and pick the domain that
+  fits with the least left over (best fit, then cheaper); fill its best-scoring nodes first.
+
+Placement never changes capacity; the caller applies the result through a `Statement`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from corral.core import reasons as R
+from corral.core.fit import Shape, empty_slots, static_mask, worker_slots
+from corral.core.model import MILLI_PER_GPU, TopologyLevel, WorkerAssignment, WorkerResources
+from corral.core.plugins.base import REGISTRY, BestFitPicker, DevicePicker, ScorePlugin
+from corral.core.snapshot import BoolArray, Capacity, FloatArray, IntArray
+
+_LEVEL_NAME = {
+    TopologyLevel.NVLINK: "NVLink domain",
+    TopologyLevel.RACK: "rack",
+    TopologyLevel.ZONE: "zone",
+    TopologyLevel.REGION: "region",
+    TopologyLevel.ANY: "pool",
+}
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """A scoring policy: weighted plugins and a device picker. `key` identifies it in caches."""
+
+    key: str
+    plugins: tuple[tuple[ScorePlugin, float], ...]
+    picker: DevicePicker = field(default_factory=BestFitPicker)
+
+    @classmethod
+    def from_weights(
+        cls,
+        weights: Mapping[str, float],
+        params: Mapping[str, Mapping[str, object]] | None = None,
+        picker: DevicePicker | None = None,
+        key: str | None = None,
+        seed: int = 0,
+    ) -> Scoring:
+        unknown = sorted(set(weights) - set(REGISTRY))
+        if unknown:
+            raise ValueError(f"unknown score plugin(s) {unknown}; known: {sorted(REGISTRY)}")
+        params = params or {}
+        # Every plugin gets the cycle's seed: one that draws random numbers must use it.
+        plugins = tuple(
+            (REGISTRY[n](seed=seed, **dict(params.get(n, {}))), float(w))
+            for n, w in sorted(weights.items())
+            if w
+        )
+        key = key or ",".join(f"{n}={w:g}" for n, w in sorted(weights.items()))
+        return cls(key, plugins, picker or _picker_of(plugins))
+
+    @property
+    def node_local(self) -> bool:
+        return all(p.node_local for p, _ in self.plugins)
+
+    def score(
+        self, cap: Capacity, shape: Shape, nodes: IntArray, local: bool | None = None
+    ) -> FloatArray:
+        total = np.zeros(nodes.shape, dtype=np.float64)
+        for plugin, weight in self.plugins:
+            if local is None or plugin.node_local == local:
+                total += weight * plugin.score(cap, shape, nodes)
+        return total
+
+
+def _picker_of(plugins: Sequence[tuple[ScorePlugin, float]]) -> DevicePicker:
+    # A plugin that knows how to pick devices (FGD does) picks them; the heaviest one wins.
+    for plugin, _ in sorted(plugins, key=lambda pw: -pw[1]):
+        if hasattr(plugin, "pick"):
+            return plugin  # type: ignore[return-value]
+    return BestFitPicker()
+
+
+class _ShapeCache:
+    """Scores of every node for one (shape, scoring); -inf where the shape does not fit."""
+
+    def __init__(self, placer: Placer, shape: Shape, scoring: Scoring) -> None:
+        self.shape, self.scoring = shape, scoring
+        self.static = placer.static(shape)
+        self.scores = np.full(len(placer.cap.table), -np.inf)
+        self.pos = 0
+        self.refresh(placer.cap, full=True)
+
+    def refresh(self, cap: Capacity, full: bool = False) -> None:
+        pending = len(cap.changes) - self.pos
+        if full or pending > len(self.scores) // 8:
+            nodes = np.flatnonzero(self.static)
+        elif pending:
+            nodes = np.unique(np.asarray(cap.changes[self.pos :], dtype=np.int64))
+            nodes = nodes[self.static[nodes]]
+        else:
+            return
+        self.pos = len(cap.changes)
+        if nodes.size == 0:
+            return
+        ok = worker_slots(cap, self.shape.resources, nodes) >= 1
+        ok &= ~cap.reserved[nodes]
+        scores = np.full(nodes.shape, -np.inf)
+        if ok.any():
+            scores[ok] = self.scoring.score(cap, self.shape, nodes[ok], local=True)
+        self.scores[nodes] = scores
+
+
+class Placer:
+    """Finds placements on a `Capacity`; caches per shape. One per scheduling cycle."""
+
+    def __init__(self, cap: Capacity) -> None:
+        self.cap = cap
+        self._static: dict[Shape, BoolArray] = {}
+        self._caches: dict[tuple[Shape, str], _ShapeCache] = {}
+        self._failed: dict[tuple[Shape, str, str | None], int] = {}
+
+    def static(self, shape: Shape) -> BoolArray:
+        key = Shape(shape.resources, 1, shape.gpu_models, shape.max_price)
+        if key not in self._static:
+            self._static[key] = static_mask(self.cap.table, shape)
+        return self._static[key]
+
+    def place(
+        self, shape: Shape, scoring: Scoring, owner: str
+    ) -> tuple[WorkerAssignment, ...] | None:
+        """Assignments for every worker of `owner`, or None if it does not fit now.
+
+        A failure is remembered until capacity is next returned (`Capacity.freed`): in an
+        allocate pass capacity only shrinks, so the same shape fails again without a search.
+        """
+        fail_key = (shape, scoring.key, owner if owner in self.cap.reservations else None)
+        if self._failed.get(fail_key) == self.cap.freed:
+            return None
+        if shape.workers == 1 and fail_key[2] is None:
+            result = self._place_one(shape, scoring)
+        else:
+            result = self._place_gang(shape, scoring, owner)
+        if result is None:
+            self._failed[fail_key] = self.cap.freed
+        return result
+
+    def _place_one(self, shape: Shape, scoring: Scoring) -> tuple[WorkerAssignment, ...] | None:
+        key = (shape, scoring.key)
+        cache = self._caches.get(key)
+        if cache is None:
+            cache = self._caches[key] = _ShapeCache(self, shape, scoring)
+        else:
+            cache.refresh(self.cap)
+        scores = cache.scores
+        if not scoring.node_local:
+            feasible = np.flatnonzero(np.isfinite(scores))
+            if feasible.size == 0:
+                return None
+            extra = scoring.score(self.cap, shape, feasible, local=False)
+            node = int(feasible[np.argmax(scores[feasible] + extra)])
+        else:
+            node = int(np.argmax(scores))
+            if not np.isfinite(scores[node]):
+                return None
+        return self._assign(shape, scoring, [(node, 1)])
+
+    def _place_gang(
+        self, shape: Shape, scoring: Scoring, owner: str
+    ) -> tuple[WorkerAssignment, ...] | None:
+        nodes = self.usable(shape, owner)
+        slots = worker_slots(self.cap, shape.resources, nodes)
+        keep = slots > 0
+        nodes, slots = nodes[keep], slots[keep]
+        if int(slots.sum()) < shape.workers:
+            return None
+        for level in range(int(shape.required_level) + 1):
+            chosen = self._best_domain(nodes, slots, TopologyLevel(level), shape.workers)
+            if chosen is not None:
+                picks = self._fill(shape, scoring, nodes[chosen], slots[chosen])
+                return self._assign(shape, scoring, picks)
+        return None
+
+    def usable(self, shape: Shape, owner: str) -> IntArray:
+        return np.flatnonzero(self.static(shape) & ~self.cap.blocked_for(owner))
+
+    def _best_domain(
+        self, nodes: IntArray, slots: IntArray, level: TopologyLevel, workers: int
+    ) -> BoolArray | None:
+        dom = self.cap.table.domain(level)[nodes]
+        per_dom = np.bincount(dom, weights=slots)
+        fits = np.flatnonzero(per_dom >= workers)
+        if fits.size == 0:
+            return None
+        price = np.bincount(dom, weights=self.cap.table.price[nodes]) / np.maximum(
+            np.bincount(dom), 1
+        )
+        # Best fit first (least left over keeps big domains whole for big gangs), then cheaper,
+        # then the lowest code, which is deterministic.
+        order = np.lexsort((fits, price[fits], per_dom[fits] - workers))
+        return np.asarray(dom == fits[order[0]], dtype=np.bool_)
+
+    def _fill(
+        self, shape: Shape, scoring: Scoring, nodes: IntArray, slots: IntArray
+    ) -> list[tuple[int, int]]:
+        scores = scoring.score(self.cap, shape, nodes)
+        order = np.lexsort((nodes, -scores))
+        picks: list[tuple[int, int]] = []
+        remaining = shape.workers
+        for i in order:
+            take = int(min(slots[i], remaining))
+            picks.append((int(nodes[i]), take))
+            remaining -= take
+            if remaining == 0:
+                break
+        return picks
+
+    def _assign(
+        self, shape: Shape, scoring: Scoring, picks: Sequence[tuple[int, int]]
+    ) -> tuple[WorkerAssignment, ...] | None:
+        r, table = shape.resources, self.cap.table
+        out: list[WorkerAssignment] = []
+        with self.cap.scratch([n for n, _ in picks]):
+            for node, count in picks:
+                for _ in range(count):
+                    devices = scoring.picker.pick(self.cap, shape, node)
+                    if devices is None:
+                        return None
+                    a = _assignment(
+                        len(out), table.nodes[node].id, devices, r, int(table.gpu_memory[node])
+                    )
+                    self.cap.take(node, a, r.cpu_milli, r.memory_mib)
+                    out.append(a)
+        return tuple(out)
+
+    # -- explanations ---------------------------------------------------------------------------
+    def diagnose(self, shape: Shape, owner: str) -> R.Reason:
+        """Why `shape` does not fit now: the most specific reason, unresolvable ones first."""
+        r = shape.resources
+        never = _never_fits(self, shape)
+        if never is not None:
+            return never
+        allowed = np.flatnonzero(self.static(shape))
+        level = shape.required_level
+        now_all = _largest_domain(self.cap, allowed, worker_slots(self.cap, r, allowed), level)
+        usable = self.usable(shape, owner)
+        now_usable = _largest_domain(self.cap, usable, worker_slots(self.cap, r, usable), level)
+        what = f"needs {shape.describe()}"
+        if now_all >= shape.workers > now_usable:
+            return R.Reason(
+                R.RESERVED_FOR_GANG, f"{what}; the room that fits it is reserved for a waiting gang"
+            )
+        total_free = int(worker_slots(self.cap, r, usable).sum()) if usable.size else 0
+        if shape.workers > 1 and total_free >= shape.workers:
+            where = _LEVEL_NAME[level]
+            return R.Reason(
+                R.TOPOLOGY_FRAGMENTED,
+                f"{what} in one {where}, the largest free {where} has {now_usable}",
+                (("largest_free_domain", now_usable), ("level", where)),
+            )
+        return R.Reason(
+            R.INSUFFICIENT_CAPACITY,
+            f"{what}; free capacity it may use holds {total_free} now",
+            (("free_workers", total_free),),
+        )
+
+
+def _assignment(
+    index: int, node_id: str, devices: tuple[int, ...], r: WorkerResources, device_mem: int
+) -> WorkerAssignment:
+    if r.gpus:
+        return WorkerAssignment(index, node_id, devices, MILLI_PER_GPU, device_mem)
+    if r.fractional:
+        milli = r.nominal_milli(device_mem)
+        mem = max(r.gpu_memory_mib, device_mem * r.gpu_milli // MILLI_PER_GPU)
+        return WorkerAssignment(index, node_id, devices, milli, mem)
+    return WorkerAssignment(index, node_id, (), 0, 0)
+
+
+def _largest_domain(cap: Capacity, nodes: IntArray, slots: IntArray, level: TopologyLevel) -> int:
+    if nodes.size == 0:
+        return 0
+    per_dom = np.bincount(cap.table.domain(level)[nodes], weights=slots)
+    return int(per_dom.max()) if per_dom.size else 0
+
+
+def _never_fits(placer: Placer, shape: Shape) -> R.Reason | None:
+    table, r = placer.cap.table, shape.resources
+    sched = np.flatnonzero(table.schedulable)
+    if shape.gpu_models and (r.gpus or r.fractional):
+        offered = {table.model_names[c] for c in np.unique(table.model[sched])}
+        if not offered & set(shape.gpu_models):
+            return R.Reason(
+                R.GPU_MODEL_UNAVAILABLE,
+                f"asks for {'/'.join(shape.gpu_models)}, which no schedulable node "
+                f"offers (offered: {', '.join(sorted(offered)) or 'none'})",
+            )
+    allowed = np.flatnonzero(placer.static(shape))
+    if allowed.size == 0 and shape.max_price is not None:
+        cheapest = float(table.price[sched].min()) if sched.size else float("nan")
+        return R.Reason(
+            R.PRICE_CAP_TOO_LOW,
+            f"max price {shape.max_price:g}/GPU-hour is below the cheapest allowed "
+            f"offer ({cheapest:g})",
+        )
+    empty = empty_slots(table, r, allowed)
+    if allowed.size == 0 or int(empty.max()) < 1:
+        biggest = int(table.gpu_count[allowed].max()) if allowed.size else 0
+        return R.Reason(
+            R.NO_NODE_LARGE_ENOUGH,
+            f"needs {shape.describe()} per worker; no allowed node is that large "
+            f"(largest has {biggest} GPUs)",
+        )
+    if shape.workers > 1:
+        most = _largest_domain(placer.cap, allowed, empty, shape.required_level)
+        if most < shape.workers:
+            where = _LEVEL_NAME[shape.required_level]
+            return R.Reason(
+                R.GANG_TOO_LARGE,
+                f"needs {shape.describe()} in one {where}; even empty, the largest "
+                f"{where} holds {most}",
+            )
+    return None

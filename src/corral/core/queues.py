@@ -1,0 +1,123 @@
+"""Queue accounting during a cycle: who uses what, who is under quota, who goes next.
+
+Usage is counted per queue *subtree* (a parent's usage includes its children's), in milli-GPU,
+CPU milli-cores and RAM MiB, and per GPU model. Limits and quotas are checked against subtree
+usage, so a parent's limit caps all of its children together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from corral.core.fairshare import QueueNode, dominant_share, hierarchical_shares
+from corral.core.model import MILLI_PER_GPU, Queue, Workload
+
+_EPS = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Schedulable capacity of the pool, for shares: GPUs (milli), CPU (milli), RAM (MiB)."""
+
+    milli: int
+    cpu: int
+    ram: int
+
+
+class QueueBook:
+    def __init__(
+        self,
+        queues: Sequence[Queue],
+        totals: Totals,
+        demand_milli: Mapping[str, int],
+        decayed_gpu_seconds: Mapping[str, float] | None = None,
+        usage_weight: float = 0.0,
+        usage_half_life_s: float = 7 * 24 * 3600.0,
+    ) -> None:
+        self.queues = {q.name: q for q in queues}
+        self.totals = totals
+        self.chain = {q.name: self._ancestors(q.name) for q in queues}
+        self.milli = dict.fromkeys(self.queues, 0)
+        self.cpu = dict.fromkeys(self.queues, 0)
+        self.ram = dict.fromkeys(self.queues, 0)
+        self.by_model: dict[tuple[str, str], int] = {}
+        nodes = [
+            QueueNode(
+                q.name,
+                q.parent,
+                demand_milli.get(q.name, 0) / MILLI_PER_GPU,
+                q.quota_gpus,
+                q.limit_gpus,
+                q.weight,
+            )
+            for q in queues
+        ]
+        self.deserved = hierarchical_shares(totals.milli / MILLI_PER_GPU, nodes)
+        window = max(totals.milli / MILLI_PER_GPU, _EPS) * max(usage_half_life_s, _EPS)
+        history = decayed_gpu_seconds or {}
+        self.history = {q: usage_weight * history.get(q, 0.0) / window for q in self.queues}
+
+    def _ancestors(self, name: str) -> tuple[str, ...]:
+        chain: list[str] = []
+        seen: set[str] = set()
+        current: str | None = name
+        while current is not None and current in self.queues and current not in seen:
+            chain.append(current)
+            seen.add(current)
+            current = self.queues[current].parent
+        return tuple(chain)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.queues
+
+    # -- mutation -----------------------------------------------------------------------------
+    def add(
+        self, w: Workload, milli: int, models: Iterable[tuple[str, int]], sign: int = 1
+    ) -> None:
+        cpu = w.resources.cpu_milli * w.workers
+        ram = w.resources.memory_mib * w.workers
+        for q in self.chain.get(w.queue, ()):
+            self.milli[q] += sign * milli
+            self.cpu[q] += sign * cpu
+            self.ram[q] += sign * ram
+            for model, m in models:
+                self.by_model[(q, model)] = self.by_model.get((q, model), 0) + sign * m
+
+    # -- checks -------------------------------------------------------------------------------
+    def limit_blocking(self, queue: str, milli: int) -> Queue | None:
+        """The queue (itself or an ancestor) whose limit `milli` more would break, if any."""
+        for name in self.chain.get(queue, ()):
+            q = self.queues[name]
+            if q.limit_gpus is not None and self.milli[name] + milli > q.limit_gpus * MILLI_PER_GPU:
+                return q
+        return None
+
+    def quota_milli(self, queue: str) -> int:
+        return round(self.queues[queue].quota_gpus * MILLI_PER_GPU)
+
+    def within_quota_after(self, queue: str, milli: int) -> bool:
+        """Would the queue stay at or below its quota with `milli` more? (May it reclaim?)"""
+        return self.milli[queue] + milli <= self.quota_milli(queue)
+
+    def stays_at_quota_without(self, queue: str, milli: int) -> bool:
+        """Could the queue give up `milli` and still hold at least its quota? Every ancestor too,
+        since taking from a child takes from its parents."""
+        return all(
+            self.milli[q] - milli >= self.quota_milli(q) and self.milli[q] > self.quota_milli(q)
+            for q in self.chain.get(queue, ())
+        )
+
+    # -- order --------------------------------------------------------------------------------
+    def order_key(self, queue: str) -> tuple[int, int, float, str]:
+        """Queues below their quota first, then by priority, then by how much of their deserved
+        share they use (dominant share when CPU or RAM binds, plus decayed history), then name."""
+        q = self.queues[queue]
+        tier = 0 if self.milli[queue] < self.quota_milli(queue) else 1
+        t = self.totals
+        dom = dominant_share(
+            [self.milli[queue], self.cpu[queue], self.ram[queue]], [t.milli, t.cpu, t.ram]
+        )
+        deserved = self.deserved.get(queue, 0.0) * MILLI_PER_GPU / max(t.milli, 1)
+        ratio = (dom + self.history.get(queue, 0.0)) / max(deserved, _EPS)
+        return (tier, -q.priority, ratio, queue)

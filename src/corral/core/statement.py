@@ -1,0 +1,111 @@
+"""Statements: speculative allocations and evictions that can be rolled back.
+
+After KAI-Scheduler's statement: an action tries something (evict two workloads, place a gang),
+and if the whole thing does not work out it rolls back to a checkpoint, leaving capacity and
+queue usage exactly as they were. Nothing leaves the cycle until the plan is built from the
+operations that survived.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from corral.core.model import WorkerAssignment, Workload
+from corral.core.queues import QueueBook
+from corral.core.snapshot import Capacity
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    kind: str  # "place" or "evict"
+    workload: Workload
+    assignments: tuple[WorkerAssignment, ...]
+    rule: str = ""
+    for_workload: str = ""
+
+
+class Statement:
+    def __init__(self, cap: Capacity, book: QueueBook) -> None:
+        self.cap, self.book = cap, book
+        self.ops: list[Op] = []
+        #: where each workload is now, in this cycle's view (running or newly placed)
+        self.where: dict[str, tuple[WorkerAssignment, ...]] = {}
+
+    def adopt(self, w: Workload) -> bool:
+        """Count an already running workload (from the snapshot). False if its nodes are gone."""
+        if any(a.node_id not in self.cap.table.index for a in w.assignments):
+            return False
+        self._apply(w, w.assignments, +1)
+        return True
+
+    def place(self, w: Workload, assignments: tuple[WorkerAssignment, ...]) -> None:
+        self._apply(w, assignments, +1)
+        self.ops.append(Op("place", w, assignments))
+
+    def evict(self, w: Workload, rule: str, for_workload: str) -> None:
+        assignments = self.where[w.id]
+        self._apply(w, assignments, -1)
+        self.ops.append(Op("evict", w, assignments, rule, for_workload))
+
+    def unevict(self, workload_id: str, since: int) -> None:
+        """Cancel the eviction of `workload_id` recorded after checkpoint `since`; it keeps
+        running where it was. Capacity effects commute, so an op may leave from the middle."""
+        index = next(
+            i
+            for i in range(since, len(self.ops))
+            if self.ops[i].kind == "evict" and self.ops[i].workload.id == workload_id
+        )
+        op = self.ops.pop(index)
+        self._apply(op.workload, op.assignments, +1)
+
+    def checkpoint(self) -> int:
+        return len(self.ops)
+
+    def rollback(self, checkpoint: int) -> None:
+        while len(self.ops) > checkpoint:
+            op = self.ops.pop()
+            self._apply(op.workload, op.assignments, -1 if op.kind == "place" else +1)
+
+    def fits(self, assignments: tuple[WorkerAssignment, ...], w: Workload) -> bool:
+        """Would these exact devices take `w` again now (used to undo needless evictions)?"""
+        cap, r = self.cap, w.resources
+        need: dict[tuple[int, int], tuple[int, int]] = {}
+        host: dict[int, int] = {}
+        for a in assignments:
+            node = cap.table.index[a.node_id]
+            host[node] = host.get(node, 0) + 1
+            for d in a.devices:
+                m, g = need.get((node, d), (0, 0))
+                need[(node, d)] = (m + a.milli_per_device, g + a.gpu_memory_mib_per_device)
+        for (node, d), (m, g) in need.items():
+            if cap.free_milli[node, d] < m or cap.free_mem[node, d] < g:
+                return False
+            if m == 1000 and cap.free_milli[node, d] != 1000:
+                return False
+        return (
+            all(
+                cap.free_cpu[n] >= k * r.cpu_milli and cap.free_ram[n] >= k * r.memory_mib
+                for n, k in host.items()
+            )
+            and not cap.blocked_for(w.id)[list(host)].any()
+        )
+
+    def _apply(self, w: Workload, assignments: tuple[WorkerAssignment, ...], sign: int) -> None:
+        table, r = self.cap.table, w.resources
+        models: dict[str, int] = {}
+        milli = 0
+        for a in assignments:
+            node = table.index[a.node_id]
+            if sign > 0:
+                self.cap.take(node, a, r.cpu_milli, r.memory_mib)
+            else:
+                self.cap.give(node, a, r.cpu_milli, r.memory_mib)
+            share = a.milli_per_device * len(a.devices)
+            milli += share
+            model = table.nodes[node].gpu_model
+            models[model] = models.get(model, 0) + share
+        self.book.add(w, milli, models.items(), sign)
+        if sign > 0:
+            self.where[w.id] = assignments
+        else:
+            self.where.pop(w.id, None)

@@ -1,0 +1,130 @@
+"""The environment contract: what every worker process finds in its environment.
+
+Users rely on these names; they never change meaning. README.md in this folder explains each one
+with an example. Every backend builds the contract with `worker_environment`, so a job sees the
+same variables under the local, Ray, Slurm or Kubernetes backend.
+
+The preemption contract, in one place:
+
+1. The backend writes the deadline, as unix seconds (a decimal number, then a newline) on the
+   worker's machine's clock, to the file named by CORRAL_PREEMPT_DEADLINE_FILE. The file does not
+   exist until a stop is requested, so `os.path.exists()` is a cheap "am I being stopped?" check.
+2. Then it sends PREEMPT_SIGNAL (SIGTERM) to the worker's whole process group.
+3. Whatever still runs at the deadline gets SIGKILL.
+
+A worker that checkpoints on SIGTERM and exits before the deadline loses no work; on its next
+attempt it finds that checkpoint in CORRAL_RESUME_FROM.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import TYPE_CHECKING, Final
+
+from corral.core.model import WorkerAssignment
+
+if TYPE_CHECKING:
+    from corral.backends.base import LaunchSpec
+
+__all__ = [
+    "CORRAL_ATTEMPT",
+    "CORRAL_CHECKPOINT_DIR",
+    "CORRAL_GPU_MEMORY_MIB",
+    "CORRAL_GPU_MILLI",
+    "CORRAL_MASTER_ADDR",
+    "CORRAL_MASTER_PORT",
+    "CORRAL_NODE_ID",
+    "CORRAL_PREEMPT_DEADLINE_FILE",
+    "CORRAL_QUEUE",
+    "CORRAL_RESTART_COUNT",
+    "CORRAL_RESUME_FROM",
+    "CORRAL_WORKERS",
+    "CORRAL_WORKER_INDEX",
+    "CORRAL_WORKLOAD_ID",
+    "CUDA_DEVICE_ORDER",
+    "CUDA_VISIBLE_DEVICES",
+    "PREEMPT_SIGNAL",
+    "RESERVED",
+    "format_deadline",
+    "parse_deadline",
+    "worker_environment",
+]
+
+PREEMPT_SIGNAL: Final = signal.SIGTERM
+
+CUDA_VISIBLE_DEVICES: Final = "CUDA_VISIBLE_DEVICES"  # planned device indices, "0,3"; "" = none
+# CUDA numbers devices fastest-first by default, NVML and nvidia-smi by PCI bus id. The plan's
+# indices come from NVML, so CUDA must count the same way or a worker would use the wrong GPU.
+CUDA_DEVICE_ORDER: Final = "CUDA_DEVICE_ORDER"
+CUDA_DEVICE_ORDER_VALUE: Final = "PCI_BUS_ID"
+
+CORRAL_WORKLOAD_ID: Final = "CORRAL_WORKLOAD_ID"
+CORRAL_QUEUE: Final = "CORRAL_QUEUE"
+CORRAL_WORKER_INDEX: Final = "CORRAL_WORKER_INDEX"  # 0..CORRAL_WORKERS-1; 0 hosts the rendezvous
+CORRAL_WORKERS: Final = "CORRAL_WORKERS"  # gang size
+CORRAL_NODE_ID: Final = "CORRAL_NODE_ID"  # the pool node this worker was placed on
+CORRAL_ATTEMPT: Final = "CORRAL_ATTEMPT"  # 0 on the first launch, +1 per relaunch of any cause
+CORRAL_RESTART_COUNT: Final = "CORRAL_RESTART_COUNT"  # relaunches after failures only
+CORRAL_GPU_MILLI: Final = "CORRAL_GPU_MILLI"  # share of each device, 1000 = whole
+CORRAL_GPU_MEMORY_MIB: Final = "CORRAL_GPU_MEMORY_MIB"  # memory the worker may use per device
+CORRAL_CHECKPOINT_DIR: Final = "CORRAL_CHECKPOINT_DIR"  # "" when the workload declared none
+CORRAL_RESUME_FROM: Final = "CORRAL_RESUME_FROM"  # latest checkpoint, "" on a fresh start
+CORRAL_PREEMPT_DEADLINE_FILE: Final = "CORRAL_PREEMPT_DEADLINE_FILE"
+CORRAL_MASTER_ADDR: Final = "CORRAL_MASTER_ADDR"  # worker 0's host
+CORRAL_MASTER_PORT: Final = "CORRAL_MASTER_PORT"  # a port free on that host at launch
+
+RESERVED: Final = frozenset({
+    CUDA_VISIBLE_DEVICES, CUDA_DEVICE_ORDER, CORRAL_WORKLOAD_ID, CORRAL_QUEUE,
+    CORRAL_WORKER_INDEX, CORRAL_WORKERS, CORRAL_NODE_ID, CORRAL_ATTEMPT, CORRAL_RESTART_COUNT,
+    CORRAL_GPU_MILLI, CORRAL_GPU_MEMORY_MIB, CORRAL_CHECKPOINT_DIR, CORRAL_RESUME_FROM,
+    CORRAL_PREEMPT_DEADLINE_FILE, CORRAL_MASTER_ADDR, CORRAL_MASTER_PORT,
+})
+
+
+def worker_environment(
+    spec: LaunchSpec,
+    assignment: WorkerAssignment,
+    *,
+    master_addr: str,
+    master_port: int,
+    deadline_file: str,
+) -> dict[str, str]:
+    """The contract variables of one worker, plus the user's env. Pure.
+
+    The backend adds its base environment underneath (the local backend: its own, minus any
+    CORRAL_* and CUDA_VISIBLE_DEVICES); the user's env cannot override contract names
+    (`LaunchSpec` refuses them).
+    """
+    contract = {
+        CUDA_VISIBLE_DEVICES: ",".join(str(d) for d in assignment.devices),
+        CUDA_DEVICE_ORDER: CUDA_DEVICE_ORDER_VALUE,
+        CORRAL_WORKLOAD_ID: spec.workload_id,
+        CORRAL_QUEUE: spec.queue,
+        CORRAL_WORKER_INDEX: str(assignment.worker),
+        CORRAL_WORKERS: str(spec.workers),
+        CORRAL_NODE_ID: assignment.node_id,
+        CORRAL_ATTEMPT: str(spec.attempt),
+        CORRAL_RESTART_COUNT: str(spec.restart_count),
+        CORRAL_GPU_MILLI: str(assignment.milli_per_device if assignment.devices else 0),
+        CORRAL_GPU_MEMORY_MIB: str(
+            assignment.gpu_memory_mib_per_device if assignment.devices else 0),
+        CORRAL_CHECKPOINT_DIR: spec.checkpoint_dir or "",
+        CORRAL_RESUME_FROM: spec.resume_from or "",
+        CORRAL_PREEMPT_DEADLINE_FILE: deadline_file,
+        CORRAL_MASTER_ADDR: master_addr,
+        CORRAL_MASTER_PORT: str(master_port),
+    }
+    return {**spec.env, **contract}
+
+
+def format_deadline(deadline: float) -> str:
+    """The deadline file's content: unix seconds with millisecond precision, then a newline."""
+    return f"{deadline:.3f}\n"
+
+
+def parse_deadline(text: str) -> float | None:
+    """Read a deadline file's content; None when it is empty or not a number (a torn write)."""
+    try:
+        return float(text.strip())
+    except ValueError:
+        return None

@@ -1,0 +1,477 @@
+"""The local backend: every worker is a process on this machine.
+
+All nodes of its inventory are this machine: the GPUs NVML reports (one node), or a declared
+virtual inventory (say 2 nodes x 4 GPUs) on a machine without GPUs, where CUDA_VISIBLE_DEVICES then
+names devices that do not exist, which is harmless for CPU-only test workloads.
+
+Layout of the work dir (one LocalBackend per work dir at a time)::
+
+    <work>/<workload>/<attempt>/launch.json        the spec, master port (written before spawning)
+    <work>/<workload>/<attempt>/stop.json          the stop request: reason, deadline
+    <work>/<workload>/<attempt>/preempt-deadline   CORRAL_PREEMPT_DEADLINE_FILE (after a stop)
+    <work>/<workload>/<attempt>/released           release() was called
+    <work>/<workload>/<attempt>/worker-<i>/        the runner's records (see local_runner)
+    <work>/<workload>/<attempt>/worker-<i>.log     stdout and stderr (unless the spec's log_dir)
+
+Each worker runs under `local_runner` in its own session, so the processes survive the control
+plane; a new LocalBackend over the same work dir re-adopts them from these records. Deadlines are
+on this machine's wall clock (`time.time()`), because the worker reads them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from corral.backends import base, local_runner
+from corral.backends.base import (
+    Backend,
+    InventorySource,
+    LaunchSpec,
+    LogSource,
+    WorkerState,
+    WorkerStatus,
+)
+from corral.backends.environment import (
+    RESERVED,
+    format_deadline,
+    worker_environment,
+)
+from corral.backends.errors import (
+    AttemptStillRunning,
+    InvalidLaunchSpec,
+    InvalidRequest,
+    LaunchConflict,
+    LaunchError,
+    UnknownAttempt,
+)
+from corral.backends.local_runner import (
+    CHILD_RECORD,
+    EXIT_RECORD,
+    RUNNER_RECORD,
+    SPAWN_RECORD,
+    ProcessIdentity,
+    is_alive,
+    kill_group,
+    read_identity,
+    read_json,
+    write_json_atomic,
+    write_text_atomic,
+)
+from corral.core.model import CapacityKind, Node
+
+__all__ = ["LocalBackend", "virtual_nodes"]
+
+LAUNCH_RECORD: Final = "launch.json"
+STOP_RECORD: Final = "stop.json"
+DEADLINE_FILE: Final = "preempt-deadline"
+RELEASED_MARK: Final = "released"
+LOOPBACK: Final = "127.0.0.1"
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+Key = tuple[str, int]
+
+
+def virtual_nodes(
+    count: int = 2, gpus_per_node: int = 4, *, gpu_model: str = "virtual-gpu",
+    gpu_memory_mib: int = 81920, prefix: str = "local",
+) -> list[Node]:
+    """A declared inventory for a machine without GPUs: `count` nodes named prefix-0, prefix-1..."""
+    cpu_milli, memory_mib = _machine_size()
+    return [
+        Node(id=f"{prefix}-{i}", provider="local", gpu_model=gpu_model, gpu_count=gpus_per_node,
+             gpu_memory_mib=gpu_memory_mib, cpu_milli=cpu_milli // count,
+             memory_mib=memory_mib // count, capacity_kind=CapacityKind.OWNED)
+        for i in range(count)
+    ]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Attempt:
+    spec: LaunchSpec
+    dir: Path
+    log_dir: Path
+    master_port: int
+
+
+class LocalBackend(Backend, InventorySource, LogSource):
+    """Runs workers as processes of this machine. See the module docstring for the layout.
+
+    nodes: a declared (virtual) inventory; None detects this machine's GPUs through NVML (one
+    node named `node_id`, default the host name; with no NVML, a node with no GPUs).
+    inherit_env: workers start from this process's environment minus corral's own variables
+    (CORRAL_* and CUDA_VISIBLE_DEVICES), as Slurm's default --export=ALL does; False gives them
+    only PATH, HOME, LANG and the like.
+    kill_slack_seconds: if a worker still runs this long after its deadline (its runner is hung
+    or gone), `poll` kills its process groups itself.
+    """
+
+    name = "local"
+
+    def __init__(
+        self, work_dir: str | os.PathLike[str], *, nodes: Sequence[Node] | None = None,
+        node_id: str | None = None, inherit_env: bool = True, kill_slack_seconds: float = 5.0,
+        python: str | None = None,
+    ) -> None:
+        self.work_dir = Path(work_dir).resolve()
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._nodes = list(nodes) if nodes is not None else [_detect_node(node_id)]
+        self.inherit_env = inherit_env
+        self.kill_slack_seconds = kill_slack_seconds
+        self.python = python or sys.executable
+        self._attempts: dict[Key, _Attempt] = dict(self._scan())
+        self._children: dict[tuple[str, int, int], subprocess.Popen[bytes]] = {}
+        self._ended: dict[tuple[str, int, int], WorkerStatus] = {}
+
+    # --- Backend -------------------------------------------------------------------------------
+
+    def launch(self, spec: LaunchSpec) -> None:
+        self._check_spec(spec)
+        key = (spec.workload_id, spec.attempt)
+        adir = self.work_dir / spec.workload_id / str(spec.attempt)
+        known = read_json(adir / LAUNCH_RECORD)
+        if known is not None:
+            if LaunchSpec.from_record(known["spec"]) != spec:
+                raise LaunchConflict(
+                    f"{spec.workload_id} attempt {spec.attempt} was launched with another spec: "
+                    "relaunch with a new attempt number")
+            return
+        attempt = self._record_launch(spec, adir)
+        self._attempts[key] = attempt
+        started: list[int] = []
+        try:
+            for a in sorted(spec.assignments, key=lambda a: a.worker):
+                self._spawn(attempt, a.worker)
+                started.append(a.worker)
+        except OSError as e:
+            self.stop(spec.workload_id, spec.attempt, 0.0, f"launch failed: {e}")
+            raise LaunchError(
+                f"{spec.workload_id} attempt {spec.attempt}: could not start worker "
+                f"{len(started)}: {e}; the started workers were stopped; relaunch with a new "
+                "attempt") from e
+
+    def stop(self, workload_id: str, attempt: int, grace_seconds: float, reason: str) -> None:
+        if grace_seconds < 0:
+            raise InvalidRequest("grace_seconds", f"must be >= 0, got {grace_seconds}")
+        record = self._attempts.get((workload_id, attempt))
+        if record is None or all((record.dir / f"worker-{a.worker}" / EXIT_RECORD).exists()
+                                 for a in record.spec.assignments):
+            return
+        deadline = time.time() + grace_seconds
+        previous = read_json(record.dir / STOP_RECORD)
+        if previous is not None and previous["deadline"] <= deadline:
+            return
+        write_json_atomic(record.dir / STOP_RECORD, {
+            "reason": previous["reason"] if previous else reason,
+            "deadline": deadline, "requested_at": time.time(),
+        })
+        # Deadline first, signal second: the order the contract promises the worker.
+        write_text_atomic(record.dir / DEADLINE_FILE, format_deadline(deadline))
+        for a in record.spec.assignments:
+            runner = read_identity(record.dir / f"worker-{a.worker}" / RUNNER_RECORD)
+            if runner is not None and is_alive(runner):
+                _signal(runner.pid, signal.SIGTERM)  # wakes the runner; it signals the worker
+
+    def poll(self, now: float) -> list[WorkerStatus]:
+        out: list[WorkerStatus] = []
+        for key in sorted(self._attempts):
+            record = self._attempts[key]
+            for a in sorted(record.spec.assignments, key=lambda a: a.worker):
+                out.append(self._worker_status(record, a.worker, a.node_id, now))
+        return out
+
+    def release(self, workload_id: str, attempt: int) -> None:
+        record = self._attempts.get((workload_id, attempt))
+        if record is None:
+            return
+        statuses = [s for s in self.poll(time.time())
+                    if (s.workload_id, s.attempt) == (workload_id, attempt)]
+        running = [s.worker for s in statuses if not s.state.ended]
+        if running:
+            raise AttemptStillRunning(
+                f"{workload_id} attempt {attempt}: workers {running} have not ended; stop first")
+        (record.dir / RELEASED_MARK).touch()
+        del self._attempts[(workload_id, attempt)]
+        for s in statuses:
+            self._children.pop((workload_id, attempt, s.worker), None)
+            self._ended.pop((workload_id, attempt, s.worker), None)
+
+    # --- capabilities --------------------------------------------------------------------------
+
+    def inventory(self) -> list[Node]:
+        return list(self._nodes)
+
+    def read_logs(
+        self, workload_id: str, worker: int, offset: int = 0, *,
+        attempt: int | None = None, max_bytes: int = 65536,
+    ) -> tuple[bytes, int]:
+        if offset < 0 or max_bytes <= 0:
+            raise InvalidRequest("offset", "offset must be >= 0 and max_bytes > 0")
+        record = self._find_attempt(workload_id, attempt)
+        if not any(a.worker == worker for a in record.spec.assignments):
+            raise UnknownAttempt(
+                f"{workload_id} attempt {record.spec.attempt} has no worker {worker}")
+        try:
+            with open(record.log_dir / f"worker-{worker}.log", "rb") as f:
+                f.seek(offset)
+                chunk = f.read(max_bytes)
+        except FileNotFoundError:
+            return b"", offset
+        return chunk, offset + len(chunk)
+
+    def log_path(self, workload_id: str, worker: int, attempt: int | None = None) -> Path:
+        """Where a worker's log file is (it may not exist yet)."""
+        return self._find_attempt(workload_id, attempt).log_dir / f"worker-{worker}.log"
+
+    # --- launching -----------------------------------------------------------------------------
+
+    def _check_spec(self, spec: LaunchSpec) -> None:
+        if not _SAFE_ID.fullmatch(spec.workload_id):
+            raise InvalidLaunchSpec(
+                "workload_id", f"{spec.workload_id!r}: the local backend keeps each workload in "
+                "a folder of that name; use letters, digits, '.', '_' and '-' (200 at most), "
+                "starting with a letter or digit")
+        nodes = {n.id: n for n in self._nodes}
+        for a in spec.assignments:
+            node = nodes.get(a.node_id)
+            if node is None:
+                raise InvalidLaunchSpec(
+                    "assignments", f"worker {a.worker}: node {a.node_id!r} is not in this "
+                    f"backend's inventory ({sorted(nodes)})")
+            if any(d >= node.gpu_count for d in a.devices):
+                raise InvalidLaunchSpec(
+                    "assignments", f"worker {a.worker}: node {a.node_id} has {node.gpu_count} "
+                    f"GPUs (0..{node.gpu_count - 1}), the plan gives {list(a.devices)}")
+        if spec.working_dir is not None and not Path(spec.working_dir).is_dir():
+            raise InvalidLaunchSpec(
+                "working_dir", f"{spec.working_dir!r} is not a directory: create it or fix the "
+                "path")
+        if not spec.shell:
+            self._check_program(spec)
+
+    def _check_program(self, spec: LaunchSpec) -> None:
+        program = spec.argv()[0]
+        if "/" in program:
+            path = Path(spec.working_dir or ".") / program
+            if path.is_file() and os.access(path, os.X_OK):
+                return
+            raise InvalidLaunchSpec(
+                "command", f"{program!r} is not an executable file (relative to "
+                f"{spec.working_dir or 'the current directory'}): fix the path or chmod +x it")
+        search_path = spec.env.get("PATH") or self._base_env().get("PATH", os.defpath)
+        if shutil.which(program, path=search_path) is None:
+            raise InvalidLaunchSpec(
+                "command", f"program {program!r} was not found on PATH ({search_path}): "
+                "install it, give its full path, or set PATH in env")
+
+    def _record_launch(self, spec: LaunchSpec, adir: Path) -> _Attempt:
+        log_dir = Path(spec.log_dir).resolve() if spec.log_dir else adir
+        try:
+            adir.mkdir(parents=True, exist_ok=True)
+            log_dir.mkdir(parents=True, exist_ok=True)
+            if spec.checkpoint_dir:
+                Path(spec.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InvalidLaunchSpec(
+                "log_dir" if spec.log_dir and not log_dir.is_dir() else "checkpoint_dir",
+                f"cannot create {e.filename}: {e.strerror}") from e
+        master_port = _free_port()
+        write_json_atomic(adir / LAUNCH_RECORD, {
+            "spec": spec.as_record(), "master_port": master_port, "log_dir": str(log_dir),
+            "launched_at": time.time(),
+        })
+        return _Attempt(spec, adir, log_dir, master_port)
+
+    def _spawn(self, record: _Attempt, worker: int) -> None:
+        spec = record.spec
+        assignment = next(a for a in spec.assignments if a.worker == worker)
+        wdir = record.dir / f"worker-{worker}"
+        wdir.mkdir(exist_ok=True)
+        env = {**self._base_env(), **worker_environment(
+            spec, assignment, master_addr=LOOPBACK, master_port=record.master_port,
+            deadline_file=str(record.dir / DEADLINE_FILE))}
+        argv = [self.python, "-I", local_runner.__file__, "--record-dir", str(wdir),
+                "--deadline-file", str(record.dir / DEADLINE_FILE), "--", *spec.argv()]
+        with open(record.log_dir / f"worker-{worker}.log", "ab") as log:
+            child = subprocess.Popen(
+                argv, env=env, cwd=spec.working_dir, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+        self._children[(spec.workload_id, spec.attempt, worker)] = child
+        local_runner.write_identity(wdir / SPAWN_RECORD, child.pid)
+
+    def _base_env(self) -> dict[str, str]:
+        source: Mapping[str, str] = os.environ
+        if not self.inherit_env:
+            keep = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL")
+            source = {k: v for k, v in os.environ.items() if k in keep}
+        return {k: v for k, v in source.items()
+                if not k.startswith("CORRAL_") and k not in RESERVED}
+
+    # --- observing -----------------------------------------------------------------------------
+
+    def _worker_status(self, record: _Attempt, worker: int, node_id: str, now: float
+                       ) -> WorkerStatus:
+        key = (record.spec.workload_id, record.spec.attempt, worker)
+        ended = self._ended.get(key)
+        if ended is not None:
+            return dataclasses.replace(ended, observed_at=now)
+        child = self._children.get(key)
+        if child is not None:
+            child.poll()  # reaps our own runner, so that it does not linger as a zombie
+        fields = self._observe(record, worker)
+        status = WorkerStatus(
+            workload_id=key[0], attempt=key[1], worker=worker, node_id=node_id,
+            observed_at=now, **fields)
+        if status.state.ended:
+            finished = fields.get("finished_at")
+            status = dataclasses.replace(
+                status, finished_at=now if finished is None else min(finished, now))
+            self._ended[key] = status
+        return status
+
+    def _observe(self, record: _Attempt, worker: int) -> dict[str, Any]:
+        wdir = record.dir / f"worker-{worker}"
+        runner = read_identity(wdir / RUNNER_RECORD) or read_identity(wdir / SPAWN_RECORD)
+        # Liveness before the exit record: the runner writes exit.json and then exits, so a
+        # dead runner without exit.json really died without recording.
+        if runner is not None and is_alive(runner):
+            self._enforce_deadline(record, wdir, runner)
+            if read_json(wdir / EXIT_RECORD) is None:
+                started = (wdir / CHILD_RECORD).exists()
+                return {"state": WorkerState.RUNNING if started else WorkerState.STARTING,
+                        "reason": base.RUNNING if started else base.STARTING}
+        exit_record = read_json(wdir / EXIT_RECORD)
+        if exit_record is not None:
+            return self._ended_fields(record, exit_record)
+        return self._lost_fields(wdir, runner)
+
+    def _ended_fields(self, record: _Attempt, exit_record: dict[str, Any]) -> dict[str, Any]:
+        code = exit_record.get("exit_code")
+        reason = exit_record.get("reason") or ""
+        fields: dict[str, Any] = {"exit_code": code, "finished_at": exit_record.get("finished_at"),
+                                  "message": exit_record.get("message") or ""}
+        if exit_record.get("stopped"):
+            stop = read_json(record.dir / STOP_RECORD) or {}
+            return {**fields, "state": WorkerState.STOPPED,
+                    "reason": reason or base.STOPPED_IN_TIME,
+                    "message": stop.get("reason", fields["message"])}
+        if reason == base.COMMAND_NOT_FOUND:
+            return {**fields, "state": WorkerState.FAILED, "reason": reason}
+        if code == 0:
+            return {**fields, "state": WorkerState.SUCCEEDED, "reason": base.EXITED}
+        signalled = code is not None and code < 0
+        return {**fields, "state": WorkerState.FAILED,
+                "reason": base.KILLED_BY_SIGNAL if signalled else base.EXITED}
+
+    def _lost_fields(self, wdir: Path, runner: ProcessIdentity | None) -> dict[str, Any]:
+        if runner is None:
+            return {"state": WorkerState.LOST, "reason": base.LAUNCH_INTERRUPTED,
+                    "message": "no record of the worker's process: the control plane stopped "
+                    "while launching it"}
+        self._kill_worker_group(wdir)  # an orphan would hold its GPUs unseen
+        current_boot = local_runner.boot_id()
+        if runner.boot_id and current_boot and runner.boot_id != current_boot:
+            return {"state": WorkerState.LOST, "reason": base.MACHINE_REBOOTED,
+                    "message": "the machine restarted while the worker ran"}
+        return {"state": WorkerState.LOST, "reason": base.PROCESS_GONE,
+                "message": "the worker's supervisor died without recording an exit code "
+                "(killed by the OOM killer or by hand?)"}
+
+    def _enforce_deadline(self, record: _Attempt, wdir: Path, runner: ProcessIdentity) -> None:
+        """Backstop for a hung runner: kill past the deadline plus the slack, record it."""
+        stop = read_json(record.dir / STOP_RECORD)
+        if stop is None or time.time() < stop["deadline"] + self.kill_slack_seconds:
+            return
+        self._kill_worker_group(wdir)
+        kill_group(runner.pid, signal.SIGKILL)
+        if read_json(wdir / EXIT_RECORD) is None:
+            write_json_atomic(wdir / EXIT_RECORD, {
+                "exit_code": -signal.SIGKILL, "finished_at": time.time(), "stopped": True,
+                "reason": base.KILLED_AFTER_GRACE,
+                "message": "the runner did not end the worker by its deadline; corral killed it",
+            })
+
+    @staticmethod
+    def _kill_worker_group(wdir: Path) -> None:
+        child = read_identity(wdir / CHILD_RECORD)
+        if child is not None and is_alive(child):
+            kill_group(child.pid, signal.SIGKILL)
+
+    # --- records -------------------------------------------------------------------------------
+
+    def _scan(self) -> Iterator[tuple[Key, _Attempt]]:
+        for launch in sorted(self.work_dir.glob(f"*/*/{LAUNCH_RECORD}")):
+            adir = launch.parent
+            if (adir / RELEASED_MARK).exists():
+                continue
+            loaded = self._load(adir)
+            if loaded is not None:
+                yield (loaded.spec.workload_id, loaded.spec.attempt), loaded
+
+    @staticmethod
+    def _load(adir: Path) -> _Attempt | None:
+        data = read_json(adir / LAUNCH_RECORD)
+        if data is None:
+            return None
+        spec = LaunchSpec.from_record(data["spec"])
+        return _Attempt(spec, adir, Path(data["log_dir"]), int(data["master_port"]))
+
+    def _find_attempt(self, workload_id: str, attempt: int | None) -> _Attempt:
+        if attempt is not None and (workload_id, attempt) in self._attempts:
+            return self._attempts[(workload_id, attempt)]
+        wdir = self.work_dir / workload_id
+        if not _SAFE_ID.fullmatch(workload_id) or not wdir.is_dir():
+            raise UnknownAttempt(f"workload {workload_id!r} was never launched here")
+        numbers = sorted(int(p.name) for p in wdir.iterdir()
+                         if p.name.isdigit() and (p / LAUNCH_RECORD).exists())
+        chosen = numbers[-1] if attempt is None and numbers else attempt
+        loaded = self._load(wdir / str(chosen)) if chosen is not None else None
+        if loaded is None:
+            raise UnknownAttempt(f"workload {workload_id!r} has no attempt {attempt} here")
+        return loaded
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def _free_port() -> int:
+    """A TCP port free now on the loopback (the rendezvous binds it later; a race is possible,
+    as with torchrun's own free-port choice, and shows up as a failed rendezvous)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _machine_size() -> tuple[int, int]:
+    cpu_milli = (os.cpu_count() or 1) * 1000
+    try:
+        memory_mib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    except (ValueError, OSError):
+        memory_mib = 0
+    return cpu_milli, memory_mib
+
+
+def _detect_node(node_id: str | None) -> Node:
+    from corral.backends.nvml import local_gpus
+
+    cpu_milli, memory_mib = _machine_size()
+    gpus = local_gpus()
+    return Node(
+        id=node_id or socket.gethostname(), provider="local",
+        gpu_model=gpus[0].name if gpus else "none", gpu_count=len(gpus),
+        gpu_memory_mib=min((g.memory_mib for g in gpus), default=0), cpu_milli=cpu_milli,
+        memory_mib=memory_mib, capacity_kind=CapacityKind.OWNED)

@@ -1,0 +1,243 @@
+"""The per-worker supervisor of the local backend, and the records it shares with it.
+
+    python -I .../local_runner.py --record-dir DIR --deadline-file FILE -- PROGRAM [ARGS...]
+
+(`python -m corral.backends.local_runner ...` works too.) The local backend starts one runner per
+worker, in a new session. The runner starts the worker in a session of its own, waits for it and
+records how it ended, so that a control plane that was down when the worker ended still learns
+its exit code. It uses the standard library only: the backend runs it with `python -I` so that
+nothing in the user's environment (PYTHONPATH, a different virtualenv) can break it, while the
+worker itself gets that environment untouched.
+
+Records in DIR, each written atomically (temp file, fsync, rename), each JSON:
+
+- ``runner.json``: the runner's identity {pid, start_ticks, boot_id}, written first, once its
+  SIGTERM handler is in place (``spawn.json``, the same identity written by the backend just
+  after it started the runner, covers the instant before).
+- ``child.json``: the worker's identity; its pid is also its process group id.
+- ``exit.json``: {exit_code, finished_at, stopped, reason, message}; exit_code is minus the
+  signal number when a signal ended the worker.
+
+Stop protocol (why in this order): the backend writes the deadline file, then signals the runner.
+The runner writes runner.json, then looks for the deadline file, then starts the worker. Whatever
+the interleaving, either the runner sees the deadline before it starts the worker, or the backend
+sees runner.json and signals it. The runner also re-reads the deadline file every tick, so a
+lost signal costs at most one tick, and a deadline brought forward is honoured.
+On a stop the runner sends SIGTERM to the worker's process group, SIGKILL at the deadline. When the
+worker ends, whatever is left of its process group is killed: a stray daemon would otherwise keep
+GPUs that the scheduler believes free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+SPAWN_RECORD = "spawn.json"  # written by the backend right after it started the runner
+RUNNER_RECORD = "runner.json"
+CHILD_RECORD = "child.json"
+EXIT_RECORD = "exit.json"
+
+TICK_SECONDS = 0.05  # how often the runner looks at its worker and the deadline file
+COMMAND_NOT_FOUND = "CommandNotFound"  # same codes as corral.backends.base (stdlib-only here)
+STOPPED_BEFORE_START = "StoppedBeforeStart"
+KILLED_AFTER_GRACE = "KilledAfterGrace"
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessIdentity:
+    """A pid plus what tells it apart from a later process that reuses the pid.
+
+    start_ticks: field 22 of /proc/<pid>/stat (start time in clock ticks since boot); boot_id:
+    /proc/sys/kernel/random/boot_id. Both are None where there is no /proc (then only the pid is
+    compared, and pid reuse cannot be detected).
+    """
+
+    pid: int
+    start_ticks: int | None
+    boot_id: str | None
+
+
+def boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def identify(pid: int) -> ProcessIdentity | None:
+    """The identity of a live process, None if there is none (zombies count as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return _identify_without_proc(pid)
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rindex(")") + 2:].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return ProcessIdentity(pid, int(fields[19]), boot_id())
+
+
+def _identify_without_proc(pid: int) -> ProcessIdentity | None:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return ProcessIdentity(pid, None, None)
+
+
+def is_alive(recorded: ProcessIdentity) -> bool:
+    """Whether the process recorded earlier still runs (and is not a newcomer with its pid)."""
+    now = identify(recorded.pid)
+    if now is None:
+        return False
+    if recorded.boot_id and now.boot_id and recorded.boot_id != now.boot_id:
+        return False
+    return recorded.start_ticks is None or now.start_ticks in (None, recorded.start_ticks)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Replace `path` with `data` so that a reader sees the old file or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_identity(path: Path) -> ProcessIdentity | None:
+    data = read_json(path)
+    if data is None:
+        return None
+    return ProcessIdentity(int(data["pid"]), data.get("start_ticks"), data.get("boot_id"))
+
+
+def write_identity(path: Path, pid: int) -> None:
+    identity = identify(pid) or ProcessIdentity(pid, None, boot_id())
+    write_json_atomic(path, asdict(identity))
+
+
+def read_deadline(path: Path) -> float | None:
+    try:
+        return float(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def kill_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def say(message: str) -> None:
+    """A line in the worker's log, so that `corral logs` shows what the runner did and why."""
+    print(f"[corral] {message}", file=sys.stderr, flush=True)
+
+
+class Runner:
+    def __init__(self, record_dir: Path, deadline_file: Path, argv: list[str]) -> None:
+        self.record_dir = record_dir
+        self.deadline_file = deadline_file
+        self.argv = argv
+        self.signalled = False
+        self.stopping = False
+        self.killed = False
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        write_identity(self.record_dir / RUNNER_RECORD, os.getpid())
+        if self.deadline_file.exists():
+            return self._finish(None, stopped=True, reason=STOPPED_BEFORE_START,
+                                message="stop requested before the worker started")
+        try:
+            child = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, start_new_session=True)
+        except OSError as e:
+            code = 127 if isinstance(e, FileNotFoundError) else 126
+            say(f"cannot run {self.argv[0]!r}: {e.strerror or e}")
+            return self._finish(code, stopped=False, reason=COMMAND_NOT_FOUND,
+                                message=f"cannot run {self.argv[0]!r}: {e.strerror or e}")
+        write_identity(self.record_dir / CHILD_RECORD, child.pid)
+        code = self._supervise(child)
+        kill_group(child.pid, signal.SIGKILL)  # leftovers of the worker's process group
+        return self._finish(code, stopped=self.stopping,
+                            reason=KILLED_AFTER_GRACE if self.killed else "", message="")
+
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        self.signalled = True  # acted upon in the supervise loop, not in the handler
+
+    def _supervise(self, child: subprocess.Popen[bytes]) -> int:
+        while True:
+            try:
+                return child.wait(timeout=TICK_SECONDS)
+            except subprocess.TimeoutExpired:
+                pass
+            deadline = read_deadline(self.deadline_file) if (
+                self.signalled or self.stopping or self.deadline_file.exists()) else None
+            if deadline is None:
+                continue
+            if not self.stopping:
+                self.stopping = True
+                say(f"stop requested: SIGTERM sent, deadline in {deadline - time.time():.1f} s")
+                kill_group(child.pid, signal.SIGTERM)
+            if not self.killed and time.time() >= deadline:
+                self.killed = True
+                say("still running at the deadline: SIGKILL sent")
+                kill_group(child.pid, signal.SIGKILL)
+
+    def _finish(self, code: int | None, *, stopped: bool, reason: str, message: str) -> int:
+        write_json_atomic(self.record_dir / EXIT_RECORD, {
+            "exit_code": code, "finished_at": time.time(), "stopped": stopped,
+            "reason": reason, "message": message,
+        })
+        if code is None:
+            return 0
+        return 128 - code if code < 0 else code
+
+
+def main(args: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="local_runner", description=__doc__.split("\n")[0])
+    parser.add_argument("--record-dir", type=Path, required=True)
+    parser.add_argument("--deadline-file", type=Path, required=True)
+    parser.add_argument("argv", nargs=argparse.REMAINDER)
+    ns = parser.parse_args(args)
+    argv = ns.argv[1:] if ns.argv[:1] == ["--"] else ns.argv
+    if not argv:
+        parser.error("give the worker's command after --")
+    ns.record_dir.mkdir(parents=True, exist_ok=True)
+    return Runner(ns.record_dir, ns.deadline_file, argv).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

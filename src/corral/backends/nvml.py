@@ -1,0 +1,203 @@
+"""NVML, imported lazily: this machine's GPUs (for the local inventory) and their health.
+
+`pynvml` comes from the `nvidia-ml-py` package (extra `gpu`). Without it, or without an NVIDIA
+driver, everything here answers cleanly: `local_gpus()` returns [], `NvmlHealthProbe` is
+unavailable and says why. Nothing here raises because a machine has no GPU.
+
+Every NVML session is opened and closed by the caller here (`nvmlInit` is reference counted, so
+nested sessions are fine).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from corral.backends.health import DeviceHealth, GpuHealthProbe, MemoryCheck
+
+__all__ = ["GpuInfo", "NvmlHealthProbe", "load_nvml", "local_gpus"]
+
+_MIB = 2**20
+
+
+@dataclass(frozen=True, slots=True)
+class GpuInfo:
+    index: int
+    name: str
+    uuid: str
+    memory_mib: int
+
+
+def load_nvml() -> tuple[ModuleType | None, str]:
+    """Import pynvml and start an NVML session: (module, "") or (None, why not).
+
+    The caller ends a successful session with `module.nvmlShutdown()`.
+    """
+    try:
+        nvml = importlib.import_module("pynvml")
+    except ImportError:
+        return None, "nvidia-ml-py is not installed (pip install 'corral[gpu]')"
+    try:
+        nvml.nvmlInit()
+    except nvml.NVMLError as e:
+        return None, f"NVML did not start: {e} (is the NVIDIA driver loaded?)"
+    return nvml, ""
+
+
+def local_gpus() -> list[GpuInfo]:
+    """This machine's GPUs in NVML (PCI bus) order; [] without NVML or a driver."""
+    nvml, _ = load_nvml()
+    if nvml is None:
+        return []
+    try:
+        gpus = []
+        for i in range(nvml.nvmlDeviceGetCount()):
+            handle = nvml.nvmlDeviceGetHandleByIndex(i)
+            memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+            gpus.append(GpuInfo(i, _text(nvml.nvmlDeviceGetName(handle)),
+                                _text(nvml.nvmlDeviceGetUUID(handle)), int(memory.total) // _MIB))
+        return gpus
+    except nvml.NVMLError:
+        return []
+    finally:
+        nvml.nvmlShutdown()
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class NvmlHealthProbe(GpuHealthProbe):
+    """Health of this machine's GPUs through NVML.
+
+    Per device: critical XID events (collected from an NVML event set since the probe started),
+    volatile uncorrected ECC errors, the GPU temperature, and the memory probe: memory info must
+    be readable, and the row remapper (Ampere and later; page retirement before) must neither
+    have failed nor wait for a reset. There is no allocation test: NVML cannot allocate device
+    memory, and a CUDA allocation would need a CUDA runtime in the control plane.
+    """
+
+    def __init__(self) -> None:
+        self._nvml, self.unavailable_reason = load_nvml()
+        self.available = self._nvml is not None
+        self._events: Any = None
+        self._xids: dict[int, list[int]] = {}
+        if self._nvml is not None:
+            self._register_xid_events(self._nvml)
+
+    def _register_xid_events(self, nvml: Any) -> None:
+        try:
+            self._events = nvml.nvmlEventSetCreate()
+            for i in range(nvml.nvmlDeviceGetCount()):
+                # Unsupported on this device, or it is already lost: check() will say so.
+                with contextlib.suppress(nvml.NVMLError):
+                    nvml.nvmlDeviceRegisterEvents(
+                        nvml.nvmlDeviceGetHandleByIndex(i), nvml.nvmlEventTypeXidCriticalError,
+                        self._events)
+        except nvml.NVMLError:
+            self._events = None
+
+    def check(self, now: float) -> list[DeviceHealth]:
+        nvml = self._nvml
+        if nvml is None:
+            return []
+        self._drain_xids(nvml)
+        try:
+            count = nvml.nvmlDeviceGetCount()
+        except nvml.NVMLError as e:
+            return [DeviceHealth(index=0, checked_at=now, error=f"NVML cannot count GPUs: {e}")]
+        return [self._device(nvml, i, now) for i in range(count)]
+
+    def _drain_xids(self, nvml: Any) -> None:
+        if self._events is None:
+            return
+        while True:
+            try:
+                event = nvml.nvmlEventSetWait_v2(self._events, 0)
+            except nvml.NVMLError:
+                return  # NVML_ERROR_TIMEOUT: nothing more queued (or the set broke)
+            if event.eventType & nvml.nvmlEventTypeXidCriticalError:
+                try:
+                    index = nvml.nvmlDeviceGetIndex(event.device)
+                except nvml.NVMLError:
+                    continue
+                seen = self._xids.setdefault(index, [])
+                if int(event.eventData) not in seen:
+                    seen.append(int(event.eventData))
+
+    def _device(self, nvml: Any, index: int, now: float) -> DeviceHealth:
+        xids = tuple(self._xids.get(index, ()))
+        try:
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            return DeviceHealth(
+                index=index, checked_at=now, uuid=_text(nvml.nvmlDeviceGetUUID(handle)),
+                name=_text(nvml.nvmlDeviceGetName(handle)), xids=xids,
+                ecc_uncorrected_volatile=_unless_unsupported(
+                    nvml, nvml.nvmlDeviceGetTotalEccErrors, handle,
+                    nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nvml.NVML_VOLATILE_ECC),
+                temperature_c=_unless_unsupported(
+                    nvml, nvml.nvmlDeviceGetTemperature, handle, nvml.NVML_TEMPERATURE_GPU),
+                memory=_memory_check(nvml, handle),
+            )
+        except nvml.NVMLError as e:
+            # Anything but "not supported" means the device is in trouble ("GPU is lost").
+            return DeviceHealth(index=index, checked_at=now, xids=xids, error=f"NVML: {e}")
+
+    def close(self) -> None:
+        nvml, self._nvml = self._nvml, None
+        if nvml is None:
+            return
+        if self._events is not None:
+            with contextlib.suppress(nvml.NVMLError):
+                nvml.nvmlEventSetFree(self._events)
+            self._events = None
+        nvml.nvmlShutdown()
+
+
+def _unsupported(nvml: Any, error: Exception) -> bool:
+    """Whether an NVML error only means "this device or driver cannot answer that"."""
+    quiet = {getattr(nvml, name, None) for name in (
+        "NVML_ERROR_NOT_SUPPORTED", "NVML_ERROR_NO_PERMISSION", "NVML_ERROR_FUNCTION_NOT_FOUND")}
+    return getattr(error, "value", None) in quiet
+
+
+def _unless_unsupported(nvml: Any, query: Any, *args: Any) -> int | None:
+    """The query's answer as an int, None when unsupported; other NVML errors propagate."""
+    try:
+        return int(query(*args))
+    except nvml.NVMLError as e:
+        if _unsupported(nvml, e):
+            return None
+        raise
+
+
+def _memory_check(nvml: Any, handle: Any) -> MemoryCheck:
+    try:
+        nvml.nvmlDeviceGetMemoryInfo(handle)
+    except nvml.NVMLError as e:
+        if _unsupported(nvml, e):
+            return MemoryCheck.NOT_CHECKED
+        return MemoryCheck.FAILED
+    try:
+        _corrected, _uncorrected, pending, failed = nvml.nvmlDeviceGetRemappedRows(handle)
+    except nvml.NVMLError as e:
+        if not _unsupported(nvml, e):
+            raise
+        return _page_retirement_check(nvml, handle)
+    if failed:
+        return MemoryCheck.FAILED
+    return MemoryCheck.RESET_PENDING if pending else MemoryCheck.OK
+
+
+def _page_retirement_check(nvml: Any, handle: Any) -> MemoryCheck:
+    """Before Ampere: retired pages that wait for a reset play the part of pending remaps."""
+    try:
+        pending = nvml.nvmlDeviceGetRetiredPagesPendingStatus(handle)
+    except nvml.NVMLError as e:
+        if not _unsupported(nvml, e):
+            raise
+        return MemoryCheck.OK  # memory info was readable; nothing more to ask this device
+    return MemoryCheck.RESET_PENDING if pending else MemoryCheck.OK

@@ -1,0 +1,156 @@
+"""The account chart: which accounts exist and how queue accounts nest.
+
+Every queue has its own small set of accounts; money only ever moves between them by balanced
+transactions (see `corral.ledger.journal`). For a queue `q`:
+
+| account              | balance means                                      | sign      |
+| -------------------- | -------------------------------------------------- | --------- |
+| `granted:q`          | source of every credit granted to q                | <= 0      |
+| `credits:q:<lot>`    | available credits of q, one *lot* per grant        | >= 0      |
+| `credits:q:overdraft`| debt when a settlement cost more than q had        | <= 0      |
+| `hold:q:<workload>`  | credits of q held in escrow for a running workload | >= 0      |
+| `spent:q`            | settled charges paid by q                          | >= 0      |
+| `expired:q`          | credits of q that lapsed unspent                   | >= 0      |
+
+so that, for every queue, at every moment (see `corral.ledger.statements`):
+
+    sum(credits:q:*) = granted - settled - held - expired + transferred_in - transferred_out
+
+Queues nest (`QueueChart`): a child's hold may be paid by an ancestor when the child lacks
+credits; each account still belongs to exactly one queue, so the identity holds per queue.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from corral.core.model import Queue
+from corral.ledger.errors import LedgerInputError
+
+__all__ = ["OVERDRAFT", "Account", "AccountKind", "QueueChart"]
+
+OVERDRAFT = "overdraft"
+
+
+class AccountKind(enum.StrEnum):
+    GRANTED = "granted"
+    CREDITS = "credits"
+    HOLD = "hold"
+    SPENT = "spent"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Account:
+    """One account: its kind, the queue that owns it, and a reference (lot id or workload id)."""
+
+    kind: AccountKind
+    queue: str
+    ref: str = ""
+
+    @property
+    def key(self) -> str:
+        """Human-readable name, e.g. 'credits:research:grant-7' (for display and CSV only)."""
+        return f"{self.kind.value}:{self.queue}" + (f":{self.ref}" if self.ref else "")
+
+    @classmethod
+    def granted(cls, queue: str) -> Account:
+        return cls(AccountKind.GRANTED, queue)
+
+    @classmethod
+    def lot(cls, queue: str, lot: str) -> Account:
+        return cls(AccountKind.CREDITS, queue, lot)
+
+    @classmethod
+    def overdraft(cls, queue: str) -> Account:
+        return cls(AccountKind.CREDITS, queue, OVERDRAFT)
+
+    @classmethod
+    def hold(cls, queue: str, workload: str) -> Account:
+        return cls(AccountKind.HOLD, queue, workload)
+
+    @classmethod
+    def spent(cls, queue: str) -> Account:
+        return cls(AccountKind.SPENT, queue)
+
+    @classmethod
+    def expired(cls, queue: str) -> Account:
+        return cls(AccountKind.EXPIRED, queue)
+
+    @property
+    def is_overdraft(self) -> bool:
+        return self.kind is AccountKind.CREDITS and self.ref == OVERDRAFT
+
+
+class QueueChart:
+    """The queue tree the accounts hang from. Immutable; `with_queue` returns a new chart."""
+
+    def __init__(self, parents: Mapping[str, str | None]) -> None:
+        for name, parent in parents.items():
+            if not name or not name.strip():
+                raise LedgerInputError("queue", "a queue name is empty", "name every queue")
+            if parent is not None and parent not in parents:
+                raise LedgerInputError(
+                    f"queue {name!r}.parent",
+                    f"parent {parent!r} is not a known queue",
+                    "declare the parent queue too, or drop the parent",
+                )
+        self._parents = dict(parents)
+        for name in self._parents:
+            self._walk_up(name)  # refuses cycles early, with the queue named
+
+    @classmethod
+    def from_queues(cls, queues: Iterable[Queue]) -> QueueChart:
+        """The chart of `corral.core.model.Queue`s (one account per queue, nested by parent)."""
+        return cls({q.name: q.parent for q in queues})
+
+    def with_queue(self, name: str, parent: str | None = None) -> QueueChart:
+        if name in self._parents and self._parents[name] != parent:
+            raise LedgerInputError(
+                "parent",
+                f"queue {name!r} already has parent {self._parents[name]!r}",
+                "queues cannot be moved in the ledger; create a new queue",
+            )
+        return QueueChart({**self._parents, name: parent})
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._parents
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        return tuple(sorted(self._parents))
+
+    def parent(self, name: str) -> str | None:
+        return self._parents[self.require(name)]
+
+    def chain(self, name: str) -> tuple[str, ...]:
+        """The queue itself, then its parent, and so on up to the root."""
+        return self._walk_up(self.require(name))
+
+    def subtree(self, name: str) -> tuple[str, ...]:
+        """The queue and all its descendants, sorted."""
+        self.require(name)
+        return tuple(q for q in self.queues if name in self._walk_up(q))
+
+    def require(self, name: str, field: str = "queue") -> str:
+        """Return `name` if it is a known queue; otherwise raise a clear input error."""
+        if name not in self._parents:
+            known = ", ".join(self.queues) or "none yet"
+            raise LedgerInputError(
+                field, f"unknown queue {name!r}", f"use one of the known queues ({known})"
+            )
+        return name
+
+    def _walk_up(self, name: str) -> tuple[str, ...]:
+        seen = [name]
+        parent = self._parents[name]
+        while parent is not None:
+            if parent in seen:
+                raise LedgerInputError(
+                    f"queue {name!r}.parent", "queues form a cycle", "make the queue tree a tree"
+                )
+            seen.append(parent)
+            parent = self._parents[parent]
+        return tuple(seen)

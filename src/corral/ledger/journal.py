@@ -1,0 +1,247 @@
+"""The double-entry journal: accepts balanced transactions once per key, keeps balances.
+
+`Journal.post` is the only way money moves. It checks a transaction, appends it to the
+`JournalStore` and updates the derived state (balances, lots, holds), which is a pure function of
+the transactions in order: `Journal(chart, store=s)` over an existing store rebuilds the same state.
+
+What `post` guarantees (and the Hypothesis properties in tests/ledger check):
+
+- every accepted transaction sums to exactly zero, so the sum of all postings is always zero;
+- amounts are exact at the currency's places (no rounding inside the journal);
+- one transaction per idempotency key: a replay with the same body returns the original and
+  changes nothing; a different body under a used key raises `IdempotencyConflictError`;
+- credit lots never go below zero (only a queue's overdraft account may), holds never go below
+  zero, and a settlement leaves its hold at exactly zero;
+- a workload has at most one hold, settled at most once.
+
+The operations that build transactions (grants, transfers, holds, settlements, expiry) are in
+`corral.ledger.credits` and `corral.ledger.holds`; reading balances for people is in
+`corral.ledger.statements`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from decimal import Decimal
+
+from corral.ledger.accounts import Account, AccountKind, QueueChart
+from corral.ledger.entries import Hold, Intent, Lot, Posting, Transaction, TxKind
+from corral.ledger.errors import (
+    HoldStateError,
+    IdempotencyConflictError,
+    UnbalancedTransactionError,
+)
+from corral.ledger.money import DEFAULT_CURRENCY, Currency
+from corral.ledger.storage import InMemoryJournalStore, JournalStore
+
+__all__ = ["Journal"]
+
+ZERO = Decimal(0)
+
+
+class Journal:
+    """Balances, lots and holds of one ledger, derived from its store's transactions.
+
+    draw_from_ancestors: when a queue lacks the credits for a hold or top-up, whether the
+    nearest ancestor that has them may pay instead (see `corral.ledger.funding`).
+    """
+
+    def __init__(
+        self,
+        chart: QueueChart,
+        *,
+        currency: Currency = DEFAULT_CURRENCY,
+        store: JournalStore | None = None,
+        draw_from_ancestors: bool = True,
+    ) -> None:
+        self.chart = chart
+        self.currency = currency
+        self.draw_from_ancestors = draw_from_ancestors
+        self._store: JournalStore = InMemoryJournalStore() if store is None else store
+        self._balances: dict[Account, Decimal] = {}
+        self._lots: dict[Account, Lot] = {}
+        self._lots_by_queue: dict[str, list[Lot]] = {}
+        self._accounts_by_queue: dict[str, set[Account]] = {}
+        self._holds: dict[str, Hold] = {}
+        self._transfers: dict[tuple[str, bool], Decimal] = {}
+        for tx in self._store:
+            self._check(tx)
+            self._apply(tx)
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def post(self, tx: Transaction) -> Transaction:
+        """Accept `tx` once. Returns the stored transaction (the original one on a replay)."""
+        existing = self._store.get(tx.key)
+        if existing is not None:
+            if existing.same_body(tx):
+                return existing
+            raise IdempotencyConflictError(
+                f"key {tx.key!r} was already used for: {existing.intent.describe()}; "
+                f"refusing a different transaction ({tx.intent.describe()}) under it"
+            )
+        self._check(tx)
+        self._store.append(tx)
+        self._apply(tx)
+        return tx
+
+    def replay(self, key: str, intent: Intent) -> Transaction | None:
+        """The transaction already posted under `key` for the same `intent`, or None if the key
+        is new. Operations call this first, so that a retried operation is a no-op even when its
+        postings could no longer be computed (a settled hold, a drained lot).
+
+        Raises IdempotencyConflictError when the key was used for a different intent.
+        """
+        existing = self._store.get(key)
+        if existing is None:
+            return None
+        if existing.intent != intent:
+            raise IdempotencyConflictError(
+                f"key {key!r} was already used for: {existing.intent.describe()}; "
+                f"refusing a different operation ({intent.describe()}) under it"
+            )
+        return existing
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def get(self, key: str) -> Transaction | None:
+        return self._store.get(key)
+
+    def transactions(self) -> Iterator[Transaction]:
+        """Every accepted transaction, in the order it was posted."""
+        return iter(self._store)
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def balance(self, account: Account) -> Decimal:
+        return self._balances.get(account, ZERO)
+
+    def accounts(self, queue: str) -> tuple[Account, ...]:
+        """Every account of `queue` that has ever been posted to, sorted."""
+        return tuple(sorted(self._accounts_by_queue.get(queue, ())))
+
+    def lots(self, queue: str) -> tuple[Lot, ...]:
+        """The queue's credit lots in draw-down order (soonest expiry first, then opening order)."""
+        lots = self._lots_by_queue.get(queue, [])
+        order = {lot.account: i for i, lot in enumerate(lots)}
+        return tuple(
+            sorted(
+                lots,
+                key=lambda lot: (
+                    lot.expires_at is None,
+                    lot.expires_at if lot.expires_at is not None else ZERO,
+                    order[lot.account],
+                ),
+            )
+        )
+
+    def lot(self, account: Account) -> Lot | None:
+        return self._lots.get(account)
+
+    def hold(self, workload: str) -> Hold | None:
+        return self._holds.get(workload)
+
+    def holds(self, *, open_only: bool = False) -> tuple[Hold, ...]:
+        return tuple(h for h in self._holds.values() if h.open or not open_only)
+
+    def transferred(self, queue: str, *, incoming: bool) -> Decimal:
+        """Net credits moved into (incoming) or out of a queue by transfers."""
+        return self._transfers.get((queue, incoming), ZERO)
+
+    # -- checking and applying -----------------------------------------------------------------
+
+    def _check(self, tx: Transaction) -> None:
+        """Refuse a malformed transaction with a message that says what is wrong."""
+        if not tx.key:
+            raise UnbalancedTransactionError("a transaction needs a non-empty idempotency key")
+        self.chart.require(tx.intent.queue, "intent.queue")
+        if tx.intent.counterparty:
+            self.chart.require(tx.intent.counterparty, "intent.counterparty")
+        if tx.total != 0:
+            raise UnbalancedTransactionError(f"{tx.key!r}: postings sum to {tx.total}, not 0")
+        if not tx.postings and tx.intent.kind not in (TxKind.HOLD, TxKind.SETTLE):
+            raise UnbalancedTransactionError(f"{tx.key!r}: a {tx.intent.kind} needs postings")
+        if len({p.account for p in tx.postings}) != len(tx.postings):
+            raise UnbalancedTransactionError(f"{tx.key!r}: one posting per account, please")
+        opened = {lot.account for lot in tx.opens}
+        for lot in tx.opens:
+            if lot.account.kind is not AccountKind.CREDITS or lot.account in self._lots:
+                raise UnbalancedTransactionError(f"{tx.key!r}: cannot open {lot.account.key}")
+        for posting in tx.postings:
+            self._check_posting(tx, posting, opened)
+        self._check_hold_transition(tx)
+
+    def _check_posting(self, tx: Transaction, posting: Posting, opened: set[Account]) -> None:
+        account, amount = posting.account, posting.amount
+        self.chart.require(account.queue, f"posting {account.key}")
+        if amount == 0 or amount != amount.quantize(self.currency.quantum):
+            raise UnbalancedTransactionError(
+                f"{tx.key!r}: posting {amount} on {account.key} is zero or not at "
+                f"{self.currency.places} decimal places"
+            )
+        after = self.balance(account) + amount
+        if account.kind is AccountKind.CREDITS:
+            if account not in self._lots and account not in opened:
+                raise UnbalancedTransactionError(f"{tx.key!r}: {account.key} is not an open lot")
+            if after < 0 and not account.is_overdraft:
+                raise UnbalancedTransactionError(f"{tx.key!r}: {account.key} would go to {after}")
+        if account.kind is AccountKind.HOLD:
+            if account.ref != tx.intent.workload or after < 0:
+                raise UnbalancedTransactionError(
+                    f"{tx.key!r}: bad hold posting {amount} on {account.key}"
+                )
+            if tx.intent.kind is TxKind.SETTLE and after != 0:
+                raise UnbalancedTransactionError(f"{tx.key!r}: settlement leaves {account.key}")
+
+    def _check_hold_transition(self, tx: Transaction) -> None:
+        kind, workload = tx.intent.kind, tx.intent.workload
+        if kind not in (TxKind.HOLD, TxKind.TOPUP, TxKind.SETTLE):
+            return
+        hold = self._holds.get(workload)
+        if kind is TxKind.HOLD and hold is not None:
+            raise HoldStateError(f"workload {workload!r} already has a hold (key {tx.key!r})")
+        if kind is not TxKind.HOLD and (hold is None or not hold.open):
+            state = "no hold" if hold is None else "a settled hold"
+            raise HoldStateError(f"workload {workload!r} has {state}; cannot {kind.value} it")
+        if kind is TxKind.SETTLE:
+            assert hold is not None
+            left = {a for a in self._accounts_by_queue_of_hold(hold) if self.balance(a) != 0}
+            if not left <= {p.account for p in tx.postings}:
+                raise UnbalancedTransactionError(f"{tx.key!r}: settlement misses hold accounts")
+
+    def _accounts_by_queue_of_hold(self, hold: Hold) -> tuple[Account, ...]:
+        return tuple(Account.hold(q, hold.workload) for q in hold.funders)
+
+    def _apply(self, tx: Transaction) -> None:
+        for lot in tx.opens:
+            self._lots[lot.account] = lot
+            self._lots_by_queue.setdefault(lot.account.queue, []).append(lot)
+        for posting in tx.postings:
+            account = posting.account
+            self._balances[account] = self.balance(account) + posting.amount
+            self._accounts_by_queue.setdefault(account.queue, set()).add(account)
+            if tx.intent.kind is TxKind.TRANSFER and account.kind is AccountKind.CREDITS:
+                incoming = account.queue != tx.intent.queue
+                self._transfers[(account.queue, incoming)] = self.transferred(
+                    account.queue, incoming=incoming
+                ) + (posting.amount if incoming else -posting.amount)
+        self._apply_hold(tx)
+
+    def _apply_hold(self, tx: Transaction) -> None:
+        kind, workload = tx.intent.kind, tx.intent.workload
+        draws = tuple(
+            dataclasses.replace(p, amount=-p.amount)
+            for p in tx.postings
+            if p.account.kind is AccountKind.CREDITS and p.amount < 0
+        )
+        if kind is TxKind.HOLD:
+            self._holds[workload] = Hold(workload, tx.intent.queue, tx.at, draws)
+        elif kind is TxKind.TOPUP:
+            hold = self._holds[workload]
+            self._holds[workload] = dataclasses.replace(hold, draws=hold.draws + draws)
+        elif kind is TxKind.SETTLE:
+            self._holds[workload] = dataclasses.replace(
+                self._holds[workload], settled_by=tx.key, charged=tx.intent.amount
+            )

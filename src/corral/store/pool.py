@@ -1,0 +1,104 @@
+"""The pool in the store: providers, nodes and queues, read back as core model values."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select, update
+
+from corral.core.model import CapacityKind, Health, Node, Queue
+from corral.store.schema import NodeRow, Provider, QueueRow
+
+__all__ = [
+    "delete_queue",
+    "get_queue",
+    "list_nodes",
+    "list_queues",
+    "set_cordoned",
+    "sync_nodes",
+    "upsert_queue",
+]
+
+
+def sync_nodes(conn: Connection, providers: Sequence[dict[str, Any]], nodes: Sequence[Node]) -> None:
+    """Make the declared pool current: add or update these nodes, deactivate the others.
+
+    What an operator did at run time survives a restart with the same pool file: a cordon
+    stays, because the file does not say anything about cordons.
+    """
+    for p in providers:
+        values = {"capacity_kind": p.get("capacity_kind", "on-demand"),
+                  "region": p.get("region", "default"), "spec": p}
+        if conn.execute(update(Provider).where(Provider.name == p["name"]).values(**values)).rowcount == 0:
+            conn.execute(insert(Provider).values(name=p["name"], **values))
+    known = {r.id for r in conn.execute(select(NodeRow.id))}
+    for n in nodes:
+        values = _node_values(n)
+        if n.id in known:
+            conn.execute(update(NodeRow).where(NodeRow.id == n.id).values(**values, active=True))
+        else:
+            conn.execute(insert(NodeRow).values(id=n.id, cordoned=n.cordoned, active=True, **values))
+    gone = known - {n.id for n in nodes}
+    if gone:
+        conn.execute(update(NodeRow).where(NodeRow.id.in_(gone)).values(active=False))
+
+
+def _node_values(n: Node) -> dict[str, Any]:
+    return {
+        "provider": n.provider, "gpu_model": n.gpu_model, "gpu_count": n.gpu_count,
+        "gpu_memory_mib": n.gpu_memory_mib, "cpu_milli": n.cpu_milli, "memory_mib": n.memory_mib,
+        "price_per_gpu_hour": n.price_per_gpu_hour, "capacity_kind": str(n.capacity_kind),
+        "region": n.region, "zone": n.zone, "rack": n.rack, "nvlink_domain": n.nvlink_domain,
+        "health": str(n.health), "labels": dict(n.labels),
+    }
+
+
+def list_nodes(conn: Connection, *, include_inactive: bool = False) -> list[Node]:
+    q = select(NodeRow).order_by(NodeRow.id)
+    if not include_inactive:
+        q = q.where(NodeRow.active.is_(True))
+    return [
+        Node(id=r.id, provider=r.provider, gpu_model=r.gpu_model, gpu_count=r.gpu_count,
+             gpu_memory_mib=r.gpu_memory_mib, cpu_milli=r.cpu_milli, memory_mib=r.memory_mib,
+             price_per_gpu_hour=r.price_per_gpu_hour,
+             capacity_kind=CapacityKind(r.capacity_kind), region=r.region, zone=r.zone,
+             rack=r.rack, nvlink_domain=r.nvlink_domain, cordoned=r.cordoned,
+             health=Health(r.health), labels=tuple(sorted(r.labels.items())))
+        for r in conn.execute(q)
+    ]
+
+
+def set_cordoned(conn: Connection, node_id: str, cordoned: bool) -> bool:
+    """False when no active node has this id."""
+    result = conn.execute(update(NodeRow).where(NodeRow.id == node_id, NodeRow.active.is_(True))
+                          .values(cordoned=cordoned))
+    return result.rowcount == 1
+
+
+def _queue(r: Any) -> Queue:
+    return Queue(r.name, r.parent, r.quota_gpus, r.limit_gpus, r.weight, r.priority,
+                 tuple(sorted(r.quota_by_model.items())))
+
+
+def list_queues(conn: Connection) -> list[Queue]:
+    return [_queue(r) for r in conn.execute(select(QueueRow).order_by(QueueRow.name))]
+
+
+def get_queue(conn: Connection, name: str) -> Queue | None:
+    r = conn.execute(select(QueueRow).where(QueueRow.name == name)).first()
+    return _queue(r) if r is not None else None
+
+
+def upsert_queue(conn: Connection, q: Queue) -> bool:
+    """Create or replace a queue; True when it was created."""
+    values = {"parent": q.parent, "quota_gpus": q.quota_gpus, "limit_gpus": q.limit_gpus,
+              "weight": q.weight, "priority": q.priority, "quota_by_model": dict(q.quota_by_model)}
+    if conn.execute(update(QueueRow).where(QueueRow.name == q.name).values(**values)).rowcount:
+        return False
+    conn.execute(insert(QueueRow).values(name=q.name, **values))
+    return True
+
+
+def delete_queue(conn: Connection, name: str) -> bool:
+    return conn.execute(delete(QueueRow).where(QueueRow.name == name)).rowcount == 1

@@ -1,0 +1,224 @@
+"""Workloads, their placements and their events: small functions over one Connection.
+
+The caller owns the transaction (`Store.read()` / `Store.write()`); nothing here commits. State
+changes go through `update_versioned`, which only writes when the version the caller saw is still
+current: the optimistic-concurrency guard that makes a stale plan fail instead of half-applying.
+Which transitions are legal is decided above this layer (`corral.control.lifecycle`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+
+from corral.core.model import WorkerAssignment
+from corral.store.schema import Event, Placement, WorkloadRow
+
+__all__ = [
+    "ACTIVE_STATES",
+    "EventRecord",
+    "WorkloadRecord",
+    "append_event",
+    "assignments_of",
+    "count_by_state",
+    "get_workload",
+    "insert_placements",
+    "insert_workloads",
+    "list_events",
+    "list_workloads",
+    "load_active",
+    "set_placement_states",
+    "update_unversioned",
+    "update_versioned",
+]
+
+#: states in which a workload holds or waits for capacity (the scheduler's working set)
+ACTIVE_STATES = ("pending", "scheduled", "starting", "running")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadRecord:
+    seq: int
+    id: str
+    group_id: str
+    name: str
+    queue: str
+    user: str
+    kind: str
+    spec: dict[str, Any]
+    state: str
+    reason_code: str
+    reason_message: str
+    attempt: int
+    restart_count: int
+    version: int
+    submitted_at: float
+    started_at: float | None
+    finished_at: float | None
+    not_before: float
+    stop_reason: str | None
+    stop_message: str
+    exit_code: int | None
+
+    @classmethod
+    def of(cls, row: Any) -> WorkloadRecord:
+        return cls(**{f: getattr(row, f) for f in cls.__slots__})
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    id: int
+    at: float
+    kind: str
+    workload_id: str | None
+    subject: str
+    from_state: str
+    to_state: str
+    attempt: int
+    reason: str
+    message: str
+    data: dict[str, Any]
+
+    @classmethod
+    def of(cls, row: Any) -> EventRecord:
+        return cls(**{f: getattr(row, f) for f in cls.__slots__})
+
+
+_COLUMNS = [getattr(WorkloadRow, f) for f in WorkloadRecord.__slots__]
+
+
+def insert_workloads(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert new workloads (state pending, version 1). Keys: the WorkloadRow columns."""
+    if rows:
+        conn.execute(insert(WorkloadRow), list(rows))
+
+
+def get_workload(conn: Connection, workload_id: str) -> WorkloadRecord | None:
+    row = conn.execute(select(*_COLUMNS).where(WorkloadRow.id == workload_id)).first()
+    return WorkloadRecord.of(row) if row is not None else None
+
+
+def list_workloads(
+    conn: Connection, *, queues: Iterable[str] | None = None, states: Iterable[str] = (),
+    user: str | None = None, group_id: str | None = None, before_seq: int | None = None,
+    limit: int = 100,
+) -> list[WorkloadRecord]:
+    """Newest first. `queues` None means all; `before_seq` pages (pass the last seq seen)."""
+    q = select(*_COLUMNS).order_by(WorkloadRow.seq.desc()).limit(limit)
+    if queues is not None:
+        q = q.where(WorkloadRow.queue.in_(list(queues)))
+    states = list(states)
+    if states:
+        q = q.where(WorkloadRow.state.in_(states))
+    if user:
+        q = q.where(WorkloadRow.user == user)
+    if group_id:
+        q = q.where(WorkloadRow.group_id == group_id)
+    if before_seq is not None:
+        q = q.where(WorkloadRow.seq < before_seq)
+    return [WorkloadRecord.of(r) for r in conn.execute(q)]
+
+
+def load_active(conn: Connection) -> list[WorkloadRecord]:
+    """Every workload the scheduler must consider, oldest first."""
+    q = select(*_COLUMNS).where(WorkloadRow.state.in_(ACTIVE_STATES)).order_by(WorkloadRow.seq)
+    return [WorkloadRecord.of(r) for r in conn.execute(q)]
+
+
+def count_by_state(conn: Connection) -> dict[str, int]:
+    q = select(WorkloadRow.state, func.count()).group_by(WorkloadRow.state)
+    return {state: n for state, n in conn.execute(q)}
+
+
+def update_versioned(conn: Connection, workload_id: str, version: int, **values: Any) -> bool:
+    """Write `values` and bump the version, only if the row is still at `version`."""
+    result = conn.execute(
+        update(WorkloadRow)
+        .where(WorkloadRow.id == workload_id, WorkloadRow.version == version)
+        .values(version=WorkloadRow.version + 1, **values)
+    )
+    return result.rowcount == 1
+
+
+def update_unversioned(conn: Connection, workload_id: str, version: int, **values: Any) -> bool:
+    """Write informational fields (a pending reason) without bumping the version."""
+    result = conn.execute(
+        update(WorkloadRow)
+        .where(WorkloadRow.id == workload_id, WorkloadRow.version == version)
+        .values(**values)
+    )
+    return result.rowcount == 1
+
+
+# --- placements ---------------------------------------------------------------------------------
+
+
+def insert_placements(
+    conn: Connection, workload_id: str, attempt: int, assignments: Sequence[WorkerAssignment]
+) -> None:
+    conn.execute(delete(Placement).where(
+        Placement.workload_id == workload_id, Placement.attempt == attempt))
+    conn.execute(insert(Placement), [
+        {"workload_id": workload_id, "attempt": attempt, "worker": a.worker,
+         "node_id": a.node_id, "devices": list(a.devices), "milli_per_device": a.milli_per_device,
+         "gpu_memory_mib_per_device": a.gpu_memory_mib_per_device, "state": "planned",
+         "reason": ""}
+        for a in assignments
+    ])
+
+
+def assignments_of(
+    conn: Connection, keys: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], tuple[WorkerAssignment, ...]]:
+    """Assignments per (workload, attempt), workers in order."""
+    keys = list(keys)
+    out: dict[tuple[str, int], list[WorkerAssignment]] = {k: [] for k in keys}
+    for chunk in _chunks(keys, 500):
+        cond = or_(*(and_(Placement.workload_id == w, Placement.attempt == a) for w, a in chunk))
+        rows = conn.execute(select(Placement).where(cond).order_by(Placement.worker))
+        for r in rows:
+            out[(r.workload_id, r.attempt)].append(WorkerAssignment(
+                r.worker, r.node_id, tuple(r.devices), r.milli_per_device,
+                r.gpu_memory_mib_per_device))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def set_placement_states(
+    conn: Connection, workload_id: str, attempt: int, states: dict[int, tuple[str, int | None, str]]
+) -> None:
+    """Per worker: (state, exit code, reason) as last reported by the backend."""
+    for worker, (state, code, reason) in states.items():
+        conn.execute(update(Placement).where(
+            Placement.workload_id == workload_id, Placement.attempt == attempt,
+            Placement.worker == worker).values(state=state, exit_code=code, reason=reason))
+
+
+def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+# --- events -------------------------------------------------------------------------------------
+
+
+def append_event(
+    conn: Connection, *, at: float, kind: str, reason: str, message: str = "",
+    workload_id: str | None = None, subject: str = "", from_state: str = "",
+    to_state: str = "", attempt: int = 0, data: dict[str, Any] | None = None,
+) -> None:
+    conn.execute(insert(Event).values(
+        at=at, kind=kind, reason=reason, message=message, workload_id=workload_id,
+        subject=subject, from_state=from_state, to_state=to_state, attempt=attempt,
+        data=data or {}))
+
+
+def list_events(
+    conn: Connection, *, workload_id: str | None = None, after_id: int = 0, limit: int = 1000
+) -> list[EventRecord]:
+    q = select(Event).where(Event.id > after_id).order_by(Event.id).limit(limit)
+    if workload_id is not None:
+        q = q.where(Event.workload_id == workload_id)
+    return [EventRecord.of(r) for r in conn.execute(q)]

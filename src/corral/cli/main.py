@@ -1,2 +1,32 @@
+"""The `corral` command line."""
+
+from __future__ import annotations
+
+import importlib.util
+
 import typer
-app = typer.Typer()
+
+from corral.cli.plan import plan_command
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="corral: one pool of GPUs, scheduled fairly and densely, metered to the cent.",
+)
+app.command("plan")(plan_command)
+
+
+@app.callback()
+def main() -> None:
+    """corral: one pool of GPUs, scheduled fairly and densely, metered to the cent."""
+
+
+if importlib.util.find_spec("corral.cli.simulate") is not None:
+    from corral.cli.simulate import app as simulate_app
+
+    app.add_typer(
+        simulate_app, name="simulate", help="replay cluster traces through the scheduling core"
+    )
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

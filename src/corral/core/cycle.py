@@ -46,6 +46,8 @@ class Cycle:
     scorings: dict[str, Scoring] = field(default_factory=dict)
     shapes: dict[str, Shape] = field(default_factory=dict)
     attempts_left: int = 0  # eviction attempts this cycle may still make
+    _still: list[Workload] | None = None
+    _interned: dict[Shape, Shape] = field(default_factory=dict)
 
     def scoring(self, queue: str) -> Scoring:
         s = self.scorings.get(queue)
@@ -61,7 +63,9 @@ class Cycle:
     def shape(self, w: Workload) -> Shape:
         s = self.shapes.get(w.id)
         if s is None:
-            s = self.shapes[w.id] = Shape.of(w)
+            fresh = Shape.of(w)
+            # One object per distinct shape: dict lookups then succeed on identity.
+            s = self.shapes[w.id] = self._interned.setdefault(fresh, fresh)
         return s
 
     def is_pending(self, w: Workload) -> bool:

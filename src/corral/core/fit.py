@@ -7,7 +7,7 @@ of pending workloads share a handful of shapes, so feasibility and scores are co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,6 +25,34 @@ class Shape:
     max_price: float | None = None
     topology: TopologyLevel = TopologyLevel.ANY
     allow_cross_region: bool = False
+    # Shapes key every cache of a cycle and are hashed hundreds of thousands of times.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self,
+            "_hash",
+            hash(
+                (
+                    self.resources,
+                    self.workers,
+                    self.gpu_models,
+                    self.max_price,
+                    self.topology,
+                    self.allow_cross_region,
+                )
+            ),
+        )
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    @property
+    def single(self) -> Shape:
+        """The same worker, alone and unconstrained by topology (static filters depend only on it)."""
+        if self.workers == 1 and self.topology == TopologyLevel.ANY and not self.allow_cross_region:
+            return self
+        return Shape(self.resources, 1, self.gpu_models, self.max_price)
 
     @classmethod
     def of(cls, w: Workload) -> Shape:

@@ -125,12 +125,23 @@ class Placer:
         self._static: dict[Shape, BoolArray] = {}
         self._caches: dict[tuple[Shape, str], _ShapeCache] = {}
         self._failed: dict[tuple[Shape, str, str | None], int] = {}
+        self._never: dict[Shape, R.Reason | None] = {}
+
+    def never_fits(self, shape: Shape) -> R.Reason | None:
+        """The unresolvable reason why `shape` can never fit this pool, if there is one."""
+        if shape not in self._never:
+            self._never[shape] = _never_fits(self, shape)
+        return self._never[shape]
 
     def static(self, shape: Shape) -> BoolArray:
-        key = Shape(shape.resources, 1, shape.gpu_models, shape.max_price)
-        if key not in self._static:
-            self._static[key] = static_mask(self.cap.table, shape)
-        return self._static[key]
+        mask = self._static.get(shape)
+        if mask is None:
+            key = shape.single
+            mask = self._static.get(key)
+            if mask is None:
+                mask = self._static[key] = static_mask(self.cap.table, shape)
+            self._static[shape] = mask
+        return mask
 
     def place(
         self, shape: Shape, scoring: Scoring, owner: str
@@ -225,6 +236,12 @@ class Placer:
         self, shape: Shape, scoring: Scoring, picks: Sequence[tuple[int, int]]
     ) -> tuple[WorkerAssignment, ...] | None:
         r, table = shape.resources, self.cap.table
+        if len(picks) == 1 and picks[0][1] == 1:  # one worker: nothing to try on a scratch copy
+            node = picks[0][0]
+            devices = scoring.picker.pick(self.cap, shape, node)
+            if devices is None:
+                return None
+            return (_assignment(0, table.nodes[node].id, devices, r, int(table.gpu_memory[node])),)
         out: list[WorkerAssignment] = []
         with self.cap.scratch([n for n, _ in picks]):
             for node, count in picks:
@@ -243,7 +260,7 @@ class Placer:
     def diagnose(self, shape: Shape, owner: str) -> R.Reason:
         """Why `shape` does not fit now: the most specific reason, unresolvable ones first."""
         r = shape.resources
-        never = _never_fits(self, shape)
+        never = self.never_fits(shape)
         if never is not None:
             return never
         allowed = np.flatnonzero(self.static(shape))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from corral.core.fairshare import QueueNode, dominant_share, hierarchical_shares
+from corral.core.fairshare import QueueNode, hierarchical_shares
 from corral.core.model import MILLI_PER_GPU, Queue, Workload
 
 _EPS = 1e-9
@@ -57,6 +57,15 @@ class QueueBook:
         window = max(totals.milli / MILLI_PER_GPU, _EPS) * max(usage_half_life_s, _EPS)
         history = decayed_gpu_seconds or {}
         self.history = {q: usage_weight * history.get(q, 0.0) / window for q in self.queues}
+        # Per-queue constants of the order key, computed once (the key is read per workload).
+        self._quota = {q: round(self.queues[q].quota_gpus * MILLI_PER_GPU) for q in self.queues}
+        self._deserved = {
+            q: max(self.deserved.get(q, 0.0) * MILLI_PER_GPU / max(totals.milli, 1), _EPS)
+            for q in self.queues
+        }
+        self._inv_totals = tuple(
+            1.0 / t if t > 0 else 0.0 for t in (totals.milli, totals.cpu, totals.ram)
+        )
 
     def _ancestors(self, name: str) -> tuple[str, ...]:
         chain: list[str] = []
@@ -112,12 +121,10 @@ class QueueBook:
     def order_key(self, queue: str) -> tuple[int, int, float, str]:
         """Queues below their quota first, then by priority, then by how much of their deserved
         share they use (dominant share when CPU or RAM binds, plus decayed history), then name."""
-        q = self.queues[queue]
-        tier = 0 if self.milli[queue] < self.quota_milli(queue) else 1
-        t = self.totals
-        dom = dominant_share(
-            [self.milli[queue], self.cpu[queue], self.ram[queue]], [t.milli, t.cpu, t.ram]
-        )
-        deserved = self.deserved.get(queue, 0.0) * MILLI_PER_GPU / max(t.milli, 1)
-        ratio = (dom + self.history.get(queue, 0.0)) / max(deserved, _EPS)
-        return (tier, -q.priority, ratio, queue)
+        milli = self.milli[queue]
+        inv = self._inv_totals
+        # Dominant resource share (DRF), inlined: see fairshare.dominant_share.
+        dom = max(milli * inv[0], self.cpu[queue] * inv[1], self.ram[queue] * inv[2])
+        ratio = (dom + self.history[queue]) / self._deserved[queue]
+        tier = 0 if milli < self._quota[queue] else 1
+        return (tier, -self.queues[queue].priority, ratio, queue)

@@ -132,12 +132,13 @@ class Capacity:
         self.freed += 1
 
     def _apply(self, node: int, a: WorkerAssignment, cpu: int, ram: int, sign: int) -> None:
-        for d in a.devices:
-            before = self.free_milli[node, d]
-            self.free_milli[node, d] += sign * a.milli_per_device
-            self.free_mem[node, d] += sign * a.gpu_memory_mib_per_device
-            after = self.free_milli[node, d]
-            self.whole_free[node] += int(after == MILLI_PER_GPU) - int(before == MILLI_PER_GPU)
+        if a.devices:
+            devices = list(a.devices)
+            row = self.free_milli[node]
+            before = int((row[devices] == MILLI_PER_GPU).sum())
+            row[devices] += sign * a.milli_per_device
+            self.free_mem[node, devices] += sign * a.gpu_memory_mib_per_device
+            self.whole_free[node] += int((row[devices] == MILLI_PER_GPU).sum()) - before
         self.free_cpu[node] += sign * cpu
         self.free_ram[node] += sign * ram
         self.changes.append(node)

@@ -33,24 +33,33 @@ def allocate(cycle: Cycle) -> None:
     cursor = dict.fromkeys(cycle.pending, 0)
     while heap:
         _, queue = heapq.heappop(heap)
-        work = cycle.pending[queue]
-        i = cursor[queue]
-        if i >= len(work):
-            continue
-        cursor[queue] = i + 1
-        try_place(cycle, work[i], reserve=True)
-        if i + 1 < len(work):
+        work, i = cycle.pending[queue], cursor[queue]
+        # A failure changes no queue's key, so this queue stays first in line: keep going
+        # without touching the heap until something is placed (then its key grows).
+        while i < len(work):
+            i += 1
+            if try_place(cycle, work[i - 1], reserve=True):
+                break
+        cursor[queue] = i
+        if i < len(work):
             heapq.heappush(heap, (cycle.book.order_key(queue), queue))
 
 
 def try_place(cycle: Cycle, w: Workload, reserve: bool = False) -> bool:
     """Place `w` on free capacity if its queue's limits allow. Records why not, otherwise."""
     milli = w.total_milli()
+    shape = cycle.shape(w)
+    never = cycle.placer.never_fits(shape)
+    if never is not None:
+        cycle.reasons[w.id] = never
+        return False
     blocking = cycle.book.limit_blocking(w.queue, milli)
     if blocking is not None:
-        cycle.reasons[w.id] = _limit_reason(w, blocking.name, blocking.limit_gpus or 0.0, milli)
+        used = cycle.book.milli[blocking.name] / MILLI_PER_GPU
+        cycle.reasons[w.id] = _limit_reason(
+            w, blocking.name, blocking.limit_gpus or 0.0, milli, used
+        )
         return False
-    shape = cycle.shape(w)
     assignments = cycle.placer.place(shape, cycle.scoring(w.queue), w.id)
     if assignments is None:
         cycle.deferred[w.id] = shape

@@ -21,18 +21,26 @@ if TYPE_CHECKING:
 
 
 def consolidate(cycle: Cycle) -> None:
+    if not _movable_by_node(cycle):
+        return  # nothing may move: skip the per-workload checks entirely
     moves_left = cycle.config.max_moves
+    fragmented: dict[tuple[object, str], tuple[int, bool]] = {}
     for w in cycle.still_pending():
         if moves_left <= 0:
             return
-        if not _fragmented(cycle, w):
+        if cycle.book.limit_blocking(w.queue, w.total_milli()) is not None:
             continue
-        moves_left -= _consolidate_for(cycle, w, moves_left)
+        # Whether a shape is fragmented only changes when capacity does: cache per shape.
+        key = (cycle.shape(w), w.id if w.id in cycle.cap.reservations else "")
+        seen = fragmented.get(key)
+        if seen is None or seen[0] != len(cycle.cap.changes):
+            seen = fragmented[key] = (len(cycle.cap.changes), _fragmented(cycle, w))
+        if seen[1]:
+            moves_left -= _consolidate_for(cycle, w, moves_left)
 
 
 def _fragmented(cycle: Cycle, w: Workload) -> bool:
-    if cycle.book.limit_blocking(w.queue, w.total_milli()) is not None:
-        return False
+    """Room for `w` exists in total, just not in one piece."""
     shape = cycle.shape(w)
     usable = cycle.placer.usable(shape, w.id)
     return int(worker_slots(cycle.cap, shape.resources, usable).sum()) >= shape.workers

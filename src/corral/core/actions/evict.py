@@ -18,6 +18,7 @@ the same cycle, so that running the next cycle on the result causes no further e
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,8 @@ Accept = Callable[[Workload], bool]
 
 
 def reclaim(cycle: Cycle) -> None:
+    if not cycle.victims(lambda v: True):
+        return
     for w in cycle.still_pending():
         if not cycle.book.within_quota_after(w.queue, w.total_milli()):
             continue
@@ -47,9 +50,16 @@ def reclaim(cycle: Cycle) -> None:
 
 
 def preempt(cycle: Cycle) -> None:
-    queue = cycle.still_pending()
-    while queue:
-        w = queue.pop(0)
+    lowest: dict[str, int] = {}  # per queue, the lowest priority of anything it could preempt
+    for v in cycle.victims(lambda v: True):
+        lowest[v.queue] = min(lowest.get(v.queue, v.priority), v.priority)
+    if not lowest:
+        return
+    order = lambda x: (-x.priority, x.submitted_at, x.id)  # noqa: E731
+    work = [w for w in cycle.still_pending() if w.priority > lowest.get(w.queue, w.priority)]
+    heapq.heapify(heap := [(order(w), w.id, w) for w in work])
+    while heap:
+        _, _, w = heapq.heappop(heap)
         if not cycle.is_pending(w):
             continue
 
@@ -58,9 +68,9 @@ def preempt(cycle: Cycle) -> None:
 
         before = len(cycle.stmt.ops)
         if _attempt(cycle, w, accept, R.RULE_PREEMPT):
-            evicted = [op.workload for op in cycle.stmt.ops[before:] if op.kind == "evict"]
-            queue.extend(evicted)
-            queue.sort(key=lambda x: (-x.priority, x.submitted_at, x.id))
+            for op in cycle.stmt.ops[before:]:
+                if op.kind == "evict":
+                    heapq.heappush(heap, (order(op.workload), op.workload.id, op.workload))
 
 
 def _attempt(cycle: Cycle, w: Workload, accept: Accept, rule: str) -> bool:

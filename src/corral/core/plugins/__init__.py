@@ -8,16 +8,24 @@ from corral.core.plugins.base import (
     best_fit_devices,
     register,
 )
+from corral.core.plugins.bestfit import BESTFIT
 from corral.core.plugins.builtin import BINPACK, GPU_MODEL, PRICE, SPREAD
+from corral.core.plugins.fragmentation import FGD, TaskType, typical_tasks
+from corral.core.plugins.random_fit import RANDOM
 
 __all__ = [
+    "BESTFIT",
     "BINPACK",
+    "FGD",
     "GPU_MODEL",
     "PRICE",
+    "RANDOM",
     "REGISTRY",
     "SPREAD",
     "DevicePicker",
     "ScorePlugin",
+    "TaskType",
     "best_fit_devices",
     "register",
+    "typical_tasks",
 ]

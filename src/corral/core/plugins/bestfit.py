@@ -1,0 +1,53 @@
+"""BESTFIT: the node with the least normalised CPU and GPU left over after placement.
+
+The classic bin-packing heuristic as used by the fragmentation study (Weng et al., USENIX ATC 2023,
+section 6): leftover CPU and leftover GPU are each divided by the largest node's capacity of that
+resource, weighted equally, and the node with the smallest sum wins.
+
+    score = 1 - 0.5 * cpu_left_after / max_node_cpu - 0.5 * gpu_left_after / max_node_gpu
+
+Worked example: the largest node has 128 cores and 8 GPUs. A 1-GPU, 8-core task on a node with
+16 cores and 2 GPUs free leaves 8 cores and 1 GPU: 1 - 0.5 * 8/128 - 0.5 * 1/8 = 0.90625. On an
+empty 96-core, 8-GPU node it leaves 88 cores and 7 GPUs: 1 - 0.34375 - 0.4375 = 0.21875.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Final
+
+import numpy as np
+
+from corral.core.fit import Shape, device_need
+from corral.core.model import MILLI_PER_GPU
+from corral.core.plugins.base import register
+from corral.core.snapshot import Capacity, FloatArray, IntArray
+
+BESTFIT: Final = "bestfit"
+
+
+def gpu_need(cap: Capacity, shape: Shape, nodes: IntArray) -> IntArray:
+    """Milli-GPU one worker of `shape` takes on each node."""
+    r = shape.resources
+    if r.gpus:
+        return np.full(nodes.shape, r.gpus * MILLI_PER_GPU, dtype=np.int64)
+    if r.fractional:
+        return device_need(cap.table, r, nodes)[0]
+    return np.zeros(nodes.shape, dtype=np.int64)
+
+
+@register(BESTFIT)
+class BestFit:
+    name: ClassVar[str] = BESTFIT
+    node_local: ClassVar[bool] = True
+
+    def __init__(self, seed: int = 0) -> None:
+        del seed  # deterministic: draws no random numbers
+
+    def score(self, cap: Capacity, shape: Shape, nodes: IntArray) -> FloatArray:
+        table = cap.table
+        max_cpu = max(int(table.cpu.max()), 1) if len(table) else 1
+        max_gpu = max(table.max_gpus, 1) * MILLI_PER_GPU
+        cpu_left = cap.free_cpu[nodes] - shape.resources.cpu_milli
+        gpu_left = np.clip(cap.free_milli[nodes], 0, None).sum(axis=1) - gpu_need(cap, shape, nodes)
+        score = 1.0 - 0.5 * cpu_left / max_cpu - 0.5 * gpu_left / max_gpu
+        return np.asarray(np.clip(score, 0.0, 1.0), dtype=np.float64)

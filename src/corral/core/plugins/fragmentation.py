@@ -1,0 +1,246 @@
+"""FGD: place each task where it increases the pool's expected GPU fragmentation the least.
+
+After Weng et al., "Beware of Fragmentation: Scheduling GPU-Sharing Workloads with Fragmentation
+Gradient Descent" (USENIX ATC 2023). Written from the paper's definitions, not from its code.
+
+**Fragmentation of a node for one task type** m (GPUs k x share d each, CPU c, allowed models):
+the free GPU capacity of the node that m could not use.
+
+- m cannot run on the node at all (model not allowed, CPU short, fewer than k devices with at
+  least d free, or m needs no GPU): *all* free GPU capacity is fragment for m.
+- otherwise: the free capacity of devices with less than d free (they are too small for m).
+
+**Expected fragmentation** F(node) = sum over task types m of p_m x frag(node, m), where p_m is
+m's share of the workload ("typical tasks": the most frequent types that make up 95% of tasks,
+renormalised; see `typical_tasks`).
+
+**Score** of a node for a task t: delta = F(node after t lands) - F(node now), the fragmentation
+gradient; the smallest increase wins. It is reported as 1 / (1 + exp(delta / 1000)), in (0, 1)
+and decreasing in delta (1000 milli = one GPU of fragmentation halves nothing but shifts the
+score by a sigmoid step). For a GPU share the plugin also picks the device (it is a
+`DevicePicker`): the one whose use raises F the least; a node's score is that of its best device.
+
+Worked example (one task type, 0.5 GPU, p = 1): a 2-GPU node with devices free 1000 and 300.
+F = 300 (the 300 device cannot take 0.5). Placing a 0.5 share on the full device gives free
+500/300, F = 300, delta 0; on the 300 device it does not fit. A 0.25 share on the 300 device
+gives 1000/50, F = 50, delta = -250: preferred, it *reduces* fragmentation.
+
+Memory (RAM) is not part of F, as in the paper: it rarely binds on GPU nodes and the
+feasibility filters still enforce it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Final
+
+import numpy as np
+
+from corral.core.fit import Shape, device_need
+from corral.core.model import MILLI_PER_GPU
+from corral.core.plugins.base import register
+from corral.core.snapshot import BoolArray, Capacity, FloatArray, IntArray, NodeTable
+
+FGD: Final = "fgd"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskType:
+    """One kind of task in the workload distribution and its weight (share) in it.
+
+    `gpus` devices of `gpu_milli` each (1000 = whole devices); `gpus` = 0 is a CPU-only task.
+    """
+
+    cpu_milli: int
+    gpus: int = 0
+    gpu_milli: int = 0
+    gpu_models: tuple[str, ...] = ()
+    weight: float = 1.0
+
+    def key(self) -> tuple[int, int, int, tuple[str, ...]]:
+        return (self.cpu_milli, self.gpus, self.gpu_milli if self.gpus else 0, self.gpu_models)
+
+
+#: Used when no workload distribution is configured: a neutral mix of the usual GPU requests.
+DEFAULT_MIX: Final = (
+    TaskType(0, 1, 250),
+    TaskType(0, 1, 500),
+    TaskType(0, 1, 1000),
+    TaskType(0, 2, 1000),
+    TaskType(0, 4, 1000),
+    TaskType(0, 8, 1000),
+)
+
+
+def typical_tasks(tasks: Iterable[TaskType], coverage: float = 0.95) -> tuple[TaskType, ...]:
+    """The most frequent task types that together make up `coverage` of all tasks.
+
+    Tasks are counted by type (CPU, GPUs, share, models; their `weight` is a count). Types are
+    taken most frequent first (ties: the smaller type first, so the result is deterministic)
+    until their count reaches `coverage` of the total; weights are renormalised to sum to 1.
+
+    >>> ts = [TaskType(1000, 1, 500)] * 6 + [TaskType(0)] * 3 + [TaskType(2000, 8, 1000)]
+    >>> [(t.gpus, round(t.weight, 3)) for t in typical_tasks(ts, coverage=0.9)]
+    [(1, 0.667), (0, 0.333)]
+    """
+    counts: Counter[tuple[int, int, int, tuple[str, ...]]] = Counter()
+    for t in tasks:
+        counts[t.key()] += t.weight
+    total = sum(counts.values())
+    if total <= 0:
+        return ()
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    chosen: list[tuple[tuple[int, int, int, tuple[str, ...]], float]] = []
+    cumulative = 0.0
+    for key, count in ranked:
+        chosen.append((key, count))
+        cumulative += count
+        if cumulative >= coverage * total - 1e-9:
+            break
+    return tuple(TaskType(c, g, m, models, n / cumulative) for (c, g, m, models), n in chosen)
+
+
+def _as_task_type(value: object) -> TaskType:
+    if isinstance(value, TaskType):
+        return value
+    if isinstance(value, Mapping):
+        return TaskType(**value)
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return TaskType(*value)
+    raise TypeError(f"fgd workload entries must be TaskType, mapping or tuple, not {value!r}")
+
+
+class _Mix:
+    """A workload mix resolved against one node table, as arrays (T types, D distinct shares)."""
+
+    def __init__(self, table: NodeTable, types: Sequence[TaskType]) -> None:
+        gpu_types = [t for t in types if t.gpus > 0 and t.gpu_milli > 0]
+        weights = np.array([t.weight for t in types], dtype=np.float64)
+        norm = float(weights.sum()) or 1.0
+        self.cpu_only_weight = sum(t.weight for t in types if t not in gpu_types) / norm
+        self.cpu = np.array([t.cpu_milli for t in gpu_types], dtype=np.int64)
+        self.need = np.array([t.gpus for t in gpu_types], dtype=np.int64)
+        self.weight = np.array([t.weight / norm for t in gpu_types], dtype=np.float64)
+        shares = sorted({t.gpu_milli for t in gpu_types})
+        self.thresholds = np.array(shares, dtype=np.int64)
+        self.share_index = np.array([shares.index(t.gpu_milli) for t in gpu_types], dtype=np.int64)
+        access = np.ones((max(len(table.model_names), 1), len(gpu_types)), dtype=np.bool_)
+        for j, t in enumerate(gpu_types):
+            if t.gpu_models:
+                access[:, j] = False
+                codes = [c for m in t.gpu_models if (c := table.model_code(m)) is not None]
+                access[codes, j] = True
+        self.access: BoolArray = access
+
+    def frag(self, free: IntArray, cpu: IntArray, model: IntArray) -> FloatArray:
+        """Expected fragmentation (milli-GPU) of node states: free milli per device (B, G),
+        free CPU (B,), model code (B,)."""
+        f = np.maximum(free, 0)
+        total = f.sum(axis=1).astype(np.float64)
+        out = total * self.cpu_only_weight
+        if self.weight.size == 0:
+            return np.asarray(out, dtype=np.float64)
+        big_enough = f[:, :, None] >= self.thresholds[None, None, :]  # (B, G, D)
+        count = big_enough.sum(axis=1)[:, self.share_index]  # (B, T)
+        small = np.where(big_enough, 0, f[:, :, None]).sum(axis=1)[:, self.share_index]
+        usable = (count >= self.need) & (cpu[:, None] >= self.cpu) & self.access[model]
+        per_type = np.where(usable, small, total[:, None])
+        return np.asarray(out + per_type @ self.weight, dtype=np.float64)
+
+
+@register(FGD)
+class Fragmentation:
+    """Score plugin and device picker; see the module docstring.
+
+    Parameters: `workload`, the task mix (`TaskType`s, mappings or tuples; default `DEFAULT_MIX`),
+    and `scale_milli`, the fragmentation change that moves the score by one sigmoid unit.
+    """
+
+    name: ClassVar[str] = FGD
+    node_local: ClassVar[bool] = True
+
+    def __init__(
+        self, seed: int = 0, workload: Iterable[object] | None = None, scale_milli: float = 1000.0
+    ) -> None:
+        del seed  # deterministic: draws no random numbers
+        self.types = tuple(_as_task_type(t) for t in workload) if workload else DEFAULT_MIX
+        self.scale = float(scale_milli)
+        self._mix: tuple[NodeTable, _Mix] | None = None
+
+    def mix(self, table: NodeTable) -> _Mix:
+        if self._mix is None or self._mix[0] is not table:
+            self._mix = (table, _Mix(table, self.types))
+        return self._mix[1]
+
+    def fragmentation(self, cap: Capacity, nodes: IntArray) -> FloatArray:
+        """Expected fragmentation of `nodes` now, in milli-GPU."""
+        return self.mix(cap.table).frag(
+            cap.free_milli[nodes], cap.free_cpu[nodes], cap.table.model[nodes]
+        )
+
+    def gradient(self, cap: Capacity, shape: Shape, nodes: IntArray) -> FloatArray:
+        """Increase of expected fragmentation if one worker of `shape` lands on each node
+        (on its best device for a share); +inf where it does not fit."""
+        mix = self.mix(cap.table)
+        before = self.fragmentation(cap, nodes)
+        if shape.resources.fractional:
+            return _share_after(cap, shape, nodes, mix) - before
+        free = cap.free_milli[nodes]
+        if shape.resources.gpus:
+            whole = free == MILLI_PER_GPU
+            taken = whole & (np.cumsum(whole, axis=1) <= shape.resources.gpus)
+            free = np.where(taken, 0, free)
+        cpu = cap.free_cpu[nodes] - shape.resources.cpu_milli
+        return mix.frag(free, cpu, cap.table.model[nodes]) - before
+
+    def score(self, cap: Capacity, shape: Shape, nodes: IntArray) -> FloatArray:
+        delta = self.gradient(cap, shape, nodes)
+        with np.errstate(over="ignore"):
+            return np.asarray(1.0 / (1.0 + np.exp(delta / self.scale)), dtype=np.float64)
+
+    def pick(self, cap: Capacity, shape: Shape, node: int) -> tuple[int, ...] | None:
+        """Whole GPUs: the lowest-index untouched devices (all full ones are alike). A share:
+        the device whose use raises fragmentation the least; ties go to the device with the
+        least free share (best fit), then the lowest index."""
+        r = shape.resources
+        free = cap.free_milli[node]
+        if r.gpus:
+            whole = np.flatnonzero(free == MILLI_PER_GPU)
+            return tuple(int(d) for d in whole[: r.gpus]) if whole.size >= r.gpus else None
+        if not r.fractional:
+            return ()
+        milli, mem = device_need(cap.table, r, np.array([node]))
+        devices = np.flatnonzero((free >= milli[0]) & (cap.free_mem[node] >= mem[0]))
+        if devices.size == 0:
+            return None
+        states = np.repeat(free[None, :], devices.size, axis=0)
+        states[np.arange(devices.size), devices] -= milli[0]
+        cpu = np.full(devices.size, cap.free_cpu[node] - r.cpu_milli, dtype=np.int64)
+        model = np.full(devices.size, cap.table.model[node], dtype=np.int64)
+        after = self.mix(cap.table).frag(states, cpu, model)
+        best = np.lexsort((devices, free[devices], after))[0]
+        return (int(devices[best]),)
+
+
+def _share_after(cap: Capacity, shape: Shape, nodes: IntArray, mix: _Mix) -> FloatArray:
+    """Fragmentation of each node after a share lands on its best device (+inf: fits nowhere).
+
+    Devices with the same free share give the same node state up to order, so only the first of
+    each distinct free value per node is evaluated.
+    """
+    r = shape.resources
+    milli, mem = device_need(cap.table, r, nodes)
+    free = cap.free_milli[nodes]
+    fits = (free >= milli[:, None]) & (cap.free_mem[nodes] >= mem[:, None])
+    row, dev = np.nonzero(fits)
+    _, first = np.unique(row * (MILLI_PER_GPU + 1) + free[row, dev], return_index=True)
+    row, dev = row[first], dev[first]
+    states = free[row].copy()
+    states[np.arange(row.size), dev] -= milli[row]
+    cpu = cap.free_cpu[nodes][row] - r.cpu_milli
+    values = mix.frag(states, cpu, cap.table.model[nodes][row])
+    after = np.full(nodes.shape, np.inf)
+    np.minimum.at(after, row, values)
+    return after

@@ -1,0 +1,237 @@
+"""The pool file: providers with their node groups and prices, queues, scheduler knobs.
+
+    providers:
+      - name: aws-use1            # a cloud account + region, an on-prem site, a cluster
+        capacity_kind: on-demand  # owned | on-demand | spot
+        region: us-east-1
+        prices: {H100: 4.10}      # per GPU-hour, per model (a node group may override)
+        node_groups:
+          - name: p5
+            count: 4
+            gpu_model: H100
+            gpus: 8
+            gpu_memory: 80GiB
+            cpu: 192
+            memory: 2048GiB
+            zone: us-east-1a
+            racks: 2              # nodes are spread round-robin over this many racks
+    queues:
+      - {name: research, quota_gpus: 16, limit_gpus: 48, weight: 2}
+      - {name: research.nlp, parent: research, quota_gpus: 8}
+    scheduler:
+      scoring: {binpack: 1, gpu-model: 2, price: 0.1}
+
+Node ids are `<provider>-<group>-<i>`. Each node is its own NVLink domain unless the group sets
+`nvlink_domain_size` (nodes per NVLink domain, as in GB200 NVL72 racks).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from corral.core.config import SchedulerConfig
+from corral.core.model import CapacityKind, Node, Queue
+from corral.core.plugins.base import REGISTRY
+from corral.spec.quantities import CpuMilli, DurationS, SizeMiB
+from corral.spec.workload import check_name
+
+
+class NodeGroupSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    count: int = Field(1, ge=1, le=100_000)
+    gpu_model: str = ""
+    gpus: int = Field(0, ge=0, le=64)
+    gpu_memory: SizeMiB = 0
+    cpu: CpuMilli = 0
+    memory: SizeMiB = 0
+    price_per_gpu_hour: float | None = Field(None, ge=0)
+    capacity_kind: CapacityKind | None = None
+    zone: str | None = None
+    racks: int = Field(1, ge=1)
+    nvlink_domain_size: int = Field(1, ge=1, description="nodes per NVLink domain")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v, "node group name")
+
+    @model_validator(mode="after")
+    def _gpu(self) -> NodeGroupSpec:
+        if self.gpus and not self.gpu_model:
+            raise ValueError("a node group with GPUs needs gpu_model (for example H100)")
+        if self.gpus and not self.gpu_memory:
+            raise ValueError("a node group with GPUs needs gpu_memory per GPU (for example 80GiB)")
+        return self
+
+
+class ProviderSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    capacity_kind: CapacityKind = CapacityKind.ON_DEMAND
+    region: str = "default"
+    zone: str = "default"
+    prices: dict[str, float] = Field(default_factory=dict)
+    node_groups: list[NodeGroupSpec] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v, "provider name")
+
+    def nodes(self) -> list[Node]:
+        out: list[Node] = []
+        for g in self.node_groups:
+            price = g.price_per_gpu_hour
+            if price is None:
+                price = self.prices.get(g.gpu_model, 0.0)
+            for i in range(g.count):
+                out.append(
+                    Node(
+                        id=f"{self.name}-{g.name}-{i}",
+                        provider=self.name,
+                        gpu_model=g.gpu_model,
+                        gpu_count=g.gpus,
+                        gpu_memory_mib=g.gpu_memory,
+                        cpu_milli=g.cpu,
+                        memory_mib=g.memory,
+                        price_per_gpu_hour=price,
+                        capacity_kind=g.capacity_kind or self.capacity_kind,
+                        region=self.region,
+                        zone=g.zone or self.zone,
+                        rack=f"{g.name}-rack{i % g.racks}",
+                        nvlink_domain=f"{g.name}-nvl{i // g.nvlink_domain_size}",
+                    )
+                )
+        return out
+
+
+class QueueSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    parent: str | None = None
+    quota_gpus: float = Field(0, ge=0)
+    limit_gpus: float | None = Field(None, ge=0)
+    weight: float = Field(1.0, gt=0)
+    priority: int = 0
+    quota_by_model: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v, "queue name")
+
+    @model_validator(mode="after")
+    def _limits(self) -> QueueSpec:
+        if self.limit_gpus is not None and self.limit_gpus < self.quota_gpus:
+            raise ValueError(
+                f"limit_gpus ({self.limit_gpus:g}) is below quota_gpus "
+                f"({self.quota_gpus:g}); raise the limit or lower the quota"
+            )
+        if sum(self.quota_by_model.values()) > self.quota_gpus + 1e-9:
+            raise ValueError(
+                "quota_by_model adds up to more than quota_gpus; it narrows part of "
+                "the quota to models, so raise quota_gpus"
+            )
+        return self
+
+    def to_core(self) -> Queue:
+        return Queue(
+            self.name,
+            self.parent,
+            self.quota_gpus,
+            self.limit_gpus,
+            self.weight,
+            self.priority,
+            tuple(sorted(self.quota_by_model.items())),
+        )
+
+
+class SchedulerSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scoring: dict[str, float] | None = None
+    queue_scoring: dict[str, dict[str, float]] = Field(default_factory=dict)
+    reserve_after: DurationS = 300.0
+    max_reservations: int = Field(1, ge=0)
+    consolidate: bool = True
+    reclaim: bool = True
+    preempt: bool = True
+    usage_weight: float = Field(0.0, ge=0)
+    usage_half_life: DurationS = 7 * 24 * 3600.0
+
+    @field_validator("scoring")
+    @classmethod
+    def _scoring(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is not None:
+            _known_plugins(v)
+        return v
+
+    @field_validator("queue_scoring")
+    @classmethod
+    def _queue_scoring(cls, v: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        for weights in v.values():
+            _known_plugins(weights)
+        return v
+
+    def to_core(self) -> SchedulerConfig:
+        base = SchedulerConfig()
+        return SchedulerConfig(
+            scoring=self.scoring if self.scoring is not None else base.scoring,
+            queue_scoring=self.queue_scoring,
+            reserve_after_s=self.reserve_after,
+            max_reservations=self.max_reservations,
+            consolidate=self.consolidate,
+            reclaim=self.reclaim,
+            preempt=self.preempt,
+            usage_weight=self.usage_weight,
+            usage_half_life_s=self.usage_half_life,
+        )
+
+
+def _known_plugins(weights: dict[str, float]) -> None:
+    unknown = sorted(set(weights) - set(REGISTRY))
+    if unknown:
+        raise ValueError(f"unknown score plugin(s) {unknown}; choose from {sorted(REGISTRY)}")
+    if any(w < 0 for w in weights.values()):
+        raise ValueError("score weights cannot be negative")
+
+
+class PoolSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    providers: list[ProviderSpec] = Field(default_factory=list)
+    queues: list[QueueSpec] = Field(default_factory=list)
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
+
+    @model_validator(mode="after")
+    def _unique(self) -> PoolSpec:
+        _no_duplicates([p.name for p in self.providers], "provider")
+        _no_duplicates([q.name for q in self.queues], "queue")
+        names = {q.name for q in self.queues}
+        for q in self.queues:
+            if q.parent is not None and q.parent not in names:
+                raise ValueError(
+                    f"queue {q.name!r} has parent {q.parent!r}, which is not defined; "
+                    "add that queue or remove parent"
+                )
+        for p in self.providers:
+            _no_duplicates([g.name for g in p.node_groups], f"node group of provider {p.name!r}")
+        return self
+
+    def nodes(self) -> list[Node]:
+        return [n for p in self.providers for n in p.nodes()]
+
+    def queues_core(self) -> list[Queue]:
+        return [q.to_core() for q in self.queues]
+
+
+def _no_duplicates(names: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise ValueError(f"{what} {n!r} is defined twice; names must be unique")
+        seen.add(n)

@@ -29,7 +29,7 @@ def parse_size_mib(value: object) -> int:
         m = _SIZE.match(value)
         if m:
             unit = (m.group(2) or "").upper()[:1]
-            return int(round(float(m.group(1)) * _SIZE_MIB[unit]))
+            return round(float(m.group(1)) * _SIZE_MIB[unit])
     raise ValueError(f"{value!r} is not a size; write it like 80GiB, 512MiB or 1024 (MiB)")
 
 
@@ -54,14 +54,14 @@ def _cores_to_milli(value: object) -> int:
     if isinstance(value, str):
         text = value.strip()
         try:
-            return int(text[:-1]) if text.endswith("m") else int(round(float(text) * 1000))
+            return int(text[:-1]) if text.endswith("m") else round(float(text) * 1000)
         except ValueError:
             raise ValueError(
                 f"{value!r} is not a CPU amount; write cores (4, 0.5) or millicores ('500m')"
             ) from None
     if value < 0:
         raise ValueError("CPU cannot be negative")
-    return int(round(value * 1000))
+    return round(value * 1000)
 
 
 SizeMiB = Annotated[int, BeforeValidator(parse_size_mib)]

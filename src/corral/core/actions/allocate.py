@@ -75,18 +75,17 @@ def try_place(cycle: Cycle, w: Workload, reserve: bool = False) -> bool:
     return True
 
 
-def _limit_reason(w: Workload, queue: str, limit: float, milli: int) -> R.Reason:
+def _limit_reason(w: Workload, queue: str, limit: float, milli: int, used: float) -> R.Reason:
     gpus = milli / MILLI_PER_GPU
+    who = f"queue {queue}" if queue == w.queue else f"queue {queue} (parent of {w.queue})"
     if gpus > limit:
         return R.Reason(
-            R.QUEUE_LIMIT_TOO_LOW,
-            f"needs {gpus:g} GPUs, more than queue {queue}'s limit of {limit:g}",
+            R.QUEUE_LIMIT_TOO_LOW, f"needs {gpus:g} GPUs, more than the limit of {limit:g} of {who}"
         )
-    where = "its queue" if queue == w.queue else f"parent queue {queue}"
     return R.Reason(
         R.QUEUE_LIMIT,
-        f"queue {queue} is at its limit of {limit:g} GPUs ({where}); needs {gpus:g} more",
-        (("queue", queue), ("limit_gpus", limit)),
+        f"{who} is at its limit of {limit:g} GPUs: it uses {used:g}, this needs {gpus:g}",
+        (("queue", queue), ("limit_gpus", limit), ("used_gpus", used)),
     )
 
 

@@ -55,7 +55,6 @@ def preempt(cycle: Cycle) -> None:
         lowest[v.queue] = min(lowest.get(v.queue, v.priority), v.priority)
     if not lowest:
         return
-    order = lambda x: (-x.priority, x.submitted_at, x.id)  # noqa: E731
     work = [w for w in cycle.still_pending() if w.priority > lowest.get(w.queue, w.priority)]
     heapq.heapify(heap := [(order(w), w.id, w) for w in work])
     while heap:
@@ -71,6 +70,10 @@ def preempt(cycle: Cycle) -> None:
             for op in cycle.stmt.ops[before:]:
                 if op.kind == "evict":
                     heapq.heappush(heap, (order(op.workload), op.workload.id, op.workload))
+
+
+def order(w: Workload) -> tuple[int, float, str]:
+    return (-w.priority, w.submitted_at, w.id)
 
 
 def _attempt(cycle: Cycle, w: Workload, accept: Accept, rule: str) -> bool:

@@ -1,0 +1,173 @@
+"""Act: the backend calls that carry out what the store now says, made outside any transaction.
+
+Order within `ControlLoop.step`, and why:
+1. stops first, so evicted work starts leaving its GPUs as early as possible;
+2. launches of `scheduled` work whose GPUs are free. A device still held by an attempt that is
+   being stopped (or by an orphan) is busy: the launch waits (reason WaitingForDevices) rather
+   than double-book the device;
+3. the transition to `starting` is committed *before* `launch` is called. A crash in between
+   leaves a `starting` row the backend never heard of, which the next cycle launches again with
+   the same attempt number; a crash after the call leaves one the backend reports. Either way the
+   attempt runs once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+from corral.backends.base import Backend, LaunchSpec
+from corral.backends.errors import BackendError, BackendUnavailable, InvalidRequest
+from corral.control import lifecycle as L
+from corral.control import outcome
+from corral.control.lifecycle import State
+from corral.control.settings import ControlSettings
+from corral.control.snapshot import SpecCache
+from corral.core.model import WorkerAssignment
+from corral.spec import WorkloadSpec
+from corral.store import Store
+from corral.store import workloads as W
+from corral.store.workloads import WorkloadRecord
+
+__all__ = ["checkpoint_dir", "enforce_runtime_limits", "launch", "launch_spec", "stop_requested"]
+
+log = logging.getLogger(__name__)
+Device = tuple[str, int]
+
+
+def checkpoint_dir(rec: WorkloadRecord, spec: WorkloadSpec, settings: ControlSettings) -> str:
+    """One per submission (replicas of a service share the folder name of their group)."""
+    if spec.checkpoint_dir:
+        return spec.checkpoint_dir
+    return str(Path(settings.checkpoint_root).resolve() / rec.id)
+
+
+def launch_spec(
+    rec: WorkloadRecord, spec: WorkloadSpec, assignments: tuple[WorkerAssignment, ...],
+    settings: ControlSettings,
+) -> LaunchSpec:
+    """Deterministic in the stored row, so a relaunch after a crash is an equal spec (which the
+    backend treats as a no-op). resume_from is the checkpoint dir on every attempt after the
+    first: the workload looks there for its latest checkpoint."""
+    ckpt = checkpoint_dir(rec, spec, settings)
+    command: tuple[str, ...] | str = spec.shell if spec.shell is not None else tuple(spec.command or ())
+    return LaunchSpec(
+        workload_id=rec.id, attempt=rec.attempt, queue=rec.queue, assignments=assignments,
+        command=command, shell=spec.shell is not None, user=rec.user, env=spec.env,
+        working_dir=spec.working_dir, checkpoint_dir=ckpt,
+        resume_from=ckpt if rec.attempt > 0 else None, restart_count=rec.restart_count)
+
+
+def stop_requested(
+    store: Store, backend: Backend, records: Iterable[WorkloadRecord], now: float,
+    settings: ControlSettings, specs: SpecCache,
+) -> int:
+    """Carry out stop requests. Never-launched (`scheduled`) work ends at once; launched work
+    gets `stop` every cycle until it has ended (the call is idempotent)."""
+    n = 0
+    for rec in records:
+        if rec.stop_reason is None:
+            continue
+        if rec.state == "scheduled":
+            with store.write() as conn:
+                n += outcome.finalize(conn, rec, [], specs.spec(rec), now)
+        elif rec.state in ("starting", "running"):
+            grace = 0.0 if rec.stop_reason == L.WORKER_FAILED else settings.stop_grace_s
+            try:
+                backend.stop(rec.id, rec.attempt, grace, rec.stop_message or rec.stop_reason)
+            except BackendError as e:
+                log.warning("stop of %s attempt %d failed: %s", rec.id, rec.attempt, e)
+    return n
+
+
+def launch(
+    store: Store, backend: Backend, records: Iterable[WorkloadRecord], busy: set[Device],
+    now: float, settings: ControlSettings, specs: SpecCache, *, relaunch: set[str],
+) -> int:
+    """Launch scheduled work whose devices are free, and relaunch `relaunch` (starting rows the
+    backend never received)."""
+    todo = [r for r in records if r.stop_reason is None and (
+        r.state == "scheduled" or (r.state == "starting" and r.id in relaunch))]
+    if not todo:
+        return 0
+    with store.read() as conn:
+        placed = W.assignments_of(conn, [(r.id, r.attempt) for r in todo])
+    n = 0
+    for rec in todo:
+        assignments = placed[(rec.id, rec.attempt)]
+        if rec.state == "scheduled" and _blocked(store, rec, assignments, busy):
+            continue
+        n += _launch_one(store, backend, rec, assignments, now, settings, specs)
+    return n
+
+
+def _blocked(store: Store, rec: WorkloadRecord, assignments: tuple[WorkerAssignment, ...],
+             busy: set[Device]) -> bool:
+    held = sorted({(a.node_id, d) for a in assignments for d in a.devices} & busy)
+    if not held:
+        return False
+    message = ("waiting for evicted work to release " +
+               ", ".join(f"{node} GPU {d}" for node, d in held[:4]))
+    if rec.reason_code != L.WAITING_FOR_DEVICES:
+        with store.write() as conn:
+            W.update_unversioned(conn, rec.id, rec.version, reason_code=L.WAITING_FOR_DEVICES,
+                                 reason_message=message)
+    return True
+
+
+def _launch_one(
+    store: Store, backend: Backend, rec: WorkloadRecord,
+    assignments: tuple[WorkerAssignment, ...], now: float, settings: ControlSettings,
+    specs: SpecCache,
+) -> int:
+    spec = specs.spec(rec)
+    if rec.state == "scheduled":
+        with store.write() as conn:
+            if not L.transition(conn, rec, State.STARTING, reason=L.LAUNCHED,
+                                message=f"attempt {rec.attempt} handed to the {backend.name} "
+                                        "backend", now=now):
+                return 0  # changed meanwhile (cancelled?): the next cycle sees it
+        rec = _bumped(rec, "starting")
+    try:
+        backend.launch(launch_spec(rec, spec, assignments, settings))
+    except BackendUnavailable as e:
+        log.warning("backend unavailable for %s: %s; retrying next cycle", rec.id, e)
+        return 0
+    except InvalidRequest as e:  # cannot run as specified: retrying would fail the same way
+        with store.write() as conn:
+            L.transition(conn, rec, State.FAILED, reason=L.LAUNCH_FAILED, message=str(e), now=now)
+        return 1
+    except BackendError as e:
+        with store.write() as conn:
+            outcome.restart_or_fail(conn, rec, spec, now, reason=L.LAUNCH_FAILED,
+                                    message=f"launch failed: {e}")
+        return 1
+    return 1
+
+
+def _bumped(rec: WorkloadRecord, state: str) -> WorkloadRecord:
+    return dataclasses.replace(rec, state=state, version=rec.version + 1)
+
+
+def enforce_runtime_limits(
+    store: Store, records: Iterable[WorkloadRecord], now: float, specs: SpecCache
+) -> int:
+    """Ask running work past its max_runtime (jobs) or ttl (interactive) to stop."""
+    n = 0
+    for rec in records:
+        if rec.state != "running" or rec.stop_reason is not None or rec.started_at is None:
+            continue
+        spec = specs.spec(rec)
+        limit = spec.max_runtime if spec.max_runtime is not None else spec.ttl
+        if limit is None or now - rec.started_at < limit:
+            continue
+        message = f"ran longer than its limit of {limit:g}s"
+        with store.write() as conn:
+            if W.update_versioned(conn, rec.id, rec.version, stop_reason=L.MAX_RUNTIME,
+                                  stop_message=message):
+                W.append_event(conn, at=now, kind="info", reason=L.MAX_RUNTIME, message=message,
+                               workload_id=rec.id, attempt=rec.attempt)
+                n += 1
+    return n

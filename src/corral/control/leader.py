@@ -1,0 +1,67 @@
+"""Leadership: only the holder of the scheduler lease plans and acts; everyone serves the API.
+
+Portable across SQLite and PostgreSQL (a lease row, not an advisory lock), so the same code
+and tests cover both; the fencing epoch makes a deposed leader's late plan fail (`fence`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from corral.store import Store
+from corral.store import lease as LS
+
+__all__ = ["Leadership", "default_holder"]
+
+log = logging.getLogger(__name__)
+
+
+def default_holder() -> str:
+    """Unique per process: host, pid and a random suffix (pids repeat across restarts)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Leadership:
+    def __init__(self, store: Store, *, holder: str | None = None, name: str = "scheduler",
+                 ttl_s: float = 15.0) -> None:
+        self.store, self.name, self.ttl_s = store, name, ttl_s
+        self.holder = holder or default_holder()
+        self.epoch: int | None = None
+
+    @property
+    def leading(self) -> bool:
+        return self.epoch is not None
+
+    def ensure(self, now: float) -> bool:
+        """Take or renew the lease; True while this process leads."""
+        try:
+            with self.store.write() as conn:
+                state = LS.acquire(conn, self.name, self.holder, now, self.ttl_s)
+        except SQLAlchemyError as e:  # a lost insert race, or the database is away
+            log.info("lease not taken: %s", e.__class__.__name__)
+            state = None
+        was = self.epoch
+        self.epoch = state.epoch if state is not None else None
+        if was != self.epoch:
+            log.info("scheduler lease %s: %s", self.name,
+                     f"leading (epoch {self.epoch})" if self.epoch else "standing by")
+        return self.epoch is not None
+
+    def fence(self, conn: Connection, now: float) -> bool:
+        return self.epoch is not None and LS.fence(conn, self.name, self.holder, self.epoch, now)
+
+    def resign(self) -> None:
+        if self.epoch is None:
+            return
+        try:
+            with self.store.write() as conn:
+                LS.release(conn, self.name, self.holder)
+        except SQLAlchemyError:
+            pass  # it expires on its own
+        self.epoch = None

@@ -1,0 +1,149 @@
+"""The control loop: one `step` is lead -> observe -> load -> schedule -> apply -> act.
+
+    lease ─> backend.poll ─> reconcile ─> load snapshot ─> admission ─> core.schedule
+          ─> apply (one guarded transaction) ─> runtime limits ─> stops ─> launches
+
+Why this order: observing before loading lets the plan see GPUs freed by work that just ended;
+applying before acting keeps every backend call behind a committed decision (crash safety, see
+`corral.control.act`). See README.md in this folder for the diagram and the state machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from corral.backends.base import Backend
+from corral.backends.errors import BackendError
+from corral.control import act
+from corral.control.admission import Admission, AdmitAll
+from corral.control.apply import StalePlan, apply_plan
+from corral.control.clock import Clock, SystemClock
+from corral.control.leader import Leadership
+from corral.control.reconcile import Reconciled, reconcile
+from corral.control.settings import ControlSettings
+from corral.control.snapshot import Snapshot, SpecCache, load_snapshot
+from corral.core import schedule
+from corral.core.model import ClusterState
+from corral.core.plan import Plan
+from corral.store import Store
+from corral.store import workloads as W
+
+__all__ = ["ControlLoop", "StepReport"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepReport:
+    leader: bool
+    observed: int = 0
+    scheduled: int = 0
+    stopping: int = 0
+    launched: int = 0
+    stale: bool = False
+    plan: Plan | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class ControlLoop:
+    """Drives one backend from one store. `step` is synchronous and takes its time from `clock`,
+    so tests run cycles one by one; `run` repeats it every `settings.interval_s`."""
+
+    def __init__(
+        self, store: Store, backend: Backend, *, clock: Clock | None = None,
+        settings: ControlSettings | None = None, admission: Admission | None = None,
+        leadership: Leadership | None = None,
+    ) -> None:
+        self.store, self.backend = store, backend
+        self.clock = clock or SystemClock()
+        self.settings = settings or ControlSettings()
+        self.admission = admission or AdmitAll()
+        self.leadership = leadership or Leadership(
+            store, name=self.settings.lease_name, ttl_s=self.settings.lease_ttl_s)
+        self.specs = SpecCache()
+        self.cycles = 0
+
+    def step(self) -> StepReport:
+        now = self.clock.now()
+        if not self.leadership.ensure(now):
+            return StepReport(leader=False)
+        self.cycles += 1
+        statuses = self.backend.poll(now)
+        seen = reconcile(self.store, statuses, now, self.specs)
+        self._tidy_backend(seen)
+        report = StepReport(leader=True, observed=len(statuses))
+        self._plan_and_apply(now, report)
+        with self.store.read() as conn:
+            records = W.load_active(conn)
+        act.enforce_runtime_limits(self.store, records, now, self.specs)
+        act.stop_requested(self.store, self.backend, records, now, self.settings, self.specs)
+        busy = self._busy_devices(seen, {r.id: r for r in records})
+        report.launched = act.launch(self.store, self.backend, records, busy, now, self.settings,
+                                     self.specs, relaunch=set(seen.relaunch))
+        return report
+
+    def _plan_and_apply(self, now: float, report: StepReport) -> None:
+        with self.store.read() as conn:
+            snap = load_snapshot(conn, now, self.specs)
+        state, refused = self._admit(snap, now)
+        plan = schedule(state, now, self.settings.scheduler, seed=self.cycles)
+        report.plan = plan
+        try:
+            with self.store.write() as conn:
+                applied = apply_plan(conn, snap, plan, now,
+                                     lambda c: self.leadership.fence(c, now), refused)
+        except StalePlan as e:
+            log.info("plan rejected as stale: %s", e)
+            report.stale = True
+            return
+        report.scheduled, report.stopping = len(applied.scheduled), len(applied.stopping)
+
+    def _admit(self, snap: Snapshot, now: float) -> tuple[ClusterState, dict]:
+        pending = [w for w in snap.state.workloads if not w.running]
+        refused = dict(self.admission.refuse(pending, now)) if pending else {}
+        if not refused:
+            return snap.state, {}
+        kept = tuple(w for w in snap.state.workloads if w.id not in refused)
+        return ClusterState(snap.state.nodes, snap.state.queues, kept, snap.state.usage), refused
+
+    def _tidy_backend(self, seen: Reconciled) -> None:
+        for wid, attempt in seen.release:
+            try:
+                self.backend.release(wid, attempt)
+            except BackendError as e:
+                log.warning("release of %s attempt %d: %s", wid, attempt, e)
+        for wid, attempt in seen.stop_orphans:
+            try:
+                self.backend.stop(wid, attempt, self.settings.stop_grace_s,
+                                  "orphaned attempt: the control plane no longer runs it")
+            except BackendError as e:
+                log.warning("stop of orphan %s attempt %d: %s", wid, attempt, e)
+
+    def _busy_devices(self, seen: Reconciled, records: dict[str, W.WorkloadRecord]
+                      ) -> set[tuple[str, int]]:
+        """Devices held by live attempts that the snapshot did not count (stopping, orphans)."""
+        keys = []
+        for (wid, attempt) in seen.live:
+            rec = records.get(wid)
+            holding = (rec is not None and rec.attempt == attempt and rec.stop_reason is None
+                       and rec.state in ("scheduled", "starting", "running"))
+            if not holding:
+                keys.append((wid, attempt))
+        if not keys:
+            return set()
+        with self.store.read() as conn:
+            placed = W.assignments_of(conn, keys)
+        return {(a.node_id, d) for assignments in placed.values() for a in assignments
+                for d in a.devices}
+
+    def run(self, stop: threading.Event) -> None:
+        """Step every interval until `stop` is set; a failing step is logged, never fatal."""
+        while not stop.is_set():
+            try:
+                self.step()
+            except Exception:  # keep scheduling through a transient database or backend error
+                log.exception("control loop step failed")
+            stop.wait(self.settings.interval_s)
+        self.leadership.resign()

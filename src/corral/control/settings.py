@@ -1,0 +1,24 @@
+"""Knobs of the control loop (policy knobs live in `corral.core.SchedulerConfig`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from corral.core.config import SchedulerConfig
+
+__all__ = ["ControlSettings"]
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    #: checkpoints of workloads that name none go to <checkpoint_root>/<workload>
+    checkpoint_root: Path = Path(".corral/checkpoints")
+    #: SIGTERM-to-SIGKILL grace for cancels and evictions: the preemption contract's deadline
+    stop_grace_s: float = 30.0
+    #: seconds between cycles of `ControlLoop.run`
+    interval_s: float = 1.0
+    #: the leader lease: renewed every cycle, taken over by a standby after it expires
+    lease_ttl_s: float = 15.0
+    lease_name: str = "scheduler"
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)

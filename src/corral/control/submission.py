@@ -1,0 +1,187 @@
+"""Submission: what a new workload must pass before it is stored, and the dry run.
+
+A submission is refused, with the field and the fix, when it names an unknown queue, gives no
+command, or can never run on this pool: the core's own diagnosis of the workload alone on the
+whole pool (cordons and health ignored, since they pass) says *unresolvable* (no node large
+enough, a GPU model nobody offers, a price cap below every offer, a gang larger than any
+allowed domain, more than the queue's limit). Accepted submissions are stored with their
+`Submitted` event in one transaction, before the caller hears "accepted".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from corral.control import lifecycle as L
+from corral.control.snapshot import SpecCache, load_snapshot
+from corral.core import reasons as R
+from corral.core import schedule
+from corral.core.config import SchedulerConfig
+from corral.core.model import ClusterState, Health, Node, Queue, Workload
+from corral.core.plan import Plan
+from corral.spec import SpecError, WorkloadSpec
+from corral.store import Store
+from corral.store import pool as P
+from corral.store import workloads as W
+from corral.store.workloads import WorkloadRecord
+
+__all__ = ["DryRun", "PoolView", "Submissions", "stored_form", "unit_ids"]
+
+#: which spec field an unresolvable reason is about, so the error names it
+FIELD_OF_REASON: Final = {
+    R.NO_NODE_LARGE_ENOUGH: "gpus",
+    R.GPU_MODEL_UNAVAILABLE: "gpu_models",
+    R.PRICE_CAP_TOO_LOW: "max_price_per_gpu_hour",
+    R.GANG_TOO_LARGE: "workers",
+    R.QUEUE_LIMIT_TOO_LOW: "gpus",
+    R.UNKNOWN_QUEUE: "queue",
+}
+
+
+def unit_ids(group_id: str, spec: WorkloadSpec) -> list[str]:
+    if spec.kind != "service":
+        return [group_id]
+    return [f"{group_id}-r{i}" for i in range(spec.replicas or 1)]
+
+
+@dataclass(frozen=True)
+class PoolView:
+    nodes: tuple[Node, ...]
+    queues: tuple[Queue, ...]
+    loaded_at: float
+
+    def queue(self, name: str) -> Queue | None:
+        return next((q for q in self.queues if q.name == name), None)
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What would happen to a candidate if submitted now."""
+
+    outcome: str  # "start" | "pending" | "rejected"
+    placements: dict[str, list[dict[str, Any]]]  # unit id -> [{worker, node, devices}]
+    evictions: list[dict[str, str]]
+    reason: R.Reason | None
+
+
+class Submissions:
+    """Validation, diagnosis and storing of submissions. One per API process; thread-safe.
+
+    The pool (nodes, queues) is cached for `pool_ttl_s`, and the diagnosis per workload shape
+    for as long as the cached pool, so a burst of similar submissions costs one core call.
+    """
+
+    def __init__(self, store: Store, config: SchedulerConfig | None = None,
+                 pool_ttl_s: float = 2.0) -> None:
+        self.store, self.config, self.pool_ttl_s = store, config or SchedulerConfig(), pool_ttl_s
+        self._lock = threading.Lock()
+        self._pool: PoolView | None = None
+        self._diagnoses: dict[str, R.Reason | None] = {}
+
+    def pool(self) -> PoolView:
+        with self._lock:
+            if self._pool is None or time.monotonic() - self._pool.loaded_at > self.pool_ttl_s:
+                with self.store.read() as conn:
+                    self._pool = PoolView(tuple(P.list_nodes(conn)), tuple(P.list_queues(conn)),
+                                          time.monotonic())
+                self._diagnoses = {}
+            return self._pool
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._pool = None
+
+    def check(self, spec: WorkloadSpec) -> None:
+        """Raise SpecError naming the field when `spec` cannot be accepted."""
+        pool = self.pool()
+        if pool.queue(spec.queue) is None:
+            known = ", ".join(q.name for q in pool.queues) or "none"
+            raise SpecError([("queue", f"queue {spec.queue!r} does not exist; existing queues: "
+                                       f"{known}")])
+        if spec.command is None and spec.shell is None:
+            raise SpecError([("command", "give the program to run: command (an argv list) or "
+                                         "shell (one shell line)")])
+        reason = self._diagnose(spec, pool)
+        if reason is not None:
+            raise SpecError([(FIELD_OF_REASON.get(reason.code, "spec"),
+                              f"{reason.message} ({reason.code}): this can never run on the pool")])
+
+    def _diagnose(self, spec: WorkloadSpec, pool: PoolView) -> R.Reason | None:
+        key = spec.model_dump_json(include={
+            "queue", "kind", "workers", "gpus", "gpu_memory", "cpu", "memory", "gpu_models",
+            "topology", "allow_cross_region", "max_price_per_gpu_hour"})
+        with self._lock:
+            if key in self._diagnoses:
+                return self._diagnoses[key]
+        unit = spec.to_core("candidate", 0.0)[0]
+        nodes = tuple(dataclasses.replace(n, cordoned=False, health=Health.HEALTHY)
+                      for n in pool.nodes)
+        plan = schedule(ClusterState(nodes, pool.queues, (unit,)), 0.0, self.config)
+        reason = plan.pending.get("candidate")
+        found = reason if reason is not None and reason.unresolvable else None
+        with self._lock:
+            self._diagnoses[key] = found
+        return found
+
+    def submit(self, spec: WorkloadSpec, user: str, now: float) -> list[WorkloadRecord]:
+        """Check, then store the workload's units and their Submitted events; return them."""
+        self.check(spec)
+        group_id = f"{spec.name}-{secrets.token_hex(3)}"
+        body = stored_form(spec)
+        rows = [
+            {"id": uid, "group_id": group_id, "name": spec.name, "queue": spec.queue,
+             "user": user, "kind": str(spec.kind), "spec": body, "state": "pending",
+             "reason_code": L.SUBMITTED, "reason_message": "waiting for the next scheduling cycle",
+             "submitted_at": now}
+            for uid in unit_ids(group_id, spec)
+        ]
+        with self.store.write() as conn:
+            W.insert_workloads(conn, rows)
+            for r in rows:
+                W.append_event(conn, at=now, kind="transition", reason=L.SUBMITTED,
+                               message=f"submitted by {user} to queue {spec.queue}",
+                               workload_id=r["id"], to_state="pending")
+            return [rec for r in rows if (rec := W.get_workload(conn, r["id"])) is not None]
+
+    def dry_run(self, spec: WorkloadSpec, now: float) -> DryRun:
+        """Plan one cycle on the current state plus the candidate; nothing is stored."""
+        try:
+            self.check(spec)
+        except SpecError as e:
+            return DryRun("rejected", {}, [], R.Reason("Invalid", str(e)))
+        with self.store.read() as conn:
+            snap = load_snapshot(conn, now, SpecCache())
+        units = [dataclasses.replace(u, id=f"dry-run/{u.id}")
+                 for u in spec.to_core("candidate", now)]
+        state = dataclasses.replace(snap.state, workloads=snap.state.workloads + tuple(units))
+        return _dry_outcome(schedule(state, now, self.config), units)
+
+
+def stored_form(spec: WorkloadSpec) -> dict[str, Any]:
+    """The spec as JSON that validates back to an equal spec. Quantities dump in their base
+    units; CPU is the one whose plain number means something else on input (cores, not milli)."""
+    body = spec.model_dump(mode="json", exclude_defaults=True)
+    if "cpu" in body:
+        body["cpu"] = f"{spec.cpu}m"
+    return body
+
+
+def _dry_outcome(plan: Plan, units: Sequence[Workload]) -> DryRun:
+    ids = {u.id for u in units}
+    placements = {
+        p.workload_id.removeprefix("dry-run/"): [
+            {"worker": a.worker, "node": a.node_id, "devices": list(a.devices)}
+            for a in p.assignments]
+        for p in plan.placements if p.workload_id in ids
+    }
+    evictions = [{"workload": e.workload_id, "rule": e.rule, "message": e.message}
+                 for e in plan.evictions if e.for_workload in ids]
+    reason = next((plan.pending[u.id] for u in units if u.id in plan.pending), None)
+    outcome = "start" if len(placements) == len(units) else "pending"
+    return DryRun(outcome, placements, evictions, reason)

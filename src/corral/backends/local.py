@@ -27,7 +27,6 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -131,7 +130,7 @@ class LocalBackend(Backend, InventorySource, LogSource):
         self.kill_slack_seconds = kill_slack_seconds
         self.python = python or sys.executable
         self._attempts: dict[Key, _Attempt] = dict(self._scan())
-        self._children: dict[tuple[str, int, int], subprocess.Popen[bytes]] = {}
+        self._spawned: dict[tuple[str, int, int], int] = {}  # runner pids to reap
         self._ended: dict[tuple[str, int, int], WorkerStatus] = {}
 
     # --- Backend -------------------------------------------------------------------------------
@@ -184,6 +183,7 @@ class LocalBackend(Backend, InventorySource, LogSource):
                 _signal(runner.pid, signal.SIGTERM)  # wakes the runner; it signals the worker
 
     def poll(self, now: float) -> list[WorkerStatus]:
+        self._reap()
         out: list[WorkerStatus] = []
         for key in sorted(self._attempts):
             record = self._attempts[key]
@@ -204,7 +204,6 @@ class LocalBackend(Backend, InventorySource, LogSource):
         (record.dir / RELEASED_MARK).touch()
         del self._attempts[(workload_id, attempt)]
         for s in statuses:
-            self._children.pop((workload_id, attempt, s.worker), None)
             self._ended.pop((workload_id, attempt, s.worker), None)
 
     # --- capabilities --------------------------------------------------------------------------
@@ -302,13 +301,18 @@ class LocalBackend(Backend, InventorySource, LogSource):
             spec, assignment, master_addr=LOOPBACK, master_port=record.master_port,
             deadline_file=str(record.dir / DEADLINE_FILE))}
         argv = [self.python, "-I", local_runner.__file__, "--record-dir", str(wdir),
-                "--deadline-file", str(record.dir / DEADLINE_FILE), "--", *spec.argv()]
-        with open(record.log_dir / f"worker-{worker}.log", "ab") as log:
-            child = subprocess.Popen(
-                argv, env=env, cwd=spec.working_dir, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
-        self._children[(spec.workload_id, spec.attempt, worker)] = child
-        local_runner.write_identity(wdir / SPAWN_RECORD, child.pid)
+                "--deadline-file", str(record.dir / DEADLINE_FILE),
+                "--cwd", spec.working_dir or "", "--", *spec.argv()]
+        log = str(record.log_dir / f"worker-{worker}.log")
+        # posix_spawn, not Popen: the runner is meant to outlive this object (and this process),
+        # which Popen reports as a leak. setsid: its own session, away from our signals.
+        pid = os.posix_spawn(self.python, argv, env, setsid=True, file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
+            (os.POSIX_SPAWN_DUP2, 1, 2),
+        ])
+        self._spawned[(spec.workload_id, spec.attempt, worker)] = pid
+        local_runner.write_identity(wdir / SPAWN_RECORD, pid)
 
     def _base_env(self) -> dict[str, str]:
         source: Mapping[str, str] = os.environ
@@ -326,9 +330,6 @@ class LocalBackend(Backend, InventorySource, LogSource):
         ended = self._ended.get(key)
         if ended is not None:
             return dataclasses.replace(ended, observed_at=now)
-        child = self._children.get(key)
-        if child is not None:
-            child.poll()  # reaps our own runner, so that it does not linger as a zombie
         fields = self._observe(record, worker)
         status = WorkerStatus(
             workload_id=key[0], attempt=key[1], worker=worker, node_id=node_id,
@@ -362,10 +363,12 @@ class LocalBackend(Backend, InventorySource, LogSource):
         fields: dict[str, Any] = {"exit_code": code, "finished_at": exit_record.get("finished_at"),
                                   "message": exit_record.get("message") or ""}
         if exit_record.get("stopped"):
-            stop = read_json(record.dir / STOP_RECORD) or {}
+            stop_reason = (read_json(record.dir / STOP_RECORD) or {}).get("reason", "")
+            detail = fields["message"]
+            message = f"{stop_reason} ({detail})" if stop_reason and detail else (
+                stop_reason or detail)
             return {**fields, "state": WorkerState.STOPPED,
-                    "reason": reason or base.STOPPED_IN_TIME,
-                    "message": stop.get("reason", fields["message"])}
+                    "reason": reason or base.STOPPED_IN_TIME, "message": message}
         if reason == base.COMMAND_NOT_FOUND:
             return {**fields, "state": WorkerState.FAILED, "reason": reason}
         if code == 0:
@@ -401,6 +404,16 @@ class LocalBackend(Backend, InventorySource, LogSource):
                 "reason": base.KILLED_AFTER_GRACE,
                 "message": "the runner did not end the worker by its deadline; corral killed it",
             })
+
+    def _reap(self) -> None:
+        """Collect the exit of runners this instance started, so none lingers as a zombie."""
+        for key, pid in list(self._spawned.items()):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done == pid:
+                del self._spawned[key]
 
     @staticmethod
     def _kill_worker_group(wdir: Path) -> None:

@@ -1,6 +1,6 @@
 """The per-worker supervisor of the local backend, and the records it shares with it.
 
-    python -I .../local_runner.py --record-dir DIR --deadline-file FILE -- PROGRAM [ARGS...]
+    python -I .../local_runner.py --record-dir DIR --deadline-file FILE [--cwd DIR] -- PROGRAM ...
 
 (`python -m corral.backends.local_runner ...` works too.) The local backend starts one runner per
 worker, in a new session. The runner starts the worker in a session of its own, waits for it and
@@ -167,10 +167,12 @@ def say(message: str) -> None:
 
 
 class Runner:
-    def __init__(self, record_dir: Path, deadline_file: Path, argv: list[str]) -> None:
+    def __init__(self, record_dir: Path, deadline_file: Path, argv: list[str],
+                 cwd: str | None = None) -> None:
         self.record_dir = record_dir
         self.deadline_file = deadline_file
         self.argv = argv
+        self.cwd = cwd
         self.signalled = False
         self.stopping = False
         self.killed = False
@@ -182,12 +184,15 @@ class Runner:
             return self._finish(None, stopped=True, reason=STOPPED_BEFORE_START,
                                 message="stop requested before the worker started")
         try:
-            child = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, start_new_session=True)
+            child = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, cwd=self.cwd,
+                                     start_new_session=True)
         except OSError as e:
+            # 127 and 126 as a shell reports them: not found, found but not runnable.
             code = 127 if isinstance(e, FileNotFoundError) else 126
-            say(f"cannot run {self.argv[0]!r}: {e.strerror or e}")
+            where = f" in {self.cwd}" if self.cwd else ""
+            say(f"cannot start {self.argv[0]!r}{where}: {e}")
             return self._finish(code, stopped=False, reason=COMMAND_NOT_FOUND,
-                                message=f"cannot run {self.argv[0]!r}: {e.strerror or e}")
+                                message=f"cannot start {self.argv[0]!r}{where}: {e}")
         write_identity(self.record_dir / CHILD_RECORD, child.pid)
         code = self._supervise(child)
         kill_group(child.pid, signal.SIGKILL)  # leftovers of the worker's process group
@@ -230,13 +235,14 @@ def main(args: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="local_runner", description=__doc__.split("\n")[0])
     parser.add_argument("--record-dir", type=Path, required=True)
     parser.add_argument("--deadline-file", type=Path, required=True)
+    parser.add_argument("--cwd", default=None, help="the worker's working directory")
     parser.add_argument("argv", nargs=argparse.REMAINDER)
     ns = parser.parse_args(args)
     argv = ns.argv[1:] if ns.argv[:1] == ["--"] else ns.argv
     if not argv:
         parser.error("give the worker's command after --")
     ns.record_dir.mkdir(parents=True, exist_ok=True)
-    return Runner(ns.record_dir, ns.deadline_file, argv).run()
+    return Runner(ns.record_dir, ns.deadline_file, argv, ns.cwd or None).run()
 
 
 if __name__ == "__main__":

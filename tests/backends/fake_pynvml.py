@@ -1,0 +1,147 @@
+"""A stand-in for the `pynvml` module (nvidia-ml-py), for tests on machines without GPUs.
+
+It mimics the calls corral.backends.nvml makes, with the same names, constants, error class
+(an `NVMLError` carrying `.value`) and return shapes as nvidia-ml-py 12/13. Install it with
+`monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(...).module())`.
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+NVML_ERROR_NOT_SUPPORTED = 3
+NVML_ERROR_NO_PERMISSION = 4
+NVML_ERROR_DRIVER_NOT_LOADED = 9
+NVML_ERROR_TIMEOUT = 10
+NVML_ERROR_FUNCTION_NOT_FOUND = 13
+NVML_ERROR_GPU_IS_LOST = 15
+
+
+class NVMLError(Exception):
+    def __init__(self, value: int) -> None:
+        super().__init__(value)
+        self.value = value
+
+    def __str__(self) -> str:
+        return {NVML_ERROR_NOT_SUPPORTED: "Not Supported", NVML_ERROR_TIMEOUT: "Timeout",
+                NVML_ERROR_GPU_IS_LOST: "GPU is lost",
+                NVML_ERROR_DRIVER_NOT_LOADED: "Driver Not Loaded"}.get(self.value, "Unknown")
+
+
+@dataclass
+class FakeGpu:
+    name: str = "NVIDIA H100 80GB HBM3"
+    memory_mib: int = 81559
+    temperature_c: int | None = 40
+    ecc_uncorrected: int | None = 0
+    remapped_rows: tuple[int, int, int, int] | None = (0, 0, 0, 0)  # None: not supported
+    retired_pages_pending: int | None = None  # None: not supported
+    lost: bool = False  # every query raises GPU_IS_LOST
+    supports_events: bool = True
+
+
+@dataclass
+class FakeNvml:
+    gpus: list[FakeGpu] = field(default_factory=list)
+    init_error: int | None = None
+    pending_xids: list[tuple[int, int]] = field(default_factory=list)  # (device index, xid)
+    inits: int = 0
+    shutdowns: int = 0
+    registered: list[int] = field(default_factory=list)
+
+    def module(self) -> types.ModuleType:
+        m = types.ModuleType("pynvml")
+        m.NVMLError = NVMLError  # type: ignore[attr-defined]
+        for name, value in globals().items():
+            if name.startswith("NVML_ERROR_"):
+                setattr(m, name, value)
+        m.NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1  # type: ignore[attr-defined]
+        m.NVML_VOLATILE_ECC = 0  # type: ignore[attr-defined]
+        m.NVML_TEMPERATURE_GPU = 0  # type: ignore[attr-defined]
+        m.nvmlEventTypeXidCriticalError = 0x8  # type: ignore[attr-defined]
+        for name in dir(self):
+            if name.startswith("nvml"):
+                setattr(m, name, getattr(self, name))
+        return m
+
+    def _gpu(self, handle: int) -> FakeGpu:
+        gpu = self.gpus[handle]
+        if gpu.lost:
+            raise NVMLError(NVML_ERROR_GPU_IS_LOST)
+        return gpu
+
+    def nvmlInit(self) -> None:
+        if self.init_error is not None:
+            raise NVMLError(self.init_error)
+        self.inits += 1
+
+    def nvmlShutdown(self) -> None:
+        self.shutdowns += 1
+
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self.gpus)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        if not 0 <= index < len(self.gpus):
+            raise NVMLError(2)
+        return index  # handles are opaque; an int will do
+
+    def nvmlDeviceGetIndex(self, handle: int) -> int:
+        return handle
+
+    def nvmlDeviceGetName(self, handle: int) -> str:
+        return self._gpu(handle).name
+
+    def nvmlDeviceGetUUID(self, handle: int) -> bytes:
+        self._gpu(handle)
+        return f"GPU-0000000{handle}".encode()  # older releases return bytes
+
+    def nvmlDeviceGetMemoryInfo(self, handle: int) -> Any:
+        gpu = self._gpu(handle)
+        return types.SimpleNamespace(total=gpu.memory_mib * 2**20, used=0, free=0)
+
+    def nvmlDeviceGetTemperature(self, handle: int, sensor: int) -> int:
+        value = self._gpu(handle).temperature_c
+        if value is None:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        return value
+
+    def nvmlDeviceGetTotalEccErrors(self, handle: int, error_type: int, counter: int) -> int:
+        assert (error_type, counter) == (1, 0), "volatile uncorrected errors are the ones asked"
+        value = self._gpu(handle).ecc_uncorrected
+        if value is None:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        return value
+
+    def nvmlDeviceGetRemappedRows(self, handle: int) -> tuple[int, int, int, int]:
+        rows = self._gpu(handle).remapped_rows
+        if rows is None:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        return rows
+
+    def nvmlDeviceGetRetiredPagesPendingStatus(self, handle: int) -> int:
+        pending = self._gpu(handle).retired_pages_pending
+        if pending is None:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        return pending
+
+    def nvmlEventSetCreate(self) -> str:
+        return "event-set"
+
+    def nvmlDeviceRegisterEvents(self, handle: int, types_mask: int, event_set: str) -> None:
+        if not self.gpus[handle].supports_events:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        assert types_mask & 0x8
+        self.registered.append(handle)
+
+    def nvmlEventSetWait_v2(self, event_set: str, timeout_ms: int) -> Any:
+        assert timeout_ms == 0, "the probe must never block"
+        if not self.pending_xids:
+            raise NVMLError(NVML_ERROR_TIMEOUT)
+        device, xid = self.pending_xids.pop(0)
+        return types.SimpleNamespace(device=device, eventType=0x8, eventData=xid)
+
+    def nvmlEventSetFree(self, event_set: str) -> None:
+        pass

@@ -1,0 +1,76 @@
+"""The environment contract, and that the README documents every name of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import corral.backends
+from corral.backends import environment as env
+from corral.core.model import WorkerAssignment
+
+from .conftest import make_spec
+
+
+def test_every_contract_variable_is_set() -> None:
+    spec = (make_spec("train").workers(2).attempt(3).devices(2, 5).share(250, 20000)
+            .with_(env={"WANDB_PROJECT": "x"}, checkpoint_dir="/ck", resume_from="/ck/step-9",
+                   restart_count=1).build())
+    got = env.worker_environment(spec, spec.assignments[1], master_addr="10.0.0.7",
+                                 master_port=29500, deadline_file="/w/deadline")
+    assert got == {
+        "WANDB_PROJECT": "x",
+        "CUDA_VISIBLE_DEVICES": "2,5",
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+        "CORRAL_WORKLOAD_ID": "train",
+        "CORRAL_QUEUE": "research",
+        "CORRAL_WORKER_INDEX": "1",
+        "CORRAL_WORKERS": "2",
+        "CORRAL_NODE_ID": "local-1",
+        "CORRAL_ATTEMPT": "3",
+        "CORRAL_RESTART_COUNT": "1",
+        "CORRAL_GPU_MILLI": "250",
+        "CORRAL_GPU_MEMORY_MIB": "20000",
+        "CORRAL_CHECKPOINT_DIR": "/ck",
+        "CORRAL_RESUME_FROM": "/ck/step-9",
+        "CORRAL_PREEMPT_DEADLINE_FILE": "/w/deadline",
+        "CORRAL_MASTER_ADDR": "10.0.0.7",
+        "CORRAL_MASTER_PORT": "29500",
+    }
+    assert set(got) - {"WANDB_PROJECT"} == env.RESERVED
+
+
+def test_a_worker_without_gpus_sees_none() -> None:
+    spec = make_spec().devices().build()
+    got = env.worker_environment(spec, WorkerAssignment(0, "n", (), 0, 0), master_addr="a",
+                                 master_port=1, deadline_file="f")
+    assert got["CUDA_VISIBLE_DEVICES"] == ""  # empty hides every GPU; unset would show all
+    assert (got["CORRAL_GPU_MILLI"], got["CORRAL_GPU_MEMORY_MIB"]) == ("0", "0")
+    assert (got["CORRAL_CHECKPOINT_DIR"], got["CORRAL_RESUME_FROM"]) == ("", "")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(env.format_deadline(1712345678.25), 1712345678.25, id="round-trip"),
+        pytest.param("1712345678\n", 1712345678.0, id="integer"),
+        pytest.param("", None, id="empty"),
+        pytest.param("17123", 17123.0, id="short"),
+        pytest.param("garbage", None, id="not-a-number"),
+    ],
+)
+def test_deadline_file_format(text: str, expected: float | None) -> None:
+    assert env.parse_deadline(text) == expected
+
+
+def test_preemption_signal_is_sigterm() -> None:
+    import signal
+
+    assert env.PREEMPT_SIGNAL == signal.SIGTERM
+
+
+def test_readme_documents_every_contract_name() -> None:
+    readme = (Path(corral.backends.__file__).parent / "README.md").read_text()
+    missing = sorted(name for name in env.RESERVED if f"`{name}`" not in readme)
+    assert not missing, f"README.md does not document {missing}"

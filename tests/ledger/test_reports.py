@@ -81,9 +81,9 @@ def test_csv_export() -> None:
     write_csv(usage_report(USAGE, by=by, catalog=CATALOG), stream, by=by)
     assert stream.getvalue().splitlines() == [
         "queue,day,gpu_seconds,gpu_hours,cost,currency",
-        "research,1970-01-01,7200.000,2.000000,4.00,CRD",
-        "research,1970-01-02,14400.000,4.000000,8.00,CRD",
-        "vision,1970-01-02,5400.000,1.500000,0.75,CRD",
+        "research,1970-01-01,7200,2.000000,4.00,CRD",
+        "research,1970-01-02,14400,4.000000,8.00,CRD",
+        "vision,1970-01-02,5400,1.500000,0.75,CRD",
     ]
 
 
@@ -91,9 +91,9 @@ def test_report_without_prices_has_no_cost() -> None:
     stream = io.StringIO()
     write_csv(usage_report(USAGE, by=("workload",)), stream, by=("workload",))
     assert stream.getvalue().splitlines()[1:] == [
-        "w1,14400.000,4.000000,,CRD",
-        "w2,5400.000,1.500000,,CRD",
-        "w3,7200.000,2.000000,,CRD",
+        "w1,14400,4.000000,,CRD",
+        "w2,5400,1.500000,,CRD",
+        "w3,7200,2.000000,,CRD",
     ]
 
 

@@ -133,4 +133,9 @@ class Draft:
     def spendable(self, account: Account) -> bool:
         """Whether returning credits to `account` keeps them spendable (a lot that has not lapsed)."""
         lot = self.journal.lot(account)
-        return account.kind is AccountKind.CREDITS and lot is not None and not lot.lapsed(self.at)
+        return (
+            account.kind is AccountKind.CREDITS
+            and lot is not None
+            and not lot.lapsed(self.at)
+            and not self.journal.swept(account)
+        )

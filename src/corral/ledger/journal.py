@@ -64,6 +64,7 @@ class Journal:
         self._lots_by_queue: dict[str, list[Lot]] = {}
         self._accounts_by_queue: dict[str, set[Account]] = {}
         self._holds: dict[str, Hold] = {}
+        self._swept: set[Account] = set()
         self._transfers: dict[tuple[str, bool], Decimal] = {}
         for tx in self._store:
             self._check(tx)
@@ -139,6 +140,12 @@ class Journal:
 
     def lot(self, account: Account) -> Lot | None:
         return self._lots.get(account)
+
+    def swept(self, account: Account) -> bool:
+        """Whether a lot has been expired by `expire_due`; a swept lot never takes credits again
+        (even from an operation dated before its expiry, so the order of `at`s cannot revive it).
+        """
+        return account in self._swept
 
     def hold(self, workload: str) -> Hold | None:
         return self._holds.get(workload)
@@ -227,6 +234,10 @@ class Journal:
                 self._transfers[(account.queue, incoming)] = self.transferred(
                     account.queue, incoming=incoming
                 ) + (posting.amount if incoming else -posting.amount)
+        if tx.intent.kind is TxKind.EXPIRE:
+            self._swept.update(
+                p.account for p in tx.postings if p.account.kind is AccountKind.CREDITS
+            )
         self._apply_hold(tx)
 
     def _apply_hold(self, tx: Transaction) -> None:

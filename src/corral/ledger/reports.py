@@ -2,8 +2,9 @@
 
 `usage_report(records, by=("queue", "day"), catalog=...)` groups exact usage records. Usage
 that crosses midnight UTC is split at midnight, so per-day figures are exact. Each row keeps
-exact figures (GPU-seconds as a Decimal, cost as a Fraction); the CSV shows them rounded for
-people: GPU-hours to 6 places and cost to the currency's places, both half-even, row by row.
+exact figures (GPU-seconds as a Decimal, cost as a Fraction). The CSV writes GPU-seconds exactly
+and rounds the rest for people: GPU-hours to 6 places and cost to the currency's places, both
+half-even, row by row.
 A column of rounded rows may therefore differ from the rounded total by a few cents; the
 ledger's charges come from settlement, never from a report.
 """
@@ -88,7 +89,13 @@ def write_csv(
         if len(row.group) != len(dims):
             raise LedgerInputError("by", f"rows have {len(row.group)} groups", "pass the same by")
         cost = "" if row.cost is None else currency.format(currency.charge(row.cost))
-        writer.writerow([*row.group, row.gpu_seconds, row.gpu_hours, cost, currency.code])
+        writer.writerow([*row.group, _exact(row.gpu_seconds), row.gpu_hours, cost, currency.code])
+
+
+def _exact(value: Decimal) -> str:
+    """An exact Decimal without exponent or trailing zeros: 64800.000 -> '64800', 0.20 -> '0.2'."""
+    text = format(value, "f")  # no precision given: exact, never rounded by the context
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _split_by_day(records: Iterable[UsageRecord]) -> Iterator[UsageRecord]:

@@ -184,19 +184,15 @@ class LocalBackend(Backend, InventorySource, LogSource):
 
     def poll(self, now: float) -> list[WorkerStatus]:
         self._reap()
-        out: list[WorkerStatus] = []
-        for key in sorted(self._attempts):
-            record = self._attempts[key]
-            for a in sorted(record.spec.assignments, key=lambda a: a.worker):
-                out.append(self._worker_status(record, a.worker, a.node_id, now))
-        return out
+        return [s for key in sorted(self._attempts)
+                for s in self._attempt_statuses(self._attempts[key], now)]
 
     def release(self, workload_id: str, attempt: int) -> None:
         record = self._attempts.get((workload_id, attempt))
         if record is None:
             return
-        statuses = [s for s in self.poll(time.time())
-                    if (s.workload_id, s.attempt) == (workload_id, attempt)]
+        self._reap()
+        statuses = self._attempt_statuses(record, time.time())
         running = [s.worker for s in statuses if not s.state.ended]
         if running:
             raise AttemptStillRunning(
@@ -323,6 +319,10 @@ class LocalBackend(Backend, InventorySource, LogSource):
                 if not k.startswith("CORRAL_") and k not in RESERVED}
 
     # --- observing -----------------------------------------------------------------------------
+
+    def _attempt_statuses(self, record: _Attempt, now: float) -> list[WorkerStatus]:
+        return [self._worker_status(record, a.worker, a.node_id, now)
+                for a in sorted(record.spec.assignments, key=lambda a: a.worker)]
 
     def _worker_status(self, record: _Attempt, worker: int, node_id: str, now: float
                        ) -> WorkerStatus:

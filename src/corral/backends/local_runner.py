@@ -34,6 +34,7 @@ import argparse
 import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -47,7 +48,11 @@ RUNNER_RECORD = "runner.json"
 CHILD_RECORD = "child.json"
 EXIT_RECORD = "exit.json"
 
-TICK_SECONDS = 0.05  # how often the runner looks at its worker and the deadline file
+# The runner sleeps in select() on a pidfd (the worker ended) and a signal wakeup pipe (SIGTERM
+# came), so it reacts at once and costs nothing while idle. The tick is only a safety net: it
+# re-reads the deadline file now and then. Without pidfds (not Linux >= 5.3) it polls instead.
+TICK_SECONDS = 1.0
+FALLBACK_TICK_SECONDS = 0.1
 COMMAND_NOT_FOUND = "CommandNotFound"  # same codes as corral.backends.base (stdlib-only here)
 STOPPED_BEFORE_START = "StoppedBeforeStart"
 KILLED_AFTER_GRACE = "KilledAfterGrace"
@@ -161,6 +166,14 @@ def kill_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
+def _pidfd(pid: int) -> int | None:
+    """A file descriptor that becomes readable when `pid` exits (Linux >= 5.3), else None."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
 def say(message: str) -> None:
     """A line in the worker's log, so that `corral logs` shows what the runner did and why."""
     print(f"[corral] {message}", file=sys.stderr, flush=True)
@@ -196,30 +209,47 @@ class Runner:
         write_identity(self.record_dir / CHILD_RECORD, child.pid)
         code = self._supervise(child)
         kill_group(child.pid, signal.SIGKILL)  # leftovers of the worker's process group
+        killed = self.killed and code == -signal.SIGKILL  # not if SIGTERM got there first
         return self._finish(code, stopped=self.stopping,
-                            reason=KILLED_AFTER_GRACE if self.killed else "", message="")
+                            reason=KILLED_AFTER_GRACE if killed else "", message="")
 
     def _on_sigterm(self, signum: int, frame: object) -> None:
         self.signalled = True  # acted upon in the supervise loop, not in the handler
 
     def _supervise(self, child: subprocess.Popen[bytes]) -> int:
+        wake_read, wake_write = os.pipe()
+        os.set_blocking(wake_write, False)
+        signal.set_wakeup_fd(wake_write)
+        pidfd = _pidfd(child.pid)
+        fds = [wake_read] if pidfd is None else [wake_read, pidfd]
         while True:
-            try:
-                return child.wait(timeout=TICK_SECONDS)
-            except subprocess.TimeoutExpired:
-                pass
-            deadline = read_deadline(self.deadline_file) if (
-                self.signalled or self.stopping or self.deadline_file.exists()) else None
-            if deadline is None:
-                continue
-            if not self.stopping:
-                self.stopping = True
-                say(f"stop requested: SIGTERM sent, deadline in {deadline - time.time():.1f} s")
-                kill_group(child.pid, signal.SIGTERM)
-            if not self.killed and time.time() >= deadline:
-                self.killed = True
-                say("still running at the deadline: SIGKILL sent")
-                kill_group(child.pid, signal.SIGKILL)
+            code = child.poll()
+            if code is not None:
+                return code
+            deadline = self._act_on_stop(child)
+            timeout = TICK_SECONDS if pidfd is not None else FALLBACK_TICK_SECONDS
+            if deadline is not None and not self.killed:
+                timeout = max(0.0, min(timeout, deadline - time.time()))
+            readable, _, _ = select.select(fds, [], [], timeout)
+            if wake_read in readable:
+                os.read(wake_read, 512)
+
+    def _act_on_stop(self, child: subprocess.Popen[bytes]) -> float | None:
+        """SIGTERM once a stop is seen, SIGKILL at the deadline. Returns the deadline, if any."""
+        if not (self.signalled or self.stopping or self.deadline_file.exists()):
+            return None
+        deadline = read_deadline(self.deadline_file)
+        if deadline is None:
+            return None
+        if not self.stopping:
+            self.stopping = True
+            say(f"stop requested: SIGTERM sent, deadline in {deadline - time.time():.1f} s")
+            kill_group(child.pid, signal.SIGTERM)
+        if not self.killed and time.time() >= deadline:
+            self.killed = True
+            say("still running at the deadline: SIGKILL sent")
+            kill_group(child.pid, signal.SIGKILL)
+        return deadline
 
     def _finish(self, code: int | None, *, stopped: bool, reason: str, message: str) -> int:
         write_json_atomic(self.record_dir / EXIT_RECORD, {

@@ -12,7 +12,8 @@ What `post` guarantees (and the Hypothesis properties in tests/ledger check):
   changes nothing; a different body under a used key raises `IdempotencyConflictError`;
 - credit lots never go below zero (only a queue's overdraft account may), holds never go below
   zero, and a settlement leaves its hold at exactly zero;
-- a workload has at most one hold, settled at most once.
+- a workload has at most one hold, settled at most once. (A zero hold, for free capacity, is a
+  HOLD transaction without postings, and its settlement may have none either.)
 
 The operations that build transactions (grants, transfers, holds, settlements, expiry) are in
 `corral.ledger.credits` and `corral.ledger.holds`; reading balances for people is in
@@ -214,11 +215,11 @@ class Journal:
             raise HoldStateError(f"workload {workload!r} has {state}; cannot {kind.value} it")
         if kind is TxKind.SETTLE:
             assert hold is not None
-            left = {a for a in self._accounts_by_queue_of_hold(hold) if self.balance(a) != 0}
+            left = {a for a in self._hold_accounts(hold) if self.balance(a) != 0}
             if not left <= {p.account for p in tx.postings}:
                 raise UnbalancedTransactionError(f"{tx.key!r}: settlement misses hold accounts")
 
-    def _accounts_by_queue_of_hold(self, hold: Hold) -> tuple[Account, ...]:
+    def _hold_accounts(self, hold: Hold) -> tuple[Account, ...]:
         return tuple(Account.hold(q, hold.workload) for q in hold.funders)
 
     def _apply(self, tx: Transaction) -> None:

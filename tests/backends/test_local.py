@@ -446,3 +446,22 @@ def test_runner_records_a_program_that_cannot_run(tmp_path: Path) -> None:
 def test_runner_reports_signals_as_negative_exit_codes(tmp_path: Path) -> None:
     got = run_runner(tmp_path, sys.executable, "-c", "import os; os.kill(os.getpid(), 9)")
     assert (got["exit_code"], got["stopped"]) == (-9, False)
+
+
+def test_an_unreadable_record_is_skipped_not_fatal(work: Path, local: LocalBackend) -> None:
+    local.launch(make_spec("good").build())
+    wait_ended(local, "good")
+    bad = work / "bad" / "0"
+    bad.mkdir(parents=True)
+    (bad / "launch.json").write_text('{"version": 99, "spec": {}}')
+    restarted = LocalBackend(work, nodes=virtual_nodes(2, 4))
+    assert [s.workload_id for s in restarted.poll(0.0)] == ["good"]
+    assert restarted.unreadable_records == [bad / "launch.json"]
+    with pytest.raises(LaunchConflict, match="cannot be read"):
+        restarted.launch(make_spec("bad").build())
+
+
+def test_virtual_nodes_can_declare_their_size() -> None:
+    nodes = virtual_nodes(3, 8, cpu_milli=64_000, memory_mib=262_144, prefix="v")
+    assert [(n.id, n.gpu_count, n.cpu_milli, n.memory_mib) for n in nodes] == [
+        (f"v-{i}", 8, 64_000, 262_144) for i in range(3)]

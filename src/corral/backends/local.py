@@ -77,6 +77,7 @@ STOP_RECORD: Final = "stop.json"
 DEADLINE_FILE: Final = "preempt-deadline"
 RELEASED_MARK: Final = "released"
 LOOPBACK: Final = "127.0.0.1"
+RECORD_VERSION: Final = 1  # of launch.json; a record of another version is not adopted
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 Key = tuple[str, int]
@@ -84,14 +85,20 @@ Key = tuple[str, int]
 
 def virtual_nodes(
     count: int = 2, gpus_per_node: int = 4, *, gpu_model: str = "virtual-gpu",
-    gpu_memory_mib: int = 81920, prefix: str = "local",
+    gpu_memory_mib: int = 81920, prefix: str = "local", cpu_milli: int | None = None,
+    memory_mib: int | None = None,
 ) -> list[Node]:
-    """A declared inventory for a machine without GPUs: `count` nodes named prefix-0, prefix-1..."""
-    cpu_milli, memory_mib = _machine_size()
+    """A declared inventory for a machine without GPUs: `count` nodes named prefix-0, prefix-1...
+
+    cpu_milli, memory_mib: per node; None shares this machine's out evenly.
+    """
+    machine_cpu, machine_memory = _machine_size()
+    cpu = machine_cpu // count if cpu_milli is None else cpu_milli
+    memory = machine_memory // count if memory_mib is None else memory_mib
     return [
         Node(id=f"{prefix}-{i}", provider="local", gpu_model=gpu_model, gpu_count=gpus_per_node,
-             gpu_memory_mib=gpu_memory_mib, cpu_milli=cpu_milli // count,
-             memory_mib=memory_mib // count, capacity_kind=CapacityKind.OWNED)
+             gpu_memory_mib=gpu_memory_mib, cpu_milli=cpu, memory_mib=memory,
+             capacity_kind=CapacityKind.OWNED)
         for i in range(count)
     ]
 
@@ -129,6 +136,7 @@ class LocalBackend(Backend, InventorySource, LogSource):
         self.inherit_env = inherit_env
         self.kill_slack_seconds = kill_slack_seconds
         self.python = python or sys.executable
+        self.unreadable_records: list[Path] = []  # launch records found but not adopted
         self._attempts: dict[Key, _Attempt] = dict(self._scan())
         self._spawned: dict[tuple[str, int, int], int] = {}  # runner pids to reap
         self._ended: dict[tuple[str, int, int], WorkerStatus] = {}
@@ -139,9 +147,13 @@ class LocalBackend(Backend, InventorySource, LogSource):
         self._check_spec(spec)
         key = (spec.workload_id, spec.attempt)
         adir = self.work_dir / spec.workload_id / str(spec.attempt)
-        known = read_json(adir / LAUNCH_RECORD)
+        known = self._load(adir) if (adir / LAUNCH_RECORD).exists() else None
+        if (adir / LAUNCH_RECORD).exists() and known is None:
+            raise LaunchConflict(
+                f"{adir / LAUNCH_RECORD} exists but cannot be read: relaunch with a new attempt "
+                "number")
         if known is not None:
-            if LaunchSpec.from_record(known["spec"]) != spec:
+            if known.spec != spec:
                 raise LaunchConflict(
                     f"{spec.workload_id} attempt {spec.attempt} was launched with another spec: "
                     "relaunch with a new attempt number")
@@ -283,7 +295,7 @@ class LocalBackend(Backend, InventorySource, LogSource):
                 f"cannot create {e.filename}: {e.strerror}") from e
         master_port = _free_port()
         write_json_atomic(adir / LAUNCH_RECORD, {
-            "spec": spec.as_record(), "master_port": master_port, "log_dir": str(log_dir),
+            "version": RECORD_VERSION, "spec": spec.as_record(), "master_port": master_port, "log_dir": str(log_dir),
             "launched_at": time.time(),
         })
         return _Attempt(spec, adir, log_dir, master_port)
@@ -429,16 +441,23 @@ class LocalBackend(Backend, InventorySource, LogSource):
             if (adir / RELEASED_MARK).exists():
                 continue
             loaded = self._load(adir)
-            if loaded is not None:
+            if loaded is None:
+                self.unreadable_records.append(launch)
+            else:
                 yield (loaded.spec.workload_id, loaded.spec.attempt), loaded
 
     @staticmethod
     def _load(adir: Path) -> _Attempt | None:
+        """The attempt recorded in adir; None if its record is missing, torn or of another
+        version (one bad folder must not keep the control plane from starting)."""
         data = read_json(adir / LAUNCH_RECORD)
-        if data is None:
+        if data is None or data.get("version") != RECORD_VERSION:
             return None
-        spec = LaunchSpec.from_record(data["spec"])
-        return _Attempt(spec, adir, Path(data["log_dir"]), int(data["master_port"]))
+        try:
+            spec = LaunchSpec.from_record(data["spec"])
+            return _Attempt(spec, adir, Path(data["log_dir"]), int(data["master_port"]))
+        except (KeyError, TypeError, ValueError):
+            return None
 
     def _find_attempt(self, workload_id: str, attempt: int | None) -> _Attempt:
         if attempt is not None and (workload_id, attempt) in self._attempts:

@@ -6,6 +6,7 @@ import importlib.util
 
 import typer
 
+from corral.cli import cluster, up, workloads
 from corral.cli.plan import plan_command
 
 app = typer.Typer(
@@ -14,6 +15,12 @@ app = typer.Typer(
     help="corral: one pool of GPUs, scheduled fairly and densely, metered to the cent.",
 )
 app.command("plan")(plan_command)
+app.command("up")(up.up)
+app.add_typer(up.db_app, name="db")
+for _command in (workloads.submit, workloads.ls, workloads.describe, workloads.logs,
+                 workloads.cancel, workloads.why, cluster.queues, cluster.nodes, cluster.cordon,
+                 cluster.uncordon, cluster.top):
+    app.command(_command.__name__)(_command)
 
 
 @app.callback()

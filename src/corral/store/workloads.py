@@ -19,17 +19,22 @@ from corral.store.schema import Event, Placement, WorkloadRow
 
 __all__ = [
     "ACTIVE_STATES",
+    "HOLDING_STATES",
     "EventRecord",
+    "Held",
     "WorkloadRecord",
     "append_event",
     "assignments_of",
+    "count_by_queue_state",
     "count_by_state",
     "get_workload",
+    "holding_placements",
     "insert_placements",
     "insert_workloads",
     "list_events",
     "list_workloads",
     "load_active",
+    "placements_of",
     "set_placement_states",
     "update_unversioned",
     "update_versioned",
@@ -222,3 +227,41 @@ def list_events(
     if workload_id is not None:
         q = q.where(Event.workload_id == workload_id)
     return [EventRecord.of(r) for r in conn.execute(q)]
+
+
+# --- usage --------------------------------------------------------------------------------------
+
+#: states in which a workload's current attempt holds GPUs
+HOLDING_STATES = ("scheduled", "starting", "running")
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    workload_id: str
+    queue: str
+    node_id: str
+    devices: tuple[int, ...]
+    milli_per_device: int
+
+
+def holding_placements(conn: Connection) -> list[Held]:
+    """Every worker placement of a current attempt that holds GPUs, stopping ones included."""
+    q = (select(WorkloadRow.id, WorkloadRow.queue, Placement.node_id, Placement.devices,
+                Placement.milli_per_device)
+         .join(Placement, and_(Placement.workload_id == WorkloadRow.id,
+                               Placement.attempt == WorkloadRow.attempt))
+         .where(WorkloadRow.state.in_(HOLDING_STATES)))
+    return [Held(r[0], r[1], r[2], tuple(r[3]), r[4]) for r in conn.execute(q)]
+
+
+def count_by_queue_state(conn: Connection) -> dict[tuple[str, str], int]:
+    q = (select(WorkloadRow.queue, WorkloadRow.state, func.count())
+         .where(WorkloadRow.state.in_(ACTIVE_STATES))
+         .group_by(WorkloadRow.queue, WorkloadRow.state))
+    return {(queue, state): n for queue, state, n in conn.execute(q)}
+
+
+def placements_of(conn: Connection, workload_id: str, attempt: int) -> list[Any]:
+    q = (select(Placement).where(Placement.workload_id == workload_id,
+                                 Placement.attempt == attempt).order_by(Placement.worker))
+    return list(conn.execute(q))

@@ -1,0 +1,64 @@
+"""What every request handler needs: the store, the submission checks, logs, and the caller."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from corral.api.errors import ApiError
+from corral.backends.base import LogSource
+from corral.control.clock import Clock, SystemClock
+from corral.control.leader import Leadership
+from corral.control.submission import Submissions
+from corral.store import Store
+from corral.store import auth as A
+from corral.store.auth import Principal
+
+__all__ = ["ApiContext", "Caller", "context", "require_admin"]
+
+
+@dataclass
+class ApiContext:
+    """logs: where worker logs are read (the leader's backend); None on an API-only replica.
+    log_lock serializes log reads with the loop's own backend calls (backends are single-threaded)."""
+
+    store: Store
+    submissions: Submissions
+    clock: Clock = field(default_factory=SystemClock)
+    logs: LogSource | None = None
+    leadership: Leadership | None = None
+    backend_name: str | None = None
+    log_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def context(request: Request) -> ApiContext:
+    ctx: ApiContext = request.app.state.corral
+    return ctx
+
+
+_bearer = HTTPBearer(auto_error=False, description="an API token: `corral up` prints the admin's")
+
+
+def caller(
+    ctx: Annotated[ApiContext, Depends(context)],
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if creds is None or not creds.credentials:
+        raise ApiError(401, "unauthorized", "send an API token: Authorization: Bearer <token>")
+    with ctx.store.read() as conn:
+        who = A.authenticate(conn, creds.credentials)
+    if who is None:
+        raise ApiError(401, "unauthorized", "the API token is unknown or revoked")
+    return who
+
+
+Caller = Annotated[Principal, Depends(caller)]
+
+
+def require_admin(who: Principal) -> None:
+    if not who.is_admin:
+        raise ApiError(403, "forbidden", f"this needs the admin role; {who.name} is a {who.role}")

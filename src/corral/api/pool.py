@@ -1,0 +1,208 @@
+"""/v1/nodes, /v1/queues, /v1/users: the pool and who may use it. Changes need the admin role;
+members see their queues, and every node (they share the pool)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
+
+from corral.api.context import ApiContext, Caller, context, require_admin
+from corral.api.errors import ApiError, not_found
+from corral.core.model import Queue
+from corral.sdk import models as M
+from corral.spec import QueueSpec, SpecError
+from corral.spec.workload import check_name
+from corral.store import auth as A
+from corral.store import pool as P
+from corral.store import workloads as W
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1")
+Ctx = Annotated[ApiContext, Depends(context)]
+_ERRORS = {401: {"model": M.ErrorBody}, 403: {"model": M.ErrorBody},
+           404: {"model": M.ErrorBody}, 422: {"model": M.ErrorBody}}
+Name = Annotated[str, Path(max_length=200)]
+
+
+@router.get("/nodes", response_model=list[M.NodeInfo], responses=_ERRORS, tags=["pool"])
+def list_nodes(ctx: Ctx, who: Caller) -> list[M.NodeInfo]:
+    with ctx.store.read() as conn:
+        nodes = P.list_nodes(conn)
+        held = W.holding_placements(conn)
+    used: dict[str, float] = defaultdict(float)
+    on: dict[str, set[str]] = defaultdict(set)
+    for h in held:
+        used[h.node_id] += h.milli_per_device * len(h.devices) / 1000
+        on[h.node_id].add(h.workload_id)
+    return [M.NodeInfo(
+        id=n.id, provider=n.provider, gpu_model=n.gpu_model, gpu_count=n.gpu_count,
+        gpu_memory_mib=n.gpu_memory_mib, cpu_milli=n.cpu_milli, memory_mib=n.memory_mib,
+        price_per_gpu_hour=n.price_per_gpu_hour, capacity_kind=str(n.capacity_kind),
+        region=n.region, zone=n.zone, cordoned=n.cordoned, health=str(n.health),
+        gpus_used=round(used[n.id], 3),
+        workloads=sorted(on[n.id]) if who.is_admin else [])
+        for n in nodes]
+
+
+def _cordon(ctx: ApiContext, who: A.Principal, node_id: str, cordoned: bool) -> M.NodeInfo:
+    require_admin(who)
+    now = ctx.clock.now()
+    with ctx.store.write() as conn:
+        if not P.set_cordoned(conn, node_id, cordoned):
+            raise not_found("node", node_id)
+        verb = "cordoned" if cordoned else "uncordoned"
+        W.append_event(conn, at=now, kind="node", subject=node_id,
+                       reason="Cordoned" if cordoned else "Uncordoned",
+                       message=f"{verb} by {who.name}")
+    ctx.submissions.invalidate()
+    return next(n for n in list_nodes(ctx, who) if n.id == node_id)
+
+
+@router.post("/nodes/{node_id}/cordon", response_model=M.NodeInfo, responses=_ERRORS,
+             tags=["pool"])
+def cordon(node_id: Name, ctx: Ctx, who: Caller) -> M.NodeInfo:
+    """No new work lands on the node; what runs there keeps running."""
+    return _cordon(ctx, who, node_id, True)
+
+
+@router.post("/nodes/{node_id}/uncordon", response_model=M.NodeInfo, responses=_ERRORS,
+             tags=["pool"])
+def uncordon(node_id: Name, ctx: Ctx, who: Caller) -> M.NodeInfo:
+    return _cordon(ctx, who, node_id, False)
+
+
+# --- queues -------------------------------------------------------------------------------------
+
+
+def _queue_infos(ctx: ApiContext, names: set[str] | None) -> list[M.QueueInfo]:
+    with ctx.store.read() as conn:
+        queues = P.list_queues(conn)
+        counts = W.count_by_queue_state(conn)
+        held = W.holding_placements(conn)
+    used: dict[str, float] = defaultdict(float)
+    for h in held:
+        used[h.queue] += h.milli_per_device * len(h.devices) / 1000
+    return [M.QueueInfo(
+        name=q.name, parent=q.parent, quota_gpus=q.quota_gpus, limit_gpus=q.limit_gpus,
+        weight=q.weight, priority=q.priority, quota_by_model=dict(q.quota_by_model),
+        used_gpus=round(used[q.name], 3),
+        running=sum(counts.get((q.name, s), 0) for s in W.HOLDING_STATES),
+        pending=counts.get((q.name, "pending"), 0))
+        for q in queues if names is None or q.name in names]
+
+
+@router.get("/queues", response_model=list[M.QueueInfo], responses=_ERRORS, tags=["queues"])
+def list_queues(ctx: Ctx, who: Caller) -> list[M.QueueInfo]:
+    """Queues with their quota, limit and current use (admins: all; users: their own)."""
+    return _queue_infos(ctx, None if who.is_admin else set(who.queues))
+
+
+@router.get("/queues/{name}", response_model=M.QueueInfo, responses=_ERRORS, tags=["queues"])
+def get_queue(name: Name, ctx: Ctx, who: Caller) -> M.QueueInfo:
+    if not who.may_use(name):
+        raise not_found("queue", name)
+    found = _queue_infos(ctx, {name})
+    if not found:
+        raise not_found("queue", name)
+    return found[0]
+
+
+def _validated(body: M.QueueIn) -> Queue:
+    try:
+        spec = QueueSpec.model_validate(body.model_dump())
+    except ValidationError as e:
+        raise SpecError.from_validation(e) from None
+    return spec.to_core()
+
+
+def _write_queue(ctx: ApiContext, who: A.Principal, q: Queue, *, create: bool) -> M.QueueInfo:
+    require_admin(who)
+    now = ctx.clock.now()
+    with ctx.store.write() as conn:
+        exists = P.get_queue(conn, q.name) is not None
+        if create and exists:
+            raise ApiError(409, "conflict", f"queue {q.name!r} exists; PUT /v1/queues/{q.name} "
+                           "to change it", [("name", "already exists")])
+        if q.parent is not None and (q.parent == q.name or P.get_queue(conn, q.parent) is None):
+            raise SpecError([("parent", f"parent queue {q.parent!r} does not exist")])
+        P.upsert_queue(conn, q)
+        W.append_event(conn, at=now, kind="queue", subject=q.name,
+                       reason="QueueUpdated" if exists else "QueueCreated",
+                       message=f"by {who.name}: quota {q.quota_gpus:g}, limit {q.limit_gpus}")
+    ctx.submissions.invalidate()
+    return _queue_infos(ctx, {q.name})[0]
+
+
+@router.post("/queues", status_code=201, response_model=M.QueueInfo,
+             responses={**_ERRORS, 409: {"model": M.ErrorBody}}, tags=["queues"])
+def create_queue(body: M.QueueIn, ctx: Ctx, who: Caller) -> M.QueueInfo:
+    return _write_queue(ctx, who, _validated(body), create=True)
+
+
+@router.put("/queues/{name}", response_model=M.QueueInfo, responses=_ERRORS, tags=["queues"])
+def put_queue(name: Name, body: M.QueueIn, ctx: Ctx, who: Caller) -> M.QueueInfo:
+    if body.name != name:
+        raise SpecError([("name", f"the body names {body.name!r} but the path {name!r}")])
+    return _write_queue(ctx, who, _validated(body), create=False)
+
+
+@router.delete("/queues/{name}", status_code=204, responses={**_ERRORS, 409: {"model": M.ErrorBody}},
+               tags=["queues"])
+def delete_queue(name: Name, ctx: Ctx, who: Caller) -> None:
+    """Only a queue with no active work and no child queues can go."""
+    require_admin(who)
+    with ctx.store.write() as conn:
+        if P.get_queue(conn, name) is None:
+            raise not_found("queue", name)
+        active = sum(n for (q, _), n in W.count_by_queue_state(conn).items() if q == name)
+        children = [q.name for q in P.list_queues(conn) if q.parent == name]
+        if active or children:
+            raise ApiError(409, "conflict", f"queue {name!r} still has {active} active "
+                           f"workload(s) and child queues {children}; cancel or move them first")
+        P.delete_queue(conn, name)
+        W.append_event(conn, at=ctx.clock.now(), kind="queue", subject=name,
+                       reason="QueueDeleted", message=f"by {who.name}")
+    ctx.submissions.invalidate()
+
+
+# --- users --------------------------------------------------------------------------------------
+
+
+@router.get("/users", response_model=list[M.UserOut], responses=_ERRORS, tags=["users"])
+def list_users(ctx: Ctx, who: Caller) -> list[M.UserOut]:
+    require_admin(who)
+    with ctx.store.read() as conn:
+        users = A.list_users(conn)
+    return [M.UserOut(name=u.name, role=u.role, queues=sorted(u.queues)) for u in users]
+
+
+@router.post("/users", status_code=201, response_model=M.TokenOut,
+             responses={**_ERRORS, 409: {"model": M.ErrorBody}}, tags=["users"])
+def create_user(body: M.UserIn, ctx: Ctx, who: Caller) -> M.TokenOut:
+    """Create a user in some queues; the response carries their first API token (shown once)."""
+    require_admin(who)
+    try:
+        check_name(body.name, "user name")
+    except ValueError as e:
+        raise SpecError([("name", str(e))]) from None
+    now = ctx.clock.now()
+    try:
+        with ctx.store.write() as conn:
+            known = {q.name for q in P.list_queues(conn)}
+            unknown = sorted(set(body.queues) - known)
+            if unknown:
+                raise SpecError([("queues", f"unknown queue(s) {unknown}; create them first")])
+            if A.get_user(conn, body.name) is not None:
+                raise ApiError(409, "conflict", f"user {body.name!r} exists",
+                               [("name", "already exists")])
+            A.create_user(conn, body.name, body.role, body.queues, now)
+            token = A.create_token(conn, body.name, now)
+    except IntegrityError:  # a concurrent create of the same name
+        raise ApiError(409, "conflict", f"user {body.name!r} exists") from None
+    return M.TokenOut(user=M.UserOut(name=body.name, role=body.role, queues=sorted(body.queues)),
+                      token=token)

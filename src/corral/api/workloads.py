@@ -1,0 +1,154 @@
+"""/v1/workloads: submit, list, get, cancel, logs, events, why; and /v1/dry-run."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from corral.api.context import ApiContext, Caller, context
+from corral.api.errors import ApiError, not_found
+from corral.api.views import event_view, workload_view
+from corral.backends.errors import BackendError
+from corral.control import cancel
+from corral.control.lifecycle import State
+from corral.core.reasons import UNRESOLVABLE
+from corral.sdk import models as M
+from corral.spec import WorkloadSpec
+from corral.store import workloads as W
+from corral.store.auth import Principal
+from corral.store.workloads import WorkloadRecord
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["workloads"])
+Ctx = Annotated[ApiContext, Depends(context)]
+_ERRORS = {401: {"model": M.ErrorBody}, 403: {"model": M.ErrorBody},
+           404: {"model": M.ErrorBody}, 422: {"model": M.ErrorBody}}
+
+
+def _visible(ctx: ApiContext, who: Principal, workload_id: str) -> WorkloadRecord:
+    with ctx.store.read() as conn:
+        rec = W.get_workload(conn, workload_id)
+    if rec is None or not who.may_use(rec.queue):
+        raise not_found("workload", workload_id)
+    return rec
+
+
+def _may_submit(ctx: ApiContext, who: Principal, queue: str) -> None:
+    if who.is_admin or queue in who.queues:
+        return
+    if ctx.submissions.pool().queue(queue) is not None:
+        raise ApiError(403, "forbidden", f"{who.name} is not a member of queue {queue!r}; "
+                       "ask an admin to add you", [("queue", "not a member of this queue")])
+
+
+@router.post("/workloads", status_code=201, response_model=M.Submitted, responses=_ERRORS)
+def submit(spec: WorkloadSpec, ctx: Ctx, who: Caller) -> M.Submitted:
+    """Submit a job, service or interactive session. Refused (nothing stored) when the spec is
+    malformed, the queue unknown, or the request can never fit the pool."""
+    _may_submit(ctx, who, spec.queue)
+    records = ctx.submissions.submit(spec, who.name, ctx.clock.now())
+    return M.Submitted(group_id=records[0].group_id,
+                       workloads=[workload_view(r) for r in records])
+
+
+@router.post("/dry-run", response_model=M.DryRunResult, responses=_ERRORS)
+def dry_run(spec: WorkloadSpec, ctx: Ctx, who: Caller) -> M.DryRunResult:
+    """What would happen if this were submitted now: where it starts, what it evicts, or why
+    it waits. Stores nothing."""
+    _may_submit(ctx, who, spec.queue)
+    result = ctx.submissions.dry_run(spec, ctx.clock.now())
+    return M.DryRunResult(
+        outcome=result.outcome, placements=result.placements, evictions=result.evictions,
+        reason_code=result.reason.code if result.reason else None,
+        reason_message=result.reason.message if result.reason else None)
+
+
+@router.get("/workloads", response_model=M.WorkloadPage, responses=_ERRORS)
+def list_workloads(
+    ctx: Ctx, who: Caller,
+    queue: Annotated[list[str] | None, Query(description="only these queues")] = None,
+    state: Annotated[list[State] | None, Query(description="only these states")] = None,
+    user: Annotated[str | None, Query(max_length=63)] = None,
+    group: Annotated[str | None, Query(max_length=80, description="a submission's group id")] = None,
+    cursor: Annotated[int | None, Query(ge=0, le=2**62, description="next_cursor of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> M.WorkloadPage:
+    """Newest first, paged by cursor."""
+    queues: set[str] | None = set(queue) if queue else None
+    if not who.is_admin:
+        queues = (queues or set(who.queues)) & set(who.queues)
+    with ctx.store.read() as conn:
+        rows = W.list_workloads(conn, queues=queues, states=[str(s) for s in state or []],
+                                user=user, group_id=group, before_seq=cursor, limit=limit)
+    nxt = str(rows[-1].seq) if len(rows) == limit else None
+    return M.WorkloadPage(items=[workload_view(r) for r in rows], next_cursor=nxt)
+
+
+@router.get("/workloads/{workload_id}", response_model=M.Workload, responses=_ERRORS)
+def get_workload(workload_id: str, ctx: Ctx, who: Caller) -> M.Workload:
+    rec = _visible(ctx, who, workload_id)
+    with ctx.store.read() as conn:
+        placements = W.placements_of(conn, rec.id, rec.attempt)
+    return workload_view(rec, placements)
+
+
+@router.post("/workloads/{workload_id}/cancel", response_model=M.Workload,
+             responses={**_ERRORS, 409: {"model": M.ErrorBody}})
+def cancel_workload(workload_id: str, ctx: Ctx, who: Caller) -> M.Workload:
+    """Pending work ends at once; running work is stopped (SIGTERM, grace, SIGKILL) and becomes
+    cancelled when its workers have ended. Idempotent."""
+    _visible(ctx, who, workload_id)
+    rec = cancel(ctx.store, workload_id, ctx.clock.now(), who.name)
+    if rec is None:
+        raise not_found("workload", workload_id)
+    return workload_view(rec)
+
+
+@router.get("/workloads/{workload_id}/events", response_model=M.EventPage, responses=_ERRORS)
+def events(
+    workload_id: str, ctx: Ctx, who: Caller,
+    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> M.EventPage:
+    _visible(ctx, who, workload_id)
+    with ctx.store.read() as conn:
+        found = W.list_events(conn, workload_id=workload_id, after_id=after, limit=limit)
+    return M.EventPage(items=[event_view(e) for e in found],
+                       next_after=found[-1].id if found else after)
+
+
+@router.get("/workloads/{workload_id}/why", response_model=M.WhyPending, responses=_ERRORS)
+def why(workload_id: str, ctx: Ctx, who: Caller) -> M.WhyPending:
+    """Why it waits (the scheduler's reason code and sentence), or what it is doing."""
+    rec = _visible(ctx, who, workload_id)
+    return M.WhyPending(id=rec.id, state=rec.state, code=rec.reason_code,
+                        message=rec.reason_message, unresolvable=rec.reason_code in UNRESOLVABLE,
+                        stopping=rec.stop_reason)
+
+
+@router.get("/workloads/{workload_id}/logs", response_model=M.LogChunk,
+            responses={**_ERRORS, 503: {"model": M.ErrorBody}})
+def logs(
+    workload_id: str, ctx: Ctx, who: Caller,
+    worker: Annotated[int, Query(ge=0, le=4095)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    attempt: Annotated[int | None, Query(ge=0, le=10**6)] = None,
+    max_bytes: Annotated[int, Query(ge=1, le=1 << 20)] = 65536,
+) -> M.LogChunk:
+    """A chunk of a worker's output from byte `offset`; poll with `next_offset` to follow."""
+    _visible(ctx, who, workload_id)
+    if ctx.logs is None:
+        raise ApiError(503, "unavailable", "this API replica has no backend; read logs from "
+                       "the replica that runs the scheduler")
+    try:
+        with ctx.log_lock:
+            data, nxt = ctx.logs.read_logs(workload_id, worker, offset, attempt=attempt,
+                                           max_bytes=max_bytes)
+    except LookupError:  # not launched yet, or no such worker/attempt: nothing to show
+        data, nxt = b"", offset
+    except BackendError as e:
+        raise ApiError(422, "invalid_request", str(e)) from None
+    return M.LogChunk(workload_id=workload_id, worker=worker, attempt=attempt, offset=offset,
+                      next_offset=nxt, data=data.decode("utf-8", errors="replace"))

@@ -1,0 +1,79 @@
+"""`corral queues | nodes | cordon | uncordon | top`."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+
+from corral.cli.connection import JsonOpt, TokenOpt, UrlOpt, connect, emit_json, friendly
+from corral.cli.render import nodes_table, queues_table, workloads_table
+
+__all__ = ["cordon", "nodes", "queues", "top", "uncordon"]
+
+out = Console()
+
+
+def queues(url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
+    """Queues: quota, limit, GPUs in use, running and pending work."""
+    with connect(url, token) as c, friendly():
+        qs = c.queues()
+    if json_out:
+        emit_json([q.model_dump() for q in qs])
+    else:
+        out.print(queues_table(qs))
+
+
+def nodes(url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
+    """Nodes of the pool and their GPUs in use."""
+    with connect(url, token) as c, friendly():
+        ns = c.nodes()
+    if json_out:
+        emit_json([n.model_dump() for n in ns])
+    else:
+        out.print(nodes_table(ns))
+
+
+def cordon(node_id: str, url: UrlOpt = None, token: TokenOpt = None) -> None:
+    """No new work on NODE (admin)."""
+    with connect(url, token) as c, friendly():
+        n = c.cordon(node_id)
+    out.print(f"{n.id} cordoned")
+
+
+def uncordon(node_id: str, url: UrlOpt = None, token: TokenOpt = None) -> None:
+    """Allow new work on NODE again (admin)."""
+    with connect(url, token) as c, friendly():
+        n = c.uncordon(node_id)
+    out.print(f"{n.id} uncordoned")
+
+
+def top(
+    interval: Annotated[float, typer.Option("--interval", "-i", min=0.2)] = 1.0,
+    once: Annotated[bool, typer.Option("--once", help="print one frame and exit")] = False,
+    url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """A live view of nodes, GPUs, queues and live work (Ctrl-C to leave)."""
+    with connect(url, token) as c, friendly():
+        def frame() -> Group:
+            live = c.list(state=["pending", "scheduled", "starting", "running"], limit=30)
+            return Group(nodes_table(c.nodes()), queues_table(c.queues()),
+                         workloads_table(live.items, "live work"))
+
+        if json_out:
+            emit_json({"nodes": [n.model_dump() for n in c.nodes()],
+                       "queues": [q.model_dump() for q in c.queues()]})
+            return
+        if once:
+            out.print(frame())
+            return
+        try:
+            with Live(frame(), console=out, refresh_per_second=4, screen=False) as view:
+                while True:
+                    time.sleep(interval)
+                    view.update(frame())
+        except KeyboardInterrupt:
+            pass

@@ -1,0 +1,210 @@
+"""`corral up`: compose the store, the pool, the local backend, the control loop and the API.
+
+Data dir layout (default `./.corral`, or $CORRAL_DATA_DIR)::
+
+    corral.db        the SQLite store (unless --db gives a PostgreSQL URL)
+    admin-token      the admin's API token, written on first start (mode 0600)
+    server.json      where the running server listens (read by the CLI)
+    work/            the local backend's records and worker logs
+    checkpoints/     checkpoint dirs of workloads that name none
+
+Pool: --pool FILE; else examples/pool.yaml when present in the working directory; else the
+machine's GPUs through NVML; else a virtual inventory of 2 nodes x 4 GPUs (enough to try
+corral on a laptop without GPUs). The pool's nodes are the local backend's inventory: every
+worker runs as a process of this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from corral.api import ApiContext, create_app
+from corral.backends.local import LocalBackend
+from corral.control import ControlLoop, ControlSettings, Leadership, Submissions
+from corral.core.model import CapacityKind, Node, Queue
+from corral.spec import PoolSpec, load_pool
+from corral.store import Store
+from corral.store import auth as A
+from corral.store import pool as P
+from corral.store.database import sqlite_url
+
+__all__ = ["DataDir", "ServerConfig", "bootstrap", "default_data_dir", "serve"]
+
+log = logging.getLogger("corral.server")
+DEFAULT_PORT = 8765
+ADMIN = "admin"
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("CORRAL_DATA_DIR") or ".corral")
+
+
+@dataclass(frozen=True)
+class DataDir:
+    root: Path
+
+    @property
+    def db(self) -> Path:
+        return self.root / "corral.db"
+
+    @property
+    def admin_token(self) -> Path:
+        return self.root / "admin-token"
+
+    @property
+    def server_file(self) -> Path:
+        return self.root / "server.json"
+
+    @property
+    def work(self) -> Path:
+        return self.root / "work"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    pool_file: Path | None = None
+    db_url: str | None = None
+    schedule: bool = True  # False: serve the API only (a replica, or a benchmark)
+    interval_s: float = 1.0
+    stop_grace_s: float = 30.0
+
+
+@dataclass
+class Composed:
+    store: Store
+    backend: LocalBackend
+    loop: ControlLoop
+    ctx: ApiContext
+    admin_token: str | None  # only on the first start
+    pool_source: str
+
+
+def resolve_pool(pool_file: Path | None) -> tuple[PoolSpec | None, str]:
+    """The pool spec and a sentence saying where it came from (None: detect or virtual)."""
+    if pool_file is not None:
+        return load_pool(pool_file), str(pool_file)
+    example = Path("examples/pool.yaml")
+    if example.is_file():
+        return load_pool(example), str(example)
+    return None, ""
+
+
+def _nodes(spec: PoolSpec | None) -> tuple[list[Node], str]:
+    if spec is not None:
+        return spec.nodes(), ""
+    from corral.backends.nvml import local_gpus
+
+    gpus = local_gpus()
+    if gpus:
+        node = Node(id=socket.gethostname(), provider="local", gpu_model=gpus[0].name,
+                    gpu_count=len(gpus), gpu_memory_mib=min(g.memory_mib for g in gpus),
+                    cpu_milli=(os.cpu_count() or 1) * 1000, memory_mib=_ram_mib(),
+                    capacity_kind=CapacityKind.OWNED)
+        return [node], f"this machine's {len(gpus)} GPU(s) (NVML)"
+    return virtual_inventory(), "a virtual inventory of 2 nodes x 4 GPUs (no GPU found)"
+
+
+def _ram_mib() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    except (ValueError, OSError):
+        return 0
+
+
+def virtual_inventory(count: int = 2, gpus: int = 4) -> list[Node]:
+    """Declared, not detected: CPU and memory are generous so that the CPU-only demo workloads
+    are limited by GPUs, as they would be on a real pool."""
+    return [Node(id=f"local-{i}", provider="local", gpu_model="virtual-gpu", gpu_count=gpus,
+                 gpu_memory_mib=81920, cpu_milli=64_000, memory_mib=262_144,
+                 capacity_kind=CapacityKind.OWNED) for i in range(count)]
+
+
+def bootstrap(cfg: ServerConfig) -> Composed:
+    """Open (and migrate) the store, sync the pool, make sure an admin exists, build the parts."""
+    dd = DataDir(cfg.data_dir)
+    dd.root.mkdir(parents=True, exist_ok=True)
+    store = Store(cfg.db_url or sqlite_url(dd.db))
+    store.upgrade()
+    spec, source = resolve_pool(cfg.pool_file)
+    nodes, detected = _nodes(spec)
+    _sync_pool(store, spec, nodes)
+    token = _ensure_admin(store, dd)
+    backend = LocalBackend(dd.work, nodes=nodes)
+    scheduler = spec.scheduler.to_core() if spec is not None else ControlSettings().scheduler
+    settings = ControlSettings(checkpoint_root=dd.checkpoints, interval_s=cfg.interval_s,
+                               stop_grace_s=cfg.stop_grace_s, scheduler=scheduler)
+    leadership = Leadership(store, ttl_s=settings.lease_ttl_s)
+    loop = ControlLoop(store, backend, settings=settings, leadership=leadership)
+    ctx = ApiContext(store, Submissions(store, scheduler), logs=backend, leadership=leadership,
+                     backend_name=backend.name)
+    return Composed(store, backend, loop, ctx, token, source or detected)
+
+
+def _sync_pool(store: Store, spec: PoolSpec | None, nodes: list[Node]) -> None:
+    providers: list[dict[str, Any]] = (
+        [p.model_dump(mode="json", exclude={"node_groups"}) for p in spec.providers]
+        if spec is not None else [])
+    known = {p["name"] for p in providers}
+    providers += [{"name": n.provider, "capacity_kind": str(n.capacity_kind)}
+                  for n in nodes if n.provider not in known]
+    providers = list({p["name"]: p for p in providers}.values())
+    with store.write() as conn:
+        P.sync_nodes(conn, providers, nodes)
+        for q in spec.queues_core() if spec is not None else []:
+            P.upsert_queue(conn, q)
+        if not P.list_queues(conn):
+            total = float(sum(n.gpu_count for n in nodes))
+            P.upsert_queue(conn, Queue("default", quota_gpus=total))
+
+
+def _ensure_admin(store: Store, dd: DataDir) -> str | None:
+    """Create the admin and its token on the first start; write the token to the data dir."""
+    with store.write() as conn:
+        if A.get_user(conn, ADMIN) is not None:
+            return None
+        A.create_user(conn, ADMIN, "admin", [], 0.0)
+        token = A.create_token(conn, ADMIN, 0.0)
+    dd.admin_token.write_text(token + "\n")
+    dd.admin_token.chmod(0o600)
+    return token
+
+
+def serve(cfg: ServerConfig, *, on_ready: Any = None) -> None:
+    """Run until SIGINT/SIGTERM: the API in this thread, the control loop in another."""
+    import uvicorn
+
+    parts = bootstrap(cfg)
+    dd = DataDir(cfg.data_dir)
+    app = create_app(parts.ctx)
+    server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port,
+                                           log_level="warning", access_log=False))
+    stop = threading.Event()
+    loop_thread = threading.Thread(target=parts.loop.run, args=(stop,), name="control-loop",
+                                   daemon=True)
+    if cfg.schedule:
+        loop_thread.start()
+    url = f"http://{cfg.host}:{cfg.port}"
+    dd.server_file.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+    if on_ready is not None:
+        on_ready(parts, url)
+    try:
+        server.run()
+    finally:
+        stop.set()
+        if loop_thread.is_alive():
+            loop_thread.join(timeout=30)
+        parts.store.close()

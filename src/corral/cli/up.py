@@ -1,0 +1,137 @@
+"""`corral up`, `corral db upgrade`, and the demo workloads of `corral up --demo`."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from corral.cli.connection import err
+from corral.cli.server import DEFAULT_PORT, Composed, DataDir, ServerConfig, default_data_dir, serve
+from corral.spec import SpecError
+from corral.store import Store
+from corral.store.database import current_revision, sqlite_url
+
+__all__ = ["DEMO_WORKLOADS", "db_app", "demo_workloads", "up"]
+
+out = Console()
+db_app = typer.Typer(no_args_is_help=True, help="database maintenance")
+
+DataDirOpt = Annotated[Path | None, typer.Option(
+    "--data-dir", help="where state lives [env: CORRAL_DATA_DIR; default ./.corral]")]
+DbOpt = Annotated[str | None, typer.Option(
+    "--db", help="database URL (postgresql://...); default: SQLite in the data dir")]
+
+# Short CPU-only jobs: they print progress, write a checkpoint, and honour the preemption
+# contract (exit on SIGTERM). The GPU asks are sized for the 2 x 4 GPU virtual pool: two start,
+# the notebook and the big gang wait until GPUs free up, and `why` says so.
+_STEP = ("import os,sys,time,signal\n"
+         "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
+         "n=int(sys.argv[1]); ck=os.environ.get('CORRAL_CHECKPOINT_DIR','')\n"
+         "start=0\n"
+         "p=os.path.join(ck,'step') if ck else ''\n"
+         "start=int(open(p).read()) if p and os.path.exists(p) else 0\n"
+         "for i in range(start,n):\n"
+         "    print(f\"{os.environ['CORRAL_WORKLOAD_ID']} worker {os.environ['CORRAL_WORKER_INDEX']}"
+         " GPUs {os.environ['CUDA_VISIBLE_DEVICES']}: step {i+1}/{n}\", flush=True)\n"
+         "    time.sleep(1)\n"
+         "    p and open(p,'w').write(str(i+1))\n")
+
+
+def demo_workloads(queue: str) -> list[dict[str, Any]]:
+    py = sys.executable
+    return [
+        {"name": "demo-train", "queue": queue, "workers": 2, "gpus": 2, "cpu": 0.5,
+         "memory": "512MiB", "command": [py, "-c", _STEP, "15"]},
+        {"name": "demo-finetune", "queue": queue, "gpus": 4, "cpu": 0.5, "memory": "512MiB",
+         "priority": 5, "command": [py, "-c", _STEP, "8"]},
+        {"name": "demo-notebook", "queue": queue, "kind": "interactive", "gpus": 0.5,
+         "cpu": 0.5, "memory": "512MiB", "ttl": "2m", "command": [py, "-c", _STEP, "5"]},
+        {"name": "demo-big-gang", "queue": queue, "workers": 2, "gpus": 4, "cpu": 0.5,
+         "memory": "512MiB", "command": [py, "-c", _STEP, "5"]},
+    ]
+
+
+DEMO_WORKLOADS = demo_workloads
+
+
+def up(
+    data_dir: DataDirOpt = None,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="API port")] = DEFAULT_PORT,
+    host: Annotated[str, typer.Option("--host", help="address to listen on")] = "127.0.0.1",
+    pool: Annotated[Path | None, typer.Option(
+        "--pool", help="pool file; default examples/pool.yaml if present, else this machine's "
+        "GPUs, else 2 virtual nodes x 4 GPUs")] = None,
+    db: DbOpt = None,
+    no_scheduler: Annotated[bool, typer.Option(
+        "--no-scheduler", help="serve the API only (another process schedules)")] = False,
+    demo: Annotated[bool, typer.Option("--demo", help="submit the demo workloads once up")] = False,
+    grace: Annotated[float, typer.Option("--grace", min=0, help="seconds between SIGTERM and "
+                                         "SIGKILL when stopping work")] = 30.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Start the control plane: store, scheduler loop, local backend and API."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg = ServerConfig(data_dir=data_dir or default_data_dir(), host=host, port=port,
+                       pool_file=pool, db_url=db, schedule=not no_scheduler, stop_grace_s=grace)
+    try:
+        serve(cfg, on_ready=lambda parts, url: _ready(cfg, parts, url, demo))
+    except SpecError as e:
+        err.print(f"[red]error in the pool file:[/red] {e}", markup=True, highlight=False)
+        raise typer.Exit(1) from None
+    except OSError as e:  # the port is taken, the data dir is not writable...
+        err.print(f"[red]error:[/red] {e}", markup=True, highlight=False)
+        raise typer.Exit(1) from None
+
+
+def _ready(cfg: ServerConfig, parts: Composed, url: str, demo: bool) -> None:
+    dd = DataDir(cfg.data_dir)
+    out.print(f"corral is up at [bold]{url}[/bold] (data dir {dd.root.resolve()})")
+    out.print(f"  pool: {parts.pool_source}; store: {parts.store.dialect}; "
+              f"scheduler: {'on' if cfg.schedule else 'off (API only)'}")
+    if parts.admin_token:
+        out.print(f"  admin token (shown once, also in {dd.admin_token}): {parts.admin_token}")
+    out.print("  try: corral submit FILE | corral ls | corral top   (Ctrl-C stops the server)")
+    if demo:
+        threading.Thread(target=_submit_demo, args=(url, dd), daemon=True).start()
+
+
+def _submit_demo(url: str, dd: DataDir) -> None:
+    from corral.sdk import Client, CorralError
+
+    token = dd.admin_token.read_text().strip()
+    with Client(url, token) as c:
+        for _ in range(100):
+            try:
+                c.health()
+                break
+            except CorralError:
+                threading.Event().wait(0.1)
+        queues = c.queues()
+        parents = {q.parent for q in queues}
+        queue = next((q.name for q in queues if q.name not in parents), queues[0].name)
+        for spec in demo_workloads(queue):
+            try:
+                sub = c.submit(spec)
+                out.print(f"  demo: submitted {sub.group_id} to {queue}")
+            except CorralError as e:
+                out.print(f"  demo: {spec['name']} refused: {e.message}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(data_dir: DataDirOpt = None, db: DbOpt = None) -> None:
+    """Apply the store's migrations (corral up does this on start too)."""
+    dd = DataDir(data_dir or default_data_dir())
+    dd.root.mkdir(parents=True, exist_ok=True)
+    store = Store(db or sqlite_url(dd.db))
+    try:
+        store.upgrade()
+        out.print(f"database at revision {current_revision(store.engine)}")
+    finally:
+        store.close()

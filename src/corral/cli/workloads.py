@@ -1,0 +1,183 @@
+"""`corral submit | ls | describe | logs | cancel | why`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from corral.cli.connection import JsonOpt, TokenOpt, UrlOpt, connect, emit_json, err, friendly
+from corral.cli.render import ago, state_text, workloads_table
+from corral.sdk import models as M
+from corral.spec import SpecError
+from corral.spec.load import read_document
+
+__all__ = ["cancel", "describe", "logs", "ls", "submit", "why"]
+
+out = Console()
+
+
+def _documents(path: Path) -> list[dict[str, Any]]:
+    """One workload, a list of them, or {workloads: [...]}, as YAML or JSON."""
+    try:
+        data = read_document(path)
+    except SpecError as e:
+        err.print(f"[red]error:[/red] {e}", markup=True, highlight=False)
+        raise typer.Exit(1) from None
+    if isinstance(data, dict) and "workloads" in data:
+        data = data["workloads"]
+    items = data if isinstance(data, list) else [data]
+    if not items or not all(isinstance(d, dict) for d in items):
+        err.print(f"[red]error:[/red] {path}: expected a workload (a mapping with name, queue, "
+                  "command...), a list of them, or `workloads: [...]`", markup=True)
+        raise typer.Exit(1)
+    return items
+
+
+def submit(
+    file: Annotated[Path, typer.Argument(help="workload spec (YAML or JSON)")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would happen; store nothing")] = False,
+    url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """Submit the workloads of FILE."""
+    results: list[dict[str, Any]] = []
+    with connect(url, token) as c, friendly():
+        for doc in _documents(file):
+            if dry_run:
+                r = c.dry_run(doc)
+                results.append(r.model_dump())
+                if not json_out:
+                    _print_dry_run(doc.get("name", "?"), r)
+                continue
+            sub = c.submit(doc)
+            results.append(sub.model_dump())
+            if not json_out:
+                ids = ", ".join(w.id for w in sub.workloads)
+                out.print(f"submitted [bold]{ids}[/bold] to queue {sub.workloads[0].queue}")
+    if json_out:
+        emit_json(results)
+
+
+def _print_dry_run(name: str, r: M.DryRunResult) -> None:
+    if r.outcome == "start":
+        where = "; ".join(f"{uid}: " + ", ".join(f"{p['node']} GPUs {p['devices']}" for p in ps)
+                          for uid, ps in r.placements.items())
+        out.print(f"{name}: would start now on {where}")
+        for e in r.evictions:
+            out.print(f"  evicting {e['workload']} ({e['rule']}): {e['message']}")
+    else:
+        out.print(f"{name}: would {'be rejected' if r.outcome == 'rejected' else 'wait'}: "
+                  f"{r.reason_code}: {r.reason_message}", highlight=False)
+
+
+def ls(
+    queue: Annotated[list[str] | None, typer.Option("--queue", "-q")] = None,
+    state: Annotated[list[str] | None, typer.Option("--state", "-s")] = None,
+    all_: Annotated[bool, typer.Option("--all", "-a", help="include ended workloads")] = False,
+    limit: Annotated[int, typer.Option("--limit", "-n")] = 50,
+    url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """List workloads, newest first (live ones unless --all or --state)."""
+    states = state or (None if all_ else ["pending", "scheduled", "starting", "running"])
+    with connect(url, token) as c, friendly():
+        page = c.list(queue=queue, state=states, limit=limit)
+    if json_out:
+        emit_json([w.model_dump() for w in page.items])
+        return
+    out.print(workloads_table(page.items))
+    if page.next_cursor:
+        out.print(f"(more: raise --limit above {limit})", style="bright_black")
+
+
+def describe(workload_id: str, url: UrlOpt = None, token: TokenOpt = None,
+             json_out: JsonOpt = False) -> None:
+    """A workload's state, placement and history."""
+    with connect(url, token) as c, friendly():
+        w = c.get(workload_id)
+        events = c.events(workload_id).items
+    if json_out:
+        emit_json({**w.model_dump(), "events": [e.model_dump() for e in events]})
+        return
+    out.print(f"[bold]{w.id}[/bold]  ", state_text(w))
+    for label, value in (("queue", w.queue), ("user", w.user), ("kind", w.kind),
+                         ("attempt", f"{w.attempt} (restarts {w.restart_count})"),
+                         ("submitted", ago(w.submitted_at)), ("started", ago(w.started_at)),
+                         ("finished", ago(w.finished_at)), ("exit code", w.exit_code),
+                         ("reason", f"{w.reason_code}: {w.reason_message}")):
+        out.print(f"  {label:<10} {value}", highlight=False)
+    if w.placements:
+        t = Table(title="placement", title_justify="left")
+        for col in ("WORKER", "NODE", "GPUS", "SHARE", "STATE", "EXIT"):
+            t.add_column(col)
+        for p in w.placements:
+            t.add_row(str(p.worker), p.node_id, ",".join(map(str, p.devices)) or "-",
+                      f"{p.milli_per_device / 1000:g}", p.state, str(p.exit_code or ""))
+        out.print(t)
+    t = Table(title="events", title_justify="left")
+    for col in ("WHEN", "CHANGE", "REASON", "MESSAGE"):
+        t.add_column(col, overflow="fold")
+    for e in events:
+        change = f"{e.from_state or '-'} -> {e.to_state}" if e.to_state else e.kind
+        t.add_row(ago(e.at), change, e.reason, e.message)
+    out.print(t)
+
+
+def logs(
+    workload_id: str,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing until it ends")] = False,
+    worker: Annotated[int, typer.Option("--worker", "-w")] = 0,
+    url: UrlOpt = None, token: TokenOpt = None,
+) -> None:
+    """Print a worker's output (stdout and stderr)."""
+    with connect(url, token) as c, friendly():
+        if follow:
+            for chunk in c.follow_logs(workload_id, worker=worker):
+                typer.echo(chunk, nl=False)
+            return
+        offset = 0
+        while True:
+            chunk = c.logs(workload_id, worker=worker, offset=offset)
+            if not chunk.data:
+                return
+            typer.echo(chunk.data, nl=False)
+            offset = chunk.next_offset
+
+
+def cancel(workload_id: str, url: UrlOpt = None, token: TokenOpt = None,
+           json_out: JsonOpt = False) -> None:
+    """Cancel a workload (running workers get SIGTERM, then SIGKILL after the grace)."""
+    with connect(url, token) as c, friendly():
+        w = c.cancel(workload_id)
+    if json_out:
+        emit_json(w.model_dump())
+    else:
+        out.print(f"{w.id}: ", state_text(w))
+
+
+def why(workload_id: str, url: UrlOpt = None, token: TokenOpt = None,
+        json_out: JsonOpt = False) -> None:
+    """Why a workload waits (or what it is doing)."""
+    with connect(url, token) as c, friendly():
+        y = c.why(workload_id)
+    if json_out:
+        emit_json(y.model_dump())
+        return
+    if y.state == "pending":
+        kind = "can never run as written" if y.unresolvable else "waits"
+        out.print(f"{y.id} {kind}: [bold]{y.code}[/bold]: {y.message}", highlight=False)
+    else:
+        extra = f", stopping ({y.stopping})" if y.stopping else ""
+        out.print(f"{y.id} is {y.state}{extra}: {y.code}: {y.message}", highlight=False)
+
+
+def wait_until(check: Any, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.3)
+    return False

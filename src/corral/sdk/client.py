@@ -1,0 +1,195 @@
+"""A typed client for corral's HTTP API, on httpx.
+
+    from corral.sdk import Client
+    with Client("http://127.0.0.1:8765", token="crl_...") as c:
+        sub = c.submit({"name": "train", "queue": "default", "gpus": 1, "command": ["python", "t.py"]})
+        for chunk in c.follow_logs(sub.group_id):
+            print(chunk, end="")
+
+Errors (see `corral.sdk.errors`) carry the server's code, message and per-field problems.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, TypeAdapter
+
+from corral.sdk import errors as E
+from corral.sdk import models as M
+
+__all__ = ["Client"]
+
+T = TypeVar("T", bound=BaseModel)
+_ENDED = {"succeeded", "failed", "cancelled"}
+
+
+class Client:
+    """One connection pool to one server. Thread-safe as httpx.Client is."""
+
+    def __init__(self, url: str, token: str | None = None, *, timeout: float = 30.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
+                                  transport=transport)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- plumbing -------------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as e:
+            raise E.ConnectionFailed(
+                f"cannot reach the corral server at {self.url} ({e.__class__.__name__}); "
+                "is `corral up` running, and is CORRAL_URL right?") from None
+        if response.status_code >= 400:
+            raise E.from_response(response)
+        return response
+
+    def _get(self, model: type[T], path: str, **params: Any) -> T:
+        return model.model_validate(self._call("GET", path, params=_clean(params)).json())
+
+    def _post(self, model: type[T], path: str, body: Any = None) -> T:
+        return model.model_validate(self._call("POST", path, json=body).json())
+
+    def _list(self, item: type[T], path: str) -> list[T]:
+        return TypeAdapter(list[item]).validate_python(self._call("GET", path).json())  # type: ignore[valid-type]
+
+    # --- meta -----------------------------------------------------------------------------------
+
+    def health(self) -> M.Health:
+        return self._get(M.Health, "/v1/health")
+
+    def version(self) -> M.Version:
+        return self._get(M.Version, "/v1/version")
+
+    # --- workloads ------------------------------------------------------------------------------
+
+    def submit(self, spec: Mapping[str, Any] | BaseModel) -> M.Submitted:
+        return self._post(M.Submitted, "/v1/workloads", _body(spec))
+
+    def dry_run(self, spec: Mapping[str, Any] | BaseModel) -> M.DryRunResult:
+        return self._post(M.DryRunResult, "/v1/dry-run", _body(spec))
+
+    def get(self, workload_id: str) -> M.Workload:
+        return self._get(M.Workload, f"/v1/workloads/{workload_id}")
+
+    def list(self, *, queue: list[str] | None = None, state: list[str] | None = None,
+             user: str | None = None, group: str | None = None, cursor: str | None = None,
+             limit: int = 100) -> M.WorkloadPage:
+        return self._get(M.WorkloadPage, "/v1/workloads", queue=queue, state=state, user=user,
+                         group=group, cursor=cursor, limit=limit)
+
+    def iter_workloads(self, **filters: Any) -> Iterator[M.Workload]:
+        """Every workload matching `filters` (those of `list`), following the pages."""
+        cursor = None
+        while True:
+            page = self.list(cursor=cursor, **filters)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def cancel(self, workload_id: str) -> M.Workload:
+        return self._post(M.Workload, f"/v1/workloads/{workload_id}/cancel")
+
+    def events(self, workload_id: str, after: int = 0) -> M.EventPage:
+        return self._get(M.EventPage, f"/v1/workloads/{workload_id}/events", after=after)
+
+    def why(self, workload_id: str) -> M.WhyPending:
+        return self._get(M.WhyPending, f"/v1/workloads/{workload_id}/why")
+
+    def logs(self, workload_id: str, *, worker: int = 0, offset: int = 0,
+             attempt: int | None = None) -> M.LogChunk:
+        return self._get(M.LogChunk, f"/v1/workloads/{workload_id}/logs", worker=worker,
+                         offset=offset, attempt=attempt)
+
+    def follow_logs(self, workload_id: str, *, worker: int = 0, poll_s: float = 0.5,
+                    timeout_s: float | None = None) -> Iterator[str]:
+        """Yield new output until the workload has ended and everything was read."""
+        offset, deadline = 0, None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            ended = self.get(workload_id).state in _ENDED  # read state first: no lost tail
+            chunk = self.logs(workload_id, worker=worker, offset=offset)
+            if chunk.data:
+                yield chunk.data
+            offset = chunk.next_offset
+            if chunk.data:
+                continue
+            if ended or (deadline is not None and time.monotonic() > deadline):
+                return
+            time.sleep(poll_s)
+
+    def wait(self, workload_id: str, *, states: set[str] | None = None, timeout_s: float = 60.0,
+             poll_s: float = 0.2) -> M.Workload:
+        """Poll until the workload reaches one of `states` (default: ended); TimeoutError else."""
+        want = states or _ENDED
+        deadline = time.monotonic() + timeout_s
+        while True:
+            w = self.get(workload_id)
+            if w.state in want:
+                return w
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{workload_id} is still {w.state} after {timeout_s:g}s")
+            time.sleep(poll_s)
+
+    # --- pool, queues, users --------------------------------------------------------------------
+
+    def nodes(self) -> list[M.NodeInfo]:
+        return self._list(M.NodeInfo, "/v1/nodes")
+
+    def cordon(self, node_id: str) -> M.NodeInfo:
+        return self._post(M.NodeInfo, f"/v1/nodes/{node_id}/cordon")
+
+    def uncordon(self, node_id: str) -> M.NodeInfo:
+        return self._post(M.NodeInfo, f"/v1/nodes/{node_id}/uncordon")
+
+    def queues(self) -> list[M.QueueInfo]:
+        return self._list(M.QueueInfo, "/v1/queues")
+
+    def queue(self, name: str) -> M.QueueInfo:
+        return self._get(M.QueueInfo, f"/v1/queues/{name}")
+
+    def create_queue(self, name: str, **fields: Any) -> M.QueueInfo:
+        return self._post(M.QueueInfo, "/v1/queues", {"name": name, **fields})
+
+    def update_queue(self, name: str, **fields: Any) -> M.QueueInfo:
+        body = {"name": name, **fields}
+        return M.QueueInfo.model_validate(self._call("PUT", f"/v1/queues/{name}", json=body).json())
+
+    def delete_queue(self, name: str) -> None:
+        self._call("DELETE", f"/v1/queues/{name}")
+
+    def create_user(self, name: str, *, role: str = "user", queues: list[str] | None = None
+                    ) -> M.TokenOut:
+        return self._post(M.TokenOut, "/v1/users",
+                          {"name": name, "role": role, "queues": queues or []})
+
+    def users(self) -> list[M.UserOut]:
+        return self._list(M.UserOut, "/v1/users")
+
+
+def _body(spec: Mapping[str, Any] | BaseModel) -> Any:
+    if isinstance(spec, BaseModel):
+        body = spec.model_dump(mode="json", exclude_defaults=True)
+        if "cpu" in body:  # a WorkloadSpec holds milli-cores; a plain number on input is cores
+            body["cpu"] = f"{body['cpu']}m"
+        return body
+    return dict(spec)
+
+
+def _clean(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None}

@@ -1,0 +1,85 @@
+"""Errors the SDK raises, by what the caller can do about them::
+
+    CorralError                     base; .status, .code, .message, .problems [(field, message)]
+    ├── ConnectionFailed            the server cannot be reached
+    ├── Unauthorized     (401)      no token, or an unknown or revoked one
+    ├── Forbidden        (403)      the token's user may not do this
+    ├── NotFound         (404)      no such object, or not visible to this user
+    ├── Conflict         (409)      the object's state forbids it (cancel a finished workload)
+    ├── InvalidRequest   (400, 422) the request itself is wrong: see .problems
+    └── ServerError      (5xx)      the server failed; retrying may help
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import httpx
+
+__all__ = [
+    "Conflict",
+    "ConnectionFailed",
+    "CorralError",
+    "Forbidden",
+    "InvalidRequest",
+    "NotFound",
+    "ServerError",
+    "Unauthorized",
+    "from_response",
+]
+
+
+class CorralError(Exception):
+    def __init__(self, message: str, *, status: int = 0, code: str = "",
+                 problems: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.message, self.status, self.code, self.problems = message, status, code, list(problems)
+
+
+class ConnectionFailed(CorralError):
+    pass
+
+
+class Unauthorized(CorralError):
+    pass
+
+
+class Forbidden(CorralError):
+    pass
+
+
+class NotFound(CorralError):
+    pass
+
+
+class Conflict(CorralError):
+    pass
+
+
+class InvalidRequest(CorralError):
+    pass
+
+
+class ServerError(CorralError):
+    pass
+
+
+_BY_STATUS: dict[int, type[CorralError]] = {
+    400: InvalidRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 405: InvalidRequest,
+    409: Conflict, 422: InvalidRequest,
+}
+
+
+def from_response(response: httpx.Response) -> CorralError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    message = str(body.get("message") or body.get("detail") or response.reason_phrase)
+    problems = [(str(p.get("field", "")), str(p.get("message", "")))
+                for p in body.get("problems") or [] if isinstance(p, dict)]
+    status = response.status_code
+    cls = _BY_STATUS.get(status, ServerError if status >= 500 else CorralError)
+    return cls(message, status=status, code=str(body.get("error", "")), problems=problems)

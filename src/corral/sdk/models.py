@@ -1,0 +1,208 @@
+"""The wire types of corral's HTTP API, shared by the server (responses) and the SDK (parsing).
+
+Fields are additive across versions: clients ignore fields they do not know.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "DryRunResult",
+    "ErrorBody",
+    "Event",
+    "EventPage",
+    "Health",
+    "LogChunk",
+    "NodeInfo",
+    "Problem",
+    "QueueIn",
+    "QueueInfo",
+    "Submitted",
+    "TokenOut",
+    "UserIn",
+    "UserOut",
+    "Version",
+    "WhyPending",
+    "WorkerPlacement",
+    "Workload",
+    "WorkloadPage",
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Problem(_Model):
+    field: str
+    message: str
+
+
+class ErrorBody(_Model):
+    error: str = Field(description="a stable code: invalid_request, not_found, forbidden, ...")
+    message: str
+    problems: list[Problem] = Field(default_factory=list)
+
+
+class WorkerPlacement(_Model):
+    worker: int
+    node_id: str
+    devices: list[int]
+    milli_per_device: int
+    state: str
+    exit_code: int | None = None
+    reason: str = ""
+
+
+class Workload(_Model):
+    id: str
+    group_id: str
+    name: str
+    queue: str
+    user: str
+    kind: str
+    state: str
+    reason_code: str
+    reason_message: str
+    attempt: int
+    restart_count: int
+    version: int
+    submitted_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    exit_code: int | None = None
+    stopping: str | None = Field(None, description="why a stop was requested, while it runs")
+    spec: dict[str, Any] = Field(default_factory=dict)
+    placements: list[WorkerPlacement] = Field(default_factory=list)
+
+
+class Submitted(_Model):
+    group_id: str
+    workloads: list[Workload]
+
+
+class WorkloadPage(_Model):
+    items: list[Workload]
+    next_cursor: str | None = Field(None, description="pass as `cursor` for the next page")
+
+
+class Event(_Model):
+    id: int
+    at: float
+    kind: str
+    workload_id: str | None = None
+    subject: str = ""
+    from_state: str = ""
+    to_state: str = ""
+    attempt: int = 0
+    reason: str
+    message: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventPage(_Model):
+    items: list[Event]
+    next_after: int
+
+
+class WhyPending(_Model):
+    id: str
+    state: str
+    code: str
+    message: str
+    unresolvable: bool = False
+    stopping: str | None = None
+
+
+class LogChunk(_Model):
+    workload_id: str
+    worker: int
+    attempt: int | None = None
+    offset: int
+    next_offset: int
+    data: str = Field(description="UTF-8 text (invalid bytes replaced)")
+
+
+class DryRunResult(_Model):
+    outcome: str = Field(description="start | pending | rejected")
+    placements: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+    evictions: list[dict[str, str]] = Field(default_factory=list)
+    reason_code: str | None = None
+    reason_message: str | None = None
+
+
+class NodeInfo(_Model):
+    id: str
+    provider: str
+    gpu_model: str
+    gpu_count: int
+    gpu_memory_mib: int
+    cpu_milli: int
+    memory_mib: int
+    price_per_gpu_hour: float
+    capacity_kind: str
+    region: str
+    zone: str
+    cordoned: bool
+    health: str
+    gpus_used: float = Field(description="GPU share held by placed work (1.0 = one device)")
+    workloads: list[str] = Field(default_factory=list)
+
+
+class QueueIn(_Model):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=63)
+    parent: str | None = None
+    quota_gpus: float = Field(0, ge=0, le=1e6)
+    limit_gpus: float | None = Field(None, ge=0, le=1e6)
+    weight: float = Field(1.0, gt=0, le=1e6)
+    priority: int = Field(0, ge=-1000, le=1000)
+    quota_by_model: dict[str, float] = Field(default_factory=dict)
+
+
+class QueueInfo(_Model):
+    name: str
+    parent: str | None = None
+    quota_gpus: float
+    limit_gpus: float | None = None
+    weight: float
+    priority: int
+    quota_by_model: dict[str, float] = Field(default_factory=dict)
+    used_gpus: float = 0.0
+    running: int = 0
+    pending: int = 0
+
+
+class UserIn(_Model):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=63)
+    role: str = Field("user", pattern="^(admin|user)$")
+    queues: list[str] = Field(default_factory=list)
+
+
+class UserOut(_Model):
+    name: str
+    role: str
+    queues: list[str]
+
+
+class TokenOut(_Model):
+    user: UserOut
+    token: str = Field(description="shown once; store it safely")
+
+
+class Health(_Model):
+    status: str
+    database: str
+    leader: bool
+    backend: str | None = None
+
+
+class Version(_Model):
+    version: str
+    api: str = "v1"

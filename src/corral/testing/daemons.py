@@ -33,7 +33,9 @@ __all__ = [
     "free_tcp_ports",
     "kill_pids",
     "log_tail",
+    "pids_with_cmdline",
     "pids_with_env",
+    "process_dead",
     "wait_until",
 ]
 
@@ -203,8 +205,45 @@ def pids_with_env(key: str, value: str) -> list[int]:
     return found
 
 
-def kill_pids(pids: Sequence[int], sig: int = signal.SIGKILL) -> None:
-    """Send ``sig`` to each PID, ignoring ones that are already gone."""
+def pids_with_cmdline(fragment: str) -> list[int]:
+    """PIDs of processes whose command line contains ``fragment`` (Linux /proc; others: none).
+
+    For servers that put a harness's unique temp dir on their command lines (Ray does: every
+    raylet, agent and worker gets ``--session-dir``/socket paths under it).
+    """
+    needle = fragment.encode()
+    found: list[int] = []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return found
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if needle in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def kill_pids(pids: Sequence[int], sig: int = signal.SIGKILL, wait_s: float = 5.0) -> None:
+    """Send ``sig`` to each PID (ignoring ones already gone), then wait up to ``wait_s`` for them
+    to be dead (gone, or a zombie awaiting its parent's reaping): signals are asynchronous."""
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
+    deadline = time.monotonic() + wait_s
+    while not all(process_dead(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def process_dead(pid: int) -> bool:
+    """True when ``pid`` no longer runs: absent from /proc, or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    # The state letter follows the parenthesised command name, which may itself hold spaces.
+    return stat.rsplit(")", 1)[-1].split()[0] in {"Z", "X"}

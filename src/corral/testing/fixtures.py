@@ -19,13 +19,14 @@ from typing import Any, NoReturn
 
 import pytest
 
-from corral.testing.chromium import playwright_launch_kwargs, require_playwright
+from corral.testing.chromium import find_chromium, playwright_launch_kwargs, require_playwright
 from corral.testing.errors import HarnessUnavailable
 from corral.testing.postgres import PostgresServer
 from corral.testing.raycluster import RayTestCluster
 from corral.testing.slurm import SlurmCluster
 
 __all__ = [
+    "chromium_executable",
     "chromium_launch_kwargs",
     "postgres_database_url",
     "postgres_server",
@@ -105,5 +106,14 @@ def chromium_launch_kwargs() -> dict[str, Any]:
     try:
         require_playwright()
         return playwright_launch_kwargs()
+    except HarnessUnavailable as exc:
+        _skip_unavailable(exc)
+
+
+@pytest.fixture(scope="session")
+def chromium_executable() -> str:
+    """Path of the system Chromium, for launching it without Playwright."""
+    try:
+        return find_chromium()
     except HarnessUnavailable as exc:
         _skip_unavailable(exc)

@@ -28,9 +28,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from corral.testing.daemons import kill_pids, pids_with_cmdline, pids_with_env
 from corral.testing.errors import HarnessStartFailed, HarnessUnavailable
 
-__all__ = ["FAST_FAILURE_DETECTION", "RayNodeSpec", "RayTestCluster", "require_ray"]
+__all__ = [
+    "CLUSTER_MARKER_ENV",
+    "FAST_FAILURE_DETECTION",
+    "NODE_MARKER_ENV",
+    "RayNodeSpec",
+    "RayTestCluster",
+    "require_ray",
+]
 
 # GCS health check (ray_config_def.h defaults: 5 s initial delay, every 3 s, 5 failures = ~20 s).
 FAST_FAILURE_DETECTION: Mapping[str, int] = {
@@ -40,6 +48,11 @@ FAST_FAILURE_DETECTION: Mapping[str, int] = {
     "health_check_failure_threshold": 3,
 }
 MIN_OBJECT_STORE_MB = 75  # Ray refuses smaller object stores
+# Set on every raylet (and so inherited by its agents and workers, which rename themselves to
+# "ray::..." and so cannot be found by command line): the cluster's temp dir, and
+# "<temp dir>:<node name>" per node, so a killed node's stragglers can be killed too.
+CLUSTER_MARKER_ENV = "CORRAL_RAY_HARNESS"
+NODE_MARKER_ENV = "CORRAL_RAY_NODE"
 
 
 def require_ray() -> None:
@@ -118,6 +131,16 @@ class RayTestCluster:
             raise RuntimeError("RayTestCluster is not started")
         return self._temp_dir
 
+    def process_ids(self) -> list[int]:
+        """PIDs of every live process of this cluster: GCS and head services carry its temp dir
+        on their command lines, raylets and their children carry the marker variable."""
+        temp = str(self.temp_dir)
+        return sorted(set(pids_with_cmdline(temp)) | set(pids_with_env(CLUSTER_MARKER_ENV, temp)))
+
+    def _markers(self, name: str) -> dict[str, str]:
+        temp = str(self.temp_dir)
+        return {CLUSTER_MARKER_ENV: temp, NODE_MARKER_ENV: f"{temp}:{name}"}
+
     @property
     def head_node_id(self) -> str:
         return str(self._cluster.head_node.node_id)
@@ -135,7 +158,7 @@ class RayTestCluster:
         """Start one more worker node, wait until it is registered, and return its name."""
         spec = spec or RayNodeSpec()
         name = name or f"worker-{self._next_index}"
-        if name in self._node_ids:
+        if name in self._node_ids or name == "head":
             raise ValueError(f"node name {name!r} is already used; pick another")
         self._next_index += 1
         node = self._cluster.add_node(
@@ -144,6 +167,7 @@ class RayTestCluster:
             num_gpus=spec.num_gpus,
             resources=spec.ray_resources(),
             object_store_memory=self.object_store_mb * 2**20,
+            env_vars=self._markers(name),
         )
         self._workers[name] = node
         self._node_ids[name] = str(node.node_id)
@@ -156,6 +180,8 @@ class RayTestCluster:
             raise KeyError(f"unknown or already killed worker {name!r}; live: {self.live_workers}")
         node = self._workers.pop(name)
         self._cluster.remove_node(node, allow_graceful=False)
+        # remove_node kills the raylet; its agents and idle workers would linger for a minute.
+        kill_pids(pids_with_env(NODE_MARKER_ENV, self._markers(name)[NODE_MARKER_ENV]))
         return self._node_ids[name]
 
     def node_alive(self, node_id: str) -> bool | None:
@@ -180,6 +206,11 @@ class RayTestCluster:
         # No usage-stats reporting from test clusters (there is no network anyway).
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         self._temp_dir = Path(tempfile.mkdtemp(prefix="corral-ray-"))
+        # Cluster.add_node writes the address file into Ray's *default* temp dir (/tmp/ray)
+        # whatever temp_dir says, and fails if that dir does not exist (a fresh CI machine).
+        from ray._common.utils import get_default_ray_temp_dir
+
+        os.makedirs(get_default_ray_temp_dir(), exist_ok=True)
         try:
             self._cluster = Cluster(
                 initialize_head=True,
@@ -191,6 +222,7 @@ class RayTestCluster:
                     "_system_config": self.system_config,
                     # Session dirs, logs and sockets go here, not /tmp/ray: stop() removes them.
                     "temp_dir": str(self._temp_dir),
+                    "env_vars": self._markers("head"),
                 },
             )
             for spec in self.worker_specs:
@@ -229,6 +261,8 @@ class RayTestCluster:
                 self._cluster = None
                 self._workers.clear()
         if self._temp_dir is not None:
+            # Workers and agents whose raylet died first may outlive Cluster.shutdown.
+            kill_pids(self.process_ids())
             shutil.rmtree(self._temp_dir, ignore_errors=True)
             self._temp_dir = None
 

@@ -124,6 +124,31 @@ class SlurmCluster:
             cwd=self.root,
         )
 
+    def sbatch(self, *args: str) -> str:
+        """Submit a batch job (``sbatch --parsable <args>``); return its job id."""
+        out = self.run("sbatch", "--parsable", *args).stdout.strip()
+        return out.split(";", 1)[0]  # "<id>;<cluster>" when the cluster is named on output
+
+    def job_info(self, job_id: str) -> dict[str, str]:
+        """``scontrol show job -o`` as a dict (JobState, NodeList, ExitCode, ...); {} once the
+        job has aged out of slurmctld (MinJobAge)."""
+        done = self.run("scontrol", "show", "job", "-o", job_id, check=False)
+        if done.returncode != 0:
+            return {}
+        fields = (item.split("=", 1) for item in done.stdout.split() if "=" in item)
+        return {k: v for k, v in fields}
+
+    def completed_jobs(self) -> dict[str, dict[str, str]]:
+        """Finished jobs from the job-completion log (``sacct --completion``), by job id."""
+        fmt = "JobID,JobName,State,ExitCode,NodeList,NNodes"
+        out = self.run("sacct", "--completion", "--parsable2", f"--format={fmt}").stdout
+        lines = out.strip().splitlines()
+        if not lines:
+            return {}
+        header = lines[0].split("|")
+        rows = [dict(zip(header, line.split("|"), strict=False)) for line in lines[1:]]
+        return {row["JobID"]: row for row in rows}
+
     def node_states(self) -> dict[str, str]:
         """Node name -> sinfo state (``idle``, ``mixed``, ``allocated``, ``idle*`` = not
         responding, ``down*``, ...)."""

@@ -24,6 +24,9 @@ Every choice here was found by trying it against Debian 12's Slurm 22.05 inside 
 * Fast node-failure detection: with SlurmdTimeout=3 a kill -9'd slurmd shows "not responding"
   (``idle*``) after about 3-4 s and ``down*`` after about 8 s; ``ReturnToService=2`` brings a
   restarted slurmd back to ``idle`` on its own as soon as it registers.
+* Quick job starts: ``SchedulerParameters=batch_sched_delay=0`` (default 3 s) lets a submitted
+  batch job start within about 1 s; the very first scheduling pass still comes ~3 s after
+  slurmctld starts.
 """
 
 from __future__ import annotations
@@ -149,6 +152,7 @@ def render_slurm_conf(layout: SlurmLayout, s: SlurmSettings) -> str:
         f"MinJobAge={s.min_job_age_s}",
         "ReturnToService=2",
         "InactiveLimit=0",
+        "SchedulerParameters=batch_sched_delay=0",
     ]
     if gres_types:
         lines.append(f"GresTypes={gres_types}")

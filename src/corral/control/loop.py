@@ -77,7 +77,9 @@ class ControlLoop:
         self._plan_and_apply(now, report)
         with self.store.read() as conn:
             records = W.load_active(conn)
-        act.enforce_runtime_limits(self.store, records, now, self.specs)
+        if act.enforce_runtime_limits(self.store, records, now, self.specs):
+            with self.store.read() as conn:  # the new stop requests must be acted on now
+                records = W.load_active(conn)
         act.stop_requested(self.store, self.backend, records, now, self.settings, self.specs)
         busy = self._busy_devices(seen, {r.id: r for r in records})
         report.launched = act.launch(self.store, self.backend, records, busy, now, self.settings,

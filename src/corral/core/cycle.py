@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from corral.core import reasons as R
-from corral.core.actions import allocate, consolidate, preempt, reclaim
+from corral.core.actions import allocate, consolidate, preempt, reallocate, reclaim
 from corral.core.config import SchedulerConfig
 from corral.core.fit import Shape
 from corral.core.model import ClusterState, Workload
@@ -46,6 +46,7 @@ class Cycle:
     scorings: dict[str, Scoring] = field(default_factory=dict)
     shapes: dict[str, Shape] = field(default_factory=dict)
     attempts_left: int = 0  # eviction attempts this cycle may still make
+    moves_left: int = 0  # consolidation moves this cycle may still make
     _still: list[Workload] | None = None
     _interned: dict[Shape, Shape] = field(default_factory=dict)
 
@@ -82,14 +83,20 @@ class Cycle:
         return sorted(out, key=lambda w: (-w.priority, w.submitted_at, w.id))
 
     def victims(self, accept: Callable[[Workload], bool]) -> list[Workload]:
-        """Running, preemptible workloads `accept` allows, cheapest to lose first: lowest
-        priority, then most recently started (least work lost), then id."""
-        found = [
-            w
-            for w in self.running.values()
-            if w.id in self.stmt.where and w.preemptible and accept(w)
-        ]
-        return sorted(found, key=lambda w: (w.priority, -(w.started_at or 0.0), w.id))
+        """Workloads holding capacity that may be displaced and that `accept` allows, cheapest
+        to lose first: lowest priority, then placed in this very cycle (nothing started, nothing
+        lost), then most recently started, then id."""
+        found = [w for w in self.stmt.live.values() if w.preemptible and accept(w)]
+        return sorted(found, key=lambda w: (w.priority, -self._started(w), w.id))
+
+    def _started(self, w: Workload) -> float:
+        if w.id in self.stmt.started and w.started_at is not None:
+            return w.started_at
+        return float("inf")  # placed in this cycle: not started at all
+
+    def held_milli(self, w: Workload) -> int:
+        """GPU share `w` holds now in this cycle's view (0 if it holds nothing)."""
+        return sum(a.milli_per_device * len(a.devices) for a in self.stmt.where.get(w.id, ()))
 
     def past_min_runtime(self, w: Workload) -> bool:
         return w.started_at is None or self.now - w.started_at >= w.min_runtime_s
@@ -101,13 +108,25 @@ def schedule(
     """Decide one cycle. Pure: the same state, `now`, config and seed give the same Plan."""
     cycle, orphans = _open(state, now, config or SchedulerConfig(), seed)
     allocate(cycle)
-    if cycle.config.consolidate:
-        consolidate(cycle)
-    if cycle.config.reclaim:
-        reclaim(cycle)
-    if cycle.config.preempt:
-        preempt(cycle)
+    # Evictions reshape free space: what could not move or start before may now. Repeat the
+    # disruptive actions until a round removes nothing, so that rerunning the cycle on its own
+    # result finds nothing left to do (no preemption loops across cycles). Bounded: each round
+    # that continues has used eviction attempts or moves, which are capped per cycle.
+    for _ in range(_MAX_ROUNDS):
+        before = len(cycle.stmt.ops)
+        if cycle.config.consolidate:
+            consolidate(cycle)
+        if cycle.config.reclaim:
+            reclaim(cycle)
+        if cycle.config.preempt:
+            preempt(cycle)
+        if not cycle.stmt.removed_since(before):
+            break
+        reallocate(cycle)
     return _close(cycle, orphans)
+
+
+_MAX_ROUNDS = 4
 
 
 def _open(state: ClusterState, now: float, config: SchedulerConfig, seed: int) -> tuple[Cycle, int]:
@@ -145,6 +164,7 @@ def _open(state: ClusterState, now: float, config: SchedulerConfig, seed: int) -
         {},
         running,
         attempts_left=config.max_eviction_attempts,
+        moves_left=config.max_moves,
     )
     for w in sorted(
         (w for w in state.workloads if not w.running),
@@ -158,28 +178,11 @@ def _open(state: ClusterState, now: float, config: SchedulerConfig, seed: int) -
 
 
 def _close(cycle: Cycle, orphans: int) -> Plan:
-    placements: list[Placement] = []
-    evictions: list[Eviction] = []
-    for op in cycle.stmt.ops:
-        if op.kind == "place":
-            placements.append(
-                Placement(
-                    op.workload.id,
-                    op.workload.queue,
-                    op.assignments,
-                    op.workload.id in cycle.backfilled,
-                )
-            )
-        else:
-            evictions.append(
-                Eviction(
-                    op.workload.id,
-                    op.workload.queue,
-                    op.rule,
-                    op.for_workload,
-                    _eviction_message(op.rule, op.for_workload),
-                )
-            )
+    placed, evicted = cycle.stmt.outcome()
+    placements = [Placement(op.workload.id, op.workload.queue, op.assignments,
+                            op.workload.id in cycle.backfilled) for op in placed.values()]
+    evictions = [Eviction(op.workload.id, op.workload.queue, op.rule, op.for_workload,
+                          _eviction_message(op.rule, op.for_workload)) for op in evicted]
     diagnosis: dict[tuple[Shape, str | None], R.Reason] = {}
     for wid, shape in cycle.deferred.items():
         if wid in cycle.reasons or wid in cycle.stmt.where:

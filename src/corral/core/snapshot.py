@@ -60,8 +60,11 @@ class NodeTable:
         kind, kind_names = _codes([str(n.capacity_kind) for n in ordered])
         region = [f"{n.provider}/{n.region}" for n in ordered]
         zone = [f"{r}/{n.zone}" for r, n in zip(region, ordered, strict=True)]
-        # A node without a rack or NVLink domain is a domain of its own.
-        rack = [f"{z}/{n.rack or '#' + n.id}" for z, n in zip(zone, ordered, strict=True)]
+        # A node without an NVLink domain is a domain of its own.
+        # A node without a rack sits in the rack of its NVLink domain (an NVLink domain never
+        # spans racks), or alone.
+        rack = [f"{z}/{n.rack or ('#nvl:' + n.nvlink_domain if n.nvlink_domain else '#' + n.id)}"
+                for z, n in zip(zone, ordered, strict=True)]
         nvl = [f"{r}/{n.nvlink_domain or '#' + n.id}" for r, n in zip(rack, ordered, strict=True)]
         domains = (
             *tuple(_codes(v)[0] for v in (nvl, rack, zone, region)),

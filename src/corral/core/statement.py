@@ -17,7 +17,9 @@ from corral.core.snapshot import Capacity
 
 @dataclass(frozen=True, slots=True)
 class Op:
-    kind: str  # "place" or "evict"
+    #: "place"; "evict" (stop work that was running when the cycle began); or "unplace" (take
+    #: back a placement made earlier in this cycle: nothing has started, so nothing is lost)
+    kind: str
     workload: Workload
     assignments: tuple[WorkerAssignment, ...]
     rule: str = ""
@@ -28,35 +30,54 @@ class Statement:
     def __init__(self, cap: Capacity, book: QueueBook) -> None:
         self.cap, self.book = cap, book
         self.ops: list[Op] = []
-        #: where each workload is now, in this cycle's view (running or newly placed)
+        #: where each workload holds capacity now, in this cycle's view
         self.where: dict[str, tuple[WorkerAssignment, ...]] = {}
+        #: the workloads holding capacity now (running since before the cycle, or placed in it)
+        self.live: dict[str, Workload] = {}
+        self.started: set[str] = set()  # running when the cycle began
 
     def adopt(self, w: Workload) -> bool:
         """Count an already running workload (from the snapshot). False if its nodes are gone."""
         if any(a.node_id not in self.cap.table.index for a in w.assignments):
             return False
         self._apply(w, w.assignments, +1)
+        self.started.add(w.id)
         return True
 
     def place(self, w: Workload, assignments: tuple[WorkerAssignment, ...]) -> None:
         self._apply(w, assignments, +1)
         self.ops.append(Op("place", w, assignments))
 
-    def evict(self, w: Workload, rule: str, for_workload: str) -> None:
+    def remove(self, w: Workload, rule: str, for_workload: str) -> None:
+        """Free what `w` holds: an eviction if it was running, else an undone placement."""
         assignments = self.where[w.id]
         self._apply(w, assignments, -1)
-        self.ops.append(Op("evict", w, assignments, rule, for_workload))
+        kind = "evict" if w.id in self.started else "unplace"
+        self.ops.append(Op(kind, w, assignments, rule, for_workload))
 
-    def unevict(self, workload_id: str, since: int) -> None:
-        """Cancel the eviction of `workload_id` recorded after checkpoint `since`; it keeps
-        running where it was. Capacity effects commute, so an op may leave from the middle."""
-        index = next(
-            i
-            for i in range(since, len(self.ops))
-            if self.ops[i].kind == "evict" and self.ops[i].workload.id == workload_id
-        )
+    def unremove(self, workload_id: str, since: int) -> None:
+        """Cancel the removal of `workload_id` recorded after checkpoint `since`; it keeps its
+        place. Capacity effects commute, so an op may leave from the middle of the list."""
+        index = next(i for i in range(since, len(self.ops))
+                     if self.ops[i].kind != "place" and self.ops[i].workload.id == workload_id)
         op = self.ops.pop(index)
         self._apply(op.workload, op.assignments, +1)
+
+    def removed_since(self, checkpoint: int) -> list[Op]:
+        return [op for op in self.ops[checkpoint:] if op.kind != "place"]
+
+    def outcome(self) -> tuple[dict[str, Op], list[Op]]:
+        """Final placements (last place op per workload still standing) and evictions."""
+        placed: dict[str, Op] = {}
+        evicted: dict[str, Op] = {}
+        for op in self.ops:
+            if op.kind == "place":
+                placed[op.workload.id] = op
+            elif op.kind == "unplace":
+                placed.pop(op.workload.id, None)
+            else:
+                evicted.setdefault(op.workload.id, op)
+        return placed, list(evicted.values())
 
     def checkpoint(self) -> int:
         return len(self.ops)
@@ -107,5 +128,7 @@ class Statement:
         self.book.add(w, milli, models.items(), sign)
         if sign > 0:
             self.where[w.id] = assignments
+            self.live[w.id] = w
         else:
             self.where.pop(w.id, None)
+            self.live.pop(w.id, None)

@@ -45,6 +45,13 @@ def allocate(cycle: Cycle) -> None:
             heapq.heappush(heap, (cycle.book.order_key(queue), queue))
 
 
+def reallocate(cycle: Cycle) -> None:
+    """Second chance on free capacity for work still waiting after evictions (victims of this
+    cycle included): priority order, no new reservations."""
+    for w in cycle.still_pending():
+        try_place(cycle, w)
+
+
 def try_place(cycle: Cycle, w: Workload, reserve: bool = False) -> bool:
     """Place `w` on free capacity if its queue's limits allow. Records why not, otherwise."""
     milli = w.total_milli()
@@ -65,6 +72,12 @@ def try_place(cycle: Cycle, w: Workload, reserve: bool = False) -> bool:
         cycle.deferred[w.id] = shape
         if reserve and w.workers > 1:
             _maybe_reserve(cycle, w)
+        return False
+    placed_milli = sum(a.milli_per_device * len(a.devices) for a in assignments)
+    blocking = cycle.book.limit_blocking(w.queue, placed_milli)
+    if blocking is not None:  # a GPU-memory share is only known in milli once placed
+        used = cycle.book.milli[blocking.name] / MILLI_PER_GPU
+        cycle.reasons[w.id] = _limit_reason(w, blocking.name, blocking.limit_gpus or 0.0, placed_milli, used)
         return False
     if cycle.cap.reservations and w.id not in cycle.cap.reservations:
         cycle.backfilled.add(w.id)

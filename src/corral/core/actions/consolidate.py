@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from corral.core import reasons as R
-from corral.core.fit import worker_slots
 from corral.core.model import Workload
 
 if TYPE_CHECKING:
@@ -23,10 +24,9 @@ if TYPE_CHECKING:
 def consolidate(cycle: Cycle) -> None:
     if not _movable_by_node(cycle):
         return  # nothing may move: skip the per-workload checks entirely
-    moves_left = cycle.config.max_moves
     fragmented: dict[tuple[object, str], tuple[int, bool]] = {}
     for w in cycle.still_pending():
-        if moves_left <= 0:
+        if cycle.moves_left <= 0:
             return
         if cycle.book.limit_blocking(w.queue, w.total_milli()) is not None:
             continue
@@ -36,30 +36,29 @@ def consolidate(cycle: Cycle) -> None:
         if seen is None or seen[0] != len(cycle.cap.changes):
             seen = fragmented[key] = (len(cycle.cap.changes), _fragmented(cycle, w))
         if seen[1]:
-            moves_left -= _consolidate_for(cycle, w, moves_left)
+            cycle.moves_left -= _consolidate_for(cycle, w, cycle.moves_left)
 
 
 def _fragmented(cycle: Cycle, w: Workload) -> bool:
-    """Room for `w` exists in total, just not in one piece."""
-    shape = cycle.shape(w)
+    """Room for `w` exists in total on nodes it may use, just not in one piece."""
+    shape, cap = cycle.shape(w), cycle.cap
     usable = cycle.placer.usable(shape, w.id)
-    return int(worker_slots(cycle.cap, shape.resources, usable).sum()) >= shape.workers
+    r = shape.resources
+    if r.gpus:
+        return int(cap.whole_free[usable].sum()) >= r.gpus * shape.workers
+    return int(np.clip(cap.free_milli[usable], 0, None).sum()) >= w.total_milli()
 
 
 def _movable_by_node(cycle: Cycle) -> dict[int, list[Workload]]:
+    """Single-worker work that may move, by the node it is on now, smallest first. Work placed
+    earlier in this cycle counts too: it has not started, so moving it costs nothing."""
     index = cycle.cap.table.index
     out: dict[int, list[Workload]] = {}
-    for v in cycle.running.values():
-        if (
-            v.id in cycle.stmt.where
-            and v.preemptible
-            and v.workers == 1
-            and cycle.past_min_runtime(v)
-            and v.assignments
-        ):
-            out.setdefault(index[v.assignments[0].node_id], []).append(v)
+    for v in cycle.stmt.live.values():
+        if v.preemptible and v.workers == 1 and cycle.past_min_runtime(v):
+            out.setdefault(index[cycle.stmt.where[v.id][0].node_id], []).append(v)
     for work in out.values():
-        work.sort(key=lambda v: (v.total_milli(), v.priority, v.id))
+        work.sort(key=lambda v: (cycle.held_milli(v), v.priority, v.id))
     return out
 
 
@@ -70,7 +69,7 @@ def _consolidate_for(cycle: Cycle, w: Workload, budget: int) -> int:
     usable = set(cycle.placer.usable(shape, w.id).tolist())
     nodes = sorted(
         (n for n in movable if n in usable),
-        key=lambda n: (sum(v.total_milli() for v in movable[n]), n),
+        key=lambda n: (sum(cycle.held_milli(v) for v in movable[n]), n),
     )
     checkpoint = stmt.checkpoint()
     moved: list[Workload] = []
@@ -79,7 +78,7 @@ def _consolidate_for(cycle: Cycle, w: Workload, budget: int) -> int:
         for v in movable[node]:
             if len(moved) >= budget:
                 break
-            stmt.evict(v, R.RULE_CONSOLIDATE, w.id)
+            stmt.remove(v, R.RULE_CONSOLIDATE, w.id)
             moved.append(v)
             placed = cycle.placer.place(shape, cycle.scoring(w.queue), w.id)
             if placed is not None:

@@ -94,8 +94,8 @@ def _attempt(cycle: Cycle, w: Workload, accept: Accept, rule: str) -> bool:
         if _evict_until_fits(cycle, w, candidates, rule):
             needed = sum(
                 1
-                for op in cycle.stmt.ops[checkpoint:]
-                if op.kind == "evict" and not cycle.past_min_runtime(op.workload)
+                for op in cycle.stmt.removed_since(checkpoint)
+                if not cycle.past_min_runtime(op.workload)
             )
             cycle.reasons[w.id] = R.Reason(
                 R.PROTECTED_BY_MIN_RUNTIME,
@@ -111,13 +111,11 @@ def _attempt(cycle: Cycle, w: Workload, accept: Accept, rule: str) -> bool:
 def _evict_until_fits(cycle: Cycle, w: Workload, victims: list[Workload], rule: str) -> bool:
     stmt, shape, scoring = cycle.stmt, cycle.shape(w), cycle.scoring(w.queue)
     checkpoint = stmt.checkpoint()
-    evicted: list[Workload] = []
     placed = None
     for v in victims:
         if v.id not in stmt.where or not _still_acceptable(cycle, v, rule):
             continue
-        stmt.evict(v, rule, w.id)
-        evicted.append(v)
+        stmt.remove(v, rule, w.id)
         placed = cycle.placer.place(shape, scoring, w.id)
         if placed is not None:
             break
@@ -125,18 +123,24 @@ def _evict_until_fits(cycle: Cycle, w: Workload, victims: list[Workload], rule: 
         stmt.rollback(checkpoint)
         return False
     stmt.place(w, placed)
-    _undo_needless(cycle, evicted, checkpoint)
+    if rule == R.RULE_RECLAIM and not cycle.book.within_quota_after(w.queue, 0):
+        stmt.rollback(checkpoint)  # its real share (a GPU-memory request) exceeds its quota
+        return False
+    _undo_needless(cycle, checkpoint)
     cycle.reasons.pop(w.id, None)
     return True
 
 
 def _still_acceptable(cycle: Cycle, v: Workload, rule: str) -> bool:
     # Quota protection must hold after each eviction, not only for the first victim.
-    return rule != R.RULE_RECLAIM or cycle.book.stays_at_quota_without(v.queue, v.total_milli())
+    return rule != R.RULE_RECLAIM or cycle.book.stays_at_quota_without(v.queue, cycle.held_milli(v))
 
 
-def _undo_needless(cycle: Cycle, evicted: list[Workload], checkpoint: int) -> None:
-    """Put back victims whose exact devices are still free after the requester was placed."""
-    for v in reversed(evicted):
-        if cycle.stmt.fits(v.assignments, v):
-            cycle.stmt.unevict(v.id, checkpoint)
+def _undo_needless(cycle: Cycle, checkpoint: int) -> None:
+    """Put back victims whose exact devices are still free after the requester was placed;
+    the rest, if they had only been placed in this cycle, wait again with a reason."""
+    for op in reversed(cycle.stmt.removed_since(checkpoint)):
+        if cycle.stmt.fits(op.assignments, op.workload):
+            cycle.stmt.unremove(op.workload.id, checkpoint)
+        elif op.kind == "unplace":
+            cycle.deferred[op.workload.id] = cycle.shape(op.workload)

@@ -1,0 +1,14 @@
+"""Shared test configuration. Hypothesis runs a fixed, CI-sized number of examples per property
+(profile `ci`, derandomized so CI is reproducible); `HYPOTHESIS_PROFILE=dev` explores more."""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", max_examples=400, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

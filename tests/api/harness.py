@@ -1,0 +1,60 @@
+"""An in-process API over a store and a fake backend, with an admin and a queue member."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+with warnings.catch_warnings():
+    # Starlette (>= 1.x) deprecates its TestClient on httpx in favour of httpx2, which the
+    # project does not depend on; the client itself works the same.
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from corral.api import ApiContext, create_app
+from corral.backends.fake import FakeBackend
+from corral.control import ManualClock, Submissions
+from corral.core.model import CapacityKind, Node, Queue
+from corral.store import Store
+from corral.store import auth as A
+from corral.store import pool as P
+from corral.store.schema import Event, QueueRow, User, WorkloadRow
+
+
+@dataclass
+class Api:
+    store: Store
+    client: TestClient
+    backend: FakeBackend
+    admin: dict[str, str]
+    ann: dict[str, str]  # a user in queue "team-a" only
+
+    def rows(self) -> dict[str, int]:
+        """Row counts of the tables a request could add to."""
+        with self.store.read() as c:
+            return {t.__tablename__: c.execute(select(func.count()).select_from(t)).scalar_one()
+                    for t in (WorkloadRow, Event, QueueRow, User)}
+
+
+def build(store: Store) -> Api:
+    nodes = [Node(f"n{i}", "local", "H100", 4, 81920, 64_000, 262_144,
+                  capacity_kind=CapacityKind.OWNED) for i in range(2)]
+    with store.write() as c:
+        P.sync_nodes(c, [{"name": "local"}], nodes)
+        P.upsert_queue(c, Queue("team-a", quota_gpus=4))
+        P.upsert_queue(c, Queue("team-b", quota_gpus=4, limit_gpus=6))
+        A.create_user(c, "root", "admin", [], 0.0)
+        A.create_user(c, "ann", "user", ["team-a"], 0.0)
+        admin, ann = A.create_token(c, "root", 0.0), A.create_token(c, "ann", 0.0)
+    backend = FakeBackend(nodes)
+    ctx = ApiContext(store, Submissions(store), clock=ManualClock(), logs=backend,
+                     backend_name="fake")
+    client = TestClient(create_app(ctx), raise_server_exceptions=False)
+    return Api(store, client, backend, {"Authorization": f"Bearer {admin}"},
+               {"Authorization": f"Bearer {ann}"})
+
+
+def job(**fields: object) -> dict[str, object]:
+    return {"name": "train", "queue": "team-a", "gpus": 1, "command": ["python", "t.py"],
+            **fields}

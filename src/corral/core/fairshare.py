@@ -107,7 +107,7 @@ def hierarchical_shares(capacity: float, queues: Sequence[QueueNode]) -> dict[st
     >>> s = hierarchical_shares(12, [QueueNode("ml", None, 0, quota=8), QueueNode("ops", None, 2, quota=4),
     ...     QueueNode("ml.a", "ml", 6, quota=2), QueueNode("ml.b", "ml", 6, weight=2)])
     >>> {k: round(v, 2) for k, v in s.items()}
-    {'ml': 10.0, 'ops': 2.0, 'ml.a': 4.67, 'ml.b': 5.33}
+    {'ml': 10.0, 'ml.a': 4.67, 'ml.b': 5.33, 'ops': 2.0}
     """
     by_name = {q.name: q for q in queues}
     children: dict[str | None, list[QueueNode]] = {}

@@ -63,27 +63,41 @@ def _movable_by_node(cycle: Cycle) -> dict[int, list[Workload]]:
 
 
 def _consolidate_for(cycle: Cycle, w: Workload, budget: int) -> int:
-    """Try to start `w` with at most `budget` moves; returns the moves made (0 if none)."""
-    stmt, shape = cycle.stmt, cycle.shape(w)
+    """Try to start `w` with at most `budget` moves; returns the moves made (0 if none).
+
+    Candidate nodes are tried one at a time, fewest movable GPUs first; a gang that needs
+    several nodes emptied then tries growing sets of them. A try whose displaced work finds
+    no new home is rolled back and the next one is tried.
+    """
     movable = _movable_by_node(cycle)
-    usable = set(cycle.placer.usable(shape, w.id).tolist())
-    nodes = sorted(
-        (n for n in movable if n in usable),
-        key=lambda n: (sum(cycle.held_milli(v) for v in movable[n]), n),
-    )
+    usable = set(cycle.placer.usable(cycle.shape(w), w.id).tolist())
+    nodes = sorted((n for n in movable if n in usable),
+                   key=lambda n: (sum(cycle.held_milli(v) for v in movable[n]), n))[:_MAX_NODES]
+    tries = [[n] for n in nodes]
+    if w.workers > 1:
+        tries += [nodes[:k] for k in range(2, len(nodes) + 1)]
+    for group in tries:
+        moved = _try_moves(cycle, w, [v for n in group for v in movable[n]], budget)
+        if moved:
+            return moved
+    return 0
+
+
+_MAX_NODES = 8  # candidate nodes per pending workload: bounds the work of one cycle
+
+
+def _try_moves(cycle: Cycle, w: Workload, candidates: list[Workload], budget: int) -> int:
+    stmt, shape = cycle.stmt, cycle.shape(w)
     checkpoint = stmt.checkpoint()
     moved: list[Workload] = []
     placed = None
-    for node in nodes:
-        for v in movable[node]:
-            if len(moved) >= budget:
-                break
-            stmt.remove(v, R.RULE_CONSOLIDATE, w.id)
-            moved.append(v)
-            placed = cycle.placer.place(shape, cycle.scoring(w.queue), w.id)
-            if placed is not None:
-                break
-        if placed is not None or len(moved) >= budget:
+    for v in candidates:
+        if len(moved) >= budget or v.id not in stmt.where:
+            break
+        stmt.remove(v, R.RULE_CONSOLIDATE, w.id)
+        moved.append(v)
+        placed = cycle.placer.place(shape, cycle.scoring(w.queue), w.id)
+        if placed is not None:
             break
     if placed is None:
         stmt.rollback(checkpoint)

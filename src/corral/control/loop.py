@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from corral.backends.base import Backend
@@ -45,6 +47,7 @@ class StepReport:
     stale: bool = False
     plan: Plan | None = None
     notes: list[str] = field(default_factory=list)
+    duration_s: float = 0.0  # wall time of the whole step, for metrics
 
 
 class ControlLoop:
@@ -55,6 +58,7 @@ class ControlLoop:
         self, store: Store, backend: Backend, *, clock: Clock | None = None,
         settings: ControlSettings | None = None, admission: Admission | None = None,
         leadership: Leadership | None = None,
+        observers: Sequence[Callable[[StepReport], None]] = (),
     ) -> None:
         self.store, self.backend = store, backend
         self.clock = clock or SystemClock()
@@ -64,8 +68,21 @@ class ControlLoop:
             store, name=self.settings.lease_name, ttl_s=self.settings.lease_ttl_s)
         self.specs = SpecCache()
         self.cycles = 0
+        #: called with every step's report (metrics); a failing observer is logged, never fatal
+        self.observers: list[Callable[[StepReport], None]] = list(observers)
 
     def step(self) -> StepReport:
+        started = time.perf_counter()
+        report = self._step()
+        report.duration_s = time.perf_counter() - started
+        for observe in self.observers:
+            try:
+                observe(report)
+            except Exception:  # metrics must never stop scheduling
+                log.exception("control loop observer failed")
+        return report
+
+    def _step(self) -> StepReport:
         now = self.clock.now()
         if not self.leadership.ensure(now):
             return StepReport(leader=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from corral.store import ledger_tables  # noqa: F401  (ledger hook: its tables join Base.metadata)
 from corral.store.schema import Base
 
 connection = context.config.attributes.get("connection")

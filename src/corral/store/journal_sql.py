@@ -1,0 +1,234 @@
+"""The ledger's journal in SQL: a `JournalStore` over `ledger_transactions`/`ledger_postings`, and
+`LedgerDb`, which hands out a `Journal` that is current with the database.
+
+How writers stay single (the journal's contract, `corral.ledger.storage`): every write goes
+through `LedgerDb.write()`, one database transaction that
+
+1. takes the ledger's write lock (PostgreSQL: a transaction-scoped advisory lock; SQLite: the
+   store's writers already run `BEGIN IMMEDIATE`, which serialises them),
+2. catches the cached `Journal` up with every transaction committed since it last looked (other
+   processes, e.g. API replicas, append too),
+3. lets the caller post; each accepted transaction is INSERTed in that same database transaction,
+4. commits. If anything raises (the caller, a constraint, the commit), the cache is dropped and
+   rebuilt from the database on next use, so memory never runs ahead of what was committed.
+
+Reads (`LedgerDb.read()`) catch up the same way without the lock. The UNIQUE key is the second
+line of defence: a replayed settlement is a no-op in the journal, and could not insert anyway.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select
+
+from corral.ledger import (
+    DEFAULT_CURRENCY,
+    Account,
+    AccountKind,
+    Currency,
+    Intent,
+    Journal,
+    Lot,
+    Posting,
+    QueueChart,
+    Transaction,
+    TxKind,
+)
+from corral.store import Store
+from corral.store.ledger_tables import LedgerPosting, LedgerTransaction
+from corral.store.schema import QueueRow
+
+__all__ = ["LedgerDb", "LedgerSession", "SqlJournalStore", "load_transactions"]
+
+#: key of the PostgreSQL advisory lock that serialises ledger writers ("corral" in ASCII-ish)
+ADVISORY_LOCK_KEY = 0x636F7272616C
+
+
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _dec(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+def insert_transaction(conn: Connection, tx: Transaction, currency: Currency) -> int:
+    """INSERT one transaction and its postings; returns its seq. A used key raises IntegrityError."""
+    opens = [[lot.account.kind.value, lot.account.queue, lot.account.ref, _text(lot.expires_at)]
+             for lot in tx.opens]
+    intent = tx.intent
+    seq = conn.execute(insert(LedgerTransaction).values(
+        key=tx.key, at=str(tx.at), kind=intent.kind.value, queue=intent.queue,
+        amount=str(intent.amount), workload=intent.workload, counterparty=intent.counterparty,
+        expires_at=_text(intent.expires_at), memo=tx.memo, opens=opens, at_s=float(tx.at),
+    ).returning(LedgerTransaction.seq)).scalar_one()
+    if tx.postings:
+        scale = 10 ** currency.places
+        conn.execute(insert(LedgerPosting), [
+            {"tx_seq": seq, "position": i, "account_kind": p.account.kind.value,
+             "queue": p.account.queue, "ref": p.account.ref, "amount": str(p.amount),
+             "amount_units": int(p.amount * scale)}
+            for i, p in enumerate(tx.postings)])
+    return int(seq)
+
+
+def load_transactions(conn: Connection, after_seq: int = 0) -> list[tuple[int, Transaction]]:
+    """Every transaction with seq > `after_seq`, in append order, as ledger values."""
+    rows = list(conn.execute(select(LedgerTransaction).where(LedgerTransaction.seq > after_seq)
+                             .order_by(LedgerTransaction.seq)))
+    if not rows:
+        return []
+    postings: dict[int, list[Posting]] = {}
+    q = (select(LedgerPosting).where(LedgerPosting.tx_seq > after_seq)
+         .order_by(LedgerPosting.tx_seq, LedgerPosting.position))
+    for p in conn.execute(q):
+        account = Account(AccountKind(p.account_kind), p.queue, p.ref)
+        postings.setdefault(p.tx_seq, []).append(Posting(account, Decimal(p.amount)))
+    return [(r.seq, _transaction(r, postings.get(r.seq, []))) for r in rows]
+
+
+def _transaction(r: Any, postings: Sequence[Posting]) -> Transaction:
+    intent = Intent(TxKind(r.kind), r.queue, Decimal(r.amount), workload=r.workload,
+                    counterparty=r.counterparty, expires_at=_dec(r.expires_at))
+    opens = tuple(Lot(Account(AccountKind(k), q, ref), _dec(exp)) for k, q, ref, exp in r.opens)
+    return Transaction(r.key, Decimal(r.at), intent, tuple(postings), opens, r.memo)
+
+
+class SqlJournalStore:
+    """A `JournalStore` whose appends INSERT through the connection it is bound to.
+
+    It keeps the transactions it has seen in memory too (the journal replays them and looks keys
+    up on every post); `LedgerDb` keeps that copy current. Unbound (reading), `append` refuses.
+    """
+
+    def __init__(self, currency: Currency) -> None:
+        self.currency = currency
+        self.last_seq = 0
+        self._order: list[Transaction] = []
+        self._by_key: dict[str, Transaction] = {}
+        self._conn: Connection | None = None
+        self._loading = False
+
+    def append(self, tx: Transaction) -> None:
+        if tx.key in self._by_key:
+            raise KeyError(f"transaction key {tx.key!r} is already stored")
+        if not self._loading:
+            if self._conn is None:
+                raise RuntimeError("the ledger is open for reading; write through LedgerDb.write()")
+            self.last_seq = insert_transaction(self._conn, tx, self.currency)
+        self._order.append(tx)
+        self._by_key[tx.key] = tx
+
+    def get(self, key: str) -> Transaction | None:
+        return self._by_key.get(key)
+
+    def __iter__(self) -> Iterator[Transaction]:
+        return iter(tuple(self._order))
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    @contextmanager
+    def bound(self, conn: Connection) -> Iterator[None]:
+        self._conn = conn
+        try:
+            yield
+        finally:
+            self._conn = None
+
+    def catch_up(self, journal: Journal, rows: Sequence[tuple[int, Transaction]]) -> None:
+        """Feed transactions committed elsewhere through `journal.post` (which re-validates them)
+        without inserting them again."""
+        self._loading = True
+        try:
+            for seq, tx in rows:
+                journal.post(tx)
+                self.last_seq = seq
+        finally:
+            self._loading = False
+
+
+@dataclass(frozen=True)
+class LedgerSession:
+    """One database transaction with the ledger: `conn` for other rows written atomically with
+    the journal's postings (usage rows next to their settlement), `journal` to read and post."""
+
+    conn: Connection
+    journal: Journal
+
+
+class LedgerDb:
+    """The ledger of one store, cached in memory and kept current (see the module docstring).
+
+    Thread-safe: sessions of one LedgerDb are serialised by a lock (the journal is not
+    thread-safe), and different LedgerDbs (or processes) are serialised by the database.
+    """
+
+    def __init__(self, store: Store, *, currency: Currency = DEFAULT_CURRENCY,
+                 draw_from_ancestors: bool = True) -> None:
+        self.store = store
+        self.currency = currency
+        self.draw_from_ancestors = draw_from_ancestors
+        self._lock = threading.RLock()
+        self._journal: Journal | None = None
+        self._sql: SqlJournalStore | None = None
+        self._parents: dict[str, str | None] = {}
+
+    @contextmanager
+    def write(self) -> Iterator[LedgerSession]:
+        """A write transaction holding the ledger lock; commits when the block ends cleanly."""
+        with self._lock:
+            try:
+                with self.store.write() as conn:
+                    if conn.dialect.name == "postgresql":
+                        conn.execute(select(func.pg_advisory_xact_lock(ADVISORY_LOCK_KEY)))
+                    journal, sql = self._current(conn)
+                    with sql.bound(conn):
+                        yield LedgerSession(conn, journal)
+            except BaseException:
+                self._journal = self._sql = None  # memory may be ahead of the database
+                raise
+
+    @contextmanager
+    def read(self) -> Iterator[LedgerSession]:
+        """A read-only view, current as of now; posting through it raises."""
+        with self._lock, self.store.read() as conn:
+            journal, _ = self._current(conn)
+            yield LedgerSession(conn, journal)
+
+    def _current(self, conn: Connection) -> tuple[Journal, SqlJournalStore]:
+        parents = {r.name: r.parent for r in conn.execute(select(QueueRow.name, QueueRow.parent))}
+        if self._journal is None or self._sql is None or not _same_tree(self._parents, parents):
+            return self._rebuild(conn, parents)
+        self._sql.catch_up(self._journal, load_transactions(conn, self._sql.last_seq))
+        return self._journal, self._sql
+
+    def _rebuild(self, conn: Connection, parents: dict[str, str | None]
+                 ) -> tuple[Journal, SqlJournalStore]:
+        rows = load_transactions(conn)
+        chart = dict(parents)
+        for _, tx in rows:  # queues deleted since: keep their accounts, as roots
+            for q in (tx.intent.queue, tx.intent.counterparty,
+                      *(p.account.queue for p in tx.postings)):
+                if q and q not in chart:
+                    chart[q] = None
+        for name, parent in list(chart.items()):
+            if parent is not None and parent not in chart:
+                chart[name] = None
+        sql = SqlJournalStore(self.currency)
+        journal = Journal(QueueChart(chart), currency=self.currency, store=sql,
+                          draw_from_ancestors=self.draw_from_ancestors)
+        sql.catch_up(journal, rows)
+        self._journal, self._sql, self._parents = journal, sql, parents
+        return journal, sql
+
+
+def _same_tree(cached: dict[str, str | None], current: dict[str, str | None]) -> bool:
+    """Whether the queue tree is unchanged (a new queue, or a new parent, needs a new chart)."""
+    return cached == current

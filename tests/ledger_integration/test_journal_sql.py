@@ -1,0 +1,132 @@
+"""The SQL journal: the ledger's own Hypothesis machine over it, and what SQL adds (a unique key
+in the database, rollback safety, other writers, a queue tree that changes)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import initialize, invariant, run_state_machine_as_test
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from tests.ledger.test_properties import CHART, QUEUES, LedgerMachine
+
+from corral.core.model import Queue
+from corral.ledger import Account, Transaction, grant, place_hold, settle, statement
+from corral.store import Store
+from corral.store import pool as P
+from corral.store.journal_sql import LedgerDb, insert_transaction
+from corral.store.ledger_tables import LedgerPosting, LedgerTransaction
+from corral.store.schema import QueueRow
+
+
+def _queues(store: Store, *specs: str) -> None:
+    with store.write() as c:
+        for spec in specs:
+            name, _, parent = spec.partition("<")
+            P.upsert_queue(c, Queue(name, parent or None))
+
+
+class SqlLedgerMachine(LedgerMachine):
+    """The ledger's state machine, with every posting INSERTed into a real database; at the end
+    the journal is rebuilt from the database and must tell the same story."""
+
+    store: ClassVar[Store]
+
+    @initialize(ancestors=st.booleans())
+    def start(self, ancestors: bool) -> None:
+        with self.store.write() as c:  # a clean ledger for every example
+            c.execute(delete(LedgerPosting))
+            c.execute(delete(LedgerTransaction))
+            c.execute(delete(QueueRow))
+        _queues(self.store, *CHART)
+        self.db = LedgerDb(self.store, draw_from_ancestors=ancestors)
+        self._session = self.db.write()
+        self.session = self._session.__enter__()
+        self.journal = self.session.journal
+        self.now = Decimal(0)
+        self.serial = 0
+        self.charged: dict[str, Decimal] = {}
+        self.settle_calls: dict[str, Any] = {}
+
+    @invariant()
+    def database_matches_the_journal(self) -> None:
+        conn = self.session.conn
+        count = conn.execute(select(func.count()).select_from(LedgerTransaction)).scalar_one()
+        units = conn.execute(select(func.sum(LedgerPosting.amount_units))).scalar_one()
+        assert count == len(self.journal)
+        assert (units or 0) == 0
+
+    def teardown(self) -> None:
+        if not hasattr(self, "journal"):
+            return
+        super().teardown()
+        self._session.__exit__(None, None, None)
+        with LedgerDb(self.store, draw_from_ancestors=self.db.draw_from_ancestors).read() as s:
+            for queue in QUEUES:
+                assert statement(s.journal, queue, self.now) == statement(
+                    self.journal, queue, self.now)
+            assert [t.key for t in s.journal.transactions()] == [
+                t.key for t in self.journal.transactions()]
+
+
+def test_the_ledger_machine_holds_on_sql(store: Store) -> None:
+    SqlLedgerMachine.store = store
+    run_state_machine_as_test(
+        SqlLedgerMachine, settings=settings(max_examples=15, stateful_step_count=25,
+                                            deadline=None))
+
+
+def test_a_used_key_is_refused_by_the_database_itself(store: Store) -> None:
+    _queues(store, "research")
+    db = LedgerDb(store)
+    with db.write() as s:
+        tx = grant(s.journal, key="g1", queue="research", amount="10", at=0)
+    with pytest.raises(IntegrityError), store.write() as c:
+        insert_transaction(c, tx, db.currency)
+    with store.read() as c:
+        assert c.execute(select(func.count()).select_from(LedgerTransaction)).scalar_one() == 1
+
+
+def test_a_rolled_back_write_leaves_neither_rows_nor_memory(store: Store) -> None:
+    _queues(store, "research")
+    db = LedgerDb(store)
+    with pytest.raises(RuntimeError, match="boom"), db.write() as s:
+        grant(s.journal, key="g1", queue="research", amount="10", at=0)
+        raise RuntimeError("boom")
+    with db.read() as s:
+        assert len(s.journal) == 0 and s.journal.get("g1") is None
+    with db.write() as s:  # the same key is free again: nothing was committed under it
+        assert isinstance(grant(s.journal, key="g1", queue="research", amount="10", at=0),
+                          Transaction)
+
+
+def test_writers_in_other_processes_are_seen(store: Store) -> None:
+    _queues(store, "research")
+    api, loop = LedgerDb(store), LedgerDb(store)
+    with api.write() as s:
+        grant(s.journal, key="g1", queue="research", amount="100", at=0)
+    with loop.write() as s:  # catches up before it decides
+        placed = place_hold(s.journal, workload="w@0", queue="research", amount="60", at=1)
+        assert placed.ok
+    with api.write() as s:
+        denied = place_hold(s.journal, workload="w2@0", queue="research", amount="60", at=2)
+        assert not denied.ok and "needs 60.00 credits held, 40.00 available" in denied.message
+        settle(s.journal, workload="w@0", cost=Decimal("12.5"), at=3)
+    with loop.read() as s:
+        st_ = statement(s.journal, "research", 4)
+        assert (st_.settled, st_.held, st_.balance) == (Decimal("12.50"), 0, Decimal("87.50"))
+
+
+def test_a_new_queue_rebuilds_the_chart_without_losing_history(store: Store) -> None:
+    _queues(store, "org")
+    db = LedgerDb(store)
+    with db.write() as s:
+        grant(s.journal, key="g1", queue="org", amount="100", at=0)
+    _queues(store, "team<org")
+    with db.write() as s:  # team draws on its parent's credits
+        assert place_hold(s.journal, workload="w@0", queue="team", amount="30", at=1).ok
+        assert s.journal.balance(Account.hold("org", "w@0")) == Decimal("30.00")

@@ -73,13 +73,16 @@ def up(
     demo: Annotated[bool, typer.Option("--demo", help="submit the demo workloads once up")] = False,
     grace: Annotated[float, typer.Option("--grace", min=0, help="seconds between SIGTERM and "
                                          "SIGKILL when stopping work")] = 30.0,
+    interval: Annotated[float, typer.Option("--interval", min=0.05, help="seconds between "
+                                            "scheduling cycles")] = 1.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Start the control plane: store, scheduler loop, local backend and API."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cfg = ServerConfig(data_dir=data_dir or default_data_dir(), host=host, port=port,
-                       pool_file=pool, db_url=db, schedule=not no_scheduler, stop_grace_s=grace)
+                       pool_file=pool, db_url=db, schedule=not no_scheduler, stop_grace_s=grace,
+                       interval_s=interval)
     try:
         serve(cfg, on_ready=lambda parts, url: _ready(cfg, parts, url, demo))
     except SpecError as e:

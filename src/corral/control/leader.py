@@ -43,6 +43,8 @@ class Leadership:
         try:
             with self.store.write() as conn:
                 state = LS.acquire(conn, self.name, self.holder, now, self.ttl_s)
+                if state is None:
+                    state = self._from_dead_local_holder(conn, now)
         except SQLAlchemyError as e:  # a lost insert race, or the database is away
             log.info("lease not taken: %s", e.__class__.__name__)
             state = None
@@ -52,6 +54,16 @@ class Leadership:
             log.info("scheduler lease %s: %s", self.name,
                      f"leading (epoch {self.epoch})" if self.epoch else "standing by")
         return self.epoch is not None
+
+    def _from_dead_local_holder(self, conn: Connection, now: float) -> LS.LeaseState | None:
+        """After a crash (kill -9) the lease names a process that no longer exists. When that
+        process was on this machine we can know it is dead, and restart without waiting out the
+        TTL; a holder on another machine is only presumed dead once its lease expires."""
+        current = LS.read_lease(conn, self.name)
+        if current is None or not _dead_here(current.holder):
+            return None
+        log.info("taking the lease from %s, which is no longer running", current.holder)
+        return LS.take_over(conn, self.name, self.holder, current, now, self.ttl_s)
 
     def fence(self, conn: Connection, now: float) -> bool:
         return self.epoch is not None and LS.fence(conn, self.name, self.holder, self.epoch, now)
@@ -65,3 +77,20 @@ class Leadership:
         except SQLAlchemyError:
             pass  # it expires on its own
         self.epoch = None
+
+
+def _dead_here(holder: str) -> bool:
+    host, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False  # an earlier Leadership of this very process: not dead
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

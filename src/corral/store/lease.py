@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from corral.store.schema import Lease
 
-__all__ = ["LeaseState", "acquire", "fence", "read_lease", "release"]
+__all__ = ["LeaseState", "acquire", "fence", "read_lease", "release", "take_over"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,3 +67,13 @@ def release(conn: Connection, name: str, holder: str) -> None:
     """Give the lease up at once (on a clean shutdown), so a standby takes over without waiting."""
     conn.execute(update(Lease).where(Lease.name == name, Lease.holder == holder)
                  .values(expires_at=0.0))
+
+
+def take_over(conn: Connection, name: str, holder: str, expected: LeaseState, now: float,
+              ttl: float) -> LeaseState | None:
+    """Take the lease from a holder known to be dead, without waiting for expiry; only if it is
+    still exactly as `expected` (nobody else took it meanwhile)."""
+    done = conn.execute(update(Lease).where(
+        Lease.name == name, Lease.holder == expected.holder, Lease.epoch == expected.epoch)
+        .values(holder=holder, epoch=expected.epoch + 1, expires_at=now + ttl))
+    return LeaseState(holder, expected.epoch + 1, now + ttl) if done.rowcount == 1 else None

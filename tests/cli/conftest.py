@@ -1,0 +1,25 @@
+"""Real `corral up` servers for the end-to-end tests, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from corral.testing.fixtures import postgres_server  # noqa: F401
+from corral.testing.postgres import PostgresServer
+
+from .server_proc import CorralServer, stop_workers
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[CorralServer]:
+    db = None
+    if request.param == "postgres":
+        pg: PostgresServer = request.getfixturevalue("postgres_server")
+        db = pg.create_database(f"e2e_{request.module.__name__.rsplit('.', 1)[-1]}")
+    srv = CorralServer(tmp_path_factory.mktemp(f"corral-{request.param}"), db=db).start()
+    yield srv
+    srv.stop()
+    stop_workers(srv.data_dir)

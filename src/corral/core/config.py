@@ -24,6 +24,8 @@ class SchedulerConfig:
     #: elsewhere); 0 reserves at once
     reserve_after_s: float = 300.0
     max_reservations: int = 1
+    #: False: strict order (FIFO); a queue starts nothing behind a workload that does not fit
+    backfill: bool = True
     consolidate: bool = True
     reclaim: bool = True
     preempt: bool = True

@@ -107,6 +107,13 @@ def schedule(
 ) -> Plan:
     """Decide one cycle. Pure: the same state, `now`, config and seed give the same Plan."""
     cycle, orphans = _open(state, now, config or SchedulerConfig(), seed)
+    decide(cycle)
+    return _close(cycle, orphans)
+
+
+def decide(cycle: Cycle) -> None:
+    """Run the actions on an opened cycle; the statement holds the outcome. `schedule` opens a
+    cycle from a snapshot; the simulator opens one on capacity it keeps between cycles."""
     allocate(cycle)
     # Evictions reshape free space: what could not move or start before may now. Repeat the
     # disruptive actions until a round removes nothing, so that rerunning the cycle on its own
@@ -123,7 +130,6 @@ def schedule(
         if not cycle.stmt.removed_since(before):
             break
         reallocate(cycle)
-    return _close(cycle, orphans)
 
 
 _MAX_ROUNDS = 4

@@ -40,6 +40,9 @@ def allocate(cycle: Cycle) -> None:
             i += 1
             if try_place(cycle, work[i - 1], reserve=True):
                 break
+            if not cycle.config.backfill:
+                hold_back(cycle, work[i:], work[i - 1])
+                i = len(work)
         cursor[queue] = i
         if i < len(work):
             heapq.heappush(heap, (cycle.book.order_key(queue), queue))
@@ -49,7 +52,20 @@ def reallocate(cycle: Cycle) -> None:
     """Second chance on free capacity for work still waiting after evictions (victims of this
     cycle included): priority order, no new reservations."""
     for w in cycle.still_pending():
-        try_place(cycle, w)
+        if not try_place(cycle, w) and not cycle.config.backfill:
+            return
+
+
+def hold_back(cycle: Cycle, behind: list[Workload], head: Workload) -> None:
+    """Backfill off (strict FIFO): nothing behind a workload that does not fit may start."""
+    reason = R.Reason(
+        R.NOT_CONSIDERED,
+        f"waiting behind {head.id}, which does not fit yet (backfill is off: the queue starts "
+        "in order)",
+        (("behind", head.id),),
+    )
+    for w in behind:
+        cycle.reasons.setdefault(w.id, reason)
 
 
 def try_place(cycle: Cycle, w: Workload, reserve: bool = False) -> bool:

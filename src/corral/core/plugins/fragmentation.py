@@ -115,7 +115,7 @@ def _as_task_type(value: object) -> TaskType:
 class _Mix:
     """A workload mix resolved against one node table, as arrays (T types, D distinct shares)."""
 
-    def __init__(self, table: NodeTable, types: Sequence[TaskType]) -> None:
+    def __init__(self, table: NodeTable, types: Sequence[TaskType], balance: float = 0.0) -> None:
         gpu_types = [t for t in types if t.gpus > 0 and t.gpu_milli > 0]
         weights = np.array([t.weight for t in types], dtype=np.float64)
         norm = float(weights.sum()) or 1.0
@@ -133,6 +133,11 @@ class _Mix:
                 codes = [c for m in t.gpu_models if (c := table.model_code(m)) is not None]
                 access[codes, j] = True
         self.access: BoolArray = access
+        # GPU milli that typical GPU tasks ask for per milli-core of CPU (see `stranded`).
+        gpu_demand = sum(t.weight * t.gpus * t.gpu_milli for t in gpu_types)
+        cpu_demand = sum(t.weight * t.cpu_milli for t in gpu_types)
+        self.gpu_per_cpu = gpu_demand / cpu_demand if cpu_demand > 0 else 0.0
+        self.balance = balance if self.gpu_per_cpu > 0 else 0.0
 
     def frag(self, free: IntArray, cpu: IntArray, model: IntArray) -> FloatArray:
         """Expected fragmentation (milli-GPU) of node states: free milli per device (B, G),
@@ -140,6 +145,8 @@ class _Mix:
         f = np.maximum(free, 0)
         total = f.sum(axis=1).astype(np.float64)
         out = total * self.cpu_only_weight
+        if self.balance:
+            out = out + self.balance * np.maximum(total - np.maximum(cpu, 0) * self.gpu_per_cpu, 0)
         if self.weight.size == 0:
             return np.asarray(out, dtype=np.float64)
         big_enough = f[:, :, None] >= self.thresholds[None, None, :]  # (B, G, D)
@@ -154,31 +161,57 @@ class _Mix:
 class Fragmentation:
     """Score plugin and device picker; see the module docstring.
 
-    Parameters: `workload`, the task mix (`TaskType`s, mappings or tuples; default `DEFAULT_MIX`),
-    and `scale_milli`, the fragmentation change that moves the score by one sigmoid unit.
+    Parameters: `workload`, the task mix (`TaskType`s, mappings or tuples; default `DEFAULT_MIX`);
+    `scale_milli`, the fragmentation change that moves the score by one sigmoid unit; `levels`:
+    0 keeps the exact score, L > 0 rounds it down to L levels as the paper's Kubernetes plugin does
+    (L = 100, integer node scores), so that near-equal nodes tie and the placer's tie-break (the
+    node order, or another plugin with a weight below 1 / L) decides among them; `balance`: weight
+    of the stranded-GPU term (0 in FGD as published; see `BalancedFragmentation`).
     """
 
     name: ClassVar[str] = FGD
     node_local: ClassVar[bool] = True
 
     def __init__(
-        self, seed: int = 0, workload: Iterable[object] | None = None, scale_milli: float = 1000.0
+        self,
+        seed: int = 0,
+        workload: Iterable[object] | None = None,
+        scale_milli: float = 1000.0,
+        levels: int = 0,
+        balance: float = 0.0,
     ) -> None:
         del seed  # deterministic: draws no random numbers
         self.types = tuple(_as_task_type(t) for t in workload) if workload else DEFAULT_MIX
         self.scale = float(scale_milli)
+        self.levels = int(levels)
+        self.balance = float(balance)
         self._mix: tuple[NodeTable, _Mix] | None = None
+        # F of each node as of the state it was computed for; a node whose free milli or CPU
+        # differs from that state is recomputed. Comparing states (not reading the change log)
+        # stays right when the placer tries devices inside `Capacity.scratch` and undoes them.
+        self._seen: tuple[IntArray, IntArray, FloatArray] | None = None
 
     def mix(self, table: NodeTable) -> _Mix:
         if self._mix is None or self._mix[0] is not table:
-            self._mix = (table, _Mix(table, self.types))
+            self._mix = (table, _Mix(table, self.types, self.balance))
+            self._seen = None
         return self._mix[1]
 
     def fragmentation(self, cap: Capacity, nodes: IntArray) -> FloatArray:
         """Expected fragmentation of `nodes` now, in milli-GPU."""
-        return self.mix(cap.table).frag(
-            cap.free_milli[nodes], cap.free_cpu[nodes], cap.table.model[nodes]
-        )
+        mix = self.mix(cap.table)
+        if self._seen is None or self._seen[0].shape != cap.free_milli.shape:
+            n = cap.free_milli.shape[0]
+            self._seen = (np.full_like(cap.free_milli, -2), np.full(n, -1), np.zeros(n))
+        milli, cpu, frag = self._seen
+        stale = nodes[
+            (milli[nodes] != cap.free_milli[nodes]).any(axis=1) | (cpu[nodes] != cap.free_cpu[nodes])
+        ]
+        if stale.size:
+            milli[stale] = cap.free_milli[stale]
+            cpu[stale] = cap.free_cpu[stale]
+            frag[stale] = mix.frag(milli[stale], cpu[stale], cap.table.model[stale])
+        return frag[nodes]
 
     def gradient(self, cap: Capacity, shape: Shape, nodes: IntArray) -> FloatArray:
         """Increase of expected fragmentation if one worker of `shape` lands on each node
@@ -198,7 +231,10 @@ class Fragmentation:
     def score(self, cap: Capacity, shape: Shape, nodes: IntArray) -> FloatArray:
         delta = self.gradient(cap, shape, nodes)
         with np.errstate(over="ignore"):
-            return np.asarray(1.0 / (1.0 + np.exp(delta / self.scale)), dtype=np.float64)
+            score = 1.0 / (1.0 + np.exp(delta / self.scale))
+        if self.levels > 0:
+            score = np.floor(score * self.levels) / self.levels
+        return np.asarray(score, dtype=np.float64)
 
     def pick(self, cap: Capacity, shape: Shape, node: int) -> tuple[int, ...] | None:
         """Whole GPUs: the lowest-index untouched devices (all full ones are alike). A share:
@@ -244,3 +280,42 @@ def _share_after(cap: Capacity, shape: Shape, nodes: IntArray, mix: _Mix) -> Flo
     after = np.full(nodes.shape, np.inf)
     np.minimum.at(after, row, values)
     return after
+
+
+BALANCED_FGD: Final = "balanced-fgd"
+
+
+@register(BALANCED_FGD)
+class BalancedFragmentation(Fragmentation):
+    """corral's fragmentation score: FGD plus GPUs *stranded* by a shortage of CPU.
+
+    FGD sees CPU only as a threshold: a task type counts a node's free GPUs as fragment once the
+    node's free CPU drops below that type's request. Until then, taking CPU from a node costs
+    nothing, so CPU-heavy tasks (CPU-only ones, or shares with 12 cores) drain the CPU of nodes
+    with few cores per GPU, and those GPUs are lost later, all at once. The stranded term makes
+    that cost continuous:
+
+        stranded(node) = max(0, free GPU milli - free CPU milli x r)
+
+    where r is the GPU milli typical GPU tasks ask for per milli-core. A node keeps enough CPU for
+    its free GPUs when free CPU x r covers them; every GPU milli beyond that is counted as
+    fragment. The gradient then steers CPU-heavy work to CPU-rich nodes before any threshold is
+    crossed.
+
+    Worked example: typical GPU tasks ask for 1000 milli-GPU per 8000 milli-CPU (r = 0.125). A
+    node with 4 free GPUs and 16 free cores strands 4000 - 16000 x 0.125 = 2000 milli; one with
+    4 free GPUs and 64 free cores strands nothing. A CPU-only task of 8 cores adds 1000 milli of
+    stranding on the first node and none on the second, so it goes to the second.
+    """
+
+    name: ClassVar[str] = BALANCED_FGD
+
+    def __init__(
+        self,
+        seed: int = 0,
+        workload: Iterable[object] | None = None,
+        scale_milli: float = 1000.0,
+        levels: int = 0,
+        balance: float = 1.0,
+    ) -> None:
+        super().__init__(seed, workload, scale_milli, levels, balance)

@@ -6,12 +6,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import psycopg
 import pytest
-import sqlalchemy as sa
 
 from corral.testing.daemons import process_dead
 from corral.testing.postgres import SUPERUSER, PostgresServer
+
+psycopg = pytest.importorskip(
+    "psycopg", reason="psycopg is not installed: pip install -e '.[server]'"
+)
+sa = pytest.importorskip(
+    "sqlalchemy", reason="sqlalchemy is not installed: pip install -e '.[server]'"
+)
 
 pytestmark = pytest.mark.postgres
 

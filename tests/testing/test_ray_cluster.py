@@ -93,7 +93,6 @@ _LIFECYCLE = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
 def test_stop_kills_every_process_it_started_and_removes_its_dir(tmp_path: Path) -> None:
     # In a child process: a second Cluster in this process would reset the driver's global state.
     done = subprocess.run(

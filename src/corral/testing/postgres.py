@@ -18,6 +18,7 @@ Usage::
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import glob
 import os
@@ -127,6 +128,7 @@ class PostgresServer:
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> PostgresServer:
         self._root = Path(tempfile.mkdtemp(prefix="corral-pg-"))
+        atexit.register(self.stop)  # pg_ctl daemonizes: nothing else stops it if we exit early
         try:
             self._prepare_dirs()
             self._initdb()
@@ -141,6 +143,7 @@ class PostgresServer:
         """Stop the server (fast shutdown, then SIGKILL of the postmaster) and remove the dir."""
         if self._root is None:
             return
+        atexit.unregister(self.stop)
         try:
             if (self.data_dir / "postmaster.pid").exists():
                 self._pg_ctl_stop()

@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -59,6 +59,16 @@ def require_ray() -> None:
     """Raise HarnessUnavailable when the ``ray`` package is not installed."""
     if importlib.util.find_spec("ray") is None:
         raise HarnessUnavailable("ray is not installed; pip install -e '.[ray]' (or '.[all,dev]')")
+
+
+def _ray_default_temp_dir() -> str:
+    """Ray's default temp dir ($RAY_TMPDIR, else $TMPDIR, else /tmp; plus "ray")."""
+    try:
+        from ray._common import utils
+    except ImportError:  # older Ray kept it in ray._private.utils
+        from ray._private import utils  # type: ignore[no-redef]
+    default: Callable[[], str] = utils.get_default_ray_temp_dir
+    return default()
 
 
 @dataclass(frozen=True)
@@ -208,9 +218,7 @@ class RayTestCluster:
         self._temp_dir = Path(tempfile.mkdtemp(prefix="corral-ray-"))
         # Cluster.add_node writes the address file into Ray's *default* temp dir (/tmp/ray)
         # whatever temp_dir says, and fails if that dir does not exist (a fresh CI machine).
-        from ray._common.utils import get_default_ray_temp_dir
-
-        os.makedirs(get_default_ray_temp_dir(), exist_ok=True)
+        os.makedirs(_ray_default_temp_dir(), exist_ok=True)
         try:
             self._cluster = Cluster(
                 initialize_head=True,

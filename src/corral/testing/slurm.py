@@ -20,6 +20,7 @@ this cluster's marker variable (slurmstepd and job processes inherit it), and re
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -198,6 +199,13 @@ class SlurmCluster:
         root = Path(tempfile.mkdtemp(prefix="corral-slurm-"))
         try:
             self._layout = self._make_layout(root)
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+        # If the test process exits without tearing down (an unhandled error outside pytest),
+        # the daemons still go: they run in their own sessions and would otherwise linger.
+        atexit.register(self.stop)
+        try:
             self._write_files()
             self._start_munged()
             self._start_slurmctld()
@@ -215,6 +223,7 @@ class SlurmCluster:
         """Cancel jobs, stop daemons by PID, kill leftovers carrying our marker, remove the dir."""
         if self._layout is None:
             return
+        atexit.unregister(self.stop)
         try:
             self._cancel_all_jobs()
             for daemon in [*self._slurmd.values(), self._slurmctld, self._munged]:

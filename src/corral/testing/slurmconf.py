@@ -21,9 +21,11 @@ Every choice here was found by trying it against Debian 12's Slurm 22.05 inside 
   "Slurm accounting storage is disabled"; ``sacct --completion`` (``-c``) reads the job-completion
   file and works (JobID, JobName, State, ExitCode, NodeList, Start/End...). ``squeue`` and
   ``scontrol show job`` keep finished jobs for MinJobAge seconds.
-* Fast node-failure detection: with SlurmdTimeout=3 a kill -9'd slurmd shows "not responding"
-  (``idle*``) after about 3-4 s and ``down*`` after about 8 s; ``ReturnToService=2`` brings a
-  restarted slurmd back to ``idle`` on its own as soon as it registers.
+* Fast node-failure detection: with SlurmdTimeout=3 and MessageTimeout=3 a kill -9'd slurmd
+  shows "not responding" (``idle*``) after about 5-7 s and ``down*`` after about 8-12 s.
+  MessageTimeout matters as much as SlurmdTimeout: a ping to a dead slurmd hangs until it
+  expires (MessageTimeout=5 gave 9 s and 10-16 s). ``ReturnToService=2`` brings a restarted
+  slurmd back to ``idle`` on its own as soon as it registers (about 0.2 s).
 * Quick job starts: ``SchedulerParameters=batch_sched_delay=0`` (default 3 s) lets a submitted
   batch job start within about 1 s; the very first scheduling pass still comes ~3 s after
   slurmctld starts.
@@ -56,7 +58,7 @@ class SlurmSettings:
     shards_per_gpu: int = 2  # 0 disables gres/shard
     partition: str = "gpu"
     slurmd_timeout_s: int = 3
-    message_timeout_s: int = 5
+    message_timeout_s: int = 3  # also bounds how long a ping to a dead slurmd hangs
     kill_wait_s: int = 2  # SIGTERM -> SIGKILL grace for cancelled/timed-out jobs
     min_job_age_s: int = 300  # how long squeue/scontrol keep finished jobs
 

@@ -22,4 +22,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(meta.router)
     app.include_router(workloads.router)
     app.include_router(pool.router)
+    from corral.web import install as install_dashboard  # late: corral.web imports corral.api
+
+    install_dashboard(app)  # the dashboard at /, its data at /v1/dashboard, and /metrics
     return app

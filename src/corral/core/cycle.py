@@ -17,9 +17,10 @@ import numpy as np
 
 from corral.core import reasons as R
 from corral.core.actions import allocate, consolidate, preempt, reallocate, reclaim
+from corral.core.actions.allocate import limit_reason
 from corral.core.config import SchedulerConfig
 from corral.core.fit import Shape
-from corral.core.model import ClusterState, Workload
+from corral.core.model import MILLI_PER_GPU, ClusterState, Workload
 from corral.core.placement import Placer, Scoring
 from corral.core.plan import Eviction, Placement, Plan, Reservation
 from corral.core.queues import QueueBook, Totals
@@ -47,8 +48,9 @@ class Cycle:
     shapes: dict[str, Shape] = field(default_factory=dict)
     attempts_left: int = 0  # eviction attempts this cycle may still make
     moves_left: int = 0  # consolidation moves this cycle may still make
-    _still: list[Workload] | None = None
-    _interned: dict[Shape, Shape] = field(default_factory=dict)
+    _interned: dict[tuple[object, ...], Shape] = field(default_factory=dict)
+    waiting: dict[str, Workload] = field(default_factory=dict)  # pending at the start, by id
+    order: list[Workload] = field(default_factory=list)  # pending, by priority then age
 
     def scoring(self, queue: str) -> Scoring:
         s = self.scorings.get(queue)
@@ -64,23 +66,25 @@ class Cycle:
     def shape(self, w: Workload) -> Shape:
         s = self.shapes.get(w.id)
         if s is None:
-            fresh = Shape.of(w)
-            # One object per distinct shape: dict lookups then succeed on identity.
-            s = self.shapes[w.id] = self._interned.setdefault(fresh, fresh)
+            r = w.resources
+            # One object per distinct shape (keyed by plain values, cheap to hash): the caches
+            # keyed by shape then hit on identity.
+            key = (r.gpus, r.gpu_milli, r.gpu_memory_mib, r.cpu_milli, r.memory_mib, w.workers,
+                   w.gpu_models, w.max_price_per_gpu_hour, w.topology, w.allow_cross_region)
+            s = self._interned.get(key)
+            if s is None:
+                s = self._interned[key] = Shape.of(w)
+            self.shapes[w.id] = s
         return s
 
     def is_pending(self, w: Workload) -> bool:
         return w.id not in self.stmt.where
 
     def still_pending(self) -> list[Workload]:
-        """Workloads that failed to fit on free capacity (not those stopped by a limit)."""
-        out = [
-            w
-            for work in self.pending.values()
-            for w in work
-            if self.is_pending(w) and w.id in self.deferred
-        ]
-        return sorted(out, key=lambda w: (-w.priority, w.submitted_at, w.id))
+        """Workloads that failed to fit on free capacity (not those stopped by a limit), in
+        priority order (the global order is sorted once, in `_open`)."""
+        deferred, where = self.deferred, self.stmt.where
+        return [w for w in self.order if w.id in deferred and w.id not in where]
 
     def victims(self, accept: Callable[[Workload], bool]) -> list[Workload]:
         """Workloads holding capacity that may be displaced and that `accept` allows, cheapest
@@ -180,6 +184,8 @@ def _open(state: ClusterState, now: float, config: SchedulerConfig, seed: int) -
             cycle.reasons[w.id] = R.Reason(R.UNKNOWN_QUEUE, f"queue {w.queue!r} does not exist")
         else:
             cycle.pending.setdefault(w.queue, []).append(w)
+            cycle.waiting[w.id] = w
+            cycle.order.append(w)
     return cycle, orphans
 
 
@@ -190,8 +196,17 @@ def _close(cycle: Cycle, orphans: int) -> Plan:
     evictions = [Eviction(op.workload.id, op.workload.queue, op.rule, op.for_workload,
                           _eviction_message(op.rule, op.for_workload)) for op in evicted]
     diagnosis: dict[tuple[Shape, str | None], R.Reason] = {}
+    limits: dict[tuple[str, Shape, int], R.Reason | None] = {}
     for wid, shape in cycle.deferred.items():
         if wid in cycle.reasons or wid in cycle.stmt.where:
+            continue
+        w = cycle.waiting.get(wid)
+        limit_key = (w.queue if w else "", shape, w.total_milli() if w else 0)
+        if limit_key not in limits:  # the same for every workload of this queue and shape
+            limits[limit_key] = _limit_now(cycle, w, shape)
+        limit = limits[limit_key]
+        if limit is not None:
+            cycle.reasons[wid] = limit
             continue
         owner = wid if wid in cycle.cap.reservations else None
         key = (shape, owner)
@@ -211,6 +226,18 @@ def _close(cycle: Cycle, orphans: int) -> Plan:
         "free_gpus": float(np.clip(cycle.cap.free_milli, 0, None).sum()) / 1000,
     }
     return Plan(cycle.now, tuple(placements), tuple(evictions), pending, reservations, stats)
+
+
+def _limit_now(cycle: Cycle, w: Workload | None, shape: Shape) -> R.Reason | None:
+    """Unresolvable, or stopped by a queue limit, as the cycle ends: these come first."""
+    never = cycle.placer.never_fits(shape)
+    if never is not None or w is None:
+        return never
+    blocking = cycle.book.limit_blocking(w.queue, w.total_milli())
+    if blocking is None:
+        return None
+    used = cycle.book.milli[blocking.name] / MILLI_PER_GPU
+    return limit_reason(w, blocking.name, blocking.limit_gpus or 0.0, w.total_milli(), used)
 
 
 def _eviction_message(rule: str, for_workload: str) -> str:

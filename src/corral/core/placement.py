@@ -102,7 +102,7 @@ class _ShapeCache:
         if full or pending > len(self.scores) // 8:
             nodes = np.flatnonzero(self.static)
         elif pending:
-            nodes = np.unique(np.asarray(cap.changes[self.pos :], dtype=np.int64))
+            nodes = np.array(sorted(set(cap.changes[self.pos :])), dtype=np.int64)
             nodes = nodes[self.static[nodes]]
         else:
             return
@@ -142,6 +142,11 @@ class Placer:
                 mask = self._static[key] = static_mask(self.cap.table, shape)
             self._static[shape] = mask
         return mask
+
+    def known_to_fail(self, shape: Shape, scoring: Scoring, owner: str) -> bool:
+        """True when this shape failed since capacity was last returned: it fails again."""
+        key = (shape, scoring.key, owner if owner in self.cap.reservations else None)
+        return self._failed.get(key) == self.cap.freed
 
     def place(
         self, shape: Shape, scoring: Scoring, owner: str

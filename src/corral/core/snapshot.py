@@ -135,7 +135,14 @@ class Capacity:
         self.freed += 1
 
     def _apply(self, node: int, a: WorkerAssignment, cpu: int, ram: int, sign: int) -> None:
-        if a.devices:
+        if len(a.devices) <= 2:  # scalar updates beat fancy indexing for one or two devices
+            fm, fg, delta = self.free_milli, self.free_mem, sign * a.milli_per_device
+            for d in a.devices:
+                before = fm[node, d] == MILLI_PER_GPU
+                fm[node, d] += delta
+                fg[node, d] += sign * a.gpu_memory_mib_per_device
+                self.whole_free[node] += int(fm[node, d] == MILLI_PER_GPU) - int(before)
+        else:
             devices = list(a.devices)
             row = self.free_milli[node]
             before = int((row[devices] == MILLI_PER_GPU).sum())

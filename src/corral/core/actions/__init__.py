@@ -4,4 +4,4 @@ from corral.core.actions.allocate import allocate, reallocate
 from corral.core.actions.consolidate import consolidate
 from corral.core.actions.evict import preempt, reclaim
 
-__all__ = ["allocate", "reallocate", "consolidate", "preempt", "reclaim"]
+__all__ = ["allocate", "consolidate", "preempt", "reallocate", "reclaim"]

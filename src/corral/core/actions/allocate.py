@@ -69,9 +69,17 @@ def hold_back(cycle: Cycle, behind: list[Workload], head: Workload) -> None:
 
 
 def try_place(cycle: Cycle, w: Workload, reserve: bool = False) -> bool:
-    """Place `w` on free capacity if its queue's limits allow. Records why not, otherwise."""
-    milli = w.total_milli()
+    """Place `w` on free capacity if its queue's limits allow. Records why not, otherwise.
+
+    Most of a large backlog does not fit: those whose shape already failed since capacity was
+    last freed are set aside at once, and explained when the cycle closes (queue limit first,
+    then the capacity diagnosis, from the state the cycle ends in)."""
     shape = cycle.shape(w)
+    scoring = cycle.scoring(w.queue)
+    if cycle.placer.known_to_fail(shape, scoring, w.id):
+        cycle.deferred[w.id] = shape
+        return False
+    milli = w.total_milli()
     never = cycle.placer.never_fits(shape)
     if never is not None:
         cycle.reasons[w.id] = never
@@ -79,11 +87,11 @@ def try_place(cycle: Cycle, w: Workload, reserve: bool = False) -> bool:
     blocking = cycle.book.limit_blocking(w.queue, milli)
     if blocking is not None:
         used = cycle.book.milli[blocking.name] / MILLI_PER_GPU
-        cycle.reasons[w.id] = _limit_reason(
+        cycle.reasons[w.id] = limit_reason(
             w, blocking.name, blocking.limit_gpus or 0.0, milli, used
         )
         return False
-    assignments = cycle.placer.place(shape, cycle.scoring(w.queue), w.id)
+    assignments = cycle.placer.place(shape, scoring, w.id)
     if assignments is None:
         cycle.deferred[w.id] = shape
         if reserve and w.workers > 1:
@@ -93,7 +101,7 @@ def try_place(cycle: Cycle, w: Workload, reserve: bool = False) -> bool:
     blocking = cycle.book.limit_blocking(w.queue, placed_milli)
     if blocking is not None:  # a GPU-memory share is only known in milli once placed
         used = cycle.book.milli[blocking.name] / MILLI_PER_GPU
-        cycle.reasons[w.id] = _limit_reason(w, blocking.name, blocking.limit_gpus or 0.0, placed_milli, used)
+        cycle.reasons[w.id] = limit_reason(w, blocking.name, blocking.limit_gpus or 0.0, placed_milli, used)
         return False
     if cycle.cap.reservations and w.id not in cycle.cap.reservations:
         cycle.backfilled.add(w.id)
@@ -104,7 +112,7 @@ def try_place(cycle: Cycle, w: Workload, reserve: bool = False) -> bool:
     return True
 
 
-def _limit_reason(w: Workload, queue: str, limit: float, milli: int, used: float) -> R.Reason:
+def limit_reason(w: Workload, queue: str, limit: float, milli: int, used: float) -> R.Reason:
     gpus = milli / MILLI_PER_GPU
     who = f"queue {queue}" if queue == w.queue else f"queue {queue} (parent of {w.queue})"
     if gpus > limit:

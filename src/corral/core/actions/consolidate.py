@@ -25,9 +25,14 @@ def consolidate(cycle: Cycle) -> None:
     if not _movable_by_node(cycle):
         return  # nothing may move: skip the per-workload checks entirely
     fragmented: dict[tuple[object, str], tuple[int, bool]] = {}
+    free = (len(cycle.cap.changes), cycle.cap.total_free_milli())
     for w in cycle.still_pending():
         if cycle.moves_left <= 0:
             return
+        if free[0] != len(cycle.cap.changes):
+            free = (len(cycle.cap.changes), cycle.cap.total_free_milli())
+        if w.total_milli() > free[1]:
+            continue  # not even the whole pool's free share would hold it: nothing to defragment
         if cycle.book.limit_blocking(w.queue, w.total_milli()) is not None:
             continue
         # Whether a shape is fragmented only changes when capacity does: cache per shape.

@@ -34,8 +34,9 @@ Accept = Callable[[Workload], bool]
 def reclaim(cycle: Cycle) -> None:
     if not cycle.victims(lambda v: True):
         return
+    below = {q for q in cycle.book.queues if cycle.book.within_quota_after(q, 1)}
     for w in cycle.still_pending():
-        if not cycle.book.within_quota_after(w.queue, w.total_milli()):
+        if w.queue not in below or not cycle.book.within_quota_after(w.queue, w.total_milli()):
             continue
         own = set(cycle.book.chain.get(w.queue, ()))
 

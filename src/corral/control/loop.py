@@ -92,6 +92,10 @@ class ControlLoop:
         self._tidy_backend(seen)
         report = StepReport(leader=True, observed=len(statuses))
         self._plan_and_apply(now, report)
+        # ledger hook (corral.control.accounting): holds, metering, settlement, before launches
+        observe = getattr(self.admission, "observe", None)
+        if observe is not None:
+            observe(now)
         with self.store.read() as conn:
             records = W.load_active(conn)
         if act.enforce_runtime_limits(self.store, records, now, self.specs):

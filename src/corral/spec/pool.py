@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from corral.core.config import SchedulerConfig
 from corral.core.model import CapacityKind, Node, Queue
 from corral.core.plugins.base import REGISTRY
+from corral.spec.ledger import LedgerSpec, PriceSpec
 from corral.spec.quantities import CpuMilli, DurationS, SizeMiB
 from corral.spec.workload import check_name
 
@@ -206,6 +207,9 @@ class PoolSpec(BaseModel):
     providers: list[ProviderSpec] = Field(default_factory=list)
     queues: list[QueueSpec] = Field(default_factory=list)
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
+    # ledger hook: budgets and the price catalog (see corral.spec.ledger)
+    ledger: LedgerSpec = Field(default_factory=LedgerSpec)
+    prices: list[PriceSpec] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique(self) -> PoolSpec:

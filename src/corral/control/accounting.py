@@ -1,0 +1,355 @@
+"""Accounting in the control loop: budgets in admission, holds, metering, settlement, top-ups.
+
+`Accounting` is the loop's `Admission` (see `corral.control.admission`) and is called once more
+per step, after the plan was applied and before anything is launched (`observe`):
+
+    refuse(pending)   each eligible pending workload's expected cost must fit the credits of its
+                      queue (or an ancestor), counting what work ahead of it in this cycle would
+                      take; otherwise it stays pending: BudgetExceeded, with the ledger's sentence
+                      "queue research needs 412.50 credits held, 96.20 available"
+    observe(now)      1. a hold for every attempt that holds GPUs and has none (placed work)
+                      2. usage rows for attempts that were launched (exact start from the events)
+                      3. settle every held attempt that ended: its usage rows are closed and its
+                         real cost charged in ONE database transaction, the rest released
+                      4. top up the rolling hold of running work without a max runtime
+                      5. expire lapsed credit lots
+
+Keys are derived from the workload and its attempt (`<workload>@<attempt>`): `hold:w@a`,
+`settle:w@a`, `topup:w@a:<window>`. Each is posted at most once (journal + UNIQUE key), and
+every step starts from what the database says, so a crash anywhere and a restart (or a new
+leader) finishes the work without charging anything twice.
+
+**Expected cost.** `max_runtime` (jobs) or `ttl` (interactive) x the price of the GPUs. Before
+placement the nodes are not known, so admission prices the workload on the most expensive node it
+could be placed on (an upper bound); the hold itself is priced on the nodes it got. Work with
+neither limit (services, open-ended jobs) holds one rolling **window** (`ledger.window`, default
+1 h) of cost; while it runs, at each new window the hold is topped up to cover what it has used
+plus one more window. If nobody can cover a top-up the work is stopped (`stop_when_exhausted`,
+default) or keeps running and its settlement may leave the queue in debt.
+
+**Unmetered queues.** A queue whose funding chain (itself and its ancestors) has never received
+credits is unmetered: admission never refuses its work, its attempts get a zero hold marked
+`unmetered` and settle at zero. Its usage is still recorded and reported. `ledger.enforce: false`
+turns budget admission off for every queue: holds are placed when they can be covered (else a
+zero hold), and settlement charges the real cost, as debt where credits are short.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+
+from sqlalchemy import Connection
+
+from corral.control import lifecycle as L
+from corral.control.attempt_usage import record_attempt_usage
+from corral.control.ledger_prices import build_catalog, node_key
+from corral.control.snapshot import SpecCache
+from corral.core.model import Node, WorkerAssignment, Workload
+from corral.core.reasons import BUDGET_EXCEEDED, Reason
+from corral.ledger import (
+    Deny,
+    Journal,
+    LedgerInputError,
+    PriceCatalog,
+    PriceRule,
+    decide,
+    expire_due,
+    place_hold,
+    rolling_top_up,
+    settle,
+    top_up,
+    usage_cost,
+)
+from corral.ledger.funding import available, funding_chain
+from corral.spec import SpecError
+from corral.store import Store
+from corral.store import ledger_rows as LR
+from corral.store import pool as P
+from corral.store import workloads as W
+from corral.store.journal_sql import LedgerDb
+from corral.store.workloads import WorkloadRecord
+
+__all__ = [
+    "UNMETERED",
+    "Accounting",
+    "LedgerSettings",
+    "accounting_from_pool",
+    "attempt_ref",
+    "parse_ref",
+]
+
+log = logging.getLogger(__name__)
+UNMETERED = "unmetered"  # memo of a zero hold for a queue that has no credits at all
+UNCOVERED = "uncovered"  # memo of a zero hold placed because the expected cost was not covered
+LIVE_STATES = W.HOLDING_STATES
+
+
+@dataclass(frozen=True)
+class LedgerSettings:
+    enforce: bool = True
+    window_s: float = 3600.0
+    stop_when_exhausted: bool = True
+
+
+def attempt_ref(workload_id: str, attempt: int) -> str:
+    """The ledger's name of one attempt: holds, settlements and top-ups hang from it."""
+    return f"{workload_id}@{attempt}"
+
+
+def parse_ref(ref: str) -> tuple[str, int]:
+    workload_id, _, attempt = ref.rpartition("@")
+    return workload_id, int(attempt)
+
+
+class Accounting:
+    """The ledger's side of the control loop (see the module docstring). One per leader."""
+
+    def __init__(self, store: Store, *, settings: LedgerSettings | None = None,
+                 ledger: LedgerDb | None = None) -> None:
+        self.store = store
+        self.settings = settings or LedgerSettings()
+        self.ledger = ledger or LedgerDb(store)
+        self.specs = SpecCache()
+        self._metered_live: set[tuple[str, int]] = set()  # attempts with usage rows written
+
+    # -- admission -----------------------------------------------------------------------------
+
+    def refuse(self, pending: Sequence[Workload], now: float) -> Mapping[str, Reason]:
+        """BudgetExceeded for pending work whose expected cost its queue cannot hold."""
+        if not self.settings.enforce or not pending:
+            return {}
+        with self.ledger.read() as s:
+            records = {r.id: r for r in W.load_active(s.conn)}
+            nodes = [n for n in P.list_nodes(s.conn) if n.gpu_count > 0 and n.schedulable]
+            catalog = self._catalog(s.conn)
+            reserved: dict[str, Decimal] = {}
+            out: dict[str, Reason] = {}
+            for w in sorted(pending, key=lambda w: (-w.priority, w.submitted_at, w.id)):
+                rec = records.get(w.id)
+                if rec is None or not self._metered(s.journal, w.queue):
+                    continue
+                amount = self._estimate(s.journal, w, rec, nodes, catalog, now)
+                refusal = self._reserve(s.journal, w.queue, amount, now, reserved)
+                if refusal is not None:
+                    out[w.id] = refusal
+            return out
+
+    def _estimate(self, journal: Journal, w: Workload, rec: WorkloadRecord,
+                  nodes: Sequence[Node], catalog: PriceCatalog, now: float) -> Decimal:
+        milli = w.total_milli()
+        keys = {node_key(n) for n in nodes if not w.gpu_models or n.gpu_model in w.gpu_models}
+        if milli <= 0 or not keys:
+            return Decimal(0)
+        seconds = self._runtime(rec)
+        start = Decimal(repr(float(now)))
+        worst = max(catalog.cost(k, milli, start, start + seconds) for k in keys)
+        return journal.currency.hold(worst)
+
+    def _reserve(self, journal: Journal, queue: str, amount: Decimal, now: float,
+                 reserved: dict[str, Decimal]) -> Reason | None:
+        at = Decimal(repr(float(now)))
+        chain = funding_chain(journal, queue)
+        if not any(reserved.get(q) for q in chain):
+            verdict = decide(journal, queue, amount, at)
+            if isinstance(verdict, Deny):
+                return Reason(BUDGET_EXCEEDED, verdict.message, (("needed", str(amount)),))
+            reserved[verdict.funder] = reserved.get(verdict.funder, Decimal(0)) + amount
+            return None
+        left = {q: available(journal, q, at) - reserved.get(q, Decimal(0)) for q in chain}
+        for q in chain:
+            if left[q] >= amount:
+                reserved[q] = reserved.get(q, Decimal(0)) + amount
+                return None
+        fmt, name = journal.currency.format, journal.currency.name
+        promised = sum((reserved.get(q, Decimal(0)) for q in chain), Decimal(0))
+        message = (f"queue {queue} needs {fmt(amount)} {name} held, "
+                   f"{fmt(max(left.values()))} available ({fmt(promised)} promised to work "
+                   "ahead of it in this cycle)")
+        return Reason(BUDGET_EXCEEDED, message, (("needed", str(amount)),))
+
+    # -- after the plan ------------------------------------------------------------------------
+
+    def observe(self, now: float) -> None:
+        """Holds, usage, settlements, top-ups, expiry (see the module docstring). Idempotent."""
+        with self.store.read() as conn:
+            records = W.load_active(conn)
+            nodes = {n.id: n for n in P.list_nodes(conn, include_inactive=True)}
+        self.specs.retain({r.id for r in records})
+        live = {(r.id, r.attempt): r for r in records if r.state in LIVE_STATES}
+        self._place_holds(live, nodes, now)
+        self._record_starts(live, nodes)
+        self._settle_ended(live, nodes, now)
+        self._top_up(live, now)
+        with self.ledger.write() as s:
+            expire_due(s.journal, Decimal(repr(float(now))))
+
+    def _place_holds(self, live: Mapping[tuple[str, int], WorkloadRecord],
+                     nodes: Mapping[str, Node], now: float) -> None:
+        at = Decimal(repr(float(now)))
+        with self.ledger.read() as s:
+            todo = [(k, r) for k, r in live.items() if s.journal.hold(attempt_ref(*k)) is None]
+        if not todo:
+            return
+        with self.ledger.write() as s:
+            catalog = self._catalog(s.conn)
+            placed = W.assignments_of(s.conn, list(dict(todo)))
+            for key, rec in todo:
+                ref = attempt_ref(*key)
+                if s.journal.hold(ref) is not None:
+                    continue
+                if not self._metered(s.journal, rec.queue):
+                    place_hold(s.journal, workload=ref, queue=rec.queue, amount=0, at=at,
+                               memo=UNMETERED)
+                    continue
+                exact = self._attempt_cost(catalog, placed[key], nodes, at, self._runtime(rec))
+                amount = s.journal.currency.hold(exact)
+                if not place_hold(s.journal, workload=ref, queue=rec.queue, amount=amount,
+                                  at=at).ok:
+                    # Admission counted it, so only a concurrent transfer gets here: run it on
+                    # a zero hold and charge it in full at settlement (debt if need be).
+                    log.warning("hold of %s for %s not covered; placing a zero hold", amount, ref)
+                    place_hold(s.journal, workload=ref, queue=rec.queue, amount=0, at=at,
+                               memo=UNCOVERED)
+
+    def _record_starts(self, live: Mapping[tuple[str, int], WorkloadRecord],
+                       nodes: Mapping[str, Node]) -> None:
+        launched = [(k, r) for k, r in live.items()
+                    if r.state in ("starting", "running") and k not in self._metered_live]
+        if not launched:
+            return
+        with self.store.write() as conn:
+            for key, rec in launched:
+                if record_attempt_usage(conn, rec, key[1], nodes).start is not None:
+                    self._metered_live.add(key)
+        self._metered_live &= set(live)
+
+    def _settle_ended(self, live: Mapping[tuple[str, int], WorkloadRecord],
+                      nodes: Mapping[str, Node], now: float) -> None:
+        with self.ledger.read() as s:
+            ended = [h.workload for h in s.journal.holds(open_only=True)
+                     if parse_ref(h.workload) not in live]
+        for ref in ended:
+            self._settle_one(ref, nodes, now)
+
+    def _settle_one(self, ref: str, nodes: Mapping[str, Node], now: float) -> None:
+        """One attempt: close its usage rows and settle its hold, in one database transaction."""
+        workload_id, attempt = parse_ref(ref)
+        with self.ledger.write() as s:
+            hold = s.journal.hold(ref)
+            rec = W.get_workload(s.conn, workload_id)
+            if hold is None or not hold.open or rec is None:
+                return
+            span = record_attempt_usage(s.conn, rec, attempt, nodes)
+            at = span.end if span.end is not None else Decimal(repr(float(now)))
+            usage = LR.usage_records(s.conn, at, workload_id=workload_id, attempt=attempt)
+            catalog = self._catalog(s.conn)
+            cost = sum((usage_cost(u, catalog) for u in usage), Fraction(0))
+            memo = s.journal.get(f"hold:{ref}")
+            if memo is not None and memo.memo == UNMETERED:
+                cost = Fraction(0)
+            settle(s.journal, workload=ref, cost=cost, at=at)
+
+    def _top_up(self, live: Mapping[tuple[str, int], WorkloadRecord], now: float) -> None:
+        window = Decimal(repr(float(self.settings.window_s)))
+        at = Decimal(repr(float(now)))
+        for key, rec in live.items():
+            if rec.state != "running" or self._limit(rec) is not None:
+                continue
+            self._top_up_one(key, rec, window, at)
+
+    def _top_up_one(self, key: tuple[str, int], rec: WorkloadRecord, window: Decimal,
+                    at: Decimal) -> None:
+        ref = attempt_ref(*key)
+        with self.ledger.write() as s:
+            hold = s.journal.hold(ref)
+            tx = s.journal.get(f"hold:{ref}")
+            if hold is None or not hold.open or tx is None or tx.memo == UNMETERED:
+                return
+            usage = LR.usage_records(s.conn, at, workload_id=key[0], attempt=key[1])
+            if not usage:
+                return
+            index = math.floor((at - min(u.start for u in usage)) / window)
+            topup_key = f"topup:{ref}:{index}"
+            if index < 1 or s.journal.get(topup_key) is not None:
+                return
+            catalog = self._catalog(s.conn)
+            accrued = sum((usage_cost(u, catalog) for u in usage), Fraction(0))
+            ahead = sum((catalog.cost(u.price_key, u.milli, at, at + window) for u in usage),
+                        Fraction(0))
+            more = rolling_top_up(s.journal, ref, accrued, ahead)
+            if more <= 0:
+                return
+            result = top_up(s.journal, workload=ref, amount=more, at=at, key=topup_key)
+            if isinstance(result, Deny):
+                self._exhausted(s.conn, rec, result, at)
+
+    def _exhausted(self, conn: Connection, rec: WorkloadRecord, deny: Deny, at: Decimal) -> None:
+        message = f"the ledger cannot extend its hold: {deny.message}"
+        if not self.settings.stop_when_exhausted or rec.stop_reason is not None:
+            W.append_event(conn, at=float(at), kind="info", reason=BUDGET_EXCEEDED,
+                           message=message, workload_id=rec.id, attempt=rec.attempt)
+            return
+        if W.update_versioned(conn, rec.id, rec.version, stop_reason=L.CANCELLED,
+                              stop_message=f"stopped: {message}"):
+            W.append_event(conn, at=float(at), kind="info", reason=BUDGET_EXCEEDED,
+                           message=f"stopping: {message}", workload_id=rec.id,
+                           attempt=rec.attempt)
+
+    # -- pieces --------------------------------------------------------------------------------
+
+    def _catalog(self, conn: Connection) -> PriceCatalog:
+        rules = [p.rule for p in LR.list_prices(conn)]
+        return build_catalog(rules, P.list_nodes(conn, include_inactive=True))
+
+    def _metered(self, journal: Journal, queue: str) -> bool:
+        """Whether any queue that may pay for `queue` has ever received credits."""
+        if queue not in journal.chart:
+            return False
+        return any(journal.lots(q) for q in funding_chain(journal, queue))
+
+    def _limit(self, rec: WorkloadRecord) -> float | None:
+        spec = self.specs.spec(rec)
+        return spec.max_runtime if spec.max_runtime is not None else spec.ttl
+
+    def _runtime(self, rec: WorkloadRecord) -> Decimal:
+        limit = self._limit(rec)
+        return Decimal(repr(float(limit if limit is not None else self.settings.window_s)))
+
+    @staticmethod
+    def _attempt_cost(catalog: PriceCatalog, assignments: Sequence[WorkerAssignment],
+                      nodes: Mapping[str, Node], at: Decimal, seconds: Decimal) -> Fraction:
+        total = Fraction(0)
+        for a in assignments:
+            node = nodes.get(a.node_id)
+            milli = a.milli_per_device * len(a.devices)
+            if node is not None and milli > 0:
+                total += catalog.cost(node_key(node), milli, at, at + seconds)
+        return total
+
+
+
+def accounting_from_pool(store: Store, spec: object, now: float) -> Accounting:
+    """The loop's Accounting for a pool file (a `corral.spec.PoolSpec`, or None for defaults):
+    its `ledger:` settings, and its `prices:` made the current pool prices of the store.
+
+    Raises SpecError when the prices cannot form a catalog (two overlap for the same pattern)."""
+    ledger_spec = getattr(spec, "ledger", None)
+    settings = LedgerSettings() if ledger_spec is None else LedgerSettings(
+        enforce=ledger_spec.enforce, window_s=ledger_spec.window,
+        stop_when_exhausted=ledger_spec.stop_when_exhausted)
+    rules = [PriceRule.of(p.price_per_gpu_hour, provider=p.provider, region=p.region,
+                          gpu_model=p.gpu_model, capacity_kind=p.capacity_kind,
+                          valid_from=p.valid_from_s, valid_until=p.valid_until_s)
+             for p in getattr(spec, "prices", ())]
+    with store.write() as conn:
+        LR.replace_pool_prices(conn, rules, now)
+        try:
+            build_catalog([p.rule for p in LR.list_prices(conn)], P.list_nodes(conn))
+        except LedgerInputError as e:
+            raise SpecError([(e.field, f"{e.problem}; {e.fix}")]) from None
+    return Accounting(store, settings=settings)

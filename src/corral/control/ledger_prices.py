@@ -1,0 +1,84 @@
+"""The live price catalog: explicit price rules first, the nodes' own prices where none applies.
+
+Two sources of prices, and which wins:
+
+1. **Explicit rules** (`prices:` in the pool file, and rules admins add through the API), with
+   validity periods and wildcards; among them the ledger's precedence holds (the most specific
+   rule wins, see `corral.ledger.prices`).
+2. **Node prices** (`price_per_gpu_hour` of a node group, or its provider's `prices:` per GPU
+   model): for each (provider, region, GPU model, capacity kind) of the pool, a fallback that
+   applies only *where no explicit rule matches*: we compute the gaps in time that the matching
+   explicit rules leave and price exactly those. (A fallback naming all four fields would
+   otherwise beat every wildcard rule, because the ledger prefers specific rules.)
+
+Nodes of one key with different prices: the highest one is the fallback, so a hold never falls
+short of what any of them costs (say so in the pool: give those nodes their own provider).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+
+from corral.core.model import Node
+from corral.ledger import PriceCatalog, PriceKey, PriceRule
+from corral.ledger.instants import Instant
+
+__all__ = ["build_catalog", "node_key", "node_prices"]
+
+
+def node_key(node: Node) -> PriceKey:
+    return PriceKey(node.provider, node.region, node.gpu_model, node.capacity_kind)
+
+
+def node_prices(nodes: Iterable[Node]) -> dict[PriceKey, Decimal]:
+    """The fallback price per key: the highest price among the key's nodes (exact decimal)."""
+    out: dict[PriceKey, Decimal] = {}
+    for node in nodes:
+        price = Decimal(repr(float(node.price_per_gpu_hour)))
+        key = node_key(node)
+        out[key] = max(out.get(key, price), price)
+    return out
+
+
+def build_catalog(rules: Sequence[PriceRule], nodes: Iterable[Node]) -> PriceCatalog:
+    """Explicit `rules` plus node fallbacks in the gaps they leave. Raises LedgerInputError when
+    two explicit rules for the same pattern overlap in time (the catalog cannot choose)."""
+    fallbacks: list[PriceRule] = []
+    for key, price in sorted(node_prices(nodes).items(), key=lambda kv: repr(kv[0])):
+        spans = [(r.valid_from, r.valid_until) for r in rules if r.matches(key)]
+        for start, end in _gaps(spans):
+            fallbacks.append(PriceRule(price, key.provider, key.region, key.gpu_model,
+                                       key.capacity_kind, start, end))
+    return PriceCatalog([*rules, *fallbacks])
+
+
+Span = tuple[Instant | None, Instant | None]
+
+
+def _gaps(spans: Sequence[Span]) -> list[Span]:
+    """The parts of all time that no span covers. None is minus/plus infinity.
+
+    Example: [(None, 10), (20, None)] leaves [(10, 20)]; [] leaves [(None, None)].
+    """
+    if not spans:
+        return [(None, None)]
+    ordered = sorted(spans, key=lambda s: (s[0] is not None, s[0] or 0))
+    gaps: list[Span] = []
+    cursor: Instant | None = None  # covered up to here; None before the first span = -inf
+    first = True
+    for start, end in ordered:
+        if first:
+            if start is not None:
+                gaps.append((None, start))
+            cursor, first = end, False
+            continue
+        if cursor is None:  # covered up to +inf already
+            return gaps
+        if start is not None and start > cursor:
+            gaps.append((cursor, start))
+        if end is None or end > cursor:
+            cursor = end
+    if cursor is not None:
+        gaps.append((cursor, None))
+    return gaps

@@ -1,0 +1,150 @@
+"""Price rules and metered usage in the store: small functions over one Connection.
+
+The caller owns the transaction. Usage rows are written from lifecycle events by
+`corral.control.accounting`: `record_start` when an attempt is launched (idempotent: a row that
+exists is left alone), `record_end` when it ends (only an open row is closed, so a replay cannot
+move an end). Reading turns rows back into the ledger's own `WorkerStarted`/`WorkerEnded`
+events, so metering is the ledger's pure `MeterLog`, not a second implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import Connection, delete, insert, select, update
+
+from corral.ledger import (
+    EndReason,
+    MeterLog,
+    PriceRule,
+    UsageRecord,
+    WorkerEnded,
+    WorkerStarted,
+)
+from corral.ledger.instants import Instant
+from corral.store.ledger_tables import LedgerPrice, LedgerUsage
+
+__all__ = [
+    "PriceRow",
+    "add_price",
+    "delete_price",
+    "list_prices",
+    "open_attempts",
+    "record_end",
+    "record_start",
+    "replace_pool_prices",
+    "usage_records",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PriceRow:
+    id: int
+    rule: PriceRule
+    source: str  # "pool" | "api"
+
+
+def _rule(r: LedgerPrice) -> PriceRule:
+    return PriceRule.of(
+        Decimal(r.price_per_gpu_hour), provider=r.provider or None, region=r.region or None,
+        gpu_model=r.gpu_model or None, capacity_kind=r.capacity_kind or None,
+        valid_from=None if r.valid_from is None else Decimal(r.valid_from),
+        valid_until=None if r.valid_until is None else Decimal(r.valid_until))
+
+
+def list_prices(conn: Connection) -> list[PriceRow]:
+    rows = conn.execute(select(LedgerPrice).order_by(LedgerPrice.id))
+    return [PriceRow(r.id, _rule(r), r.source) for r in rows]
+
+
+def add_price(conn: Connection, rule: PriceRule, source: str, now: float) -> int:
+    kind = "" if rule.capacity_kind is None else rule.capacity_kind.value
+    return int(conn.execute(insert(LedgerPrice).values(
+        provider=rule.provider or "", region=rule.region or "", gpu_model=rule.gpu_model or "",
+        capacity_kind=kind, price_per_gpu_hour=str(rule.price_per_gpu_hour),
+        valid_from=None if rule.valid_from is None else str(rule.valid_from),
+        valid_until=None if rule.valid_until is None else str(rule.valid_until),
+        source=source, created_at=now).returning(LedgerPrice.id)).scalar_one())
+
+
+def delete_price(conn: Connection, price_id: int) -> bool:
+    return conn.execute(delete(LedgerPrice).where(LedgerPrice.id == price_id)).rowcount == 1
+
+
+def replace_pool_prices(conn: Connection, rules: Sequence[PriceRule], now: float) -> None:
+    """Make the pool file's `prices:` current (admins' rules are kept)."""
+    conn.execute(delete(LedgerPrice).where(LedgerPrice.source == "pool"))
+    for rule in rules:
+        add_price(conn, rule, "pool", now)
+
+
+# --- usage ----------------------------------------------------------------------------------
+
+
+def record_start(conn: Connection, started: WorkerStarted) -> bool:
+    """Insert the usage row of one worker's attempt; False (nothing written) if it exists."""
+    exists = conn.execute(select(LedgerUsage.worker).where(
+        LedgerUsage.workload_id == started.workload_id, LedgerUsage.attempt == started.attempt,
+        LedgerUsage.worker == started.worker)).first()
+    if exists is not None:
+        return False
+    conn.execute(insert(LedgerUsage).values(
+        workload_id=started.workload_id, attempt=started.attempt, worker=started.worker,
+        queue=started.queue, user=started.user, provider=started.provider,
+        region=started.region, node=started.node, gpu_model=started.gpu_model,
+        capacity_kind=started.capacity_kind.value, milli=started.milli, start=str(started.at),
+        end=None, end_reason="", start_s=float(started.at)))
+    return True
+
+
+def record_end(conn: Connection, workload_id: str, attempt: int, at: Instant,
+               reason: EndReason) -> int:
+    """Close the open rows of an attempt at `at` (never before their start); returns how many."""
+    rows = list(conn.execute(select(LedgerUsage.worker, LedgerUsage.start).where(
+        LedgerUsage.workload_id == workload_id, LedgerUsage.attempt == attempt,
+        LedgerUsage.end.is_(None))))
+    for worker, start in rows:
+        end = max(at, Decimal(start))
+        conn.execute(update(LedgerUsage).where(
+            LedgerUsage.workload_id == workload_id, LedgerUsage.attempt == attempt,
+            LedgerUsage.worker == worker, LedgerUsage.end.is_(None),
+        ).values(end=str(end), end_reason=reason.value))
+    return len(rows)
+
+
+def open_attempts(conn: Connection) -> set[tuple[str, int]]:
+    """(workload, attempt) of every attempt with a worker still metering."""
+    q = select(LedgerUsage.workload_id, LedgerUsage.attempt).where(LedgerUsage.end.is_(None))
+    return {(w, a) for w, a in conn.execute(q).distinct()}
+
+
+def usage_records(
+    conn: Connection, now: Instant, *, queues: Iterable[str] | None = None,
+    workload_id: str | None = None, attempt: int | None = None,
+    since: float | None = None, until: float | None = None,
+) -> tuple[UsageRecord, ...]:
+    """Usage as the ledger's exact records (open attempts metered up to `now`).
+
+    `since`/`until` select attempts by their start time (seconds since the epoch)."""
+    q = select(LedgerUsage)
+    if queues is not None:
+        q = q.where(LedgerUsage.queue.in_(list(queues)))
+    if workload_id is not None:
+        q = q.where(LedgerUsage.workload_id == workload_id)
+    if attempt is not None:
+        q = q.where(LedgerUsage.attempt == attempt)
+    if since is not None:
+        q = q.where(LedgerUsage.start_s >= since)
+    if until is not None:
+        q = q.where(LedgerUsage.start_s < until)
+    log = MeterLog()
+    for r in conn.execute(q):
+        log.record(WorkerStarted(
+            r.workload_id, r.worker, r.attempt, Decimal(r.start), r.queue, r.user,
+            r.provider, r.region, r.node, r.gpu_model, r.capacity_kind, r.milli))
+        if r.end is not None:
+            log.record(WorkerEnded(r.workload_id, r.worker, r.attempt, Decimal(r.end),
+                                   EndReason(r.end_reason)))
+    return log.usage(now)

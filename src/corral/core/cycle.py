@@ -119,6 +119,8 @@ def decide(cycle: Cycle) -> None:
     """Run the actions on an opened cycle; the statement holds the outcome. `schedule` opens a
     cycle from a snapshot; the simulator opens one on capacity it keeps between cycles."""
     allocate(cycle)
+    if not cycle.still_pending():
+        return  # everything fitted (or is stopped by a limit): no action below has work
     # Evictions reshape free space: what could not move or start before may now. Repeat the
     # disruptive actions until a round removes nothing, so that rerunning the cycle on its own
     # result finds nothing left to do (no preemption loops across cycles). Bounded: each round

@@ -1,0 +1,331 @@
+"""Experiment 2, replay: the trace on a simulated clock, with waiting, departures and failures.
+
+    trace ─> queue map ─> events (arrive, finish, node down/up) ─> clock
+          ─> at each instant with news: one core cycle (CoreSession: the core's own actions)
+          ─> apply the outcome: start, stop (preempted: back in line), schedule finishes
+          ─> metrics (JCT, wait, makespan, allocation, shares, preemptions, cost, goodput)
+
+Rules:
+- A task arrives at its submission time and runs for its `duration` (see `trace.run_time` for
+  the rule when a trace lacks a time). It waits while it does not fit.
+- Events at one instant are handled finishes first, then node changes, then arrivals; then one
+  cycle decides. With `interval_s` > 0, decisions happen only at multiples of the interval (a
+  control loop period) and events wait for the next one.
+- A preempted or interrupted task returns to its queue with its original submission time, so it
+  keeps its place in line; what it keeps of its progress follows the failure model.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from corral.core.model import (
+    MILLI_PER_GPU,
+    CapacityKind,
+    Node,
+    Queue,
+    WorkerAssignment,
+    Workload,
+)
+from corral.sim.failures import NO_FAILURES, FailureModel
+from corral.sim.metrics import TimeWeighted, share_report, summary
+from corral.sim.policies import ReplayPolicy
+from corral.sim.session import CoreSession
+from corral.sim.teams import map_queues
+from corral.sim.trace import Trace, TraceFormatError, TraceTask
+
+_FINISH, _DOWN, _UP, _ARRIVE = 0, 1, 2, 3  # order of events at one instant
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    queues: str = "teams"  # qos | teams | trace, see corral.sim.teams
+    teams: int = 4
+    quota_fraction: float = 0.8
+    failures: FailureModel = NO_FAILURES
+    prices: Mapping[str, float] = field(default_factory=dict)  # GPU model -> per GPU-hour
+    interval_s: float = 0.0
+    series_points: int = 400  # points of the time series kept for the report and plots
+
+
+@dataclass
+class _Job:
+    task: TraceTask
+    workload: Workload  # as it waits: pending, no assignments
+    milli: int
+    work: float
+    done: float = 0.0  # saved progress, seconds
+    started: float | None = None  # start of the current run
+    assignments: tuple[WorkerAssignment, ...] = ()
+    first_start: float | None = None
+    finish: float | None = None
+    run: int = 0  # bumps on every start and stop, so stale finish events are ignored
+    stops: int = 0
+    lost: float = 0.0  # GPU-seconds of progress lost
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    report: dict[str, object]
+    series: dict[str, list[float]]  # time, pending, running, allocated GPUs
+
+
+def run_replay(
+    trace: Trace,
+    policy: ReplayPolicy,
+    seed: int = 0,
+    options: ReplayOptions | None = None,
+    progress: Progress | None = None,
+) -> ReplayResult:
+    if not trace.has_times:
+        raise TraceFormatError(
+            f"trace {trace.name!r} has no submission times or durations: replay needs them "
+            "(the fill experiment does not)"
+        )
+    return _Replay(trace, policy, seed, options or ReplayOptions(), progress).run()
+
+
+class _Replay:
+    def __init__(self, trace: Trace, policy: ReplayPolicy, seed: int, options: ReplayOptions,
+                 progress: Progress | None) -> None:
+        self.started_wall = time.perf_counter()
+        self.trace, self.policy, self.seed, self.opt = trace, policy, seed, options
+        self.progress = progress
+        self.rng = np.random.default_rng(seed)
+        self.queue_map = map_queues(trace, options.queues, options.teams, seed,
+                                    options.quota_fraction)
+        self.nodes = self._nodes()
+        self.price = {n.id: options.prices.get(n.gpu_model, n.price_per_gpu_hour) for n in self.nodes}
+        queues = (Queue("shared"),) if policy.shared_queue else self.queue_map.queues
+        self.session = CoreSession(self.nodes, queues, policy.config, seed)
+        self.jobs = {t.name: self._job(t) for t in trace.tasks}
+        self.events: list[tuple[float, int, int, str, int]] = []
+        self.seq = 0
+        self.pending: dict[str, Workload] = {}
+        self.demand: dict[str, int] = defaultdict(int)
+        self.open_work = 0  # arrive and finish events not yet handled
+        self.down: set[str] = set()
+        self.t0 = min(t.submitted for t in trace.tasks)
+        self.alloc = TimeWeighted(self.t0)
+        self.used = {q.name: TimeWeighted(self.t0) for q in self.queue_map.queues}
+        self.deserved = {q.name: TimeWeighted(self.t0) for q in self.queue_map.queues}
+        self.allocated = 0
+        self.cost = 0.0
+        self.counts: Counter[str] = Counter()
+        self.series: list[tuple[float, int, int, float]] = []
+        self.done = 0
+        self.last_progress = self.t0
+
+    # -- setup ------------------------------------------------------------------------------
+    def _nodes(self) -> tuple[Node, ...]:
+        f = self.opt.failures
+        if f.spot_fraction <= 0:
+            return self.trace.nodes
+        spot = self.rng.random(len(self.trace.nodes)) < f.spot_fraction
+        return tuple(replace(n, capacity_kind=CapacityKind.SPOT) if s else n
+                     for n, s in zip(self.trace.nodes, spot, strict=True))
+
+    def _job(self, t: TraceTask) -> _Job:
+        team = self.queue_map.of_task[t.name]
+        if self.policy.shortest_first:
+            priority = -round(t.duration or 0.0)  # the oracle: shortest first
+        elif self.policy.shared_queue:
+            priority = 0
+        else:
+            priority = self.queue_map.priority(t.qos, t.priority)
+        w = Workload(t.name, "shared" if self.policy.shared_queue else team, t.resources(),
+                     workers=t.workers, priority=priority, gpu_models=t.gpu_models,
+                     submitted_at=t.submitted)
+        return _Job(t, w, t.total_milli, float(t.duration or 0.0))
+
+    def _push(self, at: float, kind: int, key: str, run: int = 0) -> None:
+        heapq.heappush(self.events, (at, kind, self.seq, key, run))
+        self.seq += 1
+        if kind in (_ARRIVE, _FINISH):
+            self.open_work += 1
+
+    # -- the clock --------------------------------------------------------------------------
+    def run(self) -> ReplayResult:
+        for t in self.trace.tasks:
+            self._push(t.submitted, _ARRIVE, t.name)
+        self._schedule_failures()
+        interval = self.opt.interval_s
+        f = self.opt.failures
+        # With nothing left to arrive or finish, waiting work can only start on capacity that
+        # comes back: wait for repairs for a while, then stop (a failure chain never ends).
+        patience = 2 * max(f.node_repair_s, f.spot_return_s)
+        while self.events and (self.open_work or (self.down and self.pending)):
+            first = self.events[0][0]
+            if not self.open_work and first - self.last_progress > patience:
+                break
+            now = math.ceil(first / interval) * interval if interval > 0 else first
+            while self.events and self.events[0][0] <= now:
+                at, kind, _, key, run = heapq.heappop(self.events)
+                self._handle(at, kind, key, run)
+            if self.pending:
+                self._cycle(now)
+        return self._result()
+
+    def _handle(self, at: float, kind: int, key: str, run: int) -> None:
+        if kind in (_ARRIVE, _FINISH):
+            self.open_work -= 1
+        if kind == _ARRIVE:
+            self.last_progress = at
+            job = self.jobs[key]
+            self.pending[key] = job.workload
+            self.demand[job.workload.queue] += job.milli
+        elif kind == _FINISH and run == self.jobs[key].run:
+            self._stop(at, self.jobs[key], finished=True)
+        elif kind == _DOWN:
+            self._node_down(at, key, run)
+        elif kind == _UP:
+            self.session.node_up(key)
+            self.down.discard(key)
+            self._next_failure(at, key, spot=run == 1)
+
+    def _cycle(self, now: float) -> None:
+        outcome = self.session.cycle(now, self.pending.values(), self.demand)
+        self.counts["cycles"] += 1
+        for wid, rule in outcome.evicted:
+            self.counts[f"evicted:{rule}"] += 1
+            self._stop(now, self.jobs[wid], notice=self.opt.failures.preempt_notice_s)
+        for wid, assignments in outcome.placed.items():
+            self._start(now, self.jobs[wid], assignments)
+        for q, tw in self.deserved.items():
+            tw.set(now, outcome.deserved.get(q, 0.0))
+        self._sample(now)
+
+    # -- starting and stopping work ---------------------------------------------------------
+    def _start(self, now: float, job: _Job, assignments: tuple[WorkerAssignment, ...]) -> None:
+        del self.pending[job.task.name]
+        job.started, job.assignments = now, assignments
+        job.run += 1
+        self.last_progress = now
+        if job.first_start is None:
+            job.first_start = now
+        self._push(now + max(job.work - job.done, 0.0), _FINISH, job.task.name, job.run)
+        self._account(now, job, +1)
+
+    def _stop(self, now: float, job: _Job, finished: bool = False,
+              notice: float | None = None) -> None:
+        """End the current run of `job`: finished, or stopped (with `notice` seconds of warning,
+        None for none) and back in line with what its checkpoints saved."""
+        if job.task.name in self.session.live:
+            self.session.finish(job.task.name)
+        assert job.started is not None
+        ran = now - job.started
+        self._account(now, job, -1)
+        self.cost += sum(a.milli_per_device * len(a.devices) * self.price[a.node_id]
+                         for a in job.assignments) / MILLI_PER_GPU * ran / 3600.0
+        job.started, job.assignments = None, ()
+        job.run += 1
+        if finished:
+            job.finish = now
+            self.demand[job.workload.queue] -= job.milli
+            self.done += 1
+            if self.progress is not None and (self.done % 512 == 0 or self.done == len(self.jobs)):
+                self.progress(self.done, len(self.jobs))
+            return
+        kept = self.opt.failures.saved(ran, notice)
+        job.done += kept
+        job.lost += (ran - kept) * job.milli / MILLI_PER_GPU
+        job.stops += 1
+        self.pending[job.task.name] = job.workload
+
+    def _account(self, now: float, job: _Job, sign: int) -> None:
+        self.allocated += sign * job.milli
+        self.alloc.set(now, self.allocated / MILLI_PER_GPU)
+        tw = self.used.get(self.queue_map.of_task[job.task.name])
+        if tw is not None:
+            tw.set(now, tw.value + sign * job.milli / MILLI_PER_GPU)
+
+    def _sample(self, now: float) -> None:
+        self.series.append((now, len(self.pending), len(self.session.live),
+                            self.allocated / MILLI_PER_GPU))
+
+    # -- failures ---------------------------------------------------------------------------
+    def _schedule_failures(self) -> None:
+        for n in self.nodes:
+            self._next_failure(self.t0, n.id, spot=False)
+            if n.capacity_kind == CapacityKind.SPOT:
+                self._next_failure(self.t0, n.id, spot=True)
+
+    def _next_failure(self, now: float, node: str, spot: bool) -> None:
+        f = self.opt.failures
+        mean = f.spot_mtbi_s if spot else f.node_mtbf_s
+        if mean is not None:
+            self._push(now + float(self.rng.exponential(mean)), _DOWN, node, int(spot))
+
+    def _node_down(self, now: float, node: str, spot: int) -> None:
+        if node in self.down:  # already down: this failure chain resumes when it is back
+            return
+        f = self.opt.failures
+        self.counts["spot_interruptions" if spot else "node_failures"] += 1
+        self.down.add(node)
+        notice = f.spot_notice_s if spot else None
+        for wid in self.session.node_down(node):
+            self._stop(now, self.jobs[wid], notice=notice)
+        self._push(now + (f.spot_return_s if spot else f.node_repair_s), _UP, node, spot)
+
+    # -- the report -------------------------------------------------------------------------
+    def _result(self) -> ReplayResult:
+        jobs = list(self.jobs.values())
+        ended = [j for j in jobs if j.finish is not None]
+        end = max((j.finish for j in ended if j.finish is not None), default=self.t0)
+        for tw in (self.alloc, *self.used.values(), *self.deserved.values()):
+            tw.advance(end)
+        span = end - self.t0
+        capacity = self.trace.gpu_capacity_milli / MILLI_PER_GPU
+        per_queue, jain = share_report(
+            {q: tw.average(self.t0, end) for q, tw in self.used.items()},
+            {q: tw.average(self.t0, end) for q, tw in self.deserved.items()},
+        )
+        useful = sum(j.milli / MILLI_PER_GPU * j.work for j in ended)
+        held = self.alloc.integral
+        report: dict[str, object] = {
+            "experiment": "replay",
+            "trace": self.trace.name,
+            "policy": self.policy.name,
+            "seed": self.seed,
+            "queues": self.opt.queues,
+            "tasks": len(jobs),
+            "completed": len(ended),
+            "never_started": sum(1 for j in jobs if j.first_start is None),
+            "jct_s": summary([j.finish - j.task.submitted for j in ended if j.finish is not None]),
+            "wait_s": summary([j.first_start - j.task.submitted for j in jobs
+                               if j.first_start is not None]),
+            "makespan_s": round(span, 3),
+            "gpu_allocation_pct": round(100.0 * self.alloc.average(self.t0, end) / capacity, 4)
+            if capacity else 0.0,
+            "queue_shares": per_queue,
+            "jain_index": round(jain, 6),
+            "preemptions": sum(v for k, v in self.counts.items() if k.startswith("evicted:")),
+            "evictions_by_rule": {k.split(":", 1)[1]: v for k, v in sorted(self.counts.items())
+                                  if k.startswith("evicted:")},
+            "cost": round(self.cost, 4),
+            "pool_cost": round(sum(n.gpu_count * self.price[n.id] for n in self.nodes)
+                               * span / 3600.0, 4),
+            "node_failures": self.counts["node_failures"],
+            "spot_interruptions": self.counts["spot_interruptions"],
+            "gpu_hours_lost": round(sum(j.lost for j in jobs) / 3600.0, 4),
+            "goodput_pct": round(100.0 * useful / held, 4) if held else 100.0,
+            "cycles": self.counts["cycles"],
+            "notes": list(self.trace.notes),
+            "wall_seconds": round(time.perf_counter() - self.started_wall, 4),
+        }
+        return ReplayResult(report, self._series())
+
+    def _series(self) -> dict[str, list[float]]:
+        rows = self.series
+        step = max(1, len(rows) // max(self.opt.series_points, 1))
+        kept = rows[::step]
+        return {"time_s": [r[0] - self.t0 for r in kept], "pending": [float(r[1]) for r in kept],
+                "running": [float(r[2]) for r in kept], "allocated_gpus": [r[3] for r in kept]}

@@ -1,0 +1,123 @@
+"""The core, driven on capacity that persists between cycles.
+
+`corral.core.schedule(state, now)` rebuilds the node table, re-adopts every running workload and
+re-scores every node for every shape on each call: right for a control loop that runs every few
+seconds, far too slow for a replay that runs a cycle at each of tens of thousands of events.
+
+A `CoreSession` keeps what does not change between cycles (the node table, the capacity arrays,
+the placer and its per-shape score caches, the scoring plugins) and opens each cycle on it: a
+fresh `QueueBook` (deserved shares follow demand) carrying the usage of the last one, a fresh
+`Statement` over the running workloads, and the pending workloads in the core's order. Then it
+runs `corral.core.cycle.decide`, the very actions `schedule` runs. tests/sim/test_session.py
+checks that a session and `schedule` decide the same on the same state.
+
+Every reliance on the core's internals (Cycle's fields, Statement's and QueueBook's maps) is in
+this module, so that a change in the core breaks one place, and the equivalence test says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from corral.core.config import SchedulerConfig
+from corral.core.cycle import Cycle, decide
+from corral.core.model import MILLI_PER_GPU, Node, Queue, WorkerAssignment, Workload, WorkloadState
+from corral.core.placement import Placer, Scoring
+from corral.core.queues import QueueBook, Totals
+from corral.core.snapshot import Capacity, NodeTable
+from corral.core.statement import Statement
+
+#: Reservation owners that mark a node out of service (failed, or a reclaimed spot node).
+DOWN_PREFIX = "\x00down:"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one cycle changed: placements (id -> assignments) and evictions (id, rule)."""
+
+    placed: dict[str, tuple[WorkerAssignment, ...]]
+    evicted: list[tuple[str, str]]
+    deserved: dict[str, float]  # deserved share of each queue, in GPUs, for this cycle
+
+
+class CoreSession:
+    def __init__(
+        self, nodes: Sequence[Node], queues: Sequence[Queue], config: SchedulerConfig, seed: int = 0
+    ) -> None:
+        self.table = NodeTable.build(nodes)
+        self.cap = Capacity(self.table)
+        self.placer = Placer(self.cap)
+        self.queues = tuple(queues)
+        self.config = config
+        self.seed = seed
+        sched = self.table.schedulable
+        self.totals = Totals(
+            int(self.table.gpu_count[sched].sum()) * MILLI_PER_GPU,
+            int(self.table.cpu[sched].sum()),
+            int(self.table.ram[sched].sum()),
+        )
+        self.book = QueueBook(self.queues, self.totals, {})
+        self.scorings: dict[str, Scoring] = {}
+        self.where: dict[str, tuple[WorkerAssignment, ...]] = {}  # running: assignments
+        self.live: dict[str, Workload] = {}  # running: workloads (state RUNNING)
+
+    # -- one cycle --------------------------------------------------------------------------
+    def cycle(self, now: float, pending: Iterable[Workload], demand: Mapping[str, int]) -> Outcome:
+        """Run one scheduling cycle at `now` over `pending`; `demand` is each queue's requested
+        milli-GPU (pending and running), from which deserved shares are divided."""
+        self._release_gang_reservations()
+        book = QueueBook(self.queues, self.totals, demand)
+        for mine, last in ((book.milli, self.book.milli), (book.cpu, self.book.cpu),
+                           (book.ram, self.book.ram)):
+            mine.update(last)
+        book.by_model.update(self.book.by_model)
+        self.book = book
+        stmt = self._statement(book)
+        cycle = Cycle(now, self.config, self.seed, self.cap, self.placer, book, stmt, {},
+                      dict(self.live), attempts_left=self.config.max_eviction_attempts,
+                      moves_left=self.config.max_moves, scorings=self.scorings)
+        for w in sorted(pending, key=lambda w: (-w.priority, w.submitted_at, w.id)):
+            cycle.pending.setdefault(w.queue, []).append(w)
+            cycle.waiting[w.id] = w
+            cycle.order.append(w)
+        decide(cycle)
+        placed, evicted = stmt.outcome()
+        for op in placed.values():
+            self.live[op.workload.id] = replace(op.workload, state=WorkloadState.RUNNING,
+                                                started_at=now, assignments=op.assignments)
+        return Outcome({wid: op.assignments for wid, op in placed.items()},
+                       [(op.workload.id, op.rule) for op in evicted], dict(book.deserved))
+
+    def _statement(self, book: QueueBook) -> Statement:
+        stmt = Statement(self.cap, book)
+        # The statement works on the session's own maps: what it places or removes stays so.
+        stmt.where, stmt.live = self.where, self.live
+        stmt.started = set(self.live)
+        return stmt
+
+    def _release_gang_reservations(self) -> None:
+        # `schedule` starts every cycle without reservations and makes them afresh; so does this.
+        for owner in [o for o in self.cap.reservations if not o.startswith(DOWN_PREFIX)]:
+            self.cap.release(owner)
+
+    # -- outside a cycle --------------------------------------------------------------------
+    def finish(self, workload_id: str) -> Workload:
+        """A running workload ended (done, failed, or its node went away): free its capacity."""
+        w = self.live[workload_id]
+        self._statement(self.book).remove(w, "Finished", "")
+        return w
+
+    def node_down(self, node_id: str) -> list[str]:
+        """Take a node out of service; returns the running workloads that were on it (still
+        running: the caller stops them with `finish`)."""
+        self.cap.reserve(DOWN_PREFIX + node_id, [self.table.index[node_id]])
+        return sorted(wid for wid, assignments in self.where.items()
+                      if any(a.node_id == node_id for a in assignments))
+
+    def node_up(self, node_id: str) -> None:
+        self.cap.release(DOWN_PREFIX + node_id)
+
+    def allocated_milli(self) -> int:
+        return sum(a.milli_per_device * len(a.devices)
+                   for assignments in self.where.values() for a in assignments)

@@ -1,0 +1,105 @@
+"""A cluster trace: the nodes of a pool and the tasks that were submitted to it.
+
+Every loader (Alibaba openb CSVs, the generic CSV/Parquet format, the synthetic generator)
+produces a `Trace`; the experiments only ever read this form.
+
+Times are seconds from the start of the trace. A task's `duration` is how long it runs once
+started; a loader that reads creation, scheduled and deletion times derives it by the rule in
+`run_time` (documented there, and in docs/simulator.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from corral.core.model import MILLI_PER_GPU, Node, WorkerResources
+
+
+class TraceFormatError(ValueError):
+    """A trace file that cannot be read. The message names the file, the line, the column and
+    what a valid value looks like."""
+
+
+@dataclass(frozen=True, slots=True)
+class TraceTask:
+    """One task (a pod, or a gang of `workers` pods) of a trace.
+
+    GPU request: `gpus` devices of `gpu_milli` each. `gpus` = 1 with `gpu_milli` < 1000 shares
+    one device with other tasks; otherwise the task takes `gpus` whole devices on one node (per
+    worker). `gpus` = 0 is a CPU-only task.
+    """
+
+    name: str
+    cpu_milli: int
+    memory_mib: int
+    gpus: int = 0
+    gpu_milli: int = 0
+    gpu_models: tuple[str, ...] = ()
+    qos: str = ""
+    workers: int = 1
+    submitted: float = 0.0
+    duration: float | None = None  # None: unknown (the fill experiment does not need it)
+    queue: str = ""  # empty: the experiment maps it (by QoS class or to seeded teams)
+    priority: int = 0
+
+    @property
+    def shares_gpu(self) -> bool:
+        return self.gpus == 1 and 0 < self.gpu_milli < MILLI_PER_GPU
+
+    @property
+    def milli_per_worker(self) -> int:
+        if self.shares_gpu:
+            return self.gpu_milli
+        return self.gpus * MILLI_PER_GPU
+
+    @property
+    def total_milli(self) -> int:
+        """GPU share the whole task requests, in milli-GPU."""
+        return self.milli_per_worker * self.workers
+
+    def resources(self) -> WorkerResources:
+        if self.shares_gpu:
+            return WorkerResources(
+                gpu_milli=self.gpu_milli, cpu_milli=self.cpu_milli, memory_mib=self.memory_mib
+            )
+        return WorkerResources(
+            gpus=self.gpus, cpu_milli=self.cpu_milli, memory_mib=self.memory_mib
+        )
+
+
+@dataclass(frozen=True)
+class Trace:
+    name: str
+    nodes: tuple[Node, ...]
+    tasks: tuple[TraceTask, ...]
+    notes: tuple[str, ...] = field(default=())  # what the loader assumed (missing times, ...)
+
+    @property
+    def gpu_capacity_milli(self) -> int:
+        return sum(n.gpu_count for n in self.nodes if n.schedulable) * MILLI_PER_GPU
+
+    @property
+    def has_times(self) -> bool:
+        return bool(self.tasks) and all(t.duration is not None for t in self.tasks)
+
+    def with_tasks(self, tasks: tuple[TraceTask, ...]) -> Trace:
+        return Trace(self.name, self.nodes, tasks, self.notes)
+
+
+def run_time(
+    created: float, scheduled: float | None, deleted: float | None, trace_end: float
+) -> float:
+    """How long a task runs once started, from the times a trace records.
+
+    - scheduled and deleted known: deleted - scheduled (the time it held its resources);
+    - never scheduled (it waited until it was deleted): deleted - created, the longest it could
+      have run had it started at once, so that its demand is not lost from the replay;
+    - never deleted (still running when the trace ended): until the trace's end;
+    - and never less than 1 second, so that every task occupies the pool for a moment.
+
+    >>> run_time(10, 12, 100, 500), run_time(10, None, 100, 500), run_time(10, 12, None, 500)
+    (88.0, 90.0, 488.0)
+    """
+    start = created if scheduled is None else scheduled
+    end = trace_end if deleted is None else deleted
+    return float(max(end - start, 1.0))

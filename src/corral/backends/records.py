@@ -1,0 +1,192 @@
+"""The control plane's own records of what a remote-engine backend launched.
+
+The Ray, Slurm and Kubernetes backends keep, on the control plane's disk, one folder per attempt
+(the local backend has its own richer layout). These records make a restarted control plane
+re-adopt what it launched, keep a worker's end known after the engine forgot it, and make
+``launch`` idempotent::
+
+    <work>/<workload>/<attempt>/launch.json          spec + engine handles (job ids, actor names)
+    <work>/<workload>/<attempt>/stop.json            first stop reason, deadline, requested_at
+    <work>/<workload>/<attempt>/worker-<i>.end.json  how the worker ended, once known
+    <work>/<workload>/<attempt>/worker-<i>.log       collected or engine-written output
+    <work>/<workload>/<attempt>/released             release() was called
+
+Every write is atomic (temp file, fsync, rename). A record of another version, or a torn one, is
+skipped (listed in `unreadable`), never fatal.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from corral.backends.base import LaunchSpec
+from corral.backends.errors import InvalidLaunchSpec, LaunchConflict, UnknownAttempt
+from corral.backends.exits import WorkerEnd, load_status, save_status
+from corral.backends.local_runner import read_json, write_json_atomic
+
+__all__ = ["SAFE_ID", "AttemptRecord", "AttemptRecords", "StopRecord"]
+
+LAUNCH: Final = "launch.json"
+STOP: Final = "stop.json"
+RELEASED: Final = "released"
+VERSION: Final = 1
+SAFE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
+@dataclass(frozen=True, slots=True)
+class StopRecord:
+    reason: str
+    deadline: float  # unix seconds on the control plane's clock
+    requested_at: float
+
+
+@dataclass
+class AttemptRecord:
+    """One launched attempt. `engine`: what the backend needs to find its workers again."""
+
+    spec: LaunchSpec
+    dir: Path
+    engine: dict[str, Any]
+    launched_at: float
+    ends: dict[int, WorkerEnd] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.spec.workload_id, self.spec.attempt
+
+    def log_path(self, worker: int) -> Path:
+        base = Path(self.spec.log_dir) if self.spec.log_dir else self.dir
+        return base / f"worker-{worker}.log"
+
+    def stop(self) -> StopRecord | None:
+        data = read_json(self.dir / STOP)
+        if data is None:
+            return None
+        return StopRecord(str(data["reason"]), float(data["deadline"]),
+                          float(data["requested_at"]))
+
+    def request_stop(self, grace_seconds: float, reason: str) -> StopRecord | None:
+        """Record a stop; None when an earlier request already has an earlier deadline (a repeat
+        never extends a deadline, a shorter grace brings it forward, the first reason stays)."""
+        now = time.time()
+        previous = self.stop()
+        deadline = now + grace_seconds
+        if previous is not None and previous.deadline <= deadline:
+            return None
+        record = StopRecord(previous.reason if previous else reason, deadline, now)
+        write_json_atomic(self.dir / STOP, {"reason": record.reason, "deadline": deadline,
+                                            "requested_at": now})
+        return record
+
+    def end(self, worker: int, end: WorkerEnd) -> WorkerEnd:
+        """Record a worker's end once; later calls keep the first one."""
+        known = self.ends.get(worker)
+        if known is not None:
+            return known
+        save_status(self.dir / f"worker-{worker}.end.json", end)
+        self.ends[worker] = end
+        return end
+
+    @property
+    def all_ended(self) -> bool:
+        return len(self.ends) == self.spec.workers
+
+
+class AttemptRecords:
+    """The folder of attempt records of one backend instance (one control plane at a time)."""
+
+    def __init__(self, work_dir: Path) -> None:
+        self.root = work_dir.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.unreadable: list[Path] = []
+
+    @staticmethod
+    def check_id(spec: LaunchSpec, backend: str) -> None:
+        if not SAFE_ID.fullmatch(spec.workload_id):
+            raise InvalidLaunchSpec(
+                "workload_id", f"{spec.workload_id!r}: the {backend} backend keeps each workload "
+                "in a folder and names engine objects after it; use letters, digits, '.', '_' "
+                "and '-' (200 at most), starting with a letter or digit")
+
+    def dir_of(self, workload_id: str, attempt: int) -> Path:
+        return self.root / workload_id / str(attempt)
+
+    def existing(self, spec: LaunchSpec) -> AttemptRecord | None:
+        """The record of this (workload, attempt) if it was launched; LaunchConflict if it was
+        launched with another spec or its record cannot be read."""
+        adir = self.dir_of(spec.workload_id, spec.attempt)
+        if not (adir / LAUNCH).exists():
+            return None
+        known = self.load(adir)
+        if known is None:
+            raise LaunchConflict(f"{adir / LAUNCH} exists but cannot be read: relaunch with a "
+                                 "new attempt number")
+        if known.spec != spec:
+            raise LaunchConflict(f"{spec.workload_id} attempt {spec.attempt} was launched with "
+                                 "another spec: relaunch with a new attempt number")
+        return known
+
+    def create(self, spec: LaunchSpec, engine: dict[str, Any]) -> AttemptRecord:
+        adir = self.dir_of(spec.workload_id, spec.attempt)
+        adir.mkdir(parents=True, exist_ok=True)
+        record = AttemptRecord(spec, adir, dict(engine), time.time())
+        self.save(record)
+        return record
+
+    @staticmethod
+    def save(record: AttemptRecord) -> None:
+        write_json_atomic(record.dir / LAUNCH, {
+            "version": VERSION, "spec": record.spec.as_record(), "engine": record.engine,
+            "launched_at": record.launched_at})
+
+    def load(self, adir: Path) -> AttemptRecord | None:
+        data = read_json(adir / LAUNCH)
+        if data is None or data.get("version") != VERSION:
+            return None
+        try:
+            spec = LaunchSpec.from_record(data["spec"])
+            record = AttemptRecord(spec, adir, dict(data["engine"]), float(data["launched_at"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+        for a in spec.assignments:
+            end = load_status(adir / f"worker-{a.worker}.end.json")
+            if end is not None:
+                record.ends[a.worker] = end
+        return record
+
+    def scan(self) -> Iterator[AttemptRecord]:
+        """Every launched, unreleased attempt."""
+        for launch in sorted(self.root.glob(f"*/*/{LAUNCH}")):
+            adir = launch.parent
+            if (adir / RELEASED).exists():
+                continue
+            record = self.load(adir)
+            if record is None:
+                self.unreadable.append(launch)
+            else:
+                yield record
+
+    @staticmethod
+    def mark_released(record: AttemptRecord) -> None:
+        (record.dir / RELEASED).touch()
+
+    def find(self, workload_id: str, attempt: int | None) -> AttemptRecord:
+        """A launched attempt (released or not); attempt None = the latest one."""
+        wdir = self.root / workload_id
+        if not SAFE_ID.fullmatch(workload_id) or not wdir.is_dir():
+            raise UnknownAttempt(f"workload {workload_id!r} was never launched here")
+        if attempt is None:
+            numbers = sorted(int(p.name) for p in wdir.iterdir()
+                             if p.name.isdigit() and (p / LAUNCH).exists())
+            if not numbers:
+                raise UnknownAttempt(f"workload {workload_id!r} was never launched here")
+            attempt = numbers[-1]
+        record = self.load(wdir / str(attempt))
+        if record is None:
+            raise UnknownAttempt(f"workload {workload_id!r} has no attempt {attempt} here")
+        return record

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from tests.control.rig import Rig
+
 from corral.control.accounting import Accounting, LedgerSettings, attempt_ref
 from corral.core.reasons import BUDGET_EXCEEDED
-from corral.ledger import PriceRule, grant, statement
+from corral.ledger import PriceRule, Statement, grant, statement
 from corral.store import Store
 from corral.store import ledger_rows as LR
 from corral.store.journal_sql import LedgerDb
-from tests.control.rig import Rig
 
 PRICE = "3.60"  # per H100-hour: one GPU-second costs exactly 0.001
 
@@ -27,7 +28,7 @@ def _rig(store: Store, credits: str | None = "100", **settings: object) -> Rig:
     return rig
 
 
-def _statement(store: Store, now: float, queue: str = "q"):  # noqa: ANN202
+def _statement(store: Store, now: float, queue: str = "q") -> Statement:
     with LedgerDb(store).read() as s:
         return statement(s.journal, queue, Decimal(repr(now)))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from corral.api import meta, pool, workloads
+from corral.api import ledger, meta, pool, workloads
 from corral.api.context import ApiContext
 from corral.api.errors import install_handlers
 
@@ -22,6 +22,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(meta.router)
     app.include_router(workloads.router)
     app.include_router(pool.router)
+    app.include_router(ledger.router)  # ledger hook: /v1/ledger (corral.api.ledger)
     from corral.web import install as install_dashboard  # late: corral.web imports corral.api
 
     install_dashboard(app)  # the dashboard at /, its data at /v1/dashboard, and /metrics

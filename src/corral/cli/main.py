@@ -6,7 +6,7 @@ import importlib.util
 
 import typer
 
-from corral.cli import cluster, up, workloads
+from corral.cli import cluster, credits, up, workloads
 from corral.cli.plan import plan_command
 
 app = typer.Typer(
@@ -17,6 +17,8 @@ app = typer.Typer(
 app.command("plan")(plan_command)
 app.command("up")(up.up)
 app.add_typer(up.db_app, name="db")
+app.add_typer(credits.credits_app, name="credits")  # ledger hook: corral credits / usage
+app.command("usage")(credits.usage)
 for _command in (workloads.submit, workloads.ls, workloads.describe, workloads.logs,
                  workloads.cancel, workloads.why, cluster.queues, cluster.nodes, cluster.cordon,
                  cluster.uncordon, cluster.top):

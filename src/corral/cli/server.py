@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 from corral.api import ApiContext, create_app
 from corral.backends.local import LocalBackend
 from corral.control import ControlLoop, ControlSettings, Leadership, Submissions
+from corral.control.accounting import accounting_from_pool
 from corral.core.model import CapacityKind, Node, Queue
 from corral.spec import PoolSpec, load_pool
 from corral.store import Store
@@ -148,7 +150,10 @@ def bootstrap(cfg: ServerConfig) -> Composed:
     settings = ControlSettings(checkpoint_root=dd.checkpoints, interval_s=cfg.interval_s,
                                stop_grace_s=cfg.stop_grace_s, scheduler=scheduler)
     leadership = Leadership(store, ttl_s=settings.lease_ttl_s)
-    loop = ControlLoop(store, backend, settings=settings, leadership=leadership)
+    # ledger hook: pool prices, budget admission, metering and settlement (corral.control.accounting)
+    accounting = accounting_from_pool(store, spec, time.time())
+    loop = ControlLoop(store, backend, settings=settings, leadership=leadership,
+                       admission=accounting)
     ctx = ApiContext(store, Submissions(store, scheduler), logs=backend, leadership=leadership,
                      backend_name=backend.name)
     return Composed(store, backend, loop, ctx, token, source or detected)

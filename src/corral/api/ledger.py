@@ -1,0 +1,298 @@
+"""/v1/ledger: credits, holds, history, prices and usage reports.
+
+Who may do what: everyone reads the prices; users read the balance, grants, holds, history and
+usage of the queues they belong to; admins read everything and grant, transfer and set prices.
+Writes are idempotent when the caller passes a `key` (a retried grant with the same key and the
+same body grants once). Bad input is a 422 naming the field and the fix, and stores nothing; a
+transfer larger than the source's available credits is a 409 with the ledger's sentence.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from fractions import Fraction
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from corral.api.context import ApiContext, Caller, context, require_admin
+from corral.api.errors import ApiError, not_found
+from corral.control.accounting import parse_ref
+from corral.control.ledger_prices import build_catalog
+from corral.ledger import (
+    Deny,
+    Journal,
+    LedgerError,
+    LedgerInputError,
+    PriceRule,
+    Transaction,
+    TxKind,
+    grant,
+    statement,
+    transfer,
+    usage_report,
+    write_csv,
+)
+from corral.ledger.accounts import AccountKind
+from corral.ledger.funding import funding_chain
+from corral.ledger.reports import DIMENSIONS
+from corral.sdk import ledger as LM
+from corral.sdk import models as M
+from corral.store import Store
+from corral.store import ledger_rows as LR
+from corral.store import pool as P
+from corral.store.auth import Principal
+from corral.store.journal_sql import LedgerDb, LedgerSession
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/ledger", tags=["ledger"])
+Ctx = Annotated[ApiContext, Depends(context)]
+_ERRORS = {401: {"model": M.ErrorBody}, 403: {"model": M.ErrorBody},
+           404: {"model": M.ErrorBody}, 409: {"model": M.ErrorBody},
+           422: {"model": M.ErrorBody}}
+_LEDGERS: weakref.WeakKeyDictionary[Store, LedgerDb] = weakref.WeakKeyDictionary()
+
+
+def _ledger(ctx: ApiContext) -> LedgerDb:
+    db = _LEDGERS.get(ctx.store)
+    if db is None:
+        db = _LEDGERS[ctx.store] = LedgerDb(ctx.store)
+    return db
+
+
+@contextmanager
+def _refusing_bad_input() -> Iterator[None]:
+    try:
+        yield
+    except LedgerInputError as e:
+        raise ApiError(422, "invalid_request", str(e), [(e.field, f"{e.problem}; {e.fix}")]
+                       ) from None
+    except LedgerError as e:  # an idempotency key reused for another request
+        raise ApiError(409, "conflict", str(e), [("key", "use a new key for a new request")]
+                       ) from None
+
+
+def _now(ctx: ApiContext) -> Decimal:
+    return Decimal(repr(float(ctx.clock.now())))
+
+
+def _visible_queue(s: LedgerSession, who: Principal, queue: str) -> None:
+    if queue not in s.journal.chart or not who.may_use(queue):
+        raise not_found("queue", queue)
+
+
+def _balance(journal: Journal, queue: str, now: Decimal) -> LM.Balance:
+    st = statement(journal, queue, now)
+    metered = any(journal.lots(q) for q in funding_chain(journal, queue))
+    return LM.Balance(queue=queue, currency=journal.currency.code, metered=metered,
+                      **{f: str(getattr(st, f)) for f in (
+                          "granted", "settled", "held", "expired", "transferred_in",
+                          "transferred_out", "balance", "available", "debt")})
+
+
+@router.get("/balances", response_model=list[LM.Balance], responses=_ERRORS)
+def balances(ctx: Ctx, who: Caller) -> list[LM.Balance]:
+    """The statement of every queue the caller may see."""
+    with _ledger(ctx).read() as s:
+        return [_balance(s.journal, q, _now(ctx)) for q in s.journal.chart.queues
+                if who.may_use(q)]
+
+
+@router.get("/queues/{queue}/balance", response_model=LM.Balance, responses=_ERRORS)
+def balance(queue: str, ctx: Ctx, who: Caller) -> LM.Balance:
+    with _ledger(ctx).read() as s:
+        _visible_queue(s, who, queue)
+        return _balance(s.journal, queue, _now(ctx))
+
+
+@router.get("/queues/{queue}/grants", response_model=list[LM.GrantOut], responses=_ERRORS)
+def grants(queue: str, ctx: Ctx, who: Caller) -> list[LM.GrantOut]:
+    with _ledger(ctx).read() as s:
+        _visible_queue(s, who, queue)
+        return [_grant_view(s.journal, tx) for tx in s.journal.transactions()
+                if tx.intent.kind is TxKind.GRANT and tx.intent.queue == queue]
+
+
+def _grant_view(journal: Journal, tx: Transaction) -> LM.GrantOut:
+    lot = tx.opens[0].account if tx.opens else None
+    left = journal.balance(lot) if lot is not None else Decimal(0)
+    expiry = tx.intent.expires_at
+    return LM.GrantOut(key=tx.key, queue=tx.intent.queue, amount=str(tx.intent.amount),
+                       left=str(left.quantize(journal.currency.quantum)), at=float(tx.at),
+                       expires_at=None if expiry is None else float(expiry), memo=tx.memo)
+
+
+@router.get("/queues/{queue}/holds", response_model=list[LM.HoldOut], responses=_ERRORS)
+def holds(queue: str, ctx: Ctx, who: Caller,
+          open_only: Annotated[bool, Query(description="only holds not yet settled")] = False,
+          ) -> list[LM.HoldOut]:
+    with _ledger(ctx).read() as s:
+        _visible_queue(s, who, queue)
+        out = []
+        for h in s.journal.holds(open_only=open_only):
+            if h.queue != queue:
+                continue
+            wid, attempt = parse_ref(h.workload)
+            out.append(LM.HoldOut(
+                ref=h.workload, workload_id=wid, attempt=attempt, queue=h.queue,
+                funders=list(h.funders), amount=str(h.amount), placed_at=float(h.placed_at),
+                open=h.open, charged=None if h.charged is None else str(h.charged)))
+        return out
+
+
+@router.get("/queues/{queue}/history", response_model=list[LM.HistoryEntry], responses=_ERRORS)
+def history(queue: str, ctx: Ctx, who: Caller,
+            limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[LM.HistoryEntry]:
+    """Transactions that touched the queue's accounts, newest first."""
+    with _ledger(ctx).read() as s:
+        _visible_queue(s, who, queue)
+        found: list[LM.HistoryEntry] = []
+        for tx in reversed(list(s.journal.transactions())):
+            touched = [p for p in tx.postings if p.account.queue == queue]
+            if not touched and tx.intent.queue != queue and tx.intent.counterparty != queue:
+                continue
+            change = sum((p.amount for p in touched if p.account.kind is AccountKind.CREDITS),
+                         Decimal(0))
+            found.append(_entry(tx, change))
+            if len(found) >= limit:
+                break
+        return found
+
+
+def _entry(tx: Transaction, change: Decimal) -> LM.HistoryEntry:
+    i = tx.intent
+    return LM.HistoryEntry(key=tx.key, kind=i.kind.value, at=float(tx.at), queue=i.queue,
+                           amount=str(i.amount), workload=i.workload,
+                           counterparty=i.counterparty, memo=tx.memo, change=str(change))
+
+
+@router.post("/grants", status_code=201, response_model=LM.GrantOut, responses=_ERRORS)
+def post_grant(body: LM.GrantIn, ctx: Ctx, who: Caller) -> LM.GrantOut:
+    """Admins: grant credits to a queue, optionally expiring. Idempotent under `key`."""
+    require_admin(who)
+    with _refusing_bad_input(), _ledger(ctx).write() as s:
+        tx = grant(s.journal, key=body.key or f"grant-{uuid.uuid4().hex[:16]}",
+                   queue=body.queue, amount=body.amount, at=_now(ctx),
+                   expires_at=None if body.expires_at is None else Decimal(repr(body.expires_at)),
+                   memo=body.memo)
+        return _grant_view(s.journal, tx)
+
+
+@router.post("/transfers", status_code=201, response_model=LM.HistoryEntry, responses=_ERRORS)
+def post_transfer(body: LM.TransferIn, ctx: Ctx, who: Caller) -> LM.HistoryEntry:
+    """Admins: move available credits between queues (they keep their expiry)."""
+    require_admin(who)
+    with _refusing_bad_input(), _ledger(ctx).write() as s:
+        result = transfer(s.journal, key=body.key or f"transfer-{uuid.uuid4().hex[:16]}",
+                          source=body.source, target=body.target, amount=body.amount,
+                          at=_now(ctx), memo=body.memo)
+        if isinstance(result, Deny):
+            raise ApiError(409, "insufficient_credits", result.message,
+                           [("amount", f"at most {result.available} can move now")])
+        moved = sum((p.amount for p in result.postings if p.account.queue == body.source),
+                    Decimal(0))
+        return _entry(result, moved)
+
+
+@router.get("/prices", response_model=list[LM.PriceOut], responses=_ERRORS)
+def prices(ctx: Ctx, who: Caller) -> list[LM.PriceOut]:
+    """Explicit price rules (pool file and admins). Nodes without a rule pay their own price."""
+    with ctx.store.read() as conn:
+        return [_price_view(p) for p in LR.list_prices(conn)]
+
+
+def _price_view(p: LR.PriceRow) -> LM.PriceOut:
+    r = p.rule
+    return LM.PriceOut(
+        id=p.id, source=p.source, price_per_gpu_hour=str(r.price_per_gpu_hour),
+        provider=r.provider, region=r.region, gpu_model=r.gpu_model,
+        capacity_kind=None if r.capacity_kind is None else r.capacity_kind.value,
+        valid_from=None if r.valid_from is None else float(r.valid_from),
+        valid_until=None if r.valid_until is None else float(r.valid_until))
+
+
+@router.post("/prices", status_code=201, response_model=LM.PriceOut, responses=_ERRORS)
+def post_price(body: LM.PriceIn, ctx: Ctx, who: Caller) -> LM.PriceOut:
+    """Admins: add a price rule; refused (nothing stored) when it overlaps one for the same
+    pattern in time."""
+    require_admin(who)
+    with _refusing_bad_input():
+        rule = PriceRule.of(
+            body.price_per_gpu_hour, provider=body.provider, region=body.region,
+            gpu_model=body.gpu_model, capacity_kind=body.capacity_kind,
+            valid_from=None if body.valid_from is None else Decimal(repr(body.valid_from)),
+            valid_until=None if body.valid_until is None else Decimal(repr(body.valid_until)))
+        if rule.price_per_gpu_hour < 0:
+            raise LedgerInputError("price_per_gpu_hour", "is negative", "give a price >= 0")
+        with ctx.store.write() as conn:
+            existing = [p.rule for p in LR.list_prices(conn)]
+            build_catalog([*existing, rule], P.list_nodes(conn))  # refuses overlaps
+            new_id = LR.add_price(conn, rule, "api", ctx.clock.now())
+    return _price_view(LR.PriceRow(new_id, rule, "api"))
+
+
+@router.delete("/prices/{price_id}", status_code=204, responses=_ERRORS)
+def delete_price(price_id: int, ctx: Ctx, who: Caller) -> Response:
+    require_admin(who)
+    with ctx.store.write() as conn:
+        if not LR.delete_price(conn, price_id):
+            raise not_found("price", str(price_id))
+    return Response(status_code=204)
+
+
+def _report(ctx: ApiContext, who: Principal, by: list[str], queue: list[str] | None,
+            since: float | None, until: float | None) -> tuple[list[str], list]:
+    wanted = set(queue) if queue else None
+    if not who.is_admin:
+        wanted = (wanted or set(who.queues)) & set(who.queues)
+    with _refusing_bad_input(), ctx.store.read() as conn:
+        records = LR.usage_records(conn, _now(ctx), queues=wanted, since=since, until=until)
+        catalog = build_catalog([p.rule for p in LR.list_prices(conn)],
+                                P.list_nodes(conn, include_inactive=True))
+        return by, list(usage_report(records, by=by, catalog=catalog))
+
+
+_By = Annotated[list[str] | None, Query(description=f"group by any of {', '.join(DIMENSIONS)}")]
+_Queues = Annotated[list[str] | None, Query(description="only these queues")]
+_Since = Annotated[float | None, Query(ge=0, description="attempts started at or after")]
+_Until = Annotated[float | None, Query(ge=0, description="attempts started before")]
+
+
+@router.get("/usage", response_model=LM.UsageReport, responses=_ERRORS)
+def usage(ctx: Ctx, who: Caller, by: _By = None, queue: _Queues = None, since: _Since = None,
+          until: _Until = None) -> LM.UsageReport:
+    """Exact GPU-seconds and cost, grouped (default: by queue and UTC day)."""
+    dims, rows = _report(ctx, who, by or ["queue", "day"], queue, since, until)
+    currency = _ledger(ctx).currency
+    total = sum((r.cost for r in rows if r.cost is not None), Fraction(0))
+    return LM.UsageReport(
+        by=dims, currency=currency.code,
+        rows=[LM.UsageRow(group=dict(zip(dims, r.group, strict=True)),
+                          gpu_seconds=_exact(r.gpu_seconds),
+                          gpu_hours=str(r.gpu_hours),
+                          cost=currency.format(currency.charge(r.cost or 0))) for r in rows],
+        total_gpu_seconds=_exact(sum((r.gpu_seconds for r in rows), Decimal(0))),
+        total_cost=currency.format(currency.charge(total)))
+
+
+def _exact(value: Decimal) -> str:
+    """64800.000 -> '64800', 0.250 -> '0.25' (exact, never in exponent notation)."""
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+@router.get("/usage.csv", response_class=Response, responses=_ERRORS)
+def usage_csv(ctx: Ctx, who: Caller, by: _By = None, queue: _Queues = None,
+              since: _Since = None, until: _Until = None) -> Response:
+    """The same report as CSV (GPU-seconds exact; hours and cost rounded per row)."""
+    dims, rows = _report(ctx, who, by or ["queue", "day"], queue, since, until)
+    out = io.StringIO()
+    write_csv(rows, out, by=dims, currency=_ledger(ctx).currency)
+    return Response(out.getvalue(), media_type="text/csv")
+

@@ -22,6 +22,7 @@ from corral.control import act
 from corral.control.admission import Admission, AdmitAll
 from corral.control.apply import StalePlan, apply_plan
 from corral.control.clock import Clock, SystemClock
+from corral.control.health import HealthMonitor
 from corral.control.leader import Leadership
 from corral.control.reconcile import Reconciled, reconcile
 from corral.control.settings import ControlSettings
@@ -59,6 +60,7 @@ class ControlLoop:
         settings: ControlSettings | None = None, admission: Admission | None = None,
         leadership: Leadership | None = None,
         observers: Sequence[Callable[[StepReport], None]] = (),
+        health: HealthMonitor | None = None,
     ) -> None:
         self.store, self.backend = store, backend
         self.clock = clock or SystemClock()
@@ -70,6 +72,8 @@ class ControlLoop:
         self.cycles = 0
         #: called with every step's report (metrics); a failing observer is logged, never fatal
         self.observers: list[Callable[[StepReport], None]] = list(observers)
+        #: node liveness + GPU health -> cordon, drain, uncordon (corral.control.health)
+        self.health = health
 
     def step(self) -> StepReport:
         started = time.perf_counter()
@@ -90,6 +94,10 @@ class ControlLoop:
         statuses = self.backend.poll(now)
         seen = reconcile(self.store, statuses, now, self.specs)
         self._tidy_backend(seen)
+        # health hook (corral.control.health): after reconcile, so lost workers' gangs are
+        # already stopping; before scheduling, so nothing is placed on a node just found sick
+        if self.health is not None:
+            self.health.step(now)
         report = StepReport(leader=True, observed=len(statuses))
         self._plan_and_apply(now, report)
         # ledger hook (corral.control.accounting): holds, metering, settlement, before launches

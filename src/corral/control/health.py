@@ -1,0 +1,309 @@
+"""Node health: engine liveness and GPU health become cordons, drains and uncordons in the store.
+
+Once per control-loop step (between reconcile and scheduling, see `corral.control.loop`):
+
+    backend.inventory()  ─┐   (Ray node dead, Slurm node DOWN, a node no longer reported)
+    GPU verdicts         ─┼─> decide (pure) ─> apply: one short transaction, an event per step
+    store's nodes + work ─┘
+
+- **cordon**: a node found DEGRADED or UNHEALTHY gets that health in the store, so the scheduler
+  places nothing new there (`Node.schedulable`). corral's health cordon lives in the `health`
+  column and leaves the operator's `cordoned` flag alone, so an uncordon by health never undoes
+  an operator's cordon. Event ``NodeCordoned`` (kind ``node``) with the reason.
+- **drain**: work holding GPUs on an UNHEALTHY node gets a stop request (reason
+  ``NodeUnhealthy``) and so leaves with the preemption contract (SIGTERM, the grace, then
+  SIGKILL: time to checkpoint); when its workers have ended it restarts as a whole gang, from its
+  checkpoint, on schedulable nodes (`corral.control.outcome`). DEGRADED nodes keep their work
+  (it still runs) and take no new work. Event ``NodeDrained`` per workload.
+- **uncordon**: a node healthy again for `recover_after_s` gets HEALTHY back. ``NodeUncordoned``.
+- **join**: a node the backend offers that the store does not know (a replacement Ray node) is
+  added, in its provider. ``NodeJoined``.
+
+Workers on a node the engine reports lost are already LOST in the backend's poll (reconcile stops
+their gang before this runs); the drain is for nodes that still run but should not (a GPU fell off
+the bus, ECC errors): after Kubernetes' node lifecycle controller (taint, then evict) and
+KAI-Scheduler's treatment of unhealthy nodes as unschedulable.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from sqlalchemy import Connection, insert, select, update
+
+from corral.backends.base import Backend, InventorySource
+from corral.backends.errors import BackendError
+from corral.backends.health import GpuHealthProbe, NodeVerdict, node_verdict
+from corral.core.model import Health, Node
+from corral.store import Store
+from corral.store import pool as P
+from corral.store import workloads as W
+from corral.store.schema import NodeRow, Provider
+
+__all__ = [
+    "NODE_CORDONED",
+    "NODE_DRAINED",
+    "NODE_JOINED",
+    "NODE_UNCORDONED",
+    "NODE_UNHEALTHY",
+    "Cordon",
+    "Drain",
+    "HealthMonitor",
+    "Join",
+    "Observation",
+    "Uncordon",
+    "decide",
+    "probe_verdicts",
+]
+
+log = logging.getLogger(__name__)
+
+NODE_CORDONED: Final = "NodeCordoned"
+NODE_UNCORDONED: Final = "NodeUncordoned"
+NODE_DRAINED: Final = "NodeDrained"
+NODE_JOINED: Final = "NodeJoined"
+NODE_UNHEALTHY: Final = "NodeUnhealthy"  # the stop reason of drained work
+_RANK: Final = {Health.HEALTHY: 0, Health.DEGRADED: 1, Health.UNHEALTHY: 2}
+
+GpuVerdicts = Callable[[float], Mapping[str, NodeVerdict]]
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What is known now about one node: its health and why."""
+
+    health: Health
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Cordon:
+    node_id: str
+    health: Health
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Uncordon:
+    node_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    workload_id: str
+    attempt: int
+    version: int
+    node_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    node: Node
+
+
+Action = Cordon | Uncordon | Drain | Join
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """A live workload attempt that holds GPUs on a node and has no stop request yet."""
+
+    workload_id: str
+    attempt: int
+    version: int
+    node_id: str
+
+
+def observe(inventory: Iterable[Node] | None, verdicts: Mapping[str, NodeVerdict],
+            known: Iterable[Node], providers: set[str]) -> dict[str, Observation]:
+    """Merge engine liveness and GPU verdicts per node: the worse one wins. Pure.
+
+    A known node of a watched provider that the inventory no longer lists is UNHEALTHY.
+    """
+    seen: dict[str, Observation] = {}
+    if inventory is not None:
+        listed = {n.id: n for n in inventory}
+        for node in known:
+            if node.provider in providers and node.id not in listed:
+                seen[node.id] = Observation(Health.UNHEALTHY, "the backend no longer reports it")
+        for node in listed.values():
+            why = "reported lost by its engine" if node.health == Health.UNHEALTHY else (
+                f"the engine reports it {node.health}")
+            seen[node.id] = Observation(node.health, why if node.health != Health.HEALTHY
+                                        else "alive")
+    for node_id, verdict in verdicts.items():
+        if not verdict.checked and verdict.health == Health.HEALTHY:
+            continue
+        current = seen.get(node_id)
+        if current is None or _RANK[verdict.health] > _RANK[current.health]:
+            seen[node_id] = Observation(verdict.health, f"GPU health: {verdict.reason}")
+    return seen
+
+
+def decide(known: Sequence[Node], observed: Mapping[str, Observation],
+           holding: Sequence[Holding], *, healthy_since: Mapping[str, float] | None = None,
+           now: float = 0.0, recover_after_s: float = 0.0,
+           new_nodes: Sequence[Node] = ()) -> list[Action]:
+    """The actions that bring the store in line with what was observed. Pure and idempotent:
+    applied, then decided again on the same input, it returns [] (drained work has a stop
+    request and so is no longer `holding`).
+
+    healthy_since: when each node was first seen healthy again (for `recover_after_s`).
+    Example: n1 known HEALTHY, observed UNHEALTHY ("xid 79"), job j running there ->
+    [Cordon(n1, UNHEALTHY, "GPU health: gpu 0: xid 79 ..."), Drain(j, ..., n1, ...)].
+    """
+    actions: list[Action] = [Join(n) for n in new_nodes]
+    for node in known:
+        obs = observed.get(node.id)
+        if obs is None:
+            continue
+        if obs.health != Health.HEALTHY and obs.health != node.health:
+            actions.append(Cordon(node.id, obs.health, obs.reason))
+        elif obs.health == Health.HEALTHY and node.health != Health.HEALTHY:
+            since = (healthy_since or {}).get(node.id, now)
+            if now - since >= recover_after_s:
+                actions.append(Uncordon(node.id, obs.reason))
+    sick = {n.id: o.reason for n in known if (o := observed.get(n.id)) is not None
+            and o.health == Health.UNHEALTHY}
+    drained: set[str] = set()
+    for h in sorted(holding, key=lambda h: (h.workload_id, h.node_id)):
+        if h.node_id in sick and h.workload_id not in drained:
+            drained.add(h.workload_id)
+            actions.append(Drain(h.workload_id, h.attempt, h.version, h.node_id, sick[h.node_id]))
+    return actions
+
+
+def probe_verdicts(probes: Mapping[str, GpuHealthProbe],
+                   expected: Mapping[str, int | None] | None = None) -> GpuVerdicts:
+    """GPU verdicts from one probe per node (node id -> probe; `expected`: GPUs per node)."""
+    def verdicts(now: float) -> dict[str, NodeVerdict]:
+        out = {}
+        for node_id, probe in probes.items():
+            want = (expected or {}).get(node_id)
+            out[node_id] = node_verdict(probe.check(now), expected_devices=want,
+                                        unavailable_reason="" if probe.available
+                                        else probe.unavailable_reason)
+        return out
+    return verdicts
+
+
+@dataclass
+class HealthMonitor:
+    """Applies `decide` every `interval_s` of the loop's clock. See the module docstring.
+
+    backend: its `inventory()` gives engine liveness (when it is an InventorySource).
+    gpu_verdicts: GPU health per node (`probe_verdicts`), or None. join_new_nodes: add nodes the
+    backend offers that the store does not know. recover_after_s: how long a node must stay
+    healthy before it is uncordoned (against flapping).
+    """
+
+    store: Store
+    backend: Backend | None = None
+    gpu_verdicts: GpuVerdicts | None = None
+    interval_s: float = 0.0
+    recover_after_s: float = 0.0
+    join_new_nodes: bool = True
+    last_run: float | None = None
+    healthy_since: dict[str, float] = field(default_factory=dict)
+
+    def step(self, now: float) -> list[Action]:
+        """Observe and act once (no-op before `interval_s` has passed). Never raises for an
+        engine that cannot be reached: that is not a node failure, and the next step retries."""
+        if self.last_run is not None and now - self.last_run < self.interval_s:
+            return []
+        self.last_run = now
+        inventory = self._inventory()
+        verdicts = self.gpu_verdicts(now) if self.gpu_verdicts is not None else {}
+        with self.store.read() as conn:
+            known = P.list_nodes(conn)
+            every_id = {n.id for n in P.list_nodes(conn, include_inactive=True)}
+            holding = _holding(conn)
+        providers = {n.provider for n in inventory or ()}
+        observed = observe(inventory, verdicts, known, providers)
+        self._track_recovery(observed, now)
+        # A node the pool file deactivated stays out; only nodes never seen join.
+        new = [n for n in inventory or () if n.id not in every_id
+               and n.health == Health.HEALTHY] if self.join_new_nodes else []
+        actions = decide(known, observed, holding, healthy_since=self.healthy_since, now=now,
+                         recover_after_s=self.recover_after_s, new_nodes=new)
+        if actions:
+            with self.store.write() as conn:
+                for action in actions:
+                    _apply(conn, action, now)
+        return actions
+
+    def _inventory(self) -> list[Node] | None:
+        if not isinstance(self.backend, InventorySource):
+            return None
+        try:
+            return self.backend.inventory()
+        except BackendError as e:
+            log.warning("node inventory unavailable: %s", e)
+            return None
+
+    def _track_recovery(self, observed: Mapping[str, Observation], now: float) -> None:
+        for node_id, obs in observed.items():
+            if obs.health == Health.HEALTHY:
+                self.healthy_since.setdefault(node_id, now)
+            else:
+                self.healthy_since.pop(node_id, None)
+
+
+def _holding(conn: Connection) -> list[Holding]:
+    live = {r.id: r for r in W.load_active(conn)
+            if r.state in W.HOLDING_STATES and r.stop_reason is None}
+    return [Holding(h.workload_id, live[h.workload_id].attempt, live[h.workload_id].version,
+                    h.node_id)
+            for h in W.holding_placements(conn) if h.workload_id in live]
+
+
+def _apply(conn: Connection, action: Action, now: float) -> None:
+    if isinstance(action, Cordon):
+        conn.execute(update(NodeRow).where(NodeRow.id == action.node_id)
+                     .values(health=str(action.health)))
+        W.append_event(conn, at=now, kind="node", reason=NODE_CORDONED, subject=action.node_id,
+                       message=f"{action.health}: {action.reason}; no new work is placed here",
+                       data={"health": str(action.health)})
+    elif isinstance(action, Uncordon):
+        conn.execute(update(NodeRow).where(NodeRow.id == action.node_id)
+                     .values(health=str(Health.HEALTHY)))
+        W.append_event(conn, at=now, kind="node", reason=NODE_UNCORDONED, subject=action.node_id,
+                       message=f"healthy again ({action.reason}); it takes new work")
+    elif isinstance(action, Drain):
+        _drain(conn, action, now)
+    else:
+        _join(conn, action.node, now)
+
+
+def _drain(conn: Connection, d: Drain, now: float) -> None:
+    message = (f"node {d.node_id} is unhealthy ({d.reason}); stopping the gang to restart it "
+               "from its checkpoint on healthy nodes")
+    if W.update_versioned(conn, d.workload_id, d.version, stop_reason=NODE_UNHEALTHY,
+                          stop_message=message):
+        W.append_event(conn, at=now, kind="node", reason=NODE_DRAINED, subject=d.node_id,
+                       workload_id=d.workload_id, attempt=d.attempt, message=message)
+
+
+def _join(conn: Connection, node: Node, now: float) -> None:
+    if conn.execute(select(Provider.name).where(Provider.name == node.provider)).first() is None:
+        conn.execute(insert(Provider).values(name=node.provider, capacity_kind=str(
+            node.capacity_kind), region=node.region, spec={"name": node.provider}))
+    known = conn.execute(select(NodeRow.id).where(NodeRow.id == node.id)).first()
+    values = {"provider": node.provider, "gpu_model": node.gpu_model,
+              "gpu_count": node.gpu_count, "gpu_memory_mib": node.gpu_memory_mib,
+              "cpu_milli": node.cpu_milli, "memory_mib": node.memory_mib,
+              "price_per_gpu_hour": node.price_per_gpu_hour,
+              "capacity_kind": str(node.capacity_kind), "region": node.region,
+              "zone": node.zone, "rack": node.rack, "nvlink_domain": node.nvlink_domain,
+              "health": str(node.health), "labels": dict(node.labels), "active": True}
+    if known is None:
+        conn.execute(insert(NodeRow).values(id=node.id, cordoned=node.cordoned, **values))
+    else:
+        conn.execute(update(NodeRow).where(NodeRow.id == node.id).values(**values))
+    W.append_event(conn, at=now, kind="node", reason=NODE_JOINED, subject=node.id,
+                   message=f"{node.gpu_count} x {node.gpu_model} offered by {node.provider}")

@@ -1,0 +1,134 @@
+// Pool: every node a row of GPU cells, grouped by provider; a cell is filled by the queues
+// that hold the GPU (a 0.25 share fills a quarter). Filters by provider, region and GPU model.
+
+import { api } from "../api.js";
+import { OTHER, queueColor } from "../colors.js";
+import { fill, h } from "../dom.js";
+import { gpus } from "../format.js";
+
+const FILTERS = [["provider", "Provider", "all providers"], ["region", "Region", "all regions"], ["gpu_model", "GPU model", "all GPU models"]];
+
+function shareText(s) {
+  const who = s.queue === null ? "another queue" : `${s.queue}${s.workload_id ? ` (${s.workload_id})` : ""}`;
+  return `${gpus(s.gpus)} GPU · ${who}`;
+}
+
+function cell(node, device) {
+  const used = device.shares.reduce((a, s) => a + s.gpus, 0);
+  const lines = [`${node.id} · GPU ${device.index}`, ...device.shares.map(shareText)];
+  if (used < 0.999) lines.push(`${gpus(1 - used)} GPU idle`);
+  const target = device.shares.find((s) => s.workload_id);
+  const el = h("div", {
+    class: `cell${used >= 0.999 ? " full" : used > 0 ? " part" : ""}${target ? " link" : ""}`,
+    title: lines.join("\n"), role: "img", "aria-label": lines.join("; "),
+    dataset: { testid: "gpu", node: node.id, index: device.index, used: gpus(used) },
+  }, device.shares.map((s) => h("span", {
+    class: `seg${s.queue === null ? " other" : ""}`,
+    dataset: { queue: s.queue ?? "" },
+    style: { width: `${Math.min(s.gpus, 1) * 100}%`, backgroundColor: s.queue === null ? OTHER : queueColor(s.queue) },
+  })));
+  if (target) el.addEventListener("click", () => { location.hash = `#/workloads/${encodeURIComponent(target.workload_id)}`; });
+  return el;
+}
+
+function badges(node) {
+  const out = [];
+  if (node.cordoned) out.push(h("span", { class: "badge cordoned", title: "no new work lands here; running work stays" }, "cordoned"));
+  if (node.health !== "healthy") out.push(h("span", { class: `badge ${node.health}`, title: `health: ${node.health}` }, node.health));
+  if (node.capacity_kind === "spot") out.push(h("span", { class: "badge spot", title: "spot capacity: may be reclaimed by the provider" }, "spot"));
+  return out;
+}
+
+function nodeRow(node) {
+  const state = node.cordoned ? " cordoned" : node.health !== "healthy" ? ` ${node.health}` : "";
+  return h("div", { class: `node-row${state}`, dataset: { testid: "node", node: node.id } },
+    h("div", { class: "node-name" },
+      h("span", { class: "mono" }, node.id),
+      h("span", { class: "sub" }, `${node.gpu_model || "no GPU"} · ${Math.round(node.gpu_memory_mib / 1024)} GiB · ${node.zone}`)),
+    h("div", { class: "node-badges" }, badges(node)),
+    h("div", { class: "cells" }, node.devices.map((d) => cell(node, d))),
+    h("div", { class: "node-use", title: "GPUs held / GPUs on the node" }, `${gpus(node.gpus_used)} / ${node.gpu_count}`));
+}
+
+function group(provider, nodes) {
+  const total = nodes.reduce((a, n) => a + n.gpu_count, 0);
+  const used = nodes.reduce((a, n) => a + n.gpus_used, 0);
+  const kinds = [...new Set(nodes.map((n) => n.capacity_kind))].join(", ");
+  const regions = [...new Set(nodes.map((n) => n.region))].join(", ");
+  const prices = [...new Set(nodes.filter((n) => n.price_per_gpu_hour > 0)
+    .map((n) => `${n.gpu_model} ${n.price_per_gpu_hour.toFixed(2)}/GPU-h`))].join(", ");
+  return h("section", { class: "provider card", dataset: { testid: "provider", provider } },
+    h("header", {},
+      h("h2", {}, provider),
+      h("span", { class: "sub" }, [kinds, regions, prices].filter(Boolean).join(" · ")),
+      h("span", { class: "spacer" }),
+      h("span", { class: "use" }, `${gpus(used)} of ${total} GPUs allocated`)),
+    nodes.map(nodeRow));
+}
+
+function legend(data, me) {
+  const seen = new Set();
+  let other = false;
+  for (const n of data.nodes) for (const d of n.devices) for (const s of d.shares) {
+    if (s.queue === null) other = true; else seen.add(s.queue);
+  }
+  const names = [...new Set([...seen, ...me.queues])].sort();
+  return [
+    h("span", { class: "legend-title" }, "Queues:"),
+    names.map((q) => h("span", { class: "chip" }, h("i", { style: { background: queueColor(q) } }), q)),
+    other ? h("span", { class: "chip" }, h("i", { class: "other", style: { backgroundColor: OTHER } }), "other queues") : null,
+    h("span", { class: "chip" }, h("i", { class: "idle" }), "idle GPU"),
+    h("span", { class: "chip" }, h("span", { class: "badge cordoned" }, "cordoned"), "no new work"),
+    h("span", { class: "chip" }, h("span", { class: "badge unhealthy" }, "unhealthy"), "out of service"),
+  ];
+}
+
+export function mount(root, ctx) {
+  const chosen = Object.fromEntries(FILTERS.map(([k]) => [k, ""]));
+  const selects = {};
+  const controls = FILTERS.map(([key, label]) => {
+    selects[key] = h("select", { id: `filter-${key}`, onchange: () => { chosen[key] = selects[key].value; draw(true); } });
+    return h("label", {}, label, selects[key]);
+  });
+  const legendBox = h("div", { class: "legend", dataset: { testid: "legend" } });
+  const body = h("div", { class: "pool", dataset: { testid: "pool" } });
+  root.append(
+    h("div", { class: "page-head" }, h("h1", {}, "Pool"),
+      h("p", { class: "hint" }, "Each row is a node and each square one GPU, coloured by the queue that holds it. ",
+        "A partly filled square is a fractional share (0.25 GPU fills a quarter). Hover a square for details; click it to open its workload.")),
+    h("div", { class: "filters" }, controls), legendBox, body);
+  let data = null;
+  let drawn = "";
+
+  function options() {
+    for (const [key, , all] of FILTERS) {
+      const values = [...new Set(data.nodes.map((n) => n[key]))].sort();
+      const wanted = [["", all], ...values.map((v) => [v, v])];
+      const have = [...selects[key].options].map((o) => o.value);
+      if (have.join("\n") !== wanted.map(([v]) => v).join("\n")) {
+        fill(selects[key], wanted.map(([v, t]) => h("option", { value: v }, t)));
+        selects[key].value = values.includes(chosen[key]) ? chosen[key] : "";
+      }
+    }
+  }
+
+  function draw(force) {
+    const nodes = data.nodes.filter((n) => FILTERS.every(([k]) => !chosen[k] || n[k] === chosen[k]));
+    const key = JSON.stringify([nodes, chosen]);
+    if (!force && key === drawn) return; // unchanged: keep the DOM (and the hover) as it is
+    drawn = key;
+    fill(legendBox, legend(data, ctx.me));
+    const byProvider = new Map();
+    for (const n of nodes) byProvider.set(n.provider, [...(byProvider.get(n.provider) || []), n]);
+    fill(body, nodes.length ? [...byProvider].map(([p, ns]) => group(p, ns))
+      : h("p", { class: "empty" }, data.nodes.length ? "No node matches these filters." : "The pool has no nodes yet: start corral up with a pool file (--pool)."));
+  }
+
+  return {
+    async refresh() {
+      data = await api("/v1/dashboard/pool");
+      options();
+      draw(false);
+    },
+  };
+}

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from sqlalchemy.exc import IntegrityError
+
 from corral.control import lifecycle as L
 from corral.control.snapshot import SpecCache, load_snapshot
 from corral.core import reasons as R
@@ -32,6 +34,8 @@ from corral.store import workloads as W
 from corral.store.workloads import WorkloadRecord
 
 __all__ = ["DryRun", "PoolView", "Submissions", "stored_form", "unit_ids"]
+
+_ID_ATTEMPTS = 5
 
 #: which spec field an unresolvable reason is about, so the error names it
 FIELD_OF_REASON: Final = {
@@ -132,22 +136,24 @@ class Submissions:
     def submit(self, spec: WorkloadSpec, user: str, now: float) -> list[WorkloadRecord]:
         """Check, then store the workload's units and their Submitted events; return them."""
         self.check(spec)
-        group_id = f"{spec.name}-{secrets.token_hex(3)}"
         body = stored_form(spec)
-        rows = [
-            {"id": uid, "group_id": group_id, "name": spec.name, "queue": spec.queue,
-             "user": user, "kind": str(spec.kind), "spec": body, "state": "pending",
-             "reason_code": L.SUBMITTED, "reason_message": "waiting for the next scheduling cycle",
-             "submitted_at": now}
-            for uid in unit_ids(group_id, spec)
-        ]
-        with self.store.write() as conn:
-            W.insert_workloads(conn, rows)
-            for r in rows:
-                W.append_event(conn, at=now, kind="transition", reason=L.SUBMITTED,
-                               message=f"submitted by {user} to queue {spec.queue}",
-                               workload_id=r["id"], to_state="pending")
-            return [rec for r in rows if (rec := W.get_workload(conn, r["id"])) is not None]
+        for _ in range(_ID_ATTEMPTS):
+            group_id = f"{spec.name}-{secrets.token_hex(4)}"
+            rows = [_row(uid, group_id, spec, user, body, now) for uid in unit_ids(group_id, spec)]
+            try:
+                with self.store.write() as conn:
+                    seqs = W.insert_workloads(conn, rows)
+                    W.append_events(conn, [
+                        {"at": now, "kind": "transition", "reason": L.SUBMITTED,
+                         "message": f"submitted by {user} to queue {spec.queue}",
+                         "workload_id": r["id"], "to_state": "pending"} for r in rows])
+            except IntegrityError:  # the random id is taken: draw another
+                continue
+            return [WorkloadRecord(
+                seq=seq, **{k: r[k] for k in r}, attempt=0, restart_count=0, version=1,
+                started_at=None, finished_at=None, not_before=0.0, stop_reason=None,
+                stop_message="", exit_code=None) for seq, r in zip(seqs, rows, strict=True)]
+        raise RuntimeError("could not find a free workload id; try again")
 
     def dry_run(self, spec: WorkloadSpec, now: float) -> DryRun:
         """Plan one cycle on the current state plus the candidate; nothing is stored."""
@@ -161,6 +167,14 @@ class Submissions:
                  for u in spec.to_core("candidate", now)]
         state = dataclasses.replace(snap.state, workloads=snap.state.workloads + tuple(units))
         return _dry_outcome(schedule(state, now, self.config), units)
+
+
+def _row(uid: str, group_id: str, spec: WorkloadSpec, user: str, body: dict[str, Any],
+         now: float) -> dict[str, Any]:
+    return {"id": uid, "group_id": group_id, "name": spec.name, "queue": spec.queue,
+            "user": user, "kind": str(spec.kind), "spec": body, "state": "pending",
+            "reason_code": L.SUBMITTED, "reason_message": "waiting for the next scheduling cycle",
+            "submitted_at": now}
 
 
 def stored_form(spec: WorkloadSpec) -> dict[str, Any]:

@@ -24,6 +24,7 @@ __all__ = [
     "Held",
     "WorkloadRecord",
     "append_event",
+    "append_events",
     "assignments_of",
     "count_by_queue_state",
     "count_by_state",
@@ -95,10 +96,19 @@ class EventRecord:
 _COLUMNS = [getattr(WorkloadRow, f) for f in WorkloadRecord.__slots__]
 
 
-def insert_workloads(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert new workloads (state pending, version 1). Keys: the WorkloadRow columns."""
-    if rows:
+def insert_workloads(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert new workloads (state pending, version 1); return their seqs, in order.
+    Keys: the WorkloadRow columns. Raises IntegrityError when an id is taken."""
+    if not rows:
+        return []
+    if len(rows) > 1:
         conn.execute(insert(WorkloadRow), list(rows))
+        ids = [r["id"] for r in rows]
+        found = dict(conn.execute(select(WorkloadRow.id, WorkloadRow.seq)
+                                  .where(WorkloadRow.id.in_(ids))).all())
+        return [found[i] for i in ids]
+    seq = conn.execute(insert(WorkloadRow).values(**rows[0]).returning(WorkloadRow.seq)).scalar_one()
+    return [int(seq)]
 
 
 def get_workload(conn: Connection, workload_id: str) -> WorkloadRecord | None:
@@ -218,6 +228,14 @@ def append_event(
         at=at, kind=kind, reason=reason, message=message, workload_id=workload_id,
         subject=subject, from_state=from_state, to_state=to_state, attempt=attempt,
         data=data or {}))
+
+
+def append_events(conn: Connection, events: Sequence[dict[str, Any]]) -> None:
+    """Several events in one statement (keys as `append_event`'s arguments)."""
+    if events:
+        conn.execute(insert(Event), [
+            {"subject": "", "from_state": "", "attempt": 0, "message": "", "data": {}, **e}
+            for e in events])
 
 
 def list_events(

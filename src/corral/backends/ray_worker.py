@@ -80,6 +80,12 @@ def _node_address() -> str:
     return str(ray.util.get_node_ip_address())
 
 
+def _node_id() -> str:
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id())
+
+
 class WorkerHost:
     """One worker's supervisor on its Ray node. Created by the backend as a detached, named actor.
 
@@ -98,6 +104,7 @@ class WorkerHost:
         self.log_path = self.attempt_dir / f"worker-{worker}.log"
         self.deadline_file = self.dir / DEADLINE_FILE
         self.address = _node_address()
+        self.node = _node_id()
         if master is None:
             self.port = _free_port(self.address)
             master_addr, master_port = self.address, self.port
@@ -133,7 +140,8 @@ class WorkerHost:
         return self.address, self.port
 
     def status(self) -> dict[str, Any]:
-        """{state: starting|running|ended, exit: the runner's exit record or None, pid}.
+        """{state: starting|running|ended, exit: the runner's exit record or None, node: the
+        Ray node id it runs on}.
 
         `ended` with exit None means the runner died without recording (it was killed).
         """
@@ -142,11 +150,10 @@ class WorkerHost:
         if alive and exit_record is None:
             started = (self.dir / CHILD_RECORD).exists()
             return {"state": "running" if started else "starting", "exit": None,
-                    "stop_requested": self.deadline_file.exists()}
+                    "node": self.node}
         if exit_record is None:
             exit_record = read_json(self.dir / EXIT_RECORD)  # written just before it exited
-        return {"state": "ended", "exit": exit_record, "runner_code": self.runner.poll(),
-                "stop_requested": self.deadline_file.exists()}
+        return {"state": "ended", "exit": exit_record, "node": self.node}
 
     def stop(self, grace_seconds: float) -> float:
         """The preemption contract on this node: deadline file, then SIGTERM to the runner (which

@@ -12,3 +12,7 @@ settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True
 settings.register_profile("dev", max_examples=400, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# The real-parts fixtures (session-scoped PostgreSQL, Slurm, Ray, Chromium) are registered once
+# here, so every folder shares one server of each kind per test session.
+from corral.testing.fixtures import *  # noqa: E402, F403

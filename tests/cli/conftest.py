@@ -6,7 +6,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from corral.testing.fixtures import postgres_server  # noqa: F401
 from corral.testing.postgres import PostgresServer
 
 from .server_proc import CorralServer, stop_workers

@@ -8,7 +8,6 @@ import pytest
 
 from corral.store import Store
 from corral.store.database import sqlite_url
-from corral.testing.fixtures import postgres_database_url, postgres_server  # noqa: F401
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 

@@ -178,7 +178,6 @@ class Workload:
     started_at: float | None = None
     assignments: tuple[WorkerAssignment, ...] = ()
     user: str = ""
-    min_workers: int | None = None  # services: replicas that may never be preempted
 
     @property
     def gpus_per_worker_milli(self) -> int:

@@ -1,0 +1,119 @@
+"""The dashboard's data endpoints and files: what each role sees, and what nobody sees."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+
+from corral.web.reports import list_reports
+from corral.web.settings import WebSettings
+
+from .rig import Dash
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # see rig.py: Starlette's TestClient deprecation
+    from fastapi.testclient import TestClient
+
+ENDPOINTS = ["/v1/dashboard/me", "/v1/dashboard/pool", "/v1/dashboard/queues",
+             "/v1/dashboard/usage", "/v1/dashboard/reports"]
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_every_view_needs_a_token(sqlite_dash: Dash, path: str) -> None:
+    r = sqlite_dash.client.get(path)
+    assert r.status_code == 401 and r.json()["error"] == "unauthorized"
+
+
+def test_a_user_sees_their_queues_and_only_the_occupancy_of_others(dash: Dash) -> None:
+    mine = dash.submit(dash.ann, name="mine", gpus=0.5, gpu_models=["L4"])
+    theirs = dash.submit(dash.bob, name="theirs", queue="team-b", gpus=0.5, gpu_models=["L4"])
+    dash.step()
+    me = dash.client.get("/v1/dashboard/me", headers=dash.ann).json()
+    assert me == {"name": "ann", "role": "user", "queues": ["team-a"]}
+    pool = dash.client.get("/v1/dashboard/pool", headers=dash.ann)
+    shares = [s for n in pool.json()["nodes"] for d in n["devices"] for s in d["shares"]]
+    assert sorted((s["queue"] or "", s["gpus"]) for s in shares) == [("", 0.5), ("team-a", 0.5)]
+    assert {s["workload_id"] for s in shares} == {mine, None}
+    assert pool.json()["totals"]["allocated"] == 1.0 and pool.json()["running"] == 1
+    queues = dash.client.get("/v1/dashboard/queues", headers=dash.ann).json()
+    assert [q["name"] for q in queues["queues"]] == ["team-a"]
+    usage = dash.client.get("/v1/dashboard/usage", headers=dash.ann).json()
+    assert usage["points"][-1]["by_queue"] == {"team-a": 0.5, "": 0.5}
+    for path in ENDPOINTS[:4]:
+        body = dash.client.get(path, headers=dash.ann).text
+        assert "team-b" not in body and theirs not in body and "bob" not in body, path
+    admin = dash.client.get("/v1/dashboard/pool", headers=dash.admin).json()
+    assert {s["queue"] for n in admin["nodes"] for d in n["devices"] for s in d["shares"]} == {
+        "team-a", "team-b"}
+
+
+def test_the_queue_board_shows_fair_share_and_reasons(sqlite_dash: Dash) -> None:
+    d = sqlite_dash
+    d.submit(d.bob, name="b1", queue="team-b", gpus=2, gpu_models=["L4"])
+    d.submit(d.bob, name="b2", queue="team-b", gpus=4)
+    d.step()
+    rows = {q["name"]: q for q in d.client.get("/v1/dashboard/queues", headers=d.admin).json()["queues"]}
+    assert rows["team-b"]["used_gpus"] == 2 and rows["team-b"]["pending"] == 1
+    assert rows["team-b"]["pending_reasons"] == {"QueueLimit": 1}
+    assert rows["team-b"]["fair_share_gpus"] == 4  # demand 6, capped by its limit of 4
+    assert rows["team-a"]["fair_share_gpus"] == 0
+
+
+def test_reports_are_for_admins_and_stay_inside_their_directory(sqlite_dash: Dash,
+                                                               tmp_path: Path) -> None:
+    d = sqlite_dash
+    root = tmp_path / "sim"
+    root.mkdir()
+    (root / "util.png").write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    (root / "report.json").write_text(json.dumps({"jct_p50_s": 12.5}))
+    (tmp_path / "private.json").write_text('{"secret": 1}')
+    d.app.state.corral_web.settings = WebSettings(sim_reports_dir=root)
+    assert d.client.get("/v1/dashboard/reports", headers=d.ann).status_code == 403
+    listed = d.client.get("/v1/dashboard/reports", headers=d.admin).json()
+    assert sorted(r["name"] for r in listed) == ["report.json", "util.png"]
+    png = d.client.get("/v1/dashboard/reports/util.png", headers=d.admin)
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    assert d.client.get("/v1/dashboard/reports/report.json", headers=d.admin).json() == {
+        "jct_p50_s": 12.5}
+    for bad in ["../private.json", "..%2Fprivate.json", "missing.png"]:
+        r = d.client.get(f"/v1/dashboard/reports/{bad}", headers=d.admin)
+        assert r.status_code == 404 and "secret" not in r.text, bad
+    assert list_reports(root)  # the directory itself was untouched
+
+
+def test_the_dashboard_is_served_with_a_strict_content_security_policy(sqlite_dash: Dash) -> None:
+    c = sqlite_dash.client
+    root = c.get("/", follow_redirects=False)
+    assert root.status_code == 307 and root.headers["location"] == "ui/"
+    page = c.get("/ui/")
+    assert page.status_code == 200 and '<script type="module" src="js/main.js">' in page.text
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    js = c.get("/ui/js/main.js")
+    assert js.status_code == 200 and "javascript" in js.headers["content-type"]
+
+
+def test_the_sampler_runs_while_the_server_serves(sqlite_dash: Dash) -> None:
+    web = sqlite_dash.app.state.corral_web
+    with TestClient(sqlite_dash.app):  # runs the lifespan: starts, then stops, the sampler
+        assert web.sampler._thread is not None
+        sqlite_dash.submit(sqlite_dash.ann)  # a request while it runs
+    assert web.sampler._thread is None
+    assert len(web.history.since(0.0, 100)) >= 1
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({}, (None, 10.0)),
+    ({"CORRAL_SIM_REPORTS": "/r", "CORRAL_USAGE_SAMPLE_S": "2"}, (Path("/r"), 2.0)),
+    ({"CORRAL_USAGE_SAMPLE_S": "soon"}, (None, 10.0)),
+    ({"CORRAL_USAGE_SAMPLE_S": "-1"}, (None, 10.0)),
+], ids=["defaults", "configured", "not-a-number-falls-back", "negative-falls-back"])
+def test_settings_from_the_environment(env: dict[str, str], expected: tuple[object, float],
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    s = WebSettings.from_env(env)
+    assert (s.sim_reports_dir, s.usage_interval_s) == expected
+    if "CORRAL_USAGE_SAMPLE_S" in env and expected[1] == 10.0:
+        assert "CORRAL_USAGE_SAMPLE_S" in caplog.text

@@ -41,7 +41,7 @@ import numpy as np
 FEATURES = 8
 BATCH = 32
 SHARD_ROWS = 512
-KEEP_CHECKPOINTS = 6  # per worker; the gang's common step must stay among them
+KEEP_CHECKPOINTS = 3  # per worker, at least (see prune)
 _CKPT = re.compile(r"ckpt-w(\d+)-(\d{8})\.npz")
 
 
@@ -101,11 +101,23 @@ def save_checkpoint(job: Job, step: int, w: np.ndarray) -> Path:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    mine = sorted(p for p in job.ckpt_dir.glob(f"ckpt-w{job.worker}-*.npz"))
-    for old in mine[:-KEEP_CHECKPOINTS]:
-        old.unlink(missing_ok=True)
+    prune(job)
     job.log("checkpoint", step)
     return path
+
+
+def prune(job: Job) -> None:
+    """Delete this worker's checkpoints older than the gang's latest common step, keeping at
+    least KEEP_CHECKPOINTS: a peer that died long ago still needs this worker's copy of the step
+    the gang will resume from."""
+    everyone = set(range(job.workers))
+    common = [s for s, who in checkpoints(job.ckpt_dir).items() if everyone <= who]
+    floor = max(common, default=0)
+    mine = sorted(job.ckpt_dir.glob(f"ckpt-w{job.worker}-*.npz"))
+    for old in mine[:-KEEP_CHECKPOINTS]:
+        m = _CKPT.fullmatch(old.name)
+        if m and int(m.group(2)) < floor:
+            old.unlink(missing_ok=True)
 
 
 def checkpoints(directory: Path) -> dict[int, set[int]]:

@@ -24,8 +24,9 @@ JOBS_PER_ROUND = 4
 
 def _spec(marker: Path, i: int) -> dict:
     # Each run appends one line naming its workload and attempt: a second run would show.
-    code = ("import os,time; open(%r,'a').write(os.environ['CORRAL_WORKLOAD_ID']+' '+"
-            "os.environ['CORRAL_ATTEMPT']+'\\n'); time.sleep(%s)") % (str(marker), 0.3 + (i % 4) * 0.4)
+    pause = 0.3 + (i % 4) * 0.4
+    code = (f"import os,time; open({str(marker)!r},'a').write(os.environ['CORRAL_WORKLOAD_ID']"
+            f"+' '+os.environ['CORRAL_ATTEMPT']+'\\n'); time.sleep({pause})")
     return {"name": f"crash-{i}", "queue": "default", "gpus": 1, "cpu": 0.1, "memory": 64,
             "command": [sys.executable, "-c", code]}
 

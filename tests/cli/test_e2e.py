@@ -33,9 +33,10 @@ def test_submit_ls_logs_describe(server: CorralServer, tmp_path: Path) -> None:
     logs = server.cli("logs", wid).stdout
     assert f"hello from {wid} GPUs" in logs
     described = server.cli_json("describe", wid)
-    assert [e["to_state"] for e in described["events"] if e["to_state"]] == [
-        "pending", "scheduled", "starting", "running", "succeeded"] or \
-        [e["to_state"] for e in described["events"] if e["to_state"]][-1] == "succeeded"
+    states = [e["to_state"] for e in described["events"] if e["to_state"]]
+    # a quick job may end before a poll saw it running: starting -> succeeded is legal
+    assert states in (["pending", "scheduled", "starting", "running", "succeeded"],
+                      ["pending", "scheduled", "starting", "succeeded"])
 
 
 def test_why_pending_then_cancel_frees_the_gpus(server: CorralServer, tmp_path: Path) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from builders import node
 from hypothesis import given
 from hypothesis import strategies as st
 
+from builders import node
 from corral.core.fit import Shape, worker_slots
 from corral.core.model import WorkerAssignment, WorkerResources
 from corral.core.placement import Scoring

@@ -120,7 +120,7 @@ def test_bad_files_name_the_column(content: str, which: str, message: str, tmp_p
     bad.write_text(content)
     nodes = bad if which == "nodes" else FIXTURES / "openb_nodes_small.csv"
     pods = bad if which == "pods" else FIXTURES / "openb_pods_small.csv"
-    with pytest.raises(TraceFormatError, match="bad.csv") as err:
+    with pytest.raises(TraceFormatError, match=r"bad\.csv") as err:
         load_trace(nodes, pods)
     assert message in str(err.value)
 

@@ -53,6 +53,7 @@ class ReplayOptions:
     failures: FailureModel = NO_FAILURES
     prices: Mapping[str, float] = field(default_factory=dict)  # GPU model -> per GPU-hour
     interval_s: float = 0.0
+    load: float | None = None  # squeeze arrivals to this offered load (see Trace.at_load)
     series_points: int = 400  # points of the time series kept for the report and plots
 
 
@@ -90,7 +91,10 @@ def run_replay(
             f"trace {trace.name!r} has no submission times or durations: replay needs them "
             "(the fill experiment does not)"
         )
-    return _Replay(trace, policy, seed, options or ReplayOptions(), progress).run()
+    options = options or ReplayOptions()
+    if options.load is not None:
+        trace = trace.at_load(options.load)
+    return _Replay(trace, policy, seed, options, progress).run()
 
 
 class _Replay:
@@ -114,7 +118,9 @@ class _Replay:
         self.open_work = 0  # arrive and finish events not yet handled
         self.down: set[str] = set()
         self.t0 = min(t.submitted for t in trace.tasks)
+        self.t_last_arrival = max(t.submitted for t in trace.tasks)
         self.alloc = TimeWeighted(self.t0)
+        self.alloc_at_last_arrival: float | None = None
         self.used = {q.name: TimeWeighted(self.t0) for q in self.queue_map.queues}
         self.deserved = {q.name: TimeWeighted(self.t0) for q in self.queue_map.queues}
         self.allocated = 0
@@ -175,6 +181,9 @@ class _Replay:
         return self._result()
 
     def _handle(self, at: float, kind: int, key: str, run: int) -> None:
+        if self.alloc_at_last_arrival is None and at >= self.t_last_arrival:
+            self.alloc.advance(self.t_last_arrival)
+            self.alloc_at_last_arrival = self.alloc.integral
         if kind in (_ARRIVE, _FINISH):
             self.open_work -= 1
         if kind == _ARRIVE:
@@ -305,6 +314,7 @@ class _Replay:
             "makespan_s": round(span, 3),
             "gpu_allocation_pct": round(100.0 * self.alloc.average(self.t0, end) / capacity, 4)
             if capacity else 0.0,
+            "gpu_allocation_pct_while_arriving": self._arriving_pct(capacity),
             "queue_shares": per_queue,
             "jain_index": round(jain, 6),
             "preemptions": sum(v for k, v in self.counts.items() if k.startswith("evicted:")),
@@ -322,6 +332,14 @@ class _Replay:
             "wall_seconds": round(time.perf_counter() - self.started_wall, 4),
         }
         return ReplayResult(report, self._series())
+
+    def _arriving_pct(self, capacity: float) -> float:
+        """Time-averaged allocation from the first to the last arrival: the steady state, not
+        diluted by the tail of long tasks that runs on after the last arrival."""
+        span = self.t_last_arrival - self.t0
+        if self.alloc_at_last_arrival is None or span <= 0 or not capacity:
+            return 0.0
+        return round(100.0 * self.alloc_at_last_arrival / span / capacity, 4)
 
     def _series(self) -> dict[str, list[float]]:
         rows = self.series

@@ -10,7 +10,7 @@ started; a loader that reads creation, scheduled and deletion times derives it b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from corral.core.model import MILLI_PER_GPU, Node, WorkerResources
 
@@ -84,6 +84,35 @@ class Trace:
 
     def with_tasks(self, tasks: tuple[TraceTask, ...]) -> Trace:
         return Trace(self.name, self.nodes, tasks, self.notes)
+
+    def offered_load(self) -> float:
+        """Requested GPU-seconds over capacity x arrival span (1.0 = exactly enough GPUs on
+        average while tasks arrive)."""
+        if not self.has_times or len(self.tasks) < 2 or not self.gpu_capacity_milli:
+            return 0.0
+        first = min(t.submitted for t in self.tasks)
+        span = max(t.submitted for t in self.tasks) - first
+        work = sum(t.total_milli * (t.duration or 0.0) for t in self.tasks)
+        return work / (self.gpu_capacity_milli * span) if span > 0 else float("inf")
+
+    def at_load(self, load: float) -> Trace:
+        """The same tasks with arrival times squeezed (or stretched) about the first arrival so
+        that `offered_load()` becomes `load`; durations are unchanged.
+
+        The Alibaba openb traces spread 8,000 tasks over 149 days on 6,212 GPUs (offered load
+        about 0.002): replayed as recorded nothing ever waits, so comparing queueing policies
+        needs the arrivals compressed."""
+        if load <= 0:
+            raise ValueError(f"load must be positive, got {load}")
+        now = self.offered_load()
+        if now <= 0 or now == float("inf"):
+            return self
+        first = min(t.submitted for t in self.tasks)
+        factor = now / load
+        tasks = tuple(replace(t, submitted=first + (t.submitted - first) * factor)
+                      for t in self.tasks)
+        note = f"arrivals scaled by {factor:.6g} to an offered load of {load:g} (was {now:.4g})"
+        return Trace(self.name, self.nodes, tasks, (*self.notes, note))
 
 
 def run_time(

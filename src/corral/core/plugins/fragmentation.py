@@ -31,7 +31,6 @@ feasibility filters still enforce it.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Final
@@ -85,9 +84,9 @@ def typical_tasks(tasks: Iterable[TaskType], coverage: float = 0.95) -> tuple[Ta
     >>> [(t.gpus, round(t.weight, 3)) for t in typical_tasks(ts, coverage=0.9)]
     [(1, 0.667), (0, 0.333)]
     """
-    counts: Counter[tuple[int, int, int, tuple[str, ...]]] = Counter()
+    counts: dict[tuple[int, int, int, tuple[str, ...]], float] = {}
     for t in tasks:
-        counts[t.key()] += t.weight
+        counts[t.key()] = counts.get(t.key(), 0.0) + t.weight
     total = sum(counts.values())
     if total <= 0:
         return ()

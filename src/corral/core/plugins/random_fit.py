@@ -35,7 +35,7 @@ class RandomFit:
         self._rng = np.random.default_rng(seed)
 
     def score(self, cap: Capacity, shape: Shape, nodes: IntArray) -> FloatArray:
-        return self._rng.random(nodes.shape[0])
+        return np.asarray(self._rng.random(nodes.shape[0]), dtype=np.float64)
 
     def pick(self, cap: Capacity, shape: Shape, node: int) -> tuple[int, ...] | None:
         """Whole GPUs: the lowest-index untouched devices (which ones does not matter, all are

@@ -1,0 +1,278 @@
+"""`corral simulate`: run traces through the scheduling core on a simulated clock.
+
+    corral simulate fill    --nodes N.csv --pods P.csv --policy corral --seed 42 --json out.json
+    corral simulate replay  --nodes N.csv --pods P.csv --policy corral --seed 42 --json out.json
+    corral simulate compare --nodes N.csv --pods P.csv --policies random,bestfit,corral --seeds 42-44
+
+Thin: parsing, progress and printing here; every decision is in corral.sim and corral.core.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from corral.sim.failures import FailureModel
+from corral.sim.fill import TARGET_RATIO, mean_and_spread, run_fill
+from corral.sim.load import load_trace
+from corral.sim.policies import REPLAY_POLICIES, PolicyError, fill_scoring, replay_policy
+from corral.sim.replay import ReplayOptions, run_replay
+from corral.sim.synthetic import SyntheticSpec, synthetic_trace
+from corral.sim.trace import Trace, TraceFormatError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Replay cluster traces through corral's scheduling core.")
+console = Console(stderr=True)
+
+NodesOpt = Annotated[Path | None, typer.Option("--nodes", help="node list CSV (openb or generic)")]
+PodsOpt = Annotated[Path | None, typer.Option("--pods", help="task list CSV (openb or generic)")]
+SynthOpt = Annotated[int, typer.Option("--synthetic", help="instead of files: N synthetic tasks")]
+SynthNodesOpt = Annotated[int, typer.Option("--synthetic-nodes", help="nodes of the synthetic pool")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="seed for every random choice")]
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="write the figures here (JSON)")]
+PlotOpt = Annotated[Path | None, typer.Option("--plot", help="write a PNG plot here")]
+
+
+class _UserError(Exception):
+    """A mistake in the command line or the input files: printed, never a traceback."""
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    try:
+        yield
+    except (TraceFormatError, PolicyError, ValueError, _UserError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+
+
+def _trace(nodes: Path | None, pods: Path | None, synthetic: int, synthetic_nodes: int,
+           seed: int) -> Trace:
+    if synthetic:
+        return synthetic_trace(SyntheticSpec(tasks=synthetic, nodes=synthetic_nodes, seed=seed))
+    if nodes is None or pods is None:
+        raise _UserError("give --nodes and --pods (trace files), or --synthetic N")
+    return load_trace(nodes, pods)
+
+
+@contextmanager
+def _progress(what: str) -> Iterator[Callable[[int, int], None]]:
+    with Progress(TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task(what, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _write_json(path: Path | None, data: object) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=1))
+        console.print(f"wrote {path}")
+
+
+@app.command()
+def fill(
+    nodes: NodesOpt = None,
+    pods: PodsOpt = None,
+    policy: Annotated[str, typer.Option(help="placement policy: random, bestfit, fgd, "
+                                             "fgd-published, corral, any score plugin, or a mix "
+                                             "like 'fgd=1,bestfit=0.01'")] = "corral",
+    seed: SeedOpt = 42,
+    json_out: JsonOpt = None,
+    plot: PlotOpt = None,
+    target: Annotated[float, typer.Option(help="stop adding tasks at this demand / capacity")] = TARGET_RATIO,
+    synthetic: SynthOpt = 0,
+    synthetic_nodes: SynthNodesOpt = 96,
+) -> None:
+    """Fill an empty pool one task at a time (no queue, no departures); GPU allocation ratio."""
+    with _user_errors():
+        trace = _trace(nodes, pods, synthetic, synthetic_nodes, seed)
+        scoring = fill_scoring(policy, trace, seed)
+        with _progress(f"fill {trace.name} / {policy}") as update:
+            result = run_fill(trace, scoring, seed, policy, target, update)
+    data = result.to_json()
+    table = Table(title=f"fill: {trace.name}, seed {seed}")
+    for col in ("policy", "tasks", "placed", "failed", "final allocation %", "wall s"):
+        table.add_column(col, justify="right" if col != "policy" else "left")
+    table.add_row(policy, str(result.tasks), str(result.placed), str(result.failed),
+                  f"{result.final_allocation_pct:.2f}", f"{result.wall_seconds:.2f}")
+    Console().print(table)
+    _write_json(json_out, data)
+    if plot is not None:
+        with _user_errors():
+            from corral.sim.plots import PlotUnavailable, fill_curves
+
+            try:
+                console.print(f"wrote {fill_curves([data], plot, f'fill: {trace.name} (seed {seed})')}")
+            except PlotUnavailable as e:
+                raise _UserError(str(e)) from None
+
+
+def _replay_options(queues: str, teams: int, quota_fraction: float, interval: float,
+                    load: float | None, prices: list[str], mtbf: float | None, repair: float,
+                    spot_fraction: float, spot_mtbi: float | None, spot_notice: float,
+                    checkpoint: float | None) -> ReplayOptions:
+    price_map: dict[str, float] = {}
+    for item in prices:
+        model, _, value = item.partition("=")
+        try:
+            price_map[model.strip()] = float(value)
+        except ValueError:
+            raise _UserError(f"--price wants MODEL=PRICE (per GPU-hour), got {item!r}") from None
+    failures = FailureModel(node_mtbf_s=mtbf, node_repair_s=repair, spot_fraction=spot_fraction,
+                            spot_mtbi_s=spot_mtbi, spot_notice_s=spot_notice,
+                            checkpoint_interval_s=checkpoint)
+    return ReplayOptions(queues=queues, teams=teams, quota_fraction=quota_fraction,
+                         failures=failures, prices=price_map, interval_s=interval, load=load)
+
+
+@app.command()
+def replay(
+    nodes: NodesOpt = None,
+    pods: PodsOpt = None,
+    policy: Annotated[str, typer.Option(help=f"queueing policy: {', '.join(REPLAY_POLICIES)}")] = "corral",
+    placement: Annotated[str, typer.Option(help="placement policy (as for fill)")] = "corral",
+    seed: SeedOpt = 42,
+    json_out: JsonOpt = None,
+    plot: PlotOpt = None,
+    queues: Annotated[str, typer.Option(help="tasks to queues: teams, qos or trace")] = "teams",
+    teams: Annotated[int, typer.Option(help="number of teams for --queues teams")] = 4,
+    quota_fraction: Annotated[float, typer.Option(help="share of the pool given out as quotas")] = 0.8,
+    interval: Annotated[float, typer.Option(help="seconds between cycles (0: at every event)")] = 0.0,
+    load: Annotated[float | None, typer.Option(help="squeeze arrivals to this offered load")] = None,
+    price: Annotated[list[str], typer.Option(help="MODEL=PRICE per GPU-hour (repeatable)")] = [],  # noqa: B006
+    node_mtbf: Annotated[float | None, typer.Option(help="node mean time between failures, s")] = None,
+    node_repair: Annotated[float, typer.Option(help="node repair time, s")] = 4 * 3600.0,
+    spot_fraction: Annotated[float, typer.Option(help="share of nodes that are spot")] = 0.0,
+    spot_mtbi: Annotated[float | None, typer.Option(help="spot mean time between interruptions, s")] = None,
+    spot_notice: Annotated[float, typer.Option(help="spot interruption notice, s")] = 120.0,
+    checkpoint: Annotated[float | None, typer.Option(help="checkpoint interval of tasks, s")] = None,
+    synthetic: SynthOpt = 0,
+    synthetic_nodes: SynthNodesOpt = 96,
+) -> None:
+    """Replay a trace in time: arrivals, waiting, departures, failures; JCT, shares, cost."""
+    with _user_errors():
+        trace = _trace(nodes, pods, synthetic, synthetic_nodes, seed)
+        options = _replay_options(queues, teams, quota_fraction, interval, load, price, node_mtbf,
+                                  node_repair, spot_fraction, spot_mtbi, spot_notice, checkpoint)
+        chosen = replay_policy(policy, placement, trace)
+        with _progress(f"replay {trace.name} / {policy}") as update:
+            result = run_replay(trace, chosen, seed, options, update)
+    Console().print(_replay_table([result.report]))
+    _write_json(json_out, result.report | {"series": result.series})
+    if plot is not None:
+        _plot_replay({policy: result.series}, plot, f"replay: {trace.name}")
+
+
+def _replay_table(reports: list[dict[str, Any]]) -> Table:
+    table = Table(title="replay")
+    cols = ("policy", "seed", "JCT avg s", "JCT p95 s", "wait avg s", "wait p99 s", "makespan h",
+            "alloc %", "Jain", "preempt", "cost", "goodput %")
+    for col in cols:
+        table.add_column(col, justify="left" if col == "policy" else "right")
+    for r in reports:
+        table.add_row(r["policy"], str(r["seed"]), f"{r['jct_s']['avg']:.0f}",
+                      f"{r['jct_s']['p95']:.0f}", f"{r['wait_s']['avg']:.1f}",
+                      f"{r['wait_s']['p99']:.0f}", f"{r['makespan_s'] / 3600:.1f}",
+                      f"{r['gpu_allocation_pct']:.2f}", f"{r['jain_index']:.3f}",
+                      str(r["preemptions"]), f"{r['cost']:.0f}", f"{r['goodput_pct']:.2f}")
+    return table
+
+
+def _plot_replay(series: dict[str, dict[str, list[float]]], path: Path, title: str) -> None:
+    with _user_errors():
+        from corral.sim.plots import PlotUnavailable, replay_timeline
+
+        try:
+            console.print(f"wrote {replay_timeline(series, path, title)}")
+        except PlotUnavailable as e:
+            raise _UserError(str(e)) from None
+
+
+def _seeds(text: str) -> list[int]:
+    out: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        try:
+            out.extend(range(int(lo), int(hi or lo) + 1))
+        except ValueError:
+            raise _UserError(f"--seeds wants numbers and ranges like 42-51,60, got {text!r}") from None
+    return out
+
+
+@app.command()
+def compare(
+    nodes: NodesOpt = None,
+    pods: PodsOpt = None,
+    experiment: Annotated[str, typer.Option(help="fill or replay")] = "fill",
+    policies: Annotated[str, typer.Option(help="comma-separated policy names")] = "random,bestfit,fgd,corral",
+    seeds: Annotated[str, typer.Option(help="seeds, like 42-51 or 42,43")] = "42-44",
+    placement: Annotated[str, typer.Option(help="replay: placement policy")] = "corral",
+    load: Annotated[float | None, typer.Option(help="replay: squeeze arrivals to this load")] = None,
+    queues: Annotated[str, typer.Option(help="replay: teams, qos or trace")] = "teams",
+    json_out: JsonOpt = None,
+    plot: PlotOpt = None,
+    synthetic: SynthOpt = 0,
+    synthetic_nodes: SynthNodesOpt = 96,
+) -> None:
+    """Run several policies and seeds; print one table (mean ± spread over seeds)."""
+    with _user_errors():
+        if experiment not in ("fill", "replay"):
+            raise _UserError(f"--experiment must be fill or replay, got {experiment!r}")
+        names = [p.strip() for p in policies.split(",") if p.strip()]
+        seed_list = _seeds(seeds)
+        trace = _trace(nodes, pods, synthetic, synthetic_nodes, seed_list[0])
+        runs: list[dict[str, Any]] = []
+        series: dict[str, dict[str, list[float]]] = {}
+        with _progress(f"compare {experiment} on {trace.name}") as update:
+            for i, (name, seed) in enumerate((n, s) for n in names for s in seed_list):
+                if experiment == "fill":
+                    runs.append(run_fill(trace, fill_scoring(name, trace, seed), seed, name).to_json())
+                else:
+                    result = run_replay(trace, replay_policy(name, placement, trace), seed,
+                                        ReplayOptions(queues=queues, load=load))
+                    runs.append(result.report)
+                    series.setdefault(name, result.series)
+                update(i + 1, len(names) * len(seed_list))
+    Console().print(_compare_table(experiment, names, runs))
+    _write_json(json_out, {"experiment": experiment, "trace": trace.name, "runs": runs})
+    if plot is not None and experiment == "replay":
+        _plot_replay(series, plot, f"replay: {trace.name}")
+    elif plot is not None:
+        with _user_errors():
+            from corral.sim.plots import fill_curves
+
+            first = [r for r in runs if r["seed"] == seed_list[0]]
+            console.print(f"wrote {fill_curves(first, plot, f'fill: {trace.name} (seed {seed_list[0]})')}")
+
+
+def _compare_table(experiment: str, names: list[str], runs: list[dict[str, Any]]) -> Table:
+    metrics = ([("final allocation %", lambda r: r["final_allocation_pct"]),
+                ("wall s", lambda r: r["wall_seconds"])] if experiment == "fill" else
+               [("JCT avg s", lambda r: r["jct_s"]["avg"]), ("wait avg s", lambda r: r["wait_s"]["avg"]),
+                ("wait p99 s", lambda r: r["wait_s"]["p99"]), ("alloc %", lambda r: r["gpu_allocation_pct"]),
+                ("Jain", lambda r: r["jain_index"]), ("preemptions", lambda r: r["preemptions"])])
+    table = Table(title=f"{experiment}: mean ± spread over seeds")
+    table.add_column("policy")
+    for label, _ in metrics:
+        table.add_column(label, justify="right")
+    for name in names:
+        mine = [r for r in runs if r["policy"] == name or r.get("policy") == name]
+        cells = []
+        for _, get in metrics:
+            mean, spread = mean_and_spread([float(get(r)) for r in mine])
+            cells.append(f"{mean:.2f} ± {spread:.2f}")
+        table.add_row(name, *cells)
+    return table

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from fractions import Fraction
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
 
@@ -30,6 +30,7 @@ from corral.ledger import (
     LedgerError,
     LedgerInputError,
     PriceRule,
+    ReportRow,
     Transaction,
     TxKind,
     grant,
@@ -53,7 +54,8 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/ledger", tags=["ledger"])
 Ctx = Annotated[ApiContext, Depends(context)]
-_ERRORS = {401: {"model": M.ErrorBody}, 403: {"model": M.ErrorBody},
+_ERRORS: dict[int | str, dict[str, Any]] = {
+           401: {"model": M.ErrorBody}, 403: {"model": M.ErrorBody},
            404: {"model": M.ErrorBody}, 409: {"model": M.ErrorBody},
            422: {"model": M.ErrorBody}}
 _LEDGERS: weakref.WeakKeyDictionary[Store, LedgerDb] = weakref.WeakKeyDictionary()
@@ -247,7 +249,7 @@ def delete_price(price_id: int, ctx: Ctx, who: Caller) -> Response:
 
 
 def _report(ctx: ApiContext, who: Principal, by: list[str], queue: list[str] | None,
-            since: float | None, until: float | None) -> tuple[list[str], list]:
+            since: float | None, until: float | None) -> tuple[list[str], list[ReportRow]]:
     wanted = set(queue) if queue else None
     if not who.is_admin:
         wanted = (wanted or set(who.queues)) & set(who.queues)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
@@ -31,7 +32,6 @@ __all__ = [
     "add_price",
     "delete_price",
     "list_prices",
-    "open_attempts",
     "record_end",
     "record_start",
     "replace_pool_prices",
@@ -46,7 +46,7 @@ class PriceRow:
     source: str  # "pool" | "api"
 
 
-def _rule(r: LedgerPrice) -> PriceRule:
+def _rule(r: Any) -> PriceRule:  # a row of ledger_prices
     return PriceRule.of(
         Decimal(r.price_per_gpu_hour), provider=r.provider or None, region=r.region or None,
         gpu_model=r.gpu_model or None, capacity_kind=r.capacity_kind or None,
@@ -112,12 +112,6 @@ def record_end(conn: Connection, workload_id: str, attempt: int, at: Instant,
             LedgerUsage.worker == worker, LedgerUsage.end.is_(None),
         ).values(end=str(end), end_reason=reason.value))
     return len(rows)
-
-
-def open_attempts(conn: Connection) -> set[tuple[str, int]]:
-    """(workload, attempt) of every attempt with a worker still metering."""
-    q = select(LedgerUsage.workload_id, LedgerUsage.attempt).where(LedgerUsage.end.is_(None))
-    return {(w, a) for w, a in conn.execute(q).distinct()}
 
 
 def usage_records(

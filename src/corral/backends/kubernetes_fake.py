@@ -1,0 +1,236 @@
+"""An in-memory Kubernetes API server behind the official client's HTTP transport, for tests.
+
+`FakeKubernetes.api_client()` returns a real ``kubernetes.client.ApiClient`` whose urllib3 pool
+manager is this object, so every call of the client (serialization of the pod corral builds,
+query parameters, deserialization into V1Pod/V1Node, error handling through ApiException) runs
+for real; only the server side is faked. It serves what the Kubernetes backend uses: nodes (list),
+pods (create, list by label selector, get, merge-patch, delete with a grace period, log) and
+services (create, delete), with the API's status codes and Status bodies (404, 409, 422).
+
+The kubelet is played by the test through hooks: `run` (the container started), `exit` (the
+container ended with a code; a pod being deleted then disappears, as on a real cluster),
+`set_ready` (the node's Ready condition), `write_log`, and `fail_next` (the next matching request
+gets an error status).
+
+What it does not do (see backends/README.md): admission, scheduling, resource accounting,
+watches, resourceVersion semantics, the downward-API volume refresh.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+__all__ = ["FakeKubernetes"]
+
+_PODS = re.compile(r"^/api/v1/namespaces/([^/]+)/pods(?:/([^/]+))?(/log)?$")
+_SERVICES = re.compile(r"^/api/v1/namespaces/([^/]+)/services(?:/([^/]+))?$")
+HOST = "http://fake-kubernetes.invalid"
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class FakeKubernetes:
+    """See the module docstring. `requests` records (method, path, body) of every call."""
+
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pods: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    services: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    logs: dict[tuple[str, str], str] = field(default_factory=dict)
+    requests: list[tuple[str, str, Any]] = field(default_factory=list)
+    failures: list[list[Any]] = field(default_factory=list)  # [method, path part, status, skip]
+    _ips: Any = field(default_factory=lambda: itertools.count(10))
+
+    def api_client(self) -> Any:
+        from kubernetes import client
+
+        cfg = client.Configuration()
+        cfg.host = HOST
+        api = client.ApiClient(cfg)
+        api.rest_client.pool_manager = self
+        return api
+
+    # --- the kubelet and the cluster, played by the test -----------------------------------------
+
+    def add_node(self, name: str, *, gpus: int = 8, product: str = "NVIDIA-H100-80GB-HBM3",
+                 memory_mib: int = 81559, cpu: str = "64", ram: str = "512Gi",
+                 zone: str = "z1", ready: bool = True) -> None:
+        labels = {"kubernetes.io/hostname": name, "topology.kubernetes.io/zone": zone}
+        if gpus:
+            labels |= {"nvidia.com/gpu.product": product,
+                       "nvidia.com/gpu.memory": str(memory_mib)}
+        self.nodes[name] = {
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": labels, "uid": str(uuid.uuid4())},
+            "spec": {},
+            "status": {"capacity": {"cpu": cpu, "memory": ram, "nvidia.com/gpu": str(gpus)},
+                       "addresses": [{"type": "InternalIP", "address": f"10.0.0.{next(self._ips)}"}],
+                       "conditions": []},
+        }
+        self.set_ready(name, ready)
+
+    def set_ready(self, name: str, ready: bool) -> None:
+        self.nodes[name]["status"]["conditions"] = [{
+            "type": "Ready", "status": "True" if ready else "Unknown",
+            "reason": "KubeletReady" if ready else "NodeStatusUnknown"}]
+
+    def cordon(self, name: str, unschedulable: bool = True) -> None:
+        self.nodes[name]["spec"]["unschedulable"] = unschedulable
+
+    def pod(self, name: str, namespace: str = "corral") -> dict[str, Any]:
+        return self.pods[(namespace, name)]
+
+    def run(self, name: str, namespace: str = "corral") -> None:
+        pod = self.pod(name, namespace)
+        pod["status"] = {"phase": "Running", "containerStatuses": [{
+            "name": "worker", "ready": True, "restartCount": 0, "image": "", "imageID": "",
+            "state": {"running": {"startedAt": _now_iso()}}}]}
+
+    def exit(self, name: str, code: int, namespace: str = "corral", reason: str = "") -> None:
+        """The container ended. A pod being deleted is then removed, as the API server does."""
+        pod = self.pod(name, namespace)
+        if pod["metadata"].get("deletionTimestamp"):
+            del self.pods[(namespace, name)]
+            return
+        pod["status"] = {"phase": "Succeeded" if code == 0 else "Failed", "containerStatuses": [{
+            "name": "worker", "ready": False, "restartCount": 0, "image": "", "imageID": "",
+            "state": {"terminated": {"exitCode": code, "finishedAt": _now_iso(),
+                                     "reason": reason or ("Completed" if code == 0 else "Error")}}}]}
+
+    def write_log(self, name: str, text: str, namespace: str = "corral") -> None:
+        self.logs[(namespace, name)] = self.logs.get((namespace, name), "") + text
+
+    def fail_next(self, method: str, path_part: str, status: int, *, after: int = 0) -> None:
+        """The next `method` request whose path contains `path_part`, once `after` such
+        requests went through, gets `status`."""
+        self.failures.append([method.upper(), path_part, status, after])
+
+    # --- the API server --------------------------------------------------------------------------
+
+    def request(self, method: str, url: str, body: Any = None, fields: Any = None,
+                timeout: Any = None, headers: Any = None, preload_content: bool = False,
+                **_: Any) -> Any:
+        parts = urlsplit(url)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        data = json.loads(body) if isinstance(body, (str, bytes)) and body else body
+        self.requests.append((method, parts.path, data))
+        for i, failure in enumerate(self.failures):
+            if failure[0] == method and failure[1] in parts.path:
+                if failure[3] > 0:
+                    failure[3] -= 1
+                    continue
+                del self.failures[i]
+                return _status(failure[2], "injected failure")
+        if parts.path == "/api/v1/nodes" and method == "GET":
+            return _json(200, {"kind": "NodeList", "apiVersion": "v1", "metadata": {},
+                               "items": list(self.nodes.values())})
+        if m := _PODS.match(parts.path):
+            return self._pods(method, m[1], m[2], bool(m[3]), query, data)
+        if m := _SERVICES.match(parts.path):
+            return self._services(method, m[1], m[2], data)
+        return _status(404, f"the fake does not serve {method} {parts.path}")
+
+    def _pods(self, method: str, ns: str, name: str | None, log: bool, query: dict[str, str],
+              data: Any) -> Any:
+        if name is None and method == "GET":
+            wanted = _selector(query.get("labelSelector", ""))
+            items = [p for (pns, _), p in sorted(self.pods.items()) if pns == ns and all(
+                p["metadata"].get("labels", {}).get(k) == v for k, v in wanted.items())]
+            return _json(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {},
+                               "items": items})
+        if name is None and method == "POST":
+            return self._create_pod(ns, data)
+        pod = self.pods.get((ns, name or ""))
+        if pod is None:
+            return _status(404, f'pods "{name}" not found', "NotFound")
+        if log:
+            return _text(200, self.logs.get((ns, name or ""), ""))
+        if method == "GET":
+            return _json(200, pod)
+        if method == "PATCH":
+            annotations = (data or {}).get("metadata", {}).get("annotations", {})
+            pod["metadata"].setdefault("annotations", {}).update(annotations)
+            return _json(200, pod)
+        if method == "DELETE":
+            return self._delete_pod(ns, name or "", pod, query, data)
+        return _status(405, f"{method} not allowed")
+
+    def _create_pod(self, ns: str, pod: dict[str, Any]) -> Any:
+        name = pod.get("metadata", {}).get("name", "")
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name):
+            return _status(422, f'Pod "{name}" is invalid: metadata.name', "Invalid")
+        if (ns, name) in self.pods:
+            return _status(409, f'pods "{name}" already exists', "AlreadyExists")
+        pod = json.loads(json.dumps(pod))
+        pod["metadata"] |= {"namespace": ns, "uid": str(uuid.uuid4()),
+                            "creationTimestamp": _now_iso()}
+        pod["status"] = {"phase": "Pending"}
+        self.pods[(ns, name)] = pod
+        return _json(201, pod)
+
+    def _delete_pod(self, ns: str, name: str, pod: dict[str, Any], query: dict[str, str],
+                    data: Any) -> Any:
+        grace = query.get("gracePeriodSeconds", (data or {}).get("gracePeriodSeconds"))
+        phase = pod.get("status", {}).get("phase")
+        if (grace is not None and int(grace) == 0) or phase in ("Succeeded", "Failed"):
+            del self.pods[(ns, name)]  # forced, or nothing left to stop
+            return _json(200, pod)
+        if not pod["metadata"].get("deletionTimestamp"):
+            pod["metadata"]["deletionTimestamp"] = _now_iso()
+            pod["metadata"]["deletionGracePeriodSeconds"] = int(grace if grace is not None else 30)
+        return _json(200, pod)
+
+    def _services(self, method: str, ns: str, name: str | None, data: Any) -> Any:
+        if name is None and method == "POST":
+            key = (ns, data["metadata"]["name"])
+            if key in self.services:
+                return _status(409, f'services "{key[1]}" already exists', "AlreadyExists")
+            self.services[key] = data
+            return _json(201, data)
+        if name is not None and method == "DELETE":
+            gone = self.services.pop((ns, name), None)
+            if gone is None:
+                return _status(404, f'services "{name}" not found', "NotFound")
+            return _json(200, gone)  # the API answers a Service delete with the Service
+        return _status(405, f"{method} not allowed")
+
+
+def _selector(text: str) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in text.split(",") if "=" in item)
+
+
+def _response(status: int, data: bytes, content_type: str) -> Any:
+    import urllib3
+
+    return urllib3.HTTPResponse(body=io.BytesIO(data), status=status, preload_content=False,
+                                headers={"Content-Type": content_type}, reason=_REASONS.get(
+                                    status, "OK"))
+
+
+_REASONS = {200: "OK", 201: "Created", 404: "Not Found", 405: "Method Not Allowed",
+            409: "Conflict", 422: "Unprocessable Entity", 500: "Internal Server Error",
+            503: "Service Unavailable"}
+
+
+def _json(status: int, obj: Any) -> Any:
+    return _response(status, json.dumps(obj).encode(), "application/json")
+
+
+def _text(status: int, text: str) -> Any:
+    return _response(status, text.encode(), "text/plain")
+
+
+def _status(code: int, message: str, reason: str = "") -> Any:
+    return _json(code, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                        "message": message, "reason": reason or _REASONS.get(code, ""),
+                        "code": code})

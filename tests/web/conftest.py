@@ -10,12 +10,6 @@ import pytest
 
 from corral.store import Store
 from corral.store.database import sqlite_url
-from corral.testing.fixtures import (  # noqa: F401
-    chromium_launch_kwargs,
-    postgres_database_url,
-    postgres_server,
-)
-
 from .rig import Dash, build
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from corral.api import ApiContext, create_app
 from corral.backends.fake import FakeBackend
 from corral.control import ControlLoop, ControlSettings, ManualClock, Submissions
+from corral.control.accounting import accounting_from_pool
 from corral.core.model import CapacityKind, Node, Queue
 from corral.store import Store
 from corral.store import auth as A
@@ -91,7 +92,9 @@ def build(store: Store) -> Dash:
     ctx = ApiContext(store, Submissions(store), clock=clock, logs=backend, backend_name="fake")
     app = create_app(ctx)
     app.state.corral_web.reader.ttl_s = 0.0  # every request reads the store: no 1 s staleness
-    loop = ControlLoop(store, backend, clock=clock, settings=ControlSettings(stop_grace_s=5.0))
+    accounting = accounting_from_pool(store, None, clock.now())  # node prices, unenforced budgets
+    loop = ControlLoop(store, backend, clock=clock, settings=ControlSettings(stop_grace_s=5.0),
+                       admission=accounting)
     observe_loop(app, loop)
     client = TestClient(app, raise_server_exceptions=False)
     admin, ann, bob = ({"Authorization": f"Bearer {t}"} for t in tokens)

@@ -127,6 +127,7 @@ def test_submitted_work_appears_runs_shows_logs_and_can_be_cancelled(page_for: A
     page.wait_for_selector("[data-testid=placement] tbody tr >> nth=1")
     page.wait_for_selector("[data-testid=logs]:has-text('tick 3')")
     assert page.locator("[data-testid=event]").count() >= 4  # submitted .. running
+    page.wait_for_selector("[data-testid=cost]:has-text('GPU-hours')")  # from /v1/ledger/usage
     shot(page, "03-workload-running")
     page.click("[data-testid=cancel]")
     page.click("[data-testid=confirm-cancel]")

@@ -84,6 +84,30 @@ def test_request_latency_is_labelled_by_route_template_not_by_id(dash: Dash) -> 
                  method="POST", status="201") == 1
 
 
+def test_credits_granted_held_and_spent_follow_the_ledger(dash: Dash) -> None:
+    r = dash.client.post("/v1/ledger/grants", json={"queue": "team-a", "amount": "100.00"},
+                         headers=dash.admin)
+    assert r.status_code == 201, r.text
+    wid = dash.submit(dash.ann, gpus=1, gpu_models=["H100"], max_runtime="1h")
+    dash.step()
+    dash.backend.start(wid)
+    dash.step()
+    m = dash.scrape()
+    assert value(m, "corral_credits_granted_total", queue="team-a") == 100
+    assert value(m, "corral_credits_held", queue="team-a") == pytest.approx(4.10)  # 1 h x 4.10
+    assert value(m, "corral_credits_available", queue="team-a") == pytest.approx(95.90)
+    assert value(m, "corral_credits_held", queue="team-b") == 0  # unmetered: zeros
+    dash.clock.advance(1800 - 1)
+    dash.backend.finish(wid)
+    dash.step(2)
+    m = dash.scrape()
+    balance = dash.client.get("/v1/ledger/queues/team-a/balance", headers=dash.ann).json()
+    assert value(m, "corral_credits_spent_total", queue="team-a") == float(balance["settled"])
+    assert 2.0 <= float(balance["settled"]) <= 2.1  # about half an hour at 4.10 per GPU-hour
+    assert value(m, "corral_credits_held", queue="team-a") == 0
+    assert value(m, "corral_credits_available", queue="team-a") == float(balance["available"])
+
+
 @pytest.mark.parametrize(("who", "status"), [("nobody", 401), ("ann", 403), ("admin", 200)])
 def test_metrics_need_an_admin_token(sqlite_dash: Dash, who: str, status: int) -> None:
     headers = {"nobody": {}, "ann": sqlite_dash.ann, "admin": sqlite_dash.admin}[who]

@@ -29,6 +29,8 @@ Three sources, by how they change:
     corral_schedule_cycles_total         outcome                  counter
     corral_schedule_cycle_duration_seconds, corral_schedule_cycle_placements  histogram
     corral_api_request_duration_seconds  method, route, status    histogram
+    corral_credits_{granted,spent}_total, corral_credits_{held,available,debt}   queue
+                                         (the ledger's statements: corral.web.credits)
 """
 
 from __future__ import annotations
@@ -50,11 +52,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.responses import Response
 
+from corral.control.clock import Clock
 from corral.control.lifecycle import RESTARTING, SUBMITTED, TERMINAL, WORKER_FAILED
 from corral.control.loop import StepReport
 from corral.core.model import MILLI_PER_GPU
 from corral.store import Store
 from corral.store import workloads as W
+from corral.web.credits import CreditCollector
 from corral.web.queue_board import queue_board
 from corral.web.state import PoolReader
 
@@ -233,7 +237,7 @@ class EventCounters(Collector):
 class CorralMetrics:
     """The registry of one app and the instruments that are fed from inside the process."""
 
-    def __init__(self, reader: PoolReader, store: Store) -> None:
+    def __init__(self, reader: PoolReader, store: Store, clock: Clock) -> None:
         self.registry = CollectorRegistry()  # no auto-describe: it would read the store at startup
         r = self.registry
         self.request_seconds = Histogram(
@@ -255,6 +259,7 @@ class CorralMetrics:
                              "stop (evictions)", registry=r)
         r.register(PoolCollector(reader))
         r.register(EventCounters(store))
+        r.register(CreditCollector(store, clock))
 
     def observe_cycle(self, report: StepReport) -> None:
         """A `ControlLoop` observer: feed it every step's report."""

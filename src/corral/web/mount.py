@@ -41,7 +41,7 @@ def install(app: FastAPI, settings: WebSettings | None = None) -> WebState:
     `corral.api.create_app` (which sets `app.state.corral`). Returns the shared state."""
     ctx: ApiContext = app.state.corral
     state = WebState.build(ctx, settings or WebSettings.from_env())
-    state.metrics = CorralMetrics(state.reader, ctx.store)
+    state.metrics = CorralMetrics(state.reader, ctx.store, ctx.clock)
     app.state.corral_web = state
     app.include_router(routes.router)
     app.include_router(_metrics)

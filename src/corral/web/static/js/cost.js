@@ -1,47 +1,42 @@
-// Cost so far, from the ledger's API when this server has one. The ledger endpoints are
-// optional: the server's OpenAPI document says whether the route exists (read once per
-// session), and without it the cost line is simply not shown.
+// Cost so far, from the ledger's API (/v1/ledger) when this server has one: the workload's
+// metered GPU-hours and their price (running attempts are metered up to now), and the credits
+// held for it. Whether the ledger exists is read once from the server's OpenAPI document;
+// without it (or for a user who may not read it) the cost line is simply not shown.
 
 import { api } from "./api.js";
 
-const ROUTE = "/v1/workloads/{workload_id}/cost";
-let hasRoute = null; // null: not asked yet
+const USAGE = "/v1/ledger/usage";
+let hasLedger = null; // null: not asked yet
 
 async function available() {
-  if (hasRoute === null) {
+  if (hasLedger === null) {
     try {
       const doc = await api("/openapi.json");
-      hasRoute = Object.prototype.hasOwnProperty.call(doc.paths || {}, ROUTE);
+      hasLedger = Object.prototype.hasOwnProperty.call(doc.paths || {}, USAGE);
     } catch {
-      hasRoute = false;
+      hasLedger = false;
     }
   }
-  return hasRoute;
+  return hasLedger;
 }
 
-/** {text, detail} for the workload, or null when the server keeps no ledger. */
-export async function costOf(workloadId) {
+/** {text, detail} for workload `w`, or null when the server keeps no ledger. */
+export async function costOf(w) {
   if (!(await available())) return null;
+  const queue = encodeURIComponent(w.queue);
+  let usage, holds;
   try {
-    return describe(await api(`/v1/workloads/${encodeURIComponent(workloadId)}/cost`));
+    [usage, holds] = await Promise.all([
+      api(USAGE, { params: { by: "workload", queue: w.queue, since: Math.floor(w.submitted_at) } }),
+      api(`/v1/ledger/queues/${queue}/holds`, { params: { open_only: true } }).catch(() => []),
+    ]);
   } catch (e) {
-    if (e.status === 404 || e.status === 503) return null; // nothing metered (yet)
+    if ([403, 404, 422, 503].includes(e.status)) return null;
     throw e;
   }
-}
-
-function money(v, currency) {
-  const n = Number(v);
-  return Number.isFinite(n) ? `${n.toFixed(2)}${currency ? ` ${currency}` : ""}` : String(v);
-}
-
-// Read the fields a cost body is likely to carry; see README.md ("Cost") for the contract.
-function describe(b) {
-  const currency = b.currency || "";
-  const spent = b.cost ?? b.spent ?? b.amount ?? b.charged ?? b.total;
-  const parts = [];
-  if (b.gpu_hours !== undefined) parts.push(`${Number(b.gpu_hours).toFixed(3)} GPU-hours`);
-  if (b.held !== undefined) parts.push(`${money(b.held, currency)} held`);
-  if (b.credits !== undefined) parts.push(`${b.credits} credits`);
-  return { text: spent === undefined ? "–" : money(spent, currency), detail: parts.join(" · ") };
+  const row = usage.rows.find((r) => r.group.workload === w.id);
+  const held = holds.filter((h) => h.workload_id === w.id).reduce((a, h) => a + Number(h.amount), 0);
+  const parts = [`${row ? Number(row.gpu_hours).toFixed(3) : "0.000"} GPU-hours`];
+  if (held > 0) parts.push(`${held.toFixed(2)} held`);
+  return { text: `${row ? row.cost : "0.00"} ${usage.currency}`, detail: parts.join(" · ") };
 }

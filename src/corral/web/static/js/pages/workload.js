@@ -119,7 +119,7 @@ export function mount(root, ctx, id) {
     const [whyBody, evPage, costBody] = await Promise.all([
       w.state === "pending" ? api(`/v1/workloads/${encodeURIComponent(id)}/why`) : null,
       api(`/v1/workloads/${encodeURIComponent(id)}/events`, { params: { after: lastEvent } }),
-      costOf(id).catch(() => cost),
+      costOf(w).catch(() => cost),
     ]);
     cost = costBody;
     drawHead(w);

@@ -10,6 +10,7 @@ import pytest
 
 from corral.store import Store
 from corral.store.database import sqlite_url
+
 from .rig import Dash, build
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]

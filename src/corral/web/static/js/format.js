@@ -41,14 +41,15 @@ export function clock(ts) {
 export const ENDED = new Set(["succeeded", "failed", "cancelled"]);
 export const HOLDING = new Set(["scheduled", "starting", "running"]);
 
-/** GPUs a workload asks for, from its spec: "2 × 4 GPUs", "0.5 GPU", "no GPU". */
+/** GPUs a workload asks for, from its spec: "2 × 4 GPUs", "0.5 GPU (L4)", "no GPU". */
 export function ask(spec) {
   const workers = spec.replicas || spec.workers || 1;
   const each = Number(spec.gpus || 0);
-  if (!each && spec.gpu_memory) return `${workers > 1 ? `${workers} × ` : ""}${spec.gpu_memory} GPU memory`;
+  const models = spec.gpu_models && spec.gpu_models.length ? ` (${spec.gpu_models.join(" or ")})` : "";
+  if (!each && spec.gpu_memory) return `${workers > 1 ? `${workers} × ` : ""}${spec.gpu_memory} GPU memory${models}`;
   if (!each) return "no GPU";
   const unit = each === 1 && workers === 1 ? "GPU" : "GPUs";
-  return workers > 1 ? `${workers} × ${gpus(each)} ${unit}` : `${gpus(each)} ${unit}`;
+  return `${workers > 1 ? `${workers} × ` : ""}${gpus(each)} ${unit}${models}`;
 }
 
 /** Split a reason code into words: "InsufficientCapacity" -> "Insufficient capacity". */

@@ -99,6 +99,7 @@ export function mount(root, ctx, id) {
   }
 
   async function followLogs(w) {
+    logs.dataset.empty = ENDED.has(w.state) ? "No output." : "No output yet: logs appear once it starts.";
     if (!w.started_at && !w.placements.length) return;
     if (log.attempt !== null && log.attempt !== w.attempt) {
       logs.append(`\n──── attempt ${w.attempt} ────\n`);

@@ -43,6 +43,18 @@ function providerCharts(points) {
   });
 }
 
+/** Scalar fields, and those one level down as "jct_s.median", in the file's order. */
+function flatten(obj) {
+  const out = [];
+  for (const [k, v] of Object.entries(obj)) {
+    if (typeof v === "number" || typeof v === "string") out.push([k, v]);
+    else if (v && typeof v === "object" && !Array.isArray(v)) {
+      for (const [k2, v2] of Object.entries(v)) if (typeof v2 === "number") out.push([`${k}.${k2}`, v2]);
+    }
+  }
+  return out;
+}
+
 async function imageOf(name) {
   const r = await api(`/v1/dashboard/reports/${name.split("/").map(encodeURIComponent).join("/")}`, { raw: true });
   return URL.createObjectURL(await r.blob());
@@ -56,8 +68,7 @@ async function reportCard(file, urls) {
     return h("figure", { class: "card report", dataset: { testid: "report" } }, title, h("img", { src, alt: file.name }));
   }
   const body = await api(`/v1/dashboard/reports/${file.name.split("/").map(encodeURIComponent).join("/")}`);
-  const flat = body && typeof body === "object" && !Array.isArray(body)
-    ? Object.entries(body).filter(([, v]) => typeof v === "number" || typeof v === "string") : [];
+  const flat = body && typeof body === "object" && !Array.isArray(body) ? flatten(body) : [];
   return h("div", { class: "card report", dataset: { testid: "report" } }, title,
     flat.length ? h("dl", { class: "facts" }, flat.slice(0, 24).map(([k, v]) => [h("dt", {}, k), h("dd", {}, typeof v === "number" ? String(Math.round(v * 1000) / 1000) : v)]))
       : h("pre", { class: "spec" }, JSON.stringify(body, null, 2).slice(0, 4000)));
@@ -92,8 +103,8 @@ export function mount(root, ctx) {
     reportsKey = key;
     urls.splice(0).forEach((u) => URL.revokeObjectURL(u));
     if (!files.length) {
-      fill(reports, h("p", { class: "empty" }, "No simulator reports. Run ", h("code", {}, "corral simulate"),
-        " and start the server with ", h("code", {}, "CORRAL_SIM_REPORTS=<its output directory>"), " to show its plots here."));
+      fill(reports, h("p", { class: "empty" }, "No simulator reports. Run ", h("code", {}, "corral simulate replay … --json DIR/run.json --plot DIR/run.png"),
+        " and start the server with ", h("code", {}, "CORRAL_SIM_REPORTS=DIR"), " to show its plots and figures here."));
       return;
     }
     fill(reports, await Promise.all(files.slice(0, 24).map((f) => reportCard(f, urls))));

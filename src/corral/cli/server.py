@@ -195,6 +195,9 @@ def serve(cfg: ServerConfig, *, on_ready: Any = None) -> None:
     parts = bootstrap(cfg)
     dd = DataDir(cfg.data_dir)
     app = create_app(parts.ctx)
+    from corral.web import observe_loop  # cycle duration and placements into /metrics
+
+    observe_loop(app, parts.loop)
     server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port,
                                            log_level="warning", access_log=False))
     stop = threading.Event()

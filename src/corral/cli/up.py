@@ -96,6 +96,7 @@ def up(
 def _ready(cfg: ServerConfig, parts: Composed, url: str, demo: bool) -> None:
     dd = DataDir(cfg.data_dir)
     out.print(f"corral is up at [bold]{url}[/bold] (data dir {dd.root.resolve()})")
+    out.print(f"  dashboard: [bold]{url.rstrip('/')}/ui/[/bold] (sign in with the admin token)")
     out.print(f"  pool: {parts.pool_source}; store: {parts.store.dialect}; "
               f"scheduler: {'on' if cfg.schedule else 'off (API only)'}")
     if parts.admin_token:

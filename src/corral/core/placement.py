@@ -288,7 +288,8 @@ class Placer:
             )
         return R.Reason(
             R.INSUFFICIENT_CAPACITY,
-            f"{what}; free capacity it may use holds {total_free} now",
+            f"{what}; " + (f"only {total_free} of {shape.workers} workers fit on free capacity it may use"
+                           if total_free else "no free capacity it may use holds one worker now"),
             (("free_workers", total_free),),
         )
 

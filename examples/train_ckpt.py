@@ -63,7 +63,7 @@ class Job:
 
     def log(self, event: str, step: int, **extra: object) -> None:
         line = {"event": event, "step": step, "t": time.time(), "attempt": self.attempt,
-                "worker": self.worker, **extra}
+                "restarts": self.restarts, "worker": self.worker, **extra}
         with open(self.events, "a", encoding="utf-8") as f:
             f.write(json.dumps(line) + "\n")
 

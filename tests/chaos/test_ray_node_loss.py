@@ -56,6 +56,8 @@ def test_a_killed_node_restarts_the_whole_gang_from_its_checkpoint(
         # Resumed from a checkpoint, losing at most one interval of the dead worker's progress.
         dead = plane.nodes_of(wid, 0).index(victim)
         resumed = {e["step"] for e in events(ckpt, dead) if e["event"] == "resume"}
+        # The relaunched workers saw the restart in their environment (CORRAL_RESTART_COUNT).
+        assert {e["restarts"] for w in (0, 1) for e in events(ckpt, w) if e["attempt"] == 1} == {1}
         assert len(resumed) == 1
         assert resumed.pop() >= progress(ckpt, dead, 0) - EVERY > 0
     finally:

@@ -46,6 +46,8 @@ def test_a_killed_slurmd_restarts_the_whole_gang_from_its_checkpoint(
         assert all(e["t"] < restarted_at for w in (0, 1) for e in events(ckpt, w)
                    if e["attempt"] == 0)
         resumed = {e["step"] for w in (0, 1) for e in events(ckpt, w) if e["event"] == "resume"}
+        # The relaunched workers saw the restart in their environment (CORRAL_RESTART_COUNT).
+        assert {e["restarts"] for w in (0, 1) for e in events(ckpt, w) if e["attempt"] == 1} == {1}
         assert len(resumed) == 1
         assert resumed.pop() >= min(progress(ckpt, w, 0) for w in (0, 1)) - EVERY > 0
     finally:

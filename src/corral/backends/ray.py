@@ -163,14 +163,17 @@ class RayBackend(Backend, InventorySource, LogSource):
         record = self._attempts.get((workload_id, attempt))
         if record is None or record.all_ended:
             return
-        if record.request_stop(grace_seconds, reason) is None:
-            return
+        stop = record.request_stop(grace_seconds, reason) or record.stop()
+        assert stop is not None
+        # Sent again on every call: the actor never signals twice nor extends its deadline, and
+        # a control plane that crashed between recording the stop and sending it still sends it.
+        remaining = max(0.0, stop.deadline - time.time())
         for a in record.spec.assignments:
             if a.worker in record.ends:
                 continue
             handle = self._handle(record, a.worker)
             if handle is not None:
-                handle.stop.remote(grace_seconds)  # fire and forget; poll sees the effect
+                handle.stop.remote(remaining)  # fire and forget; poll sees the effect
 
     def poll(self, now: float) -> list[WorkerStatus]:
         if not self._attempts:

@@ -162,7 +162,10 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         if record is None or record.all_ended:
             return
         stop = record.request_stop(grace_seconds, reason)
-        if stop is None:
+        if stop is None:  # a repeat: only make sure the deadline file says what was recorded
+            known = record.stop()
+            if known is not None and not (record.dir / DEADLINE_FILE).exists():
+                write_text_atomic(record.dir / DEADLINE_FILE, format_deadline(known.deadline))
             return
         # Deadline first, signal second: the order the contract promises the worker.
         write_text_atomic(record.dir / DEADLINE_FILE, format_deadline(stop.deadline))

@@ -57,7 +57,7 @@ class FakeKubernetes:
         cfg = client.Configuration()
         cfg.host = HOST
         api = client.ApiClient(cfg)
-        api.rest_client.pool_manager = self
+        api.rest_client.pool_manager = self  # type: ignore[assignment] - the transport seam
         return api
 
     # --- the kubelet and the cluster, played by the test -----------------------------------------

@@ -336,7 +336,7 @@ class RayBackend(Backend, InventorySource, LogSource):
             return record.end(worker, exits.lost(
                 base.NODE_LOST, f"Ray node {node[:12]} is dead (ray.nodes() Alive false)",
                 time.time()))
-        answer = answers.get(key, self._last.get(key))
+        answer: Any = answers.get(key, self._last.get(key))
         if key in answers and not isinstance(answer, Exception):
             self._last[key] = answer
         end = self._interpret(record, worker, answer)

@@ -180,7 +180,8 @@ class SlurmBackend(Backend, InventorySource, LogSource):
     def poll(self, now: float) -> list[WorkerStatus]:
         if not self._attempts:
             return []
-        jobs = {j for r in self._attempts.values() for j in self._jobs_of(r).values()}
+        jobs = {j for r in self._attempts.values() if not r.all_ended
+                for j in self._jobs_of(r).values()}
         states = self._job_states(sorted(jobs))
         node_states = self._node_states() if states else {}
         out: list[WorkerStatus] = []

@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from corral.api import ApiContext, create_app
+from corral.backends.base import Backend
 from corral.backends.local import LocalBackend
 from corral.control import ControlLoop, ControlSettings, Leadership, Submissions
 from corral.control.accounting import accounting_from_pool
+from corral.control.health import HealthMonitor
 from corral.core.model import CapacityKind, Node, Queue
 from corral.spec import PoolSpec, load_pool
 from corral.store import Store
@@ -83,12 +85,19 @@ class ServerConfig:
     schedule: bool = True  # False: serve the API only (a replica, or a benchmark)
     interval_s: float = 1.0
     stop_grace_s: float = 30.0
+    #: where work runs: local processes, or a Ray, Slurm or Kubernetes cluster
+    backend: str = "local"
+    ray_address: str | None = None
+    slurm_partition: str | None = None
+    slurm_gpu_model: str = "unknown"
+    k8s_image: str | None = None
+    k8s_namespace: str = "corral"
 
 
 @dataclass
 class Composed:
     store: Store
-    backend: LocalBackend
+    backend: Backend
     loop: ControlLoop
     ctx: ApiContext
     admin_token: str | None  # only on the first start
@@ -143,9 +152,13 @@ def bootstrap(cfg: ServerConfig) -> Composed:
     store.upgrade()
     spec, source = resolve_pool(cfg.pool_file)
     nodes, detected = _nodes(spec)
+    backend, health = _backend(cfg, dd, store, nodes)
+    if cfg.backend != "local":
+        # An engine's nodes come from the engine itself (the pool file still gives queues and
+        # prices); the health monitor keeps them in sync, cordons and drains dead ones.
+        nodes, detected = list(backend.inventory()), f"{cfg.backend} cluster inventory"
     _sync_pool(store, spec, nodes)
     token = _ensure_admin(store, dd)
-    backend = LocalBackend(dd.work, nodes=nodes)
     scheduler = spec.scheduler.to_core() if spec is not None else ControlSettings().scheduler
     settings = ControlSettings(checkpoint_root=dd.checkpoints, interval_s=cfg.interval_s,
                                stop_grace_s=cfg.stop_grace_s, scheduler=scheduler)
@@ -153,10 +166,38 @@ def bootstrap(cfg: ServerConfig) -> Composed:
     # ledger hook: pool prices, budget admission, metering and settlement (corral.control.accounting)
     accounting = accounting_from_pool(store, spec, time.time())
     loop = ControlLoop(store, backend, settings=settings, leadership=leadership,
-                       admission=accounting)
+                       admission=accounting, health=health)
     ctx = ApiContext(store, Submissions(store, scheduler), logs=backend, leadership=leadership,
                      backend_name=backend.name)
     return Composed(store, backend, loop, ctx, token, source or detected)
+
+
+BACKENDS = ("local", "ray", "slurm", "kubernetes")
+
+
+def _backend(cfg: ServerConfig, dd: DataDir, store: Store,
+             nodes: list[Node]) -> tuple[Any, HealthMonitor | None]:
+    """Build the configured backend (engines are imported only when chosen)."""
+    if cfg.backend == "local":
+        return LocalBackend(dd.work, nodes=nodes), None
+    work = dd.root / f"{cfg.backend}-work"
+    if cfg.backend == "ray":
+        from corral.backends.ray import RayBackend
+
+        backend: Any = RayBackend(work, address=cfg.ray_address or "auto")
+    elif cfg.backend == "slurm":
+        from corral.backends.slurm import SlurmBackend
+
+        backend = SlurmBackend(work, partition=cfg.slurm_partition, gpu_model=cfg.slurm_gpu_model)
+    elif cfg.backend == "kubernetes":
+        if not cfg.k8s_image:
+            raise ValueError("--backend kubernetes needs --k8s-image (the image workers run in)")
+        from corral.backends.kubernetes import KubernetesBackend
+
+        backend = KubernetesBackend(work, image=cfg.k8s_image, namespace=cfg.k8s_namespace)
+    else:
+        raise ValueError(f"unknown backend {cfg.backend!r}; choose one of {', '.join(BACKENDS)}")
+    return backend, HealthMonitor(store, backend)
 
 
 def _sync_pool(store: Store, spec: PoolSpec | None, nodes: list[Node]) -> None:
@@ -215,4 +256,7 @@ def serve(cfg: ServerConfig, *, on_ready: Any = None) -> None:
         stop.set()
         if loop_thread.is_alive():
             loop_thread.join(timeout=30)
+        close = getattr(parts.backend, "close", None)
+        if callable(close):  # the Ray backend disconnects from its cluster
+            close()
         parts.store.close()

@@ -75,19 +75,36 @@ def up(
                                          "SIGKILL when stopping work")] = 30.0,
     interval: Annotated[float, typer.Option("--interval", min=0.05, help="seconds between "
                                             "scheduling cycles")] = 1.0,
+    backend: Annotated[str, typer.Option(
+        "--backend", help="where work runs: local (processes on this machine), ray, slurm or "
+        "kubernetes")] = "local",
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", help="Ray cluster address (default: auto, or RAY_ADDRESS)")] = None,
+    slurm_partition: Annotated[str | None, typer.Option(
+        "--slurm-partition", help="submit to this partition and offer only its nodes")] = None,
+    slurm_gpu_model: Annotated[str, typer.Option(
+        "--slurm-gpu-model", help="GPU model of Slurm nodes whose gres has no type")] = "unknown",
+    k8s_image: Annotated[str | None, typer.Option(
+        "--k8s-image", help="container image workers run in (kubernetes backend)")] = None,
+    k8s_namespace: Annotated[str, typer.Option("--k8s-namespace")] = "corral",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Start the control plane: store, scheduler loop, local backend and API."""
+    """Start the control plane: store, scheduler loop, a backend (local by default) and API."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cfg = ServerConfig(data_dir=data_dir or default_data_dir(), host=host, port=port,
                        pool_file=pool, db_url=db, schedule=not no_scheduler, stop_grace_s=grace,
-                       interval_s=interval)
+                       interval_s=interval, backend=backend, ray_address=ray_address,
+                       slurm_partition=slurm_partition, slurm_gpu_model=slurm_gpu_model,
+                       k8s_image=k8s_image, k8s_namespace=k8s_namespace)
     try:
         serve(cfg, on_ready=lambda parts, url: _ready(cfg, parts, url, demo))
     except SpecError as e:
         err.print(f"[red]error in the pool file:[/red] {e}", markup=True, highlight=False)
         raise typer.Exit(1) from None
+    except ValueError as e:  # an unknown backend, a backend missing its options
+        err.print(f"[red]error:[/red] {e}", markup=True, highlight=False)
+        raise typer.Exit(2) from None
     except OSError as e:  # the port is taken, the data dir is not writable...
         err.print(f"[red]error:[/red] {e}", markup=True, highlight=False)
         raise typer.Exit(1) from None
@@ -98,7 +115,7 @@ def _ready(cfg: ServerConfig, parts: Composed, url: str, demo: bool) -> None:
     out.print(f"corral is up at [bold]{url}[/bold] (data dir {dd.root.resolve()})")
     out.print(f"  dashboard: [bold]{url.rstrip('/')}/ui/[/bold] (sign in with the admin token)")
     out.print(f"  pool: {parts.pool_source}; store: {parts.store.dialect}; "
-              f"scheduler: {'on' if cfg.schedule else 'off (API only)'}")
+              f"scheduler: {'on' if cfg.schedule else 'off (API only)'}; backend: {cfg.backend}")
     if parts.admin_token:
         out.print(f"  admin token (shown once, also in {dd.admin_token}): {parts.admin_token}")
     out.print("  try: corral submit FILE | corral ls | corral top   (Ctrl-C stops the server)")

@@ -61,6 +61,7 @@ def test_corral_up_runs_a_gang_on_slurm(slurm_cluster: SlurmCluster, tmp_path: P
         assert len(nodes) >= 2, nodes  # type: ignore[arg-type]
         wid, state = _run_job(server, tmp_path, workers=2)
         assert state == "succeeded", server.log()
+        assert f"engine worker {wid} 1" in server.cli("logs", wid, "--worker", "1").stdout
     finally:
         server.stop()
 

@@ -13,11 +13,16 @@ Prints a table, and as its last line a JSON object keyed by store, each with
 `submissions_per_second`, `p50_ms`, `p99_ms` and `list_100k_ms` (median).
 
     .venv/bin/python bench/api_submit.py [--submissions 4000] [--clients 16] [--only sqlite]
+                                         [--baseline]
+
+`--baseline` also times a no-op FastAPI endpoint (same uvicorn settings, same clients, no auth,
+no store): the most this process model can do on the machine, whatever corral does.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import platform
@@ -32,6 +37,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -70,20 +76,33 @@ def start_server(data_dir: Path, db: str | None) -> tuple[subprocess.Popen[bytes
 
 
 def submit_load(url: str, token: str, total: int, clients: int) -> dict[str, float]:
+    """`clients` threads, each with its own keep-alive connection, submit `total` jobs.
+
+    The client is the standard library's http.client, not httpx: the load generator shares the
+    machine's cores with the server, and httpx spends about 0.9 ms of CPU per request (as much as
+    the server's whole submit path), so with it the benchmark measured mostly its own client."""
     latencies: list[float] = []
     lock = threading.Lock()
     per_client = total // clients
-    spec = {"name": "bench", "queue": "default", "gpus": 1, "cpu": 0.1,
-            "command": ["python", "-c", "pass"]}
+    body = json.dumps({"name": "bench", "queue": "default", "gpus": 1, "cpu": 0.1,
+                       "command": ["python", "-c", "pass"]}).encode()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    where = urlsplit(url)
 
     def run() -> None:
         mine = []
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as c:
+        conn = http.client.HTTPConnection(where.hostname or "127.0.0.1", where.port)
+        try:
             for _ in range(per_client):
                 t = time.perf_counter()
-                r = c.post("/v1/workloads", json=spec)
+                conn.request("POST", "/v1/workloads", body, headers)
+                resp = conn.getresponse()
+                data = resp.read()
                 mine.append(time.perf_counter() - t)
-                r.raise_for_status()
+                if resp.status != 201:
+                    raise RuntimeError(f"submit answered {resp.status}: {data[:300]!r}")
+        finally:
+            conn.close()
         with lock:
             latencies.extend(mine)
 
@@ -94,10 +113,49 @@ def submit_load(url: str, token: str, total: int, clients: int) -> dict[str, flo
     for th in threads:
         th.join()
     elapsed = time.perf_counter() - t0
+    if len(latencies) != per_client * clients:
+        raise RuntimeError("a client failed; see the error above")
     latencies.sort()
     return {"submissions_per_second": round(len(latencies) / elapsed, 1),
             "p50_ms": round(statistics.median(latencies) * 1000, 2),
             "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2)}
+
+
+def serve_noop(port: int) -> None:
+    """The ceiling: FastAPI + uvicorn, same settings as `corral up`, no middleware, and a submit
+    endpoint that parses the JSON body and answers 201 with a constant. No auth, no store."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.get("/v1/health")
+    async def health() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.post("/v1/workloads", status_code=201)
+    async def submit(body: dict[str, Any]) -> dict[str, str]:
+        return {"group_id": str(body.get("name"))}
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def bench_noop(args: argparse.Namespace) -> dict[str, Any]:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--serve-noop", str(port)])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/v1/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        submit_load(url, "-", 160, args.clients)  # warm
+        return submit_load(url, "-", args.submissions, args.clients)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
 
 
 def fill(store_url: str, rows: int) -> None:
@@ -152,7 +210,13 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--list-repeats", type=int, default=50)
     p.add_argument("--only", choices=["sqlite", "postgres"])
+    p.add_argument("--baseline", action="store_true",
+                   help="also time a no-op FastAPI endpoint with the same clients (the ceiling)")
+    p.add_argument("--serve-noop", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.serve_noop:
+        serve_noop(args.serve_noop)
+        return
     results: dict[str, Any] = {}
     with ExitStack() as stack:
         if args.only in (None, "sqlite"):
@@ -167,6 +231,10 @@ def main() -> None:
                 print(f"postgres skipped: {e}", file=sys.stderr)
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
           f"; {args.clients} clients, {args.submissions} submissions")
+    if args.baseline:
+        b = bench_noop(args)
+        print(f"{'no-op':>9}: {b['submissions_per_second']:>8.1f} requests/s     p50 {b['p50_ms']:.1f} ms"
+              f"  p99 {b['p99_ms']:.1f} ms  (FastAPI + uvicorn ceiling, same clients)")
     for store, r in results.items():
         print(f"{store:>9}: {r['submissions_per_second']:>8.1f} submissions/s  p50 {r['p50_ms']:.1f} ms"
               f"  p99 {r['p99_ms']:.1f} ms  list(100k) {r['list_100k_ms']:.1f} ms")

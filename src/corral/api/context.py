@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from corral.api.errors import ApiError
 from corral.backends.base import LogSource
@@ -40,11 +41,10 @@ class ApiContext:
     _auth: dict[str, tuple[Principal, float]] = field(default_factory=dict)
 
     def authenticate(self, token: str) -> Principal | None:
-        key = A.hash_token(token)
-        hit = self._auth.get(key)
-        now = time.monotonic()
-        if hit is not None and hit[1] > now:
-            return hit[0]
+        hit = self.cached_caller(token)
+        if hit is not None:
+            return hit
+        key, now = A.hash_token(token), time.monotonic()
         with self.store.read() as conn:
             who = A.authenticate(conn, token)
         if who is not None:
@@ -53,8 +53,16 @@ class ApiContext:
             self._auth[key] = (who, now + self.auth_cache_s)
         return who
 
+    def cached_caller(self, token: str) -> Principal | None:
+        """The caller for `token` if verified within `auth_cache_s`; None means ask the store."""
+        hit = self._auth.get(A.hash_token(token))
+        return hit[0] if hit is not None and hit[1] > time.monotonic() else None
 
-def context(request: Request) -> ApiContext:
+
+# The dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in its
+# threadpool, a thread hop (and GIL hand-off) per dependency per request; these either return
+# at once or hand only their store read to a thread.
+async def context(request: Request) -> ApiContext:
     ctx: ApiContext = request.app.state.corral
     return ctx
 
@@ -62,13 +70,15 @@ def context(request: Request) -> ApiContext:
 _bearer = HTTPBearer(auto_error=False, description="an API token: `corral up` prints the admin's")
 
 
-def caller(
+async def caller(
     ctx: Annotated[ApiContext, Depends(context)],
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if creds is None or not creds.credentials:
         raise ApiError(401, "unauthorized", "send an API token: Authorization: Bearer <token>")
-    who = ctx.authenticate(creds.credentials)
+    who = ctx.cached_caller(creds.credentials)
+    if who is None:
+        who = await run_in_threadpool(ctx.authenticate, creds.credentials)
     if who is None:
         raise ApiError(401, "unauthorized", "the API token is unknown or revoked")
     return who

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
+from starlette.concurrency import run_in_threadpool
 
 from corral.api.context import ApiContext, Caller, context
 from corral.api.errors import ApiError, not_found
@@ -44,11 +45,14 @@ def _may_submit(ctx: ApiContext, who: Principal, queue: str) -> None:
 
 
 @router.post("/workloads", status_code=201, response_model=M.Submitted, responses=_ERRORS)
-def submit(spec: WorkloadSpec, ctx: Ctx, who: Caller) -> M.Submitted:
+async def submit(spec: WorkloadSpec, ctx: Ctx, who: Caller) -> M.Submitted:
     """Submit a job, service or interactive session. Refused (nothing stored) when the spec is
     malformed, the queue unknown, or the request can never fit the pool."""
-    _may_submit(ctx, who, spec.queue)
-    records = ctx.submissions.submit(spec, who.name, ctx.clock.now())
+    # async: the checks are cached and the write is group-committed by one writer thread, so a
+    # submission holds no threadpool thread while it waits for its commit (corral.control.submission)
+    if not (who.is_admin or spec.queue in who.queues):
+        await run_in_threadpool(_may_submit, ctx, who, spec.queue)
+    records = await ctx.submissions.submit_async(spec, who.name, ctx.clock.now())
     return M.Submitted(group_id=records[0].group_id,
                        workloads=[workload_view(r) for r in records])
 

@@ -46,15 +46,19 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
     """An engine for `url`, tuned for the control plane. Does not connect yet."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
-        return _sqlite_engine(url)
+        return _sqlite_engine(url, pool_size)
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 
 
-def _sqlite_engine(url: str) -> Engine:
+def _sqlite_engine(url: str, pool_size: int) -> Engine:
     memory = url in ("sqlite://", "sqlite:///:memory:")
     kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 30}}
     if memory:
         kwargs["poolclass"] = StaticPool  # one shared connection, or each would see its own DB
+    else:
+        # SQLAlchemy's default (5 kept, 10 overflow) is below the API's threadpool: overflow
+        # connections were opened (file, WAL, pragmas) and closed again on every busy request.
+        kwargs.update(pool_size=pool_size, max_overflow=pool_size)
     engine = create_engine(url, **kwargs)
 
     @event.listens_for(engine, "connect")

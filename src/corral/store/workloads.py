@@ -102,11 +102,10 @@ def insert_workloads(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[i
     if not rows:
         return []
     if len(rows) > 1:
-        conn.execute(insert(WorkloadRow), list(rows))
-        ids = [r["id"] for r in rows]
-        found = dict(conn.execute(select(WorkloadRow.id, WorkloadRow.seq)
-                                  .where(WorkloadRow.id.in_(ids))).all())
-        return [found[i] for i in ids]
+        # One multi-row INSERT ... RETURNING per chunk ("insertmanyvalues", SQLite >= 3.35 and
+        # PostgreSQL), seqs in the order of `rows`: a batch of submissions is one round trip.
+        stmt = insert(WorkloadRow).returning(WorkloadRow.seq, sort_by_parameter_order=True)
+        return [int(seq) for seq in conn.execute(stmt, list(rows)).scalars()]
     seq = conn.execute(insert(WorkloadRow).values(**rows[0]).returning(WorkloadRow.seq)).scalar_one()
     return [int(seq)]
 

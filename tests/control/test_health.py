@@ -176,7 +176,8 @@ def test_an_unhealthy_gpu_drains_with_the_contract_then_the_node_returns(store: 
     assert (NODE_DRAINED, sick, wid) in node_events(store)
     rig.step(3)
     rec = rig.get(wid)
-    assert (rec.state, rec.attempt, rec.restart_count) == ("running", 1, 1)
+    # a drain is the node's failure, not the workload's: a new attempt, no restart used up
+    assert (rec.state, rec.attempt, rec.restart_count) == ("running", 1, 0)
     assert where(rig, wid) == {"n0", "n1"} - {sick}
     probes[sick].devices[1] = DeviceHealth(1, 0.0)
     rig.step()
@@ -224,3 +225,4 @@ def test_an_unreachable_engine_is_not_a_node_failure(store: Store) -> None:
     backend = Down(rig.nodes, world=rig.world)
     assert HealthMonitor(store, backend).step(0.0) == []
     assert {health_of(store, n.id) for n in rig.nodes} == {H}
+

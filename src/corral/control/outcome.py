@@ -3,6 +3,9 @@
     every worker succeeded                 -> succeeded (whatever stop was requested meanwhile)
     stop requested: Cancelled              -> cancelled
     stop requested: Preempt/Reclaim/Move   -> preempted, then pending with attempt + 1
+    stop requested: NodeUnhealthy (drain)  -> the same: the node failed, not the workload, and
+                                              it had its grace to checkpoint, so no restart is
+                                              used up (a worker *lost* with its node still is)
     stop requested: MaxRuntimeExceeded     -> failed
     a worker failed or was lost            -> pending with attempt + 1 and restart_count + 1
                                               after a backoff, while restarts are left;
@@ -31,6 +34,8 @@ from corral.store.workloads import WorkloadRecord
 __all__ = ["EVICTION_RULES", "MAX_BACKOFF_S", "backoff_s", "finalize", "restart_or_fail"]
 
 EVICTION_RULES: Final = frozenset({R.RULE_PREEMPT, R.RULE_RECLAIM, R.RULE_CONSOLIDATE})
+#: the stop reason of work drained off an unhealthy node (corral.control.health.NODE_UNHEALTHY)
+DRAINED: Final = "NodeUnhealthy"
 MAX_BACKOFF_S: Final = 600.0
 
 
@@ -56,7 +61,7 @@ def finalize(
         return L.transition(conn, rec, State.CANCELLED, reason=L.CANCELLED,
                             message=rec.stop_message or "cancelled", now=now,
                             exit_code=exit_code, stop_reason=None)
-    if stop in EVICTION_RULES:
+    if stop in EVICTION_RULES or stop == DRAINED:
         return _requeue_after_eviction(conn, rec, stop, now)
     if stop == L.MAX_RUNTIME:
         return L.transition(conn, rec, State.FAILED, reason=L.MAX_RUNTIME,

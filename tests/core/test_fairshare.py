@@ -6,7 +6,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from corral.core.fairshare import Claim, QueueNode, decay, divide, dominant_share, hierarchical_shares, jain_index
+from corral.core.fairshare import (
+    Claim,
+    QueueNode,
+    decay,
+    divide,
+    dominant_share,
+    hierarchical_shares,
+    jain_index,
+)
 
 DIVIDE_CASES = [
     ("nobody-wants-anything", 8, [Claim("a", 0), Claim("b", 0)], {"a": 0, "b": 0}),

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
-from builders import job, node, queue, state
 
+from builders import job, node, queue, state
 from corral.core import ClusterState, Plan, SchedulerConfig, TopologyLevel, schedule
 from corral.core import reasons as R
 

@@ -61,6 +61,7 @@ class CoreSession:
         self.scorings: dict[str, Scoring] = {}
         self.where: dict[str, tuple[WorkerAssignment, ...]] = {}  # running: assignments
         self.live: dict[str, Workload] = {}  # running: workloads (state RUNNING)
+        self.started: set[str] = set()  # running when the current cycle began (= live between)
 
     # -- one cycle --------------------------------------------------------------------------
     def cycle(self, now: float, pending: Iterable[Workload], demand: Mapping[str, int]) -> Outcome:
@@ -74,8 +75,11 @@ class CoreSession:
         book.by_model.update(self.book.by_model)
         self.book = book
         stmt = self._statement(book)
+        # `running` is what `schedule` adopted; the actions read the statement's maps instead,
+        # so the session's own map serves (a change that iterated it while the statement
+        # mutates it would fail loudly, in tests/sim/test_session.py).
         cycle = Cycle(now, self.config, self.seed, self.cap, self.placer, book, stmt, {},
-                      dict(self.live), attempts_left=self.config.max_eviction_attempts,
+                      self.live, attempts_left=self.config.max_eviction_attempts,
                       moves_left=self.config.max_moves, scorings=self.scorings)
         for w in sorted(pending, key=lambda w: (-w.priority, w.submitted_at, w.id)):
             cycle.pending.setdefault(w.queue, []).append(w)
@@ -83,17 +87,21 @@ class CoreSession:
             cycle.order.append(w)
         decide(cycle)
         placed, evicted = stmt.outcome()
+        for op in evicted:
+            self.started.discard(op.workload.id)
         for op in placed.values():
             self.live[op.workload.id] = replace(op.workload, state=WorkloadState.RUNNING,
                                                 started_at=now, assignments=op.assignments)
+            self.started.add(op.workload.id)
         return Outcome({wid: op.assignments for wid, op in placed.items()},
                        [(op.workload.id, op.rule) for op in evicted], dict(book.deserved))
 
-    def _statement(self, book: QueueBook) -> Statement:
+    def _statement(self, book: QueueBook, in_cycle: bool = True) -> Statement:
         stmt = Statement(self.cap, book)
         # The statement works on the session's own maps: what it places or removes stays so.
         stmt.where, stmt.live = self.where, self.live
-        stmt.started = set(self.live)
+        if in_cycle:  # outside a cycle nobody asks who was running before it
+            stmt.started = self.started
         return stmt
 
     def _release_gang_reservations(self) -> None:
@@ -105,7 +113,8 @@ class CoreSession:
     def finish(self, workload_id: str) -> Workload:
         """A running workload ended (done, failed, or its node went away): free its capacity."""
         w = self.live[workload_id]
-        self._statement(self.book).remove(w, "Finished", "")
+        self._statement(self.book, in_cycle=False).remove(w, "Finished", "")
+        self.started.discard(workload_id)
         return w
 
     def node_down(self, node_id: str) -> list[str]:

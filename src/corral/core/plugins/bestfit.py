@@ -20,7 +20,7 @@ import numpy as np
 from corral.core.fit import Shape, device_need
 from corral.core.model import MILLI_PER_GPU
 from corral.core.plugins.base import register
-from corral.core.snapshot import Capacity, FloatArray, IntArray
+from corral.core.snapshot import Capacity, FloatArray, IntArray, NodeTable
 
 BESTFIT: Final = "bestfit"
 
@@ -42,12 +42,15 @@ class BestFit:
 
     def __init__(self, seed: int = 0) -> None:
         del seed  # deterministic: draws no random numbers
+        self._scale: tuple[NodeTable, float, float] | None = None
 
     def score(self, cap: Capacity, shape: Shape, nodes: IntArray) -> FloatArray:
         table = cap.table
-        max_cpu = max(int(table.cpu.max()), 1) if len(table) else 1
-        max_gpu = max(table.max_gpus, 1) * MILLI_PER_GPU
+        if self._scale is None or self._scale[0] is not table:  # the largest node, once
+            max_cpu = max(int(table.cpu.max()), 1) if len(table) else 1
+            self._scale = (table, 0.5 / max_cpu, 0.5 / (max(table.max_gpus, 1) * MILLI_PER_GPU))
+        _, per_cpu, per_gpu = self._scale
         cpu_left = cap.free_cpu[nodes] - shape.resources.cpu_milli
         gpu_left = np.clip(cap.free_milli[nodes], 0, None).sum(axis=1) - gpu_need(cap, shape, nodes)
-        score = 1.0 - 0.5 * cpu_left / max_cpu - 0.5 * gpu_left / max_gpu
+        score = 1.0 - cpu_left * per_cpu - gpu_left * per_gpu
         return np.asarray(np.clip(score, 0.0, 1.0), dtype=np.float64)

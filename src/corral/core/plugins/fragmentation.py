@@ -31,7 +31,7 @@ feasibility filters still enforce it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
@@ -43,6 +43,8 @@ from corral.core.plugins.base import register
 from corral.core.snapshot import BoolArray, Capacity, FloatArray, IntArray, NodeTable
 
 FGD: Final = "fgd"
+_DIRECT = 16  # batches of at most this many nodes skip the memos (checking costs as much)
+_KEYS = 256  # score memos kept, one per fragmentation key (CPU and GPU request)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +155,40 @@ class _Mix:
         small = np.where(big_enough, 0, f[:, :, None]).sum(axis=1)[:, self.share_index]
         usable = (count >= self.need) & (cpu[:, None] >= self.cpu) & self.access[model]
         per_type = np.where(usable, small, total[:, None])
-        return np.asarray(out + per_type @ self.weight, dtype=np.float64)
+        # An elementwise product summed per row, not a matrix product: BLAS may round
+        # differently for different batch sizes, and a node's score must not depend on which
+        # other nodes were scored with it (exact ties are broken by node order).
+        return np.asarray(out + (per_type * self.weight).sum(axis=1), dtype=np.float64)
+
+
+class _NodeMemo:
+    """Values per node, each remembered with the node state it was computed for (free milli and
+    memory per device, free CPU); a node whose state differs is recomputed.
+
+    Comparing states rather than reading `Capacity.changes` stays right when the placer tries
+    devices inside `Capacity.scratch` and undoes them (the change log forgets those)."""
+
+    def __init__(self, cap: Capacity) -> None:
+        self.milli = np.full_like(cap.free_milli, -2)
+        self.mem = np.full_like(cap.free_mem, -2)
+        self.cpu = np.full_like(cap.free_cpu, -1)
+        self.values = np.zeros(cap.free_cpu.shape[0], dtype=np.float64)
+
+    def fits(self, cap: Capacity) -> bool:
+        return self.milli.shape == cap.free_milli.shape
+
+    def get(self, cap: Capacity, nodes: IntArray, compute: Callable[[IntArray], FloatArray]) -> FloatArray:
+        stale = nodes[
+            (self.milli[nodes] != cap.free_milli[nodes]).any(axis=1)
+            | (self.cpu[nodes] != cap.free_cpu[nodes])
+            | (self.mem[nodes] != cap.free_mem[nodes]).any(axis=1)
+        ]
+        if stale.size:
+            self.values[stale] = compute(stale)
+            self.milli[stale] = cap.free_milli[stale]
+            self.mem[stale] = cap.free_mem[stale]
+            self.cpu[stale] = cap.free_cpu[stale]
+        return self.values[nodes]
 
 
 @register(FGD)
@@ -185,49 +220,72 @@ class Fragmentation:
         self.levels = int(levels)
         self.balance = float(balance)
         self._mix: tuple[NodeTable, _Mix] | None = None
-        # F of each node as of the state it was computed for; a node whose free milli or CPU
-        # differs from that state is recomputed. Comparing states (not reading the change log)
-        # stays right when the placer tries devices inside `Capacity.scratch` and undoes them.
-        self._seen: tuple[IntArray, IntArray, FloatArray] | None = None
+        # Large batches (a shape's first look, or many changes since its last) reuse what is
+        # known: F per node, and scores per *fragmentation key*: the score depends on a shape
+        # only through its CPU and GPU request, not its memory or allowed models, so shapes
+        # that differ only there share scores. At most _KEYS keys are kept (least recent out).
+        self._before: _NodeMemo | None = None
+        self._scores: dict[tuple[int, int, int, int], _NodeMemo] = {}
 
     def mix(self, table: NodeTable) -> _Mix:
         if self._mix is None or self._mix[0] is not table:
             self._mix = (table, _Mix(table, self.types, self.balance))
-            self._seen = None
+            self._before, self._scores = None, {}
         return self._mix[1]
 
     def fragmentation(self, cap: Capacity, nodes: IntArray) -> FloatArray:
         """Expected fragmentation of `nodes` now, in milli-GPU."""
         mix = self.mix(cap.table)
-        if self._seen is None or self._seen[0].shape != cap.free_milli.shape:
-            n = cap.free_milli.shape[0]
-            self._seen = (np.full_like(cap.free_milli, -2), np.full(n, -1), np.zeros(n))
-        milli, cpu, frag = self._seen
-        stale = nodes[
-            (milli[nodes] != cap.free_milli[nodes]).any(axis=1) | (cpu[nodes] != cap.free_cpu[nodes])
-        ]
-        if stale.size:
-            milli[stale] = cap.free_milli[stale]
-            cpu[stale] = cap.free_cpu[stale]
-            frag[stale] = mix.frag(milli[stale], cpu[stale], cap.table.model[stale])
-        return frag[nodes]
+
+        def compute(stale: IntArray) -> FloatArray:
+            return mix.frag(cap.free_milli[stale], cap.free_cpu[stale], cap.table.model[stale])
+
+        if nodes.size <= _DIRECT:  # checking the memo would cost as much as computing
+            return compute(nodes)
+        if self._before is None or not self._before.fits(cap):
+            self._before = _NodeMemo(cap)
+        return self._before.get(cap, nodes, compute)
 
     def gradient(self, cap: Capacity, shape: Shape, nodes: IntArray) -> FloatArray:
         """Increase of expected fragmentation if one worker of `shape` lands on each node
         (on its best device for a share); +inf where it does not fit."""
         mix = self.mix(cap.table)
-        before = self.fragmentation(cap, nodes)
-        if shape.resources.fractional:
-            return _share_after(cap, shape, nodes, mix) - before
-        free = cap.free_milli[nodes]
-        if shape.resources.gpus:
-            whole = free == MILLI_PER_GPU
-            taken = whole & (np.cumsum(whole, axis=1) <= shape.resources.gpus)
-            free = np.where(taken, 0, free)
-        cpu = cap.free_cpu[nodes] - shape.resources.cpu_milli
-        return mix.frag(free, cpu, cap.table.model[nodes]) - before
+        r = shape.resources
+        if r.fractional:
+            rows, free, cpu = _share_states(cap, shape, nodes)
+        else:
+            rows, free = np.arange(nodes.size), cap.free_milli[nodes]
+            if r.gpus:
+                whole = free == MILLI_PER_GPU
+                free = np.where(whole & (np.cumsum(whole, axis=1) <= r.gpus), 0, free)
+            cpu = cap.free_cpu[nodes] - r.cpu_milli
+        model = cap.table.model[nodes]
+        if nodes.size <= _DIRECT:  # one batch for before and after: half the numpy calls
+            both = mix.frag(np.concatenate([cap.free_milli[nodes], free]),
+                            np.concatenate([cap.free_cpu[nodes], cpu]),
+                            np.concatenate([model, model[rows]]))
+            before, values = both[: nodes.size], both[nodes.size :]
+        else:
+            before, values = self.fragmentation(cap, nodes), mix.frag(free, cpu, model[rows])
+        after = np.full(nodes.shape, np.inf)
+        np.minimum.at(after, rows, values)  # a share: the best device of each node
+        return after - before
 
     def score(self, cap: Capacity, shape: Shape, nodes: IntArray) -> FloatArray:
+        self.mix(cap.table)
+        if nodes.size <= _DIRECT:
+            return self._score(cap, shape, nodes)
+        r = shape.resources
+        key = (r.cpu_milli, r.gpus, r.gpu_milli, r.gpu_memory_mib)
+        memo = self._scores.pop(key, None)
+        if memo is None or not memo.fits(cap):
+            memo = _NodeMemo(cap)
+        self._scores[key] = memo  # now the most recent
+        if len(self._scores) > _KEYS:
+            del self._scores[next(iter(self._scores))]
+        return memo.get(cap, nodes, lambda stale: self._score(cap, shape, stale))
+
+    def _score(self, cap: Capacity, shape: Shape, nodes: IntArray) -> FloatArray:
         delta = self.gradient(cap, shape, nodes)
         with np.errstate(over="ignore"):
             score = 1.0 / (1.0 + np.exp(delta / self.scale))
@@ -259,11 +317,12 @@ class Fragmentation:
         return (int(devices[best]),)
 
 
-def _share_after(cap: Capacity, shape: Shape, nodes: IntArray, mix: _Mix) -> FloatArray:
-    """Fragmentation of each node after a share lands on its best device (+inf: fits nowhere).
+def _share_states(cap: Capacity, shape: Shape, nodes: IntArray) -> tuple[IntArray, IntArray, IntArray]:
+    """Node states after a share lands on each device where it fits: (row in `nodes`, free
+    milli per device, free CPU) per candidate.
 
     Devices with the same free share give the same node state up to order, so only the first of
-    each distinct free value per node is evaluated.
+    each distinct free value per node is a candidate.
     """
     r = shape.resources
     milli, mem = device_need(cap.table, r, nodes)
@@ -274,11 +333,7 @@ def _share_after(cap: Capacity, shape: Shape, nodes: IntArray, mix: _Mix) -> Flo
     row, dev = row[first], dev[first]
     states = free[row].copy()
     states[np.arange(row.size), dev] -= milli[row]
-    cpu = cap.free_cpu[nodes][row] - r.cpu_milli
-    values = mix.frag(states, cpu, cap.table.model[nodes][row])
-    after = np.full(nodes.shape, np.inf)
-    np.minimum.at(after, row, values)
-    return after
+    return row, states, cap.free_cpu[nodes][row] - r.cpu_milli
 
 
 BALANCED_FGD: Final = "balanced-fgd"

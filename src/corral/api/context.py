@@ -71,9 +71,12 @@ _bearer = HTTPBearer(auto_error=False, description="an API token: `corral up` pr
 
 
 async def caller(
-    ctx: Annotated[ApiContext, Depends(context)],
+    request: Request,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    # The context straight from the app, not Depends(context): each dependency node costs
+    # FastAPI a resolution step on every request of every endpoint.
+    ctx: ApiContext = request.app.state.corral
     if creds is None or not creds.credentials:
         raise ApiError(401, "unauthorized", "send an API token: Authorization: Bearer <token>")
     who = ctx.cached_caller(creds.credentials)

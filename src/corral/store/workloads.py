@@ -94,20 +94,22 @@ class EventRecord:
 
 
 _COLUMNS = [getattr(WorkloadRow, f) for f in WorkloadRecord.__slots__]
+# Hot inserts are built once, on the Core tables: an ORM-entity insert with inline `.values()`
+# re-coerces every value and recomputes its cache key per call (most of a submission's cost).
+_WORKLOADS, _EVENTS = WorkloadRow.__table__, Event.__table__
+_INSERT_WORKLOADS = insert(_WORKLOADS).returning(_WORKLOADS.c.seq, sort_by_parameter_order=True)
+_INSERT_EVENTS = insert(_EVENTS)
 
 
 def insert_workloads(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
     """Insert new workloads (state pending, version 1); return their seqs, in order.
-    Keys: the WorkloadRow columns. Raises IntegrityError when an id is taken."""
+    Keys: the WorkloadRow columns, the same in every row. Raises IntegrityError when an id is
+    taken."""
     if not rows:
         return []
-    if len(rows) > 1:
-        # One multi-row INSERT ... RETURNING per chunk ("insertmanyvalues", SQLite >= 3.35 and
-        # PostgreSQL), seqs in the order of `rows`: a batch of submissions is one round trip.
-        stmt = insert(WorkloadRow).returning(WorkloadRow.seq, sort_by_parameter_order=True)
-        return [int(seq) for seq in conn.execute(stmt, list(rows)).scalars()]
-    seq = conn.execute(insert(WorkloadRow).values(**rows[0]).returning(WorkloadRow.seq)).scalar_one()
-    return [int(seq)]
+    # One multi-row INSERT ... RETURNING per chunk ("insertmanyvalues", SQLite >= 3.35 and
+    # PostgreSQL), seqs in the order of `rows`: a batch of submissions is one round trip.
+    return [int(seq) for seq in conn.execute(_INSERT_WORKLOADS, list(rows)).scalars()]
 
 
 def get_workload(conn: Connection, workload_id: str) -> WorkloadRecord | None:
@@ -232,8 +234,9 @@ def append_event(
 def append_events(conn: Connection, events: Sequence[dict[str, Any]]) -> None:
     """Several events in one statement (keys as `append_event`'s arguments)."""
     if events:
-        conn.execute(insert(Event), [
-            {"subject": "", "from_state": "", "attempt": 0, "message": "", "data": {}, **e}
+        conn.execute(_INSERT_EVENTS, [
+            {"workload_id": None, "subject": "", "from_state": "", "to_state": "", "attempt": 0,
+             "message": "", "data": {}, **e}  # every key in every row: one executemany
             for e in events])
 
 

@@ -215,7 +215,8 @@ def _close(cycle: Cycle, orphans: int) -> Plan:
         if key not in diagnosis:
             diagnosis[key] = cycle.placer.diagnose(shape, wid)
         cycle.reasons[wid] = diagnosis[key]
-    pending = {wid: r for wid, r in sorted(cycle.reasons.items()) if wid not in cycle.stmt.where}
+    # insertion order is already deterministic (the order the cycle considered them)
+    pending = {wid: r for wid, r in cycle.reasons.items() if wid not in cycle.stmt.where}
     reservations = tuple(
         Reservation(owner, tuple(cycle.cap.table.nodes[i].id for i in nodes))
         for owner, nodes in sorted(cycle.cap.reservations.items())

@@ -70,12 +70,17 @@ class Scoring:
         return all(p.node_local for p, _ in self.plugins)
 
     def score(
-        self, cap: Capacity, shape: Shape, nodes: IntArray, local: bool | None = None
+        self, cap: Capacity, shape: Shape, nodes: IntArray, local: bool | None = None,
+        static: bool | None = None,
     ) -> FloatArray:
+        """Weighted sum of the plugins' scores; `local` and `static` select plugins by kind."""
         total = np.zeros(nodes.shape, dtype=np.float64)
         for plugin, weight in self.plugins:
-            if local is None or plugin.node_local == local:
-                total += weight * plugin.score(cap, shape, nodes)
+            if local is not None and plugin.node_local != local:
+                continue
+            if static is not None and getattr(plugin, "static", False) != static:
+                continue
+            total += weight * plugin.score(cap, shape, nodes)
         return total
 
 
@@ -94,6 +99,11 @@ class _ShapeCache:
         self.shape, self.scoring = shape, scoring
         self.static = placer.static(shape)
         self.scores = np.full(len(placer.cap.table), -np.inf)
+        # Scores of plugins that read only a node's fixed attributes (price, model) never
+        # change during the cycle: computed once here, added on every refresh.
+        self.fixed = np.zeros(len(placer.cap.table))
+        nodes = np.flatnonzero(self.static)
+        self.fixed[nodes] = scoring.score(placer.cap, shape, nodes, local=True, static=True)
         self.pos = 0
         self.refresh(placer.cap, full=True)
 
@@ -113,7 +123,9 @@ class _ShapeCache:
         ok &= ~cap.reserved[nodes]
         scores = np.full(nodes.shape, -np.inf)
         if ok.any():
-            scores[ok] = self.scoring.score(cap, self.shape, nodes[ok], local=True)
+            fit = nodes[ok]
+            scores[ok] = self.fixed[fit] + self.scoring.score(cap, self.shape, fit, local=True,
+                                                              static=False)
         self.scores[nodes] = scores
 
 

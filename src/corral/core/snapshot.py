@@ -121,6 +121,8 @@ class Capacity:
         self.free_cpu: IntArray = table.cpu.copy()
         self.free_ram: IntArray = table.ram.copy()
         self.whole_free: IntArray = table.gpu_count.copy()
+        #: free milli-GPU per node (the row sum of free_milli over its devices), kept current
+        self.free_sum: IntArray = table.gpu_count * MILLI_PER_GPU
         self.changes: list[int] = []  # node indices, in the order they changed
         self.freed = 0  # how many times capacity was returned (a failed fit may now succeed)
         self.reserved: BoolArray = np.zeros(n, dtype=np.bool_)
@@ -149,6 +151,7 @@ class Capacity:
             row[devices] += sign * a.milli_per_device
             self.free_mem[node, devices] += sign * a.gpu_memory_mib_per_device
             self.whole_free[node] += int((row[devices] == MILLI_PER_GPU).sum()) - before
+        self.free_sum[node] += sign * a.milli_per_device * len(a.devices)
         self.free_cpu[node] += sign * cpu
         self.free_ram[node] += sign * ram
         self.changes.append(node)
@@ -188,7 +191,8 @@ class Capacity:
             self.freed = freed
 
     def _columns(self) -> tuple[IntArray, ...]:
-        return (self.free_milli, self.free_mem, self.free_cpu, self.free_ram, self.whole_free)
+        return (self.free_milli, self.free_mem, self.free_cpu, self.free_ram, self.whole_free,
+                self.free_sum)
 
     # -- queries ----------------------------------------------------------------------------
     def total_free_milli(self) -> int:
@@ -201,4 +205,7 @@ class Capacity:
             (self.free_milli[valid] >= 0).all() and (self.free_milli[valid] <= MILLI_PER_GPU).all()
         )
         ok_mem = bool((self.free_mem[valid] >= 0).all())
-        return ok_dev and ok_mem and bool((self.free_cpu >= 0).all() and (self.free_ram >= 0).all())
+        ok_sum = bool((self.free_sum == np.where(valid, self.free_milli, 0).sum(axis=1)).all())
+        ok_whole = bool((self.whole_free == (self.free_milli == MILLI_PER_GPU).sum(axis=1)).all())
+        return (ok_dev and ok_mem and ok_sum and ok_whole
+                and bool((self.free_cpu >= 0).all() and (self.free_ram >= 0).all()))

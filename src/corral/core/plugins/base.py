@@ -22,6 +22,8 @@ from corral.core.snapshot import Capacity, FloatArray, IntArray
 
 class ScorePlugin(Protocol):
     name: ClassVar[str]
+    #: Optional `static: ClassVar[bool] = True` when the score reads only a node's fixed
+    #: attributes (price, model, topology): the placer then computes it once per shape.
     #: True when a node's score depends only on that node's own state. The placer then caches
     #: scores per shape and re-scores only nodes that changed. A plugin that is not node-local
     #: (say, one that draws random numbers) is re-run over all candidates each time.

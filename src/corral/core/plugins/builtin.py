@@ -20,7 +20,7 @@ GPU_MODEL: Final = "gpu-model"
 def _used_fraction_after(cap: Capacity, shape: Shape, nodes: IntArray) -> FloatArray:
     """Share of each node's GPUs in use once one more worker lands there."""
     total = np.maximum(cap.table.gpu_count[nodes], 1) * MILLI_PER_GPU
-    free = np.clip(cap.free_milli[nodes], 0, None).sum(axis=1)
+    free = cap.free_sum[nodes]
     r = shape.resources
     if r.gpus:
         need = np.full(nodes.shape, r.gpus * MILLI_PER_GPU)
@@ -76,6 +76,7 @@ class Price(_Plugin):
 
     name: ClassVar[str] = PRICE
     node_local: ClassVar[bool] = True
+    static: ClassVar[bool] = True  # reads only the node's price
 
     def score(self, cap: Capacity, shape: Shape, nodes: IntArray) -> FloatArray:
         prices = cap.table.price
@@ -91,6 +92,7 @@ class GpuModelPreference(_Plugin):
 
     name: ClassVar[str] = GPU_MODEL
     node_local: ClassVar[bool] = True
+    static: ClassVar[bool] = True  # reads only the node's model
 
     def score(self, cap: Capacity, shape: Shape, nodes: IntArray) -> FloatArray:
         if len(shape.gpu_models) < 2:

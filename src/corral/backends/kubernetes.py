@@ -58,7 +58,6 @@ from corral.backends.environment import (
     worker_environment,
 )
 from corral.backends.errors import (
-    AttemptStillRunning,
     BackendError,
     BackendUnavailable,
     InvalidLaunchSpec,
@@ -81,7 +80,7 @@ from corral.backends.kubernetes_objects import (
     to_node,
     workload_label,
 )
-from corral.backends.records import AttemptRecord, AttemptRecords
+from corral.backends.records import AttemptRecord, AttemptRecords, ended_attempt, statuses
 from corral.core.model import Node
 
 __all__ = ["DEADLINE_MOUNT", "KubernetesBackend"]
@@ -204,23 +203,13 @@ class KubernetesBackend(Backend, InventorySource, LogSource):
             label_selector=f"{LABEL_MANAGED}={MANAGED}").items}
         ready = {n.metadata.name: node_ready(n)[0]
                  for n in self._call("list nodes", self.api.list_node).items}
-        out: list[WorkerStatus] = []
-        for key in sorted(self._attempts):
-            record = self._attempts[key]
-            for a in sorted(record.spec.assignments, key=lambda a: a.worker):
-                end = self._observe(record, a.worker, a.node_id, pods, ready)
-                out.append(end.status(key[0], key[1], a.worker, a.node_id, now))
-        return out
+        return statuses(self._attempts, now,
+                        lambda record, a: self._observe(record, a.worker, a.node_id, pods, ready))
 
     def release(self, workload_id: str, attempt: int) -> None:
-        record = self._attempts.get((workload_id, attempt))
+        record = ended_attempt(self._attempts, workload_id, attempt, self.poll)
         if record is None:
             return
-        self.poll(time.time())
-        running = [a.worker for a in record.spec.assignments if a.worker not in record.ends]
-        if running:
-            raise AttemptStillRunning(
-                f"{workload_id} attempt {attempt}: workers {running} have not ended; stop first")
         for a in record.spec.assignments:
             self._collect_log(record, a.worker)
             self._delete(record.engine["pods"][str(a.worker)], 0)

@@ -51,7 +51,6 @@ from corral.backends.base import (
 )
 from corral.backends.environment import worker_environment
 from corral.backends.errors import (
-    AttemptStillRunning,
     BackendUnavailable,
     InvalidLaunchSpec,
     InvalidRequest,
@@ -60,7 +59,7 @@ from corral.backends.errors import (
 )
 from corral.backends.exits import WorkerEnd
 from corral.backends.ray_nodes import RayNode, ray_inventory, read_ray_nodes, view_ray_nodes
-from corral.backends.records import AttemptRecord, AttemptRecords
+from corral.backends.records import AttemptRecord, AttemptRecords, ended_attempt, statuses
 from corral.core.model import Node
 
 __all__ = ["NAMESPACE", "RayBackend", "actor_name"]
@@ -181,23 +180,13 @@ class RayBackend(Backend, InventorySource, LogSource):
         alive = self._alive_nodes()
         pending = self._ask_everyone(alive)
         answers = self._collect(pending)
-        out: list[WorkerStatus] = []
-        for key in sorted(self._attempts):
-            record = self._attempts[key]
-            for a in sorted(record.spec.assignments, key=lambda a: a.worker):
-                end = self._observe(record, a.worker, alive, answers)
-                out.append(end.status(key[0], key[1], a.worker, a.node_id, now))
-        return out
+        return statuses(self._attempts, now,
+                        lambda record, a: self._observe(record, a.worker, alive, answers))
 
     def release(self, workload_id: str, attempt: int) -> None:
-        record = self._attempts.get((workload_id, attempt))
+        record = ended_attempt(self._attempts, workload_id, attempt, self.poll)
         if record is None:
             return
-        self.poll(time.time())
-        running = [a.worker for a in record.spec.assignments if a.worker not in record.ends]
-        if running:
-            raise AttemptStillRunning(
-                f"{workload_id} attempt {attempt}: workers {running} have not ended; stop first")
         for a in record.spec.assignments:
             self._collect_log_and_kill(record, a.worker)
         AttemptRecords.mark_released(record)

@@ -19,17 +19,23 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from corral.backends.base import LaunchSpec
-from corral.backends.errors import InvalidLaunchSpec, LaunchConflict, UnknownAttempt
+from corral.backends.base import LaunchSpec, WorkerStatus
+from corral.backends.errors import (
+    AttemptStillRunning,
+    InvalidLaunchSpec,
+    LaunchConflict,
+    UnknownAttempt,
+)
 from corral.backends.exits import WorkerEnd, load_status, save_status
 from corral.backends.local_runner import read_json, write_json_atomic
+from corral.core.model import WorkerAssignment
 
-__all__ = ["SAFE_ID", "AttemptRecord", "AttemptRecords", "StopRecord"]
+__all__ = ["SAFE_ID", "AttemptRecord", "AttemptRecords", "StopRecord", "ended_attempt", "statuses"]
 
 LAUNCH: Final = "launch.json"
 STOP: Final = "stop.json"
@@ -190,3 +196,36 @@ class AttemptRecords:
         if record is None:
             raise UnknownAttempt(f"workload {workload_id!r} has no attempt {attempt} here")
         return record
+
+
+def statuses(
+    attempts: dict[tuple[str, int], AttemptRecord], now: float,
+    observe: Callable[[AttemptRecord, WorkerAssignment], WorkerEnd],
+) -> list[WorkerStatus]:
+    """Every known worker's status, in a stable order (attempt, then worker): the shared tail of
+    each engine's `poll`, which only differs in how it observes one worker."""
+    out: list[WorkerStatus] = []
+    for key in sorted(attempts):
+        record = attempts[key]
+        for a in sorted(record.spec.assignments, key=lambda a: a.worker):
+            out.append(observe(record, a).status(key[0], key[1], a.worker, a.node_id, now))
+    return out
+
+
+def ended_attempt(
+    attempts: dict[tuple[str, int], AttemptRecord], workload_id: str, attempt: int,
+    poll: Callable[[float], object],
+) -> AttemptRecord | None:
+    """The shared head of `release`: the attempt's record once a fresh poll shows every worker
+    ended; None for an attempt this backend does not know (release is idempotent).
+
+    Raises AttemptStillRunning while a worker has not ended."""
+    record = attempts.get((workload_id, attempt))
+    if record is None:
+        return None
+    poll(time.time())
+    running = [a.worker for a in record.spec.assignments if a.worker not in record.ends]
+    if running:
+        raise AttemptStillRunning(
+            f"{workload_id} attempt {attempt}: workers {running} have not ended; stop first")
+    return record

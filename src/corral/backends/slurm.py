@@ -64,7 +64,6 @@ from corral.backends.environment import (
     worker_environment,
 )
 from corral.backends.errors import (
-    AttemptStillRunning,
     BackendUnavailable,
     InvalidLaunchSpec,
     InvalidRequest,
@@ -73,7 +72,7 @@ from corral.backends.errors import (
 )
 from corral.backends.exits import WorkerEnd
 from corral.backends.local_runner import CHILD_RECORD, EXIT_RECORD, read_json, write_text_atomic
-from corral.backends.records import AttemptRecord, AttemptRecords
+from corral.backends.records import AttemptRecord, AttemptRecords, ended_attempt, statuses
 from corral.backends.slurm_parse import (
     ENDED_JOB_STATES,
     JOB_LOST_STATES,
@@ -184,23 +183,14 @@ class SlurmBackend(Backend, InventorySource, LogSource):
                 for j in self._jobs_of(r).values()}
         states = self._job_states(sorted(jobs))
         node_states = self._node_states() if states else {}
-        out: list[WorkerStatus] = []
-        for key in sorted(self._attempts):
-            record = self._attempts[key]
-            for a in sorted(record.spec.assignments, key=lambda a: a.worker):
-                end = self._observe(record, a.worker, a.node_id, states, node_states)
-                out.append(end.status(key[0], key[1], a.worker, a.node_id, now))
-        return out
+        return statuses(
+            self._attempts, now,
+            lambda record, a: self._observe(record, a.worker, a.node_id, states, node_states))
 
     def release(self, workload_id: str, attempt: int) -> None:
-        record = self._attempts.get((workload_id, attempt))
+        record = ended_attempt(self._attempts, workload_id, attempt, self.poll)
         if record is None:
             return
-        self.poll(time.time())
-        running = [a.worker for a in record.spec.assignments if a.worker not in record.ends]
-        if running:
-            raise AttemptStillRunning(
-                f"{workload_id} attempt {attempt}: workers {running} have not ended; stop first")
         AttemptRecords.mark_released(record)
         del self._attempts[record.key]
 

@@ -3,18 +3,11 @@ and nested queues, started and stopped by the tests (by PID, never by name)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import struct
-import subprocess
-import sys
-import time
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from corral.sdk import Client, CorralError
+from corral.testing.corral_up import CorralServer
 
 POOL = """\
 providers:
@@ -40,12 +33,6 @@ queues:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def tiny_png(width: int = 48, height: int = 24) -> bytes:
     """A valid PNG (a blue-to-orange gradient), written without an imaging library."""
     def chunk(kind: bytes, data: bytes) -> bytes:
@@ -58,76 +45,26 @@ def tiny_png(width: int = 48, height: int = 24) -> bytes:
             + chunk(b"IEND", b""))
 
 
-@dataclass
-class CorralUp:
-    root: Path
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
+class CorralUp(CorralServer):
+    """The shared `corral up` harness with the dashboard test's pool, a sampler every second and
+    a directory of simulator reports; it stops its workers when it stops."""
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def __init__(self, root: Path) -> None:
+        reports = root / "sim-reports"
+        super().__init__(root / "data", pool=root / "pool.yaml", cwd=root,
+                         extra_env={"CORRAL_USAGE_SAMPLE_S": "1",
+                                    "CORRAL_SIM_REPORTS": str(reports)})
+        self.root, self.reports = root, reports
 
-    @property
-    def data_dir(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def token(self) -> str:
-        return (self.data_dir / "admin-token").read_text().strip()
-
-    def client(self, token: str | None = None) -> Client:
-        return Client(self.url, token or self.token)
-
-    def start(self, timeout: float = 60.0) -> CorralUp:
-        reports = self.root / "sim-reports"
-        reports.mkdir(parents=True, exist_ok=True)
-        (reports / "utilization.png").write_bytes(tiny_png())
-        (reports / "summary.json").write_text('{"policy": "fair", "jct_p50_s": 431.5, '
-                                              '"utilization": 0.82, "jain_index": 0.97}')
+    def start(self, *extra: str, timeout: float = 60.0) -> CorralUp:
+        self.reports.mkdir(parents=True, exist_ok=True)
+        (self.reports / "utilization.png").write_bytes(tiny_png())
+        (self.reports / "summary.json").write_text('{"policy": "fair", "jct_p50_s": 431.5, '
+                                                   '"utilization": 0.82, "jain_index": 0.97}')
         (self.root / "pool.yaml").write_text(POOL)
-        env = {**os.environ, "CORRAL_USAGE_SAMPLE_S": "1", "CORRAL_SIM_REPORTS": str(reports)}
-        log = open(self.root / "server.log", "ab")  # noqa: SIM115 - lives as long as the server
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "corral.cli.main", "up", "--data-dir", str(self.data_dir),
-             "--port", str(self.port), "--pool", str(self.root / "pool.yaml"), "--grace", "2"],
-            cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"corral up exited {self.proc.returncode}: {self.log()}")
-            try:
-                with Client(self.url) as c:
-                    c.health()
-                if (self.data_dir / "admin-token").exists():
-                    return self
-            except CorralError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"corral up did not answer in {timeout}s: {self.log()}")
-
-    def log(self) -> str:
-        p = self.root / "server.log"
-        return p.read_text(errors="replace")[-3000:] if p.exists() else ""
+        super().start(*extra, timeout=timeout)
+        return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-        self._stop_workers()
-
-    def _stop_workers(self) -> None:
-        """Workers outlive the server by design (the local backend re-adopts them); kill the
-        ones this server started: each recorded process group whose identity still matches."""
-        from corral.backends.local_runner import is_alive, kill_group, read_identity
-
-        for record in sorted(self.data_dir.glob("work/*/*/worker-*/*.json")):
-            if record.name in ("runner.json", "child.json"):
-                identity = read_identity(record)
-                if identity is not None and is_alive(identity):
-                    kill_group(identity.pid, signal.SIGKILL)
+        super().stop()
+        self.stop_workers()

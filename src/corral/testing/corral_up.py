@@ -1,0 +1,124 @@
+"""A real `corral up` in a subprocess, for end-to-end tests and benchmarks.
+
+Started on a free loopback port with its own data dir, waited for until its API answers and its
+admin token exists, and stopped by PID (SIGINT, then SIGKILL), never by name. Workers of the local
+backend outlive the server by design (a restarted server re-adopts them), so `stop_workers`
+kills the process groups this server's data dir recorded, only while their recorded identity
+(pid and start time) still matches, so a reused pid is never hit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from corral.sdk import Client, CorralError
+
+__all__ = ["CorralServer", "free_port", "stop_workers"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class CorralServer:
+    data_dir: Path
+    db: str | None = None
+    port: int = field(default_factory=free_port)
+    pool: Path | None = None  # None: cwd has no examples/, so the virtual pool is used
+    extra_env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None  # default: the data dir
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "CORRAL_DATA_DIR": str(self.data_dir), "CORRAL_URL": self.url,
+                "COLUMNS": "200", **self.extra_env}
+
+    def start(self, *extra: str, timeout: float = 60.0) -> CorralServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [sys.executable, "-m", "corral.cli.main", "up", "--data-dir", str(self.data_dir),
+                "--port", str(self.port), "--grace", "2", "--interval", "0.2", *extra]
+        if self.pool is not None:
+            args += ["--pool", str(self.pool)]
+        if self.db:
+            args += ["--db", self.db]
+        with open(self.data_dir / "server.log", "ab") as log:
+            self.proc = subprocess.Popen(args, cwd=self.cwd or self.data_dir, env=self.env(),
+                                         stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"corral up exited {self.proc.returncode}: {self.log()}")
+            try:
+                with Client(self.url) as c:
+                    c.health()
+                if (self.data_dir / "admin-token").exists():
+                    return self
+            except CorralError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"corral up did not answer in {timeout}s: {self.log()}")
+
+    def log(self) -> str:
+        p = self.data_dir / "server.log"
+        return p.read_text(errors="replace")[-3000:] if p.exists() else ""
+
+    @property
+    def token(self) -> str:
+        return (self.data_dir / "admin-token").read_text().strip()
+
+    def client(self, token: str | None = None) -> Client:
+        return Client(self.url, token or self.token)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+    def stop_workers(self) -> None:
+        stop_workers(self.data_dir)
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run([sys.executable, "-m", "corral.cli.main", *args], env=self.env(),
+                           cwd=self.cwd or self.data_dir, capture_output=True, text=True,
+                           timeout=60)
+        if check and r.returncode != 0:
+            raise AssertionError(f"corral {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
+        return r
+
+    def cli_json(self, *args: str) -> object:
+        return json.loads(self.cli(*args, "--json").stdout)
+
+
+def stop_workers(data_dir: Path) -> None:
+    """Kill what the workers of `data_dir`'s local backend left running (see module doc)."""
+    from corral.backends.local_runner import is_alive, kill_group, read_identity
+
+    for record in sorted(data_dir.glob("work/*/*/worker-*/*.json")):
+        if record.name not in ("runner.json", "child.json"):
+            continue
+        identity = read_identity(record)
+        if identity is not None and is_alive(identity):
+            kill_group(identity.pid, signal.SIGKILL)

@@ -53,8 +53,10 @@ def queues(draw: st.DrawFn) -> tuple[Queue, ...]:
     for name in ("a", "b", "c"):
         quota = float(draw(st.integers(0, 6)))
         limit = draw(st.sampled_from([None, quota + 2, quota + 8]))
+        by_model = draw(st.sampled_from([(), (), (("H100", min(quota, 2.0)),)]))
         out.append(Queue(name, parent=draw(st.sampled_from([None, "root"])), quota_gpus=quota,
-                         limit_gpus=limit, weight=draw(st.sampled_from([0.5, 1, 3]))))
+                         limit_gpus=limit, weight=draw(st.sampled_from([0.5, 1, 3])),
+                         quota_by_model=by_model))
     return tuple(out)
 
 
@@ -179,7 +181,9 @@ def test_evictions_follow_their_rules(cluster: ClusterState) -> None:
         assert victim.started_at is not None and NOW - victim.started_at >= victim.min_runtime_s
         if e.rule == R.RULE_RECLAIM:
             assert used[victim.queue] >= quotas[victim.queue], f"{victim.queue} reclaimed below quota"
-            assert used[beneficiary.queue] <= quotas[beneficiary.queue]
+            by_model = dict(next(q for q in cluster.queues if q.name == beneficiary.queue).quota_by_model)
+            within_model = bool(beneficiary.gpu_models) and all(m in by_model for m in beneficiary.gpu_models)
+            assert used[beneficiary.queue] <= quotas[beneficiary.queue] or within_model
         elif e.rule == R.RULE_PREEMPT:
             assert victim.queue == beneficiary.queue and victim.priority < beneficiary.priority
 

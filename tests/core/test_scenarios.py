@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from builders import job, node, queue, state
-from corral.core import ClusterState, Plan, SchedulerConfig, TopologyLevel, schedule
+from corral.core import ClusterState, Plan, Queue, SchedulerConfig, TopologyLevel, schedule
 from corral.core import reasons as R
 
 NOW = 10_000.0
@@ -233,3 +233,32 @@ def test_gang_prefers_tightest_domain() -> None:
     plan = schedule(state(nodes, [queue("q")], work), NOW)
     p = plan.placement_of("g")
     assert p is not None and {a.node_id for a in p.assignments} == {"b", "c"}
+
+
+def _model_queue(name: str, quota: float, by_model: dict[str, float]) -> Queue:
+    return Queue(name, quota_gpus=quota, quota_by_model=tuple(sorted(by_model.items())))
+
+
+def test_per_model_quota_lets_a_queue_reclaim_its_guaranteed_model() -> None:
+    """owner uses its whole quota on A100s, but 4 H100s are guaranteed to it: it may take H100s
+    back from a borrower even though its total is at quota."""
+    nodes = [node("h").model("H100").gpus(4), node("a").model("A100").gpus(4)]
+    work = [job("own-a").queue("owner").gpus(4).models("A100").running(("a", (0, 1, 2, 3))),
+            job("borrow-h").queue("borrower").gpus(4).running(("h", (0, 1, 2, 3))),
+            job("want-h").queue("owner").gpus(2).models("H100")]
+    queues = [_model_queue("owner", 4, {"H100": 4}), queue("borrower")]
+    plan = schedule(state(nodes, queues, work), NOW)
+    assert {e.workload_id: e.rule for e in plan.evictions} == {"borrow-h": R.RULE_RECLAIM}
+    assert plan.placement_of("want-h") is not None
+
+
+def test_per_model_quota_protects_the_victim_queue() -> None:
+    """borrower is above its total quota, but only on A100s: its guaranteed H100s stay."""
+    nodes = [node("h").model("H100").gpus(2), node("a").model("A100").gpus(2)]
+    work = [job("b-h").queue("borrower").gpus(2).running(("h", (0, 1))),
+            job("b-a").queue("borrower").gpus(2).running(("a", (0, 1))),
+            job("want-h").queue("owner").gpus(2).models("H100")]
+    queues = [queue("owner", quota=2), _model_queue("borrower", 2, {"H100": 2})]
+    plan = schedule(state(nodes, queues, work), NOW)
+    assert plan.evictions == ()
+    assert plan.pending["want-h"].code == R.INSUFFICIENT_CAPACITY

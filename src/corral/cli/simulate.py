@@ -121,7 +121,8 @@ def fill(
 
 
 def _replay_options(queues: str, teams: int, quota_fraction: float, interval: float,
-                    load: float | None, prices: list[str], mtbf: float | None, repair: float,
+                    load: float | None, pool_fraction: float, prices: list[str],
+                    mtbf: float | None, repair: float,
                     spot_fraction: float, spot_mtbi: float | None, spot_notice: float,
                     checkpoint: float | None) -> ReplayOptions:
     price_map: dict[str, float] = {}
@@ -135,7 +136,8 @@ def _replay_options(queues: str, teams: int, quota_fraction: float, interval: fl
                             spot_mtbi_s=spot_mtbi, spot_notice_s=spot_notice,
                             checkpoint_interval_s=checkpoint)
     return ReplayOptions(queues=queues, teams=teams, quota_fraction=quota_fraction,
-                         failures=failures, prices=price_map, interval_s=interval, load=load)
+                         failures=failures, prices=price_map, interval_s=interval, load=load,
+                         pool_fraction=pool_fraction)
 
 
 @app.command()
@@ -152,6 +154,7 @@ def replay(
     quota_fraction: Annotated[float, typer.Option(help="share of the pool given out as quotas")] = 0.8,
     interval: Annotated[float, typer.Option(help="seconds between cycles (0: at every event)")] = 0.0,
     load: Annotated[float | None, typer.Option(help="squeeze arrivals to this offered load")] = None,
+    pool_fraction: Annotated[float, typer.Option(help="keep this share of the nodes")] = 1.0,
     price: Annotated[list[str], typer.Option(help="MODEL=PRICE per GPU-hour (repeatable)")] = [],  # noqa: B006
     node_mtbf: Annotated[float | None, typer.Option(help="node mean time between failures, s")] = None,
     node_repair: Annotated[float, typer.Option(help="node repair time, s")] = 4 * 3600.0,
@@ -165,7 +168,8 @@ def replay(
     """Replay a trace in time: arrivals, waiting, departures, failures; JCT, shares, cost."""
     with _user_errors():
         trace = _trace(nodes, pods, synthetic, synthetic_nodes, seed)
-        options = _replay_options(queues, teams, quota_fraction, interval, load, price, node_mtbf,
+        options = _replay_options(queues, teams, quota_fraction, interval, load, pool_fraction,
+                                  price, node_mtbf,
                                   node_repair, spot_fraction, spot_mtbi, spot_notice, checkpoint)
         chosen = replay_policy(policy, placement, trace)
         with _progress(f"replay {trace.name} / {policy}") as update:
@@ -221,6 +225,7 @@ def compare(
     seeds: Annotated[str, typer.Option(help="seeds, like 42-51 or 42,43")] = "42-44",
     placement: Annotated[str, typer.Option(help="replay: placement policy")] = "corral",
     load: Annotated[float | None, typer.Option(help="replay: squeeze arrivals to this load")] = None,
+    pool_fraction: Annotated[float, typer.Option(help="replay: keep this share of the nodes")] = 1.0,
     queues: Annotated[str, typer.Option(help="replay: teams, qos or trace")] = "teams",
     json_out: JsonOpt = None,
     plot: PlotOpt = None,
@@ -242,7 +247,8 @@ def compare(
                     runs.append(run_fill(trace, fill_scoring(name, trace, seed), seed, name).to_json())
                 else:
                     result = run_replay(trace, replay_policy(name, placement, trace), seed,
-                                        ReplayOptions(queues=queues, load=load))
+                                        ReplayOptions(queues=queues, load=load,
+                                                      pool_fraction=pool_fraction))
                     runs.append(result.report)
                     series.setdefault(name, result.series)
                 update(i + 1, len(names) * len(seed_list))

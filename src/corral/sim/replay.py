@@ -54,6 +54,7 @@ class ReplayOptions:
     prices: Mapping[str, float] = field(default_factory=dict)  # GPU model -> per GPU-hour
     interval_s: float = 0.0
     load: float | None = None  # squeeze arrivals to this offered load (see Trace.at_load)
+    pool_fraction: float = 1.0  # keep this share of the nodes (see Trace.with_pool_fraction)
     series_points: int = 400  # points of the time series kept for the report and plots
 
 
@@ -92,6 +93,8 @@ def run_replay(
             "(the fill experiment does not)"
         )
     options = options or ReplayOptions()
+    if options.pool_fraction < 1.0:
+        trace = trace.with_pool_fraction(options.pool_fraction, seed)
     if options.load is not None:
         trace = trace.at_load(options.load)
     return _Replay(trace, policy, seed, options, progress).run()
@@ -118,9 +121,11 @@ class _Replay:
         self.open_work = 0  # arrive and finish events not yet handled
         self.down: set[str] = set()
         self.t0 = min(t.submitted for t in trace.tasks)
-        self.t_last_arrival = max(t.submitted for t in trace.tasks)
+        # The middle 90% of arrivals, as in Trace.offered_load: allocation "while arriving".
+        lo, hi = np.percentile([t.submitted for t in trace.tasks], [5, 95])
+        self.window = (float(lo), float(hi))
         self.alloc = TimeWeighted(self.t0)
-        self.alloc_at_last_arrival: float | None = None
+        self.alloc_marks: list[float] = []  # allocation integral at the window's ends
         self.used = {q.name: TimeWeighted(self.t0) for q in self.queue_map.queues}
         self.deserved = {q.name: TimeWeighted(self.t0) for q in self.queue_map.queues}
         self.allocated = 0
@@ -129,6 +134,11 @@ class _Replay:
         self.series: list[tuple[float, int, int, float]] = []
         self.done = 0
         self.last_progress = self.t0
+        # What changed since the last cycle (see `_candidates`).
+        self.fresh: list[str] = []
+        self.freed = True
+        config = policy.config
+        self.disruptive = config.consolidate or config.reclaim or config.preempt
 
     # -- setup ------------------------------------------------------------------------------
     def _nodes(self) -> tuple[Node, ...]:
@@ -181,27 +191,54 @@ class _Replay:
         return self._result()
 
     def _handle(self, at: float, kind: int, key: str, run: int) -> None:
-        if self.alloc_at_last_arrival is None and at >= self.t_last_arrival:
-            self.alloc.advance(self.t_last_arrival)
-            self.alloc_at_last_arrival = self.alloc.integral
+        while len(self.alloc_marks) < 2 and at >= self.window[len(self.alloc_marks)]:
+            self.alloc.advance(self.window[len(self.alloc_marks)])
+            self.alloc_marks.append(self.alloc.integral)
         if kind in (_ARRIVE, _FINISH):
             self.open_work -= 1
         if kind == _ARRIVE:
             self.last_progress = at
             job = self.jobs[key]
             self.pending[key] = job.workload
+            self.fresh.append(key)
             self.demand[job.workload.queue] += job.milli
         elif kind == _FINISH and run == self.jobs[key].run:
             self._stop(at, self.jobs[key], finished=True)
         elif kind == _DOWN:
             self._node_down(at, key, run)
         elif kind == _UP:
+            self.freed = True
             self.session.node_up(key)
             self.down.discard(key)
             self._next_failure(at, key, spot=run == 1)
 
+    def _candidates(self) -> list[Workload]:
+        """The pending work a cycle must see to decide what the core would decide on all of it.
+
+        All of it, unless nothing returned capacity since the last cycle (no finish, eviction or
+        repair), no action may free any (no consolidation, reclaim or preemption) and no gang
+        waits (its reservation is remade every cycle). Then everything that waited at the last
+        cycle fails again now (the core's placer itself remembers such failures and skips them),
+        so only the new arrivals can start, in the same order. With backfill off, nothing may
+        start behind older waiting work of its queue.
+        """
+        fresh, self.fresh = self.fresh, []
+        everything = list(self.pending.values())
+        if self.freed or self.disruptive or any(w.workers > 1 for w in everything):
+            return everything
+        new = [self.pending[i] for i in fresh if i in self.pending]
+        if not self.policy.config.backfill:
+            blocked = {w.queue for w in everything} - {w.queue for w in new}
+            blocked |= {w.queue for w in everything if w.id not in set(fresh)}
+            new = [w for w in new if w.queue not in blocked]
+        return new
+
     def _cycle(self, now: float) -> None:
-        outcome = self.session.cycle(now, self.pending.values(), self.demand)
+        candidates = self._candidates()
+        self.freed = False
+        if not candidates:
+            return
+        outcome = self.session.cycle(now, candidates, self.demand)
         self.counts["cycles"] += 1
         for wid, rule in outcome.evicted:
             self.counts[f"evicted:{rule}"] += 1
@@ -236,6 +273,7 @@ class _Replay:
                          for a in job.assignments) / MILLI_PER_GPU * ran / 3600.0
         job.started, job.assignments = None, ()
         job.run += 1
+        self.freed = True
         if finished:
             job.finish = now
             self.demand[job.workload.queue] -= job.milli
@@ -334,12 +372,12 @@ class _Replay:
         return ReplayResult(report, self._series())
 
     def _arriving_pct(self, capacity: float) -> float:
-        """Time-averaged allocation from the first to the last arrival: the steady state, not
-        diluted by the tail of long tasks that runs on after the last arrival."""
-        span = self.t_last_arrival - self.t0
-        if self.alloc_at_last_arrival is None or span <= 0 or not capacity:
+        """Time-averaged allocation over the middle 90% of arrivals: the steady state, not
+        diluted by stragglers or by the tail of long tasks after the last arrival."""
+        lo, hi = self.window
+        if len(self.alloc_marks) < 2 or hi <= lo or not capacity:
             return 0.0
-        return round(100.0 * self.alloc_at_last_arrival / span / capacity, 4)
+        return round(100.0 * (self.alloc_marks[1] - self.alloc_marks[0]) / (hi - lo) / capacity, 4)
 
     def _series(self) -> dict[str, list[float]]:
         rows = self.series

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from corral.core.model import MILLI_PER_GPU, Node, WorkerResources
 
 
@@ -85,30 +87,73 @@ class Trace:
     def with_tasks(self, tasks: tuple[TraceTask, ...]) -> Trace:
         return Trace(self.name, self.nodes, tasks, self.notes)
 
-    def offered_load(self) -> float:
-        """Requested GPU-seconds over capacity x arrival span (1.0 = exactly enough GPUs on
-        average while tasks arrive)."""
+    def with_pool_fraction(self, fraction: float, seed: int) -> Trace:
+        """A seeded random `fraction` of the nodes, the same share of every GPU model (at least
+        one node each): a smaller pool for the same tasks, to make a light trace contend."""
+        if not 0 < fraction <= 1:
+            raise ValueError(f"pool fraction must be in (0, 1], got {fraction}")
+        rng = np.random.default_rng(seed)
+        by_model: dict[str, list[Node]] = {}
+        for n in self.nodes:
+            by_model.setdefault(n.gpu_model, []).append(n)
+        kept: list[Node] = []
+        for model in sorted(by_model):
+            group = by_model[model]
+            k = max(1, round(fraction * len(group)))
+            kept.extend(group[i] for i in sorted(rng.choice(len(group), size=k, replace=False)))
+        note = f"pool: {len(kept)} of {len(self.nodes)} nodes ({fraction:g} of each GPU model)"
+        return Trace(self.name, tuple(kept), self.tasks, (*self.notes, note))
+
+    def offered_load(self, factor: float = 1.0) -> float:
+        """GPUs requested on average while most tasks arrive, as a share of capacity, if every
+        task started on arrival (arrival times scaled by `factor` about the first one).
+
+        The window is the middle 90% of arrivals (5th to 95th percentile), so that a few early
+        or late stragglers do not stretch it; each task counts its GPUs for the part of its run
+        inside the window. 1.0: the pool would be exactly full on average while work comes.
+        """
         if not self.has_times or len(self.tasks) < 2 or not self.gpu_capacity_milli:
             return 0.0
-        first = min(t.submitted for t in self.tasks)
-        span = max(t.submitted for t in self.tasks) - first
-        work = sum(t.total_milli * (t.duration or 0.0) for t in self.tasks)
-        return work / (self.gpu_capacity_milli * span) if span > 0 else float("inf")
+        submitted = np.array([t.submitted for t in self.tasks], dtype=np.float64)
+        start = submitted.min() + (submitted - submitted.min()) * factor
+        lo, hi = np.percentile(start, [5, 95])
+        if hi <= lo:
+            return float("inf")
+        end = start + np.array([t.duration or 0.0 for t in self.tasks], dtype=np.float64)
+        inside = np.clip(np.minimum(end, hi) - np.maximum(start, lo), 0.0, None)
+        milli = np.array([t.total_milli for t in self.tasks], dtype=np.float64)
+        return float((milli * inside).sum() / (self.gpu_capacity_milli * (hi - lo)))
 
     def at_load(self, load: float) -> Trace:
         """The same tasks with arrival times squeezed (or stretched) about the first arrival so
         that `offered_load()` becomes `load`; durations are unchanged.
 
-        The Alibaba openb traces spread 8,000 tasks over 149 days on 6,212 GPUs (offered load
-        about 0.002): replayed as recorded nothing ever waits, so comparing queueing policies
-        needs the arrivals compressed."""
+        The Alibaba openb traces spread 8,000 tasks over 149 days on 6,212 GPUs (at most 65
+        GPUs in use at once): replayed as recorded nothing ever waits, so comparing policies
+        needs the arrivals compressed. The load falls as arrivals spread out, so the factor is
+        found by bisection (on its logarithm, to a relative error below 1e-6).
+        """
         if load <= 0:
             raise ValueError(f"load must be positive, got {load}")
         now = self.offered_load()
         if now <= 0 or now == float("inf"):
             return self
+        lo, hi = -40.0, 40.0  # log2 of the factor
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            if self.offered_load(2.0**mid) > load:
+                lo = mid
+            else:
+                hi = mid
+            if hi - lo < 1e-7:
+                break
+        factor = 2.0 ** ((lo + hi) / 2)
+        if self.offered_load(factor) < load * 0.99:
+            raise ValueError(
+                f"trace {self.name!r} cannot reach an offered load of {load:g}: with arrivals "
+                f"squeezed as far as they go it is {self.offered_load(2.0**-40):.3g}; use a "
+                "smaller pool (pool fraction) or a lower load")
         first = min(t.submitted for t in self.tasks)
-        factor = now / load
         tasks = tuple(replace(t, submitted=first + (t.submitted - first) * factor)
                       for t in self.tasks)
         note = f"arrivals scaled by {factor:.6g} to an offered load of {load:g} (was {now:.4g})"

@@ -166,6 +166,18 @@ def test_without_inherit_env_workers_get_only_the_basics(work: Path, out: Path,
     assert "PARENT_ONLY" not in json.loads((out / "env-0.json").read_text())
 
 
+def test_python_in_a_command_is_the_interpreter_corral_runs_in(
+        work: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bare PATH (a fresh machine, no activated venv) must not decide which `python` runs."""
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    backend = LocalBackend(work, nodes=virtual_nodes())
+    code = "import pathlib, sys, os; pathlib.Path(os.environ['OUT'], 'py').write_text(sys.executable)"
+    backend.launch(make_spec("a").command("python", "-c", code).with_(env={"OUT": str(out)}).build())
+    [got] = wait_ended(backend, "a")
+    assert got.state == WorkerState.SUCCEEDED, got
+    assert Path((out / "py").read_text()).parent == Path(sys.executable).parent
+
+
 # --- exit codes, logs, shell ----------------------------------------------------------------
 
 @pytest.mark.parametrize(

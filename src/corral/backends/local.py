@@ -327,8 +327,15 @@ class LocalBackend(Backend, InventorySource, LogSource):
         if not self.inherit_env:
             keep = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL")
             source = {k: v for k, v in os.environ.items() if k in keep}
-        return {k: v for k, v in source.items()
-                if not k.startswith("CORRAL_") and k not in RESERVED}
+        env = {k: v for k, v in source.items()
+               if not k.startswith("CORRAL_") and k not in RESERVED}
+        # `python` in a worker's command means the environment corral itself runs in (which has
+        # numpy and corral), not whatever a bare PATH finds first: its bin dir goes first.
+        bin_dir = str(Path(self.python).parent)
+        path = env.get("PATH", os.defpath)
+        if bin_dir not in path.split(os.pathsep):
+            env["PATH"] = os.pathsep.join([bin_dir, path]) if path else bin_dir
+        return env
 
     # --- observing -----------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ to test-artifacts/web/. /metrics of the same server is parsed and checked agains
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,18 @@ def test_utilization_charts_and_simulator_reports(page_for: Any, server: CorralU
         c.cancel(wid)
 
 
+def _scrape_until(server: CorralUp, ready: Any, timeout_s: float = 15.0
+                  ) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Scrape until `ready(metrics)`: the metrics read the store through the dashboard's view,
+    which may be up to a second stale by design (src/corral/web/README.md)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        m = _scrape(server)
+        if ready(m) or time.monotonic() > deadline:
+            return m
+        time.sleep(0.2)
+
+
 def _scrape(server: CorralUp) -> dict[str, list[tuple[dict[str, str], float]]]:
     r = httpx.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {server.token}"})
     assert r.status_code == 200
@@ -224,7 +237,7 @@ def test_metrics_of_the_real_server_agree_with_its_api(server: CorralUp) -> None
         wid = c.submit(job("metered", "prod", 0.5)).group_id
         c.wait(wid, states={"running"}, timeout_s=30)
         nodes, queues = c.nodes(), c.queues()
-        m = _scrape(server)
+        m = _scrape_until(server, lambda m: _sum(m, "corral_gpus_allocated", queue="prod") > 0)
         c.cancel(wid)
     assert _sum(m, "corral_gpus_total") == sum(n.gpu_count for n in nodes) == 12
     for q in queues:

@@ -79,3 +79,11 @@ def test_user_errors_are_messages(args: list[str], message: str) -> None:
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_compare_replay_with_an_alias(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["compare", "--experiment", "replay", "--synthetic", "150",
+                                 "--synthetic-nodes", "4", "--policies", "fifo,backfill",
+                                 "--seeds", "1"])
+    assert result.exit_code == 0, result.output
+    assert "backfill" in result.stdout and "nan" not in result.stdout

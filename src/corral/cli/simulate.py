@@ -244,12 +244,13 @@ def compare(
         with _progress(f"compare {experiment} on {trace.name}") as update:
             for i, (name, seed) in enumerate((n, s) for n in names for s in seed_list):
                 if experiment == "fill":
-                    runs.append(run_fill(trace, fill_scoring(name, trace, seed), seed, name).to_json())
+                    run = run_fill(trace, fill_scoring(name, trace, seed), seed, name).to_json()
+                    runs.append(run | {"requested": name})
                 else:
                     result = run_replay(trace, replay_policy(name, placement, trace), seed,
                                         ReplayOptions(queues=queues, load=load,
                                                       pool_fraction=pool_fraction))
-                    runs.append(result.report)
+                    runs.append(result.report | {"requested": name})
                     series.setdefault(name, result.series)
                 update(i + 1, len(names) * len(seed_list))
     Console().print(_compare_table(experiment, names, runs))
@@ -264,18 +265,29 @@ def compare(
             console.print(f"wrote {fill_curves(first, plot, f'fill: {trace.name} (seed {seed_list[0]})')}")
 
 
+Metric = tuple[str, Callable[[dict[str, Any]], float]]
+_FILL_METRICS: list[Metric] = [
+    ("final allocation %", lambda r: r["final_allocation_pct"]),
+    ("wall s", lambda r: r["wall_seconds"]),
+]
+_REPLAY_METRICS: list[Metric] = [
+    ("JCT avg s", lambda r: r["jct_s"]["avg"]),
+    ("wait avg s", lambda r: r["wait_s"]["avg"]),
+    ("wait p99 s", lambda r: r["wait_s"]["p99"]),
+    ("alloc %", lambda r: r["gpu_allocation_pct"]),
+    ("Jain", lambda r: r["jain_index"]),
+    ("preemptions", lambda r: r["preemptions"]),
+]
+
+
 def _compare_table(experiment: str, names: list[str], runs: list[dict[str, Any]]) -> Table:
-    metrics = ([("final allocation %", lambda r: r["final_allocation_pct"]),
-                ("wall s", lambda r: r["wall_seconds"])] if experiment == "fill" else
-               [("JCT avg s", lambda r: r["jct_s"]["avg"]), ("wait avg s", lambda r: r["wait_s"]["avg"]),
-                ("wait p99 s", lambda r: r["wait_s"]["p99"]), ("alloc %", lambda r: r["gpu_allocation_pct"]),
-                ("Jain", lambda r: r["jain_index"]), ("preemptions", lambda r: r["preemptions"])])
+    metrics = _FILL_METRICS if experiment == "fill" else _REPLAY_METRICS
     table = Table(title=f"{experiment}: mean ± spread over seeds")
     table.add_column("policy")
     for label, _ in metrics:
         table.add_column(label, justify="right")
     for name in names:
-        mine = [r for r in runs if r["policy"] == name or r.get("policy") == name]
+        mine = [r for r in runs if r.get("requested") == name]
         cells = []
         for _, get in metrics:
             mean, spread = mean_and_spread([float(get(r)) for r in mine])

@@ -55,6 +55,9 @@ class ReplayOptions:
     interval_s: float = 0.0
     load: float | None = None  # squeeze arrivals to this offered load (see Trace.at_load)
     pool_fraction: float = 1.0  # keep this share of the nodes (see Trace.with_pool_fraction)
+    #: show each cycle only the first N waiting workloads of each queue (in the core's order),
+    #: as a control plane with a huge backlog would; None: all (what `schedule` sees)
+    max_waiting_per_queue: int | None = None
     series_points: int = 400  # points of the time series kept for the report and plots
 
 
@@ -235,6 +238,15 @@ class _Replay:
 
     def _cycle(self, now: float) -> None:
         candidates = self._candidates()
+        limit = self.opt.max_waiting_per_queue
+        if limit is not None:
+            shown: dict[str, int] = defaultdict(int)
+            kept = []
+            for w in sorted(candidates, key=lambda w: (-w.priority, w.submitted_at, w.id)):
+                if shown[w.queue] < limit:
+                    shown[w.queue] += 1
+                    kept.append(w)
+            candidates = kept
         self.freed = False
         if not candidates:
             return

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from corral.core.fairshare import QueueNode, hierarchical_shares
 from corral.core.model import (
     MILLI_PER_GPU,
     CapacityKind,
@@ -120,7 +121,8 @@ class _Replay:
         self.events: list[tuple[float, int, int, str, int]] = []
         self.seq = 0
         self.pending: dict[str, Workload] = {}
-        self.demand: dict[str, int] = defaultdict(int)
+        self.demand: dict[str, int] = defaultdict(int)  # by scheduling queue, for the core
+        self.team_demand: dict[str, int] = defaultdict(int)  # by team, for the fairness report
         self.open_work = 0  # arrive and finish events not yet handled
         self.down: set[str] = set()
         self.t0 = min(t.submitted for t in trace.tasks)
@@ -205,6 +207,7 @@ class _Replay:
             self.pending[key] = job.workload
             self.fresh.append(key)
             self.demand[job.workload.queue] += job.milli
+            self.team_demand[self.queue_map.of_task[key]] += job.milli
         elif kind == _FINISH and run == self.jobs[key].run:
             self._stop(at, self.jobs[key], finished=True)
         elif kind == _DOWN:
@@ -236,7 +239,18 @@ class _Replay:
             new = [w for w in new if w.queue not in blocked]
         return new
 
+    def _deserved(self, now: float) -> None:
+        """Each team's deserved share now, by the core's own fair-share math on the teams'
+        quotas and demand, whatever the policy (a shared-queue policy still owes teams their
+        share: that is what its fairness is measured against)."""
+        teams = [QueueNode(q.name, q.parent, self.team_demand[q.name] / MILLI_PER_GPU,
+                           q.quota_gpus, q.limit_gpus, q.weight) for q in self.queue_map.queues]
+        shares = hierarchical_shares(self.trace.gpu_capacity_milli / MILLI_PER_GPU, teams)
+        for q, tw in self.deserved.items():
+            tw.set(now, shares.get(q, 0.0))
+
     def _cycle(self, now: float) -> None:
+        self._deserved(now)
         candidates = self._candidates()
         limit = self.opt.max_waiting_per_queue
         if limit is not None:
@@ -257,8 +271,6 @@ class _Replay:
             self._stop(now, self.jobs[wid], notice=self.opt.failures.preempt_notice_s)
         for wid, assignments in outcome.placed.items():
             self._start(now, self.jobs[wid], assignments)
-        for q, tw in self.deserved.items():
-            tw.set(now, outcome.deserved.get(q, 0.0))
         self._sample(now)
 
     # -- starting and stopping work ---------------------------------------------------------
@@ -289,6 +301,7 @@ class _Replay:
         if finished:
             job.finish = now
             self.demand[job.workload.queue] -= job.milli
+            self.team_demand[self.queue_map.of_task[job.task.name]] -= job.milli
             self.done += 1
             if self.progress is not None and (self.done % 512 == 0 or self.done == len(self.jobs)):
                 self.progress(self.done, len(self.jobs))

@@ -36,18 +36,26 @@ def test_a_killed_slurmd_restarts_the_whole_gang_from_its_checkpoint(
         plane.run_until(lambda: plane.record(wid).state in ("succeeded", "failed"),
                         "the job to end", timeout=150)
         rec = plane.record(wid)
-        assert (rec.state, rec.attempt, rec.restart_count) == ("succeeded", 1, 1)
+        # Two legitimate paths, by timing: Slurm declares the node down first (workers lost: a
+        # restart is used), or the health monitor drains the gang first (the node's failure, not
+        # the workload's: a new attempt without using a restart). Exactly one must have happened.
+        evs = plane.workload_events(wid)
+        lost = ("transition", "Restarting", "pending") in evs
+        drained = ("transition", "Requeued", "pending") in evs
+        assert lost != drained, evs
+        assert (rec.state, rec.attempt, rec.restart_count) == ("succeeded", 1, int(lost))
         assert victim not in plane.nodes_of(wid, 1)
         assert ("NodeCordoned", victim) in plane.node_events()
-        assert ("transition", "Restarting", "pending") in plane.workload_events(wid)
+        assert not drained or ("transition", "NodeUnhealthy", "preempted") in evs
         assert results(ckpt, 2) == fault_free(tmp_path, 2, STEPS, EVERY)
         # The fenced attempt stopped for good: nothing of attempt 0 ran after the restart.
         restarted_at = min(e["t"] for w in (0, 1) for e in events(ckpt, w) if e["attempt"] == 1)
         assert all(e["t"] < restarted_at for w in (0, 1) for e in events(ckpt, w)
                    if e["attempt"] == 0)
         resumed = {e["step"] for w in (0, 1) for e in events(ckpt, w) if e["event"] == "resume"}
-        # The relaunched workers saw the restart in their environment (CORRAL_RESTART_COUNT).
-        assert {e["restarts"] for w in (0, 1) for e in events(ckpt, w) if e["attempt"] == 1} == {1}
+        # The relaunched workers saw the restart count in their environment (CORRAL_RESTART_COUNT).
+        assert {e["restarts"] for w in (0, 1) for e in events(ckpt, w)
+                if e["attempt"] == 1} == {rec.restart_count}
         assert len(resumed) == 1
         assert resumed.pop() >= min(progress(ckpt, w, 0) for w in (0, 1)) - EVERY > 0
     finally:

@@ -84,3 +84,23 @@ def test_session_matches_schedule(first: list[tuple[str, int, int, int, int]],
              node("c").gpus(4).model("L40S").at(rack="r2")]
     queues = [queue("q1", quota=10), queue("q2", quota=6)]
     _compare(nodes, queues, _workloads("f", first, 0.0), _workloads("t", then, 50.0), CONFIGS[config])
+
+
+def test_moved_then_evicted_again_is_not_placed() -> None:
+    """A running workload that a cycle moves and then evicts again ends evicted (the replay
+    found this: the plan listed it as placed too)."""
+    from corral.core.queues import QueueBook, Totals
+    from corral.core.snapshot import Capacity, NodeTable
+    from corral.core.statement import Statement
+
+    built = [node("a").gpus(8).build(), node("b").gpus(8).build()]
+    cap = Capacity(NodeTable.build(built))
+    stmt = Statement(cap, QueueBook((queue("q"),), Totals(16_000, 256_000, 2_000_000), {}))
+    w = job("w").queue("q").gpus(2).running(("a", (0, 1))).build()
+    assert stmt.adopt(w)
+    stmt.remove(w, "Consolidate", "x")
+    stmt.place(w, job("w").gpus(2).running(("b", (0, 1))).build().assignments)
+    stmt.remove(w, "Preempt", "y")
+    placed, evicted = stmt.outcome()
+    assert "w" not in placed
+    assert [op.workload.id for op in evicted] == ["w"]

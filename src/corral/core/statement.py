@@ -76,6 +76,9 @@ class Statement:
             elif op.kind == "unplace":
                 placed.pop(op.workload.id, None)
             else:
+                # A running workload moved and then evicted again in the same cycle ends
+                # evicted: the re-placement is not standing.
+                placed.pop(op.workload.id, None)
                 evicted.setdefault(op.workload.id, op)
         return placed, list(evicted.values())
 

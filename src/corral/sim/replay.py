@@ -193,7 +193,19 @@ class _Replay:
                 self._handle(at, kind, key, run)
             if self.pending:
                 self._cycle(now)
+        self._check_books()
         return self._result()
+
+    def _check_books(self) -> None:
+        """Everything that ran has ended: all capacity must be back. A bug guard (a workload
+        released twice or never would show here), cheap enough to run every time."""
+        if self.session.live or self.open_work:
+            return  # ended early (work that can never start): nothing to compare against
+        cap = self.session.cap
+        valid = cap.free_milli >= 0
+        if not (cap.consistent() and (cap.free_milli[valid] == MILLI_PER_GPU).all()
+                and (cap.free_cpu == cap.table.cpu).all()):
+            raise RuntimeError("replay accounting error: capacity did not all come back")
 
     def _handle(self, at: float, kind: int, key: str, run: int) -> None:
         while len(self.alloc_marks) < 2 and at >= self.window[len(self.alloc_marks)]:
@@ -268,7 +280,8 @@ class _Replay:
         self.counts["cycles"] += 1
         for wid, rule in outcome.evicted:
             self.counts[f"evicted:{rule}"] += 1
-            self._stop(now, self.jobs[wid], notice=self.opt.failures.preempt_notice_s)
+            self._stop(now, self.jobs[wid], notice=self.opt.failures.preempt_notice_s,
+                       release=False)
         for wid, assignments in outcome.placed.items():
             self._start(now, self.jobs[wid], assignments)
         self._sample(now)
@@ -285,10 +298,12 @@ class _Replay:
         self._account(now, job, +1)
 
     def _stop(self, now: float, job: _Job, finished: bool = False,
-              notice: float | None = None) -> None:
+              notice: float | None = None, release: bool = True) -> None:
         """End the current run of `job`: finished, or stopped (with `notice` seconds of warning,
-        None for none) and back in line with what its checkpoints saved."""
-        if job.task.name in self.session.live:
+        None for none) and back in line with what its checkpoints saved. `release`: free its
+        capacity in the session (False for evictions: the cycle's statement already did, and a
+        moved workload holds its new place)."""
+        if release:
             self.session.finish(job.task.name)
         assert job.started is not None
         ran = now - job.started

@@ -11,6 +11,7 @@ started; a loader that reads creation, scheduled and deletion times derives it b
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -76,7 +77,7 @@ class Trace:
     tasks: tuple[TraceTask, ...]
     notes: tuple[str, ...] = field(default=())  # what the loader assumed (missing times, ...)
 
-    @property
+    @cached_property  # read every replay cycle; a Trace never changes
     def gpu_capacity_milli(self) -> int:
         return sum(n.gpu_count for n in self.nodes if n.schedulable) * MILLI_PER_GPU
 

@@ -4,12 +4,17 @@
 Each worker of the gang fits a linear model to its own shard of synthetic data with minibatch
 SGD (numpy only, no BLAS in the update, so every run computes bit-identical numbers). It
 
-- checkpoints every ``--checkpoint-every`` steps, atomically, into ``CORRAL_CHECKPOINT_DIR``;
+- checkpoints every ``--checkpoint-every`` steps, atomically (a hidden temp file, then a
+  rename), into ``CORRAL_CHECKPOINT_DIR`` as ``ckpt-<step>-w<worker>.npz``: corral's naming
+  convention, the step first, so that corral's ``CORRAL_RESUME_FROM`` names the latest step;
 - on SIGTERM finishes the step it is in, checkpoints if the deadline in
   ``CORRAL_PREEMPT_DEADLINE_FILE`` leaves time, and exits 0 (corral reports it "stopped");
-- on a relaunch resumes from ``CORRAL_RESUME_FROM``: a checkpoint file, or a checkpoint dir, in
-  which it takes the latest step that *every* worker of the gang has checkpointed, so the gang
-  restarts from one consistent point (a worker killed mid-interval may lag behind the others);
+- resumes when ``CORRAL_RESUME_FROM`` is set (corral sets it to the newest checkpoint in the
+  directory, "" when there is none): from the latest step, no later than that one, that *every*
+  worker of the gang has checkpointed in its directory, so the gang restarts from one
+  consistent point (a worker killed mid-interval may lag behind the others). By hand it may
+  also name a directory. Where the control plane cannot see the directory (Kubernetes volumes),
+  corral leaves it "" and this job starts over;
 - writes ``result-w<i>.json`` (weights and their SHA-256) when it is done: a run interrupted
   any number of times ends with exactly the result of a run that never was.
 
@@ -42,7 +47,7 @@ FEATURES = 8
 BATCH = 32
 SHARD_ROWS = 512
 KEEP_CHECKPOINTS = 3  # per worker, at least (see prune)
-_CKPT = re.compile(r"ckpt-w(\d+)-(\d{8})\.npz")
+_CKPT = re.compile(r"ckpt-(\d{8})-w(\d+)\.npz")
 
 
 class Job:
@@ -94,7 +99,7 @@ def sgd_step(w: np.ndarray, x: np.ndarray, y: np.ndarray, seed: int, worker: int
 
 def save_checkpoint(job: Job, step: int, w: np.ndarray) -> Path:
     """Write atomically (temp file, fsync, rename) so a kill never leaves half a checkpoint."""
-    path = job.ckpt_dir / f"ckpt-w{job.worker}-{step:08d}.npz"
+    path = job.ckpt_dir / checkpoint_name(step, job.worker)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         np.savez(f, w=w, step=np.int64(step))
@@ -106,6 +111,10 @@ def save_checkpoint(job: Job, step: int, w: np.ndarray) -> Path:
     return path
 
 
+def checkpoint_name(step: int, worker: int) -> str:
+    return f"ckpt-{step:08d}-w{worker}.npz"
+
+
 def prune(job: Job) -> None:
     """Delete this worker's checkpoints older than the gang's latest common step, keeping at
     least KEEP_CHECKPOINTS: a peer that died long ago still needs this worker's copy of the step
@@ -113,41 +122,45 @@ def prune(job: Job) -> None:
     everyone = set(range(job.workers))
     common = [s for s, who in checkpoints(job.ckpt_dir).items() if everyone <= who]
     floor = max(common, default=0)
-    mine = sorted(job.ckpt_dir.glob(f"ckpt-w{job.worker}-*.npz"))
+    mine = sorted(job.ckpt_dir.glob(f"ckpt-*-w{job.worker}.npz"))  # zero-padded: step order
     for old in mine[:-KEEP_CHECKPOINTS]:
         m = _CKPT.fullmatch(old.name)
-        if m and int(m.group(2)) < floor:
+        if m and int(m.group(1)) < floor:
             old.unlink(missing_ok=True)
 
 
 def checkpoints(directory: Path) -> dict[int, set[int]]:
     """Step -> the workers that have a checkpoint of it."""
     found: dict[int, set[int]] = {}
-    for p in directory.glob("ckpt-w*-*.npz"):
+    for p in directory.glob("ckpt-*-w*.npz"):
         m = _CKPT.fullmatch(p.name)
         if m:
-            found.setdefault(int(m.group(2)), set()).add(int(m.group(1)))
+            found.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
     return found
 
 
 def resume_point(job: Job) -> Path | None:
-    """This worker's checkpoint to resume from: the latest step the whole gang has saved."""
+    """This worker's checkpoint to resume from, None for a fresh start.
+
+    CORRAL_RESUME_FROM names the newest checkpoint corral saw: the latest step of whichever
+    worker got furthest. The gang resumes from the latest step every worker has saved, at most
+    that one: example, w0 saved steps 10 and 20, w1 only 10 (it died first); corral names
+    ckpt-00000020-w0.npz, and both workers resume from step 10.
+    """
     if not job.resume_from:
         return None
-    source = Path(job.resume_from)
-    if source.is_file():
+    source, limit = Path(job.resume_from), None
+    if not source.is_dir():
         m = _CKPT.fullmatch(source.name)
-        step = int(m.group(2)) if m else None
-        source = source.parent
-        if step is None:
-            return None
-    else:
-        everyone = set(range(job.workers))
-        common = [s for s, who in checkpoints(source).items() if everyone <= who]
-        if not common:
-            return None
-        step = max(common)
-    return source / f"ckpt-w{job.worker}-{step:08d}.npz"
+        if m is None:
+            return None  # not one of this job's checkpoints: start over
+        source, limit = source.parent, int(m.group(1))
+    everyone = set(range(job.workers))
+    common = [s for s, who in checkpoints(source).items()
+              if everyone <= who and (limit is None or s <= limit)]
+    if not common:
+        return None
+    return source / checkpoint_name(max(common), job.worker)
 
 
 def train(args: argparse.Namespace, job: Job) -> dict[str, object]:

@@ -64,6 +64,31 @@ def test_deadline_file_format(text: str, expected: float | None) -> None:
     assert env.parse_deadline(text) == expected
 
 
+@pytest.mark.parametrize(
+    ("names", "newest"),
+    [
+        pytest.param([], None, id="empty-dir"),
+        pytest.param(["events-w0.jsonl", "result-w0.json", "notes.txt"], None,
+                     id="no-checkpoint-among-other-files"),
+        pytest.param(["ckpt-00000010.npz", "ckpt-00000020.npz", "events.jsonl"],
+                     "ckpt-00000020.npz", id="zero-padded-steps"),
+        pytest.param(["checkpoint-500", "checkpoint-1000", "checkpoint-999"], "checkpoint-1000",
+                     id="steps-compare-as-numbers-not-text"),
+        pytest.param(["ckpt-00000020-w0.npz", "ckpt-00000020-w1.npz", "ckpt-00000010-w1.npz"],
+                     "ckpt-00000020-w1.npz", id="step-first-then-worker"),
+        pytest.param(["ckpt-10.pt", ".ckpt-20.pt.123.tmp", "ckpt-30.pt.tmp",
+                      "ckpt-40.partial"], "ckpt-10.pt", id="unfinished-writes-are-not-checkpoints"),
+        pytest.param(["Checkpoint-7", "CKPT_3"], "Checkpoint-7", id="prefix-in-any-case"),
+        pytest.param(["ckpt-1", "ckpt-01"], "ckpt-1", id="equal-numbers-ordered-by-name"),
+        pytest.param(["ckpt-a", "ckpt-2"], "ckpt-a", id="text-after-the-prefix-compares-as-text"),
+        pytest.param(["model.pt", "last.ckpt"], None, id="other-names-are-not-recognised"),
+    ],
+)
+def test_newest_checkpoint_by_natural_name_order(names: list[str], newest: str | None) -> None:
+    assert env.newest_checkpoint(names) == newest
+    assert env.newest_checkpoint(reversed(names)) == newest  # the listing order does not matter
+
+
 def test_preemption_signal_is_sigterm() -> None:
     import signal
 

@@ -16,7 +16,7 @@ from corral.backends.health import (
     DeviceHealth,
     FakeGpuHealthProbe,
     HealthThresholds,
-    MemoryCheck,
+    MemoryRepair,
     device_verdict,
     node_verdict,
 )
@@ -24,12 +24,12 @@ from corral.backends.local import LocalBackend
 from corral.backends.nvml import NvmlHealthProbe, load_nvml, local_gpus
 from corral.core.model import Health
 
-from .fake_pynvml import NVML_ERROR_DRIVER_NOT_LOADED, FakeGpu, FakeNvml
+from .fake_pynvml import NVML_ERROR_DRIVER_NOT_LOADED, FakeGpu, FakeNvml, NVMLError
 
 
 def gpu(index: int = 0, **fields: object) -> DeviceHealth:
     defaults: dict[str, object] = {"temperature_c": 50, "ecc_uncorrected_volatile": 0,
-                                   "memory": MemoryCheck.OK}
+                                   "memory_repair": MemoryRepair.OK}
     return DeviceHealth(index=index, checked_at=0.0, **{**defaults, **fields})  # type: ignore[arg-type]
 
 
@@ -38,7 +38,7 @@ def gpu(index: int = 0, **fields: object) -> DeviceHealth:
     [
         pytest.param(gpu(), Health.HEALTHY, "", id="all-fine"),
         pytest.param(gpu(temperature_c=None, ecc_uncorrected_volatile=None,
-                         memory=MemoryCheck.NOT_CHECKED), Health.HEALTHY, "",
+                         memory_repair=MemoryRepair.NOT_CHECKED), Health.HEALTHY, "",
                      id="nothing-supported-is-not-a-fault"),
         pytest.param(gpu(xids=(13, 31, 43, 45, 68)), Health.HEALTHY, "",
                      id="application-xids-ignored"),
@@ -50,10 +50,12 @@ def gpu(index: int = 0, **fields: object) -> DeviceHealth:
                      id="unknown-xid-is-unhealthy"),
         pytest.param(gpu(ecc_uncorrected_volatile=2), Health.UNHEALTHY, "2 uncorrected ECC",
                      id="volatile-uncorrected-ecc"),
-        pytest.param(gpu(memory=MemoryCheck.RESET_PENDING), Health.DEGRADED, "reset",
+        pytest.param(gpu(memory_repair=MemoryRepair.RESET_PENDING), Health.DEGRADED, "reset",
                      id="remap-pending"),
-        pytest.param(gpu(memory=MemoryCheck.FAILED), Health.UNHEALTHY, "remapping failure",
-                     id="remap-failed"),
+        pytest.param(gpu(memory_repair=MemoryRepair.FAILED), Health.UNHEALTHY,
+                     "row remapping failed", id="remap-failed"),
+        pytest.param(gpu(memory_repair=MemoryRepair.UNREADABLE), Health.UNHEALTHY,
+                     "memory info unreadable", id="memory-info-unreadable"),
         pytest.param(gpu(temperature_c=84), Health.HEALTHY, "", id="warm-but-fine"),
         pytest.param(gpu(temperature_c=85), Health.DEGRADED, "85 C >= 85 C", id="hot"),
         pytest.param(gpu(temperature_c=97), Health.UNHEALTHY, ">= 95 C", id="too-hot"),
@@ -84,8 +86,8 @@ def test_thresholds_are_configurable() -> None:
         pytest.param([gpu(0, temperature_c=90), gpu(1, xids=(79,))], {}, Health.UNHEALTHY,
                      "gpu 1: xid 79 (GPU has fallen off the bus)", True,
                      id="reason-lists-the-worst-only"),
-        pytest.param([gpu(0, temperature_c=90), gpu(1, memory=MemoryCheck.RESET_PENDING)], {},
-                     Health.DEGRADED, "gpu 0: 90 C >= 85 C | gpu 1: memory repair waits for a "
+        pytest.param([gpu(0, temperature_c=90),
+                      gpu(1, memory_repair=MemoryRepair.RESET_PENDING)], {}, Health.DEGRADED, "gpu 0: 90 C >= 85 C | gpu 1: memory repair waits for a "
                      "GPU reset", True, id="two-degraded"),
         pytest.param([gpu(0), gpu(2)], {"expected_devices": 4}, Health.UNHEALTHY,
                      "expected 4 GPUs, the driver sees 2 (missing: 1, 3)", True,
@@ -128,7 +130,7 @@ def test_nvml_probe_reports_healthy_gpus(fake_nvml: FakeNvml) -> None:
     assert got == [
         DeviceHealth(index=i, checked_at=5.0, uuid=f"GPU-0000000{i}",
                      name="NVIDIA H100 80GB HBM3", xids=(), ecc_uncorrected_volatile=0,
-                     temperature_c=40, memory=MemoryCheck.OK)
+                     temperature_c=40, memory_repair=MemoryRepair.OK)
         for i in (0, 1)]
     assert node_verdict(got, expected_devices=2).health == Health.HEALTHY
     assert fake_nvml.registered == [0, 1]
@@ -152,13 +154,14 @@ def test_nvml_probe_collects_xids_and_keeps_them(fake_nvml: FakeNvml) -> None:
 @pytest.mark.parametrize(
     ("gpu_fields", "expected"),
     [
-        pytest.param({"remapped_rows": (0, 0, 1, 0)}, {"memory": MemoryCheck.RESET_PENDING},
-                     id="remap-pending"),
-        pytest.param({"remapped_rows": (0, 3, 0, 1)}, {"memory": MemoryCheck.FAILED},
+        pytest.param({"remapped_rows": (0, 0, 1, 0)},
+                     {"memory_repair": MemoryRepair.RESET_PENDING}, id="remap-pending"),
+        pytest.param({"remapped_rows": (0, 3, 0, 1)}, {"memory_repair": MemoryRepair.FAILED},
                      id="remap-failed"),
         pytest.param({"remapped_rows": None, "retired_pages_pending": 1},
-                     {"memory": MemoryCheck.RESET_PENDING}, id="pre-ampere-retired-pages"),
-        pytest.param({"remapped_rows": None}, {"memory": MemoryCheck.OK},
+                     {"memory_repair": MemoryRepair.RESET_PENDING},
+                     id="pre-ampere-retired-pages"),
+        pytest.param({"remapped_rows": None}, {"memory_repair": MemoryRepair.OK},
                      id="neither-supported"),
         pytest.param({"ecc_uncorrected": 4, "temperature_c": None},
                      {"ecc_uncorrected_volatile": 4, "temperature_c": None}, id="ecc"),
@@ -174,6 +177,25 @@ def test_nvml_probe_reads_each_signal(monkeypatch: pytest.MonkeyPatch,
         [got] = probe.check(now=0.0)
     for name, value in expected.items():
         assert getattr(got, name) == value, name
+
+
+def test_nvml_probe_memory_info_that_fails_is_unreadable_not_unsupported(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeNvml(gpus=[FakeGpu(), FakeGpu()])
+
+    def broken_on_gpu_1(handle: int) -> object:
+        if handle == 1:
+            raise NVMLError(999)  # NVML_ERROR_UNKNOWN: not "not supported"
+        return FakeNvml.nvmlDeviceGetMemoryInfo(fake, handle)
+
+    fake.nvmlDeviceGetMemoryInfo = broken_on_gpu_1  # type: ignore[method-assign]
+    monkeypatch.setitem(sys.modules, "pynvml", fake.module())
+    with NvmlHealthProbe() as probe:
+        got = probe.check(now=0.0)
+    assert [d.memory_repair for d in got] == [MemoryRepair.OK, MemoryRepair.UNREADABLE]
+    verdict = node_verdict(got, expected_devices=2)
+    assert (verdict.health, verdict.reason) == (Health.UNHEALTHY,
+                                                "gpu 1: memory info unreadable")
 
 
 def test_nvml_probe_works_without_xid_event_support(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,3 +22,13 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     yield srv
     srv.stop()
     stop_workers(srv.data_dir)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def fresh_db(request: pytest.FixtureRequest) -> str | None:
+    """The store of a test's own `corral up`: None (SQLite in its data dir) or the URL of a
+    fresh, empty PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    url: str = request.getfixturevalue("postgres_database_url")
+    return url

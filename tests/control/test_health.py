@@ -4,6 +4,7 @@ each with an event; drained and lost gangs restart whole, from their checkpoint,
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -142,12 +143,16 @@ def where(rig: Rig, wid: str) -> set[str]:
         return {a.node_id for a in W.assignments_of(c, [(wid, rec.attempt)])[(wid, rec.attempt)]}
 
 
-def test_a_lost_node_is_cordoned_and_the_gang_restarts_elsewhere(store: Store) -> None:
+def test_a_lost_node_is_cordoned_and_the_gang_restarts_elsewhere(store: Store,
+                                                                  tmp_path: Path) -> None:
     rig = Rig(store)
     rig.loop = loop_with(rig, HealthMonitor(store, rig.backend))
+    ckpt = tmp_path / "j"
     wid = rig.submit(workers=2, gpus=1, max_restarts=2, restart_backoff=0,
-                     checkpoint_dir="/ckpt/j")
+                     checkpoint_dir=str(ckpt))
     rig.step(2)
+    ckpt.mkdir()
+    (ckpt / "ckpt-00000040").write_text("saved by the gang before its node was lost")
     victim = sorted(where(rig, wid))[0]
     rig.backend.lose_node(victim)
     rig.step(4)
@@ -155,7 +160,8 @@ def test_a_lost_node_is_cordoned_and_the_gang_restarts_elsewhere(store: Store) -
     assert (rec.state, rec.attempt, rec.restart_count) == ("running", 1, 1)
     assert victim not in where(rig, wid)
     relaunch = rig.backend.launches[-1]
-    assert (relaunch.resume_from, relaunch.restart_count, relaunch.workers) == ("/ckpt/j", 1, 2)
+    assert (relaunch.resume_from, relaunch.restart_count, relaunch.workers) == (
+        str(ckpt / "ckpt-00000040"), 1, 2)
     assert health_of(store, victim) == U
     assert (NODE_CORDONED, victim, None) in node_events(store)
 

@@ -3,6 +3,8 @@ cancellation, stale plans, leadership, crash recovery and the admission seam."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from corral.control import StalePlan, apply_plan, cancel
@@ -33,10 +35,15 @@ def test_a_job_runs_to_success_with_an_event_per_transition(rig: Rig) -> None:
     assert rig.world.released == {(wid, 0)}
 
 
-def test_a_failed_worker_stops_the_gang_and_restarts_it_from_the_checkpoint(rig: Rig) -> None:
+def test_a_failed_worker_stops_the_gang_and_restarts_it_from_the_checkpoint(
+    rig: Rig, tmp_path: Path
+) -> None:
+    ckpt = tmp_path / "w"
     wid = rig.submit(workers=2, gpus=1, max_restarts=1, restart_backoff=30,
-                     checkpoint_dir="/ckpt/w")
+                     checkpoint_dir=str(ckpt))
     rig.step(2)
+    ckpt.mkdir()
+    (ckpt / "ckpt-00000010").write_text("saved before the failure")
     rig.backend.fail(wid, worker=0, exit_code=3)
     rig.step()  # worker 0 failed: the gang is told to stop
     assert rig.get(wid).stop_reason == "WorkerFailed"
@@ -50,7 +57,8 @@ def test_a_failed_worker_stops_the_gang_and_restarts_it_from_the_checkpoint(rig:
     rig.step(2)
     assert rig.state(wid) == "running"
     relaunch = rig.backend.launches[-1]
-    assert (relaunch.attempt, relaunch.restart_count, relaunch.resume_from) == (1, 1, "/ckpt/w")
+    assert (relaunch.attempt, relaunch.restart_count, relaunch.resume_from) == (
+        1, 1, str(ckpt / "ckpt-00000010"))
     rig.backend.fail(wid, exit_code=1)
     rig.step(2)
     rec = rig.get(wid)

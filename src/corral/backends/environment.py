@@ -14,11 +14,29 @@ The preemption contract, in one place:
 
 A worker that checkpoints on SIGTERM and exits before the deadline loses no work; on its next
 attempt it finds that checkpoint in CORRAL_RESUME_FROM.
+
+Checkpoints, in one place:
+
+- CORRAL_CHECKPOINT_DIR is the workload's checkpoint directory, the same on every attempt
+  ("" when it has none). The job writes there.
+- CORRAL_RESUME_FROM is the full path of the newest checkpoint in that directory when the
+  attempt was launched, and "" when it holds none (a fresh start). A checkpoint is an entry
+  (file or directory) whose name starts with `ckpt` or `checkpoint` (any case), not hidden and
+  not ending in `.tmp` or `.partial` (a checkpoint being written; write to such a name, then
+  rename). The newest is the last in *natural name order*: runs of digits compare as numbers,
+  so put the step first in the name (`ckpt-<step>...`). Names, not modification times: a step
+  number is what the job meant, while mtimes change when files are copied and, on shared
+  storage, come from the clocks of several machines. `newest_checkpoint` is the rule.
+- The control plane reads the directory when it hands the attempt to the backend. Where it
+  cannot see it (storage mounted only where the workers run), the variable stays "" and the job
+  looks in CORRAL_CHECKPOINT_DIR itself.
 """
 
 from __future__ import annotations
 
+import re
 import signal
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 
 from corral.core.model import WorkerAssignment
@@ -27,6 +45,7 @@ if TYPE_CHECKING:
     from corral.backends.base import LaunchSpec
 
 __all__ = [
+    "CHECKPOINT_PREFIXES",
     "CORRAL_ATTEMPT",
     "CORRAL_CHECKPOINT_DIR",
     "CORRAL_GPU_MEMORY_MIB",
@@ -45,7 +64,10 @@ __all__ = [
     "CUDA_VISIBLE_DEVICES",
     "PREEMPT_SIGNAL",
     "RESERVED",
+    "checkpoint_order",
     "format_deadline",
+    "is_checkpoint_name",
+    "newest_checkpoint",
     "parse_deadline",
     "worker_environment",
 ]
@@ -67,8 +89,9 @@ CORRAL_ATTEMPT: Final = "CORRAL_ATTEMPT"  # 0 on the first launch, +1 per relaun
 CORRAL_RESTART_COUNT: Final = "CORRAL_RESTART_COUNT"  # relaunches after failures only
 CORRAL_GPU_MILLI: Final = "CORRAL_GPU_MILLI"  # share of each device, 1000 = whole
 CORRAL_GPU_MEMORY_MIB: Final = "CORRAL_GPU_MEMORY_MIB"  # memory the worker may use per device
-CORRAL_CHECKPOINT_DIR: Final = "CORRAL_CHECKPOINT_DIR"  # "" when the workload declared none
-CORRAL_RESUME_FROM: Final = "CORRAL_RESUME_FROM"  # latest checkpoint, "" on a fresh start
+CORRAL_CHECKPOINT_DIR: Final = "CORRAL_CHECKPOINT_DIR"  # the directory; "" when there is none
+# the newest checkpoint in that directory at launch (`newest_checkpoint`); "" when it holds none
+CORRAL_RESUME_FROM: Final = "CORRAL_RESUME_FROM"
 CORRAL_PREEMPT_DEADLINE_FILE: Final = "CORRAL_PREEMPT_DEADLINE_FILE"
 CORRAL_MASTER_ADDR: Final = "CORRAL_MASTER_ADDR"  # worker 0's host
 CORRAL_MASTER_PORT: Final = "CORRAL_MASTER_PORT"  # a port free on that host at launch
@@ -115,6 +138,40 @@ def worker_environment(
         CORRAL_MASTER_PORT: str(master_port),
     }
     return {**spec.env, **contract}
+
+
+CHECKPOINT_PREFIXES: Final = ("ckpt", "checkpoint")
+_UNFINISHED_SUFFIXES: Final = (".tmp", ".partial")
+_DIGITS: Final = re.compile(r"(\d+)")
+
+
+def is_checkpoint_name(name: str) -> bool:
+    """Whether an entry of CORRAL_CHECKPOINT_DIR counts as a checkpoint (module docstring)."""
+    lower = name.lower()
+    return (lower.startswith(CHECKPOINT_PREFIXES)
+            and not lower.endswith(_UNFINISHED_SUFFIXES))
+
+
+def checkpoint_order(name: str) -> tuple[tuple[str | int, ...], str]:
+    """Natural order: digit runs compare as numbers, the rest as text; the name breaks ties.
+
+    Example: checkpoint-500 < checkpoint-1000 (500 < 1000, where plain text order would put
+    "1000" first), and ckpt-00000090.pt < ckpt-00000120.pt.
+    """
+    # re.split with a group alternates text (even positions) and digits (odd positions), so two
+    # keys always compare text with text and numbers with numbers.
+    parts = _DIGITS.split(name)
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), name
+
+
+def newest_checkpoint(names: Iterable[str]) -> str | None:
+    """The newest checkpoint among a directory's entry names, None when none is one. Pure.
+
+    Example: ["events.jsonl", "ckpt-00000010.npz", "ckpt-00000020.npz",
+    ".ckpt-00000030.npz.tmp"] -> "ckpt-00000020.npz".
+    """
+    found = [n for n in names if is_checkpoint_name(n)]
+    return max(found, key=checkpoint_order) if found else None
 
 
 def format_deadline(deadline: float) -> str:

@@ -30,7 +30,7 @@ __all__ = [
     "FakeGpuHealthProbe",
     "GpuHealthProbe",
     "HealthThresholds",
-    "MemoryCheck",
+    "MemoryRepair",
     "NodeVerdict",
     "device_verdict",
     "node_verdict",
@@ -50,13 +50,21 @@ XID_NAMES: Final = {
 }
 
 
-class MemoryCheck(enum.StrEnum):
-    """The memory probe: memory info readable, and the row remapper's (or page retirement's) state."""
+class MemoryRepair(enum.StrEnum):
+    """What the driver says of the device memory's own repair machinery, through NVML.
 
-    OK = "ok"
+    The probe reads the memory info (total/used/free) and the row remapper's counters (Ampere and
+    later), or the pages retired and waiting for a reset (before Ampere). It does not allocate,
+    write or read back device memory: NVML cannot, and a CUDA context in the control plane would
+    take memory from the jobs and fail on GPUs in exclusive-process mode. A memory fault that
+    neither the ECC counters, an XID nor the remapper has recorded is not seen here.
+    """
+
+    OK = "ok"  # memory info readable; nothing pending or failed (or nothing more to ask)
     RESET_PENDING = "reset-pending"  # a row remap or page retirement waits for a GPU reset
-    FAILED = "failed"  # remapping failed, or memory could not be queried
-    NOT_CHECKED = "not-checked"  # the device does not support the query
+    FAILED = "failed"  # the row remapper failed: the memory has errors it cannot repair
+    UNREADABLE = "unreadable"  # the memory info query failed (not "unsupported")
+    NOT_CHECKED = "not-checked"  # the device does not support the memory info query
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +72,7 @@ class DeviceHealth:
     """One device as the probe saw it at `checked_at` (the caller's clock).
 
     xids: the distinct critical XIDs seen since the probe started, in the order first seen.
+    memory_repair: see `MemoryRepair` (no allocation test: nothing is written to the device).
     error: set when querying the device failed (for example "GPU is lost"); the device is then
     unusable whatever the other fields say. None in a field means "not supported by the device".
     """
@@ -75,7 +84,7 @@ class DeviceHealth:
     xids: tuple[int, ...] = ()
     ecc_uncorrected_volatile: int | None = None
     temperature_c: int | None = None
-    memory: MemoryCheck = MemoryCheck.NOT_CHECKED
+    memory_repair: MemoryRepair = MemoryRepair.NOT_CHECKED
     error: str = ""
 
 
@@ -114,9 +123,11 @@ def device_verdict(
     if device.ecc_uncorrected_volatile:
         found.append((Health.UNHEALTHY, f"{device.ecc_uncorrected_volatile} uncorrected ECC "
                       "errors since the driver loaded (needs a GPU reset)"))
-    if device.memory == MemoryCheck.FAILED:
-        found.append((Health.UNHEALTHY, "memory check failed (row remapping failure)"))
-    elif device.memory == MemoryCheck.RESET_PENDING:
+    if device.memory_repair == MemoryRepair.FAILED:
+        found.append((Health.UNHEALTHY, "row remapping failed (memory errors it cannot repair)"))
+    elif device.memory_repair == MemoryRepair.UNREADABLE:
+        found.append((Health.UNHEALTHY, "memory info unreadable"))
+    elif device.memory_repair == MemoryRepair.RESET_PENDING:
         found.append((Health.DEGRADED, "memory repair waits for a GPU reset"))
     found.extend(_temperature(device.temperature_c, thresholds))
     if not found:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from corral.backends.health import DeviceHealth, GpuHealthProbe, MemoryCheck
+from corral.backends.health import DeviceHealth, GpuHealthProbe, MemoryRepair
 
 __all__ = ["GpuInfo", "NvmlHealthProbe", "load_nvml", "local_gpus"]
 
@@ -71,13 +71,21 @@ def _text(value: str | bytes) -> str:
 
 
 class NvmlHealthProbe(GpuHealthProbe):
-    """Health of this machine's GPUs through NVML.
+    """Health of this machine's GPUs through NVML. Exactly what it asks, per device:
 
-    Per device: critical XID events (collected from an NVML event set since the probe started),
-    volatile uncorrected ECC errors, the GPU temperature, and the memory probe: memory info must
-    be readable, and the row remapper (Ampere and later; page retirement before) must neither
-    have failed nor wait for a reset. There is no allocation test: NVML cannot allocate device
-    memory, and a CUDA allocation would need a CUDA runtime in the control plane.
+    - critical XID events (`nvmlEventTypeXidCriticalError`), collected without blocking from an
+      event set registered when the probe starts, and kept until it closes;
+    - volatile uncorrected ECC errors (`nvmlDeviceGetTotalEccErrors`, since the driver loaded);
+    - the GPU temperature (`nvmlDeviceGetTemperature`);
+    - memory repair (`MemoryRepair`): the memory info must be readable
+      (`nvmlDeviceGetMemoryInfo`), and the row remapper (`nvmlDeviceGetRemappedRows`, Ampere and
+      later) must neither have failed nor wait for a reset; before Ampere, retired pages waiting
+      for a reset (`nvmlDeviceGetRetiredPagesPendingStatus`) count as a pending repair;
+    - that the device still answers at all (an error such as "GPU is lost" makes it unusable).
+
+    Nothing is allocated on, written to or read back from the device: NVML cannot, and a CUDA
+    context in the control plane would take memory from the jobs. Queries a device does not
+    support are skipped (None, or `MemoryRepair.NOT_CHECKED`), never a fault.
     """
 
     def __init__(self) -> None:
@@ -140,7 +148,7 @@ class NvmlHealthProbe(GpuHealthProbe):
                     nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nvml.NVML_VOLATILE_ECC),
                 temperature_c=_unless_unsupported(
                     nvml, nvml.nvmlDeviceGetTemperature, handle, nvml.NVML_TEMPERATURE_GPU),
-                memory=_memory_check(nvml, handle),
+                memory_repair=_memory_repair(nvml, handle),
             )
         except nvml.NVMLError as e:
             # Anything but "not supported" means the device is in trouble ("GPU is lost").
@@ -174,30 +182,30 @@ def _unless_unsupported(nvml: Any, query: Any, *args: Any) -> int | None:
         raise
 
 
-def _memory_check(nvml: Any, handle: Any) -> MemoryCheck:
+def _memory_repair(nvml: Any, handle: Any) -> MemoryRepair:
     try:
         nvml.nvmlDeviceGetMemoryInfo(handle)
     except nvml.NVMLError as e:
         if _unsupported(nvml, e):
-            return MemoryCheck.NOT_CHECKED
-        return MemoryCheck.FAILED
+            return MemoryRepair.NOT_CHECKED
+        return MemoryRepair.UNREADABLE
     try:
         _corrected, _uncorrected, pending, failed = nvml.nvmlDeviceGetRemappedRows(handle)
     except nvml.NVMLError as e:
         if not _unsupported(nvml, e):
             raise
-        return _page_retirement_check(nvml, handle)
+        return _page_retirement(nvml, handle)
     if failed:
-        return MemoryCheck.FAILED
-    return MemoryCheck.RESET_PENDING if pending else MemoryCheck.OK
+        return MemoryRepair.FAILED
+    return MemoryRepair.RESET_PENDING if pending else MemoryRepair.OK
 
 
-def _page_retirement_check(nvml: Any, handle: Any) -> MemoryCheck:
+def _page_retirement(nvml: Any, handle: Any) -> MemoryRepair:
     """Before Ampere: retired pages that wait for a reset play the part of pending remaps."""
     try:
         pending = nvml.nvmlDeviceGetRetiredPagesPendingStatus(handle)
     except nvml.NVMLError as e:
         if not _unsupported(nvml, e):
             raise
-        return MemoryCheck.OK  # memory info was readable; nothing more to ask this device
-    return MemoryCheck.RESET_PENDING if pending else MemoryCheck.OK
+        return MemoryRepair.OK  # memory info was readable; nothing more to ask this device
+    return MemoryRepair.RESET_PENDING if pending else MemoryRepair.OK

@@ -12,10 +12,20 @@ Pool: --pool FILE; else examples/pool.yaml when present in the working directory
 machine's GPUs through NVML; else a virtual inventory of 2 nodes x 4 GPUs (enough to try
 corral on a laptop without GPUs). The pool's nodes are the local backend's inventory: every
 worker runs as a process of this machine.
+
+GPU health: when the local backend's inventory came from NVML (no pool file, GPUs found), the
+control loop probes them every `gpu_probe_interval_s` (`corral up --gpu-probe-interval`, default
+10 s, 0 turns it off) with `corral.backends.nvml.NvmlHealthProbe` and hands the verdict to
+`corral.control.health.HealthMonitor`: an unhealthy GPU cordons the node and drains its work, a
+degraded one cordons it, and a node healthy on `GPU_RECOVER_PROBES` probes in a row takes work
+again. A critical XID stays reported until corral restarts (the GPU needs a reset first). With a
+pool file, a virtual inventory or an engine backend, nothing is probed: those nodes are not
+this machine's GPUs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -28,10 +38,11 @@ from typing import Any
 
 from corral.api import ApiContext, create_app
 from corral.backends.base import Backend
+from corral.backends.health import GpuHealthProbe
 from corral.backends.local import LocalBackend
 from corral.control import ControlLoop, ControlSettings, Leadership, Submissions
 from corral.control.accounting import accounting_from_pool
-from corral.control.health import HealthMonitor
+from corral.control.health import HealthMonitor, probe_verdicts
 from corral.core.model import CapacityKind, Node, Queue
 from corral.spec import PoolSpec, load_pool
 from corral.store import Store
@@ -44,6 +55,10 @@ __all__ = ["DataDir", "ServerConfig", "bootstrap", "default_data_dir", "serve"]
 log = logging.getLogger("corral.server")
 DEFAULT_PORT = 8765
 ADMIN = "admin"
+DEFAULT_GPU_PROBE_INTERVAL_S = 10.0
+# A node returns to service after this many healthy probes in a row, not after the first: a GPU
+# hovering at a temperature threshold would otherwise be cordoned and uncordoned every probe.
+GPU_RECOVER_PROBES = 3
 
 
 def default_data_dir() -> Path:
@@ -92,6 +107,9 @@ class ServerConfig:
     slurm_gpu_model: str = "unknown"
     k8s_image: str | None = None
     k8s_namespace: str = "corral"
+    #: seconds between NVML probes of this machine's GPUs (local backend, inventory from NVML);
+    #: 0 turns the probe off
+    gpu_probe_interval_s: float = DEFAULT_GPU_PROBE_INTERVAL_S
 
 
 @dataclass
@@ -102,6 +120,27 @@ class Composed:
     ctx: ApiContext
     admin_token: str | None  # only on the first start
     pool_source: str
+    gpu_probe: GpuHealthProbe | None = None  # this machine's GPUs, when they are probed
+
+    def close(self) -> None:
+        """Release what the parts hold (NVML, the engine connection, the database), each even
+        if releasing another failed."""
+        with contextlib.ExitStack() as parts:  # runs the callbacks last to first
+            parts.callback(self.store.close)
+            close = getattr(self.backend, "close", None)
+            if callable(close):  # the Ray backend disconnects from its cluster
+                parts.callback(close)
+            if self.gpu_probe is not None:
+                parts.callback(self.gpu_probe.close)
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """The local backend's nodes, where they came from, and whether NVML found them here."""
+
+    nodes: list[Node]
+    source: str
+    from_nvml: bool = False
 
 
 def resolve_pool(pool_file: Path | None) -> tuple[PoolSpec | None, str]:
@@ -114,9 +153,9 @@ def resolve_pool(pool_file: Path | None) -> tuple[PoolSpec | None, str]:
     return None, ""
 
 
-def _nodes(spec: PoolSpec | None) -> tuple[list[Node], str]:
+def _nodes(spec: PoolSpec | None) -> Inventory:
     if spec is not None:
-        return spec.nodes(), ""
+        return Inventory(spec.nodes(), "")
     from corral.backends.nvml import local_gpus
 
     gpus = local_gpus()
@@ -125,8 +164,9 @@ def _nodes(spec: PoolSpec | None) -> tuple[list[Node], str]:
                     gpu_count=len(gpus), gpu_memory_mib=min(g.memory_mib for g in gpus),
                     cpu_milli=(os.cpu_count() or 1) * 1000, memory_mib=_ram_mib(),
                     capacity_kind=CapacityKind.OWNED)
-        return [node], f"this machine's {len(gpus)} GPU(s) (NVML)"
-    return virtual_inventory(), "a virtual inventory of 2 nodes x 4 GPUs (no GPU found)"
+        return Inventory([node], f"this machine's {len(gpus)} GPU(s) (NVML)", from_nvml=True)
+    return Inventory(virtual_inventory(),
+                     "a virtual inventory of 2 nodes x 4 GPUs (no GPU found)")
 
 
 def _ram_mib() -> int:
@@ -151,12 +191,16 @@ def bootstrap(cfg: ServerConfig) -> Composed:
     store = Store(cfg.db_url or sqlite_url(dd.db))
     store.upgrade()
     spec, source = resolve_pool(cfg.pool_file)
-    nodes, detected = _nodes(spec)
+    inventory = _nodes(spec)
+    nodes, detected = inventory.nodes, inventory.source
     backend, health = _backend(cfg, dd, store, nodes)
+    probe = None
     if cfg.backend != "local":
         # An engine's nodes come from the engine itself (the pool file still gives queues and
         # prices); the health monitor keeps them in sync, cordons and drains dead ones.
         nodes, detected = list(backend.inventory()), f"{cfg.backend} cluster inventory"
+    elif inventory.from_nvml and cfg.gpu_probe_interval_s > 0:
+        health, probe = _gpu_health(store, nodes, cfg.gpu_probe_interval_s)
     _sync_pool(store, spec, nodes)
     token = _ensure_admin(store, dd)
     scheduler = spec.scheduler.to_core() if spec is not None else ControlSettings().scheduler
@@ -169,7 +213,27 @@ def bootstrap(cfg: ServerConfig) -> Composed:
                        admission=accounting, health=health)
     ctx = ApiContext(store, Submissions(store, scheduler), logs=backend, leadership=leadership,
                      backend_name=backend.name)
-    return Composed(store, backend, loop, ctx, token, source or detected)
+    return Composed(store, backend, loop, ctx, token, source or detected, probe)
+
+
+def _gpu_health(store: Store, nodes: list[Node],
+                interval_s: float) -> tuple[HealthMonitor, GpuHealthProbe]:
+    """A monitor fed by NVML verdicts for the node NVML found here (the local inventory).
+
+    No backend is given: the local backend's inventory is this machine and never changes, so it
+    says nothing about liveness; the GPUs alone decide. If NVML fails to start now although it
+    found the GPUs a moment ago, the verdict says so and the node is cordoned.
+    """
+    from corral.backends.nvml import NvmlHealthProbe
+
+    probe = NvmlHealthProbe()
+    if not probe.available:
+        log.warning("GPU health probe unavailable: %s", probe.unavailable_reason)
+    verdicts = probe_verdicts({n.id: probe for n in nodes}, {n.id: n.gpu_count for n in nodes})
+    monitor = HealthMonitor(store, None, gpu_verdicts=verdicts, interval_s=interval_s,
+                            recover_after_s=(GPU_RECOVER_PROBES - 1) * interval_s,
+                            join_new_nodes=False)
+    return monitor, probe
 
 
 BACKENDS = ("local", "ray", "slurm", "kubernetes")
@@ -218,15 +282,30 @@ def _sync_pool(store: Store, spec: PoolSpec | None, nodes: list[Node]) -> None:
 
 
 def _ensure_admin(store: Store, dd: DataDir) -> str | None:
-    """Create the admin and its token on the first start; write the token to the data dir."""
+    """Create the admin and its token on the first start; write the token to the data dir.
+
+    The file is written (whole, by rename) before the transaction commits: a crash in between
+    leaves a token file without an admin, which the next start replaces. The other order could
+    leave an admin whose token nobody ever saw.
+    """
     with store.write() as conn:
         if A.get_user(conn, ADMIN) is not None:
             return None
         A.create_user(conn, ADMIN, "admin", [], 0.0)
         token = A.create_token(conn, ADMIN, 0.0)
-    dd.admin_token.write_text(token + "\n")
-    dd.admin_token.chmod(0o600)
+        _write_secret(dd.admin_token, token + "\n")
     return token
+
+
+def _write_secret(path: Path, text: str) -> None:
+    """Atomically, mode 0600 from the start: a reader sees no file or the whole of it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def serve(cfg: ServerConfig, *, on_ready: Any = None) -> None:
@@ -256,7 +335,6 @@ def serve(cfg: ServerConfig, *, on_ready: Any = None) -> None:
         stop.set()
         if loop_thread.is_alive():
             loop_thread.join(timeout=30)
-        close = getattr(parts.backend, "close", None)
-        if callable(close):  # the Ray backend disconnects from its cluster
-            close()
-        parts.store.close()
+        if loop_thread.is_alive():  # a stuck step may still probe: NVML ends with the process
+            parts.gpu_probe = None
+        parts.close()

@@ -12,7 +12,15 @@ import typer
 from rich.console import Console
 
 from corral.cli.connection import err
-from corral.cli.server import DEFAULT_PORT, Composed, DataDir, ServerConfig, default_data_dir, serve
+from corral.cli.server import (
+    DEFAULT_GPU_PROBE_INTERVAL_S,
+    DEFAULT_PORT,
+    Composed,
+    DataDir,
+    ServerConfig,
+    default_data_dir,
+    serve,
+)
 from corral.spec import SpecError
 from corral.store import Store
 from corral.store.database import current_revision, sqlite_url
@@ -87,6 +95,11 @@ def up(
     k8s_image: Annotated[str | None, typer.Option(
         "--k8s-image", help="container image workers run in (kubernetes backend)")] = None,
     k8s_namespace: Annotated[str, typer.Option("--k8s-namespace")] = "corral",
+    gpu_probe_interval: Annotated[float, typer.Option(
+        "--gpu-probe-interval", min=0, help="seconds between health probes of this machine's "
+        "GPUs through NVML (XID errors, uncorrected ECC, temperature, row remapping); used when "
+        "the local backend found its GPUs with NVML; 0 turns it off")
+    ] = DEFAULT_GPU_PROBE_INTERVAL_S,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Start the control plane: store, scheduler loop, a backend (local by default) and API."""
@@ -96,7 +109,8 @@ def up(
                        pool_file=pool, db_url=db, schedule=not no_scheduler, stop_grace_s=grace,
                        interval_s=interval, backend=backend, ray_address=ray_address,
                        slurm_partition=slurm_partition, slurm_gpu_model=slurm_gpu_model,
-                       k8s_image=k8s_image, k8s_namespace=k8s_namespace)
+                       k8s_image=k8s_image, k8s_namespace=k8s_namespace,
+                       gpu_probe_interval_s=gpu_probe_interval)
     try:
         serve(cfg, on_ready=lambda parts, url: _ready(cfg, parts, url, demo))
     except SpecError as e:
@@ -116,6 +130,9 @@ def _ready(cfg: ServerConfig, parts: Composed, url: str, demo: bool) -> None:
     out.print(f"  dashboard: [bold]{url.rstrip('/')}/ui/[/bold] (sign in with the admin token)")
     out.print(f"  pool: {parts.pool_source}; store: {parts.store.dialect}; "
               f"scheduler: {'on' if cfg.schedule else 'off (API only)'}; backend: {cfg.backend}")
+    if parts.gpu_probe is not None:
+        out.print(f"  GPU health: NVML probe every {cfg.gpu_probe_interval_s:g}s "
+                  "(an unhealthy GPU cordons and drains its node)")
     if parts.admin_token:
         out.print(f"  admin token (shown once, also in {dd.admin_token}): {parts.admin_token}")
     out.print("  try: corral submit FILE | corral ls | corral top   (Ctrl-C stops the server)")

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from corral.backends.base import Backend, LaunchSpec
+from corral.backends.environment import newest_checkpoint
 from corral.backends.errors import BackendError, BackendUnavailable, InvalidRequest
 from corral.control import lifecycle as L
 from corral.control import outcome
@@ -31,7 +33,14 @@ from corral.store import Store
 from corral.store import workloads as W
 from corral.store.workloads import WorkloadRecord
 
-__all__ = ["checkpoint_dir", "enforce_runtime_limits", "launch", "launch_spec", "stop_requested"]
+__all__ = [
+    "checkpoint_dir",
+    "enforce_runtime_limits",
+    "launch",
+    "launch_spec",
+    "resume_point",
+    "stop_requested",
+]
 
 log = logging.getLogger(__name__)
 Device = tuple[str, int]
@@ -44,20 +53,39 @@ def checkpoint_dir(rec: WorkloadRecord, spec: WorkloadSpec, settings: ControlSet
     return str(Path(settings.checkpoint_root).resolve() / rec.id)
 
 
+def resume_point(directory: str) -> str | None:
+    """The newest checkpoint in `directory` as this machine sees it now
+    (`corral.backends.environment.newest_checkpoint`); None when it holds none, does not exist
+    or cannot be read here (storage mounted only where the workers run)."""
+    try:
+        with os.scandir(directory) as entries:
+            names = [e.name for e in entries]
+    except OSError:
+        return None
+    newest = newest_checkpoint(names)
+    return None if newest is None else os.path.join(directory, newest)
+
+
 def launch_spec(
     rec: WorkloadRecord, spec: WorkloadSpec, assignments: tuple[WorkerAssignment, ...],
     settings: ControlSettings,
 ) -> LaunchSpec:
-    """Deterministic in the stored row, so a relaunch after a crash is an equal spec (which the
-    backend treats as a no-op). resume_from is the checkpoint dir on every attempt after the
-    first: the workload looks there for its latest checkpoint."""
+    """The spec of the stored attempt. resume_from is the newest checkpoint in the checkpoint
+    dir at this moment (`resume_point`), on any attempt: also the first, when a workload names a
+    dir that already holds checkpoints. The previous attempt's workers have all ended by now
+    (a gang restarts whole), so the directory is at rest.
+
+    Everything else is deterministic in the stored row. resume_from is not, yet a relaunch after
+    a crash stays an equal spec where it matters: the same attempt is launched again only when
+    the backend never received it (`corral.control.reconcile`), and so has no spec to compare.
+    """
     ckpt = checkpoint_dir(rec, spec, settings)
     command: tuple[str, ...] | str = spec.shell if spec.shell is not None else tuple(spec.command or ())
     return LaunchSpec(
         workload_id=rec.id, attempt=rec.attempt, queue=rec.queue, assignments=assignments,
         command=command, shell=spec.shell is not None, user=rec.user, env=spec.env,
-        working_dir=spec.working_dir, checkpoint_dir=ckpt,
-        resume_from=ckpt if rec.attempt > 0 else None, restart_count=rec.restart_count)
+        working_dir=spec.working_dir, checkpoint_dir=ckpt, resume_from=resume_point(ckpt),
+        restart_count=rec.restart_count)
 
 
 def stop_requested(

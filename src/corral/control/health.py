@@ -197,7 +197,9 @@ class HealthMonitor:
     """Applies `decide` every `interval_s` of the loop's clock. See the module docstring.
 
     backend: its `inventory()` gives engine liveness (when it is an InventorySource).
-    gpu_verdicts: GPU health per node (`probe_verdicts`), or None. join_new_nodes: add nodes the
+    gpu_verdicts: GPU health per node (`probe_verdicts`), or None. `corral up` gives the NVML
+    probe of this machine's GPUs when they are the local backend's inventory, and no backend
+    (`corral.cli.server`). join_new_nodes: add nodes the
     backend offers that the store does not know. recover_after_s: how long a node must stay
     healthy before it is uncordoned (against flapping).
     """

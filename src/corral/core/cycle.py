@@ -10,8 +10,9 @@ causes an eviction, and one that a move can start never causes a kill.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 import numpy as np
 
@@ -65,26 +66,37 @@ class Cycle:
 
     def shape(self, w: Workload) -> Shape:
         s = self.shapes.get(w.id)
-        if s is None:
-            r = w.resources
-            # One object per distinct shape (keyed by plain values, cheap to hash): the caches
-            # keyed by shape then hit on identity.
-            key = (r.gpus, r.gpu_milli, r.gpu_memory_mib, r.cpu_milli, r.memory_mib, w.workers,
-                   w.gpu_models, w.max_price_per_gpu_hour, w.topology, w.allow_cross_region)
-            s = self._interned.get(key)
-            if s is None:
-                s = self._interned[key] = Shape.of(w)
-            self.shapes[w.id] = s
-        return s
+        return s if s is not None else intern_shape(w, self.shapes, self._interned)
+
+    def add_pending(self, workloads: Iterable[Workload]) -> None:
+        """Queue `workloads` for this cycle, each queue's in the global order: higher priority,
+        then earlier submission, then id. Work of an unknown queue gets its reason at once."""
+        # Three stable sorts on C-level keys order 100,000 workloads in a third of the time
+        # of one sort on a (-priority, submitted_at, id) tuple built per workload.
+        ordered = sorted(workloads, key=attrgetter("id"))
+        ordered.sort(key=attrgetter("submitted_at"))
+        ordered.sort(key=attrgetter("priority"), reverse=True)  # stays stable
+        pending, waiting, order, book = self.pending, self.waiting, self.order, self.book
+        for w in ordered:
+            if w.queue not in book:
+                self.reasons[w.id] = R.Reason(R.UNKNOWN_QUEUE, f"queue {w.queue!r} does not exist")
+                continue
+            work = pending.get(w.queue)
+            if work is None:
+                work = pending[w.queue] = []
+            work.append(w)
+            waiting[w.id] = w
+            order.append(w)
 
     def is_pending(self, w: Workload) -> bool:
         return w.id not in self.stmt.where
 
     def still_pending(self) -> list[Workload]:
         """Workloads that failed to fit on free capacity (not those stopped by a limit), in
-        priority order (the global order is sorted once, in `_open`)."""
+        priority order (the global order is sorted once, in `add_pending`)."""
         deferred, where = self.deferred, self.stmt.where
         return [w for w in self.order if w.id in deferred and w.id not in where]
+
 
     def victims(self, accept: Callable[[Workload], bool]) -> list[Workload]:
         """Workloads holding capacity that may be displaced and that `accept` allows, cheapest
@@ -111,6 +123,20 @@ class Cycle:
 
     def past_min_runtime(self, w: Workload) -> bool:
         return w.started_at is None or self.now - w.started_at >= w.min_runtime_s
+
+
+def intern_shape(w: Workload, shapes: dict[str, Shape], interned: dict[tuple[object, ...], Shape]
+                 ) -> Shape:
+    """`w`'s shape, one object per distinct shape (keyed by plain values, cheap to hash), so
+    that every cache keyed by shape hits on identity; remembered in `shapes` by workload id."""
+    r = w.resources
+    key = (r.gpus, r.gpu_milli, r.gpu_memory_mib, r.cpu_milli, r.memory_mib, w.workers,
+           w.gpu_models, w.max_price_per_gpu_hour, w.topology, w.allow_cross_region)
+    s = interned.get(key)
+    if s is None:
+        s = interned[key] = Shape.of(w)
+    shapes[w.id] = s
+    return s
 
 
 def schedule(
@@ -158,8 +184,12 @@ def _open(state: ClusterState, now: float, config: SchedulerConfig, seed: int) -
         int(table.ram[sched].sum()),
     )
     demand: dict[str, int] = {}
+    shapes: dict[str, Shape] = {}
+    interned: dict[tuple[object, ...], Shape] = {}
     for w in state.workloads:
-        demand[w.queue] = demand.get(w.queue, 0) + w.total_milli()
+        # a waiting workload's total is its shape's: interned now, used all cycle
+        milli = w.total_milli() if w.running else intern_shape(w, shapes, interned).milli
+        demand[w.queue] = demand.get(w.queue, 0) + milli
     history = {u.queue: u.decayed_gpu_seconds for u in state.usage}
     book = QueueBook(
         state.queues, totals, demand, history, config.usage_weight, config.usage_half_life_s
@@ -184,17 +214,10 @@ def _open(state: ClusterState, now: float, config: SchedulerConfig, seed: int) -
         running,
         attempts_left=config.max_eviction_attempts,
         moves_left=config.max_moves,
+        shapes=shapes,
+        _interned=interned,
     )
-    for w in sorted(
-        (w for w in state.workloads if not w.running),
-        key=lambda w: (-w.priority, w.submitted_at, w.id),
-    ):
-        if w.queue not in book:
-            cycle.reasons[w.id] = R.Reason(R.UNKNOWN_QUEUE, f"queue {w.queue!r} does not exist")
-        else:
-            cycle.pending.setdefault(w.queue, []).append(w)
-            cycle.waiting[w.id] = w
-            cycle.order.append(w)
+    cycle.add_pending(w for w in state.workloads if not w.running)
     return cycle, orphans
 
 
@@ -205,23 +228,27 @@ def _close(cycle: Cycle, orphans: int) -> Plan:
     evictions = [Eviction(op.workload.id, op.workload.queue, op.rule, op.for_workload,
                           _eviction_message(op.rule, op.for_workload)) for op in evicted]
     diagnosis: dict[tuple[Shape, str | None], R.Reason] = {}
-    limits: dict[tuple[str, Shape, int], R.Reason | None] = {}
+    limits: dict[tuple[str, Shape], R.Reason | None] = {}
+    reasons, where, waiting = cycle.reasons, cycle.stmt.where, cycle.waiting
+    reserved_for = cycle.cap.reservations
     for wid, shape in cycle.deferred.items():
-        if wid in cycle.reasons or wid in cycle.stmt.where:
+        if wid in reasons or wid in where:
             continue
-        w = cycle.waiting.get(wid)
-        limit_key = (w.queue if w else "", shape, w.total_milli() if w else 0)
-        if limit_key not in limits:  # the same for every workload of this queue and shape
+        w = waiting.get(wid)
+        # The same for every waiting workload of this queue and shape (a waiting workload's
+        # total is its shape's); a victim of this cycle (not waiting) only gets `never_fits`.
+        limit_key = (w.queue if w else "", shape)
+        if limit_key not in limits:
             limits[limit_key] = _limit_now(cycle, w, shape)
         limit = limits[limit_key]
         if limit is not None:
-            cycle.reasons[wid] = limit
+            reasons[wid] = limit
             continue
-        owner = wid if wid in cycle.cap.reservations else None
-        key = (shape, owner)
-        if key not in diagnosis:
-            diagnosis[key] = cycle.placer.diagnose(shape, wid)
-        cycle.reasons[wid] = diagnosis[key]
+        key = (shape, wid if wid in reserved_for else None)
+        found = diagnosis.get(key)
+        if found is None:
+            found = diagnosis[key] = cycle.placer.diagnose(shape, wid)
+        reasons[wid] = found
     # insertion order is already deterministic (the order the cycle considered them)
     pending = {wid: r for wid, r in cycle.reasons.items() if wid not in cycle.stmt.where}
     reservations = tuple(

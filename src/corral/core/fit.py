@@ -27,8 +27,11 @@ class Shape:
     allow_cross_region: bool = False
     # Shapes key every cache of a cycle and are hashed hundreds of thousands of times.
     _hash: int = field(init=False, repr=False, compare=False)
+    #: GPU share of the whole workload as requested (`Workload.total_milli` while it waits)
+    milli: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "milli", self.resources.nominal_milli() * self.workers)
         object.__setattr__(
             self,
             "_hash",

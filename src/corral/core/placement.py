@@ -15,14 +15,20 @@ Placement never changes capacity; the caller applies the result through a `State
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from corral.core import reasons as R
 from corral.core.fit import Shape, empty_slots, static_mask, worker_slots
-from corral.core.model import MILLI_PER_GPU, TopologyLevel, WorkerAssignment, WorkerResources
+from corral.core.model import (
+    MILLI_PER_GPU,
+    TopologyLevel,
+    WorkerAssignment,
+    WorkerResources,
+    Workload,
+)
 from corral.core.plugins.base import REGISTRY, BestFitPicker, DevicePicker, ScorePlugin
 from corral.core.snapshot import BoolArray, Capacity, FloatArray, IntArray
 
@@ -69,6 +75,16 @@ class Scoring:
     def node_local(self) -> bool:
         return all(p.node_local for p, _ in self.plugins)
 
+    @property
+    def state_local(self) -> bool:
+        """True when every plugin that is not static, and the device picker, read of a node only
+        its capacity state and fixed size (`ScorePlugin.state_local`): their answers can then be
+        memoised by node state."""
+        return getattr(self.picker, "state_local", False) and all(
+            getattr(p, "static", False) or (p.node_local and getattr(p, "state_local", False))
+            for p, _ in self.plugins
+        )
+
     def score(
         self, cap: Capacity, shape: Shape, nodes: IntArray, local: bool | None = None,
         static: bool | None = None,
@@ -93,11 +109,20 @@ def _picker_of(plugins: Sequence[tuple[ScorePlugin, float]]) -> DevicePicker:
 
 
 class _ShapeCache:
-    """Scores of every node for one (shape, scoring); -inf where the shape does not fit."""
+    """Scores of every node for one (shape, scoring); -inf where the shape does not fit.
+
+    Re-scoring the few nodes that changed since the last look is most of a cycle's placement
+    work, and most of it is numpy overhead on one-element arrays. When the scoring is
+    `state_local`, the part of a node's score that changes (fit and the dynamic plugins) is a
+    function of the node's state (`Placer.state_key`); a pool of thousands of nodes passes
+    through few distinct states, so `by_state` answers most of those re-scores without numpy.
+    Exact: a node's score never depends on the other nodes scored with it."""
 
     def __init__(self, placer: Placer, shape: Shape, scoring: Scoring) -> None:
         self.shape, self.scoring = shape, scoring
+        self.placer = placer
         self.static = placer.static(shape)
+        self.by_state = placer.state_memo(shape, scoring)
         self.scores = np.full(len(placer.cap.table), -np.inf)
         # Scores of plugins that read only a node's fixed attributes (price, model) never
         # change during the cycle: computed once here, added on every refresh.
@@ -112,21 +137,56 @@ class _ShapeCache:
         if full or pending > len(self.scores) // 8:
             nodes = np.flatnonzero(self.static)
         elif pending:
-            nodes = np.array(sorted(set(cap.changes[self.pos :])), dtype=np.int64)
+            changed = sorted(set(cap.changes[self.pos :]))
+            self.pos = len(cap.changes)
+            if self.by_state is not None and len(changed) <= _BY_STATE:
+                self._refresh_by_state(cap, [n for n in changed if self.static[n]])
+                return
+            nodes = np.array(changed, dtype=np.int64)
             nodes = nodes[self.static[nodes]]
         else:
             return
         self.pos = len(cap.changes)
-        if nodes.size == 0:
-            return
+        if nodes.size:
+            self.scores[nodes] = self._dynamic(cap, nodes) + self.fixed[nodes]
+
+    def _dynamic(self, cap: Capacity, nodes: IntArray) -> FloatArray:
+        """The changing part of the score of `nodes`: -inf where the shape does not fit now."""
         ok = worker_slots(cap, self.shape.resources, nodes) >= 1
         ok &= ~cap.reserved[nodes]
-        scores = np.full(nodes.shape, -np.inf)
+        out = np.full(nodes.shape, -np.inf)
         if ok.any():
-            fit = nodes[ok]
-            scores[ok] = self.fixed[fit] + self.scoring.score(cap, self.shape, fit, local=True,
-                                                              static=False)
-        self.scores[nodes] = scores
+            out[ok] = self.scoring.score(cap, self.shape, nodes[ok], local=True, static=False)
+        return out
+
+    def _refresh_by_state(self, cap: Capacity, nodes: list[int]) -> None:
+        assert self.by_state is not None
+        memo, state_key = self.by_state, self.placer.state_key
+        missing: list[int] = []
+        keys: list[tuple[object, ...]] = []
+        reserved = self.placer.cap.reserved
+        for n in nodes:
+            if reserved[n]:  # not part of the state: never memoised
+                self.scores[n] = -np.inf
+                continue
+            key = state_key(n)
+            value = memo.get(key)
+            if value is None:
+                missing.append(n)
+                keys.append(key)
+            else:
+                self.scores[n] = self.fixed[n] + value
+        if missing:
+            rows = np.array(missing, dtype=np.int64)
+            values = self._dynamic(cap, rows)
+            self.scores[rows] = values + self.fixed[rows]
+            if len(memo) + len(keys) > _STATES:  # bounded: start over rather than grow
+                memo.clear()
+            memo.update(zip(keys, values.tolist(), strict=True))
+
+
+_BY_STATE = 16  # at most this many changed nodes are re-scored through the state memo
+_STATES = 1 << 16  # states remembered per shape cache
 
 
 class Placer:
@@ -134,10 +194,50 @@ class Placer:
 
     def __init__(self, cap: Capacity) -> None:
         self.cap = cap
+        # Nodes alike in everything a state-local score reads that never changes (model, GPU
+        # count and memory, CPU, RAM) share a class; see `state_key`.
+        t = cap.table
+        fixed = np.stack([t.model, t.gpu_count, t.gpu_memory, t.cpu, t.ram]) if len(t) else None
+        self._node_class: list[int] = (
+            np.unique(fixed, axis=1, return_inverse=True)[1].reshape(-1).tolist()
+            if fixed is not None else []
+        )
         self._static: dict[Shape, BoolArray] = {}
         self._caches: dict[tuple[Shape, str], _ShapeCache] = {}
         self._failed: dict[tuple[Shape, str, str | None], int] = {}
         self._never: dict[Shape, R.Reason | None] = {}
+        self._by_state: dict[tuple[WorkerResources, str], dict[tuple[object, ...], float]] = {}
+        self._picks: dict[tuple[WorkerResources, str], dict[tuple[object, ...], tuple[int, ...] | None]] = {}
+
+    def state_memo(self, shape: Shape, scoring: Scoring) -> dict[tuple[object, ...], float] | None:
+        """Changing part of the score by node state, for `shape`'s worker resources under
+        `scoring`, or None where the scoring is not state-local. Shapes that differ only in what
+        the static filters and scores decide (models, price cap, gang size, topology) share it:
+        state-local plugins read nothing of a shape but its per-worker resources."""
+        if not scoring.state_local:
+            return None
+        return self._by_state.setdefault((shape.resources, scoring.key), {})
+
+    def pick(self, shape: Shape, scoring: Scoring, node: int) -> tuple[int, ...] | None:
+        """Devices for one worker of `shape` on `node` (the scoring's picker), memoised by node
+        state where the scoring is state-local: the pickers read nothing else."""
+        if not scoring.state_local:
+            return scoring.picker.pick(self.cap, shape, node)
+        memo = self._picks.setdefault((shape.resources, scoring.key), {})
+        key = self.state_key(node)
+        if key in memo:
+            return memo[key]
+        if len(memo) >= _STATES:
+            memo.clear()
+        devices = memo[key] = scoring.picker.pick(self.cap, shape, node)
+        return devices
+
+    def state_key(self, node: int) -> tuple[object, ...]:
+        """Everything a fit test or a state-local score reads of `node`: its class and its free
+        CPU, RAM, and share and memory per device. Reservations are not part of it."""
+        cap = self.cap
+        return (self._node_class[node], int(cap.free_cpu[node]), int(cap.free_ram[node]),
+                cap.free_milli[node].tobytes(), cap.free_mem[node].tobytes())
 
     def never_fits(self, shape: Shape) -> R.Reason | None:
         """The unresolvable reason why `shape` can never fit this pool, if there is one."""
@@ -159,6 +259,25 @@ class Placer:
         """True when this shape failed since capacity was last returned: it fails again."""
         key = (shape, scoring.key, owner if owner in self.cap.reservations else None)
         return self._failed.get(key) == self.cap.freed
+
+    def skip_known_failures(
+        self, work: Sequence[Workload], i: int, scoring: Scoring,
+        shape_of: Callable[[Workload], Shape], set_aside: dict[str, Shape],
+    ) -> int:
+        """Set aside `work[i:]` up to the first workload not `known_to_fail`; return its index.
+
+        Once the pool is full, nearly all of a large backlog is known to fail: this is the same
+        test as `known_to_fail`, in one loop instead of a few calls per workload."""
+        failed, freed, reserved, key = self._failed, self.cap.freed, self.cap.reservations, scoring.key
+        n = len(work)
+        while i < n:
+            w = work[i]
+            shape = shape_of(w)
+            if failed.get((shape, key, w.id if w.id in reserved else None)) != freed:
+                break
+            set_aside[w.id] = shape
+            i += 1
+        return i
 
     def place(
         self, shape: Shape, scoring: Scoring, owner: str
@@ -255,7 +374,7 @@ class Placer:
         r, table = shape.resources, self.cap.table
         if len(picks) == 1 and picks[0][1] == 1:  # one worker: nothing to try on a scratch copy
             node = picks[0][0]
-            devices = scoring.picker.pick(self.cap, shape, node)
+            devices = self.pick(shape, scoring, node)
             if devices is None:
                 return None
             return (_assignment(0, table.nodes[node].id, devices, r, int(table.gpu_memory[node])),)
@@ -263,7 +382,7 @@ class Placer:
         with self.cap.scratch([n for n, _ in picks]):
             for node, count in picks:
                 for _ in range(count):
-                    devices = scoring.picker.pick(self.cap, shape, node)
+                    devices = self.pick(shape, scoring, node)
                     if devices is None:
                         return None
                     a = _assignment(

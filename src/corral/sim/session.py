@@ -81,10 +81,7 @@ class CoreSession:
         cycle = Cycle(now, self.config, self.seed, self.cap, self.placer, book, stmt, {},
                       self.live, attempts_left=self.config.max_eviction_attempts,
                       moves_left=self.config.max_moves, scorings=self.scorings)
-        for w in sorted(pending, key=lambda w: (-w.priority, w.submitted_at, w.id)):
-            cycle.pending.setdefault(w.queue, []).append(w)
-            cycle.waiting[w.id] = w
-            cycle.order.append(w)
+        cycle.add_pending(pending)
         decide(cycle)
         placed, evicted = stmt.outcome()
         for op in evicted:

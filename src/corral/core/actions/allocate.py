@@ -31,12 +31,18 @@ def allocate(cycle: Cycle) -> None:
     heap = [(cycle.book.order_key(q), q) for q in sorted(cycle.pending)]
     heapq.heapify(heap)
     cursor = dict.fromkeys(cycle.pending, 0)
+    skip = cycle.placer.skip_known_failures
     while heap:
         _, queue = heapq.heappop(heap)
         work, i = cycle.pending[queue], cursor[queue]
+        scoring = cycle.scoring(queue)
         # A failure changes no queue's key, so this queue stays first in line: keep going
         # without touching the heap until something is placed (then its key grows).
         while i < len(work):
+            if cycle.config.backfill:  # without backfill the first failure stops the queue
+                i = skip(work, i, scoring, cycle.shape, cycle.deferred)
+                if i == len(work):
+                    break
             i += 1
             if try_place(cycle, work[i - 1], reserve=True):
                 break

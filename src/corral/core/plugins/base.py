@@ -28,6 +28,10 @@ class ScorePlugin(Protocol):
     #: scores per shape and re-scores only nodes that changed. A plugin that is not node-local
     #: (say, one that draws random numbers) is re-run over all candidates each time.
     node_local: ClassVar[bool]
+    #: Optional `state_local: ClassVar[bool] = True` when the score reads nothing of a node but
+    #: its free capacity (CPU, RAM, share and memory per device) and its fixed size (model, GPU
+    #: count and memory, CPU, RAM), and nothing of the shape but its per-worker resources: the
+    #: placer then memoises scores by node state, shared by shapes with the same resources.
 
     def score(self, cap: Capacity, shape: Shape, nodes: IntArray) -> FloatArray:
         """Scores in [0, 1] for `nodes` (all feasible for `shape`). Pure and deterministic."""
@@ -77,5 +81,7 @@ def best_fit_devices(cap: Capacity, shape: Shape, node: int) -> tuple[int, ...] 
 
 
 class BestFitPicker:
+    state_local: ClassVar[bool] = True  # reads the node's free share and memory per device
+
     def pick(self, cap: Capacity, shape: Shape, node: int) -> tuple[int, ...] | None:
         return best_fit_devices(cap, shape, node)

@@ -39,6 +39,7 @@ def gpu_need(cap: Capacity, shape: Shape, nodes: IntArray) -> IntArray:
 class BestFit:
     name: ClassVar[str] = BESTFIT
     node_local: ClassVar[bool] = True
+    state_local: ClassVar[bool] = True  # reads free capacity and the pool's largest node
 
     def __init__(self, seed: int = 0) -> None:
         del seed  # deterministic: draws no random numbers

@@ -48,6 +48,7 @@ class BinPack(_Plugin):
 
     name: ClassVar[str] = BINPACK
     node_local: ClassVar[bool] = True
+    state_local: ClassVar[bool] = True
 
     def score(self, cap: Capacity, shape: Shape, nodes: IntArray) -> FloatArray:
         used = _used_fraction_after(cap, shape, nodes)
@@ -65,6 +66,7 @@ class Spread(_Plugin):
 
     name: ClassVar[str] = SPREAD
     node_local: ClassVar[bool] = True
+    state_local: ClassVar[bool] = True
 
     def score(self, cap: Capacity, shape: Shape, nodes: IntArray) -> FloatArray:
         return 1.0 - _used_fraction_after(cap, shape, nodes)

@@ -45,6 +45,7 @@ from corral.core.snapshot import BoolArray, Capacity, FloatArray, IntArray, Node
 FGD: Final = "fgd"
 _DIRECT = 16  # batches of at most this many nodes skip the memos (checking costs as much)
 _KEYS = 256  # score memos kept, one per fragmentation key (CPU and GPU request)
+_STATES = 1 << 18  # (request, node state) scores kept for small batches
 _DECIMALS = 6  # fragmentation is compared to a millionth of a milli-GPU
 
 
@@ -206,6 +207,7 @@ class Fragmentation:
 
     name: ClassVar[str] = FGD
     node_local: ClassVar[bool] = True
+    state_local: ClassVar[bool] = True  # free share, CPU, memory; model and device memory
 
     def __init__(
         self,
@@ -227,11 +229,13 @@ class Fragmentation:
         # that differ only there share scores. At most _KEYS keys are kept (least recent out).
         self._before: _NodeMemo | None = None
         self._scores: dict[tuple[int, int, int, int], _NodeMemo] = {}
+        # Small batches: scores by (request, node state); see `_score_by_state`.
+        self._by_state: dict[tuple[object, ...], float] = {}
 
     def mix(self, table: NodeTable) -> _Mix:
         if self._mix is None or self._mix[0] is not table:
             self._mix = (table, _Mix(table, self.types, self.balance))
-            self._before, self._scores = None, {}
+            self._before, self._scores, self._by_state = None, {}, {}
         return self._mix[1]
 
     def fragmentation(self, cap: Capacity, nodes: IntArray) -> FloatArray:
@@ -278,7 +282,7 @@ class Fragmentation:
     def score(self, cap: Capacity, shape: Shape, nodes: IntArray) -> FloatArray:
         self.mix(cap.table)
         if nodes.size <= _DIRECT:
-            return self._score(cap, shape, nodes)
+            return self._score_by_state(cap, shape, nodes)
         r = shape.resources
         key = (r.cpu_milli, r.gpus, r.gpu_milli, r.gpu_memory_mib)
         memo = self._scores.pop(key, None)
@@ -288,6 +292,36 @@ class Fragmentation:
         if len(self._scores) > _KEYS:
             del self._scores[next(iter(self._scores))]
         return memo.get(cap, nodes, lambda stale: self._score(cap, shape, stale))
+
+    def _score_by_state(self, cap: Capacity, shape: Shape, nodes: IntArray) -> FloatArray:
+        """`_score` for a few nodes (the placer re-scoring the ones that just changed), through
+        a memo keyed by everything the score reads of a node: its model, device memory, free
+        CPU, and free share and memory per device. A pool of thousands of nodes passes through
+        few distinct states (empty, one GPU used, ...), so most small batches need no numpy at
+        all. Exact: a node's score never depends on the other nodes scored with it."""
+        r, table = shape.resources, cap.table
+        request = (r.cpu_milli, r.gpus, r.gpu_milli, r.gpu_memory_mib)
+        memo = self._by_state
+        out = np.empty(nodes.size, dtype=np.float64)
+        missing: list[int] = []
+        keys: list[tuple[object, ...]] = []
+        for k, n in enumerate(nodes.tolist()):
+            key = (request, int(table.model[n]), int(table.gpu_memory[n]), int(cap.free_cpu[n]),
+                   cap.free_milli[n].tobytes(), cap.free_mem[n].tobytes())
+            value = memo.get(key)
+            if value is None:
+                missing.append(k)
+                keys.append(key)
+            else:
+                out[k] = value
+        if missing:
+            rows = np.array(missing, dtype=np.int64)
+            values = self._score(cap, shape, nodes[rows])
+            out[rows] = values
+            if len(memo) + len(keys) > _STATES:  # bounded: start over rather than grow
+                memo.clear()
+            memo.update(zip(keys, values.tolist(), strict=True))
+        return out
 
     def _score(self, cap: Capacity, shape: Shape, nodes: IntArray) -> FloatArray:
         delta = self.gradient(cap, shape, nodes)

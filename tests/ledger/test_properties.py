@@ -3,7 +3,10 @@
 - postings always sum to zero (per transaction and over the whole journal);
 - per queue: balance = granted - settled - held - expired + transferred in - out;
 - a workload is never charged twice, even when settlements are replayed in any order;
-- holds are always released or settled at the end, leaving every escrow account at zero.
+- at every step, each hold is exactly one of open, settled (charged) or released (charged zero),
+  as the model of what was asked says, with its escrow, its settlement and the queues' `held`
+  consistent with that; and ending a workload (settling or releasing it) always leaves it
+  without an open hold, at once.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from corral.ledger import (
     Account,
     AccountKind,
     Deny,
+    Hold,
     HoldPlaced,
     Journal,
+    Transaction,
     TxKind,
     expire_due,
     grant,
@@ -53,9 +58,14 @@ class LedgerMachine(RuleBasedStateMachine):
     @initialize(ancestors=st.booleans())
     def start(self, ancestors: bool) -> None:
         self.journal: Journal = journal(*CHART, draw_from_ancestors=ancestors)
+        self.fresh_model()
+
+    def fresh_model(self) -> None:
+        """The model of what was asked, against which the journal is checked at every step."""
         self.now = Decimal(0)
         self.serial = 0
-        self.charged: dict[str, Decimal] = {}  # what each settled workload must have paid
+        self.live: dict[str, Decimal] = {}  # workloads with an open hold: what it must hold
+        self.charged: dict[str, Decimal] = {}  # ended workloads: what each must have paid
         self.settle_calls: dict[str, Fraction] = {}
 
     def _key(self, prefix: str) -> str:
@@ -97,6 +107,7 @@ class LedgerMachine(RuleBasedStateMachine):
         assert isinstance(result, HoldPlaced | Deny)
         if isinstance(result, HoldPlaced):
             assert result.hold.amount == amount
+            self.live[workload] = amount
             event(
                 "hold paid by "
                 + ("own queue" if result.hold.funders in ((), (queue,)) else "ancestor")
@@ -105,13 +116,30 @@ class LedgerMachine(RuleBasedStateMachine):
             event("hold denied")
 
     def _open(self) -> list[str]:
-        return sorted(h.workload for h in self.journal.holds(open_only=True))
+        # From the model, not the journal: a hold the journal lost would not be picked, and the
+        # invariants below would report it.
+        return sorted(self.live)
 
     @precondition(lambda self: bool(self._open()))
     @rule(data=st.data(), amount=cents)
     def top(self, data: st.DataObject, amount: Decimal) -> None:
         workload = data.draw(st.sampled_from(self._open()))
-        top_up(self.journal, workload=workload, amount=amount, at=self.now, key=self._key("u"))
+        result = top_up(
+            self.journal, workload=workload, amount=amount, at=self.now, key=self._key("u")
+        )
+        if isinstance(result, HoldPlaced):
+            self.live[workload] += amount
+
+    def _ended(self, workload: str, tx: Transaction, cost: Fraction) -> None:
+        """Record that `workload` ended (settled by `tx` at `cost`), and check that it holds
+        nothing from this moment on."""
+        del self.live[workload]
+        self.charged[workload] = self.journal.currency.charge(cost)
+        self.settle_calls[workload] = cost
+        hold = self.journal.hold(workload)
+        assert hold is not None and not hold.open and hold.settled_by == tx.key
+        assert hold.charged == self.charged[workload] and self._escrow(hold) == 0
+        assert workload not in {h.workload for h in self.journal.holds(open_only=True)}
 
     @precondition(lambda self: bool(self._open()))
     @rule(data=st.data(), cost=costs, skew=st.sampled_from([0, 0, 5, 500]))
@@ -119,12 +147,11 @@ class LedgerMachine(RuleBasedStateMachine):
         # skew: settlements may be dated a little before other operations (clocks, retries).
         workload = data.draw(st.sampled_from(self._open()))
         tx = settle(self.journal, workload=workload, cost=cost, at=self.now - skew)
+        self._ended(workload, tx, cost)
         event(f"settle opening an overdraft: {bool(tx.opens)}")
         event(
             f"settle expiring returns: {any(p.account.kind is AccountKind.EXPIRED for p in tx.postings)}"
         )
-        self.charged[workload] = self.journal.currency.charge(cost)
-        self.settle_calls[workload] = cost
 
     @precondition(lambda self: bool(self.settle_calls))
     @rule(data=st.data(), later=st.integers(0, 100))
@@ -140,9 +167,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def release_one(self, data: st.DataObject) -> None:
         workload = data.draw(st.sampled_from(self._open()))
-        release(self.journal, workload=workload, at=self.now)
-        self.charged[workload] = Decimal(0)
-        self.settle_calls[workload] = Fraction(0)
+        self._ended(workload, release(self.journal, workload=workload, at=self.now), Fraction(0))
 
     @rule(step=st.integers(1, 2000))
     def tick(self, step: int) -> None:
@@ -191,20 +216,47 @@ class LedgerMachine(RuleBasedStateMachine):
         ]
         assert sorted(settles) == sorted(self.charged)
 
+    def _escrow(self, hold: Hold) -> Decimal:
+        return sum(
+            (self.journal.balance(Account.hold(q, hold.workload)) for q in hold.funders),
+            Decimal(0),
+        )
+
     @invariant()
-    def holds_match_their_escrow(self) -> None:
-        for hold in self.journal.holds():
-            escrow = sum(
-                (self.journal.balance(Account.hold(q, hold.workload)) for q in hold.funders),
-                Decimal(0),
-            )
-            assert escrow == (hold.amount if hold.open else 0)
+    def every_hold_is_open_xor_settled_xor_released(self) -> None:
+        holds = {h.workload: h for h in self.journal.holds()}
+        assert holds.keys() == self.live.keys() | self.charged.keys()  # none lost, none invented
+        for workload, hold in holds.items():
+            is_open = hold.settled_by is None and hold.charged is None
+            closed = hold.settled_by is not None and hold.charged is not None
+            settled = closed and hold.charged is not None and hold.charged > 0
+            released = closed and hold.charged == 0
+            assert [is_open, settled, released].count(True) == 1, hold
+            assert hold.open is is_open
+            if is_open:
+                assert workload in self.live and workload not in self.charged
+                assert hold.amount == self.live[workload] == self._escrow(hold)
+            else:
+                assert workload in self.charged and workload not in self.live
+                assert hold.charged == self.charged[workload] and self._escrow(hold) == 0
+                assert hold.settled_by is not None
+                tx = self.journal.get(hold.settled_by)
+                assert tx is not None and tx.intent.kind is TxKind.SETTLE
+                assert (tx.intent.workload, tx.intent.amount) == (workload, hold.charged)
+
+    @invariant()
+    def the_queues_hold_exactly_the_open_holds(self) -> None:
+        held = sum((statement(self.journal, q, self.now).held for q in QUEUES), Decimal(0))
+        assert held == sum(self.live.values(), Decimal(0))
 
     def teardown(self) -> None:
+        # Ending what still runs (as the control loop does when work stops) leaves nothing
+        # held; `_ended` checks each workload as it goes.
         if not hasattr(self, "journal"):
             return
         for workload in self._open():
-            release(self.journal, workload=workload, at=self.now)
+            tx = release(self.journal, workload=workload, at=self.now)
+            self._ended(workload, tx, Fraction(0))
         assert self.journal.holds(open_only=True) == ()
         for queue in QUEUES:
             assert statement(self.journal, queue, self.now).held == 0

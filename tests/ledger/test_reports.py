@@ -113,3 +113,48 @@ def test_bad_dimensions_are_refused(by: tuple[str, ...]) -> None:
 def test_unpriced_usage_is_a_clear_error() -> None:
     with pytest.raises(LedgerInputError, match="no price for provider=aws"):
         usage_report(meter([started(at=0, key=H100_AWS)], now=10), catalog=PriceCatalog([]))
+
+
+@pytest.mark.parametrize(
+    ("since", "until", "expected"),
+    [
+        pytest.param(
+            DAY - 3600,
+            DAY + 3600,
+            [(("w1", "1970-01-01"), "3600", Fraction(2)), (("w1", "1970-01-02"), "3600", Fraction(2))],
+            id="across-midnight-cut-at-both-edges",
+        ),
+        pytest.param(
+            DAY + 3 * 3600,
+            None,
+            [(("w2", "1970-01-02"), "1800", Fraction(1, 4)), (("w3", "1970-01-02"), "7200", Fraction(4))],
+            id="since-cuts-a-running-attempt-and-drops-an-ended-one",
+        ),
+        pytest.param(
+            None,
+            DAY,
+            [(("w1", "1970-01-01"), "7200", Fraction(4))],
+            id="until-midnight-keeps-the-day-before",
+        ),
+        pytest.param(
+            DAY + 36_000 + 450,
+            DAY + 36_000 + 600,
+            [(("w3", "1970-01-02"), "1200", Fraction(2, 3))],
+            id="inside-one-attempt",
+        ),
+        pytest.param(DAY * 5, DAY * 6, [], id="after-everything"),
+    ],
+)
+def test_a_window_counts_only_the_usage_inside_it(
+    since: int | None, until: int | None, expected: list[tuple[tuple[str, ...], str, Fraction]]
+) -> None:
+    rows = usage_report(USAGE, by=("workload", "day"), catalog=CATALOG, since=since, until=until)
+    assert [(r.group, r.gpu_seconds, r.cost) for r in rows] == [
+        (g, Decimal(s), c) for g, s, c in expected
+    ]
+
+
+def test_a_window_that_ends_before_it_starts_is_refused() -> None:
+    with pytest.raises(LedgerInputError) as e:
+        usage_report(USAGE, since=DAY, until=DAY)
+    assert e.value.field == "until"

@@ -1,18 +1,21 @@
 """The ledger in the control loop, on a fake backend and a manual clock, on both databases:
 admission with the ledger's sentence, holds, exact metering, settlement per attempt, rolling
-top-ups, unmetered queues, `enforce: false`, and replays that charge nothing twice."""
+top-ups, unmetered queues, `enforce: false`, replays that charge nothing twice, preempted and
+requeued attempts, and fractional GPUs."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 from tests.control.rig import Rig
 
 from corral.control.accounting import Accounting, LedgerSettings, attempt_ref
 from corral.core.reasons import BUDGET_EXCEEDED
-from corral.ledger import PriceRule, Statement, grant, statement
+from corral.ledger import Account, Hold, PriceRule, Statement, grant, statement
 from corral.store import Store
 from corral.store import ledger_rows as LR
+from corral.store import workloads as W
 from corral.store.journal_sql import LedgerDb
 
 PRICE = "3.60"  # per H100-hour: one GPU-second costs exactly 0.001
@@ -174,3 +177,102 @@ def test_without_enforcement_work_runs_and_its_cost_becomes_debt(store: Store) -
     rig.step()
     s = _statement(store, rig.clock.now())
     assert s.settled == Decimal("2.00") and s.debt == Decimal("1.00") and s.balanced
+
+
+# --- preemption and fractional GPUs, through the loop -------------------------------------------
+
+
+def _hold(store: Store, wid: str, attempt: int) -> Hold:
+    with LedgerDb(store).read() as s:
+        hold = s.journal.hold(attempt_ref(wid, attempt))
+    assert hold is not None, f"{wid}@{attempt} has no hold"
+    return hold
+
+
+def _escrow(store: Store, hold: Hold) -> Decimal:
+    with LedgerDb(store).read() as s:
+        return sum((s.journal.balance(Account.hold(q, hold.workload)) for q in hold.funders),
+                   Decimal(0))
+
+
+def _usage(store: Store, wid: str) -> list[tuple[int, int, int, Decimal, Decimal, str]]:
+    """(attempt, worker, milli, start, end, end reason) of every usage row of `wid`."""
+    with store.read() as c:
+        rows = LR.usage_records(c, Decimal(10**9), workload_id=wid)
+    return [(u.attempt, u.worker, u.milli, u.start, u.end,
+             "open" if u.end_reason is None else u.end_reason.value) for u in rows]
+
+
+def _launched_at(store: Store, wid: str, attempt: int) -> Decimal:
+    """When the events say the attempt was handed to the backend (its GPUs taken)."""
+    with store.read() as c:
+        (at,) = [e.at for e in W.list_events(c, workload_id=wid)
+                 if e.kind == "transition" and e.to_state == "starting" and e.attempt == attempt]
+    return Decimal(repr(at))
+
+
+def test_a_preempted_attempt_pays_the_time_it_ran_and_its_requeue_is_held_anew(
+        store: Store) -> None:
+    rig = _rig(store)
+    t0 = Decimal(repr(rig.clock.now()))
+    low = [rig.submit(name=f"low{i}", gpus=4, max_runtime="1h") for i in range(2)]  # fill n0, n1
+    rig.step(2)  # launched at t0, running from t0 + 1
+    rig.clock.advance(997)
+    high = rig.submit(name="high", gpus=4, priority=10, max_runtime="1h")
+    rig.step()  # t0 + 999: the plan evicts one low job for high
+    (victim,) = [w for w in low if rig.get(w).stop_reason == "Preempt"]
+    (other,) = [w for w in low if w != victim]
+    rig.step()  # t0 + 1000: the victim has stopped: preempted, requeued as attempt 1
+    assert ("running", "preempted", "Preempt") in rig.transitions(victim)
+    assert (rig.state(victim), rig.get(victim).attempt) == ("pending", 1)
+    # exactly the 1000 s it held its 4 GPUs, at 0.001 per GPU-second
+    assert _usage(store, victim) == [(0, 0, 4000, t0, t0 + 1000, "preempted")]
+    first = _hold(store, victim, 0)
+    assert (first.amount, first.open, first.charged) == (Decimal("14.40"), False, Decimal("4.00"))
+    assert _escrow(store, first) == 0
+    s = _statement(store, rig.clock.now())
+    assert (s.settled, s.held) == (Decimal("4.00"), Decimal("28.80"))  # low1 and high still held
+    assert s.available == Decimal("67.20") and s.balanced  # the other 10.40 came back
+    with LedgerDb(store).read() as ls:
+        assert ls.journal.hold(attempt_ref(victim, 1)) is None  # pending work holds nothing
+
+    rig.backend.finish(other)
+    rig.step(2)  # t0 + 1001: `other` ends and settles, the requeued attempt takes its GPUs
+    assert rig.state(victim) == "running" and rig.get(victim).attempt == 1
+    assert _launched_at(store, victim, 1) == t0 + 1001
+    second = _hold(store, victim, 1)
+    assert (second.amount, second.open) == (Decimal("14.40"), True)
+    rig.clock.advance(498)  # t0 + 1501
+    rig.backend.finish(victim)
+    rig.step()
+    assert rig.state(victim) == "succeeded"
+    assert _usage(store, victim)[1] == (1, 0, 4000, t0 + 1001, t0 + 1501, "stopped")
+    second = _hold(store, victim, 1)
+    assert (second.open, second.charged) == (False, Decimal("2.00"))
+    assert _hold(store, victim, 0).charged == Decimal("4.00")  # attempt 0 was not charged again
+    assert _hold(store, high, 0).open
+
+
+@pytest.mark.parametrize(("fields", "rows"), [
+    ({"gpus": 0.5}, [(0, 500)]),
+    ({"gpus": 0.25, "workers": 2}, [(0, 250), (1, 250)]),
+], ids=["half-gpu", "gang-of-two-quarters"])
+def test_fractional_workers_pay_exactly_their_fraction(
+        store: Store, fields: dict[str, object], rows: list[tuple[int, int]]) -> None:
+    rig = _rig(store)
+    wid = rig.submit(max_runtime="1h", **fields)
+    t0 = Decimal(repr(rig.clock.now()))
+    rig.step()  # launched at t0: half a GPU in all
+    assert _hold(store, wid, 0).amount == Decimal("1.80")  # 0.5 GPU x 1 h x 3.60
+    rig.backend.start(wid)
+    rig.step()
+    rig.clock.advance(1998)  # t0 + 2000
+    rig.backend.finish(wid)
+    rig.step()
+    assert rig.state(wid) == "succeeded"
+    assert _usage(store, wid) == [(0, w, milli, t0, t0 + 2000, "stopped") for w, milli in rows]
+    assert _gpu_seconds(store, wid, 0) == Decimal(1000)  # 0.5 GPU x 2000 s
+    hold = _hold(store, wid, 0)
+    assert (hold.open, hold.charged) == (False, Decimal("1.00"))  # half of a whole GPU's 2.00
+    s = _statement(store, rig.clock.now())
+    assert (s.settled, s.held, s.balance) == (Decimal("1.00"), Decimal(0), Decimal("99.00"))

@@ -123,3 +123,30 @@ def test_usage_reports_group_exactly_and_export_csv(api: Api) -> None:
                                      "team-a,ann,2024-10-04,3600,1.000000,3.60,CRD"]
     bad = api.client.get("/v1/ledger/usage", headers=api.admin, params={"by": ["colour"]})
     assert bad.status_code == 422 and bad.json()["problems"][0]["field"] == "by"
+
+
+def test_a_usage_window_cuts_attempts_at_its_edges(api: Api) -> None:
+    day = 86_400 * 20_000  # 2024-10-04 UTC
+    with api.store.write() as c:
+        LR.add_price(c, PriceRule.of("3.60", gpu_model="H100"), "api", 0.0)
+        for wid, queue, milli, start, end in (
+                ("before", "team-a", 1000, day - 7200, day - 3600),  # ends before the window
+                ("across", "team-a", 2000, day - 1800, day + 1800),  # crosses both edges
+                ("inside", "team-b", 500, day + 600, day + 1200)):
+            LR.record_start(c, WorkerStarted(wid, 0, 0, Decimal(start), queue, "ann", "local",
+                                             "default", "n0", "H100", CapacityKind.OWNED, milli))
+            LR.record_end(c, wid, 0, Decimal(end), EndReason.STOPPED)
+    window = {"since": day, "until": day + 1500}
+    r = api.client.get("/v1/ledger/usage", headers=api.admin,
+                       params={"by": ["workload"], **window}).json()
+    # across: 2 GPUs x 1500 s inside; inside: 0.5 GPU x 600 s; at 0.001 per GPU-second
+    assert [(x["group"]["workload"], x["gpu_seconds"], x["cost"]) for x in r["rows"]] == [
+        ("across", "3000", "3.00"), ("inside", "300", "0.30")]
+    assert (r["total_gpu_seconds"], r["total_cost"]) == ("3300", "3.30")
+    csv = api.client.get("/v1/ledger/usage.csv", headers=api.ann,
+                         params={"by": ["queue", "day"], "since": day - 900, "until": day + 900})
+    assert csv.text.splitlines()[1:] == ["team-a,2024-10-03,1800,0.500000,1.80,CRD",
+                                         "team-a,2024-10-04,1800,0.500000,1.80,CRD"]
+    bad = api.client.get("/v1/ledger/usage", headers=api.admin,
+                         params={"since": day, "until": day})
+    assert bad.status_code == 422 and bad.json()["problems"][0]["field"] == "until"

@@ -4,7 +4,7 @@ in the database, rollback safety, other writers, a queue tree that changes)."""
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pytest
 from hypothesis import settings
@@ -47,10 +47,7 @@ class SqlLedgerMachine(LedgerMachine):
         self._session = self.db.write()
         self.session = self._session.__enter__()
         self.journal = self.session.journal
-        self.now = Decimal(0)
-        self.serial = 0
-        self.charged: dict[str, Decimal] = {}
-        self.settle_calls: dict[str, Any] = {}
+        self.fresh_model()
 
     @invariant()
     def database_matches_the_journal(self) -> None:
@@ -63,8 +60,10 @@ class SqlLedgerMachine(LedgerMachine):
     def teardown(self) -> None:
         if not hasattr(self, "journal"):
             return
-        super().teardown()
-        self._session.__exit__(None, None, None)
+        try:
+            super().teardown()
+        finally:  # a failed example must not keep the database locked for the next one
+            self._session.__exit__(None, None, None)
         with LedgerDb(self.store, draw_from_ancestors=self.db.draw_from_ancestors).read() as s:
             for queue in QUEUES:
                 assert statement(s.journal, queue, self.now) == statement(

@@ -1,4 +1,5 @@
-"""The Grafana board in deploy/grafana is built on metrics that /metrics really exposes."""
+"""The Grafana board in deploy/grafana is built on metrics that /metrics really exposes, and its
+credits panels cover every credits metric and plot the ledger's own figures."""
 
 from __future__ import annotations
 
@@ -8,13 +9,17 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from .rig import Dash
+from .rig import Dash, value
 
 BOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "corral.json"
 
 
 def _exprs(board: dict) -> list[str]:
     return [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+
+
+def _metrics(exprs: list[str]) -> set[str]:
+    return {m for e in exprs for m in re.findall(r"corral_\w+", e)}
 
 
 def test_the_board_is_well_formed() -> None:
@@ -39,5 +44,36 @@ def test_every_metric_on_the_board_is_exposed(sqlite_dash: Dash) -> None:
         exposed.update(s.name for s in family.samples)
     # counters without samples yet are exposed by family name; their series end in _total
     exposed.update(f"{name}_total" for name in list(exposed))
-    used = {m for e in _exprs(json.loads(BOARD.read_text())) for m in re.findall(r"corral_\w+", e)}
+    used = _metrics(_exprs(json.loads(BOARD.read_text())))
     assert used and used <= exposed, sorted(used - exposed)
+
+
+def test_the_credit_panels_cover_every_credit_metric_and_show_the_ledger(
+        sqlite_dash: Dash) -> None:
+    dash = sqlite_dash
+    grant = dash.client.post("/v1/ledger/grants", headers=dash.admin,
+                             json={"queue": "team-a", "amount": "100", "key": "g-1"})
+    assert grant.status_code == 201, grant.text
+    wid = dash.submit(dash.ann, gpu_models=["H100"], max_runtime="1h")
+    dash.step(2)
+    held = dash.scrape()
+    dash.clock.advance(1800)  # half an hour: about 2.05 to pay
+    dash.backend.finish(wid)
+    dash.step()
+    done = dash.scrape()
+    board = json.loads(BOARD.read_text())
+    credit_panels = [p for p in board["panels"]
+                     if any("corral_credits_" in t["expr"] for t in p.get("targets", []))]
+    on_board = _metrics([t["expr"] for p in credit_panels for t in p["targets"]])
+    exposed = {name for name in done if name.startswith("corral_credits_")}
+    assert on_board == exposed, (sorted(on_board), sorted(exposed))
+    assert all('queue=~"$queue"' in t["expr"] for p in credit_panels for t in p["targets"])
+    titles = {p["title"] for p in credit_panels}
+    assert {"Credits held", "Credits spent", "Credits available"} <= titles
+    # the panels plot what the ledger says: 4.10 held while it runs (1 H100-hour), then spent
+    bal = dash.client.get("/v1/ledger/queues/team-a/balance", headers=dash.admin).json()
+    assert value(held, "corral_credits_held", queue="team-a") == 4.10
+    assert value(done, "corral_credits_held", queue="team-a") == 0
+    assert value(done, "corral_credits_spent_total", queue="team-a") == float(bal["settled"]) > 0
+    assert value(done, "corral_credits_available", queue="team-a") == float(bal["available"])
+    assert value(done, "corral_credits_granted_total", queue="team-a") == 100

@@ -257,13 +257,14 @@ def _report(ctx: ApiContext, who: Principal, by: list[str], queue: list[str] | N
         records = LR.usage_records(conn, _now(ctx), queues=wanted, since=since, until=until)
         catalog = build_catalog([p.rule for p in LR.list_prices(conn)],
                                 P.list_nodes(conn, include_inactive=True))
-        return by, list(usage_report(records, by=by, catalog=catalog))
+        return by, list(usage_report(records, by=by, catalog=catalog, since=since, until=until))
 
 
 _By = Annotated[list[str] | None, Query(description=f"group by any of {', '.join(DIMENSIONS)}")]
 _Queues = Annotated[list[str] | None, Query(description="only these queues")]
-_Since = Annotated[float | None, Query(ge=0, description="attempts started at or after")]
-_Until = Annotated[float | None, Query(ge=0, description="attempts started before")]
+_Since = Annotated[float | None, Query(
+    ge=0, description="usage from (epoch seconds); attempts are cut at the window's edges")]
+_Until = Annotated[float | None, Query(ge=0, description="usage before (epoch seconds)")]
 
 
 @router.get("/usage", response_model=LM.UsageReport, responses=_ERRORS)

@@ -185,8 +185,9 @@ def usage(
         "--by", help="group by queue, user, provider, region, gpu_model, capacity_kind, node, "
                      "workload, day (repeat; default: queue and day)")] = None,
     queue: Annotated[list[str] | None, typer.Option("--queue", help="only these queues")] = None,
-    since: Annotated[str | None, typer.Option("--since", help="attempts started from")] = None,
-    until: Annotated[str | None, typer.Option("--until", help="attempts started before")] = None,
+    since: Annotated[str | None, typer.Option(
+        "--since", help="usage from this time on (attempts are cut at the window)")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="usage before this time")] = None,
     csv: Annotated[bool, typer.Option("--csv", help="print CSV for spreadsheets")] = False,
     url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
 ) -> None:

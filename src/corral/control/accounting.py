@@ -27,6 +27,12 @@ neither limit (services, open-ended jobs) holds one rolling **window** (`ledger.
 plus one more window. If nobody can cover a top-up the work is stopped (`stop_when_exhausted`,
 default) or keeps running and its settlement may leave the queue in debt.
 
+**Test-only crash point.** With `CORRAL_TEST_KILL_IN_SETTLEMENT` set to a file path (read once,
+when `Accounting` is made), the process writes the attempt's ref to that file and SIGKILLs itself
+in the middle of its first settlement: after the settlement's postings and its closed usage rows
+were written, before they commit. The crash test uses it so that a kill lands inside a settlement
+for certain (`tests/ledger_integration/test_e2e_ledger.py`). Never set it in production.
+
 **Unmetered queues.** A queue whose funding chain (itself and its ancestors) has never received
 credits is unmetered: admission never refuses its work, its attempts get a zero hold marked
 `unmetered` and settle at zero. Its usage is still recorded and reported. `ledger.enforce: false`
@@ -38,10 +44,13 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
+from pathlib import Path
 
 from sqlalchemy import Connection
 
@@ -87,6 +96,8 @@ log = logging.getLogger(__name__)
 UNMETERED = "unmetered"  # memo of a zero hold for a queue that has no credits at all
 UNCOVERED = "uncovered"  # memo of a zero hold placed because the expected cost was not covered
 LIVE_STATES = W.HOLDING_STATES
+#: test-only (see the module docstring): a file path; the process dies inside a settlement
+KILL_IN_SETTLEMENT_ENV = "CORRAL_TEST_KILL_IN_SETTLEMENT"
 
 
 @dataclass(frozen=True)
@@ -116,6 +127,7 @@ class Accounting:
         self.ledger = ledger or LedgerDb(store)
         self.specs = SpecCache()
         self._metered_live: set[tuple[str, int]] = set()  # attempts with usage rows written
+        self._kill_marker = os.environ.get(KILL_IN_SETTLEMENT_ENV) or None
 
     # -- admission -----------------------------------------------------------------------------
 
@@ -253,6 +265,14 @@ class Accounting:
             if memo is not None and memo.memo == UNMETERED:
                 cost = Fraction(0)
             settle(s.journal, workload=ref, cost=cost, at=at)
+            self._crash_point(ref)
+
+    def _crash_point(self, ref: str) -> None:
+        """Test-only: die here, with this settlement written but not committed (see above)."""
+        if self._kill_marker is None:
+            return
+        Path(self._kill_marker).write_text(ref)
+        os.kill(os.getpid(), signal.SIGKILL)
 
     def _top_up(self, live: Mapping[tuple[str, int], WorkloadRecord], now: float) -> None:
         window = Decimal(repr(float(self.settings.window_s)))

@@ -1,10 +1,16 @@
 """Reports: usage and cost grouped by queue, user, provider, GPU model, day (and more); CSV.
 
-`usage_report(records, by=("queue", "day"), catalog=...)` groups exact usage records. Usage
-that crosses midnight UTC is split at midnight, so per-day figures are exact. Each row keeps
-exact figures (GPU-seconds as a Decimal, cost as a Fraction). The CSV writes GPU-seconds exactly
-and rounds the rest for people: GPU-hours to 6 places and cost to the currency's places, both
-half-even, row by row.
+`usage_report(records, by=("queue", "day"), catalog=..., since=..., until=...)` groups exact
+usage records. Each record is cut into pieces, in one place (`_pieces`): at the report's window
+[since, until), so that an attempt running across an edge counts only its time inside, and at
+every midnight UTC inside it, so that per-day figures are exact. Each row keeps exact figures
+(GPU-seconds as a Decimal, cost as a Fraction).
+
+Worked example: one GPU from 22:00 to 02:00 the next day, reported with since = 23:00 and
+until = 01:00, is two pieces, 23:00-24:00 and 00:00-01:00: 3600 GPU-seconds on each day.
+
+The CSV writes GPU-seconds exactly and rounds the rest for people: GPU-hours to 6 places and
+cost to the currency's places, both half-even, row by row.
 A column of rounded rows may therefore differ from the rounded total by a few cents; the
 ledger's charges come from settlement, never from a report.
 """
@@ -19,7 +25,7 @@ from fractions import Fraction
 from typing import Final, TextIO
 
 from corral.ledger.errors import LedgerInputError
-from corral.ledger.instants import next_midnight, utc_day
+from corral.ledger.instants import Instant, TimeLike, next_midnight, to_instant, utc_day
 from corral.ledger.metering import UsageRecord, usage_cost
 from corral.ledger.money import DEFAULT_CURRENCY, Currency
 from corral.ledger.prices import PriceCatalog
@@ -58,12 +64,19 @@ def usage_report(
     *,
     by: Sequence[str] = ("queue", "day"),
     catalog: PriceCatalog | None = None,
+    since: TimeLike | None = None,
+    until: TimeLike | None = None,
 ) -> tuple[ReportRow, ...]:
-    """Group usage by the dimensions `by` (any of DIMENSIONS), sorted by group."""
+    """Group usage by the dimensions `by` (any of DIMENSIONS), sorted by group.
+
+    `since`/`until` (seconds since the epoch, either may be None for an open end) keep only the
+    usage inside [since, until): an attempt that started before `since` or ends after `until`
+    counts its GPU-seconds and cost inside the window only."""
     dims = _check_dimensions(by)
+    window = _window(since, until)
     seconds: dict[tuple[str, ...], Decimal] = {}
     costs: dict[tuple[str, ...], Fraction] = {}
-    for piece in _split_by_day(records):
+    for piece in _pieces(records, *window):
         group = tuple(_value(piece, d) for d in dims)
         seconds[group] = seconds.get(group, Decimal(0)) + piece.gpu_seconds
         if catalog is not None:
@@ -98,11 +111,24 @@ def _exact(value: Decimal) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-def _split_by_day(records: Iterable[UsageRecord]) -> Iterator[UsageRecord]:
+def _window(since: TimeLike | None, until: TimeLike | None
+            ) -> tuple[Instant | None, Instant | None]:
+    lo = None if since is None else to_instant(since, "since")
+    hi = None if until is None else to_instant(until, "until")
+    if lo is not None and hi is not None and hi <= lo:
+        raise LedgerInputError("until", f"{hi} is not after since {lo}",
+                               "give a window that ends after it starts")
+    return lo, hi
+
+
+def _pieces(records: Iterable[UsageRecord], since: Instant | None,
+            until: Instant | None) -> Iterator[UsageRecord]:
+    """Each record's part inside [since, until), cut at every midnight UTC (a day each)."""
     for record in records:
-        cursor = record.start
-        while cursor < record.end:
-            stop = min(record.end, next_midnight(cursor))
+        cursor = record.start if since is None else max(record.start, since)
+        end = record.end if until is None else min(record.end, until)
+        while cursor < end:
+            stop = min(end, next_midnight(cursor))
             piece = record.clipped(cursor, stop)
             if piece is not None:
                 yield piece

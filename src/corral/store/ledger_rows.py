@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, Float, cast, delete, insert, or_, select, update
 
 from corral.ledger import (
     EndReason,
@@ -24,7 +24,7 @@ from corral.ledger import (
     WorkerEnded,
     WorkerStarted,
 )
-from corral.ledger.instants import Instant
+from corral.ledger.instants import Instant, to_instant
 from corral.store.ledger_tables import LedgerPrice, LedgerUsage
 
 __all__ = [
@@ -121,7 +121,9 @@ def usage_records(
 ) -> tuple[UsageRecord, ...]:
     """Usage as the ledger's exact records (open attempts metered up to `now`).
 
-    `since`/`until` select attempts by their start time (seconds since the epoch)."""
+    `since`/`until` (seconds since the epoch) keep the attempts whose usage overlaps
+    [since, until), whole: `corral.ledger.usage_report(..., since=, until=)` cuts them at the
+    window's edges."""
     q = select(LedgerUsage)
     if queues is not None:
         q = q.where(LedgerUsage.queue.in_(list(queues)))
@@ -129,10 +131,12 @@ def usage_records(
         q = q.where(LedgerUsage.workload_id == workload_id)
     if attempt is not None:
         q = q.where(LedgerUsage.attempt == attempt)
+    # Coarse filters in SQL, exact ones below: a float of an exact time may round onto the
+    # window's edge (never across it), so the SQL keeps the edge and the Decimals decide.
     if since is not None:
-        q = q.where(LedgerUsage.start_s >= since)
+        q = q.where(or_(LedgerUsage.end.is_(None), cast(LedgerUsage.end, Float) >= since))
     if until is not None:
-        q = q.where(LedgerUsage.start_s < until)
+        q = q.where(LedgerUsage.start_s <= until)
     log = MeterLog()
     for r in conn.execute(q):
         log.record(WorkerStarted(
@@ -141,4 +145,7 @@ def usage_records(
         if r.end is not None:
             log.record(WorkerEnded(r.workload_id, r.worker, r.attempt, Decimal(r.end),
                                    EndReason(r.end_reason)))
-    return log.usage(now)
+    lo = None if since is None else to_instant(since, "since")
+    hi = None if until is None else to_instant(until, "until")
+    return tuple(u for u in log.usage(now)
+                 if (lo is None or u.end > lo) and (hi is None or u.start < hi))

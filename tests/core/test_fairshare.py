@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from corral.core.fairshare import (
+    USAGE_HORIZON_HALF_LIVES,
     Claim,
     QueueNode,
     decay,
+    decayed_gpu_seconds,
     divide,
     dominant_share,
     hierarchical_shares,
     jain_index,
+    usage_horizon,
 )
 
 DIVIDE_CASES = [
@@ -78,6 +83,72 @@ def test_dominant_share(used: list[float], totals: list[float], expected: float)
 def test_decay_halves_per_half_life() -> None:
     assert decay(80.0, 0.0, 7200, 3600) == pytest.approx(20.0)
     assert decay(80.0, 5.0, 0, 3600) == pytest.approx(85.0)
+
+
+H = 3600.0  # a half-life of one hour
+LN2 = math.log(2)
+
+# (id, gpus, start, end, now, half-life, expected decayed GPU-seconds)
+INTEGRAL_CASES = [
+    ("zero-length", 4, 100.0, 100.0, 500.0, H, 0.0),
+    ("end-before-start", 4, 100.0, 50.0, 500.0, H, 0.0),
+    ("starts-after-now", 4, 600.0, None, 500.0, H, 0.0),
+    ("no-gpus", 0, 0.0, None, 500.0, H, 0.0),
+    ("half-life-zero-forgets", 4, 0.0, None, 500.0, 0.0, 0.0),
+    # 4 GPUs for an hour that ended an hour ago: 4 * H/ln2 * (1/2 - 1/4) = H/ln2 = 5193.7
+    ("worked-example", 4, 0.0, H, 2 * H, H, H / LN2),
+    # running since one half-life ago: 8 * H/ln2 * (1 - 1/2)
+    ("running-to-now", 8, 0.0, None, H, H, 8 * H / LN2 / 2),
+    # an end in the future is cut at now: same as running
+    ("end-after-now-is-cut", 8, 0.0, 5 * H, H, H, 8 * H / LN2 / 2),
+    # ended ten half-lives ago: 2^-10 of what it weighed when it ended
+    ("long-ago", 4, 0.0, H, 11 * H, H, H / LN2 * 2.0 ** -10 * 2),
+    # a huge half-life: no decay, plain GPU-seconds
+    ("no-decay-limit", 2, 0.0, 100.0, 100.0, 1e12, 200.0),
+    # a second that just ended weighs about 1 (expm1 keeps the digits)
+    ("one-second-just-now", 1, H - 1, H, H, 7 * 24 * H, 1.0),
+]
+
+
+@pytest.mark.parametrize("gpus,start,end,now,half_life,expected", [c[1:] for c in INTEGRAL_CASES],
+                         ids=[c[0] for c in INTEGRAL_CASES])
+def test_decayed_gpu_seconds(gpus: float, start: float, end: float | None, now: float,
+                             half_life: float, expected: float) -> None:
+    assert decayed_gpu_seconds(gpus, start, end, now, half_life) == pytest.approx(expected, rel=1e-6)
+
+
+def test_decayed_gpu_seconds_worked_example_against_numeric_integral() -> None:
+    """The closed form is the integral: a midpoint sum over one-second slices agrees."""
+    gpus, start, end, now, h = 3.5, 1000.0, 8200.0, 9000.0, 5400.0
+    numeric = sum(gpus * 2 ** (-(now - (t + 0.5)) / h) for t in range(int(start), int(end)))
+    assert decayed_gpu_seconds(gpus, start, end, now, h) == pytest.approx(numeric, rel=1e-6)
+
+
+@given(st.floats(0, 1e5), st.floats(0, 1e5), st.floats(0, 1e5), st.floats(1.0, 1e6),
+       st.floats(0, 1e5))
+def test_decayed_usage_splits_and_decays_like_decay(
+    a: float, b: float, c: float, h: float, later: float
+) -> None:
+    """Additive over a split run, and moving `now` on only scales it by decay(): what lets the
+    simulator carry a running total instead of re-summing every run."""
+    t0, t1, t2 = sorted((a, b, c))
+    whole = decayed_gpu_seconds(2, t0, t2, t2, h)
+    parts = decay(decayed_gpu_seconds(2, t0, t1, t1, h), decayed_gpu_seconds(2, t1, t2, t2, h),
+                  t2 - t1, h)
+    assert parts == pytest.approx(whole, rel=1e-9, abs=1e-9)
+    assert decayed_gpu_seconds(2, t0, t2, t2 + later, h) == pytest.approx(
+        decay(whole, 0.0, later, h), rel=1e-9, abs=1e-9)
+
+
+def test_horizon_leaves_out_less_than_a_thousandth() -> None:
+    """A run that ended at the horizon weighs at most 2^-10 of the same GPUs held for ever."""
+    now, h = 1e7, H
+    cut = usage_horizon(now, h)
+    assert cut == now - USAGE_HORIZON_HALF_LIVES * h
+    forever = decayed_gpu_seconds(8, -1e12, None, now, h)
+    assert forever == pytest.approx(8 * h / LN2)
+    assert decayed_gpu_seconds(8, -1e12, cut, now, h) / forever == pytest.approx(2.0 ** -10)
+    assert 2.0 ** -10 < 0.001
 
 
 @pytest.mark.parametrize("values,expected", [([2, 2], 1.0), ([1, 0], 0.5), ([], 1.0), ([0, 0], 1.0)],

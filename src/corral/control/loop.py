@@ -26,7 +26,7 @@ from corral.control.health import HealthMonitor
 from corral.control.leader import Leadership
 from corral.control.reconcile import Reconciled, reconcile
 from corral.control.settings import ControlSettings
-from corral.control.snapshot import Snapshot, SpecCache, load_snapshot
+from corral.control.snapshot import Snapshot, SpecCache, UsageCache, load_snapshot
 from corral.core import schedule
 from corral.core.model import ClusterState
 from corral.core.plan import Plan
@@ -69,6 +69,7 @@ class ControlLoop:
         self.leadership = leadership or Leadership(
             store, name=self.settings.lease_name, ttl_s=self.settings.lease_ttl_s)
         self.specs = SpecCache()
+        self.usage = UsageCache()  # decayed use per queue, for time-decayed fair share
         self.cycles = 0
         #: called with every step's report (metrics); a failing observer is logged, never fatal
         self.observers: list[Callable[[StepReport], None]] = list(observers)
@@ -117,7 +118,7 @@ class ControlLoop:
 
     def _plan_and_apply(self, now: float, report: StepReport) -> None:
         with self.store.read() as conn:
-            snap = load_snapshot(conn, now, self.specs)
+            snap = load_snapshot(conn, now, self.specs, self.settings.scheduler, self.usage)
         state, refused = self._admit(snap, now)
         plan = schedule(state, now, self.settings.scheduler, seed=self.cycles)
         report.plan = plan

@@ -7,6 +7,9 @@ What the core sees, and why:
 - rows being stopped are left out: their GPUs are already promised to whatever the plan that
   stopped them placed there, and the launch of that work waits until the GPUs are really free
   (see `corral.control.act`). Showing them would let the next cycle pick them as victims again.
+
+With a `config` whose `usage_weight` > 0, each queue's time-decayed past use goes in too
+(`ClusterState.usage`, see `queue_usage`); without one, or at weight 0, none is read.
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
 
-from corral.core.model import ClusterState, Workload, WorkloadState
+from corral.core.config import SchedulerConfig
+from corral.core.fairshare import decayed_gpu_seconds, usage_horizon
+from corral.core.model import MILLI_PER_GPU, ClusterState, QueueUsage, Workload, WorkloadState
 from corral.spec import WorkloadSpec
 from corral.store import pool as P
 from corral.store import workloads as W
 from corral.store.workloads import WorkloadRecord
 
-__all__ = ["Snapshot", "SpecCache", "load_snapshot", "replica_index"]
+__all__ = ["Snapshot", "SpecCache", "UsageCache", "load_snapshot", "queue_usage", "replica_index"]
 
 
 def replica_index(record: WorkloadRecord) -> int:
@@ -65,7 +70,31 @@ class Snapshot:
     backoff: set[str] = field(default_factory=set)  # pending rows not yet eligible
 
 
-def load_snapshot(conn: Connection, now: float, specs: SpecCache) -> Snapshot:
+class UsageCache:
+    """Each queue's decayed use (`queue_usage`), read from the store at most every `refresh_s`.
+
+    The read sums every recent attempt (seconds per cycle on a store with hundreds of thousands
+    of them); decayed use moves slowly, so a minute-old value serves: over 60 s a one-week
+    half-life decays a value by under 0.01%, and at most 60 s of new use is not yet counted."""
+
+    def __init__(self, refresh_s: float = 60.0) -> None:
+        self.refresh_s = refresh_s
+        self._read: tuple[float, float, tuple[QueueUsage, ...]] | None = None  # at, half-life
+
+    def get(self, conn: Connection, now: float, half_life_s: float) -> tuple[QueueUsage, ...]:
+        last = self._read
+        if (last is None or last[1] != half_life_s or not 0 <= now - last[0] < self.refresh_s):
+            last = self._read = (now, half_life_s, queue_usage(conn, now, half_life_s))
+        return last[2]
+
+
+def load_snapshot(
+    conn: Connection, now: float, specs: SpecCache, config: SchedulerConfig | None = None,
+    usage: UsageCache | None = None,
+) -> Snapshot:
+    """The state the core decides on at `now`. Pass the scheduler's `config` so that its
+    time-decayed fair share (`usage_weight` > 0) sees each queue's past use (through `usage`
+    where given, which the control loop keeps between cycles)."""
     nodes = tuple(P.list_nodes(conn))
     queues = tuple(P.list_queues(conn))
     records = {r.id: r for r in W.load_active(conn)}
@@ -85,5 +114,28 @@ def load_snapshot(conn: Connection, now: float, specs: SpecCache) -> Snapshot:
                 specs.core(r), state=WorkloadState.RUNNING,
                 started_at=r.started_at if r.started_at is not None else now,
                 assignments=placed[(r.id, r.attempt)]))
-    state = ClusterState(nodes=nodes, queues=queues, workloads=tuple(workloads))
+    past: tuple[QueueUsage, ...] = ()
+    if config is not None and config.usage_weight > 0:
+        half_life = config.usage_half_life_s
+        past = (usage.get(conn, now, half_life) if usage is not None
+                else queue_usage(conn, now, half_life))
+    state = ClusterState(nodes=nodes, queues=queues, workloads=tuple(workloads), usage=past)
     return Snapshot(state, records, {r.id: r.version for r in records.values()}, backoff)
+
+
+def queue_usage(conn: Connection, now: float, half_life_s: float) -> tuple[QueueUsage, ...]:
+    """Each queue's decayed GPU-seconds at `now`: `fairshare.decayed_gpu_seconds` of every
+    attempt's span (from the ledger's metering rows: launch to end, or to `now` while running),
+    summed per queue, in name order; queues with none are left out.
+
+    Cut-off: attempts that ended more than `fairshare.USAGE_HORIZON_HALF_LIVES` (10) half-lives
+    before `now` are not read: together they weigh at most 2^-10 (< 0.1%) of what holding as
+    many GPUs for ever weighs, so the rows returned and summed here grow with recent history,
+    not with all time (the database still scans the table's rows: see `gpu_spans`).
+    Usage exists where the loop runs with `corral.control.accounting` (as `corral up` does);
+    without it no attempt is metered and every queue's past use reads as none."""
+    used: dict[str, float] = {}
+    for span in W.gpu_spans(conn, ended_since=usage_horizon(now, half_life_s)):
+        used[span.queue] = used.get(span.queue, 0.0) + decayed_gpu_seconds(
+            span.milli / MILLI_PER_GPU, span.start, span.end, now, half_life_s)
+    return tuple(QueueUsage(q, v) for q, v in sorted(used.items()) if v > 0)

@@ -195,7 +195,7 @@ class Submissions:
         except SpecError as e:
             return DryRun("rejected", {}, [], R.Reason("Invalid", str(e)))
         with self.store.read() as conn:
-            snap = load_snapshot(conn, now, SpecCache())
+            snap = load_snapshot(conn, now, SpecCache(), self.config)  # ordered as the loop orders
         units = [dataclasses.replace(u, id=f"dry-run/{u.id}")
                  for u in spec.to_core("candidate", now)]
         state = dataclasses.replace(snap.state, workloads=snap.state.workloads + tuple(units))

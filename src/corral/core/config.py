@@ -5,12 +5,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from corral.core.plugins.builtin import BINPACK, GPU_MODEL, PRICE
+from corral.core.plugins.bestfit import BESTFIT
+from corral.core.plugins.builtin import GPU_MODEL, PRICE
+from corral.core.plugins.fragmentation import BALANCED_FGD
 
-#: Bin-packing leads (dense pools leave whole nodes free for gangs). A workload's own model
-#: preference outweighs packing: the user asked for it. Price is small, to break ties among
-#: otherwise equal nodes ("cheapest feasible capacity among equals").
-DEFAULT_SCORING: Mapping[str, float] = {BINPACK: 1.0, GPU_MODEL: 2.0, PRICE: 0.1}
+#: Fragmentation gradient descent leads (Weng et al., ATC 2023), with corral's stranded-GPU term
+#: (`balanced-fgd`): each worker goes where it makes the pool's expected fragmentation, for the
+#: cycle's own mix of work, grow the least. Best fit at 0.01 decides among nodes whose gradients
+#: are nearly equal (first-fit-like packing). On the Alibaba 2023 GPU traces this fills 0.4-1.2
+#: points more of the pool than the published FGD on every trace, and 1.1-1.5 points more than
+#: plain bin-packing, the previous default (docs/simulator.md). A workload's own model preference outweighs all of it: the
+#: user asked for it. Price breaks ties among otherwise equal nodes ("cheapest feasible capacity
+#: among equals"); raise it to trade density for cost.
+DEFAULT_SCORING: Mapping[str, float] = {BALANCED_FGD: 1.0, BESTFIT: 0.01, GPU_MODEL: 2.0,
+                                        PRICE: 0.001}
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ causes an eviction, and one that a move can start never causes a kill.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from operator import attrgetter
 
@@ -21,9 +21,10 @@ from corral.core.actions import allocate, consolidate, preempt, reallocate, recl
 from corral.core.actions.allocate import limit_reason
 from corral.core.config import SchedulerConfig
 from corral.core.fit import Shape
-from corral.core.model import MILLI_PER_GPU, ClusterState, Workload
+from corral.core.model import MILLI_PER_GPU, ClusterState, Workload, WorkloadState
 from corral.core.placement import Placer, Scoring
 from corral.core.plan import Eviction, Placement, Plan, Reservation
+from corral.core.plugins.fragmentation import FRAGMENTATION_PLUGINS, TaskType, shape_mix
 from corral.core.queues import QueueBook, Totals
 from corral.core.snapshot import Capacity, NodeTable
 from corral.core.statement import Statement
@@ -52,6 +53,9 @@ class Cycle:
     _interned: dict[tuple[object, ...], Shape] = field(default_factory=dict)
     waiting: dict[str, Workload] = field(default_factory=dict)  # pending at the start, by id
     order: list[Workload] = field(default_factory=list)  # pending, by priority then age
+    #: typical tasks of the snapshot's work, for fragmentation plugins given none (`_open`)
+    workload_mix: tuple[TaskType, ...] = ()
+    _still_pending: tuple[tuple[int, int], tuple[Workload, ...]] | None = None
 
     def scoring(self, queue: str) -> Scoring:
         s = self.scorings.get(queue)
@@ -60,9 +64,20 @@ class Cycle:
             key = ",".join(f"{n}={w:g}" for n, w in sorted(weights.items()))
             s = next(
                 (x for x in self.scorings.values() if x.key == key), None
-            ) or Scoring.from_weights(weights, self.config.plugin_params, seed=self.seed)
+            ) or Scoring.from_weights(weights, self._plugin_params(weights), seed=self.seed)
             self.scorings[queue] = s
         return s
+
+    def _plugin_params(self, weights: Mapping[str, float]) -> Mapping[str, Mapping[str, object]]:
+        """The configured plugin parameters; a fragmentation plugin given no workload mix gets
+        this cycle's own (`workload_mix`), the work it is about to place."""
+        if not self.workload_mix:
+            return self.config.plugin_params
+        params = {k: dict(v) for k, v in self.config.plugin_params.items()}
+        for name in FRAGMENTATION_PLUGINS:
+            if name in weights and "workload" not in params.get(name, {}):
+                params.setdefault(name, {})["workload"] = self.workload_mix
+        return params
 
     def shape(self, w: Workload) -> Shape:
         s = self.shapes.get(w.id)
@@ -91,11 +106,18 @@ class Cycle:
     def is_pending(self, w: Workload) -> bool:
         return w.id not in self.stmt.where
 
-    def still_pending(self) -> list[Workload]:
+    def still_pending(self) -> tuple[Workload, ...]:
         """Workloads that failed to fit on free capacity (not those stopped by a limit), in
-        priority order (the global order is sorted once, in `add_pending`)."""
+        priority order (the global order is sorted once, in `add_pending`).
+
+        Each action asks, and with a large backlog the scan is not free: the answer is kept
+        until a workload is set aside (`deferred` only grows) or capacity changes hands."""
         deferred, where = self.deferred, self.stmt.where
-        return [w for w in self.order if w.id in deferred and w.id not in where]
+        version = (len(deferred), self.stmt.applied)
+        if self._still_pending is None or self._still_pending[0] != version:
+            found = tuple(w for w in self.order if w.id in deferred and w.id not in where)
+            self._still_pending = (version, found)
+        return self._still_pending[1]
 
 
     def victims(self, accept: Callable[[Workload], bool]) -> list[Workload]:
@@ -186,9 +208,19 @@ def _open(state: ClusterState, now: float, config: SchedulerConfig, seed: int) -
     demand: dict[str, int] = {}
     shapes: dict[str, Shape] = {}
     interned: dict[tuple[object, ...], Shape] = {}
+    per_shape: dict[Shape, int] = {}
+    active: list[Workload] = []
+    waiting: list[Workload] = []
     for w in state.workloads:
         # a waiting workload's total is its shape's: interned now, used all cycle
-        milli = w.total_milli() if w.running else intern_shape(w, shapes, interned).milli
+        shape = intern_shape(w, shapes, interned)
+        per_shape[shape] = per_shape.get(shape, 0) + 1
+        if w.state is WorkloadState.RUNNING:
+            active.append(w)
+            milli = w.total_milli()
+        else:
+            waiting.append(w)
+            milli = shape.milli
         demand[w.queue] = demand.get(w.queue, 0) + milli
     history = {u.queue: u.decayed_gpu_seconds for u in state.usage}
     book = QueueBook(
@@ -197,7 +229,7 @@ def _open(state: ClusterState, now: float, config: SchedulerConfig, seed: int) -
     stmt = Statement(cap, book)
     running: dict[str, Workload] = {}
     orphans = 0
-    for w in sorted((w for w in state.workloads if w.running), key=lambda w: w.id):
+    for w in sorted(active, key=attrgetter("id")):
         if stmt.adopt(w):
             running[w.id] = w
         else:
@@ -216,9 +248,35 @@ def _open(state: ClusterState, now: float, config: SchedulerConfig, seed: int) -
         moves_left=config.max_moves,
         shapes=shapes,
         _interned=interned,
+        workload_mix=_mix_of(per_shape, table) if _wants_mix(config) else (),
     )
-    cycle.add_pending(w for w in state.workloads if not w.running)
+    cycle.add_pending(waiting)
     return cycle, orphans
+
+
+def workload_mix(config: SchedulerConfig, workloads: Iterable[Workload], table: NodeTable
+                 ) -> tuple[TaskType, ...]:
+    """The typical tasks of `workloads` (a cycle's work, pending and running, weighted by
+    workers), where some scoring uses a fragmentation plugin without a mix of its own; else ()."""
+    if not _wants_mix(config):
+        return ()
+    per_shape: dict[Shape, int] = {}
+    for w in workloads:
+        shape = Shape.of(w)
+        per_shape[shape] = per_shape.get(shape, 0) + 1
+    return _mix_of(per_shape, table)
+
+
+def _wants_mix(config: SchedulerConfig) -> bool:
+    scorings = [config.scoring, *config.queue_scoring.values()]
+    return any(name in w and "workload" not in config.plugin_params.get(name, {})
+               for w in scorings for name in FRAGMENTATION_PLUGINS)
+
+
+def _mix_of(per_shape: Mapping[Shape, int], table: NodeTable) -> tuple[TaskType, ...]:
+    gpu_nodes = table.gpu_memory[table.gpu_count > 0]
+    typical_memory = int(np.median(gpu_nodes)) if gpu_nodes.size else 0
+    return shape_mix(per_shape, typical_memory)
 
 
 def _close(cycle: Cycle, orphans: int) -> Plan:

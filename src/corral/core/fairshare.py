@@ -9,6 +9,7 @@ Three ideas, each from a well-known source:
   not GPUs, is the binding resource: a queue's share is its largest share of any resource.
 - **Time-decayed usage** (Slurm's multifactor priority, half-life decay): past use counts less
   the older it is, so a queue that just ran a huge job yields for a while, then recovers.
+  `decayed_gpu_seconds` is the exact integral of one run; callers sum it per queue.
 
 Hierarchy: queues nest. The root's capacity is divided among top-level queues by the rule above
 using each subtree's demand; each queue's result is then divided among its children the same way.
@@ -180,6 +181,57 @@ def decay(previous: float, added: float, elapsed_s: float, half_life_s: float) -
     if half_life_s <= 0:
         return added
     return float(previous * 0.5 ** (elapsed_s / half_life_s) + added)
+
+
+#: Runs that ended this many half-lives before `now` may be left out of decayed usage: whatever
+#: their number and length, together they weigh at most 2^-10 (< 0.1%) of what holding as many
+#: GPUs for ever weighs (see `decayed_gpu_seconds`), so a caller may bound its history there.
+USAGE_HORIZON_HALF_LIVES = 10
+
+
+def usage_horizon(now: float, half_life_s: float) -> float:
+    """The earliest end of a run that still counts in decayed usage (`USAGE_HORIZON_HALF_LIVES`).
+
+    >>> usage_horizon(100_000.0, half_life_s=3600)
+    64000.0
+    """
+    return now - USAGE_HORIZON_HALF_LIVES * max(half_life_s, 0.0)
+
+
+def decayed_gpu_seconds(
+    gpus: float, start: float, end: float | None, now: float, half_life_s: float
+) -> float:
+    """GPU-seconds of one run, each second weighted by how long ago it was: the exact integral
+
+        integral over [start, end] of  gpus * 2^(-(now - t) / half_life) dt
+        = gpus * half_life / ln 2 * (2^(-(now - end) / half_life) - 2^(-(now - start) / half_life))
+
+    `end` None means still running (counted up to `now`); what lies after `now` does not count.
+    A GPU-second used just now weighs 1, one used a half-life ago 1/2 (Slurm's half-life decay,
+    but exact over a run instead of sampled once per cycle). It composes with `decay`: later, at
+    `now + e`, the same run weighs this value times 2^(-e/h), so a running total can be carried
+    forward with `decay` and topped up with the integral of the gap (what the simulator does).
+    Bounds: `gpus` held for ever weigh gpus * h / ln 2 (about 1.44 half-lives of them); held
+    for the last half-life only, half that. A half-life <= 0 forgets the past at once, as
+    `decay` does: 0.
+
+    Worked example: 4 GPUs for one hour, ended one hour ago, half-life one hour. Without decay
+    14,400 GPU-seconds; decayed: 4 * 3600 / ln 2 * (2^-1 - 2^-2) = 3600 / ln 2 = 5193.7.
+
+    >>> round(decayed_gpu_seconds(4, start=0, end=3600, now=7200, half_life_s=3600), 1)
+    5193.7
+    >>> decayed_gpu_seconds(4, start=0, end=None, now=0, half_life_s=3600)  # zero length
+    0.0
+    """
+    if half_life_s <= 0 or gpus <= 0:
+        return 0.0
+    stop = now if end is None else min(end, now)
+    if stop <= start:
+        return 0.0
+    # 2^-a * (1 - 2^-d) with expm1, so that a short run long after its start loses no digits.
+    rate = math.log(2) / half_life_s
+    since_stop = math.exp(-(now - stop) * rate)
+    return float(gpus / rate * since_stop * -math.expm1(-(stop - start) * rate))
 
 
 def jain_index(values: Sequence[float]) -> float:

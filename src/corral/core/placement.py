@@ -378,6 +378,8 @@ class Placer:
             if devices is None:
                 return None
             return (_assignment(0, table.nodes[node].id, devices, r, int(table.gpu_memory[node])),)
+        if r.gpus and getattr(scoring.picker, "whole_lowest_first", False):
+            return self._assign_whole(shape, picks)
         out: list[WorkerAssignment] = []
         with self.cap.scratch([n for n, _ in picks]):
             for node, count in picks:
@@ -390,6 +392,25 @@ class Placer:
                     )
                     self.cap.take(node, a, r.cpu_milli, r.memory_mib)
                     out.append(a)
+        return tuple(out)
+
+    def _assign_whole(
+        self, shape: Shape, picks: Sequence[tuple[int, int]]
+    ) -> tuple[WorkerAssignment, ...] | None:
+        """Whole-GPU workers under a picker that takes the lowest-index untouched devices: the
+        `count` workers on a node take its untouched devices in order, `gpus` each, which is
+        what picking them one at a time on a scratch copy gives, without the copy. `count`
+        came from `worker_slots`, which has checked CPU and RAM for all of them."""
+        r, table, cap = shape.resources, self.cap.table, self.cap
+        out: list[WorkerAssignment] = []
+        for node, count in picks:
+            free = np.flatnonzero(cap.free_milli[node] == MILLI_PER_GPU).tolist()
+            if len(free) < count * r.gpus:
+                return None
+            node_id, mem = table.nodes[node].id, int(table.gpu_memory[node])
+            for k in range(count):
+                devices = tuple(free[k * r.gpus : (k + 1) * r.gpus])
+                out.append(WorkerAssignment(len(out), node_id, devices, MILLI_PER_GPU, mem))
         return tuple(out)
 
     # -- explanations ---------------------------------------------------------------------------

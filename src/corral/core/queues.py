@@ -1,8 +1,9 @@
 """Queue accounting during a cycle: who uses what, who is under quota, who goes next.
 
 Usage is counted per queue *subtree* (a parent's usage includes its children's), in milli-GPU,
-CPU milli-cores and RAM MiB, and per GPU model. Limits and quotas are checked against subtree
-usage, so a parent's limit caps all of its children together.
+CPU milli-cores and RAM MiB, and per GPU model; so is decayed past use (`history`, from
+`ClusterState.usage`). Limits and quotas are checked against subtree usage, so a parent's limit
+caps all of its children together.
 """
 
 from __future__ import annotations
@@ -54,9 +55,13 @@ class QueueBook:
             for q in queues
         ]
         self.deserved = hierarchical_shares(totals.milli / MILLI_PER_GPU, nodes)
+        # Past use, as a fraction of what the whole pool gives in one half-life, per subtree
+        # like current use: a parent's own work is ordered by its children's history too.
         window = max(totals.milli / MILLI_PER_GPU, _EPS) * max(usage_half_life_s, _EPS)
-        history = decayed_gpu_seconds or {}
-        self.history = {q: usage_weight * history.get(q, 0.0) / window for q in self.queues}
+        self.history = dict.fromkeys(self.queues, 0.0)
+        for name, used in (decayed_gpu_seconds or {}).items() if usage_weight > 0 else ():
+            for q in self.chain.get(name, ()):
+                self.history[q] += usage_weight * used / window
         self._model_quota = {q.name: {m: round(g * MILLI_PER_GPU) for m, g in q.quota_by_model}
                              for q in queues if q.quota_by_model}
         # Per-queue constants of the order key, computed once (the key is read per workload).

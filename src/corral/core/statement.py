@@ -35,6 +35,7 @@ class Statement:
         #: the workloads holding capacity now (running since before the cycle, or placed in it)
         self.live: dict[str, Workload] = {}
         self.started: set[str] = set()  # running when the cycle began
+        self.applied = 0  # capacity changes so far (who holds what changed when this grew)
 
     def adopt(self, w: Workload) -> bool:
         """Count an already running workload (from the snapshot). False if its nodes are gone."""
@@ -115,6 +116,7 @@ class Statement:
         )
 
     def _apply(self, w: Workload, assignments: tuple[WorkerAssignment, ...], sign: int) -> None:
+        self.applied += 1
         table, r = self.cap.table, w.resources
         models: dict[str, int] = {}
         milli = 0

@@ -29,19 +29,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from corral.core.config import SchedulerConfig
+from corral.core.config import DEFAULT_SCORING, SchedulerConfig
 from corral.core.placement import Scoring
-from corral.core.plugins import BESTFIT, FGD, GPU_MODEL, PRICE, RANDOM, REGISTRY, TaskType
+from corral.core.plugins import BESTFIT, FGD, RANDOM, REGISTRY, TaskType
 from corral.core.plugins import typical_tasks as _typical
-from corral.core.plugins.fragmentation import BALANCED_FGD
+from corral.core.plugins.fragmentation import FRAGMENTATION_PLUGINS
 from corral.sim.trace import Trace
 
-#: corral's fill policy. Why each weight: balanced-fgd leads (the gradient of expected
-#: fragmentation, plus GPUs stranded by CPU shortage); bestfit at 0.01 decides among nodes whose
-#: gradients are within about 40 milli-GPU of each other (first-fit-like packing among near
-#: equals, which is what made the published FGD strong); a workload's own model preference
-#: outweighs all of it; price only breaks exact ties. See docs/simulator.md for the measurements.
-CORRAL_SCORING: Mapping[str, float] = {BALANCED_FGD: 1.0, BESTFIT: 0.01, GPU_MODEL: 2.0, PRICE: 0.001}
+#: corral's fill policy is the core's default scoring, the one the control plane runs. Why each
+#: weight: balanced-fgd leads (the gradient of expected fragmentation, plus GPUs stranded by CPU
+#: shortage); bestfit at 0.01 decides among nodes whose gradients are within about 40 milli-GPU
+#: of each other (first-fit-like packing among near equals, which is what made the published
+#: FGD strong); a workload's own model preference outweighs all of it; price only breaks exact
+#: ties. See docs/simulator.md for the measurements.
+CORRAL_SCORING: Mapping[str, float] = DEFAULT_SCORING
 
 FILL_POLICIES: Mapping[str, tuple[Mapping[str, float], Mapping[str, Mapping[str, object]]]] = {
     "random": ({RANDOM: 1.0}, {}),
@@ -51,7 +52,6 @@ FILL_POLICIES: Mapping[str, tuple[Mapping[str, float], Mapping[str, Mapping[str,
     "corral": (CORRAL_SCORING, {}),
 }
 ALIASES = {"default": "corral", "best-fit": "bestfit", "fgd-paper": "fgd-published"}
-_FRAGMENTATION_PLUGINS = (FGD, BALANCED_FGD)
 
 
 class PolicyError(ValueError):
@@ -100,9 +100,9 @@ def with_workload(
 ) -> dict[str, dict[str, object]]:
     """Give every fragmentation plugin in `weights` the trace's typical tasks (unless set)."""
     out = {k: dict(v) for k, v in params.items()}
-    if any(p in weights for p in _FRAGMENTATION_PLUGINS):
+    if any(p in weights for p in FRAGMENTATION_PLUGINS):
         mix = typical_tasks(trace)
-        for plugin in _FRAGMENTATION_PLUGINS:
+        for plugin in FRAGMENTATION_PLUGINS:
             if plugin in weights:
                 out.setdefault(plugin, {}).setdefault("workload", mix)
     return out

@@ -13,6 +13,9 @@ Rules:
   control loop period) and events wait for the next one.
 - A preempted or interrupted task returns to its queue with its original submission time, so it
   keeps its place in line; what it keeps of its progress follows the failure model.
+- With a policy whose `usage_weight` > 0 (time-decayed fair share), each cycle gets every
+  queue's decayed GPU-seconds of the runs so far, by the core's own integral (`DecayedUsage`),
+  as the control plane's snapshot gives it from its metering.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from corral.core.fairshare import QueueNode, hierarchical_shares
+from corral.core.fairshare import QueueNode, decay, decayed_gpu_seconds, hierarchical_shares
 from corral.core.model import (
     MILLI_PER_GPU,
     CapacityKind,
@@ -60,6 +63,44 @@ class ReplayOptions:
     #: as a control plane with a huge backlog would; None: all (what `schedule` sees)
     max_waiting_per_queue: int | None = None
     series_points: int = 400  # points of the time series kept for the report and plots
+
+
+class DecayedUsage:
+    """Each queue's decayed GPU-seconds (`fairshare.decayed_gpu_seconds` summed over every run
+    it has had), kept in O(1) per start or stop instead of summing all runs at every cycle.
+
+    Between two changes a queue holds a constant number of GPUs, and a run's weight only scales
+    by 2^(-elapsed/h) as time passes. So advancing a queue from its last change to `now` is
+    `decay` of its total plus the integral of the GPUs it held over the gap: exactly the sum of
+    the runs' integrals, with no horizon to cut. Times must not go backwards (the replay's
+    clock does not); GPUs are kept in milli, so a queue that holds nothing holds exactly 0."""
+
+    def __init__(self, half_life_s: float) -> None:
+        self.half_life_s = half_life_s
+        self.total: dict[str, float] = {}
+        self.milli: dict[str, int] = {}
+        self.since: dict[str, float] = {}
+
+    def change(self, queue: str, now: float, milli: int) -> None:
+        """`queue` starts (`milli` > 0) or stops (< 0) holding `milli` at `now`."""
+        self._advance(queue, now)
+        self.milli[queue] = self.milli.get(queue, 0) + milli
+
+    def at(self, now: float) -> dict[str, float]:
+        """Every queue's decayed GPU-seconds at `now`."""
+        for queue in self.total:
+            self._advance(queue, now)
+        return dict(self.total)
+
+    def _advance(self, queue: str, now: float) -> None:
+        last = self.since.setdefault(queue, now)
+        if now <= last:
+            self.total.setdefault(queue, 0.0)
+            return
+        h = self.half_life_s
+        held = decayed_gpu_seconds(self.milli.get(queue, 0) / MILLI_PER_GPU, last, now, now, h)
+        self.total[queue] = decay(self.total.get(queue, 0.0), held, now - last, h)
+        self.since[queue] = now
 
 
 @dataclass
@@ -144,6 +185,8 @@ class _Replay:
         self.freed = True
         config = policy.config
         self.disruptive = config.consolidate or config.reclaim or config.preempt
+        #: decayed past use per scheduling queue, for time-decayed fair share (None: off)
+        self.usage = DecayedUsage(config.usage_half_life_s) if config.usage_weight > 0 else None
 
     # -- setup ------------------------------------------------------------------------------
     def _nodes(self) -> tuple[Node, ...]:
@@ -276,7 +319,8 @@ class _Replay:
         self.freed = False
         if not candidates:
             return
-        outcome = self.session.cycle(now, candidates, self.demand)
+        usage = self.usage.at(now) if self.usage is not None else None
+        outcome = self.session.cycle(now, candidates, self.demand, usage)
         self.counts["cycles"] += 1
         for wid, rule in outcome.evicted:
             self.counts[f"evicted:{rule}"] += 1
@@ -328,6 +372,8 @@ class _Replay:
         self.pending[job.task.name] = job.workload
 
     def _account(self, now: float, job: _Job, sign: int) -> None:
+        if self.usage is not None:
+            self.usage.change(job.workload.queue, now, sign * job.milli)
         self.allocated += sign * job.milli
         self.alloc.set(now, self.allocated / MILLI_PER_GPU)
         tw = self.used.get(self.queue_map.of_task[job.task.name])

@@ -21,9 +21,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from corral.core.config import SchedulerConfig
-from corral.core.cycle import Cycle, decide
+from corral.core.cycle import Cycle, decide, workload_mix
 from corral.core.model import MILLI_PER_GPU, Node, Queue, WorkerAssignment, Workload, WorkloadState
 from corral.core.placement import Placer, Scoring
+from corral.core.plugins import TaskType
 from corral.core.queues import QueueBook, Totals
 from corral.core.snapshot import Capacity, NodeTable
 from corral.core.statement import Statement
@@ -59,28 +60,38 @@ class CoreSession:
         )
         self.book = QueueBook(self.queues, self.totals, {})
         self.scorings: dict[str, Scoring] = {}
+        self.mix: tuple[TaskType, ...] = ()  # the workload mix the scorings were built with
         self.where: dict[str, tuple[WorkerAssignment, ...]] = {}  # running: assignments
         self.live: dict[str, Workload] = {}  # running: workloads (state RUNNING)
         self.started: set[str] = set()  # running when the current cycle began (= live between)
 
     # -- one cycle --------------------------------------------------------------------------
-    def cycle(self, now: float, pending: Iterable[Workload], demand: Mapping[str, int]) -> Outcome:
+    def cycle(self, now: float, pending: Iterable[Workload], demand: Mapping[str, int],
+              usage: Mapping[str, float] | None = None) -> Outcome:
         """Run one scheduling cycle at `now` over `pending`; `demand` is each queue's requested
-        milli-GPU (pending and running), from which deserved shares are divided."""
+        milli-GPU (pending and running), from which deserved shares are divided; `usage` each
+        queue's decayed GPU-seconds (`ClusterState.usage` of `schedule`; read only when the
+        config's `usage_weight` > 0)."""
         self._release_gang_reservations()
-        book = QueueBook(self.queues, self.totals, demand)
+        book = QueueBook(self.queues, self.totals, demand, usage, self.config.usage_weight,
+                         self.config.usage_half_life_s)
         for mine, last in ((book.milli, self.book.milli), (book.cpu, self.book.cpu),
                            (book.ram, self.book.ram)):
             mine.update(last)
         book.by_model.update(self.book.by_model)
         self.book = book
+        pending = list(pending)
+        mix = workload_mix(self.config, [*pending, *self.live.values()], self.table)
+        if mix != self.mix:  # scores for another mix: start the caches afresh, as `schedule` does
+            self.mix, self.placer = mix, Placer(self.cap)
+            self.scorings.clear()
         stmt = self._statement(book)
         # `running` is what `schedule` adopted; the actions read the statement's maps instead,
         # so the session's own map serves (a change that iterated it while the statement
         # mutates it would fail loudly, in tests/sim/test_session.py).
         cycle = Cycle(now, self.config, self.seed, self.cap, self.placer, book, stmt, {},
                       self.live, attempts_left=self.config.max_eviction_attempts,
-                      moves_left=self.config.max_moves, scorings=self.scorings)
+                      moves_left=self.config.max_moves, scorings=self.scorings, workload_mix=mix)
         cycle.add_pending(pending)
         decide(cycle)
         placed, evicted = stmt.outcome()

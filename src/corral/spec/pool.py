@@ -19,7 +19,7 @@
       - {name: research, quota_gpus: 16, limit_gpus: 48, weight: 2}
       - {name: research.nlp, parent: research, quota_gpus: 8}
     scheduler:
-      scoring: {binpack: 1, gpu-model: 2, price: 0.1}
+      scoring: {balanced-fgd: 1, bestfit: 0.01, gpu-model: 2, price: 0.001}
 
 Node ids are `<provider>-<group>-<i>`. Each node is its own NVLink domain unless the group sets
 `nvlink_domain_size` (nodes per NVLink domain, as in GB200 NVL72 racks).

@@ -1,4 +1,5 @@
-"""Workloads, their placements and their events: small functions over one Connection.
+"""Workloads, their placements and their events: small functions over one Connection. Also what
+attempts held over time (`gpu_spans`, read from the ledger's metering rows) for fair share.
 
 The caller owns the transaction (`Store.read()` / `Store.write()`); nothing here commits. State
 changes go through `update_versioned`, which only writes when the version the caller saw is still
@@ -12,15 +13,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Float, and_, cast, delete, func, insert, or_, select, update
 
 from corral.core.model import WorkerAssignment
+from corral.store.ledger_tables import LedgerUsage
 from corral.store.schema import Event, Placement, WorkloadRow
 
 __all__ = [
     "ACTIVE_STATES",
     "HOLDING_STATES",
     "EventRecord",
+    "GpuSpan",
     "Held",
     "WorkloadRecord",
     "append_event",
@@ -29,6 +32,7 @@ __all__ = [
     "count_by_queue_state",
     "count_by_state",
     "get_workload",
+    "gpu_spans",
     "holding_placements",
     "insert_placements",
     "insert_workloads",
@@ -285,3 +289,32 @@ def placements_of(conn: Connection, workload_id: str, attempt: int) -> list[Any]
     q = (select(Placement).where(Placement.workload_id == workload_id,
                                  Placement.attempt == attempt).order_by(Placement.worker))
     return list(conn.execute(q))
+
+
+@dataclass(frozen=True, slots=True)
+class GpuSpan:
+    """GPUs a queue held from `start` to `end` (None: still held), in milli-GPU."""
+
+    queue: str
+    milli: int
+    start: float
+    end: float | None
+
+
+def gpu_spans(conn: Connection, ended_since: float) -> list[GpuSpan]:
+    """What every attempt held, from the ledger's metering rows (`ledger_usage`, written by
+    `corral.control.accounting`: one row per worker, from launch to end), for the attempts still
+    running or that ended at or after `ended_since`. The workers of one attempt share a span, so
+    rows are summed per (queue, start, end): a gang is one span.
+
+    The filter bounds the rows read back, not the scan: `end` is exact text without an index, so
+    the database reads the table's rows (as `usage_records` does); an indexed float end column
+    would make this a range scan."""
+    end_s = cast(LedgerUsage.end, Float)
+    q = (select(LedgerUsage.queue, LedgerUsage.start_s, LedgerUsage.end,
+                func.sum(LedgerUsage.milli))
+         .where(or_(LedgerUsage.end.is_(None), end_s >= ended_since))
+         .group_by(LedgerUsage.queue, LedgerUsage.start_s, LedgerUsage.end)
+         .order_by(LedgerUsage.queue, LedgerUsage.start_s, LedgerUsage.end))
+    return [GpuSpan(queue, int(milli), float(start), None if end is None else float(end))
+            for queue, start, end, milli in conn.execute(q)]

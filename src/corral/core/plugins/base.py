@@ -42,6 +42,9 @@ class DevicePicker(Protocol):
     def pick(self, cap: Capacity, shape: Shape, node: int) -> tuple[int, ...] | None:
         """Devices for one worker of `shape` on `node`, or None if it does not fit there.
 
+        A picker may declare `whole_lowest_first: ClassVar[bool] = True` when it always gives
+        whole-GPU workers the lowest-index untouched devices.
+
         Called after `node` was chosen and must honour the same rules as `fit.worker_slots`:
         whole GPUs only on untouched devices, shares only where milli and memory both fit.
         """
@@ -82,6 +85,9 @@ def best_fit_devices(cap: Capacity, shape: Shape, node: int) -> tuple[int, ...] 
 
 class BestFitPicker:
     state_local: ClassVar[bool] = True  # reads the node's free share and memory per device
+    #: whole GPUs: always the lowest-index untouched devices (the placer may then give a gang's
+    #: workers on one node their devices in one step)
+    whole_lowest_first: ClassVar[bool] = True
 
     def pick(self, cap: Capacity, shape: Shape, node: int) -> tuple[int, ...] | None:
         return best_fit_devices(cap, shape, node)

@@ -105,6 +105,29 @@ def typical_tasks(tasks: Iterable[TaskType], coverage: float = 0.95) -> tuple[Ta
     return tuple(TaskType(c, g, m, models, n / cumulative) for (c, g, m, models), n in chosen)
 
 
+def shape_mix(counts: Mapping[Shape, int], device_memory_mib: int) -> tuple[TaskType, ...]:
+    """The typical tasks of a scheduling cycle's own work: each worker of a shape is one task
+    (a gang of 4 x 8 GPUs counts four 8-GPU tasks), `counts` being workloads per shape. A share
+    asked for as GPU memory is counted as the share it takes of a device of
+    `device_memory_mib` (the pool's typical device).
+
+    >>> from corral.core.model import WorkerResources
+    >>> one, gang = Shape(WorkerResources(gpus=1, cpu_milli=8000)), Shape(
+    ...     WorkerResources(gpus=8, cpu_milli=64000), workers=4)
+    >>> [(t.gpus, round(t.weight, 3)) for t in shape_mix({one: 12, gang: 1}, 81920)]
+    [(1, 0.75), (8, 0.25)]
+    """
+    tasks = []
+    for shape, n in counts.items():
+        r = shape.resources
+        share = r.gpu_milli if r.gpus == 0 and r.gpu_milli else 0
+        if r.gpus == 0 and not r.gpu_milli and r.gpu_memory_mib:
+            share = r.nominal_milli(device_memory_mib) if device_memory_mib else MILLI_PER_GPU
+        gpus, milli = (r.gpus, MILLI_PER_GPU) if r.gpus else ((1, share) if share else (0, 0))
+        tasks.append(TaskType(r.cpu_milli, gpus, milli, shape.gpu_models, float(n * shape.workers)))
+    return typical_tasks(tasks)
+
+
 def _as_task_type(value: object) -> TaskType:
     if isinstance(value, TaskType):
         return value
@@ -208,6 +231,7 @@ class Fragmentation:
     name: ClassVar[str] = FGD
     node_local: ClassVar[bool] = True
     state_local: ClassVar[bool] = True  # free share, CPU, memory; model and device memory
+    whole_lowest_first: ClassVar[bool] = True  # see `pick`: all full devices are alike
 
     def __init__(
         self,
@@ -411,3 +435,7 @@ class BalancedFragmentation(Fragmentation):
         balance: float = 1.0,
     ) -> None:
         super().__init__(seed, workload, scale_milli, levels, balance)
+
+
+#: The plugins that score by expected fragmentation and take a `workload` mix.
+FRAGMENTATION_PLUGINS: Final = (FGD, BALANCED_FGD)

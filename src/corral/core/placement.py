@@ -207,6 +207,7 @@ class Placer:
         self._failed: dict[tuple[Shape, str, str | None], int] = {}
         self._never: dict[Shape, R.Reason | None] = {}
         self._by_state: dict[tuple[WorkerResources, str], dict[tuple[object, ...], float]] = {}
+        self._rooms: dict[tuple[object, ...], tuple[tuple[int, int], tuple[int, int, int]]] = {}
         self._picks: dict[tuple[WorkerResources, str], dict[tuple[object, ...], tuple[int, ...] | None]] = {}
 
     def state_memo(self, shape: Shape, scoring: Scoring) -> dict[tuple[object, ...], float] | None:
@@ -416,21 +417,16 @@ class Placer:
     # -- explanations ---------------------------------------------------------------------------
     def diagnose(self, shape: Shape, owner: str) -> R.Reason:
         """Why `shape` does not fit now: the most specific reason, unresolvable ones first."""
-        r = shape.resources
         never = self.never_fits(shape)
         if never is not None:
             return never
-        allowed = np.flatnonzero(self.static(shape))
         level = shape.required_level
-        now_all = _largest_domain(self.cap, allowed, worker_slots(self.cap, r, allowed), level)
-        usable = self.usable(shape, owner)
-        now_usable = _largest_domain(self.cap, usable, worker_slots(self.cap, r, usable), level)
+        now_all, now_usable, total_free = self._room(shape, owner)
         what = f"needs {shape.describe()}"
         if now_all >= shape.workers > now_usable:
             return R.Reason(
                 R.RESERVED_FOR_GANG, f"{what}; the room that fits it is reserved for a waiting gang"
             )
-        total_free = int(worker_slots(self.cap, r, usable).sum()) if usable.size else 0
         if shape.workers > 1 and total_free >= shape.workers:
             where = _LEVEL_NAME[level]
             return R.Reason(
@@ -444,6 +440,29 @@ class Placer:
                            if total_free else "no free capacity it may use holds one worker now"),
             (("free_workers", total_free),),
         )
+
+
+    def _room(self, shape: Shape, owner: str) -> tuple[int, int, int]:
+        """Free room for one worker of `shape` now, in workers: the largest free domain of its
+        level (all nodes it may use; those not reserved for others), and the total not reserved
+        for others. The same for every gang size, so kept per capacity state: a backlog of
+        gangs of 2-32 workers is diagnosed with one count per worker shape."""
+        cap = self.cap
+        key = (shape.resources, shape.gpu_models, shape.max_price, shape.required_level,
+               owner if owner in cap.reservations else None)
+        state = (len(cap.changes), cap.freed)
+        found = self._rooms.get(key)
+        if found is None or found[0] != state:
+            r, level = shape.resources, shape.required_level
+            allowed = np.flatnonzero(self.static(shape))
+            usable = self.usable(shape, owner)
+            slots = worker_slots(cap, r, usable)
+            found = self._rooms[key] = (state, (
+                _largest_domain(cap, allowed, worker_slots(cap, r, allowed), level),
+                _largest_domain(cap, usable, slots, level),
+                int(slots.sum()) if usable.size else 0,
+            ))
+        return found[1]
 
 
 def _assignment(

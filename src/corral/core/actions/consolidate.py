@@ -57,14 +57,14 @@ def _fragmented(cycle: Cycle, w: Workload) -> bool:
 def _movable_by_node(cycle: Cycle) -> dict[int, list[Workload]]:
     """Single-worker work that may move, by the node it is on now, smallest first. Work placed
     earlier in this cycle counts too: it has not started, so moving it costs nothing."""
-    index = cycle.cap.table.index
-    out: dict[int, list[Workload]] = {}
+    index, where = cycle.cap.table.index, cycle.stmt.where
+    found: dict[int, list[tuple[int, int, str, Workload]]] = {}
     for v in cycle.stmt.live.values():
         if v.preemptible and v.workers == 1 and cycle.past_min_runtime(v):
-            out.setdefault(index[cycle.stmt.where[v.id][0].node_id], []).append(v)
-    for work in out.values():
-        work.sort(key=lambda v: (cycle.held_milli(v), v.priority, v.id))
-    return out
+            a = where[v.id][0]  # one worker, one assignment: its share is `held_milli`
+            found.setdefault(index[a.node_id], []).append(
+                (a.milli_per_device * len(a.devices), v.priority, v.id, v))
+    return {node: [v for *_, v in sorted(work)] for node, work in found.items()}
 
 
 def _consolidate_for(cycle: Cycle, w: Workload, budget: int) -> int:

@@ -4,7 +4,12 @@ A random cluster is built in two rounds: a first cycle places some work (which t
 random age), more work arrives, and a second cycle decides. Its plan, applied, must never:
 over-allocate a GPU share, GPU memory, CPU or RAM; split a gang; reclaim from a queue at or below
 quota; evict non-preemptible or too-young work; break a queue limit; or evict again when the
-cycle is rerun on its own result. The same input must give the same plan.
+cycle is rerun on its own result (at the same `now`, or later while no minimum runtime ends).
+The same input must give the same plan, whatever order it lists nodes, queues and workloads in.
+
+The `check_*` functions are the invariants themselves, shared with `test_contention.py`, whose
+clusters are built so that reclaim, preempt and consolidate actually fire (these random ones
+rarely evict anything).
 """
 
 from __future__ import annotations
@@ -117,6 +122,20 @@ def usage(state: ClusterState) -> dict[str, int]:
     return out
 
 
+def usage_by_model(state: ClusterState) -> dict[tuple[str, str], int]:
+    """Milli-GPU each queue subtree holds on each GPU model."""
+    parents = {q.name: q.parent for q in state.queues}
+    models = {n.id: n.gpu_model for n in state.nodes}
+    out: dict[tuple[str, str], int] = defaultdict(int)
+    for w in state.workloads:
+        for a in w.assignments if w.running else ():
+            q: str | None = w.queue
+            while q is not None:
+                out[(q, models[a.node_id])] += a.milli_per_device * len(a.devices)
+                q = parents.get(q)
+    return out
+
+
 def assert_capacity(state: ClusterState) -> None:
     by_id = {n.id: n for n in state.nodes}
     milli: dict[tuple[str, int], int] = defaultdict(int)
@@ -148,15 +167,28 @@ def assert_capacity(state: ClusterState) -> None:
         assert cpu[n.id] <= n.cpu_milli and ram[n.id] <= n.memory_mib
 
 
-@given(clusters())
-def test_plan_respects_capacity_gangs_and_constraints(cluster: ClusterState) -> None:
-    plan = schedule(cluster, NOW)
-    after = apply(cluster, plan, NOW)
-    assert_capacity(after)
+def chain(cluster: ClusterState, queue: str) -> list[str]:
+    """`queue` and its ancestors, nearest first."""
+    parents = {q.name: q.parent for q in cluster.queues}
+    out: list[str] = []
+    q: str | None = queue
+    while q is not None and q in parents and q not in out:
+        out.append(q)
+        q = parents[q]
+    return out
+
+
+# --- checks, shared by every family of generated clusters (see also test_contention.py) --------
+
+def check_placements(cluster: ClusterState, plan: Plan, now: float) -> None:
+    """Applied, the plan over-allocates nothing and splits no gang; every placement obeys its
+    workload's constraints."""
+    assert_capacity(apply(cluster, plan, now))
     nodes_by_id = {n.id: n for n in cluster.nodes}
     work = {w.id: w for w in cluster.workloads}
     for p in plan.placements:
         w = work[p.workload_id]
+        assert len(p.assignments) == w.workers, f"gang {w.id} placed in part"
         for a in p.assignments:
             n = nodes_by_id[a.node_id]
             assert n.schedulable, f"{w.id} placed on unschedulable {n.id}"
@@ -168,55 +200,155 @@ def test_plan_respects_capacity_gangs_and_constraints(cluster: ClusterState) -> 
             assert len({nodes_by_id[a.node_id].region for a in p.assignments}) == 1
 
 
-@given(clusters())
-def test_evictions_follow_their_rules(cluster: ClusterState) -> None:
-    plan = schedule(cluster, NOW)
-    after = apply(cluster, plan, NOW)
-    used = usage(after)
-    quotas = {q.name: q.quota_gpus * 1000 for q in cluster.queues}
-    work = {w.id: w for w in cluster.workloads}
+def check_evictions(cluster: ClusterState, plan: Plan, now: float) -> None:
+    """Each eviction takes only eligible work and follows its rule: running, preemptible, past
+    its minimum runtime; consolidate moves only single-worker work; reclaim only between queues
+    that are not each other's ancestors, for a requester within its guarantee; preempt only
+    strictly lower priority in the same queue."""
+    before, work = usage(cluster), {w.id: w for w in cluster.workloads}
+    quotas = {q.name: round(q.quota_gpus * 1000) for q in cluster.queues}
+    placed_milli = {p.workload_id: sum(a.milli_per_device * len(a.devices) for a in p.assignments)
+                    for p in plan.placements}
+    evicted_state = replace(cluster, workloads=tuple(work[e.workload_id] for e in plan.evictions))
+    evicted, before_by_model = usage(evicted_state), usage_by_model(cluster)
+    evicted_by_model = usage_by_model(evicted_state)
+    assert len({e.workload_id for e in plan.evictions}) == len(plan.evictions), "evicted twice"
     for e in plan.evictions:
         victim, beneficiary = work[e.workload_id], work[e.for_workload]
+        assert victim.running and e.queue == victim.queue, f"{victim.id} was not running"
         assert victim.preemptible, f"non-preemptible {victim.id} evicted"
-        assert victim.started_at is not None and NOW - victim.started_at >= victim.min_runtime_s
-        if e.rule == R.RULE_RECLAIM:
-            assert used[victim.queue] >= quotas[victim.queue], f"{victim.queue} reclaimed below quota"
-            by_model = dict(next(q for q in cluster.queues if q.name == beneficiary.queue).quota_by_model)
-            within_model = bool(beneficiary.gpu_models) and all(m in by_model for m in beneficiary.gpu_models)
-            assert used[beneficiary.queue] <= quotas[beneficiary.queue] or within_model
-        elif e.rule == R.RULE_PREEMPT:
+        assert victim.started_at is not None and now - victim.started_at >= victim.min_runtime_s, (
+            f"{victim.id} evicted inside its minimum runtime")
+        if e.rule == R.RULE_CONSOLIDATE:
+            assert victim.workers == 1, f"gang {victim.id} moved"
+        elif e.rule == R.RULE_RECLAIM:
+            assert beneficiary.queue not in chain(cluster, victim.queue)
+            assert victim.queue not in chain(cluster, beneficiary.queue)
+            # At the reclaim, the requester's queue held at least what it held before minus
+            # everything evicted from it in this plan (later placements only add); with the
+            # request it had to stay within its quota (or, pinned to models that all have a
+            # per-model quota, within those). Its usage at the end may be higher: free room
+            # and moves may start more of its work after the reclaim.
+            q, milli = beneficiary.queue, placed_milli.get(beneficiary.id, beneficiary.total_milli())
+            by_model = dict(next(x for x in cluster.queues if x.name == q).quota_by_model)
+            models = beneficiary.gpu_models
+            within_model = bool(models) and all(m in by_model for m in models) and (
+                sum(before_by_model[(q, m)] - evicted_by_model[(q, m)] for m in models) + milli
+                <= sum(round(by_model[m] * 1000) for m in models))
+            assert before[q] - evicted[q] + milli <= quotas[q] or within_model, (
+                f"{q} reclaimed beyond its quota")
+        else:
+            assert e.rule == R.RULE_PREEMPT, f"unknown rule {e.rule}"
             assert victim.queue == beneficiary.queue and victim.priority < beneficiary.priority
 
 
-@given(clusters())
-def test_queue_limits_hold(cluster: ClusterState) -> None:
+def check_reclaim_victims_keep_quota(cluster: ClusterState, plan: Plan, now: float) -> None:
+    """A queue (or ancestor) at or below its quota when the cycle starts is never reclaimed
+    from, and one reclaimed from ends the plan at or above its quota."""
+    before, after = usage(cluster), usage(apply(cluster, plan, now))
+    quotas = {q.name: round(q.quota_gpus * 1000) for q in cluster.queues}
+    for e in plan.evictions:
+        if e.rule == R.RULE_RECLAIM:
+            for q in chain(cluster, e.queue):
+                assert before[q] > quotas[q], f"{q} reclaimed from at or below its quota ({e})"
+                assert after[q] >= quotas[q], f"{q} reclaimed below its quota ({e})"
+
+
+def check_moves(plan: Plan) -> None:
+    """A consolidation eviction is a move: the plan places the workload again."""
+    placed = {p.workload_id for p in plan.placements}
+    for e in plan.evictions:
+        if e.rule == R.RULE_CONSOLIDATE:
+            assert e.workload_id in placed, f"{e.workload_id} 'moved' but the plan places it nowhere ({e})"
+
+
+def check_limits(cluster: ClusterState, plan: Plan, now: float) -> None:
     before = usage(cluster)
-    after = usage(apply(cluster, schedule(cluster, NOW), NOW))
+    after = usage(apply(cluster, plan, now))
     for q in cluster.queues:
         if q.limit_gpus is not None and before[q.name] <= q.limit_gpus * 1000:
             assert after[q.name] <= q.limit_gpus * 1000, f"queue {q.name} over its limit"
 
 
-@given(clusters())
-def test_rerun_on_result_evicts_nothing(cluster: ClusterState) -> None:
-    after = apply(cluster, schedule(cluster, NOW), NOW)
-    again = schedule(after, NOW)
-    assert again.evictions == (), f"preemption loop: {again.evictions}"
+CODES = {v for k, v in vars(R).items() if k.isupper() and isinstance(v, str) and not k.startswith("RULE_")}
 
 
-@given(clusters(), st.integers(0, 3))
-def test_same_input_same_plan(cluster: ClusterState, seed: int) -> None:
-    config = SchedulerConfig(reserve_after_s=0)
-    assert schedule(cluster, NOW, config, seed) == schedule(cluster, NOW, config, seed)
-
-
-@given(clusters())
-def test_every_pending_workload_has_a_reason(cluster: ClusterState) -> None:
-    plan = schedule(cluster, NOW)
+def check_reasons(cluster: ClusterState, plan: Plan) -> None:
     placed = {p.workload_id for p in plan.placements}
     for w in cluster.workloads:
         if not w.running and w.id not in placed:
             assert w.id in plan.pending and plan.pending[w.id].message
+            assert plan.pending[w.id].code in CODES, plan.pending[w.id]
     for e in plan.evictions:
         if e.workload_id not in placed:
             assert e.message and e.for_workload
+
+
+def quiet_window(state: ClusterState, now: float) -> float:
+    """Seconds from `now` until the first running workload leaves its minimum runtime: until
+    then time passing changes nothing the cycle reads (as long as every waiting workload has
+    waited past `reserve_after_s`), so a rerun must decide the same."""
+    ends = [w.started_at + w.min_runtime_s for w in state.workloads
+            if w.running and w.started_at is not None and w.started_at + w.min_runtime_s > now]
+    return min(ends, default=now + 3600.0) - now
+
+
+def check_stable(cluster: ClusterState, plan: Plan, now: float, later: float,
+                 config: SchedulerConfig | None = None) -> None:
+    """Apply the plan and rerun the cycle with nothing changed: at `now`, and `later` (a
+    fraction of the quiet window) after it: no new evictions, i.e. no preemption loop."""
+    after = apply(cluster, plan, now)
+    for t in (now, now + later * quiet_window(after, now)):
+        again = schedule(after, t, config)
+        assert again.evictions == (), f"preemption loop at now+{t - now:g}: {again.evictions}"
+
+
+def check_reservations(plan: Plan) -> None:
+    """Nodes are held only for a gang that still waits when the cycle ends."""
+    placed = {p.workload_id for p in plan.placements}
+    for r in plan.reservations:
+        assert r.workload_id not in placed, f"reservation kept for {r.workload_id}, which the plan places"
+
+
+def check_deterministic(cluster: ClusterState, now: float, config: SchedulerConfig, seed: int) -> None:
+    """The same input gives the same plan, also with nodes, queues and workloads listed in
+    another order (ties break by id, never by position)."""
+    plan = schedule(cluster, now, config, seed)
+    assert schedule(cluster, now, config, seed) == plan
+    shuffled = replace(cluster, nodes=cluster.nodes[::-1], queues=cluster.queues[::-1],
+                       workloads=cluster.workloads[::-1])
+    assert schedule(shuffled, now, config, seed) == plan
+
+
+@given(clusters())
+def test_plan_respects_capacity_gangs_and_constraints(cluster: ClusterState) -> None:
+    check_placements(cluster, schedule(cluster, NOW), NOW)
+
+
+@given(clusters())
+def test_evictions_follow_their_rules(cluster: ClusterState) -> None:
+    plan = schedule(cluster, NOW)
+    check_evictions(cluster, plan, NOW)
+    check_reclaim_victims_keep_quota(cluster, plan, NOW)
+    check_moves(plan)
+
+
+@given(clusters())
+def test_queue_limits_hold(cluster: ClusterState) -> None:
+    check_limits(cluster, schedule(cluster, NOW), NOW)
+
+
+@given(clusters(), st.sampled_from([0.0, 0.5, 0.99]))
+def test_rerun_on_result_evicts_nothing(cluster: ClusterState, later: float) -> None:
+    check_stable(cluster, schedule(cluster, NOW), NOW, later)
+
+
+@given(clusters(), st.integers(0, 3), st.sampled_from([{}, {"random": 1.0}]))
+def test_same_input_same_plan(cluster: ClusterState, seed: int, scoring: dict[str, float]) -> None:
+    config = SchedulerConfig(scoring=scoring, reserve_after_s=0) if scoring else SchedulerConfig(reserve_after_s=0)
+    check_deterministic(cluster, NOW, config, seed)
+
+
+@given(clusters())
+def test_every_pending_workload_has_a_reason(cluster: ClusterState) -> None:
+    check_reasons(cluster, schedule(cluster, NOW))

@@ -25,10 +25,30 @@ class Case:
     evicted: dict[str, str] = field(default_factory=dict)  # workload -> rule
     message_has: dict[str, str] = field(default_factory=dict)
     config: SchedulerConfig = field(default_factory=SchedulerConfig)
+    reserved: dict[str, set[str]] | None = None  # gang -> its reserved nodes; None: not checked
 
 
 def two_nodes(gpus: int = 8, **at: str) -> list:
     return [node("a").gpus(gpus).at(**at), node("b").gpus(gpus).at(**at)]
+
+
+def _reserving_pool(gang_submitted: float) -> ClusterState:
+    """Three 2-GPU nodes, a and b each half taken by work that cannot move: only c holds 2 GPUs.
+    A 2 x 2-GPU gang is blocked; a 2-GPU job behind it fits nowhere but c."""
+    return state([node("a").gpus(2), node("b").gpus(2), node("c").gpus(2)], [queue("q")],
+                 [job("r1").queue("q").running(("a", (0,))).not_preemptible(),
+                  job("r2").queue("q").running(("b", (0,))).not_preemptible(),
+                  job("gang").queue("q").gpus(2).gang(2).priority(5).submitted(gang_submitted),
+                  job("pair").queue("q").gpus(2).submitted(1)])
+
+
+def _blocked_head() -> ClusterState:
+    """q's first workload (4 GPUs) cannot start on the 2 free GPUs; two 1-GPU jobs wait behind
+    it, and another queue has one of its own."""
+    return state([node("a").gpus(4)], [queue("q"), queue("other")],
+                 [job("r").queue("q").gpus(2).running(("a", (0, 1))).not_preemptible(),
+                  job("big").queue("q").gpus(4).submitted(0), job("small").queue("q").submitted(1),
+                  job("later").queue("q").submitted(2), job("o").queue("other").submitted(3)])
 
 
 CASES = [
@@ -141,6 +161,27 @@ CASES = [
                 job("small").queue("q").gpus(1).submitted(1)]),
          placed={"small"}, pending={"gang": R.INSUFFICIENT_CAPACITY},
          config=SchedulerConfig(reserve_after_s=0, consolidate=False)),
+    Case("gang-waiting-past-reserve-after-holds-room-from-smaller-work",
+         _reserving_pool(gang_submitted=0.0), pending={"gang": R.INSUFFICIENT_CAPACITY, "pair": R.RESERVED_FOR_GANG},
+         message_has={"pair": "reserved for a waiting gang"}, reserved={"gang": {"a", "c"}},
+         config=SchedulerConfig(reserve_after_s=60)),
+    Case("gang-not-yet-past-reserve-after-reserves-nothing",
+         _reserving_pool(gang_submitted=NOW - 30), placed={"pair"}, pending={"gang": R.INSUFFICIENT_CAPACITY},
+         reserved={}, config=SchedulerConfig(reserve_after_s=60)),
+    Case("backfill-off-work-behind-blocked-head-not-considered",
+         _blocked_head(), placed={"o"},
+         pending={"big": R.INSUFFICIENT_CAPACITY, "small": R.NOT_CONSIDERED, "later": R.NOT_CONSIDERED},
+         message_has={"small": "waiting behind big", "later": "waiting behind big"},
+         config=SchedulerConfig(backfill=False)),
+    Case("backfill-on-work-behind-blocked-head-starts",
+         _blocked_head(), placed={"o", "small"},
+         pending={"big": R.INSUFFICIENT_CAPACITY, "later": R.INSUFFICIENT_CAPACITY}),
+    Case("request-larger-than-queue-limit",
+         state(two_nodes(), [queue("q", limit=2)], [job("x").queue("q").gpus(4)]),
+         pending={"x": R.QUEUE_LIMIT_TOO_LOW}, message_has={"x": "needs 4 GPUs, more than the limit of 2 of queue q"}),
+    Case("gang-larger-than-parent-limit",
+         state(two_nodes(), [queue("p", limit=3), queue("c", parent="p")], [job("g").queue("c").gpus(2).gang(2)]),
+         pending={"g": R.QUEUE_LIMIT_TOO_LOW}, message_has={"g": "limit of 3 of queue p (parent of c)"}),
 ]
 
 
@@ -151,6 +192,8 @@ def _check(case: Case, plan: Plan) -> None:
     assert {e.workload_id: e.rule for e in plan.evictions} == case.evicted
     for wid, text in case.message_has.items():
         assert text in plan.pending[wid].message
+    if case.reserved is not None:
+        assert {r.workload_id: set(r.node_ids) for r in plan.reservations} == case.reserved
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

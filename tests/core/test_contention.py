@@ -419,7 +419,6 @@ def test_contended_reclaim_victims_keep_quota(cluster: ClusterState) -> None:
     check_reclaim_victims_keep_quota(cluster, schedule(cluster, NOW), NOW)
 
 
-@_xfail("see test_known_bug_move_then_evict_reported_as_move")
 @example(_moved_then_reclaimed())
 @given(contended())
 def test_contended_moves_are_placed(cluster: ClusterState) -> None:
@@ -431,7 +430,6 @@ def test_contended_moves_are_placed(cluster: ClusterState) -> None:
 AMPLE = SchedulerConfig(max_eviction_attempts=100_000, max_moves=100_000)
 
 
-@_xfail("see UNSTABLE")
 @example(_reclaim_victim_never_preempts(), 0.0)
 @given(contended(), st.sampled_from([0.0, 0.5, 0.99]))
 def test_contended_rerun_evicts_nothing(cluster: ClusterState, later: float) -> None:
@@ -440,7 +438,6 @@ def test_contended_rerun_evicts_nothing(cluster: ClusterState, later: float) -> 
     check_stable(cluster, plan, NOW, later, AMPLE)
 
 
-@_xfail("see test_known_bug_reservation_outlives_its_gang")
 @example(_stale_reservation())
 @given(contended())
 def test_contended_reservations_only_for_waiting_gangs(cluster: ClusterState) -> None:
@@ -502,16 +499,13 @@ def test_hypothesis_clusters_evict_by_every_rule() -> None:
 
 # --- the minimal counterexamples, one test per bug ---------------------------------------------
 
-@_xfail("work evicted in a cycle, or stopped by a limit that evictions lift, is not reconsidered "
-        "by the later rounds; a kept reservation blocks others (see UNSTABLE)")
 @pytest.mark.parametrize("build", UNSTABLE, ids=[b.__name__.lstrip("_") for b in UNSTABLE])
-def test_known_bug_rerun_evicts_again(build: Callable[[], ClusterState]) -> None:
+def test_rerun_after_evictions_evicts_nothing(build: Callable[[], ClusterState]) -> None:
     cluster = build()
     check_stable(cluster, schedule(cluster, NOW), NOW, 0.0)
 
 
-@_xfail("a gang placed by preempt/reclaim/consolidate keeps its reservation")
-def test_known_bug_reservation_outlives_its_gang() -> None:
+def test_a_gang_placed_by_an_eviction_gives_up_its_reservation() -> None:
     check_reservations(schedule(_stale_reservation(), NOW))
 
 
@@ -522,6 +516,5 @@ def test_known_bug_reclaim_below_quota(build: Callable[[], ClusterState]) -> Non
     check_reclaim_victims_keep_quota(cluster, schedule(cluster, NOW), NOW)
 
 
-@_xfail("a workload moved then evicted again in one cycle is reported as moved (first rule wins)")
-def test_known_bug_move_then_evict_reported_as_move() -> None:
+def test_a_move_then_evicted_again_is_reported_by_its_last_rule() -> None:
     check_moves(schedule(_moved_then_reclaimed(), NOW))

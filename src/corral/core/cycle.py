@@ -10,6 +10,7 @@ causes an eviction, and one that a move can start never causes a kill.
 
 from __future__ import annotations
 
+from bisect import insort
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -106,9 +107,18 @@ class Cycle:
     def is_pending(self, w: Workload) -> bool:
         return w.id not in self.stmt.where
 
+    def requeue(self, w: Workload) -> None:
+        """`w` was running and an action of this cycle evicted it: from now on it waits like
+        pending work, so later rounds may give it free room or let it preempt lower work of its
+        queue, and the next cycle on this plan finds nothing left to do."""
+        if w.id not in self.deferred:
+            self.deferred[w.id] = self.shape(w)
+            insort(self.order, w, key=pending_order)
+
     def still_pending(self) -> tuple[Workload, ...]:
-        """Workloads that failed to fit on free capacity (not those stopped by a limit), in
-        priority order (the global order is sorted once, in `add_pending`).
+        """Workloads that failed to fit on free capacity or were stopped by a queue limit (an
+        eviction may lift either), and this cycle's victims, in priority order (`pending_order`;
+        sorted once in `add_pending`, victims inserted in place).
 
         Each action asks, and with a large backlog the scan is not free: the answer is kept
         until a workload is set aside (`deferred` only grows) or capacity changes hands."""
@@ -145,6 +155,11 @@ class Cycle:
 
     def past_min_runtime(self, w: Workload) -> bool:
         return w.started_at is None or self.now - w.started_at >= w.min_runtime_s
+
+
+def pending_order(w: Workload) -> tuple[int, float, str]:
+    """The order waiting work is considered in: higher priority, then earlier, then id."""
+    return (-w.priority, w.submitted_at, w.id)
 
 
 def intern_shape(w: Workload, shapes: dict[str, Shape], interned: dict[tuple[object, ...], Shape]
@@ -188,8 +203,12 @@ def decide(cycle: Cycle) -> None:
             reclaim(cycle)
         if cycle.config.preempt:
             preempt(cycle)
-        if not cycle.stmt.removed_since(before):
+        removed = cycle.stmt.removed_since(before)
+        if not removed:
             break
+        for op in removed:
+            if op.kind == "evict" and op.workload.id not in cycle.stmt.where:
+                cycle.requeue(op.workload)
         reallocate(cycle)
 
 
@@ -288,10 +307,10 @@ def _close(cycle: Cycle, orphans: int) -> Plan:
     diagnosis: dict[tuple[Shape, str | None], R.Reason] = {}
     limits: dict[tuple[str, Shape], R.Reason | None] = {}
     reasons, where, waiting = cycle.reasons, cycle.stmt.where, cycle.waiting
-    reserved_for = cycle.cap.reservations
+    reserved_for, victims = cycle.cap.reservations, cycle.stmt.started
     for wid, shape in cycle.deferred.items():
-        if wid in reasons or wid in where:
-            continue
+        if wid in reasons or wid in where or wid in victims:
+            continue  # placed, explained already, or evicted (the eviction says why)
         w = waiting.get(wid)
         # The same for every waiting workload of this queue and shape (a waiting workload's
         # total is its shape's); a victim of this cycle (not waiting) only gets `never_fits`.
@@ -308,7 +327,8 @@ def _close(cycle: Cycle, orphans: int) -> Plan:
             found = diagnosis[key] = cycle.placer.diagnose(shape, wid)
         reasons[wid] = found
     # insertion order is already deterministic (the order the cycle considered them)
-    pending = {wid: r for wid, r in cycle.reasons.items() if wid not in cycle.stmt.where}
+    pending = {wid: r for wid, r in cycle.reasons.items()
+               if wid not in cycle.stmt.where and wid not in victims}
     reservations = tuple(
         Reservation(owner, tuple(cycle.cap.table.nodes[i].id for i in nodes))
         for owner, nodes in sorted(cycle.cap.reservations.items())

@@ -24,6 +24,9 @@ class Op:
     assignments: tuple[WorkerAssignment, ...]
     rule: str = ""
     for_workload: str = ""
+    #: "place": the nodes that were reserved for the workload, released by placing it (a
+    #: rollback reserves them again)
+    released: tuple[int, ...] = ()
 
 
 class Statement:
@@ -46,8 +49,12 @@ class Statement:
         return True
 
     def place(self, w: Workload, assignments: tuple[WorkerAssignment, ...]) -> None:
+        """Place `w`; whatever was reserved for it is released, whichever action placed it."""
+        released = tuple(self.cap.reservations.get(w.id, ()))
+        if released:
+            self.cap.release(w.id)
         self._apply(w, assignments, +1)
-        self.ops.append(Op("place", w, assignments))
+        self.ops.append(Op("place", w, assignments, released=released))
 
     def remove(self, w: Workload, rule: str, for_workload: str) -> None:
         """Free what `w` holds: an eviction if it was running, else an undone placement."""
@@ -78,9 +85,10 @@ class Statement:
                 placed.pop(op.workload.id, None)
             else:
                 # A running workload moved and then evicted again in the same cycle ends
-                # evicted: the re-placement is not standing.
+                # evicted, by the last rule: the re-placement is not standing, so the move
+                # is not what stopped it (its position in the plan stays the first one's).
                 placed.pop(op.workload.id, None)
-                evicted.setdefault(op.workload.id, op)
+                evicted[op.workload.id] = op
         return placed, list(evicted.values())
 
     def checkpoint(self) -> int:
@@ -90,6 +98,8 @@ class Statement:
         while len(self.ops) > checkpoint:
             op = self.ops.pop()
             self._apply(op.workload, op.assignments, -1 if op.kind == "place" else +1)
+            if op.released:
+                self.cap.reserve(op.workload.id, op.released)
 
     def fits(self, assignments: tuple[WorkerAssignment, ...], w: Workload) -> bool:
         """Would these exact devices take `w` again now (used to undo needless evictions)?"""

@@ -90,12 +90,10 @@ def try_place(cycle: Cycle, w: Workload, reserve: bool = False) -> bool:
     if never is not None:
         cycle.reasons[w.id] = never
         return False
-    blocking = cycle.book.limit_blocking(w.queue, milli)
-    if blocking is not None:
-        used = cycle.book.milli[blocking.name] / MILLI_PER_GPU
-        cycle.reasons[w.id] = limit_reason(
-            w, blocking.name, blocking.limit_gpus or 0.0, milli, used
-        )
+    if cycle.book.limit_blocking(w.queue, milli) is not None:
+        # Set aside like work that does not fit: evictions later in the cycle may lower the
+        # queue's use; the limit's reason is written when the cycle closes, from its final use.
+        cycle.deferred[w.id] = shape
         return False
     assignments = cycle.placer.place(shape, scoring, w.id)
     if assignments is None:
@@ -105,15 +103,17 @@ def try_place(cycle: Cycle, w: Workload, reserve: bool = False) -> bool:
         return False
     placed_milli = sum(a.milli_per_device * len(a.devices) for a in assignments)
     blocking = cycle.book.limit_blocking(w.queue, placed_milli)
-    if blocking is not None:  # a GPU-memory share is only known in milli once placed
+    if blocking is not None:
+        # A GPU-memory share is only known in milli once placed, so the reason is written now
+        # (the close could not tell); set aside as above, and a later success clears it.
         used = cycle.book.milli[blocking.name] / MILLI_PER_GPU
-        cycle.reasons[w.id] = limit_reason(w, blocking.name, blocking.limit_gpus or 0.0, placed_milli, used)
+        cycle.reasons[w.id] = limit_reason(
+            w, blocking.name, blocking.limit_gpus or 0.0, placed_milli, used)
+        cycle.deferred[w.id] = shape
         return False
     if cycle.cap.reservations and w.id not in cycle.cap.reservations:
         cycle.backfilled.add(w.id)
-    if w.id in cycle.cap.reservations:
-        cycle.cap.release(w.id)
-    cycle.stmt.place(w, assignments)
+    cycle.stmt.place(w, assignments)  # releases what was reserved for w
     cycle.reasons.pop(w.id, None)
     return True
 

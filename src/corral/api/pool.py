@@ -1,9 +1,10 @@
-"""/v1/nodes, /v1/queues, /v1/users: the pool and who may use it. Changes need the admin role;
-members see their queues, and every node (they share the pool)."""
+"""/v1/nodes, /v1/providers, /v1/queues, /v1/users: the pool and who may use it. Changes need
+the admin role; members see their queues, and every node and provider (they share the pool)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
@@ -12,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from corral.api.context import ApiContext, Caller, context, require_admin
 from corral.api.errors import ApiError, not_found
-from corral.core.model import Queue
+from corral.core.model import MILLI_PER_GPU, Node, Queue
 from corral.sdk import models as M
 from corral.spec import QueueSpec, SpecError
 from corral.spec.workload import check_name
@@ -20,7 +21,7 @@ from corral.store import auth as A
 from corral.store import pool as P
 from corral.store import workloads as W
 
-__all__ = ["router"]
+__all__ = ["provider_infos", "router"]
 
 router = APIRouter(prefix="/v1")
 Ctx = Annotated[ApiContext, Depends(context)]
@@ -47,6 +48,58 @@ def list_nodes(ctx: Ctx, who: Caller) -> list[M.NodeInfo]:
         gpus_used=round(used[n.id], 3),
         workloads=sorted(on[n.id]) if who.is_admin else [])
         for n in nodes]
+
+
+def provider_infos(nodes: Sequence[Node], held: Sequence[W.Held]) -> list[M.ProviderInfo]:
+    """One summary per provider of `nodes`, by name. Pure: no store, no clock.
+
+    Counted in milli-GPU and divided once at the end, so shares add up exactly: a provider
+    with one 4-GPU node holding 0.25 + 1 GPU has allocated 1.25, idle 2.75 (if schedulable).
+    A provider without active nodes is not listed (nothing of it can be used).
+    """
+    used: dict[str, int] = defaultdict(int)
+    for h in held:
+        used[h.node_id] += h.milli_per_device * len(h.devices)
+    by_provider: dict[str, list[Node]] = defaultdict(list)
+    for n in nodes:
+        by_provider[n.provider].append(n)
+    return [_provider_info(name, group, used) for name, group in sorted(by_provider.items())]
+
+
+def _provider_info(name: str, nodes: list[Node], used: dict[str, int]) -> M.ProviderInfo:
+    models: dict[str, int] = defaultdict(int)
+    allocated = idle = unavailable = 0
+    for n in nodes:
+        models[n.gpu_model] += n.gpu_count
+        u = used[n.id]
+        free = max(n.gpu_count * MILLI_PER_GPU - u, 0)
+        allocated += u
+        if n.schedulable:
+            idle += free
+        else:
+            unavailable += free
+    # a GPU-hour price means nothing on a node without GPUs (a CPU node's 0 is no bargain)
+    prices = [n.price_per_gpu_hour for n in nodes if n.gpu_count] or [0.0]
+    return M.ProviderInfo(
+        name=name, capacity_kinds=sorted({str(n.capacity_kind) for n in nodes}),
+        regions=sorted({n.region for n in nodes}),
+        gpu_models={m: c for m, c in sorted(models.items()) if c},
+        nodes=len(nodes), nodes_unavailable=sum(not n.schedulable for n in nodes),
+        gpus_total=sum(n.gpu_count for n in nodes),
+        gpus_allocated=allocated / MILLI_PER_GPU, gpus_idle=idle / MILLI_PER_GPU,
+        gpus_unavailable=unavailable / MILLI_PER_GPU,
+        price_per_gpu_hour_min=min(prices), price_per_gpu_hour_max=max(prices))
+
+
+@router.get("/providers", response_model=list[M.ProviderInfo], responses=_ERRORS, tags=["pool"])
+def list_providers(ctx: Ctx, who: Caller) -> list[M.ProviderInfo]:
+    """Per provider: capacity kinds, regions, GPUs per model, nodes, GPUs allocated / idle /
+    unavailable and the price range. Any signed-in user: the pool is shared, and no queue or
+    workload is named."""
+    with ctx.store.read() as conn:
+        nodes = P.list_nodes(conn)
+        held = W.holding_placements(conn)
+    return provider_infos(nodes, held)
 
 
 def _cordon(ctx: ApiContext, who: A.Principal, node_id: str, cordoned: bool) -> M.NodeInfo:

@@ -1,4 +1,4 @@
-"""`corral queues | nodes | cordon | uncordon | top`."""
+"""`corral queues | nodes | providers | cordon | uncordon | top`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from rich.console import Console, Group
 from rich.live import Live
 
 from corral.cli.connection import JsonOpt, TokenOpt, UrlOpt, connect, emit_json, friendly
-from corral.cli.render import nodes_table, queues_table, workloads_table
+from corral.cli.render import nodes_table, providers_table, queues_table, workloads_table
 
-__all__ = ["cordon", "nodes", "queues", "top", "uncordon"]
+__all__ = ["cordon", "nodes", "providers", "queues", "top", "uncordon"]
 
 out = Console()
 
@@ -35,6 +35,17 @@ def nodes(url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False)
         emit_json([n.model_dump() for n in ns])
     else:
         out.print(nodes_table(ns))
+
+
+def providers(url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
+    """Providers of the pool: kinds, regions, GPUs per model, allocated / idle / unavailable
+    GPUs and the price range."""
+    with connect(url, token) as c, friendly():
+        ps = c.providers()
+    if json_out:
+        emit_json([p.model_dump() for p in ps])
+    else:
+        out.print(providers_table(ps))
 
 
 def cordon(node_id: str, url: UrlOpt = None, token: TokenOpt = None) -> None:

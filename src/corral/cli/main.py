@@ -20,8 +20,8 @@ app.add_typer(up.db_app, name="db")
 app.add_typer(credits.credits_app, name="credits")  # ledger hook: corral credits / usage
 app.command("usage")(credits.usage)
 for _command in (workloads.submit, workloads.ls, workloads.describe, workloads.logs,
-                 workloads.cancel, workloads.why, cluster.queues, cluster.nodes, cluster.cordon,
-                 cluster.uncordon, cluster.top):
+                 workloads.cancel, workloads.why, cluster.queues, cluster.nodes, cluster.providers,
+                 cluster.cordon, cluster.uncordon, cluster.top):
     app.command(_command.__name__)(_command)
 
 

@@ -11,7 +11,8 @@ from rich.text import Text
 
 from corral.sdk import models as M
 
-__all__ = ["ago", "nodes_table", "queues_table", "state_text", "workloads_table"]
+__all__ = ["ago", "nodes_table", "providers_table", "queues_table", "state_text",
+           "workloads_table"]
 
 _COLORS = {"pending": "yellow", "scheduled": "cyan", "starting": "cyan", "running": "green",
            "succeeded": "bright_black", "failed": "red", "preempted": "magenta",
@@ -57,6 +58,25 @@ def nodes_table(nodes: Iterable[M.NodeInfo]) -> Table:
         t.add_row(n.id, n.gpu_model, f"{n.gpus_used:g}/{n.gpu_count}",
                   _bar(n.gpus_used, n.gpu_count), status, n.provider,
                   f"{n.price_per_gpu_hour:.2f}")
+    return t
+
+
+def _price_range(p: M.ProviderInfo) -> str:
+    lo, hi = p.price_per_gpu_hour_min, p.price_per_gpu_hour_max
+    return f"{lo:.2f}" if lo == hi else f"{lo:.2f}-{hi:.2f}"
+
+
+def providers_table(providers: Iterable[M.ProviderInfo]) -> Table:
+    t = Table(title="providers", title_justify="left")
+    for col in ("PROVIDER", "KIND", "REGIONS", "GPUS BY MODEL", "NODES", "ALLOCATED", "",
+                "IDLE", "UNAVAILABLE", "$/GPU-H"):
+        t.add_column(col, overflow="fold")
+    for p in providers:
+        models = ", ".join(f"{m} x{c}" for m, c in p.gpu_models.items()) or "-"
+        nodes = str(p.nodes) + (f" ({p.nodes_unavailable} out)" if p.nodes_unavailable else "")
+        t.add_row(p.name, ", ".join(p.capacity_kinds), ", ".join(p.regions), models, nodes,
+                  f"{p.gpus_allocated:g}/{p.gpus_total}", _bar(p.gpus_allocated, p.gpus_total),
+                  f"{p.gpus_idle:g}", f"{p.gpus_unavailable:g}", _price_range(p))
     return t
 
 

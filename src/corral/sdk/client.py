@@ -11,6 +11,7 @@ Errors (see `corral.sdk.errors`) carry the server's code, message and per-field 
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
@@ -28,7 +29,11 @@ _ENDED = {"succeeded", "failed", "cancelled"}
 
 
 class Client:
-    """One connection pool to one server. Thread-safe as httpx.Client is."""
+    """One connection pool to one server. Thread-safe as httpx.Client is.
+
+    Annotations below `list` (the method) say `builtins.list`: inside the class body the bare
+    name is the method, and a type checker reads `list[M.NodeInfo]` there as nonsense.
+    """
 
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 30.0,
                  transport: httpx.BaseTransport | None = None) -> None:
@@ -148,8 +153,12 @@ class Client:
 
     # --- pool, queues, users --------------------------------------------------------------------
 
-    def nodes(self) -> list[M.NodeInfo]:
+    def nodes(self) -> builtins.list[M.NodeInfo]:
         return self._list(M.NodeInfo, "/v1/nodes")
+
+    def providers(self) -> builtins.list[M.ProviderInfo]:
+        """Per provider: kinds, regions, GPUs per model, GPUs allocated / idle / unavailable."""
+        return self._list(M.ProviderInfo, "/v1/providers")
 
     def cordon(self, node_id: str) -> M.NodeInfo:
         return self._post(M.NodeInfo, f"/v1/nodes/{node_id}/cordon")
@@ -157,7 +166,7 @@ class Client:
     def uncordon(self, node_id: str) -> M.NodeInfo:
         return self._post(M.NodeInfo, f"/v1/nodes/{node_id}/uncordon")
 
-    def queues(self) -> list[M.QueueInfo]:
+    def queues(self) -> builtins.list[M.QueueInfo]:
         return self._list(M.QueueInfo, "/v1/queues")
 
     def queue(self, name: str) -> M.QueueInfo:
@@ -173,12 +182,12 @@ class Client:
     def delete_queue(self, name: str) -> None:
         self._call("DELETE", f"/v1/queues/{name}")
 
-    def create_user(self, name: str, *, role: str = "user", queues: list[str] | None = None
+    def create_user(self, name: str, *, role: str = "user", queues: builtins.list[str] | None = None
                     ) -> M.TokenOut:
         return self._post(M.TokenOut, "/v1/users",
                           {"name": name, "role": role, "queues": queues or []})
 
-    def users(self) -> list[M.UserOut]:
+    def users(self) -> builtins.list[M.UserOut]:
         return self._list(M.UserOut, "/v1/users")
 
 

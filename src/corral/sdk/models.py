@@ -18,6 +18,7 @@ __all__ = [
     "LogChunk",
     "NodeInfo",
     "Problem",
+    "ProviderInfo",
     "QueueIn",
     "QueueInfo",
     "Submitted",
@@ -150,6 +151,30 @@ class NodeInfo(_Model):
     health: str
     gpus_used: float = Field(description="GPU share held by placed work (1.0 = one device)")
     workloads: list[str] = Field(default_factory=list)
+
+
+class ProviderInfo(_Model):
+    """One provider of the pool, summed over its active nodes.
+
+    gpus_total = gpus_allocated + gpus_idle + gpus_unavailable (fractional shares count their
+    fraction): allocated is held by placed work wherever it runs, idle is free where new work
+    can start now, unavailable is free on nodes that take no new work (cordoned, degraded or
+    unhealthy). The same split as the dashboard's and /metrics'.
+    """
+
+    name: str
+    capacity_kinds: list[str] = Field(description="owned, on-demand, spot: those of its nodes")
+    regions: list[str]
+    gpu_models: dict[str, int] = Field(default_factory=dict,
+                                       description="GPU model -> number of GPUs of that model")
+    nodes: int
+    nodes_unavailable: int = Field(0, description="nodes that take no new work")
+    gpus_total: int
+    gpus_allocated: float
+    gpus_idle: float
+    gpus_unavailable: float
+    price_per_gpu_hour_min: float
+    price_per_gpu_hour_max: float
 
 
 class QueueIn(_Model):

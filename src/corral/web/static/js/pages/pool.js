@@ -33,9 +33,9 @@ function cell(node, device) {
 
 function badges(node) {
   const out = [];
-  if (node.cordoned) out.push(h("span", { class: "badge cordoned", title: "no new work lands here; running work stays" }, "cordoned"));
-  if (node.health !== "healthy") out.push(h("span", { class: `badge ${node.health}`, title: `health: ${node.health}` }, node.health));
-  if (node.capacity_kind === "spot") out.push(h("span", { class: "badge spot", title: "spot capacity: may be reclaimed by the provider" }, "spot"));
+  if (node.cordoned) out.push(h("span", { class: "badge cordoned", title: "no new work lands here; running work stays", dataset: { testid: "badge", badge: "cordoned" } }, "cordoned"));
+  if (node.health !== "healthy") out.push(h("span", { class: `badge ${node.health}`, title: `health: ${node.health}`, dataset: { testid: "badge", badge: node.health } }, node.health));
+  if (node.capacity_kind === "spot") out.push(h("span", { class: "badge spot", title: "spot capacity: may be reclaimed by the provider", dataset: { testid: "badge", badge: "spot" } }, "spot"));
   return out;
 }
 

@@ -75,7 +75,7 @@ export function mount(root, ctx, id) {
   const logs = h("pre", { class: "logs", dataset: { testid: "logs" } });
   const worker = h("select", { id: "log-worker", "aria-label": "worker" });
   const follow = h("input", { type: "checkbox", id: "log-follow", checked: true });
-  const spec = h("pre", { class: "spec" });
+  const spec = h("pre", { class: "spec", dataset: { testid: "spec" } });
   root.append(head, why,
     h("div", { class: "two" }, h("section", {}, h("h2", {}, "Summary"), facts), h("section", {}, h("h2", {}, "Placement"), placement)),
     h("section", {}, h("h2", {}, "Logs ", h("span", { class: "sub" }, "(following live)")),
@@ -129,7 +129,7 @@ export function mount(root, ctx, id) {
     if (worker.options.length !== workers) fill(worker, Array.from({ length: workers }, (_, i) => h("option", { value: i }, `worker ${i}`)));
     fill(facts, dl([
       ["State", w.state], ["Asks", ask(w.spec)], ["Priority", w.spec.priority ?? 0],
-      ["Attempt", String(w.attempt)], ["Restarts", `${w.restart_count} of ${w.spec.max_restarts ?? 3} allowed`],
+      ["Attempt", String(w.attempt)], ["Restarts", h("span", { dataset: { testid: "restarts" } }, `${w.restart_count} of ${w.spec.max_restarts ?? 3} allowed`)],
       ["Submitted", clock(w.submitted_at)], ["Started", w.started_at ? clock(w.started_at) : "not yet"],
       ["Finished", w.finished_at ? clock(w.finished_at) : null],
       ["Runtime", w.started_at ? duration((w.finished_at || now()) - w.started_at) : null],

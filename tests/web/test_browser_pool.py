@@ -1,0 +1,191 @@
+"""More of the dashboard in headless Chromium against a real `corral up` (issue 7): a cordoned
+node carries its badge on the Pool page until it is uncordoned (and its free GPUs count as
+unavailable, on the page as in /v1/providers); the region and GPU-model filters keep exactly
+the matching nodes of /v1/nodes; a workload that failed once and was restarted shows its spec
+and its restart count. Screenshots go to test-artifacts/web/ (10-...).
+
+Its own server and browser (module-scoped), so it runs alone or next to test_browser.py."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .server import CorralUp
+
+pytestmark = pytest.mark.browser
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "web"
+TIMEOUT_MS = 20_000
+
+# Fails its first attempt, succeeds on the restart: the checkpoint dir (the same on every
+# attempt) remembers that it already ran once.
+FAILS_ONCE = ("import os, pathlib, sys\n"
+              "d = pathlib.Path(os.environ['CORRAL_CHECKPOINT_DIR'])\n"
+              "if (d / 'ckpt-1').exists():\n"
+              "    print('resumed from', os.environ['CORRAL_RESUME_FROM'], flush=True)\n"
+              "    sys.exit(0)\n"
+              "d.mkdir(parents=True, exist_ok=True)\n"
+              "(d / 'ckpt-1').write_text('step 1')\n"
+              "print('first attempt: failing on purpose', flush=True)\n"
+              "sys.exit(3)\n")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory,
+           chromium_launch_kwargs: dict[str, Any]) -> Iterator[CorralUp]:
+    # chromium_launch_kwargs first: where Chromium is missing the module skips before a server
+    srv = CorralUp(tmp_path_factory.mktemp("corral-web-pool")).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_launch_kwargs: dict[str, Any]) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(**chromium_launch_kwargs)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser: Any, server: CorralUp) -> Iterator[Any]:
+    """A fresh page signed in as the admin; uncaught page errors fail the test."""
+    ctx = browser.new_context(viewport={"width": 1360, "height": 900})
+    errors: list[str] = []
+    try:
+        p = ctx.new_page()
+        p.set_default_timeout(TIMEOUT_MS)
+        p.on("pageerror", lambda e: errors.append(str(e)))
+        p.goto(server.url)
+        p.fill("#token", server.token)
+        p.click("#login button[type=submit]")
+        p.wait_for_selector("[data-testid=who]:has-text('·')")
+        yield p
+    finally:
+        ctx.close()
+    assert errors == [], f"uncaught errors in the page: {errors}"
+
+
+def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def shown_nodes(page: Any) -> list[str]:
+    return sorted(page.locator("[data-testid=node]").evaluate_all(
+        "rows => rows.map(r => r.dataset.node)"))
+
+
+def wait_for_rows(page: Any, n: int) -> None:
+    page.wait_for_function(f"document.querySelectorAll('[data-testid=node]').length === {n}")
+
+
+CORDONED_BADGE = "[data-testid=badge][data-badge=cordoned]"
+
+
+def test_a_cordoned_node_carries_a_badge_until_uncordoned(page: Any, server: CorralUp) -> None:
+    with server.client() as c:
+        nodes = c.nodes()
+        target = nodes[0].id
+        page.wait_for_selector("[data-testid=node]")
+        assert page.locator(f"[data-testid=node] {CORDONED_BADGE}").count() == 0
+        row = page.locator(f"[data-testid=node][data-node='{target}']")
+        try:
+            assert c.cordon(target).cordoned
+            row.locator(CORDONED_BADGE).wait_for()  # the page polls every 2 s
+            assert row.locator(CORDONED_BADGE).text_content() == "cordoned"
+            assert "cordoned" in (row.get_attribute("class") or "")
+            marked = page.locator(f"[data-testid=node]:has({CORDONED_BADGE})")
+            assert marked.evaluate_all("rs => rs.map(r => r.dataset.node)") == [target]
+            # the strip and /v1/providers count the cordoned node's idle GPUs as unavailable
+            out = sum(p.gpus_unavailable for p in c.providers())
+            assert out == nodes[0].gpu_count - nodes[0].gpus_used
+            page.wait_for_selector(f"[data-kpi=unavailable] .kpi-value:text-is('{out:g}')")
+            shot(page, "10-pool-cordoned-node")
+        finally:
+            c.uncordon(target)
+        row.locator(CORDONED_BADGE).wait_for(state="detached")
+        assert page.locator(f"[data-testid=node] {CORDONED_BADGE}").count() == 0
+        assert "cordoned" not in (row.get_attribute("class") or "")
+        shot(page, "11-pool-uncordoned-node")
+
+
+def test_region_and_gpu_model_filters_keep_the_matching_nodes(page: Any, server: CorralUp
+                                                             ) -> None:
+    with server.client() as c:
+        nodes = c.nodes()
+    regions = sorted({n.region for n in nodes})
+    models = sorted({n.gpu_model for n in nodes})
+    assert len(regions) >= 2 and len(models) >= 2  # else a filter proves nothing
+    page.wait_for_selector("[data-testid=node]")
+    wait_for_rows(page, len(nodes))
+    assert page.locator("#filter-region option").evaluate_all(
+        "os => os.map(o => o.value)") == ["", *regions]
+    assert page.locator("#filter-gpu_model option").evaluate_all(
+        "os => os.map(o => o.value)") == ["", *models]
+
+    for region in regions:
+        want = sorted(n.id for n in nodes if n.region == region)
+        page.select_option("#filter-region", region)
+        wait_for_rows(page, len(want))
+        assert shown_nodes(page) == want, region
+    shot(page, "12-pool-filter-region")
+    page.select_option("#filter-region", "")
+    wait_for_rows(page, len(nodes))
+
+    for model in models:
+        want = sorted(n.id for n in nodes if n.gpu_model == model)
+        page.select_option("#filter-gpu_model", model)
+        wait_for_rows(page, len(want))
+        assert shown_nodes(page) == want, model
+        assert all(t.startswith(model) for t in page.locator(
+            "[data-testid=node] .node-name .sub").all_inner_texts()), model
+    shot(page, "13-pool-filter-gpu-model")
+
+    # both at once: a model that the region does not have leaves no row, and says so
+    model = models[-1]
+    region = next((r for r in regions
+                   if not any(n.region == r and n.gpu_model == model for n in nodes)), None)
+    assert region is not None, "the test pool (server.py) has a region without some model"
+    page.select_option("#filter-region", region)
+    wait_for_rows(page, 0)
+    page.wait_for_selector(".pool .empty:has-text('No node matches')")
+    page.select_option("#filter-region", "")
+    page.select_option("#filter-gpu_model", "")
+    wait_for_rows(page, len(nodes))
+
+
+def test_a_restarted_workload_shows_its_spec_and_restart_count(page: Any, server: CorralUp
+                                                              ) -> None:
+    spec = {"name": "flaky-once", "queue": "prod", "gpus": 0.25, "cpu": 0.1, "memory": "64MiB",
+            "max_restarts": 2, "restart_backoff": "1s",
+            "command": [sys.executable, "-c", FAILS_ONCE]}
+    with server.client() as c:
+        wid = c.submit(spec).group_id
+        done = c.wait(wid, timeout_s=60)
+        events = c.events(wid).items
+    assert (done.state, done.restart_count, done.attempt) == ("succeeded", 1, 1), done
+    page.goto(f"{server.url}/ui/#/workloads/{wid}")
+    page.wait_for_selector("[data-testid=workload-name]:text-is('flaky-once')")
+    page.wait_for_selector("[data-testid=restarts]:text-is('1 of 2 allowed')")
+    page.wait_for_selector("[data-testid=spec]:has-text('CORRAL_CHECKPOINT_DIR')")
+    text = page.inner_text("[data-testid=spec]")
+    assert '"max_restarts": 2' in text and "failing on purpose" in text
+    # the timeline shows the failed attempt and the restart, as the API recorded them
+    page.wait_for_function(f"document.querySelectorAll('[data-testid=event]').length >= {len(events)}")
+    timeline = " ".join(page.locator("[data-testid=event]").all_inner_texts())
+    assert "attempt 1" in timeline
+    page.wait_for_selector("[data-testid=logs]:has-text('resumed from')")
+    page.wait_for_selector("[data-kpi=running] .kpi-value:text-is('0')")  # the strip caught up
+    shot(page, "14-workload-restarted")

@@ -1,10 +1,11 @@
-"""Fixtures of the dashboard tests: an in-process rig on SQLite and PostgreSQL, and (in
-test_browser.py) a real `corral up` driven through headless Chromium."""
+"""Fixtures of the dashboard tests: an in-process rig on SQLite and PostgreSQL, and (for the
+browser modules) a real `corral up` per module driven through headless Chromium."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,7 @@ from corral.store import Store
 from corral.store.database import sqlite_url
 
 from .rig import Dash, build
+from .server import CorralUp
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -32,3 +34,28 @@ def sqlite_dash(tmp_path: Path) -> Iterator[Dash]:
     store.upgrade()
     yield build(store)
     store.close()
+
+
+@pytest.fixture(scope="module")
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           chromium_launch_kwargs: dict[str, Any]) -> Iterator[CorralUp]:
+    """A real `corral up` for the module. chromium_launch_kwargs first: where Chromium is
+    missing the module skips before a server is started."""
+    module = request.module.__name__.rsplit(".", 1)[-1]
+    srv = CorralUp(tmp_path_factory.mktemp(f"corral-{module}")).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_launch_kwargs: dict[str, Any]) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(**chromium_launch_kwargs)
+        try:
+            yield b
+        finally:
+            b.close()

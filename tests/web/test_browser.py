@@ -31,28 +31,6 @@ def job(name: str, queue: str, gpus: float, **fields: Any) -> dict[str, Any]:
             "command": [sys.executable, "-c", TICKER], **fields}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory,
-           chromium_launch_kwargs: dict[str, Any]) -> Iterator[CorralUp]:
-    srv = CorralUp(tmp_path_factory.mktemp("corral-web")).start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture(scope="module")
-def browser(chromium_launch_kwargs: dict[str, Any]) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(**chromium_launch_kwargs)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 @pytest.fixture
 def page_for(browser: Any, server: CorralUp) -> Iterator[Any]:
     """page_for(token) -> a fresh signed-in page; uncaught page errors fail the test."""

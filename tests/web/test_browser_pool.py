@@ -35,29 +35,6 @@ FAILS_ONCE = ("import os, pathlib, sys\n"
               "sys.exit(3)\n")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory,
-           chromium_launch_kwargs: dict[str, Any]) -> Iterator[CorralUp]:
-    # chromium_launch_kwargs first: where Chromium is missing the module skips before a server
-    srv = CorralUp(tmp_path_factory.mktemp("corral-web-pool")).start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture(scope="module")
-def browser(chromium_launch_kwargs: dict[str, Any]) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(**chromium_launch_kwargs)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 @pytest.fixture
 def page(browser: Any, server: CorralUp) -> Iterator[Any]:
     """A fresh page signed in as the admin; uncaught page errors fail the test."""

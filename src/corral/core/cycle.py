@@ -188,6 +188,7 @@ def schedule(
 def decide(cycle: Cycle) -> None:
     """Run the actions on an opened cycle; the statement holds the outcome. `schedule` opens a
     cycle from a snapshot; the simulator opens one on capacity it keeps between cycles."""
+    cycle.book.mark_start()  # what each queue held before any action: reclaim reads it
     allocate(cycle)
     if not cycle.still_pending():
         return  # everything fitted (or is stopped by a limit): no action below has work

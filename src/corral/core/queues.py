@@ -40,6 +40,7 @@ class QueueBook:
         self.totals = totals
         self.chain = {q.name: self._ancestors(q.name) for q in queues}
         self.milli = dict.fromkeys(self.queues, 0)
+        self.at_start: dict[str, int] = {}  # `milli` as the cycle's actions began (`mark_start`)
         self.cpu = dict.fromkeys(self.queues, 0)
         self.ram = dict.fromkeys(self.queues, 0)
         self.by_model: dict[tuple[str, str], int] = {}
@@ -135,6 +136,29 @@ class QueueBook:
         for q in self.chain.get(queue, ()):
             quota = self._model_quota.get(q, {}).get(model)
             if quota is not None and self.by_model.get((q, model), 0) - milli < quota:
+                return False
+        return True
+
+    def mark_start(self) -> None:
+        """Remember what each queue holds as the cycle's actions begin (`may_give_up`)."""
+        self.at_start = dict(self.milli)
+
+    def may_give_up(self, queue: str, milli: int, started: bool) -> bool:
+        """Reclaim: may `queue` lose `milli` (and every ancestor with it)?
+
+        Work that was running before the cycle: only from a queue that was above its quota when
+        the cycle began and stays at or above it. A placement of this very cycle (nothing has
+        started, nothing is lost): while the queue is above its quota now and keeps at least
+        what it held when the cycle began, or its quota if less. So a queue at or below quota
+        at the start never loses running work, even when this cycle's allocation lifted it
+        above: what gives way is the new placement that did."""
+        for q in self.chain.get(queue, ()):
+            quota, now, start = self.quota_milli(q), self.milli[q], self.at_start.get(q, 0)
+            if now <= quota:
+                return False
+            if started and not (start > quota and now - milli >= quota):
+                return False
+            if not started and now - milli < min(quota, start):
                 return False
         return True
 

@@ -3,7 +3,9 @@
 - **Reclaim** (between queues): a queue that would still be within its quota takes GPUs back
   from queues running above theirs. A victim's queue (and its ancestors) must stay at or above
   quota afterwards, so a queue at or below its quota is never reclaimed from, and the requester
-  never ends above its own quota: the two cannot take GPUs back and forth.
+  never ends above its own quota: the two cannot take GPUs back and forth. "At or below" is
+  judged as the cycle's actions begin: when this cycle's allocation lifted a queue above its
+  quota, reclaim takes back that new placement (nothing has started), never its running work.
 - **Preempt** (inside a queue): higher priority stops strictly lower priority.
 
 Both evict the cheapest victims first (lowest priority, most recently started), try to place
@@ -45,9 +47,7 @@ def reclaim(cycle: Cycle) -> None:
             return (
                 v.queue not in own
                 and w.queue not in cycle.book.chain.get(v.queue, ())
-                and cycle.book.stays_at_quota_without(v.queue, v.total_milli())
-                and cycle.book.keeps_model_quota_without(v.queue, cycle.model_of(v),
-                                                         cycle.held_milli(v))
+                and _reclaimable(cycle, v)
             )
 
         _attempt(cycle, w, accept, R.RULE_RECLAIM)
@@ -137,9 +137,16 @@ def _evict_until_fits(cycle: Cycle, w: Workload, victims: list[Workload], rule: 
 
 def _still_acceptable(cycle: Cycle, v: Workload, rule: str) -> bool:
     # Quota protection must hold after each eviction, not only for the first victim.
-    return rule != R.RULE_RECLAIM or (
-        cycle.book.stays_at_quota_without(v.queue, cycle.held_milli(v))
-        and cycle.book.keeps_model_quota_without(v.queue, cycle.model_of(v), cycle.held_milli(v)))
+    return rule != R.RULE_RECLAIM or _reclaimable(cycle, v)
+
+
+def _reclaimable(cycle: Cycle, v: Workload) -> bool:
+    """May reclaim take `v`: its queue (and theirs above) keeps its quota and guaranteed
+    models, and running work is taken only from queues that were borrowing as the cycle began
+    (`QueueBook.may_give_up`)."""
+    held = cycle.held_milli(v)
+    return (cycle.book.may_give_up(v.queue, held, started=v.id in cycle.stmt.started)
+            and cycle.book.keeps_model_quota_without(v.queue, cycle.model_of(v), held))
 
 
 def _undo_needless(cycle: Cycle, checkpoint: int) -> None:

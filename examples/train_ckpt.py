@@ -10,7 +10,7 @@ SGD (numpy only, no BLAS in the update, so every run computes bit-identical numb
 - on SIGTERM finishes the step it is in, checkpoints if the deadline in
   ``CORRAL_PREEMPT_DEADLINE_FILE`` leaves time, and exits 0 (corral reports it "stopped");
 - resumes when ``CORRAL_RESUME_FROM`` is set (corral sets it to the newest checkpoint in the
-  directory, "" when there is none): from the latest step, no later than that one, that *every*
+  directory, "" when there is none): from the latest step, as the worker starts, that *every*
   worker of the gang has checkpointed in its directory, so the gang restarts from one
   consistent point (a worker killed mid-interval may lag behind the others). By hand it may
   also name a directory. Where the control plane cannot see the directory (Kubernetes volumes),
@@ -142,22 +142,22 @@ def checkpoints(directory: Path) -> dict[int, set[int]]:
 def resume_point(job: Job) -> Path | None:
     """This worker's checkpoint to resume from, None for a fresh start.
 
-    CORRAL_RESUME_FROM names the newest checkpoint corral saw: the latest step of whichever
-    worker got furthest. The gang resumes from the latest step every worker has saved, at most
-    that one: example, w0 saved steps 10 and 20, w1 only 10 (it died first); corral names
-    ckpt-00000020-w0.npz, and both workers resume from step 10.
+    CORRAL_RESUME_FROM names the newest checkpoint corral saw when it launched this attempt (""
+    for none): the latest step of whichever worker got furthest. The gang resumes from the
+    latest step every worker has saved, read when this worker starts: example, w0 saved steps
+    10 and 20, w1 only 10 (it died first); corral names ckpt-00000020-w0.npz, and both workers
+    resume from step 10. A step saved after corral looked counts too: on Slurm the old job can
+    keep saving until it is fenced, after the new attempt was submitted.
     """
     if not job.resume_from:
         return None
-    source, limit = Path(job.resume_from), None
+    source = Path(job.resume_from)
     if not source.is_dir():
-        m = _CKPT.fullmatch(source.name)
-        if m is None:
+        if _CKPT.fullmatch(source.name) is None:
             return None  # not one of this job's checkpoints: start over
-        source, limit = source.parent, int(m.group(1))
+        source = source.parent
     everyone = set(range(job.workers))
-    common = [s for s, who in checkpoints(source).items()
-              if everyone <= who and (limit is None or s <= limit)]
+    common = [s for s, who in checkpoints(source).items() if everyone <= who]
     if not common:
         return None
     return source / checkpoint_name(max(common), job.worker)

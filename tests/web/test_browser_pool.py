@@ -165,4 +165,9 @@ def test_a_restarted_workload_shows_its_spec_and_restart_count(page: Any, server
     assert "attempt 1" in timeline
     page.wait_for_selector("[data-testid=logs]:has-text('resumed from')")
     page.wait_for_selector("[data-kpi=running] .kpi-value:text-is('0')")  # the strip caught up
+    # a finished workload never reads "not yet": a start time, or why there is none (a worker
+    # that ends between two polls of the control loop is never seen running)
+    started = page.inner_text("dl.facts dt:text-is('Started') + dd")
+    assert started != "not yet"
+    assert ("not observed" in started) == (done.started_at is None), (started, done.started_at)
     shot(page, "14-workload-restarted")

@@ -10,6 +10,13 @@ import { stateBadge } from "./workloads.js";
 
 const MAX_LOG_CHARS = 400_000;
 
+
+// A worker that ends between two polls of the control loop is never seen running, so the
+// workload has no start time: say that rather than "not yet" for work that has finished.
+function startedUnknown(w) {
+  return ENDED.has(w.state) ? "not observed (it ended within one poll)" : "not yet";
+}
+
 function dl(pairs) {
   return h("dl", { class: "facts" }, pairs.filter(([, v]) => v !== null && v !== undefined && v !== "")
     .map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
@@ -130,7 +137,7 @@ export function mount(root, ctx, id) {
     fill(facts, dl([
       ["State", w.state], ["Asks", ask(w.spec)], ["Priority", w.spec.priority ?? 0],
       ["Attempt", String(w.attempt)], ["Restarts", h("span", { dataset: { testid: "restarts" } }, `${w.restart_count} of ${w.spec.max_restarts ?? 3} allowed`)],
-      ["Submitted", clock(w.submitted_at)], ["Started", w.started_at ? clock(w.started_at) : "not yet"],
+      ["Submitted", clock(w.submitted_at)], ["Started", w.started_at ? clock(w.started_at) : startedUnknown(w)],
       ["Finished", w.finished_at ? clock(w.finished_at) : null],
       ["Runtime", w.started_at ? duration((w.finished_at || now()) - w.started_at) : null],
       ["Exit code", w.exit_code ?? null],

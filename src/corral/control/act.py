@@ -72,8 +72,11 @@ def launch_spec(
 ) -> LaunchSpec:
     """The spec of the stored attempt. resume_from is the newest checkpoint in the checkpoint
     dir at this moment (`resume_point`), on any attempt: also the first, when a workload names a
-    dir that already holds checkpoints. The previous attempt's workers have all ended by now
-    (a gang restarts whole), so the directory is at rest.
+    dir that already holds checkpoints. The previous attempt's workers have ended as far as
+    the backend reports, but not always on disk: a Slurm job on a node that lost contact goes
+    on saving until it is fenced. So it names a checkpoint that exists, not always the newest
+    when the workers start; a job reads the directory itself as it starts (examples/train_ckpt.py
+    takes the latest step every worker saved).
 
     Everything else is deterministic in the stored row. resume_from is not, yet a relaunch after
     a crash stays an equal spec where it matters: the same attempt is launched again only when

@@ -22,7 +22,13 @@ from corral.core.actions import allocate, consolidate, preempt, reallocate, recl
 from corral.core.actions.allocate import limit_reason
 from corral.core.config import SchedulerConfig
 from corral.core.fit import Shape
-from corral.core.model import MILLI_PER_GPU, ClusterState, Workload, WorkloadState
+from corral.core.model import (
+    MILLI_PER_GPU,
+    ClusterState,
+    Workload,
+    WorkloadState,
+    pending_order,
+)
 from corral.core.placement import Placer, Scoring
 from corral.core.plan import Eviction, Placement, Plan, Reservation
 from corral.core.plugins.fragmentation import FRAGMENTATION_PLUGINS, TaskType, shape_mix
@@ -129,7 +135,6 @@ class Cycle:
             self._still_pending = (version, found)
         return self._still_pending[1]
 
-
     def victims(self, accept: Callable[[Workload], bool]) -> list[Workload]:
         """Workloads holding capacity that may be displaced and that `accept` allows, cheapest
         to lose first: lowest priority, then placed in this very cycle (nothing started, nothing
@@ -155,11 +160,6 @@ class Cycle:
 
     def past_min_runtime(self, w: Workload) -> bool:
         return w.started_at is None or self.now - w.started_at >= w.min_runtime_s
-
-
-def pending_order(w: Workload) -> tuple[int, float, str]:
-    """The order waiting work is considered in: higher priority, then earlier, then id."""
-    return (-w.priority, w.submitted_at, w.id)
 
 
 def intern_shape(w: Workload, shapes: dict[str, Shape], interned: dict[tuple[object, ...], Shape]

@@ -194,6 +194,11 @@ class Workload:
         return self.state == WorkloadState.RUNNING
 
 
+def pending_order(w: Workload) -> tuple[int, float, str]:
+    """The order waiting work is considered in: higher priority, then earlier, then id."""
+    return (-w.priority, w.submitted_at, w.id)
+
+
 @dataclass(frozen=True, slots=True)
 class QueueUsage:
     """Historical use of a queue, for time-decayed fair share: decayed GPU-seconds."""

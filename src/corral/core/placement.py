@@ -236,9 +236,7 @@ class Placer:
     def state_key(self, node: int) -> tuple[object, ...]:
         """Everything a fit test or a state-local score reads of `node`: its class and its free
         CPU, RAM, and share and memory per device. Reservations are not part of it."""
-        cap = self.cap
-        return (self._node_class[node], int(cap.free_cpu[node]), int(cap.free_ram[node]),
-                cap.free_milli[node].tobytes(), cap.free_mem[node].tobytes())
+        return (self._node_class[node], *self.cap.state_of(node))
 
     def never_fits(self, shape: Shape) -> R.Reason | None:
         """The unresolvable reason why `shape` can never fit this pool, if there is one."""
@@ -440,7 +438,6 @@ class Placer:
                            if total_free else "no free capacity it may use holds one worker now"),
             (("free_workers", total_free),),
         )
-
 
     def _room(self, shape: Shape, owner: str) -> tuple[int, int, int]:
         """Free room for one worker of `shape` now, in workers: the largest free domain of its

@@ -162,14 +162,6 @@ class QueueBook:
                 return False
         return True
 
-    def stays_at_quota_without(self, queue: str, milli: int) -> bool:
-        """Could the queue give up `milli` and still hold at least its quota? Every ancestor too,
-        since taking from a child takes from its parents."""
-        return all(
-            self.milli[q] - milli >= self.quota_milli(q) and self.milli[q] > self.quota_milli(q)
-            for q in self.chain.get(queue, ())
-        )
-
     # -- order --------------------------------------------------------------------------------
     def order_key(self, queue: str) -> tuple[int, int, float, str]:
         """Queues below their quota first, then by priority, then by how much of their deserved

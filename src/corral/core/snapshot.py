@@ -195,6 +195,12 @@ class Capacity:
                 self.free_sum)
 
     # -- queries ----------------------------------------------------------------------------
+    def state_of(self, node: int) -> tuple[int, int, bytes, bytes]:
+        """What is free on `node`, as a hashable key: CPU, RAM, and share and memory per device
+        (the scores that are memoised by node state add the node's fixed attributes)."""
+        return (int(self.free_cpu[node]), int(self.free_ram[node]),
+                self.free_milli[node].tobytes(), self.free_mem[node].tobytes())
+
     def total_free_milli(self) -> int:
         return int(np.clip(self.free_milli, 0, None).sum())
 

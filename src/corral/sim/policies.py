@@ -36,12 +36,8 @@ from corral.core.plugins import typical_tasks as _typical
 from corral.core.plugins.fragmentation import FRAGMENTATION_PLUGINS
 from corral.sim.trace import Trace
 
-#: corral's fill policy is the core's default scoring, the one the control plane runs. Why each
-#: weight: balanced-fgd leads (the gradient of expected fragmentation, plus GPUs stranded by CPU
-#: shortage); bestfit at 0.01 decides among nodes whose gradients are within about 40 milli-GPU
-#: of each other (first-fit-like packing among near equals, which is what made the published
-#: FGD strong); a workload's own model preference outweighs all of it; price only breaks exact
-#: ties. See docs/simulator.md for the measurements.
+#: corral's fill policy is the core's default scoring, the one the control plane runs (why each
+#: weight: `corral.core.config.DEFAULT_SCORING`; the measurements: docs/simulator.md).
 CORRAL_SCORING: Mapping[str, float] = DEFAULT_SCORING
 
 FILL_POLICIES: Mapping[str, tuple[Mapping[str, float], Mapping[str, Mapping[str, object]]]] = {

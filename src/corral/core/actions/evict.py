@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from corral.core import reasons as R
-from corral.core.model import Workload
+from corral.core.model import Workload, pending_order
 
 if TYPE_CHECKING:
     from corral.core.cycle import Cycle
@@ -60,7 +60,7 @@ def preempt(cycle: Cycle) -> None:
     if not lowest:
         return
     work = [w for w in cycle.still_pending() if w.priority > lowest.get(w.queue, w.priority)]
-    heapq.heapify(heap := [(order(w), w.id, w) for w in work])
+    heapq.heapify(heap := [(pending_order(w), w.id, w) for w in work])
     while heap:
         _, _, w = heapq.heappop(heap)
         if not cycle.is_pending(w):
@@ -73,11 +73,7 @@ def preempt(cycle: Cycle) -> None:
         if _attempt(cycle, w, accept, R.RULE_PREEMPT):
             for op in cycle.stmt.ops[before:]:
                 if op.kind == "evict":
-                    heapq.heappush(heap, (order(op.workload), op.workload.id, op.workload))
-
-
-def order(w: Workload) -> tuple[int, float, str]:
-    return (-w.priority, w.submitted_at, w.id)
+                    heapq.heappush(heap, (pending_order(op.workload), op.workload.id, op.workload))
 
 
 def _attempt(cycle: Cycle, w: Workload, accept: Accept, rule: str) -> bool:

@@ -319,8 +319,8 @@ class Fragmentation:
 
     def _score_by_state(self, cap: Capacity, shape: Shape, nodes: IntArray) -> FloatArray:
         """`_score` for a few nodes (the placer re-scoring the ones that just changed), through
-        a memo keyed by everything the score reads of a node: its model, device memory, free
-        CPU, and free share and memory per device. A pool of thousands of nodes passes through
+        a memo keyed by everything the score reads of a node: its model and device memory, and
+        what is free on it (`Capacity.state_of`). A pool of thousands of nodes passes through
         few distinct states (empty, one GPU used, ...), so most small batches need no numpy at
         all. Exact: a node's score never depends on the other nodes scored with it."""
         r, table = shape.resources, cap.table
@@ -330,8 +330,7 @@ class Fragmentation:
         missing: list[int] = []
         keys: list[tuple[object, ...]] = []
         for k, n in enumerate(nodes.tolist()):
-            key = (request, int(table.model[n]), int(table.gpu_memory[n]), int(cap.free_cpu[n]),
-                   cap.free_milli[n].tobytes(), cap.free_mem[n].tobytes())
+            key = (request, int(table.model[n]), int(table.gpu_memory[n]), *cap.state_of(n))
             value = memo.get(key)
             if value is None:
                 missing.append(k)

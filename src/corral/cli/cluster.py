@@ -3,49 +3,49 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 import typer
-from rich.console import Console, Group
+from pydantic import BaseModel
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 
 from corral.cli.connection import JsonOpt, TokenOpt, UrlOpt, connect, emit_json, friendly
 from corral.cli.render import nodes_table, providers_table, queues_table, workloads_table
+from corral.sdk import Client
 
 __all__ = ["cordon", "nodes", "providers", "queues", "top", "uncordon"]
 
 out = Console()
+M = TypeVar("M", bound=BaseModel)
 
 
 def queues(url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
     """Queues: quota, limit, GPUs in use, running and pending work."""
-    with connect(url, token) as c, friendly():
-        qs = c.queues()
-    if json_out:
-        emit_json([q.model_dump() for q in qs])
-    else:
-        out.print(queues_table(qs))
+    _show(url, token, json_out, Client.queues, queues_table)
 
 
 def nodes(url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
     """Nodes of the pool and their GPUs in use."""
-    with connect(url, token) as c, friendly():
-        ns = c.nodes()
-    if json_out:
-        emit_json([n.model_dump() for n in ns])
-    else:
-        out.print(nodes_table(ns))
+    _show(url, token, json_out, Client.nodes, nodes_table)
 
 
 def providers(url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
     """Providers of the pool: kinds, regions, GPUs per model, allocated / idle / unavailable
     GPUs and the price range."""
+    _show(url, token, json_out, Client.providers, providers_table)
+
+
+def _show(url: str | None, token: str | None, json_out: bool,
+          fetch: Callable[[Client], list[M]], table: Callable[[list[M]], RenderableType]) -> None:
+    """One listing: fetched from the server, printed as a table, or as JSON for scripts."""
     with connect(url, token) as c, friendly():
-        ps = c.providers()
+        items = fetch(c)
     if json_out:
-        emit_json([p.model_dump() for p in ps])
+        emit_json([i.model_dump() for i in items])
     else:
-        out.print(providers_table(ps))
+        out.print(table(items))
 
 
 def cordon(node_id: str, url: UrlOpt = None, token: TokenOpt = None) -> None:

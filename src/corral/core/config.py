@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from corral.core.plugins.bestfit import BESTFIT
-from corral.core.plugins.builtin import GPU_MODEL, PRICE
+from corral.core.plugins.builtin import CAPACITY, GPU_MODEL, PRICE
 from corral.core.plugins.fragmentation import BALANCED_FGD
 
 #: Fragmentation gradient descent leads (Weng et al., ATC 2023), with corral's stranded-GPU term
@@ -18,9 +18,11 @@ from corral.core.plugins.fragmentation import BALANCED_FGD
 #: nodes whose gradients are within about 40 milli-GPU it packs first-fit-like, which is what
 #: made the published FGD strong. A workload's own model preference outweighs all of it: the
 #: user asked for it. Price breaks ties among otherwise equal nodes ("cheapest feasible capacity
-#: among equals"); raise it to trade density for cost.
+#: among equals"); raise it to trade density for cost. Capacity kind at 0.5: work that may be
+#: interrupted goes to spot before on-demand and leaves stable capacity to work that may not
+#: (constant over a pool of one kind, so the fill figures are unchanged).
 DEFAULT_SCORING: Mapping[str, float] = {BALANCED_FGD: 1.0, BESTFIT: 0.01, GPU_MODEL: 2.0,
-                                        PRICE: 0.001}
+                                        PRICE: 0.001, CAPACITY: 0.5}
 
 
 @dataclass(frozen=True)

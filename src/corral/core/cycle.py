@@ -168,7 +168,8 @@ def intern_shape(w: Workload, shapes: dict[str, Shape], interned: dict[tuple[obj
     that every cache keyed by shape hits on identity; remembered in `shapes` by workload id."""
     r = w.resources
     key = (r.gpus, r.gpu_milli, r.gpu_memory_mib, r.cpu_milli, r.memory_mib, w.workers,
-           w.gpu_models, w.max_price_per_gpu_hour, w.topology, w.allow_cross_region)
+           w.gpu_models, w.max_price_per_gpu_hour, w.topology, w.allow_cross_region,
+           w.capacity_kinds, w.preemptible, w.node_selector, w.min_gpu_memory_mib)
     s = interned.get(key)
     if s is None:
         s = interned[key] = Shape.of(w)

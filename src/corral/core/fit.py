@@ -25,6 +25,10 @@ class Shape:
     max_price: float | None = None
     topology: TopologyLevel = TopologyLevel.ANY
     allow_cross_region: bool = False
+    #: capacity kinds allowed (resolved: `Workload.allowed_capacity`); () = any
+    capacity: tuple[str, ...] = ()
+    selector: tuple[tuple[str, str], ...] = ()
+    min_gpu_memory: int = 0
     # Shapes key every cache of a cycle and are hashed hundreds of thousands of times.
     _hash: int = field(init=False, repr=False, compare=False)
     #: GPU share of the whole workload as requested (`Workload.total_milli` while it waits)
@@ -43,6 +47,9 @@ class Shape:
                     self.max_price,
                     self.topology,
                     self.allow_cross_region,
+                    self.capacity,
+                    self.selector,
+                    self.min_gpu_memory,
                 )
             ),
         )
@@ -55,7 +62,8 @@ class Shape:
         """The same worker, alone and unconstrained by topology (static filters depend only on it)."""
         if self.workers == 1 and self.topology == TopologyLevel.ANY and not self.allow_cross_region:
             return self
-        return Shape(self.resources, 1, self.gpu_models, self.max_price)
+        return Shape(self.resources, 1, self.gpu_models, self.max_price, capacity=self.capacity,
+                     selector=self.selector, min_gpu_memory=self.min_gpu_memory)
 
     @classmethod
     def of(cls, w: Workload) -> Shape:
@@ -66,7 +74,21 @@ class Shape:
             w.max_price_per_gpu_hour,
             w.topology,
             w.allow_cross_region,
+            tuple(str(k) for k in w.allowed_capacity),
+            w.node_selector,
+            w.min_gpu_memory_mib if w.resources.gpus else 0,
         )
+
+    @property
+    def allows_spot(self) -> bool:
+        return not self.capacity or "spot" in self.capacity
+
+    def restricted_to(self, capacity: tuple[str, ...]) -> Shape:
+        """The same shape on fewer capacity kinds (a moved workload keeps what it had)."""
+        kinds = tuple(k for k in (self.capacity or capacity) if k in capacity)
+        return Shape(self.resources, self.workers, self.gpu_models, self.max_price,
+                     self.topology, self.allow_cross_region, kinds, self.selector,
+                     self.min_gpu_memory)
 
     @property
     def required_level(self) -> TopologyLevel:
@@ -85,17 +107,52 @@ class Shape:
             per = f"{r.gpu_memory_mib} MiB of a GPU"
         models = f" {'/'.join(self.gpu_models)}" if self.gpu_models else ""
         per = per.replace(" GPU", f"{models} GPU", 1) if models else per
+        extras = []
+        if r.gpus and self.min_gpu_memory:
+            extras.append(f"at least {_mib(self.min_gpu_memory)} each")
+        if r.gpu_milli and r.gpu_memory_mib:
+            extras.append(f"with {_mib(r.gpu_memory_mib)} of its memory")
+        if r.cpu_milli:
+            extras.append(f"{r.cpu_milli / 1000:g} CPU")
+        if r.memory_mib:
+            extras.append(f"{_mib(r.memory_mib)} RAM")
+        if extras:
+            per = f"{per} ({', '.join(extras)})"
         return f"{self.workers} workers x {per}" if self.workers > 1 else per
 
 
+def _mib(mib: int) -> str:
+    return f"{mib / 1024:g} GiB" if mib >= 1024 and mib % 1024 == 0 else f"{mib} MiB"
+
+
 def static_mask(table: NodeTable, shape: Shape) -> BoolArray:
-    """Nodes this shape may ever use: schedulable, allowed model, within the price cap."""
+    """Nodes this shape may ever use: schedulable, allowed model, within the price cap, of an
+    allowed capacity kind, carrying the selected labels, with enough memory per device."""
     mask = table.schedulable.copy()
+    mask &= capacity_mask(table, shape)
+    mask &= selector_mask(table, shape)
+    if shape.min_gpu_memory:
+        mask &= table.gpu_memory >= shape.min_gpu_memory
     if shape.gpu_models:
         codes = [c for m in shape.gpu_models if (c := table.model_code(m)) is not None]
         mask &= np.isin(table.model, np.array(codes, dtype=np.int64))
     if shape.max_price is not None and (shape.resources.gpus or shape.resources.fractional):
         mask &= table.price <= shape.max_price + 1e-12
+    return mask
+
+
+def capacity_mask(table: NodeTable, shape: Shape) -> BoolArray:
+    if not shape.capacity or set(table.kind_names) <= set(shape.capacity):
+        return np.ones(len(table), dtype=np.bool_)
+    codes = [i for i, k in enumerate(table.kind_names) if k in shape.capacity]
+    return np.isin(table.kind, np.array(codes, dtype=np.int64))
+
+
+def selector_mask(table: NodeTable, shape: Shape) -> BoolArray:
+    mask = np.ones(len(table), dtype=np.bool_)
+    for key, value in shape.selector:
+        mask &= np.fromiter((n.label(key) == value for n in table.nodes), dtype=np.bool_,
+                            count=len(table))
     return mask
 
 

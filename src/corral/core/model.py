@@ -24,6 +24,19 @@ class CapacityKind(enum.StrEnum):
     SPOT = "spot"
 
 
+ALL_CAPACITY = (CapacityKind.OWNED, CapacityKind.ON_DEMAND, CapacityKind.SPOT)
+STABLE_CAPACITY = (CapacityKind.OWNED, CapacityKind.ON_DEMAND)
+
+#: Labels every node carries without being given them, so selectors can name where work may
+#: go across providers (for example `corral.dev/region: us-east` on every provider that has one).
+LABEL_PROVIDER = "corral.dev/provider"
+LABEL_REGION = "corral.dev/region"
+LABEL_ZONE = "corral.dev/zone"
+LABEL_RACK = "corral.dev/rack"
+LABEL_CAPACITY = "corral.dev/capacity"
+LABEL_MODEL = "corral.dev/gpu-model"
+
+
 class Health(enum.StrEnum):
     HEALTHY = "healthy"
     DEGRADED = "degraded"  # usable, but not for new work (for example a GPU with ECC errors)
@@ -87,6 +100,17 @@ class Node:
     @property
     def schedulable(self) -> bool:
         return not self.cordoned and self.health == Health.HEALTHY
+
+    def label(self, key: str) -> str | None:
+        """A label's value: a built-in one (provider, region, ...) or one given to the node."""
+        builtin = {
+            LABEL_PROVIDER: self.provider, LABEL_REGION: self.region, LABEL_ZONE: self.zone,
+            LABEL_RACK: self.rack, LABEL_CAPACITY: str(self.capacity_kind),
+            LABEL_MODEL: self.gpu_model,
+        }.get(key)
+        if builtin is not None:
+            return builtin
+        return next((v for k, v in self.labels if k == key), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +202,23 @@ class Workload:
     started_at: float | None = None
     assignments: tuple[WorkerAssignment, ...] = ()
     user: str = ""
+    #: capacity kinds it may run on; () = the default (`allowed_capacity`)
+    capacity_kinds: tuple[CapacityKind, ...] = ()
+    #: node labels a node must carry (key, value), all of them; built-in labels
+    #: (`NODE_LABELS`) describe the provider, region, zone, rack and capacity kind
+    node_selector: tuple[tuple[str, str], ...] = ()
+    #: whole-GPU workers: the least memory per device (an "any model" job that needs 40 GiB
+    #: must not land on a 24 GiB L4); 0 = any
+    min_gpu_memory_mib: int = 0
+
+    @property
+    def allowed_capacity(self) -> tuple[CapacityKind, ...]:
+        """The capacity kinds `self` may use: what it asked for, else spot only for work that
+        may be preempted anyway (a spot interruption is a preemption nobody chose: work that
+        must not be stopped, such as a service's minimum replicas, stays off it)."""
+        if self.capacity_kinds:
+            return self.capacity_kinds
+        return ALL_CAPACITY if self.preemptible else STABLE_CAPACITY
 
     @property
     def gpus_per_worker_milli(self) -> int:

@@ -9,13 +9,14 @@ from corral.core.plugins.base import (
     register,
 )
 from corral.core.plugins.bestfit import BESTFIT
-from corral.core.plugins.builtin import BINPACK, GPU_MODEL, PRICE, SPREAD
+from corral.core.plugins.builtin import BINPACK, CAPACITY, GPU_MODEL, PRICE, SPREAD
 from corral.core.plugins.fragmentation import FGD, TaskType, typical_tasks
 from corral.core.plugins.random_fit import RANDOM
 
 __all__ = [
     "BESTFIT",
     "BINPACK",
+    "CAPACITY",
     "FGD",
     "GPU_MODEL",
     "PRICE",

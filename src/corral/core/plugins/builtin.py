@@ -15,6 +15,7 @@ BINPACK: Final = "binpack"
 SPREAD: Final = "spread"
 PRICE: Final = "price"
 GPU_MODEL: Final = "gpu-model"
+CAPACITY: Final = "capacity"
 
 
 def _used_fraction_after(cap: Capacity, shape: Shape, nodes: IntArray) -> FloatArray:
@@ -107,3 +108,23 @@ class GpuModelPreference(_Plugin):
         return np.asarray(
             1.0 - rank[cap.table.model[nodes]] / (len(shape.gpu_models) - 1), dtype=np.float64
         )
+
+
+@register(CAPACITY)
+class CapacityPreference(_Plugin):
+    """Which kind of capacity suits the work: work that may run on spot (preemptible, or asked
+    for it) prefers spot, then owned, then on-demand, leaving stable capacity to work that must
+    not be interrupted; work kept off spot prefers owned capacity (already paid for) to
+    on-demand. Constant over a pool of one kind, so it changes nothing there."""
+
+    name: ClassVar[str] = CAPACITY
+    node_local: ClassVar[bool] = True
+    static: ClassVar[bool] = True  # reads only the node's capacity kind
+
+    _SPOT_FIRST: ClassVar[dict[str, float]] = {"spot": 1.0, "owned": 0.5, "on-demand": 0.0}
+    _STABLE_FIRST: ClassVar[dict[str, float]] = {"owned": 1.0, "on-demand": 0.0, "spot": 0.0}
+
+    def score(self, cap: Capacity, shape: Shape, nodes: IntArray) -> FloatArray:
+        prefs = self._SPOT_FIRST if shape.allows_spot else self._STABLE_FIRST
+        by_code = np.array([prefs.get(k, 0.0) for k in cap.table.kind_names], dtype=np.float64)
+        return np.asarray(by_code[cap.table.kind[nodes]], dtype=np.float64)

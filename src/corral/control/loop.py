@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from corral.backends.base import Backend
@@ -49,6 +50,17 @@ class StepReport:
     plan: Plan | None = None
     notes: list[str] = field(default_factory=list)
     duration_s: float = 0.0  # wall time of the whole step, for metrics
+    #: wall seconds per stage of the step (reconcile, snapshot, admission, schedule, apply,
+    #: accounting, act), for benchmarks and profiling; not an interface to match on
+    stages: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[name] = self.stages.get(name, 0.0) + time.perf_counter() - started
 
 
 class ControlLoop:
@@ -92,38 +104,46 @@ class ControlLoop:
         if not self.leadership.ensure(now):
             return StepReport(leader=False)
         self.cycles += 1
-        statuses = self.backend.poll(now)
-        seen = reconcile(self.store, statuses, now, self.specs)
-        self._tidy_backend(seen)
+        report = StepReport(leader=True)
+        with report.stage("poll"):
+            statuses = self.backend.poll(now)
+        report.observed = len(statuses)
+        with report.stage("reconcile"):
+            seen = reconcile(self.store, statuses, now, self.specs)
+            self._tidy_backend(seen)
         # health hook (corral.control.health): after reconcile, so lost workers' gangs are
         # already stopping; before scheduling, so nothing is placed on a node just found sick
         if self.health is not None:
-            self.health.step(now)
-        report = StepReport(leader=True, observed=len(statuses))
+            with report.stage("health"):
+                self.health.step(now)
         self._plan_and_apply(now, report)
         # ledger hook (corral.control.accounting): holds, metering, settlement, before launches
         observe = getattr(self.admission, "observe", None)
         if observe is not None:
-            observe(now)
-        with self.store.read() as conn:
-            records = W.load_active(conn)
-        if act.enforce_runtime_limits(self.store, records, now, self.specs):
-            with self.store.read() as conn:  # the new stop requests must be acted on now
+            with report.stage("accounting"):
+                observe(now)
+        with report.stage("act"):
+            with self.store.read() as conn:
                 records = W.load_active(conn)
-        act.stop_requested(self.store, self.backend, records, now, self.settings, self.specs)
-        busy = self._busy_devices(seen, {r.id: r for r in records})
-        report.launched = act.launch(self.store, self.backend, records, busy, now, self.settings,
-                                     self.specs, relaunch=set(seen.relaunch))
+            if act.enforce_runtime_limits(self.store, records, now, self.specs):
+                with self.store.read() as conn:  # the new stop requests must be acted on now
+                    records = W.load_active(conn)
+            act.stop_requested(self.store, self.backend, records, now, self.settings, self.specs)
+            busy = self._busy_devices(seen, {r.id: r for r in records})
+            report.launched = act.launch(self.store, self.backend, records, busy, now,
+                                         self.settings, self.specs, relaunch=set(seen.relaunch))
         return report
 
     def _plan_and_apply(self, now: float, report: StepReport) -> None:
-        with self.store.read() as conn:
+        with report.stage("snapshot"), self.store.read() as conn:
             snap = load_snapshot(conn, now, self.specs, self.settings.scheduler, self.usage)
-        state, refused = self._admit(snap, now)
-        plan = schedule(state, now, self.settings.scheduler, seed=self.cycles)
+        with report.stage("admission"):
+            state, refused = self._admit(snap, now)
+        with report.stage("schedule"):
+            plan = schedule(state, now, self.settings.scheduler, seed=self.cycles)
         report.plan = plan
         try:
-            with self.store.write() as conn:
+            with report.stage("apply"), self.store.write() as conn:
                 applied = apply_plan(conn, snap, plan, now,
                                      lambda c: self.leadership.fence(c, now), refused)
         except StalePlan as e:

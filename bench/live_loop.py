@@ -1,0 +1,253 @@
+"""Live-loop benchmark: the control loop at pool scale, in-process, on the shipped fake backend.
+
+It builds `--nodes` nodes (8 GPUs each, three GPU models, four providers) and `--workloads`
+pending workloads (a mix of 1, 2, 4 and 8 GPU jobs over four queues, more than the pool holds)
+in a fresh store, wires the loop as `corral up` does (the ledger's `Accounting` as admission),
+and steps it by hand on a manual clock:
+
+1. the first step (places what fits, launches it): its time and per-stage breakdown;
+2. a step with nothing to do (median of `--idle-steps`);
+3. a step that places `--place` workloads: that many running jobs finish, the step settles them
+   and places as many from the backlog (end to end, commits included);
+4. a restart: a new loop, backend view and ledger over the same store and fake machines, timed
+   from construction to the end of its first step (its first decision);
+5. reads, each with the dashboard's cache emptied first: `/v1/dashboard/pool`, `/v1/nodes`,
+   `/metrics` (in-process ASGI client; median of three, and the bytes returned).
+
+Prints one JSON line. Peak RSS is the whole process (store rows built here included).
+
+    .venv/bin/python bench/live_loop.py [--nodes 1000] [--workloads 10000] [--place 1000]
+                                        [--store sqlite|postgres]
+
+The issue's figures: `--nodes 10000 --workloads 100000 --place 10000`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from corral.backends.fake import FakeBackend, FakeWorld
+from corral.control import ControlLoop, ControlSettings, Leadership, ManualClock, Submissions
+from corral.control.accounting import Accounting
+from corral.control.loop import StepReport
+from corral.control.submission import _Accepted, _row, _store_accepted, stored_form
+from corral.core.model import CapacityKind, Node, Queue
+from corral.spec import WorkloadSpec
+from corral.store import Store
+from corral.store import auth as A
+from corral.store import pool as P
+from corral.store import workloads as W
+from corral.store.database import sqlite_url
+from corral.store.schema import User
+
+MODELS = ("H100", "A100", "L40S")
+PROVIDERS = ("aws-us", "gcp-eu", "onprem-a", "onprem-b")
+QUEUES = ("research", "prod", "interns", "batch")
+SIZES = (1,) * 14 + (2,) * 3 + (4,) * 2 + (8,)  # GPUs per job: mostly small, some whole nodes
+
+
+def build_nodes(n: int) -> list[Node]:
+    return [Node(f"node-{i:05d}", PROVIDERS[i % len(PROVIDERS)], MODELS[i % len(MODELS)], 8,
+                 81920, 96_000, 1_048_576, price_per_gpu_hour=1.0 + (i % 7) / 4,
+                 capacity_kind=CapacityKind.SPOT if i % 5 == 0 else CapacityKind.ON_DEMAND,
+                 region=PROVIDERS[i % len(PROVIDERS)], rack=f"rack-{i // 32}",
+                 nvlink_domain=f"nvl-{i}")
+            for i in range(n)]
+
+
+def spec_of(i: int) -> WorkloadSpec:
+    gpus = SIZES[i % len(SIZES)]
+    body: dict[str, Any] = {"name": f"job{i % 97}", "queue": QUEUES[i % len(QUEUES)],
+                            "gpus": gpus, "cpu": 1, "memory": "8GiB",
+                            "command": ["python", "train.py"], "priority": i % 3}
+    if i % 4 == 0:
+        body["gpu_models"] = [MODELS[i % len(MODELS)]]
+    if i % 3 == 0:
+        body["max_runtime"] = 3600 * (1 + i % 5)
+    return WorkloadSpec.model_validate(body)
+
+
+def populate(store: Store, nodes: list[Node], workloads: int, now: float) -> None:
+    with store.write() as c:
+        P.sync_nodes(c, [{"name": p, "region": p} for p in PROVIDERS], nodes)
+        share = len(nodes) * 8 / len(QUEUES) / 2
+        for q in QUEUES:
+            P.upsert_queue(c, Queue(q, quota_gpus=share))
+    submit_many(store, range(workloads), now)
+
+
+def submit_many(store: Store, indices: range, now: float) -> None:
+    specs: dict[int, tuple[WorkloadSpec, dict[str, Any]]] = {}
+    batch: list[_Accepted] = []
+    for i in indices:
+        key = i % 300
+        if key not in specs:
+            spec = spec_of(i)
+            specs[key] = (spec, stored_form(spec))
+        spec, body = specs[key]
+        batch.append(_Accepted([_row(f"w{i:07d}", f"w{i:07d}", spec, "ann", body, now + i * 1e-4)],
+                               "bench"))
+        if len(batch) == 5000:
+            with store.write() as c:
+                _store_accepted(c, batch)
+            batch = []
+    if batch:
+        with store.write() as c:
+            _store_accepted(c, batch)
+
+
+def make_loop(store: Store, world: FakeWorld, clock: ManualClock) -> ControlLoop:
+    backend = FakeBackend(world=world)
+    return ControlLoop(store, backend, clock=clock, admission=Accounting(store),
+                       settings=ControlSettings(interval_s=1.0),
+                       leadership=Leadership(store, holder="bench", ttl_s=3600.0))
+
+
+def timed_step(loop: ControlLoop, clock: ManualClock) -> tuple[float, StepReport]:
+    started = time.perf_counter()
+    report = loop.step()
+    elapsed = time.perf_counter() - started
+    clock.advance(1.0)
+    return elapsed, report
+
+
+def summary(elapsed: float, report: StepReport) -> dict[str, Any]:
+    return {"s": round(elapsed, 3), "scheduled": report.scheduled, "launched": report.launched,
+            "stale": report.stale,
+            "stages": {k: round(v, 3) for k, v in sorted(report.stages.items())}}
+
+
+def finish_running(world: FakeWorld, count: int) -> int:
+    done = 0
+    for key, workers in world.workers.items():
+        if done == count:
+            break
+        if key in world.released or any(w.state.ended for w in workers):
+            continue
+        for w in workers:
+            w.state = w.state.SUCCEEDED
+            w.exit_code, w.reason = 0, "Exited"
+        done += 1
+    return done
+
+
+def reads(store: Store, clock: ManualClock) -> dict[str, Any]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    from corral.api import ApiContext, create_app
+
+    with store.write() as c:
+        if c.execute(select(User).where(User.name == "root")).first() is None:
+            A.create_user(c, "root", "admin", [], 0.0)
+        token = A.create_token(c, "root", 0.0)
+    app = create_app(ApiContext(store, Submissions(store), clock=clock, backend_name="fake"))
+    client = TestClient(app)
+    headers = {"Authorization": f"Bearer {token}"}
+    out: dict[str, Any] = {}
+    for path in ("/v1/dashboard/pool", "/v1/nodes", "/metrics", "/v1/dashboard/queues"):
+        times, size = [], 0
+        for _ in range(3):
+            app.state.corral_web.reader._cached = None  # every read pays the store
+            started = time.perf_counter()
+            resp = client.get(path, headers=headers)
+            times.append(time.perf_counter() - started)
+            resp.raise_for_status()
+            size = len(resp.content)
+        out[path] = {"median_ms": round(statistics.median(times) * 1000, 1), "bytes": size}
+    return out
+
+
+@contextlib.contextmanager
+def store_for(kind: str, tmp: Path) -> Iterator[Store]:
+    if kind == "sqlite":
+        store = Store(sqlite_url(tmp / "corral.db"))
+        store.upgrade()
+        try:
+            yield store
+        finally:
+            store.close()
+        return
+    from corral.testing.postgres import PostgresServer
+
+    with PostgresServer() as pg:
+        store = Store(pg.url)
+        store.upgrade()
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+def peak_rss_mib() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    clock = ManualClock(1_800_000_000.0)
+    with tempfile.TemporaryDirectory() as tmp, store_for(args.store, Path(tmp)) as store:
+        t = time.perf_counter()
+        populate(store, build_nodes(args.nodes), args.workloads, clock.now())
+        built_s = time.perf_counter() - t
+        rss_built = peak_rss_mib()
+        world = FakeWorld()
+        loop = make_loop(store, world, clock)
+        first = timed_step(loop, clock)
+        timed_step(loop, clock)  # the launches' first poll: starting -> running
+        idle = [timed_step(loop, clock) for _ in range(args.idle_steps)]
+        finished = finish_running(world, args.place)
+        place = timed_step(loop, clock)
+        with store.read() as c:
+            counts = W.count_by_state(c)
+        loop.leadership.resign()
+        started = time.perf_counter()
+        again = make_loop(store, world, clock)
+        restart = timed_step(again, clock)
+        restart_s = time.perf_counter() - started
+        timed_step(again, clock)
+        read_times = reads(store, clock)
+    idle_median = statistics.median(e for e, _ in idle)
+    return {
+        "bench": "live_loop", "store": args.store, "nodes": args.nodes,
+        "workloads": args.workloads, "populate_s": round(built_s, 1),
+        "first_step": summary(*first),
+        "idle_step_s": round(idle_median, 3),
+        "idle_step": summary(*min(idle, key=lambda er: abs(er[0] - idle_median))),
+        "place_step": {**summary(*place), "finished_before": finished},
+        "restart_to_first_decision_s": round(restart_s, 3),
+        "restart_step": summary(*restart),
+        "states": counts, "reads": read_times,
+        "rss_after_populate_mib": rss_built, "peak_rss_mib": peak_rss_mib(),
+        "machine": {"nproc": os.cpu_count(), "load": os.getloadavg()[0],
+                    "python": platform.python_version()},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nodes", type=int, default=1000)
+    ap.add_argument("--workloads", type=int, default=10_000)
+    ap.add_argument("--place", type=int, default=1000, help="jobs that end before the place step")
+    ap.add_argument("--idle-steps", type=int, default=3)
+    ap.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
+    print(json.dumps(run(ap.parse_args())), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,7 +8,9 @@ Order within `ControlLoop.step`, and why:
 3. the transition to `starting` is committed *before* `launch` is called. A crash in between
    leaves a `starting` row the backend never heard of, which the next cycle launches again with
    the same attempt number; a crash after the call leaves one the backend reports. Either way the
-   attempt runs once.
+   attempt runs once;
+4. each launch is isolated: whatever one raises fails that workload with the error as its
+   reason (a backend that is down only postpones it), and the loop goes on with the others.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from corral.backends.base import Backend, LaunchSpec
@@ -116,36 +118,76 @@ def stop_requested(
 def launch(
     store: Store, backend: Backend, records: Iterable[WorkloadRecord], busy: set[Device],
     now: float, settings: ControlSettings, specs: SpecCache, *, relaunch: set[str],
+    assignments: Mapping[str, tuple[WorkerAssignment, ...]] | None = None,
 ) -> int:
     """Launch scheduled work whose devices are free, and relaunch `relaunch` (starting rows the
-    backend never received)."""
+    backend never received). `assignments`: each record's current placements, where the caller
+    holds them (else read here).
+
+    Every `scheduled -> starting` of the cycle (and every WaitingForDevices reason) is written
+    in one transaction before the first backend call, then the launches are made."""
     todo = [r for r in records if r.stop_reason is None and (
         r.state == "scheduled" or (r.state == "starting" and r.id in relaunch))]
     if not todo:
         return 0
-    with store.read() as conn:
-        placed = W.assignments_of(conn, [(r.id, r.attempt) for r in todo])
-    n = 0
+    if assignments is None:
+        with store.read() as conn:
+            placed = W.assignments_of(conn, [(r.id, r.attempt) for r in todo])
+        assignments = {wid: a for (wid, _), a in placed.items()}
+    ready: list[WorkloadRecord] = []
+    waiting: list[dict[str, object]] = []
     for rec in todo:
-        assignments = placed[(rec.id, rec.attempt)]
-        if rec.state == "scheduled" and _blocked(store, rec, assignments, busy):
-            continue
-        n += _launch_one(store, backend, rec, assignments, now, settings, specs)
-    return n
+        message = _blocked(rec, assignments.get(rec.id, ()), busy) if rec.state == "scheduled" \
+            else None
+        if message is None:
+            ready.append(rec)
+        elif rec.reason_code != L.WAITING_FOR_DEVICES:
+            waiting.append({"id": rec.id, "version": rec.version,
+                            "reason_code": L.WAITING_FOR_DEVICES, "reason_message": message})
+    ready = _mark_starting(store, backend, ready, waiting, now)
+    return sum(_launch_one(store, backend, rec, assignments.get(rec.id, ()), now, settings,
+                           specs) for rec in ready)
 
 
-def _blocked(store: Store, rec: WorkloadRecord, assignments: tuple[WorkerAssignment, ...],
-             busy: set[Device]) -> bool:
+class _Missed(Exception):
+    """A row changed between the read and the bulk write: roll back, go row by row."""
+
+
+def _mark_starting(store: Store, backend: Backend, ready: list[WorkloadRecord],
+                   waiting: list[dict[str, object]], now: float) -> list[WorkloadRecord]:
+    """Commit `starting` for the scheduled ones among `ready` (one transaction); return what
+    may be launched now, with the versions the store holds after the commit."""
+    moves = [(r, f"attempt {r.attempt} handed to the {backend.name} backend", None)
+             for r in ready if r.state == "scheduled"]
+    if not moves and not waiting:
+        return ready
+    try:
+        with store.write() as conn:
+            W.update_many_versioned(conn, waiting, bump=False)  # informational: a miss is fine
+            if not L.transition_many(conn, moves, State.STARTING, reason=L.LAUNCHED, now=now):
+                raise _Missed
+        return [_bumped(r, "starting") if r.state == "scheduled" else r for r in ready]
+    except _Missed:
+        pass
+    out = []
+    for rec, message, _ in moves:  # one by one: the rows that changed are left to next cycle
+        with store.write() as conn:
+            if L.transition(conn, rec, State.STARTING, reason=L.LAUNCHED, message=message,
+                            now=now):
+                out.append(_bumped(rec, "starting"))
+    return out + [r for r in ready if r.state != "scheduled"]
+
+
+def _blocked(rec: WorkloadRecord, assignments: tuple[WorkerAssignment, ...],
+             busy: set[Device]) -> str | None:
+    """Why `rec` must wait for its devices, or None when they are free."""
+    if not busy:
+        return None
     held = sorted({(a.node_id, d) for a in assignments for d in a.devices} & busy)
     if not held:
-        return False
-    message = ("waiting for evicted work to release " +
-               ", ".join(f"{node} GPU {d}" for node, d in held[:4]))
-    if rec.reason_code != L.WAITING_FOR_DEVICES:
-        with store.write() as conn:
-            W.update_unversioned(conn, rec.id, rec.version, reason_code=L.WAITING_FOR_DEVICES,
-                                 reason_message=message)
-    return True
+        return None
+    return ("waiting for evicted work to release " +
+            ", ".join(f"{node} GPU {d}" for node, d in held[:4]))
 
 
 def _launch_one(
@@ -154,13 +196,6 @@ def _launch_one(
     specs: SpecCache,
 ) -> int:
     spec = specs.spec(rec)
-    if rec.state == "scheduled":
-        with store.write() as conn:
-            if not L.transition(conn, rec, State.STARTING, reason=L.LAUNCHED,
-                                message=f"attempt {rec.attempt} handed to the {backend.name} "
-                                        "backend", now=now):
-                return 0  # changed meanwhile (cancelled?): the next cycle sees it
-        rec = _bumped(rec, "starting")
     try:
         backend.launch(launch_spec(rec, spec, assignments, settings))
     except BackendUnavailable as e:
@@ -175,7 +210,27 @@ def _launch_one(
             outcome.restart_or_fail(conn, rec, spec, now, reason=L.LAUNCH_FAILED,
                                     message=f"launch failed: {e}")
         return 1
+    except Exception as e:  # one workload must never fail the whole step
+        _fail_unlaunchable(store, backend, rec, now, e)
+        return 1
     return 1
+
+
+def _fail_unlaunchable(store: Store, backend: Backend, rec: WorkloadRecord, now: float,
+                       error: Exception) -> None:
+    """A launch that raised what no backend promises (a ValueError from os.posix_spawn for a
+    NUL byte, a bug): fail this workload for good with the error as its reason. Not a restart:
+    the same spec would fail the same way every cycle, up to its max_restarts. Workers it may
+    have started before raising are stopped (stop is idempotent and ignores unknown attempts)."""
+    log.exception("launch of %s attempt %d raised; the workload fails", rec.id, rec.attempt)
+    message = (f"the {backend.name} backend could not launch it: {type(error).__name__}: "
+               f"{error}"[:1000])
+    try:
+        backend.stop(rec.id, rec.attempt, 0.0, message)
+    except Exception:  # the failure is recorded either way
+        log.warning("stop after the failed launch of %s raised", rec.id, exc_info=True)
+    with store.write() as conn:
+        L.transition(conn, rec, State.FAILED, reason=L.LAUNCH_FAILED, message=message, now=now)
 
 
 def _bumped(rec: WorkloadRecord, state: str) -> WorkloadRecord:

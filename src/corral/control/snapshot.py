@@ -47,7 +47,7 @@ class SpecCache:
     def spec(self, record: WorkloadRecord) -> WorkloadSpec:
         s = self._specs.get(record.id)
         if s is None:
-            s = self._specs[record.id] = WorkloadSpec.model_validate(record.spec)
+            s = self._specs[record.id] = WorkloadSpec.from_stored(record.spec)
         return s
 
     def core(self, record: WorkloadRecord) -> Workload:
@@ -55,6 +55,9 @@ class SpecCache:
         spec = self.spec(record)
         units = spec.to_core(record.group_id, record.submitted_at, record.user)
         return dataclasses.replace(units[replica_index(record)], id=record.id)
+
+    def forget(self, workload_id: str) -> None:
+        self._specs.pop(workload_id, None)
 
     def retain(self, workload_ids: set[str]) -> None:
         """Drop the specs of workloads that are no longer active."""

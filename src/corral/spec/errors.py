@@ -33,6 +33,11 @@ class SpecError(ValueError):
         return [{"field": p, "message": m} for p, m in self.problems]
 
 
+#: the error type of `corral.spec.limits` problems (the input is not repeated: it may be huge)
+LIMIT_ERROR = "spec_limit"
+_NUMBER_TYPES = frozenset({"float_type", "int_type", "float_parsing", "int_parsing"})
+
+
 def _path(prefix: str, loc: Sequence[int | str]) -> str:
     out = prefix
     for part in loc:
@@ -53,6 +58,17 @@ def _message(err: object) -> str:
         return "unknown field; check its spelling against the documented fields (docs/specs.md)"
     if kind == "missing":
         return "required field is missing"
+    shown_input = err.get("input")
+    if kind in _NUMBER_TYPES and isinstance(shown_input, bool):
+        return "expected a number, not true or false"
+    if kind in _NUMBER_TYPES and isinstance(shown_input, str):
+        return f"expected a number, not the string {shown_input[:40]!r}"
+    if kind in _NUMBER_TYPES and isinstance(shown_input, int):
+        return "the number is too large"
+    if kind == "finite_number":
+        return "must be a finite number (not Infinity or NaN)"
+    if kind == LIMIT_ERROR:
+        return msg
     if "input" in err and kind not in {"missing"}:
         shown = repr(err["input"])
         if len(shown) < 60 and "got" not in msg:

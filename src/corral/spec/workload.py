@@ -8,9 +8,18 @@ are placed independently; replicas below `min_replicas` are never preempted.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from corral.core.model import (
     MILLI_PER_GPU,
@@ -19,15 +28,27 @@ from corral.core.model import (
     Workload,
     WorkloadKind,
 )
+from corral.spec import limits as LIM
+from corral.spec.errors import LIMIT_ERROR
 from corral.spec.quantities import CpuMilli, DurationS, SizeMiB
 
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
+# fullmatch, never match with `$`: `$` also matches before a trailing newline ("train\n")
+_NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?")
+
+#: validation context for a spec read back from the store: it was accepted when submitted, so
+#: rules added since (launch safety, size limits) are not applied again; a row they refuse must
+#: not stop the control loop (which isolates a launch that fails instead)
+STORED: Final = {"stored": True}
+
+Arg = Annotated[str, Field(max_length=LIM.MAX_ARG_CHARS)]
+PathText = Annotated[str, Field(max_length=LIM.MAX_PATH_CHARS)]
+Key = Annotated[str, Field(max_length=LIM.MAX_KEY_CHARS)]
 
 Topology = Literal["nvlink", "rack", "zone", "region", "any"]
 
 
 def check_name(value: str, what: str = "name") -> str:
-    if not _NAME.match(value):
+    if not _NAME.fullmatch(value):
         raise ValueError(
             f"{what} must be 1-63 lowercase letters, digits, '-', '_' or '.', starting and "
             "ending with a letter or digit"
@@ -41,42 +62,72 @@ class WorkloadSpec(BaseModel):
     name: str
     queue: str
     kind: WorkloadKind = WorkloadKind.JOB
-    workers: int = Field(1, ge=1, le=4096, description="gang size: all start together or none")
+    # strict numbers: `gpus: true` or `workers: "2"` is a mistake, not 1 and 2
+    workers: int = Field(1, ge=1, le=4096, strict=True,
+                         description="gang size: all start together or none")
     gpus: float = Field(
-        0, ge=0, description="whole GPUs per worker (1, 2, 8) or a share below 1 (0.25)"
+        0, ge=0, le=LIM.MAX_GPUS, strict=True, allow_inf_nan=False,
+        description="whole GPUs per worker (1, 2, 8) or a share below 1 (0.25)"
     )
     gpu_memory: SizeMiB | None = Field(
         None, description="GPU memory per worker for a share, e.g. 20GiB"
     )
     cpu: CpuMilli = Field(1000, description="CPU cores per worker (4, 0.5, '500m')")
     memory: SizeMiB = Field(2048, description="RAM per worker, e.g. 64GiB")
-    gpu_models: list[str] = Field(
-        default_factory=list, description="allowed models, preferred first"
+    gpu_models: list[Key] = Field(
+        default_factory=list, max_length=LIM.MAX_GPU_MODELS,
+        description="allowed models, preferred first"
     )
     topology: Topology = "any"
     allow_cross_region: bool = False
-    priority: int = Field(0, ge=-1000, le=1000)
+    priority: int = Field(0, ge=-1000, le=1000, strict=True)
     preemptible: bool | None = None
     min_runtime: DurationS = 0.0
     max_runtime: DurationS | None = None
-    max_price_per_gpu_hour: float | None = Field(None, gt=0)
-    command: list[str] | None = None
-    shell: str | None = None
-    env: dict[str, str] = Field(default_factory=dict)
-    working_dir: str | None = None
-    checkpoint_dir: str | None = None
-    max_restarts: int = Field(3, ge=0, le=1000)
+    max_price_per_gpu_hour: float | None = Field(
+        None, gt=0, le=LIM.MAX_PRICE, strict=True, allow_inf_nan=False)
+    command: list[Arg] | None = Field(None, max_length=LIM.MAX_ARGS)
+    shell: Arg | None = None
+    env: dict[Key, Arg] = Field(default_factory=dict, max_length=LIM.MAX_ENV)
+    working_dir: PathText | None = None
+    checkpoint_dir: PathText | None = None
+    max_restarts: int = Field(3, ge=0, le=1000, strict=True)
     restart_backoff: DurationS = 10.0
-    replicas: int | None = Field(None, ge=1, le=1000, description="services: replicas to run")
-    min_replicas: int | None = Field(None, ge=0, le=1000)
-    max_replicas: int | None = Field(None, ge=1, le=1000)
-    target_utilization: float | None = Field(None, gt=0, le=1)
+    replicas: int | None = Field(None, ge=1, le=1000, strict=True,
+                                 description="services: replicas to run")
+    min_replicas: int | None = Field(None, ge=0, le=1000, strict=True)
+    max_replicas: int | None = Field(None, ge=1, le=1000, strict=True)
+    target_utilization: float | None = Field(None, gt=0, le=1, strict=True, allow_inf_nan=False)
     ttl: DurationS | None = Field(None, description="interactive: stopped after this long")
+
+    @classmethod
+    def from_stored(cls, body: dict[str, Any]) -> WorkloadSpec:
+        """A spec as the store keeps it (`corral.control.submission.stored_form`)."""
+        return cls.model_validate(body, context=STORED)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _launchable(cls, data: Any, info: ValidationInfo) -> Any:
+        """No NUL byte anywhere (it cannot reach a process, nor PostgreSQL), no spec over
+        `limits.MAX_SPEC_BYTES`: checked on the raw input, so fields added later are covered."""
+        if _stored(info):
+            return data
+        problems = list(LIM.walk_problems(data))
+        if problems:
+            raise ValidationError.from_exception_data(cls.__name__, [
+                InitErrorDetails(type=PydanticCustomError(LIMIT_ERROR, msg), loc=loc,
+                                 input=None) for loc, msg in problems[:20]])
+        return data
 
     @field_validator("name")
     @classmethod
-    def _name(cls, v: str) -> str:
-        return check_name(v)
+    def _name(cls, v: str, info: ValidationInfo) -> str:
+        return v if _stored(info) else check_name(v)
+
+    @field_validator("queue")
+    @classmethod
+    def _queue(cls, v: str, info: ValidationInfo) -> str:
+        return v if _stored(info) else check_name(v, "queue")
 
     @field_validator("gpus")
     @classmethod
@@ -92,10 +143,14 @@ class WorkloadSpec(BaseModel):
 
     @field_validator("env")
     @classmethod
-    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+    def _env(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
         bad = [k for k in v if k.startswith("CORRAL_") or k == "CUDA_VISIBLE_DEVICES"]
         if bad:
             raise ValueError(f"{bad} are set by corral for every worker; remove them from env")
+        unusable = [k for k in v if not k or "=" in k]
+        if unusable and not _stored(info):  # the OS splits an entry at its first '='
+            raise ValueError(f"{unusable}: an environment variable name cannot be empty or "
+                             "hold '='; rename it (letters, digits and '_' are safest)")
         return v
 
     @model_validator(mode="after")
@@ -172,6 +227,10 @@ class WorkloadSpec(BaseModel):
             )
             for i in range(self.replicas or 1)
         ]
+
+
+def _stored(info: ValidationInfo) -> bool:
+    return isinstance(info.context, dict) and bool(info.context.get("stored"))
 
 
 def _fields(w: Workload) -> dict[str, object]:

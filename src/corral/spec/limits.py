@@ -1,0 +1,69 @@
+"""How large a spec may be, and which strings a process launch can take.
+
+Everything a spec holds ends up somewhere that has limits of its own: argv and environment
+strings are C strings (a NUL byte ends them, so `posix_spawn` refuses them), environment
+names cannot hold `=` (it separates name from value), PostgreSQL text cannot hold NUL, and the
+database and every list response carry the whole spec. So these are refused at submission,
+where the error can name the field, never at launch, where they would fail a control-loop
+step. The figures are documented in docs/specs.md ("Limits").
+
+`walk_problems` checks any JSON-like value (so fields added later are covered too) for NUL
+bytes, nesting depth and total size, stopping as soon as the size is over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Final
+
+#: the whole spec, as JSON-ish text (strings, keys and numbers counted), at most
+MAX_SPEC_BYTES: Final = 64 * 1024
+MAX_DEPTH: Final = 16
+MAX_ARGS: Final = 1024  # command arguments
+MAX_ENV: Final = 256  # environment entries
+MAX_GPU_MODELS: Final = 64
+MAX_ARG_CHARS: Final = 16 * 1024  # one argument, one env value, a shell line
+MAX_PATH_CHARS: Final = 4096  # working_dir, checkpoint_dir (Linux PATH_MAX)
+MAX_KEY_CHARS: Final = 256  # an env name, a GPU model name
+MAX_GPUS: Final = 1024  # per worker
+MAX_CPU_MILLI: Final = 10_000 * 1000  # 10,000 cores per worker
+MAX_SIZE_MIB: Final = 1 << 30  # 1 PiB: any memory size
+MAX_DURATION_S: Final = 366 * 86400.0  # one year: any duration
+MAX_PRICE: Final = 1_000_000.0  # per GPU-hour
+
+Loc = tuple[int | str, ...]
+
+NUL_FIX: Final = "contains a NUL byte (\\0), which no program argument, environment entry, " \
+    "path or name can hold; remove it"
+
+
+def walk_problems(value: Any, loc: Loc = (), limit: int = MAX_SPEC_BYTES
+                  ) -> Iterator[tuple[Loc, str]]:
+    """(location, message) for each NUL byte, for too deep nesting, and once for a value
+    larger than `limit` bytes (then the walk stops: the rest is not worth reading)."""
+    size = 0
+    stack: list[tuple[Loc, Any, int]] = [(loc, value, 0)]
+    while stack:
+        where, v, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            yield where, f"nested deeper than {MAX_DEPTH} levels; flatten it"
+            continue
+        if isinstance(v, str):
+            size += len(v) + 2
+            if "\x00" in v:
+                yield where, NUL_FIX
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                size += len(str(k)) + 4
+                if isinstance(k, str) and "\x00" in k:
+                    yield where, f"key {k!r} {NUL_FIX}"
+                stack.append(((*where, str(k)), item, depth + 1))
+        elif isinstance(v, list | tuple):
+            size += 2 * len(v) + 2
+            stack.extend(((*where, i), item, depth + 1) for i, item in enumerate(v))
+        else:
+            size += 8
+        if size > limit:
+            yield loc, (f"the spec is larger than {limit // 1024} KiB; keep large data in "
+                        "files the job reads (a path in env or command), not in the spec")
+            return

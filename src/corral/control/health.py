@@ -41,6 +41,7 @@ from corral.core.model import Health, Node
 from corral.store import Store
 from corral.store import pool as P
 from corral.store import workloads as W
+from corral.store.changes import next_node_seq
 from corral.store.schema import NodeRow, Provider
 
 __all__ = [
@@ -267,13 +268,13 @@ def _holding(conn: Connection) -> list[Holding]:
 def _apply(conn: Connection, action: Action, now: float) -> None:
     if isinstance(action, Cordon):
         conn.execute(update(NodeRow).where(NodeRow.id == action.node_id)
-                     .values(health=str(action.health)))
+                     .values(health=str(action.health), change_seq=next_node_seq(conn)))
         W.append_event(conn, at=now, kind="node", reason=NODE_CORDONED, subject=action.node_id,
                        message=f"{action.health}: {action.reason}; no new work is placed here",
                        data={"health": str(action.health)})
     elif isinstance(action, Uncordon):
         conn.execute(update(NodeRow).where(NodeRow.id == action.node_id)
-                     .values(health=str(Health.HEALTHY)))
+                     .values(health=str(Health.HEALTHY), change_seq=next_node_seq(conn)))
         W.append_event(conn, at=now, kind="node", reason=NODE_UNCORDONED, subject=action.node_id,
                        message=f"healthy again ({action.reason}); it takes new work")
     elif isinstance(action, Drain):
@@ -302,7 +303,8 @@ def _join(conn: Connection, node: Node, now: float) -> None:
               "price_per_gpu_hour": node.price_per_gpu_hour,
               "capacity_kind": str(node.capacity_kind), "region": node.region,
               "zone": node.zone, "rack": node.rack, "nvlink_domain": node.nvlink_domain,
-              "health": str(node.health), "labels": dict(node.labels), "active": True}
+              "health": str(node.health), "labels": dict(node.labels), "active": True,
+              "change_seq": next_node_seq(conn)}
     if known is None:
         conn.execute(insert(NodeRow).values(id=node.id, cordoned=node.cordoned, **values))
     else:

@@ -23,6 +23,7 @@ transaction as the state change, and is guarded by the row's version.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from typing import Any, Final
 
 from sqlalchemy import Connection
@@ -37,6 +38,7 @@ __all__ = [
     "State",
     "is_legal",
     "transition",
+    "transition_many",
 ]
 
 
@@ -120,4 +122,32 @@ def transition(
         conn, at=now, kind="transition", reason=reason, message=message, workload_id=record.id,
         from_state=record.state, to_state=str(target),
         attempt=values.get("attempt", record.attempt), data=data)
+    return True
+
+
+def transition_many(
+    conn: Connection, moves: Sequence[tuple[WorkloadRecord, str, dict[str, Any] | None]],
+    target: State, *, reason: str, now: float,
+) -> bool:
+    """`transition` of many records to one `target` with one reason, in two statements (an
+    executemany UPDATE and one INSERT of the events). `moves`: (record, message, event data).
+
+    True when every record was still at its version and moved; False when at least one was not
+    (or the driver cannot count), in which case the caller must roll the transaction back: what
+    was written is not known row by row. Raises IllegalTransition as `transition` does."""
+    if not moves:
+        return True
+    for record, _, _ in moves:
+        if not is_legal(record.state, target):
+            raise IllegalTransition(record.id, record.state, target)
+    extra = {"finished_at": now} if target in TERMINAL else {}
+    written = W.update_many_versioned(conn, [
+        {"id": r.id, "version": r.version, "state": str(target), "reason_code": reason,
+         "reason_message": message, **extra} for r, message, _ in moves])
+    if written != len(moves):
+        return False
+    W.append_events(conn, [
+        {"at": now, "kind": "transition", "reason": reason, "message": message,
+         "workload_id": r.id, "from_state": r.state, "to_state": str(target),
+         "attempt": r.attempt, "data": data or {}} for r, message, data in moves])
     return True

@@ -11,13 +11,19 @@ For each (workload, attempt) the backend reports:
 And for live rows the backend does not report: `starting` means the control plane died between
 recording the launch and making it: launch again (the same attempt, so the backend's idempotency
 makes this safe). `running` means the backend lost it: a failure, restarted by policy.
-Each workload's change is its own short transaction; the backend is called after they commit.
+
+What must change is decided first, from the rows the loop holds in memory; then every change of
+the cycle is written in ONE transaction (each still guarded by its row's version), and none at
+all when nothing changed: a steady pool of running work costs no write. The backend is called
+after the commit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+
+from sqlalchemy import Connection
 
 from corral.backends.base import WorkerState, WorkerStatus
 from corral.control import lifecycle as L
@@ -49,13 +55,20 @@ def group(statuses: Iterable[WorkerStatus]) -> dict[Key, list[WorkerStatus]]:
     return out
 
 
+Write = Callable[[Connection], bool]
+
+
 def reconcile(
-    store: Store, statuses: Iterable[WorkerStatus], now: float, specs: SpecCache
+    store: Store, statuses: Iterable[WorkerStatus], now: float, specs: SpecCache,
+    records: Mapping[str, WorkloadRecord] | None = None,
 ) -> Reconciled:
+    """`records`: the active rows as the loop holds them (read from the store when None)."""
     by_key = group(statuses)
-    with store.read() as conn:
-        records = {r.id: r for r in W.load_active(conn)}
+    if records is None:
+        with store.read() as conn:
+            records = {r.id: r for r in W.load_active(conn)}
     out = Reconciled()
+    writes: list[tuple[Key | None, Write]] = []
     for key, workers in sorted(by_key.items()):
         ended = all(s.state.ended for s in workers)
         if not ended:
@@ -64,50 +77,64 @@ def reconcile(
         if rec is None or rec.attempt != key[1] or rec.state not in ("starting", "running"):
             (out.release if ended else out.stop_orphans).append(key)
             continue
-        done = _observe(store, rec, workers, now, specs)
-        out.changed += done
-        if ended and done:
-            out.release.append(key)
+        write = _observe(rec, workers, now, specs)
+        if write is not None:
+            writes.append((key if ended else None, write))
     for rec in records.values():
         if rec.state in ("starting", "running") and (rec.id, rec.attempt) not in by_key:
-            out.changed += _unreported(store, rec, now, specs, out)
+            write = _unreported(rec, now, specs, out)
+            if write is not None:
+                writes.append((None, write))
+    if writes:
+        with store.write() as conn:
+            done = [(key, write(conn)) for key, write in writes]
+        for key, ok in done:
+            out.changed += ok
+            if key is not None and ok:
+                out.release.append(key)
     return out
 
 
 def _observe(
-    store: Store, rec: WorkloadRecord, workers: list[WorkerStatus], now: float, specs: SpecCache
-) -> bool:
-    spec = specs.spec(rec)
-    with store.write() as conn:
-        if all(s.state.ended for s in workers):
-            return outcome.finalize(conn, rec, workers, spec, now)
-        broken = [s for s in workers if s.state in (WorkerState.FAILED, WorkerState.LOST)]
-        if broken and rec.stop_reason is None:
-            s = broken[0]
-            message = (f"worker {s.worker} {s.state} ({s.reason}, exit code {s.exit_code}); "
-                       "stopping the rest of the gang")
+    rec: WorkloadRecord, workers: list[WorkerStatus], now: float, specs: SpecCache
+) -> Write | None:
+    """The write `workers`' report calls for, or None when it changes nothing."""
+    if all(s.state.ended for s in workers):
+        spec = specs.spec(rec)
+        return lambda conn: outcome.finalize(conn, rec, workers, spec, now)
+    broken = [s for s in workers if s.state in (WorkerState.FAILED, WorkerState.LOST)]
+    if broken and rec.stop_reason is None:
+        s = broken[0]
+        message = (f"worker {s.worker} {s.state} ({s.reason}, exit code {s.exit_code}); "
+                   "stopping the rest of the gang")
+
+        def stop_gang(conn: Connection) -> bool:
+            if not W.update_versioned(conn, rec.id, rec.version, stop_reason=L.WORKER_FAILED,
+                                      stop_message=message.split(";")[0]):
+                return False
             W.append_event(conn, at=now, kind="info", reason=L.WORKER_FAILED, message=message,
                            workload_id=rec.id, attempt=rec.attempt)
-            return W.update_versioned(conn, rec.id, rec.version, stop_reason=L.WORKER_FAILED,
-                                      stop_message=message.split(";")[0])
-        if rec.state == "starting" and any(s.state == WorkerState.RUNNING for s in workers):
+            return True
+        return stop_gang
+    if rec.state == "starting" and any(s.state == WorkerState.RUNNING for s in workers):
+        def started(conn: Connection) -> bool:
             W.set_placement_states(conn, rec.id, rec.attempt,
                                    {s.worker: (str(s.state), None, s.reason) for s in workers})
             return L.transition(conn, rec, State.RUNNING, reason=L.STARTED,
                                 message=f"{len(workers)} worker(s) running", now=now,
                                 started_at=now)
-    return False
+        return started
+    return None
 
 
-def _unreported(
-    store: Store, rec: WorkloadRecord, now: float, specs: SpecCache, out: Reconciled
-) -> bool:
+def _unreported(rec: WorkloadRecord, now: float, specs: SpecCache, out: Reconciled
+                ) -> Write | None:
     if rec.state == "starting" and rec.stop_reason is None:
         out.relaunch.append(rec.id)
-        return False
-    with store.write() as conn:
-        if rec.stop_reason is not None:  # a stop was asked; nothing of the attempt runs
-            return outcome.finalize(conn, rec, [], specs.spec(rec), now)
-        return outcome.restart_or_fail(
-            conn, rec, specs.spec(rec), now, reason=L.WORKER_LOST,
-            message="the backend no longer knows this attempt (its records were lost)")
+        return None
+    spec = specs.spec(rec)
+    if rec.stop_reason is not None:  # a stop was asked; nothing of the attempt runs
+        return lambda conn: outcome.finalize(conn, rec, [], spec, now)
+    return lambda conn: outcome.restart_or_fail(
+        conn, rec, spec, now, reason=L.WORKER_LOST,
+        message="the backend no longer knows this attempt (its records were lost)")

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert, select, update
 
 from corral.core.model import CapacityKind, Health, Node, Queue
+from corral.store.changes import next_node_seq
 from corral.store.schema import NodeRow, Provider, QueueRow
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "get_queue",
     "list_nodes",
     "list_queues",
+    "nodes_changed_since",
     "set_cordoned",
     "sync_nodes",
     "upsert_queue",
@@ -32,16 +34,18 @@ def sync_nodes(conn: Connection, providers: Sequence[dict[str, Any]], nodes: Seq
                   "region": p.get("region", "default"), "spec": p}
         if conn.execute(update(Provider).where(Provider.name == p["name"]).values(**values)).rowcount == 0:
             conn.execute(insert(Provider).values(name=p["name"], **values))
+    stamp = next_node_seq(conn)
     known = {r.id for r in conn.execute(select(NodeRow.id))}
     for n in nodes:
-        values = _node_values(n)
+        values = {**_node_values(n), "change_seq": stamp}
         if n.id in known:
             conn.execute(update(NodeRow).where(NodeRow.id == n.id).values(**values, active=True))
         else:
             conn.execute(insert(NodeRow).values(id=n.id, cordoned=n.cordoned, active=True, **values))
     gone = known - {n.id for n in nodes}
     if gone:
-        conn.execute(update(NodeRow).where(NodeRow.id.in_(gone)).values(active=False))
+        conn.execute(update(NodeRow).where(NodeRow.id.in_(gone))
+                     .values(active=False, change_seq=stamp))
 
 
 def _node_values(n: Node) -> dict[str, Any]:
@@ -58,21 +62,33 @@ def list_nodes(conn: Connection, *, include_inactive: bool = False) -> list[Node
     q = select(NodeRow).order_by(NodeRow.id)
     if not include_inactive:
         q = q.where(NodeRow.active.is_(True))
-    return [
-        Node(id=r.id, provider=r.provider, gpu_model=r.gpu_model, gpu_count=r.gpu_count,
-             gpu_memory_mib=r.gpu_memory_mib, cpu_milli=r.cpu_milli, memory_mib=r.memory_mib,
-             price_per_gpu_hour=r.price_per_gpu_hour,
-             capacity_kind=CapacityKind(r.capacity_kind), region=r.region, zone=r.zone,
-             rack=r.rack, nvlink_domain=r.nvlink_domain, cordoned=r.cordoned,
-             health=Health(r.health), labels=tuple(sorted(r.labels.items())))
-        for r in conn.execute(q)
-    ]
+    return [_node(r) for r in conn.execute(q)]
+
+
+def _node(r: Any) -> Node:
+    return Node(id=r.id, provider=r.provider, gpu_model=r.gpu_model, gpu_count=r.gpu_count,
+                gpu_memory_mib=r.gpu_memory_mib, cpu_milli=r.cpu_milli, memory_mib=r.memory_mib,
+                price_per_gpu_hour=r.price_per_gpu_hour,
+                capacity_kind=CapacityKind(r.capacity_kind), region=r.region, zone=r.zone,
+                rack=r.rack, nvlink_domain=r.nvlink_domain, cordoned=r.cordoned,
+                health=Health(r.health), labels=tuple(sorted(r.labels.items())))
+
+
+def nodes_changed_since(conn: Connection, after: int) -> tuple[list[tuple[Node, bool]], int]:
+    """Nodes written after change number `after` (`corral.store.changes`), each with whether it
+    is active, and the largest change number read (`after` when none)."""
+    q = select(NodeRow).where(NodeRow.change_seq > after).order_by(NodeRow.change_seq)
+    out, last = [], after
+    for r in conn.execute(q):
+        out.append((_node(r), bool(r.active)))
+        last = max(last, int(r.change_seq))
+    return out, last
 
 
 def set_cordoned(conn: Connection, node_id: str, cordoned: bool) -> bool:
     """False when no active node has this id."""
     result = conn.execute(update(NodeRow).where(NodeRow.id == node_id, NodeRow.active.is_(True))
-                          .values(cordoned=cordoned))
+                          .values(cordoned=cordoned, change_seq=next_node_seq(conn)))
     return result.rowcount == 1
 
 

@@ -78,6 +78,8 @@ class NodeRow(Base):
     labels: Mapped[dict[str, Any]] = mapped_column(JSON)
     #: False once the pool file no longer declares the node; kept for the history of placements
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: the change feed's number of the last write to this row (corral.store.changes)
+    change_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0", index=True)
 
 
 class QueueRow(Base):
@@ -147,6 +149,8 @@ class WorkloadRow(Base):
     stop_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     stop_message: Mapped[str] = mapped_column(Text, default="")
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: the change feed's number of the last write to this row (corral.store.changes)
+    change_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0", index=True)
 
     __table_args__ = (
         Index("ix_workloads_state_seq", "state", "seq"),

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Float, and_, cast, delete, func, insert, or_, select, update
 
 from corral.core.model import WorkerAssignment
+from corral.store.changes import next_workload_seq
 from corral.store.ledger_tables import LedgerUsage
 from corral.store.schema import Event, Placement, WorkloadRow
 
@@ -29,18 +30,23 @@ __all__ = [
     "append_event",
     "append_events",
     "assignments_of",
+    "changed_since",
     "count_by_queue_state",
     "count_by_state",
+    "current_assignments",
     "get_workload",
     "gpu_spans",
     "holding_placements",
+    "insert_many_placements",
     "insert_placements",
     "insert_workloads",
+    "last_change",
     "list_events",
     "list_workloads",
     "load_active",
     "placements_of",
     "set_placement_states",
+    "update_many_versioned",
     "update_unversioned",
     "update_versioned",
 ]
@@ -111,6 +117,8 @@ def insert_workloads(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[i
     taken."""
     if not rows:
         return []
+    stamp = next_workload_seq(conn)
+    rows = [{**r, "change_seq": stamp} for r in rows]
     # One multi-row INSERT ... RETURNING per chunk ("insertmanyvalues", SQLite >= 3.35 and
     # PostgreSQL), seqs in the order of `rows`: a batch of submissions is one round trip.
     return [int(seq) for seq in conn.execute(_INSERT_WORKLOADS, list(rows)).scalars()]
@@ -148,6 +156,25 @@ def load_active(conn: Connection) -> list[WorkloadRecord]:
     return [WorkloadRecord.of(r) for r in conn.execute(q)]
 
 
+def changed_since(conn: Connection, after: int) -> tuple[list[WorkloadRecord], int]:
+    """Every workload written after change number `after` (any state), oldest change first,
+    and the largest change number read (`after` when none): the change feed's read side
+    (`corral.store.changes`)."""
+    q = (select(*_COLUMNS, WorkloadRow.change_seq).where(WorkloadRow.change_seq > after)
+         .order_by(WorkloadRow.change_seq))
+    out, last = [], after
+    for r in conn.execute(q):
+        out.append(WorkloadRecord.of(r))
+        last = max(last, int(r.change_seq))
+    return out, last
+
+
+def last_change(conn: Connection) -> int:
+    """The largest change number of any workload (0 when none was ever stamped)."""
+    return int(conn.execute(select(func.coalesce(func.max(WorkloadRow.change_seq), 0)))
+               .scalar_one())
+
+
 def count_by_state(conn: Connection) -> dict[str, int]:
     q = select(WorkloadRow.state, func.count()).group_by(WorkloadRow.state)
     return {state: n for state, n in conn.execute(q)}
@@ -158,9 +185,35 @@ def update_versioned(conn: Connection, workload_id: str, version: int, **values:
     result = conn.execute(
         update(WorkloadRow)
         .where(WorkloadRow.id == workload_id, WorkloadRow.version == version)
-        .values(version=WorkloadRow.version + 1, **values)
+        .values(version=WorkloadRow.version + 1, change_seq=next_workload_seq(conn), **values)
     )
     return result.rowcount == 1
+
+
+def update_many_versioned(conn: Connection, rows: Sequence[dict[str, Any]], *,
+                          bump: bool = True) -> int | None:
+    """One executemany UPDATE: each row is {"id", "version", and the columns to set, the same
+    keys in every row}, written only where the version is still current (and bumped, unless
+    `bump` is False: informational columns). Returns how many rows were written, or None where
+    the driver cannot count an executemany (the caller then cannot tell a partial write)."""
+    if not rows:
+        return 0
+    from sqlalchemy import bindparam
+
+    keys = [k for k in rows[0] if k not in ("id", "version")]
+    values: dict[str, Any] = {k: bindparam(f"v_{k}") for k in keys}
+    values["change_seq"] = next_workload_seq(conn)
+    if bump:
+        values["version"] = WorkloadRow.version + 1
+    stmt = (update(WorkloadRow)
+            .where(WorkloadRow.id == bindparam("w_id"), WorkloadRow.version == bindparam("w_v"))
+            .values(**values))
+    params = [{"w_id": r["id"], "w_v": r["version"], **{f"v_{k}": r[k] for k in keys}}
+              for r in rows]
+    result = conn.execute(stmt, params)
+    if not conn.dialect.supports_sane_multi_rowcount:
+        return None
+    return int(result.rowcount)
 
 
 def update_unversioned(conn: Connection, workload_id: str, version: int, **values: Any) -> bool:
@@ -168,7 +221,7 @@ def update_unversioned(conn: Connection, workload_id: str, version: int, **value
     result = conn.execute(
         update(WorkloadRow)
         .where(WorkloadRow.id == workload_id, WorkloadRow.version == version)
-        .values(**values)
+        .values(change_seq=next_workload_seq(conn), **values)
     )
     return result.rowcount == 1
 
@@ -203,6 +256,49 @@ def assignments_of(
             out[(r.workload_id, r.attempt)].append(WorkerAssignment(
                 r.worker, r.node_id, tuple(r.devices), r.milli_per_device,
                 r.gpu_memory_mib_per_device))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def insert_many_placements(
+    conn: Connection, placed: Sequence[tuple[str, int, Sequence[WorkerAssignment]]]
+) -> None:
+    """`insert_placements` for many (workload, attempt, assignments) in two statements."""
+    if not placed:
+        return
+    keys = [(w, a) for w, a, _ in placed]
+    for chunk in _chunks(keys, 500):
+        for attempt in {a for _, a in chunk}:
+            conn.execute(delete(Placement).where(
+                Placement.attempt == attempt,
+                Placement.workload_id.in_([w for w, a in chunk if a == attempt])))
+    conn.execute(insert(Placement), [
+        {"workload_id": w, "attempt": attempt, "worker": a.worker, "node_id": a.node_id,
+         "devices": list(a.devices), "milli_per_device": a.milli_per_device,
+         "gpu_memory_mib_per_device": a.gpu_memory_mib_per_device, "state": "planned",
+         "reason": ""}
+        for w, attempt, assignments in placed for a in assignments])
+
+
+def current_assignments(
+    conn: Connection, workload_ids: Iterable[str] | None = None
+) -> dict[tuple[str, int], tuple[WorkerAssignment, ...]]:
+    """The assignments of the current attempt of every workload that holds GPUs (scheduled,
+    starting, running), or of those among `workload_ids`: one join, not one lookup each."""
+    base = (select(Placement.workload_id, Placement.attempt, Placement.worker, Placement.node_id,
+                   Placement.devices, Placement.milli_per_device,
+                   Placement.gpu_memory_mib_per_device)
+            .join(WorkloadRow, and_(WorkloadRow.id == Placement.workload_id,
+                                    WorkloadRow.attempt == Placement.attempt))
+            .where(WorkloadRow.state.in_(HOLDING_STATES))
+            .order_by(Placement.workload_id, Placement.worker))
+    out: dict[tuple[str, int], list[WorkerAssignment]] = {}
+    queries = ([base] if workload_ids is None else
+               [base.where(Placement.workload_id.in_(chunk))
+                for chunk in _chunks(list(workload_ids), 500)])
+    for q in queries:
+        for r in conn.execute(q):
+            out.setdefault((r[0], r[1]), []).append(WorkerAssignment(
+                r[2], r[3], tuple(r[4]), r[5], r[6]))
     return {k: tuple(v) for k, v in out.items()}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,6 +36,12 @@ def _documents(path: Path) -> list[dict[str, Any]]:
         err.print(f"[red]error:[/red] {path}: expected a workload (a mapping with name, queue, "
                   "command...), a list of them, or `workloads: [...]`", markup=True)
         raise typer.Exit(1)
+    try:  # a YAML date, set or binary value has no JSON form: say so, no traceback
+        json.dumps(items, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        err.print(f"[red]error:[/red] {path}: {e}; write dates and other values as strings",
+                  markup=True, highlight=False)
+        raise typer.Exit(1) from None
     return items
 
 

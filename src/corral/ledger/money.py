@@ -40,6 +40,9 @@ __all__ = [
 
 MoneyLike = Decimal | int | str
 Exact = Fraction | Decimal | int
+#: the largest amount is below 10**15 (a quadrillion), so that it, at up to 12 places, keeps
+#: within the 28 digits of Python's default decimal context
+MAX_AMOUNT = Decimal(10) ** 15
 
 
 def to_decimal(value: object, field: str) -> Decimal:
@@ -94,6 +97,9 @@ class Currency:
     def amount(self, value: object, field: str) -> Decimal:
         """An exact amount with no more than `places` decimals, normalised to exactly `places`."""
         exact = to_decimal(value, field)
+        if abs(exact) >= MAX_AMOUNT:  # "1e400" would overflow the 28-digit decimal context
+            raise LedgerInputError(
+                field, f"{value!r} is too large", f"amounts must stay below {MAX_AMOUNT:,}")
         quantised = exact.quantize(self.quantum)
         if quantised != exact:
             raise LedgerInputError(

@@ -24,6 +24,7 @@ from decimal import Decimal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from corral.core.model import CapacityKind
+from corral.spec.limits import MAX_PRICE
 from corral.spec.quantities import DurationS
 
 __all__ = ["LedgerSpec", "PriceSpec", "epoch_seconds"]
@@ -57,7 +58,7 @@ class LedgerSpec(BaseModel):
 class PriceSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    price_per_gpu_hour: Decimal = Field(ge=0, allow_inf_nan=False)
+    price_per_gpu_hour: Decimal = Field(ge=0, le=Decimal(MAX_PRICE), allow_inf_nan=False)
     provider: str | None = None
     region: str | None = None
     gpu_model: str | None = None

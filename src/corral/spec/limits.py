@@ -52,6 +52,9 @@ def walk_problems(value: Any, loc: Loc = (), limit: int = MAX_SPEC_BYTES
             size += len(v) + 2
             if "\x00" in v:
                 yield where, NUL_FIX
+            elif not _encodable(v):
+                yield where, ("is not valid Unicode (a lone surrogate such as \\ud800); "
+                              "write the text as UTF-8")
         elif isinstance(v, dict):
             for k, item in v.items():
                 size += len(str(k)) + 4
@@ -67,3 +70,12 @@ def walk_problems(value: Any, loc: Loc = (), limit: int = MAX_SPEC_BYTES
             yield loc, (f"the spec is larger than {limit // 1024} KiB; keep large data in "
                         "files the job reads (a path in env or command), not in the spec")
             return
+
+
+def _encodable(text: str) -> bool:
+    """UTF-8 can encode it: no lone surrogate, which neither a process nor PostgreSQL takes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

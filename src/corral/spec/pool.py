@@ -27,14 +27,21 @@ Node ids are `<provider>-<group>-<i>`. Each node is its own NVLink domain unless
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from corral.core.config import SchedulerConfig
 from corral.core.model import CapacityKind, Node, Queue
 from corral.core.plugins.base import REGISTRY
 from corral.spec.ledger import LedgerSpec, PriceSpec
+from corral.spec.limits import MAX_PRICE
 from corral.spec.quantities import CpuMilli, DurationS, SizeMiB
 from corral.spec.workload import check_name
+
+MAX_POOL_GPUS = 10_000_000  # a queue's quota or limit: far above any pool, finite
+Price = Annotated[float, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)]
+QuotaGpus = Annotated[float, Field(ge=0, le=MAX_POOL_GPUS, allow_inf_nan=False)]
 
 
 class NodeGroupSpec(BaseModel):
@@ -47,7 +54,7 @@ class NodeGroupSpec(BaseModel):
     gpu_memory: SizeMiB = 0
     cpu: CpuMilli = 0
     memory: SizeMiB = 0
-    price_per_gpu_hour: float | None = Field(None, ge=0)
+    price_per_gpu_hour: float | None = Field(None, ge=0, le=MAX_PRICE, allow_inf_nan=False)
     capacity_kind: CapacityKind | None = None
     zone: str | None = None
     racks: int = Field(1, ge=1)
@@ -74,7 +81,7 @@ class ProviderSpec(BaseModel):
     capacity_kind: CapacityKind = CapacityKind.ON_DEMAND
     region: str = "default"
     zone: str = "default"
-    prices: dict[str, float] = Field(default_factory=dict)
+    prices: dict[str, Price] = Field(default_factory=dict)
     node_groups: list[NodeGroupSpec] = Field(default_factory=list)
 
     @field_validator("name")
@@ -114,11 +121,11 @@ class QueueSpec(BaseModel):
 
     name: str
     parent: str | None = None
-    quota_gpus: float = Field(0, ge=0)
-    limit_gpus: float | None = Field(None, ge=0)
-    weight: float = Field(1.0, gt=0)
-    priority: int = 0
-    quota_by_model: dict[str, float] = Field(default_factory=dict)
+    quota_gpus: float = Field(0, ge=0, le=MAX_POOL_GPUS, allow_inf_nan=False)
+    limit_gpus: float | None = Field(None, ge=0, le=MAX_POOL_GPUS, allow_inf_nan=False)
+    weight: float = Field(1.0, gt=0, le=1e6, allow_inf_nan=False)
+    priority: int = Field(0, ge=-1_000_000, le=1_000_000)
+    quota_by_model: dict[str, QuotaGpus] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod

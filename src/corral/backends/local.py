@@ -68,6 +68,7 @@ from corral.backends.local_runner import (
     write_json_atomic,
     write_text_atomic,
 )
+from corral.backends.worker_users import WorkerUsers
 from corral.core.model import CapacityKind, Node
 
 __all__ = ["LocalBackend", "virtual_nodes"]
@@ -78,6 +79,7 @@ DEADLINE_FILE: Final = "preempt-deadline"
 RELEASED_MARK: Final = "released"
 LOOPBACK: Final = "127.0.0.1"
 RECORD_VERSION: Final = 1  # of launch.json; a record of another version is not adopted
+_DIR_MODE: Final = 0o711  # with worker users: traversable by them, not listable
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 Key = tuple[str, int]
@@ -121,6 +123,11 @@ class LocalBackend(Backend, InventorySource, LogSource):
     only PATH, HOME, LANG and the like.
     kill_slack_seconds: if a worker still runs this long after its deadline (its runner is hung
     or gone), `poll` kills its process groups itself.
+    worker_users: run each worker as its queue's OS user (`corral.backends.worker_users`; needs
+    root); None runs workers as this process's user. Either way logs and launch records are
+    0600, readable by corral only; with worker users the work dir's folders are 0711 (no
+    listing) so that a worker reaches its deadline file, and the checkpoint dirs corral
+    creates belong to the worker's user.
     """
 
     name = "local"
@@ -128,10 +135,12 @@ class LocalBackend(Backend, InventorySource, LogSource):
     def __init__(
         self, work_dir: str | os.PathLike[str], *, nodes: Sequence[Node] | None = None,
         node_id: str | None = None, inherit_env: bool = True, kill_slack_seconds: float = 5.0,
-        python: str | None = None,
+        python: str | None = None, worker_users: WorkerUsers | None = None,
     ) -> None:
         self.work_dir = Path(work_dir).resolve()
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.worker_users = worker_users
+        os.chmod(self.work_dir, _DIR_MODE if worker_users is not None else 0o700)
         self._nodes = list(nodes) if nodes is not None else [_detect_node(node_id)]
         self.inherit_env = inherit_env
         self.kill_slack_seconds = kill_slack_seconds
@@ -188,7 +197,7 @@ class LocalBackend(Backend, InventorySource, LogSource):
             "deadline": deadline, "requested_at": time.time(),
         })
         # Deadline first, signal second: the order the contract promises the worker.
-        write_text_atomic(record.dir / DEADLINE_FILE, format_deadline(deadline))
+        write_text_atomic(record.dir / DEADLINE_FILE, format_deadline(deadline), mode=0o644)
         for a in record.spec.assignments:
             runner = read_identity(record.dir / f"worker-{a.worker}" / RUNNER_RECORD)
             if runner is not None and is_alive(runner):
@@ -286,9 +295,12 @@ class LocalBackend(Backend, InventorySource, LogSource):
         log_dir = Path(spec.log_dir).resolve() if spec.log_dir else adir
         try:
             adir.mkdir(parents=True, exist_ok=True)
+            if self.worker_users is not None:  # the worker reaches its deadline file in adir
+                os.chmod(adir.parent, _DIR_MODE)
+                os.chmod(adir, _DIR_MODE)
             log_dir.mkdir(parents=True, exist_ok=True)
             if spec.checkpoint_dir:
-                Path(spec.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+                self._make_checkpoint_dir(Path(spec.checkpoint_dir), spec.queue)
         except OSError as e:
             raise InvalidLaunchSpec(
                 "log_dir" if spec.log_dir and not log_dir.is_dir() else "checkpoint_dir",
@@ -297,8 +309,24 @@ class LocalBackend(Backend, InventorySource, LogSource):
         write_json_atomic(adir / LAUNCH_RECORD, {
             "version": RECORD_VERSION, "spec": spec.as_record(), "master_port": master_port, "log_dir": str(log_dir),
             "launched_at": time.time(),
-        })
+        }, mode=0o600)  # it holds the spec's env, secrets included
         return _Attempt(spec, adir, log_dir, master_port)
+
+    def _make_checkpoint_dir(self, path: Path, queue: str) -> None:
+        """Create it if missing. With worker users, a folder corral creates belongs to the
+        worker's user (0700) and the parents it creates are 0711; an existing folder is left as
+        it is (chowning one named in a spec, say /etc, would hand it to the job)."""
+        if self.worker_users is None:
+            path.mkdir(parents=True, exist_ok=True)
+            return
+        missing = [p for p in (path, *path.parents) if not p.exists()]
+        path.mkdir(parents=True, exist_ok=True)
+        for parent in missing[1:]:
+            os.chmod(parent, _DIR_MODE)
+        if missing and missing[0] == path:
+            who = self.worker_users.for_queue(queue)
+            os.chown(path, who.uid, who.gid)
+            os.chmod(path, 0o700)
 
     def _spawn(self, record: _Attempt, worker: int) -> None:
         spec = record.spec
@@ -308,15 +336,22 @@ class LocalBackend(Backend, InventorySource, LogSource):
         env = {**self._base_env(), **worker_environment(
             spec, assignment, master_addr=LOOPBACK, master_port=record.master_port,
             deadline_file=str(record.dir / DEADLINE_FILE))}
+        identity: list[str] = []
+        if self.worker_users is not None:
+            who = self.worker_users.for_queue(spec.queue)
+            env.update(who.env())
+            identity = ["--uid", str(who.uid), "--gid", str(who.gid)]
         argv = [self.python, "-I", local_runner.__file__, "--record-dir", str(wdir),
-                "--deadline-file", str(record.dir / DEADLINE_FILE),
+                "--deadline-file", str(record.dir / DEADLINE_FILE), *identity,
                 "--cwd", spec.working_dir or "", "--", *spec.argv()]
         log = str(record.log_dir / f"worker-{worker}.log")
         # posix_spawn, not Popen: the runner is meant to outlive this object (and this process),
         # which Popen reports as a leak. setsid: its own session, away from our signals.
         pid = os.posix_spawn(self.python, argv, env, setsid=True, file_actions=[
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
+            # opened here, as corral, and handed down: the worker writes its log through this
+            # descriptor but cannot open it, or any other log, by path
+            (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
             (os.POSIX_SPAWN_DUP2, 1, 2),
         ])
         self._spawned[(spec.workload_id, spec.attempt, worker)] = pid

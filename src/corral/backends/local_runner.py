@@ -114,23 +114,32 @@ def is_alive(recorded: ProcessIdentity) -> bool:
     return recorded.start_ticks is None or now.start_ticks in (None, recorded.start_ticks)
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Replace `path` with `data` so that a reader sees the old file or the new one, never half."""
+def write_json_atomic(path: Path, data: dict[str, Any], mode: int | None = None) -> None:
+    """Replace `path` with `data` so that a reader sees the old file or the new one, never half.
+    mode: the file's permissions from the start (else as the umask makes them)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with _create(tmp, mode) as f:
         json.dump(data, f, sort_keys=True)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str, mode: int | None = None) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with _create(tmp, mode) as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _create(path: Path, mode: int | None) -> Any:
+    if mode is None:
+        return open(path, "w", encoding="utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    os.fchmod(fd, mode)  # the umask may have taken bits the file needs (0644: readable)
+    return os.fdopen(fd, "w", encoding="utf-8")
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -181,8 +190,9 @@ def say(message: str) -> None:
 
 class Runner:
     def __init__(self, record_dir: Path, deadline_file: Path, argv: list[str],
-                 cwd: str | None = None) -> None:
+                 cwd: str | None = None, user: tuple[int, int] | None = None) -> None:
         self.record_dir = record_dir
+        self.user = user  # (uid, gid) the worker runs as; None: the runner's own
         self.deadline_file = deadline_file
         self.argv = argv
         self.cwd = cwd
@@ -198,7 +208,7 @@ class Runner:
                                 message="stop requested before the worker started")
         try:
             child = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, cwd=self.cwd,
-                                     start_new_session=True)
+                                     start_new_session=True, **self._identity())
         except OSError as e:
             # 127 and 126 as a shell reports them: not found, found but not runnable.
             code = 127 if isinstance(e, FileNotFoundError) else 126
@@ -212,6 +222,14 @@ class Runner:
         killed = self.killed and code == -signal.SIGKILL  # not if SIGTERM got there first
         return self._finish(code, stopped=self.stopping,
                             reason=KILLED_AFTER_GRACE if killed else "", message="")
+
+    def _identity(self) -> dict[str, Any]:
+        """Popen arguments that switch the worker to its own user (no supplementary groups,
+        files private to it); the runner stays corral's, to record and signal."""
+        if self.user is None:
+            return {}
+        uid, gid = self.user
+        return {"user": uid, "group": gid, "extra_groups": [], "umask": 0o077}
 
     def _on_sigterm(self, signum: int, frame: object) -> None:
         self.signalled = True  # acted upon in the supervise loop, not in the handler
@@ -266,13 +284,16 @@ def main(args: list[str] | None = None) -> int:
     parser.add_argument("--record-dir", type=Path, required=True)
     parser.add_argument("--deadline-file", type=Path, required=True)
     parser.add_argument("--cwd", default=None, help="the worker's working directory")
+    parser.add_argument("--uid", type=int, default=None, help="run the worker as this user")
+    parser.add_argument("--gid", type=int, default=None, help="... and this group")
     parser.add_argument("argv", nargs=argparse.REMAINDER)
     ns = parser.parse_args(args)
     argv = ns.argv[1:] if ns.argv[:1] == ["--"] else ns.argv
     if not argv:
         parser.error("give the worker's command after --")
     ns.record_dir.mkdir(parents=True, exist_ok=True)
-    return Runner(ns.record_dir, ns.deadline_file, argv, ns.cwd or None).run()
+    user = None if ns.uid is None else (ns.uid, ns.gid if ns.gid is not None else ns.uid)
+    return Runner(ns.record_dir, ns.deadline_file, argv, ns.cwd or None, user).run()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Data dir layout (default `./.corral`, or $CORRAL_DATA_DIR)::
 
     corral.db        the SQLite store (unless --db gives a PostgreSQL URL)
     admin-token      the admin's API token, written on first start (mode 0600)
+    (the dir is 0700, every file corral writes 0600: umask 077; see worker_users for 0711)
     server.json      where the running server listens (read by the CLI)
     work/            the local backend's records and worker logs
     checkpoints/     checkpoint dirs of workloads that name none
@@ -40,6 +41,7 @@ from corral.api import ApiContext, create_app
 from corral.backends.base import Backend
 from corral.backends.health import GpuHealthProbe
 from corral.backends.local import LocalBackend
+from corral.backends.worker_users import PER_QUEUE, SAME_USER, WorkerUsers
 from corral.control import ControlLoop, ControlSettings, Leadership, Submissions
 from corral.control.accounting import accounting_from_pool
 from corral.control.health import HealthMonitor, probe_verdicts
@@ -110,6 +112,9 @@ class ServerConfig:
     #: seconds between NVML probes of this machine's GPUs (local backend, inventory from NVML);
     #: 0 turns the probe off
     gpu_probe_interval_s: float = DEFAULT_GPU_PROBE_INTERVAL_S
+    #: the OS user of local workers (`corral.backends.worker_users`): "per-queue", a user name,
+    #: or "same" (corral's own: one trust domain); None: per-queue as root, else same
+    worker_user: str | None = None
 
 
 @dataclass
@@ -187,13 +192,15 @@ def virtual_inventory(count: int = 2, gpus: int = 4) -> list[Node]:
 def bootstrap(cfg: ServerConfig) -> Composed:
     """Open (and migrate) the store, sync the pool, make sure an admin exists, build the parts."""
     dd = DataDir(cfg.data_dir)
-    dd.root.mkdir(parents=True, exist_ok=True)
+    users = worker_users(cfg)
+    _private_data_dir(dd, users is not None)
     store = Store(cfg.db_url or sqlite_url(dd.db))
     store.upgrade()
+    _private_files(dd)
     spec, source = resolve_pool(cfg.pool_file)
     inventory = _nodes(spec)
     nodes, detected = inventory.nodes, inventory.source
-    backend, health = _backend(cfg, dd, store, nodes)
+    backend, health = _backend(cfg, dd, store, nodes, users)
     probe = None
     if cfg.backend != "local":
         # An engine's nodes come from the engine itself (the pool file still gives queues and
@@ -239,11 +246,40 @@ def _gpu_health(store: Store, nodes: list[Node],
 BACKENDS = ("local", "ray", "slurm", "kubernetes")
 
 
-def _backend(cfg: ServerConfig, dd: DataDir, store: Store,
-             nodes: list[Node]) -> tuple[Any, HealthMonitor | None]:
+def worker_users(cfg: ServerConfig) -> WorkerUsers | None:
+    """Who runs local workers: their queue's user when corral is root (unless told otherwise);
+    None: corral's own user. Raises WorkerUserError when asked for what cannot be had."""
+    mode = cfg.worker_user or (PER_QUEUE if os.geteuid() == 0 else SAME_USER)
+    if cfg.backend != "local" or mode == SAME_USER:
+        return None
+    return WorkerUsers(mode)
+
+
+def _private_data_dir(dd: DataDir, worker_users: bool) -> None:
+    """Everything corral writes from now on is its own (umask 077): the database, logs,
+    tokens, records. With worker users the data dir and checkpoints/ are 0711 (a worker
+    reaches its checkpoint dir by path, lists nothing); else 0700."""
+    os.umask(0o077)
+    dd.root.mkdir(parents=True, exist_ok=True)
+    os.chmod(dd.root, 0o711 if worker_users else 0o700)
+    if worker_users:
+        dd.checkpoints.mkdir(exist_ok=True)
+        os.chmod(dd.checkpoints, 0o711)
+
+
+def _private_files(dd: DataDir) -> None:
+    """Tighten what an older corral left 0644 (its umask): the database and its journals."""
+    for path in (dd.db, dd.db.with_name("corral.db-wal"), dd.db.with_name("corral.db-shm"),
+                 dd.admin_token, dd.server_file):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(path, 0o600)
+
+
+def _backend(cfg: ServerConfig, dd: DataDir, store: Store, nodes: list[Node],
+             users: WorkerUsers | None = None) -> tuple[Any, HealthMonitor | None]:
     """Build the configured backend (engines are imported only when chosen)."""
     if cfg.backend == "local":
-        return LocalBackend(dd.work, nodes=nodes), None
+        return LocalBackend(dd.work, nodes=nodes, worker_users=users), None
     work = dd.root / f"{cfg.backend}-work"
     if cfg.backend == "ray":
         from corral.backends.ray import RayBackend

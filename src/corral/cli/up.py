@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from corral.backends.worker_users import WorkerUserError
 from corral.cli.connection import err
 from corral.cli.server import (
     DEFAULT_GPU_PROBE_INTERVAL_S,
@@ -100,6 +101,10 @@ def up(
         "GPUs through NVML (XID errors, uncorrected ECC, temperature, row remapping); used when "
         "the local backend found its GPUs with NVML; 0 turns it off")
     ] = DEFAULT_GPU_PROBE_INTERVAL_S,
+    worker_user: Annotated[str | None, typer.Option(
+        "--worker-user", help="OS user local workers run as: per-queue (corral-q-<queue>, "
+        "created on demand), a user name, or same (corral's own user: one trust domain); "
+        "default per-queue as root, else same")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Start the control plane: store, scheduler loop, a backend (local by default) and API."""
@@ -110,13 +115,13 @@ def up(
                        interval_s=interval, backend=backend, ray_address=ray_address,
                        slurm_partition=slurm_partition, slurm_gpu_model=slurm_gpu_model,
                        k8s_image=k8s_image, k8s_namespace=k8s_namespace,
-                       gpu_probe_interval_s=gpu_probe_interval)
+                       gpu_probe_interval_s=gpu_probe_interval, worker_user=worker_user)
     try:
         serve(cfg, on_ready=lambda parts, url: _ready(cfg, parts, url, demo))
     except SpecError as e:
         err.print(f"[red]error in the pool file:[/red] {e}", markup=True, highlight=False)
         raise typer.Exit(1) from None
-    except ValueError as e:  # an unknown backend, a backend missing its options
+    except (ValueError, WorkerUserError) as e:  # an unknown backend, a missing option...
         err.print(f"[red]error:[/red] {e}", markup=True, highlight=False)
         raise typer.Exit(2) from None
     except OSError as e:  # the port is taken, the data dir is not writable...

@@ -38,6 +38,9 @@ class CorralServer:
     pool: Path | None = None  # None: cwd has no examples/, so the virtual pool is used
     extra_env: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None  # default: the data dir
+    #: `corral up --worker-user`: "same" by default, since test workers run this interpreter,
+    #: which another user may not reach (under /root); None: corral's own default
+    worker_user: str | None = "same"
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -56,6 +59,8 @@ class CorralServer:
             args += ["--pool", str(self.pool)]
         if self.db:
             args += ["--db", self.db]
+        if self.worker_user is not None:
+            args += ["--worker-user", self.worker_user]
         with open(self.data_dir / "server.log", "ab") as log:
             self.proc = subprocess.Popen(args, cwd=self.cwd or self.data_dir, env=self.env(),
                                          stdout=log, stderr=subprocess.STDOUT)

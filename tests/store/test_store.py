@@ -96,13 +96,13 @@ def test_tokens_are_stored_hashed_and_authenticate(store: Store) -> None:
     with store.read() as c:
         stored = c.execute(select(ApiToken.token_hash)).scalars().all()
         assert token not in stored and A.hash_token(token) in stored
-        who = A.authenticate(c, token)
+        who = A.authenticate(c, token, 0.0)
         assert who is not None and who.name == "ann" and who.queues == {"q"}
-        assert A.authenticate(c, token + "x") is None
+        assert A.authenticate(c, token + "x", 0.0) is None
     with store.write() as c:
         A.revoke_tokens(c, "ann")
     with store.read() as c:
-        assert A.authenticate(c, token) is None
+        assert A.authenticate(c, token, 0.0) is None
 
 
 def test_lease_has_one_holder_and_fences_a_deposed_one(store: Store) -> None:

@@ -1,29 +1,41 @@
-"""The FastAPI application: `create_app(ApiContext)`; `corral up` serves it with uvicorn."""
+"""The FastAPI application: `create_app(ApiContext)`; `corral up` serves it with uvicorn
+(`corral.api.serving` gives uvicorn its limits)."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
-from corral.api import ledger, meta, pool, workloads
+from corral.api import ledger, meta, pool, tenancy, workloads
 from corral.api.context import ApiContext
 from corral.api.errors import install_handlers
+from corral.api.guard import RequestGuard
+from corral.api.inputs import reject_nul
+from corral.api.openapi import install_openapi
 
 __all__ = ["create_app"]
 
 DESCRIPTION = """corral's control-plane API. Authenticate with an API token:
 `Authorization: Bearer <token>` (`corral up` prints the admin token and writes it to the data
-dir). Errors are JSON `{error, message, problems: [{field, message}]}`."""
+dir). Every error, whatever its status, is JSON `{error, message, problems: [{field, message}]}`:
+400 the body is not JSON, 401 no or a bad token (checked before the body is read), 403, 404,
+405 (with `Allow`), 408 the body took too long, 409, 413 the body is over 1 MiB or a spec over
+256 KiB, 422 a field is wrong (named in `problems`), 429 the token's request rate is used up
+(`Retry-After`)."""
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
-    app = FastAPI(title="corral", version="v1", description=DESCRIPTION)
+    app = FastAPI(title="corral", version="v1", description=DESCRIPTION,
+                  dependencies=[Depends(reject_nul)])
     app.state.corral = ctx
     install_handlers(app)
     app.include_router(meta.router)
     app.include_router(workloads.router)
     app.include_router(pool.router)
+    app.include_router(tenancy.router)
     app.include_router(ledger.router)  # ledger hook: /v1/ledger (corral.api.ledger)
     from corral.web import install as install_dashboard  # late: corral.web imports corral.api
 
     install_dashboard(app)  # the dashboard at /, its data at /v1/dashboard, and /metrics
+    install_openapi(app)
+    app.add_middleware(RequestGuard, ctx=ctx)  # outermost: before any body is read
     return app

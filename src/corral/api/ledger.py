@@ -18,7 +18,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from corral.api.context import ApiContext, Caller, context, require_admin
 from corral.api.errors import ApiError, not_found
@@ -45,6 +45,7 @@ from corral.ledger.reports import DIMENSIONS
 from corral.sdk import ledger as LM
 from corral.sdk import models as M
 from corral.store import Store
+from corral.store import audit as AU
 from corral.store import ledger_rows as LR
 from corral.store import pool as P
 from corral.store.auth import Principal
@@ -236,15 +237,20 @@ def post_price(body: LM.PriceIn, ctx: Ctx, who: Caller) -> LM.PriceOut:
             existing = [p.rule for p in LR.list_prices(conn)]
             build_catalog([*existing, rule], P.list_nodes(conn))  # refuses overlaps
             new_id = LR.add_price(conn, rule, "api", ctx.clock.now())
+            AU.record(conn, at=ctx.clock.now(), actor=who.name, action="price.add",
+                      target=str(new_id))
     return _price_view(LR.PriceRow(new_id, rule, "api"))
 
 
 @router.delete("/prices/{price_id}", status_code=204, responses=_ERRORS)
-def delete_price(price_id: int, ctx: Ctx, who: Caller) -> Response:
+def delete_price(price_id: Annotated[int, Path(ge=1, le=2**63 - 1)], ctx: Ctx,
+                 who: Caller) -> Response:
     require_admin(who)
     with ctx.store.write() as conn:
         if not LR.delete_price(conn, price_id):
             raise not_found("price", str(price_id))
+        AU.record(conn, at=ctx.clock.now(), actor=who.name, action="price.delete",
+                  target=str(price_id))
     return Response(status_code=204)
 
 

@@ -1,5 +1,6 @@
-"""/v1/nodes, /v1/providers, /v1/queues, /v1/users: the pool and who may use it. Changes need
-the admin role; members see their queues, and every node and provider (they share the pool)."""
+"""/v1/nodes, /v1/providers, /v1/queues: the pool. Changes need the admin role (and are
+audited); members see their queues, and every node and provider (they share the pool). Users,
+tokens and members: `corral.api.tenancy`."""
 
 from __future__ import annotations
 
@@ -9,14 +10,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError
 
 from corral.api.context import ApiContext, Caller, context, require_admin
 from corral.api.errors import ApiError, not_found
 from corral.core.model import MILLI_PER_GPU, Node, Queue
 from corral.sdk import models as M
 from corral.spec import QueueSpec, SpecError
-from corral.spec.workload import check_name
+from corral.store import audit as AU
 from corral.store import auth as A
 from corral.store import pool as P
 from corral.store import workloads as W
@@ -112,6 +112,7 @@ def _cordon(ctx: ApiContext, who: A.Principal, node_id: str, cordoned: bool) -> 
         W.append_event(conn, at=now, kind="node", subject=node_id,
                        reason="Cordoned" if cordoned else "Uncordoned",
                        message=f"{verb} by {who.name}")
+        AU.record(conn, at=now, actor=who.name, action=f"node.{verb[:-2]}", target=node_id)
     ctx.submissions.invalidate()
     return next(n for n in list_nodes(ctx, who) if n.id == node_id)
 
@@ -187,6 +188,9 @@ def _write_queue(ctx: ApiContext, who: A.Principal, q: Queue, *, create: bool) -
         W.append_event(conn, at=now, kind="queue", subject=q.name,
                        reason="QueueUpdated" if exists else "QueueCreated",
                        message=f"by {who.name}: quota {q.quota_gpus:g}, limit {q.limit_gpus}")
+        AU.record(conn, at=now, actor=who.name, action="queue.update" if exists else
+                  "queue.create", target=q.name, queue=q.name,
+                  detail={"quota_gpus": q.quota_gpus, "limit_gpus": q.limit_gpus})
     ctx.submissions.invalidate()
     return _queue_infos(ctx, {q.name})[0]
 
@@ -218,44 +222,9 @@ def delete_queue(name: Name, ctx: Ctx, who: Caller) -> None:
             raise ApiError(409, "conflict", f"queue {name!r} still has {active} active "
                            f"workload(s) and child queues {children}; cancel or move them first")
         P.delete_queue(conn, name)
+        A.remove_queue_members(conn, name)  # a new queue of the same name starts empty
         W.append_event(conn, at=ctx.clock.now(), kind="queue", subject=name,
                        reason="QueueDeleted", message=f"by {who.name}")
+        AU.record(conn, at=ctx.clock.now(), actor=who.name, action="queue.delete", target=name,
+                  queue=name)
     ctx.submissions.invalidate()
-
-
-# --- users --------------------------------------------------------------------------------------
-
-
-@router.get("/users", response_model=list[M.UserOut], responses=_ERRORS, tags=["users"])
-def list_users(ctx: Ctx, who: Caller) -> list[M.UserOut]:
-    require_admin(who)
-    with ctx.store.read() as conn:
-        users = A.list_users(conn)
-    return [M.UserOut(name=u.name, role=u.role, queues=sorted(u.queues)) for u in users]
-
-
-@router.post("/users", status_code=201, response_model=M.TokenOut,
-             responses={**_ERRORS, 409: {"model": M.ErrorBody}}, tags=["users"])
-def create_user(body: M.UserIn, ctx: Ctx, who: Caller) -> M.TokenOut:
-    """Create a user in some queues; the response carries their first API token (shown once)."""
-    require_admin(who)
-    try:
-        check_name(body.name, "user name")
-    except ValueError as e:
-        raise SpecError([("name", str(e))]) from None
-    now = ctx.clock.now()
-    try:
-        with ctx.store.write() as conn:
-            known = {q.name for q in P.list_queues(conn)}
-            unknown = sorted(set(body.queues) - known)
-            if unknown:
-                raise SpecError([("queues", f"unknown queue(s) {unknown}; create them first")])
-            if A.get_user(conn, body.name) is not None:
-                raise ApiError(409, "conflict", f"user {body.name!r} exists",
-                               [("name", "already exists")])
-            A.create_user(conn, body.name, body.role, body.queues, now)
-            token = A.create_token(conn, body.name, now)
-    except IntegrityError:  # a concurrent create of the same name
-        raise ApiError(409, "conflict", f"user {body.name!r} exists") from None
-    return M.TokenOut(user=M.UserOut(name=body.name, role=body.role, queues=sorted(body.queues)),
-                      token=token)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Header, Query, Response
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from corral.api.context import ApiContext, Caller, context
@@ -13,9 +16,12 @@ from corral.api.views import event_view, workload_view
 from corral.backends.errors import BackendError
 from corral.control import cancel
 from corral.control.lifecycle import State
+from corral.control.submission import stored_form
 from corral.core.reasons import UNRESOLVABLE
 from corral.sdk import models as M
 from corral.spec import WorkloadSpec
+from corral.store import audit as AU
+from corral.store import idempotency as I
 from corral.store import workloads as W
 from corral.store.auth import Principal
 from corral.store.workloads import WorkloadRecord
@@ -36,32 +42,96 @@ def _visible(ctx: ApiContext, who: Principal, workload_id: str) -> WorkloadRecor
     return rec
 
 
-def _may_submit(ctx: ApiContext, who: Principal, queue: str) -> None:
-    if who.is_admin or queue in who.queues:
+def _may_submit(who: Principal, queue: str) -> None:
+    """Members and queue admins submit; viewers only read. A user outside the queue hears the
+    same whether it exists or not (the names of other teams' queues are not theirs to learn)."""
+    if who.may_submit(queue):
         return
-    if ctx.submissions.pool().queue(queue) is not None:
-        raise ApiError(403, "forbidden", f"{who.name} is not a member of queue {queue!r}; "
-                       "ask an admin to add you", [("queue", "not a member of this queue")])
+    if who.role_in(queue) == "viewer":
+        raise ApiError(403, "forbidden", f"{who.name} is a viewer of queue {queue!r}: viewers "
+                       "read, members submit; ask its queue admin",
+                       [("queue", "viewer: may not submit")])
+    raise ApiError(403, "forbidden", f"{who.name} is not a member of queue {queue!r} (or it "
+                   "does not exist); `corral queues` lists yours",
+                   [("queue", "not a member of this queue")])
 
 
-@router.post("/workloads", status_code=201, response_model=M.Submitted, responses=_ERRORS)
-async def submit(spec: WorkloadSpec, ctx: Ctx, who: Caller) -> M.Submitted:
+def _may_act_on(who: Principal, rec: WorkloadRecord, verb: str) -> None:
+    """Cancel and logs: your own work as a member, all of the queue's as its queue admin."""
+    if not who.may_act_on(rec.queue, rec.user):
+        role = who.role_in(rec.queue)
+        raise ApiError(403, "forbidden", f"{who.name} is a {role} of queue {rec.queue!r} and may "
+                       f"not {verb} {rec.user}'s workload; members {verb} their own work, queue "
+                       "admins all of the queue's")
+
+
+def _audit_cross_user(ctx: ApiContext, who: Principal, rec: WorkloadRecord, action: str) -> None:
+    if rec.user != who.name:
+        with ctx.store.write() as conn:
+            AU.record(conn, at=ctx.clock.now(), actor=who.name, action=action, target=rec.id,
+                      queue=rec.queue, detail={"owner": rec.user})
+
+
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[!-~]+$",
+    description="a key of your choosing (printable ASCII, no spaces): a retry with the same key "
+                "and the same spec returns the first submission (200) instead of a second one; "
+                "the same key with another spec is 409")]
+
+
+@router.post("/workloads", status_code=201, response_model=M.Submitted,
+             responses={**_ERRORS, 200: {"model": M.Submitted, "description": "a retry with "
+                        "the same Idempotency-Key and spec: the first submission"},
+                        409: {"model": M.ErrorBody}})
+async def submit(spec: WorkloadSpec, ctx: Ctx, who: Caller, response: Response,
+                 idempotency_key: IdempotencyKey = None) -> M.Submitted:
     """Submit a job, service or interactive session. Refused (nothing stored) when the spec is
     malformed, the queue unknown, or the request can never fit the pool."""
     # async: the checks are cached and the write is group-committed by one writer thread, so a
     # submission holds no threadpool thread while it waits for its commit (corral.control.submission)
-    if not (who.is_admin or spec.queue in who.queues):
-        await run_in_threadpool(_may_submit, ctx, who, spec.queue)
-    records = await ctx.submissions.submit_async(spec, who.name, ctx.clock.now())
+    _may_submit(who, spec.queue)
+    now = ctx.clock.now()
+    if idempotency_key is None:
+        records = await ctx.submissions.submit_async(spec, who.name, now)
+        return _submitted(records)
+    digest = hashlib.sha256(json.dumps(stored_form(spec), sort_keys=True).encode()).hexdigest()
+    prior = await run_in_threadpool(_remembered, ctx, who.name, idempotency_key)
+    if prior is None:
+        def claim(conn: Connection, group_id: str) -> None:
+            I.claim(conn, who.name, idempotency_key, digest, group_id, now)
+        try:
+            return _submitted(await ctx.submissions.submit_async(spec, who.name, now, claim))
+        except I.KeyTaken:  # a concurrent request with this key committed first
+            prior = await run_in_threadpool(_remembered, ctx, who.name, idempotency_key)
+    assert prior is not None
+    if prior.body_hash != digest:
+        raise ApiError(409, "conflict", "this Idempotency-Key was used for another spec; use a "
+                       "new key for a new submission", [("Idempotency-Key", "used before")])
+    response.status_code = 200
+    return await run_in_threadpool(_group, ctx, prior.group_id)
+
+
+def _submitted(records: list[WorkloadRecord]) -> M.Submitted:
     return M.Submitted(group_id=records[0].group_id,
                        workloads=[workload_view(r) for r in records])
+
+
+def _remembered(ctx: ApiContext, user: str, key: str) -> I.Remembered | None:
+    with ctx.store.read() as conn:
+        return I.find(conn, user, key)
+
+
+def _group(ctx: ApiContext, group_id: str) -> M.Submitted:
+    with ctx.store.read() as conn:
+        records = W.list_workloads(conn, group_id=group_id, limit=10_000)
+    return _submitted(sorted(records, key=lambda r: r.seq))
 
 
 @router.post("/dry-run", response_model=M.DryRunResult, responses=_ERRORS)
 def dry_run(spec: WorkloadSpec, ctx: Ctx, who: Caller) -> M.DryRunResult:
     """What would happen if this were submitted now: where it starts, what it evicts, or why
     it waits. Stores nothing."""
-    _may_submit(ctx, who, spec.queue)
+    _may_submit(who, spec.queue)
     result = ctx.submissions.dry_run(spec, ctx.clock.now())
     return M.DryRunResult(
         outcome=result.outcome, placements=result.placements, evictions=result.evictions,
@@ -103,10 +173,11 @@ def get_workload(workload_id: str, ctx: Ctx, who: Caller) -> M.Workload:
 def cancel_workload(workload_id: str, ctx: Ctx, who: Caller) -> M.Workload:
     """Pending work ends at once; running work is stopped (SIGTERM, grace, SIGKILL) and becomes
     cancelled when its workers have ended. Idempotent."""
-    _visible(ctx, who, workload_id)
+    _may_act_on(who, _visible(ctx, who, workload_id), "cancel")
     rec = cancel(ctx.store, workload_id, ctx.clock.now(), who.name)
     if rec is None:
         raise not_found("workload", workload_id)
+    _audit_cross_user(ctx, who, rec, "workload.cancel")
     return workload_view(rec)
 
 
@@ -141,8 +212,12 @@ def logs(
     attempt: Annotated[int | None, Query(ge=0, le=10**6)] = None,
     max_bytes: Annotated[int, Query(ge=1, le=1 << 20)] = 65536,
 ) -> M.LogChunk:
-    """A chunk of a worker's output from byte `offset`; poll with `next_offset` to follow."""
-    _visible(ctx, who, workload_id)
+    """A chunk of a worker's output from byte `offset`; poll with `next_offset` to follow.
+    Members read their own workloads' logs, queue admins every one of the queue."""
+    rec = _visible(ctx, who, workload_id)
+    _may_act_on(who, rec, "read the logs of")
+    if offset == 0:  # once per read from the start, not once per poll of a follow
+        _audit_cross_user(ctx, who, rec, "workload.logs")
     if ctx.logs is None:
         raise ApiError(503, "unavailable", "this API replica has no backend; read logs from "
                        "the replica that runs the scheduler")

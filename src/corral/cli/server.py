@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.api import ApiContext, create_app
+from corral.api.serving import uvicorn_options
 from corral.backends.base import Backend
 from corral.backends.health import GpuHealthProbe
 from corral.backends.local import LocalBackend
@@ -355,7 +356,8 @@ def serve(cfg: ServerConfig, *, on_ready: Any = None) -> None:
 
     observe_loop(app, parts.loop)
     server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port,
-                                           log_level="warning", access_log=False))
+                                           log_level="warning", access_log=False,
+                                           **uvicorn_options(parts.ctx.limits)))
     stop = threading.Event()
     loop_thread = threading.Thread(target=parts.loop.run, args=(stop,), name="control-loop",
                                    daemon=True)

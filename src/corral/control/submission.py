@@ -21,7 +21,7 @@ import dataclasses
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Final
@@ -46,6 +46,8 @@ from corral.store.workloads import WorkloadRecord
 __all__ = ["DryRun", "PoolView", "Submissions", "stored_form", "unit_ids"]
 
 _ID_ATTEMPTS = 5
+#: runs in a submission's transaction with its group id (corral.api: the idempotency key)
+OnStore = Callable[[Connection, str], None]
 
 #: which spec field an unresolvable reason is about, so the error names it
 FIELD_OF_REASON: Final = {
@@ -131,10 +133,9 @@ class Submissions:
         return True
 
     def _check(self, spec: WorkloadSpec, pool: PoolView) -> None:
-        if pool.queue(spec.queue) is None:
-            known = ", ".join(q.name for q in pool.queues) or "none"
-            raise SpecError([("queue", f"queue {spec.queue!r} does not exist; existing queues: "
-                                       f"{known}")])
+        if pool.queue(spec.queue) is None:  # never list the queues: that names other teams'
+            raise SpecError([("queue", f"queue {spec.queue!r} does not exist or you are not a "
+                                       "member; `corral queues` lists yours")])
         if spec.command is None and spec.shell is None:
             raise SpecError([("command", "give the program to run: command (an argv list) or "
                                          "shell (one shell line)")])
@@ -169,24 +170,27 @@ class Submissions:
                 continue
         raise RuntimeError("could not find a free workload id; try again")
 
-    async def submit_async(self, spec: WorkloadSpec, user: str,
-                           now: float) -> list[WorkloadRecord]:
+    async def submit_async(self, spec: WorkloadSpec, user: str, now: float,
+                           on_store: OnStore | None = None) -> list[WorkloadRecord]:
         """`submit` for an event loop: checks inline when cached, else in a thread, and awaits
-        the commit without holding a thread."""
+        the commit without holding a thread. `on_store(conn, group_id)` runs in the
+        submission's own transaction (an idempotency key is written there)."""
         if not self.check_cached(spec):
             await asyncio.to_thread(self.check, spec)
         for _ in range(_ID_ATTEMPTS):
             try:
-                return await asyncio.wrap_future(self._store(spec, user, now))
+                return await asyncio.wrap_future(self._store(spec, user, now, on_store))
             except IntegrityError:
                 continue
         raise RuntimeError("could not find a free workload id; try again")
 
-    def _store(self, spec: WorkloadSpec, user: str, now: float) -> Future[list[WorkloadRecord]]:
+    def _store(self, spec: WorkloadSpec, user: str, now: float,
+               on_store: OnStore | None = None) -> Future[list[WorkloadRecord]]:
         group_id = f"{spec.name}-{secrets.token_hex(4)}"
         body = stored_form(spec)
         rows = [_row(uid, group_id, spec, user, body, now) for uid in unit_ids(group_id, spec)]
-        return self._writes.submit(_Accepted(rows, f"submitted by {user} to queue {spec.queue}"))
+        return self._writes.submit(_Accepted(rows, f"submitted by {user} to queue {spec.queue}",
+                                             on_store))
 
     def dry_run(self, spec: WorkloadSpec, now: float) -> DryRun:
         """Plan one cycle on the current state plus the candidate; nothing is stored."""
@@ -215,12 +219,16 @@ class _Accepted:
 
     rows: list[dict[str, Any]]
     message: str
+    on_store: OnStore | None = None
 
 
 def _store_accepted(conn: Connection, batch: Sequence[_Accepted]) -> list[list[WorkloadRecord]]:
     """Insert a batch of submissions' units and Submitted events; their records, per submission."""
     rows = [r for a in batch for r in a.rows]
     seqs = iter(W.insert_workloads(conn, rows))
+    for a in batch:
+        if a.on_store is not None:
+            a.on_store(conn, a.rows[0]["group_id"])
     W.append_events(conn, [
         {"at": r["submitted_at"], "kind": "transition", "reason": L.SUBMITTED,
          "message": a.message, "workload_id": r["id"], "to_state": "pending"}

@@ -5,23 +5,30 @@ Fields are additive across versions: clients ignore fields they do not know.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "AuditEntry",
+    "AuditPage",
     "DryRunResult",
     "ErrorBody",
     "Event",
     "EventPage",
     "Health",
     "LogChunk",
+    "Member",
+    "MemberIn",
     "NodeInfo",
     "Problem",
     "ProviderInfo",
     "QueueIn",
     "QueueInfo",
     "Submitted",
+    "TokenCreated",
+    "TokenIn",
+    "TokenInfo",
     "TokenOut",
     "UserIn",
     "UserOut",
@@ -206,19 +213,83 @@ class UserIn(_Model):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=63)
-    role: str = Field("user", pattern="^(admin|user)$")
-    queues: list[str] = Field(default_factory=list)
+    role: Literal["admin", "user"] = "user"
+    queues: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(
+        default_factory=list, max_length=256, description="queues to join as a member")
 
 
 class UserOut(_Model):
     name: str
     role: str
     queues: list[str]
+    memberships: dict[str, str] = Field(
+        default_factory=dict, description="queue -> role: queue_admin, member or viewer")
 
 
 class TokenOut(_Model):
     user: UserOut
     token: str = Field(description="shown once; store it safely")
+
+
+MemberRole = Literal["queue_admin", "member", "viewer"]
+
+
+class MemberIn(_Model):
+    model_config = ConfigDict(extra="forbid")
+
+    role: MemberRole = "member"
+
+
+class Member(_Model):
+    user: str
+    queue: str
+    role: str
+
+
+class TokenIn(_Model):
+    model_config = ConfigDict(extra="forbid")
+
+    user: str | None = Field(None, min_length=1, max_length=63,
+                             description="whose token (admins only; default: the caller)")
+    name: str = Field("", max_length=63, description="what it is for, to tell tokens apart")
+    expires_in_s: float | None = Field(None, gt=0, le=10 * 366 * 86400, allow_inf_nan=False,
+                                       description="seconds until it stops working; none: never")
+    rate_per_s: float | None = Field(None, ge=0, le=1e6, allow_inf_nan=False,
+                                     description="requests per second (0: unlimited; admins "
+                                                 "only); none: the server's default")
+    burst: int | None = Field(None, ge=1, le=1_000_000, description="requests at once")
+
+
+class TokenInfo(_Model):
+    id: int
+    user: str
+    name: str
+    hint: str = Field(description="the token's last characters")
+    created_at: float
+    expires_at: float | None = None
+    revoked: bool
+    rate_per_s: float | None = None
+    burst: int | None = None
+
+
+class TokenCreated(_Model):
+    token: str = Field(description="shown once; store it safely")
+    info: TokenInfo
+
+
+class AuditEntry(_Model):
+    id: int
+    at: float
+    actor: str
+    action: str
+    target: str
+    queue: str = ""
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class AuditPage(_Model):
+    items: list[AuditEntry]
+    next_after: int
 
 
 class Health(_Model):

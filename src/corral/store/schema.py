@@ -2,6 +2,8 @@
 
     providers ─< nodes                      the pool
     queues ─< memberships >─ users ─< api_tokens
+    audit_log                               admin and cross-user actions (who, what, when)
+    idempotency_keys                        (user, Idempotency-Key) -> the submission it made
     workloads ─< placements (per attempt, per worker)
     events                                  append-only history of every change, with reasons
     leases                                  who leads the scheduler (with a fencing epoch)
@@ -30,8 +32,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "ApiToken",
+    "AuditEntry",
     "Base",
     "Event",
+    "IdempotencyKey",
     "Lease",
     "Membership",
     "NodeRow",
@@ -101,9 +105,12 @@ class User(Base):
 
 
 class Membership(Base):
+    """A user's role in one queue: queue_admin | member | viewer (see corral.store.auth)."""
+
     __tablename__ = "memberships"
     user: Mapped[str] = mapped_column(String(63), ForeignKey("users.name"), primary_key=True)
     queue: Mapped[str] = mapped_column(String(63), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16), default="member", server_default="member")
 
 
 class ApiToken(Base):
@@ -116,6 +123,38 @@ class ApiToken(Base):
     hint: Mapped[str] = mapped_column(String(16))  # the last characters, to tell tokens apart
     created_at: Mapped[float] = mapped_column(Float)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    name: Mapped[str] = mapped_column(String(63), default="", server_default="")
+    #: unix seconds after which the token no longer authenticates; None: never
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: this token's request rate and burst; None: the server's default (corral.api.limits)
+    rate_per_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    burst: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class AuditEntry(Base):
+    """Append-only: an admin action or one user acting on another's work. `target` names the
+    object (a user, a token id, a workload); `queue` the queue it concerns, if any."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float)
+    actor: Mapped[str] = mapped_column(String(63), index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(200))
+    queue: Mapped[str] = mapped_column(String(63), default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class IdempotencyKey(Base):
+    """A submission's `Idempotency-Key`, per user: a retry with the same key and body gets the
+    same workloads back. Written in the submission's own transaction."""
+
+    __tablename__ = "idempotency_keys"
+    user: Mapped[str] = mapped_column(String(63), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    body_hash: Mapped[str] = mapped_column(String(64))
+    group_id: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[float] = mapped_column(Float)
 
 
 class WorkloadRow(Base):

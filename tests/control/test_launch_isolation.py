@@ -18,7 +18,8 @@ from corral.control import lifecycle as L
 from corral.spec import WorkloadSpec
 from corral.store import Store
 from corral.store.database import sqlite_url
-from tests.control.rig import Rig
+
+from .rig import Rig
 
 
 class PoisonedBackend(FakeBackend):

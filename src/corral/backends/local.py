@@ -328,22 +328,30 @@ class LocalBackend(Backend, InventorySource, LogSource):
             os.chown(path, who.uid, who.gid)
             os.chmod(path, 0o700)
 
-    def _spawn(self, record: _Attempt, worker: int) -> None:
-        spec = record.spec
+    def worker_process(self, spec: LaunchSpec, worker: int, attempt_dir: Path,
+                       master_port: int) -> tuple[list[str], dict[str, str]]:
+        """The argv and environment of worker `worker`'s runner, as `os.posix_spawn` gets them
+        (pure but for the worker user lookup; tests check every accepted spec builds here)."""
         assignment = next(a for a in spec.assignments if a.worker == worker)
-        wdir = record.dir / f"worker-{worker}"
-        wdir.mkdir(exist_ok=True)
         env = {**self._base_env(), **worker_environment(
-            spec, assignment, master_addr=LOOPBACK, master_port=record.master_port,
-            deadline_file=str(record.dir / DEADLINE_FILE))}
+            spec, assignment, master_addr=LOOPBACK, master_port=master_port,
+            deadline_file=str(attempt_dir / DEADLINE_FILE))}
         identity: list[str] = []
         if self.worker_users is not None:
             who = self.worker_users.for_queue(spec.queue)
             env.update(who.env())
             identity = ["--uid", str(who.uid), "--gid", str(who.gid)]
-        argv = [self.python, "-I", local_runner.__file__, "--record-dir", str(wdir),
-                "--deadline-file", str(record.dir / DEADLINE_FILE), *identity,
+        argv = [self.python, "-I", local_runner.__file__,
+                "--record-dir", str(attempt_dir / f"worker-{worker}"),
+                "--deadline-file", str(attempt_dir / DEADLINE_FILE), *identity,
                 "--cwd", spec.working_dir or "", "--", *spec.argv()]
+        return argv, env
+
+    def _spawn(self, record: _Attempt, worker: int) -> None:
+        spec = record.spec
+        wdir = record.dir / f"worker-{worker}"
+        wdir.mkdir(exist_ok=True)
+        argv, env = self.worker_process(spec, worker, record.dir, record.master_port)
         log = str(record.log_dir / f"worker-{worker}.log")
         # posix_spawn, not Popen: the runner is meant to outlive this object (and this process),
         # which Popen reports as a leak. setsid: its own session, away from our signals.

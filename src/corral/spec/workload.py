@@ -162,8 +162,10 @@ class WorkloadSpec(BaseModel):
             )
         if self.command is not None and self.shell is not None:
             raise ValueError("give either command (an argv list) or shell (a shell line), not both")
-        if self.command is not None and not self.command:
+        if self.command is not None and not (self.command and self.command[0].strip()):
             raise ValueError("command must not be empty; give the program and its arguments")
+        if self.shell is not None and not self.shell.strip():
+            raise ValueError("shell must not be blank; give the line to run")
         if self.kind != WorkloadKind.SERVICE and (self.replicas or self.min_replicas is not None):
             raise ValueError("replicas and min_replicas apply to kind: service only")
         if self.kind == WorkloadKind.SERVICE:

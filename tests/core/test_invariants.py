@@ -33,6 +33,7 @@ from corral.core import (
     schedule,
 )
 from corral.core import reasons as R
+from corral.core.actions.allocate import reservation_window
 
 NOW = 100_000.0
 
@@ -284,13 +285,17 @@ def check_reasons(cluster: ClusterState, plan: Plan) -> None:
             assert e.message and e.for_workload
 
 
-def quiet_window(state: ClusterState, now: float) -> float:
-    """Seconds from `now` until the first running workload leaves its minimum runtime: until
-    then time passing changes nothing the cycle reads (as long as every waiting workload has
-    waited past `reserve_after_s`), so a rerun must decide the same."""
+def quiet_window(state: ClusterState, now: float, config: SchedulerConfig | None = None
+                 ) -> float:
+    """Seconds from `now` until the first running workload leaves its minimum runtime or a
+    waiting workload's reservation window opens or closes: until then time passing changes
+    nothing the cycle reads, so a rerun must decide the same."""
+    cfg = config or SchedulerConfig()
     ends = [w.started_at + w.min_runtime_s for w in state.workloads
             if w.running and w.started_at is not None and w.started_at + w.min_runtime_s > now]
-    return min(ends, default=now + 3600.0) - now
+    ends += [reservation_window(cfg, w.submitted_at, now)[1] for w in state.workloads
+             if not w.running]
+    return min([t for t in ends if t > now], default=now + 3600.0) - now
 
 
 def check_stable(cluster: ClusterState, plan: Plan, now: float, later: float,
@@ -298,7 +303,7 @@ def check_stable(cluster: ClusterState, plan: Plan, now: float, later: float,
     """Apply the plan and rerun the cycle with nothing changed: at `now`, and `later` (a
     fraction of the quiet window) after it: no new evictions, i.e. no preemption loop."""
     after = apply(cluster, plan, now)
-    for t in (now, now + later * quiet_window(after, now)):
+    for t in (now, now + later * quiet_window(after, now, config)):
         again = schedule(after, t, config)
         assert again.evictions == (), f"preemption loop at now+{t - now:g}: {again.evictions}"
 

@@ -36,6 +36,11 @@ class SchedulerConfig:
     #: elsewhere); 0 reserves at once
     reserve_after_s: float = 300.0
     max_reservations: int = 1
+    #: a reservation holds its nodes at most this long at a time, then lets them go for
+    #: `reservation_cooldown_s` before it may be taken again: the bound on capacity a
+    #: reservation keeps idle (its nodes' GPUs x this, per window)
+    max_reservation_s: float = 3600.0
+    reservation_cooldown_s: float = 600.0
     #: False: strict order (FIFO); a queue starts nothing behind a workload that does not fit
     backfill: bool = True
     consolidate: bool = True

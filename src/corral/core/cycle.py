@@ -11,7 +11,7 @@ causes an eviction, and one that a move can start never causes a kill.
 from __future__ import annotations
 
 from bisect import insort
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from operator import attrgetter
 
@@ -19,13 +19,14 @@ import numpy as np
 
 from corral.core import reasons as R
 from corral.core.actions import allocate, consolidate, preempt, reallocate, reclaim
-from corral.core.actions.allocate import limit_reason
+from corral.core.actions.allocate import limit_reason, prune_reservations, reservation_window
 from corral.core.config import SchedulerConfig
 from corral.core.fit import Shape
 from corral.core.model import (
     MILLI_PER_GPU,
     ClusterState,
     Workload,
+    WorkloadKind,
     WorkloadState,
     pending_order,
 )
@@ -33,8 +34,9 @@ from corral.core.placement import Placer, Scoring
 from corral.core.plan import Eviction, Placement, Plan, Reservation
 from corral.core.plugins.fragmentation import FRAGMENTATION_PLUGINS, TaskType, shape_mix
 from corral.core.queues import QueueBook, Totals
-from corral.core.snapshot import Capacity, NodeTable
+from corral.core.snapshot import BoolArray, Capacity, NodeTable
 from corral.core.statement import Statement
+from corral.core.victims import VictimIndex
 
 
 @dataclass
@@ -63,6 +65,10 @@ class Cycle:
     #: typical tasks of the snapshot's work, for fragmentation plugins given none (`_open`)
     workload_mix: tuple[TaskType, ...] = ()
     _still_pending: tuple[tuple[int, int], tuple[Workload, ...]] | None = None
+    _victims: VictimIndex | None = None
+    _never_drains: BoolArray | None = None
+    #: eviction requests that failed, with the statement's version then (`evict._attempt`)
+    failed_evictions: dict[tuple[object, ...], tuple[int, int]] = field(default_factory=dict)
 
     def scoring(self, queue: str) -> Scoring:
         s = self.scorings.get(queue)
@@ -135,17 +141,32 @@ class Cycle:
             self._still_pending = (version, found)
         return self._still_pending[1]
 
-    def victims(self, accept: Callable[[Workload], bool]) -> list[Workload]:
-        """Workloads holding capacity that may be displaced and that `accept` allows, cheapest
-        to lose first: lowest priority, then placed in this very cycle (nothing started, nothing
-        lost), then most recently started, then id."""
-        found = [w for w in self.stmt.live.values() if w.preemptible and accept(w)]
-        return sorted(found, key=lambda w: (w.priority, -self._started(w), w.id))
+    def victim_index(self) -> VictimIndex:
+        """Displaceable work by queue and node, built on first use and kept current by the
+        statement from then on."""
+        if self._victims is None:
+            self._victims = VictimIndex(self.cap.table, self.book.queues, self.now)
+            self._victims.fill((w, self.stmt.where[w.id]) for w in self.stmt.live.values())
+            self.stmt.listeners.append(self._victims.changed)
+        return self._victims
 
-    def _started(self, w: Workload) -> float:
+    def never_drains(self) -> BoolArray:
+        """Nodes running a non-preemptible service: it never ends, so the node never drains
+        (a reservation there could not succeed). Computed once per cycle, when first asked."""
+        if self._never_drains is None:
+            mask = np.zeros(len(self.cap.table), dtype=np.bool_)
+            index = self.cap.table.index
+            for w in self.running.values():
+                if w.kind is WorkloadKind.SERVICE and not w.preemptible:
+                    mask[[index[a.node_id] for a in w.assignments if a.node_id in index]] = True
+            self._never_drains = mask
+        return self._never_drains
+
+    def started_at(self, w: Workload) -> float:
+        """When `w` started, or +inf when it was placed in this cycle (nothing started)."""
         if w.id in self.stmt.started and w.started_at is not None:
             return w.started_at
-        return float("inf")  # placed in this cycle: not started at all
+        return float("inf")
 
     def model_of(self, w: Workload) -> str:
         """The GPU model `w` runs on now (its first worker's node), or "" if it holds nothing."""
@@ -206,7 +227,8 @@ def decide(cycle: Cycle) -> None:
         if cycle.config.preempt:
             preempt(cycle)
         removed = cycle.stmt.removed_since(before)
-        if not removed:
+        pruned = prune_reservations(cycle)
+        if not removed and not pruned:
             break
         for op in removed:
             if op.kind == "evict" and op.workload.id not in cycle.stmt.where:
@@ -327,6 +349,8 @@ def _close(cycle: Cycle, orphans: int) -> Plan:
         found = diagnosis.get(key)
         if found is None:
             found = diagnosis[key] = cycle.placer.diagnose(shape, wid)
+        if wid in reserved_for and w is not None and not found.unresolvable:
+            found = _waiting_for_reservation(cycle, w, found)
         reasons[wid] = found
     # insertion order is already deterministic (the order the cycle considered them)
     pending = {wid: r for wid, r in cycle.reasons.items()
@@ -343,6 +367,32 @@ def _close(cycle: Cycle, orphans: int) -> Plan:
         "free_gpus": float(np.clip(cycle.cap.free_milli, 0, None).sum()) / 1000,
     }
     return Plan(cycle.now, tuple(placements), tuple(evictions), pending, reservations, stats)
+
+
+def _waiting_for_reservation(cycle: Cycle, w: Workload, found: R.Reason) -> R.Reason:
+    """The reason of a workload that holds a reservation: why it does not fit now, then which
+    nodes drain towards it, what they still run, and until when the reservation lasts
+    (`reservation_window`)."""
+    table = cycle.cap.table
+    nodes = cycle.cap.reservations[w.id]
+    ids = {table.nodes[i].id for i in nodes}
+    occupants = sorted({v.id for v in cycle.stmt.live.values()
+                        if any(a.node_id in ids for a in cycle.stmt.where[v.id])})
+    until = reservation_window(cycle.config, w.submitted_at, cycle.now)[1]
+    names = ", ".join(occupants[:4]) + (f" and {len(occupants) - 4} more"
+                                        if len(occupants) > 4 else "")
+    return R.Reason(
+        found.code,
+        f"{found.message}; nodes {', '.join(sorted(ids))} are reserved for it and drain as "
+        f"their work ends (waiting for {names or 'nothing: it fits next cycle'}); the "
+        f"reservation holds for another {_seconds(until - cycle.now)}",
+        (*found.details, ("reserved_nodes", tuple(sorted(ids))),
+         ("waiting_for", tuple(occupants)), ("reserved_until", until)),
+    )
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min"
 
 
 def _limit_now(cycle: Cycle, w: Workload | None, shape: Shape) -> R.Reason | None:

@@ -422,8 +422,12 @@ class Placer:
         now_all, now_usable, total_free = self._room(shape, owner)
         what = f"needs {shape.describe()}"
         if now_all >= shape.workers > now_usable:
+            owners = sorted(o for o in self.cap.reservations if o != owner)
             return R.Reason(
-                R.RESERVED_FOR_GANG, f"{what}; the room that fits it is reserved for a waiting gang"
+                R.RESERVED_FOR_GANG,
+                f"{what}; the room that fits it is reserved for {', '.join(owners)}, a larger "
+                "workload waiting for those nodes to drain",
+                (("reserved_for", tuple(owners)),),
             )
         if shape.workers > 1 and total_free >= shape.workers:
             where = _LEVEL_NAME[level]

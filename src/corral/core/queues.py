@@ -117,9 +117,15 @@ class QueueBook:
         """Would the queue stay at or below its quota with `milli` more? (May it reclaim?)"""
         return self.milli[queue] + milli <= self.quota_milli(queue)
 
-    def within_guarantee_after(self, w: Workload, milli: int) -> bool:
-        """May `w` reclaim: would its queue stay within its quota, or, for work pinned to GPU
-        models that all have a per-model quota (`quota_by_model`), within those models' quota?"""
+    def within_guarantee_after(self, w: Workload, milli: int, upto: str | None = None) -> bool:
+        """May `w` reclaim: would its queue, and every ancestor below `upto`'s subtree (the
+        ancestors it shares with the queue it takes from are not counted: GPUs move inside
+        them), stay within quota with `milli` more? Work pinned to GPU models that all have a
+        per-model quota (`quota_by_model`) may use those models' quota at its own level."""
+        below = self.below_common(w.queue, upto) if upto is not None else self.chain[w.queue]
+        for q in below[1:]:
+            if not self.within_quota_after(q, milli):
+                return False
         if self.within_quota_after(w.queue, milli):
             return True
         quotas = self._model_quota.get(w.queue, {})
@@ -128,12 +134,21 @@ class QueueBook:
         used = sum(self.by_model.get((w.queue, m), 0) for m in w.gpu_models)
         return used + milli <= sum(quotas[m] for m in w.gpu_models)
 
+    def below_common(self, queue: str, other: str) -> tuple[str, ...]:
+        """`queue` and its ancestors that are not ancestors of `other` (nor `other` itself):
+        the part of the tree GPUs leave or enter when they move between the two queues."""
+        common = set(self.chain.get(other, ()))
+        return tuple(q for q in self.chain.get(queue, ()) if q not in common)
+
     def has_model_quota(self, queue: str) -> bool:
         return bool(self._model_quota.get(queue))
 
-    def keeps_model_quota_without(self, queue: str, model: str, milli: int) -> bool:
-        """Would every queue of the chain keep its per-model quota of `model` without `milli`?"""
-        for q in self.chain.get(queue, ()):
+    def keeps_model_quota_without(self, queue: str, model: str, milli: int,
+                                  to: str | None = None) -> bool:
+        """Would every queue of the chain (below what it shares with `to`) keep its per-model
+        quota of `model` without `milli`?"""
+        chain = self.chain.get(queue, ()) if to is None else self.below_common(queue, to)
+        for q in chain:
             quota = self._model_quota.get(q, {}).get(model)
             if quota is not None and self.by_model.get((q, model), 0) - milli < quota:
                 return False
@@ -143,7 +158,7 @@ class QueueBook:
         """Remember what each queue holds as the cycle's actions begin (`may_give_up`)."""
         self.at_start = dict(self.milli)
 
-    def may_give_up(self, queue: str, milli: int, started: bool) -> bool:
+    def may_give_up(self, queue: str, milli: int, started: bool, to: str | None = None) -> bool:
         """Reclaim: may `queue` lose `milli` (and every ancestor with it)?
 
         Work that was running before the cycle: only from a queue that was above its quota when
@@ -151,8 +166,11 @@ class QueueBook:
         started, nothing is lost): while the queue is above its quota now and keeps at least
         what it held when the cycle began, or its quota if less. So a queue at or below quota
         at the start never loses running work, even when this cycle's allocation lifted it
-        above: what gives way is the new placement that did."""
-        for q in self.chain.get(queue, ()):
+        above: what gives way is the new placement that did. Ancestors shared with the queue
+        the GPUs go `to` lose nothing and are not checked: a child below its quota reclaims
+        from its sibling above quota even when their parent is within its own."""
+        chain = self.chain.get(queue, ()) if to is None else self.below_common(queue, to)
+        for q in chain:
             quota, now, start = self.quota_milli(q), self.milli[q], self.at_start.get(q, 0)
             if now <= quota:
                 return False

@@ -8,6 +8,7 @@ operations that survived.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from corral.core.model import WorkerAssignment, Workload
@@ -39,6 +40,8 @@ class Statement:
         self.live: dict[str, Workload] = {}
         self.started: set[str] = set()  # running when the cycle began
         self.applied = 0  # capacity changes so far (who holds what changed when this grew)
+        #: told of every change of who holds what: (workload, assignments, +1 or -1)
+        self.listeners: list[Callable[[Workload, tuple[WorkerAssignment, ...], int], None]] = []
 
     def adopt(self, w: Workload) -> bool:
         """Count an already running workload (from the snapshot). False if its nodes are gone."""
@@ -141,6 +144,8 @@ class Statement:
             model = table.nodes[node].gpu_model
             models[model] = models.get(model, 0) + share
         self.book.add(w, milli, models.items(), sign)
+        for listener in self.listeners:
+            listener(w, assignments, sign)
         if sign > 0:
             self.where[w.id] = assignments
             self.live[w.id] = w

@@ -5,11 +5,23 @@ inside a queue, higher priority, then earlier submission. One workload per turn,
 queue's key is recomputed: a queue that just got GPUs drops back in line.
 
 Backfill with reservations (a conservative variant of EASY backfill, without runtime
-estimates, which ML jobs rarely give): when a gang cannot start and has waited
+estimates, which ML jobs rarely give): when a big workload (a gang, or one worker of several
+GPUs, which a stream of one-GPU work would otherwise starve) cannot start and has waited
 `reserve_after_s`, the nodes of the topology domain that comes closest to holding it are
-reserved. Nobody else is placed there, so as their running work ends they drain towards the
-gang; smaller work keeps backfilling everywhere else. At most `max_reservations` gangs hold
+reserved. Nobody else is placed there, so as their running work ends they drain towards it;
+smaller work keeps backfilling everywhere else. At most `max_reservations` workloads hold
 reservations at once, so the pool is never frozen by many waiting gangs.
+
+A reservation is only taken where it can succeed, and it is bounded:
+- the workload's queue must be within its guarantee once it starts (every level of the tree
+  within quota), or no queue below its quota may be waiting: otherwise the drained nodes would
+  start a workload that reclaim then takes back for the queue that is owed;
+- nodes that run a non-preemptible service are never reserved (a service never ends, so they
+  would never drain);
+- it holds its nodes for at most `max_reservation_s` at a time, then lets them go for
+  `reservation_cooldown_s` (windows counted from when the workload was submitted, so the rule
+  needs no memory between cycles): the capacity a reservation keeps idle is at most its nodes'
+  GPUs x `max_reservation_s` per window.
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ from corral.core.fit import empty_slots, worker_slots
 from corral.core.model import MILLI_PER_GPU, Workload
 
 if TYPE_CHECKING:
+    from corral.core.config import SchedulerConfig
     from corral.core.cycle import Cycle
 
 
@@ -98,7 +111,7 @@ def try_place(cycle: Cycle, w: Workload, reserve: bool = False) -> bool:
     assignments = cycle.placer.place(shape, scoring, w.id)
     if assignments is None:
         cycle.deferred[w.id] = shape
-        if reserve and w.workers > 1:
+        if reserve and (w.workers > 1 or w.resources.gpus > 1):
             _maybe_reserve(cycle, w)
         return False
     placed_milli = sum(a.milli_per_device * len(a.devices) for a in assignments)
@@ -132,15 +145,55 @@ def limit_reason(w: Workload, queue: str, limit: float, milli: int, used: float)
     )
 
 
+def reservation_window(cfg: SchedulerConfig, submitted_at: float, now: float
+                       ) -> tuple[bool, float]:
+    """Whether work submitted at `submitted_at` may hold a reservation at `now`, and when that
+    changes (the end of the current window, or the start of the next one)."""
+    start = submitted_at + cfg.reserve_after_s
+    if now < start:
+        return False, start
+    hold = max(cfg.max_reservation_s, 1.0)
+    period = hold + max(cfg.reservation_cooldown_s, 0.0)
+    k, into = divmod(now - start, period)
+    window = start + k * period
+    return (True, window + hold) if into < hold else (False, window + period)
+
+
+def prune_reservations(cycle: Cycle) -> bool:
+    """Release reservations that can no longer succeed: their owner is now stopped by a queue
+    limit or would be reclaimed once placed (evictions earlier in the cycle changed queue
+    use). True if any was released: the freed nodes may now serve other work."""
+    released = False
+    for owner in sorted(cycle.cap.reservations):
+        w = cycle.waiting.get(owner)
+        if w is None:
+            continue
+        if (cycle.book.limit_blocking(w.queue, w.total_milli()) is not None
+                or not _may_succeed(cycle, w)):
+            cycle.cap.release(owner)
+            released = True
+    return released
+
+
+def _may_succeed(cycle: Cycle, w: Workload) -> bool:
+    """Would `w`, once its nodes drain, keep what it gets? Yes when its queue stays within
+    its guarantee, or when no queue below its quota is waiting to reclaim it."""
+    book = cycle.book
+    if book.within_guarantee_after(w, w.total_milli()):
+        return True
+    return not any(book.milli[q] < book.quota_milli(q) for q, work in cycle.pending.items()
+                   if q != w.queue and any(cycle.is_pending(x) for x in work))
+
+
 def _maybe_reserve(cycle: Cycle, w: Workload) -> None:
     cfg = cycle.config
     if len(cycle.cap.reservations) >= cfg.max_reservations:
         return
-    if cycle.now - w.submitted_at < cfg.reserve_after_s:
+    if not reservation_window(cfg, w.submitted_at, cycle.now)[0] or not _may_succeed(cycle, w):
         return
     shape = cycle.shape(w)
     table, cap = cycle.cap.table, cycle.cap
-    nodes = np.flatnonzero(cycle.placer.static(shape) & ~cap.reserved)
+    nodes = np.flatnonzero(cycle.placer.static(shape) & ~cap.reserved & ~cycle.never_drains())
     if nodes.size == 0:
         return
     full = empty_slots(table, shape.resources, nodes)

@@ -1,18 +1,28 @@
 """Reclaim and preempt: start pending work by stopping running work, by two different rules.
 
 - **Reclaim** (between queues): a queue that would still be within its quota takes GPUs back
-  from queues running above theirs. A victim's queue (and its ancestors) must stay at or above
-  quota afterwards, so a queue at or below its quota is never reclaimed from, and the requester
-  never ends above its own quota: the two cannot take GPUs back and forth. "At or below" is
-  judged as the cycle's actions begin: when this cycle's allocation lifted a queue above its
-  quota, reclaim takes back that new placement (nothing has started), never its running work.
+  from queues running above theirs, siblings included. GPUs move between the two branches of
+  the queue tree below their common ancestor: on the requester's side every queue must stay
+  within its quota afterwards, on the victim's side every queue must stay at or above its quota
+  (the common ancestors lose nothing and are not checked), so the two cannot take GPUs back and
+  forth. "Above quota" is judged as the cycle's actions begin: when this cycle's allocation
+  lifted a queue above its quota, reclaim takes back that new placement (nothing has started),
+  never its running work.
 - **Preempt** (inside a queue): higher priority stops strictly lower priority.
 
-Both evict the cheapest victims first (lowest priority, most recently started), try to place
-the requester after each eviction, and stop as soon as it fits; then victims whose exact devices
-are still free are put back (the eviction was not needed after all). If the requester never
-fits, everything rolls back. Work inside its minimum runtime is never a victim; when only such
-work stands in the way, the reason says so.
+**Which victims**: the eviction set is chosen for the request, not by a fixed victim order.
+From the index of displaceable work (`corral.core.victims`), the nodes (for a gang: the
+topology domain) where evicting allowed work could make room are ranked by how much must go
+(least first); on each candidate, its victims go cheapest first (lowest priority, most
+recently started), the requester is tried after each, and the first candidate where it fits
+wins. So one node's worth owed is taken from one node, not one GPU from every node. Victims
+whose exact devices are still free afterwards are put back (the eviction was not needed).
+If no candidate works, everything rolls back. Work inside its minimum runtime is never a
+victim; when only such work stands in the way, the reason names it and says until when.
+
+A failed attempt is remembered per (rule, queue, priority, shape) until capacity changes hands,
+so a backlog of alike requests costs one attempt, and attempts per cycle are capped
+(`max_eviction_attempts`): the cost follows the candidates, not pending x running.
 
 Victims of a preemption are themselves pending afterwards and may preempt still lower work in
 the same cycle, so that running the next cycle on the result causes no further evictions.
@@ -21,42 +31,63 @@ the same cycle, so that running the next cycle on the result causes no further e
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from corral.core import reasons as R
-from corral.core.model import Workload, pending_order
+from corral.core.fit import device_need, worker_slots
+from corral.core.model import MILLI_PER_GPU, Workload, pending_order
+from corral.core.snapshot import IntArray
 
 if TYPE_CHECKING:
     from corral.core.cycle import Cycle
 
 Accept = Callable[[Workload], bool]
 
+_NODE_TRIES = 8  # candidate nodes tried for one single-worker request
+_DOMAIN_TRIES = 2  # candidate domains tried for one gang
+
 
 def reclaim(cycle: Cycle) -> None:
-    if not cycle.victims(lambda v: True):
+    index = cycle.victim_index()
+    if not index.held.any():
         return
     book = cycle.book
-    below = {q for q in book.queues if book.within_quota_after(q, 1) or book.has_model_quota(q)}
+    holders = [q for q, row in index.queue_row.items() if index.held[row].any()]
     for w in cycle.still_pending():
-        if w.queue not in below or not book.within_guarantee_after(w, w.total_milli()):
+        if cycle.attempts_left <= 0:
+            return
+        total = w.total_milli()
+        if not book.within_guarantee_after(w, total, upto=w.queue):
+            continue  # its own queue is at quota: nothing is owed to it
+        donors = {q for q in holders if _may_take_from(cycle, w, q, total)}
+        if not donors:
             continue
-        own = set(cycle.book.chain.get(w.queue, ()))
 
-        def accept(v: Workload, own: set[str] = own, w: Workload = w) -> bool:
-            return (
-                v.queue not in own
-                and w.queue not in cycle.book.chain.get(v.queue, ())
-                and _reclaimable(cycle, v)
-            )
+        def accept(v: Workload, w: Workload = w) -> bool:
+            return _reclaimable(cycle, v, w.queue)
 
-        _attempt(cycle, w, accept, R.RULE_RECLAIM)
+        _attempt(cycle, w, donors, accept, R.RULE_RECLAIM)
+
+
+def _may_take_from(cycle: Cycle, w: Workload, donor: str, total: int) -> bool:
+    """Queue-level test: `donor` is in another branch of the tree, borrowing below what it
+    shares with `w`'s queue, and `w`'s side of the tree stays within quota with `total` more."""
+    book = cycle.book
+    if donor in book.chain.get(w.queue, ()) or w.queue in book.chain.get(donor, ()):
+        return False  # an ancestor or descendant: GPUs would not change branches
+    side = book.below_common(donor, w.queue)
+    return (all(book.milli[q] > book.quota_milli(q) for q in side)
+            and book.within_guarantee_after(w, total, upto=donor))
 
 
 def preempt(cycle: Cycle) -> None:
     lowest: dict[str, int] = {}  # per queue, the lowest priority of anything it could preempt
-    for v in cycle.victims(lambda v: True):
-        lowest[v.queue] = min(lowest.get(v.queue, v.priority), v.priority)
+    for v in cycle.stmt.live.values():
+        if v.preemptible:
+            lowest[v.queue] = min(lowest.get(v.queue, v.priority), v.priority)
     if not lowest:
         return
     work = [w for w in cycle.still_pending() if w.priority > lowest.get(w.queue, w.priority)]
@@ -70,50 +101,142 @@ def preempt(cycle: Cycle) -> None:
             return v.queue == w.queue and v.priority < w.priority
 
         before = len(cycle.stmt.ops)
-        if _attempt(cycle, w, accept, R.RULE_PREEMPT):
+        if _attempt(cycle, w, {w.queue}, accept, R.RULE_PREEMPT):
             for op in cycle.stmt.ops[before:]:
                 if op.kind == "evict":
                     heapq.heappush(heap, (pending_order(op.workload), op.workload.id, op.workload))
 
 
-def _attempt(cycle: Cycle, w: Workload, accept: Accept, rule: str) -> bool:
+def _attempt(cycle: Cycle, w: Workload, donors: set[str], accept: Accept, rule: str) -> bool:
     if cycle.book.limit_blocking(w.queue, w.total_milli()) is not None:
         return False
-    candidates = cycle.victims(accept)
-    if not candidates:
-        return False
+    shape = cycle.shape(w)
+    key = (rule, w.queue, w.priority if rule == R.RULE_PREEMPT else 0, shape,
+           w.id if w.id in cycle.cap.reservations else "")
+    version = (cycle.stmt.applied, cycle.cap.freed)  # who holds what, and reservations
+    if cycle.failed_evictions.get(key) == version:
+        return False  # the same request failed and nothing has changed hands since
     if cycle.attempts_left <= 0:
         return False
-    cycle.attempts_left -= 1
-    eligible = [v for v in candidates if cycle.past_min_runtime(v)]
-    if _evict_until_fits(cycle, w, eligible, rule):
-        return True
-    young = [v for v in candidates if not cycle.past_min_runtime(v)]
-    if young:
-        checkpoint = cycle.stmt.checkpoint()
-        if _evict_until_fits(cycle, w, candidates, rule):
-            needed = sum(
-                1
-                for op in cycle.stmt.removed_since(checkpoint)
-                if not cycle.past_min_runtime(op.workload)
-            )
-            cycle.reasons[w.id] = R.Reason(
-                R.PROTECTED_BY_MIN_RUNTIME,
-                f"would fit after preempting {needed} workload{'s' * (needed != 1)} that "
-                f"{'are' if needed != 1 else 'is'} inside {'their' if needed != 1 else 'its'} "
-                "minimum runtime",
-                (("protected", needed),),
-            )
-        cycle.stmt.rollback(checkpoint)
+    index = cycle.victim_index()
+    rows = index.rows(donors)
+
+    def allowed(v: Workload) -> bool:
+        return v.queue in donors and accept(v)
+
+    groups = _candidates(cycle, w, index.evictable(rows))
+    if groups:
+        cycle.attempts_left -= 1
+        for group in groups:
+            if _evict_until_fits(cycle, w, _victims_on(cycle, group, allowed), rule):
+                return True
+    if index.young[rows].any():
+        _explain_protected(cycle, w, index.evictable(rows, young=True), allowed, rule)
+    cycle.failed_evictions[key] = (cycle.stmt.applied, cycle.cap.freed)
     return False
 
 
-def _evict_until_fits(cycle: Cycle, w: Workload, victims: list[Workload], rule: str) -> bool:
+def _candidates(cycle: Cycle, w: Workload, evictable: IntArray) -> list[list[int]]:
+    """Groups of nodes to empty for `w`, most promising first: for one worker, single nodes
+    where free room plus what may be evicted holds it, least to evict first; for a gang, the
+    nodes of one topology domain of its level that could hold every worker that way."""
+    shape, cap = cycle.shape(w), cycle.cap
+    r = shape.resources
+    usable = cycle.placer.usable(shape, w.id)
+    if usable.size == 0:
+        return []
+    ev = evictable[usable]
+    if r.gpus:
+        per = np.full(usable.shape, r.gpus * MILLI_PER_GPU, dtype=np.int64)
+        free = cap.whole_free[usable] * MILLI_PER_GPU
+    elif r.fractional:
+        per = device_need(cap.table, r, usable)[0]
+        free = np.clip(cap.free_milli[usable], 0, None).sum(axis=1)
+    else:
+        return []  # needs no GPU: evicting GPU work is not what it waits for
+    could = (free + ev) // np.maximum(per, 1)
+    deficit = np.maximum(per - free, 0)
+    if shape.workers == 1:
+        ok = np.flatnonzero((could >= 1) & (ev > 0))
+        order = ok[np.lexsort((usable[ok], deficit[ok]))][:_NODE_TRIES]
+        return [[int(usable[i])] for i in order]
+    have = worker_slots(cap, r, usable)
+    dom = cap.table.domain(shape.required_level)[usable]
+    per_dom = np.bincount(dom, weights=np.maximum(could, have))
+    missing = shape.workers - np.bincount(dom, weights=have, minlength=per_dom.size)
+    fits = np.flatnonzero((per_dom >= shape.workers) & (missing > 0))
+    groups: list[list[int]] = []
+    for d in fits[np.lexsort((fits, missing[fits]))][:_DOMAIN_TRIES]:
+        inside = np.flatnonzero((dom == d) & (ev > 0))
+        inside = inside[np.lexsort((usable[inside], deficit[inside]))]
+        groups.append([int(usable[i]) for i in inside])
+    return groups
+
+
+def _victims_on(cycle: Cycle, nodes: Iterable[int], accept: Accept,
+                young: bool = False) -> list[Workload]:
+    """The workloads `accept` allows on `nodes`, node by node, cheapest to lose first on each:
+    lowest priority, then placed in this very cycle (nothing started, nothing lost), then most
+    recently started, then id. Work inside its minimum runtime only with `young`."""
+    index, where, out = cycle.victim_index(), cycle.stmt.where, []
+    seen: set[str] = set()
+    for n in nodes:
+        there = [v for v in index.on_node.get(n, {}).values()
+                 if v.id in where and v.id not in seen and accept(v)
+                 and (young or index.past_min_runtime(v))]
+        there.sort(key=lambda v: (v.priority, -cycle.started_at(v), v.id))
+        seen.update(v.id for v in there)
+        out.extend(there)
+    return out
+
+
+def _explain_protected(cycle: Cycle, w: Workload, evictable: IntArray, accept: Accept,
+                       rule: str) -> None:
+    """When only work inside its minimum runtime stands in the way: a trial eviction that
+    includes it (rolled back) finds which workloads, and the reason names them and when the
+    first of them may be evicted."""
+    for group in _candidates(cycle, w, evictable):
+        checkpoint = cycle.stmt.checkpoint()
+        fits = _evict_until_fits(cycle, w, _victims_on(cycle, group, accept, young=True), rule,
+                                 trial=True)
+        needed = [op.workload for op in cycle.stmt.removed_since(checkpoint)
+                  if not cycle.victim_index().past_min_runtime(op.workload)]
+        cycle.stmt.rollback(checkpoint)
+        if fits and needed:
+            cycle.reasons[w.id] = protected_reason(needed, cycle.now)
+            return
+
+
+def protected_reason(young: list[Workload], now: float) -> R.Reason:
+    ends = sorted(((v.started_at or 0.0) + v.min_runtime_s, v.id) for v in young)
+    names = ", ".join(v for _, v in ends[:3]) + (f" and {len(ends) - 3} more" if len(ends) > 3 else "")
+    first, last = ends[0][0], ends[-1][0]
+    return R.Reason(
+        R.PROTECTED_BY_MIN_RUNTIME,
+        f"fits only by evicting {names}, inside {'their' if len(ends) > 1 else 'its'} minimum "
+        f"runtime for another {_duration(first - now)}"
+        + (f" (all of them for {_duration(last - now)})" if last > first else ""),
+        (("protected", tuple(v for _, v in ends)), ("evictable_at", first),
+         ("all_evictable_at", last)),
+    )
+
+
+def _duration(seconds: float) -> str:
+    s = max(0, int(-(-seconds // 1)))
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{-(-s // 60)} min"
+    return f"{s / 3600:.1f} h"
+
+
+def _evict_until_fits(cycle: Cycle, w: Workload, victims: list[Workload], rule: str,
+                      trial: bool = False) -> bool:
     stmt, shape, scoring = cycle.stmt, cycle.shape(w), cycle.scoring(w.queue)
     checkpoint = stmt.checkpoint()
     placed = None
     for v in victims:
-        if v.id not in stmt.where or not _still_acceptable(cycle, v, rule):
+        if v.id not in stmt.where or not _still_acceptable(cycle, v, w, rule):
             continue
         stmt.remove(v, rule, w.id)
         placed = cycle.placer.place(shape, scoring, w.id)
@@ -122,8 +245,10 @@ def _evict_until_fits(cycle: Cycle, w: Workload, victims: list[Workload], rule: 
     if placed is None:
         stmt.rollback(checkpoint)
         return False
+    if trial:
+        return True
     stmt.place(w, placed)
-    if rule == R.RULE_RECLAIM and not cycle.book.within_guarantee_after(w, 0):
+    if rule == R.RULE_RECLAIM and not cycle.book.within_guarantee_after(w, 0, upto=w.queue):
         stmt.rollback(checkpoint)  # its real share (a GPU-memory request) exceeds its quota
         return False
     _undo_needless(cycle, checkpoint)
@@ -131,18 +256,18 @@ def _evict_until_fits(cycle: Cycle, w: Workload, victims: list[Workload], rule: 
     return True
 
 
-def _still_acceptable(cycle: Cycle, v: Workload, rule: str) -> bool:
+def _still_acceptable(cycle: Cycle, v: Workload, w: Workload, rule: str) -> bool:
     # Quota protection must hold after each eviction, not only for the first victim.
-    return rule != R.RULE_RECLAIM or _reclaimable(cycle, v)
+    return rule != R.RULE_RECLAIM or _reclaimable(cycle, v, w.queue)
 
 
-def _reclaimable(cycle: Cycle, v: Workload) -> bool:
-    """May reclaim take `v`: its queue (and theirs above) keeps its quota and guaranteed
-    models, and running work is taken only from queues that were borrowing as the cycle began
-    (`QueueBook.may_give_up`)."""
+def _reclaimable(cycle: Cycle, v: Workload, to: str) -> bool:
+    """May reclaim take `v` for work of queue `to`: its side of the tree (below what it shares
+    with `to`) keeps its quota and guaranteed models, and running work is taken only from
+    queues that were borrowing as the cycle began (`QueueBook.may_give_up`)."""
     held = cycle.held_milli(v)
-    return (cycle.book.may_give_up(v.queue, held, started=v.id in cycle.stmt.started)
-            and cycle.book.keeps_model_quota_without(v.queue, cycle.model_of(v), held))
+    return (cycle.book.may_give_up(v.queue, held, started=v.id in cycle.stmt.started, to=to)
+            and cycle.book.keeps_model_quota_without(v.queue, cycle.model_of(v), held, to=to))
 
 
 def _undo_needless(cycle: Cycle, checkpoint: int) -> None:

@@ -1,0 +1,71 @@
+"""Which running work an eviction may take, indexed by queue and node, kept current.
+
+Reclaim and preempt ask, for one pending workload, "on which nodes could evicting work of
+these queues make room, and who is there?". Filtering every live workload per request is
+O(pending x running); this index answers from a (queue x node) array of the GPU share held by
+displaceable work, updated by each change of the cycle's statement (a listener), so a request
+costs O(queues x nodes) in numpy plus the few nodes it then tries.
+
+Two kinds of displaceable work are kept apart: `held` (preemptible and past its minimum
+runtime: may be evicted now) and `young` (preemptible but inside its minimum runtime: only
+named in a reason, never evicted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from corral.core.model import WorkerAssignment, Workload
+from corral.core.snapshot import BoolArray, IntArray, NodeTable
+
+
+class VictimIndex:
+    def __init__(self, table: NodeTable, queues: Iterable[str], now: float) -> None:
+        self.table, self.now = table, now
+        self.queue_row = {q: i for i, q in enumerate(sorted(queues))}
+        shape = (len(self.queue_row), len(table))
+        self.held: IntArray = np.zeros(shape, dtype=np.int64)
+        self.young: IntArray = np.zeros(shape, dtype=np.int64)
+        #: per node, the displaceable workloads on it now (old and young), by id
+        self.on_node: dict[int, dict[str, Workload]] = {}
+
+    def fill(self, live: Iterable[tuple[Workload, tuple[WorkerAssignment, ...]]]) -> None:
+        for w, assignments in live:
+            self.changed(w, assignments, +1)
+
+    def changed(self, w: Workload, assignments: tuple[WorkerAssignment, ...], sign: int) -> None:
+        """A statement listener: `w` now holds (+1) or no longer holds (-1) `assignments`."""
+        row = self.queue_row.get(w.queue)
+        if not w.preemptible or row is None:
+            return
+        target = self.held if self.past_min_runtime(w) else self.young
+        index = self.table.index
+        for a in assignments:
+            node = index[a.node_id]
+            target[row, node] += sign * a.milli_per_device * len(a.devices)
+            there = self.on_node.setdefault(node, {})
+            if sign > 0:
+                there[w.id] = w
+            else:
+                there.pop(w.id, None)
+
+    def past_min_runtime(self, w: Workload) -> bool:
+        return w.started_at is None or self.now - w.started_at >= w.min_runtime_s
+
+    def rows(self, queues: Iterable[str]) -> BoolArray:
+        mask = np.zeros(len(self.queue_row), dtype=np.bool_)
+        for q in queues:
+            row = self.queue_row.get(q)
+            if row is not None:
+                mask[row] = True
+        return mask
+
+    def evictable(self, rows: BoolArray, young: bool = False) -> IntArray:
+        """GPU share (milli) per node that work of the queues in `rows` could give up now
+        (with `young`, also work inside its minimum runtime)."""
+        total = self.held[rows].sum(axis=0)
+        if young:
+            total = total + self.young[rows].sum(axis=0)
+        return np.asarray(total, dtype=np.int64)

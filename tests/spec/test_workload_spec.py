@@ -79,7 +79,7 @@ def test_pool_rejects_unknown_parent_and_duplicates() -> None:
 
 def test_examples_load_and_expand() -> None:
     pool = load_pool(ROOT / "examples/pool.yaml")
-    assert len(pool.nodes()) == 14 and {q.name for q in pool.queues} >= {"research", "prod"}
+    assert len(pool.nodes()) == 16 and {q.name for q in pool.queues} >= {"research", "prod"}
     assert len(load_workloads(ROOT / "examples/workloads.yaml")) >= 10
 
 

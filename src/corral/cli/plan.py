@@ -58,13 +58,13 @@ def _running(w: Workload, e: WorkloadEntry, i: int, nodes: dict[str, Node], now:
     assert e.running is not None
     r = w.resources
     out: list[WorkerAssignment] = []
-    for k, where in enumerate(e.running.on):
+    for k, where in enumerate(e.running.placed_on):
         node = nodes.get(str(where.get("node")))
         if node is None:
             raise SpecError(
                 [
                     (
-                        f"workloads[{i}].running.on[{k}].node",
+                        f"workloads[{i}].running.placed_on[{k}].node",
                         f"node {where.get('node')!r} is not in the pool",
                     )
                 ]
@@ -81,7 +81,7 @@ def _running(w: Workload, e: WorkloadEntry, i: int, nodes: dict[str, Node], now:
         raise SpecError(
             [
                 (
-                    f"workloads[{i}].running.on",
+                    f"workloads[{i}].running.placed_on",
                     f"lists {len(out)} workers; the workload has {w.workers}",
                 )
             ]

@@ -4,8 +4,9 @@ A submission is refused, with the field and the fix, when it names an unknown qu
 command, or can never run on this pool: the core's own diagnosis of the workload alone on the
 whole pool (cordons and health ignored, since they pass) says *unresolvable* (no node large
 enough, a GPU model nobody offers, a price cap below every offer, a gang larger than any
-allowed domain, more than the queue's limit). Accepted submissions are stored with their
-`Submitted` event in one transaction, before the caller hears "accepted".
+allowed domain, more than the queue's limit), or no node meets its capacity kinds, node
+selector or least GPU memory (`node_constraints`, which names the field). Accepted submissions
+are stored with their `Submitted` event in one transaction, before the caller hears "accepted".
 
 Storing goes through one group-committing writer per `Submissions` (`corral.store.group_commit`):
 concurrent submissions share a transaction (one INSERT of all their units, one of all their
@@ -30,6 +31,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from corral.control import lifecycle as L
+from corral.control.node_constraints import FIELD_OF_CONSTRAINT, unmet_constraint
 from corral.control.snapshot import SpecCache, load_snapshot
 from corral.core import reasons as R
 from corral.core import schedule
@@ -57,6 +59,7 @@ FIELD_OF_REASON: Final = {
     R.GANG_TOO_LARGE: "workers",
     R.QUEUE_LIMIT_TOO_LOW: "gpus",
     R.UNKNOWN_QUEUE: "queue",
+    **FIELD_OF_CONSTRAINT,
 }
 
 
@@ -150,11 +153,13 @@ class Submissions:
             if key in self._diagnoses:
                 return self._diagnoses[key]
         unit = spec.to_core("candidate", 0.0)[0]
-        nodes = tuple(dataclasses.replace(n, cordoned=False, health=Health.HEALTHY)
-                      for n in pool.nodes)
-        plan = schedule(ClusterState(nodes, pool.queues, (unit,)), 0.0, self.config)
-        reason = plan.pending.get("candidate")
-        found = reason if reason is not None and reason.unresolvable else None
+        found = unmet_constraint(unit, pool.nodes)  # names capacity, node_selector, ...
+        if found is None:
+            nodes = tuple(dataclasses.replace(n, cordoned=False, health=Health.HEALTHY)
+                          for n in pool.nodes)
+            plan = schedule(ClusterState(nodes, pool.queues, (unit,)), 0.0, self.config)
+            reason = plan.pending.get("candidate")
+            found = reason if reason is not None and reason.unresolvable else None
         with self._lock:
             self._diagnoses[key] = found
         return found
@@ -210,7 +215,8 @@ def _shape(spec: WorkloadSpec) -> str:
     """What the never-fits diagnosis depends on: equal shapes share one cached diagnosis."""
     return spec.model_dump_json(include={
         "queue", "kind", "workers", "gpus", "gpu_memory", "cpu", "memory", "gpu_models",
-        "topology", "allow_cross_region", "max_price_per_gpu_hour"})
+        "topology", "allow_cross_region", "max_price_per_gpu_hour", "preemptible",
+        "min_replicas", "capacity", "node_selector", "min_gpu_memory"})
 
 
 @dataclass(frozen=True)

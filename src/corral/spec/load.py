@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from corral.spec.errors import SpecError
 from corral.spec.pool import PoolSpec
@@ -21,14 +21,26 @@ MAX_DEPTH: Final = 64
 
 
 class RunningSpec(BaseModel):
-    """For dry runs: where an already running workload sits, so a plan can preempt or move it."""
+    """For dry runs: where an already running workload sits, so a plan can preempt or move it.
+
+    The key is `placed_on`, never `on`: YAML 1.1 reads a bare `on` (like yes, no, off) as a
+    boolean, so `on: [...]` would arrive as the key `True`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     started_ago: DurationS = 0.0
-    on: list[dict[str, Any]] = Field(
+    placed_on: list[dict[str, Any]] = Field(
         default_factory=list, description="[{node, devices: [..]}] per worker"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_a_boolean_key(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(isinstance(k, bool) for k in data):
+            raise ValueError("a key here was read as a boolean: YAML takes a bare on, off, yes "
+                             "or no for true or false; where the workers run is placed_on: "
+                             "[{node: ..., devices: [...]}]")
+        return data
 
 
 class WorkloadEntry(WorkloadSpec):

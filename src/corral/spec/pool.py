@@ -14,7 +14,9 @@
             cpu: 192
             memory: 2048GiB
             zone: us-east-1a
-            racks: 2              # nodes are spread round-robin over this many racks
+            racks: 2              # nodes are spread round-robin over this many racks,
+                                  # or over named ones: racks: [r12, r13]
+            labels: {fabric: ib-ndr}  # node labels for workloads' node_selector
     queues:
       - {name: research, quota_gpus: 16, limit_gpus: 48, weight: 2}
       - {name: research.nlp, parent: research, quota_gpus: 8}
@@ -22,18 +24,23 @@
       scoring: {balanced-fgd: 1, bestfit: 0.01, gpu-model: 2, price: 0.001}
 
 Node ids are `<provider>-<group>-<i>`. Each node is its own NVLink domain unless the group sets
-`nvlink_domain_size` (nodes per NVLink domain, as in GB200 NVL72 racks).
+`nvlink_domain_size` (nodes per NVLink domain, as in GB200 NVL72 racks). Besides the labels it is
+given, every node carries built-in ones (`corral.spec.labels`): `corral.dev/region` is the
+provider's region name, so providers that name a region alike (an on-prem site and a cloud region
+in the same city, say `eu-central`) are one region to a selector and to topology.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import inspect
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from corral.core.config import SchedulerConfig
 from corral.core.model import CapacityKind, Node, Queue
 from corral.core.plugins.base import REGISTRY
+from corral.spec.labels import MAX_LABELS, check_labels, value_problem
 from corral.spec.ledger import LedgerSpec, PriceSpec
 from corral.spec.limits import MAX_PRICE
 from corral.spec.quantities import CpuMilli, DurationS, SizeMiB
@@ -57,13 +64,46 @@ class NodeGroupSpec(BaseModel):
     price_per_gpu_hour: float | None = Field(None, ge=0, le=MAX_PRICE, allow_inf_nan=False)
     capacity_kind: CapacityKind | None = None
     zone: str | None = None
-    racks: int = Field(1, ge=1)
+    racks: Annotated[int, Field(strict=True)] | list[str] = Field(
+        1, description="how many racks the nodes are spread over (round-robin), or their names "
+        "(a name used in several groups of a provider's zone is one rack)")
     nvlink_domain_size: int = Field(1, ge=1, description="nodes per NVLink domain")
+    labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LABELS,
+                                   description="node labels (Kubernetes label syntax)")
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return check_name(v, "node group name")
+
+    @field_validator("racks")
+    @classmethod
+    def _racks(cls, v: int | list[str]) -> int | list[str]:
+        if isinstance(v, int):
+            if not 1 <= v <= 100_000:
+                raise ValueError("racks is a count from 1 to 100000, or a list of rack names")
+            return v
+        if not v:
+            raise ValueError("racks lists no rack; name at least one or give a count")
+        for name in v:
+            problem = value_problem("rack", name)
+            if problem or not name:
+                raise ValueError(f"rack name {name[:80]!r} must be 1-63 letters, digits, '-', "
+                                 "'_' or '.', starting and ending with a letter or digit")
+        if len(set(v)) < len(v):
+            raise ValueError("racks names a rack twice; each name once")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        return check_labels(v)
+
+    def rack(self, i: int) -> str:
+        """Node `i`'s rack: named racks in turn, else `<group>-rack<k>`."""
+        if isinstance(self.racks, list):
+            return self.racks[i % len(self.racks)]
+        return f"{self.name}-rack{i % self.racks}"
 
     @model_validator(mode="after")
     def _gpu(self) -> NodeGroupSpec:
@@ -109,8 +149,9 @@ class ProviderSpec(BaseModel):
                         capacity_kind=g.capacity_kind or self.capacity_kind,
                         region=self.region,
                         zone=g.zone or self.zone,
-                        rack=f"{g.name}-rack{i % g.racks}",
+                        rack=g.rack(i),
                         nvlink_domain=f"{g.name}-nvl{i // g.nvlink_domain_size}",
+                        labels=tuple(sorted(g.labels.items())),
                     )
                 )
         return out
@@ -163,12 +204,20 @@ class SchedulerSpec(BaseModel):
 
     scoring: dict[str, float] | None = None
     queue_scoring: dict[str, dict[str, float]] = Field(default_factory=dict)
+    plugin_params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="constructor arguments of score plugins, by name")
     reserve_after: DurationS = 300.0
-    max_reservations: int = Field(1, ge=0)
+    max_reservations: int = Field(1, ge=0, le=10_000)
+    max_reservation: DurationS = Field(3600.0, description="longest a reservation holds nodes")
+    reservation_cooldown: DurationS = Field(
+        600.0, description="how long an expired reservation's nodes stay free of it")
+    backfill: bool = True
     consolidate: bool = True
     reclaim: bool = True
     preempt: bool = True
-    usage_weight: float = Field(0.0, ge=0)
+    max_eviction_attempts: int = Field(256, ge=0, le=1_000_000)
+    max_moves: int = Field(8, ge=0, le=100_000)
+    usage_weight: float = Field(0.0, ge=0, le=1e6, allow_inf_nan=False)
     usage_half_life: DurationS = 7 * 24 * 3600.0
 
     @field_validator("scoring")
@@ -185,16 +234,42 @@ class SchedulerSpec(BaseModel):
             _known_plugins(weights)
         return v
 
+    @field_validator("plugin_params")
+    @classmethod
+    def _plugin_params(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Each plugin built once with its parameters, so a wrong one is reported here rather
+        than failing every scheduling cycle."""
+        for name, params in v.items():
+            if name not in REGISTRY:
+                raise ValueError(f"plugin_params names {name!r}, which is not a score plugin; "
+                                 f"choose from {sorted(REGISTRY)}")
+            if "seed" in params:
+                raise ValueError(f"plugin_params.{name}.seed is set by corral (the cycle's seed); "
+                                 "remove it")
+            try:
+                REGISTRY[name](seed=0, **params)
+            except (TypeError, ValueError) as exc:
+                known = [p for p in inspect.signature(REGISTRY[name]).parameters if p != "seed"]
+                raise ValueError(f"plugin_params.{name}: {exc}; its parameters are "
+                                 f"{', '.join(known) or 'none'}") from None
+        return v
+
     def to_core(self) -> SchedulerConfig:
         base = SchedulerConfig()
         return SchedulerConfig(
             scoring=self.scoring if self.scoring is not None else base.scoring,
             queue_scoring=self.queue_scoring,
+            plugin_params=self.plugin_params,
             reserve_after_s=self.reserve_after,
             max_reservations=self.max_reservations,
+            max_reservation_s=self.max_reservation,
+            reservation_cooldown_s=self.reservation_cooldown,
+            backfill=self.backfill,
             consolidate=self.consolidate,
             reclaim=self.reclaim,
             preempt=self.preempt,
+            max_eviction_attempts=self.max_eviction_attempts,
+            max_moves=self.max_moves,
             usage_weight=self.usage_weight,
             usage_half_life_s=self.usage_half_life,
         )

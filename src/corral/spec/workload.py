@@ -7,6 +7,7 @@ are placed independently; replicas below `min_replicas` are never preempted.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Annotated, Any, Final, Literal
 
@@ -22,7 +23,9 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from corral.core.model import (
+    ALL_CAPACITY,
     MILLI_PER_GPU,
+    CapacityKind,
     TopologyLevel,
     WorkerResources,
     Workload,
@@ -30,6 +33,7 @@ from corral.core.model import (
 )
 from corral.spec import limits as LIM
 from corral.spec.errors import LIMIT_ERROR
+from corral.spec.labels import MAX_LABELS, check_selector
 from corral.spec.quantities import CpuMilli, DurationS, SizeMiB
 
 # fullmatch, never match with `$`: `$` also matches before a trailing newline ("train\n")
@@ -72,6 +76,10 @@ class WorkloadSpec(BaseModel):
     gpu_memory: SizeMiB | None = Field(
         None, description="GPU memory per worker for a share, e.g. 20GiB"
     )
+    min_gpu_memory: SizeMiB | None = Field(
+        None, description="whole GPUs: the least memory each must have, e.g. 40GiB (keeps an "
+        "'any model' job off smaller GPUs)"
+    )
     cpu: CpuMilli = Field(1000, description="CPU cores per worker (4, 0.5, '500m')")
     memory: SizeMiB = Field(2048, description="RAM per worker, e.g. 64GiB")
     gpu_models: list[Key] = Field(
@@ -79,6 +87,18 @@ class WorkloadSpec(BaseModel):
         description="allowed models, preferred first"
     )
     topology: Topology = "any"
+    capacity: list[CapacityKind] | None = Field(
+        None, min_length=1, max_length=len(CapacityKind),
+        description="capacity kinds it may run on (owned, on-demand, spot). Default: spot "
+        "only for preemptible work (jobs unless preemptible: false); non-preemptible work, "
+        "interactive sessions and a service's first min_replicas replicas stay on owned and "
+        "on-demand capacity, replicas above min_replicas may use spot"
+    )
+    node_selector: dict[Key, Key] = Field(
+        default_factory=dict, max_length=MAX_LABELS,
+        description="node labels a node must carry, all of them (Kubernetes label syntax); "
+        "corral.dev/provider, region, zone, rack, capacity and gpu-model are built in"
+    )
     allow_cross_region: bool = False
     priority: int = Field(0, ge=-1000, le=1000, strict=True)
     preemptible: bool | None = None
@@ -140,6 +160,32 @@ class WorkloadSpec(BaseModel):
         if 0 < v < 1 and round(v * MILLI_PER_GPU) < 1:
             raise ValueError("a GPU share must be at least 0.001")
         return v
+
+    @field_validator("min_gpu_memory")
+    @classmethod
+    def _min_gpu_memory(cls, v: int | None, info: ValidationInfo) -> int | None:
+        gpus = info.data.get("gpus")
+        if v is not None and gpus is not None and gpus < 1:
+            raise ValueError(
+                "min_gpu_memory applies to whole GPUs (gpus: 1, 2, 8); for a share of one GPU "
+                "ask for the memory itself with gpu_memory"
+            )
+        if v is not None and v < 1:
+            raise ValueError("min_gpu_memory must be more than 0; remove it to accept any GPU")
+        return v
+
+    @field_validator("capacity")
+    @classmethod
+    def _capacity(cls, v: list[CapacityKind] | None) -> list[CapacityKind] | None:
+        if v is not None and len(set(v)) < len(v):
+            raise ValueError("capacity lists a kind twice; list each of owned, on-demand, spot "
+                             "at most once")
+        return v
+
+    @field_validator("node_selector")
+    @classmethod
+    def _node_selector(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        return v if _stored(info) else check_selector(v)
 
     @field_validator("env")
     @classmethod
@@ -215,25 +261,31 @@ class WorkloadSpec(BaseModel):
             max_price_per_gpu_hour=self.max_price_per_gpu_hour,
             submitted_at=submitted_at,
             user=user,
+            capacity_kinds=tuple(self.capacity or ()),
+            node_selector=tuple(sorted(self.node_selector.items())),
+            min_gpu_memory_mib=self.min_gpu_memory or 0,
         )
         if self.kind != WorkloadKind.SERVICE:
             return [base]
         keep = self.min_replicas or 0
         return [
-            Workload(
-                **{
-                    **_fields(base),
-                    "id": f"{workload_id}/r{i}",
-                    "preemptible": self.is_preemptible and i >= keep,
-                }
-            )
+            dataclasses.replace(
+                base, id=f"{workload_id}/r{i}", preemptible=self.is_preemptible and i >= keep,
+                capacity_kinds=self._replica_capacity(i))
             for i in range(self.replicas or 1)
         ]
+
+    def _replica_capacity(self, i: int) -> tuple[CapacityKind, ...]:
+        """Replica `i`'s capacity kinds: what the spec lists, else its first min_replicas
+        replicas stay off spot (a spot interruption would take the service below the floor it
+        promised) and those above may use any kind; without min_replicas every replica is the
+        floor, and only a preemptible service's replicas may use spot (the core's default, ())."""
+        if self.capacity:
+            return tuple(self.capacity)
+        if self.min_replicas is None or self.is_preemptible:
+            return ()
+        return () if i < self.min_replicas else ALL_CAPACITY
 
 
 def _stored(info: ValidationInfo) -> bool:
     return isinstance(info.context, dict) and bool(info.context.get("stored"))
-
-
-def _fields(w: Workload) -> dict[str, object]:
-    return {f: getattr(w, f) for f in w.__dataclass_fields__}

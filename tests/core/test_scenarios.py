@@ -122,12 +122,14 @@ CASES = [
          state([node("a").gpus(4)], [queue("owner", quota=2), queue("other", quota=4)],
                [job("x").queue("other").gpus(4).running(("a", (0, 1, 2, 3))),
                 job("o").queue("owner").gpus(2)]),
-         pending={"o": R.INSUFFICIENT_CAPACITY}),
+         pending={"o": R.RECLAIM_BLOCKED},
+         message_has={"o": "queue owner is owed it (uses 0 of its quota of 2 GPUs)"}),
     Case("no-reclaim-beyond-own-quota",
          state([node("a").gpus(4)], [queue("owner", quota=1), queue("borrower")],
                [job("b").queue("borrower").gpus(4).running(("a", (0, 1, 2, 3))),
                 job("o").queue("owner").gpus(2)]),
-         pending={"o": R.INSUFFICIENT_CAPACITY}),
+         pending={"o": R.OVER_QUOTA},
+         message_has={"o": "queue owner uses 0 of its quota of 1 GPUs, so this would borrow"}),
     Case("preempt-lower-priority-in-queue",
          state([node("a").gpus(2)], [queue("q")],
                [job("low").queue("q").gpus(2).priority(1).running(("a", (0, 1))),
@@ -310,4 +312,4 @@ def test_per_model_quota_protects_the_victim_queue() -> None:
     queues = [queue("owner", quota=2), _model_queue("borrower", 2, {"H100": 2})]
     plan = schedule(state(nodes, queues, work), NOW)
     assert plan.evictions == ()
-    assert plan.pending["want-h"].code == R.INSUFFICIENT_CAPACITY
+    assert plan.pending["want-h"].code == R.RECLAIM_BLOCKED

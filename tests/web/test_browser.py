@@ -122,7 +122,8 @@ def test_queues_show_use_fair_share_and_why_work_waits(page_for: Any, server: Co
     with server.client() as c:
         running = c.submit(job("serve", "prod", 1, gpu_models=["L4"])).group_id
         c.wait(running, states={"running"}, timeout_s=30)
-        # two whole L4 nodes, while serve holds one L4 GPU: it must wait
+        # two whole L4 nodes, while serve holds one L4 GPU: it must wait; research-nlp is owed
+        # the GPUs by quota, but prod's serve is within prod's quota: nothing to reclaim
         waiting = c.submit(job("l4-gang", "research-nlp", 2, workers=2, gpu_models=["L4"])).group_id
         c.wait(waiting, states={"pending"}, timeout_s=20)
     page = page_for(server.token)
@@ -131,7 +132,7 @@ def test_queues_show_use_fair_share_and_why_work_waits(page_for: Any, server: Co
     names = page.locator("[data-testid=queue]").evaluate_all("rs => rs.map(r => r.dataset.queue)")
     assert names == ["prod", "research", "research-nlp", "research-vision"]
     pending = page.locator(f"[data-testid=pending] tr[data-workload='{waiting}']")
-    pending.locator(".reason:text-is('InsufficientCapacity')").wait_for()
+    pending.locator(".reason:text-is('ReclaimBlocked')").wait_for()
     shot(page, "05-queues")
     page.click(f"[data-testid=pending] tr[data-workload='{waiting}'] a")
     page.wait_for_selector("[data-testid=why]:has-text('Why it waits')")

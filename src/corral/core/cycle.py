@@ -21,6 +21,7 @@ from corral.core import reasons as R
 from corral.core.actions import allocate, consolidate, preempt, reallocate, reclaim
 from corral.core.actions.allocate import limit_reason, prune_reservations, reservation_window
 from corral.core.config import SchedulerConfig
+from corral.core.explain import refine
 from corral.core.fit import Shape
 from corral.core.model import (
     MILLI_PER_GPU,
@@ -69,6 +70,7 @@ class Cycle:
     _never_drains: BoolArray | None = None
     #: eviction requests that failed, with the statement's version then (`evict._attempt`)
     failed_evictions: dict[tuple[object, ...], tuple[int, int]] = field(default_factory=dict)
+    reclaim_tried: set[str] = field(default_factory=set)  # pending work reclaim was tried for
 
     def scoring(self, queue: str) -> Scoring:
         s = self.scorings.get(queue)
@@ -349,8 +351,10 @@ def _close(cycle: Cycle, orphans: int) -> Plan:
         found = diagnosis.get(key)
         if found is None:
             found = diagnosis[key] = cycle.placer.diagnose(shape, wid)
-        if wid in reserved_for and w is not None and not found.unresolvable:
-            found = _waiting_for_reservation(cycle, w, found)
+        if w is not None and not found.unresolvable:
+            found = refine(cycle, w, shape, found)
+            if wid in reserved_for:
+                found = _waiting_for_reservation(cycle, w, found)
         reasons[wid] = found
     # insertion order is already deterministic (the order the cycle considered them)
     pending = {wid: r for wid, r in cycle.reasons.items()

@@ -16,7 +16,7 @@ Placement never changes capacity; the caller applies the result through a `State
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from corral.core.model import (
     Workload,
 )
 from corral.core.plugins.base import REGISTRY, BestFitPicker, DevicePicker, ScorePlugin
-from corral.core.snapshot import BoolArray, Capacity, FloatArray, IntArray
+from corral.core.snapshot import BoolArray, Capacity, FloatArray, IntArray, NodeTable
 
 _LEVEL_NAME = {
     TopologyLevel.NVLINK: "NVLink domain",
@@ -419,7 +419,7 @@ class Placer:
         if never is not None:
             return never
         level = shape.required_level
-        now_all, now_usable, total_free = self._room(shape, owner)
+        now_all, now_usable, total_free = self.room(shape, owner)
         what = f"needs {shape.describe()}"
         if now_all >= shape.workers > now_usable:
             owners = sorted(o for o in self.cap.reservations if o != owner)
@@ -443,7 +443,7 @@ class Placer:
             (("free_workers", total_free),),
         )
 
-    def _room(self, shape: Shape, owner: str) -> tuple[int, int, int]:
+    def room(self, shape: Shape, owner: str) -> tuple[int, int, int]:
         """Free room for one worker of `shape` now, in workers: the largest free domain of its
         level (all nodes it may use; those not reserved for others), and the total not reserved
         for others. The same for every gang size, so kept per capacity state: a backlog of
@@ -495,23 +495,24 @@ def _never_fits(placer: Placer, shape: Shape) -> R.Reason | None:
                 R.GPU_MODEL_UNAVAILABLE,
                 f"asks for {'/'.join(shape.gpu_models)}, which no schedulable node "
                 f"offers (offered: {', '.join(sorted(offered)) or 'none'})",
+                (("field", "gpu_models"),),
             )
     allowed = np.flatnonzero(placer.static(shape))
     if allowed.size == 0 and shape.max_price is not None:
-        cheapest = float(table.price[sched].min()) if sched.size else float("nan")
-        return R.Reason(
-            R.PRICE_CAP_TOO_LOW,
-            f"max price {shape.max_price:g}/GPU-hour is below the cheapest allowed "
-            f"offer ({cheapest:g})",
-        )
+        # the cheapest node it could use but for its price cap: quoting a node of another
+        # model or capacity kind would suggest a cap that still does not work
+        uncapped = np.flatnonzero(placer.static(replace(shape, max_price=None)))
+        if uncapped.size:
+            cheapest = float(table.price[uncapped].min())
+            return R.Reason(
+                R.PRICE_CAP_TOO_LOW,
+                f"max price {shape.max_price:g}/GPU-hour is below the cheapest node it may "
+                f"use ({cheapest:g}/GPU-hour); raise max_price_per_gpu_hour to at least that",
+                (("field", "max_price_per_gpu_hour"), ("cheapest_allowed", cheapest)),
+            )
     empty = empty_slots(table, r, allowed)
     if allowed.size == 0 or int(empty.max()) < 1:
-        biggest = int(table.gpu_count[allowed].max()) if allowed.size else 0
-        return R.Reason(
-            R.NO_NODE_LARGE_ENOUGH,
-            f"needs {shape.describe()} per worker; no allowed node is that large "
-            f"(largest has {biggest} GPUs)",
-        )
+        return _too_large(table, shape, allowed)
     if shape.workers > 1:
         most = _largest_domain(placer.cap, allowed, empty, shape.required_level)
         if most < shape.workers:
@@ -520,5 +521,42 @@ def _never_fits(placer: Placer, shape: Shape) -> R.Reason | None:
                 R.GANG_TOO_LARGE,
                 f"needs {shape.describe()} in one {where}; even empty, the largest "
                 f"{where} holds {most}",
+                (("field", "workers"),),
             )
     return None
+
+
+def _too_large(table: NodeTable, shape: Shape, allowed: IntArray) -> R.Reason:
+    """No node it may use could hold one worker even empty: name the resource that binds,
+    with the most any such node has of it."""
+    r = shape.resources
+    what = f"needs {shape.describe()} per worker"
+    if allowed.size == 0:
+        return R.Reason(R.NO_NODE_LARGE_ENOUGH,
+                        f"{what}; no schedulable node meets its constraints (models, capacity "
+                        "kinds, node selector, GPU memory)", (("field", "spec"),))
+    checks: list[tuple[bool, str, str]] = []
+    if r.gpus:
+        most = int(table.gpu_count[allowed].max())
+        checks.append((most < r.gpus, f"the largest node it may use has {most} GPUs", "gpus"))
+    if r.fractional and r.gpu_memory_mib:
+        most = int(table.gpu_memory[allowed].max())
+        checks.append((most < r.gpu_memory_mib,
+                       f"the largest GPU it may use has {_mib(most)} of memory", "gpu_memory"))
+    if r.cpu_milli:
+        most = int(table.cpu[allowed].max())
+        checks.append((most < r.cpu_milli,
+                       f"the most CPU a node it may use has is {most / 1000:g}", "cpu"))
+    if r.memory_mib:
+        most = int(table.ram[allowed].max())
+        checks.append((most < r.memory_mib,
+                       f"the most RAM a node it may use has is {_mib(most)}", "memory"))
+    binding = [(text, field) for short, text, field in checks if short]
+    if not binding:  # each resource fits some node, just never all on the same one
+        binding = [("no node it may use has all of that at once", "spec")]
+    return R.Reason(R.NO_NODE_LARGE_ENOUGH, f"{what}; " + "; ".join(t for t, _ in binding),
+                    (("field", binding[0][1]),))
+
+
+def _mib(mib: int) -> str:
+    return f"{mib / 1024:g} GiB" if mib >= 1024 else f"{mib} MiB"

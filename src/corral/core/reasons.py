@@ -20,6 +20,9 @@ INSUFFICIENT_CAPACITY: Final = "InsufficientCapacity"  # no free room now
 TOPOLOGY_FRAGMENTED: Final = "TopologyFragmented"  # enough GPUs, but not inside one domain
 RESERVED_FOR_GANG: Final = "ReservedForGang"  # room exists only on capacity held for a gang
 PROTECTED_BY_MIN_RUNTIME: Final = "ProtectedByMinRuntime"  # fits only by evicting young work
+PRICE_CAP_BLOCKS: Final = "PriceCapBlocks"  # free room exists only above its price cap
+OVER_QUOTA: Final = "OverQuota"  # its queue would borrow: only idle capacity, never reclaim
+RECLAIM_BLOCKED: Final = "ReclaimBlocked"  # owed by quota, but nothing reclaimable makes room
 BUDGET_EXCEEDED: Final = "BudgetExceeded"  # the ledger cannot cover its hold (set by control)
 NOT_CONSIDERED: Final = "NotConsidered"  # the cycle's work limit ran out before it
 

@@ -69,6 +69,7 @@ def reclaim(cycle: Cycle) -> None:
         def accept(v: Workload, w: Workload = w) -> bool:
             return _reclaimable(cycle, v, w.queue)
 
+        cycle.reclaim_tried.add(w.id)
         _attempt(cycle, w, donors, accept, R.RULE_RECLAIM)
 
 

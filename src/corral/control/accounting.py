@@ -52,11 +52,12 @@ from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, func, select
 
 from corral.control import lifecycle as L
-from corral.control.attempt_usage import record_attempt_usage
+from corral.control.attempt_usage import record_attempt_usage, record_starts
 from corral.control.ledger_prices import build_catalog, node_key
+from corral.control.live_state import LiveState
 from corral.control.snapshot import SpecCache
 from corral.core.model import Node, WorkerAssignment, Workload
 from corral.core.reasons import BUDGET_EXCEEDED, Reason
@@ -80,7 +81,8 @@ from corral.store import Store
 from corral.store import ledger_rows as LR
 from corral.store import pool as P
 from corral.store import workloads as W
-from corral.store.journal_sql import LedgerDb
+from corral.store.journal_sql import LedgerDb, LedgerSession
+from corral.store.ledger_tables import LedgerUsage
 from corral.store.workloads import WorkloadRecord
 
 __all__ = [
@@ -126,8 +128,19 @@ class Accounting:
         self.settings = settings or LedgerSettings()
         self.ledger = ledger or LedgerDb(store)
         self.specs = SpecCache()
-        self._metered_live: set[tuple[str, int]] = set()  # attempts with usage rows written
+        self.live: LiveState | None = None
+        self._metered_live: set[tuple[str, int]] | None = None  # attempts with usage rows
+        self._held: set[tuple[str, int]] = set()  # live attempts known to have a hold
+        self._open: set[tuple[str, int]] | None = None  # attempts whose hold is open
+        self._topup_due: dict[tuple[str, int], float] = {}  # next moment a top-up may be due
+        self._catalog_memo: tuple[object, PriceCatalog] | None = None
         self._kill_marker = os.environ.get(KILL_IN_SETTLEMENT_ENV) or None
+
+    def attach(self, live: LiveState) -> None:
+        """Read the control loop's in-memory state (`corral.control.live_state`) instead of the
+        store: active workloads, their placements and the nodes, kept current by the loop."""
+        self.live = live
+        self.specs = live.specs
 
     # -- admission -----------------------------------------------------------------------------
 
@@ -136,31 +149,49 @@ class Accounting:
         if not self.settings.enforce or not pending:
             return {}
         with self.ledger.read() as s:
-            records = {r.id: r for r in W.load_active(s.conn)}
-            nodes = [n for n in P.list_nodes(s.conn) if n.gpu_count > 0 and n.schedulable]
-            catalog = self._catalog(s.conn)
+            metered = {q for q in {w.queue for w in pending} if self._metered(s.journal, q)}
+            if not metered:  # no queue of this work was ever funded: nothing to refuse
+                return {}
+            records, all_nodes, active = self._records_and_nodes(s.conn)
+            nodes = [n for n in all_nodes.values()
+                     if n.gpu_count > 0 and n.schedulable and n.id in active]
+            catalog = self._catalog(s.conn, all_nodes)
             reserved: dict[str, Decimal] = {}
             out: dict[str, Reason] = {}
+            memo: dict[tuple[int, tuple[str, ...], Decimal], Decimal] = {}
             for w in sorted(pending, key=lambda w: (-w.priority, w.submitted_at, w.id)):
                 rec = records.get(w.id)
-                if rec is None or not self._metered(s.journal, w.queue):
+                if rec is None or w.queue not in metered:
                     continue
-                amount = self._estimate(s.journal, w, rec, nodes, catalog, now)
+                key = (w.total_milli(), tuple(w.gpu_models), self._runtime(rec))
+                amount = memo.get(key)
+                if amount is None:
+                    amount = memo[key] = self._estimate(s.journal, w, key[2], nodes, catalog,
+                                                        now)
                 refusal = self._reserve(s.journal, w.queue, amount, now, reserved)
                 if refusal is not None:
                     out[w.id] = refusal
             return out
 
-    def _estimate(self, journal: Journal, w: Workload, rec: WorkloadRecord,
+    def _estimate(self, journal: Journal, w: Workload, seconds: Decimal,
                   nodes: Sequence[Node], catalog: PriceCatalog, now: float) -> Decimal:
         milli = w.total_milli()
         keys = {node_key(n) for n in nodes if not w.gpu_models or n.gpu_model in w.gpu_models}
         if milli <= 0 or not keys:
             return Decimal(0)
-        seconds = self._runtime(rec)
         start = Decimal(repr(float(now)))
         worst = max(catalog.cost(k, milli, start, start + seconds) for k in keys)
         return journal.currency.hold(worst)
+
+    def _records_and_nodes(self, conn: Connection) -> tuple[
+            Mapping[str, WorkloadRecord], Mapping[str, Node], Mapping[str, Node]]:
+        """Active workloads, every node (inactive ones too) and the active nodes: the loop's
+        (`attach`), else read from the store."""
+        if self.live is not None and self.live.loaded:
+            return self.live.records, self.live.nodes, self.live.active_nodes
+        records = {r.id: r for r in W.load_active(conn)}
+        nodes = {n.id: n for n in P.list_nodes(conn, include_inactive=True)}
+        return records, nodes, {n.id: n for n in P.list_nodes(conn)}
 
     def _reserve(self, journal: Journal, queue: str, amount: Decimal, now: float,
                  reserved: dict[str, Decimal]) -> Reason | None:
@@ -187,29 +218,45 @@ class Accounting:
     # -- after the plan ------------------------------------------------------------------------
 
     def observe(self, now: float) -> None:
-        """Holds, usage, settlements, top-ups, expiry (see the module docstring). Idempotent."""
+        """Holds, usage, settlements, top-ups, expiry (see the module docstring). Idempotent.
+
+        Costs what changed: holds are looked for only on attempts not seen before, usage rows
+        written only for attempts not yet metered (after a restart, read once from the store),
+        settlements made only for attempts that left the live set, top-ups checked only when
+        due; and no write transaction is opened when none of these has work."""
         with self.store.read() as conn:
-            records = W.load_active(conn)
-            nodes = {n.id: n for n in P.list_nodes(conn, include_inactive=True)}
-        self.specs.retain({r.id for r in records})
-        live = {(r.id, r.attempt): r for r in records if r.state in LIVE_STATES}
-        self._place_holds(live, nodes, now)
+            records, nodes, _ = self._records_and_nodes(conn)
+            if self._metered_live is None or self._open is None:
+                started = _metered_attempts(conn)
+                self._metered_live = set(started)
+                self._first_windows(started)
+                with self.ledger.read() as s:
+                    self._open = {parse_ref(h.workload) for h in s.journal.holds(open_only=True)}
+                    self._held = set(self._open)
+        if self.live is None:
+            self.specs.retain(set(records))
+        live = {(r.id, r.attempt): r for r in records.values() if r.state in LIVE_STATES}
+        self._place_holds({k: r for k, r in live.items() if k not in self._held}, nodes, now)
         self._record_starts(live, nodes)
         self._settle_ended(live, nodes, now)
         self._top_up(live, now)
-        with self.ledger.write() as s:
-            expire_due(s.journal, Decimal(repr(float(now))))
+        self._expire(now)
 
-    def _place_holds(self, live: Mapping[tuple[str, int], WorkloadRecord],
+    def _place_holds(self, todo_by_key: Mapping[tuple[str, int], WorkloadRecord],
                      nodes: Mapping[str, Node], now: float) -> None:
         at = Decimal(repr(float(now)))
         with self.ledger.read() as s:
-            todo = [(k, r) for k, r in live.items() if s.journal.hold(attempt_ref(*k)) is None]
+            todo = []
+            for k, r in todo_by_key.items():
+                if s.journal.hold(attempt_ref(*k)) is None:
+                    todo.append((k, r))
+                else:
+                    self._held.add(k)
         if not todo:
             return
         with self.ledger.write() as s:
-            catalog = self._catalog(s.conn)
-            placed = W.assignments_of(s.conn, list(dict(todo)))
+            catalog = self._catalog(s.conn, nodes)
+            placed = self._assignments(s.conn, [k for k, _ in todo])
             for key, rec in todo:
                 ref = attempt_ref(*key)
                 if s.journal.hold(ref) is not None:
@@ -218,7 +265,8 @@ class Accounting:
                     place_hold(s.journal, workload=ref, queue=rec.queue, amount=0, at=at,
                                memo=UNMETERED)
                     continue
-                exact = self._attempt_cost(catalog, placed[key], nodes, at, self._runtime(rec))
+                exact = self._attempt_cost(catalog, placed.get(key, ()), nodes, at,
+                                           self._runtime(rec))
                 amount = s.journal.currency.hold(exact)
                 if not place_hold(s.journal, workload=ref, queue=rec.queue, amount=amount,
                                   at=at).ok:
@@ -227,45 +275,66 @@ class Accounting:
                     log.warning("hold of %s for %s not covered; placing a zero hold", amount, ref)
                     place_hold(s.journal, workload=ref, queue=rec.queue, amount=0, at=at,
                                memo=UNCOVERED)
+        done = {k for k, _ in todo}
+        self._held |= done
+        assert self._open is not None
+        self._open |= done
+
+    def _assignments(self, conn: Connection, keys: Sequence[tuple[str, int]]
+                     ) -> Mapping[tuple[str, int], Sequence[WorkerAssignment]]:
+        if self.live is not None and self.live.loaded:
+            return {k: self.live.assignments.get(k[0], ()) for k in keys}
+        return W.assignments_of(conn, keys)
 
     def _record_starts(self, live: Mapping[tuple[str, int], WorkloadRecord],
                        nodes: Mapping[str, Node]) -> None:
-        launched = [(k, r) for k, r in live.items()
-                    if r.state in ("starting", "running") and k not in self._metered_live]
-        if not launched:
-            return
-        with self.store.write() as conn:
-            for key, rec in launched:
-                if record_attempt_usage(conn, rec, key[1], nodes).start is not None:
-                    self._metered_live.add(key)
-        self._metered_live &= set(live)
+        """Usage rows for launched attempts not metered yet: one transaction, a few bulk
+        statements (start times from the `starting` events, workers from the placements)."""
+        assert self._metered_live is not None
+        launched = {k: r for k, r in live.items()
+                    if r.state in ("starting", "running") and k not in self._metered_live}
+        if launched:
+            with self.store.write() as conn:
+                placed = self._assignments(conn, list(launched))
+                done = record_starts(conn, launched, placed, nodes)
+            self._metered_live |= set(done)
+            self._first_windows(done)
+        if len(self._metered_live) > 2 * len(live) + 1000:  # forget ended attempts, now and then
+            self._metered_live &= set(live)
 
     def _settle_ended(self, live: Mapping[tuple[str, int], WorkloadRecord],
                       nodes: Mapping[str, Node], now: float) -> None:
-        with self.ledger.read() as s:
-            ended = [h.workload for h in s.journal.holds(open_only=True)
-                     if parse_ref(h.workload) not in live]
-        for ref in ended:
-            self._settle_one(ref, nodes, now)
-
-    def _settle_one(self, ref: str, nodes: Mapping[str, Node], now: float) -> None:
-        """One attempt: close its usage rows and settle its hold, in one database transaction."""
-        workload_id, attempt = parse_ref(ref)
+        """Settle every open hold whose attempt is no longer live, in one transaction."""
+        assert self._open is not None
+        ended = sorted(self._open - live.keys())
+        if not ended:
+            return
         with self.ledger.write() as s:
-            hold = s.journal.hold(ref)
-            rec = W.get_workload(s.conn, workload_id)
-            if hold is None or not hold.open or rec is None:
-                return
-            span = record_attempt_usage(s.conn, rec, attempt, nodes)
-            at = span.end if span.end is not None else Decimal(repr(float(now)))
-            usage = LR.usage_records(s.conn, at, workload_id=workload_id, attempt=attempt)
-            catalog = self._catalog(s.conn)
-            cost = sum((usage_cost(u, catalog) for u in usage), Fraction(0))
-            memo = s.journal.get(f"hold:{ref}")
-            if memo is not None and memo.memo == UNMETERED:
-                cost = Fraction(0)
-            settle(s.journal, workload=ref, cost=cost, at=at)
-            self._crash_point(ref)
+            catalog = self._catalog(s.conn, nodes)
+            for key in ended:
+                self._settle_one(s, attempt_ref(*key), nodes, now, catalog)
+        self._open -= set(ended)
+        self._held -= set(ended)
+        for key in ended:
+            self._topup_due.pop(key, None)
+
+    def _settle_one(self, s: LedgerSession, ref: str, nodes: Mapping[str, Node], now: float,
+                    catalog: PriceCatalog) -> None:
+        """One attempt: close its usage rows and settle its hold (in the caller's transaction)."""
+        workload_id, attempt = parse_ref(ref)
+        hold = s.journal.hold(ref)
+        rec = W.get_workload(s.conn, workload_id)
+        if hold is None or not hold.open or rec is None:
+            return
+        span = record_attempt_usage(s.conn, rec, attempt, nodes)
+        at = span.end if span.end is not None else Decimal(repr(float(now)))
+        usage = LR.usage_records(s.conn, at, workload_id=workload_id, attempt=attempt)
+        cost = sum((usage_cost(u, catalog) for u in usage), Fraction(0))
+        memo = s.journal.get(f"hold:{ref}")
+        if memo is not None and memo.memo == UNMETERED:
+            cost = Fraction(0)
+        settle(s.journal, workload=ref, cost=cost, at=at)
+        self._crash_point(ref)
 
     def _crash_point(self, ref: str) -> None:
         """Test-only: die here, with this settlement written but not committed (see above)."""
@@ -274,39 +343,66 @@ class Accounting:
         Path(self._kill_marker).write_text(ref)
         os.kill(os.getpid(), signal.SIGKILL)
 
+    def _first_windows(self, started: Mapping[tuple[str, int], Decimal | float]) -> None:
+        """A rolling hold is first topped up one window after its attempt started."""
+        for key, start in started.items():
+            self._topup_due.setdefault(key, float(start) + self.settings.window_s)
+
     def _top_up(self, live: Mapping[tuple[str, int], WorkloadRecord], now: float) -> None:
+        """Top up running work without a limit whose next window has begun. Each attempt is
+        looked at when its next window is due (`_topup_due`), not every cycle."""
         window = Decimal(repr(float(self.settings.window_s)))
         at = Decimal(repr(float(now)))
         for key, rec in live.items():
-            if rec.state != "running" or self._limit(rec) is not None:
+            if rec.state != "running" or now < self._topup_due.get(key, -math.inf):
                 continue
-            self._top_up_one(key, rec, window, at)
+            if self._limit(rec) is not None:
+                self._topup_due[key] = math.inf
+                continue
+            self._topup_due[key] = self._top_up_one(key, rec, window, at)
 
     def _top_up_one(self, key: tuple[str, int], rec: WorkloadRecord, window: Decimal,
-                    at: Decimal) -> None:
+                    at: Decimal) -> float:
+        """Top up if due; returns when to look again (inf: never, for this attempt)."""
         ref = attempt_ref(*key)
-        with self.ledger.write() as s:
+        with self.ledger.read() as s:
             hold = s.journal.hold(ref)
             tx = s.journal.get(f"hold:{ref}")
             if hold is None or not hold.open or tx is None or tx.memo == UNMETERED:
-                return
+                return math.inf if tx is not None and tx.memo == UNMETERED else float(at)
             usage = LR.usage_records(s.conn, at, workload_id=key[0], attempt=key[1])
             if not usage:
-                return
-            index = math.floor((at - min(u.start for u in usage)) / window)
+                return float(at)  # not metered yet: look again next cycle
+            first = min(u.start for u in usage)
+            index = math.floor((at - first) / window)
+            due = float(first + window * (index + 1))
+            if index < 1 or s.journal.get(f"topup:{ref}:{index}") is not None:
+                return due
+        with self.ledger.write() as s:
             topup_key = f"topup:{ref}:{index}"
-            if index < 1 or s.journal.get(topup_key) is not None:
-                return
-            catalog = self._catalog(s.conn)
+            if s.journal.get(topup_key) is not None:
+                return due
+            catalog = self._catalog(s.conn, None)
             accrued = sum((usage_cost(u, catalog) for u in usage), Fraction(0))
             ahead = sum((catalog.cost(u.price_key, u.milli, at, at + window) for u in usage),
                         Fraction(0))
             more = rolling_top_up(s.journal, ref, accrued, ahead)
             if more <= 0:
-                return
+                return due
             result = top_up(s.journal, workload=ref, amount=more, at=at, key=topup_key)
             if isinstance(result, Deny):
                 self._exhausted(s.conn, rec, result, at)
+        return due
+
+    def _expire(self, now: float) -> None:
+        """Expire lapsed credit lots; a write transaction only when one is due."""
+        at = Decimal(repr(float(now)))
+        with self.ledger.read() as s:
+            due = any(lot.lapsed(at) and s.journal.balance(lot.account) > 0
+                      for q in s.journal.chart.queues for lot in s.journal.lots(q))
+        if due:
+            with self.ledger.write() as s:
+                expire_due(s.journal, at)
 
     def _exhausted(self, conn: Connection, rec: WorkloadRecord, deny: Deny, at: Decimal) -> None:
         message = f"the ledger cannot extend its hold: {deny.message}"
@@ -322,9 +418,18 @@ class Accounting:
 
     # -- pieces --------------------------------------------------------------------------------
 
-    def _catalog(self, conn: Connection) -> PriceCatalog:
+    def _catalog(self, conn: Connection, nodes: Mapping[str, Node] | None) -> PriceCatalog:
+        """The price catalog, rebuilt only when the price rules or the nodes changed."""
         rules = [p.rule for p in LR.list_prices(conn)]
-        return build_catalog(rules, P.list_nodes(conn, include_inactive=True))
+        if nodes is None or self.live is None:
+            listed = P.list_nodes(conn, include_inactive=True)
+            version: object = tuple(listed)
+        else:
+            listed, version = list(nodes.values()), self.live.nodes_version
+        key = (tuple(rules), version)
+        if self._catalog_memo is None or self._catalog_memo[0] != key:
+            self._catalog_memo = (key, build_catalog(rules, listed))
+        return self._catalog_memo[1]
 
     def _metered(self, journal: Journal, queue: str) -> bool:
         """Whether any queue that may pay for `queue` has ever received credits."""
@@ -351,6 +456,15 @@ class Accounting:
                 total += catalog.cost(node_key(node), milli, at, at + seconds)
         return total
 
+
+
+def _metered_attempts(conn: Connection) -> dict[tuple[str, int], float]:
+    """Attempts whose usage rows are written and still open, with their start (read once, when
+    a leader starts)."""
+    q = (select(LedgerUsage.workload_id, LedgerUsage.attempt, func.min(LedgerUsage.start_s))
+         .where(LedgerUsage.end.is_(None))
+         .group_by(LedgerUsage.workload_id, LedgerUsage.attempt))
+    return {(w, int(a)): float(start) for w, a, start in conn.execute(q)}
 
 
 def accounting_from_pool(store: Store, spec: object, now: float) -> Accounting:

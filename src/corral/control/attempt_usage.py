@@ -16,20 +16,23 @@ until its last worker has ended, which is when the workload's transition is writ
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, insert, select
 
-from corral.core.model import Node
+from corral.core.model import Node, WorkerAssignment
 from corral.ledger import EndReason, WorkerStarted
 from corral.ledger.instants import to_instant
 from corral.store import ledger_rows as LR
 from corral.store import workloads as W
+from corral.store.ledger_tables import LedgerUsage
+from corral.store.schema import Event
 from corral.store.workloads import EventRecord
 
-__all__ = ["AttemptSpan", "attempt_span", "record_attempt_start", "record_attempt_usage"]
+__all__ = ["AttemptSpan", "attempt_span", "record_attempt_start", "record_attempt_usage",
+           "record_starts"]
 
 _END_REASONS = {
     "succeeded": EndReason.STOPPED,
@@ -91,3 +94,49 @@ def record_attempt_usage(
         if span.end is not None and span.reason is not None:
             LR.record_end(conn, rec.id, attempt, span.end, span.reason)
     return span
+
+
+def record_starts(
+    conn: Connection, launched: Mapping[tuple[str, int], W.WorkloadRecord],
+    placed: Mapping[tuple[str, int], Sequence[WorkerAssignment]], nodes: Mapping[str, Node],
+) -> dict[tuple[str, int], Decimal]:
+    """`record_attempt_start` for many launched attempts in a few statements: their starts from
+    the `starting` transitions (one query per 500 workloads), the rows already written skipped
+    (idempotent), the rest inserted in one executemany. Returns the attempts now metered, with
+    their start."""
+    keys = list(launched)
+    starts: dict[tuple[str, int], Decimal] = {}
+    have: set[tuple[str, int, int]] = set()
+    for chunk in _chunks(keys, 500):
+        ids = list({w for w, _ in chunk})
+        for wid, attempt, at in conn.execute(
+                select(Event.workload_id, Event.attempt, Event.at)
+                .where(Event.workload_id.in_(ids), Event.kind == "transition",
+                       Event.to_state == "starting").order_by(Event.id)):
+            starts.setdefault((str(wid), attempt), to_instant(at, "at"))
+        have.update((w, a, k) for w, a, k in conn.execute(
+            select(LedgerUsage.workload_id, LedgerUsage.attempt, LedgerUsage.worker)
+            .where(LedgerUsage.workload_id.in_(ids))))
+    rows, done = [], {}
+    for key, rec in launched.items():
+        start = starts.get(key)
+        if start is None:
+            continue
+        done[key] = start
+        for a in placed.get(key, ()):
+            milli = a.milli_per_device * len(a.devices)
+            node = nodes.get(a.node_id)
+            if milli <= 0 or node is None or (key[0], key[1], a.worker) in have:
+                continue
+            rows.append(LR.usage_row(WorkerStarted(
+                workload_id=rec.id, worker=a.worker, attempt=key[1], at=start, queue=rec.queue,
+                user=rec.user, provider=node.provider, region=node.region, node=node.id,
+                gpu_model=node.gpu_model, capacity_kind=node.capacity_kind, milli=milli)))
+    if rows:
+        conn.execute(insert(LedgerUsage), rows)
+    return done
+
+
+def _chunks(items: list[tuple[str, int]], size: int) -> Iterable[list[tuple[str, int]]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]

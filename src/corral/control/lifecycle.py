@@ -127,20 +127,22 @@ def transition(
 
 def transition_many(
     conn: Connection, moves: Sequence[tuple[WorkloadRecord, str, dict[str, Any] | None]],
-    target: State, *, reason: str, now: float,
+    target: State, *, reason: str, now: float, values: dict[str, Any] | None = None,
 ) -> bool:
     """`transition` of many records to one `target` with one reason, in two statements (an
     executemany UPDATE and one INSERT of the events). `moves`: (record, message, event data).
 
     True when every record was still at its version and moved; False when at least one was not
     (or the driver cannot count), in which case the caller must roll the transaction back: what
-    was written is not known row by row. Raises IllegalTransition as `transition` does."""
+    was written is not known row by row. Raises IllegalTransition as `transition` does.
+    `values`: further columns, the same for every record."""
     if not moves:
         return True
     for record, _, _ in moves:
         if not is_legal(record.state, target):
             raise IllegalTransition(record.id, record.state, target)
     extra = {"finished_at": now} if target in TERMINAL else {}
+    extra.update(values or {})
     written = W.update_many_versioned(conn, [
         {"id": r.id, "version": r.version, "state": str(target), "reason_code": reason,
          "reason_message": message, **extra} for r, message, _ in moves])

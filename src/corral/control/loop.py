@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -25,12 +25,14 @@ from corral.control.apply import StalePlan, apply_plan
 from corral.control.clock import Clock, SystemClock
 from corral.control.health import HealthMonitor
 from corral.control.leader import Leadership
+from corral.control.live_state import LiveState
 from corral.control.reconcile import Reconciled, reconcile
 from corral.control.settings import ControlSettings
-from corral.control.snapshot import Snapshot, SpecCache, UsageCache, load_snapshot
+from corral.control.snapshot import Snapshot, SpecCache, UsageCache
 from corral.core import schedule
-from corral.core.model import ClusterState
+from corral.core.model import ClusterState, QueueUsage
 from corral.core.plan import Plan
+from corral.core.reasons import Reason
 from corral.store import Store
 from corral.store import workloads as W
 
@@ -63,6 +65,17 @@ class StepReport:
             self.stages[name] = self.stages.get(name, 0.0) + time.perf_counter() - started
 
 
+@dataclass(frozen=True)
+class _Planned:
+    """What the last plan was made from: the state's generation, when, and the next moment at
+    which the same state may plan differently."""
+
+    generation: int
+    at: float
+    wake: float | None
+    dirty: bool = False  # admission refused work: plan again next cycle
+
+
 class ControlLoop:
     """Drives one backend from one store. `step` is synchronous and takes its time from `clock`,
     so tests run cycles one by one; `run` repeats it every `settings.interval_s`."""
@@ -81,6 +94,12 @@ class ControlLoop:
         self.leadership = leadership or Leadership(
             store, name=self.settings.lease_name, ttl_s=self.settings.lease_ttl_s)
         self.specs = SpecCache()
+        #: the cluster between cycles, kept current from the store's change feed
+        self.live = LiveState(self.specs)
+        self._last_plan: _Planned | None = None
+        attach = getattr(self.admission, "attach", None)
+        if attach is not None:  # the ledger reads the loop's state instead of its own
+            attach(self.live)
         self.usage = UsageCache()  # decayed use per queue, for time-decayed fair share
         self.cycles = 0
         #: called with every step's report (metrics); a failing observer is logged, never fatal
@@ -101,47 +120,82 @@ class ControlLoop:
 
     def _step(self) -> StepReport:
         now = self.clock.now()
+        epoch = self.leadership.epoch
         if not self.leadership.ensure(now):
+            self.live.loaded = False  # a standby re-reads everything when it takes over
             return StepReport(leader=False)
+        if self.leadership.epoch != epoch:
+            self.live.loaded = False
         self.cycles += 1
         report = StepReport(leader=True)
         with report.stage("poll"):
             statuses = self.backend.poll(now)
         report.observed = len(statuses)
         with report.stage("reconcile"):
-            seen = reconcile(self.store, statuses, now, self.specs)
+            self._refresh()
+            seen = reconcile(self.store, statuses, now, self.specs, self.live.records)
             self._tidy_backend(seen)
         # health hook (corral.control.health): after reconcile, so lost workers' gangs are
         # already stopping; before scheduling, so nothing is placed on a node just found sick
         if self.health is not None:
             with report.stage("health"):
                 self.health.step(now)
-        self._plan_and_apply(now, report)
+        with report.stage("snapshot"):
+            self._refresh()
+        if self._should_plan(now):
+            self._plan_and_apply(now, report)
         # ledger hook (corral.control.accounting): holds, metering, settlement, before launches
         observe = getattr(self.admission, "observe", None)
         if observe is not None:
             with report.stage("accounting"):
+                self._refresh()
                 observe(now)
         with report.stage("act"):
-            with self.store.read() as conn:
-                records = W.load_active(conn)
-            if act.enforce_runtime_limits(self.store, records, now, self.specs):
-                with self.store.read() as conn:  # the new stop requests must be acted on now
-                    records = W.load_active(conn)
-            act.stop_requested(self.store, self.backend, records, now, self.settings, self.specs)
-            busy = self._busy_devices(seen, {r.id: r for r in records})
-            report.launched = act.launch(self.store, self.backend, records, busy, now,
-                                         self.settings, self.specs, relaunch=set(seen.relaunch))
+            self._refresh()
+            if act.enforce_runtime_limits(self.store, self.live.records.values(), now,
+                                          self.specs):
+                self._refresh()  # the new stop requests must be acted on now
+            records = self.live.records
+            act.stop_requested(self.store, self.backend, list(records.values()), now,
+                               self.settings, self.specs)
+            busy = self._busy_devices(seen, records)
+            report.launched = act.launch(
+                self.store, self.backend, list(records.values()), busy, now, self.settings,
+                self.specs, relaunch=set(seen.relaunch), assignments=self.live.assignments)
         return report
 
+    def _refresh(self) -> None:
+        with self.store.read() as conn:
+            self.live.refresh(conn)
+
+    def _should_plan(self, now: float) -> bool:
+        """Whether the core may decide anything new: the state changed since the last plan, a
+        moment passed at which the same state plans differently (`LiveState.next_wake`), the
+        last plan left work refused by admission (budgets move outside the feed) or was stale,
+        or `settings.replan_s` passed (a safety net; decayed usage moves slowly)."""
+        last = self._last_plan
+        if last is None or last.generation != self.live.generation or last.dirty:
+            return True
+        if last.wake is not None and now >= last.wake:
+            return True
+        return now - last.at >= self.settings.replan_s
+
     def _plan_and_apply(self, now: float, report: StepReport) -> None:
-        with report.stage("snapshot"), self.store.read() as conn:
-            snap = load_snapshot(conn, now, self.specs, self.settings.scheduler, self.usage)
+        with report.stage("snapshot"):
+            usage: tuple[QueueUsage, ...] = ()
+            config = self.settings.scheduler
+            if config.usage_weight > 0:
+                with self.store.read() as conn:
+                    usage = self.usage.get(conn, now, config.usage_half_life_s)
+            snap = self.live.snapshot(now, usage)
+            generation = self.live.generation
         with report.stage("admission"):
             state, refused = self._admit(snap, now)
         with report.stage("schedule"):
-            plan = schedule(state, now, self.settings.scheduler, seed=self.cycles)
+            plan = schedule(state, now, config, seed=self.cycles)
         report.plan = plan
+        self._last_plan = _Planned(generation, now, self.live.next_wake(now),
+                                   dirty=bool(refused))
         try:
             with report.stage("apply"), self.store.write() as conn:
                 applied = apply_plan(conn, snap, plan, now,
@@ -149,10 +203,11 @@ class ControlLoop:
         except StalePlan as e:
             log.info("plan rejected as stale: %s", e)
             report.stale = True
+            self._last_plan = None
             return
         report.scheduled, report.stopping = len(applied.scheduled), len(applied.stopping)
 
-    def _admit(self, snap: Snapshot, now: float) -> tuple[ClusterState, dict]:
+    def _admit(self, snap: Snapshot, now: float) -> tuple[ClusterState, dict[str, Reason]]:
         pending = [w for w in snap.state.workloads if not w.running]
         refused = dict(self.admission.refuse(pending, now)) if pending else {}
         if not refused:
@@ -173,7 +228,7 @@ class ControlLoop:
             except BackendError as e:
                 log.warning("stop of orphan %s attempt %d: %s", wid, attempt, e)
 
-    def _busy_devices(self, seen: Reconciled, records: dict[str, W.WorkloadRecord]
+    def _busy_devices(self, seen: Reconciled, records: Mapping[str, W.WorkloadRecord]
                       ) -> set[tuple[str, int]]:
         """Devices held by live attempts that the snapshot did not count (stopping, orphans)."""
         keys = []

@@ -41,7 +41,7 @@ MAX_BACKOFF_S: Final = 600.0
 
 def backoff_s(spec: WorkloadSpec, restart_count: int) -> float:
     """Exponential: restart_backoff, then x2 per earlier restart, capped at MAX_BACKOFF_S."""
-    return min(MAX_BACKOFF_S, spec.restart_backoff * 2 ** restart_count)
+    return float(min(MAX_BACKOFF_S, spec.restart_backoff * 2 ** restart_count))
 
 
 def finalize(

@@ -86,13 +86,77 @@ def reconcile(
             if write is not None:
                 writes.append((None, write))
     if writes:
-        with store.write() as conn:
-            done = [(key, write(conn)) for key, write in writes]
-        for key, ok in done:
+        done = _write(store, writes, by_key, records, now)
+        for ended_key, ok in done:
             out.changed += ok
-            if key is not None and ok:
-                out.release.append(key)
+            if ended_key is not None and ok:
+                out.release.append(ended_key)
     return out
+
+
+class _Missed(Exception):
+    """A bulk write found a row changed: roll back and write row by row."""
+
+
+def _write(store: Store, writes: list[tuple[Key | None, Write]],
+           by_key: Mapping[Key, list[WorkerStatus]], records: Mapping[str, WorkloadRecord],
+           now: float) -> list[tuple[Key | None, bool]]:
+    """Every write of the cycle in one transaction. The two that come by the thousand (a gang
+    started, a gang succeeded) are written in bulk (`_bulk`); if a row changed under the bulk
+    write, the transaction is rolled back and written again row by row."""
+    started: list[_BulkWrite] = []
+    succeeded: list[_BulkWrite] = []
+    rest: list[tuple[Key | None, Write]] = []
+    for ended_key, write in writes:
+        if isinstance(write, _BulkWrite) and write.bulk == "started":
+            started.append(write)
+        elif isinstance(write, _BulkWrite) and write.bulk == "succeeded":
+            succeeded.append(write)
+        else:
+            rest.append((ended_key, write))
+    if started or succeeded:
+        try:
+            with store.write() as conn:
+                _bulk(conn, [w.record for w in started], [w.record for w in succeeded],
+                      by_key, now)
+                done = [(ended_key, write(conn)) for ended_key, write in rest]
+            return (done + [((w.record.id, w.record.attempt), True) for w in succeeded]
+                    + [(None, True) for _ in started])
+        except _Missed:
+            pass
+    with store.write() as conn:
+        return [(ended_key, write(conn)) for ended_key, write in writes]
+
+
+def _bulk(conn: Connection, started: list[WorkloadRecord], succeeded: list[WorkloadRecord],
+          by_key: Mapping[Key, list[WorkerStatus]], now: float) -> None:
+    W.set_many_placement_states(conn, [
+        (r.id, r.attempt, s.worker, str(s.state), None, s.reason)
+        for r in started for s in by_key[(r.id, r.attempt)]] + [
+        (r.id, r.attempt, s.worker, "ended", s.exit_code, s.reason)
+        for r in succeeded for s in by_key[(r.id, r.attempt)]])
+    if not L.transition_many(
+            conn, [(r, f"{len(by_key[(r.id, r.attempt)])} worker(s) running", None)
+                   for r in started], State.RUNNING, reason=L.STARTED, now=now,
+            values={"started_at": now}):
+        raise _Missed
+    if not L.transition_many(conn, [(r, "every worker exited 0", None) for r in succeeded],
+                             State.SUCCEEDED, reason=L.COMPLETED, now=now,
+                             values={"exit_code": 0, "stop_reason": None}):
+        raise _Missed
+
+
+@dataclass(frozen=True)
+class _BulkWrite:
+    """A write that `_write` may fold into a bulk statement (`bulk` says which); called, it
+    writes its row alone (the fallback)."""
+
+    bulk: str
+    record: WorkloadRecord
+    alone: Write
+
+    def __call__(self, conn: Connection) -> bool:
+        return self.alone(conn)
 
 
 def _observe(
@@ -101,7 +165,10 @@ def _observe(
     """The write `workers`' report calls for, or None when it changes nothing."""
     if all(s.state.ended for s in workers):
         spec = specs.spec(rec)
-        return lambda conn: outcome.finalize(conn, rec, workers, spec, now)
+        alone: Write = lambda conn: outcome.finalize(conn, rec, workers, spec, now)  # noqa: E731
+        if all(s.state == WorkerState.SUCCEEDED for s in workers):
+            return _BulkWrite("succeeded", rec, alone)
+        return alone
     broken = [s for s in workers if s.state in (WorkerState.FAILED, WorkerState.LOST)]
     if broken and rec.stop_reason is None:
         s = broken[0]
@@ -123,7 +190,7 @@ def _observe(
             return L.transition(conn, rec, State.RUNNING, reason=L.STARTED,
                                 message=f"{len(workers)} worker(s) running", now=now,
                                 started_at=now)
-        return started
+        return _BulkWrite("started", rec, started)
     return None
 
 

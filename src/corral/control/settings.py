@@ -21,4 +21,7 @@ class ControlSettings:
     #: the leader lease: renewed every cycle, taken over by a standby after it expires
     lease_ttl_s: float = 15.0
     lease_name: str = "scheduler"
+    #: the loop plans only when its state changed (or a backoff or min_runtime ran out); it
+    #: plans anyway at least this often, for what moves outside the store (decayed usage)
+    replan_s: float = 30.0
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)

@@ -36,6 +36,7 @@ __all__ = [
     "record_start",
     "replace_pool_prices",
     "usage_records",
+    "usage_row",
 ]
 
 
@@ -90,13 +91,18 @@ def record_start(conn: Connection, started: WorkerStarted) -> bool:
         LedgerUsage.worker == started.worker)).first()
     if exists is not None:
         return False
-    conn.execute(insert(LedgerUsage).values(
-        workload_id=started.workload_id, attempt=started.attempt, worker=started.worker,
-        queue=started.queue, user=started.user, provider=started.provider,
-        region=started.region, node=started.node, gpu_model=started.gpu_model,
-        capacity_kind=started.capacity_kind.value, milli=started.milli, start=str(started.at),
-        end=None, end_reason="", start_s=float(started.at)))
+    conn.execute(insert(LedgerUsage).values(**usage_row(started)))
     return True
+
+
+def usage_row(started: WorkerStarted) -> dict[str, Any]:
+    """The `ledger_usage` row of a worker's start (for bulk inserts)."""
+    return {"workload_id": started.workload_id, "attempt": started.attempt,
+            "worker": started.worker, "queue": started.queue, "user": started.user,
+            "provider": started.provider, "region": started.region, "node": started.node,
+            "gpu_model": started.gpu_model, "capacity_kind": started.capacity_kind.value,
+            "milli": started.milli, "start": str(started.at), "end": None, "end_reason": "",
+            "start_s": float(started.at)}
 
 
 def record_end(conn: Connection, workload_id: str, attempt: int, at: Instant,

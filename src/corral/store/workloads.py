@@ -13,7 +13,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Float, and_, cast, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Float,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from corral.core.model import WorkerAssignment
 from corral.store.changes import next_workload_seq
@@ -45,6 +57,7 @@ __all__ = [
     "list_workloads",
     "load_active",
     "placements_of",
+    "set_many_placement_states",
     "set_placement_states",
     "update_many_versioned",
     "update_unversioned",
@@ -198,8 +211,6 @@ def update_many_versioned(conn: Connection, rows: Sequence[dict[str, Any]], *,
     the driver cannot count an executemany (the caller then cannot tell a partial write)."""
     if not rows:
         return 0
-    from sqlalchemy import bindparam
-
     keys = [k for k in rows[0] if k not in ("id", "version")]
     values: dict[str, Any] = {k: bindparam(f"v_{k}") for k in keys}
     values["change_seq"] = next_workload_seq(conn)
@@ -310,6 +321,20 @@ def set_placement_states(
         conn.execute(update(Placement).where(
             Placement.workload_id == workload_id, Placement.attempt == attempt,
             Placement.worker == worker).values(state=state, exit_code=code, reason=reason))
+
+
+def set_many_placement_states(
+    conn: Connection, rows: Sequence[tuple[str, int, int, str, int | None, str]]
+) -> None:
+    """`set_placement_states` for many workers in one executemany: (workload, attempt, worker,
+    state, exit code, reason)."""
+    if not rows:
+        return
+    conn.execute(update(Placement).where(
+        Placement.workload_id == bindparam("w"), Placement.attempt == bindparam("a"),
+        Placement.worker == bindparam("k")).values(
+        state=bindparam("s"), exit_code=bindparam("c"), reason=bindparam("r")),
+        [{"w": w, "a": a, "k": k, "s": st, "c": c, "r": r} for w, a, k, st, c, r in rows])
 
 
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:

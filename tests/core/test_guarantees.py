@@ -99,3 +99,20 @@ def test_non_preemptible_work_stays_off_spot_and_preemptible_work_prefers_it() -
     plan = schedule(state([node("spot").kind(CapacityKind.SPOT)], [queue("q")], work[:1]), NOW)
     assert plan.placement_of("svc") is None
     assert work[0].kind == WorkloadKind.JOB
+
+
+def test_consolidation_never_moves_work_from_on_demand_to_spot() -> None:
+    # a non-preemptible 2-GPU job needs a whole on-demand node; each on-demand node runs one
+    # preemptible 1-GPU job. Moving one to the spot node's free GPU (which the capacity score
+    # prefers for preemptible work) would add a risk of interruption it did not have: it
+    # moves to the other on-demand node instead
+    nodes = [node("od1").gpus(2), node("od2").gpus(2), node("sp").gpus(2).kind(CapacityKind.SPOT)]
+    work = [job("a").queue("q").running(("od1", (0,)), since=OLD),
+            job("b").queue("q").running(("od2", (0,)), since=OLD),
+            job("s").queue("q").not_preemptible().running(("sp", (0,)), since=OLD),
+            job("big").queue("q").gpus(2).not_preemptible()]
+    plan = schedule(state(nodes, [queue("q")], work), NOW)
+    assert plan.placement_of("big") is not None, plan.pending
+    for moved in plan.moves:
+        home = plan.placement_of(moved)
+        assert home is not None and home.assignments[0].node_id != "sp"

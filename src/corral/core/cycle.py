@@ -177,6 +177,14 @@ class Cycle:
             return ""
         return self.cap.table.nodes[self.cap.table.index[where[0].node_id]].gpu_model
 
+    def kind_of(self, w: Workload) -> str:
+        """The capacity kind of the node `w` runs on now (its first worker's), or ""."""
+        where = self.stmt.where.get(w.id)
+        if not where:
+            return ""
+        table = self.cap.table
+        return table.kind_names[table.kind[table.index[where[0].node_id]]]
+
     def held_milli(self, w: Workload) -> int:
         """GPU share `w` holds now in this cycle's view (0 if it holds nothing)."""
         return sum(a.milli_per_device * len(a.devices) for a in self.stmt.where.get(w.id, ()))

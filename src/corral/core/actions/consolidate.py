@@ -15,10 +15,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from corral.core import reasons as R
-from corral.core.model import Workload
+from corral.core.fit import Shape
+from corral.core.model import STABLE_CAPACITY, Workload
 
 if TYPE_CHECKING:
     from corral.core.cycle import Cycle
+
+STABLE = tuple(str(k) for k in STABLE_CAPACITY)
 
 
 def consolidate(cycle: Cycle) -> None:
@@ -91,6 +94,15 @@ def _consolidate_for(cycle: Cycle, w: Workload, budget: int) -> int:
 _MAX_NODES = 8  # candidate nodes per pending workload: bounds the work of one cycle
 
 
+def _home_shape(cycle: Cycle, v: Workload) -> Shape:
+    """Where a moved workload may go: anywhere it may run, but never from stable capacity
+    (owned, on-demand) to spot: a move must not add a risk of interruption it did not have."""
+    shape = cycle.shape(v)
+    if not shape.allows_spot or cycle.kind_of(v) == "spot":
+        return shape
+    return shape.restricted_to(STABLE)
+
+
 def _try_moves(cycle: Cycle, w: Workload, candidates: list[Workload], budget: int) -> int:
     stmt, shape = cycle.stmt, cycle.shape(w)
     checkpoint = stmt.checkpoint()
@@ -109,7 +121,7 @@ def _try_moves(cycle: Cycle, w: Workload, candidates: list[Workload], budget: in
         return 0
     stmt.place(w, placed)
     for v in moved:
-        home = cycle.placer.place(cycle.shape(v), cycle.scoring(v.queue), v.id)
+        home = cycle.placer.place(_home_shape(cycle, v), cycle.scoring(v.queue), v.id)
         if home is None:
             stmt.rollback(checkpoint)
             return 0

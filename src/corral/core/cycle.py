@@ -183,7 +183,7 @@ class Cycle:
         if not where:
             return ""
         table = self.cap.table
-        return table.kind_names[table.kind[table.index[where[0].node_id]]]
+        return str(table.kind_names[int(table.kind[table.index[where[0].node_id]])])
 
     def held_milli(self, w: Workload) -> int:
         """GPU share `w` holds now in this cycle's view (0 if it holds nothing)."""

@@ -27,13 +27,13 @@ GIB = 1024
 
 
 def node(id: str, kind: CapacityKind, model: str, mem_gib: int, region: str,
-         labels: tuple[tuple[str, str], ...] = ()) -> Node:
+         labels: tuple[tuple[str, str], ...] = (), rack: str = "") -> Node:
     return Node(id, id.split("-")[0], model, 4, mem_gib * GIB, 64_000, 262_144,
-                capacity_kind=kind, region=region, labels=labels)
+                capacity_kind=kind, region=region, labels=labels, rack=rack)
 
 
 NODES = [
-    node("own-0", CapacityKind.OWNED, "H100", 80, "eu-central", (("fabric", "ib"),)),
+    node("own-0", CapacityKind.OWNED, "H100", 80, "eu-central", (("fabric", "ib"),), "fra-r12"),
     node("spot-0", CapacityKind.SPOT, "H100", 80, "us-east-1"),
     node("cloud-0", CapacityKind.ON_DEMAND, "L4", 24, "us-east-1"),
 ]
@@ -178,3 +178,10 @@ def test_default_capacity_with_a_model_only_on_spot_says_why(pool: Pool) -> None
                   node_selector={"corral.dev/region": "us-east-1"})
     found = {p["field"]: p["message"] for p in r.json()["problems"]}
     assert r.status_code == 422 and "list spot in capacity" in found["spec"], found
+
+
+def test_nodes_show_their_labels_and_rack_to_select_by(pool: Pool) -> None:
+    r = pool.client.get("/v1/nodes", headers=pool.admin)
+    assert r.status_code == 200, r.text
+    got = {n["id"]: (n["labels"], n["rack"]) for n in r.json()}
+    assert got["own-0"] == ({"fabric": "ib"}, "fra-r12") and got["spot-0"] == ({}, "")

@@ -44,7 +44,8 @@ def list_nodes(ctx: Ctx, who: Caller) -> list[M.NodeInfo]:
         id=n.id, provider=n.provider, gpu_model=n.gpu_model, gpu_count=n.gpu_count,
         gpu_memory_mib=n.gpu_memory_mib, cpu_milli=n.cpu_milli, memory_mib=n.memory_mib,
         price_per_gpu_hour=n.price_per_gpu_hour, capacity_kind=str(n.capacity_kind),
-        region=n.region, zone=n.zone, cordoned=n.cordoned, health=str(n.health),
+        region=n.region, zone=n.zone, rack=n.rack, labels=dict(n.labels),
+        cordoned=n.cordoned, health=str(n.health),
         gpus_used=round(used[n.id], 3),
         workloads=sorted(on[n.id]) if who.is_admin else [])
         for n in nodes]

@@ -154,6 +154,10 @@ class NodeInfo(_Model):
     capacity_kind: str
     region: str
     zone: str
+    rack: str = ""
+    labels: dict[str, str] = Field(default_factory=dict, description="labels given to the node "
+                                   "(workloads select them with node_selector; the built-in "
+                                   "corral.dev/ labels are the fields above)")
     cordoned: bool
     health: str
     gpus_used: float = Field(description="GPU share held by placed work (1.0 = one device)")

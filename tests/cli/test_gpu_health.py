@@ -58,6 +58,9 @@ def up(tmp_path: Path) -> Iterator[Callable[..., Composed]]:
     built: list[Composed] = []
 
     def build(**cfg: object) -> Composed:
+        # worker_user same: as root the default is per-queue users, who cannot run this
+        # interpreter when it lives under /root (see corral.testing.corral_up)
+        cfg = {"worker_user": "same", **cfg}
         parts = bootstrap(ServerConfig(data_dir=tmp_path / "data", **cfg))  # type: ignore[arg-type]
         parts.loop.clock = ManualClock(time.time())
         built.append(parts)

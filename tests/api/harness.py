@@ -13,13 +13,23 @@ with warnings.catch_warnings():
 from sqlalchemy import func, select
 
 from corral.api import ApiContext, create_app
+from corral.api.limits import ApiLimits
 from corral.backends.fake import FakeBackend
 from corral.control import ManualClock, Submissions
 from corral.core.model import CapacityKind, Node, Queue
 from corral.store import Store
 from corral.store import auth as A
 from corral.store import pool as P
-from corral.store.schema import Event, QueueRow, User, WorkloadRow
+from corral.store.schema import (
+    ApiToken,
+    AuditEntry,
+    Event,
+    IdempotencyKey,
+    Membership,
+    QueueRow,
+    User,
+    WorkloadRow,
+)
 
 
 @dataclass
@@ -34,10 +44,11 @@ class Api:
         """Row counts of the tables a request could add to."""
         with self.store.read() as c:
             return {t.__tablename__: c.execute(select(func.count()).select_from(t)).scalar_one()
-                    for t in (WorkloadRow, Event, QueueRow, User)}
+                    for t in (WorkloadRow, Event, QueueRow, User, Membership, ApiToken,
+                              AuditEntry, IdempotencyKey)}
 
 
-def build(store: Store) -> Api:
+def build(store: Store, limits: ApiLimits | None = None) -> Api:
     nodes = [Node(f"n{i}", "local", "H100", 4, 81920, 64_000, 262_144,
                   capacity_kind=CapacityKind.OWNED) for i in range(2)]
     with store.write() as c:
@@ -49,7 +60,7 @@ def build(store: Store) -> Api:
         admin, ann = A.create_token(c, "root", 0.0), A.create_token(c, "ann", 0.0)
     backend = FakeBackend(nodes)
     ctx = ApiContext(store, Submissions(store), clock=ManualClock(), logs=backend,
-                     backend_name="fake")
+                     backend_name="fake", limits=limits or ApiLimits())
     client = TestClient(create_app(ctx), raise_server_exceptions=False)
     return Api(store, client, backend, {"Authorization": f"Bearer {admin}"},
                {"Authorization": f"Bearer {ann}"})

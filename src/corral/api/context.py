@@ -70,7 +70,10 @@ class ApiContext:
     def cached_credential(self, token: str) -> Credential | None:
         """The credential for `token` if verified within `auth_cache_s`; None: ask the store."""
         hit = self._auth.get(A.hash_token(token))
-        return hit[0] if hit is not None and hit[1] > time.monotonic() else None
+        if hit is None or hit[1] <= time.monotonic():
+            return None
+        expires = hit[0].token.expires_at
+        return hit[0] if expires is None or expires > self.clock.now() else None
 
     def cached_caller(self, token: str) -> Principal | None:
         hit = self.cached_credential(token)

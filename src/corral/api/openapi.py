@@ -74,6 +74,7 @@ def install_openapi(app: FastAPI) -> None:
             schema = get_openapi(title=app.title, version=app.version,
                                  description=app.description, routes=app.routes)
             _publish_input_forms(schema)
+            _publish_name_patterns(schema)
             _document_errors(schema)
             app.openapi_schema = schema
         return app.openapi_schema
@@ -101,6 +102,24 @@ def _publish_input_forms(schema: dict[str, Any]) -> None:
                 published["description"] = f"{props[name]['description']}: " \
                                            f"{published['description']}"
             props[name] = {**published, "title": props[name].get("title", name)}
+
+
+#: names corral checks with `corral.spec.workload.check_name`, per request model
+NAME_PATTERN = "^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
+_NAME_FIELDS = {"WorkloadSpec": ("name", "queue"), "QueueIn": ("name", "parent"),
+                "UserIn": ("name",)}
+
+
+def _publish_name_patterns(schema: dict[str, Any]) -> None:
+    components = schema.get("components", {}).get("schemas", {})
+    for model, names in _NAME_FIELDS.items():
+        props = (components.get(model) or components.get(f"{model}-Input") or {}).get(
+            "properties", {})
+        for name in names:
+            for branch in [props.get(name, {}), *props.get(name, {}).get("anyOf", [])]:
+                if branch.get("type") == "string":
+                    branch.update(pattern=NAME_PATTERN, maxLength=63)
+                    branch.pop("minLength", None)
 
 
 def _parser_of(metadata: list[Any], annotation: Any,

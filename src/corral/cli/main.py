@@ -6,7 +6,7 @@ import importlib.util
 
 import typer
 
-from corral.cli import cluster, credits, up, workloads
+from corral.cli import cluster, credits, tenancy, up, workloads
 from corral.cli.plan import plan_command
 
 app = typer.Typer(
@@ -19,6 +19,11 @@ app.command("up")(up.up)
 app.add_typer(up.db_app, name="db")
 app.add_typer(credits.credits_app, name="credits")  # ledger hook: corral credits / usage
 app.command("usage")(credits.usage)
+app.add_typer(tenancy.users_app, name="users")  # users, tokens, members, audit: corral.cli.tenancy
+app.add_typer(tenancy.tokens_app, name="tokens")
+app.add_typer(tenancy.members_app, name="members")
+app.command("audit")(tenancy.audit)
+app.command("whoami")(tenancy.whoami)
 for _command in (workloads.submit, workloads.ls, workloads.describe, workloads.logs,
                  workloads.cancel, workloads.why, cluster.queues, cluster.nodes, cluster.providers,
                  cluster.cordon, cluster.uncordon, cluster.top):

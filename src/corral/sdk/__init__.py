@@ -9,7 +9,10 @@ from corral.sdk.errors import (
     Forbidden,
     InvalidRequest,
     NotFound,
+    RateLimited,
     ServerError,
+    Timeout,
+    TooLarge,
     Unauthorized,
 )
 
@@ -21,7 +24,10 @@ __all__ = [
     "Forbidden",
     "InvalidRequest",
     "NotFound",
+    "RateLimited",
     "ServerError",
+    "Timeout",
+    "TooLarge",
     "Unauthorized",
     "models",
 ]

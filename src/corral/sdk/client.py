@@ -15,6 +15,7 @@ import builtins
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, TypeAdapter
@@ -83,8 +84,13 @@ class Client:
 
     # --- workloads ------------------------------------------------------------------------------
 
-    def submit(self, spec: Mapping[str, Any] | BaseModel) -> M.Submitted:
-        return self._post(M.Submitted, "/v1/workloads", _body(spec))
+    def submit(self, spec: Mapping[str, Any] | BaseModel, *,
+               idempotency_key: str | None = None) -> M.Submitted:
+        """Submit; with `idempotency_key`, a retry (say after a lost answer) returns the first
+        submission instead of making a second one (Conflict if the spec differs)."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        response = self._call("POST", "/v1/workloads", json=_body(spec), headers=headers)
+        return M.Submitted.model_validate(response.json())
 
     def dry_run(self, spec: Mapping[str, Any] | BaseModel) -> M.DryRunResult:
         return self._post(M.DryRunResult, "/v1/dry-run", _body(spec))
@@ -182,13 +188,61 @@ class Client:
     def delete_queue(self, name: str) -> None:
         self._call("DELETE", f"/v1/queues/{name}")
 
+    # --- users, tokens, members, audit -----------------------------------------------------------
+
+    def whoami(self) -> M.UserOut:
+        return self._get(M.UserOut, "/v1/whoami")
+
     def create_user(self, name: str, *, role: str = "user", queues: builtins.list[str] | None = None
                     ) -> M.TokenOut:
+        """A new user (admins), a member of `queues`; the answer holds their first token."""
         return self._post(M.TokenOut, "/v1/users",
                           {"name": name, "role": role, "queues": queues or []})
 
     def users(self) -> builtins.list[M.UserOut]:
         return self._list(M.UserOut, "/v1/users")
+
+    def user(self, name: str) -> M.UserOut:
+        return self._get(M.UserOut, f"/v1/users/{_seg(name)}")
+
+    def delete_user(self, name: str) -> None:
+        """Remove a user (admins): their tokens stop working at once; their work stays."""
+        self._call("DELETE", f"/v1/users/{_seg(name)}")
+
+    def create_token(self, *, user: str | None = None, name: str = "",
+                     expires_in_s: float | None = None, rate_per_s: float | None = None,
+                     burst: int | None = None) -> M.TokenCreated:
+        """A new token for yourself (admins: for `user`); `.token` is shown only this once."""
+        body = _clean({"user": user, "name": name, "expires_in_s": expires_in_s,
+                       "rate_per_s": rate_per_s, "burst": burst})
+        return self._post(M.TokenCreated, "/v1/tokens", body)
+
+    def tokens(self, user: str | None = None) -> builtins.list[M.TokenInfo]:
+        """Your tokens (admins: everyone's, or `user`'s), revoked ones too; never the secrets."""
+        response = self._call("GET", "/v1/tokens", params=_clean({"user": user}))
+        return TypeAdapter(builtins.list[M.TokenInfo]).validate_python(response.json())
+
+    def revoke_token(self, token_id: int) -> M.TokenInfo:
+        response = self._call("DELETE", f"/v1/tokens/{int(token_id)}")
+        return M.TokenInfo.model_validate(response.json())
+
+    def members(self, queue: str) -> builtins.list[M.Member]:
+        return self._list(M.Member, f"/v1/queues/{_seg(queue)}/members")
+
+    def add_member(self, queue: str, user: str, role: str = "member") -> M.Member:
+        """Put `user` in `queue` as queue_admin, member or viewer (or change their role)."""
+        response = self._call("PUT", f"/v1/queues/{_seg(queue)}/members/{_seg(user)}",
+                              json={"role": role})
+        return M.Member.model_validate(response.json())
+
+    def remove_member(self, queue: str, user: str) -> None:
+        self._call("DELETE", f"/v1/queues/{_seg(queue)}/members/{_seg(user)}")
+
+    def audit(self, *, after: int = 0, actor: str | None = None, action: str | None = None,
+              limit: int = 200) -> M.AuditPage:
+        """Admin and cross-user actions, oldest first (admins); page with `next_after`."""
+        return self._get(M.AuditPage, "/v1/audit", after=after, actor=actor, action=action,
+                         limit=limit)
 
 
 def _body(spec: Mapping[str, Any] | BaseModel) -> Any:
@@ -198,6 +252,11 @@ def _body(spec: Mapping[str, Any] | BaseModel) -> Any:
             body["cpu"] = f"{body['cpu']}m"
         return body
     return dict(spec)
+
+
+def _seg(name: str) -> str:
+    """One path segment: a name with `/` or `?` stays one segment instead of a different URL."""
+    return quote(name, safe="")
 
 
 def _clean(params: dict[str, Any]) -> dict[str, Any]:

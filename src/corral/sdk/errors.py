@@ -5,13 +5,18 @@
     ├── Unauthorized     (401)      no token, or an unknown or revoked one
     ├── Forbidden        (403)      the token's user may not do this
     ├── NotFound         (404)      no such object, or not visible to this user
-    ├── Conflict         (409)      the object's state forbids it (cancel a finished workload)
-    ├── InvalidRequest   (400, 422) the request itself is wrong: see .problems
+    ├── Conflict         (409)      the object's state forbids it (cancel a finished workload),
+    │                               or an Idempotency-Key was reused for another spec
+    ├── InvalidRequest   (400, 405, 422)  the request itself is wrong: see .problems
+    │   └── TooLarge     (413)      the body or the spec is over the server's limit
+    ├── RateLimited      (429)      this token's request rate is used up: .retry_after seconds
+    ├── Timeout          (408)      the server gave up waiting for the request body
     └── ServerError      (5xx)      the server failed; retrying may help
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import httpx
@@ -23,7 +28,10 @@ __all__ = [
     "Forbidden",
     "InvalidRequest",
     "NotFound",
+    "RateLimited",
     "ServerError",
+    "Timeout",
+    "TooLarge",
     "Unauthorized",
     "from_response",
 ]
@@ -60,13 +68,26 @@ class InvalidRequest(CorralError):
     pass
 
 
+class TooLarge(InvalidRequest):
+    pass
+
+
+class RateLimited(CorralError):
+    #: seconds to wait before the next request (the server's Retry-After)
+    retry_after: float = 1.0
+
+
+class Timeout(CorralError):
+    pass
+
+
 class ServerError(CorralError):
     pass
 
 
 _BY_STATUS: dict[int, type[CorralError]] = {
     400: InvalidRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 405: InvalidRequest,
-    409: Conflict, 422: InvalidRequest,
+    408: Timeout, 409: Conflict, 413: TooLarge, 422: InvalidRequest, 429: RateLimited,
 }
 
 
@@ -82,4 +103,8 @@ def from_response(response: httpx.Response) -> CorralError:
                 for p in body.get("problems") or [] if isinstance(p, dict)]
     status = response.status_code
     cls = _BY_STATUS.get(status, ServerError if status >= 500 else CorralError)
-    return cls(message, status=status, code=str(body.get("error", "")), problems=problems)
+    error = cls(message, status=status, code=str(body.get("error", "")), problems=problems)
+    if isinstance(error, RateLimited):
+        with contextlib.suppress(ValueError):
+            error.retry_after = float(response.headers.get("retry-after", "1"))
+    return error

@@ -197,7 +197,9 @@ class QueueIn(_Model):
     limit_gpus: float | None = Field(None, ge=0, le=1e6)
     weight: float = Field(1.0, gt=0, le=1e6)
     priority: int = Field(0, ge=-1000, le=1000)
-    quota_by_model: dict[str, float] = Field(default_factory=dict)
+    quota_by_model: dict[Annotated[str, Field(max_length=63)],
+                         Annotated[float, Field(ge=0, le=1e6)]] = Field(default_factory=dict,
+                                                                          max_length=64)
 
 
 class QueueInfo(_Model):

@@ -19,11 +19,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
 from corral.core.model import Node, WorkerAssignment
-from corral.ledger import EndReason, WorkerStarted
+from corral.ledger import EndReason, MeterLog, UsageRecord, WorkerEnded, WorkerStarted
 from corral.ledger.instants import to_instant
 from corral.store import ledger_rows as LR
 from corral.store import workloads as W
@@ -31,8 +32,14 @@ from corral.store.ledger_tables import LedgerUsage
 from corral.store.schema import Event
 from corral.store.workloads import EventRecord
 
-__all__ = ["AttemptSpan", "attempt_span", "record_attempt_start", "record_attempt_usage",
-           "record_starts"]
+__all__ = [
+    "AttemptSpan",
+    "attempt_span",
+    "close_attempts",
+    "record_attempt_start",
+    "record_attempt_usage",
+    "record_starts",
+]
 
 _END_REASONS = {
     "succeeded": EndReason.STOPPED,
@@ -140,3 +147,72 @@ def record_starts(
 def _chunks(items: list[tuple[str, int]], size: int) -> Iterable[list[tuple[str, int]]]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """An attempt whose usage rows `close_attempts` brought up to date."""
+
+    record: W.WorkloadRecord
+    span: AttemptSpan
+    usage: tuple[UsageRecord, ...]  # metered up to its end (or `now` if it has none)
+
+
+def close_attempts(
+    conn: Connection, keys: Sequence[tuple[str, int]], nodes: Mapping[str, Node], now: Decimal,
+) -> dict[tuple[str, int], Closed]:
+    """`record_attempt_usage` for many attempts in a few statements per 500 workloads (their
+    rows, their transitions, their usage rows; the ends written in one executemany), and each
+    attempt's usage as the ledger meters it. Attempts whose workload is gone are left out."""
+    out: dict[tuple[str, int], Closed] = {}
+    for chunk in _chunks(list(keys), 500):
+        out.update(_close_chunk(conn, chunk, nodes, now))
+    return out
+
+
+def _close_chunk(conn: Connection, keys: list[tuple[str, int]], nodes: Mapping[str, Node],
+                 now: Decimal) -> dict[tuple[str, int], Closed]:
+    ids = list({w for w, _ in keys})
+    records = {r.id: r for r in W.get_workloads(conn, ids)}
+    events: dict[str, list[EventRecord]] = {}
+    for e in W.transitions_of(conn, ids):
+        events.setdefault(e.workload_id or "", []).append(e)
+    spans = {k: attempt_span(events.get(k[0], ()), k[1]) for k in keys if k[0] in records}
+    rows = _usage_rows(conn, ids)
+    for key, span in spans.items():  # starts never recorded (rare): the one-by-one path
+        if span.start is not None and not rows.get(key):
+            record_attempt_start(conn, records[key[0]], key[1], span.start, nodes)
+            rows.update({k: v for k, v in _usage_rows(conn, [key[0]]).items() if k == key})
+    ends = []
+    for key, span in spans.items():
+        if span.end is None or span.reason is None:
+            continue
+        for r in rows.get(key, []):
+            if r.end is None:
+                end = max(span.end, Decimal(r.start))
+                ends.append({"w": key[0], "a": key[1], "k": r.worker, "end": str(end),
+                             "reason": span.reason.value})
+    LR.record_ends(conn, ends)
+    closed = {(e["w"], e["a"], e["k"]): e for e in ends}
+    out = {}
+    for key, span in spans.items():
+        log = MeterLog()
+        for r in rows.get(key, []):
+            log.record(LR.started_of(r))
+            closing = closed.get((key[0], key[1], r.worker))
+            if closing is not None:
+                log.record(WorkerEnded(key[0], r.worker, key[1], Decimal(closing["end"]),
+                                       EndReason(closing["reason"])))
+            elif r.end is not None:
+                log.record(WorkerEnded(key[0], r.worker, key[1], Decimal(r.end),
+                                       EndReason(r.end_reason)))
+        at = span.end if span.end is not None else now
+        out[key] = Closed(records[key[0]], span, log.usage(at))
+    return out
+
+
+def _usage_rows(conn: Connection, ids: list[str]) -> dict[tuple[str, int], list[Any]]:
+    rows: dict[tuple[str, int], list[Any]] = {}
+    for r in conn.execute(select(LedgerUsage).where(LedgerUsage.workload_id.in_(ids))):
+        rows.setdefault((r.workload_id, r.attempt), []).append(r)
+    return rows

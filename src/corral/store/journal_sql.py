@@ -58,19 +58,25 @@ def _dec(value: str | None) -> Decimal | None:
     return None if value is None else Decimal(value)
 
 
+_INSERT_TX = insert(LedgerTransaction).returning(LedgerTransaction.seq)
+_INSERT_POSTINGS = insert(LedgerPosting)
+
+
 def insert_transaction(conn: Connection, tx: Transaction, currency: Currency) -> int:
     """INSERT one transaction and its postings; returns its seq. A used key raises IntegrityError."""
     opens = [[lot.account.kind.value, lot.account.queue, lot.account.ref, _text(lot.expires_at)]
              for lot in tx.opens]
     intent = tx.intent
-    seq = conn.execute(insert(LedgerTransaction).values(
-        key=tx.key, at=str(tx.at), kind=intent.kind.value, queue=intent.queue,
-        amount=str(intent.amount), workload=intent.workload, counterparty=intent.counterparty,
-        expires_at=_text(intent.expires_at), memo=tx.memo, opens=opens, at_s=float(tx.at),
-    ).returning(LedgerTransaction.seq)).scalar_one()
+    # Parameters, not inline .values(): the statement is built and compiled once, not per
+    # transaction (a settlement burst posts thousands in one cycle).
+    seq = conn.execute(_INSERT_TX, {
+        "key": tx.key, "at": str(tx.at), "kind": intent.kind.value, "queue": intent.queue,
+        "amount": str(intent.amount), "workload": intent.workload,
+        "counterparty": intent.counterparty, "expires_at": _text(intent.expires_at),
+        "memo": tx.memo, "opens": opens, "at_s": float(tx.at)}).scalar_one()
     if tx.postings:
         scale = 10 ** currency.places
-        conn.execute(insert(LedgerPosting), [
+        conn.execute(_INSERT_POSTINGS, [
             {"tx_seq": seq, "position": i, "account_kind": p.account.kind.value,
              "queue": p.account.queue, "ref": p.account.ref, "amount": str(p.amount),
              "amount_units": int(p.amount * scale)}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Float, cast, delete, insert, or_, select, update
+from sqlalchemy import Connection, Float, bindparam, cast, delete, insert, or_, select, update
 
 from corral.ledger import (
     EndReason,
@@ -33,8 +33,10 @@ __all__ = [
     "delete_price",
     "list_prices",
     "record_end",
+    "record_ends",
     "record_start",
     "replace_pool_prices",
+    "started_of",
     "usage_records",
     "usage_row",
 ]
@@ -118,6 +120,22 @@ def record_end(conn: Connection, workload_id: str, attempt: int, at: Instant,
             LedgerUsage.worker == worker, LedgerUsage.end.is_(None),
         ).values(end=str(end), end_reason=reason.value))
     return len(rows)
+
+
+def record_ends(conn: Connection, ends: Sequence[dict[str, Any]]) -> None:
+    """`record_end` for many workers in one executemany: {"w", "a", "k", "end", "reason"} (the
+    end already at or after the row's start); rows already closed are left alone."""
+    if ends:
+        conn.execute(update(LedgerUsage).where(
+            LedgerUsage.workload_id == bindparam("w"), LedgerUsage.attempt == bindparam("a"),
+            LedgerUsage.worker == bindparam("k"), LedgerUsage.end.is_(None),
+        ).values(end=bindparam("end"), end_reason=bindparam("reason")), list(ends))
+
+
+def started_of(r: Any) -> WorkerStarted:
+    """A `ledger_usage` row as the ledger's start event."""
+    return WorkerStarted(r.workload_id, r.worker, r.attempt, Decimal(r.start), r.queue, r.user,
+                         r.provider, r.region, r.node, r.gpu_model, r.capacity_kind, r.milli)
 
 
 def usage_records(

@@ -1,11 +1,43 @@
-"""One full scheduling cycle on a large synthetic pool.
+"""One scheduling cycle of `corral.core.schedule` on large synthetic snapshots, in two regimes.
 
-    python bench/schedule_cycle.py --nodes 10000 --pending 100000 --seed 1 [--json OUT]
+    python bench/schedule_cycle.py                      # contended regime, both sizes, seeds 1-5
+    python bench/schedule_cycle.py --regime all         # contended and full
+    python bench/schedule_cycle.py --sizes 2000x20000 --seeds 1,3 [--json OUT]
 
-Pool: N nodes x 8 GPUs, 3 GPU models, 3 providers with different prices, regions, zones, racks
-(NVLink domain = node). 50 queues (10 parents x 4 children), quotas summing to the pool.
-Pending: ~70% 1-GPU, 15% fractional, 10% 8-GPU, 5% gangs of 2-32 workers x 8 GPUs.
-Prints the figures; the last line is a JSON object.
+**contended** (the default): about half the pool runs when the cycle begins, and the snapshot is
+built so that every action has work: a third of the leaf queues are below their quota with
+pending work that only capacity held by borrowers can start (reclaim), borrowing queues have
+high-priority work waiting behind their own low-priority work (preemption), a partition of
+24 GB cards is fragmented by single-GPU work (consolidation), big work waits long enough to be
+given a reservation, and some running work is inside its minimum runtime.
+
+- Pool: N nodes x 8 GPUs; 30% H100 (half owned, half on-demand), 35% A100 (half on-demand,
+  half spot), 25% L40S (70% spot), 10% A10G 24 GB (on-demand); providers by capacity kind,
+  regions, zones and racks.
+- Queues: 10 organisations x 4 teams (two levels; an organisation's quota is its teams' sum,
+  the teams' quotas sum to the pool). Teams are *owed* (run ~30% of their quota, have pending
+  work, 80% of it for H100), *idle* (run small A10G/L40S work, nothing pending) or *borrowers*
+  (run ~140% of their quota, mostly on H100; pending work of every kind, some of it high
+  priority for H100). Organisations mix them three ways ([owed, idle, borrower, borrower],
+  [borrower x 3, owed], [owed, owed, idle, idle]), so reclaim is tried between siblings and
+  between organisations.
+- Running: H100 full of borrowers' work (8-GPU jobs, 1-GPU jobs, 4-GPU jobs, gangs across 2-4
+  nodes; 30% of it priority 10, 25% inside a 2 h minimum runtime); borrowers' rest and the owed
+  teams' use on A100; fractional work (0.25/0.5) on some L40S; every A10G node runs four 1-GPU
+  jobs on alternate devices (its 4 free GPUs never form a whole node).
+- Pending: single workers of 1, 4 and 8 GPUs, fractional shares (0.25/0.5 of an A100/L40S, or
+  30 GiB of any device with room), gangs of 2-16 x 8 GPUs (any placement or one zone), 10% not
+  preemptible (so not on spot), priorities 0/10/50/100, min runtimes, 3% 8-GPU jobs for A10G.
+  Whole-GPU work that names no model asks for 40 GiB per device (large models), so only work
+  pinned to A10G goes there.
+
+**full** (the previous benchmark of record, unchanged): nothing runs, 100,000 pending workloads
+fill the empty pool to the last GPU; no queue stays below its quota and nothing is evicted.
+
+Each (regime, size, seed) runs in a fresh process (peak RSS is its own). Times: `build` is the
+CPU time to generate the snapshot (not the cycle), `cycle` the CPU time of `schedule()` alone
+(time.process_time), `wall` its wall time. Targets (issue 10, informational, not asserted):
+<= 1.0 s of cycle CPU at 10,000 nodes / 100,000 pending, <= 0.3 s at 2,000 / 20,000.
 """
 
 from __future__ import annotations
@@ -15,20 +47,40 @@ import json
 import platform
 import random
 import resource
+import statistics
+import subprocess
+import sys
 import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from corral.core import (
     ClusterState,
     Node,
+    Plan,
     Queue,
     SchedulerConfig,
+    WorkerAssignment,
     WorkerResources,
     Workload,
+    WorkloadState,
     schedule,
 )
+from corral.core import reasons as R
 from corral.core.model import CapacityKind, TopologyLevel
 
+NOW = 1e6
+GIB = 1024
+RULES = (R.RULE_RECLAIM, R.RULE_PREEMPT, R.RULE_CONSOLIDATE)
+TARGETS = {(10_000, 100_000): 1.0, (2_000, 20_000): 0.3}
+DEFAULT_SIZES = ((10_000, 100_000), (2_000, 20_000))
+
+
+# ================================================================================================
+# full: the previous benchmark of record (kept byte for byte, so its figures stay comparable)
+# ================================================================================================
 MODELS = ("H100", "A100", "L40S")
 PROVIDERS = (
     ("aws", 4.1, CapacityKind.ON_DEMAND),
@@ -111,54 +163,432 @@ def make_pending(m: int, queues: list[Queue], rng: random.Random) -> list[Worklo
     return out
 
 
+def full_state(nodes: int, pending: int, seed: int) -> ClusterState:
+    rng = random.Random(seed)
+    pool, queues = make_pool(nodes, rng), make_queues()
+    return ClusterState(tuple(pool), tuple(queues), tuple(make_pending(pending, queues, rng)))
+
+
+# ================================================================================================
+# contended: half the pool running, every action with work to do
+# ================================================================================================
+#: (model, device memory MiB, [(capacity kind, price per GPU-hour, weight)])
+NODE_TYPES = {
+    "H100": (81_920, ((CapacityKind.OWNED, 0.9, 1), (CapacityKind.ON_DEMAND, 4.1, 1))),
+    "A100": (81_920, ((CapacityKind.ON_DEMAND, 2.3, 1), (CapacityKind.SPOT, 1.0, 1))),
+    "L40S": (49_152, ((CapacityKind.SPOT, 0.6, 7), (CapacityKind.ON_DEMAND, 1.4, 3))),
+    "A10G": (24_576, ((CapacityKind.ON_DEMAND, 0.8, 1),)),
+}
+#: node types in every 20 consecutive nodes: 6 H100, 7 A100, 5 L40S, 2 A10G, interleaved so
+#: every rack and zone has some of each
+PATTERN = ("H100", "A100", "L40S", "H100", "A100", "L40S", "A100", "H100", "A10G", "L40S",
+           "A100", "H100", "A100", "L40S", "H100", "A100", "L40S", "H100", "A10G", "A100")
+PROVIDER_OF = {CapacityKind.OWNED: "onprem", CapacityKind.ON_DEMAND: "aws",
+               CapacityKind.SPOT: "gcp"}
+OWED, IDLE, BORROWER = "owed", "idle", "borrower"
+#: quota weight of each kind of team (quotas sum to the pool) and the share of its quota it
+#: runs as the cycle begins
+QUOTA_UNITS = {OWED: 1.0, IDLE: 2.0, BORROWER: 0.7}
+RUNS = {OWED: 0.3, BORROWER: 1.4}
+ORGS = ((OWED, IDLE, BORROWER, BORROWER),) * 4 + ((BORROWER, BORROWER, BORROWER, OWED),) * 3 \
+    + ((OWED, OWED, IDLE, IDLE),) * 3
+BIG = WorkerResources(gpus=8, cpu_milli=64_000, memory_mib=512 * GIB)
+
+
+@dataclass
+class Team:
+    name: str
+    kind: str
+    quota_milli: int
+    priority: int = 0  # queue priority: goes first in allocation among queues of its tier
+    runs_milli: int = 0  # what it runs as the cycle begins (filled by the layout)
+
+
+def contended_pool(n: int, rng: random.Random) -> list[Node]:
+    nodes = []
+    for i in range(n):
+        model = PATTERN[i % len(PATTERN)]
+        memory, kinds = NODE_TYPES[model]
+        kind, price, _ = rng.choices(kinds, weights=[k[2] for k in kinds])[0]
+        provider = PROVIDER_OF[kind]
+        region = f"{provider}-r{(i // 400) % 2}"
+        nodes.append(Node(
+            id=f"n{i:05d}", provider=provider, gpu_model=model, gpu_count=8,
+            gpu_memory_mib=memory, cpu_milli=128_000, memory_mib=2048 * GIB,
+            price_per_gpu_hour=price, capacity_kind=kind, region=region,
+            zone=f"{region}-z{(i // 100) % 3}", rack=f"rack{i // 20}"))
+    return nodes
+
+
+def contended_queues(total_gpus: int) -> tuple[list[Queue], list[Team]]:
+    units = sum(QUOTA_UNITS[k] for org in ORGS for k in org)
+    queues, teams = [], []
+    for o, org in enumerate(ORGS):
+        children = []
+        for t, kind in enumerate(org):
+            quota = total_gpus * QUOTA_UNITS[kind] / units
+            # the first owed team of an organisation without borrowers (which stays within
+            # its quota) is a priority team
+            priority = int(kind == OWED and BORROWER not in org
+                           and not any(t.priority for t in teams))
+            children.append(Queue(f"org{o}-t{t}", parent=f"org{o}", quota_gpus=quota,
+                                  weight=1 + t % 3, priority=priority))
+            teams.append(Team(f"org{o}-t{t}", kind, round(quota * 1000), priority))
+        queues.append(Queue(f"org{o}", quota_gpus=sum(c.quota_gpus for c in children),
+                            weight=1 + o % 3))
+        queues.extend(children)
+    return queues, teams
+
+
+class Layout:
+    """Running work laid out node by node (assignments written directly, as the control plane's
+    snapshot would carry them)."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.running: list[Workload] = []
+
+    def job(self, team: Team, res: WorkerResources, parts: list[tuple[Node, tuple[int, ...]]],
+            priority: int = 0, models: tuple[str, ...] = (), young: bool = False) -> None:
+        rng = self.rng
+        milli = res.gpu_milli or 1000
+        assignments = tuple(
+            WorkerAssignment(i, node.id, devices, milli,
+                             node.gpu_memory_mib * milli // 1000)
+            for i, (node, devices) in enumerate(parts))
+        team.runs_milli += milli * sum(len(d) for _, d in parts)
+        started = NOW - (rng.uniform(60, 7000) if young else rng.uniform(7200, 3 * 86400))
+        self.running.append(Workload(
+            id=f"r{len(self.running):06d}", queue=team.name, resources=res,
+            workers=len(parts), priority=priority, gpu_models=models,
+            min_gpu_memory_mib=40 * GIB if res.gpus and not models else 0,
+            min_runtime_s=7200.0 if young else rng.choice((0.0, 0.0, 600.0)),
+            submitted_at=started - rng.uniform(0, 3600), state=WorkloadState.RUNNING,
+            started_at=started, assignments=assignments))
+
+    def fill_node(self, team: Team, node: Node, nodes: Iterator[Node]) -> None:
+        """Fill one whole node with `team`'s work (a gang may take more nodes from `nodes`)."""
+        rng = self.rng
+        roll = rng.random()
+        priority = 10 if rng.random() < 0.3 else 0
+        young = rng.random() < 0.25
+        if roll < 0.4:
+            self.job(team, BIG, [(node, tuple(range(8)))], priority, young=young)
+        elif roll < 0.7:
+            one = WorkerResources(gpus=1, cpu_milli=8000, memory_mib=64 * GIB)
+            for d in range(8):
+                self.job(team, one, [(node, (d,))], 10 if rng.random() < 0.3 else 0,
+                         young=rng.random() < 0.25)
+        elif roll < 0.85:
+            four = WorkerResources(gpus=4, cpu_milli=32_000, memory_mib=256 * GIB)
+            self.job(team, four, [(node, (0, 1, 2, 3))], priority, young=young)
+            self.job(team, four, [(node, (4, 5, 6, 7))], priority)
+        else:
+            gang = [node] + [n for _, n in zip(range(rng.randint(1, 3)), nodes, strict=False)]
+            self.job(team, BIG, [(n, tuple(range(8))) for n in gang], priority, young=young)
+
+
+def lay_out(pool: list[Node], teams: list[Team], rng: random.Random) -> list[Workload]:
+    layout = Layout(rng)
+    by_model: dict[str, list[Node]] = {m: [] for m in NODE_TYPES}
+    for node in pool:
+        by_model[node.gpu_model].append(node)
+    borrowers = [t for t in teams if t.kind == BORROWER]
+    owed = [t for t in teams if t.kind == OWED]
+    idle = [t for t in teams if t.kind == IDLE]
+
+    def neediest(group: list[Team]) -> Team:
+        return max(group, key=lambda t: (RUNS[t.kind] * t.quota_milli - t.runs_milli, t.name))
+
+    def short(group: list[Team]) -> bool:
+        return any(t.runs_milli < RUNS[t.kind] * t.quota_milli for t in group)
+
+    # H100: every node full of borrowers' work.
+    h100 = iter(by_model["H100"])
+    for node in h100:
+        layout.fill_node(neediest(borrowers), node, h100)
+    # A100: borrowers' rest, then the owed teams' use; the rest stays free.
+    a100 = iter(by_model["A100"])
+    for group in (borrowers, owed):
+        while short(group) and (node := next(a100, None)) is not None:
+            layout.fill_node(neediest(group), node, a100)
+    # L40S: every fifth node half full of fractional work (inference teams).
+    small = [*idle, *owed]
+    for k, node in enumerate(by_model["L40S"][::5]):
+        team = small[k % len(small)]
+        share = WorkerResources(gpu_milli=rng.choice((250, 500)), cpu_milli=2000,
+                                memory_mib=16 * GIB)
+        for d in range(4):
+            for _ in range(1000 // share.gpu_milli):
+                layout.job(team, share, [(node, (d,))], models=("L40S",))
+    # A10G: four 1-GPU jobs per node on alternate devices: 4 free GPUs, never 8 together.
+    one = WorkerResources(gpus=1, cpu_milli=8000, memory_mib=32 * GIB)
+    for k, node in enumerate(by_model["A10G"]):
+        team = idle[k % len(idle)]
+        for d in (0, 2, 4, 6):
+            layout.job(team, one, [(node, (d,))], models=("A10G",))
+    return layout.running
+
+
+def owed_workload(i: int, team: Team, rng: random.Random) -> Workload:
+    """What an owed team waits for: H100s, which only the borrowers' running work can give."""
+    roll = rng.random()
+    workers = 1
+    if roll < 0.4:
+        res = WorkerResources(gpus=1, cpu_milli=8000, memory_mib=64 * GIB)
+    elif roll < 0.5:
+        res = WorkerResources(gpus=4, cpu_milli=32_000, memory_mib=256 * GIB)
+    elif roll < 0.8:
+        res = BIG
+    else:
+        res, workers = BIG, rng.randint(2, 4)
+    if team.priority:  # the priority team's H100 work: single GPUs (no reservation)
+        res, workers = WorkerResources(gpus=1, cpu_milli=8000, memory_mib=64 * GIB), 1
+    return Workload(
+        id=f"w{i:06d}", queue=team.name, resources=res, workers=workers,
+        priority=rng.choice((0, 10, 50)), preemptible=rng.random() >= 0.2,
+        min_runtime_s=rng.choice((0.0, 1800.0)), gpu_models=("H100",),
+        submitted_at=NOW - rng.uniform(0, 86_400))
+
+
+def borrower_workload(i: int, team: Team, rng: random.Random) -> Workload:
+    roll = rng.random()
+    workers, topo, models, priority = 1, TopologyLevel.ANY, (), rng.choice((0, 0, 0, 10, 50))
+    if roll < 0.03:  # the A10G partition: only a move can make room
+        res, models = BIG, ("A10G",)
+    elif roll < 0.13:  # urgent work behind its own team's work on the H100s
+        res, models, priority = WorkerResources(gpus=1, cpu_milli=8000, memory_mib=64 * GIB), \
+            ("H100",), 100
+    else:
+        shape = rng.random()
+        if shape < 0.70:
+            res = WorkerResources(gpus=1, cpu_milli=8000, memory_mib=64 * GIB)
+        elif shape < 0.85:
+            if rng.random() < 0.5:
+                res = WorkerResources(gpu_milli=rng.choice((250, 500)), cpu_milli=2000,
+                                      memory_mib=16 * GIB)
+                models = rng.choice((("L40S", "A100"), ("A100",), ("L40S",)))
+            else:
+                res = WorkerResources(gpu_memory_mib=30 * GIB, cpu_milli=2000,
+                                      memory_mib=16 * GIB)
+        elif shape < 0.95:
+            res = BIG
+        else:
+            res, workers = BIG, rng.randint(2, 16)
+            topo = rng.choice((TopologyLevel.ANY, TopologyLevel.ZONE))
+        if not models and rng.random() < 0.3:
+            models = (rng.choice(("H100", "A100", "L40S")),)
+    return Workload(
+        id=f"w{i:06d}", queue=team.name, resources=res, workers=workers, priority=priority,
+        preemptible=rng.random() >= 0.1, min_runtime_s=rng.choice((0.0, 0.0, 1800.0)),
+        gpu_models=models, topology=topo, submitted_at=NOW - rng.uniform(0, 86_400),
+        # whole-GPU work that names no model needs a large device (not the 24 GB A10G)
+        min_gpu_memory_mib=40 * GIB if res.gpus and not models else 0)
+
+
+#: pending workloads of each owed team: few enough that reclaim's tries (the cycle's eviction
+#: attempts are shared, reclaim goes before preemption) leave preemption some at every size
+OWED_PENDING = 10
+
+
+def contended_state(nodes: int, pending: int, seed: int) -> ClusterState:
+    rng = random.Random(seed)
+    pool = contended_pool(nodes, rng)
+    queues, teams = contended_queues(8 * nodes)
+    running = lay_out(pool, teams, rng)
+    owed = [t for t in teams if t.kind == OWED]
+    borrowers = [t for t in teams if t.kind == BORROWER]
+    waiting = [owed_workload(i, t, rng) for i, t in
+               enumerate(t for t in owed for _ in range(OWED_PENDING))][:pending]
+    # The priority team (first in line) waits for three whole A10G nodes, behind the borrowers'
+    # more urgent A10G work that the cycle's moves go to: it holds the cycle's reservation.
+    first = next((k for k, w in enumerate(waiting) if w.queue in
+                  {t.name for t in teams if t.priority}), None)
+    if first is not None:
+        waiting[first] = replace(waiting[first], resources=BIG, workers=3,
+                                 gpu_models=("A10G",), priority=0)
+    waiting += [borrower_workload(i, rng.choice(borrowers), rng)
+                for i in range(len(waiting), pending)]
+    return ClusterState(tuple(pool), tuple(queues), (*running, *waiting))
+
+
+REGIMES = {"contended": contended_state, "full": full_state}
+
+
+# ================================================================================================
+# running and reporting
+# ================================================================================================
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--nodes", type=int, default=10_000)
-    ap.add_argument("--pending", type=int, default=100_000)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args()
-    rng = random.Random(args.seed)
-    t0 = time.perf_counter()
-    nodes, queues = make_pool(args.nodes, rng), make_queues()
-    pending = make_pending(args.pending, queues, rng)
-    state = ClusterState(tuple(nodes), tuple(queues), tuple(pending))
-    build = time.perf_counter() - t0
+def under_quota_with_pending(state: ClusterState) -> tuple[int, int]:
+    """(leaf queues below their quota that have pending work, leaf queues) as the cycle begins."""
+    used: Counter[str] = Counter()
+    waiting: set[str] = set()
+    for w in state.workloads:
+        if w.state is WorkloadState.RUNNING:
+            used[w.queue] += w.total_milli()
+        else:
+            waiting.add(w.queue)
+    leaves = [q for q in state.queues if q.parent]
+    return sum(1 for q in leaves if q.name in waiting and used[q.name] < q.quota_gpus * 1000), \
+        len(leaves)
+
+
+def measure(regime: str, nodes: int, pending: int, seed: int) -> dict[str, object]:
+    c0 = time.process_time()
+    state = REGIMES[regime](nodes, pending, seed)
+    build_cpu = time.process_time() - c0
+    running = [w for w in state.workloads if w.state is WorkloadState.RUNNING]
+    owed, leaves = under_quota_with_pending(state)
     t1, c1 = time.perf_counter(), time.process_time()
-    plan = schedule(state, now=1e6, config=SchedulerConfig(), seed=args.seed)
-    cycle, cycle_cpu = time.perf_counter() - t1, time.process_time() - c1
-    placed = len(plan.placements)
-    result = {
-        "nodes": args.nodes,
-        "gpus": args.nodes * 8,
-        "pending": args.pending,
-        "placed": placed,
-        "placed_gpus": round(
-            sum(a.milli_per_device * len(a.devices) for p in plan.placements for a in p.assignments)
-            / 1000,
-            3,
-        ),
-        "still_pending": len(plan.pending),
-        "input_build_seconds": round(build, 3),
-        "cycle_seconds": round(cycle, 3), "cycle_cpu_seconds": round(cycle_cpu, 3),
-        "placements_per_second": round(placed / cycle, 1),
+    plan = schedule(state, now=NOW, config=SchedulerConfig(), seed=seed)
+    cycle_cpu, cycle_wall = time.process_time() - c1, time.perf_counter() - t1
+    return {
+        "regime": regime, "nodes": nodes, "gpus": 8 * nodes, "pending": pending, "seed": seed,
+        "running_workloads": len(running),
+        "running_gpus": round(sum(w.total_milli() for w in running) / 1000, 3),
+        "under_quota_with_pending": owed, "leaf_queues": leaves,
+        "build_cpu_seconds": round(build_cpu, 3),
+        "cycle_cpu_seconds": round(cycle_cpu, 3), "cycle_seconds": round(cycle_wall, 3),
         "peak_rss_mib": round(peak_rss_mib(), 1),
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "seed": args.seed,
+        **plan_counts(plan),
+        "python": platform.python_version(), "machine": platform.machine(),
     }
-    print(
-        f"placed {placed} of {args.pending} pending workloads on {args.nodes} nodes in {cycle:.3f} s"
-    )
+
+
+def plan_counts(plan: Plan) -> dict[str, object]:
+    moves = plan.moves
+    by_rule = Counter(e.rule for e in plan.evictions)
+    placed = {p.workload_id for p in plan.placements}
+    return {
+        "placed": len(plan.placements) - len(moves),
+        "placed_gpus": round(sum(a.milli_per_device * len(a.devices) for p in plan.placements
+                                 if p.workload_id not in moves for a in p.assignments) / 1000, 3),
+        "evictions": {rule: by_rule.get(rule, 0) for rule in RULES},
+        "moves": len(moves),
+        # evictions made for work that the plan does not place after all (restarts for nothing)
+        "evictions_for_unplaced": sum(e.for_workload not in placed for e in plan.evictions),
+        "reservations": len(plan.reservations),
+        "still_pending": len(plan.pending),
+        "pending_by_reason": dict(sorted(Counter(r.code for r in plan.pending.values()).items())),
+    }
+
+
+def run_child(regime: str, nodes: int, pending: int, seed: int) -> dict[str, object]:
+    """One measurement in a fresh interpreter: its peak RSS and heap are its own."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", regime, str(nodes), str(pending), str(seed)],
+        check=True, capture_output=True, text=True)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def line(r: dict[str, object]) -> str:
+    ev = r["evictions"]
+    assert isinstance(ev, dict)
+    reasons = r["pending_by_reason"]
+    assert isinstance(reasons, dict)
+    return (
+        f"{r['regime']:<9} {r['nodes']}x{r['pending']} seed {r['seed']}: "
+        f"cycle {r['cycle_cpu_seconds']:.3f} s CPU ({r['cycle_seconds']:.3f} s wall), "
+        f"build {r['build_cpu_seconds']:.3f} s CPU, peak RSS {r['peak_rss_mib']:.0f} MiB | "
+        f"running {r['running_workloads']} ({r['running_gpus']:g} of {r['gpus']} GPUs), "
+        f"{r['under_quota_with_pending']} of {r['leaf_queues']} teams under quota with pending | "
+        f"placed {r['placed']} ({r['placed_gpus']:g} GPUs), evicted: "
+        + ", ".join(f"{rule} {n}" for rule, n in ev.items())
+        + f" ({r['evictions_for_unplaced']} for work the plan leaves pending), "
+        f"re-placed {r['moves']}, reservations {r['reservations']}, "
+        f"pending {r['still_pending']}: "
+        + ", ".join(f"{code} {n}" for code, n in reasons.items()))
+
+
+def summary(results: list[dict[str, object]]) -> list[str]:
+    out = []
+    keys = sorted({(str(r["regime"]), int(str(r["nodes"])), int(str(r["pending"])))
+                   for r in results}, key=lambda k: (k[0], -k[1]))
+    for regime, nodes, pending in keys:
+        cpu = sorted(float(str(r["cycle_cpu_seconds"])) for r in results
+                     if (r["regime"], r["nodes"], r["pending"]) == (regime, nodes, pending))
+        target = TARGETS.get((nodes, pending))
+        met = "" if target is None else (
+            f"; target <= {target:g} s: met in {sum(c <= target for c in cpu)} of {len(cpu)}")
+        out.append(f"summary {regime} {nodes}x{pending}: cycle CPU s min {cpu[0]:.3f} "
+                   f"median {statistics.median(cpu):.3f} max {cpu[-1]:.3f} "
+                   f"over {len(cpu)} seed(s){met}")
+    return out
+
+
+def warnings(results: list[dict[str, object]]) -> list[str]:
+    out = []
+    for r in results:
+        ev = r["evictions"]
+        assert isinstance(ev, dict)
+        missing = [rule for rule in RULES if not ev.get(rule)]
+        if r["regime"] == "contended" and missing:
+            out.append(f"WARNING: {r['regime']} {r['nodes']}x{r['pending']} seed {r['seed']}: "
+                       f"no eviction by {', '.join(missing)}: the regime does not exercise it")
+    return out
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    sizes = []
+    for part in text.split(","):
+        n, _, p = part.strip().lower().partition("x")
+        try:
+            sizes.append((int(n), int(p)))
+        except ValueError:
+            raise SystemExit(f"--sizes: {part!r} is not NODESxPENDING, e.g. 2000x20000") from None
+    return sizes
+
+
+def parse_seeds(text: str) -> list[int]:
+    seeds: list[int] = []
+    for part in text.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        try:
+            seeds.extend(range(int(lo), int(hi) + 1) if dash else [int(lo)])
+        except ValueError:
+            raise SystemExit(f"--seeds: {part!r} is not a seed or a range like 1-5") from None
+    return seeds
+
+
+def main() -> None:
+    if len(sys.argv) == 6 and sys.argv[1] == "--child":
+        regime, nodes, pending, seed = sys.argv[2], *map(int, sys.argv[3:])
+        print(json.dumps(measure(regime, nodes, pending, seed)))
+        return
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--regime", choices=("contended", "full", "all"), default="contended")
+    ap.add_argument("--sizes", default="10000x100000,2000x20000",
+                    help="comma-separated NODESxPENDING (default: %(default)s)")
+    ap.add_argument("--nodes", type=int, help="one size: nodes (with --pending)")
+    ap.add_argument("--pending", type=int, help="one size: pending workloads (with --nodes)")
+    ap.add_argument("--seeds", default="1-5", help="e.g. 1-5 or 1,3 (default: %(default)s)")
+    ap.add_argument("--seed", type=int, help="one seed (overrides --seeds)")
+    ap.add_argument("--in-process", action="store_true",
+                    help="measure in this process (peak RSS is then the largest so far)")
+    ap.add_argument("--json", type=Path, default=None, help="write every result here")
+    args = ap.parse_args()
+    if (args.nodes is None) != (args.pending is None):
+        ap.error("--nodes and --pending go together")
+    sizes = [(args.nodes, args.pending)] if args.nodes else parse_sizes(args.sizes)
+    seeds = [args.seed] if args.seed is not None else parse_seeds(args.seeds)
+    regimes = ("contended", "full") if args.regime == "all" else (args.regime,)
+    print(f"python {platform.python_version()} on {platform.machine()}; "
+          f"regimes {', '.join(regimes)}; seeds {', '.join(map(str, seeds))}", flush=True)
+    results = []
+    for regime in regimes:
+        for nodes, pending in sizes:
+            for seed in seeds:
+                r = (measure if args.in_process else run_child)(regime, nodes, pending, seed)
+                results.append(r)
+                print(line(r), flush=True)
+    for text in (*summary(results), *warnings(results)):
+        print(text)
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result))
+        args.json.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,12 @@ Prints a table, and as its last line a JSON object keyed by store, each with
 
 `--baseline` also times a no-op FastAPI endpoint (same uvicorn settings, same clients, no auth,
 no store): the most this process model can do on the machine, whatever corral does.
+
+`--pool-nodes N` serves a generated pool of N nodes (four kinds of 8- and 4-GPU nodes) instead
+of the default one, and `--shapes K` (with it, say `--pool-nodes 10000 --shapes 2000`) adds a
+mixed run beside the single-shape one: each submission a shape of K (GPUs 1/2/4/8, a CPU ask
+of K/4 values, a GPU model or none), so the "can this ever fit" check meets thousands of new
+shapes; its figures are keyed `mixed_*`.
 """
 
 from __future__ import annotations
@@ -54,12 +60,43 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(data_dir: Path, db: str | None) -> tuple[subprocess.Popen[bytes], str, str]:
+MODELS = ("H100", "A100", "L40S", "H200")
+
+
+def write_pool(path: Path, nodes: int) -> None:
+    """A pool of `nodes` nodes in four groups (one per model) and the `default` queue."""
+    import yaml
+
+    groups = [{"name": f"g-{m.lower()}", "count": max(1, nodes // len(MODELS)), "gpu_model": m,
+               "gpus": 4 if m == "L40S" else 8, "gpu_memory": "80GiB", "cpu": 96,
+               "memory": "1TiB", "price_per_gpu_hour": 1.0 + i} for i, m in enumerate(MODELS)]
+    path.write_text(yaml.safe_dump({
+        "providers": [{"name": "bench", "capacity_kind": "on-demand", "node_groups": groups}],
+        "queues": [{"name": "default", "quota_gpus": nodes * 8}]}))
+
+
+def shape_bodies(shapes: int) -> list[bytes]:
+    """`shapes` distinct submissions: GPUs x CPU ask x GPU model (or none)."""
+    out = []
+    for i in range(shapes):
+        body: dict[str, Any] = {"name": "mix", "queue": "default", "gpus": (1, 2, 4, 8)[i % 4],
+                                "cpu": f"{100 + (i // 4) % max(1, shapes // 4) * 10}m",
+                                "command": ["python", "-c", "pass"]}
+        if i % 3:
+            body["gpu_models"] = [MODELS[i % len(MODELS)]]
+        out.append(json.dumps(body).encode())
+    return out
+
+
+def start_server(data_dir: Path, db: str | None, pool: Path | None = None
+                 ) -> tuple[subprocess.Popen[bytes], str, str]:
     port = _free_port()
     args = [sys.executable, "-m", "corral.cli.main", "up", "--no-scheduler", "--data-dir",
             str(data_dir), "--port", str(port)]
     if db:
         args += ["--db", db]
+    if pool is not None:
+        args += ["--pool", str(pool)]
     log = open(os.environ.get("CORRAL_BENCH_LOG", os.devnull), "ab")  # noqa: SIM115
     proc = subprocess.Popen(args, cwd=data_dir, stdout=log, stderr=subprocess.STDOUT)
     log.close()
@@ -67,7 +104,7 @@ def start_server(data_dir: Path, db: str | None) -> tuple[subprocess.Popen[bytes
     for _ in range(600):
         try:
             if httpx.get(f"{url}/v1/health").status_code == 200 and (data_dir / "admin-token").exists():
-                return proc, url, (data_dir / "admin-token").read_text().strip()
+                return proc, url, bench_token(url, (data_dir / "admin-token").read_text())
         except httpx.TransportError:
             pass
         time.sleep(0.1)
@@ -75,7 +112,17 @@ def start_server(data_dir: Path, db: str | None) -> tuple[subprocess.Popen[bytes
     raise RuntimeError("corral up did not start")
 
 
-def submit_load(url: str, token: str, total: int, clients: int) -> dict[str, float]:
+def bench_token(url: str, admin_token: str) -> str:
+    """An admin token without a request rate limit (the server's default is 50 requests/s per
+    token, `corral.api.limits`): the figures are the API's throughput, not the limit's."""
+    r = httpx.post(f"{url}/v1/tokens", json={"name": "bench", "rate_per_s": 0},
+                   headers={"Authorization": f"Bearer {admin_token.strip()}"})
+    r.raise_for_status()
+    return str(r.json()["token"])
+
+
+def submit_load(url: str, token: str, total: int, clients: int,
+                bodies: list[bytes] | None = None) -> dict[str, float]:
     """`clients` threads, each with its own keep-alive connection, submit `total` jobs.
 
     The client is the standard library's http.client, not httpx: the load generator shares the
@@ -86,6 +133,8 @@ def submit_load(url: str, token: str, total: int, clients: int) -> dict[str, flo
     per_client = total // clients
     body = json.dumps({"name": "bench", "queue": "default", "gpus": 1, "cpu": 0.1,
                        "command": ["python", "-c", "pass"]}).encode()
+    each = bodies or [body]
+    counter = iter(range(10**9))  # the next body, shared by the clients (next() is atomic)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     where = urlsplit(url)
 
@@ -95,7 +144,7 @@ def submit_load(url: str, token: str, total: int, clients: int) -> dict[str, flo
         try:
             for _ in range(per_client):
                 t = time.perf_counter()
-                conn.request("POST", "/v1/workloads", body, headers)
+                conn.request("POST", "/v1/workloads", each[next(counter) % len(each)], headers)
                 resp = conn.getresponse()
                 data = resp.read()
                 mine.append(time.perf_counter() - t)
@@ -193,9 +242,18 @@ def list_latency(url: str, token: str, repeats: int) -> float:
 def bench_store(name: str, db: str | None, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"corral-bench-{name}-") as tmp:
         data = Path(tmp)
-        proc, url, token = start_server(data, db)
+        pool = None
+        if args.pool_nodes:
+            pool = data / "pool.yaml"
+            write_pool(pool, args.pool_nodes)
+        proc, url, token = start_server(data, db, pool)
         try:
             result = submit_load(url, token, args.submissions, args.clients)
+            if args.shapes:
+                mixed = submit_load(url, token, args.submissions, args.clients,
+                                    shape_bodies(args.shapes))
+                result.update({f"mixed_{k}": v for k, v in mixed.items()})
+                result["shapes"], result["pool_nodes"] = args.shapes, args.pool_nodes
             fill(db or sqlite_url(data / "corral.db"), ROWS)
             result["list_100k_ms"] = list_latency(url, token, args.list_repeats)
         finally:
@@ -210,6 +268,9 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--list-repeats", type=int, default=50)
     p.add_argument("--only", choices=["sqlite", "postgres"])
+    p.add_argument("--pool-nodes", type=int, default=0, help="serve a generated pool this large")
+    p.add_argument("--shapes", type=int, default=0,
+                   help="also submit a mix of this many distinct shapes (mixed_* figures)")
     p.add_argument("--baseline", action="store_true",
                    help="also time a no-op FastAPI endpoint with the same clients (the ceiling)")
     p.add_argument("--serve-noop", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -238,6 +299,10 @@ def main() -> None:
     for store, r in results.items():
         print(f"{store:>9}: {r['submissions_per_second']:>8.1f} submissions/s  p50 {r['p50_ms']:.1f} ms"
               f"  p99 {r['p99_ms']:.1f} ms  list(100k) {r['list_100k_ms']:.1f} ms")
+        if "mixed_submissions_per_second" in r:
+            print(f"{'mixed':>9}: {r['mixed_submissions_per_second']:>8.1f} submissions/s  "
+                  f"p50 {r['mixed_p50_ms']:.1f} ms  p99 {r['mixed_p99_ms']:.1f} ms  "
+                  f"({r['shapes']} shapes, {r['pool_nodes']} nodes)")
     print(json.dumps(results))
 
 

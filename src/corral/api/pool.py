@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path
-from pydantic import ValidationError
+from fastapi import APIRouter, Depends, Path, Query
+from pydantic import BaseModel, ValidationError
 
 from corral.api.context import ApiContext, Caller, context, require_admin
 from corral.api.errors import ApiError, not_found
@@ -30,11 +30,27 @@ _ERRORS = {401: {"model": M.ErrorBody}, 403: {"model": M.ErrorBody},
 Name = Annotated[str, Path(max_length=200)]
 
 
+NodeState = Literal["schedulable", "cordoned", "unhealthy"]
+
+
 @router.get("/nodes", response_model=list[M.NodeInfo], responses=_ERRORS, tags=["pool"])
-def list_nodes(ctx: Ctx, who: Caller) -> list[M.NodeInfo]:
+def list_nodes(
+    ctx: Ctx, who: Caller,
+    limit: Annotated[int | None, Query(ge=1, le=10_000, description=(
+        "at most this many nodes, in id order; page on with `after`"))] = None,
+    after: Annotated[str | None, Query(max_length=200, description=(
+        "the last node id of the previous page"))] = None,
+    provider: Annotated[str | None, Query(max_length=63)] = None,
+    gpu_model: Annotated[str | None, Query(max_length=63)] = None,
+    state: NodeState | None = None,
+) -> list[M.NodeInfo]:
+    """Nodes in id order, filtered and paged on the server (without `limit`: all of them).
+    A 10,000-node pool is better drawn from `/v1/nodes/summary`, with pages for detail."""
     with ctx.store.read() as conn:
-        nodes = P.list_nodes(conn)
-        held = W.holding_placements(conn)
+        nodes = P.page_nodes(conn, after=after, limit=limit, provider=provider,
+                             gpu_model=gpu_model, state=state)
+        held = W.holding_placements(conn, node_ids=None if limit is None else
+                                    [n.id for n in nodes])
     used: dict[str, float] = defaultdict(float)
     on: dict[str, set[str]] = defaultdict(set)
     for h in held:
@@ -49,6 +65,32 @@ def list_nodes(ctx: Ctx, who: Caller) -> list[M.NodeInfo]:
         gpus_used=round(used[n.id], 3),
         workloads=sorted(on[n.id]) if who.is_admin else [])
         for n in nodes]
+
+
+class NodeGroupSummary(BaseModel):
+    """The nodes of one provider, GPU model and state, counted on the server."""
+
+    provider: str
+    gpu_model: str
+    state: str  # schedulable | cordoned | unhealthy
+    nodes: int
+    gpus: int
+    gpus_used: float
+
+
+@router.get("/nodes/summary", response_model=list[NodeGroupSummary], responses=_ERRORS,
+            tags=["pool"])
+def node_summary(ctx: Ctx, who: Caller) -> list[NodeGroupSummary]:
+    """Node and GPU counts per (provider, GPU model, state): the pool at a glance, whatever
+    its size; ask `/v1/nodes` with the same filters for the nodes themselves."""
+    with ctx.store.read() as conn:
+        groups = P.node_groups(conn)
+        used = W.milli_used_by_group(conn)
+    return [NodeGroupSummary(provider=g.provider, gpu_model=g.gpu_model, state=g.state,
+                             nodes=g.nodes, gpus=g.gpus,
+                             gpus_used=round(used.get((g.provider, g.gpu_model, g.state), 0)
+                                             / MILLI_PER_GPU, 3))
+            for g in groups]
 
 
 def provider_infos(nodes: Sequence[Node], held: Sequence[W.Held]) -> list[M.ProviderInfo]:

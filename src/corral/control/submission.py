@@ -45,7 +45,7 @@ from corral.store import workloads as W
 from corral.store.group_commit import GroupCommit
 from corral.store.workloads import WorkloadRecord
 
-__all__ = ["DryRun", "PoolView", "Submissions", "stored_form", "unit_ids"]
+__all__ = ["DryRun", "PoolView", "Submissions", "node_classes", "stored_form", "unit_ids"]
 
 _ID_ATTEMPTS = 5
 #: runs in a submission's transaction with its group id (corral.api: the idempotency key)
@@ -74,9 +74,29 @@ class PoolView:
     nodes: tuple[Node, ...]
     queues: tuple[Queue, ...]
     loaded_at: float
+    #: the pool's change number when read (corral.store.changes): unchanged means same pool
+    version: int = 0
+    #: one node per class of identical nodes (`node_classes`), cordons and health cleared
+    classes: tuple[Node, ...] = ()
 
     def queue(self, name: str) -> Queue | None:
         return next((q for q in self.queues if q.name == name), None)
+
+
+def node_classes(nodes: Sequence[Node]) -> tuple[Node, ...]:
+    """One node for each set of nodes that differ only in id, NVLink domain, cordon and health:
+    the per-model, per-size summary of the pool that a single worker's "can this ever fit" is
+    answered from. Such a worker fits one node or none, so the nodes it could use are the same
+    kinds whether there are one or a thousand of each; a gang's answer also depends on how many
+    share a domain, and is asked of the whole pool. A 10,000-node pool is tens of classes."""
+    seen: dict[tuple[object, ...], Node] = {}
+    for n in nodes:
+        key = (n.provider, n.gpu_model, n.gpu_count, n.gpu_memory_mib, n.cpu_milli,
+               n.memory_mib, n.price_per_gpu_hour, n.capacity_kind, n.region, n.zone, n.rack,
+               n.labels)
+        if key not in seen:
+            seen[key] = dataclasses.replace(n, cordoned=False, health=Health.HEALTHY)
+    return tuple(seen.values())
 
 
 @dataclass(frozen=True)
@@ -93,7 +113,10 @@ class Submissions:
     """Validation, diagnosis and storing of submissions. One per API process; thread-safe.
 
     The pool (nodes, queues) is cached for `pool_ttl_s`, and the diagnosis per workload shape
-    for as long as the cached pool, so a burst of similar submissions costs one core call.
+    for as long as the pool is the same: after the TTL, one indexed read of the pool's change
+    number (and of the queues) says whether it changed, and only then is it read again and the
+    diagnoses dropped. A new single-worker shape is diagnosed on the pool's node classes
+    (`node_classes`), not on every node, so thousands of distinct shapes stay cheap.
     """
 
     def __init__(self, store: Store, config: SchedulerConfig | None = None,
@@ -107,11 +130,18 @@ class Submissions:
 
     def pool(self) -> PoolView:
         with self._lock:
-            if self._pool is None or time.monotonic() - self._pool.loaded_at > self.pool_ttl_s:
+            pool = self._pool
+            if pool is None or time.monotonic() - pool.loaded_at > self.pool_ttl_s:
                 with self.store.read() as conn:
-                    self._pool = PoolView(tuple(P.list_nodes(conn)), tuple(P.list_queues(conn)),
-                                          time.monotonic())
-                self._diagnoses = {}
+                    version, queues = P.nodes_version(conn), tuple(P.list_queues(conn))
+                    if pool is not None and (version, queues) == (pool.version, pool.queues):
+                        self._pool = dataclasses.replace(pool, loaded_at=time.monotonic())
+                    else:
+                        nodes = tuple(P.list_nodes(conn))
+                        self._pool = PoolView(nodes, queues, time.monotonic(), version,
+                                              node_classes(nodes))
+                        self._diagnoses = {}
+            assert self._pool is not None
             return self._pool
 
     def invalidate(self) -> None:
@@ -153,10 +183,10 @@ class Submissions:
             if key in self._diagnoses:
                 return self._diagnoses[key]
         unit = spec.to_core("candidate", 0.0)[0]
-        found = unmet_constraint(unit, pool.nodes)  # names capacity, node_selector, ...
+        found = unmet_constraint(unit, pool.classes)  # names capacity, node_selector, ...
         if found is None:
-            nodes = tuple(dataclasses.replace(n, cordoned=False, health=Health.HEALTHY)
-                          for n in pool.nodes)
+            nodes = pool.classes if unit.workers == 1 else tuple(
+                dataclasses.replace(n, cordoned=False, health=Health.HEALTHY) for n in pool.nodes)
             plan = schedule(ClusterState(nodes, pool.queues, (unit,)), 0.0, self.config)
             reason = plan.pending.get("candidate")
             found = reason if reason is not None and reason.unresolvable else None

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from corral.core.model import CapacityKind, Health, Node, Queue
 from corral.store.changes import next_node_seq
 from corral.store.schema import NodeRow, Provider, QueueRow
 
 __all__ = [
+    "NodeGroup",
     "delete_queue",
     "get_queue",
     "list_nodes",
     "list_queues",
+    "node_groups",
+    "node_state",
     "nodes_changed_since",
+    "nodes_version",
+    "page_nodes",
     "set_cordoned",
     "sync_nodes",
     "upsert_queue",
@@ -65,6 +71,61 @@ def list_nodes(conn: Connection, *, include_inactive: bool = False) -> list[Node
     return [_node(r) for r in conn.execute(q)]
 
 
+def _state_filter(state: str) -> Any:
+    """SQL for a node state: unhealthy (health not ok), cordoned (healthy but cordoned),
+    schedulable (neither)."""
+    if state == "unhealthy":
+        return NodeRow.health != str(Health.HEALTHY)
+    if state == "cordoned":
+        return (NodeRow.health == str(Health.HEALTHY)) & NodeRow.cordoned.is_(True)
+    return (NodeRow.health == str(Health.HEALTHY)) & NodeRow.cordoned.is_(False)
+
+
+def page_nodes(conn: Connection, *, after: str | None = None, limit: int | None = None,
+               provider: str | None = None, gpu_model: str | None = None,
+               state: str | None = None) -> list[Node]:
+    """Active nodes in id order after `after`, filtered, at most `limit`."""
+    q = select(NodeRow).where(NodeRow.active.is_(True)).order_by(NodeRow.id)
+    if after is not None:
+        q = q.where(NodeRow.id > after)
+    if provider is not None:
+        q = q.where(NodeRow.provider == provider)
+    if gpu_model is not None:
+        q = q.where(NodeRow.gpu_model == gpu_model)
+    if state is not None:
+        q = q.where(_state_filter(state))
+    if limit is not None:
+        q = q.limit(limit)
+    return [_node(r) for r in conn.execute(q)]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeGroup:
+    provider: str
+    gpu_model: str
+    state: str  # schedulable | cordoned | unhealthy
+    nodes: int
+    gpus: int
+
+
+def node_groups(conn: Connection) -> list[NodeGroup]:
+    """Active nodes counted per (provider, GPU model, state), in that order (GROUP BY)."""
+    out = []
+    for state in ("schedulable", "cordoned", "unhealthy"):
+        q = (select(NodeRow.provider, NodeRow.gpu_model, func.count(), func.sum(NodeRow.gpu_count))
+             .where(NodeRow.active.is_(True), _state_filter(state))
+             .group_by(NodeRow.provider, NodeRow.gpu_model))
+        out += [NodeGroup(p, m, state, int(n), int(g or 0)) for p, m, n, g in conn.execute(q)]
+    return sorted(out, key=lambda g: (g.provider, g.gpu_model, g.state))
+
+
+def node_state(node: Node) -> str:
+    """The state `page_nodes` and `node_groups` file a node under."""
+    if node.health != Health.HEALTHY:
+        return "unhealthy"
+    return "cordoned" if node.cordoned else "schedulable"
+
+
 def _node(r: Any) -> Node:
     return Node(id=r.id, provider=r.provider, gpu_model=r.gpu_model, gpu_count=r.gpu_count,
                 gpu_memory_mib=r.gpu_memory_mib, cpu_milli=r.cpu_milli, memory_mib=r.memory_mib,
@@ -72,6 +133,11 @@ def _node(r: Any) -> Node:
                 capacity_kind=CapacityKind(r.capacity_kind), region=r.region, zone=r.zone,
                 rack=r.rack, nvlink_domain=r.nvlink_domain, cordoned=r.cordoned,
                 health=Health(r.health), labels=tuple(sorted(r.labels.items())))
+
+
+def nodes_version(conn: Connection) -> int:
+    """The largest change number of any node: it moves whenever a node is written."""
+    return int(conn.execute(select(func.coalesce(func.max(NodeRow.change_seq), 0))).scalar_one())
 
 
 def nodes_changed_since(conn: Connection, after: int) -> tuple[list[tuple[Node, bool]], int]:

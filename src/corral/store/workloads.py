@@ -18,6 +18,7 @@ from sqlalchemy import (
     Float,
     and_,
     bindparam,
+    case,
     cast,
     delete,
     func,
@@ -47,6 +48,7 @@ __all__ = [
     "count_by_state",
     "current_assignments",
     "get_workload",
+    "get_workloads",
     "gpu_spans",
     "holding_placements",
     "insert_many_placements",
@@ -56,9 +58,11 @@ __all__ = [
     "list_events",
     "list_workloads",
     "load_active",
+    "milli_used_by_group",
     "placements_of",
     "set_many_placement_states",
     "set_placement_states",
+    "transitions_of",
     "update_many_versioned",
     "update_unversioned",
     "update_versioned",
@@ -140,6 +144,25 @@ def insert_workloads(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[i
 def get_workload(conn: Connection, workload_id: str) -> WorkloadRecord | None:
     row = conn.execute(select(*_COLUMNS).where(WorkloadRow.id == workload_id)).first()
     return WorkloadRecord.of(row) if row is not None else None
+
+
+def get_workloads(conn: Connection, workload_ids: Sequence[str]) -> list[WorkloadRecord]:
+    """The rows of these ids that exist (any order)."""
+    out: list[WorkloadRecord] = []
+    for chunk in _chunks(list(workload_ids), 500):
+        out.extend(WorkloadRecord.of(r) for r in conn.execute(
+            select(*_COLUMNS).where(WorkloadRow.id.in_(chunk))))
+    return out
+
+
+def transitions_of(conn: Connection, workload_ids: Sequence[str]) -> list[EventRecord]:
+    """The transition events of these workloads, oldest first."""
+    out: list[EventRecord] = []
+    for chunk in _chunks(list(workload_ids), 500):
+        out.extend(EventRecord.of(r) for r in conn.execute(
+            select(Event).where(Event.workload_id.in_(chunk), Event.kind == "transition")
+            .order_by(Event.id)))
+    return out
 
 
 def list_workloads(
@@ -389,14 +412,41 @@ class Held:
     milli_per_device: int
 
 
-def holding_placements(conn: Connection) -> list[Held]:
-    """Every worker placement of a current attempt that holds GPUs, stopping ones included."""
+def holding_placements(conn: Connection, node_ids: Sequence[str] | None = None) -> list[Held]:
+    """Every worker placement of a current attempt that holds GPUs, stopping ones included
+    (only those on `node_ids`, when given)."""
     q = (select(WorkloadRow.id, WorkloadRow.queue, Placement.node_id, Placement.devices,
                 Placement.milli_per_device)
          .join(Placement, and_(Placement.workload_id == WorkloadRow.id,
                                Placement.attempt == WorkloadRow.attempt))
          .where(WorkloadRow.state.in_(HOLDING_STATES)))
-    return [Held(r[0], r[1], r[2], tuple(r[3]), r[4]) for r in conn.execute(q)]
+    if node_ids is None:
+        return [Held(r[0], r[1], r[2], tuple(r[3]), r[4]) for r in conn.execute(q)]
+    out: list[Held] = []
+    for chunk in _chunks(list(node_ids), 500):
+        out += [Held(r[0], r[1], r[2], tuple(r[3]), r[4])
+                for r in conn.execute(q.where(Placement.node_id.in_(chunk)))]
+    return out
+
+
+def milli_used_by_group(conn: Connection) -> dict[tuple[str, str, str], int]:
+    """Milli-GPU held per (provider, GPU model, node state) of active nodes (see
+    `corral.store.pool.node_groups`), summed in SQL over the placements' device counts."""
+    from corral.store.schema import NodeRow
+
+    state = case((NodeRow.health != "healthy", "unhealthy"),
+                 (NodeRow.cordoned.is_(True), "cordoned"), else_="schedulable")
+    q = (select(NodeRow.provider, NodeRow.gpu_model, state, Placement.milli_per_device,
+                Placement.devices)
+         .join(Placement, Placement.node_id == NodeRow.id)
+         .join(WorkloadRow, and_(Placement.workload_id == WorkloadRow.id,
+                                 Placement.attempt == WorkloadRow.attempt))
+         .where(WorkloadRow.state.in_(HOLDING_STATES), NodeRow.active.is_(True)))
+    out: dict[tuple[str, str, str], int] = {}
+    for provider, model, st, milli, devices in conn.execute(q):
+        key = (provider, model, st)
+        out[key] = out.get(key, 0) + milli * len(devices)
+    return out
 
 
 def count_by_queue_state(conn: Connection) -> dict[tuple[str, str], int]:

@@ -17,10 +17,8 @@ from typing import TYPE_CHECKING
 from fastapi import Request
 
 from corral.api.context import ApiContext
-from corral.control.snapshot import SpecCache, load_snapshot
+from corral.control.live_state import LiveState
 from corral.core.model import Node, Queue
-from corral.store import pool as P
-from corral.store import workloads as W
 from corral.store.workloads import Held, WorkloadRecord
 from corral.web.history import Sample, Sampler, UsageHistory, take_sample
 from corral.web.settings import WebSettings
@@ -48,7 +46,7 @@ class PoolState:
 class PoolReader:
     def __init__(self, ctx: ApiContext, ttl_s: float) -> None:
         self.ctx, self.ttl_s = ctx, ttl_s
-        self._specs = SpecCache()
+        self._live = LiveState()
         self._lock = threading.Lock()
         self._cached: tuple[float, PoolState] | None = None
 
@@ -61,17 +59,20 @@ class PoolReader:
             return state
 
     def _read(self) -> PoolState:
+        """The pool from the reader's own copy of the cluster, brought up to date from the
+        store's change feed (`corral.control.live_state`): a read after the cache expires
+        costs what changed since the last one, not a decode of every active workload."""
         now = self.ctx.clock.now()
+        live = self._live
         with self.ctx.store.read() as conn:
-            nodes = P.list_nodes(conn)
-            queues = P.list_queues(conn)
-            held = W.holding_placements(conn)
-            snap = load_snapshot(conn, now, self._specs)
+            live.refresh(conn)
+        held = [Held(wid, live.records[wid].queue, a.node_id, a.devices, a.milli_per_device)
+                for wid, placed in live.assignments.items() for a in placed]
         demand: dict[str, int] = defaultdict(int)
-        for w in snap.state.workloads:
+        for w in live.snapshot(now).state.workloads:
             demand[w.queue] += w.total_milli()
-        records = sorted(snap.records.values(), key=lambda r: r.seq)
-        return PoolState(now, nodes, queues, held, records, dict(demand))
+        return PoolState(now, list(live.active_nodes.values()), list(live.queues), held,
+                         list(live.records.values()), dict(demand))
 
 
 @dataclass

@@ -127,7 +127,8 @@ class RequestGuard:
             loop = asyncio.get_running_loop()
             deadline = deadline or loop.time() + timeout
             try:
-                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.0))
+                async with asyncio.timeout_at(deadline):  # no task per read, as wait_for has
+                    message = await receive()
             except TimeoutError:
                 raise BodyRefused(408, "request_timeout", f"the request body did not arrive "
                                   f"within {timeout:g} s") from None

@@ -449,8 +449,7 @@ class Placer:
         for others. The same for every gang size, so kept per capacity state: a backlog of
         gangs of 2-32 workers is diagnosed with one count per worker shape."""
         cap = self.cap
-        key = (shape.resources, shape.gpu_models, shape.max_price, shape.required_level,
-               owner if owner in cap.reservations else None)
+        key = (shape.single, shape.required_level, owner if owner in cap.reservations else None)
         state = (len(cap.changes), cap.freed)
         found = self._rooms.get(key)
         if found is None or found[0] != state:

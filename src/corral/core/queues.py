@@ -26,6 +26,35 @@ class Totals:
     ram: int
 
 
+def effective_quotas(queues: Sequence[Queue]) -> dict[str, float]:
+    """Each queue's quota, where a parent without one of its own guarantees what its children
+    are guaranteed (it is a grouping, not a cap): its quota is the sum of theirs. A parent
+    with a quota keeps it, also when its children's add up to more (they then share it).
+
+    >>> effective_quotas([Queue("org"), Queue("a", "org", 3), Queue("b", "org", 5),
+    ...                   Queue("lab", quota_gpus=4), Queue("c", "lab", 6)])
+    {'org': 8.0, 'a': 3, 'b': 5, 'lab': 4, 'c': 6}
+    """
+    children: dict[str, list[str]] = {}
+    for q in queues:
+        if q.parent is not None:
+            children.setdefault(q.parent, []).append(q.name)
+    given = {q.name: q.quota_gpus for q in queues}
+    out: dict[str, float] = {}
+
+    def quota(name: str, depth: int = 0) -> float:
+        if name not in out:
+            kids = children.get(name, []) if depth < len(given) else []
+            own = given.get(name, 0.0)
+            out[name] = own if own > 0 or not kids else float(
+                sum(quota(k, depth + 1) for k in kids))
+        return out[name]
+
+    for q in queues:
+        quota(q.name)
+    return {q.name: out[q.name] for q in queues}
+
+
 class QueueBook:
     def __init__(
         self,
@@ -44,12 +73,13 @@ class QueueBook:
         self.cpu = dict.fromkeys(self.queues, 0)
         self.ram = dict.fromkeys(self.queues, 0)
         self.by_model: dict[tuple[str, str], int] = {}
+        self.quota_gpus = effective_quotas(queues)
         nodes = [
             QueueNode(
                 q.name,
                 q.parent,
                 demand_milli.get(q.name, 0) / MILLI_PER_GPU,
-                q.quota_gpus,
+                self.quota_gpus[q.name],
                 q.limit_gpus,
                 q.weight,
             )
@@ -66,7 +96,7 @@ class QueueBook:
         self._model_quota = {q.name: {m: round(g * MILLI_PER_GPU) for m, g in q.quota_by_model}
                              for q in queues if q.quota_by_model}
         # Per-queue constants of the order key, computed once (the key is read per workload).
-        self._quota = {q: round(self.queues[q].quota_gpus * MILLI_PER_GPU) for q in self.queues}
+        self._quota = {q: round(self.quota_gpus[q] * MILLI_PER_GPU) for q in self.queues}
         self._deserved = {
             q: max(self.deserved.get(q, 0.0) * MILLI_PER_GPU / max(totals.milli, 1), _EPS)
             for q in self.queues
@@ -111,7 +141,7 @@ class QueueBook:
         return None
 
     def quota_milli(self, queue: str) -> int:
-        return round(self.queues[queue].quota_gpus * MILLI_PER_GPU)
+        return self._quota[queue]
 
     def within_quota_after(self, queue: str, milli: int) -> bool:
         """Would the queue stay at or below its quota with `milli` more? (May it reclaim?)"""
@@ -161,12 +191,15 @@ class QueueBook:
     def may_give_up(self, queue: str, milli: int, started: bool, to: str | None = None) -> bool:
         """Reclaim: may `queue` lose `milli` (and every ancestor with it)?
 
-        Work that was running before the cycle: only from a queue that was above its quota when
-        the cycle began and stays at or above it. A placement of this very cycle (nothing has
-        started, nothing is lost): while the queue is above its quota now and keeps at least
-        what it held when the cycle began, or its quota if less. So a queue at or below quota
-        at the start never loses running work, even when this cycle's allocation lifted it
-        above: what gives way is the new placement that did. Ancestors shared with the queue
+        Only from a queue above its quota now, this cycle's placements counted, and:
+        - work that was running before the cycle: the queue stays at or above its quota;
+        - a placement of this very cycle (nothing has started, nothing is lost): the queue
+          keeps at least what it held when the cycle began, or its quota if less.
+        When this cycle's allocation lifted a queue above its quota, its new placements are the
+        cheapest victims (nothing started) and go first where they make room; where they do
+        not (they sit on other nodes), its older work above the quota goes, as the next cycle
+        would decide anyway: deciding it now saves a cycle and keeps a rerun from evicting.
+        Ancestors shared with the queue
         the GPUs go `to` lose nothing and are not checked: a child below its quota reclaims
         from its sibling above quota even when their parent is within its own."""
         chain = self.chain.get(queue, ()) if to is None else self.below_common(queue, to)
@@ -174,7 +207,7 @@ class QueueBook:
             quota, now, start = self.quota_milli(q), self.milli[q], self.at_start.get(q, 0)
             if now <= quota:
                 return False
-            if started and not (start > quota and now - milli >= quota):
+            if started and now - milli < quota:
                 return False
             if not started and now - milli < min(quota, start):
                 return False

@@ -125,7 +125,7 @@ def _attempt(cycle: Cycle, w: Workload, donors: set[str], accept: Accept, rule: 
     def allowed(v: Workload) -> bool:
         return v.queue in donors and accept(v)
 
-    groups = _candidates(cycle, w, index.evictable(rows))
+    groups = _candidates(cycle, w, index.evictable(rows), allowed)
     if groups:
         cycle.attempts_left -= 1
         for group in groups:
@@ -137,9 +137,11 @@ def _attempt(cycle: Cycle, w: Workload, donors: set[str], accept: Accept, rule: 
     return False
 
 
-def _candidates(cycle: Cycle, w: Workload, evictable: IntArray) -> list[list[int]]:
+def _candidates(cycle: Cycle, w: Workload, evictable: IntArray,
+                accept: Accept) -> list[list[int]]:
     """Groups of nodes to empty for `w`, most promising first: for one worker, single nodes
-    where free room plus what may be evicted holds it, least to evict first; for a gang, the
+    where free room plus what may be evicted holds it, least to evict first, then where the
+    victims are cheapest to lose (lowest priority, most recently started); for a gang, the
     nodes of one topology domain of its level that could hold every worker that way."""
     shape, cap = cycle.shape(w), cycle.cap
     r = shape.resources
@@ -159,8 +161,10 @@ def _candidates(cycle: Cycle, w: Workload, evictable: IntArray) -> list[list[int
     deficit = np.maximum(per - free, 0)
     if shape.workers == 1:
         ok = np.flatnonzero((could >= 1) & (ev > 0))
-        order = ok[np.lexsort((usable[ok], deficit[ok]))][:_NODE_TRIES]
-        return [[int(usable[i])] for i in order]
+        order = ok[np.lexsort((usable[ok], deficit[ok]))][:3 * _NODE_TRIES]
+        ranked = sorted(order.tolist(), key=lambda i: (
+            int(deficit[i]), _loss(cycle, int(usable[i]), accept), int(usable[i])))
+        return [[int(usable[i])] for i in ranked[:_NODE_TRIES]]
     have = worker_slots(cap, r, usable)
     dom = cap.table.domain(shape.required_level)[usable]
     per_dom = np.bincount(dom, weights=np.maximum(could, have))
@@ -172,6 +176,16 @@ def _candidates(cycle: Cycle, w: Workload, evictable: IntArray) -> list[list[int
         inside = inside[np.lexsort((usable[inside], deficit[inside]))]
         groups.append([int(usable[i]) for i in inside])
     return groups
+
+
+def _loss(cycle: Cycle, node: int, accept: Accept) -> tuple[int, float]:
+    """What evicting on `node` would cost at worst: the highest priority among its allowed
+    victims, then how long the longest-running of them has run (a restart loses more)."""
+    there = _victims_on(cycle, [node], accept)
+    if not there:
+        return (0, 0.0)
+    return (max(v.priority for v in there),
+            -min(cycle.started_at(v) for v in there))
 
 
 def _victims_on(cycle: Cycle, nodes: Iterable[int], accept: Accept,
@@ -196,7 +210,7 @@ def _explain_protected(cycle: Cycle, w: Workload, evictable: IntArray, accept: A
     """When only work inside its minimum runtime stands in the way: a trial eviction that
     includes it (rolled back) finds which workloads, and the reason names them and when the
     first of them may be evicted."""
-    for group in _candidates(cycle, w, evictable):
+    for group in _candidates(cycle, w, evictable, accept):
         checkpoint = cycle.stmt.checkpoint()
         fits = _evict_until_fits(cycle, w, _victims_on(cycle, group, accept, young=True), rule,
                                  trial=True)

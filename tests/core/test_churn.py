@@ -1,0 +1,263 @@
+"""Guarantees over many cycles: work arrives and leaves, and plans are applied the way the
+control plane applies them.
+
+One Hypothesis-generated history is a pool (on-demand, spot and owned nodes), a two-level
+queue tree with quotas, and a sequence of cycles; each cycle some running work ends, new work
+arrives (sizes, gangs, priorities, minimum runtimes, preemptible or not), the core plans, and
+the plan is applied as `corral.control.apply` does: placements start, evictions stop their
+workload and it waits again, and a move (evicted and placed in one plan) is applied as its
+eviction only, to be placed again by the next cycle.
+
+Per cycle: the plan is safe (capacity, constraints, eviction rules, quotas of reclaimed
+queues, limits), every pending reason is true (`check_reason_oracle`), and rerunning the cycle
+on its applied result at the same instant evicts nothing. Over the history: no reservation
+holds its nodes longer than `max_reservation_s` (plus one cycle), and no workload is moved
+twice in a row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from tests.core.test_contention import Chooser, DrawChooser, SeededChooser
+from tests.core.test_invariants import apply as apply_moves_placed
+from tests.core.test_invariants import (
+    chain,
+    check_evictions,
+    check_limits,
+    check_placements,
+    check_reasons,
+    check_reclaim_victims_keep_quota,
+    usage,
+)
+
+from corral.core import ClusterState, Plan, SchedulerConfig, Workload, schedule
+from corral.core import reasons as R
+from corral.core.fit import Shape
+from corral.core.model import (
+    CapacityKind,
+    Node,
+    Queue,
+    WorkerResources,
+    WorkloadState,
+)
+from corral.core.placement import Placer, Scoring
+from corral.core.queues import effective_quotas
+from corral.core.snapshot import Capacity, NodeTable
+
+CONFIG = SchedulerConfig(reserve_after_s=60, max_reservation_s=900, reservation_cooldown_s=300)
+DT = 120.0  # seconds between cycles
+
+
+def apply_like_control_plane(state: ClusterState, plan: Plan, now: float) -> ClusterState:
+    """Placements start; evictions stop and wait again; a move is only its eviction."""
+    moves = plan.moves
+    placed = {p.workload_id: p for p in plan.placements if p.workload_id not in moves}
+    evicted = {e.workload_id for e in plan.evictions}
+    out = []
+    for w in state.workloads:
+        if w.id in placed:
+            w = replace(w, state=WorkloadState.RUNNING, started_at=now,
+                        assignments=placed[w.id].assignments)
+        elif w.id in evicted:
+            w = replace(w, state=WorkloadState.PENDING, started_at=None, assignments=())
+        out.append(w)
+    return replace(state, workloads=tuple(out))
+
+
+# --- the oracle ----------------------------------------------------------------------------------
+
+def _end_state(state: ClusterState, plan: Plan, now: float) -> Placer:
+    """The capacity as the cycle ended (moves placed), with the plan's reservations."""
+    after = apply_moves_placed(state, plan, now)
+    table = NodeTable.build(after.nodes)
+    cap = Capacity(table)
+    for w in after.workloads:
+        if w.running:
+            for a in w.assignments:
+                cap.take(table.index[a.node_id], a, w.resources.cpu_milli, w.resources.memory_mib)
+    for r in plan.reservations:
+        cap.reserve(r.workload_id, [table.index[n] for n in r.node_ids])
+    return Placer(cap)
+
+
+_FITS_NOT = {R.INSUFFICIENT_CAPACITY, R.TOPOLOGY_FRAGMENTED, R.RECLAIM_BLOCKED, R.OVER_QUOTA,
+             R.PROTECTED_BY_MIN_RUNTIME, R.RESERVED_FOR_GANG, R.PRICE_CAP_BLOCKS}
+
+
+def check_reason_oracle(state: ClusterState, plan: Plan, now: float) -> None:
+    """Each pending reason names what really blocks the workload, checked against the state
+    the cycle ended in: it does not fit the free room (with the reservations), and
+    - ReservedForGang: it would fit without the reservations, which belong to the named owner;
+    - PriceCapBlocks: without its price cap it would fit;
+    - OverQuota: the named queue's use plus the request is above that queue's quota;
+    - ReclaimBlocked: its queue and every ancestor stay within quota with the request;
+    - QueueLimit: the named queue's use plus the request is above its limit;
+    - ProtectedByMinRuntime: the named workloads run and are inside their minimum runtime;
+    - unresolvable codes: it does not fit even the empty pool."""
+    work = {w.id: w for w in state.workloads}
+    placer = _end_state(state, plan, now)
+    used = usage(apply_moves_placed(state, plan, now))
+    queues = {q.name: q for q in state.queues}
+    quota = effective_quotas(state.queues)
+    scoring = Scoring.from_weights({"bestfit": 1.0})
+    for wid, reason in plan.pending.items():
+        w = work[wid]
+        shape = Shape.of(w)
+        details = dict(reason.details)
+        if reason.code in _FITS_NOT:
+            assert placer.place(shape, scoring, wid) is None, f"{wid}: {reason.code} but it fits"
+        if reason.code == R.RESERVED_FOR_GANG:
+            owners = details["reserved_for"]
+            assert owners and all(any(r.workload_id == o for r in plan.reservations) for o in owners)
+            assert _fits_without_reservations(state, plan, now, shape, wid), reason
+        elif reason.code == R.PRICE_CAP_BLOCKS:
+            assert placer.place(replace(shape, max_price=None), scoring, wid) is not None, reason
+        elif reason.code == R.OVER_QUOTA:
+            q = queues[str(details["queue"])]
+            assert used[q.name] + w.total_milli() > round(quota[q.name] * 1000), reason
+        elif reason.code == R.RECLAIM_BLOCKED:
+            for name in chain(state, w.queue):
+                assert used[name] + w.total_milli() <= round(quota[name] * 1000), reason
+        elif reason.code == R.QUEUE_LIMIT:
+            q = queues[str(details["queue"])]
+            assert q.limit_gpus is not None
+            assert used[q.name] + w.total_milli() > round(q.limit_gpus * 1000), reason
+        elif reason.code == R.PROTECTED_BY_MIN_RUNTIME:
+            for vid in details["protected"]:  # type: ignore[attr-defined]
+                v = work[vid]
+                assert v.running and v.started_at is not None
+                assert now - v.started_at < v.min_runtime_s, reason
+        elif reason.unresolvable and reason.code != R.UNKNOWN_QUEUE:
+            empty = Placer(Capacity(NodeTable.build(state.nodes)))
+            assert empty.place(shape, scoring, wid) is None, f"{wid}: {reason.code} but fits empty"
+
+
+def _fits_without_reservations(state: ClusterState, plan: Plan, now: float, shape: Shape,
+                               wid: str) -> bool:
+    placer = _end_state(state, replace(plan, reservations=()), now)
+    return placer.place(shape, Scoring.from_weights({"bestfit": 1.0}), wid) is not None
+
+
+# --- histories -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Cycle:
+    arrivals: tuple[Workload, ...]
+    ends: tuple[int, ...]  # which running workloads end (indices modulo their number)
+
+
+def _pool(c: Chooser) -> tuple[Node, ...]:
+    out = []
+    for i in range(c.number(3, 6)):
+        out.append(Node(
+            id=f"n{i}", provider=c.pick(["aws", "onprem"]),
+            gpu_model=c.pick(["H100", "A100"]), gpu_count=c.pick([2, 4, 8]),
+            gpu_memory_mib=80_000, cpu_milli=64_000, memory_mib=512_000,
+            price_per_gpu_hour=c.pick([1.0, 2.0, 4.0]),
+            capacity_kind=c.pick([CapacityKind.ON_DEMAND, CapacityKind.SPOT, CapacityKind.OWNED]),
+            rack=f"r{i % 2}"))
+    return tuple(out)
+
+
+def _tree(c: Chooser, gpus: int) -> tuple[Queue, ...]:
+    """Two orgs of two teams; quotas sum to at most the pool, with quotas at the org level
+    too, or with the orgs as plain groups."""
+    a, b = c.number(0, gpus // 2), c.number(0, gpus // 2)
+    split = c.pick([True, False])
+    org_a, org_b = (float(a), float(b)) if c.pick([True, False]) else (0.0, 0.0)
+    out = [Queue("org-a", quota_gpus=org_a, limit_gpus=c.pick([None, float(gpus)])),
+           Queue("org-b", quota_gpus=org_b)]
+    for org, total in (("org-a", a), ("org-b", b)):
+        first = total // 2 if split else total
+        out += [Queue(f"{org}-1", parent=org, quota_gpus=float(first), weight=c.pick([1.0, 2.0])),
+                Queue(f"{org}-2", parent=org, quota_gpus=float(total - first))]
+    return tuple(out)
+
+
+def _arrivals(c: Chooser, cycle: int, queues: tuple[str, ...]) -> tuple[Workload, ...]:
+    out = []
+    for i in range(c.number(0, 4)):
+        kind = c.pick(["one", "one", "big", "gang", "share"])
+        if kind == "share":
+            res = WorkerResources(gpu_milli=c.pick([250, 500]), cpu_milli=1000)
+        else:
+            gpus = {"one": 1, "big": c.pick([2, 4, 8]), "gang": c.pick([1, 2, 4])}[kind]
+            res = WorkerResources(gpus=gpus, cpu_milli=1000)
+        out.append(Workload(
+            id=f"c{cycle}w{i}", queue=c.pick(queues), resources=res,
+            workers=c.number(2, 3) if kind == "gang" else 1,
+            priority=c.pick([0, 0, 5]),
+            preemptible=c.pick([True, True, False]) or kind == "gang",
+            min_runtime_s=c.pick([0.0, 0.0, 300.0]),
+            max_price_per_gpu_hour=c.pick([None, None, 2.0])))
+    return tuple(out)
+
+
+def history(c: Chooser) -> tuple[ClusterState, tuple[Cycle, ...]]:
+    pool = _pool(c)
+    tree = _tree(c, sum(n.gpu_count for n in pool))
+    leaves = tuple(q.name for q in tree if q.parent is not None)
+    cycles = tuple(Cycle(_arrivals(c, k, leaves), tuple(c.number(0, 50) for _ in range(c.number(0, 2))))
+                   for k in range(c.number(4, 10)))
+    return ClusterState(pool, tree, ()), cycles
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> tuple[ClusterState, tuple[Cycle, ...]]:
+    return history(DrawChooser(draw))
+
+
+def run_history(start: ClusterState, cycles: tuple[Cycle, ...]) -> dict[str, int]:
+    state, now = start, 10_000.0
+    held_since: dict[str, float] = {}
+    stats = {"evictions": 0, "placements": 0, "moves": 0, "reserved": 0}
+    for c in cycles:
+        now += DT
+        running = [w for w in state.workloads if w.running]
+        ending = {running[i % len(running)].id for i in c.ends} if running else set()
+        arrivals = tuple(replace(w, submitted_at=now) for w in c.arrivals)
+        state = replace(state, workloads=tuple(w for w in state.workloads
+                                               if w.id not in ending) + arrivals)
+        plan = schedule(state, now, CONFIG)
+        check_placements(state, plan, now)
+        check_evictions(state, plan, now)
+        check_reclaim_victims_keep_quota(state, plan, now)
+        check_limits(state, plan, now)
+        check_reasons(state, plan)
+        check_reason_oracle(state, plan, now)
+        after = apply_like_control_plane(state, plan, now)
+        again = schedule(after, now, CONFIG)
+        assert again.evictions == (), f"rerun evicts at {now}: {again.evictions}"
+        for r in plan.reservations:
+            held_since.setdefault(r.workload_id, now)
+            assert now - held_since[r.workload_id] <= CONFIG.max_reservation_s + DT, r
+        for owner in set(held_since) - {r.workload_id for r in plan.reservations}:
+            del held_since[owner]
+        stats["evictions"] += len(plan.evictions)
+        stats["placements"] += len(plan.placements)
+        stats["moves"] += len(plan.moves)
+        stats["reserved"] += len(plan.reservations)
+        state = after
+    return stats
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(histories())
+def test_many_cycles_of_churn_keep_every_guarantee(
+        history: tuple[ClusterState, tuple[Cycle, ...]]) -> None:
+    stats = run_history(*history)
+    event(f"evictions: {'some' if stats['evictions'] else 'none'}")
+    event(f"moves: {'some' if stats['moves'] else 'none'}")
+
+
+def test_seeded_histories_contend_and_keep_every_guarantee() -> None:
+    """The same property on seeded histories, which must evict, move and reserve somewhere
+    (so the property is not met only by histories in which nothing contends)."""
+    total = {"evictions": 0, "placements": 0, "moves": 0, "reserved": 0}
+    for seed in range(200):
+        for k, v in run_history(*history(SeededChooser(seed))).items():
+            total[k] += v
+    assert all(total.values()), total

@@ -51,7 +51,8 @@ class ApiError(Exception):
 
 
 def not_found(what: str, name: str) -> ApiError:
-    return ApiError(404, "not_found", f"{what} {name!r} does not exist or is not visible to you")
+    shown = repr(name) if len(name) <= 80 else f"{name[:60]!r}... ({len(name)} characters)"
+    return ApiError(404, "not_found", f"{what} {shown} does not exist or is not visible to you")
 
 
 def error_body(code: str, message: str, problems: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:

@@ -21,14 +21,13 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from corral.api.context import CREDENTIAL
+from corral.api.context import CREDENTIAL, ApiContext
 from corral.api.errors import error_body
 from corral.store.auth import Credential
 
@@ -50,8 +49,8 @@ class BodyRefused(HTTPException):
 
 
 class RequestGuard:
-    def __init__(self, app: ASGIApp, ctx: Any) -> None:
-        self.app, self.ctx = app, ctx  # ctx: corral.api.context.ApiContext
+    def __init__(self, app: ASGIApp, ctx: ApiContext) -> None:
+        self.app, self.ctx = app, ctx
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -102,7 +101,7 @@ class RequestGuard:
         if scheme.lower() != "bearer" or not token:
             return _refuse(401, "unauthorized", "send an API token: Authorization: Bearer <token>",
                            {"WWW-Authenticate": "Bearer"})
-        found = self.ctx.cached_credential(token)
+        found: Credential | None = self.ctx.cached_credential(token)
         if found is None:
             found = await run_in_threadpool(self.ctx.verify, token)
         if found is None:

@@ -30,7 +30,7 @@ def guarded_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:
     except ImportError:  # no httptools: the pure-Python parser
         from uvicorn.protocols.http.h11_impl import H11Protocol as Base  # type: ignore[assignment]
 
-    class HeaderDeadline(Base):  # type: ignore[valid-type, misc]
+    class HeaderDeadline(Base):
         _timer: asyncio.TimerHandle | None = None
         _cycle: Any = None
 

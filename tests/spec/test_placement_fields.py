@@ -263,9 +263,6 @@ def test_examples_keep_prod_service_and_notebooks_off_spot() -> None:
     assert entries["ranker-train"].node_selector and entries["eval-70b"].min_gpu_memory
 
 
-@pytest.mark.xfail(strict=True, reason="core: Placer.room caches free room by (resources, models, "
-                   "price, level, owner), not capacity, selector or min_gpu_memory, so a "
-                   "selector-bound workload is told the room of an unbound one of its size")
 def test_why_pending_counts_only_nodes_the_selector_allows() -> None:
     spec = PoolSpec.model_validate({
         "providers": [{"name": "p", "node_groups": [

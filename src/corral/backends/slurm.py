@@ -45,6 +45,7 @@ import sys
 import time
 import zlib
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
 
@@ -64,6 +65,7 @@ from corral.backends.environment import (
     worker_environment,
 )
 from corral.backends.errors import (
+    BackendError,
     BackendUnavailable,
     InvalidLaunchSpec,
     InvalidRequest,
@@ -106,7 +108,8 @@ class SlurmBackend(Backend, InventorySource, LogSource):
     names no type. gpu_memory_mib: model -> MiB per device (Slurm does not report it).
     not_responding_is_lost: treat a node that stopped answering as lost before Slurm declares it
     DOWN (faster detection, more false alarms). kill_slack_s: after a stop's deadline plus this,
-    a job still running is ``scancel``ed. command_timeout_s: per Slurm command.
+    a job still running is ``scancel``ed. command_timeout_s: per Slurm command. launch_threads:
+    concurrent ``sbatch`` calls of one `launch_many`.
     """
 
     name = "slurm"
@@ -116,7 +119,7 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         partition: str | None = None, provider: str = "slurm", gpu_model: str = "unknown",
         gpu_memory_mib: Mapping[str, int] | None = None, python: str | None = None,
         not_responding_is_lost: bool = False, kill_slack_s: float = 5.0,
-        command_timeout_s: float = 30.0, bin_dir: str | None = None,
+        command_timeout_s: float = 30.0, bin_dir: str | None = None, launch_threads: int = 8,
     ) -> None:
         self.client_env = dict(env if env is not None else os.environ)
         self.partition, self.provider, self.gpu_model = partition, provider, gpu_model
@@ -125,6 +128,7 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         self.not_responding_is_lost = not_responding_is_lost
         self.kill_slack_s, self.command_timeout_s = kill_slack_s, command_timeout_s
         self.bin_dir = bin_dir
+        self.launch_threads = launch_threads
         self.records = AttemptRecords(Path(work_dir))
         self._attempts = {r.key: r for r in self.records.scan()}
         self._killed: set[str] = set()  # job ids scancel'ed after their deadline
@@ -132,19 +136,49 @@ class SlurmBackend(Backend, InventorySource, LogSource):
     # --- Backend -------------------------------------------------------------------------------
 
     def launch(self, spec: LaunchSpec) -> None:
+        self._launch(spec, None)
+
+    def launch_many(self, specs: Sequence[LaunchSpec]) -> list[Exception | None]:
+        """`launch` for a batch: one ``sinfo`` for all of it, and the attempts submitted by a
+        bounded pool of `launch_threads` threads (each ``sbatch`` is a round trip to
+        slurmctld, which serves them concurrently). Returns each attempt's error, in order;
+        None where it was launched. A single worker is submitted without ``--hold`` (there is
+        no gang to release together), so it costs one ``sbatch`` and nothing else."""
+        if not specs:
+            return []
+        try:
+            nodes = {n.name: n for n in self._nodes()}
+        except BackendError as e:
+            return [e for _ in specs]
+
+        def one(spec: LaunchSpec) -> Exception | None:
+            try:
+                self._launch(spec, nodes)
+            except Exception as e:  # handed back to the caller, per attempt
+                return e
+            return None
+
+        with ThreadPoolExecutor(max_workers=self.launch_threads,
+                                thread_name_prefix="slurm-launch") as pool:
+            return list(pool.map(one, specs))
+
+    def _launch(self, spec: LaunchSpec, nodes: dict[str, SlurmNode] | None) -> None:
         AttemptRecords.check_id(spec, "Slurm")
         if self.records.existing(spec) is not None:
             return
-        nodes = {n.name: n for n in self._nodes()}
+        if nodes is None:
+            nodes = {n.name: n for n in self._nodes()}
         self._check_placement(spec, nodes)
         record = self.records.create(spec, {"jobs": {}, "notes": {}})
         self._attempts[record.key] = record
         self._prepare_dirs(record)
+        gang = len(spec.assignments) > 1
         try:
             master = nodes[_master_node(spec)].address
             for a in sorted(spec.assignments, key=lambda a: a.worker):
-                self._submit(record, a, nodes[a.node_id], master)
-            self._slurm("scontrol", "release", ",".join(record.engine["jobs"].values()))
+                self._submit(record, a, nodes[a.node_id], master, hold=gang)
+            if gang:
+                self._slurm("scontrol", "release", ",".join(record.engine["jobs"].values()))
         except (BackendUnavailable, subprocess.CalledProcessError) as e:
             self._cancel(list(record.engine["jobs"].values()))
             for a in spec.assignments:
@@ -250,13 +284,14 @@ class SlurmBackend(Backend, InventorySource, LogSource):
             raise InvalidLaunchSpec("checkpoint_dir" if record.spec.checkpoint_dir else "log_dir",
                                     f"cannot create {e.filename}: {e.strerror}") from e
 
-    def _submit(self, record: AttemptRecord, a: Any, node: SlurmNode, master: str) -> None:
+    def _submit(self, record: AttemptRecord, a: Any, node: SlurmNode, master: str, *,
+                hold: bool = True) -> None:
         spec = record.spec
         gres, note = gres_request(len(a.devices), a.milli_per_device, node.shards_per_gpu)
         script = record.dir / f"worker-{a.worker}.sbatch"
         script.write_text(self._script(record, a, note, master))
         name = job_name(spec.workload_id, spec.attempt, a.worker)
-        args = ["--parsable", "--hold", f"--job-name={name}", "--nodes=1", "--ntasks=1", f"--nodelist={a.node_id}", "--no-requeue",
+        args = ["--parsable", *(["--hold"] if hold else []), f"--job-name={name}", "--nodes=1", "--ntasks=1", f"--nodelist={a.node_id}", "--no-requeue",
                 f"--output={record.log_path(a.worker)}", "--open-mode=append",
                 f"--chdir={spec.working_dir or record.dir}",
                 f"--comment=corral workload={spec.workload_id} attempt={spec.attempt} "

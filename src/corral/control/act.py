@@ -145,8 +145,7 @@ def launch(
             waiting.append({"id": rec.id, "version": rec.version,
                             "reason_code": L.WAITING_FOR_DEVICES, "reason_message": message})
     ready = _mark_starting(store, backend, ready, waiting, now)
-    return sum(_launch_one(store, backend, rec, assignments.get(rec.id, ()), now, settings,
-                           specs) for rec in ready)
+    return _launch_batch(store, backend, ready, assignments, now, settings, specs)
 
 
 class _Missed(Exception):
@@ -198,21 +197,56 @@ def _launch_one(
     spec = specs.spec(rec)
     try:
         backend.launch(launch_spec(rec, spec, assignments, settings))
-    except BackendUnavailable as e:
-        log.warning("backend unavailable for %s: %s; retrying next cycle", rec.id, e)
+    except Exception as e:  # one workload must never fail the whole step
+        return _launched(store, backend, rec, spec, now, e)
+    return 1
+
+
+def _launch_batch(
+    store: Store, backend: Backend, ready: list[WorkloadRecord],
+    assignments: Mapping[str, tuple[WorkerAssignment, ...]], now: float,
+    settings: ControlSettings, specs: SpecCache,
+) -> int:
+    """Launch `ready` through the backend's bulk path where it has one (`launch_many`: one
+    call for the batch, which it may carry out concurrently; each attempt's error returned in
+    order, None for a launched one), else one `launch` after another. Errors are handled per
+    workload either way (`_launched`)."""
+    launch_many = getattr(backend, "launch_many", None)
+    if launch_many is None or len(ready) < 2:
+        return sum(_launch_one(store, backend, rec, assignments.get(rec.id, ()), now, settings,
+                               specs) for rec in ready)
+    n, prepared = 0, []
+    for rec in ready:
+        spec = specs.spec(rec)
+        try:
+            prepared.append((rec, spec, launch_spec(rec, spec, assignments.get(rec.id, ()),
+                                                    settings)))
+        except Exception as e:
+            n += _launched(store, backend, rec, spec, now, e)
+    errors = launch_many([ls for _, _, ls in prepared])
+    for (rec, spec, _), error in zip(prepared, errors, strict=True):
+        n += 1 if error is None else _launched(store, backend, rec, spec, now, error)
+    return n
+
+
+def _launched(store: Store, backend: Backend, rec: WorkloadRecord, spec: WorkloadSpec,
+              now: float, error: Exception) -> int:
+    """What a launch that raised `error` means for `rec`; 1 when it was dealt with (failed or
+    restarted), 0 when it is tried again next cycle."""
+    if isinstance(error, BackendUnavailable):
+        log.warning("backend unavailable for %s: %s; retrying next cycle", rec.id, error)
         return 0
-    except InvalidRequest as e:  # cannot run as specified: retrying would fail the same way
+    if isinstance(error, InvalidRequest):  # cannot run as specified: retrying fails the same
         with store.write() as conn:
-            L.transition(conn, rec, State.FAILED, reason=L.LAUNCH_FAILED, message=str(e), now=now)
+            L.transition(conn, rec, State.FAILED, reason=L.LAUNCH_FAILED, message=str(error),
+                         now=now)
         return 1
-    except BackendError as e:
+    if isinstance(error, BackendError):
         with store.write() as conn:
             outcome.restart_or_fail(conn, rec, spec, now, reason=L.LAUNCH_FAILED,
-                                    message=f"launch failed: {e}")
+                                    message=f"launch failed: {error}")
         return 1
-    except Exception as e:  # one workload must never fail the whole step
-        _fail_unlaunchable(store, backend, rec, now, e)
-        return 1
+    _fail_unlaunchable(store, backend, rec, now, error)
     return 1
 
 

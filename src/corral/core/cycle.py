@@ -65,7 +65,7 @@ class Cycle:
     order: list[Workload] = field(default_factory=list)  # pending, by priority then age
     #: typical tasks of the snapshot's work, for fragmentation plugins given none (`_open`)
     workload_mix: tuple[TaskType, ...] = ()
-    _still_pending: tuple[tuple[int, int], tuple[Workload, ...]] | None = None
+    _still_pending: tuple[int, tuple[Workload, ...]] | None = None
     _victims: VictimIndex | None = None
     _never_drains: BoolArray | None = None
     #: eviction requests that failed, with the statement's version then (`evict._attempt`)
@@ -134,13 +134,13 @@ class Cycle:
         eviction may lift either), and this cycle's victims, in priority order (`pending_order`;
         sorted once in `add_pending`, victims inserted in place).
 
-        Each action asks, and with a large backlog the scan is not free: the answer is kept
-        until a workload is set aside (`deferred` only grows) or capacity changes hands."""
+        With a large backlog the scan is not free, so the answer is kept until a workload is
+        set aside (`deferred` only grows); some of it may have been placed since: callers
+        skip what `is_pending` says is placed."""
         deferred, where = self.deferred, self.stmt.where
-        version = (len(deferred), self.stmt.applied)
-        if self._still_pending is None or self._still_pending[0] != version:
+        if self._still_pending is None or self._still_pending[0] != len(deferred):
             found = tuple(w for w in self.order if w.id in deferred and w.id not in where)
-            self._still_pending = (version, found)
+            self._still_pending = (len(deferred), found)
         return self._still_pending[1]
 
     def victim_index(self) -> VictimIndex:
@@ -340,6 +340,7 @@ def _close(cycle: Cycle, orphans: int) -> Plan:
                           _eviction_message(op.rule, op.for_workload)) for op in evicted]
     diagnosis: dict[tuple[Shape, str | None], R.Reason] = {}
     limits: dict[tuple[str, Shape], R.Reason | None] = {}
+    refinements: dict[tuple[str, Shape, bool, R.Reason], R.Reason] = {}
     reasons, where, waiting = cycle.reasons, cycle.stmt.where, cycle.waiting
     reserved_for, victims = cycle.cap.reservations, cycle.stmt.started
     for wid, shape in cycle.deferred.items():
@@ -360,7 +361,13 @@ def _close(cycle: Cycle, orphans: int) -> Plan:
         if found is None:
             found = diagnosis[key] = cycle.placer.diagnose(shape, wid)
         if w is not None and not found.unresolvable:
-            found = refine(cycle, w, shape, found)
+            # the same for every waiting workload of this queue and shape, reclaim tried or not
+            tried = wid in cycle.reclaim_tried or cycle.attempts_left > 0
+            refined_key = (w.queue, shape, tried, found)
+            refined = refinements.get(refined_key)
+            if refined is None:
+                refined = refinements[refined_key] = refine(cycle, w, shape, found)
+            found = refined
             if wid in reserved_for:
                 found = _waiting_for_reservation(cycle, w, found)
         reasons[wid] = found

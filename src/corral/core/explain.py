@@ -63,7 +63,7 @@ def refine(cycle: Cycle, w: Workload, shape: Shape, found: R.Reason) -> R.Reason
             )
     owed = (f"queue {w.queue} is owed it (uses {book.milli[w.queue] / MILLI_PER_GPU:g} of its "
             f"quota of {book.quota_milli(w.queue) / MILLI_PER_GPU:g} GPUs)")
-    if w.id not in cycle.reclaim_tried and cycle.attempts_left <= 0:
+    if w.id not in cycle.reclaim_tried and cycle.attempts_left <= 0:  # (cached on this test)
         return R.Reason(
             R.NOT_CONSIDERED,
             f"{found.message}; {owed}, but this cycle's eviction budget (max_eviction_attempts) "

@@ -53,6 +53,8 @@ class Statement:
 
     def place(self, w: Workload, assignments: tuple[WorkerAssignment, ...]) -> None:
         """Place `w`; whatever was reserved for it is released, whichever action placed it."""
+        if w.id in self.where:  # a bug in an action, never an expected outcome
+            raise ValueError(f"{w.id} is placed already")
         released = tuple(self.cap.reservations.get(w.id, ()))
         if released:
             self.cap.release(w.id)

@@ -70,7 +70,15 @@ def allocate(cycle: Cycle) -> None:
 def reallocate(cycle: Cycle) -> None:
     """Second chance on free capacity for work still waiting after evictions (victims of this
     cycle included): priority order, no new reservations."""
+    where, placer = cycle.stmt.where, cycle.placer
     for w in cycle.still_pending():
+        if w.id in where:
+            continue
+        # most of a backlog is known to fail: tested here without the call (`known_to_fail`)
+        if placer.known_to_fail(cycle.shape(w), cycle.scoring(w.queue), w.id):
+            if not cycle.config.backfill:
+                return
+            continue
         if not try_place(cycle, w) and not cycle.config.backfill:
             return
 

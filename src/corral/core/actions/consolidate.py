@@ -29,7 +29,10 @@ def consolidate(cycle: Cycle) -> None:
         return  # nothing may move: skip the per-workload checks entirely
     fragmented: dict[tuple[object, str], tuple[int, bool]] = {}
     free = (len(cycle.cap.changes), cycle.cap.total_free_milli())
+    where = cycle.stmt.where
     for w in cycle.still_pending():
+        if w.id in where:
+            continue  # placed since the list was made
         if cycle.moves_left <= 0:
             return
         if free[0] != len(cycle.cap.changes):

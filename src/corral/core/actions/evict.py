@@ -31,7 +31,7 @@ the same cycle, so that running the next cycle on the result causes no further e
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -56,15 +56,30 @@ def reclaim(cycle: Cycle) -> None:
         return
     book = cycle.book
     holders = [q for q, row in index.queue_row.items() if index.held[row].any()]
+    # Who may give to whom depends on the queue, the request's size and who holds what: a
+    # backlog of alike requests asks once per change of the statement.
+    known: dict[tuple[str, int, tuple[str, ...]], frozenset[str]] = {}
+    version = -1
+    owed_queues = {q for q in book.queues if book.milli[q] < book.quota_milli(q)
+                   or book.has_model_quota(q)}
+    where = cycle.stmt.where
     for w in cycle.still_pending():
+        if w.queue not in owed_queues or w.id in where:
+            continue  # its queue is at its quota (and was as reclaim began): nothing is owed
         if cycle.attempts_left <= 0:
             return
+        if version != cycle.stmt.applied:
+            known.clear()
+            version = cycle.stmt.applied
         total = w.total_milli()
-        if not book.within_guarantee_after(w, total, upto=w.queue):
-            continue  # its own queue is at quota: nothing is owed to it
-        donors = {q for q in holders if _may_take_from(cycle, w, q, total)}
+        key = (w.queue, total, w.gpu_models)
+        donors = known.get(key)
+        if donors is None:
+            owed = book.within_guarantee_after(w, total, upto=w.queue)
+            donors = known[key] = frozenset(
+                q for q in holders if owed and _may_take_from(cycle, w, q, total))
         if not donors:
-            continue
+            continue  # nothing is owed to it, or nobody borrows what it is owed
 
         def accept(v: Workload, w: Workload = w) -> bool:
             return _reclaimable(cycle, v, w.queue)
@@ -91,10 +106,11 @@ def preempt(cycle: Cycle) -> None:
             lowest[v.queue] = min(lowest.get(v.queue, v.priority), v.priority)
     if not lowest:
         return
-    work = [w for w in cycle.still_pending() if w.priority > lowest.get(w.queue, w.priority)]
-    heapq.heapify(heap := [(pending_order(w), w.id, w) for w in work])
-    while heap:
-        _, _, w = heapq.heappop(heap)
+    # Pending work in priority order, merged with the victims this action evicts (they wait
+    # too and may preempt still lower work): the backlog is not heaped, only the victims.
+    work = (w for w in cycle.still_pending() if w.priority > lowest.get(w.queue, w.priority))
+    victims: list[tuple[tuple[int, float, str], str, Workload]] = []
+    for w in _merged(work, victims):
         if not cycle.is_pending(w):
             continue
 
@@ -102,21 +118,37 @@ def preempt(cycle: Cycle) -> None:
             return v.queue == w.queue and v.priority < w.priority
 
         before = len(cycle.stmt.ops)
-        if _attempt(cycle, w, {w.queue}, accept, R.RULE_PREEMPT):
+        if _attempt(cycle, w, frozenset((w.queue,)), accept, R.RULE_PREEMPT):
             for op in cycle.stmt.ops[before:]:
                 if op.kind == "evict":
-                    heapq.heappush(heap, (pending_order(op.workload), op.workload.id, op.workload))
+                    heapq.heappush(victims, (pending_order(op.workload), op.workload.id,
+                                             op.workload))
 
 
-def _attempt(cycle: Cycle, w: Workload, donors: set[str], accept: Accept, rule: str) -> bool:
-    if cycle.book.limit_blocking(w.queue, w.total_milli()) is not None:
-        return False
+def _merged(work: Iterator[Workload],
+            heap: list[tuple[tuple[int, float, str], str, Workload]]) -> Iterator[Workload]:
+    """`work` (in `pending_order`) and whatever is pushed on `heap` while iterating, in one
+    order."""
+    nxt = next(work, None)
+    while nxt is not None or heap:
+        if heap and (nxt is None or heap[0][0] < pending_order(nxt)):
+            yield heapq.heappop(heap)[2]
+        else:
+            assert nxt is not None
+            yield nxt
+            nxt = next(work, None)
+
+
+def _attempt(cycle: Cycle, w: Workload, donors: frozenset[str], accept: Accept, rule: str
+             ) -> bool:
     shape = cycle.shape(w)
     key = (rule, w.queue, w.priority if rule == R.RULE_PREEMPT else 0, shape,
            w.id if w.id in cycle.cap.reservations else "")
     version = (cycle.stmt.applied, cycle.cap.freed)  # who holds what, and reservations
     if cycle.failed_evictions.get(key) == version:
         return False  # the same request failed and nothing has changed hands since
+    if cycle.book.limit_blocking(w.queue, w.total_milli()) is not None:
+        return False
     if cycle.attempts_left <= 0:
         return False
     index = cycle.victim_index()
@@ -125,20 +157,21 @@ def _attempt(cycle: Cycle, w: Workload, donors: set[str], accept: Accept, rule: 
     def allowed(v: Workload) -> bool:
         return v.queue in donors and accept(v)
 
-    groups = _candidates(cycle, w, index.evictable(rows), allowed)
+    groups = _candidates(cycle, w, index.evictable(rows), donors)
     if groups:
         cycle.attempts_left -= 1
         for group in groups:
             if _evict_until_fits(cycle, w, _victims_on(cycle, group, allowed), rule):
                 return True
     if index.young[rows].any():
-        _explain_protected(cycle, w, index.evictable(rows, young=True), allowed, rule)
+        _explain_protected(cycle, w, index.evictable(rows, young=True), donors, allowed,
+                           rule)
     cycle.failed_evictions[key] = (cycle.stmt.applied, cycle.cap.freed)
     return False
 
 
 def _candidates(cycle: Cycle, w: Workload, evictable: IntArray,
-                accept: Accept) -> list[list[int]]:
+                donors: frozenset[str]) -> list[list[int]]:
     """Groups of nodes to empty for `w`, most promising first: for one worker, single nodes
     where free room plus what may be evicted holds it, least to evict first, then where the
     victims are cheapest to lose (lowest priority, most recently started); for a gang, the
@@ -163,7 +196,7 @@ def _candidates(cycle: Cycle, w: Workload, evictable: IntArray,
         ok = np.flatnonzero((could >= 1) & (ev > 0))
         order = ok[np.lexsort((usable[ok], deficit[ok]))][:3 * _NODE_TRIES]
         ranked = sorted(order.tolist(), key=lambda i: (
-            int(deficit[i]), _loss(cycle, int(usable[i]), accept), int(usable[i])))
+            int(deficit[i]), _loss(cycle, int(usable[i]), donors), int(usable[i])))
         return [[int(usable[i])] for i in ranked[:_NODE_TRIES]]
     have = worker_slots(cap, r, usable)
     dom = cap.table.domain(shape.required_level)[usable]
@@ -178,14 +211,14 @@ def _candidates(cycle: Cycle, w: Workload, evictable: IntArray,
     return groups
 
 
-def _loss(cycle: Cycle, node: int, accept: Accept) -> tuple[int, float]:
-    """What evicting on `node` would cost at worst: the highest priority among its allowed
-    victims, then how long the longest-running of them has run (a restart loses more)."""
-    there = _victims_on(cycle, [node], accept)
+def _loss(cycle: Cycle, node: int, donors: frozenset[str]) -> tuple[int, float]:
+    """What evicting on `node` would cost at worst, a tie-break between nodes that need as
+    much evicted: the highest priority among the donors' displaceable work there, then how
+    long the longest-running of it has run (a restart loses more)."""
+    there = [v for v in cycle.victim_index().on_node.get(node, {}).values() if v.queue in donors]
     if not there:
         return (0, 0.0)
-    return (max(v.priority for v in there),
-            -min(cycle.started_at(v) for v in there))
+    return (max(v.priority for v in there), -min(cycle.started_at(v) for v in there))
 
 
 def _victims_on(cycle: Cycle, nodes: Iterable[int], accept: Accept,
@@ -205,12 +238,12 @@ def _victims_on(cycle: Cycle, nodes: Iterable[int], accept: Accept,
     return out
 
 
-def _explain_protected(cycle: Cycle, w: Workload, evictable: IntArray, accept: Accept,
-                       rule: str) -> None:
+def _explain_protected(cycle: Cycle, w: Workload, evictable: IntArray,
+                       donors: frozenset[str], accept: Accept, rule: str) -> None:
     """When only work inside its minimum runtime stands in the way: a trial eviction that
     includes it (rolled back) finds which workloads, and the reason names them and when the
     first of them may be evicted."""
-    for group in _candidates(cycle, w, evictable, accept):
+    for group in _candidates(cycle, w, evictable, donors):
         checkpoint = cycle.stmt.checkpoint()
         fits = _evict_until_fits(cycle, w, _victims_on(cycle, group, accept, young=True), rule,
                                  trial=True)

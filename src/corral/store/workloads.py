@@ -46,6 +46,7 @@ __all__ = [
     "changed_since",
     "count_by_queue_state",
     "count_by_state",
+    "count_events",
     "current_assignments",
     "get_workload",
     "get_workloads",
@@ -55,6 +56,7 @@ __all__ = [
     "insert_placements",
     "insert_workloads",
     "last_change",
+    "last_event_id",
     "list_events",
     "list_workloads",
     "load_active",
@@ -386,6 +388,22 @@ def append_events(conn: Connection, events: Sequence[dict[str, Any]]) -> None:
             {"workload_id": None, "subject": "", "from_state": "", "to_state": "", "attempt": 0,
              "message": "", "data": {}, **e}  # every key in every row: one executemany
             for e in events])
+
+
+def last_event_id(conn: Connection) -> int:
+    return int(conn.execute(select(func.coalesce(func.max(Event.id), 0))).scalar_one())
+
+
+def count_events(conn: Connection, after: int, upto: int
+                 ) -> list[tuple[str, str, str, str, int]]:
+    """Events of workloads with after < id <= upto, counted in SQL per (kind, reason, to_state,
+    the workload's queue); the queue is "" where the workload row is gone."""
+    q = (select(Event.kind, Event.reason, Event.to_state, WorkloadRow.queue, func.count())
+         .select_from(Event)
+         .join(WorkloadRow, WorkloadRow.id == Event.workload_id, isouter=True)
+         .where(Event.id > after, Event.id <= upto, Event.workload_id.is_not(None))
+         .group_by(Event.kind, Event.reason, Event.to_state, WorkloadRow.queue))
+    return [(k, r, t, q or "", int(n)) for k, r, t, q, n in conn.execute(q)]
 
 
 def list_events(

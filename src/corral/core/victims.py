@@ -28,6 +28,9 @@ class VictimIndex:
         shape = (len(self.queue_row), len(table))
         self.held: IntArray = np.zeros(shape, dtype=np.int64)
         self.young: IntArray = np.zeros(shape, dtype=np.int64)
+        #: per node, GPU share of work consolidation may move (one worker, past its minimum
+        #: runtime): moving a gang would restart every worker
+        self.movable: IntArray = np.zeros(len(table), dtype=np.int64)
         #: per node, the displaceable workloads on it now (old and young), by id
         self.on_node: dict[int, dict[str, Workload]] = {}
 
@@ -40,11 +43,15 @@ class VictimIndex:
         row = self.queue_row.get(w.queue)
         if not w.preemptible or row is None:
             return
-        target = self.held if self.past_min_runtime(w) else self.young
+        old = self.past_min_runtime(w)
+        target = self.held if old else self.young
         index = self.table.index
         for a in assignments:
             node = index[a.node_id]
-            target[row, node] += sign * a.milli_per_device * len(a.devices)
+            milli = sign * a.milli_per_device * len(a.devices)
+            target[row, node] += milli
+            if old and w.workers == 1:
+                self.movable[node] += milli
             there = self.on_node.setdefault(node, {})
             if sign > 0:
                 there[w.id] = w

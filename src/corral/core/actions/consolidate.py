@@ -25,7 +25,7 @@ STABLE = tuple(str(k) for k in STABLE_CAPACITY)
 
 
 def consolidate(cycle: Cycle) -> None:
-    if not _movable_by_node(cycle):
+    if not cycle.victim_index().movable.any():
         return  # nothing may move: skip the per-workload checks entirely
     fragmented: dict[tuple[object, str], tuple[int, bool]] = {}
     free = (len(cycle.cap.changes), cycle.cap.total_free_milli())
@@ -60,17 +60,14 @@ def _fragmented(cycle: Cycle, w: Workload) -> bool:
     return int(np.clip(cap.free_milli[usable], 0, None).sum()) >= w.total_milli()
 
 
-def _movable_by_node(cycle: Cycle) -> dict[int, list[Workload]]:
-    """Single-worker work that may move, by the node it is on now, smallest first. Work placed
-    earlier in this cycle counts too: it has not started, so moving it costs nothing."""
-    index, where = cycle.cap.table.index, cycle.stmt.where
-    found: dict[int, list[tuple[int, int, str, Workload]]] = {}
-    for v in cycle.stmt.live.values():
-        if v.preemptible and v.workers == 1 and cycle.past_min_runtime(v):
-            a = where[v.id][0]  # one worker, one assignment: its share is `held_milli`
-            found.setdefault(index[a.node_id], []).append(
-                (a.milli_per_device * len(a.devices), v.priority, v.id, v))
-    return {node: [v for *_, v in sorted(work)] for node, work in found.items()}
+def _movable_on(cycle: Cycle, node: int) -> list[Workload]:
+    """Single-worker work on `node` that may move, smallest first. Work placed earlier in this
+    cycle counts too: it has not started, so moving it costs nothing."""
+    index, where = cycle.victim_index(), cycle.stmt.where
+    found = [(cycle.held_milli(v), v.priority, v.id, v)
+             for v in index.on_node.get(node, {}).values()
+             if v.workers == 1 and v.id in where and index.past_min_runtime(v)]
+    return [v for *_, v in sorted(found)]
 
 
 def _consolidate_for(cycle: Cycle, w: Workload, budget: int) -> int:
@@ -80,15 +77,17 @@ def _consolidate_for(cycle: Cycle, w: Workload, budget: int) -> int:
     several nodes emptied then tries growing sets of them. A try whose displaced work finds
     no new home is rolled back and the next one is tried.
     """
-    movable = _movable_by_node(cycle)
-    usable = set(cycle.placer.usable(cycle.shape(w), w.id).tolist())
-    nodes = sorted((n for n in movable if n in usable),
-                   key=lambda n: (sum(cycle.held_milli(v) for v in movable[n]), n))[:_MAX_NODES]
+    usable = cycle.placer.usable(cycle.shape(w), w.id)
+    movable = cycle.victim_index().movable[usable]
+    some = np.flatnonzero(movable > 0)
+    order = some[np.lexsort((usable[some], movable[some]))][:_MAX_NODES]
+    nodes = [int(usable[i]) for i in order]
+    work = {n: _movable_on(cycle, n) for n in nodes}
     tries = [[n] for n in nodes]
     if w.workers > 1:
         tries += [nodes[:k] for k in range(2, len(nodes) + 1)]
     for group in tries:
-        moved = _try_moves(cycle, w, [v for n in group for v in movable[n]], budget)
+        moved = _try_moves(cycle, w, [v for n in group for v in work[n]], budget)
         if moved:
             return moved
     return 0

@@ -116,3 +116,16 @@ def test_consolidation_never_moves_work_from_on_demand_to_spot() -> None:
     for moved in plan.moves:
         home = plan.placement_of(moved)
         assert home is not None and home.assignments[0].node_id != "sp"
+
+
+def test_a_queue_whose_quota_is_the_whole_pool_waits_for_capacity_not_for_quota() -> None:
+    # corral up's single default queue has the pool as its quota: a full pool is full
+    nodes = [node("n0").gpus(2)]
+    work = [job("a").queue("q").gpus(2).running(("n0", (0, 1)), since=OLD),
+            job("b").queue("q").gpus(1)]
+    plan = schedule(state(nodes, [queue("q", quota=2)], work), NOW)
+    assert plan.pending["b"].code == R.INSUFFICIENT_CAPACITY
+    # with a second queue owning half the pool, the same wait is a matter of quota
+    plan = schedule(state(nodes, [queue("q", quota=1), queue("other", quota=1)], work), NOW)
+    assert plan.pending["b"].code == R.OVER_QUOTA
+    assert "queue q uses 2 of its quota of 1 GPUs" in plan.pending["b"].message

@@ -8,7 +8,7 @@ close of a cycle refines it, most specific first:
 2. `OverQuota`: its queue (or an ancestor) has a quota and would go above it: it may only
    borrow idle capacity, and reclaim never works for it. It starts when capacity it may use is
    idle. (A queue with no quota anywhere up its chain has no guarantee to exceed: its work
-   simply waits for capacity.)
+   simply waits for capacity, and so does one whose quota is the whole pool.)
 3. Its queue is owed the GPUs (every level within quota with it), yet it waits:
    `NotConsidered` when the cycle's eviction budget ran out before reclaim reached it,
    else `ReclaimBlocked`: no running work it may reclaim would make room.
@@ -51,6 +51,8 @@ def refine(cycle: Cycle, w: Workload, shape: Shape, found: R.Reason) -> R.Reason
         return found  # no guarantee anywhere above it: it waits for capacity like any work
     for q in chain:
         used, quota = book.milli[q], book.quota_milli(q)
+        if quota >= book.totals.milli:
+            continue  # a quota of the whole pool: above it, the pool is simply full
         if used + total > quota:
             who = f"queue {q}" if q == w.queue else f"queue {q} (parent of {w.queue})"
             return R.Reason(

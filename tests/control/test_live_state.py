@@ -22,6 +22,7 @@ from .rig import Rig
 
 ACTIONS = st.lists(st.one_of(
     st.tuples(st.just("submit"), st.sampled_from([1, 2, 4]), st.integers(1, 2)),
+    st.tuples(st.just("limited"), st.integers(1, 3), st.just(0)),
     st.tuples(st.just("step"), st.integers(1, 3), st.just(0)),
     st.tuples(st.just("finish"), st.integers(0, 20), st.integers(0, 1)),
     st.tuples(st.just("cancel"), st.integers(0, 20), st.just(0)),
@@ -41,14 +42,20 @@ def _fresh(store: Store) -> LiveState:
 def _same(rig: Rig) -> None:
     with rig.store.read() as c:
         rig.loop.live.refresh(c)
-    assert rig.loop.live.view() == _fresh(rig.store).view()
-    assert list(rig.loop.live.records) == list(_fresh(rig.store).records)  # submission order
+    live, fresh = rig.loop.live, _fresh(rig.store)
+    assert live.view() == fresh.view()
+    assert list(live.records) == list(fresh.records)  # submission order
+    assert (live.stopping, live.launching) == (fresh.stopping, fresh.launching)
+    now = rig.clock.now()
+    assert live.past_deadline(now) == fresh.past_deadline(now)
 
 
 def _act(rig: Rig, action: tuple[str, int, int]) -> None:
     kind, a, b = action
     if kind == "submit":
         rig.submit(gpus=a, workers=b, name=f"w{a}{b}")
+    elif kind == "limited":  # stopped by the loop once it has run this long
+        rig.submit(name="short", max_runtime=f"{a}s")
     elif kind == "step":
         rig.step(a)
     elif kind in ("finish", "cancel"):

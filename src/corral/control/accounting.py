@@ -134,6 +134,7 @@ class Accounting:
         self._open: set[tuple[str, int]] | None = None  # attempts whose hold is open
         self._topup_due: dict[tuple[str, int], float] = {}  # next moment a top-up may be due
         self._catalog_memo: tuple[object, PriceCatalog] | None = None
+        self._observed = -1  # the loop state's generation at the last full observe
         self._kill_marker = os.environ.get(KILL_IN_SETTLEMENT_ENV) or None
 
     def attach(self, live: LiveState) -> None:
@@ -235,12 +236,27 @@ class Accounting:
                     self._held = set(self._open)
         if self.live is None:
             self.specs.retain(set(records))
+        elif self._quiet(now):
+            return
         live = {(r.id, r.attempt): r for r in records.values() if r.state in LIVE_STATES}
         self._place_holds({k: r for k, r in live.items() if k not in self._held}, nodes, now)
         self._record_starts(live, nodes)
         self._settle_ended(live, nodes, now)
         self._top_up(live, now)
         self._expire(now)
+        if self.live is not None:
+            self._observed = self.live.generation
+
+    def _quiet(self, now: float) -> bool:
+        """Nothing to do: the loop's state is the one last observed, no top-up is due, and no
+        credit lot lapses. Only then is the rest skipped (a cycle of an idle pool)."""
+        assert self.live is not None
+        if self._observed != self.live.generation:
+            return False
+        if min(self._topup_due.values(), default=math.inf) <= now:
+            return False
+        self._expire(now)
+        return True
 
     def _place_holds(self, todo_by_key: Mapping[tuple[str, int], WorkloadRecord],
                      nodes: Mapping[str, Node], now: float) -> None:

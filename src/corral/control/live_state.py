@@ -62,6 +62,10 @@ class LiveState:
         self._pending: dict[str, Workload] = {}  # core form of each workload, while pending
         self._running: dict[str, tuple[int, Workload]] = {}  # by id: (version, core form)
         self._wakes: tuple[int, list[float]] | None = None  # (generation, sorted moments)
+        #: ids of rows with a stop request, and of scheduled/starting rows: what act looks at
+        self.stopping: set[str] = set()
+        self.launching: set[str] = set()
+        self._deadlines: tuple[int, list[tuple[float, str]]] | None = None
 
     # -- reading the store ---------------------------------------------------------------------
 
@@ -70,6 +74,9 @@ class LiveState:
         self._workload_seq = W.last_change(conn)
         self._node_seq = 0
         self.records = {r.id: r for r in W.load_active(conn)}
+        self.stopping = {r.id for r in self.records.values() if r.stop_reason is not None}
+        self.launching = {r.id for r in self.records.values()
+                          if r.state in ("scheduled", "starting")}
         placed = W.current_assignments(conn)
         self.assignments = {wid: a for (wid, attempt), a in placed.items()
                             if wid in self.records and self.records[wid].attempt == attempt}
@@ -116,6 +123,8 @@ class LiveState:
                 appended_out_of_order |= r.seq < last_seq
                 last_seq = max(last_seq, r.seq)
             self.records[r.id] = r
+            _mark(self.stopping, r.id, r.stop_reason is not None)
+            _mark(self.launching, r.id, r.state in ("scheduled", "starting"))
             if r.state in HOLDING:
                 refetch.append(r.id)
             else:
@@ -130,6 +139,8 @@ class LiveState:
 
     def _forget(self, workload_id: str) -> None:
         self.records.pop(workload_id, None)
+        self.stopping.discard(workload_id)
+        self.launching.discard(workload_id)
         self.assignments.pop(workload_id, None)
         self._pending.pop(workload_id, None)
         self._running.pop(workload_id, None)
@@ -209,7 +220,35 @@ class LiveState:
         i = bisect.bisect_right(times, now)
         return times[i] if i < len(times) else None
 
+    def past_deadline(self, now: float) -> list[WorkloadRecord]:
+        """Running rows past their max_runtime (jobs) or ttl (interactive) at `now`, without a
+        stop request yet. The deadlines are collected once per generation."""
+        if self._deadlines is None or self._deadlines[0] != self.generation:
+            times = []
+            for r in self.records.values():
+                if r.state == "running" and r.started_at is not None:
+                    spec = self.specs.spec(r)
+                    limit = spec.max_runtime if spec.max_runtime is not None else spec.ttl
+                    if limit is not None:
+                        times.append((r.started_at + limit, r.id))
+            self._deadlines = (self.generation, sorted(times))
+        out = []
+        for at, wid in self._deadlines[1]:
+            if at > now:
+                break
+            due = self.records.get(wid)
+            if due is not None and due.stop_reason is None:
+                out.append(due)
+        return out
+
     def view(self) -> tuple[dict[str, WorkloadRecord], dict[str, Assignments], dict[str, Node],
                             tuple[Queue, ...]]:
         """What a full reload would read (for comparing the two)."""
         return dict(self.records), dict(self.assignments), dict(self.active_nodes), self.queues
+
+
+def _mark(ids: set[str], workload_id: str, member: bool) -> None:
+    if member:
+        ids.add(workload_id)
+    else:
+        ids.discard(workload_id)

@@ -65,6 +65,11 @@ class StepReport:
             self.stages[name] = self.stages.get(name, 0.0) + time.perf_counter() - started
 
 
+def _rows(records: Mapping[str, W.WorkloadRecord], ids: set[str]) -> list[W.WorkloadRecord]:
+    """The rows of `ids`, in submission order (the order the loop acts in)."""
+    return sorted((records[i] for i in ids if i in records), key=lambda r: r.seq)
+
+
 @dataclass(frozen=True)
 class _Planned:
     """What the last plan was made from: the state's generation, when, and the next moment at
@@ -152,16 +157,18 @@ class ControlLoop:
                 observe(now)
         with report.stage("act"):
             self._refresh()
-            if act.enforce_runtime_limits(self.store, self.live.records.values(), now,
+            # only the rows each part can concern (LiveState's indices), not every active row
+            if act.enforce_runtime_limits(self.store, self.live.past_deadline(now), now,
                                           self.specs):
                 self._refresh()  # the new stop requests must be acted on now
-            records = self.live.records
-            act.stop_requested(self.store, self.backend, list(records.values()), now,
+            live = self.live
+            act.stop_requested(self.store, self.backend, _rows(live.records, live.stopping), now,
                                self.settings, self.specs)
-            busy = self._busy_devices(seen, records)
+            busy = self._busy_devices(seen, live.records)
             report.launched = act.launch(
-                self.store, self.backend, list(records.values()), busy, now, self.settings,
-                self.specs, relaunch=set(seen.relaunch), assignments=self.live.assignments)
+                self.store, self.backend, _rows(live.records, live.launching), busy, now,
+                self.settings, self.specs, relaunch=set(seen.relaunch),
+                assignments=live.assignments)
         return report
 
     def _refresh(self) -> None:

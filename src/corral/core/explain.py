@@ -51,8 +51,8 @@ def refine(cycle: Cycle, w: Workload, shape: Shape, found: R.Reason) -> R.Reason
         return found  # no guarantee anywhere above it: it waits for capacity like any work
     for q in chain:
         used, quota = book.milli[q], book.quota_milli(q)
-        if quota >= book.totals.milli:
-            continue  # a quota of the whole pool: above it, the pool is simply full
+        if used + total > quota and quota >= book.totals.milli:
+            return found  # a quota of the whole pool: above it, the pool is simply full
         if used + total > quota:
             who = f"queue {q}" if q == w.queue else f"queue {q} (parent of {w.queue})"
             return R.Reason(

@@ -6,6 +6,8 @@ the loop's incremental state is compared with a state read from scratch."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -127,3 +129,34 @@ def test_a_step_with_nothing_to_do_writes_nothing_but_the_lease(store: Store) ->
     with store.read() as c:
         assert (W.last_change(c), len(W.list_events(c))) == before
     assert [r.state for r in rig.loop.live.records.values()] == ["running"] * 3
+
+
+def test_core_forms_from_shared_specs_equal_the_specs_own() -> None:
+    """SpecCache parses equal bodies once and copies one spec's core units per record: the
+    result is what `to_core` gives for that record (services' replicas included)."""
+    from corral.control.snapshot import SpecCache, replica_index
+    from corral.control.submission import stored_form
+    from corral.spec import WorkloadSpec
+    from corral.store.workloads import WorkloadRecord
+
+    bodies = [
+        {"name": "s", "queue": "q", "kind": "service", "replicas": 3, "min_replicas": 1,
+         "gpus": 1, "command": ["x"]},
+        {"name": "j", "queue": "q", "gpus": 2, "workers": 2, "command": ["x"], "priority": 3},
+        {"name": "i", "queue": "q", "kind": "interactive", "gpus": 0.5, "command": ["x"],
+         "ttl": 60},
+    ]
+    cache = SpecCache()
+    for n, body in enumerate(bodies * 2):  # each body twice: the second copy shares the parse
+        spec = WorkloadSpec.model_validate(body)
+        group = f"{spec.name}{n}"
+        ids = [group] if spec.kind != "service" else [f"{group}-r{i}" for i in range(3)]
+        for uid in ids:
+            rec = WorkloadRecord(
+                seq=n, id=uid, group_id=group, name=spec.name, queue="q", user=f"u{n}",
+                kind=str(spec.kind), spec=stored_form(spec), state="pending", reason_code="",
+                reason_message="", attempt=0, restart_count=0, version=1, submitted_at=n + 0.5,
+                started_at=None, finished_at=None, not_before=0.0, stop_reason=None,
+                stop_message="", exit_code=None)
+            own = spec.to_core(group, n + 0.5, f"u{n}")[replica_index(rec)]
+            assert cache.core(rec) == dataclasses.replace(own, id=uid)

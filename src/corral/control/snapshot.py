@@ -50,6 +50,7 @@ class SpecCache:
     def __init__(self) -> None:
         self._specs: dict[str, WorkloadSpec] = {}
         self._bodies: dict[str, WorkloadSpec] = {}
+        self._units: dict[int, tuple[WorkloadSpec, list[Workload]]] = {}  # by id(spec)
 
     def spec(self, record: WorkloadRecord) -> WorkloadSpec:
         s = self._specs.get(record.id)
@@ -64,10 +65,16 @@ class SpecCache:
         return s
 
     def core(self, record: WorkloadRecord) -> Workload:
-        """The record as a pending core workload (no assignments)."""
+        """The record as a pending core workload (no assignments). A spec's core units are
+        made once (with a placeholder id, time and user) and copied with the record's."""
         spec = self.spec(record)
-        units = spec.to_core(record.group_id, record.submitted_at, record.user)
-        return dataclasses.replace(units[replica_index(record)], id=record.id)
+        hit = self._units.get(id(spec))
+        if hit is None or hit[0] is not spec:
+            if len(self._units) >= self.MAX_BODIES:
+                self._units.clear()
+            hit = self._units[id(spec)] = (spec, spec.to_core("", 0.0, ""))
+        return dataclasses.replace(hit[1][replica_index(record)], id=record.id,
+                                   submitted_at=record.submitted_at, user=record.user)
 
     def forget(self, workload_id: str) -> None:
         self._specs.pop(workload_id, None)

@@ -8,9 +8,9 @@ import dataclasses
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corral.control.node_constraints import unmet_constraint
 from corral.control.submission import node_classes
 from corral.core import schedule
+from corral.core.constraints import unmet_constraint
 from corral.core.model import CapacityKind, ClusterState, Health, Node, Queue
 from corral.spec import WorkloadSpec
 

@@ -129,3 +129,11 @@ def test_a_queue_whose_quota_is_the_whole_pool_waits_for_capacity_not_for_quota(
     plan = schedule(state(nodes, [queue("q", quota=1), queue("other", quota=1)], work), NOW)
     assert plan.pending["b"].code == R.OVER_QUOTA
     assert "queue q uses 2 of its quota of 1 GPUs" in plan.pending["b"].message
+
+
+def test_a_constraint_no_node_meets_is_named_in_the_plan() -> None:
+    spot_only = [node("s").kind(CapacityKind.SPOT)]
+    plan = schedule(state(spot_only, [queue("q")], [job("svc").queue("q").not_preemptible()]), NOW)
+    reason = plan.pending["svc"]
+    assert reason.code == R.CAPACITY_UNAVAILABLE and reason.unresolvable
+    assert "spot" in reason.message and "capacity" in reason.message

@@ -31,11 +31,11 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from corral.control import lifecycle as L
-from corral.control.node_constraints import FIELD_OF_CONSTRAINT, unmet_constraint
 from corral.control.snapshot import SpecCache, load_snapshot
 from corral.core import reasons as R
 from corral.core import schedule
 from corral.core.config import SchedulerConfig
+from corral.core.constraints import FIELD_OF_CONSTRAINT, unmet_constraint
 from corral.core.model import ClusterState, Health, Node, Queue, Workload
 from corral.core.plan import Plan
 from corral.spec import SpecError, WorkloadSpec

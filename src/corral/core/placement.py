@@ -21,9 +21,12 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from corral.core import reasons as R
+from corral.core.constraints import unmet_constraint
 from corral.core.fit import Shape, empty_slots, static_mask, worker_slots
 from corral.core.model import (
     MILLI_PER_GPU,
+    STABLE_CAPACITY,
+    CapacityKind,
     TopologyLevel,
     WorkerAssignment,
     WorkerResources,
@@ -509,6 +512,10 @@ def _never_fits(placer: Placer, shape: Shape) -> R.Reason | None:
                 f"use ({cheapest:g}/GPU-hour); raise max_price_per_gpu_hour to at least that",
                 (("field", "max_price_per_gpu_hour"), ("cheapest_allowed", cheapest)),
             )
+    if allowed.size == 0 and sched.size:
+        unmet = unmet_constraint(_as_workload(shape), [table.nodes[i] for i in sched])
+        if unmet is not None:
+            return unmet
     empty = empty_slots(table, r, allowed)
     if allowed.size == 0 or int(empty.max()) < 1:
         return _too_large(table, shape, allowed)
@@ -523,6 +530,18 @@ def _never_fits(placer: Placer, shape: Shape) -> R.Reason | None:
                 (("field", "workers"),),
             )
     return None
+
+
+def _as_workload(shape: Shape) -> Workload:
+    """A workload of `shape`, for the constraint diagnosis (which speaks of spec fields). Stable
+    capacity only is what work that may not be preempted gets by default: said as such."""
+    stable = set(shape.capacity) == {str(k) for k in STABLE_CAPACITY}
+    return Workload(
+        id="", queue="", resources=shape.resources, workers=shape.workers,
+        gpu_models=shape.gpu_models, preemptible=not stable,
+        capacity_kinds=() if stable or not shape.capacity else tuple(
+            CapacityKind(k) for k in shape.capacity),
+        node_selector=shape.selector, min_gpu_memory_mib=shape.min_gpu_memory)
 
 
 def _too_large(table: NodeTable, shape: Shape, allowed: IntArray) -> R.Reason:

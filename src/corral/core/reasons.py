@@ -33,6 +33,10 @@ PRICE_CAP_TOO_LOW: Final = "PriceCapTooLow"
 GANG_TOO_LARGE: Final = "GangTooLarge"  # more workers than any allowed domain could ever hold
 QUEUE_LIMIT_TOO_LOW: Final = "QueueLimitTooLow"  # larger than the queue's limit itself
 UNKNOWN_QUEUE: Final = "UnknownQueue"
+CAPACITY_UNAVAILABLE: Final = "CapacityUnavailable"  # no node of a capacity kind it may use
+NO_NODE_SELECTED: Final = "NoNodeSelected"  # no node carries the labels it selects
+GPU_MEMORY_TOO_SMALL: Final = "GpuMemoryTooSmall"  # no GPU has its least memory
+CONSTRAINTS_DISJOINT: Final = "ConstraintsDisjoint"  # each constraint met, never all at once
 
 UNRESOLVABLE: Final = frozenset(
     {
@@ -42,6 +46,10 @@ UNRESOLVABLE: Final = frozenset(
         GANG_TOO_LARGE,
         QUEUE_LIMIT_TOO_LOW,
         UNKNOWN_QUEUE,
+        CAPACITY_UNAVAILABLE,
+        NO_NODE_SELECTED,
+        GPU_MEMORY_TOO_SMALL,
+        CONSTRAINTS_DISJOINT,
     }
 )
 

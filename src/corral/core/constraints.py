@@ -3,8 +3,8 @@
 The core's diagnosis of a workload that can never run speaks of sizes, models and prices; a
 workload kept off every node by its capacity kinds, its node selector or its least GPU memory
 must hear which of those it was, with what the pool does offer, so the error names the field to
-change. Checked at submission on the whole pool (cordons and health ignored, as the core's
-diagnosis does: they pass).
+change. The core's `never_fits` asks it when no node passes a shape's static filters, and the
+control plane at submission on the whole pool (cordons and health ignored: they pass).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from corral.core.model import Node, Workload
 __all__ = ["CAPACITY_UNAVAILABLE", "FIELD_OF_CONSTRAINT", "GPU_MEMORY_TOO_SMALL",
            "NO_NODE_SELECTED", "unmet_constraint"]
 
-CAPACITY_UNAVAILABLE: Final = "CapacityUnavailable"
-NO_NODE_SELECTED: Final = "NoNodeSelected"
-GPU_MEMORY_TOO_SMALL: Final = "GpuMemoryTooSmall"
-CONSTRAINTS_DISJOINT: Final = "ConstraintsDisjoint"
+CAPACITY_UNAVAILABLE = R.CAPACITY_UNAVAILABLE
+NO_NODE_SELECTED = R.NO_NODE_SELECTED
+GPU_MEMORY_TOO_SMALL = R.GPU_MEMORY_TOO_SMALL
+CONSTRAINTS_DISJOINT = R.CONSTRAINTS_DISJOINT
 
 FIELD_OF_CONSTRAINT: Final = {
     CAPACITY_UNAVAILABLE: "capacity",
@@ -81,6 +81,8 @@ def _kinds(w: Workload, nodes: Sequence[Node]) -> set[str] | R.Reason:
 
 def _selected(w: Workload, nodes: Sequence[Node]) -> set[str] | R.Reason:
     ok = {n.id for n in nodes}
+    if not w.node_selector:
+        return ok
     for key, value in w.node_selector:
         carrying = {n.id for n in nodes if n.label(key) == value}
         if not carrying:

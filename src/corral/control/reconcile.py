@@ -56,6 +56,7 @@ def group(statuses: Iterable[WorkerStatus]) -> dict[Key, list[WorkerStatus]]:
 
 
 Write = Callable[[Connection], bool]
+_RUNNING = WorkerState.RUNNING
 
 
 def reconcile(
@@ -70,10 +71,14 @@ def reconcile(
     out = Reconciled()
     writes: list[tuple[Key | None, Write]] = []
     for key, workers in sorted(by_key.items()):
+        rec = records.get(key[0])
+        if (rec is not None and rec.state == "running" and rec.attempt == key[1]
+                and all(s.state is _RUNNING for s in workers)):
+            out.live[key] = workers  # the common case, decided without the general path
+            continue
         ended = all(s.state.ended for s in workers)
         if not ended:
             out.live[key] = workers
-        rec = records.get(key[0])
         if rec is None or rec.attempt != key[1] or rec.state not in ("starting", "running"):
             (out.release if ended else out.stop_orphans).append(key)
             continue

@@ -1,0 +1,1 @@
+"""Policies beside the core that decide capacity: the pool autoscaler (pool.py)."""

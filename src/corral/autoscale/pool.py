@@ -1,0 +1,377 @@
+"""The pool autoscaler: what to rent and what to return. A pure policy beside the core.
+
+    PoolView (waiting work + reasons, offers, instances, node use, limits, budget), state, now
+        │  scale-up   waiting work the core could not place *for lack of capacity* (CAPACITY_CODES)
+        │             packs onto instances already on their way, then onto new instances of the
+        │             offer that costs least for it (packing.py), within per-provider max nodes,
+        │             max spend per hour (per provider and overall) and credits
+        │  min nodes  providers under their minimum get their cheapest offer
+        │  scale-down instances that never joined are returned; idle nodes past the idle timeout
+        │             drain (most expensive first, never below min nodes), drained idle ones are
+        │             terminated; never a node with running non-preemptible work
+        ▼
+    Decisions (launches, drains, terminations, a sentence per waiting workload, the new state)
+
+It reads no clock (`now` is an argument), does no I/O and keeps its memory (backoff, spot
+interruptions) in the `AutoscalerState` passed in and returned. The control plane
+(`corral.control.autoscale`) and the simulator (`corral.sim.autoscaled`) both call `decide`.
+
+Why waiting work is packed greedily, in the core's order (priority, then age), onto the offer
+with the least cost for that workload alone: the exact cheapest cover is a bin-packing problem,
+and the greedy choice rents what the highest-priority work needs first, which is what a user
+expects when the budget runs out half-way. Leftover room on instances it plans is free for the
+work that follows, so small work fills what large work leaves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from corral.autoscale.packing import Bin, eligible, offer_key, pack, workers_per_instance
+from corral.autoscale.state import AutoscalerState, Interruptions
+from corral.core import reasons as R
+from corral.core.model import CapacityKind, Workload, pending_order
+from corral.providers.base import CapacityState, Instance, Offer
+from corral.providers.errors import ProviderReason
+
+__all__ = [
+    "CAPACITY_CODES",
+    "AutoscalerConfig",
+    "Budget",
+    "Decisions",
+    "Drain",
+    "Launch",
+    "NodeUse",
+    "PoolView",
+    "ProviderLimits",
+    "Terminate",
+    "Waiting",
+    "decide",
+]
+
+#: pending reasons that more capacity would end. Never OverQuota (borrowing is only allowed on
+#: idle capacity: renting for it would buy GPUs its queue may not keep), QueueLimit, a price cap
+#: on the free room, the ledger's BudgetExceeded, or an unresolvable code.
+CAPACITY_CODES = frozenset(
+    {R.INSUFFICIENT_CAPACITY, R.TOPOLOGY_FRAGMENTED, R.RECLAIM_BLOCKED, R.RESERVED_FOR_GANG})
+
+_IN_FLIGHT = frozenset({CapacityState.REQUESTED, CapacityState.PROVISIONING,
+                        CapacityState.JOINING})
+_COUNTED = _IN_FLIGHT | {CapacityState.READY, CapacityState.DRAINING}
+
+
+@dataclass(frozen=True)
+class Waiting:
+    workload: Workload
+    reason: str  # the core's pending reason code
+
+
+@dataclass(frozen=True)
+class ProviderLimits:
+    min_nodes: int = 0
+    max_nodes: int | None = None
+    max_spend_per_hour: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Overall limits: a max spend per hour, and credits that must cover the rate for a while."""
+
+    max_spend_per_hour: Decimal | None = None
+    credits: Decimal | None = None  # spendable balance; None: not credit-funded
+    credit_horizon_h: Decimal = Decimal(1)  # new spend must be covered this many hours
+
+
+@dataclass(frozen=True)
+class NodeUse:
+    """What runs on a node that joined: counts, and since when it holds nothing (None: busy)."""
+
+    running: int = 0
+    non_preemptible: int = 0
+    idle_since: float | None = None
+
+
+@dataclass(frozen=True)
+class AutoscalerConfig:
+    idle_timeout_s: float = 600.0
+    join_timeout_s: float = 900.0
+    backoff_base_s: float = 60.0
+    backoff_max_s: float = 3600.0
+    spot_fallback_after: int = 2  # interruptions of one workload before it only gets on-demand
+    max_instances_per_decision: int = 32
+    max_waiting_considered: int = 2000  # of the oldest/highest-priority capacity-waiting work
+
+
+@dataclass(frozen=True)
+class PoolView:
+    waiting: Sequence[Waiting]
+    offers: Sequence[Offer]
+    instances: Sequence[Instance]
+    nodes: Mapping[str, NodeUse] = field(default_factory=dict)  # by node id
+    limits: Mapping[str, ProviderLimits] = field(default_factory=dict)  # by provider name
+    budget: Budget = Budget()
+
+
+@dataclass(frozen=True)
+class Launch:
+    offer: Offer
+    count: int
+    reason: str
+    workloads: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Drain:
+    instance_id: str
+    node_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Terminate:
+    instance_id: str
+    reason: str
+    failed_offer: Offer | None = None  # set when the instance counts as a failed launch
+
+
+@dataclass(frozen=True)
+class Decisions:
+    launches: tuple[Launch, ...]
+    drains: tuple[Drain, ...]
+    terminations: tuple[Terminate, ...]
+    waiting: Mapping[str, str]  # workload id -> what the autoscaler did or could not do for it
+    on_demand_only: tuple[str, ...]  # workloads past the spot-interruption limit
+    state: AutoscalerState
+
+
+def decide(view: PoolView, state: AutoscalerState, config: AutoscalerConfig,
+           now: float) -> Decisions:
+    """One decision. Pure: the same view, state, config and `now` give the same Decisions."""
+    terminations, state = _not_joined(view, state, config, now)
+    gone = {t.instance_id for t in terminations}
+    live = [i for i in view.instances if i.state in _COUNTED and i.id not in gone]
+    plan = _ScaleUp(view, state, config, now, live)
+    plan.run()
+    plan.min_nodes()
+    drains, more = _scale_down(view, config, now, live)
+    return Decisions(plan.launches(), drains, (*terminations, *more), plan.notes,
+                     tuple(sorted(plan.on_demand_only)), state)
+
+
+# -- scale-up ------------------------------------------------------------------------------------
+class _ScaleUp:
+    def __init__(self, view: PoolView, state: AutoscalerState, config: AutoscalerConfig,
+                 now: float, live: list[Instance]) -> None:
+        self.view, self.state, self.config, self.now = view, state, config, now
+        self.bins = [Bin.empty(i.offer, new=False) for i in live
+                     if i.state in _IN_FLIGHT and i.node_id is None]
+        self.count: dict[str, int] = {}
+        self.spend: dict[str, Decimal] = {}
+        for i in live:
+            self.count[i.provider] = self.count.get(i.provider, 0) + 1
+            self.spend[i.provider] = self.spend.get(i.provider, Decimal(0)) + i.offer.price_per_hour
+        self.new_spend = Decimal(0)
+        self.planned: dict[str, list[Bin]] = {}
+        self.served: dict[str, list[Waiting]] = {}
+        self.notes: dict[str, str] = {}
+        self.on_demand_only: set[str] = set()
+
+    def run(self) -> None:
+        wanted = [x for x in self.view.waiting if x.reason in CAPACITY_CODES]
+        wanted.sort(key=lambda x: pending_order(x.workload))
+        for x in wanted[: self.config.max_waiting_considered]:
+            self._serve(x)
+
+    def _kinds(self, w: Workload) -> tuple[CapacityKind, ...]:
+        kinds = w.allowed_capacity
+        seen = self.state.interruptions.get(w.id)
+        if seen and seen.count >= self.config.spot_fallback_after and CapacityKind.SPOT in kinds:
+            self.on_demand_only.add(w.id)
+            kinds = tuple(k for k in kinds if k != CapacityKind.SPOT)
+        return kinds
+
+    def _serve(self, x: Waiting) -> None:
+        w, kinds = x.workload, self._kinds(x.workload)
+        usable = [b for b in self.bins if eligible(w, b.offer, kinds) is None]
+        used = pack(w, usable)
+        if used is not None:
+            names = sorted({_describe_offer(b.offer) for b in used})
+            state = "planned now" if all(b.new for b in used) else "launching"
+            self.notes[w.id] = f"capacity {state} for it: {', '.join(names)}"
+            for b in used:
+                if b.new:
+                    self.served.setdefault(offer_key(b.offer), []).append(x)
+            return
+        choice, why = self._cheapest(w, kinds)
+        if choice is None:
+            self.notes[w.id] = why
+            return
+        offer, n = choice
+        new = [Bin.empty(offer) for _ in range(n)]
+        pack(w, new)  # fits by construction (n = ceil(workers / workers per instance))
+        self.bins.extend(new)
+        self.planned.setdefault(offer_key(offer), []).extend(new)
+        self.served.setdefault(offer_key(offer), []).append(x)
+        self._charge(offer, n)
+        self.notes[w.id] = f"capacity planned now for it: {n} x {_describe_offer(offer)}"
+
+    def _cheapest(self, w: Workload, kinds: tuple[CapacityKind, ...]
+                  ) -> tuple[tuple[Offer, int] | None, str]:
+        """The offer with the least hourly cost for all of `w`'s workers, or why none may serve."""
+        avoid = set(self.state.interruptions.get(w.id, Interruptions()).places)
+        best: tuple[tuple[object, ...], Offer, int] | None = None
+        refusals: list[str] = []
+        for offer in self.view.offers:
+            if (why := eligible(w, offer, kinds)) is not None:
+                refusals.append(f"{_describe_offer(offer)}: {why}")
+                continue
+            n = math.ceil(max(w.workers, 1) / workers_per_instance(w, offer))
+            if (why := self._refusal(offer, n)) is not None:
+                refusals.append(f"{_describe_offer(offer)}: {why}")
+                continue
+            # after an interruption, another zone or provider first; then the least cost
+            key = ((offer.provider, offer.zone) in avoid, offer.price_per_hour * n,
+                   offer.price_per_gpu_hour, offer_key(offer))
+            if best is None or key < best[0]:
+                best = (key, offer, n)
+        if best is not None:
+            return (best[1], best[2]), ""
+        shown = "; ".join(refusals[:4]) + (f"; and {len(refusals) - 4} more"
+                                           if len(refusals) > 4 else "")
+        return None, f"no offer may serve it: {shown or 'no provider offers anything'}"
+
+    def _refusal(self, offer: Offer, n: int) -> str | None:
+        """Why `n` new instances of `offer` may not be rented now (None: they may)."""
+        if (b := self.state.in_backoff(offer, self.now)) is not None:
+            return f"failed {b.failures}x ({b.last_reason}), next try at t={b.retry_at:g}"
+        limits = self.view.limits.get(offer.provider, ProviderLimits())
+        if self.planned_count() + n > self.config.max_instances_per_decision:
+            return f"more than {self.config.max_instances_per_decision} instances this decision"
+        count = self.count.get(offer.provider, 0)
+        if limits.max_nodes is not None and count + n > limits.max_nodes:
+            return f"provider {offer.provider} at {count} of its max {limits.max_nodes} nodes"
+        cost = offer.price_per_hour * n
+        spend = self.spend.get(offer.provider, Decimal(0))
+        if limits.max_spend_per_hour is not None and spend + cost > limits.max_spend_per_hour:
+            return (f"provider {offer.provider} would spend {spend + cost:.2f}/h, over its "
+                    f"max of {limits.max_spend_per_hour}/h")
+        budget = self.view.budget
+        total = sum(self.spend.values(), Decimal(0))
+        if budget.max_spend_per_hour is not None and total + cost > budget.max_spend_per_hour:
+            return f"would spend {total + cost:.2f}/h, over the max of {budget.max_spend_per_hour}/h"
+        if budget.credits is not None and \
+                (total + cost) * budget.credit_horizon_h > budget.credits:
+            return (f"credits {budget.credits} do not cover {total + cost:.2f}/h for "
+                    f"{budget.credit_horizon_h} h")
+        return None
+
+    def _charge(self, offer: Offer, n: int) -> None:
+        self.count[offer.provider] = self.count.get(offer.provider, 0) + n
+        self.spend[offer.provider] = (self.spend.get(offer.provider, Decimal(0))
+                                      + offer.price_per_hour * n)
+
+    def planned_count(self) -> int:
+        return sum(len(b) for b in self.planned.values())
+
+    def min_nodes(self) -> None:
+        """Providers under their min nodes get their cheapest offer that the limits allow."""
+        for provider, limits in sorted(self.view.limits.items()):
+            missing = limits.min_nodes - self.count.get(provider, 0)
+            offers = sorted((o for o in self.view.offers if o.provider == provider),
+                            key=lambda o: (o.price_per_hour, offer_key(o)))
+            for offer in offers:
+                if missing <= 0:
+                    break
+                if self._refusal(offer, missing) is None:
+                    self.planned.setdefault(offer_key(offer), []).extend(
+                        Bin.empty(offer) for _ in range(missing))
+                    self._charge(offer, missing)
+                    missing = 0
+
+    def launches(self) -> tuple[Launch, ...]:
+        out = []
+        for key, bins in self.planned.items():
+            offer, served = bins[0].offer, self.served.get(key, [])
+            why = (_describe_waiting(served) if served
+                   else f"provider {offer.provider} is under its min nodes")
+            out.append(Launch(offer, len(bins), f"launch {len(bins)} x "
+                              f"{_describe_offer(offer)}: {why}",
+                              tuple(dict.fromkeys(x.workload.id for x in served))))
+        return tuple(out)
+
+
+# -- scale-down ----------------------------------------------------------------------------------
+def _not_joined(view: PoolView, state: AutoscalerState, config: AutoscalerConfig,
+                now: float) -> tuple[list[Terminate], AutoscalerState]:
+    """Instances that did not join in time are returned, and count as a failed launch."""
+    out = []
+    for i in sorted(view.instances, key=lambda i: i.id):
+        if i.state in _IN_FLIGHT and i.node_id is None and now - i.launched_at > config.join_timeout_s:
+            out.append(Terminate(i.id, f"terminate {i.id} ({_describe_offer(i.offer)}): it did "
+                                 f"not join within {config.join_timeout_s:g} s", i.offer))
+            state = state.launch_failed(i.offer, ProviderReason.TIMEOUT, now,
+                                        base_s=config.backoff_base_s, max_s=config.backoff_max_s)
+    return out, state
+
+
+def _scale_down(view: PoolView, config: AutoscalerConfig, now: float, live: list[Instance]
+                ) -> tuple[tuple[Drain, ...], list[Terminate]]:
+    count: dict[str, int] = {}
+    for i in live:
+        count[i.provider] = count.get(i.provider, 0) + 1
+    drains, terminations = [], []
+    # the most expensive first, so a min-nodes floor keeps the cheapest
+    for i in sorted(live, key=lambda i: (-i.offer.price_per_hour, i.id)):
+        use = view.nodes.get(i.node_id) if i.node_id else None
+        if use is None or use.non_preemptible or use.running:
+            continue
+        floor = view.limits.get(i.provider, ProviderLimits()).min_nodes
+        if i.state == CapacityState.DRAINING:
+            terminations.append(Terminate(i.id, f"terminate {i.id} ({_describe_offer(i.offer)}): "
+                                          "drained and idle"))
+            count[i.provider] -= 1
+        elif (i.state == CapacityState.READY and use.idle_since is not None
+              and now - use.idle_since >= config.idle_timeout_s
+              and count[i.provider] > floor):
+            # an idle node is one the core could not use for any waiting work (else it would
+            # have placed it there), so renting for that work does not keep it
+            drains.append(Drain(i.id, i.node_id or "", f"drain {i.node_id} "
+                                f"({_describe_offer(i.offer)}): idle for "
+                                f"{now - use.idle_since:g} s (idle timeout "
+                                f"{config.idle_timeout_s:g} s)"))
+            count[i.provider] -= 1
+    return tuple(drains), terminations
+
+
+# -- sentences -----------------------------------------------------------------------------------
+def _describe_offer(o: Offer) -> str:
+    return (f"{o.instance_type} {o.capacity_kind} in {o.zone} ({o.provider}, "
+            f"{o.price_per_hour:.2f}/h)")
+
+
+def _describe_waiting(served: Sequence[Waiting]) -> str:
+    """'3 gangs of 8 x 8 H100 wait (InsufficientCapacity)', shapes in the order first seen."""
+    groups: dict[str, int] = {}
+    codes: dict[str, None] = {}
+    for x in dict((x.workload.id, x) for x in served).values():
+        groups[_shape(x.workload)] = groups.get(_shape(x.workload), 0) + 1
+        codes[x.reason] = None
+    parts = []
+    for shape, n in groups.items():
+        gang = " x " in shape
+        noun = ("gang" if gang else "job") + ("s" if n > 1 else "")
+        parts.append(f"{n} {noun} of {shape}")
+    verb = "waits" if len(served) == 1 else "wait"
+    return f"{', '.join(parts)} {verb} ({', '.join(codes)})"
+
+
+def _shape(w: Workload) -> str:
+    r = w.resources
+    what = (f"{r.gpus} GPU" if r.gpus else f"{r.nominal_milli() / 1000:g} GPU" if r.fractional
+            else f"{r.cpu_milli / 1000:g} CPU")
+    if w.gpu_models:
+        what = what.replace("GPU", "/".join(w.gpu_models))
+    return f"{w.workers} x {what}" if w.workers > 1 else what

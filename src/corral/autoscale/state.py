@@ -1,0 +1,88 @@
+"""What the pool autoscaler remembers between decisions: offers in backoff, jobs interrupted.
+
+A value passed in and returned (never a global, never read from a clock): the control plane keeps
+it in memory (a restart forgets backoff, which only means one more try), the simulator per run.
+
+Backoff: the n-th consecutive failure of an offer keeps it out for
+``min(backoff_base_s * 2**(n-1), backoff_max_s)`` seconds, or the provider's `retry_after_s`
+when that is longer. A failure that no retry can fix (AuthFailed, InvalidRequest) goes straight
+to `backoff_max_s`. So a launch that keeps failing is tried at most log2(max/base) + 1 times in
+the first `backoff_max_s`, then once per `backoff_max_s`: it never loops.
+
+Worked example (base 60 s, max 3600 s): failures at t=0, 60, 180, 420 keep the offer out until
+60, 180, 420, 900; the seventh and later failures each keep it out 3600 s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+
+from corral.autoscale.packing import offer_key
+from corral.providers.base import Offer
+from corral.providers.errors import ProviderReason
+
+__all__ = ["AutoscalerState", "Interruptions", "OfferBackoff"]
+
+#: failures that no retry fixes: the offer waits the longest backoff at once
+PERMANENT = frozenset({ProviderReason.AUTH_FAILED, ProviderReason.INVALID_REQUEST})
+
+
+@dataclass(frozen=True)
+class OfferBackoff:
+    failures: int
+    retry_at: float
+    last_reason: str
+
+
+@dataclass(frozen=True)
+class Interruptions:
+    """Spot interruptions of one workload and where they happened: (provider, zone) pairs."""
+
+    count: int = 0
+    places: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class AutoscalerState:
+    backoff: Mapping[str, OfferBackoff] = field(default_factory=lambda: MappingProxyType({}))
+    interruptions: Mapping[str, Interruptions] = field(
+        default_factory=lambda: MappingProxyType({}))
+
+    def in_backoff(self, offer: Offer, now: float) -> OfferBackoff | None:
+        b = self.backoff.get(offer_key(offer))
+        return b if b is not None and now < b.retry_at else None
+
+    def launch_failed(self, offer: Offer, reason_code: str, now: float, *, base_s: float,
+                      max_s: float, retry_after_s: float | None = None) -> AutoscalerState:
+        """The state after a launch of `offer` failed with `reason_code` at `now`."""
+        key = offer_key(offer)
+        last = self.backoff.get(key)
+        n = (last.failures if last else 0) + 1
+        wait = max_s if reason_code in PERMANENT else min(base_s * 2 ** (n - 1), max_s)
+        wait = max(wait, retry_after_s or 0.0)
+        backoff = {**self.backoff, key: OfferBackoff(n, now + wait, reason_code)}
+        return replace(self, backoff=MappingProxyType(backoff))
+
+    def launch_succeeded(self, offer: Offer) -> AutoscalerState:
+        key = offer_key(offer)
+        if key not in self.backoff:
+            return self
+        return replace(self, backoff=MappingProxyType(
+            {k: v for k, v in self.backoff.items() if k != key}))
+
+    def interrupted(self, workload_id: str, provider: str, zone: str) -> AutoscalerState:
+        """`workload_id` lost its spot capacity at (`provider`, `zone`)."""
+        last = self.interruptions.get(workload_id, Interruptions())
+        entry = Interruptions(last.count + 1, (*last.places, (provider, zone)))
+        return replace(self, interruptions=MappingProxyType(
+            {**self.interruptions, workload_id: entry}))
+
+    def forget(self, workload_ids: Iterable[str]) -> AutoscalerState:
+        """Drop what is kept about workloads that ended."""
+        gone = set(workload_ids) & set(self.interruptions)
+        if not gone:
+            return self
+        return replace(self, interruptions=MappingProxyType(
+            {k: v for k, v in self.interruptions.items() if k not in gone}))

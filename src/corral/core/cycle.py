@@ -200,7 +200,7 @@ def intern_shape(w: Workload, shapes: dict[str, Shape], interned: dict[tuple[obj
     r = w.resources
     key = (r.gpus, r.gpu_milli, r.gpu_memory_mib, r.cpu_milli, r.memory_mib, w.workers,
            w.gpu_models, w.max_price_per_gpu_hour, w.topology, w.allow_cross_region,
-           w.capacity_kinds, w.preemptible, w.node_selector, w.min_gpu_memory_mib)
+           w.capacity_kinds, w.preemptible, w.node_selector, w.min_gpu_memory_mib, w.throughput)
     s = interned.get(key)
     if s is None:
         s = interned[key] = Shape.of(w)
@@ -280,13 +280,9 @@ def _open(state: ClusterState, now: float, config: SchedulerConfig, seed: int) -
         state.queues, totals, demand, history, config.usage_weight, config.usage_half_life_s
     )
     stmt = Statement(cap, book)
-    running: dict[str, Workload] = {}
-    orphans = 0
-    for w in sorted(active, key=attrgetter("id")):
-        if stmt.adopt(w):
-            running[w.id] = w
-        else:
-            orphans += 1
+    adopted = stmt.adopt_all(sorted(active, key=attrgetter("id")))
+    running = {w.id: w for w in adopted}
+    orphans = len(active) - len(adopted)
     cycle = Cycle(
         now,
         config,

@@ -29,6 +29,8 @@ class Shape:
     capacity: tuple[str, ...] = ()
     selector: tuple[tuple[str, str], ...] = ()
     min_gpu_memory: int = 0
+    #: relative throughput per model (`Workload.throughput`); () = every model alike
+    throughput: tuple[tuple[str, float], ...] = ()
     # Shapes key every cache of a cycle and are hashed hundreds of thousands of times.
     _hash: int = field(init=False, repr=False, compare=False)
     #: GPU share of the whole workload as requested (`Workload.total_milli` while it waits)
@@ -50,6 +52,7 @@ class Shape:
                     self.capacity,
                     self.selector,
                     self.min_gpu_memory,
+                    self.throughput,
                 )
             ),
         )
@@ -63,7 +66,8 @@ class Shape:
         if self.workers == 1 and self.topology == TopologyLevel.ANY and not self.allow_cross_region:
             return self
         return Shape(self.resources, 1, self.gpu_models, self.max_price, capacity=self.capacity,
-                     selector=self.selector, min_gpu_memory=self.min_gpu_memory)
+                     selector=self.selector, min_gpu_memory=self.min_gpu_memory,
+                     throughput=self.throughput)
 
     @classmethod
     def of(cls, w: Workload) -> Shape:
@@ -77,6 +81,7 @@ class Shape:
             tuple(str(k) for k in w.allowed_capacity),
             w.node_selector,
             w.min_gpu_memory_mib if w.resources.gpus else 0,
+            w.throughput,
         )
 
     @property
@@ -88,7 +93,7 @@ class Shape:
         kinds = tuple(k for k in (self.capacity or capacity) if k in capacity)
         return Shape(self.resources, self.workers, self.gpu_models, self.max_price,
                      self.topology, self.allow_cross_region, kinds, self.selector,
-                     self.min_gpu_memory)
+                     self.min_gpu_memory, self.throughput)
 
     @property
     def required_level(self) -> TopologyLevel:

@@ -210,6 +210,10 @@ class Workload:
     #: whole-GPU workers: the least memory per device (an "any model" job that needs 40 GiB
     #: must not land on a 24 GiB L4); 0 = any
     min_gpu_memory_mib: int = 0
+    #: relative throughput per accelerator model, (model, rate) sorted by model: how fast this
+    #: work runs on each (any unit, only ratios count: steps/s, or 1.0 for a reference model);
+    #: () = unknown, every model alike. Read by the `throughput` score plugin.
+    throughput: tuple[tuple[str, float], ...] = ()
 
     @property
     def allowed_capacity(self) -> tuple[CapacityKind, ...]:

@@ -8,7 +8,7 @@ operations that survived.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from corral.core.model import WorkerAssignment, Workload
@@ -50,6 +50,34 @@ class Statement:
         self._apply(w, w.assignments, +1)
         self.started.add(w.id)
         return True
+
+    def adopt_all(self, workloads: Iterable[Workload]) -> list[Workload]:
+        """`adopt` for every running workload of a snapshot, capacity taken in one batch.
+        Returns those adopted; a workload whose nodes are gone is left out (orphaned)."""
+        index, table = self.cap.table.index, self.cap.table
+        adopted: list[Workload] = []
+        items: list[tuple[int, WorkerAssignment, int, int]] = []
+        for w in workloads:
+            if any(a.node_id not in index for a in w.assignments):
+                continue
+            r = w.resources
+            models: dict[str, int] = {}
+            milli = 0
+            for a in w.assignments:
+                node = index[a.node_id]
+                items.append((node, a, r.cpu_milli, r.memory_mib))
+                share = a.milli_per_device * len(a.devices)
+                milli += share
+                model = table.nodes[node].gpu_model
+                models[model] = models.get(model, 0) + share
+            self.book.add(w, milli, models.items(), +1)
+            self.where[w.id] = w.assignments
+            self.live[w.id] = w
+            self.started.add(w.id)
+            adopted.append(w)
+        self.cap.take_all(items)
+        self.applied += len(adopted)
+        return adopted
 
     def place(self, w: Workload, assignments: tuple[WorkerAssignment, ...]) -> None:
         """Place `w`; whatever was reserved for it is released, whichever action placed it."""

@@ -12,6 +12,7 @@ from corral.core.plugins.bestfit import BESTFIT
 from corral.core.plugins.builtin import BINPACK, CAPACITY, GPU_MODEL, PRICE, SPREAD
 from corral.core.plugins.fragmentation import FGD, TaskType, typical_tasks
 from corral.core.plugins.random_fit import RANDOM
+from corral.core.plugins.throughput import THROUGHPUT
 
 __all__ = [
     "BESTFIT",
@@ -23,6 +24,7 @@ __all__ = [
     "RANDOM",
     "REGISTRY",
     "SPREAD",
+    "THROUGHPUT",
     "DevicePicker",
     "ScorePlugin",
     "TaskType",

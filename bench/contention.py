@@ -45,7 +45,9 @@ import argparse
 import heapq
 import json
 import math
+import pickle
 import platform
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -161,8 +163,9 @@ class Figures:
 
 class Simulation:
     def __init__(self, sc: Scenario, policy: ReplayPolicy, seed: int, interval: float,
-                 rerun_every: int) -> None:
-        self.sc, self.policy, self.seed = sc, policy, seed
+                 rerun_every: int, dump: Path | None = None, progress: bool = False) -> None:
+        self.sc, self.policy, self.seed, self.dump = sc, policy, seed, dump
+        self.progress = progress
         self.interval, self.rerun_every = interval, rerun_every
         self.nodes: tuple[Node, ...] = sc.trace.nodes
         self.queues = (Queue("shared"),) if policy.shared_queue else sc.queues
@@ -195,9 +198,10 @@ class Simulation:
 
     # -- the clock ------------------------------------------------------------------------------
     def run(self) -> dict[str, object]:
-        wall = time.perf_counter()
+        wall, cpu0 = time.perf_counter(), time.process_time()
         arrivals = list(self.sc.workloads)
         k, now, cycles = 0, self.t0, 0
+        cpu, next_day = time.process_time(), self.t0 + DAY
         while k < len(arrivals) or self.pending or self.finishes:
             if not self.pending:  # nothing waits: jump to the next event's tick
                 nxt = min(arrivals[k].submitted_at if k < len(arrivals) else math.inf,
@@ -221,8 +225,13 @@ class Simulation:
                 cycles += 1
                 if self.rerun_every and cycles % self.rerun_every == 0:
                     self._rerun(now)
+            if self.progress and now >= next_day:
+                print(f"  {self.policy.name}: day {(now - self.t0) / DAY:.0f}, {k} arrived, "
+                      f"{len(self.pending)} waiting, {cycles} cycles, "
+                      f"{time.process_time() - cpu:.0f} s CPU", file=sys.stderr, flush=True)
+                next_day = now - (now - self.t0) % DAY + DAY
             now += self.interval
-        return self._report(cycles, time.perf_counter() - wall)
+        return self._report(cycles, time.perf_counter() - wall, time.process_time() - cpu0)
 
     def _arrive(self, at: float, job: Job) -> None:
         self.pending[job.workload.id] = job.workload
@@ -279,6 +288,10 @@ class Simulation:
         self.fig.reruns += 1
         self.fig.rerun_evictions += len(plan.evictions)
         self.fig.reruns_evicting += bool(plan.evictions)
+        if plan.evictions and self.dump is not None:  # a reproducer for `schedule` alone
+            self.dump.mkdir(parents=True, exist_ok=True)
+            path = self.dump / f"rerun-{self.policy.name}-s{self.seed}-t{now:.0f}.pickle"
+            path.write_bytes(pickle.dumps((state, now, self.policy.config, self.seed)))
 
     # -- starting and stopping ------------------------------------------------------------------
     def _start(self, now: float, job: Job) -> None:
@@ -322,7 +335,7 @@ class Simulation:
         self.alloc.set(now, self.allocated / MILLI_PER_GPU)
 
     # -- the report -----------------------------------------------------------------------------
-    def _report(self, cycles: int, wall: float) -> dict[str, object]:
+    def _report(self, cycles: int, wall: float, cpu_s: float) -> dict[str, object]:
         jobs = list(self.jobs.values())
         end = max((j.finish for j in jobs if j.finish is not None), default=self.t0)
         for tw in (*self.used.values(), *self.deserved.values(), self.jain,
@@ -343,7 +356,8 @@ class Simulation:
             "completed": sum(j.finish is not None for j in jobs),
             "cycles": cycles,
             "cycle_cpu_ms": {"p50": _pct(cpu, 50), "p99": _pct(cpu, 99),
-                             "max": round(float(cpu.max()), 3) if cpu.size else 0.0},
+                             "max": round(float(cpu.max()), 3) if cpu.size else 0.0,
+                             "total_s": round(float(cpu.sum()) / 1000, 1)},
             "guaranteed_jobs": len(owed),
             "guaranteed_wait_s": {"max": round(max(owed), 1) if owed else 0.0,
                                   "p99": _pct(np.array(owed), 99)},
@@ -361,7 +375,8 @@ class Simulation:
                           "deserved_gpus": round(v["deserved_gpus"], 1)}
                       for q, v in per_team.items()},
             "allocation_pct": round(100 * self.alloc.average(self.t0, end) / self.pool_gpus, 2),
-            "wall_seconds": round(wall, 1), "rerun_cpu_seconds": round(self.fig.rerun_cpu, 1),
+            "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu_s, 1),
+            "rerun_cpu_seconds": round(self.fig.rerun_cpu, 1),
         }
 
 
@@ -380,8 +395,9 @@ def lines(r: dict[str, object]) -> list[str]:
     return [
         f"{r['policy']}: {r['cycles']} cycles over {r['simulated_days']} simulated days, "
         f"{r['completed']} of {r['jobs']} jobs completed, {r['allocation_pct']}% of GPUs "
-        f"allocated on average, {r['wall_seconds']} s wall",
-        f"  cycle CPU ms: p50 {c['p50']} p99 {c['p99']} max {c['max']}",
+        f"allocated on average; {r['cpu_seconds']} s CPU, {r['wall_seconds']} s wall",
+        f"  cycle CPU ms: p50 {c['p50']} p99 {c['p99']} max {c['max']} "
+        f"({c['total_s']} s in all cycles)",
         f"  within guarantee on arrival: {r['guaranteed_jobs']} jobs, longest wait "
         f"{g['max']} s, p99 {g['p99']} s (all jobs: wait p50 {w['median']} s, "
         f"p99 {w['p99']} s)",
@@ -414,6 +430,10 @@ def main() -> None:
     ap.add_argument("--policies", default=",".join(POLICIES),
                     help="comma-separated, of " + ", ".join(POLICIES))
     ap.add_argument("--json", type=Path, default=None, help="write every result here")
+    ap.add_argument("--dump-reruns", type=Path, default=None, metavar="DIR",
+                    help="pickle (state, now, config, seed) of every rerun that evicts into DIR: "
+                    "`corral.core.schedule(*pickle.load(f))` reproduces it")
+    ap.add_argument("--quiet", action="store_true", help="no progress lines (on stderr)")
     args = ap.parse_args()
     names = [p.strip() for p in args.policies.split(",") if p.strip()]
     unknown = sorted(set(names) - set(POLICIES))
@@ -431,7 +451,7 @@ def main() -> None:
     results = []
     for name in names:
         sim = Simulation(sc, policy_of(name, sc.trace), args.seed, args.interval,
-                         args.rerun_every)
+                         args.rerun_every, args.dump_reruns, not args.quiet)
         result = sim.run()
         results.append(result)
         print("\n".join(lines(result)), flush=True)

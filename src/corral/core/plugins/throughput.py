@@ -115,7 +115,7 @@ class Throughput:
     def advantage(self, rates: Mapping[str, float], model: str) -> float:
         ref = max(self.reference.get(model, 1.0), 1e-9)
         r = rate_on(rates, model)
-        return r / ref**self.contention + _TIE_BREAK * r
+        return float(r / ref**self.contention + _TIE_BREAK * r)
 
     def score(self, cap: Capacity, shape: Shape, nodes: IntArray) -> FloatArray:
         rates = normalised(shape.throughput)

@@ -86,6 +86,12 @@ class WorkloadSpec(BaseModel):
         default_factory=list, max_length=LIM.MAX_GPU_MODELS,
         description="allowed models, preferred first"
     )
+    throughput: dict[Key, Annotated[float, Field(gt=0, strict=True, allow_inf_nan=False)]] = Field(
+        default_factory=dict, max_length=LIM.MAX_GPU_MODELS,
+        description="relative throughput per GPU model, e.g. {H100: 3.1, A100: 1.9, L4: 0.4} "
+        "(steps/s or any unit: only the ratios count); placement gives the fast devices to the "
+        "work that gains most from them (the core's `throughput` plugin)"
+    )
     topology: Topology = "any"
     capacity: list[CapacityKind] | None = Field(
         None, min_length=1, max_length=len(CapacityKind),
@@ -264,6 +270,7 @@ class WorkloadSpec(BaseModel):
             capacity_kinds=tuple(self.capacity or ()),
             node_selector=tuple(sorted(self.node_selector.items())),
             min_gpu_memory_mib=self.min_gpu_memory or 0,
+            throughput=tuple(sorted(self.throughput.items())),
         )
         if self.kind != WorkloadKind.SERVICE:
             return [base]

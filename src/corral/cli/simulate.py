@@ -23,8 +23,14 @@ from rich.table import Table
 from corral.sim.failures import FailureModel
 from corral.sim.fill import TARGET_RATIO, mean_and_spread, run_fill
 from corral.sim.load import load_trace
-from corral.sim.policies import REPLAY_POLICIES, PolicyError, fill_scoring, replay_policy
-from corral.sim.replay import ReplayOptions, run_replay
+from corral.sim.policies import (
+    REPLAY_POLICIES,
+    PolicyError,
+    ReplayPolicy,
+    fill_scoring,
+    replay_policy,
+)
+from corral.sim.replay import ReplayOptions, ReplayResult, run_replay
 from corral.sim.synthetic import SyntheticSpec, synthetic_trace
 from corral.sim.trace import Trace, TraceFormatError
 
@@ -164,6 +170,12 @@ def replay(
     checkpoint: Annotated[float | None, typer.Option(help="checkpoint interval of tasks, s")] = None,
     synthetic: SynthOpt = 0,
     synthetic_nodes: SynthNodesOpt = 96,
+    providers: Annotated[str | None, typer.Option(
+        help="rent capacity from simulated providers through the pool autoscaler instead of "
+             "the trace's pool: three-clouds, or a comma-separated subset (aws,gcp,lambda); "
+             "see corral.sim.clouds")] = None,
+    idle_timeout: Annotated[float, typer.Option(
+        help="with --providers: seconds a node stays idle before it is returned")] = 600.0,
 ) -> None:
     """Replay a trace in time: arrivals, waiting, departures, failures; JCT, shares, cost."""
     with _user_errors():
@@ -172,12 +184,29 @@ def replay(
                                   price, node_mtbf,
                                   node_repair, spot_fraction, spot_mtbi, spot_notice, checkpoint)
         chosen = replay_policy(policy, placement, trace)
-        with _progress(f"replay {trace.name} / {policy}") as update:
-            result = run_replay(trace, chosen, seed, options, update)
+        if providers is not None:
+            result = _autoscaled(trace, chosen, providers, idle_timeout, seed, options)
+        else:
+            with _progress(f"replay {trace.name} / {policy}") as update:
+                result = run_replay(trace, chosen, seed, options, update)
     Console().print(_replay_table([result.report]))
     _write_json(json_out, result.report | {"series": result.series})
     if plot is not None:
         _plot_replay({policy: result.series}, plot, f"replay: {trace.name}")
+
+
+def _autoscaled(trace: Trace, policy: ReplayPolicy, providers: str, idle_timeout: float,
+                seed: int, options: ReplayOptions) -> ReplayResult:
+    from corral.autoscale.pool import AutoscalerConfig
+    from corral.sim.autoscaled import AutoscaleOptions, run_autoscaled
+    from corral.sim.clouds import cloud_set
+
+    try:
+        clouds = cloud_set(providers)
+    except ValueError as e:
+        raise _UserError(f"--providers: {e}") from None
+    scale = AutoscaleOptions(clouds, AutoscalerConfig(idle_timeout_s=idle_timeout))
+    return run_autoscaled(trace, policy, scale, seed, options)
 
 
 def _replay_table(reports: list[dict[str, Any]]) -> Table:

@@ -33,6 +33,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(pool.router)
     app.include_router(tenancy.router)
     app.include_router(ledger.router)  # ledger hook: /v1/ledger (corral.api.ledger)
+    from corral.api import agents  # issue 11: join tokens and the agent wire (corral.api.agents)
+
+    app.include_router(agents.admin_router)
+    app.include_router(agents.agent_router)
     from corral.web import install as install_dashboard  # late: corral.web imports corral.api
 
     install_dashboard(app)  # the dashboard at /, its data at /v1/dashboard, and /metrics

@@ -29,7 +29,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -69,7 +69,7 @@ from corral.backends.local_runner import (
     write_text_atomic,
 )
 from corral.backends.worker_users import WorkerUsers
-from corral.core.model import CapacityKind, Node
+from corral.core.model import CapacityKind, Node, WorkerAssignment
 
 __all__ = ["LocalBackend", "virtual_nodes"]
 
@@ -111,6 +111,7 @@ class _Attempt:
     dir: Path
     log_dir: Path
     master_port: int
+    master_addr: str = LOOPBACK
 
 
 class LocalBackend(Backend, InventorySource, LogSource):
@@ -128,6 +129,12 @@ class LocalBackend(Backend, InventorySource, LogSource):
     0600, readable by corral only; with worker users the work dir's folders are 0711 (no
     listing) so that a worker reaches its deadline file, and the checkpoint dirs corral
     creates belong to the worker's user.
+
+    For `corral agent` (one host of a gang that spans hosts): remote_workers lets a spec place
+    workers on nodes this backend does not have; only the workers on its own nodes run (and are
+    reported) here. rendezvous gives the gang's (CORRAL_MASTER_ADDR, CORRAL_MASTER_PORT) instead
+    of the loopback and a free port. lease (file, seconds) goes to every runner: the worker is
+    killed once the file is that old (`local_runner`, "Lease").
     """
 
     name = "local"
@@ -136,7 +143,11 @@ class LocalBackend(Backend, InventorySource, LogSource):
         self, work_dir: str | os.PathLike[str], *, nodes: Sequence[Node] | None = None,
         node_id: str | None = None, inherit_env: bool = True, kill_slack_seconds: float = 5.0,
         python: str | None = None, worker_users: WorkerUsers | None = None,
+        remote_workers: bool = False,
+        rendezvous: Callable[[LaunchSpec], tuple[str, int]] | None = None,
+        lease: tuple[Path, float] | None = None,
     ) -> None:
+        self.remote_workers, self.rendezvous, self.lease = remote_workers, rendezvous, lease
         self.work_dir = Path(work_dir).resolve()
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.worker_users = worker_users
@@ -171,7 +182,7 @@ class LocalBackend(Backend, InventorySource, LogSource):
         self._attempts[key] = attempt
         started: list[int] = []
         try:
-            for a in sorted(spec.assignments, key=lambda a: a.worker):
+            for a in self._here(spec):
                 self._spawn(attempt, a.worker)
                 started.append(a.worker)
         except OSError as e:
@@ -186,7 +197,7 @@ class LocalBackend(Backend, InventorySource, LogSource):
             raise InvalidRequest("grace_seconds", f"must be >= 0, got {grace_seconds}")
         record = self._attempts.get((workload_id, attempt))
         if record is None or all((record.dir / f"worker-{a.worker}" / EXIT_RECORD).exists()
-                                 for a in record.spec.assignments):
+                                 for a in self._here(record.spec)):
             return
         deadline = time.time() + grace_seconds
         previous = read_json(record.dir / STOP_RECORD)
@@ -198,7 +209,7 @@ class LocalBackend(Backend, InventorySource, LogSource):
         })
         # Deadline first, signal second: the order the contract promises the worker.
         write_text_atomic(record.dir / DEADLINE_FILE, format_deadline(deadline), mode=0o644)
-        for a in record.spec.assignments:
+        for a in self._here(record.spec):
             runner = read_identity(record.dir / f"worker-{a.worker}" / RUNNER_RECORD)
             if runner is not None and is_alive(runner):
                 _signal(runner.pid, signal.SIGTERM)  # wakes the runner; it signals the worker
@@ -222,6 +233,10 @@ class LocalBackend(Backend, InventorySource, LogSource):
         del self._attempts[(workload_id, attempt)]
         for s in statuses:
             self._ended.pop((workload_id, attempt, s.worker), None)
+
+    def launched(self) -> list[tuple[str, int]]:
+        """Every (workload, attempt) launched here and not released, in order."""
+        return sorted(self._attempts)
 
     # --- capabilities --------------------------------------------------------------------------
 
@@ -259,8 +274,13 @@ class LocalBackend(Backend, InventorySource, LogSource):
                 "a folder of that name; use letters, digits, '.', '_' and '-' (200 at most), "
                 "starting with a letter or digit")
         nodes = {n.id: n for n in self._nodes}
+        if self.remote_workers and not self._here(spec):
+            raise InvalidLaunchSpec(
+                "assignments", f"no worker is placed on this backend's nodes ({sorted(nodes)})")
         for a in spec.assignments:
             node = nodes.get(a.node_id)
+            if node is None and self.remote_workers:
+                continue  # another host's worker
             if node is None:
                 raise InvalidLaunchSpec(
                     "assignments", f"worker {a.worker}: node {a.node_id!r} is not in this "
@@ -305,12 +325,13 @@ class LocalBackend(Backend, InventorySource, LogSource):
             raise InvalidLaunchSpec(
                 "log_dir" if spec.log_dir and not log_dir.is_dir() else "checkpoint_dir",
                 f"cannot create {e.filename}: {e.strerror}") from e
-        master_port = _free_port()
+        master_addr, master_port = (
+            self.rendezvous(spec) if self.rendezvous is not None else (LOOPBACK, _free_port()))
         write_json_atomic(adir / LAUNCH_RECORD, {
             "version": RECORD_VERSION, "spec": spec.as_record(), "master_port": master_port, "log_dir": str(log_dir),
-            "launched_at": time.time(),
+            "launched_at": time.time(), "master_addr": master_addr,
         }, mode=0o600)  # it holds the spec's env, secrets included
-        return _Attempt(spec, adir, log_dir, master_port)
+        return _Attempt(spec, adir, log_dir, master_port, master_addr)
 
     def _make_checkpoint_dir(self, path: Path, queue: str) -> None:
         """Create it if missing. With worker users, a folder corral creates belongs to the
@@ -329,12 +350,13 @@ class LocalBackend(Backend, InventorySource, LogSource):
             os.chmod(path, 0o700)
 
     def worker_process(self, spec: LaunchSpec, worker: int, attempt_dir: Path,
-                       master_port: int) -> tuple[list[str], dict[str, str]]:
+                       master_port: int, master_addr: str = LOOPBACK,
+                       ) -> tuple[list[str], dict[str, str]]:
         """The argv and environment of worker `worker`'s runner, as `os.posix_spawn` gets them
         (pure but for the worker user lookup; tests check every accepted spec builds here)."""
         assignment = next(a for a in spec.assignments if a.worker == worker)
         env = {**self._base_env(), **worker_environment(
-            spec, assignment, master_addr=LOOPBACK, master_port=master_port,
+            spec, assignment, master_addr=master_addr, master_port=master_port,
             deadline_file=str(attempt_dir / DEADLINE_FILE))}
         identity: list[str] = []
         if self.worker_users is not None:
@@ -343,7 +365,7 @@ class LocalBackend(Backend, InventorySource, LogSource):
             identity = ["--uid", str(who.uid), "--gid", str(who.gid)]
         argv = [self.python, "-I", local_runner.__file__,
                 "--record-dir", str(attempt_dir / f"worker-{worker}"),
-                "--deadline-file", str(attempt_dir / DEADLINE_FILE), *identity,
+                "--deadline-file", str(attempt_dir / DEADLINE_FILE), *identity, *self._lease_args(),
                 "--cwd", spec.working_dir or "", "--", *spec.argv()]
         return argv, env
 
@@ -351,7 +373,8 @@ class LocalBackend(Backend, InventorySource, LogSource):
         spec = record.spec
         wdir = record.dir / f"worker-{worker}"
         wdir.mkdir(exist_ok=True)
-        argv, env = self.worker_process(spec, worker, record.dir, record.master_port)
+        argv, env = self.worker_process(spec, worker, record.dir, record.master_port,
+                                        record.master_addr)
         log = str(record.log_dir / f"worker-{worker}.log")
         # posix_spawn, not Popen: the runner is meant to outlive this object (and this process),
         # which Popen reports as a leak. setsid: its own session, away from our signals.
@@ -364,6 +387,17 @@ class LocalBackend(Backend, InventorySource, LogSource):
         ])
         self._spawned[(spec.workload_id, spec.attempt, worker)] = pid
         local_runner.write_identity(wdir / SPAWN_RECORD, pid)
+
+    def _lease_args(self) -> list[str]:
+        if self.lease is None:
+            return []
+        return ["--lease-file", str(self.lease[0]), "--lease-seconds", str(self.lease[1])]
+
+    def _here(self, spec: LaunchSpec) -> list[WorkerAssignment]:
+        """The workers of `spec` placed on this backend's nodes, by index (all of them unless
+        remote_workers: `_check_spec` refuses unknown nodes otherwise)."""
+        mine = {n.id for n in self._nodes}
+        return sorted((a for a in spec.assignments if a.node_id in mine), key=lambda a: a.worker)
 
     def _base_env(self) -> dict[str, str]:
         source: Mapping[str, str] = os.environ
@@ -384,7 +418,7 @@ class LocalBackend(Backend, InventorySource, LogSource):
 
     def _attempt_statuses(self, record: _Attempt, now: float) -> list[WorkerStatus]:
         return [self._worker_status(record, a.worker, a.node_id, now)
-                for a in sorted(record.spec.assignments, key=lambda a: a.worker)]
+                for a in self._here(record.spec)]
 
     def _worker_status(self, record: _Attempt, worker: int, node_id: str, now: float
                        ) -> WorkerStatus:
@@ -505,7 +539,8 @@ class LocalBackend(Backend, InventorySource, LogSource):
             return None
         try:
             spec = LaunchSpec.from_record(data["spec"])
-            return _Attempt(spec, adir, Path(data["log_dir"]), int(data["master_port"]))
+            return _Attempt(spec, adir, Path(data["log_dir"]), int(data["master_port"]),
+                            str(data.get("master_addr", LOOPBACK)))
         except (KeyError, TypeError, ValueError):
             return None
 

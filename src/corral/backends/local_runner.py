@@ -26,6 +26,12 @@ lost signal costs at most one tick, and a deadline brought forward is honoured.
 On a stop the runner sends SIGTERM to the worker's process group, SIGKILL at the deadline. When the
 worker ends, whatever is left of its process group is killed: a stray daemon would otherwise keep
 GPUs that the scheduler believes free.
+
+Lease (``--lease-file F --lease-seconds S``, used by `corral agent`): the runner kills the worker
+(SIGKILL, reason ``LeaseExpired``) once F has not been touched for S seconds: the agent that
+touches it is dead or frozen, its node will be declared lost and the gang restarted elsewhere,
+and this copy must not run on beside the new one. A control plane that is down does not stop
+the agent from touching it: the lease says "my supervisor lives", not "the server is reachable".
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ FALLBACK_TICK_SECONDS = 0.1
 COMMAND_NOT_FOUND = "CommandNotFound"  # same codes as corral.backends.base (stdlib-only here)
 STOPPED_BEFORE_START = "StoppedBeforeStart"
 KILLED_AFTER_GRACE = "KilledAfterGrace"
+LEASE_EXPIRED = "LeaseExpired"  # the agent stopped renewing the lease: killed, see above
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,8 +197,10 @@ def say(message: str) -> None:
 
 class Runner:
     def __init__(self, record_dir: Path, deadline_file: Path, argv: list[str],
-                 cwd: str | None = None, user: tuple[int, int] | None = None) -> None:
+                 cwd: str | None = None, user: tuple[int, int] | None = None,
+                 lease: tuple[Path, float] | None = None) -> None:
         self.record_dir = record_dir
+        self.lease = lease  # (file, seconds): see the module docstring
         self.user = user  # (uid, gid) the worker runs as; None: the runner's own
         self.deadline_file = deadline_file
         self.argv = argv
@@ -199,6 +208,7 @@ class Runner:
         self.signalled = False
         self.stopping = False
         self.killed = False
+        self.lease_expired = False
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -219,6 +229,10 @@ class Runner:
         write_identity(self.record_dir / CHILD_RECORD, child.pid)
         code = self._supervise(child)
         kill_group(child.pid, signal.SIGKILL)  # leftovers of the worker's process group
+        if self.lease_expired:
+            return self._finish(code, stopped=False, reason=LEASE_EXPIRED,
+                                message="the agent supervising this worker stopped renewing its "
+                                "lease (dead or frozen): killed so it cannot run twice")
         killed = self.killed and code == -signal.SIGKILL  # not if SIGTERM got there first
         return self._finish(code, stopped=self.stopping,
                             reason=KILLED_AFTER_GRACE if killed else "", message="")
@@ -252,8 +266,22 @@ class Runner:
             if wake_read in readable:
                 os.read(wake_read, 512)
 
+    def _check_lease(self, child: subprocess.Popen[bytes]) -> None:
+        if self.lease is None or self.lease_expired:
+            return
+        path, seconds = self.lease
+        try:
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            age = float("inf")
+        if age > seconds:
+            self.lease_expired = True
+            say(f"the agent's lease {path} is {age:.0f} s old (limit {seconds:g} s): SIGKILL sent")
+            kill_group(child.pid, signal.SIGKILL)
+
     def _act_on_stop(self, child: subprocess.Popen[bytes]) -> float | None:
         """SIGTERM once a stop is seen, SIGKILL at the deadline. Returns the deadline, if any."""
+        self._check_lease(child)
         if not (self.signalled or self.stopping or self.deadline_file.exists()):
             return None
         deadline = read_deadline(self.deadline_file)
@@ -286,6 +314,9 @@ def main(args: list[str] | None = None) -> int:
     parser.add_argument("--cwd", default=None, help="the worker's working directory")
     parser.add_argument("--uid", type=int, default=None, help="run the worker as this user")
     parser.add_argument("--gid", type=int, default=None, help="... and this group")
+    parser.add_argument("--lease-file", type=Path, default=None,
+                        help="kill the worker once this file is older than --lease-seconds")
+    parser.add_argument("--lease-seconds", type=float, default=30.0)
     parser.add_argument("argv", nargs=argparse.REMAINDER)
     ns = parser.parse_args(args)
     argv = ns.argv[1:] if ns.argv[:1] == ["--"] else ns.argv
@@ -293,7 +324,8 @@ def main(args: list[str] | None = None) -> int:
         parser.error("give the worker's command after --")
     ns.record_dir.mkdir(parents=True, exist_ok=True)
     user = None if ns.uid is None else (ns.uid, ns.gid if ns.gid is not None else ns.uid)
-    return Runner(ns.record_dir, ns.deadline_file, argv, ns.cwd or None, user).run()
+    lease = None if ns.lease_file is None else (ns.lease_file, ns.lease_seconds)
+    return Runner(ns.record_dir, ns.deadline_file, argv, ns.cwd or None, user, lease).run()
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ import importlib.util
 
 import typer
 
-from corral.cli import cluster, credits, tenancy, up, workloads
+from corral.agent.command import agent as agent_command
+from corral.cli import agent, cluster, credits, tenancy, up, workloads
 from corral.cli.plan import plan_command
 
 app = typer.Typer(
@@ -24,6 +25,8 @@ app.add_typer(tenancy.tokens_app, name="tokens")
 app.add_typer(tenancy.members_app, name="members")
 app.command("audit")(tenancy.audit)
 app.command("whoami")(tenancy.whoami)
+app.command("agent")(agent_command)  # issue 11: corral on every host (corral.agent)
+app.add_typer(agent.agent_tokens_app, name="agent-tokens")
 for _command in (workloads.submit, workloads.ls, workloads.describe, workloads.logs,
                  workloads.cancel, workloads.why, cluster.queues, cluster.nodes, cluster.providers,
                  cluster.cordon, cluster.uncordon, cluster.top):

@@ -116,6 +116,8 @@ class ServerConfig:
     #: the OS user of local workers (`corral.backends.worker_users`): "per-queue", a user name,
     #: or "same" (corral's own: one trust domain); None: per-queue as root, else same
     worker_user: str | None = None
+    #: agent backend: a host not heard from this long is lost (its gangs restart elsewhere)
+    agent_timeout_s: float = 30.0
 
 
 @dataclass
@@ -244,7 +246,7 @@ def _gpu_health(store: Store, nodes: list[Node],
     return monitor, probe
 
 
-BACKENDS = ("local", "ray", "slurm", "kubernetes")
+BACKENDS = ("local", "ray", "slurm", "kubernetes", "agent")
 
 
 def worker_users(cfg: ServerConfig) -> WorkerUsers | None:
@@ -296,6 +298,11 @@ def _backend(cfg: ServerConfig, dd: DataDir, store: Store, nodes: list[Node],
         from corral.backends.kubernetes import KubernetesBackend
 
         backend = KubernetesBackend(work, image=cfg.k8s_image, namespace=cfg.k8s_namespace)
+    elif cfg.backend == "agent":  # hosts running `corral agent` (corral.backends.agent)
+        from corral.backends.agent import AgentBackend
+        from corral.store.agents import StoreMailbox
+
+        backend = AgentBackend(StoreMailbox(store), heartbeat_timeout_s=cfg.agent_timeout_s)
     else:
         raise ValueError(f"unknown backend {cfg.backend!r}; choose one of {', '.join(BACKENDS)}")
     return backend, HealthMonitor(store, backend)

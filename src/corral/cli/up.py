@@ -85,8 +85,11 @@ def up(
     interval: Annotated[float, typer.Option("--interval", min=0.05, help="seconds between "
                                             "scheduling cycles")] = 1.0,
     backend: Annotated[str, typer.Option(
-        "--backend", help="where work runs: local (processes on this machine), ray, slurm or "
-        "kubernetes")] = "local",
+        "--backend", help="where work runs: local (processes on this machine), ray, slurm, "
+        "kubernetes, or agent (hosts running `corral agent`)")] = "local",
+    agent_timeout: Annotated[float, typer.Option(
+        "--agent-timeout", min=1, help="agent backend: seconds without a heartbeat before a "
+        "host is lost and its work restarts elsewhere")] = 30.0,
     ray_address: Annotated[str | None, typer.Option(
         "--ray-address", help="Ray cluster address (default: auto, or RAY_ADDRESS)")] = None,
     slurm_partition: Annotated[str | None, typer.Option(
@@ -115,7 +118,8 @@ def up(
                        interval_s=interval, backend=backend, ray_address=ray_address,
                        slurm_partition=slurm_partition, slurm_gpu_model=slurm_gpu_model,
                        k8s_image=k8s_image, k8s_namespace=k8s_namespace,
-                       gpu_probe_interval_s=gpu_probe_interval, worker_user=worker_user)
+                       gpu_probe_interval_s=gpu_probe_interval, worker_user=worker_user,
+                       agent_timeout_s=agent_timeout)
     try:
         serve(cfg, on_ready=lambda parts, url: _ready(cfg, parts, url, demo))
     except SpecError as e:

@@ -1,0 +1,127 @@
+"""The wire between `corral agent` and the control plane: JSON bodies as pydantic models.
+
+    POST /agent/v1/join   Bearer <join token>       JoinIn  -> JoinOut (the node credential)
+    POST /agent/v1/sync   Bearer <node credential>  SyncIn  -> SyncOut (heartbeat + long poll)
+    POST /agent/v1/logs   Bearer <node credential>  LogsIn  -> LogsOut (next offsets)
+
+Both sides import these models, so the agent and the server cannot disagree on a field. Times in
+bodies are durations (seconds ago, seconds left), never instants: the hosts' clocks need not
+agree with the server's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "AssignmentOut",
+    "HostFacts",
+    "JoinIn",
+    "JoinOut",
+    "LogChunk",
+    "LogsIn",
+    "LogsOut",
+    "ReportIn",
+    "SyncIn",
+    "SyncOut",
+]
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
+_NAME = Field(default="", max_length=127)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HostFacts(_Strict):
+    """What a host declares about itself when it joins (GPUs from NVML where it has them)."""
+
+    gpus: int = Field(default=0, ge=0, le=1024)
+    gpu_model: str = Field(default="none", min_length=1, max_length=63)
+    gpu_memory_mib: int = Field(default=0, ge=0, le=2**31 - 1)
+    cpu_milli: int = Field(default=0, ge=0, le=2**31 - 1)
+    memory_mib: int = Field(default=0, ge=0, le=2**62)
+    provider: str = Field(default="agent", min_length=1, max_length=63)
+    region: str = Field(default="default", min_length=1, max_length=63)
+    zone: str = Field(default="default", min_length=1, max_length=63)
+    rack: str = _NAME
+    instance_type: str = _NAME
+    instance_id: str = Field(default="", max_length=200)
+    price_per_gpu_hour: float = Field(default=0.0, ge=0, le=1e6)
+    capacity_kind: str = Field(default="owned", pattern=r"^(owned|on-demand|spot|reserved)$")
+    #: where other hosts reach this one (a gang's rendezvous when it runs worker 0)
+    address: str = Field(default="127.0.0.1", min_length=1, max_length=255)
+    hostname: str = Field(default="", max_length=255)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=64)
+    version: str = Field(default="", max_length=63)
+
+
+class JoinIn(_Strict):
+    node_id: str = Field(pattern=_ID)
+    facts: HostFacts
+
+
+class JoinOut(_Strict):
+    node_id: str
+    credential: str
+
+
+class ReportIn(_Strict):
+    workload_id: str = Field(pattern=_ID)
+    attempt: int = Field(ge=0, le=2**31 - 1)
+    worker: int = Field(ge=0, le=2**31 - 1)
+    state: str = Field(pattern=r"^(starting|running|succeeded|failed|stopped|lost)$")
+    reason: str = Field(max_length=64)
+    exit_code: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
+    ended_s_ago: float | None = Field(default=None, ge=0, le=1e9)
+    message: str = Field(default="", max_length=4096)
+
+
+class SyncIn(_Strict):
+    #: the assignment version the agent last acted on; the server answers at once when it differs
+    known_seq: int = Field(default=-1, ge=-1)
+    wait_s: float = Field(default=0.0, ge=0, le=30)
+    workers: list[ReportIn] = Field(default_factory=list, max_length=10_000)
+
+
+class AssignmentOut(_Strict):
+    workload_id: str
+    attempt: int
+    worker: int
+    spec: dict[str, Any]
+    master_addr: str
+    master_port: int
+    #: a stop was requested: seconds left before SIGKILL (0: kill now), and why
+    stop_grace_left_s: float | None = None
+    stop_reason: str = ""
+    #: the server declared this node lost while the worker ran: kill it, never report it again
+    fenced: bool = False
+    #: the worker's state as last reported ("starting" until this host reported it): a host
+    #: that finds a reported worker it has no record of lost its records, and must not start
+    #: it again (it may have run, or still run, elsewhere on this host)
+    state: str = "starting"
+
+
+class SyncOut(_Strict):
+    seq: int
+    assignments: list[AssignmentOut]
+
+
+class LogChunk(_Strict):
+    workload_id: str = Field(pattern=_ID)
+    attempt: int = Field(ge=0, le=2**31 - 1)
+    worker: int = Field(ge=0, le=2**31 - 1)
+    offset: int = Field(ge=0, le=2**62)
+    data_b64: str = Field(max_length=400_000)
+
+
+class LogsIn(_Strict):
+    chunks: list[LogChunk] = Field(max_length=64)
+
+
+class LogsOut(_Strict):
+    #: per chunk, in order: the offset the server wants next for that worker's log
+    next_offsets: list[int]

@@ -1,0 +1,208 @@
+"""The agents' API: join tokens for admins (/v1/agent-tokens) and the agent wire (/agent/v1).
+
+    POST /v1/agent-tokens              admin   a join token (shown once), good for `uses` joins
+    GET  /v1/agent-tokens              admin   list them (digests are never shown)
+    POST /v1/agent-tokens/{id}/revoke  admin   no more joins with it (joined nodes keep working)
+
+    POST /agent/v1/join    Bearer <join token>        register a host -> its node credential
+    POST /agent/v1/sync    Bearer <node credential>   heartbeat, worker states, long poll for
+                                                      assignments (`corral.agent.protocol`)
+    POST /agent/v1/logs    Bearer <node credential>   worker output, by byte offset
+
+The agent wire lives outside /v1 because its callers are hosts, not users: the request guard's
+API-token check does not apply, each endpoint checks its own secret (a join token, or a node
+credential, both stored as digests) before it reads the body's content. An admin token is never
+needed on a host, and a node credential can do nothing but speak for its own node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Path
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from corral.agent.protocol import (
+    AssignmentOut,
+    JoinIn,
+    JoinOut,
+    LogsIn,
+    LogsOut,
+    SyncIn,
+    SyncOut,
+)
+from corral.api.context import ApiContext, Caller, context, require_admin
+from corral.api.errors import ApiError, not_found
+from corral.backends.agent import DEFAULT_HEARTBEAT_TIMEOUT_S, AgentNode, WorkerReport
+from corral.sdk import models as M
+from corral.store import agents as AG
+from corral.store.agents import JoinRefused, JoinTokenRecord
+
+__all__ = ["admin_router", "agent_router"]
+
+admin_router = APIRouter(prefix="/v1")
+agent_router = APIRouter(prefix="/agent/v1", tags=["agents"])
+Ctx = Annotated[ApiContext, Depends(context)]
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": M.ErrorBody} for s in (401, 403, 404, 409, 422)}
+_POLL_S = 0.25  # how often a long poll looks for a new assignment version
+
+
+def _token_view(t: JoinTokenRecord, token: str | None = None) -> dict[str, Any]:
+    out = {"id": t.id, "name": t.name, "hint": t.hint, "created_by": t.created_by,
+           "created_at": t.created_at, "expires_at": t.expires_at, "uses_left": t.uses_left,
+           "revoked": t.revoked}
+    if token is not None:
+        out["token"] = token
+    return out
+
+
+class JoinTokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(default="", max_length=63)
+    uses: int = Field(default=1, ge=1, le=100_000)
+    expires_in_s: float | None = Field(default=None, gt=0, le=10 * 365 * 86400)
+
+
+@admin_router.post("/agent-tokens", status_code=201, responses=_ERRORS, tags=["agents"])
+def create_join_token(body: JoinTokenIn, who: Caller, ctx: Ctx) -> dict[str, Any]:
+    """A join token for `corral agent --join-token` (admins); the token is in this answer only."""
+    require_admin(who)
+    now = ctx.clock.now()
+    expires = None if body.expires_in_s is None else now + body.expires_in_s
+    with ctx.store.write() as conn:
+        record, token = AG.create_join_token(conn, who.name, now, name=body.name,
+                                             uses=body.uses, expires_at=expires)
+    return _token_view(record, token)
+
+
+@admin_router.get("/agent-tokens", responses=_ERRORS, tags=["agents"])
+def list_join_tokens(who: Caller, ctx: Ctx) -> list[dict[str, Any]]:
+    """Every join token (admins), without the secrets."""
+    require_admin(who)
+    with ctx.store.read() as conn:
+        return [_token_view(t) for t in AG.list_join_tokens(conn)]
+
+
+@admin_router.post("/agent-tokens/{token_id}/revoke", responses=_ERRORS, tags=["agents"])
+def revoke_join_token(token_id: Annotated[int, Path(ge=1, le=2**63 - 1)], who: Caller,
+                      ctx: Ctx) -> dict[str, Any]:
+    """No more joins with this token; nodes that joined with it keep their credentials."""
+    require_admin(who)
+    with ctx.store.write() as conn:
+        record = AG.revoke_join_token(conn, token_id)
+    if record is None:
+        raise not_found("join token", str(token_id))
+    return _token_view(record)
+
+
+# --- the agent wire ------------------------------------------------------------------------------
+
+
+def _bearer(authorization: str | None) -> str:
+    scheme, _, secret = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise ApiError(401, "unauthorized", "send the join token or node credential: "
+                       "Authorization: Bearer <secret>", headers={"WWW-Authenticate": "Bearer"})
+    return secret.strip()
+
+
+async def _node(ctx: Ctx, authorization: Annotated[str | None, Header()] = None) -> AgentNode:
+    secret = _bearer(authorization)
+
+    def find() -> AgentNode | None:
+        with ctx.store.read() as conn:
+            return AG.node_by_credential(conn, secret)
+
+    node = await run_in_threadpool(find)
+    if node is None:
+        raise ApiError(401, "unauthorized", "the node credential is unknown or was replaced by "
+                       "a later join: join again with a new join token",
+                       headers={"WWW-Authenticate": "Bearer"})
+    return node
+
+
+NodeCaller = Annotated[AgentNode, Depends(_node)]
+
+
+def _timeout_s(ctx: ApiContext) -> float:
+    return float(getattr(ctx.logs, "heartbeat_timeout_s", DEFAULT_HEARTBEAT_TIMEOUT_S))
+
+
+@agent_router.post("/join", response_model=JoinOut, responses=_ERRORS)
+def join(body: JoinIn, ctx: Ctx,
+         authorization: Annotated[str | None, Header()] = None) -> JoinOut:
+    """Exchange a join token for this node's credential (one use of the token)."""
+    token = _bearer(authorization)
+    try:
+        with ctx.store.write() as conn:
+            credential = AG.join(conn, token, body.node_id, body.facts.model_dump(),
+                                 ctx.clock.now(), live_for_s=_timeout_s(ctx))
+    except JoinRefused as e:
+        raise ApiError(e.status, e.code, e.message) from None
+    return JoinOut(node_id=body.node_id, credential=credential)
+
+
+@agent_router.post("/sync", response_model=SyncOut, responses=_ERRORS)
+async def sync(body: SyncIn, node: NodeCaller, ctx: Ctx) -> SyncOut:
+    """Heartbeat and worker states in; the node's assignments out, once their version differs
+    from `known_seq` or `wait_s` has passed (a long poll)."""
+    reports = [WorkerReport(r.workload_id, r.attempt, r.worker, r.state, r.reason, r.exit_code,
+                            r.ended_s_ago, r.message) for r in body.workers]
+
+    def beat() -> int:
+        with ctx.store.write() as conn:
+            AG.record_heartbeat(conn, node.node_id, ctx.clock.now(), reports)
+            return AG.node_seq(conn, node.node_id)
+
+    seq = await run_in_threadpool(beat)
+    deadline = time.monotonic() + body.wait_s
+    while seq == body.known_seq and time.monotonic() < deadline:
+        await asyncio.sleep(min(_POLL_S, max(0.0, deadline - time.monotonic())))
+        seq = await run_in_threadpool(_seq, ctx, node.node_id)
+    return await run_in_threadpool(_assignments, ctx, node.node_id)
+
+
+def _seq(ctx: ApiContext, node_id: str) -> int:
+    with ctx.store.read() as conn:
+        return AG.node_seq(conn, node_id)
+
+
+def _assignments(ctx: ApiContext, node_id: str) -> SyncOut:
+    now = ctx.clock.now()
+    with ctx.store.read() as conn:
+        seq, workers = AG.assignments_for(conn, node_id)
+    return SyncOut(seq=seq, assignments=[AssignmentOut(
+        workload_id=w.workload_id, attempt=w.attempt, worker=w.worker, spec=dict(w.spec),
+        master_addr=w.master_addr, master_port=w.master_port,
+        stop_grace_left_s=None if w.stop_deadline is None else max(0.0, w.stop_deadline - now),
+        stop_reason=w.stop_reason, fenced=w.fenced, state=w.state) for w in workers])
+
+
+@agent_router.post("/logs", response_model=LogsOut, responses=_ERRORS)
+def logs(body: LogsIn, node: NodeCaller, ctx: Ctx) -> LogsOut:
+    """Worker output from byte `offset`; answers the next offset wanted per chunk (resent bytes
+    are dropped, so an agent may always resend from what it last confirmed)."""
+    decoded = []
+    for i, chunk in enumerate(body.chunks):
+        try:
+            decoded.append(base64.b64decode(chunk.data_b64, validate=True))
+        except (binascii.Error, ValueError):
+            raise ApiError(422, "invalid_request", "data_b64 is not base64",
+                           [(f"chunks.{i}.data_b64", "not base64")]) from None
+    out = []
+    with ctx.store.write() as conn:
+        mine = {(w.workload_id, w.attempt, w.worker)
+                for w in AG.assignments_for(conn, node.node_id)[1]}
+        for chunk, data in zip(body.chunks, decoded, strict=True):
+            key = (chunk.workload_id, chunk.attempt, chunk.worker)
+            if key not in mine:  # a node writes only the logs of its own, unreleased workers
+                out.append(chunk.offset + len(data))
+                continue
+            out.append(AG.append_log(conn, *key, chunk.offset, data))
+    return LogsOut(next_offsets=out)

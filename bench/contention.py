@@ -1,8 +1,13 @@
 """Many cycles under contention: teams with quotas share a full pool for simulated days.
 
-    python bench/contention.py                              # the default (see README for time)
-    python bench/contention.py --jobs 3000 --nodes 120      # a small run, about a minute
+    python bench/contention.py                              # 10,000 jobs on 200 nodes
+    python bench/contention.py --jobs 2000 --nodes 40       # a small run, about a minute
+    python bench/contention.py --jobs 50000 --nodes 1000    # the size issue 10 names
     python bench/contention.py --policies corral --json OUT
+
+The default is the issue's 50,000 jobs on 1,000 nodes scaled down 5x (the same jobs per node,
+so the same load and simulated days): at full size one policy alone takes far longer than the
+~10 minutes a default may take on 2 cores (bench/README.md has the figures).
 
 Scenario (deterministic for a seed):
 - Pool and jobs from the simulator's seeded generator (`corral.sim.synthetic`): H100 and A100
@@ -344,8 +349,10 @@ class Simulation:
         per_team, jain_of_averages = share_report(
             {q: tw.average(self.t0, end) for q, tw in self.used.items()},
             {q: tw.average(self.t0, end) for q, tw in self.deserved.items()})
-        owed = [j.first_start - j.workload.submitted_at if j.first_start is not None
-                else end - j.workload.submitted_at for j in jobs if j.guaranteed]
+        waited = {j.workload.id: (j.first_start if j.first_start is not None else end)
+                  - j.workload.submitted_at for j in jobs if j.guaranteed}
+        owed = list(waited.values())
+        longest = self.jobs[max(waited, key=lambda i: (waited[i], i))] if waited else None
         cpu = np.array(self.fig.cycle_cpu) * 1000
         waits = [j.first_start - j.workload.submitted_at for j in jobs
                  if j.first_start is not None]
@@ -361,6 +368,10 @@ class Simulation:
             "guaranteed_jobs": len(owed),
             "guaranteed_wait_s": {"max": round(max(owed), 1) if owed else 0.0,
                                   "p99": _pct(np.array(owed), 99)},
+            "guaranteed_longest": None if longest is None else {
+                "job": longest.workload.id, "team": longest.team,
+                "gpus": longest.milli / MILLI_PER_GPU, "workers": longest.workload.workers,
+                "priority": longest.workload.priority},
             "wait_s": {k: round(v, 1) for k, v in summary(waits).items()},
             "idle_reserved_gpu_minutes": round(self.reserved_idle.integral / 60, 1),
             "evictions": {rule: self.fig.evictions.get(rule, 0)
@@ -387,6 +398,13 @@ def _pct(values: np.ndarray, q: float) -> float:
 # ================================================================================================
 # the command
 # ================================================================================================
+def _who(job: object) -> str:
+    if not isinstance(job, dict):
+        return ""
+    return (f" ({job['job']} of {job['team']}: {job['gpus']:g} GPU(s) on {job['workers']} "
+            f"worker(s), priority {job['priority']})")
+
+
 def lines(r: dict[str, object]) -> list[str]:
     c, g, w = r["cycle_cpu_ms"], r["guaranteed_wait_s"], r["wait_s"]
     ev, teams = r["evictions"], r["teams"]
@@ -399,8 +417,8 @@ def lines(r: dict[str, object]) -> list[str]:
         f"  cycle CPU ms: p50 {c['p50']} p99 {c['p99']} max {c['max']} "
         f"({c['total_s']} s in all cycles)",
         f"  within guarantee on arrival: {r['guaranteed_jobs']} jobs, longest wait "
-        f"{g['max']} s, p99 {g['p99']} s (all jobs: wait p50 {w['median']} s, "
-        f"p99 {w['p99']} s)",
+        f"{g['max']} s{_who(r['guaranteed_longest'])}, p99 {g['p99']} s "
+        f"(all jobs: wait p50 {w['median']} s, p99 {w['p99']} s)",
         f"  idle reserved GPU-minutes: {r['idle_reserved_gpu_minutes']}",
         "  evictions: " + ", ".join(f"{rule} {n}" for rule, n in ev.items())
         + f" (moves {r['moves']}, applied as evictions); lost {r['lost_gpu_hours']} GPU-hours",
@@ -416,8 +434,8 @@ def lines(r: dict[str, object]) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--jobs", type=int, default=50_000)
-    ap.add_argument("--nodes", type=int, default=1000)
+    ap.add_argument("--jobs", type=int, default=10_000)
+    ap.add_argument("--nodes", type=int, default=200)
     ap.add_argument("--load", type=float, default=1.0, help="offered load (default %(default)s)")
     ap.add_argument("--median-duration", type=float, default=7200.0,
                     help="median job duration in seconds (default %(default)s)")

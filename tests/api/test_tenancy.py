@@ -179,3 +179,16 @@ def test_a_malformed_idempotency_key_is_422(api: Api, key: str) -> None:
     r = api.client.post("/v1/workloads", json=job(),
                         headers={**api.ann, "Idempotency-Key": key.encode()})
     assert r.status_code == 422 and r.json()["problems"][0]["field"] == "Idempotency-Key"
+
+
+def test_credit_grants_and_transfers_are_audited_with_who_made_them(api: Api) -> None:
+    grant = api.client.post("/v1/ledger/grants", json={"queue": "team-a", "amount": "10"},
+                            headers=api.admin)
+    assert grant.status_code == 201, grant.text
+    moved = api.client.post("/v1/ledger/transfers", json={
+        "source": "team-a", "target": "team-b", "amount": "4"}, headers=api.admin)
+    assert moved.status_code == 201, moved.text
+    entries = api.client.get("/v1/audit?actor=root", headers=api.admin).json()["items"]
+    assert [(e["action"], e["queue"], e["detail"]) for e in entries] == [
+        ("credits.grant", "team-a", {"amount": "10"}),
+        ("credits.transfer", "team-a", {"to": "team-b", "amount": "4"})]

@@ -184,6 +184,8 @@ def post_grant(body: LM.GrantIn, ctx: Ctx, who: Caller) -> LM.GrantOut:
                    queue=body.queue, amount=body.amount, at=_now(ctx),
                    expires_at=None if body.expires_at is None else Decimal(repr(body.expires_at)),
                    memo=body.memo)
+        AU.record(s.conn, at=ctx.clock.now(), actor=who.name, action="credits.grant",
+                  target=tx.key, queue=body.queue, detail={"amount": str(body.amount)})
         return _grant_view(s.journal, tx)
 
 
@@ -200,6 +202,9 @@ def post_transfer(body: LM.TransferIn, ctx: Ctx, who: Caller) -> LM.HistoryEntry
                            [("amount", f"at most {result.available} can move now")])
         moved = sum((p.amount for p in result.postings if p.account.queue == body.source),
                     Decimal(0))
+        AU.record(s.conn, at=ctx.clock.now(), actor=who.name, action="credits.transfer",
+                  target=result.key, queue=body.source,
+                  detail={"to": body.target, "amount": str(body.amount)})
         return _entry(result, moved)
 
 

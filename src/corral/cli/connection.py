@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from corral.cli.server import DEFAULT_PORT, DataDir, default_data_dir
+from corral.cli.defaults import DEFAULT_PORT, DataDir, default_data_dir
 from corral.sdk import Client, CorralError
 
 __all__ = ["JsonOpt", "TokenOpt", "UrlOpt", "connect", "emit_json", "err", "friendly"]

@@ -1,23 +1,24 @@
-"""The `corral` command line."""
+"""The `corral` command line.
+
+Client commands (submit, ls, queues, credits, users...) import the SDK only; `up`, `db`, `plan`
+and `simulate` are loaded when they run (`corral.cli.lazy`), so that `corral ls` does not wait
+for FastAPI, SQLAlchemy and numpy to import.
+"""
 
 from __future__ import annotations
-
-import importlib.util
 
 import typer
 
 from corral.agent.command import agent as agent_command
-from corral.cli import agent, cluster, credits, tenancy, up, workloads
-from corral.cli.plan import plan_command
+from corral.cli import agent, cluster, credits, tenancy, workloads
+from corral.cli.lazy import LazyGroup
 
 app = typer.Typer(
+    cls=LazyGroup,
     no_args_is_help=True,
     add_completion=False,
     help="corral: one pool of GPUs, scheduled fairly and densely, metered to the cent.",
 )
-app.command("plan")(plan_command)
-app.command("up")(up.up)
-app.add_typer(up.db_app, name="db")
 app.add_typer(credits.credits_app, name="credits")  # ledger hook: corral credits / usage
 app.command("usage")(credits.usage)
 app.add_typer(tenancy.users_app, name="users")  # users, tokens, members, audit: corral.cli.tenancy
@@ -37,13 +38,6 @@ for _command in (workloads.submit, workloads.ls, workloads.describe, workloads.l
 def main() -> None:
     """corral: one pool of GPUs, scheduled fairly and densely, metered to the cent."""
 
-
-if importlib.util.find_spec("corral.cli.simulate") is not None:
-    from corral.cli.simulate import app as simulate_app
-
-    app.add_typer(
-        simulate_app, name="simulate", help="replay cluster traces through the scheduling core"
-    )
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -43,6 +43,12 @@ from corral.backends.base import Backend
 from corral.backends.health import GpuHealthProbe
 from corral.backends.local import LocalBackend
 from corral.backends.worker_users import PER_QUEUE, SAME_USER, WorkerUsers
+from corral.cli.defaults import (  # the client reads them too
+    DEFAULT_GPU_PROBE_INTERVAL_S,
+    DEFAULT_PORT,
+    DataDir,
+    default_data_dir,
+)
 from corral.control import ControlLoop, ControlSettings, Leadership, Submissions
 from corral.control.accounting import accounting_from_pool
 from corral.control.health import HealthMonitor, probe_verdicts
@@ -56,41 +62,10 @@ from corral.store.database import sqlite_url
 __all__ = ["DataDir", "ServerConfig", "bootstrap", "default_data_dir", "serve"]
 
 log = logging.getLogger("corral.server")
-DEFAULT_PORT = 8765
 ADMIN = "admin"
-DEFAULT_GPU_PROBE_INTERVAL_S = 10.0
 # A node returns to service after this many healthy probes in a row, not after the first: a GPU
 # hovering at a temperature threshold would otherwise be cordoned and uncordoned every probe.
 GPU_RECOVER_PROBES = 3
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get("CORRAL_DATA_DIR") or ".corral")
-
-
-@dataclass(frozen=True)
-class DataDir:
-    root: Path
-
-    @property
-    def db(self) -> Path:
-        return self.root / "corral.db"
-
-    @property
-    def admin_token(self) -> Path:
-        return self.root / "admin-token"
-
-    @property
-    def server_file(self) -> Path:
-        return self.root / "server.json"
-
-    @property
-    def work(self) -> Path:
-        return self.root / "work"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
 
 
 @dataclass(frozen=True)

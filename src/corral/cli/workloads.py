@@ -14,8 +14,8 @@ from rich.table import Table
 from corral.cli.connection import JsonOpt, TokenOpt, UrlOpt, connect, emit_json, err, friendly
 from corral.cli.render import ago, state_text, workloads_table
 from corral.sdk import models as M
-from corral.spec import SpecError
-from corral.spec.load import read_document
+from corral.spec.document import read_document
+from corral.spec.errors import SpecError
 
 __all__ = ["cancel", "describe", "logs", "ls", "submit", "why"]
 

@@ -56,7 +56,7 @@ from sqlalchemy import Connection, func, select
 
 from corral.control import lifecycle as L
 from corral.control.attempt_usage import Closed, close_attempts, record_starts
-from corral.control.ledger_prices import build_catalog, node_key
+from corral.control.ledger_prices import billed_nodes, build_catalog, node_key
 from corral.control.live_state import LiveState
 from corral.control.snapshot import SpecCache
 from corral.core.model import Node, WorkerAssignment, Workload
@@ -144,6 +144,13 @@ class Accounting:
         self.specs = live.specs
 
     # -- admission -----------------------------------------------------------------------------
+
+    def reprice(self, nodes: Sequence[Node], now: float) -> tuple[Node, ...]:
+        """`nodes` at the price the ledger bills now (`ledger_prices.billed_nodes`), so that
+        placement and price caps see what billing charges: one price source."""
+        with self.ledger.read() as s:
+            catalog = self._catalog(s.conn, None if self.live is None else self.live.nodes)
+        return billed_nodes(nodes, catalog, now)
 
     def refuse(self, pending: Sequence[Workload], now: float) -> Mapping[str, Reason]:
         """BudgetExceeded for pending work whose expected cost its queue cannot hold."""

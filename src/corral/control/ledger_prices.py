@@ -13,18 +13,26 @@ Two sources of prices, and which wins:
 
 Nodes of one key with different prices: the highest one is the fallback, so a hold never falls
 short of what any of them costs (say so in the pool: give those nodes their own provider).
+
+One price for placement and billing (`billed_nodes`): an explicit rule is *meant* to override the
+node's price, so the scheduler sees the price the ledger bills now: each node of a snapshot
+carries the catalog's price for its key at `now` before the core ranks nodes and checks price
+caps. Without it a job capped at 0.50/GPU-hour could be placed on a node priced 0.40 and be
+billed 5.00 by a rule. Where no rule applies the node's own price is the fallback, unchanged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from decimal import Decimal
 
 from corral.core.model import Node
 from corral.ledger import PriceCatalog, PriceKey, PriceRule
-from corral.ledger.instants import Instant
+from corral.ledger.errors import LedgerError
+from corral.ledger.instants import Instant, to_instant
 
-__all__ = ["build_catalog", "node_key", "node_prices"]
+__all__ = ["billed_nodes", "build_catalog", "node_key", "node_prices"]
 
 
 def node_key(node: Node) -> PriceKey:
@@ -51,6 +59,22 @@ def build_catalog(rules: Sequence[PriceRule], nodes: Iterable[Node]) -> PriceCat
             fallbacks.append(PriceRule(price, key.provider, key.region, key.gpu_model,
                                        key.capacity_kind, start, end))
     return PriceCatalog([*rules, *fallbacks])
+
+
+def billed_nodes(nodes: Sequence[Node], catalog: PriceCatalog, now: float) -> tuple[Node, ...]:
+    """`nodes` with the price per GPU-hour the ledger bills for each at `now` (the same node
+    object where it already carries that price; its own price where no rule covers it)."""
+    at = to_instant(now, "now")
+    out: list[Node] = []
+    for node in nodes:
+        try:
+            billed = float(catalog.rule_at(node_key(node), at).price_per_gpu_hour)
+        except LedgerError:  # no rule: the ledger refuses to bill it; keep the node's own
+            billed = node.price_per_gpu_hour
+        out.append(node if billed == node.price_per_gpu_hour
+                   else replace(node, price_per_gpu_hour=billed))
+    same = all(a is b for a, b in zip(out, nodes, strict=True))
+    return nodes if same and isinstance(nodes, tuple) else tuple(out)
 
 
 Span = tuple[Instant | None, Instant | None]

@@ -217,10 +217,14 @@ class ControlLoop:
     def _admit(self, snap: Snapshot, now: float) -> tuple[ClusterState, dict[str, Reason]]:
         pending = [w for w in snap.state.workloads if not w.running]
         refused = dict(self.admission.refuse(pending, now)) if pending else {}
-        if not refused:
+        # one price source: the nodes at the price the ledger bills (a price rule overrides a
+        # node's own price for placement and caps too), where the admission is the ledger
+        reprice = getattr(self.admission, "reprice", None)
+        nodes = snap.state.nodes if reprice is None else reprice(snap.state.nodes, now)
+        if not refused and nodes is snap.state.nodes:
             return snap.state, {}
         kept = tuple(w for w in snap.state.workloads if w.id not in refused)
-        return ClusterState(snap.state.nodes, snap.state.queues, kept, snap.state.usage), refused
+        return ClusterState(tuple(nodes), snap.state.queues, kept, snap.state.usage), refused
 
     def _tidy_backend(self, seen: Reconciled) -> None:
         for wid, attempt in seen.release:

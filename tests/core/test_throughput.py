@@ -104,3 +104,21 @@ def test_schedule_leaves_the_fast_device_to_who_gains_most() -> None:
     blind = {p.workload_id: p.assignments[0].node_id
              for p in schedule(cluster, 10.0, SchedulerConfig()).placements}
     assert blind == {"b": "n0", "a": "n1"}
+
+
+def test_a_gang_picks_the_domain_its_throughput_prefers() -> None:
+    """Two regions, one per model, each holding the 2-worker gang. Best fit alone picks the
+    tighter region (the V100 one, 2 free); the job gains most on the K80s' region here
+    (reference R(k80) = 0.3 under full contention: B's advantage is 2 there)."""
+    nodes = [node("v0").model("v100").gpus(1).at(region="a-v100"),
+             node("v1").model("v100").gpus(1).at(region="a-v100"),
+             *[node(f"k{i}").model("k80").gpus(1).at(region="b-k80") for i in range(3)]]
+    gang = replace(fast(job("b").gpus(1).gang(2).build(), B), queue="q")
+    cluster = state(nodes, [queue("q")], [gang])
+    aware = SchedulerConfig(
+        scoring={**DEFAULT_SCORING, THROUGHPUT: 4.0},
+        plugin_params={THROUGHPUT: {"reference": {"k80": 0.3, "v100": 1.0}, "contention": 1.0}})
+    (placed,) = schedule(cluster, 10.0, aware).placements
+    assert {a.node_id[0] for a in placed.assignments} == {"k"}
+    (blind,) = schedule(cluster, 10.0, SchedulerConfig()).placements
+    assert {a.node_id[0] for a in blind.assignments} == {"v"}

@@ -330,7 +330,8 @@ class Placer:
         if int(slots.sum()) < shape.workers:
             return None
         for level in range(int(shape.required_level) + 1):
-            chosen = self._best_domain(nodes, slots, TopologyLevel(level), shape.workers)
+            chosen = self._best_domain(nodes, slots, TopologyLevel(level), shape.workers,
+                                       self._domain_scores(shape, scoring, nodes))
             if chosen is not None:
                 picks = self._fill(shape, scoring, nodes[chosen], slots[chosen])
                 return self._assign(shape, scoring, picks)
@@ -339,8 +340,19 @@ class Placer:
     def usable(self, shape: Shape, owner: str) -> IntArray:
         return np.flatnonzero(self.static(shape) & ~self.cap.blocked_for(owner))
 
+    def _domain_scores(self, shape: Shape, scoring: Scoring, nodes: IntArray
+                       ) -> FloatArray | None:
+        """Node scores that must steer a gang's choice of domain, or None. Only for a shape that
+        states its throughput per model: a gang confined to one domain (a region of one GPU
+        model, say) gains or loses its speed with the domain, so the throughput plugin's
+        preference must pick the domain, not only the nodes inside it."""
+        if not shape.throughput:
+            return None
+        return scoring.score(self.cap, shape, nodes, static=True)
+
     def _best_domain(
-        self, nodes: IntArray, slots: IntArray, level: TopologyLevel, workers: int
+        self, nodes: IntArray, slots: IntArray, level: TopologyLevel, workers: int,
+        scores: FloatArray | None = None,
     ) -> BoolArray | None:
         dom = self.cap.table.domain(level)[nodes]
         per_dom = np.bincount(dom, weights=slots)
@@ -351,8 +363,14 @@ class Placer:
             np.bincount(dom), 1
         )
         # Best fit first (least left over keeps big domains whole for big gangs), then cheaper,
-        # then the lowest code, which is deterministic.
-        order = np.lexsort((fits, price[fits], per_dom[fits] - workers))
+        # then the lowest code, which is deterministic. With `scores`, the domain whose best
+        # node scores highest comes before all of that.
+        keys = [fits, price[fits], per_dom[fits] - workers]
+        if scores is not None:
+            best = np.full(per_dom.shape, -np.inf)
+            np.maximum.at(best, dom, scores)
+            keys.append(-np.round(best[fits], 9))
+        order = np.lexsort(keys)
         return np.asarray(dom == fits[order[0]], dtype=np.bool_)
 
     def _fill(

@@ -192,3 +192,10 @@ def test_credit_grants_and_transfers_are_audited_with_who_made_them(api: Api) ->
     assert [(e["action"], e["queue"], e["detail"]) for e in entries] == [
         ("credits.grant", "team-a", {"amount": "10"}),
         ("credits.transfer", "team-a", {"to": "team-b", "amount": "4"})]
+
+
+def test_an_unknown_queue_in_a_grant_does_not_list_the_queues(api: Api) -> None:
+    r = api.client.post("/v1/ledger/grants", json={"queue": "nope", "amount": "1"},
+                        headers=api.admin)
+    assert r.status_code == 422 and r.json()["problems"][0]["field"] == "queue"
+    assert "team-a" not in r.text and "team-b" not in r.text

@@ -74,8 +74,11 @@ def _refusing_bad_input() -> Iterator[None]:
     try:
         yield
     except LedgerInputError as e:
-        raise ApiError(422, "invalid_request", str(e), [(e.field, f"{e.problem}; {e.fix}")]
-                       ) from None
+        fix = e.fix
+        if e.problem.startswith("unknown queue"):  # the ledger's fix lists every queue: not here
+            fix = "`corral queues` lists the queues"
+        raise ApiError(422, "invalid_request", f"{e.field}: {e.problem}; {fix}",
+                       [(e.field, f"{e.problem}; {fix}")]) from None
     except LedgerError as e:  # an idempotency key reused for another request
         raise ApiError(409, "conflict", str(e), [("key", "use a new key for a new request")]
                        ) from None

@@ -27,6 +27,7 @@ this machine's GPUs.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -327,17 +328,51 @@ def _write_secret(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+class PortTaken(OSError):
+    """The API's address is in use: nothing was started and no file written."""
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """Bind the API's socket before anything else happens: a taken port is found before the
+    store is opened, before "corral is up" is printed and before server.json would point the
+    CLI at whoever holds the port. Port 0 picks a free one."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT, not a listener
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise PortTaken(f"{host}:{port} is already in use (another corral, or "
+                            "another program); corral did not start: stop it, or choose "
+                            "another --port") from None
+        raise
+    sock.listen(2048)
+    sock.set_inheritable(False)
+    return sock
+
+
 def serve(cfg: ServerConfig, *, on_ready: Any = None) -> None:
     """Run until SIGINT/SIGTERM: the API in this thread, the control loop in another."""
     import uvicorn
 
+    sock = listen(cfg.host, cfg.port)
+    try:
+        _serve(cfg, sock, on_ready, uvicorn)
+    finally:
+        sock.close()
+
+
+def _serve(cfg: ServerConfig, sock: socket.socket, on_ready: Any, uvicorn: Any) -> None:
+    port = sock.getsockname()[1]
     parts = bootstrap(cfg)
     dd = DataDir(cfg.data_dir)
     app = create_app(parts.ctx)
     from corral.web import observe_loop  # cycle duration and placements into /metrics
 
     observe_loop(app, parts.loop)
-    server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port,
+    server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=port,
                                            log_level="warning", access_log=False,
                                            **uvicorn_options(parts.ctx.limits)))
     stop = threading.Event()
@@ -345,12 +380,13 @@ def serve(cfg: ServerConfig, *, on_ready: Any = None) -> None:
                                    daemon=True)
     if cfg.schedule:
         loop_thread.start()
-    url = f"http://{cfg.host}:{cfg.port}"
+    host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+    url = f"http://{host}:{port}"
     dd.server_file.write_text(json.dumps({"url": url, "pid": os.getpid()}))
     if on_ready is not None:
         on_ready(parts, url)
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
         stop.set()
         if loop_thread.is_alive():
@@ -358,3 +394,12 @@ def serve(cfg: ServerConfig, *, on_ready: Any = None) -> None:
         if loop_thread.is_alive():  # a stuck step may still probe: NVML ends with the process
             parts.gpu_probe = None
         parts.close()
+        _forget_server_file(dd)
+
+
+def _forget_server_file(dd: DataDir) -> None:
+    """A stopped server's server.json would send the CLI to a port someone else may take next;
+    removed when it is still this process's (a newer server may have replaced it)."""
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        if json.loads(dd.server_file.read_text())["pid"] == os.getpid():
+            dd.server_file.unlink()

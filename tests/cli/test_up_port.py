@@ -1,0 +1,38 @@
+"""`corral up` on a port that is taken says so, exits non-zero and leaves nothing behind that
+would point the CLI at someone else's server; a stopped server forgets its server.json."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from .server_proc import CorralServer
+
+
+def test_up_on_a_taken_port_fails_before_starting_anything(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "corral.cli.main", "up", "--data-dir",
+                            str(data), "--port", str(port), "--worker-user", "same"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "COLUMNS": "200"})
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"127.0.0.1:{port} is already in use" in r.stderr
+    assert "corral is up" not in r.stdout and "admin token" not in r.stdout
+    assert not (data / "server.json").exists()
+    assert not (data / "admin-token").exists()  # nothing was started: no store, no admin
+
+
+def test_a_stopped_server_removes_its_server_file(tmp_path: Path) -> None:
+    srv = CorralServer(tmp_path / "data").start()
+    try:
+        assert (srv.data_dir / "server.json").is_file()
+    finally:
+        srv.stop()
+    assert not (srv.data_dir / "server.json").exists()

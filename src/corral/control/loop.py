@@ -22,6 +22,7 @@ from corral.backends.errors import BackendError
 from corral.control import act
 from corral.control.admission import Admission, AdmitAll
 from corral.control.apply import StalePlan, apply_plan
+from corral.control.autoscale import PoolAutoscaler
 from corral.control.clock import Clock, SystemClock
 from corral.control.health import HealthMonitor
 from corral.control.leader import Leadership
@@ -91,6 +92,7 @@ class ControlLoop:
         leadership: Leadership | None = None,
         observers: Sequence[Callable[[StepReport], None]] = (),
         health: HealthMonitor | None = None,
+        autoscaler: PoolAutoscaler | None = None,
     ) -> None:
         self.store, self.backend = store, backend
         self.clock = clock or SystemClock()
@@ -111,6 +113,8 @@ class ControlLoop:
         self.observers: list[Callable[[StepReport], None]] = list(observers)
         #: node liveness + GPU health -> cordon, drain, uncordon (corral.control.health)
         self.health = health
+        #: what to rent and return (corral.control.autoscale), at most every its `every_s`
+        self.autoscaler = autoscaler
 
     def step(self) -> StepReport:
         started = time.perf_counter()
@@ -149,6 +153,9 @@ class ControlLoop:
             self._refresh()
         if self._should_plan(now):
             self._plan_and_apply(now, report)
+        if self.autoscaler is not None:  # reads the plan's reasons: after it, before launches
+            with report.stage("autoscale"):
+                self.autoscaler.step(now, report.plan, lambda: self.live.snapshot(now).state)
         # ledger hook (corral.control.accounting): holds, metering, settlement, before launches
         observe = getattr(self.admission, "observe", None)
         if observe is not None:

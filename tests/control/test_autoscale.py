@@ -1,0 +1,131 @@
+"""The pool autoscaler in the control loop, on a fake backend, an in-memory provider and a
+manual clock: it rents for work that waits for capacity, never twice for the same work, returns
+what never joins and what stays idle, and writes every decision to the audit log.
+
+The provider here is in-memory (the aws one runs against moto in tests/providers). A "join" is
+simulated by registering the node in the store directly and telling the autoscaler which node
+the instance became (`joined`), as the agents' registration does through `instance_id`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from decimal import Decimal
+
+from tests.control.rig import Rig
+
+from corral.autoscale.pool import AutoscalerConfig
+from corral.control.autoscale import PoolAutoscaler
+from corral.core.model import CapacityKind, Node
+from corral.providers.base import TAG_CLUSTER, CapacityState, Instance, Offer
+from corral.providers.bootstrap import parse_user_data
+from corral.store import Store, audit
+from corral.store import pool as P
+
+OFFER = Offer("cloud", "h100x4", "H100", 4, 81_920, 64_000, 262_144, Decimal("8.00"),
+              CapacityKind.ON_DEMAND, "r1", "r1a", "catalog:test@2026-01-01", "2026-01-01")
+
+
+class MemoryProvider:
+    kind = "memory"
+
+    def __init__(self, name: str = "cloud") -> None:
+        self.name = name
+        self.live: dict[str, Instance] = {}
+        self.launches: list[tuple[int, Mapping[str, str], str]] = []
+        self.terminated: list[str] = []
+
+    def offers(self) -> list[Offer]:
+        return [OFFER]
+
+    def launch(self, offer: Offer, count: int, *, user_data: str,
+               tags: Mapping[str, str]) -> list[Instance]:
+        self.launches.append((count, dict(tags), user_data))
+        out = []
+        for _ in range(count):
+            iid = f"i-{len(self.live) + 1}"
+            self.live[iid] = Instance(iid, self.name, offer, CapacityState.PROVISIONING, "", 0.0,
+                                      None)
+            out.append(self.live[iid])
+        return out
+
+    def terminate(self, instance_ids: Sequence[str]) -> None:
+        for iid in instance_ids:
+            if iid in self.live:
+                self.live[iid] = replace(self.live[iid], state=CapacityState.TERMINATED)
+                self.terminated.append(iid)
+
+    def instances(self) -> list[Instance]:
+        return list(self.live.values())
+
+
+def _setup(store: Store, *, launched_at: float = 0.0):
+    rig = Rig(store)
+    provider = MemoryProvider()
+    joined: dict[str, str] = {}
+    scaler = PoolAutoscaler(store, {"cloud": provider}, "c1", "https://corral.test",
+                            lambda: "cjt_test", AutoscalerConfig(idle_timeout_s=120,
+                                                                 join_timeout_s=300),
+                            every_s=10.0, joined=lambda ids: {i: joined[i] for i in ids
+                                                              if i in joined})
+    rig.loop.autoscaler = scaler
+    return rig, provider, scaler, joined
+
+
+def _audit(store: Store) -> list[tuple[str, str]]:
+    with store.read() as c:
+        return [(e.action, e.target) for e in audit.list_audit(c, actor="autoscaler")]
+
+
+def test_rents_once_for_work_that_waits_for_capacity(store: Store) -> None:
+    rig, provider, _, _ = _setup(store)
+    ids = [rig.submit(gpus=4) for _ in range(3)]  # two nodes of 4 GPUs: the third waits
+    rig.step(n=30, dt=1.0)  # three autoscaler passes (every 10 s)
+    assert sorted(rig.state(w) for w in ids).count("pending") == 1
+    assert len(provider.launches) == 1  # the instance on its way covers it: not rented again
+    count, tags, user_data = provider.launches[0]
+    assert count == 1 and tags[TAG_CLUSTER] == "c1"
+    boot = parse_user_data(user_data)
+    assert (boot.server, boot.join_token) == ("https://corral.test", "cjt_test")
+    assert boot.env["CORRAL_AGENT_PROVIDER"] == "cloud"
+    launch = [a for a in _audit(store) if a[0] == "autoscale.launch"]
+    assert launch == [("autoscale.launch", "i-1")]
+
+
+def test_an_instance_that_never_joins_is_terminated_and_replaced(store: Store) -> None:
+    rig, provider, _, _ = _setup(store)
+    [rig.submit(gpus=4) for _ in range(3)]
+    rig.step(n=320, dt=1.0)  # past the join timeout of 300 s
+    assert "i-1" in provider.terminated
+    assert ("autoscale.terminate", "i-1") in _audit(store)
+    assert all(i.state == CapacityState.TERMINATED or i.node_id is None
+               for i in provider.instances())
+
+
+def test_a_joined_node_left_idle_is_drained_then_terminated(store: Store) -> None:
+    rig, provider, _, joined = _setup(store)
+    (instance,) = provider.launch(OFFER, 1, user_data="", tags={})
+    # its agent joins: the node enters the pool (registered in the store directly)
+    node = Node("cloud-i-1", "cloud", "H100", 4, 81_920, 64_000, 262_144,
+                price_per_gpu_hour=2.0, capacity_kind=CapacityKind.ON_DEMAND)
+    with store.write() as c:
+        P.sync_nodes(c, [{"name": "local"}, {"name": "cloud"}], [*rig.nodes, node])
+    joined[instance.id] = node.id
+    rig.step(n=100, dt=1.0)  # idle for less than the idle timeout (120 s)
+    assert _audit(store) == []
+    rig.step(n=60, dt=1.0)
+    assert ("autoscale.drain", node.id) in _audit(store)
+    assert ("autoscale.terminate", instance.id) in _audit(store)
+    assert provider.terminated == [instance.id]
+    with store.read() as c:
+        assert next(n for n in P.list_nodes(c, include_inactive=True) if n.id == node.id).cordoned
+
+
+def test_a_node_with_running_work_is_never_returned(store: Store) -> None:
+    rig, provider, _, joined = _setup(store)
+    (instance,) = provider.launch(OFFER, 1, user_data="", tags={})
+    joined[instance.id] = "n0"  # say the instance is the rig's node n0, which runs work
+    ids = [rig.submit(gpus=4, preemptible=False) for _ in range(2)]  # both nodes busy
+    rig.step(n=300, dt=1.0)
+    assert {rig.state(w) for w in ids} <= {"starting", "running"}
+    assert provider.terminated == [] and _audit(store) == []

@@ -7,6 +7,7 @@ users / tokens / members CLI, with a revoked token refused on the next command."
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -130,3 +131,28 @@ def test_users_tokens_and_members_through_the_cli(server: CorralServer, tmp_path
     actions = [e["action"] for e in server.cli_json("audit")["items"]]
     assert actions[-5:] == ["member.set", "token.create", "token.revoke", "member.remove",
                             "user.delete"]
+
+
+def test_concurrent_retries_with_one_idempotency_key_store_one_submission(
+        server: CorralServer) -> None:
+    """Eight clients send the same submission with the same key at once (a client retrying on
+    several connections): one group is stored, and every answer names it."""
+    spec = {"name": "once", "queue": "default", "gpus": 1, "command": ["true"]}
+    barrier, answers = threading.Barrier(8), []
+
+    def send() -> None:
+        with server.client(server.extra_env["CORRAL_TOKEN"]) as c:
+            barrier.wait()
+            r = c._http.post("/v1/workloads", json=spec, headers={"Idempotency-Key": "once-1"})
+            answers.append((r.status_code, r.json()["group_id"]))
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(answers) == 8 and len({g for _, g in answers}) == 1
+    assert sorted(s for s, _ in answers) == [200] * 7 + [201]
+    with server.client(server.extra_env["CORRAL_TOKEN"]) as c:
+        assert len(list(c.iter_workloads(group=answers[0][1]))) == 1
+        assert [w.name for w in c.iter_workloads()].count("once") == 1

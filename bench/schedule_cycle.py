@@ -222,7 +222,8 @@ def contended_pool(n: int, rng: random.Random) -> list[Node]:
 
 def contended_queues(total_gpus: int) -> tuple[list[Queue], list[Team]]:
     units = sum(QUOTA_UNITS[k] for org in ORGS for k in org)
-    queues, teams = [], []
+    queues: list[Queue] = []
+    teams: list[Team] = []
     for o, org in enumerate(ORGS):
         children = []
         for t, kind in enumerate(org):
@@ -310,8 +311,8 @@ def lay_out(pool: list[Node], teams: list[Team], rng: random.Random) -> list[Wor
     # A100: borrowers' rest, then the owed teams' use; the rest stays free.
     a100 = iter(by_model["A100"])
     for group in (borrowers, owed):
-        while short(group) and (node := next(a100, None)) is not None:
-            layout.fill_node(neediest(group), node, a100)
+        while short(group) and (spare := next(a100, None)) is not None:
+            layout.fill_node(neediest(group), spare, a100)
     # L40S: every fifth node half full of fractional work (inference teams).
     small = [*idle, *owed]
     for k, node in enumerate(by_model["L40S"][::5]):
@@ -353,7 +354,8 @@ def owed_workload(i: int, team: Team, rng: random.Random) -> Workload:
 
 def borrower_workload(i: int, team: Team, rng: random.Random) -> Workload:
     roll = rng.random()
-    workers, topo, models, priority = 1, TopologyLevel.ANY, (), rng.choice((0, 0, 0, 10, 50))
+    workers, topo, priority = 1, TopologyLevel.ANY, rng.choice((0, 0, 0, 10, 50))
+    models: tuple[str, ...] = ()
     if roll < 0.03:  # the A10G partition: only a move can make room
         res, models = BIG, ("A10G",)
     elif roll < 0.13:  # urgent work behind its own team's work on the H100s

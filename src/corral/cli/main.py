@@ -10,7 +10,7 @@ from __future__ import annotations
 import typer
 
 from corral.agent.command import agent as agent_command
-from corral.cli import agent, cluster, credits, tenancy, workloads
+from corral.cli import agent, cluster, credits, offers, tenancy, workloads
 from corral.cli.lazy import LazyGroup
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ app.command("audit")(tenancy.audit)
 app.command("whoami")(tenancy.whoami)
 app.command("agent")(agent_command)  # issue 11: corral on every host (corral.agent)
 app.add_typer(agent.agent_tokens_app, name="agent-tokens")
+app.command("offers")(offers.offers)  # issue 11: what providers can rent (corral.providers)
 for _command in (workloads.submit, workloads.ls, workloads.describe, workloads.logs,
                  workloads.cancel, workloads.why, cluster.queues, cluster.nodes, cluster.providers,
                  cluster.cordon, cluster.uncordon, cluster.top):

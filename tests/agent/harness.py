@@ -25,6 +25,7 @@ class AgentProc:
     join_token: str | None = None
     gpus: int = 4
     extra: list[str] = field(default_factory=list)
+    worker_user: str = "same"  # test workers run this interpreter, which is under /root
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> AgentProc:
@@ -33,7 +34,7 @@ class AgentProc:
                 "--data-dir", str(self.data_dir / "state"), "--node-id", self.node_id,
                 "--gpus", str(self.gpus), "--gpu-model", "virtual-gpu",
                 "--gpu-memory-mib", "81920", "--cpu", "16", "--memory-mib", "65536",
-                "--address", "127.0.0.1", "--worker-user", "same", "--poll-wait", "0.5",
+                "--address", "127.0.0.1", "--worker-user", self.worker_user, "--poll-wait", "0.5",
                 "--lease", "4", *self.extra]
         if self.join_token:
             args += ["--join-token", self.join_token]

@@ -3,6 +3,7 @@ and reports written as the API writes them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,11 +27,14 @@ class Clock:
         return self.t
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(sqlite_url(tmp_path / "corral.db"))
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    url = (sqlite_url(tmp_path / "corral.db") if request.param == "sqlite"
+           else request.getfixturevalue("postgres_database_url"))
+    s = Store(url)
     s.upgrade()
-    return s
+    yield s
+    s.close()
 
 
 def _join(store: Store, node: str, now: float, gpus: int = 4) -> str:

@@ -3,6 +3,8 @@ across both hosts, logs and exit codes shipped back, join tokens and credentials
 
 from __future__ import annotations
 
+import os
+
 import httpx
 import pytest
 
@@ -91,3 +93,17 @@ def test_an_agent_restarted_over_its_data_dir_keeps_its_node_and_workers(cluster
         done = c.wait(wid, timeout_s=60)
     assert done.state == "succeeded" and done.attempt == 0
     assert len({pid for _, _, pid, _ in cluster.ticks("survivor")}) == 1  # one process, never twice
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="worker users need root")
+def test_an_agent_run_as_root_runs_each_queue_as_its_own_user(cluster: Cluster) -> None:
+    agent = cluster.agents["host-a"]
+    agent.stop()
+    agent.worker_user, agent.join_token = "per-queue", None
+    agent.start()
+    cluster.server.cli("cordon", "host-b")
+    with cluster.server.client() as c:
+        wid = c.submit({"name": "who", "queue": "default", "cpu": 0.1, "memory": 64,
+                        "command": ["/usr/bin/id", "-un"]}).group_id
+        assert c.wait(wid, timeout_s=60).state == "succeeded"
+        assert c.logs(wid).data.strip() == "corral-q-default"

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from corral.cli import batch
 from corral.cli.connection import JsonOpt, TokenOpt, UrlOpt, connect, emit_json, err, friendly
 from corral.cli.render import ago, state_text, workloads_table
 from corral.sdk import models as M
@@ -46,27 +47,62 @@ def _documents(path: Path) -> list[dict[str, Any]]:
 
 
 def submit(
-    file: Annotated[Path, typer.Argument(help="workload spec (YAML or JSON)")],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would happen; store nothing")] = False,
-    url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
+    file: Annotated[Path, typer.Argument(help="workload spec (YAML or JSON): one workload, a "
+                                         "list, or `workloads: [...]`")],
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="show what would happen; store nothing; exit 1 if any item would be "
+        "refused")] = False,
+    url: UrlOpt = None, token: TokenOpt = None,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="print each item's index, name and outcome (and ids) as JSON")] = False,
 ) -> None:
-    """Submit the workloads of FILE."""
-    results: list[dict[str, Any]] = []
+    """Submit the workloads of FILE, all or nothing: every item is checked first, and one
+    refused item (named as workloads[i].field) submits none."""
+    docs = _documents(file)
     with connect(url, token) as c, friendly():
-        for doc in _documents(file):
-            if dry_run:
-                r = c.dry_run(doc)
-                results.append(r.model_dump())
-                if not json_out:
-                    _print_dry_run(doc.get("name", "?"), r)
-                continue
-            sub = c.submit(doc)
-            results.append(sub.model_dump())
-            if not json_out:
-                ids = ", ".join(w.id for w in sub.workloads)
-                out.print(f"submitted [bold]{ids}[/bold] to queue {sub.workloads[0].queue}")
+        items = batch.check(c, docs)
+        refused = [i for i in items if i.problems]
+        if dry_run or refused:
+            _report_checked(items, dry_run, json_out)
+            if refused:
+                raise typer.Exit(1)
+            return
+        done = list(batch.submit_all(c, docs, items))
     if json_out:
-        emit_json(results)
+        emit_json([i.to_json() for i in items])
+    for item in done:
+        if item.submitted is not None and not json_out:
+            ids = ", ".join(w.id for w in item.submitted.workloads)
+            out.print(f"submitted [bold]{ids}[/bold] to queue "
+                      f"{item.submitted.workloads[0].queue}")
+    if done and done[-1].problems:
+        stored = [i for i in done if i.submitted is not None]
+        _print_problems(done[-1:])
+        err.print(f"stopped: {len(stored)} of {len(items)} submitted before the refusal "
+                  f"({', '.join(i.submitted.group_id for i in stored if i.submitted) or 'none'});"
+                  " the rest were not", highlight=False)
+        raise typer.Exit(1)
+
+
+def _report_checked(items: list[batch.Item], dry_run: bool, json_out: bool) -> None:
+    refused = [i for i in items if i.problems]
+    if json_out:
+        emit_json([i.to_json() for i in items])
+    elif dry_run:
+        for item in items:
+            if item.dry_run is not None:
+                _print_dry_run(item.name, item.dry_run)
+    if refused:
+        what = "would be refused" if dry_run else "refused: nothing submitted"
+        err.print(f"[red]error:[/red] {len(refused)} of {len(items)} workload"
+                  f"{'s' if len(items) != 1 else ''} {what}", markup=True, highlight=False)
+        _print_problems(refused)
+
+
+def _print_problems(items: list[batch.Item]) -> None:
+    for item in items:
+        for where, message in item.problems:
+            err.print(f"  {where} ({item.name}): {message}", markup=False, highlight=False)
 
 
 def _print_dry_run(name: str, r: M.DryRunResult) -> None:

@@ -1,0 +1,144 @@
+"""`corral submit FILE`: a file is submitted all or nothing.
+
+Every item is checked first by the server's dry run (the same validation and admission as a
+submission, nothing stored): a malformed item, an unknown queue, a queue the caller may not
+submit to, or work that can never fit refuses the whole file, each refusal named by its item
+(`workloads[2].gpus: ...`), an unknown field with the field it was probably meant to be. Only
+when every item passes are they submitted, in file order. A refusal between the check and
+the submission (the pool changed) stops there and says which items were stored.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from corral.sdk import Client, Conflict, CorralError, Forbidden, InvalidRequest, NotFound
+from corral.sdk import models as M
+
+__all__ = ["Item", "check", "submit_all"]
+
+# the item is at fault (not the connection, the token or the server): reported with its index
+_ITEM_ERRORS = (InvalidRequest, Forbidden, NotFound, Conflict)
+
+
+@dataclass
+class Item:
+    """One workload of the file and what became of it."""
+
+    index: int
+    name: str
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    dry_run: M.DryRunResult | None = None
+    submitted: M.Submitted | None = None
+
+    @property
+    def outcome(self) -> str:
+        if self.submitted is not None:
+            return "submitted"
+        if self.problems:
+            return "refused"
+        return "checked"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"index": self.index, "name": self.name, "outcome": self.outcome}
+        if self.submitted is not None:
+            out.update(self.submitted.model_dump())
+        if self.dry_run is not None:
+            out["dry_run"] = self.dry_run.model_dump()
+        if self.problems:
+            out["problems"] = [{"field": f, "message": m} for f, m in self.problems]
+        return out
+
+
+def _prefix(index: int, path: str) -> str:
+    return f"workloads[{index}]" + (("." + path) if path and not path.startswith("[") else path)
+
+
+def _problems(index: int, error: CorralError, fields: FieldNames) -> list[tuple[str, str]]:
+    found = [(_prefix(index, f), m + fields.suggestion(f, m)) for f, m in error.problems]
+    return found or [(_prefix(index, ""), error.message)]
+
+
+def check(c: Client, docs: Sequence[dict[str, Any]]) -> list[Item]:
+    """Dry-run every item; each comes back with its problems (none: it would be accepted)."""
+    fields = FieldNames(c)
+    items = []
+    for i, doc in enumerate(docs):
+        item = Item(i, str(doc.get("name", "?")))
+        try:
+            item.dry_run = c.dry_run(doc)
+        except CorralError as e:
+            if not isinstance(e, _ITEM_ERRORS):
+                raise
+            item.problems = _problems(i, e, fields)
+        else:
+            if item.dry_run.outcome == "rejected":
+                item.problems = [(_prefix(i, ""), f"would be rejected: {item.dry_run.reason_code}:"
+                                  f" {item.dry_run.reason_message}")]
+        items.append(item)
+    return items
+
+
+def submit_all(c: Client, docs: Sequence[dict[str, Any]], items: list[Item]) -> Iterator[Item]:
+    """Submit the checked items in order; stop at the first refusal (yielded with its
+    problems) so that nothing after it is stored."""
+    fields = FieldNames(c)
+    for doc, item in zip(docs, items, strict=True):
+        try:
+            item.submitted = c.submit(doc)
+        except CorralError as e:
+            if not isinstance(e, _ITEM_ERRORS):
+                raise
+            item.problems = _problems(item.index, e, fields)
+            yield item
+            return
+        yield item
+
+
+class FieldNames:
+    """The fields a workload may have, from the server's OpenAPI document (read once, when an
+    unknown field is reported): `gpu` -> did you mean `gpus`?"""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._schemas: dict[str, Any] | None = None
+
+    def suggestion(self, path: str, message: str) -> str:
+        if not message.startswith("unknown field") or not path:
+            return ""
+        *parents, name = path.replace("[", ".[").split(".")
+        known = self._known(parents)
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        return f" (did you mean {close[0]!r}?)" if close else ""
+
+    def _known(self, parents: list[str]) -> list[str]:
+        schema = self._resolve(self._components().get("WorkloadSpec", {}))
+        for part in parents:
+            if part.startswith("["):
+                schema = self._resolve(schema.get("items", {}))
+            else:
+                schema = self._resolve(schema.get("properties", {}).get(part, {}))
+        return list(schema.get("properties", {}))
+
+    def _resolve(self, schema: dict[str, Any]) -> dict[str, Any]:
+        for _ in range(8):  # $ref, or the one object of an anyOf (a field that may be null)
+            if "$ref" in schema:
+                schema = self._components().get(schema["$ref"].rsplit("/", 1)[-1], {})
+            elif "anyOf" in schema:
+                objects = [s for s in schema["anyOf"] if "$ref" in s or "properties" in s]
+                schema = objects[0] if objects else {}
+            else:
+                break
+        return schema
+
+    def _components(self) -> dict[str, Any]:
+        if self._schemas is None:
+            try:
+                doc = self._client._call("GET", "/openapi.json").json()
+                self._schemas = dict(doc.get("components", {}).get("schemas", {}))
+            except (CorralError, ValueError):
+                self._schemas = {}
+        return self._schemas

@@ -228,7 +228,7 @@ def test_metrics_of_the_real_server_agree_with_its_api(server: CorralUp) -> None
 
         m = _scrape_until(server, caught_up)
         c.cancel(wid)
-    assert _sum(m, "corral_gpus_total") == sum(n.gpu_count for n in nodes) == 12
+    assert _sum(m, "corral_gpus") == sum(n.gpu_count for n in nodes) == 12
     for q in queues:
         assert _sum(m, "corral_gpus_allocated", queue=q.name) == pytest.approx(q.used_gpus), q.name
         assert _sum(m, "corral_pending_workloads", queue=q.name) == q.pending, q.name

@@ -17,8 +17,8 @@ def test_gpus_queues_and_pending_match_the_store(dash: Dash) -> None:
     c = dash.submit(dash.bob, name="c", queue="team-b", gpus=4)  # team-b's limit is 4
     dash.step(2)
     m = dash.scrape()
-    assert value(m, "corral_gpus_total", provider="aws", model="H100") == 4
-    assert value(m, "corral_gpus_total", provider="gcp", model="L4") == 2
+    assert value(m, "corral_gpus", provider="aws", model="H100") == 4
+    assert value(m, "corral_gpus", provider="gcp", model="L4") == 2
     with dash.store.read() as conn:
         held = W.holding_placements(conn)
     by_queue: dict[str, float] = {}
@@ -32,7 +32,7 @@ def test_gpus_queues_and_pending_match_the_store(dash: Dash) -> None:
     assert value(m, "corral_queue_limit_gpus", queue="team-b") == 4
     assert dash.state(c) == "pending"
     assert value(m, "corral_pending_workloads", queue="team-b", reason="QueueLimit") == 1
-    assert value(m, "corral_pending_age_seconds_max", queue="team-b", reason="QueueLimit") == 2.0
+    assert value(m, "corral_pending_age_max_seconds", queue="team-b", reason="QueueLimit") == 2.0
     assert value(m, "corral_workloads", queue="team-a", state=dash.state(a)) == 1
     assert value(m, "corral_workloads_submitted_total", queue="team-b") == 2
     # the scheduler's cycles, observed through the control loop's observer hook
@@ -57,7 +57,40 @@ def test_endings_restarts_and_failures_are_counted_once(dash: Dash) -> None:
         assert value(m, "corral_workloads_finished_total", queue="team-a", state="succeeded") == 1
         assert value(m, "corral_workloads_finished_total", queue="team-b", state="cancelled") == 1
         assert value(m, "corral_restarts_total", queue="team-a") == 1
+        assert value(m, "corral_worker_failures_total", queue="team-a") == 1
     assert dash.state(flaky) != "failed"  # relaunched: one restart left
+
+
+def test_every_failed_attempt_is_a_worker_failure(dash: Dash) -> None:
+    """Four failed attempts (three restarts, then failed for good) are four failures."""
+    wid = dash.submit(dash.ann, name="doomed", max_restarts=3, restart_backoff=0)
+    for _ in range(4):
+        dash.step()
+        dash.backend.fail(wid)
+        dash.step(2)
+    assert dash.state(wid) == "failed"
+    m = dash.scrape()
+    assert value(m, "corral_worker_failures_total", queue="team-a") == 4
+    assert value(m, "corral_restarts_total", queue="team-a") == 3
+
+
+_RESERVED = ("_total", "_sum", "_count", "_bucket", "_created")
+
+
+def test_metric_names_follow_the_prometheus_conventions(dash: Dash) -> None:
+    """What `promtool check metrics` checks of names: counters end in _total; a gauge ends in
+    none of the suffixes Prometheus gives counters, histograms and summaries."""
+    for name in ("runs", "waits"):  # every family present: pending ages, evictions...
+        dash.submit(dash.ann, name=name, gpus=4, gpu_models=["H100"])
+    dash.step(2)
+    text = dash.client.get("/metrics", headers=dash.admin).text
+    types = dict(line.split()[2:4] for line in text.splitlines() if line.startswith("# TYPE "))
+    assert {"corral_gpus", "corral_pending_age_sum_seconds", "corral_worker_failures_total"
+            } <= set(types)
+    wrong = {name: kind for name, kind in types.items()
+             if (kind == "counter") != name.endswith("_total")
+             or (kind in ("gauge", "untyped") and name.endswith(_RESERVED))}
+    assert wrong == {}
 
 
 def test_preemption_is_an_eviction_of_its_queue(dash: Dash) -> None:

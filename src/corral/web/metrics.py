@@ -16,7 +16,7 @@ Three sources, by how they change:
   see `corral.web.observe_loop`) and API latency by an ASGI middleware (`RequestTimer`).
 
     family                               labels                   kind
-    corral_gpus_total                    provider, model          gauge
+    corral_gpus                          provider, model          gauge (GPUs in the pool)
     corral_gpus_allocated                provider, model, queue   gauge (fractional shares)
     corral_gpus_idle                     provider, model          gauge (free, schedulable)
     corral_gpus_unavailable              provider, model          gauge (free, cordoned/unhealthy)
@@ -24,7 +24,7 @@ Three sources, by how they change:
     corral_queue_{quota,limit,used,borrowed,fair_share,demand}_gpus   queue   gauge
     corral_workloads                     queue, state             gauge (active states)
     corral_pending_workloads             queue, reason            gauge
-    corral_pending_age_seconds_{max,sum} queue, reason            gauge
+    corral_pending_age_{max,sum}_seconds queue, reason            gauge
     corral_{evictions,restarts,worker_failures,workloads_finished,workloads_submitted}_total
     corral_schedule_cycles_total         outcome                  counter
     corral_schedule_cycle_duration_seconds, corral_schedule_cycle_placements  histogram
@@ -46,6 +46,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -53,7 +54,7 @@ from prometheus_client.registry import Collector
 from starlette.responses import Response
 
 from corral.control.clock import Clock
-from corral.control.lifecycle import RESTARTING, SUBMITTED, TERMINAL, WORKER_FAILED
+from corral.control.lifecycle import RESTARTING, RESTARTS_EXHAUSTED, SUBMITTED, TERMINAL
 from corral.control.loop import StepReport
 from corral.core.model import MILLI_PER_GPU
 from corral.store import Store
@@ -61,6 +62,10 @@ from corral.store import workloads as W
 from corral.web.credits import CreditCollector
 from corral.web.queue_board import queue_board
 from corral.web.state import PoolReader
+
+# The client's `*_created` series are gauges with a reserved suffix to promtool, and say
+# only when the process started: off (a process-wide setting of prometheus_client).
+disable_created_metrics()
 
 __all__ = [
     "CorralMetrics",
@@ -89,7 +94,7 @@ class PoolCollector(Collector):
 
     def _gpus(self, s: Any) -> Iterator[Metric]:
         node = {n.id: n for n in s.nodes}
-        total = GaugeMetricFamily("corral_gpus_total", "GPUs in the pool",
+        total = GaugeMetricFamily("corral_gpus", "GPUs in the pool",
                                   labels=["provider", "model"])
         alloc = GaugeMetricFamily("corral_gpus_allocated", "GPUs held by placed work "
                                   "(fractional shares add up)", labels=["provider", "model", "queue"])
@@ -154,9 +159,9 @@ class PoolCollector(Collector):
             active.add_metric(list(key), n)
         pending = GaugeMetricFamily("corral_pending_workloads", "pending workloads by the "
                                     "scheduler's reason", labels=["queue", "reason"])
-        oldest = GaugeMetricFamily("corral_pending_age_seconds_max", "age of the oldest pending "
+        oldest = GaugeMetricFamily("corral_pending_age_max_seconds", "age of the oldest pending "
                                    "workload", labels=["queue", "reason"])
-        total = GaugeMetricFamily("corral_pending_age_seconds_sum", "summed ages of pending "
+        total = GaugeMetricFamily("corral_pending_age_sum_seconds", "summed ages of pending "
                                   "workloads (divide by corral_pending_workloads for the mean)",
                                   labels=["queue", "reason"])
         for key, xs in sorted(ages.items()):
@@ -172,7 +177,8 @@ class EventCounters(Collector):
     _DOCS: ClassVar[dict[str, tuple[str, list[str]]]] = {
         "evictions": ("workloads evicted (preempt, reclaim, consolidate)", ["queue", "rule"]),
         "restarts": ("relaunches after a failure", ["queue"]),
-        "worker_failures": ("workers that failed or were lost", ["queue"]),
+        "worker_failures": ("attempts ended by a failed, lost or unlaunchable worker (each "
+                            "attempt once: a restart, or the last failure)", ["queue"]),
         "workloads_finished": ("workloads that ended, by final state", ["queue", "state"]),
         "workloads_submitted": ("workloads submitted", ["queue"]),
     }
@@ -209,11 +215,14 @@ class EventCounters(Collector):
         c = self._counts
         if kind == "eviction":
             c["evictions"][(queue, reason)] += n
-        elif kind == "info" and reason == WORKER_FAILED:
-            c["worker_failures"][(queue,)] += n
         elif kind == "transition":
+            # every failed attempt ends in restart_or_fail: a restart, or failed for good; the
+            # gang's WorkerFailed info event is not counted too (one attempt, one failure)
             if reason == RESTARTING:
                 c["restarts"][(queue,)] += n
+                c["worker_failures"][(queue,)] += n
+            if reason == RESTARTS_EXHAUSTED and to_state == "failed":
+                c["worker_failures"][(queue,)] += n
             if reason == SUBMITTED:
                 c["workloads_submitted"][(queue,)] += n
             if to_state in TERMINAL:

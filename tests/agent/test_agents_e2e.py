@@ -77,6 +77,8 @@ def test_join_tokens_are_spent_and_secrets_do_not_cross(cluster: Cluster) -> Non
                    headers={"Authorization": f"Bearer {fresh}"},
                    json={"node_id": "host-e", "facts": {"gpus": 1}})
     assert r.status_code == 401 and "revoked" in r.json()["message"]
+    audited = cluster.server.cli_json("audit", "--action", "agent_token.revoke")
+    assert [e["target"] for e in audited["items"]] == [str(newest)]  # type: ignore[index]
 
 
 def test_an_agent_restarted_over_its_data_dir_keeps_its_node_and_workers(cluster: Cluster) -> None:

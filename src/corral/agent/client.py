@@ -48,8 +48,9 @@ class Backoff:
 
     def next_delay(self) -> float:
         self.failures += 1
-        delay = min(self.cap_s, self.base_s * 2 ** (self.failures - 1))
-        return delay * (0.5 + 0.5 * (self.rng or random).random())
+        delay = min(self.cap_s, self.base_s * 2.0 ** (self.failures - 1))
+        jitter: float = (self.rng or random).random()
+        return delay * (0.5 + 0.5 * jitter)
 
     def reset(self) -> None:
         self.failures = 0

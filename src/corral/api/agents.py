@@ -41,6 +41,7 @@ from corral.api.errors import ApiError, not_found
 from corral.backends.agent import DEFAULT_HEARTBEAT_TIMEOUT_S, AgentNode, WorkerReport
 from corral.sdk import models as M
 from corral.store import agents as AG
+from corral.store import audit as AU
 from corral.store.agents import JoinRefused, JoinTokenRecord
 
 __all__ = ["admin_router", "agent_router"]
@@ -78,6 +79,8 @@ def create_join_token(body: JoinTokenIn, who: Caller, ctx: Ctx) -> dict[str, Any
     with ctx.store.write() as conn:
         record, token = AG.create_join_token(conn, who.name, now, name=body.name,
                                              uses=body.uses, expires_at=expires)
+        AU.record(conn, at=now, actor=who.name, action="agent_token.create",
+                  target=str(record.id), detail={"name": body.name, "uses": body.uses})
     return _token_view(record, token)
 
 
@@ -96,6 +99,9 @@ def revoke_join_token(token_id: Annotated[int, Path(ge=1, le=2**63 - 1)], who: C
     require_admin(who)
     with ctx.store.write() as conn:
         record = AG.revoke_join_token(conn, token_id)
+        if record is not None:
+            AU.record(conn, at=ctx.clock.now(), actor=who.name, action="agent_token.revoke",
+                      target=str(token_id))
     if record is None:
         raise not_found("join token", str(token_id))
     return _token_view(record)

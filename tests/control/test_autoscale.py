@@ -64,7 +64,7 @@ def _setup(store: Store, *, launched_at: float = 0.0):
     provider = MemoryProvider()
     joined: dict[str, str] = {}
     scaler = PoolAutoscaler(store, {"cloud": provider}, "c1", "https://corral.test",
-                            lambda: "cjt_test", AutoscalerConfig(idle_timeout_s=120,
+                            lambda n: "cjt_test", AutoscalerConfig(idle_timeout_s=120,
                                                                  join_timeout_s=300),
                             every_s=10.0, joined=lambda ids: {i: joined[i] for i in ids
                                                               if i in joined})

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -53,6 +54,7 @@ from corral.cli.defaults import (  # the client reads them too
 from corral.control import ControlLoop, ControlSettings, Leadership, Submissions
 from corral.control.accounting import accounting_from_pool
 from corral.control.health import HealthMonitor, probe_verdicts
+from corral.control.pool_providers import autoscaler_from_pool
 from corral.core.model import CapacityKind, Node, Queue
 from corral.spec import PoolSpec, load_pool
 from corral.store import Store
@@ -195,11 +197,25 @@ def bootstrap(cfg: ServerConfig) -> Composed:
     leadership = Leadership(store, ttl_s=settings.lease_ttl_s)
     # ledger hook: pool prices, budget admission, metering and settlement (corral.control.accounting)
     accounting = accounting_from_pool(store, spec, time.time())
+    # issue 11: the pool autoscaler over the pool file's renting providers (None: none rents)
+    autoscaler = autoscaler_from_pool(store, spec, _cluster_id(cfg, dd), _advertise_url(cfg),
+                                      time.time)
     loop = ControlLoop(store, backend, settings=settings, leadership=leadership,
-                       admission=accounting, health=health)
+                       admission=accounting, health=health, autoscaler=autoscaler)
     ctx = ApiContext(store, Submissions(store, scheduler), logs=backend, leadership=leadership,
                      backend_name=backend.name)
     return Composed(store, backend, loop, ctx, token, source or detected, probe)
+
+
+def _cluster_id(cfg: ServerConfig, dd: DataDir) -> str:
+    """A stable name for this cluster's store: tags every instance it rents (reconciliation)."""
+    key = cfg.db_url or str(Path(dd.db).resolve())
+    return "corral-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def _advertise_url(cfg: ServerConfig) -> str:
+    """Where rented hosts' agents reach this server: CORRAL_ADVERTISE_URL, else host:port."""
+    return os.environ.get("CORRAL_ADVERTISE_URL") or f"http://{cfg.host}:{cfg.port}"
 
 
 def _gpu_health(store: Store, nodes: list[Node],

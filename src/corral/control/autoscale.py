@@ -57,7 +57,7 @@ class PoolAutoscaler:
     providers: Mapping[str, Provider]
     cluster_id: str
     server_url: str
-    join_token: Callable[[], str]  # a join token for the next launch (few uses, short-lived)
+    join_token: Callable[[int], str]  # a join token good for this many joins (short-lived)
     config: AutoscalerConfig = field(default_factory=AutoscalerConfig)
     limits: Mapping[str, ProviderLimits] = field(default_factory=dict)
     budget: Budget = field(default_factory=Budget)
@@ -168,7 +168,7 @@ class PoolAutoscaler:
                  "zone": offer.zone}
         try:
             launched = provider.launch(
-                offer, count, user_data=agent_user_data(self.server_url, self.join_token(), facts),
+                offer, count, user_data=agent_user_data(self.server_url, self.join_token(count), facts),
                 tags=required_tags(self.cluster_id, request, offer.provider))
         except ProviderError as e:
             self.state = self.state.launch_failed(

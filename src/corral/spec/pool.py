@@ -33,9 +33,16 @@ in the same city, say `eu-central`) are one region to a selector and to topology
 from __future__ import annotations
 
 import inspect
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from corral.core.config import SchedulerConfig
 from corral.core.model import CapacityKind, Node, Queue
@@ -114,20 +121,70 @@ class NodeGroupSpec(BaseModel):
         return self
 
 
+class AwsProviderSettings(BaseModel):
+    """`settings:` of a provider of `kind: aws` (corral.providers.aws). No credentials here:
+    boto3 reads them from the server's environment or instance role."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    region: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9-]+$")
+    image_id: str = Field(pattern=r"^ami-[0-9a-f]{8,17}$",
+                          description="an AMI with corral installed (it runs `corral agent`)")
+    instance_types: list[str] = Field(min_length=1, max_length=64)
+    zones: list[str] = Field(default_factory=list, max_length=32)
+    capacity_kinds: list[Literal["on-demand", "spot"]] = Field(
+        default_factory=lambda: ["on-demand", "spot"], min_length=1)
+    subnet_id: str | None = None
+    security_group_ids: list[str] = Field(default_factory=list, max_length=16)
+    iam_instance_profile: str | None = None
+    on_demand_prices: dict[str, Price] = Field(
+        default_factory=dict, description="per instance-hour by instance type; beats the catalog")
+    endpoint_url: str | None = None
+
+
 class ProviderSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
+    #: where its nodes come from: `static` (its node_groups, as listed), `ssh` (hosts corral
+    #: reaches over SSH), `aws` (EC2 instances the pool autoscaler rents and returns)
+    kind: Literal["static", "ssh", "aws"] = "static"
+    settings: dict[str, Any] = Field(default_factory=dict)
     capacity_kind: CapacityKind = CapacityKind.ON_DEMAND
     region: str = "default"
     zone: str = "default"
     prices: dict[str, Price] = Field(default_factory=dict)
     node_groups: list[NodeGroupSpec] = Field(default_factory=list)
+    #: the pool autoscaler's bounds for a renting provider
+    min_nodes: int = Field(0, ge=0, le=100_000)
+    max_nodes: int | None = Field(None, ge=0, le=100_000)
+    max_spend_per_hour: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False)
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return check_name(v, "provider name")
+
+    @model_validator(mode="after")
+    def _settings(self) -> ProviderSpec:
+        if self.kind == "static" and self.settings:
+            raise ValueError("settings are for kind aws or ssh; a static provider lists its "
+                             "node_groups instead (or set kind)")
+        if self.kind == "aws":
+            try:
+                AwsProviderSettings.model_validate(self.settings)
+            except ValidationError as e:
+                first = e.errors()[0]
+                where = ".".join(str(x) for x in first["loc"])
+                raise ValueError(f"settings.{where}: {first['msg']} (kind aws needs region, "
+                                 "image_id and instance_types)") from None
+        if self.max_nodes is not None and self.min_nodes > self.max_nodes:
+            raise ValueError(f"min_nodes {self.min_nodes} is above max_nodes {self.max_nodes}")
+        return self
+
+    @property
+    def aws(self) -> AwsProviderSettings:
+        return AwsProviderSettings.model_validate(self.settings)
 
     def nodes(self) -> list[Node]:
         out: list[Node] = []

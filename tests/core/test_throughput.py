@@ -122,3 +122,23 @@ def test_a_gang_picks_the_domain_its_throughput_prefers() -> None:
     assert {a.node_id[0] for a in placed.assignments} == {"k"}
     (blind,) = schedule(cluster, 10.0, SchedulerConfig()).placements
     assert {a.node_id[0] for a in blind.assignments} == {"v"}
+
+
+@pytest.mark.parametrize(("units", "first"), [
+    pytest.param({}, "b", id="raw-gpus-a-holds-more"),
+    pytest.param({"v100": 1.0, "k80": 0.3}, "a", id="normalised-a-holds-less"),
+])
+def test_fair_share_in_normalised_units(units: dict[str, float], first: str) -> None:
+    """Queue a runs on 2 K80s, queue b on 1 V100; one GPU is free and both want it. Counted in
+    devices a holds more and b goes first; in normalised units a holds 0.6 and goes first."""
+    nodes = [node("k").model("k80").gpus(2), node("v").model("v100").gpus(2)]
+    work = [
+        replace(job("ra").gpus(2).running(("k", (0, 1))).build(), queue="a"),
+        replace(job("rb").gpus(1).running(("v", (0,))).build(), queue="b"),
+        replace(job("wa").gpus(1).submitted(1).build(), queue="a"),
+        replace(job("wb").gpus(1).submitted(1).build(), queue="b"),
+    ]
+    cluster = state(nodes, [queue("a"), queue("b")], work)
+    plan = schedule(cluster, 10.0, SchedulerConfig(share_units=units, preempt=False,
+                                                   reclaim=False, consolidate=False))
+    assert [p.workload_id for p in plan.placements] == [f"w{first}"]

@@ -52,6 +52,12 @@ class SchedulerConfig:
     #: time-decayed fair share: weight of past use in queue order (0 = off)
     usage_weight: float = 0.0
     usage_half_life_s: float = 7 * 24 * 3600.0
+    #: fair share in normalised GPU units: a device of model m counts as `share_units[m]` GPUs
+    #: (1 for a model not listed) when queues are ordered by how much of their deserved share
+    #: they hold, so a team given K80s is not charged like one given V100s. Say {"V100": 1,
+    #: "P100": 0.6, "K80": 0.3}: a queue on 2 K80s holds 0.6 units and goes before one on a
+    #: V100 (1 unit). Quotas, limits and reclaim stay in devices. {} = every GPU counts 1.
+    share_units: Mapping[str, float] = field(default_factory=dict)
 
     def scoring_for(self, queue: str) -> Mapping[str, float]:
         return self.queue_scoring.get(queue, self.scoring)

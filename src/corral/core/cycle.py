@@ -277,7 +277,8 @@ def _open(state: ClusterState, now: float, config: SchedulerConfig, seed: int) -
         demand[w.queue] = demand.get(w.queue, 0) + milli
     history = {u.queue: u.decayed_gpu_seconds for u in state.usage}
     book = QueueBook(
-        state.queues, totals, demand, history, config.usage_weight, config.usage_half_life_s
+        state.queues, totals, demand, history, config.usage_weight, config.usage_half_life_s,
+        config.share_units,
     )
     stmt = Statement(cap, book)
     adopted = stmt.adopt_all(sorted(active, key=attrgetter("id")))

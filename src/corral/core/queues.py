@@ -64,8 +64,13 @@ class QueueBook:
         decayed_gpu_seconds: Mapping[str, float] | None = None,
         usage_weight: float = 0.0,
         usage_half_life_s: float = 7 * 24 * 3600.0,
+        share_units: Mapping[str, float] | None = None,
     ) -> None:
         self.queues = {q.name: q for q in queues}
+        # Normalised GPU units per model (`SchedulerConfig.share_units`): what a queue holds,
+        # counted in them, orders queues; quotas and limits stay in devices.
+        self._units = dict(share_units or {})
+        self.units_used = dict.fromkeys(self.queues, 0.0)
         self.totals = totals
         self.chain = {q.name: self._ancestors(q.name) for q in queues}
         self.milli = dict.fromkeys(self.queues, 0)
@@ -130,6 +135,8 @@ class QueueBook:
             self.ram[q] += sign * ram
             for model, m in models:
                 self.by_model[(q, model)] = self.by_model.get((q, model), 0) + sign * m
+                if self._units:
+                    self.units_used[q] += sign * m * self._units.get(model, 1.0)
 
     # -- checks -------------------------------------------------------------------------------
     def limit_blocking(self, queue: str, milli: int) -> Queue | None:
@@ -219,8 +226,9 @@ class QueueBook:
         share they use (dominant share when CPU or RAM binds, plus decayed history), then name."""
         milli = self.milli[queue]
         inv = self._inv_totals
+        held = self.units_used[queue] if self._units else milli
         # Dominant resource share (DRF), inlined: see fairshare.dominant_share.
-        dom = max(milli * inv[0], self.cpu[queue] * inv[1], self.ram[queue] * inv[2])
+        dom = max(held * inv[0], self.cpu[queue] * inv[1], self.ram[queue] * inv[2])
         ratio = (dom + self.history[queue]) / self._deserved[queue]
         tier = 0 if milli < self._quota[queue] else 1
         return (tier, -self.queues[queue].priority, ratio, queue)

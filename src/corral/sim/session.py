@@ -74,11 +74,12 @@ class CoreSession:
         config's `usage_weight` > 0)."""
         self._release_gang_reservations()
         book = QueueBook(self.queues, self.totals, demand, usage, self.config.usage_weight,
-                         self.config.usage_half_life_s)
+                         self.config.usage_half_life_s, self.config.share_units)
         for mine, last in ((book.milli, self.book.milli), (book.cpu, self.book.cpu),
                            (book.ram, self.book.ram)):
             mine.update(last)
         book.by_model.update(self.book.by_model)
+        book.units_used.update(self.book.units_used)
         self.book = book
         pending = list(pending)
         mix = workload_mix(self.config, [*pending, *self.live.values()], self.table)

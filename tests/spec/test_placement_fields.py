@@ -196,7 +196,7 @@ def test_every_scheduler_knob_is_in_the_pool_file() -> None:
     given: dict[str, Any] = {
         "scoring": {"binpack": 1.0}, "queue_scoring": {"prod": {"spread": 1.0}},
         "plugin_params": {"fgd": {"levels": 100}}, "backfill": False, "consolidate": False,
-        "reclaim": False, "preempt": False}
+        "reclaim": False, "preempt": False, "share_units": {"K80": 0.3}}
     for f in dataclasses.fields(SchedulerConfig):
         default = getattr(SchedulerConfig(), f.name)
         if isinstance(default, int | float) and not isinstance(default, bool):

@@ -276,6 +276,11 @@ class SchedulerSpec(BaseModel):
     max_moves: int = Field(8, ge=0, le=100_000)
     usage_weight: float = Field(0.0, ge=0, le=1e6, allow_inf_nan=False)
     usage_half_life: DurationS = 7 * 24 * 3600.0
+    share_units: dict[str, Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)]] = Field(
+        default_factory=dict,
+        description="fair share in normalised GPU units per model, e.g. {V100: 1, K80: 0.3}: "
+        "a K80 then counts as 0.3 GPUs when queues are ordered by their share (quotas stay in "
+        "devices); unlisted models count 1")
 
     @field_validator("scoring")
     @classmethod
@@ -329,6 +334,7 @@ class SchedulerSpec(BaseModel):
             max_moves=self.max_moves,
             usage_weight=self.usage_weight,
             usage_half_life_s=self.usage_half_life,
+            share_units=self.share_units,
         )
 
 

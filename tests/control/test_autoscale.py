@@ -87,7 +87,7 @@ def test_rents_once_for_work_that_waits_for_capacity(store: Store) -> None:
     assert count == 1 and tags[TAG_CLUSTER] == "c1"
     boot = parse_user_data(user_data)
     assert (boot.server, boot.join_token) == ("https://corral.test", "cjt_test")
-    assert boot.env["CORRAL_AGENT_PROVIDER"] == "cloud"
+    assert boot.args["--provider"] == "cloud" and boot.args["--capacity-kind"] == "on-demand"
     launch = [a for a in _audit(store) if a[0] == "autoscale.launch"]
     assert launch == [("autoscale.launch", "i-1")]
 

@@ -99,7 +99,7 @@ def test_launch_tags_user_data_zone_and_market(ec2_env, kind, lifecycle) -> None
         data = client.describe_instance_attribute(InstanceId=i["InstanceId"], Attribute="userData")
         boot = parse_user_data(base64.b64decode(data["UserData"]["Value"]).decode())
         assert (boot.server, boot.join_token) == ("https://corral.example:8443", "cjt_secret")
-        assert boot.env["CORRAL_AGENT_PROVIDER"] == "aws-use1"
+        assert boot.args["--provider"] == "aws-use1" and boot.args["--instance-id"] == "$INSTANCE_ID"
 
 
 def test_instances_are_listed_by_tag_and_terminate_is_idempotent(ec2_env) -> None:

@@ -1,11 +1,13 @@
 """The user-data that turns a rented machine into an agent, and its reading back.
 
 A launched instance runs one shell script (cloud-init user-data) that starts
-``corral agent --server URL --join-token T``. What the agent should declare about the host that
-it cannot find itself (provider name, capacity kind, price) travels as ``CORRAL_AGENT_*``
-environment variables set by the script; the instance id comes from the cloud's metadata
-endpoint where there is one. `parse_user_data` reads the script back: the test harness that
-"boots" emulated instances (corral.testing.ec2) uses it, so the script and its reader cannot drift.
+``corral agent --server URL`` with what the host cannot find out itself as the agent's own flags
+(`--provider`, `--region`, `--zone`, `--instance-type`, `--price`, `--capacity-kind`), and its
+instance id from the cloud's metadata endpoint (`--instance-id`, how the control plane ties the
+instance to the node it becomes). The join token travels in the environment
+(`CORRAL_JOIN_TOKEN`, which the agent reads), not on the command line, so that `ps` on the host
+does not show it. `parse_user_data` reads the script back: the test harness that "boots"
+emulated instances (corral.testing.ec2) uses it, so the script and its reader cannot drift.
 """
 
 from __future__ import annotations
@@ -15,15 +17,19 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["AgentBoot", "agent_user_data", "parse_user_data"]
+__all__ = ["FLAGS", "AgentBoot", "agent_user_data", "parse_user_data"]
 
-_ENV = re.compile(r"^export (CORRAL_AGENT_[A-Z_]+)=(.*)$")
+#: facts the autoscaler knows about an instance -> the agent's flag for each
+FLAGS = {"provider": "--provider", "region": "--region", "zone": "--zone",
+         "instance_type": "--instance-type", "price_per_gpu_hour": "--price",
+         "capacity_kind": "--capacity-kind"}
+_ENV = re.compile(r"^export ([A-Z_]+)=(.*)$")
 _EXEC = re.compile(r"^exec corral agent (.*)$")
 #: the instance metadata service (IMDSv2: a session token first)
 IMDS_INSTANCE_ID = (
-    'TOKEN=$(curl -sfX PUT http://169.254.169.254/latest/api/token '
+    'IMDS_TOKEN=$(curl -sfX PUT http://169.254.169.254/latest/api/token '
     '-H "X-aws-ec2-metadata-token-ttl-seconds: 300" || true)\n'
-    'export CORRAL_AGENT_INSTANCE_ID="$(curl -sf -H "X-aws-ec2-metadata-token: $TOKEN" '
+    'INSTANCE_ID="$(curl -sf -H "X-aws-ec2-metadata-token: $IMDS_TOKEN" '
     'http://169.254.169.254/latest/meta-data/instance-id || true)"\n')
 
 
@@ -31,23 +37,26 @@ IMDS_INSTANCE_ID = (
 class AgentBoot:
     server: str
     join_token: str
-    env: Mapping[str, str]
+    args: Mapping[str, str]  # the agent's flags besides --server (e.g. "--provider": "aws-use1")
 
 
 def agent_user_data(server: str, join_token: str, facts: Mapping[str, str],
                     instance_id_script: str = IMDS_INSTANCE_ID) -> str:
-    """A bash script that exports `facts` as CORRAL_AGENT_<KEY> and execs the agent."""
-    lines = ["#!/bin/bash", "# corral: start the agent on this host (corral.providers.bootstrap)",
-             "set -eu"]
-    for key, value in sorted(facts.items()):
-        lines.append(f"export CORRAL_AGENT_{key.upper()}={shlex.quote(str(value))}")
-    return ("\n".join(lines) + "\n" + instance_id_script
-            + f"exec corral agent --server {shlex.quote(server)} "
-              f"--join-token {shlex.quote(join_token)}\n")
+    """A bash script that starts the agent with `facts` as its flags (keys of `FLAGS`)."""
+    unknown = sorted(set(facts) - set(FLAGS))
+    if unknown:
+        raise ValueError(f"agent_user_data: unknown facts {unknown}; use {sorted(FLAGS)}")
+    flags = " ".join(f"{FLAGS[k]} {shlex.quote(str(v))}" for k, v in sorted(facts.items()))
+    return ("#!/bin/bash\n# corral: start the agent on this host (corral.providers.bootstrap)\n"
+            "set -eu\n"
+            f"export CORRAL_JOIN_TOKEN={shlex.quote(join_token)}\n"
+            + instance_id_script
+            + f"exec corral agent --server {shlex.quote(server)} {flags} "
+              '--instance-id "$INSTANCE_ID"\n')
 
 
 def parse_user_data(text: str) -> AgentBoot:
-    """The server, join token and facts of a script made by `agent_user_data`."""
+    """The server, join token and flags of a script made by `agent_user_data`."""
     env: dict[str, str] = {}
     command: list[str] | None = None
     for line in text.splitlines():
@@ -59,6 +68,7 @@ def parse_user_data(text: str) -> AgentBoot:
     if command is None:
         raise ValueError("user-data: no 'exec corral agent' line: not made by agent_user_data")
     args = dict(zip(command[::2], command[1::2], strict=False))
-    if "--server" not in args or "--join-token" not in args:
-        raise ValueError("user-data: the agent command lacks --server or --join-token")
-    return AgentBoot(args["--server"], args["--join-token"], env)
+    if "--server" not in args or "CORRAL_JOIN_TOKEN" not in env:
+        raise ValueError("user-data: the agent command lacks --server or CORRAL_JOIN_TOKEN")
+    server = args.pop("--server")
+    return AgentBoot(server, env["CORRAL_JOIN_TOKEN"], args)

@@ -1,0 +1,54 @@
+"""The agent's user-data: a valid bash script whose agent command the agent's CLI accepts, with
+the join token in the environment (not on the command line), read back exactly."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+
+import pytest
+from typer.testing import CliRunner
+
+from corral.agent.command import agent
+from corral.providers.bootstrap import FLAGS, agent_user_data, parse_user_data
+
+FACTS = {"provider": "aws-use1", "region": "us-east-1", "zone": "us-east-1a",
+         "instance_type": "p5.48xlarge", "price_per_gpu_hour": "12.290000",
+         "capacity_kind": "spot"}
+
+
+def test_round_trip() -> None:
+    text = agent_user_data("https://c.example:8443/", "cjt_a'b \"c", FACTS)
+    boot = parse_user_data(text)
+    assert (boot.server, boot.join_token) == ("https://c.example:8443/", "cjt_a'b \"c")
+    assert {k: boot.args[v] for k, v in FLAGS.items()} == FACTS
+
+
+def test_the_token_is_not_on_the_command_line() -> None:
+    text = agent_user_data("http://s", "cjt_secret", FACTS)
+    (command,) = [line for line in text.splitlines() if line.startswith("exec corral agent")]
+    assert "cjt_secret" not in command and "export CORRAL_JOIN_TOKEN=cjt_secret" in text
+
+
+def test_it_is_valid_bash() -> None:
+    text = agent_user_data("http://s", "t", FACTS)
+    assert subprocess.run(["bash", "-n"], input=text.encode(), check=False).returncode == 0
+
+
+def test_the_agent_cli_accepts_its_flags() -> None:
+    """Every flag the script passes is one `corral agent` has (checked with --help parsing:
+    an unknown option fails before the agent starts)."""
+    text = agent_user_data("http://s", "t", FACTS)
+    (command,) = [line for line in text.splitlines() if line.startswith("exec corral agent")]
+    argv = [a.replace("$INSTANCE_ID", "i-1") for a in shlex.split(command)[3:]]
+    import typer
+
+    app = typer.Typer()
+    app.command()(agent)
+    result = CliRunner().invoke(app, [*argv, "--help"])
+    assert result.exit_code == 0, result.output
+
+
+def test_unknown_facts_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown facts"):
+        agent_user_data("http://s", "t", {"colour": "red"})

@@ -320,6 +320,9 @@ class _Autoscaled(_Replay):
             "gpu_hours_rented": round(rented_gpu_s / 3600.0, 2),
             "gpu_hours_used": round(used_gpu_h, 2),
             "gpu_hours_idle": round(rented_gpu_s / 3600.0 - used_gpu_h, 2),
+            # of the GPU-hours rented, not of every slot the providers could give
+            "gpu_allocation_pct": round(100.0 * used_gpu_h * 3600.0 / rented_gpu_s, 4)
+            if rented_gpu_s else 0.0,
             "jct_s": summary([j.finish - j.task.submitted for j in jobs if j.finish is not None]),
             "instances": {k: v for k, v in sorted(self.acct.items())},
             "peak_instances": self._peak(),

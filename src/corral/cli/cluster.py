@@ -8,10 +8,12 @@ from typing import Annotated, TypeVar
 
 import typer
 from pydantic import BaseModel
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, Group
 from rich.live import Live
+from rich.table import Table
 
 from corral.cli.connection import JsonOpt, TokenOpt, UrlOpt, connect, emit_json, friendly
+from corral.cli.output import Format, OutputOpt, chosen, emit
 from corral.cli.render import nodes_table, providers_table, queues_table, workloads_table
 from corral.sdk import Client
 
@@ -21,31 +23,32 @@ out = Console()
 M = TypeVar("M", bound=BaseModel)
 
 
-def queues(url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
+def queues(output: OutputOpt = None, url: UrlOpt = None, token: TokenOpt = None,
+           json_out: JsonOpt = False) -> None:
     """Queues: quota, limit, GPUs in use, running and pending work."""
-    _show(url, token, json_out, Client.queues, queues_table)
+    _show(url, token, chosen(output, json_out), Client.queues, queues_table, "name")
 
 
-def nodes(url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
+def nodes(output: OutputOpt = None, url: UrlOpt = None, token: TokenOpt = None,
+          json_out: JsonOpt = False) -> None:
     """Nodes of the pool and their GPUs in use."""
-    _show(url, token, json_out, Client.nodes, nodes_table)
+    _show(url, token, chosen(output, json_out), Client.nodes, nodes_table, "id")
 
 
-def providers(url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
+def providers(output: OutputOpt = None, url: UrlOpt = None, token: TokenOpt = None,
+              json_out: JsonOpt = False) -> None:
     """Providers of the pool: kinds, regions, GPUs per model, allocated / idle / unavailable
     GPUs and the price range."""
-    _show(url, token, json_out, Client.providers, providers_table)
+    _show(url, token, chosen(output, json_out), Client.providers, providers_table, "name")
 
 
-def _show(url: str | None, token: str | None, json_out: bool,
-          fetch: Callable[[Client], list[M]], table: Callable[[list[M]], RenderableType]) -> None:
-    """One listing: fetched from the server, printed as a table, or as JSON for scripts."""
+def _show(url: str | None, token: str | None, fmt: Format,
+          fetch: Callable[[Client], list[M]], table: Callable[[list[M]], Table],
+          key: str) -> None:
+    """One listing: fetched from the server, printed in the format asked for."""
     with connect(url, token) as c, friendly():
         items = fetch(c)
-    if json_out:
-        emit_json([i.model_dump() for i in items])
-    else:
-        out.print(table(items))
+    emit(out, fmt, items, table(items), [str(getattr(i, key)) for i in items])
 
 
 def cordon(node_id: str, url: UrlOpt = None, token: TokenOpt = None) -> None:

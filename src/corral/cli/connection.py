@@ -21,8 +21,12 @@ __all__ = ["JsonOpt", "TokenOpt", "UrlOpt", "connect", "emit_json", "err", "frie
 err = Console(stderr=True)
 T = TypeVar("T")
 
-UrlOpt = Annotated[str | None, typer.Option("--url", help="server URL [env: CORRAL_URL]")]
-TokenOpt = Annotated[str | None, typer.Option("--token", help="API token [env: CORRAL_TOKEN]")]
+# typer reads the environment and shows the variable in --help ("env var: CORRAL_URL")
+UrlOpt = Annotated[str | None, typer.Option(
+    "--url", envvar="CORRAL_URL", help="server URL; default: the data dir's server.json, else "
+    f"http://127.0.0.1:{DEFAULT_PORT}")]
+TokenOpt = Annotated[str | None, typer.Option(
+    "--token", envvar="CORRAL_TOKEN", help="API token; default: the data dir's admin-token")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
 
 

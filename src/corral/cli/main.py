@@ -7,6 +7,9 @@ for FastAPI, SQLAlchemy and numpy to import.
 
 from __future__ import annotations
 
+from importlib import metadata
+from typing import Annotated
+
 import typer
 
 from corral.agent.command import agent as agent_command
@@ -35,8 +38,20 @@ for _command in (workloads.submit, workloads.ls, workloads.describe, workloads.l
     app.command(_command.__name__)(_command)
 
 
+def _version(value: bool) -> None:
+    if value:
+        try:
+            typer.echo(f"corral {metadata.version('corral')}")
+        except metadata.PackageNotFoundError:  # run from a source tree that was not installed
+            typer.echo("corral (not installed: no version)")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_version,
+                                          help="print corral's version and exit")] = False,
+) -> None:
     """corral: one pool of GPUs, scheduled fairly and densely, metered to the cent."""
 
 

@@ -34,14 +34,35 @@ def ago(t: float | None) -> str:
     return f"{s:.0f}s ago"
 
 
-def workloads_table(items: Iterable[M.Workload], title: str = "workloads") -> Table:
+def id_column(t: Table, header: str, ids: Iterable[str]) -> None:
+    """An ID column that is never wrapped or cut: as wide as the longest ID; when the
+    terminal is narrow, the other columns fold instead."""
+    t.add_column(header, no_wrap=True, min_width=max((len(i) for i in ids), default=len(header)))
+
+
+def workloads_table(items: Iterable[M.Workload], title: str = "workloads",
+                    wide: bool = False) -> Table:
+    items = list(items)
     t = Table(title=title, title_justify="left")
-    for col in ("ID", "QUEUE", "USER", "STATE", "ATTEMPT", "SUBMITTED", "REASON"):
-        t.add_column(col, overflow="fold")
+    id_column(t, "ID", (w.id for w in items))
+    cols = ["QUEUE", "USER", "STATE", "ATTEMPT", "SUBMITTED", "REASON"]
+    if wide:
+        cols[1:1] = ["NAME", "KIND"]
+        cols[-1:-1] = ["WORKERS", "GPUS", "PRIORITY", "NODES"]
+        cols.append("MESSAGE")
+    for col in cols:  # a header keeps its word whole: the column is never narrower
+        t.add_column(col, overflow="fold", min_width=len(col))
     for w in items:
         reason = "" if w.state in ("running", "succeeded") else w.reason_code
-        t.add_row(w.id, w.queue, w.user, state_text(w), str(w.attempt), ago(w.submitted_at),
-                  reason)
+        row: list[str | Text] = [w.id, w.queue, w.user, state_text(w), str(w.attempt),
+                                 ago(w.submitted_at), reason]
+        if wide:
+            nodes = ",".join(sorted({p.node_id for p in w.placements})) or "-"
+            row[1:1] = [w.name, w.kind]
+            row[-1:-1] = [str(w.spec.get("workers", 1)), f"{w.spec.get('gpus', 0):g}",
+                          str(w.spec.get("priority", 0)), nodes]
+            row.append("" if w.state in ("running", "succeeded") else w.reason_message)
+        t.add_row(*row)
     return t
 
 
@@ -50,8 +71,10 @@ def _bar(used: float, total: float) -> ProgressBar:
 
 
 def nodes_table(nodes: Iterable[M.NodeInfo]) -> Table:
+    nodes = list(nodes)
     t = Table(title="nodes", title_justify="left")
-    for col in ("NODE", "MODEL", "GPUS USED", "", "STATUS", "PROVIDER", "$/GPU-H"):
+    id_column(t, "NODE", (n.id for n in nodes))
+    for col in ("MODEL", "GPUS USED", "", "STATUS", "PROVIDER", "$/GPU-H"):
         t.add_column(col)
     for n in nodes:
         status = "cordoned" if n.cordoned else n.health
@@ -67,8 +90,10 @@ def _price_range(p: M.ProviderInfo) -> str:
 
 
 def providers_table(providers: Iterable[M.ProviderInfo]) -> Table:
+    providers = list(providers)
     t = Table(title="providers", title_justify="left")
-    for col in ("PROVIDER", "KIND", "REGIONS", "GPUS BY MODEL", "NODES", "ALLOCATED", "",
+    id_column(t, "PROVIDER", (p.name for p in providers))
+    for col in ("KIND", "REGIONS", "GPUS BY MODEL", "NODES", "ALLOCATED", "",
                 "IDLE", "UNAVAILABLE", "$/GPU-H"):
         t.add_column(col, overflow="fold")
     for p in providers:
@@ -81,8 +106,10 @@ def providers_table(providers: Iterable[M.ProviderInfo]) -> Table:
 
 
 def queues_table(queues: Iterable[M.QueueInfo]) -> Table:
+    queues = list(queues)
     t = Table(title="queues", title_justify="left")
-    for col in ("QUEUE", "PARENT", "USED", "QUOTA", "", "LIMIT", "WEIGHT", "RUNNING", "PENDING"):
+    id_column(t, "QUEUE", (q.name for q in queues))
+    for col in ("PARENT", "USED", "QUOTA", "", "LIMIT", "WEIGHT", "RUNNING", "PENDING"):
         t.add_column(col)
     for q in queues:
         limit = "-" if q.limit_gpus is None else f"{q.limit_gpus:g}"

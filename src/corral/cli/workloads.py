@@ -13,7 +13,9 @@ from rich.table import Table
 
 from corral.cli import batch
 from corral.cli.connection import JsonOpt, TokenOpt, UrlOpt, connect, emit_json, err, friendly
+from corral.cli.output import Format, OutputOpt, chosen, emit
 from corral.cli.render import ago, state_text, workloads_table
+from corral.sdk import CorralError
 from corral.sdk import models as M
 from corral.spec.document import read_document
 from corral.spec.errors import SpecError
@@ -21,6 +23,8 @@ from corral.spec.errors import SpecError
 __all__ = ["cancel", "describe", "logs", "ls", "submit", "why"]
 
 out = Console()
+LIVE = ["pending", "scheduled", "starting", "running"]
+ENDED = ["succeeded", "failed", "cancelled", "preempted"]
 
 
 def _documents(path: Path) -> list[dict[str, Any]]:
@@ -122,18 +126,23 @@ def ls(
     state: Annotated[list[str] | None, typer.Option("--state", "-s")] = None,
     all_: Annotated[bool, typer.Option("--all", "-a", help="include ended workloads")] = False,
     limit: Annotated[int, typer.Option("--limit", "-n")] = 50,
+    output: OutputOpt = None,
     url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
 ) -> None:
     """List workloads, newest first (live ones unless --all or --state)."""
-    states = state or (None if all_ else ["pending", "scheduled", "starting", "running"])
+    states = state or (None if all_ else LIVE)
+    fmt = chosen(output, json_out)
     with connect(url, token) as c, friendly():
         page = c.list(queue=queue, state=states, limit=limit)
-    if json_out:
-        emit_json([w.model_dump() for w in page.items])
-        return
-    out.print(workloads_table(page.items))
+        # said on stderr, so that -o ids and json stay clean for scripts
+        ended_hidden = states is LIVE and bool(c.list(queue=queue, state=ENDED, limit=1).items)
+    emit(out, fmt, page.items, workloads_table(page.items, wide=fmt is Format.WIDE),
+         [w.id for w in page.items])
     if page.next_cursor:
-        out.print(f"(more: raise --limit above {limit})", style="bright_black")
+        err.print(f"(more: raise --limit above {limit})", style="bright_black")
+    if ended_hidden:
+        err.print("(ended workloads are hidden: --all or --state succeeded|failed|cancelled "
+                  "shows them)", style="bright_black", highlight=False)
 
 
 def describe(workload_id: str, url: UrlOpt = None, token: TokenOpt = None,
@@ -173,32 +182,77 @@ def logs(
     workload_id: str,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing until it ends")] = False,
     worker: Annotated[int, typer.Option("--worker", "-w")] = 0,
+    tail: Annotated[int | None, typer.Option(
+        "--tail", min=0, help="only the last N lines (then follow, with -f)")] = None,
     url: UrlOpt = None, token: TokenOpt = None,
 ) -> None:
     """Print a worker's output (stdout and stderr)."""
     with connect(url, token) as c, friendly():
-        if follow:
-            for chunk in c.follow_logs(workload_id, worker=worker):
-                typer.echo(chunk, nl=False)
-            return
         offset = 0
-        while True:
+        text: list[str] = []
+        while True:  # what there is now
             chunk = c.logs(workload_id, worker=worker, offset=offset)
             if not chunk.data:
-                return
-            typer.echo(chunk.data, nl=False)
+                break
+            text.append(chunk.data)
             offset = chunk.next_offset
+        typer.echo(last_lines("".join(text), tail), nl=False)
+        if follow:
+            for data in c.follow_logs(workload_id, worker=worker, offset=offset):
+                typer.echo(data, nl=False)
 
 
-def cancel(workload_id: str, url: UrlOpt = None, token: TokenOpt = None,
-           json_out: JsonOpt = False) -> None:
-    """Cancel a workload (running workers get SIGTERM, then SIGKILL after the grace)."""
-    with connect(url, token) as c, friendly():
-        w = c.cancel(workload_id)
+def last_lines(text: str, n: int | None) -> str:
+    """The last `n` lines of `text` (all of it for None); a last line without its newline
+    counts as a line."""
+    if n is None:
+        return text
+    if n == 0:
+        return ""
+    return "".join(text.splitlines(keepends=True)[-n:])
+
+
+def cancel(
+    workload_ids: Annotated[list[str] | None, typer.Argument(
+        help="workload IDs; or select with --queue and --state")] = None,
+    queue: Annotated[list[str] | None, typer.Option(
+        "--queue", "-q", help="cancel this queue's work (with --state: only in those states)")
+    ] = None,
+    state: Annotated[list[str] | None, typer.Option(
+        "--state", "-s", help="cancel work in this state (pending, running...); default with "
+        "--queue: every live state")] = None,
+    url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """Cancel workloads (running workers get SIGTERM, then SIGKILL after the grace), by ID or
+    by selector: `corral cancel -q team-a --state pending` (like scancel)."""
+    if not workload_ids and not queue and not state:
+        err.print("[red]error:[/red] name the workloads: IDs, or --queue/--state (cancelling "
+                  "everything takes --state explicitly)", markup=True)
+        raise typer.Exit(2)
+    failed = 0
+    done: list[M.Workload] = []
+    with connect(url, token) as c:
+        ids = list(workload_ids or [])
+        if queue or state:
+            with friendly():
+                ids += [w.id for w in c.iter_workloads(queue=queue, state=state or LIVE)]
+        if not ids:
+            err.print("nothing to cancel: no workload matches", highlight=False)
+        for wid in dict.fromkeys(ids):  # each once, in order
+            try:
+                w = c.cancel(wid)
+            except CorralError as e:
+                failed += 1
+                err.print(f"{wid}: [red]not cancelled:[/red] {e.message}", markup=True,
+                          highlight=False)
+                continue
+            done.append(w)
+            if not json_out:
+                out.print(f"{w.id}: ", state_text(w))
     if json_out:
-        emit_json(w.model_dump())
-    else:
-        out.print(f"{w.id}: ", state_text(w))
+        emit_json([w.model_dump() for w in done])
+    if failed:
+        raise typer.Exit(1)
 
 
 def why(workload_id: str, url: UrlOpt = None, token: TokenOpt = None,

@@ -129,9 +129,10 @@ class Client:
                          offset=offset, attempt=attempt)
 
     def follow_logs(self, workload_id: str, *, worker: int = 0, poll_s: float = 0.5,
-                    timeout_s: float | None = None) -> Iterator[str]:
-        """Yield new output until the workload has ended and everything was read."""
-        offset, deadline = 0, None if timeout_s is None else time.monotonic() + timeout_s
+                    timeout_s: float | None = None, offset: int = 0) -> Iterator[str]:
+        """Yield new output (from byte `offset`) until the workload has ended and everything
+        was read."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             ended = self.get(workload_id).state in _ENDED  # read state first: no lost tail
             chunk = self.logs(workload_id, worker=worker, offset=offset)

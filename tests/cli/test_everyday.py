@@ -1,0 +1,118 @@
+"""Everyday commands against a real server, as a script or a person at 80 or 160 columns sees
+them: IDs whole, -o formats, ended work said to be hidden, cancel by IDs and selectors,
+logs --tail, --version, and the environment variables in help."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from .server_proc import CorralServer
+
+PY = sys.executable
+LONG = "a-rather-long-workload-name-for-narrow-terminals"
+
+
+def _spec(name: str, code: str = "import time; time.sleep(120)", **fields: Any) -> dict[str, Any]:
+    return {"name": name, "queue": "default", "gpus": 4, "workers": 2, "cpu": 0.1,
+            "memory": 64, "command": [PY, "-c", code], **fields}
+
+
+def _cli(server: CorralServer, columns: int, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**server.env(), "COLUMNS": str(columns)}
+    return subprocess.run([PY, "-m", "corral.cli.main", *args], env=env, capture_output=True,
+                          text=True, timeout=60, cwd=server.data_dir)
+
+
+@pytest.fixture(scope="module")
+def busy(server: CorralServer) -> dict[str, list[str]]:
+    """One gang holding every GPU, three long-named workloads waiting behind it, and one
+    finished job with four lines of output."""
+    with server.client() as c:
+        done = c.submit({**_spec("printer", "print('one\\ntwo\\nthree\\nfour')"), "gpus": 0,
+                         "workers": 1}).workloads[0].id
+        c.wait(done, timeout_s=60)
+        blocker = c.submit(_spec("blocker")).workloads[0].id
+        c.wait(blocker, states={"running"}, timeout_s=60)
+        waiting = [c.submit(_spec(f"{LONG}-{i}")).workloads[0].id for i in range(3)]
+        for wid in waiting:
+            c.wait(wid, states={"pending"}, timeout_s=10)
+    return {"done": [done], "blocker": [blocker], "waiting": waiting}
+
+
+@pytest.mark.parametrize("columns", [80, 160])
+def test_ids_are_never_wrapped_or_cut(server: CorralServer, busy: dict[str, list[str]],
+                                      columns: int) -> None:
+    """At 160 columns the table fits; at 80 these 57-character IDs do not fit a table with
+    them whole, and the plain layout is printed (rich would have cropped the table)."""
+    r = _cli(server, columns, "ls")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    for wid in busy["waiting"] + busy["blocker"]:
+        assert sum(wid in line for line in lines) == 1, r.stdout
+    assert any("SUBMITTED" in line and "REASON" in line for line in lines)  # headers whole
+    if columns == 160:
+        assert max(len(line) for line in lines) <= columns
+        assert "┃ ID" in r.stdout
+
+
+def test_short_ids_fit_a_table_at_80_columns(server: CorralServer,
+                                             busy: dict[str, list[str]]) -> None:
+    r = _cli(server, 80, "ls", "--state", "running")
+    lines = r.stdout.splitlines()
+    assert "┃ ID" in r.stdout and max(len(line) for line in lines) <= 80
+    assert sum(busy["blocker"][0] in line for line in lines) == 1
+
+
+def test_output_formats(server: CorralServer, busy: dict[str, list[str]]) -> None:
+    live = set(busy["waiting"] + busy["blocker"])
+    ids = _cli(server, 80, "ls", "-o", "ids").stdout.split()
+    assert set(ids) == live
+    rows = _cli(server, 80, "ls", "-o", "plain").stdout.splitlines()
+    assert rows[0].split()[:2] == ["ID", "QUEUE"]
+    assert {row.split()[0] for row in rows[1:]} == live
+    assert {w["id"] for w in json.loads(_cli(server, 80, "ls", "-o", "json").stdout)} == live
+    wide = _cli(server, 200, "ls", "-o", "wide").stdout
+    assert "NAME" in wide and "GPUS" in wide and "InsufficientCapacity" in wide
+    queues = _cli(server, 80, "queues", "-o", "ids").stdout.split()
+    assert "default" in queues
+    assert _cli(server, 80, "nodes", "-o", "ids").stdout.split() == ["local-0", "local-1"]
+
+
+def test_ls_says_ended_work_is_hidden(server: CorralServer, busy: dict[str, list[str]]) -> None:
+    r = _cli(server, 80, "ls")
+    assert "ended workloads are hidden" in r.stderr
+    assert busy["done"][0] not in r.stdout
+    assert busy["done"][0] in _cli(server, 160, "ls", "--all").stdout
+
+
+def test_logs_tail(server: CorralServer, busy: dict[str, list[str]]) -> None:
+    r = _cli(server, 80, "logs", busy["done"][0], "--tail", "2")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "three\nfour\n"
+
+
+def test_version_and_environment_in_help(server: CorralServer) -> None:
+    r = _cli(server, 120, "--version")
+    assert r.returncode == 0 and r.stdout.startswith("corral ")
+    helptext = _cli(server, 120, "ls", "--help").stdout
+    assert "CORRAL_URL" in helptext and "CORRAL_TOKEN" in helptext
+
+
+def test_cancel_by_ids_and_by_selector(server: CorralServer, busy: dict[str, list[str]]) -> None:
+    first, *rest = busy["waiting"]
+    r = _cli(server, 80, "cancel", first, "no-such-workload")
+    assert r.returncode == 1  # one unknown ID: said, and the other cancelled all the same
+    assert "no-such-workload: not cancelled" in r.stderr
+    r = _cli(server, 80, "cancel", "-q", "default", "--state", "pending", "--json")
+    assert r.returncode == 0, r.stderr
+    assert sorted(w["id"] for w in json.loads(r.stdout)) == sorted(rest)
+    with server.client() as c:
+        assert {c.get(w).state for w in busy["waiting"]} == {"cancelled"}
+        assert c.get(busy["blocker"][0]).state == "running"  # not pending: not selected
+        c.cancel(busy["blocker"][0])
+    assert _cli(server, 80, "cancel").returncode == 2  # nothing named: nothing cancelled

@@ -15,7 +15,7 @@ from corral.cli import batch
 from corral.cli.connection import JsonOpt, TokenOpt, UrlOpt, connect, emit_json, err, friendly
 from corral.cli.output import Format, OutputOpt, chosen, emit
 from corral.cli.render import ago, state_text, workloads_table
-from corral.sdk import CorralError
+from corral.sdk import Conflict, Forbidden, NotFound
 from corral.sdk import models as M
 from corral.spec.document import read_document
 from corral.spec.errors import SpecError
@@ -231,17 +231,16 @@ def cancel(
         raise typer.Exit(2)
     failed = 0
     done: list[M.Workload] = []
-    with connect(url, token) as c:
+    with connect(url, token) as c, friendly():  # the server or the token: one message
         ids = list(workload_ids or [])
         if queue or state:
-            with friendly():
-                ids += [w.id for w in c.iter_workloads(queue=queue, state=state or LIVE)]
+            ids += [w.id for w in c.iter_workloads(queue=queue, state=state or LIVE)]
         if not ids:
             err.print("nothing to cancel: no workload matches", highlight=False)
         for wid in dict.fromkeys(ids):  # each once, in order
             try:
                 w = c.cancel(wid)
-            except CorralError as e:
+            except (NotFound, Forbidden, Conflict) as e:  # this one; the others still go
                 failed += 1
                 err.print(f"{wid}: [red]not cancelled:[/red] {e.message}", markup=True,
                           highlight=False)

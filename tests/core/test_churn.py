@@ -119,8 +119,10 @@ def check_reason_oracle(state: ClusterState, plan: Plan, now: float) -> None:
             q = queues[str(details["queue"])]
             assert used[q.name] + w.total_milli() > round(quota[q.name] * 1000), reason
         elif reason.code == R.RECLAIM_BLOCKED:
-            for name in chain(state, w.queue):
-                assert used[name] + w.total_milli() <= round(quota[name] * 1000), reason
+            assert used[w.queue] + w.total_milli() <= round(quota[w.queue] * 1000), reason
+            over = [name for name in chain(state, w.queue)[1:]
+                    if used[name] + w.total_milli() > round(quota[name] * 1000)]
+            assert not over or f"its parent {over[0]} is above its quota" in reason.message
         elif reason.code == R.QUEUE_LIMIT:
             q = queues[str(details["queue"])]
             assert q.limit_gpus is not None

@@ -137,3 +137,19 @@ def test_a_constraint_no_node_meets_is_named_in_the_plan() -> None:
     reason = plan.pending["svc"]
     assert reason.code == R.CAPACITY_UNAVAILABLE and reason.unresolvable
     assert "spot" in reason.message and "capacity" in reason.message
+
+
+def test_a_team_under_its_quota_waits_on_its_sibling_not_on_borrowing() -> None:
+    # org p (8) = a (4) + b (4); org q (8) = c (8). b runs 12 non-preemptible GPUs, c runs 4:
+    # a is owed 4 by its own quota; only b could give and b's work may not be evicted
+    nodes = [node("n0"), node("n1")]
+    queues = [queue("p", quota=8), queue("a", quota=4, parent="p"), queue("b", quota=4, parent="p"),
+              queue("q", quota=8), queue("c", quota=8, parent="q")]
+    work = [job(f"b{i}").queue("b").not_preemptible().running((f"n{i // 8}", (i % 8,)), since=OLD)
+            for i in range(12)]
+    work += [job(f"c{i}").queue("c").running(("n1", (4 + i,)), since=OLD) for i in range(4)]
+    work.append(job("a4").queue("a").gpus(4))
+    plan = schedule(state(nodes, queues, work), NOW)
+    reason = plan.pending["a4"]
+    assert reason.code == R.RECLAIM_BLOCKED, reason
+    assert "queue a is owed it" in reason.message and "its parent p is above" in reason.message

@@ -58,7 +58,10 @@ class Cycle:
     backfilled: set[str] = field(default_factory=set)
     scorings: dict[str, Scoring] = field(default_factory=dict)
     shapes: dict[str, Shape] = field(default_factory=dict)
-    attempts_left: int = 0  # eviction attempts this cycle may still make
+    attempts_left: int = 0  # reclaim attempts this cycle may still make
+    #: preemption attempts this cycle may still make: a budget of its own, so a reclaim that
+    #: uses all of its budget does not stop preemption inside a queue
+    preempt_attempts_left: int = -1
     moves_left: int = 0  # consolidation moves this cycle may still make
     _interned: dict[tuple[object, ...], Shape] = field(default_factory=dict)
     waiting: dict[str, Workload] = field(default_factory=dict)  # pending at the start, by id
@@ -295,6 +298,7 @@ def _open(state: ClusterState, now: float, config: SchedulerConfig, seed: int) -
         {},
         running,
         attempts_left=config.max_eviction_attempts,
+        preempt_attempts_left=config.max_eviction_attempts,
         moves_left=config.max_moves,
         shapes=shapes,
         _interned=interned,

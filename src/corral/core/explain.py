@@ -9,7 +9,8 @@ close of a cycle refines it, most specific first:
    borrow idle capacity, and reclaim never works for it. It starts when capacity it may use is
    idle. (A queue with no quota anywhere up its chain has no guarantee to exceed: its work
    simply waits for capacity, and so does one whose quota is the whole pool.)
-3. Its queue is owed the GPUs (every level within quota with it), yet it waits:
+3. Its queue is owed the GPUs (within its own quota with it; an ancestor above its quota is
+   named, since then only the ancestor's other children may give), yet it waits:
    `NotConsidered` when the cycle's eviction budget ran out before reclaim reached it,
    else `ReclaimBlocked`: no running work it may reclaim would make room.
 
@@ -53,6 +54,12 @@ def refine(cycle: Cycle, w: Workload, shape: Shape, found: R.Reason) -> R.Reason
         used, quota = book.milli[q], book.quota_milli(q)
         if used + total > quota and quota >= book.totals.milli:
             return found  # a quota of the whole pool: above it, the pool is simply full
+        if used + total > quota and q != w.queue and book.within_quota_after(w.queue, total):
+            # only an ancestor is over: its own queue is still owed by its siblings above
+            # their quotas (reclaim between siblings), so it waits on them, not on borrowing
+            return _blocked(cycle, w, found, f"; its parent {q} is above its quota of "
+                            f"{quota / MILLI_PER_GPU:g} GPUs, so only queues under {q} that "
+                            "are above theirs may give")
         if used + total > quota:
             who = f"queue {q}" if q == w.queue else f"queue {q} (parent of {w.queue})"
             return R.Reason(
@@ -63,8 +70,15 @@ def refine(cycle: Cycle, w: Workload, shape: Shape, found: R.Reason) -> R.Reason
                 (*found.details, ("queue", q), ("used_gpus", used / MILLI_PER_GPU),
                  ("quota_gpus", quota / MILLI_PER_GPU)),
             )
+    return _blocked(cycle, w, found, "")
+
+
+def _blocked(cycle: Cycle, w: Workload, found: R.Reason, note: str) -> R.Reason:
+    """Owed by its own queue's quota, yet waiting: the budget ran out, or nothing it may
+    reclaim makes room."""
+    book = cycle.book
     owed = (f"queue {w.queue} is owed it (uses {book.milli[w.queue] / MILLI_PER_GPU:g} of its "
-            f"quota of {book.quota_milli(w.queue) / MILLI_PER_GPU:g} GPUs)")
+            f"quota of {book.quota_milli(w.queue) / MILLI_PER_GPU:g} GPUs{note})")
     if w.id not in cycle.reclaim_tried and cycle.attempts_left <= 0:  # (cached on this test)
         return R.Reason(
             R.NOT_CONSIDERED,

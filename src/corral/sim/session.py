@@ -92,6 +92,7 @@ class CoreSession:
         # mutates it would fail loudly, in tests/sim/test_session.py).
         cycle = Cycle(now, self.config, self.seed, self.cap, self.placer, book, stmt, {},
                       self.live, attempts_left=self.config.max_eviction_attempts,
+                      preempt_attempts_left=self.config.max_eviction_attempts,
                       moves_left=self.config.max_moves, scorings=self.scorings, workload_mix=mix)
         cycle.add_pending(pending)
         decide(cycle)

@@ -28,6 +28,7 @@ def consolidate(cycle: Cycle) -> None:
     if not cycle.victim_index().movable.any():
         return  # nothing may move: skip the per-workload checks entirely
     fragmented: dict[tuple[object, str], tuple[int, bool]] = {}
+    failed: dict[tuple[object, str], tuple[int, int]] = {}
     free = (len(cycle.cap.changes), cycle.cap.total_free_milli())
     where = cycle.stmt.where
     for w in cycle.still_pending():
@@ -46,8 +47,17 @@ def consolidate(cycle: Cycle) -> None:
         seen = fragmented.get(key)
         if seen is None or seen[0] != len(cycle.cap.changes):
             seen = fragmented[key] = (len(cycle.cap.changes), _fragmented(cycle, w))
-        if seen[1]:
-            cycle.moves_left -= _consolidate_for(cycle, w, cycle.moves_left)
+        if not seen[1]:
+            continue
+        # A try that failed fails again for the same shape until capacity changes hands.
+        version = (cycle.stmt.applied, cycle.cap.freed)
+        if failed.get(key) == version:
+            continue
+        moved = _consolidate_for(cycle, w, cycle.moves_left)
+        if moved:
+            cycle.moves_left -= moved
+        else:
+            failed[key] = (cycle.stmt.applied, cycle.cap.freed)
 
 
 def _fragmented(cycle: Cycle, w: Workload) -> bool:

@@ -149,7 +149,10 @@ def _attempt(cycle: Cycle, w: Workload, donors: frozenset[str], accept: Accept, 
         return False  # the same request failed and nothing has changed hands since
     if cycle.book.limit_blocking(w.queue, w.total_milli()) is not None:
         return False
-    if cycle.attempts_left <= 0:
+    if rule == R.RULE_PREEMPT and cycle.preempt_attempts_left < 0:
+        cycle.preempt_attempts_left = cycle.config.max_eviction_attempts  # a caller's own Cycle
+    left = cycle.preempt_attempts_left if rule == R.RULE_PREEMPT else cycle.attempts_left
+    if left <= 0:
         return False
     index = cycle.victim_index()
     rows = index.rows(donors)
@@ -159,7 +162,10 @@ def _attempt(cycle: Cycle, w: Workload, donors: frozenset[str], accept: Accept, 
 
     groups = _candidates(cycle, w, index.evictable(rows), donors)
     if groups:
-        cycle.attempts_left -= 1
+        if rule == R.RULE_PREEMPT:
+            cycle.preempt_attempts_left -= 1
+        else:
+            cycle.attempts_left -= 1
         for group in groups:
             if _evict_until_fits(cycle, w, _victims_on(cycle, group, allowed), rule):
                 return True

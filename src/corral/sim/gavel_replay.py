@@ -13,6 +13,14 @@ Policies (`POLICIES`), all in one shared queue (the traces have no teams):
 | corral | corral's defaults (backfill, reservations, consolidation) | default scoring, blind | the core's own |
 | fifo-aware | strict arrival order | + `throughput` at weight 4, the cycle's market | migration |
 | aware | corral's defaults | + `throughput` at weight 4, the cycle's market | the core's own + migration |
+| aware-las | aware, priority = least attained service (below), refreshed every 360 s | as aware | + the core's preemption by priority |
+
+**aware-las** time-shares the pool as Gavel's rounds do, with the core's own preemption: every
+360 s (Gavel's round) each job's priority becomes -floor(log2(1 + GPU-hours it has had)), so a
+job that has had less service outranks one that has had more (discretised least attained
+service, as Tiresias does; the buckets double, so a long job is not stopped every round), and
+the core's preempt action stops lower-priority work for higher-priority waiting work. Each stop
+costs the restart (`restart_s`).
 
 **Migration rule** (`migration_gain`): a running, preemptible, checkpointing job on type a moves to
 type b when b has enough free GPUs after the cycle (waiting work had them first and could not use
@@ -28,6 +36,7 @@ report).
 from __future__ import annotations
 
 import heapq
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -39,7 +48,7 @@ from corral.core.plugins.throughput import THROUGHPUT, market
 from corral.sim.gavel import DEFAULT_CLUSTER, GavelJob, Throughputs, cluster_nodes, percentile
 from corral.sim.session import CoreSession
 
-_FINISH, _ARRIVE = 0, 1
+_FINISH, _ARRIVE, _ROUND = 0, 1, 2
 THROUGHPUT_WEIGHT = 4.0  # above gpu-model (2): a stated throughput outranks fragmentation
 
 
@@ -49,6 +58,11 @@ class HeteroPolicy:
     config: SchedulerConfig
     aware: bool
     migrate: bool
+    #: least attained service, discretised (Tiresias-like): priority = -floor(log2(1 + GPU-hours
+    #: a job has had)), refreshed every `round_s`; the core's preemption (higher priority stops
+    #: lower in the same queue) then time-shares the pool
+    las: bool = False
+    round_s: float = 360.0
 
 
 _STRICT = SchedulerConfig(backfill=False, max_reservations=0, consolidate=False, reclaim=False,
@@ -61,6 +75,8 @@ POLICIES: Mapping[str, HeteroPolicy] = {
                                aware=True, migrate=True),
     "aware": HeteroPolicy("aware", SchedulerConfig(scoring=_AWARE_SCORING), aware=True,
                           migrate=True),
+    "aware-las": HeteroPolicy("aware-las", SchedulerConfig(scoring=_AWARE_SCORING), aware=True,
+                              migrate=True, las=True),
 }
 
 
@@ -90,6 +106,7 @@ class _Job:
     model: str = ""
     overhead: float = 0.0  # seconds of the current run spent restarting
     runs: int = 0
+    attained: float = 0.0  # GPU-seconds held in runs that ended
     finish: float | None = None
     epoch: int = 0  # bumps on every start and stop: stale finish events are ignored
 
@@ -116,6 +133,7 @@ class GavelReplay:
         self.evictions = 0
         self.cycles = 0
         self.gpu_s_by_model: dict[str, float] = dict.fromkeys(cluster, 0.0)
+        self.next_round: float | None = None
 
     def _job(self, j: GavelJob, throughputs: Throughputs) -> _Job:
         rates = throughputs.rates(j)
@@ -141,17 +159,43 @@ class GavelReplay:
             now = self.events[0][0]
             while self.events and self.events[0][0] <= now:
                 _, kind, _, key, epoch = heapq.heappop(self.events)
-                job = self.jobs[key]
-                if kind == _ARRIVE:
+                job = self.jobs.get(key)
+                if kind == _ROUND:
+                    self.next_round = None
+                elif kind == _ARRIVE and job is not None:
                     self.pending[key] = job.workload
                     self.demand += job.workload.total_milli()
-                elif epoch == job.epoch and job.started is not None:
+                elif job is not None and epoch == job.epoch and job.started is not None:
                     self._stop(now, job, finished=True)
             if self.pending:
+                if self.policy.las:
+                    self._reprioritise(now)
                 self._cycle(now)
             if self.policy.migrate:
                 self._migrate(now)
+            if self.policy.las and self.pending and self.next_round is None:
+                self.next_round = now + self.policy.round_s
+                self._push(self.next_round, _ROUND, "")
         return self._report(time.perf_counter() - wall)
+
+    def _level(self, job: _Job, now: float) -> int:
+        held = job.attained + ((now - job.started) * job.job.scale if job.started is not None
+                               else 0.0)
+        return -int(math.log2(1.0 + held / 3600.0))
+
+    def _reprioritise(self, now: float) -> None:
+        """Least attained service first (`HeteroPolicy.las`): every job's priority from the
+        GPU-hours it has had, waiting and running alike."""
+        for name, w in list(self.pending.items()):
+            job = self.jobs[name]
+            job.workload = replace(w, priority=self._level(job, now))
+            self.pending[name] = job.workload
+        live = self.session.live
+        for name, w in list(live.items()):
+            level = self._level(self.jobs[name], now)
+            if w.priority != level:
+                live[name] = replace(w, priority=level)
+                self.jobs[name].workload = replace(self.jobs[name].workload, priority=level)
 
     def _cycle(self, now: float, pending: list[Workload] | None = None) -> None:
         if self.policy.aware:
@@ -196,6 +240,7 @@ class GavelReplay:
             self.session.finish(job.job.name)
         ran = now - job.started
         self.gpu_s_by_model[job.model] += ran * job.job.scale
+        job.attained += ran * job.job.scale
         job.steps_done += max(ran - job.overhead, 0.0) * job.rates[job.model]
         job.started = None
         job.epoch += 1

@@ -63,7 +63,8 @@ def test_launch_assigns_a_gang_once_with_one_rendezvous(store: Store) -> None:
     clock = Clock()
     _join(store, "a", clock.t)
     _join(store, "b", clock.t)
-    backend = AgentBackend(StoreMailbox(store), heartbeat_timeout_s=30, clock=clock)
+    backend = AgentBackend(StoreMailbox(store), heartbeat_timeout_s=30, restart_grace_s=0,
+                           clock=clock)
     spec = _spec("a", "b")
     backend.launch(spec)
     backend.launch(spec)  # idempotent
@@ -85,7 +86,8 @@ def test_launch_assigns_a_gang_once_with_one_rendezvous(store: Store) -> None:
 def test_launch_refuses_unknown_lost_and_too_small_nodes(store: Store) -> None:
     clock = Clock()
     _join(store, "a", clock.t, gpus=1)
-    backend = AgentBackend(StoreMailbox(store), heartbeat_timeout_s=30, clock=clock)
+    backend = AgentBackend(StoreMailbox(store), heartbeat_timeout_s=30, restart_grace_s=0,
+                           clock=clock)
     with pytest.raises(InvalidLaunchSpec, match="has no agent"):
         backend.launch(_spec("nope"))
     with pytest.raises(InvalidLaunchSpec, match="has 1 GPUs"):
@@ -99,7 +101,8 @@ def test_launch_refuses_unknown_lost_and_too_small_nodes(store: Store) -> None:
 def test_reports_become_statuses_and_only_the_first_end_counts(store: Store) -> None:
     clock = Clock()
     _join(store, "a", clock.t)
-    backend = AgentBackend(StoreMailbox(store), heartbeat_timeout_s=30, clock=clock)
+    backend = AgentBackend(StoreMailbox(store), heartbeat_timeout_s=30, restart_grace_s=0,
+                           clock=clock)
     backend.launch(_spec("a"))
     _report(store, "a", clock.t, "running")
     assert backend.poll(clock.t)[0].state == WorkerState.RUNNING
@@ -119,7 +122,8 @@ def test_reports_become_statuses_and_only_the_first_end_counts(store: Store) -> 
 def test_a_silent_node_is_fenced_for_good_and_comes_back_healthy(store: Store) -> None:
     clock = Clock()
     _join(store, "a", clock.t)
-    backend = AgentBackend(StoreMailbox(store), heartbeat_timeout_s=30, clock=clock)
+    backend = AgentBackend(StoreMailbox(store), heartbeat_timeout_s=30, restart_grace_s=0,
+                           clock=clock)
     backend.launch(_spec("a"))
     _report(store, "a", clock.t, "running")
     clock.t += 29
@@ -141,16 +145,20 @@ def test_a_restarted_server_does_not_count_its_own_downtime(store: Store) -> Non
     clock = Clock()
     _join(store, "a", clock.t)
     clock.t += 600  # the control plane was down for ten minutes
-    backend = AgentBackend(StoreMailbox(store), heartbeat_timeout_s=30, clock=clock)
+    backend = AgentBackend(StoreMailbox(store), heartbeat_timeout_s=30, restart_grace_s=15,
+                           clock=clock)
     assert backend.inventory()[0].health == Health.HEALTHY
-    clock.t += 31
+    clock.t += 44  # the timeout plus the grace for agents backing off: still not lost
+    assert backend.inventory()[0].health == Health.HEALTHY
+    clock.t += 2
     assert backend.inventory()[0].health == Health.UNHEALTHY
 
 
 def test_stop_keeps_the_earliest_deadline_and_the_first_reason(store: Store) -> None:
     clock = Clock()
     _join(store, "a", clock.t)
-    backend = AgentBackend(StoreMailbox(store), heartbeat_timeout_s=30, clock=clock)
+    backend = AgentBackend(StoreMailbox(store), heartbeat_timeout_s=30, restart_grace_s=0,
+                           clock=clock)
     backend.launch(_spec("a"))
     backend.stop("job-1", 0, 10, "Preempted")
     backend.stop("job-1", 0, 20, "Cancelled")  # never extends
@@ -188,3 +196,18 @@ def test_shipped_logs_are_idempotent_by_offset(store: Store) -> None:
         assert AG.append_log(c, "w", 0, 0, 20, b"gap") == 11  # a hole: resend from 11
         assert AG.read_log(c, "w", 0, 0, 0, 100) == b"hello world"
         assert AG.read_log(c, "w", 0, 0, 4, 3) == b"o w"
+
+
+def test_the_agent_backs_off_exponentially_with_jitter_up_to_a_cap() -> None:
+    import random
+
+    from corral.agent.client import Backoff
+
+    b = Backoff(base_s=0.5, cap_s=10.0, rng=random.Random(7))
+    delays = [b.next_delay() for _ in range(8)]
+    for n, d in enumerate(delays):
+        full = min(10.0, 0.5 * 2**n)
+        assert full / 2 <= d <= full  # jittered in [half, whole] of the exponential step
+    assert max(delays) <= 10.0
+    b.reset()
+    assert b.next_delay() <= 0.5

@@ -36,6 +36,8 @@ log = logging.getLogger("corral.agent")
 NODE_FILE: Final = "node.json"
 LEASE_FILE: Final = "lease"
 LOG_CHUNK: Final = 128 * 1024  # bytes per worker per turn: a chatty worker cannot starve the rest
+#: the long poll's wait while a worker runs here: its end is seen only between syncs
+ACTIVE_WAIT_S: Final = 0.5
 Key = tuple[str, int]
 
 
@@ -80,6 +82,7 @@ class Agent:
         self.refused: dict[tuple[str, int, int], ReportIn] = {}  # launches this host refused
         self.shipped: dict[tuple[str, int, int], int] = {}  # log offsets the server confirmed
         self.last_contact = clock()
+        self.acted = False  # the last turn launched or stopped something: report at once
         self.stop_event = threading.Event()
 
     # --- joining ----------------------------------------------------------------------------------
@@ -138,8 +141,14 @@ class Agent:
         return self.credential
 
     def _wait_s(self, statuses: list[WorkerStatus]) -> float:
-        # No long poll while a worker is starting or has just ended unreported: report at once.
-        return 0.0 if self.refused else self.s.poll_wait_s
+        """No wait when there is news to report next turn (a launch, a stop, a refusal); a short
+        one while workers run here (their ends are seen between syncs); else the full wait."""
+        if self.refused or self.acted:
+            self.acted = False
+            return 0.0
+        if any(not s.state.ended for s in statuses):
+            return min(self.s.poll_wait_s, ACTIVE_WAIT_S)
+        return self.s.poll_wait_s
 
     def _wait(self, why: Exception) -> None:
         delay = self.s.backoff.next_delay()
@@ -175,8 +184,10 @@ class Agent:
         if not launched and any(w.state != "starting" for w in workers):
             self._lost_records(key, workers)
             return
-        if not launched and not self._launch(key, first):
-            return
+        if not launched:
+            if not self._launch(key, first):
+                return
+            self.acted = True
         if first.stop_grace_left_s is not None:
             self.backend.stop(*key, first.stop_grace_left_s, first.stop_reason)
 

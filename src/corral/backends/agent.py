@@ -19,7 +19,8 @@ unfinished workers become LOST with NodeLost, for good) and the control loop res
 elsewhere; `inventory` reports it UNHEALTHY, so the health monitor cordons it. An agent that comes
 back reads that its workers were fenced and kills them, and its node takes work again. A control
 plane that was itself down does not count that time against the agents: a node is judged from
-max(last heartbeat, this backend's start).
+max(last heartbeat, this backend's start + `restart_grace_s`), the grace covering an agent's
+retry backoff (at most 10 s between tries) and the server's own start-up.
 
 Rendezvous: CORRAL_MASTER_ADDR is the address worker 0's agent advertised; CORRAL_MASTER_PORT is
 derived from (workload, attempt), as on Slurm (a port a host cannot reserve for us in advance).
@@ -64,6 +65,10 @@ __all__ = [
 ]
 
 DEFAULT_HEARTBEAT_TIMEOUT_S: Final = 30.0
+#: after a control-plane start, agents get this long on top of the timeout to reconnect: they
+#: retry with a backoff of up to 10 s (`corral.agent.client.Backoff`), and the API may start
+#: serving a few seconds after this backend exists
+DEFAULT_RESTART_GRACE_S: Final = 15.0
 LABEL_INSTANCE_TYPE: Final = "corral.io/instance-type"
 LABEL_INSTANCE_ID: Final = "corral.io/instance-id"
 
@@ -161,17 +166,20 @@ def node_from_facts(node: AgentNode, health: Health = Health.HEALTHY) -> Node:
 class AgentBackend(Backend, InventorySource, LogSource):
     """Places work on `corral agent` hosts through `mailbox`. See the module docstring.
 
-    heartbeat_timeout_s: a node not heard from this long is lost. clock: the server's clock
-    (heartbeats are stamped with the API's clock, which must be the same).
+    heartbeat_timeout_s: a node not heard from this long is lost. restart_grace_s: extra time
+    after this backend starts (see the module docstring). clock: the server's clock (heartbeats
+    are stamped with the API's clock, which must be the same).
     """
 
     name = "agent"
 
     def __init__(self, mailbox: Mailbox, *, heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S,
+                 restart_grace_s: float = DEFAULT_RESTART_GRACE_S,
                  clock: Callable[[], float] = time.time) -> None:
         if heartbeat_timeout_s <= 0:
             raise ValueError(f"heartbeat_timeout_s must be > 0, got {heartbeat_timeout_s}")
         self.mailbox, self.heartbeat_timeout_s, self.clock = mailbox, heartbeat_timeout_s, clock
+        self.restart_grace_s = restart_grace_s
         self.started_at = clock()
 
     # --- Backend -------------------------------------------------------------------------------
@@ -254,7 +262,8 @@ class AgentBackend(Backend, InventorySource, LogSource):
     def _lost(self, node: AgentNode, now: float) -> bool:
         if node.lost_at is not None:
             return True
-        return now - max(node.last_seen, self.started_at) > self.heartbeat_timeout_s
+        since = max(node.last_seen, self.started_at + self.restart_grace_s)
+        return now - since > self.heartbeat_timeout_s
 
     def _fence_lost(self, now: float) -> None:
         for node in self.mailbox.nodes():

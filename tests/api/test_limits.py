@@ -217,3 +217,13 @@ def test_every_operation_documents_the_error_shape(api: Api) -> None:
                 assert ref.endswith("/ErrorBody"), (method, path, status)
             if "requestBody" in op:
                 assert "400" in op["responses"], (method, path)
+
+
+def test_a_lone_surrogate_in_a_spec_is_a_422_naming_it_not_a_500(api: Any) -> None:
+    # found by bench/api_fuzz.py --with-loop: the error message quoted the value, and no
+    # response can encode a lone surrogate
+    body = b'{"name": "\\ud800", "queue": "team-a", "gpus": 1, "command": ["true"]}'
+    r = api.client.post("/v1/workloads", content=body,
+                        headers={**api.admin, "Content-Type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert "\\\\ud800" in r.text or "ud800" in r.text

@@ -56,8 +56,15 @@ def not_found(what: str, name: str) -> ApiError:
 
 
 def error_body(code: str, message: str, problems: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
-    return ErrorBody(error=code, message=message,
-                     problems=[Problem(field=f, message=m) for f, m in problems]).model_dump()
+    return ErrorBody(error=code, message=_printable(message),
+                     problems=[Problem(field=_printable(f), message=_printable(m))
+                               for f, m in problems]).model_dump()
+
+
+def _printable(text: str) -> str:
+    """`text` as UTF-8 can carry it: a message may quote a user's value, and a JSON body may hold
+    a lone surrogate ("\\ud800"), which no response can encode; it is shown escaped instead."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _validation_problems(exc: RequestValidationError) -> tuple[int, str, list[tuple[str, str]]]:

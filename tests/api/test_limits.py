@@ -227,3 +227,23 @@ def test_a_lone_surrogate_in_a_spec_is_a_422_naming_it_not_a_500(api: Any) -> No
                         headers={**api.admin, "Content-Type": "application/json"})
     assert r.status_code == 422, r.text
     assert "\\\\ud800" in r.text or "ud800" in r.text
+
+
+def test_on_the_local_backend_a_missing_working_dir_is_refused_at_submission(
+        tmp_path: Any) -> None:
+    # bench/api_fuzz.py --with-loop found accepted specs whose working_dir did not exist on the
+    # host: they could only fail at launch. Where the workers run on this host, refuse them now.
+    from types import SimpleNamespace
+
+    from corral.api.errors import ApiError
+    from corral.api.workloads import _launchable_here
+    from corral.spec import WorkloadSpec
+
+    spec = WorkloadSpec.model_validate({"name": "w", "queue": "team-a", "gpus": 1,
+                                        "command": ["true"], "working_dir": "/nonexistent/x"})
+    with pytest.raises(ApiError) as refused:
+        _launchable_here(SimpleNamespace(backend_name="local"), spec)  # type: ignore[arg-type]
+    assert refused.value.status == 422 and refused.value.problems[0][0] == "working_dir"
+    _launchable_here(SimpleNamespace(backend_name="slurm"), spec)  # type: ignore[arg-type]
+    ok = spec.model_copy(update={"working_dir": str(tmp_path)})
+    _launchable_here(SimpleNamespace(backend_name="local"), ok)  # type: ignore[arg-type]

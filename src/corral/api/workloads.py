@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response
@@ -79,6 +80,17 @@ IdempotencyKey = Annotated[str | None, Header(
                 "the same key with another spec is 409")]
 
 
+def _launchable_here(ctx: ApiContext, spec: WorkloadSpec) -> None:
+    """On the local backend the workers run on this host: a working directory that is not here
+    would only fail at launch, so it is refused now (other backends' hosts are not visible from
+    the API: there the launch refuses it, failing that workload with the field named)."""
+    if (ctx.backend_name == "local" and spec.working_dir is not None
+            and not Path(spec.working_dir).is_dir()):
+        raise ApiError(422, "invalid_request", "the spec cannot run on this pool",
+                       [("working_dir", f"{spec.working_dir!r} is not a directory on this host: "
+                                        "create it or fix the path")])
+
+
 @router.post("/workloads", status_code=201, response_model=M.Submitted,
              responses={**_ERRORS, 200: {"model": M.Submitted, "description": "a retry with "
                         "the same Idempotency-Key and spec: the first submission"},
@@ -90,6 +102,7 @@ async def submit(spec: WorkloadSpec, ctx: Ctx, who: Caller, response: Response,
     # async: the checks are cached and the write is group-committed by one writer thread, so a
     # submission holds no threadpool thread while it waits for its commit (corral.control.submission)
     _may_submit(who, spec.queue)
+    _launchable_here(ctx, spec)
     now = ctx.clock.now()
     if idempotency_key is None:
         records = await ctx.submissions.submit_async(spec, who.name, now)

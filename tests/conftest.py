@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True,
@@ -16,3 +18,13 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # The real-parts fixtures (session-scoped PostgreSQL, Slurm, Ray, Chromium) are registered once
 # here, so every folder shares one server of each kind per test session.
 from corral.testing.fixtures import *  # noqa: E402, F403
+
+
+@pytest.fixture(autouse=True)
+def _umask_restored() -> Iterator[None]:
+    """`corral up` run in process sets the process umask to 077 (its files are its own); restored
+    after each test so that a later test's harness (Slurm's munge socket dir) is not made 0700."""
+    before = os.umask(0o022)
+    os.umask(before)
+    yield
+    os.umask(before)

@@ -267,6 +267,7 @@ class SlurmCluster:
             ("munge", 0o700),
         ):
             (lay.root / sub).mkdir(mode=mode)
+            (lay.root / sub).chmod(mode)  # mkdir's mode passes through the umask (077 in corral up)
         for i in range(s.gpus_per_node):
             # slurmd accepts only character/block devices as GPU files; /dev/null is one.
             lay.device_file(i).symlink_to("/dev/null")

@@ -10,6 +10,8 @@
     a worker failed or was lost            -> pending with attempt + 1 and restart_count + 1
                                               after a backoff, while restarts are left;
                                               else failed (RestartsExhausted)
+    a service replica ended on its own     -> pending again, whatever its exit code and however
+                                              many times (`corral.control.replicas`)
 
 A restart relaunches the whole gang (workers of one attempt rendezvous together) with its
 checkpoint directory, from which it resumes (see `corral.control.act.launch_spec`).
@@ -25,8 +27,10 @@ from sqlalchemy import Connection
 
 from corral.backends.base import WorkerState, WorkerStatus
 from corral.control import lifecycle as L
+from corral.control import replicas
 from corral.control.lifecycle import State
 from corral.core import reasons as R
+from corral.core.model import WorkloadKind
 from corral.spec import WorkloadSpec
 from corral.store import workloads as W
 from corral.store.workloads import WorkloadRecord
@@ -52,6 +56,9 @@ def finalize(
     _record_workers(conn, rec, statuses)
     codes = [s.exit_code for s in statuses]
     exit_code = next((c for c in codes if c not in (0, None)), codes[0] if codes else None)
+    if spec.kind == WorkloadKind.SERVICE and rec.stop_reason in (None, L.WORKER_FAILED):
+        # a service never "succeeds": exit 0 is as much an outage as a crash
+        return replicas.restart(conn, rec, spec, now, statuses, exit_code)
     if statuses and all(s.state == WorkerState.SUCCEEDED for s in statuses):
         return L.transition(conn, rec, State.SUCCEEDED, reason=L.COMPLETED,
                             message="every worker exited 0", now=now, exit_code=0,
@@ -77,6 +84,9 @@ def restart_or_fail(
     conn: Connection, rec: WorkloadRecord, spec: WorkloadSpec, now: float, *, reason: str,
     message: str, exit_code: int | None = None,
 ) -> bool:
+    if spec.kind == WorkloadKind.SERVICE:  # replicas are kept serving, never given up on
+        return replicas.restart_after(conn, rec, spec, now, cause=reason, message=message,
+                                      exit_code=exit_code)
     if rec.restart_count >= spec.max_restarts:
         return L.transition(
             conn, rec, State.FAILED, reason=L.RESTARTS_EXHAUSTED,

@@ -171,8 +171,8 @@ def _observe(
     if all(s.state.ended for s in workers):
         spec = specs.spec(rec)
         alone: Write = lambda conn: outcome.finalize(conn, rec, workers, spec, now)  # noqa: E731
-        if all(s.state == WorkerState.SUCCEEDED for s in workers):
-            return _BulkWrite("succeeded", rec, alone)
+        if spec.kind != "service" and all(s.state == WorkerState.SUCCEEDED for s in workers):
+            return _BulkWrite("succeeded", rec, alone)  # a replica's exit 0 restarts it
         return alone
     broken = [s for s in workers if s.state in (WorkerState.FAILED, WorkerState.LOST)]
     if broken and rec.stop_reason is None:

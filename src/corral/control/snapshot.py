@@ -73,8 +73,11 @@ class SpecCache:
             if len(self._units) >= self.MAX_BODIES:
                 self._units.clear()
             hit = self._units[id(spec)] = (spec, spec.to_core("", 0.0, ""))
-        return dataclasses.replace(hit[1][replica_index(record)], id=record.id,
-                                   submitted_at=record.submitted_at, user=record.user)
+        i, units = replica_index(record), hit[1]
+        # a service scaled past the replicas it was submitted with has replicas beyond `units`
+        unit = units[i] if i < len(units) else spec.replica_unit(units[0], i)
+        return dataclasses.replace(unit, id=record.id, submitted_at=record.submitted_at,
+                                   user=record.user)
 
     def forget(self, workload_id: str) -> None:
         self._specs.pop(workload_id, None)

@@ -1,0 +1,82 @@
+"""A service's status, derived from its replicas' rows: nothing about it is stored twice.
+
+A service is the group of its replica rows (`<service id>-r<i>`, group id = the service's id).
+Each replica is, as far as serving goes:
+
+    ready     running, no stop asked (it takes traffic)
+    starting  pending, scheduled, starting (a restart waiting out its backoff included)
+    draining  a stop asked for good (cancel, scale down), not ended yet
+    ended     cancelled (or failed: a launch the backend refused as invalid)
+
+desired = ready + starting: the replicas corral keeps serving. `scale` changes it by adding
+replicas or draining the highest-indexed ones, so the count of live rows *is* the desired count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from corral.control import lifecycle as L
+from corral.control.snapshot import replica_index
+from corral.store.workloads import WorkloadRecord
+
+__all__ = [
+    "DRAINING",
+    "ENDED",
+    "READY",
+    "STARTING",
+    "ServiceStatus",
+    "replica_state",
+    "service_status",
+]
+
+READY: Final = "ready"
+STARTING: Final = "starting"
+DRAINING: Final = "draining"
+ENDED: Final = "ended"
+
+
+def replica_state(rec: WorkloadRecord) -> str:
+    """One of READY, STARTING, DRAINING, ENDED for a replica row."""
+    if rec.state in L.TERMINAL:
+        return ENDED
+    if rec.stop_reason == L.CANCELLED:
+        return DRAINING
+    if rec.state == "running" and rec.stop_reason is None:
+        return READY
+    return STARTING
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    id: str
+    desired: int
+    ready: int
+    starting: int
+    draining: int
+    #: serving (every desired replica ready), degraded (some), starting (none yet),
+    #: stopping (only draining ones left), ended
+    state: str
+    #: (replica index, row), by index
+    replicas: tuple[tuple[int, WorkloadRecord], ...]
+
+    def live(self) -> list[tuple[int, WorkloadRecord]]:
+        """Replicas corral keeps serving (ready or starting), by index."""
+        return [(i, r) for i, r in self.replicas if replica_state(r) in (READY, STARTING)]
+
+
+def service_status(service_id: str, rows: Iterable[WorkloadRecord]) -> ServiceStatus:
+    replicas = tuple(sorted(((replica_index(r), r) for r in rows), key=lambda p: p[0]))
+    count = {READY: 0, STARTING: 0, DRAINING: 0, ENDED: 0}
+    for _, r in replicas:
+        count[replica_state(r)] += 1
+    desired = count[READY] + count[STARTING]
+    if desired:
+        state = ("serving" if count[READY] == desired else
+                 "degraded" if count[READY] else "starting")
+    else:
+        state = "stopping" if count[DRAINING] else "ended"
+    return ServiceStatus(service_id, desired, count[READY], count[STARTING], count[DRAINING],
+                         state, replicas)

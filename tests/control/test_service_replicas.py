@@ -1,0 +1,120 @@
+"""Service replicas on the control loop (fake backend, manual clock): a replica restarts on any
+exit, never succeeds nor runs out of restarts, backs off when it crash-loops, and the service's
+status (desired / ready / starting) is derived from its replicas' rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from corral.control import ControlLoop, ControlSettings, Leadership, cancel
+from corral.control.health import HealthMonitor
+from corral.control.replicas import REPLICA_RESTARTING, STABLE_S
+from corral.control.services import service_status
+from corral.spec import WorkloadSpec
+from corral.store import Store
+from corral.store import workloads as W
+
+from .rig import Rig
+
+
+@pytest.fixture
+def rig(store: Store) -> Rig:
+    return Rig(store)
+
+
+def submit_service(rig: Rig, **fields: Any) -> str:
+    spec = {"name": "svc", "queue": "q", "kind": "service", "gpus": 1, "cpu": 0.1,
+            "memory": 64, "command": ["serve"], "replicas": 2, "restart_backoff": 5, **fields}
+    recs = rig.submissions.submit(WorkloadSpec.model_validate(spec), "ann", rig.clock.now())
+    return recs[0].group_id
+
+
+def status(rig: Rig, sid: str) -> tuple[int, int, int, str]:
+    with rig.store.read() as c:
+        s = service_status(sid, W.list_workloads(c, group_id=sid, limit=1000))
+    return s.desired, s.ready, s.starting, s.state
+
+
+@pytest.mark.parametrize("exit_code", [0, 1, -9], ids=["exit-0", "exit-1", "killed"])
+def test_a_replica_comes_back_after_any_exit(rig: Rig, exit_code: int) -> None:
+    sid = submit_service(rig)
+    r0 = f"{sid}-r0"
+    rig.step(2)
+    assert status(rig, sid) == (2, 2, 0, "serving")
+    rig.backend.finish(r0, exit_code=exit_code)
+    rig.step()
+    rec = rig.get(r0)
+    assert (rec.state, rec.reason_code, rec.attempt) == ("pending", REPLICA_RESTARTING, 1)
+    assert "a service is kept serving" in rec.reason_message
+    assert "restarting in 5s" in rec.reason_message
+    assert status(rig, sid) == (2, 1, 1, "degraded")
+    rig.clock.advance(5)
+    rig.step(2)
+    assert rig.state(r0) == "running"
+    assert status(rig, sid) == (2, 2, 0, "serving")
+    assert ("running", "succeeded", "Completed") not in rig.transitions(r0)
+
+
+def test_a_crash_looping_replica_backs_off_and_never_fails(rig: Rig) -> None:
+    sid = submit_service(rig, replicas=1, max_restarts=1)
+    r0 = f"{sid}-r0"
+    waits = []
+    for _ in range(5):  # more crashes than max_restarts: a replica has no such limit
+        rig.step(2)
+        assert rig.state(r0) == "running"
+        rig.backend.fail(r0, exit_code=2)
+        rig.step()
+        rec = rig.get(r0)
+        assert rec.state == "pending"
+        waits.append(rec.not_before - rig.clock.now() + 1)  # step() advanced the clock by 1
+        rig.clock.advance(rec.not_before - rig.clock.now())
+    assert waits == [5, 10, 20, 40, 80]
+    assert "crash loop" in rig.get(r0).reason_message
+
+
+def test_a_replica_that_served_long_starts_its_backoff_over(rig: Rig) -> None:
+    sid = submit_service(rig, replicas=1)
+    r0 = f"{sid}-r0"
+    for _ in range(3):  # a streak of quick crashes
+        rig.step(2)
+        rig.backend.fail(r0, exit_code=2)
+        rig.step()
+        rig.clock.advance(rig.get(r0).not_before - rig.clock.now())
+    rig.step(2)
+    rig.clock.advance(STABLE_S)  # then it serves a long while
+    rig.backend.fail(r0, exit_code=2)
+    rig.step()
+    rec = rig.get(r0)
+    assert (rec.restart_count, rec.not_before - rig.clock.now() + 1) == (1, 5)
+
+
+def test_a_replica_lost_with_its_node_is_replaced_elsewhere(rig: Rig) -> None:
+    rig.loop = ControlLoop(rig.store, rig.backend, clock=rig.clock,
+                           settings=ControlSettings(stop_grace_s=5.0),
+                           leadership=Leadership(rig.store, ttl_s=15.0),
+                           health=HealthMonitor(rig.store, rig.backend))
+    sid = submit_service(rig, replicas=2)
+    rig.step(2)
+    on = {ls.workload_id: ls.assignments[0].node_id for ls in rig.backend.launches}
+    victim = on[f"{sid}-r0"]
+    rig.backend.lose_node(victim)
+    rig.step()
+    lost = [rid for rid, node in on.items() if node == victim]
+    assert {rig.get(rid).reason_code for rid in lost} == {REPLICA_RESTARTING}
+    rig.clock.advance(5)
+    rig.step(3)
+    assert status(rig, sid) == (2, 2, 0, "serving")
+    assert all(ls.assignments[0].node_id != victim for ls in rig.backend.launches[2:])
+
+
+def test_cancelling_every_replica_ends_the_service(rig: Rig) -> None:
+    sid = submit_service(rig)
+    rig.step(2)
+    for rid in (f"{sid}-r0", f"{sid}-r1"):
+        cancel(rig.store, rid, rig.clock.now(), "ann")
+    assert status(rig, sid) == (0, 0, 0, "stopping")
+    rig.step(2)
+    assert status(rig, sid) == (0, 0, 0, "ended")
+    assert {rig.state(f"{sid}-r{i}") for i in range(2)} == {"cancelled"}

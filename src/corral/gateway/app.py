@@ -1,0 +1,115 @@
+"""The gateway as an ASGI app: `create_gateway_app(route_table)`.
+
+    table = RouteTable()
+    app = create_gateway_app(table)                 # run it: uvicorn.run(app, port=8080)
+    api.mount("/", app)                             # or mount it in the control plane's app
+
+Routes: `/serve/<service>` and `/serve/<service>/<path>` (every method) to the service's ready
+replicas; `/metrics` (Prometheus text); `/healthz`. Anything else is a 404 in the house error
+shape. The app's `state.gateway` is the `Gateway` (its table, metrics, admission queue and
+HTTP client); mounted inside another app, whose lifespan does not reach a mounted app's, call
+`await gateway.aclose()` at shutdown.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from corral.gateway.admission import Admission
+from corral.gateway.limits import GatewayLimits
+from corral.gateway.metrics import GatewayMetrics
+from corral.gateway.proxy import Proxy, error_response
+from corral.gateway.routes import RouteTable
+
+__all__ = ["Gateway", "create_gateway_app"]
+
+log = logging.getLogger("corral.gateway")
+
+
+@dataclass
+class Gateway:
+    table: RouteTable
+    limits: GatewayLimits
+    admission: Admission
+    metrics: GatewayMetrics
+    client: httpx.AsyncClient
+    proxy: Proxy
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def _client(limits: GatewayLimits) -> httpx.AsyncClient:
+    # read/write/pool timeouts stay off: the proxy bounds the first byte and the total itself,
+    # and a streamed generation may be silent between tokens for longer than any read timeout
+    timeout = httpx.Timeout(None, connect=limits.connect_timeout_s)
+    pool = httpx.Limits(max_connections=None, max_keepalive_connections=512,
+                        keepalive_expiry=30)
+    return httpx.AsyncClient(timeout=timeout, limits=pool, follow_redirects=False,
+                             trust_env=False, http1=True, http2=False)
+
+
+def create_gateway_app(route_table: RouteTable, limits: GatewayLimits | None = None, *,
+                       client: httpx.AsyncClient | None = None,
+                       rng: random.Random | None = None) -> Starlette:
+    """The gateway app serving `route_table`. `client` replaces the HTTP client to replicas
+    (tests pass one with a mock transport); `rng` seeds balancing (a replayable run)."""
+    limits = limits or GatewayLimits()
+    admission = Admission(route_table, limits.max_queue, limits.max_queue_wait_s)
+    metrics = GatewayMetrics(route_table, admission.queued)
+    http = client or _client(limits)
+    proxy = Proxy(route_table, limits, admission, metrics, http, rng)
+    gateway = Gateway(route_table, limits, admission, metrics, http, proxy)
+
+    async def scrape(_: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "ok", "services": len(route_table.services())})
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        await gateway.aclose()
+
+    app = Starlette(
+        routes=[Route("/serve/{service}", proxy), Route("/serve/{service}/{path:path}", proxy),
+                Route("/metrics", scrape, methods=["GET"]),
+                Route("/healthz", healthz, methods=["GET"])],
+        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+        lifespan=lifespan)
+    app.state.gateway = gateway
+    return app
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = str(exc.detail)
+    if exc.status_code == 404:
+        message = f"no such endpoint: {request.method} {request.url.path}; services are " \
+                  "served under /serve/<service>/"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed here"
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+    return Response(error_response(exc.status_code, code, message), exc.status_code,
+                    headers=dict(exc.headers or {}), media_type="application/json")
+
+
+async def _internal_error(_: Request, exc: Exception) -> Response:
+    log.error("gateway error", exc_info=exc)
+    body = json.loads(error_response(500, "internal_error", "the gateway failed on this "
+                                     "request; it is logged, retrying may help"))
+    return JSONResponse(body, 500)

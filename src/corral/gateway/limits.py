@@ -1,0 +1,41 @@
+"""The gateway's knobs, in one frozen value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["GatewayLimits"]
+
+
+@dataclass(frozen=True)
+class GatewayLimits:
+    #: to open a TCP connection to a replica; a refusal or this timeout is a connect error,
+    #: the one failure where the request provably never reached the replica
+    connect_timeout_s: float = 5.0
+    #: from sending the request to the replica's response headers (a model's queueing and
+    #: prefill time counts here: keep it above the slowest first token)
+    first_byte_timeout_s: float = 120.0
+    #: the whole request at the gateway, queue wait and a streamed response included; a stream
+    #: still running at that point is cut (the client sees an incomplete body, not a success)
+    total_timeout_s: float = 900.0
+    #: tries per request, the first included (a retry always goes to another replica)
+    max_tries: int = 3
+    #: requests allowed to wait per service while it has no ready replica
+    max_queue: int = 256
+    #: how long a request waits in that queue before it is refused with 503
+    max_queue_wait_s: float = 60.0
+    #: the Retry-After (seconds) of a 503 the gateway itself answers
+    retry_after_s: int = 2
+    #: a connect error is retried even for POST/PATCH: the request never left the gateway, so
+    #: at-most-once holds; without it, a replica killed before the prober notices drops every
+    #: completion routed to it. False: only idempotent methods are ever retried.
+    retry_unsent_non_idempotent: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("connect_timeout_s", "first_byte_timeout_s", "total_timeout_s",
+                     "max_queue_wait_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be above 0")
+        if self.max_tries < 1 or self.max_queue < 0 or self.retry_after_s < 0:
+            raise ValueError("max_tries must be at least 1, max_queue and retry_after_s "
+                             "at least 0")

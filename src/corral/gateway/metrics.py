@@ -1,0 +1,74 @@
+"""The gateway's Prometheus metrics, per service, in a registry of its own (two gateways in one
+process, as in tests, do not collide).
+
+    corral_gateway_requests_total{service, code}      responses sent, by status code
+    corral_gateway_errors_total{service, reason}      requests that failed at the gateway:
+                                                      connect, first_byte_timeout, total_timeout,
+                                                      upstream_broken, queue_full, queue_timeout
+    corral_gateway_retries_total{service}             tries sent to another replica
+    corral_gateway_first_byte_seconds{service}        until the replica's response headers
+    corral_gateway_request_seconds{service}           until the response's last byte
+    corral_gateway_in_flight{service}                 requests being served (queue included)
+    corral_gateway_queue_length{service}              requests waiting for a ready replica
+    corral_gateway_replicas{service, state}           replicas by state, read from the table
+
+Only services in the route table get labels: a request for a name that is not one is counted
+under service="" so that hostile names cannot grow the label set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from corral.gateway.routes import ReplicaState, RouteTable
+
+__all__ = ["GatewayMetrics"]
+
+#: from 5 ms (a proxied health check) to 10 min (a long streamed generation)
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+class GatewayMetrics:
+    def __init__(self, table: RouteTable, queued: Callable[[str], int]) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("corral_gateway_requests", "responses sent, by status code",
+                                ["service", "code"], registry=r)
+        self.errors = Counter("corral_gateway_errors", "requests failed at the gateway",
+                              ["service", "reason"], registry=r)
+        self.retries = Counter("corral_gateway_retries", "tries sent to another replica",
+                               ["service"], registry=r)
+        self.first_byte = Histogram("corral_gateway_first_byte_seconds",
+                                    "time to the replica's response headers", ["service"],
+                                    buckets=_BUCKETS, registry=r)
+        self.total = Histogram("corral_gateway_request_seconds",
+                               "time to the response's last byte", ["service"],
+                               buckets=_BUCKETS, registry=r)
+        self.in_flight = Gauge("corral_gateway_in_flight", "requests being served",
+                               ["service"], registry=r)
+        r.register(_TableCollector(table, queued))
+
+
+class _TableCollector(Collector):
+    """Replicas by state and queue lengths, read at scrape time from the table itself, so they
+    can never drift from it."""
+
+    def __init__(self, table: RouteTable, queued: Callable[[str], int]) -> None:
+        self._table, self._queued = table, queued
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        replicas = GaugeMetricFamily("corral_gateway_replicas", "replicas by state",
+                                     labels=["service", "state"])
+        queue = GaugeMetricFamily("corral_gateway_queue_length",
+                                  "requests waiting for a ready replica", labels=["service"])
+        for route in self._table.services():
+            for state in ReplicaState:
+                count = sum(1 for x in route.replicas.values() if x.state is state)
+                replicas.add_metric([route.name, state.value], count)
+            queue.add_metric([route.name], self._queued(route.name))
+        yield replicas
+        yield queue

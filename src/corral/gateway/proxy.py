@@ -1,0 +1,362 @@
+"""Forwarding one request to a service's replicas: the ASGI endpoint behind `/serve/<service>/`.
+
+Stages, in order (each says why it sits where it does):
+
+1. route: the service must exist (404) and the path must hold no dot segment (400): both are
+   client mistakes, answered before anything waits or counts as load;
+2. auth: public, or a bearer token (401), before the request can queue for a replica;
+3. admit: with no ready replica, wait in the service's bounded queue (503 + Retry-After when
+   it is full or the wait runs out);
+4. pick: power of two choices on outstanding requests (`balancing`);
+5. send: connect, stream the request body, wait for the response headers (first-byte timeout);
+   a connect error, or a 503 before any body for an idempotent request without a body, tries
+   another replica (`should_retry`);
+6. stream: the response body goes to the client chunk by chunk as the replica sends it (server-
+   sent events and chunked responses are never buffered), until it ends, the total timeout
+   passes, or the client goes away (the replica's stream is then closed).
+
+The replica's outstanding count covers 5 and 6 exactly: it is what balancing reads and what a
+drain waits on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from corral.gateway.admission import Admission, QueueFull, QueueTimeout, ServiceGone
+from corral.gateway.balancing import pick_replica
+from corral.gateway.headers import request_headers, response_headers
+from corral.gateway.limits import GatewayLimits
+from corral.gateway.metrics import GatewayMetrics
+from corral.gateway.routes import SERVICE_NAME, Replica, RouteTable
+from corral.sdk.models import ErrorBody, Problem
+
+__all__ = ["IDEMPOTENT", "BrokenResponse", "Proxy", "error_response", "should_retry"]
+
+log = logging.getLogger("corral.gateway")
+
+Scope = dict[str, Any]
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+_DOT_SEGMENT = re.compile(rb"(^|/)(\.|%2e){1,2}(/|$)", re.IGNORECASE)
+
+
+class _Refused(Exception):
+    """A request the gateway answers itself, with the house error shape."""
+
+    def __init__(self, status: int, code: str, message: str, field_: str = "",
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field_
+        self.headers = headers or {}
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its request body ended."""
+
+
+class BrokenResponse(RuntimeError):
+    """A response cut after its headers went out (the replica broke it off, or it ran past the
+    total timeout): the only honest signal left is to close the connection, so the client sees
+    an incomplete body rather than a success."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def should_retry(method: str, *, connect_error: bool, status: int | None,
+                 body_sent: bool, has_body: bool, limits: GatewayLimits) -> bool:
+    """Whether a failed try may go to another replica.
+
+    - a connect error: the replica never saw the request; retried when the body was not
+      consumed yet, for idempotent methods and (unless `retry_unsent_non_idempotent` is off)
+      for the others too;
+    - a 503 before any body, for an idempotent request without a body (one we can send again):
+      the replica refused the work (overloaded, shutting down) and nothing ran;
+    - anything else (a timeout, a reset after the request was sent, any other status) may have
+      had effects on the replica, and is not retried.
+    """
+    idempotent = method in IDEMPOTENT
+    if connect_error:
+        return not body_sent and (idempotent or limits.retry_unsent_non_idempotent)
+    return status == 503 and idempotent and not has_body
+
+
+@dataclass
+class _Body:
+    """The client's request body, streamed to the replica as it arrives (never buffered)."""
+
+    receive: Any
+    has_body: bool
+    started: bool = False
+    ended: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ended = not self.has_body
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        while not self.ended:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            self.started = True
+            self.ended = not message.get("more_body", False)
+            if message.get("body"):
+                yield message["body"]
+
+
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
+def error_response(status: int, code: str, message: str, field_: str = "") -> bytes:
+    """The house error shape (the same as corral's API: `corral.api.errors`)."""
+    problems = [Problem(field=field_, message=message)] if field_ else []
+    body = ErrorBody(error=code, message=message, problems=problems).model_dump()
+    return json.dumps(body).encode()
+
+
+async def _send_error(send: Any, refused: _Refused) -> None:
+    body = error_response(refused.status, refused.code, refused.message, refused.field)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in refused.headers.items()]
+    await send({"type": "http.response.start", "status": refused.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Proxy:
+    """The ASGI app mounted at `/serve/{service}` and `/serve/{service}/{path:path}`."""
+
+    def __init__(self, table: RouteTable, limits: GatewayLimits, admission: Admission,
+                 metrics: GatewayMetrics, client: httpx.AsyncClient,
+                 rng: random.Random | None = None) -> None:
+        self.table, self.limits, self.admission, self.metrics = table, limits, admission, metrics
+        self.client = client
+        self.rng = rng or random.Random()
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        service = scope["path_params"]["service"]
+        label = service if self.table.service(service) is not None else ""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        self.metrics.in_flight.labels(label).inc()
+        status = 0
+        try:
+            status = await self._serve(scope, receive, send, service, started)
+        except _Refused as refused:
+            status = refused.status
+            await _send_error(send, refused)
+        except _ClientGone:
+            status = 499  # nginx's "client closed request": nothing was sent back
+        except BrokenResponse as broken:
+            status = broken.status
+            raise
+        finally:
+            self.metrics.in_flight.labels(label).dec()
+            if status:
+                self.metrics.requests.labels(label, str(status)).inc()
+                self.metrics.total.labels(label).observe(loop.time() - started)
+
+    # ---- stages 1-3 ----------------------------------------------------------------------
+    def _route(self, scope: Scope, service: str) -> tuple[bytes, bool]:
+        route = self.table.service(service) if SERVICE_NAME.fullmatch(service) else None
+        if route is None:
+            shown = service if len(service) <= 80 else service[:60] + "..."
+            raise _Refused(404, "not_found", f"service {shown!r} does not exist")
+        rest = _rest_of_path(scope, service)
+        if _DOT_SEGMENT.search(rest):
+            raise _Refused(400, "bad_request", "the path holds a '.' or '..' segment; send the "
+                           "path the service should see, already resolved", "path")
+        header = _header(scope, b"authorization")
+        if not route.auth.allows(header.decode("latin-1") if header is not None else None):
+            raise _Refused(401, "unauthorized", f"service {service!r} needs a bearer token "
+                           "(Authorization: Bearer <token>)" if header is None else
+                           f"the bearer token is not valid for service {service!r}",
+                           headers={"WWW-Authenticate": "Bearer"})
+        return rest, route.auth.is_public
+
+    async def _admit(self, service: str, deadline: float) -> None:
+        remaining = deadline - asyncio.get_running_loop().time()
+        retry_after = {"Retry-After": str(self.limits.retry_after_s)}
+        try:
+            await self.admission.wait_ready(
+                service, min(self.admission.max_wait_s, max(remaining, 0.001)))
+        except QueueFull:
+            self.metrics.errors.labels(service, "queue_full").inc()
+            raise _Refused(503, "unavailable", f"service {service!r} has no ready replica and "
+                           f"{self.limits.max_queue} requests already wait for one; retry later",
+                           headers=retry_after) from None
+        except QueueTimeout:
+            self.metrics.errors.labels(service, "queue_timeout").inc()
+            raise _Refused(503, "unavailable", f"service {service!r} had no ready replica within "
+                           f"{self.admission.max_wait_s:g} s; retry later",
+                           headers=retry_after) from None
+        except ServiceGone:
+            raise _Refused(404, "not_found", f"service {service!r} does not exist") from None
+
+    # ---- stages 4-6 ----------------------------------------------------------------------
+    async def _serve(self, scope: Scope, receive: Any, send: Any, service: str,
+                     started: float) -> int:
+        rest, public = self._route(scope, service)
+        deadline = started + self.limits.total_timeout_s
+        body = _Body(receive, _has_body(scope))
+        headers = request_headers(
+            scope["headers"], client_ip=(scope.get("client") or (None,))[0],
+            scheme=scope.get("scheme", "http"),
+            prefix=scope.get("root_path", "") + f"/serve/{service}", keep_authorization=public)
+        query = scope.get("query_string", b"")
+        tried: list[str] = []
+        while True:
+            replica = self._pick(service, tried)
+            if replica is None and tried:
+                raise _Refused(502, "bad_gateway", f"no replica of service {service!r} could "
+                               f"be reached (tried {len(tried)})")
+            if replica is None:
+                await self._admit(service, deadline)
+                continue
+            request = self._request(scope["method"], replica, rest, query, headers, body)
+            response = await self._send(service, replica, request, body, deadline)
+            if isinstance(response, _Retry):
+                tried.append(replica.id)
+                if len(tried) >= self.limits.max_tries:
+                    raise response.refusal
+                self.metrics.retries.labels(service).inc()
+                continue
+            self.metrics.first_byte.labels(service).observe(
+                asyncio.get_running_loop().time() - started)
+            return await self._stream(service, replica, response, receive, send, deadline)
+
+    def _pick(self, service: str, tried: list[str]) -> Replica | None:
+        route = self.table.service(service)
+        return pick_replica(route.ready(), self.rng, tried) if route else None
+
+    def _request(self, method: str, replica: Replica, rest: bytes, query: bytes,
+                 headers: list[tuple[bytes, bytes]], body: _Body) -> httpx.Request:
+        base = httpx.URL(replica.url)
+        path = base.raw_path.split(b"?")[0].rstrip(b"/") + (rest or b"/")
+        url = base.copy_with(raw_path=path + (b"?" + query if query else b""))
+        content = body.stream() if body.has_body else None
+        try:
+            return self.client.build_request(method, url, headers=headers, content=content)
+        except (httpx.LocalProtocolError, ValueError, UnicodeError) as exc:
+            raise _Refused(400, "bad_request", f"the request cannot be forwarded: {exc}",
+                           "headers") from None
+
+    async def _send(self, service: str, replica: Replica, request: httpx.Request, body: _Body,
+                    deadline: float) -> httpx.Response | _Retry:
+        """Stage 5 on one replica: the response (headers received), or a _Retry saying why
+        this try failed and what to answer if no other try is left."""
+        loop = asyncio.get_running_loop()
+        timeout = min(self.limits.first_byte_timeout_s, deadline - loop.time())
+        self.table.acquire(replica)
+        try:
+            async with asyncio.timeout(max(timeout, 0.001)):
+                response = await self.client.send(request, stream=True)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            self.table.release(service, replica)
+            self.metrics.errors.labels(service, "connect").inc()
+            refusal = _Refused(502, "bad_gateway", f"replica {replica.id} of service "
+                               f"{service!r} could not be reached ({type(exc).__name__})")
+            if should_retry(request.method, connect_error=True, status=None,
+                            body_sent=body.started, has_body=body.has_body, limits=self.limits):
+                return _Retry(refusal)
+            raise refusal from None
+        except TimeoutError:
+            self.table.release(service, replica)
+            self.metrics.errors.labels(service, "first_byte_timeout").inc()
+            raise _Refused(504, "gateway_timeout", f"replica {replica.id} of service "
+                           f"{service!r} sent no response within {timeout:.3g} s") from None
+        except _ClientGone:
+            self.table.release(service, replica)
+            raise
+        except httpx.LocalProtocolError as exc:
+            self.table.release(service, replica)
+            raise _Refused(400, "bad_request", f"the request cannot be forwarded: {exc}",
+                           "headers") from None
+        except httpx.TransportError as exc:
+            self.table.release(service, replica)
+            self.metrics.errors.labels(service, "upstream_broken").inc()
+            raise _Refused(502, "bad_gateway", f"replica {replica.id} of service {service!r} "
+                           f"broke the exchange ({type(exc).__name__})") from None
+        if response.status_code == 503 and should_retry(
+                request.method, connect_error=False, status=503, body_sent=body.started,
+                has_body=body.has_body, limits=self.limits):
+            await response.aclose()
+            self.table.release(service, replica)
+            return _Retry(_Refused(503, "unavailable", f"every replica tried of service "
+                                   f"{service!r} answered 503", headers={
+                                       "Retry-After": str(self.limits.retry_after_s)}))
+        return response
+
+    async def _stream(self, service: str, replica: Replica, response: httpx.Response,
+                      receive: Any, send: Any, deadline: float) -> int:
+        """Stage 6. Owns the response and the replica's outstanding count from here on."""
+        try:
+            await send({"type": "http.response.start", "status": response.status_code,
+                        "headers": response_headers(response.headers.raw)})
+            pump = asyncio.ensure_future(self._pump(response, send))
+            gone = asyncio.ensure_future(_disconnected(receive))
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
+            except TimeoutError:
+                self.metrics.errors.labels(service, "total_timeout").inc()
+                raise BrokenResponse(response.status_code, f"service {service!r}: the response "
+                                     f"ran past the total timeout "
+                                     f"({self.limits.total_timeout_s:g} s); cut") from None
+            finally:
+                for task in (pump, gone):
+                    task.cancel()
+                await asyncio.gather(pump, gone, return_exceptions=True)
+            if pump.done() and not pump.cancelled() and pump.exception() is not None:
+                self.metrics.errors.labels(service, "upstream_broken").inc()
+                raise BrokenResponse(response.status_code, f"service {service!r}: replica "
+                                     f"{replica.id} broke the response off") from pump.exception()
+            return response.status_code if pump.done() and not pump.cancelled() else 499
+        finally:
+            await response.aclose()
+            self.table.release(service, replica)
+
+    async def _pump(self, response: httpx.Response, send: Any) -> None:
+        # aiter_raw: bytes as the replica framed them (still compressed, Content-Length true)
+        async for chunk in response.aiter_raw():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+@dataclass
+class _Retry:
+    refusal: _Refused
+
+
+async def _disconnected(receive: Any) -> None:
+    """Return when the client goes away. Called once the request body is consumed, so every
+    message left to receive is (an empty request body or) the disconnect."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    return next((v for k, v in scope["headers"] if k == name), None)
+
+
+def _rest_of_path(scope: Scope, service: str) -> bytes:
+    """The path after `/serve/<service>`, as the client sent it (percent-encoding kept, so
+    `%2F` stays `%2F` for the replica)."""
+    raw: bytes = scope.get("raw_path") or scope["path"].encode()
+    marker = f"/serve/{service}".encode()
+    at = raw.find(marker)
+    rest = raw[at + len(marker):] if at >= 0 else b"/"
+    return rest if rest.startswith(b"/") else b"/" + rest

@@ -161,6 +161,10 @@ class ServiceScaler:
             self.panic_until = None
         return self.panic_until is not None
 
+    def _warming(self, now: float) -> bool:
+        first = self.windows.first_t
+        return first is None or now - first < self.config.stable_window_s
+
     def _idle(self, now: float) -> bool:
         """Scale to zero: allowed (min 0), observed at all, and quiet long enough, this tick too."""
         cfg, w = self.config, self.windows
@@ -188,6 +192,10 @@ class ServiceScaler:
             if desired < current:
                 notes.append("no scale-down in panic")
             desired = max(desired, current)
+        elif desired < current and self._warming(now):
+            # a new scaler has seen less than a stable window: its average is not the load yet
+            notes.append(f"no scale-down on less than {_num(cfg.stable_window_s)} s of data")
+            desired = current
         else:
             held = self.history.stabilized(now, current, desired, cfg.scale_up, cfg.scale_down)
             if held != desired:

@@ -1,0 +1,330 @@
+"""`corral simulate serve`: an inference service replayed on a simulated clock.
+
+    Requests (serve_trace.py) ──> gateway: FIFO queue while every ready replica is full
+                                     │  dispatch to the ready replica with the fewest running
+                                     ▼
+    replicas: starting (cold start) ─> ready (<= max_batch at once) ─> draining ─> gone
+                                     ▲          service time: serve_model.py
+    scaler: static count, or corral.serving.ServiceScaler called every tick with the gateway's
+            counters (in flight = queued + running, arrivals, time to first token of finished
+            requests) and its decision applied at once (launch, cancel, drain)
+
+Policies compared (`POLICIES`):
+- `static-peak`: enough replicas that no request ever waits: ceil(most requests in flight at once
+  with unlimited replicas / max_batch). Billed for the whole run.
+- `static-mean`: ceil(mean requests in flight with unlimited replicas / max_batch).
+- `static-best`: the fewest static replicas that meet the SLO on this very trace, found by search:
+  an oracle no operator has in advance, shown as the bar an autoscaler must beat.
+- `hpa`: reactive target tracking as Kubernetes' HPA does it: one decision every 15 s on the
+  in-flight target averaged over 60 s (a Prometheus rate[1m]), no panic mode, scale-up at most
+  +100% or +4 per 15 s, scale-down stabilised over 300 s.
+- `corral`: `corral.serving` with its defaults: a 2 s tick, 60 s stable and 6 s panic windows,
+  panic at 200%, scale-down stabilised over 120 s.
+Both autoscalers track the same target (in flight per replica = max_batch, at 70% utilisation)
+and start with the static-mean count warm: the trace is one hour of a service already running.
+
+The SLO: a request meets it when its time to first token (gateway wait, cold-start wait
+included, plus its prefill) is at most `slo_ttft_s` (2 s). Decode time is not in it: with a
+per-sequence decode rate that does not depend on load it is the same under every policy.
+Replica-hours run from a replica's launch (its cold start is paid) to its end; a static
+policy's replicas run the whole run. Deterministic: no random number is drawn (ties break on
+replica ids); `seed` names the run for the report.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from corral.serving import ScalingConfig, ServiceScaler, Target, TargetKind
+from corral.serving.config import Behavior, RateLimit
+from corral.sim.serve_model import GpuProfile
+from corral.sim.serve_trace import Requests
+
+__all__ = ["POLICIES", "ServeOptions", "ServeResult", "compare_serving", "in_flight_unlimited",
+           "run_serve"]
+
+POLICIES = ("static-peak", "static-mean", "static-best", "hpa", "corral")
+
+_ARRIVE, _FINISH, _READY, _TICK = 0, 1, 2, 3  # same-time order: arrivals see the state before
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    profile: GpuProfile
+    slo_ttft_s: float = 2.0
+    slo_target: float = 0.99  # share of requests within the SLO the policies must reach
+    max_replicas: int = 64
+    target_utilization: float = 0.7
+    #: requests arriving before this are served but not counted, nor replica time before it:
+    #: the trace starts with nothing in flight, which a running service never has
+    warmup_s: float = 300.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ServeResult:
+    policy: str
+    requests: int
+    within_slo: float  # share of requests with TTFT <= the SLO
+    ttft_p50_s: float
+    ttft_p99_s: float
+    latency_p99_s: float
+    replica_hours: float
+    cost: float
+    cold_starts: int
+    max_replicas: int
+    mean_replicas: float
+    decisions: tuple[tuple[float, int, str], ...] = ()  # (time, desired, reason) when it changed
+
+    def report(self, peak_hours: float) -> dict[str, Any]:
+        return {"policy": self.policy, "requests": self.requests,
+                "within_slo_pct": round(100 * self.within_slo, 3),
+                "ttft_p50_s": round(self.ttft_p50_s, 3), "ttft_p99_s": round(self.ttft_p99_s, 3),
+                "latency_p99_s": round(self.latency_p99_s, 2),
+                "replica_hours": round(self.replica_hours, 3),
+                "of_peak_pct": round(100 * self.replica_hours / peak_hours, 1),
+                "cost": round(self.cost, 2), "cold_starts": self.cold_starts,
+                "max_replicas": self.max_replicas, "mean_replicas": round(self.mean_replicas, 2)}
+
+
+def in_flight_unlimited(arrival_s: npt.NDArray[np.float64],
+                        service_s: npt.NDArray[np.float64]) -> tuple[float, int]:
+    """Mean (time-weighted) and most requests in flight if every request started on arrival."""
+    times = np.concatenate([arrival_s, arrival_s + service_s])
+    steps = np.concatenate([np.ones(len(arrival_s)), -np.ones(len(arrival_s))])
+    order = np.lexsort((steps, times))  # at a tie a departure comes first
+    level = np.cumsum(steps[order])
+    t = times[order]
+    mean = float((level[:-1] * np.diff(t)).sum() / (t[-1] - t[0])) if len(t) > 1 else 0.0
+    return mean, int(level.max())
+
+
+@dataclass
+class _Replica:
+    id: int
+    launched: float
+    ready: bool = False
+    draining: bool = False
+    cold: bool = False
+    running: int = 0
+    ended: float | None = None
+
+
+@dataclass
+class _Run:
+    """The mutable state of one run: replicas, the gateway queue and the event heap."""
+
+    req: Requests
+    prefill: npt.NDArray[np.float64]
+    service: npt.NDArray[np.float64]
+    profile: GpuProfile
+    events: list[tuple[float, int, int, int]] = field(default_factory=list)
+    replicas: dict[int, _Replica] = field(default_factory=dict)
+    queue: deque[int] = field(default_factory=deque)
+    ttft: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    done_at: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    running: int = 0
+    arrivals_since: int = 0
+    finished_since: list[float] = field(default_factory=list)
+    next_id: int = 0
+    seq: int = 0
+
+    def push(self, t: float, kind: int, payload: int) -> None:
+        self.seq += 1
+        heapq.heappush(self.events, (t, kind, self.seq, payload))
+
+    def launch(self, now: float, warm: bool) -> None:
+        r = _Replica(self.next_id, launched=now, ready=warm, cold=not warm)
+        self.replicas[r.id] = r
+        self.next_id += 1
+        if not warm:
+            self.push(now + self.profile.cold_start_s, _READY, r.id)
+
+    def serving(self) -> list[_Replica]:
+        return [r for r in self.replicas.values() if r.ended is None and not r.draining]
+
+    def dispatch(self, now: float) -> None:
+        while self.queue:
+            free = [r for r in self.serving() if r.ready and r.running < self.profile.max_batch]
+            if not free:
+                return
+            r = min(free, key=lambda x: (x.running, x.id))
+            i = self.queue.popleft()
+            r.running += 1
+            self.running += 1
+            self.ttft[i] = now - self.req.arrival_s[i] + self.prefill[i]
+            self.push(float(now + self.service[i]), _FINISH, i * 1_000_000 + r.id)
+
+    def resize(self, now: float, desired: int) -> None:
+        live = self.serving()
+        for _ in range(desired - len(live)):
+            self.launch(now, warm=False)
+        surplus = len(live) - desired
+        # cheapest to give up first: replicas still starting, then idle ones, then the least busy
+        for r in sorted(live, key=lambda x: (x.ready, x.running, -x.id))[:max(surplus, 0)]:
+            if r.running == 0:
+                r.ended = now
+            else:
+                r.draining = True
+
+
+def _simulate(req: Requests, opts: ServeOptions, initial: int,
+              scaler: ServiceScaler | None, tick_s: float) -> ServeResult:
+    prof = opts.profile
+    run = _Run(req, prof.prefill_s(req.prompt_tokens), prof.service_s(req.prompt_tokens,
+               req.output_tokens), prof)
+    n = len(req)
+    run.ttft, run.done_at = np.full(n, np.inf), np.full(n, np.inf)
+    for _ in range(initial):
+        run.launch(0.0, warm=True)
+    for i, t in enumerate(req.arrival_s):
+        run.push(float(t), _ARRIVE, i)
+    if scaler is not None:
+        run.push(tick_s, _TICK, 0)
+    decisions: list[tuple[float, int, str]] = []
+    samples: list[tuple[float, int]] = [(0.0, initial)]
+    finished, now = 0, 0.0
+    while run.events and finished < n:
+        now, kind, _, payload = heapq.heappop(run.events)
+        if kind == _ARRIVE:
+            run.queue.append(payload)
+            run.arrivals_since += 1
+            run.dispatch(now)
+        elif kind == _FINISH:
+            i, rid = divmod(payload, 1_000_000)
+            finished += 1
+            _finish(run, now, i, rid)
+        elif kind == _READY:
+            r = run.replicas[payload]
+            if r.ended is None:
+                r.ready = True
+                run.dispatch(now)
+        elif scaler is not None:
+            _tick(run, scaler, now, decisions)
+            samples.append((now, len(run.serving())))
+            run.push(now + tick_s, _TICK, 0)
+    return _result(run, opts, now, decisions, samples, "")
+
+
+def _finish(run: _Run, now: float, i: int, rid: int) -> None:
+    r = run.replicas[rid]
+    r.running -= 1
+    run.running -= 1
+    run.done_at[i] = now
+    run.finished_since.append(float(run.ttft[i]))
+    if r.draining and r.running == 0:
+        r.ended = now
+    run.dispatch(now)
+
+
+def _tick(run: _Run, scaler: ServiceScaler, now: float,
+          decisions: list[tuple[float, int, str]]) -> None:
+    scaler.observe(now, in_flight=len(run.queue) + run.running, arrivals=run.arrivals_since,
+                   latencies=run.finished_since)
+    run.arrivals_since, run.finished_since = 0, []
+    live = run.serving()
+    d = scaler.decide(now, current=len(live), ready=sum(r.ready for r in live))
+    if d.desired != len(live):
+        decisions.append((now, d.desired, d.reason))
+        run.resize(now, d.desired)
+        run.dispatch(now)
+
+
+def _result(run: _Run, opts: ServeOptions, end: float, decisions: list[tuple[float, int, str]],
+            samples: list[tuple[float, int]], policy: str) -> ServeResult:
+    start = min(opts.warmup_s, float(run.req.arrival_s[-1]))
+    hours = sum(max(0.0, (r.ended if r.ended is not None else end) - max(r.launched, start))
+                for r in run.replicas.values()) / 3600
+    cold = sum(r.cold and r.launched >= start for r in run.replicas.values())
+    counted = run.req.arrival_s >= start
+    ttft, latency = run.ttft[counted], (run.done_at - run.req.arrival_s)[counted]
+    counts = np.array([c for t, c in samples if t >= start] + [len(run.serving())])
+    hours = float(hours)
+    return ServeResult(policy, int(counted.sum()), float(np.mean(ttft <= opts.slo_ttft_s)),
+                       float(np.percentile(ttft, 50)), float(np.percentile(ttft, 99)),
+                       float(np.percentile(latency, 99)), hours, hours * opts.profile.price_per_hour,
+                       cold, int(counts.max()), hours * 3600 / (end - start) if end > start else 0.0,
+                       tuple(decisions))
+
+
+def corral_config(opts: ServeOptions) -> ScalingConfig:
+    """corral's policy: the serving package's defaults on the in-flight target."""
+    return ScalingConfig(targets=(Target(kind=TargetKind.IN_FLIGHT,
+                                         value=opts.profile.max_batch),),
+                         min_replicas=1, max_replicas=opts.max_replicas,
+                         target_utilization=opts.target_utilization)
+
+
+def hpa_config(opts: ServeOptions) -> ScalingConfig:
+    """Kubernetes HPA's defaults on the same target: no panic, 300 s down window."""
+    return ScalingConfig(
+        targets=(Target(kind=TargetKind.IN_FLIGHT, value=opts.profile.max_batch),),
+        min_replicas=1, max_replicas=opts.max_replicas,
+        target_utilization=opts.target_utilization, panic_threshold=None,
+        scale_down=Behavior(stabilization_s=300.0,
+                            limits=(RateLimit(type="percent", value=100, period_s=15),)))
+
+
+def run_serve(req: Requests, policy: str, opts: ServeOptions) -> ServeResult:
+    """One policy over the requests. Static counts come from the unlimited-replica load."""
+    prof = opts.profile
+    mean, peak = in_flight_unlimited(req.arrival_s, prof.service_s(req.prompt_tokens,
+                                                                  req.output_tokens))
+    mean_count = max(1, math.ceil(mean / prof.max_batch))
+    result: ServeResult
+    if policy == "static-peak":
+        result = _simulate(req, opts, max(1, math.ceil(peak / prof.max_batch)), None, 0)
+    elif policy == "static-mean":
+        result = _simulate(req, opts, mean_count, None, 0)
+    elif policy == "static-best":
+        result = _static_best(req, opts, mean_count, math.ceil(peak / prof.max_batch))
+    elif policy == "hpa":
+        result = _simulate(req, opts, mean_count, ServiceScaler(hpa_config(opts)), 15.0)
+    elif policy == "corral":
+        result = _simulate(req, opts, mean_count, ServiceScaler(corral_config(opts)), 2.0)
+    else:
+        raise ValueError(f"policy: one of {', '.join(POLICIES)}, got {policy!r}")
+    return _named(result, policy)
+
+
+def _static_best(req: Requests, opts: ServeOptions, lo: int, hi: int) -> ServeResult:
+    """Bisection on the static count: SLO attainment only grows with replicas."""
+    best = _simulate(req, opts, max(hi, 1), None, 0)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        trial = _simulate(req, opts, mid, None, 0)
+        if trial.within_slo >= opts.slo_target:
+            best, hi = trial, mid
+        else:
+            lo = mid + 1
+    return best
+
+
+def _named(r: ServeResult, policy: str) -> ServeResult:
+    return ServeResult(policy, *[getattr(r, f) for f in (
+        "requests", "within_slo", "ttft_p50_s", "ttft_p99_s", "latency_p99_s", "replica_hours",
+        "cost", "cold_starts", "max_replicas", "mean_replicas", "decisions")])
+
+
+def compare_serving(req: Requests, opts: ServeOptions, policies: tuple[str, ...] = POLICIES,
+                    progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Every policy on the same requests; each row also says its replica-hours against peak's."""
+    results = {}
+    for k, name in enumerate(policies):
+        results[name] = run_serve(req, name, opts)
+        if progress is not None:
+            progress(k + 1, len(policies))
+    peak = results.get("static-peak") or run_serve(req, "static-peak", opts)
+    return {"trace": req.name, "requests": len(req), "profile": opts.profile.name,
+            "slo_ttft_s": opts.slo_ttft_s, "slo_target_pct": 100 * opts.slo_target,
+            "seed": opts.seed, "peak_replica_hours": round(peak.replica_hours, 3),
+            "runs": [r.report(peak.replica_hours) for r in results.values()],
+            "decisions": {k: [list(d) for d in r.decisions[:200]] for k, r in results.items()}}

@@ -344,10 +344,20 @@ def _close(cycle: Cycle, orphans: int) -> Plan:
     refinements: dict[tuple[str, Shape, bool, R.Reason], R.Reason] = {}
     reasons, where, waiting = cycle.reasons, cycle.stmt.where, cycle.waiting
     reserved_for, victims = cycle.cap.reservations, cycle.stmt.started
+    # Below, a waiting workload's reason depends only on its queue, its shape and whether
+    # reclaim was tried for it (each step is cached by no more than that), unless it holds a
+    # reservation: a backlog of 100,000 gets its reasons from one lookup each.
+    alike: dict[tuple[str, Shape, bool], R.Reason] = {}
+    tried_all, tried_ids = cycle.attempts_left > 0, cycle.reclaim_tried
     for wid, shape in cycle.deferred.items():
         if wid in reasons or wid in where or wid in victims:
             continue  # placed, explained already, or evicted (the eviction says why)
         w = waiting.get(wid)
+        if w is not None and wid not in reserved_for:
+            known = alike.get((w.queue, shape, tried_all or wid in tried_ids))
+            if known is not None:
+                reasons[wid] = known
+                continue
         # The same for every waiting workload of this queue and shape (a waiting workload's
         # total is its shape's); a victim of this cycle (not waiting) only gets `never_fits`.
         limit_key = (w.queue if w else "", shape)
@@ -355,22 +365,11 @@ def _close(cycle: Cycle, orphans: int) -> Plan:
             limits[limit_key] = _limit_now(cycle, w, shape)
         limit = limits[limit_key]
         if limit is not None:
-            reasons[wid] = limit
-            continue
-        key = (shape, wid if wid in reserved_for else None)
-        found = diagnosis.get(key)
-        if found is None:
-            found = diagnosis[key] = cycle.placer.diagnose(shape, wid)
-        if w is not None and not found.unresolvable:
-            # the same for every waiting workload of this queue and shape, reclaim tried or not
-            tried = wid in cycle.reclaim_tried or cycle.attempts_left > 0
-            refined_key = (w.queue, shape, tried, found)
-            refined = refinements.get(refined_key)
-            if refined is None:
-                refined = refinements[refined_key] = refine(cycle, w, shape, found)
-            found = refined
-            if wid in reserved_for:
-                found = _waiting_for_reservation(cycle, w, found)
+            found = limit
+        else:
+            found = _capacity_reason(cycle, w, wid, shape, diagnosis, refinements)
+        if w is not None and wid not in reserved_for:
+            alike[(w.queue, shape, tried_all or wid in tried_ids)] = found
         reasons[wid] = found
     # insertion order is already deterministic (the order the cycle considered them)
     pending = {wid: r for wid, r in cycle.reasons.items()
@@ -387,6 +386,29 @@ def _close(cycle: Cycle, orphans: int) -> Plan:
         "free_gpus": float(np.clip(cycle.cap.free_milli, 0, None).sum()) / 1000,
     }
     return Plan(cycle.now, tuple(placements), tuple(evictions), pending, reservations, stats)
+
+
+def _capacity_reason(cycle: Cycle, w: Workload | None, wid: str, shape: Shape,
+                     diagnosis: dict[tuple[Shape, str | None], R.Reason],
+                     refinements: dict[tuple[str, Shape, bool, R.Reason], R.Reason]) -> R.Reason:
+    """Why `wid` (waiting workload `w`, or a victim of this cycle when None) does not fit as
+    the cycle ends: the capacity diagnosis (cached per shape), made specific by `refine`."""
+    reserved_for = cycle.cap.reservations
+    key = (shape, wid if wid in reserved_for else None)
+    found = diagnosis.get(key)
+    if found is None:
+        found = diagnosis[key] = cycle.placer.diagnose(shape, wid)
+    if w is not None and not found.unresolvable:
+        # the same for every waiting workload of this queue and shape, reclaim tried or not
+        tried = wid in cycle.reclaim_tried or cycle.attempts_left > 0
+        refined_key = (w.queue, shape, tried, found)
+        refined = refinements.get(refined_key)
+        if refined is None:
+            refined = refinements[refined_key] = refine(cycle, w, shape, found)
+        found = refined
+        if wid in reserved_for:
+            found = _waiting_for_reservation(cycle, w, found)
+    return found
 
 
 def _waiting_for_reservation(cycle: Cycle, w: Workload, found: R.Reason) -> R.Reason:

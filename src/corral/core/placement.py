@@ -207,7 +207,9 @@ class Placer:
         )
         self._static: dict[Shape, BoolArray] = {}
         self._caches: dict[tuple[Shape, str], _ShapeCache] = {}
-        self._failed: dict[tuple[Shape, str, str | None], int] = {}
+        #: (shape, scoring key, owner if it holds a reservation) -> `Capacity.freed` when it
+        #: last failed: it fails again until capacity is next returned (`known_to_fail`)
+        self.failed: dict[tuple[Shape, str, str | None], int] = {}
         self._never: dict[Shape, R.Reason | None] = {}
         self._by_state: dict[tuple[WorkerResources, str], dict[tuple[object, ...], float]] = {}
         self._rooms: dict[tuple[object, ...], tuple[tuple[int, int], tuple[int, int, int]]] = {}
@@ -260,7 +262,7 @@ class Placer:
     def known_to_fail(self, shape: Shape, scoring: Scoring, owner: str) -> bool:
         """True when this shape failed since capacity was last returned: it fails again."""
         key = (shape, scoring.key, owner if owner in self.cap.reservations else None)
-        return self._failed.get(key) == self.cap.freed
+        return self.failed.get(key) == self.cap.freed
 
     def skip_known_failures(
         self, work: Sequence[Workload], i: int, scoring: Scoring,
@@ -270,7 +272,8 @@ class Placer:
 
         Once the pool is full, nearly all of a large backlog is known to fail: this is the same
         test as `known_to_fail`, in one loop instead of a few calls per workload."""
-        failed, freed, reserved, key = self._failed, self.cap.freed, self.cap.reservations, scoring.key
+        failed, freed, reserved = self.failed, self.cap.freed, self.cap.reservations
+        key = scoring.key
         n = len(work)
         while i < n:
             w = work[i]
@@ -290,14 +293,14 @@ class Placer:
         allocate pass capacity only shrinks, so the same shape fails again without a search.
         """
         fail_key = (shape, scoring.key, owner if owner in self.cap.reservations else None)
-        if self._failed.get(fail_key) == self.cap.freed:
+        if self.failed.get(fail_key) == self.cap.freed:
             return None
         if shape.workers == 1 and fail_key[2] is None:
             result = self._place_one(shape, scoring)
         else:
             result = self._place_gang(shape, scoring, owner)
         if result is None:
-            self._failed[fail_key] = self.cap.freed
+            self.failed[fail_key] = self.cap.freed
         return result
 
     def _place_one(self, shape: Shape, scoring: Scoring) -> tuple[WorkerAssignment, ...] | None:

@@ -110,9 +110,18 @@ def preempt(cycle: Cycle) -> None:
     # too and may preempt still lower work): the backlog is not heaped, only the victims.
     work = (w for w in cycle.still_pending() if w.priority > lowest.get(w.queue, w.priority))
     victims: list[tuple[tuple[int, float, str], str, Workload]] = []
+    where, failed, reserved = cycle.stmt.where, cycle.failed_evictions, cycle.cap.reservations
     for w in _merged(work, victims):
-        if not cycle.is_pending(w):
+        if w.id in where:
             continue
+        # Most of a backlog repeats a request that failed while nothing changed hands: the
+        # memo of `_attempt`, read here without the call (it is the same test, in the loop).
+        key = (R.RULE_PREEMPT, w.queue, w.priority, cycle.shape(w),
+               w.id if w.id in reserved else "")
+        if failed.get(key) == (cycle.stmt.applied, cycle.cap.freed):
+            continue
+        if cycle.preempt_attempts_left == 0:
+            break  # no attempt is left: `_attempt` would refuse every one (nothing changes)
 
         def accept(v: Workload, w: Workload = w) -> bool:
             return v.queue == w.queue and v.priority < w.priority
@@ -228,11 +237,16 @@ def _loss(cycle: Cycle, node: int, donors: frozenset[str]) -> tuple[int, float]:
 
 
 def _victims_on(cycle: Cycle, nodes: Iterable[int], accept: Accept,
-                young: bool = False) -> list[Workload]:
+                young: bool = False) -> Iterator[Workload]:
     """The workloads `accept` allows on `nodes`, node by node, cheapest to lose first on each:
     lowest priority, then placed in this very cycle (nothing started, nothing lost), then most
-    recently started, then id. Work inside its minimum runtime only with `young`."""
-    index, where, out = cycle.victim_index(), cycle.stmt.where, []
+    recently started, then id. Work inside its minimum runtime only with `young`.
+
+    Lazy, a node at a time: a gang's candidate is a whole domain, and the request usually fits
+    after the first few nodes. Reading a node later, after evictions on the nodes before it,
+    yields the same victims: evicting only lowers what queues hold, so `accept` (reclaim's
+    quota test) and `where` only turn false, and `_evict_until_fits` tests both again anyway."""
+    index, where = cycle.victim_index(), cycle.stmt.where
     seen: set[str] = set()
     for n in nodes:
         there = [v for v in index.on_node.get(n, {}).values()
@@ -240,8 +254,7 @@ def _victims_on(cycle: Cycle, nodes: Iterable[int], accept: Accept,
                  and (young or index.past_min_runtime(v))]
         there.sort(key=lambda v: (v.priority, -cycle.started_at(v), v.id))
         seen.update(v.id for v in there)
-        out.extend(there)
-    return out
+        yield from there
 
 
 def _explain_protected(cycle: Cycle, w: Workload, evictable: IntArray,
@@ -284,7 +297,7 @@ def _duration(seconds: float) -> str:
     return f"{s / 3600:.1f} h"
 
 
-def _evict_until_fits(cycle: Cycle, w: Workload, victims: list[Workload], rule: str,
+def _evict_until_fits(cycle: Cycle, w: Workload, victims: Iterable[Workload], rule: str,
                       trial: bool = False) -> bool:
     stmt, shape, scoring = cycle.stmt, cycle.shape(w), cycle.scoring(w.queue)
     checkpoint = stmt.checkpoint()

@@ -3,6 +3,7 @@
     corral simulate fill    --nodes N.csv --pods P.csv --policy corral --seed 42 --json out.json
     corral simulate replay  --nodes N.csv --pods P.csv --policy corral --seed 42 --json out.json
     corral simulate compare --nodes N.csv --pods P.csv --policies random,bestfit,corral --seeds 42-44
+    corral simulate serve   --trace AzureLLMInferenceTrace_conv.csv --profile a100 --json out.json
 
 Thin: parsing, progress and printing here; every decision is in corral.sim and corral.core.
 """
@@ -293,6 +294,69 @@ def compare(
             first = [r for r in runs if r["seed"] == seed_list[0]]
             console.print(f"wrote {fill_curves(first, plot, f'fill: {trace.name} (seed {seed_list[0]})')}")
 
+
+_AZURE_LLM = Path("../shared/data/azure-llm-inference-2023/AzureLLMInferenceTrace_conv.csv")
+
+
+@app.command()
+def serve(
+    trace: Annotated[Path, typer.Option(help="Azure LLM inference trace CSV "
+                                             "(TIMESTAMP, ContextTokens, GeneratedTokens)")] = _AZURE_LLM,
+    profile: Annotated[str, typer.Option(help="replica GPU type: a100 or h100 "
+                                              "(corral.sim.serve_model)")] = "a100",
+    policies: Annotated[str, typer.Option(help="comma-separated: static-peak, static-mean, "
+                                               "static-best, hpa, corral")] = "static-peak,static-mean,static-best,hpa,corral",
+    start: Annotated[float, typer.Option(help="window start, s from the first request")] = 0.0,
+    duration: Annotated[float | None, typer.Option(help="window length, s (default: to the end)")] = None,
+    slo_ttft: Annotated[float, typer.Option(help="SLO: time to first token at most this, s")] = 2.0,
+    utilization: Annotated[float, typer.Option(help="autoscalers aim at this share of the "
+                                                    "per-replica target")] = 0.8,
+    cold_start: Annotated[float | None, typer.Option(help="replica start-up delay, s "
+                                                          "(default: the profile's)")] = None,
+    warmup: Annotated[float, typer.Option(help="seconds at the start not counted")] = 300.0,
+    seed: SeedOpt = 42,
+    json_out: JsonOpt = None,
+) -> None:
+    """Replay LLM request arrivals through static provisioning and autoscalers; SLO and cost."""
+    import dataclasses
+
+    from corral.sim.serve import POLICIES, ServeOptions, compare_serving
+    from corral.sim.serve_model import PROFILES
+    from corral.sim.serve_trace import load_requests
+
+    with _user_errors():
+        if profile not in PROFILES:
+            raise _UserError(f"--profile: one of {', '.join(PROFILES)}, got {profile!r}")
+        names = tuple(p.strip() for p in policies.split(",") if p.strip())
+        unknown = [n for n in names if n not in POLICIES]
+        if unknown or not names:
+            raise _UserError(f"--policies: choose from {', '.join(POLICIES)}, got {policies!r}")
+        if not trace.is_file():
+            raise _UserError(f"--trace: no file at {trace}")
+        prof = PROFILES[profile]
+        if cold_start is not None:
+            prof = dataclasses.replace(prof, cold_start_s=cold_start)
+        requests = load_requests(trace).window(start, duration)
+        opts = ServeOptions(prof, slo_ttft_s=slo_ttft, target_utilization=utilization,
+                            warmup_s=warmup, seed=seed)
+        with _progress(f"serve {requests.name} / {profile}") as update:
+            data = compare_serving(requests, opts, names, update)
+    Console().print(_serve_table(data))
+    _write_json(json_out, data)
+
+
+def _serve_table(data: dict[str, Any]) -> Table:
+    table = Table(title=f"serve: {data['trace']}, {data['profile']}, SLO TTFT <= "
+                        f"{data['slo_ttft_s']:g} s for {data['slo_target_pct']:g}% of requests")
+    cols = ("policy", "within SLO %", "TTFT p99 s", "replica-h", "% of peak", "cost",
+            "cold starts", "max replicas")
+    for col in cols:
+        table.add_column(col, justify="left" if col == "policy" else "right")
+    for r in data["runs"]:
+        table.add_row(r["policy"], f"{r['within_slo_pct']:.2f}", f"{r['ttft_p99_s']:.2f}",
+                      f"{r['replica_hours']:.2f}", f"{r['of_peak_pct']:.1f}", f"{r['cost']:.2f}",
+                      str(r["cold_starts"]), str(r["max_replicas"]))
+    return table
 
 Metric = tuple[str, Callable[[dict[str, Any]], float]]
 _FILL_METRICS: list[Metric] = [

@@ -30,6 +30,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
     install_handlers(app)
     app.include_router(meta.router)
     app.include_router(workloads.router)
+    from corral.api import services  # issue 12: a service as one object (corral.api.services)
+
+    app.include_router(services.router)
     app.include_router(pool.router)
     app.include_router(tenancy.router)
     app.include_router(ledger.router)  # ledger hook: /v1/ledger (corral.api.ledger)

@@ -1,4 +1,7 @@
-"""`corral submit | ls | describe | logs | cancel | why`."""
+"""`corral submit | ls | describe | logs | cancel | why | scale`.
+
+`describe`, `logs` and `cancel` take a workload id or a service id (a service's submission
+group id: its replicas are the workloads `<id>-r<i>`)."""
 
 from __future__ import annotations
 
@@ -15,12 +18,12 @@ from corral.cli import batch
 from corral.cli.connection import JsonOpt, TokenOpt, UrlOpt, connect, emit_json, err, friendly
 from corral.cli.output import Format, OutputOpt, chosen, emit
 from corral.cli.render import ago, state_text, workloads_table
-from corral.sdk import Conflict, Forbidden, NotFound
+from corral.sdk import Client, Conflict, Forbidden, NotFound
 from corral.sdk import models as M
 from corral.spec.document import read_document
 from corral.spec.errors import SpecError
 
-__all__ = ["cancel", "describe", "logs", "ls", "submit", "why"]
+__all__ = ["cancel", "describe", "logs", "ls", "scale", "submit", "why"]
 
 out = Console()
 LIVE = ["pending", "scheduled", "starting", "running"]
@@ -147,9 +150,14 @@ def ls(
 
 def describe(workload_id: str, url: UrlOpt = None, token: TokenOpt = None,
              json_out: JsonOpt = False) -> None:
-    """A workload's state, placement and history."""
+    """A workload's state, placement and history; or a service's replicas."""
     with connect(url, token) as c, friendly():
-        w = c.get(workload_id)
+        try:
+            w = c.get(workload_id)
+        except NotFound:
+            service = _service_or(c, workload_id)
+            _print_service(service, json_out)
+            return
         events = c.events(workload_id).items
     if json_out:
         emit_json({**w.model_dump(), "events": [e.model_dump() for e in events]})
@@ -184,10 +192,14 @@ def logs(
     worker: Annotated[int, typer.Option("--worker", "-w")] = 0,
     tail: Annotated[int | None, typer.Option(
         "--tail", min=0, help="only the last N lines (then follow, with -f)")] = None,
+    replica: Annotated[int | None, typer.Option(
+        "--replica", "-r", min=0, help="a service's replica (its index)")] = None,
     url: UrlOpt = None, token: TokenOpt = None,
 ) -> None:
-    """Print a worker's output (stdout and stderr)."""
+    """Print a worker's output (stdout and stderr); for a service, a replica's (--replica,
+    default: the first one serving)."""
     with connect(url, token) as c, friendly():
+        workload_id = _logs_target(c, workload_id, replica)
         offset = 0
         text: list[str] = []
         while True:  # what there is now
@@ -239,7 +251,7 @@ def cancel(
             err.print("nothing to cancel: no workload matches", highlight=False)
         for wid in dict.fromkeys(ids):  # each once, in order
             try:
-                w = c.cancel(wid)
+                w = _cancel_one(c, wid)
             except (NotFound, Forbidden, Conflict) as e:  # this one; the others still go
                 failed += 1
                 err.print(f"{wid}: [red]not cancelled:[/red] {e.message}", markup=True,
@@ -277,3 +289,83 @@ def wait_until(check: Any, timeout_s: float) -> bool:
             return True
         time.sleep(0.3)
     return False
+
+
+# --- services ----------------------------------------------------------------------------------
+
+
+def scale(
+    service_id: Annotated[str, typer.Argument(help="the service's id (its submission's group id)")],
+    replicas: Annotated[int, typer.Argument(min=0, help="the desired replica count")],
+    url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """Set a service's replica count (within its spec's min_replicas and max_replicas): new
+    replicas start; surplus ones are drained, the highest index first."""
+    with connect(url, token) as c, friendly():
+        s = c.scale(service_id, replicas)
+    if json_out:
+        emit_json(s.model_dump())
+        return
+    out.print(f"{s.id}: {s.desired} desired ({s.ready} ready, {s.starting} starting, "
+              f"{s.draining} draining)", highlight=False)
+
+
+def _service_or(c: Client, workload_id: str) -> M.Service:
+    """The service `workload_id` names; the workload's NotFound when it names none (the
+    message users see is about what they typed, a workload id most of the time)."""
+    try:
+        return c.service(workload_id)
+    except NotFound:
+        raise NotFound(f"no workload or service {workload_id!r} (or it is not visible to you); "
+                       "`corral ls` lists yours", status=404, code="not_found") from None
+
+
+def _cancel_one(c: Client, workload_id: str) -> M.Workload:
+    """Cancel a workload, or every replica of a service (reported as its first replica)."""
+    try:
+        return c.cancel(workload_id)
+    except NotFound:
+        service = _service_or(c, workload_id)
+    service = c.cancel_service(service.id)
+    return c.get(service.replicas[0].id)
+
+
+def _logs_target(c: Client, workload_id: str, replica: int | None) -> str:
+    """The workload whose logs to read: `workload_id`, or a replica of the service it names."""
+    if replica is None:
+        try:
+            c.get(workload_id)
+            return workload_id
+        except NotFound:
+            pass
+    s = _service_or(c, workload_id)
+    if replica is not None:
+        found = [r for r in s.replicas if r.index == replica]
+        if not found:
+            raise NotFound(f"service {s.id} has no replica {replica}; its replicas: "
+                           f"{', '.join(str(r.index) for r in s.replicas)}", status=404,
+                           code="not_found")
+        return found[0].id
+    serving = [r for r in s.replicas if r.state == "ready"] or s.replicas
+    return serving[0].id
+
+
+def _print_service(s: M.Service, json_out: bool) -> None:
+    if json_out:
+        emit_json(s.model_dump())
+        return
+    out.print(f"[bold]{s.id}[/bold]  service, {s.state}")
+    for label, value in (("queue", s.queue), ("user", s.user),
+                         ("replicas", f"{s.desired} desired: {s.ready} ready, {s.starting} "
+                                      f"starting, {s.draining} draining (min {s.min_replicas}, "
+                                      f"max {s.max_replicas})")):
+        out.print(f"  {label:<10} {value}", highlight=False)
+    t = Table(title="replicas", title_justify="left")
+    for col in ("REPLICA", "ID", "STATE", "WORKLOAD", "NODE", "URL", "RESTARTS", "REASON"):
+        t.add_column(col, overflow="fold")
+    for r in s.replicas:
+        if r.state == "ended":
+            continue
+        t.add_row(str(r.index), r.id, r.state, r.workload_state, r.node_id or "-", r.url or "-",
+                  str(r.restart_count), f"{r.reason_code}: {r.reason_message}")
+    out.print(t)

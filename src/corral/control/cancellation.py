@@ -11,7 +11,7 @@ from corral.store import Store
 from corral.store import workloads as W
 from corral.store.workloads import WorkloadRecord
 
-__all__ = ["cancel"]
+__all__ = ["cancel", "cancel_service"]
 
 _RETRIES = 5
 
@@ -45,3 +45,17 @@ def _request(conn: Connection, rec: WorkloadRecord, now: float, by: str) -> bool
                    message=f"{message}; stopping its workers", workload_id=rec.id,
                    attempt=rec.attempt)
     return True
+
+
+def cancel_service(store: Store, service_id: str, now: float, by: str) -> list[WorkloadRecord]:
+    """Cancel every replica of a service that has not ended; idempotent. Its rows after the
+    request, every replica's (an empty list: no such service)."""
+    with store.read() as conn:
+        rows = W.list_workloads(conn, group_id=service_id, limit=100_000)
+    if not rows or rows[0].kind != "service":
+        return []
+    for rec in rows:
+        if rec.state not in L.TERMINAL:
+            cancel(store, rec.id, now, by)
+    with store.read() as conn:
+        return W.list_workloads(conn, group_id=service_id, limit=100_000)

@@ -83,6 +83,8 @@ MAX_RUNTIME: Final = "MaxRuntimeExceeded"
 WORKER_LOST: Final = "WorkerLost"
 WAITING_FOR_DEVICES: Final = "WaitingForDevices"
 RESTART_BACKOFF: Final = "RestartBackoff"
+#: a service replica drained by a scale down (a stop request, then its end: cancelled)
+SCALED_DOWN: Final = "ScaledDown"
 
 
 class IllegalTransition(ValueError):

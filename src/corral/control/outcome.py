@@ -1,7 +1,7 @@
 """Outcome: what an attempt whose workers have all ended means for its workload.
 
     every worker succeeded                 -> succeeded (whatever stop was requested meanwhile)
-    stop requested: Cancelled              -> cancelled
+    stop requested: Cancelled, ScaledDown  -> cancelled
     stop requested: Preempt/Reclaim/Move   -> preempted, then pending with attempt + 1
     stop requested: NodeUnhealthy (drain)  -> the same: the node failed, not the workload, and
                                               it had its grace to checkpoint, so no restart is
@@ -64,8 +64,8 @@ def finalize(
                             message="every worker exited 0", now=now, exit_code=0,
                             stop_reason=None)
     stop = rec.stop_reason
-    if stop == L.CANCELLED:
-        return L.transition(conn, rec, State.CANCELLED, reason=L.CANCELLED,
+    if stop in (L.CANCELLED, L.SCALED_DOWN):
+        return L.transition(conn, rec, State.CANCELLED, reason=stop,
                             message=rec.stop_message or "cancelled", now=now,
                             exit_code=exit_code, stop_reason=None)
     if stop in EVICTION_RULES or stop == DRAINED:

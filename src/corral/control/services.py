@@ -42,7 +42,7 @@ def replica_state(rec: WorkloadRecord) -> str:
     """One of READY, STARTING, DRAINING, ENDED for a replica row."""
     if rec.state in L.TERMINAL:
         return ENDED
-    if rec.stop_reason == L.CANCELLED:
+    if rec.stop_reason in (L.CANCELLED, L.SCALED_DOWN):
         return DRAINING
     if rec.state == "running" and rec.stop_reason is None:
         return READY
@@ -57,10 +57,14 @@ class ServiceStatus:
     starting: int
     draining: int
     #: serving (every desired replica ready), degraded (some), starting (none yet),
-    #: stopping (only draining ones left), ended
+    #: stopping (only draining ones left), idle (scaled to zero), ended (cancelled)
     state: str
     #: (replica index, row), by index
     replicas: tuple[tuple[int, WorkloadRecord], ...]
+
+    @property
+    def cancelled(self) -> bool:
+        return self.state == "ended"
 
     def live(self) -> list[tuple[int, WorkloadRecord]]:
         """Replicas corral keeps serving (ready or starting), by index."""
@@ -77,6 +81,13 @@ def service_status(service_id: str, rows: Iterable[WorkloadRecord]) -> ServiceSt
         state = ("serving" if count[READY] == desired else
                  "degraded" if count[READY] else "starting")
     else:
-        state = "stopping" if count[DRAINING] else "ended"
+        state = "stopping" if count[DRAINING] else "idle" if _scaled_to_zero(replicas) else "ended"
     return ServiceStatus(service_id, desired, count[READY], count[STARTING], count[DRAINING],
                          state, replicas)
+
+
+def _scaled_to_zero(replicas: tuple[tuple[int, WorkloadRecord], ...]) -> bool:
+    """Every replica ended, the last of them by a scale down (not a cancel)."""
+    last = max((r for _, r in replicas), key=lambda r: (r.finished_at or 0.0, r.seq),
+               default=None)
+    return last is not None and last.reason_code == L.SCALED_DOWN

@@ -158,6 +158,21 @@ class Client:
                 raise TimeoutError(f"{workload_id} is still {w.state} after {timeout_s:g}s")
             time.sleep(poll_s)
 
+    # --- services -------------------------------------------------------------------------------
+
+    def service(self, service_id: str) -> M.Service:
+        """A service (its id: the `group_id` its submission returned) and its replicas."""
+        return self._get(M.Service, f"/v1/services/{_seg(service_id)}")
+
+    def scale(self, service_id: str, replicas: int) -> M.Service:
+        """Set a service's desired replicas (within its spec's min_replicas, max_replicas)."""
+        return self._post(M.Service, f"/v1/services/{_seg(service_id)}/scale",
+                          {"replicas": replicas})
+
+    def cancel_service(self, service_id: str) -> M.Service:
+        """Cancel every replica of a service."""
+        return self._post(M.Service, f"/v1/services/{_seg(service_id)}/cancel")
+
     # --- pool, queues, users --------------------------------------------------------------------
 
     def nodes(self) -> builtins.list[M.NodeInfo]:

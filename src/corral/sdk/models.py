@@ -25,6 +25,9 @@ __all__ = [
     "ProviderInfo",
     "QueueIn",
     "QueueInfo",
+    "Replica",
+    "ScaleIn",
+    "Service",
     "Submitted",
     "TokenCreated",
     "TokenIn",
@@ -85,6 +88,49 @@ class Workload(_Model):
     stopping: str | None = Field(None, description="why a stop was requested, while it runs")
     spec: dict[str, Any] = Field(default_factory=dict)
     placements: list[WorkerPlacement] = Field(default_factory=list)
+
+
+class Replica(_Model):
+    """One replica of a service: its own workload (`id`), and where it serves."""
+
+    id: str
+    index: int
+    state: str = Field(description="ready, starting, draining or ended (for traffic); "
+                                   "`workload_state` is its lifecycle state")
+    workload_state: str
+    attempt: int
+    restart_count: int
+    reason_code: str
+    reason_message: str
+    node_id: str | None = None
+    url: str | None = Field(None, description="http://host:port it listens on, once placed")
+
+
+class Service(_Model):
+    """A service: one object over its replicas (their group id is its id)."""
+
+    id: str
+    name: str
+    queue: str
+    user: str
+    state: str = Field(description="serving, degraded, starting, stopping, idle (scaled to "
+                                   "zero) or ended (cancelled)")
+    desired: int
+    ready: int
+    starting: int
+    draining: int
+    min_replicas: int
+    max_replicas: int
+    spec: dict[str, Any] = Field(default_factory=dict)
+    replicas: list[Replica] = Field(default_factory=list)
+
+
+class ScaleIn(_Model):
+    model_config = ConfigDict(extra="forbid")
+
+    replicas: int = Field(ge=0, le=1000, strict=True,
+                          description="the desired replica count, within the spec's "
+                                      "[min_replicas, max_replicas]")
 
 
 class Submitted(_Model):

@@ -1,0 +1,108 @@
+"""/v1/services/{id}: a service as one object (its id is its replicas' group id): get, scale,
+cancel. Replicas stay workloads (`/v1/workloads/<id>-r<i>`: logs, events, why)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from sqlalchemy import Connection
+
+from corral.api.context import ApiContext, Caller, context
+from corral.api.errors import ApiError, not_found
+from corral.api.workloads import _audit_cross_user, _may_act_on
+from corral.control.cancellation import cancel_service
+from corral.control.scaling import (
+    ScaleRefused,
+    ServiceNotFound,
+    load_service,
+    replica_bounds,
+    scale,
+)
+from corral.control.services import ServiceStatus, replica_state
+from corral.sdk import models as M
+from corral.spec import WorkloadSpec
+from corral.store import workloads as W
+from corral.store.auth import Principal
+from corral.store.workloads import WorkloadRecord
+
+__all__ = ["router", "service_view"]
+
+router = APIRouter(prefix="/v1", tags=["services"])
+Ctx = Annotated[ApiContext, Depends(context)]
+_ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": M.ErrorBody}, 403: {"model": M.ErrorBody},
+           404: {"model": M.ErrorBody}, 409: {"model": M.ErrorBody},
+           422: {"model": M.ErrorBody}}
+
+
+def _visible(ctx: ApiContext, who: Principal, service_id: str
+             ) -> tuple[ServiceStatus, WorkloadSpec]:
+    try:
+        with ctx.store.read() as conn:
+            status, spec = load_service(conn, service_id)
+    except ServiceNotFound:
+        raise not_found("service", service_id) from None
+    if not who.may_use(_first(status).queue):
+        raise not_found("service", service_id)
+    return status, spec
+
+
+def _first(status: ServiceStatus) -> WorkloadRecord:
+    return status.replicas[0][1]
+
+
+@router.get("/services/{service_id}", response_model=M.Service, responses=_ERRORS)
+def get_service(service_id: str, ctx: Ctx, who: Caller) -> M.Service:
+    """The service's desired / ready / starting replicas and each replica's state and node."""
+    status, spec = _visible(ctx, who, service_id)
+    return service_view(ctx, status, spec)
+
+
+@router.post("/services/{service_id}/scale", response_model=M.Service, responses=_ERRORS)
+def scale_service(service_id: str, body: M.ScaleIn, ctx: Ctx, who: Caller) -> M.Service:
+    """Set the desired replica count (within the spec's min_replicas and max_replicas): new
+    replicas are created; surplus ones are drained, the highest index first."""
+    status, _ = _visible(ctx, who, service_id)
+    _may_act_on(who, _first(status), "scale")
+    try:
+        after = scale(ctx.store, service_id, body.replicas, ctx.clock.now(), who.name)
+    except ScaleRefused as e:
+        raise ApiError(409 if e.conflict else 422, "conflict" if e.conflict else
+                       "invalid_request", str(e), [(e.field, str(e))]) from None
+    _audit_cross_user(ctx, who, _first(after), "service.scale")
+    return service_view(ctx, after, WorkloadSpec.from_stored(_first(after).spec))
+
+
+@router.post("/services/{service_id}/cancel", response_model=M.Service, responses=_ERRORS)
+def cancel_service_(service_id: str, ctx: Ctx, who: Caller) -> M.Service:
+    """Cancel every replica (running ones get SIGTERM, then SIGKILL after the grace); the
+    service ends when they have. Idempotent."""
+    status, spec = _visible(ctx, who, service_id)
+    _may_act_on(who, _first(status), "cancel")
+    cancel_service(ctx.store, service_id, ctx.clock.now(), who.name)
+    _audit_cross_user(ctx, who, _first(status), "service.cancel")
+    return service_view(ctx, _visible(ctx, who, service_id)[0], spec)
+
+
+def service_view(ctx: ApiContext, status: ServiceStatus, spec: WorkloadSpec) -> M.Service:
+    first = _first(status)
+    lo, hi = replica_bounds(spec)
+    with ctx.store.read() as conn:
+        nodes = {rid: node for (rid, _), node in _nodes(conn, status).items()}
+    return M.Service(
+        id=status.id, name=first.name, queue=first.queue, user=first.user, state=status.state,
+        desired=status.desired, ready=status.ready, starting=status.starting,
+        draining=status.draining, min_replicas=lo, max_replicas=hi, spec=first.spec,
+        replicas=[M.Replica(id=r.id, index=i, state=replica_state(r), workload_state=r.state,
+                            attempt=r.attempt, restart_count=r.restart_count,
+                            reason_code=r.reason_code, reason_message=r.reason_message,
+                            node_id=nodes.get(r.id), url=None)
+                  for i, r in status.replicas])
+
+
+def _nodes(conn: Connection, status: ServiceStatus) -> dict[tuple[str, int], str]:
+    """The node of each replica's current attempt, where it has one."""
+    keys = [(r.id, r.attempt) for _, r in status.replicas if r.state not in ("pending",)
+            and replica_state(r) != "ended"]
+    found = W.assignments_of(conn, keys) if keys else {}
+    return {k: a[0].node_id for k, a in found.items() if a}

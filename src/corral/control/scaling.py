@@ -1,0 +1,132 @@
+"""Scaling a service: the desired replica count moves by adding replicas or draining some.
+
+    scale(store, "chat-1a2b3c4d", 3, now, "ann")
+
+- up: new replica rows `<service>-r<k>` (k above every index the service ever used: ids are
+  never reused, so a replica's history stays its own), pending, with their Submitted event;
+  the loop places and launches them like any replica.
+- down: the highest-indexed live replicas are drained first (the lowest indices are the
+  `min_replicas` floor kept off spot capacity, `WorkloadSpec._replica_capacity`): a pending one
+  ends at once, a launched one gets the stop request `ScaledDown` (SIGTERM, grace, SIGKILL) and
+  becomes cancelled, reason ScaledDown, once its worker has ended.
+
+The count must lie in [min_replicas, max_replicas] of the service's spec (min_replicas unset:
+0 is allowed only if the spec says so, so the floor is 1; max_replicas unset: the spec's own
+limit on replicas). A refusal is a `ScaleRefused` naming the field, never a partial change: the
+whole change is one transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from sqlalchemy import Connection
+
+from corral.control import lifecycle as L
+from corral.control.lifecycle import State
+from corral.control.services import DRAINING, ServiceStatus, replica_state, service_status
+from corral.spec import WorkloadSpec
+from corral.store import Store
+from corral.store import workloads as W
+from corral.store.workloads import WorkloadRecord
+
+__all__ = ["MAX_REPLICAS", "ScaleRefused", "ServiceNotFound", "load_service", "replica_bounds",
+           "scale"]
+
+#: the spec's own limit on `replicas` (corral.spec.workload)
+MAX_REPLICAS: Final = 1000
+_RETRIES = 5
+
+
+class ServiceNotFound(LookupError):
+    pass
+
+
+class ScaleRefused(ValueError):
+    """A scale the service's spec or state does not allow; `field` is what to change."""
+
+    def __init__(self, field: str, message: str, *, conflict: bool = False) -> None:
+        super().__init__(message)
+        self.field, self.conflict = field, conflict
+
+
+def load_service(conn: Connection, service_id: str) -> tuple[ServiceStatus, WorkloadSpec]:
+    """The service's status and spec; ServiceNotFound if `service_id` names no service."""
+    rows = W.list_workloads(conn, group_id=service_id, limit=MAX_REPLICAS * 10)
+    if not rows or rows[0].kind != "service":
+        raise ServiceNotFound(service_id)
+    return service_status(service_id, rows), WorkloadSpec.from_stored(rows[0].spec)
+
+
+def replica_bounds(spec: WorkloadSpec) -> tuple[int, int]:
+    lo = spec.min_replicas if spec.min_replicas is not None else 1
+    return lo, spec.max_replicas if spec.max_replicas is not None else MAX_REPLICAS
+
+
+def scale(store: Store, service_id: str, replicas: int, now: float, by: str) -> ServiceStatus:
+    """Set the service's desired replica count; returns its status after the change."""
+    for _ in range(_RETRIES):
+        try:
+            with store.write() as conn:
+                status, spec = load_service(conn, service_id)
+                _check(status, spec, replicas)
+                _apply(conn, status, replicas, now, by)
+                return load_service(conn, service_id)[0]
+        except _Raced:  # the loop moved a replica meanwhile: rolled back whole; read again
+            continue
+    raise RuntimeError(f"could not scale {service_id}: its replicas kept changing; try again")
+
+
+def _check(status: ServiceStatus, spec: WorkloadSpec, replicas: int) -> None:
+    if status.cancelled:
+        raise ScaleRefused("service", f"service {status.id} was cancelled; submit it again",
+                           conflict=True)
+    lo, hi = replica_bounds(spec)
+    if not lo <= replicas <= hi:
+        field = "min_replicas" if replicas < lo else "max_replicas"
+        raise ScaleRefused("replicas", f"replicas must lie between {lo} and {hi} ({field} of "
+                           f"the service's spec; {replicas} asked); update the spec to change "
+                           f"its {field}")
+
+
+class _Raced(Exception):
+    pass
+
+
+def _apply(conn: Connection, status: ServiceStatus, replicas: int, now: float, by: str) -> None:
+    live = status.live()
+    change = f"scaled from {len(live)} to {replicas} by {by}"
+    if replicas > len(live):
+        _add(conn, status, replicas - len(live), now, change)
+    for _, rec in reversed(live[replicas:]):  # the highest index first
+        if not _drain(conn, rec, now, change):
+            raise _Raced
+
+
+def _add(conn: Connection, status: ServiceStatus, count: int, now: float, change: str) -> None:
+    model = status.replicas[-1][1]  # every replica carries the service's spec
+    first = status.replicas[-1][0] + 1
+    rows = [{"id": f"{status.id}-r{i}", "group_id": status.id, "name": model.name,
+             "queue": model.queue, "user": model.user, "kind": model.kind, "spec": model.spec,
+             "state": "pending", "reason_code": L.SUBMITTED,
+             "reason_message": "waiting for the next scheduling cycle", "submitted_at": now}
+            for i in range(first, first + count)]
+    W.insert_workloads(conn, rows)
+    W.append_events(conn, [{"at": now, "kind": "transition", "reason": L.SUBMITTED,
+                            "message": change, "workload_id": r["id"], "to_state": "pending"}
+                           for r in rows])
+
+
+def _drain(conn: Connection, rec: WorkloadRecord, now: float, change: str) -> bool:
+    if replica_state(rec) == DRAINING:
+        return True
+    if rec.state in ("pending", "preempted"):
+        return L.transition(conn, rec, State.CANCELLED, reason=L.SCALED_DOWN, message=change,
+                            now=now)
+    if not W.update_versioned(conn, rec.id, rec.version, stop_reason=L.SCALED_DOWN,
+                              stop_message=change):
+        return False
+    W.append_event(conn, at=now, kind="info", reason=L.SCALED_DOWN,
+                   message=f"{change}; draining this replica", workload_id=rec.id,
+                   attempt=rec.attempt)
+    return True

@@ -1,0 +1,140 @@
+"""/v1/services/{id}: a service as one object over its replicas: get, scale within its bounds
+(refusals name the field), cancel by the service id; members of other queues see nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from corral.control import ControlLoop, ControlSettings, Leadership, ManualClock
+from corral.store import Store
+
+from .harness import Api, build
+
+
+def service(**fields: Any) -> dict[str, Any]:
+    return {"name": "chat", "queue": "team-a", "kind": "service", "gpus": 1, "cpu": 0.1,
+            "memory": 64, "command": ["serve"], "replicas": 2, "min_replicas": 1,
+            "max_replicas": 4, **fields}
+
+
+@pytest.fixture
+def api(store: Store) -> Iterator[Api]:
+    built = build(store)
+    yield built
+    _LOOPS.pop(id(built), None)
+
+
+_LOOPS: dict[int, tuple[ControlLoop, ManualClock]] = {}
+
+
+def run_loop(api: Api, steps: int = 3) -> None:
+    """Step one control loop over the API's store and fake backend (one per test's Api: a
+    second loop would wait for the first one's scheduler lease)."""
+    if id(api) not in _LOOPS:
+        clock = ManualClock()
+        _LOOPS[id(api)] = (ControlLoop(api.store, api.backend, clock=clock,
+                                       settings=ControlSettings(stop_grace_s=1.0),
+                                       leadership=Leadership(api.store, ttl_s=15.0)), clock)
+    loop, clock = _LOOPS[id(api)]
+    for _ in range(steps):
+        loop.step()
+        clock.advance(1.0)
+
+
+def submit(api: Api, **fields: Any) -> str:
+    r = api.client.post("/v1/workloads", json=service(**fields), headers=api.ann)
+    assert r.status_code == 201, r.text
+    return str(r.json()["group_id"])
+
+
+def get(api: Api, sid: str) -> dict[str, Any]:
+    r = api.client.get(f"/v1/services/{sid}", headers=api.ann)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def test_a_service_is_one_object_with_its_replicas(api: Api) -> None:
+    sid = submit(api)
+    s = get(api, sid)
+    assert (s["state"], s["desired"], s["ready"], s["starting"]) == ("starting", 2, 0, 2)
+    run_loop(api)
+    s = get(api, sid)
+    assert (s["state"], s["desired"], s["ready"]) == ("serving", 2, 2)
+    assert [(r["id"], r["state"]) for r in s["replicas"]] == [
+        (f"{sid}-r0", "ready"), (f"{sid}-r1", "ready")]
+    assert all(r["node_id"] in ("n0", "n1") for r in s["replicas"])
+    assert (s["min_replicas"], s["max_replicas"]) == (1, 4)
+
+
+def test_scale_up_adds_replicas_and_down_drains_the_highest_first(api: Api) -> None:
+    sid = submit(api)
+    run_loop(api)
+    r = api.client.post(f"/v1/services/{sid}/scale", json={"replicas": 3}, headers=api.ann)
+    assert r.status_code == 200, r.text
+    assert (r.json()["desired"], r.json()["starting"]) == (3, 1)
+    run_loop(api)
+    assert (get(api, sid)["ready"]) == 3
+    r = api.client.post(f"/v1/services/{sid}/scale", json={"replicas": 1}, headers=api.ann)
+    assert r.status_code == 200, r.text
+    states = {x["index"]: x["state"] for x in r.json()["replicas"]}
+    assert states == {0: "ready", 1: "draining", 2: "draining"}
+    run_loop(api)
+    s = get(api, sid)
+    assert (s["desired"], s["ready"], s["draining"], s["state"]) == (1, 1, 0, "serving")
+    ended = {x["index"]: (x["workload_state"], x["reason_code"]) for x in s["replicas"]}
+    assert ended[2] == ("cancelled", "ScaledDown")
+    r = api.client.post(f"/v1/services/{sid}/scale", json={"replicas": 2}, headers=api.ann)
+    assert [x["index"] for x in r.json()["replicas"] if x["state"] != "ended"] == [0, 3]
+
+
+@pytest.mark.parametrize(("replicas", "field", "words"), [
+    (5, "replicas", "max_replicas"),
+    (0, "replicas", "min_replicas"),
+], ids=["above-max", "below-min"])
+def test_scale_outside_the_bounds_is_refused_naming_the_field(
+        api: Api, replicas: int, field: str, words: str) -> None:
+    sid = submit(api)
+    before = api.rows()
+    r = api.client.post(f"/v1/services/{sid}/scale", json={"replicas": replicas},
+                        headers=api.ann)
+    assert r.status_code == 422, r.text
+    assert r.json()["problems"][0]["field"] == field
+    assert words in r.json()["message"] and "between 1 and 4" in r.json()["message"]
+    assert api.rows() == before
+
+
+@pytest.mark.parametrize("body", [{"replicas": "3"}, {"replicas": -1}, {}, {"count": 2}],
+                         ids=["string", "negative", "missing", "unknown-field"])
+def test_a_malformed_scale_is_a_422(api: Api, body: dict[str, Any]) -> None:
+    sid = submit(api)
+    r = api.client.post(f"/v1/services/{sid}/scale", json=body, headers=api.ann)
+    assert r.status_code == 422, r.text
+
+
+def test_cancel_by_the_service_id_ends_every_replica(api: Api) -> None:
+    sid = submit(api)
+    run_loop(api)
+    r = api.client.post(f"/v1/services/{sid}/cancel", headers=api.ann)
+    assert r.status_code == 200, r.text
+    assert r.json()["state"] == "stopping"
+    run_loop(api)
+    s = get(api, sid)
+    assert s["state"] == "ended"
+    assert {x["workload_state"] for x in s["replicas"]} == {"cancelled"}
+    r = api.client.post(f"/v1/services/{sid}/scale", json={"replicas": 2}, headers=api.ann)
+    assert r.status_code == 409 and "submit it again" in r.json()["message"]
+
+
+def test_unknown_ids_jobs_and_other_queues_are_404(api: Api) -> None:
+    assert api.client.get("/v1/services/nope-1234", headers=api.ann).status_code == 404
+    job = api.client.post("/v1/workloads", headers=api.ann, json={
+        "name": "train", "queue": "team-a", "gpus": 1, "command": ["t"]}).json()["group_id"]
+    assert api.client.get(f"/v1/services/{job}", headers=api.ann).status_code == 404
+    r = api.client.post("/v1/workloads", json=service(queue="team-b"), headers=api.admin)
+    other = r.json()["group_id"]
+    assert api.client.get(f"/v1/services/{other}", headers=api.ann).status_code == 404
+    r = api.client.post(f"/v1/services/{other}/scale", json={"replicas": 3}, headers=api.ann)
+    assert r.status_code == 404

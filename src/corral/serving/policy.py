@@ -98,7 +98,10 @@ class ServiceScaler:
     def decide(self, now: float, *, current: int, ready: int | None = None) -> Decision:
         """The replicas the service should have at `now`. `current`: replicas asked for (ready or
         starting); `ready`: those serving (default: current). Call once per tick, after
-        `observe`; the decision is remembered for the stabilisation windows and rate limits."""
+        `observe`. The decision is remembered for the stabilisation windows, and its change
+        (current -> desired) for the rate limits, as HPA records its own scale events: the
+        caller is expected to apply it (a change it could not make shows as `current` next tick).
+        Never raises for a load; deterministic for the same calls."""
         ready = current if ready is None else ready
         cfg = self.config
         stable = self._proposals(now, cfg.stable_window_s, ready)

@@ -1,0 +1,151 @@
+"""The service autoscaler, case by case: each case is a load script and the decision it must end
+with (desired replicas, code, panic, and words of the reason)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from corral.serving import (
+    HELD,
+    SCALED_DOWN,
+    SCALED_TO_ZERO,
+    SCALED_UP,
+    Behavior,
+    Decision,
+    RateLimit,
+    ScalingConfig,
+    ServiceScaler,
+    Target,
+    TargetKind,
+)
+
+FREE = Behavior()  # no stabilisation, no rate limit
+
+
+def config(**kw: Any) -> ScalingConfig:
+    base: dict[str, Any] = {"targets": (Target(kind=TargetKind.IN_FLIGHT, value=8),),
+                            "target_utilization": 1.0, "min_replicas": 1, "max_replicas": 50,
+                            "panic_threshold": None, "scale_up": FREE, "scale_down": FREE}
+    return ScalingConfig(**(base | kw))
+
+
+@dataclass
+class Script:
+    """Ticks every `step` seconds: (until_t, in_flight, arrivals per tick, latencies per tick)."""
+
+    phases: list[tuple[float, float, int, tuple[float, ...]]]
+    current: int
+    ready: int | None = None
+    step: float = 2.0
+    follow: bool = False  # apply each decision to `current` (as a control loop would)
+    decisions: list[Decision] = field(default_factory=list)
+
+    def run(self, scaler: ServiceScaler) -> Decision:
+        t, cur = 0.0, self.current
+        for until, in_flight, arrivals, lat in self.phases:
+            while t <= until:
+                scaler.observe(t, in_flight=in_flight, arrivals=arrivals, latencies=lat)
+                d = scaler.decide(t, current=cur, ready=self.ready)
+                self.decisions.append(d)
+                if self.follow:
+                    cur = d.desired
+                t += self.step
+        return self.decisions[-1]
+
+
+CASES = [
+    # id, config, script, desired, code, panic, words in the reason
+    ("in-flight-up", config(), Script([(60, 38, 3, ())], current=2), 5, SCALED_UP, False,
+     ["scaled 2 -> 5: 38 in flight (60 s average), target 8 per replica"]),
+    ("utilisation-headroom", config(target_utilization=0.5), Script([(60, 32, 3, ())], current=2),
+     8, SCALED_UP, False, ["32 in flight", "target 8 per replica at 50% utilisation"]),
+    ("in-flight-hold", config(), Script([(60, 16, 3, ())], current=2), 2, HELD, False,
+     ["held at 2: 16 in flight"]),
+    ("rps-up", config(targets=(Target(kind=TargetKind.RPS, value=5),)), Script([(60, 1, 40, ())], current=1),
+     4, SCALED_UP, False, ["scaled 1 -> 4: 20 requests/s (60 s average), target 5 per replica"]),
+    ("latency-up", config(targets=(Target(kind=TargetKind.LATENCY, value=2, percentile=95),)),
+     Script([(60, 1, 1, (4.0,))], current=3), 6, SCALED_UP, False,
+     ["p95 latency 4 s over 30 requests", "target 2 s"]),
+    ("largest-target-wins", config(targets=(Target(kind=TargetKind.IN_FLIGHT, value=8),
+                                            Target(kind=TargetKind.RPS, value=1))),
+     Script([(60, 8, 6, ())], current=1), 3, SCALED_UP, False, ["3 requests/s"]),
+    ("panic-on-burst", config(panic_threshold=2.0),
+     Script([(60, 16, 1, ()), (66, 64, 1, ())], current=2), 8, SCALED_UP, True,
+     ["scaled 2 -> 8 (panic): 64 in flight (6 s panic average)"]),
+    ("no-scale-down-in-panic", config(panic_threshold=2.0),
+     Script([(60, 16, 1, ()), (64, 64, 1, ()), (80, 0, 0, ())], current=8, ready=2), 8, HELD,
+     True, ["no scale-down in panic"]),
+    ("panic-ends-after-calm-stable-window", config(panic_threshold=2.0),
+     Script([(60, 16, 1, ()), (64, 64, 1, ()), (200, 8, 1, ())], current=8, ready=8), 1,
+     SCALED_DOWN, False, ["scaled 8 -> 1: 8 in flight (60 s average)"]),
+    ("down-window-holds", config(scale_down=Behavior(stabilization_s=120)),
+     Script([(60, 40, 1, ()), (160, 8, 1, ())], current=5, follow=True), 5, HELD, False,
+     ["asks for 1", "the 120 s scale-down window holds 5"]),
+    ("down-window-passes", config(scale_down=Behavior(stabilization_s=120)),
+     Script([(60, 40, 1, ()), (300, 8, 1, ())], current=5, follow=True), 1, HELD, False,
+     ["held at 1: 8 in flight"]),
+    ("up-rate-limit", config(scale_up=Behavior(limits=(RateLimit(type="pods", value=1,
+                                                                 period_s=15),))),
+     Script([(60, 80, 1, ())], current=2, follow=True), 6, HELD, False,
+     ["asks for 10", "scale-up rate limit allows 6"]),
+    ("up-rate-limit-counts-earlier-steps", config(scale_up=Behavior(limits=(
+        RateLimit(type="percent", value=100, period_s=15),))),
+     Script([(60, 80, 1, ())], current=2, follow=True), 10, HELD, False, ["held at 10"]),
+    ("capped-at-max", config(max_replicas=3), Script([(60, 80, 1, ())], current=2), 3, SCALED_UP,
+     False, ["asks for 10", "capped at max_replicas 3"]),
+    ("raised-to-min", config(min_replicas=2), Script([(60, 0, 0, ())], current=2), 2, HELD, False,
+     ["raised to min_replicas 2"]),
+    ("tolerance", config(), Script([(60, 88, 1, ())], current=10), 10, HELD, False,
+     ["asks for 11", "within the 10% tolerance"]),
+    ("new-scaler-does-not-scale-down", config(), Script([(30, 8, 1, ())], current=4), 4, HELD,
+     False, ["no scale-down on less than 60 s of data"]),
+    ("keeps-one-while-not-idle-long", config(min_replicas=0, scale_to_zero_after_s=300),
+     Script([(10, 8, 1, ()), (200, 0, 0, ())], current=3, follow=True), 1, HELD, False,
+     ["idle for 190 s, scale to zero after 300 s"]),
+    ("scale-to-zero", config(min_replicas=0, scale_to_zero_after_s=300),
+     Script([(10, 8, 1, ()), (310, 0, 0, ())], current=1), 0, SCALED_TO_ZERO, False,
+     ["scaled 1 -> 0: idle for 300 s, scale to zero after 300 s"]),
+    ("min-one-never-zero", config(min_replicas=1, scale_to_zero_after_s=0),
+     Script([(10, 8, 1, ()), (400, 0, 0, ())], current=1), 1, HELD, False, ["held at 1"]),
+    ("from-zero-on-first-request", config(min_replicas=0, panic_threshold=2.0,
+                                          scale_up=ScalingConfig.model_fields["scale_up"].default),
+     Script([(400, 0, 0, ()), (402, 3, 3, ())], current=0, ready=0), 1, SCALED_UP, True,
+     ["scaled 0 -> 1 (panic)"]),
+]
+
+
+@pytest.mark.parametrize("cfg, script, desired, code, panic, words",
+                         [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_decision(cfg: ScalingConfig, script: Script, desired: int, code: str, panic: bool,
+                  words: list[str]) -> None:
+    d = script.run(ServiceScaler(cfg))
+    assert (d.desired, d.code, d.panic) == (desired, code, panic), d.reason
+    for w in words:
+        assert w in d.reason
+
+
+def test_reason_of_the_issue_example() -> None:
+    """The issue's sentence, word for word, at 100% utilisation."""
+    d = Script([(60, 38, 3, ())], current=2).run(ServiceScaler(config()))
+    assert d.reason == "scaled 2 -> 5: 38 in flight (60 s average), target 8 per replica"
+    assert d.governing is not None and d.governing.observed == 38
+
+
+def test_time_must_not_go_back() -> None:
+    s = ServiceScaler(config())
+    s.observe(10, in_flight=1)
+    with pytest.raises(ValueError, match="back in time"):
+        s.observe(9, in_flight=1)
+
+
+def test_same_inputs_same_decisions() -> None:
+    def run() -> list[tuple[int, str]]:
+        script = Script([(60, 16, 1, ()), (64, 64, 1, ()), (300, 8, 1, ())], current=2,
+                        follow=True)
+        script.run(ServiceScaler(ScalingConfig(targets=(Target(kind=TargetKind.IN_FLIGHT, value=8),))))
+        return [(d.desired, d.reason) for d in script.decisions]
+
+    assert run() == run()

@@ -219,11 +219,14 @@ def ended_attempt(
     """The shared head of `release`: the attempt's record once a fresh poll shows every worker
     ended; None for an attempt this backend does not know (release is idempotent).
 
-    Raises AttemptStillRunning while a worker has not ended."""
+    Raises AttemptStillRunning while a worker has not ended. An attempt whose every end is
+    already recorded needs no poll (ends are kept first-seen): the loop releases each ended
+    attempt right after a poll, and one poll per release made releasing N jobs N full polls."""
     record = attempts.get((workload_id, attempt))
     if record is None:
         return None
-    poll(time.time())
+    if not record.all_ended:
+        poll(time.time())
     running = [a.worker for a in record.spec.assignments if a.worker not in record.ends]
     if running:
         raise AttemptStillRunning(

@@ -29,6 +29,11 @@ CUDA_VISIBLE_DEVICES itself; corral keeps Slurm's choice, since with ``Constrain
 those devices are reachable. The count always equals the plan's. Without a Slurm GPU allocation
 (CPU-only work) the plan's list is used, as under every other backend.
 
+Batches (`launch_many`): single-worker attempts of one shape on one node go as one job array,
+one ``sbatch --array`` for up to 1,000 of them (`corral.backends.slurm_array`: the dispatch
+script, the per-task log links, and how a restarted control plane finds a task by the array's
+name and index); gangs stay one held job per worker, submitted concurrently.
+
 Lost nodes: a job whose node Slurm reports DOWN/FAIL (or whose state is NODE_FAIL) is LOST at
 once. Its processes may still run on a node that is only cut off: corral fences them by writing
 the deadline file (now) on the shared work dir, which the runner reads every second, and
@@ -75,6 +80,12 @@ from corral.backends.errors import (
 from corral.backends.exits import WorkerEnd
 from corral.backends.local_runner import CHILD_RECORD, EXIT_RECORD, read_json, write_text_atomic
 from corral.backends.records import AttemptRecord, AttemptRecords, ended_attempt, statuses
+from corral.backends.slurm_array import (
+    array_name,
+    dispatch_script,
+    group_for_arrays,
+    task_job_id,
+)
 from corral.backends.slurm_parse import (
     ENDED_JOB_STATES,
     JOB_LOST_STATES,
@@ -139,28 +150,51 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         self._launch(spec, None)
 
     def launch_many(self, specs: Sequence[LaunchSpec]) -> list[Exception | None]:
-        """`launch` for a batch: one ``sinfo`` for all of it, and the attempts submitted by a
-        bounded pool of `launch_threads` threads (each ``sbatch`` is a round trip to
-        slurmctld, which serves them concurrently). Returns each attempt's error, in order;
-        None where it was launched. A single worker is submitted without ``--hold`` (there is
-        no gang to release together), so it costs one ``sbatch`` and nothing else."""
+        """`launch` for a batch: one ``scontrol show nodes`` for all of it; single-worker
+        attempts of one shape on one node go as one job array (`corral.backends.slurm_array`:
+        one ``sbatch`` for up to 1,000 of them); gangs and the rest are submitted by a bounded
+        pool of `launch_threads` threads (each ``sbatch`` is a round trip to slurmctld, which
+        serves them concurrently), the arrays alongside. Returns each attempt's error, in
+        order; None where it was launched."""
         if not specs:
             return []
         try:
             nodes = {n.name: n for n in self._nodes()}
         except BackendError as e:
             return [e for _ in specs]
+        errors: list[Exception | None] = [None] * len(specs)
+        arrays, lone = group_for_arrays(specs, lambda s: self._array_key(s, nodes))
 
-        def one(spec: LaunchSpec) -> Exception | None:
+        def one(i: int) -> None:
             try:
-                self._launch(spec, nodes)
+                self._launch(specs[i], nodes)
             except Exception as e:  # handed back to the caller, per attempt
-                return e
-            return None
+                errors[i] = e
+
+        def array(members: list[int]) -> None:
+            for i, error in zip(members, self._launch_array([specs[i] for i in members], nodes),
+                                strict=True):
+                errors[i] = error
 
         with ThreadPoolExecutor(max_workers=self.launch_threads,
                                 thread_name_prefix="slurm-launch") as pool:
-            return list(pool.map(one, specs))
+            done = [pool.submit(array, m) for m in arrays] + [pool.submit(one, i) for i in lone]
+            for f in done:
+                f.result()
+        return errors
+
+    def _array_key(self, spec: LaunchSpec, nodes: dict[str, SlurmNode]) -> tuple[str, str] | None:
+        """(node, --gres) of a single-worker attempt that may join an array; None for a gang,
+        an attempt this backend already knows (a no-op or a conflict, said by `_launch`) or
+        one on a node not here (refused by `_launch` with its reason)."""
+        if len(spec.assignments) != 1 or (spec.workload_id, spec.attempt) in self._attempts:
+            return None
+        a = spec.assignments[0]
+        node = nodes.get(a.node_id)
+        if node is None:
+            return None
+        return a.node_id, gres_request(len(a.devices), a.milli_per_device,
+                                       node.shards_per_gpu)[0]
 
     def _launch(self, spec: LaunchSpec, nodes: dict[str, SlurmNode] | None) -> None:
         AttemptRecords.check_id(spec, "Slurm")
@@ -187,6 +221,75 @@ class SlurmBackend(Backend, InventorySource, LogSource):
             raise LaunchError(f"{spec.workload_id} attempt {spec.attempt}: Slurm refused a "
                               f"worker: {detail}; the submitted jobs were cancelled; relaunch "
                               "with a new attempt") from e
+
+    def _launch_array(self, specs: list[LaunchSpec], nodes: dict[str, SlurmNode]
+                      ) -> list[Exception | None]:
+        """Single-worker attempts of one (node, gres) as one ``sbatch --array``. Each attempt's
+        record names the array and its task before the submission (the recovery key, see
+        `_jobs_of`); each is checked on its own, and one that is refused leaves the others."""
+        errors: list[Exception | None] = [None] * len(specs)
+        name, tasks = array_name(), list[tuple[int, AttemptRecord]]()  # (index in specs, record)
+        for i, spec in enumerate(specs):
+            try:
+                AttemptRecords.check_id(spec, "Slurm")
+                if self.records.existing(spec) is not None:
+                    continue
+                self._check_placement(spec, nodes)
+                record = self.records.create(spec, {"jobs": {}, "notes": {}, "array": {
+                    "name": name, "task": len(tasks)}})
+                self._attempts[record.key] = record
+                self._prepare_dirs(record)
+            except Exception as e:
+                errors[i] = e
+                continue
+            tasks.append((i, record))
+        if not tasks:
+            return errors
+        try:
+            self._submit_array(name, [r for _, r in tasks], nodes)
+        except (BackendUnavailable, subprocess.CalledProcessError, OSError) as e:
+            detail = e.stderr.strip() if isinstance(e, subprocess.CalledProcessError) else str(e)
+            for i, record in tasks:
+                record.end(0, exits.lost(base.LAUNCH_INTERRUPTED, f"launch failed: {e}"))
+                errors[i] = LaunchError(
+                    f"{record.spec.workload_id} attempt {record.spec.attempt}: Slurm refused "
+                    f"the job array {name}: {detail}; relaunch with a new attempt")
+        return errors
+
+    def _submit_array(self, name: str, records: list[AttemptRecord],
+                      nodes: dict[str, SlurmNode]) -> None:
+        first = records[0].spec.assignments[0]
+        node = nodes[first.node_id]
+        adir = self.records.root / "arrays" / name
+        adir.mkdir(parents=True)
+        scripts = []
+        for task, record in enumerate(records):
+            a = record.spec.assignments[0]
+            gres, note = gres_request(len(a.devices), a.milli_per_device, node.shards_per_gpu)
+            script = record.dir / f"worker-{a.worker}.sbatch"
+            script.write_text(self._script(record, a, note, node.address,
+                                           chdir=record.spec.working_dir or str(record.dir)))
+            scripts.append(script)
+            if note:
+                record.engine["notes"][str(a.worker)] = note
+            # Slurm appends to task-<i>.log; the link makes that the worker's own log
+            (adir / f"task-{task}.log").symlink_to(record.log_path(a.worker))
+        (adir / "dispatch.sbatch").write_text(dispatch_script(name, scripts))
+        args = ["--parsable", f"--array=0-{len(records) - 1}", f"--job-name={name}",
+                "--nodes=1", "--ntasks=1", f"--nodelist={first.node_id}", "--no-requeue",
+                f"--output={adir}/task-%a.log", "--open-mode=append", f"--chdir={adir}",
+                f"--comment=corral job array of {len(records)} workers; task i is "
+                f"{adir}/dispatch.sbatch's case i"]
+        if gres:
+            args.append(f"--gres={gres}")
+        if self.partition:
+            args.append(f"--partition={self.partition}")
+        out = self._slurm("sbatch", *args, str(adir / "dispatch.sbatch")).stdout.strip()
+        array_id = out.split(";", 1)[0]
+        for task, record in enumerate(records):
+            record.engine["jobs"][str(record.spec.assignments[0].worker)] = task_job_id(
+                array_id, task)
+            AttemptRecords.save(record)
 
     def stop(self, workload_id: str, attempt: int, grace_seconds: float, reason: str) -> None:
         if grace_seconds < 0:
@@ -215,8 +318,13 @@ class SlurmBackend(Backend, InventorySource, LogSource):
             return []
         jobs = {j for r in self._attempts.values() if not r.all_ended
                 for j in self._jobs_of(r).values()}
-        states = self._job_states(sorted(jobs))
-        node_states = self._node_states() if states else {}
+        if not jobs:
+            states, node_states = {}, {}
+        else:  # sinfo runs while squeue does: two round trips in the time of one
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="slurm-sinfo") as pool:
+                sinfo = pool.submit(self._node_states)
+                states = self._job_states(sorted(jobs))
+                node_states = sinfo.result() if states else {}
         return statuses(
             self._attempts, now,
             lambda record, a: self._observe(record, a.worker, a.node_id, states, node_states))
@@ -306,7 +414,10 @@ class SlurmBackend(Backend, InventorySource, LogSource):
             record.engine["notes"][str(a.worker)] = note
         AttemptRecords.save(record)
 
-    def _script(self, record: AttemptRecord, a: Any, note: str, master: str) -> str:
+    def _script(self, record: AttemptRecord, a: Any, note: str, master: str, *,
+                chdir: str | None = None) -> str:
+        """The worker's batch script. `chdir`: where it changes to first (an array task: the
+        array has one ``--chdir`` for all its tasks)."""
         spec = record.spec
         wdir = record.dir / f"worker-{a.worker}"
         wdir.mkdir(exist_ok=True)
@@ -315,6 +426,8 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         planned = env.pop(CUDA_VISIBLE_DEVICES)
         lines = ["#!/bin/sh", f"# corral: {spec.workload_id} attempt {spec.attempt} worker "
                  f"{a.worker}; generated, do not edit"]
+        if chdir is not None:
+            lines.append(f"cd {shlex.quote(chdir)} || exit 1")
         lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
         # Slurm's own device choice wins when it made one (see the module docstring).
         lines.append('if [ -z "${SLURM_JOB_GPUS:-}" ]; then export CUDA_VISIBLE_DEVICES='
@@ -330,22 +443,36 @@ class SlurmBackend(Backend, InventorySource, LogSource):
     # --- observing -----------------------------------------------------------------------------
 
     def _jobs_of(self, record: AttemptRecord) -> dict[str, str]:
-        """worker -> job id; a job submitted just before a crash is found again by its name."""
+        """worker -> job id; a job submitted just before a crash is found again by its name
+        (a lone job: the worker's own name; an array task: the array's name and the task
+        index the record was created with, see `corral.backends.slurm_array`)."""
         jobs: dict[str, str] = record.engine["jobs"]
         missing = [a for a in record.spec.assignments if str(a.worker) not in jobs]
+        array = record.engine.get("array")
         for a in missing:
-            name = job_name(record.spec.workload_id, record.spec.attempt, a.worker)
-            found = self._slurm("squeue", "-h", "-t", "all", f"--name={name}", "-o", "%i",
-                                check=False).stdout.split()
+            if array is not None:
+                found = self._array_tasks(array["name"]).get(int(array["task"]))
+            else:
+                name = job_name(record.spec.workload_id, record.spec.attempt, a.worker)
+                ids = self._slurm("squeue", "-h", "-t", "all", f"--name={name}", "-o", "%i",
+                                  check=False).stdout.split()
+                found = ids[0] if ids else None
             if found:
-                jobs[str(a.worker)] = found[0]
+                jobs[str(a.worker)] = found
                 AttemptRecords.save(record)
         return dict(jobs)
+
+    def _array_tasks(self, name: str) -> dict[int, str]:
+        """task index -> job id of the array named `name`, one task per line (``-r``)."""
+        out = self._slurm("squeue", "-h", "-r", "-t", "all", f"--name={name}", "-o", "%i",
+                          check=False).stdout.split()
+        return {int(i.rsplit("_", 1)[1]): i for i in out
+                if "_" in i and i.rsplit("_", 1)[1].isdigit()}
 
     def _job_states(self, job_ids: Sequence[str]) -> dict[str, SlurmJob]:
         if not job_ids:
             return {}
-        fmt = ["-h", "-t", "all", "-o", "%i|%T|%N|%r"]
+        fmt = ["-h", "-r", "-t", "all", "-o", "%i|%T|%N|%r"]  # -r: an array task per line
         done = self._slurm("squeue", *fmt, f"--jobs={','.join(job_ids)}", check=False)
         if done.returncode != 0:  # an id Slurm has forgotten fails the whole call: list all
             done = self._slurm("squeue", *fmt)

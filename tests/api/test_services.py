@@ -66,6 +66,7 @@ def test_a_service_is_one_object_with_its_replicas(api: Api) -> None:
     assert [(r["id"], r["state"]) for r in s["replicas"]] == [
         (f"{sid}-r0", "ready"), (f"{sid}-r1", "ready")]
     assert all(r["node_id"] in ("n0", "n1") for r in s["replicas"])
+    assert all(r["url"].startswith("http://127.0.0.1:") for r in s["replicas"])
     assert (s["min_replicas"], s["max_replicas"]) == (1, 4)
 
 

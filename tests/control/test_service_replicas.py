@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from corral.control import ControlLoop, ControlSettings, Leadership, cancel
+from corral.control.endpoints import PORT_BASE, PORT_SPAN, live_routes
 from corral.control.health import HealthMonitor
 from corral.control.replicas import REPLICA_RESTARTING, STABLE_S
 from corral.control.services import service_status
@@ -118,3 +119,27 @@ def test_cancelling_every_replica_ends_the_service(rig: Rig) -> None:
     rig.step(2)
     assert status(rig, sid) == (0, 0, 0, "ended")
     assert {rig.state(f"{sid}-r{i}") for i in range(2)} == {"cancelled"}
+
+
+def test_each_replica_is_told_its_port_and_has_a_route(rig: Rig) -> None:
+    sid = submit_service(rig, env={"MODEL": "tiny"})
+    rig.step(2)
+    env = {ls.workload_id: ls.env for ls in rig.backend.launches}
+    ports = {wid: e["PORT"] for wid, e in env.items()}
+    assert all(e["CORRAL_PORT"] == e["PORT"] and e["MODEL"] == "tiny" for e in env.values())
+    assert len(set(ports.values())) == 2
+    found = live_routes(rig.loop.live, "local")
+    assert [(r.replica, r.url, r.state) for r in found] == [
+        (f"{sid}-r{i}", f"http://127.0.0.1:{ports[f'{sid}-r{i}']}", "ready") for i in range(2)]
+    assert all(PORT_BASE <= int(p) < PORT_BASE + PORT_SPAN for p in ports.values())
+    rig.backend.fail(f"{sid}-r0", exit_code=1)  # a restarted replica keeps its address
+    rig.step()
+    rig.clock.advance(5)
+    rig.step(2)
+    assert rig.backend.launches[-1].env["PORT"] == ports[f"{sid}-r0"]
+
+
+def test_a_job_is_told_no_port(rig: Rig) -> None:
+    rig.submit()
+    rig.step(2)
+    assert "PORT" not in rig.backend.launches[-1].env

@@ -12,6 +12,7 @@ from corral.api.context import ApiContext, Caller, context
 from corral.api.errors import ApiError, not_found
 from corral.api.workloads import _audit_cross_user, _may_act_on
 from corral.control.cancellation import cancel_service
+from corral.control.endpoints import url_of
 from corral.control.scaling import (
     ScaleRefused,
     ServiceNotFound,
@@ -96,7 +97,8 @@ def service_view(ctx: ApiContext, status: ServiceStatus, spec: WorkloadSpec) -> 
         replicas=[M.Replica(id=r.id, index=i, state=replica_state(r), workload_state=r.state,
                             attempt=r.attempt, restart_count=r.restart_count,
                             reason_code=r.reason_code, reason_message=r.reason_message,
-                            node_id=nodes.get(r.id), url=None)
+                            node_id=nodes.get(r.id),
+                            url=url_of(r, nodes.get(r.id), ctx.backend_name or ""))
                   for i, r in status.replicas])
 
 

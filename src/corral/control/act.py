@@ -26,6 +26,7 @@ from corral.backends.environment import newest_checkpoint
 from corral.backends.errors import BackendError, BackendUnavailable, InvalidRequest
 from corral.control import lifecycle as L
 from corral.control import outcome
+from corral.control.endpoints import replica_env
 from corral.control.lifecycle import State
 from corral.control.settings import ControlSettings
 from corral.control.snapshot import SpecCache
@@ -88,7 +89,8 @@ def launch_spec(
     command: tuple[str, ...] | str = spec.shell if spec.shell is not None else tuple(spec.command or ())
     return LaunchSpec(
         workload_id=rec.id, attempt=rec.attempt, queue=rec.queue, assignments=assignments,
-        command=command, shell=spec.shell is not None, user=rec.user, env=spec.env,
+        command=command, shell=spec.shell is not None, user=rec.user,
+        env={**spec.env, **replica_env(rec)} if rec.kind == "service" else spec.env,
         working_dir=spec.working_dir, checkpoint_dir=ckpt, resume_from=resume_point(ckpt),
         restart_count=rec.restart_count)
 

@@ -372,8 +372,7 @@ def _close(cycle: Cycle, orphans: int) -> Plan:
             alike[(w.queue, shape, tried_all or wid in tried_ids)] = found
         reasons[wid] = found
     # insertion order is already deterministic (the order the cycle considered them)
-    pending = {wid: r for wid, r in cycle.reasons.items()
-               if wid not in cycle.stmt.where and wid not in victims}
+    pending = {wid: r for wid, r in reasons.items() if wid not in where and wid not in victims}
     reservations = tuple(
         Reservation(owner, tuple(cycle.cap.table.nodes[i].id for i in nodes))
         for owner, nodes in sorted(cycle.cap.reservations.items())

@@ -30,12 +30,17 @@ def consolidate(cycle: Cycle) -> None:
     fragmented: dict[tuple[object, str], tuple[int, bool]] = {}
     failed: dict[tuple[object, str], tuple[int, int]] = {}
     free = (len(cycle.cap.changes), cycle.cap.total_free_milli())
-    where = cycle.stmt.where
+    where, reserved, stmt, cap = cycle.stmt.where, cycle.cap.reservations, cycle.stmt, cycle.cap
     for w in cycle.still_pending():
         if w.id in where:
             continue  # placed since the list was made
         if cycle.moves_left <= 0:
             return
+        # A try that failed fails again for the same shape until capacity changes hands: most
+        # of a backlog stops here, before the tests below (each of them only skips, too).
+        key = (cycle.shape(w), w.id if w.id in reserved else "")
+        if failed.get(key) == (stmt.applied, cap.freed):
+            continue
         if free[0] != len(cycle.cap.changes):
             free = (len(cycle.cap.changes), cycle.cap.total_free_milli())
         if w.total_milli() > free[1]:
@@ -43,15 +48,10 @@ def consolidate(cycle: Cycle) -> None:
         if cycle.book.limit_blocking(w.queue, w.total_milli()) is not None:
             continue
         # Whether a shape is fragmented only changes when capacity does: cache per shape.
-        key = (cycle.shape(w), w.id if w.id in cycle.cap.reservations else "")
         seen = fragmented.get(key)
         if seen is None or seen[0] != len(cycle.cap.changes):
             seen = fragmented[key] = (len(cycle.cap.changes), _fragmented(cycle, w))
         if not seen[1]:
-            continue
-        # A try that failed fails again for the same shape until capacity changes hands.
-        version = (cycle.stmt.applied, cycle.cap.freed)
-        if failed.get(key) == version:
             continue
         moved = _consolidate_for(cycle, w, cycle.moves_left)
         if moved:

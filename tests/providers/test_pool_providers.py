@@ -1,6 +1,7 @@
 """Providers in the pool file: `kind: static | ssh | aws` with settings and autoscaler bounds,
-refused with the field named; the aws ones built and answering through moto; the autoscaler
-made only when some provider rents, with join tokens good for as many joins as launched."""
+refused with the field named (a pasted key or credential refused); the ssh and aws ones built
+into the real providers (aws answering through moto); the autoscaler reading the store's
+renting providers, with join tokens good for as many joins as launched."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from corral.control.pool_providers import autoscaler_from_pool, provider_limits,
 from corral.providers.aws import AwsProvider
 from corral.spec.pool import PoolSpec
 from corral.store import Store
+from corral.store import pool as P
 from corral.store.database import sqlite_url
 
 AWS = {"name": "aws-use1", "kind": "aws", "max_nodes": 4, "max_spend_per_hour": 400,
@@ -36,23 +38,77 @@ def test_bad_providers_are_refused_naming_the_field(provider, message) -> None:
     assert message in str(e.value)
 
 
-def test_only_renting_providers_get_an_autoscaler(tmp_path) -> None:
+def test_the_autoscaler_rents_from_the_stores_renting_providers_only(tmp_path) -> None:
     store = Store(sqlite_url(tmp_path / "c.db"))
     store.upgrade()
     static_only = PoolSpec.model_validate({"providers": [STATIC]})
     assert renting_providers(static_only, "c1") == {}
-    assert autoscaler_from_pool(store, static_only, "c1", "http://x", lambda: 0.0) is None
+    idle = autoscaler_from_pool(store, static_only, "c1", "http://x", lambda: 0.0)
+    # nothing rents: a pass reads no snapshot (the callable would fail the test) and does nothing
+    assert idle.step(0.0, None, lambda: pytest.fail("read the cluster")) is None
     spec = PoolSpec.model_validate({"providers": [STATIC, AWS]})
     assert provider_limits(spec)["aws-use1"].max_spend_per_hour == Decimal("400")
     assert "onprem" not in provider_limits(spec)
+    with store.write() as c:  # what `corral up` does with the pool file's providers
+        P.sync_nodes(c, [p.model_dump(mode="json", exclude={"node_groups"})
+                         for p in spec.providers], [])
     scaler = autoscaler_from_pool(store, spec, "c1", "http://x", lambda: 0.0)
-    assert scaler is not None and set(scaler.providers) == {"aws-use1"}
+    assert scaler.reload is not None
+    providers, limits, retiring = scaler.reload()
+    assert set(providers) == {"aws-use1"} and limits["aws-use1"].max_nodes == 4
+    assert retiring == frozenset()
     token = scaler.join_token(3)
     from corral.store.agents import list_join_tokens
 
     with store.read() as c:
         (record,) = list_join_tokens(c)
     assert token.startswith("cjt_") and record.uses_left == 3
+
+
+SSH = {"name": "rack1", "kind": "ssh", "max_nodes": 2, "settings": {
+    "hosts": [{"name": "h1", "address": "10.0.0.1", "gpus": 8, "gpu_model": "H100",
+               "gpu_memory": "80GiB", "price_per_gpu_hour": 1.2, "zone": "z1"},
+              {"name": "h2", "address": "10.0.0.2", "port": 2222, "gpus": 8,
+               "gpu_model": "H100", "gpu_memory": "80GiB"}],
+    "identity_file": "/etc/corral/id_ed25519", "known_hosts": "/etc/corral/known_hosts",
+    "wheel": "/opt/wheels/corral.whl"}}
+
+
+def test_an_ssh_provider_in_the_pool_file_builds_the_real_provider() -> None:
+    from corral.providers.ssh import SshProvider
+
+    spec = PoolSpec.model_validate({"providers": [SSH]})
+    (ssh,) = renting_providers(spec, "c1", "http://corral:8765", lambda n: "cjt_x").values()
+    assert isinstance(ssh, SshProvider) and ssh.starts_agent
+    assert ssh.server == "http://corral:8765" and ssh.join_token() == "cjt_x"
+    assert [(h.name, h.address, h.port, h.gpus, h.zone) for h in ssh.hosts] == [
+        ("h1", "10.0.0.1", 22, 8, "z1"), ("h2", "10.0.0.2", 2222, 8, "default")]
+    assert str(ssh.identity_file) == "/etc/corral/id_ed25519"
+    assert ssh.hosts[0].price_per_gpu_hour == Decimal("1.2")
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({**SSH["settings"], "identity_file": "-----BEGIN OPENSSH PRIVATE KEY-----"},
+     "identity_file is the path of a file on the server, not the key itself"),
+    ({**SSH["settings"], "private_key": "abc"}, "settings.private_key"),
+    ({**SSH["settings"], "hosts": []}, "settings.hosts"),
+    ({k: v for k, v in SSH["settings"].items() if k != "known_hosts"}, "settings.known_hosts"),
+    ({**SSH["settings"], "hosts": [{"name": "h1", "address": "a b"}]}, "settings.hosts.0.address"),
+    ({**SSH["settings"], "hosts": [SSH["settings"]["hosts"][0]] * 2}, "host 'h1' is defined twice"),
+], ids=["key-pasted", "secret-key", "no-hosts", "no-known-hosts", "bad-address", "dup-host"])
+def test_bad_ssh_providers_are_refused_naming_the_field(settings, message) -> None:
+    with pytest.raises(pydantic.ValidationError) as e:
+        PoolSpec.model_validate({"providers": [{**SSH, "settings": settings}]})
+    assert message in str(e.value)
+
+
+def test_aws_credentials_by_profile_name_only() -> None:
+    ok = {**AWS, "settings": {**AWS["settings"], "profile": "corral-prod"}}
+    assert PoolSpec.model_validate({"providers": [ok]}).providers[0].aws.profile == "corral-prod"
+    for bad in ({"aws_secret_access_key": "x"}, {"access_key_id": "AKIA..."}):
+        with pytest.raises(pydantic.ValidationError, match=r"settings\."):
+            PoolSpec.model_validate({"providers": [{**AWS, "settings": {**AWS["settings"],
+                                                                        **bad}}]})
 
 
 def test_an_aws_provider_from_the_pool_file_answers(ec2_env) -> None:

@@ -271,3 +271,9 @@ def delete_queue(name: Name, ctx: Ctx, who: Caller) -> None:
         AU.record(conn, at=ctx.clock.now(), actor=who.name, action="queue.delete", target=name,
                   queue=name)
     ctx.submissions.invalidate()
+
+
+# --- renting providers at run time (issue 11): add / rm / declared, in corral.api.providers ---
+from corral.api.providers import router as _providers  # noqa: E402  (mounted here: /v1 prefix)
+
+router.include_router(_providers)

@@ -9,6 +9,9 @@
         │  scale-down instances that never joined are returned; idle nodes past the idle timeout
         │             drain (most expensive first, never below min nodes), drained idle ones are
         │             terminated; never a node with running non-preemptible work
+        │  retiring   a provider being removed (`corral providers rm`) rents nothing more: its
+        │             joined nodes drain at once, each is returned once nothing runs on it,
+        │             the ones that never joined are returned at once
         ▼
     Decisions (launches, drains, terminations, a sentence per waiting workload, the new state)
 
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from corral.autoscale.packing import Bin, eligible, offer_key, pack, workers_per_instance
@@ -113,6 +116,7 @@ class PoolView:
     nodes: Mapping[str, NodeUse] = field(default_factory=dict)  # by node id
     limits: Mapping[str, ProviderLimits] = field(default_factory=dict)  # by provider name
     budget: Budget = Budget()
+    retiring: frozenset[str] = frozenset()  # providers being removed: drain, return, rent none
 
 
 @dataclass(frozen=True)
@@ -151,14 +155,22 @@ def decide(view: PoolView, state: AutoscalerState, config: AutoscalerConfig,
            now: float) -> Decisions:
     """One decision. Pure: the same view, state, config and `now` give the same Decisions."""
     terminations, state = _not_joined(view, state, config, now)
+    retire_drains, retired = _retire(view, {t.instance_id for t in terminations})
+    terminations += retired
     gone = {t.instance_id for t in terminations}
     live = [i for i in view.instances if i.state in _COUNTED and i.id not in gone]
-    plan = _ScaleUp(view, state, config, now, live)
+    if view.retiring:  # what is leaving serves no waiting work and holds no min nodes
+        view = replace(view, offers=[o for o in view.offers if o.provider not in view.retiring],
+                       limits={k: v for k, v in view.limits.items() if k not in view.retiring})
+        staying = [i for i in live if i.provider not in view.retiring]
+    else:
+        staying = live
+    plan = _ScaleUp(view, state, config, now, staying)
     plan.run()
     plan.min_nodes()
-    drains, more = _scale_down(view, config, now, live)
-    return Decisions(plan.launches(), drains, (*terminations, *more), plan.notes,
-                     tuple(sorted(plan.on_demand_only)), state)
+    drains, more = _scale_down(view, config, now, staying)
+    return Decisions(plan.launches(), (*retire_drains, *drains), (*terminations, *more),
+                     plan.notes, tuple(sorted(plan.on_demand_only)), state)
 
 
 # -- scale-up ------------------------------------------------------------------------------------
@@ -315,6 +327,28 @@ def _not_joined(view: PoolView, state: AutoscalerState, config: AutoscalerConfig
             state = state.launch_failed(i.offer, ProviderReason.TIMEOUT, now,
                                         base_s=config.backoff_base_s, max_s=config.backoff_max_s)
     return out, state
+
+
+def _retire(view: PoolView, gone: set[str]) -> tuple[list[Drain], list[Terminate]]:
+    """The instances of retiring providers: drained at once, returned once nothing runs there.
+
+    Never a node with running work: draining only stops new work landing there (the control
+    plane stops its preemptible work with the preemption contract; the rest runs to its end).
+    """
+    drains: list[Drain] = []
+    terminations: list[Terminate] = []
+    for i in sorted(view.instances, key=lambda i: i.id):
+        if i.provider not in view.retiring or i.id in gone or i.state not in _COUNTED:
+            continue
+        what = f"{i.id} ({_describe_offer(i.offer)}): its provider is being removed"
+        use = view.nodes.get(i.node_id) if i.node_id else None
+        if i.node_id is None or (use is None and i.state in _IN_FLIGHT):
+            terminations.append(Terminate(i.id, f"terminate {what}; it never joined"))
+        elif i.state == CapacityState.DRAINING and (use is None or not use.running):
+            terminations.append(Terminate(i.id, f"terminate {what}; drained and idle"))
+        elif i.state != CapacityState.DRAINING:
+            drains.append(Drain(i.id, i.node_id, f"drain {i.node_id}: {what}"))
+    return drains, terminations
 
 
 def _scale_down(view: PoolView, config: AutoscalerConfig, now: float, live: list[Instance]

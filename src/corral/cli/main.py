@@ -36,6 +36,8 @@ for _command in (workloads.submit, workloads.ls, workloads.describe, workloads.l
                  workloads.cancel, workloads.why, cluster.queues, cluster.nodes, cluster.providers,
                  cluster.cordon, cluster.uncordon, cluster.top, workloads.scale):
     app.command(_command.__name__)(_command)
+# `corral providers` lists as before; its subcommands add, rm and ls renting providers
+app.add_typer(offers.providers_app, name="providers")
 
 
 def _version(value: bool) -> None:

@@ -12,6 +12,17 @@
       terminate   -> provider.terminate([...])
       every decision -> the audit log (actor "autoscaler", action "autoscale.<what>")
 
+Providers change at run time (`corral providers add/rm`): `reload` is read at every pass and
+gives the providers, their limits and the ones being removed ("retiring": drained, each
+instance returned once nothing runs on it, then `retired(name)` is called).
+
+A spot interruption (a provider's `Notice`, `corral.providers.base.Interruptible`) drains its
+node at once: nothing new lands there, every workload on it is stopped with the preemption
+contract (stop reason `SpotInterrupted`: SIGTERM, the grace, then SIGKILL, the deadline in the
+message) and is requeued, not failed (`corral.control.outcome`); its gang restarts elsewhere
+from its checkpoint, preferring another zone or provider (`AutoscalerState.interrupted`), and
+capacity is rented for it if it waits for lack of it. The instance is returned once idle.
+
 No capacity leaks: every instance with this cluster's tag is listed at each pass; one that has
 not joined after `join_timeout_s` is terminated by the policy, whether this process launched it
 or a predecessor did (a restart loses the backoff memory only), and a drained idle one is
@@ -39,16 +50,30 @@ from corral.autoscale.pool import (
 from corral.autoscale.state import AutoscalerState
 from corral.core.model import ClusterState
 from corral.core.plan import Plan
-from corral.providers.base import CapacityState, Instance, Offer, Provider, required_tags
+from corral.providers.base import (
+    CapacityState,
+    Instance,
+    Interruptible,
+    Notice,
+    Offer,
+    Provider,
+    required_tags,
+)
 from corral.providers.bootstrap import agent_user_data
 from corral.providers.errors import ProviderError
 from corral.store import Store, audit
 from corral.store import pool as P
+from corral.store import workloads as W
 
-__all__ = ["PoolAutoscaler"]
+__all__ = ["PROVIDER_REMOVED", "SPOT_INTERRUPTED", "PoolAutoscaler", "Reload"]
 
 log = logging.getLogger(__name__)
 ACTOR = "autoscaler"
+#: stop reasons of work drained by the autoscaler (requeued, not failed: corral.control.outcome)
+SPOT_INTERRUPTED = "SpotInterrupted"
+PROVIDER_REMOVED = "ProviderRemoved"
+#: providers, their limits, and the names of those being removed
+Reload = Callable[[], tuple[Mapping[str, Provider], Mapping[str, ProviderLimits], frozenset[str]]]
 
 
 @dataclass
@@ -70,6 +95,12 @@ class PoolAutoscaler:
     idle_since: dict[str, float] = field(default_factory=dict)
     draining: set[str] = field(default_factory=set)
     owner: dict[str, str] = field(default_factory=dict)  # instance id -> provider name
+    #: providers from the store at every pass (runtime add/rm); None: `providers` is fixed
+    reload: Reload | None = None
+    retiring: frozenset[str] = frozenset()
+    #: called once a retiring provider has no live instance left
+    retired: Callable[[str], None] | None = None
+    interrupted: set[str] = field(default_factory=set)  # instance ids whose notice was acted on
 
     def step(self, now: float, plan: Plan | None,
              cluster: Callable[[], ClusterState]) -> Decisions | None:
@@ -79,13 +110,20 @@ class PoolAutoscaler:
         if self.last_at is not None and now - self.last_at < self.every_s:
             return None
         self.last_at = now
+        if self.reload is not None:
+            providers, limits, self.retiring = self.reload()
+            self.providers, self.limits = dict(providers), dict(limits)
+        if not self.providers:
+            return None  # nothing rents: no snapshot read
         state = cluster()
         offers, instances = self._survey(now)
+        self._interruptions(now, state, instances)
         view = PoolView(self._waiting(state), offers, instances, self._node_use(state, now),
-                        self.limits, self.budget)
+                        self.limits, self.budget, self.retiring)
         decisions = decide(view, self.state, self.config, now)
         self.state = decisions.state
-        self._apply(now, decisions)
+        self._apply(now, decisions, state)
+        self._finish_retiring(instances, decisions)
         return decisions
 
     # -- reading ----------------------------------------------------------------------------
@@ -138,8 +176,48 @@ class PoolAutoscaler:
             out[n.id] = NodeUse(count, stable, self.idle_since.get(n.id))
         return out
 
+    # -- spot interruptions ------------------------------------------------------------------
+    def _interruptions(self, now: float, state: ClusterState, instances: list[Instance]) -> None:
+        """Act once on each new notice of an instance that joined: drain its node, stop its
+        work with the preemption contract, remember the place for each workload."""
+        by_id = {i.id: i for i in instances}
+        for name, provider in sorted(self.providers.items()):
+            if not isinstance(provider, Interruptible):
+                continue
+            try:
+                notices = provider.notices()
+            except ProviderError as e:
+                self._record(now, "provider_error", name, {"reason": str(e)})
+                continue
+            for n in notices:
+                i = by_id.get(n.instance_id)
+                if n.instance_id in self.interrupted or i is None or i.node_id is None:
+                    continue
+                self.interrupted.add(n.instance_id)
+                self._act_on_notice(now, state, i, n)
+
+    def _act_on_notice(self, now: float, state: ClusterState, i: Instance, n: Notice) -> None:
+        node = i.node_id or ""
+        on_node = [w for w in state.workloads if any(a.node_id == node for a in w.assignments)]
+        for w in on_node:
+            self.state = self.state.interrupted(w.id, i.provider, i.offer.zone)
+        left = max(n.deadline - now, 0.0)
+        message = (f"spot interruption of {i.id} ({i.provider}, {i.offer.zone}): node {node} "
+                   f"is taken back in {left:.0f} s; stopping the gang to restart it from its "
+                   "checkpoint elsewhere")
+        with self.store.write() as conn:
+            P.set_cordoned(conn, node, True)
+            stopped = _stop_work(conn, now, [w.id for w in on_node], SPOT_INTERRUPTED, message,
+                                 node)
+            audit.record(conn, at=now, actor=ACTOR, action="autoscale.interrupted", target=node,
+                         detail={"instance": i.id, "deadline": n.deadline, "reason": n.reason,
+                                 "stopped": stopped})
+        self.draining.add(node)
+        log.warning("spot interruption: node %s drained, %d workload(s) stopped (%s)", node,
+                    len(stopped), n.reason)
+
     # -- acting -----------------------------------------------------------------------------
-    def _apply(self, now: float, d: Decisions) -> None:
+    def _apply(self, now: float, d: Decisions, state: ClusterState | None = None) -> None:
         for t in d.terminations:
             provider = self.providers.get(self.owner.get(t.instance_id, ""))
             self._record(now, "terminate", t.instance_id, {"reason": t.reason})
@@ -149,14 +227,35 @@ class PoolAutoscaler:
                 except ProviderError as e:
                     self._record(now, "terminate_failed", t.instance_id, {"reason": str(e)})
         for dr in d.drains:
+            # a retiring provider's node: its preemptible work leaves with the preemption
+            # contract; work that may not be preempted runs to its end before the node goes
+            leaving = self.owner.get(dr.instance_id) in self.retiring and state is not None
+            victims = [w.id for w in state.workloads if w.preemptible and any(
+                a.node_id == dr.node_id for a in w.assignments)] if leaving and state else []
             with self.store.write() as conn:
                 P.set_cordoned(conn, dr.node_id, True)
+                stopped = _stop_work(conn, now, victims, PROVIDER_REMOVED,
+                                     f"{dr.reason}; requeued to run elsewhere from its "
+                                     "checkpoint", dr.node_id)
                 audit.record(conn, at=now, actor=ACTOR, action="autoscale.drain",
                              target=dr.node_id, detail={"reason": dr.reason,
-                                                        "instance": dr.instance_id})
+                                                        "instance": dr.instance_id,
+                                                        "stopped": stopped})
             self.draining.add(dr.node_id)
         for x in d.launches:
             self._launch(now, x.offer, x.count, x.reason, x.workloads)
+
+    def _finish_retiring(self, instances: Sequence[Instance], d: Decisions) -> None:
+        """A retiring provider whose every instance is returned is removed for good."""
+        if not self.retiring or self.retired is None:
+            return
+        ended = {t.instance_id for t in d.terminations}
+        for name in sorted(self.retiring):
+            live = [i for i in instances if i.provider == name and i.id not in ended
+                    and i.state not in (CapacityState.TERMINATED, CapacityState.FAILED,
+                                        CapacityState.TERMINATING)]
+            if not live:
+                self.retired(name)
 
     def _launch(self, now: float, offer: Offer, count: int, reason: str,
                 workloads: Sequence[str]) -> None:
@@ -166,9 +265,12 @@ class PoolAutoscaler:
                  "price_per_gpu_hour": f"{offer.price_per_gpu_hour:.6f}",
                  "instance_type": offer.instance_type, "region": offer.region,
                  "zone": offer.zone}
+        # a provider that starts the agent itself (ssh) gets no cloud-init script
+        user_data = ("" if getattr(provider, "starts_agent", False) else
+                     agent_user_data(self.server_url, self.join_token(count), facts))
         try:
             launched = provider.launch(
-                offer, count, user_data=agent_user_data(self.server_url, self.join_token(count), facts),
+                offer, count, user_data=user_data,
                 tags=required_tags(self.cluster_id, request, offer.provider))
         except ProviderError as e:
             self.state = self.state.launch_failed(
@@ -187,6 +289,22 @@ class PoolAutoscaler:
         with self.store.write() as conn:
             audit.record(conn, at=now, actor=ACTOR, action=f"autoscale.{what}",
                          target=target[:200], detail=detail)
+
+
+def _stop_work(conn: Any, now: float, workload_ids: Sequence[str], reason: str, message: str,
+               node: str) -> list[str]:
+    """Ask these workloads' current attempts to stop (SIGTERM, the grace, SIGKILL) with
+    `reason`; those already stopping or ended are left alone. Returns the ids stopped."""
+    stopped = []
+    for rec in W.get_workloads(conn, list(workload_ids)):
+        if rec.state not in W.HOLDING_STATES or rec.stop_reason is not None:
+            continue
+        if W.update_versioned(conn, rec.id, rec.version, stop_reason=reason,
+                              stop_message=message):
+            W.append_event(conn, at=now, kind="node", reason=reason, subject=node,
+                           workload_id=rec.id, attempt=rec.attempt, message=message)
+            stopped.append(rec.id)
+    return stopped
 
 
 def _offer_detail(o: Offer) -> dict[str, Any]:

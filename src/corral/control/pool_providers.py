@@ -1,5 +1,5 @@
-"""Providers of the pool file, built: which rent (aws; ssh once its provider exists), their
-autoscaler bounds, and the `PoolAutoscaler` that rents from them, or None when none rents.
+"""Renting providers: declared in the pool file or added at run time, kept in the store, built
+into `corral.providers` objects, and the `PoolAutoscaler` that rents from them.
 
     providers:
       - name: aws-use1
@@ -9,6 +9,18 @@ autoscaler bounds, and the `PoolAutoscaler` that rents from them, or None when n
         max_nodes: 8
         max_spend_per_hour: 400
 
+Where they live: the store's `providers` table, one row per provider, its `spec` the
+`ProviderSpec` (a pool file's providers are written there at `corral up`; `POST /v1/providers`
+writes one at run time). Two keys of corral's own ride along in `spec`: ``origin`` (``file`` or
+``api``) and ``lifecycle`` (``active``, ``retiring`` while `corral providers rm` drains it,
+``removed`` once every instance it rented is returned; the row stays, because past nodes and
+their placements name it). The autoscaler re-reads the table at every pass, so an add or a rm
+takes effect without a restart, and a restart keeps what was added.
+
+Credentials are never in a spec: aws reads boto3's chain (the server's environment, its
+instance role) or a named `profile`; ssh names the key by its path on the server
+(`corral.spec.pool.SshProviderSettings`). So nothing secret is stored or returned.
+
 A static provider rents nothing and is not handed to the autoscaler: its nodes are the pool
 file's and are never returned. A join token is made per launch, good for as many joins as
 instances launched, and expires after the autoscaler's join timeout.
@@ -16,55 +28,256 @@ instances launched, and expires after the autoscaler's join timeout.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
+from typing import Any, Final
 
-from sqlalchemy import select
+from sqlalchemy import Connection, insert, select, update
 
 from corral.autoscale.pool import AutoscalerConfig, ProviderLimits
 from corral.control.autoscale import PoolAutoscaler
 from corral.core.model import CapacityKind
 from corral.providers.base import Provider
 from corral.spec.pool import PoolSpec, ProviderSpec
-from corral.store import Store
+from corral.store import Store, audit
+from corral.store.schema import NodeRow
+from corral.store.schema import Provider as ProviderRow
 
-__all__ = ["autoscaler_from_pool", "provider_limits", "renting_providers"]
+__all__ = [
+    "ACTIVE",
+    "REMOVED",
+    "RENTING",
+    "RETIRING",
+    "Declared",
+    "ProviderConflict",
+    "add_provider",
+    "autoscaler_from_pool",
+    "build_provider",
+    "declared_providers",
+    "provider_limits",
+    "renting_providers",
+    "retire_provider",
+]
+
+log = logging.getLogger(__name__)
+
+RENTING: Final = frozenset({"aws", "ssh"})
+ACTIVE: Final = "active"
+RETIRING: Final = "retiring"
+REMOVED: Final = "removed"
+_OWN_KEYS: Final = ("origin", "lifecycle")
 
 
-def renting_providers(spec: PoolSpec | None, cluster_id: str) -> dict[str, Provider]:
-    out: dict[str, Provider] = {}
-    for p in spec.providers if spec is not None else ():
-        if p.kind == "aws":
-            out[p.name] = _aws(p, cluster_id)
+class ProviderConflict(Exception):
+    """The name is taken (by an active or retiring provider, or by pool-file nodes)."""
+
+
+@dataclass(frozen=True)
+class Declared:
+    spec: ProviderSpec
+    origin: str  # file | api
+    lifecycle: str  # active | retiring | removed
+
+
+# -- the store's providers -------------------------------------------------------------------
+def declared_providers(conn: Connection, *, include_removed: bool = False) -> list[Declared]:
+    """The renting providers in the store, by name."""
+    out = []
+    for (raw,) in conn.execute(select(ProviderRow.spec)
+                                  .order_by(ProviderRow.name)):
+        d = _declared(raw or {})
+        if d is None:
+            continue
+        if d.lifecycle != REMOVED or include_removed:
+            out.append(d)
     return out
 
 
+def _declared(raw: Mapping[str, Any]) -> Declared | None:
+    if raw.get("kind") not in RENTING:
+        return None
+    body = {k: v for k, v in raw.items() if k not in _OWN_KEYS}
+    try:
+        spec = ProviderSpec.model_validate(body)
+    except ValueError as e:  # written by an older corral: skipped, said once per read
+        log.warning("provider %r in the store is not valid now: %s", raw.get("name"), e)
+        return None
+    return Declared(spec, str(raw.get("origin", "file")), str(raw.get("lifecycle", ACTIVE)))
+
+
+def _row_spec(spec: ProviderSpec, origin: str, lifecycle: str) -> dict[str, Any]:
+    return {**spec.model_dump(mode="json", exclude={"node_groups"}), "origin": origin,
+            "lifecycle": lifecycle}
+
+
+def add_provider(conn: Connection, spec: ProviderSpec, *, by: str, now: float) -> Declared:
+    """Add a renting provider (kind aws or ssh) at run time. A removed one's name may be
+    reused; a live one's, or a static provider's, may not (ProviderConflict)."""
+    if spec.kind not in RENTING:
+        raise ValueError(f"kind {spec.kind!r}: only providers that rent ({', '.join(sorted(RENTING))})"
+                         " are added at run time; a static provider's nodes are the pool file's")
+    row = conn.execute(select(ProviderRow.spec).where(ProviderRow.name == spec.name)).first()
+    values = {"capacity_kind": str(spec.capacity_kind), "region": spec.region,
+              "spec": _row_spec(spec, "api", ACTIVE)}
+    if row is None:
+        conn.execute(insert(ProviderRow).values(name=spec.name, **values))
+    else:
+        old = _declared(row.spec or {})
+        if old is None or old.lifecycle != REMOVED:
+            what = "is being removed" if old and old.lifecycle == RETIRING else "exists"
+            raise ProviderConflict(f"provider {spec.name!r} {what}; choose another name"
+                                   + (" or wait until its removal ends" if old else ""))
+        conn.execute(update(ProviderRow).where(ProviderRow.name == spec.name).values(**values))
+    audit.record(conn, at=now, actor=by, action="provider.add", target=spec.name,
+                 detail={"kind": spec.kind, "max_nodes": spec.max_nodes,
+                         "max_spend_per_hour": spec.max_spend_per_hour})
+    return Declared(spec, "api", ACTIVE)
+
+
+def retire_provider(conn: Connection, name: str, *, by: str, now: float) -> Declared | None:
+    """Start removing a renting provider: the autoscaler drains it and returns its capacity,
+    then marks it removed. None: no such renting provider. Idempotent while it drains."""
+    row = conn.execute(select(ProviderRow.spec).where(ProviderRow.name == name)).first()
+    d = _declared(row.spec or {}) if row is not None else None
+    if d is None or d.lifecycle == REMOVED:
+        return None
+    if d.lifecycle == ACTIVE:
+        _set_lifecycle(conn, name, d, RETIRING)
+        audit.record(conn, at=now, actor=by, action="provider.remove", target=name,
+                     detail={"kind": d.spec.kind})
+    return Declared(d.spec, d.origin, RETIRING)
+
+
+def mark_removed(store: Store, name: str, now: float) -> None:
+    """Every instance of a retiring provider is returned: it is gone for good."""
+    with store.write() as conn:
+        row = conn.execute(select(ProviderRow.spec).where(ProviderRow.name == name)).first()
+        d = _declared(row.spec or {}) if row is not None else None
+        if d is None or d.lifecycle != RETIRING:
+            return
+        _set_lifecycle(conn, name, d, REMOVED)
+        conn.execute(update(NodeRow).where(NodeRow.provider == name).values(active=False))
+        audit.record(conn, at=now, actor="autoscaler", action="provider.removed", target=name,
+                     detail={"reason": "every instance it rented is returned"})
+
+
+def _set_lifecycle(conn: Connection, name: str, d: Declared, lifecycle: str) -> None:
+    conn.execute(update(ProviderRow).where(ProviderRow.name == name)
+                 .values(spec=_row_spec(d.spec, d.origin, lifecycle)))
+
+
+# -- building ---------------------------------------------------------------------------------
+JoinToken = Callable[[int], str]
+
+
+def build_provider(p: ProviderSpec, cluster_id: str, server_url: str = "",
+                   join_token: JoinToken | None = None) -> Provider:
+    """The provider object of a renting spec. ssh needs the server's URL and join tokens."""
+    if p.kind == "aws":
+        return _aws(p, cluster_id)
+    if p.kind == "ssh":
+        return _ssh(p, server_url, join_token or _no_tokens)
+    raise ValueError(f"provider {p.name!r} of kind {p.kind!r} rents nothing")
+
+
+def _no_tokens(uses: int) -> str:
+    raise RuntimeError("no join tokens here: build the ssh provider with join_token")
+
+
+def renting_providers(spec: PoolSpec | None, cluster_id: str, server_url: str = "",
+                      join_token: JoinToken | None = None) -> dict[str, Provider]:
+    return {p.name: build_provider(p, cluster_id, server_url, join_token)
+            for p in (spec.providers if spec is not None else ()) if p.kind in RENTING}
+
+
 def _aws(p: ProviderSpec, cluster_id: str) -> Provider:
+    import boto3  # type: ignore[import-untyped]
+    from botocore.config import Config  # type: ignore[import-untyped]
+
     from corral.providers.aws import AwsProvider, AwsSettings
 
     s = p.aws
+    client = None
+    if s.profile:  # credentials by name: a profile of the server's AWS config
+        client = boto3.session.Session(profile_name=s.profile, region_name=s.region).client(
+            "ec2", endpoint_url=s.endpoint_url,
+            config=Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 2}))
     return AwsProvider(p.name, cluster_id, AwsSettings(
         s.region, s.image_id, tuple(s.instance_types), tuple(s.zones),
         tuple(CapacityKind(k) for k in s.capacity_kinds), s.subnet_id,
         tuple(s.security_group_ids), s.iam_instance_profile,
-        {k: Decimal(repr(v)) for k, v in s.on_demand_prices.items()}, s.endpoint_url))
+        {k: Decimal(repr(v)) for k, v in s.on_demand_prices.items()}, s.endpoint_url),
+        client=client)
+
+
+def _ssh(p: ProviderSpec, server_url: str, join_token: JoinToken) -> Provider:
+    from corral.providers.ssh import SshHost, SshProvider, source_wheel
+
+    s = p.ssh
+    hosts = [SshHost(h.name, h.address, h.port, h.user, h.gpus, h.gpu_model, h.gpu_memory,
+                     h.cpu, h.memory, Decimal(repr(h.price_per_gpu_hour)), p.region, h.zone,
+                     h.rack, h.python, h.root, tuple(s.agent_args)) for h in s.hosts]
+    wheel: Path | Callable[[], Path] = Path(s.wheel) if s.wheel else source_wheel
+    return SshProvider(p.name, hosts, server_url, lambda: join_token(1), wheel,
+                       Path(s.identity_file), Path(s.known_hosts), timeout_s=s.timeout_s)
 
 
 def provider_limits(spec: PoolSpec | None) -> dict[str, ProviderLimits]:
-    return {p.name: ProviderLimits(p.min_nodes, p.max_nodes,
-                                   None if p.max_spend_per_hour is None
-                                   else Decimal(repr(p.max_spend_per_hour)))
-            for p in (spec.providers if spec is not None else ()) if p.kind != "static"}
+    return {p.name: _limits(p) for p in (spec.providers if spec is not None else ())
+            if p.kind != "static"}
+
+
+def _limits(p: ProviderSpec) -> ProviderLimits:
+    return ProviderLimits(p.min_nodes, p.max_nodes, None if p.max_spend_per_hour is None
+                          else Decimal(repr(p.max_spend_per_hour)))
+
+
+# -- the autoscaler -----------------------------------------------------------------------------
+class StoreProviders:
+    """The autoscaler's `reload`: the store's renting providers, each built once per spec (a
+    changed spec is rebuilt; an unchanged one keeps its object and its memory)."""
+
+    def __init__(self, store: Store, cluster_id: str, server_url: str,
+                 join_token: JoinToken,
+                 build: Callable[[ProviderSpec], Provider] | None = None) -> None:
+        self.store, self.cluster_id, self.server_url = store, cluster_id, server_url
+        self.join_token = join_token
+        self.build = build or (lambda p: build_provider(p, cluster_id, server_url, join_token))
+        self._built: dict[str, tuple[str, Provider]] = {}
+
+    def __call__(self) -> tuple[dict[str, Provider], dict[str, ProviderLimits], frozenset[str]]:
+        with self.store.read() as conn:
+            declared = declared_providers(conn)
+        providers: dict[str, Provider] = {}
+        for d in declared:
+            key = hashlib.sha256(json.dumps(d.spec.model_dump(mode="json"),
+                                            sort_keys=True).encode()).hexdigest()
+            cached = self._built.get(d.spec.name)
+            if cached is None or cached[0] != key:
+                try:
+                    cached = (key, self.build(d.spec))
+                except Exception as e:  # a provider that cannot be built must not stop the others
+                    log.warning("provider %s cannot be built: %s", d.spec.name, e)
+                    continue
+                self._built[d.spec.name] = cached
+            providers[d.spec.name] = cached[1]
+        limits = {d.spec.name: _limits(d.spec) for d in declared}
+        retiring = frozenset(d.spec.name for d in declared if d.lifecycle == RETIRING)
+        return providers, limits, retiring
 
 
 def autoscaler_from_pool(store: Store, spec: PoolSpec | None, cluster_id: str, server_url: str,
                          now: Callable[[], float], config: AutoscalerConfig | None = None,
-                         providers: Mapping[str, Provider] | None = None
-                         ) -> PoolAutoscaler | None:
-    """The autoscaler over the pool file's renting providers; None when there is none."""
-    renting = dict(providers) if providers is not None else renting_providers(spec, cluster_id)
-    if not renting:
-        return None
+                         providers: Mapping[str, Provider] | None = None,
+                         build: Callable[[ProviderSpec], Provider] | None = None,
+                         every_s: float = 30.0) -> PoolAutoscaler:
+    """The autoscaler over the store's renting providers (the pool file's, written to the
+    store at start-up, and those added at run time). With `providers`, those only (tests)."""
     config = config or AutoscalerConfig()
 
     def join_token(uses: int) -> str:
@@ -75,8 +288,12 @@ def autoscaler_from_pool(store: Store, spec: PoolSpec | None, cluster_id: str, s
                                          uses=uses, expires_at=now() + config.join_timeout_s)
         return token
 
-    return PoolAutoscaler(store, renting, cluster_id, server_url, join_token, config,
-                          provider_limits(spec), joined=lambda ids: _joined(store, ids))
+    reload = None if providers is not None else StoreProviders(
+        store, cluster_id, server_url, join_token, build)
+    return PoolAutoscaler(store, dict(providers or {}), cluster_id, server_url, join_token,
+                          config, provider_limits(spec), every_s=every_s,
+                          joined=lambda ids: _joined(store, ids), reload=reload,
+                          retired=lambda name: mark_removed(store, name, now()))
 
 
 def _joined(store: Store, instance_ids: Sequence[str]) -> dict[str, str]:

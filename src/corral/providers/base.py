@@ -31,6 +31,8 @@ __all__ = [
     "TAG_PROVIDER",
     "CapacityState",
     "Instance",
+    "Interruptible",
+    "Notice",
     "Offer",
     "Provider",
     "required_tags",
@@ -136,3 +138,24 @@ class Provider(Protocol):
 def required_tags(cluster_id: str, instance_id: str, provider: str) -> dict[str, str]:
     """The tags every instance corral launches carries, so each is traceable to its cluster."""
     return {TAG_CLUSTER: cluster_id, TAG_INSTANCE: instance_id, TAG_PROVIDER: provider}
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A provider's warning that it takes an instance back (a spot interruption): the instance
+    is gone at `deadline` (wall-clock seconds), whatever runs there."""
+
+    instance_id: str
+    deadline: float
+    reason: str
+
+
+@runtime_checkable
+class Interruptible(Protocol):
+    """A provider that warns before it takes capacity back (aws spot; the fake provider).
+
+    `notices()` lists the warnings in force now for instances corral launched here; it is
+    called every autoscaler pass, so it must be cheap and idempotent (a notice is repeated
+    until the instance is gone)."""
+
+    def notices(self) -> list[Notice]: ...

@@ -31,7 +31,7 @@ from corral.core.model import CapacityKind
 from corral.providers.base import CapacityState, Instance, Offer
 from corral.providers.errors import ProviderError, ProviderReason
 
-__all__ = ["SshHost", "SshProvider", "build_wheel"]
+__all__ = ["SshHost", "SshProvider", "build_wheel", "source_wheel"]
 
 AGENT_PID: Final = "agent.pid"
 INSTANCE_FILE: Final = "instance.json"
@@ -76,11 +76,13 @@ class SshProvider:
     hosts: Sequence[SshHost]
     server: str
     join_token: Callable[[], str]
-    wheel: Path
+    wheel: Path | Callable[[], Path]  # a callable is called once, at the first install
     identity_file: Path
     known_hosts: Path
     timeout_s: float = 120.0
     kind: str = "ssh"
+    #: it installs and starts the agent itself: the autoscaler hands it no cloud-init script
+    starts_agent: bool = True
     _launched_at: dict[str, float] = field(default_factory=dict)
 
     # --- Provider ------------------------------------------------------------------------------
@@ -151,11 +153,17 @@ class SshProvider:
                      capacity_kind=CapacityKind.OWNED, region=h.region, zone=h.zone,
                      source=f"config:{self.name}", as_of=time.strftime("%Y-%m-%d"))
 
+    def _wheel(self) -> Path:
+        if not isinstance(self.wheel, Path):
+            self.wheel = self.wheel()
+        return self.wheel
+
     def _install(self, host: SshHost) -> None:
         root = shlex.quote(host.root)
+        local = self._wheel()
         self._ssh(host, f"umask 077; mkdir -p {root}/wheels {root}/data")
-        self._scp(host, self.wheel, f"{host.root}/wheels/{self.wheel.name}")
-        wheel = shlex.quote(f"{host.root}/wheels/{self.wheel.name}")
+        self._scp(host, local, f"{host.root}/wheels/{local.name}")
+        wheel = shlex.quote(f"{host.root}/wheels/{local.name}")
         self._ssh(host, f"{shlex.quote(host.python)} -m pip install -q --no-deps --no-index "
                   f"--upgrade --target {root}/lib {wheel}")
 
@@ -219,3 +227,13 @@ def build_wheel(source: Path, out_dir: Path) -> Path:
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out_dir),
                     str(source)], check=True, capture_output=True, timeout=600)
     return max(out_dir.glob("corral-*.whl"), key=lambda p: p.stat().st_mtime)
+
+
+def source_wheel() -> Path:
+    """corral's wheel built from the source tree this corral runs from (a checkout), into a
+    cache under the user's home; the pool file's `settings.wheel` names one otherwise."""
+    source = Path(__file__).resolve().parents[3]
+    if not (source / "pyproject.toml").exists():
+        raise ProviderError(ProviderReason.INVALID_REQUEST, "corral does not run from a source "
+                            "tree: set settings.wheel to the path of corral's wheel")
+    return build_wheel(source, Path.home() / ".cache" / "corral" / "wheels")

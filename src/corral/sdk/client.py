@@ -22,6 +22,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from corral.sdk import errors as E
 from corral.sdk import models as M
+from corral.sdk.providers import DeclaredProvider
 
 __all__ = ["Client"]
 
@@ -181,6 +182,19 @@ class Client:
     def providers(self) -> builtins.list[M.ProviderInfo]:
         """Per provider: kinds, regions, GPUs per model, GPUs allocated / idle / unavailable."""
         return self._list(M.ProviderInfo, "/v1/providers")
+
+    def declared_providers(self) -> builtins.list[DeclaredProvider]:
+        """The renting providers (aws, ssh) with their settings and lifecycle (admin)."""
+        return self._list(DeclaredProvider, "/v1/providers/declared")
+
+    def add_provider(self, spec: Mapping[str, Any]) -> DeclaredProvider:
+        """Add a renting provider at run time: a pool file's `providers:` entry (admin)."""
+        return self._post(DeclaredProvider, "/v1/providers", dict(spec))
+
+    def remove_provider(self, name: str) -> DeclaredProvider:
+        """Start removing a renting provider: it drains and returns its capacity (admin)."""
+        response = self._call("DELETE", f"/v1/providers/{_seg(name)}")
+        return DeclaredProvider.model_validate(response.json())
 
     def cordon(self, node_id: str) -> M.NodeInfo:
         return self._post(M.NodeInfo, f"/v1/nodes/{node_id}/cordon")

@@ -40,6 +40,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -140,6 +141,77 @@ class AwsProviderSettings(BaseModel):
     on_demand_prices: dict[str, Price] = Field(
         default_factory=dict, description="per instance-hour by instance type; beats the catalog")
     endpoint_url: str | None = None
+    profile: str | None = Field(
+        None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@+=,-]+$",
+        description="a named profile of the server's AWS config (credentials by name; "
+        "default: boto3's chain: environment, instance role)")
+
+
+def _not_a_key(value: str, field: str) -> str:
+    """A path, never the key itself: a pasted key would be stored and shown in clear."""
+    if "-----BEGIN" in value or "\n" in value:
+        raise ValueError(f"{field} is the path of a file on the server, not the key itself; "
+                         "write the key to a file (mode 0600) and give its path")
+    return value
+
+
+class SshHostSettings(BaseModel):
+    """One host of a provider of `kind: ssh` (corral.providers.ssh.SshHost)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="the node id it joins as")
+    address: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:_-]+$")
+    port: int = Field(22, ge=1, le=65535)
+    user: str = Field("root", min_length=1, max_length=32, pattern=r"^[a-z_][a-z0-9_-]*$")
+    gpus: int = Field(0, ge=0, le=64)
+    gpu_model: str = Field("none", max_length=63)
+    gpu_memory: SizeMiB = 0
+    cpu: CpuMilli = 0
+    memory: SizeMiB = 0
+    price_per_gpu_hour: Price = 0.0
+    zone: str = Field("default", max_length=63)
+    rack: str = Field("", max_length=63)
+    python: str = Field("python3", min_length=1, max_length=255, pattern=r"^[A-Za-z0-9/._+-]+$")
+    root: str = Field("/opt/corral", min_length=2, max_length=255, pattern=r"^/[A-Za-z0-9/._-]+$")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v, "host name")
+
+
+class SshProviderSettings(BaseModel):
+    """`settings:` of a provider of `kind: ssh`. The key is named by its path on the server:
+    corral never stores nor returns a key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hosts: list[SshHostSettings] = Field(min_length=1, max_length=10_000)
+    identity_file: str = Field(min_length=1, max_length=4096,
+                               description="path of the private key on the server")
+    known_hosts: str = Field(min_length=1, max_length=4096,
+                             description="path of the known_hosts file the hosts' keys are in")
+    wheel: str | None = Field(None, max_length=4096, description=(
+        "path of corral's wheel to install on the hosts (default: built from this source tree)"))
+    agent_args: list[Annotated[str, Field(max_length=255)]] = Field(
+        default_factory=list, max_length=32, description="more `corral agent` flags")
+    timeout_s: float = Field(120.0, gt=0, le=3600, allow_inf_nan=False)
+
+    @field_validator("identity_file", "known_hosts")
+    @classmethod
+    def _path(cls, v: str, info: ValidationInfo) -> str:
+        return _not_a_key(v, info.field_name or "path")
+
+    @model_validator(mode="after")
+    def _unique_hosts(self) -> SshProviderSettings:
+        _no_duplicates([h.name for h in self.hosts], "host")
+        return self
+
+
+#: the settings model of each renting kind
+_SETTINGS: dict[str, type[BaseModel]] = {"aws": AwsProviderSettings, "ssh": SshProviderSettings}
+_NEEDS = {"aws": "region, image_id and instance_types", "ssh": "hosts, identity_file and known_hosts"}
 
 
 class ProviderSpec(BaseModel):
@@ -170,14 +242,14 @@ class ProviderSpec(BaseModel):
         if self.kind == "static" and self.settings:
             raise ValueError("settings are for kind aws or ssh; a static provider lists its "
                              "node_groups instead (or set kind)")
-        if self.kind == "aws":
+        if self.kind in _SETTINGS:
             try:
-                AwsProviderSettings.model_validate(self.settings)
+                _SETTINGS[self.kind].model_validate(self.settings)
             except ValidationError as e:
                 first = e.errors()[0]
                 where = ".".join(str(x) for x in first["loc"])
-                raise ValueError(f"settings.{where}: {first['msg']} (kind aws needs region, "
-                                 "image_id and instance_types)") from None
+                raise ValueError(f"settings.{where}: {first['msg']} (kind {self.kind} needs "
+                                 f"{_NEEDS[self.kind]})") from None
         if self.max_nodes is not None and self.min_nodes > self.max_nodes:
             raise ValueError(f"min_nodes {self.min_nodes} is above max_nodes {self.max_nodes}")
         return self
@@ -185,6 +257,10 @@ class ProviderSpec(BaseModel):
     @property
     def aws(self) -> AwsProviderSettings:
         return AwsProviderSettings.model_validate(self.settings)
+
+    @property
+    def ssh(self) -> SshProviderSettings:
+        return SshProviderSettings.model_validate(self.settings)
 
     def nodes(self) -> list[Node]:
         out: list[Node] = []

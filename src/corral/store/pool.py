@@ -36,9 +36,15 @@ def sync_nodes(conn: Connection, providers: Sequence[dict[str, Any]], nodes: Seq
     stays, because the file does not say anything about cordons.
     """
     for p in providers:
-        values = {"capacity_kind": p.get("capacity_kind", "on-demand"),
-                  "region": p.get("region", "default"), "spec": p}
-        if conn.execute(update(Provider).where(Provider.name == p["name"]).values(**values)).rowcount == 0:
+        old = conn.execute(select(Provider.spec).where(Provider.name == p["name"])).first()
+        # merged, not replaced: a node's bare provider ({name, capacity_kind}) must not erase
+        # the declaration of a provider added at run time (corral.control.pool_providers)
+        spec = {**(old.spec or {}), **p} if old is not None else p
+        values = {"capacity_kind": spec.get("capacity_kind", "on-demand"),
+                  "region": spec.get("region", "default"), "spec": spec}
+        if old is not None:
+            conn.execute(update(Provider).where(Provider.name == p["name"]).values(**values))
+        else:
             conn.execute(insert(Provider).values(name=p["name"], **values))
     stamp = next_node_seq(conn)
     known = {r.id for r in conn.execute(select(NodeRow.id))}

@@ -149,3 +149,33 @@ def test_same_inputs_same_decisions() -> None:
         return [(d.desired, d.reason) for d in script.decisions]
 
     assert run() == run()
+
+
+def test_backlog_is_not_taken_for_lasting_load() -> None:
+    """2.5 arrivals/s, 30 running, 150 finished in 60 s: a request holds a slot 30 / 2.5 = 12 s.
+    60 queued: KPA's rule wants ceil(90 / 8) = 12 replicas; lasting load is 2.5 x 12 = 30 in
+    flight plus 60 x 12 / 60 = 12 to clear the queue in 60 s: 42, so 6 replicas."""
+    def run(clear: float | None) -> Decision:
+        s = ServiceScaler(config(backlog_clear_s=clear))
+        for t in range(0, 61, 2):
+            s.observe(t, in_flight=90, arrivals=5, latencies=[1.0] * 5, running=30)
+        return s.decide(60, current=4)
+
+    d = run(60.0)
+    assert d.desired == 6
+    assert d.reason == ("scaled 4 -> 6: 90 in flight (60 s average) but 42 needed (2.5/s x 12 s "
+                        "held + 60 queued cleared in 60 s), target 8 per replica")
+    assert run(None).desired == 12  # the plain KPA rule
+
+
+def test_backlog_rule_never_asks_for_more_than_kpa() -> None:
+    """Little's law caps the in-flight rule; it never raises it (no queue, little hold)."""
+    s = ServiceScaler(config())
+    for t in range(0, 61, 2):
+        s.observe(t, in_flight=40, arrivals=1, latencies=[1.0] * 10, running=40)
+    assert s.decide(60, current=5).desired == 5
+
+
+def test_running_above_in_flight_refused() -> None:
+    with pytest.raises(ValueError, match="running: must be within"):
+        ServiceScaler(config()).observe(0, in_flight=3, running=4)

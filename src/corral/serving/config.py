@@ -87,6 +87,10 @@ class ScalingConfig(BaseModel):
     panic_window_s: float = Field(default=6.0, gt=0)
     #: enter panic when the panic window wants this multiple of the ready replicas (None: never)
     panic_threshold: float | None = Field(default=2.0, gt=1)
+    #: in-flight target: when the gateway also reports `running`, a queue is not taken for
+    #: lasting load: replicas are sized for arrivals/s x the seconds a request holds a slot
+    #: (Little's law) plus the queue cleared within this many seconds (None: plain KPA rule)
+    backlog_clear_s: float | None = Field(default=60.0, gt=0)
     #: a change smaller than this share of the current replicas is not made (HPA: 10%)
     tolerance: float = Field(default=0.1, ge=0, lt=1)
     scale_up: Behavior = _UP

@@ -5,6 +5,7 @@
     decide(now, current, ready)
         │  proposals   one per target, over the stable window (60 s) and the panic window (6 s):
         │              in_flight  ceil(mean in flight / (target x utilisation))      (Knative KPA)
+        │                         but a queue counts only as what clears it in 60 s (Little's law)
         │              rps        ceil(arrivals/s / (target x utilisation))
         │              latency    ceil(ready x observed pXX / target)                 (HPA's ratio)
         │              the largest proposal wins (as HPA with several metrics)
@@ -63,6 +64,12 @@ class Proposal:
     observed: float  # in flight (mean), arrivals/s, or the latency percentile in seconds
     window_s: float
     samples: int = 0  # latency: how many requests the percentile is over
+    #: in flight, backlog-aware: what lasting load needs (rate x hold + queued x hold / clear),
+    #: when it is less than `observed`; the replicas then follow it
+    needed: float | None = None
+    rate: float = 0.0  # arrivals/s over the window
+    hold_s: float = 0.0  # seconds a request holds a slot (stable window)
+    queued: float = 0.0  # mean requests waiting at the gateway over the window
 
 
 @dataclass(frozen=True)
@@ -90,10 +97,11 @@ class ServiceScaler:
         self.panic_until: float | None = None
 
     def observe(self, now: float, *, in_flight: float, arrivals: int = 0,
-                latencies: Iterable[float] = ()) -> None:
-        """Record one tick: requests in flight now (queued + running), arrivals and finished
-        requests' latencies (seconds) since the last tick."""
-        self.windows.observe(now, in_flight, arrivals, latencies)
+                latencies: Iterable[float] = (), running: float | None = None) -> None:
+        """Record one tick: requests in flight now (queued + running), arrivals and every
+        finished request's latency (seconds) since the last tick; `running`: how many of those
+        in flight run on replicas (enables the backlog-aware in-flight rule)."""
+        self.windows.observe(now, in_flight, arrivals, latencies, running)
 
     def decide(self, now: float, *, current: int, ready: int | None = None) -> Decision:
         """The replicas the service should have at `now`. `current`: replicas asked for (ready or
@@ -138,8 +146,7 @@ class ServiceScaler:
                   ready: int) -> Proposal | None:
         per_replica = target.value * self.config.target_utilization
         if target.kind is TargetKind.IN_FLIGHT:
-            seen = self.windows.mean_in_flight(now, window_s)
-            return Proposal(target, math.ceil(_round(seen / per_replica)), seen, window_s)
+            return self._in_flight(target, now, window_s, per_replica)
         if target.kind is TargetKind.RPS:
             seen = self.windows.arrival_rate(now, window_s)
             return Proposal(target, math.ceil(_round(seen / per_replica)), seen, window_s)
@@ -152,6 +159,29 @@ class ServiceScaler:
         base = max(ready, 1)
         return Proposal(target, math.ceil(_round(base * seen / target.value)), seen,
                         self.config.stable_window_s, n)
+
+    def _in_flight(self, target: Target, now: float, window_s: float,
+                   per_replica: float) -> Proposal:
+        """KPA's rule, except that a queue waiting for replicas that are still starting is not
+        taken for lasting load: without this a 60 s cold start under a burst grows the queue,
+        which asks for more replicas, which grows nothing but the bill (the simulator's step
+        burst ends with 5x the replicas static-peak has). Little's law gives the lasting load:
+        arrivals/s x seconds a request holds a slot (at least what runs now), and the queue is
+        cleared within `backlog_clear_s`. Example: 6/s x 5.5 s = 33 (16 run now), 186 queued x
+        5.5 s / 60 s = 17 more: 50 in flight needed, not the 202 in flight seen."""
+        w, clear = self.windows, self.config.backlog_clear_s
+        seen = w.mean_in_flight(now, window_s)
+        hold = w.hold_s(now, self.config.stable_window_s)
+        queued = w.mean_queued(now, window_s)
+        if clear is None or hold is None or queued is None:
+            return Proposal(target, math.ceil(_round(seen / per_replica)), seen, window_s)
+        rate = w.arrival_rate(now, window_s)
+        # never below what runs now: those requests hold their slots whatever arrives next
+        needed = max(rate * hold, seen - queued) + queued * hold / clear
+        if needed >= seen:
+            return Proposal(target, math.ceil(_round(seen / per_replica)), seen, window_s)
+        return Proposal(target, math.ceil(_round(needed / per_replica)), seen, window_s,
+                        needed=needed, rate=rate, hold_s=hold, queued=queued)
 
     # -- modes --------------------------------------------------------------------------------
 
@@ -257,6 +287,14 @@ class ServiceScaler:
         util = self.config.target_utilization
         at = "" if util == 1 else f" at {_num(util * 100)}% utilisation"
         label = "panic average" if p.window_s < self.config.stable_window_s else "average"
+        if p.target.kind is TargetKind.IN_FLIGHT and p.needed is not None:
+            running = p.observed - p.queued
+            lasting = (f"{_num(p.rate)}/s x {_num(p.hold_s)} s held"
+                       if p.rate * p.hold_s >= running else f"{_num(running)} running")
+            return (f"{_num(p.observed)} in flight ({_num(p.window_s)} s {label}) but "
+                    f"{_num(p.needed)} needed ({lasting} + {_num(p.queued)} queued cleared in "
+                    f"{_num(self.config.backlog_clear_s or 0)} s), target "
+                    f"{_num(p.target.value)} per replica{at}")
         if p.target.kind is TargetKind.IN_FLIGHT:
             return (f"{_num(p.observed)} in flight ({_num(p.window_s)} s {label}), "
                     f"target {_num(p.target.value)} per replica{at}")

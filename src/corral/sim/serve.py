@@ -231,7 +231,7 @@ def _finish(run: _Run, now: float, i: int, rid: int) -> None:
 def _tick(run: _Run, scaler: ServiceScaler, now: float,
           decisions: list[tuple[float, int, str]]) -> None:
     scaler.observe(now, in_flight=len(run.queue) + run.running, arrivals=run.arrivals_since,
-                   latencies=run.finished_since)
+                   latencies=run.finished_since, running=run.running)
     run.arrivals_since, run.finished_since = 0, []
     live = run.serving()
     d = scaler.decide(now, current=len(live), ready=sum(r.ready for r in live))
@@ -271,7 +271,7 @@ def hpa_config(opts: ServeOptions) -> ScalingConfig:
     return ScalingConfig(
         targets=(Target(kind=TargetKind.IN_FLIGHT, value=opts.profile.max_batch),),
         min_replicas=1, max_replicas=opts.max_replicas,
-        target_utilization=opts.target_utilization, panic_threshold=None,
+        target_utilization=opts.target_utilization, panic_threshold=None, backlog_clear_s=None,
         scale_down=Behavior(stabilization_s=300.0,
                             limits=(RateLimit(type="percent", value=100, period_s=15),)))
 

@@ -17,6 +17,7 @@ from corral.sim.serve import (
     POLICIES,
     ServeOptions,
     compare_serving,
+    hindsight_hours,
     in_flight_unlimited,
     run_serve,
 )
@@ -106,6 +107,21 @@ def test_in_flight_unlimited_by_hand() -> None:
     # requests at 0, 1, 2 each lasting 2 s: 1 in flight on [0,1), 2 on [1,3), 1 on [3,4)
     mean, peak = in_flight_unlimited(np.array([0.0, 1.0, 2.0]), np.array([2.0, 2.0, 2.0]))
     assert peak == 2 and math.isclose(mean, (1 + 2 * 2 + 1) / 4)
+
+
+def test_hindsight_hours_by_hand() -> None:
+    # the same requests, one per replica, 2 s windows: [0,2) peaks at 2, [2,4) at 2 -> 8 replica-s
+    hours = hindsight_hours(np.array([0.0, 1.0, 2.0]), np.array([2.0, 2.0, 2.0]), 1, 2.0)
+    assert hours * 3600 == pytest.approx(8)
+    # counted from 3 s: [3,4) holds 1 in flight -> 1 replica-s
+    assert hindsight_hours(np.array([0.0, 1.0, 2.0]), np.array([2.0, 2.0, 2.0]), 1, 2.0,
+                           3.0) * 3600 == pytest.approx(1)
+
+
+def test_hindsight_bound_below_static_peak(figures: dict[str, dict[str, float]]) -> None:
+    data = compare_serving(synthetic(), ServeOptions(PROFILES["a100"], warmup_s=120),
+                           ("static-peak",))
+    assert 0 < data["hindsight_of_peak_pct"]["10s"] <= data["hindsight_of_peak_pct"]["60s"] <= 100
 
 
 def test_unknown_policy_named() -> None:

@@ -139,3 +139,27 @@ def test_unknown_ids_jobs_and_other_queues_are_404(api: Api) -> None:
     assert api.client.get(f"/v1/services/{other}", headers=api.ann).status_code == 404
     r = api.client.post(f"/v1/services/{other}/scale", json={"replicas": 3}, headers=api.ann)
     assert r.status_code == 404
+
+
+@pytest.mark.parametrize(("fields", "where"), [
+    ({"readiness": {"path": "health"}}, "readiness.path"),
+    ({"readiness": {"path": "/h", "period_s": 0}}, "readiness.period_s"),
+    ({"readiness": {"path": "/h", "failure_threshold": 0}}, "readiness.failure_threshold"),
+    ({"readiness": {"path": "/h", "port": 70000}}, "readiness.port"),
+    ({"readiness": {"path": "/h", "every": 3}}, "readiness.every"),
+    ({"env": {"PORT": "8080"}}, "PORT"),
+    ({"kind": "job", "replicas": None, "min_replicas": None, "max_replicas": None,
+      "readiness": {"path": "/h"}}, "service only"),
+], ids=["path-relative", "period-zero", "threshold-zero", "port-range", "unknown-field",
+        "env-port", "job"])
+def test_a_bad_readiness_probe_is_refused_naming_it(
+        api: Api, fields: dict[str, Any], where: str) -> None:
+    body = {k: v for k, v in service(**fields).items() if v is not None}
+    r = api.client.post("/v1/workloads", json=body, headers=api.ann)
+    assert r.status_code == 422, r.text
+    assert where in r.text
+
+
+def test_a_readiness_probe_is_accepted_and_kept(api: Api) -> None:
+    sid = submit(api, readiness={"path": "/health", "period_s": "2s"})
+    assert get(api, sid)["spec"]["readiness"] == {"path": "/health", "period_s": 2.0}

@@ -11,8 +11,9 @@ import pytest
 from corral.control import ControlLoop, ControlSettings, Leadership, cancel
 from corral.control.endpoints import PORT_BASE, PORT_SPAN, live_routes
 from corral.control.health import HealthMonitor
+from corral.control.probes import ReadinessProber
 from corral.control.replicas import REPLICA_RESTARTING, STABLE_S
-from corral.control.services import service_status
+from corral.control.services import REPLICA_NOT_READY, REPLICA_READY, service_status
 from corral.spec import WorkloadSpec
 from corral.store import Store
 from corral.store import workloads as W
@@ -143,3 +144,40 @@ def test_a_job_is_told_no_port(rig: Rig) -> None:
     rig.submit()
     rig.step(2)
     assert "PORT" not in rig.backend.launches[-1].env
+
+
+class FakeProbe:
+    """Answers readiness probes: the URLs that pass, and every URL asked."""
+
+    def __init__(self) -> None:
+        self.passing: set[str] = set()
+        self.asked: list[str] = []
+
+    def __call__(self, url: str, timeout_s: float) -> bool:
+        self.asked.append(url)
+        return url in self.passing
+
+
+def test_a_replica_takes_traffic_only_once_its_readiness_probe_passes(rig: Rig) -> None:
+    probe = FakeProbe()
+    rig.loop.probes = ReadinessProber(rig.store, "local", get=probe)
+    sid = submit_service(rig, replicas=1, readiness={
+        "path": "/health", "period_s": 2, "failure_threshold": 2, "success_threshold": 2})
+    r0 = f"{sid}-r0"
+    rig.step(3)
+    assert rig.state(r0) == "running"
+    assert status(rig, sid) == (1, 0, 1, "starting")  # running, probe failing: no traffic
+    url = probe.asked[-1]
+    assert url == f"http://127.0.0.1:{rig.backend.launches[-1].env['PORT']}/health"
+    probe.passing.add(url)
+    rig.step(4)  # two passes, 2 s apart
+    assert status(rig, sid) == (1, 1, 0, "serving")
+    assert rig.get(r0).reason_code == REPLICA_READY
+    assert [r.state for r in live_routes(rig.loop.live, "local")] == ["ready"]
+    probe.passing.clear()
+    rig.step(2)  # one failure: still ready (failure_threshold 2)
+    assert status(rig, sid)[1] == 1
+    rig.step(2)
+    assert status(rig, sid) == (1, 0, 1, "starting")
+    assert rig.get(r0).reason_code == REPLICA_NOT_READY
+    assert rig.state(r0) == "running"  # not ready is not dead: the process keeps running

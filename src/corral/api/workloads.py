@@ -21,6 +21,7 @@ from corral.control.submission import stored_form
 from corral.core.reasons import UNRESOLVABLE
 from corral.sdk import models as M
 from corral.spec import WorkloadSpec
+from corral.spec.service import service_notes
 from corral.store import audit as AU
 from corral.store import idempotency as I
 from corral.store import workloads as W
@@ -149,7 +150,8 @@ def dry_run(spec: WorkloadSpec, ctx: Ctx, who: Caller) -> M.DryRunResult:
     return M.DryRunResult(
         outcome=result.outcome, placements=result.placements, evictions=result.evictions,
         reason_code=result.reason.code if result.reason else None,
-        reason_message=result.reason.message if result.reason else None)
+        reason_message=result.reason.message if result.reason else None,
+        notes=service_notes(spec))
 
 
 @router.get("/workloads", response_model=M.WorkloadPage, responses=_ERRORS)

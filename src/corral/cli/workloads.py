@@ -122,6 +122,8 @@ def _print_dry_run(name: str, r: M.DryRunResult) -> None:
     else:
         out.print(f"{name}: would {'be rejected' if r.outcome == 'rejected' else 'wait'}: "
                   f"{r.reason_code}: {r.reason_message}", highlight=False)
+    for note in r.notes:  # a service's port, probe and bounds, said before it is submitted
+        out.print(f"  {note}", highlight=False)
 
 
 def ls(

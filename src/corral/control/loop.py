@@ -27,6 +27,7 @@ from corral.control.clock import Clock, SystemClock
 from corral.control.health import HealthMonitor
 from corral.control.leader import Leadership
 from corral.control.live_state import LiveState
+from corral.control.probes import ReadinessProber
 from corral.control.reconcile import Reconciled, reconcile
 from corral.control.settings import ControlSettings
 from corral.control.snapshot import Snapshot, SpecCache, UsageCache
@@ -93,6 +94,7 @@ class ControlLoop:
         observers: Sequence[Callable[[StepReport], None]] = (),
         health: HealthMonitor | None = None,
         autoscaler: PoolAutoscaler | None = None,
+        probes: ReadinessProber | None = None,
     ) -> None:
         self.store, self.backend = store, backend
         self.clock = clock or SystemClock()
@@ -115,6 +117,8 @@ class ControlLoop:
         self.health = health
         #: what to rent and return (corral.control.autoscale), at most every its `every_s`
         self.autoscaler = autoscaler
+        #: service replicas readiness probes (corral.control.probes): which ones take traffic
+        self.probes = probes or ReadinessProber(store, backend.name)
 
     def step(self) -> StepReport:
         started = time.perf_counter()
@@ -176,6 +180,8 @@ class ControlLoop:
                 self.store, self.backend, _rows(live.records, live.launching), busy, now,
                 self.settings, self.specs, relaunch=set(seen.relaunch),
                 assignments=live.assignments)
+        with report.stage("probes"):  # after launches: a replica launched now is probed later
+            self.probes.step(now, self.live)
         return report
 
     def _refresh(self) -> None:

@@ -3,7 +3,8 @@
 A service is the group of its replica rows (`<service id>-r<i>`, group id = the service's id).
 Each replica is, as far as serving goes:
 
-    ready     running, no stop asked (it takes traffic)
+    ready     running, no stop asked, and its readiness probe passing where the spec has one
+              (reason ReplicaReady, written by `corral.control.probes`): it takes traffic
     starting  pending, scheduled, starting (a restart waiting out its backoff included)
     draining  a stop asked for good (cancel, scale down), not ended yet
     ended     cancelled (or failed: a launch the backend refused as invalid)
@@ -26,6 +27,8 @@ __all__ = [
     "DRAINING",
     "ENDED",
     "READY",
+    "REPLICA_NOT_READY",
+    "REPLICA_READY",
     "STARTING",
     "ServiceStatus",
     "replica_state",
@@ -33,6 +36,9 @@ __all__ = [
 ]
 
 READY: Final = "ready"
+#: reason codes the readiness prober writes on a running replica
+REPLICA_READY: Final = "ReplicaReady"
+REPLICA_NOT_READY: Final = "ReplicaNotReady"
 STARTING: Final = "starting"
 DRAINING: Final = "draining"
 ENDED: Final = "ended"
@@ -44,7 +50,8 @@ def replica_state(rec: WorkloadRecord) -> str:
         return ENDED
     if rec.stop_reason in (L.CANCELLED, L.SCALED_DOWN):
         return DRAINING
-    if rec.state == "running" and rec.stop_reason is None:
+    if rec.state == "running" and rec.stop_reason is None and (
+            "readiness" not in rec.spec or rec.reason_code == REPLICA_READY):
         return READY
     return STARTING
 

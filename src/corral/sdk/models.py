@@ -186,6 +186,9 @@ class DryRunResult(_Model):
     evictions: list[dict[str, str]] = Field(default_factory=list)
     reason_code: str | None = None
     reason_message: str | None = None
+    notes: list[str] = Field(default_factory=list,
+                             description="what the spec's service fields will do (port, "
+                                         "readiness probe, replica bounds)")
 
 
 class NodeInfo(_Model):

@@ -1,0 +1,77 @@
+"""Service-only parts of a workload spec: the readiness probe.
+
+    readiness:
+      path: /health          # GET http://<replica>:<port><path>; 2xx or 3xx passes
+      port: 8080             # default: the replica's own port (CORRAL_PORT)
+      period_s: 5            # between probes of one replica
+      timeout_s: 1           # a probe slower than this fails
+      failure_threshold: 3   # failures in a row before a ready replica stops taking traffic
+      success_threshold: 1   # passes in a row before a replica takes traffic
+
+Without `readiness` a replica is ready as soon as its process runs. The probe only gates
+traffic (a replica that is not ready gets none); a replica whose process exits is restarted
+whatever its probe says (`corral.control.replicas`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from corral.spec import limits as LIM
+from corral.spec.quantities import DurationS
+
+if TYPE_CHECKING:
+    from corral.spec.workload import WorkloadSpec
+
+__all__ = ["ReadinessProbe", "service_notes"]
+
+
+class ReadinessProbe(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: Annotated[str, Field(max_length=LIM.MAX_PATH_CHARS)] = Field(
+        description="the HTTP path probed with GET, e.g. /health")
+    port: int | None = Field(None, ge=1, le=65535, strict=True,
+                             description="the port probed; default: the replica's CORRAL_PORT")
+    period_s: DurationS = Field(5.0, description="between two probes of one replica")
+    timeout_s: DurationS = Field(1.0, description="a probe slower than this fails")
+    failure_threshold: int = Field(3, ge=1, le=100, strict=True)
+    success_threshold: int = Field(1, ge=1, le=100, strict=True)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/") or any(c.isspace() for c in v):
+            raise ValueError("path must start with '/' and hold no spaces, e.g. /health")
+        return v
+
+    @field_validator("period_s", "timeout_s")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if not 0 < v <= 3600:
+            raise ValueError("must be more than 0 and at most 1h, e.g. 5s")
+        return v
+
+
+def service_notes(spec: WorkloadSpec) -> list[str]:
+    """What a service's fields will do, in sentences (the dry run shows them); [] for others."""
+    if spec.kind != "service":
+        return []
+    lo = spec.min_replicas if spec.min_replicas is not None else 1
+    hi = spec.max_replicas if spec.max_replicas is not None else 1000
+    notes = [f"{spec.replicas or 1} replica(s), kept serving: a replica that exits (any code) "
+             f"is restarted after a backoff from {spec.restart_backoff:g}s; `corral scale` "
+             f"moves the count within [{lo}, {hi}]",
+             "each replica listens on the port in $PORT (also $CORRAL_PORT)"]
+    p = spec.readiness
+    if p is None:
+        notes.append("no readiness probe: a replica takes traffic as soon as it runs")
+    else:
+        port = p.port if p.port is not None else "$PORT"
+        notes.append(
+            f"readiness: GET {p.path} on port {port} every {p.period_s:g}s (timeout "
+            f"{p.timeout_s:g}s); traffic after {p.success_threshold} pass(es) in a row, none "
+            f"after {p.failure_threshold} failure(s) in a row")
+    return notes

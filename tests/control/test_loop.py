@@ -40,7 +40,7 @@ def test_a_failed_worker_stops_the_gang_and_restarts_it_from_the_checkpoint(
 ) -> None:
     ckpt = tmp_path / "w"
     wid = rig.submit(workers=2, gpus=1, max_restarts=1, restart_backoff=30,
-                     checkpoint_dir=str(ckpt))
+                     checkpoint_dir=str(ckpt), restart_on=[{"exit_code": [1, 3]}])
     rig.step(2)
     ckpt.mkdir()
     (ckpt / "ckpt-00000010").write_text("saved before the failure")

@@ -82,7 +82,7 @@ def test_a_restarted_gang_resumes_only_from_a_checkpoint_that_exists(tmp_path: P
     rig = Rig(store)
     ckpt = tmp_path / "w"
     wid = rig.submit(workers=2, gpus=1, max_restarts=2, restart_backoff=0,
-                     checkpoint_dir=str(ckpt))
+                     checkpoint_dir=str(ckpt), restart_on=[{"exit_code": [3]}])
     rig.step(2)
     assert [(s.attempt, s.resume_from) for s in rig.backend.launches] == [(0, None)]
     rig.backend.fail(wid, worker=0, exit_code=3)  # before any checkpoint was written
@@ -106,7 +106,7 @@ def test_train_ckpt_gang_resumes_from_corrals_checkpoint_on_the_local_backend(
     ckpt = tmp_path / "ckpt"
     command = [*train_args(STEPS, 0.01, EVERY), "--crash-at-step", str(CRASH_AT)]
     wid = plane.submit("resume", command, workers=2, gpus=1, max_restarts=1, restart_backoff=0,
-                       checkpoint_dir=str(ckpt))
+                       checkpoint_dir=str(ckpt), restart_on=[{"exit_code": [3]}])
     try:
         plane.run_until(lambda: plane.record(wid).state in ("succeeded", "failed"),
                         "the job to end", timeout=60)

@@ -83,7 +83,8 @@ def test_hold_meter_settle_release(store: Store) -> None:
 
 def test_every_attempt_is_held_and_settled_on_its_own(store: Store) -> None:
     rig = _rig(store)
-    wid = rig.submit(gpus=1, max_runtime="1h", max_restarts=1, restart_backoff=1)
+    wid = rig.submit(gpus=1, max_runtime="1h", max_restarts=1, restart_backoff=1,
+                     restart_on=[{"exit_code": [1]}])
     rig.step()
     rig.backend.start(wid)
     rig.clock.advance(99)

@@ -146,7 +146,7 @@ def test_region_and_gpu_model_filters_keep_the_matching_nodes(page: Any, server:
 def test_a_restarted_workload_shows_its_spec_and_restart_count(page: Any, server: CorralUp
                                                               ) -> None:
     spec = {"name": "flaky-once", "queue": "prod", "gpus": 0.25, "cpu": 0.1, "memory": "64MiB",
-            "max_restarts": 2, "restart_backoff": "1s",
+            "max_restarts": 2, "restart_backoff": "1s", "restart_on": [{"exit_code": [3]}],
             "command": [sys.executable, "-c", FAILS_ONCE]}
     with server.client() as c:
         wid = c.submit(spec).group_id

@@ -44,7 +44,8 @@ def test_gpus_queues_and_pending_match_the_store(dash: Dash) -> None:
 
 def test_endings_restarts_and_failures_are_counted_once(dash: Dash) -> None:
     ok = dash.submit(dash.ann, name="ok")
-    flaky = dash.submit(dash.ann, name="flaky", max_restarts=1, restart_backoff=0)
+    flaky = dash.submit(dash.ann, name="flaky", max_restarts=1, restart_backoff=0,
+                         restart_on=[{"exit_code": [1]}])
     gone = dash.submit(dash.bob, name="gone", queue="team-b")
     dash.step()
     dash.backend.finish(ok)
@@ -63,7 +64,8 @@ def test_endings_restarts_and_failures_are_counted_once(dash: Dash) -> None:
 
 def test_every_failed_attempt_is_a_worker_failure(dash: Dash) -> None:
     """Four failed attempts (three restarts, then failed for good) are four failures."""
-    wid = dash.submit(dash.ann, name="doomed", max_restarts=3, restart_backoff=0)
+    wid = dash.submit(dash.ann, name="doomed", max_restarts=3, restart_backoff=0,
+                      restart_on=[{"exit_code": [1]}])
     for _ in range(4):
         dash.step()
         dash.backend.fail(wid)

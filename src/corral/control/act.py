@@ -109,12 +109,18 @@ def stop_requested(
             with store.write() as conn:
                 n += outcome.finalize(conn, rec, [], specs.spec(rec), now)
         elif rec.state in ("starting", "running"):
-            grace = 0.0 if rec.stop_reason == L.WORKER_FAILED else settings.stop_grace_s
+            grace = 0.0 if rec.stop_reason == L.WORKER_FAILED else _grace(specs.spec(rec),
+                                                                          settings)
             try:
                 backend.stop(rec.id, rec.attempt, grace, rec.stop_message or rec.stop_reason)
             except BackendError as e:
                 log.warning("stop of %s attempt %d failed: %s", rec.id, rec.attempt, e)
     return n
+
+
+def _grace(spec: WorkloadSpec, settings: ControlSettings) -> float:
+    """SIGTERM to SIGKILL: the workload's own preemption_grace, else the control plane's."""
+    return settings.stop_grace_s if spec.preemption_grace is None else spec.preemption_grace
 
 
 def launch(

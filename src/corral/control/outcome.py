@@ -4,12 +4,14 @@
     stop requested: Cancelled, ScaledDown  -> cancelled
     stop requested: Preempt/Reclaim/Move   -> preempted, then pending with attempt + 1
     stop requested: NodeUnhealthy (drain)  -> the same: the node failed, not the workload, and
-      SpotInterrupted, ProviderRemoved        it had its grace to checkpoint, so no restart is
+                                              it had its grace to checkpoint, so no restart is
                                               used up (a worker *lost* with its node still is)
     stop requested: MaxRuntimeExceeded     -> failed
     a worker failed or was lost            -> pending with attempt + 1 and restart_count + 1
                                               after a backoff, while restarts are left;
-                                              else failed (RestartsExhausted)
+                                              else failed (RestartsExhausted); only when its
+                                              restart_on covers the cause, else failed
+                                              (NotRetried): `corral.control.retry`
     a service replica ended on its own     -> pending again, whatever its exit code and however
                                               many times (`corral.control.replicas`)
 
@@ -27,7 +29,7 @@ from sqlalchemy import Connection
 
 from corral.backends.base import WorkerState, WorkerStatus
 from corral.control import lifecycle as L
-from corral.control import replicas
+from corral.control import replicas, retry
 from corral.control.lifecycle import State
 from corral.core import reasons as R
 from corral.core.model import WorkloadKind
@@ -40,9 +42,6 @@ __all__ = ["EVICTION_RULES", "MAX_BACKOFF_S", "backoff_s", "finalize", "restart_
 EVICTION_RULES: Final = frozenset({R.RULE_PREEMPT, R.RULE_RECLAIM, R.RULE_CONSOLIDATE})
 #: the stop reason of work drained off an unhealthy node (corral.control.health.NODE_UNHEALTHY)
 DRAINED: Final = "NodeUnhealthy"
-#: stop reasons of work drained by the pool autoscaler (corral.control.autoscale): a spot
-#: interruption, a provider being removed. Like a drain: requeued, no restart used up
-NODE_LEAVING: Final = frozenset({DRAINED, "SpotInterrupted", "ProviderRemoved"})
 MAX_BACKOFF_S: Final = 600.0
 
 
@@ -71,7 +70,10 @@ def finalize(
         return L.transition(conn, rec, State.CANCELLED, reason=stop,
                             message=rec.stop_message or "cancelled", now=now,
                             exit_code=exit_code, stop_reason=None)
-    if stop in EVICTION_RULES or stop in NODE_LEAVING:
+    if stop in EVICTION_RULES or stop == DRAINED:
+        cause = retry.Cause(retry.cause_of_stop(stop))
+        if statuses and not retry.allows(spec, cause):  # it ran, and restart_on leaves it out
+            return _not_retried(conn, rec, spec, now, cause, rec.stop_message or stop, exit_code)
         return _requeue_after_eviction(conn, rec, stop, now)
     if stop == L.MAX_RUNTIME:
         return L.transition(conn, rec, State.FAILED, reason=L.MAX_RUNTIME,
@@ -80,16 +82,22 @@ def finalize(
     message = rec.stop_message or _failure_message(statuses)
     reason = L.WORKER_LOST if any(s.state == WorkerState.LOST for s in statuses) else L.WORKER_FAILED
     return restart_or_fail(conn, rec, spec, now, reason=reason, message=message,
-                           exit_code=exit_code)
+                           exit_code=exit_code, cause=retry.failure_cause(conn, statuses))
 
 
 def restart_or_fail(
     conn: Connection, rec: WorkloadRecord, spec: WorkloadSpec, now: float, *, reason: str,
-    message: str, exit_code: int | None = None,
+    message: str, exit_code: int | None = None, cause: retry.Cause | None = None,
 ) -> bool:
+    """Restart `rec` after a failure when its retry policy (`corral.control.retry`) covers
+    `cause` (None: an infrastructure failure, the backend lost or could not launch it) and
+    restarts are left; else fail it."""
     if spec.kind == WorkloadKind.SERVICE:  # replicas are kept serving, never given up on
         return replicas.restart_after(conn, rec, spec, now, cause=reason, message=message,
                                       exit_code=exit_code)
+    cause = cause or retry.Cause(retry.NODE_FAILURE)
+    if not retry.allows(spec, cause):
+        return _not_retried(conn, rec, spec, now, cause, message, exit_code)
     if rec.restart_count >= spec.max_restarts:
         return L.transition(
             conn, rec, State.FAILED, reason=L.RESTARTS_EXHAUSTED,
@@ -99,10 +107,18 @@ def restart_or_fail(
     return L.transition(
         conn, rec, State.PENDING, reason=L.RESTARTING,
         message=f"{message}; restart {rec.restart_count + 1} of {spec.max_restarts} "
-                f"in {delay:g}s, resuming from its checkpoint",
-        now=now, data={"cause": reason}, attempt=rec.attempt + 1,
+                f"in {delay:g}s ({cause}; it finds its newest checkpoint, if it saved one, "
+                "in CORRAL_RESUME_FROM)",
+        now=now, data={"cause": reason, "retry_cause": cause.kind}, attempt=rec.attempt + 1,
         restart_count=rec.restart_count + 1, not_before=now + delay, stop_reason=None,
         stop_message="", started_at=None, exit_code=exit_code)
+
+
+def _not_retried(conn: Connection, rec: WorkloadRecord, spec: WorkloadSpec, now: float,
+                 cause: retry.Cause, what: str, exit_code: int | None) -> bool:
+    return L.transition(conn, rec, State.FAILED, reason=retry.NOT_RETRIED,
+                        message=retry.not_retried_message(spec, cause, what), now=now,
+                        data={"retry_cause": cause.kind}, exit_code=exit_code, stop_reason=None)
 
 
 def _requeue_after_eviction(conn: Connection, rec: WorkloadRecord, rule: str, now: float) -> bool:

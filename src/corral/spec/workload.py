@@ -35,7 +35,12 @@ from corral.spec import limits as LIM
 from corral.spec.errors import LIMIT_ERROR
 from corral.spec.labels import MAX_LABELS, check_selector
 from corral.spec.quantities import CpuMilli, DurationS, SizeMiB
-from corral.spec.service import ReadinessProbe
+from corral.spec.workflow import (
+    DEFAULT_RESTART_ON,
+    MAX_PREEMPTION_GRACE_S,
+    ExitCodes,
+    RestartCause,
+)
 
 # fullmatch, never match with `$`: `$` also matches before a trailing newline ("train\n")
 _NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?")
@@ -120,14 +125,20 @@ class WorkloadSpec(BaseModel):
     checkpoint_dir: PathText | None = None
     max_restarts: int = Field(3, ge=0, le=1000, strict=True)
     restart_backoff: DurationS = 10.0
+    # -- workflow fields (corral.spec.workflow; docs/specs.md "Workflows") --
+    restart_on: list[RestartCause | ExitCodes] | None = Field(
+        None, max_length=8, description="jobs and sessions: what a failed attempt is "
+        "restarted after (up to max_restarts): node_failure, preemption, spot_interruption, "
+        "{exit_code: [..]}. Default: the first three; an application error (a non-zero exit) "
+        "is not retried unless its code is listed")
+    preemption_grace: DurationS | None = Field(
+        None, description="SIGTERM to SIGKILL when stopped (preempted, cancelled, drained): "
+        "time to checkpoint; default: the control plane's stop_grace_s; at most 1h")
     replicas: int | None = Field(None, ge=1, le=1000, strict=True,
                                  description="services: replicas to run")
     min_replicas: int | None = Field(None, ge=0, le=1000, strict=True)
     max_replicas: int | None = Field(None, ge=1, le=1000, strict=True)
     target_utilization: float | None = Field(None, gt=0, le=1, strict=True, allow_inf_nan=False)
-    readiness: ReadinessProbe | None = Field(
-        None, description="services: an HTTP probe that gates traffic to a replica "
-        "(path, port, period_s, timeout_s, failure_threshold, success_threshold)")
     ttl: DurationS | None = Field(None, description="interactive: stopped after this long")
 
     @classmethod
@@ -224,14 +235,9 @@ class WorkloadSpec(BaseModel):
             raise ValueError("shell must not be blank; give the line to run")
         if self.kind != WorkloadKind.SERVICE and (self.replicas or self.min_replicas is not None):
             raise ValueError("replicas and min_replicas apply to kind: service only")
-        if self.kind != WorkloadKind.SERVICE and self.readiness is not None:
-            raise ValueError("readiness applies to kind: service only (a probe gates traffic)")
         if self.kind == WorkloadKind.SERVICE:
             if self.workers != 1:
                 raise ValueError("a service scales with replicas, not workers; set replicas")
-            if "PORT" in self.env:
-                raise ValueError("env: PORT is set by corral for every service replica (the "
-                                 "port it must listen on, also in CORRAL_PORT); remove it")
             lo, hi = self.min_replicas or 0, self.max_replicas
             n = self.replicas or 1
             if hi is not None and not lo <= n <= hi:
@@ -241,6 +247,27 @@ class WorkloadSpec(BaseModel):
         if self.kind == WorkloadKind.INTERACTIVE and self.preemptible:
             raise ValueError("interactive sessions are never preempted; remove preemptible")
         return self
+
+    @model_validator(mode="after")
+    def _workflow(self) -> WorkloadSpec:
+        """The workflow fields' rules (corral.spec.workflow), apart from the service rules."""
+        if self.restart_on is not None and self.kind == WorkloadKind.SERVICE:
+            raise ValueError("restart_on applies to jobs and sessions; a service's replicas "
+                             "are always restarted")
+        if self.preemption_grace is not None and self.preemption_grace > MAX_PREEMPTION_GRACE_S:
+            raise ValueError(f"preemption_grace must be at most {MAX_PREEMPTION_GRACE_S:g}s: "
+                             "it keeps the GPUs from the work that needs them for as long")
+        return self
+
+    def restart_causes(self) -> frozenset[str]:
+        """The infrastructure causes a failed attempt is restarted after (`restart_on`)."""
+        listed = DEFAULT_RESTART_ON if self.restart_on is None else self.restart_on
+        return frozenset(c for c in listed if isinstance(c, str))
+
+    def restart_exit_codes(self) -> frozenset[int]:
+        """The exit codes a failed attempt is restarted after (none by default)."""
+        return frozenset(code for c in self.restart_on or () if isinstance(c, ExitCodes)
+                         for code in c.exit_code)
 
     @property
     def is_preemptible(self) -> bool:

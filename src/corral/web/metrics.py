@@ -56,6 +56,7 @@ from starlette.responses import Response
 from corral.control.clock import Clock
 from corral.control.lifecycle import RESTARTING, RESTARTS_EXHAUSTED, SUBMITTED, TERMINAL
 from corral.control.loop import StepReport
+from corral.control.retry import NOT_RETRIED
 from corral.core.model import MILLI_PER_GPU
 from corral.store import Store
 from corral.store import workloads as W
@@ -221,7 +222,7 @@ class EventCounters(Collector):
             if reason == RESTARTING:
                 c["restarts"][(queue,)] += n
                 c["worker_failures"][(queue,)] += n
-            if reason == RESTARTS_EXHAUSTED and to_state == "failed":
+            if reason in (RESTARTS_EXHAUSTED, NOT_RETRIED) and to_state == "failed":
                 c["worker_failures"][(queue,)] += n
             if reason == SUBMITTED:
                 c["workloads_submitted"][(queue,)] += n

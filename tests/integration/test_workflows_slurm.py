@@ -1,0 +1,30 @@
+"""Workflow fields on a real Slurm (slurmctld + slurmd, started by the test): the retry policy,
+dependencies and arrays behave there as on the local backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from corral.backends.slurm import SlurmBackend
+from corral.testing.slurm import SlurmCluster
+
+from .plane import Plane
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+
+@pytest.fixture
+def plane(slurm_cluster: SlurmCluster, tmp_path: Path) -> Plane:
+    return Plane.start(tmp_path, SlurmBackend(tmp_path / "work", env=slurm_cluster.env))
+
+
+def test_an_exit_code_is_retried_only_when_listed(plane: Plane) -> None:
+    [fails] = plane.submit("fails", "exit 3", max_restarts=3)
+    [flaky] = plane.submit("flaky", '[ "$CORRAL_ATTEMPT" = 1 ] || exit 3', restart_backoff=0,
+                           restart_on=[{"exit_code": [3]}])
+    plane.run_until(lambda: plane.ended(fails, flaky), "both jobs to end")
+    a, b = plane.record(fails), plane.record(flaky)
+    assert (a.state, a.reason_code, a.exit_code, a.attempt) == ("failed", "NotRetried", 3, 0)
+    assert (b.state, b.attempt, b.restart_count) == ("succeeded", 1, 1)

@@ -4,7 +4,7 @@
     stop requested: Cancelled, ScaledDown  -> cancelled
     stop requested: Preempt/Reclaim/Move   -> preempted, then pending with attempt + 1
     stop requested: NodeUnhealthy (drain)  -> the same: the node failed, not the workload, and
-                                              it had its grace to checkpoint, so no restart is
+      SpotInterrupted, ProviderRemoved        it had its grace to checkpoint, so no restart is
                                               used up (a worker *lost* with its node still is)
     stop requested: MaxRuntimeExceeded     -> failed
     a worker failed or was lost            -> pending with attempt + 1 and restart_count + 1
@@ -42,6 +42,9 @@ __all__ = ["EVICTION_RULES", "MAX_BACKOFF_S", "backoff_s", "finalize", "restart_
 EVICTION_RULES: Final = frozenset({R.RULE_PREEMPT, R.RULE_RECLAIM, R.RULE_CONSOLIDATE})
 #: the stop reason of work drained off an unhealthy node (corral.control.health.NODE_UNHEALTHY)
 DRAINED: Final = "NodeUnhealthy"
+#: stop reasons of work drained by the pool autoscaler (corral.control.autoscale): a spot
+#: interruption, a provider being removed. Like a drain: requeued, no restart used up
+NODE_LEAVING: Final = frozenset({DRAINED, "SpotInterrupted", "ProviderRemoved"})
 MAX_BACKOFF_S: Final = 600.0
 
 
@@ -70,7 +73,7 @@ def finalize(
         return L.transition(conn, rec, State.CANCELLED, reason=stop,
                             message=rec.stop_message or "cancelled", now=now,
                             exit_code=exit_code, stop_reason=None)
-    if stop in EVICTION_RULES or stop == DRAINED:
+    if stop in EVICTION_RULES or stop in NODE_LEAVING:
         cause = retry.Cause(retry.cause_of_stop(stop))
         if statuses and not retry.allows(spec, cause):  # it ran, and restart_on leaves it out
             return _not_retried(conn, rec, spec, now, cause, rec.stop_message or stop, exit_code)

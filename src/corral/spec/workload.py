@@ -35,6 +35,7 @@ from corral.spec import limits as LIM
 from corral.spec.errors import LIMIT_ERROR
 from corral.spec.labels import MAX_LABELS, check_selector
 from corral.spec.quantities import CpuMilli, DurationS, SizeMiB
+from corral.spec.service import ReadinessProbe
 from corral.spec.workflow import (
     DEFAULT_RESTART_ON,
     MAX_PREEMPTION_GRACE_S,
@@ -139,6 +140,9 @@ class WorkloadSpec(BaseModel):
     min_replicas: int | None = Field(None, ge=0, le=1000, strict=True)
     max_replicas: int | None = Field(None, ge=1, le=1000, strict=True)
     target_utilization: float | None = Field(None, gt=0, le=1, strict=True, allow_inf_nan=False)
+    readiness: ReadinessProbe | None = Field(
+        None, description="services: an HTTP probe that gates traffic to a replica "
+        "(path, port, period_s, timeout_s, failure_threshold, success_threshold)")
     ttl: DurationS | None = Field(None, description="interactive: stopped after this long")
 
     @classmethod
@@ -235,9 +239,14 @@ class WorkloadSpec(BaseModel):
             raise ValueError("shell must not be blank; give the line to run")
         if self.kind != WorkloadKind.SERVICE and (self.replicas or self.min_replicas is not None):
             raise ValueError("replicas and min_replicas apply to kind: service only")
+        if self.kind != WorkloadKind.SERVICE and self.readiness is not None:
+            raise ValueError("readiness applies to kind: service only (a probe gates traffic)")
         if self.kind == WorkloadKind.SERVICE:
             if self.workers != 1:
                 raise ValueError("a service scales with replicas, not workers; set replicas")
+            if "PORT" in self.env:
+                raise ValueError("env: PORT is set by corral for every service replica (the "
+                                 "port it must listen on, also in CORRAL_PORT); remove it")
             lo, hi = self.min_replicas or 0, self.max_replicas
             n = self.replicas or 1
             if hi is not None and not lo <= n <= hi:

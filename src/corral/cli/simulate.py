@@ -305,7 +305,7 @@ def serve(
     profile: Annotated[str, typer.Option(help="replica GPU type: a100 or h100 "
                                               "(corral.sim.serve_model)")] = "a100",
     policies: Annotated[str, typer.Option(help="comma-separated: static-peak, static-mean, "
-                                               "static-best, hpa, corral")] = "static-peak,static-mean,static-best,hpa,corral",
+                                               "static-best, hpa, kpa, corral")] = "static-peak,static-mean,static-best,hpa,kpa,corral",
     start: Annotated[float, typer.Option(help="window start, s from the first request")] = 0.0,
     duration: Annotated[float | None, typer.Option(help="window length, s (default: to the end)")] = None,
     slo_ttft: Annotated[float, typer.Option(help="SLO: time to first token at most this, s")] = 2.0,
@@ -314,6 +314,8 @@ def serve(
     cold_start: Annotated[float | None, typer.Option(help="replica start-up delay, s "
                                                           "(default: the profile's)")] = None,
     warmup: Annotated[float, typer.Option(help="seconds at the start not counted")] = 300.0,
+    synthetic: Annotated[bool, typer.Option("--synthetic", help="instead of --trace: a seeded "
+                                            "3x step burst (serve_trace.STEP_BURST)")] = False,
     seed: SeedOpt = 42,
     json_out: JsonOpt = None,
 ) -> None:
@@ -322,7 +324,7 @@ def serve(
 
     from corral.sim.serve import POLICIES, ServeOptions, compare_serving
     from corral.sim.serve_model import PROFILES
-    from corral.sim.serve_trace import load_requests
+    from corral.sim.serve_trace import load_requests, synthetic_requests
 
     with _user_errors():
         if profile not in PROFILES:
@@ -331,12 +333,13 @@ def serve(
         unknown = [n for n in names if n not in POLICIES]
         if unknown or not names:
             raise _UserError(f"--policies: choose from {', '.join(POLICIES)}, got {policies!r}")
-        if not trace.is_file():
+        if not synthetic and not trace.is_file():
             raise _UserError(f"--trace: no file at {trace}")
         prof = PROFILES[profile]
         if cold_start is not None:
             prof = dataclasses.replace(prof, cold_start_s=cold_start)
-        requests = load_requests(trace).window(start, duration)
+        requests = (synthetic_requests(seed) if synthetic else load_requests(trace)).window(
+            start, duration)
         opts = ServeOptions(prof, slo_ttft_s=slo_ttft, target_utilization=utilization,
                             warmup_s=warmup, seed=seed)
         with _progress(f"serve {requests.name} / {profile}") as update:

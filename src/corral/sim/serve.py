@@ -18,8 +18,12 @@ Policies compared (`POLICIES`):
 - `hpa`: reactive target tracking as Kubernetes' HPA does it: one decision every 15 s on the
   in-flight target averaged over 60 s (a Prometheus rate[1m]), no panic mode, scale-up at most
   +100% or +4 per 15 s, scale-down stabilised over 300 s.
-- `corral`: `corral.serving` with its defaults: a 2 s tick, 60 s stable and 6 s panic windows,
-  panic at 200%, scale-down stabilised over 120 s.
+- `kpa`: Knative's KPA as configured by default: a 2 s tick, 60 s stable and 6 s panic windows,
+  panic at 200%, no scale-down window beyond the 60 s average, scale-up at most 1000x and
+  scale-down at most /2 per tick (max-scale-up-rate, max-scale-down-rate).
+- `corral`: `corral.serving` with its defaults: KPA's windows and panic, scale-down stabilised
+  over 120 s, HPA's rate limits, and the backlog-aware in-flight rule (a queue behind starting
+  replicas counts as what clears it in 60 s, not as lasting load).
 Both autoscalers track the same target (in flight per replica = max_batch, at `target_utilization`)
 and start with the static-mean count warm: the trace is one hour of a service already running.
 
@@ -51,7 +55,7 @@ from corral.sim.serve_trace import Requests
 __all__ = ["POLICIES", "ServeOptions", "ServeResult", "compare_serving", "hindsight_hours",
            "in_flight_unlimited", "run_serve"]
 
-POLICIES = ("static-peak", "static-mean", "static-best", "hpa", "corral")
+POLICIES = ("static-peak", "static-mean", "static-best", "hpa", "kpa", "corral")
 
 _ARRIVE, _FINISH, _READY, _TICK = 0, 1, 2, 3  # same-time order: arrivals see the state before
 
@@ -296,6 +300,16 @@ def hpa_config(opts: ServeOptions) -> ScalingConfig:
                             limits=(RateLimit(type="percent", value=100, period_s=15),)))
 
 
+def kpa_config(opts: ServeOptions) -> ScalingConfig:
+    """Knative KPA's defaults on the same target: panic, no down window, no backlog rule."""
+    return ScalingConfig(
+        targets=(Target(kind=TargetKind.IN_FLIGHT, value=opts.profile.max_batch),),
+        min_replicas=1, max_replicas=opts.max_replicas,
+        target_utilization=opts.target_utilization, backlog_clear_s=None, tolerance=0.0,
+        scale_up=Behavior(limits=(RateLimit(type="percent", value=99_900, period_s=2),)),
+        scale_down=Behavior(limits=(RateLimit(type="percent", value=50, period_s=2),)))
+
+
 def run_serve(req: Requests, policy: str, opts: ServeOptions) -> ServeResult:
     """One policy over the requests. Static counts come from the unlimited-replica load."""
     prof = opts.profile
@@ -311,6 +325,8 @@ def run_serve(req: Requests, policy: str, opts: ServeOptions) -> ServeResult:
         result = _static_best(req, opts, mean_count, math.ceil(peak / prof.max_batch))
     elif policy == "hpa":
         result = _simulate(req, opts, mean_count, ServiceScaler(hpa_config(opts)), 15.0)
+    elif policy == "kpa":
+        result = _simulate(req, opts, mean_count, ServiceScaler(kpa_config(opts)), 2.0)
     elif policy == "corral":
         result = _simulate(req, opts, mean_count, ServiceScaler(corral_config(opts)), 2.0)
     else:

@@ -17,7 +17,10 @@ import numpy.typing as npt
 
 from corral.sim.trace import TraceFormatError
 
-__all__ = ["COLUMNS", "Requests", "load_requests"]
+__all__ = ["COLUMNS", "STEP_BURST", "Requests", "load_requests", "synthetic_requests"]
+
+#: (until s, requests/s): 2/s for 10 min, a step to 6/s for 5 min, 2/s for 10 min
+STEP_BURST = ((600.0, 2.0), (900.0, 6.0), (1500.0, 2.0))
 
 COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 
@@ -76,3 +79,24 @@ def load_requests(path: Path) -> Requests:
     return Requests(path.stem, arrival[order].astype(np.float64),
                     np.array(prompts, dtype=np.int64)[order],
                     np.array(outputs, dtype=np.int64)[order])
+
+
+def synthetic_requests(seed: int, phases: tuple[tuple[float, float], ...] = STEP_BURST) -> Requests:
+    """Seeded Poisson arrivals at a piecewise-constant rate, with token counts drawn lognormal
+    around the Azure conversation trace's medians (prompt ~1,000, output ~150 tokens). The
+    default is a 3x step: the burst a reactive autoscaler with a cold start meets worst."""
+    rng = np.random.default_rng(seed)
+    arrivals: list[float] = []
+    t = 0.0
+    for until, rate in phases:
+        while True:
+            t += float(rng.exponential(1 / rate))
+            if t >= until:
+                t = until
+                break
+            arrivals.append(t)
+    n = len(arrivals)
+    prompts = np.clip(rng.lognormal(6.6, 0.7, n), 16, 8000).astype(np.int64)
+    outputs = np.clip(rng.lognormal(5.0, 0.8, n), 4, 1000).astype(np.int64)
+    return Requests(f"synthetic-step(seed {seed})", np.array(arrivals, dtype=np.float64),
+                    prompts, outputs)

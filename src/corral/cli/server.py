@@ -388,6 +388,9 @@ def _serve(cfg: ServerConfig, sock: socket.socket, on_ready: Any, uvicorn: Any) 
     from corral.web import observe_loop  # cycle duration and placements into /metrics
 
     observe_loop(app, parts.loop)
+    from corral.api.service_routes import mount_gateway  # issue 12: /serve/<service>/...
+
+    mount_gateway(app, parts.loop, parts.backend.name)
     server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=port,
                                            log_level="warning", access_log=False,
                                            **uvicorn_options(parts.ctx.limits)))

@@ -68,6 +68,8 @@ class Route:
     url: str
     #: ready (send traffic), starting (not yet), draining (finish in-flight, send no new)
     state: str
+    #: the service's name in its spec (its id is `service`)
+    name: str = ""
 
 
 def routes(records: Iterable[WorkloadRecord], nodes: Mapping[str, str], backend_name: str
@@ -81,7 +83,7 @@ def routes(records: Iterable[WorkloadRecord], nodes: Mapping[str, str], backend_
         url = url_of(rec, nodes.get(rec.id), backend_name)
         state = replica_state(rec)
         if url is not None and state != ENDED:
-            out.append(Route(rec.group_id, rec.id, url, state))
+            out.append(Route(rec.group_id, rec.id, url, state, rec.name))
     return sorted(out, key=lambda r: (r.service, r.replica))
 
 

@@ -263,3 +263,13 @@ def test_seeded_histories_contend_and_keep_every_guarantee() -> None:
         for k, v in run_history(*history(SeededChooser(seed))).items():
             total[k] += v
     assert all(total.values()), total
+
+
+def test_a_reservation_a_victims_queue_makes_hopeless_is_released_in_the_same_cycle() -> None:
+    """Seeded history 1728 (the one of 2,000 whose rerun still evicted): a preemption evicted
+    a 3 x 4-GPU gang, which left its queue below quota and waiting; a reservation (of another
+    team, for work beyond its quota) was kept although such a reservation is not taken while
+    a queue below quota waits. The rerun saw the victim waiting, took no reservation, put
+    small work on the nodes, and consolidated for it: two moves. Victims now count as waiting
+    work when reservations are pruned, so the plan is what its rerun decides."""
+    run_history(*history(SeededChooser(1728)))

@@ -74,6 +74,9 @@ class Cycle:
     #: eviction requests that failed, with the statement's version then (`evict._attempt`)
     failed_evictions: dict[tuple[object, ...], tuple[int, int]] = field(default_factory=dict)
     reclaim_tried: set[str] = field(default_factory=set)  # pending work reclaim was tried for
+    #: running work this cycle evicted and did not place again: it waits like `pending` from
+    #: then on (`requeue`), so rules that ask "is a queue waiting?" must see it
+    requeued: list[Workload] = field(default_factory=list)
 
     def scoring(self, queue: str) -> Scoring:
         s = self.scorings.get(queue)
@@ -131,6 +134,7 @@ class Cycle:
         if w.id not in self.deferred:
             self.deferred[w.id] = self.shape(w)
             insort(self.order, w, key=pending_order)
+            self.requeued.append(w)
 
     def still_pending(self) -> tuple[Workload, ...]:
         """Workloads that failed to fit on free capacity or were stopped by a queue limit (an

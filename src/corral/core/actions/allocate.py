@@ -195,8 +195,12 @@ def _may_succeed(cycle: Cycle, w: Workload) -> bool:
     book = cycle.book
     if book.within_guarantee_after(w, w.total_milli()):
         return True
-    return not any(book.milli[q] < book.quota_milli(q) for q, work in cycle.pending.items()
-                   if q != w.queue and any(cycle.is_pending(x) for x in work))
+    # This cycle's victims wait too: a queue that an eviction took below its quota with its
+    # victim waiting is what the next cycle sees (and refuses the reservation for), so a
+    # reservation kept here would be dropped by a rerun, and the room it frees taken by moves.
+    waiting = {q for q, work in cycle.pending.items() if any(cycle.is_pending(x) for x in work)}
+    waiting.update(v.queue for v in cycle.requeued if cycle.is_pending(v))
+    return not any(book.milli[q] < book.quota_milli(q) for q in waiting if q != w.queue)
 
 
 def _maybe_reserve(cycle: Cycle, w: Workload) -> None:

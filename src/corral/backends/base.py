@@ -234,12 +234,18 @@ def _check_env(env: Mapping[str, str]) -> None:
 class Backend(abc.ABC):
     """Runs the workers of workload attempts on nodes the core chose.
 
-    One instance serves one control plane (the scheduler leader). Calls come from one thread.
-    A new instance over the same persistent state (after a control-plane restart) must see what
-    the old one started: `poll` re-adopts it.
+    One instance serves one control plane (the scheduler leader). Calls come from one thread,
+    except where `concurrent_launch` says otherwise. A new instance over the same persistent
+    state (after a control-plane restart) must see what the old one started: `poll` re-adopts
+    it.
     """
 
     name: str = "backend"
+    #: True when `launch`/`launch_many` may run on other threads while `poll`, `stop` and
+    #: `release` run on the loop's (`corral.control.act.LaunchPool`). Such a backend reports
+    #: an attempt whose launch is still under way as STARTING, and never judges it ended
+    #: before its launch returned.
+    concurrent_launch: bool = False
 
     @abc.abstractmethod
     def launch(self, spec: LaunchSpec) -> None:

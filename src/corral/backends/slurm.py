@@ -42,11 +42,13 @@ the deadline file (now) on the shared work dir, which the runner reads every sec
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Mapping, Sequence
@@ -124,6 +126,7 @@ class SlurmBackend(Backend, InventorySource, LogSource):
     """
 
     name = "slurm"
+    concurrent_launch = True  # launches run in the control plane's pool; see `_launching`
 
     def __init__(
         self, work_dir: str | os.PathLike[str], *, env: Mapping[str, str] | None = None,
@@ -143,6 +146,20 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         self.records = AttemptRecords(Path(work_dir))
         self._attempts = {r.key: r for r in self.records.scan()}
         self._killed: set[str] = set()  # job ids scancel'ed after their deadline
+        # Attempts whose launch is under way on another thread: poll reports them STARTING and
+        # looks nothing up for them (a job not yet submitted is not a job that vanished).
+        self._launching: set[tuple[str, int]] = set()
+        self._lock = threading.Lock()  # guards _attempts and _launching across threads
+
+    def _adopt(self, record: AttemptRecord) -> None:
+        """A record being launched: known to poll and stop, but not observed until `_landed`."""
+        with self._lock:
+            self._attempts[record.key] = record
+            self._launching.add(record.key)
+
+    def _landed(self, records: Sequence[AttemptRecord]) -> None:
+        with self._lock:
+            self._launching.difference_update(r.key for r in records)
 
     # --- Backend -------------------------------------------------------------------------------
 
@@ -204,8 +221,15 @@ class SlurmBackend(Backend, InventorySource, LogSource):
             nodes = {n.name: n for n in self._nodes()}
         self._check_placement(spec, nodes)
         record = self.records.create(spec, {"jobs": {}, "notes": {}})
-        self._attempts[record.key] = record
-        self._prepare_dirs(record)
+        self._adopt(record)
+        try:
+            self._prepare_dirs(record)
+            self._submit_all(record, spec, nodes)
+        finally:
+            self._landed([record])
+
+    def _submit_all(self, record: AttemptRecord, spec: LaunchSpec,
+                    nodes: dict[str, SlurmNode]) -> None:
         gang = len(spec.assignments) > 1
         try:
             master = nodes[_master_node(spec)].address
@@ -237,27 +261,36 @@ class SlurmBackend(Backend, InventorySource, LogSource):
                 self._check_placement(spec, nodes)
                 record = self.records.create(spec, {"jobs": {}, "notes": {}, "array": {
                     "name": name, "task": len(tasks)}})
-                self._attempts[record.key] = record
+                self._adopt(record)
+                tasks.append((i, record))
                 self._prepare_dirs(record)
             except Exception as e:
+                if tasks and tasks[-1][0] == i:  # created, then refused: never submitted
+                    refused = tasks.pop()[1]
+                    refused.end(0, exits.lost(base.LAUNCH_INTERRUPTED, f"refused: {e}"))
+                    self._landed([refused])
                 errors[i] = e
-                continue
-            tasks.append((i, record))
-        if not tasks:
-            return errors
         try:
-            self._submit_array(name, [r for _, r in tasks], nodes)
+            if tasks:
+                array_id = self._submit_array(name, [r for _, r in tasks], nodes)
+                self._record_tasks(array_id, [r for _, r in tasks])
         except (BackendUnavailable, subprocess.CalledProcessError, OSError) as e:
             detail = e.stderr.strip() if isinstance(e, subprocess.CalledProcessError) else str(e)
+            # an sbatch that timed out may still have been accepted: cancel it by its name
+            with contextlib.suppress(BackendError):
+                self._slurm("scancel", f"--name={name}", check=False)
             for i, record in tasks:
                 record.end(0, exits.lost(base.LAUNCH_INTERRUPTED, f"launch failed: {e}"))
                 errors[i] = LaunchError(
                     f"{record.spec.workload_id} attempt {record.spec.attempt}: Slurm refused "
                     f"the job array {name}: {detail}; relaunch with a new attempt")
+        finally:
+            self._landed([r for _, r in tasks])
         return errors
 
     def _submit_array(self, name: str, records: list[AttemptRecord],
-                      nodes: dict[str, SlurmNode]) -> None:
+                      nodes: dict[str, SlurmNode]) -> str:
+        """Write the tasks' scripts and the dispatch script, submit; the array's job id."""
         first = records[0].spec.assignments[0]
         node = nodes[first.node_id]
         adir = self.records.root / "arrays" / name
@@ -285,11 +318,21 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         if self.partition:
             args.append(f"--partition={self.partition}")
         out = self._slurm("sbatch", *args, str(adir / "dispatch.sbatch")).stdout.strip()
-        array_id = out.split(";", 1)[0]
+        return out.split(";", 1)[0]
+
+    @staticmethod
+    def _record_tasks(array_id: str, records: list[AttemptRecord]) -> None:
+        """Save each task's job id. The array runs already: a record that cannot be saved is
+        found again by the array's name and its task (`_jobs_of`), never marked failed."""
         for task, record in enumerate(records):
             record.engine["jobs"][str(record.spec.assignments[0].worker)] = task_job_id(
                 array_id, task)
-            AttemptRecords.save(record)
+            try:
+                AttemptRecords.save(record)
+            except OSError as e:
+                log.warning("cannot save the job id of %s attempt %d (%s); it is looked up "
+                            "by its array's name", record.spec.workload_id, record.spec.attempt,
+                            e)
 
     def stop(self, workload_id: str, attempt: int, grace_seconds: float, reason: str) -> None:
         if grace_seconds < 0:
@@ -298,6 +341,13 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         if record is None or record.all_ended:
             return
         stop = record.request_stop(grace_seconds, reason)
+        if (workload_id, attempt) in self._launching:
+            # its jobs may not be submitted yet: the deadline file stops the worker as its
+            # runner starts, and poll cancels whatever runs past the deadline; the loop calls
+            # stop again every cycle
+            if stop is not None:
+                write_text_atomic(record.dir / DEADLINE_FILE, format_deadline(stop.deadline))
+            return
         if stop is None:  # a repeat: only make sure the deadline file says what was recorded
             known = record.stop()
             if known is not None and not (record.dir / DEADLINE_FILE).exists():
@@ -314,9 +364,11 @@ class SlurmBackend(Backend, InventorySource, LogSource):
             self._slurm("scancel", "--batch", "--signal=TERM", *running, check=False)
 
     def poll(self, now: float) -> list[WorkerStatus]:
-        if not self._attempts:
+        with self._lock:
+            attempts, launching = dict(self._attempts), set(self._launching)
+        if not attempts:
             return []
-        jobs = {j for r in self._attempts.values() if not r.all_ended
+        jobs = {j for r in attempts.values() if not r.all_ended and r.key not in launching
                 for j in self._jobs_of(r).values()}
         if not jobs:
             states, node_states = {}, {}
@@ -325,16 +377,20 @@ class SlurmBackend(Backend, InventorySource, LogSource):
                 sinfo = pool.submit(self._node_states)
                 states = self._job_states(sorted(jobs))
                 node_states = sinfo.result() if states else {}
-        return statuses(
-            self._attempts, now,
-            lambda record, a: self._observe(record, a.worker, a.node_id, states, node_states))
+
+        def observe(record: AttemptRecord, a: Any) -> WorkerEnd:
+            if record.key in launching and a.worker not in record.ends:
+                return WorkerEnd(WorkerState.STARTING, base.STARTING)
+            return self._observe(record, a.worker, a.node_id, states, node_states)
+        return statuses(attempts, now, observe)
 
     def release(self, workload_id: str, attempt: int) -> None:
         record = ended_attempt(self._attempts, workload_id, attempt, self.poll)
         if record is None:
             return
         AttemptRecords.mark_released(record)
-        del self._attempts[record.key]
+        with self._lock:
+            del self._attempts[record.key]
 
     # --- capabilities --------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from corral.backends.errors import BackendError, BackendUnavailable, InvalidRequ
 from corral.control import lifecycle as L
 from corral.control import outcome
 from corral.control.endpoints import replica_env
+from corral.control.launch_pool import LaunchPool
 from corral.control.lifecycle import State
 from corral.control.settings import ControlSettings
 from corral.control.snapshot import SpecCache
@@ -37,6 +38,7 @@ from corral.store import workloads as W
 from corral.store.workloads import WorkloadRecord
 
 __all__ = [
+    "LaunchPool",
     "checkpoint_dir",
     "enforce_runtime_limits",
     "launch",
@@ -127,13 +129,18 @@ def launch(
     store: Store, backend: Backend, records: Iterable[WorkloadRecord], busy: set[Device],
     now: float, settings: ControlSettings, specs: SpecCache, *, relaunch: set[str],
     assignments: Mapping[str, tuple[WorkerAssignment, ...]] | None = None,
+    pool: LaunchPool[WorkloadRecord] | None = None,
 ) -> int:
     """Launch scheduled work whose devices are free, and relaunch `relaunch` (starting rows the
     backend never received). `assignments`: each record's current placements, where the caller
-    holds them (else read here).
+    holds them (else read here). `pool`: where the launches go off the loop's thread, for a
+    backend that allows it (`corral.control.launch_pool`); without one they are made here.
 
     Every `scheduled -> starting` of the cycle (and every WaitingForDevices reason) is written
     in one transaction before the first backend call, then the launches are made."""
+    off_loop = pool is not None and LaunchPool.applies_to(backend)
+    if pool is not None and off_loop:
+        records = _settle_pool(store, backend, pool, list(records), now, specs)
     todo = [r for r in records if r.stop_reason is None and (
         r.state == "scheduled" or (r.state == "starting" and r.id in relaunch))]
     if not todo:
@@ -152,8 +159,45 @@ def launch(
         elif rec.reason_code != L.WAITING_FOR_DEVICES:
             waiting.append({"id": rec.id, "version": rec.version,
                             "reason_code": L.WAITING_FOR_DEVICES, "reason_message": message})
+    if pool is not None and off_loop:  # back-pressure: the rest waits, scheduled, for room
+        ready = ready[:pool.room()]
     ready = _mark_starting(store, backend, ready, waiting, now)
+    if pool is not None and off_loop:
+        return _hand_over(store, backend, pool, ready, assignments, now, settings, specs)
     return _launch_batch(store, backend, ready, assignments, now, settings, specs)
+
+
+def _settle_pool(store: Store, backend: Backend, pool: LaunchPool[WorkloadRecord],
+                 records: list[WorkloadRecord], now: float, specs: SpecCache,
+                 ) -> list[WorkloadRecord]:
+    """Handle the errors of launches the pool finished (here, on the loop's thread, as the
+    synchronous path would), and leave out the rows whose attempt the pool holds or launched:
+    reconcile asks to relaunch a `starting` row the backend does not report yet."""
+    for rec, _, error in pool.harvest():
+        if error is not None:
+            _launched(store, backend, rec, specs.spec(rec), now, error)
+    pool.keep_only({(r.id, r.attempt) for r in records if r.state == "starting"})
+    taken = pool.taken()
+    return [r for r in records if (r.id, r.attempt) not in taken]
+
+
+def _hand_over(
+    store: Store, backend: Backend, pool: LaunchPool[WorkloadRecord],
+    ready: list[WorkloadRecord], assignments: Mapping[str, tuple[WorkerAssignment, ...]],
+    now: float, settings: ControlSettings, specs: SpecCache,
+) -> int:
+    """Build each attempt's launch spec here (it reads the checkpoint dir) and give the batch
+    to the pool; returns how many were handed over."""
+    n, items = 0, []
+    for rec in ready:
+        spec = specs.spec(rec)
+        try:
+            items.append((rec, launch_spec(rec, spec, assignments.get(rec.id, ()), settings)))
+        except Exception as e:
+            n += _launched(store, backend, rec, spec, now, e)
+    pool.submit(backend, items)
+    return n + len(items)
+
 
 
 class _Missed(Exception):

@@ -110,6 +110,8 @@ class ControlLoop:
         if attach is not None:  # the ledger reads the loop's state instead of its own
             attach(self.live)
         self.usage = UsageCache()  # decayed use per queue, for time-decayed fair share
+        #: launches off the loop's thread, for a backend that allows it (corral.control.act)
+        self.launches: act.LaunchPool[W.WorkloadRecord] = act.LaunchPool()
         self.cycles = 0
         #: called with every step's report (metrics); a failing observer is logged, never fatal
         self.observers: list[Callable[[StepReport], None]] = list(observers)
@@ -179,7 +181,7 @@ class ControlLoop:
             report.launched = act.launch(
                 self.store, self.backend, _rows(live.records, live.launching), busy, now,
                 self.settings, self.specs, relaunch=set(seen.relaunch),
-                assignments=live.assignments)
+                assignments=live.assignments, pool=self.launches)
         with report.stage("probes"):  # after launches: a replica launched now is probed later
             self.probes.step(now, self.live)
         return report
@@ -277,4 +279,5 @@ class ControlLoop:
             except Exception:  # keep scheduling through a transient database or backend error
                 log.exception("control loop step failed")
             stop.wait(self.settings.interval_s)
+        self.launches.close()  # launches under way finish before the lease is given up
         self.leadership.resign()

@@ -1,0 +1,151 @@
+"""Launches off the loop's thread: a bounded pool with back-pressure.
+
+A launch through a real engine is a round trip or several (an ``sbatch`` per array or gang,
+actor creations on Ray). Made inside the step, it delays the next cycle's poll and decision by
+as long as the engine takes. With a backend that allows it (`Backend.concurrent_launch`), the
+launch step commits ``starting`` as before, hands the batch to this pool and returns; the next
+cycles go on observing and deciding while the engine works.
+
+    step N:   mark starting (one commit) ─> submit(batch) ──┐  (returns at once)
+                                                            ▼
+    pool thread:                              backend.launch_many(batch)
+                                                            │
+    step N+k: harvest() <── each attempt's error ───────────┘  handled on the loop's thread
+              (failed / restarted / retried as in the synchronous path)
+
+Why it is safe (nothing run twice, nothing lost):
+
+- the commit of ``starting`` still comes before the engine call: a crash leaves a ``starting``
+  row that the next leader relaunches with the same attempt (the backend's idempotency);
+- while an attempt is in the pool, the loop never hands it over again: reconcile lists a
+  ``starting`` row the backend does not report yet as one to relaunch, and `taken` filters
+  those out; an attempt the pool launched without error stays taken until its row leaves
+  ``starting`` (the backend reports it from then on);
+- every store write stays on the loop's thread: the pool only calls the backend, and errors
+  come back through `harvest`.
+
+Back-pressure: at most `max_in_flight` attempts are in the pool. Work beyond that stays
+``scheduled`` (its devices are still reserved by the plan) and is handed over in a later cycle,
+so a slow engine slows launches, never the decisions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from corral.backends.base import Backend, LaunchSpec
+
+__all__ = ["LaunchPool"]
+
+log = logging.getLogger(__name__)
+Key = tuple[str, int]
+T = TypeVar("T")
+
+
+@dataclass
+class _Batch(Generic[T]):
+    items: list[tuple[T, LaunchSpec]]
+    future: Future[list[Exception | None]]
+
+
+class LaunchPool(Generic[T]):
+    """`threads` batches may be under way at once; `max_in_flight` attempts at most. T is what
+    the caller keeps with each launch (the row it was made for) and gets back from `harvest`."""
+
+    def __init__(self, threads: int = 2, max_in_flight: int = 4096) -> None:
+        if threads < 1 or max_in_flight < 1:
+            raise ValueError("threads and max_in_flight must be >= 1")
+        self.threads, self.max_in_flight = threads, max_in_flight
+        self._executor: ThreadPoolExecutor | None = None
+        self._batches: list[_Batch[T]] = []
+        self._handed: set[Key] = set()  # launched without error, not yet reported running
+
+    @staticmethod
+    def applies_to(backend: Backend) -> bool:
+        return bool(getattr(backend, "concurrent_launch", False))
+
+    def room(self) -> int:
+        """How many more attempts may be handed over now."""
+        return max(0, self.max_in_flight - sum(len(b.items) for b in self._batches))
+
+    def taken(self) -> set[Key]:
+        """Attempts the pool holds or launched: never hand these over again."""
+        return {_key(s) for b in self._batches for _, s in b.items} | self._handed
+
+    def keep_only(self, starting: set[Key]) -> None:
+        """Forget launched attempts whose rows left ``starting`` (the backend reports them)."""
+        self._handed &= starting
+
+    def submit(self, backend: Backend, items: Sequence[tuple[T, LaunchSpec]]) -> None:
+        if not items:
+            return
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=self.threads,
+                                                thread_name_prefix="corral-launch")
+        specs = [s for _, s in items]
+        future = self._executor.submit(_launch_all, backend, specs)
+        self._batches.append(_Batch(list(items), future))
+
+    def harvest(self) -> list[tuple[T, LaunchSpec, Exception | None]]:
+        """The launches that finished since the last call, each with its error (None: done)."""
+        out: list[tuple[T, LaunchSpec, Exception | None]] = []
+        pending: list[_Batch[T]] = []
+        for batch in self._batches:
+            if not batch.future.done():
+                pending.append(batch)
+                continue
+            errors = _errors_of(batch)
+            for (item, spec), error in zip(batch.items, errors, strict=True):
+                if error is None:
+                    self._handed.add(_key(spec))
+                out.append((item, spec, error))
+        self._batches = pending
+        return out
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait for every batch under way (tests, shutdown); `harvest` then returns them."""
+        for batch in list(self._batches):
+            batch.future.exception(timeout=timeout)
+
+    def close(self) -> None:
+        """Let the batches under way finish (a launch is made whole or not at all)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+
+def _key(spec: LaunchSpec) -> Key:
+    return spec.workload_id, spec.attempt
+
+
+def _launch_all(backend: Backend, specs: list[LaunchSpec]) -> list[Exception | None]:
+    """`launch_many` where the backend has it, else one `launch` after another; never raises
+    for one attempt's error."""
+    launch_many: Callable[[list[LaunchSpec]], list[Exception | None]] | None = getattr(
+        backend, "launch_many", None)
+    if launch_many is not None:
+        return launch_many(specs)
+    out: list[Exception | None] = []
+    for spec in specs:
+        try:
+            backend.launch(spec)
+        except Exception as e:  # handed back to the loop, per attempt
+            out.append(e)
+        else:
+            out.append(None)
+    return out
+
+
+def _errors_of(batch: _Batch[T]) -> list[Exception | None]:
+    """Each attempt's error; a batch whose call itself raised fails each of its attempts with
+    that error (the loop decides per attempt what it means)."""
+    failure = batch.future.exception()
+    if failure is None:
+        return batch.future.result()
+    log.warning("a launch batch of %d raised: %s", len(batch.items), failure)
+    error = failure if isinstance(failure, Exception) else RuntimeError(str(failure))
+    return [error for _ in batch.items]

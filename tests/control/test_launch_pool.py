@@ -1,0 +1,124 @@
+"""Launches off the loop's thread (issue 16): a slow engine never holds the next cycle's
+decision, an attempt in the pool is never handed over twice (reconcile asks to relaunch a
+`starting` row the backend does not report yet), back-pressure keeps work `scheduled` while
+the pool is full, and launch errors come back to the loop's thread and are handled as in the
+synchronous path. The engine is a fake whose launches wait at a gate the test opens.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Sequence
+
+import pytest
+
+from corral.backends.base import LaunchSpec, WorkerStatus
+from corral.backends.errors import InvalidLaunchSpec
+from corral.backends.fake import FakeBackend
+from corral.control import lifecycle as L
+from corral.control.launch_pool import LaunchPool
+from corral.store import Store
+
+from .rig import Rig
+
+
+class GatedBackend(FakeBackend):
+    """Launches wait at `gate`; counts each attempt handed to it; refuses names "bad*"."""
+
+    concurrent_launch = True
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.gate = threading.Event()
+        self.lock = threading.Lock()
+        self.handed: Counter[tuple[str, int]] = Counter()
+        self.polls = 0
+
+    def launch_many(self, specs: Sequence[LaunchSpec]) -> list[Exception | None]:
+        with self.lock:
+            self.handed.update((s.workload_id, s.attempt) for s in specs)
+        assert self.gate.wait(timeout=30), "the test never opened the gate"
+        out: list[Exception | None] = []
+        for spec in specs:
+            if spec.workload_id.startswith("bad"):
+                out.append(InvalidLaunchSpec("command", "refused by the test"))
+                continue
+            with self.lock:
+                self.launch(spec)
+            out.append(None)
+        return out
+
+    def poll(self, now: float) -> list[WorkerStatus]:
+        self.polls += 1
+        with self.lock:
+            return super().poll(now)
+
+
+@pytest.fixture
+def rig(store: Store) -> Rig:
+    r = Rig(store)
+    r.backend = GatedBackend(r.nodes, world=r.world, check_capacity=True)
+    r.loop = r.new_loop(r.backend)
+    return r
+
+
+def gated(rig: Rig) -> GatedBackend:
+    assert isinstance(rig.backend, GatedBackend)
+    return rig.backend
+
+
+def settle(rig: Rig, steps: int = 3) -> None:
+    """Let the pool finish what it holds, then step so the loop harvests and observes it."""
+    rig.loop.launches.drain(timeout=30)
+    rig.step(steps)
+
+
+def test_a_slow_launch_holds_no_cycle_and_is_never_handed_over_twice(rig: Rig) -> None:
+    backend = gated(rig)
+    ids = [rig.submit(name=f"w{i}") for i in range(2)]
+    rig.step()  # returns although the engine has not answered
+    assert [rig.state(w) for w in ids] == ["starting"] * 2
+    polls = backend.polls
+    rig.step(4)  # the loop keeps observing and deciding; the backend reports nothing yet
+    assert backend.polls == polls + 4
+    assert sorted(backend.handed.elements()) == [(w, 0) for w in sorted(ids)]
+    backend.gate.set()
+    settle(rig)
+    assert [rig.state(w) for w in ids] == ["running"] * 2
+    assert set(backend.handed.values()) == {1}  # each attempt launched once
+    assert [rig.get(w).attempt for w in ids] == [0, 0]
+
+
+def test_back_pressure_keeps_work_scheduled_until_the_pool_has_room(rig: Rig) -> None:
+    backend = gated(rig)
+    rig.loop.launches = LaunchPool(max_in_flight=1)
+    ids = [rig.submit(name=f"w{i}") for i in range(3)]
+    rig.step(3)
+    assert sorted(rig.state(w) for w in ids) == ["scheduled", "scheduled", "starting"]
+    assert sum(backend.handed.values()) == 1
+    backend.gate.set()
+    for _ in range(6):
+        settle(rig, 1)
+    assert [rig.state(w) for w in ids] == ["running"] * 3
+    assert set(backend.handed.values()) == {1} and len(backend.handed) == 3
+
+
+def test_launch_errors_come_back_to_the_loop_and_fail_only_their_workload(rig: Rig) -> None:
+    backend = gated(rig)
+    bad, good = rig.submit(name="bad"), rig.submit(name="good")
+    rig.step()
+    backend.gate.set()
+    settle(rig)
+    rec = rig.get(bad)
+    assert (rec.state, rec.reason_code) == ("failed", L.LAUNCH_FAILED)
+    assert "refused by the test" in rec.reason_message
+    assert rig.state(good) == "running"
+
+
+def test_a_backend_that_does_not_allow_it_launches_inside_the_step(rig: Rig) -> None:
+    rig.backend = FakeBackend(rig.nodes, world=rig.world, check_capacity=True)
+    rig.loop = rig.new_loop(rig.backend)
+    wid = rig.submit()
+    rig.step()
+    assert rig.backend.live_attempts() == [(wid, 0)]  # launched before step returned

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import platform
@@ -40,6 +41,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+# the load generator uses httpx too: the same guard as corral.gateway.app (httpcore's failed
+# `import sniffio` on every request costs a sys.path scan, on the direct and gateway sides alike)
+if importlib.util.find_spec("sniffio") is None:
+    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER = ROOT / "examples" / "serve" / "model_server.py"

@@ -13,9 +13,11 @@ HTTP client); mounted inside another app, whose lifespan does not reach a mounte
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import random
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -37,6 +39,13 @@ from corral.gateway.routes import RouteTable
 __all__ = ["Gateway", "create_gateway_app"]
 
 log = logging.getLogger("corral.gateway")
+
+# httpcore runs `import sniffio` on every request to tell asyncio from trio. Without sniffio
+# installed (anyio 4 no longer needs it) that import fails each time, and a failed import is not
+# cached: Python searches sys.path again, ~1 ms of CPU per proxied request, measured as 17% of
+# a profiled run. A None entry makes the failure immediate; httpcore then assumes asyncio.
+if importlib.util.find_spec("sniffio") is None:
+    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
 
 
 @dataclass

@@ -32,7 +32,6 @@ import os
 import platform
 import resource
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -119,9 +118,21 @@ def make_loop(store: Store, world: FakeWorld, clock: ManualClock) -> ControlLoop
                        leadership=Leadership(store, holder="bench", ttl_s=3600.0))
 
 
-def timed_step(loop: ControlLoop, clock: ManualClock) -> tuple[float, StepReport]:
+PROFILE: dict[str, str] = {}  # --profile: which step to profile -> where to write the stats
+
+
+def timed_step(loop: ControlLoop, clock: ManualClock, name: str = "") -> tuple[float, StepReport]:
+    profiler = None
+    if name and PROFILE.get("step") == name:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     started = time.perf_counter()
     report = loop.step()
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(PROFILE["path"])
     elapsed = time.perf_counter() - started
     clock.advance(1.0)
     return elapsed, report
@@ -212,20 +223,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rss_built = peak_rss_mib()
         world = FakeWorld()
         loop = make_loop(store, world, clock)
-        first = timed_step(loop, clock)
+        first = timed_step(loop, clock, "first")
         timed_step(loop, clock)  # the launches' first poll: starting -> running
-        idle = [timed_step(loop, clock) for _ in range(args.idle_steps)]
+        idle = [timed_step(loop, clock, "idle") for _ in range(args.idle_steps)]
         finished = finish_running(world, args.place)
-        place = timed_step(loop, clock)
+        place = timed_step(loop, clock, "place")
         with store.read() as c:
             counts = W.count_by_state(c)
         loop.leadership.resign()
         started = time.perf_counter()
         again = make_loop(store, world, clock)
-        restart = timed_step(again, clock)
+        restart = timed_step(again, clock, "restart")
         restart_s = time.perf_counter() - started
         timed_step(again, clock)
-        read_times = reads(store, clock)
+        read_times = {} if args.skip_reads else reads(store, clock)
     idle_median = statistics.median(e for e, _ in idle)
     return {
         "bench": "live_loop", "store": args.store, "nodes": args.nodes,
@@ -250,8 +261,15 @@ def main() -> None:
     ap.add_argument("--place", type=int, default=1000, help="jobs that end before the place step")
     ap.add_argument("--idle-steps", type=int, default=3)
     ap.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
-    print(json.dumps(run(ap.parse_args())), flush=True)
+    ap.add_argument("--profile", choices=("first", "idle", "place", "restart"),
+                    help="write a cProfile of that step (the last one, for idle) to --profile-out")
+    ap.add_argument("--profile-out", default="live_loop.prof")
+    ap.add_argument("--skip-reads", action="store_true", help="leave out the API reads")
+    args = ap.parse_args()
+    if args.profile:
+        PROFILE.update(step=args.profile, path=args.profile_out)
+    print(json.dumps(run(args)), flush=True)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -360,12 +360,13 @@ class Accounting:
         if memo is not None and memo.memo == UNMETERED:
             cost = Fraction(0)
         settle(s.journal, workload=ref, cost=cost, at=at)
-        self._crash_point(ref)
+        self._crash_point(s, ref)
 
-    def _crash_point(self, ref: str) -> None:
+    def _crash_point(self, s: LedgerSession, ref: str) -> None:
         """Test-only: die here, with this settlement written but not committed (see above)."""
         if self._kill_marker is None:
             return
+        s.flush()  # the journal writes in bulk at commit: write it now, so the kill lands after
         Path(self._kill_marker).write_text(ref)
         os.kill(os.getpid(), signal.SIGKILL)
 

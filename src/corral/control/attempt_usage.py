@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, insert, select
 
@@ -29,8 +29,7 @@ from corral.ledger.instants import to_instant
 from corral.store import ledger_rows as LR
 from corral.store import workloads as W
 from corral.store.ledger_tables import LedgerUsage
-from corral.store.schema import Event
-from corral.store.workloads import EventRecord
+from corral.store.schema import Event, WorkloadRow
 
 __all__ = [
     "AttemptSpan",
@@ -57,7 +56,34 @@ class AttemptSpan:
     reason: EndReason | None
 
 
-def attempt_span(events: Iterable[EventRecord], attempt: int) -> AttemptSpan:
+class Transition(Protocol):
+    """What a span is read from: a transition event (`corral.store.workloads.EventRecord`)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def at(self) -> float: ...
+    @property
+    def from_state(self) -> str: ...
+    @property
+    def to_state(self) -> str: ...
+    @property
+    def attempt(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Transition:
+    id: int
+    kind: str
+    at: float
+    from_state: str
+    to_state: str
+    attempt: int
+
+
+def attempt_span(events: Iterable[Transition], attempt: int) -> AttemptSpan:
     """The span of `attempt` in one workload's events (any order; sorted by id here)."""
     start: Decimal | None = None
     for e in sorted(events, key=lambda e: e.id):
@@ -153,7 +179,6 @@ def _chunks(items: list[tuple[str, int]], size: int) -> Iterable[list[tuple[str,
 class Closed:
     """An attempt whose usage rows `close_attempts` brought up to date."""
 
-    record: W.WorkloadRecord
     span: AttemptSpan
     usage: tuple[UsageRecord, ...]  # metered up to its end (or `now` if it has none)
 
@@ -173,15 +198,15 @@ def close_attempts(
 def _close_chunk(conn: Connection, keys: list[tuple[str, int]], nodes: Mapping[str, Node],
                  now: Decimal) -> dict[tuple[str, int], Closed]:
     ids = list({w for w, _ in keys})
-    records = {r.id: r for r in W.get_workloads(conn, ids)}
-    events: dict[str, list[EventRecord]] = {}
-    for e in W.transitions_of(conn, ids):
-        events.setdefault(e.workload_id or "", []).append(e)
-    spans = {k: attempt_span(events.get(k[0], ()), k[1]) for k in keys if k[0] in records}
+    known = set(conn.execute(select(WorkloadRow.id).where(WorkloadRow.id.in_(ids))).scalars())
+    events = _transitions(conn, ids)
+    spans = {k: attempt_span(events.get(k[0], ()), k[1]) for k in keys if k[0] in known}
     rows = _usage_rows(conn, ids)
     for key, span in spans.items():  # starts never recorded (rare): the one-by-one path
         if span.start is not None and not rows.get(key):
-            record_attempt_start(conn, records[key[0]], key[1], span.start, nodes)
+            rec = W.get_workload(conn, key[0])
+            assert rec is not None
+            record_attempt_start(conn, rec, key[1], span.start, nodes)
             rows.update({k: v for k, v in _usage_rows(conn, [key[0]]).items() if k == key})
     ends = []
     for key, span in spans.items():
@@ -207,7 +232,20 @@ def _close_chunk(conn: Connection, keys: list[tuple[str, int]], nodes: Mapping[s
                 log.record(WorkerEnded(key[0], r.worker, key[1], Decimal(r.end),
                                        EndReason(r.end_reason)))
         at = span.end if span.end is not None else now
-        out[key] = Closed(records[key[0]], span, log.usage(at))
+        out[key] = Closed(span, log.usage(at))
+    return out
+
+
+def _transitions(conn: Connection, ids: list[str]) -> dict[str, list[_Transition]]:
+    """The transition events of these workloads, by workload, oldest first: only the columns a
+    span needs (an event's message and data are most of its row)."""
+    out: dict[str, list[_Transition]] = {}
+    q = (select(Event.workload_id, Event.id, Event.kind, Event.at, Event.from_state,
+                Event.to_state, Event.attempt)
+         .where(Event.workload_id.in_(ids), Event.kind == "transition").order_by(Event.id))
+    for wid, eid, kind, at, from_state, to_state, attempt in conn.execute(q):
+        out.setdefault(str(wid), []).append(
+            _Transition(eid, kind, at, from_state, to_state, attempt))
     return out
 
 

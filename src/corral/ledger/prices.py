@@ -161,6 +161,15 @@ class PriceCatalog:
         # Most specific first, so the first matching valid rule is the winner.
         self._rules = tuple(sorted(rules, key=lambda r: r.specificity, reverse=True))
         _refuse_overlaps(self._rules)
+        # the rules that match each key, most specific first: a settlement burst prices
+        # thousands of usage rows on a few dozen keys, and each lookup scanned every rule
+        self._matching: dict[PriceKey, tuple[PriceRule, ...]] = {}
+
+    def _rules_for(self, key: PriceKey) -> tuple[PriceRule, ...]:
+        found = self._matching.get(key)
+        if found is None:
+            found = self._matching[key] = tuple(r for r in self._rules if r.matches(key))
+        return found
 
     @property
     def rules(self) -> tuple[PriceRule, ...]:
@@ -168,8 +177,8 @@ class PriceCatalog:
 
     def rule_at(self, key: PriceKey, instant: Instant) -> PriceRule:
         """The winning rule for `key` at `instant`; NoPriceError if none covers it."""
-        for rule in self._rules:
-            if rule.matches(key) and rule.valid_at(instant):
+        for rule in self._rules_for(key):
+            if rule.valid_at(instant):
                 return rule
         raise NoPriceError(
             "prices",
@@ -183,13 +192,10 @@ class PriceCatalog:
         if end < start:
             raise LedgerInputError("end", f"{end} is before start {start}", "swap them")
         cuts = {start, end}
-        for rule in self._rules:
-            if rule.matches(key):
-                cuts.update(
-                    t
-                    for t in (rule.valid_from, rule.valid_until)
-                    if t is not None and start < t < end
-                )
+        for rule in self._rules_for(key):
+            cuts.update(
+                t for t in (rule.valid_from, rule.valid_until) if t is not None and start < t < end
+            )
         bounds = sorted(cuts)
         pieces: list[PricedSegment] = []
         for a, b in itertools.pairwise(bounds):

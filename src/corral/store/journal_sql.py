@@ -59,29 +59,51 @@ def _dec(value: str | None) -> Decimal | None:
 
 
 _INSERT_TX = insert(LedgerTransaction).returning(LedgerTransaction.seq)
+_INSERT_TXS = insert(LedgerTransaction).returning(LedgerTransaction.seq,
+                                                  sort_by_parameter_order=True)
 _INSERT_POSTINGS = insert(LedgerPosting)
+
+
+def _tx_row(tx: Transaction) -> dict[str, Any]:
+    opens = [[lot.account.kind.value, lot.account.queue, lot.account.ref, _text(lot.expires_at)]
+             for lot in tx.opens]
+    intent = tx.intent
+    return {"key": tx.key, "at": str(tx.at), "kind": intent.kind.value, "queue": intent.queue,
+            "amount": str(intent.amount), "workload": intent.workload,
+            "counterparty": intent.counterparty, "expires_at": _text(intent.expires_at),
+            "memo": tx.memo, "opens": opens, "at_s": float(tx.at)}
+
+
+def _posting_rows(seq: int, tx: Transaction, scale: int) -> list[dict[str, Any]]:
+    return [{"tx_seq": seq, "position": i, "account_kind": p.account.kind.value,
+             "queue": p.account.queue, "ref": p.account.ref, "amount": str(p.amount),
+             "amount_units": int(p.amount * scale)}
+            for i, p in enumerate(tx.postings)]
 
 
 def insert_transaction(conn: Connection, tx: Transaction, currency: Currency) -> int:
     """INSERT one transaction and its postings; returns its seq. A used key raises IntegrityError."""
-    opens = [[lot.account.kind.value, lot.account.queue, lot.account.ref, _text(lot.expires_at)]
-             for lot in tx.opens]
-    intent = tx.intent
-    # Parameters, not inline .values(): the statement is built and compiled once, not per
-    # transaction (a settlement burst posts thousands in one cycle).
-    seq = conn.execute(_INSERT_TX, {
-        "key": tx.key, "at": str(tx.at), "kind": intent.kind.value, "queue": intent.queue,
-        "amount": str(intent.amount), "workload": intent.workload,
-        "counterparty": intent.counterparty, "expires_at": _text(intent.expires_at),
-        "memo": tx.memo, "opens": opens, "at_s": float(tx.at)}).scalar_one()
+    # Parameters, not inline .values(): the statement is built and compiled once.
+    seq = conn.execute(_INSERT_TX, _tx_row(tx)).scalar_one()
     if tx.postings:
-        scale = 10 ** currency.places
-        conn.execute(_INSERT_POSTINGS, [
-            {"tx_seq": seq, "position": i, "account_kind": p.account.kind.value,
-             "queue": p.account.queue, "ref": p.account.ref, "amount": str(p.amount),
-             "amount_units": int(p.amount * scale)}
-            for i, p in enumerate(tx.postings)])
+        conn.execute(_INSERT_POSTINGS, _posting_rows(seq, tx, 10 ** currency.places))
     return int(seq)
+
+
+def insert_transactions(conn: Connection, txs: Sequence[Transaction], currency: Currency) -> int:
+    """INSERT many transactions and their postings in two bulk statements (a settlement burst
+    posts thousands in one cycle); returns the last seq. Seqs come back in the order given
+    (`sort_by_parameter_order`), so the append order is the order of `txs`. A used key raises
+    IntegrityError."""
+    if len(txs) == 1:
+        return insert_transaction(conn, txs[0], currency)
+    seqs = [int(seq) for seq in conn.execute(_INSERT_TXS, [_tx_row(tx) for tx in txs]).scalars()]
+    scale = 10 ** currency.places
+    postings = [row for seq, tx in zip(seqs, txs, strict=True)
+                for row in _posting_rows(seq, tx, scale)]
+    if postings:
+        conn.execute(_INSERT_POSTINGS, postings)
+    return max(seqs)
 
 
 def load_transactions(conn: Connection, after_seq: int = 0) -> list[tuple[int, Transaction]]:
@@ -111,6 +133,9 @@ class SqlJournalStore:
 
     It keeps the transactions it has seen in memory too (the journal replays them and looks keys
     up on every post); `LedgerDb` keeps that copy current. Unbound (reading), `append` refuses.
+    Appends are buffered while bound and written in bulk by `flush` (at the latest when the
+    binding ends, before the database transaction commits): a step that posts 10,000 holds
+    makes two INSERTs, not 20,000.
     """
 
     def __init__(self, currency: Currency) -> None:
@@ -120,6 +145,7 @@ class SqlJournalStore:
         self._by_key: dict[str, Transaction] = {}
         self._conn: Connection | None = None
         self._loading = False
+        self._unsaved: list[Transaction] = []  # appended while bound, not INSERTed yet
 
     def append(self, tx: Transaction) -> None:
         if tx.key in self._by_key:
@@ -127,9 +153,16 @@ class SqlJournalStore:
         if not self._loading:
             if self._conn is None:
                 raise RuntimeError("the ledger is open for reading; write through LedgerDb.write()")
-            self.last_seq = insert_transaction(self._conn, tx, self.currency)
+            self._unsaved.append(tx)
         self._order.append(tx)
         self._by_key[tx.key] = tx
+
+    def flush(self) -> None:
+        """INSERT what was appended since the last flush (in the bound transaction)."""
+        if self._unsaved:
+            assert self._conn is not None
+            txs, self._unsaved = self._unsaved, []
+            self.last_seq = insert_transactions(self._conn, txs, self.currency)
 
     def get(self, key: str) -> Transaction | None:
         return self._by_key.get(key)
@@ -145,8 +178,10 @@ class SqlJournalStore:
         self._conn = conn
         try:
             yield
+            self.flush()
         finally:
             self._conn = None
+            self._unsaved = []  # on an error LedgerDb drops this copy; nothing half-written
 
     def catch_up(self, journal: Journal, rows: Sequence[tuple[int, Transaction]]) -> None:
         """Feed transactions committed elsewhere through `journal.post` (which re-validates them)
@@ -167,6 +202,13 @@ class LedgerSession:
 
     conn: Connection
     journal: Journal
+    store: SqlJournalStore | None = None
+
+    def flush(self) -> None:
+        """Write the transactions posted so far (they are written at commit anyway): for SQL
+        that must see them inside this transaction."""
+        if self.store is not None:
+            self.store.flush()
 
 
 class LedgerDb:
@@ -196,7 +238,7 @@ class LedgerDb:
                         conn.execute(select(func.pg_advisory_xact_lock(ADVISORY_LOCK_KEY)))
                     journal, sql = self._current(conn)
                     with sql.bound(conn):
-                        yield LedgerSession(conn, journal)
+                        yield LedgerSession(conn, journal, sql)
             except BaseException:
                 self._journal = self._sql = None  # memory may be ahead of the database
                 raise

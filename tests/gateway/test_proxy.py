@@ -377,3 +377,58 @@ def test_metrics_per_service() -> None:
             assert series in text, series
         assert "ghost" not in text
     run(main())
+
+
+# ---- timeouts and a client that leaves -----------------------------------------------------
+def test_first_byte_and_total_timeouts() -> None:
+    async def main() -> None:
+        never = asyncio.Event()
+
+        async def slow_second_token(i: int) -> None:
+            if i == 1:
+                await never.wait()
+
+        async with replica("mute", prefill_delay_s=300) as (um, _), \
+                replica("stalls", token_gate=slow_second_token) as (us, stalls):
+            table = table_with(mute=(um, READY))
+            async with gateway(table, GatewayLimits(first_byte_timeout_s=0.05)) as client:
+                late = await client.post("/serve/toy/v1/completions", json=completion())
+            table = table_with(stalls=(us, READY))
+            async with gateway(table, GatewayLimits(total_timeout_s=0.5)) as client:
+                got, cut = b"", None
+                try:
+                    async with client.stream("POST", "/serve/toy/v1/completions",
+                                             json=completion(stream=True)) as resp:
+                        async for chunk in resp.aiter_raw():
+                            got += chunk
+                except httpx.HTTPError as exc:
+                    cut = exc
+                await until(lambda: stalls.in_flight == 0, "the replica's stream was closed")
+                text = (await client.get("/metrics")).text
+        assert late.status_code == 504 and error_of(late)["error"] == "gateway_timeout"
+        # the first token came through, then the stream was cut: never a clean ending
+        assert b" hello0" in got and b"[DONE]" not in got and cut is not None
+        assert 'corral_gateway_errors_total{reason="total_timeout",service="toy"} 1.0' in text
+    run(main())
+
+
+def test_a_client_that_leaves_mid_stream_frees_the_replica() -> None:
+    async def main() -> None:
+        never = asyncio.Event()
+
+        async def hold(i: int) -> None:
+            if i == 1:
+                await never.wait()
+
+        async with replica("a", token_gate=hold) as (ua, a):
+            table = table_with(a=(ua, READY))
+            async with gateway(table) as client:
+                async with client.stream("POST", "/serve/toy/v1/completions",
+                                         json=completion(stream=True)) as resp:
+                    first = await anext(resp.aiter_raw())
+                    assert table.replica("toy", "a").outstanding == 1  # type: ignore[union-attr]
+                # the client closed its side: the gateway closes the replica's stream
+                await until(lambda: table.replica("toy", "a").outstanding == 0  # type: ignore[union-attr]
+                            and a.in_flight == 0, "the replica let go")
+        assert b" hello0" in first
+    run(main())

@@ -21,6 +21,9 @@ HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization",
     b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade",
 })
+#: the gateway's server already answered the client's `Expect: 100-continue`; the replica gets
+#: the body straight away
+_REQUEST_ONLY = frozenset({b"expect"})
 _FORWARDED = frozenset({b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-prefix",
                         b"x-forwarded-for", b"forwarded"})
 
@@ -39,7 +42,7 @@ def request_headers(headers: Iterable[tuple[bytes, bytes]], *, client_ip: str | 
     host = next((v for k, v in pairs if k == b"host"), b"")
     chain = [v for k, v in pairs if k == b"x-forwarded-for"]
     out = [(k, v) for k, v in pairs
-           if k not in _FORWARDED and k != b"host"
+           if k not in _FORWARDED and k not in _REQUEST_ONLY and k != b"host"
            and (keep_authorization or k != b"authorization")]
     if client_ip:
         chain.append(client_ip.encode())

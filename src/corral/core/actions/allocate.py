@@ -14,8 +14,9 @@ reservations at once, so the pool is never frozen by many waiting gangs.
 
 A reservation is only taken where it can succeed, and it is bounded:
 - the workload's queue must be within its guarantee once it starts (every level of the tree
-  within quota), or no queue below its quota may be waiting: otherwise the drained nodes would
-  start a workload that reclaim then takes back for the queue that is owed;
+  within quota), or no queue below its quota may be waiting (this cycle's victims wait too):
+  otherwise the drained nodes would start a workload that reclaim then takes back for the
+  queue that is owed;
 - nodes that run a non-preemptible service are never reserved (a service never ends, so they
   would never drain);
 - it holds its nodes for at most `max_reservation_s` at a time, then lets them go for

@@ -179,3 +179,36 @@ def test_backlog_rule_never_asks_for_more_than_kpa() -> None:
 def test_running_above_in_flight_refused() -> None:
     with pytest.raises(ValueError, match="running: must be within"):
         ServiceScaler(config()).observe(0, in_flight=3, running=4)
+
+
+LATENCY_ONLY = config(targets=(Target(kind=TargetKind.LATENCY, value=1.0),))
+
+
+def test_latency_spike_does_not_compound() -> None:
+    """A 4 s p99 against 1 s asks for x2 (at most) of the 3 ready; once 6 are ready, the old
+    latencies were served by 3 and no longer count: without fresh ones it holds."""
+    s = ServiceScaler(LATENCY_ONLY)
+    for t in range(0, 61, 2):
+        s.observe(t, in_flight=10, arrivals=5, latencies=[4.0] * 5)
+    first = s.decide(60, current=3)
+    assert first.desired == 6
+    assert "p99 latency 4 s over 150 requests" in first.reason
+    assert "x2 at most per step" in first.reason
+    s.observe(62, in_flight=10, arrivals=5, latencies=[4.0] * 5)
+    later = s.decide(62, current=6, ready=6)
+    assert later.desired == 6 and later.reason == "held at 6: no metric yet"
+
+
+def test_latency_needs_enough_requests() -> None:
+    s = ServiceScaler(LATENCY_ONLY)
+    for t in range(0, 61, 2):
+        s.observe(t, in_flight=1, arrivals=1, latencies=[9.0] if t == 60 else [])
+    assert s.decide(60, current=2).desired == 2  # one slow request is not a p99
+
+
+def test_latency_under_target_halves_at_most() -> None:
+    s = ServiceScaler(LATENCY_ONLY)
+    for t in range(0, 121, 2):
+        s.observe(t, in_flight=1, arrivals=1, latencies=[0.1] * 5)
+    d = s.decide(120, current=8)
+    assert d.desired == 4 and "x2 at most per step" in d.reason

@@ -96,9 +96,12 @@ class MetricWindows:
             return None
         return (sum(s.running or 0.0 for s in inside) / len(inside)) / (finished / span)
 
-    def latency_percentile(self, now: float, window_s: float, q: float) -> tuple[float, int] | None:
-        """The q-th percentile of latencies finished inside the window, and how many there were."""
-        inside = [x for t, x in self._latencies if t > now - window_s]
+    def latency_percentile(self, now: float, window_s: float, q: float,
+                           since: float | None = None) -> tuple[float, int] | None:
+        """The q-th percentile of latencies finished inside the window (and after `since`), and
+        how many there were."""
+        start = now - window_s if since is None else max(now - window_s, since)
+        inside = [x for t, x in self._latencies if t > start]
         if not inside:
             return None
         return float(np.percentile(inside, q, method="higher")), len(inside)

@@ -18,6 +18,10 @@ rounds alternate in slices of --slice requests so that drift in the machine's lo
 both alike. Overhead = gateway percentile - direct percentile. Errors are any response that is
 not a 200 or a stream that does not end with [DONE] (dropped requests: must be 0).
 
+Latency on a shared machine is mostly time spent waiting for a CPU, so each line also gives the
+CPU time the gateway process used per request it proxied (and the replicas' CPU per request,
+for scale), read from /proc around the gateway slices: the gateway's own cost, whatever the load.
+
 Prints one line per mode and level, then, as its last line, a JSON object with every figure.
 Latencies come from time.perf_counter in the load generator, which shares the machine's CPUs
 with the replicas and the gateway: read them with the load average printed beside them.
@@ -75,6 +79,18 @@ def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"{url} never answered")
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used (Linux /proc; 0 elsewhere)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -122,7 +138,8 @@ async def round_(urls: list[str], concurrency: int, count: int, mode: str,
 
 
 async def measure(direct: list[str], via: list[str], levels: list[int], requests: int,
-                  slice_: int, modes: list[str], tokens: int) -> list[dict[str, Any]]:
+                  slice_: int, modes: list[str], tokens: int,
+                  pids: dict[str, list[int]]) -> list[dict[str, Any]]:
     rows = []
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     clients = [httpx.AsyncClient(timeout=60, limits=limits) for _ in range(max(levels))]
@@ -135,15 +152,26 @@ async def measure(direct: list[str], via: list[str], levels: list[int], requests
                 await round_(via, c, 2 * c, mode, body, clients)
                 got: dict[str, list[float]] = {"direct": [], "gateway": []}
                 errs = {"direct": 0, "gateway": 0}
+                cpu = {"gateway": 0.0, "replicas": 0.0}
                 done = 0
                 while done < requests:
                     n = min(slice_, requests - done)
                     for name, urls in (("direct", direct), ("gateway", via)):
+                        before = {k: cpu_seconds(v) for k, v in pids.items()}
                         lat, e = await round_(urls, c, n, mode, body, clients)
+                        if name == "gateway":
+                            for k, v in pids.items():
+                                cpu[k] += cpu_seconds(v) - before[k]
                         got[name] += lat
                         errs[name] += e
                     done += n
                 rows.append(row(mode, c, got, errs))
+                # CPU per request through the gateway: the gateway's own cost, whatever the
+                # load of the machine (latency under a loaded machine is mostly waiting for CPU)
+                n_via = max(1, len(got["gateway"]) + errs["gateway"])
+                rows[-1]["gateway_cpu_ms_per_request"] = round(1000 * cpu["gateway"] / n_via, 3)
+                rows[-1]["replicas_cpu_ms_per_request"] = round(1000 * cpu["replicas"] / n_via,
+                                                                3)
                 print(line(rows[-1]), flush=True)
     finally:
         for client in clients:
@@ -171,6 +199,8 @@ def line(r: dict[str, Any]) -> str:
             f"gateway p50 {g['p50_ms']} ms p99 {g['p99_ms']} ms | "
             f"overhead p50 {r.get('overhead_p50_ms')} ms p99 {r.get('overhead_p99_ms')} ms | "
             f"requests {d['n']}+{g['n']} errors {d['errors']}+{g['errors']} | "
+            f"CPU ms/request: gateway {r.get('gateway_cpu_ms_per_request')}, replicas "
+            f"{r.get('replicas_cpu_ms_per_request')} | "
             f"load {os.getloadavg()[0]:.2f}")
 
 
@@ -213,7 +243,9 @@ def main(argv: list[str] | None = None) -> None:
               f"{args.token_delay} s", flush=True)
         rows = asyncio.run(measure([u + "/v1/completions" for u in direct],
                                    [f"http://127.0.0.1:{gport}/serve/toy/v1/completions"],
-                                   levels, args.requests, args.slice, modes, args.tokens))
+                                   levels, args.requests, args.slice, modes, args.tokens,
+                                   {"gateway": [procs[-1].pid],
+                                    "replicas": [p.pid for p in procs[:-1]]}))
     finally:
         for proc in procs:
             proc.terminate()

@@ -9,7 +9,7 @@ configurable delay per token, like an LLM server whose decode step takes that lo
                                (one `data: {...}` per token, then `data: [DONE]`)
     GET  /v1/models            the one model it serves
     GET  /debug/request        the method, path, query and headers it received (to see what a
-                               proxy in front of it sends)
+                               proxy in front of it sends); ?set_cookie=k=v sets a cookie
 
 Every response carries `X-Replica: <id>` (--replica-id, else $CORRAL_WORKLOAD_ID, else the
 port). The port is --port, else $PORT, else $CORRAL_MASTER_PORT (a port corral found free on
@@ -83,12 +83,17 @@ def create_app(state: ModelState) -> FastAPI:
         return {"object": "list", "data": [{"id": MODEL, "object": "model"}]}
 
     @app.api_route("/debug/request", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
-    async def debug(request: Request) -> dict[str, Any]:
+    async def debug(request: Request) -> JSONResponse:
         body = await request.body()
-        return {"method": request.method, "path": request.scope.get("raw_path", b"").decode(
+        seen = {"method": request.method, "path": request.scope.get("raw_path", b"").decode(
             "latin-1"), "query": request.url.query, "body_bytes": len(body),
             "headers": [[k.decode("latin-1"), v.decode("latin-1")]
                         for k, v in request.headers.raw], "replica": state.replica_id}
+        response = JSONResponse(seen)
+        for cookie in request.query_params.getlist("set_cookie"):  # a session cookie, to see
+            name, _, value = cookie.partition("=")                  # that a proxy keeps none
+            response.set_cookie(name, value)
+        return response
 
     @app.post("/v1/completions")
     async def completions(body: CompletionIn) -> Response:

@@ -25,7 +25,7 @@ def test_serve_proxy_prints_overhead_per_mode_and_level(tmp_path: Path) -> None:
             line = next(x for x in out.stdout.splitlines()
                         if x.startswith(f"{mode} concurrency {level}:"))
             for figure in ("direct p50", "gateway p50", "overhead p50", "p99", "errors 0+0",
-                           "requests 12+12", "load"):
+                           "requests 12+12", "CPU ms/request: gateway", "load"):
                 assert figure in line, (figure, line)
     result = json.loads((tmp_path / "r.json").read_text())
     assert [(r["mode"], r["concurrency"]) for r in result["rows"]] == \

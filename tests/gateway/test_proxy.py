@@ -432,3 +432,15 @@ def test_a_client_that_leaves_mid_stream_frees_the_replica() -> None:
                             and a.in_flight == 0, "the replica let go")
         assert b" hello0" in first
     run(main())
+
+
+def test_a_cookie_one_user_gets_is_never_sent_for_another() -> None:
+    async def main() -> None:
+        async with replica("a") as (ua, _), gateway(table_with(a=(ua, READY))) as client:
+            first = await client.get("/serve/toy/debug/request",
+                                     params={"set_cookie": "session=alice"})
+            client.cookies.clear()  # another user: a client with no cookies
+            second = await client.get("/serve/toy/debug/request")
+        assert first.headers["set-cookie"].startswith("session=alice")
+        assert "cookie" not in dict(second.json()["headers"])
+    run(main())

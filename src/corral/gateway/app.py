@@ -7,7 +7,7 @@
 Routes: `/serve/<service>` and `/serve/<service>/<path>` (every method) to the service's ready
 replicas; `/metrics` (Prometheus text); `/healthz`. Anything else is a 404 in the house error
 shape. The app's `state.gateway` is the `Gateway` (its table, metrics, admission queue and
-HTTP client); mounted inside another app, whose lifespan does not reach a mounted app's, call
+transport to replicas); mounted inside another app, whose lifespan does not reach a mounted app's, call
 `await gateway.aclose()` at shutdown.
 """
 
@@ -54,32 +54,32 @@ class Gateway:
     limits: GatewayLimits
     admission: Admission
     metrics: GatewayMetrics
-    client: httpx.AsyncClient
+    transport: httpx.AsyncBaseTransport
     proxy: Proxy
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self.transport.aclose()
 
 
-def _client(limits: GatewayLimits) -> httpx.AsyncClient:
-    # read/write/pool timeouts stay off: the proxy bounds the first byte and the total itself,
-    # and a streamed generation may be silent between tokens for longer than any read timeout
-    timeout = httpx.Timeout(None, connect=limits.connect_timeout_s)
+def _transport() -> httpx.AsyncHTTPTransport:
+    """The connection pool to replicas. A transport, not an `httpx.AsyncClient`: a client keeps
+    a cookie jar, so one user's Set-Cookie from a replica would be sent with every later request
+    of every user; it also follows redirects and sets auth, none of which a proxy may do. Its
+    retries stay 0: `proxy.should_retry` decides, on another replica."""
     pool = httpx.Limits(max_connections=None, max_keepalive_connections=512,
                         keepalive_expiry=30)
-    return httpx.AsyncClient(timeout=timeout, limits=pool, follow_redirects=False,
-                             trust_env=False, http1=True, http2=False)
+    return httpx.AsyncHTTPTransport(limits=pool, http1=True, http2=False, trust_env=False)
 
 
 def create_gateway_app(route_table: RouteTable, limits: GatewayLimits | None = None, *,
-                       client: httpx.AsyncClient | None = None,
+                       transport: httpx.AsyncBaseTransport | None = None,
                        rng: random.Random | None = None) -> Starlette:
-    """The gateway app serving `route_table`. `client` replaces the HTTP client to replicas
-    (tests pass one with a mock transport); `rng` seeds balancing (a replayable run)."""
+    """The gateway app serving `route_table`. `transport` replaces the connection pool to
+    replicas (an `httpx.MockTransport` in a test); `rng` seeds balancing (a replayable run)."""
     limits = limits or GatewayLimits()
     admission = Admission(route_table, limits.max_queue, limits.max_queue_wait_s)
     metrics = GatewayMetrics(route_table, admission.queued)
-    http = client or _client(limits)
+    http = transport or _transport()
     proxy = Proxy(route_table, limits, admission, metrics, http, rng)
     gateway = Gateway(route_table, limits, admission, metrics, http, proxy)
 

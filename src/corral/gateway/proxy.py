@@ -140,10 +140,14 @@ class Proxy:
     """The ASGI app mounted at `/serve/{service}` and `/serve/{service}/{path:path}`."""
 
     def __init__(self, table: RouteTable, limits: GatewayLimits, admission: Admission,
-                 metrics: GatewayMetrics, client: httpx.AsyncClient,
+                 metrics: GatewayMetrics, transport: httpx.AsyncBaseTransport,
                  rng: random.Random | None = None) -> None:
         self.table, self.limits, self.admission, self.metrics = table, limits, admission, metrics
-        self.client = client
+        self.transport = transport
+        # read/write/pool timeouts stay off: the proxy bounds the first byte and the total
+        # itself, and a stream may be silent between tokens for longer than any read timeout
+        self._timeouts = {"connect": limits.connect_timeout_s, "read": None, "write": None,
+                          "pool": None}
         self.rng = rng or random.Random()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -249,7 +253,8 @@ class Proxy:
         url = base.copy_with(raw_path=path + (b"?" + query if query else b""))
         content = body.stream() if body.has_body else None
         try:
-            return self.client.build_request(method, url, headers=headers, content=content)
+            return httpx.Request(method, url, headers=headers, content=content,
+                                 extensions={"timeout": self._timeouts})
         except (httpx.LocalProtocolError, ValueError, UnicodeError) as exc:
             raise _Refused(400, "bad_request", f"the request cannot be forwarded: {exc}",
                            "headers") from None
@@ -263,7 +268,7 @@ class Proxy:
         self.table.acquire(replica)
         try:
             async with asyncio.timeout(max(timeout, 0.001)):
-                response = await self.client.send(request, stream=True)
+                response = await self.transport.handle_async_request(request)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             self.table.release(service, replica)
             self.metrics.errors.labels(service, "connect").inc()

@@ -103,6 +103,16 @@ def test_more_cold_start_costs_slo_or_hours() -> None:
     assert b.within_slo < a.within_slo or b.replica_hours > a.replica_hours
 
 
+def test_latency_target_stays_bounded() -> None:
+    """A p99 TTFT target beside the in-flight one: the latency spike of the step burst may add
+    replicas but never runs away (before the ratio was bounded it reached 5x static-peak)."""
+    opts = ServeOptions(PROFILES["a100"], warmup_s=120, latency_target_s=1.0)
+    peak = run_serve(synthetic(), "static-peak", opts)
+    r = run_serve(synthetic(), "corral", opts)
+    assert r.max_replicas <= 3 * peak.max_replicas
+    assert r.replica_hours < 1.5 * peak.replica_hours
+
+
 def test_in_flight_unlimited_by_hand() -> None:
     # requests at 0, 1, 2 each lasting 2 s: 1 in flight on [0,1), 2 on [1,3), 1 on [3,4)
     mean, peak = in_flight_unlimited(np.array([0.0, 1.0, 2.0]), np.array([2.0, 2.0, 2.0]))

@@ -314,6 +314,8 @@ def serve(
     cold_start: Annotated[float | None, typer.Option(help="replica start-up delay, s "
                                                           "(default: the profile's)")] = None,
     warmup: Annotated[float, typer.Option(help="seconds at the start not counted")] = 300.0,
+    latency_target: Annotated[float | None, typer.Option(
+        help="corral also tracks p99 time to first token <= this, s")] = None,
     synthetic: Annotated[bool, typer.Option("--synthetic", help="instead of --trace: a seeded "
                                             "3x step burst (serve_trace.STEP_BURST)")] = False,
     seed: SeedOpt = 42,
@@ -341,7 +343,7 @@ def serve(
         requests = (synthetic_requests(seed) if synthetic else load_requests(trace)).window(
             start, duration)
         opts = ServeOptions(prof, slo_ttft_s=slo_ttft, target_utilization=utilization,
-                            warmup_s=warmup, seed=seed)
+                            warmup_s=warmup, latency_target_s=latency_target, seed=seed)
         with _progress(f"serve {requests.name} / {profile}") as update:
             data = compare_serving(requests, opts, names, update)
     Console().print(_serve_table(data))

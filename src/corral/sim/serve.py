@@ -73,6 +73,8 @@ class ServeOptions:
     #: requests arriving before this are served but not counted, nor replica time before it:
     #: the trace starts with nothing in flight, which a running service never has
     warmup_s: float = 300.0
+    #: corral only: also a p99 target on time to first token (s), the larger proposal winning
+    latency_target_s: float | None = None
     seed: int = 0
 
 
@@ -284,8 +286,10 @@ def _result(run: _Run, opts: ServeOptions, end: float, decisions: list[tuple[flo
 
 def corral_config(opts: ServeOptions) -> ScalingConfig:
     """corral's policy: the serving package's defaults on the in-flight target."""
-    return ScalingConfig(targets=(Target(kind=TargetKind.IN_FLIGHT,
-                                         value=opts.profile.max_batch),),
+    targets: tuple[Target, ...] = (Target(kind=TargetKind.IN_FLIGHT, value=opts.profile.max_batch),)
+    if opts.latency_target_s is not None:
+        targets += (Target(kind=TargetKind.LATENCY, value=opts.latency_target_s, percentile=99),)
+    return ScalingConfig(targets=targets,
                          min_replicas=1, max_replicas=opts.max_replicas,
                          target_utilization=opts.target_utilization)
 

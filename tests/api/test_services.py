@@ -163,3 +163,24 @@ def test_a_bad_readiness_probe_is_refused_naming_it(
 def test_a_readiness_probe_is_accepted_and_kept(api: Api) -> None:
     sid = submit(api, readiness={"path": "/health", "period_s": "2s"})
     assert get(api, sid)["spec"]["readiness"] == {"path": "/health", "period_s": 2.0}
+
+
+def test_update_rolls_out_a_new_spec_and_refuses_what_is_not_an_update(api: Api) -> None:
+    sid = submit(api)
+    run_loop(api)
+    r = api.client.post(f"/v1/services/{sid}/update", json=service(queue="team-b"),
+                        headers=api.ann)
+    assert r.status_code in (403, 422), r.text  # not ann's queue, or not this service's
+    r = api.client.post(f"/v1/services/{sid}/update", json=service(), headers=api.ann)
+    assert r.status_code == 422 and r.json()["problems"][0]["field"] == "spec"
+    r = api.client.post(f"/v1/services/{sid}/update", json=service(command=["serve", "v2"]),
+                        headers=api.ann)
+    assert r.status_code == 200, r.text
+    assert [x["index"] for x in r.json()["replicas"]] == [0, 1, 2, 3]
+    r = api.client.post(f"/v1/services/{sid}/update", json=service(command=["serve", "v3"]),
+                        headers=api.ann)
+    assert r.status_code == 409
+    run_loop(api, 4)
+    s = get(api, sid)
+    assert (s["desired"], s["ready"]) == (2, 2)
+    assert {x["index"] for x in s["replicas"] if x["state"] == "ready"} == {2, 3}

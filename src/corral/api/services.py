@@ -1,5 +1,6 @@
 """/v1/services/{id}: a service as one object (its id is its replicas' group id): get, scale,
-cancel. Replicas stay workloads (`/v1/workloads/<id>-r<i>`: logs, events, why)."""
+update (a rolling replace), cancel. Replicas stay workloads (`/v1/workloads/<id>-r<i>`: logs,
+events, why)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from sqlalchemy import Connection
 
 from corral.api.context import ApiContext, Caller, context
 from corral.api.errors import ApiError, not_found
-from corral.api.workloads import _audit_cross_user, _may_act_on
+from corral.api.workloads import _audit_cross_user, _launchable_here, _may_act_on
 from corral.control.cancellation import cancel_service
 from corral.control.endpoints import url_of
+from corral.control.rollout import update
 from corral.control.scaling import (
     ScaleRefused,
     ServiceNotFound,
@@ -21,6 +23,7 @@ from corral.control.scaling import (
     scale,
 )
 from corral.control.services import ServiceStatus, replica_state
+from corral.control.submission import stored_form
 from corral.sdk import models as M
 from corral.spec import WorkloadSpec
 from corral.store import workloads as W
@@ -72,6 +75,25 @@ def scale_service(service_id: str, body: M.ScaleIn, ctx: Ctx, who: Caller) -> M.
                        "invalid_request", str(e), [(e.field, str(e))]) from None
     _audit_cross_user(ctx, who, _first(after), "service.scale")
     return service_view(ctx, after, WorkloadSpec.from_stored(_first(after).spec))
+
+
+@router.post("/services/{service_id}/update", response_model=M.Service, responses=_ERRORS)
+def update_service(service_id: str, spec: WorkloadSpec, ctx: Ctx, who: Caller) -> M.Service:
+    """Roll the service out to a new spec: new replicas start beside the old ones, old ones
+    are drained as new ones become ready, and the update is rolled back if the new ones are
+    not all ready in time. The name, queue and kind stay."""
+    status, _ = _visible(ctx, who, service_id)
+    _may_act_on(who, _first(status), "update")
+    _launchable_here(ctx, spec)
+    ctx.submissions.check(spec)  # the same checks as a submission: the pool can run it
+    try:
+        after = update(ctx.store, service_id, spec, stored_form(spec), ctx.clock.now(),
+                       who.name)
+    except ScaleRefused as e:
+        raise ApiError(409 if e.conflict else 422, "conflict" if e.conflict else
+                       "invalid_request", str(e), [(e.field, str(e))]) from None
+    _audit_cross_user(ctx, who, _first(after), "service.update")
+    return service_view(ctx, after, spec)
 
 
 @router.post("/services/{service_id}/cancel", response_model=M.Service, responses=_ERRORS)

@@ -34,7 +34,8 @@ app.add_typer(agent.agent_tokens_app, name="agent-tokens")
 app.command("offers")(offers.offers)  # issue 11: what providers can rent (corral.providers)
 for _command in (workloads.submit, workloads.ls, workloads.describe, workloads.logs,
                  workloads.cancel, workloads.why, cluster.queues, cluster.nodes, cluster.providers,
-                 cluster.cordon, cluster.uncordon, cluster.top, workloads.scale):
+                 cluster.cordon, cluster.uncordon, cluster.top, workloads.scale,
+                 workloads.update):
     app.command(_command.__name__)(_command)
 # `corral providers` lists as before; its subcommands add, rm and ls renting providers
 app.add_typer(offers.providers_app, name="providers")

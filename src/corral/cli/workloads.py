@@ -1,4 +1,4 @@
-"""`corral submit | ls | describe | logs | cancel | why | scale`.
+"""`corral submit | ls | describe | logs | cancel | why | scale | update`.
 
 `describe`, `logs` and `cancel` take a workload id or a service id (a service's submission
 group id: its replicas are the workloads `<id>-r<i>`)."""
@@ -23,7 +23,7 @@ from corral.sdk import models as M
 from corral.spec.document import read_document
 from corral.spec.errors import SpecError
 
-__all__ = ["cancel", "describe", "logs", "ls", "scale", "submit", "why"]
+__all__ = ["cancel", "describe", "logs", "ls", "scale", "submit", "update", "why"]
 
 out = Console()
 LIVE = ["pending", "scheduled", "starting", "running"]
@@ -310,6 +310,27 @@ def scale(
         return
     out.print(f"{s.id}: {s.desired} desired ({s.ready} ready, {s.starting} starting, "
               f"{s.draining} draining)", highlight=False)
+
+
+def update(
+    service_id: Annotated[str, typer.Argument(help="the service's id (its submission's group id)")],
+    file: Annotated[Path, typer.Argument(help="the service's new spec (YAML or JSON)")],
+    url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """Roll a service out to a new spec: new replicas start beside the old ones, which are
+    drained as the new ones become ready; rolled back if the new ones never become ready."""
+    docs = _documents(file)
+    if len(docs) != 1:
+        err.print(f"[red]error:[/red] {file}: give one service spec, not {len(docs)}",
+                  markup=True, highlight=False)
+        raise typer.Exit(1)
+    with connect(url, token) as c, friendly():
+        s = c.update_service(service_id, docs[0])
+    if json_out:
+        emit_json(s.model_dump())
+        return
+    out.print(f"{s.id}: rolling out: {s.desired} replicas ({s.ready} ready, {s.starting} "
+              f"starting); `corral describe {s.id}` follows it", highlight=False)
 
 
 def _service_or(c: Client, workload_id: str) -> M.Service:

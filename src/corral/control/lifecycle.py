@@ -85,6 +85,12 @@ WAITING_FOR_DEVICES: Final = "WaitingForDevices"
 RESTART_BACKOFF: Final = "RestartBackoff"
 #: a service replica drained by a scale down (a stop request, then its end: cancelled)
 SCALED_DOWN: Final = "ScaledDown"
+#: a service replica of the previous spec, drained once the new spec's replicas are ready
+REPLACED: Final = "Replaced"
+#: a service replica of a new spec that did not become ready in time, drained (rollback)
+ROLLED_BACK: Final = "RolledBack"
+#: stop reasons that end a replica for good (cancelled) rather than move or restart it
+DRAINS: Final = frozenset({CANCELLED, SCALED_DOWN, REPLACED, ROLLED_BACK})
 
 
 class IllegalTransition(ValueError):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from corral.backends.base import Backend
 from corral.backends.errors import BackendError
-from corral.control import act
+from corral.control import act, rollout
 from corral.control.admission import Admission, AdmitAll
 from corral.control.apply import StalePlan, apply_plan
 from corral.control.autoscale import PoolAutoscaler
@@ -121,6 +121,8 @@ class ControlLoop:
         self.autoscaler = autoscaler
         #: service replicas readiness probes (corral.control.probes): which ones take traffic
         self.probes = probes or ReadinessProber(store, backend.name)
+        #: how long a service update waits for its new replicas (corral.control.rollout)
+        self.rollout_deadline_s = rollout.ROLLOUT_DEADLINE_S
 
     def step(self) -> StepReport:
         started = time.perf_counter()
@@ -184,6 +186,9 @@ class ControlLoop:
                 assignments=live.assignments, pool=self.launches)
         with report.stage("probes"):  # after launches: a replica launched now is probed later
             self.probes.step(now, self.live)
+        with report.stage("rollouts"):  # after probes: drains follow the readiness just seen
+            self._refresh()
+            rollout.step(self.store, self.live.records.values(), now, self.rollout_deadline_s)
         return report
 
     def _refresh(self) -> None:

@@ -1,7 +1,8 @@
 """Outcome: what an attempt whose workers have all ended means for its workload.
 
     every worker succeeded                 -> succeeded (whatever stop was requested meanwhile)
-    stop requested: Cancelled, ScaledDown  -> cancelled
+    stop requested: Cancelled, ScaledDown, -> cancelled
+      Replaced, RolledBack (a service's)
     stop requested: Preempt/Reclaim/Move   -> preempted, then pending with attempt + 1
     stop requested: NodeUnhealthy (drain)  -> the same: the node failed, not the workload, and
       SpotInterrupted, ProviderRemoved        it had its grace to checkpoint, so no restart is
@@ -69,7 +70,7 @@ def finalize(
                             message="every worker exited 0", now=now, exit_code=0,
                             stop_reason=None)
     stop = rec.stop_reason
-    if stop in (L.CANCELLED, L.SCALED_DOWN):
+    if stop in L.DRAINS:
         return L.transition(conn, rec, State.CANCELLED, reason=stop,
                             message=rec.stop_message or "cancelled", now=now,
                             exit_code=exit_code, stop_reason=None)

@@ -18,7 +18,8 @@ whole change is one transaction.
 
 from __future__ import annotations
 
-from typing import Final
+import json
+from typing import Any, Final
 
 from sqlalchemy import Connection
 
@@ -30,8 +31,8 @@ from corral.store import Store
 from corral.store import workloads as W
 from corral.store.workloads import WorkloadRecord
 
-__all__ = ["MAX_REPLICAS", "ScaleRefused", "ServiceNotFound", "load_service", "replica_bounds",
-           "scale"]
+__all__ = ["MAX_REPLICAS", "ScaleRefused", "ServiceNotFound", "add_replicas", "drain",
+           "load_service", "replica_bounds", "rolling_out", "scale"]
 
 #: the spec's own limit on `replicas` (corral.spec.workload)
 MAX_REPLICAS: Final = 1000
@@ -78,6 +79,9 @@ def scale(store: Store, service_id: str, replicas: int, now: float, by: str) -> 
 
 
 def _check(status: ServiceStatus, spec: WorkloadSpec, replicas: int) -> None:
+    if rolling_out(status):
+        raise ScaleRefused("replicas", f"service {status.id} is rolling out a new spec; scale "
+                           "it once the update has finished or rolled back", conflict=True)
     if status.cancelled:
         raise ScaleRefused("service", f"service {status.id} was cancelled; submit it again",
                            conflict=True)
@@ -97,17 +101,27 @@ def _apply(conn: Connection, status: ServiceStatus, replicas: int, now: float, b
     live = status.live()
     change = f"scaled from {len(live)} to {replicas} by {by}"
     if replicas > len(live):
-        _add(conn, status, replicas - len(live), now, change)
+        add_replicas(conn, status, replicas - len(live), now, change)
     for _, rec in reversed(live[replicas:]):  # the highest index first
-        if not _drain(conn, rec, now, change):
+        if not drain(conn, rec, now, change):
             raise _Raced
 
 
-def _add(conn: Connection, status: ServiceStatus, count: int, now: float, change: str) -> None:
-    model = status.replicas[-1][1]  # every replica carries the service's spec
+def rolling_out(status: ServiceStatus) -> bool:
+    """Whether the live replicas run more than one spec (an update under way)."""
+    return len({json.dumps(r.spec, sort_keys=True) for _, r in status.live()}) > 1
+
+
+def add_replicas(conn: Connection, status: ServiceStatus, count: int, now: float, change: str,
+                 spec: dict[str, Any] | None = None) -> None:
+    """`count` new replica rows (pending), with `spec` (default: the newest live replica's, the
+    spec the service runs now; after a rollback, not the newest row's)."""
+    live = status.live()
+    model = (live or list(status.replicas))[-1][1]
     first = status.replicas[-1][0] + 1
     rows = [{"id": f"{status.id}-r{i}", "group_id": status.id, "name": model.name,
-             "queue": model.queue, "user": model.user, "kind": model.kind, "spec": model.spec,
+             "queue": model.queue, "user": model.user, "kind": model.kind,
+             "spec": model.spec if spec is None else spec,
              "state": "pending", "reason_code": L.SUBMITTED,
              "reason_message": "waiting for the next scheduling cycle", "submitted_at": now}
             for i in range(first, first + count)]
@@ -117,16 +131,18 @@ def _add(conn: Connection, status: ServiceStatus, count: int, now: float, change
                            for r in rows])
 
 
-def _drain(conn: Connection, rec: WorkloadRecord, now: float, change: str) -> bool:
+def drain(conn: Connection, rec: WorkloadRecord, now: float, change: str,
+          reason: str = L.SCALED_DOWN) -> bool:
+    """End a replica for good with `reason` (one of `L.DRAINS`): at once when it has not been
+    launched, else by a stop request. False when its row moved meanwhile."""
     if replica_state(rec) == DRAINING:
         return True
     if rec.state in ("pending", "preempted"):
-        return L.transition(conn, rec, State.CANCELLED, reason=L.SCALED_DOWN, message=change,
-                            now=now)
-    if not W.update_versioned(conn, rec.id, rec.version, stop_reason=L.SCALED_DOWN,
+        return L.transition(conn, rec, State.CANCELLED, reason=reason, message=change, now=now)
+    if not W.update_versioned(conn, rec.id, rec.version, stop_reason=reason,
                               stop_message=change):
         return False
-    W.append_event(conn, at=now, kind="info", reason=L.SCALED_DOWN,
+    W.append_event(conn, at=now, kind="info", reason=reason,
                    message=f"{change}; draining this replica", workload_id=rec.id,
                    attempt=rec.attempt)
     return True

@@ -48,7 +48,7 @@ def replica_state(rec: WorkloadRecord) -> str:
     """One of READY, STARTING, DRAINING, ENDED for a replica row."""
     if rec.state in L.TERMINAL:
         return ENDED
-    if rec.stop_reason in (L.CANCELLED, L.SCALED_DOWN):
+    if rec.stop_reason in L.DRAINS:
         return DRAINING
     if rec.state == "running" and rec.stop_reason is None and (
             "readiness" not in rec.spec or rec.reason_code == REPLICA_READY):

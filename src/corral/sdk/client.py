@@ -170,6 +170,11 @@ class Client:
         return self._post(M.Service, f"/v1/services/{_seg(service_id)}/scale",
                           {"replicas": replicas})
 
+    def update_service(self, service_id: str, spec: Mapping[str, Any] | BaseModel) -> M.Service:
+        """Roll a service out to a new spec (new replicas, then the old ones drained; rolled
+        back if the new ones do not become ready)."""
+        return self._post(M.Service, f"/v1/services/{_seg(service_id)}/update", _body(spec))
+
     def cancel_service(self, service_id: str) -> M.Service:
         """Cancel every replica of a service."""
         return self._post(M.Service, f"/v1/services/{_seg(service_id)}/cancel")

@@ -334,6 +334,8 @@ def test_hostile_paths_and_headers() -> None:
                     headers={"Host": "front.example", "X-Forwarded-Host": "evil.example",
                              "X-Forwarded-Proto": "gopher", "X-Forwarded-Prefix": "/admin",
                              "Connection": "X-Forwarded-Prefix, X-Drop", "X-Drop": "1"})
+                encoded = await raw_request(base, b"GET /serve/%74oy/debug/request HTTP/1.1"
+                                            b"\r\nHost: x\r\nConnection: close\r\n\r\n")
                 echoed = await client.get("/serve/toy/debug/request?x=%2F",
                                           headers={"Host": "front.example",
                                                    "X-Forwarded-Host": "evil.example",
@@ -346,6 +348,7 @@ def test_hostile_paths_and_headers() -> None:
         assert len(unknown[3].json()["message"]) < 120
         # the replica's own 404: the path went to the replica's host, never to evil.example
         assert spoofed.status_code == 404 and spoofed.headers["x-replica"] == "a"
+        assert encoded[0] == 200 and json.loads(encoded[1])["path"] == "/debug/request"
         seen = echoed.json()
         headers = dict(seen["headers"])
         assert seen["path"] == "/debug/request" and seen["query"] == "x=%2F"
@@ -443,4 +446,19 @@ def test_a_cookie_one_user_gets_is_never_sent_for_another() -> None:
             second = await client.get("/serve/toy/debug/request")
         assert first.headers["set-cookie"].startswith("session=alice")
         assert "cookie" not in dict(second.json()["headers"])
+    run(main())
+
+
+def test_a_client_that_gives_up_while_queued_frees_its_slot() -> None:
+    async def main() -> None:
+        table = table_with()
+        async with gateway(table, GatewayLimits(max_queue=1)) as client:
+            waiting = asyncio.create_task(client.get("/serve/toy/x"))
+            await until(lambda: client.gateway.admission.queued("toy") == 1, "queued")
+            waiting.cancel()  # the client closes its connection
+            await until(lambda: client.gateway.admission.queued("toy") == 0, "slot given back")
+            another = asyncio.create_task(client.get("/serve/toy/x"))
+            await until(lambda: client.gateway.admission.queued("toy") == 1, "queued again")
+            table.remove_service("toy")
+            assert (await another).status_code == 404
     run(main())

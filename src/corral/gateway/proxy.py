@@ -26,7 +26,7 @@ import json
 import logging
 import random
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,12 +191,16 @@ class Proxy:
                            headers={"WWW-Authenticate": "Bearer"})
         return rest, route.auth.is_public
 
-    async def _admit(self, service: str, deadline: float) -> None:
+    async def _admit(self, service: str, deadline: float, body: _Body) -> None:
         remaining = deadline - asyncio.get_running_loop().time()
         retry_after = {"Retry-After": str(self.limits.retry_after_s)}
         try:
-            await self.admission.wait_ready(
+            waiting = self.admission.wait_ready(
                 service, min(self.admission.max_wait_s, max(remaining, 0.001)))
+            if body.has_body:  # its body is still unread: nothing else may be received yet
+                await waiting
+            else:  # a client that gives up while it waits gives its queue slot back
+                await _unless_gone(waiting, body.receive)
         except QueueFull:
             self.metrics.errors.labels(service, "queue_full").inc()
             raise _Refused(503, "unavailable", f"service {service!r} has no ready replica and "
@@ -228,7 +232,7 @@ class Proxy:
                 raise _Refused(502, "bad_gateway", f"no replica of service {service!r} could "
                                f"be reached (tried {len(tried)})")
             if replica is None:
-                await self._admit(service, deadline)
+                await self._admit(service, deadline, body)
                 continue
             request = self._request(scope["method"], replica, rest, query, headers, body)
             response = await self._send(service, replica, request, body, deadline)
@@ -353,15 +357,33 @@ async def _disconnected(receive: Any) -> None:
         pass
 
 
+async def _unless_gone(waiting: Awaitable[None], receive: Any) -> None:
+    """Await `waiting`, or raise _ClientGone if the client disconnects first."""
+    wait, gone = asyncio.ensure_future(waiting), asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait({wait, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (wait, gone):
+            task.cancel()
+        await asyncio.gather(wait, gone, return_exceptions=True)
+    if not wait.cancelled() and wait.done() and wait.exception() is None:
+        return
+    if gone.done() and not gone.cancelled():
+        raise _ClientGone
+    wait.result()  # QueueFull, QueueTimeout, ServiceGone
+
+
 def _header(scope: Scope, name: bytes) -> bytes | None:
     return next((v for k, v in scope["headers"] if k == name), None)
 
 
 def _rest_of_path(scope: Scope, service: str) -> bytes:
     """The path after `/serve/<service>`, as the client sent it (percent-encoding kept, so
-    `%2F` stays `%2F` for the replica)."""
+    `%2F` stays `%2F` for the replica). The service segment is skipped as a segment, not by its
+    decoded name: `/serve/%74oy/x` is service "toy" and path "/x"."""
     raw: bytes = scope.get("raw_path") or scope["path"].encode()
-    marker = f"/serve/{service}".encode()
-    at = raw.find(marker)
-    rest = raw[at + len(marker):] if at >= 0 else b"/"
-    return rest if rest.startswith(b"/") else b"/" + rest
+    root = len(scope.get("root_path", "").encode())  # a mount prefix comes first
+    at = raw.find(b"/serve/", root)
+    at = raw.find(b"/serve/") if at < 0 else at
+    end = raw.find(b"/", at + len(b"/serve/")) if at >= 0 else -1
+    return raw[end:] if end >= 0 else b"/"

@@ -163,3 +163,32 @@ def test_a_restarted_control_plane_finds_array_tasks_by_name_and_runs_nothing_tw
     wait_all(successor, ids, WorkerState.SUCCEEDED)
     for wid in ids:
         successor.release(wid, 0)
+
+
+@pytest.mark.slurm
+def test_between_asks_of_slurm_ends_come_from_the_exit_records(
+        slurm_cluster: SlurmCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With Slurm asked once (status_interval_s: an hour), polls run no Slurm command, and a
+    worker that exits is still reported at once, from its runner's exit record."""
+    backend = SlurmBackend(tmp_path / "work", env=slurm_cluster.env, status_interval_s=3600)
+    gate = tmp_path / "go"
+    spec = make_spec("ask-exits").on("gpu3").command(sys.executable, "-c", WAIT_FOR_FILE,
+                                                     str(gate)).build()
+    backend.launch(spec)
+    eventually(lambda: "started ask-exits" in backend.read_logs("ask-exits", 0, 0)[0].decode(),
+               "the worker to run")
+    backend._next_ask = 0.0  # one ask now, then none for an hour
+    assert statuses_of(backend, ["ask-exits"])["ask-exits"].state == WorkerState.RUNNING
+    commands: list[str] = []
+    real = backend._slurm
+
+    def counted(command: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        commands.append(command)
+        return real(command, *args, check=check)
+    monkeypatch.setattr(backend, "_slurm", counted)
+    assert statuses_of(backend, ["ask-exits"])["ask-exits"].state == WorkerState.RUNNING
+    gate.touch()
+    eventually(lambda: statuses_of(backend, ["ask-exits"])["ask-exits"].state
+               == WorkerState.SUCCEEDED, "the exit to be reported without asking Slurm")
+    assert commands == []
+    backend.release("ask-exits", 0)

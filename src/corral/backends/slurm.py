@@ -122,7 +122,9 @@ class SlurmBackend(Backend, InventorySource, LogSource):
     not_responding_is_lost: treat a node that stopped answering as lost before Slurm declares it
     DOWN (faster detection, more false alarms). kill_slack_s: after a stop's deadline plus this,
     a job still running is ``scancel``ed. command_timeout_s: per Slurm command. launch_threads:
-    concurrent ``sbatch`` calls of one `launch_many`.
+    concurrent ``sbatch`` calls of one `launch_many`. status_interval_s: the least time between
+    two ``squeue``/``sinfo`` rounds of `poll`; a poll in between reports ends from the runners'
+    exit records and the rest as Slurm last said (0: ask on every poll).
     """
 
     name = "slurm"
@@ -134,6 +136,7 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         gpu_memory_mib: Mapping[str, int] | None = None, python: str | None = None,
         not_responding_is_lost: bool = False, kill_slack_s: float = 5.0,
         command_timeout_s: float = 30.0, bin_dir: str | None = None, launch_threads: int = 8,
+        status_interval_s: float = 1.0,
     ) -> None:
         self.client_env = dict(env if env is not None else os.environ)
         self.partition, self.provider, self.gpu_model = partition, provider, gpu_model
@@ -143,6 +146,7 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         self.kill_slack_s, self.command_timeout_s = kill_slack_s, command_timeout_s
         self.bin_dir = bin_dir
         self.launch_threads = launch_threads
+        self.status_interval_s = status_interval_s
         self.records = AttemptRecords(Path(work_dir))
         self._attempts = {r.key: r for r in self.records.scan()}
         self._killed: set[str] = set()  # job ids scancel'ed after their deadline
@@ -150,6 +154,10 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         # looks nothing up for them (a job not yet submitted is not a job that vanished).
         self._launching: set[tuple[str, int]] = set()
         self._lock = threading.Lock()  # guards _attempts and _launching across threads
+        # Slurm is asked at most every status_interval_s; between asks a poll reads only the
+        # runners' exit records and repeats what Slurm last said of the others (`_seen`)
+        self._next_ask = 0.0
+        self._seen: dict[tuple[str, int, int], WorkerEnd] = {}
 
     def _adopt(self, record: AttemptRecord) -> None:
         """A record being launched: known to poll and stop, but not observed until `_landed`."""
@@ -368,21 +376,48 @@ class SlurmBackend(Backend, InventorySource, LogSource):
             attempts, launching = dict(self._attempts), set(self._launching)
         if not attempts:
             return []
-        jobs = {j for r in attempts.values() if not r.all_ended and r.key not in launching
-                for j in self._jobs_of(r).values()}
-        if not jobs:
-            states, node_states = {}, {}
-        else:  # sinfo runs while squeue does: two round trips in the time of one
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="slurm-sinfo") as pool:
-                sinfo = pool.submit(self._node_states)
-                states = self._job_states(sorted(jobs))
-                node_states = sinfo.result() if states else {}
+        ask = time.monotonic() >= self._next_ask
+        if ask:
+            self._next_ask = time.monotonic() + self.status_interval_s
+            states, node_states = self._ask_slurm(attempts, launching)
 
         def observe(record: AttemptRecord, a: Any) -> WorkerEnd:
             if record.key in launching and a.worker not in record.ends:
                 return WorkerEnd(WorkerState.STARTING, base.STARTING)
-            return self._observe(record, a.worker, a.node_id, states, node_states)
+            if not ask:
+                return self._observe_records(record, a.worker)
+            end = self._observe(record, a.worker, a.node_id, states, node_states)
+            if not end.state.ended:
+                self._seen[(*record.key, a.worker)] = end
+            return end
         return statuses(attempts, now, observe)
+
+    def _ask_slurm(self, attempts: Mapping[tuple[str, int], AttemptRecord],
+                   launching: set[tuple[str, int]]) -> tuple[dict[str, SlurmJob], dict[str, str]]:
+        """Job states (squeue, then sacct for the forgotten) and node states (sinfo) of every
+        worker not ended; sinfo runs while squeue does: two round trips in the time of one."""
+        jobs = {j for r in attempts.values() if not r.all_ended and r.key not in launching
+                for j in self._jobs_of(r).values()}
+        if not jobs:
+            return {}, {}
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="slurm-sinfo") as pool:
+            sinfo = pool.submit(self._node_states)
+            states = self._job_states(sorted(jobs))
+            return states, (sinfo.result() if states else {})
+
+    def _observe_records(self, record: AttemptRecord, worker: int) -> WorkerEnd:
+        """Between two asks of Slurm: ends from the runners' exit records (a file read),
+        everything else as Slurm last said."""
+        known = record.ends.get(worker)
+        if known is not None:
+            return known
+        exit_record = read_json(record.dir / f"worker-{worker}" / EXIT_RECORD)
+        if exit_record is not None:
+            stop = record.stop()
+            return record.end(worker, exits.ended_from_record(exit_record,
+                                                              stop.reason if stop else ""))
+        return self._seen.get((*record.key, worker), WorkerEnd(WorkerState.STARTING,
+                                                               base.STARTING))
 
     def release(self, workload_id: str, attempt: int) -> None:
         record = ended_attempt(self._attempts, workload_id, attempt, self.poll)
@@ -391,6 +426,8 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         AttemptRecords.mark_released(record)
         with self._lock:
             del self._attempts[record.key]
+        for a in record.spec.assignments:
+            self._seen.pop((*record.key, a.worker), None)
 
     # --- capabilities --------------------------------------------------------------------------
 

@@ -1,18 +1,23 @@
 """Slurm alone vs corral driving the same Slurm: jobs/s, side by side, in one run.
 
 Starts a real Slurm on this host (`corral.testing.slurm.SlurmCluster`: slurmctld and `--nodes`
-slurmd with fake GPUs), then, on the same cluster and with the same jobs (`--jobs` one-GPU jobs
-running `true`):
+slurmd with fake GPUs), then, on the same cluster, for each size in `--jobs` and each of
+`--repeats` rounds, with the same jobs (one-GPU jobs running `true`):
 
 1. Slurm alone: one `sbatch --array` of them (Slurm's fastest submission path), timed from the
    submission until the queue is empty again;
-2. corral: the same number of one-GPU workloads stored in a fresh SQLite store, the control loop
-   stepped as fast as it goes (in-process, `SlurmBackend`, no accounting) until every workload
-   has succeeded; timed from the first step.
+2. Slurm alone, each job wrapped in corral's worker supervisor (`local_runner`, what every
+   corral worker runs under Slurm for the preemption contract): the same array, so the
+   difference from row 1 is the supervisor's cost and the rest of corral's gap is the control
+   plane's;
+3. corral: the same number of one-GPU workloads stored in a fresh SQLite store, the control loop
+   stepped in-process (`SlurmBackend`, no accounting; `--interval` between step starts, 0 = as
+   fast as it goes) until every workload has succeeded; timed from the first step.
 
-Prints one JSON line: jobs/s of each and their ratio (the issue's target: corral >= 0.8x).
+Prints one JSON line per (size, round) with the jobs/s of each, the ratios (the issue's target:
+corral >= 0.8x Slurm alone), corral's seconds per loop stage, and the machine's load.
 
-    .venv/bin/python bench/slurm_launch.py [--nodes 4] [--jobs 200]
+    .venv/bin/python bench/slurm_launch.py [--nodes 4] [--jobs 200 1000] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from corral.backends import local_runner
 from corral.backends.slurm import SlurmBackend
 from corral.control import ControlLoop, ControlSettings, Leadership
 from corral.control.submission import _Accepted, _row, _store_accepted, stored_form
@@ -47,6 +54,25 @@ def slurm_alone(cluster: SlurmCluster, jobs: int, out: Path) -> float:
     return time.perf_counter() - started
 
 
+def slurm_alone_with_runner(cluster: SlurmCluster, jobs: int, out: Path) -> float:
+    """Row 2: the same array, each task running `true` under corral's supervisor."""
+    records = out / "alone-runner"
+    records.mkdir(mode=0o777)
+    task = f"{records}/$SLURM_ARRAY_TASK_ID"
+    wrap = (f'mkdir -p {task} && exec {sys.executable} -I {local_runner.__file__} '
+            f'--record-dir {task} --deadline-file {records}/deadline --cwd "" -- true')
+    started = time.perf_counter()
+    cluster.run("sbatch", "--parsable", f"--array=0-{jobs - 1}", "--gres=gpu:1", "--ntasks=1",
+                f"--output={out}/runner-%A_%a.out", f"--wrap={wrap}")
+    _drain(cluster)
+    elapsed = time.perf_counter() - started
+    ended = len(list(records.glob("*/exit.json")))
+    if ended != jobs:
+        raise RuntimeError(f"only {ended} of {jobs} supervised jobs wrote their exit record")
+    shutil.rmtree(records)
+    return elapsed
+
+
 def _drain(cluster: SlurmCluster, timeout: float = 600.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -56,7 +82,8 @@ def _drain(cluster: SlurmCluster, timeout: float = 600.0) -> None:
     raise TimeoutError("Slurm did not drain its queue")
 
 
-def corral_on_slurm(cluster: SlurmCluster, jobs: int, work: Path) -> tuple[float, dict[str, Any]]:
+def corral_on_slurm(cluster: SlurmCluster, jobs: int, work: Path, interval: float = 0.0
+                    ) -> tuple[float, dict[str, Any]]:
     backend = SlurmBackend(work / "slurm-work", env=cluster.env)
     store = Store(sqlite_url(work / "corral.db"))
     store.upgrade()
@@ -76,6 +103,7 @@ def corral_on_slurm(cluster: SlurmCluster, jobs: int, work: Path) -> tuple[float
     stages: dict[str, float] = {}
     started = time.perf_counter()
     while True:
+        began = time.perf_counter()
         report = loop.step()
         steps, launched = steps + 1, launched + report.launched
         for k, v in report.stages.items():
@@ -86,7 +114,9 @@ def corral_on_slurm(cluster: SlurmCluster, jobs: int, work: Path) -> tuple[float
             break
         if time.perf_counter() - started > 900:
             raise TimeoutError(f"corral did not finish: {counts}")
+        time.sleep(max(0.0, interval - (time.perf_counter() - began)))
     elapsed = time.perf_counter() - started
+    loop.launches.close()
     store.close()
     return elapsed, {"steps": steps, "launched": launched, "states": counts,
                      "corral_stage_s": {k: round(v, 2) for k, v in sorted(stages.items())}}
@@ -96,24 +126,40 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, default=4)
     ap.add_argument("--gpus", type=int, default=8, help="GPUs per slurmd")
-    ap.add_argument("--jobs", type=int, default=200)
+    ap.add_argument("--jobs", type=int, nargs="+", default=[200])
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--interval", type=float, default=0.0,
+                    help="seconds between control-loop step starts (0: as fast as it goes)")
+    ap.add_argument("--no-runner-row", action="store_true", help="skip row 2")
     args = ap.parse_args()
     settings = SlurmSettings(gpus_per_node=args.gpus, shards_per_gpu=0,
                              cpus_per_node=args.gpus, memory_mb=args.gpus * 1024)
-    with tempfile.TemporaryDirectory() as tmp, SlurmCluster(args.nodes, settings) as cluster:
-        work = Path(tmp)
-        alone = slurm_alone(cluster, args.jobs, work)
-        corral, detail = corral_on_slurm(cluster, args.jobs, work)
-    result = {
+    with SlurmCluster(args.nodes, settings) as cluster:
+        for jobs in args.jobs:
+            for round_ in range(args.repeats):
+                with tempfile.TemporaryDirectory() as tmp:
+                    work = Path(tmp)
+                    os.chmod(work, 0o755)  # slurmd's jobs write the supervised rows' records
+                    print(json.dumps(one_row(cluster, jobs, round_, work, args)), flush=True)
+
+
+def one_row(cluster: SlurmCluster, jobs: int, round_: int, work: Path,
+            args: argparse.Namespace) -> dict[str, Any]:
+    alone = slurm_alone(cluster, jobs, work)
+    runner = None if args.no_runner_row else slurm_alone_with_runner(cluster, jobs, work)
+    corral, detail = corral_on_slurm(cluster, jobs, work, args.interval)
+    row: dict[str, Any] = {
         "bench": "slurm_launch", "nodes": args.nodes, "gpus_per_node": args.gpus,
-        "jobs": args.jobs, "slurm_alone_s": round(alone, 2),
-        "slurm_alone_jobs_per_s": round(args.jobs / alone, 1), "corral_s": round(corral, 2),
-        "corral_jobs_per_s": round(args.jobs / corral, 1),
-        "ratio": round(alone / corral, 2), **detail,
-        "machine": {"nproc": os.cpu_count(), "load": os.getloadavg()[0]},
+        "jobs": jobs, "round": round_, "interval_s": args.interval,
+        "slurm_alone_jobs_per_s": round(jobs / alone, 1),
+        "corral_jobs_per_s": round(jobs / corral, 1), "ratio": round(alone / corral, 2),
     }
-    print(json.dumps(result), flush=True)
+    if runner is not None:
+        row["slurm_alone_supervised_jobs_per_s"] = round(jobs / runner, 1)
+        row["ratio_to_supervised"] = round(runner / corral, 2)
+    return {**row, "slurm_alone_s": round(alone, 2), "corral_s": round(corral, 2), **detail,
+            "machine": {"nproc": os.cpu_count(), "load_1m": round(os.getloadavg()[0], 1)}}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -67,7 +67,8 @@ def test_the_autoscaler_rents_from_the_stores_renting_providers_only(tmp_path) -
 
 SSH = {"name": "rack1", "kind": "ssh", "max_nodes": 2, "settings": {
     "hosts": [{"name": "h1", "address": "10.0.0.1", "gpus": 8, "gpu_model": "H100",
-               "gpu_memory": "80GiB", "price_per_gpu_hour": 1.2, "zone": "z1"},
+               "gpu_memory": "80GiB", "cpu": 64, "memory": "512GiB",
+               "price_per_gpu_hour": 1.2, "zone": "z1"},
               {"name": "h2", "address": "10.0.0.2", "port": 2222, "gpus": 8,
                "gpu_model": "H100", "gpu_memory": "80GiB"}],
     "identity_file": "/etc/corral/id_ed25519", "known_hosts": "/etc/corral/known_hosts",
@@ -118,3 +119,47 @@ def test_an_aws_provider_from_the_pool_file_answers(ec2_env) -> None:
     assert isinstance(aws, AwsProvider)
     offers = aws.offers()
     assert {(o.instance_type, o.zone) for o in offers} == {("g6.xlarge", "us-east-1a")}
+
+
+def test_the_pool_files_autoscaler_section_paces_the_autoscaler(tmp_path) -> None:
+    store = Store(sqlite_url(tmp_path / "c.db"))
+    store.upgrade()
+    spec = PoolSpec.model_validate({"providers": [AWS], "autoscaler": {
+        "every": "2s", "idle_timeout": "1m", "join_timeout": 300, "max_spend_per_hour": 99}})
+    scaler = autoscaler_from_pool(store, spec, "c1", "http://x", lambda: 0.0)
+    assert scaler.every_s == 2.0 and scaler.config.idle_timeout_s == 60.0
+    assert scaler.config.join_timeout_s == 300.0
+    assert scaler.budget.max_spend_per_hour == Decimal("99")
+    with pytest.raises(pydantic.ValidationError, match="autoscaler.every"):
+        PoolSpec.model_validate({"autoscaler": {"every": 0}})
+
+
+def test_work_that_only_a_renting_provider_fits_is_accepted_to_wait(tmp_path) -> None:
+    """An autoscaled pool starts empty: a job is refused only if no declared provider could
+    give a node for it (the catalog's hardware of aws types, ssh hosts)."""
+    from corral.control.pool_providers import add_provider, rentable_nodes
+    from corral.control.submission import Submissions
+    from corral.core.model import Queue
+    from corral.spec import SpecError, WorkloadSpec
+
+    store = Store(sqlite_url(tmp_path / "c.db"))
+    store.upgrade()
+    aws = {**AWS, "settings": {**AWS["settings"],
+                               "instance_types": ["g6.12xlarge", "not-in-catalog.xl"]}}
+    with store.write() as c:
+        P.upsert_queue(c, Queue("q", quota_gpus=64))
+        add_provider(c, PoolSpec.model_validate({"providers": [aws]}).providers[0], by="root",
+                     now=0.0)
+        add_provider(c, PoolSpec.model_validate({"providers": [SSH]}).providers[0], by="root",
+                     now=0.0)
+        shapes = rentable_nodes(c)
+    assert {(n.provider, n.gpu_model, n.gpu_count) for n in shapes} == {
+        ("aws-use1", "L4", 4), ("rack1", "H100", 8)}
+    subs = Submissions(store, rentable=rentable_nodes)
+    for ok in ({"gpus": 4, "workers": 2}, {"gpus": 8, "gpu_models": ["H100"]}):
+        subs.check(WorkloadSpec.model_validate({"name": "w", "queue": "q",
+                                                "command": ["x"], **ok}))
+    with pytest.raises(SpecError, match="gpus"):
+        subs.check(WorkloadSpec.model_validate({"name": "w", "queue": "q", "command": ["x"],
+                                                "gpus": 16}))
+    assert Submissions(store).pool().nodes == ()  # without it: nothing could ever run

@@ -66,6 +66,7 @@ def add(ctx: Ctx, who: Caller, body: Annotated[dict[str, Any], Body()]) -> Decla
             added = PP.add_provider(conn, spec, by=who.name, now=ctx.clock.now())
     except PP.ProviderConflict as e:
         raise ApiError(409, "conflict", str(e), [("name", "already exists")]) from None
+    ctx.submissions.invalidate()  # what could be rented changed: so does what may wait
     return _view(added)
 
 
@@ -78,6 +79,7 @@ def remove(name: Name, ctx: Ctx, who: Caller) -> DeclaredProvider:
         retiring = PP.retire_provider(conn, name, by=who.name, now=ctx.clock.now())
     if retiring is None:
         raise not_found("renting provider", name)
+    ctx.submissions.invalidate()
     return _view(retiring)
 
 

@@ -57,9 +57,14 @@ __all__ = [
 
 #: pending reasons that more capacity would end. Never OverQuota (borrowing is only allowed on
 #: idle capacity: renting for it would buy GPUs its queue may not keep), QueueLimit, a price cap
-#: on the free room, the ledger's BudgetExceeded, or an unresolvable code.
+#: on the free room, the ledger's BudgetExceeded. The pool-shape codes (no node large enough,
+#: a GPU model no node has, a price cap under every node's price) are "unresolvable" for the
+#: nodes the pool has, not for what can be rented: with an empty autoscaled pool every workload
+#: is NoNodeLargeEnough. An offer serves such work only when `eligible` (model, size, kind,
+#: price cap) says it may, so these rent nothing that could not run it.
 CAPACITY_CODES = frozenset(
-    {R.INSUFFICIENT_CAPACITY, R.TOPOLOGY_FRAGMENTED, R.RECLAIM_BLOCKED, R.RESERVED_FOR_GANG})
+    {R.INSUFFICIENT_CAPACITY, R.TOPOLOGY_FRAGMENTED, R.RECLAIM_BLOCKED, R.RESERVED_FOR_GANG,
+     R.NO_NODE_LARGE_ENOUGH, R.GPU_MODEL_UNAVAILABLE, R.PRICE_CAP_TOO_LOW})
 
 _IN_FLIGHT = frozenset({CapacityState.REQUESTED, CapacityState.PROVISIONING,
                         CapacityState.JOINING})
@@ -178,8 +183,13 @@ class _ScaleUp:
     def __init__(self, view: PoolView, state: AutoscalerState, config: AutoscalerConfig,
                  now: float, live: list[Instance]) -> None:
         self.view, self.state, self.config, self.now = view, state, config, now
+        # capacity on its way: instances not joined yet, and joined nodes that hold nothing or
+        # are not in the pool yet (the core's last plan may predate their join; work it could
+        # not put there fits neither in `pack`, which applies the same model, size and zone
+        # rules). Found by bench/autoscale.py: it rented twice for work whose nodes had joined.
         self.bins = [Bin.empty(i.offer, new=False) for i in live
-                     if i.state in _IN_FLIGHT and i.node_id is None]
+                     if (i.state in _IN_FLIGHT and i.node_id is None)
+                     or (i.state == CapacityState.READY and _idle(view, i))]
         self.count: dict[str, int] = {}
         self.spend: dict[str, Decimal] = {}
         for i in live:
@@ -313,6 +323,13 @@ class _ScaleUp:
                               f"{_describe_offer(offer)}: {why}",
                               tuple(dict.fromkeys(x.workload.id for x in served))))
         return tuple(out)
+
+
+def _idle(view: PoolView, i: Instance) -> bool:
+    """Joined and holding nothing, or joined so recently that the pool has no node for it yet
+    (an agent registers before the control loop adds its node)."""
+    use = view.nodes.get(i.node_id) if i.node_id else None
+    return use is None or use.running == 0
 
 
 # -- scale-down ----------------------------------------------------------------------------------

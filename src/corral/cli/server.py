@@ -54,7 +54,7 @@ from corral.cli.defaults import (  # the client reads them too
 from corral.control import ControlLoop, ControlSettings, Leadership, Submissions
 from corral.control.accounting import accounting_from_pool
 from corral.control.health import HealthMonitor, probe_verdicts
-from corral.control.pool_providers import autoscaler_from_pool
+from corral.control.pool_providers import autoscaler_from_pool, rentable_nodes
 from corral.core.model import CapacityKind, Node, Queue
 from corral.spec import PoolSpec, load_pool
 from corral.store import Store
@@ -202,7 +202,9 @@ def bootstrap(cfg: ServerConfig) -> Composed:
                                       time.time)
     loop = ControlLoop(store, backend, settings=settings, leadership=leadership,
                        admission=accounting, health=health, autoscaler=autoscaler)
-    ctx = ApiContext(store, Submissions(store, scheduler), logs=backend, leadership=leadership,
+    # work that fits only what the renting providers could give is accepted, to wait for them
+    submissions = Submissions(store, scheduler, rentable=rentable_nodes)
+    ctx = ApiContext(store, submissions, logs=backend, leadership=leadership,
                      backend_name=backend.name)
     return Composed(store, backend, loop, ctx, token, source or detected, probe)
 

@@ -39,11 +39,11 @@ from typing import Any, Final
 
 from sqlalchemy import Connection, insert, select, update
 
-from corral.autoscale.pool import AutoscalerConfig, ProviderLimits
+from corral.autoscale.pool import AutoscalerConfig, Budget, ProviderLimits
 from corral.control.autoscale import PoolAutoscaler
-from corral.core.model import CapacityKind
+from corral.core.model import CapacityKind, Node
 from corral.providers.base import Provider
-from corral.spec.pool import PoolSpec, ProviderSpec
+from corral.spec.pool import AutoscalerSpec, PoolSpec, ProviderSpec
 from corral.store import Store, audit
 from corral.store.schema import NodeRow
 from corral.store.schema import Provider as ProviderRow
@@ -60,6 +60,7 @@ __all__ = [
     "build_provider",
     "declared_providers",
     "provider_limits",
+    "rentable_nodes",
     "renting_providers",
     "retire_provider",
 ]
@@ -171,6 +172,53 @@ def _set_lifecycle(conn: Connection, name: str, d: Declared, lifecycle: str) -> 
                  .values(spec=_row_spec(d.spec, d.origin, lifecycle)))
 
 
+# -- what could be rented: for the submission check ------------------------------------------
+#: hypothetical nodes per shape: enough for a gang to be judged possible, few enough to be cheap
+RENTABLE_COPIES: Final = 8
+
+
+def rentable_nodes(conn: Connection) -> list[Node]:
+    """The nodes the active renting providers could give, from their declarations alone (no
+    provider API is called): an aws provider's instance types with the shipped catalog's
+    hardware (types it does not list are left out), an ssh provider's hosts. A submission that
+    fits none of the pool's nodes but one of these is accepted: it waits, and the autoscaler
+    rents for it. Spot prices are not known without the API: a spot shape is priced 0 here, so
+    a price cap never refuses work a spot offer might serve (it waits, with the reason)."""
+    out: list[Node] = []
+    for d in declared_providers(conn):
+        if d.lifecycle == ACTIVE:
+            out += _aws_shapes(d.spec) if d.spec.kind == "aws" else _ssh_shapes(d.spec)
+    return out
+
+
+def _aws_shapes(p: ProviderSpec) -> list[Node]:
+    from corral.providers.catalog import lookup
+
+    s = p.aws
+    copies = min(p.max_nodes if p.max_nodes is not None else RENTABLE_COPIES, RENTABLE_COPIES)
+    zone = s.zones[0] if s.zones else p.zone
+    out = []
+    for itype in s.instance_types:
+        e = lookup("aws", itype)
+        if e is None or not e.gpus:
+            continue
+        listed = s.on_demand_prices.get(itype, float(e.on_demand_per_hour))
+        for kind in s.capacity_kinds:
+            price = listed / e.gpus if kind == "on-demand" else 0.0
+            out += [Node(f"rentable/{p.name}/{itype}/{kind}/{i}", p.name, e.gpu_model, e.gpus,
+                         e.gpu_memory_mib, e.vcpus * 1000, e.memory_mib,
+                         price_per_gpu_hour=price, capacity_kind=CapacityKind(kind),
+                         region=s.region, zone=zone) for i in range(copies)]
+    return out
+
+
+def _ssh_shapes(p: ProviderSpec) -> list[Node]:
+    return [Node(f"rentable/{p.name}/{h.name}", p.name, h.gpu_model, h.gpus, h.gpu_memory,
+                 h.cpu, h.memory, price_per_gpu_hour=h.price_per_gpu_hour,
+                 capacity_kind=CapacityKind.OWNED, region=p.region, zone=h.zone)
+            for h in p.ssh.hosts if h.gpus]
+
+
 # -- building ---------------------------------------------------------------------------------
 JoinToken = Callable[[int], str]
 
@@ -277,8 +325,14 @@ def autoscaler_from_pool(store: Store, spec: PoolSpec | None, cluster_id: str, s
                          build: Callable[[ProviderSpec], Provider] | None = None,
                          every_s: float = 30.0) -> PoolAutoscaler:
     """The autoscaler over the store's renting providers (the pool file's, written to the
-    store at start-up, and those added at run time). With `providers`, those only (tests)."""
-    config = config or AutoscalerConfig()
+    store at start-up, and those added at run time). With `providers`, those only (tests).
+    Its pace and overall spend cap: the pool file's `autoscaler:` unless `config` is given."""
+    paced = spec.autoscaler if spec is not None else None
+    if config is None:
+        config = _config(paced) if paced is not None else AutoscalerConfig()
+        every_s = paced.every if paced is not None else every_s
+    budget = Budget(Decimal(repr(paced.max_spend_per_hour))
+                    if paced is not None and paced.max_spend_per_hour is not None else None)
 
     def join_token(uses: int) -> str:
         from corral.store.agents import create_join_token
@@ -291,9 +345,15 @@ def autoscaler_from_pool(store: Store, spec: PoolSpec | None, cluster_id: str, s
     reload = None if providers is not None else StoreProviders(
         store, cluster_id, server_url, join_token, build)
     return PoolAutoscaler(store, dict(providers or {}), cluster_id, server_url, join_token,
-                          config, provider_limits(spec), every_s=every_s,
+                          config, provider_limits(spec), budget, every_s=every_s,
                           joined=lambda ids: _joined(store, ids), reload=reload,
                           retired=lambda name: mark_removed(store, name, now()))
+
+
+def _config(a: AutoscalerSpec) -> AutoscalerConfig:
+    return AutoscalerConfig(idle_timeout_s=a.idle_timeout, join_timeout_s=a.join_timeout,
+                            backoff_base_s=a.backoff_base, backoff_max_s=a.backoff_max,
+                            spot_fallback_after=a.spot_fallback_after)
 
 
 def _joined(store: Store, instance_ids: Sequence[str]) -> dict[str, str]:

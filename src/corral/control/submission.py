@@ -120,8 +120,12 @@ class Submissions:
     """
 
     def __init__(self, store: Store, config: SchedulerConfig | None = None,
-                 pool_ttl_s: float = 2.0) -> None:
+                 pool_ttl_s: float = 2.0,
+                 rentable: Callable[[Connection], Sequence[Node]] | None = None) -> None:
         self.store, self.config, self.pool_ttl_s = store, config or SchedulerConfig(), pool_ttl_s
+        #: nodes renting providers could give (corral.control.pool_providers.rentable_nodes):
+        #: work that fits only those is accepted, to wait for the autoscaler
+        self.rentable = rentable
         self._lock = threading.Lock()
         self._pool: PoolView | None = None
         self._diagnoses: dict[str, R.Reason | None] = {}
@@ -138,6 +142,8 @@ class Submissions:
                         self._pool = dataclasses.replace(pool, loaded_at=time.monotonic())
                     else:
                         nodes = tuple(P.list_nodes(conn))
+                        if self.rentable is not None:
+                            nodes += tuple(self.rentable(conn))
                         self._pool = PoolView(nodes, queues, time.monotonic(), version,
                                               node_classes(nodes))
                         self._diagnoses = {}

@@ -167,6 +167,7 @@ class SshHostSettings(BaseModel):
     gpus: int = Field(0, ge=0, le=64)
     gpu_model: str = Field("none", max_length=63)
     gpu_memory: SizeMiB = 0
+    #: what the host offers: the autoscaler rents it only for work that fits these
     cpu: CpuMilli = 0
     memory: SizeMiB = 0
     price_per_gpu_hour: Price = 0.0
@@ -422,10 +423,29 @@ def _known_plugins(weights: dict[str, float]) -> None:
         raise ValueError("score weights cannot be negative")
 
 
+class AutoscalerSpec(BaseModel):
+    """`autoscaler:` of the pool file: how the pool autoscaler (corral.autoscale.pool) paces
+    itself over the renting providers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    every: DurationS = Field(30.0, ge=0.5, le=86_400, description="seconds between passes")
+    idle_timeout: DurationS = Field(600.0, ge=0, le=30 * 86_400,
+                                    description="idle this long, a rented node is drained")
+    join_timeout: DurationS = Field(900.0, ge=1, le=86_400,
+                                    description="not joined this long, an instance is returned")
+    backoff_base: DurationS = Field(60.0, ge=0, le=86_400)
+    backoff_max: DurationS = Field(3600.0, ge=0, le=30 * 86_400)
+    spot_fallback_after: int = Field(2, ge=1, le=1000, description=(
+        "spot interruptions of one workload before it only gets on-demand capacity"))
+    max_spend_per_hour: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False)
+
+
 class PoolSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     providers: list[ProviderSpec] = Field(default_factory=list)
+    autoscaler: AutoscalerSpec = Field(default_factory=AutoscalerSpec)
     queues: list[QueueSpec] = Field(default_factory=list)
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     # ledger hook: budgets and the price catalog (see corral.spec.ledger)

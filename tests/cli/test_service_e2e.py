@@ -3,7 +3,8 @@
 Its replicas are a tiny HTTP server (written below) that listens on $PORT and can be told to exit
 or be killed; the test reaches them through the control plane's gateway (`/serve/<service>/`)
 and through the CLI by the service's id: killed -> back, exit 0 -> back, scale 2 -> 3 -> 1,
-describe and logs by the service id, cancel by the service id ends every replica."""
+a rolling update to a new spec, describe and logs by the service id, cancel by the service id
+ends every replica."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ class H(http.server.BaseHTTPRequestHandler):
         if self.path.startswith("/exit/"):
             self.send_response(200); self.end_headers(); self.wfile.flush()
             os._exit(int(self.path.rsplit("/", 1)[1]))
-        body = f"{os.getpid()} {os.environ['CORRAL_WORKLOAD_ID']} {PORT}".encode()
+        body = (f"{os.getpid()} {os.environ['CORRAL_WORKLOAD_ID']} {PORT} "
+                f"{os.environ.get('VERSION', '1')}").encode()
         self.send_response(200); self.send_header("Content-Length", str(len(body)))
         self.end_headers(); self.wfile.write(body)
     def log_message(self, *a):
@@ -67,7 +69,7 @@ def wait_for(what: str, check: Callable[[], Any], timeout_s: float = 60.0) -> An
 
 def who(url: str) -> tuple[int, str]:
     """(pid, replica id) of the replica answering `url`."""
-    pid, rid, _ = httpx.get(url, timeout=5).text.split()
+    pid, rid, _, _ = httpx.get(url, timeout=5).text.split()
     return int(pid), rid
 
 
@@ -122,6 +124,15 @@ def test_a_service_is_kept_serving_scaled_and_cancelled_by_its_id(
         assert [r.id for r in s.replicas if r.state == "ready"] == [r0]
         refused = server.cli("scale", sid, "5", check=False)
         assert refused.returncode != 0 and "max_replicas" in refused.stderr + refused.stdout
+
+        # a rolling update: the new spec's replica serves, the old one is replaced
+        (tmp_path / "v2.yaml").write_text(yaml.safe_dump({**spec, "env": {"VERSION": "2"}}))
+        assert "rolling out" in server.cli("update", sid, str(tmp_path / "v2.yaml")).stdout
+        s = wait_for("the update done", lambda: (x := serving(1)()) and x.replicas[-1].state
+                     == "ready" and x)
+        assert [r.index for r in s.replicas if r.state == "ready"] == [s.replicas[-1].index]
+        assert httpx.get(f"{server.url}/serve/{sid}/v", timeout=5).text.split()[3] == "2"
+        assert any(e.reason == "Replaced" for e in c.events(r0).items)
 
         described = server.cli_json("describe", sid)
         assert isinstance(described, dict) and described["desired"] == 1

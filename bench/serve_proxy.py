@@ -97,41 +97,46 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def one(client: httpx.AsyncClient, url: str, mode: str, body: dict[str, Any]) -> \
-        tuple[float, bool]:
-    """(seconds to the measured point, whether the request succeeded whole)."""
+        tuple[float, str]:
+    """(seconds to the measured point, "" when the request succeeded whole, else why not)."""
     t0 = time.perf_counter()
     if mode == "json":
         r = await client.post(url, json=body)
         elapsed = time.perf_counter() - t0
-        return elapsed, r.status_code == 200 and len(r.json()["choices"]) == 1
+        if r.status_code != 200:
+            return elapsed, f"HTTP {r.status_code}: {r.text[:200]}"
+        return elapsed, "" if len(r.json()["choices"]) == 1 else "no choices"
     async with client.stream("POST", url, json=body) as r:
-        data, elapsed = b"", None
+        data, first = b"", None
         async for chunk in r.aiter_raw():
-            if elapsed is None:
-                elapsed = time.perf_counter() - t0
+            if first is None:
+                first = time.perf_counter() - t0
             data += chunk
-    ok = r.status_code == 200 and data.endswith(b"data: [DONE]\n\n")
-    return (elapsed if elapsed is not None else time.perf_counter() - t0), ok
+    elapsed = first if first is not None else time.perf_counter() - t0
+    if r.status_code != 200:
+        return elapsed, f"HTTP {r.status_code}: {data[:200]!r}"
+    return elapsed, "" if data.endswith(b"data: [DONE]\n\n") else "stream without [DONE]"
 
 
 async def round_(urls: list[str], concurrency: int, count: int, mode: str,
-                 body: dict[str, Any], clients: list[httpx.AsyncClient]) -> tuple[list[float], int]:
+                 body: dict[str, Any], clients: list[httpx.AsyncClient]) -> \
+        tuple[list[float], list[str]]:
     latencies: list[float] = []
-    errors = 0
+    errors: list[str] = []
     next_i = 0
 
     async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal next_i, errors
+        nonlocal next_i
         while next_i < count:
             i, next_i = next_i, next_i + 1
             try:
-                elapsed, ok = await one(client, urls[i % len(urls)], mode, body)
-            except httpx.HTTPError:
-                elapsed, ok = 0.0, False
-            if ok:
-                latencies.append(elapsed)
+                elapsed, why = await one(client, urls[i % len(urls)], mode, body)
+            except httpx.HTTPError as exc:
+                elapsed, why = 0.0, f"{type(exc).__name__}: {exc}"
+            if why:
+                errors.append(why)
             else:
-                errors += 1
+                latencies.append(elapsed)
 
     await asyncio.gather(*(worker(c) for c in clients[:concurrency]))
     return latencies, errors
@@ -141,7 +146,9 @@ async def measure(direct: list[str], via: list[str], levels: list[int], requests
                   slice_: int, modes: list[str], tokens: int,
                   pids: dict[str, list[int]]) -> list[dict[str, Any]]:
     rows = []
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    # idle connections are dropped before the servers' own 5 s keep-alive timeout (uvicorn's):
+    # else a request sent as the server closes one fails on the client side, not the gateway's
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=2)
     clients = [httpx.AsyncClient(timeout=60, limits=limits) for _ in range(max(levels))]
     try:
         for mode in modes:
@@ -151,7 +158,7 @@ async def measure(direct: list[str], via: list[str], levels: list[int], requests
                 await round_(direct, c, 2 * c, mode, body, clients)  # warm connections
                 await round_(via, c, 2 * c, mode, body, clients)
                 got: dict[str, list[float]] = {"direct": [], "gateway": []}
-                errs = {"direct": 0, "gateway": 0}
+                errs: dict[str, list[str]] = {"direct": [], "gateway": []}
                 cpu = {"gateway": 0.0, "replicas": 0.0}
                 done = 0
                 while done < requests:
@@ -168,7 +175,7 @@ async def measure(direct: list[str], via: list[str], levels: list[int], requests
                 rows.append(row(mode, c, got, errs))
                 # CPU per request through the gateway: the gateway's own cost, whatever the
                 # load of the machine (latency under a loaded machine is mostly waiting for CPU)
-                n_via = max(1, len(got["gateway"]) + errs["gateway"])
+                n_via = max(1, len(got["gateway"]) + len(errs["gateway"]))
                 rows[-1]["gateway_cpu_ms_per_request"] = round(1000 * cpu["gateway"] / n_via, 3)
                 rows[-1]["replicas_cpu_ms_per_request"] = round(1000 * cpu["replicas"] / n_via,
                                                                 3)
@@ -179,10 +186,11 @@ async def measure(direct: list[str], via: list[str], levels: list[int], requests
     return rows
 
 
-def row(mode: str, c: int, got: dict[str, list[float]], errs: dict[str, int]) -> dict[str, Any]:
+def row(mode: str, c: int, got: dict[str, list[float]],
+        errs: dict[str, list[str]]) -> dict[str, Any]:
     out: dict[str, Any] = {"mode": mode, "concurrency": c}
     for name, lat in got.items():
-        out[name] = {"n": len(lat), "errors": errs[name],
+        out[name] = {"n": len(lat), "errors": len(errs[name]), "why": sorted(set(errs[name])),
                      "p50_ms": round(1000 * statistics.median(lat), 3) if lat else None,
                      "p99_ms": round(1000 * percentile(lat, 0.99), 3) if lat else None}
     if got["direct"] and got["gateway"]:
@@ -201,6 +209,8 @@ def line(r: dict[str, Any]) -> str:
             f"requests {d['n']}+{g['n']} errors {d['errors']}+{g['errors']} | "
             f"CPU ms/request: gateway {r.get('gateway_cpu_ms_per_request')}, replicas "
             f"{r.get('replicas_cpu_ms_per_request')} | "
+            + "".join(f"{side} error: {why} | " for side in ("direct", "gateway")
+                      for why in r[side]["why"]) +
             f"load {os.getloadavg()[0]:.2f}")
 
 

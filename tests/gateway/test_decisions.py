@@ -170,3 +170,12 @@ def test_route_table_refuses_bad_names_and_urls_and_notifies() -> None:
     table.set_state("chat", "r0", S.READY)  # no change: no notice
     assert table.replica("chat", "r0") == Replica("r0", "http://h:8000", S.READY)
     assert seen == ["chat", "chat", "chat"]
+
+
+def test_idle_upstream_connections_are_dropped_before_uvicorn_drops_them() -> None:
+    import uvicorn
+
+    # a replica that closes an idle connection as the gateway reuses it fails that request
+    assert GatewayLimits().upstream_idle_s < uvicorn.Config(app=None).timeout_keep_alive
+    with pytest.raises(ValueError):
+        GatewayLimits(upstream_idle_s=0)

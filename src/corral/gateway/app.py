@@ -61,13 +61,13 @@ class Gateway:
         await self.transport.aclose()
 
 
-def _transport() -> httpx.AsyncHTTPTransport:
+def _transport(limits: GatewayLimits) -> httpx.AsyncHTTPTransport:
     """The connection pool to replicas. A transport, not an `httpx.AsyncClient`: a client keeps
     a cookie jar, so one user's Set-Cookie from a replica would be sent with every later request
     of every user; it also follows redirects and sets auth, none of which a proxy may do. Its
     retries stay 0: `proxy.should_retry` decides, on another replica."""
     pool = httpx.Limits(max_connections=None, max_keepalive_connections=512,
-                        keepalive_expiry=30)
+                        keepalive_expiry=limits.upstream_idle_s)
     return httpx.AsyncHTTPTransport(limits=pool, http1=True, http2=False, trust_env=False)
 
 
@@ -79,7 +79,7 @@ def create_gateway_app(route_table: RouteTable, limits: GatewayLimits | None = N
     limits = limits or GatewayLimits()
     admission = Admission(route_table, limits.max_queue, limits.max_queue_wait_s)
     metrics = GatewayMetrics(route_table, admission.queued)
-    http = transport or _transport()
+    http = transport or _transport(limits)
     proxy = Proxy(route_table, limits, admission, metrics, http, rng)
     gateway = Gateway(route_table, limits, admission, metrics, http, proxy)
 

@@ -26,6 +26,11 @@ class GatewayLimits:
     max_queue_wait_s: float = 60.0
     #: the Retry-After (seconds) of a 503 the gateway itself answers
     retry_after_s: int = 2
+    #: how long an idle keep-alive connection to a replica is kept. Below the replica server's
+    #: own idle timeout (uvicorn's default is 5 s, and vLLM and most Python servers run on it):
+    #: otherwise the replica may close a connection just as the gateway sends a request on it,
+    #: and that request fails with no response (a POST then cannot be retried)
+    upstream_idle_s: float = 4.0
     #: a connect error is retried even for POST/PATCH: the request never left the gateway, so
     #: at-most-once holds; without it, a replica killed before the prober notices drops every
     #: completion routed to it. False: only idempotent methods are ever retried.
@@ -33,7 +38,7 @@ class GatewayLimits:
 
     def __post_init__(self) -> None:
         for name in ("connect_timeout_s", "first_byte_timeout_s", "total_timeout_s",
-                     "max_queue_wait_s"):
+                     "max_queue_wait_s", "upstream_idle_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be above 0")
         if self.max_tries < 1 or self.max_queue < 0 or self.retry_after_s < 0:

@@ -59,6 +59,11 @@ class Plane:
         assert rec is not None
         return rec
 
+    def launched_at(self, wid: str) -> float:
+        """When its first attempt was handed to the backend."""
+        with self.store.read() as c:
+            return min(e.at for e in W.list_events(c, workload_id=wid) if e.reason == "Launched")
+
     def ended(self, *wids: str) -> bool:
         return all(self.record(w).state in ("succeeded", "failed", "cancelled") for w in wids)
 

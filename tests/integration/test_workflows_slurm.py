@@ -28,3 +28,20 @@ def test_an_exit_code_is_retried_only_when_listed(plane: Plane) -> None:
     a, b = plane.record(fails), plane.record(flaky)
     assert (a.state, a.reason_code, a.exit_code, a.attempt) == ("failed", "NotRetried", 3, 0)
     assert (b.state, b.attempt, b.restart_count) == ("succeeded", 1, 1)
+
+
+def test_dependents_start_after_their_parent_or_are_cancelled(plane: Plane) -> None:
+    [prep] = plane.submit("prep", "sleep 1")
+    [train] = plane.submit("train", "true", depends_on=[{"id": prep}])
+    [broken] = plane.submit("broken", "exit 4")
+    [after] = plane.submit("after", "true", depends_on=[{"id": broken, "when": "succeeded"}])
+    [cleanup] = plane.submit("cleanup", "true", depends_on=[{"id": broken, "when": "failed"}])
+    assert plane.record(train).reason_code == "WaitingForDependency"
+    plane.run_until(lambda: plane.ended(prep, train, broken, after, cleanup), "the chains")
+    p, t = plane.record(prep), plane.record(train)
+    assert (p.state, t.state) == ("succeeded", "succeeded")
+    assert p.finished_at is not None and plane.launched_at(train) >= p.finished_at
+    a = plane.record(after)
+    assert (a.state, a.reason_code) == ("cancelled", "DependencyNeverMet")
+    assert broken in a.reason_message
+    assert plane.record(cleanup).state == "succeeded"

@@ -106,7 +106,7 @@ async def submit(spec: WorkloadSpec, ctx: Ctx, who: Caller, response: Response,
     _launchable_here(ctx, spec)
     now = ctx.clock.now()
     if idempotency_key is None:
-        records = await ctx.submissions.submit_async(spec, who.name, now)
+        records = await ctx.submissions.submit_async(spec, who.name, now, visible=who.may_use)
         return _submitted(records)
     digest = hashlib.sha256(json.dumps(stored_form(spec), sort_keys=True).encode()).hexdigest()
     prior = await run_in_threadpool(_remembered, ctx, who.name, idempotency_key)
@@ -114,7 +114,8 @@ async def submit(spec: WorkloadSpec, ctx: Ctx, who: Caller, response: Response,
         def claim(conn: Connection, group_id: str) -> None:
             I.claim(conn, who.name, idempotency_key, digest, group_id, now)
         try:
-            return _submitted(await ctx.submissions.submit_async(spec, who.name, now, claim))
+            return _submitted(await ctx.submissions.submit_async(spec, who.name, now, claim,
+                                                                 visible=who.may_use))
         except I.KeyTaken:  # a concurrent request with this key committed first
             prior = await run_in_threadpool(_remembered, ctx, who.name, idempotency_key)
     assert prior is not None
@@ -146,12 +147,12 @@ def dry_run(spec: WorkloadSpec, ctx: Ctx, who: Caller) -> M.DryRunResult:
     """What would happen if this were submitted now: where it starts, what it evicts, or why
     it waits. Stores nothing."""
     _may_submit(who, spec.queue)
-    result = ctx.submissions.dry_run(spec, ctx.clock.now())
+    result = ctx.submissions.dry_run(spec, ctx.clock.now(), visible=who.may_use)
     return M.DryRunResult(
         outcome=result.outcome, placements=result.placements, evictions=result.evictions,
         reason_code=result.reason.code if result.reason else None,
         reason_message=result.reason.message if result.reason else None,
-        notes=service_notes(spec))
+        notes=service_notes(spec) + result.notes)
 
 
 @router.get("/workloads", response_model=M.WorkloadPage, responses=_ERRORS)

@@ -1,5 +1,10 @@
 """`corral submit FILE`: a file is submitted all or nothing.
 
+`depends_on` may name a workload submitted earlier in the same file by its `name`: the item is
+dry-run without that dependency (its parent does not exist yet) and submitted with the parent's
+new group id in its place. A name of a later item (or of itself) is refused: parents come first,
+so a file cannot hold a cycle (one is named as such).
+
 Every item is checked first by the server's dry run (the same validation and admission as a
 submission, nothing stored): a malformed item, an unknown queue, a queue the caller may not
 submit to, or work that can never fit refuses the whole file, each refusal named by its item
@@ -62,14 +67,82 @@ def _problems(index: int, error: CorralError, fields: FieldNames) -> list[tuple[
     return found or [(_prefix(index, ""), error.message)]
 
 
+def _deps(doc: dict[str, Any]) -> list[Any]:
+    deps = doc.get("depends_on")
+    return deps if isinstance(deps, list) else []
+
+
+def _dep_id(dep: Any) -> Any:
+    return dep.get("id") if isinstance(dep, dict) else None
+
+
+def order_problems(docs: Sequence[dict[str, Any]]) -> dict[int, list[tuple[str, str]]]:
+    """Items whose depends_on names an item of the file that does not come before them."""
+    first: dict[Any, int] = {}
+    for i, doc in enumerate(docs):
+        first.setdefault(doc.get("name"), i)
+    out: dict[int, list[tuple[str, str]]] = {}
+    for i, doc in enumerate(docs):
+        for j, dep in enumerate(_deps(doc)):
+            k = first.get(_dep_id(dep))
+            if k is None or k < i:
+                continue
+            cycle = _cycle(docs, first, i, k)
+            why = (f"forms a cycle ({' -> '.join(cycle)}); depends_on must not loop"
+                   if cycle else f"names {_dep_id(dep)!r}, which comes later in the file; "
+                   "put it before this item")
+            out.setdefault(i, []).append((_prefix(i, f"depends_on[{j}].id"), why))
+    return out
+
+
+def _cycle(docs: Sequence[dict[str, Any]], first: dict[Any, int], start: int, nxt: int
+           ) -> list[str]:
+    """The names on a path from item `nxt` back to `start` through depends_on, if any."""
+    seen = {start}
+    stack = [(nxt, [start, nxt])]
+    while stack:
+        at, path = stack.pop()
+        if at == start:
+            return [str(docs[i].get("name")) for i in path]
+        if at in seen:
+            continue
+        seen.add(at)
+        stack.extend((first[_dep_id(d)], [*path, first[_dep_id(d)]])
+                     for d in _deps(docs[at]) if _dep_id(d) in first)
+    return []
+
+
+def _without_file_deps(doc: dict[str, Any], names: set[Any]) -> dict[str, Any]:
+    """`doc` for its dry run: dependencies on items of the file left out (not stored yet)."""
+    kept = [d for d in _deps(doc) if _dep_id(d) not in names]
+    if len(kept) == len(_deps(doc)):
+        return doc
+    return {**doc, "depends_on": kept}
+
+
+def _with_group_ids(doc: dict[str, Any], submitted: dict[Any, str]) -> dict[str, Any]:
+    """`doc` with each dependency on an earlier item of the file given its new group id."""
+    if not any(_dep_id(d) in submitted for d in _deps(doc)):
+        return doc
+    return {**doc, "depends_on": [
+        {**d, "id": submitted[_dep_id(d)]} if _dep_id(d) in submitted else d
+        for d in _deps(doc)]}
+
+
 def check(c: Client, docs: Sequence[dict[str, Any]]) -> list[Item]:
     """Dry-run every item; each comes back with its problems (none: it would be accepted)."""
     fields = FieldNames(c)
     items = []
+    misordered = order_problems(docs)
+    names = {doc.get("name") for doc in docs}
     for i, doc in enumerate(docs):
         item = Item(i, str(doc.get("name", "?")))
+        if i in misordered:
+            item.problems = misordered[i]
+            items.append(item)
+            continue
         try:
-            item.dry_run = c.dry_run(doc)
+            item.dry_run = c.dry_run(_without_file_deps(doc, names))
         except CorralError as e:
             if not isinstance(e, _ITEM_ERRORS):
                 raise
@@ -86,9 +159,11 @@ def submit_all(c: Client, docs: Sequence[dict[str, Any]], items: list[Item]) -> 
     """Submit the checked items in order; stop at the first refusal (yielded with its
     problems) so that nothing after it is stored."""
     fields = FieldNames(c)
+    submitted: dict[Any, str] = {}  # name -> group id, of this file's items stored so far
     for doc, item in zip(docs, items, strict=True):
         try:
-            item.submitted = c.submit(doc)
+            item.submitted = c.submit(_with_group_ids(doc, submitted))
+            submitted.setdefault(doc.get("name"), item.submitted.group_id)
         except CorralError as e:
             if not isinstance(e, _ITEM_ERRORS):
                 raise

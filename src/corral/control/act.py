@@ -92,9 +92,19 @@ def launch_spec(
     return LaunchSpec(
         workload_id=rec.id, attempt=rec.attempt, queue=rec.queue, assignments=assignments,
         command=command, shell=spec.shell is not None, user=rec.user,
-        env={**spec.env, **replica_env(rec)} if rec.kind == "service" else spec.env,
+        env=_env(rec, spec),
         working_dir=spec.working_dir, checkpoint_dir=ckpt, resume_from=resume_point(ckpt),
         restart_count=rec.restart_count)
+
+
+def _env(rec: WorkloadRecord, spec: WorkloadSpec) -> dict[str, str]:
+    """The user's env, plus a replica's port or an array task's index and parameters (its id
+    is `<group>-<index>`, corral.control.submission.unit_ids)."""
+    if rec.kind == "service":
+        return {**spec.env, **replica_env(rec)}
+    if spec.array is None:
+        return spec.env
+    return {**spec.env, **spec.array.task_env(int(rec.id.rsplit("-", 1)[1]))}
 
 
 def stop_requested(

@@ -31,6 +31,7 @@ from corral.control.probes import ReadinessProber
 from corral.control.reconcile import Reconciled, reconcile
 from corral.control.settings import ControlSettings
 from corral.control.snapshot import Snapshot, SpecCache, UsageCache
+from corral.control.workflow import Workflow
 from corral.core import schedule
 from corral.core.model import ClusterState, QueueUsage
 from corral.core.plan import Plan
@@ -110,6 +111,8 @@ class ControlLoop:
         if attach is not None:  # the ledger reads the loop's state instead of its own
             attach(self.live)
         self.usage = UsageCache()  # decayed use per queue, for time-decayed fair share
+        #: dependencies and array limits: holds released from the change feed (workflow.py)
+        self.workflow = Workflow()
         #: launches off the loop's thread, for a backend that allows it (corral.control.act)
         self.launches: act.LaunchPool[W.WorkloadRecord] = act.LaunchPool()
         self.cycles = 0
@@ -157,6 +160,13 @@ class ControlLoop:
         if self.health is not None:
             with report.stage("health"):
                 self.health.step(now)
+        # workflow holds: after reconcile (work that just ended releases or cancels its
+        # dependents and frees room in its array), before the snapshot, so released work is
+        # planned in this cycle
+        with report.stage("workflow"):
+            self._refresh()  # the ends reconcile just wrote
+            if self.workflow.step(self.store, self.live, now):
+                self._refresh()
         with report.stage("snapshot"):
             self._refresh()
         if self._should_plan(now):
@@ -192,8 +202,12 @@ class ControlLoop:
         return report
 
     def _refresh(self) -> None:
+        reload = not self.live.loaded
         with self.store.read() as conn:
-            self.live.refresh(conn)
+            changed = self.live.refresh(conn)
+        if reload:  # what ended meanwhile was not seen: the holds are decided again
+            self.workflow = Workflow()
+        self.workflow.observe(changed, self.live)
 
     def _should_plan(self, now: float) -> bool:
         """Whether the core may decide anything new: the state changed since the last plan, a

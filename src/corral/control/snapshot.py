@@ -32,8 +32,9 @@ __all__ = ["Snapshot", "SpecCache", "UsageCache", "load_snapshot", "queue_usage"
 
 
 def replica_index(record: WorkloadRecord) -> int:
-    """Which replica of its service a row is (ids are `<group>-r<i>`); 0 for jobs."""
-    if record.id == record.group_id:
+    """Which replica of its service a row is (ids are `<group>-r<i>`); 0 for jobs (an array's
+    tasks are `<group>-<index>`: each is one job)."""
+    if record.id == record.group_id or record.kind != "service":
         return 0
     return int(record.id.rsplit("-r", 1)[1])
 

@@ -32,6 +32,13 @@ from sqlalchemy.exc import IntegrityError
 
 from corral.control import lifecycle as L
 from corral.control.snapshot import SpecCache, load_snapshot
+from corral.control.workflow import (
+    HELD,
+    NeverMet,
+    dependency_reason,
+    explain,
+    initial_holds,
+)
 from corral.core import reasons as R
 from corral.core import schedule
 from corral.core.config import SchedulerConfig
@@ -40,6 +47,7 @@ from corral.core.model import ClusterState, Health, Node, Queue, Workload
 from corral.core.plan import Plan
 from corral.spec import SpecError, WorkloadSpec
 from corral.store import Store
+from corral.store import groups as G
 from corral.store import pool as P
 from corral.store import workloads as W
 from corral.store.group_commit import GroupCommit
@@ -50,6 +58,8 @@ __all__ = ["DryRun", "PoolView", "Submissions", "node_classes", "stored_form", "
 _ID_ATTEMPTS = 5
 #: runs in a submission's transaction with its group id (corral.api: the idempotency key)
 OnStore = Callable[[Connection, str], None]
+#: whether the submitter may see a queue's work (corral.api: `Principal.may_use`)
+Visible = Callable[[str], bool]
 
 #: which spec field an unresolvable reason is about, so the error names it
 FIELD_OF_REASON: Final = {
@@ -64,6 +74,10 @@ FIELD_OF_REASON: Final = {
 
 
 def unit_ids(group_id: str, spec: WorkloadSpec) -> list[str]:
+    """A job's id is its group's; a service's replicas are `<group>-r<i>`, an array's tasks
+    `<group>-<index>` (CORRAL_ARRAY_INDEX)."""
+    if spec.array is not None:
+        return [f"{group_id}-{i}" for i in spec.array.indices()]
     if spec.kind != "service":
         return [group_id]
     return [f"{group_id}-r{i}" for i in range(spec.replicas or 1)]
@@ -107,6 +121,8 @@ class DryRun:
     placements: dict[str, list[dict[str, Any]]]  # unit id -> [{worker, node, devices}]
     evictions: list[dict[str, str]]
     reason: R.Reason | None
+    #: what the workflow fields will do (retries, dependencies, array), in sentences
+    notes: list[str] = dataclasses.field(default_factory=list)
 
 
 class Submissions:
@@ -200,51 +216,93 @@ class Submissions:
             self._diagnoses[key] = found
         return found
 
-    def submit(self, spec: WorkloadSpec, user: str, now: float) -> list[WorkloadRecord]:
+    def submit(self, spec: WorkloadSpec, user: str, now: float,
+               visible: Visible | None = None) -> list[WorkloadRecord]:
         """Check, then store the workload's units and their Submitted events; return them once
-        committed."""
+        committed. `visible(queue)`: whether the submitter may see that queue's work (the
+        parents `depends_on` may name); None: all."""
         self.check(spec)
+        parents = self.parents(spec, visible)
         for _ in range(_ID_ATTEMPTS):
             try:
-                return self._store(spec, user, now).result()
+                return self._store(spec, user, now, parents=parents).result()
             except IntegrityError:  # the random id is taken: draw another
                 continue
         raise RuntimeError("could not find a free workload id; try again")
 
     async def submit_async(self, spec: WorkloadSpec, user: str, now: float,
-                           on_store: OnStore | None = None) -> list[WorkloadRecord]:
+                           on_store: OnStore | None = None, visible: Visible | None = None,
+                           ) -> list[WorkloadRecord]:
         """`submit` for an event loop: checks inline when cached, else in a thread, and awaits
         the commit without holding a thread. `on_store(conn, group_id)` runs in the
         submission's own transaction (an idempotency key is written there)."""
         if not self.check_cached(spec):
             await asyncio.to_thread(self.check, spec)
+        parents = await asyncio.to_thread(self.parents, spec, visible) if spec.depends_on else {}
         for _ in range(_ID_ATTEMPTS):
             try:
-                return await asyncio.wrap_future(self._store(spec, user, now, on_store))
+                return await asyncio.wrap_future(self._store(spec, user, now, on_store, parents))
             except IntegrityError:
                 continue
         raise RuntimeError("could not find a free workload id; try again")
 
+    def parents(self, spec: WorkloadSpec, visible: Visible | None = None
+                ) -> dict[str, dict[str, int]]:
+        """The states of the workloads `spec.depends_on` names ({id: {state: rows}}); raise
+        SpecError naming `depends_on[i].id` for one that does not exist (or is in a queue the
+        submitter cannot see: the same answer), or has already ended in a way that can never
+        meet `when`. Parents exist before their dependents, so no submission closes a cycle."""
+        if not spec.depends_on:
+            return {}
+        keys = [d.id for d in spec.depends_on]
+        with self.store.read() as conn:
+            queues = G.queues_of(conn, keys)
+            states = G.states_of(conn, [k for k in keys if k in queues])
+        for i, d in enumerate(spec.depends_on):
+            if d.id not in queues or (visible is not None and not visible(queues[d.id])):
+                raise SpecError([(f"depends_on[{i}].id", f"no workload or group {d.id!r} that "
+                                  "you can see; give an id that `corral submit` printed or "
+                                  "`corral ls` lists")])
+        try:
+            dependency_reason(spec.depends_on, states)
+        except NeverMet as e:
+            raise SpecError([(f"depends_on[{e.index}].id", e.message)]) from None
+        return states
+
     def _store(self, spec: WorkloadSpec, user: str, now: float,
-               on_store: OnStore | None = None) -> Future[list[WorkloadRecord]]:
+               on_store: OnStore | None = None, parents: dict[str, dict[str, int]] | None = None,
+               ) -> Future[list[WorkloadRecord]]:
         group_id = f"{spec.name}-{secrets.token_hex(4)}"
         body = stored_form(spec)
-        rows = [_row(uid, group_id, spec, user, body, now) for uid in unit_ids(group_id, spec)]
+        ids = unit_ids(group_id, spec)
+        holds = initial_holds(spec, ids, group_id, parents or {})
+        rows = [_row(uid, group_id, spec, user, body, now, holds.get(uid)) for uid in ids]
         return self._writes.submit(_Accepted(rows, f"submitted by {user} to queue {spec.queue}",
                                              on_store))
 
-    def dry_run(self, spec: WorkloadSpec, now: float) -> DryRun:
-        """Plan one cycle on the current state plus the candidate; nothing is stored."""
+    def dry_run(self, spec: WorkloadSpec, now: float, visible: Visible | None = None) -> DryRun:
+        """Plan one cycle on the current state plus the candidate; nothing is stored. Work
+        held for its dependencies would wait (nothing is planned); of an array, the tasks
+        released at once are planned."""
         try:
             self.check(spec)
+            parents = self.parents(spec, visible)
         except SpecError as e:
             return DryRun("rejected", {}, [], R.Reason("Invalid", str(e)))
+        notes = explain(spec, parents)
+        ids = unit_ids("candidate", spec)
+        holds = initial_holds(spec, ids, "candidate", parents)
+        if ids and ids[0] in holds:  # held for a dependency: the core would not see it
+            return DryRun("pending", {}, [], holds[ids[0]], notes)
         with self.store.read() as conn:
             snap = load_snapshot(conn, now, SpecCache(), self.config)  # ordered as the loop orders
-        units = [dataclasses.replace(u, id=f"dry-run/{u.id}")
-                 for u in spec.to_core("candidate", now)]
+        core = spec.to_core("candidate", now)
+        if spec.array is not None:
+            core = [dataclasses.replace(core[0], id=uid) for uid in ids if uid not in holds]
+        units = [dataclasses.replace(u, id=f"dry-run/{u.id}") for u in core]
         state = dataclasses.replace(snap.state, workloads=snap.state.workloads + tuple(units))
-        return _dry_outcome(schedule(state, now, self.config), units)
+        return dataclasses.replace(_dry_outcome(schedule(state, now, self.config), units),
+                                   notes=notes)
 
 
 def _shape(spec: WorkloadSpec) -> str:
@@ -277,16 +335,18 @@ def _store_accepted(conn: Connection, batch: Sequence[_Accepted]) -> list[list[W
         for a in batch for r in a.rows])
     return [[WorkloadRecord(
         seq=next(seqs), **r, attempt=0, restart_count=0, version=1, started_at=None,
-        finished_at=None, not_before=0.0, stop_reason=None, stop_message="", exit_code=None)
+        finished_at=None, stop_reason=None, stop_message="", exit_code=None)
         for r in a.rows] for a in batch]
 
 
 def _row(uid: str, group_id: str, spec: WorkloadSpec, user: str, body: dict[str, Any],
-         now: float) -> dict[str, Any]:
+         now: float, hold: R.Reason | None = None) -> dict[str, Any]:
+    """A new unit's row; a `hold` (corral.control.workflow) keeps it out of scheduling."""
     return {"id": uid, "group_id": group_id, "name": spec.name, "queue": spec.queue,
             "user": user, "kind": str(spec.kind), "spec": body, "state": "pending",
-            "reason_code": L.SUBMITTED, "reason_message": "waiting for the next scheduling cycle",
-            "submitted_at": now}
+            "reason_code": hold.code if hold else L.SUBMITTED,
+            "reason_message": hold.message if hold else "waiting for the next scheduling cycle",
+            "not_before": HELD if hold else 0.0, "submitted_at": now}
 
 
 def stored_form(spec: WorkloadSpec) -> dict[str, Any]:

@@ -38,7 +38,10 @@ from corral.spec.quantities import CpuMilli, DurationS, SizeMiB
 from corral.spec.service import ReadinessProbe
 from corral.spec.workflow import (
     DEFAULT_RESTART_ON,
+    MAX_DEPENDENCIES,
     MAX_PREEMPTION_GRACE_S,
+    ArraySpec,
+    Dependency,
     ExitCodes,
     RestartCause,
 )
@@ -135,6 +138,13 @@ class WorkloadSpec(BaseModel):
     preemption_grace: DurationS | None = Field(
         None, description="SIGTERM to SIGKILL when stopped (preempted, cancelled, drained): "
         "time to checkpoint; default: the control plane's stop_grace_s; at most 1h")
+    depends_on: list[Dependency] = Field(
+        default_factory=list, max_length=MAX_DEPENDENCIES,
+        description="start only once these workloads (ids, or group ids) ended as stated; "
+        "held until then, cancelled when one can never be met")
+    array: ArraySpec | None = Field(
+        None, description="jobs: one task per index of a range or combination of a grid, "
+        "at most `parallel` running at once")
     replicas: int | None = Field(None, ge=1, le=1000, strict=True,
                                  description="services: replicas to run")
     min_replicas: int | None = Field(None, ge=0, le=1000, strict=True)
@@ -260,12 +270,17 @@ class WorkloadSpec(BaseModel):
     @model_validator(mode="after")
     def _workflow(self) -> WorkloadSpec:
         """The workflow fields' rules (corral.spec.workflow), apart from the service rules."""
+        if self.array is not None and self.kind != WorkloadKind.JOB:
+            raise ValueError("array applies to kind: job only")
         if self.restart_on is not None and self.kind == WorkloadKind.SERVICE:
             raise ValueError("restart_on applies to jobs and sessions; a service's replicas "
                              "are always restarted")
         if self.preemption_grace is not None and self.preemption_grace > MAX_PREEMPTION_GRACE_S:
             raise ValueError(f"preemption_grace must be at most {MAX_PREEMPTION_GRACE_S:g}s: "
                              "it keeps the GPUs from the work that needs them for as long")
+        ids = [d.id for d in self.depends_on]
+        if len(set(ids)) < len(ids):
+            raise ValueError("depends_on names a workload twice; list each id once")
         return self
 
     def restart_causes(self) -> frozenset[str]:

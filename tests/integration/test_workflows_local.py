@@ -1,0 +1,98 @@
+"""Workflow fields end to end on the local backend: a real `corral up` (subprocess), the CLI
+submitting examples/pipeline.yaml (names of the file resolved to ids), real worker processes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from corral.testing.corral_up import CorralServer, stop_workers
+
+pytestmark = pytest.mark.slow
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+PY = sys.executable
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralServer]:
+    srv = CorralServer(tmp_path_factory.mktemp("corral-flows")).start()
+    yield srv
+    srv.stop()
+    stop_workers(srv.data_dir)
+
+
+def _example(name: str, tmp: Path, **commands: list[str]) -> Path:
+    """An example file on the virtual pool's queue, with quick commands where given."""
+    doc: dict[str, Any] = yaml.safe_load((EXAMPLES / name).read_text())
+    for item in doc["workloads"]:
+        item["queue"] = "default"
+        item["command"] = commands.get(item["name"].replace("-", "_"), item["command"])
+    path = tmp / name
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _states(srv: CorralServer, ids: dict[str, str]) -> dict[str, tuple[str, str]]:
+    with srv.client() as c:
+        return {n: (c.get(w).state, c.get(w).reason_code) for n, w in ids.items()}
+
+
+def _wait_ended(srv: CorralServer, ids: dict[str, str]) -> dict[str, tuple[str, str]]:
+    with srv.client() as c:
+        for wid in ids.values():
+            c.wait(wid, timeout_s=90)
+    return _states(srv, ids)
+
+
+def test_a_pipeline_file_runs_in_order_and_cancels_what_can_never_run(
+        server: CorralServer, tmp_path: Path) -> None:
+    ok = [PY, "-c", "print('ok')"]
+    path = _example("pipeline.yaml", tmp_path, prepare=ok, train=[PY, "-c", "import time; "
+                    "time.sleep(1)"], report=ok, alert_on_failure=ok)
+    dry = server.cli("submit", "--dry-run", str(path))
+    assert "restart_on: restarted after node failure, preemption, spot interruption; exit " \
+           "codes 75" in dry.stdout
+    out = server.cli_json("submit", str(path))
+    ids = {item["name"]: item["workloads"][0]["id"] for item in out}  # type: ignore[union-attr]
+    states = _wait_ended(server, ids)
+    assert states == {"prepare": ("succeeded", "Completed"), "train": ("succeeded", "Completed"),
+                      "report": ("succeeded", "Completed"),
+                      "alert-on-failure": ("cancelled", "DependencyNeverMet")}
+    with server.client() as c:
+        prepare, train = c.get(ids["prepare"]), c.get(ids["train"])
+        assert train.spec["depends_on"] == [{"id": ids["prepare"]}]  # the name became its id
+        assert prepare.finished_at is not None and train.started_at is not None
+        assert train.started_at >= prepare.finished_at
+        assert ids["train"] in c.get(ids["alert-on-failure"]).reason_message
+
+
+def test_a_failed_parent_is_named_by_its_cancelled_dependents(server: CorralServer,
+                                                              tmp_path: Path) -> None:
+    ok = [PY, "-c", "print('ok')"]
+    path = _example("pipeline.yaml", tmp_path, prepare=[PY, "-c", "raise SystemExit(3)"],
+                    train=ok, report=ok, alert_on_failure=ok)
+    out = json.loads(server.cli("submit", str(path), "--json").stdout)
+    ids = {item["name"]: item["workloads"][0]["id"] for item in out}
+    states = _wait_ended(server, ids)
+    assert states["prepare"] == ("failed", "NotRetried")  # exit 3: not retried by default
+    assert states["train"] == ("cancelled", "DependencyNeverMet")
+    assert states["report"] == ("succeeded", "Completed")  # when: ended, of a cancelled train
+    assert states["alert-on-failure"] == ("cancelled", "DependencyNeverMet")
+
+
+def test_a_file_whose_items_loop_is_refused_naming_the_cycle(server: CorralServer,
+                                                            tmp_path: Path) -> None:
+    items = [{"name": n, "queue": "default", "cpu": 0.1, "memory": 64, "command": [PY, "-V"],
+              "depends_on": [{"id": d}]} for n, d in (("a", "b"), ("b", "a"))]
+    path = tmp_path / "loop.yaml"
+    path.write_text(yaml.safe_dump({"workloads": items}))
+    r = server.cli("submit", str(path), check=False)
+    assert r.returncode == 1
+    assert "workloads[0].depends_on[0].id (a): forms a cycle (a -> b -> a)" in r.stderr

@@ -250,3 +250,20 @@ def test_a_spot_interruption_drains_requeues_and_replaces_capacity(store: Store)
     rig.step(n=8)
     assert rig.state(gang) == "running" and _holding(store, gang) == {other}
     assert rig.get(gang).attempt == 1  # restarted once, from its checkpoint
+
+
+def test_a_retiring_provider_that_cannot_be_listed_is_not_taken_for_empty(store: Store) -> None:
+    from corral.providers.errors import ProviderError, ProviderReason
+
+    class Unreachable(CloudProvider):
+        def instances(self) -> list[Instance]:
+            raise ProviderError(ProviderReason.TIMEOUT, "EC2 did not answer")
+
+    provider = Unreachable()
+    rig, _, _ = _rig_with_cloud(store, provider)
+    with store.write() as c:
+        PP.retire_provider(c, "cloud", by="root", now=rig.clock.now())
+    rig.step(n=20)
+    with store.read() as c:
+        assert [d.lifecycle for d in PP.declared_providers(c)] == ["retiring"]
+    assert _audit(store, "autoscale.provider_error")  # said, every pass it fails

@@ -101,6 +101,8 @@ class PoolAutoscaler:
     #: called once a retiring provider has no live instance left
     retired: Callable[[str], None] | None = None
     interrupted: set[str] = field(default_factory=set)  # instance ids whose notice was acted on
+    #: providers whose instances could not be listed at the last pass: never taken for empty
+    unlisted: set[str] = field(default_factory=set)
 
     def step(self, now: float, plan: Plan | None,
              cluster: Callable[[], ClusterState]) -> Decisions | None:
@@ -137,7 +139,9 @@ class PoolAutoscaler:
             except ProviderError as e:
                 log.warning("provider %s: %s", name, e)
                 self._record(now, "provider_error", name, {"reason": str(e)})
+                self.unlisted.add(name)
                 continue
+            self.unlisted.discard(name)
             instances += listed
             self.owner.update((i.id, name) for i in listed)
         ids = [i.id for i in instances if i.state != CapacityState.TERMINATED]
@@ -250,7 +254,7 @@ class PoolAutoscaler:
         if not self.retiring or self.retired is None:
             return
         ended = {t.instance_id for t in d.terminations}
-        for name in sorted(self.retiring):
+        for name in sorted(self.retiring - self.unlisted):
             live = [i for i in instances if i.provider == name and i.id not in ended
                     and i.state not in (CapacityState.TERMINATED, CapacityState.FAILED,
                                         CapacityState.TERMINATING)]

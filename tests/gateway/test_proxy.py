@@ -462,3 +462,15 @@ def test_a_client_that_gives_up_while_queued_frees_its_slot() -> None:
             table.remove_service("toy")
             assert (await another).status_code == 404
     run(main())
+
+
+def test_with_no_other_replica_to_try_the_replicas_own_503_is_passed_on() -> None:
+    async def main() -> None:
+        async with (replica("sick", healthy=False) as (us, _),
+                    gateway(table_with(sick=(us, READY))) as client):
+            got = await client.get("/serve/toy/healthz")
+            text = (await client.get("/metrics")).text
+        assert got.status_code == 503 and got.headers["x-replica"] == "sick"
+        assert got.json() == {"status": "unavailable", "replica": "sick"}
+        assert 'corral_gateway_retries_total{service="toy"}' not in text  # never retried
+    run(main())

@@ -226,20 +226,23 @@ class Proxy:
             prefix=scope.get("root_path", "") + f"/serve/{service}", keep_authorization=public)
         query = scope.get("query_string", b"")
         tried: list[str] = []
+        last: _Retry | None = None
         while True:
             replica = self._pick(service, tried)
-            if replica is None and tried:
-                raise _Refused(502, "bad_gateway", f"no replica of service {service!r} could "
-                               f"be reached (tried {len(tried)})")
+            if replica is None and last is not None:  # the others went away meanwhile
+                raise last.refusal
             if replica is None:
                 await self._admit(service, deadline, body)
                 continue
+            # a failed try is retried only where another try can follow; else the client gets
+            # what this one got (the replica's own 503, or a 502)
+            may_retry = len(tried) + 1 < self.limits.max_tries and \
+                self._pick(service, [*tried, replica.id]) is not None
             request = self._request(scope["method"], replica, rest, query, headers, body)
-            response = await self._send(service, replica, request, body, deadline)
+            response = await self._send(service, replica, request, body, deadline, may_retry)
             if isinstance(response, _Retry):
                 tried.append(replica.id)
-                if len(tried) >= self.limits.max_tries:
-                    raise response.refusal
+                last = response
                 self.metrics.retries.labels(service).inc()
                 continue
             self.metrics.first_byte.labels(service).observe(
@@ -264,9 +267,9 @@ class Proxy:
                            "headers") from None
 
     async def _send(self, service: str, replica: Replica, request: httpx.Request, body: _Body,
-                    deadline: float) -> httpx.Response | _Retry:
-        """Stage 5 on one replica: the response (headers received), or a _Retry saying why
-        this try failed and what to answer if no other try is left."""
+                    deadline: float, may_retry: bool) -> httpx.Response | _Retry:
+        """Stage 5 on one replica: the response (headers received), or, when `may_retry` and
+        `should_retry` agree, a _Retry saying why this try failed."""
         loop = asyncio.get_running_loop()
         timeout = min(self.limits.first_byte_timeout_s, deadline - loop.time())
         self.table.acquire(replica)
@@ -278,8 +281,9 @@ class Proxy:
             self.metrics.errors.labels(service, "connect").inc()
             refusal = _Refused(502, "bad_gateway", f"replica {replica.id} of service "
                                f"{service!r} could not be reached ({type(exc).__name__})")
-            if should_retry(request.method, connect_error=True, status=None,
-                            body_sent=body.started, has_body=body.has_body, limits=self.limits):
+            if may_retry and should_retry(
+                    request.method, connect_error=True, status=None, body_sent=body.started,
+                    has_body=body.has_body, limits=self.limits):
                 return _Retry(refusal)
             raise refusal from None
         except TimeoutError:
@@ -299,13 +303,13 @@ class Proxy:
             self.metrics.errors.labels(service, "upstream_broken").inc()
             raise _Refused(502, "bad_gateway", f"replica {replica.id} of service {service!r} "
                            f"broke the exchange ({type(exc).__name__})") from None
-        if response.status_code == 503 and should_retry(
+        if response.status_code == 503 and may_retry and should_retry(
                 request.method, connect_error=False, status=503, body_sent=body.started,
                 has_body=body.has_body, limits=self.limits):
             await response.aclose()
             self.table.release(service, replica)
-            return _Retry(_Refused(503, "unavailable", f"every replica tried of service "
-                                   f"{service!r} answered 503", headers={
+            return _Retry(_Refused(503, "unavailable", f"replica {replica.id} of service "
+                                   f"{service!r} answered 503 and no other is ready", headers={
                                        "Retry-After": str(self.limits.retry_after_s)}))
         return response
 

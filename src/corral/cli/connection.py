@@ -1,10 +1,11 @@
-"""Which server and token a CLI command uses: flags, then CORRAL_URL / CORRAL_TOKEN, then the
-data dir (`server.json` and `admin-token` that `corral up` wrote), then the default port."""
+"""Which server and token a CLI command uses: flags, then CORRAL_URL / CORRAL_TOKEN, then a data
+dir named by CORRAL_DATA_DIR, then the current context (`corral login`, `corral context use`),
+then `./.corral` (`server.json` and `admin-token` that `corral up` wrote), then the default port.
+The rules live in `corral.sdk.config`, shared with `Client.from_env()`."""
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,8 +14,9 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from corral.cli.defaults import DEFAULT_PORT, DataDir, default_data_dir
+from corral.cli.defaults import DEFAULT_PORT
 from corral.sdk import Client, CorralError
+from corral.sdk import config as sdk_config
 
 __all__ = ["JsonOpt", "TokenOpt", "UrlOpt", "connect", "emit_json", "err", "friendly"]
 
@@ -23,25 +25,18 @@ T = TypeVar("T")
 
 # typer reads the environment and shows the variable in --help ("env var: CORRAL_URL")
 UrlOpt = Annotated[str | None, typer.Option(
-    "--url", envvar="CORRAL_URL", help="server URL; default: the data dir's server.json, else "
-    f"http://127.0.0.1:{DEFAULT_PORT}")]
+    "--url", envvar="CORRAL_URL", help="server URL; default: the current context (corral "
+    f"login), else the data dir's server.json, else http://127.0.0.1:{DEFAULT_PORT}")]
 TokenOpt = Annotated[str | None, typer.Option(
-    "--token", envvar="CORRAL_TOKEN", help="API token; default: the data dir's admin-token")]
+    "--token", envvar="CORRAL_TOKEN", help="API token; default: the current context's, else "
+    "the data dir's admin-token")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
 
 
 def resolve(url: str | None, token: str | None, data_dir: Path | None = None) -> tuple[str, str | None]:
-    dd = DataDir(data_dir or default_data_dir())
-    url = url or os.environ.get("CORRAL_URL")
-    if not url and dd.server_file.is_file():
-        try:
-            url = json.loads(dd.server_file.read_text())["url"]
-        except (ValueError, KeyError):
-            url = None
-    token = token or os.environ.get("CORRAL_TOKEN")
-    if not token and dd.admin_token.is_file():
-        token = dd.admin_token.read_text().strip()
-    return url or f"http://127.0.0.1:{DEFAULT_PORT}", token
+    with friendly():  # a config file that cannot be read is a user's mistake: one message
+        found = sdk_config.resolve(url, token, data_dir=data_dir)
+    return found.url, found.token
 
 
 def connect(url: str | None, token: str | None) -> Client:

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from corral.agent.command import agent as agent_command
-from corral.cli import agent, cluster, credits, offers, tenancy, workloads
+from corral.cli import agent, cluster, contexts, credits, offers, tenancy, workloads
 from corral.cli.lazy import LazyGroup
 
 app = typer.Typer(
@@ -39,6 +39,8 @@ for _command in (workloads.submit, workloads.ls, workloads.describe, workloads.l
     app.command(_command.__name__)(_command)
 # `corral providers` lists as before; its subcommands add, rm and ls renting providers
 app.add_typer(offers.providers_app, name="providers")
+app.command("login")(contexts.login)  # saved servers and tokens: corral.cli.contexts
+app.add_typer(contexts.context_app, name="context")
 
 
 def _version(value: bool) -> None:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from corral.sdk import errors as E
 from corral.sdk import models as M
+from corral.sdk.config import resolve as _resolve_server
 from corral.sdk.providers import DeclaredProvider
 
 __all__ = ["Client"]
@@ -43,6 +44,14 @@ class Client:
         self.url = url.rstrip("/")
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
                                   transport=transport)
+
+    @classmethod
+    def from_env(cls, url: str | None = None, token: str | None = None, **kwargs: Any) -> Client:
+        """A client for the server the CLI would use (`corral.sdk.config`): the arguments, then
+        CORRAL_URL / CORRAL_TOKEN, CORRAL_DATA_DIR, the current context (`corral login`),
+        ./.corral, the default port. `kwargs` go to `Client(...)`."""
+        found = _resolve_server(url, token)
+        return cls(found.url, found.token, **kwargs)
 
     def __enter__(self) -> Client:
         return self
@@ -117,6 +126,14 @@ class Client:
 
     def cancel(self, workload_id: str) -> M.Workload:
         return self._post(M.Workload, f"/v1/workloads/{workload_id}/cancel")
+
+    def group(self, group_id: str) -> M.Submitted:
+        """Every unit of one submission (an array's tasks), oldest first."""
+        return self._get(M.Submitted, f"/v1/groups/{_seg(group_id)}")
+
+    def cancel_group(self, group_id: str) -> M.Submitted:
+        """Cancel every unit of one submission that has not ended (an array's tasks)."""
+        return self._post(M.Submitted, f"/v1/groups/{_seg(group_id)}/cancel")
 
     def events(self, workload_id: str, after: int = 0) -> M.EventPage:
         return self._get(M.EventPage, f"/v1/workloads/{workload_id}/events", after=after)

@@ -1,0 +1,129 @@
+"""`corral login URL` and `corral context ls|use|rm`: servers saved with their tokens, so that
+every client command reaches the current one without --url/--token (precedence and file in
+`corral.sdk.config`). A saved token is never printed back."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+from urllib.parse import urlsplit
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from corral.cli.connection import friendly
+from corral.cli.output import Format, OutputOpt, emit
+from corral.sdk import Client
+from corral.sdk.config import Config, Context, config_path, load_config, save_config
+
+__all__ = ["context_app", "login"]
+
+out = Console()
+context_app = typer.Typer(no_args_is_help=True,
+                          help="saved servers (corral login): list, switch, remove")
+
+
+def _default_name(url: str) -> str:
+    return urlsplit(url).netloc or url
+
+
+def _checked_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise typer.BadParameter(f"{url!r} is not a server URL; write it like "
+                                 "https://corral.example.com or http://10.0.0.5:8765",
+                                 param_hint="URL")
+    return url.rstrip("/")
+
+
+def _read_token(token: str | None) -> str:
+    """`--token -` reads stdin (keeps it out of shell history); no --token asks without echo."""
+    if token == "-":
+        token = sys.stdin.readline().strip()
+    elif token is None:
+        token = typer.prompt("token", hide_input=True)
+    if not token:
+        raise typer.BadParameter("the token is empty", param_hint="--token")
+    return token
+
+
+def login(
+    url: Annotated[str, typer.Argument(help="the server, e.g. https://corral.example.com")],
+    token: Annotated[str | None, typer.Option(
+        "--token", help="API token; '-' reads it from stdin; omitted: asked for, not echoed")] = None,
+    name: Annotated[str | None, typer.Option(
+        "--name", help="the context's name (default: the URL's host:port)")] = None,
+    verify: Annotated[bool, typer.Option(
+        "--verify/--no-verify", help="check the token with the server before saving")] = True,
+) -> None:
+    """Save a server and its token as a context and make it the current one."""
+    url = _checked_url(url)
+    secret = _read_token(token)
+    name = name or _default_name(url)
+    who = ""
+    if verify:
+        with friendly(), Client(url, secret) as c:
+            who = f" as {c.whoami().name}"
+    with friendly():
+        config = load_config()
+        config.contexts[name] = Context(name, url, secret)
+        config.current = name
+        path = save_config(config)
+    out.print(f"logged in to {url}{who}; context [bold]{name}[/bold] is current (saved in "
+              f"{path})", highlight=False)
+
+
+def _loaded() -> Config:
+    with friendly():
+        return load_config()
+
+
+@context_app.command("ls")
+def ls(output: OutputOpt = None) -> None:
+    """Saved contexts; * marks the current one. Tokens are never shown."""
+    config = _loaded()
+    rows = sorted(config.contexts.values(), key=lambda c: c.name)
+    fmt = output or Format.TABLE
+    if fmt is Format.JSON:
+        import json
+
+        typer.echo(json.dumps([{"name": c.name, "url": c.url, "current": c.name == config.current,
+                                "has_token": bool(c.token)} for c in rows], indent=2))
+        return
+    if not rows and fmt in {Format.TABLE, Format.WIDE}:
+        out.print(f"no contexts yet ({config_path()}): corral login URL", highlight=False)
+        return
+    t = Table(title="contexts", title_justify="left")
+    for col in ("CURRENT", "NAME", "URL", "TOKEN"):
+        t.add_column(col, no_wrap=col in {"NAME", "URL"})
+    for c in rows:
+        t.add_row("*" if c.name == config.current else "", c.name, c.url,
+                  "saved" if c.token else "none")
+    emit(out, fmt, [], t, [c.name for c in rows])
+
+
+@context_app.command("use")
+def use(name: Annotated[str, typer.Argument(help="a saved context")]) -> None:
+    """Make NAME the current context."""
+    with friendly():
+        config = load_config()
+        config.current = config.context(name).name
+        save_config(config)
+    out.print(f"context [bold]{name}[/bold] is current", highlight=False)
+
+
+@context_app.command("rm")
+def rm(name: Annotated[str, typer.Argument(help="a saved context")]) -> None:
+    """Forget NAME and its token (the token itself stays valid on the server: revoke it with
+    `corral tokens revoke` if it leaked)."""
+    with friendly():
+        config = load_config()
+        config.context(name)
+        del config.contexts[name]
+        if config.current == name:
+            config.current = None
+        save_config(config)
+    left = "; no context is current now" if config.current is None else ""
+    out.print(f"removed context {name}{left}", highlight=False)
+

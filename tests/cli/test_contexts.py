@@ -1,0 +1,113 @@
+"""`corral login` and `corral context ls|use|rm`: a saved server and token reach every client
+command; the file is its owner's only; the token is never printed back; a broken config file
+or an unknown context is one clear message."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .server_proc import CorralServer
+
+PY = sys.executable
+SECRET = "crl_not-a-real-token-0123456789"
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    """No CORRAL_* from the outer environment: only the config file can name a server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    return {**env, "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "COLUMNS": "120"}
+
+
+def _cli(tmp_path: Path, *args: str, stdin: str | None = None,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PY, "-m", "corral.cli.main", *args], env=env or _env(tmp_path),
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60, input=stdin)
+
+
+def _config(tmp_path: Path) -> Path:
+    return tmp_path / "xdg" / "corral" / "config.json"
+
+
+def test_login_saves_a_private_file_and_never_prints_the_token(tmp_path: Path) -> None:
+    r = _cli(tmp_path, "login", "http://10.0.0.5:8765/", "--token", SECRET, "--no-verify")
+    assert r.returncode == 0, r.stderr
+    assert "10.0.0.5:8765" in r.stdout
+    path = _config(tmp_path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    saved = json.loads(path.read_text())
+    assert saved == {"current": "10.0.0.5:8765", "contexts": {
+        "10.0.0.5:8765": {"url": "http://10.0.0.5:8765", "token": SECRET}}}
+    for args in (["context", "ls"], ["context", "ls", "-o", "json"],
+                 ["context", "ls", "-o", "plain"]):
+        shown = _cli(tmp_path, *args)
+        assert shown.returncode == 0, shown.stderr
+        assert SECRET not in shown.stdout + shown.stderr
+    assert SECRET not in r.stdout + r.stderr
+
+
+def test_token_from_stdin_and_contexts_switch_and_go(tmp_path: Path) -> None:
+    assert _cli(tmp_path, "login", "https://a.example.com", "--token", "-", "--name", "a",
+                "--no-verify", stdin=SECRET + "\n").returncode == 0
+    assert _cli(tmp_path, "login", "https://b.example.com", "--token", "tb", "--name", "b",
+                "--no-verify").returncode == 0
+    listed = json.loads(_cli(tmp_path, "context", "ls", "-o", "json").stdout)
+    assert [(c["name"], c["current"]) for c in listed] == [("a", False), ("b", True)]
+    assert json.loads(_config(tmp_path).read_text())["contexts"]["a"]["token"] == SECRET
+    assert _cli(tmp_path, "context", "use", "a").returncode == 0
+    assert _cli(tmp_path, "context", "ls", "-o", "ids").stdout.split() == ["a", "b"]
+    assert json.loads(_config(tmp_path).read_text())["current"] == "a"
+    gone = _cli(tmp_path, "context", "rm", "a")
+    assert gone.returncode == 0 and "no context is current" in gone.stdout
+    assert json.loads(_config(tmp_path).read_text()) == {
+        "current": None, "contexts": {"b": {"url": "https://b.example.com", "token": "tb"}}}
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["context", "use", "nope"], "no context named 'nope' (saved contexts: none"),
+    (["context", "rm", "nope"], "no context named 'nope'"),
+    (["login", "corral.example.com", "--token", "t", "--no-verify"], "is not a server URL"),
+    (["login", "http://x:1", "--token", "", "--no-verify"], "the token is empty"),
+], ids=["use-unknown", "rm-unknown", "url-without-scheme", "empty-token"])
+def test_mistakes_are_one_clear_message(tmp_path: Path, args: list[str], says: str) -> None:
+    r = _cli(tmp_path, *args)
+    assert r.returncode != 0
+    assert says in " ".join((r.stdout + r.stderr).split())
+    assert "Traceback" not in r.stderr
+
+
+def test_a_broken_config_file_is_named_with_the_fix(tmp_path: Path) -> None:
+    _config(tmp_path).parent.mkdir(parents=True)
+    _config(tmp_path).write_text("{not json")
+    r = _cli(tmp_path, "queues")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    message = " ".join(r.stderr.split())
+    assert str(_config(tmp_path)) in message and "fix or delete it" in message
+
+
+def test_an_unknown_corral_context_is_refused(tmp_path: Path) -> None:
+    r = _cli(tmp_path, "queues", env={**_env(tmp_path), "CORRAL_CONTEXT": "prod"})
+    assert r.returncode == 1 and "no context named 'prod'" in r.stderr
+
+
+def test_login_checks_the_token_and_client_commands_use_the_context(
+        tmp_path: Path, server: CorralServer) -> None:
+    refused = _cli(tmp_path, "login", server.url, "--token", "crl_wrong")
+    assert refused.returncode == 1
+    assert not _config(tmp_path).exists()  # nothing saved for a token the server refused
+    r = _cli(tmp_path, "login", server.url, "--token", server.token, "--name", "local")
+    assert r.returncode == 0, r.stderr
+    assert "as admin" in r.stdout and server.token not in r.stdout + r.stderr
+    queues = _cli(tmp_path, "queues", "-o", "ids")  # no --url, no env: the current context
+    assert queues.returncode == 0, queues.stderr
+    assert "default" in queues.stdout.split()
+    # a flag beats the context: this port has no server, so the command fails to connect
+    other = _cli(tmp_path, "queues", "--url", "http://127.0.0.1:9")
+    assert other.returncode == 1 and "127.0.0.1:9" in other.stderr

@@ -6,6 +6,11 @@ after a restart (the second re-adopts what the first launched). Tests drive the 
 backend's hooks: `start`, `finish`, `fail`, `ignore_stop`, `lose_node`, `fail_next_launch`,
 `write_log`.
 
+`poll_changes(now)` reports only the attempts that changed since this backend's last call (the
+first call reports every attempt): the world logs every attempt its hooks and polls change
+(`FakeWorld.changes`), so a control loop over 50,000 running workers pays for what moved, not for
+all of them. Code that edits a `FakeWorker` directly must `FakeWorld.touch` its attempt.
+
 Time only moves when `poll(now)` is called. Stop semantics, by default: a worker honours SIGTERM
 and is STOPPED (exit 0, StoppedInTime) at the first poll after `stop`. A worker marked with
 `ignore_stop` keeps running; the first poll after the stop starts its grace, and the first poll at
@@ -74,6 +79,14 @@ class FakeWorld:
     workers: dict[Key, list[FakeWorker]] = field(default_factory=dict)
     released: set[Key] = field(default_factory=set)
     launch_failures: list[str] = field(default_factory=list)
+    #: attempts in the order they changed (append-only; `poll_changes` keeps a place in it)
+    changes: list[Key] = field(default_factory=list)
+    #: attempts asked to stop that have live workers: a poll may end them as time passes
+    stopping: set[Key] = field(default_factory=set)
+
+    def touch(self, key: Key) -> None:
+        """Log that the workers of `key` changed (the hooks do it; direct edits must)."""
+        self.changes.append(key)
 
 
 class FakeBackend(Backend, InventorySource, LogSource):
@@ -98,6 +111,7 @@ class FakeBackend(Backend, InventorySource, LogSource):
         self.check_capacity = check_capacity
         self.launches: list[LaunchSpec] = []
         self.stops: list[StopCall] = []
+        self._cursor: int | None = None  # place in `world.changes`; None: next call reports all
 
     # --- Backend -------------------------------------------------------------------------------
 
@@ -121,6 +135,7 @@ class FakeBackend(Backend, InventorySource, LogSource):
             FakeWorker(assignment=a, state=state, reason=reason)
             for a in sorted(spec.assignments, key=lambda a: a.worker)
         ]
+        self.world.touch(key)
         self.launches.append(spec)
 
     def stop(self, workload_id: str, attempt: int, grace_seconds: float, reason: str) -> None:
@@ -134,6 +149,8 @@ class FakeBackend(Backend, InventorySource, LogSource):
                 w.stop_grace = grace_seconds
                 w.stop_reason = w.stop_reason or reason
         if changed:
+            self.world.stopping.add((workload_id, attempt))
+            self.world.touch((workload_id, attempt))
             self.stops.append(StopCall(workload_id, attempt, grace_seconds, reason))
 
     def poll(self, now: float) -> list[WorkerStatus]:
@@ -141,10 +158,35 @@ class FakeBackend(Backend, InventorySource, LogSource):
         for key in sorted(self.world.workers):
             if key in self.world.released:
                 continue
-            for w in self.world.workers[key]:
-                self._advance(w, now)
-                out.append(_status(key, w, now))
+            self._advance_all(key, now)
+            out.extend(_status(key, w, now) for w in self.world.workers[key])
         return out
+
+    def poll_changes(self, now: float) -> tuple[list[WorkerStatus], list[Key], bool]:
+        """What changed since this backend's last call: (the workers of every attempt that
+        changed, the attempts released since, whether this is everything). The first call
+        reports every attempt (`poll`) and says so; a caller keeps the last report of each
+        attempt and replaces it with the new one."""
+        if type(self).poll is not FakeBackend.poll:  # a test's own poll: report through it
+            return self.poll(now), [], True
+        world = self.world
+        for key in sorted(world.stopping):  # time ends these: look at them every call
+            self._advance_all(key, now)
+        if self._cursor is None:
+            everything = self.poll(now)
+            self._cursor = len(world.changes)  # after the poll: what it advanced is reported
+            return everything, [], True
+        keys = sorted(set(world.changes[self._cursor:]))
+        out: list[WorkerStatus] = []
+        gone: list[Key] = []
+        for key in keys:
+            if key in world.released or key not in world.workers:
+                gone.append(key)
+                continue
+            self._advance_all(key, now)
+            out.extend(_status(key, w, now) for w in world.workers[key])
+        self._cursor = len(world.changes)
+        return out, gone, False
 
     def release(self, workload_id: str, attempt: int) -> None:
         key = (workload_id, attempt)
@@ -155,6 +197,8 @@ class FakeBackend(Backend, InventorySource, LogSource):
                 f"{workload_id} attempt {attempt}: workers {running} have not ended; stop first")
         if key in self.world.workers:
             self.world.released.add(key)
+            self.world.stopping.discard(key)
+            self.world.touch(key)
 
     # --- capabilities --------------------------------------------------------------------------
 
@@ -176,6 +220,7 @@ class FakeBackend(Backend, InventorySource, LogSource):
         for w in self._workers(workload_id, attempt, None):
             if w.state == WorkerState.STARTING:
                 w.state, w.reason = WorkerState.RUNNING, base.RUNNING
+        self._touch(workload_id, attempt)
 
     def finish(
         self, workload_id: str, attempt: int | None = None, worker: int | None = None, *,
@@ -194,6 +239,7 @@ class FakeBackend(Backend, InventorySource, LogSource):
             else:
                 w.state = WorkerState.FAILED
                 w.reason = base.KILLED_BY_SIGNAL if exit_code < 0 else base.EXITED
+        self._touch(workload_id, attempt)
 
     def fail(
         self, workload_id: str, attempt: int | None = None, worker: int | None = None, *,
@@ -213,11 +259,12 @@ class FakeBackend(Backend, InventorySource, LogSource):
     def lose_node(self, node_id: str, at: float | None = None) -> None:
         """The node vanishes: it leaves the inventory, its live workers become LOST."""
         self.world.nodes.pop(node_id, None)
-        for workers in self.world.workers.values():
+        for key, workers in self.world.workers.items():
             for w in workers:
                 if w.assignment.node_id == node_id and not w.state.ended:
                     w.state, w.reason, w.finished_at = WorkerState.LOST, base.NODE_LOST, at
                     w.message = f"node {node_id} is gone"
+                    self.world.touch(key)
 
     def set_node_health(self, node_id: str, health: Health) -> None:
         self.world.nodes[node_id] = replace(self.world.nodes[node_id], health=health)
@@ -236,6 +283,20 @@ class FakeBackend(Backend, InventorySource, LogSource):
                       if any(not w.state.ended for w in ws))
 
     # --- internals -----------------------------------------------------------------------------
+
+    def _touch(self, workload_id: str, attempt: int | None) -> None:
+        self.world.touch((workload_id, self._latest(workload_id) if attempt is None else attempt))
+
+    def _advance_all(self, key: Key, now: float) -> None:
+        """Advance the workers of `key` to `now`; log the attempt if any of them changed."""
+        workers = self.world.workers.get(key, ())
+        before = [(w.state, w.finished_at) for w in workers]
+        for w in workers:
+            self._advance(w, now)
+        if any((w.state, w.finished_at) != b for w, b in zip(workers, before, strict=True)):
+            self.world.touch(key)
+        if all(w.state.ended for w in workers):
+            self.world.stopping.discard(key)
 
     def _advance(self, w: FakeWorker, now: float) -> None:
         if w.state.ended:

@@ -66,6 +66,9 @@ class LiveState:
         self.stopping: set[str] = set()
         self.launching: set[str] = set()
         self._deadlines: tuple[int, list[tuple[float, str]]] | None = None
+        #: ids of workloads that changed since the reconciler last took them (`take_dirty`);
+        #: None: everything (a reload), so the next reconcile looks at every row
+        self.dirty: set[str] | None = None
 
     # -- reading the store ---------------------------------------------------------------------
 
@@ -87,6 +90,7 @@ class LiveState:
         self.specs.retain(set(self.records))
         self.generation += 1
         self.loaded = True
+        self.dirty = None
 
     def refresh(self, conn: Connection) -> set[str]:
         """Apply what was written since the last read; returns the workload ids that changed."""
@@ -99,6 +103,8 @@ class LiveState:
             return set(self.records)
         self._workload_seq = last
         changed = self._apply(conn, rows)
+        if self.dirty is not None:
+            self.dirty |= changed
         nodes_changed = self._read_nodes(conn)
         queues = tuple(P.list_queues(conn))
         if changed or nodes_changed or queues != self.queues:
@@ -158,6 +164,11 @@ class LiveState:
         if rows:
             self.active_nodes = dict(sorted(self.active_nodes.items()))
         return bool(rows)
+
+    def take_dirty(self) -> set[str] | None:
+        """The ids changed since the last call (None: every row, after a reload); resets."""
+        dirty, self.dirty = self.dirty, set()
+        return dirty
 
     @property
     def nodes_version(self) -> int:

@@ -28,7 +28,7 @@ from corral.control.health import HealthMonitor
 from corral.control.leader import Leadership
 from corral.control.live_state import LiveState
 from corral.control.probes import ReadinessProber
-from corral.control.reconcile import Reconciled, reconcile
+from corral.control.reconcile import BackendView, Reconciled, reconcile
 from corral.control.settings import ControlSettings
 from corral.control.snapshot import Snapshot, SpecCache, UsageCache
 from corral.control.workflow import Workflow
@@ -106,6 +106,8 @@ class ControlLoop:
         self.specs = SpecCache()
         #: the cluster between cycles, kept current from the store's change feed
         self.live = LiveState(self.specs)
+        #: the backend's last report per attempt, for a backend that reports only changes
+        self.view = BackendView()
         self._last_plan: _Planned | None = None
         attach = getattr(self.admission, "attach", None)
         if attach is not None:  # the ledger reads the loop's state instead of its own
@@ -148,12 +150,18 @@ class ControlLoop:
             self.live.loaded = False
         self.cycles += 1
         report = StepReport(leader=True)
+        poll_changes = getattr(self.backend, "poll_changes", None)
         with report.stage("poll"):
-            statuses = self.backend.poll(now)
+            delta = None if poll_changes is None else poll_changes(now)
+            statuses = self.backend.poll(now) if delta is None else delta[0]
         report.observed = len(statuses)
         with report.stage("reconcile"):
             self._refresh()
-            seen = reconcile(self.store, statuses, now, self.specs, self.live.records)
+            if delta is None:
+                self.live.take_dirty()
+                seen = reconcile(self.store, statuses, now, self.specs, self.live.records)
+            else:  # only what changed (corral.control.reconcile.BackendView)
+                seen = self.view.reconcile(self.store, delta, now, self.specs, self.live)
             self._tidy_backend(seen)
         # health hook (corral.control.health): after reconcile, so lost workers' gangs are
         # already stopping; before scheduling, so nothing is placed on a node just found sick
@@ -276,8 +284,8 @@ class ControlLoop:
     def _busy_devices(self, seen: Reconciled, records: Mapping[str, W.WorkloadRecord]
                       ) -> set[tuple[str, int]]:
         """Devices held by live attempts that the snapshot did not count (stopping, orphans)."""
-        keys = []
-        for (wid, attempt) in seen.live:
+        keys = self.view.not_holding(self.live) if seen.partial else []
+        for (wid, attempt) in () if seen.partial else seen.live:
             rec = records.get(wid)
             holding = (rec is not None and rec.attempt == attempt and rec.stop_reason is None
                        and rec.state in ("scheduled", "starting", "running"))

@@ -16,12 +16,20 @@ What must change is decided first, from the rows the loop holds in memory; then 
 the cycle is written in ONE transaction (each still guarded by its row's version), and none at
 all when nothing changed: a steady pool of running work costs no write. The backend is called
 after the commit.
+
+A backend that can report only what changed (`poll_changes`, the fake's) is reconciled through
+`BackendView`, which keeps the last report of every attempt and looks only at attempts that
+changed, rows that changed (`LiveState.take_dirty`), rows being launched or stopped, and what
+the last cycle left unsettled (orphans, ended attempts not yet released): an idle cycle over
+50,000 running workers then looks at nothing. Its decisions are those of the full `reconcile`
+over the same report (tests/control/test_reconcile_changes.py runs both).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import Connection
 
@@ -34,9 +42,20 @@ from corral.store import Store
 from corral.store import workloads as W
 from corral.store.workloads import WorkloadRecord
 
-__all__ = ["Reconciled", "reconcile"]
+if TYPE_CHECKING:
+    from corral.control.live_state import LiveState
+
+__all__ = ["BackendView", "Reconciled", "ReportsChanges", "reconcile"]
 
 Key = tuple[str, int]
+#: what `poll_changes` returns: (workers of the attempts that changed, attempts gone, everything)
+Delta = tuple[list[WorkerStatus], list[Key], bool]
+
+
+class ReportsChanges(Protocol):
+    """A backend that can say what changed since its last report (`FakeBackend`)."""
+
+    def poll_changes(self, now: float) -> Delta: ...
 
 
 @dataclass
@@ -46,6 +65,8 @@ class Reconciled:
     relaunch: list[str] = field(default_factory=list)  # starting rows the backend never got
     live: dict[Key, list[WorkerStatus]] = field(default_factory=dict)  # not ended
     changed: int = 0
+    #: `live` holds only the attempts looked at (BackendView): ask it for the rest
+    partial: bool = False
 
 
 def group(statuses: Iterable[WorkerStatus]) -> dict[Key, list[WorkerStatus]]:
@@ -68,9 +89,20 @@ def reconcile(
     if records is None:
         with store.read() as conn:
             records = {r.id: r for r in W.load_active(conn)}
+    return _reconcile(store, by_key, sorted(by_key), records.values(), records, now, specs)
+
+
+def _reconcile(
+    store: Store, by_key: Mapping[Key, list[WorkerStatus]], keys: Sequence[Key],
+    rows: Iterable[WorkloadRecord], records: Mapping[str, WorkloadRecord], now: float,
+    specs: SpecCache,
+) -> Reconciled:
+    """Decide for the reported attempts `keys` and the unreported live rows among `rows`, then
+    write every change in one transaction."""
     out = Reconciled()
     writes: list[tuple[Key | None, Write]] = []
-    for key, workers in sorted(by_key.items()):
+    for key in keys:
+        workers = by_key[key]
         rec = records.get(key[0])
         if (rec is not None and rec.state == "running" and rec.attempt == key[1]
                 and all(s.state is _RUNNING for s in workers)):
@@ -85,7 +117,7 @@ def reconcile(
         write = _observe(rec, workers, now, specs)
         if write is not None:
             writes.append((key if ended else None, write))
-    for rec in records.values():
+    for rec in rows:
         if rec.state in ("starting", "running") and (rec.id, rec.attempt) not in by_key:
             write = _unreported(rec, now, specs, out)
             if write is not None:
@@ -97,6 +129,86 @@ def reconcile(
             if ended_key is not None and ok:
                 out.release.append(ended_key)
     return out
+
+
+class BackendView:
+    """The backend's last report of every attempt, kept current from `poll_changes` deltas, and
+    the reconcile of what changed (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[Key, list[WorkerStatus]] = {}
+        self._keys_of: dict[str, set[Key]] = {}
+        #: ids whose attempts were not steady when last looked at: looked at again next cycle
+        self._watch: set[str] = set()
+        #: live attempts (some worker not ended) that were not their row's holding attempt
+        self._not_holding: set[Key] = set()
+
+    def reconcile(self, store: Store, delta: Delta, now: float, specs: SpecCache,
+                  live: LiveState) -> Reconciled:
+        statuses, gone, everything = delta
+        reported = self._apply(statuses, gone, everything)
+        dirty = live.take_dirty()
+        records = live.records
+        if everything or dirty is None:  # a first report, or a reload: look at everything
+            self._watch, self._not_holding = set(), set()
+            keys = sorted(self.by_key)
+            rows: Iterable[WorkloadRecord] = list(records.values())
+        else:
+            look = reported | dirty | self._watch | live.launching | live.stopping
+            self._watch -= look
+            keys = sorted(k for i in look for k in self._keys_of.get(i, ()))
+            rows = sorted((records[i] for i in look if i in records), key=lambda r: r.seq)
+        out = _reconcile(store, self.by_key, keys, rows, records, now, specs)
+        for key in keys:
+            rec = records.get(key[0])
+            if not _steady(rec, key, self.by_key[key]):
+                self._watch.add(key[0])
+            if key in out.live and not _holding(rec, key):
+                self._not_holding.add(key)
+            else:
+                self._not_holding.discard(key)
+        out.partial = True
+        return out
+
+    def not_holding(self, live: LiveState) -> list[Key]:
+        """Live attempts that the rows, as they are now, do not count as holding their GPUs
+        (orphans, stopping gangs): the last reconcile's, and those of rows changed since."""
+        ids = set(live.stopping) | (live.dirty if live.dirty is not None else set(self._keys_of))
+        keys = self._not_holding | {k for i in ids for k in self._keys_of.get(i, ())}
+        return sorted(k for k in keys if k in self.by_key
+                      and not all(s.state.ended for s in self.by_key[k])
+                      and not _holding(live.records.get(k[0]), k))
+
+    def _apply(self, statuses: list[WorkerStatus], gone: list[Key], everything: bool
+               ) -> set[str]:
+        """Take a delta in; returns the workload ids it concerns."""
+        if everything:
+            self.by_key, self._keys_of = {}, {}
+        for key in gone:
+            self.by_key.pop(key, None)
+            self._not_holding.discard(key)
+            keys = self._keys_of.get(key[0])
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._keys_of[key[0]]
+        changed = group(statuses)
+        for key, workers in changed.items():
+            self.by_key[key] = workers
+            self._keys_of.setdefault(key[0], set()).add(key)
+        return {k[0] for k in changed} | {k[0] for k in gone}
+
+
+def _steady(rec: WorkloadRecord | None, key: Key, workers: list[WorkerStatus]) -> bool:
+    """Running as the row says: nothing to decide until the row or the report changes."""
+    return (rec is not None and rec.state == "running" and rec.attempt == key[1]
+            and all(s.state is _RUNNING for s in workers))
+
+
+def _holding(rec: WorkloadRecord | None, key: Key) -> bool:
+    """Whether the row counts `key` as its attempt that holds GPUs (the snapshot counts it)."""
+    return (rec is not None and rec.attempt == key[1] and rec.stop_reason is None
+            and rec.state in ("scheduled", "starting", "running"))
 
 
 class _Missed(Exception):

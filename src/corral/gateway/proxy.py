@@ -148,6 +148,7 @@ class Proxy:
         # itself, and a stream may be silent between tokens for longer than any read timeout
         self._timeouts = {"connect": limits.connect_timeout_s, "read": None, "write": None,
                           "pool": None}
+        self._bases: dict[str, httpx.URL] = {}
         self.rng = rng or random.Random()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -255,7 +256,11 @@ class Proxy:
 
     def _request(self, method: str, replica: Replica, rest: bytes, query: bytes,
                  headers: list[tuple[bytes, bytes]], body: _Body) -> httpx.Request:
-        base = httpx.URL(replica.url)
+        base = self._bases.get(replica.url)
+        if base is None:  # parsed once per replica URL, not once per request
+            base = self._bases[replica.url] = httpx.URL(replica.url)
+            if len(self._bases) > 4096:  # replicas come and go: keep the cache bounded
+                self._bases = {replica.url: base}
         path = base.raw_path.split(b"?")[0].rstrip(b"/") + (rest or b"/")
         url = base.copy_with(raw_path=path + (b"?" + query if query else b""))
         content = body.stream() if body.has_body else None

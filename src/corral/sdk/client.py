@@ -24,6 +24,7 @@ from corral.sdk import errors as E
 from corral.sdk import models as M
 from corral.sdk.config import resolve as _resolve_server
 from corral.sdk.providers import DeclaredProvider
+from corral.sdk.retry import Retries, send_with_retries
 
 __all__ = ["Client"]
 
@@ -39,9 +40,13 @@ class Client:
     """
 
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 30.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None,
+                 retries: Retries | None = None) -> None:
+        """`retries`: when a request is sent again (`corral.sdk.retry`; by default on connect
+        errors, 429 and 503, up to 4 sends); `Retries(attempts=1)` turns them off."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/")
+        self.retries = retries or Retries()
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
                                   transport=transport)
 
@@ -66,7 +71,9 @@ class Client:
 
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = self._http.request(method, path, **kwargs)
+            response = send_with_retries(lambda: self._http.request(method, path, **kwargs),
+                                         self.retries, method=method,
+                                         headers=kwargs.get("headers"))
         except httpx.TransportError as e:
             raise E.ConnectionFailed(
                 f"cannot reach the corral server at {self.url} ({e.__class__.__name__}); "
@@ -163,18 +170,22 @@ class Client:
                 return
             time.sleep(poll_s)
 
-    def wait(self, workload_id: str, *, states: set[str] | None = None, timeout_s: float = 60.0,
-             poll_s: float = 0.2) -> M.Workload:
-        """Poll until the workload reaches one of `states` (default: ended); TimeoutError else."""
+    def wait(self, workload_id: str, *, states: set[str] | None = None,
+             timeout_s: float | None = None, poll_s: float = 0.2,
+             max_poll_s: float = 2.0) -> M.Workload:
+        """Poll until the workload reaches one of `states` (default: ended). No limit by
+        default (training runs for days); with `timeout_s`, TimeoutError after it. The poll
+        interval grows from `poll_s` to `max_poll_s` so a long wait does not hammer the API."""
         want = states or _ENDED
-        deadline = time.monotonic() + timeout_s
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             w = self.get(workload_id)
             if w.state in want:
                 return w
-            if time.monotonic() > deadline:
+            if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"{workload_id} is still {w.state} after {timeout_s:g}s")
             time.sleep(poll_s)
+            poll_s = min(max_poll_s, poll_s * 1.5)
 
     # --- services -------------------------------------------------------------------------------
 

@@ -168,3 +168,32 @@ def _client_error(code: str) -> botocore.exceptions.ClientError:
 def test_ec2_errors_map_to_provider_reasons(error, reason, retry) -> None:
     e = _classify("RunInstances", error)
     assert (e.reason_code, e.retry_after_s) == (reason, retry)
+
+
+def test_spot_notices_come_from_the_spot_requests_status(ec2_env) -> None:
+    """moto: a fulfilled spot instance gives no notice. EC2's marked-for-termination (the
+    two-minute warning) and instance-terminated-* answers, which moto cannot produce, through
+    botocore's Stubber on the same code path."""
+    import datetime as dt
+
+    from botocore.stub import Stubber
+
+    p = provider(ec2_env)
+    offer = next(o for o in p.offers() if o.instance_type == "g6.xlarge"
+                 and o.capacity_kind == CapacityKind.SPOT)
+    (spot,) = p.launch(offer, 1, user_data=user_data(), tags={})
+    assert [i.id for i in p.instances()] == [spot.id]
+    assert p.notices() == []  # running, not warned
+    stub = Stubber(p._ec2)
+    at = dt.datetime(2026, 12, 3, 9, 0, tzinfo=dt.UTC)
+    stub.add_response("describe_spot_instance_requests", {"SpotInstanceRequests": [
+        {"InstanceId": spot.id, "Status": {"Code": "marked-for-termination", "UpdateTime": at}},
+        {"InstanceId": "i-0fffffffffffffff0", "Status": {"Code": "instance-terminated-no-capacity",
+                                                          "UpdateTime": at}},
+        {"InstanceId": "i-0eeeeeeeeeeeeeee0", "Status": {"Code": "fulfilled", "UpdateTime": at}},
+    ]}, {"Filters": [{"Name": "instance-id", "Values": [spot.id]}]})
+    with stub:
+        notices = p.notices()
+    assert [(n.instance_id, n.deadline, n.reason) for n in notices] == [
+        ("i-0fffffffffffffff0", at.timestamp(), "ec2 spot request instance-terminated-no-capacity"),
+        (spot.id, at.timestamp() + 120, "ec2 spot request marked-for-termination")]

@@ -13,6 +13,10 @@
   EC2 state mapped onto the capacity lifecycle; a spot interruption reads as
   ``terminated: spot interruption``.
 - **terminate**: TerminateInstances; ids already gone are not errors.
+- **notices**: spot interruptions EC2 has announced, from DescribeSpotInstanceRequests of the
+  spot instances it listed: status ``marked-for-termination`` is the two-minute warning (the
+  host's metadata ``spot/instance-action``), deadline = its UpdateTime + 120 s; a request whose
+  instance EC2 already took back (``instance-terminated-*``) is a notice due now.
 
 Credentials come from boto3's usual chain (environment, profile, instance role); corral never
 stores them. EC2 errors become `ProviderError` codes (`_classify`).
@@ -37,6 +41,7 @@ from corral.providers.base import (
     TAG_PROVIDER,
     CapacityState,
     Instance,
+    Notice,
     Offer,
 )
 from corral.providers.catalog import FILE, lookup
@@ -61,6 +66,11 @@ _QUOTA = {"InstanceLimitExceeded", "VcpuLimitExceeded", "MaxSpotInstanceCountExc
 _AUTH = {"AuthFailure", "UnauthorizedOperation", "InvalidClientTokenId", "SignatureDoesNotMatch",
          "ExpiredToken", "OptInRequired", "Blocked"}
 _THROTTLED = {"RequestLimitExceeded", "Throttling", "ThrottlingException"}
+#: spot request status codes that mean the instance is being (or was) taken back
+_WARNED = "marked-for-termination"
+_TAKEN = ("instance-terminated-by-price", "instance-terminated-no-capacity",
+          "instance-terminated-capacity-oversubscribed", "instance-terminated-launch-group-constraint")
+SPOT_NOTICE_S = 120.0  # EC2's interruption notice
 
 
 @dataclass(frozen=True)
@@ -88,6 +98,7 @@ class AwsProvider:
             "ec2", endpoint_url=settings.endpoint_url,
             config=Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 2}))
         self._offers: dict[tuple[str, CapacityKind, str], Offer] = {}
+        self._spot: list[str] = []  # live spot instances at the last `instances()`
 
     # -- offers -----------------------------------------------------------------------------
     def offers(self) -> list[Offer]:
@@ -224,7 +235,27 @@ class AwsProvider:
         for r in self._pages("DescribeInstances", "describe_instances", "Reservations",
                              Filters=filters):
             out += [self._instance(i, None) for i in r["Instances"]]
+        self._spot = sorted(i.id for i in out if i.offer.capacity_kind == CapacityKind.SPOT
+                            and i.state != CapacityState.TERMINATED)
         return sorted(out, key=lambda i: i.id)
+
+    def notices(self) -> list[Notice]:
+        """Interruptions announced for the spot instances of the last `instances()` call."""
+        if not self._spot:
+            return []
+        out = []
+        for r in self._pages("DescribeSpotInstanceRequests", "describe_spot_instance_requests",
+                             "SpotInstanceRequests",
+                             Filters=[{"Name": "instance-id", "Values": self._spot[:200]}]):
+            status = r.get("Status", {})
+            code, iid = status.get("Code", ""), r.get("InstanceId")
+            if iid is None or (code != _WARNED and code not in _TAKEN):
+                continue
+            when = status.get("UpdateTime")
+            at = when.timestamp() if isinstance(when, dt.datetime) else 0.0
+            deadline = at + SPOT_NOTICE_S if code == _WARNED else at
+            out.append(Notice(iid, deadline, f"ec2 spot request {code}"))
+        return sorted(out, key=lambda n: n.instance_id)
 
     def _instance(self, i: Mapping[str, Any], offer: Offer | None) -> Instance:
         state = _STATES.get(i["State"]["Name"], CapacityState.PROVISIONING)

@@ -123,6 +123,26 @@ def test_a_gang_runs_pinned_to_its_planned_nodes_with_the_environment_contract(
     assert not [s for s in backend.poll(time.time()) if s.workload_id.startswith("ray-")]
 
 
+def test_a_batch_is_launched_whole_with_each_attempts_error_in_order(
+        backend, gpu_nodes: list[str]) -> None:
+    """launch_many: one node table read, every actor created without waiting for the last;
+    a refused attempt (a node not in the cluster) fails alone, in its place."""
+    specs = [make_spec(f"ray-batch-{i}").on(gpu_nodes[i % 2]).devices(i // 2).python(SHOW_ENV)
+             .build() for i in range(4)]
+    bad = make_spec("ray-batch-bad").on("ray-nosuchnode").build()
+    errors = backend.launch_many([*specs[:2], bad, *specs[2:]])
+    assert errors[:2] == [None, None] and errors[3:] == [None, None]
+    assert isinstance(errors[2], InvalidLaunchSpec)
+    assert backend.launch_many(specs) == [None] * 4  # the same attempts again: no-ops
+    for i, spec in enumerate(specs):
+        assert [s.state for s in wait_ended(backend, spec.workload_id)] == [
+            WorkerState.SUCCEEDED]
+        env = json.loads(log_of(backend, spec.workload_id, 0).splitlines()[0])
+        assert (env["CORRAL_WORKLOAD_ID"], env["CORRAL_NODE_ID"]) == (spec.workload_id,
+                                                                      gpu_nodes[i % 2])
+        backend.release(spec.workload_id, 0)
+
+
 def test_actors_hold_the_planned_ray_node_and_gpu_share(backend, gpu_nodes) -> None:
     from corral.backends.ray import NAMESPACE, actor_name
 

@@ -36,7 +36,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -121,6 +121,7 @@ class RayBackend(Backend, InventorySource, LogSource):
         self._handles: dict[Key, Any] = {}
         self._asked: dict[Key, Any] = {}  # outstanding status() call per worker
         self._last: dict[Key, dict[str, Any]] = {}  # last answer per worker
+        self._actor_class: Any = None
 
     def close(self) -> None:
         """Detach from Ray if this backend attached. Actors keep running (they are detached)."""
@@ -131,10 +132,35 @@ class RayBackend(Backend, InventorySource, LogSource):
     # --- Backend -------------------------------------------------------------------------------
 
     def launch(self, spec: LaunchSpec) -> None:
+        self._launch(spec, None)
+
+    def launch_many(self, specs: Sequence[LaunchSpec]) -> list[Exception | None]:
+        """`launch` for a batch: Ray's node table read once, and every actor of the batch
+        created without waiting for the one before (``.remote()`` returns at once; Ray's GCS
+        schedules the creations concurrently). Returns each attempt's error, in order; None
+        where it was launched."""
+        if not specs:
+            return []
+        try:
+            nodes = self._nodes_by_corral_id()
+        except BackendUnavailable as e:
+            return [e for _ in specs]
+        errors: list[Exception | None] = []
+        for spec in specs:
+            try:
+                self._launch(spec, nodes)
+            except Exception as e:  # handed back to the caller, per attempt
+                errors.append(e)
+            else:
+                errors.append(None)
+        return errors
+
+    def _launch(self, spec: LaunchSpec, nodes: dict[str, RayNode] | None) -> None:
         AttemptRecords.check_id(spec, "Ray")
         if self.records.existing(spec) is not None:
             return
-        nodes = self._nodes_by_corral_id()
+        if nodes is None:
+            nodes = self._nodes_by_corral_id()
         pins = self._check_placement(spec, nodes)
         record = self.records.create(spec, {"namespace": self.namespace, "ray_nodes": pins,
                                             "token": secrets.token_hex(4)})
@@ -258,8 +284,9 @@ class RayBackend(Backend, InventorySource, LogSource):
         spec = record.spec
         env = worker_environment(spec, a, master_addr="", master_port=0, deadline_file="")
         share = len(a.devices) if a.milli_per_device >= 1000 else a.milli_per_device / 1000
-        actor_class = ray.remote(WorkerHost)
-        return actor_class.options(
+        if self._actor_class is None:  # made once: each ray.remote() wraps and exports anew
+            self._actor_class = ray.remote(WorkerHost)
+        return self._actor_class.options(
             name=actor_name(spec.workload_id, spec.attempt, a.worker),
             namespace=self.namespace, lifetime="detached", max_restarts=0, max_task_retries=0,
             num_cpus=0, num_gpus=share if a.devices else 0,

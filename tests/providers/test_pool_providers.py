@@ -130,7 +130,7 @@ def test_the_pool_files_autoscaler_section_paces_the_autoscaler(tmp_path) -> Non
     assert scaler.every_s == 2.0 and scaler.config.idle_timeout_s == 60.0
     assert scaler.config.join_timeout_s == 300.0
     assert scaler.budget.max_spend_per_hour == Decimal("99")
-    with pytest.raises(pydantic.ValidationError, match="autoscaler.every"):
+    with pytest.raises(pydantic.ValidationError, match=r"autoscaler\.every"):
         PoolSpec.model_validate({"autoscaler": {"every": 0}})
 
 

@@ -197,8 +197,11 @@ class SlurmBackend(Backend, InventorySource, LogSource):
                 errors[i] = e
 
         def array(members: list[int]) -> None:
-            for i, error in zip(members, self._launch_array([specs[i] for i in members], nodes),
-                                strict=True):
+            try:
+                results = self._launch_array([specs[i] for i in members], nodes)
+            except Exception as e:  # what no refusal explains (a bug): each member's error
+                results = [e for _ in members]
+            for i, error in zip(members, results, strict=True):
                 errors[i] = error
 
         with ThreadPoolExecutor(max_workers=self.launch_threads,

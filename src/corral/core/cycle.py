@@ -11,6 +11,7 @@ causes an eviction, and one that a move can start never causes a kill.
 from __future__ import annotations
 
 from bisect import insort
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -271,17 +272,22 @@ def _open(state: ClusterState, now: float, config: SchedulerConfig, seed: int) -
     per_shape: dict[Shape, int] = {}
     active: list[Workload] = []
     waiting: list[Workload] = []
+    alike: Counter[tuple[str, Shape]] = Counter()  # waiting work by queue and shape
+    running_now = WorkloadState.RUNNING
     for w in state.workloads:
         # a waiting workload's total is its shape's: interned now, used all cycle
         shape = intern_shape(w, shapes, interned)
-        per_shape[shape] = per_shape.get(shape, 0) + 1
-        if w.state is WorkloadState.RUNNING:
+        per_shape[shape] = per_shape.get(shape, 0) + 1  # in order of first sight: the mix's
+        if w.state is running_now:
             active.append(w)
-            milli = w.total_milli()
+            demand[w.queue] = demand.get(w.queue, 0) + w.total_milli()
         else:
             waiting.append(w)
-            milli = shape.milli
-        demand[w.queue] = demand.get(w.queue, 0) + milli
+            alike[(w.queue, shape)] += 1
+    # Waiting demand counted per (queue, shape) above, summed here: the same integer totals,
+    # one addition per kind of waiting work instead of one per workload.
+    for (queue, shape), count in alike.items():
+        demand[queue] = demand.get(queue, 0) + count * shape.milli
     history = {u.queue: u.decayed_gpu_seconds for u in state.usage}
     book = QueueBook(
         state.queues, totals, demand, history, config.usage_weight, config.usage_half_life_s,
@@ -353,6 +359,9 @@ def _close(cycle: Cycle, orphans: int) -> Plan:
     # reservation: a backlog of 100,000 gets its reasons from one lookup each.
     alike: dict[tuple[str, Shape, bool], R.Reason] = {}
     tried_all, tried_ids = cycle.attempts_left > 0, cycle.reclaim_tried
+    # The plan's reasons: those written during the cycle (in the order written), then those
+    # written here; one pass over the backlog, not a second one to filter what was placed.
+    pending = {wid: r for wid, r in reasons.items() if wid not in where and wid not in victims}
     for wid, shape in cycle.deferred.items():
         if wid in reasons or wid in where or wid in victims:
             continue  # placed, explained already, or evicted (the eviction says why)
@@ -360,7 +369,7 @@ def _close(cycle: Cycle, orphans: int) -> Plan:
         if w is not None and wid not in reserved_for:
             known = alike.get((w.queue, shape, tried_all or wid in tried_ids))
             if known is not None:
-                reasons[wid] = known
+                pending[wid] = known
                 continue
         # The same for every waiting workload of this queue and shape (a waiting workload's
         # total is its shape's); a victim of this cycle (not waiting) only gets `never_fits`.
@@ -374,9 +383,8 @@ def _close(cycle: Cycle, orphans: int) -> Plan:
             found = _capacity_reason(cycle, w, wid, shape, diagnosis, refinements)
         if w is not None and wid not in reserved_for:
             alike[(w.queue, shape, tried_all or wid in tried_ids)] = found
-        reasons[wid] = found
+        pending[wid] = found
     # insertion order is already deterministic (the order the cycle considered them)
-    pending = {wid: r for wid, r in reasons.items() if wid not in where and wid not in victims}
     reservations = tuple(
         Reservation(owner, tuple(cycle.cap.table.nodes[i].id for i in nodes))
         for owner, nodes in sorted(cycle.cap.reservations.items())

@@ -99,3 +99,13 @@ def test_readme_documents_every_contract_name() -> None:
     readme = (Path(corral.backends.__file__).parent / "README.md").read_text()
     missing = sorted(name for name in env.RESERVED if f"`{name}`" not in readme)
     assert not missing, f"README.md does not document {missing}"
+
+
+def test_readme_documents_the_array_names() -> None:
+    readme = (Path(corral.backends.__file__).parent / "README.md").read_text()
+    names = (env.CORRAL_ARRAY_INDEX, env.CORRAL_ARRAY_SIZE, env.CORRAL_PARAMS)
+    assert all(f"`{n}`" in readme for n in names) and f"`{env.CORRAL_PARAM_PREFIX}<NAME>`" in readme
+    from corral.spec.workflow import ArraySpec
+
+    spec = ArraySpec.model_validate({"grid": {"lr": [1]}})
+    assert set(spec.task_env(0)) == {*names, env.CORRAL_PARAM_PREFIX + "LR"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -96,3 +97,46 @@ def test_a_file_whose_items_loop_is_refused_naming_the_cycle(server: CorralServe
     r = server.cli("submit", str(path), check=False)
     assert r.returncode == 1
     assert "workloads[0].depends_on[0].id (a): forms a cycle (a -> b -> a)" in r.stderr
+
+
+def test_a_sweep_runs_as_one_group_within_its_parallel_limit(server: CorralServer,
+                                                             tmp_path: Path) -> None:
+    doc: dict[str, Any] = yaml.safe_load((EXAMPLES / "sweep.yaml").read_text())
+    doc["queue"] = "default"
+    doc["command"][0] = PY
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))  # the grid's order is the tasks'
+
+    out = server.cli_json("submit", str(path))
+    group = out[0]["group_id"]  # type: ignore[index]
+    most = 0
+    with server.client() as c:
+        ids = [w.id for w in c.group(group).workloads]
+        assert ids == [f"{group}-{i}" for i in range(6)]
+        while True:
+            states = [w.state for w in c.group(group).workloads]
+            most = max(most, sum(s in ("scheduled", "starting", "running") for s in states))
+            if all(s in ("succeeded", "failed", "cancelled") for s in states):
+                break
+            time.sleep(0.2)
+        assert set(states) == {"succeeded"} and most <= 2
+        printed = {c.logs(w).data.strip() for w in ids}
+    assert "task 3 of 6: {'batch_size': 32, 'lr': 0.01}" in printed
+    assert len(printed) == 6
+
+
+def test_a_group_is_cancelled_as_one(server: CorralServer, tmp_path: Path) -> None:
+    spec = {"name": "long", "queue": "default", "cpu": 0.1, "memory": 64,
+            "command": [PY, "-c", "import time; time.sleep(60)"],
+            "array": {"range": "0-3", "parallel": 1}}
+    with server.client() as c:
+        group = c.submit(spec).group_id
+        first = f"{group}-0"
+        for _ in range(300):
+            if c.get(first).state == "running":
+                break
+            time.sleep(0.1)
+        done = c.cancel_group(group)
+        assert {w.state for w in done.workloads[1:]} == {"cancelled"}  # held: at once
+        c.wait(first, timeout_s=30)
+        assert {w.state for w in c.group(group).workloads} == {"cancelled"}

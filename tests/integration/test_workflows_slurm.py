@@ -45,3 +45,20 @@ def test_dependents_start_after_their_parent_or_are_cancelled(plane: Plane) -> N
     assert (a.state, a.reason_code) == ("cancelled", "DependencyNeverMet")
     assert broken in a.reason_message
     assert plane.record(cleanup).state == "succeeded"
+
+
+def test_an_array_runs_its_tasks_with_their_parameters_at_most_parallel_at_once(
+        plane: Plane, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o777)  # Slurm runs the tasks as the submitting user, but say so plainly
+    ids = plane.submit("sweep", f'echo "$CORRAL_PARAM_LR $CORRAL_PARAMS" > {out}/'
+                       '"$CORRAL_ARRAY_INDEX"; sleep 1',
+                       array={"grid": {"lr": [0.1, 0.2, 0.3, 0.4]}, "parallel": 2})
+    plane.run_until(lambda: plane.ended(*ids), "every task", timeout=120)
+    assert {plane.record(w).state for w in ids} == {"succeeded"}
+    assert sorted(p.read_text() for p in out.iterdir()) == [
+        f'{lr} {{"lr": {lr}}}\n' for lr in (0.1, 0.2, 0.3, 0.4)]
+    spans = [(plane.launched_at(w), plane.record(w).finished_at or 0.0) for w in ids]
+    most = max(sum(1 for a, b in spans if a <= t < b) for t, _ in spans)
+    assert most <= 2

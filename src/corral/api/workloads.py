@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import Path as PathParam
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
@@ -247,3 +248,38 @@ def logs(
         raise ApiError(422, "invalid_request", str(e)) from None
     return M.LogChunk(workload_id=workload_id, worker=worker, attempt=attempt, offset=offset,
                       next_offset=nxt, data=data.decode("utf-8", errors="replace"))
+
+
+GroupId = Annotated[str, PathParam(max_length=80, description="a submission's group id (what "
+                              "`corral submit` printed for an array: its tasks share it)")]
+
+
+def _visible_group(ctx: ApiContext, who: Principal, group_id: str) -> list[WorkloadRecord]:
+    with ctx.store.read() as conn:
+        records = W.list_workloads(conn, group_id=group_id, limit=10_000)
+    if not records or not who.may_use(records[0].queue):
+        raise not_found("group", group_id)
+    return sorted(records, key=lambda r: r.seq)
+
+
+@router.get("/groups/{group_id}", response_model=M.Submitted, responses=_ERRORS)
+def get_group(group_id: GroupId, ctx: Ctx, who: Caller) -> M.Submitted:
+    """Every unit of one submission, oldest first: an array's tasks (listed and reported as
+    one group), a service's replicas, or a job alone."""
+    return _submitted(_visible_group(ctx, who, group_id))
+
+
+@router.post("/groups/{group_id}/cancel", response_model=M.Submitted,
+             responses={**_ERRORS, 409: {"model": M.ErrorBody}})
+def cancel_group(group_id: GroupId, ctx: Ctx, who: Caller) -> M.Submitted:
+    """Cancel every unit of one submission that has not ended (an array's held, pending and
+    running tasks alike); units that ended stay as they ended. Idempotent."""
+    records = _visible_group(ctx, who, group_id)
+    for rec in records:  # all or none: refused before any is cancelled
+        _may_act_on(who, rec, "cancel")
+    now = ctx.clock.now()
+    for rec in records:
+        if rec.state in W.ACTIVE_STATES:
+            cancel(ctx.store, rec.id, now, who.name)
+    _audit_cross_user(ctx, who, records[0], "group.cancel")
+    return _submitted(_visible_group(ctx, who, group_id))

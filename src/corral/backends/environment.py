@@ -30,6 +30,11 @@ Checkpoints, in one place:
 - The control plane reads the directory when it hands the attempt to the backend. Where it
   cannot see it (storage mounted only where the workers run), the variable stays "" and the job
   looks in CORRAL_CHECKPOINT_DIR itself.
+
+Arrays (`array:` in the spec): each task also gets CORRAL_ARRAY_INDEX, CORRAL_ARRAY_SIZE, its
+grid parameters as CORRAL_PARAM_<NAME> and all of them as JSON in CORRAL_PARAMS
+(`corral.spec.workflow.ArraySpec.task_env`, names below); they reach the backend in the launch's
+env, so every backend sets them alike (docs/specs.md, "Arrays and sweeps").
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHECKPOINT_PREFIXES",
+    "CORRAL_ARRAY_INDEX",
+    "CORRAL_ARRAY_SIZE",
     "CORRAL_ATTEMPT",
     "CORRAL_CHECKPOINT_DIR",
     "CORRAL_GPU_MEMORY_MIB",
@@ -53,6 +60,8 @@ __all__ = [
     "CORRAL_MASTER_ADDR",
     "CORRAL_MASTER_PORT",
     "CORRAL_NODE_ID",
+    "CORRAL_PARAMS",
+    "CORRAL_PARAM_PREFIX",
     "CORRAL_PREEMPT_DEADLINE_FILE",
     "CORRAL_QUEUE",
     "CORRAL_RESTART_COUNT",
@@ -95,6 +104,12 @@ CORRAL_RESUME_FROM: Final = "CORRAL_RESUME_FROM"
 CORRAL_PREEMPT_DEADLINE_FILE: Final = "CORRAL_PREEMPT_DEADLINE_FILE"
 CORRAL_MASTER_ADDR: Final = "CORRAL_MASTER_ADDR"  # worker 0's host
 CORRAL_MASTER_PORT: Final = "CORRAL_MASTER_PORT"  # a port free on that host at launch
+# array tasks only (not in RESERVED: they come in the launch's env, which the spec's own env
+# cannot set, since a spec's env may not name CORRAL_*)
+CORRAL_ARRAY_INDEX: Final = "CORRAL_ARRAY_INDEX"  # the task's index in its range (0.. for a grid)
+CORRAL_ARRAY_SIZE: Final = "CORRAL_ARRAY_SIZE"  # how many tasks the array has
+CORRAL_PARAMS: Final = "CORRAL_PARAMS"  # a grid task's parameters as JSON; "{}" for a range
+CORRAL_PARAM_PREFIX: Final = "CORRAL_PARAM_"  # + the parameter's name in upper case
 
 RESERVED: Final = frozenset({
     CUDA_VISIBLE_DEVICES, CUDA_DEVICE_ORDER, CORRAL_WORKLOAD_ID, CORRAL_QUEUE,

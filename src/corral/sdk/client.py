@@ -142,6 +142,14 @@ class Client:
         """Cancel every unit of one submission that has not ended (an array's tasks)."""
         return self._post(M.Submitted, f"/v1/groups/{_seg(group_id)}/cancel")
 
+    def group(self, group_id: str) -> M.Submitted:
+        """Every unit of one submission (an array's tasks), oldest first."""
+        return self._get(M.Submitted, f"/v1/groups/{_seg(group_id)}")
+
+    def cancel_group(self, group_id: str) -> M.Submitted:
+        """Cancel every unit of one submission that has not ended (an array's tasks)."""
+        return self._post(M.Submitted, f"/v1/groups/{_seg(group_id)}/cancel")
+
     def events(self, workload_id: str, after: int = 0) -> M.EventPage:
         return self._get(M.EventPage, f"/v1/workloads/{workload_id}/events", after=after)
 

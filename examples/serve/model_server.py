@@ -12,8 +12,9 @@ configurable delay per token, like an LLM server whose decode step takes that lo
                                proxy in front of it sends); ?set_cookie=k=v sets a cookie
 
 Every response carries `X-Replica: <id>` (--replica-id, else $CORRAL_WORKLOAD_ID, else the
-port). The port is --port, else $PORT, else $CORRAL_MASTER_PORT (a port corral found free on
-the host at launch), else 8000. Needs corral[server] (FastAPI, uvicorn).
+port). The port is --port, else $PORT or $CORRAL_PORT (the port corral gives a service
+replica and records as its URL), else $CORRAL_MASTER_PORT, else 8000. Needs corral[server]
+(FastAPI, uvicorn).
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ class _Tag:
 def _port(arg: int | None) -> int:
     if arg is not None:
         return arg
-    for name in ("PORT", "CORRAL_MASTER_PORT"):
+    for name in ("PORT", "CORRAL_PORT", "CORRAL_MASTER_PORT"):
         if os.environ.get(name):
             return int(os.environ[name])
     return 8000

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
+from decimal import Decimal
 from typing import Annotated
 
 import typer
@@ -11,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from corral.cli.connection import JsonOpt, TokenOpt, UrlOpt, connect, emit_json, friendly
+from corral.cli.when import past_time
 from corral.sdk.ledger import Balance, Ledger
 
 __all__ = ["credits_app", "usage"]
@@ -186,14 +189,18 @@ def usage(
                      "workload, day (repeat; default: queue and day)")] = None,
     queue: Annotated[list[str] | None, typer.Option("--queue", help="only these queues")] = None,
     since: Annotated[str | None, typer.Option(
-        "--since", help="usage from this time on (attempts are cut at the window)")] = None,
-    until: Annotated[str | None, typer.Option("--until", help="usage before this time")] = None,
+        "--since", help="usage from this time on (attempts are cut at the window): 1h, 2d, "
+        "today, yesterday (UTC days), an ISO time or epoch seconds")] = None,
+    until: Annotated[str | None, typer.Option(
+        "--until", help="usage before this time (same forms as --since)")] = None,
     csv: Annotated[bool, typer.Option("--csv", help="print CSV for spreadsheets")] = False,
     url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
 ) -> None:
     """GPU-seconds, GPU-hours and cost, grouped."""
     dims = by or ["queue", "day"]
-    window = {"since": _when(since, "--since"), "until": _when(until, "--until")}
+    now = time.time()  # one instant for both ends: `--since 1d --until 1h` is 23 h long
+    window = {"since": past_time(since, "--since", now),
+              "until": past_time(until, "--until", now)}
     with connect(url, token) as c, friendly():
         ledger = Ledger(c)
         if csv:
@@ -209,6 +216,7 @@ def usage(
         t.add_column(col)
     for r in report.rows:
         t.add_row(*[r.group[d] for d in report.by], r.gpu_seconds, r.gpu_hours, r.cost)
-    t.add_row(*(["total"] + [""] * (len(report.by) - 1)), report.total_gpu_seconds, "",
-              report.total_cost)
+    total_hours = (Decimal(report.total_gpu_seconds) / 3600).quantize(Decimal("0.000001"))
+    t.add_row(*(["total"] + [""] * (len(report.by) - 1)), report.total_gpu_seconds,
+              str(total_hours), report.total_cost)
     out.print(t)

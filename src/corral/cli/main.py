@@ -19,7 +19,7 @@ from corral.cli.lazy import LazyGroup
 app = typer.Typer(
     cls=LazyGroup,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion (bash, zsh, fish, pwsh)
     help="corral: one pool of GPUs, scheduled fairly and densely, metered to the cent.",
 )
 app.add_typer(credits.credits_app, name="credits")  # ledger hook: corral credits / usage

@@ -89,9 +89,12 @@ class RayBackend(Backend, InventorySource, LogSource):
     address: the cluster (``ray.init(address=...)``) when this process is not attached yet;
     an attached process is used as is (and not detached by `close`). work_dir: the control
     plane's records (one backend per work dir). node_root: where actors keep records and logs
-    on each node. poll_timeout_s: how long one poll waits for actor answers; a worker whose
-    actor has not answered keeps its last known state. kill_slack_s: a worker still not ended
-    this long after its stop deadline has its actor killed.
+    on each node. status_wait_s: how long one poll waits for actor answers; a worker whose
+    actor has not answered keeps its last known state, and its answer is taken by a later poll
+    (an actor still starting, a new Python process on its node, answers seconds later: waiting
+    the full poll_timeout_s for it held every poll of a launch wave). poll_timeout_s: how long
+    log collection waits for an actor. kill_slack_s: a worker still not ended this long after
+    its stop deadline has its actor killed.
     """
 
     name = "ray"
@@ -100,7 +103,7 @@ class RayBackend(Backend, InventorySource, LogSource):
         self, work_dir: str | os.PathLike[str], *, address: str | None = None,
         namespace: str = NAMESPACE, provider: str = "ray", node_prefix: str = "ray-",
         gpu_memory_mib: Mapping[str, int] | None = None, node_root: str | None = None,
-        poll_timeout_s: float = 2.0, kill_slack_s: float = 5.0,
+        poll_timeout_s: float = 2.0, kill_slack_s: float = 5.0, status_wait_s: float = 0.2,
     ) -> None:
         ray = _ray()
         self._owns_connection = False
@@ -115,6 +118,7 @@ class RayBackend(Backend, InventorySource, LogSource):
         self.gpu_memory_mib = dict(gpu_memory_mib or {})
         self.node_root = node_root
         self.poll_timeout_s, self.kill_slack_s = poll_timeout_s, kill_slack_s
+        self.status_wait_s = status_wait_s
         self.records = AttemptRecords(Path(work_dir))
         self._attempts: dict[tuple[str, int], AttemptRecord] = {
             r.key: r for r in self.records.scan()}
@@ -322,12 +326,12 @@ class RayBackend(Backend, InventorySource, LogSource):
         return dict(self._asked)
 
     def _collect(self, pending: dict[Key, Any]) -> dict[Key, Any]:
-        """Answers that arrived within poll_timeout_s: a dict, or the exception Ray raised."""
+        """Answers that arrived within status_wait_s: a dict, or the exception Ray raised."""
         if not pending:
             return {}
         ray = _ray()
         refs = list(pending.values())
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=self.poll_timeout_s)
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=self.status_wait_s)
         ready_set = set(ready)
         answers: dict[Key, Any] = {}
         for key, ref in pending.items():

@@ -1,6 +1,6 @@
 """Renting providers at run time and spot interruptions, in the control loop.
 
-- `POST/DELETE /v1/providers`: admin only, refused with the field named, no secret accepted or
+- `POST/DELETE /v1/providers/declared`: admin only, refused with the field named, no secret accepted or
   returned; kept in the store, so a restarted control plane (a new autoscaler) rents from it.
 - `rm` drains: the node is cordoned, preemptible work is requeued with the preemption contract,
   non-preemptible work runs to its end, and only then is the instance returned and the provider
@@ -91,12 +91,12 @@ def _audit(store: Store, action: str) -> list[str]:
 # -- the API ------------------------------------------------------------------------------------
 def test_providers_are_added_and_removed_by_admins_and_kept_in_the_store(store: Store) -> None:
     api = build(store)
-    r = api.client.post("/v1/providers", json=AWS, headers=api.ann)
+    r = api.client.post("/v1/providers/declared", json=AWS, headers=api.ann)
     assert r.status_code == 403
-    r = api.client.post("/v1/providers", json=AWS, headers=api.admin)
+    r = api.client.post("/v1/providers/declared", json=AWS, headers=api.admin)
     assert r.status_code == 201, r.text
     assert r.json()["lifecycle"] == "active" and r.json()["origin"] == "api"
-    assert api.client.post("/v1/providers", json=AWS, headers=api.admin).status_code == 409
+    assert api.client.post("/v1/providers/declared", json=AWS, headers=api.admin).status_code == 409
     listed = api.client.get("/v1/providers/declared", headers=api.admin).json()
     assert [(p["name"], p["kind"], p["settings"]["profile"]) for p in listed] == [
         ("cloud", "aws", "corral-prod")]
@@ -109,10 +109,10 @@ def test_providers_are_added_and_removed_by_admins_and_kept_in_the_store(store: 
     providers, limits, retiring = scaler.reload()
     assert set(providers) == {"cloud"} and limits["cloud"].max_nodes == 4 and not retiring
     assert built == ["cloud"]
-    r = api.client.delete("/v1/providers/cloud", headers=api.admin)
+    r = api.client.delete("/v1/providers/declared/cloud", headers=api.admin)
     assert r.status_code == 202 and r.json()["lifecycle"] == "retiring"
     assert scaler.reload()[2] == frozenset({"cloud"})
-    assert api.client.delete("/v1/providers/nope", headers=api.admin).status_code == 404
+    assert api.client.delete("/v1/providers/declared/nope", headers=api.admin).status_code == 404
     with store.read() as c:
         actions = [(e.action, e.target) for e in audit.list_audit(c, actor="root")]
     assert ("provider.add", "cloud") in actions and ("provider.remove", "cloud") in actions
@@ -137,7 +137,7 @@ def test_hostile_provider_specs_are_refused_naming_the_field(store: Store) -> No
         ({"name": "x" * 5000, "kind": "aws"}, "name"),
     ]
     for body, field in cases:
-        r = api.client.post("/v1/providers", json=body, headers=api.admin)
+        r = api.client.post("/v1/providers/declared", json=body, headers=api.admin)
         assert r.status_code == 422, (field, r.status_code, r.text[:300])
         assert field in _problem_fields(r.json()), (field, r.text[:300])
         assert "abc" not in r.text  # the secret is never echoed

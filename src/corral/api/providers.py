@@ -1,8 +1,11 @@
 """Renting providers at run time: `corral providers add FILE | rm NAME | ls --declared`.
 
-    GET    /v1/providers/declared    admin   the renting providers in the store, with lifecycle
-    POST   /v1/providers             admin   add one (kind aws or ssh; a ProviderSpec)
-    DELETE /v1/providers/{name}      admin   remove one: drained, its capacity returned, then gone
+    GET    /v1/providers/declared          admin   the renting providers, with their lifecycle
+    POST   /v1/providers/declared          admin   add one (kind aws or ssh; a ProviderSpec)
+    DELETE /v1/providers/declared/{name}   admin   remove one: drained, its capacity returned
+
+(`/v1/providers` itself is the pool's summary per provider, `corral.api.pool`; the declared
+ones are a collection of their own, so no provider name can shadow a path.)
 
 Added providers live in the store (`corral.control.pool_providers`): the autoscaler reads them
 at its next pass and a restart keeps them. A remove never stops work that may not be preempted:
@@ -55,7 +58,7 @@ def declared(ctx: Ctx, who: Caller) -> list[DeclaredProvider]:
         return [_view(d) for d in PP.declared_providers(conn, include_removed=True)]
 
 
-@router.post("/providers", status_code=201, response_model=DeclaredProvider, responses=_ERRORS,
+@router.post("/providers/declared", status_code=201, response_model=DeclaredProvider, responses=_ERRORS,
              tags=["pool"])
 def add(ctx: Ctx, who: Caller, body: Annotated[dict[str, Any], Body()]) -> DeclaredProvider:
     """Add a renting provider: the pool file's `providers:` entry (kind aws or ssh)."""
@@ -70,7 +73,7 @@ def add(ctx: Ctx, who: Caller, body: Annotated[dict[str, Any], Body()]) -> Decla
     return _view(added)
 
 
-@router.delete("/providers/{name}", status_code=202, response_model=DeclaredProvider,
+@router.delete("/providers/declared/{name}", status_code=202, response_model=DeclaredProvider,
                responses=_ERRORS, tags=["pool"])
 def remove(name: Name, ctx: Ctx, who: Caller) -> DeclaredProvider:
     """Start removing a renting provider (202: it drains; `lifecycle` says when it is gone)."""

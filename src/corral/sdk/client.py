@@ -142,14 +142,6 @@ class Client:
         """Cancel every unit of one submission that has not ended (an array's tasks)."""
         return self._post(M.Submitted, f"/v1/groups/{_seg(group_id)}/cancel")
 
-    def group(self, group_id: str) -> M.Submitted:
-        """Every unit of one submission (an array's tasks), oldest first."""
-        return self._get(M.Submitted, f"/v1/groups/{_seg(group_id)}")
-
-    def cancel_group(self, group_id: str) -> M.Submitted:
-        """Cancel every unit of one submission that has not ended (an array's tasks)."""
-        return self._post(M.Submitted, f"/v1/groups/{_seg(group_id)}/cancel")
-
     def events(self, workload_id: str, after: int = 0) -> M.EventPage:
         return self._get(M.EventPage, f"/v1/workloads/{workload_id}/events", after=after)
 
@@ -230,11 +222,11 @@ class Client:
 
     def add_provider(self, spec: Mapping[str, Any]) -> DeclaredProvider:
         """Add a renting provider at run time: a pool file's `providers:` entry (admin)."""
-        return self._post(DeclaredProvider, "/v1/providers", dict(spec))
+        return self._post(DeclaredProvider, "/v1/providers/declared", dict(spec))
 
     def remove_provider(self, name: str) -> DeclaredProvider:
         """Start removing a renting provider: it drains and returns its capacity (admin)."""
-        response = self._call("DELETE", f"/v1/providers/{_seg(name)}")
+        response = self._call("DELETE", f"/v1/providers/declared/{_seg(name)}")
         return DeclaredProvider.model_validate(response.json())
 
     def cordon(self, node_id: str) -> M.NodeInfo:

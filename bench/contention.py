@@ -170,6 +170,7 @@ class Simulation:
     def __init__(self, sc: Scenario, policy: ReplayPolicy, seed: int, interval: float,
                  rerun_every: int, dump: Path | None = None, progress: bool = False) -> None:
         self.sc, self.policy, self.seed, self.dump = sc, policy, seed, dump
+        self._before: ClusterState | None = None  # the last cycle's input, with `dump` only
         self.progress = progress
         self.interval, self.rerun_every = interval, rerun_every
         self.nodes: tuple[Node, ...] = sc.trace.nodes
@@ -247,6 +248,9 @@ class Simulation:
 
     def _cycle(self, now: float) -> None:
         self._deserved(now)
+        if self.dump is not None:  # the state this cycle plans from, for `_rerun`'s reproducer
+            self._before = ClusterState(self.nodes, self.queues,
+                                        (*self.session.live.values(), *self.pending.values()))
         c = time.process_time()
         out = self.session.cycle(now, list(self.pending.values()), self.demand)
         self.fig.cycle_cpu.append(time.process_time() - c)
@@ -297,6 +301,10 @@ class Simulation:
             self.dump.mkdir(parents=True, exist_ok=True)
             path = self.dump / f"rerun-{self.policy.name}-s{self.seed}-t{now:.0f}.pickle"
             path.write_bytes(pickle.dumps((state, now, self.policy.config, self.seed)))
+            # and the cycle before it: `schedule` on it, applied like the control plane
+            # (a move as its eviction only), gives the state above, whose rerun evicts
+            before = path.with_name(path.stem + "-before.pickle")
+            before.write_bytes(pickle.dumps((self._before, now, self.policy.config, self.seed)))
 
     # -- starting and stopping ------------------------------------------------------------------
     def _start(self, now: float, job: Job) -> None:
@@ -450,7 +458,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="write every result here")
     ap.add_argument("--dump-reruns", type=Path, default=None, metavar="DIR",
                     help="pickle (state, now, config, seed) of every rerun that evicts into DIR: "
-                    "`corral.core.schedule(*pickle.load(f))` reproduces it")
+                    "`corral.core.schedule(*pickle.load(f))` reproduces it; NAME-before.pickle "
+                    "holds the cycle that led there")
     ap.add_argument("--quiet", action="store_true", help="no progress lines (on stderr)")
     args = ap.parse_args()
     names = [p.strip() for p in args.policies.split(",") if p.strip()]

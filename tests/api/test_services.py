@@ -148,10 +148,11 @@ def test_unknown_ids_jobs_and_other_queues_are_404(api: Api) -> None:
     ({"readiness": {"path": "/h", "port": 70000}}, "readiness.port"),
     ({"readiness": {"path": "/h", "every": 3}}, "readiness.every"),
     ({"env": {"PORT": "8080"}}, "PORT"),
+    ({"liveness": {"path": "/h", "initial_delay_s": -1}}, "liveness.initial_delay_s"),
     ({"kind": "job", "replicas": None, "min_replicas": None, "max_replicas": None,
       "readiness": {"path": "/h"}}, "service only"),
 ], ids=["path-relative", "period-zero", "threshold-zero", "port-range", "unknown-field",
-        "env-port", "job"])
+        "env-port", "liveness-delay", "job"])
 def test_a_bad_readiness_probe_is_refused_naming_it(
         api: Api, fields: dict[str, Any], where: str) -> None:
     body = {k: v for k, v in service(**fields).items() if v is not None}

@@ -181,3 +181,21 @@ def test_a_replica_takes_traffic_only_once_its_readiness_probe_passes(rig: Rig) 
     assert status(rig, sid) == (1, 0, 1, "starting")
     assert rig.get(r0).reason_code == REPLICA_NOT_READY
     assert rig.state(r0) == "running"  # not ready is not dead: the process keeps running
+
+
+def test_a_replica_failing_its_liveness_probe_is_restarted_after_its_initial_delay(
+        rig: Rig) -> None:
+    probe = FakeProbe()
+    rig.loop.probes = ReadinessProber(rig.store, "local", get=probe)
+    sid = submit_service(rig, replicas=1, liveness={
+        "path": "/alive", "period_s": 1, "failure_threshold": 2, "initial_delay_s": 10})
+    r0 = f"{sid}-r0"
+    rig.step(8)  # within its initial delay: never probed, whatever it would answer
+    assert probe.asked == [] and rig.get(r0).attempt == 0
+    rig.step(6)  # two failures a second apart: the stop is asked
+    assert rig.get(r0).stop_reason == "LivenessFailed"
+    rig.step(2)  # stopped, then back to pending
+    rec = rig.get(r0)
+    assert rec.attempt == 1 and rec.reason_code == REPLICA_RESTARTING
+    assert "liveness probe GET /alive failed 2 times in a row" in rec.reason_message
+    assert rig.backend.stops[-1].workload_id == r0

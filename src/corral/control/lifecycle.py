@@ -89,6 +89,8 @@ SCALED_DOWN: Final = "ScaledDown"
 REPLACED: Final = "Replaced"
 #: a service replica of a new spec that did not become ready in time, drained (rollback)
 ROLLED_BACK: Final = "RolledBack"
+#: a service replica whose liveness probe kept failing: stopped, then restarted
+LIVENESS_FAILED: Final = "LivenessFailed"
 #: stop reasons that end a replica for good (cancelled) rather than move or restart it
 DRAINS: Final = frozenset({CANCELLED, SCALED_DOWN, REPLACED, ROLLED_BACK})
 

@@ -62,7 +62,8 @@ def finalize(
     _record_workers(conn, rec, statuses)
     codes = [s.exit_code for s in statuses]
     exit_code = next((c for c in codes if c not in (0, None)), codes[0] if codes else None)
-    if spec.kind == WorkloadKind.SERVICE and rec.stop_reason in (None, L.WORKER_FAILED):
+    if spec.kind == WorkloadKind.SERVICE and rec.stop_reason in (
+            None, L.WORKER_FAILED, L.LIVENESS_FAILED):
         # a service never "succeeds": exit 0 is as much an outage as a crash
         return replicas.restart(conn, rec, spec, now, statuses, exit_code)
     if statuses and all(s.state == WorkerState.SUCCEEDED for s in statuses):

@@ -7,6 +7,10 @@ whose spec has `readiness` (`corral.spec.service.ReadinessProbe`); 2xx and 3xx p
 ReplicaNotReady (no new traffic; its process keeps running, and is restarted only if it exits).
 Both are written on the row (and an event), so every API replica and a gateway see the same.
 
+`liveness` is probed the same way, from `initial_delay_s` after the replica started; after
+`failure_threshold` failures in a row the replica gets the stop request LivenessFailed and is
+restarted once it has stopped (`corral.control.replicas`: a hung server that holds its port).
+
 Counts are kept in memory per (replica, attempt): a restart or a new leader starts over, which
 only delays readiness by one period. The probes of one step run in parallel threads, each
 bounded by its `timeout_s`, so a hung replica costs the loop one timeout, not one per replica.
@@ -21,6 +25,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from corral.control import lifecycle as L
 from corral.control.endpoints import host_of, port_of
 from corral.control.live_state import LiveState
 from corral.control.services import REPLICA_NOT_READY, REPLICA_READY
@@ -60,49 +65,66 @@ class _Count:
     next_at: float = 0.0
 
 
+READINESS, LIVENESS = "readiness", "liveness"
+Due = tuple[WorkloadRecord, str, ReadinessProbe, str]  # record, kind, probe, url
+
+
 class ReadinessProber:
+    """Readiness and liveness probes of every running service replica that has them."""
+
     def __init__(self, store: Store, backend_name: str, get: HttpGet = http_get) -> None:
         self.store, self.backend_name, self.get = store, backend_name, get
-        self._counts: dict[tuple[str, int], _Count] = {}
-        self._probes: dict[str, tuple[object, ReadinessProbe]] = {}
+        self._counts: dict[tuple[str, int, str], _Count] = {}
+        self._probes: dict[tuple[str, str], tuple[object, ReadinessProbe]] = {}
 
     def step(self, now: float, live: LiveState) -> int:
         """Probe the replicas that are due; return how many rows changed (ready or not)."""
         due = list(self._due(now, live))
         keep = {(r.id, r.attempt) for r in live.records.values()}
-        self._counts = {k: c for k, c in self._counts.items() if k in keep}
+        self._counts = {k: c for k, c in self._counts.items() if k[:2] in keep}
         if not due:
             return 0
         with ThreadPoolExecutor(max_workers=min(_MAX_PARALLEL, len(due))) as pool:
-            passed = list(pool.map(lambda d: self.get(d[2], d[1].timeout_s), due))
-        return sum(self._record(rec, probe, ok, now) for (rec, probe, _), ok in zip(
+            passed = list(pool.map(lambda d: self.get(d[3], d[2].timeout_s), due))
+        return sum(self._record(rec, kind, probe, ok, now) for (rec, kind, probe, _), ok in zip(
             due, passed, strict=True))
 
-    def _due(self, now: float, live: LiveState
-             ) -> Iterable[tuple[WorkloadRecord, ReadinessProbe, str]]:
+    def _due(self, now: float, live: LiveState) -> Iterable[Due]:
         for rec in live.records.values():
             if (rec.kind != "service" or rec.state != "running" or rec.stop_reason is not None
-                    or "readiness" not in rec.spec):
+                    or not (READINESS in rec.spec or LIVENESS in rec.spec)):
                 continue
             assignment = live.assignments.get(rec.id)
-            count = self._counts.setdefault((rec.id, rec.attempt), _Count())
-            if not assignment or now < count.next_at:
+            if not assignment:
                 continue
-            probe = self._probe(rec)
-            count.next_at = now + probe.period_s
             host = host_of(assignment[0].node_id, self.backend_name)
-            yield rec, probe, f"http://{host}:{probe.port or port_of(rec)}{probe.path}"
+            for kind in (READINESS, LIVENESS):
+                if kind not in rec.spec:
+                    continue
+                probe = self._probe(rec, kind)
+                count = self._counts.setdefault((rec.id, rec.attempt, kind), _Count())
+                ran = now - (rec.started_at if rec.started_at is not None else now)
+                if now < count.next_at or ran < probe.initial_delay_s:
+                    continue
+                count.next_at = now + probe.period_s
+                yield rec, kind, probe, f"http://{host}:{probe.port or port_of(rec)}{probe.path}"
 
-    def _probe(self, rec: WorkloadRecord) -> ReadinessProbe:
-        raw = rec.spec["readiness"]
-        hit = self._probes.get(rec.id)
+    def _probe(self, rec: WorkloadRecord, kind: str) -> ReadinessProbe:
+        raw = rec.spec[kind]
+        hit = self._probes.get((rec.id, kind))
         if hit is None or hit[0] != raw:
-            hit = self._probes[rec.id] = (raw, ReadinessProbe.model_validate(raw))
+            hit = self._probes[(rec.id, kind)] = (raw, ReadinessProbe.model_validate(raw))
         return hit[1]
 
-    def _record(self, rec: WorkloadRecord, probe: ReadinessProbe, ok: bool, now: float) -> int:
-        count = self._counts[(rec.id, rec.attempt)]
+    def _record(self, rec: WorkloadRecord, kind: str, probe: ReadinessProbe, ok: bool,
+                now: float) -> int:
+        count = self._counts[(rec.id, rec.attempt, kind)]
         count.passes, count.failures = (count.passes + 1, 0) if ok else (0, count.failures + 1)
+        if kind == LIVENESS:
+            if ok or count.failures < probe.failure_threshold:
+                return 0
+            return self._restart(rec, f"liveness probe GET {probe.path} failed "
+                                 f"{count.failures} times in a row: restarting it", now)
         if ok and count.passes >= probe.success_threshold and rec.reason_code != REPLICA_READY:
             return self._write(rec, REPLICA_READY, f"readiness probe GET {probe.path} passed "
                                f"{count.passes} time(s) in a row: taking traffic", now)
@@ -111,6 +133,15 @@ class ReadinessProber:
             return self._write(rec, REPLICA_NOT_READY, f"readiness probe GET {probe.path} "
                                f"failed {count.failures} times in a row: no new traffic", now)
         return 0
+
+    def _restart(self, rec: WorkloadRecord, message: str, now: float) -> int:
+        with self.store.write() as conn:
+            if not W.update_versioned(conn, rec.id, rec.version, stop_reason=L.LIVENESS_FAILED,
+                                      stop_message=message):
+                return 0
+            W.append_event(conn, at=now, kind="info", reason=L.LIVENESS_FAILED, message=message,
+                           workload_id=rec.id, attempt=rec.attempt)
+        return 1
 
     def _write(self, rec: WorkloadRecord, code: str, message: str, now: float) -> int:
         with self.store.write() as conn:

@@ -62,8 +62,11 @@ def restart(conn: Connection, rec: WorkloadRecord, spec: WorkloadSpec, now: floa
     else:
         what = f"was {statuses[0].state} ({statuses[0].reason})"
     cause = "exited" if statuses and all(s.exit_code is not None for s in statuses) else "lost"
+    message = f"replica {what}; a service is kept serving"
+    if rec.stop_reason == L.LIVENESS_FAILED:  # corral stopped it: say why
+        cause, message = "liveness", f"{rec.stop_message}; a service is kept serving"
     return restart_after(conn, rec, spec, now, cause=cause, exit_code=exit_code,
-                         message=f"replica {what}; a service is kept serving")
+                         message=message)
 
 
 def restart_after(conn: Connection, rec: WorkloadRecord, spec: WorkloadSpec, now: float, *,

@@ -1,4 +1,4 @@
-"""Service-only parts of a workload spec: the readiness probe.
+"""Service-only parts of a workload spec: the readiness and liveness probes.
 
     readiness:
       path: /health          # GET http://<replica>:<port><path>; 2xx or 3xx passes
@@ -11,6 +11,11 @@
 Without `readiness` a replica is ready as soon as its process runs. The probe only gates
 traffic (a replica that is not ready gets none); a replica whose process exits is restarted
 whatever its probe says (`corral.control.replicas`).
+
+`liveness` has the same fields (its `success_threshold` unused) plus `initial_delay_s` (probes
+start that long after the replica started): after `failure_threshold` failures in a row the
+replica is stopped and restarted (a hung server that still holds its port), reason
+LivenessFailed.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ class ReadinessProbe(BaseModel):
     timeout_s: DurationS = Field(1.0, description="a probe slower than this fails")
     failure_threshold: int = Field(3, ge=1, le=100, strict=True)
     success_threshold: int = Field(1, ge=1, le=100, strict=True)
+    initial_delay_s: DurationS = Field(0.0, description="no probe before the replica has run "
+                                       "this long (liveness: time to load a model)")
 
     @field_validator("path")
     @classmethod
@@ -54,6 +61,13 @@ class ReadinessProbe(BaseModel):
             raise ValueError("must be more than 0 and at most 1h, e.g. 5s")
         return v
 
+    @field_validator("initial_delay_s")
+    @classmethod
+    def _delay(cls, v: float) -> float:
+        if not 0 <= v <= 3600:
+            raise ValueError("must be 0 or more and at most 1h, e.g. 30s")
+        return v
+
 
 def service_notes(spec: WorkloadSpec) -> list[str]:
     """What a service's fields will do, in sentences (the dry run shows them); [] for others."""
@@ -65,6 +79,10 @@ def service_notes(spec: WorkloadSpec) -> list[str]:
              f"is restarted after a backoff from {spec.restart_backoff:g}s; `corral scale` "
              f"moves the count within [{lo}, {hi}]",
              "each replica listens on the port in $PORT (also $CORRAL_PORT)"]
+    if spec.liveness is not None:
+        q = spec.liveness
+        notes.append(f"liveness: GET {q.path} every {q.period_s:g}s from {q.initial_delay_s:g}s "
+                     f"after start; restarted after {q.failure_threshold} failure(s) in a row")
     p = spec.readiness
     if p is None:
         notes.append("no readiness probe: a replica takes traffic as soon as it runs")

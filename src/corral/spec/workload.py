@@ -153,6 +153,9 @@ class WorkloadSpec(BaseModel):
     readiness: ReadinessProbe | None = Field(
         None, description="services: an HTTP probe that gates traffic to a replica "
         "(path, port, period_s, timeout_s, failure_threshold, success_threshold)")
+    liveness: ReadinessProbe | None = Field(
+        None, description="services: an HTTP probe whose failures restart a replica (path, "
+        "port, period_s, timeout_s, failure_threshold, initial_delay_s)")
     ttl: DurationS | None = Field(None, description="interactive: stopped after this long")
 
     @classmethod
@@ -251,6 +254,8 @@ class WorkloadSpec(BaseModel):
             raise ValueError("replicas and min_replicas apply to kind: service only")
         if self.kind != WorkloadKind.SERVICE and self.readiness is not None:
             raise ValueError("readiness applies to kind: service only (a probe gates traffic)")
+        if self.kind != WorkloadKind.SERVICE and self.liveness is not None:
+            raise ValueError("liveness applies to kind: service only")
         if self.kind == WorkloadKind.SERVICE:
             if self.workers != 1:
                 raise ValueError("a service scales with replicas, not workers; set replicas")

@@ -174,7 +174,7 @@ def reads(store: Store, clock: ManualClock) -> dict[str, Any]:
     client = TestClient(app)
     headers = {"Authorization": f"Bearer {token}"}
     out: dict[str, Any] = {}
-    for path in ("/v1/dashboard/pool", "/v1/nodes", "/v1/nodes?limit=100", "/v1/nodes/summary",
+    for path in ("/v1/dashboard/pool", "/v1/dashboard/pool/summary", "/v1/nodes", "/v1/nodes?limit=100", "/v1/nodes/summary",
                  "/metrics", "/v1/dashboard/queues"):
         times, size = [], 0
         for _ in range(4):

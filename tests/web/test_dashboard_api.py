@@ -50,6 +50,35 @@ def test_a_user_sees_their_queues_and_only_the_occupancy_of_others(dash: Dash) -
         "team-a", "team-b"}
 
 
+def test_the_pool_summary_is_the_pool_without_its_nodes(dash: Dash) -> None:
+    dash.submit(dash.ann, name="mine", gpus=0.5, gpu_models=["L4"])
+    dash.submit(dash.bob, name="theirs", queue="team-b", gpus=0.5, gpu_models=["L4"])
+    dash.submit(dash.bob, name="waits", queue="team-b", gpus=4)  # over its limit: waits
+    dash.step()
+    for who, counts in ((dash.ann, (0, 1)), (dash.admin, (1, 2))):
+        pool = dash.client.get("/v1/dashboard/pool", headers=who).json()
+        summary = dash.client.get("/v1/dashboard/pool/summary", headers=who).json()
+        assert summary == {"totals": pool["totals"], "nodes": len(pool["nodes"]),
+                           "pending": pool["pending"], "running": pool["running"]}
+        assert (summary["pending"], summary["running"]) == counts
+
+
+def test_the_demand_is_what_the_core_sees(sqlite_dash: Dash) -> None:
+    """The reader sums demand from its rows; the core's snapshot of the same state agrees."""
+    d = sqlite_dash
+    d.submit(d.ann, name="half", gpus=0.5, gpu_models=["L4"])
+    d.submit(d.ann, name="gang", gpus=2, workers=2)
+    d.submit(d.bob, name="b1", queue="team-b", gpus=2)
+    d.submit(d.bob, name="b2", queue="team-b", gpus=4)  # over the limit: pending
+    d.step(2)
+    reader = d.app.state.corral_web.reader
+    state = reader.read()
+    core: dict[str, int] = {}
+    for w in reader._live.snapshot(state.at).state.workloads:
+        core[w.queue] = core.get(w.queue, 0) + w.total_milli()
+    assert state.demand_milli == core and set(core) == {"team-a", "team-b"}
+
+
 def test_the_queue_board_shows_fair_share_and_reasons(sqlite_dash: Dash) -> None:
     d = sqlite_dash
     d.submit(d.bob, name="b1", queue="team-b", gpus=2, gpu_models=["L4"])

@@ -14,6 +14,7 @@ __all__ = [
     "GpuTotals",
     "Me",
     "NodeRow",
+    "PoolSummary",
     "PoolView",
     "QueueBoard",
     "QueueRow",
@@ -73,6 +74,15 @@ class GpuTotals(_Model):
 class PoolView(_Model):
     nodes: list[NodeRow]
     totals: GpuTotals
+    pending: int = Field(description="pending workloads in the caller's queues")
+    running: int = Field(description="workloads holding GPUs in the caller's queues")
+
+
+class PoolSummary(_Model):
+    """The pool's numbers without its nodes: what the strip on every page shows."""
+
+    totals: GpuTotals
+    nodes: int = Field(description="active nodes in the pool")
     pending: int = Field(description="pending workloads in the caller's queues")
     running: int = Field(description="workloads holding GPUs in the caller's queues")
 

@@ -15,10 +15,9 @@ from fastapi.responses import FileResponse
 from corral.api.context import Caller, require_admin
 from corral.api.errors import not_found
 from corral.sdk import models as M
-from corral.store.workloads import HOLDING_STATES
 from corral.web.grid import gpu_totals, node_rows
 from corral.web.history import take_sample, visible_point
-from corral.web.models import Me, PoolView, QueueBoard, ReportFile, UsageSeries
+from corral.web.models import Me, PoolSummary, PoolView, QueueBoard, ReportFile, UsageSeries
 from corral.web.queue_board import queue_board
 from corral.web.reports import find_report, list_reports
 from corral.web.state import WebState, web_state
@@ -44,11 +43,20 @@ def me(web: Web, who: Caller) -> Me:
 def pool(web: Web, who: Caller) -> PoolView:
     """Every node with its GPU cells and the shares that fill them; pool-wide totals."""
     s = web.reader.read()
-    mine = [r for r in s.records if who.may_use(r.queue)]
+    mine = [c for q, c in s.counts.items() if who.may_use(q)]
     return PoolView(nodes=node_rows(s.nodes, s.held, who.may_use),
-                    totals=gpu_totals(s.nodes, s.held),
-                    pending=sum(1 for r in mine if r.state == "pending"),
-                    running=sum(1 for r in mine if r.state in HOLDING_STATES))
+                    totals=s.totals or gpu_totals(s.nodes, s.held),
+                    pending=sum(p for p, _ in mine), running=sum(r for _, r in mine))
+
+
+@router.get("/pool/summary", response_model=PoolSummary, responses=_ERRORS)
+def pool_summary(web: Web, who: Caller) -> PoolSummary:
+    """The pool's GPU totals, node count, and the caller's pending and running work, without
+    the nodes (the strip on every page: a few hundred bytes at any pool size)."""
+    s = web.reader.read()
+    mine = [c for q, c in s.counts.items() if who.may_use(q)]
+    return PoolSummary(totals=s.totals or gpu_totals(s.nodes, s.held), nodes=len(s.nodes),
+                       pending=sum(p for p, _ in mine), running=sum(r for _, r in mine))
 
 
 @router.get("/queues", response_model=QueueBoard, responses=_ERRORS)

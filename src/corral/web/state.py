@@ -19,8 +19,10 @@ from fastapi import Request
 from corral.api.context import ApiContext
 from corral.control.live_state import LiveState
 from corral.core.model import Node, Queue
-from corral.store.workloads import Held, WorkloadRecord
+from corral.store.workloads import HOLDING_STATES, Held, WorkloadRecord
+from corral.web.grid import gpu_totals
 from corral.web.history import Sample, Sampler, UsageHistory, take_sample
+from corral.web.models import GpuTotals
 from corral.web.settings import WebSettings
 
 if TYPE_CHECKING:
@@ -37,6 +39,10 @@ class PoolState:
     held: list[Held]
     records: list[WorkloadRecord]  # active workloads, oldest first
     demand_milli: dict[str, int]  # per queue: own running + eligible pending, as the core sees it
+    #: per queue: (pending, holding GPUs) workloads; and the pool's GPU totals (per reading,
+    #: not per request: every open page asks for them every 2 s)
+    counts: dict[str, tuple[int, int]] = field(default_factory=dict)
+    totals: GpuTotals | None = None
 
     @property
     def capacity_gpus(self) -> float:
@@ -68,11 +74,25 @@ class PoolReader:
             live.refresh(conn)
         held = [Held(wid, live.records[wid].queue, a.node_id, a.devices, a.milli_per_device)
                 for wid, placed in live.assignments.items() for a in placed]
+        # what the core would see (LiveState.snapshot), without building its 100,000 forms:
+        # eligible pending work at its nominal share, placed work at what it was given
         demand: dict[str, int] = defaultdict(int)
-        for w in live.snapshot(now).state.workloads:
-            demand[w.queue] += w.total_milli()
-        return PoolState(now, list(live.active_nodes.values()), list(live.queues), held,
-                         list(live.records.values()), dict(demand))
+        for r in live.records.values():
+            if r.state == "pending":
+                if r.not_before <= now:
+                    demand[r.queue] += live.core_pending(r).total_milli()
+            elif r.stop_reason is None:
+                placed = live.assignments.get(r.id, ())
+                demand[r.queue] += (sum(a.milli_per_device * len(a.devices) for a in placed)
+                                    if placed else live.core_pending(r).total_milli())
+        counts: dict[str, tuple[int, int]] = {}
+        for r in live.records.values():
+            pending, holding = counts.get(r.queue, (0, 0))
+            counts[r.queue] = (pending + (r.state == "pending"),
+                               holding + (r.state in HOLDING_STATES))
+        nodes = list(live.active_nodes.values())
+        return PoolState(now, nodes, list(live.queues), held, list(live.records.values()),
+                         dict(demand), counts, gpu_totals(nodes, held))
 
 
 @dataclass

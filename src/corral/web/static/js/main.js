@@ -119,10 +119,10 @@ function kpi(label, value, note, cls) {
 }
 
 async function refreshKpis() {
-  const p = await api("/v1/dashboard/pool");
+  const p = await api("/v1/dashboard/pool/summary"); // the numbers only, not every node
   const t = p.totals;
   fill($("kpis"),
-    kpi("GPUs", gpus(t.total), `${p.nodes.length} node${p.nodes.length === 1 ? "" : "s"}`),
+    kpi("GPUs", gpus(t.total), `${p.nodes} node${p.nodes === 1 ? "" : "s"}`),
     kpi("Allocated", gpus(t.allocated), `${pct(t.allocated, t.total)} of the pool`, "alloc"),
     kpi("Idle", gpus(t.idle), "free to schedule", "idle"),
     t.unavailable ? kpi("Unavailable", gpus(t.unavailable), "cordoned or unhealthy", "warn") : null,

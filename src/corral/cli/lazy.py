@@ -35,6 +35,8 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
                         "for a pool file and a workloads file, printed as tables."),
     "simulate": LazyCommand("corral.cli.simulate", "app",
                             "replay cluster traces through the scheduling core"),
+    "schema": LazyCommand("corral.cli.schema", "schema_command", "Print the JSON Schema of a "
+                          "workload file or a pool file (for editor completion)."),
 }
 
 

@@ -429,8 +429,9 @@ def _waiting_for_reservation(cycle: Cycle, w: Workload, found: R.Reason) -> R.Re
     table = cycle.cap.table
     nodes = cycle.cap.reservations[w.id]
     ids = {table.nodes[i].id for i in nodes}
-    occupants = sorted({v.id for v in cycle.stmt.live.values()
-                        if any(a.node_id in ids for a in cycle.stmt.where[v.id])})
+    # one flat pass over what runs (20,000 workloads at 10,000 nodes), no generator per one
+    occupants = sorted({wid for wid, held in cycle.stmt.where.items()
+                        for a in held if a.node_id in ids})
     until = reservation_window(cycle.config, w.submitted_at, cycle.now)[1]
     names = ", ".join(occupants[:4]) + (f" and {len(occupants) - 4} more"
                                         if len(occupants) > 4 else "")

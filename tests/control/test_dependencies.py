@@ -164,3 +164,30 @@ def test_the_dry_run_says_what_it_waits_for(rig: Rig) -> None:
 ])
 def test_verdict(when: str, states: dict[str, int], expected: str) -> None:
     assert WF.verdict(when, states) == expected
+
+
+def test_a_bulk_release_that_misses_a_row_is_written_row_by_row(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    from corral.store import workloads as W
+
+    parent = rig.submit(name="prep")
+    children = [_after(rig, parent, name=f"c{i}") for i in range(3)]
+    rig.step(2)
+    real = W.update_many_versioned
+    missed: list[int] = []
+
+    def short(conn: Any, rows: Any, **kw: Any) -> int | None:
+        if rows and rows[0].get("reason_code") == "Released" and not missed:
+            missed.append(len(rows))
+            real(conn, rows, **kw)
+            return len(rows) - 1  # as if one row had changed under the bulk write
+        return real(conn, rows, **kw)
+
+    monkeypatch.setattr(W, "update_many_versioned", short)
+    rig.backend.finish(parent)
+    rig.step(3)
+    assert missed == [3]  # the bulk write was rolled back, then each row written alone
+    assert {rig.state(c) for c in children} == {"running"}
+    with rig.store.read() as c:
+        released = [e for e in W.list_events(c) if e.reason == "Released"]
+    assert sorted(e.workload_id for e in released) == sorted(children)  # once each

@@ -198,50 +198,47 @@ class Workflow:
             keys = {d.id for c in children for d in self.deps.get(c, ())}
             with store.read() as conn:
                 states = G.states_of(conn, keys)
-        written = 0
-        with store.write() as conn:
-            for child in sorted(children):
-                written += self._decide(conn, child, states, live, now, arrays)
-            for group in sorted(arrays):
-                written += self._fill(conn, group, live, now)
-        return written
+        out = _Writes()
+        for child in sorted(children):
+            self._decide(child, states, live, arrays, out)
+        for group in sorted(arrays):
+            self._fill(group, live, out)
+        return out.write(store, now)
 
-    def _decide(self, conn: Connection, child: str, states: Mapping[str, Mapping[str, int]],
-                live: LiveState, now: float, arrays: set[str]) -> int:
+    def _decide(self, child: str, states: Mapping[str, Mapping[str, int]], live: LiveState,
+                arrays: set[str], out: _Writes) -> None:
         deps = self.deps.get(child, ())
         rows = self._held_rows(child, live)
         try:
             reason = dependency_reason(deps, states)
         except NeverMet as e:
             self._forget_child(child)
-            message = f"depends_on[{e.index}]: {e.message}"
-            return sum(L.transition(conn, r, State.CANCELLED, reason=DEPENDENCY_NEVER_MET,
-                                    message=message, now=now, data={"parent": e.dep.id})
-                       for r in rows)
+            out.cancel += [(r, f"depends_on[{e.index}]: {e.message}", e.dep.id) for r in rows]
+            return
         if reason is not None:  # still waiting: say for what, where that changed
-            return sum(_set_reason(conn, r, reason) for r in rows
-                       if (r.reason_code, r.reason_message) != (reason.code, reason.message))
+            out.reason += [(r, reason) for r in rows
+                           if (r.reason_code, r.reason_message) != (reason.code, reason.message)]
+            return
         self._forget_child(child)
         met = ", ".join(f"{d.id} {d.when}" if d.when != "ended" else f"{d.id} ended"
                         for d in deps)
         why = f"its dependencies are met ({met})"
         if child not in self.parallel:
-            return sum(_release(conn, r, why, now) for r in rows)
+            out.release += [(r, why) for r in rows]
+            return
         # an array: release as many as it may run, the others wait for room
         arrays.discard(child)
-        room = self.parallel[child] - self._active(child, live)
-        return (sum(_release(conn, r, why, now) for r in rows[:max(room, 0)])
-                + sum(_set_reason(conn, r, array_reason(child, self.parallel[child]))
-                      for r in rows[max(room, 0):]))
+        room = max(self.parallel[child] - self._active(child, live), 0)
+        out.release += [(r, why) for r in rows[:room]]
+        out.reason += [(r, array_reason(child, self.parallel[child])) for r in rows[room:]]
 
-    def _fill(self, conn: Connection, group: str, live: LiveState, now: float) -> int:
+    def _fill(self, group: str, live: LiveState, out: _Writes) -> None:
         """Release held tasks of array `group` (lowest index first) while fewer than its
         `parallel` are active; tasks still waiting for dependencies are not touched."""
-        room = self.parallel.get(group, 0) - self._active(group, live)
+        room = max(self.parallel.get(group, 0) - self._active(group, live), 0)
         ready = [r for r in self._held_rows(group, live)
                  if r.reason_code != WAITING_FOR_DEPENDENCY]
-        return sum(_release(conn, r, "room in its array (array.parallel)", now)
-                   for r in ready[:max(room, 0)])
+        out.release += [(r, "room in its array (array.parallel)") for r in ready[:room]]
 
     def _active(self, group: str, live: LiveState) -> int:
         """Rows of `group` that are active and not held (the ones `parallel` counts)."""
@@ -261,19 +258,66 @@ class Workflow:
                     del self.waiting[d.id]
 
 
-def _set_reason(conn: Connection, rec: WorkloadRecord, reason: Reason) -> bool:
-    return W.update_versioned(conn, rec.id, rec.version, reason_code=reason.code,
-                              reason_message=reason.message)
+class _Missed(Exception):
+    """A bulk write found a row changed since it was read: roll back, write row by row."""
 
 
-def _release(conn: Connection, rec: WorkloadRecord, why: str, now: float) -> bool:
-    if not W.update_versioned(conn, rec.id, rec.version, not_before=0.0, reason_code=RELEASED,
-                              reason_message=f"released: {why}; waiting for the next "
-                                             "scheduling cycle"):
-        return False
-    W.append_event(conn, at=now, kind="info", reason=RELEASED, message=f"released: {why}",
-                   workload_id=rec.id, attempt=rec.attempt)
-    return True
+@dataclass
+class _Writes:
+    """What one step decided, written in one transaction: in bulk (one statement per kind, as
+    `corral.control.apply` writes a plan), or, when a row changed meanwhile (a cancel racing),
+    row by row, each guarded by its version (a row that moved on is left to its next change)."""
+
+    release: list[tuple[WorkloadRecord, str]] = field(default_factory=list)
+    reason: list[tuple[WorkloadRecord, Reason]] = field(default_factory=list)
+    cancel: list[tuple[WorkloadRecord, str, str]] = field(default_factory=list)  # msg, parent
+
+    def write(self, store: Store, now: float) -> int:
+        n = len(self.release) + len(self.reason) + len(self.cancel)
+        if not n:
+            return 0
+        try:
+            with store.write() as conn:
+                self._bulk(conn, now)
+            return n
+        except _Missed:
+            with store.write() as conn:
+                return self._one_by_one(conn, now)
+
+    def _bulk(self, conn: Connection, now: float) -> None:
+        released = [{"id": r.id, "version": r.version, "not_before": 0.0,
+                     "reason_code": RELEASED, "reason_message": _released(why)}
+                    for r, why in self.release]
+        reasons = [{"id": r.id, "version": r.version, "reason_code": why.code,
+                    "reason_message": why.message} for r, why in self.reason]
+        for rows in (released, reasons):
+            if W.update_many_versioned(conn, rows) != len(rows):
+                raise _Missed
+        W.append_events(conn, [
+            {"at": now, "kind": "info", "reason": RELEASED, "message": f"released: {why}",
+             "workload_id": r.id, "attempt": r.attempt} for r, why in self.release])
+        if not L.transition_many(conn, [(r, msg, {"parent": parent})
+                                        for r, msg, parent in self.cancel],
+                                 State.CANCELLED, reason=DEPENDENCY_NEVER_MET, now=now):
+            raise _Missed
+
+    def _one_by_one(self, conn: Connection, now: float) -> int:
+        n = 0
+        for r, why in self.release:
+            if W.update_versioned(conn, r.id, r.version, not_before=0.0, reason_code=RELEASED,
+                                  reason_message=_released(why)):
+                W.append_event(conn, at=now, kind="info", reason=RELEASED,
+                               message=f"released: {why}", workload_id=r.id, attempt=r.attempt)
+                n += 1
+        n += sum(W.update_versioned(conn, r.id, r.version, reason_code=why.code,
+                                    reason_message=why.message) for r, why in self.reason)
+        return n + sum(L.transition(conn, r, State.CANCELLED, reason=DEPENDENCY_NEVER_MET,
+                                    message=msg, now=now, data={"parent": parent})
+                       for r, msg, parent in self.cancel)
+
+
+def _released(why: str) -> str:
+    return f"released: {why}; waiting for the next scheduling cycle"
 
 
 def initial_holds(spec: WorkloadSpec, unit_ids: Sequence[str], group_id: str,

@@ -123,6 +123,8 @@ def test_a_sweep_runs_as_one_group_within_its_parallel_limit(server: CorralServe
         printed = {c.logs(w).data.strip() for w in ids}
     assert "task 3 of 6: {'batch_size': 32, 'lr': 0.01}" in printed
     assert len(printed) == 6
+    listed = server.cli("ls", "--group", group, "--all", "-o", "ids").stdout.split()
+    assert sorted(listed) == sorted(ids)
 
 
 def test_a_group_is_cancelled_as_one(server: CorralServer, tmp_path: Path) -> None:
@@ -139,4 +141,16 @@ def test_a_group_is_cancelled_as_one(server: CorralServer, tmp_path: Path) -> No
         done = c.cancel_group(group)
         assert {w.state for w in done.workloads[1:]} == {"cancelled"}  # held: at once
         c.wait(first, timeout_s=30)
+        assert {w.state for w in c.group(group).workloads} == {"cancelled"}
+
+
+def test_the_cli_cancels_a_group(server: CorralServer) -> None:
+    spec = {"name": "held", "queue": "default", "cpu": 0.1, "memory": 64,
+            "command": [PY, "-c", "import time; time.sleep(60)"],
+            "array": {"range": "0-2", "parallel": 1}}
+    with server.client() as c:
+        group = c.submit(spec).group_id
+        server.cli("cancel", "--group", group)
+        for w in c.group(group).workloads:
+            c.wait(w.id, timeout_s=30)
         assert {w.state for w in c.group(group).workloads} == {"cancelled"}

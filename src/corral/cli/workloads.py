@@ -131,6 +131,8 @@ def ls(
     state: Annotated[list[str] | None, typer.Option("--state", "-s")] = None,
     all_: Annotated[bool, typer.Option("--all", "-a", help="include ended workloads")] = False,
     limit: Annotated[int, typer.Option("--limit", "-n")] = 50,
+    group: Annotated[str | None, typer.Option(
+        "--group", "-g", help="only one submission's units (an array's tasks)")] = None,
     output: OutputOpt = None,
     url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
 ) -> None:
@@ -138,9 +140,10 @@ def ls(
     states = state or (None if all_ else LIVE)
     fmt = chosen(output, json_out)
     with connect(url, token) as c, friendly():
-        page = c.list(queue=queue, state=states, limit=limit)
+        page = c.list(queue=queue, state=states, limit=limit, group=group)
         # said on stderr, so that -o ids and json stay clean for scripts
-        ended_hidden = states is LIVE and bool(c.list(queue=queue, state=ENDED, limit=1).items)
+        ended_hidden = states is LIVE and bool(c.list(queue=queue, state=ENDED, limit=1,
+                                                      group=group).items)
     emit(out, fmt, page.items, workloads_table(page.items, wide=fmt is Format.WIDE),
          [w.id for w in page.items])
     if page.next_cursor:
@@ -235,11 +238,14 @@ def cancel(
     state: Annotated[list[str] | None, typer.Option(
         "--state", "-s", help="cancel work in this state (pending, running...); default with "
         "--queue: every live state")] = None,
+    group: Annotated[str | None, typer.Option(
+        "--group", "-g", help="cancel one submission's live units (an array's tasks, held "
+        "ones included)")] = None,
     url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
 ) -> None:
     """Cancel workloads (running workers get SIGTERM, then SIGKILL after the grace), by ID or
     by selector: `corral cancel -q team-a --state pending` (like scancel)."""
-    if not workload_ids and not queue and not state:
+    if not workload_ids and not queue and not state and not group:
         err.print("[red]error:[/red] name the workloads: IDs, or --queue/--state (cancelling "
                   "everything takes --state explicitly)", markup=True)
         raise typer.Exit(2)
@@ -249,6 +255,8 @@ def cancel(
         ids = list(workload_ids or [])
         if queue or state:
             ids += [w.id for w in c.iter_workloads(queue=queue, state=state or LIVE)]
+        if group:
+            ids += [w.id for w in c.iter_workloads(group=group, state=LIVE)]
         if not ids:
             err.print("nothing to cancel: no workload matches", highlight=False)
         for wid in dict.fromkeys(ids):  # each once, in order
@@ -339,8 +347,8 @@ def _service_or(c: Client, workload_id: str) -> M.Service:
     try:
         return c.service(workload_id)
     except NotFound:
-        raise NotFound(f"no workload or service {workload_id!r} (or it is not visible to you); "
-                       "`corral ls` lists yours", status=404, code="not_found") from None
+        raise NotFound(f"workload or service {workload_id!r} does not exist or is not visible "
+                       "to you; `corral ls` lists yours", status=404, code="not_found") from None
 
 
 def _cancel_one(c: Client, workload_id: str) -> M.Workload:

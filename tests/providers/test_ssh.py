@@ -109,11 +109,11 @@ def test_corral_installs_starts_and_stops_agents_over_ssh(
     provider = SshProvider("rack", hosts, server.url, lambda: str(made["token"]), wheel, key,
                            known)
     try:
-        offers = provider.offers()
-        assert sorted(o.instance_type for o in offers) == ["ssh:rack-0", "ssh:rack-1"]
-        assert offers[0].price_per_gpu_hour == Decimal("1.50")
+        (offer,) = provider.offers()  # two alike hosts: one shape, two of it free
+        assert offer.instance_type == "ssh:4xvirtual-gpu"
+        assert offer.price_per_gpu_hour == Decimal("1.50")
         tags = {TAG_CLUSTER: "test"}
-        launched = [i for o in offers for i in provider.launch(o, 1, user_data="", tags=tags)]
+        launched = provider.launch(offer, 2, user_data="", tags=tags)
         assert [i.state for i in launched] == [CapacityState.JOINING] * 2
         assert provider.offers() == []  # both hosts are taken now
         with server.client() as c:
@@ -143,7 +143,7 @@ def test_corral_installs_starts_and_stops_agents_over_ssh(
         provider.terminate([i.id for i in found])
         provider.terminate([i.id for i in found])  # idempotent
         assert provider.instances() == []
-        assert len(provider.offers()) == 2
+        assert len(provider.offers()) == 1
     finally:
         provider.terminate([h.instance_id for h in hosts])
         server.stop()
@@ -160,3 +160,49 @@ def test_a_key_the_host_does_not_accept_is_auth_failed(
     with pytest.raises(ProviderError) as e:
         provider.instances()
     assert e.value.reason_code == ProviderReason.AUTH_FAILED
+
+
+def test_a_pool_file_ssh_provider_is_rented_for_waiting_work_and_returned_when_idle(
+        rack: tuple[list[Sshd], Path, Path], wheel: Path, tmp_path: Path) -> None:
+    """`kind: ssh` in the pool file: `corral up` builds the real provider; the pool starts
+    empty, a gang that only its hosts fit is accepted, the autoscaler starts both agents over
+    ssh, the gang runs across them, and once idle they are drained and stopped."""
+    daemons, key, known = rack
+    hosts = [{"name": f"rack-{i}", "address": "127.0.0.1", "port": d.port, "gpus": 4,
+              "gpu_model": "virtual-gpu", "gpu_memory": "80GiB", "cpu": 16, "memory": "64GiB",
+              "price_per_gpu_hour": 1.5, "python": sys.executable,
+              "root": str(tmp_path / f"host-{i}")} for i, d in enumerate(daemons)]
+    pool = tmp_path / "pool.yaml"
+    pool.write_text(json.dumps({
+        "providers": [{"name": "rack", "kind": "ssh", "max_nodes": 2, "settings": {
+            "hosts": hosts, "identity_file": str(key), "known_hosts": str(known),
+            "wheel": str(wheel),
+            "agent_args": ["--worker-user", "same", "--poll-wait", "0.5", "--lease", "5"]}}],
+        "queues": [{"name": "default", "quota_gpus": 8}],
+        "autoscaler": {"every": 1, "idle_timeout": 5}}))
+    server = CorralServer(tmp_path / "cp", pool=pool)
+    server.extra_env = {"CORRAL_ADVERTISE_URL": server.url}
+    server.start("--backend", "agent", "--agent-timeout", "10")
+    try:
+        with server.client() as c:
+            assert c.nodes() == []
+            wid = c.submit({"name": "rented", "queue": "default", "workers": 2, "gpus": 4,
+                            "cpu": 0.1, "memory": 64, "command": [
+                                sys.executable, "-c", "import os; print(os.environ['CORRAL_NODE_ID'])"]}
+                           ).group_id
+            assert c.wait(wid, timeout_s=180).state == "succeeded"
+            assert {c.logs(wid, worker=w).data.split()[0] for w in (0, 1)} == {"rack-0", "rack-1"}
+            deadline = time.monotonic() + 90
+            while any((Path(h["root"]) / AGENT_PID).exists() for h in hosts):
+                assert time.monotonic() < deadline, server.log()
+                time.sleep(0.5)
+            actions = [(e.action, e.target) for e in c.audit(actor="autoscaler").items]
+        assert ("autoscale.launch", "ssh-rack-0,ssh-rack-1") in actions  # one launch of two
+        assert {t for a, t in actions if a == "autoscale.terminate"} == {"ssh-rack-0",
+                                                                          "ssh-rack-1"}
+    finally:
+        for h in hosts:  # stop any agent left, by its pid file
+            pid = Path(h["root"]) / AGENT_PID
+            if pid.exists():
+                subprocess.run(["kill", pid.read_text().strip()], check=False)
+        server.stop()

@@ -11,7 +11,9 @@ corral talks to the hosts with the system `ssh`/`scp` clients (BatchMode, a key,
 file): no SSH library is a dependency, and whatever the operator's ssh config can reach (jump
 hosts, agents, certificates), corral can. The hosts need a Python with corral's dependencies
 (`python`; the wheel is installed without them, so a host needs no network); each host joins as
-the node named after it. The offers are the hosts not launched yet, at the price they declare.
+the node named after it. The offers are the free hosts grouped by shape (GPUs and model, zone,
+price: instance type ``ssh:<gpus>x<model>``), so a gang that needs several alike hosts is one
+launch of that many; a launch takes the first free hosts of the shape.
 """
 
 from __future__ import annotations
@@ -88,16 +90,19 @@ class SshProvider:
     # --- Provider ------------------------------------------------------------------------------
 
     def offers(self) -> list[Offer]:
+        """One offer per shape of the free hosts (see the module docstring)."""
         taken = {i.id for i in self.instances() if i.state != CapacityState.TERMINATED}
-        return [self._offer(h) for h in self.hosts if h.instance_id not in taken and h.gpus > 0]
+        shapes = {_key(self._offer(h)): self._offer(h) for h in self.hosts
+                  if h.instance_id not in taken and h.gpus > 0}
+        return [shapes[k] for k in sorted(shapes)]
 
     def launch(self, offer: Offer, count: int, *, user_data: str,
                tags: Mapping[str, str]) -> list[Instance]:
-        """Start the agent on `count` free hosts matching `offer` (its instance_type names the
-        host: ``ssh:<name>``). `user_data`, when given, is a shell script run on the host just
-        before the agent starts (as cloud-init would)."""
+        """Start the agent on `count` free hosts of `offer`'s shape (instance type, zone,
+        price). `user_data`, when given, is a shell script run on the host just before the
+        agent starts (as cloud-init would)."""
         taken = {i.id for i in self.instances() if i.state != CapacityState.TERMINATED}
-        free = [h for h in self.hosts if self._offer(h).instance_type == offer.instance_type
+        free = [h for h in self.hosts if _key(self._offer(h)) == _key(offer)
                 and h.instance_id not in taken]
         if len(free) < count:
             raise ProviderError(ProviderReason.NO_CAPACITY, f"{self.name}: {len(free)} free "
@@ -147,7 +152,8 @@ class SshProvider:
 
     def _offer(self, h: SshHost) -> Offer:
         price = Decimal(h.price_per_gpu_hour) * h.gpus
-        return Offer(provider=self.name, instance_type=f"ssh:{h.name}", gpu_model=h.gpu_model,
+        return Offer(provider=self.name, instance_type=f"ssh:{h.gpus}x{h.gpu_model}",
+                     gpu_model=h.gpu_model,
                      gpus=h.gpus, gpu_memory_mib=h.gpu_memory_mib, cpu_milli=h.cpu_milli,
                      memory_mib=h.memory_mib, price_per_hour=price,
                      capacity_kind=CapacityKind.OWNED, region=h.region, zone=h.zone,
@@ -172,7 +178,8 @@ class SshProvider:
         args = ["-m", "corral.agent", "--server", self.server, "--node-id", host.name,
                 "--data-dir", f"{host.root}/data", "--provider", self.name,
                 "--region", host.region, "--zone", host.zone, "--rack", host.rack,
-                "--instance-type", f"ssh:{host.name}", "--instance-id", host.instance_id,
+                "--instance-type", self._offer(host).instance_type,
+                "--instance-id", host.instance_id,
                 "--price", str(host.price_per_gpu_hour), "--capacity-kind", "owned",
                 "--gpus", str(host.gpus), "--gpu-model", host.gpu_model,
                 "--gpu-memory-mib", str(host.gpu_memory_mib), "--address", host.address,
@@ -219,6 +226,10 @@ class SshProvider:
             raise ProviderError(ProviderReason.INVALID_REQUEST, f"{host.name}: a command "
                                 f"failed ({r.returncode}): {r.stderr.strip()[-500:]}")
         return r.stdout
+
+
+def _key(o: Offer) -> tuple[str, str, object]:
+    return (o.instance_type, o.zone, o.price_per_hour)
 
 
 def build_wheel(source: Path, out_dir: Path) -> Path:

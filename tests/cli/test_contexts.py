@@ -51,6 +51,12 @@ def test_login_saves_a_private_file_and_never_prints_the_token(tmp_path: Path) -
         assert shown.returncode == 0, shown.stderr
         assert SECRET not in shown.stdout + shown.stderr
     assert SECRET not in r.stdout + r.stderr
+    assert "plain http" in r.stderr  # a token in clear to another host is said
+    local = _cli(tmp_path, "login", "http://127.0.0.1:8765", "--token", SECRET, "--no-verify")
+    assert local.returncode == 0 and "plain http" not in local.stderr
+    shadowed = _cli(tmp_path, "context", "ls",
+                    env={**_env(tmp_path), "CORRAL_URL": "http://other:1"})
+    assert "CORRAL_URL set in this shell" in " ".join(shadowed.stderr.split())
 
 
 def test_token_from_stdin_and_contexts_switch_and_go(tmp_path: Path) -> None:

@@ -107,3 +107,10 @@ def test_the_sdk_and_the_cli_agree_on_the_data_dir() -> None:
     assert C.DEFAULT_PORT == defaults.DEFAULT_PORT
     dd = defaults.DataDir(Path(C.DEFAULT_DATA_DIR))
     assert dd.server_file.name == C.SERVER_FILE and dd.admin_token.name == C.ADMIN_TOKEN_FILE
+
+
+def test_a_url_given_outright_is_not_stopped_by_a_broken_config(home: Path) -> None:
+    C.config_path().write_text("{not json")
+    assert C.resolve("http://elsewhere:1") == ("http://elsewhere:1", "local-admin", "arguments")
+    with pytest.raises(C.ConfigError):
+        C.resolve()  # the config was needed: its fault is said

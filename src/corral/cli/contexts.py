@@ -4,6 +4,7 @@ every client command reaches the current one without --url/--token (precedence a
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -12,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from corral.cli.connection import friendly
+from corral.cli.connection import err, friendly
 from corral.cli.output import Format, OutputOpt, emit
 from corral.sdk import Client
 from corral.sdk.config import Config, Context, config_path, load_config, save_config
@@ -37,6 +38,11 @@ def _checked_url(url: str) -> str:
     return url.rstrip("/")
 
 
+def _in_clear(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme == "http" and parts.hostname not in {"127.0.0.1", "localhost", "::1"}
+
+
 def _read_token(token: str | None) -> str:
     """`--token -` reads stdin (keeps it out of shell history); no --token asks without echo."""
     if token == "-":
@@ -59,6 +65,9 @@ def login(
 ) -> None:
     """Save a server and its token as a context and make it the current one."""
     url = _checked_url(url)
+    if _in_clear(url):
+        err.print(f"warning: {url} is plain http: the token crosses the network unencrypted; "
+                  "use https unless this network is yours alone", highlight=False)
     secret = _read_token(token)
     name = name or _default_name(url)
     who = ""
@@ -101,6 +110,10 @@ def ls(output: OutputOpt = None) -> None:
         t.add_row("*" if c.name == config.current else "", c.name, c.url,
                   "saved" if c.token else "none")
     emit(out, fmt, [], t, [c.name for c in rows])
+    overridden = [v for v in ("CORRAL_URL", "CORRAL_DATA_DIR") if os.environ.get(v)]
+    if overridden and fmt in {Format.TABLE, Format.WIDE}:
+        err.print(f"note: {' and '.join(overridden)} set in this shell: client commands use "
+                  "that, not the current context", highlight=False)
 
 
 @context_app.command("use")

@@ -162,7 +162,10 @@ def _token_for(url: str, data_dir: Path | None, env: Mapping[str, str],
                config_file: Path | None) -> str | None:
     """A URL given without a token: a saved context's token for that same URL, else the data
     dir's admin token (as before contexts existed)."""
-    config = load_config(config_file or config_path(env))
+    try:
+        config = load_config(config_file or config_path(env))
+    except ConfigError:  # the URL was given outright: a broken config file does not stop it
+        config = Config()
     for context in config.contexts.values():
         if context.url.rstrip("/") == url.rstrip("/") and context.token:
             return context.token

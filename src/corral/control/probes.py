@@ -80,8 +80,10 @@ class ReadinessProber:
     def step(self, now: float, live: LiveState) -> int:
         """Probe the replicas that are due; return how many rows changed (ready or not)."""
         due = list(self._due(now, live))
-        keep = {(r.id, r.attempt) for r in live.records.values()}
-        self._counts = {k: c for k, c in self._counts.items() if k[:2] in keep}
+        if self._counts:  # forget ended attempts: O(probed replicas), not O(every workload)
+            records = live.records
+            self._counts = {k: c for k, c in self._counts.items()
+                            if (r := records.get(k[0])) is not None and r.attempt == k[1]}
         if not due:
             return 0
         with ThreadPoolExecutor(max_workers=min(_MAX_PARALLEL, len(due))) as pool:

@@ -128,3 +128,20 @@ def test_the_dry_run_plans_the_tasks_released_at_once_and_explains_the_array(rig
     assert result.outcome == "start" and len(result.placements) == 3
     assert any(n.startswith("array: 4 tasks (CORRAL_ARRAY_INDEX 0..3), at most 3 at once")
                and "CORRAL_PARAM_LR, CORRAL_PARAM_WD" in n for n in result.notes)
+
+
+def test_a_new_leader_fills_an_array_whose_tasks_ended_while_none_led(rig: Rig) -> None:
+    tasks = _submit(rig, array={"range": "0-3", "parallel": 2})
+    group = tasks[0].group_id
+    rig.step(3)
+    for t in tasks[:2]:
+        rig.backend.finish(t.id)
+    rig.loop.workflow.step = lambda *a: 0  # type: ignore[method-assign]  # dies before it
+    rig.step()  # the ends are recorded; nothing released
+    assert [r.state for r in _group(rig, group)] == ["succeeded"] * 2 + ["pending"] * 2
+    rig.loop.leadership.resign()
+    revived = rig.new_loop(rig.backend, holder="next")
+    for _ in range(5):
+        revived.step()
+        rig.clock.advance(20)  # past the old lease
+    assert [r.state for r in _group(rig, group)] == ["succeeded"] * 2 + ["running"] * 2

@@ -162,6 +162,8 @@ class Workflow:
             self.group_of[wid] = group
             spec = live.specs.spec(rec)
             if spec.array is not None and spec.array.parallel is not None:
+                if group not in self.members:  # first sight (or a reload): is there room?
+                    self._arrays.add(group)
                 self.parallel[group] = spec.array.parallel
                 self.members.setdefault(group, set()).add(wid)
             if spec.depends_on and is_held(rec) and rec.reason_code == WAITING_FOR_DEPENDENCY:

@@ -417,8 +417,7 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         exit_record = read_json(record.dir / f"worker-{worker}" / EXIT_RECORD)
         if exit_record is not None:
             stop = record.stop()
-            return record.end(worker, exits.ended_from_record(exit_record,
-                                                              stop.reason if stop else ""))
+            return _ended_by_runner(record, worker, exit_record, stop)
         return self._seen.get((*record.key, worker), WorkerEnd(WorkerState.STARTING,
                                                                base.STARTING))
 
@@ -597,8 +596,7 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         exit_record = read_json(wdir / EXIT_RECORD)  # read after the job state: see poll order
         stop = record.stop()
         if exit_record is not None:
-            return record.end(worker, exits.ended_from_record(exit_record,
-                                                              stop.reason if stop else ""))
+            return _ended_by_runner(record, worker, exit_record, stop)
         node_state = node_states.get(node_id, "")
         if (job is not None and job.state in JOB_LOST_STATES) or (
                 job is not None and job.state not in ENDED_JOB_STATES and node_is_lost(
@@ -671,6 +669,19 @@ class SlurmBackend(Backend, InventorySource, LogSource):
             if "Unable to contact slurm controller" in (e.stderr or ""):
                 raise BackendUnavailable(f"{command}: {e.stderr.strip()}") from e
             raise
+
+
+def _ended_by_runner(record: AttemptRecord, worker: int, exit_record: dict[str, Any],
+                     stop: Any) -> WorkerEnd:
+    """The end a worker's runner recorded. Kept in memory only: the runner's exit record is
+    already durable on the shared work dir (written with an fsync) and a new backend reads the
+    same end from it, so a second fsynced copy per worker (one per job, on the poll's path)
+    adds nothing. Ends Slurm alone tells (lost, gone) are still saved (`AttemptRecord.end`)."""
+    known = record.ends.get(worker)
+    if known is None:
+        known = record.ends[worker] = exits.ended_from_record(exit_record,
+                                                              stop.reason if stop else "")
+    return known
 
 
 def _master_node(spec: LaunchSpec) -> str:

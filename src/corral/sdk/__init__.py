@@ -2,6 +2,7 @@
 
 from corral.sdk import models
 from corral.sdk.client import Client
+from corral.sdk.config import ConfigError
 from corral.sdk.errors import (
     Conflict,
     ConnectionFailed,
@@ -15,9 +16,11 @@ from corral.sdk.errors import (
     TooLarge,
     Unauthorized,
 )
+from corral.sdk.retry import Retries
 
 __all__ = [
     "Client",
+    "ConfigError",
     "Conflict",
     "ConnectionFailed",
     "CorralError",
@@ -25,6 +28,7 @@ __all__ = [
     "InvalidRequest",
     "NotFound",
     "RateLimited",
+    "Retries",
     "ServerError",
     "Timeout",
     "TooLarge",

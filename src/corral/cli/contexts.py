@@ -128,8 +128,7 @@ def use(name: Annotated[str, typer.Argument(help="a saved context")]) -> None:
 
 @context_app.command("rm")
 def rm(name: Annotated[str, typer.Argument(help="a saved context")]) -> None:
-    """Forget NAME and its token (the token itself stays valid on the server: revoke it with
-    `corral tokens revoke` if it leaked)."""
+    """Forget NAME and its token; the server still accepts it (corral tokens revoke)."""
     with friendly():
         config = load_config()
         config.context(name)

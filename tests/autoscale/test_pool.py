@@ -348,20 +348,6 @@ def test_every_launch_serves_waiting_work_it_is_eligible_for() -> None:
                                    for w in x.workloads)
 
 
-@pytest.mark.parametrize("case, use, rents", [
-    ("a joined node that holds nothing: the work goes there, nothing rented", idle(990.0), False),
-    ("a joined node that is busy: rent", busy(), True),
-    ("an agent joined, its node is not in the pool yet: nothing rented", None, False),
-])
-def test_a_joined_idle_node_counts_as_capacity_on_its_way(case, use, rents) -> None:
-    """The core's last plan may predate a node's join: its waiting work is not rented for
-    twice (found by bench/autoscale.py: two gangs' worth of instances for one gang)."""
-    d = run([job().gpus(8).models("H100").build()], (P5,),
-            instances=(instance("i-1", P5, CapacityState.READY),),
-            nodes={} if use is None else {"node-i-1": use})
-    assert bool(d.launches) is rents, case
-
-
 def test_a_retiring_provider_rents_nothing_drains_and_returns_when_idle() -> None:
     live = (instance("busy", P5), instance("idle", P5, CapacityState.DRAINING),
             instance("booting", P5, CapacityState.PROVISIONING, node=None),

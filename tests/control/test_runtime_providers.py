@@ -267,3 +267,22 @@ def test_a_retiring_provider_that_cannot_be_listed_is_not_taken_for_empty(store:
     with store.read() as c:
         assert [d.lifecycle for d in PP.declared_providers(c)] == ["retiring"]
     assert _audit(store, "autoscale.provider_error")  # said, every pass it fails
+
+
+def test_an_agent_registered_before_its_node_is_in_the_pool_is_not_rented_for_twice(
+        store: Store) -> None:
+    """The agent registers (the instance maps to its node) a moment before the control loop
+    adds the node: until then it is capacity on its way (found by bench/autoscale.py)."""
+    provider = CloudProvider()
+    rig, _, joined = _rig_with_cloud(store, provider)
+    [rig.submit(gpus=4, preemptible=False) for _ in range(2)]
+    rig.step(n=3)
+    waiting = rig.submit(gpus=4, preemptible=False)
+    rig.step(n=12)
+    (iid,) = provider.live
+    joined[iid] = f"cloud-{iid}"  # registered; its node is not in the pool yet
+    rig.step(n=30)
+    assert list(provider.live) == [iid] and rig.state(waiting) == "pending"
+    _join(rig, store, provider, joined, iid)
+    rig.step(n=10)
+    assert rig.state(waiting) == "running" and list(provider.live) == [iid]

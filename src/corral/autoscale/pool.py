@@ -183,13 +183,8 @@ class _ScaleUp:
     def __init__(self, view: PoolView, state: AutoscalerState, config: AutoscalerConfig,
                  now: float, live: list[Instance]) -> None:
         self.view, self.state, self.config, self.now = view, state, config, now
-        # capacity on its way: instances not joined yet, and joined nodes that hold nothing or
-        # are not in the pool yet (the core's last plan may predate their join; work it could
-        # not put there fits neither in `pack`, which applies the same model, size and zone
-        # rules). Found by bench/autoscale.py: it rented twice for work whose nodes had joined.
         self.bins = [Bin.empty(i.offer, new=False) for i in live
-                     if (i.state in _IN_FLIGHT and i.node_id is None)
-                     or (i.state == CapacityState.READY and _idle(view, i))]
+                     if i.state in _IN_FLIGHT and i.node_id is None]
         self.count: dict[str, int] = {}
         self.spend: dict[str, Decimal] = {}
         for i in live:
@@ -323,13 +318,6 @@ class _ScaleUp:
                               f"{_describe_offer(offer)}: {why}",
                               tuple(dict.fromkeys(x.workload.id for x in served))))
         return tuple(out)
-
-
-def _idle(view: PoolView, i: Instance) -> bool:
-    """Joined and holding nothing, or joined so recently that the pool has no node for it yet
-    (an agent registers before the control loop adds its node)."""
-    use = view.nodes.get(i.node_id) if i.node_id else None
-    return use is None or use.running == 0
 
 
 # -- scale-down ----------------------------------------------------------------------------------

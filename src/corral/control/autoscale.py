@@ -118,7 +118,7 @@ class PoolAutoscaler:
         if not self.providers:
             return None  # nothing rents: no snapshot read
         state = cluster()
-        offers, instances = self._survey(now)
+        offers, instances = self._survey(now, {n.id for n in state.nodes})
         self._interruptions(now, state, instances)
         view = PoolView(self._waiting(state), offers, instances, self._node_use(state, now),
                         self.limits, self.budget, self.retiring)
@@ -129,7 +129,11 @@ class PoolAutoscaler:
         return decisions
 
     # -- reading ----------------------------------------------------------------------------
-    def _survey(self, now: float) -> tuple[list[Offer], list[Instance]]:
+    def _survey(self, now: float, in_pool: set[str]) -> tuple[list[Offer], list[Instance]]:
+        """Offers and instances; an instance counts as joined once its node is in the pool
+        (`in_pool`): an agent registers before the control loop adds its node, and until then
+        it is capacity on its way, not a node the core could have used (bench/autoscale.py
+        found the autoscaler renting twice for work whose agents had just registered)."""
         offers: list[Offer] = []
         instances: list[Instance] = []
         for name, provider in sorted(self.providers.items()):
@@ -148,11 +152,15 @@ class PoolAutoscaler:
         nodes = self.joined(ids) if self.joined is not None and ids else {}
         out = []
         for i in instances:
-            node = nodes.get(i.id)
-            if node is not None and i.state not in (CapacityState.TERMINATING,
-                                                    CapacityState.TERMINATED):
+            node = nodes.get(i.id) or i.node_id
+            ended = i.state in (CapacityState.TERMINATING, CapacityState.TERMINATED,
+                                CapacityState.FAILED)
+            if node is not None and not ended and node in in_pool:
                 ready = CapacityState.DRAINING if node in self.draining else CapacityState.READY
                 i = replace(i, state=ready, node_id=node)
+            elif node is not None and not ended:  # registered, or started, not in the pool yet
+                i = replace(i, state=CapacityState.JOINING, node_id=None,
+                            launched_at=i.launched_at or now)
             out.append(i)
         return offers, out
 

@@ -60,6 +60,8 @@ def test_a_pipeline_file_runs_in_order_and_cancels_what_can_never_run(
     dry = server.cli("submit", "--dry-run", str(path))
     assert "restart_on: restarted after node failure, preemption, spot interruption; exit " \
            "codes 75" in dry.stdout
+    assert "depends_on: prepare (earlier in this file) must succeed: held until it does" \
+           in dry.stdout
     out = server.cli_json("submit", str(path))
     ids = {item["name"]: item["workloads"][0]["id"] for item in out}  # type: ignore[union-attr]
     states = _wait_ended(server, ids)

@@ -67,6 +67,9 @@ def _problems(index: int, error: CorralError, fields: FieldNames) -> list[tuple[
     return found or [(_prefix(index, ""), error.message)]
 
 
+_VERB = {"succeeded": "succeed", "failed": "fail", "ended": "end"}
+
+
 def _deps(doc: dict[str, Any]) -> list[Any]:
     deps = doc.get("depends_on")
     return deps if isinstance(deps, list) else []
@@ -148,6 +151,10 @@ def check(c: Client, docs: Sequence[dict[str, Any]]) -> list[Item]:
                 raise
             item.problems = _problems(i, e, fields)
         else:
+            item.dry_run.notes += [
+                f"depends_on: {_dep_id(d)} (earlier in this file) must "
+                f"{_VERB.get(d.get('when', 'succeeded'), 'succeed')}: held until it does"
+                for d in _deps(doc) if _dep_id(d) in names and isinstance(d, dict)]
             if item.dry_run.outcome == "rejected":
                 item.problems = [(_prefix(i, ""), f"would be rejected: {item.dry_run.reason_code}:"
                                   f" {item.dry_run.reason_message}")]

@@ -74,7 +74,7 @@ def main() -> None:
         _, _, bare, bare_clock, _ = _plane(Path(a))
         bare.step()
         idle_without = _idle(bare, bare_clock)
-        store, backend, loop, clock, subs = _plane(Path(b))
+        _store, backend, loop, clock, subs = _plane(Path(b))
         parent = subs.submit(_spec(name="parent"), "ann", clock.now())[0].id
         loop.step()
         for _ in range(args.held):

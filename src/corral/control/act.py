@@ -209,7 +209,6 @@ def _hand_over(
     return n + len(items)
 
 
-
 class _Missed(Exception):
     """A row changed between the read and the bulk write: roll back, go row by row."""
 

@@ -37,6 +37,7 @@ from corral.core.plan import Eviction, Placement, Plan, Reservation
 from corral.core.plugins.fragmentation import FRAGMENTATION_PLUGINS, TaskType, shape_mix
 from corral.core.queues import QueueBook, Totals
 from corral.core.snapshot import BoolArray, Capacity, NodeTable
+from corral.core.spread import NodeChooser, SpreadIndex
 from corral.core.statement import Statement
 from corral.core.victims import VictimIndex
 
@@ -71,6 +72,7 @@ class Cycle:
     workload_mix: tuple[TaskType, ...] = ()
     _still_pending: tuple[int, tuple[Workload, ...]] | None = None
     _victims: VictimIndex | None = None
+    _spread: SpreadIndex | None = None
     _never_drains: BoolArray | None = None
     #: eviction requests that failed, with the statement's version then (`evict._attempt`)
     failed_evictions: dict[tuple[object, ...], tuple[int, int]] = field(default_factory=dict)
@@ -159,6 +161,19 @@ class Cycle:
             self._victims.fill((w, self.stmt.where[w.id]) for w in self.stmt.live.values())
             self.stmt.listeners.append(self._victims.changed)
         return self._victims
+
+    def chooser(self, w: Workload) -> NodeChooser | None:
+        """How `w` picks its node among those it fits on, when it belongs to a spread group
+        with workers placed (`spread.py`); None otherwise. The group index is built on first
+        use (one pass over what runs) and kept current by the statement from then on, so
+        replicas placed earlier in this cycle count."""
+        if w.spread_group is None:
+            return None
+        if self._spread is None:
+            self._spread = SpreadIndex(self.cap.table)
+            self._spread.fill((x, self.stmt.where[x.id]) for x in self.stmt.live.values())
+            self.stmt.listeners.append(self._spread.changed)
+        return self._spread.chooser(w.spread_group)
 
     def never_drains(self) -> BoolArray:
         """Nodes running a non-preemptible service: it never ends, so the node never drains

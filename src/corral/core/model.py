@@ -214,6 +214,10 @@ class Workload:
     #: work runs on each (any unit, only ratios count: steps/s, or 1.0 for a reference model);
     #: () = unknown, every model alike. Read by the `throughput` score plugin.
     throughput: tuple[tuple[str, float], ...] = ()
+    #: workloads of one group (a service's replicas name the service) are kept apart: placement
+    #: prefers the node, then zone, then provider with the fewest of the group's workers
+    #: (`spread.py`). A preference among nodes it fits on, never a filter; None = no group.
+    spread_group: str | None = None
 
     @property
     def allowed_capacity(self) -> tuple[CapacityKind, ...]:

@@ -34,6 +34,7 @@ from corral.core.model import (
 )
 from corral.core.plugins.base import REGISTRY, BestFitPicker, DevicePicker, ScorePlugin
 from corral.core.snapshot import BoolArray, Capacity, FloatArray, IntArray, NodeTable
+from corral.core.spread import NodeChooser
 
 _LEVEL_NAME = {
     TopologyLevel.NVLINK: "NVLink domain",
@@ -285,25 +286,28 @@ class Placer:
         return i
 
     def place(
-        self, shape: Shape, scoring: Scoring, owner: str
+        self, shape: Shape, scoring: Scoring, owner: str, choose: NodeChooser | None = None
     ) -> tuple[WorkerAssignment, ...] | None:
         """Assignments for every worker of `owner`, or None if it does not fit now.
 
         A failure is remembered until capacity is next returned (`Capacity.freed`): in an
         allocate pass capacity only shrinks, so the same shape fails again without a search.
+        `choose` (a spread group's, `SpreadIndex.chooser`) picks a one-worker placement's node
+        among those it fits on instead of the best score; it never decides whether it fits.
         """
         fail_key = (shape, scoring.key, owner if owner in self.cap.reservations else None)
         if self.failed.get(fail_key) == self.cap.freed:
             return None
         if shape.workers == 1 and fail_key[2] is None:
-            result = self._place_one(shape, scoring)
+            result = self._place_one(shape, scoring, choose)
         else:
-            result = self._place_gang(shape, scoring, owner)
+            result = self._place_gang(shape, scoring, owner, choose)
         if result is None:
             self.failed[fail_key] = self.cap.freed
         return result
 
-    def _place_one(self, shape: Shape, scoring: Scoring) -> tuple[WorkerAssignment, ...] | None:
+    def _place_one(self, shape: Shape, scoring: Scoring, choose: NodeChooser | None
+                   ) -> tuple[WorkerAssignment, ...] | None:
         key = (shape, scoring.key)
         cache = self._caches.get(key)
         if cache is None:
@@ -311,12 +315,14 @@ class Placer:
         else:
             cache.refresh(self.cap)
         scores = cache.scores
-        if not scoring.node_local:
+        if choose is not None or not scoring.node_local:
             feasible = np.flatnonzero(np.isfinite(scores))
             if feasible.size == 0:
                 return None
-            extra = scoring.score(self.cap, shape, feasible, local=False)
-            node = int(feasible[np.argmax(scores[feasible] + extra)])
+            total = scores[feasible]
+            if not scoring.node_local:
+                total = total + scoring.score(self.cap, shape, feasible, local=False)
+            node = choose(feasible, total) if choose else int(feasible[np.argmax(total)])
         else:
             node = int(np.argmax(scores))
             if not np.isfinite(scores[node]):
@@ -324,7 +330,7 @@ class Placer:
         return self._assign(shape, scoring, [(node, 1)])
 
     def _place_gang(
-        self, shape: Shape, scoring: Scoring, owner: str
+        self, shape: Shape, scoring: Scoring, owner: str, choose: NodeChooser | None = None
     ) -> tuple[WorkerAssignment, ...] | None:
         nodes = self.usable(shape, owner)
         slots = worker_slots(self.cap, shape.resources, nodes)
@@ -332,6 +338,11 @@ class Placer:
         nodes, slots = nodes[keep], slots[keep]
         if int(slots.sum()) < shape.workers:
             return None
+        if choose is not None and shape.workers == 1:
+            # one worker (here because it holds a reservation): every node it fits on is a
+            # domain of its own, so the spread group's choice is the whole decision
+            node = choose(nodes, scoring.score(self.cap, shape, nodes))
+            return self._assign(shape, scoring, [(node, 1)])
         for level in range(int(shape.required_level) + 1):
             chosen = self._best_domain(nodes, slots, TopologyLevel(level), shape.workers,
                                        self._domain_scores(shape, scoring, nodes))

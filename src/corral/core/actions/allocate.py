@@ -123,7 +123,7 @@ def try_place(cycle: Cycle, w: Workload, reserve: bool = False) -> bool:
         # queue's use; the limit's reason is written when the cycle closes, from its final use.
         cycle.deferred[w.id] = shape
         return False
-    assignments = cycle.placer.place(shape, scoring, w.id)
+    assignments = cycle.placer.place(shape, scoring, w.id, cycle.chooser(w))
     if assignments is None:
         cycle.deferred[w.id] = shape
         if reserve and (w.workers > 1 or w.resources.gpus > 1):

@@ -133,7 +133,8 @@ def _try_moves(cycle: Cycle, w: Workload, candidates: list[Workload], budget: in
         return 0
     stmt.place(w, placed)
     for v in moved:
-        home = cycle.placer.place(_home_shape(cycle, v), cycle.scoring(v.queue), v.id)
+        home = cycle.placer.place(_home_shape(cycle, v), cycle.scoring(v.queue), v.id,
+                                  cycle.chooser(v))
         if home is None:
             stmt.rollback(checkpoint)
             return 0

@@ -77,8 +77,10 @@ class SpecCache:
         i, units = replica_index(record), hit[1]
         # a service scaled past the replicas it was submitted with has replicas beyond `units`
         unit = units[i] if i < len(units) else spec.replica_unit(units[0], i)
+        # a service's replicas spread as one group: the service's id (the units' is a placeholder)
+        group = record.group_id if unit.spread_group is not None else None
         return dataclasses.replace(unit, id=record.id, submitted_at=record.submitted_at,
-                                   user=record.user)
+                                   user=record.user, spread_group=group)
 
     def forget(self, workload_id: str) -> None:
         self._specs.pop(workload_id, None)

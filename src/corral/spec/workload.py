@@ -336,6 +336,9 @@ class WorkloadSpec(BaseModel):
             node_selector=tuple(sorted(self.node_selector.items())),
             min_gpu_memory_mib=self.min_gpu_memory or 0,
             throughput=tuple(sorted(self.throughput.items())),
+            # a service's replicas are kept apart (node, then zone, then provider): one node
+            # lost must not take the whole service
+            spread_group=workload_id if self.kind == WorkloadKind.SERVICE else None,
         )
         if self.kind != WorkloadKind.SERVICE:
             return [base]

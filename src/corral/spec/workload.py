@@ -1,8 +1,9 @@
 """What a user submits: a job, a service or an interactive session, as YAML or JSON.
 
 The spec is strict (unknown fields are errors, so typos do not pass silently) and converts to
-the core's model with `to_core`. A service becomes one core workload per replica, so replicas
-are placed independently; replicas below `min_replicas` are never preempted.
+the core's model with `to_core`. A service becomes one core workload per replica, each placed
+on its own, kept apart by a spread group (the service's id: node, then zone, then provider);
+replicas below `min_replicas` are never preempted.
 """
 
 from __future__ import annotations

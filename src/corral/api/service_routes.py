@@ -11,24 +11,43 @@ applied to the `RouteTable` on the server's event loop, where the gateway reads 
 
 Services are public on the gateway for now: a spec field for a service token is not there yet
 (the gateway supports one: `ServiceAuth.token`).
+
+Autoscaling (`corral.control.service_autoscale`): after each step the feed also reads, on the
+server's event loop, what the gateway counted per autoscaled service (`GatewayLoads`), and the
+loop's thread hands it to the `ServiceAutoscaler`, whose changes go through `scaling.scale`. An
+autoscaled service stays in the route table with no replica at all (scaled to zero), so that a
+request for it waits in the gateway's queue and scales it up, instead of a 404.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.routing import Route as StarletteRoute
 
 from corral.control.endpoints import Route, live_routes
 from corral.control.loop import ControlLoop, StepReport
-from corral.gateway import ReplicaState, RouteTable, create_gateway_app
+from corral.control.service_autoscale import (
+    Autoscaled,
+    Load,
+    ServiceAutoscaler,
+    autoscaled_services,
+)
+from corral.gateway import GatewayLimits, ReplicaState, RouteTable, create_gateway_app
+from corral.gateway.app import Gateway
 
-__all__ = ["RouteFeed", "apply_routes", "mount_gateway"]
+__all__ = ["GatewayLoads", "RouteFeed", "apply_routes", "mount_gateway"]
+
+T = TypeVar("T")
+#: how long the loop's thread waits for the event loop to read the gateway's counters; a busier
+#: event loop costs the autoscaler one tick, never the control loop a stall
+_READ_TIMEOUT_S = 2.0
 
 log = logging.getLogger("corral.api.service_routes")
 
@@ -36,13 +55,18 @@ _STATES = {"ready": ReplicaState.READY, "starting": ReplicaState.STARTING,
            "draining": ReplicaState.DRAINING}
 
 
-def apply_routes(table: RouteTable, routes: Sequence[Route]) -> None:
+def apply_routes(table: RouteTable, routes: Sequence[Route],
+                 keep: Iterable[tuple[str, str]] = ()) -> None:
     """Make `table` hold exactly `routes` (by service id, and by name where unique): services
-    and replicas added, states and URLs updated, the ones gone removed."""
+    and replicas added, states and URLs updated, the ones gone removed. `keep`: services (id,
+    name) routed even with no replica (autoscaled: a request scales them up from zero)."""
     wanted: dict[str, dict[str, Route]] = {}
-    names = Counter({r.name: 0 for r in routes})
-    for service in {(r.service, r.name) for r in routes}:
-        names[service[1]] += 1
+    services = {(r.service, r.name) for r in routes} | set(keep)
+    names = Counter(name for _, name in services)
+    for sid, name in services:
+        wanted.setdefault(sid, {})
+        if name and names[name] == 1 and name != sid:
+            wanted.setdefault(name, {})
     for r in routes:
         wanted.setdefault(r.service, {})[r.replica] = r
         if r.name and names[r.name] == 1 and r.name != r.service:
@@ -65,28 +89,147 @@ def apply_routes(table: RouteTable, routes: Sequence[Route]) -> None:
         table.remove_service(gone)
 
 
-class RouteFeed:
-    """A control-loop observer that hands the step's routes to the event loop of the server."""
+class GatewayLoads:
+    """Per service, what the gateway counted since the last read: in flight (its gauge: queued
+    + running), running (the replicas' outstanding requests), arrivals (finished since the last
+    read + the change in flight: every arrival has either finished or is still in flight) and
+    latencies (the request-seconds histogram's new counts, each at its bucket's upper bound: as
+    precise as the histogram, and never below the truth). Read on the gateway's event loop."""
 
-    def __init__(self, table: RouteTable, loop: ControlLoop, backend_name: str) -> None:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        #: per table key: (in flight, finished, cumulative bucket counts) at the last read
+        self._last: dict[str, tuple[float, float, tuple[float, ...]]] = {}
+        self._bounds: tuple[float, ...] = ()
+
+    def read(self, keys: Mapping[str, Sequence[str]]) -> dict[str, Load]:
+        """`keys`: service id -> its keys in the route table (its id, its name where unique)."""
+        now = self._counters({k for ks in keys.values() for k in ks})
+        out = {}
+        for sid, ks in keys.items():
+            in_flight = arrivals = running = 0.0
+            latencies: list[float] = []
+            for k in ks:
+                flight, done, buckets = now.get(k, (0.0, 0.0, ()))
+                was = self._last.get(k, (flight, done, buckets))  # first read: the baseline
+                self._last[k] = (flight, done, buckets)
+                in_flight += flight
+                arrivals += max(0.0, done - was[1] + flight - was[0])
+                latencies += self._new_latencies(was[2], buckets)
+                route = self.gateway.table.service(k)
+                running += sum(r.outstanding for r in route.replicas.values()) if route else 0
+            out[sid] = Load(int(in_flight), int(min(running, in_flight)), int(arrivals),
+                            tuple(latencies))
+        for gone in set(self._last) - {k for ks in keys.values() for k in ks}:
+            del self._last[gone]
+        return out
+
+    def _counters(self, keys: set[str]) -> dict[str, tuple[float, float, tuple[float, ...]]]:
+        """One collection of the gateway's registry: per key, in flight, finished, buckets."""
+        flight: dict[str, float] = {}
+        done: dict[str, float] = {}
+        buckets: dict[str, list[tuple[float, float]]] = {}
+        for family in self.gateway.metrics.registry.collect():
+            for sample in family.samples:
+                key = sample.labels.get("service", "")
+                if key not in keys:
+                    continue
+                if sample.name == "corral_gateway_in_flight":
+                    flight[key] = sample.value
+                elif sample.name == "corral_gateway_requests_total":
+                    done[key] = done.get(key, 0.0) + sample.value
+                elif sample.name == "corral_gateway_request_seconds_bucket":
+                    buckets.setdefault(key, []).append((float(sample.labels["le"]),
+                                                        sample.value))
+        for found in buckets.values():
+            found.sort()
+            self._bounds = tuple(b for b, _ in found)
+        return {k: (flight.get(k, 0.0), done.get(k, 0.0),
+                    tuple(v for _, v in buckets.get(k, ()))) for k in keys}
+
+    def _new_latencies(self, was: tuple[float, ...], now: tuple[float, ...]) -> list[float]:
+        if not was:  # the series did not exist at the last read: it started at 0
+            was = (0.0,) * len(now)
+        if not now or len(was) != len(now):
+            return []
+        out: list[float] = []
+        finite = [b for b in self._bounds if b != float("inf")]
+        below_prev = below_was = 0.0
+        for bound, count, old in zip(self._bounds, now, was, strict=True):
+            new = (count - below_prev) - (old - below_was)  # this bucket's own new requests
+            below_prev, below_was = count, old
+            at = bound if bound != float("inf") else (finite[-1] if finite else 0.0)
+            out += [at] * int(max(new, 0))
+        return out
+
+
+class RouteFeed:
+    """A control-loop observer that hands the step's routes to the event loop of the server,
+    then feeds the autoscaled services' load from the gateway to the `ServiceAutoscaler`."""
+
+    def __init__(self, table: RouteTable, loop: ControlLoop, backend_name: str,
+                 loads: GatewayLoads | None = None) -> None:
         self.table, self.loop, self.backend_name = table, loop, backend_name
         self.events: asyncio.AbstractEventLoop | None = None
+        self.loads = loads
+        self.autoscaler = ServiceAutoscaler(loop.store)
 
     def __call__(self, report: StepReport) -> None:
         if not report.leader or self.events is None:
             return
         routes = live_routes(self.loop.live, self.backend_name)
-        self.events.call_soon_threadsafe(apply_routes, self.table, routes)
+        active = autoscaled_services(self.loop.live.records.values(), self.loop.live.specs)
+        services = self.autoscaler.services(active)
+        keep = [(s.id, s.name) for s in services.values()]
+        self.events.call_soon_threadsafe(apply_routes, self.table, routes, keep)
+        if not services or self.loads is None:
+            return
+        keys = _keys(routes, services)
+        loads = self._on_events(lambda: self.loads.read(keys) if self.loads else {})
+        if loads is not None:
+            self.autoscaler.step(self.loop.clock.now(), services, loads)
+
+    def _on_events(self, read: Callable[[], T]) -> T | None:
+        """`read()` run on the server's event loop (where the gateway's counters change), after
+        the routes posted before it; None when it does not answer in time."""
+        done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                done.set_result(read())
+            except Exception as e:  # handed to the waiting thread, logged there
+                done.set_exception(e)
+
+        events = self.events
+        if events is None:
+            return None
+        events.call_soon_threadsafe(run)
+        try:
+            return done.result(timeout=_READ_TIMEOUT_S)
+        except concurrent.futures.TimeoutError:
+            log.warning("gateway counters not read within %gs; no autoscaling this tick",
+                        _READ_TIMEOUT_S)
+            return None
 
 
-def mount_gateway(app: Any, loop: ControlLoop, backend_name: str) -> RouteFeed:
+def _keys(routes: Sequence[Route], services: Mapping[str, Autoscaled]) -> dict[str, list[str]]:
+    """Each autoscaled service's keys in the route table: its id, and its name while no other
+    service has it (`apply_routes`' rule): requests under either count."""
+    names = Counter(name for _, name in {(r.service, r.name) for r in routes}
+                    | {(s.id, s.name) for s in services.values()})
+    return {sid: [sid] + ([s.name] if s.name and names[s.name] == 1 and s.name != sid else [])
+            for sid, s in services.items()}
+
+
+def mount_gateway(app: Any, loop: ControlLoop, backend_name: str,
+                  limits: GatewayLimits | None = None) -> RouteFeed:
     """Serve `/serve/<service>` and `/serve/<service>/<path>` from `app` (before its other
     routes), fed by `loop`. Returns the feed (its table: `feed.table`)."""
     table = RouteTable()
-    gateway = create_gateway_app(table)
+    gateway = create_gateway_app(table, limits)
     app.router.routes[0:0] = [StarletteRoute("/serve/{service}", gateway),
                               StarletteRoute("/serve/{service}/{path:path}", gateway)]
-    feed = RouteFeed(table, loop, backend_name)
+    feed = RouteFeed(table, loop, backend_name, GatewayLoads(gateway.state.gateway))
     inner = app.router.lifespan_context
 
     @asynccontextmanager

@@ -31,11 +31,13 @@ from corral.store import Store
 from corral.store import workloads as W
 from corral.store.workloads import WorkloadRecord
 
-__all__ = ["MAX_REPLICAS", "ScaleRefused", "ServiceNotFound", "add_replicas", "drain",
+__all__ = ["MAX_REPLICAS", "SCALED", "ScaleRefused", "ServiceNotFound", "add_replicas", "drain",
            "load_service", "replica_bounds", "rolling_out", "scale"]
 
 #: the spec's own limit on `replicas` (corral.spec.workload)
 MAX_REPLICAS: Final = 1000
+#: the reason of a service's own event when its replica count changed by hand
+SCALED: Final = "Scaled"
 _RETRIES = 5
 
 
@@ -64,14 +66,17 @@ def replica_bounds(spec: WorkloadSpec) -> tuple[int, int]:
     return lo, spec.max_replicas if spec.max_replicas is not None else MAX_REPLICAS
 
 
-def scale(store: Store, service_id: str, replicas: int, now: float, by: str) -> ServiceStatus:
-    """Set the service's desired replica count; returns its status after the change."""
+def scale(store: Store, service_id: str, replicas: int, now: float, by: str,
+          why: tuple[str, str] | None = None) -> ServiceStatus:
+    """Set the service's desired replica count; returns its status after the change. A change
+    is an event on the service's own id (reason `why[0]`, message `why[1]`: the autoscaler's
+    code and sentence; default Scaled, "scaled from 2 to 3 by ann"), in the same transaction."""
     for _ in range(_RETRIES):
         try:
             with store.write() as conn:
                 status, spec = load_service(conn, service_id)
                 _check(status, spec, replicas)
-                _apply(conn, status, replicas, now, by)
+                _apply(conn, status, replicas, now, by, why)
                 return load_service(conn, service_id)[0]
         except _Raced:  # the loop moved a replica meanwhile: rolled back whole; read again
             continue
@@ -97,9 +102,14 @@ class _Raced(Exception):
     pass
 
 
-def _apply(conn: Connection, status: ServiceStatus, replicas: int, now: float, by: str) -> None:
+def _apply(conn: Connection, status: ServiceStatus, replicas: int, now: float, by: str,
+           why: tuple[str, str] | None) -> None:
     live = status.live()
     change = f"scaled from {len(live)} to {replicas} by {by}"
+    if replicas != len(live):  # the service's own history: `corral describe` shows it
+        code, message = why or (SCALED, change)
+        W.append_event(conn, at=now, kind="info", reason=code, message=message,
+                       workload_id=status.id, subject=by)
     if replicas > len(live):
         add_replicas(conn, status, replicas - len(live), now, change)
     for _, rec in reversed(live[replicas:]):  # the highest index first

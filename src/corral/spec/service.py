@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from corral.spec import limits as LIM
+from corral.spec.autoscale import autoscale_note
 from corral.spec.quantities import DurationS
 
 if TYPE_CHECKING:
@@ -78,7 +79,8 @@ def service_notes(spec: WorkloadSpec) -> list[str]:
     notes = [f"{spec.replicas or 1} replica(s), kept serving: a replica that exits (any code) "
              f"is restarted after a backoff from {spec.restart_backoff:g}s; `corral scale` "
              f"moves the count within [{lo}, {hi}]",
-             "each replica listens on the port in $PORT (also $CORRAL_PORT)"]
+             "each replica listens on the port in $PORT (also $CORRAL_PORT)",
+             autoscale_note(spec.autoscale, lo, hi, spec.target_utilization)]
     if spec.liveness is not None:
         q = spec.liveness
         notes.append(f"liveness: GET {q.path} every {q.period_s:g}s from {q.initial_delay_s:g}s "

@@ -33,6 +33,7 @@ from corral.core.model import (
     WorkloadKind,
 )
 from corral.spec import limits as LIM
+from corral.spec.autoscale import AutoscaleSpec
 from corral.spec.errors import LIMIT_ERROR
 from corral.spec.labels import MAX_LABELS, check_selector
 from corral.spec.quantities import CpuMilli, DurationS, SizeMiB
@@ -150,7 +151,13 @@ class WorkloadSpec(BaseModel):
                                  description="services: replicas to run")
     min_replicas: int | None = Field(None, ge=0, le=1000, strict=True)
     max_replicas: int | None = Field(None, ge=1, le=1000, strict=True)
-    target_utilization: float | None = Field(None, gt=0, le=1, strict=True, allow_inf_nan=False)
+    target_utilization: float | None = Field(
+        None, gt=0, le=1, strict=True, allow_inf_nan=False,
+        description="services with autoscale: the share of each target aimed at (default 0.7)")
+    autoscale: AutoscaleSpec | None = Field(
+        None, description="services: replicas follow the gateway's load within [min_replicas, "
+        "max_replicas] (target_in_flight, target_rps, target_latency, scale_to_zero_after, "
+        "scale_down_window, stable_window)")
     readiness: ReadinessProbe | None = Field(
         None, description="services: an HTTP probe that gates traffic to a replica "
         "(path, port, period_s, timeout_s, failure_threshold, success_threshold)")
@@ -257,6 +264,10 @@ class WorkloadSpec(BaseModel):
             raise ValueError("readiness applies to kind: service only (a probe gates traffic)")
         if self.kind != WorkloadKind.SERVICE and self.liveness is not None:
             raise ValueError("liveness applies to kind: service only")
+        if self.kind != WorkloadKind.SERVICE and self.autoscale is not None:
+            raise ValueError("autoscale applies to kind: service only")
+        if self.autoscale is not None and self.max_replicas is None:
+            raise ValueError("max_replicas: autoscale needs it (the most replicas it may start)")
         if self.kind == WorkloadKind.SERVICE:
             if self.workers != 1:
                 raise ValueError("a service scales with replicas, not workers; set replicas")

@@ -1,0 +1,265 @@
+"""Services autoscaled on the gateway's load (issue 12): the `autoscale` spec field, one
+`ServiceScaler` per service fed each tick, its decision applied through the scale path within
+[min_replicas, max_replicas] with the policy's reason as the service's event, scale from zero by
+a request queued at the mounted gateway, nothing for a service without autoscale, nothing
+during a rollout."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import ValidationError
+from starlette.applications import Starlette
+
+from corral.api.service_routes import RouteFeed, mount_gateway
+from corral.control.rollout import update
+from corral.control.scaling import SCALED, scale
+from corral.control.service_autoscale import (
+    AUTOSCALER,
+    Load,
+    ServiceAutoscaler,
+    autoscaled_services,
+)
+from corral.control.services import service_status
+from corral.control.submission import stored_form
+from corral.gateway import GatewayLimits
+from corral.serving import SCALED_UP
+from corral.spec import WorkloadSpec
+from corral.spec.service import service_notes
+from corral.store import Store
+from corral.store import workloads as W
+from corral.store.workloads import EventRecord
+
+from .rig import Rig
+
+BASE: dict[str, Any] = {"name": "svc", "queue": "q", "kind": "service", "gpus": 1, "cpu": 0.1,
+                        "memory": 64, "command": ["serve"], "replicas": 1, "min_replicas": 1,
+                        "max_replicas": 3, "restart_backoff": 1, "target_utilization": 1.0,
+                        "autoscale": {"target_in_flight": 2}}
+#: a guard so a broken test fails instead of hanging; nothing asserts on time
+GUARD_S = 30.0
+
+
+@pytest.fixture
+def rig(store: Store) -> Rig:
+    return Rig(store)
+
+
+def submit(rig: Rig, **fields: Any) -> str:
+    spec = WorkloadSpec.model_validate({**BASE, **fields})
+    return rig.submissions.submit(spec, "ann", rig.clock.now())[0].group_id
+
+
+def desired(rig: Rig, sid: str) -> tuple[int, str]:
+    with rig.store.read() as c:
+        s = service_status(sid, W.list_workloads(c, group_id=sid, limit=100))
+    return s.desired, s.state
+
+
+def service_events(rig: Rig, sid: str) -> list[EventRecord]:
+    with rig.store.read() as c:
+        return W.list_events(c, workload_id=sid)
+
+
+def tick(rig: Rig, scaler: ServiceAutoscaler, loads: dict[str, Load]) -> None:
+    live = rig.loop.live
+    services = scaler.services(autoscaled_services(live.records.values(), live.specs))
+    scaler.step(rig.clock.now(), services, loads)
+
+
+# -- the spec ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("fields", "named"), [
+    ({"max_replicas": None}, "max_replicas"),
+    ({"autoscale": {}}, "target_in_flight"),
+    ({"autoscale": {"target_in_flight": -1}}, "target_in_flight"),
+    ({"autoscale": {"target_latency": "0s"}}, "target_latency"),
+    ({"autoscale": {"target_rps": 5, "scale_to_zero_after": "2d"}}, "scale_to_zero_after"),
+    ({"autoscale": {"target_rps": 5, "stable_window": "1s"}}, "stable_window"),
+    ({"autoscale": {"target_rps": 5, "latency_percentile": 50}}, "latency_percentile"),
+    ({"autoscale": {"target_rps": 5, "targets": 1}}, "targets"),
+    ({"kind": "job", "replicas": None, "min_replicas": None}, "autoscale"),
+])
+def test_a_bad_autoscale_section_is_refused_naming_the_field(fields: dict[str, Any],
+                                                             named: str) -> None:
+    with pytest.raises(ValidationError) as e:
+        WorkloadSpec.model_validate({**BASE, **fields})
+    assert named in str(e.value)
+
+
+def test_the_dry_run_says_what_autoscale_and_target_utilization_do() -> None:
+    auto = WorkloadSpec.model_validate({**BASE, "min_replicas": 0, "target_utilization": 0.5,
+                                        "autoscale": {"target_in_flight": 8,
+                                                      "scale_to_zero_after": "5m"}})
+    note = " ".join(service_notes(auto))
+    assert "autoscaled within [0, 3]" in note and "8 in flight per replica" in note
+    assert "aiming at 50% of it (target_utilization)" in note
+    assert "scaled to zero after 300s" in note
+    plain = WorkloadSpec.model_validate({**BASE, "autoscale": None})
+    assert "target_utilization does nothing without autoscale" in " ".join(service_notes(plain))
+
+
+# -- the decision, applied ---------------------------------------------------------------------
+
+def test_load_scales_up_within_max_replicas_with_the_true_reason(rig: Rig) -> None:
+    sid = submit(rig)
+    rig.step(2)
+    assert desired(rig, sid) == (1, "serving")
+    scaler = ServiceAutoscaler(rig.store)
+    tick(rig, scaler, {sid: Load(in_flight=20, running=2, arrivals=20)})  # asks for 10
+    assert desired(rig, sid)[0] == 3  # max_replicas
+    [event] = service_events(rig, sid)
+    assert (event.reason, event.subject) == (SCALED_UP, AUTOSCALER)
+    assert event.message.startswith("scaled 1 -> 3")
+    assert "20 in flight" in event.message and "target 2 per replica" in event.message
+    assert "capped at max_replicas 3" in event.message
+    with rig.store.read() as c:
+        added = W.list_events(c, workload_id=f"{sid}-r2")
+    assert "scaled from 1 to 3 by autoscaler" in added[0].message
+    rig.step(2)
+    for _ in range(3):  # still the same load: nothing to change, nothing recorded
+        tick(rig, scaler, {sid: Load(in_flight=20, running=6)})
+        rig.clock.advance(1)
+    assert desired(rig, sid)[0] == 3 and len(service_events(rig, sid)) == 1
+
+
+def test_a_quiet_service_scales_to_zero_and_a_request_brings_it_back(rig: Rig) -> None:
+    sid = submit(rig, min_replicas=0, autoscale={"target_in_flight": 2,
+                                                 "scale_to_zero_after": "20s"})
+    rig.step(2)
+    scaler = ServiceAutoscaler(rig.store)
+    for _ in range(25):
+        tick(rig, scaler, {})
+        rig.step()
+    assert desired(rig, sid) == (0, "idle")  # its replica drained and ended
+    zero = service_events(rig, sid)[-1]
+    assert zero.reason == "ScaledToZero" and "scale to zero after 20 s" in zero.message
+    assert sid in scaler.services({})  # out of the loop's memory, still scaled
+    tick(rig, scaler, {sid: Load(in_flight=1, arrivals=1)})
+    assert desired(rig, sid) == (1, "starting")
+    up = service_events(rig, sid)[-1]
+    assert up.reason == SCALED_UP and up.message.startswith("scaled 0 -> 1 (panic)")
+    assert "in flight (60 s average), target 2 per replica" in up.message
+
+
+def test_a_service_without_autoscale_is_never_scaled(rig: Rig) -> None:
+    sid = submit(rig, autoscale=None)
+    rig.step(2)
+    scaler = ServiceAutoscaler(rig.store)
+    for _ in range(5):
+        tick(rig, scaler, {sid: Load(in_flight=50, running=2, arrivals=50)})
+        rig.step()
+    assert desired(rig, sid) == (1, "serving")
+    assert service_events(rig, sid) == [] and scaler.scalers == {}
+
+
+def test_no_scaling_during_a_rollout(rig: Rig) -> None:
+    sid = submit(rig)
+    rig.step(2)
+    new = WorkloadSpec.model_validate({**BASE, "command": ["serve", "v2"]})
+    update(rig.store, sid, new, stored_form(new), rig.clock.now(), "ann")
+    rig.step()
+    scaler = ServiceAutoscaler(rig.store)
+    tick(rig, scaler, {sid: Load(in_flight=20, running=2, arrivals=20)})
+    assert [e for e in service_events(rig, sid) if e.subject == AUTOSCALER] == []
+
+
+def test_a_scale_by_hand_is_an_event_of_the_service_too(rig: Rig) -> None:
+    sid = submit(rig)
+    scale(rig.store, sid, 2, rig.clock.now(), "ann")
+    [event] = service_events(rig, sid)
+    assert (event.reason, event.message) == (SCALED, "scaled from 1 to 2 by ann")
+
+
+# -- through the mounted gateway ---------------------------------------------------------------
+
+@pytest.fixture
+def events() -> Iterator[asyncio.AbstractEventLoop]:
+    """The server's event loop, in a thread of its own (the loop's thread is the test's)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield loop
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(GUARD_S)
+    loop.close()
+
+
+def mounted(rig: Rig, events: asyncio.AbstractEventLoop) -> tuple[Starlette, RouteFeed]:
+    app = Starlette()
+    feed = mount_gateway(app, rig.loop, rig.backend.name,
+                         GatewayLimits(max_queue_wait_s=GUARD_S, connect_timeout_s=1))
+    feed.events = events  # what the app's lifespan does under uvicorn
+    return app, feed
+
+
+async def get(app: Starlette, path: str) -> httpx.Response:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://corral") as client:
+        return await client.get(path)
+
+
+def on(events: asyncio.AbstractEventLoop, fn: Any) -> Any:
+    async def call() -> Any:
+        return fn()
+    return asyncio.run_coroutine_threadsafe(call(), events).result(GUARD_S)
+
+
+def test_a_request_queued_at_the_gateway_scales_a_service_up_from_zero(
+        rig: Rig, events: asyncio.AbstractEventLoop) -> None:
+    sid = submit(rig, min_replicas=0)
+    app, feed = mounted(rig, events)
+    rig.step(2)
+    scale(rig.store, sid, 0, rig.clock.now(), "ann")
+    rig.step(8)
+    assert desired(rig, sid) == (0, "idle")
+    admission = feed.loads.gateway.admission if feed.loads else None
+    assert admission is not None and on(events, lambda: feed.table.service("svc")) is not None
+    request = asyncio.run_coroutine_threadsafe(get(app, "/serve/svc/v1/chat"), events)
+    for _ in range(1000):  # until the gateway holds it in the service's queue
+        if on(events, lambda: admission.queued("svc")) == 1:
+            break
+        threading.Event().wait(0.01)
+    assert on(events, lambda: admission.queued("svc")) == 1
+    rig.step()
+    assert desired(rig, sid)[0] == 1
+    up = service_events(rig, sid)[-1]
+    assert up.reason == SCALED_UP and up.message.startswith("scaled 0 -> 1 (panic)")
+    assert "in flight" in up.message and "target 2 per replica" in up.message
+    request.cancel()
+
+
+def test_the_gateway_does_not_hold_a_service_without_autoscale_at_zero(
+        rig: Rig, events: asyncio.AbstractEventLoop) -> None:
+    sid = submit(rig, min_replicas=0, autoscale=None)
+    app, feed = mounted(rig, events)
+    rig.step(2)
+    scale(rig.store, sid, 0, rig.clock.now(), "ann")
+    rig.step(8)
+    response = asyncio.run_coroutine_threadsafe(get(app, "/serve/svc/x"), events).result(GUARD_S)
+    assert response.status_code == 404
+    rig.step(2)
+    assert desired(rig, sid) == (0, "idle") and feed.autoscaler.scalers == {}
+
+
+def test_the_gateway_counts_what_the_autoscaler_reads(
+        rig: Rig, events: asyncio.AbstractEventLoop) -> None:
+    """Arrivals since the last read, in flight, and each finished request's latency."""
+    sid = submit(rig)
+    app, feed = mounted(rig, events)
+    rig.step(2)
+    assert feed.loads is not None
+    loads = feed.loads
+    keys = {sid: [sid, "svc"]}
+    on(events, lambda: loads.read(keys))  # the baseline
+    for _ in range(3):  # the replica's URL has no server: 502 each, yet counted
+        asyncio.run_coroutine_threadsafe(get(app, "/serve/svc/x"), events).result(GUARD_S)
+    load = on(events, lambda: loads.read(keys))[sid]
+    assert (load.in_flight, load.running, load.arrivals, len(load.latencies)) == (0, 0, 3, 3)
+    assert all(x > 0 for x in load.latencies)  # each at its histogram bucket's bound
+    assert on(events, lambda: loads.read(keys))[sid] == Load()  # nothing new since

@@ -14,8 +14,12 @@ from tests.core.test_churn import history, run_history
 from tests.core.test_contention import SeededChooser
 from tests.core.test_invariants import check_placements
 
-from corral.core import ClusterState, Plan, Workload, schedule
+from corral.core import DEFAULT_SCORING, ClusterState, Plan, WorkerAssignment, Workload, schedule
+from corral.core.fit import Shape
 from corral.core.model import WorkloadKind
+from corral.core.placement import Placer, Scoring
+from corral.core.snapshot import Capacity, NodeTable
+from corral.core.spread import SpreadIndex
 
 
 def replica(group: str, i: int, gpus: int = 1, **kw: object) -> Workload:
@@ -159,3 +163,37 @@ def test_churn_with_spread_groups_keeps_every_guarantee(seed: int) -> None:
         replace(w, spread_group=f"g{k % 2}") if w.workers == 1 else w
         for k, w in enumerate(c.arrivals))) for c in cycles)
     run_history(start, grouped)
+
+
+def test_a_replica_holding_a_reservation_is_spread_too() -> None:
+    """A replica that holds a reservation is placed by the gang path; the group's choice
+    applies there too. Nodes a and b are reserved for r1, r0 runs on a: r1 takes b (without
+    the group, the lowest index, a, wins the tie)."""
+    table = NodeTable.build([node("a").gpus(4).build(), node("b").gpus(4).build()])
+    cap = Capacity(table)
+    r0 = replace(replica("svc", 0), assignments=(WorkerAssignment(0, "a", (0,), 1000, 80_000),))
+    cap.take(0, r0.assignments[0], 0, 0)
+    cap.reserve("svc/r1", [0, 1])
+    spread = SpreadIndex(table)
+    spread.fill([(r0, r0.assignments)])
+    shape, scoring = Shape.of(replica("svc", 1)), Scoring.from_weights(DEFAULT_SCORING)
+    chooser = spread.chooser("svc")
+    assert chooser is not None and spread.chooser("other") is None
+    assert _node(Placer(cap).place(shape, scoring, "svc/r1", chooser)) == "b"
+    assert _node(Placer(cap).place(shape, scoring, "svc/r1")) == "a"
+
+
+def _node(assignments: tuple[WorkerAssignment, ...] | None) -> str:
+    assert assignments is not None
+    return assignments[0].node_id
+
+
+def test_a_worker_that_leaves_no_longer_counts() -> None:
+    """An eviction or an undone placement takes the worker out of its group's counts."""
+    table = NodeTable.build([node("a").gpus(4).build(), node("b").gpus(4).build()])
+    spread = SpreadIndex(table)
+    r0 = replace(replica("svc", 0), assignments=(WorkerAssignment(0, "a", (0,), 1000, 80_000),))
+    spread.changed(r0, r0.assignments, +1)
+    assert spread.groups["svc"].nodes == {0: 1}
+    spread.changed(r0, r0.assignments, -1)
+    assert spread.chooser("svc") is None

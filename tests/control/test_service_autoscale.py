@@ -15,8 +15,11 @@ import httpx
 import pytest
 from pydantic import ValidationError
 from starlette.applications import Starlette
+from tests.api.harness import build
 
 from corral.api.service_routes import RouteFeed, mount_gateway
+from corral.cli.workloads import _print_service
+from corral.control import ControlLoop, ControlSettings, Leadership, ManualClock
 from corral.control.rollout import update
 from corral.control.scaling import SCALED, scale
 from corral.control.service_autoscale import (
@@ -28,6 +31,7 @@ from corral.control.service_autoscale import (
 from corral.control.services import service_status
 from corral.control.submission import stored_form
 from corral.gateway import GatewayLimits
+from corral.sdk import models as M
 from corral.serving import SCALED_UP
 from corral.spec import WorkloadSpec
 from corral.spec.service import service_notes
@@ -263,3 +267,34 @@ def test_the_gateway_counts_what_the_autoscaler_reads(
     assert (load.in_flight, load.running, load.arrivals, len(load.latencies)) == (0, 0, 3, 3)
     assert all(x > 0 for x in load.latencies)  # each at its histogram bucket's bound
     assert on(events, lambda: loads.read(keys))[sid] == Load()  # nothing new since
+
+
+# -- what the API and `corral describe` show ---------------------------------------------------
+
+def test_the_service_shows_its_scaling_events_with_their_reasons(store: Store, capsys: Any
+                                                                 ) -> None:
+    api = build(store)
+    spec = {**BASE, "queue": "team-a"}
+    dry = api.client.post("/v1/dry-run", json=spec, headers=api.ann)
+    assert dry.status_code == 200, dry.text
+    assert any("autoscaled within [1, 3]" in n for n in dry.json()["notes"])
+    r = api.client.post("/v1/workloads", json=spec, headers=api.ann)
+    assert r.status_code == 201, r.text
+    sid = r.json()["group_id"]
+    clock = ManualClock()
+    loop = ControlLoop(store, api.backend, clock=clock, settings=ControlSettings(),
+                       leadership=Leadership(store, ttl_s=15.0))
+    for _ in range(2):
+        loop.step()
+        clock.advance(1)
+    scaler = ServiceAutoscaler(store)
+    services = scaler.services(autoscaled_services(loop.live.records.values(), loop.live.specs))
+    scaler.step(clock.now(), services, {sid: Load(in_flight=4, running=1, arrivals=4)})
+    got = api.client.get(f"/v1/services/{sid}", headers=api.ann)
+    assert got.status_code == 200, got.text
+    [event] = got.json()["events"]
+    assert (event["reason"], event["subject"]) == (SCALED_UP, AUTOSCALER)
+    assert event["message"].startswith("scaled 1 -> 2") and "4 in flight" in event["message"]
+    _print_service(M.Service.model_validate(got.json()), False)
+    printed = capsys.readouterr().out
+    assert "scaling" in printed and "ScaledUp" in printed and "autoscaler" in printed

@@ -7,10 +7,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from corral.api.context import ApiContext, Caller, context
 from corral.api.errors import ApiError, not_found
+from corral.api.views import event_view
 from corral.api.workloads import _audit_cross_user, _launchable_here, _may_act_on
 from corral.control.cancellation import cancel_service
 from corral.control.endpoints import url_of
@@ -28,11 +29,14 @@ from corral.sdk import models as M
 from corral.spec import WorkloadSpec
 from corral.store import workloads as W
 from corral.store.auth import Principal
-from corral.store.workloads import WorkloadRecord
+from corral.store.schema import Event
+from corral.store.workloads import EventRecord, WorkloadRecord
 
 __all__ = ["router", "service_view"]
 
 router = APIRouter(prefix="/v1", tags=["services"])
+#: the service's own events `GET /v1/services/{id}` shows (its latest scale changes)
+SERVICE_EVENTS = 20
 Ctx = Annotated[ApiContext, Depends(context)]
 _ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": M.ErrorBody}, 403: {"model": M.ErrorBody},
            404: {"model": M.ErrorBody}, 409: {"model": M.ErrorBody},
@@ -112,6 +116,7 @@ def service_view(ctx: ApiContext, status: ServiceStatus, spec: WorkloadSpec) -> 
     lo, hi = replica_bounds(spec)
     with ctx.store.read() as conn:
         nodes = {rid: node for (rid, _), node in _nodes(conn, status).items()}
+        events = _events(conn, status.id)
     return M.Service(
         id=status.id, name=first.name, queue=first.queue, user=first.user, state=status.state,
         desired=status.desired, ready=status.ready, starting=status.starting,
@@ -121,7 +126,14 @@ def service_view(ctx: ApiContext, status: ServiceStatus, spec: WorkloadSpec) -> 
                             reason_code=r.reason_code, reason_message=r.reason_message,
                             node_id=nodes.get(r.id),
                             url=url_of(r, nodes.get(r.id), ctx.backend_name or ""))
-                  for i, r in status.replicas])
+                  for i, r in status.replicas], events=events)
+
+
+def _events(conn: Connection, service_id: str) -> list[M.Event]:
+    """The service's own latest events (scale changes), oldest first."""
+    q = select(Event).where(Event.workload_id == service_id).order_by(Event.id.desc()) \
+        .limit(SERVICE_EVENTS)
+    return [event_view(EventRecord.of(r)) for r in reversed(conn.execute(q).all())]
 
 
 def _nodes(conn: Connection, status: ServiceStatus) -> dict[tuple[str, int], str]:

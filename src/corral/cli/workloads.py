@@ -400,3 +400,10 @@ def _print_service(s: M.Service, json_out: bool) -> None:
         t.add_row(str(r.index), r.id, r.state, r.workload_state, r.node_id or "-", r.url or "-",
                   str(r.restart_count), f"{r.reason_code}: {r.reason_message}")
     out.print(t)
+    if s.events:  # scale changes, by hand or by its autoscaler with the reason
+        t = Table(title="scaling", title_justify="left")
+        for col in ("WHEN", "BY", "REASON", "MESSAGE"):
+            t.add_column(col, overflow="fold")
+        for e in s.events:
+            t.add_row(ago(e.at), e.subject or "-", e.reason, e.message)
+        out.print(t)

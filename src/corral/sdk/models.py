@@ -123,6 +123,9 @@ class Service(_Model):
     max_replicas: int
     spec: dict[str, Any] = Field(default_factory=dict)
     replicas: list[Replica] = Field(default_factory=list)
+    events: list[Event] = Field(default_factory=list, description="the service's own latest "
+                                "events, oldest first: scale changes (by hand or by its "
+                                "autoscaler, with the reason)")
 
 
 class ScaleIn(_Model):

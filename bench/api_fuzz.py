@@ -98,7 +98,9 @@ _NOWHERE = "/nonexistent/corral-fuzz-program"
 
 
 def fuzz(store: Store, examples: int, with_loop: bool = False) -> dict[str, Any]:
-    api = build(store, ApiLimits(rate_per_s=0))
+    # With the loop, launches go through the local backend's checks: the API must run the
+    # submission checks of a local pool too, as `corral up` does (backend_name "local").
+    api = build(store, ApiLimits(rate_per_s=0), backend_name="local" if with_loop else "fake")
     loop, launcher = _loop(store, api) if with_loop else (None, None)
     schema = schemathesis.openapi.from_asgi("/openapi.json", api.client.app)
 

@@ -48,7 +48,9 @@ class Api:
                               AuditEntry, IdempotencyKey)}
 
 
-def build(store: Store, limits: ApiLimits | None = None) -> Api:
+def build(store: Store, limits: ApiLimits | None = None, backend_name: str = "fake") -> Api:
+    """`backend_name="local"` turns on the submission checks of a pool whose workers run on this
+    host (e.g. working_dir must be a directory here), as `corral up` with the local backend."""
     nodes = [Node(f"n{i}", "local", "H100", 4, 81920, 64_000, 262_144,
                   capacity_kind=CapacityKind.OWNED) for i in range(2)]
     with store.write() as c:
@@ -60,7 +62,7 @@ def build(store: Store, limits: ApiLimits | None = None) -> Api:
         admin, ann = A.create_token(c, "root", 0.0), A.create_token(c, "ann", 0.0)
     backend = FakeBackend(nodes)
     ctx = ApiContext(store, Submissions(store), clock=ManualClock(), logs=backend,
-                     backend_name="fake", limits=limits or ApiLimits())
+                     backend_name=backend_name, limits=limits or ApiLimits())
     client = TestClient(create_app(ctx), raise_server_exceptions=False)
     return Api(store, client, backend, {"Authorization": f"Bearer {admin}"},
                {"Authorization": f"Bearer {ann}"})

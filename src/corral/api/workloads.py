@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -91,6 +92,15 @@ def _launchable_here(ctx: ApiContext, spec: WorkloadSpec) -> None:
         raise ApiError(422, "invalid_request", "the spec cannot run on this pool",
                        [("working_dir", f"{spec.working_dir!r} is not a directory on this host: "
                                         "create it or fix the path")])
+    path = spec.env.get("PATH") or None  # empty: the backend uses its own PATH
+    program = spec.command[0] if spec.command and spec.shell is None else None
+    if (ctx.backend_name == "local" and path is not None and program is not None
+            and "/" not in program and shutil.which(program, path=path) is None):
+        # the local backend looks a bare program up on the spec's own PATH when it sets one
+        raise ApiError(422, "invalid_request", "the spec cannot run on this pool",
+                       [("env.PATH", f"program {program!r} is not found on this PATH "
+                                     f"({path!r}) on this host: add its directory to PATH, give "
+                                     "its full path in command, or leave PATH unset")])
 
 
 @router.post("/workloads", status_code=201, response_model=M.Submitted,

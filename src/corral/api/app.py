@@ -9,7 +9,7 @@ from corral.api import ledger, meta, pool, tenancy, workloads
 from corral.api.context import ApiContext
 from corral.api.errors import install_handlers
 from corral.api.guard import RequestGuard
-from corral.api.inputs import reject_nul
+from corral.api.inputs import check_query, reject_nul
 from corral.api.openapi import install_openapi
 
 __all__ = ["create_app"]
@@ -25,7 +25,7 @@ dir). Every error, whatever its status, is JSON `{error, message, problems: [{fi
 
 def create_app(ctx: ApiContext) -> FastAPI:
     app = FastAPI(title="corral", version="v1", description=DESCRIPTION,
-                  dependencies=[Depends(reject_nul)])
+                  dependencies=[Depends(reject_nul), Depends(check_query)])
     app.state.corral = ctx
     install_handlers(app)
     app.include_router(meta.router)

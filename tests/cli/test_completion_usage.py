@@ -46,7 +46,11 @@ def test_show_completion_prints_a_script_for_the_shell() -> None:
     code = "from corral.cli.main import app; app(prog_name='corral')"
     out = subprocess.run([sys.executable, "-c", code, "--show-completion", "bash"],
                          capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "COLUMNS": "120"})
+                         # typer detects the user's shell from the parent process (shellingham),
+                         # which CI's detached runner does not have: its own switch makes the
+                         # option take the shell by name instead.
+                         env={**os.environ, "COLUMNS": "120",
+                              "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"})
     assert out.returncode == 0, out.stderr
     assert "_CORRAL_COMPLETE=complete_bash" in out.stdout
     assert "complete -o default -F _corral_completion corral" in out.stdout

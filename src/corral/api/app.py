@@ -19,8 +19,9 @@ DESCRIPTION = """corral's control-plane API. Authenticate with an API token:
 dir). Every error, whatever its status, is JSON `{error, message, problems: [{field, message}]}`:
 400 the body is not JSON, 401 no or a bad token (checked before the body is read), 403, 404,
 405 (with `Allow`), 408 the body took too long, 409, 413 the body is over 1 MiB or a spec over
-256 KiB, 422 a field is wrong (named in `problems`), 429 the token's request rate is used up
-(`Retry-After`)."""
+256 KiB, 422 a field is wrong (named in `problems`; a query parameter the operation does not
+list, or a second value of a single-value one, is wrong too), 429 the token's request rate is
+used up (`Retry-After`)."""
 
 
 def create_app(ctx: ApiContext) -> FastAPI:

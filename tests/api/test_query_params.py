@@ -71,3 +71,18 @@ def test_what_the_schema_describes_is_still_taken(api: Api) -> None:
                  "/v1/nodes?limit=1&after=n0&state=schedulable&gpu_model=H100&provider=local"):
         r = api.client.get(path, headers=api.admin)
         assert r.status_code == 200, (path, r.text)
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"expires_in_s": True}, "expires_in_s"), ({"uses": True}, "uses"),
+    ({"expires_in_s": "Infinity"}, "expires_in_s"),
+])
+def test_a_join_token_takes_no_boolean_for_a_number(api: Api, body: dict[str, object],
+                                                     field: str) -> None:
+    """Lax pydantic took `expires_in_s: true` as a one-second token (found by the fuzz)."""
+    r = api.client.post("/v1/agent-tokens", json=body, headers=api.admin)
+    assert r.status_code == 422, r.text
+    assert [p["field"] for p in r.json()["problems"]] == [field]
+    ok = api.client.post("/v1/agent-tokens", json={"expires_in_s": 60, "uses": 2},
+                         headers=api.admin)
+    assert ok.status_code == 201, ok.text

@@ -66,8 +66,10 @@ def _token_view(t: JoinTokenRecord, token: str | None = None) -> dict[str, Any]:
 class JoinTokenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(default="", max_length=63)
-    uses: int = Field(default=1, ge=1, le=100_000)
-    expires_in_s: float | None = Field(default=None, gt=0, le=10 * 365 * 86400)
+    # strict: `true` is not a count or a duration (lax pydantic would take it as 1)
+    uses: int = Field(default=1, ge=1, le=100_000, strict=True)
+    expires_in_s: float | None = Field(default=None, gt=0, le=10 * 365 * 86400, strict=True,
+                                       allow_inf_nan=False)
 
 
 @admin_router.post("/agent-tokens", status_code=201, responses=_ERRORS, tags=["agents"])

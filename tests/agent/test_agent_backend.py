@@ -3,6 +3,7 @@ and reports written as the API writes them."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -211,3 +212,35 @@ def test_the_agent_backs_off_exponentially_with_jitter_up_to_a_cap() -> None:
     assert max(delays) <= 10.0
     b.reset()
     assert b.next_delay() <= 0.5
+
+
+def test_the_lease_stays_fresh_through_a_backoff_longer_than_the_lease(tmp_path: Path) -> None:
+    """A control-plane restart grows the agent's backoff past its lease; the workers of a live
+    agent must not be killed for it (found as a flaky chaos test: a 4 s backoff, a 4 s lease)."""
+    import random
+    import threading
+
+    from corral.agent.client import Backoff, Unreachable
+    from corral.agent.runtime import Agent, AgentSettings
+
+    settings = AgentSettings(server="http://127.0.0.1:9", data_dir=tmp_path / "agent",
+                             node_id="host-x", lease_s=0.4,
+                             backoff=Backoff(base_s=2.0, cap_s=2.0, rng=random.Random(1)))
+    agent = Agent(settings, HostFacts(gpus=1))
+    ages: list[float] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            ages.append(time.time() - agent.lease.stat().st_mtime)
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        agent._wait(Unreachable("connection refused"))  # one backoff of 1-2 s, 3-5 leases
+    finally:
+        done.set()
+        watcher.join()
+    assert len(ages) > 20
+    assert max(ages) < settings.lease_s, max(ages)

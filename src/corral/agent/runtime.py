@@ -153,7 +153,21 @@ class Agent:
     def _wait(self, why: Exception) -> None:
         delay = self.s.backoff.next_delay()
         log.warning("server unreachable (%s); retrying in %.1f s", why, delay)
-        self.stop_event.wait(delay)
+        self._sleep_renewing(delay)
+
+    def _sleep_renewing(self, delay: float) -> None:
+        """Waits `delay`, renewing the lease at least every quarter lease: the backoff grows
+        past the lease (4 s, 8 s against the tests' 4 s lease) while a control plane restarts,
+        and a lease renewed only after the wait killed every worker of a live agent, the very
+        work that must keep running through the restart."""
+        step = max(0.05, self.s.lease_s / 4)
+        end = time.monotonic() + delay
+        while not self.stop_event.is_set():
+            self.lease.touch()
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            self.stop_event.wait(min(step, left))
         self.lease.touch()
 
     def _out_of_contact(self) -> None:

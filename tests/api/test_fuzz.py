@@ -41,6 +41,24 @@ EXAMPLES = int(os.environ.get("CORRAL_FUZZ_EXAMPLES", "20"))
 # positive_data_acceptance: semantic refusals (see the module doc).
 NOT_CHECKED = [C.positive_data_acceptance]
 
+
+
+def _wire_same(case: schemathesis.Case) -> list[object]:
+    """Schemathesis' negative mode also "violates" a query parameter by giving a text or list
+    parameter a boolean or a number (`queue=false`, `user=['x']`): on the wire that is the same
+    text a valid request sends, so neither server nor schema can refuse it (schemathesis issues
+    #3962, #3375, #4600). For a case whose only negative component is its query, the
+    negative-data check is left out; the query's real refusals (an integer as `5.0`, a parameter
+    given twice, an unknown one) are pinned one by one in tests/api/test_query_params.py."""
+    from schemathesis.core.parameters import ParameterLocation
+
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_negative:
+        return []
+    negative = {loc for loc, info in meta.components.items() if info.mode.is_negative}
+    return [C.negative_data_rejection] if negative == {ParameterLocation.QUERY} else []
+
+
 # The schema is read at collection time, so the app (on its own SQLite file) exists by then.
 _dir = Path(tempfile.mkdtemp(prefix="corral-fuzz-"))
 atexit.register(shutil.rmtree, _dir, True)
@@ -74,7 +92,7 @@ def test_no_5xx_documented_answers_and_refusals_store_nothing(case: schemathesis
         warnings.simplefilter("ignore")
         response = case.call()
         if response.status_code != 413:  # a refusal Schemathesis does not count as one
-            case.validate_response(response, excluded_checks=NOT_CHECKED)
+            case.validate_response(response, excluded_checks=NOT_CHECKED + _wire_same(case))
     assert response.status_code < 500, response.text
     if response.status_code >= 400:
         assert API.rows() == before, f"{case.method} {case.path} stored a row on refusal"

@@ -85,6 +85,8 @@ def test_a_thawed_agent_kills_the_workers_the_server_fenced(cluster: Cluster) ->
         with cluster.server.client() as c:
             wid = c.submit(spec).group_id
             assert _first_node(cluster, "fenced") == node
+            # frozen before its launch, the agent would have no worker for the server to fence
+            wait_for(lambda: c.get(wid).state == "running", "attempt 0 running", timeout=60)
             late.signal(signal.SIGSTOP)
             wait_for(lambda: ("NodeCordoned", node) in cluster.node_events(), "host-c lost",
                      timeout=60)
@@ -96,7 +98,9 @@ def test_a_thawed_agent_kills_the_workers_the_server_fenced(cluster: Cluster) ->
             late.signal(signal.SIGCONT)
             wait_for(lambda: not any(is_alive(p) for p in pids), "the fenced worker killed",
                      timeout=30)
-            now = c.get(wid)  # the killed copy's end changed nothing: attempt 1 runs on
+            # the killed copy's end changed nothing: attempt 1 runs on (once it has started)
+            now = wait_for(lambda: (w := c.get(wid)).state != "starting" and w, "attempt 1",
+                           timeout=60)
             assert now.state == "running" and now.attempt == 1, now
             c.cancel(wid)
             assert c.wait(wid, timeout_s=60).state == "cancelled"

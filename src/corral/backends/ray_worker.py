@@ -128,7 +128,7 @@ class WorkerHost:
 
     def _spawn(self, argv: list[str], env: dict[str, str], cwd: str | None
                ) -> subprocess.Popen[bytes]:
-        runner_argv = [sys.executable, "-I", local_runner.__file__, "--record-dir", str(self.dir),
+        runner_argv = [*local_runner.runner_argv(sys.executable), "--record-dir", str(self.dir),
                        "--deadline-file", str(self.deadline_file), "--cwd", cwd or "", "--",
                        *argv]
         with open(self.log_path, "ab") as log:

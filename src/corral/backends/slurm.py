@@ -529,7 +529,7 @@ class SlurmBackend(Backend, InventorySource, LogSource):
                      f"{shlex.quote(planned)}; fi")
         if note:
             lines.append(f"echo {shlex.quote('[corral] ' + note)} >&2")
-        runner = [self.python, "-I", local_runner.__file__, "--record-dir", str(wdir),
+        runner = [*local_runner.runner_argv(self.python), "--record-dir", str(wdir),
                   "--deadline-file", str(record.dir / DEADLINE_FILE), "--cwd",
                   spec.working_dir or "", "--", *spec.argv()]
         lines.append("exec " + " ".join(shlex.quote(x) for x in runner))

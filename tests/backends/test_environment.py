@@ -9,6 +9,7 @@ import pytest
 import corral.backends
 from corral.backends import environment as env
 from corral.core.model import WorkerAssignment
+from corral.core.vendors import DEVICE_VARIABLES
 
 from .conftest import make_spec
 
@@ -37,8 +38,12 @@ def test_every_contract_variable_is_set() -> None:
         "CORRAL_PREEMPT_DEADLINE_FILE": "/w/deadline",
         "CORRAL_MASTER_ADDR": "10.0.0.7",
         "CORRAL_MASTER_PORT": "29500",
+        "CORRAL_PROGRESS_FILE": "",
     }
-    assert set(got) - {"WANDB_PROJECT"} == env.RESERVED
+    # every reserved name but the other vendors' device variables (an NVIDIA node here)
+    others = DEVICE_VARIABLES - {"CUDA_VISIBLE_DEVICES"}
+    assert set(got) - {"WANDB_PROJECT"} == env.RESERVED - others
+    assert not set(got) & others
 
 
 def test_a_worker_without_gpus_sees_none() -> None:

@@ -152,6 +152,8 @@ def test_each_worker_sees_the_environment_contract(
             "CORRAL_PREEMPT_DEADLINE_FILE": deadline_file, "CORRAL_MASTER_ADDR": "127.0.0.1",
             "CORRAL_MASTER_PORT": seen[0]["CORRAL_MASTER_PORT"], "WANDB_PROJECT": "p",
             "PARENT_ONLY": "inherited", "cwd": str(tmp_path),
+            "CORRAL_PROGRESS_FILE": str(local.work_dir / "train" / "2" / f"progress-{i}"
+                                        / "progress.json"),
         }
     assert int(seen[0]["CORRAL_MASTER_PORT"]) > 0
     assert ckpt.is_dir()  # created for the worker

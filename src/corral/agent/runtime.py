@@ -72,7 +72,9 @@ class Agent:
         self.node = Node(id=settings.node_id, provider=facts.provider, gpu_model=facts.gpu_model,
                          gpu_count=facts.gpus, gpu_memory_mib=facts.gpu_memory_mib,
                          cpu_milli=facts.cpu_milli, memory_mib=facts.memory_mib,
-                         capacity_kind=CapacityKind(facts.capacity_kind))
+                         capacity_kind=CapacityKind(facts.capacity_kind),
+                         # the vendor label (host.py) picks the device variables workers get
+                         labels=tuple(sorted(facts.labels.items())))
         self._rendezvous: dict[Key, tuple[str, int]] = {}
         self.backend = LocalBackend(
             root / "work", nodes=[self.node], worker_users=settings.worker_users,

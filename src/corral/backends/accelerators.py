@@ -3,7 +3,7 @@
 One row per vendor (`VENDORS`): the kind of device, the environment variables its runtime reads
 to see only the devices a worker was given, and the resource name on each engine. Pure data and
 pure functions: nothing here touches hardware (discovery and health through each vendor's library
-live beside `nvml.py`; only `nvml.py` exists today).
+live beside: `nvml.py`, `amdsmi_probe.py`). Vendor and model names: `corral.core.vendors`.
 
 Device hand-out, from each runtime's own documentation:
 
@@ -35,25 +35,37 @@ NVIDIA and AMD and `TPU`, custom resources for the others (Ray's neuron accelera
 names `neuron_cores`); Slurm GRES `gpu` with the model as its type, other kinds by their own
 GRES name.
 
-Not yet wired: `environment.worker_environment` still hands out `CUDA_VISIBLE_DEVICES` only, and
-the backends still ask for GPUs by NVIDIA's names; `vendor_of` and `device_env` are what they will
-call (issue 17).
+Wired: `environment.worker_environment(..., vendor=)` hands out the node's vendor's variables
+(the local and agent backends look the vendor up with `node_vendor`; Kubernetes from the device
+plugin resource the node offers, `kubernetes_vendor`); Kubernetes asks for `kubernetes_resource`,
+Ray for `ray_request`, Slurm for `slurm_gres_name` (issue 17).
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from corral.core.model import LABEL_VENDOR, Node
+from corral.core.vendors import DEVICE_VARIABLES, PREFIXES, Vendor, vendor_of
 
-class Vendor(enum.StrEnum):
-    NVIDIA = "nvidia"
-    AMD = "amd"
-    INTEL = "intel"
-    AWS = "aws"
-    GOOGLE = "google"
+__all__ = [
+    "DEVICE_VARIABLES",
+    "VENDORS",
+    "DeviceKind",
+    "Vendor",
+    "VendorInfo",
+    "device_env",
+    "kubernetes_vendor",
+    "node_vendor",
+    "ray_devices",
+    "ray_request",
+    "slurm_gres_name",
+    "vendor_of",
+    "vendors_by_node",
+]
 
 
 class DeviceKind(enum.StrEnum):
@@ -70,37 +82,91 @@ class VendorInfo:
     kubernetes_resource: str
     ray_resource: str
     slurm_gres: str
-    #: model name prefixes (lower case) that identify this vendor's devices
-    prefixes: tuple[str, ...]
+    #: the node label its Kubernetes device plugin's feature discovery gives the model
+    kubernetes_model_label: str = ""
+
+    @property
+    def prefixes(self) -> tuple[str, ...]:
+        """Model name prefixes (lower case) that identify this vendor's devices."""
+        return PREFIXES[self.vendor]
 
 
 VENDORS: Final[dict[Vendor, VendorInfo]] = {
     Vendor.NVIDIA: VendorInfo(Vendor.NVIDIA, DeviceKind.GPU, "nvidia.com/gpu", "GPU", "gpu",
-                              ("nvidia", "h100", "h200", "b200", "a100", "a10", "l4", "l40",
-                               "v100", "p100", "k80", "t4", "rtx", "gh200")),
+                              "nvidia.com/gpu.product"),
     Vendor.AMD: VendorInfo(Vendor.AMD, DeviceKind.GPU, "amd.com/gpu", "GPU", "gpu",
-                           ("amd", "mi", "instinct", "radeon")),
-    Vendor.INTEL: VendorInfo(Vendor.INTEL, DeviceKind.GAUDI, "habana.ai/gaudi", "HPU", "gaudi",
-                             ("gaudi", "hl-", "intel-gaudi")),
+                           "amd.com/gpu.product-name"),
+    Vendor.INTEL: VendorInfo(Vendor.INTEL, DeviceKind.GAUDI, "habana.ai/gaudi", "HPU", "gaudi"),
     Vendor.AWS: VendorInfo(Vendor.AWS, DeviceKind.NEURON_CORE, "aws.amazon.com/neuroncore",
-                           "neuron_cores", "neuron", ("trainium", "inferentia", "trn", "inf")),
+                           "neuron_cores", "neuron"),
     Vendor.GOOGLE: VendorInfo(Vendor.GOOGLE, DeviceKind.TPU_CHIP, "google.com/tpu", "TPU", "tpu",
-                              ("tpu", "v4", "v5e", "v5p", "v6e")),
+                              "cloud.google.com/gke-tpu-accelerator"),
 }
 
+def node_vendor(node: Node) -> Vendor:
+    """The vendor of a node's accelerators: its `corral.dev/vendor` label (a pool file's
+    `vendor:`, an agent's registration), else read from its model's name.
 
-def vendor_of(model: str) -> Vendor:
-    """The vendor of a device model name, by its prefix; NVIDIA when none matches (the pools
-    corral ran on before knew only NVIDIA, and their model names carry no vendor).
-
-    >>> [str(vendor_of(m)) for m in ("H100", "MI300X", "Gaudi2", "trn1", "TPU-v5e", "mystery")]
-    ['nvidia', 'amd', 'intel', 'aws', 'google', 'nvidia']
+    >>> str(node_vendor(Node("n", "p", "MI300X", 8, 196608, 0, 0)))
+    'amd'
     """
-    name = model.strip().lower()
-    for info in sorted(VENDORS.values(), key=lambda i: i.vendor != Vendor.NVIDIA):
-        if any(name.startswith(p) for p in info.prefixes if info.vendor != Vendor.NVIDIA):
+    given = node.label(LABEL_VENDOR)
+    try:
+        return Vendor(given) if given else vendor_of(node.gpu_model)
+    except ValueError:  # a label no vendor has: the model's name decides
+        return vendor_of(node.gpu_model)
+
+
+def vendors_by_node(nodes: Iterable[Node]) -> dict[str, Vendor]:
+    """node id -> vendor, for a backend to look its workers' nodes up in."""
+    return {n.id: node_vendor(n) for n in nodes}
+
+
+def kubernetes_vendor(capacity: Mapping[str, str]) -> Vendor | None:
+    """The vendor whose device plugin resource a Kubernetes node offers (capacity > 0), None for
+    a node without accelerators. One vendor per node: the first in `VENDORS`' order wins."""
+    for info in VENDORS.values():
+        count = capacity.get(info.kubernetes_resource, "0") or "0"
+        if count.isdigit() and int(count) > 0:
             return info.vendor
-    return Vendor.NVIDIA
+    return None
+
+
+def ray_request(vendor: Vendor, share: float) -> tuple[float, dict[str, float]]:
+    """(num_gpus, resources) a Ray actor asks for `share` devices of `vendor`: Ray's built-in
+    `GPU` for NVIDIA and AMD (Ray's AMD accelerator manager sets ROCR_VISIBLE_DEVICES for it),
+    a custom resource for the others (`neuron_cores`, `TPU`, `HPU`, as Ray's accelerator
+    managers name them).
+
+    >>> ray_request(Vendor.AMD, 2), ray_request(Vendor.AWS, 2)
+    ((2, {}), (0, {'neuron_cores': 2}))
+    """
+    info = VENDORS[vendor]
+    if info.ray_resource == "GPU":
+        return share, {}
+    return 0, ({info.ray_resource: share} if share else {})
+
+
+def ray_devices(resources: Mapping[str, float]) -> tuple[Vendor | None, int]:
+    """(vendor, count) of the accelerators a Ray node's resources offer: Ray's `GPU` (vendor
+    None: NVIDIA's or AMD's, the model decides), else the first custom resource of another
+    vendor (`neuron_cores`, `TPU`, `HPU`).
+
+    >>> ray_devices({"GPU": 4.0, "CPU": 8.0}), ray_devices({"neuron_cores": 32.0})
+    ((None, 4), (<Vendor.AWS: 'aws'>, 32))
+    """
+    if resources.get("GPU", 0):
+        return None, int(resources["GPU"])
+    for info in VENDORS.values():
+        if info.ray_resource != "GPU" and resources.get(info.ray_resource, 0):
+            return info.vendor, int(resources[info.ray_resource])
+    return None, 0
+
+
+def slurm_gres_name(vendor: Vendor) -> str:
+    """The GRES name a Slurm site gives `vendor`'s devices: `gpu` for NVIDIA and AMD (Slurm's
+    gres.conf AutoDetect=nvml / rsmi), the vendor's own name otherwise."""
+    return VENDORS[vendor].slurm_gres
 
 
 def device_env(vendor: Vendor, devices: Sequence[int]) -> dict[str, str]:

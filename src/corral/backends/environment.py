@@ -31,6 +31,17 @@ Checkpoints, in one place:
   cannot see it (storage mounted only where the workers run), the variable stays "" and the job
   looks in CORRAL_CHECKPOINT_DIR itself.
 
+Devices: a worker on an NVIDIA node gets CUDA_VISIBLE_DEVICES (and CUDA_DEVICE_ORDER); on
+another vendor's node it gets that vendor's variables instead (ROCR_VISIBLE_DEVICES and
+HIP_VISIBLE_DEVICES on AMD, HABANA_VISIBLE_MODULES on Gaudi, NEURON_RT_VISIBLE_CORES on Neuron,
+TPU_VISIBLE_CHIPS on TPU; `corral.backends.accelerators.device_env` cites each runtime's doc)
+and none of the others: every one of them is reserved, so a spec's env cannot set it and a
+backend's base environment drops it.
+
+Progress (`corral.backends.progress`): CORRAL_PROGRESS_FILE names a file the worker may write
+its progress to (steps done, steps in all, steps/s); the backend reads it, corral shows it and
+learns throughput per (job kind, model) from it. "" where the backend cannot read it back.
+
 Arrays (`array:` in the spec): each task also gets CORRAL_ARRAY_INDEX, CORRAL_ARRAY_SIZE, its
 grid parameters as CORRAL_PARAM_<NAME> and all of them as JSON in CORRAL_PARAMS
 (`corral.spec.workflow.ArraySpec.task_env`, names below); they reach the backend in the launch's
@@ -44,7 +55,9 @@ import signal
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 
+from corral.backends.accelerators import device_env
 from corral.core.model import WorkerAssignment
+from corral.core.vendors import DEVICE_VARIABLES, Vendor
 
 if TYPE_CHECKING:
     from corral.backends.base import LaunchSpec
@@ -63,6 +76,7 @@ __all__ = [
     "CORRAL_PARAMS",
     "CORRAL_PARAM_PREFIX",
     "CORRAL_PREEMPT_DEADLINE_FILE",
+    "CORRAL_PROGRESS_FILE",
     "CORRAL_QUEUE",
     "CORRAL_RESTART_COUNT",
     "CORRAL_RESUME_FROM",
@@ -102,6 +116,7 @@ CORRAL_CHECKPOINT_DIR: Final = "CORRAL_CHECKPOINT_DIR"  # the directory; "" when
 # the newest checkpoint in that directory at launch (`newest_checkpoint`); "" when it holds none
 CORRAL_RESUME_FROM: Final = "CORRAL_RESUME_FROM"
 CORRAL_PREEMPT_DEADLINE_FILE: Final = "CORRAL_PREEMPT_DEADLINE_FILE"
+CORRAL_PROGRESS_FILE: Final = "CORRAL_PROGRESS_FILE"  # where the worker may report progress
 CORRAL_MASTER_ADDR: Final = "CORRAL_MASTER_ADDR"  # worker 0's host
 CORRAL_MASTER_PORT: Final = "CORRAL_MASTER_PORT"  # a port free on that host at launch
 # array tasks only (not in RESERVED: they come in the launch's env, which the spec's own env
@@ -115,8 +130,8 @@ RESERVED: Final = frozenset({
     CUDA_VISIBLE_DEVICES, CUDA_DEVICE_ORDER, CORRAL_WORKLOAD_ID, CORRAL_QUEUE,
     CORRAL_WORKER_INDEX, CORRAL_WORKERS, CORRAL_NODE_ID, CORRAL_ATTEMPT, CORRAL_RESTART_COUNT,
     CORRAL_GPU_MILLI, CORRAL_GPU_MEMORY_MIB, CORRAL_CHECKPOINT_DIR, CORRAL_RESUME_FROM,
-    CORRAL_PREEMPT_DEADLINE_FILE, CORRAL_MASTER_ADDR, CORRAL_MASTER_PORT,
-})
+    CORRAL_PREEMPT_DEADLINE_FILE, CORRAL_MASTER_ADDR, CORRAL_MASTER_PORT, CORRAL_PROGRESS_FILE,
+}) | DEVICE_VARIABLES
 
 
 def worker_environment(
@@ -126,16 +141,19 @@ def worker_environment(
     master_addr: str,
     master_port: int,
     deadline_file: str,
+    vendor: Vendor = Vendor.NVIDIA,
+    progress_file: str = "",
 ) -> dict[str, str]:
     """The contract variables of one worker, plus the user's env. Pure.
 
-    The backend adds its base environment underneath (the local backend: its own, minus any
-    CORRAL_* and CUDA_VISIBLE_DEVICES); the user's env cannot override contract names
-    (`LaunchSpec` refuses them).
+    vendor: who makes the devices of the worker's node: its devices are handed out in that
+    vendor's variables only (module docstring). progress_file: CORRAL_PROGRESS_FILE ("" where
+    the backend does not read it). The backend adds its base environment underneath (the local
+    backend: its own, minus any CORRAL_* and device variables); the user's env cannot override
+    contract names (`LaunchSpec` refuses them).
     """
     contract = {
-        CUDA_VISIBLE_DEVICES: ",".join(str(d) for d in assignment.devices),
-        CUDA_DEVICE_ORDER: CUDA_DEVICE_ORDER_VALUE,
+        **_devices(vendor, assignment.devices),
         CORRAL_WORKLOAD_ID: spec.workload_id,
         CORRAL_QUEUE: spec.queue,
         CORRAL_WORKER_INDEX: str(assignment.worker),
@@ -151,8 +169,15 @@ def worker_environment(
         CORRAL_PREEMPT_DEADLINE_FILE: deadline_file,
         CORRAL_MASTER_ADDR: master_addr,
         CORRAL_MASTER_PORT: str(master_port),
+        CORRAL_PROGRESS_FILE: progress_file,
     }
     return {**spec.env, **contract}
+
+
+def _devices(vendor: Vendor, devices: tuple[int, ...]) -> dict[str, str]:
+    if vendor == Vendor.NVIDIA:
+        return {**device_env(vendor, devices), CUDA_DEVICE_ORDER: CUDA_DEVICE_ORDER_VALUE}
+    return device_env(vendor, devices)
 
 
 CHECKPOINT_PREFIXES: Final = ("ckpt", "checkpoint")

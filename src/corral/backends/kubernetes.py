@@ -21,7 +21,10 @@ the exact workload id, queue and planned devices. Records on the control plane's
 
 GPUs: the device plugin chooses the devices and exposes them inside the container numbered from
 0, so CUDA_VISIBLE_DEVICES is ``0..n-1`` (the container's view); the plan's indices are in the
-annotation ``corral.io/devices``. A share of a GPU asks for `shared_gpu_resource` (a time-sliced
+annotation ``corral.io/devices``. On another vendor's node the pod asks for that vendor's
+resource (``amd.com/gpu``, ``habana.ai/gaudi``, ``aws.amazon.com/neuroncore``,
+``google.com/tpu``) and gets that vendor's variables (ROCR_VISIBLE_DEVICES and so on), never
+CUDA_VISIBLE_DEVICES; ``gpu_resource`` pins one resource for every node instead. A share of a GPU asks for `shared_gpu_resource` (a time-sliced
 or MPS device plugin's resource, `shares_per_gpu` of them per GPU) when configured, else a whole
 GPU (said in the pod's ``corral.io/note`` annotation).
 
@@ -44,6 +47,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from corral.backends import base, exits
+from corral.backends.accelerators import Vendor, device_env
 from corral.backends.base import (
     Backend,
     InventorySource,
@@ -53,7 +57,6 @@ from corral.backends.base import (
     WorkerStatus,
 )
 from corral.backends.environment import (
-    CUDA_VISIBLE_DEVICES,
     format_deadline,
     worker_environment,
 )
@@ -74,6 +77,7 @@ from corral.backends.kubernetes_objects import (
     LABEL_WORKER,
     LABEL_WORKLOAD,
     node_ready,
+    node_resource,
     pod_end,
     pod_name,
     service_name,
@@ -127,7 +131,7 @@ class KubernetesBackend(Backend, InventorySource, LogSource):
     def __init__(
         self, work_dir: str | os.PathLike[str], *, image: str, namespace: str = "corral",
         api_client: Any = None, provider: str = "kubernetes",
-        gpu_resource: str = "nvidia.com/gpu", shared_gpu_resource: str | None = None,
+        gpu_resource: str | None = None, shared_gpu_resource: str | None = None,
         shares_per_gpu: int = 0, gpu_memory_mib: Mapping[str, int] | None = None,
         kill_slack_s: float = 30.0, request_timeout_s: float = 30.0,
     ) -> None:
@@ -162,7 +166,7 @@ class KubernetesBackend(Backend, InventorySource, LogSource):
             self._call("create the rendezvous service", self.api.create_namespaced_service,
                        self.namespace, self._service(record))
             for a in sorted(spec.assignments, key=lambda a: a.worker):
-                body = self._pod(record, a)
+                body = self._pod(record, a, nodes[a.node_id])
                 self._call("create a pod", self.api.create_namespaced_pod, self.namespace, body)
                 created.append(names[str(a.worker)])
         except BackendError as e:
@@ -253,20 +257,26 @@ class KubernetesBackend(Backend, InventorySource, LogSource):
                 raise InvalidLaunchSpec("assignments", f"worker {a.worker}: node {a.node_id!r} "
                                         f"is not in the cluster ({sorted(nodes)})")
             gpus = to_node(node, gpu_resource=self.gpu_resource).gpu_count
+            if a.devices and a.milli_per_device < 1000 and self.shared_gpu_resource and (
+                    node_resource(node, self.gpu_resource)[0] != Vendor.NVIDIA):
+                raise InvalidLaunchSpec("assignments", f"worker {a.worker}: node {a.node_id} "
+                                        f"is not NVIDIA's; {self.shared_gpu_resource} shares "
+                                        "NVIDIA GPUs only")
             if any(d >= gpus for d in a.devices):
                 raise InvalidLaunchSpec("assignments", f"worker {a.worker}: node {a.node_id} "
                                         f"has {gpus} GPUs, the plan gives {list(a.devices)}")
 
-    def _gpu_request(self, a: Any) -> tuple[dict[str, str], str]:
+    def _gpu_request(self, a: Any, resource: str) -> tuple[dict[str, str], str]:
+        """The pod's limits for worker `a` on a node whose devices are `resource`."""
         if not a.devices:
             return {}, ""
         if a.milli_per_device >= 1000:
-            return {self.gpu_resource: str(len(a.devices))}, ""
+            return {resource: str(len(a.devices))}, ""
         if self.shared_gpu_resource and self.shares_per_gpu > 0:
             k = math.ceil(a.milli_per_device * self.shares_per_gpu / 1000)
             return {self.shared_gpu_resource: str(k)}, ""
-        return {self.gpu_resource: "1"}, (f"no shared GPU resource configured: a whole GPU "
-                                          f"for {a.milli_per_device} milli")
+        return {resource: "1"}, (f"no shared GPU resource configured: a whole device "
+                                 f"for {a.milli_per_device} milli")
 
     def _service(self, record: AttemptRecord) -> dict[str, Any]:
         """Headless: its DNS name resolves to worker 0's pod IP (as Kubeflow's training
@@ -278,14 +288,17 @@ class KubernetesBackend(Backend, InventorySource, LogSource):
                 "spec": {"clusterIP": "None", "selector": self._labels(spec, 0),
                          "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT}]}}
 
-    def _pod(self, record: AttemptRecord, a: Any) -> dict[str, Any]:
+    def _pod(self, record: AttemptRecord, a: Any, node: Any) -> dict[str, Any]:
         spec = record.spec
         deadline_file = f"{DEADLINE_MOUNT}/{DEADLINE_NAME}"
         master = f"{record.engine['service']}.{self.namespace}.svc"
+        vendor, resource = node_resource(node, self.gpu_resource)
         env = worker_environment(spec, a, master_addr=master, master_port=RENDEZVOUS_PORT,
-                                 deadline_file=deadline_file)
-        env[CUDA_VISIBLE_DEVICES] = ",".join(str(i) for i in range(len(a.devices)))
-        limits, note = self._gpu_request(a)
+                                 deadline_file=deadline_file, vendor=vendor)
+        # the device plugin numbers the container's devices from 0: its view, in the vendor's
+        # variables (the plan's node indices stay in the corral.io/devices annotation)
+        env.update(device_env(vendor, range(len(a.devices))))
+        limits, note = self._gpu_request(a, resource)
         annotations = {ANNOTATION_WORKLOAD: spec.workload_id, "corral.io/queue": spec.queue,
                        "corral.io/devices": ",".join(map(str, a.devices))}
         if note:

@@ -64,16 +64,21 @@ class FakeKubernetes:
 
     def add_node(self, name: str, *, gpus: int = 8, product: str = "NVIDIA-H100-80GB-HBM3",
                  memory_mib: int = 81559, cpu: str = "64", ram: str = "512Gi",
-                 zone: str = "z1", ready: bool = True) -> None:
+                 zone: str = "z1", ready: bool = True, resource: str = "nvidia.com/gpu",
+                 ) -> None:
+        """resource: the device plugin's (``amd.com/gpu`` for a node of AMD GPUs, whose model
+        AMD's node labeller names in ``amd.com/gpu.product-name``)."""
         labels = {"kubernetes.io/hostname": name, "topology.kubernetes.io/zone": zone}
-        if gpus:
+        if gpus and resource == "nvidia.com/gpu":
             labels |= {"nvidia.com/gpu.product": product,
                        "nvidia.com/gpu.memory": str(memory_mib)}
+        elif gpus and resource == "amd.com/gpu":
+            labels |= {"amd.com/gpu.product-name": product}
         self.nodes[name] = {
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": name, "labels": labels, "uid": str(uuid.uuid4())},
             "spec": {},
-            "status": {"capacity": {"cpu": cpu, "memory": ram, "nvidia.com/gpu": str(gpus)},
+            "status": {"capacity": {"cpu": cpu, "memory": ram, resource: str(gpus)},
                        "addresses": [{"type": "InternalIP", "address": f"10.0.0.{next(self._ips)}"}],
                        "conditions": []},
         }

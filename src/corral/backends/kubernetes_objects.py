@@ -4,9 +4,13 @@ pod corral creates for a worker.
 Works on the official client's model objects (``kubernetes.client.V1Node``, ``V1Pod``), and
 builds pods as plain dicts in the API's own JSON shape, which the client sends as is.
 
-Node mapping: GPUs from ``status.capacity[<gpu resource>]``; model and memory from the labels
-NVIDIA's GPU feature discovery sets (``nvidia.com/gpu.product``, ``nvidia.com/gpu.memory`` in
-MiB); region and zone from ``topology.kubernetes.io/{region,zone}``; ``spec.unschedulable``
+Node mapping: devices from ``status.capacity[<resource>]``, the resource of whichever vendor's
+device plugin the node runs (``nvidia.com/gpu``, ``amd.com/gpu``, ``habana.ai/gaudi``,
+``aws.amazon.com/neuroncore``, ``google.com/tpu``; that vendor becomes its ``corral.dev/vendor``);
+the model from the label that vendor's feature discovery sets (NVIDIA's GFD
+``nvidia.com/gpu.product``, AMD's node labeller ``amd.com/gpu.product-name``, GKE's
+``cloud.google.com/gke-tpu-accelerator``), memory from ``nvidia.com/gpu.memory`` (MiB) or the
+backend's model table; region and zone from ``topology.kubernetes.io/{region,zone}``; ``spec.unschedulable``
 (kubectl cordon) is a cordon; a Ready condition that is not "True" makes the node UNHEALTHY.
 """
 
@@ -18,9 +22,10 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from corral.backends import base, exits
+from corral.backends.accelerators import VENDORS, Vendor, kubernetes_vendor
 from corral.backends.base import WorkerState
 from corral.backends.exits import WorkerEnd
-from corral.core.model import CapacityKind, Health, Node
+from corral.core.model import LABEL_VENDOR, CapacityKind, Health, Node
 
 __all__ = [
     "ANNOTATION_DEADLINE",
@@ -30,6 +35,7 @@ __all__ = [
     "LABEL_WORKER",
     "LABEL_WORKLOAD",
     "node_ready",
+    "node_resource",
     "parse_cpu_milli",
     "parse_memory_mib",
     "pod_end",
@@ -75,13 +81,32 @@ def node_ready(node: Any) -> tuple[bool, str]:
     return False, "no Ready condition"
 
 
-def to_node(node: Any, *, provider: str = "kubernetes", gpu_resource: str = "nvidia.com/gpu",
+def node_resource(node: Any, gpu_resource: str | None = None) -> tuple[Vendor, str]:
+    """(vendor, device-plugin resource) of a Kubernetes node: the one given, else the one its
+    capacity offers (`corral.backends.accelerators.kubernetes_vendor`), NVIDIA's by default."""
+    capacity: dict[str, str] = dict((node.status.capacity or {}) if node.status else {})
+    if gpu_resource is not None:
+        given = next((i.vendor for i in VENDORS.values()
+                      if i.kubernetes_resource == gpu_resource), Vendor.NVIDIA)
+        return given, gpu_resource
+    vendor = kubernetes_vendor(capacity) or Vendor.NVIDIA
+    return vendor, VENDORS[vendor].kubernetes_resource
+
+
+def to_node(node: Any, *, provider: str = "kubernetes", gpu_resource: str | None = None,
             gpu_memory_mib: Mapping[str, int] | None = None) -> Node:
+    """A pool node. gpu_resource: the device-plugin resource to count (None: whichever vendor's
+    the node offers, `node_resource`); the node gets that vendor as `corral.dev/vendor`."""
     labels: dict[str, str] = dict(node.metadata.labels or {})
     capacity: dict[str, str] = dict((node.status.capacity or {}) if node.status else {})
-    gpus = int(capacity.get(gpu_resource, "0") or 0)
-    model = labels.get("nvidia.com/gpu.product", "unknown" if gpus else "none")
+    vendor, resource = node_resource(node, gpu_resource)
+    gpus = int(capacity.get(resource, "0") or 0)
+    model_label = VENDORS[vendor].kubernetes_model_label
+    model = labels.get(model_label, "unknown" if gpus else "none") if model_label else (
+        "unknown" if gpus else "none")
     memory = labels.get("nvidia.com/gpu.memory", "")
+    if gpus:
+        labels[LABEL_VENDOR] = str(vendor)
     ready, _ = node_ready(node)
     return Node(
         id=node.metadata.name, provider=provider, gpu_model=model, gpu_count=gpus,

@@ -2,7 +2,9 @@
 
 All nodes of its inventory are this machine: the GPUs NVML reports (one node), or a declared
 virtual inventory (say 2 nodes x 4 GPUs) on a machine without GPUs, where CUDA_VISIBLE_DEVICES then
-names devices that do not exist, which is harmless for CPU-only test workloads.
+names devices that do not exist, which is harmless for CPU-only test workloads. A node's devices
+are handed out in its vendor's variables (`corral.backends.accelerators.node_vendor`: ROCm's on
+an AMD node, and so on; never CUDA_VISIBLE_DEVICES there).
 
 Layout of the work dir (one LocalBackend per work dir at a time)::
 
@@ -12,6 +14,7 @@ Layout of the work dir (one LocalBackend per work dir at a time)::
     <work>/<workload>/<attempt>/released           release() was called
     <work>/<workload>/<attempt>/worker-<i>/        the runner's records (see local_runner)
     <work>/<workload>/<attempt>/worker-<i>.log     stdout and stderr (unless the spec's log_dir)
+    <work>/<workload>/<attempt>/progress-<i>/progress.json  CORRAL_PROGRESS_FILE (the worker's)
 
 Each worker runs under `local_runner` in its own session, so the processes survive the control
 plane; a new LocalBackend over the same work dir re-adopts them from these records. Deadlines are
@@ -34,6 +37,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from corral.backends import base, local_runner
+from corral.backends.accelerators import Vendor, vendors_by_node
 from corral.backends.base import (
     Backend,
     InventorySource,
@@ -68,6 +72,7 @@ from corral.backends.local_runner import (
     write_json_atomic,
     write_text_atomic,
 )
+from corral.backends.progress import Progress, progress_path, read_progress_file
 from corral.backends.worker_users import WorkerUsers
 from corral.core.model import CapacityKind, Node, WorkerAssignment
 
@@ -153,6 +158,7 @@ class LocalBackend(Backend, InventorySource, LogSource):
         self.worker_users = worker_users
         os.chmod(self.work_dir, _DIR_MODE if worker_users is not None else 0o700)
         self._nodes = list(nodes) if nodes is not None else [_detect_node(node_id)]
+        self._vendors = vendors_by_node(self._nodes)
         self.inherit_env = inherit_env
         self.kill_slack_seconds = kill_slack_seconds
         self.python = python or sys.executable
@@ -357,7 +363,9 @@ class LocalBackend(Backend, InventorySource, LogSource):
         assignment = next(a for a in spec.assignments if a.worker == worker)
         env = {**self._base_env(), **worker_environment(
             spec, assignment, master_addr=master_addr, master_port=master_port,
-            deadline_file=str(attempt_dir / DEADLINE_FILE))}
+            deadline_file=str(attempt_dir / DEADLINE_FILE),
+            vendor=self._vendors.get(assignment.node_id, Vendor.NVIDIA),
+            progress_file=str(progress_path(attempt_dir, worker)))}
         identity: list[str] = []
         if self.worker_users is not None:
             who = self.worker_users.for_queue(spec.queue)
@@ -373,6 +381,7 @@ class LocalBackend(Backend, InventorySource, LogSource):
         spec = record.spec
         wdir = record.dir / f"worker-{worker}"
         wdir.mkdir(exist_ok=True)
+        self._make_progress_dir(record, worker)
         argv, env = self.worker_process(spec, worker, record.dir, record.master_port,
                                         record.master_addr)
         log = str(record.log_dir / f"worker-{worker}.log")
@@ -387,6 +396,28 @@ class LocalBackend(Backend, InventorySource, LogSource):
         ])
         self._spawned[(spec.workload_id, spec.attempt, worker)] = pid
         local_runner.write_identity(wdir / SPAWN_RECORD, pid)
+
+    def _make_progress_dir(self, record: _Attempt, worker: int) -> None:
+        """The folder of the worker's CORRAL_PROGRESS_FILE: the worker writes a temporary file
+        there and renames it over the last (the contract), so the folder is the worker's."""
+        folder = progress_path(record.dir, worker).parent
+        folder.mkdir(exist_ok=True)
+        if self.worker_users is not None:
+            who = self.worker_users.for_queue(record.spec.queue)
+            os.chown(folder, who.uid, who.gid)
+
+    def progress(self, workload_id: str, attempt: int) -> dict[int, Progress]:
+        """What the workers of an attempt here last wrote to their CORRAL_PROGRESS_FILE, by
+        worker; a worker that wrote nothing (or nothing that parses) is left out."""
+        record = self._attempts.get((workload_id, attempt))
+        if record is None:
+            return {}
+        out = {}
+        for a in self._here(record.spec):
+            found = read_progress_file(progress_path(record.dir, a.worker))
+            if found is not None:
+                out[a.worker] = found
+        return out
 
     def _lease_args(self) -> list[str]:
         if self.lease is None:

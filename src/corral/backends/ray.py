@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from corral.backends import base, exits
+from corral.backends.accelerators import Vendor, node_vendor, ray_request
 from corral.backends.base import (
     Backend,
     InventorySource,
@@ -173,7 +174,8 @@ class RayBackend(Backend, InventorySource, LogSource):
         try:
             master = None
             for a in sorted(spec.assignments, key=lambda a: a.worker):
-                handle = self._create_actor(record, a, pins[str(a.worker)], master)
+                handle = self._create_actor(record, a, pins[str(a.worker)], master,
+                                            node_vendor(nodes[a.node_id].node))
                 created.append(handle)
                 master = master or handle
         except Exception as e:  # any Ray error: the gang must not be left half-started
@@ -279,21 +281,24 @@ class RayBackend(Backend, InventorySource, LogSource):
             pins[str(a.worker)] = node.ray_id
         return pins
 
-    def _create_actor(self, record: AttemptRecord, a: Any, ray_node: str, master: Any) -> Any:
+    def _create_actor(self, record: AttemptRecord, a: Any, ray_node: str, master: Any,
+                      vendor: Vendor = Vendor.NVIDIA) -> Any:
         ray = _ray()
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         from corral.backends.ray_worker import WorkerHost
 
         spec = record.spec
-        env = worker_environment(spec, a, master_addr="", master_port=0, deadline_file="")
+        env = worker_environment(spec, a, master_addr="", master_port=0, deadline_file="",
+                                 vendor=vendor)
         share = len(a.devices) if a.milli_per_device >= 1000 else a.milli_per_device / 1000
+        num_gpus, custom = ray_request(vendor, share if a.devices else 0)
         if self._actor_class is None:  # made once: each ray.remote() wraps and exports anew
             self._actor_class = ray.remote(WorkerHost)
         return self._actor_class.options(
             name=actor_name(spec.workload_id, spec.attempt, a.worker),
             namespace=self.namespace, lifetime="detached", max_restarts=0, max_task_retries=0,
-            num_cpus=0, num_gpus=share if a.devices else 0,
+            num_cpus=0, num_gpus=num_gpus, resources=custom,
             scheduling_strategy=NodeAffinitySchedulingStrategy(ray_node, soft=False),
         ).remote(spec.workload_id, spec.attempt, a.worker, list(spec.argv()), env,
                  spec.working_dir, master, self.node_root, record.engine["token"])

@@ -21,7 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from corral.core.model import CapacityKind, Health, Node
+from corral.backends.accelerators import ray_devices
+from corral.core.model import LABEL_VENDOR, CapacityKind, Health, Node
 
 __all__ = ["GPU_MEMORY_MIB", "NODE_ID_LABEL", "RayNode", "ray_inventory", "read_ray_nodes",
            "view_ray_nodes"]
@@ -74,7 +75,9 @@ def _one(entry: dict[str, Any], provider: str, prefix: str,
     labels: dict[str, str] = {str(k): str(v) for k, v in (entry.get("Labels") or {}).items()}
     ray_id = str(entry["NodeID"])
     alive = bool(entry.get("Alive"))
-    gpus = int(resources.get("GPU", 0))
+    vendor, gpus = ray_devices(resources)  # Ray's GPU, or Neuron cores, TPUs, HPUs (issue 17)
+    if vendor is not None:
+        labels[LABEL_VENDOR] = str(vendor)
     models = sorted(k[len(_ACCELERATOR):] for k in resources if k.startswith(_ACCELERATOR))
     model = models[0] if models else ("none" if gpus == 0 else "unknown")
     memory = labels.get("corral.io/gpu-memory-mib")

@@ -222,7 +222,7 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         if node is None:
             return None
         return a.node_id, gres_request(len(a.devices), a.milli_per_device,
-                                       node.shards_per_gpu)[0]
+                                       node.shards_per_gpu, node.gres_name)[0]
 
     def _launch(self, spec: LaunchSpec, nodes: dict[str, SlurmNode] | None) -> None:
         AttemptRecords.check_id(spec, "Slurm")
@@ -309,7 +309,8 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         scripts = []
         for task, record in enumerate(records):
             a = record.spec.assignments[0]
-            gres, note = gres_request(len(a.devices), a.milli_per_device, node.shards_per_gpu)
+            gres, note = gres_request(len(a.devices), a.milli_per_device, node.shards_per_gpu,
+                                      node.gres_name)
             script = record.dir / f"worker-{a.worker}.sbatch"
             script.write_text(self._script(record, a, note, node.address,
                                            chdir=record.spec.working_dir or str(record.dir)))
@@ -490,7 +491,8 @@ class SlurmBackend(Backend, InventorySource, LogSource):
     def _submit(self, record: AttemptRecord, a: Any, node: SlurmNode, master: str, *,
                 hold: bool = True) -> None:
         spec = record.spec
-        gres, note = gres_request(len(a.devices), a.milli_per_device, node.shards_per_gpu)
+        gres, note = gres_request(len(a.devices), a.milli_per_device, node.shards_per_gpu,
+                                  node.gres_name)
         script = record.dir / f"worker-{a.worker}.sbatch"
         script.write_text(self._script(record, a, note, master))
         name = job_name(spec.workload_id, spec.attempt, a.worker)

@@ -21,7 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from corral.core.model import CapacityKind, Health, Node
+from corral.backends.accelerators import VENDORS
+from corral.core.model import LABEL_VENDOR, CapacityKind, Health, Node
 
 __all__ = [
     "ENDED_JOB_STATES",
@@ -46,6 +47,8 @@ ENDED_JOB_STATES: Final = frozenset({
 })
 #: job states that mean the machine, not the program, failed
 JOB_LOST_STATES: Final = frozenset({"NODE_FAIL", "BOOT_FAIL"})
+#: the GRES names accelerators go by (`corral.backends.accelerators.VENDORS`' slurm_gres)
+DEVICE_GRES: Final = frozenset(i.slurm_gres for i in VENDORS.values())
 _GRES_ITEM = re.compile(r"^(?P<name>[a-z_]+)(?::(?P<type>[^:(]+))?:(?P<count>\d+)")
 
 
@@ -60,6 +63,8 @@ class SlurmNode:
     memory_mib: int
     partitions: tuple[str, ...]
     address: str = ""  # NodeAddr: where its slurmd (and a rendezvous on it) is reached
+    #: the GRES its accelerators are under: gpu (NVIDIA, AMD), gaudi, neuron or tpu (issue 17)
+    gres_name: str = "gpu"
 
     @property
     def shards_per_gpu(self) -> int:
@@ -73,12 +78,21 @@ def parse_gres(gres: str) -> tuple[int, str, int]:
         m = _GRES_ITEM.match(item)
         if not m:
             continue
-        if m["name"] == "gpu":
+        if m["name"] in DEVICE_GRES:
             gpus += int(m["count"])
             gpu_type = gpu_type or (m["type"] or "")
         elif m["name"] == "shard":
             shards += int(m["count"])
     return gpus, gpu_type, shards
+
+
+def gres_name_of(gres: str) -> str:
+    """The GRES name a node's accelerators are under (``gaudi:8`` -> gaudi); gpu by default."""
+    for item in _split_gres(gres):
+        m = _GRES_ITEM.match(item)
+        if m and m["name"] in DEVICE_GRES:
+            return m["name"]
+    return "gpu"
 
 
 def _split_gres(gres: str) -> list[str]:
@@ -118,8 +132,16 @@ def parse_nodes(text: str) -> list[SlurmNode]:
             name=f["NodeName"], state=f.get("State", "UNKNOWN").upper(), gpus=gpus,
             gpu_type=gpu_type, shards=shards, cpus=_int(f.get("CPUTot", "0")),
             memory_mib=_int(f.get("RealMemory", "0")), partitions=partitions,
-            address=f.get("NodeAddr", f["NodeName"])))
+            address=f.get("NodeAddr", f["NodeName"]),
+            gres_name=gres_name_of(f.get("Gres", ""))))
     return nodes
+
+
+def _vendor_label(gres_name: str) -> tuple[tuple[str, str], ...]:
+    """A node whose accelerators are not under gres/gpu: its vendor, which its name says."""
+    vendor = next((i.vendor for i in VENDORS.values()
+                   if i.slurm_gres == gres_name and gres_name != "gpu"), None)
+    return () if vendor is None else ((LABEL_VENDOR, str(vendor)),)
 
 
 def _int(text: str) -> int:
@@ -170,16 +192,18 @@ def parse_squeue(text: str) -> dict[str, SlurmJob]:
     return jobs
 
 
-def gres_request(devices: int, milli: int, shards_per_gpu: int) -> tuple[str, str]:
+def gres_request(devices: int, milli: int, shards_per_gpu: int,
+                 name: str = "gpu") -> tuple[str, str]:
     """The ``--gres`` value for a worker's share, and a note when Slurm's unit is coarser.
 
     Whole GPUs: ``gpu:<n>``. A share of one GPU: ``shard:<k>`` with k = ceil(milli x shards per
     GPU / 1000), the smallest number of shards that covers it; without shards on the node, one
-    whole GPU. Example: 250 milli on a node with 2 shards per GPU -> ``shard:1`` (half a GPU to
+    whole GPU. `name`: the node's GRES name (`SlurmNode.gres_name`): ``gaudi:<n>``,
+    ``neuron:<n>``, ``tpu:<n>`` for the accelerators that are not GPUs (whole devices). Example: 250 milli on a node with 2 shards per GPU -> ``shard:1`` (half a GPU to
     Slurm), note "Slurm's shards are 500 milli: asked 1 shard for 250".
     """
-    if milli >= 1000 or devices == 0:
-        return (f"gpu:{devices}" if devices else ""), ""
+    if milli >= 1000 or devices == 0 or name != "gpu":  # shards share GPUs only
+        return (f"{name}:{devices}" if devices else ""), ""
     if shards_per_gpu <= 0:
         return "gpu:1", f"the node has no gres/shard: asked Slurm for a whole GPU for {milli} milli"
     k = math.ceil(milli * shards_per_gpu / 1000)
@@ -208,6 +232,7 @@ def slurm_inventory(
             cpu_milli=n.cpus * 1000, memory_mib=n.memory_mib, capacity_kind=CapacityKind.OWNED,
             cordoned=any(w in n.state for w in DRAIN_WORDS),
             health=Health.UNHEALTHY if lost else Health.HEALTHY,
-            labels=(("slurm.state", n.state), ("slurm.shards-per-gpu", str(n.shards_per_gpu))),
+            labels=(("slurm.state", n.state), ("slurm.shards-per-gpu", str(n.shards_per_gpu)),
+                    *_vendor_label(n.gres_name)),
         ))
     return out

@@ -15,6 +15,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from corral.core.vendors import vendor_of
+
 MILLI_PER_GPU = 1000
 
 
@@ -35,6 +37,9 @@ LABEL_ZONE = "corral.dev/zone"
 LABEL_RACK = "corral.dev/rack"
 LABEL_CAPACITY = "corral.dev/capacity"
 LABEL_MODEL = "corral.dev/gpu-model"
+#: who makes the node's accelerators (`corral.core.vendors`): the label when a pool file or an
+#: agent gave it, else read from the model's name
+LABEL_VENDOR = "corral.dev/vendor"
 
 
 class Health(enum.StrEnum):
@@ -110,7 +115,10 @@ class Node:
         }.get(key)
         if builtin is not None:
             return builtin
-        return next((v for k, v in self.labels if k == key), None)
+        given = next((v for k, v in self.labels if k == key), None)
+        if given is None and key == LABEL_VENDOR:
+            return str(vendor_of(self.gpu_model))
+        return given
 
 
 @dataclass(frozen=True, slots=True)

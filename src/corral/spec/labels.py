@@ -13,6 +13,8 @@ file may not set them and a selector may only name those that exist.
     corral.dev/rack       the node's rack                p5-rack0
     corral.dev/capacity   owned | on-demand | spot       spot
     corral.dev/gpu-model  the GPU model                  H100
+    corral.dev/vendor     who makes it (nvidia | amd | intel | aws | google): a node group's
+                          `vendor`, else read from the model's name (`corral.core.vendors`)
 """
 
 from __future__ import annotations
@@ -26,16 +28,18 @@ from corral.core.model import (
     LABEL_PROVIDER,
     LABEL_RACK,
     LABEL_REGION,
+    LABEL_VENDOR,
     LABEL_ZONE,
     CapacityKind,
 )
+from corral.core.vendors import Vendor
 
 __all__ = ["BUILTIN", "MAX_LABELS", "RESERVED_PREFIX", "check_labels", "check_selector"]
 
 MAX_LABELS: Final = 64  # per node group, per selector
 RESERVED_PREFIX: Final = "corral.dev/"
 BUILTIN: Final = frozenset({LABEL_PROVIDER, LABEL_REGION, LABEL_ZONE, LABEL_RACK, LABEL_CAPACITY,
-                            LABEL_MODEL})
+                            LABEL_MODEL, LABEL_VENDOR})
 
 # fullmatch, never match with `$` (it also matches before a trailing newline)
 _NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?")
@@ -91,6 +95,9 @@ def check_selector(selector: dict[str, str]) -> dict[str, str]:
         if k == LABEL_CAPACITY and v not in kinds:
             raise ValueError(f"{LABEL_CAPACITY} is one of {', '.join(kinds)}, not {v[:80]!r} "
                              "(the capacity field says the same more plainly)")
+        vendors = [str(x) for x in Vendor]
+        if k == LABEL_VENDOR and v not in vendors:
+            raise ValueError(f"{LABEL_VENDOR} is one of {', '.join(vendors)}, not {v[:80]!r}")
     return selector
 
 

@@ -46,8 +46,9 @@ from pydantic import (
 )
 
 from corral.core.config import SchedulerConfig
-from corral.core.model import CapacityKind, Node, Queue
+from corral.core.model import LABEL_VENDOR, CapacityKind, Node, Queue
 from corral.core.plugins.base import REGISTRY
+from corral.core.vendors import Vendor
 from corral.spec.labels import MAX_LABELS, check_labels, value_problem
 from corral.spec.ledger import LedgerSpec, PriceSpec
 from corral.spec.limits import MAX_PRICE
@@ -78,6 +79,8 @@ class NodeGroupSpec(BaseModel):
     nvlink_domain_size: int = Field(1, ge=1, description="nodes per NVLink domain")
     labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LABELS,
                                    description="node labels (Kubernetes label syntax)")
+    vendor: Vendor | None = Field(None, description="who makes the accelerators (nvidia, amd, "
+                                  "intel, aws, google); default: read from gpu_model")
 
     @field_validator("name")
     @classmethod
@@ -285,7 +288,8 @@ class ProviderSpec(BaseModel):
                         zone=g.zone or self.zone,
                         rack=g.rack(i),
                         nvlink_domain=f"{g.name}-nvl{i // g.nvlink_domain_size}",
-                        labels=tuple(sorted(g.labels.items())),
+                        labels=tuple(sorted({**g.labels, **(
+                            {LABEL_VENDOR: str(g.vendor)} if g.vendor else {})}.items())),
                     )
                 )
         return out

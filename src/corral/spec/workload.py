@@ -32,6 +32,7 @@ from corral.core.model import (
     Workload,
     WorkloadKind,
 )
+from corral.core.vendors import DEVICE_VARIABLES
 from corral.spec import limits as LIM
 from corral.spec.autoscale import AutoscaleSpec
 from corral.spec.errors import LIMIT_ERROR
@@ -236,7 +237,7 @@ class WorkloadSpec(BaseModel):
     @field_validator("env")
     @classmethod
     def _env(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
-        bad = [k for k in v if k.startswith("CORRAL_") or k == "CUDA_VISIBLE_DEVICES"]
+        bad = [k for k in v if k.startswith("CORRAL_") or k in DEVICE_VARIABLES]
         if bad:
             raise ValueError(f"{bad} are set by corral for every worker; remove them from env")
         unusable = [k for k in v if not k or "=" in k]

@@ -160,3 +160,29 @@ def test_core_forms_from_shared_specs_equal_the_specs_own() -> None:
                 stop_message="", exit_code=None)
             own = spec.to_core(group, n + 0.5, f"u{n}")[replica_index(rec)]
             assert cache.core(rec) == dataclasses.replace(own, id=uid)
+
+
+def test_placements_a_step_wrote_are_not_read_back(store: Store, monkeypatch) -> None:
+    """The plan's placements reach the loop's state from what apply wrote (`LiveState.placed`),
+    and a row that moves on within the same attempt (scheduled -> starting -> running) keeps
+    them: the store's placements are read only on a reload. They equal what a reload reads."""
+    rig = Rig(store)
+    ids = [rig.submit(name=f"w{i}", gpus=1 + i % 2) for i in range(4)]
+    rig.step()  # first read: a reload
+    read_back: list[list[str]] = []
+    real = W.current_assignments
+
+    def spy(conn, workload_ids=None):  # type: ignore[no-untyped-def]
+        read_back.append(list(workload_ids or ()))
+        return real(conn, workload_ids)
+
+    monkeypatch.setattr("corral.control.live_state.W.current_assignments", spy)
+    more = [rig.submit(name=f"m{i}") for i in range(2)]
+    rig.step(3)  # placed, launched, running
+    assert [rig.state(w) for w in ids + more] == ["running"] * 6
+    assert read_back == []
+    with store.read() as c:
+        live = rig.loop.live
+        live.refresh(c)
+    assert live.assignments == _fresh(store).assignments
+    assert set(live.assignments) == set(ids + more)

@@ -69,6 +69,10 @@ class LiveState:
         #: ids of workloads that changed since the reconciler last took them (`take_dirty`);
         #: None: everything (a reload), so the next reconcile looks at every row
         self.dirty: set[str] | None = None
+        #: stored spec bodies by text: equal bodies decoded once and shared by their records
+        self.bodies = W.SpecBodies()
+        #: placements this process just wrote (`placed`), used instead of reading them back
+        self._written: dict[str, tuple[int, Assignments]] = {}
 
     # -- reading the store ---------------------------------------------------------------------
 
@@ -76,7 +80,8 @@ class LiveState:
         """Forget everything and read it all (start, new leader, or a store that went back)."""
         self._workload_seq = W.last_change(conn)
         self._node_seq = 0
-        self.records = {r.id: r for r in W.load_active(conn)}
+        self.records = {r.id: r for r in W.load_active(conn, self.bodies)}
+        self._written = {}
         self.stopping = {r.id for r in self.records.values() if r.stop_reason is not None}
         self.launching = {r.id for r in self.records.values()
                           if r.state in ("scheduled", "starting")}
@@ -97,7 +102,7 @@ class LiveState:
         if not self.loaded:
             self.reload(conn)
             return set(self.records)
-        rows, last = W.changed_since(conn, self._workload_seq)
+        rows, last = W.changed_since(conn, self._workload_seq, self._known_spec, self.bodies)
         if last < self._workload_seq:  # the store was replaced under us
             self.reload(conn)
             return set(self.records)
@@ -131,10 +136,18 @@ class LiveState:
             self.records[r.id] = r
             _mark(self.stopping, r.id, r.stop_reason is not None)
             _mark(self.launching, r.id, r.state in ("scheduled", "starting"))
-            if r.state in HOLDING:
-                refetch.append(r.id)
-            else:
+            if r.state not in HOLDING:
                 self.assignments.pop(r.id, None)
+            elif not _same_attempt_held(old, r) or r.id not in self.assignments:
+                # a holding attempt's placements are written once, with its move to
+                # scheduled (apply), and every return to pending starts a new attempt: only a
+                # newly held attempt has placements to learn
+                written = self._written.pop(r.id, None)
+                if written is not None and written[0] == r.attempt:
+                    self.assignments[r.id] = written[1]
+                else:
+                    refetch.append(r.id)
+        self._written = {}
         if appended_out_of_order:
             self.records = dict(sorted(self.records.items(), key=lambda kv: kv[1].seq))
         if refetch:
@@ -142,6 +155,16 @@ class LiveState:
             for wid in refetch:
                 self.assignments[wid] = placed.get((wid, self.records[wid].attempt), ())
         return changed
+
+    def _known_spec(self, workload_id: str) -> dict[str, object] | None:
+        held = self.records.get(workload_id)
+        return None if held is None else held.spec
+
+    def placed(self, written: Iterable[tuple[str, int, Assignments]]) -> None:
+        """Placements this process committed (workload, attempt, assignments): the next
+        refresh takes them from here instead of reading them back. Only a hint: a row seen at
+        another attempt is read from the store."""
+        self._written.update((wid, (attempt, tuple(a))) for wid, attempt, a in written)
 
     def _forget(self, workload_id: str) -> None:
         self.records.pop(workload_id, None)
@@ -256,6 +279,10 @@ class LiveState:
                             tuple[Queue, ...]]:
         """What a full reload would read (for comparing the two)."""
         return dict(self.records), dict(self.assignments), dict(self.active_nodes), self.queues
+
+
+def _same_attempt_held(old: WorkloadRecord | None, new: WorkloadRecord) -> bool:
+    return old is not None and old.state in HOLDING and old.attempt == new.attempt
 
 
 def _mark(ids: set[str], workload_id: str, member: bool) -> None:

@@ -9,13 +9,15 @@ Which transitions are legal is decided above this layer (`corral.control.lifecyc
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
     Connection,
     Float,
+    Text,
     and_,
     bindparam,
     case,
@@ -39,6 +41,7 @@ __all__ = [
     "EventRecord",
     "GpuSpan",
     "Held",
+    "SpecBodies",
     "WorkloadRecord",
     "append_event",
     "append_events",
@@ -123,6 +126,38 @@ class EventRecord:
 
 
 _COLUMNS = [getattr(WorkloadRow, f) for f in WorkloadRecord.__slots__]
+# The hot reads (the change feed, a new leader's full read) take the spec as text, not as JSON:
+# equal bodies (a sweep, an array's tasks) are decoded once and shared (`SpecBodies`), and a row
+# already held in memory is not decoded at all (specs never change after submission).
+_SPEC_AT = WorkloadRecord.__slots__.index("spec")
+_LEAN = [c for c in _COLUMNS if c.key != "spec"]
+_SPEC_TEXT = cast(WorkloadRow.spec, Text)
+
+
+class SpecBodies:
+    """Stored spec bodies by their text: each distinct body decoded once and shared by every
+    record that has it (read-only by convention, as every record's spec is). Memory and decode
+    time then grow with the distinct bodies, not with the rows."""
+
+    MAX = 50_000  # distinct bodies remembered; beyond, the memo starts again
+
+    def __init__(self) -> None:
+        self._by_text: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, text: str | dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(text, str):  # a driver that decoded it already
+            return text
+        body = self._by_text.get(text)
+        if body is None:
+            if len(self._by_text) >= self.MAX:
+                self._by_text.clear()
+            body = self._by_text[text] = json.loads(text)
+        return body
+
+
+def _record(row: Sequence[Any], spec: dict[str, Any]) -> WorkloadRecord:
+    """A record from a `_LEAN` row (columns in `WorkloadRecord` order, spec left out)."""
+    return WorkloadRecord(*row[:_SPEC_AT], spec, *row[_SPEC_AT:len(_LEAN)])  # type: ignore[call-arg]
 # Hot inserts are built once, on the Core tables: an ORM-entity insert with inline `.values()`
 # re-coerces every value and recomputes its cache key per call (most of a submission's cost).
 _WORKLOADS, _EVENTS = WorkloadRow.__table__, Event.__table__
@@ -188,23 +223,44 @@ def list_workloads(
     return [WorkloadRecord.of(r) for r in conn.execute(q)]
 
 
-def load_active(conn: Connection) -> list[WorkloadRecord]:
-    """Every workload the scheduler must consider, oldest first."""
-    q = select(*_COLUMNS).where(WorkloadRow.state.in_(ACTIVE_STATES)).order_by(WorkloadRow.seq)
-    return [WorkloadRecord.of(r) for r in conn.execute(q)]
+def load_active(conn: Connection, bodies: SpecBodies | None = None) -> list[WorkloadRecord]:
+    """Every workload the scheduler must consider, oldest first. One query; equal spec bodies
+    are decoded once and shared (through `bodies`, when the caller keeps one between reads)."""
+    decode = bodies or SpecBodies()
+    q = (select(*_LEAN, _SPEC_TEXT).where(WorkloadRow.state.in_(ACTIVE_STATES))
+         .order_by(WorkloadRow.seq))
+    return [_record(r, decode(r[-1])) for r in conn.execute(q)]
 
 
-def changed_since(conn: Connection, after: int) -> tuple[list[WorkloadRecord], int]:
+def changed_since(
+    conn: Connection, after: int, known: Callable[[str], dict[str, Any] | None] | None = None,
+    bodies: SpecBodies | None = None,
+) -> tuple[list[WorkloadRecord], int]:
     """Every workload written after change number `after` (any state), oldest change first,
     and the largest change number read (`after` when none): the change feed's read side
-    (`corral.store.changes`)."""
-    q = (select(*_COLUMNS, WorkloadRow.change_seq).where(WorkloadRow.change_seq > after)
+    (`corral.store.changes`).
+
+    `known(id)` gives the spec of a row the caller already holds (None: not held): those rows
+    are read without their spec, which never changes after submission. Most of what a loop's
+    step reads back is rows it just wrote; their spec bodies are most of their bytes."""
+    q = (select(*_LEAN, WorkloadRow.change_seq).where(WorkloadRow.change_seq > after)
          .order_by(WorkloadRow.change_seq))
-    out, last = [], after
-    for r in conn.execute(q):
-        out.append(WorkloadRecord.of(r))
-        last = max(last, int(r.change_seq))
-    return out, last
+    rows = conn.execute(q).all()
+    specs: dict[str, dict[str, Any]] = {}
+    unknown: list[str] = []
+    for r in rows:
+        spec = None if known is None else known(r[1])
+        if spec is None:
+            unknown.append(r[1])
+        else:
+            specs[r[1]] = spec
+    decode = bodies or SpecBodies()
+    for chunk in _chunks(unknown, 500):
+        for wid, text in conn.execute(select(WorkloadRow.id, _SPEC_TEXT)
+                                      .where(WorkloadRow.id.in_(chunk))):
+            specs[wid] = decode(text)
+    last = max((int(r[-1]) for r in rows), default=after)
+    return [_record(r, specs[r[1]]) for r in rows], max(last, after)
 
 
 def last_change(conn: Connection) -> int:

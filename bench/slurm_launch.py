@@ -12,12 +12,17 @@ slurmd with fake GPUs), then, on the same cluster, for each size in `--jobs` and
    plane's;
 3. corral: the same number of one-GPU workloads stored in a fresh SQLite store, the control loop
    stepped in-process (`SlurmBackend`, no accounting; `--interval` between step starts, 0 = as
-   fast as it goes) until every workload has succeeded; timed from the first step.
+   fast as it goes) until every workload has succeeded; timed from the first step
+   (`engine_loop.run_until_done`, shared with `ray_launch.py`).
+
+`--old-runner FILE` (a former `local_runner.py`, e.g. from `git show REV:...`) runs rows 2 and 3
+again with that supervisor, in the same round: before and after on the same cluster and load.
 
 Prints one JSON line per (size, round) with the jobs/s of each, the ratios (the issue's target:
 corral >= 0.8x Slurm alone), corral's seconds per loop stage, and the machine's load.
 
     .venv/bin/python bench/slurm_launch.py [--nodes 4] [--jobs 200 1000] [--repeats 2]
+        [--old-runner /tmp/local_runner_old.py]
 """
 
 from __future__ import annotations
@@ -32,16 +37,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine_loop import run_until_done  # type: ignore[import-not-found]  # bench/
+
 from corral.backends import local_runner
 from corral.backends.slurm import SlurmBackend
-from corral.control import ControlLoop, ControlSettings, Leadership
-from corral.control.submission import _Accepted, _row, _store_accepted, stored_form
-from corral.core.model import Queue
-from corral.spec import WorkloadSpec
-from corral.store import Store
-from corral.store import pool as P
-from corral.store import workloads as W
-from corral.store.database import sqlite_url
 from corral.testing.slurm import SlurmCluster
 from corral.testing.slurmconf import SlurmSettings
 
@@ -54,16 +53,19 @@ def slurm_alone(cluster: SlurmCluster, jobs: int, out: Path) -> float:
     return time.perf_counter() - started
 
 
-def slurm_alone_with_runner(cluster: SlurmCluster, jobs: int, out: Path) -> float:
-    """Row 2: the same array, each task running `true` under corral's supervisor."""
-    records = out / "alone-runner"
+def slurm_alone_with_runner(cluster: SlurmCluster, jobs: int, out: Path,
+                            runner: list[str] | None = None, tag: str = "runner") -> float:
+    """Row 2: the same array, each task running `true` under corral's supervisor (`runner`:
+    the command that starts it, by default the current one)."""
+    records = out / f"alone-{tag}"
     records.mkdir(mode=0o777)
     task = f"{records}/$SLURM_ARRAY_TASK_ID"
-    wrap = (f'mkdir -p {task} && exec {sys.executable} -I {local_runner.__file__} '
+    start = " ".join(runner or local_runner.runner_argv(sys.executable))
+    wrap = (f'mkdir -p {task} && exec {start} '
             f'--record-dir {task} --deadline-file {records}/deadline --cwd "" -- true')
     started = time.perf_counter()
     cluster.run("sbatch", "--parsable", f"--array=0-{jobs - 1}", "--gres=gpu:1", "--ntasks=1",
-                f"--output={out}/runner-%A_%a.out", f"--wrap={wrap}")
+                f"--output={out}/{tag}-%A_%a.out", f"--wrap={wrap}")
     _drain(cluster)
     elapsed = time.perf_counter() - started
     ended = len(list(records.glob("*/exit.json")))
@@ -82,44 +84,19 @@ def _drain(cluster: SlurmCluster, timeout: float = 600.0) -> None:
     raise TimeoutError("Slurm did not drain its queue")
 
 
-def corral_on_slurm(cluster: SlurmCluster, jobs: int, work: Path, interval: float = 0.0
-                    ) -> tuple[float, dict[str, Any]]:
+def corral_on_slurm(cluster: SlurmCluster, jobs: int, work: Path, interval: float = 0.0,
+                    runner: list[str] | None = None) -> tuple[float, dict[str, Any]]:
+    """Row 3: corral's loop on `SlurmBackend`; `runner`: the supervisor's start command in the
+    batch scripts (a bench-only switch, to compare supervisors in one run), else the current."""
     backend = SlurmBackend(work / "slurm-work", env=cluster.env)
-    store = Store(sqlite_url(work / "corral.db"))
-    store.upgrade()
-    with store.write() as c:
-        P.sync_nodes(c, [{"name": "slurm"}], backend.inventory())
-        P.upsert_queue(c, Queue("default", quota_gpus=10_000))
-    spec = WorkloadSpec.model_validate({"name": "j", "queue": "default", "gpus": 1,
-                                        "cpu": 1, "memory": "64MiB", "command": ["true"],
-                                        "checkpoint_dir": str(work / "ckpt")})
-    body = stored_form(spec)
-    with store.write() as c:
-        _store_accepted(c, [_Accepted([_row(f"j{i:05d}", f"j{i:05d}", spec, "bench", body,
-                                            time.time())], "bench") for i in range(jobs)])
-    loop = ControlLoop(store, backend, settings=ControlSettings(
-        checkpoint_root=work / "ckpt"), leadership=Leadership(store, holder="bench"))
-    steps, launched = 0, 0
-    stages: dict[str, float] = {}
-    started = time.perf_counter()
-    while True:
-        began = time.perf_counter()
-        report = loop.step()
-        steps, launched = steps + 1, launched + report.launched
-        for k, v in report.stages.items():
-            stages[k] = stages.get(k, 0.0) + v
-        with store.read() as c:
-            counts = W.count_by_state(c)
-        if counts.get("succeeded", 0) + counts.get("failed", 0) >= jobs:
-            break
-        if time.perf_counter() - started > 900:
-            raise TimeoutError(f"corral did not finish: {counts}")
-        time.sleep(max(0.0, interval - (time.perf_counter() - began)))
-    elapsed = time.perf_counter() - started
-    loop.launches.close()
-    store.close()
-    return elapsed, {"steps": steps, "launched": launched, "states": counts,
-                     "corral_stage_s": {k: round(v, 2) for k, v in sorted(stages.items())}}
+    current = local_runner.runner_argv
+    if runner is not None:
+        local_runner.runner_argv = lambda python: list(runner)  # type: ignore[assignment]
+    try:
+        return run_until_done(backend, work, jobs, cpu=1, provider="slurm", interval=interval,
+                              timeout=900)
+    finally:
+        local_runner.runner_argv = current  # type: ignore[assignment]
 
 
 def main() -> None:
@@ -131,6 +108,8 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=0.0,
                     help="seconds between control-loop step starts (0: as fast as it goes)")
     ap.add_argument("--no-runner-row", action="store_true", help="skip row 2")
+    ap.add_argument("--old-runner", type=Path, default=None,
+                    help="a former local_runner.py: rows 2 and 3 again with it (python -I FILE)")
     args = ap.parse_args()
     settings = SlurmSettings(gpus_per_node=args.gpus, shards_per_gpu=0,
                              cpus_per_node=args.gpus, memory_mb=args.gpus * 1024)
@@ -146,14 +125,26 @@ def main() -> None:
 def one_row(cluster: SlurmCluster, jobs: int, round_: int, work: Path,
             args: argparse.Namespace) -> dict[str, Any]:
     alone = slurm_alone(cluster, jobs, work)
+    old = None if args.old_runner is None else [sys.executable, "-I", str(args.old_runner)]
     runner = None if args.no_runner_row else slurm_alone_with_runner(cluster, jobs, work)
-    corral, detail = corral_on_slurm(cluster, jobs, work, args.interval)
     row: dict[str, Any] = {
         "bench": "slurm_launch", "nodes": args.nodes, "gpus_per_node": args.gpus,
         "jobs": jobs, "round": round_, "interval_s": args.interval,
         "slurm_alone_jobs_per_s": round(jobs / alone, 1),
-        "corral_jobs_per_s": round(jobs / corral, 1), "ratio": round(alone / corral, 2),
     }
+    if old is not None:
+        old_runner = None if args.no_runner_row else slurm_alone_with_runner(
+            cluster, jobs, work, old, "old-runner")
+        (work / "old").mkdir()
+        old_corral, old_detail = corral_on_slurm(cluster, jobs, work / "old", args.interval, old)
+        row["old_runner"] = {
+            "corral_jobs_per_s": round(jobs / old_corral, 1),
+            "ratio": round(alone / old_corral, 2), "corral_s": round(old_corral, 2),
+            "corral_stage_s": old_detail["corral_stage_s"],
+            **({} if old_runner is None else {
+                "slurm_alone_supervised_jobs_per_s": round(jobs / old_runner, 1)})}
+    corral, detail = corral_on_slurm(cluster, jobs, work, args.interval)
+    row |= {"corral_jobs_per_s": round(jobs / corral, 1), "ratio": round(alone / corral, 2)}
     if runner is not None:
         row["slurm_alone_supervised_jobs_per_s"] = round(jobs / runner, 1)
         row["ratio_to_supervised"] = round(runner / corral, 2)

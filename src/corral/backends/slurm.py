@@ -65,6 +65,7 @@ from corral.backends.base import (
     WorkerState,
     WorkerStatus,
 )
+from corral.backends.changes import ChangeFeed, Delta
 from corral.backends.environment import (
     CUDA_VISIBLE_DEVICES,
     RESERVED,
@@ -158,6 +159,7 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         # runners' exit records and repeats what Slurm last said of the others (`_seen`)
         self._next_ask = 0.0
         self._seen: dict[tuple[str, int, int], WorkerEnd] = {}
+        self._changes = ChangeFeed()  # poll_changes: the last report, to diff against
 
     def _adopt(self, record: AttemptRecord) -> None:
         """A record being launched: known to poll and stop, but not observed until `_landed`."""
@@ -395,6 +397,11 @@ class SlurmBackend(Backend, InventorySource, LogSource):
                 self._seen[(*record.key, a.worker)] = end
             return end
         return statuses(attempts, now, observe)
+
+    def poll_changes(self, now: float) -> Delta:
+        """`poll`, as only the attempts whose report changed since the last call, and those no
+        longer reported (`corral.backends.changes`): the loop reconciles what moved."""
+        return self._changes.delta(self.poll(now))
 
     def _ask_slurm(self, attempts: Mapping[tuple[str, int], AttemptRecord],
                    launching: set[tuple[str, int]]) -> tuple[dict[str, SlurmJob], dict[str, str]]:

@@ -28,7 +28,8 @@ S = ReplicaState
 def test_public_surface_is_pinned() -> None:
     assert sorted(gateway.__all__) == sorted([
         "Gateway", "GatewayLimits", "ProbeSpec", "ProbeTracker", "Prober", "Replica",
-        "ReplicaState", "RouteTable", "ServiceAuth", "ServiceRoute", "create_gateway_app",
+        "ReplicaState", "RouteTable", "ServiceAuth", "ServiceLimits", "ServiceRoute",
+        "create_gateway_app",
         "wait_drained"])
 
 

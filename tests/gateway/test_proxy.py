@@ -11,7 +11,14 @@ from typing import Any
 
 import httpx
 
-from corral.gateway import GatewayLimits, ReplicaState, RouteTable, ServiceAuth, wait_drained
+from corral.gateway import (
+    GatewayLimits,
+    ReplicaState,
+    RouteTable,
+    ServiceAuth,
+    ServiceLimits,
+    wait_drained,
+)
 
 from .harness import closed_port, completion, gateway, replica, run, until
 
@@ -170,7 +177,7 @@ def test_a_full_queue_or_a_wait_past_its_limit_is_503_with_retry_after() -> None
         async with gateway(table, GatewayLimits(max_queue_wait_s=0.01)) as client:
             late = await client.get("/serve/toy/x")
         assert late.status_code == 503 and late.headers["retry-after"] == "2"
-        assert "no ready replica within" in error_of(late)["message"]
+        assert "no free replica within" in error_of(late)["message"]
     run(main())
 
 
@@ -473,4 +480,60 @@ def test_with_no_other_replica_to_try_the_replicas_own_503_is_passed_on() -> Non
         assert got.status_code == 503 and got.headers["x-replica"] == "sick"
         assert got.json() == {"status": "unavailable", "replica": "sick"}
         assert 'corral_gateway_retries_total{service="toy"}' not in text  # never retried
+    run(main())
+
+
+# ---- a service's own limits (its spec's `endpoint` section) ---------------------------------
+def test_max_concurrent_holds_the_next_requests_in_the_queue_and_max_queue_bounds_it() -> None:
+    async def main() -> None:
+        release, arrived = asyncio.Event(), []
+        async with replica("a", token_gate=held_gate(release, arrived)) as (ua, a), \
+                replica("b", token_gate=held_gate(release, arrived)) as (ub, _):
+            table = table_with(a=(ua, READY), b=(ub, READY))
+            table.set_service("toy", limits=ServiceLimits(max_concurrent=2, max_queue=1))
+            async with gateway(table, GatewayLimits(max_queue=50)) as client:
+                calls = [asyncio.create_task(client.post("/serve/toy/v1/completions",
+                                                         json=completion()))
+                         for _ in range(3)]
+                await until(lambda: len(arrived) == 2 and
+                            client.gateway.admission.queued("toy") == 1, "2 running, 1 queued")
+                full = await client.post("/serve/toy/v1/completions", json=completion())
+                release.set()  # a slot frees: the queued one runs
+                done = await asyncio.gather(*calls)
+        assert [r.status_code for r in done] == [200, 200, 200] and len(arrived) == 3
+        assert full.status_code == 503 and "1 requests already wait" in error_of(full)["message"]
+        assert a.served + _.served == 3
+    run(main())
+
+
+def test_a_services_own_queue_wait_and_request_timeout_override_the_gateways() -> None:
+    async def main() -> None:
+        table = table_with()  # no replica: the request waits in the queue
+        table.set_service("toy", limits=ServiceLimits(queue_wait_s=0.05))
+        async with gateway(table, GatewayLimits(max_queue_wait_s=300)) as client:
+            late = await client.get("/serve/toy/x")
+        assert late.status_code == 503 and "within 0.05 s" in error_of(late)["message"]
+
+        never = asyncio.Event()
+
+        async def stall(i: int) -> None:
+            if i == 1:
+                await never.wait()
+
+        async with replica("stalls", token_gate=stall) as (us, stalls):
+            table = table_with(stalls=(us, READY))
+            table.set_service("toy", limits=ServiceLimits(total_timeout_s=0.3))
+            async with gateway(table, GatewayLimits(total_timeout_s=300)) as client:
+                cut = None
+                try:
+                    async with client.stream("POST", "/serve/toy/v1/completions",
+                                             json=completion(stream=True)) as resp:
+                        async for _ in resp.aiter_raw():
+                            pass
+                except httpx.HTTPError as exc:
+                    cut = exc
+                await until(lambda: stalls.in_flight == 0, "the replica's stream was closed")
+                text = (await client.get("/metrics")).text
+        assert cut is not None  # cut at the service's 0.3 s, not the gateway's 300 s
+        assert 'reason="total_timeout",service="toy"' in text
     run(main())

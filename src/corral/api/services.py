@@ -19,6 +19,7 @@ from corral.control.rollout import update
 from corral.control.scaling import (
     ScaleRefused,
     ServiceNotFound,
+    end_idle,
     load_service,
     replica_bounds,
     scale,
@@ -107,6 +108,7 @@ def cancel_service_(service_id: str, ctx: Ctx, who: Caller) -> M.Service:
     status, spec = _visible(ctx, who, service_id)
     _may_act_on(who, _first(status), "cancel")
     cancel_service(ctx.store, service_id, ctx.clock.now(), who.name)
+    end_idle(ctx.store, service_id, ctx.clock.now(), who.name)  # at zero: nothing to stop
     _audit_cross_user(ctx, who, _first(status), "service.cancel")
     return service_view(ctx, _visible(ctx, who, service_id)[0], spec)
 

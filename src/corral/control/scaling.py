@@ -32,7 +32,7 @@ from corral.store import workloads as W
 from corral.store.workloads import WorkloadRecord
 
 __all__ = ["MAX_REPLICAS", "SCALED", "ScaleRefused", "ServiceNotFound", "add_replicas", "drain",
-           "load_service", "replica_bounds", "rolling_out", "scale"]
+           "end_idle", "load_service", "replica_bounds", "rolling_out", "scale"]
 
 #: the spec's own limit on `replicas` (corral.spec.workload)
 MAX_REPLICAS: Final = 1000
@@ -155,4 +155,23 @@ def drain(conn: Connection, rec: WorkloadRecord, now: float, change: str,
     W.append_event(conn, at=now, kind="info", reason=reason,
                    message=f"{change}; draining this replica", workload_id=rec.id,
                    attempt=rec.attempt)
+    return True
+
+
+def end_idle(store: Store, service_id: str, now: float, by: str) -> bool:
+    """Cancel a service scaled to zero (no replica left to cancel). Its status is derived from
+    its rows, and an idle one's last row ended ScaledDown: that row's reason becomes Cancelled,
+    so the service is `ended` for every reader (the autoscaler stops routing and scaling it; a
+    request can no longer bring it back). False when the service is not idle."""
+    with store.write() as conn:
+        status, _ = load_service(conn, service_id)
+        if status.state != "idle":
+            return False
+        last = max((r for _, r in status.replicas), key=lambda r: (r.finished_at or 0.0, r.seq))
+        message = f"service cancelled by {by} at zero replicas"
+        if not W.update_versioned(conn, last.id, last.version, reason_code=L.CANCELLED,
+                                  reason_message=message):
+            return False
+        W.append_event(conn, at=now, kind="info", reason=L.CANCELLED, message=message,
+                       workload_id=service_id, subject=by)
     return True

@@ -14,6 +14,10 @@
   holds it; the scaler keeps it (`idle`) once the store says it was scaled down, not cancelled
   (one read, when it leaves the loop's memory), and the gateway keeps routing its id so that a
   request waits in its queue, counts as in flight, and the next tick scales it up.
+- A restart (or a new leader) finds the services already at zero in the store on its first
+  tick (`idle_in_store`: one query), so they stay routed and scalable across `corral up`
+  restarts. An idle service is read again every `IDLE_RECHECK_S`: one cancelled at zero
+  (`scaling.end_idle`) is then dropped, its route removed, and no request brings it back.
 
 Why in memory: a decision needs the last minute of load, which no row holds; a restart starts
 the windows empty (a new scaler does not scale down on less than a stable window of data).
@@ -26,6 +30,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from sqlalchemy import select
+
+from corral.control import lifecycle as L
 from corral.control.scaling import (
     ScaleRefused,
     ServiceNotFound,
@@ -40,14 +47,19 @@ from corral.serving import Decision, ScalingConfig, ServiceScaler
 from corral.spec import WorkloadSpec
 from corral.spec.autoscale import scaling_config
 from corral.store import Store
+from corral.store import workloads as W
+from corral.store.schema import WorkloadRow
 from corral.store.workloads import WorkloadRecord
 
-__all__ = ["AUTOSCALER", "Autoscaled", "Load", "ServiceAutoscaler", "autoscaled_services"]
+__all__ = ["AUTOSCALER", "IDLE_RECHECK_S", "Autoscaled", "Load", "ServiceAutoscaler",
+           "autoscaled_services", "idle_in_store"]
 
 log = logging.getLogger("corral.control.service_autoscale")
 
 #: who a change is made by (the replicas' "scaled from 2 to 5 by autoscaler")
 AUTOSCALER: Final = "autoscaler"
+#: how often a service idle at zero is read again (cancelled meanwhile: dropped)
+IDLE_RECHECK_S: Final = 5.0
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,8 @@ class Autoscaled:
     current: int  # ready + starting
     ready: int
     rolling_out: bool = False
+    #: the spec the service runs (its endpoint's auth and limits come from it)
+    spec: WorkloadSpec | None = None
 
 
 def autoscaled_services(records: Iterable[WorkloadRecord], specs: SpecCache
@@ -87,7 +101,7 @@ def autoscaled_services(records: Iterable[WorkloadRecord], specs: SpecCache
             continue
         status = service_status(sid, rows)
         out[sid] = Autoscaled(sid, spec.name, _config(spec), status.desired, status.ready,
-                              rolling_out(status))
+                              rolling_out(status), spec)
     return out
 
 
@@ -105,11 +119,22 @@ class ServiceAutoscaler:
         self.scalers: dict[str, ServiceScaler] = {}
         #: services scaled to zero: out of the loop's memory, still routed and scaled
         self.idle: dict[str, Autoscaled] = {}
+        self._scanned = False
+        self._rechecked_at = 0.0
 
-    def services(self, active: Mapping[str, Autoscaled]) -> dict[str, Autoscaled]:
+    def services(self, active: Mapping[str, Autoscaled], now: float = 0.0
+                 ) -> dict[str, Autoscaled]:
         """The services to route and scale this tick: the active ones and those idle at zero.
-        A known service that left the loop's memory is kept only if it was scaled to zero."""
-        for sid in set(self.scalers) - set(active) - set(self.idle):
+        A known service that left the loop's memory is kept only if it was scaled to zero; the
+        first call also takes those the store holds at zero (a restart)."""
+        if now - self._rechecked_at >= IDLE_RECHECK_S:  # cancelled at zero meanwhile?
+            self._rechecked_at = now
+            self.idle.clear()  # each read again just below
+        candidates = set(self.scalers) - set(active) - set(self.idle)
+        if not self._scanned:
+            self._scanned = True
+            candidates |= idle_in_store(self.store) - set(active)
+        for sid in candidates:
             kept = self._scaled_to_zero(sid)
             if kept is None:
                 self.scalers.pop(sid, None)  # cancelled, or gone: forget its windows
@@ -144,6 +169,9 @@ class ServiceAutoscaler:
             scale(self.store, sid, d.desired, now, AUTOSCALER, (d.code, d.reason))
         except (ScaleRefused, ServiceNotFound) as e:  # a rollout or a cancel began meanwhile
             log.info("autoscaler: %s not scaled to %d: %s", sid, d.desired, e)
+            if isinstance(e, ServiceNotFound) or e.field == "service":  # cancelled: forget it
+                self.idle.pop(sid, None)
+                self.scalers.pop(sid, None)
             return False
         except RuntimeError as e:  # its replicas kept changing: the next tick decides again
             log.warning("autoscaler: %s", e)
@@ -159,4 +187,17 @@ class ServiceAutoscaler:
             return None
         if spec.autoscale is None or status.cancelled or status.desired > 0:
             return None
-        return Autoscaled(sid, spec.name, _config(spec), 0, 0)
+        return Autoscaled(sid, spec.name, _config(spec), 0, 0, spec=spec)
+
+
+def idle_in_store(store: Store) -> set[str]:
+    """Services with no active replica whose replicas include one scaled down: the candidates
+    for services idle at zero (`_scaled_to_zero` tells which are: not cancelled, autoscaled).
+    One query, run once per process (its first tick)."""
+    active = select(WorkloadRow.group_id).where(WorkloadRow.state.in_(W.ACTIVE_STATES))
+    q = (select(WorkloadRow.group_id).where(
+        WorkloadRow.kind == "service", WorkloadRow.state == "cancelled",
+        WorkloadRow.reason_code == L.SCALED_DOWN, WorkloadRow.group_id.not_in(active))
+        .distinct())
+    with store.read() as conn:
+        return {row[0] for row in conn.execute(q)}

@@ -3,7 +3,7 @@ ready replicas, with balancing, auth, timeouts, retries, a scale-from-zero queue
 readiness probing. See README.md in this folder."""
 
 from corral.gateway.app import Gateway, create_gateway_app
-from corral.gateway.limits import GatewayLimits
+from corral.gateway.limits import GatewayLimits, ServiceLimits
 from corral.gateway.probes import Prober, ProbeSpec, ProbeTracker
 from corral.gateway.routes import (
     Replica,
@@ -24,6 +24,7 @@ __all__ = [
     "ReplicaState",
     "RouteTable",
     "ServiceAuth",
+    "ServiceLimits",
     "ServiceRoute",
     "create_gateway_app",
     "wait_drained",

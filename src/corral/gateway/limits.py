@@ -1,10 +1,11 @@
-"""The gateway's knobs, in one frozen value."""
+"""The gateway's knobs, in one frozen value; and a service's own (`ServiceLimits`), which
+override the gateway's where a service's spec sets them (its `endpoint` section)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["GatewayLimits"]
+__all__ = ["GatewayLimits", "ServiceLimits"]
 
 
 @dataclass(frozen=True)
@@ -44,3 +45,28 @@ class GatewayLimits:
         if self.max_tries < 1 or self.max_queue < 0 or self.retry_after_s < 0:
             raise ValueError("max_tries must be at least 1, max_queue and retry_after_s "
                              "at least 0")
+
+
+@dataclass(frozen=True)
+class ServiceLimits:
+    """One service's limits; None: the gateway's own (`GatewayLimits`), or none at all."""
+
+    #: requests running on the service's replicas at once (all replicas together); the next
+    #: ones wait in the service's queue as if no replica were ready. None: no limit
+    max_concurrent: int | None = None
+    #: requests waiting in the service's queue (None: `GatewayLimits.max_queue`)
+    max_queue: int | None = None
+    #: how long one waits there before a 503 (None: `GatewayLimits.max_queue_wait_s`)
+    queue_wait_s: float | None = None
+    #: the whole request at the gateway (None: `GatewayLimits.total_timeout_s`)
+    total_timeout_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1")
+        if self.max_queue is not None and self.max_queue < 0:
+            raise ValueError("max_queue must be at least 0")
+        for name in ("queue_wait_s", "total_timeout_s"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be above 0")

@@ -197,20 +197,20 @@ class Proxy:
         retry_after = {"Retry-After": str(self.limits.retry_after_s)}
         try:
             waiting = self.admission.wait_ready(
-                service, min(self.admission.max_wait_s, max(remaining, 0.001)))
+                service, min(self.admission.max_wait(service), max(remaining, 0.001)))
             if body.has_body:  # its body is still unread: nothing else may be received yet
                 await waiting
             else:  # a client that gives up while it waits gives its queue slot back
                 await _unless_gone(waiting, body.receive)
         except QueueFull:
             self.metrics.errors.labels(service, "queue_full").inc()
-            raise _Refused(503, "unavailable", f"service {service!r} has no ready replica and "
-                           f"{self.limits.max_queue} requests already wait for one; retry later",
-                           headers=retry_after) from None
+            raise _Refused(503, "unavailable", f"service {service!r} has no free replica and "
+                           f"{self.admission.max_queue(service)} requests already wait for one; "
+                           "retry later", headers=retry_after) from None
         except QueueTimeout:
             self.metrics.errors.labels(service, "queue_timeout").inc()
-            raise _Refused(503, "unavailable", f"service {service!r} had no ready replica within "
-                           f"{self.admission.max_wait_s:g} s; retry later",
+            raise _Refused(503, "unavailable", f"service {service!r} had no free replica within "
+                           f"{self.admission.max_wait(service):g} s; retry later",
                            headers=retry_after) from None
         except ServiceGone:
             raise _Refused(404, "not_found", f"service {service!r} does not exist") from None
@@ -219,7 +219,7 @@ class Proxy:
     async def _serve(self, scope: Scope, receive: Any, send: Any, service: str,
                      started: float) -> int:
         rest, public = self._route(scope, service)
-        deadline = started + self.limits.total_timeout_s
+        deadline = started + self._total_timeout(service)
         body = _Body(receive, _has_body(scope))
         headers = request_headers(
             scope["headers"], client_ip=(scope.get("client") or (None,))[0],
@@ -251,8 +251,14 @@ class Proxy:
             return await self._stream(service, replica, response, receive, send, deadline)
 
     def _pick(self, service: str, tried: list[str]) -> Replica | None:
+        """A ready replica, or None: none ready, or the service at its max_concurrent."""
         route = self.table.service(service)
-        return pick_replica(route.ready(), self.rng, tried) if route else None
+        return pick_replica(route.ready(), self.rng, tried) if route and route.admits() else None
+
+    def _total_timeout(self, service: str) -> float:
+        route = self.table.service(service)
+        own = route.limits.total_timeout_s if route is not None else None
+        return self.limits.total_timeout_s if own is None else own
 
     def _request(self, method: str, replica: Replica, rest: bytes, query: bytes,
                  headers: list[tuple[bytes, bytes]], body: _Body) -> httpx.Request:
@@ -333,7 +339,7 @@ class Proxy:
                 self.metrics.errors.labels(service, "total_timeout").inc()
                 raise BrokenResponse(response.status_code, f"service {service!r}: the response "
                                      f"ran past the total timeout "
-                                     f"({self.limits.total_timeout_s:g} s); cut") from None
+                                     f"({self._total_timeout(service):g} s); cut") from None
             finally:
                 for task in (pump, gone):
                     task.cancel()

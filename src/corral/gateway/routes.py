@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from urllib.parse import urlsplit
 
+from corral.gateway.limits import ServiceLimits
+
 __all__ = [
     "SERVICE_NAME",
     "Replica",
@@ -92,9 +94,20 @@ class ServiceRoute:
     name: str
     auth: ServiceAuth
     replicas: dict[str, Replica] = field(default_factory=dict)
+    limits: ServiceLimits = field(default_factory=ServiceLimits)
 
     def ready(self) -> list[Replica]:
         return [r for r in self.replicas.values() if r.state is ReplicaState.READY]
+
+    def outstanding(self) -> int:
+        """Requests the gateway has on this service's replicas now."""
+        return sum(r.outstanding for r in self.replicas.values())
+
+    def admits(self) -> bool:
+        """Whether a request may go to a replica now: one is ready, and the service is under
+        its `max_concurrent` (else the request waits in the service's queue)."""
+        cap = self.limits.max_concurrent
+        return bool(self.ready()) and (cap is None or self.outstanding() < cap)
 
 
 Listener = Callable[[str], None]
@@ -110,15 +123,17 @@ class RouteTable:
         self._listeners: list[Listener] = []
 
     # ---- what the control plane calls ----------------------------------------------------
-    def set_service(self, name: str, auth: ServiceAuth | None = None) -> None:
-        """Add a service, or change its auth (its replicas stay)."""
+    def set_service(self, name: str, auth: ServiceAuth | None = None,
+                    limits: ServiceLimits | None = None) -> None:
+        """Add a service, or change its auth and limits (its replicas stay)."""
         if not SERVICE_NAME.fullmatch(name):
             raise ValueError(f"service name {name!r} is not a corral name")
         auth = auth or ServiceAuth.public()
+        limits = limits or ServiceLimits()
         if name in self._services:
-            self._services[name].auth = auth
+            self._services[name].auth, self._services[name].limits = auth, limits
         else:
-            self._services[name] = ServiceRoute(name, auth)
+            self._services[name] = ServiceRoute(name, auth, limits=limits)
         self._changed(name)
 
     def remove_service(self, name: str) -> None:
@@ -170,8 +185,10 @@ class RouteTable:
 
     def release(self, service: str, replica: Replica) -> None:
         replica.outstanding -= 1
-        if replica.outstanding == 0 and replica.state is ReplicaState.DRAINING:
-            self._changed(service)
+        route = self._services.get(service)
+        capped = route is not None and route.limits.max_concurrent is not None
+        if capped or (replica.outstanding == 0 and replica.state is ReplicaState.DRAINING):
+            self._changed(service)  # a slot freed under max_concurrent: a waiter may go
 
     # ---- internals -----------------------------------------------------------------------
     def _route(self, service: str) -> ServiceRoute:

@@ -186,7 +186,8 @@ def _assignments(ctx: ApiContext, node_id: str) -> SyncOut:
     with ctx.store.read() as conn:
         seq, workers = AG.assignments_for(conn, node_id)
     return SyncOut(seq=seq, assignments=[AssignmentOut(
-        workload_id=w.workload_id, attempt=w.attempt, worker=w.worker, spec=dict(w.spec),
+        workload_id=w.workload_id, attempt=w.attempt, worker=w.worker,
+        spec=AG.opened_spec(ctx.store, w.spec),
         master_addr=w.master_addr, master_port=w.master_port,
         stop_grace_left_s=None if w.stop_deadline is None else max(0.0, w.stop_deadline - now),
         stop_reason=w.stop_reason, fenced=w.fenced, state=w.state) for w in workers])

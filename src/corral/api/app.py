@@ -36,6 +36,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(services.router)
     app.include_router(pool.router)
     app.include_router(tenancy.router)
+    from corral.api import secrets  # issue 13: named secrets (corral.api.secrets)
+
+    app.include_router(secrets.router)
     app.include_router(ledger.router)  # ledger hook: /v1/ledger (corral.api.ledger)
     from corral.api import agents  # issue 11: join tokens and the agent wire (corral.api.agents)
 

@@ -92,7 +92,7 @@ def _launchable_here(ctx: ApiContext, spec: WorkloadSpec) -> None:
         raise ApiError(422, "invalid_request", "the spec cannot run on this pool",
                        [("working_dir", f"{spec.working_dir!r} is not a directory on this host: "
                                         "create it or fix the path")])
-    path = spec.env.get("PATH") or None  # empty: the backend uses its own PATH
+    path = spec.plain_env().get("PATH") or None  # empty: the backend uses its own PATH
     program = spec.command[0] if spec.command and spec.shell is None else None
     if (ctx.backend_name == "local" and path is not None and program is not None
             and "/" not in program and shutil.which(program, path=path) is None):

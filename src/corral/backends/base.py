@@ -109,6 +109,10 @@ class LaunchSpec:
     retry limit counts); attempt also counts relaunches after preemptions and moves. resume_from:
     the checkpoint to resume from, None on a fresh start. log_dir: where worker logs go; None lets
     the backend choose.
+
+    secret_env: the values of the spec's secret references (`corral.spec.packaging`), resolved
+    at launch; kept apart from env so that nothing prints them (it is left out of repr) and a
+    store that keeps launch records can seal them (`corral.store.agents`).
     """
 
     workload_id: str
@@ -124,6 +128,7 @@ class LaunchSpec:
     resume_from: str | None = None
     log_dir: str | None = None
     restart_count: int = 0
+    secret_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.command, str):
@@ -134,6 +139,11 @@ class LaunchSpec:
         _check_command(self)
         _check_assignments(self.assignments)
         _check_env(self.env)
+        object.__setattr__(self, "secret_env", dict(self.secret_env))
+        _check_env(self.secret_env)
+        both = sorted(set(self.env) & set(self.secret_env))
+        if both:
+            raise InvalidLaunchSpec("env", f"{both} are given both as values and as secrets")
 
     @property
     def workers(self) -> int:
@@ -166,6 +176,7 @@ class LaunchSpec:
             "resume_from": self.resume_from,
             "log_dir": self.log_dir,
             "restart_count": self.restart_count,
+            "secret_env": dict(sorted(self.secret_env.items())),
         }
 
     @classmethod

@@ -171,7 +171,7 @@ def worker_environment(
         CORRAL_MASTER_PORT: str(master_port),
         CORRAL_PROGRESS_FILE: progress_file,
     }
-    return {**spec.env, **contract}
+    return {**spec.env, **spec.secret_env, **contract}  # secrets: resolved at launch
 
 
 def _devices(vendor: Vendor, devices: tuple[int, ...]) -> dict[str, str]:

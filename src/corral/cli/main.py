@@ -15,6 +15,7 @@ import typer
 from corral.agent.command import agent as agent_command
 from corral.cli import agent, cluster, contexts, credits, offers, tenancy, workloads
 from corral.cli.lazy import LazyGroup
+from corral.cli.secrets import secrets_app
 
 app = typer.Typer(
     cls=LazyGroup,
@@ -27,6 +28,7 @@ app.command("usage")(credits.usage)
 app.add_typer(tenancy.users_app, name="users")  # users, tokens, members, audit: corral.cli.tenancy
 app.add_typer(tenancy.tokens_app, name="tokens")
 app.add_typer(tenancy.members_app, name="members")
+app.add_typer(secrets_app, name="secrets")  # issue 13: named secrets for env (corral.cli.secrets)
 app.command("audit")(tenancy.audit)
 app.command("whoami")(tenancy.whoami)
 app.command("agent")(agent_command)  # issue 11: corral on every host (corral.agent)

@@ -178,6 +178,9 @@ def bootstrap(cfg: ServerConfig) -> Composed:
     store = Store(cfg.db_url or sqlite_url(dd.db))
     store.upgrade()
     _private_files(dd)
+    from corral.store.secrets import SecretBox  # issue 13: the key named secrets are sealed with
+
+    store.secret_box = SecretBox.load(dd.root)  # CORRAL_SECRET_KEY, else <data dir>/secret-key
     spec, source = resolve_pool(cfg.pool_file)
     inventory = _nodes(spec)
     nodes, detected = inventory.nodes, inventory.source

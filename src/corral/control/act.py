@@ -34,6 +34,7 @@ from corral.control.snapshot import SpecCache
 from corral.core.model import WorkerAssignment
 from corral.spec import WorkloadSpec
 from corral.store import Store
+from corral.store import secrets as S
 from corral.store import workloads as W
 from corral.store.workloads import WorkloadRecord
 
@@ -73,7 +74,7 @@ def resume_point(directory: str) -> str | None:
 
 def launch_spec(
     rec: WorkloadRecord, spec: WorkloadSpec, assignments: tuple[WorkerAssignment, ...],
-    settings: ControlSettings,
+    settings: ControlSettings, store: Store | None = None,
 ) -> LaunchSpec:
     """The spec of the stored attempt. resume_from is the newest checkpoint in the checkpoint
     dir at this moment (`resume_point`), on any attempt: also the first, when a workload names a
@@ -81,7 +82,8 @@ def launch_spec(
     the backend reports, but not always on disk: a Slurm job on a node that lost contact goes
     on saving until it is fenced. So it names a checkpoint that exists, not always the newest
     when the workers start; a job reads the directory itself as it starts (examples/train_ckpt.py
-    takes the latest step every worker saved).
+    takes the latest step every worker saved). The spec's secret references are read from
+    `store` now (`resolved_secrets`), so a secret set again reaches the next attempt.
 
     Everything else is deterministic in the stored row. resume_from is not, yet a relaunch after
     a crash stays an equal spec where it matters: the same attempt is launched again only when
@@ -94,17 +96,36 @@ def launch_spec(
         command=command, shell=spec.shell is not None, user=rec.user,
         env=_env(rec, spec),
         working_dir=spec.working_dir, checkpoint_dir=ckpt, resume_from=resume_point(ckpt),
-        restart_count=rec.restart_count)
+        restart_count=rec.restart_count, secret_env=resolved_secrets(store, rec.queue, spec))
+
+
+def resolved_secrets(store: Store | None, queue: str, spec: WorkloadSpec) -> dict[str, str]:
+    """The values of the spec's secret references (none: no read). One deleted since the
+    submission fails the launch (InvalidRequest naming env.<VAR>: retrying fails the same)."""
+    refs = spec.secret_refs()
+    if not refs:
+        return {}
+    if store is None:
+        raise InvalidRequest("env", "secrets are resolved through the store; none was given")
+    try:
+        with store.read() as conn:
+            return S.resolve(conn, S.box_of(store), queue, refs)
+    except S.SecretMissing as e:
+        raise InvalidRequest(f"env.{e.env}", f"secret {e.name!r} no longer exists for queue "
+                             f"{queue!r}: set it again (`corral secrets set {e.name}`) and "
+                             "resubmit") from None
+    except S.SecretsUnavailable as e:
+        raise InvalidRequest("env", str(e)) from None
 
 
 def _env(rec: WorkloadRecord, spec: WorkloadSpec) -> dict[str, str]:
     """The user's env, plus a replica's port or an array task's index and parameters (its id
     is `<group>-<index>`, corral.control.submission.unit_ids)."""
     if rec.kind == "service":
-        return {**spec.env, **replica_env(rec)}
+        return {**spec.plain_env(), **replica_env(rec)}
     if spec.array is None:
-        return spec.env
-    return {**spec.env, **spec.array.task_env(int(rec.id.rsplit("-", 1)[1]))}
+        return spec.plain_env()
+    return {**spec.plain_env(), **spec.array.task_env(int(rec.id.rsplit("-", 1)[1]))}
 
 
 def stop_requested(
@@ -202,7 +223,7 @@ def _hand_over(
     for rec in ready:
         spec = specs.spec(rec)
         try:
-            items.append((rec, launch_spec(rec, spec, assignments.get(rec.id, ()), settings)))
+            items.append((rec, launch_spec(rec, spec, assignments.get(rec.id, ()), settings, store)))
         except Exception as e:
             n += _launched(store, backend, rec, spec, now, e)
     pool.submit(backend, items)
@@ -257,7 +278,7 @@ def _launch_one(
 ) -> int:
     spec = specs.spec(rec)
     try:
-        backend.launch(launch_spec(rec, spec, assignments, settings))
+        backend.launch(launch_spec(rec, spec, assignments, settings, store))
     except Exception as e:  # one workload must never fail the whole step
         return _launched(store, backend, rec, spec, now, e)
     return 1
@@ -281,7 +302,7 @@ def _launch_batch(
         spec = specs.spec(rec)
         try:
             prepared.append((rec, spec, launch_spec(rec, spec, assignments.get(rec.id, ()),
-                                                    settings)))
+                                                    settings, store)))
         except Exception as e:
             n += _launched(store, backend, rec, spec, now, e)
     errors = launch_many([ls for _, _, ls in prepared])

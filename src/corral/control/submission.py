@@ -46,9 +46,11 @@ from corral.core.constraints import FIELD_OF_CONSTRAINT, unmet_constraint
 from corral.core.model import ClusterState, Health, Node, Queue, Workload
 from corral.core.plan import Plan
 from corral.spec import SpecError, WorkloadSpec
+from corral.spec.packaging import packaging_notes
 from corral.store import Store
 from corral.store import groups as G
 from corral.store import pool as P
+from corral.store import secrets as SEC
 from corral.store import workloads as W
 from corral.store.group_commit import GroupCommit
 from corral.store.workloads import WorkloadRecord
@@ -222,6 +224,7 @@ class Submissions:
         committed. `visible(queue)`: whether the submitter may see that queue's work (the
         parents `depends_on` may name); None: all."""
         self.check(spec)
+        self.check_secrets(spec)
         parents = self.parents(spec, visible)
         for _ in range(_ID_ATTEMPTS):
             try:
@@ -238,6 +241,8 @@ class Submissions:
         submission's own transaction (an idempotency key is written there)."""
         if not self.check_cached(spec):
             await asyncio.to_thread(self.check, spec)
+        if spec.secret_refs():
+            await asyncio.to_thread(self.check_secrets, spec)
         parents = await asyncio.to_thread(self.parents, spec, visible) if spec.depends_on else {}
         for _ in range(_ID_ATTEMPTS):
             try:
@@ -245,6 +250,17 @@ class Submissions:
             except IntegrityError:
                 continue
         raise RuntimeError("could not find a free workload id; try again")
+
+    def check_secrets(self, spec: WorkloadSpec) -> None:
+        """Raise SpecError naming `env.<VAR>` for each secret reference that names no secret
+        the spec's queue may use (its own or a global one): refused now, not failed at launch."""
+        refs = spec.secret_refs()
+        if not refs:
+            return
+        with self.store.read() as conn:
+            gone = SEC.missing(conn, spec.queue, refs)
+        if gone:
+            raise SpecError([(f"env.{m.env}", m.fix) for m in gone])
 
     def parents(self, spec: WorkloadSpec, visible: Visible | None = None
                 ) -> dict[str, dict[str, int]]:
@@ -286,10 +302,11 @@ class Submissions:
         released at once are planned."""
         try:
             self.check(spec)
+            self.check_secrets(spec)
             parents = self.parents(spec, visible)
         except SpecError as e:
             return DryRun("rejected", {}, [], R.Reason("Invalid", str(e)))
-        notes = explain(spec, parents)
+        notes = explain(spec, parents) + packaging_notes(spec.env)
         ids = unit_ids("candidate", spec)
         holds = initial_holds(spec, ids, "candidate", parents)
         if ids and ids[0] in holds:  # held for a dependency: the core would not see it

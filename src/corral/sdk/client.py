@@ -25,6 +25,7 @@ from corral.sdk import models as M
 from corral.sdk.config import resolve as _resolve_server
 from corral.sdk.providers import DeclaredProvider
 from corral.sdk.retry import Retries, send_with_retries
+from corral.sdk.secrets import SecretInfo
 
 __all__ = ["Client"]
 
@@ -306,6 +307,23 @@ class Client:
         """Admin and cross-user actions, oldest first (admins); page with `next_after`."""
         return self._get(M.AuditPage, "/v1/audit", after=after, actor=actor, action=action,
                          limit=limit)
+
+    # -- secrets (issue 13): values go in, only names come out --------------------------------
+
+    def set_secret(self, name: str, value: str, *, queue: str | None = None) -> SecretInfo:
+        """Set (or replace) a secret for `queue`'s work (its queue_admin or an admin), or for
+        every queue (admins); a spec uses it as `env: {VAR: {secret: name}}`."""
+        response = self._call("PUT", f"/v1/secrets/{_seg(name)}",
+                              json=_clean({"value": value, "queue": queue}))
+        return SecretInfo.model_validate(response.json())
+
+    def secrets(self, queue: str | None = None) -> builtins.list[SecretInfo]:
+        """The secrets your work may use (names and times, never values)."""
+        response = self._call("GET", "/v1/secrets", params=_clean({"queue": queue}))
+        return TypeAdapter(builtins.list[SecretInfo]).validate_python(response.json())
+
+    def delete_secret(self, name: str, *, queue: str | None = None) -> None:
+        self._call("DELETE", f"/v1/secrets/{_seg(name)}", params=_clean({"queue": queue}))
 
 
 def _body(spec: Mapping[str, Any] | BaseModel) -> Any:

@@ -37,6 +37,7 @@ from corral.spec import limits as LIM
 from corral.spec.autoscale import AutoscaleSpec
 from corral.spec.errors import LIMIT_ERROR
 from corral.spec.labels import MAX_LABELS, check_selector
+from corral.spec.packaging import SecretRef, secret_refs
 from corral.spec.quantities import CpuMilli, DurationS, SizeMiB
 from corral.spec.service import ReadinessProbe
 from corral.spec.workflow import (
@@ -127,7 +128,10 @@ class WorkloadSpec(BaseModel):
         None, gt=0, le=LIM.MAX_PRICE, strict=True, allow_inf_nan=False)
     command: list[Arg] | None = Field(None, max_length=LIM.MAX_ARGS)
     shell: Arg | None = None
-    env: dict[Key, Arg] = Field(default_factory=dict, max_length=LIM.MAX_ENV)
+    env: dict[Key, Arg | SecretRef] = Field(
+        default_factory=dict, max_length=LIM.MAX_ENV,
+        description="variables for every worker: a value, or {secret: NAME} for a stored "
+        "secret (the queue's, else a global one) read at launch and never shown")
     working_dir: PathText | None = None
     checkpoint_dir: PathText | None = None
     max_restarts: int = Field(3, ge=0, le=1000, strict=True)
@@ -284,6 +288,14 @@ class WorkloadSpec(BaseModel):
         if self.kind == WorkloadKind.INTERACTIVE and self.preemptible:
             raise ValueError("interactive sessions are never preempted; remove preemptible")
         return self
+
+    def plain_env(self) -> dict[str, str]:
+        """The env entries that are values (not secret references)."""
+        return {k: v for k, v in self.env.items() if isinstance(v, str)}
+
+    def secret_refs(self) -> dict[str, str]:
+        """env variable -> the name of the secret it takes its value from."""
+        return secret_refs(self.env)
 
     @model_validator(mode="after")
     def _workflow(self) -> WorkloadSpec:

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine
 
 from corral.store.database import make_engine, normalize_url, upgrade, writer
+
+if TYPE_CHECKING:
+    from corral.store.secrets import SecretBox
 
 __all__ = ["Store"]
 
@@ -24,6 +28,8 @@ class Store:
         self.url = normalize_url(url)
         self.engine = engine or make_engine(self.url)
         self._writer = writer(self.engine)
+        #: the key named secrets are sealed with (`corral.store.secrets`); None: no secrets
+        self.secret_box: SecretBox | None = None
 
     @property
     def dialect(self) -> str:

@@ -11,7 +11,9 @@ heartbeat, its workers' states and their logs. So the API can run in other proce
 scheduler (PostgreSQL), and either side can restart without the other noticing more than a gap.
 
 Secrets (join tokens, node credentials) are stored as SHA-256 digests only, as API tokens are
-(`corral.store.auth`). Times are the server's clock; an agent's own times never enter (an end is
+(`corral.store.auth`). A launch's secret values (`LaunchSpec.secret_env`) are stored sealed with
+the server's key (`sealed_env`, `corral.store.secrets`) and opened only to hand them to the
+agent that runs the worker (`opened_spec`). Times are the server's clock; an agent's own times never enter (an end is
 reported as "so many seconds ago" and placed on the server's clock when it arrives).
 """
 
@@ -271,6 +273,30 @@ def node_seq(conn: Connection, node_id: str) -> int:
     return int(seq or 0)
 
 
+SEALED_ENV: Final = "sealed_env"
+
+
+def _sealed(store: Store, record: dict[str, Any]) -> dict[str, Any]:
+    """A launch record as stored: its secret values sealed (none: as it is)."""
+    values = record.get("secret_env")
+    if not values:
+        return record
+    from corral.store import secrets as S  # cryptography, only for work that uses secrets
+
+    return {**record, "secret_env": {}, SEALED_ENV: S.seal_env(S.box_of(store), values)}
+
+
+def opened_spec(store: Store, stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored launch record as `LaunchSpec.from_record` reads it: its secrets opened."""
+    record = dict(stored)
+    sealed = record.pop(SEALED_ENV, None)
+    if sealed is None:
+        return record
+    from corral.store import secrets as S
+
+    return {**record, "secret_env": S.open_env(S.box_of(store), sealed)}
+
+
 def _assigned(r: Any) -> AssignedWorker:
     return AssignedWorker(
         workload_id=r.workload_id, attempt=r.attempt, worker=r.worker, node_id=r.node_id,
@@ -363,10 +389,10 @@ class StoreMailbox:
         with self.store.read() as conn:
             row = conn.execute(select(AgentWorker.spec).where(
                 AgentWorker.workload_id == workload_id, AgentWorker.attempt == attempt)).first()
-        return dict(row.spec) if row is not None else None
+        return opened_spec(self.store, row.spec) if row is not None else None
 
     def assign(self, spec: LaunchSpec, master_addr: str, master_port: int, now: float) -> None:
-        record = spec.as_record()
+        record = _sealed(self.store, spec.as_record())
         with self.store.write() as conn:
             conn.execute(insert(AgentWorker), [
                 {"workload_id": spec.workload_id, "attempt": spec.attempt, "worker": a.worker,

@@ -1,0 +1,93 @@
+"""Packaging fields of a workload spec: what a worker's environment and files are made of.
+
+    env:      {HF_TOKEN: {secret: hf-token}, LR: "0.1"}   a value, or a stored secret by name
+    setup:    "pip install -r requirements.txt"             run before the command, same worker
+    workdir:  ./src                                         copied to each worker, its cwd
+    image:    nvcr.io/nvidia/pytorch:24.05-py3              the container workers run in
+
+Pure models and rules (pydantic only), used by `corral.spec.workload.WorkloadSpec`. What each
+field does at run time: the store's secrets (`corral.store.secrets`, resolved at launch by
+`corral.control.act`), the backends (`corral.backends.local` and the runner for setup and
+workdir, `corral.backends.kubernetes_objects` for image). Documented in docs/specs.md
+("Packaging").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "MAX_IMAGE_CHARS",
+    "MAX_WORKDIR_BYTES",
+    "SETUP_FAILED",
+    "SecretRef",
+    "check_image",
+    "packaging_notes",
+    "secret_refs",
+]
+
+#: a worker's setup exited non-zero: the reason code of the worker's end (not retried unless
+#: its exit code is in restart_on)
+SETUP_FAILED: Final = "SetupFailed"
+#: the most a workdir may hold (files' sizes summed): it is copied on every launch
+MAX_WORKDIR_BYTES: Final = 100 * 1024 * 1024
+MAX_IMAGE_CHARS: Final = 512
+
+_SECRET_NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?")
+# an OCI reference: [registry[:port]/]path[:tag][@digest]; no spaces, no shell metacharacters
+_IMAGE = re.compile(
+    r"[a-zA-Z0-9][a-zA-Z0-9._-]*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*"
+    r"(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(@[a-z0-9]+:[a-f0-9]{32,128})?")
+
+
+class SecretRef(BaseModel):
+    """`{secret: hf-token}`: the value of the stored secret `hf-token` (the workload's queue's
+    own, else a global one), read when each attempt launches. The value never enters the spec,
+    the events, the logs or the dry run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    secret: str = Field(description="a secret's name (`corral secrets ls`)")
+
+    @field_validator("secret")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _SECRET_NAME.fullmatch(v):
+            raise ValueError("a secret's name is 1-63 lowercase letters, digits, '-', '_' or "
+                             "'.', starting and ending with a letter or digit: fix the name "
+                             "(`corral secrets ls` lists them)")
+        return v
+
+
+def secret_refs(env: Mapping[str, object]) -> dict[str, str]:
+    """env variable -> secret name, for the entries of `env` that name a secret."""
+    return {k: v.secret for k, v in env.items() if isinstance(v, SecretRef)}
+
+
+def check_image(value: str) -> str:
+    if len(value) > MAX_IMAGE_CHARS or not _IMAGE.fullmatch(value):
+        raise ValueError("not a container image reference; write it as "
+                         "[registry/]name[:tag][@sha256:digest], e.g. "
+                         "nvcr.io/nvidia/pytorch:24.05-py3")
+    return value
+
+
+def packaging_notes(env: Mapping[str, object], setup: str | None = None,
+                    workdir: str | None = None, image: str | None = None) -> list[str]:
+    """What the packaging fields will do, in sentences (`corral submit --dry-run`)."""
+    notes = [f"env {k}: the value of secret {name!r} (the queue's, else the global one), read "
+             "at each launch; never shown" for k, name in sorted(secret_refs(env).items())]
+    if setup is not None:
+        notes.append("setup: runs with /bin/sh before the command on every worker of every "
+                     "attempt; a non-zero exit ends the worker as SetupFailed with that code "
+                     "(retried only if restart_on lists the code)")
+    if workdir is not None:
+        notes.append(f"workdir: {workdir} is copied into each attempt's directory and the "
+                     "command runs there (unless working_dir is set)")
+    if image is not None:
+        notes.append(f"image: workers run in {image}")
+    return notes

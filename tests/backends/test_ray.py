@@ -143,25 +143,33 @@ def test_a_batch_is_launched_whole_with_each_attempts_error_in_order(
         backend.release(spec.workload_id, 0)
 
 
-def test_actors_hold_the_planned_ray_node_and_gpu_share(backend, gpu_nodes) -> None:
-    from corral.backends.ray import NAMESPACE, actor_name
+def test_workers_run_on_the_planned_ray_node_and_ray_holds_their_gpu_share(
+        backend, gpu_nodes) -> None:
+    from corral.backends.ray import NAMESPACE
+    from corral.backends.ray_worker import host_name
 
+    total = ray.cluster_resources()["GPU"]
+    eventually(lambda: ray.available_resources().get("GPU", 0.0) == pytest.approx(total),
+               "earlier tests' placement groups to be removed")
     spec = (make_spec("ray-pin").workers(2).on(gpu_nodes[1], gpu_nodes[1]).devices(3)
             .share(500, 40000).python(CHECKPOINT_ON_TERM).build())
     backend.launch(spec)
     wait_running(backend, "ray-pin")
-    answers = [ray.get(ray.get_actor(actor_name("ray-pin", 0, w), namespace=NAMESPACE)
-                       .status.remote(), timeout=30) for w in (0, 1)]
     expected = next(dict(n.labels)["ray.io/node-id"] for n in backend.inventory()
                     if n.id == gpu_nodes[1])
+    host = ray.get_actor(host_name(expected), namespace=NAMESPACE)
+    places = [backend._place(backend._attempts[("ray-pin", 0)], w) for w in (0, 1)]
+    answers = ray.get(host.statuses.remote(places), timeout=30)
+    assert [a["state"] for a in answers] == ["running", "running"]
     assert {a["node"] for a in answers} == {expected}
-    # Ray's own accounting holds the two halves (released actors free theirs asynchronously).
-    total = ray.cluster_resources()["GPU"]
+    # Ray's own accounting holds the two halves, on that node, until the release.
     eventually(lambda: ray.available_resources().get("GPU", 0.0) == pytest.approx(total - 1.0),
                "Ray to account 2 x 0.5 GPU to the gang")
     backend.stop("ray-pin", 0, 30.0, "test over")
     wait_ended(backend, "ray-pin")
     backend.release("ray-pin", 0)
+    eventually(lambda: ray.available_resources().get("GPU", 0.0) == pytest.approx(total),
+               "the release to give the gang's GPUs back to Ray")
 
 
 def test_stop_follows_the_preemption_contract(backend, gpu_nodes) -> None:
@@ -215,7 +223,7 @@ def test_a_new_backend_readopts_running_work_and_launch_is_idempotent(
     backend.launch(spec)
     wait_running(backend, "ray-adopt")
     successor = RayBackend(backend.records.root, node_root=backend.node_root)
-    successor.launch(spec)  # the same spec again: a no-op, no second actor
+    successor.launch(spec)  # the same spec again: a no-op, no second worker
     mine = [s for s in successor.poll(time.time()) if s.workload_id == "ray-adopt"]
     assert [(s.worker, s.state) for s in mine] == [(0, WorkerState.RUNNING)]
     with pytest.raises(LaunchConflict):

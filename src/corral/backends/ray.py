@@ -1,32 +1,41 @@
-"""The Ray backend: each worker of a gang is a detached Ray actor pinned to its planned node.
+"""The Ray backend: each worker of a gang is a process started by corral's host actor on its
+planned node, and its GPUs are held in Ray by a placement group pinned to that node.
 
     control plane                           Ray node (the planned one)
-    RayBackend.launch ──actor per worker──> WorkerHost (corral.backends.ray_worker)
-                      (node affinity,          └─ local_runner ── the user's command
-                       num_gpus = share)
-    RayBackend.poll   ──status()──────────> exit.json / runner liveness
+    RayBackend.launch ──start(place)──────> NodeHost, one per node (corral.backends.ray_worker)
+                      (node affinity)          └─ local_runner ── the user's command
+                      ──placement group───> bundles {GPU: share}, pinned by ray.io/node-id
+    RayBackend.poll   ──statuses(places)──> one call per node: exit.json / runner liveness
                       ──ray.nodes()───────> node alive?  (dead -> workers LOST, NodeLost)
-    RayBackend.stop   ──stop(grace)───────> deadline file, SIGTERM, SIGKILL at the deadline
+    RayBackend.stop   ──stop(place)───────> deadline file, SIGTERM, SIGKILL at the deadline
 
-Placement: corral decides; Ray executes. Each actor gets
-``NodeAffinitySchedulingStrategy(node, soft=False)`` for the node the plan chose (a hard pin: it
-never runs elsewhere) and asks Ray for the planned share as ``num_gpus`` (a whole count, or the
-fraction 0.25 for a quarter of one device), so Ray's own accounting agrees and no other Ray user
-can take those GPUs. CUDA_VISIBLE_DEVICES is the plan's device list (the environment contract),
-not the ids Ray happened to pick: corral's plan is what the rest of the pool is scheduled against.
+Placement: corral decides; Ray executes. The host actor of a node is detached, named
+``corral-host/<ray node id>`` in the namespace ``corral``, made on first use with
+``NodeAffinitySchedulingStrategy(node, soft=False)`` (a hard pin) and no resources of its own,
+and lives on: a worker costs one ``Popen`` of the supervisor in it, not a new actor process that
+imports Ray (how Ray's own tasks reuse pooled workers; the agent backend works the same way). The
+planned share is held in Ray's accounting by one placement group per attempt, a bundle per
+worker with GPUs (``{"GPU": n}`` or the fraction 0.25 for a quarter of one device, a vendor's
+own resource for others) pinned with ``bundle_label_selector`` ``ray.io/node-id``, so no other
+Ray user can take those GPUs; it is removed on release. CUDA_VISIBLE_DEVICES is the plan's device
+list (the environment contract), not ids Ray picked: corral's plan is what the rest of the pool
+is scheduled against.
 
-Identity and re-adoption: actors are detached and named ``<workload>/<attempt>/<worker>`` in the
-namespace ``corral``, so they outlive a crashed control plane; a new RayBackend over the same
-work dir finds them again with ``ray.get_actor``. Ends are persisted as soon as they are seen
-(`corral.backends.records`), so a worker that finished before its node died is still reported
-as finished.
+Identity and re-adoption: a worker is named by its place on its node (work dir of the launch,
+see `corral.backends.ray_worker`), and the host answers from the runner's records there, so a
+new RayBackend over the same work dir finds running work again through the hosts (by name), and
+a host that was recreated still answers for work started by the last one. Ends are persisted as
+soon as they are seen (`corral.backends.records`), so a worker that finished before its node
+died is still reported as finished.
 
 Node death: ``ray.nodes()`` is read on every poll; a worker whose node is not Alive is LOST
-(NodeLost) at once, without waiting for the actor call to time out.
+(NodeLost) at once, without waiting for a host call to time out. A host that died (its calls
+fail) makes its node's unfinished workers LOST (ProcessGone); their supervisors run in their own
+sessions and are fenced by the deadline backstop.
 
-Logs: streamed from the actor (`read_logs` reads the node-local file through it) and collected
-into the control plane's work dir when the attempt is released; a node that died takes its
-uncollected log with it.
+Logs: streamed from the host (`read_logs` reads the node-local file through it) and collected
+into the control plane's work dir when the attempt is released, with the node's records removed
+in the same call; a node that died takes its uncollected log with it.
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ from corral.backends.base import (
     WorkerState,
     WorkerStatus,
 )
+from corral.backends.changes import ChangeFeed, Delta
 from corral.backends.environment import worker_environment
 from corral.backends.errors import (
     BackendUnavailable,
@@ -68,10 +78,12 @@ __all__ = ["NAMESPACE", "RayBackend", "actor_name"]
 log = logging.getLogger(__name__)
 
 NAMESPACE: Final = "corral"
+NODE_ID_LABEL: Final = "ray.io/node-id"  # Ray's own label of every node (placement groups)
 Key = tuple[str, int, int]
 
 
 def actor_name(workload_id: str, attempt: int, worker: int) -> str:
+    """A worker's name in Ray (its placement group's bundle, messages)."""
     return f"{workload_id}/{attempt}/{worker}"
 
 
@@ -85,17 +97,16 @@ def _ray() -> Any:
 
 
 class RayBackend(Backend, InventorySource, LogSource):
-    """Runs workers as detached actors on a Ray cluster. See the module docstring.
+    """Runs workers through corral's host actor on each Ray node. See the module docstring.
 
     address: the cluster (``ray.init(address=...)``) when this process is not attached yet;
     an attached process is used as is (and not detached by `close`). work_dir: the control
     plane's records (one backend per work dir). node_root: where actors keep records and logs
-    on each node. status_wait_s: how long one poll waits for actor answers; a worker whose
-    actor has not answered keeps its last known state, and its answer is taken by a later poll
-    (an actor still starting, a new Python process on its node, answers seconds later: waiting
-    the full poll_timeout_s for it held every poll of a launch wave). poll_timeout_s: how long
-    log collection waits for an actor. kill_slack_s: a worker still not ended this long after
-    its stop deadline has its actor killed.
+    on each node. status_wait_s: how long one poll waits for the hosts' answers; a worker whose
+    host has not answered keeps its last known state, and its answer is taken by a later poll
+    (a host being created answers seconds later). poll_timeout_s: how long log collection waits
+    for a host. kill_slack_s: a worker still not ended this long after its stop deadline has
+    what is left of it killed by its host.
     """
 
     name = "ray"
@@ -123,10 +134,12 @@ class RayBackend(Backend, InventorySource, LogSource):
         self.records = AttemptRecords(Path(work_dir))
         self._attempts: dict[tuple[str, int], AttemptRecord] = {
             r.key: r for r in self.records.scan()}
-        self._handles: dict[Key, Any] = {}
-        self._asked: dict[Key, Any] = {}  # outstanding status() call per worker
+        self._hosts: dict[str, Any] = {}  # Ray node id -> its host's handle
+        # outstanding statuses() call per Ray node: (the call, the workers it asked about)
+        self._asked: dict[str, tuple[Any, list[Key]]] = {}
         self._last: dict[Key, dict[str, Any]] = {}  # last answer per worker
-        self._actor_class: Any = None
+        self._host_class: Any = None
+        self._changes = ChangeFeed()  # poll_changes: the last report, to diff against
 
     def close(self) -> None:
         """Detach from Ray if this backend attached. Actors keep running (they are detached)."""
@@ -140,10 +153,10 @@ class RayBackend(Backend, InventorySource, LogSource):
         self._launch(spec, None)
 
     def launch_many(self, specs: Sequence[LaunchSpec]) -> list[Exception | None]:
-        """`launch` for a batch: Ray's node table read once, and every actor of the batch
-        created without waiting for the one before (``.remote()`` returns at once; Ray's GCS
-        schedules the creations concurrently). Returns each attempt's error, in order; None
-        where it was launched."""
+        """`launch` for a batch: Ray's node table read once, and every start of the batch sent
+        without waiting for the one before (``.remote()`` returns at once; each host starts its
+        node's workers in order). Returns each attempt's error, in order; None where it was
+        launched."""
         if not specs:
             return []
         try:
@@ -170,22 +183,24 @@ class RayBackend(Backend, InventorySource, LogSource):
         record = self.records.create(spec, {"namespace": self.namespace, "ray_nodes": pins,
                                             "token": secrets.token_hex(4)})
         self._attempts[record.key] = record
-        created: list[Any] = []
+        started: list[int] = []
         try:
-            master = None
+            vendors = {a.worker: node_vendor(nodes[a.node_id].node) for a in spec.assignments}
+            self._reserve(record, vendors)
+            master = None  # worker 0's start: its result is the rendezvous the others get
             for a in sorted(spec.assignments, key=lambda a: a.worker):
-                handle = self._create_actor(record, a, pins[str(a.worker)], master,
-                                            node_vendor(nodes[a.node_id].node))
-                created.append(handle)
-                master = master or handle
+                call = self._start(record, a, master, vendors[a.worker])
+                started.append(a.worker)
+                master = master or call
         except Exception as e:  # any Ray error: the gang must not be left half-started
-            for handle in created:
+            for worker in started:
                 with contextlib.suppress(Exception):
-                    _ray().kill(handle, no_restart=True)
+                    self._host_of(record, worker).reap.remote(self._place(record, worker), True)
+            self._unreserve(record)
             for a in spec.assignments:
                 record.end(a.worker, exits.lost(base.LAUNCH_INTERRUPTED, f"launch failed: {e}"))
             raise LaunchError(f"{spec.workload_id} attempt {spec.attempt}: Ray refused a worker: "
-                              f"{e}; the created workers were killed; relaunch with a new "
+                              f"{e}; the started workers were killed; relaunch with a new "
                               "attempt") from e
 
     def stop(self, workload_id: str, attempt: int, grace_seconds: float, reason: str) -> None:
@@ -202,25 +217,31 @@ class RayBackend(Backend, InventorySource, LogSource):
         for a in record.spec.assignments:
             if a.worker in record.ends:
                 continue
-            handle = self._handle(record, a.worker)
-            if handle is not None:
-                handle.stop.remote(remaining)  # fire and forget; poll sees the effect
+            with contextlib.suppress(Exception):  # fire and forget; poll sees the effect
+                self._host_of(record, a.worker).stop.remote(self._place(record, a.worker),
+                                                            remaining)
 
     def poll(self, now: float) -> list[WorkerStatus]:
         if not self._attempts:
             return []
         alive = self._alive_nodes()
-        pending = self._ask_everyone(alive)
-        answers = self._collect(pending)
+        self._ask_everyone(alive)
+        answers = self._collect()
         return statuses(self._attempts, now,
                         lambda record, a: self._observe(record, a.worker, alive, answers))
+
+    def poll_changes(self, now: float) -> Delta:
+        """`poll`, as only the attempts whose report changed since the last call, and those no
+        longer reported (`corral.backends.changes`): the loop reconciles what moved."""
+        return self._changes.delta(self.poll(now))
 
     def release(self, workload_id: str, attempt: int) -> None:
         record = ended_attempt(self._attempts, workload_id, attempt, self.poll)
         if record is None:
             return
         for a in record.spec.assignments:
-            self._collect_log_and_kill(record, a.worker)
+            self._collect_log_and_reap(record, a.worker)
+        self._unreserve(record)
         AttemptRecords.mark_released(record)
         del self._attempts[record.key]
 
@@ -248,13 +269,10 @@ class RayBackend(Backend, InventorySource, LogSource):
                 f.seek(offset)
                 chunk = f.read(max_bytes)
             return chunk, offset + len(chunk)
-        handle = self._handle(record, worker)
-        if handle is None:
-            return b"", offset
         try:
-            chunk, nxt = _ray().get(handle.read_log.remote(offset, max_bytes),
-                                    timeout=self.poll_timeout_s)
-        except Exception:  # the actor or its node is gone: nothing more to read
+            chunk, nxt = _ray().get(self._host_of(record, worker).read_log.remote(
+                self._place(record, worker), offset, max_bytes), timeout=self.poll_timeout_s)
+        except Exception:  # the host or its node is gone: nothing more to read
             return b"", offset
         return chunk, nxt
 
@@ -281,72 +299,109 @@ class RayBackend(Backend, InventorySource, LogSource):
             pins[str(a.worker)] = node.ray_id
         return pins
 
-    def _create_actor(self, record: AttemptRecord, a: Any, ray_node: str, master: Any,
-                      vendor: Vendor = Vendor.NVIDIA) -> Any:
-        ray = _ray()
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    def _place(self, record: AttemptRecord, worker: int) -> tuple[Any, ...]:
+        """The worker's place on its node (`corral.backends.ray_worker.WorkerPlace`)."""
+        return (self.node_root, record.spec.workload_id, record.spec.attempt,
+                record.engine["token"], worker)
 
-        from corral.backends.ray_worker import WorkerHost
+    def _host(self, ray_node: str) -> Any:
+        """The host actor of a Ray node: found by name, or made (detached, pinned, no
+        resources of its own; ``get_if_exists``: two control planes make one)."""
+        handle = self._hosts.get(ray_node)
+        if handle is None:
+            ray = _ray()
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+            from corral.backends.ray_worker import NodeHost, host_name
+
+            if self._host_class is None:  # made once: each ray.remote() wraps and exports anew
+                self._host_class = ray.remote(NodeHost)
+            handle = self._hosts[ray_node] = self._host_class.options(
+                name=host_name(ray_node), namespace=self.namespace, lifetime="detached",
+                get_if_exists=True, max_restarts=0, max_task_retries=0, num_cpus=0,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(ray_node, soft=False),
+            ).remote()
+        return handle
+
+    def _host_of(self, record: AttemptRecord, worker: int) -> Any:
+        return self._host(record.engine["ray_nodes"][str(worker)])
+
+    def _start(self, record: AttemptRecord, a: Any, master: Any, vendor: Vendor) -> Any:
+        """Send worker `a`'s start to its node's host; the call (worker 0's result is the
+        rendezvous, handed to the others' starts as `master`)."""
         spec = record.spec
         env = worker_environment(spec, a, master_addr="", master_port=0, deadline_file="",
                                  vendor=vendor)
-        share = len(a.devices) if a.milli_per_device >= 1000 else a.milli_per_device / 1000
-        num_gpus, custom = ray_request(vendor, share if a.devices else 0)
-        if self._actor_class is None:  # made once: each ray.remote() wraps and exports anew
-            self._actor_class = ray.remote(WorkerHost)
-        return self._actor_class.options(
-            name=actor_name(spec.workload_id, spec.attempt, a.worker),
-            namespace=self.namespace, lifetime="detached", max_restarts=0, max_task_retries=0,
-            num_cpus=0, num_gpus=num_gpus, resources=custom,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(ray_node, soft=False),
-        ).remote(spec.workload_id, spec.attempt, a.worker, list(spec.argv()), env,
-                 spec.working_dir, master, self.node_root, record.engine["token"])
+        return self._host_of(record, a.worker).start.remote(
+            self._place(record, a.worker), list(spec.argv()), env, spec.working_dir, master)
+
+    def _reserve(self, record: AttemptRecord, vendors: Mapping[int, Vendor]) -> None:
+        """Hold the attempt's GPUs in Ray's accounting: a placement group with a bundle per
+        worker that has GPUs, pinned to its node (see the module docstring). Not waited for:
+        corral already reserved the capacity; Ray commits the group while the workers start."""
+        from ray.util.placement_group import placement_group
+
+        bundles, selectors = [], []
+        for a in sorted(record.spec.assignments, key=lambda a: a.worker):
+            share = len(a.devices) if a.milli_per_device >= 1000 else a.milli_per_device / 1000
+            num_gpus, custom = ray_request(vendors[a.worker], share if a.devices else 0)
+            bundle = {k: float(v) for k, v in {"GPU": num_gpus, **custom}.items() if v}
+            if bundle:
+                bundles.append(bundle)
+                selectors.append({NODE_ID_LABEL: record.engine["ray_nodes"][str(a.worker)]})
+        if bundles:
+            group = placement_group(bundles, strategy="PACK", lifetime="detached",
+                                    bundle_label_selector=selectors)
+            record.engine["placement_group"] = group.id.hex()
+            AttemptRecords.save(record)
+
+    def _unreserve(self, record: AttemptRecord) -> None:
+        group_id = record.engine.get("placement_group")
+        if not group_id:
+            return
+        from ray._raylet import PlacementGroupID
+        from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+        with contextlib.suppress(Exception):  # already gone (a release done twice)
+            remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(group_id))))
 
     # --- observing -----------------------------------------------------------------------------
 
-    def _handle(self, record: AttemptRecord, worker: int) -> Any:
-        key = (*record.key, worker)
-        if key not in self._handles:
-            name = actor_name(*key)
-            try:
-                self._handles[key] = _ray().get_actor(name, namespace=self.namespace)
-            except ValueError:  # no such actor (never created, or dead and forgotten)
-                return None
-        return self._handles[key]
-
-    def _ask_everyone(self, alive: dict[str, bool]) -> dict[Key, Any]:
-        """Send status() to every worker that has not ended and whose node is alive, unless an
-        earlier call is still unanswered (never pile calls up behind a slow actor)."""
+    def _ask_everyone(self, alive: dict[str, bool]) -> None:
+        """Send statuses() to the host of every alive node with a worker not ended, unless an
+        earlier call to it is still unanswered (never pile calls up behind a slow host)."""
+        by_node: dict[str, list[Key]] = {}
         for record in self._attempts.values():
             for a in record.spec.assignments:
-                key = (*record.key, a.worker)
-                if a.worker in record.ends or key in self._asked:
-                    continue
-                if not alive.get(record.engine["ray_nodes"][str(a.worker)], False):
-                    continue
-                handle = self._handle(record, a.worker)
-                if handle is not None:
-                    self._asked[key] = handle.status.remote()
-        return dict(self._asked)
+                node = record.engine["ray_nodes"][str(a.worker)]
+                if a.worker not in record.ends and alive.get(node, False):
+                    by_node.setdefault(node, []).append((*record.key, a.worker))
+        for node, keys in by_node.items():
+            if node in self._asked:
+                continue
+            places = [self._place(self._attempts[k[:2]], k[2]) for k in keys]
+            with contextlib.suppress(Exception):  # a host that cannot be asked: no answer
+                self._asked[node] = (self._host(node).statuses.remote(places), keys)
 
-    def _collect(self, pending: dict[Key, Any]) -> dict[Key, Any]:
-        """Answers that arrived within status_wait_s: a dict, or the exception Ray raised."""
-        if not pending:
+    def _collect(self) -> dict[Key, Any]:
+        """Answers that arrived within status_wait_s, per worker: a dict, None (its host never
+        started it), or the exception Ray raised (the host is gone)."""
+        if not self._asked:
             return {}
         ray = _ray()
-        refs = list(pending.values())
+        refs = [ref for ref, _ in self._asked.values()]
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=self.status_wait_s)
         ready_set = set(ready)
         answers: dict[Key, Any] = {}
-        for key, ref in pending.items():
+        for node, (ref, keys) in list(self._asked.items()):
             if ref not in ready_set:
                 continue
-            del self._asked[key]
+            del self._asked[node]
             try:
-                answers[key] = ray.get(ref)
-            except Exception as e:  # RayActorError and kin: the actor is gone
-                answers[key] = e
+                answers.update(zip(keys, ray.get(ref), strict=True))
+            except Exception as e:  # RayActorError and kin: the host is gone
+                self._hosts.pop(node, None)  # the next use makes a new one
+                answers.update((k, e) for k in keys)
         return answers
 
     def _observe(self, record: AttemptRecord, worker: int, alive: dict[str, bool],
@@ -357,31 +412,34 @@ class RayBackend(Backend, InventorySource, LogSource):
         key = (*record.key, worker)
         node = record.engine["ray_nodes"][str(worker)]
         if not alive.get(node, False):
-            self._asked.pop(key, None)
+            self._asked.pop(node, None)
             return record.end(worker, exits.lost(
                 base.NODE_LOST, f"Ray node {node[:12]} is dead (ray.nodes() Alive false)",
                 time.time()))
         answer: Any = answers.get(key, self._last.get(key))
         if key in answers and not isinstance(answer, Exception):
             self._last[key] = answer
-        end = self._interpret(record, worker, answer)
+        end = self._interpret(record, worker, answer, answered=key in answers)
         if end.state.ended:
             self._last.pop(key, None)
             return record.end(worker, end)
         return self._enforce_deadline(record, worker, end)
 
-    def _interpret(self, record: AttemptRecord, worker: int, answer: Any) -> WorkerEnd:
+    def _interpret(self, record: AttemptRecord, worker: int, answer: Any, *,
+                   answered: bool) -> WorkerEnd:
+        """answered: whether `answer` came from this poll (None then means the host has never
+        started the worker), else it is the last one known."""
         stop = record.stop()
         if isinstance(answer, Exception):
             if stop is not None:
                 return WorkerEnd(WorkerState.STOPPED, base.KILLED_AFTER_GRACE, None, time.time(),
-                                 f"{stop.reason} (its actor was killed)")
-            return exits.lost(base.PROCESS_GONE, f"the worker's Ray actor died: "
+                                 f"{stop.reason} (its host actor was killed)")
+            return exits.lost(base.PROCESS_GONE, f"the worker's Ray host actor died: "
                               f"{type(answer).__name__}", time.time())
         if answer is None:
-            if self._handle(record, worker) is None and time.time() - record.launched_at > 5:
-                return exits.lost(base.PROCESS_GONE, "its Ray actor does not exist (never "
-                                  "created, or died while no control plane watched)")
+            if answered and time.time() - record.launched_at > 5:
+                return exits.lost(base.PROCESS_GONE, "its node's host never started it (the "
+                                  "start failed, or its records are gone)")
             return WorkerEnd(WorkerState.STARTING, base.STARTING)
         if answer["state"] == "starting":
             return WorkerEnd(WorkerState.STARTING, base.STARTING)
@@ -397,37 +455,28 @@ class RayBackend(Backend, InventorySource, LogSource):
         stop = record.stop()
         if stop is None or time.time() < stop.deadline + self.kill_slack_s:
             return end
-        handle = self._handle(record, worker)
-        if handle is not None:
-            with contextlib.suppress(Exception):
-                handle.reap.remote()
-                _ray().kill(handle, no_restart=True)
+        with contextlib.suppress(Exception):
+            self._host_of(record, worker).reap.remote(self._place(record, worker))
         started = end.state == WorkerState.RUNNING
         return record.end(worker, WorkerEnd(
             WorkerState.STOPPED, base.KILLED_AFTER_GRACE if started else base.STOPPED_BEFORE_START,
-            -9 if started else None, time.time(), f"{stop.reason} (corral killed its actor after "
-            "the deadline)"))
+            -9 if started else None, time.time(), f"{stop.reason} (corral killed it after the "
+            "deadline)"))
 
-    def _collect_log_and_kill(self, record: AttemptRecord, worker: int) -> None:
-        handle = self._handle(record, worker)
-        if handle is None:
-            return
+    def _collect_log_and_reap(self, record: AttemptRecord, worker: int) -> None:
+        """The worker's log into the work dir and its node's records removed: one host call
+        for a log under 16 MiB (`NodeHost.finish`)."""
         ray = _ray()
         path = record.log_path(worker)
         path.parent.mkdir(parents=True, exist_ok=True)
+        place = self._place(record, worker)
         with contextlib.suppress(Exception), open(path, "ab") as out:
-            offset = 0
-            while True:
-                chunk, offset = ray.get(handle.read_log.remote(offset, 1 << 20),
-                                        timeout=self.poll_timeout_s)
-                if not chunk:
-                    break
+            offset, finished = 0, False
+            while not finished:
+                chunk, offset, finished = ray.get(
+                    self._host_of(record, worker).finish.remote(place, offset, 16 << 20),
+                    timeout=self.poll_timeout_s)
                 out.write(chunk)
-        with contextlib.suppress(Exception):
-            ray.get(handle.reap.remote(True), timeout=self.poll_timeout_s)
-        with contextlib.suppress(Exception):
-            ray.kill(handle, no_restart=True)
-        self._handles.pop((*record.key, worker), None)
 
     # --- the cluster ---------------------------------------------------------------------------
 

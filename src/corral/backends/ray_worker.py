@@ -1,27 +1,41 @@
-"""What runs on a Ray node for one corral worker: a detached actor that supervises the runner.
+"""What runs on a Ray node for corral: one host actor per node that starts and answers for the
+supervisors of every corral worker placed there.
 
-The Ray backend (`corral.backends.ray`) creates one `WorkerHost` actor per worker, pinned to the
-planned node. The actor starts the same supervisor the local backend uses
-(`corral.backends.local_runner`), so the preemption contract is identical everywhere: the
-deadline file appears first, then SIGTERM to the worker's process group, then SIGKILL at the
-deadline, and the runner records the exit code in ``exit.json``. The actor only adds what the
-control plane cannot do from afar: it owns the node-local record dir and log, answers status and
-log reads, and forwards stop requests.
+The Ray backend (`corral.backends.ray`) creates one `NodeHost` actor per Ray node it places work
+on: detached, named ``corral-host/<ray node id>``, pinned to its node. For each worker the host
+starts the same supervisor the local backend uses (`corral.backends.local_runner`) as a process,
+so the preemption contract is identical everywhere: the deadline file appears first, then
+SIGTERM to the worker's process group, then SIGKILL at the deadline, and the runner records the
+exit code in ``exit.json``. The host only adds what the control plane cannot do from afar: it
+starts runners on its node, answers status and log reads from the runners' node-local records,
+and forwards stop requests.
+
+Why a host per node and not an actor per worker: a Ray actor is a Python process of its own
+that imports Ray (about a second of CPU here) before it can start the runner, while Ray's own
+tasks reuse pooled processes; and a poll made one call per worker. A host starts a runner with
+one ``Popen`` and answers every worker of its node in one call (`NodeHost.statuses`).
+
+The host keeps no state that matters: every answer is read from the worker's directory (the
+runner's records: ``spawn.json`` written by the host right after it started the runner, then
+``runner.json``, ``child.json``, ``exit.json``), so a control plane that restarts, or a host that
+is recreated, finds running work again by its directory.
 
 Node-local layout (``root`` defaults to ``<tmp>/corral-ray``)::
 
-    <root>/<workload>/<attempt>-<launch>/worker-<i>/   runner records (runner.json, child.json, exit.json)
+    <root>/<workload>/<attempt>-<launch>/worker-<i>/   runner records (spawn, runner, child, exit)
     <root>/<workload>/<attempt>-<launch>/worker-<i>/preempt-deadline   CORRAL_PREEMPT_DEADLINE_FILE
     <root>/<workload>/<attempt>-<launch>/worker-<i>.log   the worker's stdout and stderr
+    <root>/<workload>/<attempt>-<launch>/rendezvous.json   worker 0's address and port
 
 ``<launch>`` is a random token of the launch, so that two control planes (or two test runs) that
 reuse a workload id on one machine never read each other's records.
 
-Rendezvous: worker 0's actor picks a port free on its node; the others ask it (an actor call made
-inside their constructor, so the control plane never waits on it).
+Rendezvous: the host of worker 0 picks a port free on its node and returns it from `start`; the
+backend hands that call's result to the other workers' `start` calls, which Ray runs once it is
+there, so the control plane never waits on it.
 
 This module imports nothing from Ray at import time and is plain Python: the backend wraps
-`WorkerHost` with ``ray.remote`` when it creates actors.
+`NodeHost` with ``ray.remote`` when it creates hosts.
 """
 
 from __future__ import annotations
@@ -50,21 +64,43 @@ from corral.backends.environment import (
 from corral.backends.local_runner import (
     CHILD_RECORD,
     EXIT_RECORD,
+    SPAWN_RECORD,
     kill_group,
     read_deadline,
     read_identity,
     read_json,
+    write_identity,
+    write_json_atomic,
     write_text_atomic,
 )
 
-__all__ = ["DEADLINE_FILE", "RENDEZVOUS_TIMEOUT_S", "WorkerHost", "default_root"]
+__all__ = ["DEADLINE_FILE", "HOST_PREFIX", "NodeHost", "WorkerPlace", "default_root",
+           "host_name"]
 
 DEADLINE_FILE = "preempt-deadline"
-RENDEZVOUS_TIMEOUT_S = 120.0
+RENDEZVOUS_FILE = "rendezvous.json"
+HOST_PREFIX = "corral-host/"
 
 
 def default_root() -> Path:
     return Path(tempfile.gettempdir()) / "corral-ray"
+
+
+def host_name(ray_node_id: str) -> str:
+    """The detached actor's name of the host on a Ray node."""
+    return HOST_PREFIX + ray_node_id
+
+
+class WorkerPlace:
+    """Where one worker's records and log live on its node (see the module docstring)."""
+
+    def __init__(self, root: str | None, workload_id: str, attempt: int, token: str,
+                 worker: int) -> None:
+        self.attempt_dir = (Path(root) if root else default_root()) / workload_id / (
+            f"{attempt}-{token}")
+        self.dir = self.attempt_dir / f"worker-{worker}"
+        self.log_path = self.attempt_dir / f"worker-{worker}.log"
+        self.deadline_file = self.dir / DEADLINE_FILE
 
 
 def _free_port(host: str) -> int:
@@ -86,109 +122,151 @@ def _node_id() -> str:
     return str(ray.get_runtime_context().get_node_id())
 
 
-class WorkerHost:
-    """One worker's supervisor on its Ray node. Created by the backend as a detached, named actor.
+class NodeHost:
+    """corral's host on one Ray node. Created by the backend as a detached, named actor.
 
-    Contract of the constructor: returns once the runner process was started (or recorded as not
-    startable); it never raises for a bad command, which the runner reports (exit 127).
-    `master` is worker 0's actor handle (None for worker 0 itself).
+    A worker is named by its place: (root, workload_id, attempt, token, worker), see
+    `WorkerPlace`. `start` never raises for a bad command, which the runner reports (exit 127).
     """
 
-    def __init__(self, workload_id: str, attempt: int, worker: int, argv: list[str],
-                 env: dict[str, str], cwd: str | None, master: Any = None,
-                 root: str | None = None, launch_token: str = "") -> None:
-        base = Path(root) if root else default_root()
-        self.attempt_dir = base / workload_id / f"{attempt}-{launch_token}"
-        self.dir = self.attempt_dir / f"worker-{worker}"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.attempt_dir / f"worker-{worker}.log"
-        self.deadline_file = self.dir / DEADLINE_FILE
+    def __init__(self) -> None:
         self.address = _node_address()
         self.node = _node_id()
-        if master is None:
-            self.port = _free_port(self.address)
-            master_addr, master_port = self.address, self.port
-        else:
-            import ray
+        self._runners: dict[Path, subprocess.Popen[bytes]] = {}  # reaped as they end
 
-            master_addr, master_port = ray.get(master.rendezvous.remote(),
-                                               timeout=RENDEZVOUS_TIMEOUT_S)
-            self.port = 0
+    def node_id(self) -> str:
+        return self.node
+
+    def start(self, place: tuple[Any, ...], argv: list[str], env: dict[str, str],
+              cwd: str | None, master: tuple[str, int] | None) -> tuple[str, int]:
+        """Start one worker's runner (once: a second call for the same place starts nothing).
+        Returns the rendezvous address: this node's and a free port for worker 0 (`master` None),
+        else `master` as given."""
+        where = WorkerPlace(*place)
+        where.dir.mkdir(parents=True, exist_ok=True)
+        rendezvous = where.attempt_dir / RENDEZVOUS_FILE
+        if master is None:
+            known = read_json(rendezvous)
+            master = (str(known["address"]), int(known["port"])) if known else (
+                self.address, _free_port(self.address))
+            write_json_atomic(rendezvous, {"address": master[0], "port": master[1]})
+        if (where.dir / SPAWN_RECORD).exists():
+            return master
         # Only the contract's names are dropped: other CORRAL_* variables of the node (a test
         # harness's markers, say) stay, as any variable of the node's environment would.
         full_env = {k: v for k, v in os.environ.items() if k not in RESERVED}
         full_env.update(env)
-        full_env[CORRAL_MASTER_ADDR] = master_addr
-        full_env[CORRAL_MASTER_PORT] = str(master_port)
-        full_env[CORRAL_PREEMPT_DEADLINE_FILE] = str(self.deadline_file)
+        full_env[CORRAL_MASTER_ADDR] = master[0]
+        full_env[CORRAL_MASTER_PORT] = str(master[1])
+        full_env[CORRAL_PREEMPT_DEADLINE_FILE] = str(where.deadline_file)
         if env.get(CORRAL_CHECKPOINT_DIR):
             with contextlib.suppress(OSError):  # the worker reports it if it cannot write there
                 Path(env[CORRAL_CHECKPOINT_DIR]).mkdir(parents=True, exist_ok=True)
-        self.runner = self._spawn(argv, full_env, cwd)
-
-    def _spawn(self, argv: list[str], env: dict[str, str], cwd: str | None
-               ) -> subprocess.Popen[bytes]:
-        runner_argv = [*local_runner.runner_argv(sys.executable), "--record-dir", str(self.dir),
-                       "--deadline-file", str(self.deadline_file), "--cwd", cwd or "", "--",
+        runner_argv = [*local_runner.runner_argv(sys.executable), "--record-dir", str(where.dir),
+                       "--deadline-file", str(where.deadline_file), "--cwd", cwd or "", "--",
                        *argv]
-        with open(self.log_path, "ab") as log:
+        with open(where.log_path, "ab") as log:
             # start_new_session: the runner must not get the signals Ray sends this actor's group.
-            return subprocess.Popen(runner_argv, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            runner = subprocess.Popen(runner_argv, stdin=subprocess.DEVNULL, stdout=log,
+                                      stderr=subprocess.STDOUT, env=full_env,
+                                      start_new_session=True)
+        self._runners[where.dir] = runner
+        write_identity(where.dir / SPAWN_RECORD, runner.pid)
+        return master
 
-    def rendezvous(self) -> tuple[str, int]:
-        return self.address, self.port
+    def statuses(self, places: list[tuple[Any, ...]]) -> list[dict[str, Any] | None]:
+        """`status` of each place, in order: one call answers every worker of this node."""
+        self._reap_ended()
+        return [self.status(place) for place in places]
 
-    def status(self) -> dict[str, Any]:
+    def status(self, place: tuple[Any, ...]) -> dict[str, Any] | None:
         """{state: starting|running|ended, exit: the runner's exit record or None, node: the
-        Ray node id it runs on}.
+        Ray node id}; None where no runner was ever started for this place.
 
         `ended` with exit None means the runner died without recording (it was killed).
         """
-        alive = self.runner.poll() is None
-        exit_record = read_json(self.dir / EXIT_RECORD)
-        if alive and exit_record is None:
-            started = (self.dir / CHILD_RECORD).exists()
+        where = WorkerPlace(*place)
+        exit_record = read_json(where.dir / EXIT_RECORD)
+        if exit_record is not None:
+            return {"state": "ended", "exit": exit_record, "node": self.node}
+        runner = read_identity(where.dir / SPAWN_RECORD)
+        if runner is None:
+            return None
+        self._reap(where.dir)
+        if local_runner.is_alive(runner):
+            started = (where.dir / CHILD_RECORD).exists()
             return {"state": "running" if started else "starting", "exit": None,
                     "node": self.node}
-        if exit_record is None:
-            exit_record = read_json(self.dir / EXIT_RECORD)  # written just before it exited
-        return {"state": "ended", "exit": exit_record, "node": self.node}
+        # written just before it exited, or never (killed)
+        return {"state": "ended", "exit": read_json(where.dir / EXIT_RECORD), "node": self.node}
 
-    def stop(self, grace_seconds: float) -> float:
+    def stop(self, place: tuple[Any, ...], grace_seconds: float) -> float:
         """The preemption contract on this node: deadline file, then SIGTERM to the runner (which
         signals the worker's group and kills it at the deadline). Never extends a deadline.
         Returns the deadline in force (unix seconds on this node)."""
+        where = WorkerPlace(*place)
         deadline = time.time() + max(0.0, grace_seconds)
-        previous = read_deadline(self.deadline_file)
+        previous = read_deadline(where.deadline_file)
         if previous is not None and previous <= deadline:
             return previous
-        write_text_atomic(self.deadline_file, format_deadline(deadline))
-        if self.runner.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.runner.send_signal(signal.SIGTERM)
+        where.dir.mkdir(parents=True, exist_ok=True)  # a stop before the start: never starts
+        write_text_atomic(where.deadline_file, format_deadline(deadline))
+        runner = read_identity(where.dir / SPAWN_RECORD)
+        if runner is not None and local_runner.is_alive(runner):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(runner.pid, signal.SIGTERM)
         return deadline
 
-    def read_log(self, offset: int, max_bytes: int) -> tuple[bytes, int]:
+    def read_log(self, place: tuple[Any, ...], offset: int, max_bytes: int) -> tuple[bytes, int]:
         try:
-            with open(self.log_path, "rb") as f:
+            with open(WorkerPlace(*place).log_path, "rb") as f:
                 f.seek(offset)
                 chunk = f.read(max_bytes)
         except FileNotFoundError:
             return b"", offset
         return chunk, offset + len(chunk)
 
-    def reap(self, remove: bool = False) -> None:
+    def finish(self, place: tuple[Any, ...], offset: int, max_bytes: int
+               ) -> tuple[bytes, int, bool]:
+        """The log from `offset`; once it is read to its end (a chunk under `max_bytes`), also
+        `reap` with the records removed. (chunk, next offset, finished): the release of a
+        worker in one round trip whatever its log's size up to `max_bytes`."""
+        chunk, nxt = self.read_log(place, offset, max_bytes)
+        if len(chunk) < max_bytes:
+            self.reap(place, remove=True)
+            return chunk, nxt, True
+        return chunk, nxt, False
+
+    def reap(self, place: tuple[Any, ...], remove: bool = False) -> None:
         """Kill whatever is left of the worker and its runner; `remove` deletes the node-local
         records and log (the backend has collected the log by then)."""
-        child = read_identity(self.dir / CHILD_RECORD)
+        where = WorkerPlace(*place)
+        child = read_identity(where.dir / CHILD_RECORD)
         if child is not None and local_runner.is_alive(child):
             kill_group(child.pid, signal.SIGKILL)
-        if self.runner.poll() is None:
-            kill_group(self.runner.pid, signal.SIGKILL)
-            self.runner.wait()
+        runner = read_identity(where.dir / SPAWN_RECORD)
+        if runner is not None and local_runner.is_alive(runner):
+            kill_group(runner.pid, signal.SIGKILL)
+        self._reap(where.dir, wait=True)
         if remove:
-            shutil.rmtree(self.attempt_dir / self.dir.name, ignore_errors=True)
-            self.log_path.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                self.attempt_dir.rmdir()  # only once every worker of the attempt is gone
+            shutil.rmtree(where.dir, ignore_errors=True)
+            where.log_path.unlink(missing_ok=True)
+            if not any(where.attempt_dir.glob("worker-*")):  # every worker of it is gone
+                (where.attempt_dir / RENDEZVOUS_FILE).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    where.attempt_dir.rmdir()
+
+    def _reap(self, wdir: Path, wait: bool = False) -> None:
+        """Collect a runner this host started once it ended (no zombie is left behind)."""
+        runner = self._runners.get(wdir)
+        if runner is None:
+            return
+        if wait:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                runner.wait(timeout=5)
+        if runner.poll() is not None:
+            del self._runners[wdir]
+
+    def _reap_ended(self) -> None:
+        for wdir in list(self._runners):
+            self._reap(wdir)

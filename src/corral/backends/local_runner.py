@@ -1,6 +1,6 @@
 """The per-worker supervisor of the local backend, and the records it shares with it.
 
-    python -I -S .../local_runner.py --record-dir DIR --deadline-file FILE [--cwd DIR] -- PROGRAM ...
+    python -I -S .../local_runner.py --record-dir DIR --deadline-file FILE [--cwd DIR] -- ARGV
 
 (`python -m corral.backends.local_runner ...` works too.) The local backend starts one runner per
 worker, in a new session. The runner starts the worker in a session of its own, waits for it and
@@ -81,6 +81,8 @@ COMMAND_NOT_FOUND = "CommandNotFound"  # same codes as corral.backends.base (std
 STOPPED_BEFORE_START = "StoppedBeforeStart"
 KILLED_AFTER_GRACE = "KilledAfterGrace"
 LEASE_EXPIRED = "LeaseExpired"  # the agent stopped renewing the lease: killed, see above
+SETUP_FAILED = "SetupFailed"  # the spec's setup exited non-zero: the command never started
+SETUP_SHELL = "/bin/sh"
 
 
 def runner_argv(python: str) -> list[str]:
@@ -307,7 +309,8 @@ def _keep_descriptors_private() -> None:
 class Runner:
     def __init__(self, record_dir: StrPath, deadline_file: StrPath, argv: list[str],
                  cwd: str | None = None, user: tuple[int, int] | None = None,
-                 lease: tuple[StrPath, float] | None = None) -> None:
+                 lease: tuple[StrPath, float] | None = None,
+                 setup_file: StrPath | None = None) -> None:
         # absolute: the runner changes to the worker's directory before it starts it
         self.record_dir = os.path.abspath(record_dir)
         self.lease = None if lease is None else (os.path.abspath(lease[0]), lease[1])
@@ -320,6 +323,9 @@ class Runner:
         self.killed = False
         self.lease_expired = False
         self._popen: object = None  # the Popen of a worker started as another user, kept alive
+        #: the spec's `setup` lines, run with /bin/sh before the command (same cwd, user, env,
+        #: log, stop and lease rules); read at start so the file may live with the records
+        self.setup_file = None if setup_file is None else os.path.abspath(setup_file)
 
     def _record(self, name: str) -> str:
         return os.path.join(self.record_dir, name)
@@ -330,6 +336,10 @@ class Runner:
         if os.path.exists(self.deadline_file):
             return self._finish(None, stopped=True, reason=STOPPED_BEFORE_START,
                                 message="stop requested before the worker started")
+        if self.setup_file is not None:
+            ended = self._setup()
+            if ended is not None:
+                return ended
         try:
             pid = self._start()
         except OSError as e:
@@ -349,6 +359,36 @@ class Runner:
         killed = self.killed and code == -signal.SIGKILL  # not if SIGTERM got there first
         return self._finish(code, stopped=self.stopping,
                             reason=KILLED_AFTER_GRACE if killed else "", message="")
+
+    def _setup(self) -> int | None:
+        """Run the setup lines as the worker would run (its own process group, supervised):
+        None when they succeeded, else what `run` returns (SetupFailed with their exit code, or
+        stopped when a stop came meanwhile)."""
+        fd = os.open(self.setup_file, os.O_RDONLY)  # type: ignore[arg-type]
+        try:
+            script = os.read(fd, 1 << 20).decode()
+        finally:
+            os.close(fd)
+        command, self.argv = self.argv, [SETUP_SHELL, "-c", script]
+        try:
+            pid = self._start()
+        except OSError as e:
+            say(f"cannot start {SETUP_SHELL} for setup: {e}")
+            return self._finish(127, stopped=False, reason=SETUP_FAILED,
+                                message=f"cannot start {SETUP_SHELL} for setup: {e}")
+        finally:
+            self.argv = command
+        write_identity(self._record(CHILD_RECORD), pid)
+        code = self._supervise(pid)
+        kill_group(pid, signal.SIGKILL)
+        if self.stopping or self.lease_expired:
+            return self._finish(code, stopped=self.stopping, reason=LEASE_EXPIRED
+                                if self.lease_expired else "", message="stopped during setup")
+        if code != 0:
+            say(f"setup exited {code}: the command was not started")
+            return self._finish(code, stopped=False, reason=SETUP_FAILED,
+                                message=f"setup exited {code}; the command was not started")
+        return None
 
     def _start(self) -> int:
         """Start the worker in a session of its own (its pid is its process group), stdin from
@@ -440,9 +480,10 @@ class Runner:
 
 
 USAGE = ("usage: local_runner --record-dir DIR --deadline-file FILE [--cwd DIR] [--uid UID] "
-         "[--gid GID] [--lease-file FILE] [--lease-seconds S] -- PROGRAM [ARG ...]")
+         "[--gid GID] [--lease-file FILE] [--lease-seconds S] [--setup-file FILE] -- PROGRAM "
+         "[ARG ...]")
 _OPTIONS = {"--record-dir": str, "--deadline-file": str, "--cwd": str, "--uid": int,
-            "--gid": int, "--lease-file": str, "--lease-seconds": float}
+            "--gid": int, "--lease-file": str, "--lease-seconds": float, "--setup-file": str}
 
 
 class UsageError(Exception):
@@ -454,7 +495,8 @@ def parse_args(args: list[str]) -> tuple[dict[str, Any], list[str]]:
     start) for this one fixed command line: ``--name value`` or ``--name=value``, then the
     command (after ``--``, or from the first word that is not an option)."""
     options: dict[str, Any] = {"--cwd": None, "--uid": None, "--gid": None,
-                               "--lease-file": None, "--lease-seconds": 30.0}
+                               "--lease-file": None, "--lease-seconds": 30.0,
+                               "--setup-file": None}
     i = 0
     while i < len(args) and args[i].startswith("--"):
         word = args[i]
@@ -494,7 +536,7 @@ def main(args: list[str] | None = None) -> int:
     lease_file = options["--lease-file"]
     lease = None if lease_file is None else (lease_file, options["--lease-seconds"])
     return Runner(record_dir, options["--deadline-file"], argv, options["--cwd"] or None, user,
-                  lease).run()
+                  lease, options["--setup-file"]).run()
 
 
 if __name__ == "__main__":

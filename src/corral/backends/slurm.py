@@ -42,7 +42,6 @@ the deadline file (now) on the shared work dir, which the runner reads every sec
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shlex
@@ -83,12 +82,7 @@ from corral.backends.errors import (
 from corral.backends.exits import WorkerEnd
 from corral.backends.local_runner import CHILD_RECORD, EXIT_RECORD, read_json, write_text_atomic
 from corral.backends.records import AttemptRecord, AttemptRecords, ended_attempt, statuses
-from corral.backends.slurm_array import (
-    array_name,
-    dispatch_script,
-    group_for_arrays,
-    task_job_id,
-)
+from corral.backends.slurm_array import array_key, array_tasks, group_for_arrays, launch_array
 from corral.backends.slurm_parse import (
     ENDED_JOB_STATES,
     JOB_LOST_STATES,
@@ -190,7 +184,7 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         except BackendError as e:
             return [e for _ in specs]
         errors: list[Exception | None] = [None] * len(specs)
-        arrays, lone = group_for_arrays(specs, lambda s: self._array_key(s, nodes))
+        arrays, lone = group_for_arrays(specs, lambda s: array_key(s, nodes, self._attempts))
 
         def one(i: int) -> None:
             try:
@@ -200,7 +194,7 @@ class SlurmBackend(Backend, InventorySource, LogSource):
 
         def array(members: list[int]) -> None:
             try:
-                results = self._launch_array([specs[i] for i in members], nodes)
+                results = launch_array(self, [specs[i] for i in members], nodes)
             except Exception as e:  # what no refusal explains (a bug): each member's error
                 results = [e for _ in members]
             for i, error in zip(members, results, strict=True):
@@ -212,19 +206,6 @@ class SlurmBackend(Backend, InventorySource, LogSource):
             for f in done:
                 f.result()
         return errors
-
-    def _array_key(self, spec: LaunchSpec, nodes: dict[str, SlurmNode]) -> tuple[str, str] | None:
-        """(node, --gres) of a single-worker attempt that may join an array; None for a gang,
-        an attempt this backend already knows (a no-op or a conflict, said by `_launch`) or
-        one on a node not here (refused by `_launch` with its reason)."""
-        if len(spec.assignments) != 1 or (spec.workload_id, spec.attempt) in self._attempts:
-            return None
-        a = spec.assignments[0]
-        node = nodes.get(a.node_id)
-        if node is None:
-            return None
-        return a.node_id, gres_request(len(a.devices), a.milli_per_device,
-                                       node.shards_per_gpu, node.gres_name)[0]
 
     def _launch(self, spec: LaunchSpec, nodes: dict[str, SlurmNode] | None) -> None:
         AttemptRecords.check_id(spec, "Slurm")
@@ -258,95 +239,6 @@ class SlurmBackend(Backend, InventorySource, LogSource):
             raise LaunchError(f"{spec.workload_id} attempt {spec.attempt}: Slurm refused a "
                               f"worker: {detail}; the submitted jobs were cancelled; relaunch "
                               "with a new attempt") from e
-
-    def _launch_array(self, specs: list[LaunchSpec], nodes: dict[str, SlurmNode]
-                      ) -> list[Exception | None]:
-        """Single-worker attempts of one (node, gres) as one ``sbatch --array``. Each attempt's
-        record names the array and its task before the submission (the recovery key, see
-        `_jobs_of`); each is checked on its own, and one that is refused leaves the others."""
-        errors: list[Exception | None] = [None] * len(specs)
-        name, tasks = array_name(), list[tuple[int, AttemptRecord]]()  # (index in specs, record)
-        for i, spec in enumerate(specs):
-            try:
-                AttemptRecords.check_id(spec, "Slurm")
-                if self.records.existing(spec) is not None:
-                    continue
-                self._check_placement(spec, nodes)
-                record = self.records.create(spec, {"jobs": {}, "notes": {}, "array": {
-                    "name": name, "task": len(tasks)}})
-                self._adopt(record)
-                tasks.append((i, record))
-                self._prepare_dirs(record)
-            except Exception as e:
-                if tasks and tasks[-1][0] == i:  # created, then refused: never submitted
-                    refused = tasks.pop()[1]
-                    refused.end(0, exits.lost(base.LAUNCH_INTERRUPTED, f"refused: {e}"))
-                    self._landed([refused])
-                errors[i] = e
-        try:
-            if tasks:
-                array_id = self._submit_array(name, [r for _, r in tasks], nodes)
-                self._record_tasks(array_id, [r for _, r in tasks])
-        except (BackendUnavailable, subprocess.CalledProcessError, OSError) as e:
-            detail = e.stderr.strip() if isinstance(e, subprocess.CalledProcessError) else str(e)
-            # an sbatch that timed out may still have been accepted: cancel it by its name
-            with contextlib.suppress(BackendError):
-                self._slurm("scancel", f"--name={name}", check=False)
-            for i, record in tasks:
-                record.end(0, exits.lost(base.LAUNCH_INTERRUPTED, f"launch failed: {e}"))
-                errors[i] = LaunchError(
-                    f"{record.spec.workload_id} attempt {record.spec.attempt}: Slurm refused "
-                    f"the job array {name}: {detail}; relaunch with a new attempt")
-        finally:
-            self._landed([r for _, r in tasks])
-        return errors
-
-    def _submit_array(self, name: str, records: list[AttemptRecord],
-                      nodes: dict[str, SlurmNode]) -> str:
-        """Write the tasks' scripts and the dispatch script, submit; the array's job id."""
-        first = records[0].spec.assignments[0]
-        node = nodes[first.node_id]
-        adir = self.records.root / "arrays" / name
-        adir.mkdir(parents=True)
-        scripts = []
-        for task, record in enumerate(records):
-            a = record.spec.assignments[0]
-            gres, note = gres_request(len(a.devices), a.milli_per_device, node.shards_per_gpu,
-                                      node.gres_name)
-            script = record.dir / f"worker-{a.worker}.sbatch"
-            script.write_text(self._script(record, a, note, node.address,
-                                           chdir=record.spec.working_dir or str(record.dir)))
-            scripts.append(script)
-            if note:
-                record.engine["notes"][str(a.worker)] = note
-            # Slurm appends to task-<i>.log; the link makes that the worker's own log
-            (adir / f"task-{task}.log").symlink_to(record.log_path(a.worker))
-        (adir / "dispatch.sbatch").write_text(dispatch_script(name, scripts))
-        args = ["--parsable", f"--array=0-{len(records) - 1}", f"--job-name={name}",
-                "--nodes=1", "--ntasks=1", f"--nodelist={first.node_id}", "--no-requeue",
-                f"--output={adir}/task-%a.log", "--open-mode=append", f"--chdir={adir}",
-                f"--comment=corral job array of {len(records)} workers; task i is "
-                f"{adir}/dispatch.sbatch's case i"]
-        if gres:
-            args.append(f"--gres={gres}")
-        if self.partition:
-            args.append(f"--partition={self.partition}")
-        out = self._slurm("sbatch", *args, str(adir / "dispatch.sbatch")).stdout.strip()
-        return out.split(";", 1)[0]
-
-    @staticmethod
-    def _record_tasks(array_id: str, records: list[AttemptRecord]) -> None:
-        """Save each task's job id. The array runs already: a record that cannot be saved is
-        found again by the array's name and its task (`_jobs_of`), never marked failed."""
-        for task, record in enumerate(records):
-            record.engine["jobs"][str(record.spec.assignments[0].worker)] = task_job_id(
-                array_id, task)
-            try:
-                AttemptRecords.save(record)
-            except OSError as e:
-                log.warning("cannot save the job id of %s attempt %d (%s); it is looked up "
-                            "by its array's name", record.spec.workload_id, record.spec.attempt,
-                            e)
 
     def stop(self, workload_id: str, attempt: int, grace_seconds: float, reason: str) -> None:
         if grace_seconds < 0:
@@ -555,7 +447,7 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         array = record.engine.get("array")
         for a in missing:
             if array is not None:
-                found = self._array_tasks(array["name"]).get(int(array["task"]))
+                found = array_tasks(self._slurm, array["name"]).get(int(array["task"]))
             else:
                 name = job_name(record.spec.workload_id, record.spec.attempt, a.worker)
                 ids = self._slurm("squeue", "-h", "-t", "all", f"--name={name}", "-o", "%i",
@@ -565,13 +457,6 @@ class SlurmBackend(Backend, InventorySource, LogSource):
                 jobs[str(a.worker)] = found
                 AttemptRecords.save(record)
         return dict(jobs)
-
-    def _array_tasks(self, name: str) -> dict[int, str]:
-        """task index -> job id of the array named `name`, one task per line (``-r``)."""
-        out = self._slurm("squeue", "-h", "-r", "-t", "all", f"--name={name}", "-o", "%i",
-                          check=False).stdout.split()
-        return {int(i.rsplit("_", 1)[1]): i for i in out
-                if "_" in i and i.rsplit("_", 1)[1].isdigit()}
 
     def _job_states(self, job_ids: Sequence[str]) -> dict[str, SlurmJob]:
         if not job_ids:

@@ -17,7 +17,6 @@ becomes while pending or running), so a cycle decodes only what is new.
 from __future__ import annotations
 
 import bisect
-import dataclasses
 from collections.abc import Iterable
 
 from sqlalchemy import Connection
@@ -211,10 +210,13 @@ class LiveState:
         hit = self._running.get(record.id)
         if hit is not None and hit[0] == record.version:
             return hit[1]
-        w = dataclasses.replace(
-            self.core_pending(record), state=WorkloadState.RUNNING,
+        # straight from the spec's unit: a held row needs no pending form (one copy, and one
+        # object fewer per running workload)
+        w = self.specs.core(
+            record, state=WorkloadState.RUNNING,
             started_at=record.started_at if record.started_at is not None else now,
             assignments=self.assignments.get(record.id, ()))
+        self._pending.pop(record.id, None)
         if record.started_at is not None:  # else it depends on `now`: not kept
             self._running[record.id] = (record.version, w)
         return w
@@ -246,7 +248,7 @@ class LiveState:
                 if r.state == "pending" and r.not_before > 0:
                     times.append(r.not_before)
                 elif r.state in HOLDING and r.started_at is not None:
-                    min_runtime = self.core_pending(r).min_runtime_s
+                    min_runtime = self.specs.unit(r).min_runtime_s
                     if min_runtime > 0:
                         times.append(r.started_at + min_runtime)
             self._wakes = (self.generation, sorted(times))

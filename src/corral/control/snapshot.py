@@ -52,35 +52,52 @@ class SpecCache:
         self._specs: dict[str, WorkloadSpec] = {}
         self._bodies: dict[str, WorkloadSpec] = {}
         self._units: dict[int, tuple[WorkloadSpec, list[Workload]]] = {}  # by id(spec)
+        #: by id(body): records that share one decoded body (`store.workloads.SpecBodies`)
+        #: find its spec without encoding it again
+        self._shared: dict[int, tuple[dict[str, object], WorkloadSpec]] = {}
 
     def spec(self, record: WorkloadRecord) -> WorkloadSpec:
         s = self._specs.get(record.id)
         if s is None:
+            shared = self._shared.get(id(record.spec))
+            if shared is not None and shared[0] is record.spec:
+                s = self._specs[record.id] = shared[1]
+                return s
             key = json.dumps(record.spec, sort_keys=True, separators=(",", ":"))
             s = self._bodies.get(key)
             if s is None:
                 if len(self._bodies) >= self.MAX_BODIES:
                     self._bodies.clear()
                 s = self._bodies[key] = WorkloadSpec.from_stored(record.spec)
+            if len(self._shared) >= self.MAX_BODIES:
+                self._shared.clear()
+            self._shared[id(record.spec)] = (record.spec, s)
             self._specs[record.id] = s
         return s
 
-    def core(self, record: WorkloadRecord) -> Workload:
-        """The record as a pending core workload (no assignments). A spec's core units are
-        made once (with a placeholder id, time and user) and copied with the record's."""
+    def unit(self, record: WorkloadRecord) -> Workload:
+        """The record's core unit as made from its spec, with a placeholder id, time and user:
+        for what the spec decides (sizes, min_runtime), without a copy per record."""
         spec = self.spec(record)
         hit = self._units.get(id(spec))
         if hit is None or hit[0] is not spec:
             if len(self._units) >= self.MAX_BODIES:
                 self._units.clear()
             hit = self._units[id(spec)] = (spec, spec.to_core("", 0.0, ""))
-        i, units = replica_index(record), hit[1]
+        units, i = hit[1], replica_index(record)
         # a service scaled past the replicas it was submitted with has replicas beyond `units`
-        unit = units[i] if i < len(units) else spec.replica_unit(units[0], i)
+        return units[i] if i < len(units) else spec.replica_unit(units[0], i)
+
+    def core(self, record: WorkloadRecord, **running: object) -> Workload:
+        """The record as a pending core workload (no assignments), or with the `running`
+        fields given (state, started_at, assignments: one copy, not two). A spec's core units
+        are made once (with a placeholder id, time and user) and copied with the record's."""
+        unit = self.unit(record)
         # a service's replicas spread as one group: the service's id (the units' is a placeholder)
         group = record.group_id if unit.spread_group is not None else None
         return dataclasses.replace(unit, id=record.id, submitted_at=record.submitted_at,
-                                   user=record.user, spread_group=group)
+                                   user=record.user, spread_group=group,
+                                   **running)  # type: ignore[arg-type]
 
     def forget(self, workload_id: str) -> None:
         self._specs.pop(workload_id, None)

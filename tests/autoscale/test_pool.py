@@ -316,6 +316,19 @@ def test_after_an_interruption_another_zone_is_preferred() -> None:
     assert [(x.offer.zone, x.offer.capacity_kind) for x in d.launches] == [("us-east-1b", SPOT)]
 
 
+def test_after_an_interruption_the_same_place_is_kept_when_moving_costs_more_than_the_premium(
+        ) -> None:
+    # P5_SPOT_B costs 42.00, the interrupted place 40.00: a move within the 25% premium is taken;
+    # at 51.00 (27.5% more) the place that interrupted stays the cheapest choice
+    state = AutoscalerState().interrupted("j1", "aws", "us-east-1a")
+    dear_b = offer(price="51.00", kind=SPOT, zone="us-east-1b")
+    d = run([job().gpus(8).models("H100").build()], (P5_SPOT, dear_b, P5), state=state)
+    assert [(x.offer.zone, x.offer.capacity_kind) for x in d.launches] == [("us-east-1a", SPOT)]
+    moved = run([job().gpus(8).models("H100").build()], (P5_SPOT, dear_b, P5), state=state,
+                config=AutoscalerConfig(move_premium=0.3))
+    assert [x.offer.zone for x in moved.launches] == ["us-east-1b"]
+
+
 def test_after_n_interruptions_only_on_demand() -> None:
     state = (AutoscalerState().interrupted("j1", "aws", "us-east-1a")
              .interrupted("j1", "aws", "us-east-1b"))

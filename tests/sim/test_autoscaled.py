@@ -74,3 +74,23 @@ def test_launch_failures_back_off_to_other_offers() -> None:
     flaky = tuple(replace(p, launch_failure_rate=0.5) for p in THREE_CLOUDS)
     report = run(flaky, config=AutoscalerConfig(backoff_base_s=60))
     assert report["instances"]["launch_failures"] > 0 and report["completed"] == 120
+
+
+def test_stable_qos_work_never_runs_on_spot() -> None:
+    """`stable_qos=("LS",)`: LS tasks are non-preemptible, so no spot node ever holds one."""
+    gcp = cloud_set("gcp")
+    from corral.sim.autoscaled import _Autoscaled
+    from corral.sim.replay import ReplayOptions
+    sim = _Autoscaled(TRACE, POLICY, 3, ReplayOptions(), AutoscaleOptions(gcp, stable_qos=("LS",)))
+    on_spot: set[str] = set()
+    start = sim._start
+
+    def watch(now, job, assignments):
+        if any("/spot/" in a.node_id for a in assignments):
+            on_spot.add(job.task.qos)
+        start(now, job, assignments)
+
+    sim._start = watch  # type: ignore[method-assign]
+    report = sim.run().report
+    assert report["completed"] == 120
+    assert on_spot and "LS" not in on_spot  # spot was used, never by LS work

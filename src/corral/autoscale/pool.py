@@ -109,6 +109,9 @@ class AutoscalerConfig:
     backoff_base_s: float = 60.0
     backoff_max_s: float = 3600.0
     spot_fallback_after: int = 2  # interruptions of one workload before it only gets on-demand
+    #: after an interruption, a place (provider, zone) that interrupted the work counts as this
+    #: much dearer: another place is taken when it costs at most (1 + premium) x as much
+    move_premium: float = 0.25
     max_instances_per_decision: int = 32
     max_waiting_considered: int = 2000  # of the oldest/highest-priority capacity-waiting work
 
@@ -249,9 +252,13 @@ class _ScaleUp:
             if (why := self._refusal(offer, n)) is not None:
                 refusals.append(f"{_describe_offer(offer)}: {why}")
                 continue
-            # after an interruption, another zone or provider first; then the least cost
-            key = ((offer.provider, offer.zone) in avoid, offer.price_per_hour * n,
-                   offer.price_per_gpu_hour, offer_key(offer))
+            # after an interruption, another zone or provider first unless it costs more than
+            # the premium over the place that interrupted (then the least cost)
+            cost = offer.price_per_hour * n
+            if (offer.provider, offer.zone) in avoid:
+                cost *= Decimal(1 + self.config.move_premium).quantize(Decimal("0.0001"))
+            key = (cost, (offer.provider, offer.zone) in avoid, offer.price_per_gpu_hour,
+                   offer_key(offer))
             if best is None or key < best[0]:
                 best = (key, offer, n)
         if best is not None:

@@ -51,7 +51,7 @@ from corral.sim.clouds import SimProvider
 from corral.sim.metrics import summary
 from corral.sim.policies import ReplayPolicy
 from corral.sim.replay import ReplayOptions, ReplayResult, _Job, _Replay
-from corral.sim.trace import Trace
+from corral.sim.trace import Trace, TraceTask
 
 __all__ = ["AutoscaleOptions", "run_autoscaled"]
 
@@ -65,6 +65,9 @@ class AutoscaleOptions:
     interval_s: float = 60.0
     static: bool = False
     static_pool: Mapping[str, int] = field(default_factory=dict)  # offer key -> instances
+    #: QoS classes whose tasks may not be stopped (non-preemptible: on-demand capacity only,
+    #: as the core's `allowed_capacity` says); () = every task preemptible, the replay's default
+    stable_qos: tuple[str, ...] = ()
 
 
 def run_autoscaled(trace: Trace, policy: ReplayPolicy, options: AutoscaleOptions, seed: int = 0,
@@ -119,6 +122,12 @@ class _Autoscaled(_Replay):
 
     def _schedule_failures(self) -> None:  # interruptions come with each rented spot node
         return
+
+    def _job(self, t: TraceTask) -> _Job:
+        job = super()._job(t)
+        if t.qos in self.scale.stable_qos:
+            job.workload = replace(job.workload, preemptible=False)
+        return job
 
     # -- the clock --------------------------------------------------------------------------
     def run(self) -> ReplayResult:

@@ -178,7 +178,8 @@ def test_between_asks_of_slurm_ends_come_from_the_exit_records(
     eventually(lambda: "started ask-exits" in backend.read_logs("ask-exits", 0, 0)[0].decode(),
                "the worker to run")
     backend._next_ask = 0.0  # one ask now, then none for an hour
-    assert statuses_of(backend, ["ask-exits"])["ask-exits"].state == WorkerState.RUNNING
+    eventually(lambda: statuses_of(backend, ["ask-exits"])["ask-exits"].state
+               == WorkerState.RUNNING, "Slurm's answer (asked on its own thread)")
     commands: list[str] = []
     real = backend._slurm
 

@@ -50,8 +50,9 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -119,7 +120,10 @@ class SlurmBackend(Backend, InventorySource, LogSource):
     a job still running is ``scancel``ed. command_timeout_s: per Slurm command. launch_threads:
     concurrent ``sbatch`` calls of one `launch_many`. status_interval_s: the least time between
     two ``squeue``/``sinfo`` rounds of `poll`; a poll in between reports ends from the runners'
-    exit records and the rest as Slurm last said (0: ask on every poll).
+    exit records and the rest as Slurm last said (0: ask on every poll). ask_in_background:
+    those rounds run on a thread of their own and a poll takes the last round that finished
+    (the loop never waits for a Slurm command: two client processes a second cost the loop a
+    third of its time on a busy host); False: a poll that is due asks and waits.
     """
 
     name = "slurm"
@@ -131,7 +135,7 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         gpu_memory_mib: Mapping[str, int] | None = None, python: str | None = None,
         not_responding_is_lost: bool = False, kill_slack_s: float = 5.0,
         command_timeout_s: float = 30.0, bin_dir: str | None = None, launch_threads: int = 8,
-        status_interval_s: float = 1.0,
+        status_interval_s: float = 1.0, ask_in_background: bool = True,
     ) -> None:
         self.client_env = dict(env if env is not None else os.environ)
         self.partition, self.provider, self.gpu_model = partition, provider, gpu_model
@@ -153,6 +157,10 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         # runners' exit records and repeats what Slurm last said of the others (`_seen`)
         self._next_ask = 0.0
         self._seen: dict[tuple[str, int, int], WorkerEnd] = {}
+        # the round of Slurm commands under way on its own thread (ask_in_background)
+        self._asker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slurm-ask") if (
+            ask_in_background) else None
+        self._asking: Future[_Answer] | None = None
         self._changes = ChangeFeed()  # poll_changes: the last report, to diff against
 
     def _adopt(self, record: AttemptRecord) -> None:
@@ -274,17 +282,14 @@ class SlurmBackend(Backend, InventorySource, LogSource):
             attempts, launching = dict(self._attempts), set(self._launching)
         if not attempts:
             return []
-        ask = time.monotonic() >= self._next_ask
-        if ask:
-            self._next_ask = time.monotonic() + self.status_interval_s
-            states, node_states = self._ask_slurm(attempts, launching)
+        answer = self._answer(attempts, launching)
 
         def observe(record: AttemptRecord, a: Any) -> WorkerEnd:
             if record.key in launching and a.worker not in record.ends:
                 return WorkerEnd(WorkerState.STARTING, base.STARTING)
-            if not ask:
+            if answer is None or record.key not in answer.asked:
                 return self._observe_records(record, a.worker)
-            end = self._observe(record, a.worker, a.node_id, states, node_states)
+            end = self._observe(record, a.worker, a.node_id, answer.jobs, answer.nodes)
             if not end.state.ended:
                 self._seen[(*record.key, a.worker)] = end
             return end
@@ -295,31 +300,66 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         longer reported (`corral.backends.changes`): the loop reconciles what moved."""
         return self._changes.delta(self.poll(now))
 
+    def _answer(self, attempts: Mapping[tuple[str, int], AttemptRecord],
+                launching: set[tuple[str, int]]) -> _Answer | None:
+        """Slurm's answer this poll uses, None if there is none new; starts the next round
+        when one is due. In the background (ask_in_background) the answer is the last round
+        that finished, about the attempts it asked about (`_Answer.asked`): an attempt launched
+        since is not judged by it (a job not yet submitted is not a job that vanished)."""
+        due = time.monotonic() >= self._next_ask
+        if self._asker is None:
+            if not due:
+                return None
+            self._next_ask = time.monotonic() + self.status_interval_s
+            return self._ask_slurm(attempts, launching)()
+        done = None
+        if self._asking is not None and self._asking.done():
+            asking, self._asking = self._asking, None
+            done = asking.result()  # a BackendUnavailable is the poll's, as when asked here
+        if self._asking is None and due:
+            self._next_ask = time.monotonic() + self.status_interval_s
+            self._asking = self._asker.submit(self._ask_slurm(attempts, launching))
+        return done
+
     def _ask_slurm(self, attempts: Mapping[tuple[str, int], AttemptRecord],
-                   launching: set[tuple[str, int]]) -> tuple[dict[str, SlurmJob], dict[str, str]]:
-        """Job states (squeue, then sacct for the forgotten) and node states (sinfo) of every
-        worker not ended; sinfo runs while squeue does: two round trips in the time of one."""
-        jobs = {j for r in attempts.values() if not r.all_ended and r.key not in launching
-                for j in self._jobs_of(r).values()}
-        if not jobs:
-            return {}, {}
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="slurm-sinfo") as pool:
-            sinfo = pool.submit(self._node_states)
-            states = self._job_states(sorted(jobs))
-            return states, (sinfo.result() if states else {})
+                   launching: set[tuple[str, int]]) -> Callable[[], _Answer]:
+        """The round of Slurm commands about every worker not ended, to run now or on the
+        asking thread: job states (squeue, then sacct for the forgotten) and node states
+        (sinfo, while squeue runs: two round trips in the time of one). Which jobs to ask about
+        is read here, on the poll's thread (it may look a job up by name and save its record);
+        the round itself only runs Slurm's commands."""
+        asked = frozenset(k for k in attempts if k not in launching)
+        jobs = sorted({j for k in asked if not attempts[k].all_ended
+                       for j in self._jobs_of(attempts[k]).values()})
+
+        def ask() -> _Answer:
+            if not jobs:
+                return _Answer(asked, {}, {})
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="slurm-sinfo") as pool:
+                sinfo = pool.submit(self._node_states)
+                states = self._job_states(jobs)
+                return _Answer(asked, states, sinfo.result() if states else {})
+        return ask
 
     def _observe_records(self, record: AttemptRecord, worker: int) -> WorkerEnd:
         """Between two asks of Slurm: ends from the runners' exit records (a file read),
-        everything else as Slurm last said."""
+        everything else as Slurm last said, or as the runner's records say before Slurm
+        said anything."""
         known = record.ends.get(worker)
         if known is not None:
             return known
-        exit_record = read_json(record.dir / f"worker-{worker}" / EXIT_RECORD)
+        wdir = record.dir / f"worker-{worker}"
+        exit_record = read_json(wdir / EXIT_RECORD)
         if exit_record is not None:
             stop = record.stop()
             return _ended_by_runner(record, worker, exit_record, stop)
-        return self._seen.get((*record.key, worker), WorkerEnd(WorkerState.STARTING,
-                                                               base.STARTING))
+        seen = self._seen.get((*record.key, worker))
+        if seen is not None:
+            return seen
+        # not yet in an answer of Slurm's (a new backend's first polls): the runner's word
+        started = (wdir / CHILD_RECORD).exists()
+        return WorkerEnd(WorkerState.RUNNING, base.RUNNING) if started else WorkerEnd(
+            WorkerState.STARTING, base.STARTING)
 
     def release(self, workload_id: str, attempt: int) -> None:
         record = ended_attempt(self._attempts, workload_id, attempt, self.poll)
@@ -563,6 +603,15 @@ class SlurmBackend(Backend, InventorySource, LogSource):
             if "Unable to contact slurm controller" in (e.stderr or ""):
                 raise BackendUnavailable(f"{command}: {e.stderr.strip()}") from e
             raise
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """One round of Slurm's answers: the attempts it was about, job and node states."""
+
+    asked: frozenset[tuple[str, int]]
+    jobs: dict[str, SlurmJob]
+    nodes: dict[str, str]
 
 
 def _ended_by_runner(record: AttemptRecord, worker: int, exit_record: dict[str, Any],

@@ -25,7 +25,10 @@ Run through the simulator's `CoreSession` (the core's own actions), one cycle ev
 `--interval` simulated seconds while work waits. Plans are applied the way the control plane
 applies them (`corral.control.apply`): an evicted workload stops and waits again; a move
 (evicted and placed in one plan) is applied as its eviction only and is placed by a later
-cycle. A stopped job keeps what its last checkpoint saved (every 30 min, no notice).
+cycle; the plan nominates it to the room it was placed in, and that nomination is kept for
+`--nomination-cycles` cycles (`corral.core.nominations`: the room is held for it, and it is
+placed there first). A stopped job keeps what its last checkpoint saved (every 30 min, no
+notice).
 
 Figures, per policy:
 - cycle CPU time (time.process_time around the session's cycle only): p50, p99, max;
@@ -62,7 +65,7 @@ import numpy as np
 
 from corral.core import ClusterState, Queue, Workload, schedule
 from corral.core.fairshare import QueueNode, hierarchical_shares, jain_index
-from corral.core.model import MILLI_PER_GPU, Node
+from corral.core.model import MILLI_PER_GPU, Node, Nomination
 from corral.sim.failures import FailureModel
 from corral.sim.metrics import TimeWeighted, share_report, summary
 from corral.sim.policies import ReplayPolicy, replay_policy
@@ -168,7 +171,8 @@ class Figures:
 
 class Simulation:
     def __init__(self, sc: Scenario, policy: ReplayPolicy, seed: int, interval: float,
-                 rerun_every: int, dump: Path | None = None, progress: bool = False) -> None:
+                 rerun_every: int, dump: Path | None = None, progress: bool = False,
+                 nomination_cycles: int = 2) -> None:
         self.sc, self.policy, self.seed, self.dump = sc, policy, seed, dump
         self._before: ClusterState | None = None  # the last cycle's input, with `dump` only
         self.progress = progress
@@ -181,6 +185,9 @@ class Simulation:
         self.chain = {q.name: tuple(x for x in (q.name, q.parent) if x) for q in sc.queues}
         self.quota = {q.name: round(q.quota_gpus * MILLI_PER_GPU) for q in sc.queues}
         self.pending: dict[str, Workload] = {}
+        #: the plans' nominations, kept as the control plane keeps them (for a bounded time)
+        self.nominations: tuple[Nomination, ...] = ()
+        self.nomination_s = nomination_cycles * interval
         self.finishes: list[tuple[float, int, str, int]] = []
         self.seq = 0
         self.demand: Counter[str] = Counter()  # by scheduling queue (pending + running)
@@ -250,10 +257,14 @@ class Simulation:
         self._deserved(now)
         if self.dump is not None:  # the state this cycle plans from, for `_rerun`'s reproducer
             self._before = ClusterState(self.nodes, self.queues,
-                                        (*self.session.live.values(), *self.pending.values()))
+                                        (*self.session.live.values(), *self.pending.values()),
+                                        nominations=self._nominated(now))
         c = time.process_time()
-        out = self.session.cycle(now, list(self.pending.values()), self.demand)
+        out = self.session.cycle(now, list(self.pending.values()), self.demand,
+                                 nominations=self._nominated(now))
         self.fig.cycle_cpu.append(time.process_time() - c)
+        self.nominations = tuple(n if n.until is not None else replace(n, until=now + self.nomination_s)
+                                 for n in out.nominations)
         for wid, rule in out.evicted:
             self.fig.evictions[rule] += 1
             if wid in out.placed:  # a move: the control plane applies its eviction only
@@ -265,6 +276,10 @@ class Simulation:
             if wid not in moved:
                 self._start(now, self.jobs[wid])
         self._after_cycle(now)
+
+    def _nominated(self, now: float) -> tuple[Nomination, ...]:
+        """The nominations a cycle at `now` is given: those not expired."""
+        return tuple(n for n in self.nominations if n.until is None or n.until > now)
 
     def _after_cycle(self, now: float) -> None:
         ratios = [self.used[q].value / self.deserved[q].value for q in self.used
@@ -290,7 +305,8 @@ class Simulation:
     def _rerun(self, now: float) -> None:
         """The applied result, planned again from scratch at the same instant."""
         state = ClusterState(self.nodes, self.queues,
-                             (*self.session.live.values(), *self.pending.values()))
+                             (*self.session.live.values(), *self.pending.values()),
+                             nominations=self._nominated(now))
         c = time.process_time()
         plan = schedule(state, now=now, config=self.policy.config, seed=self.seed)
         self.fig.rerun_cpu += time.process_time() - c
@@ -453,6 +469,8 @@ def main() -> None:
     ap.add_argument("--rerun-every", type=int, default=50,
                     help="rerun the cycle on its applied result every N cycles (0: never)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--nomination-cycles", type=int, default=2,
+                    help="cycles a plan's nomination is kept (0: none kept, as before)")
     ap.add_argument("--policies", default=",".join(POLICIES),
                     help="comma-separated, of " + ", ".join(POLICIES))
     ap.add_argument("--json", type=Path, default=None, help="write every result here")
@@ -478,7 +496,8 @@ def main() -> None:
     results = []
     for name in names:
         sim = Simulation(sc, policy_of(name, sc.trace), args.seed, args.interval,
-                         args.rerun_every, args.dump_reruns, not args.quiet)
+                         args.rerun_every, args.dump_reruns, not args.quiet,
+                         args.nomination_cycles)
         result = sim.run()
         results.append(result)
         print("\n".join(lines(result)), flush=True)

@@ -6,7 +6,9 @@ queue tree with quotas, and a sequence of cycles; each cycle some running work e
 arrives (sizes, gangs, priorities, minimum runtimes, preemptible or not), the core plans, and
 the plan is applied as `corral.control.apply` does: placements start, evictions stop their
 workload and it waits again, and a move (evicted and placed in one plan) is applied as its
-eviction only, to be placed again by the next cycle.
+eviction only, to be placed again by the next cycle. The plan's nominations (the room a move
+was placed in) are kept like the control plane keeps them: `NOMINATION_S` from the plan that
+made them, then forgotten; the next cycle holds that room for the moved workload.
 
 Per cycle: the plan is safe (capacity, constraints, eviction rules, quotas of reclaimed
 queues, limits), every pending reason is true (`check_reason_oracle`), and rerunning the cycle
@@ -49,10 +51,12 @@ from corral.core.snapshot import Capacity, NodeTable
 
 CONFIG = SchedulerConfig(reserve_after_s=60, max_reservation_s=900, reservation_cooldown_s=300)
 DT = 120.0  # seconds between cycles
+NOMINATION_S = 2 * DT  # how long a nomination is kept (the control plane: stop grace + margin)
 
 
 def apply_like_control_plane(state: ClusterState, plan: Plan, now: float) -> ClusterState:
-    """Placements start; evictions stop and wait again; a move is only its eviction."""
+    """Placements start; evictions stop and wait again; a move is only its eviction; the
+    plan's nominations are kept, a new one for `NOMINATION_S`."""
     moves = plan.moves
     placed = {p.workload_id: p for p in plan.placements if p.workload_id not in moves}
     evicted = {e.workload_id for e in plan.evictions}
@@ -64,13 +68,22 @@ def apply_like_control_plane(state: ClusterState, plan: Plan, now: float) -> Clu
         elif w.id in evicted:
             w = replace(w, state=WorkloadState.PENDING, started_at=None, assignments=())
         out.append(w)
-    return replace(state, workloads=tuple(out))
+    kept = tuple(n if n.until is not None else replace(n, until=now + NOMINATION_S)
+                 for n in plan.nominations)
+    return replace(state, workloads=tuple(out), nominations=kept)
+
+
+def unexpired(state: ClusterState, now: float) -> ClusterState:
+    """The nominations a cycle at `now` is given: those whose time has not passed."""
+    return replace(state, nominations=tuple(
+        n for n in state.nominations if n.until is None or n.until > now))
 
 
 # --- the oracle ----------------------------------------------------------------------------------
 
-def _end_state(state: ClusterState, plan: Plan, now: float) -> Placer:
-    """The capacity as the cycle ended (moves placed), with the plan's reservations."""
+def _end_state(state: ClusterState, plan: Plan, now: float, holds: bool = True) -> Placer:
+    """The capacity as the cycle ended (moves placed), with the plan's reservations and the
+    room still held for nominees that have not arrived (`holds`)."""
     after = apply_moves_placed(state, plan, now)
     table = NodeTable.build(after.nodes)
     cap = Capacity(table)
@@ -78,6 +91,11 @@ def _end_state(state: ClusterState, plan: Plan, now: float) -> Placer:
         if w.running:
             for a in w.assignments:
                 cap.take(table.index[a.node_id], a, w.resources.cpu_milli, w.resources.memory_mib)
+    placed = {p.workload_id for p in plan.placements}
+    for n in plan.nominations if holds else ():
+        if n.workload_id not in placed:
+            for a in n.assignments:
+                cap.take(table.index[a.node_id], a, n.cpu_milli, n.memory_mib)
     for r in plan.reservations:
         cap.reserve(r.workload_id, [table.index[n] for n in r.node_ids])
     return Placer(cap)
@@ -91,6 +109,8 @@ def check_reason_oracle(state: ClusterState, plan: Plan, now: float) -> None:
     """Each pending reason names what really blocks the workload, checked against the state
     the cycle ended in: it does not fit the free room (with the reservations), and
     - ReservedForGang: it would fit without the reservations, which belong to the named owner;
+    - RoomNominated: it would fit if the room held for nominees were free, and each nominee it
+      names has room held that it has not taken (a nomination of the plan, not placed);
     - PriceCapBlocks: without its price cap it would fit;
     - OverQuota: the named queue's use plus the request is above that queue's quota;
     - ReclaimBlocked: its queue and every ancestor stay within quota with the request;
@@ -109,7 +129,15 @@ def check_reason_oracle(state: ClusterState, plan: Plan, now: float) -> None:
         details = dict(reason.details)
         if reason.code in _FITS_NOT:
             assert placer.place(shape, scoring, wid) is None, f"{wid}: {reason.code} but it fits"
-        if reason.code == R.RESERVED_FOR_GANG:
+        if reason.code == R.ROOM_NOMINATED:
+            assert placer.place(shape, scoring, wid) is None, f"{wid}: {reason.code} but it fits"
+            placed = {p.workload_id for p in plan.placements}
+            held = {n.workload_id for n in plan.nominations if n.workload_id not in placed}
+            named = details["nominated_for"]
+            assert named and set(named) <= held, reason  # type: ignore[arg-type]
+            free = _end_state(state, plan, now, holds=False)
+            assert free.place(shape, scoring, wid) is not None, reason
+        elif reason.code == R.RESERVED_FOR_GANG:
             owners = details["reserved_for"]
             assert owners and all(any(r.workload_id == o for r in plan.reservations) for o in owners)
             assert _fits_without_reservations(state, plan, now, shape, wid), reason
@@ -223,6 +251,7 @@ def run_history(start: ClusterState, cycles: tuple[Cycle, ...]) -> dict[str, int
         arrivals = tuple(replace(w, submitted_at=now) for w in c.arrivals)
         state = replace(state, workloads=tuple(w for w in state.workloads
                                                if w.id not in ending) + arrivals)
+        state = unexpired(state, now)
         plan = schedule(state, now, CONFIG)
         check_placements(state, plan, now)
         check_evictions(state, plan, now)

@@ -14,10 +14,17 @@ departures): no single-worker workload is left waiting while
 
 So owed work waits for no cycle once one evictable workload would start it; what may hold it
 back is bounded by the config: victims inside their minimum runtime (at most
-ceil(min_runtime_s / cycle) cycles: here ceil(300 / 120) = 3) and nodes reserved for another
-workload (at most `max_reservation_s` = 900 s, 8 cycles, per window). After the history, the
-drain runs that bound plus one cycle. Gangs, and rooms only several victims together make,
-are left out: the core tries at most 8 nodes (2 domains) per request, a bound of its own.
+ceil(min_runtime_s / cycle) cycles: here ceil(300 / 120) = 3), nodes reserved for another
+workload (at most `max_reservation_s` = 900 s, 8 cycles, per window) and room nominated for a
+moved workload (`NOMINATION_S`, 2 cycles). After the history, the drain runs the first bound
+plus one cycle.
+
+And for every owed workload, gangs and multi-GPU workers included: it does not stay waiting
+more than `STREAK` cycles in a row while it would fit on free room plus what a legal set of
+victims gives back (`_legal_victims`: work reclaim may take, each victim keeping its side of
+the tree at or above quota after the ones before it went, and lower-priority work of its own
+queue that preemption may take; all preemptible and past their minimum runtime), the room
+that only several victims together free included.
 """
 
 from __future__ import annotations
@@ -27,12 +34,20 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
-from tests.core.test_churn import CONFIG, DT, Cycle, apply_like_control_plane, histories, history
+from tests.core.test_churn import (
+    CONFIG,
+    DT,
+    Cycle,
+    apply_like_control_plane,
+    histories,
+    history,
+    unexpired,
+)
 from tests.core.test_contention import SeededChooser
 from tests.core.test_invariants import apply as apply_moves_placed
 from tests.core.test_invariants import chain, usage
 
-from corral.core import ClusterState, Plan, Workload, schedule
+from corral.core import ClusterState, Plan, SchedulerConfig, Workload, schedule
 from corral.core import reasons as R
 from corral.core.fit import Shape
 from corral.core.placement import Placer, Scoring
@@ -45,13 +60,26 @@ DRAIN = math.ceil(MIN_RUNTIME_S / DT) + 1
 ANY_FIT = Scoring.from_weights({"bestfit": 1.0})
 
 
-def _capacity(table: NodeTable, state: ClusterState, plan: Plan, without: str = "") -> Placer:
-    """The room as the cycle ended (its reservations held), less the workload `without`."""
+#: cycles in a row owed work may wait while free room and a legal set of victims would start
+#: it: the request tries at most 8 nodes (2 domains), and a cycle's evictions may leave a
+#: victim's room to a workload of the next cycle
+STREAK = 2
+
+
+def _capacity(table: NodeTable, state: ClusterState, plan: Plan,
+              without: frozenset[str] = frozenset()) -> Placer:
+    """The room as the cycle ended (its reservations held, and the room nominated for work
+    that has not come back yet), less the workloads `without`."""
     cap = Capacity(table)
     for w in state.workloads:
-        if w.running and w.id != without:
+        if w.running and w.id not in without:
             for a in w.assignments:
                 cap.take(table.index[a.node_id], a, w.resources.cpu_milli, w.resources.memory_mib)
+    placed = {p.workload_id for p in plan.placements}
+    for n in plan.nominations:
+        if n.workload_id not in placed:
+            for a in n.assignments:
+                cap.take(table.index[a.node_id], a, n.cpu_milli, n.memory_mib)
     for r in plan.reservations:
         cap.reserve(r.workload_id, [table.index[n] for n in r.node_ids])
     return Placer(cap)
@@ -100,26 +128,88 @@ def owed_but_waiting(state: ClusterState, plan: Plan, now: float) -> Iterator[st
             continue
         for v in running:
             if (_reclaimable(end, v, w.queue, now, used, quota)
-                    and _capacity(table, end, plan, without=v.id).place(shape, ANY_FIT, wid)):
+                    and _capacity(table, end, plan, frozenset((v.id,))).place(
+                        shape, ANY_FIT, wid)):
                 yield f"{wid} is owed and evicting {v.id} alone would start it: {reason.code}"
                 break
 
 
-def run_with_drain(start: ClusterState, cycles: tuple[Cycle, ...]) -> dict[str, int]:
+def _legal_victims(end: ClusterState, w: Workload, now: float, used: dict[str, int],
+                   quota: dict[str, float]) -> frozenset[str]:
+    """A set of running workloads the rules let go for `w`, cheapest first (lowest priority,
+    most recently started, id): preemptible and past their minimum runtime; of another branch
+    of the tree whose queues stay at or above quota once it and those before it went (reclaim),
+    or of `w`'s own queue with a lower priority (preemption)."""
+    left = dict(used)
+    mine = chain(end, w.queue)
+    out: set[str] = set()
+    running = sorted((v for v in end.workloads if v.running),
+                     key=lambda v: (v.priority, -(v.started_at or 0.0), v.id))
+    for v in running:
+        if not v.preemptible or (v.started_at is not None
+                                 and now - v.started_at < v.min_runtime_s):
+            continue
+        if v.queue == w.queue:
+            if v.priority < w.priority:
+                out.add(v.id)
+            continue
+        theirs = chain(end, v.queue)
+        if v.queue in mine or w.queue in theirs:
+            continue
+        side = [q for q in theirs if q not in mine]
+        if all(left[q] - v.total_milli() >= round(quota[q] * 1000) for q in side):
+            for q in theirs:
+                left[q] -= v.total_milli()
+            out.add(v.id)
+    return frozenset(out)
+
+
+def startable(state: ClusterState, plan: Plan, now: float) -> dict[str, str]:
+    """Every owed workload the plan leaves waiting although free room, or free room plus a
+    legal set of victims (`_legal_victims`), would start it, with how."""
+    end = apply_moves_placed(state, plan, now)
+    table = NodeTable.build(end.nodes)
+    used, quota = usage(end), effective_quotas(end.queues)
+    work = {w.id: w for w in end.workloads}
+    free = _capacity(table, end, plan)
+    out: dict[str, str] = {}
+    for wid, reason in plan.pending.items():
+        w = work[wid]
+        if reason.unresolvable or not _owed(end, w, used, quota):
+            continue
+        shape = Shape.of(w)
+        if free.place(shape, ANY_FIT, wid) is not None:
+            out[wid] = f"fits free room ({reason.code})"
+            continue
+        victims = _legal_victims(end, w, now, used, quota)
+        if victims and _capacity(table, end, plan, victims).place(shape, ANY_FIT, wid):
+            out[wid] = f"fits once {len(victims)} legal victim(s) go ({reason.code})"
+    return out
+
+
+def run_with_drain(start: ClusterState, cycles: tuple[Cycle, ...],
+                   config: SchedulerConfig = CONFIG) -> dict[str, int]:
     """`test_churn.run_history`'s cycles, then `DRAIN` cycles with nothing arriving or ending;
-    the claim checked after every one. Returns how often reclaim started owed work."""
+    both claims checked after every one. Returns how often reclaim started owed work, and the
+    longest streak of cycles owed work stayed `startable`."""
     state, now = start, 10_000.0
-    stats = {"reclaimed": 0, "cycles": 0}
+    stats = {"reclaimed": 0, "cycles": 0, "longest_streak": 0}
+    streak: dict[str, int] = {}
     for c in (*cycles, *(Cycle((), ()),) * DRAIN):
         now += DT
         running = [w for w in state.workloads if w.running]
         ending = {running[i % len(running)].id for i in c.ends} if running else set()
         arrivals = tuple(replace(w, submitted_at=now) for w in c.arrivals)
-        state = replace(state, workloads=tuple(w for w in state.workloads
-                                               if w.id not in ending) + arrivals)
-        plan = schedule(state, now, CONFIG)
+        state = unexpired(replace(state, workloads=tuple(
+            w for w in state.workloads if w.id not in ending) + arrivals), now)
+        plan = schedule(state, now, config)
         late = list(owed_but_waiting(state, plan, now))
         assert not late, f"at {now}: {late}"
+        could = startable(state, plan, now)
+        streak = {wid: streak.get(wid, 0) + 1 for wid in could}
+        stats["longest_streak"] = max(stats["longest_streak"], *streak.values(), 0)
+        over = {wid: could[wid] for wid, n in streak.items() if n > STREAK}
+        assert not over, f"at {now}, owed and startable for over {STREAK} cycles: {over}"
         stats["reclaimed"] += any(e.rule == R.RULE_RECLAIM for e in plan.evictions)
         stats["cycles"] += 1
         state = apply_like_control_plane(state, plan, now)

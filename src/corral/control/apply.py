@@ -8,8 +8,12 @@ again from fresh state: a stale plan is rejected, never half-applied.
 Placements become `scheduled` with their assignments under the current attempt; evictions become
 stop requests (`stop_reason` = the rule). A workload both evicted and placed (a move) is applied as
 its eviction only: it is requeued once its workers end, and the next cycle places it again, so
-two attempts of one workload never hold GPUs at once. Pending reasons are informational and only
-written where they changed.
+two attempts of one workload never hold GPUs at once. So that the room its victims freed is still
+there when it comes back, the plan nominates it to that room (`Plan.nominations`): the
+nominations in force are stored with the plan (`corral.store.nominations`), a new one held for
+`nomination_hold_s` (the stop grace plus a margin: it is stopping, then waits one cycle), and the
+next cycles hold the room for it and place it there first (`corral.core.nominations`). Pending
+reasons are informational and only written where they changed.
 
 Bulk: the evictions are one executemany UPDATE, the placements another, their events one INSERT
 and their assignments one more: a plan placing 10,000 workloads is a handful of statements in
@@ -29,8 +33,15 @@ from corral.control.snapshot import Snapshot
 from corral.core.plan import Placement, Plan
 from corral.core.reasons import Reason
 from corral.store import workloads as W
+from corral.store.nominations import replace_nominations
 
-__all__ = ["Applied", "StalePlan", "apply_plan"]
+__all__ = ["Applied", "StalePlan", "apply_plan", "nomination_hold_s"]
+
+
+def nomination_hold_s(stop_grace_s: float, interval_s: float) -> float:
+    """How long a new nomination holds its room: the moved workload's stop (at most the stop
+    grace), then a few cycles for it to be planned again, and never under 30 s."""
+    return stop_grace_s + max(3 * interval_s, 30.0)
 
 
 class StalePlan(Exception):
@@ -42,11 +53,13 @@ class Applied:
     scheduled: list[str] = field(default_factory=list)
     stopping: list[str] = field(default_factory=list)
     reasons_updated: int = 0
+    nominations: int = 0
 
 
 def apply_plan(
     conn: Connection, snapshot: Snapshot, plan: Plan, now: float,
     fence: Callable[[Connection], bool], extra_reasons: Mapping[str, Reason] | None = None,
+    nomination_s: float = nomination_hold_s(30.0, 1.0),
 ) -> Applied:
     """Write `plan`; raise StalePlan (the caller's transaction must then roll back)."""
     if not fence(conn):
@@ -73,6 +86,7 @@ def apply_plan(
         raise StalePlan("a placed workload changed since the snapshot")
     W.insert_many_placements(conn, [(r.id, r.attempt, p.assignments) for r, p in placed])
     out.scheduled.extend(r.id for r, _ in placed)
+    out.nominations = replace_nominations(conn, plan.nominations, now, nomination_s)
     reasons = {**plan.pending, **(extra_reasons or {})}
     out.reasons_updated = _write_reasons(conn, snapshot, reasons)
     return out

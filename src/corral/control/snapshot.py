@@ -8,6 +8,10 @@ What the core sees, and why:
   stopped them placed there, and the launch of that work waits until the GPUs are really free
   (see `corral.control.act`). Showing them would let the next cycle pick them as victims again.
 
+Nominations (`corral.store.nominations`) not expired go in too, for nominees still on their way:
+waiting, in backoff, or being stopped (a move's eviction); one whose workload ended, was
+cancelled or runs is left out (`with_nominations`).
+
 With a `config` whose `usage_weight` > 0, each queue's time-decayed past use goes in too
 (`ClusterState.usage`, see `queue_usage`); without one, or at weight 0, none is read.
 """
@@ -23,12 +27,18 @@ from sqlalchemy import Connection
 from corral.core.config import SchedulerConfig
 from corral.core.fairshare import decayed_gpu_seconds, usage_horizon
 from corral.core.model import MILLI_PER_GPU, ClusterState, QueueUsage, Workload, WorkloadState
+from corral.core.reasons import RULE_CONSOLIDATE, RULE_PREEMPT, RULE_RECLAIM
 from corral.spec import WorkloadSpec
 from corral.store import pool as P
 from corral.store import workloads as W
+from corral.store.nominations import load_nominations
 from corral.store.workloads import WorkloadRecord
 
-__all__ = ["Snapshot", "SpecCache", "UsageCache", "load_snapshot", "queue_usage", "replica_index"]
+#: the stop reasons of a plan's evictions: a row stopped for one of them comes back to wait
+_EVICTION_RULES = frozenset({RULE_PREEMPT, RULE_RECLAIM, RULE_CONSOLIDATE})
+
+__all__ = ["Snapshot", "SpecCache", "UsageCache", "load_snapshot", "queue_usage", "replica_index",
+           "with_nominations"]
 
 
 def replica_index(record: WorkloadRecord) -> int:
@@ -166,7 +176,20 @@ def load_snapshot(
         past = (usage.get(conn, now, half_life) if usage is not None
                 else queue_usage(conn, now, half_life))
     state = ClusterState(nodes=nodes, queues=queues, workloads=tuple(workloads), usage=past)
-    return Snapshot(state, records, {r.id: r.version for r in records.values()}, backoff)
+    snap = Snapshot(state, records, {r.id: r.version for r in records.values()}, backoff)
+    return with_nominations(conn, snap, now)
+
+
+def with_nominations(conn: Connection, snap: Snapshot, now: float) -> Snapshot:
+    """`snap` with the stored nominations not expired at `now` whose nominee is still on its
+    way to the room: an active row that waits, or that a plan's eviction is stopping (not one
+    that holds GPUs, nor one being cancelled)."""
+    kept = tuple(n for n in load_nominations(conn, now)
+                 if (r := snap.records.get(n.workload_id)) is not None
+                 and (r.state == "pending" or r.stop_reason in _EVICTION_RULES))
+    if not kept and not snap.state.nominations:
+        return snap
+    return dataclasses.replace(snap, state=dataclasses.replace(snap.state, nominations=kept))
 
 
 def queue_usage(conn: Connection, now: float, half_life_s: float) -> tuple[QueueUsage, ...]:

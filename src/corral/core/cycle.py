@@ -18,6 +18,7 @@ from operator import attrgetter
 
 import numpy as np
 
+from corral.core import nominations
 from corral.core import reasons as R
 from corral.core.actions import allocate, consolidate, preempt, reallocate, reclaim
 from corral.core.actions.allocate import limit_reason, prune_reservations, reservation_window
@@ -27,6 +28,7 @@ from corral.core.fit import Shape
 from corral.core.model import (
     MILLI_PER_GPU,
     ClusterState,
+    Nomination,
     Workload,
     WorkloadKind,
     WorkloadState,
@@ -80,6 +82,10 @@ class Cycle:
     #: running work this cycle evicted and did not place again: it waits like `pending` from
     #: then on (`requeue`), so rules that ask "is a queue waiting?" must see it
     requeued: list[Workload] = field(default_factory=list)
+    #: room earlier plans nominated (`ClusterState.nominations`), held from `decide` on
+    nominated: tuple[Nomination, ...] = ()
+    holds: dict[str, Nomination] = field(default_factory=dict)  # by nominee, in force now
+    nominee_blocks: dict[tuple[Shape, str | None], list[str]] = field(default_factory=dict)
 
     def scoring(self, queue: str) -> Scoring:
         s = self.scorings.get(queue)
@@ -244,6 +250,9 @@ def decide(cycle: Cycle) -> None:
     """Run the actions on an opened cycle; the statement holds the outcome. `schedule` opens a
     cycle from a snapshot; the simulator opens one on capacity it keeps between cycles."""
     cycle.book.mark_start()  # what each queue held before any action: reclaim reads it
+    if cycle.nominated:  # room freed for a workload earlier: held for it, and it goes first
+        nominations.hold(cycle, cycle.nominated)
+        nominations.place_nominees(cycle)
     allocate(cycle)
     if not cycle.still_pending():
         return  # everything fitted (or is stopped by a limit): no action below has work
@@ -329,6 +338,7 @@ def _open(state: ClusterState, now: float, config: SchedulerConfig, seed: int) -
         _interned=interned,
         workload_mix=_mix_of(per_shape, table) if _wants_mix(config) else (),
     )
+    cycle.nominated = state.nominations
     cycle.add_pending(waiting)
     return cycle, orphans
 
@@ -396,6 +406,8 @@ def _close(cycle: Cycle, orphans: int) -> Plan:
             found = limit
         else:
             found = _capacity_reason(cycle, w, wid, shape, diagnosis, refinements)
+            if cycle.holds and w is not None:
+                found = nominations.explain(cycle, w, shape, found)
         if w is not None and wid not in reserved_for:
             alike[(w.queue, shape, tried_all or wid in tried_ids)] = found
         pending[wid] = found
@@ -411,7 +423,8 @@ def _close(cycle: Cycle, orphans: int) -> Plan:
         "orphaned": float(orphans),
         "free_gpus": float(np.clip(cycle.cap.free_milli, 0, None).sum()) / 1000,
     }
-    return Plan(cycle.now, tuple(placements), tuple(evictions), pending, reservations, stats)
+    return Plan(cycle.now, tuple(placements), tuple(evictions), pending, reservations, stats,
+                nominations.in_force(cycle, placed, evicted))
 
 
 def _capacity_reason(cycle: Cycle, w: Workload | None, wid: str, shape: Shape,

@@ -264,11 +264,35 @@ class QueueUsage:
     decayed_gpu_seconds: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class Nomination:
+    """Room a plan freed for a workload it could not start there at once: held for it.
+
+    After Kubernetes' `nominatedNodeName`: a workload moved by a plan (evicted and placed in the
+    same plan) is applied as its eviction only (`corral.control.apply`), so for a while it is
+    stopping or waiting, and the room its victims freed looks free. A nomination holds exactly
+    `assignments` for it: no other workload may be placed there, and it is placed there first
+    once it waits (`corral.core.nominations`). The core drops a nomination when it no longer
+    helps (the nominee runs elsewhere, a limit stops it, or the room is no longer free); the
+    caller bounds it in time (`until`: it passes only nominations that have not expired, and
+    the core only quotes the time in reasons).
+    """
+
+    workload_id: str
+    assignments: tuple[WorkerAssignment, ...]
+    #: CPU and RAM per worker (held with the devices, so the nominee still fits there)
+    cpu_milli: int = 0
+    memory_mib: int = 0
+    until: float | None = None  # set by whoever stores it; None: made by this plan
+
+
 @dataclass(frozen=True)
 class ClusterState:
-    """The input of one scheduling cycle: what exists, what runs, what waits."""
+    """The input of one scheduling cycle: what exists, what runs, what waits, and the room
+    earlier plans nominated for workloads still on their way to it."""
 
     nodes: tuple[Node, ...]
     queues: tuple[Queue, ...]
     workloads: tuple[Workload, ...]
     usage: tuple[QueueUsage, ...] = field(default=())
+    nominations: tuple[Nomination, ...] = field(default=())

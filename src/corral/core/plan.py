@@ -2,14 +2,16 @@
 
 The core returns a Plan and changes nothing; the control plane (or the simulator) applies it.
 A workload can appear both in `evictions` and `placements` in one plan: that is a move
-(consolidation) and it restarts from its checkpoint at the new place.
+(consolidation) and it restarts from its checkpoint at the new place. The control plane applies
+a move as its eviction only, so the plan also nominates the moved workload to the room it was
+placed in (`nominations`): the next cycles hold that room for it (`corral.core.nominations`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from corral.core.model import WorkerAssignment
+from corral.core.model import Nomination, WorkerAssignment
 from corral.core.reasons import Reason
 
 
@@ -48,6 +50,10 @@ class Plan:
     pending: dict[str, Reason] = field(default_factory=dict)
     reservations: tuple[Reservation, ...] = ()
     stats: dict[str, float] = field(default_factory=dict)
+    #: the nominations in force after this plan: those of the input still held (their `until`
+    #: kept) and one per move (`until` None: the caller bounds it), in workload id order. A
+    #: caller stores exactly these (a nomination left out was placed or dropped).
+    nominations: tuple[Nomination, ...] = ()
 
     @property
     def moves(self) -> frozenset[str]:

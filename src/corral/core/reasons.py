@@ -19,6 +19,7 @@ QUEUE_LIMIT: Final = "QueueLimit"  # the queue (or an ancestor) would exceed its
 INSUFFICIENT_CAPACITY: Final = "InsufficientCapacity"  # no free room now
 TOPOLOGY_FRAGMENTED: Final = "TopologyFragmented"  # enough GPUs, but not inside one domain
 RESERVED_FOR_GANG: Final = "ReservedForGang"  # room exists only on capacity held for a gang
+ROOM_NOMINATED: Final = "RoomNominated"  # room exists only where work was evicted for another
 PROTECTED_BY_MIN_RUNTIME: Final = "ProtectedByMinRuntime"  # fits only by evicting young work
 PRICE_CAP_BLOCKS: Final = "PriceCapBlocks"  # free room exists only above its price cap
 OVER_QUOTA: Final = "OverQuota"  # its queue would borrow: only idle capacity, never reclaim

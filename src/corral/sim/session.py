@@ -20,9 +20,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from corral.core import nominations as N
 from corral.core.config import SchedulerConfig
 from corral.core.cycle import Cycle, decide, workload_mix
-from corral.core.model import MILLI_PER_GPU, Node, Queue, WorkerAssignment, Workload, WorkloadState
+from corral.core.model import (
+    MILLI_PER_GPU,
+    Node,
+    Nomination,
+    Queue,
+    WorkerAssignment,
+    Workload,
+    WorkloadState,
+)
 from corral.core.placement import Placer, Scoring
 from corral.core.plugins import TaskType
 from corral.core.queues import QueueBook, Totals
@@ -40,6 +49,8 @@ class Outcome:
     placed: dict[str, tuple[WorkerAssignment, ...]]
     evicted: list[tuple[str, str]]
     deserved: dict[str, float]  # deserved share of each queue, in GPUs, for this cycle
+    #: the nominations in force after the cycle (`Plan.nominations`)
+    nominations: tuple[Nomination, ...] = ()
 
 
 class CoreSession:
@@ -67,11 +78,13 @@ class CoreSession:
 
     # -- one cycle --------------------------------------------------------------------------
     def cycle(self, now: float, pending: Iterable[Workload], demand: Mapping[str, int],
-              usage: Mapping[str, float] | None = None) -> Outcome:
+              usage: Mapping[str, float] | None = None,
+              nominations: tuple[Nomination, ...] = ()) -> Outcome:
         """Run one scheduling cycle at `now` over `pending`; `demand` is each queue's requested
         milli-GPU (pending and running), from which deserved shares are divided; `usage` each
         queue's decayed GPU-seconds (`ClusterState.usage` of `schedule`; read only when the
-        config's `usage_weight` > 0)."""
+        config's `usage_weight` > 0); `nominations` the room earlier cycles nominated and that
+        has not expired (`ClusterState.nominations`): held during this cycle only."""
         self._release_gang_reservations()
         book = QueueBook(self.queues, self.totals, demand, usage, self.config.usage_weight,
                          self.config.usage_half_life_s, self.config.share_units)
@@ -95,8 +108,11 @@ class CoreSession:
                       preempt_attempts_left=self.config.max_eviction_attempts,
                       moves_left=self.config.max_moves, scorings=self.scorings, workload_mix=mix)
         cycle.add_pending(pending)
+        cycle.nominated = nominations
         decide(cycle)
         placed, evicted = stmt.outcome()
+        nominated = N.in_force(cycle, placed, evicted)
+        N.release(cycle)  # the session's capacity outlives the cycle: held room goes back
         for op in evicted:
             self.started.discard(op.workload.id)
         for op in placed.values():
@@ -104,7 +120,8 @@ class CoreSession:
                                                 started_at=now, assignments=op.assignments)
             self.started.add(op.workload.id)
         return Outcome({wid: op.assignments for wid, op in placed.items()},
-                       [(op.workload.id, op.rule) for op in evicted], dict(book.deserved))
+                       [(op.workload.id, op.rule) for op in evicted], dict(book.deserved),
+                       nominated)
 
     def _statement(self, book: QueueBook, in_cycle: bool = True) -> Statement:
         stmt = Statement(self.cap, book)

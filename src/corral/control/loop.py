@@ -21,7 +21,7 @@ from corral.backends.base import Backend
 from corral.backends.errors import BackendError
 from corral.control import act, rollout
 from corral.control.admission import Admission, AdmitAll
-from corral.control.apply import StalePlan, apply_plan
+from corral.control.apply import StalePlan, apply_plan, nomination_hold_s
 from corral.control.autoscale import PoolAutoscaler
 from corral.control.clock import Clock, SystemClock
 from corral.control.health import HealthMonitor
@@ -30,7 +30,7 @@ from corral.control.live_state import LiveState
 from corral.control.probes import ReadinessProber
 from corral.control.reconcile import BackendView, Reconciled, reconcile
 from corral.control.settings import ControlSettings
-from corral.control.snapshot import Snapshot, SpecCache, UsageCache
+from corral.control.snapshot import Snapshot, SpecCache, UsageCache, with_nominations
 from corral.control.workflow import Workflow
 from corral.core import schedule
 from corral.core.model import ClusterState, QueueUsage
@@ -237,6 +237,8 @@ class ControlLoop:
                 with self.store.read() as conn:
                     usage = self.usage.get(conn, now, config.usage_half_life_s)
             snap = self.live.snapshot(now, usage)
+            with self.store.read() as conn:  # room held for moved work (a tiny table)
+                snap = with_nominations(conn, snap, now)
             generation = self.live.generation
         with report.stage("admission"):
             state, refused = self._admit(snap, now)
@@ -248,7 +250,9 @@ class ControlLoop:
         try:
             with report.stage("apply"), self.store.write() as conn:
                 applied = apply_plan(conn, snap, plan, now,
-                                     lambda c: self.leadership.fence(c, now), refused)
+                                     lambda c: self.leadership.fence(c, now), refused,
+                                     nomination_hold_s(self.settings.stop_grace_s,
+                                                       self.settings.interval_s))
         except StalePlan as e:
             log.info("plan rejected as stale: %s", e)
             report.stale = True
@@ -270,7 +274,8 @@ class ControlLoop:
         if not refused and nodes is snap.state.nodes:
             return snap.state, {}
         kept = tuple(w for w in snap.state.workloads if w.id not in refused)
-        return ClusterState(tuple(nodes), snap.state.queues, kept, snap.state.usage), refused
+        return ClusterState(tuple(nodes), snap.state.queues, kept, snap.state.usage,
+                            snap.state.nominations), refused
 
     def _tidy_backend(self, seen: Reconciled) -> None:
         for wid, attempt in seen.release:

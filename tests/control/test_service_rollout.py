@@ -4,11 +4,15 @@ than desired); a new spec whose replicas do not become ready in time is rolled b
 
 from __future__ import annotations
 
+import contextlib
+import socket
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from corral.control import lifecycle as L
+from corral.control.endpoints import port_of
 from corral.control.probes import ReadinessProber
 from corral.control.rollout import update
 from corral.control.scaling import ScaleRefused, scale
@@ -24,10 +28,53 @@ BASE = {"name": "svc", "queue": "q", "kind": "service", "gpus": 1, "cpu": 0.1, "
         "command": ["serve", "v1"], "replicas": 2, "restart_backoff": 1}
 
 
+class Ports:
+    """Real TCP listeners on replicas' ports (the fake backend's replicas open none): without a
+    readiness probe, a new replica counts for a rollout once its port accepts a connection."""
+
+    def __init__(self) -> None:
+        self.sockets: dict[int, socket.socket] = {}
+
+    def open(self, rig: Rig, *replica_ids: str) -> None:
+        for rid in replica_ids:
+            port = port_of(rig.get(rid))
+            if port in self.sockets:
+                continue
+            sock = socket.socket()
+            with contextlib.suppress(OSError):  # taken: something listens there already
+                sock.bind(("127.0.0.1", port))
+                sock.listen()
+            self.sockets[port] = sock
+
+    def open_all(self, rig: Rig, sid: str) -> None:
+        with rig.store.read() as c:
+            self.open(rig, *(r.id for r in W.list_workloads(c, group_id=sid, limit=100)))
+
+    def close(self) -> None:
+        for sock in self.sockets.values():
+            sock.close()
+
+
 @pytest.fixture
-def rig(store: Store) -> Rig:
+def ports() -> Iterator[Ports]:
+    p = Ports()
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def rig(store: Store, ports: Ports) -> Rig:
     rig = Rig(store)
     rig.loop.rollout_deadline_s = 30.0
+    step = rig.step
+
+    def listening_step(n: int = 1, dt: float = 1.0) -> None:  # every replica serves its port
+        for _ in range(n):
+            with rig.store.read() as c:
+                ids = [r.id for r in W.list_workloads(c, limit=1000) if r.kind == "service"]
+            ports.open(rig, *ids)
+            step(1, dt)
+    rig.step = listening_step  # type: ignore[method-assign]
     return rig
 
 
@@ -142,3 +189,25 @@ def test_no_second_update_or_scale_while_one_rolls_out(rig: Rig) -> None:
     with pytest.raises(ScaleRefused) as e:
         scale(rig.store, sid, 3, rig.clock.now(), "ann")
     assert e.value.conflict
+
+
+def test_without_a_probe_a_new_replica_counts_once_its_port_accepts_tcp(
+        store: Store, ports: Ports) -> None:
+    rig = Rig(store)  # no listeners opened for it: the test opens them one by one
+    rig.loop.rollout_deadline_s = 30.0
+    sid = submit(rig)
+    rig.step(2)
+    ports.open(rig, f"{sid}-r0", f"{sid}-r1")
+    rig.step(2)
+    assert rig.get(f"{sid}-r0").reason_code == "ReplicaReady"
+    assert "accepts TCP connections" in rig.get(f"{sid}-r0").reason_message
+    roll(rig, sid, command=["serve", "v2"])
+    rig.step(4)  # the new processes run but open no port: no old replica is drained
+    assert {replicas(rig, sid)[i][0] for i in (2, 3)} == {"running"}
+    assert (ready(rig, sid, "v1"), ready(rig, sid, "v2")) == (2, 2)
+    assert {replicas(rig, sid)[i][0] for i in (0, 1)} == {"running"}
+    ports.open(rig, f"{sid}-r2")  # one new replica's port accepts: one old one goes
+    rig.step(3)
+    assert rig.get(f"{sid}-r2").reason_code == "ReplicaReady", replicas(rig, sid)
+    assert sorted(replicas(rig, sid)[i][1] for i in (0, 1)) in (
+        ["draining", "ready"], ["ended", "ready"]), replicas(rig, sid)

@@ -11,6 +11,13 @@ Both are written on the row (and an event), so every API replica and a gateway s
 `failure_threshold` failures in a row the replica gets the stop request LivenessFailed and is
 restarted once it has stopped (`corral.control.replicas`: a hung server that holds its port).
 
+Without `readiness`, a replica takes traffic as soon as its process runs (the gateway retries
+a refused connection on another replica), but a rolling update must not drain an old replica
+for a new one that cannot serve yet: every `TCP_PERIOD_S` the loop opens a TCP connection to
+such a replica's port, and the first one accepted writes ReplicaReady ("port 22545 accepts TCP
+connections"), which is what `corral.control.rollout` counts (`services.serving`). It is checked
+once per attempt: after that, an exit restarts the replica and the check begins again.
+
 Counts are kept in memory per (replica, attempt): a restart or a new leader starts over, which
 only delays readiness by one period. The probes of one step run in parallel threads, each
 bounded by its `timeout_s`, so a hung replica costs the loop one timeout, not one per replica.
@@ -19,6 +26,7 @@ bounded by its `timeout_s`, so a hung replica costs the loop one timeout, not on
 from __future__ import annotations
 
 import logging
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
@@ -34,13 +42,26 @@ from corral.store import Store
 from corral.store import workloads as W
 from corral.store.workloads import WorkloadRecord
 
-__all__ = ["HttpGet", "ReadinessProber", "http_get"]
+__all__ = ["TCP_PERIOD_S", "HttpGet", "ReadinessProber", "TcpConnect", "http_get", "tcp_connect"]
 
 log = logging.getLogger("corral.control.probes")
 
 #: (url, timeout_s) -> passed
 HttpGet = Callable[[str, float], bool]
+#: (host, port, timeout_s) -> the connection was accepted
+TcpConnect = Callable[[str, int, float], bool]
 _MAX_PARALLEL = 32
+#: between two TCP checks of a replica without a readiness probe
+TCP_PERIOD_S = 1.0
+
+
+def tcp_connect(host: str, port: int, timeout_s: float) -> bool:
+    """Whether `host:port` accepts a TCP connection (closed at once, nothing sent)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:  # refused, unreachable, timed out
+        return False
 
 
 def http_get(url: str, timeout_s: float) -> bool:
@@ -65,15 +86,19 @@ class _Count:
     next_at: float = 0.0
 
 
-READINESS, LIVENESS = "readiness", "liveness"
+READINESS, LIVENESS, TCP = "readiness", "liveness", "tcp"
 Due = tuple[WorkloadRecord, str, ReadinessProbe, str]  # record, kind, probe, url
+#: a TCP check as a probe value (its path unused): one success makes the replica ready
+_TCP_PROBE = ReadinessProbe.model_validate({"path": "/", "period_s": TCP_PERIOD_S,
+                                            "timeout_s": 1.0})
 
 
 class ReadinessProber:
     """Readiness and liveness probes of every running service replica that has them."""
 
-    def __init__(self, store: Store, backend_name: str, get: HttpGet = http_get) -> None:
-        self.store, self.backend_name, self.get = store, backend_name, get
+    def __init__(self, store: Store, backend_name: str, get: HttpGet = http_get,
+                 connect: TcpConnect = tcp_connect) -> None:
+        self.store, self.backend_name, self.get, self.connect = store, backend_name, get, connect
         self._counts: dict[tuple[str, int, str], _Count] = {}
         self._probes: dict[tuple[str, str], tuple[object, ReadinessProbe]] = {}
 
@@ -87,21 +112,40 @@ class ReadinessProber:
         if not due:
             return 0
         with ThreadPoolExecutor(max_workers=min(_MAX_PARALLEL, len(due))) as pool:
-            passed = list(pool.map(lambda d: self.get(d[3], d[2].timeout_s), due))
+            passed = list(pool.map(self._check, due))
         return sum(self._record(rec, kind, probe, ok, now) for (rec, kind, probe, _), ok in zip(
             due, passed, strict=True))
 
+    def _check(self, due: Due) -> bool:
+        _, kind, probe, url = due
+        if kind == TCP:
+            host, _, port = url.rpartition(":")
+            return self.connect(host, int(port), probe.timeout_s)
+        return self.get(url, probe.timeout_s)
+
+    def _kinds(self, rec: WorkloadRecord) -> list[str]:
+        """What to check on a running replica: its probes; without a readiness probe, a TCP
+        connection until one was accepted (`ReplicaReady`)."""
+        kinds = [k for k in (READINESS, LIVENESS) if k in rec.spec]
+        if READINESS not in rec.spec and rec.reason_code != REPLICA_READY:
+            kinds.append(TCP)
+        return kinds
+
     def _due(self, now: float, live: LiveState) -> Iterable[Due]:
         for rec in live.records.values():
-            if (rec.kind != "service" or rec.state != "running" or rec.stop_reason is not None
-                    or not (READINESS in rec.spec or LIVENESS in rec.spec)):
+            if rec.kind != "service" or rec.state != "running" or rec.stop_reason is not None:
                 continue
-            assignment = live.assignments.get(rec.id)
+            kinds = self._kinds(rec)
+            assignment = live.assignments.get(rec.id) if kinds else None
             if not assignment:
                 continue
             host = host_of(assignment[0].node_id, self.backend_name)
-            for kind in (READINESS, LIVENESS):
-                if kind not in rec.spec:
+            for kind in kinds:
+                if kind == TCP:
+                    count = self._counts.setdefault((rec.id, rec.attempt, kind), _Count())
+                    if now >= count.next_at:
+                        count.next_at = now + TCP_PERIOD_S
+                        yield rec, kind, _TCP_PROBE, f"{host}:{port_of(rec)}"
                     continue
                 probe = self._probe(rec, kind)
                 count = self._counts.setdefault((rec.id, rec.attempt, kind), _Count())
@@ -122,6 +166,9 @@ class ReadinessProber:
                 now: float) -> int:
         count = self._counts[(rec.id, rec.attempt, kind)]
         count.passes, count.failures = (count.passes + 1, 0) if ok else (0, count.failures + 1)
+        if kind == TCP:
+            return self._write(rec, REPLICA_READY, f"port {port_of(rec)} accepts TCP "
+                               "connections (no readiness probe): serving", now) if ok else 0
         if kind == LIVENESS:
             if ok or count.failures < probe.failure_threshold:
                 return 0

@@ -10,10 +10,13 @@ replica's; `update` creates as many new replicas as the service desires, so:
 
     new     live replicas with the new spec            (D of them)
     old     live replicas with any other spec
-    keep    D - ready new     old replicas kept serving: never fewer ready replicas than D
+    keep    D - serving new   old replicas kept serving: never fewer ready replicas than D
                               while the new ones start (Kubernetes' maxUnavailable 0, maxSurge
                               100%); the others are drained, highest index first, reason Replaced
-    done    every new replica ready: every old one drained
+    done    every new replica serving: every old one drained
+
+A new replica counts once it is *serving* (`services.serving`): its readiness probe passed, or,
+without one, its port accepted a TCP connection; a process that merely runs does not count.
 
 Rollback: a new replica not ready `deadline_s` after the update (its submission) means the new
 spec does not serve (it crashes, or never passes its probe): every new replica is drained,
@@ -38,7 +41,7 @@ from corral.control.scaling import (
     replica_bounds,
     rolling_out,
 )
-from corral.control.services import READY, STARTING, ServiceStatus, replica_state
+from corral.control.services import READY, STARTING, ServiceStatus, replica_state, serving
 from corral.control.snapshot import replica_index
 from corral.spec import WorkloadSpec
 from corral.store import Store
@@ -84,7 +87,7 @@ def decide(records: Iterable[WorkloadRecord], now: float, deadline_s: float) -> 
 
 def _decide_one(sid: str, new: list[WorkloadRecord], old: list[WorkloadRecord], now: float,
                 deadline_s: float) -> Decision:
-    ready_new = sum(replica_state(r) == READY for r in new)
+    ready_new = sum(serving(r) for r in new)
     started = min(r.submitted_at for r in new)
     if ready_new < len(new) and now - started >= deadline_s:
         return Decision(sid, tuple(new), L.ROLLED_BACK,

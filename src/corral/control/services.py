@@ -9,6 +9,11 @@ Each replica is, as far as serving goes:
     draining  a stop asked for good (cancel, scale down), not ended yet
     ended     cancelled (or failed: a launch the backend refused as invalid)
 
+`serving` is stricter than ready: a ready replica seen to serve, ReplicaReady on its row (its
+readiness probe passed; without one, its port accepted a TCP connection). A rolling update
+counts new replicas by it, so it never drains an old replica for a process that has not opened
+its port yet.
+
 desired = ready + starting: the replicas corral keeps serving. `scale` changes it by adding
 replicas or draining the highest-indexed ones, so the count of live rows *is* the desired count.
 """
@@ -33,6 +38,7 @@ __all__ = [
     "ServiceStatus",
     "replica_state",
     "service_status",
+    "serving",
 ]
 
 READY: Final = "ready"
@@ -54,6 +60,11 @@ def replica_state(rec: WorkloadRecord) -> str:
             "readiness" not in rec.spec or rec.reason_code == REPLICA_READY):
         return READY
     return STARTING
+
+
+def serving(rec: WorkloadRecord) -> bool:
+    """Ready, and seen to serve: its readiness probe passed or its port accepted TCP."""
+    return replica_state(rec) == READY and rec.reason_code == REPLICA_READY
 
 
 @dataclass(frozen=True)

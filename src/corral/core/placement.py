@@ -16,33 +16,23 @@ Placement never changes capacity; the caller applies the result through a `State
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from corral.core import diagnosis
 from corral.core import reasons as R
-from corral.core.constraints import unmet_constraint
-from corral.core.fit import Shape, empty_slots, static_mask, worker_slots
+from corral.core.fit import Shape, static_mask, worker_slots
 from corral.core.model import (
     MILLI_PER_GPU,
-    STABLE_CAPACITY,
-    CapacityKind,
     TopologyLevel,
     WorkerAssignment,
     WorkerResources,
     Workload,
 )
 from corral.core.plugins.base import REGISTRY, BestFitPicker, DevicePicker, ScorePlugin
-from corral.core.snapshot import BoolArray, Capacity, FloatArray, IntArray, NodeTable
+from corral.core.snapshot import BoolArray, Capacity, FloatArray, IntArray
 from corral.core.spread import NodeChooser
-
-_LEVEL_NAME = {
-    TopologyLevel.NVLINK: "NVLink domain",
-    TopologyLevel.RACK: "rack",
-    TopologyLevel.ZONE: "zone",
-    TopologyLevel.REGION: "region",
-    TopologyLevel.ANY: "pool",
-}
 
 
 @dataclass(frozen=True)
@@ -126,6 +116,7 @@ class _ShapeCache:
         self.shape, self.scoring = shape, scoring
         self.placer = placer
         self.static = placer.static(shape)
+        self.static_list: list[bool] = self.static.tolist()  # read node by node: no numpy scalars
         self.by_state = placer.state_memo(shape, scoring)
         self.scores = np.full(len(placer.cap.table), -np.inf)
         # Scores of plugins that read only a node's fixed attributes (price, model) never
@@ -144,7 +135,8 @@ class _ShapeCache:
             changed = sorted(set(cap.changes[self.pos :]))
             self.pos = len(cap.changes)
             if self.by_state is not None and len(changed) <= _BY_STATE:
-                self._refresh_by_state(cap, [n for n in changed if self.static[n]])
+                static = self.static_list
+                self._refresh_by_state(cap, [n for n in changed if static[n]])
                 return
             nodes = np.array(changed, dtype=np.int64)
             nodes = nodes[self.static[nodes]]
@@ -212,6 +204,7 @@ class Placer:
         #: last failed: it fails again until capacity is next returned (`known_to_fail`)
         self.failed: dict[tuple[Shape, str, str | None], int] = {}
         self._never: dict[Shape, R.Reason | None] = {}
+        self._offered: frozenset[str] | None = None
         self._by_state: dict[tuple[WorkerResources, str], dict[tuple[object, ...], float]] = {}
         self._rooms: dict[tuple[object, ...], tuple[tuple[int, int], tuple[int, int, int]]] = {}
         self._picks: dict[tuple[WorkerResources, str], dict[tuple[object, ...], tuple[int, ...] | None]] = {}
@@ -244,10 +237,18 @@ class Placer:
         CPU, RAM, and share and memory per device. Reservations are not part of it."""
         return (self._node_class[node], *self.cap.state_of(node))
 
+    def offered_models(self) -> frozenset[str]:
+        """GPU models some schedulable node offers (the same for every shape: found once)."""
+        if self._offered is None:
+            t = self.cap.table
+            self._offered = frozenset(
+                t.model_names[c] for c in np.unique(t.model[t.schedulable]).tolist())
+        return self._offered
+
     def never_fits(self, shape: Shape) -> R.Reason | None:
         """The unresolvable reason why `shape` can never fit this pool, if there is one."""
         if shape not in self._never:
-            self._never[shape] = _never_fits(self, shape)
+            self._never[shape] = diagnosis.never_fits(self, shape)
         return self._never[shape]
 
     def static(self, shape: Shape) -> BoolArray:
@@ -268,17 +269,20 @@ class Placer:
     def skip_known_failures(
         self, work: Sequence[Workload], i: int, scoring: Scoring,
         shape_of: Callable[[Workload], Shape], set_aside: dict[str, Shape],
+        shapes: Mapping[str, Shape] | None = None,
     ) -> int:
         """Set aside `work[i:]` up to the first workload not `known_to_fail`; return its index.
 
         Once the pool is full, nearly all of a large backlog is known to fail: this is the same
-        test as `known_to_fail`, in one loop instead of a few calls per workload."""
+        test as `known_to_fail`, in one loop instead of a few calls per workload. `shapes`: the
+        shapes already known by workload id (read directly; `shape_of` for the others)."""
+        shapes = shapes if shapes is not None else {}
         failed, freed, reserved = self.failed, self.cap.freed, self.cap.reservations
         key = scoring.key
         n = len(work)
         while i < n:
             w = work[i]
-            shape = shape_of(w)
+            shape = shapes.get(w.id) or shape_of(w)
             if failed.get((shape, key, w.id if w.id in reserved else None)) != freed:
                 break
             set_aside[w.id] = shape
@@ -447,36 +451,10 @@ class Placer:
                 out.append(WorkerAssignment(len(out), node_id, devices, MILLI_PER_GPU, mem))
         return tuple(out)
 
-    # -- explanations ---------------------------------------------------------------------------
+    # -- explanations (corral.core.diagnosis) ---------------------------------------------------
     def diagnose(self, shape: Shape, owner: str) -> R.Reason:
         """Why `shape` does not fit now: the most specific reason, unresolvable ones first."""
-        never = self.never_fits(shape)
-        if never is not None:
-            return never
-        level = shape.required_level
-        now_all, now_usable, total_free = self.room(shape, owner)
-        what = f"needs {shape.describe()}"
-        if now_all >= shape.workers > now_usable:
-            owners = sorted(o for o in self.cap.reservations if o != owner)
-            return R.Reason(
-                R.RESERVED_FOR_GANG,
-                f"{what}; the room that fits it is reserved for {', '.join(owners)}, a larger "
-                "workload waiting for those nodes to drain",
-                (("reserved_for", tuple(owners)),),
-            )
-        if shape.workers > 1 and total_free >= shape.workers:
-            where = _LEVEL_NAME[level]
-            return R.Reason(
-                R.TOPOLOGY_FRAGMENTED,
-                f"{what} in one {where}, the largest free {where} has {now_usable}",
-                (("largest_free_domain", now_usable), ("level", where)),
-            )
-        return R.Reason(
-            R.INSUFFICIENT_CAPACITY,
-            f"{what}; " + (f"only {total_free} of {shape.workers} workers fit on free capacity it may use"
-                           if total_free else "no free capacity it may use holds one worker now"),
-            (("free_workers", total_free),),
-        )
+        return diagnosis.diagnose(self, shape, owner)
 
     def room(self, shape: Shape, owner: str) -> tuple[int, int, int]:
         """Free room for one worker of `shape` now, in workers: the largest free domain of its
@@ -488,15 +466,7 @@ class Placer:
         state = (len(cap.changes), cap.freed)
         found = self._rooms.get(key)
         if found is None or found[0] != state:
-            r, level = shape.resources, shape.required_level
-            allowed = np.flatnonzero(self.static(shape))
-            usable = self.usable(shape, owner)
-            slots = worker_slots(cap, r, usable)
-            found = self._rooms[key] = (state, (
-                _largest_domain(cap, allowed, worker_slots(cap, r, allowed), level),
-                _largest_domain(cap, usable, slots, level),
-                int(slots.sum()) if usable.size else 0,
-            ))
+            found = self._rooms[key] = (state, diagnosis.free_room(self, shape, owner))
         return found[1]
 
 
@@ -510,103 +480,3 @@ def _assignment(
         mem = max(r.gpu_memory_mib, device_mem * r.gpu_milli // MILLI_PER_GPU)
         return WorkerAssignment(index, node_id, devices, milli, mem)
     return WorkerAssignment(index, node_id, (), 0, 0)
-
-
-def _largest_domain(cap: Capacity, nodes: IntArray, slots: IntArray, level: TopologyLevel) -> int:
-    if nodes.size == 0:
-        return 0
-    per_dom = np.bincount(cap.table.domain(level)[nodes], weights=slots)
-    return int(per_dom.max()) if per_dom.size else 0
-
-
-def _never_fits(placer: Placer, shape: Shape) -> R.Reason | None:
-    table, r = placer.cap.table, shape.resources
-    sched = np.flatnonzero(table.schedulable)
-    if shape.gpu_models and (r.gpus or r.fractional):
-        offered = {table.model_names[c] for c in np.unique(table.model[sched])}
-        if not offered & set(shape.gpu_models):
-            return R.Reason(
-                R.GPU_MODEL_UNAVAILABLE,
-                f"asks for {'/'.join(shape.gpu_models)}, which no schedulable node "
-                f"offers (offered: {', '.join(sorted(offered)) or 'none'})",
-                (("field", "gpu_models"),),
-            )
-    allowed = np.flatnonzero(placer.static(shape))
-    if allowed.size == 0 and shape.max_price is not None:
-        # the cheapest node it could use but for its price cap: quoting a node of another
-        # model or capacity kind would suggest a cap that still does not work
-        uncapped = np.flatnonzero(placer.static(replace(shape, max_price=None)))
-        if uncapped.size:
-            cheapest = float(table.price[uncapped].min())
-            return R.Reason(
-                R.PRICE_CAP_TOO_LOW,
-                f"max price {shape.max_price:g}/GPU-hour is below the cheapest node it may "
-                f"use ({cheapest:g}/GPU-hour); raise max_price_per_gpu_hour to at least that",
-                (("field", "max_price_per_gpu_hour"), ("cheapest_allowed", cheapest)),
-            )
-    if allowed.size == 0 and sched.size:
-        unmet = unmet_constraint(_as_workload(shape), [table.nodes[i] for i in sched])
-        if unmet is not None:
-            return unmet
-    empty = empty_slots(table, r, allowed)
-    if allowed.size == 0 or int(empty.max()) < 1:
-        return _too_large(table, shape, allowed)
-    if shape.workers > 1:
-        most = _largest_domain(placer.cap, allowed, empty, shape.required_level)
-        if most < shape.workers:
-            where = _LEVEL_NAME[shape.required_level]
-            return R.Reason(
-                R.GANG_TOO_LARGE,
-                f"needs {shape.describe()} in one {where}; even empty, the largest "
-                f"{where} holds {most}",
-                (("field", "workers"),),
-            )
-    return None
-
-
-def _as_workload(shape: Shape) -> Workload:
-    """A workload of `shape`, for the constraint diagnosis (which speaks of spec fields). Stable
-    capacity only is what work that may not be preempted gets by default: said as such."""
-    stable = set(shape.capacity) == {str(k) for k in STABLE_CAPACITY}
-    return Workload(
-        id="", queue="", resources=shape.resources, workers=shape.workers,
-        gpu_models=shape.gpu_models, preemptible=not stable,
-        capacity_kinds=() if stable or not shape.capacity else tuple(
-            CapacityKind(k) for k in shape.capacity),
-        node_selector=shape.selector, min_gpu_memory_mib=shape.min_gpu_memory)
-
-
-def _too_large(table: NodeTable, shape: Shape, allowed: IntArray) -> R.Reason:
-    """No node it may use could hold one worker even empty: name the resource that binds,
-    with the most any such node has of it."""
-    r = shape.resources
-    what = f"needs {shape.describe()} per worker"
-    if allowed.size == 0:
-        return R.Reason(R.NO_NODE_LARGE_ENOUGH,
-                        f"{what}; no schedulable node meets its constraints (models, capacity "
-                        "kinds, node selector, GPU memory)", (("field", "spec"),))
-    checks: list[tuple[bool, str, str]] = []
-    if r.gpus:
-        most = int(table.gpu_count[allowed].max())
-        checks.append((most < r.gpus, f"the largest node it may use has {most} GPUs", "gpus"))
-    if r.fractional and r.gpu_memory_mib:
-        most = int(table.gpu_memory[allowed].max())
-        checks.append((most < r.gpu_memory_mib,
-                       f"the largest GPU it may use has {_mib(most)} of memory", "gpu_memory"))
-    if r.cpu_milli:
-        most = int(table.cpu[allowed].max())
-        checks.append((most < r.cpu_milli,
-                       f"the most CPU a node it may use has is {most / 1000:g}", "cpu"))
-    if r.memory_mib:
-        most = int(table.ram[allowed].max())
-        checks.append((most < r.memory_mib,
-                       f"the most RAM a node it may use has is {_mib(most)}", "memory"))
-    binding = [(text, field) for short, text, field in checks if short]
-    if not binding:  # each resource fits some node, just never all on the same one
-        binding = [("no node it may use has all of that at once", "spec")]
-    return R.Reason(R.NO_NODE_LARGE_ENOUGH, f"{what}; " + "; ".join(t for t, _ in binding),
-                    (("field", binding[0][1]),))
-
-
-def _mib(mib: int) -> str:
-    return f"{mib / 1024:g} GiB" if mib >= 1024 else f"{mib} MiB"

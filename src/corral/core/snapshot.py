@@ -127,6 +127,9 @@ class Capacity:
         self.freed = 0  # how many times capacity was returned (a failed fit may now succeed)
         self.reserved: BoolArray = np.zeros(n, dtype=np.bool_)
         self.reservations: dict[str, list[int]] = {}  # owner workload -> its reserved nodes
+        # `state_of` per node, computed when first asked after the node last changed: the score
+        # caches of every shape ask for the same few changed nodes, so each is built once
+        self._states: list[tuple[int, int, bytes, bytes] | None] = [None] * n
 
     # -- mutation ---------------------------------------------------------------------------
     def take(self, node: int, a: WorkerAssignment, cpu: int, ram: int) -> None:
@@ -155,6 +158,7 @@ class Capacity:
         self.free_cpu[node] += sign * cpu
         self.free_ram[node] += sign * ram
         self.changes.append(node)
+        self._states[node] = None
 
     def take_all(self, items: Sequence[tuple[int, WorkerAssignment, int, int]]) -> None:
         """`take` for many (node, assignment, cpu, ram) at once: what adopting a snapshot's
@@ -184,7 +188,10 @@ class Capacity:
         valid = np.arange(self.free_milli.shape[1])[None, :] < self.table.gpu_count[:, None]
         self.whole_free = np.asarray((self.free_milli == MILLI_PER_GPU).sum(axis=1), dtype=np.int64)
         self.free_sum = np.asarray(np.where(valid, self.free_milli, 0).sum(axis=1), dtype=np.int64)
-        self.changes.extend(sorted(set(nodes.tolist())))
+        touched = sorted(set(nodes.tolist()))
+        self.changes.extend(touched)
+        for node in touched:
+            self._states[node] = None
 
     def reserve(self, owner: str, nodes: Sequence[int]) -> None:
         """Hold `nodes` for `owner`: nobody else may be placed there until released."""
@@ -217,6 +224,8 @@ class Capacity:
         finally:
             for column, values in zip(self._columns(), saved, strict=True):
                 column[idx] = values
+            for node in idx:
+                self._states[node] = None
             del self.changes[n_changes:]
             self.freed = freed
 
@@ -228,8 +237,12 @@ class Capacity:
     def state_of(self, node: int) -> tuple[int, int, bytes, bytes]:
         """What is free on `node`, as a hashable key: CPU, RAM, and share and memory per device
         (the scores that are memoised by node state add the node's fixed attributes)."""
-        return (int(self.free_cpu[node]), int(self.free_ram[node]),
+        state = self._states[node]
+        if state is None:
+            state = self._states[node] = (
+                int(self.free_cpu[node]), int(self.free_ram[node]),
                 self.free_milli[node].tobytes(), self.free_mem[node].tobytes())
+        return state
 
     def total_free_milli(self) -> int:
         return int(np.clip(self.free_milli, 0, None).sum())

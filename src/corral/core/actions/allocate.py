@@ -54,7 +54,7 @@ def allocate(cycle: Cycle) -> None:
         # without touching the heap until something is placed (then its key grows).
         while i < len(work):
             if cycle.config.backfill:  # without backfill the first failure stops the queue
-                i = skip(work, i, scoring, cycle.shape, cycle.deferred)
+                i = skip(work, i, scoring, cycle.shape, cycle.deferred, cycle.shapes)
                 if i == len(work):
                     break
             i += 1
@@ -72,7 +72,7 @@ def reallocate(cycle: Cycle) -> None:
     """Second chance on free capacity for work still waiting after evictions (victims of this
     cycle included): priority order, no new reservations."""
     where, placer, cap = cycle.stmt.where, cycle.placer, cycle.cap
-    failed, reserved = placer.failed, cap.reservations
+    failed, reserved, shapes = placer.failed, cap.reservations, cycle.shapes
     scoring_keys: dict[str, str] = {}
     for w in cycle.still_pending():
         if w.id in where:
@@ -82,7 +82,8 @@ def reallocate(cycle: Cycle) -> None:
         key = scoring_keys.get(w.queue)
         if key is None:
             key = scoring_keys[w.queue] = cycle.scoring(w.queue).key
-        if failed.get((cycle.shape(w), key, w.id if w.id in reserved else None)) == cap.freed:
+        shape = shapes.get(w.id) or cycle.shape(w)
+        if failed.get((shape, key, w.id if w.id in reserved else None)) == cap.freed:
             if not cycle.config.backfill:
                 return
             continue

@@ -81,9 +81,9 @@ def statuses_of(backend: SlurmBackend, ids: list[str]) -> dict[str, WorkerStatus
 
 
 def wait_all(backend: SlurmBackend, ids: list[str], state: WorkerState) -> None:
-    def done() -> bool:
-        now = statuses_of(backend, ids)
-        return len(now) == len(ids) and all(s.state == state for s in now.values())
+    def done() -> bool:  # every worker (a gang's too), not one per workload
+        now = [s for s in backend.poll(time.time()) if s.workload_id in ids]
+        return {s.workload_id for s in now} == set(ids) and all(s.state == state for s in now)
     eventually(done, f"{ids} to be {state}", timeout=60)
 
 
@@ -177,9 +177,11 @@ def test_between_asks_of_slurm_ends_come_from_the_exit_records(
     backend.launch(spec)
     eventually(lambda: "started ask-exits" in backend.read_logs("ask-exits", 0, 0)[0].decode(),
                "the worker to run")
-    backend._next_ask = 0.0  # one ask now, then none for an hour
+    backend._asker.next_ask = 0.0  # one ask now, then none for an hour
     eventually(lambda: statuses_of(backend, ["ask-exits"])["ask-exits"].state
-               == WorkerState.RUNNING, "Slurm's answer (asked on its own thread)")
+               == WorkerState.RUNNING and backend._asker.idle(),
+               "Slurm's answer (asked on its own thread)")
+    statuses_of(backend, ["ask-exits"])  # takes that answer
     commands: list[str] = []
     real = backend._slurm
 

@@ -50,9 +50,8 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
 
@@ -92,10 +91,9 @@ from corral.backends.slurm_parse import (
     gres_request,
     node_is_lost,
     parse_nodes,
-    parse_sinfo,
-    parse_squeue,
     slurm_inventory,
 )
+from corral.backends.slurm_status import Asker, job_states
 from corral.core.model import Node
 
 __all__ = ["SlurmBackend", "job_name"]
@@ -153,14 +151,12 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         # looks nothing up for them (a job not yet submitted is not a job that vanished).
         self._launching: set[tuple[str, int]] = set()
         self._lock = threading.Lock()  # guards _attempts and _launching across threads
-        # Slurm is asked at most every status_interval_s; between asks a poll reads only the
-        # runners' exit records and repeats what Slurm last said of the others (`_seen`)
-        self._next_ask = 0.0
+        # Slurm is asked at most every status_interval_s (`corral.backends.slurm_status`);
+        # between answers a poll reads only the runners' exit records and repeats what Slurm
+        # last said of the others (`_seen`). Late-bound `_slurm`: tests count its calls.
+        self._asker = Asker(lambda *a, **k: self._slurm(*a, **k), status_interval_s,
+                            ask_in_background)
         self._seen: dict[tuple[str, int, int], WorkerEnd] = {}
-        # the round of Slurm commands under way on its own thread (ask_in_background)
-        self._asker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slurm-ask") if (
-            ask_in_background) else None
-        self._asking: Future[_Answer] | None = None
         self._changes = ChangeFeed()  # poll_changes: the last report, to diff against
 
     def _adopt(self, record: AttemptRecord) -> None:
@@ -270,7 +266,7 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         # Deadline first, signal second: the order the contract promises the worker.
         write_text_atomic(record.dir / DEADLINE_FILE, format_deadline(stop.deadline))
         jobs = self._jobs_of(record)
-        states = self._job_states(list(jobs.values()))
+        states = job_states(self._slurm, list(jobs.values()))
         waiting = [j for j in jobs.values() if states.get(j) and states[j].state in _PENDING_STATES]
         running = [j for j in jobs.values() if j not in waiting]
         self._cancel(waiting)  # never started: nothing to warn
@@ -282,7 +278,7 @@ class SlurmBackend(Backend, InventorySource, LogSource):
             attempts, launching = dict(self._attempts), set(self._launching)
         if not attempts:
             return []
-        answer = self._answer(attempts, launching)
+        answer = self._asker.answer(lambda: self._what_to_ask(attempts, launching))
 
         def observe(record: AttemptRecord, a: Any) -> WorkerEnd:
             if record.key in launching and a.worker not in record.ends:
@@ -300,46 +296,13 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         longer reported (`corral.backends.changes`): the loop reconciles what moved."""
         return self._changes.delta(self.poll(now))
 
-    def _answer(self, attempts: Mapping[tuple[str, int], AttemptRecord],
-                launching: set[tuple[str, int]]) -> _Answer | None:
-        """Slurm's answer this poll uses, None if there is none new; starts the next round
-        when one is due. In the background (ask_in_background) the answer is the last round
-        that finished, about the attempts it asked about (`_Answer.asked`): an attempt launched
-        since is not judged by it (a job not yet submitted is not a job that vanished)."""
-        due = time.monotonic() >= self._next_ask
-        if self._asker is None:
-            if not due:
-                return None
-            self._next_ask = time.monotonic() + self.status_interval_s
-            return self._ask_slurm(attempts, launching)()
-        done = None
-        if self._asking is not None and self._asking.done():
-            asking, self._asking = self._asking, None
-            done = asking.result()  # a BackendUnavailable is the poll's, as when asked here
-        if self._asking is None and due:
-            self._next_ask = time.monotonic() + self.status_interval_s
-            self._asking = self._asker.submit(self._ask_slurm(attempts, launching))
-        return done
-
-    def _ask_slurm(self, attempts: Mapping[tuple[str, int], AttemptRecord],
-                   launching: set[tuple[str, int]]) -> Callable[[], _Answer]:
-        """The round of Slurm commands about every worker not ended, to run now or on the
-        asking thread: job states (squeue, then sacct for the forgotten) and node states
-        (sinfo, while squeue runs: two round trips in the time of one). Which jobs to ask about
-        is read here, on the poll's thread (it may look a job up by name and save its record);
-        the round itself only runs Slurm's commands."""
+    def _what_to_ask(self, attempts: Mapping[tuple[str, int], AttemptRecord],
+                     launching: set[tuple[str, int]]) -> tuple[frozenset[tuple[str, int]],
+                                                               list[str]]:
+        """The attempts a round of Slurm's answers is about, and their workers' job ids."""
         asked = frozenset(k for k in attempts if k not in launching)
-        jobs = sorted({j for k in asked if not attempts[k].all_ended
-                       for j in self._jobs_of(attempts[k]).values()})
-
-        def ask() -> _Answer:
-            if not jobs:
-                return _Answer(asked, {}, {})
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="slurm-sinfo") as pool:
-                sinfo = pool.submit(self._node_states)
-                states = self._job_states(jobs)
-                return _Answer(asked, states, sinfo.result() if states else {})
-        return ask
+        return asked, sorted({j for k in asked if not attempts[k].all_ended
+                              for j in self._jobs_of(attempts[k]).values()})
 
     def _observe_records(self, record: AttemptRecord, worker: int) -> WorkerEnd:
         """Between two asks of Slurm: ends from the runners' exit records (a file read),
@@ -498,27 +461,6 @@ class SlurmBackend(Backend, InventorySource, LogSource):
                 AttemptRecords.save(record)
         return dict(jobs)
 
-    def _job_states(self, job_ids: Sequence[str]) -> dict[str, SlurmJob]:
-        if not job_ids:
-            return {}
-        fmt = ["-h", "-r", "-t", "all", "-o", "%i|%T|%N|%r"]  # -r: an array task per line
-        done = self._slurm("squeue", *fmt, f"--jobs={','.join(job_ids)}", check=False)
-        if done.returncode != 0:  # an id Slurm has forgotten fails the whole call: list all
-            done = self._slurm("squeue", *fmt)
-        states = parse_squeue(done.stdout)
-        forgotten = [j for j in job_ids if j not in states]
-        if forgotten:
-            states.update(self._sacct(forgotten))
-        return {j: states[j] for j in job_ids if j in states}
-
-    def _sacct(self, job_ids: list[str]) -> dict[str, SlurmJob]:
-        """Ended jobs squeue no longer shows: accounting, else the job-completion log."""
-        fmt = ["-n", "-P", "-o", "JobID,State,NodeList", f"--jobs={','.join(job_ids)}"]
-        done = self._slurm("sacct", *fmt, check=False)
-        if done.returncode != 0:  # "accounting storage is disabled": try jobcomp
-            done = self._slurm("sacct", "--completion", *fmt, check=False)
-        return parse_squeue(done.stdout) if done.returncode == 0 else {}
-
     def _observe(self, record: AttemptRecord, worker: int, node_id: str,
                  states: dict[str, SlurmJob], node_states: dict[str, str]) -> WorkerEnd:
         known = record.ends.get(worker)
@@ -579,9 +521,6 @@ class SlurmBackend(Backend, InventorySource, LogSource):
     def _nodes(self) -> list[SlurmNode]:
         return parse_nodes(self._slurm("scontrol", "show", "nodes", "-o").stdout)
 
-    def _node_states(self) -> dict[str, str]:
-        return parse_sinfo(self._slurm("sinfo", "-h", "-N", "-o", "%N|%T").stdout)
-
     def _cancel(self, job_ids: Sequence[str]) -> None:
         if job_ids:
             self._slurm("scancel", *job_ids, check=False)
@@ -603,15 +542,6 @@ class SlurmBackend(Backend, InventorySource, LogSource):
             if "Unable to contact slurm controller" in (e.stderr or ""):
                 raise BackendUnavailable(f"{command}: {e.stderr.strip()}") from e
             raise
-
-
-@dataclass(frozen=True)
-class _Answer:
-    """One round of Slurm's answers: the attempts it was about, job and node states."""
-
-    asked: frozenset[tuple[str, int]]
-    jobs: dict[str, SlurmJob]
-    nodes: dict[str, str]
 
 
 def _ended_by_runner(record: AttemptRecord, worker: int, exit_record: dict[str, Any],

@@ -9,9 +9,10 @@ in `--jobs` and each of `--repeats` rounds, with the same jobs (one-GPU jobs run
    ``num_cpus=0``), each group removed as its task returns; timed until the last task returned
    (Ray queues the groups that do not fit yet, as corral queues its work);
 2. corral: the same number of one-GPU workloads stored in a fresh SQLite store, the control loop
-   stepped in-process (`RayBackend`: one detached actor per worker pinned to its node, running
-   `true` under corral's supervisor) until every workload has succeeded; timed from the first
-   step.
+   stepped in-process (`RayBackend`: corral's host actor on each node starts each worker,
+   `true` under corral's supervisor, and a placement group per attempt holds its GPU) until
+   every workload has succeeded; timed from the first step (`engine_loop.run_until_done`,
+   shared with `slurm_launch.py`).
 
 Prints one JSON line per (size, round): jobs/s of each, the ratio (the issue's target: corral
 >= 0.8x Ray's placement-group rate), corral's seconds per loop stage, and the machine's load.
@@ -30,15 +31,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine_loop import run_until_done  # type: ignore[import-not-found]  # bench/
+
 from corral.backends.ray import RayBackend
-from corral.control import ControlLoop, ControlSettings, Leadership
-from corral.control.submission import _Accepted, _row, _store_accepted, stored_form
-from corral.core.model import Queue
-from corral.spec import WorkloadSpec
-from corral.store import Store
-from corral.store import pool as P
-from corral.store import workloads as W
-from corral.store.database import sqlite_url
 from corral.testing.raycluster import RayNodeSpec, RayTestCluster
 
 
@@ -74,40 +69,8 @@ def ray_alone(jobs: int) -> float:
 
 def corral_on_ray(jobs: int, work: Path, interval: float) -> tuple[float, dict[str, Any]]:
     backend = RayBackend(work / "ray-work", node_root=str(work / "ray-nodes"))
-    store = Store(sqlite_url(work / "corral.db"))
-    store.upgrade()
-    with store.write() as c:
-        P.sync_nodes(c, [{"name": "ray"}], [n for n in backend.inventory() if n.gpu_count])
-        P.upsert_queue(c, Queue("default", quota_gpus=10_000))
-    spec = WorkloadSpec.model_validate({"name": "j", "queue": "default", "gpus": 1,
-                                        "cpu": 0.1, "memory": "64MiB", "command": ["true"],
-                                        "checkpoint_dir": str(work / "ckpt")})
-    body = stored_form(spec)
-    with store.write() as c:
-        _store_accepted(c, [_Accepted([_row(f"j{i:05d}", f"j{i:05d}", spec, "bench", body,
-                                            time.time())], "bench") for i in range(jobs)])
-    loop = ControlLoop(store, backend, settings=ControlSettings(
-        checkpoint_root=work / "ckpt"), leadership=Leadership(store, holder="bench"))
-    steps, stages = 0, dict[str, float]()
-    started = time.perf_counter()
-    while True:
-        began = time.perf_counter()
-        report = loop.step()
-        steps += 1
-        for k, v in report.stages.items():
-            stages[k] = stages.get(k, 0.0) + v
-        with store.read() as c:
-            counts = W.count_by_state(c)
-        if counts.get("succeeded", 0) + counts.get("failed", 0) >= jobs:
-            break
-        if time.perf_counter() - started > 1200:
-            raise TimeoutError(f"corral did not finish: {counts}")
-        time.sleep(max(0.0, interval - (time.perf_counter() - began)))
-    elapsed = time.perf_counter() - started
-    loop.launches.close()
-    store.close()
-    return elapsed, {"steps": steps, "states": counts,
-                     "corral_stage_s": {k: round(v, 2) for k, v in sorted(stages.items())}}
+    return run_until_done(backend, work, jobs, cpu=0.1, provider="ray", interval=interval,
+                          nodes=lambda n: n.gpu_count > 0)
 
 
 def main() -> None:

@@ -88,7 +88,7 @@ def test_thresholds_are_configurable() -> None:
                      id="reason-lists-the-worst-only"),
         pytest.param([gpu(0, temperature_c=90),
                       gpu(1, memory_repair=MemoryRepair.RESET_PENDING)], {}, Health.DEGRADED, "gpu 0: 90 C >= 85 C | gpu 1: memory repair waits for a "
-                     "GPU reset", True, id="two-degraded"),
+                     "GPU reset (remapped rows or retired pages pending)", True, id="two-degraded"),
         pytest.param([gpu(0), gpu(2)], {"expected_devices": 4}, Health.UNHEALTHY,
                      "expected 4 GPUs, the driver sees 2 (missing: 1, 3)", True,
                      id="missing-devices"),

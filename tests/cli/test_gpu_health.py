@@ -210,5 +210,5 @@ def test_a_cordon_from_a_real_probe_is_one_action(fake_gpus: FakeNvml,
     now = parts.loop.clock.now()
     [action] = monitor.step(now)
     assert isinstance(action, Cordon) and action.health == Health.UNHEALTHY
-    assert "gpu 1: NVML: GPU is lost" in action.reason
+    assert "gpu 1: GPU has fallen off the bus (NVML: GPU is lost)" in action.reason
     assert monitor.step(now + INTERVAL) == []  # already cordoned: nothing more to do

@@ -50,6 +50,9 @@ def agent(
     self_fence_after: Annotated[float, typer.Option(
         "--self-fence-after", min=0, help="kill every worker after this long without the "
         "server (0: never; see the agent README)")] = 0.0,
+    gpu_probe_interval: Annotated[float, typer.Option(
+        "--gpu-probe-interval", min=0, help="seconds between GPU health checks (NVML, or "
+        "amdsmi on AMD hosts), reported with the heartbeat; 0: never")] = 10.0,
     worker_user: Annotated[str | None, typer.Option(
         "--worker-user", help="per-queue, a user name, or same; default per-queue as root")
     ] = None,
@@ -82,7 +85,8 @@ def agent(
     settings = AgentSettings(server=server, data_dir=data_dir,
                              node_id=node_id or socket.gethostname(), join_token=join_token,
                              poll_wait_s=poll_wait, lease_s=lease,
-                             self_fence_after_s=self_fence_after, worker_users=users)
+                             self_fence_after_s=self_fence_after, worker_users=users,
+                             gpu_probe_interval_s=gpu_probe_interval)
     runner = Agent(settings, facts)
     for sig in (signal.SIGTERM, signal.SIGINT):  # stop the loop; workers run on (README)
         signal.signal(sig, lambda *_: runner.stop_event.set())

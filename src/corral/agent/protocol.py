@@ -17,12 +17,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "AssignmentOut",
+    "CheckIn",
+    "GpuHealthIn",
     "HostFacts",
     "JoinIn",
     "JoinOut",
     "LogChunk",
     "LogsIn",
     "LogsOut",
+    "ProgressIn",
     "ReportIn",
     "SyncIn",
     "SyncOut",
@@ -69,6 +72,12 @@ class JoinOut(_Strict):
     credential: str
 
 
+class ProgressIn(_Strict):
+    steps: int = Field(ge=0, le=2**62)
+    steps_per_s: float = Field(gt=0, le=1e12, allow_inf_nan=False)
+    total_steps: int | None = Field(default=None, ge=1, le=2**62)
+
+
 class ReportIn(_Strict):
     workload_id: str = Field(pattern=_ID)
     attempt: int = Field(ge=0, le=2**31 - 1)
@@ -78,6 +87,27 @@ class ReportIn(_Strict):
     exit_code: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
     ended_s_ago: float | None = Field(default=None, ge=0, le=1e9)
     message: str = Field(default="", max_length=4096)
+    #: what the worker last wrote to CORRAL_PROGRESS_FILE (`corral.backends.progress`)
+    progress: ProgressIn | None = None
+
+
+class CheckIn(_Strict):
+    """One failed GPU health check (`corral.backends.health.Check`)."""
+
+    name: str = Field(max_length=32)
+    severity: str = Field(pattern=r"^(drain|warn)$")
+    reason: str = Field(max_length=1024)
+    device: int | None = Field(default=None, ge=0, le=1024)
+
+
+class GpuHealthIn(_Strict):
+    """The host's GPU health verdict (`corral.backends.health.node_verdict`), sent when it
+    changed and on the first sync after the agent starts."""
+
+    health: str = Field(pattern=r"^(healthy|degraded|unhealthy)$")
+    reason: str = Field(max_length=4096)
+    checked: bool = True
+    checks: list[CheckIn] = Field(default_factory=list, max_length=1024)
 
 
 class SyncIn(_Strict):
@@ -85,6 +115,7 @@ class SyncIn(_Strict):
     known_seq: int = Field(default=-1, ge=-1)
     wait_s: float = Field(default=0.0, ge=0, le=30)
     workers: list[ReportIn] = Field(default_factory=list, max_length=10_000)
+    gpu_health: GpuHealthIn | None = None
 
 
 class AssignmentOut(_Strict):

@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Final
 
 from corral.agent.client import AgentClient, Backoff, Refused, Unreachable
-from corral.agent.protocol import AssignmentOut, HostFacts, ReportIn, SyncIn, SyncOut
+from corral.agent.health import GpuReporter
+from corral.agent.protocol import (
+    AssignmentOut,
+    HostFacts,
+    ProgressIn,
+    ReportIn,
+    SyncIn,
+    SyncOut,
+)
 from corral.backends import base
 from corral.backends.base import LaunchSpec, WorkerState, WorkerStatus
 from corral.backends.errors import BackendError
@@ -56,6 +64,8 @@ class AgentSettings:
     self_fence_after_s: float = 0.0
     worker_users: WorkerUsers | None = None
     backoff: Backoff = field(default_factory=Backoff)
+    #: seconds between GPU health checks, reported with the heartbeat (0: never; `health.py`)
+    gpu_probe_interval_s: float = 10.0
 
 
 class Agent:
@@ -86,6 +96,7 @@ class Agent:
         self.last_contact = clock()
         self.acted = False  # the last turn launched or stopped something: report at once
         self.stop_event = threading.Event()
+        self.gpu = GpuReporter(settings.gpu_probe_interval_s, facts.gpus, facts.gpu_model)
 
     # --- joining ----------------------------------------------------------------------------------
 
@@ -122,15 +133,17 @@ class Agent:
         """One round: renew the lease, look at the workers, ship their logs, sync, act."""
         self.lease.touch()
         statuses = self.backend.poll(self.clock())
+        health = self.gpu.report(self.clock())
         try:
             self._ship_logs(statuses)
             out = self.client.sync(self._credential(), SyncIn(
                 known_seq=self.seq, wait_s=self._wait_s(statuses),
-                workers=self._reports(statuses)))
+                workers=self._reports(statuses), gpu_health=health))
         except Unreachable as e:
             self._out_of_contact()
             self._wait(e)
             return None
+        self.gpu.delivered(health)
         self.last_contact = self.clock()
         self.s.backoff.reset()
         self.seq = out.seq
@@ -260,10 +273,15 @@ class Agent:
         if state.ended and self._lease_expired(s):
             # killed by its runner because this agent was gone: the node failed, not the job
             state, reason = WorkerState.LOST, base.NODE_LOST
+        progress = None if state.ended else self.backend.progress(
+            s.workload_id, s.attempt).get(s.worker)
         return ReportIn(
             workload_id=s.workload_id, attempt=s.attempt, worker=s.worker, state=str(state),
             reason=reason[:64], exit_code=s.exit_code, message=message[:4096],
-            ended_s_ago=None if s.finished_at is None else max(0.0, now - s.finished_at))
+            ended_s_ago=None if s.finished_at is None else max(0.0, now - s.finished_at),
+            progress=None if progress is None else ProgressIn(
+                steps=progress.steps, steps_per_s=progress.steps_per_s,
+                total_steps=progress.total_steps))
 
     def _lease_expired(self, s: WorkerStatus) -> bool:
         record = read_json(self.backend.work_dir / s.workload_id / str(s.attempt)

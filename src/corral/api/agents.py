@@ -39,6 +39,9 @@ from corral.agent.protocol import (
 from corral.api.context import ApiContext, Caller, context, require_admin
 from corral.api.errors import ApiError, not_found
 from corral.backends.agent import DEFAULT_HEARTBEAT_TIMEOUT_S, AgentNode, WorkerReport
+from corral.backends.progress import Progress
+from corral.control.gpu_reports import record_gpu_health
+from corral.control.progress import PROGRESS
 from corral.sdk import models as M
 from corral.store import agents as AG
 from corral.store import audit as AU
@@ -166,6 +169,7 @@ async def sync(body: SyncIn, node: NodeCaller, ctx: Ctx) -> SyncOut:
     def beat() -> int:
         with ctx.store.write() as conn:
             AG.record_heartbeat(conn, node.node_id, ctx.clock.now(), reports)
+            _record_reports(conn, ctx, node.node_id, body)  # issue 17: GPU health, progress
             return AG.node_seq(conn, node.node_id)
 
     seq = await run_in_threadpool(beat)
@@ -174,6 +178,21 @@ async def sync(body: SyncIn, node: NodeCaller, ctx: Ctx) -> SyncOut:
         await asyncio.sleep(min(_POLL_S, max(0.0, deadline - time.monotonic())))
         seq = await run_in_threadpool(_seq, ctx, node.node_id)
     return await run_in_threadpool(_assignments, ctx, node.node_id)
+
+
+def _record_reports(conn: Any, ctx: ApiContext, node_id: str, body: SyncIn) -> None:
+    """What the host says of its GPUs (a node event when it changed) and of its workers'
+    progress (`corral.control.progress`)."""
+    now = ctx.clock.now()
+    if body.gpu_health is not None:
+        h = body.gpu_health
+        record_gpu_health(conn, node_id=node_id, at=now, health=h.health, reason=h.reason,
+                          checked=h.checked, checks=[c.model_dump() for c in h.checks])
+    progress = {(r.workload_id, r.attempt, r.worker): Progress(
+        r.progress.steps, r.progress.steps_per_s, r.progress.total_steps)
+        for r in body.workers if r.progress is not None}
+    if progress:
+        PROGRESS.record(conn, now, progress, node_id=node_id)
 
 
 def _seq(ctx: ApiContext, node_id: str) -> int:

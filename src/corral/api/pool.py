@@ -13,7 +13,8 @@ from pydantic import BaseModel, ValidationError
 
 from corral.api.context import ApiContext, Caller, context, require_admin
 from corral.api.errors import ApiError, not_found
-from corral.core.model import MILLI_PER_GPU, Node, Queue
+from corral.control.health import health_reasons
+from corral.core.model import MILLI_PER_GPU, Health, Node, Queue
 from corral.sdk import models as M
 from corral.spec import QueueSpec, SpecError
 from corral.store import audit as AU
@@ -51,6 +52,7 @@ def list_nodes(
                              gpu_model=gpu_model, state=state)
         held = W.holding_placements(conn, node_ids=None if limit is None else
                                     [n.id for n in nodes])
+        why = health_reasons(conn, [n.id for n in nodes if n.health != Health.HEALTHY])
     used: dict[str, float] = defaultdict(float)
     on: dict[str, set[str]] = defaultdict(set)
     for h in held:
@@ -61,7 +63,7 @@ def list_nodes(
         gpu_memory_mib=n.gpu_memory_mib, cpu_milli=n.cpu_milli, memory_mib=n.memory_mib,
         price_per_gpu_hour=n.price_per_gpu_hour, capacity_kind=str(n.capacity_kind),
         region=n.region, zone=n.zone, rack=n.rack, labels=dict(n.labels),
-        cordoned=n.cordoned, health=str(n.health),
+        cordoned=n.cordoned, health=str(n.health), health_reason=why.get(n.id, ""),
         gpus_used=round(used[n.id], 3),
         workloads=sorted(on[n.id]) if who.is_admin else [])
         for n in nodes]

@@ -19,6 +19,7 @@ from corral.api.views import event_view, workload_view
 from corral.backends.errors import BackendError
 from corral.control import cancel
 from corral.control.lifecycle import State
+from corral.control.packaging import packaging_refusals
 from corral.control.submission import stored_form
 from corral.core.reasons import UNRESOLVABLE
 from corral.sdk import models as M
@@ -92,6 +93,9 @@ def _launchable_here(ctx: ApiContext, spec: WorkloadSpec) -> None:
         raise ApiError(422, "invalid_request", "the spec cannot run on this pool",
                        [("working_dir", f"{spec.working_dir!r} is not a directory on this host: "
                                         "create it or fix the path")])
+    refused = packaging_refusals(spec, ctx.backend_name)  # image, setup, workdir
+    if refused:
+        raise ApiError(422, "invalid_request", "the spec cannot run on this pool", refused)
     path = spec.plain_env().get("PATH") or None  # empty: the backend uses its own PATH
     program = spec.command[0] if spec.command and spec.shell is None else None
     if (ctx.backend_name == "local" and path is not None and program is not None

@@ -77,6 +77,7 @@ PROCESS_GONE: Final = "ProcessGone"  # LOST: gone without recording an exit code
 NODE_LOST: Final = "NodeLost"  # LOST: its node is gone
 MACHINE_REBOOTED: Final = "MachineRebooted"  # LOST: the machine restarted under it
 LAUNCH_INTERRUPTED: Final = "LaunchInterrupted"  # LOST: the control plane died mid-launch
+SETUP_FAILED: Final = "SetupFailed"  # FAILED: the spec's setup exited non-zero (its code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +113,12 @@ class LaunchSpec:
 
     secret_env: the values of the spec's secret references (`corral.spec.packaging`), resolved
     at launch; kept apart from env so that nothing prints them (it is left out of repr) and a
-    store that keeps launch records can seal them (`corral.store.agents`).
+    store that keeps launch records can seal them (`corral.store.agents`). setup: shell lines
+    run before the command on every worker (non-zero: the worker FAILED with reason
+    SetupFailed, the command never started). workdir: a directory copied into the attempt's
+    directory (`corral.backends.workdir`), the command's cwd unless working_dir is set. image:
+    the container image; a backend that cannot run one refuses the launch (InvalidLaunchSpec
+    naming image), it never runs the command without it.
     """
 
     workload_id: str
@@ -129,6 +135,9 @@ class LaunchSpec:
     log_dir: str | None = None
     restart_count: int = 0
     secret_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    setup: str | None = None
+    workdir: str | None = None
+    image: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.command, str):
@@ -177,6 +186,9 @@ class LaunchSpec:
             "log_dir": self.log_dir,
             "restart_count": self.restart_count,
             "secret_env": dict(sorted(self.secret_env.items())),
+            "setup": self.setup,
+            "workdir": self.workdir,
+            "image": self.image,
         }
 
     @classmethod

@@ -54,7 +54,7 @@ def ended_from_record(record: dict[str, Any], stop_reason: str) -> WorkerEnd:
         message = f"{stop_reason} ({detail})" if stop_reason and detail else (stop_reason or detail)
         return WorkerEnd(WorkerState.STOPPED, reason or base.STOPPED_IN_TIME, code, finished,
                          message)
-    if reason == base.COMMAND_NOT_FOUND:
+    if reason in (base.COMMAND_NOT_FOUND, base.SETUP_FAILED):
         return WorkerEnd(WorkerState.FAILED, reason, code, finished, detail)
     if code == 0:
         return WorkerEnd(WorkerState.SUCCEEDED, base.EXITED, 0, finished, detail)

@@ -5,6 +5,29 @@ through NVML; `FakeGpuHealthProbe` in tests). `node_verdict` turns its report in
 `Health` and a reason: HEALTHY (take new work), DEGRADED (keep running work, take none new: it
 wants a reset at the next drain), UNHEALTHY (stop placing work; what runs there is at risk).
 
+Each problem found is a `Check`: a name, a severity and a reason sentence. DRAIN checks make the
+node UNHEALTHY (no new work; running work is stopped with its grace, so it checkpoints, and
+restarts elsewhere); WARN checks make it DEGRADED (no new work; running work runs on). What each
+check looks at and why it has its severity:
+
+    check             severity  signal (NVML)
+    gpu-lost          drain     a query answered NVML_ERROR_GPU_IS_LOST: the GPU fell off the bus
+    query-failed      drain     any other NVML error on a device that answered before
+    missing           drain     fewer devices than the node should have
+    xid               drain     a critical XID event (warn for 63/92/94, ignored: 13/31/43/45/68)
+    ecc-uncorrected   drain     volatile uncorrected ECC errors (needs a reset; data was lost)
+    memory-repair     drain     row remapping failed, or memory info unreadable
+    memory-repair     warn      a row remap / page retirement waits for a GPU reset
+    clocks-throttled  warn      clocks slowed for HW slowdown, HW or SW thermal slowdown, or HW
+                                power brake (not the power cap: that is normal under load)
+    pcie-replays      warn      PCIe replay counter grew >= `pcie_replays_warn` since last check
+    nvlink-errors     warn      NVLink CRC/replay/recovery counters grew >= `nvlink_errors_warn`
+    temperature       warn/drain >= 85 C / >= 95 C
+
+The growth thresholds are corral's defaults, not vendor figures: a link that retrains or replays
+a handful of times an hour is normal; hundreds between two checks is a cable, riser or switch
+going bad (DCGM's health watches flag the same counters).
+
 A node is as healthy as its worst device: the pool model has one health per node, and a broken GPU
 often takes its NVLink peers' collectives down with it.
 
@@ -26,12 +49,15 @@ from corral.core.model import Health
 __all__ = [
     "APPLICATION_XIDS",
     "DEGRADING_XIDS",
+    "Check",
     "DeviceHealth",
     "FakeGpuHealthProbe",
     "GpuHealthProbe",
     "HealthThresholds",
     "MemoryRepair",
     "NodeVerdict",
+    "Severity",
+    "device_checks",
     "device_verdict",
     "node_verdict",
 ]
@@ -67,6 +93,31 @@ class MemoryRepair(enum.StrEnum):
     NOT_CHECKED = "not-checked"  # the device does not support the memory info query
 
 
+class Severity(enum.StrEnum):
+    """What a failed check does to its node (module docstring)."""
+
+    DRAIN = "drain"  # UNHEALTHY: running work leaves (to its checkpoint), nothing new comes
+    WARN = "warn"  # DEGRADED: nothing new comes; running work runs on
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One problem a probe found: `device` is None for the node as a whole."""
+
+    name: str
+    severity: Severity
+    reason: str
+    device: int | None = None
+
+    @property
+    def health(self) -> Health:
+        return Health.UNHEALTHY if self.severity == Severity.DRAIN else Health.DEGRADED
+
+    def as_record(self) -> dict[str, object]:
+        return {"name": self.name, "severity": str(self.severity), "reason": self.reason,
+                "device": self.device}
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceHealth:
     """One device as the probe saw it at `checked_at` (the caller's clock).
@@ -74,7 +125,10 @@ class DeviceHealth:
     xids: the distinct critical XIDs seen since the probe started, in the order first seen.
     memory_repair: see `MemoryRepair` (no allocation test: nothing is written to the device).
     error: set when querying the device failed (for example "GPU is lost"); the device is then
-    unusable whatever the other fields say. None in a field means "not supported by the device".
+    unusable whatever the other fields say; lost: that error was NVML_ERROR_GPU_IS_LOST.
+    throttle_reasons: the slowdown reasons active now (`THROTTLE_NAMES`' values).
+    pcie_replays, nvlink_errors: how much those counters grew since the probe's previous check
+    (None: unsupported, or the first check). None in a field means "not supported by the device".
     """
 
     index: int
@@ -86,6 +140,10 @@ class DeviceHealth:
     temperature_c: int | None = None
     memory_repair: MemoryRepair = MemoryRepair.NOT_CHECKED
     error: str = ""
+    lost: bool = False
+    throttle_reasons: tuple[str, ...] = ()
+    pcie_replays: int | None = None
+    nvlink_errors: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +152,9 @@ class HealthThresholds:
     temperature_unhealthy_c: int = 95
     ignored_xids: frozenset[int] = APPLICATION_XIDS
     degrading_xids: frozenset[int] = DEGRADING_XIDS
+    #: counter growth between two checks that is worth a warning (module docstring)
+    pcie_replays_warn: int = 100
+    nvlink_errors_warn: int = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,46 +164,79 @@ class NodeVerdict:
     health: Health
     reason: str
     checked: bool = True
+    checks: tuple[Check, ...] = ()
 
 
 _RANK: Final = {Health.HEALTHY: 0, Health.DEGRADED: 1, Health.UNHEALTHY: 2}
+
+
+def device_checks(
+    device: DeviceHealth, thresholds: HealthThresholds = HealthThresholds(),
+) -> list[Check]:
+    """Every problem found on one device, as checks (module docstring's table). Pure."""
+    i, t = device.index, thresholds
+    found: list[Check] = []
+    if device.lost:
+        found.append(Check("gpu-lost", Severity.DRAIN, "GPU has fallen off the bus (NVML: GPU is "
+                           "lost); it needs a reset or a reboot before it can run work", i))
+    elif device.error:
+        found.append(Check("query-failed", Severity.DRAIN, device.error, i))
+    for xid in device.xids:
+        if xid in t.ignored_xids:
+            continue
+        severity = Severity.WARN if xid in t.degrading_xids else Severity.DRAIN
+        found.append(Check("xid", severity, f"xid {xid} "
+                           f"({XID_NAMES.get(xid, 'see NVIDIA XID catalogue')})", i))
+    if device.ecc_uncorrected_volatile:
+        found.append(Check("ecc-uncorrected", Severity.DRAIN, f"{device.ecc_uncorrected_volatile}"
+                           " uncorrected ECC errors since the driver loaded (needs a GPU reset)",
+                           i))
+    found.extend(_memory_repair(device.memory_repair, i))
+    if device.throttle_reasons:
+        found.append(Check("clocks-throttled", Severity.WARN, "clocks slowed down ("
+                           f"{', '.join(device.throttle_reasons)}): work here runs slower", i))
+    if device.pcie_replays is not None and device.pcie_replays >= t.pcie_replays_warn:
+        found.append(Check("pcie-replays", Severity.WARN, f"{device.pcie_replays} PCIe replays "
+                           "since the last check (a failing link, riser or slot)", i))
+    if device.nvlink_errors is not None and device.nvlink_errors >= t.nvlink_errors_warn:
+        found.append(Check("nvlink-errors", Severity.WARN, f"{device.nvlink_errors} NVLink "
+                           "CRC/replay/recovery errors since the last check", i))
+    found.extend(_temperature(device.temperature_c, t, i))
+    return found
+
+
+def _memory_repair(repair: MemoryRepair, i: int) -> list[Check]:
+    if repair == MemoryRepair.FAILED:
+        return [Check("memory-repair", Severity.DRAIN,
+                      "row remapping failed (memory errors it cannot repair)", i)]
+    if repair == MemoryRepair.UNREADABLE:
+        return [Check("memory-repair", Severity.DRAIN, "memory info unreadable", i)]
+    if repair == MemoryRepair.RESET_PENDING:
+        return [Check("memory-repair", Severity.WARN, "memory repair waits for a GPU reset "
+                      "(remapped rows or retired pages pending)", i)]
+    return []
 
 
 def device_verdict(
     device: DeviceHealth, thresholds: HealthThresholds = HealthThresholds(),
 ) -> tuple[Health, list[str]]:
     """The device's health and every problem found (empty when healthy). Pure."""
-    found: list[tuple[Health, str]] = []
-    if device.error:
-        found.append((Health.UNHEALTHY, device.error))
-    for xid in device.xids:
-        if xid in thresholds.ignored_xids:
-            continue
-        level = Health.DEGRADED if xid in thresholds.degrading_xids else Health.UNHEALTHY
-        found.append((level, f"xid {xid} ({XID_NAMES.get(xid, 'see NVIDIA XID catalogue')})"))
-    if device.ecc_uncorrected_volatile:
-        found.append((Health.UNHEALTHY, f"{device.ecc_uncorrected_volatile} uncorrected ECC "
-                      "errors since the driver loaded (needs a GPU reset)"))
-    if device.memory_repair == MemoryRepair.FAILED:
-        found.append((Health.UNHEALTHY, "row remapping failed (memory errors it cannot repair)"))
-    elif device.memory_repair == MemoryRepair.UNREADABLE:
-        found.append((Health.UNHEALTHY, "memory info unreadable"))
-    elif device.memory_repair == MemoryRepair.RESET_PENDING:
-        found.append((Health.DEGRADED, "memory repair waits for a GPU reset"))
-    found.extend(_temperature(device.temperature_c, thresholds))
+    found = device_checks(device, thresholds)
     if not found:
         return Health.HEALTHY, []
-    worst = max((h for h, _ in found), key=_RANK.__getitem__)
-    return worst, [text for _, text in found]
+    worst = max((c.health for c in found), key=_RANK.__getitem__)
+    return worst, [c.reason for c in found]
 
 
-def _temperature(temperature_c: int | None, t: HealthThresholds) -> list[tuple[Health, str]]:
+def _temperature(temperature_c: int | None, t: HealthThresholds, i: int) -> list[Check]:
     if temperature_c is None:
         return []
     if temperature_c >= t.temperature_unhealthy_c:
-        return [(Health.UNHEALTHY, f"{temperature_c} C >= {t.temperature_unhealthy_c} C")]
+        return [Check("temperature", Severity.DRAIN,
+                      f"{temperature_c} C >= {t.temperature_unhealthy_c} C", i)]
     if temperature_c >= t.temperature_degraded_c:
-        return [(Health.DEGRADED, f"{temperature_c} C >= {t.temperature_degraded_c} C")]
+        return [Check("temperature", Severity.WARN,
+                      f"{temperature_c} C >= {t.temperature_degraded_c} C", i)]
     return []
 
 
@@ -168,19 +262,25 @@ def node_verdict(
         return NodeVerdict(Health.HEALTHY, f"GPU health not checked: {unavailable_reason}",
                            checked=False)
     problems: list[tuple[Health, str]] = []
+    checks: list[Check] = []
     if expected_devices is not None and len(devices) < expected_devices:
         seen = {d.index for d in devices}
         missing = [str(i) for i in range(expected_devices) if i not in seen] or ["?"]
-        problems.append((Health.UNHEALTHY, f"expected {expected_devices} GPUs, the driver sees "
-                         f"{len(devices)} (missing: {', '.join(missing)})"))
+        text = (f"expected {expected_devices} GPUs, the driver sees {len(devices)} (missing: "
+                f"{', '.join(missing)})")
+        problems.append((Health.UNHEALTHY, text))
+        checks.append(Check("missing", Severity.DRAIN, text))
     for device in sorted(devices, key=lambda d: d.index):
-        health, found = device_verdict(device, thresholds)
+        found = device_checks(device, thresholds)
         if found:
-            problems.append((health, f"gpu {device.index}: {'; '.join(found)}"))
+            health = max((c.health for c in found), key=_RANK.__getitem__)
+            problems.append((health, f"gpu {device.index}: {'; '.join(c.reason for c in found)}"))
+            checks.extend(found)
     if not problems:
         return NodeVerdict(Health.HEALTHY, f"all {len(devices)} GPUs healthy")
     worst = max((h for h, _ in problems), key=_RANK.__getitem__)
-    return NodeVerdict(worst, " | ".join(text for h, text in problems if h == worst))
+    return NodeVerdict(worst, " | ".join(text for h, text in problems if h == worst),
+                       checks=tuple(checks))
 
 
 class GpuHealthProbe(abc.ABC):

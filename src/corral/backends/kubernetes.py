@@ -82,6 +82,7 @@ from corral.backends.kubernetes_objects import (
     pod_name,
     service_name,
     to_node,
+    with_setup,
     workload_label,
 )
 from corral.backends.records import AttemptRecord, AttemptRecords, ended_attempt, statuses
@@ -298,14 +299,16 @@ class KubernetesBackend(Backend, InventorySource, LogSource):
         # the device plugin numbers the container's devices from 0: its view, in the vendor's
         # variables (the plan's node indices stay in the corral.io/devices annotation)
         env.update(device_env(vendor, range(len(a.devices))))
+        command, setup_env = with_setup(spec.argv(), spec.setup)  # issue 13: setup, then command
+        env.update(setup_env)
         limits, note = self._gpu_request(a, resource)
         annotations = {ANNOTATION_WORKLOAD: spec.workload_id, "corral.io/queue": spec.queue,
                        "corral.io/devices": ",".join(map(str, a.devices))}
         if note:
             annotations["corral.io/note"] = note
         container: dict[str, Any] = {
-            "name": "worker", "image": self.image,
-            "command": list(spec.argv()),
+            "name": "worker", "image": spec.image or self.image,  # the spec's image first
+            "command": command,
             "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
             "volumeMounts": [{"name": "corral", "mountPath": DEADLINE_MOUNT, "readOnly": True}],
         }

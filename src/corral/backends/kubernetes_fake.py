@@ -101,8 +101,10 @@ class FakeKubernetes:
             "name": "worker", "ready": True, "restartCount": 0, "image": "", "imageID": "",
             "state": {"running": {"startedAt": _now_iso()}}}]}
 
-    def exit(self, name: str, code: int, namespace: str = "corral", reason: str = "") -> None:
-        """The container ended. A pod being deleted is then removed, as the API server does."""
+    def exit(self, name: str, code: int, namespace: str = "corral", reason: str = "",
+             message: str = "") -> None:
+        """The container ended (`message`: its termination message). A pod being deleted is
+        then removed, as the API server does."""
         pod = self.pod(name, namespace)
         if pod["metadata"].get("deletionTimestamp"):
             del self.pods[(namespace, name)]
@@ -110,7 +112,8 @@ class FakeKubernetes:
         pod["status"] = {"phase": "Succeeded" if code == 0 else "Failed", "containerStatuses": [{
             "name": "worker", "ready": False, "restartCount": 0, "image": "", "imageID": "",
             "state": {"terminated": {"exitCode": code, "finishedAt": _now_iso(),
-                                     "reason": reason or ("Completed" if code == 0 else "Error")}}}]}
+                                     "reason": reason or ("Completed" if code == 0 else "Error"),
+                                     **({"message": message} if message else {})}}}]}
 
     def write_log(self, name: str, text: str, namespace: str = "corral") -> None:
         self.logs[(namespace, name)] = self.logs.get((namespace, name), "") + text

@@ -12,6 +12,11 @@ the model from the label that vendor's feature discovery sets (NVIDIA's GFD
 ``cloud.google.com/gke-tpu-accelerator``), memory from ``nvidia.com/gpu.memory`` (MiB) or the
 backend's model table; region and zone from ``topology.kubernetes.io/{region,zone}``; ``spec.unschedulable``
 (kubectl cordon) is a cordon; a Ready condition that is not "True" makes the node UNHEALTHY.
+
+Packaging: a spec's `image` is the pod's image (the backend's own image otherwise); its `setup`
+runs before the command through a shell prologue (`with_setup`) that, when setup fails, exits
+with setup's code and leaves the container's termination message, which `pod_end` reports as
+SetupFailed.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ __all__ = [
     "pod_name",
     "service_name",
     "to_node",
+    "with_setup",
     "workload_label",
 ]
 
@@ -171,6 +177,9 @@ def pod_end(pod: Any, *, stop_reason: str = "", node_lost: bool = False) -> Work
                               f"pod failed: {reason or 'no container status'} "
                               f"{pod.status.message or ''}".strip(), finished)
         why = terminated.reason or ""
+        said = getattr(terminated, "message", None) or ""
+        if said.startswith(SETUP_MESSAGE):
+            return WorkerEnd(WorkerState.FAILED, base.SETUP_FAILED, code, finished, said.strip())
         signalled = code is not None and code < 0
         return WorkerEnd(WorkerState.FAILED, base.KILLED_BY_SIGNAL if signalled else base.EXITED,
                          code, finished, why if why not in ("Error", "Completed") else "")
@@ -179,6 +188,22 @@ def pod_end(pod: Any, *, stop_reason: str = "", node_lost: bool = False) -> Work
     if phase == "Running":
         return WorkerEnd(WorkerState.RUNNING, base.RUNNING)
     return WorkerEnd(WorkerState.STARTING, base.STARTING)
+
+
+SETUP_ENV: Final = "CORRAL_SETUP"  # the setup lines, handed to the prologue in the environment
+SETUP_MESSAGE: Final = "corral: setup exited"
+# setup in a shell of its own (as the local runner runs it), then the command in its place; the
+# termination message is what the kubelet keeps of a container's end besides its code
+_PROLOGUE: Final = (f'/bin/sh -c "${SETUP_ENV}" || {{ rc=$?; echo "{SETUP_MESSAGE} $rc; the '
+                    'command was not started" | tee /dev/termination-log >&2; exit "$rc"; }\n'
+                    'exec "$@"')
+
+
+def with_setup(argv: tuple[str, ...], setup: str | None) -> tuple[list[str], dict[str, str]]:
+    """The container's command, and the variables it needs, for `argv` after `setup`."""
+    if setup is None:
+        return list(argv), {}
+    return ["/bin/sh", "-c", _PROLOGUE, "corral-setup", *argv], {SETUP_ENV: setup}
 
 
 def _terminated(pod: Any) -> Any:

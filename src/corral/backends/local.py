@@ -14,6 +14,8 @@ Layout of the work dir (one LocalBackend per work dir at a time)::
     <work>/<workload>/<attempt>/released           release() was called
     <work>/<workload>/<attempt>/worker-<i>/        the runner's records (see local_runner)
     <work>/<workload>/<attempt>/worker-<i>.log     stdout and stderr (unless the spec's log_dir)
+    <work>/<workload>/<attempt>/setup.sh           the spec's setup lines, run by each runner first
+    <work>/<workload>/<attempt>/workdir/           the spec's workdir, copied (the command's cwd)
     <work>/<workload>/<attempt>/progress-<i>/progress.json  CORRAL_PROGRESS_FILE (the worker's)
 
 Each worker runs under `local_runner` in its own session, so the processes survive the control
@@ -73,6 +75,7 @@ from corral.backends.local_runner import (
     write_text_atomic,
 )
 from corral.backends.progress import Progress, progress_path, read_progress_file
+from corral.backends.workdir import WORKDIR_COPY, check_workdir, copy_workdir
 from corral.backends.worker_users import WorkerUsers
 from corral.core.model import CapacityKind, Node, WorkerAssignment
 
@@ -81,6 +84,7 @@ __all__ = ["LocalBackend", "virtual_nodes"]
 LAUNCH_RECORD: Final = "launch.json"
 STOP_RECORD: Final = "stop.json"
 DEADLINE_FILE: Final = "preempt-deadline"
+SETUP_FILE: Final = "setup.sh"
 RELEASED_MARK: Final = "released"
 LOOPBACK: Final = "127.0.0.1"
 RECORD_VERSION: Final = 1  # of launch.json; a record of another version is not adopted
@@ -299,13 +303,20 @@ class LocalBackend(Backend, InventorySource, LogSource):
             raise InvalidLaunchSpec(
                 "working_dir", f"{spec.working_dir!r} is not a directory: create it or fix the "
                 "path")
+        if spec.image is not None:
+            raise InvalidLaunchSpec(
+                "image", f"this backend runs processes on its host and no container runtime is "
+                f"configured for it, so {spec.image!r} cannot be honoured: remove image (the "
+                "host's own software runs), or submit to a Kubernetes or Slurm (pyxis) pool")
+        if spec.workdir is not None:
+            check_workdir(spec.workdir)
         if not spec.shell:
             self._check_program(spec)
 
     def _check_program(self, spec: LaunchSpec) -> None:
         program = spec.argv()[0]
         if "/" in program:
-            path = Path(spec.working_dir or ".") / program
+            path = Path(spec.working_dir or spec.workdir or ".") / program
             if path.is_file() and os.access(path, os.X_OK):
                 return
             raise InvalidLaunchSpec(
@@ -327,6 +338,7 @@ class LocalBackend(Backend, InventorySource, LogSource):
             log_dir.mkdir(parents=True, exist_ok=True)
             if spec.checkpoint_dir:
                 self._make_checkpoint_dir(Path(spec.checkpoint_dir), spec.queue)
+            self._package(spec, adir)
         except OSError as e:
             raise InvalidLaunchSpec(
                 "log_dir" if spec.log_dir and not log_dir.is_dir() else "checkpoint_dir",
@@ -338,6 +350,14 @@ class LocalBackend(Backend, InventorySource, LogSource):
             "launched_at": time.time(), "master_addr": master_addr,
         }, mode=0o600)  # it holds the spec's env, secrets included
         return _Attempt(spec, adir, log_dir, master_port, master_addr)
+
+    def _package(self, spec: LaunchSpec, adir: Path) -> None:
+        """The attempt's setup lines (read by each runner) and its copy of the workdir."""
+        if spec.setup is not None:
+            write_text_atomic(adir / SETUP_FILE, spec.setup, mode=0o600)
+        if spec.workdir is not None:
+            who = None if self.worker_users is None else self.worker_users.for_queue(spec.queue)
+            copy_workdir(spec.workdir, adir, None if who is None else (who.uid, who.gid))
 
     def _make_checkpoint_dir(self, path: Path, queue: str) -> None:
         """Create it if missing. With worker users, a folder corral creates belongs to the
@@ -374,8 +394,15 @@ class LocalBackend(Backend, InventorySource, LogSource):
         argv = [self.python, "-I", local_runner.__file__,
                 "--record-dir", str(attempt_dir / f"worker-{worker}"),
                 "--deadline-file", str(attempt_dir / DEADLINE_FILE), *identity, *self._lease_args(),
-                "--cwd", spec.working_dir or "", "--", *spec.argv()]
+                *self._package_args(spec, attempt_dir), "--", *spec.argv()]
         return argv, env
+
+    @staticmethod
+    def _package_args(spec: LaunchSpec, attempt_dir: Path) -> list[str]:
+        """The runner's cwd (working_dir, else the workdir's copy) and setup file."""
+        cwd = spec.working_dir or (str(attempt_dir / WORKDIR_COPY) if spec.workdir else "")
+        setup = ["--setup-file", str(attempt_dir / SETUP_FILE)] if spec.setup is not None else []
+        return ["--cwd", cwd, *setup]
 
     def _spawn(self, record: _Attempt, worker: int) -> None:
         spec = record.spec
@@ -496,7 +523,7 @@ class LocalBackend(Backend, InventorySource, LogSource):
                 stop_reason or detail)
             return {**fields, "state": WorkerState.STOPPED,
                     "reason": reason or base.STOPPED_IN_TIME, "message": message}
-        if reason == base.COMMAND_NOT_FOUND:
+        if reason in (base.COMMAND_NOT_FOUND, base.SETUP_FAILED):
             return {**fields, "state": WorkerState.FAILED, "reason": reason}
         if code == 0:
             return {**fields, "state": WorkerState.SUCCEEDED, "reason": base.EXITED}

@@ -14,7 +14,7 @@ import contextlib
 import importlib
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, Final
 
 from corral.backends.health import DeviceHealth, GpuHealthProbe, MemoryRepair
 
@@ -81,7 +81,13 @@ class NvmlHealthProbe(GpuHealthProbe):
       (`nvmlDeviceGetMemoryInfo`), and the row remapper (`nvmlDeviceGetRemappedRows`, Ampere and
       later) must neither have failed nor wait for a reset; before Ampere, retired pages waiting
       for a reset (`nvmlDeviceGetRetiredPagesPendingStatus`) count as a pending repair;
-    - that the device still answers at all (an error such as "GPU is lost" makes it unusable).
+    - that the device still answers at all (an error such as "GPU is lost" makes it unusable;
+      NVML_ERROR_GPU_IS_LOST is told apart, `DeviceHealth.lost`);
+    - the clocks' slowdown reasons (`nvmlDeviceGetCurrentClocksEventReasons`, formerly
+      ...ThrottleReasons): HW slowdown, HW/SW thermal slowdown, HW power brake (`THROTTLE_NAMES`);
+    - the PCIe replay counter (`nvmlDeviceGetPcieReplayCounter`) and every NVLink's CRC, replay
+      and recovery error counters (`nvmlDeviceGetNvLinkErrorCounter`): their growth since the
+      probe's previous check (the first check only sets the baseline).
 
     Nothing is allocated on, written to or read back from the device: NVML cannot, and a CUDA
     context in the control plane would take memory from the jobs. Queries a device does not
@@ -93,6 +99,7 @@ class NvmlHealthProbe(GpuHealthProbe):
         self.available = self._nvml is not None
         self._events: Any = None
         self._xids: dict[int, list[int]] = {}
+        self._counters: dict[tuple[int, str], int] = {}  # (device, counter) -> last value
         if self._nvml is not None:
             self._register_xid_events(self._nvml)
 
@@ -149,10 +156,24 @@ class NvmlHealthProbe(GpuHealthProbe):
                 temperature_c=_unless_unsupported(
                     nvml, nvml.nvmlDeviceGetTemperature, handle, nvml.NVML_TEMPERATURE_GPU),
                 memory_repair=_memory_repair(nvml, handle),
+                throttle_reasons=_throttle_reasons(nvml, handle),
+                pcie_replays=self._growth(index, "pcie", _unless_unsupported(
+                    nvml, getattr(nvml, "nvmlDeviceGetPcieReplayCounter", _missing), handle)),
+                nvlink_errors=self._growth(index, "nvlink", _nvlink_errors(nvml, handle)),
             )
         except nvml.NVMLError as e:
             # Anything but "not supported" means the device is in trouble ("GPU is lost").
-            return DeviceHealth(index=index, checked_at=now, xids=xids, error=f"NVML: {e}")
+            lost = getattr(e, "value", None) == getattr(nvml, "NVML_ERROR_GPU_IS_LOST", -1)
+            return DeviceHealth(index=index, checked_at=now, xids=xids, error=f"NVML: {e}",
+                                lost=lost)
+
+    def _growth(self, index: int, counter: str, value: int | None) -> int | None:
+        """How much a cumulative counter grew since the last check; None on the first."""
+        if value is None:
+            return None
+        last = self._counters.get((index, counter))
+        self._counters[(index, counter)] = value
+        return None if last is None else max(0, value - last)
 
     def close(self) -> None:
         nvml, self._nvml = self._nvml, None
@@ -176,10 +197,58 @@ def _unless_unsupported(nvml: Any, query: Any, *args: Any) -> int | None:
     """The query's answer as an int, None when unsupported; other NVML errors propagate."""
     try:
         return int(query(*args))
+    except _NotInThisNvml:
+        return None
     except nvml.NVMLError as e:
         if _unsupported(nvml, e):
             return None
         raise
+
+
+#: the clock slowdown reasons that mean trouble, by their bit in NVML's reason mask (nvml.h's
+#: nvmlClocksEventReason*; the same bits as the older nvmlClocksThrottleReason*). Left out: GPU
+#: idle, application clocks, the SW power cap and sync boost, which are normal operation.
+THROTTLE_NAMES: Final = {
+    0x8: "hw-slowdown", 0x20: "sw-thermal-slowdown", 0x40: "hw-thermal-slowdown",
+    0x80: "hw-power-brake-slowdown",
+}
+_NVLINK_COUNTERS: Final = ("NVML_NVLINK_ERROR_DL_REPLAY", "NVML_NVLINK_ERROR_DL_RECOVERY",
+                           "NVML_NVLINK_ERROR_DL_CRC_FLIT", "NVML_NVLINK_ERROR_DL_CRC_DATA")
+
+
+def _missing(*_args: Any) -> int:
+    raise _NotInThisNvml
+
+
+class _NotInThisNvml(Exception):
+    """An nvidia-ml-py too old to have the query: treated as unsupported."""
+
+
+def _throttle_reasons(nvml: Any, handle: Any) -> tuple[str, ...]:
+    query = (getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
+             or getattr(nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None))
+    if query is None:
+        return ()
+    mask = _unless_unsupported(nvml, query, handle)
+    if mask is None:
+        return ()
+    return tuple(name for bit, name in THROTTLE_NAMES.items() if mask & bit)
+
+
+def _nvlink_errors(nvml: Any, handle: Any) -> int | None:
+    """The sum of every active NVLink's error counters; None without NVLink."""
+    query = getattr(nvml, "nvmlDeviceGetNvLinkErrorCounter", None)
+    counters = [getattr(nvml, c) for c in _NVLINK_COUNTERS if hasattr(nvml, c)]
+    if query is None or not counters:
+        return None
+    total, any_link = 0, False
+    for link in range(int(getattr(nvml, "NVML_NVLINK_MAX_LINKS", 18))):
+        try:
+            values = [int(query(handle, link, c)) for c in counters]
+        except nvml.NVMLError:
+            continue  # no such link on this device, or it is down: nothing to count
+        total, any_link = total + sum(values), True
+    return total if any_link else None
 
 
 def _memory_repair(nvml: Any, handle: Any) -> MemoryRepair:

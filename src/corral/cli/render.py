@@ -74,13 +74,17 @@ def nodes_table(nodes: Iterable[M.NodeInfo]) -> Table:
     nodes = list(nodes)
     t = Table(title="nodes", title_justify="left")
     id_column(t, "NODE", (n.id for n in nodes))
+    why = any(n.health_reason for n in nodes)
     for col in ("MODEL", "GPUS USED", "", "STATUS", "PROVIDER", "$/GPU-H"):
         t.add_column(col)
+    if why:  # only when a node is cordoned by health: its failed checks
+        t.add_column("WHY", overflow="fold")
     for n in nodes:
         status = "cordoned" if n.cordoned else n.health
-        t.add_row(n.id, n.gpu_model, f"{n.gpus_used:g}/{n.gpu_count}",
-                  _bar(n.gpus_used, n.gpu_count), status, n.provider,
-                  f"{n.price_per_gpu_hour:.2f}")
+        row = [n.id, n.gpu_model, f"{n.gpus_used:g}/{n.gpu_count}",
+               _bar(n.gpus_used, n.gpu_count), status, n.provider,
+               f"{n.price_per_gpu_hour:.2f}"]
+        t.add_row(*row, *([n.health_reason] if why else []))
     return t
 
 

@@ -50,6 +50,10 @@ def _documents(path: Path) -> list[dict[str, Any]]:
         err.print(f"[red]error:[/red] {path}: {e}; write dates and other values as strings",
                   markup=True, highlight=False)
         raise typer.Exit(1) from None
+    for item in items:  # a relative workdir is relative to the file (the server needs it whole)
+        wd = item.get("workdir")
+        if isinstance(wd, str) and wd and not Path(wd).is_absolute():
+            item["workdir"] = str((path.parent / wd).resolve())
     return items
 
 

@@ -96,7 +96,8 @@ def launch_spec(
         command=command, shell=spec.shell is not None, user=rec.user,
         env=_env(rec, spec),
         working_dir=spec.working_dir, checkpoint_dir=ckpt, resume_from=resume_point(ckpt),
-        restart_count=rec.restart_count, secret_env=resolved_secrets(store, rec.queue, spec))
+        restart_count=rec.restart_count, secret_env=resolved_secrets(store, rec.queue, spec),
+        setup=spec.setup, workdir=spec.workdir, image=spec.image)
 
 
 def resolved_secrets(store: Store | None, queue: str, spec: WorkloadSpec) -> dict[str, str]:

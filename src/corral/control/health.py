@@ -10,6 +10,11 @@ Once per control-loop step (between reconcile and scheduling, see `corral.contro
   places nothing new there (`Node.schedulable`). corral's health cordon lives in the `health`
   column and leaves the operator's `cordoned` flag alone, so an uncordon by health never undoes
   an operator's cordon. Event ``NodeCordoned`` (kind ``node``) with the reason.
+GPU verdicts come from a probe in this process (NVML on `corral up`'s own machine) and from the
+hosts themselves (`corral agent` reports its checks with its heartbeat, `gpu_reports.py`). Each
+check has a severity (`corral.backends.health`): drain checks make the node UNHEALTHY, warn
+checks DEGRADED.
+
 - **drain**: work holding GPUs on an UNHEALTHY node gets a stop request (reason
   ``NodeUnhealthy``) and so leaves with the preemption contract (SIGTERM, the grace, then
   SIGKILL: time to checkpoint); when its workers have ended it restarts as a whole gang, from its
@@ -37,12 +42,13 @@ from sqlalchemy import Connection, insert, select, update
 from corral.backends.base import Backend, InventorySource
 from corral.backends.errors import BackendError
 from corral.backends.health import GpuHealthProbe, NodeVerdict, node_verdict
+from corral.control.gpu_reports import ReportedVerdicts
 from corral.core.model import Health, Node
 from corral.store import Store
 from corral.store import pool as P
 from corral.store import workloads as W
 from corral.store.changes import next_node_seq
-from corral.store.schema import NodeRow, Provider
+from corral.store.schema import Event, NodeRow, Provider
 
 __all__ = [
     "NODE_CORDONED",
@@ -57,6 +63,7 @@ __all__ = [
     "Observation",
     "Uncordon",
     "decide",
+    "health_reasons",
     "probe_verdicts",
 ]
 
@@ -198,7 +205,8 @@ class HealthMonitor:
     """Applies `decide` every `interval_s` of the loop's clock. See the module docstring.
 
     backend: its `inventory()` gives engine liveness (when it is an InventorySource).
-    gpu_verdicts: GPU health per node (`probe_verdicts`), or None. `corral up` gives the NVML
+    gpu_verdicts: GPU health per node (`probe_verdicts`), or None; the verdicts agents report
+    for their own hosts are read from the store as well (`reported`). `corral up` gives the NVML
     probe of this machine's GPUs when they are the local backend's inventory, and no backend
     (`corral.cli.server`). join_new_nodes: add nodes the
     backend offers that the store does not know. recover_after_s: how long a node must stay
@@ -213,6 +221,8 @@ class HealthMonitor:
     join_new_nodes: bool = True
     last_run: float | None = None
     healthy_since: dict[str, float] = field(default_factory=dict)
+    #: what hosts reported of their own GPUs (`corral.control.gpu_reports`)
+    reported: ReportedVerdicts = field(default_factory=ReportedVerdicts)
 
     def step(self, now: float) -> list[Action]:
         """Observe and act once (no-op before `interval_s` has passed). Never raises for an
@@ -221,8 +231,9 @@ class HealthMonitor:
             return []
         self.last_run = now
         inventory = self._inventory()
-        verdicts = self.gpu_verdicts(now) if self.gpu_verdicts is not None else {}
+        probed = self.gpu_verdicts(now) if self.gpu_verdicts is not None else {}
         with self.store.read() as conn:
+            verdicts = {**self.reported.read(conn), **probed}  # this process's probe wins
             known = P.list_nodes(conn)
             every_id = {n.id for n in P.list_nodes(conn, include_inactive=True)}
             holding = _holding(conn)
@@ -255,6 +266,19 @@ class HealthMonitor:
                 self.healthy_since.setdefault(node_id, now)
             else:
                 self.healthy_since.pop(node_id, None)
+
+
+def health_reasons(conn: Connection, node_ids: Sequence[str]) -> dict[str, str]:
+    """Why each of these nodes was cordoned: its latest NodeCordoned event's message (the
+    failed checks), for `corral nodes`; a node never cordoned by health is left out."""
+    out: dict[str, str] = {}
+    for node_id in node_ids:
+        row = conn.execute(select(Event.message).where(
+            Event.kind == "node", Event.reason == NODE_CORDONED, Event.subject == node_id,
+        ).order_by(Event.id.desc()).limit(1)).first()
+        if row is not None:
+            out[node_id] = row.message
+    return out
 
 
 def _holding(conn: Connection) -> list[Holding]:

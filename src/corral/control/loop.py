@@ -28,6 +28,7 @@ from corral.control.health import HealthMonitor
 from corral.control.leader import Leadership
 from corral.control.live_state import LiveState
 from corral.control.probes import ReadinessProber
+from corral.control.progress import ProgressCollector
 from corral.control.reconcile import BackendView, Reconciled, reconcile
 from corral.control.settings import ControlSettings
 from corral.control.snapshot import Snapshot, SpecCache, UsageCache, with_nominations
@@ -122,6 +123,8 @@ class ControlLoop:
         self.observers: list[Callable[[StepReport], None]] = list(observers)
         #: node liveness + GPU health -> cordon, drain, uncordon (corral.control.health)
         self.health = health
+        #: workers' CORRAL_PROGRESS_FILE -> Progress events (corral.control.progress)
+        self.progress = ProgressCollector()
         #: what to rent and return (corral.control.autoscale), at most every its `every_s`
         self.autoscaler = autoscaler
         #: service replicas readiness probes (corral.control.probes): which ones take traffic
@@ -168,6 +171,8 @@ class ControlLoop:
         if self.health is not None:
             with report.stage("health"):
                 self.health.step(now)
+        with report.stage("progress"):  # workers' progress files, a backend that reads them
+            self.progress.step(self.store, self.backend, statuses, now)
         # workflow holds: after reconcile (work that just ended releases or cancels its
         # dependents and frees room in its array), before the snapshot, so released work is
         # planned in this cycle

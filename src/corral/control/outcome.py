@@ -28,7 +28,7 @@ from typing import Final
 
 from sqlalchemy import Connection
 
-from corral.backends.base import WorkerState, WorkerStatus
+from corral.backends.base import SETUP_FAILED, WorkerState, WorkerStatus
 from corral.control import lifecycle as L
 from corral.control import replicas, retry
 from corral.control.lifecycle import State
@@ -121,7 +121,9 @@ def restart_or_fail(
 
 def _not_retried(conn: Connection, rec: WorkloadRecord, spec: WorkloadSpec, now: float,
                  cause: retry.Cause, what: str, exit_code: int | None) -> bool:
-    return L.transition(conn, rec, State.FAILED, reason=retry.NOT_RETRIED,
+    # a failed setup keeps its own reason (SetupFailed): the command never ran
+    return L.transition(conn, rec, State.FAILED,
+                        reason=SETUP_FAILED if cause.setup else retry.NOT_RETRIED,
                         message=retry.not_retried_message(spec, cause, what), now=now,
                         data={"retry_cause": cause.kind}, exit_code=exit_code, stop_reason=None)
 

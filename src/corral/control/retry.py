@@ -27,7 +27,7 @@ from typing import Final
 
 from sqlalchemy import Connection, select
 
-from corral.backends.base import WorkerState, WorkerStatus
+from corral.backends.base import SETUP_FAILED, WorkerState, WorkerStatus
 from corral.core import reasons as R
 from corral.core.model import CapacityKind
 from corral.spec import WorkloadSpec
@@ -61,12 +61,13 @@ class Cause:
 
     kind: str
     exit_code: int | None = None
+    setup: bool = False  # the spec's setup exited non-zero: the command never started
 
     def __str__(self) -> str:
         if self.kind != "exit_code":
             return self.kind.replace("_", " ")
-        return "an application error" + (f" (exit code {self.exit_code})"
-                                         if self.exit_code is not None else "")
+        what = "a setup failure" if self.setup else "an application error"
+        return what + (f" (exit code {self.exit_code})" if self.exit_code is not None else "")
 
 
 def failure_cause(conn: Connection, statuses: Sequence[WorkerStatus]) -> Cause:
@@ -80,7 +81,7 @@ def failure_cause(conn: Connection, statuses: Sequence[WorkerStatus]) -> Cause:
         return Cause(NODE_FAILURE)
     failed = [s for s in statuses if s.state == WorkerState.FAILED]
     first = failed[0] if failed else statuses[0]
-    return Cause("exit_code", first.exit_code)
+    return Cause("exit_code", first.exit_code, setup=first.reason == SETUP_FAILED)
 
 
 def cause_of_stop(stop_reason: str) -> str:

@@ -212,6 +212,8 @@ class NodeInfo(_Model):
                                    "corral.dev/ labels are the fields above)")
     cordoned: bool
     health: str
+    health_reason: str = Field(default="", description="why the node is not healthy: the "
+                               "failed check(s) that cordoned it (empty when healthy)")
     gpus_used: float = Field(description="GPU share held by placed work (1.0 = one device)")
     workloads: list[str] = Field(default_factory=list)
 

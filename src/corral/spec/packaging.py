@@ -7,8 +7,8 @@
 
 Pure models and rules (pydantic only), used by `corral.spec.workload.WorkloadSpec`. What each
 field does at run time: the store's secrets (`corral.store.secrets`, resolved at launch by
-`corral.control.act`), the backends (`corral.backends.local` and the runner for setup and
-workdir, `corral.backends.kubernetes_objects` for image). Documented in docs/specs.md
+`corral.control.act`), the backends (`corral.backends.local_runner` for setup,
+`corral.backends.workdir` for workdir, `corral.backends.kubernetes_objects` for image). Documented in docs/specs.md
 ("Packaging").
 """
 
@@ -16,25 +16,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Final
+from typing import Annotated, Final
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+
+from corral.spec import limits as LIM
 
 __all__ = [
     "MAX_IMAGE_CHARS",
-    "MAX_WORKDIR_BYTES",
-    "SETUP_FAILED",
+    "EnvValue",
     "SecretRef",
     "check_image",
     "packaging_notes",
     "secret_refs",
 ]
 
-#: a worker's setup exited non-zero: the reason code of the worker's end (not retried unless
-#: its exit code is in restart_on)
-SETUP_FAILED: Final = "SetupFailed"
-#: the most a workdir may hold (files' sizes summed): it is copied on every launch
-MAX_WORKDIR_BYTES: Final = 100 * 1024 * 1024
 MAX_IMAGE_CHARS: Final = 512
 
 _SECRET_NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?")
@@ -61,6 +57,21 @@ class SecretRef(BaseModel):
                              "'.', starting and ending with a letter or digit: fix the name "
                              "(`corral secrets ls` lists them)")
         return v
+
+
+def _env_kind(value: object) -> str:
+    return "function-secret-ref" if isinstance(value, (dict, SecretRef)) else "str"
+
+
+#: one `env` value: text, or `{secret: NAME}`. Told apart by shape before validation, so a bad
+#: reference gets one error about the reference, not a second one saying it is not a string;
+#: the tags are named so that `corral.spec.errors` leaves them out of the field's path
+#: (`env.HF_TOKEN.secret`, not `env.HF_TOKEN.SecretRef.secret`)
+EnvValue = Annotated[
+    Annotated[Annotated[str, Field(max_length=LIM.MAX_ARG_CHARS)], Tag("str")]
+    | Annotated[SecretRef, Tag("function-secret-ref")],
+    Discriminator(_env_kind),
+]
 
 
 def secret_refs(env: Mapping[str, object]) -> dict[str, str]:

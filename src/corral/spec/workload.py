@@ -37,7 +37,7 @@ from corral.spec import limits as LIM
 from corral.spec.autoscale import AutoscaleSpec
 from corral.spec.errors import LIMIT_ERROR
 from corral.spec.labels import MAX_LABELS, check_selector
-from corral.spec.packaging import SecretRef, secret_refs
+from corral.spec.packaging import EnvValue, check_image, secret_refs
 from corral.spec.quantities import CpuMilli, DurationS, SizeMiB
 from corral.spec.service import ReadinessProbe
 from corral.spec.workflow import (
@@ -128,11 +128,22 @@ class WorkloadSpec(BaseModel):
         None, gt=0, le=LIM.MAX_PRICE, strict=True, allow_inf_nan=False)
     command: list[Arg] | None = Field(None, max_length=LIM.MAX_ARGS)
     shell: Arg | None = None
-    env: dict[Key, Arg | SecretRef] = Field(
+    env: dict[Key, EnvValue] = Field(
         default_factory=dict, max_length=LIM.MAX_ENV,
         description="variables for every worker: a value, or {secret: NAME} for a stored "
         "secret (the queue's, else a global one) read at launch and never shown")
     working_dir: PathText | None = None
+    # -- packaging fields (corral.spec.packaging; docs/specs.md "Packaging") --
+    setup: Arg | None = Field(
+        None, description="shell lines run with /bin/sh before the command, on every worker "
+        "of every attempt; a non-zero exit ends the worker as SetupFailed")
+    workdir: PathText | None = Field(
+        None, description="a directory copied into each attempt's directory; the command "
+        "runs in the copy (unless working_dir is set); local backend only for now")
+    image: str | None = Field(
+        None, description="the container image workers run in (Kubernetes: the pod's image; "
+        "Slurm: pyxis --container-image where the cluster has it); refused where the backend "
+        "cannot honour it")
     checkpoint_dir: PathText | None = None
     max_restarts: int = Field(3, ge=0, le=1000, strict=True)
     restart_backoff: DurationS = 10.0
@@ -288,6 +299,26 @@ class WorkloadSpec(BaseModel):
         if self.kind == WorkloadKind.INTERACTIVE and self.preemptible:
             raise ValueError("interactive sessions are never preempted; remove preemptible")
         return self
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return v if v is None or _stored(info) else check_image(v)
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and not _stored(info) and not v.startswith("/"):
+            raise ValueError("workdir must be an absolute path (the server reads it): "
+                             "`corral submit FILE` makes one relative to FILE absolute")
+        return v
+
+    @field_validator("setup")
+    @classmethod
+    def _setup(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("setup must not be blank; give the lines to run, or remove it")
+        return v
 
     def plain_env(self) -> dict[str, str]:
         """The env entries that are values (not secret references)."""

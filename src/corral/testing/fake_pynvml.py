@@ -3,12 +3,19 @@
 It mimics the calls corral.backends.nvml makes, with the same names, constants, error class
 (an `NVMLError` carrying `.value`) and return shapes as nvidia-ml-py 12/13. Install it with
 `monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(...).module())`.
+
+In another process (a real `corral agent` in a test): `install_shim(folder, state_file)` writes
+a `pynvml.py` into `folder` that serves the GPUs described in `state_file` (JSON, re-read on
+every call, so the test changes a GPU's state while the agent runs); put `folder` first on the
+process's PYTHONPATH. Nothing here touches a GPU.
 """
 
 from __future__ import annotations
 
+import json
 import types
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 NVML_ERROR_NOT_SUPPORTED = 3
@@ -40,6 +47,9 @@ class FakeGpu:
     retired_pages_pending: int | None = None  # None: not supported
     lost: bool = False  # every query raises GPU_IS_LOST
     supports_events: bool = True
+    clocks_event_reasons: int | None = 0  # NVML's reason mask; None: not supported
+    pcie_replays: int | None = 0  # cumulative; None: not supported
+    nvlink_errors: list[int] | None = None  # per link, cumulative (all counters); None: no NVLink
 
 
 @dataclass
@@ -61,6 +71,9 @@ class FakeNvml:
         m.NVML_VOLATILE_ECC = 0  # type: ignore[attr-defined]
         m.NVML_TEMPERATURE_GPU = 0  # type: ignore[attr-defined]
         m.nvmlEventTypeXidCriticalError = 0x8  # type: ignore[attr-defined]
+        m.NVML_NVLINK_MAX_LINKS = 4  # type: ignore[attr-defined]
+        for i, name in enumerate(("REPLAY", "RECOVERY", "CRC_FLIT", "CRC_DATA")):
+            setattr(m, f"NVML_NVLINK_ERROR_DL_{name}", i)
         for name in dir(self):
             if name.startswith("nvml"):
                 setattr(m, name, getattr(self, name))
@@ -127,6 +140,24 @@ class FakeNvml:
             raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
         return pending
 
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: int) -> int:
+        mask = self._gpu(handle).clocks_event_reasons
+        if mask is None:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        return mask
+
+    def nvmlDeviceGetPcieReplayCounter(self, handle: int) -> int:
+        value = self._gpu(handle).pcie_replays
+        if value is None:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        return value
+
+    def nvmlDeviceGetNvLinkErrorCounter(self, handle: int, link: int, counter: int) -> int:
+        links = self._gpu(handle).nvlink_errors
+        if links is None or link >= len(links):
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        return links[link] if counter == 2 else 0  # the test's errors are CRC flit errors
+
     def nvmlEventSetCreate(self) -> str:
         return "event-set"
 
@@ -145,3 +176,35 @@ class FakeNvml:
 
     def nvmlEventSetFree(self, event_set: str) -> None:
         pass
+
+
+class FileBackedNvml(FakeNvml):
+    """A FakeNvml whose GPUs and pending XIDs are re-read from a JSON file on every call that
+    starts a look at the devices: {"gpus": [{FakeGpu fields}], "pending_xids": [[gpu, xid]]}."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+        self._reload()
+
+    def _reload(self) -> None:
+        with open(self.path) as f:
+            state = json.load(f)
+        self.gpus = [FakeGpu(**g) for g in state.get("gpus", [])]
+        self.pending_xids = [tuple(x) for x in state.get("pending_xids", [])]
+
+    def nvmlDeviceGetCount(self) -> int:
+        self._reload()
+        return len(self.gpus)
+
+
+def install_shim(folder: Path, state_file: Path) -> Path:
+    """Write `folder`/pynvml.py serving `state_file` (module docstring); returns the file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shim = folder / "pynvml.py"
+    shim.write_text(
+        "# corral.testing.fake_pynvml's shim: a fake NVML for tests, not NVIDIA's library\n"
+        "import sys\n"
+        "from corral.testing.fake_pynvml import FileBackedNvml\n"
+        f"sys.modules[__name__] = FileBackedNvml({str(state_file)!r}).module()\n")
+    return shim

@@ -1,0 +1,57 @@
+"""Which packaging fields each backend honours, checked when a spec is submitted.
+
+    field     local           agent        slurm                     ray       kubernetes
+    setup     runner          runner       refused (not wired yet)   refused   shell prologue
+    workdir   copy per launch refused      refused                   refused   refused
+    image     refused         refused      refused (pyxis: planned)  refused   the pod's image
+
+A field a backend cannot honour is refused at submission (422 naming the field and saying what
+to do), never accepted and ignored: a job that asked for an image and ran on the host's Python
+would fail later, or worse, succeed on the wrong software. "refused" for workdir means "not
+uploaded through the control plane yet": point working_dir at shared storage instead. The local
+backend's workdir is checked here as it will be at launch (a directory on this host, within
+`MAX_WORKDIR_BYTES`). Docs: docs/specs.md "Packaging".
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from corral.backends.errors import InvalidLaunchSpec
+from corral.backends.workdir import check_workdir
+from corral.spec import WorkloadSpec
+
+__all__ = ["HONOURED", "packaging_refusals"]
+
+#: backend name -> the packaging fields it honours
+HONOURED: Final[dict[str, frozenset[str]]] = {
+    "local": frozenset({"setup", "workdir"}),
+    "agent": frozenset({"setup"}),
+    "kubernetes": frozenset({"setup", "image"}),
+    "slurm": frozenset(),
+    "ray": frozenset(),
+    "fake": frozenset({"setup", "workdir", "image"}),  # tests: the fake runs nothing
+}
+
+_WHY: Final[dict[str, str]] = {
+    "image": "runs processes on its hosts and no container runtime is configured for it: "
+             "remove image (the host's own software runs), or submit to a Kubernetes pool",
+    "workdir": "cannot copy a directory to its workers yet (no upload through the control "
+               "plane): put the code on storage the workers see and name it in working_dir",
+    "setup": "does not run setup lines yet: put them in the command (shell: 'setup && run')",
+}
+
+
+def packaging_refusals(spec: WorkloadSpec, backend: str) -> list[tuple[str, str]]:
+    """(field, message) for each packaging field of `spec` that `backend` cannot honour; []
+    when it can run them all."""
+    honoured = HONOURED.get(backend, frozenset())
+    asked = {"setup": spec.setup, "workdir": spec.workdir, "image": spec.image}
+    out = [(f, f"the {backend} backend {_WHY[f]}") for f, v in asked.items()
+           if v is not None and f not in honoured]
+    if spec.workdir is not None and "workdir" in honoured and backend == "local":
+        try:
+            check_workdir(spec.workdir)
+        except InvalidLaunchSpec as e:
+            out.append(("workdir", str(e).split(": ", 1)[1]))
+    return out

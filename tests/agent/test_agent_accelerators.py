@@ -1,0 +1,146 @@
+"""Accelerators on real `corral agent` hosts, end to end (`corral up --backend agent`, two agent
+processes on this machine): an AMD host's worker gets ROCm's device variables, not CUDA's; a
+worker's progress file comes back through the agent and shows in `corral describe`; and a GPU
+health check failing on a host cordons and drains that node, with the check's reason in
+`corral nodes`.
+
+No GPU is used. The AMD host is declared (`--gpu-model MI300X`); the NVIDIA host's NVML is
+`corral.testing.fake_pynvml`, a fake pynvml module put first on that agent's PYTHONPATH, whose
+GPUs the test describes in a JSON file it rewrites while the agent runs (a GPU falls off the bus).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from corral.testing.corral_up import CorralServer
+from corral.testing.fake_pynvml import FakeGpu, install_shim
+
+from .conftest import TIMEOUT_S, make_token
+from .harness import AgentProc, wait_for
+
+pytestmark = pytest.mark.slow
+
+WORKER = textwrap.dedent("""
+    import json, os, pathlib, sys, time
+    out = pathlib.Path(sys.argv[1])
+    names = ("CUDA_", "ROCR_", "HIP_")
+    (out / "env.json").write_text(json.dumps(
+        {k: v for k, v in os.environ.items() if k.startswith(names)}))
+    path = pathlib.Path(os.environ["CORRAL_PROGRESS_FILE"])
+    tmp = path.with_name(".progress.tmp")
+    tmp.write_text(json.dumps({"steps": 120, "total_steps": 1000, "steps_per_s": 2.5}))
+    os.rename(tmp, path)
+    while not (out / "go").exists():
+        time.sleep(0.1)
+""")
+
+
+class Hosts:
+    def __init__(self, server: CorralServer, tmp: Path, nvml_state: Path) -> None:
+        self.server, self.tmp, self.nvml_state = server, tmp, nvml_state
+        self.agents: list[AgentProc] = []
+
+    def set_gpus(self, *gpus: FakeGpu) -> None:
+        tmp = self.nvml_state.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"gpus": [asdict(g) for g in gpus]}))
+        os.replace(tmp, self.nvml_state)
+
+    def job(self, name: str, vendor: str) -> dict[str, object]:
+        script = self.tmp / "worker.py"
+        script.write_text(WORKER)
+        out = self.tmp / name
+        out.mkdir(exist_ok=True)
+        return {"name": name, "queue": "default", "cpu": 0.1, "memory": 64, "gpus": 2,
+                "node_selector": {"corral.dev/vendor": vendor}, "preemptible": True,
+                "command": [sys.executable, str(script), str(out)]}
+
+    def nodes(self) -> dict[str, dict[str, object]]:
+        listed = self.server.cli_json("nodes")
+        return {n["id"]: n for n in listed}  # type: ignore[index, union-attr]
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
+    tmp = tmp_path_factory.mktemp("accelerators")
+    server = CorralServer(tmp / "cp").start("--backend", "agent", "--agent-timeout",
+                                            str(TIMEOUT_S))
+    h = Hosts(server, tmp, tmp / "nvml.json")
+    h.set_gpus(FakeGpu(), FakeGpu())
+    token = make_token(server, 2)
+    amd = AgentProc(server.url, tmp / "host-amd", "host-amd", token, gpus=2,
+                    extra=["--gpu-model", "MI300X", "--gpu-probe-interval", "0"])
+    nvidia = AgentProc(server.url, tmp / "host-nv", "host-nv", token, gpus=2,
+                       extra=["--gpu-model", "H100", "--gpu-probe-interval", "0.3"])
+    shim = install_shim(tmp / "fake-nvml", h.nvml_state).parent
+    old = os.environ.get("PYTHONPATH")
+    try:
+        amd.start()
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(shim), old]))
+        nvidia.start()  # this agent's `import pynvml` finds the fake
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
+    h.agents = [amd, nvidia]
+    try:
+        wait_for(lambda: set(h.nodes()) == {"host-amd", "host-nv"}, "both agents joined")
+        yield h
+    finally:
+        for a in h.agents:
+            a.stop()
+            a.kill_workers()
+        server.stop()
+
+
+def test_an_amd_hosts_worker_gets_rocm_devices_and_reports_progress(hosts: Hosts) -> None:
+    with hosts.server.client() as c:
+        wid = c.submit(hosts.job("on-amd", "amd")).group_id
+        env_file = hosts.tmp / "on-amd" / "env.json"
+        wait_for(env_file.exists, "the worker's environment")
+        env = json.loads(env_file.read_text())
+        assert env == {"ROCR_VISIBLE_DEVICES": "0,1", "HIP_VISIBLE_DEVICES": "0,1"}
+
+        def progress() -> list[str]:
+            return [e.message for e in c.events(wid).items if e.reason == "Progress"]
+        [said] = wait_for(progress, "the worker's progress in its events")
+        assert said == "worker 0: step 120 of 1000 (12.0%), 2.5 steps/s on MI300X"
+        (hosts.tmp / "on-amd" / "go").write_text("1")
+        assert c.wait(wid, timeout_s=60).state == "succeeded"
+    described = hosts.server.cli("describe", wid).stdout
+    assert "step 120 of 1000" in described
+
+
+def test_a_gpu_that_falls_off_the_bus_cordons_and_drains_its_host(hosts: Hosts) -> None:
+    with hosts.server.client() as c:
+        wid = c.submit(hosts.job("on-nv", "nvidia")).group_id
+        wait_for((hosts.tmp / "on-nv" / "env.json").exists, "the worker on host-nv")
+        env = json.loads((hosts.tmp / "on-nv" / "env.json").read_text())
+        assert env["CUDA_VISIBLE_DEVICES"] == "0,1" and "ROCR_VISIBLE_DEVICES" not in env
+        assert hosts.nodes()["host-nv"]["health"] == "healthy"
+
+        hosts.set_gpus(FakeGpu(), FakeGpu(lost=True))
+        node = wait_for(lambda: (n := hosts.nodes()["host-nv"])["health"] == "unhealthy" and n,
+                        "host-nv cordoned by its GPU check")
+        assert "gpu 1: GPU has fallen off the bus" in str(node["health_reason"])
+        drained = wait_for(lambda: [e for e in c.events(wid).items
+                                    if e.reason == "NodeDrained"], "the job drained")
+        assert "host-nv is unhealthy" in drained[0].message
+        # the drain is the preemption contract: the job stops, then waits (no other NVIDIA host)
+        wait_for(lambda: c.get(wid).state == "pending", "the drained job back in its queue")
+        listed = hosts.server.cli("nodes").stdout
+        assert "fallen off the bus" in listed
+
+        hosts.set_gpus(FakeGpu(), FakeGpu())  # repaired: the node takes work again
+        wait_for(lambda: hosts.nodes()["host-nv"]["health"] == "healthy", "host-nv back")
+        (hosts.tmp / "on-nv" / "go").write_text("1")
+        assert c.wait(wid, timeout_s=60).state == "succeeded"

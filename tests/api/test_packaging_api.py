@@ -1,0 +1,50 @@
+"""Packaging fields at submission: a field the pool's backend cannot honour is a 422 naming it
+(never accepted and ignored); the local backend's workdir is checked on this host; the dry run
+says what each field will do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from api.harness import build, job
+from corral.control.packaging import HONOURED
+from corral.store import Store
+
+FIELDS = {"setup": "pip install -r requirements.txt", "image": "pytorch/pytorch:2.3.0",
+          "workdir": "/"}
+
+
+@pytest.mark.parametrize("backend", sorted(set(HONOURED) - {"fake"}))
+@pytest.mark.parametrize("field", sorted(FIELDS))
+def test_a_field_the_backend_cannot_honour_is_refused_naming_it(
+        store: Store, tmp_path: Path, backend: str, field: str) -> None:
+    api = build(store, backend_name=backend)
+    value = str(tmp_path) if field == "workdir" else FIELDS[field]
+    r = api.client.post("/v1/workloads", json=job(**{field: value}), headers=api.ann)
+    if field in HONOURED[backend]:
+        assert r.status_code == 201, r.text
+        return
+    assert r.status_code == 422, r.text
+    [problem] = r.json()["problems"]
+    assert problem["field"] == field and f"the {backend} backend" in problem["message"]
+
+
+def test_the_local_workdir_must_be_a_directory_here(store: Store, tmp_path: Path) -> None:
+    api = build(store, backend_name="local")
+    r = api.client.post("/v1/workloads", json=job(workdir=str(tmp_path / "missing")),
+                        headers=api.ann)
+    assert r.status_code == 422
+    assert r.json()["problems"][0]["field"] == "workdir"
+    assert "not a directory on this host" in r.json()["problems"][0]["message"]
+
+
+def test_the_dry_run_says_what_packaging_fields_do(store: Store, tmp_path: Path) -> None:
+    api = build(store)
+    r = api.client.post("/v1/dry-run", json=job(setup="make", workdir=str(tmp_path),
+                                                 image="ubuntu:22.04"), headers=api.ann)
+    notes = " ".join(r.json()["notes"])
+    assert "setup: runs with /bin/sh before the command" in notes
+    assert f"workdir: {tmp_path} is copied" in notes and "image: workers run in ubuntu:22.04" \
+        in notes

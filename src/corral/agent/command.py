@@ -28,6 +28,9 @@ def agent(
                                              "NVML's count, 0 without NVML)")] = None,
     gpu_model: Annotated[str | None, typer.Option("--gpu-model")] = None,
     gpu_memory_mib: Annotated[int | None, typer.Option("--gpu-memory-mib", min=0)] = None,
+    vendor: Annotated[str | None, typer.Option(
+        "--vendor", help="who makes the accelerators: nvidia, amd, intel, aws or google "
+        "(default: the library that found them, else read from --gpu-model)")] = None,
     cpu: Annotated[float | None, typer.Option("--cpu", min=0, help="CPUs offered")] = None,
     memory_mib: Annotated[int | None, typer.Option("--memory-mib", min=0)] = None,
     provider: Annotated[str, typer.Option("--provider")] = "agent",
@@ -78,8 +81,8 @@ def agent(
             cpu_milli=None if cpu is None else int(cpu * 1000), memory_mib=memory_mib,
             provider=provider, region=region, zone=zone, rack=rack, instance_type=instance_type,
             instance_id=instance_id, price_per_gpu_hour=price, capacity_kind=capacity_kind,
-            address=address))
-    except (WorkerUserError, ValidationError) as e:
+            address=address, vendor=_vendor(vendor)))
+    except (WorkerUserError, ValidationError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     settings = AgentSettings(server=server, data_dir=data_dir,
@@ -99,3 +102,15 @@ def agent(
         raise typer.Exit(1) from None
     finally:
         runner.client.close()
+
+
+def _vendor(given: str | None) -> str | None:
+    """--vendor, checked: a clear error names the flag and the choices."""
+    if given is None:
+        return None
+    from corral.core.vendors import Vendor
+
+    choices = [str(v) for v in Vendor]
+    if given.lower() not in choices:
+        raise ValueError(f"--vendor {given!r}: one of {', '.join(choices)}")
+    return given.lower()

@@ -1,6 +1,8 @@
-"""What a host declares when it joins: its GPUs (NVML where present, else the flags), CPU, RAM,
-where it is and what it costs. Flags always win over detection (a host may offer fewer GPUs
-than it has)."""
+"""What a host declares when it joins: its GPUs (NVML where present, else amdsmi, else the
+flags), CPU, RAM, where it is and what it costs. Flags always win over detection (a host may
+offer fewer GPUs than it has). The vendor of its accelerators goes in its labels
+(`corral.dev/vendor`: `--vendor`, else the library that found them); without either, the
+server reads it from the model's name (`corral.core.vendors`)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corral.agent.protocol import HostFacts
+from corral.core.model import LABEL_VENDOR
 
 __all__ = ["Declared", "detect_address", "host_facts"]
 
@@ -35,6 +38,7 @@ class Declared:
     capacity_kind: str = "owned"
     address: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    vendor: str | None = None  # nvidia, amd, intel, aws, google (None: detect or infer)
 
 
 def detect_address() -> str:
@@ -58,12 +62,10 @@ def host_facts(declared: Declared, *, gpus: Callable[[], list[Any]] | None = Non
     """The facts to join with. `gpus`: the NVML probe (`corral.backends.nvml.local_gpus`),
     asked only when the GPU count is not declared."""
     found: list[Any] = []
+    vendor = declared.vendor
     if declared.gpus is None:
-        if gpus is None:
-            from corral.backends.nvml import local_gpus
-
-            gpus = local_gpus
-        found = gpus()
+        found, detected = _detect(gpus)
+        vendor = vendor or detected
     count = declared.gpus if declared.gpus is not None else len(found)
     model = declared.gpu_model or (found[0].name if found else ("none" if count == 0
                                                                else "unknown"))
@@ -78,4 +80,20 @@ def host_facts(declared: Declared, *, gpus: Callable[[], list[Any]] | None = Non
         rack=declared.rack, instance_type=declared.instance_type,
         instance_id=declared.instance_id, price_per_gpu_hour=declared.price_per_gpu_hour,
         capacity_kind=declared.capacity_kind, address=declared.address or detect_address(),
-        hostname=socket.gethostname(), labels=dict(declared.labels), version=version)
+        hostname=socket.gethostname(), labels={**declared.labels, **(
+            {LABEL_VENDOR: vendor} if vendor else {})}, version=version)
+
+
+def _detect(gpus: Callable[[], list[Any]] | None) -> tuple[list[Any], str | None]:
+    """(GPUs, vendor) from `gpus` when given (tests), else NVML, else amdsmi."""
+    if gpus is not None:
+        return gpus(), None
+    from corral.backends.nvml import local_gpus
+
+    found = local_gpus()
+    if found:
+        return found, "nvidia"
+    from corral.backends.amdsmi_probe import local_amd_gpus
+
+    amd = local_amd_gpus()
+    return amd, "amd" if amd else None

@@ -24,8 +24,9 @@ from types import ModuleType
 from typing import Any
 
 from corral.backends.health import DeviceHealth, GpuHealthProbe, MemoryRepair
+from corral.backends.nvml import GpuInfo
 
-__all__ = ["AmdSmiHealthProbe", "load_amdsmi"]
+__all__ = ["AmdSmiHealthProbe", "load_amdsmi", "local_amd_gpus"]
 
 
 def load_amdsmi() -> tuple[ModuleType | None, str]:
@@ -39,6 +40,26 @@ def load_amdsmi() -> tuple[ModuleType | None, str]:
     except Exception as e:  # AmdSmiLibraryException and the like: no driver, no device
         return None, f"amdsmi did not start: {e} (is the amdgpu driver loaded?)"
     return amdsmi, ""
+
+
+def local_amd_gpus() -> list[GpuInfo]:
+    """This machine's AMD GPUs (name from `amdsmi_get_gpu_asic_info`'s market_name, memory
+    from `amdsmi_get_gpu_vram_info`'s vram_size in MB); [] without amdsmi or a driver."""
+    amdsmi, _ = load_amdsmi()
+    if amdsmi is None:
+        return []
+    try:
+        gpus = []
+        for i, h in enumerate(amdsmi.amdsmi_get_processor_handles()):
+            info = amdsmi.amdsmi_get_gpu_asic_info(h)
+            vram = amdsmi.amdsmi_get_gpu_vram_info(h)
+            gpus.append(GpuInfo(i, str(info.get("market_name", "AMD GPU")),
+                                str(info.get("asic_serial", "")), int(vram.get("vram_size", 0))))
+        return gpus
+    except Exception:  # the library answered init, then not: no usable GPUs to declare
+        return []
+    finally:
+        amdsmi.amdsmi_shut_down()
 
 
 class AmdSmiHealthProbe(GpuHealthProbe):

@@ -14,7 +14,7 @@ from corral.providers.bootstrap import FLAGS, agent_user_data, parse_user_data
 
 FACTS = {"provider": "aws-use1", "region": "us-east-1", "zone": "us-east-1a",
          "instance_type": "p5.48xlarge", "price_per_gpu_hour": "12.290000",
-         "capacity_kind": "spot"}
+         "capacity_kind": "spot", "spot_notice_url": "http://169.254.169.254"}
 
 
 def test_round_trip() -> None:

@@ -19,6 +19,7 @@ from corral.agent.protocol import (
     SyncIn,
     SyncOut,
 )
+from corral.agent.spot import NoticeIn, NoticeOut
 
 __all__ = ["AgentClient", "Backoff", "Refused", "Unreachable"]
 
@@ -102,3 +103,8 @@ class AgentClient:
                               for w, a, i, o, d in chunks]).model_dump_json()
         return LogsOut.model_validate_json(
             self._post("/agent/v1/logs", credential, body)).next_offsets
+
+    def notice(self, credential: str, request: NoticeIn) -> NoticeOut:
+        """A spot interruption notice read on this host (`corral.agent.spot`)."""
+        return NoticeOut.model_validate_json(
+            self._post("/agent/v1/notice", credential, request.model_dump_json()))

@@ -56,6 +56,10 @@ def agent(
     gpu_probe_interval: Annotated[float, typer.Option(
         "--gpu-probe-interval", min=0, help="seconds between GPU health checks (NVML, or "
         "amdsmi on AMD hosts), reported with the heartbeat; 0: never")] = 10.0,
+    spot_notice_url: Annotated[str, typer.Option(
+        "--spot-notice-url", help="EC2 instance metadata to poll for a spot interruption "
+        "notice (http://169.254.169.254 on EC2; the aws provider sets it on spot instances); "
+        "empty: never")] = "",
     worker_user: Annotated[str | None, typer.Option(
         "--worker-user", help="per-queue, a user name, or same; default per-queue as root")
     ] = None,
@@ -89,7 +93,8 @@ def agent(
                              node_id=node_id or socket.gethostname(), join_token=join_token,
                              poll_wait_s=poll_wait, lease_s=lease,
                              self_fence_after_s=self_fence_after, worker_users=users,
-                             gpu_probe_interval_s=gpu_probe_interval)
+                             gpu_probe_interval_s=gpu_probe_interval,
+                             spot_notice_url=spot_notice_url)
     runner = Agent(settings, facts)
     for sig in (signal.SIGTERM, signal.SIGINT):  # stop the loop; workers run on (README)
         signal.signal(sig, lambda *_: runner.stop_event.set())

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
@@ -29,6 +30,7 @@ from corral.agent.protocol import (
     SyncIn,
     SyncOut,
 )
+from corral.agent.spot import SpotReporter, SpotWatcher
 from corral.backends import base
 from corral.backends.base import LaunchSpec, WorkerState, WorkerStatus
 from corral.backends.errors import BackendError
@@ -64,6 +66,10 @@ class AgentSettings:
     self_fence_after_s: float = 0.0
     worker_users: WorkerUsers | None = None
     backoff: Backoff = field(default_factory=Backoff)
+    #: EC2 instance metadata base URL to poll for spot interruption notices ("" : never;
+    #: `corral.agent.spot`), and how often
+    spot_notice_url: str = ""
+    spot_poll_s: float = 5.0
     #: seconds between GPU health checks, reported with the heartbeat (0: never; `health.py`)
     gpu_probe_interval_s: float = 10.0
 
@@ -97,6 +103,10 @@ class Agent:
         self.acted = False  # the last turn launched or stopped something: report at once
         self.stop_event = threading.Event()
         self.gpu = GpuReporter(settings.gpu_probe_interval_s, facts.gpus, facts.gpu_model)
+        self.spot = SpotReporter(SpotWatcher(settings.spot_notice_url,
+                                             interval_s=settings.spot_poll_s),
+                                 lambda n: self.client.notice(self._credential(), n),
+                                 (Unreachable, Refused)) if settings.spot_notice_url else None
 
     # --- joining ----------------------------------------------------------------------------------
 
@@ -146,6 +156,8 @@ class Agent:
         self.gpu.delivered(health)
         self.last_contact = self.clock()
         self.s.backoff.reset()
+        if self.spot is not None:  # the host's spot warning, reported before acting
+            self.spot.turn(self.clock(), datetime.now(UTC))
         self.seq = out.seq
         self.apply(out)
         return out

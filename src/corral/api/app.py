@@ -44,6 +44,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     app.include_router(agents.admin_router)
     app.include_router(agents.agent_router)
+    from corral.api import agent_notices  # issue 11: spot notices read on the host
+
+    app.include_router(agent_notices.router)
     from corral.web import install as install_dashboard  # late: corral.web imports corral.api
 
     install_dashboard(app)  # the dashboard at /, its data at /v1/dashboard, and /metrics

@@ -22,6 +22,11 @@ contract (stop reason `SpotInterrupted`: SIGTERM, the grace, then SIGKILL, the d
 message) and is requeued, not failed (`corral.control.outcome`); its gang restarts elsewhere
 from its checkpoint, preferring another zone or provider (`AutoscalerState.interrupted`), and
 capacity is rented for it if it waits for lack of it. The instance is returned once idle.
+The same warning read on the host (the agent polls EC2's instance metadata `spot/instance-action`,
+`corral.agent.spot`) arrives through `POST /agent/v1/notice`: `act_on_host_notice` cordons the
+node and stops its work the same way at once, in the request, and records `agent.spot_notice`;
+the next pass reads those records (`_host_notices`), remembers the place for each workload and
+drains the instance, so a provider's later notice of the same instance is not acted on twice.
 
 No capacity leaks: every instance with this cluster's tag is listed at each pass; one that has
 not joined after `join_timeout_s` is terminated by the policy, whether this process launched it
@@ -48,7 +53,7 @@ from corral.autoscale.pool import (
     decide,
 )
 from corral.autoscale.state import AutoscalerState
-from corral.core.model import ClusterState
+from corral.core.model import CapacityKind, ClusterState
 from corral.core.plan import Plan
 from corral.providers.base import (
     CapacityState,
@@ -59,19 +64,23 @@ from corral.providers.base import (
     Provider,
     required_tags,
 )
-from corral.providers.bootstrap import agent_user_data
+from corral.providers.bootstrap import EC2_METADATA_URL, agent_user_data
 from corral.providers.errors import ProviderError
 from corral.store import Store, audit
+from corral.store import agents as AG
 from corral.store import pool as P
 from corral.store import workloads as W
 
-__all__ = ["PROVIDER_REMOVED", "SPOT_INTERRUPTED", "PoolAutoscaler", "Reload"]
+__all__ = ["HOST_NOTICE", "PROVIDER_REMOVED", "SPOT_INTERRUPTED", "PoolAutoscaler", "Reload",
+           "act_on_host_notice"]
 
 log = logging.getLogger(__name__)
 ACTOR = "autoscaler"
 #: stop reasons of work drained by the autoscaler (requeued, not failed: corral.control.outcome)
 SPOT_INTERRUPTED = "SpotInterrupted"
 PROVIDER_REMOVED = "ProviderRemoved"
+#: the audit action of a spot notice an agent read on its host
+HOST_NOTICE = "agent.spot_notice"
 #: providers, their limits, and the names of those being removed
 Reload = Callable[[], tuple[Mapping[str, Provider], Mapping[str, ProviderLimits], frozenset[str]]]
 
@@ -103,6 +112,7 @@ class PoolAutoscaler:
     interrupted: set[str] = field(default_factory=set)  # instance ids whose notice was acted on
     #: providers whose instances could not be listed at the last pass: never taken for empty
     unlisted: set[str] = field(default_factory=set)
+    host_notices_seen: int = 0  # the last `agent.spot_notice` audit id read
 
     def step(self, now: float, plan: Plan | None,
              cluster: Callable[[], ClusterState]) -> Decisions | None:
@@ -193,6 +203,7 @@ class PoolAutoscaler:
         """Act once on each new notice of an instance that joined: drain its node, stop its
         work with the preemption contract, remember the place for each workload."""
         by_id = {i.id: i for i in instances}
+        self._host_notices(now, instances)
         for name, provider in sorted(self.providers.items()):
             if not isinstance(provider, Interruptible):
                 continue
@@ -207,6 +218,23 @@ class PoolAutoscaler:
                     continue
                 self.interrupted.add(n.instance_id)
                 self._act_on_notice(now, state, i, n)
+
+    def _host_notices(self, now: float, instances: list[Instance]) -> None:
+        """Notices agents read on their hosts since the last pass (already acted on in the
+        request): remember the place for each stopped workload, drain the instance."""
+        with self.store.read() as conn:
+            seen = audit.list_audit(conn, after_id=self.host_notices_seen, action=HOST_NOTICE,
+                                    limit=1000)
+        by_node = {i.node_id: i for i in instances if i.node_id is not None}
+        for rec in seen:
+            self.host_notices_seen = rec.id
+            i = by_node.get(rec.target)
+            if i is None or i.id in self.interrupted:
+                continue
+            self.interrupted.add(i.id)
+            for wid in rec.detail.get("stopped", []):
+                self.state = self.state.interrupted(str(wid), i.provider, i.offer.zone)
+            self.draining.add(rec.target)
 
     def _act_on_notice(self, now: float, state: ClusterState, i: Instance, n: Notice) -> None:
         node = i.node_id or ""
@@ -277,6 +305,8 @@ class PoolAutoscaler:
                  "price_per_gpu_hour": f"{offer.price_per_gpu_hour:.6f}",
                  "instance_type": offer.instance_type, "region": offer.region,
                  "zone": offer.zone}
+        if offer.capacity_kind == CapacityKind.SPOT and getattr(provider, "kind", "") == "aws":
+            facts["spot_notice_url"] = EC2_METADATA_URL  # the agent reads its notice there
         # a provider that starts the agent itself (ssh) gets no cloud-init script
         user_data = ("" if getattr(provider, "starts_agent", False) else
                      agent_user_data(self.server_url, self.join_token(count), facts))
@@ -301,6 +331,30 @@ class PoolAutoscaler:
         with self.store.write() as conn:
             audit.record(conn, at=now, actor=ACTOR, action=f"autoscale.{what}",
                          target=target[:200], detail=detail)
+
+
+def act_on_host_notice(conn: Any, now: float, node_id: str, *, instance_id: str, action: str,
+                       seconds_left: float) -> list[str]:
+    """An agent read a spot interruption notice on its host: cordon its node, stop the current
+    attempt of every workload running there with the preemption contract (`SpotInterrupted`:
+    requeued from its checkpoint, no restart spent), record `agent.spot_notice`. Returns the
+    workload ids stopped (none a second time: a stop already asked is left alone)."""
+    _, workers = AG.assignments_for(conn, node_id)
+    here = {(w.workload_id, w.attempt) for w in workers if not w.fenced}
+    current = [r.id for r in W.get_workloads(conn, sorted({wid for wid, _ in here}))
+               if (r.id, r.attempt) in here]
+    what = instance_id or node_id
+    message = (f"spot interruption of {what} (read on the host: {action}): node {node_id} is "
+               f"taken back in {seconds_left:.0f} s; stopping the gang to restart it from its "
+               "checkpoint elsewhere")
+    P.set_cordoned(conn, node_id, True)
+    stopped = _stop_work(conn, now, current, SPOT_INTERRUPTED, message, node_id)
+    audit.record(conn, at=now, actor="agent", action=HOST_NOTICE, target=node_id,
+                 detail={"instance": instance_id, "action": action,
+                         "deadline": now + seconds_left, "stopped": stopped})
+    log.warning("spot notice read on host %s: cordoned, %d workload(s) stopped", node_id,
+                len(stopped))
+    return stopped
 
 
 def _stop_work(conn: Any, now: float, workload_ids: Sequence[str], reason: str, message: str,

@@ -2,7 +2,8 @@
 
 A launched instance runs one shell script (cloud-init user-data) that starts
 ``corral agent --server URL`` with what the host cannot find out itself as the agent's own flags
-(`--provider`, `--region`, `--zone`, `--instance-type`, `--price`, `--capacity-kind`), and its
+(`--provider`, `--region`, `--zone`, `--instance-type`, `--price`, `--capacity-kind`, and on an
+EC2 spot instance `--spot-notice-url`, where it polls for its interruption notice), and its
 instance id from the cloud's metadata endpoint (`--instance-id`, how the control plane ties the
 instance to the node it becomes). The join token travels in the environment
 (`CORRAL_JOIN_TOKEN`, which the agent reads), not on the command line, so that `ps` on the host
@@ -17,12 +18,14 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["FLAGS", "AgentBoot", "agent_user_data", "parse_user_data"]
+__all__ = ["EC2_METADATA_URL", "FLAGS", "AgentBoot", "agent_user_data", "parse_user_data"]
 
 #: facts the autoscaler knows about an instance -> the agent's flag for each
 FLAGS = {"provider": "--provider", "region": "--region", "zone": "--zone",
          "instance_type": "--instance-type", "price_per_gpu_hour": "--price",
-         "capacity_kind": "--capacity-kind"}
+         "capacity_kind": "--capacity-kind", "spot_notice_url": "--spot-notice-url"}
+#: EC2's instance metadata service: where an agent on a spot instance reads its notice
+EC2_METADATA_URL = "http://169.254.169.254"
 _ENV = re.compile(r"^export ([A-Z_]+)=(.*)$")
 _EXEC = re.compile(r"^exec corral agent (.*)$")
 #: the instance metadata service (IMDSv2: a session token first)

@@ -93,7 +93,9 @@ def _launchable_here(ctx: ApiContext, spec: WorkloadSpec) -> None:
         raise ApiError(422, "invalid_request", "the spec cannot run on this pool",
                        [("working_dir", f"{spec.working_dir!r} is not a directory on this host: "
                                         "create it or fix the path")])
-    refused = packaging_refusals(spec, ctx.backend_name)  # image, setup, workdir
+    # image, setup, workdir; a backend may say what its cluster honours (Slurm: pyxis or not)
+    refused = packaging_refusals(spec, ctx.backend_name or "",
+                                 getattr(ctx.logs, "packaging_fields", None))
     if refused:
         raise ApiError(422, "invalid_request", "the spec cannot run on this pool", refused)
     path = spec.plain_env().get("PATH") or None  # empty: the backend uses its own PATH

@@ -100,6 +100,7 @@ __all__ = ["SlurmBackend", "job_name"]
 
 log = logging.getLogger(__name__)
 DEADLINE_FILE: Final = "preempt-deadline"
+SETUP_FILE: Final = "setup.sh"  # the spec's setup lines, read by each worker's runner
 _PENDING_STATES: Final = frozenset({"PENDING", "CONFIGURING", "REQUEUED", "RESIZING"})
 
 
@@ -158,6 +159,26 @@ class SlurmBackend(Backend, InventorySource, LogSource):
                             ask_in_background)
         self._seen: dict[tuple[str, int, int], WorkerEnd] = {}
         self._changes = ChangeFeed()  # poll_changes: the last report, to diff against
+        self._pyxis: bool | None = None  # srun takes --container-image: asked once
+
+    # --- packaging (issue 13) ------------------------------------------------------------------
+
+    @property
+    def packaging_fields(self) -> frozenset[str]:
+        """The spec's packaging fields this cluster honours (`corral.control.packaging`):
+        setup always (the runner runs it), image where pyxis gives srun --container-image."""
+        return frozenset({"setup", "image"} if self.has_pyxis() else {"setup"})
+
+    def has_pyxis(self) -> bool:
+        """Whether srun here takes --container-image (NVIDIA's pyxis SPANK plugin, which runs
+        a step in an enroot container); asked once, as `srun --help` lists a plugin's options."""
+        if self._pyxis is None:
+            try:
+                usage = self._slurm("srun", "--help", check=False)
+                self._pyxis = "--container-image" in usage.stdout + usage.stderr
+            except BackendUnavailable:
+                return False  # asked again next time: the answer is not known yet
+        return self._pyxis
 
     def _adopt(self, record: AttemptRecord) -> None:
         """A record being launched: known to poll and stop, but not observed until `_landed`."""
@@ -379,6 +400,13 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         if spec.working_dir is not None and not Path(spec.working_dir).is_dir():
             raise InvalidLaunchSpec("working_dir", f"{spec.working_dir!r} is not a directory: "
                                     "create it or fix the path")
+        if spec.image is not None and not self.has_pyxis():
+            raise InvalidLaunchSpec("image", "this Slurm cluster's srun has no "
+                                    "--container-image (pyxis is not installed): install pyxis "
+                                    "and enroot on it, or remove image")
+        if spec.workdir is not None:
+            raise InvalidLaunchSpec("workdir", "the Slurm backend does not copy a workdir yet: "
+                                    "put the code on storage the nodes see, in working_dir")
 
     def _prepare_dirs(self, record: AttemptRecord) -> None:
         try:
@@ -435,9 +463,21 @@ class SlurmBackend(Backend, InventorySource, LogSource):
             lines.append(f"echo {shlex.quote('[corral] ' + note)} >&2")
         runner = [*local_runner.runner_argv(self.python), "--record-dir", str(wdir),
                   "--deadline-file", str(record.dir / DEADLINE_FILE), "--cwd",
-                  spec.working_dir or "", "--", *spec.argv()]
+                  spec.working_dir or "", *self._setup_args(record), "--",
+                  *container_argv(spec.image, spec.working_dir, spec.argv())]
         lines.append("exec " + " ".join(shlex.quote(x) for x in runner))
         return "\n".join(lines) + "\n"
+
+    @staticmethod
+    def _setup_args(record: AttemptRecord) -> list[str]:
+        """The runner's --setup-file: the spec's setup lines, written beside the records (the
+        nodes see the record dir, as they see the runner's own records)."""
+        if record.spec.setup is None:
+            return []
+        path = record.dir / SETUP_FILE
+        if not path.exists():
+            write_text_atomic(path, record.spec.setup, mode=0o600)
+        return ["--setup-file", str(path)]
 
     # --- observing -----------------------------------------------------------------------------
 
@@ -555,6 +595,17 @@ def _ended_by_runner(record: AttemptRecord, worker: int, exit_record: dict[str, 
         known = record.ends[worker] = exits.ended_from_record(exit_record,
                                                               stop.reason if stop else "")
     return known
+
+
+def container_argv(image: str | None, cwd: str | None,
+                   argv: Sequence[str]) -> list[str]:
+    """The worker's command in `image` through pyxis: one srun step in the job's allocation,
+    in an enroot container of the image, in `cwd` when given (the batch script's environment,
+    the contract's variables included, passes into the step, as srun passes it by default)."""
+    if image is None:
+        return list(argv)
+    workdir = [f"--container-workdir={cwd}"] if cwd else []
+    return ["srun", "--ntasks=1", f"--container-image={image}", *workdir, *argv]
 
 
 def _master_node(spec: LaunchSpec) -> str:

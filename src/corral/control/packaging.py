@@ -1,16 +1,18 @@
 """Which packaging fields each backend honours, checked when a spec is submitted.
 
     field     local           agent        slurm                     ray       kubernetes
-    setup     runner          runner       refused (not wired yet)   refused   shell prologue
+    setup     runner          runner       runner                    refused   shell prologue
     workdir   copy per launch refused      refused                   refused   refused
-    image     refused         refused      refused (pyxis: planned)  refused   the pod's image
+    image     refused         refused      pyxis, where installed    refused   the pod's image
 
 A field a backend cannot honour is refused at submission (422 naming the field and saying what
 to do), never accepted and ignored: a job that asked for an image and ran on the host's Python
 would fail later, or worse, succeed on the wrong software. "refused" for workdir means "not
-uploaded through the control plane yet": point working_dir at shared storage instead. The local
-backend's workdir is checked here as it will be at launch (a directory on this host, within
-`MAX_WORKDIR_BYTES`). Docs: docs/specs.md "Packaging".
+uploaded through the control plane yet": point working_dir at shared storage instead. A backend
+that knows more about its cluster than its name says (Slurm: is pyxis installed?) answers with
+its own `packaging_fields`, which the API passes as `honoured`. The local backend's workdir is
+checked here as it will be at launch (a directory on this host, within `MAX_WORKDIR_BYTES`).
+Docs: docs/specs.md "Packaging".
 """
 
 from __future__ import annotations
@@ -28,24 +30,27 @@ HONOURED: Final[dict[str, frozenset[str]]] = {
     "local": frozenset({"setup", "workdir"}),
     "agent": frozenset({"setup"}),
     "kubernetes": frozenset({"setup", "image"}),
-    "slurm": frozenset(),
+    "slurm": frozenset({"setup"}),  # image too where pyxis is (SlurmBackend.packaging_fields)
     "ray": frozenset(),
     "fake": frozenset({"setup", "workdir", "image"}),  # tests: the fake runs nothing
 }
 
 _WHY: Final[dict[str, str]] = {
-    "image": "runs processes on its hosts and no container runtime is configured for it: "
-             "remove image (the host's own software runs), or submit to a Kubernetes pool",
+    "image": "runs processes on its hosts and no container runtime is configured for it "
+             "(Slurm: pyxis is not installed): remove image (the host's own software runs), "
+             "or submit to a Kubernetes pool",
     "workdir": "cannot copy a directory to its workers yet (no upload through the control "
                "plane): put the code on storage the workers see and name it in working_dir",
     "setup": "does not run setup lines yet: put them in the command (shell: 'setup && run')",
 }
 
 
-def packaging_refusals(spec: WorkloadSpec, backend: str) -> list[tuple[str, str]]:
+def packaging_refusals(spec: WorkloadSpec, backend: str,
+                       honoured: frozenset[str] | None = None) -> list[tuple[str, str]]:
     """(field, message) for each packaging field of `spec` that `backend` cannot honour; []
-    when it can run them all."""
-    honoured = HONOURED.get(backend, frozenset())
+    when it can run them all. `honoured`: what the backend itself says (else the table)."""
+    if honoured is None:
+        honoured = HONOURED.get(backend, frozenset())
     asked = {"setup": spec.setup, "workdir": spec.workdir, "image": spec.image}
     out = [(f, f"the {backend} backend {_WHY[f]}") for f, v in asked.items()
            if v is not None and f not in honoured]

@@ -349,7 +349,10 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         record = ended_attempt(self._attempts, workload_id, attempt, self.poll)
         if record is None:
             return
-        AttemptRecords.mark_released(record)
+        # The marker only spares a restarted backend from reporting this attempt again, and
+        # a report again is released again (idempotent): written off the loop's thread, as
+        # creating a file cost ~6 ms here (9% of the loop's time for 300 one-GPU jobs).
+        self._asker.later(AttemptRecords.mark_released, record)
         with self._lock:
             del self._attempts[record.key]
         for a in record.spec.assignments:

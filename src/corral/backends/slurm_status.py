@@ -95,6 +95,14 @@ class Asker:
             self._asking = self._pool.submit(self._round, *what())
         return done
 
+    def later(self, fn: Callable[..., object], *args: object) -> None:
+        """Run `fn` on the asker's thread, after the rounds already asked for (now if not in
+        the background): bookkeeping the caller need not wait for."""
+        if self._pool is None:
+            fn(*args)
+        else:
+            self._pool.submit(fn, *args)
+
     def idle(self) -> bool:
         """No round under way (its answer, if any, is taken by the next `answer`)."""
         return self._asking is None or self._asking.done()

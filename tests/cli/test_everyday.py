@@ -96,6 +96,23 @@ def test_logs_tail(server: CorralServer, busy: dict[str, list[str]]) -> None:
     assert r.stdout == "three\nfour\n"
 
 
+def test_logs_of_an_earlier_attempt(server: CorralServer) -> None:
+    """A job that failed once (exit 3, retried by its restart_on) printed different lines on
+    each launch: --attempt 0 shows the first launch's, the default the current one's."""
+    code = ("import os, sys; a = os.environ['CORRAL_ATTEMPT']; print('attempt', a); "
+            "sys.exit(3 if a == '0' else 0)")
+    with server.client() as c:
+        wid = c.submit({**_spec("twice", code), "gpus": 0, "workers": 1, "max_restarts": 1,
+                        "restart_on": [{"exit_code": [3]}]}).workloads[0].id
+        assert c.wait(wid, timeout_s=60).state == "succeeded"
+    first = _cli(server, 80, "logs", wid, "--attempt", "0")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == "attempt 0\n"
+    assert _cli(server, 80, "logs", wid).stdout == "attempt 1\n"
+    refused = _cli(server, 80, "logs", wid, "--attempt", "0", "--follow")
+    assert refused.returncode == 2 and "--follow reads the current attempt" in refused.stderr
+
+
 def test_version_and_environment_in_help(server: CorralServer) -> None:
     r = _cli(server, 120, "--version")
     assert r.returncode == 0 and r.stdout.startswith("corral ")

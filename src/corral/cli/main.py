@@ -7,7 +7,6 @@ for FastAPI, SQLAlchemy and numpy to import.
 
 from __future__ import annotations
 
-from importlib import metadata
 from typing import Annotated
 
 import typer
@@ -47,6 +46,8 @@ app.add_typer(contexts.context_app, name="context")
 
 def _version(value: bool) -> None:
     if value:
+        from importlib import metadata  # here, not at import: ~50 ms of every command's start
+
         try:
             typer.echo(f"corral {metadata.version('corral')}")
         except metadata.PackageNotFoundError:  # run from a source tree that was not installed

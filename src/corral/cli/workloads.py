@@ -203,16 +203,23 @@ def logs(
         "--tail", min=0, help="only the last N lines (then follow, with -f)")] = None,
     replica: Annotated[int | None, typer.Option(
         "--replica", "-r", min=0, help="a service's replica (its index)")] = None,
+    attempt: Annotated[int | None, typer.Option(
+        "--attempt", "-a", min=0, help="an earlier attempt's output (0 = the first launch; "
+        "default: the current one), e.g. what a worker printed before a restart")] = None,
     url: UrlOpt = None, token: TokenOpt = None,
 ) -> None:
     """Print a worker's output (stdout and stderr); for a service, a replica's (--replica,
     default: the first one serving)."""
+    if follow and attempt is not None:
+        err.print("[red]error:[/red] --follow reads the current attempt; drop --attempt, or "
+                  "drop --follow to read an earlier one", markup=True)
+        raise typer.Exit(2)
     with connect(url, token) as c, friendly():
         workload_id = _logs_target(c, workload_id, replica)
         offset = 0
         text: list[str] = []
         while True:  # what there is now
-            chunk = c.logs(workload_id, worker=worker, offset=offset)
+            chunk = c.logs(workload_id, worker=worker, offset=offset, attempt=attempt)
             if not chunk.data:
                 break
             text.append(chunk.data)
@@ -393,7 +400,9 @@ def _print_service(s: M.Service, json_out: bool) -> None:
     for label, value in (("queue", s.queue), ("user", s.user),
                          ("replicas", f"{s.desired} desired: {s.ready} ready, {s.starting} "
                                       f"starting, {s.draining} draining (min {s.min_replicas}, "
-                                      f"max {s.max_replicas})")):
+                                      f"max {s.max_replicas})"),
+                         ("used", f"{s.replica_hours:.3f} replica-hours, {s.gpu_hours} "
+                                  f"GPU-hours, cost {s.cost or '-'}")):
         out.print(f"  {label:<10} {value}", highlight=False)
     t = Table(title="replicas", title_justify="left")
     for col in ("REPLICA", "ID", "STATE", "WORKLOAD", "NODE", "URL", "RESTARTS", "REASON"):

@@ -122,3 +122,20 @@ def test_the_loop_collects_progress_from_a_backend_that_reads_it(store: Store) -
     with store.read() as c:
         [event] = [e for e in W.list_events(c, workload_id=wid) if e.reason == "Progress"]
     assert event.message == "worker 0: step 7, 1.5 steps/s on H100"
+
+
+def test_a_new_job_of_a_measured_kind_is_given_the_throughput_its_kind_showed(
+        store: Store) -> None:
+    rig = Rig(store)
+    with store.write() as c:  # two earlier `train` runs, on two models
+        for model, rate in (("H100", 3.1), ("L4", 0.9)):
+            W.append_event(c, at=0.0, kind="info", reason="Progress", workload_id="old",
+                           data={"kind": "train", "model": model, "steps_per_s": rate,
+                                 "steps": 10, "worker": 0})
+    rig.submissions.invalidate()
+    learned = rig.get(rig.submit(name="train", gpus=1))
+    stated = rig.get(rig.submit(name="train", gpus=1, throughput={"L4": 2.0, "H100": 1.0}))
+    other = rig.get(rig.submit(name="eval", gpus=1))
+    assert learned.spec["throughput"] == {"H100": 3.1, "L4": 0.9}
+    assert stated.spec["throughput"] == {"L4": 2.0, "H100": 1.0}  # a stated one stays
+    assert not other.spec.get("throughput")  # nothing measured for its kind

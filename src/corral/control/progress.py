@@ -7,7 +7,10 @@ one it got (and always the first time), so `corral describe` shows how far a run
 it goes on which accelerator, without an event per poll. Each event's data holds the job's kind
 (the workload's name: the jobs of one name are the same training, as an array's tasks are), the
 node's accelerator model and the steps/s: `throughput_estimates` folds them, in order, into the
-per (kind, model) estimates the simulator and the `throughput` plugin take.
+per (kind, model) estimates the simulator and the `throughput` plugin take. A new job that states
+no `throughput` of its own is submitted with its kind's estimates when they cover two models or
+more (`LearnedThroughput.apply`, called by `corral.control.submission`), so the core's
+`throughput` plugin places it by what its kind measured.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from sqlalchemy import Connection, select
 
 from corral.backends.base import WorkerState, WorkerStatus
 from corral.backends.progress import Progress, ThroughputEstimates
+from corral.spec import WorkloadSpec
 from corral.store import Store
 from corral.store import workloads as W
 from corral.store.schema import Event, NodeRow, WorkloadRow
@@ -27,6 +31,7 @@ from corral.store.schema import Event, NodeRow, WorkloadRow
 __all__ = [
     "PROGRESS",
     "PROGRESS_REPORTED",
+    "LearnedThroughput",
     "ProgressCollector",
     "ProgressRecorder",
     "throughput_estimates",
@@ -112,12 +117,39 @@ def _message(worker: int, p: Progress, model: str) -> str:
 
 def throughput_estimates(conn: Connection, *, alpha: float = 0.3) -> ThroughputEstimates:
     """Every recorded progress folded, in order, into per (kind, model) estimates."""
-    estimates = ThroughputEstimates(alpha=alpha)
-    rows = conn.execute(select(Event.data).where(
-        Event.kind == "info", Event.reason == PROGRESS_REPORTED).order_by(Event.id))
-    for (data,) in rows:
-        try:
-            estimates.report(str(data["kind"]), str(data["model"]), float(data["steps_per_s"]))
-        except (KeyError, TypeError, ValueError):
-            continue  # a record this version does not read
-    return estimates
+    learned = LearnedThroughput(ThroughputEstimates(alpha=alpha))
+    learned.refresh(conn)
+    return learned.estimates
+
+
+@dataclass
+class LearnedThroughput:
+    """The estimates, kept current by reading only the Progress events since the last read;
+    and the rule that gives them to new work (`apply`)."""
+
+    estimates: ThroughputEstimates = field(default_factory=ThroughputEstimates)
+    last_id: int = 0
+
+    def refresh(self, conn: Connection) -> None:
+        rows = conn.execute(select(Event.id, Event.data).where(
+            Event.id > self.last_id, Event.kind == "info",
+            Event.reason == PROGRESS_REPORTED).order_by(Event.id))
+        for event_id, data in rows:
+            self.last_id = event_id
+            try:
+                self.estimates.report(str(data["kind"]), str(data["model"]),
+                                      float(data["steps_per_s"]))
+            except (KeyError, TypeError, ValueError):
+                continue  # a record this version does not read
+
+    def apply(self, spec: WorkloadSpec) -> WorkloadSpec:
+        """A job that states no throughput gets what earlier jobs of its kind (its name)
+        measured, when they ran on two models or more (one model says nothing relative); a
+        stated throughput is never replaced. Example: `train` ran at 3.1 steps/s on H100 and
+        0.9 on L4 -> a new `train` without `throughput` is submitted with {H100: 3.1, L4: 0.9}."""
+        if spec.throughput or not spec.gpus:
+            return spec
+        rates = self.estimates.throughput_of(spec.name)
+        if len(rates) < 2:
+            return spec
+        return spec.model_copy(update={"throughput": {m: round(r, 6) for m, r in rates}})

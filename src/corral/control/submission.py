@@ -31,6 +31,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from corral.control import lifecycle as L
+from corral.control.progress import LearnedThroughput
 from corral.control.snapshot import SpecCache, load_snapshot
 from corral.control.workflow import (
     HELD,
@@ -149,12 +150,15 @@ class Submissions:
         self._diagnoses: dict[str, R.Reason | None] = {}
         self._writes: GroupCommit[_Accepted, list[WorkloadRecord]] = GroupCommit(
             store, _store_accepted, name="submissions-writer")
+        #: throughput measured by earlier jobs of a kind, for new ones (corral.control.progress)
+        self.learned = LearnedThroughput()
 
     def pool(self) -> PoolView:
         with self._lock:
             pool = self._pool
             if pool is None or time.monotonic() - pool.loaded_at > self.pool_ttl_s:
                 with self.store.read() as conn:
+                    self.learned.refresh(conn)  # as often as the pool: estimates move slowly
                     version, queues = P.nodes_version(conn), tuple(P.list_queues(conn))
                     if pool is not None and (version, queues) == (pool.version, pool.queues):
                         self._pool = dataclasses.replace(pool, loaded_at=time.monotonic())
@@ -289,6 +293,7 @@ class Submissions:
                on_store: OnStore | None = None, parents: dict[str, dict[str, int]] | None = None,
                ) -> Future[list[WorkloadRecord]]:
         group_id = f"{spec.name}-{secrets.token_hex(4)}"
+        spec = self.learned.apply(spec)  # in memory: the event loop may be calling
         body = stored_form(spec)
         ids = unit_ids(group_id, spec)
         holds = initial_holds(spec, ids, group_id, parents or {})

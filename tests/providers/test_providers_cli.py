@@ -46,8 +46,15 @@ def test_add_ls_restart_rm(tmp_path: Path) -> None:
         assert (listed["name"], listed["origin"], listed["lifecycle"]) == (
             "aws-use1", "api", "active")
         assert listed["settings"]["profile"] == "corral-prod"
-        gone = server.cli("providers", "rm", "aws-use1")
-        assert "aws-use1 is retiring" in gone.stdout
+        bad_timeout = server.cli("providers", "rm", "aws-use1", "--timeout", "soon",
+                                 check=False)
+        assert bad_timeout.returncode == 2 and "--timeout" in bad_timeout.stderr
+        gone = server.cli("providers", "rm", "aws-use1", "--timeout", "30m")
+        assert "aws-use1 is retiring" in gone.stdout and "30m" in gone.stdout
+        forced = server.cli("providers", "rm", "aws-use1", "--force")
+        assert "its work is stopped now" in forced.stdout
+        audit = server.cli_json("audit", "--action", "provider.remove")["items"]  # type: ignore[index]
+        assert [e["detail"]["timeout_s"] for e in audit] == [1800.0, 0.0]
         missing = server.cli("providers", "rm", "nope", check=False)
         assert missing.returncode == 1
         # the bare command still lists the pool's providers (as before the subcommands)

@@ -3,6 +3,8 @@
     GET    /v1/providers/declared          admin   the renting providers, with their lifecycle
     POST   /v1/providers/declared          admin   add one (kind aws or ssh; a ProviderSpec)
     DELETE /v1/providers/declared/{name}   admin   remove one: drained, its capacity returned
+           ?timeout_s=S                            work still running S seconds later is stopped
+           ?force=true                             the same with S = 0: stop its work now
 
 (`/v1/providers` itself is the pool's summary per provider, `corral.api.pool`; the declared
 ones are a collection of their own, so no provider name can shadow a path.)
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path
+from fastapi import APIRouter, Body, Depends, Path, Query
 from pydantic import ValidationError
 
 from corral.api.context import ApiContext, Caller, context, require_admin
@@ -75,11 +77,20 @@ def add(ctx: Ctx, who: Caller, body: Annotated[dict[str, Any], Body()]) -> Decla
 
 @router.delete("/providers/declared/{name}", status_code=202, response_model=DeclaredProvider,
                responses=_ERRORS, tags=["pool"])
-def remove(name: Name, ctx: Ctx, who: Caller) -> DeclaredProvider:
-    """Start removing a renting provider (202: it drains; `lifecycle` says when it is gone)."""
+def remove(name: Name, ctx: Ctx, who: Caller,
+           force: Annotated[bool, Query(description="stop the work on its nodes now (its "
+                                                    "capacity is returned once it stopped)")]
+           = False,
+           timeout_s: Annotated[float | None, Query(
+               ge=0, le=30 * 86_400, allow_inf_nan=False,
+               description="work still running this long from now is stopped")] = None,
+           ) -> DeclaredProvider:
+    """Start removing a renting provider (202: it drains; `lifecycle` says when it is gone).
+    Without a timeout, work that may not be preempted runs to its end first."""
     require_admin(who)
     with ctx.store.write() as conn:
-        retiring = PP.retire_provider(conn, name, by=who.name, now=ctx.clock.now())
+        retiring = PP.retire_provider(conn, name, by=who.name, now=ctx.clock.now(),
+                                      timeout_s=0.0 if force else timeout_s)
     if retiring is None:
         raise not_found("renting provider", name)
     ctx.submissions.invalidate()

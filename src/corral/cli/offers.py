@@ -112,13 +112,31 @@ def providers_add(file: Annotated[Path, typer.Argument(help="YAML: one provider,
 
 
 @providers_app.command("rm")
-def providers_rm(name: str, url: UrlOpt = None, token: TokenOpt = None) -> None:
+def providers_rm(name: str,
+                 force: Annotated[bool, typer.Option(
+                     "--force", help="stop all its work now (requeued elsewhere from its "
+                     "checkpoint, no restart spent), then return its instances")] = False,
+                 timeout: Annotated[str | None, typer.Option(
+                     "--timeout", help="e.g. 30m: work still running then is stopped and "
+                     "its instances returned (default: wait for it)")] = None,
+                 url: UrlOpt = None, token: TokenOpt = None) -> None:
     """Remove a renting provider (admin): its nodes drain (preemptible work is requeued
-    elsewhere from its checkpoint; other work runs to its end), then its capacity is returned."""
+    elsewhere from its checkpoint; other work runs to its end, or until --timeout), then its
+    capacity is returned. It stays removed across restarts even if the pool file declares it;
+    `corral providers add` brings it back."""
+    from corral.spec.quantities import parse_duration_s
+
+    try:
+        timeout_s = None if timeout is None else parse_duration_s(timeout)
+    except ValueError as e:
+        raise typer.BadParameter(f"--timeout: {e}") from None
     with connect(url, token) as c, friendly():
-        gone = c.remove_provider(name)
-    Console().print(f"provider {gone.name} is {gone.lifecycle}: draining, then its instances "
-                    "are returned (`corral providers ls` shows when it is removed)")
+        gone = c.remove_provider(name, force=force, timeout_s=timeout_s)
+    when = ("its work is stopped now" if force else "" if timeout_s is None
+            else f"work still running in {timeout} is stopped")
+    Console().print(f"provider {gone.name} is {gone.lifecycle}: draining"
+                    + (f" ({when})" if when else "") + ", then its instances are returned "
+                    "(`corral providers ls` shows when it is removed)")
 
 
 def _provider_specs(file: Path) -> list[dict[str, Any]]:

@@ -54,7 +54,7 @@ from corral.cli.defaults import (  # the client reads them too
 from corral.control import ControlLoop, ControlSettings, Leadership, Submissions
 from corral.control.accounting import accounting_from_pool
 from corral.control.health import HealthMonitor, probe_verdicts
-from corral.control.pool_providers import autoscaler_from_pool, rentable_nodes
+from corral.control.pool_providers import autoscaler_from_pool, rentable_nodes, spot_prices_hook
 from corral.core.model import CapacityKind, Node, Queue
 from corral.spec import PoolSpec, load_pool
 from corral.store import Store
@@ -207,6 +207,7 @@ def bootstrap(cfg: ServerConfig) -> Composed:
                        admission=accounting, health=health, autoscaler=autoscaler)
     # work that fits only what the renting providers could give is accepted, to wait for them
     submissions = Submissions(store, scheduler, rentable=rentable_nodes)
+    autoscaler.offers_seen = spot_prices_hook(submissions.invalidate)  # spot caps (issue 11)
     ctx = ApiContext(store, submissions, logs=backend, leadership=leadership,
                      backend_name=backend.name)
     return Composed(store, backend, loop, ctx, token, source or detected, probe)

@@ -113,6 +113,11 @@ class PoolAutoscaler:
     #: providers whose instances could not be listed at the last pass: never taken for empty
     unlisted: set[str] = field(default_factory=set)
     host_notices_seen: int = 0  # the last `agent.spot_notice` audit id read
+    #: retiring providers' deadlines (`corral providers rm --timeout/--force`, server clock);
+    #: read from `reload` when it has them (`StoreProviders.deadlines`)
+    retire_by: dict[str, float] = field(default_factory=dict)
+    #: called with the offers of every pass (the server keeps the spot prices seen)
+    offers_seen: Callable[[Sequence[Offer]], None] | None = None
 
     def step(self, now: float, plan: Plan | None,
              cluster: Callable[[], ClusterState]) -> Decisions | None:
@@ -125,11 +130,15 @@ class PoolAutoscaler:
         if self.reload is not None:
             providers, limits, self.retiring = self.reload()
             self.providers, self.limits = dict(providers), dict(limits)
+            self.retire_by = dict(getattr(self.reload, "deadlines", {}))
         if not self.providers:
             return None  # nothing rents: no snapshot read
         state = cluster()
         offers, instances = self._survey(now, {n.id for n in state.nodes})
+        if self.offers_seen is not None:
+            self.offers_seen(offers)
         self._interruptions(now, state, instances)
+        self._past_deadline(now, state, instances)
         view = PoolView(self._waiting(state), offers, instances, self._node_use(state, now),
                         self.limits, self.budget, self.retiring)
         decisions = decide(view, self.state, self.config, now)
@@ -255,6 +264,34 @@ class PoolAutoscaler:
         self.draining.add(node)
         log.warning("spot interruption: node %s drained, %d workload(s) stopped (%s)", node,
                     len(stopped), n.reason)
+
+    # -- removal deadlines --------------------------------------------------------------------
+    def _past_deadline(self, now: float, state: ClusterState, instances: list[Instance]) -> None:
+        """A retiring provider past its deadline: every workload still on its nodes is stopped
+        (non-preemptible work too: that is what the timeout is for), with the preemption
+        contract and requeued elsewhere without spending a restart (`ProviderRemoved`); the
+        policy then returns each instance once nothing runs there."""
+        due = {name for name in self.retiring if name in self.retire_by
+               and now >= self.retire_by[name]}
+        if not due:
+            return
+        nodes = {i.node_id: i for i in instances if i.provider in due and i.node_id is not None}
+        for node, i in sorted(nodes.items()):
+            on_node = [w.id for w in state.workloads
+                       if any(a.node_id == node for a in w.assignments)]
+            if not on_node:
+                continue
+            message = (f"provider {i.provider} is being removed and its timeout passed: the "
+                       f"work on {node} is stopped so that {i.id} can be returned; requeued "
+                       "elsewhere from its checkpoint")
+            with self.store.write() as conn:
+                P.set_cordoned(conn, node, True)
+                stopped = _stop_work(conn, now, on_node, PROVIDER_REMOVED, message, node)
+                if stopped:
+                    audit.record(conn, at=now, actor=ACTOR, action="autoscale.removal_timeout",
+                                 target=node, detail={"provider": i.provider, "instance": i.id,
+                                                      "stopped": stopped})
+            self.draining.add(node)
 
     # -- acting -----------------------------------------------------------------------------
     def _apply(self, now: float, d: Decisions, state: ClusterState | None = None) -> None:

@@ -14,8 +14,26 @@ Where they live: the store's `providers` table, one row per provider, its `spec`
 writes one at run time). Two keys of corral's own ride along in `spec`: ``origin`` (``file`` or
 ``api``) and ``lifecycle`` (``active``, ``retiring`` while `corral providers rm` drains it,
 ``removed`` once every instance it rented is returned; the row stays, because past nodes and
-their placements name it). The autoscaler re-reads the table at every pass, so an add or a rm
-takes effect without a restart, and a restart keeps what was added.
+their placements name it), and ``retire_by`` (server clock) when the rm has a timeout: work
+still running on its nodes then is stopped (`--force` is a timeout of 0). The autoscaler
+re-reads the table at every pass, so an add or a rm takes effect without a restart, and a
+restart keeps what was added.
+
+**A removal outlives the pool file.** `corral up` writes the pool file's providers into the
+store merged over what is there (`corral.store.pool.sync_nodes`): the settings are the file's,
+but corral's own keys (`lifecycle`, `retire_by`) are not in a file, so a provider removed at
+run time stays removed (and one being removed keeps draining) across a restart with a pool file
+that still declares it: a tombstone the file does not override, because an operator who removed
+a provider while the file was unchanged meant it. `corral providers add FILE` brings it back
+(a removed name may be added again). The reverse (the file wins at start-up) would re-rent from
+a provider someone just removed, at the next unrelated restart.
+
+**Price caps on spot-only shapes.** A spot shape's price is only known from the provider's API;
+`rentable_nodes` prices it at the cheapest spot price the autoscaler last saw for that instance
+type (`SPOT_SEEN`, refreshed at each pass; the submission check's pool is reloaded when it
+changes), else at 0 (nothing seen yet: accepted, it waits with the reason). So work that may
+only use spot and caps its price under every spot offer seen is refused at submission
+(`PriceCapTooLow`, naming the cap and the cheapest price).
 
 Credentials are never in a spec: aws reads boto3's chain (the server's environment, its
 instance role) or a named `profile`; ssh names the key by its path on the server
@@ -31,6 +49,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -42,7 +62,7 @@ from sqlalchemy import Connection, insert, select, update
 from corral.autoscale.pool import AutoscalerConfig, Budget, ProviderLimits
 from corral.control.autoscale import PoolAutoscaler
 from corral.core.model import CapacityKind, Node
-from corral.providers.base import Provider
+from corral.providers.base import Offer, Provider
 from corral.spec.pool import AutoscalerSpec, PoolSpec, ProviderSpec
 from corral.store import Store, audit
 from corral.store.schema import NodeRow
@@ -53,6 +73,7 @@ __all__ = [
     "REMOVED",
     "RENTING",
     "RETIRING",
+    "SPOT_SEEN",
     "Declared",
     "ProviderConflict",
     "add_provider",
@@ -63,6 +84,7 @@ __all__ = [
     "rentable_nodes",
     "renting_providers",
     "retire_provider",
+    "spot_prices_hook",
 ]
 
 log = logging.getLogger(__name__)
@@ -71,7 +93,7 @@ RENTING: Final = frozenset({"aws", "ssh"})
 ACTIVE: Final = "active"
 RETIRING: Final = "retiring"
 REMOVED: Final = "removed"
-_OWN_KEYS: Final = ("origin", "lifecycle")
+_OWN_KEYS: Final = ("origin", "lifecycle", "retire_by")
 
 
 class ProviderConflict(Exception):
@@ -83,6 +105,7 @@ class Declared:
     spec: ProviderSpec
     origin: str  # file | api
     lifecycle: str  # active | retiring | removed
+    retire_by: float | None = None  # retiring: work still running then is stopped
 
 
 # -- the store's providers -------------------------------------------------------------------
@@ -108,12 +131,16 @@ def _declared(raw: Mapping[str, Any]) -> Declared | None:
     except ValueError as e:  # written by an older corral: skipped, said once per read
         log.warning("provider %r in the store is not valid now: %s", raw.get("name"), e)
         return None
-    return Declared(spec, str(raw.get("origin", "file")), str(raw.get("lifecycle", ACTIVE)))
+    by = raw.get("retire_by")
+    return Declared(spec, str(raw.get("origin", "file")), str(raw.get("lifecycle", ACTIVE)),
+                    float(by) if isinstance(by, int | float) else None)
 
 
-def _row_spec(spec: ProviderSpec, origin: str, lifecycle: str) -> dict[str, Any]:
-    return {**spec.model_dump(mode="json", exclude={"node_groups"}), "origin": origin,
-            "lifecycle": lifecycle}
+def _row_spec(spec: ProviderSpec, origin: str, lifecycle: str,
+              retire_by: float | None = None) -> dict[str, Any]:
+    row = {**spec.model_dump(mode="json", exclude={"node_groups"}), "origin": origin,
+           "lifecycle": lifecycle}
+    return row if retire_by is None else {**row, "retire_by": retire_by}
 
 
 def add_provider(conn: Connection, spec: ProviderSpec, *, by: str, now: float) -> Declared:
@@ -140,18 +167,26 @@ def add_provider(conn: Connection, spec: ProviderSpec, *, by: str, now: float) -
     return Declared(spec, "api", ACTIVE)
 
 
-def retire_provider(conn: Connection, name: str, *, by: str, now: float) -> Declared | None:
+def retire_provider(conn: Connection, name: str, *, by: str, now: float,
+                    timeout_s: float | None = None) -> Declared | None:
     """Start removing a renting provider: the autoscaler drains it and returns its capacity,
-    then marks it removed. None: no such renting provider. Idempotent while it drains."""
+    then marks it removed. With `timeout_s` (0: `--force`), work still running on its nodes
+    that long from now is stopped (requeued elsewhere, no restart spent) so that every instance
+    is returned. None: no such renting provider. Idempotent while it drains; a second rm may
+    only bring the deadline closer."""
     row = conn.execute(select(ProviderRow.spec).where(ProviderRow.name == name)).first()
     d = _declared(row.spec or {}) if row is not None else None
     if d is None or d.lifecycle == REMOVED:
         return None
-    if d.lifecycle == ACTIVE:
-        _set_lifecycle(conn, name, d, RETIRING)
+    deadline = None if timeout_s is None else now + timeout_s
+    if d.retire_by is not None and (deadline is None or d.retire_by < deadline):
+        deadline = d.retire_by
+    if d.lifecycle == ACTIVE or deadline != d.retire_by:
+        _set_lifecycle(conn, name, d, RETIRING, deadline)
         audit.record(conn, at=now, actor=by, action="provider.remove", target=name,
-                     detail={"kind": d.spec.kind})
-    return Declared(d.spec, d.origin, RETIRING)
+                     detail={"kind": d.spec.kind, "timeout_s": timeout_s,
+                             "retire_by": deadline})
+    return Declared(d.spec, d.origin, RETIRING, deadline)
 
 
 def mark_removed(store: Store, name: str, now: float) -> None:
@@ -167,9 +202,10 @@ def mark_removed(store: Store, name: str, now: float) -> None:
                      detail={"reason": "every instance it rented is returned"})
 
 
-def _set_lifecycle(conn: Connection, name: str, d: Declared, lifecycle: str) -> None:
+def _set_lifecycle(conn: Connection, name: str, d: Declared, lifecycle: str,
+                   retire_by: float | None = None) -> None:
     conn.execute(update(ProviderRow).where(ProviderRow.name == name)
-                 .values(spec=_row_spec(d.spec, d.origin, lifecycle)))
+                 .values(spec=_row_spec(d.spec, d.origin, lifecycle, retire_by)))
 
 
 # -- what could be rented: for the submission check ------------------------------------------
@@ -177,13 +213,53 @@ def _set_lifecycle(conn: Connection, name: str, d: Declared, lifecycle: str) -> 
 RENTABLE_COPIES: Final = 8
 
 
+class SpotSeen:
+    """The cheapest spot price per GPU-hour the autoscaler last saw, per (provider, instance
+    type), across zones. In memory: a restart forgets it until the first pass (then spot
+    shapes are priced 0 again: accepted, they wait with the reason)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._prices: dict[tuple[str, str], float] = {}
+
+    def update(self, offers: Sequence[Offer]) -> bool:
+        """Remember these offers' spot prices; True when what is known changed."""
+        seen: dict[tuple[str, str], float] = {}
+        for o in offers:
+            if o.capacity_kind == CapacityKind.SPOT and o.gpus:
+                key = (o.provider, o.instance_type)
+                seen[key] = min(seen.get(key, math.inf), float(o.price_per_gpu_hour))
+        with self._lock:
+            changed = seen != self._prices
+            self._prices = seen
+        return changed
+
+    def price(self, provider: str, instance_type: str) -> float:
+        with self._lock:
+            return self._prices.get((provider, instance_type), 0.0)
+
+
+#: the one the server's autoscaler feeds and the submission check reads
+SPOT_SEEN = SpotSeen()
+
+
+def spot_prices_hook(changed: Callable[[], None]) -> Callable[[Sequence[Offer]], None]:
+    """The autoscaler's `offers_seen`: keep the spot prices; `changed()` when they changed
+    (the server reloads the submission check's pool)."""
+    def seen(offers: Sequence[Offer]) -> None:
+        if SPOT_SEEN.update(offers):
+            changed()
+    return seen
+
+
 def rentable_nodes(conn: Connection) -> list[Node]:
     """The nodes the active renting providers could give, from their declarations alone (no
     provider API is called): an aws provider's instance types with the shipped catalog's
     hardware (types it does not list are left out), an ssh provider's hosts. A submission that
     fits none of the pool's nodes but one of these is accepted: it waits, and the autoscaler
-    rents for it. Spot prices are not known without the API: a spot shape is priced 0 here, so
-    a price cap never refuses work a spot offer might serve (it waits, with the reason)."""
+    rents for it. Spot prices are not known without the API: a spot shape is priced at the
+    cheapest spot price the autoscaler last saw for it (`SPOT_SEEN`), else 0, so a price cap
+    refuses spot-only work only under every spot offer seen."""
     out: list[Node] = []
     for d in declared_providers(conn):
         if d.lifecycle == ACTIVE:
@@ -204,7 +280,7 @@ def _aws_shapes(p: ProviderSpec) -> list[Node]:
             continue
         listed = s.on_demand_prices.get(itype, float(e.on_demand_per_hour))
         for kind in s.capacity_kinds:
-            price = listed / e.gpus if kind == "on-demand" else 0.0
+            price = listed / e.gpus if kind == "on-demand" else SPOT_SEEN.price(p.name, itype)
             out += [Node(f"rentable/{p.name}/{itype}/{kind}/{i}", p.name, e.gpu_model, e.gpus,
                          e.gpu_memory_mib, e.vcpus * 1000, e.memory_mib,
                          price_per_gpu_hour=price, capacity_kind=CapacityKind(kind),
@@ -297,6 +373,8 @@ class StoreProviders:
         self.join_token = join_token
         self.build = build or (lambda p: build_provider(p, cluster_id, server_url, join_token))
         self._built: dict[str, tuple[str, Provider]] = {}
+        #: retiring providers with a deadline (`corral providers rm --timeout/--force`)
+        self.deadlines: dict[str, float] = {}
 
     def __call__(self) -> tuple[dict[str, Provider], dict[str, ProviderLimits], frozenset[str]]:
         with self.store.read() as conn:
@@ -316,6 +394,8 @@ class StoreProviders:
             providers[d.spec.name] = cached[1]
         limits = {d.spec.name: _limits(d.spec) for d in declared}
         retiring = frozenset(d.spec.name for d in declared if d.lifecycle == RETIRING)
+        self.deadlines = {d.spec.name: d.retire_by for d in declared
+                          if d.lifecycle == RETIRING and d.retire_by is not None}
         return providers, limits, retiring
 
 
@@ -347,7 +427,8 @@ def autoscaler_from_pool(store: Store, spec: PoolSpec | None, cluster_id: str, s
     return PoolAutoscaler(store, dict(providers or {}), cluster_id, server_url, join_token,
                           config, provider_limits(spec), budget, every_s=every_s,
                           joined=lambda ids: _joined(store, ids), reload=reload,
-                          retired=lambda name: mark_removed(store, name, now()))
+                          retired=lambda name: mark_removed(store, name, now()),
+                          offers_seen=spot_prices_hook(lambda: None))
 
 
 def _config(a: AutoscalerSpec) -> AutoscalerConfig:

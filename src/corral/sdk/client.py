@@ -225,9 +225,15 @@ class Client:
         """Add a renting provider at run time: a pool file's `providers:` entry (admin)."""
         return self._post(DeclaredProvider, "/v1/providers/declared", dict(spec))
 
-    def remove_provider(self, name: str) -> DeclaredProvider:
-        """Start removing a renting provider: it drains and returns its capacity (admin)."""
-        response = self._call("DELETE", f"/v1/providers/declared/{_seg(name)}")
+    def remove_provider(self, name: str, *, force: bool = False,
+                        timeout_s: float | None = None) -> DeclaredProvider:
+        """Start removing a renting provider: it drains and returns its capacity (admin).
+        `timeout_s`: work still running then is stopped; `force`: now."""
+        params: dict[str, Any] = {"force": "true"} if force else {}
+        if timeout_s is not None:
+            params["timeout_s"] = timeout_s
+        response = self._call("DELETE", f"/v1/providers/declared/{_seg(name)}",
+                              params=params or None)
         return DeclaredProvider.model_validate(response.json())
 
     def cordon(self, node_id: str) -> M.NodeInfo:

@@ -3,13 +3,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from corral.control import ControlLoop, ControlSettings, Leadership, ManualClock
+from corral.control.endpoints import port_of
+from corral.control.scaling import ScaleRefused, scale
 from corral.store import Store
+from corral.store import workloads as W
 
 from .harness import Api, build
 
@@ -42,6 +47,21 @@ def run_loop(api: Api, steps: int = 3) -> None:
     for _ in range(steps):
         loop.step()
         clock.advance(1.0)
+
+
+@contextlib.contextmanager
+def listening(api: Api, *replica_ids: str) -> Iterator[None]:
+    """Real TCP listeners on the replicas' ports (the fake backend's replicas open none)."""
+    with contextlib.ExitStack() as stack:
+        for rid in replica_ids:
+            with api.store.read() as c:
+                rec = W.get_workload(c, rid)
+            assert rec is not None
+            sock = stack.enter_context(socket.socket())
+            with contextlib.suppress(OSError):  # taken: something listens there already
+                sock.bind(("127.0.0.1", port_of(rec)))
+                sock.listen()
+        yield
 
 
 def submit(api: Api, **fields: Any) -> str:
@@ -181,7 +201,36 @@ def test_update_rolls_out_a_new_spec_and_refuses_what_is_not_an_update(api: Api)
     r = api.client.post(f"/v1/services/{sid}/update", json=service(command=["serve", "v3"]),
                         headers=api.ann)
     assert r.status_code == 409
-    run_loop(api, 4)
+    with listening(api, f"{sid}-r2", f"{sid}-r3"):  # without a probe: once their ports accept
+        run_loop(api, 5)
     s = get(api, sid)
     assert (s["desired"], s["ready"]) == (2, 2)
     assert {x["index"] for x in s["replicas"] if x["state"] == "ready"} == {2, 3}
+
+
+def test_a_service_says_its_replica_hours_and_cost(api: Api) -> None:
+    sid = submit(api)
+    assert (get(api, sid)["replica_hours"], get(api, sid)["gpu_hours"]) == (0.0, "0")
+    run_loop(api, steps=4)
+    api.client.post(f"/v1/services/{sid}/cancel", headers=api.ann)
+    run_loop(api, steps=3)
+    s = get(api, sid)
+    assert s["state"] == "ended"
+    # two replicas, each launched and ended a few loop seconds later (the manual clock)
+    assert 2 * 3 / 3600 <= s["replica_hours"] <= 2 * 10 / 3600
+    assert float(s["gpu_hours"]) >= 0 and s["cost"]
+
+
+def test_cancelling_a_service_at_zero_ends_it(api: Api) -> None:
+    sid = submit(api, min_replicas=0, max_replicas=3, replicas=1,
+                 autoscale={"target_in_flight": 4})
+    run_loop(api)
+    scale(api.store, sid, 0, 0.0, "autoscaler")  # as its autoscaler does after an idle spell
+    run_loop(api)
+    assert get(api, sid)["state"] == "idle"
+    r = api.client.post(f"/v1/services/{sid}/cancel", headers=api.ann)
+    assert r.status_code == 200 and r.json()["state"] == "ended"
+    assert get(api, sid)["events"][-1]["reason"] == "Cancelled"
+    with pytest.raises(ScaleRefused) as refused:  # nothing brings it back: not its autoscaler
+        scale(api.store, sid, 1, 0.0, "autoscaler")
+    assert refused.value.field == "service"

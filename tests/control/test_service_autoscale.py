@@ -7,6 +7,8 @@ during a rollout."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -17,11 +19,11 @@ from pydantic import ValidationError
 from starlette.applications import Starlette
 from tests.api.harness import build
 
-from corral.api.service_routes import RouteFeed, mount_gateway
+from corral.api.service_routes import RouteFeed, mark_draining, mount_gateway
 from corral.cli.workloads import _print_service
 from corral.control import ControlLoop, ControlSettings, Leadership, ManualClock
 from corral.control.rollout import update
-from corral.control.scaling import SCALED, scale
+from corral.control.scaling import SCALED, end_idle, scale
 from corral.control.service_autoscale import (
     AUTOSCALER,
     Load,
@@ -30,7 +32,7 @@ from corral.control.service_autoscale import (
 )
 from corral.control.services import service_status
 from corral.control.submission import stored_form
-from corral.gateway import GatewayLimits
+from corral.gateway import GatewayLimits, ReplicaState, RouteTable, ServiceLimits
 from corral.sdk import models as M
 from corral.serving import SCALED_UP
 from corral.spec import WorkloadSpec
@@ -88,6 +90,14 @@ def tick(rig: Rig, scaler: ServiceAutoscaler, loads: dict[str, Load]) -> None:
     ({"autoscale": {"target_rps": 5, "latency_percentile": 50}}, "latency_percentile"),
     ({"autoscale": {"target_rps": 5, "targets": 1}}, "targets"),
     ({"kind": "job", "replicas": None, "min_replicas": None}, "autoscale"),
+    ({"auth": {"token_sha256": "s3cret"}}, "auth.token_sha256"),
+    ({"auth": {"token": "s3cret"}}, "auth.token"),
+    ({"endpoint": {"max_concurrent": 0}}, "endpoint.max_concurrent"),
+    ({"endpoint": {"max_queue": -1}}, "endpoint.max_queue"),
+    ({"endpoint": {"request_timeout": "0s"}}, "endpoint.request_timeout"),
+    ({"endpoint": {"queue_timeout": "10m", "request_timeout": "1m"}}, "queue_timeout"),
+    ({"kind": "job", "replicas": None, "min_replicas": None, "max_replicas": None,
+      "autoscale": None, "endpoint": {"max_queue": 1}}, "endpoint apply to kind: service"),
 ])
 def test_a_bad_autoscale_section_is_refused_naming_the_field(fields: dict[str, Any],
                                                              named: str) -> None:
@@ -137,10 +147,13 @@ def test_a_quiet_service_scales_to_zero_and_a_request_brings_it_back(rig: Rig) -
                                                  "scale_to_zero_after": "20s"})
     rig.step(2)
     scaler = ServiceAutoscaler(rig.store)
+    drained = []
     for _ in range(25):
         tick(rig, scaler, {})
+        drained += scaler.drained  # handed to the gateway before the loop stops the replica
         rig.step()
     assert desired(rig, sid) == (0, "idle")  # its replica drained and ended
+    assert drained == [(sid, f"{sid}-r0")]
     zero = service_events(rig, sid)[-1]
     assert zero.reason == "ScaledToZero" and "scale to zero after 20 s" in zero.message
     assert sid in scaler.services({})  # out of the loop's memory, still scaled
@@ -149,6 +162,40 @@ def test_a_quiet_service_scales_to_zero_and_a_request_brings_it_back(rig: Rig) -
     up = service_events(rig, sid)[-1]
     assert up.reason == SCALED_UP and up.message.startswith("scaled 0 -> 1 (panic)")
     assert "in flight (60 s average), target 2 per replica" in up.message
+
+
+def at_zero(rig: Rig) -> str:
+    """An autoscaled service scaled to zero by hand (its replica drained and ended)."""
+    sid = submit(rig, min_replicas=0)
+    rig.step(2)
+    scale(rig.store, sid, 0, rig.clock.now(), "ann")
+    rig.step(4)
+    assert desired(rig, sid) == (0, "idle")
+    return sid
+
+
+def test_a_restarted_control_plane_picks_up_a_service_at_zero(rig: Rig) -> None:
+    sid = at_zero(rig)
+    fresh = ServiceAutoscaler(rig.store)  # a new `corral up`: nothing in memory
+    assert sid in fresh.services({})  # found in the store on its first tick: routed
+    tick(rig, fresh, {sid: Load(in_flight=1, arrivals=1)})
+    assert desired(rig, sid) == (1, "starting")  # and a queued request scales it up
+    assert service_events(rig, sid)[-1].subject == AUTOSCALER
+
+
+def test_a_service_cancelled_at_zero_ends_and_no_request_brings_it_back(rig: Rig) -> None:
+    sid = at_zero(rig)
+    scaler = ServiceAutoscaler(rig.store)
+    assert sid in scaler.services({})
+    assert end_idle(rig.store, sid, rig.clock.now(), "ann")
+    assert desired(rig, sid) == (0, "ended")
+    assert service_events(rig, sid)[-1].reason == "Cancelled"
+    tick(rig, scaler, {sid: Load(in_flight=5, arrivals=5)})  # a request was still queued
+    assert desired(rig, sid) == (0, "ended") and sid not in scaler.scalers
+    rig.clock.advance(10)  # the next re-read drops it from the routes too
+    assert sid not in scaler.services({}, rig.clock.now())
+    assert sid not in ServiceAutoscaler(rig.store).services({})  # a restart does not revive it
+    assert not end_idle(rig.store, sid, rig.clock.now(), "ann")  # idempotent: already ended
 
 
 def test_a_service_without_autoscale_is_never_scaled(rig: Rig) -> None:
@@ -307,3 +354,38 @@ def test_the_service_shows_its_scaling_events_with_their_reasons(store: Store, c
     _print_service(M.Service.model_validate(got.json()), False)
     printed = capsys.readouterr().out
     assert "scaling" in printed and "ScaledUp" in printed and "autoscaler" in printed
+
+
+def test_the_specs_auth_and_endpoint_limits_reach_the_gateway(
+        rig: Rig, events: asyncio.AbstractEventLoop) -> None:
+    digest = hashlib.sha256(b"s3cret").hexdigest()
+    sid = submit(rig, autoscale=None, auth={"token_sha256": digest},
+                 endpoint={"max_concurrent": 3, "max_queue": 5, "request_timeout": "90s"})
+    app, feed = mounted(rig, events)
+    rig.step(3)
+    for key in (sid, "svc"):  # by id and by name
+        route = on(events, lambda k=key: feed.table.service(k))
+        assert route.auth.token_sha256 == digest
+        assert route.limits == ServiceLimits(max_concurrent=3, max_queue=5,
+                                             total_timeout_s=90.0)
+    refused = asyncio.run_coroutine_threadsafe(get(app, "/serve/svc/x"), events).result(GUARD_S)
+    assert refused.status_code == 401 and "bearer token" in refused.json()["message"]
+    assert "s3cret" not in json.dumps(WorkloadSpec.model_validate(
+        {**BASE, "auth": {"token_sha256": digest}}).model_dump())
+    new = WorkloadSpec.model_validate({**BASE, "autoscale": None, "command": ["serve", "2"]})
+    update(rig.store, sid, new, stored_form(new), rig.clock.now(), "ann")
+    rig.step(2)  # the new spec has neither: public, the gateway's limits, from its first replica
+    route = on(events, lambda: feed.table.service(sid))
+    assert route.auth.is_public and route.limits == ServiceLimits()
+
+
+def test_replicas_drained_by_a_scale_down_get_no_new_request_at_once() -> None:
+    table = RouteTable()
+    for key in ("svc-1a2b3c4d", "svc"):  # by id and by name
+        table.set_service(key)
+        table.set_replica(key, "svc-1a2b3c4d-r1", "http://127.0.0.1:20001", ReplicaState.READY)
+        table.set_replica(key, "svc-1a2b3c4d-r0", "http://127.0.0.1:20000", ReplicaState.READY)
+    mark_draining(table, [("svc-1a2b3c4d", "svc-1a2b3c4d-r1")])
+    for key in ("svc-1a2b3c4d", "svc"):
+        route = table.service(key)
+        assert route is not None and [r.id for r in route.ready()] == ["svc-1a2b3c4d-r0"]

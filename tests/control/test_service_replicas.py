@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from corral.control import ControlLoop, ControlSettings, Leadership, cancel
+from corral.control import lifecycle as L
 from corral.control.endpoints import PORT_BASE, PORT_SPAN, live_routes
 from corral.control.health import HealthMonitor
 from corral.control.probes import ReadinessProber
@@ -199,3 +200,28 @@ def test_a_replica_failing_its_liveness_probe_is_restarted_after_its_initial_del
     assert rec.attempt == 1 and rec.reason_code == REPLICA_RESTARTING
     assert "liveness probe GET /alive failed 2 times in a row" in rec.reason_message
     assert rig.backend.stops[-1].workload_id == r0
+
+
+def test_a_replica_given_an_older_ones_port_is_replaced_on_another_port(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    from corral.control import endpoints
+    from corral.control.replicas import PORT_IN_USE
+
+    a = submit_service(rig, name="a", replicas=1)
+    for i in range(2):  # two jobs between the services: their rows are 3 apart
+        rig.submissions.submit(WorkloadSpec.model_validate(
+            {"name": f"j{i}", "queue": "q", "gpus": 0, "command": ["x"]}), "ann", 0.0)
+    b = submit_service(rig, name="b", replicas=1)
+    # ports repeat every 3 rows instead of 12,768: b-r0 gets a-r0's port on this one host
+    monkeypatch.setattr(endpoints, "PORT_SPAN", rig.get(f"{b}-r0").seq - rig.get(f"{a}-r0").seq)
+    assert endpoints.port_of(rig.get(f"{a}-r0")) == endpoints.port_of(rig.get(f"{b}-r0"))
+    rig.step(3)
+    old = rig.get(f"{b}-r0")
+    assert (old.stop_reason or old.reason_code) == L.REPLACED
+    with rig.store.read() as c:
+        [said] = [e for e in W.list_events(c, workload_id=b) if e.reason == PORT_IN_USE]
+    assert f"is also given to {a}-r0" in said.message and "another port" in said.message
+    rig.step(3)
+    assert status(rig, a)[:2] == (1, 1) and status(rig, b)[:2] == (1, 1)  # both serve
+    urls = {r.url for r in live_routes(rig.loop.live, rig.backend.name)}
+    assert len(urls) == 2  # on two ports now

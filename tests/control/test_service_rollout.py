@@ -114,10 +114,10 @@ def test_an_update_replaces_old_replicas_only_as_new_ones_become_ready(rig: Rig)
     rig.step(2)  # new replicas launched, not running yet: both old ones keep serving
     assert (ready(rig, sid, "v1"), ready(rig, sid, "v2")) == (2, 0)
     rig.backend.start(f"{sid}-r2")
-    rig.step(2)  # one new ready: one old drained
+    rig.step(3)  # running, its port accepts (ReplicaReady), then one old drained
     assert (ready(rig, sid, "v1"), ready(rig, sid, "v2")) == (1, 1)
     rig.backend.start(f"{sid}-r3")
-    rig.step(3)
+    rig.step(4)
     assert (ready(rig, sid, "v1"), ready(rig, sid, "v2")) == (0, 2)
     states = replicas(rig, sid)
     assert {states[0][0], states[1][0]} == {"cancelled"}

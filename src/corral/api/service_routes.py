@@ -9,8 +9,10 @@ that name, under its name (`chat`) too. Replicas come from `corral.control.endpo
 still running). Routes are computed on the loop's thread (no store read: the loop's memory) and
 applied to the `RouteTable` on the server's event loop, where the gateway reads it.
 
-Services are public on the gateway for now: a spec field for a service token is not there yet
-(the gateway supports one: `ServiceAuth.token`).
+Each service's `auth` (a bearer token by its SHA-256) and `endpoint` limits (max_concurrent,
+max_queue, queue_timeout, request_timeout) come from the spec its newest live replica runs
+(`endpoint_settings`), so an update that changes them takes effect with the rollout's first
+new replica; a service without them is public under the gateway's own limits.
 
 Autoscaling (`corral.control.service_autoscale`): after each step the feed also reads, on the
 server's event loop, what the gateway counted per autoscaled service (`GatewayLoads`), and the
@@ -32,6 +34,7 @@ from typing import Any, TypeVar
 from starlette.routing import Route as StarletteRoute
 
 from corral.control.endpoints import Route, live_routes
+from corral.control.live_state import LiveState
 from corral.control.loop import ControlLoop, StepReport
 from corral.control.service_autoscale import (
     Autoscaled,
@@ -39,10 +42,19 @@ from corral.control.service_autoscale import (
     ServiceAutoscaler,
     autoscaled_services,
 )
-from corral.gateway import GatewayLimits, ReplicaState, RouteTable, create_gateway_app
+from corral.gateway import (
+    GatewayLimits,
+    ReplicaState,
+    RouteTable,
+    ServiceAuth,
+    ServiceLimits,
+    create_gateway_app,
+)
 from corral.gateway.app import Gateway
+from corral.spec import WorkloadSpec
 
-__all__ = ["GatewayLoads", "RouteFeed", "apply_routes", "mount_gateway"]
+__all__ = ["GatewayLoads", "RouteFeed", "apply_routes", "endpoint_settings", "mark_draining",
+           "mount_gateway"]
 
 T = TypeVar("T")
 #: how long the loop's thread waits for the event loop to read the gateway's counters; a busier
@@ -55,26 +67,61 @@ _STATES = {"ready": ReplicaState.READY, "starting": ReplicaState.STARTING,
            "draining": ReplicaState.DRAINING}
 
 
+Settings = tuple[ServiceAuth, ServiceLimits]
+_PUBLIC: Settings = (ServiceAuth.public(), ServiceLimits())
+
+
+def endpoint_settings(spec: WorkloadSpec) -> Settings:
+    """A service's auth and limits at the gateway, from its spec's `auth` and `endpoint`."""
+    auth = ServiceAuth(spec.auth.token_sha256) if spec.auth else ServiceAuth.public()
+    e = spec.endpoint
+    limits = ServiceLimits(e.max_concurrent, e.max_queue, e.queue_timeout,
+                           e.request_timeout) if e else ServiceLimits()
+    return auth, limits
+
+
+def live_settings(live: LiveState, services: Mapping[str, Autoscaled]) -> dict[str, Settings]:
+    """Per service id in the loop's memory (and per idle autoscaled one): its settings, from
+    the spec of its newest live replica (during a rollout: the new spec)."""
+    newest: dict[str, Any] = {}
+    for rec in live.records.values():
+        if rec.kind == "service" and (rec.group_id not in newest
+                                      or rec.seq > newest[rec.group_id].seq):
+            newest[rec.group_id] = rec
+    out = {sid: endpoint_settings(live.specs.spec(rec)) for sid, rec in newest.items()}
+    for sid, svc in services.items():
+        if sid not in out and svc.spec is not None:
+            out[sid] = endpoint_settings(svc.spec)
+    return out
+
+
 def apply_routes(table: RouteTable, routes: Sequence[Route],
-                 keep: Iterable[tuple[str, str]] = ()) -> None:
+                 keep: Iterable[tuple[str, str]] = (),
+                 settings: Mapping[str, Settings] | None = None) -> None:
     """Make `table` hold exactly `routes` (by service id, and by name where unique): services
     and replicas added, states and URLs updated, the ones gone removed. `keep`: services (id,
-    name) routed even with no replica (autoscaled: a request scales them up from zero)."""
+    name) routed even with no replica (autoscaled: a request scales them up from zero).
+    `settings`: per service id, its auth and limits (default: public, the gateway's limits)."""
     wanted: dict[str, dict[str, Route]] = {}
+    owner: dict[str, str] = {}  # table key -> service id
     services = {(r.service, r.name) for r in routes} | set(keep)
     names = Counter(name for _, name in services)
     for sid, name in services:
         wanted.setdefault(sid, {})
+        owner[sid] = sid
         if name and names[name] == 1 and name != sid:
             wanted.setdefault(name, {})
+            owner[name] = sid
     for r in routes:
         wanted.setdefault(r.service, {})[r.replica] = r
         if r.name and names[r.name] == 1 and r.name != r.service:
             wanted.setdefault(r.name, {})[r.replica] = r
     for key, replicas in wanted.items():
+        auth, limits = (settings or {}).get(owner.get(key, key), _PUBLIC)
         try:
-            if table.service(key) is None:
-                table.set_service(key)
+            route = table.service(key)
+            if route is None or route.auth != auth or route.limits != limits:
+                table.set_service(key, auth, limits)
         except ValueError:  # a key the gateway's name rule refuses (an id over 63 characters)
             continue
         route = table.service(key)
@@ -87,6 +134,17 @@ def apply_routes(table: RouteTable, routes: Sequence[Route],
                 table.set_replica(key, rid, r.url, _STATES[r.state])
     for gone in {s.name for s in table.services()} - set(wanted):
         table.remove_service(gone)
+
+
+def mark_draining(table: RouteTable, drained: Sequence[tuple[str, str]]) -> None:
+    """Stop sending new requests to replicas just drained by a scale-down. The loop sends them
+    SIGTERM at its next step, before the next route update would mark them draining; a request
+    sent meanwhile on a kept-alive connection the replica closes as it shuts down would fail
+    without a response. In-flight requests finish (the replica's grace)."""
+    ids = {rid for _, rid in drained}
+    for route in table.services():
+        for rid in ids & set(route.replicas):
+            table.set_state(route.name, rid, ReplicaState.DRAINING)
 
 
 class GatewayLoads:
@@ -179,15 +237,19 @@ class RouteFeed:
             return
         routes = live_routes(self.loop.live, self.backend_name)
         active = autoscaled_services(self.loop.live.records.values(), self.loop.live.specs)
-        services = self.autoscaler.services(active)
+        services = self.autoscaler.services(active, self.loop.clock.now())
         keep = [(s.id, s.name) for s in services.values()]
-        self.events.call_soon_threadsafe(apply_routes, self.table, routes, keep)
+        settings = live_settings(self.loop.live, services)
+        self.events.call_soon_threadsafe(apply_routes, self.table, routes, keep, settings)
         if not services or self.loads is None:
             return
         keys = _keys(routes, services)
         loads = self._on_events(lambda: self.loads.read(keys) if self.loads else {})
         if loads is not None:
             self.autoscaler.step(self.loop.clock.now(), services, loads)
+            if self.autoscaler.drained and self.events is not None:
+                self.events.call_soon_threadsafe(mark_draining, self.table,
+                                                 self.autoscaler.drained)
 
     def _on_events(self, read: Callable[[], T]) -> T | None:
         """`read()` run on the server's event loop (where the gateway's counters change), after

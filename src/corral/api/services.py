@@ -4,6 +4,7 @@ events, why)."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
@@ -11,10 +12,12 @@ from sqlalchemy import Connection, select
 
 from corral.api.context import ApiContext, Caller, context
 from corral.api.errors import ApiError, not_found
+from corral.api.ledger import _exact, _ledger
 from corral.api.views import event_view
 from corral.api.workloads import _audit_cross_user, _launchable_here, _may_act_on
 from corral.control.cancellation import cancel_service
 from corral.control.endpoints import url_of
+from corral.control.ledger_prices import build_catalog
 from corral.control.rollout import update
 from corral.control.scaling import (
     ScaleRefused,
@@ -24,10 +27,14 @@ from corral.control.scaling import (
     replica_bounds,
     scale,
 )
+from corral.control.service_usage import service_usage
 from corral.control.services import ServiceStatus, replica_state
 from corral.control.submission import stored_form
+from corral.ledger import LedgerInputError, PriceCatalog
 from corral.sdk import models as M
 from corral.spec import WorkloadSpec
+from corral.store import ledger_rows as LR
+from corral.store import pool as P
 from corral.store import workloads as W
 from corral.store.auth import Principal
 from corral.store.schema import Event
@@ -119,7 +126,12 @@ def service_view(ctx: ApiContext, status: ServiceStatus, spec: WorkloadSpec) -> 
     with ctx.store.read() as conn:
         nodes = {rid: node for (rid, _), node in _nodes(conn, status).items()}
         events = _events(conn, status.id)
+        used = service_usage(conn, status, ctx.clock.now(), _catalog(conn))
+    currency = _ledger(ctx).currency
     return M.Service(
+        replica_hours=round(used.replica_hours, 6),
+        gpu_hours=_exact((used.gpu_seconds / 3600).quantize(Decimal("0.000001"))),
+        cost=currency.format(currency.charge(used.cost or 0)),
         id=status.id, name=first.name, queue=first.queue, user=first.user, state=status.state,
         desired=status.desired, ready=status.ready, starting=status.starting,
         draining=status.draining, min_replicas=lo, max_replicas=hi, spec=first.spec,
@@ -129,6 +141,16 @@ def service_view(ctx: ApiContext, status: ServiceStatus, spec: WorkloadSpec) -> 
                             node_id=nodes.get(r.id),
                             url=url_of(r, nodes.get(r.id), ctx.backend_name or ""))
                   for i, r in status.replicas], events=events)
+
+
+def _catalog(conn: Connection) -> PriceCatalog | None:
+    """The ledger's prices, as `corral usage` uses them; None when they cannot be built (two
+    overlapping rules: the usage report says so; the service view still answers)."""
+    try:
+        return build_catalog([p.rule for p in LR.list_prices(conn)],
+                             P.list_nodes(conn, include_inactive=True))
+    except LedgerInputError:
+        return None
 
 
 def _events(conn: Connection, service_id: str) -> list[M.Event]:

@@ -10,9 +10,12 @@ across restarts (its clients' connections come back to the same address):
 
 PORT_BASE..PORT_BASE + PORT_SPAN - 1 is 20000-32767, below Linux's ephemeral range (32768+), so
 outgoing connections do not take it. Two live replicas share a port only when their seqs differ
-by a multiple of 12,768 *and* they run on one host; `collisions` finds such pairs (nothing calls
-it yet: the second replica fails to bind and crash-loops, visibly) — a table of allocations
-would remove the case, at the price of a write per launch.
+by a multiple of 12,768 *and* they run on one host: the loop then replaces the newer one by a
+new replica row, which has another seq and so another port, with a PortInUse event naming the
+port and the replica that holds it (`corral.control.replicas.replace_port_clashes`, run by the
+prober every step). A table of allocations would remove the case, at the price of a write per
+launch; a port taken by a process outside corral is not seen (the replica restarts, its log
+says why).
 
 The host: on the local backend every node is this machine (127.0.0.1); elsewhere the node id,
 which is the host name for the agent, Slurm and SSH providers.

@@ -34,8 +34,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from corral.control import lifecycle as L
-from corral.control.endpoints import host_of, port_of
+from corral.control.endpoints import host_of, live_routes, port_of
 from corral.control.live_state import LiveState
+from corral.control.replicas import replace_port_clashes
 from corral.control.services import REPLICA_NOT_READY, REPLICA_READY
 from corral.spec.service import ReadinessProbe
 from corral.store import Store
@@ -103,7 +104,15 @@ class ReadinessProber:
         self._probes: dict[tuple[str, str], tuple[object, ReadinessProbe]] = {}
 
     def step(self, now: float, live: LiveState) -> int:
-        """Probe the replicas that are due; return how many rows changed (ready or not)."""
+        """Probe the replicas that are due; return how many rows changed (ready or not). First,
+        a replica given the port of an older one on its host is replaced (it cannot bind)."""
+        found = live_routes(live, self.backend_name)
+        changed = 0
+        if len({r.url for r in found}) < len(found):
+            changed = replace_port_clashes(self.store, found, live.records, now)
+        return changed + self._probe_due(now, live)
+
+    def _probe_due(self, now: float, live: LiveState) -> int:
         due = list(self._due(now, live))
         if self._counts:  # forget ended attempts: O(probed replicas), not O(every workload)
             records = live.records

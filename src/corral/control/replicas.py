@@ -13,23 +13,30 @@ capped at `MAX_BACKOFF_S`. `restart_count` is that streak: a replica that served
 
     restart_backoff 2 s, three quick crashes in a row: waits 2 s, 4 s, 8 s
     then it serves 20 minutes and exits: waits 2 s again (streak 1)
+
+Ports: two live replicas given one port on one host (`replace_port_clashes`) -> the newer one
+is replaced by a new replica row, which gets another port, with a PortInUse event saying why.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 from sqlalchemy import Connection
 
 from corral.backends.base import WorkerStatus
 from corral.control import lifecycle as L
+from corral.control.endpoints import PORT_BASE, PORT_SPAN, Route
 from corral.control.lifecycle import State
+from corral.control.scaling import add_replicas, drain, load_service, rolling_out
 from corral.spec import WorkloadSpec
+from corral.store import Store
+from corral.store import workloads as W
 from corral.store.workloads import WorkloadRecord
 
-__all__ = ["MAX_BACKOFF_S", "REPLICA_RESTARTING", "STABLE_S", "backoff_s", "restart",
-           "restart_after"]
+__all__ = ["MAX_BACKOFF_S", "PORT_IN_USE", "REPLICA_RESTARTING", "STABLE_S", "backoff_s",
+           "replace_port_clashes", "restart", "restart_after"]
 
 #: the reason code of a replica going back to pending after it ended on its own
 REPLICA_RESTARTING: Final = "ReplicaRestarting"
@@ -81,3 +88,50 @@ def restart_after(conn: Connection, rec: WorkloadRecord, spec: WorkloadSpec, now
         data={"cause": cause, "backoff_s": delay}, attempt=rec.attempt + 1,
         restart_count=quick + 1, not_before=now + delay, stop_reason=None, stop_message="",
         started_at=None, exit_code=exit_code)
+
+
+#: the reason of a replica replaced because another live replica was given its port on its host
+PORT_IN_USE: Final = "PortInUse"
+
+
+def replace_port_clashes(store: Store, found: Sequence[Route],
+                         records: Mapping[str, WorkloadRecord], now: float) -> int:
+    """Replace every live replica given the host and port of an older live one.
+
+    A replica's port is a function of its row (`endpoints.port_of`: PORT_BASE + seq mod
+    PORT_SPAN), so two replicas whose seqs differ by a multiple of PORT_SPAN get the same port,
+    and on one host the later one cannot bind it: it would crash-loop with nothing to say why.
+    The older one (the lower seq) keeps the port; the newer one is drained (reason Replaced) and
+    a new replica row takes its place: a new seq, so another port. Both the replica and its
+    service get a PortInUse event naming the port and the replica that holds it. During a
+    rollout an old-spec replica is only drained (the rollout restores the count): a new row of
+    the old spec would read as the newest spec. Returns the replicas replaced."""
+    by_url: dict[str, list[WorkloadRecord]] = {}
+    for r in found:
+        rec = records.get(r.replica)
+        if rec is not None and rec.stop_reason is None:
+            by_url.setdefault(r.url, []).append(rec)
+    done = 0
+    for url, holders in sorted(by_url.items()):
+        keeper, *others = sorted(holders, key=lambda rec: rec.seq)
+        for rec in others:
+            done += _replace(store, rec, keeper, url, now)
+    return done
+
+
+def _replace(store: Store, rec: WorkloadRecord, keeper: WorkloadRecord, url: str,
+             now: float) -> int:
+    message = (f"{url} is also given to {keeper.id} (a replica's port is {PORT_BASE} + its "
+               f"row number mod {PORT_SPAN}): replaced by a new replica on another port")
+    with store.write() as conn:
+        status, _ = load_service(conn, rec.group_id)
+        if not drain(conn, rec, now, message, L.REPLACED):
+            return 0  # the row moved meanwhile: the next tick looks again
+        live = [r for _, r in status.live() if r.id != rec.id]
+        newest = live[-1].spec if live else rec.spec
+        if not rolling_out(status) or rec.spec == newest:
+            add_replicas(conn, status, 1, now, message, spec=rec.spec)
+        for wid in (rec.id, rec.group_id):
+            W.append_event(conn, at=now, kind="info", reason=PORT_IN_USE, message=message,
+                           workload_id=wid, attempt=rec.attempt if wid == rec.id else 0)
+    return 1

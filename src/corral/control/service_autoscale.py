@@ -41,7 +41,7 @@ from corral.control.scaling import (
     rolling_out,
     scale,
 )
-from corral.control.services import service_status
+from corral.control.services import DRAINING, replica_state, service_status
 from corral.control.snapshot import SpecCache
 from corral.serving import Decision, ScalingConfig, ServiceScaler
 from corral.spec import WorkloadSpec
@@ -121,6 +121,9 @@ class ServiceAutoscaler:
         self.idle: dict[str, Autoscaled] = {}
         self._scanned = False
         self._rechecked_at = 0.0
+        #: (service id, replica id) drained by the last step's decisions: the gateway stops
+        #: sending them requests now, before the next loop step sends them SIGTERM
+        self.drained: list[tuple[str, str]] = []
 
     def services(self, active: Mapping[str, Autoscaled], now: float = 0.0
                  ) -> dict[str, Autoscaled]:
@@ -149,6 +152,7 @@ class ServiceAutoscaler:
         """Observe each service's load, decide, and apply the changes; returns the decisions
         applied (service id, decision)."""
         applied = []
+        self.drained = []
         for sid, svc in services.items():
             scaler = self.scalers.get(sid)
             if scaler is None or scaler.config != svc.config:  # new, or its spec changed
@@ -166,7 +170,9 @@ class ServiceAutoscaler:
 
     def _apply(self, sid: str, d: Decision, now: float) -> bool:
         try:
-            scale(self.store, sid, d.desired, now, AUTOSCALER, (d.code, d.reason))
+            after = scale(self.store, sid, d.desired, now, AUTOSCALER, (d.code, d.reason))
+            self.drained += [(sid, r.id) for _, r in after.replicas
+                             if replica_state(r) == DRAINING]
         except (ScaleRefused, ServiceNotFound) as e:  # a rollout or a cancel began meanwhile
             log.info("autoscaler: %s not scaled to %d: %s", sid, d.desired, e)
             if isinstance(e, ServiceNotFound) or e.field == "service":  # cancelled: forget it

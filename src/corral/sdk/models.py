@@ -126,6 +126,10 @@ class Service(_Model):
     events: list[Event] = Field(default_factory=list, description="the service's own latest "
                                 "events, oldest first: scale changes (by hand or by its "
                                 "autoscaler, with the reason)")
+    replica_hours: float = Field(0.0, description="every replica's attempts, launched to "
+                                 "ended (running ones to now)")
+    gpu_hours: str = Field("0", description="GPU-hours the ledger metered for its replicas")
+    cost: str = Field("", description="their cost at the ledger's prices, in its currency")
 
 
 class ScaleIn(_Model):

@@ -16,13 +16,26 @@ whatever its probe says (`corral.control.replicas`).
 start that long after the replica started): after `failure_threshold` failures in a row the
 replica is stopped and restarted (a hung server that still holds its port), reason
 LivenessFailed.
+
+The endpoint (`/serve/<service>/...` on corral's gateway):
+
+    auth:
+      token_sha256: 9f86d0...    # callers send `Authorization: Bearer <token>`; only its
+                                 # SHA-256 is in the spec (printf %s TOKEN | sha256sum)
+    endpoint:
+      max_concurrent: 64         # requests on the replicas at once; the next ones queue
+      max_queue: 100             # requests waiting (none ready, or at max_concurrent)
+      queue_timeout: 30s         # a wait longer than this is a 503 with Retry-After
+      request_timeout: 5m        # the whole request at the gateway; a longer stream is cut
+
+Without `auth` the endpoint is public; without `endpoint`, the gateway's own limits hold.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from corral.spec import limits as LIM
 from corral.spec.autoscale import autoscale_note
@@ -31,7 +44,7 @@ from corral.spec.quantities import DurationS
 if TYPE_CHECKING:
     from corral.spec.workload import WorkloadSpec
 
-__all__ = ["ReadinessProbe", "service_notes"]
+__all__ = ["EndpointSpec", "ReadinessProbe", "ServiceAuthSpec", "service_notes"]
 
 
 class ReadinessProbe(BaseModel):
@@ -70,6 +83,60 @@ class ReadinessProbe(BaseModel):
         return v
 
 
+class ServiceAuthSpec(BaseModel):
+    """Who may call a service's endpoint: a bearer token, known to corral only by its SHA-256
+    (the token itself is never stored, shown or logged; the gateway compares digests in
+    constant time and does not pass the header on to replicas)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    token_sha256: str = Field(
+        description="the SHA-256 of the bearer token, 64 hex digits (printf %s TOKEN | "
+        "sha256sum)")
+
+    @field_validator("token_sha256")
+    @classmethod
+    def _digest(cls, v: str) -> str:
+        v = v.strip().lower()
+        if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
+            raise ValueError("must be the token's SHA-256 as 64 hex digits (printf %s TOKEN | "
+                             "sha256sum), never the token itself")
+        return v
+
+
+class EndpointSpec(BaseModel):
+    """A service's own limits at the gateway; a field left out keeps the gateway's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_concurrent: int | None = Field(
+        None, ge=1, le=1_000_000, strict=True, description="requests on the service's "
+        "replicas at once (all together); the next ones wait in its queue")
+    max_queue: int | None = Field(
+        None, ge=0, le=100_000, strict=True, description="requests waiting for a replica "
+        "(none ready, or max_concurrent reached); a full queue answers 503 with Retry-After")
+    queue_timeout: DurationS | None = Field(
+        None, description="how long a request waits in the queue before a 503")
+    request_timeout: DurationS | None = Field(
+        None, description="the whole request at the gateway, queue wait and streamed "
+        "response included; a response still running then is cut")
+
+    @field_validator("queue_timeout", "request_timeout")
+    @classmethod
+    def _duration(cls, v: float | None) -> float | None:
+        if v is not None and not 0 < v <= 86400:
+            raise ValueError("must be more than 0 and at most 24h, e.g. 30s")
+        return v
+
+    @model_validator(mode="after")
+    def _order(self) -> EndpointSpec:
+        if (self.queue_timeout is not None and self.request_timeout is not None
+                and self.queue_timeout > self.request_timeout):
+            raise ValueError("queue_timeout must not exceed request_timeout (the wait is part "
+                             "of the request)")
+        return self
+
+
 def service_notes(spec: WorkloadSpec) -> list[str]:
     """What a service's fields will do, in sentences (the dry run shows them); [] for others."""
     if spec.kind != "service":
@@ -85,9 +152,20 @@ def service_notes(spec: WorkloadSpec) -> list[str]:
         q = spec.liveness
         notes.append(f"liveness: GET {q.path} every {q.period_s:g}s from {q.initial_delay_s:g}s "
                      f"after start; restarted after {q.failure_threshold} failure(s) in a row")
+    notes.append("endpoint: bearer token (its SHA-256 in auth.token_sha256)" if spec.auth
+                 else "endpoint: public (no auth section)")
+    if spec.endpoint is not None:
+        e = spec.endpoint
+        said = [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                for k, v in (("max_concurrent", e.max_concurrent), ("max_queue", e.max_queue),
+                             ("queue_timeout (s)", e.queue_timeout),
+                             ("request_timeout (s)", e.request_timeout)) if v is not None]
+        notes.append("endpoint limits: " + (", ".join(said) or "the gateway's"))
     p = spec.readiness
     if p is None:
-        notes.append("no readiness probe: a replica takes traffic as soon as it runs")
+        notes.append("no readiness probe: a replica takes traffic as soon as it runs (a "
+                     "refused connection is retried on another replica); a rolling update "
+                     "counts a new replica ready once its port accepts TCP connections")
     else:
         port = p.port if p.port is not None else "$PORT"
         notes.append(

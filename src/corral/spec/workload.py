@@ -37,9 +37,16 @@ from corral.spec import limits as LIM
 from corral.spec.autoscale import AutoscaleSpec
 from corral.spec.errors import LIMIT_ERROR
 from corral.spec.labels import MAX_LABELS, check_selector
-from corral.spec.packaging import EnvValue, check_image, secret_refs
+from corral.spec.packaging import (
+    MAX_VOLUMES,
+    EnvValue,
+    VolumeSpec,
+    check_image,
+    check_volumes,
+    secret_refs,
+)
 from corral.spec.quantities import CpuMilli, DurationS, SizeMiB
-from corral.spec.service import ReadinessProbe
+from corral.spec.service import EndpointSpec, ReadinessProbe, ServiceAuthSpec
 from corral.spec.workflow import (
     DEFAULT_RESTART_ON,
     MAX_DEPENDENCIES,
@@ -144,6 +151,14 @@ class WorkloadSpec(BaseModel):
         None, description="the container image workers run in (Kubernetes: the pod's image; "
         "Slurm: pyxis --container-image where the cluster has it); refused where the backend "
         "cannot honour it")
+    volumes: list[VolumeSpec] = Field(
+        default_factory=list, max_length=MAX_VOLUMES,
+        description="named data at a path in the worker: a node's directory (host_path) or a "
+        "Kubernetes PersistentVolumeClaim (claim), read_only in containers; each also in "
+        "CORRAL_VOLUME_<NAME>")
+    shm_size: SizeMiB | None = Field(
+        None, description="Kubernetes: the size of the pod's /dev/shm (a memory-backed "
+        "emptyDir), e.g. 16GiB for PyTorch's data loader workers")
     checkpoint_dir: PathText | None = None
     max_restarts: int = Field(3, ge=0, le=1000, strict=True)
     restart_backoff: DurationS = 10.0
@@ -180,6 +195,12 @@ class WorkloadSpec(BaseModel):
     liveness: ReadinessProbe | None = Field(
         None, description="services: an HTTP probe whose failures restart a replica (path, "
         "port, period_s, timeout_s, failure_threshold, initial_delay_s)")
+    auth: ServiceAuthSpec | None = Field(
+        None, description="services: a bearer token for the endpoint, by its SHA-256 "
+        "(token_sha256); default: public")
+    endpoint: EndpointSpec | None = Field(
+        None, description="services: the endpoint's limits (max_concurrent, max_queue, "
+        "queue_timeout, request_timeout); default: the gateway's")
     ttl: DurationS | None = Field(None, description="interactive: stopped after this long")
 
     @classmethod
@@ -282,6 +303,8 @@ class WorkloadSpec(BaseModel):
             raise ValueError("liveness applies to kind: service only")
         if self.kind != WorkloadKind.SERVICE and self.autoscale is not None:
             raise ValueError("autoscale applies to kind: service only")
+        if self.kind != WorkloadKind.SERVICE and (self.auth or self.endpoint) is not None:
+            raise ValueError("auth and endpoint apply to kind: service only")
         if self.autoscale is not None and self.max_replicas is None:
             raise ValueError("max_replicas: autoscale needs it (the most replicas it may start)")
         if self.kind == WorkloadKind.SERVICE:
@@ -311,6 +334,18 @@ class WorkloadSpec(BaseModel):
         if v is not None and not _stored(info) and not v.startswith("/"):
             raise ValueError("workdir must be an absolute path (the server reads it): "
                              "`corral submit FILE` makes one relative to FILE absolute")
+        return v
+
+    @field_validator("volumes")
+    @classmethod
+    def _volumes(cls, v: list[VolumeSpec]) -> list[VolumeSpec]:
+        return check_volumes(v)
+
+    @field_validator("shm_size")
+    @classmethod
+    def _shm_size(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError("shm_size must be at least 1MiB; remove it for the default")
         return v
 
     @field_validator("setup")

@@ -8,11 +8,12 @@ import { fill, h } from "./dom.js";
 import { clock, gpus, pct } from "./format.js";
 import * as pool from "./pages/pool.js";
 import * as queues from "./pages/queues.js";
+import * as service from "./pages/service.js";
 import * as usage from "./pages/usage.js";
 import * as workload from "./pages/workload.js";
 import * as workloads from "./pages/workloads.js";
 
-const PAGES = { pool, queues, workloads, workload, usage };
+const PAGES = { pool, queues, workloads, workload, usage, service };
 const POLL_MS = 2000;
 const $ = (id) => document.getElementById(id);
 const shell = { me: null, view: null, key: "", timer: null, busy: false };
@@ -21,6 +22,9 @@ function parseRoute() {
   const [name, ...rest] = location.hash.replace(/^#\/?/, "").split("/");
   if (name === "workloads" && rest.length && rest[0]) {
     return { page: "workload", arg: decodeURIComponent(rest.join("/")) };
+  }
+  if (name === "services" && rest.length && rest[0]) { // a service: #/services/<id>
+    return { page: "service", arg: decodeURIComponent(rest.join("/")) };
   }
   return { page: PAGES[name] ? name : "pool", arg: null };
 }

@@ -102,7 +102,8 @@ export function mount(root, ctx, id) {
     fill(head, h("a", { href: "#/workloads", class: "back" }, "← Workloads"),
       h("div", { class: "title" }, h("h1", { dataset: { testid: "workload-name" } }, w.name), stateBadge(w), cancelButton(w, refresh)),
       h("p", { class: "sub" }, h("span", { class: "mono" }, w.id), " · ", h("i", { class: "swatch", style: { background: queueColor(w.queue) } }),
-        `queue ${w.queue} · ${w.kind} · by ${w.user}`));
+        `queue ${w.queue} · ${w.kind} · by ${w.user}`,
+        w.kind === "service" ? [" · a replica of ", h("a", { href: `#/services/${encodeURIComponent(w.group_id)}`, dataset: { testid: "service-link" } }, "its service")] : null));
   }
 
   async function followLogs(w) {

@@ -48,3 +48,40 @@ def test_the_dry_run_says_what_packaging_fields_do(store: Store, tmp_path: Path)
     assert "setup: runs with /bin/sh before the command" in notes
     assert f"workdir: {tmp_path} is copied" in notes and "image: workers run in ubuntu:22.04" \
         in notes
+
+
+VOLUME = {"name": "data", "host_path": "/mnt/data", "mount": "/data"}
+
+
+@pytest.mark.parametrize(("backend", "fields", "field", "says"), [
+    ("local", {"volumes": [{**VOLUME, "claim": "pvc", "host_path": None}]}, "volumes[0].claim",
+     "needs the Kubernetes backend"),
+    ("agent", {"volumes": [VOLUME]}, "volumes[0].mount", "set mount to /mnt/data"),
+    ("ray", {"volumes": [{**VOLUME, "mount": "/mnt/data", "read_only": True}]},
+     "volumes[0].read_only", "remove read_only"),
+    ("slurm", {"volumes": [VOLUME]}, "volumes[0].mount", "no container"),
+    ("local", {"volumes": [{**VOLUME, "mount": "/nope-corral", "host_path": "/nope-corral"}]},
+     "volumes[0].host_path", "not a directory on this host"),
+    ("agent", {"shm_size": "8GiB"}, "shm_size", "only Kubernetes"),
+], ids=["claim-off-k8s", "mount-elsewhere", "read-only-process", "slurm-no-image",
+        "local-missing", "shm-off-k8s"])
+def test_volumes_a_backend_cannot_give_are_refused_naming_them(
+        store: Store, backend: str, fields: dict, field: str, says: str) -> None:
+    api = build(store, backend_name=backend)
+    r = api.client.post("/v1/workloads", json=job(**fields), headers=api.ann)
+    assert r.status_code == 422, r.text
+    assert any(p["field"] == field and says in p["message"] for p in r.json()["problems"]), \
+        r.text
+
+
+def test_volumes_kubernetes_can_give_are_accepted_and_explained(store: Store) -> None:
+    api = build(store, backend_name="kubernetes")
+    fields = {"volumes": [{**VOLUME, "read_only": True}, {"name": "ckpt", "claim": "ckpt-pvc",
+                                                          "mount": "/ckpt"}],
+              "shm_size": "16GiB"}
+    assert api.client.post("/v1/workloads", json=job(**fields), headers=api.ann).status_code \
+        == 201
+    notes = " ".join(api.client.post("/v1/dry-run", json=job(**fields),
+                                     headers=api.ann).json()["notes"])
+    assert "volumes: data (the node's /mnt/data) at /data, read-only, also in " \
+           "CORRAL_VOLUME_DATA" in notes and "shm_size: /dev/shm of 16384 MiB" in notes

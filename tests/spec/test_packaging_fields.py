@@ -50,3 +50,31 @@ def test_env_splits_into_values_and_secret_references() -> None:
     assert (spec.plain_env(), spec.secret_refs()) == ({"A": "1"}, {"T": "tok"})
     stored = WorkloadSpec.from_stored(spec.model_dump(mode="json"))
     assert stored.secret_refs() == {"T": "tok"}
+
+
+@pytest.mark.parametrize(("volumes", "where", "says"), [
+    ([{"name": "d", "mount": "/d"}], "volumes[0]", "exactly one of host_path"),
+    ([{"name": "d", "mount": "/d", "host_path": "/h", "claim": "c"}], "volumes[0]",
+     "exactly one"),
+    ([{"name": "d", "mount": "rel", "host_path": "/h"}], "volumes[0].mount", "absolute"),
+    ([{"name": "d", "mount": "/d:/x", "host_path": "/h"}], "volumes[0].mount", "':'"),
+    ([{"name": "D_x", "mount": "/d", "host_path": "/h"}], "volumes[0].name", "lowercase"),
+    ([{"name": "d", "mount": "/d", "host_path": "/h"}, {"name": "d", "mount": "/e",
+                                                        "host_path": "/h"}], "volumes",
+     "share a name"),
+    ([{"name": "d", "mount": "/d", "host_path": "/h"}, {"name": "e", "mount": "/d/",
+                                                        "host_path": "/h"}], "volumes",
+     "share a mount"),
+], ids=["no-source", "two-sources", "relative-mount", "colon", "bad-name", "same-name",
+        "same-mount"])
+def test_bad_volumes_name_the_field(volumes: list, where: str, says: str) -> None:
+    with pytest.raises(SpecError) as e:
+        parse_workload({**BASE, "volumes": volumes})
+    assert any(path.startswith(where) and says.lower() in msg.lower()
+               for path, msg in e.value.problems), e.value.problems
+
+
+def test_shm_size_is_a_size() -> None:
+    assert parse_workload({**BASE, "shm_size": "8GiB"}).shm_size == 8192
+    with pytest.raises(SpecError, match="shm_size"):
+        parse_workload({**BASE, "shm_size": "lots"})

@@ -118,7 +118,8 @@ class LaunchSpec:
     SetupFailed, the command never started). workdir: a directory copied into the attempt's
     directory (`corral.backends.workdir`), the command's cwd unless working_dir is set. image:
     the container image; a backend that cannot run one refuses the launch (InvalidLaunchSpec
-    naming image), it never runs the command without it.
+    naming image), it never runs the command without it. volumes: the spec's volumes as
+    mappings ({name, mount, host_path, claim, read_only}); shm_mib: Kubernetes' /dev/shm size.
     """
 
     workload_id: str
@@ -138,6 +139,8 @@ class LaunchSpec:
     setup: str | None = None
     workdir: str | None = None
     image: str | None = None
+    volumes: tuple[Mapping[str, Any], ...] = ()
+    shm_mib: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.command, str):
@@ -149,6 +152,7 @@ class LaunchSpec:
         _check_assignments(self.assignments)
         _check_env(self.env)
         object.__setattr__(self, "secret_env", dict(self.secret_env))
+        object.__setattr__(self, "volumes", tuple(dict(v) for v in self.volumes))
         _check_env(self.secret_env)
         both = sorted(set(self.env) & set(self.secret_env))
         if both:
@@ -189,6 +193,8 @@ class LaunchSpec:
             "setup": self.setup,
             "workdir": self.workdir,
             "image": self.image,
+            "volumes": [dict(v) for v in self.volumes],
+            "shm_mib": self.shm_mib,
         }
 
     @classmethod

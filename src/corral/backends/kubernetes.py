@@ -80,6 +80,7 @@ from corral.backends.kubernetes_objects import (
     node_resource,
     pod_end,
     pod_name,
+    pod_volumes,
     service_name,
     to_node,
     with_setup,
@@ -300,6 +301,7 @@ class KubernetesBackend(Backend, InventorySource, LogSource):
         # variables (the plan's node indices stay in the corral.io/devices annotation)
         env.update(device_env(vendor, range(len(a.devices))))
         command, setup_env = with_setup(spec.argv(), spec.setup)  # issue 13: setup, then command
+        volumes, mounts = pod_volumes(spec.volumes, spec.shm_mib)  # issue 13: volumes, /dev/shm
         env.update(setup_env)
         limits, note = self._gpu_request(a, resource)
         annotations = {ANNOTATION_WORKLOAD: spec.workload_id, "corral.io/queue": spec.queue,
@@ -310,7 +312,8 @@ class KubernetesBackend(Backend, InventorySource, LogSource):
             "name": "worker", "image": spec.image or self.image,  # the spec's image first
             "command": command,
             "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
-            "volumeMounts": [{"name": "corral", "mountPath": DEADLINE_MOUNT, "readOnly": True}],
+            "volumeMounts": [{"name": "corral", "mountPath": DEADLINE_MOUNT, "readOnly": True},
+                             *mounts],
         }
         if limits:
             container["resources"] = {"limits": limits}
@@ -323,7 +326,8 @@ class KubernetesBackend(Backend, InventorySource, LogSource):
             "spec": {"nodeName": a.node_id, "restartPolicy": "Never", "containers": [container],
                      "volumes": [{"name": "corral", "downwardAPI": {"items": [{
                          "path": DEADLINE_NAME, "fieldRef": {
-                             "fieldPath": f"metadata.annotations['{ANNOTATION_DEADLINE}']"}}]}}]},
+                             "fieldPath": f"metadata.annotations['{ANNOTATION_DEADLINE}']"}}]}},
+                         *volumes]},
         }
 
     @staticmethod

@@ -45,6 +45,7 @@ __all__ = [
     "parse_memory_mib",
     "pod_end",
     "pod_name",
+    "pod_volumes",
     "service_name",
     "to_node",
     "with_setup",
@@ -188,6 +189,29 @@ def pod_end(pod: Any, *, stop_reason: str = "", node_lost: bool = False) -> Work
     if phase == "Running":
         return WorkerEnd(WorkerState.RUNNING, base.RUNNING)
     return WorkerEnd(WorkerState.STARTING, base.STARTING)
+
+
+def pod_volumes(volumes: Any, shm_mib: int | None) -> tuple[list[dict[str, Any]],
+                                                             list[dict[str, Any]]]:
+    """The pod's volumes and the container's mounts for a spec's `volumes` (a node's
+    directory as hostPath, a claim as persistentVolumeClaim, read-only where asked) and its
+    `shm_size` (/dev/shm as a memory-backed emptyDir of that size: the runtime's default is
+    64 MiB, too small for PyTorch's data loader workers)."""
+    pod: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    for v in volumes:
+        name = f"vol-{v['name']}"
+        source = ({"hostPath": {"path": v["host_path"], "type": "Directory"}}
+                  if v.get("host_path") else
+                  {"persistentVolumeClaim": {"claimName": v["claim"],
+                                             "readOnly": bool(v.get("read_only"))}})
+        pod.append({"name": name, **source})
+        mounts.append({"name": name, "mountPath": v["mount"],
+                       "readOnly": bool(v.get("read_only"))})
+    if shm_mib is not None:
+        pod.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{shm_mib}Mi"}})
+        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    return pod, mounts
 
 
 SETUP_ENV: Final = "CORRAL_SETUP"  # the setup lines, handed to the prologue in the environment

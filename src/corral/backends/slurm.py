@@ -467,7 +467,7 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         runner = [*local_runner.runner_argv(self.python), "--record-dir", str(wdir),
                   "--deadline-file", str(record.dir / DEADLINE_FILE), "--cwd",
                   spec.working_dir or "", *self._setup_args(record), "--",
-                  *container_argv(spec.image, spec.working_dir, spec.argv())]
+                  *container_argv(spec.image, spec.working_dir, spec.argv(), spec.volumes)]
         lines.append("exec " + " ".join(shlex.quote(x) for x in runner))
         return "\n".join(lines) + "\n"
 
@@ -600,15 +600,19 @@ def _ended_by_runner(record: AttemptRecord, worker: int, exit_record: dict[str, 
     return known
 
 
-def container_argv(image: str | None, cwd: str | None,
-                   argv: Sequence[str]) -> list[str]:
+def container_argv(image: str | None, cwd: str | None, argv: Sequence[str],
+                   volumes: Sequence[Mapping[str, Any]] = ()) -> list[str]:
     """The worker's command in `image` through pyxis: one srun step in the job's allocation,
-    in an enroot container of the image, in `cwd` when given (the batch script's environment,
-    the contract's variables included, passes into the step, as srun passes it by default)."""
+    in an enroot container of the image, in `cwd` when given, with the spec's volumes as
+    --container-mounts (host:mount, `:ro` when read-only). The batch script's environment, the
+    contract's variables included, passes into the step, as srun passes it by default."""
     if image is None:
         return list(argv)
     workdir = [f"--container-workdir={cwd}"] if cwd else []
-    return ["srun", "--ntasks=1", f"--container-image={image}", *workdir, *argv]
+    binds = ",".join(f"{v['host_path']}:{v['mount']}" + (":ro" if v.get("read_only") else "")
+                     for v in volumes if v.get("host_path"))
+    mounts = [f"--container-mounts={binds}"] if binds else []
+    return ["srun", "--ntasks=1", f"--container-image={image}", *workdir, *mounts, *argv]
 
 
 def _master_node(spec: LaunchSpec) -> str:

@@ -33,6 +33,7 @@ from corral.control.settings import ControlSettings
 from corral.control.snapshot import SpecCache
 from corral.core.model import WorkerAssignment
 from corral.spec import WorkloadSpec
+from corral.spec.packaging import volume_env
 from corral.store import Store
 from corral.store import secrets as S
 from corral.store import workloads as W
@@ -97,7 +98,8 @@ def launch_spec(
         env=_env(rec, spec),
         working_dir=spec.working_dir, checkpoint_dir=ckpt, resume_from=resume_point(ckpt),
         restart_count=rec.restart_count, secret_env=resolved_secrets(store, rec.queue, spec),
-        setup=spec.setup, workdir=spec.workdir, image=spec.image)
+        setup=spec.setup, workdir=spec.workdir, image=spec.image,
+        volumes=tuple(v.model_dump() for v in spec.volumes), shm_mib=spec.shm_size)
 
 
 def resolved_secrets(store: Store | None, queue: str, spec: WorkloadSpec) -> dict[str, str]:
@@ -120,13 +122,14 @@ def resolved_secrets(store: Store | None, queue: str, spec: WorkloadSpec) -> dic
 
 
 def _env(rec: WorkloadRecord, spec: WorkloadSpec) -> dict[str, str]:
-    """The user's env, plus a replica's port or an array task's index and parameters (its id
-    is `<group>-<index>`, corral.control.submission.unit_ids)."""
+    """The user's env and where each volume is, plus a replica's port or an array task's
+    index and parameters (its id is `<group>-<index>`, corral.control.submission.unit_ids)."""
+    env = {**spec.plain_env(), **volume_env(spec.volumes)}
     if rec.kind == "service":
-        return {**spec.plain_env(), **replica_env(rec)}
+        return {**env, **replica_env(rec)}
     if spec.array is None:
-        return spec.plain_env()
-    return {**spec.plain_env(), **spec.array.task_env(int(rec.id.rsplit("-", 1)[1]))}
+        return env
+    return {**env, **spec.array.task_env(int(rec.id.rsplit("-", 1)[1]))}
 
 
 def stop_requested(

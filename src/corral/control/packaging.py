@@ -5,6 +5,12 @@
     workdir   copy per launch refused      refused                   refused   refused
     image     refused         refused      pyxis, where installed    refused   the pod's image
 
+Volumes: a node's directory (`host_path`) on every backend; in a container (Kubernetes, Slurm
+with an image) mounted at `mount`, read-only if asked; for a process on the node (local, agent,
+Ray, Slurm without an image) there is nothing to mount it with, so `mount` must be the host path
+and `read_only` cannot be promised (both refused otherwise, naming volumes[i].<field>). A
+`claim` and `shm_size` are Kubernetes' alone.
+
 A field a backend cannot honour is refused at submission (422 naming the field and saying what
 to do), never accepted and ignored: a job that asked for an image and ran on the host's Python
 would fail later, or worse, succeed on the wrong software. "refused" for workdir means "not
@@ -17,6 +23,7 @@ Docs: docs/specs.md "Packaging".
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Final
 
 from corral.backends.errors import InvalidLaunchSpec
@@ -54,9 +61,42 @@ def packaging_refusals(spec: WorkloadSpec, backend: str,
     asked = {"setup": spec.setup, "workdir": spec.workdir, "image": spec.image}
     out = [(f, f"the {backend} backend {_WHY[f]}") for f, v in asked.items()
            if v is not None and f not in honoured]
+    out += _volume_refusals(spec, backend)
     if spec.workdir is not None and "workdir" in honoured and backend == "local":
         try:
             check_workdir(spec.workdir)
         except InvalidLaunchSpec as e:
             out.append(("workdir", str(e).split(": ", 1)[1]))
+    return out
+
+
+_KUBERNETES: Final = frozenset({"kubernetes", "fake"})
+
+
+def _volume_refusals(spec: WorkloadSpec, backend: str) -> list[tuple[str, str]]:
+    """The volumes (and shm_size) `backend` cannot give as asked (module docstring)."""
+    out = []
+    containers = backend in _KUBERNETES or (backend == "slurm" and spec.image is not None)
+    for i, v in enumerate(spec.volumes):
+        at = f"volumes[{i}]"
+        if v.claim is not None and backend not in _KUBERNETES:
+            out.append((f"{at}.claim", f"a PersistentVolumeClaim needs the Kubernetes "
+                        f"backend; on {backend} give the node's directory as host_path"))
+            continue
+        if containers or v.host_path is None:
+            continue
+        if v.mount.rstrip("/") != v.host_path.rstrip("/"):
+            out.append((f"{at}.mount", f"the {backend} backend runs the worker as a process on "
+                        "the node, with no container to mount the directory elsewhere: set "
+                        f"mount to {v.host_path} (the worker finds it in {v.env_name})"))
+        if v.read_only:
+            out.append((f"{at}.read_only", f"a process on the node is not kept from writing "
+                        f"there on the {backend} backend: remove read_only (or run in an image "
+                        "on Kubernetes or Slurm with pyxis)"))
+        if backend == "local" and not Path(v.host_path).is_dir():
+            out.append((f"{at}.host_path", f"{v.host_path!r} is not a directory on this host: "
+                        "create it or fix the path"))
+    if spec.shm_size is not None and backend not in _KUBERNETES:
+        out.append(("shm_size", f"only Kubernetes sizes /dev/shm per worker; on {backend} the "
+                    "node's own /dev/shm is used: remove shm_size"))
     return out

@@ -311,8 +311,8 @@ class Submissions:
             parents = self.parents(spec, visible)
         except SpecError as e:
             return DryRun("rejected", {}, [], R.Reason("Invalid", str(e)))
-        notes = explain(spec, parents) + packaging_notes(spec.env, spec.setup, spec.workdir,
-                                                         spec.image)
+        notes = explain(spec, parents) + packaging_notes(
+            spec.env, spec.setup, spec.workdir, spec.image, spec.volumes, spec.shm_size)
         ids = unit_ids("candidate", spec)
         holds = initial_holds(spec, ids, "candidate", parents)
         if ids and ids[0] in holds:  # held for a dependency: the core would not see it

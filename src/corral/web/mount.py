@@ -44,6 +44,9 @@ def install(app: FastAPI, settings: WebSettings | None = None) -> WebState:
     state.metrics = CorralMetrics(state.reader, ctx.store, ctx.clock)
     app.state.corral_web = state
     app.include_router(routes.router)
+    from corral.web import providers_page  # issue 11: the Providers page's data
+
+    app.include_router(providers_page.router)
     app.include_router(_metrics)
     app.include_router(site.router)
     site.mount_site(app)

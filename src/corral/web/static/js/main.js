@@ -7,13 +7,14 @@ import { setQueues } from "./colors.js";
 import { fill, h } from "./dom.js";
 import { clock, gpus, pct } from "./format.js";
 import * as pool from "./pages/pool.js";
+import * as providers from "./pages/providers.js";
 import * as queues from "./pages/queues.js";
 import * as service from "./pages/service.js";
 import * as usage from "./pages/usage.js";
 import * as workload from "./pages/workload.js";
 import * as workloads from "./pages/workloads.js";
 
-const PAGES = { pool, queues, workloads, workload, usage, service };
+const PAGES = { pool, queues, workloads, workload, usage, service, providers };
 const POLL_MS = 2000;
 const $ = (id) => document.getElementById(id);
 const shell = { me: null, view: null, key: "", timer: null, busy: false };

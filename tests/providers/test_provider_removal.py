@@ -139,3 +139,31 @@ def test_spot_only_work_capped_under_every_spot_offer_is_refused_at_submission(
         subs.check(capped.model_copy(update={"max_price_per_gpu_hour": 0.35}))  # above: fine
     finally:
         PP.SPOT_SEEN.update([])  # the process-wide memory: leave it empty for other tests
+
+
+def test_the_autoscaler_reads_a_notice_read_on_the_host_and_does_not_act_twice(
+        store: Store) -> None:
+    """`act_on_host_notice` (the agent's POST /agent/v1/notice) stops the work in the request;
+    the next pass remembers the place for it, drains the node, returns the instance once idle,
+    and the provider's own notice of the same instance is then not acted on again."""
+    from corral.control.autoscale import HOST_NOTICE
+    from corral.providers.base import Notice
+
+    provider = CloudProvider(CapacityKind.SPOT)
+    rig, scaler, joined = _rig_with_cloud(store, provider)
+    (instance,) = provider.launch(provider.offers()[0], 1, user_data="", tags={})
+    iid = instance.id
+    node = _join(rig, store, provider, joined, iid)
+    rig.step(n=8)
+    with store.write() as c:  # what the request wrote (the fake backend has no agent workers)
+        audit.record(c, at=rig.clock.now(), actor="agent", action=HOST_NOTICE, target=node,
+                     detail={"instance": iid, "stopped": ["w-gone"]})
+    provider.warnings.append(Notice(iid, rig.clock.now() + 120, "spot/instance-action"))
+    rig.step(n=10)
+    assert scaler.state.interruptions["w-gone"].places == (("cloud", "r1a"),)
+    assert iid in scaler.interrupted and node in scaler.draining
+    with store.read() as c:
+        acted = [e.target for e in audit.list_audit(c, actor="autoscaler")
+                 if e.action == "autoscale.interrupted"]
+    assert acted == []  # the host's notice came first: the provider's is not acted on again
+    assert iid in provider.terminated  # drained and idle: returned

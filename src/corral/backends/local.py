@@ -391,7 +391,7 @@ class LocalBackend(Backend, InventorySource, LogSource):
             who = self.worker_users.for_queue(spec.queue)
             env.update(who.env())
             identity = ["--uid", str(who.uid), "--gid", str(who.gid)]
-        argv = [self.python, "-I", local_runner.__file__,
+        argv = [*local_runner.runner_argv(self.python),
                 "--record-dir", str(attempt_dir / f"worker-{worker}"),
                 "--deadline-file", str(attempt_dir / DEADLINE_FILE), *identity, *self._lease_args(),
                 *self._package_args(spec, attempt_dir), "--", *spec.argv()]

@@ -111,6 +111,14 @@ def test_logs_of_an_earlier_attempt(server: CorralServer) -> None:
     assert _cli(server, 80, "logs", wid).stdout == "attempt 1\n"
     refused = _cli(server, 80, "logs", wid, "--attempt", "0", "--follow")
     assert refused.returncode == 2 and "--follow reads the current attempt" in refused.stderr
+    described = _cli(server, 160, "describe", wid)
+    assert described.returncode == 0, described.stderr
+    assert "1 worker x 0 GPUs, cpu 100m, memory 64MiB" in described.stdout
+    assert "priority   0" in described.stdout and "CORRAL_ATTEMPT" in described.stdout
+    attempts = json.loads(_cli(server, 160, "describe", wid, "--json").stdout)["attempts"]
+    assert [a["attempt"] for a in attempts] == [0, 1]
+    assert attempts[0]["outcome"] == "Restarting" and "exit code 3" in attempts[0]["message"]
+    assert attempts[1]["outcome"] == "Completed" and attempts[1]["ended"] is not None
 
 
 def test_version_and_environment_in_help(server: CorralServer) -> None:

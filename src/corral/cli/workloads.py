@@ -168,16 +168,28 @@ def describe(workload_id: str, url: UrlOpt = None, token: TokenOpt = None,
             _print_service(service, json_out)
             return
         events = c.events(workload_id).items
+    attempts = attempt_rows(events)
     if json_out:
-        emit_json({**w.model_dump(), "events": [e.model_dump() for e in events]})
+        emit_json({**w.model_dump(), "events": [e.model_dump() for e in events],
+                   "attempts": attempts})
         return
     out.print(f"[bold]{w.id}[/bold]  ", state_text(w))
     for label, value in (("queue", w.queue), ("user", w.user), ("kind", w.kind),
+                         ("requests", requested(w.spec)), ("priority", priority_text(w.spec)),
+                         ("command", command_text(w.spec)),
                          ("attempt", f"{w.attempt} (restarts {w.restart_count})"),
                          ("submitted", ago(w.submitted_at)), ("started", ago(w.started_at)),
                          ("finished", ago(w.finished_at)), ("exit code", w.exit_code),
                          ("reason", f"{w.reason_code}: {w.reason_message}")):
         out.print(f"  {label:<10} {value}", highlight=False)
+    if len(attempts) > 1 or (attempts and attempts[0]["ended"] is not None):
+        t = Table(title="attempts", title_justify="left")
+        for col in ("ATTEMPT", "STARTED", "ENDED", "OUTCOME", "MESSAGE"):
+            t.add_column(col, overflow="fold")
+        for a in attempts:
+            t.add_row(str(a["attempt"]), ago(a["started"]), ago(a["ended"]), a["outcome"],
+                      a["message"])
+        out.print(t)
     if w.placements:
         t = Table(title="placement", title_justify="left")
         for col in ("WORKER", "NODE", "GPUS", "SHARE", "STATE", "EXIT"):
@@ -193,6 +205,58 @@ def describe(workload_id: str, url: UrlOpt = None, token: TokenOpt = None,
         change = f"{e.from_state or '-'} -> {e.to_state}" if e.to_state else e.kind
         t.add_row(ago(e.at), change, e.reason, e.message)
     out.print(t)
+
+
+def requested(spec: dict[str, Any]) -> str:
+    """What the workload asked for, as its spec said it: "2 workers x 4 GPUs (A100), cpu 8,
+    memory 64GiB"."""
+    workers, gpus = spec.get("workers", 1), spec.get("gpus", 0)
+    text = f"{workers} worker{'s' if workers != 1 else ''} x {gpus:g} GPU{'s' if gpus != 1 else ''}"
+    if spec.get("gpu_model"):
+        text += f" ({spec['gpu_model']})"
+    units = {"cpu": "m", "memory": "MiB", "gpu_memory": "MiB"}  # how the stored spec counts
+    extras = [f"{key.replace('_', ' ')} {spec[key]}{units[key] if isinstance(spec[key], int) else ''}"
+              for key in units if spec.get(key) not in (None, 0, "")]
+    return ", ".join([text, *extras])
+
+
+def priority_text(spec: dict[str, Any]) -> str:
+    preemptible = spec.get("preemptible")
+    said = "" if preemptible is None else (", preemptible" if preemptible else
+                                           ", not preemptible")
+    return f"{spec.get('priority', 0)}{said}"
+
+
+def command_text(spec: dict[str, Any]) -> str:
+    import shlex  # one call per describe: not worth every command's start-up
+
+    if spec.get("command"):
+        return shlex.join(str(a) for a in spec["command"])
+    return str(spec.get("shell") or "-")
+
+
+_ATTEMPT_ENDS = {"succeeded", "failed", "cancelled", "preempted", "pending"}
+
+
+def attempt_rows(events: list[M.Event]) -> list[dict[str, Any]]:
+    """One row per attempt, read from the events: when it was launched (`starting`), when it
+    left starting or running (a restart requeues it: `pending`), and that change's reason and
+    message. A worker that exits at once never shows `running`, so launch is the start; the
+    event that ends an attempt may already carry the next attempt's number, so it closes the
+    attempt still open."""
+    rows: dict[int, dict[str, Any]] = {}
+    current: dict[str, Any] | None = None
+    for e in events:
+        if e.to_state in ("starting", "running"):
+            if current is None or current["attempt"] != e.attempt:
+                current = rows.setdefault(e.attempt, {"attempt": e.attempt, "started": e.at,
+                                                      "ended": None, "message": ""})
+            current["outcome"] = e.to_state
+        elif current is not None and e.from_state in ("running", "starting") and (
+                e.to_state in _ATTEMPT_ENDS):
+            current.update(ended=e.at, outcome=e.reason or e.to_state, message=e.message)
+            current = None
+    return [rows[k] for k in sorted(rows)]
 
 
 def logs(

@@ -17,7 +17,9 @@ PY = sys.executable
 LONG = "a-rather-long-workload-name-for-narrow-terminals"
 
 
-def _spec(name: str, code: str = "import time; time.sleep(120)", **fields: Any) -> dict[str, Any]:
+# The blocker must outlive the module however slow the machine: at 120 s it ended under load
+# in CI's company, a waiting gang started, and the cancel-by-selector test saw one pending too few.
+def _spec(name: str, code: str = "import time; time.sleep(3600)", **fields: Any) -> dict[str, Any]:
     return {"name": name, "queue": "default", "gpus": 4, "workers": 2, "cpu": 0.1,
             "memory": 64, "command": [PY, "-c", code], **fields}
 

@@ -30,6 +30,7 @@ from corral.store.schema import (
     User,
     WorkloadRow,
 )
+from corral.store.secrets import Fernet, SecretBox
 
 
 @dataclass
@@ -61,6 +62,8 @@ def build(store: Store, limits: ApiLimits | None = None, backend_name: str = "fa
         A.create_user(c, "ann", "user", ["team-a"], 0.0)
         admin, ann = A.create_token(c, "root", 0.0), A.create_token(c, "ann", 0.0)
     backend = FakeBackend(nodes)
+    if store.secret_box is None:  # as `corral up` gives it one (corral.store.secrets)
+        store.secret_box = SecretBox([Fernet.generate_key()])
     ctx = ApiContext(store, Submissions(store), clock=ManualClock(), logs=backend,
                      backend_name=backend_name, limits=limits or ApiLimits())
     client = TestClient(create_app(ctx), raise_server_exceptions=False)

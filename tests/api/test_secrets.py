@@ -149,6 +149,7 @@ def test_bad_names_are_refused(api: Api, name: str) -> None:
 
 
 def test_without_a_key_secrets_are_unavailable_not_a_500(store: Store) -> None:
-    api = build(store)  # store.secret_box is None
+    api = build(store)
+    store.secret_box = None  # a server built without `corral up`'s key
     r = _set(api, "k")
     assert r.status_code == 503 and "CORRAL_SECRET_KEY" in r.json()["message"]

@@ -8,30 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from corral.backends.fake import FakeBackend
 from corral.control.cancellation import cancel
 from corral.control.live_state import LiveState
-from corral.core.model import Queue
 from corral.store import Store
-from corral.store import pool as P
 from corral.store import workloads as W
 from corral.store.database import sqlite_url
+from corral.testing.histories import ACTIONS, act
 
 from .rig import Rig
-
-ACTIONS = st.lists(st.one_of(
-    st.tuples(st.just("submit"), st.sampled_from([1, 2, 4]), st.integers(1, 2)),
-    st.tuples(st.just("limited"), st.integers(1, 3), st.just(0)),
-    st.tuples(st.just("step"), st.integers(1, 3), st.just(0)),
-    st.tuples(st.just("finish"), st.integers(0, 20), st.integers(0, 1)),
-    st.tuples(st.just("cancel"), st.integers(0, 20), st.just(0)),
-    st.tuples(st.just("cordon"), st.integers(0, 1), st.integers(0, 1)),
-    st.tuples(st.just("queue"), st.integers(1, 16), st.just(0)),
-    st.tuples(st.just("takeover"), st.just(0), st.just(0)),
-), min_size=5, max_size=30)
 
 
 def _fresh(store: Store) -> LiveState:
@@ -52,37 +39,6 @@ def _same(rig: Rig) -> None:
     assert live.past_deadline(now) == fresh.past_deadline(now)
 
 
-def _act(rig: Rig, action: tuple[str, int, int]) -> None:
-    kind, a, b = action
-    if kind == "submit":
-        rig.submit(gpus=a, workers=b, name=f"w{a}{b}")
-    elif kind == "limited":  # stopped by the loop once it has run this long
-        rig.submit(name="short", max_runtime=f"{a}s")
-    elif kind == "step":
-        rig.step(a)
-    elif kind in ("finish", "cancel"):
-        with rig.store.read() as c:
-            active = W.load_active(c)
-        if not active:
-            return
-        rec = active[a % len(active)]
-        if kind == "cancel":
-            cancel(rig.store, rec.id, rig.clock.now(), "ann")
-        elif (rec.id, rec.attempt) in rig.world.workers:
-            (rig.backend.finish if b == 0 else rig.backend.fail)(rec.id, rec.attempt)
-    elif kind == "cordon":
-        with rig.store.write() as c:
-            P.set_cordoned(c, f"n{a}", bool(b))
-    elif kind == "queue":
-        with rig.store.write() as c:
-            P.upsert_queue(c, Queue("q", quota_gpus=float(a)))
-    elif kind == "takeover":  # a new leader over the same machines: reloads, then goes on
-        rig.loop.leadership.resign()
-        rig.backend = FakeBackend(world=rig.world, check_capacity=True)
-        rig.loop = rig.new_loop(rig.backend)
-        rig.step()
-
-
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(actions=ACTIONS)
 def test_incremental_state_equals_a_full_reload(tmp_path_factory, actions) -> None:
@@ -92,7 +48,7 @@ def test_incremental_state_equals_a_full_reload(tmp_path_factory, actions) -> No
         rig = Rig(store)
         rig.step()
         for action in actions:
-            _act(rig, action)
+            act(rig, action)
             _same(rig)
     finally:
         store.close()
@@ -162,7 +118,8 @@ def test_core_forms_from_shared_specs_equal_the_specs_own() -> None:
             assert cache.core(rec) == dataclasses.replace(own, id=uid)
 
 
-def test_placements_a_step_wrote_are_not_read_back(store: Store, monkeypatch) -> None:
+def test_placements_a_step_wrote_are_not_read_back(store: Store,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """The plan's placements reach the loop's state from what apply wrote (`LiveState.placed`),
     and a row that moves on within the same attempt (scheduled -> starting -> running) keeps
     them: the store's placements are read only on a reload. They equal what a reload reads."""

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from corral.backends.fake import FakeBackend
 from corral.store import Store
 from corral.store.database import sqlite_url
+from corral.testing.histories import ACTIONS, act
 
 from .rig import Rig
-from .test_live_state import ACTIONS, _act
 
 
 class FullPoll(FakeBackend):
@@ -46,7 +46,7 @@ def test_the_view_is_the_full_report_after_random_histories(
         rig = Rig(store)
         rig.step()
         for action in actions:
-            _act(rig, action)
+            act(rig, action)
             rig.step()  # the view is the report as of the loop's last poll
             _view_is_the_report(rig)
     finally:

@@ -128,8 +128,14 @@ def timed_step(loop: ControlLoop, clock: ManualClock, name: str = "") -> tuple[f
 
         profiler = cProfile.Profile()
         profiler.enable()
+    import tracemalloc
+
+    if tracemalloc.is_tracing():  # --tracemalloc: the step's own high-water mark
+        tracemalloc.reset_peak()
     started = time.perf_counter()
     report = loop.step()
+    if tracemalloc.is_tracing():
+        report.stages["traced_peak_mib"] = tracemalloc.get_traced_memory()[1] / 2**20
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(PROFILE["path"])
@@ -215,6 +221,22 @@ def peak_rss_mib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def memory_top(lines: int) -> dict[str, Any] | None:
+    """With --tracemalloc N: what is held now (after the place step: the loop's steady state,
+    every store row built here still alive), the N biggest allocation sites."""
+    if not lines:
+        return None
+    import tracemalloc
+
+    snap = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__)])
+    stats = snap.statistics("lineno")
+    top = [{"site": f"{s.traceback[0].filename.split('/site-packages/')[-1].split('/src/')[-1]}"
+                    f":{s.traceback[0].lineno}",
+            "mib": round(s.size / 2**20, 1), "blocks": s.count} for s in stats[:lines]]
+    return {"total_mib": round(sum(s.size for s in stats) / 2**20, 1), "top": top}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     clock = ManualClock(1_800_000_000.0)
     with tempfile.TemporaryDirectory() as tmp, store_for(args.store, Path(tmp)) as store:
@@ -222,6 +244,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         populate(store, build_nodes(args.nodes), args.workloads, clock.now())
         built_s = time.perf_counter() - t
         rss_built = peak_rss_mib()
+        if args.tracemalloc:
+            import tracemalloc
+
+            populate_peak = tracemalloc.get_traced_memory()[1] / 2**20
         world = FakeWorld()
         loop = make_loop(store, world, clock)
         first = timed_step(loop, clock, "first")
@@ -229,6 +255,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         idle = [timed_step(loop, clock, "idle") for _ in range(args.idle_steps)]
         finished = finish_running(world, args.place)
         place = timed_step(loop, clock, "place")
+        held = memory_top(args.tracemalloc)
+        if held:
+            held["populate_peak_mib"] = round(populate_peak, 1)
         with store.read() as c:
             counts = W.count_by_state(c)
         loop.leadership.resign()
@@ -250,6 +279,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "restart_step": summary(*restart),
         "states": counts, "reads": read_times,
         "rss_after_populate_mib": rss_built, "peak_rss_mib": peak_rss_mib(),
+        **({"tracemalloc_after_place": held} if held else {}),
         "machine": {"nproc": os.cpu_count(), "load": os.getloadavg()[0],
                     "python": platform.python_version()},
     }
@@ -266,7 +296,14 @@ def main() -> None:
                     help="write a cProfile of that step (the last one, for idle) to --profile-out")
     ap.add_argument("--profile-out", default="live_loop.prof")
     ap.add_argument("--skip-reads", action="store_true", help="leave out the API reads")
+    ap.add_argument("--tracemalloc", type=int, default=0, metavar="N",
+                    help="trace allocations (slow) and report the N biggest sites held after "
+                         "the place step")
     args = ap.parse_args()
+    if args.tracemalloc:
+        import tracemalloc
+
+        tracemalloc.start()
     if args.profile:
         PROFILE.update(step=args.profile, path=args.profile_out)
     print(json.dumps(run(args)), flush=True)

@@ -155,9 +155,35 @@ class SpecBodies:
         return body
 
 
+#: the text columns with few distinct values (name, queue, user, kind, state, reasons, stop
+#: reason and message), by position in a `_LEAN` row: each distinct value held once
+_REPEATED = tuple(i for i, c in enumerate(_LEAN) if c.key in (
+    "name", "queue", "user", "kind", "state", "reason_code", "reason_message", "stop_reason",
+    "stop_message"))
+_ID, _GROUP = WorkloadRecord.__slots__.index("id"), WorkloadRecord.__slots__.index("group_id")
+_TEXTS: dict[str, str] = {}
+
+
+def _shared(text: str) -> str:
+    if len(_TEXTS) >= 100_000:  # a bound: messages can be many
+        _TEXTS.clear()
+    return _TEXTS.setdefault(text, text)
+
+
 def _record(row: Sequence[Any], spec: dict[str, Any]) -> WorkloadRecord:
-    """A record from a `_LEAN` row (columns in `WorkloadRecord` order, spec left out)."""
-    return WorkloadRecord(*row[:_SPEC_AT], spec, *row[_SPEC_AT:len(_LEAN)])  # type: ignore[call-arg]
+    """A record from a `_LEAN` row (columns in `WorkloadRecord` order, spec left out).
+
+    The driver makes a new string object per column per row: 100,000 records then hold
+    100,000 copies of "pending" and of each queue's name. Repeated values are shared (and a
+    group id equal to the workload's id is the id), which is most of a record's memory."""
+    values = list(row[:len(_LEAN)])
+    for i in _REPEATED:
+        if values[i] is not None:
+            values[i] = _shared(values[i])
+    if values[_GROUP] == values[_ID]:
+        values[_GROUP] = values[_ID]
+    values.insert(_SPEC_AT, spec)
+    return WorkloadRecord(*values)
 # Hot inserts are built once, on the Core tables: an ORM-entity insert with inline `.values()`
 # re-coerces every value and recomputes its cache key per call (most of a submission's cost).
 _WORKLOADS, _EVENTS = WorkloadRow.__table__, Event.__table__

@@ -217,13 +217,16 @@ def _string(text: str) -> str:
     return str(encode_basestring_ascii(text))
 
 
-def write_json_atomic(path: StrPath, data: dict[str, Any], mode: int | None = None) -> None:
+def write_json_atomic(path: StrPath, data: dict[str, Any], mode: int | None = None, *,
+                      durable: bool = True) -> None:
     """Replace `path` with `data` so that a reader sees the old file or the new one, never half.
-    mode: the file's permissions from the start (else as the umask makes them)."""
-    write_text_atomic(path, dumps(data), mode)
+    mode: the file's permissions from the start (else as the umask makes them). durable: on
+    disk before this returns (fsync); False for what a machine crash makes moot anyway."""
+    write_text_atomic(path, dumps(data), mode, durable=durable)
 
 
-def write_text_atomic(path: StrPath, text: str, mode: int | None = None) -> None:
+def write_text_atomic(path: StrPath, text: str, mode: int | None = None, *,
+                      durable: bool = True) -> None:
     path = os.fspath(path)
     head, name = os.path.split(path)
     tmp = os.path.join(head, f".{name}.{os.getpid()}.tmp")
@@ -235,7 +238,8 @@ def write_text_atomic(path: StrPath, text: str, mode: int | None = None) -> None
         data = text.encode("utf-8")
         while data:
             data = data[os.write(fd, data):]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
@@ -260,8 +264,11 @@ def read_identity(path: StrPath) -> ProcessIdentity | None:
 
 
 def write_identity(path: StrPath, pid: int) -> None:
+    """A live process's identity, atomically but not fsynced: it only means something while the
+    machine stays up (a reboot ends the process and changes the boot id), so an identity lost
+    in a crash loses nothing, and two fsyncs per worker start were most of its I/O."""
     identity = identify(pid) or ProcessIdentity(pid, None, boot_id())
-    write_json_atomic(path, identity.as_record())
+    write_json_atomic(path, identity.as_record(), durable=False)
 
 
 def read_deadline(path: StrPath) -> float | None:

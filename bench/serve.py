@@ -323,8 +323,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         # 4. a replica killed under steady load
         out["kill"] = kill_under_load(server, sid, url, args, rng, trace)
-        print(line("killed replica", out["kill"]), f"| back serving after "
-              f"{out['kill']['back_s']} s | load {out['kill']['load']}", flush=True)
+        k = out["kill"]
+        print(line("killed replica", k), f"| failed: {k['failed_sent_before_kill']} sent before "
+              f"the kill, {k['failed_sent_after_kill']} after | back serving after "
+              f"{k['back_s']} s | load {k['load']}", flush=True)
         sampler.stop.set()
     finally:
         server.stop()
@@ -385,6 +387,7 @@ def kill_under_load(server: CorralServer, sid: str, url: str, args: argparse.Nam
             pid = worker_pid(server.data_dir, victim.id, victim.attempt)
             t = time.time()
             os.kill(pid, signal.SIGKILL)
+            killed_at.append(t)
 
             def back() -> str:
                 now = {r.id: r for r in c.service(sid).replicas}.get(victim.id)
@@ -395,8 +398,15 @@ def kill_under_load(server: CorralServer, sid: str, url: str, args: argparse.Nam
             took = round(time.time() - t, 1)
             return took if how == "ready" else f"{how} after {took} s"
 
+    killed_at: list[float] = []
     results, took = steady(url, args, rng, trace, kill)
-    return {**summary(results), "back_s": took, "load": load_avg()}
+    # a request sent before the kill may have been running on the killed process (its stream
+    # cannot be saved); one sent after it must not fail
+    after = [r for r in results if killed_at and r.sent_at >= killed_at[0]]
+    return {**summary(results), "back_s": took, "load": load_avg(),
+            "failed_sent_before_kill": sum(1 for r in results if r.error) - sum(
+                1 for r in after if r.error),
+            "failed_sent_after_kill": sum(1 for r in after if r.error)}
 
 
 def main() -> None:

@@ -333,7 +333,8 @@ class RayBackend(Backend, InventorySource, LogSource):
         env = worker_environment(spec, a, master_addr="", master_port=0, deadline_file="",
                                  vendor=vendor)
         return self._host_of(record, a.worker).start.remote(
-            self._place(record, a.worker), list(spec.argv()), env, spec.working_dir, master)
+            self._place(record, a.worker), list(spec.argv()), env, spec.working_dir, master,
+            spec.setup)  # issue 13: run by the worker's runner before the command
 
     def _reserve(self, record: AttemptRecord, vendors: Mapping[int, Vendor]) -> None:
         """Hold the attempt's GPUs in Ray's accounting: a placement group with a bundle per

@@ -138,10 +138,12 @@ class NodeHost:
         return self.node
 
     def start(self, place: tuple[Any, ...], argv: list[str], env: dict[str, str],
-              cwd: str | None, master: tuple[str, int] | None) -> tuple[str, int]:
+              cwd: str | None, master: tuple[str, int] | None,
+              setup: str | None = None) -> tuple[str, int]:
         """Start one worker's runner (once: a second call for the same place starts nothing).
         Returns the rendezvous address: this node's and a free port for worker 0 (`master` None),
-        else `master` as given."""
+        else `master` as given. `setup`: the spec's setup lines, written here for the runner to
+        run before the command."""
         where = WorkerPlace(*place)
         where.dir.mkdir(parents=True, exist_ok=True)
         rendezvous = where.attempt_dir / RENDEZVOUS_FILE
@@ -162,9 +164,14 @@ class NodeHost:
         if env.get(CORRAL_CHECKPOINT_DIR):
             with contextlib.suppress(OSError):  # the worker reports it if it cannot write there
                 Path(env[CORRAL_CHECKPOINT_DIR]).mkdir(parents=True, exist_ok=True)
+        setup_args: list[str] = []
+        if setup is not None:
+            setup_file = where.dir / "setup.sh"
+            local_runner.write_text_atomic(setup_file, setup, mode=0o600)
+            setup_args = ["--setup-file", str(setup_file)]
         runner_argv = [*local_runner.runner_argv(sys.executable), "--record-dir", str(where.dir),
-                       "--deadline-file", str(where.deadline_file), "--cwd", cwd or "", "--",
-                       *argv]
+                       "--deadline-file", str(where.deadline_file), "--cwd", cwd or "",
+                       *setup_args, "--", *argv]
         with open(where.log_path, "ab") as log:
             # start_new_session: the runner must not get the signals Ray sends this actor's group.
             runner = subprocess.Popen(runner_argv, stdin=subprocess.DEVNULL, stdout=log,

@@ -1,7 +1,7 @@
 """Which packaging fields each backend honours, checked when a spec is submitted.
 
     field     local           agent        slurm                     ray       kubernetes
-    setup     runner          runner       runner                    refused   shell prologue
+    setup     runner          runner       runner                    runner    shell prologue
     workdir   copy per launch refused      refused                   refused   refused
     image     refused         refused      pyxis, where installed    refused   the pod's image
 
@@ -38,7 +38,7 @@ HONOURED: Final[dict[str, frozenset[str]]] = {
     "agent": frozenset({"setup"}),
     "kubernetes": frozenset({"setup", "image"}),
     "slurm": frozenset({"setup"}),  # image too where pyxis is (SlurmBackend.packaging_fields)
-    "ray": frozenset(),
+    "ray": frozenset({"setup"}),
     "fake": frozenset({"setup", "workdir", "image"}),  # tests: the fake runs nothing
 }
 

@@ -68,9 +68,15 @@ def slurm_alone_with_runner(cluster: SlurmCluster, jobs: int, out: Path,
                 f"--output={out}/{tag}-%A_%a.out", f"--wrap={wrap}")
     _drain(cluster)
     elapsed = time.perf_counter() - started
-    ended = len(list(records.glob("*/exit.json")))
-    if ended != jobs:
-        raise RuntimeError(f"only {ended} of {jobs} supervised jobs wrote their exit record")
+    missing = [i for i in range(jobs) if not (records / str(i) / "exit.json").exists()]
+    if missing:  # what Slurm and the task said, so that a rare one can be told apart
+        first = missing[0]
+        said = sorted(out.glob(f"{tag}-*_{first}.out"))
+        raise RuntimeError(
+            f"{len(missing)} of {jobs} supervised jobs wrote no exit record (tasks "
+            f"{missing[:10]}); task {first}'s records: "
+            f"{sorted(p.name for p in (records / str(first)).glob('*'))}, its output: "
+            f"{said[0].read_text()[-2000:] if said else None!r}")
     shutil.rmtree(records)
     return elapsed
 

@@ -98,9 +98,13 @@ def main() -> None:
     ap.add_argument("--move-premium", type=float, default=AutoscalerConfig().move_premium,
                     help="after an interruption, how much dearer another place may be "
                          "(1e9: always move, the policy before issue 11's last pass)")
+    ap.add_argument("--cancel-unneeded-after", type=float, default=None,
+                    help="return an instance on its way that no waiting work needs after this "
+                         "many seconds (default: the policy's default)")
     ap.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
     args = ap.parse_args()
-    config = AutoscalerConfig(idle_timeout_s=args.idle_timeout, move_premium=args.move_premium)
+    config = AutoscalerConfig(idle_timeout_s=args.idle_timeout, move_premium=args.move_premium,
+                              cancel_unneeded_after_s=args.cancel_unneeded_after)
     for regime in args.regimes:
         run_regime(args, config, regime)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -372,3 +373,23 @@ def test_a_retiring_provider_rents_nothing_drains_and_returns_when_idle() -> Non
     assert [x.instance_id for x in d.drains] == ["busy"]  # never killed: drained, runs on
     assert sorted(t.instance_id for t in d.terminations) == ["booting", "idle"]
     assert all(x.offer.provider != "aws" for x in d.launches)
+
+
+# -- instances on their way that nothing needs any more -------------------------------------
+def test_an_instance_on_its_way_that_no_waiting_work_needs_is_returned_when_asked() -> None:
+    flying = (instance("i-1", P5, CapacityState.PROVISIONING, launched_at=900.0),)
+    cancel = replace(CONFIG, cancel_unneeded_after_s=60.0)
+    # the work it was rented for started elsewhere: nothing waits
+    assert [t.instance_id for t in run([], ALL, instances=flying, config=cancel).terminations] \
+        == ["i-1"]
+    off = replace(CONFIG, cancel_unneeded_after_s=None)
+    assert run([], ALL, instances=flying, config=off).terminations == ()  # kept: it will idle out
+    # still needed: a waiting job packs onto it, nothing is returned or rented
+    d = run([job().gpus(8).models("H100").build()], ALL, instances=flying, config=cancel)
+    assert d.terminations == () and d.launches == ()
+    # too young (a plan older than the launch may not list its work yet)
+    young = (instance("i-1", P5, CapacityState.PROVISIONING, launched_at=990.0),)
+    assert run([], ALL, instances=young, config=cancel).terminations == ()
+    # never under a provider's min nodes
+    assert run([], ALL, instances=flying, config=cancel,
+               limits={"aws": ProviderLimits(min_nodes=1)}).terminations == ()

@@ -6,6 +6,8 @@
         │             offer that costs least for it (packing.py), within per-provider max nodes,
         │             max spend per hour (per provider and overall) and credits
         │  min nodes  providers under their minimum get their cheapest offer
+        │  in flight  an instance on its way that no waiting work packs onto any more (its work
+        │             started elsewhere) is returned after `cancel_unneeded_after_s` (60 s)
         │  scale-down instances that never joined are returned; idle nodes past the idle timeout
         │             drain (most expensive first, never below min nodes), drained idle ones are
         │             terminated; never a node with running non-preemptible work
@@ -18,6 +20,11 @@
 It reads no clock (`now` is an argument), does no I/O and keeps its memory (backoff, spot
 interruptions) in the `AutoscalerState` passed in and returned. The control plane
 (`corral.control.autoscale`) and the simulator (`corral.sim.autoscaled`) both call `decide`.
+
+After a spot interruption another (provider, zone) is preferred only while it costs at most
+`move_premium` (25%) more than the place that interrupted: SkyPilot's managed jobs offer both
+ends (`FAILOVER` relaunches where the job ran, `EAGER_NEXT_REGION` leaves the preempted region
+at once); the premium is the price at which corral stops moving (bench/README, issue 11).
 
 Why waiting work is packed greedily, in the core's order (priority, then age), onto the offer
 with the least cost for that workload alone: the exact cheapest cover is a bin-packing problem,
@@ -112,6 +119,10 @@ class AutoscalerConfig:
     #: after an interruption, a place (provider, zone) that interrupted the work counts as this
     #: much dearer: another place is taken when it costs at most (1 + premium) x as much
     move_premium: float = 0.25
+    #: an instance still on its way that no waiting work packs onto (the work it was rented for
+    #: started elsewhere) is returned once it has been on its way this long; None: kept until
+    #: it joins and idles out. Saves its idle timeout; costs a launch if work comes back.
+    cancel_unneeded_after_s: float | None = 60.0
     max_instances_per_decision: int = 32
     max_waiting_considered: int = 2000  # of the oldest/highest-priority capacity-waiting work
 
@@ -177,6 +188,7 @@ def decide(view: PoolView, state: AutoscalerState, config: AutoscalerConfig,
     plan.run()
     plan.min_nodes()
     drains, more = _scale_down(view, config, now, staying)
+    more += plan.unneeded()
     return Decisions(plan.launches(), (*retire_drains, *drains), (*terminations, *more),
                      plan.notes, tuple(sorted(plan.on_demand_only)), state)
 
@@ -186,8 +198,10 @@ class _ScaleUp:
     def __init__(self, view: PoolView, state: AutoscalerState, config: AutoscalerConfig,
                  now: float, live: list[Instance]) -> None:
         self.view, self.state, self.config, self.now = view, state, config, now
-        self.bins = [Bin.empty(i.offer, new=False) for i in live
-                     if i.state in _IN_FLIGHT and i.node_id is None]
+        flying = [i for i in live if i.state in _IN_FLIGHT and i.node_id is None]
+        self.bins = [Bin.empty(i.offer, new=False) for i in flying]
+        self.flying = dict(zip((id(b) for b in self.bins), flying, strict=True))
+        self.needed: set[str] = set()  # in-flight instances some waiting work packs onto
         self.count: dict[str, int] = {}
         self.spend: dict[str, Decimal] = {}
         for i in live:
@@ -220,6 +234,7 @@ class _ScaleUp:
         if used is not None:
             names = sorted({_describe_offer(b.offer) for b in used})
             state = "planned now" if all(b.new for b in used) else "launching"
+            self.needed.update(self.flying[id(b)].id for b in used if id(b) in self.flying)
             self.notes[w.id] = f"capacity {state} for it: {', '.join(names)}"
             for b in used:
                 if b.new:
@@ -296,6 +311,21 @@ class _ScaleUp:
         self.count[offer.provider] = self.count.get(offer.provider, 0) + n
         self.spend[offer.provider] = (self.spend.get(offer.provider, Decimal(0))
                                       + offer.price_per_hour * n)
+
+    def unneeded(self) -> list[Terminate]:
+        """In-flight instances no waiting work packs onto, past `cancel_unneeded_after_s`
+        (never under a provider's min nodes)."""
+        after = self.config.cancel_unneeded_after_s
+        if after is None:
+            return []
+        out = []
+        for i in sorted(self.flying.values(), key=lambda i: i.id):
+            floor = self.view.limits.get(i.provider, ProviderLimits()).min_nodes
+            if i.id in self.needed or self.now - i.launched_at < after or floor:
+                continue
+            out.append(Terminate(i.id, f"terminate {i.id} ({_describe_offer(i.offer)}): on its "
+                                 "way, and no waiting work needs it any more"))
+        return out
 
     def planned_count(self) -> int:
         return sum(len(b) for b in self.planned.values())

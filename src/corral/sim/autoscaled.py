@@ -172,8 +172,10 @@ class _Autoscaled(_Replay):
         for wid in d.on_demand_only:
             self._on_demand_only(wid)
         for t in d.terminations:
+            flying = self.instances[t.instance_id].state == CapacityState.PROVISIONING
             self._terminate(now, t.instance_id)
-            self.acct["terminated_not_joined" if t.failed_offer else "scale_down"] += 1
+            self.acct["terminated_not_joined" if t.failed_offer else
+                      "cancelled_on_the_way" if flying else "scale_down"] += 1
         for dr in d.drains:
             i = self.instances[dr.instance_id]
             self.instances[i.id] = replace(i, state=CapacityState.DRAINING)

@@ -78,7 +78,10 @@ def test_sign_in_refuses_a_wrong_token_then_shows_the_pool(browser: Any, server:
         assert page.locator("[data-testid=gpu]").count() == 12
         page.wait_for_selector("[data-kpi=gpus] .kpi-value:text-is('12')")
         page.select_option("#filter-provider", "gcp-spot")
-        page.wait_for_function("document.querySelectorAll('[data-testid=node]').length === 2")
+        # the filtered rows come from the server (pool/page): wait without eval (page CSP)
+        from playwright.sync_api import expect
+
+        expect(page.locator("[data-testid=node]")).to_have_count(2, timeout=20_000)
         assert page.locator("[data-testid=provider]").all_inner_texts()[0].startswith("gcp-spot")
     finally:
         ctx.close()

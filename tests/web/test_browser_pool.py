@@ -65,7 +65,21 @@ def shown_nodes(page: Any) -> list[str]:
 
 
 def wait_for_rows(page: Any, n: int) -> None:
-    page.wait_for_function(f"document.querySelectorAll('[data-testid=node]').length === {n}")
+    # the page now loads each filter's nodes from the server: the rows arrive later, and
+    # wait_for_function's polling would eval a string (refused by the page's CSP)
+    from playwright.sync_api import expect
+
+    expect(page.locator("[data-testid=node]")).to_have_count(n, timeout=TIMEOUT_MS)
+
+
+def wait_for_nodes(page: Any, want: list[str]) -> None:
+    """Until the rows shown are exactly `want` (sorted): a filter's rows come from the server,
+    and the rows of the last filter may have the same count."""
+    for _ in range(TIMEOUT_MS // 50):
+        if shown_nodes(page) == want:
+            return
+        page.wait_for_timeout(50)
+    assert shown_nodes(page) == want
 
 
 CORDONED_BADGE = "[data-testid=badge][data-badge=cordoned]"
@@ -115,8 +129,7 @@ def test_region_and_gpu_model_filters_keep_the_matching_nodes(page: Any, server:
     for region in regions:
         want = sorted(n.id for n in nodes if n.region == region)
         page.select_option("#filter-region", region)
-        wait_for_rows(page, len(want))
-        assert shown_nodes(page) == want, region
+        wait_for_nodes(page, want)
     shot(page, "12-pool-filter-region")
     page.select_option("#filter-region", "")
     wait_for_rows(page, len(nodes))
@@ -124,8 +137,7 @@ def test_region_and_gpu_model_filters_keep_the_matching_nodes(page: Any, server:
     for model in models:
         want = sorted(n.id for n in nodes if n.gpu_model == model)
         page.select_option("#filter-gpu_model", model)
-        wait_for_rows(page, len(want))
-        assert shown_nodes(page) == want, model
+        wait_for_nodes(page, want)
         assert all(t.startswith(model) for t in page.locator(
             "[data-testid=node] .node-name .sub").all_inner_texts()), model
     shot(page, "13-pool-filter-gpu-model")
@@ -171,3 +183,49 @@ def test_a_restarted_workload_shows_its_spec_and_restart_count(page: Any, server
     assert started != "not yet"
     assert ("not observed" in started) == (done.started_at is None), (started, done.started_at)
     shot(page, "14-workload-restarted")
+
+
+def test_the_pool_page_is_drawn_page_by_page_from_summaries(page: Any, server: CorralUp) -> None:
+    """Issue 16: the Pool page asks the server for one page of matching nodes with each
+    provider's sums (/v1/dashboard/pool/page), never for the whole pool view; paging shows
+    every node exactly once, and a filter pages the matching nodes only."""
+    from playwright.sync_api import expect
+
+    with server.client() as c:
+        nodes = c.nodes()
+    assert len(nodes) > 2, "the test's pool must be larger than its page"
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url))
+    page.goto(f"{server.url}/ui/?pool_page=2#/pool")
+    seen: list[str] = []
+    while True:
+        page.wait_for_selector("[data-testid=pager-status]")
+        page.wait_for_selector("[data-testid=node]")
+        rows = shown_nodes(page)
+        assert 1 <= len(rows) <= 2
+        seen += rows
+        status = page.locator("[data-testid=pager-status]").inner_text()
+        assert status.endswith(f"of {len(nodes)}"), status
+        nxt = page.locator("[data-testid=pager-next]")
+        if nxt.is_disabled():
+            break
+        nxt.click()
+        expect(page.locator(f"[data-testid=node][data-node='{rows[0]}']")).to_have_count(
+            0, timeout=TIMEOUT_MS)
+    shot(page, "16-pool-paged")
+    assert sorted(seen) == sorted(n.id for n in nodes)  # each once, none missing
+    groups = page.locator("[data-testid=provider] .use").all_inner_texts()
+    assert groups and all("GPUs allocated" in g for g in groups)
+    assert not any(u.split("?")[0].endswith("/v1/dashboard/pool") for u in asked)
+    assert any("/v1/dashboard/pool/page" in u for u in asked)
+
+    model = sorted({n.gpu_model for n in nodes})[0]
+    page.select_option("#filter-gpu_model", model)
+    want = sorted(n.id for n in nodes if n.gpu_model == model)
+    if len(want) > 2:  # still paged: the first page of the matching nodes
+        expect(page.locator("[data-testid=pager-status]")).to_have_text(
+            f"nodes 1–2 of {len(want)}", timeout=TIMEOUT_MS)
+        assert set(shown_nodes(page)) <= set(want) and len(shown_nodes(page)) == 2
+    else:  # one page: no pager
+        wait_for_nodes(page, want)
+        assert page.locator("[data-testid=pager-status]").count() == 0

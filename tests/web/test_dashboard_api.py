@@ -18,7 +18,7 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 ENDPOINTS = ["/v1/dashboard/me", "/v1/dashboard/pool", "/v1/dashboard/queues",
-             "/v1/dashboard/usage", "/v1/dashboard/reports"]
+             "/v1/dashboard/usage", "/v1/dashboard/reports", "/v1/dashboard/pool/page"]
 
 
 @pytest.mark.parametrize("path", ENDPOINTS)
@@ -61,6 +61,40 @@ def test_the_pool_summary_is_the_pool_without_its_nodes(dash: Dash) -> None:
         assert summary == {"totals": pool["totals"], "nodes": len(pool["nodes"]),
                            "pending": pool["pending"], "running": pool["running"]}
         assert (summary["pending"], summary["running"]) == counts
+
+
+def test_the_pool_pages_are_the_pool_view_page_by_page(dash: Dash) -> None:
+    """Issue 16: /v1/dashboard/pool/page gives the pool view's node rows, filtered and paged on
+    the server, with each provider's sums over every matching node."""
+    dash.submit(dash.ann, name="mine", gpus=0.5, gpu_models=["L4"])
+    dash.submit(dash.bob, name="theirs", queue="team-b", gpus=0.5, gpu_models=["L4"])
+    dash.step()
+    for who in (dash.ann, dash.admin):
+        pool = dash.client.get("/v1/dashboard/pool", headers=who).json()
+        rows = {n["id"]: n for n in pool["nodes"]}
+        seen, offset = [], 0
+        while True:
+            page = dash.client.get(f"/v1/dashboard/pool/page?limit=1&offset={offset}",
+                                   headers=who).json()
+            assert page["matching"] == len(rows) and len(page["nodes"]) <= 1
+            if not page["nodes"]:
+                break
+            seen += page["nodes"]
+            offset += 1
+        assert sorted(seen, key=lambda n: n["id"]) == sorted(rows.values(), key=lambda n: n["id"])
+        assert {g["provider"]: (g["nodes"], g["gpus"], g["gpus_used"]) for g in page["groups"]} == {
+            p: (len(ns), sum(n["gpu_count"] for n in ns), sum(n["gpus_used"] for n in ns))
+            for p in {n["provider"] for n in rows.values()}
+            for ns in [[n for n in rows.values() if n["provider"] == p]]}
+        assert page["totals"] == pool["totals"]
+        model = "L4"
+        only = dash.client.get(f"/v1/dashboard/pool/page?gpu_model={model}&limit=500",
+                               headers=who).json()
+        assert sorted(n["id"] for n in only["nodes"]) == sorted(
+            i for i, n in rows.items() if n["gpu_model"] == model)
+        assert model in only["facets"]["gpu_model"] and len(only["facets"]["gpu_model"]) > 1
+    bad = dash.client.get("/v1/dashboard/pool/page?limit=0", headers=dash.ann)
+    assert bad.status_code == 422 and "limit" in bad.text
 
 
 def test_the_demand_is_what_the_core_sees(sqlite_dash: Dash) -> None:

@@ -47,6 +47,9 @@ def install(app: FastAPI, settings: WebSettings | None = None) -> WebState:
     from corral.web import providers_page  # issue 11: the Providers page's data
 
     app.include_router(providers_page.router)
+    from corral.web import pool_page  # issue 16: the Pool page drawn from summaries
+
+    app.include_router(pool_page.router)
     app.include_router(_metrics)
     app.include_router(site.router)
     site.mount_site(app)

@@ -1,11 +1,15 @@
 // Pool: every node a row of GPU cells, grouped by provider; a cell is filled by the queues
 // that hold the GPU (a 0.25 share fills a quarter). Filters by provider, region and GPU model.
+// Drawn from summaries (/v1/dashboard/pool/page): the server filters, pages (PAGE nodes at a
+// time, `?pool_page=N` before the # to change it) and sums each provider's group, so a
+// 10,000-node pool costs one page of nodes, not every node.
 
 import { api } from "../api.js";
 import { OTHER, queueColor } from "../colors.js";
 import { fill, h } from "../dom.js";
 import { gpus } from "../format.js";
 
+const PAGE = Number(new URLSearchParams(location.search).get("pool_page")) || 100;
 const FILTERS = [["provider", "Provider", "all providers"], ["region", "Region", "all regions"], ["gpu_model", "GPU model", "all GPU models"]];
 
 function shareText(s) {
@@ -50,19 +54,14 @@ function nodeRow(node) {
     h("div", { class: "node-use", title: "GPUs held / GPUs on the node" }, `${gpus(node.gpus_used)} / ${node.gpu_count}`));
 }
 
-function group(provider, nodes) {
-  const total = nodes.reduce((a, n) => a + n.gpu_count, 0);
-  const used = nodes.reduce((a, n) => a + n.gpus_used, 0);
-  const kinds = [...new Set(nodes.map((n) => n.capacity_kind))].join(", ");
-  const regions = [...new Set(nodes.map((n) => n.region))].join(", ");
-  const prices = [...new Set(nodes.filter((n) => n.price_per_gpu_hour > 0)
-    .map((n) => `${n.gpu_model} ${n.price_per_gpu_hour.toFixed(2)}/GPU-h`))].join(", ");
-  return h("section", { class: "provider card", dataset: { testid: "provider", provider } },
+function group(g, nodes) {
+  const sub = [g.capacity_kinds.join(", "), g.regions.join(", "), g.prices.join(", ")];
+  return h("section", { class: "provider card", dataset: { testid: "provider", provider: g.provider } },
     h("header", {},
-      h("h2", {}, provider),
-      h("span", { class: "sub" }, [kinds, regions, prices].filter(Boolean).join(" · ")),
+      h("h2", {}, g.provider),
+      h("span", { class: "sub" }, sub.filter(Boolean).join(" · ")),
       h("span", { class: "spacer" }),
-      h("span", { class: "use" }, `${gpus(used)} of ${total} GPUs allocated`)),
+      h("span", { class: "use" }, `${gpus(g.gpus_used)} of ${g.gpus} GPUs allocated · ${g.nodes} nodes`)),
     nodes.map(nodeRow));
 }
 
@@ -87,7 +86,7 @@ export function mount(root, ctx) {
   const chosen = Object.fromEntries(FILTERS.map(([k]) => [k, ""]));
   const selects = {};
   const controls = FILTERS.map(([key, label]) => {
-    selects[key] = h("select", { id: `filter-${key}`, onchange: () => { chosen[key] = selects[key].value; draw(true); } });
+    selects[key] = h("select", { id: `filter-${key}`, onchange: () => { chosen[key] = selects[key].value; offset = 0; load(true); } });
     return h("label", {}, label, selects[key]);
   });
   const legendBox = h("div", { class: "legend", dataset: { testid: "legend" } });
@@ -97,12 +96,21 @@ export function mount(root, ctx) {
       h("p", { class: "hint" }, "Each row is a node and each square one GPU, coloured by the queue that holds it. ",
         "A partly filled square is a fractional share (0.25 GPU fills a quarter). Hover a square for details; click it to open its workload.")),
     h("div", { class: "filters" }, controls), legendBox, body);
+  const pager = h("div", { class: "filters pager", dataset: { testid: "pager" } });
+  root.append(pager);
   let data = null;
+  let offset = 0;
   let drawn = "";
+
+  function query() {
+    const q = new URLSearchParams({ offset: String(offset), limit: String(PAGE) });
+    for (const [k] of FILTERS) if (chosen[k]) q.set(k, chosen[k]);
+    return q;
+  }
 
   function options() {
     for (const [key, , all] of FILTERS) {
-      const values = [...new Set(data.nodes.map((n) => n[key]))].sort();
+      const values = data.facets[key] || [];
       const wanted = [["", all], ...values.map((v) => [v, v])];
       const have = [...selects[key].options].map((o) => o.value);
       if (have.join("\n") !== wanted.map(([v]) => v).join("\n")) {
@@ -112,23 +120,44 @@ export function mount(root, ctx) {
     }
   }
 
+  function turn(to) { offset = to; load(true); }
+
+  function drawPager() {
+    const last = Math.min(data.offset + data.nodes.length, data.matching);
+    fill(pager, data.matching > data.limit ? [
+      h("button", { type: "button", dataset: { testid: "pager-prev" }, disabled: data.offset === 0,
+        onclick: () => turn(Math.max(0, data.offset - PAGE)) }, "‹ Previous"),
+      h("span", { class: "sub", dataset: { testid: "pager-status" } },
+        `nodes ${data.offset + 1}–${last} of ${data.matching}`),
+      h("button", { type: "button", dataset: { testid: "pager-next" }, disabled: last >= data.matching,
+        onclick: () => turn(data.offset + PAGE) }, "Next ›"),
+    ] : []);
+  }
+
   function draw(force) {
-    const nodes = data.nodes.filter((n) => FILTERS.every(([k]) => !chosen[k] || n[k] === chosen[k]));
-    const key = JSON.stringify([nodes, chosen]);
+    const key = JSON.stringify(data);
     if (!force && key === drawn) return; // unchanged: keep the DOM (and the hover) as it is
     drawn = key;
     fill(legendBox, legend(data, ctx.me));
     const byProvider = new Map();
-    for (const n of nodes) byProvider.set(n.provider, [...(byProvider.get(n.provider) || []), n]);
-    fill(body, nodes.length ? [...byProvider].map(([p, ns]) => group(p, ns))
-      : h("p", { class: "empty" }, data.nodes.length ? "No node matches these filters." : "The pool has no nodes yet: start corral up with a pool file (--pool)."));
+    for (const n of data.nodes) byProvider.set(n.provider, [...(byProvider.get(n.provider) || []), n]);
+    const groups = data.groups.filter((g) => byProvider.has(g.provider));
+    fill(body, data.nodes.length ? groups.map((g) => group(g, byProvider.get(g.provider)))
+      : h("p", { class: "empty" }, data.facets.provider.length ? "No node matches these filters." : "The pool has no nodes yet: start corral up with a pool file (--pool)."));
+    drawPager();
+  }
+
+  async function load(force) {
+    data = await api(`/v1/dashboard/pool/page?${query()}`);
+    if (data.offset > 0 && data.offset >= data.matching) { // the pool shrank under this page
+      offset = Math.max(0, data.matching - PAGE);
+      data = await api(`/v1/dashboard/pool/page?${query()}`);
+    }
+    options();
+    draw(force);
   }
 
   return {
-    async refresh() {
-      data = await api("/v1/dashboard/pool");
-      options();
-      draw(false);
-    },
+    async refresh() { await load(false); },
   };
 }

@@ -11,7 +11,8 @@ and steps it by hand on a manual clock:
    and places as many from the backlog (end to end, commits included);
 4. a restart: a new loop, backend view and ledger over the same store and fake machines, timed
    from construction to the end of its first step (its first decision);
-5. reads, each with the dashboard's cache emptied first: `/v1/dashboard/pool`, `/v1/nodes`
+5. reads, each with the dashboard's cache emptied first: `/v1/dashboard/pool` (and the Pool
+   page's `/v1/dashboard/pool/page?limit=100`), `/v1/nodes`
    (whole, and a page of 100), `/v1/nodes/summary`, `/metrics`, `/v1/dashboard/queues`
    (in-process ASGI client; the first read, the median of the next three, the bytes).
 
@@ -180,8 +181,9 @@ def reads(store: Store, clock: ManualClock) -> dict[str, Any]:
     client = TestClient(app)
     headers = {"Authorization": f"Bearer {token}"}
     out: dict[str, Any] = {}
-    for path in ("/v1/dashboard/pool", "/v1/dashboard/pool/summary", "/v1/nodes", "/v1/nodes?limit=100", "/v1/nodes/summary",
-                 "/metrics", "/v1/dashboard/queues"):
+    for path in ("/v1/dashboard/pool", "/v1/dashboard/pool/summary",
+                 "/v1/dashboard/pool/page?limit=100", "/v1/nodes", "/v1/nodes?limit=100",
+                 "/v1/nodes/summary", "/metrics", "/v1/dashboard/queues"):
         times, size = [], 0
         for _ in range(4):
             app.state.corral_web.reader._cached = None  # every read pays the store

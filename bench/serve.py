@@ -142,7 +142,7 @@ async def replay(url: str, plan: list[tuple[float, int]],
     # idle connections kept below uvicorn's 5 s keep-alive: else the server may close one just
     # as a request goes out on it, a failure of the load generator, not of what it measures
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=256,
-                          keepalive_expiry=4.0)
+                          keepalive_expiry=2.0)
     async with httpx.AsyncClient(timeout=httpx.Timeout(300.0), limits=limits) as client:
         start = time.perf_counter()
 

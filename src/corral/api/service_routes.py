@@ -240,20 +240,27 @@ class RouteFeed:
         services = self.autoscaler.services(active, self.loop.clock.now())
         keep = [(s.id, s.name) for s in services.values()]
         settings = live_settings(self.loop.live, services)
-        self.events.call_soon_threadsafe(apply_routes, self.table, routes, keep, settings)
+        # waited for (bounded): the next step may SIGTERM a replica drained in this one, and the
+        # gateway must have stopped sending it requests first (a request sent on a kept-alive
+        # connection the replica closes as it shuts down fails with no response)
+        try:
+            self._on_events(lambda: apply_routes(self.table, routes, keep, settings))
+        except Exception:  # a route table that refuses an update must not stop the loop
+            log.exception("routes not applied to the gateway this tick")
         if not services or self.loads is None:
             return
         keys = _keys(routes, services)
         loads = self._on_events(lambda: self.loads.read(keys) if self.loads else {})
         if loads is not None:
             self.autoscaler.step(self.loop.clock.now(), services, loads)
-            if self.autoscaler.drained and self.events is not None:
-                self.events.call_soon_threadsafe(mark_draining, self.table,
-                                                 self.autoscaler.drained)
+            drained = self.autoscaler.drained
+            if drained:
+                self._on_events(lambda: mark_draining(self.table, drained))
 
     def _on_events(self, read: Callable[[], T]) -> T | None:
-        """`read()` run on the server's event loop (where the gateway's counters change), after
-        the routes posted before it; None when it does not answer in time."""
+        """`read()` run on the server's event loop (where the gateway's table and counters
+        live), waited for up to 2 s; None when it does not answer in time (the loop goes on:
+        a busy event loop costs a late route update, never a stalled control loop)."""
         done: concurrent.futures.Future[T] = concurrent.futures.Future()
 
         def run() -> None:
@@ -269,8 +276,8 @@ class RouteFeed:
         try:
             return done.result(timeout=_READ_TIMEOUT_S)
         except concurrent.futures.TimeoutError:
-            log.warning("gateway counters not read within %gs; no autoscaling this tick",
-                        _READ_TIMEOUT_S)
+            log.warning("the gateway's event loop did not answer within %gs (routes or "
+                        "counters late this tick)", _READ_TIMEOUT_S)
             return None
 
 

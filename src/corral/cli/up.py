@@ -1,18 +1,18 @@
-"""`corral up`, `corral db upgrade`, and the demo workloads of `corral up --demo`."""
+"""`corral up`, `corral db upgrade`; `corral up --demo` runs the story of corral.cli.demo."""
 
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from corral.backends.worker_users import WorkerUserError
 from corral.cli.connection import err
+from corral.cli.demo import demo_pool_file, submit_demo
 from corral.cli.server import (
     DEFAULT_GPU_PROBE_INTERVAL_S,
     DEFAULT_PORT,
@@ -26,7 +26,7 @@ from corral.spec import SpecError
 from corral.store import Store
 from corral.store.database import current_revision, sqlite_url
 
-__all__ = ["DEMO_WORKLOADS", "db_app", "demo_workloads", "up"]
+__all__ = ["db_app", "up"]
 
 out = Console()
 db_app = typer.Typer(no_args_is_help=True, help="database maintenance")
@@ -35,39 +35,6 @@ DataDirOpt = Annotated[Path | None, typer.Option(
     "--data-dir", help="where state lives [env: CORRAL_DATA_DIR; default ./.corral]")]
 DbOpt = Annotated[str | None, typer.Option(
     "--db", help="database URL (postgresql://...); default: SQLite in the data dir")]
-
-# Short CPU-only jobs: they print progress, write a checkpoint, and honour the preemption
-# contract (exit on SIGTERM). The GPU asks are sized for the 2 x 4 GPU virtual pool: two start,
-# the notebook and the big gang wait until GPUs free up, and `why` says so.
-_STEP = ("import os,sys,time,signal\n"
-         "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
-         "n=int(sys.argv[1]); ck=os.environ.get('CORRAL_CHECKPOINT_DIR','')\n"
-         "start=0\n"
-         "p=os.path.join(ck,'step') if ck else ''\n"
-         "start=int(open(p).read()) if p and os.path.exists(p) else 0\n"
-         "for i in range(start,n):\n"
-         "    print(f\"{os.environ['CORRAL_WORKLOAD_ID']} worker {os.environ['CORRAL_WORKER_INDEX']}"
-         " GPUs {os.environ['CUDA_VISIBLE_DEVICES']}: step {i+1}/{n}\", flush=True)\n"
-         "    time.sleep(1)\n"
-         "    p and open(p,'w').write(str(i+1))\n")
-
-
-def demo_workloads(queue: str) -> list[dict[str, Any]]:
-    py = sys.executable
-    return [
-        {"name": "demo-train", "queue": queue, "workers": 2, "gpus": 2, "cpu": 0.5,
-         "memory": "512MiB", "command": [py, "-c", _STEP, "15"]},
-        {"name": "demo-finetune", "queue": queue, "gpus": 4, "cpu": 0.5, "memory": "512MiB",
-         "priority": 5, "command": [py, "-c", _STEP, "8"]},
-        {"name": "demo-notebook", "queue": queue, "kind": "interactive", "gpus": 0.5,
-         "cpu": 0.5, "memory": "512MiB", "ttl": "2m", "command": [py, "-c", _STEP, "5"]},
-        {"name": "demo-big-gang", "queue": queue, "workers": 2, "gpus": 4, "cpu": 0.5,
-         "memory": "512MiB", "command": [py, "-c", _STEP, "5"]},
-    ]
-
-
-DEMO_WORKLOADS = demo_workloads
-
 
 def up(
     data_dir: DataDirOpt = None,
@@ -79,7 +46,9 @@ def up(
     db: DbOpt = None,
     no_scheduler: Annotated[bool, typer.Option(
         "--no-scheduler", help="serve the API only (another process schedules)")] = False,
-    demo: Annotated[bool, typer.Option("--demo", help="submit the demo workloads once up")] = False,
+    demo: Annotated[bool, typer.Option("--demo", help="run the demo (two teams, a reclaim, a "
+                                       "checkpoint restart, cost) on a priced 2 x 4 GPU virtual "
+                                       "pool unless --pool is given")] = False,
     grace: Annotated[float, typer.Option("--grace", min=0, help="seconds between SIGTERM and "
                                          "SIGKILL when stopping work")] = 30.0,
     interval: Annotated[float, typer.Option("--interval", min=0.05, help="seconds between "
@@ -113,7 +82,10 @@ def up(
     """Start the control plane: store, scheduler loop, a backend (local by default) and API."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    cfg = ServerConfig(data_dir=data_dir or default_data_dir(), host=host, port=port,
+    data_dir = data_dir or default_data_dir()
+    if demo and pool is None:  # the demo's story is sized for the default 2 x 4 pool, priced
+        pool = demo_pool_file(data_dir)  # (also from the repo root, over examples/pool.yaml)
+    cfg = ServerConfig(data_dir=data_dir, host=host, port=port,
                        pool_file=pool, db_url=db, schedule=not no_scheduler, stop_grace_s=grace,
                        interval_s=interval, backend=backend, ray_address=ray_address,
                        slurm_partition=slurm_partition, slurm_gpu_model=slurm_gpu_model,
@@ -150,25 +122,7 @@ def _ready(cfg: ServerConfig, parts: Composed, url: str, demo: bool) -> None:
 
 
 def _submit_demo(url: str, dd: DataDir) -> None:
-    from corral.sdk import Client, CorralError
-
-    token = dd.admin_token.read_text().strip()
-    with Client(url, token) as c:
-        for _ in range(100):
-            try:
-                c.health()
-                break
-            except CorralError:
-                threading.Event().wait(0.1)
-        queues = c.queues()
-        parents = {q.parent for q in queues}
-        queue = next((q.name for q in queues if q.name not in parents), queues[0].name)
-        for spec in demo_workloads(queue):
-            try:
-                sub = c.submit(spec)
-                out.print(f"  demo: submitted {sub.group_id} to {queue}")
-            except CorralError as e:
-                out.print(f"  demo: {spec['name']} refused: {e.message}")
+    submit_demo(url, dd.admin_token.read_text().strip(), lambda line: out.print(line))
 
 
 @db_app.command("upgrade")

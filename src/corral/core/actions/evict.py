@@ -209,6 +209,17 @@ def _candidates(cycle: Cycle, w: Workload, evictable: IntArray,
     deficit = np.maximum(per - free, 0)
     if shape.workers == 1:
         ok = np.flatnonzero((could >= 1) & (ev > 0))
+        if ok.size == 0 and r.gpus:
+            # Whole free devices alone leave no candidate: count every free share too, since
+            # evicting the shares on a device makes it whole with what was free beside them
+            # (two 0.25-GPU jobs hold 0.5 of a device and leave 0.5 free; a lent pool in
+            # tests/core/test_progress.py waited for ever on it). An over-estimate where other
+            # work stays on that device: the trial eviction decides. Only as a fallback, so
+            # that victims placed in this very cycle (free to take back) still rank first.
+            free = cap.free_sum[usable]
+            could = (free + ev) // np.maximum(per, 1)
+            deficit = np.maximum(per - free, 0)
+            ok = np.flatnonzero((could >= 1) & (ev > 0))
         order = ok[np.lexsort((usable[ok], deficit[ok]))][:3 * _NODE_TRIES]
         ranked = sorted(order.tolist(), key=lambda i: (
             int(deficit[i]), _loss(cycle, int(usable[i]), donors), int(usable[i])))

@@ -75,6 +75,10 @@ def test_demo_shows_reclaim_restart_fraction_and_cost(demo: CorralServer) -> Non
         said = [e.message for e in c.events(victim).items]
         assert any("borrowing GPUs another queue is owed" in m for m in said), said
 
+        # `corral top` in a second terminal is not empty: both teams' work is on it
+        top = demo.cli("top", "--once").stdout
+        assert "team-a" in top and "team-b" in top and victim in top, top
+
         # the notebook holds half a GPU
         _wait(lambda: c.get(ids["b-notebook"]).state in ("running", "succeeded"), 60,
               "the notebook's placement", demo)

@@ -59,3 +59,23 @@ def browser(chromium_launch_kwargs: dict[str, Any]) -> Iterator[Any]:
             yield b
         finally:
             b.close()
+
+
+@pytest.fixture
+def page(request: pytest.FixtureRequest, browser: Any, server: CorralUp) -> Iterator[Any]:
+    """A fresh page signed in as the admin; uncaught page errors fail the test. A module's
+    TIMEOUT_MS (default 20 s) bounds each wait."""
+    ctx = browser.new_context(viewport={"width": 1360, "height": 900})
+    errors: list[str] = []
+    try:
+        p = ctx.new_page()
+        p.set_default_timeout(getattr(request.module, "TIMEOUT_MS", 20_000))
+        p.on("pageerror", lambda e: errors.append(str(e)))
+        p.goto(server.url)
+        p.fill("#token", server.token)
+        p.click("#login button[type=submit]")
+        p.wait_for_selector("[data-testid=who]:has-text('·')")
+        yield p
+    finally:
+        ctx.close()
+    assert errors == [], f"uncaught errors in the page: {errors}"

@@ -9,17 +9,15 @@ Its own server and browser (module-scoped), so it runs alone or next to test_bro
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from .browsing import shot
 from .server import CorralUp
 
 pytestmark = pytest.mark.browser
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "web"
 TIMEOUT_MS = 20_000
 
 # Fails its first attempt, succeeds on the restart: the checkpoint dir (the same on every
@@ -33,30 +31,6 @@ FAILS_ONCE = ("import os, pathlib, sys\n"
               "(d / 'ckpt-1').write_text('step 1')\n"
               "print('first attempt: failing on purpose', flush=True)\n"
               "sys.exit(3)\n")
-
-
-@pytest.fixture
-def page(browser: Any, server: CorralUp) -> Iterator[Any]:
-    """A fresh page signed in as the admin; uncaught page errors fail the test."""
-    ctx = browser.new_context(viewport={"width": 1360, "height": 900})
-    errors: list[str] = []
-    try:
-        p = ctx.new_page()
-        p.set_default_timeout(TIMEOUT_MS)
-        p.on("pageerror", lambda e: errors.append(str(e)))
-        p.goto(server.url)
-        p.fill("#token", server.token)
-        p.click("#login button[type=submit]")
-        p.wait_for_selector("[data-testid=who]:has-text('·')")
-        yield p
-    finally:
-        ctx.close()
-    assert errors == [], f"uncaught errors in the page: {errors}"
-
-
-def shot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def shown_nodes(page: Any) -> list[str]:

@@ -9,8 +9,6 @@ the page is read from those. Screenshots go to test-artifacts/web/ (20-...)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,11 +16,11 @@ import pytest
 from corral.store import Store, audit
 from corral.store.database import sqlite_url
 
+from .browsing import shot
 from .server import CorralUp
 
 pytestmark = pytest.mark.browser
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "web"
 TIMEOUT_MS = 20_000
 AWS = {"name": "aws-use1", "kind": "aws", "max_nodes": 4,
        "settings": {"region": "us-east-1", "image_id": "ami-0123abcd",
@@ -43,29 +41,6 @@ def _record(server: CorralUp, at: float, action: str, target: str,
                          target=target, detail=detail)
     finally:
         store.close()
-
-
-@pytest.fixture
-def page(browser: Any, server: CorralUp) -> Iterator[Any]:
-    ctx = browser.new_context(viewport={"width": 1360, "height": 900})
-    errors: list[str] = []
-    try:
-        p = ctx.new_page()
-        p.set_default_timeout(TIMEOUT_MS)
-        p.on("pageerror", lambda e: errors.append(str(e)))
-        p.goto(server.url)
-        p.fill("#token", server.token)
-        p.click("#login button[type=submit]")
-        p.wait_for_selector("[data-testid=who]:has-text('·')")
-        yield p
-    finally:
-        ctx.close()
-    assert errors == [], f"uncaught errors in the page: {errors}"
-
-
-def shot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def test_providers_instances_and_money(page: Any, server: CorralUp) -> None:

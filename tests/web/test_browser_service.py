@@ -8,18 +8,16 @@ Its own server and browser (module-scoped), so it runs alone or next to the othe
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from .browsing import shot
 from .server import CorralUp
 
 pytestmark = pytest.mark.browser
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "web"
 TIMEOUT_MS = 30_000
 
 # A replica: answers every GET with its id once it listens on $PORT (also its readiness probe)
@@ -32,25 +30,6 @@ REPLICA = ("import http.server, os\n"
            "    def log_message(self, *a): pass\n"
            "http.server.ThreadingHTTPServer(('127.0.0.1', int(os.environ['PORT'])), H)"
            ".serve_forever()\n")
-
-
-@pytest.fixture
-def page(browser: Any, server: CorralUp) -> Iterator[Any]:
-    """A fresh page signed in as the admin; uncaught page errors fail the test."""
-    ctx = browser.new_context(viewport={"width": 1360, "height": 900})
-    errors: list[str] = []
-    try:
-        p = ctx.new_page()
-        p.set_default_timeout(TIMEOUT_MS)
-        p.on("pageerror", lambda e: errors.append(str(e)))
-        p.goto(server.url)
-        p.fill("#token", server.token)
-        p.click("#login button[type=submit]")
-        p.wait_for_selector("[data-testid=who]:has-text('·')")
-        yield p
-    finally:
-        ctx.close()
-    assert errors == [], f"uncaught errors in the page: {errors}"
 
 
 def test_the_service_page_shows_its_endpoint_replicas_and_scale_events(
@@ -79,8 +58,7 @@ def test_the_service_page_shows_its_endpoint_replicas_and_scale_events(
         page.wait_for_selector("[data-testid=replica][data-state=ready] >> nth=2")
         assert "3 desired: 3 ready" in page.locator("[data-testid=counts]").inner_text()
         assert "replica-hours" in page.locator("[data-testid=used]").inner_text()
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "20-service.png"), full_page=True)
+        shot(page, "20-service")
 
         page.click(f"[data-testid=replica][data-replica={sid}-r0] a")  # to the replica's page
         page.wait_for_selector("[data-testid=service-link]")

@@ -434,7 +434,11 @@ def autoscaler_from_pool(store: Store, spec: PoolSpec | None, cluster_id: str, s
 def _config(a: AutoscalerSpec) -> AutoscalerConfig:
     return AutoscalerConfig(idle_timeout_s=a.idle_timeout, join_timeout_s=a.join_timeout,
                             backoff_base_s=a.backoff_base, backoff_max_s=a.backoff_max,
-                            spot_fallback_after=a.spot_fallback_after)
+                            spot_fallback_after=a.spot_fallback_after,
+                            move_premium=a.move_premium,
+                            cancel_unneeded_after_s=a.cancel_unneeded_after,
+                            max_instances_per_decision=a.max_instances_per_decision,
+                            max_waiting_considered=a.max_waiting_considered)
 
 
 def _joined(store: Store, instance_ids: Sequence[str]) -> dict[str, str]:

@@ -443,6 +443,16 @@ class AutoscalerSpec(BaseModel):
     spot_fallback_after: int = Field(2, ge=1, le=1000, description=(
         "spot interruptions of one workload before it only gets on-demand capacity"))
     max_spend_per_hour: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False)
+    move_premium: float = Field(0.25, ge=0, le=100, allow_inf_nan=False, description=(
+        "after an interruption, the place that interrupted counts this much dearer (0.25: "
+        "another place is taken when it costs at most 1.25x as much); 0 = no preference"))
+    cancel_unneeded_after: DurationS | None = Field(60.0, description=(
+        "an instance still on its way that no waiting work needs any more is returned once "
+        "it has been on its way this long; null: kept until it joins and idles out"))
+    max_instances_per_decision: int = Field(32, ge=1, le=100_000, description=(
+        "most instances one pass launches"))
+    max_waiting_considered: int = Field(2000, ge=1, le=1_000_000, description=(
+        "waiting workloads (oldest, highest priority first) one pass rents for"))
 
 
 class PoolSpec(BaseModel):

@@ -143,3 +143,46 @@ def test_placements_a_step_wrote_are_not_read_back(store: Store,
         live.refresh(c)
     assert live.assignments == _fresh(store).assignments
     assert set(live.assignments) == set(ids + more)
+
+
+def test_a_refresh_with_nothing_new_reads_only_the_feeds_heads_and_the_queues(
+        store: Store) -> None:
+    """A step refreshes after each stage and most stages write nothing: such a refresh asks the
+    feed for its heads (one statement) and reads the queues, which are not in the feed, and no
+    workload or node row. A queue edit alone is still seen; a write after it is read again."""
+    from sqlalchemy import event
+
+    from corral.core.model import Queue
+    from corral.store import pool as P
+
+    rig = Rig(store)
+    ids = [rig.submit(name=f"w{i}") for i in range(3)]
+    rig.step(2)
+    live = rig.loop.live
+    with store.read() as c:
+        live.refresh(c)
+    statements: list[str] = []
+
+    def count(conn, cursor, sql, *args):  # type: ignore[no-untyped-def]
+        statements.append(sql)
+
+    event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        generation = live.generation
+        with store.read() as c:
+            assert live.refresh(c) == set()
+        reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+        assert len(reads) == 2, reads
+        assert live.generation == generation
+        with store.write() as c:
+            P.upsert_queue(c, Queue("q", quota_gpus=3))
+        with store.read() as c:
+            assert live.refresh(c) == set()
+        assert live.generation == generation + 1
+        assert [q.quota_gpus for q in live.queues] == [3]
+    finally:
+        event.remove(store.engine, "before_cursor_execute", count)
+    cancel(store, ids[1], rig.clock.now(), "ann")
+    with store.read() as c:
+        assert live.refresh(c) == {ids[1]}
+    assert live.view() == _fresh(store).view()

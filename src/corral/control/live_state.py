@@ -19,7 +19,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, func, select
 
 from corral.control.snapshot import Snapshot, SpecCache
 from corral.core.model import (
@@ -33,6 +33,7 @@ from corral.core.model import (
 )
 from corral.store import pool as P
 from corral.store import workloads as W
+from corral.store.schema import NodeRow, WorkloadRow
 from corral.store.workloads import WorkloadRecord
 
 __all__ = ["LiveState"]
@@ -101,16 +102,23 @@ class LiveState:
         if not self.loaded:
             self.reload(conn)
             return set(self.records)
-        rows, last = W.changed_since(conn, self._workload_seq, self._known_spec, self.bodies)
-        if last < self._workload_seq:  # the store was replaced under us
-            self.reload(conn)
-            return set(self.records)
-        self._workload_seq = last
-        changed = self._apply(conn, rows)
-        if self.dirty is not None:
-            self.dirty |= changed
-        nodes_changed = self._read_nodes(conn)
-        queues = tuple(P.list_queues(conn))
+        # the feed's heads first (one indexed max per table): a step refreshes after each of
+        # its stages, and most stages write nothing, so most refreshes find nothing to read
+        workload_head, node_head = _feed_heads(conn)
+        changed: set[str] = set()
+        if workload_head != self._workload_seq:
+            rows, last = W.changed_since(conn, self._workload_seq, self._known_spec, self.bodies)
+            if last < self._workload_seq:  # the store was replaced under us
+                self.reload(conn)
+                return set(self.records)
+            self._workload_seq = last
+            changed = self._apply(conn, rows)
+            if self.dirty is not None:
+                self.dirty |= changed
+        else:
+            self._written = {}  # as `_apply` does: a hint lives until the next refresh only
+        nodes_changed = node_head != self._node_seq and self._read_nodes(conn)
+        queues = tuple(P.list_queues(conn))  # not in the feed: a tiny table, read each time
         if changed or nodes_changed or queues != self.queues:
             self.queues = queues
             self.generation += 1
@@ -281,6 +289,18 @@ class LiveState:
                             tuple[Queue, ...]]:
         """What a full reload would read (for comparing the two)."""
         return dict(self.records), dict(self.assignments), dict(self.active_nodes), self.queues
+
+
+#: the largest change number of any workload and of any node (each an indexed max), built once
+_FEED_HEADS = select(select(func.coalesce(func.max(WorkloadRow.change_seq), 0)).scalar_subquery(),
+                     select(func.coalesce(func.max(NodeRow.change_seq), 0)).scalar_subquery())
+
+
+def _feed_heads(conn: Connection) -> tuple[int, int]:
+    """The feed's heads for workloads and nodes, in one statement. Equal to the last numbers
+    read means the feed has nothing new: no row has a larger number."""
+    workloads, nodes = conn.execute(_FEED_HEADS).one()
+    return int(workloads), int(nodes)
 
 
 def _same_attempt_held(old: WorkloadRecord | None, new: WorkloadRecord) -> bool:

@@ -17,7 +17,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_LIBRARIES = {"fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "psycopg",
                     "numpy", "scipy", "prometheus-client"}
-CLIENT_MODULES = ["corral.cli.main", "corral.sdk", "corral.sdk.ledger"]
+CLIENT_MODULES = ["corral.cli.main", "corral.sdk", "corral.sdk.ledger",
+                  # `corral schema` and the file models it is made from (issue 14)
+                  "corral.cli.schema", "corral.spec.pool", "corral.spec.workload"]
 # imported when present, skipped when not: httpx loads its own CLI (click) inside try/except;
 # cython_runtime is the interpreter's, not a distribution
 OPTIONAL = {"click", "cython_runtime"}
@@ -88,6 +90,21 @@ def test_client_modules_import_nothing_outside_the_base_install() -> None:
     outside = {m: by_module.get(m, ["?"]) for m in third_party
                if not m.startswith("_") and m not in OPTIONAL and not {_name(d) for d in by_module.get(m, [])} & allowed}
     assert outside == {}
+
+
+def test_the_schemas_are_made_without_the_server_stack() -> None:
+    """`corral schema workload|pool` on a client-only install: making both schemas, and checking
+    a pool file that names no score plugin, loads neither numpy nor the server libraries."""
+    code = ("import json, sys\n"
+            "from corral.cli.schema import Which, render\n"
+            "from corral.spec import PoolSpec\n"
+            "assert all(render(w) for w in Which)\n"
+            "PoolSpec.model_validate({'queues': [{'name': 'research', 'quota_gpus': 8}],"
+            " 'autoscaler': {'move_premium': 0.5}})\n"
+            "print(json.dumps(sorted({n.split('.')[0] for n in sys.modules})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    assert not set(json.loads(out.stdout)) & SERVER_LIBRARIES
 
 
 @pytest.mark.parametrize("command", ["up", "plan", "simulate", "db"])

@@ -1,7 +1,8 @@
 """corral.core: the pure scheduling core. Snapshot in, Plan out; no I/O, no clock, no globals."""
 
+from typing import TYPE_CHECKING
+
 from corral.core.config import DEFAULT_SCORING, SchedulerConfig
-from corral.core.cycle import schedule
 from corral.core.model import (
     MILLI_PER_GPU,
     CapacityKind,
@@ -19,6 +20,9 @@ from corral.core.model import (
 )
 from corral.core.plan import Eviction, Placement, Plan, Reservation
 from corral.core.reasons import Reason
+
+if TYPE_CHECKING:
+    from corral.core.cycle import schedule
 
 __all__ = [
     "DEFAULT_SCORING",
@@ -43,3 +47,13 @@ __all__ = [
     "WorkloadState",
     "schedule",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """`schedule` is loaded on first use (PEP 562): the cycle needs numpy, and a client that reads
+    only the model (the pool and workload files' validation, `corral schema`) must not."""
+    if name == "schedule":
+        from corral.core.cycle import schedule
+
+        return schedule
+    raise AttributeError(f"module 'corral.core' has no attribute {name!r}")

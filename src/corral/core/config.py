@@ -5,10 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from corral.core.plugins.bestfit import BESTFIT
-from corral.core.plugins.builtin import CAPACITY, GPU_MODEL, PRICE
-from corral.core.plugins.fragmentation import BALANCED_FGD
-
 #: Fragmentation gradient descent leads (Weng et al., ATC 2023), with corral's stranded-GPU term
 #: (`balanced-fgd`): each worker goes where it makes the pool's expected fragmentation, for the
 #: cycle's own mix of work, grow the least. Best fit at 0.01 decides among nodes whose gradients
@@ -21,8 +17,11 @@ from corral.core.plugins.fragmentation import BALANCED_FGD
 #: among equals"); raise it to trade density for cost. Capacity kind at 0.5: work that may be
 #: interrupted goes to spot before on-demand and leaves stable capacity to work that may not
 #: (constant over a pool of one kind, so the fill figures are unchanged).
-DEFAULT_SCORING: Mapping[str, float] = {BALANCED_FGD: 1.0, BESTFIT: 0.01, GPU_MODEL: 2.0,
-                                        PRICE: 0.001, CAPACITY: 0.5}
+#: The plugins by name, not by their modules' constants: those modules need numpy, and the pool
+#: file's model (this config) is read by clients that have none (`corral schema`, issue 14);
+#: tests/core/test_default_scoring.py holds each name to a registered plugin.
+DEFAULT_SCORING: Mapping[str, float] = {"balanced-fgd": 1.0, "bestfit": 0.01, "gpu-model": 2.0,
+                                        "price": 0.001, "capacity": 0.5}
 
 
 @dataclass(frozen=True)

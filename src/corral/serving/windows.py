@@ -15,8 +15,6 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import numpy as np
-
 __all__ = ["MetricWindows", "Sample"]
 
 
@@ -104,6 +102,8 @@ class MetricWindows:
         inside = [x for t, x in self._latencies if t > start]
         if not inside:
             return None
+        import numpy as np  # here: the workload file's model imports this package, clients too
+
         return float(np.percentile(inside, q, method="higher")), len(inside)
 
     def idle_for(self, now: float) -> float:

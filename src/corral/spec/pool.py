@@ -47,7 +47,6 @@ from pydantic import (
 
 from corral.core.config import SchedulerConfig
 from corral.core.model import LABEL_VENDOR, CapacityKind, Node, Queue
-from corral.core.plugins.base import REGISTRY
 from corral.core.vendors import Vendor
 from corral.spec.labels import MAX_LABELS, check_labels, value_problem
 from corral.spec.ledger import LedgerSpec, PriceSpec
@@ -382,6 +381,8 @@ class SchedulerSpec(BaseModel):
     def _plugin_params(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """Each plugin built once with its parameters, so a wrong one is reported here rather
         than failing every scheduling cycle."""
+        from corral.core.plugins import REGISTRY  # numpy: only when a file names plugins
+
         for name, params in v.items():
             if name not in REGISTRY:
                 raise ValueError(f"plugin_params names {name!r}, which is not a score plugin; "
@@ -420,6 +421,8 @@ class SchedulerSpec(BaseModel):
 
 
 def _known_plugins(weights: dict[str, float]) -> None:
+    from corral.core.plugins import REGISTRY  # numpy: only when a file names plugins
+
     unknown = sorted(set(weights) - set(REGISTRY))
     if unknown:
         raise ValueError(f"unknown score plugin(s) {unknown}; choose from {sorted(REGISTRY)}")

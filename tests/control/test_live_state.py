@@ -186,3 +186,20 @@ def test_a_refresh_with_nothing_new_reads_only_the_feeds_heads_and_the_queues(
     with store.read() as c:
         assert live.refresh(c) == {ids[1]}
     assert live.view() == _fresh(store).view()
+
+
+def test_a_queue_edit_between_steps_reaches_the_steps_plan(store: Store) -> None:
+    """Queues are outside the feed and the loop reads them only at the step's start and before
+    its plan: an edit made between two steps is what the next step plans with."""
+    from corral.core.model import Queue
+    from corral.store import pool as P
+
+    rig = Rig(store)
+    rig.submit(name="w0")
+    rig.step()
+    generation = rig.loop.live.generation
+    with store.write() as c:
+        P.upsert_queue(c, Queue("q", quota_gpus=5, weight=2.0))
+    rig.step()
+    assert [(q.quota_gpus, q.weight) for q in rig.loop.live.queues] == [(5, 2.0)]
+    assert rig.loop.live.generation > generation

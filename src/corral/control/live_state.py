@@ -97,8 +97,10 @@ class LiveState:
         self.loaded = True
         self.dirty = None
 
-    def refresh(self, conn: Connection) -> set[str]:
-        """Apply what was written since the last read; returns the workload ids that changed."""
+    def refresh(self, conn: Connection, *, queues: bool = True) -> set[str]:
+        """Apply what was written since the last read; returns the workload ids that changed.
+        `queues=False` leaves the queues as last read (they are not in the feed): for a caller
+        that reads them again before it next uses them."""
         if not self.loaded:
             self.reload(conn)
             return set(self.records)
@@ -118,9 +120,9 @@ class LiveState:
         else:
             self._written = {}  # as `_apply` does: a hint lives until the next refresh only
         nodes_changed = node_head != self._node_seq and self._read_nodes(conn)
-        queues = tuple(P.list_queues(conn))  # not in the feed: a tiny table, read each time
-        if changed or nodes_changed or queues != self.queues:
-            self.queues = queues
+        read = tuple(P.list_queues(conn)) if queues else self.queues  # not in the feed
+        if changed or nodes_changed or read != self.queues:
+            self.queues = read
             self.generation += 1
         return changed
 

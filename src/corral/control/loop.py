@@ -159,7 +159,7 @@ class ControlLoop:
             statuses = self.backend.poll(now) if delta is None else delta[0]
         report.observed = len(statuses)
         with report.stage("reconcile"):
-            self._refresh()
+            self._refresh(queues=True)
             if delta is None:
                 self.live.take_dirty()
                 seen = reconcile(self.store, statuses, now, self.specs, self.live.records)
@@ -181,7 +181,7 @@ class ControlLoop:
             if self.workflow.step(self.store, self.live, now):
                 self._refresh()
         with report.stage("snapshot"):
-            self._refresh()
+            self._refresh(queues=True)  # the plan's queues: as of this read, as before
         if self._should_plan(now):
             self._plan_and_apply(now, report)
         if self.autoscaler is not None:  # reads the plan's reasons: after it, before launches
@@ -214,10 +214,14 @@ class ControlLoop:
             rollout.step(self.store, self.live.records.values(), now, self.rollout_deadline_s)
         return report
 
-    def _refresh(self) -> None:
+    def _refresh(self, queues: bool = False) -> None:
+        """Read what changed. The queues (outside the change feed) only where asked: at the
+        step's start and before the plan, the one part of the step that reads them; an edit
+        seen later in a step would only move the generation, which the next step's first
+        refresh does as well."""
         reload = not self.live.loaded
         with self.store.read() as conn:
-            changed = self.live.refresh(conn)
+            changed = self.live.refresh(conn, queues=queues)
         if reload:  # what ended meanwhile was not seen: the holds are decided again
             self.workflow = Workflow()
         self.workflow.observe(changed, self.live)

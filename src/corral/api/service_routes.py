@@ -9,6 +9,14 @@ that name, under its name (`chat`) too. Replicas come from `corral.control.endpo
 still running). Routes are computed on the loop's thread (no store read: the loop's memory) and
 applied to the `RouteTable` on the server's event loop, where the gateway reads it.
 
+Drains: a replica asked to stop (a scale-down by hand or by the autoscaler, a cancel, a rollout's
+drain) leaves the gateway's routes before its SIGTERM, so no request is sent to a process that
+is shutting down (Knative's activator and Kubernetes' endpoint removal do the same: out of the
+load balancer first, then the signal). The loop holds the stop of a replica the gateway still
+routes as ready (`RouteFeed.hold`, `ControlLoop.stop_hold`): the feed after that step routes it
+draining (in-flight requests finish within the replica's grace), and the next step stops it.
+A gateway that does not answer delays a stop by at most `HOLD_MAX_S`.
+
 Each service's `auth` (a bearer token by its SHA-256) and `endpoint` limits (max_concurrent,
 max_queue, queue_timeout, request_timeout) come from the spec its newest live replica runs
 (`endpoint_settings`), so an update that changes them takes effect with the rollout's first
@@ -52,6 +60,7 @@ from corral.gateway import (
 )
 from corral.gateway.app import Gateway
 from corral.spec import WorkloadSpec
+from corral.store.workloads import WorkloadRecord
 
 __all__ = ["GatewayLoads", "RouteFeed", "apply_routes", "endpoint_settings", "mark_draining",
            "mount_gateway"]
@@ -60,6 +69,9 @@ T = TypeVar("T")
 #: how long the loop's thread waits for the event loop to read the gateway's counters; a busier
 #: event loop costs the autoscaler one tick, never the control loop a stall
 _READ_TIMEOUT_S = 2.0
+#: the longest a replica's SIGTERM waits for the gateway to route it draining (loop clock); a
+#: gateway whose event loop does not answer for this long must not keep a replica forever
+HOLD_MAX_S = 10.0
 
 log = logging.getLogger("corral.api.service_routes")
 
@@ -231,6 +243,23 @@ class RouteFeed:
         self.events: asyncio.AbstractEventLoop | None = None
         self.loads = loads
         self.autoscaler = ServiceAutoscaler(loop.store)
+        #: replicas the gateway routes as ready, as last applied (read on the loop's thread)
+        self.routed: set[str] = set()
+        #: replica id -> when its stop was first held (HOLD_MAX_S bounds it)
+        self._held_since: dict[str, float] = {}
+
+    def hold(self, rec: WorkloadRecord, now: float) -> bool:
+        """Whether `rec`'s stop waits for the next step: the gateway still sends it requests
+        (the feed after this step routes it draining), for at most HOLD_MAX_S."""
+        if rec.kind != "service" or rec.id not in self.routed:
+            self._held_since.pop(rec.id, None)
+            return False
+        since = self._held_since.setdefault(rec.id, now)
+        if now - since < HOLD_MAX_S:
+            return True
+        log.warning("%s stopped while the gateway may still route it: routes not applied for "
+                    "%gs", rec.id, now - since)
+        return False
 
     def __call__(self, report: StepReport) -> None:
         if not report.leader or self.events is None:
@@ -244,9 +273,13 @@ class RouteFeed:
         # gateway must have stopped sending it requests first (a request sent on a kept-alive
         # connection the replica closes as it shuts down fails with no response)
         try:
-            self._on_events(lambda: apply_routes(self.table, routes, keep, settings))
+            applied = self._on_events(_done(lambda: apply_routes(self.table, routes, keep,
+                                                                 settings)))
+            if applied:  # else the table is as it was: holds stand
+                self.routed = {r.replica for r in routes if r.state == "ready"}
         except Exception:  # a route table that refuses an update must not stop the loop
             log.exception("routes not applied to the gateway this tick")
+        self._held_since = {k: v for k, v in self._held_since.items() if k in self.routed}
         if not services or self.loads is None:
             return
         keys = _keys(routes, services)
@@ -254,8 +287,10 @@ class RouteFeed:
         if loads is not None:
             self.autoscaler.step(self.loop.clock.now(), services, loads)
             drained = self.autoscaler.drained
-            if drained:
-                self._on_events(lambda: mark_draining(self.table, drained))
+            marked = bool(drained) and self._on_events(
+                _done(lambda: mark_draining(self.table, drained)))
+            if marked:
+                self.routed -= {rid for _, rid in drained}
 
     def _on_events(self, read: Callable[[], T]) -> T | None:
         """`read()` run on the server's event loop (where the gateway's table and counters
@@ -279,6 +314,14 @@ class RouteFeed:
             log.warning("the gateway's event loop did not answer within %gs (routes or "
                         "counters late this tick)", _READ_TIMEOUT_S)
             return None
+
+
+def _done(act: Callable[[], None]) -> Callable[[], bool]:
+    """`act` that says True once it ran (`_on_events` says None when it did not in time)."""
+    def run() -> bool:
+        act()
+        return True
+    return run
 
 
 def _keys(routes: Sequence[Route], services: Mapping[str, Autoscaled]) -> dict[str, list[str]]:
@@ -313,4 +356,5 @@ def mount_gateway(app: Any, loop: ControlLoop, backend_name: str,
 
     app.router.lifespan_context = lifespan
     loop.observers.append(feed)
+    loop.stop_hold = feed.hold
     return feed

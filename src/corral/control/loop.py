@@ -131,6 +131,9 @@ class ControlLoop:
         self.probes = probes or ReadinessProber(store, backend.name)
         #: how long a service update waits for its new replicas (corral.control.rollout)
         self.rollout_deadline_s = rollout.ROLLOUT_DEADLINE_S
+        #: stop requests not carried out this step (the gateway still routes the replica: it
+        #: stops sending it requests first; corral.api.service_routes.RouteFeed.hold)
+        self.stop_hold: Callable[[W.WorkloadRecord, float], bool] | None = None
 
     def step(self) -> StepReport:
         started = time.perf_counter()
@@ -200,8 +203,12 @@ class ControlLoop:
                                           self.specs):
                 self._refresh()  # the new stop requests must be acted on now
             live = self.live
-            act.stop_requested(self.store, self.backend, _rows(live.records, live.stopping), now,
-                               self.settings, self.specs)
+            stopping = _rows(live.records, live.stopping)
+            if self.stop_hold is not None:
+                hold = self.stop_hold
+                stopping = [r for r in stopping if not hold(r, now)]
+            act.stop_requested(self.store, self.backend, stopping, now, self.settings,
+                               self.specs)
             busy = self._busy_devices(seen, live.records)
             report.launched = act.launch(
                 self.store, self.backend, _rows(live.records, live.launching), busy, now,

@@ -8,7 +8,9 @@
 - down: the highest-indexed live replicas are drained first (the lowest indices are the
   `min_replicas` floor kept off spot capacity, `WorkloadSpec._replica_capacity`): a pending one
   ends at once, a launched one gets the stop request `ScaledDown` (SIGTERM, grace, SIGKILL) and
-  becomes cancelled, reason ScaledDown, once its worker has ended.
+  becomes cancelled, reason ScaledDown, once its worker has ended. Where a gateway routes the
+  service, the SIGTERM waits until it routes the replica draining (`corral.api.service_routes`:
+  the loop holds the stop one step), whoever asked: `corral scale`, the autoscaler, a cancel.
 
 The count must lie in [min_replicas, max_replicas] of the service's spec (min_replicas unset:
 0 is allowed only if the spec says so, so the floor is 1; max_replicas unset: the spec's own

@@ -104,3 +104,29 @@ def test_moved_then_evicted_again_is_not_placed() -> None:
     placed, evicted = stmt.outcome()
     assert "w" not in placed
     assert [op.workload.id for op in evicted] == ["w"]
+
+
+def test_a_failure_remembered_from_the_last_cycle_does_not_skip_a_reservation() -> None:
+    """Issue 10 (bench/contention.py seed 4): a big job fails before its reservation window
+    opens; the next cycle, with nothing freed in between, the window is open. `schedule` tries
+    it, fails, and reserves a node; the session used to skip the try (its failure memo said
+    "fails again") and so reserved nothing, and placed a small job on the node `schedule` kept
+    for the big one."""
+    config = SchedulerConfig(scoring={"bestfit": 1.0})
+    built = [node("a").gpus(8).build(), node("b").gpus(8).build()]
+    queues = [queue("ml")]
+    fills = [job("fill-a").queue("ml").gpus(5).submitted(-20).build(),
+             job("fill-b").queue("ml").gpus(4).submitted(-10).build()]
+    big = job("big").queue("ml").gpus(8).submitted(0).build()
+    session = CoreSession(built, queues, config, seed=3)
+    first = session.cycle(0.0, [*fills, big], _demand([*fills, big]))
+    assert sorted(first.placed) == ["fill-a", "fill-b"]  # big fails before its window (300 s)
+    small = job("small").queue("ml").gpus(1).submitted(350).build()
+    now = config.reserve_after_s + 100  # nothing freed since: only the window changed
+    running = list(session.live.values())
+    state = ClusterState(tuple(built), tuple(queues), (*running, big, small))
+    plan = schedule(state, now, config, seed=3)
+    assert [r.workload_id for r in plan.reservations] == ["big"]
+    got = session.cycle(now, [big, small], _demand([*running, big, small]))
+    assert got.placed == {p.workload_id: p.assignments for p in plan.placements}
+    assert list(session.cap.reservations) == ["big"]

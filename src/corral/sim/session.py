@@ -99,6 +99,16 @@ class CoreSession:
         if mix != self.mix:  # scores for another mix: start the caches afresh, as `schedule` does
             self.mix, self.placer = mix, Placer(self.cap)
             self.scorings.clear()
+        # The failure memo says "fails again until capacity is next returned"; but a failure
+        # does more than fail: a big workload's first failure in a cycle is where it may take a
+        # reservation (`try_place` -> `_maybe_reserve`), and whether it may changes between
+        # cycles without capacity being returned (its reservation window opens, queue demand
+        # moves). `schedule` starts each cycle with no memo; a memo carried from the last cycle
+        # skipped that try, so the session reserved nothing where `schedule` reserved nodes,
+        # and placed other work there (issue 10: bench/contention.py seed 4 diverged from
+        # cycle 50,880 s on; its rerun evictions followed). The score caches stay: they are
+        # keyed by node state, which is the same whatever came before.
+        self.placer.failed.clear()
         stmt = self._statement(book)
         # `running` is what `schedule` adopted; the actions read the statement's maps instead,
         # so the session's own map serves (a change that iterated it while the statement

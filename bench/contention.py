@@ -40,6 +40,10 @@ Figures, per policy:
 - rerun evictions: every `--rerun-every` cycles, `corral.core.schedule` is run from scratch on
   the state the applied plan left (same `now`), and the evictions it would make are counted
   (the promise: none);
+- with `--check-session`: the cycles where the session decided otherwise than
+  `corral.core.schedule` from scratch on the same state (placements, devices included, and
+  evictions), and the first such instant (the promise: none; issue 10 found a failure memo the
+  session carried between cycles this way);
 - each team's GPUs against its deserved share (the core's hierarchical fair share of the pool
   for the teams' demand, pending and running): Jain's index of used/deserved at each cycle,
   time-averaged, and Jain's index of the time-averaged shares;
@@ -69,7 +73,7 @@ from corral.core.model import MILLI_PER_GPU, Node, Nomination
 from corral.sim.failures import FailureModel
 from corral.sim.metrics import TimeWeighted, share_report, summary
 from corral.sim.policies import ReplayPolicy, replay_policy
-from corral.sim.session import DOWN_PREFIX, CoreSession
+from corral.sim.session import DOWN_PREFIX, CoreSession, Outcome
 from corral.sim.synthetic import SyntheticSpec, synthetic_trace
 from corral.sim.trace import Trace
 
@@ -167,13 +171,17 @@ class Figures:
     reruns_evicting: int = 0
     rerun_evictions: int = 0
     rerun_cpu: float = 0.0
+    session_checked: int = 0  # cycles compared with `schedule` (`--check-session`)
+    session_diverged: int = 0
+    first_divergence: float | None = None
 
 
 class Simulation:
     def __init__(self, sc: Scenario, policy: ReplayPolicy, seed: int, interval: float,
                  rerun_every: int, dump: Path | None = None, progress: bool = False,
-                 nomination_cycles: int = 2) -> None:
+                 nomination_cycles: int = 2, check_session: bool = False) -> None:
         self.sc, self.policy, self.seed, self.dump = sc, policy, seed, dump
+        self.check_session = check_session
         self._before: ClusterState | None = None  # the last cycle's input, with `dump` only
         self.progress = progress
         self.interval, self.rerun_every = interval, rerun_every
@@ -255,7 +263,7 @@ class Simulation:
 
     def _cycle(self, now: float) -> None:
         self._deserved(now)
-        if self.dump is not None:  # the state this cycle plans from, for `_rerun`'s reproducer
+        if self.dump is not None or self.check_session:  # the state this cycle plans from
             self._before = ClusterState(self.nodes, self.queues,
                                         (*self.session.live.values(), *self.pending.values()),
                                         nominations=self._nominated(now))
@@ -263,6 +271,8 @@ class Simulation:
         out = self.session.cycle(now, list(self.pending.values()), self.demand,
                                  nominations=self._nominated(now))
         self.fig.cycle_cpu.append(time.process_time() - c)
+        if self.check_session:
+            self._check_session(now, out)
         self.nominations = tuple(n if n.until is not None else replace(n, until=now + self.nomination_s)
                                  for n in out.nominations)
         for wid, rule in out.evicted:
@@ -276,6 +286,18 @@ class Simulation:
             if wid not in moved:
                 self._start(now, self.jobs[wid])
         self._after_cycle(now)
+
+    def _check_session(self, now: float, out: Outcome) -> None:
+        """Did the session decide what `schedule` decides from scratch on the same state?"""
+        assert self._before is not None
+        plan = schedule(self._before, now=now, config=self.policy.config, seed=self.seed)
+        same = (out.placed == {p.workload_id: p.assignments for p in plan.placements}
+                and sorted(out.evicted) == sorted((e.workload_id, e.rule) for e in plan.evictions))
+        self.fig.session_checked += 1
+        if not same:
+            self.fig.session_diverged += 1
+            if self.fig.first_divergence is None:
+                self.fig.first_divergence = now
 
     def _nominated(self, now: float) -> tuple[Nomination, ...]:
         """The nominations a cycle at `now` is given: those not expired."""
@@ -412,6 +434,9 @@ class Simulation:
             "allocation_pct": round(100 * self.alloc.average(self.t0, end) / self.pool_gpus, 2),
             "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu_s, 1),
             "rerun_cpu_seconds": round(self.fig.rerun_cpu, 1),
+            "session_checked": self.fig.session_checked,
+            "session_diverged": self.fig.session_diverged,
+            "first_divergence_at": self.fig.first_divergence,
         }
 
 
@@ -452,7 +477,9 @@ def lines(r: dict[str, object]) -> list[str]:
         f"{r['jain_time_averaged']}, of the time-averaged shares {r['jain_of_average_shares']}",
         "  teams used/deserved GPUs (time-averaged): " + ", ".join(
             f"{q} {v['used_gpus']}/{v['deserved_gpus']}" for q, v in teams.items()),
-    ]
+    ] + ([f"  session vs schedule from scratch: {r['session_diverged']} of "
+          f"{r['session_checked']} cycles differ (first at {r['first_divergence_at']})"]
+         if r["session_checked"] else [])
 
 
 def main() -> None:
@@ -478,6 +505,9 @@ def main() -> None:
                     help="pickle (state, now, config, seed) of every rerun that evicts into DIR: "
                     "`corral.core.schedule(*pickle.load(f))` reproduces it; NAME-before.pickle "
                     "holds the cycle that led there")
+    ap.add_argument("--check-session", action="store_true",
+                    help="compare every cycle of the session with `corral.core.schedule` from "
+                    "scratch on the same state, and count the cycles they differ (slower)")
     ap.add_argument("--quiet", action="store_true", help="no progress lines (on stderr)")
     args = ap.parse_args()
     names = [p.strip() for p in args.policies.split(",") if p.strip()]
@@ -497,7 +527,7 @@ def main() -> None:
     for name in names:
         sim = Simulation(sc, policy_of(name, sc.trace), args.seed, args.interval,
                          args.rerun_every, args.dump_reruns, not args.quiet,
-                         args.nomination_cycles)
+                         args.nomination_cycles, args.check_session)
         result = sim.run()
         results.append(result)
         print("\n".join(lines(result)), flush=True)

@@ -242,8 +242,8 @@ def test_on_the_local_backend_a_missing_working_dir_is_refused_at_submission(
     spec = WorkloadSpec.model_validate({"name": "w", "queue": "team-a", "gpus": 1,
                                         "command": ["true"], "working_dir": "/nonexistent/x"})
     with pytest.raises(ApiError) as refused:
-        _launchable_here(SimpleNamespace(backend_name="local"), spec)  # type: ignore[arg-type]
+        _launchable_here(SimpleNamespace(backend_name="local", logs=None), spec)  # type: ignore[arg-type]
     assert refused.value.status == 422 and refused.value.problems[0][0] == "working_dir"
-    _launchable_here(SimpleNamespace(backend_name="slurm"), spec)  # type: ignore[arg-type]
+    _launchable_here(SimpleNamespace(backend_name="slurm", logs=None), spec)  # type: ignore[arg-type]
     ok = spec.model_copy(update={"working_dir": str(tmp_path)})
-    _launchable_here(SimpleNamespace(backend_name="local"), ok)  # type: ignore[arg-type]
+    _launchable_here(SimpleNamespace(backend_name="local", logs=None), ok)  # type: ignore[arg-type]

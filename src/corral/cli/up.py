@@ -85,6 +85,8 @@ def up(
     data_dir = data_dir or default_data_dir()
     if demo and pool is None:  # the demo's story is sized for the default 2 x 4 pool, priced
         pool = demo_pool_file(data_dir)  # (also from the repo root, over examples/pool.yaml)
+    if demo and worker_user is None:  # the demo's jobs run corral's own interpreter, which the
+        worker_user = "same"  # per-queue users of a root install cannot reach (a venv in /root)
     cfg = ServerConfig(data_dir=data_dir, host=host, port=port,
                        pool_file=pool, db_url=db, schedule=not no_scheduler, stop_grace_s=grace,
                        interval_s=interval, backend=backend, ray_address=ray_address,

@@ -63,6 +63,7 @@ def launched(d: Decisions) -> list[tuple[str, str, str, int]]:
     (R.TOPOLOGY_FRAGMENTED, True),
     (R.RECLAIM_BLOCKED, True),
     (R.RESERVED_FOR_GANG, True),
+    (R.ROOM_NOMINATED, True),  # the room that fits it goes to the nominee it is held for
     (R.OVER_QUOTA, False),
     (R.QUEUE_LIMIT, False),
     (R.PRICE_CAP_BLOCKS, False),
@@ -77,6 +78,24 @@ def test_only_lack_of_capacity_rents(code: str, rents: bool) -> None:
     d = run([job().gpus(8).models("H100").because(code).build()])
     assert bool(d.launches) is rents
     assert ("j1" in d.waiting) is rents
+
+
+# -- nominations: the nominee has room held, the work behind it has none ------------------------
+def test_work_behind_a_nomination_rents_and_the_nominee_does_not() -> None:
+    nominee = job("moved").gpus(8).models("H100").build()  # a stale plan: "InsufficientCapacity"
+    behind = job("behind").gpus(8).models("H100").because(R.ROOM_NOMINATED).build()
+    view = PoolView([nominee, behind], ALL, (), {}, {}, Budget(), nominated=frozenset({"moved"}))
+    d = decide(view, AutoscalerState(), CONFIG, 1000.0)
+    assert [(x.offer.instance_type, x.count, x.workloads) for x in d.launches] == [
+        ("gpu_8x_h100_sxm5", 1, ("behind",))]
+    assert d.waiting["moved"].startswith("room is held for it"), d.waiting
+    assert d.waiting["behind"].startswith("capacity planned now"), d.waiting
+
+
+def test_a_nominee_alone_rents_nothing() -> None:
+    view = PoolView([job("moved").gpus(8).build()], ALL, (), {}, {}, Budget(),
+                    nominated=frozenset({"moved"}))
+    assert decide(view, AutoscalerState(), CONFIG, 1000.0).launches == ()
 
 
 # -- the cheapest offer that fits ------------------------------------------------------------

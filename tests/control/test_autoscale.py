@@ -16,7 +16,10 @@ from tests.control.rig import Rig
 
 from corral.autoscale.pool import AutoscalerConfig
 from corral.control.autoscale import PoolAutoscaler
-from corral.core.model import CapacityKind, Node
+from corral.core import reasons as R
+from corral.core.model import CapacityKind, Node, Nomination, WorkerAssignment
+from corral.core.plan import Plan
+from corral.core.reasons import Reason
 from corral.providers.base import TAG_CLUSTER, CapacityState, Instance, Offer
 from corral.providers.bootstrap import parse_user_data
 from corral.store import Store, audit
@@ -129,3 +132,25 @@ def test_a_node_with_running_work_is_never_returned(store: Store) -> None:
     rig.step(n=300, dt=1.0)
     assert {rig.state(w) for w in ids} <= {"starting", "running"}
     assert provider.terminated == [] and _audit(store) == []
+
+
+def test_rents_for_work_behind_a_nomination_not_for_the_nominee(store: Store) -> None:
+    """A plan that holds room for a moved workload (a nomination) and tells another that the
+    only room for it is that held room (`RoomNominated`): the autoscaler rents for the second
+    (the nominee takes the room) and nothing for the nominee."""
+    rig, provider, scaler, _ = _setup(store)
+    rig.loop.autoscaler = None  # driven by hand with the plan below
+    ids = [rig.submit(gpus=4) for _ in range(4)]  # two nodes of 4 GPUs: two wait
+    rig.step(n=3)
+    nominee, behind = sorted(w for w in ids if rig.state(w) == "pending")
+    held = Nomination(nominee, (WorkerAssignment(0, "n0", (0, 1, 2, 3), 1000, 81_920),))
+    plan = Plan(rig.clock.now(), pending={
+        nominee: Reason(R.INSUFFICIENT_CAPACITY, "stale: read before its room was held"),
+        behind: Reason(R.ROOM_NOMINATED, "the room that fits it is held")},
+        nominations=(held,))
+    decisions = scaler.step(rig.clock.now(), plan, lambda: rig.loop.live.snapshot(
+        rig.clock.now()).state)
+    assert decisions is not None
+    assert [(x.count, x.workloads) for x in decisions.launches] == [(1, (behind,))]
+    assert decisions.waiting[nominee].startswith("room is held for it")
+    assert len(provider.launches) == 1

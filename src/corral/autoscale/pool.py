@@ -69,9 +69,14 @@ __all__ = [
 #: nodes the pool has, not for what can be rented: with an empty autoscaled pool every workload
 #: is NoNodeLargeEnough. An offer serves such work only when `eligible` (model, size, kind,
 #: price cap) says it may, so these rent nothing that could not run it.
+#: RoomNominated: the only room that fits it is held for a nominee (a workload an earlier plan
+#: moved, `corral.core.nominations`), which takes that room once it waits: the pool is full for
+#: it as much as with InsufficientCapacity. The nominee itself is never rented for while its room
+#: is held (`PoolView.nominated`). If the nominee never comes (cancelled, ended), the work takes
+#: the freed room and what was rented for it is returned on its way (`cancel_unneeded_after_s`).
 CAPACITY_CODES = frozenset(
     {R.INSUFFICIENT_CAPACITY, R.TOPOLOGY_FRAGMENTED, R.RECLAIM_BLOCKED, R.RESERVED_FOR_GANG,
-     R.NO_NODE_LARGE_ENOUGH, R.GPU_MODEL_UNAVAILABLE, R.PRICE_CAP_TOO_LOW})
+     R.ROOM_NOMINATED, R.NO_NODE_LARGE_ENOUGH, R.GPU_MODEL_UNAVAILABLE, R.PRICE_CAP_TOO_LOW})
 
 _IN_FLIGHT = frozenset({CapacityState.REQUESTED, CapacityState.PROVISIONING,
                         CapacityState.JOINING})
@@ -136,6 +141,9 @@ class PoolView:
     limits: Mapping[str, ProviderLimits] = field(default_factory=dict)  # by provider name
     budget: Budget = Budget()
     retiring: frozenset[str] = frozenset()  # providers being removed: drain, return, rent none
+    #: workloads with room held for them (nominations in force): that room is theirs once they
+    #: wait, so whatever reason a plan gave them, they need no new capacity
+    nominated: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -214,7 +222,13 @@ class _ScaleUp:
         self.on_demand_only: set[str] = set()
 
     def run(self) -> None:
-        wanted = [x for x in self.view.waiting if x.reason in CAPACITY_CODES]
+        wanted = []
+        for x in self.view.waiting:
+            if x.workload.id in self.view.nominated:
+                self.notes[x.workload.id] = ("room is held for it (nominated): no capacity "
+                                             "rented for it")
+            elif x.reason in CAPACITY_CODES:
+                wanted.append(x)
         wanted.sort(key=lambda x: pending_order(x.workload))
         for x in wanted[: self.config.max_waiting_considered]:
             self._serve(x)

@@ -140,7 +140,7 @@ class PoolAutoscaler:
         self._interruptions(now, state, instances)
         self._past_deadline(now, state, instances)
         view = PoolView(self._waiting(state), offers, instances, self._node_use(state, now),
-                        self.limits, self.budget, self.retiring)
+                        self.limits, self.budget, self.retiring, self._nominated(state))
         decisions = decide(view, self.state, self.config, now)
         self.state = decisions.state
         self._apply(now, decisions, state)
@@ -189,6 +189,15 @@ class PoolAutoscaler:
             return []
         return [Waiting(w, plan.pending[w.id].code) for w in state.workloads
                 if not w.running and w.id in plan.pending]
+
+    def _nominated(self, state: ClusterState) -> frozenset[str]:
+        """Workloads with room held for them: the snapshot's nominations not expired, and the
+        last plan's (made since); their room is theirs once they wait, so nothing is rented for
+        them. Work that waits *behind* a nomination (`RoomNominated`) is rented for."""
+        held = {n.workload_id for n in state.nominations}
+        if self.last_plan is not None:
+            held |= {n.workload_id for n in self.last_plan.nominations}
+        return frozenset(held)
 
     def _node_use(self, state: ClusterState, now: float) -> dict[str, NodeUse]:
         running: dict[str, list[int]] = {}

@@ -56,6 +56,9 @@ def agent(
     gpu_probe_interval: Annotated[float, typer.Option(
         "--gpu-probe-interval", min=0, help="seconds between GPU health checks (NVML, or "
         "amdsmi on AMD hosts), reported with the heartbeat; 0: never")] = 10.0,
+    known_answer_interval: Annotated[float, typer.Option(
+        "--known-answer-interval", min=0, help="seconds between known-answer tests (silent "
+        "data corruption) of each idle GPU, with torch or cupy; 0: never")] = 3600.0,
     spot_notice_url: Annotated[str, typer.Option(
         "--spot-notice-url", help="EC2 instance metadata to poll for a spot interruption "
         "notice (http://169.254.169.254 on EC2; the aws provider sets it on spot instances); "
@@ -94,6 +97,7 @@ def agent(
                              poll_wait_s=poll_wait, lease_s=lease,
                              self_fence_after_s=self_fence_after, worker_users=users,
                              gpu_probe_interval_s=gpu_probe_interval,
+                             known_answer_interval_s=known_answer_interval,
                              spot_notice_url=spot_notice_url)
     runner = Agent(settings, facts)
     for sig in (signal.SIGTERM, signal.SIGINT):  # stop the loop; workers run on (README)

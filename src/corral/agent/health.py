@@ -6,17 +6,29 @@ The probe is the vendor's library: NVML (`corral.backends.nvml`) on NVIDIA hosts
 (`corral.backends.amdsmi_probe`) on hosts whose model is AMD's. Its verdict counts devices only
 when the library answers (a host that declared GPUs with --gpus and has no driver is reported
 "not checked", never unhealthy for lack of a library).
+
+The known-answer test (`corral.agent.known_answer`: silent data corruption) runs on each device
+once the agent starts and then every `known_answer_interval_s`, only on devices no worker of
+this host holds (`busy`), in a child process the agent polls (the loop never waits for it). A
+device that gave a wrong answer carries the evidence in its report (a drain check for that
+device) until a later run passes on it. Where neither torch nor cupy is importable the report's
+reason says "known-answer test unavailable (no torch/cupy)": never a pass that did not run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Collection
+from dataclasses import replace
 
+from corral.agent.known_answer import NO_LIBRARY, DeviceResult, KnownAnswerRun, available_library
 from corral.agent.protocol import CheckIn, GpuHealthIn
-from corral.backends.health import GpuHealthProbe, node_verdict
+from corral.backends.health import DeviceHealth, GpuHealthProbe, node_verdict
 from corral.core.vendors import Vendor, vendor_of
 
-__all__ = ["GpuReporter", "host_probe"]
+__all__ = ["GpuReporter", "KnownAnswerSchedule", "host_probe"]
+
+log = logging.getLogger(__name__)
 
 
 def host_probe(gpu_model: str) -> GpuHealthProbe:
@@ -30,23 +42,96 @@ def host_probe(gpu_model: str) -> GpuHealthProbe:
     return NvmlHealthProbe()
 
 
+class KnownAnswerSchedule:
+    """When to run the known-answer test on which devices, and what each last answered.
+
+    A device is due when it was never tested or its last run is `interval_s` old, and it is
+    tested only while idle. `failed` keeps the evidence per device until a later run passes;
+    `unavailable` says why no run can happen on this host ("" : it can).
+    """
+
+    def __init__(self, interval_s: float, gpus: int,
+                 start: Callable[[list[int], float], KnownAnswerRun] = KnownAnswerRun,
+                 library: Callable[[], str] = available_library) -> None:
+        self.interval_s, self.gpus, self._start = interval_s, gpus, start
+        self.tested_at: dict[int, float] = {}
+        self.failed: dict[int, str] = {}
+        self.unavailable = "" if interval_s <= 0 or gpus <= 0 or library() else NO_LIBRARY
+        self.run: KnownAnswerRun | None = None
+        self.runs = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.interval_s > 0 and self.gpus > 0 and not self.unavailable
+
+    def step(self, now: float, busy: Collection[int]) -> bool:
+        """Collect a finished run, start one on the idle devices that are due. Returns whether
+        a run finished (the verdict may have changed)."""
+        if not self.enabled:
+            return False
+        finished = False
+        if self.run is not None:
+            answer = self.run.poll(now)
+            if answer is None:
+                return False
+            self._record(answer, self.run.devices, now)
+            self.run.close()
+            self.run, finished = None, True
+        due = [d for d in range(self.gpus) if d not in busy
+               and now - self.tested_at.get(d, float("-inf")) >= self.interval_s]
+        if due and self.enabled:
+            self.run = self._start(due, now)
+            self.runs += 1
+        return finished
+
+    def _record(self, answer: list[DeviceResult] | str, devices: tuple[int, ...],
+                now: float) -> None:
+        if isinstance(answer, str):  # could not run at all: say so, never a pass
+            log.warning("%s", answer)
+            self.unavailable = answer
+            return
+        for r in answer:
+            self.tested_at[r.device] = now
+            if r.passed:
+                self.failed.pop(r.device, None)
+            else:
+                log.error("gpu %d failed the known-answer test: %s", r.device, r.evidence)
+                self.failed[r.device] = r.evidence
+
+    def mark(self, devices: list[DeviceHealth]) -> list[DeviceHealth]:
+        """The probe's devices with the known-answer failures added."""
+        return [replace(d, known_answer_failed=self.failed[d.index]) if d.index in self.failed
+                else d for d in devices]
+
+    def close(self) -> None:
+        if self.run is not None:
+            self.run.close()
+            self.run = None
+
+
 class GpuReporter:
-    """Checks every `interval_s` (0: never) and keeps the verdict until a sync delivered it."""
+    """Checks every `interval_s` (0: never) and keeps the verdict until a sync delivered it.
+
+    known_answer: the known-answer test's schedule (module docstring), None for none."""
 
     def __init__(self, interval_s: float, gpus: int, gpu_model: str,
-                 probe: Callable[[str], GpuHealthProbe] = host_probe) -> None:
+                 probe: Callable[[str], GpuHealthProbe] = host_probe,
+                 known_answer: KnownAnswerSchedule | None = None) -> None:
         self.interval_s, self.gpus, self.gpu_model = interval_s, gpus, gpu_model
         self._make_probe = probe
         self.probe: GpuHealthProbe | None = None
+        self.known_answer = known_answer
         self.last_check: float | None = None
         self.pending: GpuHealthIn | None = None
         self.sent: GpuHealthIn | None = None
 
-    def report(self, now: float) -> GpuHealthIn | None:
-        """The verdict to send with this sync, None when there is no news."""
+    def report(self, now: float, busy: Collection[int] = ()) -> GpuHealthIn | None:
+        """The verdict to send with this sync, None when there is no news. busy: the devices
+        this host's workers hold (the known-answer test leaves them alone)."""
         if self.interval_s <= 0:
             return None
-        if self.last_check is None or now - self.last_check >= self.interval_s:
+        answered = self.known_answer is not None and self.known_answer.step(now, busy)
+        if answered or self.last_check is None or now - self.last_check >= self.interval_s:
             self.last_check = now
             verdict = self._check(now)
             if verdict != self.sent:
@@ -60,15 +145,22 @@ class GpuReporter:
     def _check(self, now: float) -> GpuHealthIn:
         if self.probe is None:
             self.probe = self._make_probe(self.gpu_model)
-        probe = self.probe
+        probe, kat = self.probe, self.known_answer
+        devices = probe.check(now)
         verdict = node_verdict(
-            probe.check(now), expected_devices=self.gpus if probe.available else None,
+            kat.mark(devices) if kat is not None else devices,
+            expected_devices=self.gpus if probe.available else None,
             unavailable_reason="" if probe.available else probe.unavailable_reason)
+        reason = verdict.reason
+        if kat is not None and kat.unavailable:
+            reason = f"{reason}; {kat.unavailable}"
         return GpuHealthIn(
-            health=str(verdict.health), reason=verdict.reason[:4096], checked=verdict.checked,
+            health=str(verdict.health), reason=reason[:4096], checked=verdict.checked,
             checks=[CheckIn(name=c.name, severity=str(c.severity), reason=c.reason[:1024],
                             device=c.device) for c in verdict.checks])
 
     def close(self) -> None:
         if self.probe is not None:
             self.probe.close()
+        if self.known_answer is not None:
+            self.known_answer.close()

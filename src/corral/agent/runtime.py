@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Final
 
 from corral.agent.client import AgentClient, Backoff, Refused, Unreachable
-from corral.agent.health import GpuReporter
+from corral.agent.health import GpuReporter, KnownAnswerSchedule
 from corral.agent.protocol import (
     AssignmentOut,
     HostFacts,
@@ -72,6 +72,8 @@ class AgentSettings:
     spot_poll_s: float = 5.0
     #: seconds between GPU health checks, reported with the heartbeat (0: never; `health.py`)
     gpu_probe_interval_s: float = 10.0
+    #: seconds between known-answer tests of each idle GPU (0: never; `known_answer.py`)
+    known_answer_interval_s: float = 3600.0
 
 
 class Agent:
@@ -102,7 +104,9 @@ class Agent:
         self.last_contact = clock()
         self.acted = False  # the last turn launched or stopped something: report at once
         self.stop_event = threading.Event()
-        self.gpu = GpuReporter(settings.gpu_probe_interval_s, facts.gpus, facts.gpu_model)
+        self.gpu = GpuReporter(settings.gpu_probe_interval_s, facts.gpus, facts.gpu_model,
+                               known_answer=KnownAnswerSchedule(
+                                   settings.known_answer_interval_s, facts.gpus))
         self.spot = SpotReporter(SpotWatcher(settings.spot_notice_url,
                                              interval_s=settings.spot_poll_s),
                                  lambda n: self.client.notice(self._credential(), n),
@@ -143,7 +147,7 @@ class Agent:
         """One round: renew the lease, look at the workers, ship their logs, sync, act."""
         self.lease.touch()
         statuses = self.backend.poll(self.clock())
-        health = self.gpu.report(self.clock())
+        health = self.gpu.report(self.clock(), self._busy_devices(statuses))
         try:
             self._ship_logs(statuses)
             out = self.client.sync(self._credential(), SyncIn(
@@ -161,6 +165,15 @@ class Agent:
         self.seq = out.seq
         self.apply(out)
         return out
+
+    def _busy_devices(self, statuses: list[WorkerStatus]) -> set[int]:
+        """This host's devices that a worker not yet ended holds (the known-answer test
+        leaves them alone)."""
+        live = {(s.workload_id, s.attempt, s.worker) for s in statuses if not s.state.ended}
+        attempts = self.backend._attempts  # the agent's own backend
+        return {d for (wid, attempt), rec in attempts.items() for a in rec.spec.assignments
+                if a.node_id == self.node.id and (wid, attempt, a.worker) in live
+                for d in a.devices}
 
     def _credential(self) -> str:
         if self.credential is None:

@@ -23,6 +23,9 @@ check looks at and why it has its severity:
     pcie-replays      warn      PCIe replay counter grew >= `pcie_replays_warn` since last check
     nvlink-errors     warn      NVLink CRC/replay/recovery counters grew >= `nvlink_errors_warn`
     temperature       warn/drain >= 85 C / >= 95 C
+    known-answer      drain     the device computed a wrong answer to a test with a known one
+                                (silent data corruption: `corral.agent.known_answer`)
+    xgmi-errors       warn      AMD XGMI link errors (amdsmi; `amdsmi_probe.py`)
 
 The growth thresholds are corral's defaults, not vendor figures: a link that retrains or replays
 a handful of times an hour is normal; hundreds between two checks is a cable, riser or switch
@@ -144,6 +147,10 @@ class DeviceHealth:
     throttle_reasons: tuple[str, ...] = ()
     pcie_replays: int | None = None
     nvlink_errors: int | None = None
+    #: the known-answer test's evidence when the device failed it ("" : passed or not run)
+    known_answer_failed: str = ""
+    #: AMD XGMI link errors seen (amdsmi's error status or events; "" : none or unsupported)
+    xgmi_error: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +208,11 @@ def device_checks(
     if device.nvlink_errors is not None and device.nvlink_errors >= t.nvlink_errors_warn:
         found.append(Check("nvlink-errors", Severity.WARN, f"{device.nvlink_errors} NVLink "
                            "CRC/replay/recovery errors since the last check", i))
+    if device.known_answer_failed:
+        found.append(Check("known-answer", Severity.DRAIN, "known-answer test failed (silent "
+                           f"data corruption): {device.known_answer_failed}", i))
+    if device.xgmi_error:
+        found.append(Check("xgmi-errors", Severity.WARN, f"XGMI link: {device.xgmi_error}", i))
     found.extend(_temperature(device.temperature_c, t, i))
     return found
 

@@ -20,7 +20,8 @@ from tests.gateway.harness import completion, model_server
 
 from corral.api import service_routes
 from corral.api.service_routes import RouteFeed, mount_gateway
-from corral.control import endpoints
+from corral.backends.fake import FakeBackend
+from corral.control import ControlLoop, endpoints
 from corral.control.cancellation import cancel_service
 from corral.control.scaling import scale
 from corral.gateway import GatewayLimits, ReplicaState
@@ -248,3 +249,79 @@ def test_a_cancelled_service_leaves_the_gateway_before_its_replicas_get_sigterm(
     assert set(routed(s).values()) == {ReplicaState.DRAINING}
     s.rig.step()  # then they get SIGTERM
     assert sorted(s.sigtermed) == [f"{s.sid}-r0", f"{s.sid}-r1"]
+
+
+
+@dataclasses.dataclass
+class Successor:
+    """Another control plane over the same machines (a standby, or a restart), with its own
+    gateway: its backend re-adopts what the first one launched."""
+
+    loop: ControlLoop
+    feed: RouteFeed
+
+    def states(self) -> dict[str, ReplicaState]:
+        async def read() -> dict[str, ReplicaState]:
+            return {rid: r.state for route in self.feed.table.services()
+                    for rid, r in route.replicas.items()}
+        assert self.feed.events is not None
+        return dict(on(self.feed.events, read()))
+
+
+@pytest.fixture
+def successor(setup: Setup, events: asyncio.AbstractEventLoop,
+              monkeypatch: pytest.MonkeyPatch) -> Iterator[Successor]:
+    s = setup
+    backend = FakeBackend(s.rig.nodes, world=s.rig.world, check_capacity=True)
+    stop = backend.stop
+
+    def sigterm(wid: str, attempt: int, grace: float, reason: str) -> None:
+        if wid in s.replicas.servers and wid not in s.sigtermed:
+            s.sigtermed.append(wid)
+            s.replicas.sigterm(wid)
+        stop(wid, attempt, grace, reason)
+    monkeypatch.setattr(backend, "stop", sigterm)
+    loop = s.rig.new_loop(backend, holder="successor")
+    feed = mount_gateway(Starlette(), loop, backend.name)
+    feed.events = events
+    yield Successor(loop, feed)
+    assert feed.loads is not None
+    on(events, feed.loads.gateway.aclose())
+
+
+def test_a_new_leaders_first_step_holds_the_stops_of_replicas_the_former_gateway_routed(
+        setup: Setup, successor: Successor) -> None:
+    """A failover between a cancel and its SIGTERM: the new leader's own gateway never routed
+    the replicas, but the former leader's did (ready); its first step routes them draining and
+    holds their SIGTERM, the next one sends it."""
+    s = setup
+    assert set(routed(s).values()) == {ReplicaState.READY}  # the former leader's gateway
+    cancel_service(s.rig.store, s.sid, s.rig.clock.now(), "ann")
+    s.rig.clock.advance(20.0)  # the former leader stopped stepping: its lease (15 s) expires
+    successor.loop.step()
+    assert successor.loop.leadership.leading
+    assert s.sigtermed == []
+    assert successor.states() == {f"{s.sid}-r0": ReplicaState.DRAINING,
+                                  f"{s.sid}-r1": ReplicaState.DRAINING}
+    s.rig.clock.advance(1.0)
+    successor.loop.step()
+    assert sorted(s.sigtermed) == [f"{s.sid}-r0", f"{s.sid}-r1"]
+
+
+def test_after_its_first_routes_a_new_leader_holds_only_what_it_routed(
+        setup: Setup, successor: Successor) -> None:
+    """The hold for every running replica lasts until the new leader's routes are applied:
+    a scale-down after that is held one step, as in the steady state, not more."""
+    s = setup
+    s.rig.clock.advance(20.0)
+    successor.loop.step()
+    assert successor.feed.routed_epoch == successor.loop.leadership.epoch
+    assert successor.feed.routed == {f"{s.sid}-r0", f"{s.sid}-r1"}
+    scale(s.rig.store, s.sid, 1, s.rig.clock.now(), "ann")
+    s.rig.clock.advance(1.0)
+    successor.loop.step()
+    assert s.sigtermed == []
+    assert successor.states()[f"{s.sid}-r1"] is ReplicaState.DRAINING
+    s.rig.clock.advance(1.0)
+    successor.loop.step()
+    assert s.sigtermed == [f"{s.sid}-r1"]

@@ -15,7 +15,10 @@ is shutting down (Knative's activator and Kubernetes' endpoint removal do the sa
 load balancer first, then the signal). The loop holds the stop of a replica the gateway still
 routes as ready (`RouteFeed.hold`, `ControlLoop.stop_hold`): the feed after that step routes it
 draining (in-flight requests finish within the replica's grace), and the next step stops it.
-A gateway that does not answer delays a stop by at most `HOLD_MAX_S`.
+A gateway that does not answer delays a stop by at most `HOLD_MAX_S`. After a failover (or a
+restart) the new leader does not know what the former leader's gateway routed as ready, and its
+own table is empty or stale: until its feed has applied this epoch's routes, it holds the stop of
+every running replica (one step; the routes it then applies mark them draining).
 
 Each service's `auth` (a bearer token by its SHA-256) and `endpoint` limits (max_concurrent,
 max_queue, queue_timeout, request_timeout) come from the spec its newest live replica runs
@@ -245,13 +248,21 @@ class RouteFeed:
         self.autoscaler = ServiceAutoscaler(loop.store)
         #: replicas the gateway routes as ready, as last applied (read on the loop's thread)
         self.routed: set[str] = set()
+        #: the leadership epoch `routed` was applied in: another epoch's (or none) says nothing
+        #: of what a gateway routes now (the former leader's may have routed any replica)
+        self.routed_epoch: int | None = None
         #: replica id -> when its stop was first held (HOLD_MAX_S bounds it)
         self._held_since: dict[str, float] = {}
 
     def hold(self, rec: WorkloadRecord, now: float) -> bool:
         """Whether `rec`'s stop waits for the next step: the gateway still sends it requests
-        (the feed after this step routes it draining), for at most HOLD_MAX_S."""
-        if rec.kind != "service" or rec.id not in self.routed:
+        (the feed after this step routes it draining), for at most HOLD_MAX_S. Before this
+        leader's first routes are applied, any running replica may be routed as ready."""
+        if self.loop.leadership.epoch != self.routed_epoch:
+            routed = rec.state == "running"
+        else:
+            routed = rec.id in self.routed
+        if rec.kind != "service" or not routed:
             self._held_since.pop(rec.id, None)
             return False
         since = self._held_since.setdefault(rec.id, now)
@@ -277,9 +288,11 @@ class RouteFeed:
                                                                  settings)))
             if applied:  # else the table is as it was: holds stand
                 self.routed = {r.replica for r in routes if r.state == "ready"}
+                self.routed_epoch = self.loop.leadership.epoch
         except Exception:  # a route table that refuses an update must not stop the loop
             log.exception("routes not applied to the gateway this tick")
-        self._held_since = {k: v for k, v in self._held_since.items() if k in self.routed}
+        if self.routed_epoch == self.loop.leadership.epoch:  # else every hold stands
+            self._held_since = {k: v for k, v in self._held_since.items() if k in self.routed}
         if not services or self.loads is None:
             return
         keys = _keys(routes, services)

@@ -9,6 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from corral.backends.worker_users import unreachable_by_others
+
 from .server_proc import CorralServer
 
 
@@ -36,3 +40,22 @@ def test_a_stopped_server_removes_its_server_file(tmp_path: Path) -> None:
     finally:
         srv.stop()
     assert not (srv.data_dir / "server.json").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="worker users exist only when corral is root")
+def test_up_warns_when_worker_users_cannot_run_the_interpreter(tmp_path: Path) -> None:
+    """Issue 14: said at start, with the fix, rather than every job failing with exit 126."""
+    reachable = unreachable_by_others([(Path(sys.executable), True),
+                                       (Path(os.path.realpath(sys.executable)), True)])
+    if reachable is None:
+        pytest.skip(f"{sys.executable} is reachable by other users here")
+    with socket.socket() as holder:  # a taken port: up stops right after its checks
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        r = subprocess.run([sys.executable, "-m", "corral.cli.main", "up", "--data-dir",
+                            str(tmp_path / "data"), "--port", str(holder.getsockname()[1]),
+                            "--worker-user", "per-queue"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "COLUMNS": "300"})
+    assert "cannot run" in r.stderr and "exit 126" in r.stderr, r.stderr
+    assert "--worker-user same" in r.stderr

@@ -19,11 +19,16 @@ import hashlib
 import os
 import pwd
 import re
+import stat
 import subprocess
+import sys
+import sysconfig
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
-__all__ = ["PER_QUEUE", "SAME_USER", "WorkerIdentity", "WorkerUsers", "queue_user_name"]
+__all__ = ["PER_QUEUE", "SAME_USER", "WorkerIdentity", "WorkerUsers", "interpreter_problem",
+           "queue_user_name", "unreachable_by_others"]
 
 PER_QUEUE: Final = "per-queue"  # corral-q-<queue>, created on demand
 SAME_USER: Final = "same"  # corral's own user: one trust domain
@@ -105,3 +110,71 @@ def _create(name: str) -> None:
             pwd.getpwnam(name)
         except KeyError:
             raise WorkerUserError(f"useradd {name} failed: {e.stderr.strip()}") from None
+
+
+def interpreter_problem(python: str, users: WorkerUsers) -> str | None:
+    """Why the workers' users could not run `python` (corral's interpreter, first on a worker's
+    PATH, so a job's `python` is this one); None when they can.
+
+    A named user is asked for real (`python -c pass` as that user, with its groups). Per-queue
+    users are created on first use and belong to no group but their own, so only the "other"
+    permission bits reach them: the interpreter, its standard library and site-packages must be
+    readable by anyone. The classic miss: a venv linked to a Python under /root (0700), as
+    pyenv installs it, where every job that runs `python` then fails with exit 126.
+    """
+    if users.mode == PER_QUEUE:
+        blocked = unreachable_by_others(_interpreter_paths(python))
+        if blocked is None:
+            return None
+        return (f"the per-queue worker users (corral-q-<queue>) cannot run {python}: {blocked}, "
+                "so every job that runs `python` would fail with exit 126")
+    who = users.for_queue("")
+    try:
+        done = subprocess.run([python, "-c", "pass"], user=who.uid, group=who.gid,
+                              extra_groups=os.getgrouplist(who.name, who.gid), cwd="/",
+                              env={"PATH": os.defpath}, capture_output=True, text=True,
+                              timeout=60)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"worker user {who.name!r} cannot run {python}: {e}"
+    if done.returncode != 0:
+        detail = done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
+        return f"worker user {who.name!r} cannot run {python}: {detail[0]}"
+    return None
+
+
+def _interpreter_paths(python: str) -> list[tuple[Path, bool]]:
+    """(path, is the file itself needed executable) for what starting `python` reads (its
+    libraries are known only when it is this interpreter)."""
+    found = [(Path(python), True), (Path(os.path.realpath(python)), True)]
+    if os.path.realpath(python) == os.path.realpath(sys.executable):
+        paths = sysconfig.get_paths()
+        found += [(Path(paths[k]), False) for k in ("stdlib", "purelib") if k in paths]
+    return found
+
+
+def unreachable_by_others(paths: list[tuple[Path, bool]]) -> str | None:
+    """The first of `paths` a user with no rights but "other" cannot reach, said with the
+    folder or file in the way and its mode; None when all are reachable. A path that does not
+    exist is skipped (nothing to read there)."""
+    for path, executable in paths:
+        if not path.exists():
+            continue
+        for folder in reversed(path.parents):
+            if not _mode(folder) & stat.S_IXOTH:
+                return _in_the_way(folder, path, "not searchable by other users")
+        need = stat.S_IXOTH if executable or path.is_dir() else stat.S_IROTH
+        if path.is_dir():
+            need |= stat.S_IROTH
+        if _mode(path) & need != need:
+            return _in_the_way(path, path, "not readable by other users")
+    return None
+
+
+def _mode(path: Path) -> int:
+    return os.stat(path).st_mode
+
+
+def _in_the_way(blocker: Path, path: Path, why: str) -> str:
+    mode = stat.S_IMODE(_mode(blocker))
+    via = "" if blocker == path else f" (on the way to {path})"
+    return f"{blocker} is {mode:04o}, {why}{via}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from pathlib import Path
 from typing import Annotated
@@ -10,17 +11,17 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from corral.backends.worker_users import WorkerUserError
+from corral.backends.worker_users import WorkerUserError, interpreter_problem
 from corral.cli.connection import err
+from corral.cli.defaults import DEFAULT_GPU_PROBE_INTERVAL_S, DEFAULT_PORT
 from corral.cli.demo import demo_pool_file, submit_demo
 from corral.cli.server import (
-    DEFAULT_GPU_PROBE_INTERVAL_S,
-    DEFAULT_PORT,
     Composed,
     DataDir,
     ServerConfig,
     default_data_dir,
     serve,
+    worker_users,
 )
 from corral.spec import SpecError
 from corral.store import Store
@@ -95,6 +96,7 @@ def up(
                        gpu_probe_interval_s=gpu_probe_interval, worker_user=worker_user,
                        agent_timeout_s=agent_timeout)
     try:
+        _check_worker_users(cfg)
         serve(cfg, on_ready=lambda parts, url: _ready(cfg, parts, url, demo))
     except SpecError as e:
         err.print(f"[red]error in the pool file:[/red] {e}", markup=True, highlight=False)
@@ -105,6 +107,19 @@ def up(
     except OSError as e:  # the port is taken, the data dir is not writable...
         err.print(f"[red]error:[/red] {e}", markup=True, highlight=False)
         raise typer.Exit(1) from None
+
+
+def _check_worker_users(cfg: ServerConfig) -> None:
+    """Say at start, not job by job, when the workers' users cannot run the interpreter a job's
+    `python` means (corral's own). A warning, not a refusal: jobs that run other programs (a
+    system python3, a shell line) still work."""
+    users = worker_users(cfg)
+    problem = None if users is None else interpreter_problem(sys.executable, users)
+    if problem is not None:
+        err.print(f"[yellow]warning:[/yellow] {problem}.\n  Fix: run with --worker-user same "
+                  "(workers run as corral's own user: one trust domain), or install Python "
+                  "where every user can read it (a system Python, or a venv under /opt with "
+                  "folders o+rx) and run corral from it.", markup=True, highlight=False)
 
 
 def _ready(cfg: ServerConfig, parts: Composed, url: str, demo: bool) -> None:

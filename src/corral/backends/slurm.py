@@ -12,7 +12,9 @@ Why one job per worker: a gang's workers may need different GPU counts per node 
 one node, one on another), which one job's per-node ``--gres`` cannot say. The gang is still
 atomic: every job is submitted held, and released in one ``scontrol release`` only once all were
 accepted; if one submission fails the others are cancelled before any ran. corral already
-reserved the capacity, so the released jobs start in the same scheduling pass.
+reserved the capacity, so the released jobs start in the same scheduling pass. With
+``gang_as_one_job``, a gang whose workers are each on a node of their own goes as one
+heterogeneous job instead, one component per worker (`corral.backends.slurm_gang`).
 
 The batch script ``exec``s `corral.backends.local_runner`, the same supervisor as the local
 backend, so the preemption contract is identical: deadline file first (on the shared work dir),
@@ -34,6 +36,13 @@ one ``sbatch --array`` for up to 1,000 of them (`corral.backends.slurm_array`: t
 script, the per-task log links, and how a restarted control plane finds a task by the array's
 name and index); gangs stay one held job per worker, submitted concurrently.
 
+Where each part lives: this module holds the interface (launch, stop, poll, release) and the
+Slurm commands; `corral.backends.slurm_submit` decides what Slurm is asked to run and where
+(placement checks, batch scripts, ``sbatch`` options), `corral.backends.slurm_observe` what
+became of it (a worker's state from Slurm's answers and its runner's records, deadlines,
+fencing); `slurm_array` and `slurm_gang` the two bulk shapes; `slurm_status` when Slurm is
+asked; `slurm_parse` its answers.
+
 Lost nodes: a job whose node Slurm reports DOWN/FAIL (or whose state is NODE_FAIL) is LOST at
 once. Its processes may still run on a node that is only cut off: corral fences them by writing
 the deadline file (now) on the shared work dir, which the runner reads every second, and
@@ -44,18 +53,15 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 import subprocess
 import sys
 import threading
-import time
-import zlib
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
-from corral.backends import base, exits, local_runner
+from corral.backends import base
 from corral.backends.base import (
     Backend,
     InventorySource,
@@ -65,50 +71,29 @@ from corral.backends.base import (
     WorkerStatus,
 )
 from corral.backends.changes import ChangeFeed, Delta
-from corral.backends.environment import (
-    CUDA_VISIBLE_DEVICES,
-    RESERVED,
-    format_deadline,
-    worker_environment,
-)
+from corral.backends.environment import RESERVED, format_deadline
 from corral.backends.errors import (
     BackendError,
     BackendUnavailable,
-    InvalidLaunchSpec,
     InvalidRequest,
-    LaunchError,
     UnknownAttempt,
 )
 from corral.backends.exits import WorkerEnd
-from corral.backends.local_runner import CHILD_RECORD, EXIT_RECORD, read_json, write_text_atomic
+from corral.backends.local_runner import write_text_atomic
 from corral.backends.records import AttemptRecord, AttemptRecords, ended_attempt, statuses
-from corral.backends.slurm_array import array_key, array_tasks, group_for_arrays, launch_array
-from corral.backends.slurm_parse import (
-    ENDED_JOB_STATES,
-    JOB_LOST_STATES,
-    SlurmJob,
-    SlurmNode,
-    gres_request,
-    node_is_lost,
-    parse_nodes,
-    slurm_inventory,
-)
+from corral.backends.slurm_array import array_key, group_for_arrays, launch_array
+from corral.backends.slurm_gang import HET_KEY, fits_one_job, gang_job_name
+from corral.backends.slurm_observe import PENDING_STATES, SlurmObservation
+from corral.backends.slurm_parse import SlurmNode, parse_nodes, slurm_inventory
 from corral.backends.slurm_status import Asker, job_states
+from corral.backends.slurm_submit import DEADLINE_FILE, SlurmSubmission, container_argv, job_name
 from corral.core.model import Node
 
-__all__ = ["SlurmBackend", "job_name"]
+__all__ = ["DEADLINE_FILE", "SlurmBackend", "container_argv", "job_name"]
 
 log = logging.getLogger(__name__)
-DEADLINE_FILE: Final = "preempt-deadline"
-SETUP_FILE: Final = "setup.sh"  # the spec's setup lines, read by each worker's runner
-_PENDING_STATES: Final = frozenset({"PENDING", "CONFIGURING", "REQUEUED", "RESIZING"})
 
-
-def job_name(workload_id: str, attempt: int, worker: int) -> str:
-    return f"corral.{workload_id}.{attempt}.{worker}"
-
-
-class SlurmBackend(Backend, InventorySource, LogSource):
+class SlurmBackend(SlurmSubmission, SlurmObservation, Backend, InventorySource, LogSource):
     """Runs workers as Slurm batch jobs. See the module docstring.
 
     env: environment of the Slurm client commands (SLURM_CONF...), None = this process's.
@@ -123,6 +108,9 @@ class SlurmBackend(Backend, InventorySource, LogSource):
     those rounds run on a thread of their own and a poll takes the last round that finished
     (the loop never waits for a Slurm command: two client processes a second cost the loop a
     third of its time on a busy host); False: a poll that is due asks and waits.
+    gang_as_one_job: a gang whose workers are each on a node of their own goes as one
+    heterogeneous job (`corral.backends.slurm_gang`: all-or-nothing in Slurm's own scheduler,
+    but started only by its backfill pass); False: one held job per worker, released together.
     """
 
     name = "slurm"
@@ -135,6 +123,7 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         not_responding_is_lost: bool = False, kill_slack_s: float = 5.0,
         command_timeout_s: float = 30.0, bin_dir: str | None = None, launch_threads: int = 8,
         status_interval_s: float = 1.0, ask_in_background: bool = True,
+        gang_as_one_job: bool = False,
     ) -> None:
         self.client_env = dict(env if env is not None else os.environ)
         self.partition, self.provider, self.gpu_model = partition, provider, gpu_model
@@ -145,6 +134,7 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         self.bin_dir = bin_dir
         self.launch_threads = launch_threads
         self.status_interval_s = status_interval_s
+        self.gang_as_one_job = gang_as_one_job
         self.records = AttemptRecords(Path(work_dir))
         self._attempts = {r.key: r for r in self.records.scan()}
         self._killed: set[str] = set()  # job ids scancel'ed after their deadline
@@ -239,31 +229,16 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         if nodes is None:
             nodes = {n.name: n for n in self._nodes()}
         self._check_placement(spec, nodes)
-        record = self.records.create(spec, {"jobs": {}, "notes": {}})
+        engine: dict[str, Any] = {"jobs": {}, "notes": {}}
+        if self.gang_as_one_job and fits_one_job(spec):  # named before sbatch: see slurm_gang
+            engine[HET_KEY] = {"name": gang_job_name(spec.workload_id, spec.attempt)}
+        record = self.records.create(spec, engine)
         self._adopt(record)
         try:
             self._prepare_dirs(record)
             self._submit_all(record, spec, nodes)
         finally:
             self._landed([record])
-
-    def _submit_all(self, record: AttemptRecord, spec: LaunchSpec,
-                    nodes: dict[str, SlurmNode]) -> None:
-        gang = len(spec.assignments) > 1
-        try:
-            master = nodes[_master_node(spec)].address
-            for a in sorted(spec.assignments, key=lambda a: a.worker):
-                self._submit(record, a, nodes[a.node_id], master, hold=gang)
-            if gang:
-                self._slurm("scontrol", "release", ",".join(record.engine["jobs"].values()))
-        except (BackendUnavailable, subprocess.CalledProcessError) as e:
-            self._cancel(list(record.engine["jobs"].values()))
-            for a in spec.assignments:
-                record.end(a.worker, exits.lost(base.LAUNCH_INTERRUPTED, f"launch failed: {e}"))
-            detail = e.stderr.strip() if isinstance(e, subprocess.CalledProcessError) else str(e)
-            raise LaunchError(f"{spec.workload_id} attempt {spec.attempt}: Slurm refused a "
-                              f"worker: {detail}; the submitted jobs were cancelled; relaunch "
-                              "with a new attempt") from e
 
     def stop(self, workload_id: str, attempt: int, grace_seconds: float, reason: str) -> None:
         if grace_seconds < 0:
@@ -288,8 +263,14 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         write_text_atomic(record.dir / DEADLINE_FILE, format_deadline(stop.deadline))
         jobs = self._jobs_of(record)
         states = job_states(self._slurm, list(jobs.values()))
-        waiting = [j for j in jobs.values() if states.get(j) and states[j].state in _PENDING_STATES]
+        waiting = [j for j in jobs.values() if states.get(j) and states[j].state in PENDING_STATES]
         running = [j for j in jobs.values() if j not in waiting]
+        het = sorted({j.split("+", 1)[0] for j in jobs.values()}) if (
+            HET_KEY in record.engine) else []
+        if het:  # one heterogeneous job: cancelled whole while pending (`slurm_gang`: stop)
+            if waiting:
+                self._cancel(het)
+            return  # running: each runner reads the deadline file within a tick and signals
         self._cancel(waiting)  # never started: nothing to warn
         if running:
             self._slurm("scancel", "--batch", "--signal=TERM", *running, check=False)
@@ -324,26 +305,6 @@ class SlurmBackend(Backend, InventorySource, LogSource):
         asked = frozenset(k for k in attempts if k not in launching)
         return asked, sorted({j for k in asked if not attempts[k].all_ended
                               for j in self._jobs_of(attempts[k]).values()})
-
-    def _observe_records(self, record: AttemptRecord, worker: int) -> WorkerEnd:
-        """Between two asks of Slurm: ends from the runners' exit records (a file read),
-        everything else as Slurm last said, or as the runner's records say before Slurm
-        said anything."""
-        known = record.ends.get(worker)
-        if known is not None:
-            return known
-        wdir = record.dir / f"worker-{worker}"
-        exit_record = read_json(wdir / EXIT_RECORD)
-        if exit_record is not None:
-            stop = record.stop()
-            return _ended_by_runner(record, worker, exit_record, stop)
-        seen = self._seen.get((*record.key, worker))
-        if seen is not None:
-            return seen
-        # not yet in an answer of Slurm's (a new backend's first polls): the runner's word
-        started = (wdir / CHILD_RECORD).exists()
-        return WorkerEnd(WorkerState.RUNNING, base.RUNNING) if started else WorkerEnd(
-            WorkerState.STARTING, base.STARTING)
 
     def release(self, workload_id: str, attempt: int) -> None:
         record = ended_attempt(self._attempts, workload_id, attempt, self.poll)
@@ -383,182 +344,6 @@ class SlurmBackend(Backend, InventorySource, LogSource):
             return b"", offset
         return chunk, offset + len(chunk)
 
-    # --- launching -----------------------------------------------------------------------------
-
-    def _check_placement(self, spec: LaunchSpec, nodes: dict[str, SlurmNode]) -> None:
-        for a in spec.assignments:
-            node = nodes.get(a.node_id)
-            if node is None:
-                raise InvalidLaunchSpec("assignments", f"worker {a.worker}: node {a.node_id!r} "
-                                        f"is not a Slurm node here ({sorted(nodes)})")
-            if node_is_lost(node.state, not_responding_is_lost=self.not_responding_is_lost):
-                raise InvalidLaunchSpec("assignments", f"worker {a.worker}: node {a.node_id} "
-                                        f"is {node.state} in Slurm")
-            if any(d >= node.gpus for d in a.devices):
-                raise InvalidLaunchSpec("assignments", f"worker {a.worker}: node {a.node_id} "
-                                        f"has {node.gpus} GPUs, the plan gives {list(a.devices)}")
-            if a.milli_per_device < 1000 and len(a.devices) > 1:
-                raise InvalidLaunchSpec("assignments", f"worker {a.worker}: a share of a GPU "
-                                        f"must be on one device, got {list(a.devices)}")
-        if spec.working_dir is not None and not Path(spec.working_dir).is_dir():
-            raise InvalidLaunchSpec("working_dir", f"{spec.working_dir!r} is not a directory: "
-                                    "create it or fix the path")
-        if spec.image is not None and not self.has_pyxis():
-            raise InvalidLaunchSpec("image", "this Slurm cluster's srun has no "
-                                    "--container-image (pyxis is not installed): install pyxis "
-                                    "and enroot on it, or remove image")
-        if spec.workdir is not None:
-            raise InvalidLaunchSpec("workdir", "the Slurm backend does not copy a workdir yet: "
-                                    "put the code on storage the nodes see, in working_dir")
-
-    def _prepare_dirs(self, record: AttemptRecord) -> None:
-        try:
-            if record.spec.log_dir:
-                Path(record.spec.log_dir).mkdir(parents=True, exist_ok=True)
-            if record.spec.checkpoint_dir:
-                Path(record.spec.checkpoint_dir).mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise InvalidLaunchSpec("checkpoint_dir" if record.spec.checkpoint_dir else "log_dir",
-                                    f"cannot create {e.filename}: {e.strerror}") from e
-
-    def _submit(self, record: AttemptRecord, a: Any, node: SlurmNode, master: str, *,
-                hold: bool = True) -> None:
-        spec = record.spec
-        gres, note = gres_request(len(a.devices), a.milli_per_device, node.shards_per_gpu,
-                                  node.gres_name)
-        script = record.dir / f"worker-{a.worker}.sbatch"
-        script.write_text(self._script(record, a, note, master))
-        name = job_name(spec.workload_id, spec.attempt, a.worker)
-        args = ["--parsable", *(["--hold"] if hold else []), f"--job-name={name}", "--nodes=1", "--ntasks=1", f"--nodelist={a.node_id}", "--no-requeue",
-                f"--output={record.log_path(a.worker)}", "--open-mode=append",
-                f"--chdir={spec.working_dir or record.dir}",
-                f"--comment=corral workload={spec.workload_id} attempt={spec.attempt} "
-                f"worker={a.worker}"]
-        if gres:
-            args.append(f"--gres={gres}")
-        if self.partition:
-            args.append(f"--partition={self.partition}")
-        out = self._slurm("sbatch", *args, str(script)).stdout.strip()
-        record.engine["jobs"][str(a.worker)] = out.split(";", 1)[0]
-        if note:
-            record.engine["notes"][str(a.worker)] = note
-        AttemptRecords.save(record)
-
-    def _script(self, record: AttemptRecord, a: Any, note: str, master: str, *,
-                chdir: str | None = None) -> str:
-        """The worker's batch script. `chdir`: where it changes to first (an array task: the
-        array has one ``--chdir`` for all its tasks)."""
-        spec = record.spec
-        wdir = record.dir / f"worker-{a.worker}"
-        wdir.mkdir(exist_ok=True)
-        env = worker_environment(spec, a, master_addr=master, master_port=_master_port(spec),
-                                 deadline_file=str(record.dir / DEADLINE_FILE))
-        planned = env.pop(CUDA_VISIBLE_DEVICES)
-        lines = ["#!/bin/sh", f"# corral: {spec.workload_id} attempt {spec.attempt} worker "
-                 f"{a.worker}; generated, do not edit"]
-        if chdir is not None:
-            lines.append(f"cd {shlex.quote(chdir)} || exit 1")
-        lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
-        # Slurm's own device choice wins when it made one (see the module docstring).
-        lines.append('if [ -z "${SLURM_JOB_GPUS:-}" ]; then export CUDA_VISIBLE_DEVICES='
-                     f"{shlex.quote(planned)}; fi")
-        if note:
-            lines.append(f"echo {shlex.quote('[corral] ' + note)} >&2")
-        runner = [*local_runner.runner_argv(self.python), "--record-dir", str(wdir),
-                  "--deadline-file", str(record.dir / DEADLINE_FILE), "--cwd",
-                  spec.working_dir or "", *self._setup_args(record), "--",
-                  *container_argv(spec.image, spec.working_dir, spec.argv(), spec.volumes)]
-        lines.append("exec " + " ".join(shlex.quote(x) for x in runner))
-        return "\n".join(lines) + "\n"
-
-    @staticmethod
-    def _setup_args(record: AttemptRecord) -> list[str]:
-        """The runner's --setup-file: the spec's setup lines, written beside the records (the
-        nodes see the record dir, as they see the runner's own records)."""
-        if record.spec.setup is None:
-            return []
-        path = record.dir / SETUP_FILE
-        if not path.exists():
-            write_text_atomic(path, record.spec.setup, mode=0o600)
-        return ["--setup-file", str(path)]
-
-    # --- observing -----------------------------------------------------------------------------
-
-    def _jobs_of(self, record: AttemptRecord) -> dict[str, str]:
-        """worker -> job id; a job submitted just before a crash is found again by its name
-        (a lone job: the worker's own name; an array task: the array's name and the task
-        index the record was created with, see `corral.backends.slurm_array`)."""
-        jobs: dict[str, str] = record.engine["jobs"]
-        missing = [a for a in record.spec.assignments if str(a.worker) not in jobs]
-        array = record.engine.get("array")
-        for a in missing:
-            if array is not None:
-                found = array_tasks(self._slurm, array["name"]).get(int(array["task"]))
-            else:
-                name = job_name(record.spec.workload_id, record.spec.attempt, a.worker)
-                ids = self._slurm("squeue", "-h", "-t", "all", f"--name={name}", "-o", "%i",
-                                  check=False).stdout.split()
-                found = ids[0] if ids else None
-            if found:
-                jobs[str(a.worker)] = found
-                AttemptRecords.save(record)
-        return dict(jobs)
-
-    def _observe(self, record: AttemptRecord, worker: int, node_id: str,
-                 states: dict[str, SlurmJob], node_states: dict[str, str]) -> WorkerEnd:
-        known = record.ends.get(worker)
-        if known is not None:
-            return known
-        job_id = record.engine["jobs"].get(str(worker), "")
-        job = states.get(job_id)
-        wdir = record.dir / f"worker-{worker}"
-        exit_record = read_json(wdir / EXIT_RECORD)  # read after the job state: see poll order
-        stop = record.stop()
-        if exit_record is not None:
-            return _ended_by_runner(record, worker, exit_record, stop)
-        node_state = node_states.get(node_id, "")
-        if (job is not None and job.state in JOB_LOST_STATES) or (
-                job is not None and job.state not in ENDED_JOB_STATES and node_is_lost(
-                    node_state, not_responding_is_lost=self.not_responding_is_lost)):
-            self._fence(record, job_id)
-            what = job.state if job.state in JOB_LOST_STATES else f"node {node_state}"
-            return record.end(worker, exits.lost(base.NODE_LOST, f"Slurm job {job_id}: {what}",
-                                                 time.time()))
-        if job is None or job.state in ENDED_JOB_STATES:
-            return record.end(worker, self._ended_without_record(job_id, job, wdir, stop))
-        if job.state in _PENDING_STATES or not (wdir / CHILD_RECORD).exists():
-            return self._enforce_deadline(record, job_id, WorkerEnd(WorkerState.STARTING,
-                                                                    base.STARTING))
-        return self._enforce_deadline(record, job_id, WorkerEnd(WorkerState.RUNNING, base.RUNNING))
-
-    @staticmethod
-    def _ended_without_record(job_id: str, job: SlurmJob | None, wdir: Path,
-                              stop: Any) -> WorkerEnd:
-        started = (wdir / CHILD_RECORD).exists()
-        what = f"Slurm job {job_id} {job.state}" if job else f"Slurm job {job_id} is unknown"
-        if stop is not None:
-            reason = base.KILLED_AFTER_GRACE if started else base.STOPPED_BEFORE_START
-            return WorkerEnd(WorkerState.STOPPED, reason, -9 if started else None, time.time(),
-                             f"{stop.reason} ({what})")
-        return exits.lost(base.PROCESS_GONE, f"{what} without an exit record from its runner",
-                          time.time())
-
-    def _enforce_deadline(self, record: AttemptRecord, job_id: str, end: WorkerEnd) -> WorkerEnd:
-        stop = record.stop()
-        if (stop is not None and job_id not in self._killed
-                and time.time() >= stop.deadline + self.kill_slack_s):
-            self._killed.add(job_id)
-            self._cancel([job_id])
-        return end
-
-    def _fence(self, record: AttemptRecord, job_id: str) -> None:
-        """Stop what may still run of a lost worker: a deadline of now on the shared work dir
-        (its runner reads it every second) and a scancel that Slurm applies once it can."""
-        if not (record.dir / DEADLINE_FILE).exists() or (
-                local_runner.read_deadline(record.dir / DEADLINE_FILE) or 0) > time.time():
-            write_text_atomic(record.dir / DEADLINE_FILE, format_deadline(time.time()))
-        self._cancel([job_id])
-
     # --- the cluster ---------------------------------------------------------------------------
 
     def _nodes(self) -> list[SlurmNode]:
@@ -585,42 +370,3 @@ class SlurmBackend(Backend, InventorySource, LogSource):
             if "Unable to contact slurm controller" in (e.stderr or ""):
                 raise BackendUnavailable(f"{command}: {e.stderr.strip()}") from e
             raise
-
-
-def _ended_by_runner(record: AttemptRecord, worker: int, exit_record: dict[str, Any],
-                     stop: Any) -> WorkerEnd:
-    """The end a worker's runner recorded. Kept in memory only: the runner's exit record is
-    already durable on the shared work dir (written with an fsync) and a new backend reads the
-    same end from it, so a second fsynced copy per worker (one per job, on the poll's path)
-    adds nothing. Ends Slurm alone tells (lost, gone) are still saved (`AttemptRecord.end`)."""
-    known = record.ends.get(worker)
-    if known is None:
-        known = record.ends[worker] = exits.ended_from_record(exit_record,
-                                                              stop.reason if stop else "")
-    return known
-
-
-def container_argv(image: str | None, cwd: str | None, argv: Sequence[str],
-                   volumes: Sequence[Mapping[str, Any]] = ()) -> list[str]:
-    """The worker's command in `image` through pyxis: one srun step in the job's allocation,
-    in an enroot container of the image, in `cwd` when given, with the spec's volumes as
-    --container-mounts (host:mount, `:ro` when read-only). The batch script's environment, the
-    contract's variables included, passes into the step, as srun passes it by default."""
-    if image is None:
-        return list(argv)
-    workdir = [f"--container-workdir={cwd}"] if cwd else []
-    binds = ",".join(f"{v['host_path']}:{v['mount']}" + (":ro" if v.get("read_only") else "")
-                     for v in volumes if v.get("host_path"))
-    mounts = [f"--container-mounts={binds}"] if binds else []
-    return ["srun", "--ntasks=1", f"--container-image={image}", *workdir, *mounts, *argv]
-
-
-def _master_node(spec: LaunchSpec) -> str:
-    return next(a.node_id for a in spec.assignments if a.worker == 0)
-
-
-def _master_port(spec: LaunchSpec) -> int:
-    """A port for worker 0's rendezvous, the same on every launch of this attempt (so a relaunch
-    writes an equal script): 20000-29999 from the workload id and attempt. Not checked free;
-    as with torchrun's own choice, a clash shows as a failed rendezvous."""
-    return 20000 + zlib.crc32(f"{spec.workload_id}/{spec.attempt}".encode()) % 10000

@@ -61,6 +61,9 @@ class SlurmSettings:
     message_timeout_s: int = 3  # also bounds how long a ping to a dead slurmd hangs
     kill_wait_s: int = 2  # SIGTERM -> SIGKILL grace for cancelled/timed-out jobs
     min_job_age_s: int = 300  # how long squeue/scontrol keep finished jobs
+    #: seconds between backfill passes (Slurm's default 30 when None); heterogeneous jobs
+    #: start only in a backfill pass
+    backfill_interval_s: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("cpus_per_node", "memory_mb", "slurmd_timeout_s", "message_timeout_s"):
@@ -154,7 +157,8 @@ def render_slurm_conf(layout: SlurmLayout, s: SlurmSettings) -> str:
         f"MinJobAge={s.min_job_age_s}",
         "ReturnToService=2",
         "InactiveLimit=0",
-        "SchedulerParameters=batch_sched_delay=0",
+        "SchedulerParameters=batch_sched_delay=0" + (
+            f",bf_interval={s.backfill_interval_s}" if s.backfill_interval_s else ""),
     ]
     if gres_types:
         lines.append(f"GresTypes={gres_types}")

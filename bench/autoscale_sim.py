@@ -3,6 +3,8 @@
     python bench/autoscale_sim.py                      # 2,000 synthetic jobs, seeds 1 2 3
     python bench/autoscale_sim.py --tasks 500 --seeds 1
     python bench/autoscale_sim.py --placement 'balanced-fgd=1,bestfit=0.01,gpu-model=2,price=0.3'
+    python bench/autoscale_sim.py --replace-min-saving -1   # no replacement (before issue 11's
+                                                            # fourth pass)
 
 Runs, on the same synthetic trace (offered load `--load` of a 24-node reference pool, one
 shared queue, policy fifo-backfill), driven by the same pool autoscaler
@@ -101,10 +103,17 @@ def main() -> None:
     ap.add_argument("--cancel-unneeded-after", type=float, default=None,
                     help="return an instance on its way that no waiting work needs after this "
                          "many seconds (default: the policy's default)")
+    ap.add_argument("--replace-min-saving", type=float, default=AutoscalerConfig().replace_min_saving,
+                    help="replace a node whose preemptible work fits one instance costing at "
+                         "most (1 - this) of it (Karpenter's consolidation); < 0: never")
+    ap.add_argument("--replace-min-age", type=float, default=AutoscalerConfig().replace_min_age_s,
+                    help="a node launched less than this many seconds ago is not replaced")
     ap.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
     args = ap.parse_args()
+    saving = args.replace_min_saving if args.replace_min_saving >= 0 else None
     config = AutoscalerConfig(idle_timeout_s=args.idle_timeout, move_premium=args.move_premium,
-                              cancel_unneeded_after_s=args.cancel_unneeded_after)
+                              cancel_unneeded_after_s=args.cancel_unneeded_after,
+                              replace_min_saving=saving, replace_min_age_s=args.replace_min_age)
     for regime in args.regimes:
         run_regime(args, config, regime)
 

@@ -8,7 +8,7 @@ the instance became (`joined`), as the agents' registration does through `instan
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from decimal import Decimal
 
@@ -24,6 +24,7 @@ from corral.providers.base import TAG_CLUSTER, CapacityState, Instance, Offer
 from corral.providers.bootstrap import parse_user_data
 from corral.store import Store, audit
 from corral.store import pool as P
+from corral.store import workloads as W
 
 OFFER = Offer("cloud", "h100x4", "H100", 4, 81_920, 64_000, 262_144, Decimal("8.00"),
               CapacityKind.ON_DEMAND, "r1", "r1a", "catalog:test@2026-01-01", "2026-01-01")
@@ -154,3 +155,64 @@ def test_rents_for_work_behind_a_nomination_not_for_the_nominee(store: Store) ->
     assert [(x.count, x.workloads) for x in decisions.launches] == [(1, (behind,))]
     assert decisions.waiting[nominee].startswith("room is held for it")
     assert len(provider.launches) == 1
+
+
+CHEAP = Offer("cloud", "h100x1", "H100", 1, 81_920, 16_000, 65_536, Decimal("1.00"),
+              CapacityKind.ON_DEMAND, "r1", "r1a", "catalog:test@2026-01-01", "2026-01-01")
+
+
+class TwoOffers(MemoryProvider):
+    """Two offers; instances launched at the rig's clock (the join timeout counts from it)."""
+
+    def __init__(self, now: Callable[[], float]) -> None:
+        super().__init__()
+        self.now = now
+
+    def offers(self) -> list[Offer]:
+        return [OFFER, CHEAP]
+
+    def launch(self, offer: Offer, count: int, *, user_data: str,
+               tags: Mapping[str, str]) -> list[Instance]:
+        out = [replace(i, launched_at=self.now()) for i in
+               super().launch(offer, count, user_data=user_data, tags=tags)]
+        self.live.update((i.id, i) for i in out)
+        return out
+
+
+def test_a_node_under_used_by_preemptible_work_is_replaced_make_before_break(
+        store: Store) -> None:
+    """A 4-GPU instance (8.00/h) runs one preemptible 1-GPU job: a 1-GPU instance (1.00/h) is
+    launched for it; once that joined, the big node is drained, the job stopped with
+    `NodeReplaced` (requeued, no restart spent) and started on the new node, and the big
+    instance returned."""
+    rig = Rig(store)
+    provider, joined = TwoOffers(rig.clock.now), {}
+    scaler = PoolAutoscaler(store, {"cloud": provider}, "c1", "https://corral.test",
+                            lambda n: "cjt_test",
+                            AutoscalerConfig(idle_timeout_s=600, replace_min_age_s=30),
+                            every_s=10.0, joined=lambda ids: {i: joined[i] for i in ids
+                                                              if i in joined})
+    rig.loop.autoscaler = scaler
+    (old,) = MemoryProvider.launch(provider, OFFER, 1, user_data="", tags={})  # at t=0
+    joined[old.id] = "n0"  # the instance is the rig's node n0; n1 is not here yet
+    with store.write() as c:
+        P.set_cordoned(c, "n1", True)
+    wid = rig.submit(gpus=1)
+    rig.step(n=25)  # past the min age: the replacement is launched, nothing stopped yet
+    assert [(count, rig.state(wid)) for count, _, _ in provider.launches[1:]] == [(1, "running")]
+    new = next(i for i in provider.live if i != old.id)
+    assert provider.live[new].offer == CHEAP
+    with store.write() as c:  # the replacement's agent joins as n1
+        P.set_cordoned(c, "n1", False)
+    joined[new] = "n1"
+    rig.step(n=40)
+    rec = rig.get(wid)
+    assert rec.state == "running" and rec.attempt == 1 and rec.restart_count == 0
+    with store.read() as c:
+        events = [e for e in W.list_events(c, workload_id=wid) if e.reason == "NodeReplaced"]
+    assert events, "the job was stopped with NodeReplaced"
+    state = rig.loop.live.snapshot(rig.clock.now()).state
+    assert {a.node_id for w in state.workloads if w.id == wid for a in w.assignments} == {"n1"}
+    actions = _audit(store)
+    assert ("autoscale.drain", "n0") in actions and ("autoscale.terminate", old.id) in actions
+    assert provider.terminated == [old.id]

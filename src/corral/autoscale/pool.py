@@ -8,6 +8,9 @@
         │  min nodes  providers under their minimum get their cheapest offer
         │  in flight  an instance on its way that no waiting work packs onto any more (its work
         │             started elsewhere) is returned after `cancel_unneeded_after_s` (60 s)
+        │  replace    one node at a time whose preemptible work all fits one instance of a
+        │             cheaper offer: the replacement is launched, the node drained once it
+        │             joined (Karpenter's consolidation; replace.py)
         │  scale-down instances that never joined are returned; idle nodes past the idle timeout
         │             drain (most expensive first, never below min nodes), drained idle ones are
         │             terminated; never a node with running non-preemptible work
@@ -40,6 +43,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
+from corral.autoscale import replace as RP
 from corral.autoscale.packing import Bin, eligible, offer_key, pack, workers_per_instance
 from corral.autoscale.state import AutoscalerState, Interruptions
 from corral.core import reasons as R
@@ -112,6 +116,9 @@ class NodeUse:
     running: int = 0
     non_preemptible: int = 0
     idle_since: float | None = None
+    #: the workloads running only on this node (a gang spread over nodes is not here): what
+    #: a replacement of the node would have to hold (replace.py)
+    work: tuple[Workload, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,10 @@ class AutoscalerConfig:
     #: it joins and idles out. Saves its idle timeout; costs a launch if work comes back.
     cancel_unneeded_after_s: float | None = 60.0
     max_instances_per_decision: int = 32
+    #: replace a node whose work (all preemptible, all on it) fits one instance of an offer
+    #: that costs at most (1 - this) of its price (replace.py); None: never
+    replace_min_saving: float | None = 0.3
+    replace_min_age_s: float = 1800.0  # a node launched less long ago is not replaced
     max_waiting_considered: int = 2000  # of the oldest/highest-priority capacity-waiting work
 
 
@@ -152,6 +163,9 @@ class Launch:
     count: int
     reason: str
     workloads: tuple[str, ...]
+    #: the instance this one replaces (count 1): the caller tells the state which instance it
+    #: launched (`AutoscalerState.replacement_launched`)
+    replaces: str | None = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +173,9 @@ class Drain:
     instance_id: str
     node_id: str
     reason: str
+    #: stop the node's work with this stop reason (preemption contract, requeued); None: the
+    #: work there runs to its end (idle drains, and retiring providers: the caller decides)
+    stop_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -192,21 +209,54 @@ def decide(view: PoolView, state: AutoscalerState, config: AutoscalerConfig,
         staying = [i for i in live if i.provider not in view.retiring]
     else:
         staying = live
-    plan = _ScaleUp(view, state, config, now, staying)
+    moving = RP.progress(state, staying, now)
+    state = moving.state
+    plan = _ScaleUp(view, state, config, now, staying, aside=moving.aside)
     plan.run()
     plan.min_nodes()
+    swap, state = _replacement(view, state, config, now, staying, plan)
     drains, more = _scale_down(view, config, now, staying)
+    if moving.drain is not None:
+        drains = (Drain(*moving.drain, stop_reason=RP.NODE_REPLACED), *drains)
     more += plan.unneeded()
-    return Decisions(plan.launches(), (*retire_drains, *drains), (*terminations, *more),
-                     plan.notes, tuple(sorted(plan.on_demand_only)), state)
+    return Decisions((*plan.launches(), *swap), (*retire_drains, *drains),
+                     (*terminations, *more), plan.notes, tuple(sorted(plan.on_demand_only)),
+                     state)
+
+
+def _replacement(view: PoolView, state: AutoscalerState, config: AutoscalerConfig, now: float,
+                 live: list[Instance], plan: _ScaleUp) -> tuple[tuple[Launch, ...],
+                                                                AutoscalerState]:
+    """At most one node replaced by a cheaper one, when none is being replaced (replace.py)."""
+    if config.replace_min_saving is None or state.replacement is not None:
+        return (), state
+
+    def use(node: str) -> tuple[int, int, tuple[Workload, ...]] | None:
+        u = view.nodes.get(node)
+        return None if u is None else (u.running, u.non_preemptible, u.work)
+
+    found = RP.choose(use, view.offers, sorted(live, key=lambda i: i.id),
+                      min_saving=config.replace_min_saving, min_age_s=config.replace_min_age_s,
+                      now=now, kinds=plan.kinds, refusal=plan.refusal)
+    if found is None:
+        return (), state
+    old, offer, work = found
+    plan.charge(offer, 1)
+    reason = (f"launch 1 x {_describe_offer(offer)}: to replace {old.id} "
+              f"({_describe_offer(old.offer)}), whose work ({len(work)} workload"
+              f"{'s' if len(work) > 1 else ''}, all preemptible) it holds")
+    return ((Launch(offer, 1, reason, tuple(w.id for w in work), replaces=old.id),),
+            RP.started(state, old, offer, now))
 
 
 # -- scale-up ------------------------------------------------------------------------------------
 class _ScaleUp:
     def __init__(self, view: PoolView, state: AutoscalerState, config: AutoscalerConfig,
-                 now: float, live: list[Instance]) -> None:
+                 now: float, live: list[Instance], aside: str | None = None) -> None:
         self.view, self.state, self.config, self.now = view, state, config, now
-        flying = [i for i in live if i.state in _IN_FLIGHT and i.node_id is None]
+        # a replacement on its way (`aside`) is not for waiting work, nor cancelled as unneeded
+        flying = [i for i in live if i.state in _IN_FLIGHT and i.node_id is None
+                  and i.id != aside]
         self.bins = [Bin.empty(i.offer, new=False) for i in flying]
         self.flying = dict(zip((id(b) for b in self.bins), flying, strict=True))
         self.needed: set[str] = set()  # in-flight instances some waiting work packs onto
@@ -233,7 +283,7 @@ class _ScaleUp:
         for x in wanted[: self.config.max_waiting_considered]:
             self._serve(x)
 
-    def _kinds(self, w: Workload) -> tuple[CapacityKind, ...]:
+    def kinds(self, w: Workload) -> tuple[CapacityKind, ...]:
         kinds = w.allowed_capacity
         seen = self.state.interruptions.get(w.id)
         if seen and seen.count >= self.config.spot_fallback_after and CapacityKind.SPOT in kinds:
@@ -242,7 +292,7 @@ class _ScaleUp:
         return kinds
 
     def _serve(self, x: Waiting) -> None:
-        w, kinds = x.workload, self._kinds(x.workload)
+        w, kinds = x.workload, self.kinds(x.workload)
         usable = [b for b in self.bins if eligible(w, b.offer, kinds) is None]
         used = pack(w, usable)
         if used is not None:
@@ -264,7 +314,7 @@ class _ScaleUp:
         self.bins.extend(new)
         self.planned.setdefault(offer_key(offer), []).extend(new)
         self.served.setdefault(offer_key(offer), []).append(x)
-        self._charge(offer, n)
+        self.charge(offer, n)
         self.notes[w.id] = f"capacity planned now for it: {n} x {_describe_offer(offer)}"
 
     def _cheapest(self, w: Workload, kinds: tuple[CapacityKind, ...]
@@ -278,7 +328,7 @@ class _ScaleUp:
                 refusals.append(f"{_describe_offer(offer)}: {why}")
                 continue
             n = math.ceil(max(w.workers, 1) / workers_per_instance(w, offer))
-            if (why := self._refusal(offer, n)) is not None:
+            if (why := self.refusal(offer, n)) is not None:
                 refusals.append(f"{_describe_offer(offer)}: {why}")
                 continue
             # after an interruption, another zone or provider first unless it costs more than
@@ -296,7 +346,7 @@ class _ScaleUp:
                                            if len(refusals) > 4 else "")
         return None, f"no offer may serve it: {shown or 'no provider offers anything'}"
 
-    def _refusal(self, offer: Offer, n: int) -> str | None:
+    def refusal(self, offer: Offer, n: int) -> str | None:
         """Why `n` new instances of `offer` may not be rented now (None: they may)."""
         if (b := self.state.in_backoff(offer, self.now)) is not None:
             return f"failed {b.failures}x ({b.last_reason}), next try at t={b.retry_at:g}"
@@ -321,7 +371,7 @@ class _ScaleUp:
                     f"{budget.credit_horizon_h} h")
         return None
 
-    def _charge(self, offer: Offer, n: int) -> None:
+    def charge(self, offer: Offer, n: int) -> None:
         self.count[offer.provider] = self.count.get(offer.provider, 0) + n
         self.spend[offer.provider] = (self.spend.get(offer.provider, Decimal(0))
                                       + offer.price_per_hour * n)
@@ -353,10 +403,10 @@ class _ScaleUp:
             for offer in offers:
                 if missing <= 0:
                     break
-                if self._refusal(offer, missing) is None:
+                if self.refusal(offer, missing) is None:
                     self.planned.setdefault(offer_key(offer), []).extend(
                         Bin.empty(offer) for _ in range(missing))
-                    self._charge(offer, missing)
+                    self.charge(offer, missing)
                     missing = 0
 
     def launches(self) -> tuple[Launch, ...]:

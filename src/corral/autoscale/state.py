@@ -23,7 +23,7 @@ from corral.autoscale.packing import offer_key
 from corral.providers.base import Offer
 from corral.providers.errors import ProviderReason
 
-__all__ = ["AutoscalerState", "Interruptions", "OfferBackoff"]
+__all__ = ["AutoscalerState", "Interruptions", "OfferBackoff", "Replacement"]
 
 #: failures that no retry fixes: the offer waits the longest backoff at once
 PERMANENT = frozenset({ProviderReason.AUTH_FAILED, ProviderReason.INVALID_REQUEST})
@@ -45,10 +45,29 @@ class Interruptions:
 
 
 @dataclass(frozen=True)
+class Replacement:
+    """A node being replaced by a cheaper one (`corral.autoscale.replace`): `old` keeps its work
+    until `new` (the instance launched for it, None until the caller says which) has joined."""
+
+    old: str  # the instance replaced
+    offer: str  # offer_key of the replacement
+    since: float  # when it was decided
+    new: str | None = None
+
+
+@dataclass(frozen=True)
 class AutoscalerState:
     backoff: Mapping[str, OfferBackoff] = field(default_factory=lambda: MappingProxyType({}))
     interruptions: Mapping[str, Interruptions] = field(
         default_factory=lambda: MappingProxyType({}))
+    #: the one replacement in progress (bounded disruption: one at a time), if any
+    replacement: Replacement | None = None
+
+    def replacement_launched(self, instance_id: str) -> AutoscalerState:
+        """The caller launched the replacement decided last as `instance_id`."""
+        if self.replacement is None:
+            return self
+        return replace(self, replacement=replace(self.replacement, new=instance_id))
 
     def in_backoff(self, offer: Offer, now: float) -> OfferBackoff | None:
         b = self.backoff.get(offer_key(offer))

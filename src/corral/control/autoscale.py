@@ -53,7 +53,7 @@ from corral.autoscale.pool import (
     decide,
 )
 from corral.autoscale.state import AutoscalerState
-from corral.core.model import CapacityKind, ClusterState
+from corral.core.model import CapacityKind, ClusterState, Workload
 from corral.core.plan import Plan
 from corral.providers.base import (
     CapacityState,
@@ -201,11 +201,15 @@ class PoolAutoscaler:
 
     def _node_use(self, state: ClusterState, now: float) -> dict[str, NodeUse]:
         running: dict[str, list[int]] = {}
+        alone: dict[str, list[Workload]] = {}  # work running only on that node
         for w in state.workloads:
-            for node in {a.node_id for a in w.assignments}:
+            nodes = {a.node_id for a in w.assignments}
+            for node in nodes:
                 use = running.setdefault(node, [0, 0])
                 use[0] += 1
                 use[1] += 0 if w.preemptible else 1
+            if len(nodes) == 1:
+                alone.setdefault(next(iter(nodes)), []).append(w)
         out = {}
         for n in state.nodes:
             count, stable = running.get(n.id, [0, 0])
@@ -213,7 +217,8 @@ class PoolAutoscaler:
                 self.idle_since.pop(n.id, None)
             else:
                 self.idle_since.setdefault(n.id, now)
-            out[n.id] = NodeUse(count, stable, self.idle_since.get(n.id))
+            out[n.id] = NodeUse(count, stable, self.idle_since.get(n.id),
+                                tuple(alone.get(n.id, ())))
         return out
 
     # -- spot interruptions ------------------------------------------------------------------
@@ -313,14 +318,16 @@ class PoolAutoscaler:
                 except ProviderError as e:
                     self._record(now, "terminate_failed", t.instance_id, {"reason": str(e)})
         for dr in d.drains:
-            # a retiring provider's node: its preemptible work leaves with the preemption
-            # contract; work that may not be preempted runs to its end before the node goes
+            # a retiring provider's node, or one replaced by a cheaper one: its preemptible
+            # work leaves with the preemption contract; work that may not be preempted runs to
+            # its end before the node goes
             leaving = self.owner.get(dr.instance_id) in self.retiring and state is not None
+            why = dr.stop_reason or (PROVIDER_REMOVED if leaving else None)
             victims = [w.id for w in state.workloads if w.preemptible and any(
-                a.node_id == dr.node_id for a in w.assignments)] if leaving and state else []
+                a.node_id == dr.node_id for a in w.assignments)] if why and state else []
             with self.store.write() as conn:
                 P.set_cordoned(conn, dr.node_id, True)
-                stopped = _stop_work(conn, now, victims, PROVIDER_REMOVED,
+                stopped = _stop_work(conn, now, victims, why or PROVIDER_REMOVED,
                                      f"{dr.reason}; requeued to run elsewhere from its "
                                      "checkpoint", dr.node_id)
                 audit.record(conn, at=now, actor=ACTOR, action="autoscale.drain",
@@ -329,7 +336,9 @@ class PoolAutoscaler:
                                                         "stopped": stopped})
             self.draining.add(dr.node_id)
         for x in d.launches:
-            self._launch(now, x.offer, x.count, x.reason, x.workloads)
+            launched = self._launch(now, x.offer, x.count, x.reason, x.workloads)
+            if x.replaces is not None and launched:
+                self.state = self.state.replacement_launched(launched[0].id)
 
     def _finish_retiring(self, instances: Sequence[Instance], d: Decisions) -> None:
         """A retiring provider whose every instance is returned is removed for good."""
@@ -344,7 +353,7 @@ class PoolAutoscaler:
                 self.retired(name)
 
     def _launch(self, now: float, offer: Offer, count: int, reason: str,
-                workloads: Sequence[str]) -> None:
+                workloads: Sequence[str]) -> list[Instance]:
         provider = self.providers[offer.provider]
         request = f"req-{secrets.token_hex(6)}"
         facts = {"provider": offer.provider, "capacity_kind": str(offer.capacity_kind),
@@ -367,11 +376,12 @@ class PoolAutoscaler:
             self._record(now, "launch_failed", offer.instance_type,
                          {"reason": str(e), "offer": _offer_detail(offer),
                           "workloads": list(workloads)})
-            return
+            return []
         self.state = self.state.launch_succeeded(offer)
         self._record(now, "launch", ",".join(i.id for i in launched),
                      {"reason": reason, "offer": _offer_detail(offer),
                       "workloads": list(workloads)})
+        return launched
 
     def _record(self, now: float, what: str, target: str, detail: dict[str, Any]) -> None:
         with self.store.write() as conn:

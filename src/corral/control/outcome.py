@@ -5,8 +5,8 @@
       Replaced, RolledBack (a service's)
     stop requested: Preempt/Reclaim/Move   -> preempted, then pending with attempt + 1
     stop requested: NodeUnhealthy (drain)  -> the same: the node failed, not the workload, and
-      SpotInterrupted, ProviderRemoved        it had its grace to checkpoint, so no restart is
-                                              used up (a worker *lost* with its node still is)
+      SpotInterrupted, ProviderRemoved,       it had its grace to checkpoint, so no restart is
+      NodeReplaced                            used up (a worker *lost* with its node still is)
     stop requested: MaxRuntimeExceeded     -> failed
     a worker failed or was lost            -> pending with attempt + 1 and restart_count + 1
                                               after a backoff, while restarts are left;
@@ -44,8 +44,9 @@ EVICTION_RULES: Final = frozenset({R.RULE_PREEMPT, R.RULE_RECLAIM, R.RULE_CONSOL
 #: the stop reason of work drained off an unhealthy node (corral.control.health.NODE_UNHEALTHY)
 DRAINED: Final = "NodeUnhealthy"
 #: stop reasons of work drained by the pool autoscaler (corral.control.autoscale): a spot
-#: interruption, a provider being removed. Like a drain: requeued, no restart used up
-NODE_LEAVING: Final = frozenset({DRAINED, "SpotInterrupted", "ProviderRemoved"})
+#: interruption, a provider being removed, a node replaced by a cheaper one
+#: (corral.autoscale.replace). Like a drain: requeued, no restart used up
+NODE_LEAVING: Final = frozenset({DRAINED, "SpotInterrupted", "ProviderRemoved", "NodeReplaced"})
 MAX_BACKOFF_S: Final = 600.0
 
 

@@ -45,7 +45,7 @@ from corral.autoscale.pool import (
 )
 from corral.autoscale.state import AutoscalerState
 from corral.core import reasons as R
-from corral.core.model import STABLE_CAPACITY, CapacityKind, Node, WorkerAssignment
+from corral.core.model import STABLE_CAPACITY, CapacityKind, Node, WorkerAssignment, Workload
 from corral.providers.base import CapacityState, Instance, Offer
 from corral.sim.clouds import SimProvider
 from corral.sim.metrics import summary
@@ -105,6 +105,7 @@ class _Autoscaled(_Replay):
         self.instances: dict[str, Instance] = {}
         self.ended_at: dict[str, float] = {}
         self.use: dict[str, list[int]] = {}  # node -> [running, non-preemptible]
+        self.alone: dict[str, dict[str, Workload]] = {}  # node -> work running only there
         self.idle_since: dict[str, float] = {}
         self.acct: Counter[str] = Counter()
         self.launch_rng = np.random.default_rng(seed + 7919)
@@ -179,10 +180,16 @@ class _Autoscaled(_Replay):
         for dr in d.drains:
             i = self.instances[dr.instance_id]
             self.instances[i.id] = replace(i, state=CapacityState.DRAINING)
-            self.session.node_down(dr.node_id)
+            displaced = self.session.node_down(dr.node_id)
+            if dr.stop_reason is not None:  # replaced: its work stops with the preemption notice
+                self.acct["replaced"] += 1
+                for wid in displaced:
+                    self._stop(now, self.jobs[wid], notice=self.opt.failures.preempt_notice_s)
         for x in d.launches:
             for _ in range(x.count):
-                self._launch(now, x.offer)
+                iid = self._launch(now, x.offer)
+                if x.replaces is not None and iid is not None:
+                    self.state = self.state.replacement_launched(iid)
         if self.open_work or self.pending or any(
                 i.state != CapacityState.TERMINATED for i in self.instances.values()):
             self._push(now + self.scale.interval_s, _TICK, "tick")
@@ -193,7 +200,9 @@ class _Autoscaled(_Replay):
             if i.node_id is None:
                 continue
             running, stable = self.use.get(i.node_id, [0, 0])
-            out[i.node_id] = NodeUse(running, stable, self.idle_since.get(i.node_id))
+            alone = self.alone.get(i.node_id, {})
+            out[i.node_id] = NodeUse(running, stable, self.idle_since.get(i.node_id),
+                                     tuple(alone[k] for k in sorted(alone)))
         return out
 
     def _on_demand_only(self, wid: str) -> None:
@@ -205,7 +214,7 @@ class _Autoscaled(_Replay):
             self.pending[wid] = job.workload
         self.acct["fell_back_to_on_demand"] += 1
 
-    def _launch(self, now: float, offer: Offer) -> None:
+    def _launch(self, now: float, offer: Offer) -> str | None:
         key = offer_key(offer)
         free = next((n for n in self.by_offer.get(key, ()) if self.slots[n].instance is None), None)
         provider = next(p for p in self.scale.providers if p.name == offer.provider)
@@ -214,11 +223,12 @@ class _Autoscaled(_Replay):
             self.state = self.state.launch_failed(
                 offer, "NoCapacity", now, base_s=self.scale.config.backoff_base_s,
                 max_s=self.scale.config.backoff_max_s)
-            return
+            return None
         self.state = self.state.launch_succeeded(offer)
         slot = self.slots[free]
         self._launch_into(now, slot)
         self._push(now + provider.provisioning_s, _JOIN, slot.instance or "")
+        return slot.instance
 
     def _launch_into(self, now: float, slot: _Slot) -> None:
         self.seq_instance += 1
@@ -277,7 +287,10 @@ class _Autoscaled(_Replay):
     # -- who runs where -----------------------------------------------------------------------
     def _start(self, now: float, job: _Job, assignments: tuple[WorkerAssignment, ...]) -> None:
         super()._start(now, job, assignments)
-        for node in {a.node_id for a in assignments}:
+        nodes = {a.node_id for a in assignments}
+        if len(nodes) == 1:
+            self.alone.setdefault(next(iter(nodes)), {})[job.task.name] = job.workload
+        for node in nodes:
             use = self.use.setdefault(node, [0, 0])
             use[0] += 1
             use[1] += 0 if job.workload.preemptible else 1
@@ -289,6 +302,7 @@ class _Autoscaled(_Replay):
         stable = not job.workload.preemptible
         super()._stop(now, job, finished, notice, release)
         for node in nodes:
+            self.alone.get(node, {}).pop(job.task.name, None)
             use = self.use.setdefault(node, [1, 0])
             use[0] -= 1
             use[1] -= 1 if stable else 0

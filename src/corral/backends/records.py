@@ -145,10 +145,12 @@ class AttemptRecords:
         return record
 
     @staticmethod
-    def save(record: AttemptRecord) -> None:
+    def save(record: AttemptRecord, *, durable: bool = True) -> None:
+        """durable False: for what a restarted backend can find again without it (an engine
+        handle it can look up by name), never for the first record of an attempt."""
         write_json_atomic(record.dir / LAUNCH, {
             "version": VERSION, "spec": record.spec.as_record(), "engine": record.engine,
-            "launched_at": record.launched_at})
+            "launched_at": record.launched_at}, durable=durable)
 
     def load(self, adir: Path) -> AttemptRecord | None:
         data = read_json(adir / LAUNCH)

@@ -56,6 +56,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -111,6 +112,7 @@ class SlurmBackend(SlurmSubmission, SlurmObservation, Backend, InventorySource, 
     gang_as_one_job: a gang whose workers are each on a node of their own goes as one
     heterogeneous job (`corral.backends.slurm_gang`: all-or-nothing in Slurm's own scheduler,
     but started only by its backfill pass); False: one held job per worker, released together.
+    node_cache_s: how long a batch's placement checks reuse the last ``scontrol show nodes``.
     """
 
     name = "slurm"
@@ -123,7 +125,7 @@ class SlurmBackend(SlurmSubmission, SlurmObservation, Backend, InventorySource, 
         not_responding_is_lost: bool = False, kill_slack_s: float = 5.0,
         command_timeout_s: float = 30.0, bin_dir: str | None = None, launch_threads: int = 8,
         status_interval_s: float = 1.0, ask_in_background: bool = True,
-        gang_as_one_job: bool = False,
+        gang_as_one_job: bool = False, node_cache_s: float = 5.0,
     ) -> None:
         self.client_env = dict(env if env is not None else os.environ)
         self.partition, self.provider, self.gpu_model = partition, provider, gpu_model
@@ -135,6 +137,8 @@ class SlurmBackend(SlurmSubmission, SlurmObservation, Backend, InventorySource, 
         self.launch_threads = launch_threads
         self.status_interval_s = status_interval_s
         self.gang_as_one_job = gang_as_one_job
+        self.node_cache_s = node_cache_s
+        self._node_cache: tuple[float, dict[str, SlurmNode]] = (float("-inf"), {})
         self.records = AttemptRecords(Path(work_dir))
         self._attempts = {r.key: r for r in self.records.scan()}
         self._killed: set[str] = set()  # job ids scancel'ed after their deadline
@@ -186,7 +190,8 @@ class SlurmBackend(SlurmSubmission, SlurmObservation, Backend, InventorySource, 
         self._launch(spec, None)
 
     def launch_many(self, specs: Sequence[LaunchSpec]) -> list[Exception | None]:
-        """`launch` for a batch: one ``scontrol show nodes`` for all of it; single-worker
+        """`launch` for a batch: one ``scontrol show nodes`` for all of it (or the last one,
+        see `_launch_nodes`); single-worker
         attempts of one shape on one node go as one job array (`corral.backends.slurm_array`:
         one ``sbatch`` for up to 1,000 of them); gangs and the rest are submitted by a bounded
         pool of `launch_threads` threads (each ``sbatch`` is a round trip to slurmctld, which
@@ -195,7 +200,7 @@ class SlurmBackend(SlurmSubmission, SlurmObservation, Backend, InventorySource, 
         if not specs:
             return []
         try:
-            nodes = {n.name: n for n in self._nodes()}
+            nodes = self._launch_nodes(specs)
         except BackendError as e:
             return [e for _ in specs]
         errors: list[Exception | None] = [None] * len(specs)
@@ -221,6 +226,19 @@ class SlurmBackend(SlurmSubmission, SlurmObservation, Backend, InventorySource, 
             for f in done:
                 f.result()
         return errors
+
+    def _launch_nodes(self, specs: Sequence[LaunchSpec]) -> dict[str, SlurmNode]:
+        """Slurm's nodes for a batch's placement checks: the last ``scontrol show nodes`` while
+        it is younger than `node_cache_s` and names every planned node, else asked again. A
+        batch a wave after the last one (one-GPU jobs: a wave every 1-2 s) then costs its
+        ``sbatch`` only; a node lost since is refused by Slurm or seen lost by the next poll,
+        as it would be a moment after a fresh answer."""
+        wanted = {a.node_id for s in specs for a in s.assignments}
+        at, nodes = self._node_cache
+        if time.monotonic() - at > self.node_cache_s or not wanted <= nodes.keys():
+            nodes = {n.name: n for n in self._nodes()}
+            self._node_cache = (time.monotonic(), nodes)
+        return nodes
 
     def _launch(self, spec: LaunchSpec, nodes: dict[str, SlurmNode] | None) -> None:
         AttemptRecords.check_id(spec, "Slurm")

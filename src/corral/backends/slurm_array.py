@@ -209,12 +209,13 @@ def submit_array(backend: SlurmBackend, name: str, records: list[AttemptRecord],
 def record_tasks(array_id: str, records: list[AttemptRecord]) -> None:
     """Save each task's job id. The array runs already: a record that cannot be saved is
     found again by the array's name and its task (`SlurmBackend._jobs_of`), never marked
-    failed."""
+    failed. Not fsynced, for the same reason: a machine crash that loses the id loses only a
+    lookup by name (two fsyncs per task were two thirds of a launch's time, bench/README)."""
     for task, record in enumerate(records):
         record.engine["jobs"][str(record.spec.assignments[0].worker)] = task_job_id(
             array_id, task)
         try:
-            AttemptRecords.save(record)
+            AttemptRecords.save(record, durable=False)
         except OSError as e:
             log.warning("cannot save the job id of %s attempt %d (%s); it is looked up "
                         "by its array's name", record.spec.workload_id, record.spec.attempt,

@@ -18,7 +18,8 @@ class ControlSettings:
     stop_grace_s: float = 30.0
     #: seconds between cycles of `ControlLoop.run`
     interval_s: float = 1.0
-    #: the leader lease: renewed every cycle, taken over by a standby after it expires
+    #: the leader lease: renewed by the cycles, at most once per fifth of it (leader.py);
+    #: taken over by a standby after it expires
     lease_ttl_s: float = 15.0
     lease_name: str = "scheduler"
     #: the loop plans only when its state changed (or a backoff or min_runtime ran out); it

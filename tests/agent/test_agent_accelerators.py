@@ -1,8 +1,8 @@
 """Accelerators on real `corral agent` hosts, end to end (`corral up --backend agent`, two agent
 processes on this machine): an AMD host's worker gets ROCm's device variables, not CUDA's; a
 worker's progress file comes back through the agent and shows in `corral describe`; and a GPU
-health check failing on a host cordons and drains that node, with the check's reason in
-`corral nodes`.
+health check failing on one GPU of a host cordons that GPU and drains the work on it, with the
+check's reason in `corral nodes`.
 
 No GPU is used. The AMD host is declared (`--gpu-model MI300X`); the NVIDIA host's NVML is
 `corral.testing.fake_pynvml`, a fake pynvml module put first on that agent's PYTHONPATH, whose
@@ -120,7 +120,7 @@ def test_an_amd_hosts_worker_gets_rocm_devices_and_reports_progress(hosts: Hosts
     assert "step 120 of 1000" in described
 
 
-def test_a_gpu_that_falls_off_the_bus_cordons_and_drains_its_host(hosts: Hosts) -> None:
+def test_a_gpu_that_falls_off_the_bus_is_cordoned_alone_and_its_work_drained(hosts: Hosts) -> None:
     with hosts.server.client() as c:
         wid = c.submit(hosts.job("on-nv", "nvidia")).group_id
         wait_for((hosts.tmp / "on-nv" / "env.json").exists, "the worker on host-nv")
@@ -129,18 +129,21 @@ def test_a_gpu_that_falls_off_the_bus_cordons_and_drains_its_host(hosts: Hosts) 
         assert hosts.nodes()["host-nv"]["health"] == "healthy"
 
         hosts.set_gpus(FakeGpu(), FakeGpu(lost=True))
-        node = wait_for(lambda: (n := hosts.nodes()["host-nv"])["health"] == "unhealthy" and n,
-                        "host-nv cordoned by its GPU check")
+        # GPU 1 alone is cordoned: the node stays healthy with GPU 0 in service
+        node = wait_for(lambda: (n := hosts.nodes()["host-nv"])["labels"].get(
+            "corral.dev/cordoned-gpus") == "1" and n, "host-nv's GPU 1 cordoned by its check")
+        assert node["health"] == "healthy"
         assert "gpu 1: GPU has fallen off the bus" in str(node["health_reason"])
         drained = wait_for(lambda: [e for e in c.events(wid).items
                                     if e.reason == "NodeDrained"], "the job drained")
-        assert "host-nv is unhealthy" in drained[0].message
-        # the drain is the preemption contract: the job stops, then waits (no other NVIDIA host)
+        assert "gpu 1 of node host-nv is unhealthy" in drained[0].message
+        # the drain is the preemption contract: the job stops, then waits (it needs 2 GPUs)
         wait_for(lambda: c.get(wid).state == "pending", "the drained job back in its queue")
         listed = hosts.server.cli("nodes").stdout
-        assert "fallen off the bus" in listed
+        assert "fallen off the bus" in listed and "gpu 1 cordoned" in listed
 
-        hosts.set_gpus(FakeGpu(), FakeGpu())  # repaired: the node takes work again
-        wait_for(lambda: hosts.nodes()["host-nv"]["health"] == "healthy", "host-nv back")
+        hosts.set_gpus(FakeGpu(), FakeGpu())  # repaired: the GPU takes work again
+        wait_for(lambda: "corral.dev/cordoned-gpus" not in hosts.nodes()["host-nv"]["labels"],
+                 "host-nv's GPU 1 back")
         (hosts.tmp / "on-nv" / "go").write_text("1")
         assert c.wait(wid, timeout_s=60).state == "succeeded"

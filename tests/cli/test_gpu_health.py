@@ -2,8 +2,8 @@
 exactly as `corral up` builds them, over a fake pynvml (tests/backends/fake_pynvml.py) that
 reports two GPUs; the loop runs on a manual clock, workers are real local processes.
 
-Proves: an XID or an overheated GPU cordons the node (and drains what runs there, which waits
-for healthy GPUs), the node returns after GPU_RECOVER_PROBES healthy probes, the probe interval
+Proves: an XID on one GPU cordons that GPU only, overheated GPUs (all of them) cordon the node
+(and drain what runs there, which waits for healthy GPUs), the node returns after GPU_RECOVER_PROBES healthy probes, the probe interval
 is honoured and configurable from the command line, and without NVML or GPUs (or with a pool
 file, or the probe turned off) nothing is probed and nothing fails.
 """
@@ -23,11 +23,13 @@ from typer.testing import CliRunner
 from backends.fake_pynvml import NVML_ERROR_DRIVER_NOT_LOADED, FakeGpu, FakeNvml
 from corral.cli.server import GPU_RECOVER_PROBES, Composed, ServerConfig, bootstrap
 from corral.control import ManualClock, Submissions
+from corral.control.device_cordons import cordoned_devices
 from corral.control.health import (
+    DEVICE_CORDONED,
     NODE_CORDONED,
     NODE_DRAINED,
     NODE_UNCORDONED,
-    Cordon,
+    DeviceCordon,
     HealthMonitor,
 )
 from corral.core.model import Health
@@ -109,10 +111,13 @@ def test_corral_up_probes_this_machines_gpus_and_cordons_on_an_xid(
     step(parts, dt=INTERVAL / 2)  # half an interval later: not probed yet
     assert node_health(parts) == Health.HEALTHY and fake_gpus.pending_xids == [(1, 79)]
     step(parts)
-    assert node_health(parts) == Health.UNHEALTHY
+    # GPU 1 alone is taken out; the node keeps GPU 0 in service (control/device_cordons.py)
+    assert node_health(parts) == Health.HEALTHY
     [(reason, _, message)] = node_events(parts)
-    assert reason == NODE_CORDONED
+    assert reason == DEVICE_CORDONED
     assert "gpu 1: xid 79 (GPU has fallen off the bus)" in message
+    with parts.store.read() as c:
+        assert cordoned_devices(next(n for n in P.list_nodes(c) if n.id == HOST)) == (1,)
 
 
 def test_an_unhealthy_gpu_drains_its_work_and_the_node_returns_when_healthy(
@@ -128,7 +133,8 @@ def test_an_unhealthy_gpu_drains_its_work_and_the_node_returns_when_healthy(
             return next(r for r in W.load_active(c) if r.id == rec.id)
 
     step_until(parts, lambda: workload().state == "running", "the job to run")
-    fake_gpus.gpus[0].temperature_c = 97
+    for gpu in fake_gpus.gpus:  # every GPU of the node: the node is cordoned as a whole
+        gpu.temperature_c = 97
     step(parts)
     assert node_health(parts) == Health.UNHEALTHY
     assert workload().stop_reason == "NodeUnhealthy"
@@ -138,7 +144,8 @@ def test_an_unhealthy_gpu_drains_its_work_and_the_node_returns_when_healthy(
     assert [r for r, _, _ in node_events(parts)] == [NODE_CORDONED, NODE_DRAINED]
     assert node_events(parts)[1][1] == rec.id
 
-    fake_gpus.gpus[0].temperature_c = 40
+    for gpu in fake_gpus.gpus:
+        gpu.temperature_c = 40
     for _ in range(GPU_RECOVER_PROBES - 1):  # healthy, but not yet for long enough
         step(parts)
         assert node_health(parts) == Health.UNHEALTHY
@@ -209,6 +216,6 @@ def test_a_cordon_from_a_real_probe_is_one_action(fake_gpus: FakeNvml,
     fake_gpus.gpus[1].lost = True
     now = parts.loop.clock.now()
     [action] = monitor.step(now)
-    assert isinstance(action, Cordon) and action.health == Health.UNHEALTHY
-    assert "gpu 1: GPU has fallen off the bus (NVML: GPU is lost)" in action.reason
+    assert isinstance(action, DeviceCordon) and action.devices == (1,)
+    assert "gpu 1: GPU has fallen off the bus (NVML: GPU is lost)" in dict(action.reasons)[1]
     assert monitor.step(now + INTERVAL) == []  # already cordoned: nothing more to do

@@ -1,5 +1,6 @@
 """What hosts report of their own GPUs, and workers' progress, in the control plane: a reported
-drain check cordons and drains, a warn check only cordons, the reason reaches `corral nodes`;
+drain check cordons its GPU and drains the work on it, a warn check only cordons its GPU, the
+reason reaches `corral nodes`;
 progress becomes throttled events and per (kind, model) throughput estimates. The real agent
 process end to end is tests/agent/test_agent_accelerators.py."""
 
@@ -7,8 +8,9 @@ from __future__ import annotations
 
 from corral.backends.progress import Progress
 from corral.control import ControlLoop, ControlSettings, Leadership
+from corral.control.device_cordons import cordoned_devices
 from corral.control.gpu_reports import ReportedVerdicts, record_gpu_health
-from corral.control.health import NODE_DRAINED, HealthMonitor, health_reasons
+from corral.control.health import NODE_DRAINED, HealthMonitor, device_reasons
 from corral.control.progress import ProgressRecorder, throughput_estimates
 from corral.core.model import Health
 from corral.store import Store
@@ -50,18 +52,25 @@ def test_a_reported_drain_check_cordons_and_drains_a_warn_check_only_cordons(
     report(store, other, "degraded", "gpu 0: clocks slowed down", HOT)
     report(store, placed, "unhealthy", "gpu 1: GPU has fallen off the bus", LOST)
     rig.step()
-    assert (health_of(store, placed), health_of(store, other)) == (Health.UNHEALTHY,
-                                                                   Health.DEGRADED)
-    assert rig.get(wid).stop_reason == "NodeUnhealthy"  # drained, with its grace
+    # each check names one GPU: that GPU is cordoned, its node keeps its other GPUs in service
+    assert (health_of(store, placed), health_of(store, other)) == (Health.HEALTHY,
+                                                                   Health.HEALTHY)
+    assert (cordoned(store, placed), cordoned(store, other)) == ((1,), (0,))
+    assert rig.get(wid).stop_reason == "NodeUnhealthy"  # drained (it held GPU 1), with grace
     with store.read() as c:
         drained = [e for e in W.list_events(c) if e.reason == NODE_DRAINED]
-        why = health_reasons(c, [placed, other])
+        why = device_reasons(c, P.list_nodes(c))
     assert [e.subject for e in drained] == [placed]
-    assert "GPU has fallen off the bus" in why[placed]
-    assert "clocks slowed down" in why[other]
+    assert "gpu 1: GPU has fallen off the bus" in why[placed]
+    assert "gpu 0: clocks slowed down" in why[other]
     report(store, placed, "healthy", "all 4 GPUs healthy", [])
     rig.step()
-    assert health_of(store, placed) == Health.HEALTHY
+    assert (health_of(store, placed), cordoned(store, placed)) == (Health.HEALTHY, ())
+
+
+def cordoned(store: Store, node_id: str) -> tuple[int, ...]:
+    with store.read() as c:
+        return cordoned_devices(next(n for n in P.list_nodes(c) if n.id == node_id))
 
 
 def test_reported_verdicts_are_read_incrementally_and_bad_records_skipped(store: Store) -> None:

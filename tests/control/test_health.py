@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from corral.backends.health import DeviceHealth, FakeGpuHealthProbe
 from corral.control import ControlLoop, ControlSettings, Leadership
 from corral.control.health import (
+    DEVICE_CORDONED,
+    DEVICE_UNCORDONED,
     NODE_CORDONED,
     NODE_DRAINED,
     NODE_JOINED,
@@ -184,8 +186,28 @@ def test_an_unhealthy_gpu_drains_with_the_contract_then_the_node_returns(store: 
     rec = rig.get(wid)
     # a drain is the node's failure, not the workload's: a new attempt, no restart used up
     assert (rec.state, rec.attempt, rec.restart_count) == ("running", 1, 0)
+    # only GPU 1 is out (`test_device_cordons.py`): 3 left there, so the 4-GPU job moved
     assert where(rig, wid) == {"n0", "n1"} - {sick}
+    assert health_of(store, sick) == H
     probes[sick].devices[1] = DeviceHealth(1, 0.0)
+    rig.step()
+    reasons = [r for r, subject, _ in node_events(store) if subject == sick]
+    assert reasons == [DEVICE_CORDONED, NODE_DRAINED, DEVICE_UNCORDONED]
+
+
+def test_a_check_for_the_whole_node_cordons_the_node(store: Store) -> None:
+    rig = Rig(store)
+    probes = {"n0": FakeGpuHealthProbe([DeviceHealth(i, 0.0) for i in range(4)]),
+              "n1": FakeGpuHealthProbe([DeviceHealth(i, 0.0) for i in range(4)])}
+    rig.loop = loop_with(rig, HealthMonitor(store, rig.backend, gpu_verdicts=probe_verdicts(
+        probes, expected={"n0": 4, "n1": 4})))
+    wid = rig.submit(gpus=1, max_restarts=2, restart_backoff=0)
+    rig.step(2)
+    sick = next(iter(where(rig, wid)))
+    del probes[sick].devices[3]  # the driver no longer sees a GPU: which one is unknown
+    rig.step()
+    assert health_of(store, sick) == U and rig.get(wid).stop_reason == "NodeUnhealthy"
+    probes[sick].devices.append(DeviceHealth(3, 0.0))
     rig.step()
     assert health_of(store, sick) == H
     reasons = [r for r, subject, _ in node_events(store) if subject == sick]

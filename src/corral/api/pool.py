@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from corral.api.context import ApiContext, Caller, context, require_admin
 from corral.api.errors import ApiError, not_found
-from corral.control.health import health_reasons
+from corral.control.health import device_reasons, health_reasons
 from corral.core.model import MILLI_PER_GPU, Health, Node, Queue
 from corral.sdk import models as M
 from corral.spec import QueueSpec, SpecError
@@ -53,6 +53,8 @@ def list_nodes(
         held = W.holding_placements(conn, node_ids=None if limit is None else
                                     [n.id for n in nodes])
         why = health_reasons(conn, [n.id for n in nodes if n.health != Health.HEALTHY])
+        for node_id, gpus in device_reasons(conn, nodes).items():  # GPUs cordoned one by one
+            why[node_id] = f"{why[node_id]} | {gpus}" if why.get(node_id) else gpus
     used: dict[str, float] = defaultdict(float)
     on: dict[str, set[str]] = defaultdict(set)
     for h in held:

@@ -70,6 +70,10 @@ def _bar(used: float, total: float) -> ProgressBar:
     return ProgressBar(total=max(total, 1e-9), completed=min(used, total), width=20)
 
 
+#: the node label listing GPUs cordoned one by one (`corral.control.device_cordons.LABEL`)
+CORDONED_GPUS = "corral.dev/cordoned-gpus"
+
+
 def nodes_table(nodes: Iterable[M.NodeInfo]) -> Table:
     nodes = list(nodes)
     t = Table(title="nodes", title_justify="left")
@@ -81,6 +85,8 @@ def nodes_table(nodes: Iterable[M.NodeInfo]) -> Table:
         t.add_column("WHY", overflow="fold")
     for n in nodes:
         status = "cordoned" if n.cordoned else n.health
+        if n.labels.get(CORDONED_GPUS):  # the health monitor took these GPUs out, one by one
+            status = f"{status}, gpu {n.labels[CORDONED_GPUS]} cordoned"
         row = [n.id, n.gpu_model, f"{n.gpus_used:g}/{n.gpu_count}",
                _bar(n.gpus_used, n.gpu_count), status, n.provider,
                f"{n.price_per_gpu_hour:.2f}"]

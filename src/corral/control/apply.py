@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection
 
 from corral.control import lifecycle as L
+from corral.control.device_cordons import is_device_hold
 from corral.control.snapshot import Snapshot
 from corral.core.plan import Placement, Plan
 from corral.core.reasons import Reason
@@ -86,7 +87,10 @@ def apply_plan(
         raise StalePlan("a placed workload changed since the snapshot")
     W.insert_many_placements(conn, [(r.id, r.attempt, p.assignments) for r, p in placed])
     out.scheduled.extend(r.id for r, _ in placed)
-    out.nominations = replace_nominations(conn, plan.nominations, now, nomination_s)
+    # the holds of cordoned GPUs are made afresh each cycle from the nodes: never stored
+    out.nominations = replace_nominations(conn, [n for n in plan.nominations
+                                                 if not is_device_hold(n.workload_id)],
+                                          now, nomination_s)
     reasons = {**plan.pending, **(extra_reasons or {})}
     out.reasons_updated = _write_reasons(conn, snapshot, reasons)
     return out

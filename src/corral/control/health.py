@@ -21,6 +21,11 @@ checks DEGRADED.
   checkpoint, on schedulable nodes (`corral.control.outcome`). DEGRADED nodes keep their work
   (it still runs) and take no new work. Event ``NodeDrained`` per workload.
 - **uncordon**: a node healthy again for `recover_after_s` gets HEALTHY back. ``NodeUncordoned``.
+- **device cordon**: a check that names one GPU (ECC, an XID, a failed known-answer test) takes
+  only that GPU out (`corral.control.device_cordons`): the node keeps taking work on its other
+  GPUs, work on the bad one is drained (if the check drains) with the device in the reason, and
+  the GPU comes back once healthy for `recover_after_s`. Events ``DeviceCordoned`` and
+  ``DeviceUncordoned``; `corral nodes` shows which GPU and why.
 - **join**: a node the backend offers that the store does not know (a replacement Ray node) is
   added, in its provider. ``NodeJoined``.
 
@@ -42,6 +47,7 @@ from sqlalchemy import Connection, insert, select, update
 from corral.backends.base import Backend, InventorySource
 from corral.backends.errors import BackendError
 from corral.backends.health import GpuHealthProbe, NodeVerdict, node_verdict
+from corral.control import device_cordons as DC
 from corral.control.gpu_reports import ReportedVerdicts
 from corral.core.model import Health, Node
 from corral.store import Store
@@ -51,18 +57,23 @@ from corral.store.changes import next_node_seq
 from corral.store.schema import Event, NodeRow, Provider
 
 __all__ = [
+    "DEVICE_CORDONED",
+    "DEVICE_UNCORDONED",
     "NODE_CORDONED",
     "NODE_DRAINED",
     "NODE_JOINED",
     "NODE_UNCORDONED",
     "NODE_UNHEALTHY",
     "Cordon",
+    "DeviceCordon",
     "Drain",
     "HealthMonitor",
     "Join",
     "Observation",
     "Uncordon",
     "decide",
+    "decide_devices",
+    "device_reasons",
     "health_reasons",
     "probe_verdicts",
 ]
@@ -74,6 +85,8 @@ NODE_UNCORDONED: Final = "NodeUncordoned"
 NODE_DRAINED: Final = "NodeDrained"
 NODE_JOINED: Final = "NodeJoined"
 NODE_UNHEALTHY: Final = "NodeUnhealthy"  # the stop reason of drained work
+DEVICE_CORDONED: Final = "DeviceCordoned"
+DEVICE_UNCORDONED: Final = "DeviceUncordoned"
 _RANK: Final = {Health.HEALTHY: 0, Health.DEGRADED: 1, Health.UNHEALTHY: 2}
 
 GpuVerdicts = Callable[[float], Mapping[str, NodeVerdict]]
@@ -107,6 +120,7 @@ class Drain:
     version: int
     node_id: str
     reason: str
+    device: int | None = None  # drained for this GPU only (the node is fine)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +128,17 @@ class Join:
     node: Node
 
 
-Action = Cordon | Uncordon | Drain | Join
+@dataclass(frozen=True, slots=True)
+class DeviceCordon:
+    """Set the node's cordoned GPUs to `devices` (`device_cordons`); `reasons` by device."""
+
+    node_id: str
+    devices: tuple[int, ...]
+    reasons: tuple[tuple[int, str], ...] = ()
+    previous: tuple[int, ...] = ()
+
+
+Action = Cordon | Uncordon | Drain | Join | DeviceCordon
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +149,7 @@ class Holding:
     attempt: int
     version: int
     node_id: str
+    devices: tuple[int, ...] = ()
 
 
 def observe(inventory: Iterable[Node] | None, verdicts: Mapping[str, NodeVerdict],
@@ -186,6 +211,41 @@ def decide(known: Sequence[Node], observed: Mapping[str, Observation],
     return actions
 
 
+Sick = Mapping[int, tuple[Health, str]]
+
+
+def decide_devices(known: Sequence[Node], sick: Mapping[str, Sick], holding: Sequence[Holding],
+                   *, healthy_since: Mapping[str, Mapping[int, float]] | None = None,
+                   now: float = 0.0, recover_after_s: float = 0.0,
+                   drained: Iterable[str] = ()) -> list[Action]:
+    """Per-GPU cordons and drains. Pure and idempotent, as `decide`.
+
+    sick: per node with a GPU verdict this step, its sick devices (`split_verdict`); a node
+    without a verdict keeps its cordons. drained: workloads `decide` already drains.
+    Example: n1 (8 GPUs) sick {3: (UNHEALTHY, "gpu 3: xid 48")}, job j on n1 devices (3,) ->
+    [DeviceCordon(n1, (3,), ...), Drain(j, ..., n1, "gpu 3: xid 48", device=3)].
+    """
+    actions: list[Action] = []
+    done = set(drained)
+    for node in known:
+        if node.id not in sick:
+            continue
+        bad, current = sick[node.id], DC.cordoned_devices(node)
+        want = DC.desired(current, bad, (healthy_since or {}).get(node.id, {}), now,
+                          recover_after_s)
+        if want != current:
+            actions.append(DeviceCordon(node.id, want, tuple((d, r) for d, (_, r) in
+                                                             sorted(bad.items())), current))
+        for h in sorted(holding, key=lambda h: h.workload_id):
+            hit = [d for d in h.devices if h.node_id == node.id and d in bad
+                   and bad[d][0] == Health.UNHEALTHY]
+            if hit and h.workload_id not in done:
+                done.add(h.workload_id)
+                actions.append(Drain(h.workload_id, h.attempt, h.version, node.id,
+                                     bad[hit[0]][1], device=hit[0]))
+    return actions
+
+
 def probe_verdicts(probes: Mapping[str, GpuHealthProbe],
                    expected: Mapping[str, int | None] | None = None) -> GpuVerdicts:
     """GPU verdicts from one probe per node (node id -> probe; `expected`: GPUs per node)."""
@@ -223,6 +283,8 @@ class HealthMonitor:
     healthy_since: dict[str, float] = field(default_factory=dict)
     #: what hosts reported of their own GPUs (`corral.control.gpu_reports`)
     reported: ReportedVerdicts = field(default_factory=ReportedVerdicts)
+    #: per node, when each of its GPUs was first seen healthy again (device cordons)
+    device_healthy_since: dict[str, dict[int, float]] = field(default_factory=dict)
 
     def step(self, now: float) -> list[Action]:
         """Observe and act once (no-op before `interval_s` has passed). Never raises for an
@@ -238,13 +300,19 @@ class HealthMonitor:
             every_id = {n.id for n in P.list_nodes(conn, include_inactive=True)}
             holding = _holding(conn)
         providers = {n.provider for n in inventory or ()}
+        verdicts, sick = _split(verdicts, known)
         observed = observe(inventory, verdicts, known, providers)
         self._track_recovery(observed, now)
+        self._track_devices(sick, known, now)
         # A node the pool file deactivated stays out; only nodes never seen join.
         new = [n for n in inventory or () if n.id not in every_id
                and n.health == Health.HEALTHY] if self.join_new_nodes else []
         actions = decide(known, observed, holding, healthy_since=self.healthy_since, now=now,
                          recover_after_s=self.recover_after_s, new_nodes=new)
+        actions += decide_devices(
+            known, sick, holding, healthy_since=self.device_healthy_since, now=now,
+            recover_after_s=self.recover_after_s,
+            drained=[a.workload_id for a in actions if isinstance(a, Drain)])
         if actions:
             with self.store.write() as conn:
                 for action in actions:
@@ -260,12 +328,50 @@ class HealthMonitor:
             log.warning("node inventory unavailable: %s", e)
             return None
 
+    def _track_devices(self, sick: Mapping[str, Sick], known: Sequence[Node], now: float
+                       ) -> None:
+        for node in known:
+            if node.id not in sick:
+                continue
+            since = self.device_healthy_since.setdefault(node.id, {})
+            for d in range(node.gpu_count):
+                if d in sick[node.id]:
+                    since.pop(d, None)
+                else:
+                    since.setdefault(d, now)
+
     def _track_recovery(self, observed: Mapping[str, Observation], now: float) -> None:
         for node_id, obs in observed.items():
             if obs.health == Health.HEALTHY:
                 self.healthy_since.setdefault(node_id, now)
             else:
                 self.healthy_since.pop(node_id, None)
+
+
+def _split(verdicts: Mapping[str, NodeVerdict], known: Sequence[Node]
+           ) -> tuple[dict[str, NodeVerdict], dict[str, Sick]]:
+    """Each node's verdict without its device checks, and its sick devices (`split_verdict`)."""
+    count = {n.id: n.gpu_count for n in known}
+    nodes: dict[str, NodeVerdict] = {}
+    sick: dict[str, Sick] = {}
+    for node_id, verdict in verdicts.items():
+        nodes[node_id], sick[node_id] = DC.split_verdict(verdict, count.get(node_id, 0))
+    return nodes, sick
+
+
+def device_reasons(conn: Connection, nodes: Iterable[Node]) -> dict[str, str]:
+    """Why these nodes have GPUs cordoned: the latest DeviceCordoned event of each node whose
+    label lists cordoned GPUs, for `corral nodes` (a node with none is left out)."""
+    out: dict[str, str] = {}
+    for node in nodes:
+        if not DC.cordoned_devices(node):
+            continue
+        row = conn.execute(select(Event.message).where(
+            Event.kind == "node", Event.reason == DEVICE_CORDONED, Event.subject == node.id,
+        ).order_by(Event.id.desc()).limit(1)).first()
+        if row is not None:
+            out[node.id] = row.message
+    return out
 
 
 def health_reasons(conn: Connection, node_ids: Sequence[str]) -> dict[str, str]:
@@ -285,7 +391,7 @@ def _holding(conn: Connection) -> list[Holding]:
     live = {r.id: r for r in W.load_active(conn)
             if r.state in W.HOLDING_STATES and r.stop_reason is None}
     return [Holding(h.workload_id, live[h.workload_id].attempt, live[h.workload_id].version,
-                    h.node_id)
+                    h.node_id, tuple(h.devices))
             for h in W.holding_placements(conn) if h.workload_id in live]
 
 
@@ -303,12 +409,40 @@ def _apply(conn: Connection, action: Action, now: float) -> None:
                        message=f"healthy again ({action.reason}); it takes new work")
     elif isinstance(action, Drain):
         _drain(conn, action, now)
+    elif isinstance(action, DeviceCordon):
+        _device_cordon(conn, action, now)
     else:
         _join(conn, action.node, now)
 
 
+def _device_cordon(conn: Connection, c: DeviceCordon, now: float) -> None:
+    row = conn.execute(select(NodeRow.labels).where(NodeRow.id == c.node_id)).first()
+    if row is None:
+        return
+    labels = {k: v for k, v in dict(row.labels or {}).items() if k != DC.LABEL}
+    if c.devices:
+        labels[DC.LABEL] = DC.encode(c.devices)
+    conn.execute(update(NodeRow).where(NodeRow.id == c.node_id)
+                 .values(labels=labels, change_seq=next_node_seq(conn)))
+    reasons = dict(c.reasons)
+    if set(c.devices) - set(c.previous) or (c.devices and reasons):
+        listed = " | ".join(reasons.get(d, f"gpu {d}: not yet healthy long enough")
+                            for d in c.devices)
+        W.append_event(conn, at=now, kind="node", reason=DEVICE_CORDONED, subject=c.node_id,
+                       message=f"{listed}; no new work is placed on gpu "
+                       f"{DC.encode(c.devices)}, the node's other GPUs keep working",
+                       data={"devices": list(c.devices), "reasons": {str(d): r for d, r in
+                                                                     reasons.items()}})
+    back = sorted(set(c.previous) - set(c.devices))
+    if back:
+        W.append_event(conn, at=now, kind="node", reason=DEVICE_UNCORDONED, subject=c.node_id,
+                       message=f"gpu {DC.encode(back)} healthy again; it takes new work",
+                       data={"devices": back})
+
+
 def _drain(conn: Connection, d: Drain, now: float) -> None:
-    message = (f"node {d.node_id} is unhealthy ({d.reason}); stopping the gang to restart it "
+    where = f"gpu {d.device} of node {d.node_id}" if d.device is not None else f"node {d.node_id}"
+    message = (f"{where} is unhealthy ({d.reason}); stopping the gang to restart it "
                "from its checkpoint on healthy nodes")
     if W.update_versioned(conn, d.workload_id, d.version, stop_reason=NODE_UNHEALTHY,
                           stop_message=message):

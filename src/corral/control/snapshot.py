@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
 
+from corral.control.device_cordons import device_holds
 from corral.core.config import SchedulerConfig
 from corral.core.fairshare import decayed_gpu_seconds, usage_horizon
 from corral.core.model import MILLI_PER_GPU, ClusterState, QueueUsage, Workload, WorkloadState
@@ -183,10 +184,12 @@ def load_snapshot(
 def with_nominations(conn: Connection, snap: Snapshot, now: float) -> Snapshot:
     """`snap` with the stored nominations not expired at `now` whose nominee is still on its
     way to the room: an active row that waits, or that a plan's eviction is stopping (not one
-    that holds GPUs, nor one being cancelled)."""
+    that holds GPUs, nor one being cancelled). GPUs the health monitor cordoned are held the
+    same way, for stand-ins that never arrive (`corral.control.device_cordons`)."""
     kept = tuple(n for n in load_nominations(conn, now)
                  if (r := snap.records.get(n.workload_id)) is not None
                  and (r.state == "pending" or r.stop_reason in _EVICTION_RULES))
+    kept += device_holds(snap.state.nodes, (w for w in snap.state.workloads if w.running))
     if not kept and not snap.state.nominations:
         return snap
     return dataclasses.replace(snap, state=dataclasses.replace(snap.state, nominations=kept))

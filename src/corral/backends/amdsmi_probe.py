@@ -10,23 +10,43 @@ raises because a machine has no AMD GPU. What it asks, per device, from the AMD 
   `UNRESERVABLE` is memory the driver could not retire (drain, as a failed row remap);
 - `amdsmi_get_temp_metric` (HOTSPOT, CURRENT): the temperature thresholds;
 - `amdsmi_get_gpu_pci_replay_counter`: PCIe replay growth since the previous check (warn);
+- `amdsmi_gpu_xgmi_error_status`: the XGMI (GPU-to-GPU link) error state, `AmdSmiXgmiStatus`
+  ERROR or MULTIPLE_ERRORS (warn `xgmi-errors`, as NVLink errors: collectives slow or fail over
+  that link). The state is sticky until `amdsmi_reset_gpu_xgmi_error`, which corral never calls
+  (it needs root and erases the evidence): an operator resets it after the repair;
+- the driver's events, through `AmdSmiEventReader(handle, [types])` per device and a
+  non-blocking `read(0)` each check (no thread: amdsmi's read is a poll of every registered
+  device's queue, `STATUS_NO_DATA` when empty). What they become, kept `EVENT_HOLD_S` after seen:
+  GPU_PRE_RESET / GPU_POST_RESET (the driver reset the GPU: the work on it was lost; warn
+  `gpu-reset`), RING_HANG where the driver has it (a hung engine; drain `ring-hang`),
+  THERMAL_THROTTLE (warn `clocks-throttled`); VMFAULT is the application's page fault and is
+  ignored, as NVIDIA's XID 31 is;
 - that the device still answers (an error other than "not supported" is a failed query).
 
-Not here: XGMI link errors and the driver's event stream (amdsmi's event reader needs a thread
-per device); AMD's ECC counts are cumulative, not since the driver loaded. The checks and their
-severities are `corral.backends.health`'s.
+AMD's ECC counts are cumulative, not since the driver loaded. The checks and their severities
+are `corral.backends.health`'s.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from types import ModuleType
-from typing import Any
+from typing import Any, Final
 
 from corral.backends.health import DeviceHealth, GpuHealthProbe, MemoryRepair
 from corral.backends.nvml import GpuInfo
 
-__all__ = ["AmdSmiHealthProbe", "load_amdsmi", "local_amd_gpus"]
+__all__ = ["EVENT_HOLD_S", "AmdSmiHealthProbe", "load_amdsmi", "local_amd_gpus"]
+
+#: how long a driver event stays in the device's report after it was read (a reset is over once
+#: it happened: reported for a while, so the monitor sees it, then let go)
+EVENT_HOLD_S: Final = 300.0
+#: amdsmi event type -> (check name, severity); types missing from an older amdsmi are skipped
+EVENT_CHECKS: Final = {
+    "GPU_PRE_RESET": ("gpu-reset", "warn"), "GPU_POST_RESET": ("gpu-reset", "warn"),
+    "RING_HANG": ("ring-hang", "drain"), "THERMAL_THROTTLE": ("clocks-throttled", "warn"),
+}
 
 
 def load_amdsmi() -> tuple[ModuleType | None, str]:
@@ -69,6 +89,8 @@ class AmdSmiHealthProbe(GpuHealthProbe):
         self._amdsmi, self.unavailable_reason = load_amdsmi()
         self.available = self._amdsmi is not None
         self._replays: dict[int, int] = {}
+        self._readers: list[Any] | None = None  # one AmdSmiEventReader per device, made once
+        self._events: dict[int, list[tuple[float, str, str, str]]] = {}  # seen, name, sev, text
 
     def check(self, now: float) -> list[DeviceHealth]:
         amdsmi = self._amdsmi
@@ -78,20 +100,42 @@ class AmdSmiHealthProbe(GpuHealthProbe):
             handles = list(amdsmi.amdsmi_get_processor_handles())
         except Exception as e:
             return [DeviceHealth(index=0, checked_at=now, error=f"amdsmi cannot list GPUs: {e}")]
+        self._read_events(amdsmi, handles, now)
         return [self._device(amdsmi, i, h, now) for i, h in enumerate(handles)]
+
+    def _read_events(self, amdsmi: Any, handles: list[Any], now: float) -> None:
+        """Collect what the driver queued since the last check, without blocking."""
+        if self._readers is None:
+            self._readers = _event_readers(amdsmi, handles)
+        # a handle is a fresh ctypes pointer per call: compared by the address it holds
+        index = {_address(h): i for i, h in enumerate(handles)}
+        for reader in self._readers[:1]:  # read() polls every registered device's queue
+            for event in _read(amdsmi, reader):
+                device = index.get(_address(event.get("processor_handle")))
+                kind = getattr(event.get("event"), "name", str(event.get("event")))
+                found = EVENT_CHECKS.get(kind)
+                if device is not None and found is not None:
+                    self._events.setdefault(device, []).append(
+                        (now, found[0], found[1], f"{kind.lower()}: {event.get('message', '')}"
+                         .strip()[:300]))
+        for device, seen in self._events.items():
+            self._events[device] = [e for e in seen if now - e[0] < EVENT_HOLD_S]
 
     def _device(self, amdsmi: Any, index: int, handle: Any, now: float) -> DeviceHealth:
         try:
             info = _ask(amdsmi, amdsmi.amdsmi_get_gpu_asic_info, handle) or {}
             ecc = _ask(amdsmi, amdsmi.amdsmi_get_gpu_total_ecc_count, handle)
             replays = _ask(amdsmi, amdsmi.amdsmi_get_gpu_pci_replay_counter, handle)
+            events = tuple(dict.fromkeys((name, sev, text) for _, name, sev, text
+                                         in self._events.get(index, ())))
             return DeviceHealth(
                 index=index, checked_at=now, name=str(info.get("market_name", "")),
                 ecc_uncorrected_volatile=None if ecc is None else int(
                     ecc.get("uncorrectable_count", 0)),
                 temperature_c=_temperature(amdsmi, handle),
                 memory_repair=_bad_pages(amdsmi, handle),
-                pcie_replays=self._growth(index, replays))
+                pcie_replays=self._growth(index, replays),
+                xgmi_error=_xgmi(amdsmi, handle), driver_events=events)
         except Exception as e:  # the device stopped answering
             return DeviceHealth(index=index, checked_at=now, error=f"amdsmi: {e}")
 
@@ -103,6 +147,10 @@ class AmdSmiHealthProbe(GpuHealthProbe):
 
     def close(self) -> None:
         amdsmi, self._amdsmi = self._amdsmi, None
+        for reader in self._readers or ():
+            with contextlib.suppress(Exception):  # closing anyway: nothing to do about it
+                reader.stop()
+        self._readers = None
         if amdsmi is not None:
             amdsmi.amdsmi_shut_down()
 
@@ -140,3 +188,46 @@ def _bad_pages(amdsmi: Any, handle: Any) -> MemoryRepair:
     if status.UNRESERVABLE in seen:
         return MemoryRepair.FAILED
     return MemoryRepair.RESET_PENDING if status.PENDING in seen else MemoryRepair.OK
+
+
+def _xgmi(amdsmi: Any, handle: Any) -> str:
+    """The XGMI error state in words, "" for none (or not supported: no XGMI links)."""
+    query = getattr(amdsmi, "amdsmi_gpu_xgmi_error_status", None)
+    status = None if query is None else _ask(amdsmi, query, handle)
+    if status is None:
+        return ""
+    name = getattr(status, "name", str(status))
+    if name in ("NO_ERRORS", "0", "AMDSMI_XGMI_STATUS_NO_ERRORS"):
+        return ""
+    many = "MULTIPLE" in name or name == "2"
+    return ("multiple errors" if many else "an error") + " recorded on its XGMI links " \
+        "(sticky until an operator resets it with amd-smi after the repair)"
+
+
+def _event_readers(amdsmi: Any, handles: list[Any]) -> list[Any]:
+    """An event reader per device for the event types corral acts on; [] where amdsmi has no
+    event reader or the driver refuses one (no KFD access): then no events, never an error."""
+    make = getattr(amdsmi, "AmdSmiEventReader", None)
+    kinds = getattr(amdsmi, "AmdSmiEvtNotificationType", None)
+    if make is None or kinds is None:
+        return []
+    wanted = [k for k in (getattr(kinds, n, None) for n in EVENT_CHECKS) if k is not None]
+    readers = []
+    for h in handles:
+        try:
+            readers.append(make(h, wanted))
+        except Exception:
+            return readers
+    return readers
+
+
+def _read(amdsmi: Any, reader: Any) -> list[dict[str, Any]]:
+    """What the driver queued, without waiting; [] for none (`STATUS_NO_DATA`) or an error."""
+    try:
+        return [e for e in reader.read(0) if isinstance(e, dict)]
+    except Exception:
+        return []
+
+
+def _address(handle: Any) -> Any:
+    return getattr(handle, "value", handle)

@@ -26,6 +26,8 @@ check looks at and why it has its severity:
     known-answer      drain     the device computed a wrong answer to a test with a known one
                                 (silent data corruption: `corral.agent.known_answer`)
     xgmi-errors       warn      AMD XGMI link errors (amdsmi; `amdsmi_probe.py`)
+    gpu-reset         warn      amdsmi: the driver reset the GPU (recently)
+    ring-hang         drain     amdsmi: an engine of the GPU hung
 
 The growth thresholds are corral's defaults, not vendor figures: a link that retrains or replays
 a handful of times an hour is normal; hundreds between two checks is a cable, riser or switch
@@ -149,8 +151,10 @@ class DeviceHealth:
     nvlink_errors: int | None = None
     #: the known-answer test's evidence when the device failed it ("" : passed or not run)
     known_answer_failed: str = ""
-    #: AMD XGMI link errors seen (amdsmi's error status or events; "" : none or unsupported)
+    #: AMD XGMI link errors seen (amdsmi's error status; "" : none or unsupported)
     xgmi_error: str = ""
+    #: driver events still held (check name, severity, reason): amdsmi's GPU resets, hangs
+    driver_events: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +217,8 @@ def device_checks(
                            f"data corruption): {device.known_answer_failed}", i))
     if device.xgmi_error:
         found.append(Check("xgmi-errors", Severity.WARN, f"XGMI link: {device.xgmi_error}", i))
+    found.extend(Check(name, Severity(sev), reason, i) for name, sev, reason in
+                 device.driver_events)
     found.extend(_temperature(device.temperature_c, t, i))
     return found
 

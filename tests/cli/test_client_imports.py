@@ -118,3 +118,47 @@ def test_server_commands_are_listed_and_load_when_run(command: str) -> None:
                              capture_output=True, text=True, cwd=ROOT,
                              env={"COLUMNS": "120", "PATH": "/usr/bin:/bin"}).stdout
     assert re.search(rf"│ {command}\s", listing)
+
+
+# Issue 14: the start of every client command (< 300 ms of import on 2 cores): what `corral
+# --help` and `corral ls` load stays the client's own, with nothing they do not use.
+NOT_FOR_CLIENT_COMMANDS = {"yaml",  # submit reads a file: it imports PyYAML then
+                           "click", "pygments"}  # httpx's own command line (corral.cli)
+# typer renders help with rich's Markdown, which brings pygments: only for help
+NOT_FOR_HELP = NOT_FOR_CLIENT_COMMANDS - {"pygments"}
+
+
+def _loaded_by_command(*argv: str) -> set[str]:
+    code = ("import json, sys\n"
+            f"sys.argv = ['corral', *{list(argv)!r}]\n"
+            "from corral.cli.main import app\n"
+            "try:\n    app()\nexcept SystemExit:\n    pass\n"
+            "print('\\n' + json.dumps(sorted({n.split('.')[0] for n in sys.modules})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT, env={"COLUMNS": "120", "PATH": "/usr/bin:/bin",
+                                                    "HOME": str(ROOT / "no-such-home")})
+    return set(json.loads(out.stdout.rsplit("\n", 2)[-2]))
+
+
+@pytest.mark.parametrize(("argv", "unused"), [
+    (["--help"], NOT_FOR_HELP),
+    (["queues", "--help"], NOT_FOR_HELP),
+    (["ls", "--url", "http://127.0.0.1:9"], NOT_FOR_CLIENT_COMMANDS),
+    (["describe", "x", "--url", "http://127.0.0.1:9"], NOT_FOR_CLIENT_COMMANDS),
+], ids=["help", "queues-help", "ls", "describe"])
+def test_client_commands_leave_out_what_they_do_not_use(argv: list[str],
+                                                        unused: set[str]) -> None:
+    loaded = _loaded_by_command(*argv)
+    assert "typer" in loaded and "httpx" in loaded  # the probe sees what the command loads
+    assert not loaded & (unused | SERVER_LIBRARIES)
+
+
+def test_the_wire_types_are_built_when_first_used() -> None:
+    """pydantic builds a model's validator on first use (defer_build): importing the SDK does
+    not pay for the ~60 types a command mostly never touches."""
+    code = ("from corral.sdk import models as M\n"
+            "assert not M.Workload.__pydantic_complete__\n"
+            "page = M.WorkloadPage.model_validate({'items': [], 'next_cursor': None})\n"
+            "assert M.WorkloadPage.__pydantic_complete__ and page.items == []\n"
+            "assert not M.NodeInfo.__pydantic_complete__\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -20,7 +20,6 @@ from corral.cli.output import Format, OutputOpt, chosen, emit
 from corral.cli.render import ago, state_text, workloads_table
 from corral.sdk import Client, Conflict, Forbidden, NotFound
 from corral.sdk import models as M
-from corral.spec.document import read_document
 from corral.spec.errors import SpecError
 
 __all__ = ["cancel", "describe", "logs", "ls", "scale", "submit", "update", "why"]
@@ -32,6 +31,8 @@ ENDED = ["succeeded", "failed", "cancelled", "preempted"]
 
 def _documents(path: Path) -> list[dict[str, Any]]:
     """One workload, a list of them, or {workloads: [...]}, as YAML or JSON."""
+    from corral.spec.document import read_document  # here: PyYAML is ~15 ms of every command
+
     try:
         data = read_document(path)
     except SpecError as e:

@@ -12,6 +12,8 @@ Errors (see `corral.sdk.errors`) carry the server's code, message and per-field 
 from __future__ import annotations
 
 import builtins
+import os
+import ssl
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
@@ -26,11 +28,23 @@ from corral.sdk.config import resolve as _resolve_server
 from corral.sdk.providers import DeclaredProvider
 from corral.sdk.retry import Retries, send_with_retries
 from corral.sdk.secrets import SecretInfo
+from corral.sdk.webhooks import DeliveryPage
 
 __all__ = ["Client"]
 
 T = TypeVar("T", bound=BaseModel)
 _ENDED = {"succeeded", "failed", "cancelled"}
+
+
+def _tls_for(url: str) -> ssl.SSLContext | bool:
+    """What httpx verifies TLS with. A plain-HTTP server (`corral up` here) never speaks TLS,
+    yet httpx builds a context for it by loading certifi's CA bundle: ~45 ms of every command.
+    There, an empty client context (it trusts nothing, so it fails closed) stands in: redirects
+    are not followed, and a proxy (which could speak TLS) keeps the default."""
+    proxied = any(k.lower() in ("http_proxy", "all_proxy") for k in os.environ)
+    if url.startswith("http://") and not proxied:
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    return True
 
 
 class Client:
@@ -49,7 +63,7 @@ class Client:
         self.url = url.rstrip("/")
         self.retries = retries or Retries()
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
-                                  transport=transport)
+                                  transport=transport, verify=_tls_for(self.url))
 
     @classmethod
     def from_env(cls, url: str | None = None, token: str | None = None, **kwargs: Any) -> Client:
@@ -145,6 +159,11 @@ class Client:
 
     def events(self, workload_id: str, after: int = 0) -> M.EventPage:
         return self._get(M.EventPage, f"/v1/workloads/{workload_id}/events", after=after)
+
+    def deliveries(self, workload_id: str, *, group: bool = False) -> DeliveryPage:
+        """The webhook delivery log of a workload's `notify` (or of a group's tasks)."""
+        kind = "groups" if group else "workloads"
+        return self._get(DeliveryPage, f"/v1/{kind}/{workload_id}/deliveries")
 
     def why(self, workload_id: str) -> M.WhyPending:
         return self._get(M.WhyPending, f"/v1/workloads/{workload_id}/why")

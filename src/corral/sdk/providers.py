@@ -14,7 +14,7 @@ class DeclaredProvider(BaseModel):
     are named, by an AWS profile or a key file's path on the server), its bounds, where it
     was declared and where it is in its life (active, retiring while `rm` drains it, removed)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     name: str
     kind: str

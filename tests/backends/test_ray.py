@@ -245,3 +245,31 @@ def test_bad_placements_are_refused_naming_the_field(backend, gpu_nodes) -> None
         assert e.value.field == "assignments"
     with pytest.raises(UnknownAttempt):
         backend.read_logs("ray-bad", 0)
+
+
+WRITE_PROGRESS = """
+import json, os, pathlib, time
+path = pathlib.Path(os.environ["CORRAL_PROGRESS_FILE"])
+tmp = path.with_name(".progress.tmp")
+tmp.write_text(json.dumps({"steps": 40 + int(os.environ["CORRAL_WORKER_INDEX"]),
+                           "total_steps": 400, "steps_per_s": 2.5}))
+os.rename(tmp, path)
+print("wrote", path, flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+
+def test_workers_progress_files_are_read_back_through_their_node_hosts(
+        backend, gpu_nodes: list[str]) -> None:
+    spec = (make_spec("ray-progress").workers(2).on(*gpu_nodes).devices(3)
+            .python(WRITE_PROGRESS).build())
+    backend.launch(spec)
+    found = eventually(lambda: (p := backend.progress("ray-progress", 0)) and len(p) == 2 and p,
+                       "both workers' progress", timeout=90)
+    assert {w: (p.steps, p.total_steps, p.steps_per_s) for w, p in found.items()} == {
+        0: (40, 400, 2.5), 1: (41, 400, 2.5)}
+    assert backend.progress("ray-progress", 7) == {}  # an attempt it never launched
+    backend.stop("ray-progress", 0, 0.0, "test over")
+    wait_ended(backend, "ray-progress")
+    backend.release("ray-progress", 0)

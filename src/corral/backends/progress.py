@@ -20,8 +20,10 @@ relative rates the core's `throughput` plugin places by.
 
 Where it is wired: the local backend and `corral agent` give each worker
 `<attempt dir>/progress-<i>/progress.json` (`progress_path`; the folder is the worker's, for its
-temporary file) and read it back on each poll; the Kubernetes, Ray and Slurm backends set it to
-"" (their workers' files are on other machines). Nothing here touches hardware.
+temporary file) and read it back on each poll; the Ray backend's node hosts do the same on
+their nodes (`<node root>/<workload>/<attempt>-<launch>/progress-<i>/progress.json`, read back
+through the host, `RayBackend.progress`); the Kubernetes and Slurm backends set it to ""
+(their workers' files are on other machines). Nothing here touches hardware.
 """
 
 from __future__ import annotations

@@ -33,6 +33,10 @@ Node death: ``ray.nodes()`` is read on every poll; a worker whose node is not Al
 fail) makes its node's unfinished workers LOST (ProcessGone); their supervisors run in their own
 sessions and are fenced by the deadline backstop.
 
+Progress: each worker gets CORRAL_PROGRESS_FILE on its node (`corral.backends.progress`); the
+control loop's progress collector asks `progress(workload, attempt)`, one host call per node
+of the attempt, and records what the workers wrote, as for the local backend and agents.
+
 Logs: streamed from the host (`read_logs` reads the node-local file through it) and collected
 into the control plane's work dir when the attempt is released, with the node's records removed
 in the same call; a node that died takes its uncollected log with it.
@@ -69,6 +73,7 @@ from corral.backends.errors import (
     UnknownAttempt,
 )
 from corral.backends.exits import WorkerEnd
+from corral.backends.progress import Progress
 from corral.backends.ray_nodes import RayNode, ray_inventory, read_ray_nodes, view_ray_nodes
 from corral.backends.records import AttemptRecord, AttemptRecords, ended_attempt, statuses
 from corral.core.model import Node
@@ -275,6 +280,28 @@ class RayBackend(Backend, InventorySource, LogSource):
         except Exception:  # the host or its node is gone: nothing more to read
             return b"", offset
         return chunk, nxt
+
+    def progress(self, workload_id: str, attempt: int) -> dict[int, Progress]:
+        """What the workers of an attempt last wrote to their CORRAL_PROGRESS_FILE, by worker;
+        a worker that wrote nothing, or whose node does not answer, is left out."""
+        record = self._attempts.get((workload_id, attempt))
+        if record is None:
+            return {}
+        by_host: dict[str, list[int]] = {}
+        for a in record.spec.assignments:
+            by_host.setdefault(record.engine["ray_nodes"][str(a.worker)], []).append(a.worker)
+        out: dict[int, Progress] = {}
+        for ray_node, workers in sorted(by_host.items()):
+            try:
+                answers = _ray().get(self._host(ray_node).progress.remote(
+                    [self._place(record, w) for w in workers]), timeout=self.poll_timeout_s)
+            except Exception:  # the host or its node is gone: nothing to report
+                continue
+            for worker, found in zip(workers, answers, strict=False):
+                if found is not None:
+                    out[worker] = Progress(int(found["steps"]), float(found["steps_per_s"]),
+                                           found.get("total_steps"))
+        return out
 
     # --- launching -----------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ Node-local layout (``root`` defaults to ``<tmp>/corral-ray``)::
     <root>/<workload>/<attempt>-<launch>/worker-<i>/   runner records (spawn, runner, child, exit)
     <root>/<workload>/<attempt>-<launch>/worker-<i>/preempt-deadline   CORRAL_PREEMPT_DEADLINE_FILE
     <root>/<workload>/<attempt>-<launch>/worker-<i>.log   the worker's stdout and stderr
+    <root>/<workload>/<attempt>-<launch>/progress-<i>/progress.json   CORRAL_PROGRESS_FILE
     <root>/<workload>/<attempt>-<launch>/rendezvous.json   worker 0's address and port
 
 ``<launch>`` is a random token of the launch, so that two control planes (or two test runs) that
@@ -58,6 +59,7 @@ from corral.backends.environment import (
     CORRAL_MASTER_ADDR,
     CORRAL_MASTER_PORT,
     CORRAL_PREEMPT_DEADLINE_FILE,
+    CORRAL_PROGRESS_FILE,
     RESERVED,
     format_deadline,
 )
@@ -73,6 +75,7 @@ from corral.backends.local_runner import (
     write_json_atomic,
     write_text_atomic,
 )
+from corral.backends.progress import progress_path, read_progress_file
 
 __all__ = ["DEADLINE_FILE", "HOST_PREFIX", "NodeHost", "WorkerPlace", "default_root",
            "host_name"]
@@ -101,6 +104,8 @@ class WorkerPlace:
         self.dir = self.attempt_dir / f"worker-{worker}"
         self.log_path = self.attempt_dir / f"worker-{worker}.log"
         self.deadline_file = self.dir / DEADLINE_FILE
+        #: the worker's CORRAL_PROGRESS_FILE (`corral.backends.progress`), read by `progress`
+        self.progress_file = progress_path(self.attempt_dir, worker)
 
 
 def _free_port(host: str) -> int:
@@ -161,6 +166,10 @@ class NodeHost:
         full_env[CORRAL_MASTER_ADDR] = master[0]
         full_env[CORRAL_MASTER_PORT] = str(master[1])
         full_env[CORRAL_PREEMPT_DEADLINE_FILE] = str(where.deadline_file)
+        # the progress contract, as the local backend and agents keep it: the folder is the
+        # worker's (it writes a temporary file there and renames it over progress.json)
+        where.progress_file.parent.mkdir(parents=True, exist_ok=True)
+        full_env[CORRAL_PROGRESS_FILE] = str(where.progress_file)
         if env.get(CORRAL_CHECKPOINT_DIR):
             with contextlib.suppress(OSError):  # the worker reports it if it cannot write there
                 Path(env[CORRAL_CHECKPOINT_DIR]).mkdir(parents=True, exist_ok=True)
@@ -206,6 +215,15 @@ class NodeHost:
                     "node": self.node}
         # written just before it exited, or never (killed)
         return {"state": "ended", "exit": read_json(where.dir / EXIT_RECORD), "node": self.node}
+
+    def progress(self, places: list[tuple[Any, ...]]) -> list[dict[str, Any] | None]:
+        """What each worker last wrote to its CORRAL_PROGRESS_FILE, in order (`Progress`'s
+        record), None where it wrote nothing that follows the contract."""
+        out: list[dict[str, Any] | None] = []
+        for place in places:
+            found = read_progress_file(WorkerPlace(*place).progress_file)
+            out.append(None if found is None else dict(found.as_record()))
+        return out
 
     def stop(self, place: tuple[Any, ...], grace_seconds: float) -> float:
         """The preemption contract on this node: deadline file, then SIGTERM to the runner (which
@@ -257,6 +275,7 @@ class NodeHost:
         self._reap(where.dir, wait=True)
         if remove:
             shutil.rmtree(where.dir, ignore_errors=True)
+            shutil.rmtree(where.progress_file.parent, ignore_errors=True)
             where.log_path.unlink(missing_ok=True)
             if not any(where.attempt_dir.glob("worker-*")):  # every worker of it is gone
                 (where.attempt_dir / RENDEZVOUS_FILE).unlink(missing_ok=True)

@@ -19,7 +19,7 @@ from corral.ledger import Account, Transaction, grant, place_hold, settle, state
 from corral.store import Store
 from corral.store import pool as P
 from corral.store.journal_sql import LedgerDb, insert_transaction
-from corral.store.ledger_tables import LedgerPosting, LedgerTransaction
+from corral.store.ledger_tables import LedgerCheckpoint, LedgerPosting, LedgerTransaction
 from corral.store.schema import QueueRow
 
 
@@ -39,6 +39,7 @@ class SqlLedgerMachine(LedgerMachine):
     @initialize(ancestors=st.booleans())
     def start(self, ancestors: bool) -> None:
         with self.store.write() as c:  # a clean ledger for every example
+            c.execute(delete(LedgerCheckpoint))
             c.execute(delete(LedgerPosting))
             c.execute(delete(LedgerTransaction))
             c.execute(delete(QueueRow))

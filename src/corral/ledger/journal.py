@@ -23,7 +23,8 @@ The operations that build transactions (grants, transfers, holds, settlements, e
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 
 from corral.ledger.accounts import Account, AccountKind, QueueChart
@@ -36,9 +37,30 @@ from corral.ledger.errors import (
 from corral.ledger.money import DEFAULT_CURRENCY, Currency
 from corral.ledger.storage import InMemoryJournalStore, JournalStore
 
-__all__ = ["Journal"]
+__all__ = ["Journal", "JournalState"]
 
 ZERO = Decimal(0)
+
+
+@dataclass(frozen=True)
+class JournalState:
+    """The journal's derived state after a prefix of its transactions (`Journal.state`).
+
+    A checkpoint saves it so that a rebuild replays only the transactions after it, as a
+    database recovers from a checkpoint and the log after it instead of the whole log.
+    `Journal(chart, state=s, store=rest)` equals the journal that replayed everything (a
+    property test in tests/ledger_integration checks it after random histories). The accounts
+    of each queue and its lots in draw-down order are derived from `balances` and `lots`.
+
+    lots: in the order they were opened. holds: in the order they were placed (settled ones too:
+    a workload has one hold, ever).
+    """
+
+    balances: Mapping[Account, Decimal]
+    lots: tuple[Lot, ...]
+    holds: tuple[Hold, ...]
+    swept: frozenset[Account]
+    transfers: Mapping[tuple[str, bool], Decimal]
 
 
 class Journal:
@@ -55,6 +77,7 @@ class Journal:
         currency: Currency = DEFAULT_CURRENCY,
         store: JournalStore | None = None,
         draw_from_ancestors: bool = True,
+        state: JournalState | None = None,
     ) -> None:
         self.chart = chart
         self.currency = currency
@@ -67,6 +90,8 @@ class Journal:
         self._holds: dict[str, Hold] = {}
         self._swept: set[Account] = set()
         self._transfers: dict[tuple[str, bool], Decimal] = {}
+        if state is not None:  # the store then holds only what came after it
+            self._restore(state)
         for tx in self._store:
             self._check(tx)
             self._apply(tx)
@@ -157,6 +182,23 @@ class Journal:
     def transferred(self, queue: str, *, incoming: bool) -> Decimal:
         """Net credits moved into (incoming) or out of a queue by transfers."""
         return self._transfers.get((queue, incoming), ZERO)
+
+    def state(self) -> JournalState:
+        """A copy of the derived state, for a checkpoint (see `JournalState`)."""
+        return JournalState(dict(self._balances), tuple(self._lots.values()),
+                            tuple(self._holds.values()), frozenset(self._swept),
+                            dict(self._transfers))
+
+    def _restore(self, state: JournalState) -> None:
+        self._balances = dict(state.balances)
+        for account in self._balances:
+            self._accounts_by_queue.setdefault(account.queue, set()).add(account)
+        for lot in state.lots:
+            self._lots[lot.account] = lot
+            self._lots_by_queue.setdefault(lot.account.queue, []).append(lot)
+        self._holds = {h.workload: h for h in state.holds}
+        self._swept = set(state.swept)
+        self._transfers = dict(state.transfers)
 
     # -- checking and applying -----------------------------------------------------------------
 

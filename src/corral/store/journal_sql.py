@@ -14,11 +14,20 @@ through `LedgerDb.write()`, one database transaction that
 
 Reads (`LedgerDb.read()`) catch up the same way without the lock. The UNIQUE key is the second
 line of defence: a replayed settlement is a no-op in the journal, and could not insert anyway.
+
+Checkpoints (`corral.store.ledger_checkpoint`): a rebuild starts from the latest saved state and
+replays only the transactions after it. Memory then keeps the transactions after the checkpoint
+and only the keys of those before it; a post under an old key (a replay) reads its original from
+the database, and so does reading the whole journal (`Journal.transactions`, rare: the API's
+grants and history). A write saves a new checkpoint, and forgets the transactions it covers,
+once `checkpoint_every` transactions were posted after the last one and `checkpoint_min_s`
+seconds passed since this process wrote one.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +50,7 @@ from corral.ledger import (
     TxKind,
 )
 from corral.store import Store
+from corral.store import ledger_checkpoint as LC
 from corral.store.ledger_tables import LedgerPosting, LedgerTransaction
 from corral.store.schema import QueueRow
 
@@ -106,17 +116,39 @@ def insert_transactions(conn: Connection, txs: Sequence[Transaction], currency: 
     return max(seqs)
 
 
-def load_transactions(conn: Connection, after_seq: int = 0) -> list[tuple[int, Transaction]]:
-    """Every transaction with seq > `after_seq`, in append order, as ledger values."""
-    rows = list(conn.execute(select(LedgerTransaction).where(LedgerTransaction.seq > after_seq)
-                             .order_by(LedgerTransaction.seq)))
+def load_transactions(conn: Connection, after_seq: int = 0, through_seq: int | None = None
+                      ) -> list[tuple[int, Transaction]]:
+    """Every transaction with `after_seq` < seq (<= `through_seq`), in append order."""
+    txs = select(LedgerTransaction).where(LedgerTransaction.seq > after_seq)
+    q = select(LedgerPosting).where(LedgerPosting.tx_seq > after_seq)
+    if through_seq is not None:
+        txs = txs.where(LedgerTransaction.seq <= through_seq)
+        q = q.where(LedgerPosting.tx_seq <= through_seq)
+    rows = list(conn.execute(txs.order_by(LedgerTransaction.seq)))
     if not rows:
         return []
+    return _with_postings(conn, rows, q.order_by(LedgerPosting.tx_seq, LedgerPosting.position))
+
+
+def load_transaction(conn: Connection, key: str) -> Transaction | None:
+    """The transaction stored under `key`, or None."""
+    rows = list(conn.execute(select(LedgerTransaction).where(LedgerTransaction.key == key)))
+    if not rows:
+        return None
+    q = (select(LedgerPosting).where(LedgerPosting.tx_seq == rows[0].seq)
+         .order_by(LedgerPosting.position))
+    return _with_postings(conn, rows, q)[0][1]
+
+
+def _with_postings(conn: Connection, rows: Sequence[Any], postings_query: Any
+                   ) -> list[tuple[int, Transaction]]:
     postings: dict[int, list[Posting]] = {}
-    q = (select(LedgerPosting).where(LedgerPosting.tx_seq > after_seq)
-         .order_by(LedgerPosting.tx_seq, LedgerPosting.position))
-    for p in conn.execute(q):
-        account = Account(AccountKind(p.account_kind), p.queue, p.ref)
+    accounts: dict[tuple[str, str, str], Account] = {}  # one object per account, shared
+    for p in conn.execute(postings_query):
+        key = (p.account_kind, p.queue, p.ref)
+        account = accounts.get(key)
+        if account is None:
+            account = accounts[key] = Account(AccountKind(p.account_kind), p.queue, p.ref)
         postings.setdefault(p.tx_seq, []).append(Posting(account, Decimal(p.amount)))
     return [(r.seq, _transaction(r, postings.get(r.seq, []))) for r in rows]
 
@@ -138,14 +170,27 @@ class SqlJournalStore:
     makes two INSERTs, not 20,000.
     """
 
-    def __init__(self, currency: Currency) -> None:
+    def __init__(self, currency: Currency, store: Store | None = None) -> None:
         self.currency = currency
+        self.store = store  # read what memory forgot when no connection is bound
         self.last_seq = 0
         self._order: list[Transaction] = []
         self._by_key: dict[str, Transaction] = {}
         self._conn: Connection | None = None
+        self._reader: Connection | None = None  # for what memory forgot (before `_base_seq`)
         self._loading = False
         self._unsaved: list[Transaction] = []  # appended while bound, not INSERTed yet
+        self._base_seq = 0  # transactions up to here are in the database only...
+        self._old_keys: set[str] = set()  # ...and memory keeps their keys
+
+    def forget_through(self, seq: int, keys: set[str]) -> None:
+        """Keep only the keys of the transactions up to `seq` (a checkpoint covers them);
+        called with everything appended so far, or at a rebuild before the replay of the rest."""
+        self._base_seq = seq
+        self._old_keys |= keys
+        for tx in self._order:
+            self._old_keys.add(tx.key)
+        self._order, self._by_key = [], {}
 
     def append(self, tx: Transaction) -> None:
         if tx.key in self._by_key:
@@ -165,23 +210,51 @@ class SqlJournalStore:
             self.last_seq = insert_transactions(self._conn, txs, self.currency)
 
     def get(self, key: str) -> Transaction | None:
-        return self._by_key.get(key)
+        found = self._by_key.get(key)
+        if found is None and key in self._old_keys:
+            with self._database() as conn:
+                found = load_transaction(conn, key)
+        return found
 
     def __iter__(self) -> Iterator[Transaction]:
-        return iter(tuple(self._order))
+        if not self._old_keys:
+            return iter(tuple(self._order))
+        with self._database() as conn:
+            old = load_transactions(conn, 0, self._base_seq)
+        return iter([tx for _, tx in old] + self._order)
 
     def __len__(self) -> int:
-        return len(self._order)
+        return len(self._old_keys) + len(self._order)
+
+    @contextmanager
+    def _database(self) -> Iterator[Connection]:
+        """The bound connection (inside LedgerDb's sessions), else a read of its own."""
+        if self._reader is not None:
+            yield self._reader
+        elif self.store is not None:
+            with self.store.read() as conn:
+                yield conn
+        else:
+            raise RuntimeError("the ledger's older transactions are read inside LedgerDb.read() "
+                               "or LedgerDb.write()")
 
     @contextmanager
     def bound(self, conn: Connection) -> Iterator[None]:
-        self._conn = conn
+        self._conn = self._reader = conn
         try:
             yield
             self.flush()
         finally:
-            self._conn = None
+            self._conn = self._reader = None
             self._unsaved = []  # on an error LedgerDb drops this copy; nothing half-written
+
+    @contextmanager
+    def reading(self, conn: Connection) -> Iterator[None]:
+        self._reader = conn
+        try:
+            yield
+        finally:
+            self._reader = None
 
     def catch_up(self, journal: Journal, rows: Sequence[tuple[int, Transaction]]) -> None:
         """Feed transactions committed elsewhere through `journal.post` (which re-validates them)
@@ -219,14 +292,20 @@ class LedgerDb:
     """
 
     def __init__(self, store: Store, *, currency: Currency = DEFAULT_CURRENCY,
-                 draw_from_ancestors: bool = True) -> None:
+                 draw_from_ancestors: bool = True, checkpoint_every: int = 10_000,
+                 checkpoint_min_s: float = 60.0) -> None:
         self.store = store
         self.currency = currency
         self.draw_from_ancestors = draw_from_ancestors
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_min_s = checkpoint_min_s
         self._lock = threading.RLock()
         self._journal: Journal | None = None
         self._sql: SqlJournalStore | None = None
         self._parents: dict[str, str | None] = {}
+        self._chart: dict[str, str | None] = {}  # the journal's chart (deleted queues kept)
+        self._covered = 0  # transactions the latest checkpoint covers
+        self._checkpointed_at = float("-inf")  # monotonic time of this process's last one
 
     @contextmanager
     def write(self) -> Iterator[LedgerSession]:
@@ -239,6 +318,8 @@ class LedgerDb:
                     journal, sql = self._current(conn)
                     with sql.bound(conn):
                         yield LedgerSession(conn, journal, sql)
+                    if self._checkpoint_due(sql):
+                        self._save_checkpoint(conn, journal, sql)
             except BaseException:
                 self._journal = self._sql = None  # memory may be ahead of the database
                 raise
@@ -247,8 +328,40 @@ class LedgerDb:
     def read(self) -> Iterator[LedgerSession]:
         """A read-only view, current as of now; posting through it raises."""
         with self._lock, self.store.read() as conn:
-            journal, _ = self._current(conn)
-            yield LedgerSession(conn, journal)
+            journal, sql = self._current(conn)
+            with sql.reading(conn):
+                yield LedgerSession(conn, journal)
+
+    def checkpoint(self) -> None:
+        """Save a checkpoint now (tests; an operator before a planned handover)."""
+        with self._lock:
+            every, self.checkpoint_every = self.checkpoint_every, 0
+            since, self._checkpointed_at = self._checkpointed_at, float("-inf")
+            try:
+                with self.write():
+                    pass
+            finally:
+                self.checkpoint_every = every
+                self._checkpointed_at = max(since, self._checkpointed_at)
+
+    def _checkpoint_due(self, sql: SqlJournalStore) -> bool:
+        if self.checkpoint_every < 0 or len(sql) - self._covered < self.checkpoint_every:
+            return False
+        return time.monotonic() - self._checkpointed_at >= self.checkpoint_min_s
+
+    def _save_checkpoint(self, conn: Connection, journal: Journal, sql: SqlJournalStore) -> None:
+        """Inside the write, after its postings were flushed: the state is exactly that of
+        every transaction up to `sql.last_seq` (this writer holds the ledger's lock)."""
+        if len(sql) == 0 or len(sql) == self._covered:
+            return
+        state = journal.state()
+        # the queues its transactions name: a rebuild keeps them (as roots once deleted)
+        named = {a.queue for a in state.balances} | {h.queue for h in state.holds}
+        chart = {q: self._chart.get(q) for q in sorted(named)}
+        LC.save(conn, sql.last_seq, len(sql), chart, state, time.time())
+        sql.forget_through(sql.last_seq, set())
+        self._covered = len(sql)
+        self._checkpointed_at = time.monotonic()
 
     def _current(self, conn: Connection) -> tuple[Journal, SqlJournalStore]:
         parents = {r.name: r.parent for r in conn.execute(select(QueueRow.name, QueueRow.parent))}
@@ -259,8 +372,11 @@ class LedgerDb:
 
     def _rebuild(self, conn: Connection, parents: dict[str, str | None]
                  ) -> tuple[Journal, SqlJournalStore]:
-        rows = load_transactions(conn)
+        saved = LC.latest(conn)
+        rows = load_transactions(conn, 0 if saved is None else saved.seq)
         chart = dict(parents)
+        for name in () if saved is None else saved.chart:  # deleted queues, as roots
+            chart.setdefault(name, None)
         for _, tx in rows:  # queues deleted since: keep their accounts, as roots
             for q in (tx.intent.queue, tx.intent.counterparty,
                       *(p.account.queue for p in tx.postings)):
@@ -269,11 +385,16 @@ class LedgerDb:
         for name, parent in list(chart.items()):
             if parent is not None and parent not in chart:
                 chart[name] = None
-        sql = SqlJournalStore(self.currency)
+        sql = SqlJournalStore(self.currency, self.store)
         journal = Journal(QueueChart(chart), currency=self.currency, store=sql,
-                          draw_from_ancestors=self.draw_from_ancestors)
+                          draw_from_ancestors=self.draw_from_ancestors,
+                          state=None if saved is None else saved.state)
+        if saved is not None:
+            sql.forget_through(saved.seq, LC.keys_through(conn, saved.seq))
+            sql.last_seq = saved.seq
         sql.catch_up(journal, rows)
-        self._journal, self._sql, self._parents = journal, sql, parents
+        self._journal, self._sql, self._parents, self._chart = journal, sql, parents, chart
+        self._covered = 0 if saved is None else saved.transactions
         return journal, sql
 
 

@@ -4,6 +4,8 @@
     ledger_prices                               price rules with validity (pool file and admins)
     ledger_usage                                one row per worker per attempt: where it ran, from
                                                 when to when (exact), and why it ended
+    ledger_checkpoints                          the journal's derived state after transaction `seq`
+                                                (a rebuild replays only what came after it)
 
 Why these shapes:
 
@@ -28,7 +30,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from corral.store.schema import Base
 
-__all__ = ["LedgerPosting", "LedgerPrice", "LedgerTransaction", "LedgerUsage"]
+__all__ = ["LedgerCheckpoint", "LedgerPosting", "LedgerPrice", "LedgerTransaction", "LedgerUsage"]
 
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -102,3 +104,15 @@ class LedgerUsage(Base):
     end: Mapped[str | None] = mapped_column(String(64), nullable=True)
     end_reason: Mapped[str] = mapped_column(String(16), default="")
     start_s: Mapped[float] = mapped_column(Float, index=True)
+
+
+class LedgerCheckpoint(Base):
+    """The journal's balances, lots and holds after every transaction up to `seq`
+    (`corral.store.ledger_checkpoint`). Derived, never the source of truth: deleting every row
+    only makes the next rebuild replay the whole journal."""
+
+    __tablename__ = "ledger_checkpoints"
+    seq: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=False)
+    transactions: Mapped[int] = mapped_column(BigInteger)  # how many it covers
+    state: Mapped[str] = mapped_column(Text)  # JSON, see ledger_checkpoint.encode
+    created_at: Mapped[float] = mapped_column(Float)

@@ -117,3 +117,28 @@ def test_login_checks_the_token_and_client_commands_use_the_context(
     # a flag beats the context: this port has no server, so the command fails to connect
     other = _cli(tmp_path, "queues", "--url", "http://127.0.0.1:9")
     assert other.returncode == 1 and "127.0.0.1:9" in other.stderr
+
+
+def test_login_from_a_data_dir_saves_its_server_and_admin_token(
+        tmp_path: Path, server: CorralServer) -> None:
+    """Issue 14: after `corral up --data-dir X` (not ./.corral), one `corral login --data-dir X`
+    and every client command reaches it, from any folder, without flags."""
+    r = _cli(tmp_path, "login", "--data-dir", str(server.data_dir), "--name", "mine")
+    assert r.returncode == 0, r.stderr
+    assert "as admin" in r.stdout and server.token not in r.stdout + r.stderr
+    saved = json.loads(_config(tmp_path).read_text())
+    assert saved["contexts"]["mine"] == {"url": server.url, "token": server.token}
+    queues = _cli(tmp_path, "queues", "-o", "ids")
+    assert queues.returncode == 0, queues.stderr
+    assert "default" in queues.stdout.split()
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["login", "--no-verify"], "give a server URL or --data-dir DIR"),
+    (["login", "http://x:1", "--data-dir", ".", "--no-verify"], "give a server URL or --data-dir"),
+    (["login", "--data-dir", "nowhere", "--no-verify"],
+     "nowhere has no server.json: is `corral up --data-dir nowhere` running?"),
+], ids=["neither", "both", "no-server-there"])
+def test_login_needs_one_server(tmp_path: Path, args: list[str], says: str) -> None:
+    r = _cli(tmp_path, *args)
+    assert r.returncode == 2 and says in " ".join(r.stderr.replace("│", " ").split()), r.stderr

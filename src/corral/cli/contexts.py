@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -16,7 +17,14 @@ from rich.table import Table
 from corral.cli.connection import err, friendly
 from corral.cli.output import Format, OutputOpt, emit
 from corral.sdk import Client
-from corral.sdk.config import Config, Context, config_path, load_config, save_config
+from corral.sdk.config import (
+    Config,
+    Context,
+    config_path,
+    from_data_dir,
+    load_config,
+    save_config,
+)
 
 __all__ = ["context_app", "login"]
 
@@ -55,20 +63,21 @@ def _read_token(token: str | None) -> str:
 
 
 def login(
-    url: Annotated[str, typer.Argument(help="the server, e.g. https://corral.example.com")],
+    url: Annotated[str | None, typer.Argument(
+        help="the server, e.g. https://corral.example.com (or --data-dir)")] = None,
     token: Annotated[str | None, typer.Option(
-        "--token", help="API token; '-' reads it from stdin; omitted: asked for, not echoed")] = None,
+        "--token", help="API token; '-' reads it from stdin; omitted: asked for, not echoed "
+        "(with --data-dir: the admin token there)")] = None,
     name: Annotated[str | None, typer.Option(
         "--name", help="the context's name (default: the URL's host:port)")] = None,
     verify: Annotated[bool, typer.Option(
         "--verify/--no-verify", help="check the token with the server before saving")] = True,
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", help="save the server that `corral up --data-dir DIR` runs (its URL "
+        "and admin token, read from DIR) instead of a URL")] = None,
 ) -> None:
     """Save a server and its token as a context and make it the current one."""
-    url = _checked_url(url)
-    if _in_clear(url):
-        err.print(f"warning: {url} is plain http: the token crosses the network unencrypted; "
-                  "use https unless this network is yours alone", highlight=False)
-    secret = _read_token(token)
+    url, secret = _server(url, token, data_dir)
     name = name or _default_name(url)
     who = ""
     if verify:
@@ -81,6 +90,28 @@ def login(
         path = save_config(config)
     out.print(f"logged in to {url}{who}; context [bold]{name}[/bold] is current (saved in "
               f"{path})", highlight=False)
+
+
+def _server(url: str | None, token: str | None, data_dir: Path | None) -> tuple[str, str]:
+    """The URL and token to save: given, or what `corral up --data-dir` wrote in its dir."""
+    if (url is None) == (data_dir is None):
+        raise typer.BadParameter("give a server URL or --data-dir DIR (one of them)",
+                                 param_hint="URL")
+    if data_dir is not None:
+        found, admin = from_data_dir(data_dir)
+        if found is None:
+            raise typer.BadParameter(
+                f"{data_dir} has no server.json: is `corral up --data-dir {data_dir}` running?",
+                param_hint="--data-dir")
+        url = found
+        if token is None and admin is not None:
+            return _checked_url(url), admin
+    assert url is not None
+    url = _checked_url(url)
+    if _in_clear(url):
+        err.print(f"warning: {url} is plain http: the token crosses the network unencrypted; "
+                  "use https unless this network is yours alone", highlight=False)
+    return url, _read_token(token)
 
 
 def _loaded() -> Config:

@@ -27,8 +27,8 @@ from typing import Any, NamedTuple
 
 from corral.sdk.errors import CorralError
 
-__all__ = ["Config", "ConfigError", "Context", "Resolved", "config_path", "load_config",
-           "resolve", "save_config"]
+__all__ = ["Config", "ConfigError", "Context", "Resolved", "config_path", "from_data_dir",
+           "load_config", "resolve", "save_config"]
 
 # kept equal to corral.cli.defaults (the SDK may not import the CLI); a test holds them equal
 DEFAULT_PORT = 8765
@@ -115,7 +115,9 @@ def save_config(config: Config, path: Path | None = None) -> Path:
     return path
 
 
-def _from_data_dir(root: Path) -> tuple[str | None, str | None]:
+def from_data_dir(root: Path) -> tuple[str | None, str | None]:
+    """The URL (`server.json`) and admin token that `corral up --data-dir ROOT` wrote there;
+    None for what is not there."""
     url = None
     server_file = root / SERVER_FILE
     if server_file.is_file():
@@ -146,14 +148,14 @@ def resolve(url: str | None = None, token: str | None = None, *, data_dir: Path 
         return Resolved(url, token or _token_for(url, data_dir, env, config_file), source)
     chosen = data_dir or (Path(env["CORRAL_DATA_DIR"]) if env.get("CORRAL_DATA_DIR") else None)
     if chosen is not None:
-        dd_url, dd_token = _from_data_dir(chosen)
+        dd_url, dd_token = from_data_dir(chosen)
         if dd_url:
             return Resolved(dd_url, token or dd_token, f"data dir {chosen}")
     context = _current_context(env, config_file)
     if context is not None:
         return Resolved(context.url, token or context.token, f"context {context.name}")
     local = chosen or Path(DEFAULT_DATA_DIR)
-    dd_url, dd_token = _from_data_dir(local)
+    dd_url, dd_token = from_data_dir(local)
     return Resolved(dd_url or f"http://127.0.0.1:{DEFAULT_PORT}", token or dd_token,
                     f"data dir {local}" if dd_url else "default")
 
@@ -170,4 +172,4 @@ def _token_for(url: str, data_dir: Path | None, env: Mapping[str, str],
         if context.url.rstrip("/") == url.rstrip("/") and context.token:
             return context.token
     root = data_dir or Path(env.get("CORRAL_DATA_DIR") or DEFAULT_DATA_DIR)
-    return _from_data_dir(root)[1]
+    return from_data_dir(root)[1]

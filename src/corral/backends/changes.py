@@ -44,6 +44,29 @@ class ChangeFeed:
                    for s in workers]
         return changed, sorted(k for k in last if k not in seen), False
 
+    def partial(self, statuses: Iterable[WorkerStatus], gone: Iterable[Key]) -> Delta:
+        """A report of only some attempts (a backend that knows what moved, Kubernetes through
+        its watch): those among them that changed, and the attempts `gone` since. Call `delta`
+        first: the first report must be everything."""
+        if self._last is None:
+            raise RuntimeError("a partial report before the first full one")
+        by_key: dict[Key, list[WorkerStatus]] = {}
+        for s in statuses:
+            by_key.setdefault((s.workload_id, s.attempt), []).append(s)
+        changed: list[WorkerStatus] = []
+        for key, workers in by_key.items():
+            seen = _signature(workers)
+            if self._last.get(key) != seen:
+                self._last[key] = seen
+                changed.extend(workers)
+        left = sorted(k for k in set(gone) if self._last.pop(k, None) is not None)
+        return changed, left, False
+
+    @property
+    def started(self) -> bool:
+        """Whether a full report was taken since the start or the last `forget`."""
+        return self._last is not None
+
     def forget(self) -> None:
         """The next `delta` reports everything (after a restart of the caller's view)."""
         self._last = None

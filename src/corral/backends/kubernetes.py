@@ -6,6 +6,9 @@
                                                      Never, GPUs as the device plugin's resource
     poll    ── list pods (label selector) ────────> phase, container exit code
             ── list nodes ────────────────────────> Ready? (NotReady -> workers LOST, NodeLost)
+    poll_changes ── one list, then a watch of pods and of nodes (kubernetes_watch.Informer):
+                    each step observes only the attempts whose pods or nodes changed, those
+                    being stopped (their kill deadline) and those just launched
     stop    ── patch annotation (deadline) ───────> the downward-API file CORRAL_PREEMPT_DEADLINE_FILE
             ── delete pod, gracePeriodSeconds ────> kubelet: SIGTERM, SIGKILL after the grace
 
@@ -56,6 +59,7 @@ from corral.backends.base import (
     WorkerState,
     WorkerStatus,
 )
+from corral.backends.changes import ChangeFeed, Delta
 from corral.backends.environment import (
     format_deadline,
     worker_environment,
@@ -86,10 +90,13 @@ from corral.backends.kubernetes_objects import (
     with_setup,
     workload_label,
 )
+from corral.backends.kubernetes_watch import Informer
 from corral.backends.records import AttemptRecord, AttemptRecords, ended_attempt, statuses
 from corral.core.model import Node
 
 __all__ = ["DEADLINE_MOUNT", "KubernetesBackend"]
+
+Key = tuple[str, int]
 
 DEADLINE_MOUNT: Final = "/etc/corral"
 RENDEZVOUS_PORT: Final = 29500  # each pod has its own IP: a fixed port cannot clash
@@ -135,7 +142,7 @@ class KubernetesBackend(Backend, InventorySource, LogSource):
         api_client: Any = None, provider: str = "kubernetes",
         gpu_resource: str | None = None, shared_gpu_resource: str | None = None,
         shares_per_gpu: int = 0, gpu_memory_mib: Mapping[str, int] | None = None,
-        kill_slack_s: float = 30.0, request_timeout_s: float = 30.0,
+        kill_slack_s: float = 30.0, request_timeout_s: float = 30.0, watch: bool = True,
     ) -> None:
         if not image:
             raise InvalidRequest("image", "the Kubernetes backend needs a container image")
@@ -148,6 +155,18 @@ class KubernetesBackend(Backend, InventorySource, LogSource):
         self.kill_slack_s, self.request_timeout_s = kill_slack_s, request_timeout_s
         self.records = AttemptRecords(Path(work_dir))
         self._attempts = {r.key: r for r in self.records.scan()}
+        # poll_changes: the watches (started on first use), the last report to diff against,
+        # and what happened here since the last call that the watches do not show
+        self._watch = watch
+        self._pods: Informer | None = None
+        self._nodes: Informer | None = None
+        self._changes = ChangeFeed()
+        self._pod_of: dict[str, tuple[Key, int]] = {}  # pod name -> (attempt, worker)
+        for record in self._attempts.values():
+            self._index(record)
+        self._fresh: set[Key] = set()  # launched since the last call
+        self._stopping: set[Key] = set()  # their kill deadline: looked at every call
+        self._released: list[Key] = []
 
     # --- Backend -------------------------------------------------------------------------------
 
@@ -163,14 +182,19 @@ class KubernetesBackend(Backend, InventorySource, LogSource):
                                             "service": service_name(spec.workload_id,
                                                                     spec.attempt)})
         self._attempts[record.key] = record
+        self._index(record)
+        self._fresh.add(record.key)
         created: list[str] = []
         try:
             self._call("create the rendezvous service", self.api.create_namespaced_service,
                        self.namespace, self._service(record))
             for a in sorted(spec.assignments, key=lambda a: a.worker):
                 body = self._pod(record, a, nodes[a.node_id])
-                self._call("create a pod", self.api.create_namespaced_pod, self.namespace, body)
+                pod = self._call("create a pod", self.api.create_namespaced_pod, self.namespace,
+                                 body)
                 created.append(names[str(a.worker)])
+                if self._pods is not None and pod is not None:
+                    self._pods.put(pod)  # seen now, not when its watch event comes
         except BackendError as e:
             for name in created:
                 self._delete(name, 0)
@@ -190,6 +214,7 @@ class KubernetesBackend(Backend, InventorySource, LogSource):
         stop = record.request_stop(grace_seconds, reason)
         if stop is None:
             return
+        self._stopping.add(record.key)
         patch = {"metadata": {"annotations": {ANNOTATION_DEADLINE: format_deadline(
             stop.deadline).strip()}}}
         for a in record.spec.assignments:
@@ -222,6 +247,47 @@ class KubernetesBackend(Backend, InventorySource, LogSource):
         self._delete_service(record)
         AttemptRecords.mark_released(record)
         del self._attempts[record.key]
+        for name in record.engine["pods"].values():
+            self._pod_of.pop(name, None)
+        self._stopping.discard(record.key)
+        self._fresh.discard(record.key)
+        self._released.append(record.key)
+
+    def poll_changes(self, now: float) -> Delta:
+        """`poll`, as only what changed since the last call (`corral.backends.changes`), read
+        from watches of pods and nodes instead of a list each step: the attempts whose pods or
+        nodes had events, those being stopped and those just launched, and the attempts
+        released since. The first call, a call after the watch had to list again, and every
+        call while a watch is broken (then `poll` lists) report everything."""
+        if not self._watch:
+            return self._changes.delta(self.poll(now))
+        pods_w, nodes_w = self._watches()
+        pods, nodes = pods_w.objects(), nodes_w.objects()
+        changed_pods, changed_nodes = pods_w.take_changed(), nodes_w.take_changed()
+        gone, self._released = self._released, []
+        if pods is None or nodes is None:
+            return self._changes.delta(self.poll(now))  # a watch is broken: list for now
+        ready = {name: node_ready(n)[0] for name, n in nodes.items()}
+        everything = (changed_pods is None or changed_nodes is None
+                      or not self._changes.started)
+        if everything:
+            keys = set(self._attempts)
+        else:
+            assert changed_pods is not None and changed_nodes is not None
+            keys = ({self._pod_of[n][0] for n in changed_pods if n in self._pod_of}
+                    | self._fresh | self._stopping | self._on_nodes(changed_nodes))
+        self._fresh = set()
+        report = self._observe_some(sorted(k for k in keys if k in self._attempts), now, pods,
+                                    ready)
+        if everything:
+            return self._changes.delta(report)
+        return self._changes.partial(report, gone)
+
+    def close(self) -> None:
+        """Stop the watches (they are daemon threads: a process that exits needs no call)."""
+        for informer in (self._pods, self._nodes):
+            if informer is not None:
+                informer.close()
 
     # --- capabilities --------------------------------------------------------------------------
 
@@ -336,6 +402,44 @@ class KubernetesBackend(Backend, InventorySource, LogSource):
                 LABEL_ATTEMPT: str(spec.attempt), LABEL_WORKER: str(worker)}
 
     # --- observing -----------------------------------------------------------------------------
+
+    def _watches(self) -> tuple[Informer, Informer]:
+        if self._pods is None or self._nodes is None:
+            self._pods = Informer(self.api.list_namespaced_pod, self.namespace,
+                                  label_selector=f"{LABEL_MANAGED}={MANAGED}",
+                                  request_timeout_s=self.request_timeout_s, what="pods").start()
+            self._nodes = Informer(self.api.list_node, request_timeout_s=self.request_timeout_s,
+                                   what="nodes").start()
+        return self._pods, self._nodes
+
+    def _index(self, record: AttemptRecord) -> None:
+        for worker, name in record.engine["pods"].items():
+            self._pod_of[name] = (record.key, int(worker))
+
+    def _on_nodes(self, names: set[str]) -> set[Key]:
+        """The attempts with a worker on one of these nodes (nodes change rarely: a scan)."""
+        if not names:
+            return set()
+        return {key for key, record in self._attempts.items()
+                if any(a.node_id in names for a in record.spec.assignments)}
+
+    def _observe_some(self, keys: list[Key], now: float, pods: dict[str, Any],
+                      ready: dict[str, bool]) -> list[WorkerStatus]:
+        """The workers of these attempts, from the watched pods. A pod missing from the watch
+        is read once directly before it counts as gone: the watch may not have shown it yet."""
+        out: list[WorkerStatus] = []
+        for key in keys:
+            record = self._attempts[key]
+            for a in sorted(record.spec.assignments, key=lambda a: a.worker):
+                name = record.engine["pods"][str(a.worker)]
+                if name not in pods and a.worker not in record.ends:
+                    pod = self._call("read a pod", self.api.read_namespaced_pod, name,
+                                     self.namespace, missing_ok=True)
+                    if pod is not None:
+                        pods[name] = pod
+                end = self._observe(record, a.worker, a.node_id, pods, ready)
+                out.append(end.status(key[0], key[1], a.worker, a.node_id, now))
+        return out
 
     def _observe(self, record: AttemptRecord, worker: int, node_id: str, pods: dict[str, Any],
                  ready: dict[str, bool]) -> WorkerEnd:

@@ -96,6 +96,13 @@ def tick(rig: Rig, scaler: ServiceAutoscaler, loads: dict[str, Load]) -> None:
     ({"endpoint": {"max_queue": -1}}, "endpoint.max_queue"),
     ({"endpoint": {"request_timeout": "0s"}}, "endpoint.request_timeout"),
     ({"endpoint": {"queue_timeout": "10m", "request_timeout": "1m"}}, "queue_timeout"),
+    ({"endpoint": {"connect_timeout": "0s"}}, "endpoint.connect_timeout"),
+    ({"endpoint": {"connect_timeout": "10m"}}, "at most 5m"),
+    ({"endpoint": {"first_byte_timeout": "soon"}}, "endpoint.first_byte_timeout"),
+    ({"endpoint": {"first_byte_timeout": "2m", "request_timeout": "1m"}},
+     "first_byte_timeout must not exceed request_timeout"),
+    ({"auth": {}}, "exactly one of token_sha256"),
+    ({"auth": {"token_secret": "Bad Name"}}, "auth.token_secret"),
     ({"kind": "job", "replicas": None, "min_replicas": None, "max_replicas": None,
       "autoscale": None, "endpoint": {"max_queue": 1}}, "endpoint apply to kind: service"),
 ])
@@ -360,14 +367,16 @@ def test_the_specs_auth_and_endpoint_limits_reach_the_gateway(
         rig: Rig, events: asyncio.AbstractEventLoop) -> None:
     digest = hashlib.sha256(b"s3cret").hexdigest()
     sid = submit(rig, autoscale=None, auth={"token_sha256": digest},
-                 endpoint={"max_concurrent": 3, "max_queue": 5, "request_timeout": "90s"})
+                 endpoint={"max_concurrent": 3, "max_queue": 5, "request_timeout": "90s",
+                           "connect_timeout": "2s", "first_byte_timeout": "30s"})
     app, feed = mounted(rig, events)
     rig.step(3)
     for key in (sid, "svc"):  # by id and by name
         route = on(events, lambda k=key: feed.table.service(k))
         assert route.auth.token_sha256 == digest
         assert route.limits == ServiceLimits(max_concurrent=3, max_queue=5,
-                                             total_timeout_s=90.0)
+                                             total_timeout_s=90.0, connect_timeout_s=2.0,
+                                             first_byte_timeout_s=30.0)
     refused = asyncio.run_coroutine_threadsafe(get(app, "/serve/svc/x"), events).result(GUARD_S)
     assert refused.status_code == 401 and "bearer token" in refused.json()["message"]
     assert "s3cret" not in json.dumps(WorkloadSpec.model_validate(

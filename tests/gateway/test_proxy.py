@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections import Counter
 from typing import Any
 
@@ -536,4 +537,97 @@ def test_a_services_own_queue_wait_and_request_timeout_override_the_gateways() -
                 text = (await client.get("/metrics")).text
         assert cut is not None  # cut at the service's 0.3 s, not the gateway's 300 s
         assert 'reason="total_timeout",service="toy"' in text
+    run(main())
+
+
+# ---- per-service connect and first-byte timeouts -------------------------------------------
+class _Silent:
+    """A TCP server that accepts connections and never answers (a replica wedged after
+    accept: a deadlocked server, a full worker pool)."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.server: asyncio.AbstractServer | None = None
+        self.held: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> str:
+        async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.accepted += 1
+            self.held.append(writer)
+        self.server = await asyncio.start_server(hold, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        for writer in self.held:
+            writer.close()
+        assert self.server is not None
+        self.server.close()
+
+
+class _Unreachable:
+    """A listener whose accept queue is full: the kernel drops new SYNs, so a connect to it
+    neither succeeds nor is refused: it times out."""
+
+    def __init__(self) -> None:
+        self.socks: list[socket.socket] = []
+
+    def __enter__(self) -> str:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address = listener.getsockname()
+        self.socks.append(listener)
+        for _ in range(8):  # fill the backlog; never accepted
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(address)
+            self.socks.append(s)
+        return f"http://127.0.0.1:{address[1]}"
+
+    def __exit__(self, *exc: object) -> None:
+        for s in self.socks:
+            s.close()
+
+
+def test_a_replica_that_accepts_and_never_answers_is_a_504_at_the_services_first_byte_timeout(
+        ) -> None:
+    async def main() -> None:
+        silent = _Silent()
+        async with silent as silent_url, replica("ok") as (uo, ok):
+            table = table_with(mute=(silent_url, READY), ok=(uo, READY))
+            table.set_service("toy", limits=ServiceLimits(first_byte_timeout_s=0.1))
+            # the gateway's own first-byte timeout would outlast the test's guard
+            async with gateway(table, GatewayLimits(first_byte_timeout_s=3600)) as client:
+                got = [await client.post("/serve/toy/v1/completions", json=completion())
+                       for _ in range(12)]
+                got += [await client.get("/serve/toy/healthz") for _ in range(12)]
+                text = (await client.get("/metrics")).text
+        late = [r for r in got if r.status_code == 504]
+        assert late and all(error_of(r)["error"] == "gateway_timeout" for r in late)
+        assert "first-byte timeout" in error_of(late[0])["message"]
+        # every request the silent replica took ended there, a GET too: never sent again
+        assert len(late) == silent.accepted
+        assert {r.status_code for r in got} == {200, 504}
+        assert ok.served == sum(r.status_code == 200 for r in got[:12])  # completions served
+        assert 'reason="first_byte_timeout",service="toy"' in text
+        assert 'corral_gateway_retries_total{service="toy"}' not in text
+    run(main())
+
+
+def test_a_replica_not_reached_within_the_services_connect_timeout_is_skipped() -> None:
+    async def main() -> None:
+        with _Unreachable() as far:
+            async with replica("ok") as (uo, ok):
+                table = table_with(far=(far, READY), ok=(uo, READY))
+                table.set_service("toy", limits=ServiceLimits(connect_timeout_s=0.1))
+                async with gateway(table, GatewayLimits(connect_timeout_s=3600)) as client:
+                    posts = [await client.post("/serve/toy/v1/completions",
+                                               json=completion()) for _ in range(10)]
+                    gets = [await client.get("/serve/toy/healthz") for _ in range(10)]
+                    text = (await client.get("/metrics")).text
+        # the connect never completed: the replica never saw the request, another one ran it
+        assert [r.status_code for r in posts + gets] == [200] * 20
+        assert {r.headers["x-replica"] for r in posts + gets} == {"ok"} and ok.served == 10
+        assert 'corral_gateway_errors_total{reason="connect",service="toy"}' in text
+        assert 'corral_gateway_retries_total{service="toy"}' in text
     run(main())

@@ -20,8 +20,10 @@ restart) the new leader does not know what the former leader's gateway routed as
 own table is empty or stale: until its feed has applied this epoch's routes, it holds the stop of
 every running replica (one step; the routes it then applies mark them draining).
 
-Each service's `auth` (a bearer token by its SHA-256) and `endpoint` limits (max_concurrent,
-max_queue, queue_timeout, request_timeout) come from the spec its newest live replica runs
+Each service's `auth` (a bearer token by its SHA-256, or the secret that holds it:
+`corral.control.service_auth`, read at most every few seconds, failing closed when the secret
+is gone) and `endpoint` limits (max_concurrent, max_queue, queue_timeout, request_timeout,
+connect_timeout, first_byte_timeout) come from the spec its newest live replica runs
 (`endpoint_settings`), so an update that changes them takes effect with the rollout's first
 new replica; a service without them is public under the gateway's own limits.
 
@@ -47,6 +49,7 @@ from starlette.routing import Route as StarletteRoute
 from corral.control.endpoints import Route, live_routes
 from corral.control.live_state import LiveState
 from corral.control.loop import ControlLoop, StepReport
+from corral.control.service_auth import TokenDigests, token_secret
 from corral.control.service_autoscale import (
     Autoscaled,
     Load,
@@ -86,28 +89,51 @@ Settings = tuple[ServiceAuth, ServiceLimits]
 _PUBLIC: Settings = (ServiceAuth.public(), ServiceLimits())
 
 
-def endpoint_settings(spec: WorkloadSpec) -> Settings:
-    """A service's auth and limits at the gateway, from its spec's `auth` and `endpoint`."""
-    auth = ServiceAuth(spec.auth.token_sha256) if spec.auth else ServiceAuth.public()
+Digests = Mapping[tuple[str, str], str | None]
+
+
+def endpoint_settings(spec: WorkloadSpec, digests: Digests | None = None) -> Settings:
+    """A service's auth and limits at the gateway, from its spec's `auth` and `endpoint`.
+    `digests`: (queue, secret) -> its token's SHA-256 (None or absent: unreadable, so no
+    token admits)."""
+    auth = ServiceAuth.public()
+    if spec.auth is not None and spec.auth.token_sha256 is not None:
+        auth = ServiceAuth(spec.auth.token_sha256)
+    elif spec.auth is not None and spec.auth.token_secret is not None:
+        digest = (digests or {}).get((spec.queue, spec.auth.token_secret))
+        auth = ServiceAuth(digest) if digest else ServiceAuth.deny()
     e = spec.endpoint
-    limits = ServiceLimits(e.max_concurrent, e.max_queue, e.queue_timeout,
-                           e.request_timeout) if e else ServiceLimits()
+    limits = ServiceLimits(e.max_concurrent, e.max_queue, e.queue_timeout, e.request_timeout,
+                           e.connect_timeout, e.first_byte_timeout) if e else ServiceLimits()
     return auth, limits
 
 
-def live_settings(live: LiveState, services: Mapping[str, Autoscaled]) -> dict[str, Settings]:
-    """Per service id in the loop's memory (and per idle autoscaled one): its settings, from
-    the spec of its newest live replica (during a rollout: the new spec)."""
+def _newest_specs(live: LiveState, services: Mapping[str, Autoscaled]
+                  ) -> dict[str, WorkloadSpec]:
+    """Per service id in the loop's memory (and per idle autoscaled one): the spec of its
+    newest live replica (during a rollout: the new spec)."""
     newest: dict[str, Any] = {}
     for rec in live.records.values():
         if rec.kind == "service" and (rec.group_id not in newest
                                       or rec.seq > newest[rec.group_id].seq):
             newest[rec.group_id] = rec
-    out = {sid: endpoint_settings(live.specs.spec(rec)) for sid, rec in newest.items()}
+    out = {sid: live.specs.spec(rec) for sid, rec in newest.items()}
     for sid, svc in services.items():
         if sid not in out and svc.spec is not None:
-            out[sid] = endpoint_settings(svc.spec)
+            out[sid] = svc.spec
     return out
+
+
+def live_settings(live: LiveState, services: Mapping[str, Autoscaled],
+                  tokens: TokenDigests | None = None, now: float = 0.0
+                  ) -> dict[str, Settings]:
+    """Per service id in the loop's memory (and per idle autoscaled one): its settings, from
+    the spec of its newest live replica. `tokens`: where secrets' digests are read."""
+    specs = _newest_specs(live, services)
+    wanted = {(s.queue, name) for s in specs.values()
+              if (name := token_secret(s)) is not None}
+    digests = tokens.digests(wanted, now) if tokens is not None and wanted else {}
+    return {sid: endpoint_settings(spec, digests) for sid, spec in specs.items()}
 
 
 def apply_routes(table: RouteTable, routes: Sequence[Route],
@@ -246,6 +272,8 @@ class RouteFeed:
         self.events: asyncio.AbstractEventLoop | None = None
         self.loads = loads
         self.autoscaler = ServiceAutoscaler(loop.store)
+        #: services' tokens held in secrets: their digests (corral.control.service_auth)
+        self.tokens = TokenDigests(loop.store)
         #: replicas the gateway routes as ready, as last applied (read on the loop's thread)
         self.routed: set[str] = set()
         #: the leadership epoch `routed` was applied in: another epoch's (or none) says nothing
@@ -279,7 +307,7 @@ class RouteFeed:
         active = autoscaled_services(self.loop.live.records.values(), self.loop.live.specs)
         services = self.autoscaler.services(active, self.loop.clock.now())
         keep = [(s.id, s.name) for s in services.values()]
-        settings = live_settings(self.loop.live, services)
+        settings = live_settings(self.loop.live, services, self.tokens, self.loop.clock.now())
         # waited for (bounded): the next step may SIGTERM a replica drained in this one, and the
         # gateway must have stopped sending it requests first (a request sent on a kept-alive
         # connection the replica closes as it shuts down fails with no response)

@@ -98,6 +98,7 @@ def update_service(service_id: str, spec: WorkloadSpec, ctx: Ctx, who: Caller) -
     _may_act_on(who, _first(status), "update")
     _launchable_here(ctx, spec)
     ctx.submissions.check(spec)  # the same checks as a submission: the pool can run it
+    ctx.submissions.check_secrets(spec)  # and the secrets it names (env, auth.token_secret)
     try:
         after = update(ctx.store, service_id, spec, stored_form(spec), ctx.clock.now(),
                        who.name)

@@ -32,6 +32,8 @@ from sqlalchemy.exc import IntegrityError
 
 from corral.control import lifecycle as L
 from corral.control.progress import LearnedThroughput
+from corral.control.service_auth import problems as token_problems
+from corral.control.service_auth import token_secret
 from corral.control.snapshot import SpecCache, load_snapshot
 from corral.control.workflow import (
     HELD,
@@ -245,7 +247,7 @@ class Submissions:
         submission's own transaction (an idempotency key is written there)."""
         if not self.check_cached(spec):
             await asyncio.to_thread(self.check, spec)
-        if spec.secret_refs():
+        if spec.secret_refs() or token_secret(spec):
             await asyncio.to_thread(self.check_secrets, spec)
         parents = await asyncio.to_thread(self.parents, spec, visible) if spec.depends_on else {}
         for _ in range(_ID_ATTEMPTS):
@@ -259,12 +261,14 @@ class Submissions:
         """Raise SpecError naming `env.<VAR>` for each secret reference that names no secret
         the spec's queue may use (its own or a global one): refused now, not failed at launch."""
         refs = spec.secret_refs()
-        if not refs:
+        if not refs and not token_secret(spec):
             return
         with self.store.read() as conn:
             gone = SEC.missing(conn, spec.queue, refs)
-        if gone:
-            raise SpecError([(f"env.{m.env}", m.fix) for m in gone])
+            token = token_problems(conn, spec)  # a service's auth.token_secret
+        problems = [(f"env.{m.env}", m.fix) for m in gone] + token
+        if problems:
+            raise SpecError(problems)
 
     def parents(self, spec: WorkloadSpec, visible: Visible | None = None
                 ) -> dict[str, dict[str, int]]:

@@ -60,13 +60,18 @@ class ServiceLimits:
     queue_wait_s: float | None = None
     #: the whole request at the gateway (None: `GatewayLimits.total_timeout_s`)
     total_timeout_s: float | None = None
+    #: to open a TCP connection to one of its replicas (None: `GatewayLimits.connect_timeout_s`)
+    connect_timeout_s: float | None = None
+    #: from sending a request to a replica's response headers (None: the gateway's)
+    first_byte_timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
         if self.max_queue is not None and self.max_queue < 0:
             raise ValueError("max_queue must be at least 0")
-        for name in ("queue_wait_s", "total_timeout_s"):
+        for name in ("queue_wait_s", "total_timeout_s", "connect_timeout_s",
+                     "first_byte_timeout_s"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be above 0")

@@ -46,6 +46,8 @@ log = logging.getLogger("corral.gateway")
 
 Scope = dict[str, Any]
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+#: httpcore's trace event as an HTTP/1.1 request starts out on its connection
+_SENDING = "http11.send_request_headers.started"
 _DOT_SEGMENT = re.compile(rb"(^|/)(\.|%2e){1,2}(/|$)", re.IGNORECASE)
 
 
@@ -146,8 +148,7 @@ class Proxy:
         self.transport = transport
         # read/write/pool timeouts stay off: the proxy bounds the first byte and the total
         # itself, and a stream may be silent between tokens for longer than any read timeout
-        self._timeouts = {"connect": limits.connect_timeout_s, "read": None, "write": None,
-                          "pool": None}
+        self._timeouts: dict[float, dict[str, float | None]] = {}
         self._bases: dict[str, httpx.URL] = {}
         self.rng = rng or random.Random()
 
@@ -239,7 +240,8 @@ class Proxy:
             # what this one got (the replica's own 503, or a 502)
             may_retry = len(tried) + 1 < self.limits.max_tries and \
                 self._pick(service, [*tried, replica.id]) is not None
-            request = self._request(scope["method"], replica, rest, query, headers, body)
+            request = self._request(scope["method"], replica, rest, query, headers, body,
+                                    self._timeouts_for(service))
             response = await self._send(service, replica, request, body, deadline, may_retry)
             if isinstance(response, _Retry):
                 tried.append(replica.id)
@@ -255,13 +257,31 @@ class Proxy:
         route = self.table.service(service)
         return pick_replica(route.ready(), self.rng, tried) if route and route.admits() else None
 
+    def _try_timeouts(self, service: str) -> tuple[float, float]:
+        """(connect, first byte) for one try: the service's own where it set them."""
+        route = self.table.service(service)
+        own = route.limits if route is not None else None
+        connect = own.connect_timeout_s if own and own.connect_timeout_s else None
+        first = own.first_byte_timeout_s if own and own.first_byte_timeout_s else None
+        return (connect or self.limits.connect_timeout_s,
+                first or self.limits.first_byte_timeout_s)
+
+    def _timeouts_for(self, service: str) -> dict[str, float | None]:
+        connect = self._try_timeouts(service)[0]
+        found = self._timeouts.get(connect)
+        if found is None:  # one dict per distinct value, not one per request
+            found = self._timeouts[connect] = {"connect": connect, "read": None,
+                                               "write": None, "pool": None}
+        return found
+
     def _total_timeout(self, service: str) -> float:
         route = self.table.service(service)
         own = route.limits.total_timeout_s if route is not None else None
         return self.limits.total_timeout_s if own is None else own
 
     def _request(self, method: str, replica: Replica, rest: bytes, query: bytes,
-                 headers: list[tuple[bytes, bytes]], body: _Body) -> httpx.Request:
+                 headers: list[tuple[bytes, bytes]], body: _Body,
+                 timeouts: dict[str, float | None]) -> httpx.Request:
         base = self._bases.get(replica.url)
         if base is None:  # parsed once per replica URL, not once per request
             base = self._bases[replica.url] = httpx.URL(replica.url)
@@ -272,7 +292,7 @@ class Proxy:
         content = body.stream() if body.has_body else None
         try:
             return httpx.Request(method, url, headers=headers, content=content,
-                                 extensions={"timeout": self._timeouts})
+                                 extensions={"timeout": timeouts})
         except (httpx.LocalProtocolError, ValueError, UnicodeError) as exc:
             raise _Refused(400, "bad_request", f"the request cannot be forwarded: {exc}",
                            "headers") from None
@@ -282,10 +302,18 @@ class Proxy:
         """Stage 5 on one replica: the response (headers received), or, when `may_retry` and
         `should_retry` agree, a _Retry saying why this try failed."""
         loop = asyncio.get_running_loop()
-        timeout = min(self.limits.first_byte_timeout_s, deadline - loop.time())
+        connect_s, first_byte_s = self._try_timeouts(service)
+        timeout = first_byte_s
         self.table.acquire(replica)
         try:
-            async with asyncio.timeout(max(timeout, 0.001)):
+            # the connect has its own (httpx) timeout; the first byte is timed from the moment
+            # the request starts out on a connection, new or kept alive (httpcore's trace)
+            async with asyncio.timeout_at(min(loop.time() + connect_s + first_byte_s,
+                                              deadline)) as window:
+                async def trace(name: str, info: Any) -> None:
+                    if name == _SENDING:
+                        window.reschedule(min(loop.time() + first_byte_s, deadline))
+                request.extensions["trace"] = trace
                 response = await self.transport.handle_async_request(request)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             self.table.release(service, replica)
@@ -301,7 +329,9 @@ class Proxy:
             self.table.release(service, replica)
             self.metrics.errors.labels(service, "first_byte_timeout").inc()
             raise _Refused(504, "gateway_timeout", f"replica {replica.id} of service "
-                           f"{service!r} sent no response within {timeout:.3g} s") from None
+                           f"{service!r} sent no response within {timeout:.3g} s (its "
+                           "first-byte timeout; not retried: the replica may have run "
+                           "it)") from None
         except _ClientGone:
             self.table.release(service, replica)
             raise

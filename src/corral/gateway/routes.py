@@ -73,6 +73,12 @@ class ServiceAuth:
     def token(cls, token: str) -> ServiceAuth:
         return cls(hashlib.sha256(token.encode()).hexdigest())
 
+    @classmethod
+    def deny(cls) -> ServiceAuth:
+        """No token admits: a service whose token cannot be known now (its secret is gone)
+        fails closed instead of turning public. No SHA-256 digest is empty."""
+        return cls("")
+
     @property
     def is_public(self) -> bool:
         return self.token_sha256 is None

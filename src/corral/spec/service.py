@@ -27,6 +27,17 @@ The endpoint (`/serve/<service>/...` on corral's gateway):
       max_queue: 100             # requests waiting (none ready, or at max_concurrent)
       queue_timeout: 30s         # a wait longer than this is a 503 with Retry-After
       request_timeout: 5m        # the whole request at the gateway; a longer stream is cut
+      connect_timeout: 2s        # to open a connection to a replica; a replica that cannot be
+                                 # reached in time is tried no more, the next one is
+      first_byte_timeout: 60s    # from sending a request to a replica to its response headers
+                                 # (queueing and prefill count): then a 504, never retried
+
+Or, instead of a digest in the spec, the token in a secret the service's queue may use
+(`corral secrets set chat-token --queue q`): the gateway checks the bearer token against the
+secret's current value (a new value takes effect within seconds, no redeploy):
+
+    auth:
+      token_secret: chat-token
 
 Without `auth` the endpoint is public; without `endpoint`, the gateway's own limits hold.
 """
@@ -84,24 +95,44 @@ class ReadinessProbe(BaseModel):
 
 
 class ServiceAuthSpec(BaseModel):
-    """Who may call a service's endpoint: a bearer token, known to corral only by its SHA-256
-    (the token itself is never stored, shown or logged; the gateway compares digests in
-    constant time and does not pass the header on to replicas)."""
+    """Who may call a service's endpoint: a bearer token, known to the spec only by its SHA-256
+    (`token_sha256`) or by the name of a secret that holds it (`token_secret`). The token itself
+    is never in a spec, shown or logged; the gateway compares digests in constant time and does
+    not pass the header on to replicas."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    token_sha256: str = Field(
-        description="the SHA-256 of the bearer token, 64 hex digits (printf %s TOKEN | "
+    token_sha256: str | None = Field(
+        None, description="the SHA-256 of the bearer token, 64 hex digits (printf %s TOKEN | "
         "sha256sum)")
+    token_secret: str | None = Field(
+        None, description="the name of a secret (`corral secrets set NAME --queue Q`) whose "
+        "value is the bearer token; the service's queue must be allowed to use it")
 
     @field_validator("token_sha256")
     @classmethod
-    def _digest(cls, v: str) -> str:
+    def _digest(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         v = v.strip().lower()
         if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
             raise ValueError("must be the token's SHA-256 as 64 hex digits (printf %s TOKEN | "
                              "sha256sum), never the token itself")
         return v
+
+    @field_validator("token_secret")
+    @classmethod
+    def _secret(cls, v: str | None) -> str | None:
+        from corral.spec.workload import check_name  # the one rule for names
+
+        return None if v is None else check_name(v, "token_secret (a secret's name)")
+
+    @model_validator(mode="after")
+    def _one(self) -> ServiceAuthSpec:
+        if (self.token_sha256 is None) == (self.token_secret is None):
+            raise ValueError("give exactly one of token_sha256 (the token's SHA-256) and "
+                             "token_secret (the name of a secret holding the token)")
+        return self
 
 
 class EndpointSpec(BaseModel):
@@ -120,20 +151,37 @@ class EndpointSpec(BaseModel):
     request_timeout: DurationS | None = Field(
         None, description="the whole request at the gateway, queue wait and streamed "
         "response included; a response still running then is cut")
+    connect_timeout: DurationS | None = Field(
+        None, description="to open a connection to a replica; a replica not reached in time "
+        "did not see the request, which goes to another ready replica")
+    first_byte_timeout: DurationS | None = Field(
+        None, description="from sending a request to a replica to its response headers "
+        "(queueing and prefill count); then a 504, never retried (the replica may have run "
+        "it)")
 
-    @field_validator("queue_timeout", "request_timeout")
+    @field_validator("queue_timeout", "request_timeout", "first_byte_timeout")
     @classmethod
     def _duration(cls, v: float | None) -> float | None:
         if v is not None and not 0 < v <= 86400:
             raise ValueError("must be more than 0 and at most 24h, e.g. 30s")
         return v
 
+    @field_validator("connect_timeout")
+    @classmethod
+    def _connect(cls, v: float | None) -> float | None:
+        if v is not None and not 0 < v <= 300:
+            raise ValueError("must be more than 0 and at most 5m, e.g. 2s (a replica on a "
+                             "reachable host accepts in milliseconds)")
+        return v
+
     @model_validator(mode="after")
     def _order(self) -> EndpointSpec:
-        if (self.queue_timeout is not None and self.request_timeout is not None
-                and self.queue_timeout > self.request_timeout):
-            raise ValueError("queue_timeout must not exceed request_timeout (the wait is part "
-                             "of the request)")
+        total = self.request_timeout
+        for name in ("queue_timeout", "connect_timeout", "first_byte_timeout"):
+            value = getattr(self, name)
+            if value is not None and total is not None and value > total:
+                raise ValueError(f"{name} must not exceed request_timeout (it is part of the "
+                                 f"request): {value:g}s > {total:g}s")
         return self
 
 
@@ -152,14 +200,15 @@ def service_notes(spec: WorkloadSpec) -> list[str]:
         q = spec.liveness
         notes.append(f"liveness: GET {q.path} every {q.period_s:g}s from {q.initial_delay_s:g}s "
                      f"after start; restarted after {q.failure_threshold} failure(s) in a row")
-    notes.append("endpoint: bearer token (its SHA-256 in auth.token_sha256)" if spec.auth
-                 else "endpoint: public (no auth section)")
+    notes.append(_auth_note(spec))
     if spec.endpoint is not None:
         e = spec.endpoint
         said = [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
                 for k, v in (("max_concurrent", e.max_concurrent), ("max_queue", e.max_queue),
                              ("queue_timeout (s)", e.queue_timeout),
-                             ("request_timeout (s)", e.request_timeout)) if v is not None]
+                             ("request_timeout (s)", e.request_timeout),
+                             ("connect_timeout (s)", e.connect_timeout),
+                             ("first_byte_timeout (s)", e.first_byte_timeout)) if v is not None]
         notes.append("endpoint limits: " + (", ".join(said) or "the gateway's"))
     p = spec.readiness
     if p is None:
@@ -173,3 +222,12 @@ def service_notes(spec: WorkloadSpec) -> list[str]:
             f"{p.timeout_s:g}s); traffic after {p.success_threshold} pass(es) in a row, none "
             f"after {p.failure_threshold} failure(s) in a row")
     return notes
+
+
+def _auth_note(spec: WorkloadSpec) -> str:
+    if spec.auth is None:
+        return "endpoint: public (no auth section)"
+    if spec.auth.token_secret is not None:
+        return (f"endpoint: bearer token, the value of secret {spec.auth.token_secret!r} "
+                f"(queue {spec.queue}'s or a global one; checked at submission)")
+    return "endpoint: bearer token (its SHA-256 in auth.token_sha256)"

@@ -412,3 +412,27 @@ def test_an_instance_on_its_way_that_no_waiting_work_needs_is_returned_when_aske
     # never under a provider's min nodes
     assert run([], ALL, instances=flying, config=cancel,
                limits={"aws": ProviderLimits(min_nodes=1)}).terminations == ()
+
+
+# -- idle timeouts per provider and per instance type (dstack's idle_duration) -----------------
+@pytest.mark.parametrize("case, limits, idle_for, drained", [
+    ("the autoscaler's 600 s", ProviderLimits(), 599.0, False),
+    ("the autoscaler's 600 s, past", ProviderLimits(), 600.0, True),
+    ("the provider's 120 s", ProviderLimits(idle_timeout_s=120), 130.0, True),
+    ("the provider's 1200 s keeps it past 600", ProviderLimits(idle_timeout_s=1200), 700.0,
+     False),
+    ("the instance type's 60 s wins over the provider's", ProviderLimits(
+        idle_timeout_s=1200, idle_timeouts=(("g6.xlarge", 60.0),)), 61.0, True),
+    ("another type's timeout does not apply", ProviderLimits(
+        idle_timeouts=(("g6.12xlarge", 60.0),)), 61.0, False),
+])
+def test_idle_timeout_per_provider_and_instance_type(case: str, limits: ProviderLimits,
+                                                      idle_for: float, drained: bool) -> None:
+    # idle_since is the node's join (or its last work's end), whatever its launch: the
+    # instance was launched long before
+    node = instance("i-1", G6, launched_at=0.0)
+    d = run([], ALL, instances=(node,), nodes={"node-i-1": idle(5000.0 - idle_for)},
+            limits={"aws": limits}, now=5000.0)
+    assert bool(d.drains) is drained, case
+    if drained:
+        assert f"idle for {idle_for:g} s" in d.drains[0].reason

@@ -31,6 +31,15 @@ STATIC = {"name": "onprem", "node_groups": [{"name": "a", "count": 1, "gpu_model
     ({**STATIC, "settings": {"region": "x"}}, "settings are for kind aws or ssh"),
     ({**AWS, "kind": "gce"}, "Input should be 'static', 'ssh' or 'aws'"),
     ({**AWS, "min_nodes": 5}, "min_nodes 5 is above max_nodes 4"),
+    ({**AWS, "idle_timeouts": {"p5.48xlarge": "2m"}},
+     "idle_timeouts.p5.48xlarge: not an instance type of provider aws-use1 (it rents "
+     "g6.xlarge); name one of those, or use idle_timeout for all of them"),
+    ({**AWS, "idle_timeouts": {"g6.xlarge": "40d"}}, "idle_timeouts.g6.xlarge: 3456000 s is out "
+     "of range; give a duration from 0 to 30d"),
+    ({**AWS, "idle_timeouts": {"g6.xlarge": "soon"}},
+     "idle_timeouts.`g6.xlarge`\n  Value error, 'soon' is not a duration"),
+    ({**AWS, "idle_timeout": -5}, "idle_timeout"),
+    ({**STATIC, "idle_timeouts": {"x": 60}}, "idle_timeouts: a static provider rents nothing"),
 ])
 def test_bad_providers_are_refused_naming_the_field(provider, message) -> None:
     with pytest.raises(pydantic.ValidationError) as e:
@@ -163,3 +172,13 @@ def test_work_that_only_a_renting_provider_fits_is_accepted_to_wait(tmp_path) ->
         subs.check(WorkloadSpec.model_validate({"name": "w", "queue": "q", "command": ["x"],
                                                 "gpus": 16}))
     assert Submissions(store).pool().nodes == ()  # without it: nothing could ever run
+
+
+def test_idle_timeouts_per_provider_and_instance_type_reach_the_limits() -> None:
+    spec = PoolSpec.model_validate({"providers": [
+        {**AWS, "idle_timeout": "5m", "idle_timeouts": {"g6.xlarge": "90s"}},
+        {**AWS, "name": "aws-b"}]})
+    limits = provider_limits(spec)
+    assert (limits["aws-use1"].idle_timeout_s, limits["aws-use1"].idle_timeouts) == (
+        300.0, (("g6.xlarge", 90.0),))
+    assert (limits["aws-b"].idle_timeout_s, limits["aws-b"].idle_timeouts) == (None, ())

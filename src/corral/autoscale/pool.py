@@ -98,6 +98,17 @@ class ProviderLimits:
     min_nodes: int = 0
     max_nodes: int | None = None
     max_spend_per_hour: Decimal | None = None
+    #: this provider's idle timeout (None: `AutoscalerConfig.idle_timeout_s`), and per instance
+    #: type ((type, seconds) pairs, which win): dstack's per-fleet `idle_duration`
+    idle_timeout_s: float | None = None
+    idle_timeouts: tuple[tuple[str, float], ...] = ()
+
+    def idle_timeout(self, offer: Offer, default: float) -> float:
+        """How long a node of `offer` may stay idle (since it joined or its work ended)."""
+        for itype, seconds in self.idle_timeouts:
+            if itype == offer.instance_type:
+                return seconds
+        return default if self.idle_timeout_s is None else self.idle_timeout_s
 
 
 @dataclass(frozen=True)
@@ -468,20 +479,21 @@ def _scale_down(view: PoolView, config: AutoscalerConfig, now: float, live: list
         use = view.nodes.get(i.node_id) if i.node_id else None
         if use is None or use.non_preemptible or use.running:
             continue
-        floor = view.limits.get(i.provider, ProviderLimits()).min_nodes
+        limits = view.limits.get(i.provider, ProviderLimits())
+        timeout = limits.idle_timeout(i.offer, config.idle_timeout_s)
         if i.state == CapacityState.DRAINING:
             terminations.append(Terminate(i.id, f"terminate {i.id} ({_describe_offer(i.offer)}): "
                                           "drained and idle"))
             count[i.provider] -= 1
         elif (i.state == CapacityState.READY and use.idle_since is not None
-              and now - use.idle_since >= config.idle_timeout_s
-              and count[i.provider] > floor):
+              and now - use.idle_since >= timeout and count[i.provider] > limits.min_nodes):
             # an idle node is one the core could not use for any waiting work (else it would
-            # have placed it there), so renting for that work does not keep it
+            # have placed it there), so renting for that work does not keep it. Idle counts
+            # from the join (the caller's idle_since), never from the launch: provisioning
+            # does not eat a node's idle time
             drains.append(Drain(i.id, i.node_id or "", f"drain {i.node_id} "
                                 f"({_describe_offer(i.offer)}): idle for "
-                                f"{now - use.idle_since:g} s (idle timeout "
-                                f"{config.idle_timeout_s:g} s)"))
+                                f"{now - use.idle_since:g} s (idle timeout {timeout:g} s)"))
             count[i.provider] -= 1
     return tuple(drains), terminations
 

@@ -8,6 +8,8 @@ into `corral.providers` objects, and the `PoolAutoscaler` that rents from them.
         min_nodes: 0
         max_nodes: 8
         max_spend_per_hour: 400
+        idle_timeout: 5m               # idle since its join or its last work: returned
+        idle_timeouts: {p5.48xlarge: 2m}   # per instance type (wins)
 
 Where they live: the store's `providers` table, one row per provider, its `spec` the
 `ProviderSpec` (a pool file's providers are written there at `corral up`; `POST /v1/providers`
@@ -358,7 +360,8 @@ def provider_limits(spec: PoolSpec | None) -> dict[str, ProviderLimits]:
 
 def _limits(p: ProviderSpec) -> ProviderLimits:
     return ProviderLimits(p.min_nodes, p.max_nodes, None if p.max_spend_per_hour is None
-                          else Decimal(repr(p.max_spend_per_hour)))
+                          else Decimal(repr(p.max_spend_per_hour)), p.idle_timeout,
+                          tuple(sorted(p.idle_timeouts.items())))
 
 
 # -- the autoscaler -----------------------------------------------------------------------------
@@ -438,7 +441,9 @@ def _config(a: AutoscalerSpec) -> AutoscalerConfig:
                             move_premium=a.move_premium,
                             cancel_unneeded_after_s=a.cancel_unneeded_after,
                             max_instances_per_decision=a.max_instances_per_decision,
-                            max_waiting_considered=a.max_waiting_considered)
+                            max_waiting_considered=a.max_waiting_considered,
+                            replace_min_saving=a.replace_min_saving,
+                            replace_min_age_s=a.replace_min_age)
 
 
 def _joined(store: Store, instance_ids: Sequence[str]) -> dict[str, str]:

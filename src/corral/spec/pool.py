@@ -234,11 +234,26 @@ class ProviderSpec(BaseModel):
     min_nodes: int = Field(0, ge=0, le=100_000)
     max_nodes: int | None = Field(None, ge=0, le=100_000)
     max_spend_per_hour: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False)
+    #: a rented node idle this long (counted from its join, or from its last work's end) is
+    #: drained and returned (dstack's `idle_duration`); None: the `autoscaler:` idle_timeout
+    idle_timeout: DurationS | None = Field(None, ge=0, le=30 * 86_400)
+    #: the same per instance type of this provider (an aws type of `settings.instance_types`,
+    #: an ssh shape `ssh:<gpus>x<model>`): wins over `idle_timeout`
+    idle_timeouts: dict[str, DurationS] = Field(default_factory=dict, max_length=256)
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return check_name(v, "provider name")
+
+    @field_validator("idle_timeouts")
+    @classmethod
+    def _idle_timeouts(cls, v: dict[str, float]) -> dict[str, float]:
+        for key, seconds in v.items():
+            if not 0 <= seconds <= 30 * 86_400:
+                raise ValueError(f"idle_timeouts.{key}: {seconds:.0f} s is out of range; give a "
+                                 "duration from 0 to 30d (e.g. 10m)")
+        return v
 
     @model_validator(mode="after")
     def _settings(self) -> ProviderSpec:
@@ -255,7 +270,23 @@ class ProviderSpec(BaseModel):
                                  f"{_NEEDS[self.kind]})") from None
         if self.max_nodes is not None and self.min_nodes > self.max_nodes:
             raise ValueError(f"min_nodes {self.min_nodes} is above max_nodes {self.max_nodes}")
+        self._idle_keys()
         return self
+
+    def _idle_keys(self) -> None:
+        """Every `idle_timeouts` key names an instance type this provider rents."""
+        if not self.idle_timeouts:
+            return
+        if self.kind == "static":
+            raise ValueError("idle_timeouts: a static provider rents nothing to return; set "
+                             "it on a provider of kind aws or ssh")
+        known = (self.aws.instance_types if self.kind == "aws" else
+                 sorted({f"ssh:{h.gpus}x{h.gpu_model}" for h in self.ssh.hosts}))
+        for key in self.idle_timeouts:
+            if key not in known:
+                raise ValueError(f"idle_timeouts.{key}: not an instance type of provider "
+                                 f"{self.name} (it rents {', '.join(known)}); name one of "
+                                 "those, or use idle_timeout for all of them")
 
     @property
     def aws(self) -> AwsProviderSettings:
@@ -456,6 +487,12 @@ class AutoscalerSpec(BaseModel):
         "most instances one pass launches"))
     max_waiting_considered: int = Field(2000, ge=1, le=1_000_000, description=(
         "waiting workloads (oldest, highest priority first) one pass rents for"))
+    replace_min_saving: float | None = Field(0.3, ge=0, le=100, allow_inf_nan=False,
+                                             description=(
+        "replace a node whose work (all preemptible, all on it) fits one instance costing at "
+        "most (1 - this) of its price (Karpenter's consolidation); null (or 1 and over): never"))
+    replace_min_age: DurationS = Field(1800.0, ge=0, le=30 * 86_400, description=(
+        "a node launched less than this long ago is not replaced"))
 
 
 class PoolSpec(BaseModel):

@@ -100,9 +100,10 @@ def main() -> None:
     ap.add_argument("--move-premium", type=float, default=AutoscalerConfig().move_premium,
                     help="after an interruption, how much dearer another place may be "
                          "(1e9: always move, the policy before issue 11's last pass)")
-    ap.add_argument("--cancel-unneeded-after", type=float, default=None,
+    ap.add_argument("--cancel-unneeded-after", type=float,
+                    default=AutoscalerConfig().cancel_unneeded_after_s,
                     help="return an instance on its way that no waiting work needs after this "
-                         "many seconds (default: the policy's default)")
+                         "many seconds (default: the policy's, 60; < 0: never)")
     ap.add_argument("--replace-min-saving", type=float, default=AutoscalerConfig().replace_min_saving,
                     help="replace a node whose preemptible work fits one instance costing at "
                          "most (1 - this) of it (Karpenter's consolidation); < 0: never")
@@ -111,8 +112,10 @@ def main() -> None:
     ap.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
     args = ap.parse_args()
     saving = args.replace_min_saving if args.replace_min_saving >= 0 else None
+    # before 4th pass the default here was None (never), not the policy's 60 s as its help said
+    cancel = args.cancel_unneeded_after if args.cancel_unneeded_after >= 0 else None
     config = AutoscalerConfig(idle_timeout_s=args.idle_timeout, move_premium=args.move_premium,
-                              cancel_unneeded_after_s=args.cancel_unneeded_after,
+                              cancel_unneeded_after_s=cancel,
                               replace_min_saving=saving, replace_min_age_s=args.replace_min_age)
     for regime in args.regimes:
         run_regime(args, config, regime)

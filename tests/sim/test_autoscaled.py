@@ -97,3 +97,15 @@ def test_stable_qos_work_never_runs_on_spot() -> None:
     report = sim.run().report
     assert report["completed"] == 120
     assert on_spot and "LS" not in on_spot  # spot was used, never by LS work
+
+
+def test_replacing_under_used_nodes_happens_and_costs_less_with_all_work_done(multi) -> None:
+    """The same replay with replacement off and on (min age 10 min): nodes are replaced, every
+    task still completes, nothing leaks, and the bill is lower."""
+    off = run(THREE_CLOUDS, config=AutoscalerConfig(replace_min_saving=None))
+    on = run(THREE_CLOUDS, config=AutoscalerConfig(replace_min_age_s=600))
+    assert off["instances"].get("replaced", 0) == 0
+    assert on["instances"]["replaced"] > 0
+    assert on["completed"] == off["completed"] == 120
+    assert on["instances"]["launched"] == on["instances"]["terminated"]
+    assert on["cost"] < off["cost"]

@@ -39,6 +39,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
     from corral.api import secrets  # issue 13: named secrets (corral.api.secrets)
 
     app.include_router(secrets.router)
+    from corral.api import webhooks  # issue 13: the notify webhooks' delivery log
+
+    app.include_router(webhooks.router)
     app.include_router(ledger.router)  # ledger hook: /v1/ledger (corral.api.ledger)
     from corral.api import agents  # issue 11: join tokens and the agent wire (corral.api.agents)
 

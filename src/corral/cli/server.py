@@ -403,8 +403,13 @@ def _serve(cfg: ServerConfig, sock: socket.socket, on_ready: Any, uvicorn: Any) 
     stop = threading.Event()
     loop_thread = threading.Thread(target=parts.loop.run, args=(stop,), name="control-loop",
                                    daemon=True)
+    from corral.control.webhook_sender import WebhookSender  # issue 13: notify webhooks
+
+    sender_thread = threading.Thread(target=WebhookSender(parts.store).run, args=(stop,),
+                                     name="webhook-sender", daemon=True)
     if cfg.schedule:
         loop_thread.start()
+        sender_thread.start()
     host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
     url = f"http://{host}:{port}"
     dd.server_file.write_text(json.dumps({"url": url, "pid": os.getpid()}))
@@ -416,6 +421,8 @@ def _serve(cfg: ServerConfig, sock: socket.socket, on_ready: Any, uvicorn: Any) 
         stop.set()
         if loop_thread.is_alive():
             loop_thread.join(timeout=30)
+        if sender_thread.is_alive():  # POSTs under way end within their timeouts (<= 30 s)
+            sender_thread.join(timeout=35)
         if loop_thread.is_alive():  # a stuck step may still probe: NVML ends with the process
             parts.gpu_probe = None
         parts.close()

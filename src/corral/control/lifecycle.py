@@ -28,6 +28,7 @@ from typing import Any, Final
 
 from sqlalchemy import Connection
 
+from corral.control import webhooks
 from corral.store import workloads as W
 from corral.store.workloads import WorkloadRecord
 
@@ -132,6 +133,8 @@ def transition(
         conn, at=now, kind="transition", reason=reason, message=message, workload_id=record.id,
         from_state=record.state, to_state=str(target),
         attempt=values.get("attempt", record.attempt), data=data)
+    if record.spec.get("notify"):  # webhooks owed, committed with the change (issue 13)
+        webhooks.owe(conn, [(record, message)], str(target), reason=reason, now=now)
     return True
 
 
@@ -162,4 +165,7 @@ def transition_many(
         {"at": now, "kind": "transition", "reason": reason, "message": message,
          "workload_id": r.id, "from_state": r.state, "to_state": str(target),
          "attempt": r.attempt, "data": data or {}} for r, message, data in moves])
+    notified = [(r, message) for r, message, _ in moves if r.spec.get("notify")]
+    if notified:  # webhooks owed, committed with the changes (issue 13)
+        webhooks.owe(conn, notified, str(target), reason=reason, now=now)
     return True

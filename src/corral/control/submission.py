@@ -35,6 +35,8 @@ from corral.control.progress import LearnedThroughput
 from corral.control.service_auth import problems as token_problems
 from corral.control.service_auth import token_secret
 from corral.control.snapshot import SpecCache, load_snapshot
+from corral.control.webhooks import notify_notes
+from corral.control.webhooks import secret_names as webhook_secrets
 from corral.control.workflow import (
     HELD,
     NeverMet,
@@ -247,7 +249,7 @@ class Submissions:
         submission's own transaction (an idempotency key is written there)."""
         if not self.check_cached(spec):
             await asyncio.to_thread(self.check, spec)
-        if spec.secret_refs() or token_secret(spec):
+        if spec.secret_refs() or any(h.secret for h in spec.notify) or token_secret(spec):
             await asyncio.to_thread(self.check_secrets, spec)
         parents = await asyncio.to_thread(self.parents, spec, visible) if spec.depends_on else {}
         for _ in range(_ID_ATTEMPTS):
@@ -261,12 +263,16 @@ class Submissions:
         """Raise SpecError naming `env.<VAR>` for each secret reference that names no secret
         the spec's queue may use (its own or a global one): refused now, not failed at launch."""
         refs = spec.secret_refs()
-        if not refs and not token_secret(spec):
+        hooks = webhook_secrets(spec.notify)  # notify[i] -> the secret it is signed with
+        if not refs and not hooks and not token_secret(spec):
             return
         with self.store.read() as conn:
             gone = SEC.missing(conn, spec.queue, refs)
+            gone_hooks = SEC.missing(conn, spec.queue, hooks)
             token = token_problems(conn, spec)  # a service's auth.token_secret
-        problems = [(f"env.{m.env}", m.fix) for m in gone] + token
+        problems = [(f"env.{m.env}", m.fix) for m in gone]
+        problems += [(f"{m.env}.secret", m.fix) for m in gone_hooks]
+        problems += token
         if problems:
             raise SpecError(problems)
 
@@ -317,6 +323,7 @@ class Submissions:
             return DryRun("rejected", {}, [], R.Reason("Invalid", str(e)))
         notes = explain(spec, parents) + packaging_notes(
             spec.env, spec.setup, spec.workdir, spec.image, spec.volumes, spec.shm_size)
+        notes += notify_notes(spec.notify)
         ids = unit_ids("candidate", spec)
         holds = initial_holds(spec, ids, "candidate", parents)
         if ids and ids[0] in holds:  # held for a dependency: the core would not see it

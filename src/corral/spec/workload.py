@@ -37,6 +37,7 @@ from corral.spec import limits as LIM
 from corral.spec.autoscale import AutoscaleSpec
 from corral.spec.errors import LIMIT_ERROR
 from corral.spec.labels import MAX_LABELS, check_selector
+from corral.spec.notify import MAX_HOOKS, NotifySpec
 from corral.spec.packaging import (
     MAX_VOLUMES,
     EnvValue,
@@ -178,6 +179,10 @@ class WorkloadSpec(BaseModel):
     array: ArraySpec | None = Field(
         None, description="jobs: one task per index of a range or combination of a grid, "
         "at most `parallel` running at once")
+    notify: list[NotifySpec] = Field(
+        default_factory=list, max_length=MAX_HOOKS,
+        description="webhooks its state changes are POSTed to (url, events, secret: signed "
+        "with HMAC-SHA256), retried with backoff; the delivery log is in `corral describe`")
     replicas: int | None = Field(None, ge=1, le=1000, strict=True,
                                  description="services: replicas to run")
     min_replicas: int | None = Field(None, ge=0, le=1000, strict=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from pathlib import Path
@@ -111,6 +112,40 @@ def test_the_demand_is_what_the_core_sees(sqlite_dash: Dash) -> None:
     for w in reader._live.snapshot(state.at).state.workloads:
         core[w.queue] = core.get(w.queue, 0) + w.total_milli()
     assert state.demand_milli == core and set(core) == {"team-a", "team-b"}
+
+
+def test_a_reading_of_an_unchanged_pool_reuses_the_last_and_a_change_is_seen(
+        sqlite_dash: Dash, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the cache's time a reading of an unchanged pool costs the feed's heads only; a new
+    workload, or a backoff that ran out, is in the next reading all the same."""
+    d = sqlite_dash
+    d.submit(d.ann, name="half", gpus=0.5, gpu_models=["L4"])
+    d.step()
+    reader = d.app.state.corral_web.reader
+    derived: list[float] = []
+    real = reader._derive
+    monkeypatch.setattr(reader, "_derive", lambda live, now: derived.append(now) or real(live, now))
+    reader._cached = None
+    first = reader.read()
+    d.clock.advance(5.0)
+    reader._cached = None
+    again = reader.read()
+    assert len(derived) == 1 and again.at == first.at + 5.0  # reused, dated now
+    assert (again.demand_milli, again.counts) == (first.demand_milli, first.counts)
+    d.submit(d.bob, name="b1", queue="team-b", gpus=4)
+    reader._cached = None
+    seen = reader.read()
+    assert len(derived) == 2 and seen.counts["team-b"] == (1, 0)
+    live = reader._live
+    wid = next(r.id for r in live.records.values() if r.queue == "team-b")
+    live.records[wid] = dataclasses.replace(live.records[wid], not_before=seen.at + 10.0)
+    reader._derived = None  # as if read while it backed off: out of the demand until then
+    reader._cached = None
+    backing_off = reader.read()
+    assert "team-b" not in backing_off.demand_milli
+    d.clock.advance(11.0)
+    reader._cached = None
+    assert reader.read().demand_milli["team-b"] == 4000 and len(derived) == 4
 
 
 def test_the_queue_board_shows_fair_share_and_reasons(sqlite_dash: Dash) -> None:

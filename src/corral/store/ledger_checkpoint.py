@@ -76,6 +76,7 @@ def decode(text: str) -> tuple[dict[str, str | None], JournalState] | None:
     if data.get("format") != FORMAT:
         return None
     accounts: dict[tuple[str, str, str], Account] = {}  # one object per account, shared
+    numbers: dict[str, Decimal] = {}  # amounts repeat (0.00, equal holds): one Decimal each
 
     def account(kind: str, queue: str, ref: str) -> Account:
         key = (kind, queue, ref)
@@ -84,13 +85,22 @@ def decode(text: str) -> tuple[dict[str, str | None], JournalState] | None:
             found = accounts[key] = Account(AccountKind(kind), queue, ref)
         return found
 
+    def dec(text: str) -> Decimal:
+        found = numbers.get(text)
+        if found is None:
+            found = numbers[text] = Decimal(text)
+        return found
+
+    def hold(w: str, q: str, at: str, draws: list[list[str]], settled_by: str | None,
+             charged: str | None) -> Hold:
+        return Hold(w, q, dec(at), tuple(Posting(account(k, dq, r), dec(v))
+                                         for k, dq, r, v in draws),
+                    settled_by, None if charged is None else dec(charged))
+
     state = JournalState(
-        balances={account(k, q, r): Decimal(v) for k, q, r, v in data["balances"]},
+        balances={account(k, q, r): dec(v) for k, q, r, v in data["balances"]},
         lots=tuple(Lot(account(k, q, r), _dec(e)) for k, q, r, e in data["lots"]),
-        holds=tuple(Hold(w, q, Decimal(at),
-                         tuple(Posting(account(k, dq, r), Decimal(v)) for k, dq, r, v in draws),
-                         settled_by, _dec(charged))
-                    for w, q, at, draws, settled_by, charged in data["holds"]),
+        holds=tuple(hold(*h) for h in data["holds"]),
         swept=frozenset(account(k, q, r) for k, q, r in data["swept"]),
         transfers={(q, bool(incoming)): Decimal(v) for q, incoming, v in data["transfers"]},
     )

@@ -8,6 +8,8 @@ the monotonic clock; `at`, used for ages of pending work, comes from the control
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import threading
 import time
 from collections import defaultdict
@@ -55,6 +57,9 @@ class PoolReader:
         self._live = LiveState()
         self._lock = threading.Lock()
         self._cached: tuple[float, PoolState] | None = None
+        #: the last reading's (LiveState generation, next moment a pending row becomes eligible,
+        #: state): a reading whose copy of the cluster did not change reuses it
+        self._derived: tuple[int, float, PoolState] | None = None
 
     def read(self) -> PoolState:
         with self._lock:  # one reader at a time; the others then get its result
@@ -72,6 +77,19 @@ class PoolReader:
         live = self._live
         with self.ctx.store.read() as conn:
             live.refresh(conn)
+        kept = self._derived
+        # unchanged cluster: the sums over 100,000 rows are those of the last reading, unless a
+        # pending row's backoff ran out since (it joins the demand)
+        if kept is not None and kept[0] == live.generation and now < kept[1]:
+            return dataclasses.replace(kept[2], at=now)
+        state = self._derive(live, now)
+        wake = min((r.not_before for r in live.records.values()
+                    if r.state == "pending" and r.not_before > now), default=math.inf)
+        self._derived = (live.generation, wake, state)
+        return state
+
+    @staticmethod
+    def _derive(live: LiveState, now: float) -> PoolState:
         held = [Held(wid, live.records[wid].queue, a.node_id, a.devices, a.milli_per_device)
                 for wid, placed in live.assignments.items() for a in placed]
         # what the core would see (LiveState.snapshot), without building its 100,000 forms:

@@ -17,9 +17,10 @@ skipped (listed in `unreadable`), never fatal.
 
 from __future__ import annotations
 
+import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -137,12 +138,27 @@ class AttemptRecords:
                                  "another spec: relaunch with a new attempt number")
         return known
 
-    def create(self, spec: LaunchSpec, engine: dict[str, Any]) -> AttemptRecord:
+    def create(self, spec: LaunchSpec, engine: dict[str, Any], *,
+               durable: bool = True) -> AttemptRecord:
+        """durable False: the caller makes it durable with `sync` before the engine runs
+        anything of it (a batch's records, one pass of fsyncs for all)."""
         adir = self.dir_of(spec.workload_id, spec.attempt)
         adir.mkdir(parents=True, exist_ok=True)
         record = AttemptRecord(spec, adir, dict(engine), time.time())
-        self.save(record)
+        self.save(record, durable=durable)
         return record
+
+    @staticmethod
+    def sync(records: Iterable[AttemptRecord]) -> None:
+        """Put records written with durable=False on disk. One pass over a batch costs about
+        one fsync where a fsync per record costs one each (the first flushes the journal the
+        others are in): 32 records 11-15 ms against 11-126 ms here, busy disk."""
+        for record in records:
+            fd = os.open(record.dir / LAUNCH, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     @staticmethod
     def save(record: AttemptRecord, *, durable: bool = True) -> None:

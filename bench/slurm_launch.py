@@ -19,10 +19,12 @@ slurmd with fake GPUs), then, on the same cluster, for each size in `--jobs` and
 again with that supervisor, in the same round: before and after on the same cluster and load.
 
 Prints one JSON line per (size, round) with the jobs/s of each, the ratios (the issue's target:
-corral >= 0.8x Slurm alone), corral's seconds per loop stage, and the machine's load.
+corral >= 0.8x Slurm alone), corral's seconds per loop stage (wall), the CPU seconds corral's
+process used (`corral_cpu_s`), and the machine's load; with `--timeline`, where a GPU slot's
+cycle goes between one job's end and the next one's start (`timeline`).
 
     .venv/bin/python bench/slurm_launch.py [--nodes 4] [--jobs 200 1000] [--repeats 2]
-        [--old-runner /tmp/local_runner_old.py]
+        [--old-runner /tmp/local_runner_old.py] [--timeline]
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -90,17 +93,65 @@ def _drain(cluster: SlurmCluster, timeout: float = 600.0) -> None:
     raise TimeoutError("Slurm did not drain its queue")
 
 
+class _TimedSlurm(SlurmBackend):
+    """`SlurmBackend` noting when each ``sbatch`` returned and the job name it submitted
+    (`--timeline`: how long Slurm took from an accepted submission to the task's start)."""
+
+    sbatch_ends: dict[str, float]
+
+    def _slurm(self, command: str, *args: str, check: bool = True):  # type: ignore[no-untyped-def]
+        done = super()._slurm(command, *args, check=check)
+        if command == "sbatch":
+            name = next((a.split("=", 1)[1] for a in args if a.startswith("--job-name=")), "")
+            self.sbatch_ends[name] = time.time()
+        return done
+
+
+def timeline(backend: _TimedSlurm) -> dict[str, float]:
+    """Medians, in seconds, of where a slot's cycle goes: a node's last worker end (its
+    runner's exit record) -> corral's record of the next attempt there (the loop's reaction),
+    that record -> the task's runner started, of which an accepted ``sbatch`` -> the runner
+    started is Slurm's own start of a new submission."""
+    rows = []
+    for launch in backend.records.root.glob("*/*/launch.json"):
+        rec = json.loads(launch.read_text())
+        wdir = launch.parent / "worker-0"
+        end = json.loads((wdir / "exit.json").read_text())["finished_at"]
+        rows.append((rec["launched_at"], (wdir / "runner.json").stat().st_mtime, end,
+                     rec["spec"]["assignments"][0]["node_id"], rec["engine"].get("array", {})))
+    ends: dict[str, list[float]] = {}
+    for _, _, end, node, _ in rows:
+        ends.setdefault(node, []).append(end)
+    react = [at - max(e) for at, _, _, node, _ in rows
+             if (e := [x for x in ends[node] if x <= at])]
+    submitted = [started - backend.sbatch_ends[a["name"]] for _, started, _, _, a in rows
+                 if a.get("name") in backend.sbatch_ends]
+    med = statistics.median
+    return {"last_end_to_next_record_s": round(med(react), 3) if react else -1.0,
+            "record_to_runner_s": round(med([r[1] - r[0] for r in rows]), 3),
+            "sbatch_to_runner_s": round(med(submitted), 3) if submitted else -1.0}
+
+
 def corral_on_slurm(cluster: SlurmCluster, jobs: int, work: Path, interval: float = 0.0,
-                    runner: list[str] | None = None) -> tuple[float, dict[str, Any]]:
+                    runner: list[str] | None = None, with_timeline: bool = False
+                    ) -> tuple[float, dict[str, Any]]:
     """Row 3: corral's loop on `SlurmBackend`; `runner`: the supervisor's start command in the
     batch scripts (a bench-only switch, to compare supervisors in one run), else the current."""
-    backend = SlurmBackend(work / "slurm-work", env=cluster.env)
+    backend = _TimedSlurm(work / "slurm-work", env=cluster.env)
+    backend.sbatch_ends = {}
     current = local_runner.runner_argv
     if runner is not None:
         local_runner.runner_argv = lambda python: list(runner)  # type: ignore[assignment]
+    cpu = time.process_time()  # this process: the loop and its launch and ask threads
     try:
-        return run_until_done(backend, work, jobs, cpu=1, provider="slurm", interval=interval,
-                              timeout=900)
+        elapsed, detail = run_until_done(backend, work, jobs, cpu=1, provider="slurm",
+                                         interval=interval, timeout=900)
+        # CPU seconds, not wall: on a shared 2-core machine the stages' wall time is mostly
+        # waiting for a core, so what corral costs is the CPU it asks for
+        detail["corral_cpu_s"] = round(time.process_time() - cpu, 2)
+        if with_timeline:
+            detail["timeline"] = timeline(backend)
+        return elapsed, detail
     finally:
         local_runner.runner_argv = current  # type: ignore[assignment]
 
@@ -114,6 +165,8 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=0.0,
                     help="seconds between control-loop step starts (0: as fast as it goes)")
     ap.add_argument("--no-runner-row", action="store_true", help="skip row 2")
+    ap.add_argument("--timeline", action="store_true",
+                    help="row 3 also says where a slot's cycle goes (`timeline`)")
     ap.add_argument("--old-runner", type=Path, default=None,
                     help="a former local_runner.py: rows 2 and 3 again with it (python -I FILE)")
     args = ap.parse_args()
@@ -149,7 +202,8 @@ def one_row(cluster: SlurmCluster, jobs: int, round_: int, work: Path,
             "corral_stage_s": old_detail["corral_stage_s"],
             **({} if old_runner is None else {
                 "slurm_alone_supervised_jobs_per_s": round(jobs / old_runner, 1)})}
-    corral, detail = corral_on_slurm(cluster, jobs, work, args.interval)
+    corral, detail = corral_on_slurm(cluster, jobs, work, args.interval,
+                                     with_timeline=args.timeline)
     row |= {"corral_jobs_per_s": round(jobs / corral, 1), "ratio": round(alone / corral, 2)}
     if runner is not None:
         row["slurm_alone_supervised_jobs_per_s"] = round(jobs / runner, 1)

@@ -1,6 +1,7 @@
 """The pool autoscaler live: `corral up --backend agent` renting from EC2 (moto in server mode).
 
     python bench/autoscale.py [--jobs 4] [--gang 2] [--work-s 20] [--idle-timeout 20]
+    python bench/autoscale.py --idle-timeout-for g6.12xlarge=5   # the provider's per-type key
 
 What runs for real: `corral up` (the control loop, the pool autoscaler, the agent backend, the
 API), the aws provider talking to moto_server's EC2 HTTP API through boto3 (DescribeInstanceTypes,
@@ -140,11 +141,13 @@ class Booter:
                 self.kill(m)
 
 
-def _pool(image: str, moto_url: str, idle_timeout: float) -> str:
+def _pool(image: str, moto_url: str, idle_timeout: float,
+          per_type: dict[str, float] | None = None) -> str:
     return json.dumps({
         "providers": [{
             "name": "aws-moto", "kind": "aws", "capacity_kind": "on-demand",
             "region": "us-east-1", "max_nodes": 8, "max_spend_per_hour": 50,
+            "idle_timeouts": per_type or {},
             "settings": {"region": "us-east-1", "image_id": image,
                          "instance_types": sorted(PRICES), "zones": ["us-east-1a"],
                          "capacity_kinds": ["on-demand"], "on_demand_prices": PRICES,
@@ -170,8 +173,11 @@ def main() -> None:
     ap.add_argument("--gang", type=int, default=2, help="workers of the 4-GPU gang (0: none)")
     ap.add_argument("--work-s", type=float, default=20.0)
     ap.add_argument("--idle-timeout", type=float, default=20.0)
+    ap.add_argument("--idle-timeout-for", action="append", default=[], metavar="TYPE=SECONDS",
+                    help="the provider's idle_timeouts key for one instance type (repeatable)")
     ap.add_argument("--timeout", type=float, default=300.0)
     a = ap.parse_args()
+    a.per_type = {k: float(v) for k, v in (x.split("=", 1) for x in a.idle_timeout_for)}
     root = Path(tempfile.mkdtemp(prefix="corral-bench-autoscale-"))
     moto = MotoServer().start()
     env = {**moto.env, "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
@@ -179,7 +185,7 @@ def main() -> None:
                        aws_access_key_id="testing", aws_secret_access_key="testing")
     image = ec2.describe_images(Owners=["amazon"], MaxResults=5)["Images"][0]["ImageId"]
     pool = root / "pool.yaml"
-    pool.write_text(_pool(image, moto.url, a.idle_timeout))
+    pool.write_text(_pool(image, moto.url, a.idle_timeout, a.per_type))
     server = CorralServer(root / "cp", pool=pool, worker_user=None)
     server.extra_env = {**env, "CORRAL_ADVERTISE_URL": server.url}
     booter = Booter(ec2, root / "hosts")
@@ -289,7 +295,11 @@ def report(c: Any, ec2: Any, booter: Booter, submitted: dict[str, float],
         "submit_to_running_s_median": _med([r["running_s"] for r in rows]),
         "submit_to_running_s_max": max((r["running_s"] or 0) for r in rows),
         "idle_to_terminated_s_median": _med([r["idle_to_terminate_s"] for r in inst_rows]),
-        "idle_timeout_s": a.idle_timeout, "money_spent": round(spent, 4),
+        "idle_to_terminated_s_median_by_type": {
+            t: _med([r["idle_to_terminate_s"] for r in inst_rows if r["type"] == t])
+            for t in sorted({r["type"] for r in inst_rows})},
+        "idle_timeout_s": a.idle_timeout, "idle_timeouts": a.per_type,
+        "money_spent": round(spent, 4),
         "work_gpu_hours": round(gpu_h, 5), "work_at_list_price": round(work_value, 4),
         "spent_over_work": round(spent / work_value, 2) if work_value else None,
         "booter_errors": booter.errors[:3], "load_before": load[0], "load_after": load[1]}

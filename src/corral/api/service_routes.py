@@ -65,6 +65,7 @@ from corral.gateway import (
     create_gateway_app,
 )
 from corral.gateway.app import Gateway
+from corral.gateway.traffic import TrafficHistory
 from corral.spec import WorkloadSpec
 from corral.store.workloads import WorkloadRecord
 
@@ -274,6 +275,8 @@ class RouteFeed:
         self.autoscaler = ServiceAutoscaler(loop.store)
         #: services' tokens held in secrets: their digests (corral.control.service_auth)
         self.tokens = TokenDigests(loop.store)
+        #: each service's traffic over time, sampled from the gateway's counters (dashboard)
+        self.traffic: TrafficHistory | None = None
         #: replicas the gateway routes as ready, as last applied (read on the loop's thread)
         self.routed: set[str] = set()
         #: the leadership epoch `routed` was applied in: another epoch's (or none) says nothing
@@ -319,6 +322,11 @@ class RouteFeed:
                 self.routed_epoch = self.loop.leadership.epoch
         except Exception:  # a route table that refuses an update must not stop the loop
             log.exception("routes not applied to the gateway this tick")
+        now = self.loop.clock.now()
+        if self.traffic is not None and self.traffic.due(now):  # the Services page's charts
+            every = _all_keys(routes, keep)
+            traffic = self.traffic
+            self._on_events(lambda: traffic.sample(now, every))
         if self.routed_epoch == self.loop.leadership.epoch:  # else every hold stands
             self._held_since = {k: v for k, v in self._held_since.items() if k in self.routed}
         if not services or self.loads is None:
@@ -365,6 +373,14 @@ def _done(act: Callable[[], None]) -> Callable[[], bool]:
     return run
 
 
+def _all_keys(routes: Sequence[Route], keep: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """Every routed service's keys in the route table (`apply_routes`' rule)."""
+    services = {(r.service, r.name) for r in routes} | set(keep)
+    names = Counter(name for _, name in services)
+    return {sid: [sid] + ([name] if name and names[name] == 1 and name != sid else [])
+            for sid, name in services}
+
+
 def _keys(routes: Sequence[Route], services: Mapping[str, Autoscaled]) -> dict[str, list[str]]:
     """Each autoscaled service's keys in the route table: its id, and its name while no other
     service has it (`apply_routes`' rule): requests under either count."""
@@ -383,6 +399,8 @@ def mount_gateway(app: Any, loop: ControlLoop, backend_name: str,
     app.router.routes[0:0] = [StarletteRoute("/serve/{service}", gateway),
                               StarletteRoute("/serve/{service}/{path:path}", gateway)]
     feed = RouteFeed(table, loop, backend_name, GatewayLoads(gateway.state.gateway))
+    feed.traffic = TrafficHistory(gateway.state.gateway.metrics.registry)
+    app.state.corral_traffic = feed.traffic  # the dashboard's Services page reads it
     inner = app.router.lifespan_context
 
     @asynccontextmanager

@@ -50,6 +50,9 @@ def install(app: FastAPI, settings: WebSettings | None = None) -> WebState:
     from corral.web import pool_page  # issue 16: the Pool page drawn from summaries
 
     app.include_router(pool_page.router)
+    from corral.web import services_page  # issue 12: the Services page (traffic from the gateway)
+
+    app.include_router(services_page.router)
     app.include_router(_metrics)
     app.include_router(site.router)
     site.mount_site(app)

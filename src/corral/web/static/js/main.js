@@ -10,11 +10,12 @@ import * as pool from "./pages/pool.js";
 import * as providers from "./pages/providers.js";
 import * as queues from "./pages/queues.js";
 import * as service from "./pages/service.js";
+import * as services from "./pages/services.js";
 import * as usage from "./pages/usage.js";
 import * as workload from "./pages/workload.js";
 import * as workloads from "./pages/workloads.js";
 
-const PAGES = { pool, queues, workloads, workload, usage, service, providers };
+const PAGES = { pool, queues, workloads, workload, usage, service, services, providers };
 const POLL_MS = 2000;
 const $ = (id) => document.getElementById(id);
 const shell = { me: null, view: null, key: "", timer: null, busy: false };
@@ -91,7 +92,8 @@ function openPage() {
   shell.view?.dispose?.();
   shell.key = key;
   for (const a of $("nav").querySelectorAll("a")) {
-    const current = a.dataset.page === r.page || (r.page === "workload" && a.dataset.page === "workloads");
+    const current = a.dataset.page === r.page || (r.page === "workload" && a.dataset.page === "workloads")
+      || (r.page === "service" && a.dataset.page === "services");
     a.classList.toggle("current", current);
     if (current) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }

@@ -1,0 +1,56 @@
+"""The dashboard's Services page in headless Chromium against a real `corral up` (issue 12): a
+service of two real HTTP replicas is listed with its endpoint and 2/2 ready, and the requests
+sent through the gateway show as requests/s, p50 / p99 latency and 0 errors, with its traffic
+charts. Screenshot: test-artifacts/web/21-services.png.
+
+Its own server and browser (module-scoped), so it runs alone or next to the other modules."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import httpx
+import pytest
+
+from .browsing import shot
+from .server import CorralUp
+from .test_browser_service import REPLICA
+
+pytestmark = pytest.mark.browser
+
+TIMEOUT_MS = 30_000
+REQUESTS = 30
+
+
+def test_the_services_page_lists_each_service_with_its_traffic_and_charts(
+        page: Any, server: CorralUp) -> None:
+    spec = {"name": "echo", "queue": "prod", "kind": "service", "gpus": 0, "cpu": 0.1,
+            "memory": "64MiB", "command": [sys.executable, "-c", REPLICA], "replicas": 2,
+            "min_replicas": 1, "max_replicas": 3, "restart_backoff": 0.5,
+            "readiness": {"path": "/", "period_s": 0.3}}
+    with server.client() as c:
+        sid = c.submit(spec).group_id
+        page.goto(f"{server.url}/ui/#/services")
+        row = f"[data-testid=service-row][data-service={sid}]"
+        page.wait_for_selector(f"{row} [data-testid=service-replicas]:has-text('2/2')")
+        assert page.locator("nav a.current").inner_text() == "Services"
+        assert page.locator(f"{row} [data-testid=service-endpoint]").inner_text() == \
+            f"/serve/{sid}/"
+        with httpx.Client(base_url=f"{server.url}/serve/{sid}", timeout=10) as gateway:
+            codes = [gateway.get("/").status_code for _ in range(REQUESTS)]
+        assert codes == [200] * REQUESTS
+        # the gateway's counters are sampled every few seconds: wait for the requests to show
+        page.wait_for_function(
+            "s => { const c = document.querySelector(s); return c && parseFloat(c.textContent) > 0 }",
+            arg=f"{row} [data-testid=service-rps]")
+        assert page.locator(f"{row} [data-testid=service-p50]").inner_text().endswith(" ms")
+        assert page.locator(f"{row} [data-testid=service-p99]").inner_text().endswith(" ms")
+        assert page.locator(f"{row} [data-testid=service-errors]").inner_text().startswith("0 ")
+        charts = f"[data-testid=service-charts][data-service={sid}]"
+        page.wait_for_selector(f"{charts} [data-testid=chart-requests] svg")
+        page.wait_for_selector(f"{charts} [data-testid=chart-latency] svg")
+        shot(page, "21-services")
+        page.click(f"{row} a[href='#/services/{sid}']")  # to the service's own page
+        page.wait_for_selector("[data-testid=endpoint]")
+        c.cancel_service(sid)

@@ -165,6 +165,10 @@ def test_a_bad_gpu_is_taken_out_alone_and_comes_back(store: Store) -> None:
     late = rig.submit(name="late")  # one more one-GPU job: only n1's GPU 2 is free, held
     rig.step(2)
     assert rig.state(late) == "pending"
+    said = rig.get(late)  # why it waits names the GPU, not a stand-in nominee
+    assert (said.reason_code, said.reason_message) == (DC.GPU_CORDONED, (
+        "needs 1 GPU (0.1 CPU, 64 MiB RAM); it would fit on gpu 2 of n1, cordoned for its "
+        "health (corral nodes says why)"))
     probes["n1"].devices[2] = DeviceHealth(2, 0.0)  # repaired (reset): it returns
     rig.step(3)
     assert rig.state(late) == "running" and devices_of(rig, late) == {("n1", 2)}

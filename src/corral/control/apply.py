@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection
 
 from corral.control import lifecycle as L
-from corral.control.device_cordons import is_device_hold
+from corral.control.device_cordons import is_device_hold, reworded
 from corral.control.snapshot import Snapshot
 from corral.core.plan import Placement, Plan
 from corral.core.reasons import Reason
@@ -91,7 +91,7 @@ def apply_plan(
     out.nominations = replace_nominations(conn, [n for n in plan.nominations
                                                  if not is_device_hold(n.workload_id)],
                                           now, nomination_s)
-    reasons = {**plan.pending, **(extra_reasons or {})}
+    reasons = {wid: reworded(r) for wid, r in {**plan.pending, **(extra_reasons or {})}.items()}
     out.reasons_updated = _write_reasons(conn, snapshot, reasons)
     return out
 

@@ -31,13 +31,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
 from corral.backends.health import Check, NodeVerdict
+from corral.core import reasons as R
 from corral.core.model import Health, Node, Nomination, WorkerAssignment, Workload
 
-__all__ = ["HOLD_PREFIX", "LABEL", "cordoned_devices", "desired", "device_holds", "encode",
-           "is_device_hold", "split_verdict"]
+__all__ = ["GPU_CORDONED", "HOLD_PREFIX", "LABEL", "cordoned_devices", "desired",
+           "device_holds", "encode", "is_device_hold", "reworded", "split_verdict"]
 
 LABEL: Final = "corral.dev/cordoned-gpus"
 HOLD_PREFIX: Final = "gpu-cordon:"
+#: the pending reason of work that would fit on GPUs cordoned for their health (`reworded`)
+GPU_CORDONED: Final = "GpuCordoned"
 _RANK: Final = {Health.HEALTHY: 0, Health.DEGRADED: 1, Health.UNHEALTHY: 2}
 
 
@@ -86,6 +89,25 @@ def device_holds(nodes: Iterable[Node], running: Iterable[Workload]) -> tuple[No
             out.append(Nomination(f"{HOLD_PREFIX}{node_id}:{d}", (WorkerAssignment(
                 0, node_id, (d,), 1000 - milli, max(0, node.gpu_memory_mib - mem)),)))
     return tuple(out)
+
+
+def reworded(reason: R.Reason) -> R.Reason:
+    """A pending reason as users should read it: the core says `RoomNominated` when the held
+    room would fit the work, and for a cordoned GPU's stand-in that would name a nominee that
+    does not exist. Pure. Example: "needs 1 GPU (...); the room that fits it is held for
+    gpu-cordon:n1:2, ..." -> GpuCordoned "needs 1 GPU (...); it would fit on gpu 2 of n1,
+    cordoned for its health (corral nodes says why)"."""
+    if reason.code != R.ROOM_NOMINATED:
+        return reason
+    named = dict(reason.details).get("nominated_for")
+    nominees = [n for n in named if isinstance(n, str)] if isinstance(named, tuple | list) else []
+    if not nominees or not all(is_device_hold(n) for n in nominees):
+        return reason
+    gpus = ", ".join(f"gpu {n.rsplit(':', 1)[1]} of {n[len(HOLD_PREFIX):].rsplit(':', 1)[0]}"
+                     for n in nominees)
+    needs = reason.message.split("; the room", 1)[0]
+    return R.Reason(GPU_CORDONED, f"{needs}; it would fit on {gpus}, cordoned for "
+                    "its health (corral nodes says why)", reason.details)
 
 
 def split_verdict(verdict: NodeVerdict, gpu_count: int

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import operator
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
@@ -106,9 +107,8 @@ class SpecCache:
         unit = self.unit(record)
         # a service's replicas spread as one group: the service's id (the units' is a placeholder)
         group = record.group_id if unit.spread_group is not None else None
-        return dataclasses.replace(unit, id=record.id, submitted_at=record.submitted_at,
-                                   user=record.user, spread_group=group,
-                                   **running)  # type: ignore[arg-type]
+        return _copy(unit, id=record.id, submitted_at=record.submitted_at, user=record.user,
+                     spread_group=group, **running)
 
     def forget(self, workload_id: str) -> None:
         self._specs.pop(workload_id, None)
@@ -117,6 +117,21 @@ class SpecCache:
         """Drop the specs of workloads that are no longer active."""
         for wid in set(self._specs) - workload_ids:
             del self._specs[wid]
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(Workload))
+_VALUES = operator.attrgetter(*_FIELDS)
+_INDEX = {name: i for i, name in enumerate(_FIELDS)}
+
+
+def _copy(unit: Workload, **changes: object) -> Workload:
+    """`dataclasses.replace(unit, **changes)` at half its cost (a restart makes 100,000 of
+    these): the fields read in one C call, no per-field checks (Workload has no init=False
+    field and no __post_init__)."""
+    values = list(_VALUES(unit))
+    for name, value in changes.items():
+        values[_INDEX[name]] = value
+    return Workload(*values)
 
 
 @dataclass(frozen=True)

@@ -244,6 +244,7 @@ def logs(
     offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
     attempt: Annotated[int | None, Query(ge=0, le=10**6)] = None,
     max_bytes: Annotated[int, Query(ge=1, le=1 << 20)] = 65536,
+    timestamps: Annotated[bool, Query(description="add each line's time (`times`)")] = False,
 ) -> M.LogChunk:
     """A chunk of a worker's output from byte `offset`; poll with `next_offset` to follow.
     Members read their own workloads' logs, queue admins every one of the queue."""
@@ -258,12 +259,21 @@ def logs(
         with ctx.log_lock:
             data, nxt = ctx.logs.read_logs(workload_id, worker, offset, attempt=attempt,
                                            max_bytes=max_bytes)
+            times = _line_times(ctx, workload_id, worker, offset, data, attempt, timestamps)
     except LookupError:  # not launched yet, or no such worker/attempt: nothing to show
-        data, nxt = b"", offset
+        data, nxt, times = b"", offset, [] if timestamps else None
     except BackendError as e:
         raise ApiError(422, "invalid_request", str(e)) from None
     return M.LogChunk(workload_id=workload_id, worker=worker, attempt=attempt, offset=offset,
-                      next_offset=nxt, data=data.decode("utf-8", errors="replace"))
+                      next_offset=nxt, data=data.decode("utf-8", errors="replace"), times=times)
+
+
+def _line_times(ctx: ApiContext, workload_id: str, worker: int, offset: int, data: bytes,
+                attempt: int | None, wanted: bool) -> list[float | None] | None:
+    """Issue 14: each line's time where the backend records them (the local one's runners);
+    None where it does not (the field is then absent, not a list of nulls)."""
+    dated = getattr(ctx.logs, "log_line_times", None) if wanted else None
+    return None if dated is None else dated(workload_id, worker, offset, data, attempt=attempt)
 
 
 GroupId = Annotated[str, PathParam(max_length=80, description="a submission's group id (what "

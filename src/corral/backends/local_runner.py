@@ -26,6 +26,13 @@ Records in DIR, each written atomically (temp file, fsync, rename), each JSON:
 - ``child.json``: the worker's identity; its pid is also its process group id.
 - ``exit.json``: {exit_code, finished_at, stopped, reason, message}; exit_code is minus the
   signal number when a signal ended the worker.
+- ``log-times`` (appended, not atomic): lines ``SIZE TIME``: at wall-clock TIME the log (this
+  runner's stdout, the worker's too) had SIZE bytes. Written when the size grew since the last
+  look: at start, at every wake of the supervise loop (every `LOG_TICK_SECONDS` while the log
+  grows, every tick otherwise) and at the end. A line's time (`corral logs --timestamps`) is
+  the first TIME whose SIZE covers the line's last byte: when the line was seen written, late
+  by at most one look. No pipe between the worker and its log: the worker keeps writing its
+  file directly (nothing to copy, nothing lost if the runner dies), and a look is one fstat.
 
 Stop protocol (why in this order): the backend writes the deadline file, then signals the runner.
 The runner writes runner.json, then looks for the deadline file, then starts the worker. Whatever
@@ -68,6 +75,7 @@ SPAWN_RECORD = "spawn.json"  # written by the backend right after it started the
 RUNNER_RECORD = "runner.json"
 CHILD_RECORD = "child.json"
 EXIT_RECORD = "exit.json"
+LOG_TIMES = "log-times"
 #: the interpreter flags every backend runs this file with: isolated (-I) and no site (-S),
 #: see the module docstring
 RUNNER_FLAGS = ("-I", "-S")
@@ -77,6 +85,7 @@ RUNNER_FLAGS = ("-I", "-S")
 # re-reads the deadline file now and then. Without pidfds (not Linux >= 5.3) it polls instead.
 TICK_SECONDS = 1.0
 FALLBACK_TICK_SECONDS = 0.1
+LOG_TICK_SECONDS = 0.25  # how often the log's size is looked at while it grows (log-times)
 COMMAND_NOT_FOUND = "CommandNotFound"  # same codes as corral.backends.base (stdlib-only here)
 STOPPED_BEFORE_START = "StoppedBeforeStart"
 KILLED_AFTER_GRACE = "KilledAfterGrace"
@@ -278,6 +287,10 @@ def read_deadline(path: StrPath) -> float | None:
         return None
 
 
+def stat_is_file(mode: int) -> bool:
+    return mode & 0o170000 == 0o100000  # stat.S_ISREG without importing stat
+
+
 def kill_group(pgid: int, sig: int) -> None:
     try:  # noqa: SIM105 - contextlib costs the runner's start ~3 ms (it imports functools...)
         os.killpg(pgid, sig)
@@ -333,6 +346,7 @@ class Runner:
         #: the spec's `setup` lines, run with /bin/sh before the command (same cwd, user, env,
         #: log, stop and lease rules); read at start so the file may live with the records
         self.setup_file = None if setup_file is None else os.path.abspath(setup_file)
+        self._log_size = -1  # the log's size at the last look (log-times); -1: not looked yet
 
     def _record(self, name: str) -> str:
         return os.path.join(self.record_dir, name)
@@ -340,6 +354,7 @@ class Runner:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_sigterm)
         write_identity(self._record(RUNNER_RECORD), os.getpid())
+        self._note_log_size()
         if os.path.exists(self.deadline_file):
             return self._finish(None, stopped=True, reason=STOPPED_BEFORE_START,
                                 message="stop requested before the worker started")
@@ -439,6 +454,8 @@ class Runner:
                 return os.waitstatus_to_exitcode(status)  # minus the signal, as Popen says it
             deadline = self._act_on_stop(pid)
             timeout = TICK_SECONDS if pidfd is not None else FALLBACK_TICK_SECONDS
+            if self._note_log_size():  # output flows: look again soon, for its lines' times
+                timeout = min(timeout, LOG_TICK_SECONDS)
             if deadline is not None and not self.killed:
                 timeout = max(0.0, min(timeout, deadline - time.time()))
             readable, _, _ = select.select(fds, [], [], timeout)
@@ -476,7 +493,28 @@ class Runner:
             kill_group(pid, signal.SIGKILL)
         return deadline
 
+    def _note_log_size(self) -> bool:
+        """Append (size, now) to log-times when the log grew since the last look; whether it
+        grew. A stdout that is not a file (a pipe, a terminal) has no size: nothing noted."""
+        try:
+            info = os.fstat(1)
+        except OSError:
+            return False
+        if not stat_is_file(info.st_mode) or info.st_size <= self._log_size:
+            return False
+        self._log_size = info.st_size
+        try:
+            fd = os.open(self._record(LOG_TIMES), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                os.write(fd, f"{info.st_size} {time.time():.6f}\n".encode())
+            finally:
+                os.close(fd)
+        except OSError:  # a full disk loses times, never the worker
+            pass
+        return True
+
     def _finish(self, code: int | None, *, stopped: bool, reason: str, message: str) -> int:
+        self._note_log_size()
         write_json_atomic(self._record(EXIT_RECORD), {
             "exit_code": code, "finished_at": time.time(), "stopped": stopped,
             "reason": reason, "message": message,

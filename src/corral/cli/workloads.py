@@ -72,6 +72,9 @@ def submit(
     refused item (named as workloads[i].field) submits none."""
     docs = _documents(file)
     with connect(url, token) as c, friendly():
+        from corral.cli.workdirs import upload_workdirs  # issue 13: agents get workdir uploaded
+
+        upload_workdirs(c, docs)
         items = batch.check(c, docs)
         refused = [i for i in items if i.problems]
         if dry_run or refused:
@@ -271,6 +274,12 @@ def logs(
     attempt: Annotated[int | None, typer.Option(
         "--attempt", "-a", min=0, help="an earlier attempt's output (0 = the first launch; "
         "default: the current one), e.g. what a worker printed before a restart")] = None,
+    timestamps: Annotated[bool, typer.Option(
+        "--timestamps", "-t", help="begin each line with the time it was written (RFC 3339, "
+        "UTC; as the worker's supervisor saw it, late by at most a second)")] = False,
+    since: Annotated[str | None, typer.Option(
+        "--since", help="only lines written since then: 10m, 1h, today, 2026-12-01T18:00:00Z")
+    ] = None,
     url: UrlOpt = None, token: TokenOpt = None,
 ) -> None:
     """Print a worker's output (stdout and stderr); for a service, a replica's (--replica,
@@ -279,20 +288,39 @@ def logs(
         err.print("[red]error:[/red] --follow reads the current attempt; drop --attempt, or "
                   "drop --follow to read an earlier one", markup=True)
         raise typer.Exit(2)
+    from corral.cli.log_lines import TimedLines
+    from corral.cli.when import past_time
+
+    dated = timestamps or since is not None
+    lines = TimedLines(stamp=timestamps, since=past_time(since, "--since", time.time()))
     with connect(url, token) as c, friendly():
         workload_id = _logs_target(c, workload_id, replica)
         offset = 0
         text: list[str] = []
         while True:  # what there is now
-            chunk = c.logs(workload_id, worker=worker, offset=offset, attempt=attempt)
+            chunk = c.logs(workload_id, worker=worker, offset=offset, attempt=attempt,
+                           timestamps=dated)
             if not chunk.data:
                 break
-            text.append(chunk.data)
+            _undated(chunk, dated)
+            text.append(lines.feed(chunk))
             offset = chunk.next_offset
+        if not follow:
+            text.append(lines.end())
         typer.echo(last_lines("".join(text), tail), nl=False)
         if follow:
-            for data in c.follow_logs(workload_id, worker=worker, offset=offset):
-                typer.echo(data, nl=False)
+            for chunk in c.follow_log_chunks(workload_id, worker=worker, offset=offset,
+                                             timestamps=dated):
+                _undated(chunk, dated)
+                typer.echo(lines.feed(chunk), nl=False)
+            typer.echo(lines.end(), nl=False)
+
+
+def _undated(chunk: M.LogChunk, dated: bool) -> None:
+    if dated and chunk.times is None:
+        err.print("[red]error:[/red] this backend keeps no times for log lines (the local "
+                  "backend's workers do): drop --timestamps and --since", markup=True)
+        raise typer.Exit(2)
 
 
 def last_lines(text: str, n: int | None) -> str:

@@ -169,20 +169,31 @@ class Client:
         return self._get(M.WhyPending, f"/v1/workloads/{workload_id}/why")
 
     def logs(self, workload_id: str, *, worker: int = 0, offset: int = 0,
-             attempt: int | None = None) -> M.LogChunk:
+             attempt: int | None = None, timestamps: bool = False) -> M.LogChunk:
+        """A chunk of a worker's output from byte `offset`; with `timestamps`, `times` holds
+        each line's time where the backend records them."""
         return self._get(M.LogChunk, f"/v1/workloads/{workload_id}/logs", worker=worker,
-                         offset=offset, attempt=attempt)
+                         offset=offset, attempt=attempt,
+                         **({"timestamps": "true"} if timestamps else {}))
 
     def follow_logs(self, workload_id: str, *, worker: int = 0, poll_s: float = 0.5,
                     timeout_s: float | None = None, offset: int = 0) -> Iterator[str]:
         """Yield new output (from byte `offset`) until the workload has ended and everything
         was read."""
+        for chunk in self.follow_log_chunks(workload_id, worker=worker, poll_s=poll_s,
+                                            timeout_s=timeout_s, offset=offset):
+            yield chunk.data
+
+    def follow_log_chunks(self, workload_id: str, *, worker: int = 0, poll_s: float = 0.5,
+                          timeout_s: float | None = None, offset: int = 0,
+                          timestamps: bool = False) -> Iterator[M.LogChunk]:
+        """`follow_logs`, chunk by chunk (with their lines' times, given `timestamps`)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             ended = self.get(workload_id).state in _ENDED  # read state first: no lost tail
-            chunk = self.logs(workload_id, worker=worker, offset=offset)
+            chunk = self.logs(workload_id, worker=worker, offset=offset, timestamps=timestamps)
             if chunk.data:
-                yield chunk.data
+                yield chunk
             offset = chunk.next_offset
             if chunk.data:
                 continue

@@ -59,6 +59,8 @@ class Balance(_Model):
 
 
 class GrantIn(_Model):
+    model_config = ConfigDict(defer_build=False)  # a request body: built at once
+
     queue: str = Field(max_length=63)
     amount: str = Field(max_length=40, description="credits, e.g. '500.00'")
     expires_at: float | None = Field(None, description="seconds since the epoch; none: never")
@@ -78,6 +80,8 @@ class GrantOut(_Model):
 
 
 class TransferIn(_Model):
+    model_config = ConfigDict(defer_build=False)  # a request body: built at once
+
     source: str = Field(max_length=63)
     target: str = Field(max_length=63)
     amount: str = Field(max_length=40)
@@ -110,6 +114,8 @@ class HistoryEntry(_Model):
 
 
 class PriceIn(_Model):
+    model_config = ConfigDict(defer_build=False)  # a request body: built at once
+
     price_per_gpu_hour: str = Field(max_length=40)
     provider: str | None = Field(None, max_length=63)
     region: str | None = Field(None, max_length=63)

@@ -44,6 +44,8 @@ __all__ = [
 
 
 class _Model(BaseModel):
+    # built on first use, not at import (every CLI command imports this module); request
+    # bodies (the *In models) are built at once: FastAPI cannot take a deferred one as a body
     model_config = ConfigDict(extra="ignore", defer_build=True)
 
 
@@ -133,7 +135,7 @@ class Service(_Model):
 
 
 class ScaleIn(_Model):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=False)  # a request body
 
     replicas: int = Field(ge=0, le=1000, strict=True,
                           description="the desired replica count, within the spec's "
@@ -185,6 +187,11 @@ class LogChunk(_Model):
     offset: int
     next_offset: int
     data: str = Field(description="UTF-8 text (invalid bytes replaced)")
+    times: list[float | None] | None = Field(
+        None, description="with timestamps=true: when each line of data was written (Unix "
+        "seconds; a last line without its newline counts), as its worker's supervisor saw it, "
+        "late by at most a second; null for a line not seen yet. Absent where the backend keeps "
+        "no times")
 
 
 class DryRunResult(_Model):
@@ -247,7 +254,7 @@ class ProviderInfo(_Model):
 
 
 class QueueIn(_Model):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=False)  # a request body
 
     name: str = Field(min_length=1, max_length=63)
     parent: str | None = None
@@ -274,7 +281,7 @@ class QueueInfo(_Model):
 
 
 class UserIn(_Model):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=False)  # a request body
 
     name: str = Field(min_length=1, max_length=63)
     role: Literal["admin", "user"] = "user"
@@ -299,7 +306,7 @@ MemberRole = Literal["queue_admin", "member", "viewer"]
 
 
 class MemberIn(_Model):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=False)  # a request body
 
     role: MemberRole = "member"
 
@@ -311,7 +318,7 @@ class Member(_Model):
 
 
 class TokenIn(_Model):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=False)  # a request body
 
     user: str | None = Field(None, min_length=1, max_length=63,
                              description="whose token (admins only; default: the caller)")

@@ -15,7 +15,7 @@ MAX_SECRET_BYTES = 64 * 1024
 
 
 class SecretIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid")  # a request body: built at once
 
     value: str = Field(max_length=MAX_SECRET_BYTES,
                        description="the value; stored sealed with the server's key and never "

@@ -61,7 +61,8 @@ def is_device_hold(workload_id: str) -> bool:
 
 def device_holds(nodes: Iterable[Node], running: Iterable[Workload]) -> tuple[Nomination, ...]:
     """A stand-in nomination per cordoned device, holding what is free of it now (work still
-    on it, being drained or left to run for a warning, keeps its share). Pure.
+    on it, being drained or left to run for a warning, keeps its share). `running`: the
+    workloads with their assignments (pending ones may be in it: they hold nothing). Pure.
 
     Example: n1 (8 x 80 GiB) with label "3", a 0.25-GPU job on device 3 ->
     Nomination("gpu-cordon:n1:3", (WorkerAssignment(0, "n1", (3,), 750, 61440),)).
@@ -72,6 +73,8 @@ def device_holds(nodes: Iterable[Node], running: Iterable[Workload]) -> tuple[No
     if not bad:
         return ()
     used: dict[tuple[str, int], tuple[int, int]] = {}
+    # the one pass over all work, and only while some GPU is out: a tight loop (pending work
+    # has no assignments, so it need not be filtered out first)
     for w in running:
         for a in w.assignments:
             if a.node_id in bad:

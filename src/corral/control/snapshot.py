@@ -204,7 +204,7 @@ def with_nominations(conn: Connection, snap: Snapshot, now: float) -> Snapshot:
     kept = tuple(n for n in load_nominations(conn, now)
                  if (r := snap.records.get(n.workload_id)) is not None
                  and (r.state == "pending" or r.stop_reason in _EVICTION_RULES))
-    kept += device_holds(snap.state.nodes, (w for w in snap.state.workloads if w.running))
+    kept += device_holds(snap.state.nodes, snap.state.workloads)
     if not kept and not snap.state.nominations:
         return snap
     return dataclasses.replace(snap, state=dataclasses.replace(snap.state, nominations=kept))

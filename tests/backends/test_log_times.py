@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from corral.backends import local_runner
+from corral.backends import LocalBackend, local_runner
 from corral.backends.log_times import line_times, read_samples
+
+from .conftest import eventually, make_spec
 
 SAMPLES = [(0, 100.0), (4, 101.0), (10, 102.5)]
 
@@ -61,3 +63,13 @@ def test_a_runner_whose_output_is_not_a_file_notes_nothing(tmp_path: Path) -> No
         capture_output=True, check=False, timeout=60)
     assert done.returncode == 0 and b"to a pipe" in done.stdout
     assert not (tmp_path / "rec" / local_runner.LOG_TIMES).exists()
+
+
+def test_the_local_backend_dates_its_workers_lines(local: LocalBackend) -> None:
+    local.launch(make_spec("a").shell("echo one; echo two").build())
+    eventually(lambda: all(s.state.ended for s in local.poll(0.0)) or None, "the worker ended")
+    data, _ = local.read_logs("a", 0)
+    assert data == b"one\ntwo\n"
+    times = local.log_line_times("a", 0, 0, data)
+    assert len(times) == 2 and None not in times and times == sorted(times)  # type: ignore[type-var]
+    assert local.log_line_times("a", 0, 4, data[4:]) == times[1:]  # from an offset

@@ -74,6 +74,7 @@ from corral.backends.local_runner import (
     write_json_atomic,
     write_text_atomic,
 )
+from corral.backends.log_times import line_times, read_samples
 from corral.backends.progress import Progress, progress_path, read_progress_file
 from corral.backends.workdir import WORKDIR_COPY, check_workdir, copy_workdir
 from corral.backends.worker_users import WorkerUsers
@@ -270,6 +271,14 @@ class LocalBackend(Backend, InventorySource, LogSource):
         except FileNotFoundError:
             return b"", offset
         return chunk, offset + len(chunk)
+
+    def log_line_times(self, workload_id: str, worker: int, offset: int, data: bytes, *,
+                       attempt: int | None = None) -> list[float | None]:
+        """When each line of `data` (read from `offset` of the worker's log) was written, from
+        its runner's samples (`corral.backends.log_times`); None for a line not seen yet."""
+        record = self._find_attempt(workload_id, attempt)
+        samples = read_samples(record.dir / f"worker-{worker}" / local_runner.LOG_TIMES)
+        return line_times(data, offset, samples)
 
     def log_path(self, workload_id: str, worker: int, attempt: int | None = None) -> Path:
         """Where a worker's log file is (it may not exist yet)."""

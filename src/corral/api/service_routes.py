@@ -45,6 +45,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from starlette.routing import Route as StarletteRoute
+from starlette.routing import WebSocketRoute
 
 from corral.control.endpoints import Route, live_routes
 from corral.control.live_state import LiveState
@@ -397,7 +398,9 @@ def mount_gateway(app: Any, loop: ControlLoop, backend_name: str,
     table = RouteTable()
     gateway = create_gateway_app(table, limits)
     app.router.routes[0:0] = [StarletteRoute("/serve/{service}", gateway),
-                              StarletteRoute("/serve/{service}/{path:path}", gateway)]
+                              StarletteRoute("/serve/{service}/{path:path}", gateway),
+                              WebSocketRoute("/serve/{service}", gateway),  # WebSockets too
+                              WebSocketRoute("/serve/{service}/{path:path}", gateway)]
     feed = RouteFeed(table, loop, backend_name, GatewayLoads(gateway.state.gateway))
     feed.traffic = TrafficHistory(gateway.state.gateway.metrics.registry)
     app.state.corral_traffic = feed.traffic  # the dashboard's Services page reads it

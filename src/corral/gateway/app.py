@@ -28,13 +28,14 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from corral.gateway.admission import Admission
 from corral.gateway.limits import GatewayLimits
 from corral.gateway.metrics import GatewayMetrics
 from corral.gateway.proxy import Proxy, error_response
 from corral.gateway.routes import RouteTable
+from corral.gateway.websocket import WebSocketProxy
 
 __all__ = ["Gateway", "create_gateway_app"]
 
@@ -82,6 +83,7 @@ def create_gateway_app(route_table: RouteTable, limits: GatewayLimits | None = N
     http = transport or _transport(limits)
     proxy = Proxy(route_table, limits, admission, metrics, http, rng)
     gateway = Gateway(route_table, limits, admission, metrics, http, proxy)
+    sessions = WebSocketProxy(route_table, limits, metrics, proxy.rng)
 
     async def scrape(_: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -96,6 +98,8 @@ def create_gateway_app(route_table: RouteTable, limits: GatewayLimits | None = N
 
     app = Starlette(
         routes=[Route("/serve/{service}", proxy), Route("/serve/{service}/{path:path}", proxy),
+                WebSocketRoute("/serve/{service}", sessions),
+                WebSocketRoute("/serve/{service}/{path:path}", sessions),
                 Route("/metrics", scrape, methods=["GET"]),
                 Route("/healthz", healthz, methods=["GET"])],
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},

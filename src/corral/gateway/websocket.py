@@ -1,0 +1,190 @@
+"""WebSocket sessions through the gateway: `/serve/<service>/<path>` upgraded to a WebSocket on
+one ready replica, messages relayed both ways as they come, until either side closes.
+
+    1 route    service known? path free of dot segments?          refused: 404 / 400
+    2 auth     public, or Bearer token (as for HTTP)                 refused: 401
+    3 pick     power of two choices on outstanding requests; none ready, or the service at
+               its max_concurrent: 503 (no queue: a session holds its replica for minutes, a
+               queue would only hide that)
+    4 connect  the replica's WebSocket (the service's connect timeout covers the handshake);
+               a refused or timed-out handshake never reached the application: the next ready
+               replica is tried, up to `max_tries`
+    5 relay    the client's subprotocol choice as the replica made it; text and binary frames
+               both ways, unbuffered; a close on either side closes the other with its code
+
+A refusal before the upgrade is an HTTP response in the house error shape where the server
+supports ASGI's `websocket.http.response` extension (uvicorn does), else a close before accept
+(the client sees 403). The session counts as one outstanding request on its replica for its
+whole life, so balancing sees it and a drain waits for it (within the replica's grace).
+Metrics: a session counts as a request with code 101 once upgraded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from corral.gateway.balancing import pick_replica
+from corral.gateway.headers import request_headers
+from corral.gateway.limits import GatewayLimits
+from corral.gateway.metrics import GatewayMetrics
+from corral.gateway.proxy import _DOT_SEGMENT, _header, _rest_of_path, error_response
+from corral.gateway.routes import SERVICE_NAME, Replica, RouteTable
+
+__all__ = ["WebSocketProxy"]
+
+log = logging.getLogger("corral.gateway")
+
+Scope = dict[str, Any]
+#: headers the client library writes itself for the replica's handshake
+_OWN = frozenset({b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions",
+                  b"sec-websocket-protocol", b"sec-websocket-accept"})
+#: close codes that may not be sent in a close frame (RFC 6455 7.4.1): reported as 1011
+_RESERVED = frozenset({1005, 1006, 1015})
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class WebSocketProxy:
+    """The ASGI app for websocket scopes under `/serve/{service}/{path:path}`."""
+
+    def __init__(self, table: RouteTable, limits: GatewayLimits, metrics: GatewayMetrics,
+                 rng: Any) -> None:
+        self.table, self.limits, self.metrics, self.rng = table, limits, metrics, rng
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        service = scope["path_params"]["service"]
+        label = service if self.table.service(service) is not None else ""
+        if (await receive())["type"] != "websocket.connect":
+            return
+        try:
+            rest, public = self._route(scope, service)
+            upstream, replica = await self._connect(scope, service, rest, public)
+        except _Refused as refused:
+            self.metrics.requests.labels(label, str(refused.status)).inc()
+            await _deny(scope, send, refused)
+            return
+        self.metrics.in_flight.labels(label).inc()
+        try:
+            await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
+            self.metrics.requests.labels(label, "101").inc()
+            await _relay(upstream, receive, send)
+        finally:
+            self.metrics.in_flight.labels(label).dec()
+            self.table.release(service, replica)
+            await upstream.close()
+
+    def _route(self, scope: Scope, service: str) -> tuple[bytes, bool]:
+        route = self.table.service(service) if SERVICE_NAME.fullmatch(service) else None
+        if route is None:
+            raise _Refused(404, "not_found", f"service {service[:80]!r} does not exist")
+        rest = _rest_of_path(scope, service)
+        if _DOT_SEGMENT.search(rest):
+            raise _Refused(400, "bad_request", "the path holds a '.' or '..' segment")
+        header = _header(scope, b"authorization")
+        if not route.auth.allows(header.decode("latin-1") if header is not None else None):
+            raise _Refused(401, "unauthorized", f"service {service!r} needs a valid bearer "
+                           "token (Authorization: Bearer <token>)")
+        return rest, route.auth.is_public
+
+    async def _connect(self, scope: Scope, service: str, rest: bytes, public: bool
+                       ) -> tuple[ClientConnection, Replica]:
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request_headers(
+            scope["headers"], client_ip=(scope.get("client") or (None,))[0],
+            scheme="https" if scope.get("scheme") == "wss" else "http",
+            prefix=scope.get("root_path", "") + f"/serve/{service}", keep_authorization=public)
+            if k not in _OWN]
+        query = scope.get("query_string", b"")
+        tried: list[str] = []
+        while True:
+            route = self.table.service(service)
+            replica = pick_replica(route.ready(), self.rng, tried) \
+                if route and route.admits() else None
+            if replica is None:
+                raise _Refused(503, "unavailable", f"service {service!r} has no ready replica "
+                               "free to take a WebSocket (none ready, or at its "
+                               "max_concurrent); retry later")
+            url = "ws" + replica.url.removeprefix("http").rstrip("/") + \
+                (rest or b"/").decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+            connect_s = (route.limits.connect_timeout_s if route and
+                         route.limits.connect_timeout_s else self.limits.connect_timeout_s)
+            self.table.acquire(replica)
+            try:
+                upstream = await connect(url, additional_headers=headers, open_timeout=connect_s,
+                                         subprotocols=scope.get("subprotocols") or None,
+                                         compression=None, max_size=None, ping_interval=None,
+                                         user_agent_header=None)
+                return upstream, replica
+            except InvalidStatus as exc:  # the replica answered the upgrade: it saw it
+                self.table.release(service, replica)
+                raise _Refused(502, "bad_gateway", f"replica {replica.id} of service "
+                               f"{service!r} refused the WebSocket upgrade "
+                               f"({exc.response.status_code})") from None
+            except (OSError, TimeoutError, InvalidHandshake) as exc:
+                self.table.release(service, replica)
+                self.metrics.errors.labels(service, "connect").inc()
+                tried.append(replica.id)
+                if len(tried) >= self.limits.max_tries:
+                    raise _Refused(502, "bad_gateway", f"replica {replica.id} of service "
+                                   f"{service!r} could not be reached "
+                                   f"({type(exc).__name__})") from None
+
+
+async def _deny(scope: Scope, send: Any, refused: _Refused) -> None:
+    if "websocket.http.response" in scope.get("extensions", {}):
+        body = error_response(refused.status, refused.code, refused.message)
+        await send({"type": "websocket.http.response.start", "status": refused.status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "websocket.http.response.body", "body": body})
+        return
+    await send({"type": "websocket.close", "code": 1008, "reason": refused.message[:120]})
+
+
+async def _relay(upstream: ClientConnection, receive: Any, send: Any) -> None:
+    """Both directions at once; the first side to close ends the session."""
+    async def from_client() -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                await upstream.close(code=_sendable(message.get("code", 1000)))
+                return
+            if message.get("text") is not None:
+                await upstream.send(message["text"])
+            elif message.get("bytes") is not None:
+                await upstream.send(message["bytes"])
+
+    async def from_replica() -> None:
+        try:
+            async for data in upstream:
+                if isinstance(data, str):
+                    await send({"type": "websocket.send", "text": data})
+                else:
+                    await send({"type": "websocket.send", "bytes": data})
+        except ConnectionClosed:
+            pass
+        code = upstream.close_code if upstream.close_code is not None else 1011
+        with contextlib.suppress(Exception):  # the client may be gone already
+            await send({"type": "websocket.close", "code": _sendable(code),
+                        "reason": upstream.close_reason or ""})
+
+    tasks = [asyncio.ensure_future(from_client()), asyncio.ensure_future(from_replica())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _sendable(code: int) -> int:
+    return 1011 if code in _RESERVED else code

@@ -147,3 +147,40 @@ def test_the_module_runs_as_a_script(tmp_path: Path) -> None:
     answer = json.loads(out.stdout)
     assert answer["library"] == "cupy"
     assert [r["passed"] for r in answer["results"]] == [True, True]
+
+
+DCGM_REPORT = {"DCGM GPU Diagnostic": {"test_categories": [
+    {"category": "Deployment", "tests": [
+        {"name": "Blacklist", "results": [{"gpu_ids": "0,1", "status": "PASS"}]}]},
+    {"category": "Hardware", "tests": [
+        {"name": "GPU Memory", "results": [
+            {"gpu_ids": "0", "status": "PASS"},
+            {"gpu_ids": "1", "status": "FAIL",
+             "warnings": [{"warning": "Memory error detected at address 0x4f2"}]}]},
+        {"name": "Diagnostic", "results": [{"gpu_ids": "0", "status": "WARN",
+                                            "warnings": "clocks throttled"}]}]}]}}
+
+
+def test_dcgm_failures_by_gpu_and_warnings_are_not_failures() -> None:
+    assert K.dcgm_failures(DCGM_REPORT) == {
+        1: "GPU Memory failed (Memory error detected at address 0x4f2)"}
+    assert K.dcgm_failures({"unexpected": 1}) == {}
+
+
+def test_where_dcgmi_is_installed_its_failures_fail_the_device(tmp_path: Path) -> None:
+    """A fake `dcgmi` on PATH (a script printing DCGM's JSON: not NVIDIA's tool)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "dcgmi"
+    fake.write_text(f"#!/bin/sh\n# a fake dcgmi for tests\ncat <<'EOF'\n"
+                    f"{json.dumps(DCGM_REPORT)}\nEOF\n")
+    fake.chmod(0o755)
+    env = _child_env(tmp_path, 2, [])
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    run = K.KnownAnswerRun([0, 1], now=0.0, env=env)
+    run.proc.wait(timeout=60)
+    answer = run.poll(1.0)
+    assert isinstance(answer, list)
+    assert [(r.device, r.passed) for r in answer] == [(0, True), (1, False)]
+    assert answer[1].evidence == ("DCGM diagnostic: GPU Memory failed (Memory error detected "
+                                  "at address 0x4f2)")

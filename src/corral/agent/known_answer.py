@@ -18,7 +18,9 @@ without TF32, and can be compared bit for bit against numpy's on the host):
   there, and copied back.
 
 A device passes when both results equal numpy's exactly; otherwise the evidence is how many
-values differ and the first one. How it runs: in a child process (`python -m
+values differ and the first one. Where NVIDIA's `dcgmi` is installed, the same run also asks
+DCGM's quick diagnostic (`dcgmi diag -r 1 -j`) and fails a device any of its tests failed
+(`dcgm_diag`; a warning or a skip is not a failure). How it runs: in a child process (`python -m
 corral.agent.known_answer --devices 0,1`, JSON on stdout), so that the CUDA context and its
 memory are gone when the test ends (an agent that kept one would take memory from every job)
 and a hung device is killed by a timeout, not the agent. It uses torch (`torch.cuda`) where it is
@@ -36,6 +38,7 @@ import importlib
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,7 +50,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = ["NO_LIBRARY", "Compute", "DeviceResult", "KnownAnswerRun", "available_library",
-           "expected", "judge", "run_on_devices"]
+           "dcgm_diag", "dcgm_failures", "expected", "judge", "run_on_devices"]
 
 NO_LIBRARY: Final = "known-answer test unavailable (no torch/cupy)"
 SEED: Final = 20211
@@ -257,6 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--devices", default="", help="indices, comma-separated (default all)")
     parser.add_argument("--matmul-n", type=int, default=MATMUL_N)
     parser.add_argument("--memory-words", type=int, default=MEMORY_WORDS)
+    parser.add_argument("--no-dcgm", dest="dcgm", action="store_false",
+                        help="skip DCGM's diagnostic even where dcgmi is installed")
     args = parser.parse_args(argv)
     compute, why = _load_compute()
     if compute is None:
@@ -265,9 +270,61 @@ def main(argv: Sequence[str] | None = None) -> int:
     devices = ([int(x) for x in args.devices.split(",") if x.strip()] if args.devices
                else list(range(compute.count())))
     results = run_on_devices(compute, devices, args.matmul_n, args.memory_words)
-    print(json.dumps({"library": compute.name, "pid": os.getpid(),
+    dcgm = dcgm_diag(devices) if args.dcgm else None
+    if dcgm is not None:
+        results = [_with_dcgm(r, dcgm.get(r.device, "")) for r in results]
+    print(json.dumps({"library": compute.name, "pid": os.getpid(), "dcgm": dcgm is not None,
                       "results": [r.as_record() for r in results]}))
     return 0
+
+
+def _with_dcgm(r: DeviceResult, failed: str) -> DeviceResult:
+    if not failed:
+        return r
+    evidence = "; ".join(e for e in (r.evidence, f"DCGM diagnostic: {failed}") if e)
+    return DeviceResult(r.device, False, evidence)
+
+
+def dcgm_diag(devices: Sequence[int], timeout_s: float = 90.0) -> dict[int, str] | None:
+    """NVIDIA DCGM's quick diagnostic (`dcgmi diag -r 1 -j`) where `dcgmi` is installed: what
+    failed, by device; None without dcgmi (or when it does not answer in JSON). Real hardware;
+    tested with a fake `dcgmi` on PATH."""
+    if shutil.which("dcgmi") is None or not devices:
+        return None
+    try:
+        done = subprocess.run(["dcgmi", "diag", "-r", "1", "-j", "-i",
+                               ",".join(map(str, devices))], capture_output=True, text=True,
+                              timeout=timeout_s, check=False)
+        report = json.loads(done.stdout[done.stdout.find("{"):])
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return None
+    return dcgm_failures(report)
+
+
+def dcgm_failures(report: dict[str, Any]) -> dict[int, str]:
+    """Pure: the failed tests per GPU of a `dcgmi diag -j` report (DCGM 2-3's "DCGM GPU
+    Diagnostic", DCGM 4's "DCGM Diagnostic": test_categories -> tests -> results with
+    gpu_ids / gpu_id and status). Warnings and skips are not failures."""
+    body = report.get("DCGM GPU Diagnostic") or report.get("DCGM Diagnostic") or {}
+    out: dict[int, list[str]] = {}
+    for category in body.get("test_categories", []):
+        for test in category.get("tests", []):
+            for result in test.get("results", []):
+                if str(result.get("status", "")).upper() != "FAIL":
+                    continue
+                ids = str(result.get("gpu_ids", result.get("gpu_id", "")))
+                why = result.get("warnings") or result.get("info") or ""
+                text = f"{test.get('name', '?')} failed" + (f" ({_text(why)})" if why else "")
+                for gpu in (int(x) for x in ids.split(",") if x.strip().isdigit()):
+                    out.setdefault(gpu, []).append(text)
+    return {gpu: "; ".join(texts)[:500] for gpu, texts in out.items()}
+
+
+def _text(why: Any) -> str:
+    if isinstance(why, list):
+        return "; ".join(str(w.get("warning", w)) if isinstance(w, dict) else str(w)
+                         for w in why)
+    return str(why)
 
 
 if __name__ == "__main__":

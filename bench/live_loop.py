@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import platform
@@ -120,6 +121,17 @@ def make_loop(store: Store, world: FakeWorld, clock: ManualClock) -> ControlLoop
 
 
 PROFILE: dict[str, str] = {}  # --profile: which step to profile -> where to write the stats
+GC_PAUSES: list[float] = [0.0, 0.0]  # [seconds in the cyclic garbage collector, start of one]
+
+
+def _gc_timer(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        GC_PAUSES[1] = time.perf_counter()
+    else:
+        GC_PAUSES[0] += time.perf_counter() - GC_PAUSES[1]
+
+
+gc.callbacks.append(_gc_timer)
 
 
 def timed_step(loop: ControlLoop, clock: ManualClock, name: str = "") -> tuple[float, StepReport]:
@@ -133,9 +145,10 @@ def timed_step(loop: ControlLoop, clock: ManualClock, name: str = "") -> tuple[f
 
     if tracemalloc.is_tracing():  # --tracemalloc: the step's own high-water mark
         tracemalloc.reset_peak()
-    started, cpu = time.perf_counter(), time.process_time()
+    started, cpu, paused = time.perf_counter(), time.process_time(), GC_PAUSES[0]
     report = loop.step()
     report.stages["cpu_s"] = time.process_time() - cpu  # this process's CPU: steadier under load
+    report.stages["gc_s"] = GC_PAUSES[0] - paused  # of the step, in the cyclic collector
     if tracemalloc.is_tracing():
         report.stages["traced_peak_mib"] = tracemalloc.get_traced_memory()[1] / 2**20
     if profiler is not None:

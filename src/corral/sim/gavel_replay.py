@@ -22,12 +22,13 @@ service, as Tiresias does; the buckets double, so a long job is not stopped ever
 the core's preempt action stops lower-priority work for higher-priority waiting work. Each stop
 costs the restart (`restart_s`).
 
-**Migration rule** (`migration_gain`): a running, preemptible, checkpointing job on type a moves to
-type b when b has enough free GPUs after the cycle (waiting work had them first and could not use
-them) and the time it saves, steps left x (1/T(a) - 1/T(b)), exceeds twice the restart cost: once
-to pay for the restart, once as a margin against a wrong throughput estimate. Largest saving
-first. A restart (a move or an eviction) costs `restart_s` seconds without progress (default 60 s:
-load a checkpoint and warm up); the job keeps every step done (it checkpoints).
+**Migration rule** (`corral.core.migration.migration_gain`, shared with the control plane): a
+running, preemptible, checkpointing job on type a moves to type b when b has enough free GPUs
+after the cycle (waiting work had them first and could not use them) and the time it saves,
+steps left x (1/T(a) - 1/T(b)), exceeds twice the restart cost: once to pay for the restart,
+once as a margin against a wrong throughput estimate. Largest saving first. A restart (a move
+or an eviction) costs `restart_s` seconds without progress (default 60 s: load a checkpoint
+and warm up); the job keeps every step done (it checkpoints).
 
 Deterministic: no random draw beyond the core's seeded ones (same trace, policy and seed, same
 report).
@@ -42,6 +43,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from corral.core.config import DEFAULT_SCORING, SchedulerConfig
+from corral.core.migration import migration_gain
 from corral.core.model import MILLI_PER_GPU, Queue, WorkerResources, Workload
 from corral.core.placement import Placer
 from corral.core.plugins.throughput import THROUGHPUT, market
@@ -78,22 +80,6 @@ POLICIES: Mapping[str, HeteroPolicy] = {
     "aware-las": HeteroPolicy("aware-las", SchedulerConfig(scoring=_AWARE_SCORING), aware=True,
                               migrate=True, las=True),
 }
-
-
-def migration_gain(steps_left: float, rate_now: float, rate_there: float, restart_s: float
-                   ) -> float:
-    """Seconds a move saves net of its restart, or 0 when the rule says stay (module
-    docstring): the saving must exceed twice the restart cost.
-
-    >>> migration_gain(36_000, 1.0, 3.0, 60)  # 10 h on a K80, 3.3 h on a V100
-    23940.0
-    >>> migration_gain(100, 1.0, 3.0, 60)  # 67 s saved: not worth two restarts
-    0.0
-    """
-    if rate_there <= rate_now:
-        return 0.0
-    saved = steps_left / rate_now - steps_left / rate_there
-    return saved - restart_s if saved > 2 * restart_s else 0.0
 
 
 @dataclass

@@ -31,6 +31,7 @@ from corral.agent.protocol import (
     SyncOut,
 )
 from corral.agent.spot import SpotReporter, SpotWatcher
+from corral.agent.workdirs import AgentWorkdirs
 from corral.backends import base
 from corral.backends.base import LaunchSpec, WorkerState, WorkerStatus
 from corral.backends.errors import BackendError
@@ -97,6 +98,9 @@ class Agent:
         self.backend = LocalBackend(
             root / "work", nodes=[self.node], worker_users=settings.worker_users,
             remote_workers=True, rendezvous=self._rendezvous_of, lease=(self.lease, settings.lease_s))
+        # uploaded workdirs, fetched from the server by digest and cached here (issue 13)
+        self.backend.workdir_archives = AgentWorkdirs(settings.server, root / "workdirs",
+                                                      self._credential).fetch
         self.credential: str | None = None
         self.seq = -1
         self.refused: dict[tuple[str, int, int], ReportIn] = {}  # launches this host refused

@@ -42,6 +42,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
     from corral.api import webhooks  # issue 13: the notify webhooks' delivery log
 
     app.include_router(webhooks.router)
+    from corral.api import workdirs  # issue 13: uploaded workdirs (corral.api.workdirs)
+
+    app.include_router(workdirs.router)
+    app.include_router(workdirs.agent_router)
     app.include_router(ledger.router)  # ledger hook: /v1/ledger (corral.api.ledger)
     from corral.api import agents  # issue 11: join tokens and the agent wire (corral.api.agents)
 

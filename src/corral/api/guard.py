@@ -36,6 +36,10 @@ __all__ = ["CREDENTIAL", "PUBLIC_PATHS", "SPEC_PATHS", "BodyRefused", "RequestGu
 PUBLIC_PATHS = frozenset({"/v1/health", "/v1/version"})
 #: bodies that are workload specs: held to the (smaller) spec limit
 SPEC_PATHS = frozenset({"/v1/workloads", "/v1/dry-run"})
+#: uploaded workdirs: their own cap (corral.api.workdirs.MAX_UPLOAD_BYTES; not imported here,
+#: the guard loads before the routes)
+WORKDIR_PATH = "/v1/workdirs/"
+WORKDIR_UPLOAD_BYTES = 116 * 1024 * 1024
 
 
 class BodyRefused(HTTPException):
@@ -113,6 +117,8 @@ class RequestGuard:
         limits = self.ctx.limits
         if scope["method"] == "POST" and scope["path"] in SPEC_PATHS:
             return int(limits.max_spec_bytes)
+        if scope["method"] == "PUT" and scope["path"].startswith(WORKDIR_PATH):
+            return WORKDIR_UPLOAD_BYTES  # an uploaded workdir (corral.api.workdirs, issue 13)
         return int(limits.max_body_bytes)
 
     def _bounded(self, scope: Scope, receive: Receive) -> Receive:

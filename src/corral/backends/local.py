@@ -76,7 +76,13 @@ from corral.backends.local_runner import (
 )
 from corral.backends.log_times import line_times, read_samples
 from corral.backends.progress import Progress, progress_path, read_progress_file
-from corral.backends.workdir import WORKDIR_COPY, check_workdir, copy_workdir
+from corral.backends.workdir import (
+    WORKDIR_COPY,
+    ArchiveSource,
+    check_workdir,
+    copy_workdir,
+    is_archive,
+)
 from corral.backends.worker_users import WorkerUsers
 from corral.core.model import CapacityKind, Node, WorkerAssignment
 
@@ -148,6 +154,9 @@ class LocalBackend(Backend, InventorySource, LogSource):
     """
 
     name = "local"
+    #: where an uploaded workdir (`sha256:<hex>`) is found on this host; None: refused at
+    #: launch (the agent sets one that fetches from the server: corral.agent.workdirs)
+    workdir_archives: ArchiveSource | None = None
 
     def __init__(
         self, work_dir: str | os.PathLike[str], *, nodes: Sequence[Node] | None = None,
@@ -324,6 +333,8 @@ class LocalBackend(Backend, InventorySource, LogSource):
 
     def _check_program(self, spec: LaunchSpec) -> None:
         program = spec.argv()[0]
+        if "/" in program and spec.workdir is not None and is_archive(spec.workdir):
+            return  # in the archive, unpacked only at launch (checked then by the runner)
         if "/" in program:
             path = Path(spec.working_dir or spec.workdir or ".") / program
             if path.is_file() and os.access(path, os.X_OK):
@@ -366,7 +377,8 @@ class LocalBackend(Backend, InventorySource, LogSource):
             write_text_atomic(adir / SETUP_FILE, spec.setup, mode=0o600)
         if spec.workdir is not None:
             who = None if self.worker_users is None else self.worker_users.for_queue(spec.queue)
-            copy_workdir(spec.workdir, adir, None if who is None else (who.uid, who.gid))
+            copy_workdir(spec.workdir, adir, None if who is None else (who.uid, who.gid),
+                         self.workdir_archives)
 
     def _make_checkpoint_dir(self, path: Path, queue: str) -> None:
         """Create it if missing. With worker users, a folder corral creates belongs to the

@@ -391,6 +391,9 @@ def _serve(cfg: ServerConfig, sock: socket.socket, on_ready: Any, uvicorn: Any) 
     parts = bootstrap(cfg)
     dd = DataDir(cfg.data_dir)
     app = create_app(parts.ctx)
+    from corral.backends.workdir import WorkdirArchives  # issue 13: uploaded workdirs
+
+    app.state.workdirs = WorkdirArchives(dd.root / "workdirs")
     from corral.web import observe_loop  # cycle duration and placements into /metrics
 
     observe_loop(app, parts.loop)

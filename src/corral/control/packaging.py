@@ -2,7 +2,7 @@
 
     field     local           agent        slurm                     ray       kubernetes
     setup     runner          runner       runner                    runner    shell prologue
-    workdir   copy per launch refused      refused                   refused   refused
+    workdir   copy per launch uploaded     refused                   refused   refused
     image     refused         refused      pyxis, where installed    refused   the pod's image
 
 Volumes: a node's directory (`host_path`) on every backend; in a container (Kubernetes, Slurm
@@ -14,7 +14,8 @@ and `read_only` cannot be promised (both refused otherwise, naming volumes[i].<f
 A field a backend cannot honour is refused at submission (422 naming the field and saying what
 to do), never accepted and ignored: a job that asked for an image and ran on the host's Python
 would fail later, or worse, succeed on the wrong software. "refused" for workdir means "not
-uploaded through the control plane yet": point working_dir at shared storage instead. A backend
+uploaded through the control plane": point working_dir at shared storage instead; the agent
+backend takes an uploaded workdir (`sha256:<hex>`, which `corral submit FILE` makes). A backend
 that knows more about its cluster than its name says (Slurm: is pyxis installed?) answers with
 its own `packaging_fields`, which the API passes as `honoured`. The local backend's workdir is
 checked here as it will be at launch (a directory on this host, within `MAX_WORKDIR_BYTES`).
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Final
 
 from corral.backends.errors import InvalidLaunchSpec
-from corral.backends.workdir import check_workdir
+from corral.backends.workdir import check_workdir, is_archive
 from corral.spec import WorkloadSpec
 
 __all__ = ["HONOURED", "packaging_refusals"]
@@ -35,7 +36,7 @@ __all__ = ["HONOURED", "packaging_refusals"]
 #: backend name -> the packaging fields it honours
 HONOURED: Final[dict[str, frozenset[str]]] = {
     "local": frozenset({"setup", "workdir"}),
-    "agent": frozenset({"setup"}),
+    "agent": frozenset({"setup", "workdir"}),  # uploaded (sha256:...), fetched by the agent
     "kubernetes": frozenset({"setup", "image"}),
     "slurm": frozenset({"setup"}),  # image too where pyxis is (SlurmBackend.packaging_fields)
     "ray": frozenset({"setup"}),
@@ -62,12 +63,30 @@ def packaging_refusals(spec: WorkloadSpec, backend: str,
     out = [(f, f"the {backend} backend {_WHY[f]}") for f, v in asked.items()
            if v is not None and f not in honoured]
     out += _volume_refusals(spec, backend)
-    if spec.workdir is not None and "workdir" in honoured and backend == "local":
+    out += _workdir_form(spec, backend, honoured)
+    if (spec.workdir is not None and "workdir" in honoured and backend == "local"
+            and not is_archive(spec.workdir)):
         try:
             check_workdir(spec.workdir)
         except InvalidLaunchSpec as e:
             out.append(("workdir", str(e).split(": ", 1)[1]))
     return out
+
+
+def _workdir_form(spec: WorkloadSpec, backend: str, honoured: frozenset[str]
+                  ) -> list[tuple[str, str]]:
+    """A path where the workers need an upload, or an upload where they copy a path."""
+    if spec.workdir is None or "workdir" not in honoured or backend == "fake":
+        return []
+    uploaded = is_archive(spec.workdir)
+    if backend == "agent" and not uploaded:
+        return [("workdir", "the agent backend runs workers on other hosts, which do not see "
+                 f"{spec.workdir!r}: `corral submit FILE` uploads the directory for you (or "
+                 "PUT its tar to /v1/workdirs/sha256:<hex> and give workdir: sha256:<hex>)")]
+    if backend == "local" and uploaded:
+        return [("workdir", "the local backend copies a directory of this host: give its "
+                 "absolute path")]
+    return []
 
 
 _KUBERNETES: Final = frozenset({"kubernetes", "fake"})

@@ -60,6 +60,7 @@ from corral.spec.workflow import (
 
 # fullmatch, never match with `$`: `$` also matches before a trailing newline ("train\n")
 _NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?")
+_UPLOADED = re.compile(r"sha256:[0-9a-f]{64}")  # an uploaded workdir (corral.backends.workdir)
 
 #: validation context for a spec read back from the store: it was accepted when submitted, so
 #: rules added since (launch safety, size limits) are not applied again; a row they refuse must
@@ -147,7 +148,8 @@ class WorkloadSpec(BaseModel):
         "of every attempt; a non-zero exit ends the worker as SetupFailed")
     workdir: PathText | None = Field(
         None, description="a directory copied into each attempt's directory; the command "
-        "runs in the copy (unless working_dir is set); local backend only for now")
+        "runs in the copy (unless working_dir is set); local: an absolute path; agent: "
+        "uploaded by `corral submit FILE` (sha256:<hex>)")
     image: str | None = Field(
         None, description="the container image workers run in (Kubernetes: the pod's image; "
         "Slurm: pyxis --container-image where the cluster has it); refused where the backend "
@@ -336,9 +338,12 @@ class WorkloadSpec(BaseModel):
     @field_validator("workdir")
     @classmethod
     def _workdir(cls, v: str | None, info: ValidationInfo) -> str | None:
-        if v is not None and not _stored(info) and not v.startswith("/"):
-            raise ValueError("workdir must be an absolute path (the server reads it): "
-                             "`corral submit FILE` makes one relative to FILE absolute")
+        if (v is not None and not _stored(info) and not v.startswith("/")
+                and not _UPLOADED.fullmatch(v)):
+            raise ValueError("workdir must be an absolute path (the server reads it) or an "
+                             "uploaded archive (sha256:<64 hex digits>): `corral submit FILE` "
+                             "makes one relative to FILE absolute, and uploads it where the "
+                             "workers need it")
         return v
 
     @field_validator("volumes")

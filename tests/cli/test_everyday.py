@@ -5,6 +5,7 @@ logs --tail, --version, and the environment variables in help."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from typing import Any
@@ -96,6 +97,23 @@ def test_logs_tail(server: CorralServer, busy: dict[str, list[str]]) -> None:
     r = _cli(server, 80, "logs", busy["done"][0], "--tail", "2")
     assert r.returncode == 0, r.stderr
     assert r.stdout == "three\nfour\n"
+
+
+def test_logs_with_timestamps_and_since(server: CorralServer,
+                                        busy: dict[str, list[str]]) -> None:
+    """Issue 14: each line begins with when it was written (RFC 3339, UTC), as kubectl's;
+    --since leaves out older lines (the local backend's runners keep the times)."""
+    r = _cli(server, 80, "logs", busy["done"][0], "--timestamps")
+    assert r.returncode == 0, r.stderr
+    stamped = r.stdout.splitlines()
+    assert [line.split(" ", 1)[1] for line in stamped] == ["one", "two", "three", "four"]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line.split(" ")[0])
+               for line in stamped), r.stdout
+    assert _cli(server, 80, "logs", busy["done"][0], "--since", "1h").stdout == \
+        "one\ntwo\nthree\nfour\n"
+    assert _cli(server, 80, "logs", busy["done"][0], "--since", "2999-01-01").stdout == ""
+    bad = _cli(server, 80, "logs", busy["done"][0], "--since", "soon")
+    assert bad.returncode == 2 and "--since" in bad.stderr
 
 
 def test_logs_of_an_earlier_attempt(server: CorralServer) -> None:

@@ -28,8 +28,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import re
-import shutil
 import signal
 import socket
 import sys
@@ -61,6 +59,8 @@ from corral.backends.errors import (
     LaunchError,
     UnknownAttempt,
 )
+from corral.backends.local_checks import SAFE_ID, check_spec
+from corral.backends.local_nodes import detect_node, virtual_nodes
 from corral.backends.local_runner import (
     CHILD_RECORD,
     EXIT_RECORD,
@@ -79,12 +79,10 @@ from corral.backends.progress import Progress, progress_path, read_progress_file
 from corral.backends.workdir import (
     WORKDIR_COPY,
     ArchiveSource,
-    check_workdir,
     copy_workdir,
-    is_archive,
 )
 from corral.backends.worker_users import WorkerUsers
-from corral.core.model import CapacityKind, Node, WorkerAssignment
+from corral.core.model import Node, WorkerAssignment
 
 __all__ = ["LocalBackend", "virtual_nodes"]
 
@@ -96,29 +94,8 @@ RELEASED_MARK: Final = "released"
 LOOPBACK: Final = "127.0.0.1"
 RECORD_VERSION: Final = 1  # of launch.json; a record of another version is not adopted
 _DIR_MODE: Final = 0o711  # with worker users: traversable by them, not listable
-_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 Key = tuple[str, int]
-
-
-def virtual_nodes(
-    count: int = 2, gpus_per_node: int = 4, *, gpu_model: str = "virtual-gpu",
-    gpu_memory_mib: int = 81920, prefix: str = "local", cpu_milli: int | None = None,
-    memory_mib: int | None = None,
-) -> list[Node]:
-    """A declared inventory for a machine without GPUs: `count` nodes named prefix-0, prefix-1...
-
-    cpu_milli, memory_mib: per node; None shares this machine's out evenly.
-    """
-    machine_cpu, machine_memory = _machine_size()
-    cpu = machine_cpu // count if cpu_milli is None else cpu_milli
-    memory = machine_memory // count if memory_mib is None else memory_mib
-    return [
-        Node(id=f"{prefix}-{i}", provider="local", gpu_model=gpu_model, gpu_count=gpus_per_node,
-             gpu_memory_mib=gpu_memory_mib, cpu_milli=cpu, memory_mib=memory,
-             capacity_kind=CapacityKind.OWNED)
-        for i in range(count)
-    ]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -171,7 +148,7 @@ class LocalBackend(Backend, InventorySource, LogSource):
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.worker_users = worker_users
         os.chmod(self.work_dir, _DIR_MODE if worker_users is not None else 0o700)
-        self._nodes = list(nodes) if nodes is not None else [_detect_node(node_id)]
+        self._nodes = list(nodes) if nodes is not None else [detect_node(node_id)]
         self._vendors = vendors_by_node(self._nodes)
         self.inherit_env = inherit_env
         self.kill_slack_seconds = kill_slack_seconds
@@ -296,57 +273,10 @@ class LocalBackend(Backend, InventorySource, LogSource):
     # --- launching -----------------------------------------------------------------------------
 
     def _check_spec(self, spec: LaunchSpec) -> None:
-        if not _SAFE_ID.fullmatch(spec.workload_id):
-            raise InvalidLaunchSpec(
-                "workload_id", f"{spec.workload_id!r}: the local backend keeps each workload in "
-                "a folder of that name; use letters, digits, '.', '_' and '-' (200 at most), "
-                "starting with a letter or digit")
-        nodes = {n.id: n for n in self._nodes}
-        if self.remote_workers and not self._here(spec):
-            raise InvalidLaunchSpec(
-                "assignments", f"no worker is placed on this backend's nodes ({sorted(nodes)})")
-        for a in spec.assignments:
-            node = nodes.get(a.node_id)
-            if node is None and self.remote_workers:
-                continue  # another host's worker
-            if node is None:
-                raise InvalidLaunchSpec(
-                    "assignments", f"worker {a.worker}: node {a.node_id!r} is not in this "
-                    f"backend's inventory ({sorted(nodes)})")
-            if any(d >= node.gpu_count for d in a.devices):
-                raise InvalidLaunchSpec(
-                    "assignments", f"worker {a.worker}: node {a.node_id} has {node.gpu_count} "
-                    f"GPUs (0..{node.gpu_count - 1}), the plan gives {list(a.devices)}")
-        if spec.working_dir is not None and not Path(spec.working_dir).is_dir():
-            raise InvalidLaunchSpec(
-                "working_dir", f"{spec.working_dir!r} is not a directory: create it or fix the "
-                "path")
-        if spec.image is not None:
-            raise InvalidLaunchSpec(
-                "image", f"this backend runs processes on its host and no container runtime is "
-                f"configured for it, so {spec.image!r} cannot be honoured: remove image (the "
-                "host's own software runs), or submit to a Kubernetes or Slurm (pyxis) pool")
-        if spec.workdir is not None:
-            check_workdir(spec.workdir)
-        if not spec.shell:
-            self._check_program(spec)
-
-    def _check_program(self, spec: LaunchSpec) -> None:
-        program = spec.argv()[0]
-        if "/" in program and spec.workdir is not None and is_archive(spec.workdir):
-            return  # in the archive, unpacked only at launch (checked then by the runner)
-        if "/" in program:
-            path = Path(spec.working_dir or spec.workdir or ".") / program
-            if path.is_file() and os.access(path, os.X_OK):
-                return
-            raise InvalidLaunchSpec(
-                "command", f"{program!r} is not an executable file (relative to "
-                f"{spec.working_dir or 'the current directory'}): fix the path or chmod +x it")
-        search_path = spec.env.get("PATH") or self._base_env().get("PATH", os.defpath)
-        if shutil.which(program, path=search_path) is None:
-            raise InvalidLaunchSpec(
-                "command", f"program {program!r} was not found on PATH ({search_path}): "
-                "install it, give its full path, or set PATH in env")
+        """What launch would refuse, refused before anything is written
+        (`corral.backends.local_checks`)."""
+        check_spec(spec, self._nodes, remote_workers=self.remote_workers,
+                   default_path=self._base_env().get("PATH", os.defpath))
 
     def _record_launch(self, spec: LaunchSpec, adir: Path) -> _Attempt:
         log_dir = Path(spec.log_dir).resolve() if spec.log_dir else adir
@@ -627,7 +557,7 @@ class LocalBackend(Backend, InventorySource, LogSource):
         if attempt is not None and (workload_id, attempt) in self._attempts:
             return self._attempts[(workload_id, attempt)]
         wdir = self.work_dir / workload_id
-        if not _SAFE_ID.fullmatch(workload_id) or not wdir.is_dir():
+        if not SAFE_ID.fullmatch(workload_id) or not wdir.is_dir():
             raise UnknownAttempt(f"workload {workload_id!r} was never launched here")
         numbers = sorted(int(p.name) for p in wdir.iterdir()
                          if p.name.isdigit() and (p / LAUNCH_RECORD).exists())
@@ -650,24 +580,3 @@ def _free_port() -> int:
         s.bind((LOOPBACK, 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def _machine_size() -> tuple[int, int]:
-    cpu_milli = (os.cpu_count() or 1) * 1000
-    try:
-        memory_mib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
-    except (ValueError, OSError):
-        memory_mib = 0
-    return cpu_milli, memory_mib
-
-
-def _detect_node(node_id: str | None) -> Node:
-    from corral.backends.nvml import local_gpus
-
-    cpu_milli, memory_mib = _machine_size()
-    gpus = local_gpus()
-    return Node(
-        id=node_id or socket.gethostname(), provider="local",
-        gpu_model=gpus[0].name if gpus else "none", gpu_count=len(gpus),
-        gpu_memory_mib=min((g.memory_mib for g in gpus), default=0), cpu_milli=cpu_milli,
-        memory_mib=memory_mib, capacity_kind=CapacityKind.OWNED)

@@ -46,6 +46,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     app.include_router(workdirs.router)
     app.include_router(workdirs.agent_router)
+    from corral.api import exec as exec_routes  # issue 13: corral exec (corral.api.exec)
+
+    app.include_router(exec_routes.router)
     app.include_router(ledger.router)  # ledger hook: /v1/ledger (corral.api.ledger)
     from corral.api import agents  # issue 11: join tokens and the agent wire (corral.api.agents)
 

@@ -1,0 +1,103 @@
+"""POST /v1/workloads/{id}/exec: run a command beside a running worker (`corral exec`).
+
+Who may: whoever may read the workload's logs and cancel it (its owner as a member, every
+workload of the queue as its queue admin, an admin); anyone else hears 404 or 403 as for logs.
+Every exec is in the audit log (`workload.exec`, the program's name only: arguments may hold
+secrets). Where: the local backend, on the worker's own host (`corral.backends.worker_exec`);
+other backends answer 501 naming what to do (the agent's exec through its sync is not built).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from corral.api.context import ApiContext, Caller, context
+from corral.api.errors import ApiError, not_found
+from corral.backends.worker_exec import exec_beside, worker_pid
+from corral.sdk import models as M
+from corral.store import audit as AU
+from corral.store import workloads as W
+from corral.store.auth import Principal
+from corral.store.workloads import WorkloadRecord
+
+__all__ = ["ExecIn", "ExecOut", "router"]
+
+router = APIRouter(prefix="/v1", tags=["workloads"])
+Ctx = Annotated[ApiContext, Depends(context)]
+MAX_OUTPUT_BYTES = 1 << 20
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": M.ErrorBody} for s in (401, 403, 404, 409, 422, 501, 503)}
+
+
+class ExecIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    argv: list[Annotated[str, Field(max_length=16384)]] = Field(
+        min_length=1, max_length=1024, description="the program and its arguments (no shell: "
+        "give [sh, -c, '...'] for one)")
+    worker: int = Field(0, ge=0, le=4095, description="which worker of the gang")
+    timeout_s: float = Field(30.0, gt=0, le=120, allow_inf_nan=False,
+                             description="then its process group is killed (at most 120 s)")
+
+
+class ExecOut(BaseModel):
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    timed_out: bool
+    truncated: bool
+
+
+def _allowed(ctx: ApiContext, who: Principal, workload_id: str) -> WorkloadRecord:
+    with ctx.store.read() as conn:
+        rec = W.get_workload(conn, workload_id)
+    if rec is None or not who.may_use(rec.queue):
+        raise not_found("workload", workload_id)
+    if not who.may_act_on(rec.queue, rec.user):
+        raise ApiError(403, "forbidden", f"{who.name} is a {who.role_in(rec.queue)} of queue "
+                       f"{rec.queue!r} and may not exec in {rec.user}'s workload; members exec "
+                       "in their own work, queue admins in all of the queue's")
+    if rec.state != "running":
+        raise ApiError(409, "conflict", f"workload {rec.id} is {rec.state}: exec reaches a "
+                       "running worker; `corral describe` says why it is not running")
+    return rec
+
+
+def _run(ctx: ApiContext, who: Principal, rec: WorkloadRecord, body: ExecIn) -> ExecOut:
+    work_dir = getattr(ctx.logs, "work_dir", None)
+    if ctx.backend_name != "local" or not isinstance(work_dir, Path):
+        raise ApiError(501, "not_implemented", f"corral exec reaches workers of the local "
+                       f"backend only; on {ctx.backend_name or 'this replica'} read "
+                       "`corral logs` (agents: not built yet)")
+    with ctx.store.write() as conn:
+        AU.record(conn, at=ctx.clock.now(), actor=who.name, action="workload.exec",
+                  target=rec.id, queue=rec.queue,
+                  detail={"owner": rec.user, "program": Path(body.argv[0]).name,
+                          "worker": body.worker})
+    try:
+        pid = worker_pid(work_dir, rec.id, rec.attempt, body.worker)
+    except LookupError as e:
+        raise ApiError(409, "conflict", str(e), [("worker", "no live process")]) from None
+    try:
+        done = exec_beside(pid, list(body.argv), timeout_s=body.timeout_s,
+                           max_bytes=MAX_OUTPUT_BYTES)
+    except FileNotFoundError:
+        raise ApiError(422, "invalid_request", f"program {body.argv[0]!r} is not found in the "
+                       "worker's PATH", [("argv[0]", "not found")]) from None
+    except PermissionError as e:
+        raise ApiError(422, "invalid_request", f"cannot run {body.argv[0]!r}: {e.strerror}",
+                       [("argv[0]", "not executable")]) from None
+    return ExecOut(**vars(done))
+
+
+@router.post("/workloads/{workload_id}/exec", response_model=ExecOut, responses=_ERRORS)
+async def exec_in_worker(workload_id: str, body: ExecIn, ctx: Ctx, who: Caller) -> ExecOut:
+    """Run `argv` beside worker `worker` of a running workload: its environment, working
+    directory and user; no terminal, empty standard input; output up to 1 MiB per stream."""
+    rec = await run_in_threadpool(_allowed, ctx, who, workload_id)
+    return await run_in_threadpool(_run, ctx, who, rec, body)

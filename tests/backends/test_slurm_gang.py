@@ -159,3 +159,25 @@ def test_two_workers_on_one_node_go_as_held_jobs(backend: SlurmBackend) -> None:
     assert HET_KEY not in record.engine and "+" not in "".join(record.engine["jobs"].values())
     assert [s.state for s in wait_ended(backend, "het-shared")] == [WorkerState.SUCCEEDED] * 2
     backend.release("het-shared", 0)
+
+
+@pytest.mark.slurm
+def test_a_gang_stopped_while_pending_is_cancelled_whole_and_never_starts(
+        backend: SlurmBackend, cluster: SlurmCluster) -> None:
+    blocker = cluster.sbatch("--nodelist=gpu3", "--cpus-per-task=4", "--output=/dev/null",
+                             "--wrap", "sleep 60")
+    try:
+        eventually(lambda: cluster.job_info(blocker).get("JobState") == "RUNNING",
+                   "the blocker to take gpu3's CPUs", timeout=60)
+        backend.launch(make_spec("het-waits").workers(2).on("gpu1", "gpu3")
+                       .python("print('ran')").build())
+        backend.stop("het-waits", 0, 30.0, "cancelled")
+        ends = wait_ended(backend, "het-waits")
+        assert [(e.state, e.reason) for e in ends] == [
+            (WorkerState.STOPPED, base.STOPPED_BEFORE_START)] * 2
+        assert all("ran" not in log_of(backend, "het-waits", w) for w in (0, 1))
+        left = cluster.run("squeue", "-h", "-o", "%j").stdout.split()
+        assert gang_job_name("het-waits", 0) not in left
+        backend.release("het-waits", 0)
+    finally:
+        cluster.run("scancel", blocker, check=False)

@@ -171,3 +171,21 @@ def test_writes_save_a_checkpoint_every_so_many_transactions(store: Store) -> No
         seqs = list(c.execute(select(LedgerCheckpoint.seq)).scalars())
     assert len(seqs) == 1
     assert LedgerDb(store).read().__enter__().journal.state() == full_replay(db).state()
+
+
+def test_a_prefetch_reads_the_forgotten_transactions_of_a_burst_at_once(
+        funded: LedgerDb, monkeypatch: pytest.MonkeyPatch) -> None:
+    _history(funded, 0, 30)
+    funded.checkpoint()
+    one_by_one: list[str] = []
+    real = JS.load_transaction
+    monkeypatch.setattr(JS, "load_transaction",
+                        lambda conn, key: one_by_one.append(key) or real(conn, key))
+    with funded.write() as s:
+        keys = [f"hold:w{i}" for i in range(30)]
+        s.prefetch([*keys, "hold:never"])
+        found = [s.journal.get(k) for k in keys]
+        assert [tx.key for tx in found if tx is not None] == keys and one_by_one == []
+        assert s.journal.get("hold:never") is None and one_by_one == []  # not a key it had
+    with funded.write() as s:  # what was read lives for one session
+        assert s.journal.get("hold:w0") is not None and one_by_one == ["hold:w0"]

@@ -342,6 +342,9 @@ class Accounting:
                 if hold is not None and hold.open:
                     todo.append(key)
             closed = close_attempts(s.conn, todo, nodes, at_now)
+            # each settlement reads its hold's memo: one read for all (holds placed before
+            # the ledger's checkpoint are in the database only)
+            s.prefetch(f"hold:{attempt_ref(*key)}" for key in todo)
             for key in todo:
                 if key in closed:
                     self._settle_one(s, key, closed[key], at_now, catalog)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -132,12 +132,23 @@ def load_transactions(conn: Connection, after_seq: int = 0, through_seq: int | N
 
 def load_transaction(conn: Connection, key: str) -> Transaction | None:
     """The transaction stored under `key`, or None."""
-    rows = list(conn.execute(select(LedgerTransaction).where(LedgerTransaction.key == key)))
-    if not rows:
-        return None
-    q = (select(LedgerPosting).where(LedgerPosting.tx_seq == rows[0].seq)
-         .order_by(LedgerPosting.position))
-    return _with_postings(conn, rows, q)[0][1]
+    found = load_keyed(conn, [key])
+    return found[0] if found else None
+
+
+def load_keyed(conn: Connection, keys: Sequence[str]) -> list[Transaction]:
+    """The transactions stored under `keys` (those that exist), two statements per 500 keys."""
+    out: list[Transaction] = []
+    for i in range(0, len(keys), 500):
+        chunk = keys[i:i + 500]
+        rows = list(conn.execute(select(LedgerTransaction)
+                                 .where(LedgerTransaction.key.in_(chunk))
+                                 .order_by(LedgerTransaction.seq)))
+        if rows:
+            q = (select(LedgerPosting).where(LedgerPosting.tx_seq.in_([r.seq for r in rows]))
+                 .order_by(LedgerPosting.tx_seq, LedgerPosting.position))
+            out.extend(tx for _, tx in _with_postings(conn, rows, q))
+    return out
 
 
 def _with_postings(conn: Connection, rows: Sequence[Any], postings_query: Any
@@ -182,6 +193,7 @@ class SqlJournalStore:
         self._unsaved: list[Transaction] = []  # appended while bound, not INSERTed yet
         self._base_seq = 0  # transactions up to here are in the database only...
         self._old_keys: set[str] = set()  # ...and memory keeps their keys
+        self._fetched: dict[str, Transaction] = {}  # old ones read back, for one session
 
     def forget_through(self, seq: int, keys: set[str]) -> None:
         """Keep only the keys of the transactions up to `seq` (a checkpoint covers them);
@@ -212,9 +224,20 @@ class SqlJournalStore:
     def get(self, key: str) -> Transaction | None:
         found = self._by_key.get(key)
         if found is None and key in self._old_keys:
-            with self._database() as conn:
-                found = load_transaction(conn, key)
+            found = self._fetched.get(key)
+            if found is None:
+                with self._database() as conn:
+                    found = load_transaction(conn, key)
         return found
+
+    def prefetch(self, keys: Iterable[str]) -> None:
+        """Read the older transactions among `keys` in bulk, for `get` until the session ends
+        (a settlement burst asks for thousands of holds placed before the checkpoint)."""
+        wanted = [k for k in keys
+                  if k in self._old_keys and k not in self._by_key and k not in self._fetched]
+        if wanted:
+            with self._database() as conn:
+                self._fetched.update((tx.key, tx) for tx in load_keyed(conn, wanted))
 
     def __iter__(self) -> Iterator[Transaction]:
         if not self._old_keys:
@@ -247,6 +270,7 @@ class SqlJournalStore:
         finally:
             self._conn = self._reader = None
             self._unsaved = []  # on an error LedgerDb drops this copy; nothing half-written
+            self._fetched = {}
 
     @contextmanager
     def reading(self, conn: Connection) -> Iterator[None]:
@@ -255,6 +279,7 @@ class SqlJournalStore:
             yield
         finally:
             self._reader = None
+            self._fetched = {}
 
     def catch_up(self, journal: Journal, rows: Sequence[tuple[int, Transaction]]) -> None:
         """Feed transactions committed elsewhere through `journal.post` (which re-validates them)
@@ -282,6 +307,12 @@ class LedgerSession:
         that must see them inside this transaction."""
         if self.store is not None:
             self.store.flush()
+
+    def prefetch(self, keys: Iterable[str]) -> None:
+        """Read in bulk the transactions of `keys` that memory forgot at a checkpoint, before
+        asking `journal.get` for each (see `SqlJournalStore.prefetch`)."""
+        if self.store is not None:
+            self.store.prefetch(keys)
 
 
 class LedgerDb:
@@ -330,7 +361,7 @@ class LedgerDb:
         with self._lock, self.store.read() as conn:
             journal, sql = self._current(conn)
             with sql.reading(conn):
-                yield LedgerSession(conn, journal)
+                yield LedgerSession(conn, journal, sql)
 
     def checkpoint(self) -> None:
         """Save a checkpoint now (tests; an operator before a planned handover)."""

@@ -142,3 +142,12 @@ def test_login_from_a_data_dir_saves_its_server_and_admin_token(
 def test_login_needs_one_server(tmp_path: Path, args: list[str], says: str) -> None:
     r = _cli(tmp_path, *args)
     assert r.returncode == 2 and says in " ".join(r.stderr.replace("│", " ").split()), r.stderr
+
+
+def test_a_data_dir_flag_reaches_its_server_from_anywhere(tmp_path: Path,
+                                                         server: CorralServer) -> None:
+    """`corral --data-dir DIR CMD`: the server `corral up --data-dir DIR` runs, with its admin
+    token, without a context or an environment variable (issue 14)."""
+    r = _cli(tmp_path, "--data-dir", str(server.data_dir), "queues", "-o", "ids")
+    assert r.returncode == 0, r.stderr
+    assert "default" in r.stdout.split()

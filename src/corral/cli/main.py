@@ -7,6 +7,8 @@ for FastAPI, SQLAlchemy and numpy to import.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -63,8 +65,15 @@ def _version(value: bool) -> None:
 def main(
     version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_version,
                                           help="print corral's version and exit")] = False,
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", envvar="CORRAL_DATA_DIR", help="the data dir of a `corral up --data-dir "
+        "DIR` here: client commands reach its server with its admin token (after --url and "
+        "CORRAL_URL, before the current context); `corral login --data-dir DIR` saves it")
+    ] = None,
 ) -> None:
     """corral: one pool of GPUs, scheduled fairly and densely, metered to the cent."""
+    if data_dir is not None:  # read where CORRAL_DATA_DIR is: corral.sdk.config.resolve, up
+        os.environ["CORRAL_DATA_DIR"] = str(data_dir)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -28,6 +28,7 @@ from corral.control.clock import Clock, SystemClock
 from corral.control.health import HealthMonitor
 from corral.control.leader import Leadership
 from corral.control.live_state import LiveState
+from corral.control.migration import Migrator
 from corral.control.probes import ReadinessProber
 from corral.control.progress import ProgressCollector
 from corral.control.reconcile import BackendView, Reconciled, reconcile
@@ -128,6 +129,9 @@ class ControlLoop:
         self.health = health
         #: workers' CORRAL_PROGRESS_FILE -> Progress events (corral.control.progress)
         self.progress = ProgressCollector()
+        #: running jobs moved to faster accelerators (corral.control.migration), when enabled
+        self.migration = Migrator(self.settings.migration) if self.settings.migration.enabled \
+            else None
         #: what to rent and return (corral.control.autoscale), at most every its `every_s`
         self.autoscaler = autoscaler
         #: service replicas readiness probes (corral.control.probes): which ones take traffic
@@ -190,6 +194,14 @@ class ControlLoop:
             self._refresh(queues=True)  # the plan's queues: as of this read, as before
         if self._should_plan(now):
             self._plan_and_apply(now, report)
+            # migration (corral.control.migration), only when enabled: after the plan (waiting
+            # work had the free devices first), before acting (its stops are sent this step)
+            if self.migration is not None:
+                with report.stage("migration"):
+                    self._refresh()
+                    if self.migration.step(self.store, self.live, self.specs, self.settings, now,
+                                           lambda c: self.leadership.fence(c, now)):
+                        self._refresh()
         if self.autoscaler is not None:  # reads the plan's reasons: after it, before launches
             with report.stage("autoscale"):
                 self.autoscaler.step(now, report.plan, lambda: self.live.snapshot(now).state)

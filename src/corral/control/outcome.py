@@ -7,6 +7,8 @@
     stop requested: NodeUnhealthy (drain)  -> the same: the node failed, not the workload, and
       SpotInterrupted, ProviderRemoved,       it had its grace to checkpoint, so no restart is
       NodeReplaced                            used up (a worker *lost* with its node still is)
+    stop requested: Migrated (moved to     -> the same: corral chose to move it
+      faster devices, control/migration.py)
     stop requested: MaxRuntimeExceeded     -> failed
     a worker failed or was lost            -> pending with attempt + 1 and restart_count + 1
                                               after a backoff, while restarts are left;
@@ -33,6 +35,7 @@ from corral.control import lifecycle as L
 from corral.control import replicas, retry
 from corral.control.lifecycle import State
 from corral.core import reasons as R
+from corral.core.migration import MIGRATED
 from corral.core.model import WorkloadKind
 from corral.spec import WorkloadSpec
 from corral.store import workloads as W
@@ -76,7 +79,7 @@ def finalize(
         return L.transition(conn, rec, State.CANCELLED, reason=stop,
                             message=rec.stop_message or "cancelled", now=now,
                             exit_code=exit_code, stop_reason=None)
-    if stop in EVICTION_RULES or stop in NODE_LEAVING:
+    if stop in EVICTION_RULES or stop in NODE_LEAVING or stop == MIGRATED:
         cause = retry.Cause(retry.cause_of_stop(stop))
         if statuses and not retry.allows(spec, cause):  # it ran, and restart_on leaves it out
             return _not_retried(conn, rec, spec, now, cause, rec.stop_message or stop, exit_code)

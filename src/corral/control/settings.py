@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.core.config import SchedulerConfig
+from corral.core.migration import MigrationRule
 
 __all__ = ["ControlSettings"]
 
@@ -26,3 +27,5 @@ class ControlSettings:
     #: plans anyway at least this often, for what moves outside the store (decayed usage)
     replan_s: float = 30.0
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    #: moving running jobs to faster accelerators (corral.control.migration); off by default
+    migration: MigrationRule = field(default_factory=MigrationRule)

@@ -28,6 +28,7 @@ from sqlalchemy import Connection
 from corral.control.device_cordons import device_holds
 from corral.core.config import SchedulerConfig
 from corral.core.fairshare import decayed_gpu_seconds, usage_horizon
+from corral.core.migration import MIGRATED
 from corral.core.model import MILLI_PER_GPU, ClusterState, QueueUsage, Workload, WorkloadState
 from corral.core.reasons import RULE_CONSOLIDATE, RULE_PREEMPT, RULE_RECLAIM
 from corral.spec import WorkloadSpec
@@ -198,12 +199,14 @@ def load_snapshot(
 
 def with_nominations(conn: Connection, snap: Snapshot, now: float) -> Snapshot:
     """`snap` with the stored nominations not expired at `now` whose nominee is still on its
-    way to the room: an active row that waits, or that a plan's eviction is stopping (not one
-    that holds GPUs, nor one being cancelled). GPUs the health monitor cordoned are held the
+    way to the room: an active row that waits, or that a plan's eviction or a migration
+    (`corral.control.migration`) is stopping (not one that holds GPUs, nor one being
+    cancelled). GPUs the health monitor cordoned are held the
     same way, for stand-ins that never arrive (`corral.control.device_cordons`)."""
     kept = tuple(n for n in load_nominations(conn, now)
                  if (r := snap.records.get(n.workload_id)) is not None
-                 and (r.state == "pending" or r.stop_reason in _EVICTION_RULES))
+                 and (r.state == "pending" or r.stop_reason in _EVICTION_RULES
+                      or r.stop_reason == MIGRATED))
     kept += device_holds(snap.state.nodes, snap.state.workloads)
     if not kept and not snap.state.nominations:
         return snap

@@ -46,6 +46,7 @@ from pydantic import (
 )
 
 from corral.core.config import SchedulerConfig
+from corral.core.migration import MigrationRule
 from corral.core.model import LABEL_VENDOR, CapacityKind, Node, Queue
 from corral.core.vendors import Vendor
 from corral.spec.labels import MAX_LABELS, check_labels, value_problem
@@ -367,8 +368,37 @@ class QueueSpec(BaseModel):
         )
 
 
+class MigrationSpec(BaseModel):
+    """`scheduler.migration`: move running, preemptible, checkpointing jobs to faster free
+    accelerators when the time saved beats twice the restart cost (`corral.core.migration`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    restart_cost: DurationS = Field(
+        60.0, description="what a move costs without progress (stop, checkpoint load, warm-up)")
+    max_per_step: int = Field(1, ge=0, le=1000, description="moves started per control step")
+    min_interval: DurationS = Field(
+        1800.0, description="a job moved less than this long ago is not moved again")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> MigrationSpec:
+        if self.enabled and self.max_per_step == 0:
+            raise ValueError("max_per_step is 0 while enabled: set max_per_step to 1 or more, "
+                             "or enabled: false")
+        return self
+
+    def to_core(self) -> MigrationRule:
+        return MigrationRule(self.enabled, self.restart_cost, self.max_per_step,
+                             self.min_interval)
+
+
 class SchedulerSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    migration: MigrationSpec = Field(
+        default_factory=MigrationSpec,
+        description="moving running jobs to faster accelerators; off unless enabled")
 
     scoring: dict[str, float] | None = None
     queue_scoring: dict[str, dict[str, float]] = Field(default_factory=dict)

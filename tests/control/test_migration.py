@@ -1,0 +1,238 @@
+"""Migration on heterogeneity in the control loop (`corral.control.migration`): a preemptible,
+checkpointing job on a slow accelerator is moved to a faster free one when the rule says so
+(`corral.core.migration`), without spending a restart, and lands on the devices held for it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from corral.backends.fake import FakeBackend, FakeWorld
+from corral.backends.progress import Progress
+from corral.control import ControlLoop, ControlSettings, Leadership, ManualClock, Submissions
+from corral.control.progress import ProgressRecorder
+from corral.core.migration import (
+    MIGRATED,
+    MigrationCandidate,
+    MigrationRule,
+    choose,
+    migration_gain,
+)
+from corral.core.model import CapacityKind, Node, Queue
+from corral.spec import WorkloadSpec
+from corral.spec.pool import PoolSpec
+from corral.store import Store
+from corral.store import pool as P
+from corral.store import workloads as W
+from corral.store.workloads import WorkloadRecord
+
+ON = MigrationRule(enabled=True, restart_s=60.0, max_per_step=1, min_interval_s=1800.0)
+SLOW_FAST = {"K80": 1.0, "V100": 3.0}
+MOVABLE: dict[str, Any] = {"throughput": SLOW_FAST, "checkpoint_dir": "/ckpt/x"}
+
+
+def _node(name: str, model: str, gpus: int) -> Node:
+    return Node(name, "local", model, gpus, 16384, 64_000, 262_144,
+                capacity_kind=CapacityKind.OWNED)
+
+
+@dataclass
+class Pool:
+    """A K80 node and a V100 node, on a fake backend driven by a manual clock."""
+
+    store: Store
+    rule: MigrationRule = ON
+    k80s: int = 2
+    v100s: int = 2
+    world: FakeWorld = field(default_factory=FakeWorld)
+    clock: ManualClock = field(default_factory=ManualClock)
+
+    def __post_init__(self) -> None:
+        nodes = [_node("k80", "K80", self.k80s), _node("v100", "V100", self.v100s)]
+        with self.store.write() as c:
+            P.sync_nodes(c, [{"name": "local"}], nodes)
+            P.upsert_queue(c, Queue("q", quota_gpus=8))
+            P.upsert_queue(c, Queue("r", quota_gpus=8))  # uses nothing: ordered first
+        self.backend = FakeBackend(nodes, world=self.world, check_capacity=True)
+        self.loop = ControlLoop(self.store, self.backend, clock=self.clock,
+                                settings=ControlSettings(stop_grace_s=5.0, migration=self.rule),
+                                leadership=Leadership(self.store, ttl_s=15.0))
+        self.submissions = Submissions(self.store)
+        self.recorder = ProgressRecorder(every_s=0.0)
+
+    def submit(self, name: str, **fields: Any) -> str:
+        spec = {"name": name, "queue": "q", "gpus": 1, "cpu": 0.1, "memory": 64,
+                "command": ["run"], **fields}
+        return self.submissions.submit(WorkloadSpec.model_validate(spec), "ann",
+                                       self.clock.now())[0].id
+
+    def step(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.loop.step()
+            self.clock.advance(1.0)
+
+    def get(self, wid: str) -> WorkloadRecord:
+        with self.store.read() as c:
+            rec = W.get_workload(c, wid)
+        assert rec is not None
+        return rec
+
+    def node_of(self, wid: str) -> str:
+        rec = self.get(wid)
+        with self.store.read() as c:
+            (placed,) = W.assignments_of(c, [(wid, rec.attempt)]).values()
+        return placed[0].node_id
+
+    def progress(self, wid: str, steps: int, total: int, rate: float) -> None:
+        """The worker's progress report (the CORRAL_PROGRESS_FILE contract, as an agent's sync
+        or the local backend hands it over)."""
+        rec = self.get(wid)
+        with self.store.write() as c:
+            self.recorder.record(c, self.clock.now(), {(wid, rec.attempt, 0): Progress(
+                steps, rate, total)}, node_id=self.node_of(wid))
+
+    def on_k80_with_v100_busy(self, **fields: Any) -> tuple[str, list[str]]:
+        """Every V100 held by blockers, then a job that can only start on a K80."""
+        blockers = [self.submit(f"b{i}", gpu_models=["V100"], preemptible=False)
+                    for i in range(self.v100s)]
+        self.step(2)
+        job = self.submit("x", **{**MOVABLE, **fields})
+        self.step(2)
+        assert self.get(job).state == "running" and self.node_of(job) == "k80"
+        return job, blockers
+
+    def migrated(self, wid: str) -> bool:
+        with self.store.read() as c:
+            return any(e.reason == MIGRATED for e in W.list_events(c, workload_id=wid))
+
+
+@pytest.fixture
+def pool(store: Store) -> Pool:
+    return Pool(store)
+
+
+def test_a_job_on_a_k80_moves_to_a_v100_that_frees_without_spending_a_restart(pool: Pool) -> None:
+    job, blockers = pool.on_k80_with_v100_busy()
+    pool.progress(job, steps=1_000, total=100_000, rate=1.0)  # 27 h left on the K80, 9 h there
+    for w in pool.world.workers[(job, 0)]:
+        w.honours_stop = False  # it checkpoints for its whole grace: plans run while it stops
+    pool.backend.finish(blockers[0])
+    pool.step()
+    rec = pool.get(job)
+    assert rec.stop_reason == MIGRATED and pool.migrated(job)
+    # arrives while the job stops, in a queue ordered before the job's: it would take the V100
+    rival = pool.submit("rival", queue="r", gpu_models=["V100"])
+    for _ in range(20):
+        pool.step()
+        if pool.get(job).state == "running" and pool.get(job).attempt == 1:
+            break
+    rec = pool.get(job)
+    assert (rec.state, rec.attempt, rec.restart_count) == ("running", 1, 0)
+    assert pool.node_of(job) == "v100"
+    # the V100 was held for it: the rival, which would have taken it, still waits
+    pool.step(3)
+    assert pool.get(rival).state == "pending" and pool.get(job).attempt == 1
+
+
+def test_a_job_with_little_work_left_stays(pool: Pool) -> None:
+    job, blockers = pool.on_k80_with_v100_busy()
+    pool.progress(job, steps=99_900, total=100_000, rate=1.0)  # 100 s left: 67 s to save
+    pool.backend.finish(blockers[0])
+    pool.step(3)
+    assert pool.get(job).stop_reason is None and not pool.migrated(job)
+    assert pool.node_of(job) == "k80"
+
+
+@pytest.mark.parametrize("fields", [
+    pytest.param({"preemptible": False}, id="not-preemptible"),
+    pytest.param({"checkpoint_dir": None}, id="no-checkpoint"),
+    pytest.param({"throughput": {}}, id="no-throughput"),
+])
+def test_work_that_may_not_or_cannot_gain_never_moves(pool: Pool, fields: dict[str, Any]) -> None:
+    job, blockers = pool.on_k80_with_v100_busy(**fields)
+    pool.progress(job, steps=0, total=100_000, rate=1.0)
+    pool.backend.finish(blockers[0])
+    pool.step(3)
+    assert pool.get(job).stop_reason is None and not pool.migrated(job)
+
+
+def test_off_unless_enabled(store: Store) -> None:
+    pool = Pool(store, rule=MigrationRule())
+    job, blockers = pool.on_k80_with_v100_busy()
+    pool.progress(job, steps=0, total=100_000, rate=1.0)
+    pool.backend.finish(blockers[0])
+    pool.step(3)
+    assert pool.loop.migration is None and not pool.migrated(job)
+
+
+def test_at_most_max_per_step_moves_per_step(store: Store) -> None:
+    pool = Pool(store)  # max_per_step 1
+    blockers = [pool.submit(f"b{i}", gpu_models=["V100"]) for i in range(2)]
+    pool.step(2)
+    jobs = [pool.submit(f"x{i}", **MOVABLE) for i in range(2)]
+    pool.step(2)
+    for j in jobs:
+        pool.progress(j, steps=0, total=100_000, rate=1.0)
+    for b in blockers:
+        pool.backend.finish(b)
+    pool.step()
+    assert sum(pool.get(j).stop_reason == MIGRATED for j in jobs) == 1
+
+
+# -- the rule (pure) -------------------------------------------------------------------------
+
+def _c(wid: str, left: float, moved: float | None = None, devices: int = 1
+       ) -> MigrationCandidate:
+    return MigrationCandidate(wid, "K80", devices, left, SLOW_FAST, moved)
+
+
+@pytest.mark.parametrize(("candidates", "free", "now", "expected"), [
+    pytest.param([_c("a", 36_000)], {"V100": 1}, 0.0, ["a"], id="gain"),
+    pytest.param([_c("a", 100)], {"V100": 1}, 0.0, [], id="too-little-left"),
+    pytest.param([_c("a", 36_000, devices=2)], {"V100": 1}, 0.0, [], id="does-not-fit"),
+    pytest.param([_c("a", 10_000), _c("b", 36_000)], {"V100": 1}, 0.0, ["b"],
+                 id="largest-gain-first"),
+    pytest.param([_c("a", 36_000, moved=0.0)], {"V100": 1}, 600.0, [], id="moved-recently"),
+    pytest.param([_c("a", 36_000, moved=0.0)], {"V100": 1}, 1800.0, ["a"], id="moved-long-ago"),
+])
+def test_choose(candidates: list[MigrationCandidate], free: dict[str, int], now: float,
+                expected: list[str]) -> None:
+    assert [m.workload_id for m in choose(candidates, free, ON, now)] == expected
+
+
+def test_choose_counts_devices_once_and_keeps_the_bound() -> None:
+    two = MigrationRule(enabled=True, max_per_step=2)
+    jobs = [_c(f"j{i}", 36_000 + i) for i in range(3)]
+    assert [m.workload_id for m in choose(jobs, {"V100": 1}, two, 0.0)] == ["j2"]
+    assert [m.workload_id for m in choose(jobs, {"V100": 5}, two, 0.0)] == ["j2", "j1"]
+    assert choose(jobs, {"V100": 5}, MigrationRule(), 0.0) == []  # off
+
+
+def test_gain_is_the_simulators_rule() -> None:
+    assert migration_gain(36_000, 1.0, 3.0, 60.0) == pytest.approx(24_000 - 60)
+    assert migration_gain(100, 1.0, 3.0, 60.0) == 0.0
+    assert migration_gain(36_000, 3.0, 1.0, 60.0) == 0.0
+
+
+# -- the pool file's knob ---------------------------------------------------------------------
+
+def test_pool_file_knob() -> None:
+    spec = PoolSpec.model_validate({"scheduler": {"migration": {
+        "enabled": True, "restart_cost": "2m", "max_per_step": 3, "min_interval": "1h"}}})
+    assert spec.scheduler.migration.to_core() == MigrationRule(True, 120.0, 3, 3600.0)
+    assert PoolSpec.model_validate({}).scheduler.migration.to_core() == MigrationRule()
+
+
+@pytest.mark.parametrize(("migration", "field_name"), [
+    ({"enabled": True, "max_per_step": 0}, "max_per_step"),
+    ({"max_per_step": -1}, "max_per_step"),
+    ({"restart_cost": -5}, "restart_cost"),
+    ({"enable": True}, "enable"),
+])
+def test_pool_file_knob_errors_name_the_field(migration: dict[str, Any], field_name: str) -> None:
+    with pytest.raises(ValidationError) as e:
+        PoolSpec.model_validate({"scheduler": {"migration": migration}})
+    assert field_name in str(e.value)

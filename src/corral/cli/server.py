@@ -35,7 +35,7 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +197,8 @@ def bootstrap(cfg: ServerConfig) -> Composed:
     scheduler = spec.scheduler.to_core() if spec is not None else ControlSettings().scheduler
     settings = ControlSettings(checkpoint_root=dd.checkpoints, interval_s=cfg.interval_s,
                                stop_grace_s=cfg.stop_grace_s, scheduler=scheduler)
+    if spec is not None:  # moving jobs to faster accelerators (issue 17): off unless enabled
+        settings = replace(settings, migration=spec.scheduler.migration.to_core())
     leadership = Leadership(store, ttl_s=settings.lease_ttl_s)
     # ledger hook: pool prices, budget admission, metering and settlement (corral.control.accounting)
     accounting = accounting_from_pool(store, spec, time.time())

@@ -259,6 +259,7 @@ class Successor:
 
     loop: ControlLoop
     feed: RouteFeed
+    app: Starlette
 
     def states(self) -> dict[str, ReplicaState]:
         async def read() -> dict[str, ReplicaState]:
@@ -282,9 +283,10 @@ def successor(setup: Setup, events: asyncio.AbstractEventLoop,
         stop(wid, attempt, grace, reason)
     monkeypatch.setattr(backend, "stop", sigterm)
     loop = s.rig.new_loop(backend, holder="successor")
-    feed = mount_gateway(Starlette(), loop, backend.name)
+    app = Starlette()
+    feed = mount_gateway(app, loop, backend.name)
     feed.events = events
-    yield Successor(loop, feed)
+    yield Successor(loop, feed, app)
     assert feed.loads is not None
     on(events, feed.loads.gateway.aclose())
 
@@ -325,3 +327,27 @@ def test_after_its_first_routes_a_new_leader_holds_only_what_it_routed(
     s.rig.clock.advance(1.0)
     successor.loop.step()
     assert s.sigtermed == [f"{s.sid}-r1"]
+
+
+def test_a_standbys_gateway_routes_the_replicas_and_their_drain_from_the_store(
+        setup: Setup, successor: Successor) -> None:
+    """Clients may reach any server: a standby's gateway serves the service too, and routes a
+    replica draining as soon as its stop is asked (the leader SIGTERMs it a step later)."""
+    s = setup
+    r0, r1 = f"{s.sid}-r0", f"{s.sid}-r1"
+    successor.loop.step()
+    assert not successor.loop.leadership.leading  # the rig's loop holds the lease
+    assert successor.states() == {r0: ReplicaState.READY, r1: ReplicaState.READY}
+    assert successor.feed.events is not None
+
+    async def call() -> int:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=successor.app),
+                                     base_url="http://standby") as c:
+            r = await c.post("/serve/svc/v1/completions", json=completion())
+            return r.status_code
+    assert on(successor.feed.events, call()) == 200
+    scale(s.rig.store, s.sid, 1, s.rig.clock.now(), "ann")
+    s.rig.clock.advance(service_routes.STANDBY_EVERY_S)
+    successor.loop.step()
+    assert successor.states() == {r0: ReplicaState.READY, r1: ReplicaState.DRAINING}
+    assert s.sigtermed == []  # the standby stops nothing

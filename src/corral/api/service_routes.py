@@ -27,6 +27,10 @@ connect_timeout, first_byte_timeout) come from the spec its newest live replica 
 (`endpoint_settings`), so an update that changes them takes effect with the rollout's first
 new replica; a service without them is public under the gateway's own limits.
 
+Every server's gateway routes, the leader's and the standbys' (clients may reach any of them):
+a standby reads the routes from the store's change feed into a state of its own, at most every
+`STANDBY_EVERY_S` (`RouteFeed._follow`); only the leader scales and holds stops.
+
 Autoscaling (`corral.control.service_autoscale`): after each step the feed also reads, on the
 server's event loop, what the gateway counted per autoscaled service (`GatewayLoads`), and the
 loop's thread hands it to the `ServiceAutoscaler`, whose changes go through `scaling.scale`. An
@@ -57,6 +61,7 @@ from corral.control.service_autoscale import (
     ServiceAutoscaler,
     autoscaled_services,
 )
+from corral.control.snapshot import SpecCache
 from corral.gateway import (
     GatewayLimits,
     ReplicaState,
@@ -80,6 +85,8 @@ _READ_TIMEOUT_S = 2.0
 #: the longest a replica's SIGTERM waits for the gateway to route it draining (loop clock); a
 #: gateway whose event loop does not answer for this long must not keep a replica forever
 HOLD_MAX_S = 10.0
+#: how often a standby's gateway reads its routes from the store
+STANDBY_EVERY_S = 1.0
 
 log = logging.getLogger("corral.api.service_routes")
 
@@ -278,6 +285,10 @@ class RouteFeed:
         self.tokens = TokenDigests(loop.store)
         #: each service's traffic over time, sampled from the gateway's counters (dashboard)
         self.traffic: TrafficHistory | None = None
+        #: on a standby: its own state read from the store, and when it was last read
+        self._standby: tuple[LiveState, float] | None = None
+        #: on a standby: which services to route (idle ones at zero included); never steps
+        self._listing = ServiceAutoscaler(loop.store)
         #: replicas the gateway routes as ready, as last applied (read on the loop's thread)
         self.routed: set[str] = set()
         #: the leadership epoch `routed` was applied in: another epoch's (or none) says nothing
@@ -305,8 +316,12 @@ class RouteFeed:
         return False
 
     def __call__(self, report: StepReport) -> None:
-        if not report.leader or self.events is None:
+        if self.events is None:
             return
+        if not report.leader:
+            self._follow()
+            return
+        self._standby = None  # the loop's own memory is read from here on
         routes = live_routes(self.loop.live, self.backend_name)
         active = autoscaled_services(self.loop.live.records.values(), self.loop.live.specs)
         services = self.autoscaler.services(active, self.loop.clock.now())
@@ -341,6 +356,30 @@ class RouteFeed:
                 _done(lambda: mark_draining(self.table, drained)))
             if marked:
                 self.routed -= {rid for _, rid in drained}
+
+    def _follow(self) -> None:
+        """A standby's gateway routes too (clients may reach any server): from the store's
+        change feed, read into a state of its own at most every STANDBY_EVERY_S, with the same
+        rules as the leader's (draining as soon as a stop is asked; the leader holds its
+        SIGTERM one step). It neither scales nor holds anything: that is the leader's."""
+        now = self.loop.clock.now()
+        if self._standby is not None and now - self._standby[1] < STANDBY_EVERY_S:
+            return
+        live = self._standby[0] if self._standby is not None else LiveState(SpecCache())
+        self._standby = (live, now)
+        try:
+            with self.loop.store.read() as conn:
+                live.refresh(conn, queues=False)
+            routes = live_routes(live, self.backend_name)
+            active = autoscaled_services(live.records.values(), live.specs)
+            services = self._listing.services(active, now)
+            keep = [(sv.id, sv.name) for sv in services.values()]
+            settings = live_settings(live, services, self.tokens, now)
+            self._on_events(lambda: apply_routes(self.table, routes, keep, settings))
+        except Exception:  # a standby's routes must never stop its loop (or its API)
+            log.exception("a standby's routes not refreshed this tick")
+            self._standby = None
+        self.routed, self.routed_epoch = set(), None  # a leader's own routes come first
 
     def _on_events(self, read: Callable[[], T]) -> T | None:
         """`read()` run on the server's event loop (where the gateway's table and counters

@@ -3,8 +3,12 @@ that is not running is 409, a backend without exec says so (501), and a bad body
 
 from __future__ import annotations
 
+import pytest
+from sqlalchemy import update
+
 from api.harness import build, job
 from corral.store import Store
+from corral.store.schema import WorkloadRow
 
 
 def test_exec_is_checked_before_anything_runs(store: Store) -> None:
@@ -28,7 +32,24 @@ def test_a_backend_without_exec_says_so(store: Store) -> None:
     wid = api.client.post("/v1/workloads", json=job(), headers=api.ann).json()[
         "workloads"][0]["id"]
     with store.write() as c:  # as if the loop had started it on the fake backend
-        c.exec_driver_sql("UPDATE workloads SET state = 'running' WHERE id = ?", (wid,))
+        c.execute(update(WorkloadRow).where(WorkloadRow.id == wid).values(state="running"))
     got = api.client.post(f"/v1/workloads/{wid}/exec", json={"argv": ["true"]},
                           headers=api.ann)
     assert got.status_code == 501 and "local backend only" in got.text
+
+
+def test_port_forward_checks_the_token_and_the_rights(store: Store) -> None:
+    from starlette.websockets import WebSocketDisconnect
+
+    api = build(store)
+    theirs = api.client.post("/v1/workloads", json=job(queue="team-b"), headers=api.admin)
+    tid = theirs.json()["workloads"][0]["id"]
+    for path, headers, code in (
+            (f"/v1/workloads/{tid}/port-forward?port=8888", {}, 4401),
+            (f"/v1/workloads/{tid}/port-forward?port=8888", api.ann, 4404),
+            (f"/v1/workloads/{tid}/port-forward?port=0", api.ann, 4422),
+            (f"/v1/workloads/{tid}/port-forward?port=8888", api.admin, 4409)):  # pending
+        with api.client.websocket_connect(path, headers=headers) as ws, \
+                pytest.raises(WebSocketDisconnect) as e:
+            ws.receive_text()
+        assert e.value.code == code, (path, e.value.reason)

@@ -25,7 +25,7 @@ from corral.store import workloads as W
 from corral.store.auth import Principal
 from corral.store.workloads import WorkloadRecord
 
-__all__ = ["ExecIn", "ExecOut", "router"]
+__all__ = ["ExecIn", "ExecOut", "allowed", "router"]
 
 router = APIRouter(prefix="/v1", tags=["workloads"])
 Ctx = Annotated[ApiContext, Depends(context)]
@@ -53,7 +53,7 @@ class ExecOut(BaseModel):
     truncated: bool
 
 
-def _allowed(ctx: ApiContext, who: Principal, workload_id: str) -> WorkloadRecord:
+def allowed(ctx: ApiContext, who: Principal, workload_id: str) -> WorkloadRecord:
     with ctx.store.read() as conn:
         rec = W.get_workload(conn, workload_id)
     if rec is None or not who.may_use(rec.queue):
@@ -99,5 +99,5 @@ def _run(ctx: ApiContext, who: Principal, rec: WorkloadRecord, body: ExecIn) -> 
 async def exec_in_worker(workload_id: str, body: ExecIn, ctx: Ctx, who: Caller) -> ExecOut:
     """Run `argv` beside worker `worker` of a running workload: its environment, working
     directory and user; no terminal, empty standard input; output up to 1 MiB per stream."""
-    rec = await run_in_threadpool(_allowed, ctx, who, workload_id)
+    rec = await run_in_threadpool(allowed, ctx, who, workload_id)
     return await run_in_threadpool(_run, ctx, who, rec, body)

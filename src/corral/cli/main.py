@@ -16,6 +16,7 @@ import typer
 from corral.agent.command import agent as agent_command
 from corral.cli import agent, cluster, contexts, credits, offers, tenancy, workloads
 from corral.cli import exec as _exec
+from corral.cli import port_forward as _port_forward
 from corral.cli import webhooks as _webhooks
 from corral.cli.lazy import LazyGroup
 from corral.cli.secrets import secrets_app
@@ -39,6 +40,7 @@ app.add_typer(agent.agent_tokens_app, name="agent-tokens")
 app.command("offers")(offers.offers)  # issue 11: what providers can rent (corral.providers)
 app.command("deliveries")(_webhooks.deliveries)  # issue 13: notify's log (corral.cli.webhooks)
 app.command("exec")(_exec.exec_command)  # issue 13: run beside a worker (corral.cli.exec)
+app.command("port-forward")(_port_forward.port_forward)  # issue 13 (corral.cli.port_forward)
 for _command in (workloads.submit, workloads.ls, workloads.describe, workloads.logs,
                  workloads.cancel, workloads.why, cluster.queues, cluster.nodes, cluster.providers,
                  cluster.cordon, cluster.uncordon, cluster.top, workloads.scale,

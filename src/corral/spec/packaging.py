@@ -169,7 +169,11 @@ def packaging_notes(env: Mapping[str, object], setup: str | None = None,
         notes.append("setup: runs with /bin/sh before the command on every worker of every "
                      "attempt; a non-zero exit ends the worker as SetupFailed with that code "
                      "(retried only if restart_on lists the code)")
-    if workdir is not None:
+    if workdir is not None and workdir.startswith("sha256:"):
+        notes.append(f"workdir: the uploaded archive {workdir[:19]}... is fetched by the "
+                     "worker's host and unpacked into each attempt's directory; the command "
+                     "runs there (unless working_dir is set)")
+    elif workdir is not None:
         notes.append(f"workdir: {workdir} is copied into each attempt's directory and the "
                      "command runs there (unless working_dir is set)")
     if image is not None:

@@ -27,6 +27,7 @@ from corral.spec.pool import PoolSpec
 from corral.store import Store
 from corral.store import pool as P
 from corral.store import workloads as W
+from corral.store.nominations import load_nominations
 from corral.store.workloads import WorkloadRecord
 
 ON = MigrationRule(enabled=True, restart_s=60.0, max_per_step=1, min_interval_s=1800.0)
@@ -180,6 +181,26 @@ def test_at_most_max_per_step_moves_per_step(store: Store) -> None:
         pool.backend.finish(b)
     pool.step()
     assert sum(pool.get(j).stop_reason == MIGRATED for j in jobs) == 1
+
+
+def test_two_moves_in_one_step_go_to_different_devices(store: Store) -> None:
+    pool = Pool(store, rule=MigrationRule(enabled=True, max_per_step=2))
+    blockers = [pool.submit(f"b{i}", gpu_models=["V100"], preemptible=False) for i in range(2)]
+    pool.step(2)
+    jobs = [pool.submit(f"x{i}", **MOVABLE) for i in range(2)]
+    pool.step(2)
+    for j in jobs:
+        pool.progress(j, steps=0, total=100_000, rate=1.0)
+    for b in blockers:
+        pool.backend.finish(b)
+    pool.step()
+    assert all(pool.get(j).stop_reason == MIGRATED for j in jobs)
+    with pool.store.read() as c:
+        held = {(a.node_id, a.devices) for n in load_nominations(c, pool.clock.now())
+                for a in n.assignments}
+    assert held == {("v100", (0,)), ("v100", (1,))}
+    pool.step(4)  # the fake backend refuses a launch onto a device already taken
+    assert {(pool.get(j).state, pool.node_of(j)) for j in jobs} == {("running", "v100")}
 
 
 # -- the rule (pure) -------------------------------------------------------------------------

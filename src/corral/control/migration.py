@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from corral.control import retry
 from corral.control.apply import nomination_hold_s
@@ -63,7 +63,6 @@ from corral.store.schema import Event
 __all__ = ["Migrator", "free_devices"]
 
 
-
 @dataclass
 class Migrator:
     """The control loop's side of migration; `step` runs after the step's plan, before acting."""
@@ -78,6 +77,8 @@ class Migrator:
         """Stop the jobs worth moving now (at most `rule.max_per_step`); returns the moves."""
         if not self.rule.enabled:
             return []
+        self.moved_at = {w: t for w, t in self.moved_at.items()
+                         if now - t < self.rule.min_interval_s}  # older moves bind nothing
         snap = live.snapshot(now)
         with store.read() as conn:
             snap = with_nominations(conn, snap, now)
@@ -89,9 +90,10 @@ class Migrator:
         candidates = [c for w in movable if (c := self._candidate(
             w, snap.state, progress.get(w.id), specs.spec(snap.records[w.id]))) is not None]
         made: list[MigrationMove] = []
-        for move in choose(candidates, free_devices(snap.state), self.rule, now):
+        state = snap.state
+        for move in choose(candidates, free_devices(state), self.rule, now):
             job = next(w for w in movable if w.id == move.workload_id)
-            where = _placement(snap.state, job, move.target, settings.scheduler, now)
+            where = _placement(state, job, move.target, settings.scheduler, now)
             if where is None:
                 continue  # the free devices do not fit it whole (CPU, RAM, topology)
             grace = specs.spec(snap.records[job.id]).preemption_grace or settings.stop_grace_s
@@ -102,6 +104,12 @@ class Migrator:
                     continue
             self.moved_at[job.id] = now
             made.append(move)
+            # the next move of this step must not be placed on the devices just held: the job
+            # leaves the running work (the core drops a nomination whose nominee runs)
+            state = dataclasses.replace(
+                state, workloads=tuple(w for w in state.workloads if w.id != job.id),
+                nominations=(*state.nominations, Nomination(
+                    job.id, tuple(where), job.resources.cpu_milli, job.resources.memory_mib)))
         return made
 
     def _movable(self, state: ClusterState, records: Mapping[str, W.WorkloadRecord],
@@ -194,10 +202,13 @@ def _stop(conn: Connection, rec: W.WorkloadRecord, job: Workload, move: Migratio
 
 
 def _latest_progress(conn: Connection, attempts: Mapping[str, int]) -> dict[str, dict[str, Any]]:
-    """The last progress report of each workload's current attempt (worker 0's or any)."""
-    rows = conn.execute(select(Event.workload_id, Event.attempt, Event.data).where(
+    """The last progress report of each workload's current attempt (any worker's): one row
+    per workload, however many reports a long run left."""
+    latest = (select(func.max(Event.id)).where(
         Event.kind == "info", Event.reason == PROGRESS_REPORTED,
-        Event.workload_id.in_(list(attempts))).order_by(Event.id))
+        Event.workload_id.in_(list(attempts))).group_by(Event.workload_id, Event.attempt))
+    rows = conn.execute(select(Event.workload_id, Event.attempt, Event.data).where(
+        Event.id.in_(latest.scalar_subquery())))
     out: dict[str, dict[str, Any]] = {}
     for wid, attempt, data in rows:
         if wid is not None and attempts.get(wid) == attempt and isinstance(data, dict):

@@ -208,7 +208,7 @@ def _latest_progress(conn: Connection, attempts: Mapping[str, int]) -> dict[str,
         Event.kind == "info", Event.reason == PROGRESS_REPORTED,
         Event.workload_id.in_(list(attempts))).group_by(Event.workload_id, Event.attempt))
     rows = conn.execute(select(Event.workload_id, Event.attempt, Event.data).where(
-        Event.id.in_(latest.scalar_subquery())))
+        Event.id.in_(latest)))
     out: dict[str, dict[str, Any]] = {}
     for wid, attempt, data in rows:
         if wid is not None and attempts.get(wid) == attempt and isinstance(data, dict):

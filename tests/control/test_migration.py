@@ -160,6 +160,18 @@ def test_work_that_may_not_or_cannot_gain_never_moves(pool: Pool, fields: dict[s
     assert pool.get(job).stop_reason is None and not pool.migrated(job)
 
 
+def test_a_job_without_throughput_moves_by_what_its_kind_measured(pool: Pool) -> None:
+    """Rates from the per (kind, model) estimates earlier runs of its name reported."""
+    job, blockers = pool.on_k80_with_v100_busy(throughput={})
+    pool.progress(job, steps=0, total=100_000, rate=1.0)  # K80: 1 step/s (kind "x")
+    with pool.store.write() as c:  # an earlier "x" reported 3 steps/s on a V100
+        pool.recorder.record(c, pool.clock.now(), {(job, 99, 0): Progress(10, 3.0, None)},
+                             node_id="v100")
+    pool.backend.finish(blockers[0])
+    pool.step()
+    assert pool.get(job).stop_reason == MIGRATED
+
+
 def test_off_unless_enabled(store: Store) -> None:
     pool = Pool(store, rule=MigrationRule())
     job, blockers = pool.on_k80_with_v100_busy()

@@ -82,17 +82,21 @@ class Migrator:
         snap = live.snapshot(now)
         with store.read() as conn:
             snap = with_nominations(conn, snap, now)
-            movable = self._movable(snap.state, snap.records, specs)
+            free = free_devices(snap.state)
+            if not free:
+                return []  # a busy pool (the usual case): nothing to read further
+            movable = self._movable(snap.state, snap.records, specs, free)
             if not movable:
                 return []
             self.learned.refresh(conn)
-            progress = _latest_progress(conn, {w.id: snap.records[w.id].attempt for w in movable})
-        candidates = [c for w in movable if (c := self._candidate(
-            w, snap.state, progress.get(w.id), specs.spec(snap.records[w.id]))) is not None]
+            progress = _latest_progress(conn, {wid: snap.records[wid].attempt
+                                               for wid in movable})
+        candidates = [c for wid, (w, model) in movable.items() if (c := self._candidate(
+            w, model, progress.get(wid), specs.spec(snap.records[wid]))) is not None]
         made: list[MigrationMove] = []
         state = snap.state
-        for move in choose(candidates, free_devices(state), self.rule, now):
-            job = next(w for w in movable if w.id == move.workload_id)
+        for move in choose(candidates, free, self.rule, now):
+            job = movable[move.workload_id][0]
             where = _placement(state, job, move.target, settings.scheduler, now)
             if where is None:
                 continue  # the free devices do not fit it whole (CPU, RAM, topology)
@@ -113,32 +117,35 @@ class Migrator:
         return made
 
     def _movable(self, state: ClusterState, records: Mapping[str, W.WorkloadRecord],
-                 specs: SpecCache) -> list[Workload]:
-        """Running jobs that may move: preemptible, checkpointing, whole devices, allowed to
-        be requeued by their retry policy (a move is requeued as a node's leaving is)."""
+                 specs: SpecCache, free: Mapping[str, int]) -> dict[str, tuple[Workload, str]]:
+        """Running jobs that may move, with the model they run on: preemptible, checkpointing,
+        whole devices on one model, another model free (that they allow), allowed to be
+        requeued by their retry policy (a move is requeued as a node's leaving is)."""
         cause = retry.Cause(retry.cause_of_stop(MIGRATED))
-        out = []
+        models = {n.id: n.gpu_model for n in state.nodes}
+        out = {}
         for w in state.workloads:
             if (w.state != WorkloadState.RUNNING or w.kind != WorkloadKind.JOB
                     or not w.preemptible or w.resources.gpus < 1 or not w.assignments):
                 continue
+            here = {models.get(a.node_id) for a in w.assignments}
+            if len(here) != 1 or None in here:
+                continue  # spread over models (or a node left): no single rate here
+            model = str(next(iter(here)))
+            if not any(m != model and (not w.gpu_models or m in w.gpu_models) for m in free):
+                continue  # nowhere else to go now
             rec = records.get(w.id)
             if rec is None or rec.state != "running":
                 continue
             spec = specs.spec(rec)
             if spec.checkpoint_dir and retry.allows(spec, cause):
-                out.append(w)
+                out[w.id] = (w, model)
         return out
 
-    def _candidate(self, w: Workload, state: ClusterState, progress: dict[str, Any] | None,
+    def _candidate(self, w: Workload, model: str, progress: dict[str, Any] | None,
                    spec: Any) -> MigrationCandidate | None:
         if progress is None or not progress.get("total_steps"):
             return None  # remaining work unknown
-        models = {n.id: n.gpu_model for n in state.nodes}
-        here = {models.get(a.node_id) for a in w.assignments}
-        if len(here) != 1 or None in here:
-            return None  # spread over models (or a node left): no single rate here
-        model = str(next(iter(here)))
         relative = dict(spec.throughput) or dict(self.learned.estimates.throughput_of(spec.name))
         rate_here = float(progress.get("steps_per_s") or 0.0)
         if model not in relative or rate_here <= 0:

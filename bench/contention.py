@@ -196,6 +196,8 @@ class Simulation:
         #: the plans' nominations, kept as the control plane keeps them (for a bounded time)
         self.nominations: tuple[Nomination, ...] = ()
         self.nomination_s = nomination_cycles * interval
+        #: who held a reservation after the last plan, passed back as the control plane does
+        self.reserved_for: tuple[str, ...] = ()
         self.finishes: list[tuple[float, int, str, int]] = []
         self.seq = 0
         self.demand: Counter[str] = Counter()  # by scheduling queue (pending + running)
@@ -266,11 +268,14 @@ class Simulation:
         if self.dump is not None or self.check_session:  # the state this cycle plans from
             self._before = ClusterState(self.nodes, self.queues,
                                         (*self.session.live.values(), *self.pending.values()),
-                                        nominations=self._nominated(now))
+                                        nominations=self._nominated(now),
+                                        reserved_for=self.reserved_for)
         c = time.process_time()
         out = self.session.cycle(now, list(self.pending.values()), self.demand,
-                                 nominations=self._nominated(now))
+                                 nominations=self._nominated(now),
+                                 reserved_for=self.reserved_for)
         self.fig.cycle_cpu.append(time.process_time() - c)
+        self.reserved_for = out.reserved_for
         if self.check_session:
             self._check_session(now, out)
         self.nominations = tuple(n if n.until is not None else replace(n, until=now + self.nomination_s)
@@ -328,7 +333,7 @@ class Simulation:
         """The applied result, planned again from scratch at the same instant."""
         state = ClusterState(self.nodes, self.queues,
                              (*self.session.live.values(), *self.pending.values()),
-                             nominations=self._nominated(now))
+                             nominations=self._nominated(now), reserved_for=self.reserved_for)
         c = time.process_time()
         plan = schedule(state, now=now, config=self.policy.config, seed=self.seed)
         self.fig.rerun_cpu += time.process_time() - c

@@ -14,6 +14,7 @@ from bisect import insort
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import compress
 from operator import attrgetter
 
 import numpy as np
@@ -21,7 +22,12 @@ import numpy as np
 from corral.core import nominations
 from corral.core import reasons as R
 from corral.core.actions import allocate, consolidate, preempt, reallocate, reclaim
-from corral.core.actions.allocate import limit_reason, prune_reservations, reservation_window
+from corral.core.actions.allocate import (
+    keep_reservations,
+    limit_reason,
+    prune_reservations,
+    reservation_window,
+)
 from corral.core.config import SchedulerConfig
 from corral.core.explain import refine
 from corral.core.fit import Shape
@@ -85,6 +91,8 @@ class Cycle:
     #: room earlier plans nominated (`ClusterState.nominations`), held from `decide` on
     nominated: tuple[Nomination, ...] = ()
     holds: dict[str, Nomination] = field(default_factory=dict)  # by nominee, in force now
+    #: who held a reservation after the last plan (`ClusterState.reserved_for`)
+    reserved_before: tuple[str, ...] = ()
     nominee_blocks: dict[tuple[Shape, str | None], list[str]] = field(default_factory=dict)
 
     def scoring(self, queue: str) -> Scoring:
@@ -155,7 +163,12 @@ class Cycle:
         skip what `is_pending` says is placed."""
         deferred, where = self.deferred, self.stmt.where
         if self._still_pending is None or self._still_pending[0] != len(deferred):
-            found = tuple(w for w in self.order if w.id in deferred and w.id not in where)
+            # The same filter as `w.id in deferred and w.id not in where` per workload, in C:
+            # one set difference, then the order kept by `compress` (about 10x faster over a
+            # backlog of 100,000 than a generator with two lookups a workload).
+            wanted = deferred.keys() - where.keys()
+            found = tuple(compress(self.order, map(wanted.__contains__,
+                                                   map(_ID, self.order))))
             self._still_pending = (len(deferred), found)
         return self._still_pending[1]
 
@@ -163,7 +176,8 @@ class Cycle:
         """Displaceable work by queue and node, built on first use and kept current by the
         statement from then on."""
         if self._victims is None:
-            self._victims = VictimIndex(self.cap.table, self.book.queues, self.now)
+            self._victims = VictimIndex(self.cap.table, self.book.queues, self.now,
+                                        self.stmt.started)
             self._victims.fill((w, self.stmt.where[w.id]) for w in self.stmt.live.values())
             self.stmt.listeners.append(self._victims.changed)
         return self._victims
@@ -253,6 +267,8 @@ def decide(cycle: Cycle) -> None:
     if cycle.nominated:  # room freed for a workload earlier: held for it, and it goes first
         nominations.hold(cycle, cycle.nominated)
         nominations.place_nominees(cycle)
+    if cycle.reserved_before:  # before any placement can reorder the queues (see there)
+        keep_reservations(cycle)
     allocate(cycle)
     if not cycle.still_pending():
         return  # everything fitted (or is stopped by a limit): no action below has work
@@ -279,6 +295,7 @@ def decide(cycle: Cycle) -> None:
 
 
 _MAX_ROUNDS = 4
+_ID = attrgetter("id")
 
 
 def _open(state: ClusterState, now: float, config: SchedulerConfig, seed: int) -> tuple[Cycle, int]:
@@ -339,6 +356,7 @@ def _open(state: ClusterState, now: float, config: SchedulerConfig, seed: int) -
         workload_mix=_mix_of(per_shape, table) if _wants_mix(config) else (),
     )
     cycle.nominated = state.nominations
+    cycle.reserved_before = state.reserved_for
     cycle.add_pending(waiting)
     return cycle, orphans
 
@@ -382,7 +400,9 @@ def _close(cycle: Cycle, orphans: int) -> Plan:
     # Below, a waiting workload's reason depends only on its queue, its shape and whether
     # reclaim was tried for it (each step is cached by no more than that), unless it holds a
     # reservation: a backlog of 100,000 gets its reasons from one lookup each.
-    alike: dict[tuple[str, Shape, bool], R.Reason] = {}
+    # keyed by the shape's identity (the cycle's interned shapes, alive all cycle): an int
+    # hashes in C, a Shape calls `Shape.__hash__`, once per waiting workload
+    alike: dict[tuple[str, int, bool], R.Reason] = {}
     tried_all, tried_ids = cycle.attempts_left > 0, cycle.reclaim_tried
     # The plan's reasons: those written during the cycle (in the order written), then those
     # written here; one pass over the backlog, not a second one to filter what was placed.
@@ -392,7 +412,7 @@ def _close(cycle: Cycle, orphans: int) -> Plan:
             continue  # placed, explained already, or evicted (the eviction says why)
         w = waiting.get(wid)
         if w is not None and wid not in reserved_for:
-            known = alike.get((w.queue, shape, tried_all or wid in tried_ids))
+            known = alike.get((w.queue, id(shape), tried_all or wid in tried_ids))
             if known is not None:
                 pending[wid] = known
                 continue
@@ -409,7 +429,7 @@ def _close(cycle: Cycle, orphans: int) -> Plan:
             if cycle.holds and w is not None:
                 found = nominations.explain(cycle, w, shape, found)
         if w is not None and wid not in reserved_for:
-            alike[(w.queue, shape, tried_all or wid in tried_ids)] = found
+            alike[(w.queue, id(shape), tried_all or wid in tried_ids)] = found
         pending[wid] = found
     # insertion order is already deterministic (the order the cycle considered them)
     reservations = tuple(

@@ -288,11 +288,16 @@ class Nomination:
 
 @dataclass(frozen=True)
 class ClusterState:
-    """The input of one scheduling cycle: what exists, what runs, what waits, and the room
-    earlier plans nominated for workloads still on their way to it."""
+    """The input of one scheduling cycle: what exists, what runs, what waits, the room
+    earlier plans nominated for workloads still on their way to it, and who held a
+    reservation after the last plan."""
 
     nodes: tuple[Node, ...]
     queues: tuple[Queue, ...]
     workloads: tuple[Workload, ...]
     usage: tuple[QueueUsage, ...] = field(default=())
     nominations: tuple[Nomination, ...] = field(default=())
+    #: the workloads that held a reservation after the previous plan (`Plan.reservations`):
+    #: each keeps one while it may (`actions.allocate.keep_reservations`); () forgets nothing
+    #: that matters for correctness, only the holder's claim to the next window's slot
+    reserved_for: tuple[str, ...] = field(default=())

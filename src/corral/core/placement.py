@@ -280,12 +280,21 @@ class Placer:
         failed, freed, reserved = self.failed, self.cap.freed, self.cap.reservations
         key = scoring.key
         n = len(work)
+        # Shapes seen failing in this call, by object identity: nothing fails or is freed
+        # while it runs, and an int is hashed in C where a Shape key calls `Shape.__hash__`.
+        failing: set[int] = set()
         while i < n:
             w = work[i]
-            shape = shapes.get(w.id) or shape_of(w)
-            if failed.get((shape, key, w.id if w.id in reserved else None)) != freed:
-                break
-            set_aside[w.id] = shape
+            wid = w.id
+            shape = shapes.get(wid) or shape_of(w)
+            if wid in reserved:  # a reservation's owner fails on its own
+                if failed.get((shape, key, wid)) != freed:
+                    break
+            elif id(shape) not in failing:
+                if failed.get((shape, key, None)) != freed:
+                    break
+                failing.add(id(shape))
+            set_aside[wid] = shape
             i += 1
         return i
 

@@ -51,6 +51,8 @@ class Outcome:
     deserved: dict[str, float]  # deserved share of each queue, in GPUs, for this cycle
     #: the nominations in force after the cycle (`Plan.nominations`)
     nominations: tuple[Nomination, ...] = ()
+    #: the workloads holding a reservation after the cycle (`Plan.reservations`' owners)
+    reserved_for: tuple[str, ...] = ()
 
 
 class CoreSession:
@@ -79,12 +81,15 @@ class CoreSession:
     # -- one cycle --------------------------------------------------------------------------
     def cycle(self, now: float, pending: Iterable[Workload], demand: Mapping[str, int],
               usage: Mapping[str, float] | None = None,
-              nominations: tuple[Nomination, ...] = ()) -> Outcome:
+              nominations: tuple[Nomination, ...] = (),
+              reserved_for: tuple[str, ...] = ()) -> Outcome:
         """Run one scheduling cycle at `now` over `pending`; `demand` is each queue's requested
         milli-GPU (pending and running), from which deserved shares are divided; `usage` each
         queue's decayed GPU-seconds (`ClusterState.usage` of `schedule`; read only when the
         config's `usage_weight` > 0); `nominations` the room earlier cycles nominated and that
-        has not expired (`ClusterState.nominations`): held during this cycle only."""
+        has not expired (`ClusterState.nominations`): held during this cycle only;
+        `reserved_for` who held a reservation after the last cycle (`ClusterState.reserved_for`,
+        the last outcome's `reserved_for`)."""
         self._release_gang_reservations()
         book = QueueBook(self.queues, self.totals, demand, usage, self.config.usage_weight,
                          self.config.usage_half_life_s, self.config.share_units)
@@ -119,8 +124,10 @@ class CoreSession:
                       moves_left=self.config.max_moves, scorings=self.scorings, workload_mix=mix)
         cycle.add_pending(pending)
         cycle.nominated = nominations
+        cycle.reserved_before = reserved_for
         decide(cycle)
         placed, evicted = stmt.outcome()
+        holders = tuple(sorted(o for o in self.cap.reservations if not o.startswith(DOWN_PREFIX)))
         nominated = N.in_force(cycle, placed, evicted)
         N.release(cycle)  # the session's capacity outlives the cycle: held room goes back
         for op in evicted:
@@ -131,7 +138,7 @@ class CoreSession:
             self.started.add(op.workload.id)
         return Outcome({wid: op.assignments for wid, op in placed.items()},
                        [(op.workload.id, op.rule) for op in evicted], dict(book.deserved),
-                       nominated)
+                       nominated, holders)
 
     def _statement(self, book: QueueBook, in_cycle: bool = True) -> Statement:
         stmt = Statement(self.cap, book)

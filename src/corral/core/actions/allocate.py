@@ -23,6 +23,17 @@ A reservation is only taken where it can succeed, and it is bounded:
   `reservation_cooldown_s` (windows counted from when the workload was submitted, so the rule
   needs no memory between cycles): the capacity a reservation keeps idle is at most its nodes'
   GPUs x `max_reservation_s` per window.
+
+A reservation stays with its holder from one cycle to the next while it may (the caller passes
+the last plan's holders back, `ClusterState.reserved_for`, as it passes nominations): the
+holder takes its slot before allocation starts (`keep_reservations`). Without this the holder
+was whoever failed first in this cycle's fair-share order, and a backfill placement that
+raised the holder's queue use could pass the one slot (`max_reservations` 1) to another
+queue's gang on the next cycle, whose preemption then evicted what the previous plan had just
+placed (issue 10, bench/contention.py seed 4). Slurm's backfill keeps the same top job's
+reservation from one pass to the next for the same reason (its priorities do not move with
+each start: the fair-share factor is recomputed every `PriorityCalcPeriod`). The bounds above
+hold for a kept reservation too: its window, its chance of success, its queue's limit.
 """
 
 from __future__ import annotations
@@ -74,16 +85,32 @@ def reallocate(cycle: Cycle) -> None:
     where, placer, cap = cycle.stmt.where, cycle.placer, cycle.cap
     failed, reserved, shapes = placer.failed, cap.reservations, cycle.shapes
     scoring_keys: dict[str, str] = {}
+    # (id(shape), scoring key) known to fail while `cap.freed` is `seen`: a memo entry equal
+    # to `freed` only changes when `freed` does, and an int and a str hash in C, where a Shape
+    # key calls `Shape.__hash__` once per workload.
+    failing: set[tuple[int, str]] = set()
+    seen = cap.freed
     for w in cycle.still_pending():
-        if w.id in where:
+        wid = w.id
+        if wid in where:
             continue
         # Most of a backlog is known to fail: `Placer.known_to_fail`, inlined (one dictionary
         # lookup per workload instead of three calls).
         key = scoring_keys.get(w.queue)
         if key is None:
             key = scoring_keys[w.queue] = cycle.scoring(w.queue).key
-        shape = shapes.get(w.id) or cycle.shape(w)
-        if failed.get((shape, key, w.id if w.id in reserved else None)) == cap.freed:
+        shape = shapes.get(wid) or cycle.shape(w)
+        if cap.freed != seen:
+            failing.clear()
+            seen = cap.freed
+        if wid in reserved:
+            known = failed.get((shape, key, wid)) == seen
+        else:
+            known = (id(shape), key) in failing
+            if not known and failed.get((shape, key, None)) == seen:
+                known = True
+                failing.add((id(shape), key))
+        if known:
             if not cycle.config.backfill:
                 return
             continue
@@ -191,6 +218,23 @@ def prune_reservations(cycle: Cycle) -> bool:
     return released
 
 
+def keep_reservations(cycle: Cycle) -> None:
+    """Reserve again for each workload that held a reservation after the last plan, before
+    any placement: it keeps its slot while it still waits, does not fit now (if it fits, it
+    starts in its turn, as before) and `_maybe_reserve` allows it (window, chance of success,
+    `max_reservations`). Its queue's place in the fair-share order no longer decides it."""
+    for wid in sorted(cycle.reserved_before):
+        w = cycle.waiting.get(wid)
+        if w is None or wid in cycle.stmt.where or not (w.workers > 1 or w.resources.gpus > 1):
+            continue  # it runs (or ended), or could never have held one
+        shape = cycle.shape(w)
+        if (cycle.placer.never_fits(shape) is not None
+                or cycle.book.limit_blocking(w.queue, w.total_milli()) is not None):
+            continue
+        if cycle.placer.place(shape, cycle.scoring(w.queue), wid) is None:
+            _maybe_reserve(cycle, w)
+
+
 def _may_succeed(cycle: Cycle, w: Workload) -> bool:
     """Would `w`, once its nodes drain, keep what it gets? Yes when its queue stays within
     its guarantee, or when no queue below its quota is waiting to reclaim it."""
@@ -207,8 +251,8 @@ def _may_succeed(cycle: Cycle, w: Workload) -> bool:
 
 def _maybe_reserve(cycle: Cycle, w: Workload) -> None:
     cfg = cycle.config
-    if len(cycle.cap.reservations) >= cfg.max_reservations:
-        return
+    if len(cycle.cap.reservations) >= cfg.max_reservations or w.id in cycle.cap.reservations:
+        return  # (a kept reservation's holder fails again in its turn: it holds one already)
     if not reservation_window(cfg, w.submitted_at, cycle.now)[0] or not _may_succeed(cycle, w):
         return
     shape = cycle.shape(w)

@@ -16,7 +16,7 @@ import numpy as np
 
 from corral.core import reasons as R
 from corral.core.fit import Shape
-from corral.core.model import STABLE_CAPACITY, Workload
+from corral.core.model import STABLE_CAPACITY, WorkerAssignment, Workload
 
 if TYPE_CHECKING:
     from corral.core.cycle import Cycle
@@ -72,11 +72,12 @@ def _fragmented(cycle: Cycle, w: Workload) -> bool:
 
 def _movable_on(cycle: Cycle, node: int) -> list[Workload]:
     """Single-worker work on `node` that may move, smallest first. Work placed earlier in this
-    cycle counts too: it has not started, so moving it costs nothing."""
+    cycle counts too (it has not started, so moving it costs nothing), unless it has a minimum
+    runtime: the next cycle could not move it (`VictimIndex.may_move`)."""
     index, where = cycle.victim_index(), cycle.stmt.where
     found = [(cycle.held_milli(v), v.priority, v.id, v)
              for v in index.on_node.get(node, {}).values()
-             if v.workers == 1 and v.id in where and index.past_min_runtime(v)]
+             if v.id in where and index.may_move(v)]
     return [v for *_, v in sorted(found)]
 
 
@@ -128,16 +129,24 @@ def _try_moves(cycle: Cycle, w: Workload, candidates: list[Workload], budget: in
         placed = cycle.placer.place(shape, cycle.scoring(w.queue), w.id)
         if placed is not None:
             break
-    if placed is None:
+    if placed is None or cycle.book.limit_blocking(w.queue, _milli(placed)) is not None:
+        # (a GPU-memory share is only known in milli once placed: its queue's limit is checked
+        # on what it takes, as `allocate.try_place` does)
         stmt.rollback(checkpoint)
         return 0
     stmt.place(w, placed)
     for v in moved:
         home = cycle.placer.place(_home_shape(cycle, v), cycle.scoring(v.queue), v.id,
                                   cycle.chooser(v))
-        if home is None:
+        if home is None or cycle.book.limit_blocking(v.queue, _milli(home)) is not None:
+            # (a GPU-memory share takes more milli on a smaller device: a move must not take
+            # its queue over its limit)
             stmt.rollback(checkpoint)
             return 0
         stmt.place(v, home)
     cycle.reasons.pop(w.id, None)
     return len(moved)
+
+
+def _milli(assignments: tuple[WorkerAssignment, ...]) -> int:
+    return sum(a.milli_per_device * len(a.devices) for a in assignments)

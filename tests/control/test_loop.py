@@ -177,3 +177,30 @@ def test_services_are_one_workload_per_replica(rig: Rig) -> None:
         rows = W.list_workloads(c)
     assert sorted(r.id.rsplit("-", 1)[1] for r in rows) == ["r0", "r1", "r2"]
     assert {r.state for r in rows} == {"running"}
+
+
+def test_the_last_plans_reservation_holders_go_into_the_next_cycle(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blocked gang that holds a reservation keeps its claim on the next cycle
+    (`ClusterState.reserved_for`): the loop passes the last plan's holders back."""
+    import corral.control.loop as loop_module
+
+    seen: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+    real = loop_module.schedule
+
+    def spy(state, *args, **kwargs):  # type: ignore[no-untyped-def]
+        plan = real(state, *args, **kwargs)
+        seen.append((state.reserved_for, tuple(r.workload_id for r in plan.reservations)))
+        return plan
+
+    monkeypatch.setattr(loop_module, "schedule", spy)
+    for i in range(2):
+        rig.submit(name=f"small{i}", gpus=1)
+    rig.step(2)
+    gang = rig.submit(name="gang", workers=2, gpus=4)
+    rig.clock.advance(400)  # past reserve_after_s: the blocked gang may reserve
+    rig.step(1)
+    rig.clock.advance(60)  # past replan_s: the loop plans again with nothing changed
+    rig.step(1)
+    assert ((), (gang,)) in seen
+    assert ((gang,), (gang,)) in seen

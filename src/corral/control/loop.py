@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from corral.backends.base import Backend
 from corral.backends.errors import BackendError
@@ -114,6 +114,9 @@ class ControlLoop:
         #: the backend's last report per attempt, for a backend that reports only changes
         self.view = BackendView()
         self._last_plan: _Planned | None = None
+        #: the last plan's reservation holders, passed back to the next cycle so that a holder
+        #: keeps its slot while it may (`ClusterState.reserved_for`, issue 10)
+        self._reserved_for: tuple[str, ...] = ()
         attach = getattr(self.admission, "attach", None)
         if attach is not None:  # the ledger reads the loop's state instead of its own
             attach(self.live)
@@ -282,7 +285,10 @@ class ControlLoop:
         with report.stage("admission"):
             state, refused = self._admit(snap, now)
         with report.stage("schedule"):
+            if self._reserved_for:
+                state = replace(state, reserved_for=self._reserved_for)
             plan = schedule(state, now, config, seed=self.cycles)
+            self._reserved_for = tuple(r.workload_id for r in plan.reservations)
         report.plan = plan
         self._last_plan = _Planned(generation, now, self.live.next_wake(now),
                                    dirty=bool(refused))

@@ -23,6 +23,10 @@ of the default one, and `--shapes K` (with it, say `--pool-nodes 10000 --shapes 
 mixed run beside the single-shape one: each submission a shape of K (GPUs 1/2/4/8, a CPU ask
 of K/4 values, a GPU model or none), so the "can this ever fit" check meets thousands of new
 shapes; its figures are keyed `mixed_*`.
+
+`--replicas N` (PostgreSQL, the scale-out path: docs/howto/postgres-replicas.md) then starts
+N - 1 more API-only processes on the same database and submits again with the clients spread
+over all N (client i to replica i mod N), in the same run: figures keyed `replicas_N_*`.
 """
 
 from __future__ import annotations
@@ -88,8 +92,10 @@ def shape_bodies(shapes: int) -> list[bytes]:
     return out
 
 
-def start_server(data_dir: Path, db: str | None, pool: Path | None = None
-                 ) -> tuple[subprocess.Popen[bytes], str, str]:
+def start_server(data_dir: Path, db: str | None, pool: Path | None = None, *,
+                 first: bool = True) -> tuple[subprocess.Popen[bytes], str, str]:
+    """first: this server creates the admin (its token file is waited for and a bench token
+    made); another replica on the same database finds the admin there: health is enough."""
     port = _free_port()
     args = [sys.executable, "-m", "corral.cli.main", "up", "--no-scheduler", "--data-dir",
             str(data_dir), "--port", str(port)]
@@ -103,6 +109,8 @@ def start_server(data_dir: Path, db: str | None, pool: Path | None = None
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
+            if httpx.get(f"{url}/v1/health").status_code == 200 and not first:
+                return proc, url, ""
             if httpx.get(f"{url}/v1/health").status_code == 200 and (data_dir / "admin-token").exists():
                 return proc, url, bench_token(url, (data_dir / "admin-token").read_text())
         except httpx.TransportError:
@@ -121,7 +129,7 @@ def bench_token(url: str, admin_token: str) -> str:
     return str(r.json()["token"])
 
 
-def submit_load(url: str, token: str, total: int, clients: int,
+def submit_load(url: str | list[str], token: str, total: int, clients: int,
                 bodies: list[bytes] | None = None) -> dict[str, float]:
     """`clients` threads, each with its own keep-alive connection, submit `total` jobs.
 
@@ -136,10 +144,11 @@ def submit_load(url: str, token: str, total: int, clients: int,
     each = bodies or [body]
     counter = iter(range(10**9))  # the next body, shared by the clients (next() is atomic)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    where = urlsplit(url)
+    urls = [url] if isinstance(url, str) else url
 
-    def run() -> None:
+    def run(i: int) -> None:
         mine = []
+        where = urlsplit(urls[i % len(urls)])
         conn = http.client.HTTPConnection(where.hostname or "127.0.0.1", where.port)
         try:
             for _ in range(per_client):
@@ -155,7 +164,7 @@ def submit_load(url: str, token: str, total: int, clients: int,
         with lock:
             latencies.extend(mine)
 
-    threads = [threading.Thread(target=run) for _ in range(clients)]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
     t0 = time.perf_counter()
     for th in threads:
         th.start()
@@ -254,12 +263,33 @@ def bench_store(name: str, db: str | None, args: argparse.Namespace) -> dict[str
                                     shape_bodies(args.shapes))
                 result.update({f"mixed_{k}": v for k, v in mixed.items()})
                 result["shapes"], result["pool_nodes"] = args.shapes, args.pool_nodes
+            if db is not None and args.replicas > 1:
+                result.update(_replicas(data, db, pool, url, token, args))
             fill(db or sqlite_url(data / "corral.db"), ROWS)
             result["list_100k_ms"] = list_latency(url, token, args.list_repeats)
         finally:
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=30)
     return result
+
+
+def _replicas(data: Path, db: str, pool: Path | None, url: str, token: str,
+              args: argparse.Namespace) -> dict[str, Any]:
+    """The same load spread over `args.replicas` API processes on one database."""
+    procs, urls = [], [url]
+    try:
+        for i in range(1, args.replicas):
+            replica_dir = data / f"replica-{i}"
+            replica_dir.mkdir()
+            proc, replica_url, _ = start_server(replica_dir, db, pool, first=False)
+            procs.append(proc)
+            urls.append(replica_url)
+        spread = submit_load(urls, token, args.submissions, args.clients)
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
+    return {f"replicas_{args.replicas}_{k}": v for k, v in spread.items()}
 
 
 def main() -> None:
@@ -273,6 +303,8 @@ def main() -> None:
                    help="also submit a mix of this many distinct shapes (mixed_* figures)")
     p.add_argument("--baseline", action="store_true",
                    help="also time a no-op FastAPI endpoint with the same clients (the ceiling)")
+    p.add_argument("--replicas", type=int, default=1,
+                   help="PostgreSQL: also submit over this many API replicas on one database")
     p.add_argument("--serve-noop", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve_noop:
@@ -299,6 +331,11 @@ def main() -> None:
     for store, r in results.items():
         print(f"{store:>9}: {r['submissions_per_second']:>8.1f} submissions/s  p50 {r['p50_ms']:.1f} ms"
               f"  p99 {r['p99_ms']:.1f} ms  list(100k) {r['list_100k_ms']:.1f} ms")
+        if f"replicas_{args.replicas}_submissions_per_second" in r:
+            k = f"replicas_{args.replicas}_"
+            print(f"{'x' + str(args.replicas):>9}: {r[k + 'submissions_per_second']:>8.1f} "
+                  f"submissions/s  p50 {r[k + 'p50_ms']:.1f} ms  p99 {r[k + 'p99_ms']:.1f} ms  "
+                  f"({args.replicas} API replicas, one database)")
         if "mixed_submissions_per_second" in r:
             print(f"{'mixed':>9}: {r['mixed_submissions_per_second']:>8.1f} submissions/s  "
                   f"p50 {r['mixed_p50_ms']:.1f} ms  p99 {r['mixed_p99_ms']:.1f} ms  "

@@ -141,7 +141,7 @@ def test_a_checkpoint_forgets_the_transactions_it_covers(funded: LedgerDb) -> No
         funded).state()
 
 
-@pytest.mark.parametrize("damage", ["deleted", "unknown format"])
+@pytest.mark.parametrize("damage", ["deleted", "unknown format", "damaged"])
 def test_without_a_usable_checkpoint_the_whole_journal_is_replayed(
         funded: LedgerDb, damage: str) -> None:
     _history(funded, 0, 6)
@@ -149,6 +149,8 @@ def test_without_a_usable_checkpoint_the_whole_journal_is_replayed(
     with funded.store.write() as c:
         if damage == "deleted":
             c.execute(delete(LedgerCheckpoint))
+        elif damage == "damaged":
+            c.execute(update(LedgerCheckpoint).values(state='{"format": 1, "balances": [[1]]}'))
         else:
             c.execute(update(LedgerCheckpoint).values(state='{"format": 999}'))
     fresh = LedgerDb(funded.store)

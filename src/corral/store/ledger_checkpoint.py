@@ -20,6 +20,7 @@ lock, after that write's postings), so it always matches exactly the transaction
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -33,7 +34,9 @@ from corral.store.ledger_tables import LedgerCheckpoint, LedgerTransaction
 
 __all__ = ["Checkpoint", "decode", "encode", "keys_through", "latest", "save"]
 
+log = logging.getLogger(__name__)
 FORMAT = 1  # bumped when the JSON's shape changes; an unknown format is ignored (full replay)
+_KINDS = {k.value: k for k in AccountKind}  # a dict lookup, not an Enum call per account
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ def decode(text: str) -> tuple[dict[str, str | None], JournalState] | None:
         key = (kind, queue, ref)
         found = accounts.get(key)
         if found is None:
-            found = accounts[key] = Account(AccountKind(kind), queue, ref)
+            found = accounts[key] = Account(_KINDS[kind], queue, ref)
         return found
 
     def dec(text: str) -> Decimal:
@@ -120,7 +123,12 @@ def latest(conn: Connection) -> Checkpoint | None:
                        .limit(1)).first()
     if row is None:
         return None
-    decoded = decode(row.state)
+    try:
+        decoded = decode(row.state)
+    except (KeyError, TypeError, ValueError, ArithmeticError):  # damaged: it is only derived
+        log.warning("ledger checkpoint after transaction %s is unreadable; replaying the whole "
+                    "journal instead", row.seq, exc_info=True)
+        return None
     if decoded is None:
         return None
     chart, state = decoded

@@ -20,8 +20,8 @@ replays only the transactions after it. Memory then keeps the transactions after
 and only the keys of those before it; a post under an old key (a replay) reads its original from
 the database, and so does reading the whole journal (`Journal.transactions`, rare: the API's
 grants and history). A write saves a new checkpoint, and forgets the transactions it covers,
-once `checkpoint_every` transactions were posted after the last one and `checkpoint_min_s`
-seconds passed since this process wrote one.
+once `checkpoint_every` transactions, and half as many as the last one covered, were posted
+after the last one and `checkpoint_min_s` seconds passed since this process wrote one.
 """
 
 from __future__ import annotations
@@ -376,7 +376,13 @@ class LedgerDb:
                 self._checkpointed_at = max(since, self._checkpointed_at)
 
     def _checkpoint_due(self, sql: SqlJournalStore) -> bool:
-        if self.checkpoint_every < 0 or len(sql) - self._covered < self.checkpoint_every:
+        # at least `checkpoint_every` new transactions, and at least half as many as the last
+        # checkpoint covered: writing one costs its size (every hold ever placed), so a step's
+        # burst is not taxed with a whole checkpoint each time, and the replay after the latest
+        # stays within half of what it covers
+        if self.checkpoint_every < 0:
+            return False
+        if len(sql) - self._covered < max(self.checkpoint_every, self._covered // 2):
             return False
         return time.monotonic() - self._checkpointed_at >= self.checkpoint_min_s
 

@@ -81,8 +81,13 @@ def _log(rig: Rig, wid: str) -> list[WH.Delivery]:
     ({"url": "https://h.example/", "events": []}, "events", "at least 1"),
     ({"url": "https://h.example/", "secret": "Bad Name"}, "secret", "lowercase"),
     ({"url": "https://h.example/", "timeout": 120}, "timeout", "30"),
+    ({"url": "http://169.254.169.254/latest/meta-data/"}, "url", "instance-metadata"),
+    ({"url": "http://[fd00:ec2::254]/latest/"}, "url", "instance-metadata"),
+    ({"url": "http://[::ffff:169.254.169.254]/"}, "url", "instance-metadata"),
+    ({"url": "http://0.0.0.0:8080/"}, "url", "not the address of a receiver"),
 ], ids=["ftp", "no-scheme", "no-host", "userinfo", "space", "port", "long", "unknown-event",
-        "dup-event", "no-events", "secret-name", "timeout"])
+        "dup-event", "no-events", "secret-name", "timeout", "metadata-v4", "metadata-v6",
+        "metadata-mapped", "unspecified"])
 def test_a_bad_hook_is_refused_naming_its_field(hook: dict[str, Any], field: str,
                                                says: str) -> None:
     with pytest.raises(ValidationError) as e:
@@ -178,6 +183,23 @@ def test_a_failing_url_is_retried_with_backoff_then_failed(rig: Rig,
     assert (d.state, d.attempts, d.last_status) == ("failed", 3, 500)
     assert waits[:2] == [10.0, 20.0]  # 10 s, then doubled
     assert len(receiver.got) == 3
+
+
+def test_a_name_resolving_to_instance_metadata_is_never_posted_to(
+        rig: Rig, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The name was fine at submission and points at the metadata address now (DNS changed):
+    the sender checks what it resolves to before each POST and sends nothing."""
+    wid = rig.submit(notify=[{"url": receiver.url + "/hook", "events": ["started"]}])
+    rig.step(2)
+
+    async def metadata(host: str, port: int) -> list[str]:
+        return ["127.0.0.1", "169.254.169.254"]
+    monkeypatch.setattr("corral.control.webhook_sender._resolve", metadata)
+    _round(_sender(rig))
+    (d,) = _log(rig, wid)
+    assert (d.state, d.attempts) == ("failed", 1)
+    assert "169.254.169.254" in d.last_error and "nothing was sent" in d.last_error
+    assert receiver.got == []
 
 
 def test_a_refusing_url_fails_at_once(rig: Rig, receiver: Receiver) -> None:

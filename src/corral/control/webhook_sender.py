@@ -14,6 +14,13 @@ Why it cannot stall anything else:
 - at most `cap_per_url` deliveries pending per URL: beyond that the oldest are dropped (state
   `dropped`, in the log), so a URL that is down for a week cannot fill the database.
 
+Where it never posts: an address that `corral.spec.notify.never_posted_to` refuses (link-local,
+where clouds serve instance metadata; unspecified; multicast), checked on every address the
+URL's host resolves to just before each POST, so that a name pointed there after submission is
+refused too (failed at once, nothing sent). The client then resolves the name again itself, so
+a name that changes its answer between the two lookups is not caught: pinning the connection to
+the checked address is not done.
+
 Retries: a connection error, a timeout, 408, 429 or a 5xx is tried again after
 `base_backoff_s * 2^(attempts-1)` (5 s, 10 s, 20 s ... capped at `max_backoff_s`; a
 Retry-After in seconds is honoured within that cap), up to `max_attempts` POSTs, then
@@ -25,7 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import logging
+import socket
 import threading
 import time
 from collections import Counter
@@ -43,6 +52,7 @@ from corral.control.webhooks import (
     body_of,
     sign,
 )
+from corral.spec.notify import never_posted_to
 from corral.store import Store
 from corral.store import secrets as SEC
 from corral.store import webhooks as WH
@@ -218,6 +228,9 @@ class WebhookSender:
                    DELIVERY_HEADER: str(d.id), EVENT_HEADER: d.event}
         if secret is not None:
             headers[SIGNATURE_HEADER] = sign(secret, body, int(self.clock()))
+        refused = await _refused_destination(d.url)
+        if refused:
+            return Outcome(WH.FAILED, None, refused)
         try:
             r = await self._http().post(d.url, content=body, headers=headers,
                                         timeout=httpx.Timeout(d.timeout_s))
@@ -234,6 +247,31 @@ class WebhookSender:
             self._client = httpx.AsyncClient(transport=self._transport, follow_redirects=False,
                                              trust_env=False)
         return self._client
+
+
+async def _resolve(host: str, port: int) -> list[str]:
+    """Every address `host` resolves to ([] when it does not: the POST then fails as usual)."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port,
+                                                             type=socket.SOCK_STREAM)
+    except OSError:
+        return []
+    return [str(info[4][0]) for info in infos]
+
+
+async def _refused_destination(url: str) -> str:
+    """Why this URL's host must not be posted to (module docstring), or ""."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    for raw in await _resolve(host, parts.port or (443 if parts.scheme == "https" else 80)):
+        try:
+            address = ipaddress.ip_address(raw.split("%", 1)[0])  # fe80::1%eth0
+        except ValueError:
+            continue
+        reason = never_posted_to(address)
+        if reason:
+            return f"{host} resolves to {address}, {reason}: nothing was sent"
+    return ""
 
 
 def _retry_after(r: httpx.Response) -> float | None:

@@ -114,10 +114,38 @@ def check_url(url: str) -> None:
     _check_host(parts.hostname)
 
 
+#: instance-metadata addresses outside the link-local ranges (never_posted_to)
+_METADATA: Final = frozenset({ipaddress.ip_address("fd00:ec2::254"),
+                              ipaddress.ip_address("100.100.100.200")})
+
+
 def _check_host(host: str) -> None:
     try:
-        ipaddress.ip_address(host)
+        address = ipaddress.ip_address(host)
     except ValueError:
         if len(host) > 253 or not all(0 < len(p) <= 63 for p in host.rstrip(".").split(".")):
             raise ValueError(f"host {host[:80]!r} is not a valid name: labels of 1-63 "
                              "characters, 253 in all") from None
+        return
+    reason = never_posted_to(address)
+    if reason:
+        raise ValueError(f"{host} is {reason}: give the receiver's own address")
+
+
+def never_posted_to(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """Why corral never posts a webhook to `address`, or "" where it may.
+
+    Clouds serve instance metadata and credentials at link-local addresses (169.254.169.254
+    on AWS, GCP and Azure; fe80::/10) and at a few others (AWS's IPv6 fd00:ec2::254,
+    Alibaba's 100.100.100.200): a receiver never lives there, and a hook pointed there is a
+    request forgery against the server's own host. Loopback and private addresses stay
+    allowed (a receiver next to a single-host `corral up` is a real use); the unspecified and
+    multicast addresses name no receiver at all. The sender checks every address a name
+    resolves to as well."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_link_local or address in _METADATA:
+        return "an instance-metadata or link-local address, never posted to"
+    if address.is_unspecified or address.is_multicast:
+        return "not the address of a receiver (unspecified or multicast)"
+    return ""

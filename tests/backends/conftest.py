@@ -16,6 +16,23 @@ from corral.core.model import WorkerAssignment
 
 T = TypeVar("T")
 
+#: worker programs the engine backends' tests run (Ray, Slurm, Slurm arrays and gangs)
+#: prints the corral and CUDA variables the worker got, as one JSON line
+SHOW_ENV = ("import json, os; print(json.dumps({k: v for k, v in os.environ.items() "
+            "if k.startswith(('CORRAL_', 'CUDA_'))}), flush=True)")
+#: exits 0 on SIGTERM, saying whether the preemption deadline file was there
+CHECKPOINT_ON_TERM = """
+import os, signal, sys, time, pathlib
+def on_term(*_):
+    seen = pathlib.Path(os.environ["CORRAL_PREEMPT_DEADLINE_FILE"]).exists()
+    print(f"SIGTERM; deadline file seen: {seen}", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, on_term)
+print("running", flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
 
 @dataclass
 class SpecBuilder:

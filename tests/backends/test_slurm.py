@@ -20,23 +20,10 @@ from corral.backends.slurm import SlurmBackend, job_name
 from corral.core.model import Health
 from corral.testing.slurm import SlurmCluster
 
-from .conftest import eventually, make_spec
+from .conftest import CHECKPOINT_ON_TERM, SHOW_ENV, eventually, make_spec
 
 pytestmark = pytest.mark.slurm
 
-SHOW_ENV = ("import json, os; print(json.dumps({k: v for k, v in os.environ.items() "
-            "if k.startswith(('CORRAL_', 'CUDA_'))}), flush=True)")
-CHECKPOINT_ON_TERM = """
-import os, signal, sys, time, pathlib
-def on_term(*_):
-    seen = pathlib.Path(os.environ["CORRAL_PREEMPT_DEADLINE_FILE"]).exists()
-    print(f"SIGTERM; deadline file seen: {seen}", flush=True)
-    sys.exit(0)
-signal.signal(signal.SIGTERM, on_term)
-print("running", flush=True)
-while True:
-    time.sleep(0.05)
-"""
 IGNORE_TERM = """
 import signal, time
 signal.signal(signal.SIGTERM, signal.SIG_IGN)

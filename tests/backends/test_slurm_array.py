@@ -28,10 +28,8 @@ from corral.backends.slurm_array import (
 )
 from corral.testing.slurm import SlurmCluster
 
-from .conftest import eventually, make_spec
+from .conftest import SHOW_ENV, eventually, make_spec
 
-SHOW_ENV = ("import json, os; print(json.dumps({k: v for k, v in os.environ.items() "
-            "if k.startswith(('CORRAL_', 'CUDA_'))}), flush=True)")
 WAIT_FOR_FILE = ("import os, sys, time\nprint('started', os.environ['CORRAL_WORKLOAD_ID'], "
                  "flush=True)\nwhile not os.path.exists(sys.argv[1]):\n    time.sleep(0.05)\n")
 

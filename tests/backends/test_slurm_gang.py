@@ -24,21 +24,7 @@ from corral.testing.errors import HarnessUnavailable
 from corral.testing.slurm import SlurmCluster
 from corral.testing.slurmconf import SlurmSettings
 
-from .conftest import eventually, make_spec
-
-SHOW_ENV = ("import json, os; print(json.dumps({k: v for k, v in os.environ.items() "
-            "if k.startswith(('CORRAL_', 'CUDA_'))}), flush=True)")
-CHECKPOINT_ON_TERM = """
-import os, signal, sys, time, pathlib
-def on_term(*_):
-    seen = pathlib.Path(os.environ["CORRAL_PREEMPT_DEADLINE_FILE"]).exists()
-    print(f"SIGTERM; deadline file seen: {seen}", flush=True)
-    sys.exit(0)
-signal.signal(signal.SIGTERM, on_term)
-print("running", flush=True)
-while True:
-    time.sleep(0.05)
-"""
+from .conftest import CHECKPOINT_ON_TERM, SHOW_ENV, eventually, make_spec
 
 FITS = [
     pytest.param(make_spec("g").workers(2).on("gpu1", "gpu2").build(), True, id="two-nodes"),

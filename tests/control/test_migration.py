@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from corral.backends.fake import FakeBackend, FakeWorld
 from corral.backends.progress import Progress
-from corral.control import ControlLoop, ControlSettings, Leadership, ManualClock, Submissions
+from corral.control import ControlLoop, ControlSettings, Leadership, ManualClock, Submissions, retry
 from corral.control.progress import ProgressRecorder
 from corral.core.migration import (
     MIGRATED,
@@ -213,6 +213,32 @@ def test_two_moves_in_one_step_go_to_different_devices(store: Store) -> None:
     assert held == {("v100", (0,)), ("v100", (1,))}
     pool.step(4)  # the fake backend refuses a launch onto a device already taken
     assert {(pool.get(j).state, pool.node_of(j)) for j in jobs} == {("running", "v100")}
+
+
+@pytest.mark.parametrize(("restart_on", "moves"), [
+    pytest.param(["preemption"], True, id="node-failure-left-out"),
+    pytest.param(["node_failure"], False, id="preemption-left-out"),
+])
+def test_a_move_is_a_preemption_to_the_retry_policy(pool: Pool, restart_on: list[str],
+                                                    moves: bool) -> None:
+    """A move is corral's choice, never a node failure: a job whose restart_on leaves out
+    node_failure is still moved and requeued without spending a restart, and one that does
+    not accept preemptions is not moved (it would be failed, not requeued)."""
+    assert retry.cause_of_stop(MIGRATED) == retry.PREEMPTION
+    job, blockers = pool.on_k80_with_v100_busy(restart_on=restart_on, max_restarts=1)
+    pool.progress(job, steps=0, total=100_000, rate=1.0)
+    pool.backend.finish(blockers[0])
+    pool.step(6)
+    rec = pool.get(job)
+    assert pool.migrated(job) is moves
+    if moves:
+        assert (rec.state, rec.attempt, rec.restart_count) == ("running", 1, 0)
+        assert pool.node_of(job) == "v100"
+        with pool.store.read() as c:
+            requeued = [e for e in W.list_events(c, workload_id=job) if e.reason == "Requeued"]
+        assert requeued and "node failure" not in requeued[0].message
+    else:
+        assert (rec.state, rec.attempt, pool.node_of(job)) == ("running", 0, "k80")
 
 
 # -- the rule (pure) -------------------------------------------------------------------------

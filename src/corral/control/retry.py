@@ -5,7 +5,8 @@
                         without an exit status), its node was drained as
                         unhealthy, or the backend forgot the attempt
     spot_interruption   a worker was lost on a spot node                   yes
-    preemption          corral evicted it (preempt, reclaim, move)         yes
+    preemption          corral evicted it (preempt, reclaim, move) or      yes
+                        moved it to faster devices (`Migrated`)
     exit code N         the program exited N != 0, was killed by a         no: only codes
                         signal (-N), or could not be executed              listed in restart_on
 
@@ -15,6 +16,9 @@ the error. Infrastructure failures are not the program's fault and a restart usu
 Like Kubernetes' Job podFailurePolicy (`onExitCodes`, `DisruptionTarget`) and Slurm's
 `--requeue` (node failures only), the policy is per workload; `max_restarts` still bounds the
 failures that are retried. A preemption retried does not use up a restart (corral chose it).
+A migration (`corral.control.migration`) is corral's choice too, never the node's fault: it is a
+preemption here, so it neither spends a restart nor reads as a node failure (a `restart_on`
+without node_failure must not fail a job corral moved, nor keep it from being moved).
 
 Services keep their own rule (`corral.control.replicas`: a replica is always restarted).
 """
@@ -29,6 +33,7 @@ from sqlalchemy import Connection, select
 
 from corral.backends.base import SETUP_FAILED, WorkerState, WorkerStatus
 from corral.core import reasons as R
+from corral.core.migration import MIGRATED
 from corral.core.model import CapacityKind
 from corral.spec import WorkloadSpec
 from corral.store.schema import NodeRow
@@ -48,8 +53,9 @@ __all__ = [
 NODE_FAILURE: Final = "node_failure"
 PREEMPTION: Final = "preemption"
 SPOT_INTERRUPTION: Final = "spot_interruption"
-#: stop reasons of evictions (corral.core.reasons RULE_*) and of a spot node taken back
-EVICTIONS: Final = frozenset({R.RULE_PREEMPT, R.RULE_RECLAIM, R.RULE_CONSOLIDATE})
+#: stop reasons of evictions (corral.core.reasons RULE_*), a move to faster devices included,
+#: and of a spot node taken back
+EVICTIONS: Final = frozenset({R.RULE_PREEMPT, R.RULE_RECLAIM, R.RULE_CONSOLIDATE, MIGRATED})
 SPOT_INTERRUPTED: Final = "SpotInterrupted"
 #: the reason code of a workload failed because its policy does not retry what happened
 NOT_RETRIED: Final = "NotRetried"
@@ -85,8 +91,8 @@ def failure_cause(conn: Connection, statuses: Sequence[WorkerStatus]) -> Cause:
 
 
 def cause_of_stop(stop_reason: str) -> str:
-    """The cause of a stop corral requested that is not the workload's doing: an eviction is a
-    preemption; a drain off an unhealthy node or a node the pool gives back is a node failure,
+    """The cause of a stop corral requested that is not the workload's doing: an eviction (or a
+    migration) is a preemption; a drain off an unhealthy node or a node the pool gives back is a node failure,
     unless the provider took a spot node back (`SpotInterrupted`, corral.control.autoscale)."""
     if stop_reason in EVICTIONS:
         return PREEMPTION

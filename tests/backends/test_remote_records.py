@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from corral.backends import LaunchConflict, UnknownAttempt, WorkerState, base
+from corral.backends import InvalidRequest, LaunchConflict, UnknownAttempt, WorkerState, base
 from corral.backends.exits import ended_from_record, lost
-from corral.backends.records import AttemptRecords
+from corral.backends.records import AttemptRecords, to_stop
 
 from .conftest import make_spec
 
@@ -61,6 +61,29 @@ def test_launch_records_are_idempotent_and_survive_a_restart(tmp_path: Path) -> 
     assert records.find("wl", None).spec == spec  # released attempts stay findable (logs)
     with pytest.raises(UnknownAttempt):
         records.find("other", None)
+
+
+def test_a_failed_launch_ends_every_worker_not_yet_ended_as_lost(tmp_path: Path) -> None:
+    record = AttemptRecords(tmp_path).create(make_spec("half").workers(3).build(), {})
+    record.end(0, lost(base.NODE_LOST, "gone before the failure"))
+    record.end_launch_failed(RuntimeError("sbatch timed out"))
+    assert record.all_ended
+    assert [(record.ends[w].state, record.ends[w].reason) for w in (0, 1, 2)] == [
+        (WorkerState.LOST, base.NODE_LOST),
+        (WorkerState.LOST, base.LAUNCH_INTERRUPTED),
+        (WorkerState.LOST, base.LAUNCH_INTERRUPTED)]
+    assert "launch failed: sbatch timed out" in record.ends[2].message
+
+
+def test_a_stop_acts_on_a_live_attempt_only_and_refuses_a_negative_grace(tmp_path: Path) -> None:
+    record = AttemptRecords(tmp_path).create(make_spec("live").build(), {})
+    attempts = {record.key: record}
+    with pytest.raises(InvalidRequest, match="grace_seconds"):
+        to_stop(attempts, "live", 0, -1.0)
+    assert to_stop(attempts, "live", 0, 5.0) is record
+    assert to_stop(attempts, "live", 1, 5.0) is None  # another attempt: nothing to stop
+    record.end(0, lost(base.NODE_LOST, "gone"))
+    assert to_stop(attempts, "live", 0, 5.0) is None  # over: a stop is a no-op
 
 
 def test_a_torn_record_is_skipped_not_fatal(tmp_path: Path) -> None:

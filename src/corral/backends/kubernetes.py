@@ -91,7 +91,13 @@ from corral.backends.kubernetes_objects import (
     workload_label,
 )
 from corral.backends.kubernetes_watch import Informer
-from corral.backends.records import AttemptRecord, AttemptRecords, ended_attempt, statuses
+from corral.backends.records import (
+    AttemptRecord,
+    AttemptRecords,
+    ended_attempt,
+    statuses,
+    to_stop,
+)
 from corral.core.model import Node
 
 __all__ = ["DEADLINE_MOUNT", "KubernetesBackend"]
@@ -199,17 +205,14 @@ class KubernetesBackend(Backend, InventorySource, LogSource):
             for name in created:
                 self._delete(name, 0)
             self._delete_service(record)
-            for a in spec.assignments:
-                record.end(a.worker, exits.lost(base.LAUNCH_INTERRUPTED, f"launch failed: {e}"))
+            record.end_launch_failed(e)
             raise LaunchError(f"{spec.workload_id} attempt {spec.attempt}: the API server "
                               f"refused a worker: {e}; the created pods were deleted; relaunch "
                               "with a new attempt") from e
 
     def stop(self, workload_id: str, attempt: int, grace_seconds: float, reason: str) -> None:
-        if grace_seconds < 0:
-            raise InvalidRequest("grace_seconds", f"must be >= 0, got {grace_seconds}")
-        record = self._attempts.get((workload_id, attempt))
-        if record is None or record.all_ended:
+        record = to_stop(self._attempts, workload_id, attempt, grace_seconds)
+        if record is None:
             return
         stop = record.request_stop(grace_seconds, reason)
         if stop is None:

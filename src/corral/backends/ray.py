@@ -75,7 +75,13 @@ from corral.backends.errors import (
 from corral.backends.exits import WorkerEnd
 from corral.backends.progress import Progress
 from corral.backends.ray_nodes import RayNode, ray_inventory, read_ray_nodes, view_ray_nodes
-from corral.backends.records import AttemptRecord, AttemptRecords, ended_attempt, statuses
+from corral.backends.records import (
+    AttemptRecord,
+    AttemptRecords,
+    ended_attempt,
+    statuses,
+    to_stop,
+)
 from corral.core.model import Node
 
 __all__ = ["NAMESPACE", "RayBackend", "actor_name"]
@@ -202,17 +208,14 @@ class RayBackend(Backend, InventorySource, LogSource):
                 with contextlib.suppress(Exception):
                     self._host_of(record, worker).reap.remote(self._place(record, worker), True)
             self._unreserve(record)
-            for a in spec.assignments:
-                record.end(a.worker, exits.lost(base.LAUNCH_INTERRUPTED, f"launch failed: {e}"))
+            record.end_launch_failed(e)
             raise LaunchError(f"{spec.workload_id} attempt {spec.attempt}: Ray refused a worker: "
                               f"{e}; the started workers were killed; relaunch with a new "
                               "attempt") from e
 
     def stop(self, workload_id: str, attempt: int, grace_seconds: float, reason: str) -> None:
-        if grace_seconds < 0:
-            raise InvalidRequest("grace_seconds", f"must be >= 0, got {grace_seconds}")
-        record = self._attempts.get((workload_id, attempt))
-        if record is None or record.all_ended:
+        record = to_stop(self._attempts, workload_id, attempt, grace_seconds)
+        if record is None:
             return
         stop = record.request_stop(grace_seconds, reason) or record.stop()
         assert stop is not None

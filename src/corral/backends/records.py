@@ -20,23 +20,25 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from corral.backends.base import LaunchSpec, WorkerStatus
+from corral.backends.base import LAUNCH_INTERRUPTED, LaunchSpec, WorkerStatus
 from corral.backends.errors import (
     AttemptStillRunning,
     InvalidLaunchSpec,
+    InvalidRequest,
     LaunchConflict,
     UnknownAttempt,
 )
-from corral.backends.exits import WorkerEnd, load_status, save_status
+from corral.backends.exits import WorkerEnd, load_status, lost, save_status
 from corral.backends.local_runner import read_json, write_json_atomic
 from corral.core.model import WorkerAssignment
 
-__all__ = ["SAFE_ID", "AttemptRecord", "AttemptRecords", "StopRecord", "ended_attempt", "statuses"]
+__all__ = ["SAFE_ID", "AttemptRecord", "AttemptRecords", "StopRecord", "ended_attempt", "statuses",
+           "to_stop"]
 
 LAUNCH: Final = "launch.json"
 STOP: Final = "stop.json"
@@ -98,6 +100,12 @@ class AttemptRecord:
         save_status(self.dir / f"worker-{worker}.end.json", end)
         self.ends[worker] = end
         return end
+
+    def end_launch_failed(self, error: BaseException) -> None:
+        """A launch that failed part-way: every worker not yet ended is lost, so the attempt
+        reads as ended and the loop relaunches with a new attempt."""
+        for a in self.spec.assignments:
+            self.end(a.worker, lost(LAUNCH_INTERRUPTED, f"launch failed: {error}"))
 
     @property
     def all_ended(self) -> bool:
@@ -214,6 +222,18 @@ class AttemptRecords:
         if record is None:
             raise UnknownAttempt(f"workload {workload_id!r} has no attempt {attempt} here")
         return record
+
+
+def to_stop(attempts: Mapping[tuple[str, int], AttemptRecord], workload_id: str, attempt: int,
+            grace_seconds: float) -> AttemptRecord | None:
+    """The record a `stop` call acts on: None where the attempt is unknown or already over (a
+    stop is idempotent). A negative grace is the caller's mistake, refused naming the field."""
+    if grace_seconds < 0:
+        raise InvalidRequest("grace_seconds", f"must be >= 0, got {grace_seconds}")
+    record = attempts.get((workload_id, attempt))
+    if record is None or record.all_ended:
+        return None
+    return record
 
 
 def statuses(

@@ -81,7 +81,13 @@ from corral.backends.errors import (
 )
 from corral.backends.exits import WorkerEnd
 from corral.backends.local_runner import write_text_atomic
-from corral.backends.records import AttemptRecord, AttemptRecords, ended_attempt, statuses
+from corral.backends.records import (
+    AttemptRecord,
+    AttemptRecords,
+    ended_attempt,
+    statuses,
+    to_stop,
+)
 from corral.backends.slurm_array import array_key, group_for_arrays, launch_array
 from corral.backends.slurm_gang import HET_KEY, fits_one_job, gang_job_name
 from corral.backends.slurm_observe import PENDING_STATES, SlurmObservation
@@ -259,10 +265,8 @@ class SlurmBackend(SlurmSubmission, SlurmObservation, Backend, InventorySource, 
             self._landed([record])
 
     def stop(self, workload_id: str, attempt: int, grace_seconds: float, reason: str) -> None:
-        if grace_seconds < 0:
-            raise InvalidRequest("grace_seconds", f"must be >= 0, got {grace_seconds}")
-        record = self._attempts.get((workload_id, attempt))
-        if record is None or record.all_ended:
+        record = to_stop(self._attempts, workload_id, attempt, grace_seconds)
+        if record is None:
             return
         stop = record.request_stop(grace_seconds, reason)
         if (workload_id, attempt) in self._launching:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from corral.backends import base, exits, local_runner
+from corral.backends import local_runner
 from corral.backends.base import LaunchSpec
 from corral.backends.environment import CUDA_VISIBLE_DEVICES, worker_environment
 from corral.backends.errors import (
@@ -77,8 +77,7 @@ class SlurmSubmission:
                 with contextlib.suppress(BackendError):
                     self._slurm("scancel", f"--name={het['name']}", check=False)
             self._cancel(list(record.engine["jobs"].values()))
-            for a in spec.assignments:
-                record.end(a.worker, exits.lost(base.LAUNCH_INTERRUPTED, f"launch failed: {e}"))
+            record.end_launch_failed(e)
             detail = e.stderr.strip() if isinstance(e, subprocess.CalledProcessError) else str(e)
             raise LaunchError(f"{spec.workload_id} attempt {spec.attempt}: Slurm refused a "
                               f"worker: {detail}; the submitted jobs were cancelled; relaunch "

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from corral.control import lifecycle as L
 from corral.control.lifecycle import State
 from corral.control.webhook_sender import SenderSettings, WebhookSender
-from corral.control.webhooks import SIGNATURE_HEADER, verify
+from corral.control.webhooks import ALLOW_CIDRS_ENV, SIGNATURE_HEADER, parse_allowed, verify
 from corral.spec import SpecError, WorkloadSpec
 from corral.store import Store
 from corral.store import secrets as S
@@ -29,6 +29,7 @@ from corral.testing.webhook_receiver import Receiver
 from .rig import Rig
 
 SECRET = "whsec-3f9a7c"
+LOOPBACK = parse_allowed("127.0.0.0/8")
 
 
 @pytest.fixture
@@ -42,6 +43,7 @@ def receiver() -> Iterator[Receiver]:
 def rig(store: Store, tmp_path: Path) -> Rig:
     store.secret_box = S.SecretBox.load(tmp_path)
     rig = Rig(store)
+    rig.submissions.webhook_allowed = LOOPBACK  # the receivers here listen on 127.0.0.1
     with store.write() as c:
         S.put_secret(c, store.secret_box, "hook", SECRET, queue="q", by="root", now=0.0)
     return rig
@@ -49,7 +51,8 @@ def rig(store: Store, tmp_path: Path) -> Rig:
 
 def _sender(rig: Rig, **settings: Any) -> WebhookSender:
     return WebhookSender(rig.store, clock=rig.clock.now,
-                         settings=SenderSettings(**{"poll_s": 0.01, **settings}))
+                         settings=SenderSettings(**{"poll_s": 0.01, "allowed": LOOPBACK,
+                                                    **settings}))
 
 
 def _round(sender: WebhookSender) -> int:
@@ -109,6 +112,64 @@ def test_a_secret_the_queue_cannot_use_is_refused_at_submission(rig: Rig) -> Non
     with pytest.raises(SpecError) as e:
         rig.submit(notify=[{"url": "https://h.example/", "secret": "nope"}])
     assert "notify[0].secret" in str(e.value) and "corral secrets set nope" in str(e.value)
+
+
+# -- private and loopback targets (request forgery) ---------------------------------------
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:8080/x", "http://localhost/x", "http://api.localhost./x",
+    "http://10.1.2.3/x", "http://192.168.0.7/x", "http://172.16.0.1/x", "http://[::1]/x",
+    "http://[fd12:3456::1]/x", "http://100.64.0.9/x", "http://[::ffff:10.0.0.1]/x",
+], ids=["loopback", "localhost", "sub-localhost", "rfc1918-10", "rfc1918-192", "rfc1918-172",
+        "loopback-v6", "ula", "cgnat", "mapped-private"])
+def test_a_private_or_loopback_url_is_refused_by_default(store: Store, url: str) -> None:
+    rig = Rig(store)  # a server without CORRAL_WEBHOOK_ALLOW_CIDRS
+    with pytest.raises(SpecError) as e:
+        rig.submit(notify=[{"url": "https://ok.example/"}, {"url": url}])
+    said = str(e.value)
+    assert "notify[1].url" in said and "private or loopback" in said
+    assert ALLOW_CIDRS_ENV in said  # the fix: the setting an admin sets
+    with rig.store.read() as c:
+        assert W.list_workloads(c, limit=10) == []  # nothing stored
+
+
+def test_the_server_setting_allows_the_networks_it_names_only(store: Store) -> None:
+    rig = Rig(store)
+    rig.submissions.webhook_allowed = parse_allowed(" 10.20.0.0/16 , 127.0.0.1/32,")
+    rig.submit(notify=[{"url": "http://10.20.3.4:9000/hook"}, {"url": "http://localhost/h"}])
+    with pytest.raises(SpecError, match=r"notify\[0\]\.url"):
+        rig.submit(notify=[{"url": "http://10.21.0.1/hook"}])
+
+
+def test_no_setting_lets_a_hook_reach_instance_metadata(store: Store) -> None:
+    rig = Rig(store)
+    rig.submissions.webhook_allowed = parse_allowed("0.0.0.0/0,::/0")
+    with pytest.raises(ValidationError, match="instance-metadata"):
+        rig.submit(notify=[{"url": "http://169.254.169.254/latest/"}])
+
+
+def test_a_bad_allow_setting_names_the_setting_and_the_entry() -> None:
+    with pytest.raises(ValueError, match=f"{ALLOW_CIDRS_ENV}: 'ten.0/8' is not a network"):
+        parse_allowed("10.0.0.0/8,ten.0/8")
+
+
+def test_a_name_resolving_to_a_private_address_is_not_posted_to(
+        rig: Rig, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Submitted as a public name; it resolves to the receiver on loopback now. A sender
+    without the setting checks the resolved address and sends nothing; one that allows
+    loopback delivers."""
+    wid = rig.submit(notify=[{"url": receiver.url.replace("127.0.0.1", "hooks.example.com")
+                              + "/hook", "events": ["started"]}])
+    rig.step(2)
+
+    async def loopback(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+    monkeypatch.setattr("corral.control.webhook_sender._resolve", loopback)
+    _round(_sender(rig, allowed=()))
+    (d,) = _log(rig, wid)
+    assert (d.state, d.attempts) == ("failed", 1)
+    assert "resolves to 127.0.0.1, a private or loopback address" in d.last_error
+    assert "nothing was sent" in d.last_error and receiver.got == []
 
 
 # -- the outbox --------------------------------------------------------------------------

@@ -208,7 +208,10 @@ def bootstrap(cfg: ServerConfig) -> Composed:
     loop = ControlLoop(store, backend, settings=settings, leadership=leadership,
                        admission=accounting, health=health, autoscaler=autoscaler)
     # work that fits only what the renting providers could give is accepted, to wait for them
-    submissions = Submissions(store, scheduler, rentable=rentable_nodes)
+    from corral.control.webhooks import allowed_from_env  # issue 13: private hook targets
+
+    submissions = Submissions(store, scheduler, rentable=rentable_nodes,
+                              webhook_allowed=allowed_from_env())
     autoscaler.offers_seen = spot_prices_hook(submissions.invalidate)  # spot caps (issue 11)
     ctx = ApiContext(store, submissions, logs=backend, leadership=leadership,
                      backend_name=backend.name)
@@ -408,9 +411,11 @@ def _serve(cfg: ServerConfig, sock: socket.socket, on_ready: Any, uvicorn: Any) 
     stop = threading.Event()
     loop_thread = threading.Thread(target=parts.loop.run, args=(stop,), name="control-loop",
                                    daemon=True)
-    from corral.control.webhook_sender import WebhookSender  # issue 13: notify webhooks
+    from corral.control.webhook_sender import SenderSettings, WebhookSender  # issue 13
 
-    sender_thread = threading.Thread(target=WebhookSender(parts.store).run, args=(stop,),
+    hooks = SenderSettings(allowed=parts.ctx.submissions.webhook_allowed)  # the same rule
+    sender_thread = threading.Thread(target=WebhookSender(parts.store, settings=hooks).run,
+                                     args=(stop,),
                                      name="webhook-sender", daemon=True)
     if cfg.schedule:
         loop_thread.start()

@@ -35,7 +35,7 @@ from corral.control.progress import LearnedThroughput
 from corral.control.service_auth import problems as token_problems
 from corral.control.service_auth import token_secret
 from corral.control.snapshot import SpecCache, load_snapshot
-from corral.control.webhooks import notify_notes
+from corral.control.webhooks import Allowed, destination_problems, notify_notes
 from corral.control.webhooks import secret_names as webhook_secrets
 from corral.control.workflow import (
     HELD,
@@ -144,8 +144,11 @@ class Submissions:
 
     def __init__(self, store: Store, config: SchedulerConfig | None = None,
                  pool_ttl_s: float = 2.0,
-                 rentable: Callable[[Connection], Sequence[Node]] | None = None) -> None:
+                 rentable: Callable[[Connection], Sequence[Node]] | None = None,
+                 webhook_allowed: Allowed = ()) -> None:
         self.store, self.config, self.pool_ttl_s = store, config or SchedulerConfig(), pool_ttl_s
+        #: private networks `notify` may post to (CORRAL_WEBHOOK_ALLOW_CIDRS; issue 13)
+        self.webhook_allowed = webhook_allowed
         #: nodes renting providers could give (corral.control.pool_providers.rentable_nodes):
         #: work that fits only those is accepted, to wait for the autoscaler
         self.rentable = rentable
@@ -204,6 +207,9 @@ class Submissions:
         if spec.command is None and spec.shell is None:
             raise SpecError([("command", "give the program to run: command (an argv list) or "
                                          "shell (one shell line)")])
+        hooks = destination_problems(spec.notify, self.webhook_allowed)  # request forgery
+        if hooks:
+            raise SpecError(hooks)
         reason = self._diagnose(spec, pool)
         if reason is not None:
             raise SpecError([(FIELD_OF_REASON.get(reason.code, "spec"),

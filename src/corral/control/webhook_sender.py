@@ -14,12 +14,14 @@ Why it cannot stall anything else:
 - at most `cap_per_url` deliveries pending per URL: beyond that the oldest are dropped (state
   `dropped`, in the log), so a URL that is down for a week cannot fill the database.
 
-Where it never posts: an address that `corral.spec.notify.never_posted_to` refuses (link-local,
-where clouds serve instance metadata; unspecified; multicast), checked on every address the
-URL's host resolves to just before each POST, so that a name pointed there after submission is
-refused too (failed at once, nothing sent). The client then resolves the name again itself, so
-a name that changes its answer between the two lookups is not caught: pinning the connection to
-the checked address is not done.
+Where it never posts: an address that `corral.control.webhooks.refused_address` refuses
+(link-local, where clouds serve instance metadata; unspecified; multicast; and, unless the
+server allows its network in `CORRAL_WEBHOOK_ALLOW_CIDRS` (`SenderSettings.allowed`), any
+private or loopback address), checked on every address the URL's host resolves to just before
+each POST, so that a name pointed there after submission is refused too (failed at once,
+nothing sent). The client then resolves the name again itself, so a name that changes its
+answer between the two lookups is not caught: pinning the connection to the checked address is
+not done.
 
 Retries: a connection error, a timeout, 408, 429 or a 5xx is tried again after
 `base_backoff_s * 2^(attempts-1)` (5 s, 10 s, 20 s ... capped at `max_backoff_s`; a
@@ -49,10 +51,11 @@ from corral.control.webhooks import (
     DELIVERY_HEADER,
     EVENT_HEADER,
     SIGNATURE_HEADER,
+    Allowed,
     body_of,
+    refused_address,
     sign,
 )
-from corral.spec.notify import never_posted_to
 from corral.store import Store
 from corral.store import secrets as SEC
 from corral.store import webhooks as WH
@@ -74,6 +77,8 @@ class SenderSettings:
     max_backoff_s: float = 3600.0
     cap_per_url: int = 1000
     poll_s: float = 1.0
+    #: private networks hooks may post to (`corral.control.webhooks.parse_allowed`)
+    allowed: Allowed = ()
 
 
 @dataclass(frozen=True)
@@ -228,7 +233,7 @@ class WebhookSender:
                    DELIVERY_HEADER: str(d.id), EVENT_HEADER: d.event}
         if secret is not None:
             headers[SIGNATURE_HEADER] = sign(secret, body, int(self.clock()))
-        refused = await _refused_destination(d.url)
+        refused = await _refused_destination(d.url, self.settings.allowed)
         if refused:
             return Outcome(WH.FAILED, None, refused)
         try:
@@ -259,7 +264,7 @@ async def _resolve(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
-async def _refused_destination(url: str) -> str:
+async def _refused_destination(url: str, allowed: Allowed = ()) -> str:
     """Why this URL's host must not be posted to (module docstring), or ""."""
     parts = urlsplit(url)
     host = parts.hostname or ""
@@ -268,7 +273,7 @@ async def _refused_destination(url: str) -> str:
             address = ipaddress.ip_address(raw.split("%", 1)[0])  # fe80::1%eth0
         except ValueError:
             continue
-        reason = never_posted_to(address)
+        reason = refused_address(address, allowed)
         if reason:
             return f"{host} resolves to {address}, {reason}: nothing was sent"
     return ""

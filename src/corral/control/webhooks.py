@@ -15,28 +15,64 @@ The signature follows Stripe's scheme (https://stripe.com/docs/webhooks/signatur
 inside the signed text lets a receiver refuse a replayed body (GitHub's X-Hub-Signature-256
 signs the body alone). `Corral-Delivery` is the delivery's id, the same on every retry, for a
 receiver to drop duplicates (delivery is at least once).
+
+Where hooks may point (`refused_address`, `destination_problems`): never at an instance-metadata,
+link-local, unspecified or multicast address (`corral.spec.notify.never_posted_to`, no setting
+lifts it), and by default at no address that is not globally routable either: loopback,
+RFC 1918 and ULA private ranges, carrier-grade NAT, `localhost`. On a shared server a hook is a
+request the server makes on a tenant's behalf, and a private URL would reach the control plane's
+own database, the cluster's internal services, or another tenant's worker (server-side request
+forgery; OWASP's SSRF guidance and GitLab's "allow requests to the local network" setting, off
+by default, draw the same line). Teams that post to internal hosts name those networks in the
+server setting `CORRAL_WEBHOOK_ALLOW_CIDRS` (comma-separated CIDRs, e.g. `10.20.0.0/16,
+127.0.0.1/32`). The same rule refuses a URL at submission (a literal address or a `localhost`
+name; no DNS lookup there) and every address its host resolves to before each POST
+(`corral.control.webhook_sender`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
+import os
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from sqlalchemy import Connection
 
-from corral.spec.notify import DEFAULT_EVENTS, event_of
+from corral.spec.notify import DEFAULT_EVENTS, event_of, never_posted_to
 from corral.store import webhooks as WH
 from corral.store.workloads import WorkloadRecord
 
-__all__ = ["SIGNATURE_HEADER", "body_of", "notify_notes", "owe", "secret_names", "sign", "verify"]
+__all__ = [
+    "ALLOW_CIDRS_ENV",
+    "SIGNATURE_HEADER",
+    "Allowed",
+    "allowed_from_env",
+    "body_of",
+    "destination_problems",
+    "notify_notes",
+    "owe",
+    "parse_allowed",
+    "refused_address",
+    "secret_names",
+    "sign",
+    "verify",
+]
 
 SIGNATURE_HEADER: Final = "Corral-Signature"
 DELIVERY_HEADER: Final = "Corral-Delivery"
 EVENT_HEADER: Final = "Corral-Event"
 DEFAULT_TIMEOUT_S: Final = 10.0
+#: the server setting naming the private networks hooks may post to (module docstring)
+ALLOW_CIDRS_ENV: Final = "CORRAL_WEBHOOK_ALLOW_CIDRS"
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+#: the networks a server lets hooks post to although they are not globally routable
+Allowed = tuple[Network, ...]
 
 
 def owe(conn: Connection, moves: Iterable[tuple[WorkloadRecord, str]], to_state: str, *,
@@ -110,3 +146,62 @@ def notify_notes(hooks: Sequence[Any]) -> list[str]:
             + (f", signed with secret {h.secret!r} (Corral-Signature)" if h.secret else
                ", unsigned") + f"; retried with backoff, at most {h.timeout:g}s each; "
             "`corral deliveries ID` shows the log" for h in hooks]
+
+
+# -- where hooks may point ----------------------------------------------------------------
+
+def parse_allowed(text: str) -> Allowed:
+    """`CORRAL_WEBHOOK_ALLOW_CIDRS`'s value: comma-separated networks ("" : none). Raises
+    ValueError naming the setting and the entry that is not a network."""
+    out = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            out.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{ALLOW_CIDRS_ENV}: {item!r} is not a network: give CIDRs "
+                             "such as 10.20.0.0/16 or 127.0.0.1/32, comma-separated") from None
+    return tuple(out)
+
+
+def allowed_from_env() -> Allowed:
+    """The server's setting (`corral up` reads it once at start)."""
+    return parse_allowed(os.environ.get(ALLOW_CIDRS_ENV, ""))
+
+
+def refused_address(address: Address, allowed: Allowed = ()) -> str:
+    """Why a hook must not be posted to `address`, or "" where it may: never to metadata and
+    the like (whatever `allowed` says); to a private or loopback address only inside
+    `allowed`."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    reason = never_posted_to(address)
+    if reason or address.is_global:
+        return reason
+    if any(address.version == net.version and address in net for net in allowed):
+        return ""
+    return (f"a private or loopback address, which this server does not post to (request "
+            f"forgery on a shared server): give the receiver's public URL, or ask the "
+            f"server's admin to allow its network in {ALLOW_CIDRS_ENV}")
+
+
+def destination_problems(hooks: Sequence[Any], allowed: Allowed = ()) -> list[tuple[str, str]]:
+    """(`notify[i].url`, why) for each hook whose URL names a refused address or a
+    `localhost` name (RFC 6761: always loopback), for the submission's check. Other names are
+    not resolved here (no DNS on the submission path); the sender checks what they resolve
+    to before each POST."""
+    problems = []
+    for i, hook in enumerate(hooks):
+        host = (urlsplit(hook.url).hostname or "").rstrip(".").lower()
+        if host == "localhost" or host.endswith(".localhost"):
+            address: Address = ipaddress.ip_address("127.0.0.1")
+        else:
+            try:
+                address = ipaddress.ip_address(host)
+            except ValueError:
+                continue
+        reason = refused_address(address, allowed)
+        if reason:
+            problems.append((f"notify[{i}].url", f"{host} is {reason}"))
+    return problems

@@ -138,8 +138,9 @@ def never_posted_to(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> s
     Clouds serve instance metadata and credentials at link-local addresses (169.254.169.254
     on AWS, GCP and Azure; fe80::/10) and at a few others (AWS's IPv6 fd00:ec2::254,
     Alibaba's 100.100.100.200): a receiver never lives there, and a hook pointed there is a
-    request forgery against the server's own host. Loopback and private addresses stay
-    allowed (a receiver next to a single-host `corral up` is a real use); the unspecified and
+    request forgery against the server's own host; no setting lifts this. Loopback and
+    private addresses are the server's policy, not the spec's: refused unless the server
+    allows their network (`corral.control.webhooks.refused_address`). The unspecified and
     multicast addresses name no receiver at all. The sender checks every address a name
     resolves to as well."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:

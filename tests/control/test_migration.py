@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from corral.backends.fake import FakeBackend, FakeWorld
 from corral.backends.progress import Progress
 from corral.control import ControlLoop, ControlSettings, Leadership, ManualClock, Submissions, retry
+from corral.control.migration import free_devices, without_reserved
 from corral.control.progress import ProgressRecorder
 from corral.core.migration import (
     MIGRATED,
@@ -21,7 +22,15 @@ from corral.core.migration import (
     choose,
     migration_gain,
 )
-from corral.core.model import CapacityKind, Node, Queue
+from corral.core.model import (
+    CapacityKind,
+    ClusterState,
+    Node,
+    Nomination,
+    Queue,
+    WorkerAssignment,
+)
+from corral.core.plan import Reservation
 from corral.spec import WorkloadSpec
 from corral.spec.pool import PoolSpec
 from corral.store import Store
@@ -239,6 +248,31 @@ def test_a_move_is_a_preemption_to_the_retry_policy(pool: Pool, restart_on: list
         assert requeued and "node failure" not in requeued[0].message
     else:
         assert (rec.state, rec.attempt, pool.node_of(job)) == ("running", 0, "k80")
+
+
+def test_a_move_never_takes_a_node_reserved_for_a_blocked_gang(pool: Pool) -> None:
+    """The V100 that frees is on the node reserved for a waiting 2-GPU job: the K80 job stays
+    (it would otherwise take the slot and starve the reservation's holder)."""
+    job, blockers = pool.on_k80_with_v100_busy()
+    big = pool.submit("big", queue="r", gpus=2, gpu_models=["V100"])
+    pool.clock.advance(400.0)  # past reserve_after_s (300 s): it may hold a reservation
+    pool.step()
+    pool.progress(job, steps=0, total=100_000, rate=1.0)
+    pool.backend.finish(blockers[0])
+    pool.step()
+    assert pool.get(job).stop_reason is None and not pool.migrated(job)
+    pool.backend.finish(blockers[1])
+    pool.step(3)
+    assert pool.get(big).state == "running" and pool.node_of(job) == "k80"
+
+
+def test_free_devices_leave_out_nominated_and_reserved_room() -> None:
+    nodes = (_node("k80", "K80", 2), _node("v100", "V100", 2), _node("v100b", "V100", 2))
+    held = Nomination("other", (WorkerAssignment(0, "v100", (1,), 1000, 16384),))
+    state = ClusterState(nodes, (Queue("q"),), (), nominations=(held,))
+    assert free_devices(state) == {"K80": 2, "V100": 3}
+    reserved = without_reserved(state, [Reservation("gang", ("v100b",))])
+    assert free_devices(reserved) == {"K80": 2, "V100": 1}
 
 
 # -- the rule (pure) -------------------------------------------------------------------------

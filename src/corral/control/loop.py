@@ -203,7 +203,8 @@ class ControlLoop:
                 with report.stage("migration"):
                     self._refresh()
                     if self.migration.step(self.store, self.live, self.specs, self.settings, now,
-                                           lambda c: self.leadership.fence(c, now)):
+                                           lambda c: self.leadership.fence(c, now),
+                                           report.plan.reservations if report.plan else ()):
                         self._refresh()
         if self.autoscaler is not None:  # reads the plan's reasons: after it, before launches
             with report.stage("autoscale"):

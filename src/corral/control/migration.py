@@ -16,8 +16,10 @@ Where the numbers come from:
   (kind, model) estimates learned from progress reports (`corral.control.progress`).
 
 How a move is made, after the step's plan (waiting work had the free devices first):
-1. free whole devices per model (not held by running work, a nomination or a cordon) feed
-   `choose`;
+1. free whole devices per model (not held by running work, a nomination or a cordon, and not
+   on a node the step's plan reserved for a blocked gang) feed `choose`: a move never takes
+   room promised to waiting work (like Slurm's backfill, which never starts a job on nodes a
+   higher-priority job's reservation holds);
 2. the core places the job alone, pinned to the target model, on the cluster as it is (no
    eviction, no reservation): the exact devices it would get;
 3. one write: the job is asked to stop with `Migrated` (the preemption contract: SIGTERM, its
@@ -55,12 +57,13 @@ from corral.core.migration import (
     choose,
 )
 from corral.core.model import ClusterState, Nomination, Workload, WorkloadKind, WorkloadState
+from corral.core.plan import Reservation
 from corral.store import Store
 from corral.store import workloads as W
 from corral.store.nominations import load_nominations, replace_nominations
 from corral.store.schema import Event
 
-__all__ = ["Migrator", "free_devices"]
+__all__ = ["Migrator", "free_devices", "without_reserved"]
 
 
 @dataclass
@@ -73,8 +76,10 @@ class Migrator:
     moved_at: dict[str, float] = field(default_factory=dict)
 
     def step(self, store: Store, live: LiveState, specs: SpecCache, settings: ControlSettings,
-             now: float, fence: Callable[[Connection], bool]) -> list[MigrationMove]:
-        """Stop the jobs worth moving now (at most `rule.max_per_step`); returns the moves."""
+             now: float, fence: Callable[[Connection], bool],
+             reservations: Sequence[Reservation] = ()) -> list[MigrationMove]:
+        """Stop the jobs worth moving now (at most `rule.max_per_step`); returns the moves.
+        `reservations`: the step's plan's, whose nodes no move may take."""
         if not self.rule.enabled:
             return []
         self.moved_at = {w: t for w, t in self.moved_at.items()
@@ -82,10 +87,11 @@ class Migrator:
         snap = live.snapshot(now)
         with store.read() as conn:
             snap = with_nominations(conn, snap, now)
-            free = free_devices(snap.state)
+            state = without_reserved(snap.state, reservations)
+            free = free_devices(state)
             if not free:
                 return []  # a busy pool (the usual case): nothing to read further
-            movable = self._movable(snap.state, snap.records, specs, free)
+            movable = self._movable(state, snap.records, specs, free)
             if not movable:
                 return []
             self.learned.refresh(conn)
@@ -94,7 +100,6 @@ class Migrator:
         candidates = [c for wid, (w, model) in movable.items() if (c := self._candidate(
             w, model, progress.get(wid), specs.spec(snap.records[wid]))) is not None]
         made: list[MigrationMove] = []
-        state = snap.state
         for move in choose(candidates, free, self.rule, now):
             job = movable[move.workload_id][0]
             where = _placement(state, job, move.target, settings.scheduler, now)
@@ -173,6 +178,16 @@ def free_devices(state: ClusterState) -> dict[str, int]:
             if count:
                 free[node.gpu_model] = free.get(node.gpu_model, 0) + count
     return free
+
+
+def without_reserved(state: ClusterState, reservations: Sequence[Reservation]) -> ClusterState:
+    """`state` with the nodes reserved for blocked work taken out of what moves may use (as
+    cordoned: free_devices skips them, and the core places nothing there)."""
+    reserved = {n for r in reservations for n in r.node_ids}
+    if not reserved:
+        return state
+    return dataclasses.replace(state, nodes=tuple(
+        dataclasses.replace(n, cordoned=True) if n.id in reserved else n for n in state.nodes))
 
 
 def _placement(state: ClusterState, job: Workload, model: str, config: SchedulerConfig,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import inspect, select
+from sqlalchemy.exc import IntegrityError
 
 from corral.core.model import Node, Queue
 from corral.store import Store
@@ -130,3 +131,19 @@ def test_pool_sync_keeps_cordons_and_deactivates_removed_nodes(store: Store) -> 
     with store.read() as c:
         nodes = P.list_nodes(c)
     assert [(n.id, n.cordoned) for n in nodes] == [("n1", True)]
+
+
+def test_bulk_inserts_return_each_rows_seq_in_order(store: Store) -> None:
+    # seqs come back matched to their rows (SQLite: one executemany, then read back), after
+    # earlier rows, and a batch with a taken id writes nothing
+    with store.write() as c:
+        first = W.insert_workloads(c, [_row("z0")])
+        seqs = W.insert_workloads(c, [_row(f"w{i}") for i in (3, 1, 2)])
+    assert len(seqs) == 3 and first[0] < seqs[0] < seqs[1] < seqs[2]
+    with store.read() as c:
+        assert {r.id: r.seq for r in W.get_workloads(c, ["w3", "w1", "w2"])} == dict(
+            zip(["w3", "w1", "w2"], seqs, strict=True))
+    with pytest.raises(IntegrityError), store.write() as c:
+        W.insert_workloads(c, [_row("new"), _row("w1")])
+    with store.read() as c:
+        assert W.get_workload(c, "new") is None

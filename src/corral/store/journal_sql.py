@@ -52,6 +52,7 @@ from corral.ledger import (
 from corral.store import Store
 from corral.store import ledger_checkpoint as LC
 from corral.store.ledger_tables import LedgerPosting, LedgerTransaction
+from corral.store.ordered_insert import insert_in_order
 from corral.store.schema import QueueRow
 
 __all__ = ["LedgerDb", "LedgerSession", "SqlJournalStore", "load_transactions"]
@@ -69,8 +70,6 @@ def _dec(value: str | None) -> Decimal | None:
 
 
 _INSERT_TX = insert(LedgerTransaction).returning(LedgerTransaction.seq)
-_INSERT_TXS = insert(LedgerTransaction).returning(LedgerTransaction.seq,
-                                                  sort_by_parameter_order=True)
 _INSERT_POSTINGS = insert(LedgerPosting)
 
 
@@ -101,13 +100,13 @@ def insert_transaction(conn: Connection, tx: Transaction, currency: Currency) ->
 
 
 def insert_transactions(conn: Connection, txs: Sequence[Transaction], currency: Currency) -> int:
-    """INSERT many transactions and their postings in two bulk statements (a settlement burst
+    """INSERT many transactions and their postings in a few bulk statements (a settlement burst
     posts thousands in one cycle); returns the last seq. Seqs come back in the order given
-    (`sort_by_parameter_order`), so the append order is the order of `txs`. A used key raises
-    IntegrityError."""
+    (`corral.store.ordered_insert`), so the append order is the order of `txs`. A used key
+    raises IntegrityError."""
     if len(txs) == 1:
         return insert_transaction(conn, txs[0], currency)
-    seqs = [int(seq) for seq in conn.execute(_INSERT_TXS, [_tx_row(tx) for tx in txs]).scalars()]
+    seqs = insert_in_order(conn, LedgerTransaction, "seq", "key", [_tx_row(tx) for tx in txs])
     scale = 10 ** currency.places
     postings = [row for seq, tx in zip(seqs, txs, strict=True)
                 for row in _posting_rows(seq, tx, scale)]

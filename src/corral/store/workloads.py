@@ -33,6 +33,7 @@ from sqlalchemy import (
 from corral.core.model import WorkerAssignment
 from corral.store.changes import next_workload_seq
 from corral.store.ledger_tables import LedgerUsage
+from corral.store.ordered_insert import insert_in_order
 from corral.store.schema import Event, Placement, WorkloadRow
 
 __all__ = [
@@ -186,8 +187,7 @@ def _record(row: Sequence[Any], spec: dict[str, Any]) -> WorkloadRecord:
     return WorkloadRecord(*values)
 # Hot inserts are built once, on the Core tables: an ORM-entity insert with inline `.values()`
 # re-coerces every value and recomputes its cache key per call (most of a submission's cost).
-_WORKLOADS, _EVENTS = WorkloadRow.__table__, Event.__table__
-_INSERT_WORKLOADS = insert(_WORKLOADS).returning(_WORKLOADS.c.seq, sort_by_parameter_order=True)
+_EVENTS = Event.__table__
 _INSERT_EVENTS = insert(_EVENTS)
 
 
@@ -199,9 +199,9 @@ def insert_workloads(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[i
         return []
     stamp = next_workload_seq(conn)
     rows = [{**r, "change_seq": stamp} for r in rows]
-    # One multi-row INSERT ... RETURNING per chunk ("insertmanyvalues", SQLite >= 3.35 and
-    # PostgreSQL), seqs in the order of `rows`: a batch of submissions is one round trip.
-    return [int(seq) for seq in conn.execute(_INSERT_WORKLOADS, list(rows)).scalars()]
+    # One bulk statement, seqs in the order of `rows` (SQLAlchemy's ordered RETURNING is one
+    # INSERT per row on SQLite; see corral.store.ordered_insert): a batch is one round trip.
+    return insert_in_order(conn, WorkloadRow, "seq", "id", rows)
 
 
 def get_workload(conn: Connection, workload_id: str) -> WorkloadRecord | None:

@@ -3,7 +3,8 @@ configurable delay per token, like an LLM server whose decode step takes that lo
 
     python examples/serve/model_server.py --port 8000 --token-delay 0.02 --prefill-delay 0.05
 
-    GET  /healthz              200 once started (503 during --startup-delay, or when unhealthy)
+    GET  /healthz              200 once started (503 during --startup-delay, or when unhealthy);
+                               its body says the completions in flight
     POST /v1/completions       {"prompt": "...", "max_tokens": 16, "stream": false}
                                OpenAI-like completion; with "stream": true, server-sent events
                                (one `data: {...}` per token, then `data: [DONE]`)
@@ -77,7 +78,8 @@ def create_app(state: ModelState) -> FastAPI:
     async def healthz() -> JSONResponse:
         ok = state.ready()
         return JSONResponse({"status": "ok" if ok else "unavailable",
-                             "replica": state.replica_id}, 200 if ok else 503)
+                             "replica": state.replica_id, "in_flight": state.in_flight},
+                            200 if ok else 503)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:

@@ -33,6 +33,7 @@ from corral.control.service_autoscale import (
 from corral.control.services import service_status
 from corral.control.submission import stored_form
 from corral.gateway import GatewayLimits, ReplicaState, RouteTable, ServiceLimits
+from corral.gateway.retries import RetryPolicy
 from corral.sdk import models as M
 from corral.serving import SCALED_UP
 from corral.spec import WorkloadSpec
@@ -101,6 +102,10 @@ def tick(rig: Rig, scaler: ServiceAutoscaler, loads: dict[str, Load]) -> None:
     ({"endpoint": {"first_byte_timeout": "soon"}}, "endpoint.first_byte_timeout"),
     ({"endpoint": {"first_byte_timeout": "2m", "request_timeout": "1m"}},
      "first_byte_timeout must not exceed request_timeout"),
+    ({"endpoint": {"retry": {"on_reset": "yes"}}}, "endpoint.retry.on_reset"),
+    ({"endpoint": {"retry": {"attempts": 0}}}, "endpoint.retry.attempts"),
+    ({"endpoint": {"retry": {"budget": 2}}}, "endpoint.retry.budget"),
+    ({"endpoint": {"retry": {"on_timeout": True}}}, "endpoint.retry.on_timeout"),
     ({"auth": {}}, "exactly one of token_sha256"),
     ({"auth": {"token_secret": "Bad Name"}}, "auth.token_secret"),
     ({"kind": "job", "replicas": None, "min_replicas": None, "max_replicas": None,
@@ -368,7 +373,8 @@ def test_the_specs_auth_and_endpoint_limits_reach_the_gateway(
     digest = hashlib.sha256(b"s3cret").hexdigest()
     sid = submit(rig, autoscale=None, auth={"token_sha256": digest},
                  endpoint={"max_concurrent": 3, "max_queue": 5, "request_timeout": "90s",
-                           "connect_timeout": "2s", "first_byte_timeout": "30s"})
+                           "connect_timeout": "2s", "first_byte_timeout": "30s",
+                           "retry": {"on_reset": False, "attempts": 3}})
     app, feed = mounted(rig, events)
     rig.step(3)
     for key in (sid, "svc"):  # by id and by name
@@ -376,7 +382,8 @@ def test_the_specs_auth_and_endpoint_limits_reach_the_gateway(
         assert route.auth.token_sha256 == digest
         assert route.limits == ServiceLimits(max_concurrent=3, max_queue=5,
                                              total_timeout_s=90.0, connect_timeout_s=2.0,
-                                             first_byte_timeout_s=30.0)
+                                             first_byte_timeout_s=30.0,
+                                             retry=RetryPolicy(False, 3, 0.2))
     refused = asyncio.run_coroutine_threadsafe(get(app, "/serve/svc/x"), events).result(GUARD_S)
     assert refused.status_code == 401 and "bearer token" in refused.json()["message"]
     assert "s3cret" not in json.dumps(WorkloadSpec.model_validate(

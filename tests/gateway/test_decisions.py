@@ -21,6 +21,7 @@ from corral.gateway import (
 from corral.gateway.balancing import pick_replica
 from corral.gateway.headers import request_headers, response_headers
 from corral.gateway.proxy import should_retry
+from corral.gateway.retries import Failure, RetryBudget, RetryPolicy, Skip, retry_skip
 
 S = ReplicaState
 
@@ -73,13 +74,54 @@ STRICT = GatewayLimits(retry_unsent_non_idempotent=False)
     ("POST", False, 503, False, False, L, False),
     ("GET", False, 500, False, False, L, False),
     ("GET", False, 502, False, False, L, False),
+    ("PUT", False, 503, False, True, L, True),         # its body is still held: replayable
 ], ids=["get-connect", "post-unsent", "post-unsent-strict", "post-sent", "get-503",
-        "put-503-with-body", "post-503", "post-503-no-body", "get-500", "get-502"])
+        "put-503-with-body", "post-503", "post-503-no-body", "get-500", "get-502",
+        "put-503-held-body"])
 def test_retry_only_when_the_request_did_not_run(method: str, connect: bool, status: int | None,
                                                  sent: bool, has_body: bool,
                                                  limits: GatewayLimits, retry: bool) -> None:
     assert should_retry(method, connect_error=connect, status=status, body_sent=sent,
                         has_body=has_body, limits=limits) is retry
+
+
+NO_RESET = RetryPolicy(on_reset=False)
+
+
+@pytest.mark.parametrize(("method", "replayable", "has_body", "policy", "skip"), [
+    ("GET", True, False, NO_RESET, None),               # idempotent: always
+    ("POST", True, True, RetryPolicy(), None),          # inference POST: on by default
+    ("POST", True, True, NO_RESET, Skip.POLICY),        # a service with effects turns it off
+    ("POST", False, True, RetryPolicy(), Skip.BODY_OVER_LIMIT),
+    ("PUT", False, True, RetryPolicy(), Skip.BODY_OVER_LIMIT),
+    ("POST", False, False, RetryPolicy(), None),        # no body: nothing to hold
+], ids=["get", "post-default", "post-off", "post-over-limit", "put-over-limit", "post-empty"])
+def test_a_reset_before_any_response_is_retried_by_method_policy_and_body(
+        method: str, replayable: bool, has_body: bool, policy: RetryPolicy,
+        skip: Skip | None) -> None:
+    assert retry_skip(method, Failure.RESET, replayable=replayable, has_body=has_body,
+                      policy=policy) is skip
+
+
+def test_the_retry_budget_allows_a_fraction_of_requests_above_its_reserve() -> None:
+    budget = RetryBudget(ratio=0.2, reserve=2, window_s=10)
+    for i in range(100):
+        budget.request(100.0 + i * 0.05)  # 100 requests within 5 s
+    spent = sum(budget.try_retry(105.0) for _ in range(50))
+    assert spent == 2 + 20
+    assert not budget.try_retry(105.0)
+    # the window slides: 10 s later those requests and retries are forgotten: the reserve only
+    assert [budget.try_retry(116.0) for _ in range(3)] == [True, True, False]
+
+
+def test_a_zero_budget_still_has_its_reserve_and_policies_refuse_nonsense() -> None:
+    budget = RetryBudget(ratio=0.0, reserve=1)
+    budget.request(0.0)
+    assert [budget.try_retry(0.5), budget.try_retry(0.5)] == [True, False]
+    with pytest.raises(ValueError, match="attempts"):
+        RetryPolicy(attempts=0)
+    with pytest.raises(ValueError, match="budget"):
+        RetryPolicy(budget=1.5)
 
 
 # ---- probes --------------------------------------------------------------------------------

@@ -479,7 +479,7 @@ def test_with_no_other_replica_to_try_the_replicas_own_503_is_passed_on() -> Non
             got = await client.get("/serve/toy/healthz")
             text = (await client.get("/metrics")).text
         assert got.status_code == 503 and got.headers["x-replica"] == "sick"
-        assert got.json() == {"status": "unavailable", "replica": "sick"}
+        assert got.json() == {"status": "unavailable", "replica": "sick", "in_flight": 0}
         assert 'corral_gateway_retries_total{service="toy"}' not in text  # never retried
     run(main())
 

@@ -23,7 +23,7 @@ every running replica (one step; the routes it then applies mark them draining).
 Each service's `auth` (a bearer token by its SHA-256, or the secret that holds it:
 `corral.control.service_auth`, read at most every few seconds, failing closed when the secret
 is gone) and `endpoint` limits (max_concurrent, max_queue, queue_timeout, request_timeout,
-connect_timeout, first_byte_timeout) come from the spec its newest live replica runs
+connect_timeout, first_byte_timeout, retry) come from the spec its newest live replica runs
 (`endpoint_settings`), so an update that changes them takes effect with the rollout's first
 new replica; a service without them is public under the gateway's own limits.
 
@@ -71,6 +71,7 @@ from corral.gateway import (
     create_gateway_app,
 )
 from corral.gateway.app import Gateway
+from corral.gateway.retries import RetryPolicy
 from corral.gateway.traffic import TrafficHistory
 from corral.spec import WorkloadSpec
 from corral.store.workloads import WorkloadRecord
@@ -112,8 +113,10 @@ def endpoint_settings(spec: WorkloadSpec, digests: Digests | None = None) -> Set
         digest = (digests or {}).get((spec.queue, spec.auth.token_secret))
         auth = ServiceAuth(digest) if digest else ServiceAuth.deny()
     e = spec.endpoint
+    retry = RetryPolicy(e.retry.on_reset, e.retry.attempts, e.retry.budget) \
+        if e is not None and e.retry is not None else None
     limits = ServiceLimits(e.max_concurrent, e.max_queue, e.queue_timeout, e.request_timeout,
-                           e.connect_timeout, e.first_byte_timeout) if e else ServiceLimits()
+                           e.connect_timeout, e.first_byte_timeout, retry) if e else ServiceLimits()
     return auth, limits
 
 

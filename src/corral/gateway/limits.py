@@ -3,7 +3,9 @@ override the gateway's where a service's spec sets them (its `endpoint` section)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from corral.gateway.retries import RetryPolicy
 
 __all__ = ["GatewayLimits", "ServiceLimits"]
 
@@ -36,8 +38,20 @@ class GatewayLimits:
     #: at-most-once holds; without it, a replica killed before the prober notices drops every
     #: completion routed to it. False: only idempotent methods are ever retried.
     retry_unsent_non_idempotent: bool = True
+    #: a request body is held up to this size while its tries run, so a try that failed can
+    #: be sent again whole; a larger body streams on and is never retried (the 502 says so in
+    #: X-Corral-Retry-Skipped: body_over_limit). 1 MiB holds a ~200,000-token prompt
+    replay_buffer_bytes: int = 1 << 20
+    #: reset retries each service may spend per 10 s whatever its traffic, on top of its
+    #: budget's fraction of requests (Finagle's minRetriesPerSec): a quiet service can still
+    #: retry the one request a killed replica held
+    retry_reserve: int = 10
+    #: retries after a reset, for a service that sets none (`ServiceLimits.retry`)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def __post_init__(self) -> None:
+        if self.replay_buffer_bytes < 0 or self.retry_reserve < 0:
+            raise ValueError("replay_buffer_bytes and retry_reserve must be at least 0")
         for name in ("connect_timeout_s", "first_byte_timeout_s", "total_timeout_s",
                      "max_queue_wait_s", "upstream_idle_s"):
             if not getattr(self, name) > 0:
@@ -64,6 +78,8 @@ class ServiceLimits:
     connect_timeout_s: float | None = None
     #: from sending a request to a replica's response headers (None: the gateway's)
     first_byte_timeout_s: float | None = None
+    #: retries after a reset: which, how many per request, the budget (None: the gateway's)
+    retry: RetryPolicy | None = None
 
     def __post_init__(self) -> None:
         if self.max_concurrent is not None and self.max_concurrent < 1:

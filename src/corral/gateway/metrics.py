@@ -4,8 +4,11 @@ process, as in tests, do not collide).
     corral_gateway_requests_total{service, code}      responses sent, by status code
     corral_gateway_errors_total{service, reason}      requests that failed at the gateway:
                                                       connect, first_byte_timeout, total_timeout,
-                                                      upstream_broken, queue_full, queue_timeout
+                                                      upstream_reset, upstream_broken, queue_full, queue_timeout
     corral_gateway_retries_total{service}             tries sent to another replica
+    corral_gateway_retries_skipped_total{service, reason}  failed tries not sent again: policy,
+                                                      body_over_limit, attempts, budget,
+                                                      no_replica (`retries.Skip`)
     corral_gateway_first_byte_seconds{service}        until the replica's response headers
     corral_gateway_request_seconds{service}           until the response's last byte
     corral_gateway_in_flight{service}                 requests being served (queue included)
@@ -42,6 +45,9 @@ class GatewayMetrics:
                               ["service", "reason"], registry=r)
         self.retries = Counter("corral_gateway_retries", "tries sent to another replica",
                                ["service"], registry=r)
+        self.retries_skipped = Counter("corral_gateway_retries_skipped",
+                                       "failed tries not sent again, by reason",
+                                       ["service", "reason"], registry=r)
         self.first_byte = Histogram("corral_gateway_first_byte_seconds",
                                     "time to the replica's response headers", ["service"],
                                     buckets=_BUCKETS, registry=r)

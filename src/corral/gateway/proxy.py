@@ -8,9 +8,10 @@ Stages, in order (each says why it sits where it does):
 3. admit: with no ready replica, wait in the service's bounded queue (503 + Retry-After when
    it is full or the wait runs out);
 4. pick: power of two choices on outstanding requests (`balancing`);
-5. send: connect, stream the request body, wait for the response headers (first-byte timeout);
-   a connect error, or a 503 before any body for an idempotent request without a body, tries
-   another replica (`should_retry`);
+5. send: connect, stream the request body (held up to `replay_buffer_bytes` so it can be sent
+   again), wait for the response headers (first-byte timeout); a connect error, a reset before
+   any response, or a 503 before any body for an idempotent request tries another replica
+   (`corral.gateway.retries`: the method, the service's `RetryPolicy`, its retry budget);
 6. stream: the response body goes to the client chunk by chunk as the replica sends it (server-
    sent events and chunked responses are never buffered), until it ends, the total timeout
    passes, or the client goes away (the replica's stream is then closed).
@@ -37,6 +38,7 @@ from corral.gateway.balancing import pick_replica
 from corral.gateway.headers import request_headers, response_headers
 from corral.gateway.limits import GatewayLimits
 from corral.gateway.metrics import GatewayMetrics
+from corral.gateway.retries import IDEMPOTENT, Failure, RetryBudget, RetryPolicy, Skip, retry_skip
 from corral.gateway.routes import SERVICE_NAME, Replica, RouteTable
 from corral.sdk.models import ErrorBody, Problem
 
@@ -45,7 +47,6 @@ __all__ = ["IDEMPOTENT", "BrokenResponse", "Proxy", "error_response", "should_re
 log = logging.getLogger("corral.gateway")
 
 Scope = dict[str, Any]
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 #: httpcore's trace event as an HTTP/1.1 request starts out on its connection
 _SENDING = "http11.send_request_headers.started"
 _DOT_SEGMENT = re.compile(rb"(^|/)(\.|%2e){1,2}(/|$)", re.IGNORECASE)
@@ -76,44 +77,69 @@ class BrokenResponse(RuntimeError):
 
 
 def should_retry(method: str, *, connect_error: bool, status: int | None,
-                 body_sent: bool, has_body: bool, limits: GatewayLimits) -> bool:
-    """Whether a failed try may go to another replica.
-
-    - a connect error: the replica never saw the request; retried when the body was not
-      consumed yet, for idempotent methods and (unless `retry_unsent_non_idempotent` is off)
-      for the others too;
-    - a 503 before any body, for an idempotent request without a body (one we can send again):
-      the replica refused the work (overloaded, shutting down) and nothing ran;
-    - anything else (a timeout, a reset after the request was sent, any other status) may have
-      had effects on the replica, and is not retried.
-    """
-    idempotent = method in IDEMPOTENT
+                 body_sent: bool, has_body: bool, limits: GatewayLimits,
+                 reset: bool = False, policy: RetryPolicy | None = None) -> bool:
+    """Whether a failed try may go to another replica, before counting tries and the budget
+    (`corral.gateway.retries.retry_skip`). `body_sent`: the body went out and cannot be sent
+    again (it outgrew the replay buffer). A timeout, or any status but a 503, may have had
+    effects on the replica and is never retried."""
     if connect_error:
-        return not body_sent and (idempotent or limits.retry_unsent_non_idempotent)
-    return status == 503 and idempotent and not has_body
+        failure = Failure.CONNECT
+    elif reset:
+        failure = Failure.RESET
+    elif status == 503:
+        failure = Failure.UNAVAILABLE
+    else:
+        return False
+    return retry_skip(method, failure, replayable=not body_sent, has_body=has_body,
+                      policy=policy or limits.retry,
+                      unsent_non_idempotent=limits.retry_unsent_non_idempotent) is None
 
 
 @dataclass
 class _Body:
-    """The client's request body, streamed to the replica as it arrives (never buffered)."""
+    """The client's request body, streamed to the replica as it arrives, and held (up to
+    `limit` bytes) so that another try can send it again: a replay yields what was held, then
+    goes on receiving. Once it outgrows `limit` it is dropped and the body is not replayable."""
 
     receive: Any
     has_body: bool
+    limit: int = 0
     started: bool = False
     ended: bool = field(init=False)
+    held: list[bytes] = field(default_factory=list)
+    size: int = 0
+    overflowed: bool = False
 
     def __post_init__(self) -> None:
         self.ended = not self.has_body
 
+    @property
+    def replayable(self) -> bool:
+        return not self.has_body or not self.overflowed
+
     async def stream(self) -> AsyncIterator[bytes]:
+        for chunk in list(self.held):  # a replay: what the failed try already sent
+            yield chunk
         while not self.ended:
             message = await self.receive()
             if message["type"] == "http.disconnect":
                 raise _ClientGone
             self.started = True
             self.ended = not message.get("more_body", False)
-            if message.get("body"):
-                yield message["body"]
+            chunk = message.get("body")
+            if chunk:
+                self._hold(chunk)
+                yield chunk
+
+    def _hold(self, chunk: bytes) -> None:
+        if self.overflowed:
+            return
+        self.size += len(chunk)
+        if self.size > self.limit:  # too big to hold: this request is not retried
+            self.overflowed, self.held = True, []
+        else:
+            self.held.append(chunk)
 
 
 def _has_body(scope: Scope) -> bool:
@@ -151,6 +177,8 @@ class Proxy:
         self._timeouts: dict[float, dict[str, float | None]] = {}
         self._bases: dict[str, httpx.URL] = {}
         self.rng = rng or random.Random()
+        #: per service: its reset retries over the last seconds (`RetryBudget`)
+        self._budgets: dict[str, RetryBudget] = {}
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         service = scope["path_params"]["service"]
@@ -221,13 +249,17 @@ class Proxy:
                      started: float) -> int:
         rest, public = self._route(scope, service)
         deadline = started + self._total_timeout(service)
-        body = _Body(receive, _has_body(scope))
+        policy = self._policy(service)
+        budget = self._budget(service, policy)
+        budget.request(started)
+        body = _Body(receive, _has_body(scope), self.limits.replay_buffer_bytes)
         headers = request_headers(
             scope["headers"], client_ip=(scope.get("client") or (None,))[0],
             scheme=scope.get("scheme", "http"),
             prefix=scope.get("root_path", "") + f"/serve/{service}", keep_authorization=public)
         query = scope.get("query_string", b"")
         tried: list[str] = []
+        resets = 0
         last: _Retry | None = None
         while True:
             replica = self._pick(service, tried)
@@ -236,21 +268,59 @@ class Proxy:
             if replica is None:
                 await self._admit(service, deadline, body)
                 continue
-            # a failed try is retried only where another try can follow; else the client gets
-            # what this one got (the replica's own 503, or a 502)
-            may_retry = len(tried) + 1 < self.limits.max_tries and \
-                self._pick(service, [*tried, replica.id]) is not None
             request = self._request(scope["method"], replica, rest, query, headers, body,
                                     self._timeouts_for(service))
-            response = await self._send(service, replica, request, body, deadline, may_retry)
+            response = await self._send(service, replica, request, body, deadline, tried)
             if isinstance(response, _Retry):
+                skip = self._may_retry(service, scope["method"], response.failure, body,
+                                       [*tried, replica.id], resets, policy, budget)
+                if skip is not None:
+                    self.metrics.retries_skipped.labels(service, skip.value).inc()
+                    response.refusal.headers["X-Corral-Retry-Skipped"] = skip.value
+                    raise response.refusal
                 tried.append(replica.id)
+                resets += response.failure is Failure.RESET
                 last = response
                 self.metrics.retries.labels(service).inc()
                 continue
             self.metrics.first_byte.labels(service).observe(
                 asyncio.get_running_loop().time() - started)
             return await self._stream(service, replica, response, receive, send, deadline)
+
+    def _may_retry(self, service: str, method: str, failure: Failure, body: _Body,
+                   tried: list[str], resets: int, policy: RetryPolicy,
+                   budget: RetryBudget) -> Skip | None:
+        """None when the failed try goes to another replica (a reset retry spends one of the
+        service's budget), else why not. Checked in order of cost: the rule, the request's
+        tries, another ready replica, and last the budget (only spent on a retry that goes)."""
+        skip = retry_skip(method, failure, replayable=body.replayable, has_body=body.has_body,
+                          policy=policy,
+                          unsent_non_idempotent=self.limits.retry_unsent_non_idempotent)
+        if skip is not None:
+            return skip
+        resetting = failure is Failure.RESET
+        if len(tried) >= self.limits.max_tries or (resetting and resets + 1 >= policy.attempts):
+            return Skip.ATTEMPTS
+        if self._pick(service, tried) is None:
+            return Skip.NO_REPLICA
+        if resetting and not budget.try_retry(asyncio.get_running_loop().time()):
+            return Skip.BUDGET
+        return None
+
+    def _policy(self, service: str) -> RetryPolicy:
+        route = self.table.service(service)
+        own = route.limits.retry if route is not None else None
+        return own or self.limits.retry
+
+    def _budget(self, service: str, policy: RetryPolicy) -> RetryBudget:
+        budget = self._budgets.get(service)
+        if budget is None:
+            if len(self._budgets) > 4096:  # services come and go: keep the map bounded
+                self._budgets = {}
+            budget = self._budgets[service] = RetryBudget(policy.budget,
+                                                          self.limits.retry_reserve)
+        budget.ratio = policy.budget  # an update of the service's spec takes effect at once
+        return budget
 
     def _pick(self, service: str, tried: list[str]) -> Replica | None:
         """A ready replica, or None: none ready, or the service at its max_concurrent."""
@@ -298,9 +368,9 @@ class Proxy:
                            "headers") from None
 
     async def _send(self, service: str, replica: Replica, request: httpx.Request, body: _Body,
-                    deadline: float, may_retry: bool) -> httpx.Response | _Retry:
-        """Stage 5 on one replica: the response (headers received), or, when `may_retry` and
-        `should_retry` agree, a _Retry saying why this try failed."""
+                    deadline: float, tried: list[str]) -> httpx.Response | _Retry:
+        """Stage 5 on one replica: the response (headers received), or a _Retry when the try
+        failed in a way that may be retried (connect, reset, 503): `_may_retry` decides."""
         loop = asyncio.get_running_loop()
         connect_s, first_byte_s = self._try_timeouts(service)
         timeout = first_byte_s
@@ -318,13 +388,9 @@ class Proxy:
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             self.table.release(service, replica)
             self.metrics.errors.labels(service, "connect").inc()
-            refusal = _Refused(502, "bad_gateway", f"replica {replica.id} of service "
-                               f"{service!r} could not be reached ({type(exc).__name__})")
-            if may_retry and should_retry(
-                    request.method, connect_error=True, status=None, body_sent=body.started,
-                    has_body=body.has_body, limits=self.limits):
-                return _Retry(refusal)
-            raise refusal from None
+            return _Retry(_Refused(502, "bad_gateway", f"replica {replica.id} of service "
+                                   f"{service!r} could not be reached ({type(exc).__name__})"),
+                          Failure.CONNECT)
         except TimeoutError:
             self.table.release(service, replica)
             self.metrics.errors.labels(service, "first_byte_timeout").inc()
@@ -339,19 +405,29 @@ class Proxy:
             self.table.release(service, replica)
             raise _Refused(400, "bad_request", f"the request cannot be forwarded: {exc}",
                            "headers") from None
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            # the connection broke before any response header: a killed replica, or a kept-
+            # alive connection it closed as the request went out. Nothing reached the client.
+            self.table.release(service, replica)
+            self.metrics.errors.labels(service, "upstream_reset").inc()
+            return _Retry(_Refused(502, "bad_gateway", f"replica {replica.id} of service "
+                                   f"{service!r} broke the connection before answering "
+                                   f"({type(exc).__name__})"), Failure.RESET)
         except httpx.TransportError as exc:
             self.table.release(service, replica)
             self.metrics.errors.labels(service, "upstream_broken").inc()
             raise _Refused(502, "bad_gateway", f"replica {replica.id} of service {service!r} "
                            f"broke the exchange ({type(exc).__name__})") from None
-        if response.status_code == 503 and may_retry and should_retry(
-                request.method, connect_error=False, status=503, body_sent=body.started,
-                has_body=body.has_body, limits=self.limits):
+        if response.status_code == 503 and request.method in IDEMPOTENT and body.replayable \
+                and len(tried) + 1 < self.limits.max_tries \
+                and self._pick(service, [*tried, replica.id]) is not None:
+            # the replica refused the work; another may take it (else its own 503 goes back)
             await response.aclose()
             self.table.release(service, replica)
             return _Retry(_Refused(503, "unavailable", f"replica {replica.id} of service "
                                    f"{service!r} answered 503 and no other is ready", headers={
-                                       "Retry-After": str(self.limits.retry_after_s)}))
+                                       "Retry-After": str(self.limits.retry_after_s)}),
+                          Failure.UNAVAILABLE)
         return response
 
     async def _stream(self, service: str, replica: Replica, response: httpx.Response,
@@ -393,6 +469,7 @@ class Proxy:
 @dataclass
 class _Retry:
     refusal: _Refused
+    failure: Failure
 
 
 async def _disconnected(receive: Any) -> None:

@@ -31,6 +31,13 @@ The endpoint (`/serve/<service>/...` on corral's gateway):
                                  # reached in time is tried no more, the next one is
       first_byte_timeout: 60s    # from sending a request to a replica to its response headers
                                  # (queueing and prefill count): then a 504, never retried
+      retry:                     # a connection that breaks before any response (a replica
+        on_reset: true           # killed mid-request): POSTs too (default true: a completion
+                                 # run twice costs only compute; false where POSTs have effects)
+        attempts: 2              # tries of one request, the first included
+        budget: 0.2              # reset retries per service: at most this fraction of its
+                                 # requests (plus a small reserve), so a crash loop cannot
+                                 # double the load
 
 Or, instead of a digest in the spec, the token in a secret the service's queue may use
 (`corral secrets set chat-token --queue q`): the gateway checks the bearer token against the
@@ -55,7 +62,7 @@ from corral.spec.quantities import DurationS
 if TYPE_CHECKING:
     from corral.spec.workload import WorkloadSpec
 
-__all__ = ["EndpointSpec", "ReadinessProbe", "ServiceAuthSpec", "service_notes"]
+__all__ = ["EndpointSpec", "ReadinessProbe", "RetrySpec", "ServiceAuthSpec", "service_notes"]
 
 
 class ReadinessProbe(BaseModel):
@@ -135,6 +142,25 @@ class ServiceAuthSpec(BaseModel):
         return self
 
 
+class RetrySpec(BaseModel):
+    """Retries at the gateway after a reset (the connection broke before any response).
+    GET/PUT/DELETE are always retried (bounded the same way); `on_reset` adds POST/PATCH."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    on_reset: bool = Field(
+        True, strict=True, description="retry a POST/PATCH whose connection broke before any "
+        "response, on another replica: true for inference (running a completion twice costs "
+        "compute only), false where a POST has effects (writes, payments)")
+    attempts: int = Field(
+        2, ge=1, le=10, strict=True, description="tries of one request whose tries end in "
+        "resets, the first included (2: one retry)")
+    budget: float = Field(
+        0.2, ge=0, le=1, description="reset retries per service, as a fraction of its "
+        "requests over the last 10 s (above a reserve of 10): 0.2 lets a crash loop add at "
+        "most ~20% load")
+
+
 class EndpointSpec(BaseModel):
     """A service's own limits at the gateway; a field left out keeps the gateway's."""
 
@@ -158,6 +184,9 @@ class EndpointSpec(BaseModel):
         None, description="from sending a request to a replica to its response headers "
         "(queueing and prefill count); then a 504, never retried (the replica may have run "
         "it)")
+    retry: RetrySpec | None = Field(
+        None, description="retries after a reset before any response (default: on_reset "
+        "true, attempts 2, budget 0.2)")
 
     @field_validator("queue_timeout", "request_timeout", "first_byte_timeout")
     @classmethod
@@ -210,6 +239,11 @@ def service_notes(spec: WorkloadSpec) -> list[str]:
                              ("connect_timeout (s)", e.connect_timeout),
                              ("first_byte_timeout (s)", e.first_byte_timeout)) if v is not None]
         notes.append("endpoint limits: " + (", ".join(said) or "the gateway's"))
+        if e.retry is not None:
+            r = e.retry
+            which = "every method" if r.on_reset else "idempotent methods only (not POST)"
+            notes.append(f"retries after a reset: {which}, {r.attempts} tries per request, "
+                         f"at most {r.budget:g} of requests")
     p = spec.readiness
     if p is None:
         notes.append("no readiness probe: a replica takes traffic as soon as it runs (a "

@@ -57,21 +57,30 @@ class Pool:
     rule: MigrationRule = ON
     k80s: int = 2
     v100s: int = 2
+    a100s: int = 0
     world: FakeWorld = field(default_factory=FakeWorld)
     clock: ManualClock = field(default_factory=ManualClock)
 
     def __post_init__(self) -> None:
         nodes = [_node("k80", "K80", self.k80s), _node("v100", "V100", self.v100s)]
+        if self.a100s:
+            nodes.append(_node("a100", "A100", self.a100s))
         with self.store.write() as c:
             P.sync_nodes(c, [{"name": "local"}], nodes)
             P.upsert_queue(c, Queue("q", quota_gpus=8))
             P.upsert_queue(c, Queue("r", quota_gpus=8))  # uses nothing: ordered first
-        self.backend = FakeBackend(nodes, world=self.world, check_capacity=True)
-        self.loop = ControlLoop(self.store, self.backend, clock=self.clock,
-                                settings=ControlSettings(stop_grace_s=5.0, migration=self.rule),
-                                leadership=Leadership(self.store, ttl_s=15.0))
+        self.nodes = nodes
+        self.loop = self.new_leader("first")
         self.submissions = Submissions(self.store)
         self.recorder = ProgressRecorder(every_s=0.0)
+
+    def new_leader(self, holder: str) -> ControlLoop:
+        """A scheduler process of its own (a restarted one, or another replica): its own loop
+        and backend client, on the same store and the same running workers."""
+        self.backend = FakeBackend(self.nodes, world=self.world, check_capacity=True)
+        return ControlLoop(self.store, self.backend, clock=self.clock,
+                           settings=ControlSettings(stop_grace_s=5.0, migration=self.rule),
+                           leadership=Leadership(self.store, holder=holder, ttl_s=15.0))
 
     def submit(self, name: str, **fields: Any) -> str:
         spec = {"name": name, "queue": "q", "gpus": 1, "cpu": 0.1, "memory": 64,
@@ -273,6 +282,35 @@ def test_free_devices_leave_out_nominated_and_reserved_room() -> None:
     assert free_devices(state) == {"K80": 2, "V100": 3}
     reserved = without_reserved(state, [Reservation("gang", ("v100b",))])
     assert free_devices(reserved) == {"K80": 2, "V100": 1}
+
+
+def test_a_new_leader_does_not_move_a_job_its_predecessor_just_moved(store: Store) -> None:
+    """min_interval_s holds across a leader change: the last move is read from the store."""
+    pool = Pool(store, k80s=1, v100s=1, a100s=1)
+    three = {"throughput": {"K80": 1.0, "V100": 3.0, "A100": 6.0}}
+    slow = pool.submit("b-a100", gpu_models=["A100"], preemptible=False)
+    blocker = pool.submit("b-v100", gpu_models=["V100"], preemptible=False)
+    pool.step(2)
+    job = pool.submit("x", **{**MOVABLE, **three})
+    pool.step(2)
+    assert pool.node_of(job) == "k80"
+    pool.progress(job, steps=0, total=1_000_000, rate=1.0)
+    pool.backend.finish(blocker)
+    for _ in range(20):
+        pool.step()
+        if pool.get(job).state == "running" and pool.get(job).attempt == 1:
+            break
+    assert pool.node_of(job) == "v100"  # moved once, by the first leader
+    pool.loop.leadership.resign()
+    pool.loop = pool.new_leader("second")  # a restart: nothing of the first one's memory
+    pool.progress(job, steps=0, total=1_000_000, rate=3.0)
+    pool.backend.finish(slow)  # an A100 frees: twice as fast again, but it was just moved
+    pool.step(3)
+    assert pool.get(job).stop_reason is None and pool.node_of(job) == "v100"
+    pool.clock.advance(ON.min_interval_s)
+    pool.progress(job, steps=0, total=1_000_000, rate=3.0)
+    pool.step()
+    assert pool.get(job).stop_reason == MIGRATED  # once min_interval_s has passed, it may
 
 
 # -- the rule (pure) -------------------------------------------------------------------------

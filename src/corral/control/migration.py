@@ -28,8 +28,9 @@ How a move is made, after the step's plan (waiting work had the free devices fir
    without spending a restart (like `NodeReplaced`), and the next plan places it on the held
    devices first.
 
-The last move of each job is kept in memory: a new leader may move a job again sooner than
-`min_interval_s` after the old leader did (at most once more).
+When each job was last moved is read from the store (its latest `Migrated` event, written in
+the same transaction as the stop), not kept in memory: a new or restarted leader honours
+`min_interval_s` for the moves its predecessor made.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ from corral.store import workloads as W
 from corral.store.nominations import load_nominations, replace_nominations
 from corral.store.schema import Event
 
-__all__ = ["Migrator", "free_devices", "without_reserved"]
+__all__ = ["Migrator", "free_devices", "last_moves", "without_reserved"]
 
 
 @dataclass
@@ -72,8 +73,6 @@ class Migrator:
 
     rule: MigrationRule
     learned: LearnedThroughput = field(default_factory=LearnedThroughput)
-    #: workload -> when it was last moved (min_interval_s)
-    moved_at: dict[str, float] = field(default_factory=dict)
 
     def step(self, store: Store, live: LiveState, specs: SpecCache, settings: ControlSettings,
              now: float, fence: Callable[[Connection], bool],
@@ -82,8 +81,6 @@ class Migrator:
         `reservations`: the step's plan's, whose nodes no move may take."""
         if not self.rule.enabled:
             return []
-        self.moved_at = {w: t for w, t in self.moved_at.items()
-                         if now - t < self.rule.min_interval_s}  # older moves bind nothing
         snap = live.snapshot(now)
         with store.read() as conn:
             snap = with_nominations(conn, snap, now)
@@ -97,8 +94,10 @@ class Migrator:
             self.learned.refresh(conn)
             progress = _latest_progress(conn, {wid: snap.records[wid].attempt
                                                for wid in movable})
+            moved_at = last_moves(conn, list(movable), now - self.rule.min_interval_s)
         candidates = [c for wid, (w, model) in movable.items() if (c := self._candidate(
-            w, model, progress.get(wid), specs.spec(snap.records[wid]))) is not None]
+            w, model, progress.get(wid), specs.spec(snap.records[wid]), moved_at.get(wid)))
+            is not None]
         made: list[MigrationMove] = []
         for move in choose(candidates, free, self.rule, now):
             job = movable[move.workload_id][0]
@@ -111,7 +110,6 @@ class Migrator:
                 if not fence(conn) or not _stop(conn, snap.records[job.id], job, move, where,
                                                 now, hold):
                     continue
-            self.moved_at[job.id] = now
             made.append(move)
             # the next move of this step must not be placed on the devices just held: the job
             # leaves the running work (the core drops a nomination whose nominee runs)
@@ -148,7 +146,7 @@ class Migrator:
         return out
 
     def _candidate(self, w: Workload, model: str, progress: dict[str, Any] | None,
-                   spec: Any) -> MigrationCandidate | None:
+                   spec: Any, moved_at: float | None) -> MigrationCandidate | None:
         if progress is None or not progress.get("total_steps"):
             return None  # remaining work unknown
         relative = dict(spec.throughput) or dict(self.learned.estimates.throughput_of(spec.name))
@@ -160,7 +158,7 @@ class Migrator:
                  if m in allowed or m == model}
         left = max(float(progress["total_steps"]) - float(progress.get("steps") or 0), 0.0)
         return MigrationCandidate(w.id, model, w.workers * w.resources.gpus, left, rates,
-                                  self.moved_at.get(w.id))
+                                  moved_at)
 
 
 def free_devices(state: ClusterState) -> dict[str, int]:
@@ -221,6 +219,15 @@ def _stop(conn: Connection, rec: W.WorkloadRecord, job: Workload, move: Migratio
     replace_nominations(conn, [*kept, Nomination(rec.id, tuple(where), r.cpu_milli,
                                                  r.memory_mib)], now, hold_s)
     return True
+
+
+def last_moves(conn: Connection, workload_ids: Sequence[str], since: float) -> dict[str, float]:
+    """When each of `workload_ids` was last moved, for those moved after `since`: their latest
+    `Migrated` event (events are indexed by workload; older moves bind nothing)."""
+    rows = conn.execute(select(Event.workload_id, func.max(Event.at)).where(
+        Event.workload_id.in_(list(workload_ids)), Event.kind == "info",
+        Event.reason == MIGRATED, Event.at > since).group_by(Event.workload_id))
+    return {wid: float(at) for wid, at in rows if wid is not None}
 
 
 def _latest_progress(conn: Connection, attempts: Mapping[str, int]) -> dict[str, dict[str, Any]]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import httpx
 
 from corral.agent.protocol import (
+    ExecDone,
     HostFacts,
     JoinIn,
     JoinOut,
@@ -103,6 +104,11 @@ class AgentClient:
                               for w, a, i, o, d in chunks]).model_dump_json()
         return LogsOut.model_validate_json(
             self._post("/agent/v1/logs", credential, body)).next_offsets
+
+    def exec_done(self, credential: str, order_id: str, done: ExecDone) -> None:
+        """The answer to a relayed `corral exec` (`corral.agent.relayed`)."""
+        self._post(f"/agent/v1/execs/{order_id}", credential, done.model_dump_json(),
+                   timeout=30.0)
 
     def notice(self, credential: str, request: NoticeIn) -> NoticeOut:
         """A spot interruption notice read on this host (`corral.agent.spot`)."""

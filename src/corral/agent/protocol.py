@@ -3,6 +3,8 @@
     POST /agent/v1/join   Bearer <join token>       JoinIn  -> JoinOut (the node credential)
     POST /agent/v1/sync   Bearer <node credential>  SyncIn  -> SyncOut (heartbeat + long poll)
     POST /agent/v1/logs   Bearer <node credential>  LogsIn  -> LogsOut (next offsets)
+    POST /agent/v1/execs/{id}   Bearer <node credential>  ExecDone (a relayed `corral exec`)
+    WS   /agent/v1/tunnels/{id} Bearer <node credential>  a relayed `corral port-forward`
 
 Both sides import these models, so the agent and the server cannot disagree on a field. Times in
 bodies are durations (seconds ago, seconds left), never instants: the hosts' clocks need not
@@ -18,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "AssignmentOut",
     "CheckIn",
+    "ExecDone",
+    "ExecOrder",
     "GpuHealthIn",
     "HostFacts",
     "JoinIn",
@@ -29,6 +33,7 @@ __all__ = [
     "ReportIn",
     "SyncIn",
     "SyncOut",
+    "TunnelOrder",
 ]
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
@@ -136,9 +141,49 @@ class AssignmentOut(_Strict):
     state: str = "starting"
 
 
+class ExecOrder(_Strict):
+    """`corral exec` relayed to the host of the worker (`corral.api.agent_relay`): run `argv`
+    beside it, answer with ExecDone at POST /agent/v1/execs/{id}."""
+
+    id: str
+    workload_id: str
+    attempt: int
+    worker: int
+    argv: list[str]
+    timeout_s: float
+    max_bytes: int
+
+
+class ExecDone(_Strict):
+    """What the host answers; `error` (with `field`) when it could not run it at all."""
+
+    exit_code: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    timed_out: bool = False
+    truncated: bool = False
+    #: "" when it ran; else conflict (no live worker here) or invalid (argv[0] not runnable)
+    error: str = Field(default="", pattern=r"^(|conflict|invalid)$")
+    message: str = Field(default="", max_length=4096)
+
+
+class TunnelOrder(_Strict):
+    """`corral port-forward` relayed to the host: if the worker's processes listen on `port`,
+    connect to it and dial WS /agent/v1/tunnels/{id}; the first message says ok or why not."""
+
+    id: str
+    workload_id: str
+    attempt: int
+    worker: int
+    port: int
+
+
 class SyncOut(_Strict):
     seq: int
     assignments: list[AssignmentOut]
+    #: relayed `corral exec` and `corral port-forward` orders for this node (issue 13)
+    execs: list[ExecOrder] = Field(default_factory=list)
+    tunnels: list[TunnelOrder] = Field(default_factory=list)
 
 
 class LogChunk(_Strict):

@@ -30,6 +30,7 @@ from corral.agent.protocol import (
     SyncIn,
     SyncOut,
 )
+from corral.agent.relayed import Relayed
 from corral.agent.spot import SpotReporter, SpotWatcher
 from corral.agent.workdirs import AgentWorkdirs
 from corral.backends import base
@@ -102,6 +103,10 @@ class Agent:
         self.backend.workdir_archives = AgentWorkdirs(settings.server, root / "workdirs",
                                                       self._credential).fetch
         self.credential: str | None = None
+        # relayed `corral exec` / `corral port-forward` orders, each on its own thread
+        self.relayed = Relayed(self.backend.work_dir, settings.server, self._credential,
+                               lambda i, done: self.client.exec_done(self._credential(), i,
+                                                                     done))
         self.seq = -1
         self.refused: dict[tuple[str, int, int], ReportIn] = {}  # launches this host refused
         self.shipped: dict[tuple[str, int, int], int] = {}  # log offsets the server confirmed
@@ -168,6 +173,7 @@ class Agent:
             self.spot.turn(self.clock(), datetime.now(UTC))
         self.seq = out.seq
         self.apply(out)
+        self.relayed.start(out.execs, out.tunnels)
         return out
 
     def _busy_devices(self, statuses: list[WorkerStatus]) -> set[int]:

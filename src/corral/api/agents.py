@@ -8,6 +8,8 @@
     POST /agent/v1/sync    Bearer <node credential>   heartbeat, worker states, long poll for
                                                       assignments (`corral.agent.protocol`)
     POST /agent/v1/logs    Bearer <node credential>   worker output, by byte offset
+    POST /agent/v1/execs/{id}  Bearer <node credential>   a relayed exec's answer
+                                                      (`corral.api.agent_relay`)
 
 The agent wire lives outside /v1 because its callers are hosts, not users: the request guard's
 API-token check does not apply, each endpoint checks its own secret (a join token, or a node
@@ -29,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 
 from corral.agent.protocol import (
     AssignmentOut,
+    ExecDone,
     JoinIn,
     JoinOut,
     LogsIn,
@@ -36,6 +39,7 @@ from corral.agent.protocol import (
     SyncIn,
     SyncOut,
 )
+from corral.api.agent_relay import RELAY
 from corral.api.context import ApiContext, Caller, context, require_admin
 from corral.api.errors import ApiError, not_found
 from corral.backends.agent import DEFAULT_HEARTBEAT_TIMEOUT_S, AgentNode, WorkerReport
@@ -174,10 +178,24 @@ async def sync(body: SyncIn, node: NodeCaller, ctx: Ctx) -> SyncOut:
 
     seq = await run_in_threadpool(beat)
     deadline = time.monotonic() + body.wait_s
-    while seq == body.known_seq and time.monotonic() < deadline:
+    # a relayed exec or port-forward (issue 13) ends the wait as a new assignment does
+    while (seq == body.known_seq and not RELAY.has_orders(node.node_id)
+           and time.monotonic() < deadline):
         await asyncio.sleep(min(_POLL_S, max(0.0, deadline - time.monotonic())))
         seq = await run_in_threadpool(_seq, ctx, node.node_id)
-    return await run_in_threadpool(_assignments, ctx, node.node_id)
+    out = await run_in_threadpool(_assignments, ctx, node.node_id)
+    out.execs, out.tunnels = RELAY.take(node.node_id)
+    return out
+
+
+@agent_router.post("/execs/{order_id}", responses=_ERRORS)
+def exec_done(order_id: Annotated[str, Path(max_length=64)], body: ExecDone,
+              node: NodeCaller) -> dict[str, bool]:
+    """The host's answer to a relayed `corral exec` ordered to it (`corral.api.agent_relay`);
+    404 for an order that is not this node's or was given up on."""
+    if not RELAY.answer(node.node_id, order_id, body):
+        raise not_found("exec order", order_id)
+    return {"ok": True}
 
 
 def _record_reports(conn: Any, ctx: ApiContext, node_id: str, body: SyncIn) -> None:

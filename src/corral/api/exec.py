@@ -4,7 +4,8 @@ Who may: whoever may read the workload's logs and cancel it (its owner as a memb
 workload of the queue as its queue admin, an admin); anyone else hears 404 or 403 as for logs.
 Every exec is in the audit log (`workload.exec`, the program's name only: arguments may hold
 secrets). Where: the local backend, on the worker's own host (`corral.backends.worker_exec`);
-other backends answer 501 naming what to do (the agent's exec through its sync is not built).
+the agent backend, relayed to the worker's host through its sync (`corral.api.agent_relay`; the
+host runs it the same way, output up to 64 KiB per stream); other backends answer 501.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from corral.agent.protocol import ExecDone, ExecOrder
+from corral.api.agent_relay import RELAY, node_of_worker
 from corral.api.context import ApiContext, Caller, context
 from corral.api.errors import ApiError, not_found
 from corral.backends.worker_exec import exec_beside, worker_pid
@@ -30,8 +33,12 @@ __all__ = ["ExecIn", "ExecOut", "allowed", "router"]
 router = APIRouter(prefix="/v1", tags=["workloads"])
 Ctx = Annotated[ApiContext, Depends(context)]
 MAX_OUTPUT_BYTES = 1 << 20
+#: relayed through an agent: the answer is one JSON body under the API's body cap
+AGENT_MAX_OUTPUT_BYTES = 64 * 1024
+#: how long past its timeout an exec waits for the host's answer (the next sync, the upload)
+AGENT_ANSWER_SLACK_S = 15.0
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": M.ErrorBody} for s in (401, 403, 404, 409, 422, 501, 503)}
+    s: {"model": M.ErrorBody} for s in (401, 403, 404, 409, 422, 501, 503, 504)}
 
 
 class ExecIn(BaseModel):
@@ -68,17 +75,23 @@ def allowed(ctx: ApiContext, who: Principal, workload_id: str) -> WorkloadRecord
     return rec
 
 
-def _run(ctx: ApiContext, who: Principal, rec: WorkloadRecord, body: ExecIn) -> ExecOut:
-    work_dir = getattr(ctx.logs, "work_dir", None)
-    if ctx.backend_name != "local" or not isinstance(work_dir, Path):
-        raise ApiError(501, "not_implemented", f"corral exec reaches workers of the local "
-                       f"backend only; on {ctx.backend_name or 'this replica'} read "
-                       "`corral logs` (agents: not built yet)")
+def _audit(ctx: ApiContext, who: Principal, rec: WorkloadRecord, body: ExecIn) -> None:
     with ctx.store.write() as conn:
         AU.record(conn, at=ctx.clock.now(), actor=who.name, action="workload.exec",
                   target=rec.id, queue=rec.queue,
                   detail={"owner": rec.user, "program": Path(body.argv[0]).name,
                           "worker": body.worker})
+
+
+def _run(ctx: ApiContext, who: Principal, rec: WorkloadRecord, body: ExecIn) -> ExecOut:
+    if ctx.backend_name == "agent":
+        return _relayed(ctx, who, rec, body)
+    work_dir = getattr(ctx.logs, "work_dir", None)
+    if ctx.backend_name != "local" or not isinstance(work_dir, Path):
+        raise ApiError(501, "not_implemented", f"corral exec reaches workers of the local "
+                       f"and agent backends only; on {ctx.backend_name or 'this replica'} read "
+                       "`corral logs`")
+    _audit(ctx, who, rec, body)
     try:
         pid = worker_pid(work_dir, rec.id, rec.attempt, body.worker)
     except LookupError as e:
@@ -93,6 +106,33 @@ def _run(ctx: ApiContext, who: Principal, rec: WorkloadRecord, body: ExecIn) -> 
         raise ApiError(422, "invalid_request", f"cannot run {body.argv[0]!r}: {e.strerror}",
                        [("argv[0]", "not executable")]) from None
     return ExecOut(**vars(done))
+
+
+def _relayed(ctx: ApiContext, who: Principal, rec: WorkloadRecord, body: ExecIn) -> ExecOut:
+    """Through the worker's agent (`corral.api.agent_relay`): ordered at the node's next
+    sync, run there as on the local backend, answered with ExecDone."""
+    try:
+        node = node_of_worker(ctx.store, rec.id, rec.attempt, body.worker)
+    except LookupError as e:
+        raise ApiError(409, "conflict", str(e), [("worker", "no live process")]) from None
+    _audit(ctx, who, rec, body)
+    order = ExecOrder(id=RELAY.new_id(), workload_id=rec.id, attempt=rec.attempt,
+                      worker=body.worker, argv=list(body.argv), timeout_s=body.timeout_s,
+                      max_bytes=AGENT_MAX_OUTPUT_BYTES)
+    answer = RELAY.order(node, order)
+    try:
+        done: ExecDone = answer.result(timeout=body.timeout_s + AGENT_ANSWER_SLACK_S)
+    except TimeoutError:
+        RELAY.forget(order.id)
+        raise ApiError(504, "timeout", f"the agent on {node} did not answer within "
+                       f"{body.timeout_s + AGENT_ANSWER_SLACK_S:g} s: is it running and "
+                       "reaching this server? (`corral nodes`)") from None
+    if done.error == "conflict":
+        raise ApiError(409, "conflict", done.message, [("worker", "no live process")])
+    if done.error == "invalid":
+        raise ApiError(422, "invalid_request", done.message, [("argv[0]", "cannot run")])
+    return ExecOut(exit_code=done.exit_code, stdout=done.stdout, stderr=done.stderr,
+                   timed_out=done.timed_out, truncated=done.truncated)
 
 
 @router.post("/workloads/{workload_id}/exec", response_model=ExecOut, responses=_ERRORS)

@@ -5,9 +5,12 @@ as `kubectl port-forward` carries a pod's port through the API server).
 
 Rights: those of exec and logs (`corral.api.exec`), the token in the Authorization header of
 the upgrade request. The port must be one the worker's own processes listen on
-(`corral.backends.worker_ports`): never another port of the host. The local backend only (the
-worker is on this host); elsewhere the upgrade is refused with close code 4501. Every forward
-is in the audit log (`workload.port_forward`).
+(`corral.backends.worker_ports`): never another port of the host. On the local backend the
+worker is on this host; on the agent backend the forward is relayed (`corral.api.agent_relay`):
+the worker's agent checks the port against its worker's sockets, connects to it and dials
+WS /agent/v1/tunnels/{id} (its node credential), and the two WebSockets are piped together.
+Elsewhere the upgrade is refused with close code 4501. Every forward is in the audit log
+(`workload.port_forward`).
 """
 
 from __future__ import annotations
@@ -20,20 +23,26 @@ from fastapi import FastAPI, WebSocket
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import WebSocketRoute
 
+from corral.agent.protocol import TunnelOrder
+from corral.api.agent_relay import RELAY, node_of_worker
 from corral.api.context import ApiContext
 from corral.api.errors import ApiError
 from corral.api.exec import allowed
 from corral.backends.worker_exec import worker_pid
 from corral.backends.worker_ports import listening_ports
+from corral.store import agents as AG
 from corral.store import audit as AU
 from corral.store.auth import Principal
 
 __all__ = ["PATH", "install"]
 
 PATH = "/v1/workloads/{workload_id}/port-forward"
+AGENT_PATH = "/agent/v1/tunnels/{order_id}"
+#: how long a relayed forward waits for the worker's agent to dial back (its next sync)
+AGENT_DIAL_S = 15.0
 CHUNK = 64 * 1024
 #: close codes: 4401 no or a bad token, 4403/4404/4409 as the HTTP statuses, 4501 not here
-_CLOSE = {401: 4401, 403: 4403, 404: 4404, 409: 4409, 422: 4422, 501: 4501}
+_CLOSE = {401: 4401, 403: 4403, 404: 4404, 409: 4409, 422: 4422, 501: 4501, 502: 4502}
 
 
 async def _principal(ctx: ApiContext, ws: WebSocket) -> Principal | None:
@@ -44,12 +53,25 @@ async def _principal(ctx: ApiContext, ws: WebSocket) -> Principal | None:
     return None if found is None else found.principal
 
 
-def _target(ctx: ApiContext, who: Principal, workload_id: str, port: int, worker: int) -> None:
+def _target(ctx: ApiContext, who: Principal, workload_id: str, port: int,
+            worker: int) -> TunnelOrder | None:
+    """Checks the rights and audits; None: the port is on this host (local backend), else
+    the order to relay to the worker's agent (which checks the port itself)."""
     rec = allowed(ctx, who, workload_id)
+    if ctx.backend_name == "agent":
+        try:
+            node = node_of_worker(ctx.store, rec.id, rec.attempt, worker)
+        except LookupError as e:
+            raise ApiError(409, "conflict", str(e)) from None
+        _audit(ctx, who, rec.id, rec.queue, port, worker)
+        order = TunnelOrder(id=RELAY.new_id(), workload_id=rec.id, attempt=rec.attempt,
+                            worker=worker, port=port)
+        order_node[order.id] = node
+        return order
     work_dir = getattr(ctx.logs, "work_dir", None)
     if ctx.backend_name != "local" or not isinstance(work_dir, Path):
         raise ApiError(501, "not_implemented", "port-forward reaches workers of the local "
-                       "backend only")
+                       "and agent backends only")
     try:
         pid = worker_pid(work_dir, rec.id, rec.attempt, worker)
     except LookupError as e:
@@ -58,15 +80,26 @@ def _target(ctx: ApiContext, who: Principal, workload_id: str, port: int, worker
     if port not in ports:
         raise ApiError(403, "forbidden", f"worker {worker} of {rec.id} does not listen on port "
                        f"{port} (it listens on {sorted(ports) or 'none'})")
+    _audit(ctx, who, rec.id, rec.queue, port, worker)
+    return None
+
+
+#: a relayed order's node, from `_target` (a thread) to the route (the event loop)
+order_node: dict[str, str] = {}
+
+
+def _audit(ctx: ApiContext, who: Principal, workload_id: str, queue: str, port: int,
+           worker: int) -> None:
     with ctx.store.write() as conn:
         AU.record(conn, at=ctx.clock.now(), actor=who.name, action="workload.port_forward",
-                  target=rec.id, queue=rec.queue, detail={"port": port, "worker": worker})
+                  target=workload_id, queue=queue, detail={"port": port, "worker": worker})
 
 
 def install(app: FastAPI) -> None:
     """A plain Starlette route: the app's own dependencies (corral.api.inputs) read an HTTP
     request, which a WebSocket is not; this endpoint checks its own inputs."""
     app.router.routes.append(WebSocketRoute(PATH, port_forward))
+    app.router.routes.append(WebSocketRoute(AGENT_PATH, agent_tunnel))
 
 
 def _int(ws: WebSocket, name: str, default: int | None, low: int, high: int) -> int | None:
@@ -92,9 +125,12 @@ async def port_forward(ws: WebSocket) -> None:
         await _refuse(ws, 4401, "send Authorization: Bearer <token>")
         return
     try:
-        await run_in_threadpool(_target, ctx, who, workload_id, port, worker)
+        order = await run_in_threadpool(_target, ctx, who, workload_id, port, worker)
     except ApiError as e:
         await _refuse(ws, _CLOSE.get(e.status, 4400), e.message)
+        return
+    if order is not None:
+        await _relayed(ws, order)
         return
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -134,3 +170,71 @@ async def _pipe(ws: WebSocket, reader: asyncio.StreamReader,
         writer.close()
         with contextlib.suppress(Exception):
             await ws.close()
+
+
+# --- relayed through the worker's agent -----------------------------------------------------
+
+
+async def _relayed(ws: WebSocket, order: TunnelOrder) -> None:
+    """Order the tunnel, wait for the agent to dial back, pipe the two WebSockets."""
+    node = order_node.pop(order.id)
+    answer = RELAY.order(node, order)
+    try:
+        agent_ws, ended = await asyncio.wait_for(asyncio.wrap_future(answer), AGENT_DIAL_S)
+    except TimeoutError:
+        RELAY.forget(order.id)
+        await _refuse(ws, 4504, f"the agent on {node} did not dial back within "
+                      f"{AGENT_DIAL_S:g} s: is it running? (`corral nodes`)")
+        return
+    try:
+        verdict = await agent_ws.receive_text()
+        if verdict != "ok":  # "refused <status> <why>", the host's own check
+            _, status, why = ([*verdict.split(" ", 2), "", ""])[:3]
+            code = _CLOSE.get(int(status) if status.isdigit() else 0, 4502)
+            await _refuse(ws, code, why)
+            return
+        await ws.accept()
+        await ws.send_text("ok")
+        await _pipe_ws(ws, agent_ws)
+    finally:
+        ended.set()
+
+
+async def _pipe_ws(client: WebSocket, agent: WebSocket) -> None:
+    async def one_way(src: WebSocket, dst: WebSocket) -> None:
+        while True:
+            await dst.send_bytes(await src.receive_bytes())
+
+    tasks = [asyncio.create_task(one_way(client, agent)),
+             asyncio.create_task(one_way(agent, client))]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        for side in (client, agent):
+            with contextlib.suppress(Exception):
+                await side.close()
+
+
+async def agent_tunnel(ws: WebSocket) -> None:
+    """The agent dials back for an order of its own node (node credential); the connection is
+    handed to the user's forward, and held until that ends."""
+    ctx: ApiContext = ws.app.state.corral
+    scheme, _, secret = ws.headers.get("authorization", "").partition(" ")
+
+    def find() -> str | None:
+        with ctx.store.read() as conn:
+            node = AG.node_by_credential(conn, secret.strip())
+        return None if node is None else node.node_id
+
+    node_id = await run_in_threadpool(find) if scheme.lower() == "bearer" and secret else None
+    if node_id is None:
+        await _refuse(ws, 4401, "send Authorization: Bearer <node credential>")
+        return
+    await ws.accept()
+    ended = asyncio.Event()
+    if not RELAY.answer(node_id, str(ws.path_params["order_id"]), (ws, ended)):
+        await ws.close(code=4404, reason="no such tunnel order for this node")
+        return
+    await ended.wait()

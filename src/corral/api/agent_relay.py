@@ -1,0 +1,114 @@
+"""`corral exec` and `corral port-forward` to a worker on an agent's host, relayed by the server.
+
+    corral exec ──> POST /v1/workloads/{id}/exec ──> RELAY.order(node, ExecOrder) ─┐
+                                                   (waits for the answer)          │
+    agent: POST /agent/v1/sync (long poll) <── SyncOut.execs ─────────────────────┘ (at once)
+    agent: runs it beside the worker (worker_exec) ──> POST /agent/v1/execs/{id} ──> answer
+
+    corral port-forward ──> WS /v1/workloads/{id}/port-forward ──> RELAY.order(node, Tunnel)
+    agent: SyncOut.tunnels ──> checks the worker listens on it (worker_ports), connects to it,
+           dials WS /agent/v1/tunnels/{id} ──> the server pipes the two WebSockets together
+
+The server never dials a host (hosts behind NAT work, as for assignments): an order waits in
+this process until the node's next sync takes it (its long poll answers at once when it has
+one), and the host comes back with the answer or the stream. Orders live in the memory of the
+API process the user reached, so the agent must sync with that process: one API replica serving
+agents (the agent README's limit). Authorisation, audit and the rules of what may be reached
+(the worker's own user and environment, only ports its processes listen on) are the local
+backend's: the host applies them to its own processes, the server applies the `corral logs`
+rights before it orders anything.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+from corral.agent.protocol import ExecOrder, TunnelOrder
+from corral.store import Store
+from corral.store.agents import AgentWorker
+
+__all__ = ["RELAY", "AgentRelay", "node_of_worker"]
+
+
+@dataclass
+class _Pending:
+    node_id: str
+    order: ExecOrder | TunnelOrder
+    answer: Future[Any] = field(default_factory=Future)
+
+
+class AgentRelay:
+    """Orders for nodes, handed out once each by the node's sync; answers wait on a Future."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_id: dict[str, _Pending] = {}
+        self._queued: dict[str, list[str]] = {}  # node -> order ids not yet taken
+
+    @staticmethod
+    def new_id() -> str:
+        return secrets.token_urlsafe(16)
+
+    def order(self, node_id: str, order: ExecOrder | TunnelOrder) -> Future[Any]:
+        with self._lock:
+            pending = _Pending(node_id, order)
+            self._by_id[order.id] = pending
+            self._queued.setdefault(node_id, []).append(order.id)
+        return pending.answer
+
+    def has_orders(self, node_id: str) -> bool:
+        with self._lock:
+            return bool(self._queued.get(node_id))
+
+    def take(self, node_id: str) -> tuple[list[ExecOrder], list[TunnelOrder]]:
+        """The node's orders not yet handed out (each is handed out once)."""
+        with self._lock:
+            ids = self._queued.pop(node_id, [])
+            orders = [self._by_id[i].order for i in ids if i in self._by_id]
+        return ([o for o in orders if isinstance(o, ExecOrder)],
+                [o for o in orders if isinstance(o, TunnelOrder)])
+
+    def answer(self, node_id: str, order_id: str, value: Any) -> bool:
+        """The node's answer to one of its own orders; False when it is not one (unknown, given
+        up on, or another node's: a credential speaks for its own node only)."""
+        with self._lock:
+            pending = self._by_id.get(order_id)
+            if pending is None or pending.node_id != node_id:
+                return False
+            del self._by_id[order_id]
+        if not pending.answer.done():
+            pending.answer.set_result(value)
+        return True
+
+    def forget(self, order_id: str) -> None:
+        """Given up on (the user went away, the host did not answer in time)."""
+        with self._lock:
+            pending = self._by_id.pop(order_id, None)
+            if pending is not None:
+                queued = self._queued.get(pending.node_id, [])
+                if order_id in queued:
+                    queued.remove(order_id)
+
+
+#: one per API process (module docstring)
+RELAY = AgentRelay()
+
+
+def node_of_worker(store: Store, workload_id: str, attempt: int, worker: int) -> str:
+    """The node an agent runs that worker on; LookupError when none runs it."""
+    with store.read() as conn:
+        row = conn.execute(select(AgentWorker.node_id, AgentWorker.state, AgentWorker.fenced)
+                           .where(AgentWorker.workload_id == workload_id,
+                                  AgentWorker.attempt == attempt, AgentWorker.worker == worker,
+                                  AgentWorker.released.is_(False))).first()
+    if row is None or row.fenced or row.state not in ("starting", "running"):
+        raise LookupError(f"worker {worker} of {workload_id} (attempt {attempt}) is not running "
+                          "on any agent's host")
+    return str(row.node_id)
+

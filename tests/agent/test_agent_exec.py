@@ -1,0 +1,84 @@
+"""`corral exec` and `corral port-forward` on the agent backend, relayed by the server to the
+worker's agent (`corral.api.agent_relay`, `corral.agent.relayed`): a real `corral up --backend
+agent`, two real agents, a running worker. The command runs on the worker's host with its
+environment and exit status; the timeout and a missing program are reported as on the local
+backend; a forward reaches the worker's own port and no other port of the host."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from corral.testing.corral_up import free_port
+
+from .conftest import Cluster
+
+pytestmark = pytest.mark.slow  # real server and agents (~20 s); tests/api/test_exec_api.py
+                               # covers the rights in seconds
+
+
+def _running(cluster: Cluster, spec: dict[str, object]) -> str:
+    with cluster.server.client() as c:
+        wid = c.submit(spec).workloads[0].id
+        deadline = time.monotonic() + 60
+        while c.get(wid).state != "running" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert c.get(wid).state == "running", cluster.server.log()
+    return wid
+
+
+def test_exec_and_port_forward_reach_the_worker_on_its_agent(cluster: Cluster,
+                                                            tmp_path: object) -> None:
+    server = cluster.server
+    port = free_port()
+    web = str(cluster.tmp / "web")
+    (cluster.tmp / "web").mkdir()
+    (cluster.tmp / "web" / "hello.txt").write_text("hello through the agent\n")
+    wid = _running(cluster, {
+        "name": "web", "queue": "default", "cpu": 0.1, "memory": 64,
+        "env": {"MARK": "beside-the-worker"},
+        "command": [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                    "--directory", web]})
+    fwd = None
+    try:
+        got = server.cli("exec", wid, "--", "sh", "-c",
+                         'echo "$MARK $CORRAL_WORKLOAD_ID $CORRAL_NODE_ID"; exit 7', check=False)
+        assert got.returncode == 7, got.stderr
+        mark, seen, node = got.stdout.split()
+        assert (mark, seen) == ("beside-the-worker", wid) and node in cluster.agents
+        slow = server.cli("exec", wid, "--timeout", "0.5", "--", "sleep", "30", check=False)
+        assert slow.returncode == 124 and "killed after 0.5s" in slow.stderr, slow.stderr
+        missing = server.cli("exec", wid, "--", "no-such-program-x", check=False)
+        assert missing.returncode != 0 and "not found" in missing.stderr
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # running, then listening
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        refused = server.cli("port-forward", wid, str(server.port), check=False)
+        assert refused.returncode == 1 and "does not listen on port" in refused.stderr, (
+            refused.stderr)
+        fwd = subprocess.Popen([sys.executable, "-m", "corral.cli.main", "port-forward", wid,
+                                f"0:{port}"], env=server.env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        assert fwd.stdout is not None
+        line = fwd.stdout.readline()
+        assert line.startswith("Forwarding from 127.0.0.1:"), line + fwd.stderr.read()
+        local = int(line.split()[2].rsplit(":", 1)[1])
+        for _ in range(2):  # two connections, each its own relayed tunnel
+            r = httpx.get(f"http://127.0.0.1:{local}/hello.txt", timeout=20)
+            assert r.status_code == 200 and r.text == "hello through the agent\n"
+        audit = server.cli("audit", "--json", check=False).stdout
+        assert "workload.exec" in audit and "workload.port_forward" in audit
+    finally:
+        if fwd is not None:
+            fwd.terminate()
+            fwd.communicate(timeout=10)
+        server.cli("cancel", wid, check=False)

@@ -28,6 +28,16 @@ node and stops its work the same way at once, in the request, and records `agent
 the next pass reads those records (`_host_notices`), remembers the place for each workload and
 drains the instance, so a provider's later notice of the same instance is not acted on twice.
 
+A replacement in progress (`corral.autoscale.replace`: a cheaper node rented, the old one not
+yet drained or not yet returned) survives a restart and a leader change: each change of it is
+written to the audit log (`autoscale.replacement`, with the old and new instance; or
+`autoscale.replacement_ended`), and a new autoscaler resumes from the latest of these before its
+first decision. So the replacement on its way is kept aside (not cancelled as unneeded), the old
+node is drained once it joined, and a drain done before the restart is applied again (idempotent:
+work already stopping is left alone) so the old node is returned once idle. A crash between the
+launch and its record loses only that record: the instance then serves nothing and is returned
+as unneeded on its way (`cancel_unneeded_after_s`) or idle; nothing leaks.
+
 No capacity leaks: every instance with this cluster's tag is listed at each pass; one that has
 not joined after `join_timeout_s` is terminated by the policy, whether this process launched it
 or a predecessor did (a restart loses the backoff memory only), and a drained idle one is
@@ -42,6 +52,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from sqlalchemy import select
+
 from corral.autoscale.pool import (
     AutoscalerConfig,
     Budget,
@@ -52,7 +64,7 @@ from corral.autoscale.pool import (
     Waiting,
     decide,
 )
-from corral.autoscale.state import AutoscalerState
+from corral.autoscale.state import AutoscalerState, Replacement
 from corral.core.model import CapacityKind, ClusterState, Workload
 from corral.core.plan import Plan
 from corral.providers.base import (
@@ -70,6 +82,7 @@ from corral.store import Store, audit
 from corral.store import agents as AG
 from corral.store import pool as P
 from corral.store import workloads as W
+from corral.store.schema import AuditEntry
 
 __all__ = ["HOST_NOTICE", "PROVIDER_REMOVED", "SPOT_INTERRUPTED", "PoolAutoscaler", "Reload",
            "act_on_host_notice"]
@@ -81,6 +94,9 @@ SPOT_INTERRUPTED = "SpotInterrupted"
 PROVIDER_REMOVED = "ProviderRemoved"
 #: the audit action of a spot notice an agent read on its host
 HOST_NOTICE = "agent.spot_notice"
+#: audit actions that persist the replacement in progress (read back after a restart)
+REPLACEMENT = "autoscale.replacement"
+REPLACEMENT_ENDED = "autoscale.replacement_ended"
 #: providers, their limits, and the names of those being removed
 Reload = Callable[[], tuple[Mapping[str, Provider], Mapping[str, ProviderLimits], frozenset[str]]]
 
@@ -118,6 +134,8 @@ class PoolAutoscaler:
     retire_by: dict[str, float] = field(default_factory=dict)
     #: called with the offers of every pass (the server keeps the spot prices seen)
     offers_seen: Callable[[Sequence[Offer]], None] | None = None
+    #: whether the replacement in progress was read back from the store (first pass)
+    resumed: bool = False
 
     def step(self, now: float, plan: Plan | None,
              cluster: Callable[[], ClusterState]) -> Decisions | None:
@@ -141,9 +159,15 @@ class PoolAutoscaler:
         self._past_deadline(now, state, instances)
         view = PoolView(self._waiting(state), offers, instances, self._node_use(state, now),
                         self.limits, self.budget, self.retiring, self._nominated(state))
+        if not self.resumed:
+            self.state = replace(self.state, replacement=self._resume())
+            self.resumed = True
+        before = self.state.replacement
         decisions = decide(view, self.state, self.config, now)
         self.state = decisions.state
         self._apply(now, decisions, state)
+        if self.state.replacement != before:
+            self._persist_replacement(now, self.state.replacement)
         self._finish_retiring(instances, decisions)
         return decisions
 
@@ -220,6 +244,34 @@ class PoolAutoscaler:
             out[n.id] = NodeUse(count, stable, self.idle_since.get(n.id),
                                 tuple(alone.get(n.id, ())))
         return out
+
+    # -- the replacement in progress, across restarts ------------------------------------------
+    def _resume(self) -> Replacement | None:
+        """The replacement a predecessor left in progress: the latest record, unless ended."""
+        q = (select(AuditEntry.action, AuditEntry.detail)
+             .where(AuditEntry.actor == ACTOR,
+                    AuditEntry.action.in_((REPLACEMENT, REPLACEMENT_ENDED)))
+             .order_by(AuditEntry.id.desc()).limit(1))
+        with self.store.read() as conn:
+            row = conn.execute(q).first()
+        if row is None or row.action != REPLACEMENT:
+            return self.state.replacement
+        d = row.detail
+        try:
+            r = Replacement(str(d["old"]), str(d["offer"]), float(d["since"]),
+                            None if d.get("new") is None else str(d["new"]))
+        except (KeyError, TypeError, ValueError):
+            log.warning("unreadable %s record ignored: %r", REPLACEMENT, d)
+            return self.state.replacement
+        log.info("resuming the replacement of %s by %s", r.old, r.new)
+        return r
+
+    def _persist_replacement(self, now: float, r: Replacement | None) -> None:
+        if r is None:
+            self._record(now, "replacement_ended", "", {})
+        else:
+            self._record(now, "replacement", r.old, {"old": r.old, "offer": r.offer,
+                                                     "since": r.since, "new": r.new})
 
     # -- spot interruptions ------------------------------------------------------------------
     def _interruptions(self, now: float, state: ClusterState, instances: list[Instance]) -> None:

@@ -1,0 +1,179 @@
+"""A replacement (a cheaper node rented for the work of a dearer one, make before break) survives
+a control-plane restart: the control loop and the autoscaler are built anew on the same store,
+with a new EC2 client, against the same moto server (real EC2 API). Whenever the restart comes,
+the old node is drained only once the replacement joined, the work moves, and every instance
+rented ends terminated in moto: nothing leaks, nothing is forgotten."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+
+import boto3
+import pytest
+from tests.control.rig import Rig
+
+from corral.autoscale.pool import AutoscalerConfig
+from corral.backends.fake import FakeBackend
+from corral.control import ManualClock
+from corral.control.autoscale import PoolAutoscaler
+from corral.providers.aws import AwsProvider, AwsSettings
+from corral.providers.base import CapacityState, Instance, Offer, required_tags
+from corral.store import Store, audit
+from corral.store import pool as P
+from corral.store import workloads as W
+from corral.store.database import sqlite_url
+
+#: launch times per rig (the "cloud's" memory, which outlives a control plane)
+LAUNCHED: dict[int, dict[str, float]] = {}
+CONFIG = AutoscalerConfig(idle_timeout_s=20, join_timeout_s=600, replace_min_age_s=5,
+                          cancel_unneeded_after_s=10)
+
+
+class RigTimedAws(AwsProvider):
+    """EC2 on moto, its launch times read on the rig's clock (moto stamps the wall clock,
+    which the manual clock does not follow): `launched` is kept by the test, as EC2 keeps
+    LaunchTime across the server's restart."""
+
+    def __init__(self, env: dict[str, str], clock: ManualClock, launched: dict[str, float]):
+        client = boto3.client("ec2", region_name="us-east-1",
+                              endpoint_url=env["AWS_ENDPOINT_URL"])
+        image = client.describe_images(Owners=["amazon"], MaxResults=5)["Images"][0]["ImageId"]
+        super().__init__("aws", "c1", AwsSettings(
+            "us-east-1", image, ("g6.xlarge", "p5.48xlarge"), zones=("us-east-1a",),
+            endpoint_url=env["AWS_ENDPOINT_URL"]))
+        self.clock, self.launched = clock, launched
+
+    def launch(self, offer: Offer, count: int, *, user_data: str,
+               tags: Mapping[str, str]) -> list[Instance]:
+        return self._timed(super().launch(offer, count, user_data=user_data, tags=tags))
+
+    def instances(self) -> list[Instance]:
+        return self._timed(super().instances())
+
+    def _timed(self, out: list[Instance]) -> list[Instance]:
+        for i in out:
+            self.launched.setdefault(i.id, self.clock.now())
+        return [replace(i, launched_at=self.launched[i.id]) for i in out]
+
+
+class Plane:
+    """One control plane's memory: a loop and an autoscaler; a restart builds a new one."""
+
+    def __init__(self, rig: Rig, env: dict[str, str], joined: dict[str, str], holder: str):
+        self.rig = rig
+        self.aws = RigTimedAws(env, rig.clock, LAUNCHED.setdefault(id(rig), {}))
+        # a new process: its own backend object over the same running workers (the world)
+        self.backend = FakeBackend(rig.nodes, world=rig.world, check_capacity=True)
+        self.loop = rig.new_loop(self.backend, holder=holder)
+        self.loop.autoscaler = PoolAutoscaler(
+            rig.store, {"aws": self.aws}, "c1", "https://corral.test", lambda n: "cjt_test",
+            CONFIG, every_s=5.0, joined=lambda ids: {i: joined[i] for i in ids if i in joined})
+
+    def step(self, n: int) -> None:
+        for _ in range(n):
+            self.loop.step()
+            self.rig.clock.advance(1.0)
+
+    def live(self) -> list[str]:
+        return [i.id for i in self.aws.instances() if i.state != CapacityState.TERMINATED]
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Rig:
+    store = Store(sqlite_url(tmp_path / "corral.db"))
+    store.upgrade()
+    return Rig(store)
+
+
+def _start(rig: Rig, env: dict[str, str]) -> tuple[Plane, str, str, dict[str, str]]:
+    """A p5.48xlarge (node n0) runs one preemptible 1-GPU job; n1 is the replacement's node
+    once it joins (cordoned until then)."""
+    joined: dict[str, str] = {}
+    plane = Plane(rig, env, joined, "first")
+    p5 = next(o for o in plane.aws.offers() if o.instance_type == "p5.48xlarge")
+    (old,) = plane.aws.launch(p5, 1, user_data="", tags=required_tags("c1", "req-0", "aws"))
+    joined[old.id] = "n0"
+    with rig.store.write() as c:
+        P.set_cordoned(c, "n1", True)
+    wid = rig.submit(gpus=1)
+    plane.step(3)
+    assert rig.state(wid) == "running"
+    return plane, old.id, wid, joined
+
+
+def _restart(rig: Rig, env: dict[str, str], joined: dict[str, str]) -> Plane:
+    """The server dies (no resignation) and a new one leads once the old lease expired."""
+    rig.clock.advance(20.0)
+    return Plane(rig, env, joined, "second")
+
+
+def _join(plane: Plane, joined: dict[str, str], instance: str) -> None:
+    joined[instance] = "n1"
+    with plane.rig.store.write() as c:
+        P.set_cordoned(c, "n1", False)
+    # the rig's n1 sat in the pool (cordoned) before it "joined"; a real node's idle time
+    # starts at its join
+    assert plane.loop.autoscaler is not None
+    plane.loop.autoscaler.idle_since.pop("n1", None)
+
+
+def _moved(plane: Plane, rig: Rig, wid: str) -> None:
+    rec = rig.get(wid)
+    assert rec.state == "running" and rec.restart_count == 0
+    with rig.store.read() as c:
+        assert [e for e in W.list_events(c, workload_id=wid) if e.reason == "NodeReplaced"]
+    state = plane.loop.live.snapshot(rig.clock.now()).state
+    assert {a.node_id for w in state.workloads if w.id == wid for a in w.assignments} == {"n1"}
+
+
+def _ends_clean(plane: Plane, rig: Rig, wid: str, joined: dict[str, str]) -> None:
+    """The job ends; the replacement idles out: every instance rented is terminated in moto."""
+    plane.backend.finish(wid)
+    plane.step(40)
+    listed = plane.aws.instances()
+    assert {i.state for i in listed} == {CapacityState.TERMINATED}
+    assert {i.id for i in listed} == set(joined)  # each launched one joined, then ended
+
+
+def test_restart_between_rent_and_join_keeps_the_replacement_and_drains_later(
+        ec2_env: dict[str, str], rig: Rig) -> None:
+    plane, old, wid, joined = _start(rig, ec2_env)
+    plane.step(12)  # past the min age: the replacement is rented, nothing stopped yet
+    (new,) = [i for i in plane.live() if i != old]
+    assert rig.state(wid) == "running" and rig.get(wid).restart_count == 0
+
+    plane = _restart(rig, ec2_env, joined)
+    plane.step(30)  # three times `cancel_unneeded_after_s`: it is kept aside, not cancelled
+    assert sorted(plane.live()) == sorted([old, new])
+    assert rig.state(wid) == "running"  # the old node keeps its work until the new one joined
+
+    _join(plane, joined, new)
+    plane.step(30)
+    _moved(plane, rig, wid)
+    assert plane.live() == [new]
+    _ends_clean(plane, rig, wid, joined)
+
+
+def test_restart_after_the_drain_still_returns_the_old_node(ec2_env: dict[str, str],
+                                                           rig: Rig) -> None:
+    plane, old, wid, joined = _start(rig, ec2_env)
+    plane.step(12)
+    (new,) = [i for i in plane.live() if i != old]
+    _join(plane, joined, new)
+    for _ in range(30):  # until the drain is asked; the restart comes before the return
+        plane.step(1)
+        with rig.store.read() as c:
+            if [e for e in W.list_events(c, workload_id=wid) if e.reason == "NodeReplaced"]:
+                break
+    assert old in plane.live()
+
+    plane = _restart(rig, ec2_env, joined)
+    plane.step(30)
+    _moved(plane, rig, wid)
+    assert plane.live() == [new]
+    with rig.store.read() as c:
+        ended = audit.list_audit(c, actor="autoscaler", action="autoscale.replacement_ended")
+    assert ended, "the finished replacement is recorded as ended (no resume of it later)"
+    _ends_clean(plane, rig, wid, joined)

@@ -20,8 +20,10 @@ from starlette.applications import Starlette
 from tests.api.harness import build
 
 from corral.api.service_routes import RouteFeed, mark_draining, mount_gateway
+from corral.backends.fake import FakeBackend
 from corral.cli.workloads import _print_service
 from corral.control import ControlLoop, ControlSettings, Leadership, ManualClock
+from corral.control.gateway_loads import STALE_S, WRITE_EVERY_S, SharedLoads
 from corral.control.rollout import update
 from corral.control.scaling import SCALED, end_idle, scale
 from corral.control.service_autoscale import (
@@ -40,6 +42,7 @@ from corral.spec import WorkloadSpec
 from corral.spec.service import service_notes
 from corral.store import Store
 from corral.store import workloads as W
+from corral.store.gateway_loads import LoadTotals, write_loads
 from corral.store.workloads import EventRecord
 
 from .rig import Rig
@@ -405,3 +408,71 @@ def test_replicas_drained_by_a_scale_down_get_no_new_request_at_once() -> None:
     for key in ("svc-1a2b3c4d", "svc"):
         route = table.service(key)
         assert route is not None and [r.id for r in route.ready()] == ["svc-1a2b3c4d-r0"]
+
+
+# -- the load through a standby's gateway ------------------------------------------------------
+
+def test_traffic_through_a_standbys_gateway_alone_scales_the_service_up(
+        rig: Rig, events: asyncio.AbstractEventLoop) -> None:
+    """Clients may reach any server: a request queued at a standby's gateway reaches the
+    leader's autoscaler through the store (the standby's counters, every WRITE_EVERY_S)."""
+    sid = submit(rig, min_replicas=0)
+    _, feed = mounted(rig, events)
+    rig.step(2)
+    scale(rig.store, sid, 0, rig.clock.now(), "ann")
+    rig.step(8)
+    assert desired(rig, sid) == (0, "idle")
+    backend = FakeBackend(rig.nodes, world=rig.world, check_capacity=True)
+    app = Starlette()
+    standby = mount_gateway(app, rig.new_loop(backend, holder="standby"), backend.name,
+                            GatewayLimits(max_queue_wait_s=GUARD_S, connect_timeout_s=1))
+    standby.events = events
+    standby.loop.step()  # routes the idle service from the store, writes its counters (0)
+    assert not standby.loop.leadership.leading
+    request = asyncio.run_coroutine_threadsafe(get(app, "/serve/svc/v1/chat"), events)
+    admission = standby.loads.gateway.admission if standby.loads else None
+    assert admission is not None
+    for _ in range(1000):  # until the standby's gateway holds it in the service's queue
+        if on(events, lambda: admission.queued("svc")) == 1:
+            break
+        threading.Event().wait(0.01)
+    assert on(events, lambda: admission.queued("svc")) == 1
+    rig.step()  # the standby has not written since: the leader sees no load
+    assert desired(rig, sid) == (0, "idle")
+    rig.clock.advance(WRITE_EVERY_S)
+    standby.loop.step()  # WRITE_EVERY_S later: it writes 1 in flight
+    rig.step()
+    assert desired(rig, sid)[0] == 1
+    up = service_events(rig, sid)[-1]
+    assert up.reason == SCALED_UP and "in flight" in up.message
+    leader_queue = feed.loads.gateway.admission if feed.loads else None
+    assert leader_queue is not None and on(events, lambda: leader_queue.queued("svc")) == 0
+    assert not request.done()  # it waits at the standby for the replica (the fixture ends it)
+    loads = standby.loads
+    assert loads is not None
+    asyncio.run_coroutine_threadsafe(loads.gateway.aclose(), events).result(GUARD_S)
+
+
+def test_the_leader_sums_fresh_rows_of_other_gateways_and_ignores_stale_and_its_own(
+        store: Store) -> None:
+    ten = tuple((b, n) for b, n in ((0.1, 0.0), (1.0, 0.0), (None, 0.0)))
+    with store.write() as c:
+        write_loads(c, "dead", {"s1": LoadTotals(9, 9, 100.0, ten)}, now=0.0)
+    shared = SharedLoads(own="leader")
+    start = STALE_S + 5.0
+    with store.write() as c:
+        write_loads(c, "standby", {"s1": LoadTotals(3, 1, 50.0, ten)}, now=start)
+        write_loads(c, "leader", {"s1": LoadTotals(7, 7, 70.0, ten)}, now=start)
+    # first sight: the gauges of the fresh row; the dead gateway's old row and its own: none
+    assert shared.read(store, ["s1"], start) == {"s1": Load(3, 1)}
+    grown = ((0.1, 2.0), (1.0, 5.0), (None, 6.0))
+    with store.write() as c:
+        write_loads(c, "standby", {"s1": LoadTotals(2, 2, 56.0, grown)}, now=start + 2)
+    assert shared.read(store, ["s1"], start + 2) == {
+        "s1": Load(2, 2, 6, (0.1, 0.1, 1.0, 1.0, 1.0, 1.0))}
+    # not rewritten for STALE_S by the leader's clock: counts for nothing
+    assert shared.read(store, ["s1"], start + 2 + STALE_S - 1) == {"s1": Load(2, 2)}
+    assert shared.read(store, ["s1"], start + 2 + STALE_S) == {}
+    with store.write() as c:  # it writes again: fresh, and only the growth counts
+        write_loads(c, "standby", {"s1": LoadTotals(0, 0, 57.0, grown)}, now=start + 40)
+    assert shared.read(store, ["s1"], start + 40) == {"s1": Load(0, 0, 1)}

@@ -29,7 +29,11 @@ new replica; a service without them is public under the gateway's own limits.
 
 Every server's gateway routes, the leader's and the standbys' (clients may reach any of them):
 a standby reads the routes from the store's change feed into a state of its own, at most every
-`STANDBY_EVERY_S` (`RouteFeed._follow`); only the leader scales and holds stops.
+`STANDBY_EVERY_S` (`RouteFeed._follow`); only the leader scales and holds stops. A standby
+writes what its gateway counted per autoscaled service to the store every `WRITE_EVERY_S`
+(`GatewayLoads.totals`), and the leader adds the fresh rows of the other gateways to its own
+counts (`corral.control.gateway_loads.SharedLoads`), so traffic that reaches only a standby
+scales the service too.
 
 Autoscaling (`corral.control.service_autoscale`): after each step the feed also reads, on the
 server's event loop, what the gateway counted per autoscaled service (`GatewayLoads`), and the
@@ -52,6 +56,13 @@ from starlette.routing import Route as StarletteRoute
 from starlette.routing import WebSocketRoute
 
 from corral.control.endpoints import Route, live_routes
+from corral.control.gateway_loads import (
+    WRITE_EVERY_S,
+    SharedLoads,
+    add_loads,
+    new_latencies,
+    write_own,
+)
 from corral.control.live_state import LiveState
 from corral.control.loop import ControlLoop, StepReport
 from corral.control.service_auth import TokenDigests, token_secret
@@ -74,6 +85,7 @@ from corral.gateway.app import Gateway
 from corral.gateway.retries import RetryPolicy
 from corral.gateway.traffic import TrafficHistory
 from corral.spec import WorkloadSpec
+from corral.store.gateway_loads import LoadTotals
 from corral.store.workloads import WorkloadRecord
 
 __all__ = ["GatewayLoads", "RouteFeed", "apply_routes", "endpoint_settings", "mark_draining",
@@ -259,18 +271,33 @@ class GatewayLoads:
                     tuple(v for _, v in buckets.get(k, ()))) for k in keys}
 
     def _new_latencies(self, was: tuple[float, ...], now: tuple[float, ...]) -> list[float]:
-        if not was:  # the series did not exist at the last read: it started at 0
-            was = (0.0,) * len(now)
-        if not now or len(was) != len(now):
+        return new_latencies(self._pairs(was), self._pairs(now))
+
+    def _pairs(self, counts: tuple[float, ...]) -> list[tuple[float | None, float]]:
+        """Cumulative counts as (upper bound, count), None for +Inf."""
+        if len(counts) != len(self._bounds):
             return []
-        out: list[float] = []
-        finite = [b for b in self._bounds if b != float("inf")]
-        below_prev = below_was = 0.0
-        for bound, count, old in zip(self._bounds, now, was, strict=True):
-            new = (count - below_prev) - (old - below_was)  # this bucket's own new requests
-            below_prev, below_was = count, old
-            at = bound if bound != float("inf") else (finite[-1] if finite else 0.0)
-            out += [at] * int(max(new, 0))
+        return [(None if b == float("inf") else b, c)
+                for b, c in zip(self._bounds, counts, strict=True)]
+
+    def totals(self, keys: Mapping[str, Sequence[str]]) -> dict[str, LoadTotals]:
+        """Per service id, what this gateway counted since it started (under all its keys):
+        what a standby writes for the leader (`corral.control.gateway_loads`)."""
+        now = self._counters({k for ks in keys.values() for k in ks})
+        out = {}
+        for sid, ks in keys.items():
+            flight = done = running = 0.0
+            summed: tuple[float, ...] = ()
+            for k in ks:
+                f, d, buckets = now.get(k, (0.0, 0.0, ()))
+                flight, done = flight + f, done + d
+                if buckets:  # one histogram per key, all with the gateway's bounds
+                    summed = buckets if not summed else tuple(
+                        a + b for a, b in zip(summed, buckets, strict=True))
+                route = self.gateway.table.service(k)
+                running += sum(r.outstanding for r in route.replicas.values()) if route else 0
+            out[sid] = LoadTotals(int(flight), int(min(running, flight)), done + flight,
+                                  tuple(self._pairs(summed)))
         return out
 
 
@@ -299,6 +326,9 @@ class RouteFeed:
         self.routed_epoch: int | None = None
         #: replica id -> when its stop was first held (HOLD_MAX_S bounds it)
         self._held_since: dict[str, float] = {}
+        #: the leader's reader of the standbys' gateway counters; a standby's last write
+        self.shared = SharedLoads(loop.leadership.holder)
+        self._written_at: float | None = None
 
     def hold(self, rec: WorkloadRecord, now: float) -> bool:
         """Whether `rec`'s stop waits for the next step: the gateway still sends it requests
@@ -353,12 +383,35 @@ class RouteFeed:
         keys = _keys(routes, services)
         loads = self._on_events(lambda: self.loads.read(keys) if self.loads else {})
         if loads is not None:
+            loads = add_loads(loads, self._standbys_loads(services))
             self.autoscaler.step(self.loop.clock.now(), services, loads)
             drained = self.autoscaler.drained
             marked = bool(drained) and self._on_events(
                 _done(lambda: mark_draining(self.table, drained)))
             if marked:
                 self.routed -= {rid for _, rid in drained}
+
+    def _standbys_loads(self, services: Mapping[str, Autoscaled]) -> dict[str, Load]:
+        """What the standbys' gateways counted (their rows in the store); nothing when the
+        store cannot be read this tick (the leader's own counters still scale)."""
+        try:
+            return self.shared.read(self.loop.store, list(services), self.loop.clock.now())
+        except Exception:
+            log.exception("the standbys' gateway counters not read this tick")
+            return {}
+
+    def _write_loads(self, routes: Sequence[Route], services: Mapping[str, Autoscaled],
+                     now: float) -> None:
+        """A standby's gateway counters, written for the leader every WRITE_EVERY_S."""
+        if self.loads is None or (self._written_at is not None
+                                  and now - self._written_at < WRITE_EVERY_S):
+            return
+        self._written_at = now
+        keys = _keys(routes, services)
+        loads = self.loads
+        totals = self._on_events(lambda: loads.totals(keys))
+        if totals is not None:
+            write_own(self.loop.store, self.loop.leadership.holder, totals, now)
 
     def _follow(self) -> None:
         """A standby's gateway routes too (clients may reach any server): from the store's
@@ -379,6 +432,7 @@ class RouteFeed:
             keep = [(sv.id, sv.name) for sv in services.values()]
             settings = live_settings(live, services, self.tokens, now)
             self._on_events(lambda: apply_routes(self.table, routes, keep, settings))
+            self._write_loads(routes, services, now)
         except Exception:  # a standby's routes must never stop its loop (or its API)
             log.exception("a standby's routes not refreshed this tick")
             self._standby = None

@@ -14,7 +14,9 @@ Where the per-device state lives and how it reaches the scheduler:
                                       a stand-in nominee `gpu-cordon:<node>:<gpu>` that never
                                       arrives, so the core places nothing there
 
-The core is untouched: a nomination already means "this room is taken for someone else"
+The rule itself (which devices stay out, the room they hold, when a node goes out whole) is
+`corral.core.device_cordons`, shared with the simulator's GPU faults. The core's scheduling is
+untouched: a nomination already means "this room is taken for someone else"
 (`corral.core.nominations`), and holding the room of a bad device is exactly that. The
 stand-ins are never stored (`is_device_hold`; apply leaves them out of the nominations table).
 The label is on the node row so that the live state's change feed carries it (a cordon moves
@@ -27,18 +29,18 @@ the library unavailable), the node is cordoned as before: nothing of it is usabl
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from typing import Final
 
 from corral.backends.health import Check, NodeVerdict
 from corral.core import reasons as R
-from corral.core.model import Health, Node, Nomination, WorkerAssignment, Workload
+from corral.core.device_cordons import HOLD_PREFIX, desired, holds, is_device_hold, node_wide
+from corral.core.model import Health, Node, Nomination, Workload
 
 __all__ = ["GPU_CORDONED", "HOLD_PREFIX", "LABEL", "cordoned_devices", "desired",
            "device_holds", "encode", "is_device_hold", "reworded", "split_verdict"]
 
 LABEL: Final = "corral.dev/cordoned-gpus"
-HOLD_PREFIX: Final = "gpu-cordon:"
 #: the pending reason of work that would fit on GPUs cordoned for their health (`reworded`)
 GPU_CORDONED: Final = "GpuCordoned"
 _RANK: Final = {Health.HEALTHY: 0, Health.DEGRADED: 1, Health.UNHEALTHY: 2}
@@ -55,43 +57,13 @@ def cordoned_devices(node: Node) -> tuple[int, ...]:
     return tuple(sorted(d for d in out if d < node.gpu_count))
 
 
-def is_device_hold(workload_id: str) -> bool:
-    return workload_id.startswith(HOLD_PREFIX)
-
-
 def device_holds(nodes: Iterable[Node], running: Iterable[Workload]) -> tuple[Nomination, ...]:
-    """A stand-in nomination per cordoned device, holding what is free of it now (work still
-    on it, being drained or left to run for a warning, keeps its share). `running`: the
-    workloads with their assignments (pending ones may be in it: they hold nothing). Pure.
-
-    Example: n1 (8 x 80 GiB) with label "3", a 0.25-GPU job on device 3 ->
-    Nomination("gpu-cordon:n1:3", (WorkerAssignment(0, "n1", (3,), 750, 61440),)).
-    """
+    """A stand-in nomination per cordoned device (its node's label), holding what is free of
+    it now (`corral.core.device_cordons.holds`, the simulator's rule too). Pure."""
     # a plain scan of the label pairs: this runs every cycle over every node (10,000)
     labelled = [n for n in nodes if n.labels for k, _ in n.labels if k == LABEL]
-    bad = {n.id: (n, devices) for n in labelled if (devices := cordoned_devices(n))}
-    if not bad:
-        return ()
-    used: dict[tuple[str, int], tuple[int, int]] = {}
-    # the one pass over all work, and only while some GPU is out: a tight loop (pending work
-    # has no assignments, so it need not be filtered out first)
-    for w in running:
-        for a in w.assignments:
-            if a.node_id in bad:
-                for d in a.devices:
-                    milli, mem = used.get((a.node_id, d), (0, 0))
-                    used[(a.node_id, d)] = (milli + a.milli_per_device,
-                                            mem + a.gpu_memory_mib_per_device)
-    out = []
-    for node_id in sorted(bad):
-        node, devices = bad[node_id]
-        for d in devices:
-            milli, mem = used.get((node_id, d), (0, 0))
-            if milli >= 1000:
-                continue  # nothing free to hold
-            out.append(Nomination(f"{HOLD_PREFIX}{node_id}:{d}", (WorkerAssignment(
-                0, node_id, (d,), 1000 - milli, max(0, node.gpu_memory_mib - mem)),)))
-    return tuple(out)
+    return holds({n.id: (n, devices) for n in labelled if (devices := cordoned_devices(n))},
+                 running)
 
 
 def reworded(reason: R.Reason) -> R.Reason:
@@ -128,7 +100,7 @@ def split_verdict(verdict: NodeVerdict, gpu_count: int
     devices: dict[int, list[Check]] = {}
     for c in on_device:
         devices.setdefault(c.device or 0, []).append(c)
-    if len(devices) >= gpu_count:
+    if node_wide(devices, gpu_count):
         return verdict, {}
     sick = {d: (max((c.health for c in cs), key=_RANK.__getitem__),
                 f"gpu {d}: {'; '.join(c.reason for c in cs)}") for d, cs in sorted(devices.items())}
@@ -140,15 +112,3 @@ def split_verdict(verdict: NodeVerdict, gpu_count: int
     worst = max((c.health for c in rest), key=_RANK.__getitem__)
     return NodeVerdict(worst, "; ".join(c.reason for c in rest if c.health == worst),
                        verdict.checked, rest), sick
-
-
-def desired(current: Sequence[int], sick: Mapping[int, tuple[Health, str]],
-            healthy_since: Mapping[int, float], now: float, recover_after_s: float
-            ) -> tuple[int, ...]:
-    """The devices to keep out: the sick ones, and those cordoned that have not been healthy
-    for `recover_after_s` yet (against flapping). Pure."""
-    keep = set(sick)
-    for d in current:
-        if d not in sick and now - healthy_since.get(d, now) < recover_after_s:
-            keep.add(d)
-    return tuple(sorted(keep))

@@ -38,6 +38,7 @@ from corral.core.model import (
     WorkerAssignment,
     Workload,
 )
+from corral.sim.device_faults import DeviceFaults
 from corral.sim.failures import NO_FAILURES, FailureModel
 from corral.sim.metrics import TimeWeighted, share_report, summary
 from corral.sim.policies import ReplayPolicy
@@ -46,6 +47,7 @@ from corral.sim.teams import map_queues
 from corral.sim.trace import Trace, TraceFormatError, TraceTask
 
 _FINISH, _DOWN, _UP, _ARRIVE = 0, 1, 2, 3  # order of events at one instant
+_GPU_FAULT, _GPU_CLEAR, _GPU_BACK = 4, 5, 6  # a GPU's fault, healthy again, back in service
 Progress = Callable[[int, int], None]
 
 
@@ -167,6 +169,8 @@ class _Replay:
         self.open_work = 0  # arrive and finish events not yet handled
         self.down: set[str] = set()
         self.t0 = min(t.submitted for t in trace.tasks)
+        #: GPU faults and their cordons, per GPU or per node (corral.sim.device_faults)
+        self.faults = DeviceFaults(options.failures, self.nodes, seed)
         # The middle 90% of arrivals, as in Trace.offered_load: allocation "while arriving".
         lo, hi = np.percentile([t.submitted for t in trace.tasks], [5, 95])
         self.window = (float(lo), float(hi))
@@ -225,8 +229,9 @@ class _Replay:
         f = self.opt.failures
         # With nothing left to arrive or finish, waiting work can only start on capacity that
         # comes back: wait for repairs for a while, then stop (a failure chain never ends).
-        patience = 2 * max(f.node_repair_s, f.spot_return_s)
-        while self.events and (self.open_work or (self.down and self.pending)):
+        patience = 2 * max(f.node_repair_s, f.spot_return_s,
+                           f.gpu_fault_s + f.gpu_recover_after_s)
+        while self.events and (self.open_work or (self._capacity_out() and self.pending)):
             first = self.events[0][0]
             if not self.open_work and first - self.last_progress > patience:
                 break
@@ -269,9 +274,12 @@ class _Replay:
             self._node_down(at, key, run)
         elif kind == _UP:
             self.freed = True
-            self.session.node_up(key)
+            if key not in self.faults.whole:  # still out for a GPU fault: it stays out
+                self.session.node_up(key)
             self.down.discard(key)
             self._next_failure(at, key, spot=run == 1)
+        elif kind in (_GPU_FAULT, _GPU_CLEAR, _GPU_BACK):
+            self._gpu_event(at, kind, key, run)
 
     def _candidates(self) -> list[Workload]:
         """The pending work a cycle must see to decide what the core would decide on all of it.
@@ -320,7 +328,8 @@ class _Replay:
         if not candidates:
             return
         usage = self.usage.at(now) if self.usage is not None else None
-        outcome = self.session.cycle(now, candidates, self.demand, usage)
+        held = self.faults.holds(self.session.live.values())  # cordoned GPUs' room
+        outcome = self.session.cycle(now, candidates, self.demand, usage, nominations=held)
         self.counts["cycles"] += 1
         for wid, rule in outcome.evicted:
             self.counts[f"evicted:{rule}"] += 1
@@ -390,6 +399,48 @@ class _Replay:
             self._next_failure(self.t0, n.id, spot=False)
             if n.capacity_kind == CapacityKind.SPOT:
                 self._next_failure(self.t0, n.id, spot=True)
+            if self.faults.on and n.gpu_count:
+                self._next_gpu_fault(self.t0, n.id)
+
+    def _capacity_out(self) -> bool:
+        return bool(self.down or self.faults.whole or any(self.faults.out.values()))
+
+    def _next_gpu_fault(self, now: float, node: str) -> None:
+        gap, device = self.faults.next_fault(node)
+        self._push(now + gap, _GPU_FAULT, node, device)
+
+    def _gpu_event(self, now: float, kind: int, node: str, device: int) -> None:
+        """A GPU fault (cordon and stop the work there), its end (healthy from now), or the
+        check whether what it took out comes back (`DeviceFaults.recover`, the live rule)."""
+        f = self.opt.failures
+        if kind == _GPU_CLEAR:
+            self.faults.clear(now, node, device)
+            self._push(now + f.gpu_recover_after_s, _GPU_BACK, node)
+            return
+        if kind == _GPU_BACK:
+            back = self.faults.recover(now, node)
+            if back is not None:
+                self.freed = True
+                if back.whole and node not in self.down:
+                    self.session.node_up(node)
+            return
+        self._next_gpu_fault(now, node)  # the node's chain goes on whatever this one does
+        cordon = self.faults.fault(now, node, device)
+        if cordon is None:
+            return
+        self.counts["gpu_faults"] += 1
+        self._push(now + f.gpu_fault_s, _GPU_CLEAR, node, device)
+        on_node = sorted(wid for wid, assignments in self.session.where.items()
+                         if any(a.node_id == node for a in assignments))
+        if cordon.whole and node not in self.down:
+            self.session.node_down(node)
+        for wid in on_node:
+            hit = any(a.node_id == node and device in a.devices
+                      for a in self.session.where[wid])
+            if hit:  # the faulty GPU's work: the fault's own warning, if any
+                self._stop(now, self.jobs[wid], notice=f.gpu_fault_notice_s)
+            elif cordon.whole:  # the node's other work is drained with the preemption contract
+                self._stop(now, self.jobs[wid], notice=f.preempt_notice_s)
 
     def _next_failure(self, now: float, node: str, spot: bool) -> None:
         f = self.opt.failures
@@ -450,6 +501,8 @@ class _Replay:
             "node_failures": self.counts["node_failures"],
             "spot_interruptions": self.counts["spot_interruptions"],
             "gpu_hours_lost": round(sum(j.lost for j in jobs) / 3600.0, 4),
+            "gpu_faults": self.counts["gpu_faults"],
+            "gpu_hours_cordoned": round(self.faults.cordoned_gpu_s(end) / 3600.0, 4),
             "goodput_pct": round(100.0 * useful / held, 4) if held else 100.0,
             "cycles": self.counts["cycles"],
             "notes": list(self.trace.notes),

@@ -1,0 +1,111 @@
+"""GPU faults in the replay (`corral.sim.device_faults`): one GPU cordoned by the live rule
+(`corral.core.device_cordons`), or its whole node, on the same faults."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from corral.core.model import Node, WorkerAssignment, WorkerResources, Workload, WorkloadState
+from corral.sim.device_faults import Cordon, DeviceFaults
+from corral.sim.failures import FailureModel
+from corral.sim.policies import replay_policy
+from corral.sim.replay import ReplayOptions, run_replay
+from corral.sim.trace import Trace, TraceTask
+
+NODE = Node("n0", "p", "H100", 4, 81920, 128_000, 1_000_000)
+
+
+def _faults(**fields: object) -> DeviceFaults:
+    model = FailureModel(gpu_mtbf_s=1e6, gpu_fault_s=300, gpu_recover_after_s=200,
+                         **fields)  # type: ignore[arg-type]
+    return DeviceFaults(model, (NODE,), seed=0)
+
+
+def test_a_fault_cordons_one_gpu_and_holds_its_room() -> None:
+    faults = _faults()
+    assert faults.fault(100.0, "n0", 2) == Cordon("n0", (2,), whole=False)
+    assert faults.fault(150.0, "n0", 2) is None  # out already
+    on_1 = Workload("w", "q", WorkerResources(gpus=1), state=WorkloadState.RUNNING,
+                    assignments=(WorkerAssignment(0, "n0", (1,), 1000, 81920),))
+    (hold,) = faults.holds([on_1])
+    assert hold.workload_id == "gpu-cordon:n0:2" and hold.assignments[0].devices == (2,)
+
+
+def test_a_gpu_returns_once_healthy_for_recover_after() -> None:
+    faults = _faults()
+    faults.fault(100.0, "n0", 2)
+    assert faults.recover(400.0, "n0") is None  # still sick
+    faults.clear(400.0, "n0", 2)
+    assert faults.recover(500.0, "n0") is None  # healthy for 100 s of the 200 s
+    assert faults.recover(600.0, "n0") == Cordon("n0", (2,), whole=False)
+    assert faults.holds([]) == () and faults.cordoned_gpu_s(700.0) == pytest.approx(500.0)
+
+
+def test_every_gpu_out_takes_the_node_out_whole() -> None:
+    faults = _faults()
+    for d in range(3):
+        assert faults.fault(10.0 * d, "n0", d) is not None
+    assert faults.fault(30.0, "n0", 3) == Cordon("n0", (0, 1, 2, 3), whole=True)
+    assert faults.holds([]) == ()  # the node is out, not its devices
+
+
+def test_without_device_cordons_a_fault_takes_its_node() -> None:
+    faults = _faults(device_cordons=False)
+    assert faults.fault(100.0, "n0", 1) == Cordon("n0", (0, 1, 2, 3), whole=True)
+    faults.clear(400.0, "n0", 1)
+    assert faults.recover(599.0, "n0") is None
+    assert faults.recover(600.0, "n0") == Cordon("n0", (0, 1, 2, 3), whole=True)
+    assert faults.cordoned_gpu_s(600.0) == pytest.approx(4 * 500.0)
+
+
+def test_the_same_seed_meets_the_same_faults_whatever_is_cordoned() -> None:
+    a, b = _faults(), _faults(device_cordons=False)
+    assert [a.next_fault("n0") for _ in range(5)] == [b.next_fault("n0") for _ in range(5)]
+
+
+# -- in the replay ----------------------------------------------------------------------------
+
+def _task(name: str, at: float, duration: float) -> TraceTask:
+    return TraceTask(name, 1000, 1024, 1, 1000, qos="BE", submitted=at, duration=duration)
+
+
+# four 1-GPU jobs fill the node; a fifth arrives while GPU 0 is out
+TRACE = Trace("faults", (NODE,), (*(_task(x, 0.0, 1000.0) for x in "ABCD"),
+                                  _task("E", 200.0, 100.0)))
+
+
+@pytest.fixture
+def one_fault(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One fault, on GPU 0 at t=100, then none."""
+    def scripted() -> Iterator[tuple[float, int]]:
+        yield 100.0, 0
+        while True:
+            yield 1e9, 0
+    chains: dict[tuple[int, str], Iterator[tuple[float, int]]] = {}  # per replay and node
+    monkeypatch.setattr(DeviceFaults, "next_fault",
+                        lambda self, node: next(chains.setdefault((id(self), node), scripted())))
+
+
+def _run(device_cordons: bool) -> dict[str, object]:
+    model = FailureModel(gpu_mtbf_s=1e6, gpu_fault_s=300, gpu_recover_after_s=200,
+                         device_cordons=device_cordons)
+    policy = replay_policy("fifo-backfill", "corral", TRACE)
+    return run_replay(TRACE, policy, 3, ReplayOptions(queues="qos", failures=model)).report
+
+
+@pytest.mark.usefixtures("one_fault")
+def test_a_per_gpu_cordon_keeps_the_nodes_other_work_running() -> None:
+    gpu, node = _run(True), _run(False)
+    assert gpu["completed"] == node["completed"] == 5
+    assert gpu["gpu_faults"] == node["gpu_faults"] == 1
+    # out from the fault (100 s) until healthy for 200 s after it cleared (400 s): 500 s
+    assert gpu["gpu_hours_cordoned"] == pytest.approx(500 / 3600, abs=1e-4)
+    assert node["gpu_hours_cordoned"] == pytest.approx(4 * 500 / 3600, abs=1e-4)
+    # the faulty GPU's job lost its 100 s either way; the drained ones saved theirs
+    assert gpu["gpu_hours_lost"] == node["gpu_hours_lost"] == pytest.approx(100 / 3600, abs=1e-4)
+    gpu_jct, node_jct = gpu["jct_s"], node["jct_s"]
+    assert isinstance(gpu_jct, dict) and isinstance(node_jct, dict)
+    assert gpu_jct["avg"] < node_jct["avg"]
+    assert gpu["makespan_s"] == pytest.approx(1600.0)  # A restarts on GPU 0 once it is back

@@ -199,6 +199,25 @@ def test_shipped_logs_are_idempotent_by_offset(store: Store) -> None:
         assert AG.read_log(c, "w", 0, 0, 4, 3) == b"o w"
 
 
+def test_shipped_log_times_date_each_line_on_the_server_clock(store: Store) -> None:
+    """Issue 13: `corral logs --timestamps` on agents. The samples (size, server time) are kept
+    beyond the largest size already kept (a resent batch adds nothing); a line is dated by the
+    first sample covering its last byte, which may lie past the chunk read; a line no sample
+    covers yet has no time."""
+    now = Clock()
+    _join(store, "a", now())
+    backend = AgentBackend(StoreMailbox(store), clock=now)
+    backend.launch(_spec("a"))
+    with store.write() as c:
+        AG.append_log(c, "job-1", 0, 0, 0, b"one\ntwo\nthree\nfour")
+        AG.append_log_times(c, "job-1", 0, 0, [(4, 10.0), (8, 11.0)])
+        AG.append_log_times(c, "job-1", 0, 0, [(4, 99.0), (8, 99.0), (14, 12.0)])  # resent
+    assert backend.log_line_times("job-1", 0, 0, b"one\ntwo\nthree\nfour") == [
+        10.0, 11.0, 12.0, None]
+    assert backend.log_line_times("job-1", 0, 4, b"two\n") == [11.0]
+    assert backend.log_line_times("job-1", 0, 8, b"th") == [12.0]  # the sample after the read
+
+
 def test_the_agent_backs_off_exponentially_with_jitter_up_to_a_cap() -> None:
     import random
 

@@ -2,10 +2,12 @@
 worker's agent (`corral.api.agent_relay`, `corral.agent.relayed`): a real `corral up --backend
 agent`, two real agents, a running worker. The command runs on the worker's host with its
 environment and exit status; the timeout and a missing program are reported as on the local
-backend; a forward reaches the worker's own port and no other port of the host."""
+backend; a forward reaches the worker's own port and no other port of the host; and the
+worker's log lines carry their times (`corral logs --timestamps/--since`)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -29,6 +31,26 @@ def _running(cluster: Cluster, spec: dict[str, object]) -> str:
             time.sleep(0.2)
         assert c.get(wid).state == "running", cluster.server.log()
     return wid
+
+
+def _log_times(cluster: Cluster, wid: str) -> None:
+    """`corral logs --timestamps / --since` on agents: the server served the GETs, whose
+    lines the worker logged; each is dated (the runner's samples shipped by the agent)."""
+    server = cluster.server
+    stamped: list[str] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        got = server.cli("logs", wid, "--timestamps", check=False)
+        assert got.returncode == 0, got.stderr
+        stamped = [line for line in got.stdout.splitlines() if "hello.txt" in line]
+        if len(stamped) >= 2:
+            break
+        time.sleep(0.5)
+    assert len(stamped) >= 2, stamped
+    assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ", line)
+               for line in stamped), stamped
+    assert "hello.txt" in server.cli("logs", wid, "--since", "1h").stdout
+    assert server.cli("logs", wid, "--since", "2999-01-01").stdout == ""
 
 
 def test_exec_and_port_forward_reach_the_worker_on_its_agent(cluster: Cluster,
@@ -77,6 +99,7 @@ def test_exec_and_port_forward_reach_the_worker_on_its_agent(cluster: Cluster,
             assert r.status_code == 200 and r.text == "hello through the agent\n"
         audit = server.cli("audit", "--json", check=False).stdout
         assert "workload.exec" in audit and "workload.port_forward" in audit
+        _log_times(cluster, wid)
     finally:
         if fwd is not None:
             fwd.terminate()

@@ -97,11 +97,13 @@ class AgentClient:
             self._post("/agent/v1/sync", credential, request.model_dump_json(), timeout))
 
     def ship_logs(self, credential: str,
-                  chunks: Sequence[tuple[str, int, int, int, bytes]]) -> list[int]:
-        """(workload, attempt, worker, offset, bytes) each; the next offset the server wants."""
+                  chunks: Sequence[tuple[str, int, int, int, bytes, list[tuple[int, float]]]],
+                  ) -> list[int]:
+        """(workload, attempt, worker, offset, bytes, (size, seconds ago) samples) each; the
+        next offset the server wants."""
         body = LogsIn(chunks=[LogChunk(workload_id=w, attempt=a, worker=i, offset=o,
-                                       data_b64=base64.b64encode(d).decode())
-                              for w, a, i, o, d in chunks]).model_dump_json()
+                                       data_b64=base64.b64encode(d).decode(), times=t)
+                              for w, a, i, o, d, t in chunks]).model_dump_json()
         return LogsOut.model_validate_json(
             self._post("/agent/v1/logs", credential, body)).next_offsets
 

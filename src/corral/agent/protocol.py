@@ -13,7 +13,7 @@ agree with the server's.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,6 +38,8 @@ __all__ = [
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
 _NAME = Field(default="", max_length=127)
+_Size = Annotated[int, Field(ge=0, le=2**62)]
+_Ago = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
 
 
 class _Strict(BaseModel):
@@ -192,6 +194,9 @@ class LogChunk(_Strict):
     worker: int = Field(ge=0, le=2**31 - 1)
     offset: int = Field(ge=0, le=2**62)
     data_b64: str = Field(max_length=400_000)
+    #: the runner's new (log size, seconds ago) samples: when the log reached each size, as a
+    #: duration (clocks differ); the server keeps them for `corral logs --timestamps`
+    times: list[tuple[_Size, _Ago]] = Field(default_factory=list, max_length=4096)
 
 
 class LogsIn(_Strict):

@@ -33,11 +33,12 @@ from corral.agent.protocol import (
 from corral.agent.relayed import Relayed
 from corral.agent.spot import SpotReporter, SpotWatcher
 from corral.agent.workdirs import AgentWorkdirs
-from corral.backends import base
+from corral.backends import base, local_runner
 from corral.backends.base import LaunchSpec, WorkerState, WorkerStatus
 from corral.backends.errors import BackendError
 from corral.backends.local import LocalBackend
 from corral.backends.local_runner import EXIT_RECORD, LEASE_EXPIRED, read_json, write_json_atomic
+from corral.backends.log_times import read_samples
 from corral.backends.worker_users import WorkerUsers
 from corral.core.model import CapacityKind, Node
 
@@ -110,6 +111,7 @@ class Agent:
         self.seq = -1
         self.refused: dict[tuple[str, int, int], ReportIn] = {}  # launches this host refused
         self.shipped: dict[tuple[str, int, int], int] = {}  # log offsets the server confirmed
+        self.timed: dict[tuple[str, int, int], int] = {}  # log-time sizes the server has
         self.last_contact = clock()
         self.acted = False  # the last turn launched or stopped something: report at once
         self.stop_event = threading.Event()
@@ -290,6 +292,8 @@ class Agent:
         self._rendezvous.pop(key, None)
         for k in [k for k in self.shipped if k[:2] == key]:
             del self.shipped[k]
+        for k in [k for k in self.timed if k[:2] == key]:
+            del self.timed[k]
 
     def _rendezvous_of(self, spec: LaunchSpec) -> tuple[str, int]:
         return self._rendezvous[(spec.workload_id, spec.attempt)]
@@ -329,17 +333,30 @@ class Agent:
             key = (s.workload_id, s.attempt, s.worker)
             offset = self.shipped.get(key, 0)
             data = b""
+            times = self._new_log_times(key)
             if key in self.shipped:  # the first chunk of a worker asks where the server is
                 data, _ = self.backend.read_logs(s.workload_id, s.worker, offset,
                                                  attempt=s.attempt, max_bytes=LOG_CHUNK)
-                if not data:
+                if not data and not times:
                     continue
-            chunks.append((*key, offset, data))
+            chunks.append((*key, offset, data, times))
         for i in range(0, len(chunks), 32):
             batch = chunks[i:i + 32]
             confirmed = self.client.ship_logs(self._credential(), batch)
-            for (w, a, k, _, _), nxt in zip(batch, confirmed, strict=True):
+            for (w, a, k, _, _, times), nxt in zip(batch, confirmed, strict=True):
                 self.shipped[(w, a, k)] = nxt
+                if times:
+                    self.timed[(w, a, k)] = times[-1][0]
+
+    def _new_log_times(self, key: tuple[str, int, int]) -> list[tuple[int, float]]:
+        """The runner's samples (`log-times`: the log held SIZE bytes at TIME) beyond those
+        shipped, as (size, seconds ago): the server places them on its own clock. After an
+        agent restart all are sent again; the server keeps only sizes beyond its own."""
+        path = (self.backend.work_dir / key[0] / str(key[1]) / f"worker-{key[2]}"
+                / local_runner.LOG_TIMES)
+        done, now = self.timed.get(key, -1), self.clock()
+        return [(size, max(0.0, now - at)) for size, at in read_samples(path)
+                if size > done][:4096]
 
 
 def spec_workers(record: dict[str, object], node_id: str) -> list[int]:

@@ -241,7 +241,7 @@ def logs(body: LogsIn, node: NodeCaller, ctx: Ctx) -> LogsOut:
         except (binascii.Error, ValueError):
             raise ApiError(422, "invalid_request", "data_b64 is not base64",
                            [(f"chunks.{i}.data_b64", "not base64")]) from None
-    out = []
+    out, now = [], ctx.clock.now()
     with ctx.store.write() as conn:
         mine = {(w.workload_id, w.attempt, w.worker)
                 for w in AG.assignments_for(conn, node.node_id)[1]}
@@ -251,4 +251,7 @@ def logs(body: LogsIn, node: NodeCaller, ctx: Ctx) -> LogsOut:
                 out.append(chunk.offset + len(data))
                 continue
             out.append(AG.append_log(conn, *key, chunk.offset, data))
+            if chunk.times:  # `corral logs --timestamps` (issue 13), on the server's clock
+                AG.append_log_times(conn, *key, [(size, now - ago)
+                                                 for size, ago in chunk.times])
     return LogsOut(next_offsets=out)

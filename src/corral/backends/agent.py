@@ -7,6 +7,7 @@
                         ──────> fence(node) when its heartbeat stops                          │
     AgentBackend.inventory <─── agent_nodes (facts, last heartbeat)  <── join (token) ───────┘
     read_logs           <────── agent_logs chunks                     <── shipped logs
+    log_line_times      <────── agent_log_times (size, server time)   <── runner's samples
 
 The backend never talks to a host: it writes what should run and reads what was reported
 (`Mailbox`, implemented over the store by `corral.store.agents.StoreMailbox`; this layer does not
@@ -50,6 +51,7 @@ from corral.backends.errors import (
     LaunchConflict,
     UnknownAttempt,
 )
+from corral.backends.log_times import line_times
 from corral.backends.records import SAFE_ID
 from corral.core.model import CapacityKind, Health, Node
 
@@ -137,6 +139,8 @@ class Mailbox(Protocol):
     def read_log(self, workload_id: str, attempt: int, worker: int, offset: int,
                  max_bytes: int) -> bytes: ...
     def workers_of(self, workload_id: str, attempt: int) -> Sequence[int]: ...
+    def log_times(self, workload_id: str, attempt: int, worker: int, start: int,
+                  end: int) -> list[tuple[int, float]]: ...
 
 
 def master_port(workload_id: str, attempt: int) -> int:
@@ -256,6 +260,19 @@ class AgentBackend(Backend, InventorySource, LogSource):
             raise UnknownAttempt(f"{workload_id} attempt {attempt} has no worker {worker}")
         chunk = self.mailbox.read_log(workload_id, attempt, worker, offset, max_bytes)
         return chunk, offset + len(chunk)
+
+    def log_line_times(self, workload_id: str, worker: int, offset: int, data: bytes, *,
+                       attempt: int | None = None) -> list[float | None]:
+        """When each line of `data` (read from `offset`) was written, from the samples its
+        agent shipped (the runner's `log-times`, placed on the server's clock when they
+        arrived: `corral.backends.log_times`); None for a line no sample covers yet."""
+        if attempt is None:
+            attempt = self.mailbox.latest_attempt(workload_id)
+            if attempt is None:
+                raise UnknownAttempt(f"workload {workload_id!r} was never assigned to an agent")
+        samples = self.mailbox.log_times(workload_id, attempt, worker, offset,
+                                         offset + len(data))
+        return line_times(data, offset, samples)
 
     # --- lost nodes ----------------------------------------------------------------------------
 

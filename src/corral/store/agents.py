@@ -3,6 +3,8 @@
     agent_join_tokens        admin-made, single- or few-use secrets a host joins with
     agent_nodes ─< agent_workers      one row per registered host; one per assigned worker
     agent_logs               worker output shipped by the agents, in chunks by byte offset
+    agent_log_times          when each worker's log reached a size (its runner's samples,
+                             placed on the server's clock; `corral logs --timestamps`)
 
 Nothing flows directly between the control loop and an agent: the backend writes assignments and
 stop requests here (`StoreMailbox`, the store side of `corral.backends.agent.Mailbox`); the API
@@ -53,6 +55,7 @@ from corral.store.schema import Base
 __all__ = [
     "AgentJoinToken",
     "AgentLog",
+    "AgentLogTime",
     "AgentNodeRow",
     "AgentWorker",
     "JoinRefused",
@@ -131,6 +134,20 @@ class AgentLog(Base):
     worker: Mapped[int] = mapped_column(Integer)
     offset: Mapped[int] = mapped_column(BigInteger)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AgentLogTime(Base):
+    """At `at` (server clock) the worker's log held `size` bytes (`corral.backends.log_times`)."""
+
+    __tablename__ = "agent_log_times"
+    __table_args__ = (Index("ix_agent_log_times_worker", "workload_id", "attempt", "worker",
+                            "size"),)
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    workload_id: Mapped[str] = mapped_column(String(200))
+    attempt: Mapped[int] = mapped_column(Integer)
+    worker: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[float] = mapped_column(Float)
 
 
 class JoinRefused(Exception):
@@ -329,6 +346,37 @@ def append_log(conn: Connection, workload_id: str, attempt: int, worker: int, of
     return have + len(new)
 
 
+def append_log_times(conn: Connection, workload_id: str, attempt: int, worker: int,
+                     samples: Sequence[tuple[int, float]]) -> None:
+    """Keep the (size, time) samples beyond the largest size already kept: a resent batch (the
+    agent restarted) adds nothing, and sizes stay increasing."""
+    key = (AgentLogTime.workload_id == workload_id, AgentLogTime.attempt == attempt,
+           AgentLogTime.worker == worker)
+    have = conn.execute(select(func.max(AgentLogTime.size)).where(*key)).scalar()
+    rows, top = [], -1 if have is None else int(have)
+    for size, at in sorted(samples):
+        if size > top:
+            rows.append({"workload_id": workload_id, "attempt": attempt, "worker": worker,
+                         "size": size, "at": at})
+            top = size
+    if rows:
+        conn.execute(insert(AgentLogTime), rows)
+
+
+def log_times(conn: Connection, workload_id: str, attempt: int, worker: int, start: int,
+              end: int) -> list[tuple[int, float]]:
+    """The samples that date the bytes [start, end): those with a size in (start, end], and
+    the first beyond `end` (it dates a line that ends after the last sample inside)."""
+    key = (AgentLogTime.workload_id == workload_id, AgentLogTime.attempt == attempt,
+           AgentLogTime.worker == worker)
+    inside = conn.execute(select(AgentLogTime.size, AgentLogTime.at).where(
+        *key, AgentLogTime.size > start, AgentLogTime.size <= end)
+        .order_by(AgentLogTime.size)).all()
+    after = conn.execute(select(AgentLogTime.size, AgentLogTime.at).where(
+        *key, AgentLogTime.size > end).order_by(AgentLogTime.size).limit(1)).all()
+    return [(int(r.size), float(r.at)) for r in [*inside, *after]]
+
+
 def read_log(conn: Connection, workload_id: str, attempt: int, worker: int, offset: int,
              max_bytes: int) -> bytes:
     rows = conn.execute(select(AgentLog.offset, AgentLog.data).where(
@@ -442,6 +490,11 @@ class StoreMailbox:
                  max_bytes: int) -> bytes:
         with self.store.read() as conn:
             return read_log(conn, workload_id, attempt, worker, offset, max_bytes)
+
+    def log_times(self, workload_id: str, attempt: int, worker: int, start: int,
+                  end: int) -> list[tuple[int, float]]:
+        with self.store.read() as conn:
+            return log_times(conn, workload_id, attempt, worker, start, end)
 
     def workers_of(self, workload_id: str, attempt: int) -> Sequence[int]:
         with self.store.read() as conn:

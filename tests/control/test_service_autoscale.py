@@ -109,6 +109,8 @@ def tick(rig: Rig, scaler: ServiceAutoscaler, loads: dict[str, Load]) -> None:
     ({"endpoint": {"retry": {"attempts": 0}}}, "endpoint.retry.attempts"),
     ({"endpoint": {"retry": {"budget": 2}}}, "endpoint.retry.budget"),
     ({"endpoint": {"retry": {"on_timeout": True}}}, "endpoint.retry.on_timeout"),
+    ({"endpoint": {"websocket": {"idle_timeout": "0s"}}}, "endpoint.websocket.idle_timeout"),
+    ({"endpoint": {"websocket": {"max_session": "30d"}}}, "endpoint.websocket.max_session"),
     ({"auth": {}}, "exactly one of token_sha256"),
     ({"auth": {"token_secret": "Bad Name"}}, "auth.token_secret"),
     ({"kind": "job", "replicas": None, "min_replicas": None, "max_replicas": None,
@@ -377,7 +379,8 @@ def test_the_specs_auth_and_endpoint_limits_reach_the_gateway(
     sid = submit(rig, autoscale=None, auth={"token_sha256": digest},
                  endpoint={"max_concurrent": 3, "max_queue": 5, "request_timeout": "90s",
                            "connect_timeout": "2s", "first_byte_timeout": "30s",
-                           "retry": {"on_reset": False, "attempts": 3}})
+                           "retry": {"on_reset": False, "attempts": 3},
+                           "websocket": {"idle_timeout": "1m", "max_session": "1h"}})
     app, feed = mounted(rig, events)
     rig.step(3)
     for key in (sid, "svc"):  # by id and by name
@@ -386,7 +389,8 @@ def test_the_specs_auth_and_endpoint_limits_reach_the_gateway(
         assert route.limits == ServiceLimits(max_concurrent=3, max_queue=5,
                                              total_timeout_s=90.0, connect_timeout_s=2.0,
                                              first_byte_timeout_s=30.0,
-                                             retry=RetryPolicy(False, 3, 0.2))
+                                             retry=RetryPolicy(False, 3, 0.2),
+                                             ws_idle_timeout_s=60.0, ws_max_session_s=3600.0)
     refused = asyncio.run_coroutine_threadsafe(get(app, "/serve/svc/x"), events).result(GUARD_S)
     assert refused.status_code == 401 and "bearer token" in refused.json()["message"]
     assert "s3cret" not in json.dumps(WorkloadSpec.model_validate(

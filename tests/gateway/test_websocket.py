@@ -16,9 +16,9 @@ from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from corral.gateway import ReplicaState, RouteTable, ServiceAuth
+from corral.gateway import ReplicaState, RouteTable, ServiceAuth, ServiceLimits
 
-from .harness import closed_port, gateway, run, serving
+from .harness import closed_port, gateway, run, serving, until
 
 READY = ReplicaState.READY
 
@@ -100,7 +100,7 @@ def test_refusals_are_http_answers_and_a_token_is_not_forwarded() -> None:
             table = RouteTable()
             table.set_service("private", ServiceAuth(hashlib.sha256(b"t0k").hexdigest()))
             table.set_replica("private", "a", url, READY)
-            table.set_service("empty")
+            table.set_service("empty", limits=ServiceLimits(max_queue=0))  # queue full at once
             async with gateway(table) as client:
                 statuses = []
                 for path, headers in (("/serve/nope/ws", {}), ("/serve/private/ws", {}),
@@ -135,3 +135,59 @@ def test_a_replica_that_cannot_be_reached_is_skipped_for_another() -> None:
                         got.append(await ws.recv())
         assert got == ["b:tok0"] * 6
     run(main())
+
+
+def test_a_session_waits_in_the_services_queue_until_a_replica_is_ready() -> None:
+    async def main() -> tuple[str, int]:
+        replica = Replica("a")
+        async with serving(replica.app) as url:
+            table = RouteTable()
+            table.set_service("toy")
+            table.set_replica("toy", "a", url, ReplicaState.STARTING)  # scale from zero
+            async with gateway(table) as client:
+                admission = client.gateway.admission  # type: ignore[attr-defined]
+
+                async def session() -> str:
+                    async with connect(ws_url(client, "/serve/toy/ws")) as ws:
+                        await ws.send("1")
+                        return str(await ws.recv())
+                waiting = asyncio.create_task(session())
+                await until(lambda: admission.queued("toy") == 1, "queued")
+                table.set_state("toy", "a", READY)
+                got = await waiting
+                return got, admission.queued("toy")
+    assert run(main()) == ("a:tok0", 0)
+
+
+def test_an_idle_session_and_a_session_past_its_length_are_closed_going_away() -> None:
+    async def main() -> tuple[Any, Any, str, int]:
+        replica = Replica("a")
+        async with serving(replica.app) as url:
+            table = RouteTable()
+            table.set_service("idle", limits=ServiceLimits(ws_idle_timeout_s=0.2))
+            table.set_service("long", limits=ServiceLimits(ws_max_session_s=0.3))
+            for service in ("idle", "long"):
+                table.set_replica(service, "a", url, READY)
+            async with gateway(table) as client:
+                async with connect(ws_url(client, "/serve/idle/ws")) as ws:
+                    await ws.send("1")
+                    assert await ws.recv() == "a:tok0"
+                    with pytest.raises(ConnectionClosed) as idle:
+                        await ws.recv()  # nothing more either way
+                async with connect(ws_url(client, "/serve/long/ws")) as ws:
+                    with pytest.raises(ConnectionClosed) as long:
+                        while True:  # never idle: only the session's length ends it
+                            await ws.send(b"x")
+                            await ws.recv()
+                route = table.service("long")
+                assert route is not None
+                await until(lambda: route.replicas["a"].outstanding == 0, "released")
+                text = (await client.get("/metrics")).text
+                return idle.value.rcvd, long.value.rcvd, text, route.replicas["a"].outstanding
+
+    idle, long, text, outstanding = run(main())
+    assert idle.code == 1001 and "no message for 0.2 s" in idle.reason
+    assert long.code == 1001 and "session longer than 0.3 s" in long.reason
+    assert 'corral_gateway_errors_total{reason="ws_idle_timeout",service="idle"} 1.0' in text
+    assert 'corral_gateway_errors_total{reason="ws_session_timeout",service="long"} 1.0' in text
+    assert outstanding == 0

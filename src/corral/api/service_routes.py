@@ -23,7 +23,7 @@ every running replica (one step; the routes it then applies mark them draining).
 Each service's `auth` (a bearer token by its SHA-256, or the secret that holds it:
 `corral.control.service_auth`, read at most every few seconds, failing closed when the secret
 is gone) and `endpoint` limits (max_concurrent, max_queue, queue_timeout, request_timeout,
-connect_timeout, first_byte_timeout, retry) come from the spec its newest live replica runs
+connect_timeout, first_byte_timeout, retry, websocket) come from the spec its newest live replica runs
 (`endpoint_settings`), so an update that changes them takes effect with the rollout's first
 new replica; a service without them is public under the gateway's own limits.
 
@@ -127,8 +127,11 @@ def endpoint_settings(spec: WorkloadSpec, digests: Digests | None = None) -> Set
     e = spec.endpoint
     retry = RetryPolicy(e.retry.on_reset, e.retry.attempts, e.retry.budget) \
         if e is not None and e.retry is not None else None
+    ws = e.websocket if e is not None else None
     limits = ServiceLimits(e.max_concurrent, e.max_queue, e.queue_timeout, e.request_timeout,
-                           e.connect_timeout, e.first_byte_timeout, retry) if e else ServiceLimits()
+                           e.connect_timeout, e.first_byte_timeout, retry,
+                           ws.idle_timeout if ws else None,
+                           ws.max_session if ws else None) if e else ServiceLimits()
     return auth, limits
 
 

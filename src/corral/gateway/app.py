@@ -83,7 +83,7 @@ def create_gateway_app(route_table: RouteTable, limits: GatewayLimits | None = N
     http = transport or _transport(limits)
     proxy = Proxy(route_table, limits, admission, metrics, http, rng)
     gateway = Gateway(route_table, limits, admission, metrics, http, proxy)
-    sessions = WebSocketProxy(route_table, limits, metrics, proxy.rng)
+    sessions = WebSocketProxy(route_table, limits, metrics, proxy.rng, admission)
 
     async def scrape(_: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -48,12 +48,20 @@ class GatewayLimits:
     retry_reserve: int = 10
     #: retries after a reset, for a service that sets none (`ServiceLimits.retry`)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: a WebSocket session with no message either way for this long is closed (1001): a
+    #: client gone without a close frame must not hold a replica's slot for ever. AWS API
+    #: Gateway's WebSocket limits are the model: 10 min idle, 2 h in all
+    ws_idle_timeout_s: float = 600.0
+    #: a WebSocket session is closed (1001) after this long whatever its traffic, so a drain
+    #: or a rollout is never held by a session for longer
+    ws_max_session_s: float = 7200.0
 
     def __post_init__(self) -> None:
         if self.replay_buffer_bytes < 0 or self.retry_reserve < 0:
             raise ValueError("replay_buffer_bytes and retry_reserve must be at least 0")
         for name in ("connect_timeout_s", "first_byte_timeout_s", "total_timeout_s",
-                     "max_queue_wait_s", "upstream_idle_s"):
+                     "max_queue_wait_s", "upstream_idle_s", "ws_idle_timeout_s",
+                     "ws_max_session_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be above 0")
         if self.max_tries < 1 or self.max_queue < 0 or self.retry_after_s < 0:
@@ -80,6 +88,10 @@ class ServiceLimits:
     first_byte_timeout_s: float | None = None
     #: retries after a reset: which, how many per request, the budget (None: the gateway's)
     retry: RetryPolicy | None = None
+    #: a WebSocket session idle this long is closed (None: `GatewayLimits.ws_idle_timeout_s`)
+    ws_idle_timeout_s: float | None = None
+    #: a WebSocket session is closed after this long (None: `GatewayLimits.ws_max_session_s`)
+    ws_max_session_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_concurrent is not None and self.max_concurrent < 1:
@@ -87,7 +99,7 @@ class ServiceLimits:
         if self.max_queue is not None and self.max_queue < 0:
             raise ValueError("max_queue must be at least 0")
         for name in ("queue_wait_s", "total_timeout_s", "connect_timeout_s",
-                     "first_byte_timeout_s"):
+                     "first_byte_timeout_s", "ws_idle_timeout_s", "ws_max_session_s"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be above 0")

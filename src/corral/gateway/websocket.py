@@ -4,19 +4,25 @@ one ready replica, messages relayed both ways as they come, until either side cl
     1 route    service known? path free of dot segments?          refused: 404 / 400
     2 auth     public, or Bearer token (as for HTTP)                 refused: 401
     3 pick     power of two choices on outstanding requests; none ready, or the service at
-               its max_concurrent: 503 (no queue: a session holds its replica for minutes, a
-               queue would only hide that)
+               its max_concurrent: wait in the service's queue, the one HTTP requests wait in
+               (same bound and wait: a scale from zero serves a WebSocket too); a full queue or
+               a wait past its limit: 503 with Retry-After
     4 connect  the replica's WebSocket (the service's connect timeout covers the handshake);
                a refused or timed-out handshake never reached the application: the next ready
                replica is tried, up to `max_tries`
     5 relay    the client's subprotocol choice as the replica made it; text and binary frames
-               both ways, unbuffered; a close on either side closes the other with its code
+               both ways, unbuffered; a close on either side closes the other with its code;
+               no message either way for `ws_idle_timeout_s`, or a session older than
+               `ws_max_session_s` (the service's own, else the gateway's): both sides closed
+               with 1001 and a reason naming the limit
 
 A refusal before the upgrade is an HTTP response in the house error shape where the server
 supports ASGI's `websocket.http.response` extension (uvicorn does), else a close before accept
-(the client sees 403). The session counts as one outstanding request on its replica for its
+(the client sees 403). A client that leaves while queued keeps its slot until the wait limit
+(nothing is read from it before the upgrade). The session counts as one outstanding request on its replica for its
 whole life, so balancing sees it and a drain waits for it (within the replica's grace).
-Metrics: a session counts as a request with code 101 once upgraded.
+Metrics: a session counts as a request with code 101 once upgraded; a session closed by a limit
+counts under errors (reason `ws_idle_timeout`, `ws_session_timeout`).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from corral.gateway.admission import Admission, QueueFull, QueueTimeout, ServiceGone
 from corral.gateway.balancing import pick_replica
 from corral.gateway.headers import request_headers
 from corral.gateway.limits import GatewayLimits
@@ -48,18 +55,26 @@ _OWN = frozenset({b"sec-websocket-key", b"sec-websocket-version", b"sec-websocke
 _RESERVED = frozenset({1005, 1006, 1015})
 
 
+#: the close code of a session ended by the gateway's limits: "going away"
+GOING_AWAY = 1001
+
+
 class _Refused(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
 
 
 class WebSocketProxy:
     """The ASGI app for websocket scopes under `/serve/{service}/{path:path}`."""
 
     def __init__(self, table: RouteTable, limits: GatewayLimits, metrics: GatewayMetrics,
-                 rng: Any) -> None:
+                 rng: Any, admission: Admission | None = None) -> None:
         self.table, self.limits, self.metrics, self.rng = table, limits, metrics, rng
+        self.admission = admission or Admission(table, limits.max_queue,
+                                                limits.max_queue_wait_s)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         service = scope["path_params"]["service"]
@@ -77,11 +92,42 @@ class WebSocketProxy:
         try:
             await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
             self.metrics.requests.labels(label, "101").inc()
-            await _relay(upstream, receive, send)
+            idle_s, max_s = self._session_limits(service)
+            ended = await _relay(upstream, receive, send, idle_s, max_s)
+            if ended is not None:
+                self.metrics.errors.labels(label, ended).inc()
         finally:
             self.metrics.in_flight.labels(label).dec()
             self.table.release(service, replica)
             await upstream.close()
+
+    def _session_limits(self, service: str) -> tuple[float, float]:
+        """(idle, whole session) in seconds: the service's own where it set them."""
+        route = self.table.service(service)
+        own = route.limits if route is not None else None
+        idle = own.ws_idle_timeout_s if own and own.ws_idle_timeout_s else None
+        whole = own.ws_max_session_s if own and own.ws_max_session_s else None
+        return idle or self.limits.ws_idle_timeout_s, whole or self.limits.ws_max_session_s
+
+    async def _admit(self, service: str, deadline: float) -> None:
+        """Wait in the service's queue (shared with HTTP requests) for a free ready replica."""
+        remaining = max(deadline - asyncio.get_running_loop().time(), 0.001)
+        retry_after = {"Retry-After": str(self.limits.retry_after_s)}
+        try:
+            await self.admission.wait_ready(
+                service, min(self.admission.max_wait(service), remaining))
+        except QueueFull:
+            self.metrics.errors.labels(service, "queue_full").inc()
+            raise _Refused(503, "unavailable", f"service {service!r} has no ready replica "
+                           f"free to take a WebSocket and {self.admission.max_queue(service)} "
+                           "requests already wait for one; retry later", retry_after) from None
+        except QueueTimeout:
+            self.metrics.errors.labels(service, "queue_timeout").inc()
+            raise _Refused(503, "unavailable", f"service {service!r} had no ready replica free "
+                           f"to take a WebSocket within {self.admission.max_wait(service):g} "
+                           "s; retry later", retry_after) from None
+        except ServiceGone:
+            raise _Refused(404, "not_found", f"service {service!r} does not exist") from None
 
     def _route(self, scope: Scope, service: str) -> tuple[bytes, bool]:
         route = self.table.service(service) if SERVICE_NAME.fullmatch(service) else None
@@ -105,14 +151,17 @@ class WebSocketProxy:
             if k not in _OWN]
         query = scope.get("query_string", b"")
         tried: list[str] = []
+        deadline = asyncio.get_running_loop().time() + self.admission.max_wait(service)
         while True:
             route = self.table.service(service)
             replica = pick_replica(route.ready(), self.rng, tried) \
                 if route and route.admits() else None
+            if replica is None and tried:  # every ready one was tried and not reached
+                raise _Refused(502, "bad_gateway", f"no replica of service {service!r} could "
+                               "be reached for a WebSocket")
             if replica is None:
-                raise _Refused(503, "unavailable", f"service {service!r} has no ready replica "
-                               "free to take a WebSocket (none ready, or at its "
-                               "max_concurrent); retry later")
+                await self._admit(service, deadline)
+                continue
             url = "ws" + replica.url.removeprefix("http").rstrip("/") + \
                 (rest or b"/").decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
             connect_s = (route.limits.connect_timeout_s if route and
@@ -144,17 +193,25 @@ async def _deny(scope: Scope, send: Any, refused: _Refused) -> None:
         body = error_response(refused.status, refused.code, refused.message)
         await send({"type": "websocket.http.response.start", "status": refused.status,
                     "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
+                                (b"content-length", str(len(body)).encode())] +
+                    [(k.lower().encode(), v.encode()) for k, v in refused.headers.items()]})
         await send({"type": "websocket.http.response.body", "body": body})
         return
     await send({"type": "websocket.close", "code": 1008, "reason": refused.message[:120]})
 
 
-async def _relay(upstream: ClientConnection, receive: Any, send: Any) -> None:
-    """Both directions at once; the first side to close ends the session."""
+async def _relay(upstream: ClientConnection, receive: Any, send: Any, idle_s: float,
+                 max_s: float) -> str | None:
+    """Both directions at once; the first side to close ends the session, or a limit does:
+    then both sides are closed with 1001 and the limit's name is returned (for metrics)."""
+    loop = asyncio.get_running_loop()
+    started = last = loop.time()
+
     async def from_client() -> None:
+        nonlocal last
         while True:
             message = await receive()
+            last = loop.time()
             if message["type"] == "websocket.disconnect":
                 await upstream.close(code=_sendable(message.get("code", 1000)))
                 return
@@ -164,8 +221,10 @@ async def _relay(upstream: ClientConnection, receive: Any, send: Any) -> None:
                 await upstream.send(message["bytes"])
 
     async def from_replica() -> None:
+        nonlocal last
         try:
             async for data in upstream:
+                last = loop.time()
                 if isinstance(data, str):
                     await send({"type": "websocket.send", "text": data})
                 else:
@@ -178,12 +237,32 @@ async def _relay(upstream: ClientConnection, receive: Any, send: Any) -> None:
                         "reason": upstream.close_reason or ""})
 
     tasks = [asyncio.ensure_future(from_client()), asyncio.ensure_future(from_replica())]
+    ended: tuple[str, str] | None = None
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        while True:
+            idle_at, end_at = last + idle_s, started + max_s
+            now = loop.time()
+            if now >= end_at:
+                ended = ("ws_session_timeout", f"session longer than {max_s:g} s")
+                break
+            if now >= idle_at:
+                ended = ("ws_idle_timeout", f"no message for {idle_s:g} s")
+                break
+            done, _ = await asyncio.wait(tasks, timeout=min(idle_at, end_at) - now,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if done:
+                break
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+    if ended is None:
+        return None
+    with contextlib.suppress(Exception):  # either side may be gone already
+        await upstream.close(code=GOING_AWAY, reason=ended[1])
+    with contextlib.suppress(Exception):
+        await send({"type": "websocket.close", "code": GOING_AWAY, "reason": ended[1]})
+    return ended[0]
 
 
 def _sendable(code: int) -> int:

@@ -38,6 +38,9 @@ The endpoint (`/serve/<service>/...` on corral's gateway):
         budget: 0.2              # reset retries per service: at most this fraction of its
                                  # requests (plus a small reserve), so a crash loop cannot
                                  # double the load
+      websocket:                 # WebSocket sessions (they wait in the same queue)
+        idle_timeout: 10m        # no message either way this long: closed (1001)
+        max_session: 2h          # closed (1001) after this long whatever its traffic
 
 Or, instead of a digest in the spec, the token in a secret the service's queue may use
 (`corral secrets set chat-token --queue q`): the gateway checks the bearer token against the
@@ -62,7 +65,8 @@ from corral.spec.quantities import DurationS
 if TYPE_CHECKING:
     from corral.spec.workload import WorkloadSpec
 
-__all__ = ["EndpointSpec", "ReadinessProbe", "RetrySpec", "ServiceAuthSpec", "service_notes"]
+__all__ = ["EndpointSpec", "ReadinessProbe", "RetrySpec", "ServiceAuthSpec", "WebSocketSpec",
+           "service_notes"]
 
 
 class ReadinessProbe(BaseModel):
@@ -161,6 +165,24 @@ class RetrySpec(BaseModel):
         "most ~20% load")
 
 
+class WebSocketSpec(BaseModel):
+    """Limits of a WebSocket session through the gateway (default: 10m idle, 2h in all)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    idle_timeout: DurationS | None = Field(
+        None, description="no message either way for this long: the session is closed (1001)")
+    max_session: DurationS | None = Field(
+        None, description="a session is closed (1001) after this long, whatever its traffic")
+
+    @field_validator("idle_timeout", "max_session")
+    @classmethod
+    def _duration(cls, v: float | None) -> float | None:
+        if v is not None and not 0 < v <= 7 * 86400:
+            raise ValueError("must be more than 0 and at most 7d, e.g. 10m")
+        return v
+
+
 class EndpointSpec(BaseModel):
     """A service's own limits at the gateway; a field left out keeps the gateway's."""
 
@@ -187,6 +209,8 @@ class EndpointSpec(BaseModel):
     retry: RetrySpec | None = Field(
         None, description="retries after a reset before any response (default: on_reset "
         "true, attempts 2, budget 0.2)")
+    websocket: WebSocketSpec | None = Field(
+        None, description="WebSocket sessions' idle timeout and longest length")
 
     @field_validator("queue_timeout", "request_timeout", "first_byte_timeout")
     @classmethod
@@ -239,6 +263,11 @@ def service_notes(spec: WorkloadSpec) -> list[str]:
                              ("connect_timeout (s)", e.connect_timeout),
                              ("first_byte_timeout (s)", e.first_byte_timeout)) if v is not None]
         notes.append("endpoint limits: " + (", ".join(said) or "the gateway's"))
+        if e.websocket is not None:
+            w = e.websocket
+            notes.append("WebSocket sessions: " + ", ".join(
+                f"{k} {v:g}s" for k, v in (("idle timeout", w.idle_timeout),
+                                           ("at most", w.max_session)) if v is not None))
         if e.retry is not None:
             r = e.retry
             which = "every method" if r.on_reset else "idempotent methods only (not POST)"

@@ -7,6 +7,13 @@ It also times the known-answer test's reference (numpy on the CPU, what every ru
 and the per-device judgement. No GPU is used: nothing here measures a device.
 
     .venv/bin/python bench/device_cordons.py --nodes 10000 --cordoned 100 --running 50000
+
+With `--replay` it measures instead what per-GPU cordons save against whole-node cordons in the
+simulator (`corral.sim.device_faults`): a seeded synthetic trace replayed with GPU faults, each
+seed three times (no faults; each fault cordons its GPU; each fault cordons its node) on the
+same faults. Simulated outcomes, not timings: the machine's load does not change them.
+
+    .venv/bin/python bench/device_cordons.py --replay --seeds 1 2 3 --gpu-mtbf-h 48
 """
 
 from __future__ import annotations
@@ -35,13 +42,56 @@ def timed(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
     return statistics.median(times) * 1000
 
 
+def replay(args: argparse.Namespace) -> None:
+    from corral.sim.failures import FailureModel
+    from corral.sim.policies import replay_policy
+    from corral.sim.replay import ReplayOptions, run_replay
+    from corral.sim.synthetic import SyntheticSpec, synthetic_trace
+
+    print(f"trace: synthetic, {args.tasks} tasks, {args.pool} nodes, load {args.load}; GPU MTBF "
+          f"{args.gpu_mtbf_h} h per GPU, sick {args.fault_min} min, back after "
+          f"{args.recover_min} min healthy; checkpoints every {args.checkpoint_min} min")
+    print("seed mode       faults cordoned_gpu_h lost_gpu_h completed jct_avg_h jct_p95_h "
+          "goodput_pct")
+    for seed in args.seeds:
+        trace = synthetic_trace(SyntheticSpec(tasks=args.tasks, nodes=args.pool, load=args.load,
+                                              seed=seed))
+        policy = replay_policy("corral", "corral", trace)
+        for mode, mtbf, per_gpu in (("no-faults", None, True), ("per-gpu", args.gpu_mtbf_h, True),
+                                    ("whole-node", args.gpu_mtbf_h, False)):
+            model = FailureModel(
+                gpu_mtbf_s=mtbf * 3600 if mtbf else None, gpu_fault_s=args.fault_min * 60,
+                gpu_recover_after_s=args.recover_min * 60,
+                checkpoint_interval_s=args.checkpoint_min * 60, device_cordons=per_gpu)
+            r = run_replay(trace, policy, seed, ReplayOptions(failures=model)).report
+            jct = r["jct_s"]
+            assert isinstance(jct, dict)
+            print(f"{seed:>4} {mode:<10} {r['gpu_faults']:>6} {r['gpu_hours_cordoned']:>14.1f} "
+                  f"{r['gpu_hours_lost']:>10.1f} {r['completed']:>5}/{r['tasks']:<3} "
+                  f"{jct['avg'] / 3600:>9.2f} {jct['p95'] / 3600:>9.2f} {r['goodput_pct']:>11.1f}",
+                  flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--replay", action="store_true",
+                    help="per-GPU vs whole-node cordons in the simulator (not timings)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    ap.add_argument("--tasks", type=int, default=600)
+    ap.add_argument("--pool", type=int, default=12, help="nodes of the synthetic pool")
+    ap.add_argument("--load", type=float, default=0.9)
+    ap.add_argument("--gpu-mtbf-h", type=float, default=48.0)
+    ap.add_argument("--fault-min", type=float, default=30.0)
+    ap.add_argument("--recover-min", type=float, default=10.0)
+    ap.add_argument("--checkpoint-min", type=float, default=30.0)
     ap.add_argument("--nodes", type=int, default=10_000)
     ap.add_argument("--cordoned", type=int, default=100)
     ap.add_argument("--running", type=int, default=50_000)
     ap.add_argument("--repeat", type=int, default=20)
     args = ap.parse_args()
+    if args.replay:
+        replay(args)
+        return
     base = (("corral.dev/vendor", "nvidia"), ("zone", "a"))
     nodes = [Node(f"n{i:05d}", "p", "H100", 8, 81920, 64_000, 262_144,
                   labels=tuple(sorted((*base, (LABEL, "7"))) if i < args.cordoned else base))

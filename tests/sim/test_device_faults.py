@@ -76,16 +76,20 @@ TRACE = Trace("faults", (NODE,), (*(_task(x, 0.0, 1000.0) for x in "ABCD"),
                                   _task("E", 200.0, 100.0)))
 
 
-@pytest.fixture
-def one_fault(monkeypatch: pytest.MonkeyPatch) -> None:
-    """One fault, on GPU 0 at t=100, then none."""
+def _script(monkeypatch: pytest.MonkeyPatch, at: float, device: int) -> None:
+    """Each node of each replay: one fault, on `device` at `at` seconds, then none."""
     def scripted() -> Iterator[tuple[float, int]]:
-        yield 100.0, 0
+        yield at, device
         while True:
             yield 1e9, 0
     chains: dict[tuple[int, str], Iterator[tuple[float, int]]] = {}  # per replay and node
     monkeypatch.setattr(DeviceFaults, "next_fault",
                         lambda self, node: next(chains.setdefault((id(self), node), scripted())))
+
+
+@pytest.fixture
+def one_fault(monkeypatch: pytest.MonkeyPatch) -> None:
+    _script(monkeypatch, 100.0, 0)
 
 
 def _run(device_cordons: bool) -> dict[str, object]:
@@ -109,3 +113,19 @@ def test_a_per_gpu_cordon_keeps_the_nodes_other_work_running() -> None:
     assert isinstance(gpu_jct, dict) and isinstance(node_jct, dict)
     assert gpu_jct["avg"] < node_jct["avg"]
     assert gpu["makespan_s"] == pytest.approx(1600.0)  # A restarts on GPU 0 once it is back
+
+
+def test_waiting_work_is_not_given_up_on_while_work_still_ends(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The replay stops waiting for capacity that comes back only after `patience` (8 h here)
+    without progress; a finish is progress. B (both GPUs) waits all of A's 50,000 s; GPU 1
+    (not A's) faults at 49,000 s and is back at 51,200 s, after A ended: B still runs."""
+    _script(monkeypatch, 49_000.0, 1)
+    node = Node("n0", "p", "H100", 2, 81920, 128_000, 1_000_000)
+    b = TraceTask("B", 1000, 1024, 2, 1000, qos="BE", submitted=10.0, duration=100.0)
+    trace = Trace("patience", (node,), (_task("A", 0.0, 50_000.0), b))
+    model = FailureModel(gpu_mtbf_s=1e6, gpu_fault_s=2000, gpu_recover_after_s=200)
+    policy = replay_policy("fifo-backfill", "corral", trace)
+    report = run_replay(trace, policy, 3, ReplayOptions(queues="qos", failures=model)).report
+    assert (report["completed"], report["gpu_hours_lost"]) == (2, 0.0)  # A was not hit
+    assert report["makespan_s"] == pytest.approx(51_300.0)

@@ -367,6 +367,9 @@ class _Replay:
         job.run += 1
         self.freed = True
         if finished:
+            # a finish is progress too: waiting work is not given up on while work still ends
+            # (the patience of `run` counts from the last start, arrival or finish)
+            self.last_progress = now
             job.finish = now
             self.demand[job.workload.queue] -= job.milli
             self.team_demand[self.queue_map.of_task[job.task.name]] -= job.milli

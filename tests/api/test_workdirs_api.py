@@ -70,3 +70,39 @@ def test_the_agent_backend_refuses_a_path_and_the_local_one_an_upload(
     assert up.status_code == 422 and "absolute path" in up.text
     assert local.client.get("/v1/workdirs", headers=local.ann).json()["upload"] is False
     other.close()
+
+
+def test_a_new_upload_prunes_unused_archives_but_never_one_a_workload_needs(
+        api: Api, tmp_path: Path) -> None:
+    """The server's archives are a bounded cache (corral.backends.workdir_cache): here every
+    archive is over the size limit and old enough to go, yet the one a pending workload names
+    stays; the unreferenced one goes; a finished workload's archive no longer protects it."""
+    from corral.backends.workdir_cache import CacheLimits
+
+    archives = WorkdirArchives(tmp_path / "workdirs", CacheLimits(max_bytes=1, min_age_s=0))
+    api.client.app.state.workdirs = archives
+    digests = []
+    for name in ("one", "two", "three"):
+        src = tmp_path / name
+        src.mkdir()
+        (src / "f.txt").write_text(name)
+        data, digest = pack(src)
+        digests.append(digest)
+        if name == "one":  # named by a pending workload before the others arrive
+            assert api.client.put(f"/v1/workdirs/{digest}", content=data,
+                                  headers=api.ann).status_code == 201
+            sub = api.client.post("/v1/workloads", json=job(workdir=digest), headers=api.ann)
+            assert sub.status_code == 201, sub.text
+            wid = sub.json()["workloads"][0]["id"]
+        else:
+            assert api.client.put(f"/v1/workdirs/{digest}", content=data,
+                                  headers=api.ann).status_code == 201
+    one, two, three = digests
+    assert archives.has(one) and not archives.has(two) and archives.has(three)
+    assert api.client.post(f"/v1/workloads/{wid}/cancel", headers=api.ann).status_code == 200
+    src = tmp_path / "four"
+    src.mkdir()
+    (src / "f.txt").write_text("four")
+    data, four = pack(src)
+    api.client.put(f"/v1/workdirs/{four}", content=data, headers=api.ann)
+    assert not archives.has(one) and archives.has(four)  # cancelled: no longer protected

@@ -39,6 +39,7 @@ from corral.backends.errors import BackendError
 from corral.backends.local import LocalBackend
 from corral.backends.local_runner import EXIT_RECORD, LEASE_EXPIRED, read_json, write_json_atomic
 from corral.backends.log_times import read_samples
+from corral.backends.workdir import is_archive
 from corral.backends.worker_users import WorkerUsers
 from corral.core.model import CapacityKind, Node
 
@@ -102,7 +103,8 @@ class Agent:
             remote_workers=True, rendezvous=self._rendezvous_of, lease=(self.lease, settings.lease_s))
         # uploaded workdirs, fetched from the server by digest and cached here (issue 13)
         self.backend.workdir_archives = AgentWorkdirs(settings.server, root / "workdirs",
-                                                      self._credential).fetch
+                                                      self._credential,
+                                                      in_use=self._workdirs_in_use).fetch
         self.credential: str | None = None
         # relayed `corral exec` / `corral port-forward` orders, each on its own thread
         self.relayed = Relayed(self.backend.work_dir, settings.server, self._credential,
@@ -186,6 +188,11 @@ class Agent:
         return {d for (wid, attempt), rec in attempts.items() for a in rec.spec.assignments
                 if a.node_id == self.node.id and (wid, attempt, a.worker) in live
                 for d in a.devices}
+
+    def _workdirs_in_use(self) -> set[str]:
+        """The archives attempts launched here and not released name (never pruned)."""
+        return {rec.spec.workdir for rec in self.backend._attempts.values()
+                if rec.spec.workdir and is_archive(rec.spec.workdir)}
 
     def _credential(self) -> str:
         if self.credential is None:

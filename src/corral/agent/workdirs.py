@@ -5,7 +5,10 @@
 The local backend asks for an archive when it launches a worker whose spec names one
 (`corral.backends.workdir.copy_workdir`) and unpacks it into the attempt's directory. A digest
 names its content, so a cached file is never stale; a download is checked against the digest
-before it is kept (a cut connection leaves no half file behind).
+before it is kept (a cut connection leaves no half file behind). The folder is a bounded cache
+(`corral.backends.workdir_cache`), pruned after each download: never an archive an attempt
+still launched here names (`in_use`), else unused for 30 days or least recently used over
+20 GiB.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import httpx
 
 from corral.backends.errors import InvalidLaunchSpec
 from corral.backends.workdir import ARCHIVE_PREFIX, MAX_WORKDIR_BYTES, is_archive
+from corral.backends.workdir_cache import CacheLimits, prune, touch
 
 __all__ = ["AgentWorkdirs"]
 
@@ -29,9 +33,11 @@ MAX_DOWNLOAD_BYTES = MAX_WORKDIR_BYTES + 16 * 1024 * 1024
 
 class AgentWorkdirs:
     def __init__(self, server: str, root: Path, credential: Callable[[], str],
-                 timeout_s: float = 120.0) -> None:
+                 timeout_s: float = 120.0, in_use: Callable[[], set[str]] = set,
+                 limits: CacheLimits | None = None) -> None:
         self.server, self.root, self.credential, self.timeout_s = (
             server.rstrip("/"), root, credential, timeout_s)
+        self.in_use, self.limits = in_use, limits or CacheLimits()
 
     def fetch(self, digest: str) -> Path:
         """The archive's path here, downloaded first when missing. Raises InvalidLaunchSpec
@@ -40,6 +46,7 @@ class AgentWorkdirs:
             raise InvalidLaunchSpec("workdir", f"not an archive digest: {digest[:80]!r}")
         path = self.root / f"{digest.removeprefix(ARCHIVE_PREFIX)}.tar"
         if path.is_file():
+            touch(path)  # used: the cache keeps the recently used
             return path
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         data = self._download(digest)
@@ -47,6 +54,7 @@ class AgentWorkdirs:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
+        prune(self.root, self.in_use() | {digest}, self.limits)  # the cache grew
         return path
 
     def _download(self, digest: str) -> bytes:

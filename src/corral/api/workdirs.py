@@ -7,6 +7,10 @@ checked, kept and unpacked; `corral.sdk.workdirs` is the client side.
     PUT  /v1/workdirs/sha256:<hex>          the gzipped tar; its SHA-256 must be the digest
     GET  /agent/v1/workdirs/sha256:<hex>    the archive, to an agent (its node credential)
 
+Kept as a bounded cache: after each new upload the folder is pruned
+(`corral.backends.workdir_cache`: unused 30 days, or least recently used over 20 GiB), never an
+archive that a workload not yet ended names.
+
 Who may upload: a user who may submit to some queue (members, queue admins, admins); viewers
 may not. Archives are named by their content, so one user's upload can neither replace nor
 alter another's, and reading one needs its digest (256 bits: not guessed).
@@ -18,14 +22,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import FileResponse
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from corral.api.agents import NodeCaller
 from corral.api.context import ApiContext, Caller, context
 from corral.api.errors import ApiError
 from corral.backends.errors import InvalidLaunchSpec
-from corral.backends.workdir import MAX_WORKDIR_BYTES, WorkdirArchives
+from corral.backends.workdir import MAX_WORKDIR_BYTES, WorkdirArchives, is_archive
 from corral.sdk import models as M
+from corral.store.schema import WorkloadRow
 
 __all__ = ["MAX_UPLOAD_BYTES", "PATH_PREFIX", "agent_router", "router"]
 
@@ -65,7 +71,8 @@ def workdir_stored(digest: Digest, request: Request, who: Caller) -> dict[str, A
 
 
 @router.put("/workdirs/{digest}", status_code=201, responses=_ERRORS)
-async def upload_workdir(digest: Digest, request: Request, who: Caller) -> dict[str, Any]:
+async def upload_workdir(digest: Digest, request: Request, who: Caller,
+                         ctx: Ctx) -> dict[str, Any]:
     """Store a workdir archive (a gzipped tar of at most 100 MiB of files) under its digest;
     200-like and idempotent: one already stored is not written again."""
     archives = archives_of(request)
@@ -81,7 +88,26 @@ async def upload_workdir(digest: Digest, request: Request, who: Caller) -> dict[
     except InvalidLaunchSpec as e:
         raise ApiError(422, "invalid_request", "the archive is refused",
                        [("workdir", str(e).split(": ", 1)[-1])]) from None
+    if created:  # the cache grew: keep it bounded (corral.backends.workdir_cache)
+        await run_in_threadpool(_prune, ctx, archives, digest)
     return {"digest": digest, "bytes": len(data), "created": created}
+
+
+#: states after which a workload never launches again
+_ENDED = ("succeeded", "failed", "cancelled")
+
+
+def in_use(ctx: ApiContext) -> set[str]:
+    """The archives a workload not yet ended names (its next launch fetches it)."""
+    with ctx.store.read() as conn:
+        specs = conn.execute(select(WorkloadRow.spec).where(WorkloadRow.state.not_in(_ENDED)))
+        return {str(spec["workdir"]) for (spec,) in specs
+                if isinstance(spec, dict) and is_archive(str(spec.get("workdir") or ""))}
+
+
+def _prune(ctx: ApiContext, archives: WorkdirArchives, uploaded: str) -> None:
+    """Never the archive just uploaded: its submission follows the upload."""
+    archives.prune(in_use(ctx) | {uploaded})
 
 
 @agent_router.get("/workdirs/{digest}", responses=_ERRORS)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Final
 
 from corral.backends.errors import InvalidLaunchSpec
+from corral.backends.workdir_cache import CacheLimits, prune, touch
 
 __all__ = ["ARCHIVE_PREFIX", "MAX_ARCHIVE_MEMBERS", "MAX_WORKDIR_BYTES", "WORKDIR_COPY",
            "ArchiveSource", "WorkdirArchives", "check_archive", "check_workdir", "copy_workdir",
@@ -171,10 +172,11 @@ def unpack_workdir(archive: Path, dest: Path) -> Path:
 
 
 class WorkdirArchives:
-    """Uploaded workdirs on the server: `<root>/<hex>.tar` by content digest."""
+    """Uploaded workdirs on the server: `<root>/<hex>.tar` by content digest, a bounded cache
+    (`corral.backends.workdir_cache`: pruned after each new upload, never what is in use)."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, root: Path, limits: CacheLimits | None = None) -> None:
+        self.root, self.limits = root, limits or CacheLimits()
 
     def path(self, digest: str) -> Path:
         if not is_archive(digest):
@@ -182,7 +184,16 @@ class WorkdirArchives:
         return self.root / f"{digest.removeprefix(ARCHIVE_PREFIX)}.tar"
 
     def has(self, digest: str) -> bool:
-        return self.path(digest).is_file()
+        """Whether it is stored; asking marks it used (a rerun's check, an agent's fetch)."""
+        path = self.path(digest)
+        if not path.is_file():
+            return False
+        touch(path)
+        return True
+
+    def prune(self, in_use: set[str], now: float | None = None) -> list[str]:
+        """Delete what the cache's limits say may go, never a digest in `in_use`."""
+        return prune(self.root, in_use, self.limits, now)
 
     def put(self, digest: str, data: bytes) -> bool:
         """Store `data` under `digest` once it is checked; True when it was new. Raises

@@ -26,16 +26,21 @@ READY, STARTING = ReplicaState.READY, ReplicaState.STARTING
 
 
 @asynccontextmanager
-async def dropper() -> AsyncIterator[tuple[str, list[int]]]:
+async def dropper(headers_only: asyncio.Event | None = None
+                  ) -> AsyncIterator[tuple[str, list[int]]]:
     """A replica that reads a whole request, then resets the connection with no response.
-    Yields (URL, the body sizes it read: one per request that reached it)."""
+    Yields (URL, the body sizes it read: one per request that reached it). `headers_only`:
+    read only the headers, set the event, and reset (the body still on its way)."""
     seen: list[int] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
         length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
                        if line.lower().startswith(b"content-length:")), 0)
-        seen.append(len(await reader.readexactly(length)))
+        if headers_only is not None:
+            headers_only.set()
+        else:
+            seen.append(len(await reader.readexactly(length)))
         sock = writer.get_extra_info("socket")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         writer.transport.abort()  # linger 0: an RST, as from a killed process
@@ -192,3 +197,32 @@ def test_with_no_other_replica_a_reset_is_a_502_that_says_why() -> None:
     assert response.headers["x-corral-retry-skipped"] == "no_replica"
     assert "before answering" in response.json()["message"]
 
+
+
+def test_a_body_still_streaming_when_the_replica_resets_is_replayed_then_continued() -> None:
+    """The replica breaks off after the request's headers while the client is still sending
+    its body: the retry sends what the gateway held, then the rest as it comes."""
+    async def main() -> tuple[httpx.Response, dict[str, Any]]:
+        reset = asyncio.Event()
+        async with dropper(reset) as (ud, _), replica("ok") as (uo, _ok):
+            table = RouteTable()
+            table.set_service("toy")
+            table.set_replica("toy", "drop", ud, READY)
+            table.set_replica("toy", "ok", uo, READY)
+            busy(table, "ok")
+
+            async def body() -> AsyncIterator[bytes]:
+                yield b"a" * 1000
+                await reset.wait()  # the first replica has broken off: the rest comes later
+                yield b"b" * 1000
+                yield b"c" * 1000
+            async with gateway(table) as client:
+                response = await client.post("/serve/toy/debug/request", content=body())
+                metrics = (await client.get("/metrics")).text
+        return response, {"retries": metric(
+            metrics, 'corral_gateway_retries_total{service="toy"}')}
+
+    response, counted = run(main())
+    assert response.status_code == 200, response.text
+    assert response.headers["x-replica"] == "ok"
+    assert response.json()["body_bytes"] == 3000 and counted == {"retries": 1}

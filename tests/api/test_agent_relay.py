@@ -43,3 +43,27 @@ def test_an_order_given_up_on_is_never_handed_out_or_answered() -> None:
     relay.forget(e.id)
     assert relay.take("a") == ([], [])
     assert not relay.answer("a", e.id, ExecDone(exit_code=0)) and not answer.done()
+
+
+def test_an_order_wakes_the_nodes_long_poll() -> None:
+    """A sync waiting for its node (an hour here) returns once an order for it arrives from
+    another thread, as a relayed exec's does; another node's order does not wake it."""
+    import asyncio
+    import threading
+
+    relay = AgentRelay()
+
+    async def go() -> bool:
+        waiting = asyncio.create_task(relay.wait("a", 3600))
+        await asyncio.sleep(0)  # registered
+        other = threading.Thread(target=relay.order, args=("b", _exec(relay)))
+        other.start()
+        other.join()  # ordered: a wrong wake-up is already scheduled on this loop
+        for _ in range(3):
+            await asyncio.sleep(0)
+        other_woke = waiting.done()
+        threading.Thread(target=relay.order, args=("a", _exec(relay))).start()
+        await asyncio.wait_for(waiting, 30)  # woken, not the hour
+        return other_woke
+
+    assert asyncio.run(go()) is False

@@ -21,6 +21,8 @@ rights before it orders anything.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 import threading
 from concurrent.futures import Future
@@ -50,6 +52,8 @@ class AgentRelay:
         self._lock = threading.Lock()
         self._by_id: dict[str, _Pending] = {}
         self._queued: dict[str, list[str]] = {}  # node -> order ids not yet taken
+        #: the node's long polls waiting now: an order wakes them at once (no poll interval)
+        self._waiting: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
 
     @staticmethod
     def new_id() -> str:
@@ -60,7 +64,29 @@ class AgentRelay:
             pending = _Pending(node_id, order)
             self._by_id[order.id] = pending
             self._queued.setdefault(node_id, []).append(order.id)
+            waiting = list(self._waiting.get(node_id, []))
+        for loop, event in waiting:  # orders come from worker threads; polls wait on a loop
+            with contextlib.suppress(RuntimeError):  # that loop has closed
+                loop.call_soon_threadsafe(event.set)
         return pending.answer
+
+    async def wait(self, node_id: str, timeout_s: float) -> None:
+        """Sleep up to `timeout_s`, less when an order for the node arrives meanwhile."""
+        event = asyncio.Event()
+        entry = (asyncio.get_running_loop(), event)
+        with self._lock:
+            self._waiting.setdefault(node_id, []).append(entry)
+        try:
+            if not self.has_orders(node_id):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), timeout_s)
+        finally:
+            with self._lock:
+                waiting = self._waiting.get(node_id, [])
+                if entry in waiting:
+                    waiting.remove(entry)
+                if not waiting:
+                    self._waiting.pop(node_id, None)
 
     def has_orders(self, node_id: str) -> bool:
         with self._lock:

@@ -19,7 +19,6 @@ needed on a host, and a node credential can do nothing but speak for its own nod
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import time
@@ -181,7 +180,7 @@ async def sync(body: SyncIn, node: NodeCaller, ctx: Ctx) -> SyncOut:
     # a relayed exec or port-forward (issue 13) ends the wait as a new assignment does
     while (seq == body.known_seq and not RELAY.has_orders(node.node_id)
            and time.monotonic() < deadline):
-        await asyncio.sleep(min(_POLL_S, max(0.0, deadline - time.monotonic())))
+        await RELAY.wait(node.node_id, min(_POLL_S, max(0.0, deadline - time.monotonic())))
         seq = await run_in_threadpool(_seq, ctx, node.node_id)
     out = await run_in_threadpool(_assignments, ctx, node.node_id)
     out.execs, out.tunnels = RELAY.take(node.node_id)

@@ -64,7 +64,7 @@ def _closure(names: list[str]) -> set[str]:
 
 def test_importing_the_cli_leaves_out_the_server_stack() -> None:
     loaded = _imported_after("corral.cli.main")
-    assert "typer" in loaded and "httpx" in loaded  # the probe sees what the CLI does import
+    assert "typer" in loaded and "rich" in loaded  # the probe sees what the CLI does import
     assert not loaded & {"fastapi", "sqlalchemy", "numpy", "uvicorn", "alembic", "starlette"}
 
 
@@ -120,37 +120,77 @@ def test_server_commands_are_listed_and_load_when_run(command: str) -> None:
     assert re.search(rf"│ {command}\s", listing)
 
 
-# Issue 14: the start of every client command (< 300 ms of import on 2 cores): what `corral
-# --help` and `corral ls` load stays the client's own, with nothing they do not use.
+# Issue 14: the start of every client command (< 300 ms of import on 2 cores). A command module
+# imports the SDK's client (httpx) and wire types (pydantic models) when the command runs, so
+# `--help` and the listing load neither; what the commands load stays the client's own.
 NOT_FOR_CLIENT_COMMANDS = {"yaml",  # submit reads a file: it imports PyYAML then
                            "click", "pygments"}  # httpx's own command line (corral.cli)
 # typer renders help with rich's Markdown, which brings pygments: only for help
-NOT_FOR_HELP = NOT_FOR_CLIENT_COMMANDS - {"pygments"}
+NOT_FOR_HELP = NOT_FOR_CLIENT_COMMANDS - {"pygments"} | {"httpx", "corral.sdk.client",
+                                                          "corral.sdk.models", "corral.sdk.ledger"}
+# the top-level help coerces no parameter: no pydantic either (typer 0.29 coerces a command's
+# parameters, --help's included, with pydantic TypeAdapters: `corral ls --help` loads pydantic)
+NOT_FOR_TOP_HELP = NOT_FOR_HELP | {"pydantic"}
 
 
 def _loaded_by_command(*argv: str) -> set[str]:
+    """Every module (dotted names and their top-level packages) a command leaves loaded; not
+    the ones marked absent (corral.cli marks httpx._main so)."""
     code = ("import json, sys\n"
             f"sys.argv = ['corral', *{list(argv)!r}]\n"
             "from corral.cli.main import app\n"
             "try:\n    app()\nexcept SystemExit:\n    pass\n"
-            "print('\\n' + json.dumps(sorted({n.split('.')[0] for n in sys.modules})))")
+            "print('\\n' + json.dumps(sorted(n for n, m in sys.modules.items() if m)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT, env={"COLUMNS": "120", "PATH": "/usr/bin:/bin",
                                                     "HOME": str(ROOT / "no-such-home")})
-    return set(json.loads(out.stdout.rsplit("\n", 2)[-2]))
+    names = set(json.loads(out.stdout.rsplit("\n", 2)[-2]))
+    return names | {n.split(".")[0] for n in names}
 
 
-@pytest.mark.parametrize(("argv", "unused"), [
-    (["--help"], NOT_FOR_HELP),
-    (["queues", "--help"], NOT_FOR_HELP),
-    (["ls", "--url", "http://127.0.0.1:9"], NOT_FOR_CLIENT_COMMANDS),
-    (["describe", "x", "--url", "http://127.0.0.1:9"], NOT_FOR_CLIENT_COMMANDS),
-], ids=["help", "queues-help", "ls", "describe"])
-def test_client_commands_leave_out_what_they_do_not_use(argv: list[str],
+@pytest.mark.parametrize(("argv", "used", "unused"), [
+    (["--help"], {"typer", "rich"}, NOT_FOR_TOP_HELP),
+    (["queues", "--help"], {"typer", "rich"}, NOT_FOR_HELP),
+    (["ls", "--help"], {"typer", "rich"}, NOT_FOR_HELP),
+    (["credits", "--help"], {"typer", "rich"}, NOT_FOR_HELP),
+    (["submit", "--help"], {"typer", "rich"}, NOT_FOR_HELP),
+    (["ls", "--url", "http://127.0.0.1:9"], {"httpx", "corral.sdk.models"},
+     NOT_FOR_CLIENT_COMMANDS),
+    (["describe", "x", "--url", "http://127.0.0.1:9"], {"httpx", "corral.sdk.models"},
+     NOT_FOR_CLIENT_COMMANDS),
+], ids=["help", "queues-help", "ls-help", "credits-help", "submit-help", "ls", "describe"])
+def test_client_commands_leave_out_what_they_do_not_use(argv: list[str], used: set[str],
                                                         unused: set[str]) -> None:
     loaded = _loaded_by_command(*argv)
-    assert "typer" in loaded and "httpx" in loaded  # the probe sees what the command loads
+    assert used <= loaded  # the probe sees what the command does load
     assert not loaded & (unused | SERVER_LIBRARIES)
+
+
+def test_importing_the_cli_loads_neither_the_client_nor_the_wire_types() -> None:
+    """`import corral.cli.main` (every command registered) loads no httpx, no pydantic and none
+    of the SDK's modules that need them: the commands import them when they run."""
+    code = ("import json, sys, corral.cli.main\n"
+            "print(json.dumps(sorted(n for n, m in sys.modules.items() if m)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    loaded = set(json.loads(out.stdout))
+    assert "corral.cli.workloads" in loaded and "corral.cli.credits" in loaded
+    assert not loaded & {"httpx", "pydantic", "pygments", "corral.sdk.client", "corral.sdk.models",
+                         "corral.sdk.ledger", "corral.spec.errors", "corral.spec.quantities"}
+
+
+@pytest.mark.parametrize(("statement", "absent"), [
+    ("from corral.sdk import models", {"httpx", "click", "pygments", "corral.sdk.client"}),
+    ("from corral.sdk import CorralError, NotFound, ConfigError", {"httpx", "pydantic"}),
+    ("import corral.sdk", {"httpx", "pydantic"}),
+], ids=["models", "errors", "package"])
+def test_the_sdk_imports_what_is_asked_for(statement: str, absent: set[str]) -> None:
+    """The package's names are imported on first use: a program that wants the wire types does
+    not import httpx (and httpx's own command line: click, pygments)."""
+    code = f"import json, sys\n{statement}\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    assert not set(json.loads(out.stdout)) & absent
 
 
 def test_the_wire_types_are_built_when_first_used() -> None:

@@ -18,10 +18,13 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from corral.sdk import Client, Conflict, CorralError, Forbidden, InvalidRequest, NotFound
-from corral.sdk import models as M
+from corral.sdk.errors import Conflict, CorralError, Forbidden, InvalidRequest, NotFound
+
+if TYPE_CHECKING:  # annotations only: `--help` imports neither httpx nor pydantic (issue 14)
+    from corral.sdk import models as M
+    from corral.sdk.client import Client
 
 __all__ = ["Item", "check", "submit_all"]
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
-from pydantic import BaseModel
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -15,31 +14,35 @@ from rich.table import Table
 from corral.cli.connection import JsonOpt, TokenOpt, UrlOpt, connect, emit_json, friendly
 from corral.cli.output import Format, OutputOpt, chosen, emit
 from corral.cli.render import nodes_table, providers_table, queues_table, workloads_table
-from corral.sdk import Client
+
+if TYPE_CHECKING:  # annotations only: `--help` imports neither httpx nor pydantic (issue 14)
+    from pydantic import BaseModel
+
+    from corral.sdk.client import Client
 
 __all__ = ["cordon", "nodes", "providers", "queues", "top", "uncordon"]
 
 out = Console()
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M", bound="BaseModel")
 
 
 def queues(output: OutputOpt = None, url: UrlOpt = None, token: TokenOpt = None,
            json_out: JsonOpt = False) -> None:
     """Queues: quota, limit, GPUs in use, running and pending work."""
-    _show(url, token, chosen(output, json_out), Client.queues, queues_table, "name")
+    _show(url, token, chosen(output, json_out), lambda c: c.queues(), queues_table, "name")
 
 
 def nodes(output: OutputOpt = None, url: UrlOpt = None, token: TokenOpt = None,
           json_out: JsonOpt = False) -> None:
     """Nodes of the pool and their GPUs in use."""
-    _show(url, token, chosen(output, json_out), Client.nodes, nodes_table, "id")
+    _show(url, token, chosen(output, json_out), lambda c: c.nodes(), nodes_table, "id")
 
 
 def providers(output: OutputOpt = None, url: UrlOpt = None, token: TokenOpt = None,
               json_out: JsonOpt = False) -> None:
     """Providers of the pool: kinds, regions, GPUs per model, allocated / idle / unavailable
     GPUs and the price range."""
-    _show(url, token, chosen(output, json_out), Client.providers, providers_table, "name")
+    _show(url, token, chosen(output, json_out), lambda c: c.providers(), providers_table, "name")
 
 
 def _show(url: str | None, token: str | None, fmt: Format,

@@ -9,14 +9,17 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
 from corral.cli.defaults import DEFAULT_PORT
-from corral.sdk import Client, CorralError
-from corral.sdk import config as sdk_config
+from corral.sdk import config as sdk_config  # these two need neither httpx nor pydantic
+from corral.sdk.errors import CorralError
+
+if TYPE_CHECKING:  # imported by connect(): `--help` loads neither httpx nor pydantic (issue 14)
+    from corral.sdk.client import Client
 
 __all__ = ["JsonOpt", "TokenOpt", "UrlOpt", "connect", "emit_json", "err", "friendly"]
 
@@ -40,6 +43,8 @@ def resolve(url: str | None, token: str | None, data_dir: Path | None = None) ->
 
 
 def connect(url: str | None, token: str | None) -> Client:
+    from corral.sdk.client import Client
+
     return Client(*resolve(url, token))
 
 

@@ -16,7 +16,6 @@ from rich.table import Table
 
 from corral.cli.connection import err, friendly
 from corral.cli.output import Format, OutputOpt, emit
-from corral.sdk import Client
 from corral.sdk.config import (
     Config,
     Context,
@@ -81,6 +80,8 @@ def login(
     name = name or _default_name(url)
     who = ""
     if verify:
+        from corral.sdk.client import Client  # here: httpx and pydantic are not for --help
+
         with friendly(), Client(url, secret) as c:
             who = f" as {c.whoami().name}"
     with friendly():

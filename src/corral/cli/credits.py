@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from decimal import Decimal
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -14,7 +14,10 @@ from rich.table import Table
 
 from corral.cli.connection import JsonOpt, TokenOpt, UrlOpt, connect, emit_json, friendly
 from corral.cli.when import past_time
-from corral.sdk.ledger import Balance, Ledger
+
+if TYPE_CHECKING:  # imported by _ledger: `--help` imports neither httpx nor pydantic (issue 14)
+    from corral.sdk.client import Client
+    from corral.sdk.ledger import Balance, Ledger
 
 __all__ = ["credits_app", "usage"]
 
@@ -41,6 +44,12 @@ def _when(value: str | None, field: str) -> float | None:
             f"{value!r} is not a time; write 2026-12-31, 2026-12-31T18:00:00Z or epoch seconds",
             param_hint=field) from None
     return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
+
+
+def _ledger(c: Client) -> Ledger:
+    from corral.sdk.ledger import Ledger
+
+    return Ledger(c)
 
 
 def _day(t: float | None) -> str:
@@ -72,7 +81,7 @@ def balance(queue: Annotated[str | None, typer.Argument(help="one queue (default
             url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
     """Balance, available, held, settled, granted, expired and transferred credits."""
     with connect(url, token) as c, friendly():
-        ledger = Ledger(c)
+        ledger = _ledger(c)
         items = [ledger.balance(queue)] if queue else ledger.balances()
     if json_out:
         emit_json([b.model_dump() for b in items])
@@ -85,7 +94,7 @@ def grants(queue: QueueArg, url: UrlOpt = None, token: TokenOpt = None,
            json_out: JsonOpt = False) -> None:
     """Credit grants of QUEUE and what is left of each."""
     with connect(url, token) as c, friendly():
-        items = Ledger(c).grants(queue)
+        items = _ledger(c).grants(queue)
     if json_out:
         emit_json([g.model_dump() for g in items])
         return
@@ -103,7 +112,7 @@ def holds(queue: QueueArg, all_: Annotated[bool, typer.Option(
           url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
     """Credits held in escrow for QUEUE's running work (one hold per attempt)."""
     with connect(url, token) as c, friendly():
-        items = Ledger(c).holds(queue, open_only=not all_)
+        items = _ledger(c).holds(queue, open_only=not all_)
     if json_out:
         emit_json([h.model_dump() for h in items])
         return
@@ -121,7 +130,7 @@ def history(queue: QueueArg, limit: Annotated[int, typer.Option("--limit", min=1
             url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
     """QUEUE's ledger transactions, newest first."""
     with connect(url, token) as c, friendly():
-        items = Ledger(c).history(queue, limit=limit)
+        items = _ledger(c).history(queue, limit=limit)
     if json_out:
         emit_json([e.model_dump() for e in items])
         return
@@ -145,7 +154,7 @@ def grant(queue: QueueArg,
     """Grant AMOUNT credits to QUEUE (admin)."""
     expires_at = _when(expires, "--expires")
     with connect(url, token) as c, friendly():
-        g = Ledger(c).grant(queue, amount, expires_at=expires_at, key=key, memo=memo)
+        g = _ledger(c).grant(queue, amount, expires_at=expires_at, key=key, memo=memo)
     if json_out:
         emit_json(g.model_dump())
     else:
@@ -161,7 +170,7 @@ def transfer(source: Annotated[str, typer.Argument(help="from this queue")],
              url: UrlOpt = None, token: TokenOpt = None) -> None:
     """Move AMOUNT available credits from SOURCE to TARGET (admin); they keep their expiry."""
     with connect(url, token) as c, friendly():
-        e = Ledger(c).transfer(source, target, amount, key=key, memo=memo)
+        e = _ledger(c).transfer(source, target, amount, key=key, memo=memo)
     out.print(f"moved {e.amount} from {source} to {target} (key {e.key})")
 
 
@@ -169,7 +178,7 @@ def transfer(source: Annotated[str, typer.Argument(help="from this queue")],
 def prices(url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
     """Explicit price rules; nodes without one pay their own price_per_gpu_hour."""
     with connect(url, token) as c, friendly():
-        items = Ledger(c).prices()
+        items = _ledger(c).prices()
     if json_out:
         emit_json([p.model_dump() for p in items])
         return
@@ -202,7 +211,7 @@ def usage(
     window = {"since": past_time(since, "--since", now),
               "until": past_time(until, "--until", now)}
     with connect(url, token) as c, friendly():
-        ledger = Ledger(c)
+        ledger = _ledger(c)
         if csv:
             typer.echo(ledger.usage_csv(by=dims, queue=queue or (), **window), nl=False)
             return

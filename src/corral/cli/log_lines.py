@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import TYPE_CHECKING
 
-from corral.sdk import models as M
+if TYPE_CHECKING:
+    from corral.sdk import models as M
 
 __all__ = ["TimedLines", "rfc3339"]
 

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+if TYPE_CHECKING:  # an annotation only: `--help` does not import pydantic (issue 14)
+    from pydantic import BaseModel
 
 __all__ = ["Format", "OutputOpt", "emit", "plain"]
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from corral.sdk import models as M
+if TYPE_CHECKING:  # annotations only: `--help` imports neither httpx nor pydantic (issue 14)
+    from rich.console import RenderableType
+
+    from corral.sdk import models as M
 
 __all__ = ["ago", "nodes_table", "providers_table", "queues_table", "state_text",
            "workloads_table"]
@@ -87,9 +91,9 @@ def nodes_table(nodes: Iterable[M.NodeInfo]) -> Table:
         status = "cordoned" if n.cordoned else n.health
         if n.labels.get(CORDONED_GPUS):  # the health monitor took these GPUs out, one by one
             status = f"{status}, gpu {n.labels[CORDONED_GPUS]} cordoned"
-        row = [n.id, n.gpu_model, f"{n.gpus_used:g}/{n.gpu_count}",
-               _bar(n.gpus_used, n.gpu_count), status, n.provider,
-               f"{n.price_per_gpu_hour:.2f}"]
+        row: list[RenderableType] = [
+            n.id, n.gpu_model, f"{n.gpus_used:g}/{n.gpu_count}", _bar(n.gpus_used, n.gpu_count),
+            status, n.provider, f"{n.price_per_gpu_hour:.2f}"]
         t.add_row(*row, *([n.health_reason] if why else []))
     return t
 

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -20,8 +20,9 @@ from rich.table import Table
 
 from corral.cli.connection import JsonOpt, TokenOpt, UrlOpt, connect, emit_json, friendly
 from corral.cli.render import ago
-from corral.sdk import models as M
-from corral.spec.quantities import parse_duration_s
+
+if TYPE_CHECKING:  # annotations only: `--help` imports neither httpx nor pydantic (issue 14)
+    from corral.sdk import models as M
 
 __all__ = ["audit", "members_app", "tokens_app", "users_app", "whoami"]
 
@@ -97,6 +98,8 @@ def tokens_create(
     url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
 ) -> None:
     """Create an API token; prints it, shown only this once."""
+    from corral.spec.quantities import parse_duration_s  # pydantic: when the command runs
+
     try:
         expires_in = parse_duration_s(expires) if expires is not None else None
     except ValueError as e:

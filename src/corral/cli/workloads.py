@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,9 +18,11 @@ from corral.cli import batch
 from corral.cli.connection import JsonOpt, TokenOpt, UrlOpt, connect, emit_json, err, friendly
 from corral.cli.output import Format, OutputOpt, chosen, emit
 from corral.cli.render import ago, state_text, workloads_table
-from corral.sdk import Client, Conflict, Forbidden, NotFound
-from corral.sdk import models as M
-from corral.spec.errors import SpecError
+from corral.sdk.errors import Conflict, Forbidden, NotFound
+
+if TYPE_CHECKING:  # annotations only: `--help` imports neither httpx nor pydantic (issue 14)
+    from corral.sdk import models as M
+    from corral.sdk.client import Client
 
 __all__ = ["cancel", "describe", "logs", "ls", "scale", "submit", "update", "why"]
 
@@ -32,6 +34,7 @@ ENDED = ["succeeded", "failed", "cancelled", "preempted"]
 def _documents(path: Path) -> list[dict[str, Any]]:
     """One workload, a list of them, or {workloads: [...]}, as YAML or JSON."""
     from corral.spec.document import read_document  # here: PyYAML is ~15 ms of every command
+    from corral.spec.errors import SpecError  # and pydantic, which --help does not need
 
     try:
         data = read_document(path)

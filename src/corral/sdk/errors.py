@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import httpx
+if TYPE_CHECKING:  # only the annotation: `from corral.sdk import CorralError` needs no httpx
+    import httpx
 
 __all__ = [
     "Conflict",

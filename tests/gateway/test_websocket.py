@@ -10,6 +10,7 @@ import hashlib
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
@@ -191,3 +192,27 @@ def test_an_idle_session_and_a_session_past_its_length_are_closed_going_away() -
     assert 'corral_gateway_errors_total{reason="ws_idle_timeout",service="idle"} 1.0' in text
     assert 'corral_gateway_errors_total{reason="ws_session_timeout",service="long"} 1.0' in text
     assert outstanding == 0
+
+
+def test_a_client_that_leaves_while_queued_gives_its_slot_back_at_once() -> None:
+    async def main() -> str:
+        table = RouteTable()
+        table.set_service("toy")  # no replica: the session waits (the gateway's 60 s)
+        async with gateway(table) as client:
+            admission = client.gateway.admission  # type: ignore[attr-defined]
+
+            async def session() -> None:
+                async with connect(ws_url(client, "/serve/toy/ws")):
+                    pass
+            waiting = asyncio.create_task(session())
+            await until(lambda: admission.queued("toy") == 1, "queued")
+            waiting.cancel()  # the client gives up: its connection closes
+            await asyncio.gather(waiting, return_exceptions=True)
+            await until(lambda: admission.queued("toy") == 0, "slot given back")
+            await until(lambda: 'code="499"' in text_of(client.gateway), "counted")
+            return text_of(client.gateway)
+    assert 'corral_gateway_requests_total{code="499",service="toy"} 1.0' in run(main())
+
+
+def text_of(gateway: Any) -> str:
+    return generate_latest(gateway.metrics.registry).decode()

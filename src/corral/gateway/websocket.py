@@ -18,8 +18,8 @@ one ready replica, messages relayed both ways as they come, until either side cl
 
 A refusal before the upgrade is an HTTP response in the house error shape where the server
 supports ASGI's `websocket.http.response` extension (uvicorn does), else a close before accept
-(the client sees 403). A client that leaves while queued keeps its slot until the wait limit
-(nothing is read from it before the upgrade). The session counts as one outstanding request on its replica for its
+(the client sees 403). A client that leaves while queued gives its slot back at once (counted
+as a 499, nginx's "client closed request"). The session counts as one outstanding request on its replica for its
 whole life, so balancing sees it and a drain waits for it (within the replica's grace).
 Metrics: a session counts as a request with code 101 once upgraded; a session closed by a limit
 counts under errors (reason `ws_idle_timeout`, `ws_session_timeout`).
@@ -67,6 +67,10 @@ class _Refused(Exception):
         self.headers = headers or {}
 
 
+class _ClientLeft(Exception):
+    """The client closed its connection before the upgrade (while it waited in the queue)."""
+
+
 class WebSocketProxy:
     """The ASGI app for websocket scopes under `/serve/{service}/{path:path}`."""
 
@@ -83,7 +87,10 @@ class WebSocketProxy:
             return
         try:
             rest, public = self._route(scope, service)
-            upstream, replica = await self._connect(scope, service, rest, public)
+            upstream, replica = await self._connect(scope, service, rest, public, receive)
+        except _ClientLeft:
+            self.metrics.requests.labels(label, "499").inc()
+            return
         except _Refused as refused:
             self.metrics.requests.labels(label, str(refused.status)).inc()
             await _deny(scope, send, refused)
@@ -109,13 +116,14 @@ class WebSocketProxy:
         whole = own.ws_max_session_s if own and own.ws_max_session_s else None
         return idle or self.limits.ws_idle_timeout_s, whole or self.limits.ws_max_session_s
 
-    async def _admit(self, service: str, deadline: float) -> None:
-        """Wait in the service's queue (shared with HTTP requests) for a free ready replica."""
+    async def _admit(self, service: str, deadline: float, receive: Any) -> None:
+        """Wait in the service's queue (shared with HTTP requests) for a free ready replica;
+        _ClientLeft if the client goes away meanwhile (its slot is given back at once)."""
         remaining = max(deadline - asyncio.get_running_loop().time(), 0.001)
         retry_after = {"Retry-After": str(self.limits.retry_after_s)}
         try:
-            await self.admission.wait_ready(
-                service, min(self.admission.max_wait(service), remaining))
+            await _unless_left(self.admission.wait_ready(
+                service, min(self.admission.max_wait(service), remaining)), receive)
         except QueueFull:
             self.metrics.errors.labels(service, "queue_full").inc()
             raise _Refused(503, "unavailable", f"service {service!r} has no ready replica "
@@ -142,8 +150,8 @@ class WebSocketProxy:
                            "token (Authorization: Bearer <token>)")
         return rest, route.auth.is_public
 
-    async def _connect(self, scope: Scope, service: str, rest: bytes, public: bool
-                       ) -> tuple[ClientConnection, Replica]:
+    async def _connect(self, scope: Scope, service: str, rest: bytes, public: bool,
+                       receive: Any) -> tuple[ClientConnection, Replica]:
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request_headers(
             scope["headers"], client_ip=(scope.get("client") or (None,))[0],
             scheme="https" if scope.get("scheme") == "wss" else "http",
@@ -160,7 +168,7 @@ class WebSocketProxy:
                 raise _Refused(502, "bad_gateway", f"no replica of service {service!r} could "
                                "be reached for a WebSocket")
             if replica is None:
-                await self._admit(service, deadline)
+                await self._admit(service, deadline, receive)
                 continue
             url = "ws" + replica.url.removeprefix("http").rstrip("/") + \
                 (rest or b"/").decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
@@ -186,6 +194,26 @@ class WebSocketProxy:
                     raise _Refused(502, "bad_gateway", f"replica {replica.id} of service "
                                    f"{service!r} could not be reached "
                                    f"({type(exc).__name__})") from None
+
+
+async def _unless_left(waiting: Any, receive: Any) -> None:
+    """Await `waiting`, or raise _ClientLeft when the client goes away first. Before the upgrade
+    the only message a client can send is its disconnect (the server delivers nothing else until
+    the handshake completes), so nothing is lost by receiving here."""
+    wait = asyncio.ensure_future(waiting)
+    gone = asyncio.ensure_future(receive())
+    try:
+        await asyncio.wait({wait, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (wait, gone):
+            task.cancel()
+        await asyncio.gather(wait, gone, return_exceptions=True)
+    if wait.done() and not wait.cancelled() and wait.exception() is None:
+        return
+    if gone.done() and not gone.cancelled() and gone.exception() is None \
+            and gone.result().get("type") == "websocket.disconnect":
+        raise _ClientLeft
+    wait.result()  # QueueFull, QueueTimeout, ServiceGone
 
 
 async def _deny(scope: Scope, send: Any, refused: _Refused) -> None:

@@ -43,6 +43,18 @@ def test_a_gpu_returns_once_healthy_for_recover_after() -> None:
     assert faults.holds([]) == () and faults.cordoned_gpu_s(700.0) == pytest.approx(500.0)
 
 
+@pytest.mark.parametrize("device_cordons", [True, False], ids=["per-gpu", "whole-node"])
+def test_the_check_due_at_clear_plus_recover_after_lets_it_go(device_cordons: bool) -> None:
+    """In floats, (3948.971 + 600) - 3948.971 is 599.9999999999995: a check at its due time
+    must still see the GPU as healthy for recover_after (it stayed out for good before)."""
+    faults = DeviceFaults(FailureModel(gpu_mtbf_s=1e6, gpu_fault_s=1800, gpu_recover_after_s=600,
+                                       device_cordons=device_cordons), (NODE,))
+    faults.fault(2148.971, "n0", 1)
+    cleared = 2148.971 + 1800.0
+    faults.clear(cleared, "n0", 1)
+    assert faults.recover(cleared + 600.0, "n0") is not None
+
+
 def test_every_gpu_out_takes_the_node_out_whole() -> None:
     faults = _faults()
     for d in range(3):

@@ -32,6 +32,8 @@ from corral.sim.failures import FailureModel
 
 __all__ = ["Cordon", "DeviceFaults"]
 
+_DUE_SLACK_S = 1e-3
+
 
 @dataclass(frozen=True, slots=True)
 class Cordon:
@@ -111,17 +113,21 @@ class DeviceFaults:
         sick = self.sick.get(node_id, set())
         since = self.healthy_since.get(node_id, {})
         recover_s = self.model.gpu_recover_after_s
+        # the check is due at (clear + recover_s); in floats (clear + recover_s) - clear may
+        # fall an ulp short of recover_s, and a device seen as not yet due would stay out for
+        # good (no later check comes): look a millisecond later
+        due = now + _DUE_SLACK_S
         if node_id in self.whole:
             current = tuple(range(node.gpu_count))
             # the node's sick devices (healthy_since only for those that had a fault)
-            if desired(tuple(sorted(since)), sick, since, now, recover_s) or sick:
+            if desired(tuple(sorted(since)), sick, since, due, recover_s) or sick:
                 return None
             self.whole.discard(node_id)
             for d in current:
                 self._close(now, node_id, d)
             return Cordon(node_id, current, whole=True)
         out = self.out.get(node_id, set())
-        keep = set(desired(tuple(sorted(out)), sick, since, now, recover_s))
+        keep = set(desired(tuple(sorted(out)), sick, since, due, recover_s))
         back = tuple(sorted(out - keep))
         for d in back:
             out.discard(d)

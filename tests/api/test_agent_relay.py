@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from corral.agent.protocol import ExecDone, ExecOrder, TunnelOrder
 from corral.api.agent_relay import AgentRelay
+from corral.store import Store
 
 
 def _exec(relay: AgentRelay) -> ExecOrder:
@@ -67,3 +68,26 @@ def test_an_order_wakes_the_nodes_long_poll() -> None:
         return other_woke
 
     assert asyncio.run(go()) is False
+
+
+def test_the_sync_sends_relay_fields_only_with_orders(store: Store) -> None:
+    """An agent of the last release refuses unknown fields (extra=forbid): a sync without
+    orders carries neither `execs` nor `tunnels`; one with an order for the node carries it."""
+    from api.harness import build
+    from corral.agent.protocol import HostFacts, SyncOut
+    from corral.api.agent_relay import RELAY
+    from corral.store import agents as AG
+
+    api = build(store, backend_name="agent")
+    with store.write() as c:
+        _, token = AG.create_join_token(c, "root", 0.0)
+        cred = AG.join(c, token, "relay-host", HostFacts(gpus=1).model_dump(), 0.0,
+                       live_for_s=30)
+    auth = {"Authorization": f"Bearer {cred}"}
+    quiet = api.client.post("/agent/v1/sync", json={"known_seq": -1}, headers=auth)
+    assert quiet.status_code == 200, quiet.text
+    assert "execs" not in quiet.json() and "tunnels" not in quiet.json()
+    order = _exec(RELAY)
+    RELAY.order("relay-host", order)
+    got = api.client.post("/agent/v1/sync", json={"known_seq": -1}, headers=auth).json()
+    assert SyncOut.model_validate(got).execs == [order] and "tunnels" not in got

@@ -162,7 +162,10 @@ def join(body: JoinIn, ctx: Ctx,
     return JoinOut(node_id=body.node_id, credential=credential)
 
 
-@agent_router.post("/sync", response_model=SyncOut, responses=_ERRORS)
+@agent_router.post("/sync", response_model=SyncOut, responses=_ERRORS,
+                   # an agent of the last release refuses fields it does not know (extra=
+                   # forbid): send the relay's (issue 13) only when there are orders
+                   response_model_exclude_defaults=True)
 async def sync(body: SyncIn, node: NodeCaller, ctx: Ctx) -> SyncOut:
     """Heartbeat and worker states in; the node's assignments out, once their version differs
     from `known_seq` or `wait_s` has passed (a long poll)."""

@@ -6,23 +6,14 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from corral.testing.corral_up import CorralServer, stop_workers
+from corral.testing.corral_up import CorralServer
 
 pytestmark = pytest.mark.slow  # a real server and worker: ~15 s
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralServer]:
-    srv = CorralServer(tmp_path_factory.mktemp("corral-exec")).start()
-    yield srv
-    srv.stop()
-    stop_workers(srv.data_dir)
 
 
 def test_exec_runs_beside_the_worker(server: CorralServer, tmp_path: Path) -> None:

@@ -9,13 +9,12 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from corral.testing.corral_up import CorralServer, stop_workers
+from corral.testing.corral_up import CorralServer
 
 # a real server and workers: tens of seconds under load; tests/api/test_secrets.py and
 # tests/control/test_secret_launch.py cover the same rules in seconds
@@ -23,14 +22,6 @@ pytestmark = pytest.mark.slow
 
 VALUE = "hf_e2e-Secret-Value-9b1d"
 DIGEST = hashlib.sha256(VALUE.encode()).hexdigest()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralServer]:
-    srv = CorralServer(tmp_path_factory.mktemp("corral-secrets")).start()
-    yield srv
-    srv.stop()
-    stop_workers(srv.data_dir)
 
 
 def _cli(srv: CorralServer, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:

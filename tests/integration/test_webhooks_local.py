@@ -7,30 +7,19 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
 from corral.control.webhooks import SIGNATURE_HEADER, verify
-from corral.testing.corral_up import CorralServer, stop_workers
+from corral.testing.corral_up import CorralServer
 from corral.testing.webhook_receiver import Receiver
 
 # a real server and a worker: ~10 s; tests/control/test_webhooks.py covers the rules in seconds
 pytestmark = pytest.mark.slow
 
 SECRET = "whsec-e2e-5d1c0a"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralServer]:
-    # the receivers listen on loopback, which a server refuses unless its setting allows it
-    srv = CorralServer(tmp_path_factory.mktemp("corral-webhooks"),
-                       extra_env={"CORRAL_WEBHOOK_ALLOW_CIDRS": "127.0.0.0/8"}).start()
-    yield srv
-    srv.stop()
-    stop_workers(srv.data_dir)
 
 
 def test_start_and_success_are_posted_signed_and_logged(server: CorralServer,

@@ -6,27 +6,18 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from corral.testing.corral_up import CorralServer, stop_workers
+from corral.testing.corral_up import CorralServer
 
 pytestmark = pytest.mark.slow
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PY = sys.executable
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralServer]:
-    srv = CorralServer(tmp_path_factory.mktemp("corral-flows")).start()
-    yield srv
-    srv.stop()
-    stop_workers(srv.data_dir)
 
 
 def _example(name: str, tmp: Path, **commands: list[str]) -> Path:

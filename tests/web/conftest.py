@@ -1,16 +1,15 @@
 """Fixtures of the dashboard tests: an in-process rig on SQLite and PostgreSQL, and (for the
-browser modules) a real `corral up` per module driven through headless Chromium."""
+browser modules) a real `corral up` per module (or one shared by the modules that say so) driven
+through headless Chromium."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from corral.store import Store
-from corral.store.database import sqlite_url
 
 from .rig import Dash, build
 from .server import CorralUp
@@ -19,38 +18,55 @@ BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture(params=BACKENDS)
-def dash(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Dash]:
-    url = (sqlite_url(tmp_path / "corral.db") if request.param == "sqlite"
-           else request.getfixturevalue("postgres_database_url"))
-    store = Store(url)
+def dash(request: pytest.FixtureRequest) -> Iterator[Dash]:
+    # a copy of a store migrated once per run (corral.testing.store_templates); upgrade: a no-op
+    store = Store(request.getfixturevalue(f"{request.param}_store_url"))
     store.upgrade()
     yield build(store)
     store.close()
 
 
 @pytest.fixture
-def sqlite_dash(tmp_path: Path) -> Iterator[Dash]:
-    store = Store(sqlite_url(tmp_path / "corral.db"))
+def sqlite_dash(sqlite_store_url: str) -> Iterator[Dash]:
+    store = Store(sqlite_store_url)
     store.upgrade()
     yield build(store)
     store.close()
 
 
-@pytest.fixture(scope="module")
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-           chromium_launch_kwargs: dict[str, Any]) -> Iterator[CorralUp]:
-    """A real `corral up` for the module. chromium_launch_kwargs first: where Chromium is
-    missing the module skips before a server is started."""
-    module = request.module.__name__.rsplit(".", 1)[-1]
-    srv = CorralUp(tmp_path_factory.mktemp(f"corral-{module}")).start()
+def _corral_up(name: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralUp]:
+    srv = CorralUp(tmp_path_factory.mktemp(f"corral-{name}")).start()
     try:
         yield srv
     finally:
         srv.stop()
 
 
+@pytest.fixture(scope="session")
+def shared_server(tmp_path_factory: pytest.TempPathFactory,
+                  chromium_launch_kwargs: dict[str, Any]) -> Iterator[CorralUp]:
+    """One `corral up` for the modules that set SHARED_SERVER = True: each only adds work of
+    its own and reads it back by its id, so they need not start and stop a server each (~6-8 s
+    on the 2-core CI box)."""
+    yield from _corral_up("shared", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           chromium_launch_kwargs: dict[str, Any]) -> Iterator[CorralUp]:
+    """A real `corral up` for the module (the shared one where the module sets SHARED_SERVER).
+    chromium_launch_kwargs first: where Chromium is missing the module skips before a server is
+    started."""
+    if getattr(request.module, "SHARED_SERVER", False):
+        yield request.getfixturevalue("shared_server")
+        return
+    yield from _corral_up(request.module.__name__.rsplit(".", 1)[-1], tmp_path_factory)
+
+
 @pytest.fixture(scope="module")
 def browser(chromium_launch_kwargs: dict[str, Any]) -> Iterator[Any]:
+    # Not one for the session: while Playwright's sync API is open, its event loop counts as
+    # running in this thread, so asyncio.run() in a later non-browser test would fail.
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

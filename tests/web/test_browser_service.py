@@ -3,43 +3,30 @@ service of two real HTTP replicas shows its endpoint URL (which answers through 
 its replicas with their states, and a scale change as an event with its reason; a replica's
 workload page links to it. Screenshot: test-artifacts/web/20-service.png.
 
-Its own server and browser (module-scoped), so it runs alone or next to the other modules."""
+It shares one server with test_browser_services.py (SHARED_SERVER): each reads only its own
+service, found by its id, and cancels it at the end."""
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import httpx
 import pytest
 
 from .browsing import shot
+from .echo_service import echo_service
 from .server import CorralUp
 
 pytestmark = pytest.mark.browser
 
 TIMEOUT_MS = 30_000
-
-# A replica: answers every GET with its id once it listens on $PORT (also its readiness probe)
-REPLICA = ("import http.server, os\n"
-           "class H(http.server.BaseHTTPRequestHandler):\n"
-           "    def do_GET(self):\n"
-           "        body = os.environ['CORRAL_WORKLOAD_ID'].encode()\n"
-           "        self.send_response(200); self.send_header('Content-Length', str(len(body)))\n"
-           "        self.end_headers(); self.wfile.write(body)\n"
-           "    def log_message(self, *a): pass\n"
-           "http.server.ThreadingHTTPServer(('127.0.0.1', int(os.environ['PORT'])), H)"
-           ".serve_forever()\n")
+SHARED_SERVER = True
 
 
 def test_the_service_page_shows_its_endpoint_replicas_and_scale_events(
         page: Any, server: CorralUp) -> None:
-    spec = {"name": "echo", "queue": "prod", "kind": "service", "gpus": 0, "cpu": 0.1,
-            "memory": "64MiB", "command": [sys.executable, "-c", REPLICA], "replicas": 2,
-            "min_replicas": 1, "max_replicas": 3, "restart_backoff": 0.5,
-            "readiness": {"path": "/", "period_s": 0.3}}
     with server.client() as c:
-        sid = c.submit(spec).group_id
+        sid = c.submit(echo_service()).group_id
         page.goto(f"{server.url}/ui/#/services/{sid}")
         page.wait_for_selector("[data-testid=replica][data-state=ready] >> nth=1")
         endpoint = page.locator("[data-testid=endpoint]").inner_text()

@@ -3,34 +3,31 @@ service of two real HTTP replicas is listed with its endpoint and 2/2 ready, and
 sent through the gateway show as requests/s, p50 / p99 latency and 0 errors, with its traffic
 charts. Screenshot: test-artifacts/web/21-services.png.
 
-Its own server and browser (module-scoped), so it runs alone or next to the other modules."""
+It shares one server with test_browser_service.py (SHARED_SERVER): each reads only its own
+service, found by its id, and cancels it at the end."""
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import httpx
 import pytest
 
 from .browsing import shot
+from .echo_service import echo_service
 from .server import CorralUp
-from .test_browser_service import REPLICA
 
 pytestmark = pytest.mark.browser
 
 TIMEOUT_MS = 30_000
+SHARED_SERVER = True
 REQUESTS = 30
 
 
 def test_the_services_page_lists_each_service_with_its_traffic_and_charts(
         page: Any, server: CorralUp) -> None:
-    spec = {"name": "echo", "queue": "prod", "kind": "service", "gpus": 0, "cpu": 0.1,
-            "memory": "64MiB", "command": [sys.executable, "-c", REPLICA], "replicas": 2,
-            "min_replicas": 1, "max_replicas": 3, "restart_backoff": 0.5,
-            "readiness": {"path": "/", "period_s": 0.3}}
     with server.client() as c:
-        sid = c.submit(spec).group_id
+        sid = c.submit(echo_service()).group_id
         page.goto(f"{server.url}/ui/#/services")
         row = f"[data-testid=service-row][data-service={sid}]"
         page.wait_for_selector(f"{row} [data-testid=service-replicas]:has-text('2/2')")

@@ -15,7 +15,8 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Iterator
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
@@ -25,15 +26,22 @@ from corral.testing.postgres import PostgresServer
 from corral.testing.raycluster import RayTestCluster
 from corral.testing.slurm import SlurmCluster
 
+if TYPE_CHECKING:  # imported when first used: the store stack is not cheap to import
+    from corral.testing.store_templates import PostgresStoreTemplate, SqliteStoreTemplate
+
 __all__ = [
     "chromium_executable",
     "chromium_launch_kwargs",
     "postgres_database_url",
     "postgres_server",
+    "postgres_store_template",
+    "postgres_store_url",
     "postgres_url",
     "ray_cluster",
     "ray_driver",
     "slurm_cluster",
+    "sqlite_store_template",
+    "sqlite_store_url",
 ]
 
 _db_counter = itertools.count(1)
@@ -63,8 +71,43 @@ def postgres_url(postgres_server: PostgresServer) -> str:
 @pytest.fixture
 def postgres_database_url(postgres_server: PostgresServer, request: pytest.FixtureRequest) -> str:
     """URL of a fresh, empty database for this one test (same server, new database)."""
+    return postgres_server.create_database(_database_name(request))
+
+
+def _database_name(request: pytest.FixtureRequest) -> str:
     stem = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40]
-    return postgres_server.create_database(f"t{next(_db_counter)}_{stem}")
+    return f"t{next(_db_counter)}_{stem}"
+
+
+@pytest.fixture(scope="session")
+def postgres_store_template(postgres_server: PostgresServer) -> PostgresStoreTemplate:
+    """A database migrated to head once per run, which ``postgres_store_url`` copies."""
+    from corral.testing.store_templates import PostgresStoreTemplate
+
+    return PostgresStoreTemplate(postgres_server)
+
+
+@pytest.fixture
+def postgres_store_url(postgres_store_template: PostgresStoreTemplate,
+                       request: pytest.FixtureRequest) -> str:
+    """URL of a new database for this one test, already at the migrations' head (a copy of the
+    template: no migration runs per test; see corral.testing.store_templates)."""
+    return postgres_store_template.copy(_database_name(request))
+
+
+@pytest.fixture(scope="session")
+def sqlite_store_template(tmp_path_factory: pytest.TempPathFactory) -> SqliteStoreTemplate:
+    """A SQLite file migrated to head once per run, which ``sqlite_store_url`` copies."""
+    from corral.testing.store_templates import SqliteStoreTemplate
+
+    return SqliteStoreTemplate(tmp_path_factory.mktemp("store-template"))
+
+
+@pytest.fixture
+def sqlite_store_url(sqlite_store_template: SqliteStoreTemplate, tmp_path: Path) -> str:
+    """URL of this test's own SQLite store, ``tmp_path / "corral.db"``, already at the
+    migrations' head (a copy of the template)."""
+    return sqlite_store_template.copy_to(tmp_path / "corral.db")
 
 
 @pytest.fixture(scope="session")

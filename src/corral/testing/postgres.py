@@ -162,13 +162,16 @@ class PostgresServer:
     ) -> None:
         self.stop()
 
-    def create_database(self, name: str) -> str:
-        """Create an empty database and return its SQLAlchemy URL."""
-        if not _NAME_RE.match(name):
-            raise ValueError(
-                f"database name {name!r} is invalid: use lowercase letters, digits and '_' "
-                "(at most 63 characters, not starting with a digit)"
-            )
+    def create_database(self, name: str, *, template: str | None = None) -> str:
+        """Create a database and return its SQLAlchemy URL: empty, or a copy of ``template``
+        (a database of this server with no open connection)."""
+        for value in (name, template or "ok"):
+            if not _NAME_RE.match(value):
+                raise ValueError(
+                    f"database name {value!r} is invalid: use lowercase letters, digits and '_' "
+                    "(at most 63 characters, not starting with a digit)"
+                )
+        copy_of = ["-T", template] if template else []
         self._run(
             [
                 str(self.bin_dir / "createdb"),
@@ -178,6 +181,7 @@ class PostgresServer:
                 str(self.port),
                 "-U",
                 SUPERUSER,
+                *copy_of,
                 name,
             ],
             what=f"createdb {name}",

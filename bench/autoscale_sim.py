@@ -5,6 +5,8 @@
     python bench/autoscale_sim.py --placement 'balanced-fgd=1,bestfit=0.01,gpu-model=2,price=0.3'
     python bench/autoscale_sim.py --replace-min-saving -1   # no replacement (before issue 11's
                                                             # fourth pass)
+    python bench/autoscale_sim.py --consolidate-min-age -1  # no emptying into free room
+                                                            # (before issue 11's fifth pass)
 
 Runs, on the same synthetic trace (offered load `--load` of a 24-node reference pool, one
 shared queue, policy fifo-backfill), driven by the same pool autoscaler
@@ -109,6 +111,11 @@ def main() -> None:
                          "most (1 - this) of it (Karpenter's consolidation); < 0: never")
     ap.add_argument("--replace-min-age", type=float, default=AutoscalerConfig().replace_min_age_s,
                     help="a node launched less than this many seconds ago is not replaced")
+    ap.add_argument("--consolidate-min-age", type=float,
+                    default=AutoscalerConfig().consolidate_min_age_s,
+                    help="empty a node launched at least this many seconds ago whose preemptible "
+                         "work fits the other nodes' free room (Karpenter's consolidation "
+                         "'delete'); < 0: never (before issue 11's fifth pass)")
     ap.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
     args = ap.parse_args()
     saving = args.replace_min_saving if args.replace_min_saving >= 0 else None
@@ -116,7 +123,9 @@ def main() -> None:
     cancel = args.cancel_unneeded_after if args.cancel_unneeded_after >= 0 else None
     config = AutoscalerConfig(idle_timeout_s=args.idle_timeout, move_premium=args.move_premium,
                               cancel_unneeded_after_s=cancel,
-                              replace_min_saving=saving, replace_min_age_s=args.replace_min_age)
+                              replace_min_saving=saving, replace_min_age_s=args.replace_min_age,
+                              consolidate_min_age_s=(args.consolidate_min_age
+                                                     if args.consolidate_min_age >= 0 else None))
     for regime in args.regimes:
         run_regime(args, config, regime)
 

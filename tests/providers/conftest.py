@@ -1,9 +1,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from tests.control.rig import Rig
 
+from corral.store import Store
+from corral.store.database import sqlite_url
 from corral.testing.ec2 import MotoServer
 from corral.testing.errors import HarnessUnavailable
 
@@ -31,3 +35,12 @@ def ec2_env(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
     for key, value in moto.env.items():
         monkeypatch.setenv(key, value)
     return moto.env
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    """A control plane on a fake backend and a manual clock, on a fresh SQLite store."""
+    store = Store(sqlite_url(tmp_path / "corral.db"))
+    store.upgrade()
+    yield Rig(store)
+    store.close()

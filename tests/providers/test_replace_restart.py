@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from pathlib import Path
 
 import boto3
-import pytest
 from tests.control.rig import Rig
 
 from corral.autoscale.pool import AutoscalerConfig
@@ -20,10 +18,9 @@ from corral.control import ManualClock
 from corral.control.autoscale import PoolAutoscaler
 from corral.providers.aws import AwsProvider, AwsSettings
 from corral.providers.base import CapacityState, Instance, Offer, required_tags
-from corral.store import Store, audit
+from corral.store import audit
 from corral.store import pool as P
 from corral.store import workloads as W
-from corral.store.database import sqlite_url
 
 #: launch times per rig (the "cloud's" memory, which outlives a control plane)
 LAUNCHED: dict[int, dict[str, float]] = {}
@@ -61,7 +58,8 @@ class RigTimedAws(AwsProvider):
 class Plane:
     """One control plane's memory: a loop and an autoscaler; a restart builds a new one."""
 
-    def __init__(self, rig: Rig, env: dict[str, str], joined: dict[str, str], holder: str):
+    def __init__(self, rig: Rig, env: dict[str, str], joined: dict[str, str], holder: str,
+                 config: AutoscalerConfig = CONFIG):
         self.rig = rig
         self.aws = RigTimedAws(env, rig.clock, LAUNCHED.setdefault(id(rig), {}))
         # a new process: its own backend object over the same running workers (the world)
@@ -69,7 +67,7 @@ class Plane:
         self.loop = rig.new_loop(self.backend, holder=holder)
         self.loop.autoscaler = PoolAutoscaler(
             rig.store, {"aws": self.aws}, "c1", "https://corral.test", lambda n: "cjt_test",
-            CONFIG, every_s=5.0, joined=lambda ids: {i: joined[i] for i in ids if i in joined})
+            config, every_s=5.0, joined=lambda ids: {i: joined[i] for i in ids if i in joined})
 
     def step(self, n: int) -> None:
         for _ in range(n):
@@ -78,13 +76,6 @@ class Plane:
 
     def live(self) -> list[str]:
         return [i.id for i in self.aws.instances() if i.state != CapacityState.TERMINATED]
-
-
-@pytest.fixture
-def rig(tmp_path: Path) -> Rig:
-    store = Store(sqlite_url(tmp_path / "corral.db"))
-    store.upgrade()
-    return Rig(store)
 
 
 def _start(rig: Rig, env: dict[str, str]) -> tuple[Plane, str, str, dict[str, str]]:

@@ -11,6 +11,9 @@
         │  replace    one node at a time whose preemptible work all fits one instance of a
         │             cheaper offer: the replacement is launched, the node drained once it
         │             joined (Karpenter's consolidation; replace.py)
+        │  empty      one node at a time whose preemptible work all fits the free room of the
+        │             other nodes: drained, its work requeued for the core to place there, the
+        │             node returned once idle (Karpenter's consolidation "delete"; consolidate.py)
         │  scale-down instances that never joined are returned; idle nodes past the idle timeout
         │             drain (most expensive first, never below min nodes), drained idle ones are
         │             terminated; never a node with running non-preemptible work
@@ -43,6 +46,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
+from corral.autoscale import consolidate as CN
 from corral.autoscale import replace as RP
 from corral.autoscale.packing import Bin, eligible, offer_key, pack, workers_per_instance
 from corral.autoscale.state import AutoscalerState, Interruptions
@@ -130,6 +134,9 @@ class NodeUse:
     #: the workloads running only on this node (a gang spread over nodes is not here): what
     #: a replacement of the node would have to hold (replace.py)
     work: tuple[Workload, ...] = ()
+    #: its free room: (free milli-GPUs per device, free CPU milli, free MiB); None: not known
+    #: (the node is then never a target of consolidation, consolidate.py)
+    free: tuple[tuple[int, ...], int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -151,6 +158,9 @@ class AutoscalerConfig:
     #: that costs at most (1 - this) of its price (replace.py); None: never
     replace_min_saving: float | None = 0.3
     replace_min_age_s: float = 1800.0  # a node launched less long ago is not replaced
+    #: empty a node whose work (all preemptible, all on it) fits the other nodes' free room,
+    #: launched at least this long ago (consolidate.py); None: never
+    consolidate_min_age_s: float | None = 1800.0
     max_waiting_considered: int = 2000  # of the oldest/highest-priority capacity-waiting work
 
 
@@ -221,7 +231,7 @@ def decide(view: PoolView, state: AutoscalerState, config: AutoscalerConfig,
     else:
         staying = live
     moving = RP.progress(state, staying, now)
-    state = moving.state
+    state = moving.state.settle_emptying((i.id for i in staying), now)
     plan = _ScaleUp(view, state, config, now, staying, aside=moving.aside)
     plan.run()
     plan.min_nodes()
@@ -229,6 +239,8 @@ def decide(view: PoolView, state: AutoscalerState, config: AutoscalerConfig,
     drains, more = _scale_down(view, config, now, staying)
     if moving.drain is not None:
         drains = (Drain(*moving.drain, stop_reason=RP.NODE_REPLACED), *drains)
+    emptied, state = _consolidation(view, state, config, now, staying, plan, drains)
+    drains = (*drains, *emptied)
     more += plan.unneeded()
     return Decisions((*plan.launches(), *swap), (*retire_drains, *drains),
                      (*terminations, *more), plan.notes, tuple(sorted(plan.on_demand_only)),
@@ -239,7 +251,8 @@ def _replacement(view: PoolView, state: AutoscalerState, config: AutoscalerConfi
                  live: list[Instance], plan: _ScaleUp) -> tuple[tuple[Launch, ...],
                                                                 AutoscalerState]:
     """At most one node replaced by a cheaper one, when none is being replaced (replace.py)."""
-    if config.replace_min_saving is None or state.replacement is not None:
+    if config.replace_min_saving is None or state.replacement is not None \
+            or state.emptying is not None:
         return (), state
 
     def use(node: str) -> tuple[int, int, tuple[Workload, ...]] | None:
@@ -258,6 +271,34 @@ def _replacement(view: PoolView, state: AutoscalerState, config: AutoscalerConfi
               f"{'s' if len(work) > 1 else ''}, all preemptible) it holds")
     return ((Launch(offer, 1, reason, tuple(w.id for w in work), replaces=old.id),),
             RP.started(state, old, offer, now))
+
+
+def _consolidation(view: PoolView, state: AutoscalerState, config: AutoscalerConfig,
+                   now: float, live: list[Instance], plan: _ScaleUp,
+                   drains: Sequence[Drain]) -> tuple[tuple[Drain, ...], AutoscalerState]:
+    """At most one node emptied into the others' free room, when no node is being replaced
+    or emptied (consolidate.py)."""
+    if config.consolidate_min_age_s is None or state.replacement is not None \
+            or state.emptying is not None:
+        return (), state
+    rooms: dict[str, CN.Room] = {}
+    for node, u in view.nodes.items():
+        if u.free is not None:
+            rooms[node] = CN.Room(u.running, u.non_preemptible, u.work, *u.free)
+    waiting = [x.workload for x in sorted(view.waiting, key=lambda x: pending_order(x.workload))
+               if x.reason in CAPACITY_CODES][: config.max_waiting_considered]
+    keep = frozenset({d.instance_id for d in drains})
+    found = CN.choose(live, rooms.get, waiting, min_age_s=config.consolidate_min_age_s,
+                      now=now, kinds=plan.kinds, keep=keep)
+    if found is None:
+        return (), state
+    i, work = found
+    until = now + config.idle_timeout_s
+    reason = (f"drain {i.node_id} ({_describe_offer(i.offer)}): its work ({len(work)} "
+              f"workload{'s' if len(work) > 1 else ''}, all preemptible) fits the free room "
+              "of the other nodes; it is moved there and the node returned")
+    return ((Drain(i.id, i.node_id or "", reason, stop_reason=CN.NODE_CONSOLIDATED),),
+            state.emptied_now(i.id, (w.id for w in work), until))
 
 
 # -- scale-up ------------------------------------------------------------------------------------
@@ -288,6 +329,10 @@ class _ScaleUp:
             if x.workload.id in self.view.nominated:
                 self.notes[x.workload.id] = ("room is held for it (nominated): no capacity "
                                              "rented for it")
+            elif (until := self.state.emptied.get(x.workload.id)) is not None and until > self.now:
+                self.notes[x.workload.id] = ("moved off a node emptied into free room "
+                                             "(consolidation): nothing is rented for it "
+                                             f"before t={until:g}")
             elif x.reason in CAPACITY_CODES:
                 wanted.append(x)
         wanted.sort(key=lambda x: pending_order(x.workload))

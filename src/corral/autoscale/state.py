@@ -62,12 +62,31 @@ class AutoscalerState:
         default_factory=lambda: MappingProxyType({}))
     #: the one replacement in progress (bounded disruption: one at a time), if any
     replacement: Replacement | None = None
+    #: the node being emptied into the others' free room (consolidate.py), until it is gone
+    emptying: str | None = None
+    #: workloads moved off an emptied node -> until when nothing is rented for them (the
+    #: guard against flapping: consolidate.py)
+    emptied: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
     def replacement_launched(self, instance_id: str) -> AutoscalerState:
         """The caller launched the replacement decided last as `instance_id`."""
         if self.replacement is None:
             return self
         return replace(self, replacement=replace(self.replacement, new=instance_id))
+
+    def emptied_now(self, instance_id: str, workload_ids: Iterable[str],
+                    until: float) -> AutoscalerState:
+        """`instance_id` is being emptied; its work is not rented for before `until`."""
+        return replace(self, emptying=instance_id, emptied=MappingProxyType(
+            {**self.emptied, **{w: until for w in workload_ids}}))
+
+    def settle_emptying(self, live: Iterable[str], now: float) -> AutoscalerState:
+        """Forget the node emptied once it is gone, and moved work past its guard."""
+        emptying = self.emptying if self.emptying in set(live) else None
+        emptied = {k: v for k, v in self.emptied.items() if v > now}
+        if emptying == self.emptying and len(emptied) == len(self.emptied):
+            return self
+        return replace(self, emptying=emptying, emptied=MappingProxyType(emptied))
 
     def in_backoff(self, offer: Offer, now: float) -> OfferBackoff | None:
         b = self.backoff.get(offer_key(offer))

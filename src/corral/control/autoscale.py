@@ -54,6 +54,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from corral.autoscale import consolidate as CN
 from corral.autoscale.pool import (
     AutoscalerConfig,
     Budget,
@@ -65,7 +66,13 @@ from corral.autoscale.pool import (
     decide,
 )
 from corral.autoscale.state import AutoscalerState, Replacement
-from corral.core.model import CapacityKind, ClusterState, Workload
+from corral.core.model import (
+    CapacityKind,
+    ClusterState,
+    WorkerAssignment,
+    WorkerResources,
+    Workload,
+)
 from corral.core.plan import Plan
 from corral.providers.base import (
     CapacityState,
@@ -226,12 +233,14 @@ class PoolAutoscaler:
     def _node_use(self, state: ClusterState, now: float) -> dict[str, NodeUse]:
         running: dict[str, list[int]] = {}
         alone: dict[str, list[Workload]] = {}  # work running only on that node
+        taken: dict[str, list[tuple[Sequence[WorkerAssignment], WorkerResources]]] = {}
         for w in state.workloads:
             nodes = {a.node_id for a in w.assignments}
             for node in nodes:
                 use = running.setdefault(node, [0, 0])
                 use[0] += 1
                 use[1] += 0 if w.preemptible else 1
+                taken.setdefault(node, []).append((w.assignments, w.resources))
             if len(nodes) == 1:
                 alone.setdefault(next(iter(nodes)), []).append(w)
         out = {}
@@ -241,8 +250,11 @@ class PoolAutoscaler:
                 self.idle_since.pop(n.id, None)
             else:
                 self.idle_since.setdefault(n.id, now)
+            # a cordoned or unhealthy node's free room takes nothing (consolidate.py)
+            free = (CN.free_room(n.gpu_count, n.cpu_milli, n.memory_mib, n.id,
+                                 taken.get(n.id, ())) if n.schedulable else None)
             out[n.id] = NodeUse(count, stable, self.idle_since.get(n.id),
-                                tuple(alone.get(n.id, ())))
+                                tuple(alone.get(n.id, ())), free)
         return out
 
     # -- the replacement in progress, across restarts ------------------------------------------

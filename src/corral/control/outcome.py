@@ -6,7 +6,7 @@
     stop requested: Preempt/Reclaim/Move   -> preempted, then pending with attempt + 1
     stop requested: NodeUnhealthy (drain)  -> the same: the node failed, not the workload, and
       SpotInterrupted, ProviderRemoved,       it had its grace to checkpoint, so no restart is
-      NodeReplaced                            used up (a worker *lost* with its node still is)
+      NodeReplaced, NodeConsolidated          used up (a worker *lost* with its node still is)
     stop requested: Migrated (moved to     -> the same: corral chose to move it
       faster devices, control/migration.py)
     stop requested: MaxRuntimeExceeded     -> failed
@@ -48,8 +48,10 @@ EVICTION_RULES: Final = frozenset({R.RULE_PREEMPT, R.RULE_RECLAIM, R.RULE_CONSOL
 DRAINED: Final = "NodeUnhealthy"
 #: stop reasons of work drained by the pool autoscaler (corral.control.autoscale): a spot
 #: interruption, a provider being removed, a node replaced by a cheaper one
-#: (corral.autoscale.replace). Like a drain: requeued, no restart used up
-NODE_LEAVING: Final = frozenset({DRAINED, "SpotInterrupted", "ProviderRemoved", "NodeReplaced"})
+#: (corral.autoscale.replace) or emptied into others' free room (corral.autoscale.consolidate).
+#: Like a drain: requeued, no restart used up
+NODE_LEAVING: Final = frozenset({DRAINED, "SpotInterrupted", "ProviderRemoved", "NodeReplaced",
+                                 "NodeConsolidated"})
 MAX_BACKOFF_S: Final = 600.0
 
 

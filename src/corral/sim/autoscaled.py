@@ -34,6 +34,7 @@ from decimal import Decimal
 
 import numpy as np
 
+from corral.autoscale import consolidate as CN
 from corral.autoscale.packing import offer_key
 from corral.autoscale.pool import (
     AutoscalerConfig,
@@ -45,7 +46,14 @@ from corral.autoscale.pool import (
 )
 from corral.autoscale.state import AutoscalerState
 from corral.core import reasons as R
-from corral.core.model import STABLE_CAPACITY, CapacityKind, Node, WorkerAssignment, Workload
+from corral.core.model import (
+    STABLE_CAPACITY,
+    CapacityKind,
+    Node,
+    WorkerAssignment,
+    WorkerResources,
+    Workload,
+)
 from corral.providers.base import CapacityState, Instance, Offer
 from corral.sim.clouds import SimProvider
 from corral.sim.metrics import summary
@@ -106,6 +114,9 @@ class _Autoscaled(_Replay):
         self.ended_at: dict[str, float] = {}
         self.use: dict[str, list[int]] = {}  # node -> [running, non-preemptible]
         self.alone: dict[str, dict[str, Workload]] = {}  # node -> work running only there
+        #: node -> task -> (its assignments, per-worker resources): the node's taken room
+        self.on_node: dict[str, dict[str, tuple[tuple[WorkerAssignment, ...],
+                                                WorkerResources]]] = {}
         self.idle_since: dict[str, float] = {}
         self.acct: Counter[str] = Counter()
         self.launch_rng = np.random.default_rng(seed + 7919)
@@ -181,8 +192,9 @@ class _Autoscaled(_Replay):
             i = self.instances[dr.instance_id]
             self.instances[i.id] = replace(i, state=CapacityState.DRAINING)
             displaced = self.session.node_down(dr.node_id)
-            if dr.stop_reason is not None:  # replaced: its work stops with the preemption notice
-                self.acct["replaced"] += 1
+            if dr.stop_reason is not None:  # replaced or emptied: its work stops with notice
+                self.acct["consolidated" if dr.stop_reason == CN.NODE_CONSOLIDATED
+                          else "replaced"] += 1
                 for wid in displaced:
                     self._stop(now, self.jobs[wid], notice=self.opt.failures.preempt_notice_s)
         for x in d.launches:
@@ -201,8 +213,11 @@ class _Autoscaled(_Replay):
                 continue
             running, stable = self.use.get(i.node_id, [0, 0])
             alone = self.alone.get(i.node_id, {})
+            o = i.offer
+            free = CN.free_room(o.gpus, o.cpu_milli, o.memory_mib, i.node_id,
+                                self.on_node.get(i.node_id, {}).values())
             out[i.node_id] = NodeUse(running, stable, self.idle_since.get(i.node_id),
-                                     tuple(alone[k] for k in sorted(alone)))
+                                     tuple(alone[k] for k in sorted(alone)), free)
         return out
 
     def _on_demand_only(self, wid: str) -> None:
@@ -288,9 +303,12 @@ class _Autoscaled(_Replay):
     def _start(self, now: float, job: _Job, assignments: tuple[WorkerAssignment, ...]) -> None:
         super()._start(now, job, assignments)
         nodes = {a.node_id for a in assignments}
-        if len(nodes) == 1:
-            self.alone.setdefault(next(iter(nodes)), {})[job.task.name] = job.workload
+        if len(nodes) == 1:  # started_at: consolidation respects min_runtime_s
+            self.alone.setdefault(next(iter(nodes)), {})[job.task.name] = replace(
+                job.workload, started_at=now)
         for node in nodes:
+            self.on_node.setdefault(node, {})[job.task.name] = (assignments,
+                                                                job.workload.resources)
             use = self.use.setdefault(node, [0, 0])
             use[0] += 1
             use[1] += 0 if job.workload.preemptible else 1
@@ -303,6 +321,7 @@ class _Autoscaled(_Replay):
         super()._stop(now, job, finished, notice, release)
         for node in nodes:
             self.alone.get(node, {}).pop(job.task.name, None)
+            self.on_node.get(node, {}).pop(job.task.name, None)
             use = self.use.setdefault(node, [1, 0])
             use[0] -= 1
             use[1] -= 1 if stable else 0

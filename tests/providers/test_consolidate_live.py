@@ -1,0 +1,64 @@
+"""Emptying a rented node into the free room of another (Karpenter's consolidation, "delete")
+through the control loop, renting from EC2 on moto: the dear node's job is stopped with
+`NodeConsolidated` (requeued, no restart spent), the core places it in the free room, the node
+is returned; when the work ends the other idles out: every instance rented ends terminated."""
+
+from __future__ import annotations
+
+from tests.control.rig import Rig
+from tests.providers.test_replace_restart import Plane
+
+from corral.autoscale.consolidate import NODE_CONSOLIDATED
+from corral.autoscale.pool import AutoscalerConfig
+from corral.providers.base import CapacityState, required_tags
+from corral.store import pool as P
+from corral.store import workloads as W
+
+CONFIG = AutoscalerConfig(idle_timeout_s=20, join_timeout_s=600, replace_min_saving=None,
+                          consolidate_min_age_s=5, cancel_unneeded_after_s=10)
+
+
+def _on(rig: Rig, plane: Plane, node: str) -> str:
+    """A 1-GPU job placed on `node` (the other rig node cordoned meanwhile)."""
+    other = "n1" if node == "n0" else "n0"
+    with rig.store.write() as c:
+        P.set_cordoned(c, other, True)
+    wid = rig.submit(gpus=1)
+    plane.step(3)
+    with rig.store.write() as c:
+        P.set_cordoned(c, other, False)
+    return wid
+
+
+def _nodes_of(plane: Plane, rig: Rig, wid: str) -> set[str]:
+    state = plane.loop.live.snapshot(rig.clock.now()).state
+    return {a.node_id for w in state.workloads if w.id == wid for a in w.assignments}
+
+
+def test_a_dear_node_whose_job_fits_another_is_emptied_and_returned(
+        ec2_env: dict[str, str], rig: Rig) -> None:
+    joined: dict[str, str] = {}
+    plane = Plane(rig, ec2_env, joined, "only", CONFIG)
+    offers = {o.instance_type: o for o in plane.aws.offers()
+              if o.capacity_kind == "on-demand"}
+    (dear,) = plane.aws.launch(offers["p5.48xlarge"], 1, user_data="",
+                               tags=required_tags("c1", "req-a", "aws"))
+    (cheap,) = plane.aws.launch(offers["g6.xlarge"], 1, user_data="",
+                                tags=required_tags("c1", "req-b", "aws"))
+    joined.update({dear.id: "n0", cheap.id: "n1"})
+    a, b = _on(rig, plane, "n0"), _on(rig, plane, "n1")
+    assert (_nodes_of(plane, rig, a), _nodes_of(plane, rig, b)) == ({"n0"}, {"n1"})
+    plane.step(40)  # past the min age: n0 (98.32/h) is emptied into n1's free room
+    rec = rig.get(a)
+    assert rec.state == "running" and rec.restart_count == 0 and rec.attempt == 1
+    with rig.store.read() as c:
+        assert [e for e in W.list_events(c, workload_id=a) if e.reason == NODE_CONSOLIDATED]
+    assert _nodes_of(plane, rig, a) == {"n1"} and rig.get(b).attempt == 0  # b never moved
+    listed = {i.id: i.state for i in plane.aws.instances()}
+    assert listed[dear.id] == CapacityState.TERMINATED
+    assert listed[cheap.id] != CapacityState.TERMINATED
+
+    plane.backend.finish(a)
+    plane.backend.finish(b)
+    plane.step(40)
+    assert {i.state for i in plane.aws.instances()} == {CapacityState.TERMINATED}

@@ -103,7 +103,10 @@ class AgentClient:
         next offset the server wants."""
         body = LogsIn(chunks=[LogChunk(workload_id=w, attempt=a, worker=i, offset=o,
                                        data_b64=base64.b64encode(d).decode(), times=t)
-                              for w, a, i, o, d, t in chunks]).model_dump_json()
+                              for w, a, i, o, d, t in chunks]
+                      # `times` only where there are some: a server of the last release
+                      # refuses fields it does not know
+                      ).model_dump_json(exclude_defaults=True)
         return LogsOut.model_validate_json(
             self._post("/agent/v1/logs", credential, body)).next_offsets
 

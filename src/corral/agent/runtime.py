@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from corral.agent.client import AgentClient, Backoff, Refused, Unreachable
 from corral.agent.health import GpuReporter, KnownAnswerSchedule
@@ -114,6 +114,7 @@ class Agent:
         self.refused: dict[tuple[str, int, int], ReportIn] = {}  # launches this host refused
         self.shipped: dict[tuple[str, int, int], int] = {}  # log offsets the server confirmed
         self.timed: dict[tuple[str, int, int], int] = {}  # log-time sizes the server has
+        self.log_times = True  # False once a server of the last release refused them
         self.last_contact = clock()
         self.acted = False  # the last turn launched or stopped something: report at once
         self.stop_event = threading.Event()
@@ -349,11 +350,24 @@ class Agent:
             chunks.append((*key, offset, data, times))
         for i in range(0, len(chunks), 32):
             batch = chunks[i:i + 32]
-            confirmed = self.client.ship_logs(self._credential(), batch)
+            confirmed = self._ship_batch(batch)
             for (w, a, k, _, _, times), nxt in zip(batch, confirmed, strict=True):
                 self.shipped[(w, a, k)] = nxt
                 if times:
                     self.timed[(w, a, k)] = times[-1][0]
+
+    def _ship_batch(self, batch: list[Any]) -> list[int]:
+        """A server of the last release refuses the chunks' `times` (422, extra=forbid): then
+        ship the bytes alone from now on (`corral logs --timestamps` undated there)."""
+        try:
+            return self.client.ship_logs(self._credential(), batch)
+        except Refused as e:
+            if e.status != 422 or "times" not in e.message or not self.log_times:
+                raise
+        log.warning("the server does not take log times (an older release): shipping logs "
+                    "without them")
+        self.log_times = False
+        return self.client.ship_logs(self._credential(), [(*c[:5], []) for c in batch])
 
     def _new_log_times(self, key: tuple[str, int, int]) -> list[tuple[int, float]]:
         """The runner's samples (`log-times`: the log held SIZE bytes at TIME) beyond those
@@ -361,6 +375,8 @@ class Agent:
         agent restart all are sent again; the server keeps only sizes beyond its own."""
         path = (self.backend.work_dir / key[0] / str(key[1]) / f"worker-{key[2]}"
                 / local_runner.LOG_TIMES)
+        if not self.log_times:
+            return []
         done, now = self.timed.get(key, -1), self.clock()
         return [(size, max(0.0, now - at)) for size, at in read_samples(path)
                 if size > done][:4096]

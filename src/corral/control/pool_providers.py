@@ -443,7 +443,8 @@ def _config(a: AutoscalerSpec) -> AutoscalerConfig:
                             max_instances_per_decision=a.max_instances_per_decision,
                             max_waiting_considered=a.max_waiting_considered,
                             replace_min_saving=a.replace_min_saving,
-                            replace_min_age_s=a.replace_min_age)
+                            replace_min_age_s=a.replace_min_age,
+                            consolidate_min_age_s=a.consolidate_min_age)
 
 
 def _joined(store: Store, instance_ids: Sequence[str]) -> dict[str, str]:

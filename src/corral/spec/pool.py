@@ -523,6 +523,10 @@ class AutoscalerSpec(BaseModel):
         "most (1 - this) of its price (Karpenter's consolidation); null (or 1 and over): never"))
     replace_min_age: DurationS = Field(1800.0, ge=0, le=30 * 86_400, description=(
         "a node launched less than this long ago is not replaced"))
+    consolidate_min_age: DurationS | None = Field(1800.0, ge=0, le=30 * 86_400, description=(
+        "empty a node launched at least this long ago whose work (all preemptible, all on it) "
+        "fits the other nodes' free room, and return it (Karpenter's consolidation 'delete'); "
+        "null: never"))
 
 
 class PoolSpec(BaseModel):

@@ -4,6 +4,8 @@ on takes no late answer. End to end with real agents: tests/agent/test_agent_exe
 
 from __future__ import annotations
 
+from typing import Any
+
 from corral.agent.protocol import ExecDone, ExecOrder, TunnelOrder
 from corral.api.agent_relay import AgentRelay
 from corral.store import Store
@@ -91,3 +93,86 @@ def test_the_sync_sends_relay_fields_only_with_orders(store: Store) -> None:
     RELAY.order("relay-host", order)
     got = api.client.post("/agent/v1/sync", json={"known_seq": -1}, headers=auth).json()
     assert SyncOut.model_validate(got).execs == [order] and "tunnels" not in got
+
+
+def _running_on_agent(store: Store) -> tuple[Any, str, dict[str, str]]:
+    """An API over the agent backend, a running workload whose worker 0 is assigned to
+    node relay-host, and that node's credential header."""
+    from sqlalchemy import insert, update
+
+    from api.harness import build, job
+    from corral.agent.protocol import HostFacts
+    from corral.store import agents as AG
+    from corral.store.schema import WorkloadRow
+
+    api = build(store, backend_name="agent")
+    with store.write() as c:
+        _, token = AG.create_join_token(c, "root", 0.0)
+        cred = AG.join(c, token, "relay-host", HostFacts(gpus=1).model_dump(), 0.0,
+                       live_for_s=30)
+    wid = api.client.post("/v1/workloads", json=job(), headers=api.ann).json()[
+        "workloads"][0]["id"]
+    with store.write() as c:
+        c.execute(update(WorkloadRow).where(WorkloadRow.id == wid).values(state="running"))
+        c.execute(insert(AG.AgentWorker).values(
+            workload_id=wid, attempt=0, worker=0, node_id="relay-host", spec={},
+            master_addr="127.0.0.1", master_port=20000, assigned_at=0.0, stop_deadline=None,
+            stop_reason="", fenced=False, released=False, state="running", reason="Running",
+            exit_code=None, finished_at=None, message=""))
+    return api, wid, {"Authorization": f"Bearer {cred}"}
+
+
+def _tunnel_order(node: str) -> TunnelOrder:
+    import time
+
+    from corral.api.agent_relay import RELAY
+
+    for _ in range(400):  # the user's side orders it on the server's loop
+        _, tunnels = RELAY.take(node)
+        if tunnels:
+            return tunnels[0]
+        time.sleep(0.025)
+    raise AssertionError("no tunnel order")
+
+
+def test_a_relayed_forward_carries_the_hosts_refusal_and_only_its_node_answers(
+        store: Store) -> None:
+    """The user's forward waits for the worker's agent; another node's credential cannot take
+    the order (4404); the agent's own check refusing the port reaches the user as 4403."""
+    import threading
+
+    import pytest
+    from starlette.websockets import WebSocketDisconnect
+
+    api, wid, agent_auth = _running_on_agent(store)
+    with store.write() as c:
+        from corral.agent.protocol import HostFacts
+        from corral.store import agents as AG
+
+        _, token = AG.create_join_token(c, "root", 0.0)
+        other = AG.join(c, token, "other-host", HostFacts(gpus=1).model_dump(), 0.0,
+                        live_for_s=30)
+    codes: list[tuple[int, str]] = []
+    with api.client as client:  # one event loop for every WebSocket, as under uvicorn
+
+        def user() -> None:
+            with client.websocket_connect(f"/v1/workloads/{wid}/port-forward?port=8888",
+                                          headers=api.ann) as ws, \
+                    pytest.raises(WebSocketDisconnect) as e:
+                ws.receive_text()
+            codes.append((e.value.code, e.value.reason))
+
+        side = threading.Thread(target=user)
+        side.start()
+        order = _tunnel_order("relay-host")
+        assert (order.workload_id, order.port) == (wid, 8888)
+        with client.websocket_connect(f"/agent/v1/tunnels/{order.id}",
+                                      headers={"Authorization": f"Bearer {other}"}) as ws, \
+                pytest.raises(WebSocketDisconnect) as e:
+            ws.receive_text()
+        assert e.value.code == 4404
+        with client.websocket_connect(f"/agent/v1/tunnels/{order.id}",
+                                      headers=agent_auth) as ws:
+            ws.send_text("refused 403 worker 0 does not listen on port 8888")
+            side.join(timeout=30)
+    assert codes == [(4403, "worker 0 does not listen on port 8888")]

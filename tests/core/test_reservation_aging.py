@@ -1,0 +1,119 @@
+"""A kept reservation is handed to the workload that has waited longest once that one has
+waited more than a window longer than the holder (`actions.allocate.keep_reservations`).
+
+The case (issue 10, bench/contention.py seed 3 in miniature): queue a (weight 9) and queue b
+(weight 1, holding 8 GPUs of its own) share 4 nodes of 8 GPUs. Queue a keeps the pool busy
+with 1-GPU jobs and sends a 2 x 8-GPU gang every 4 cycles; queue b's gang g waits from the
+first cycle. Queue a stays first in the fair-share order, so each time a's holder starts,
+a's next gang fails first and takes the one reservation (`max_reservations` 1), and keeps it.
+Before aging g waited for ever (no reservation in 60 cycles). With aging it holds the slot as
+soon as it is in its window and older than the holder by a window, and starts once its nodes
+drain: within the bound below.
+
+The cycles are applied the way the control plane applies plans (placements start, the plan's
+reservation holders are passed back, `ClusterState.reserved_for`), and every cycle is checked
+against the reason oracle and a rerun on its applied result (it evicts nothing).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import pytest
+from tests.core.test_churn import apply_like_control_plane, check_reason_oracle
+
+from builders import job, node, queue
+from corral.core import ClusterState, SchedulerConfig, Workload, schedule
+from corral.core.model import WorkloadState
+
+CFG = SchedulerConfig(reserve_after_s=0.0, max_reservation_s=1800.0,
+                      reservation_cooldown_s=600.0, consolidate=False)
+DT = 300.0
+MAX_SMALL_S = 1500.0  # the longest 1-GPU job of queue a
+GANG_S = 1200.0
+CYCLES = 40
+#: g waits at most until it is older than any holder by a window and in its own window again
+#: (one window and one cooldown), then one cycle to take the slot, the longest 1-GPU job on its
+#: nodes to drain, and a cycle to start
+BOUND = CFG.max_reservation_s + CFG.reservation_cooldown_s + DT + MAX_SMALL_S + DT
+
+
+def _start() -> tuple[ClusterState, dict[str, float]]:
+    nodes = [node(f"n{i}") for i in (1, 2, 3, 4)]
+    work: list[Workload] = []
+    ends: dict[str, float] = {}
+    for i in range(8):  # b's own 8 GPUs, for the whole run: b stays behind a in the order
+        work.append(job(f"b{i}").queue("b").gpus(1).running(("n4", (i,))).build())
+        ends[f"b{i}"] = float("inf")
+    for n in (1, 2, 3):
+        for d in range(8):
+            wid = f"a-n{n}-{d}"
+            work.append(job(wid).queue("a").gpus(1).running((f"n{n}", (d,))).build())
+            ends[wid] = 100.0 + 150.0 * d + 50.0 * n
+    work.append(job("g").queue("b").gpus(8).gang(2).submitted(0.0).build())
+    ends["g"] = GANG_S
+    s = ClusterState(tuple(n.build() for n in nodes), (queue("a", weight=9.0),
+                                                        queue("b", weight=1.0)), tuple(work))
+    return s, ends
+
+
+def _arrivals(k: int, now: float, rng: random.Random) -> list[tuple[Workload, float]]:
+    out = [(job(f"a{k}-{i}").queue("a").gpus(1).submitted(now).build(),
+            rng.uniform(600.0, MAX_SMALL_S)) for i in range(4)]
+    if k % 4 == 0:
+        out.append((job(f"ag{k}").queue("a").gpus(8).gang(2).submitted(now).build(), GANG_S))
+    return out
+
+
+def run(seed: int) -> tuple[float | None, int]:
+    """Cycles of the history; returns when g started (None if never) and how many cycles g
+    held the reservation."""
+    rng = random.Random(seed)
+    state, ends = _start()
+    started: dict[str, float] = {}
+    g_started: float | None = None
+    held = 0
+    for k in range(CYCLES):
+        now = k * DT
+        done = {w.id for w in state.workloads
+                if w.state is WorkloadState.RUNNING
+                and (w.started_at or 0.0) + ends[w.id] <= now}
+        new = _arrivals(k, now, rng)
+        ends.update((w.id, d) for w, d in new)
+        state = replace(state, workloads=tuple(
+            w for w in state.workloads if w.id not in done) + tuple(w for w, _ in new))
+        plan = schedule(state, now, CFG)
+        check_reason_oracle(state, plan, now)
+        for p in plan.placements:
+            started[p.workload_id] = now
+        state = apply_like_control_plane(state, plan, now)
+        state = replace(state, reserved_for=tuple(r.workload_id for r in plan.reservations))
+        assert schedule(state, now, CFG).evictions == (), f"a rerun at {now} evicts"
+        held += any(r.workload_id == "g" for r in plan.reservations)
+        if "g" in started and g_started is None:
+            g_started = started["g"]
+    return g_started, held
+
+
+def test_the_oldest_gang_gets_the_kept_reservation_within_a_window() -> None:
+    for seed in range(3):
+        started, held = run(seed)
+        assert held > 0, f"seed {seed}: g never held the reservation"
+        assert started is not None and started <= BOUND, (
+            f"seed {seed}: g started at {started}, the bound is {BOUND}")
+
+
+@pytest.mark.parametrize(("holder_submitted", "now", "holder_after"), [
+    (600.0, 1500.0, "ag"),  # g older by less than a window: the holder keeps its slot
+    (2000.0, 2500.0, "g"),  # g older by more than a window, and in its window: handed over
+    (2000.0, 2000.0, "ag"),  # ... but g is in its cooldown (1,800-2,400 s): kept
+], ids=["younger-by-less-than-a-window", "older-by-more", "older-but-in-cooldown"])
+def test_the_slot_goes_to_work_older_than_the_holder_by_a_window(
+        holder_submitted: float, now: float, holder_after: str) -> None:
+    state, _ = _start()
+    a_gang = job("ag").queue("a").gpus(8).gang(2).submitted(holder_submitted).build()
+    state = replace(state, workloads=(*state.workloads, a_gang), reserved_for=("ag",))
+    plan = schedule(state, now, CFG)
+    assert [r.workload_id for r in plan.reservations] == [holder_after]
+    check_reason_oracle(state, plan, now)

@@ -90,6 +90,14 @@ def test_not_emptied(case: str, big_work: tuple[Workload, ...], kw: dict) -> Non
     assert not [x for x in d.drains if x.stop_reason == NODE_CONSOLIDATED], case
 
 
+def test_an_idle_node_takes_no_moved_work() -> None:
+    """Its room is free but the node is on its way out (idle timeout): filling it would keep
+    it rented instead of the node emptied."""
+    d = run({"node-i-big": NodeUse(0, 0, NOW - 60, (), ((1000,) * 4, 48_000, 196_608)),
+             "node-i-small": on("node-i-small", SMALL, one_gpu("b"))})
+    assert not [x for x in d.drains if x.stop_reason == NODE_CONSOLIDATED]
+
+
 def test_a_gang_spread_over_nodes_is_not_moved() -> None:
     d = run({"node-i-big": on("node-i-big", BIG, one_gpu("a")),
              "node-i-small": on("node-i-small", SMALL, others=1)})

@@ -89,6 +89,34 @@ def test_mistakes_are_one_clear_message(tmp_path: Path, args: list[str], says: s
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize(("args", "env", "says"), [
+    (["ls", "--url", "localhost:8765"], {}, "'localhost:8765' (from --url or CORRAL_URL) is "
+     "not a server URL; write it like http://127.0.0.1:8765"),
+    (["queues", "--url", "http://[::1"], {}, "'http://[::1' (from --url or CORRAL_URL) is not a "
+     "server URL (Invalid IPv6 URL)"),
+    (["describe", "x", "--url", "http://h:99999"], {}, "(Port out of range 0-65535)"),
+    (["ls"], {"CORRAL_URL": "ftp://h"}, "'ftp://h' (from --url or CORRAL_URL) is not a server"),
+    (["login", "http://[::1", "--token", "t", "--no-verify"], {}, "Invalid IPv6 URL"),
+], ids=["no-scheme", "bad-ipv6", "bad-port", "env-ftp", "login-bad-ipv6"])
+def test_a_server_url_that_is_none_says_how_to_write_it(tmp_path: Path, args: list[str],
+                                                       env: dict[str, str], says: str) -> None:
+    """Issue 14: a URL without its scheme said `cannot reach ... (UnsupportedProtocol)`, and
+    one that does not parse (`http://[::1`) was a traceback."""
+    r = _cli(tmp_path, *args, env={**_env(tmp_path), **env})
+    assert r.returncode in (1, 2), r.stderr
+    assert says in " ".join(r.stderr.replace("│", " ").split()), r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_login_without_a_token_or_a_terminal_says_how_to_give_one(tmp_path: Path) -> None:
+    """A script's `corral login URL` (stdin not a terminal) was getpass's warning and
+    `Aborted.`; it names the two ways to pass the token."""
+    r = _cli(tmp_path, "login", "http://127.0.0.1:9", "--no-verify", stdin="")
+    assert r.returncode == 2 and not _config(tmp_path).exists()
+    says = " ".join(r.stderr.replace("│", " ").split())
+    assert "no token given and no terminal to ask on: pass --token TOKEN or --token -" in says
+
+
 def test_a_broken_config_file_is_named_with_the_fix(tmp_path: Path) -> None:
     _config(tmp_path).parent.mkdir(parents=True)
     _config(tmp_path).write_text("{not json")

@@ -114,3 +114,21 @@ def test_a_url_given_outright_is_not_stopped_by_a_broken_config(home: Path) -> N
     assert C.resolve("http://elsewhere:1") == ("http://elsewhere:1", "local-admin", "arguments")
     with pytest.raises(C.ConfigError):
         C.resolve()  # the config was needed: its fault is said
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("localhost:8765", "'localhost:8765' is not a server URL; write it like http://127.0.0.1:8765"),
+    ("http://[::1", "(Invalid IPv6 URL)"),
+    ("http://h:99999", "(Port out of range 0-65535)"),
+    ("http://", "'http://' is not a server URL"),
+    ("http://a\x00b", "Invalid non-printable ASCII character"),
+], ids=["no-scheme", "bad-ipv6", "bad-port", "no-host", "httpx-refuses"])
+def test_a_client_for_a_url_that_is_none_says_how_to_write_it(url: str, says: str) -> None:
+    with pytest.raises(C.ConfigError) as caught:
+        Client(url)
+    assert says in caught.value.message
+
+
+def test_a_server_url_keeps_its_form_without_the_trailing_slash() -> None:
+    assert C.checked_url("http://[::1]:8765/") == "http://[::1]:8765"
+    assert Client("https://corral.example.com/").url == "https://corral.example.com"

@@ -36,16 +36,23 @@ TokenOpt = Annotated[str | None, typer.Option(
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
 
 
+# where a URL came from (sdk_config.Resolved.source), as the user wrote it
+_SOURCES = {"arguments": "--url or CORRAL_URL", "environment": "CORRAL_URL"}
+
+
 def resolve(url: str | None, token: str | None, data_dir: Path | None = None) -> tuple[str, str | None]:
-    with friendly():  # a config file that cannot be read is a user's mistake: one message
+    with friendly():  # a config file that cannot be read, a URL that is none: one message
         found = sdk_config.resolve(url, token, data_dir=data_dir)
-    return found.url, found.token
+        checked = sdk_config.checked_url(found.url, _SOURCES.get(found.source, found.source))
+    return checked, found.token
 
 
 def connect(url: str | None, token: str | None) -> Client:
     from corral.sdk.client import Client
 
-    return Client(*resolve(url, token))
+    resolved = resolve(url, token)
+    with friendly():
+        return Client(*resolved)
 
 
 @contextmanager

@@ -18,7 +18,9 @@ from corral.cli.connection import err, friendly
 from corral.cli.output import Format, OutputOpt, emit
 from corral.sdk.config import (
     Config,
+    ConfigError,
     Context,
+    checked_url,
     config_path,
     from_data_dir,
     load_config,
@@ -37,12 +39,10 @@ def _default_name(url: str) -> str:
 
 
 def _checked_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"} or not parts.netloc:
-        raise typer.BadParameter(f"{url!r} is not a server URL; write it like "
-                                 "https://corral.example.com or http://10.0.0.5:8765",
-                                 param_hint="URL")
-    return url.rstrip("/")
+    try:
+        return checked_url(url)
+    except ConfigError as e:  # `http://[::1` too: urlsplit's ValueError was a traceback
+        raise typer.BadParameter(e.message, param_hint="URL") from None
 
 
 def _in_clear(url: str) -> bool:
@@ -54,6 +54,9 @@ def _read_token(token: str | None) -> str:
     """`--token -` reads stdin (keeps it out of shell history); no --token asks without echo."""
     if token == "-":
         token = sys.stdin.readline().strip()
+    elif token is None and not sys.stdin.isatty():  # a script: a prompt would read nothing
+        raise typer.BadParameter("no token given and no terminal to ask on: pass --token TOKEN "
+                                 "or --token - (read from stdin)", param_hint="--token")
     elif token is None:
         token = typer.prompt("token", hide_input=True)
     if not token:

@@ -24,6 +24,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from corral.sdk import errors as E
 from corral.sdk import models as M
+from corral.sdk.config import ConfigError, checked_url
 from corral.sdk.config import resolve as _resolve_server
 from corral.sdk.providers import DeclaredProvider
 from corral.sdk.retry import Retries, send_with_retries
@@ -60,10 +61,13 @@ class Client:
         """`retries`: when a request is sent again (`corral.sdk.retry`; by default on connect
         errors, 429 and 503, up to 4 sends); `Retries(attempts=1)` turns them off."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.url = url.rstrip("/")
+        self.url = checked_url(url)  # a ConfigError that says how to write it
         self.retries = retries or Retries()
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
-                                  transport=transport, verify=_tls_for(self.url))
+        try:
+            self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
+                                      transport=transport, verify=_tls_for(self.url))
+        except httpx.InvalidURL as e:  # what urlsplit lets through (`http://a b`)
+            raise ConfigError(f"{url!r} is not a server URL ({e})") from None
 
     @classmethod
     def from_env(cls, url: str | None = None, token: str | None = None, **kwargs: Any) -> Client:

@@ -24,11 +24,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 from corral.sdk.errors import CorralError
 
-__all__ = ["Config", "ConfigError", "Context", "Resolved", "config_path", "from_data_dir",
-           "load_config", "resolve", "save_config"]
+__all__ = ["Config", "ConfigError", "Context", "Resolved", "checked_url", "config_path",
+           "from_data_dir", "load_config", "resolve", "save_config"]
 
 # kept equal to corral.cli.defaults (the SDK may not import the CLI); a test holds them equal
 DEFAULT_PORT = 8765
@@ -38,7 +39,25 @@ ADMIN_TOKEN_FILE = "admin-token"
 
 
 class ConfigError(CorralError):
-    """The config file cannot be read or names a context that is not there."""
+    """The config file cannot be read or names a context that is not there, or a server URL
+    is not one."""
+
+
+def checked_url(url: str, source: str = "") -> str:
+    """`url` without its trailing slash, or a ConfigError that says how to write it. httpx
+    would say `UnsupportedProtocol` at the first request (for `localhost:8765`, a URL without
+    its scheme) or raise its InvalidURL from the client's constructor (`http://[::1`).
+    `source`: where the URL came from, for the message (`--url`, `CORRAL_URL`, ...)."""
+    where = f" (from {source})" if source else ""
+    hint = f"write it like http://127.0.0.1:{DEFAULT_PORT} or https://corral.example.com"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not 0-65535
+    except ValueError as e:
+        raise ConfigError(f"{url!r}{where} is not a server URL ({e}); {hint}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{url!r}{where} is not a server URL; {hint}")
+    return url.rstrip("/")
 
 
 @dataclass(frozen=True)

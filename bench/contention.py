@@ -35,6 +35,10 @@ Figures, per policy:
 - the longest wait (arrival to first start) of work that was *within its guarantee* when it
   arrived: its team and its organisation below quota, with the job fitting in what each is
   owed (quota minus the GPUs it runs then); also p99 and how many such jobs;
+- the longest wait *while owed*: per job, the longest run of cycles in a row it waited while
+  its team and organisation would stay within quota with it (checked at every cycle, so work
+  that its own team's later starts took past its quota stops counting): what the core's
+  guarantee promises; also p99 and how many jobs were ever owed while waiting;
 - idle reserved GPU-minutes: free GPUs on nodes reserved for waiting work, integrated over time;
 - evictions by rule, and moves among them;
 - rerun evictions: every `--rerun-every` cycles, `corral.core.schedule` is run from scratch on
@@ -159,6 +163,8 @@ class Job:
     finish: float | None = None
     run: int = 0  # bumps on every start and stop: stale finish events are ignored
     guaranteed: bool = False  # within its guarantee when it arrived
+    owed_cycles: int = 0  # cycles in a row it has waited while owed (`_owed_streaks`)
+    longest_owed: int = 0  # the longest such streak
 
 
 @dataclass
@@ -265,6 +271,7 @@ class Simulation:
 
     def _cycle(self, now: float) -> None:
         self._deserved(now)
+        self._owed_streaks()
         if self.dump is not None or self.check_session:  # the state this cycle plans from
             self._before = ClusterState(self.nodes, self.queues,
                                         (*self.session.live.values(), *self.pending.values()),
@@ -291,6 +298,18 @@ class Simulation:
             if wid not in moved:
                 self._start(now, self.jobs[wid])
         self._after_cycle(now)
+
+    def _owed_streaks(self) -> None:
+        """Count, per waiting job, the cycles in a row it waits while owed: its team and
+        organisation would stay within quota with it (what the core's guarantee promises, at
+        every cycle, not only on arrival)."""
+        for wid in self.pending:
+            job = self.jobs[wid]
+            if all(self.team_used[q] + job.milli <= self.quota[q] for q in self.chain[job.team]):
+                job.owed_cycles += 1
+                job.longest_owed = max(job.longest_owed, job.owed_cycles)
+            else:
+                job.owed_cycles = 0
 
     def _check_session(self, now: float, out: Outcome) -> None:
         """Did the session decide what `schedule` decides from scratch on the same state?"""
@@ -404,6 +423,11 @@ class Simulation:
                   - j.workload.submitted_at for j in jobs if j.guaranteed}
         owed = list(waited.values())
         longest = self.jobs[max(waited, key=lambda i: (waited[i], i))] if waited else None
+        # waiting while owed: the cycles of the longest streak but the one that started it
+        owed_wait = {j.workload.id: (j.longest_owed - 1) * self.interval for j in jobs
+                     if j.longest_owed > 0}
+        owed_longest = (self.jobs[max(owed_wait, key=lambda i: (owed_wait[i], i))]
+                        if owed_wait else None)
         cpu = np.array(self.fig.cycle_cpu) * 1000
         waits = [j.first_start - j.workload.submitted_at for j in jobs
                  if j.first_start is not None]
@@ -423,6 +447,14 @@ class Simulation:
                 "job": longest.workload.id, "team": longest.team,
                 "gpus": longest.milli / MILLI_PER_GPU, "workers": longest.workload.workers,
                 "priority": longest.workload.priority},
+            "owed_wait_s": {"max": round(max(owed_wait.values()), 1) if owed_wait else 0.0,
+                            "p99": _pct(np.array(list(owed_wait.values())), 99),
+                            "jobs": len(owed_wait)},
+            "owed_longest": None if owed_longest is None else {
+                "job": owed_longest.workload.id, "team": owed_longest.team,
+                "gpus": owed_longest.milli / MILLI_PER_GPU,
+                "workers": owed_longest.workload.workers,
+                "priority": owed_longest.workload.priority},
             "wait_s": {k: round(v, 1) for k, v in summary(waits).items()},
             "idle_reserved_gpu_minutes": round(self.reserved_idle.integral / 60, 1),
             "evictions": {rule: self.fig.evictions.get(rule, 0)
@@ -460,9 +492,10 @@ def _who(job: object) -> str:
 
 
 def lines(r: dict[str, object]) -> list[str]:
-    c, g, w = r["cycle_cpu_ms"], r["guaranteed_wait_s"], r["wait_s"]
+    c, g, w, o = r["cycle_cpu_ms"], r["guaranteed_wait_s"], r["wait_s"], r["owed_wait_s"]
     ev, teams = r["evictions"], r["teams"]
     assert isinstance(c, dict) and isinstance(g, dict) and isinstance(w, dict)
+    assert isinstance(o, dict)
     assert isinstance(ev, dict) and isinstance(teams, dict)
     return [
         f"{r['policy']}: {r['cycles']} cycles over {r['simulated_days']} simulated days, "
@@ -473,6 +506,8 @@ def lines(r: dict[str, object]) -> list[str]:
         f"  within guarantee on arrival: {r['guaranteed_jobs']} jobs, longest wait "
         f"{g['max']} s{_who(r['guaranteed_longest'])}, p99 {g['p99']} s "
         f"(all jobs: wait p50 {w['median']} s, p99 {w['p99']} s)",
+        f"  waiting while owed (team and organisation within quota with it, cycles in a row): "
+        f"{o['jobs']} jobs, longest {o['max']} s{_who(r['owed_longest'])}, p99 {o['p99']} s",
         f"  idle reserved GPU-minutes: {r['idle_reserved_gpu_minutes']}",
         "  evictions: " + ", ".join(f"{rule} {n}" for rule, n in ev.items())
         + f" (moves {r['moves']}, applied as evictions); lost {r['lost_gpu_hours']} GPU-hours",

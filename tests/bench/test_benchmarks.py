@@ -54,7 +54,7 @@ def test_contention_prints_every_figure_for_every_policy_and_is_deterministic(
     for figure in ("cycle CPU ms: p50", "p99", "max", "within guarantee on arrival",
                    "longest wait", "idle reserved GPU-minutes", "evictions: Reclaim",
                    "Preempt", "Consolidate", "rerun evictions", "Jain's index",
-                   "teams used/deserved GPUs"):
+                   "teams used/deserved GPUs", "waiting while owed"):
         assert first.count(figure) >= 3, figure
     run("contention.py", *args, "--json", str(tmp_path / "b.json"))
     a, b = (json.loads((tmp_path / f"{x}.json").read_text()) for x in "ab")

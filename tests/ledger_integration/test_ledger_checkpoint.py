@@ -191,3 +191,17 @@ def test_a_prefetch_reads_the_forgotten_transactions_of_a_burst_at_once(
         assert s.journal.get("hold:never") is None and one_by_one == []  # not a key it had
     with funded.write() as s:  # what was read lives for one session
         assert s.journal.get("hold:w0") is not None and one_by_one == ["hold:w0"]
+
+
+def test_memos_are_read_from_memory_and_from_before_the_checkpoint(store: Store) -> None:
+    _queues(store, "research")
+    db = LedgerDb(store, checkpoint_every=0, checkpoint_min_s=0.0)
+    with db.write() as s:
+        place_hold(s.journal, workload="old@0", queue="research", amount=0, at=1, memo="a")
+    db.checkpoint()  # "hold:old@0" is now in the database only
+    with store.read() as c:
+        assert c.execute(select(func.count()).select_from(LedgerCheckpoint)).scalar_one() == 1
+    with db.write() as s:
+        place_hold(s.journal, workload="new@0", queue="research", amount=0, at=2, memo="b")
+        assert s.memos(["hold:old@0", "hold:new@0", "hold:none@0"]) == {
+            "hold:old@0": "a", "hold:new@0": "b"}

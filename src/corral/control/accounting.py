@@ -355,20 +355,20 @@ class Accounting:
             if hold is not None and hold.open:
                 todo.append(key)
         closed = close_attempts(s.conn, todo, nodes, now)
-        # each settlement reads its hold's memo: one read for all (holds placed before
-        # the ledger's checkpoint are in the database only)
-        s.prefetch(f"hold:{attempt_ref(*key)}" for key in todo)
+        # each settlement reads its hold's memo: one read of that column for all (holds
+        # placed before the ledger's checkpoint are in the database only)
+        memos = s.memos(f"hold:{attempt_ref(*key)}" for key in todo)
         for key in todo:
             if key in closed:
-                self._settle_one(s, key, closed[key], now, catalog)
+                unmetered = memos.get(f"hold:{attempt_ref(*key)}") == UNMETERED
+                self._settle_one(s, key, closed[key], now, catalog, unmetered)
 
     def _settle_one(self, s: LedgerSession, key: tuple[str, int], closed: Closed, now: Decimal,
-                    catalog: PriceCatalog) -> None:
+                    catalog: PriceCatalog, unmetered: bool) -> None:
         """Settle one attempt's hold at its real cost (in the caller's transaction)."""
         ref = attempt_ref(*key)
         at = closed.span.end if closed.span.end is not None else now
-        memo = s.journal.get(f"hold:{ref}")
-        if memo is not None and memo.memo == UNMETERED:
+        if unmetered:
             cost = Fraction(0)  # not priced at all: an unmetered queue is never charged
         else:
             cost = sum((usage_cost(u, catalog) for u in closed.usage), Fraction(0))

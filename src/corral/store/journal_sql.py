@@ -150,6 +150,17 @@ def load_keyed(conn: Connection, keys: Sequence[str]) -> list[Transaction]:
     return out
 
 
+def load_memos(conn: Connection, keys: Sequence[str]) -> dict[str, str]:
+    """The memo of each transaction stored under `keys` (those that exist), one statement per
+    500 keys: only the column asked for, not the transactions and their postings."""
+    out: dict[str, str] = {}
+    for i in range(0, len(keys), 500):
+        out.update((k, m) for k, m in conn.execute(
+            select(LedgerTransaction.key, LedgerTransaction.memo)
+            .where(LedgerTransaction.key.in_(keys[i:i + 500]))))
+    return out
+
+
 def _with_postings(conn: Connection, rows: Sequence[Any], postings_query: Any
                    ) -> list[tuple[int, Transaction]]:
     postings: dict[int, list[Posting]] = {}
@@ -238,6 +249,22 @@ class SqlJournalStore:
             with self._database() as conn:
                 self._fetched.update((tx.key, tx) for tx in load_keyed(conn, wanted))
 
+    def memos(self, keys: Iterable[str]) -> dict[str, str]:
+        """The memo of each transaction of `keys` that exists: from memory where it is there,
+        the rest (forgotten at a checkpoint) in one read of that column alone."""
+        out: dict[str, str] = {}
+        old: list[str] = []
+        for k in keys:
+            tx = self._by_key.get(k) or self._fetched.get(k)
+            if tx is not None:
+                out[k] = tx.memo
+            elif k in self._old_keys:
+                old.append(k)
+        if old:
+            with self._database() as conn:
+                out.update(load_memos(conn, old))
+        return out
+
     def __iter__(self) -> Iterator[Transaction]:
         if not self._old_keys:
             return iter(tuple(self._order))
@@ -312,6 +339,13 @@ class LedgerSession:
         asking `journal.get` for each (see `SqlJournalStore.prefetch`)."""
         if self.store is not None:
             self.store.prefetch(keys)
+
+    def memos(self, keys: Iterable[str]) -> dict[str, str]:
+        """The memo of each transaction of `keys` that exists (`SqlJournalStore.memos`); only
+        the memo, where `journal.get` would read each whole transaction back."""
+        if self.store is not None:
+            return self.store.memos(keys)
+        return {k: tx.memo for k in keys if (tx := self.journal.get(k)) is not None}
 
 
 class LedgerDb:

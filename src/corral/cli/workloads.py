@@ -322,7 +322,8 @@ def logs(
 def _undated(chunk: M.LogChunk, dated: bool) -> None:
     if dated and chunk.times is None:
         err.print("[red]error:[/red] this backend keeps no times for log lines (the local "
-                  "backend's workers do): drop --timestamps and --since", markup=True)
+                  "and agent backends' workers do): drop --timestamps and --since",
+                  markup=True)
         raise typer.Exit(2)
 
 

@@ -10,13 +10,15 @@ and steps it by hand on a manual clock:
 3. a step that places `--place` workloads: that many running jobs finish, the step settles them
    and places as many from the backlog (end to end, commits included);
 4. a restart: a new loop, backend view and ledger over the same store and fake machines, timed
-   from construction to the end of its first step (its first decision);
+   from construction to the end of its first step (its first decision); the old loop is let
+   go first, as a new process would start without it;
 5. reads, each with the dashboard's cache emptied first: `/v1/dashboard/pool` (and the Pool
    page's `/v1/dashboard/pool/page?limit=100`), `/v1/nodes`
    (whole, and a page of 100), `/v1/nodes/summary`, `/metrics`, `/v1/dashboard/queues`
    (in-process ASGI client; the first read, the median of the next three, the bytes).
 
-Prints one JSON line. Peak RSS is the whole process (store rows built here included).
+Prints one JSON line. Peak RSS is the whole process (store rows built here included), also
+as its high-water mark after the first step, the place step and the restart.
 
     .venv/bin/python bench/live_loop.py [--nodes 1000] [--workloads 10000] [--place 1000]
                                         [--store sqlite|postgres]
@@ -162,7 +164,8 @@ def timed_step(loop: ControlLoop, clock: ManualClock, name: str = "") -> tuple[f
 def summary(elapsed: float, report: StepReport) -> dict[str, Any]:
     return {"s": round(elapsed, 3), "scheduled": report.scheduled, "launched": report.launched,
             "stale": report.stale,
-            "stages": {k: round(v, 3) for k, v in sorted(report.stages.items())}}
+            "stages": {k: round(v, 3) for k, v in sorted(report.stages.items())},
+            "cpu_stages": {k: round(v, 3) for k, v in sorted(report.cpu_stages.items())}}
 
 
 def finish_running(world: FakeWorld, count: int) -> int:
@@ -266,37 +269,46 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             populate_peak = tracemalloc.get_traced_memory()[1] / 2**20
         world = FakeWorld()
         loop = make_loop(store, world, clock)
-        first = timed_step(loop, clock, "first")
+        first = summary(*timed_step(loop, clock, "first"))  # (a report holds its plan)
+        peaks = {"first_step": peak_rss_mib()}  # the high-water mark so far, phase by phase
         timed_step(loop, clock)  # the launches' first poll: starting -> running
         idle = [timed_step(loop, clock, "idle") for _ in range(args.idle_steps)]
         finished = finish_running(world, args.place)
-        place = timed_step(loop, clock, "place")
+        place = summary(*timed_step(loop, clock, "place"))
+        peaks["place_step"] = peak_rss_mib()
         held = memory_top(args.tracemalloc)
         if held:
             held["populate_peak_mib"] = round(populate_peak, 1)
         with store.read() as c:
             counts = W.count_by_state(c)
         loop.leadership.resign()
+        # A restart is a new process: the old loop's state is let go first (its frozen
+        # objects too), so that the peak below is one loop's, not two side by side.
+        del loop
+        gc.unfreeze()
+        gc.collect()
         started, cpu = time.perf_counter(), time.process_time()
         again = make_loop(store, world, clock)
         restart = timed_step(again, clock, "restart")
         restart_s = time.perf_counter() - started
         restart_cpu_s = time.process_time() - cpu
         timed_step(again, clock)
+        peaks["restart"] = peak_rss_mib()
         read_times = {} if args.skip_reads else reads(store, clock)
     idle_median = statistics.median(e for e, _ in idle)
     return {
         "bench": "live_loop", "store": args.store, "nodes": args.nodes,
         "workloads": args.workloads, "populate_s": round(built_s, 1),
-        "first_step": summary(*first),
+        "first_step": first,
         "idle_step_s": round(idle_median, 3),
         "idle_step": summary(*min(idle, key=lambda er: abs(er[0] - idle_median))),
-        "place_step": {**summary(*place), "finished_before": finished},
+        "place_step": {**place, "finished_before": finished},
         "restart_to_first_decision_s": round(restart_s, 3),
         "restart_to_first_decision_cpu_s": round(restart_cpu_s, 3),
         "restart_step": summary(*restart),
         "states": counts, "reads": read_times,
         "rss_after_populate_mib": rss_built, "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib_by_phase": peaks,
         **({"tracemalloc_after_place": held} if held else {}),
         "machine": {"nproc": os.cpu_count(), "load": os.getloadavg()[0],
                     "python": platform.python_version()},

@@ -161,12 +161,12 @@ class ControlLoop:
             gc.disable()
         try:
             report = self._step()
+            self._large = report.leader and len(self.live.records) >= FREEZE_AFTER_RECORDS
+            if self._large:  # before the collector is back: its first young pass would walk
+                self._sweep(report)  # everything the step made, and the sweep again
         finally:
             if paused:
                 gc.enable()
-        self._large = report.leader and len(self.live.records) >= FREEZE_AFTER_RECORDS
-        if self._large:
-            self._sweep(report)
         report.duration_s = time.perf_counter() - started
         for observe in self.observers:
             try:

@@ -44,6 +44,13 @@ def guarded_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:
                 self._cycle = self.cycle
                 self._disarm()
 
+        def handle_websocket_upgrade(self, *args: Any) -> None:
+            # the connection becomes a WebSocket (another protocol object): its headers are
+            # in, and the deadline must not close it later (it closed every `corral ssh`,
+            # port-forward and agent tunnel 10 s after it opened)
+            self._disarm()
+            super().handle_websocket_upgrade(*args)
+
         def on_response_complete(self) -> None:
             super().on_response_complete()
             # a pipelined request already parsed runs now: its headers are in

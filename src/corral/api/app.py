@@ -52,6 +52,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
     from corral.api import port_forward  # issue 13: corral port-forward (a WebSocket)
 
     port_forward.install(app)
+    from corral.api import shell  # issue 13: corral ssh (a terminal over a WebSocket)
+
+    shell.install(app)
     app.include_router(ledger.router)  # ledger hook: /v1/ledger (corral.api.ledger)
     from corral.api import agents  # issue 11: join tokens and the agent wire (corral.api.agents)
 

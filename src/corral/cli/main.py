@@ -17,6 +17,7 @@ from corral.agent.command import agent as agent_command
 from corral.cli import agent, cluster, contexts, credits, offers, tenancy, workloads
 from corral.cli import exec as _exec
 from corral.cli import port_forward as _port_forward
+from corral.cli import ssh as _ssh
 from corral.cli import webhooks as _webhooks
 from corral.cli.lazy import LazyGroup
 from corral.cli.secrets import secrets_app
@@ -41,6 +42,7 @@ app.command("offers")(offers.offers)  # issue 11: what providers can rent (corra
 app.command("deliveries")(_webhooks.deliveries)  # issue 13: notify's log (corral.cli.webhooks)
 app.command("exec")(_exec.exec_command)  # issue 13: run beside a worker (corral.cli.exec)
 app.command("port-forward")(_port_forward.port_forward)  # issue 13 (corral.cli.port_forward)
+app.command("ssh")(_ssh.ssh)  # issue 13: a shell in a worker (corral.cli.ssh)
 for _command in (workloads.submit, workloads.ls, workloads.describe, workloads.logs,
                  workloads.cancel, workloads.why, cluster.queues, cluster.nodes, cluster.providers,
                  cluster.cordon, cluster.uncordon, cluster.top, workloads.scale,

@@ -1,0 +1,125 @@
+"""`corral ssh` end to end on the local backend: a real `corral up`, a running worker, the CLI
+on a pseudo-terminal of the test's own (as a user's terminal), a shell typed into: the
+worker's environment seen, a resize passed on, the shell's exit status returned."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from corral.testing.corral_up import CorralServer
+
+pytestmark = pytest.mark.slow  # a real server and worker (the module shares one): ~6 s
+
+
+def _set_size(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+class Terminal:
+    """`corral ssh ...` on a pty; `expect` reads until a text appears (pexpect's habit)."""
+
+    def __init__(self, server: CorralServer, *args: str) -> None:
+        self.master, slave = pty.openpty()
+        _set_size(slave, 40, 100)
+        self.proc = subprocess.Popen([sys.executable, "-m", "corral.cli.main", "ssh", *args],
+                                     env=server.env(), stdin=slave, stdout=slave,
+                                     stderr=slave, close_fds=True)
+        os.close(slave)
+        self.seen = b""
+
+    def wait_raw(self, timeout: float = 30.0) -> None:
+        """Until the CLI has its terminal in raw mode (no echo): the shell is open."""
+        deadline = time.monotonic() + timeout
+        while termios.tcgetattr(self.master)[3] & termios.ECHO:
+            assert self.proc.poll() is None and time.monotonic() < deadline, self.seen
+            self._read(0.1)
+
+    def send(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def expect(self, text: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text.encode() not in self.seen:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._read(left):
+                raise AssertionError(f"{text!r} not seen; got {self.seen.decode(errors='replace')!r}")
+
+    def _read(self, timeout: float) -> bool:
+        ready, _, _ = select.select([self.master], [], [], timeout)
+        if not ready:
+            return False
+        try:
+            data = os.read(self.master, 65536)
+        except OSError:  # EIO: the CLI ended
+            return False
+        self.seen += data
+        return bool(data)
+
+    def close(self) -> int:
+        try:
+            code = self.proc.wait(timeout=20)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            while self._read(0.1):  # drain
+                pass
+            os.close(self.master)
+        return code
+
+
+def _running(server: CorralServer, tmp_path: Path) -> str:
+    spec = tmp_path / "box.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "box", "queue": "default", "cpu": 0.1, "memory": "64MiB", "kind": "interactive",
+        "working_dir": str(tmp_path), "env": {"MARK": "in-the-box"},
+        "command": [sys.executable, "-c", "import time; time.sleep(120)"]}))
+    wid = str(server.cli_json("submit", str(spec))[0]["workloads"][0]["id"])  # type: ignore[index]
+    deadline = time.monotonic() + 60
+    with server.client() as c:
+        while c.get(wid).state != "running" and time.monotonic() < deadline:
+            time.sleep(0.2)
+    return wid
+
+
+def test_ssh_shell_sees_the_worker_and_returns_its_status(server: CorralServer,
+                                                          tmp_path: Path) -> None:
+    wid = _running(server, tmp_path)
+    term = Terminal(server, wid)
+    try:
+        term.wait_raw()
+        # the size at the start, the worker's environment and working directory
+        term.send('stty size; echo "M=$MARK"; pwd\r')
+        term.expect("40 100")
+        term.expect("M=in-the-box")
+        term.expect(str(tmp_path))
+        # a resize on this side (SIGWINCH, as a terminal emulator sends) reaches the shell
+        _set_size(term.master, 33, 111)
+        term.proc.send_signal(signal.SIGWINCH)
+        deadline = time.monotonic() + 10
+        while b"33 111" not in term.seen and time.monotonic() < deadline:
+            term.send("stty size\r")
+            term._read(0.5)
+        term.expect("33 111", timeout=1)
+        term.send("echo $CORRAL_WORKLOAD_ID; exit 3\r")
+        term.expect(wid)
+        assert term.close() == 3
+    finally:
+        server.cli("cancel", wid, check=False)
+
+
+def test_ssh_refusals_name_the_problem(server: CorralServer) -> None:
+    gone = server.cli("ssh", "nope-00000000", check=False)
+    assert gone.returncode == 1 and "nope-00000000" in gone.stderr

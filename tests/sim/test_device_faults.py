@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from corral.cli import simulate
 from corral.core.model import Node, WorkerAssignment, WorkerResources, Workload, WorkloadState
 from corral.sim.device_faults import Cordon, DeviceFaults
 from corral.sim.failures import FailureModel
@@ -141,3 +145,21 @@ def test_waiting_work_is_not_given_up_on_while_work_still_ends(
     report = run_replay(trace, policy, 3, ReplayOptions(queues="qos", failures=model)).report
     assert (report["completed"], report["gpu_hours_lost"]) == (2, 0.0)  # A was not hit
     assert report["makespan_s"] == pytest.approx(51_300.0)
+
+
+def test_corral_simulate_replay_takes_gpu_faults(tmp_path: Path) -> None:
+    """`corral simulate replay --gpu-mtbf` (per GPU) and `--node-cordons` meet the same faults;
+    a bad value is a message and exit code 2."""
+    out = tmp_path / "r.json"
+    base = ["replay", "--synthetic", "120", "--synthetic-nodes", "4", "--seed", "1",
+            "--gpu-mtbf", "86400", "--json", str(out)]
+    reports = []
+    for extra in ([], ["--node-cordons"]):
+        result = CliRunner().invoke(simulate.app, [*base, *extra])
+        assert result.exit_code == 0, result.output
+        reports.append(json.loads(out.read_text()))
+    gpu, node = reports
+    assert gpu["gpu_faults"] > 0 and node["gpu_faults"] > 0
+    assert gpu["gpu_hours_cordoned"] < node["gpu_hours_cordoned"]
+    bad = CliRunner().invoke(simulate.app, [*base[:-2], "--gpu-mtbf", "-5"])
+    assert bad.exit_code == 2 and "gpu_mtbf_s must be positive" in bad.output

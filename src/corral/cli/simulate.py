@@ -131,7 +131,9 @@ def _replay_options(queues: str, teams: int, quota_fraction: float, interval: fl
                     load: float | None, pool_fraction: float, prices: list[str],
                     mtbf: float | None, repair: float,
                     spot_fraction: float, spot_mtbi: float | None, spot_notice: float,
-                    checkpoint: float | None) -> ReplayOptions:
+                    checkpoint: float | None, gpu_mtbf: float | None = None,
+                    gpu_fault: float = 600.0, gpu_recover: float = 600.0,
+                    node_cordons: bool = False) -> ReplayOptions:
     price_map: dict[str, float] = {}
     for item in prices:
         model, _, value = item.partition("=")
@@ -141,7 +143,9 @@ def _replay_options(queues: str, teams: int, quota_fraction: float, interval: fl
             raise _UserError(f"--price wants MODEL=PRICE (per GPU-hour), got {item!r}") from None
     failures = FailureModel(node_mtbf_s=mtbf, node_repair_s=repair, spot_fraction=spot_fraction,
                             spot_mtbi_s=spot_mtbi, spot_notice_s=spot_notice,
-                            checkpoint_interval_s=checkpoint)
+                            checkpoint_interval_s=checkpoint, gpu_mtbf_s=gpu_mtbf,
+                            gpu_fault_s=gpu_fault, gpu_recover_after_s=gpu_recover,
+                            device_cordons=not node_cordons)
     return ReplayOptions(queues=queues, teams=teams, quota_fraction=quota_fraction,
                          failures=failures, prices=price_map, interval_s=interval, load=load,
                          pool_fraction=pool_fraction)
@@ -169,6 +173,13 @@ def replay(
     spot_mtbi: Annotated[float | None, typer.Option(help="spot mean time between interruptions, s")] = None,
     spot_notice: Annotated[float, typer.Option(help="spot interruption notice, s")] = 120.0,
     checkpoint: Annotated[float | None, typer.Option(help="checkpoint interval of tasks, s")] = None,
+    gpu_mtbf: Annotated[float | None, typer.Option(
+        help="each GPU's mean time between faults, s (corral.sim.device_faults)")] = None,
+    gpu_fault: Annotated[float, typer.Option(help="seconds a faulty GPU reports sick")] = 600.0,
+    gpu_recover: Annotated[float, typer.Option(
+        help="seconds a GPU must be healthy again before it takes work")] = 600.0,
+    node_cordons: Annotated[bool, typer.Option(
+        help="a GPU fault cordons its whole node (default: only the GPU)")] = False,
     synthetic: SynthOpt = 0,
     synthetic_nodes: SynthNodesOpt = 96,
     providers: Annotated[str | None, typer.Option(
@@ -183,7 +194,8 @@ def replay(
         trace = _trace(nodes, pods, synthetic, synthetic_nodes, seed)
         options = _replay_options(queues, teams, quota_fraction, interval, load, pool_fraction,
                                   price, node_mtbf,
-                                  node_repair, spot_fraction, spot_mtbi, spot_notice, checkpoint)
+                                  node_repair, spot_fraction, spot_mtbi, spot_notice, checkpoint,
+                                  gpu_mtbf, gpu_fault, gpu_recover, node_cordons)
         chosen = replay_policy(policy, placement, trace)
         if providers is not None:
             result = _autoscaled(trace, chosen, providers, idle_timeout, seed, options)

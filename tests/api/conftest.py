@@ -7,17 +7,14 @@ from collections.abc import Iterator
 import pytest
 
 from corral.store import Store
-from corral.store.database import sqlite_url
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        url = sqlite_url(tmp_path / "corral.db")
-    else:
-        url = request.getfixturevalue("postgres_database_url")
+def store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    # a copy of a store migrated once per run (corral.testing.store_templates); upgrade: a no-op
+    url = request.getfixturevalue(f"{request.param}_store_url")
     s = Store(url)
     s.upgrade()
     yield s

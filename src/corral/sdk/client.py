@@ -15,12 +15,12 @@ import builtins
 import os
 import ssl
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from corral.sdk import errors as E
 from corral.sdk import models as M
@@ -34,7 +34,29 @@ from corral.sdk.webhooks import DeliveryPage
 __all__ = ["Client"]
 
 T = TypeVar("T", bound=BaseModel)
+R = TypeVar("R")
 _ENDED = {"succeeded", "failed", "cancelled"}
+
+
+def _read(response: httpx.Response, parse: Callable[[Any], R]) -> R:
+    """The answer's body, parsed. A body that is not JSON, or not the wire type, is another
+    service on that port (a proxy's login page, a web server) or a server of another version: a
+    ServerError that says so, not a traceback from the JSON decoder or pydantic."""
+    try:
+        return parse(response.json())
+    except ValueError as e:  # json's JSONDecodeError and pydantic's ValidationError both are
+        if isinstance(e, ValidationError):
+            first = e.errors()[0]
+            why = (f"{e.error_count()} field(s) not as expected; "
+                   f"{'.'.join(map(str, first['loc'])) or 'the body'}: {first['msg']}")
+        else:
+            why = f"not JSON: {response.headers.get('content-type') or 'no content type'}"
+        request = response.request
+        raise E.ServerError(
+            f"the server at {request.url.scheme}://{request.url.netloc.decode()} answered "
+            f"{request.method} {request.url.path} with something that is not corral's API "
+            f"({why}); is it the corral server (--url, CORRAL_URL), of a version this client "
+            "knows?", status=response.status_code, code="not_corral") from None
 
 
 def _tls_for(url: str) -> ssl.SSLContext | bool:
@@ -102,13 +124,13 @@ class Client:
         return response
 
     def _get(self, model: type[T], path: str, **params: Any) -> T:
-        return model.model_validate(self._call("GET", path, params=_clean(params)).json())
+        return _read(self._call("GET", path, params=_clean(params)), model.model_validate)
 
     def _post(self, model: type[T], path: str, body: Any = None) -> T:
-        return model.model_validate(self._call("POST", path, json=body).json())
+        return _read(self._call("POST", path, json=body), model.model_validate)
 
     def _list(self, item: type[T], path: str) -> list[T]:
-        return TypeAdapter(list[item]).validate_python(self._call("GET", path).json())  # type: ignore[valid-type]
+        return _read(self._call("GET", path), TypeAdapter(list[item]).validate_python)  # type: ignore[valid-type]
 
     # --- meta -----------------------------------------------------------------------------------
 
@@ -126,7 +148,7 @@ class Client:
         submission instead of making a second one (Conflict if the spec differs)."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         response = self._call("POST", "/v1/workloads", json=_body(spec), headers=headers)
-        return M.Submitted.model_validate(response.json())
+        return _read(response, M.Submitted.model_validate)
 
     def dry_run(self, spec: Mapping[str, Any] | BaseModel) -> M.DryRunResult:
         return self._post(M.DryRunResult, "/v1/dry-run", _body(spec))
@@ -268,7 +290,7 @@ class Client:
             params["timeout_s"] = timeout_s
         response = self._call("DELETE", f"/v1/providers/declared/{_seg(name)}",
                               params=params or None)
-        return DeclaredProvider.model_validate(response.json())
+        return _read(response, DeclaredProvider.model_validate)
 
     def cordon(self, node_id: str) -> M.NodeInfo:
         return self._post(M.NodeInfo, f"/v1/nodes/{node_id}/cordon")
@@ -287,7 +309,7 @@ class Client:
 
     def update_queue(self, name: str, **fields: Any) -> M.QueueInfo:
         body = {"name": name, **fields}
-        return M.QueueInfo.model_validate(self._call("PUT", f"/v1/queues/{name}", json=body).json())
+        return _read(self._call("PUT", f"/v1/queues/{name}", json=body), M.QueueInfo.model_validate)
 
     def delete_queue(self, name: str) -> None:
         self._call("DELETE", f"/v1/queues/{name}")
@@ -324,11 +346,11 @@ class Client:
     def tokens(self, user: str | None = None) -> builtins.list[M.TokenInfo]:
         """Your tokens (admins: everyone's, or `user`'s), revoked ones too; never the secrets."""
         response = self._call("GET", "/v1/tokens", params=_clean({"user": user}))
-        return TypeAdapter(builtins.list[M.TokenInfo]).validate_python(response.json())
+        return _read(response, TypeAdapter(builtins.list[M.TokenInfo]).validate_python)
 
     def revoke_token(self, token_id: int) -> M.TokenInfo:
         response = self._call("DELETE", f"/v1/tokens/{int(token_id)}")
-        return M.TokenInfo.model_validate(response.json())
+        return _read(response, M.TokenInfo.model_validate)
 
     def members(self, queue: str) -> builtins.list[M.Member]:
         return self._list(M.Member, f"/v1/queues/{_seg(queue)}/members")
@@ -337,7 +359,7 @@ class Client:
         """Put `user` in `queue` as queue_admin, member or viewer (or change their role)."""
         response = self._call("PUT", f"/v1/queues/{_seg(queue)}/members/{_seg(user)}",
                               json={"role": role})
-        return M.Member.model_validate(response.json())
+        return _read(response, M.Member.model_validate)
 
     def remove_member(self, queue: str, user: str) -> None:
         self._call("DELETE", f"/v1/queues/{_seg(queue)}/members/{_seg(user)}")
@@ -355,12 +377,12 @@ class Client:
         every queue (admins); a spec uses it as `env: {VAR: {secret: name}}`."""
         response = self._call("PUT", f"/v1/secrets/{_seg(name)}",
                               json=_clean({"value": value, "queue": queue}))
-        return SecretInfo.model_validate(response.json())
+        return _read(response, SecretInfo.model_validate)
 
     def secrets(self, queue: str | None = None) -> builtins.list[SecretInfo]:
         """The secrets your work may use (names and times, never values)."""
         response = self._call("GET", "/v1/secrets", params=_clean({"queue": queue}))
-        return TypeAdapter(builtins.list[SecretInfo]).validate_python(response.json())
+        return _read(response, TypeAdapter(builtins.list[SecretInfo]).validate_python)
 
     def delete_secret(self, name: str, *, queue: str | None = None) -> None:
         self._call("DELETE", f"/v1/secrets/{_seg(name)}", params=_clean({"queue": queue}))

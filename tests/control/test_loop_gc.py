@@ -77,3 +77,25 @@ def test_a_large_pools_step_runs_without_the_collector_and_gives_it_back(rig: Ri
     rig.step(2)  # the first step does not know yet that the pool is large
     assert seen == [True, False]
     assert gc.isenabled()
+
+
+def test_the_step_that_reads_a_large_pool_in_full_runs_the_rest_without_the_collector(
+        rig: Rig) -> None:
+    seen: list[bool] = []
+    poll = rig.backend.poll_changes
+
+    def watched(now: float):  # type: ignore[no-untyped-def]
+        seen.append(gc.isenabled())
+        return poll(now)
+
+    rig.backend.poll_changes = watched  # type: ignore[method-assign]
+    launch = rig.backend.launch
+
+    def launching(spec):  # type: ignore[no-untyped-def]
+        seen.append(gc.isenabled())
+        return launch(spec)
+
+    rig.backend.launch = launching  # type: ignore[method-assign]
+    rig.step()  # polled before the full read, launched after it
+    assert seen == [True, False]
+    assert gc.isenabled()

@@ -133,6 +133,7 @@ class ControlLoop:
         self.cycles = 0
         self._swept_at = 0  # the cycle of the last full sweep of the frozen objects (`_sweep`)
         self._large = False  # the last step was a large pool's: the next runs without the gc
+        self._gc_paused = False  # this step turned the collector off (`step` turns it back on)
         #: called with every step's report (metrics); a failing observer is logged, never fatal
         self.observers: list[Callable[[StepReport], None]] = list(observers)
         #: node liveness + GPU health -> cordon, drain, uncordon (corral.control.health)
@@ -156,8 +157,8 @@ class ControlLoop:
         started = time.perf_counter()
         # a large pool's step runs without the cyclic collector, which then runs once at its
         # end (`_sweep`) over what the step made; see there why
-        paused = self._large and gc.isenabled()
-        if paused:
+        self._gc_paused = self._large and gc.isenabled()
+        if self._gc_paused:
             gc.disable()
         try:
             report = self._step()
@@ -165,7 +166,8 @@ class ControlLoop:
             if self._large:  # before the collector is back: its first young pass would walk
                 self._sweep(report)  # everything the step made, and the sweep again
         finally:
-            if paused:
+            if self._gc_paused:
+                self._gc_paused = False
                 gc.enable()
         report.duration_s = time.perf_counter() - started
         for observe in self.observers:
@@ -277,6 +279,11 @@ class ControlLoop:
             # (a bounded, once-per-lease cost), which small pools and tests need not pay.
             if len(self.live.records) >= FREEZE_AFTER_RECORDS:
                 gc.freeze()
+                # and the rest of this step (a restart's first decision) runs without the
+                # collector too, as a large pool's steps do (`_sweep`); `step` turns it back on
+                if not self._gc_paused and gc.isenabled():
+                    gc.disable()
+                    self._gc_paused = True
         self.workflow.observe(changed, self.live)
 
     def _sweep(self, report: StepReport) -> None:

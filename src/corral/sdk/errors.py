@@ -11,7 +11,9 @@
     │   └── TooLarge     (413)      the body or the spec is over the server's limit
     ├── RateLimited      (429)      this token's request rate is used up: .retry_after seconds
     ├── Timeout          (408)      the server gave up waiting for the request body
-    └── ServerError      (5xx)      the server failed; retrying may help
+    └── ServerError      (5xx)      the server failed; retrying may help; code `not_corral`:
+                                    the answer is not corral's API (another service on that
+                                    port, a proxy's page, a server of another version)
 """
 
 from __future__ import annotations

@@ -83,7 +83,9 @@ def test_token_from_stdin_and_contexts_switch_and_go(tmp_path: Path) -> None:
     (["context", "rm", "nope"], "no context named 'nope'"),
     (["login", "corral.example.com", "--token", "t", "--no-verify"], "is not a server URL"),
     (["login", "http://x:1", "--token", "", "--no-verify"], "the token is empty"),
-], ids=["use-unknown", "rm-unknown", "url-without-scheme", "empty-token"])
+    # the API's bounds, said before any request (the server's answer named `limit`, not -n)
+    (["ls", "-n", "0", "--url", "http://127.0.0.1:9"], "Invalid value for '--limit' / '-n'"),
+], ids=["use-unknown", "rm-unknown", "url-without-scheme", "empty-token", "ls-limit-0"])
 def test_mistakes_are_one_clear_message(tmp_path: Path, args: list[str], says: str) -> None:
     r = _cli(tmp_path, *args)
     assert r.returncode != 0

@@ -141,7 +141,8 @@ def ls(
     queue: Annotated[list[str] | None, typer.Option("--queue", "-q")] = None,
     state: Annotated[list[str] | None, typer.Option("--state", "-s")] = None,
     all_: Annotated[bool, typer.Option("--all", "-a", help="include ended workloads")] = False,
-    limit: Annotated[int, typer.Option("--limit", "-n")] = 50,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000,  # the API's bounds
+                                       help="at most this many (1-1000)")] = 50,
     group: Annotated[str | None, typer.Option(
         "--group", "-g", help="only one submission's units (an array's tasks)")] = None,
     output: OutputOpt = None,

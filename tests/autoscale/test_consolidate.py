@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from decimal import Decimal
 
 import pytest
 
-from autoscale_builders import G6, G6_4, instance, job
+from autoscale_builders import G6, G6_4, LAMBDA_H100, P5, instance, job
 from corral.autoscale.consolidate import NODE_CONSOLIDATED, free_room
 from corral.autoscale.pool import AutoscalerConfig, Decisions, NodeUse, PoolView, decide
 from corral.autoscale.state import AutoscalerState, Replacement
@@ -17,7 +18,8 @@ from corral.providers.base import CapacityState, Instance
 # replacement off: these tests are about emptying alone
 CONFIG = AutoscalerConfig(idle_timeout_s=600, replace_min_saving=None,
                           consolidate_min_age_s=1800)
-BIG = instance("i-big", G6_4, launched_at=0.0)  # 4 x L4, 4.60/h
+# 4 x L4 at 3.00/h: 0.75/GPU-h, cheaper per GPU-hour than SMALL (moved work runs no dearer)
+BIG = instance("i-big", replace(G6_4, price_per_hour=Decimal("3.00")), launched_at=0.0)
 SMALL = instance("i-small", G6, launched_at=0.0)  # 1 x L4, 0.80/h
 NOW = 2000.0
 
@@ -59,13 +61,30 @@ def test_a_node_whose_work_fits_the_others_free_room_is_drained_and_its_work_rem
     assert d.state.emptying == "i-small" and dict(d.state.emptied) == {"b": NOW + 600}
 
 
+def test_work_never_moves_to_dearer_room() -> None:
+    """A 8 x H100 at 23.92/h and one at 98.32/h each run one job: only the dear one is
+    emptied (its job fits the cheap one's room); never the cheap one into the dear room."""
+    cheap, dear = instance("i-cheap", LAMBDA_H100), instance("i-dear", P5)
+    d = run({"node-i-cheap": on("node-i-cheap", cheap, one_gpu("a")),
+             "node-i-dear": on("node-i-dear", dear, one_gpu("b"))},
+            instances=(cheap, dear))
+    assert [(x.instance_id, x.stop_reason) for x in d.drains] == [("i-dear",
+                                                                  NODE_CONSOLIDATED)]
+    d = run({"node-i-cheap": on("node-i-cheap", cheap, one_gpu("a")),
+             "node-i-dear": on("node-i-dear", dear, one_gpu("b", stable=True))},
+            instances=(cheap, dear))
+    assert d.drains == ()
+
+
 def test_the_dearest_node_that_can_be_emptied_goes_first() -> None:
     big2 = instance("i-big2", G6_4, launched_at=0.0)
     d = run({"node-i-big": on("node-i-big", BIG, one_gpu("a")),
              "node-i-big2": on("node-i-big2", big2, one_gpu("c")),
              "node-i-small": on("node-i-small", SMALL, used=0)},
             instances=(BIG, big2, SMALL))
-    assert [x.instance_id for x in d.drains] == ["i-big"]  # same price: the lower id
+    # either fits the other's room (big2 4.60/h is dearer per GPU-hour, so only big2's job may
+    # move to big, not the other way): the dearer instance is emptied
+    assert [x.instance_id for x in d.drains] == ["i-big2"]
 
 
 @pytest.mark.parametrize("case, big_work, kw", [

@@ -14,10 +14,12 @@ the same, bounded:
   node being replaced), after the waiting work has taken its share of that room first (packed
   in the core's order): make before break, the room is there before anything is stopped. Where
   the moved work lands is the core's decision at its next cycle (it is requeued like any work);
-- only room on nodes that run work: the free room of a busy node is paid for already, while an
+- only room on nodes that run work and cost no more per GPU-hour than the node emptied: an
   idle node is on its way out (its idle timeout) and filling it would keep it rented, paying
-  for it instead of the node emptied. Without this rule the simulator's bill did not fall
-  (seeds 1-3: idle GPU-hours -25 to -30%, cost within 2%, and +4.5 to +6% on two runs);
+  for it instead of the node emptied; and work moved to dearer room keeps that dearer node up
+  longer. In the simulator (bench/README, issue 11, fifth pass; seeds 1-3, both regimes) the
+  three-cloud bill summed 20,727 / 25,858 without emptying, 20,901 / 26,532 with any room,
+  20,799 / 27,181 with busy nodes only, and 20,370 / 25,742 with both rules (kept);
 - one at a time in the whole pool, and never while a replacement (replace.py) is in progress:
   a disruption budget of one node shared by both;
 - the dearest node first (the most saved per hour; ties: instance id).
@@ -29,10 +31,11 @@ returned, and the two would alternate every pass. The memory is bounded: after t
 the work is rented for like any other (so it never waits longer than that for this reason), and
 by then an idle node rented earlier would itself have been returned.
 
-Worked example: nodes A (g6.12xlarge, 4 x L4, 5.67/h) and B (g6.xlarge, 1 x L4, 0.80/h) run one
-preemptible 1-GPU job each, both 40 min old; A has 3 free GPUs. B's job fits A's room: B is
-drained, its job stopped and requeued (the core places it on A), and B returned: 0.80/h saved.
-A's job does not fit B's room (B is full), so A is not emptied.
+Worked example: nodes A (8 x H100 at 23.92/h, 2.99/GPU-h) and B (8 x H100 at 98.32/h,
+12.29/GPU-h) run one preemptible 1-GPU job each, both 40 min old; A has 7 free GPUs. B's job
+fits A's room, which is cheaper per GPU-hour: B is drained, its job stopped and requeued (the
+core places it on A), and B returned: 98.32/h saved. A's job would fit B's room too, but that
+room is dearer, so A is never emptied into B.
 """
 
 from __future__ import annotations
@@ -85,8 +88,10 @@ def choose(live: Sequence[Instance], rooms: Callable[[str], Room | None],
 
 
 def _targets(i: Instance, ready: Sequence[Instance]) -> list[Instance]:
-    """The nodes whose free room may take `i`'s work (only busy ones: see `_fits`)."""
-    return [o for o in ready if o.id != i.id]
+    """The nodes whose free room may take `i`'s work: no dearer per GPU-hour than `i` (only
+    busy ones: see `_fits`)."""
+    return [o for o in ready if o.id != i.id
+            and o.offer.price_per_gpu_hour <= i.offer.price_per_gpu_hour]
 
 
 def _movable(i: Instance, rooms: Callable[[str], Room | None], min_age_s: float,

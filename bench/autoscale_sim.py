@@ -7,6 +7,8 @@
                                                             # fourth pass)
     python bench/autoscale_sim.py --consolidate-min-age -1  # no emptying into free room
                                                             # (before issue 11's fifth pass)
+    python bench/autoscale_sim.py --trace alibaba --tasks 1000  # the first 1,000 pods of the
+                                                            # Alibaba 2023 openb trace
 
 Runs, on the same synthetic trace (offered load `--load` of a 24-node reference pool, one
 shared queue, policy fifo-backfill), driven by the same pool autoscaler
@@ -24,6 +26,11 @@ Prints one JSON line per run, then one summary line with cost(c)/cost(b), the sa
 JCT(c)/JCT(b). Costs are rented instance-hours at the offers' prices (clouds.py says which are
 catalog list prices and which are assumptions).
 
+`--trace alibaba`: the first `--tasks` pods of the Alibaba 2023 GPU trace (openb
+`openb_pod_list_default.csv`, shared/data/alibaba-gpu-2023), their arrivals squeezed to the same
+offered load of the same 24-node reference pool as the synthetic runs (`Trace.at_load`); its
+fractional-GPU pods (0.81, 0.47 ... of a GPU) and CPU-only pods are kept as recorded.
+
 Regimes (`--regimes`): `preemptible` (every task may be stopped, the replay's default: spot
 serves all of it) and `ls-stable` (the trace's LS tasks, 30%, may not be stopped: on-demand
 only). Each summary also prints the *floor* of (c) and (b): every task's GPU-hours at the
@@ -36,16 +43,19 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 from corral.autoscale.packing import eligible
 from corral.autoscale.pool import AutoscalerConfig
 from corral.core.model import STABLE_CAPACITY, Workload
+from corral.sim import alibaba
 from corral.sim.autoscaled import AutoscaleOptions, run_autoscaled
 from corral.sim.clouds import THREE_CLOUDS, SimProvider
 from corral.sim.policies import replay_policy
 from corral.sim.synthetic import SyntheticSpec, synthetic_trace
 from corral.sim.trace import Trace
 
+ALIBABA = Path(__file__).resolve().parents[2] / "shared" / "data" / "alibaba-gpu-2023"
 REGIMES = {"preemptible": (), "ls-stable": ("LS",)}
 
 FIELDS = ("cost", "cost_by_provider", "completed", "never_started", "jct_s", "gpu_hours_rented",
@@ -92,6 +102,15 @@ def floor(trace: Trace, providers: tuple[SimProvider, ...], stable_qos: tuple[st
     return round(total, 2)
 
 
+def alibaba_head(data: Path, tasks: int, reference: Trace, load: float) -> Trace:
+    """The first `tasks` pods of the openb trace at `load` of the reference pool's nodes."""
+    full = alibaba.load(data / "openb_node_list_gpu_node.csv",
+                        data / "openb_pod_list_default.csv")
+    head = sorted(full.tasks, key=lambda t: (t.submitted, t.name))[:tasks]
+    return Trace(f"alibaba-{full.name}-{tasks}", reference.nodes, tuple(head),
+                 full.notes).at_load(load)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tasks", type=int, default=2000)
@@ -116,6 +135,8 @@ def main() -> None:
                     help="empty a node launched at least this many seconds ago whose preemptible "
                          "work fits the other nodes' free room (Karpenter's consolidation "
                          "'delete'); < 0: never (before issue 11's fifth pass)")
+    ap.add_argument("--trace", choices=("synthetic", "alibaba"), default="synthetic")
+    ap.add_argument("--data", default=str(ALIBABA), help="the Alibaba openb trace's folder")
     ap.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
     args = ap.parse_args()
     saving = args.replace_min_saving if args.replace_min_saving >= 0 else None
@@ -135,6 +156,8 @@ def run_regime(args: argparse.Namespace, config: AutoscalerConfig, regime: str) 
     summary: list[dict[str, object]] = []
     for seed in args.seeds:
         trace = synthetic_trace(SyntheticSpec(tasks=args.tasks, nodes=24, load=args.load, seed=seed))
+        if args.trace == "alibaba":
+            trace = alibaba_head(Path(args.data), args.tasks, trace, args.load)
         policy = replay_policy("fifo-backfill", args.placement, trace)
         multi = one("c:three-clouds", trace, policy,
                     AutoscaleOptions(THREE_CLOUDS, config, stable_qos=stable), seed)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import re
 import select
 import signal
 import struct
@@ -123,3 +124,22 @@ def test_ssh_shell_sees_the_worker_and_returns_its_status(server: CorralServer,
 def test_ssh_refusals_name_the_problem(server: CorralServer) -> None:
     gone = server.cli("ssh", "nope-00000000", check=False)
     assert gone.returncode == 1 and "nope-00000000" in gone.stderr
+
+
+def test_a_client_that_leaves_hangs_the_shell_up(server: CorralServer, tmp_path: Path) -> None:
+    wid = _running(server, tmp_path)
+    term = Terminal(server, wid)
+    try:
+        term.wait_raw()
+        term.send("echo pid=$$ | tr p P\r")  # Pid=N: the output, never the typed line
+        while (found := re.search(rb"Pid=(\d+)\r\n", term.seen)) is None:
+            assert term._read(20), term.seen
+        pid = int(found.group(1))
+        term.proc.kill()  # no goodbye: a lost connection
+        term.close()
+        deadline = time.monotonic() + 15
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{pid}").exists(), "the shell outlived its client"
+    finally:
+        server.cli("cancel", wid, check=False)

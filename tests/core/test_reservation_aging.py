@@ -1,14 +1,17 @@
-"""A kept reservation is handed to the workload that has waited longest once that one has
-waited more than a window longer than the holder (`actions.allocate.keep_reservations`).
+"""The wait of a gang behind a kept reservation (`actions.allocate.keep_reservations`): not
+bounded yet (issue 10), pinned here as a strict xfail so that a fix shows.
 
-The case (issue 10, bench/contention.py seed 3 in miniature): queue a (weight 9) and queue b
+The case (bench/contention.py seed 3 in miniature): queue a (weight 9) and queue b
 (weight 1, holding 8 GPUs of its own) share 4 nodes of 8 GPUs. Queue a keeps the pool busy
 with 1-GPU jobs and sends a 2 x 8-GPU gang every 4 cycles; queue b's gang g waits from the
 first cycle. Queue a stays first in the fair-share order, so each time a's holder starts,
-a's next gang fails first and takes the one reservation (`max_reservations` 1), and keeps it.
-Before aging g waited for ever (no reservation in 60 cycles). With aging it holds the slot as
-soon as it is in its window and older than the holder by a window, and starts once its nodes
-drain: within the bound below.
+a's next gang fails first and takes the one reservation (`max_reservations` 1), and keeps it:
+g never holds the slot in 40 cycles. The bound wanted: g holds the slot once it is in its
+window and older than the holder by a window, and starts once its nodes drain (`BOUND`).
+An aging in `keep_reservations` (the oldest eligible workload takes the slot, efecac1) passed
+this test, but was withdrawn: its choice, made on the cycle's opening state, differed from a
+rerun on the applied plan, which then evicted (bench/contention.py seed 4: 6-7 rerun
+evictions).
 
 The cycles are applied the way the control plane applies plans (placements start, the plan's
 reservation holders are passed back, `ClusterState.reserved_for`), and every cycle is checked
@@ -96,24 +99,11 @@ def run(seed: int) -> tuple[float | None, int]:
     return g_started, held
 
 
+@pytest.mark.xfail(strict=True, reason="issue 10: no aging of kept reservations yet (an "
+                   "aging in keep_reservations was withdrawn: reruns of its plans evicted)")
 def test_the_oldest_gang_gets_the_kept_reservation_within_a_window() -> None:
     for seed in range(3):
         started, held = run(seed)
         assert held > 0, f"seed {seed}: g never held the reservation"
         assert started is not None and started <= BOUND, (
             f"seed {seed}: g started at {started}, the bound is {BOUND}")
-
-
-@pytest.mark.parametrize(("holder_submitted", "now", "holder_after"), [
-    (600.0, 1500.0, "ag"),  # g older by less than a window: the holder keeps its slot
-    (2000.0, 2500.0, "g"),  # g older by more than a window, and in its window: handed over
-    (2000.0, 2000.0, "ag"),  # ... but g is in its cooldown (1,800-2,400 s): kept
-], ids=["younger-by-less-than-a-window", "older-by-more", "older-but-in-cooldown"])
-def test_the_slot_goes_to_work_older_than_the_holder_by_a_window(
-        holder_submitted: float, now: float, holder_after: str) -> None:
-    state, _ = _start()
-    a_gang = job("ag").queue("a").gpus(8).gang(2).submitted(holder_submitted).build()
-    state = replace(state, workloads=(*state.workloads, a_gang), reserved_for=("ag",))
-    plan = schedule(state, now, CFG)
-    assert [r.workload_id for r in plan.reservations] == [holder_after]
-    check_reason_oracle(state, plan, now)

@@ -33,11 +33,7 @@ queue's gang on the next cycle, whose preemption then evicted what the previous 
 placed (issue 10, bench/contention.py seed 4). Slurm's backfill keeps the same top job's
 reservation from one pass to the next for the same reason (its priorities do not move with
 each start: the fair-share factor is recomputed every `PriorityCalcPeriod`). The bounds above
-hold for a kept reservation too: its window, its chance of success, its queue's limit. A
-holder whose nodes have drained starts before allocation (in its turn they would already be
-gone to the queues ahead of it), and a holder hands its slot to a workload that has waited
-more than a window longer than it (aging, `keep_reservations`): so a kept slot cannot pass
-for ever among the gangs of the queues first in the order while an older gang waits.
+hold for a kept reservation too: its window, its chance of success, its queue's limit.
 """
 
 from __future__ import annotations
@@ -226,105 +222,44 @@ def keep_reservations(cycle: Cycle) -> None:
     """Reserve again for each workload that held a reservation after the last plan, before
     any placement: it keeps its slot while it still waits, does not fit now (if it fits, it
     starts in its turn, as before) and `_maybe_reserve` allows it (window, chance of success,
-    `max_reservations`). Its queue's place in the fair-share order no longer decides it.
-
-    Aging: a holder hands its slot over to the workload that has waited longest when that one
-    has waited more than `max_reservation_s` (one window) longer than the holder and could
-    hold it now (`_oldest_to_reserve`). Without it a kept slot passed, window after window,
-    among the gangs of the queues first in the fair-share order, and an older gang of a queue
-    later in that order waited behind them (issue 10). Slurm's multifactor priority grows
-    with age (`PriorityWeightAge`) so that its backfill's reserved top job is eventually the
-    one that waited longest; KAI-Scheduler gives a starving job's queue precedence the same
-    way. So a workload that may hold a reservation waits for one at most until every
-    workload older than it by a window has had one (each for at most a window).
-
-    A holder that fits now starts here, before allocation: its nodes have drained, and in
-    its turn they would already have gone to the queues ahead of it in the order (the
-    reservation then drained them for nothing, window after window). Slurm starts its
-    reserved top job first for the same reason."""
+    `max_reservations`). Its queue's place in the fair-share order no longer decides it."""
     for wid in sorted(cycle.reserved_before):
         w = cycle.waiting.get(wid)
-        if w is None or wid in cycle.stmt.where or not _may_hold(cycle, w):
-            continue  # it runs (or ended), or may never hold one
-        if _fits_now(cycle, w):
-            if try_place(cycle, w):
-                cycle.pending[w.queue].remove(w)  # placed: allocation must not place it again
+        if w is None or wid in cycle.stmt.where or not (w.workers > 1 or w.resources.gpus > 1):
+            continue  # it runs (or ended), or could never have held one
+        shape = cycle.shape(w)
+        if (cycle.placer.never_fits(shape) is not None
+                or cycle.book.limit_blocking(w.queue, w.total_milli()) is not None):
             continue
-        older = _oldest_to_reserve(cycle, w.submitted_at - cycle.config.max_reservation_s, w)
-        if older is None or not _maybe_reserve(cycle, older):
+        if cycle.placer.place(shape, cycle.scoring(w.queue), wid) is None:
             _maybe_reserve(cycle, w)
 
 
-def _may_hold(cycle: Cycle, w: Workload) -> bool:
-    """Whether `w` is big and could start once nodes drain: no rule stops it for good, no
-    limit now."""
-    if not (w.workers > 1 or w.resources.gpus > 1):
-        return False
-    return (cycle.placer.never_fits(cycle.shape(w)) is None
-            and cycle.book.limit_blocking(w.queue, w.total_milli()) is None)
-
-
-def _fits_now(cycle: Cycle, w: Workload) -> bool:
-    return cycle.placer.place(cycle.shape(w), cycle.scoring(w.queue), w.id) is not None
-
-
-def _oldest_to_reserve(cycle: Cycle, before: float, holder: Workload) -> Workload | None:
-    """The workload submitted earliest (then by id), before `before`, that waits, is in its
-    reservation window, does not fit now and may hold a reservation; None if none. In the
-    holder's own queue only work of at least its priority counts (priority orders a queue)."""
-    cfg, now, where, reserved = cycle.config, cycle.now, cycle.stmt.where, cycle.cap.reservations
-    old = sorted((w for w in cycle.waiting.values()
-                  if w.submitted_at < before and (w.workers > 1 or w.resources.gpus > 1)
-                  and (w.queue != holder.queue or w.priority >= holder.priority)),
-                 key=lambda w: (w.submitted_at, w.id))
-    short: set[str] | None = None  # found once: nothing is placed while this looks
-    for w in old:
-        if (w.id in where or w.id in reserved
-                or not reservation_window(cfg, w.submitted_at, now)[0]
-                or not _may_hold(cycle, w) or _fits_now(cycle, w)):
-            continue  # (a shape's failure to fit is remembered by the placer: cheap again)
-        if short is None:
-            short = _short_and_waiting(cycle)
-        if _may_succeed(cycle, w, short):
-            return w
-    return None
-
-
-def _may_succeed(cycle: Cycle, w: Workload, short: set[str] | None = None) -> bool:
+def _may_succeed(cycle: Cycle, w: Workload) -> bool:
     """Would `w`, once its nodes drain, keep what it gets? Yes when its queue stays within
-    its guarantee, or when no queue below its quota is waiting to reclaim it. `short`: the
-    queues below quota with work waiting (`_short_and_waiting`), when the caller has them."""
-    if cycle.book.within_guarantee_after(w, w.total_milli()):
-        return True
-    if short is None:
-        short = _short_and_waiting(cycle)
-    return not (short - {w.queue})
-
-
-def _short_and_waiting(cycle: Cycle) -> set[str]:
-    """The queues below their quota with work waiting. This cycle's victims wait too: a queue
-    that an eviction took below its quota with its victim waiting is what the next cycle sees
-    (and refuses the reservation for), so a reservation kept here would be dropped by a rerun,
-    and the room it frees taken by moves."""
+    its guarantee, or when no queue below its quota is waiting to reclaim it."""
     book = cycle.book
+    if book.within_guarantee_after(w, w.total_milli()):
+        return True
+    # This cycle's victims wait too: a queue that an eviction took below its quota with its
+    # victim waiting is what the next cycle sees (and refuses the reservation for), so a
+    # reservation kept here would be dropped by a rerun, and the room it frees taken by moves.
     waiting = {q for q, work in cycle.pending.items() if any(cycle.is_pending(x) for x in work)}
     waiting.update(v.queue for v in cycle.requeued if cycle.is_pending(v))
-    return {q for q in waiting if book.milli[q] < book.quota_milli(q)}
+    return not any(book.milli[q] < book.quota_milli(q) for q in waiting if q != w.queue)
 
 
-def _maybe_reserve(cycle: Cycle, w: Workload) -> bool:
-    """Reserve nodes for `w` if the rules allow and a domain could ever hold it; True if
-    reserved."""
+def _maybe_reserve(cycle: Cycle, w: Workload) -> None:
     cfg = cycle.config
     if len(cycle.cap.reservations) >= cfg.max_reservations or w.id in cycle.cap.reservations:
-        return False  # (a kept reservation's holder fails again in its turn: it holds one)
+        return  # (a kept reservation's holder fails again in its turn: it holds one already)
     if not reservation_window(cfg, w.submitted_at, cycle.now)[0] or not _may_succeed(cycle, w):
-        return False
+        return
     shape = cycle.shape(w)
     table, cap = cycle.cap.table, cycle.cap
     nodes = np.flatnonzero(cycle.placer.static(shape) & ~cap.reserved & ~cycle.never_drains())
     if nodes.size == 0:
-        return False
+        return
     full = empty_slots(table, shape.resources, nodes)
     nodes, full = nodes[full > 0], full[full > 0]
     dom = table.domain(shape.required_level)[nodes]
@@ -332,7 +267,7 @@ def _maybe_reserve(cycle: Cycle, w: Workload) -> bool:
     free_now = np.bincount(dom, weights=worker_slots(cap, shape.resources, nodes))
     candidates = np.flatnonzero(can_hold >= shape.workers)
     if candidates.size == 0:
-        return False
+        return
     # The domain that is closest to fitting: most free workers now, then lowest code.
     best = candidates[np.lexsort((candidates, -free_now[candidates]))[0]]
     inside = nodes[dom == best]
@@ -345,4 +280,3 @@ def _maybe_reserve(cycle: Cycle, w: Workload) -> bool:
         if held >= shape.workers:
             break
     cap.reserve(w.id, chosen)
-    return True

@@ -131,7 +131,8 @@ class WebhookSender:
                     await self.tick()
                 except Exception:  # a database hiccup: try again next round
                     log.exception("webhook sender round failed")
-                await asyncio.sleep(self.settings.poll_s)
+                # the pause ends early when stop is set: a server's stop need not wait it out
+                await asyncio.to_thread(stop.wait, self.settings.poll_s)
         finally:
             await self.drain()
             await self.aclose()

@@ -56,6 +56,25 @@ def test_rates_errors_and_percentiles_per_service_over_its_keys() -> None:
     assert history.summary("chat-1a2b", 60.0).requests == 9  # type: ignore[union-attr]
 
 
+def test_requests_served_before_a_new_services_first_sample_show_as_its_traffic() -> None:
+    """A service is routed between two samples and serves its requests before the sampler
+    first reads it (the Services page showed 0 requests/s for it in a loaded CI run)."""
+    metrics = GatewayMetrics(RouteTable(), lambda _: 0)
+    history = TrafficHistory(metrics.registry, every_s=2.0)
+    history.sample(0.0, {"old-1": ["old-1"]})
+    for _ in range(10):
+        metrics.requests.labels("new-2", "200").inc()
+        metrics.total.labels("new-2").observe(0.02)
+    history.sample(2.0, {"old-1": ["old-1"], "new-2": ["new-2"]})
+    [point] = history.series("new-2")
+    assert (point.since, point.at, point.requests) == (0.0, 2.0, 10)
+    assert point.p50_s is not None and 0.01 < point.p50_s <= 0.025
+    summary = history.summary("new-2", 60.0)
+    assert summary is not None and math.isclose(summary.requests_per_s, 5.0)
+    history.sample(4.0, {"old-1": ["old-1"], "new-2": ["new-2"]})  # seen: no second zero point
+    assert [p.requests for p in history.series("new-2")] == [10, 0]
+
+
 def test_samples_age_out_and_a_gone_service_is_forgotten() -> None:
     metrics = GatewayMetrics(RouteTable(), lambda _: 0)
     history = TrafficHistory(metrics.registry, keep_s=30.0)

@@ -94,6 +94,8 @@ class TrafficHistory:
         self._samples: dict[str, deque[_Sample]] = {}
         self.bounds: tuple[float, ...] = ()
         self.last_at: float | None = None
+        #: services sampled at least once (a service new to the sampler starts from zero)
+        self._seen: set[str] = set()
 
     def due(self, now: float) -> bool:
         return self.last_at is None or now - self.last_at >= self.every_s
@@ -109,7 +111,15 @@ class TrafficHistory:
                             for i in range(width))
             point = _Sample(now, sum(p[0] for p in parts), sum(p[1] for p in parts),
                             sum(p[2] for p in parts), buckets)
-            self._samples.setdefault(sid, deque()).append(point)
+            history = self._samples.setdefault(sid, deque())
+            if sid not in self._seen:
+                self._seen.add(sid)
+                if self.last_at is not None:
+                    # Routes and keys come from one tick, so a service new here was routed
+                    # after the last sample: all it counted came since then. Without this zero
+                    # point, requests served before its first sample never show as traffic.
+                    history.append(_Sample(self.last_at, 0.0, 0.0, 0.0, (0.0,) * width))
+            history.append(point)
         for sid in list(self._samples):
             kept = self._samples[sid]
             while kept and kept[0].at < now - self.keep_s:

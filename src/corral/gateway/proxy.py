@@ -63,7 +63,7 @@ class _Refused(Exception):
 
 
 class _ClientGone(Exception):
-    """The client disconnected before its request body ended."""
+    """The client went away before its request body ended, or (a WebSocket) before the upgrade."""
 
 
 class BrokenResponse(RuntimeError):
@@ -472,16 +472,20 @@ class _Retry:
     failure: Failure
 
 
-async def _disconnected(receive: Any) -> None:
-    """Return when the client goes away. Called once the request body is consumed, so every
-    message left to receive is (an empty request body or) the disconnect."""
-    while (await receive())["type"] != "http.disconnect":
+async def _disconnected(receive: Any, disconnect: str = "http.disconnect") -> None:
+    """Return when the client goes away. Called once the request body is consumed (or, for a
+    WebSocket, before the upgrade), so every message left to receive is (an empty request body
+    or) the disconnect."""
+    while (await receive())["type"] != disconnect:
         pass
 
 
-async def _unless_gone(waiting: Awaitable[None], receive: Any) -> None:
-    """Await `waiting`, or raise _ClientGone if the client disconnects first."""
-    wait, gone = asyncio.ensure_future(waiting), asyncio.ensure_future(_disconnected(receive))
+async def _unless_gone(waiting: Awaitable[None], receive: Any,
+                       disconnect: str = "http.disconnect") -> None:
+    """Await `waiting`, or raise _ClientGone if the client disconnects first (`disconnect`:
+    the ASGI message type that says so, `websocket.disconnect` for a WebSocket)."""
+    wait = asyncio.ensure_future(waiting)
+    gone = asyncio.ensure_future(_disconnected(receive, disconnect))
     try:
         await asyncio.wait({wait, gone}, return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -40,7 +40,14 @@ from corral.gateway.balancing import pick_replica
 from corral.gateway.headers import request_headers
 from corral.gateway.limits import GatewayLimits
 from corral.gateway.metrics import GatewayMetrics
-from corral.gateway.proxy import _DOT_SEGMENT, _header, _rest_of_path, error_response
+from corral.gateway.proxy import (
+    _DOT_SEGMENT,
+    _ClientGone,
+    _header,
+    _rest_of_path,
+    _unless_gone,
+    error_response,
+)
 from corral.gateway.routes import SERVICE_NAME, Replica, RouteTable
 
 __all__ = ["WebSocketProxy"]
@@ -67,10 +74,6 @@ class _Refused(Exception):
         self.headers = headers or {}
 
 
-class _ClientLeft(Exception):
-    """The client closed its connection before the upgrade (while it waited in the queue)."""
-
-
 class WebSocketProxy:
     """The ASGI app for websocket scopes under `/serve/{service}/{path:path}`."""
 
@@ -88,7 +91,7 @@ class WebSocketProxy:
         try:
             rest, public = self._route(scope, service)
             upstream, replica = await self._connect(scope, service, rest, public, receive)
-        except _ClientLeft:
+        except _ClientGone:
             self.metrics.requests.labels(label, "499").inc()
             return
         except _Refused as refused:
@@ -118,12 +121,13 @@ class WebSocketProxy:
 
     async def _admit(self, service: str, deadline: float, receive: Any) -> None:
         """Wait in the service's queue (shared with HTTP requests) for a free ready replica;
-        _ClientLeft if the client goes away meanwhile (its slot is given back at once)."""
+        _ClientGone if the client goes away meanwhile (its slot is given back at once)."""
         remaining = max(deadline - asyncio.get_running_loop().time(), 0.001)
         retry_after = {"Retry-After": str(self.limits.retry_after_s)}
         try:
-            await _unless_left(self.admission.wait_ready(
-                service, min(self.admission.max_wait(service), remaining)), receive)
+            await _unless_gone(self.admission.wait_ready(
+                service, min(self.admission.max_wait(service), remaining)), receive,
+                "websocket.disconnect")
         except QueueFull:
             self.metrics.errors.labels(service, "queue_full").inc()
             raise _Refused(503, "unavailable", f"service {service!r} has no ready replica "
@@ -194,26 +198,6 @@ class WebSocketProxy:
                     raise _Refused(502, "bad_gateway", f"replica {replica.id} of service "
                                    f"{service!r} could not be reached "
                                    f"({type(exc).__name__})") from None
-
-
-async def _unless_left(waiting: Any, receive: Any) -> None:
-    """Await `waiting`, or raise _ClientLeft when the client goes away first. Before the upgrade
-    the only message a client can send is its disconnect (the server delivers nothing else until
-    the handshake completes), so nothing is lost by receiving here."""
-    wait = asyncio.ensure_future(waiting)
-    gone = asyncio.ensure_future(receive())
-    try:
-        await asyncio.wait({wait, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (wait, gone):
-            task.cancel()
-        await asyncio.gather(wait, gone, return_exceptions=True)
-    if wait.done() and not wait.cancelled() and wait.exception() is None:
-        return
-    if gone.done() and not gone.cancelled() and gone.exception() is None \
-            and gone.result().get("type") == "websocket.disconnect":
-        raise _ClientLeft
-    wait.result()  # QueueFull, QueueTimeout, ServiceGone
 
 
 async def _deny(scope: Scope, send: Any, refused: _Refused) -> None:

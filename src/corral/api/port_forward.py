@@ -54,9 +54,9 @@ async def _principal(ctx: ApiContext, ws: WebSocket) -> Principal | None:
 
 
 def _target(ctx: ApiContext, who: Principal, workload_id: str, port: int,
-            worker: int) -> TunnelOrder | None:
+            worker: int) -> tuple[TunnelOrder, str] | None:
     """Checks the rights and audits; None: the port is on this host (local backend), else
-    the order to relay to the worker's agent (which checks the port itself)."""
+    the order to relay and the node of the worker's agent (which checks the port itself)."""
     rec = allowed(ctx, who, workload_id)
     if ctx.backend_name == "agent":
         try:
@@ -66,8 +66,7 @@ def _target(ctx: ApiContext, who: Principal, workload_id: str, port: int,
         _audit(ctx, who, rec.id, rec.queue, port, worker)
         order = TunnelOrder(id=RELAY.new_id(), workload_id=rec.id, attempt=rec.attempt,
                             worker=worker, port=port)
-        order_node[order.id] = node
-        return order
+        return order, node
     work_dir = getattr(ctx.logs, "work_dir", None)
     if ctx.backend_name != "local" or not isinstance(work_dir, Path):
         raise ApiError(501, "not_implemented", "port-forward reaches workers of the local "
@@ -82,10 +81,6 @@ def _target(ctx: ApiContext, who: Principal, workload_id: str, port: int,
                        f"{port} (it listens on {sorted(ports) or 'none'})")
     _audit(ctx, who, rec.id, rec.queue, port, worker)
     return None
-
-
-#: a relayed order's node, from `_target` (a thread) to the route (the event loop)
-order_node: dict[str, str] = {}
 
 
 def _audit(ctx: ApiContext, who: Principal, workload_id: str, queue: str, port: int,
@@ -125,12 +120,12 @@ async def port_forward(ws: WebSocket) -> None:
         await _refuse(ws, 4401, "send Authorization: Bearer <token>")
         return
     try:
-        order = await run_in_threadpool(_target, ctx, who, workload_id, port, worker)
+        relayed = await run_in_threadpool(_target, ctx, who, workload_id, port, worker)
     except ApiError as e:
         await _refuse(ws, _CLOSE.get(e.status, 4400), e.message)
         return
-    if order is not None:
-        await _relayed(ws, order)
+    if relayed is not None:
+        await _relayed(ws, *relayed)
         return
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -175,9 +170,8 @@ async def _pipe(ws: WebSocket, reader: asyncio.StreamReader,
 # --- relayed through the worker's agent -----------------------------------------------------
 
 
-async def _relayed(ws: WebSocket, order: TunnelOrder) -> None:
+async def _relayed(ws: WebSocket, order: TunnelOrder, node: str) -> None:
     """Order the tunnel, wait for the agent to dial back, pipe the two WebSockets."""
-    node = order_node.pop(order.id)
     answer = RELAY.order(node, order)
     try:
         agent_ws, ended = await asyncio.wait_for(asyncio.wrap_future(answer), AGENT_DIAL_S)

@@ -29,6 +29,16 @@ __all__ = ["cancel", "describe", "logs", "ls", "scale", "submit", "update", "why
 out = Console()
 LIVE = ["pending", "scheduled", "starting", "running"]
 ENDED = ["succeeded", "failed", "cancelled", "preempted"]
+# --state is checked here, so a typo is named as the option the user typed (with the choices),
+# not as the server's query field.
+def _states(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return values
+    wrong = [v for v in values if v.lower() not in LIVE + ENDED]
+    if wrong:
+        raise typer.BadParameter(f"{', '.join(map(repr, wrong))} is not a state; choose from "
+                                 f"{', '.join(LIVE + ENDED)}")
+    return [v.lower() for v in values]
 
 
 def _documents(path: Path) -> list[dict[str, Any]]:
@@ -139,7 +149,8 @@ def _print_dry_run(name: str, r: M.DryRunResult) -> None:
 
 def ls(
     queue: Annotated[list[str] | None, typer.Option("--queue", "-q")] = None,
-    state: Annotated[list[str] | None, typer.Option("--state", "-s")] = None,
+    state: Annotated[list[str] | None, typer.Option(
+        "--state", "-s", callback=_states, help="only these states")] = None,
     all_: Annotated[bool, typer.Option("--all", "-a", help="include ended workloads")] = False,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000,  # the API's bounds
                                        help="at most this many (1-1000)")] = 50,
@@ -345,7 +356,7 @@ def cancel(
         "--queue", "-q", help="cancel this queue's work (with --state: only in those states)")
     ] = None,
     state: Annotated[list[str] | None, typer.Option(
-        "--state", "-s", help="cancel work in this state (pending, running...); default with "
+        "--state", "-s", callback=_states, help="cancel work in this state (pending, running...); default with "
         "--queue: every live state")] = None,
     group: Annotated[str | None, typer.Option(
         "--group", "-g", help="cancel one submission's live units (an array's tasks, held "

@@ -28,6 +28,7 @@ from corral.api.agent_relay import RELAY, node_of_worker
 from corral.api.context import ApiContext
 from corral.api.errors import ApiError
 from corral.api.exec import allowed
+from corral.api.websockets import CLOSE, open_checked, query_int, refuse
 from corral.backends.worker_exec import worker_pid
 from corral.backends.worker_ports import listening_ports
 from corral.store import agents as AG
@@ -41,16 +42,6 @@ AGENT_PATH = "/agent/v1/tunnels/{order_id}"
 #: how long a relayed forward waits for the worker's agent to dial back (its next sync)
 AGENT_DIAL_S = 15.0
 CHUNK = 64 * 1024
-#: close codes: 4401 no or a bad token, 4403/4404/4409 as the HTTP statuses, 4501 not here
-_CLOSE = {401: 4401, 403: 4403, 404: 4404, 409: 4409, 422: 4422, 501: 4501, 502: 4502}
-
-
-async def _principal(ctx: ApiContext, ws: WebSocket) -> Principal | None:
-    scheme, _, token = ws.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return None
-    found = await run_in_threadpool(ctx.verify, token.strip())
-    return None if found is None else found.principal
 
 
 def _target(ctx: ApiContext, who: Principal, workload_id: str, port: int,
@@ -97,51 +88,27 @@ def install(app: FastAPI) -> None:
     app.router.routes.append(WebSocketRoute(AGENT_PATH, agent_tunnel))
 
 
-def _int(ws: WebSocket, name: str, default: int | None, low: int, high: int) -> int | None:
-    raw = ws.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        return None
-    return value if low <= value <= high else None
-
-
 async def port_forward(ws: WebSocket) -> None:
-    ctx: ApiContext = ws.app.state.corral
     workload_id = str(ws.path_params["workload_id"])
-    port, worker = _int(ws, "port", None, 1, 65535), _int(ws, "worker", 0, 0, 4095)
+    port, worker = query_int(ws, "port", None, 1, 65535), query_int(ws, "worker", 0, 0, 4095)
     if port is None or worker is None:
-        await _refuse(ws, 4422, "port: 1-65535 (required); worker: 0-4095")
+        await refuse(ws, 4422, "port: 1-65535 (required); worker: 0-4095")
         return
-    who = await _principal(ctx, ws)
-    if who is None:
-        await _refuse(ws, 4401, "send Authorization: Bearer <token>")
+    opened = await open_checked(
+        ws, lambda ctx, who: _target(ctx, who, workload_id, port, worker))
+    if opened is None:
         return
-    try:
-        relayed = await run_in_threadpool(_target, ctx, who, workload_id, port, worker)
-    except ApiError as e:
-        await _refuse(ws, _CLOSE.get(e.status, 4400), e.message)
-        return
-    if relayed is not None:
-        await _relayed(ws, *relayed)
+    if opened.value is not None:
+        await _relayed(ws, *opened.value)
         return
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
     except OSError as e:
-        await _refuse(ws, 4502, f"cannot connect to port {port}: {e.strerror}")
+        await refuse(ws, 4502, f"cannot connect to port {port}: {e.strerror}")
         return
     await ws.accept()
     await ws.send_text("ok")  # the stream follows, as binary messages
     await _pipe(ws, reader, writer)
-
-
-async def _refuse(ws: WebSocket, code: int, reason: str) -> None:
-    """Accepted, then closed with the reason: a close before the accept is an HTTP 403 to
-    the client, which carries no reason."""
-    await ws.accept()
-    await ws.close(code=code, reason=reason[:120])
 
 
 async def _pipe(ws: WebSocket, reader: asyncio.StreamReader,
@@ -177,15 +144,15 @@ async def _relayed(ws: WebSocket, order: TunnelOrder, node: str) -> None:
         agent_ws, ended = await asyncio.wait_for(asyncio.wrap_future(answer), AGENT_DIAL_S)
     except TimeoutError:
         RELAY.forget(order.id)
-        await _refuse(ws, 4504, f"the agent on {node} did not dial back within "
+        await refuse(ws, 4504, f"the agent on {node} did not dial back within "
                       f"{AGENT_DIAL_S:g} s: is it running? (`corral nodes`)")
         return
     try:
         verdict = await agent_ws.receive_text()
         if verdict != "ok":  # "refused <status> <why>", the host's own check
             _, status, why = ([*verdict.split(" ", 2), "", ""])[:3]
-            code = _CLOSE.get(int(status) if status.isdigit() else 0, 4502)
-            await _refuse(ws, code, why)
+            code = CLOSE.get(int(status) if status.isdigit() else 0, 4502)
+            await refuse(ws, code, why)
             return
         await ws.accept()
         await ws.send_text("ok")
@@ -224,7 +191,7 @@ async def agent_tunnel(ws: WebSocket) -> None:
 
     node_id = await run_in_threadpool(find) if scheme.lower() == "bearer" and secret else None
     if node_id is None:
-        await _refuse(ws, 4401, "send Authorization: Bearer <node credential>")
+        await refuse(ws, 4401, "send Authorization: Bearer <node credential>")
         return
     await ws.accept()
     ended = asyncio.Event()

@@ -32,7 +32,7 @@ from starlette.websockets import WebSocketDisconnect
 from corral.api.context import ApiContext
 from corral.api.errors import ApiError
 from corral.api.exec import allowed
-from corral.api.port_forward import _CLOSE, _int, _principal, _refuse
+from corral.api.websockets import open_checked, query_int, refuse
 from corral.backends.worker_exec import worker_pid
 from corral.backends.worker_shell import Shell, open_shell, resize
 from corral.store import audit as AU
@@ -72,22 +72,17 @@ def _open(ctx: ApiContext, who: Principal, workload_id: str, worker: int, rows: 
 
 
 async def shell(ws: WebSocket) -> None:
-    ctx: ApiContext = ws.app.state.corral
     workload_id = str(ws.path_params["workload_id"])
-    worker = _int(ws, "worker", 0, 0, 4095)
-    rows, cols = _int(ws, "rows", 24, 1, 1000), _int(ws, "cols", 80, 1, 1000)
+    worker = query_int(ws, "worker", 0, 0, 4095)
+    rows, cols = query_int(ws, "rows", 24, 1, 1000), query_int(ws, "cols", 80, 1, 1000)
     if worker is None or rows is None or cols is None:
-        await _refuse(ws, 4422, "worker: 0-4095; rows, cols: 1-1000")
+        await refuse(ws, 4422, "worker: 0-4095; rows, cols: 1-1000")
         return
-    who = await _principal(ctx, ws)
-    if who is None:
-        await _refuse(ws, 4401, "send Authorization: Bearer <token>")
+    opened = await open_checked(
+        ws, lambda ctx, who: _open(ctx, who, workload_id, worker, rows, cols))
+    if opened is None:
         return
-    try:
-        sh = await run_in_threadpool(_open, ctx, who, workload_id, worker, rows, cols)
-    except ApiError as e:
-        await _refuse(ws, _CLOSE.get(e.status, 4400), e.message)
-        return
+    sh = opened.value
     await ws.accept()
     await ws.send_text("ok")
     status = await _carry(ws, sh)

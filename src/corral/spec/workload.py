@@ -35,6 +35,7 @@ from corral.core.model import (
 from corral.core.vendors import DEVICE_VARIABLES
 from corral.spec import limits as LIM
 from corral.spec.autoscale import AutoscaleSpec
+from corral.spec.elastic import ElasticSpec
 from corral.spec.errors import LIMIT_ERROR
 from corral.spec.labels import MAX_LABELS, check_selector
 from corral.spec.notify import MAX_HOOKS, NotifySpec
@@ -181,6 +182,11 @@ class WorkloadSpec(BaseModel):
     array: ArraySpec | None = Field(
         None, description="jobs: one task per index of a range or combination of a grid, "
         "at most `parallel` running at once")
+    elastic: ElasticSpec | None = Field(
+        None, description="jobs: a gang of min_workers that grows to max_workers when GPUs "
+        "are free and shrinks first when others are owed them; every resize restarts the "
+        "workers from their checkpoint with the new CORRAL_WORLD_SIZE (at most once per "
+        "resize_interval when it grows); `workers` is then min_workers")
     notify: list[NotifySpec] = Field(
         default_factory=list, max_length=MAX_HOOKS,
         description="webhooks its state changes are POSTed to (url, events, secret: signed "
@@ -227,6 +233,17 @@ class WorkloadSpec(BaseModel):
             raise ValidationError.from_exception_data(cls.__name__, [
                 InitErrorDetails(type=PydanticCustomError(LIMIT_ERROR, msg), loc=loc,
                                  input=None) for loc, msg in problems[:20]])
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _elastic_gang(cls, data: Any) -> Any:
+        """An elastic job's gang is its min_workers: `workers` may be left out."""
+        if isinstance(data, dict) and "workers" not in data:
+            elastic = data.get("elastic")
+            low = elastic.get("min_workers") if isinstance(elastic, dict) else None
+            if isinstance(low, int) and not isinstance(low, bool):
+                return {**data, "workers": low}
         return data
 
     @field_validator("name")
@@ -384,6 +401,8 @@ class WorkloadSpec(BaseModel):
         if self.preemption_grace is not None and self.preemption_grace > MAX_PREEMPTION_GRACE_S:
             raise ValueError(f"preemption_grace must be at most {MAX_PREEMPTION_GRACE_S:g}s: "
                              "it keeps the GPUs from the work that needs them for as long")
+        if self.elastic is not None:
+            _check_elastic(self)
         ids = [d.id for d in self.depends_on]
         if len(set(ids)) < len(ids):
             raise ValueError("depends_on names a workload twice; list each id once")
@@ -462,6 +481,23 @@ class WorkloadSpec(BaseModel):
         if self.min_replicas is None or self.is_preemptible:
             return ()
         return () if i < self.min_replicas else ALL_CAPACITY
+
+
+def _check_elastic(spec: WorkloadSpec) -> None:
+    """What an elastic section cannot be combined with (corral.spec.elastic)."""
+    assert spec.elastic is not None
+    if spec.kind != WorkloadKind.JOB:
+        raise ValueError("elastic applies to kind: job only (a service scales with replicas)")
+    if spec.workers != spec.elastic.min_workers:
+        raise ValueError(f"workers ({spec.workers}) must equal elastic.min_workers "
+                         f"({spec.elastic.min_workers}), or be left out: the core gang is "
+                         "min_workers")
+    if spec.array is not None:
+        raise ValueError("elastic and array cannot be combined: submit one elastic job per "
+                         "task, or make the array's tasks fixed-size")
+    if 0 < spec.gpus < 1:
+        raise ValueError("elastic: its workers take whole GPUs (gpus: 1, 2, 8) or none; a "
+                         "share of a GPU (gpus below 1) is not elastic")
 
 
 def _stored(info: ValidationInfo) -> bool:

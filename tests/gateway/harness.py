@@ -78,6 +78,37 @@ async def replica(replica_id: str, **state: Any) -> AsyncIterator[tuple[str, Any
         yield url, model
 
 
+@asynccontextmanager
+async def replica_process(replica_id: str, token_delay_s: float
+                          ) -> AsyncIterator[tuple[str, int, Any]]:
+    """The example model server in a process of its own (to be killed with SIGKILL); yields
+    (URL, its pid, an async function: the requests it serves now, -1 when it does not answer)."""
+    import subprocess
+
+    import httpx
+
+    port = closed_port()
+    process = subprocess.Popen([sys.executable, str(ROOT / "examples/serve/model_server.py"),
+                                "--port", str(port), "--replica-id", replica_id,
+                                "--token-delay", str(token_delay_s)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(timeout=5) as probe:
+        async def in_flight() -> int:
+            try:
+                return int((await probe.get(f"{url}/healthz")).json()["in_flight"])
+            except httpx.TransportError:
+                return -1
+
+        try:
+            while await in_flight() < 0:  # the process is up
+                await asyncio.sleep(0.02)
+            yield url, process.pid, in_flight
+        finally:
+            process.kill()
+            process.wait()
+
+
 async def until(predicate: Any, what: str) -> None:
     """Yield to the loop until `predicate()` holds (the guard of `run` bounds it)."""
     while not predicate():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 
@@ -56,6 +57,38 @@ def test_the_most_loaded_replica_is_never_picked_among_three_or_more() -> None:
     replicas = [Replica(str(i), f"http://r{i}", outstanding=i) for i in range(5)]
     rng = random.Random(2)
     assert "4" not in {pick_replica(replicas, rng).id for _ in range(300)}  # type: ignore[union-attr]
+
+
+def test_a_suspect_replica_is_picked_only_when_no_trusted_one_is_left() -> None:
+    suspect = Replica("s", "http://s", suspect_until=10.0)  # idler than the others
+    trusted = [Replica("a", "http://a", outstanding=3), Replica("b", "http://b", outstanding=4)]
+    rng = random.Random(3)
+    picked = {pick_replica([suspect, *trusted], rng, now=5.0).id for _ in range(100)}  # type: ignore[union-attr]
+    assert picked == {"a"}  # of the two trusted, the less loaded
+    assert pick_replica([suspect, *trusted], rng, exclude={"a", "b"}, now=5.0) is suspect
+    assert pick_replica([suspect], rng, now=5.0) is suspect  # never none for a suspicion
+    assert "s" in {pick_replica([suspect, *trusted], rng, now=10.0).id  # type: ignore[union-attr]
+                   for _ in range(100)}  # its time is over
+
+
+def test_a_suspicion_ends_when_the_replica_changes_state_or_url_or_passes_a_probe() -> None:
+    table = RouteTable()
+    table.set_service("chat")
+    table.set_replica("chat", "r0", "http://h:1", S.READY)
+
+    def suspect_after(change: Callable[[], object]) -> bool:
+        table.mark_suspect("chat", "r0", 100.0)
+        change()
+        found = table.replica("chat", "r0")
+        assert found is not None
+        return found.suspect(1.0)
+
+    assert suspect_after(lambda: None)
+    assert suspect_after(lambda: table.set_replica("chat", "r0", "http://h:1", S.READY))
+    assert not suspect_after(lambda: table.set_state("chat", "r0", S.STARTING))
+    assert not suspect_after(lambda: table.set_replica("chat", "r0", "http://h:2", S.STARTING))
+    assert not suspect_after(lambda: table.clear_suspect("chat", "r0"))
+    table.mark_suspect("chat", "gone", 100.0)  # a replica removed meanwhile: nothing to mark
 
 
 # ---- retries -------------------------------------------------------------------------------

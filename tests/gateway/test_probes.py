@@ -37,6 +37,12 @@ def test_probes_move_replicas_by_their_thresholds_and_report_stuck_ones() -> Non
                 a.healthy = healthy
                 await prober.probe_once()
                 history.append(states())
+            for rid in ("a", "dead"):  # both broke a stream off; only "a" answers its probe
+                table.mark_suspect("toy", rid, 1e12)
+            await prober.probe_once()
+            suspects = {r.id for r in table.service("toy").replicas.values()  # type: ignore[union-attr]
+                        if r.suspect_until}
+        assert suspects == {"dead"}
         assert [h["a"] for h in history] == ["starting", "ready", "ready", "unhealthy",
                                              "unhealthy", "unhealthy", "unhealthy", "ready"]
         assert [h["dead"] for h in history][:3] == ["starting", "starting", "unhealthy"]

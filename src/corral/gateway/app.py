@@ -33,7 +33,7 @@ from starlette.routing import Route, WebSocketRoute
 from corral.gateway.admission import Admission
 from corral.gateway.limits import GatewayLimits
 from corral.gateway.metrics import GatewayMetrics
-from corral.gateway.proxy import Proxy, error_response
+from corral.gateway.proxy import BrokenResponse, Proxy, error_response
 from corral.gateway.routes import RouteTable
 from corral.gateway.websocket import WebSocketProxy
 
@@ -122,7 +122,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _internal_error(_: Request, exc: Exception) -> Response:
-    log.error("gateway error", exc_info=exc)
+    if not isinstance(exc, BrokenResponse):  # the proxy logged it, with its replica and cause
+        log.error("gateway error", exc_info=exc)
     body = json.loads(error_response(500, "internal_error", "the gateway failed on this "
                                      "request; it is logged, retrying may help"))
     return JSONResponse(body, 500)

@@ -42,6 +42,10 @@ class GatewayLimits:
     #: be sent again whole; a larger body streams on and is never retried (the 502 says so in
     #: X-Corral-Retry-Skipped: body_over_limit). 1 MiB holds a ~200,000-token prompt
     replay_buffer_bytes: int = 1 << 20
+    #: a replica that broke a response off after its headers went out gets no new request
+    #: for this long while another is trusted (or until it passes a probe, or restarts):
+    #: Envoy's outlier detection ejects a host for its `base_ejection_time`, 30 s by default
+    suspect_s: float = 30.0
     #: reset retries each service may spend per 10 s whatever its traffic, on top of its
     #: budget's fraction of requests (Finagle's minRetriesPerSec): a quiet service can still
     #: retry the one request a killed replica held
@@ -60,7 +64,7 @@ class GatewayLimits:
         if self.replay_buffer_bytes < 0 or self.retry_reserve < 0:
             raise ValueError("replay_buffer_bytes and retry_reserve must be at least 0")
         for name in ("connect_timeout_s", "first_byte_timeout_s", "total_timeout_s",
-                     "max_queue_wait_s", "upstream_idle_s", "ws_idle_timeout_s",
+                     "max_queue_wait_s", "upstream_idle_s", "suspect_s", "ws_idle_timeout_s",
                      "ws_max_session_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be above 0")

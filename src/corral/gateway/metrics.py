@@ -5,6 +5,11 @@ process, as in tests, do not collide).
     corral_gateway_errors_total{service, reason}      requests that failed at the gateway:
                                                       connect, first_byte_timeout, total_timeout,
                                                       upstream_reset, upstream_broken, queue_full, queue_timeout
+    corral_gateway_streams_lost_total{service, cause} responses cut after their headers went
+                                                      out (the client sees an incomplete body):
+                                                      replica_reset (the replica closed or reset
+                                                      the connection: killed), replica_error,
+                                                      total_timeout
     corral_gateway_retries_total{service}             tries sent to another replica
     corral_gateway_retries_skipped_total{service, reason}  failed tries not sent again: policy,
                                                       body_over_limit, attempts, budget,
@@ -43,6 +48,9 @@ class GatewayMetrics:
                                 ["service", "code"], registry=r)
         self.errors = Counter("corral_gateway_errors", "requests failed at the gateway",
                               ["service", "reason"], registry=r)
+        self.streams_lost = Counter("corral_gateway_streams_lost",
+                                    "responses cut after their headers went out, by cause",
+                                    ["service", "cause"], registry=r)
         self.retries = Counter("corral_gateway_retries", "tries sent to another replica",
                                ["service"], registry=r)
         self.retries_skipped = Counter("corral_gateway_retries_skipped",

@@ -165,7 +165,8 @@ class Prober:
             log.info("replica %s of %s: %s -> %s", replica_id, service, replica.state.value,
                      state.value)
             self.table.set_state(service, replica_id, state)
-        if ok:
+        if ok:  # it answers: a suspicion from a cut response is over
+            self.table.clear_suspect(service, replica_id)
             self._stuck.discard((service, replica_id))
         elif tracker.due_for_replacement(state):
             self._stuck.add((service, replica_id))

@@ -325,7 +325,9 @@ class Proxy:
     def _pick(self, service: str, tried: list[str]) -> Replica | None:
         """A ready replica, or None: none ready, or the service at its max_concurrent."""
         route = self.table.service(service)
-        return pick_replica(route.ready(), self.rng, tried) if route and route.admits() else None
+        if route is None or not route.admits():
+            return None
+        return pick_replica(route.ready(), self.rng, tried, asyncio.get_running_loop().time())
 
     def _try_timeouts(self, service: str) -> tuple[float, float]:
         """(connect, first byte) for one try: the service's own where it set them."""
@@ -433,36 +435,66 @@ class Proxy:
     async def _stream(self, service: str, replica: Replica, response: httpx.Response,
                       receive: Any, send: Any, deadline: float) -> int:
         """Stage 6. Owns the response and the replica's outstanding count from here on."""
+        relayed = [0]  # bytes of the body sent on to the client (the log of a cut says it)
         try:
             await send({"type": "http.response.start", "status": response.status_code,
                         "headers": response_headers(response.headers.raw)})
-            pump = asyncio.ensure_future(self._pump(response, send))
+            pump = asyncio.ensure_future(self._pump(response, send, relayed))
             gone = asyncio.ensure_future(_disconnected(receive))
             try:
                 async with asyncio.timeout_at(deadline):
                     await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
             except TimeoutError:
                 self.metrics.errors.labels(service, "total_timeout").inc()
-                raise BrokenResponse(response.status_code, f"service {service!r}: the response "
-                                     f"ran past the total timeout "
-                                     f"({self._total_timeout(service):g} s); cut") from None
+                raise self._lost(service, replica, response.status_code, "total_timeout",
+                                 relayed[0], f"it ran past the total timeout "
+                                 f"({self._total_timeout(service):g} s)") from None
             finally:
                 for task in (pump, gone):
                     task.cancel()
                 await asyncio.gather(pump, gone, return_exceptions=True)
-            if pump.done() and not pump.cancelled() and pump.exception() is not None:
+            failure = pump.exception() if pump.done() and not pump.cancelled() else None
+            if failure is not None:
                 self.metrics.errors.labels(service, "upstream_broken").inc()
-                raise BrokenResponse(response.status_code, f"service {service!r}: replica "
-                                     f"{replica.id} broke the response off") from pump.exception()
+                # a closed or reset connection mid-body: the replica died (kill -9, OOM kill,
+                # node lost) or its server gave up on the response
+                closed = isinstance(failure, httpx.RemoteProtocolError | httpx.ReadError)
+                raise self._lost(service, replica, response.status_code,
+                                 "replica_reset" if closed else "replica_error", relayed[0],
+                                 f"replica {replica.id} broke it off ({type(failure).__name__}: "
+                                 f"{failure})") from failure
             return response.status_code if pump.done() and not pump.cancelled() else 499
         finally:
             await response.aclose()
             self.table.release(service, replica)
 
-    async def _pump(self, response: httpx.Response, send: Any) -> None:
+    def _lost(self, service: str, replica: Replica, status: int, cause: str, relayed: int,
+              why: str) -> BrokenResponse:
+        """A response cut after its headers went out. Nothing can be retried or said in a
+        status any more: the client's connection is closed without the body's end (no last
+        chunk, or fewer bytes than its Content-Length), which HTTP clients raise as an error;
+        it is counted and logged here. A replica that broke it off is suspect: new requests
+        avoid it from now on, not from its next failed probe (Envoy's outlier detection ejects
+        a host on gateway failures the same way; Knative's activator stops sending to a pod
+        whose requests fail before its probes say so). A timeout is the service's, not the
+        replica's fault."""
+        self.metrics.streams_lost.labels(service, cause).inc()
+        suspect = cause != "total_timeout"
+        if suspect:
+            self.table.mark_suspect(service, replica.id, asyncio.get_running_loop().time()
+                                    + self.limits.suspect_s)
+        log.warning("service %r: a %d response from replica %s was cut after %d bytes of its "
+                    "body: %s; the client's connection is closed, so it sees an incomplete "
+                    "response%s", service, status, replica.id, relayed, why,
+                    f"; replica {replica.id} gets no new request for {self.limits.suspect_s:g}"
+                    " s while another is trusted" if suspect else "")
+        return BrokenResponse(status, f"service {service!r}: the response was cut ({why})")
+
+    async def _pump(self, response: httpx.Response, send: Any, relayed: list[int]) -> None:
         # aiter_raw: bytes as the replica framed them (still compressed, Content-Length true)
         async for chunk in response.aiter_raw():
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            relayed[0] += len(chunk)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 

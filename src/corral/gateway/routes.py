@@ -56,6 +56,12 @@ class Replica:
     state: ReplicaState = ReplicaState.STARTING
     #: requests the gateway has sent it whose response has not ended (least-outstanding)
     outstanding: int = 0
+    #: until this event-loop time new requests avoid it (0: trusted): it broke a response off
+    #: after its headers went out, so it is likely dead though no probe has failed yet
+    suspect_until: float = 0.0
+
+    def suspect(self, now: float) -> bool:
+        return self.suspect_until > now
 
 
 @dataclass(frozen=True)
@@ -155,14 +161,29 @@ class RouteTable:
         if current is None:
             route.replicas[replica_id] = Replica(replica_id, url.rstrip("/"), state)
         else:
+            if current.url != url.rstrip("/") or current.state is not state:
+                current.suspect_until = 0.0  # restarted or moved: what it did before is moot
             current.url, current.state = url.rstrip("/"), state
         self._changed(service)
 
     def set_state(self, service: str, replica_id: str, state: ReplicaState) -> None:
         replica = self._replica(service, replica_id)
         if replica.state is not state:
-            replica.state = state
+            replica.state, replica.suspect_until = state, 0.0
             self._changed(service)
+
+    def mark_suspect(self, service: str, replica_id: str, until: float) -> None:
+        """New requests avoid the replica until event-loop time `until` while another ready
+        one is trusted (`balancing.pick_replica`); a change of its state or URL, or a passing
+        probe (`clear_suspect`), ends it sooner. No listener is told: it stays ready."""
+        replica = self.replica(service, replica_id)
+        if replica is not None:
+            replica.suspect_until = max(replica.suspect_until, until)
+
+    def clear_suspect(self, service: str, replica_id: str) -> None:
+        replica = self.replica(service, replica_id)
+        if replica is not None:
+            replica.suspect_until = 0.0
 
     def remove_replica(self, service: str, replica_id: str) -> None:
         """Forget a replica. Requests it still holds run to their end; to lose none, set it

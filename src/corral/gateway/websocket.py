@@ -166,7 +166,8 @@ class WebSocketProxy:
         deadline = asyncio.get_running_loop().time() + self.admission.max_wait(service)
         while True:
             route = self.table.service(service)
-            replica = pick_replica(route.ready(), self.rng, tried) \
+            replica = pick_replica(route.ready(), self.rng, tried,
+                                   asyncio.get_running_loop().time()) \
                 if route and route.admits() else None
             if replica is None and tried:  # every ready one was tried and not reached
                 raise _Refused(502, "bad_gateway", f"no replica of service {service!r} could "

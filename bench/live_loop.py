@@ -2,13 +2,14 @@
 
 It builds `--nodes` nodes (8 GPUs each, three GPU models, four providers) and `--workloads`
 pending workloads (a mix of 1, 2, 4 and 8 GPU jobs over four queues, more than the pool holds)
-in a fresh store, wires the loop as `corral up` does (the ledger's `Accounting` as admission),
+in a fresh store, grants every queue credits (unless `--unfunded`: then every hold is an
+unmetered zero), wires the loop as `corral up` does (the ledger's `Accounting` as admission),
 and steps it by hand on a manual clock:
 
 1. the first step (places what fits, launches it): its time and per-stage breakdown;
 2. a step with nothing to do (median of `--idle-steps`);
-3. a step that places `--place` workloads: that many running jobs finish, the step settles them
-   and places as many from the backlog (end to end, commits included);
+3. a step that places `--place` workloads: half an hour on, that many running jobs finish, the
+   step settles them and places as many from the backlog (end to end, commits included);
 4. a restart: a new loop, backend view and ledger over the same store and fake machines, timed
    from construction to the end of its first step (its first decision); the old loop is let
    go first, as a new process would start without it;
@@ -51,12 +52,14 @@ from corral.control.accounting import Accounting
 from corral.control.loop import StepReport
 from corral.control.submission import _Accepted, _row, _store_accepted, stored_form
 from corral.core.model import CapacityKind, Node, Queue
+from corral.ledger import grant
 from corral.spec import WorkloadSpec
 from corral.store import Store
 from corral.store import auth as A
 from corral.store import pool as P
 from corral.store import workloads as W
 from corral.store.database import sqlite_url
+from corral.store.journal_sql import LedgerDb
 from corral.store.schema import User
 
 MODELS = ("H100", "A100", "L40S")
@@ -86,13 +89,28 @@ def spec_of(i: int) -> WorkloadSpec:
     return WorkloadSpec.model_validate(body)
 
 
-def populate(store: Store, nodes: list[Node], workloads: int, now: float) -> None:
+def populate(store: Store, nodes: list[Node], workloads: int, now: float,
+             funded: bool = True) -> None:
     with store.write() as c:
         P.sync_nodes(c, [{"name": p, "region": p} for p in PROVIDERS], nodes)
         share = len(nodes) * 8 / len(QUEUES) / 2
         for q in QUEUES:
             P.upsert_queue(c, Queue(q, quota_gpus=share))
+    if funded:
+        fund(store, len(nodes), now)
     submit_many(store, range(workloads), now)
+
+
+def fund(store: Store, nodes: int, now: float) -> None:
+    """Credits for every queue, as users run it: admission prices each pending workload, every
+    placed attempt gets a real hold (escrow rows, not an unmetered zero) and each ended one a
+    settlement at its real cost. Enough that nothing is refused for budget: each queue could
+    run the whole pool at the dearest price (2.5/GPU-hour) for the longest runtime (5 h) 20
+    times over, so the figures are the ledger's cost, not a smaller placement."""
+    credits = nodes * 8 * 2.5 * 5 * 20
+    with LedgerDb(store).write() as s:
+        for q in QUEUES:
+            grant(s.journal, key=f"bench-grant-{q}", queue=q, amount=f"{credits:.2f}", at=now)
 
 
 def submit_many(store: Store, indices: range, now: float) -> None:
@@ -122,6 +140,7 @@ def make_loop(store: Store, world: FakeWorld, clock: ManualClock) -> ControlLoop
                        leadership=Leadership(store, holder="bench", ttl_s=3600.0))
 
 
+RAN_S = 1800.0  # how long the jobs that end before the place step ran
 PROFILE: dict[str, str] = {}  # --profile: which step to profile -> where to write the stats
 GC_PAUSES: list[float] = [0.0, 0.0]  # [seconds in the cyclic garbage collector, start of one]
 
@@ -260,7 +279,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     clock = ManualClock(1_800_000_000.0)
     with tempfile.TemporaryDirectory() as tmp, store_for(args.store, Path(tmp)) as store:
         t = time.perf_counter()
-        populate(store, build_nodes(args.nodes), args.workloads, clock.now())
+        populate(store, build_nodes(args.nodes), args.workloads, clock.now(),
+                 funded=not args.unfunded)
         built_s = time.perf_counter() - t
         rss_built = peak_rss_mib()
         if args.tracemalloc:
@@ -273,6 +293,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         peaks = {"first_step": peak_rss_mib()}  # the high-water mark so far, phase by phase
         timed_step(loop, clock)  # the launches' first poll: starting -> running
         idle = [timed_step(loop, clock, "idle") for _ in range(args.idle_steps)]
+        # The jobs that end ran half an hour (within every max_runtime, before any rolling
+        # top-up is due): their settlements charge a real cost and release the rest.
+        clock.advance(RAN_S)
         finished = finish_running(world, args.place)
         place = summary(*timed_step(loop, clock, "place"))
         peaks["place_step"] = peak_rss_mib()
@@ -298,7 +321,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     idle_median = statistics.median(e for e, _ in idle)
     return {
         "bench": "live_loop", "store": args.store, "nodes": args.nodes,
-        "workloads": args.workloads, "populate_s": round(built_s, 1),
+        "workloads": args.workloads, "funded": not args.unfunded, "populate_s": round(built_s, 1),
         "first_step": first,
         "idle_step_s": round(idle_median, 3),
         "idle_step": summary(*min(idle, key=lambda er: abs(er[0] - idle_median))),
@@ -325,6 +348,8 @@ def main() -> None:
     ap.add_argument("--profile", choices=("first", "idle", "place", "restart"),
                     help="write a cProfile of that step (the last one, for idle) to --profile-out")
     ap.add_argument("--profile-out", default="live_loop.prof")
+    ap.add_argument("--unfunded", action="store_true",
+                    help="grant no credits: every queue unmetered (zero holds, as before)")
     ap.add_argument("--skip-reads", action="store_true", help="leave out the API reads")
     ap.add_argument("--tracemalloc", type=int, default=0, metavar="N",
                     help="trace allocations (slow) and report the N biggest sites held after "

@@ -175,3 +175,33 @@ def test_price_splitting_is_exact(
         / 3_600_000
     )
     assert whole == by_second
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    key=st.sampled_from([H100_AWS, SPOT_AWS, A100_GCP, OWNED]),
+    milli=st.integers(0, 64_000),
+    start=st.decimals(0, 10**7, places=6),
+    seconds=st.decimals(0, 10**6, places=6),
+)
+def test_undated_prices_cost_the_same_as_their_segments(
+    key: PriceKey, milli: int, start: Decimal, seconds: Decimal
+) -> None:
+    """The one-product path for keys whose rules are all undated gives the exact fraction the
+    segment-by-segment sum gives."""
+    end = start + seconds
+    by_segments = sum(
+        (s.cost(milli) for s in CATALOG.segments(key, start, end)), Fraction(0)
+    )
+    assert CATALOG.cost(key, milli, start, end) == by_segments
+
+
+def test_a_dated_rule_still_splits_the_cost() -> None:
+    """A key with one dated rule among undated ones is priced by segments (the flat path would
+    miss the change)."""
+    catalog = PriceCatalog([PriceRule.of("1.00"), PriceRule.of("3.00", gpu_model="H100", valid_from=100)])
+    assert catalog.cost(H100_AWS, 1000, Decimal(0), Decimal(200)) == Fraction(100 + 300, 3600)
+    with pytest.raises(LedgerInputError):
+        catalog.cost(H100_AWS, 1000, Decimal(5), Decimal(1))
+    with pytest.raises(LedgerInputError):
+        CATALOG.cost(H100_AWS, 1000, Decimal(5), Decimal(1))

@@ -66,6 +66,7 @@ from corral.ledger import (
     Journal,
     LedgerInputError,
     PriceCatalog,
+    PriceKey,
     PriceRule,
     decide,
     expire_due,
@@ -161,10 +162,15 @@ class Accounting:
             if not metered:  # no queue of this work was ever funded: nothing to refuse
                 return {}
             records, all_nodes, active = self._records_and_nodes(s.conn)
-            nodes = [n for n in all_nodes.values()
-                     if n.gpu_count > 0 and n.schedulable and n.id in active]
+            keys_by_model: dict[str, set[PriceKey]] = {}  # every node's price key, per model
+            for n in all_nodes.values():
+                if n.gpu_count > 0 and n.schedulable and n.id in active:
+                    keys_by_model.setdefault(n.gpu_model, set()).add(node_key(n))
             catalog = self._catalog(s.conn, all_nodes)
             reserved: dict[str, Decimal] = {}
+            # credits each queue has now: nothing is posted while refusing, so read once per
+            # queue, not once per pending workload (10,000s of them)
+            credits: dict[str, Decimal] = {}
             out: dict[str, Reason] = {}
             memo: dict[tuple[int, tuple[str, ...], Decimal], Decimal] = {}
             for w in sorted(pending, key=lambda w: (-w.priority, w.submitted_at, w.id)):
@@ -174,17 +180,19 @@ class Accounting:
                 key = (w.total_milli(), tuple(w.gpu_models), self._runtime(rec))
                 amount = memo.get(key)
                 if amount is None:
-                    amount = memo[key] = self._estimate(s.journal, w, key[2], nodes, catalog,
-                                                        now)
-                refusal = self._reserve(s.journal, w.queue, amount, now, reserved)
+                    amount = memo[key] = self._estimate(s.journal, w, key[2], keys_by_model,
+                                                        catalog, now)
+                refusal = self._reserve(s.journal, w.queue, amount, now, reserved, credits)
                 if refusal is not None:
                     out[w.id] = refusal
             return out
 
     def _estimate(self, journal: Journal, w: Workload, seconds: Decimal,
-                  nodes: Sequence[Node], catalog: PriceCatalog, now: float) -> Decimal:
+                  keys_by_model: Mapping[str, set[PriceKey]], catalog: PriceCatalog,
+                  now: float) -> Decimal:
         milli = w.total_milli()
-        keys = {node_key(n) for n in nodes if not w.gpu_models or n.gpu_model in w.gpu_models}
+        models = w.gpu_models or tuple(keys_by_model)
+        keys = set().union(*(keys_by_model.get(m, ()) for m in models))
         if milli <= 0 or not keys:
             return Decimal(0)
         start = Decimal(repr(float(now)))
@@ -202,7 +210,7 @@ class Accounting:
         return records, nodes, {n.id: n for n in P.list_nodes(conn)}
 
     def _reserve(self, journal: Journal, queue: str, amount: Decimal, now: float,
-                 reserved: dict[str, Decimal]) -> Reason | None:
+                 reserved: dict[str, Decimal], credits: dict[str, Decimal]) -> Reason | None:
         at = Decimal(repr(float(now)))
         chain = funding_chain(journal, queue)
         if not any(reserved.get(q) for q in chain):
@@ -211,7 +219,10 @@ class Accounting:
                 return Reason(BUDGET_EXCEEDED, verdict.message, (("needed", str(amount)),))
             reserved[verdict.funder] = reserved.get(verdict.funder, Decimal(0)) + amount
             return None
-        left = {q: available(journal, q, at) - reserved.get(q, Decimal(0)) for q in chain}
+        for q in chain:
+            if q not in credits:
+                credits[q] = available(journal, q, at)
+        left = {q: credits[q] - reserved.get(q, Decimal(0)) for q in chain}
         for q in chain:
             if left[q] >= amount:
                 reserved[q] = reserved.get(q, Decimal(0)) + amount

@@ -164,6 +164,9 @@ class PriceCatalog:
         # the rules that match each key, most specific first: a settlement burst prices
         # thousands of usage rows on a few dozen keys, and each lookup scanned every rule
         self._matching: dict[PriceKey, tuple[PriceRule, ...]] = {}
+        # per key whose rules never change in time: its price per milli-GPU-second (None: the
+        # key has dated rules, or none at all, and is priced segment by segment)
+        self._flat: dict[PriceKey, Fraction | None] = {}
 
     def _rules_for(self, key: PriceKey) -> tuple[PriceRule, ...]:
         found = self._matching.get(key)
@@ -207,8 +210,25 @@ class PriceCatalog:
         return tuple(pieces)
 
     def cost(self, key: PriceKey, milli: int, start: Instant, end: Instant) -> Fraction:
-        """Exact cost of `milli` milli-GPUs on `key` over [start, end), split at price changes."""
-        return sum((s.cost(milli) for s in self.segments(key, start, end)), Fraction(0))
+        """Exact cost of `milli` milli-GPUs on `key` over [start, end), split at price changes.
+
+        A key whose rules are all undated has one price at every instant: its cost is a single
+        product, with no segments built (a settlement burst prices 10,000s of attempts; the
+        result is the same exact fraction the segments would sum to)."""
+        rate = self._flat_rate(key)
+        if rate is None or end < start:  # dated rules, no rule (NoPriceError), or bad bounds
+            return sum((s.cost(milli) for s in self.segments(key, start, end)), Fraction(0))
+        return Fraction(milli) * Fraction(end - start) * rate
+
+    def _flat_rate(self, key: PriceKey) -> Fraction | None:
+        if key in self._flat:
+            return self._flat[key]
+        rules = self._rules_for(key)
+        rate = None
+        if rules and all(r.valid_from is None and r.valid_until is None for r in rules):
+            rate = Fraction(rules[0].price_per_gpu_hour) / (MILLI_PER_GPU * SECONDS_PER_HOUR)
+        self._flat[key] = rate
+        return rate
 
 
 def _wild(value: str | None) -> str | None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection
 
 from corral.control.device_cordons import device_holds
+from corral.control.elastic import RESIZED, extra_unit
 from corral.core.config import SchedulerConfig
 from corral.core.fairshare import decayed_gpu_seconds, usage_horizon
 from corral.core.migration import MIGRATED
@@ -98,6 +99,8 @@ class SpecCache:
                 self._units.clear()
             hit = self._units[id(spec)] = (spec, spec.to_core("", 0.0, ""))
         units, i = hit[1], replica_index(record)
+        if spec.elastic is not None and record.id != record.group_id:  # an elastic job's extra
+            return extra_unit(units[0])
         # a service scaled past the replicas it was submitted with has replicas beyond `units`
         return units[i] if i < len(units) else spec.replica_unit(units[0], i)
 
@@ -206,7 +209,7 @@ def with_nominations(conn: Connection, snap: Snapshot, now: float) -> Snapshot:
     kept = tuple(n for n in load_nominations(conn, now)
                  if (r := snap.records.get(n.workload_id)) is not None
                  and (r.state == "pending" or r.stop_reason in _EVICTION_RULES
-                      or r.stop_reason == MIGRATED))
+                      or r.stop_reason in (MIGRATED, RESIZED)))
     kept += device_holds(snap.state.nodes, snap.state.workloads)
     if not kept and not snap.state.nominations:
         return snap

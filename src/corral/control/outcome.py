@@ -33,6 +33,7 @@ from sqlalchemy import Connection
 from corral.backends.base import SETUP_FAILED, WorkerState, WorkerStatus
 from corral.control import lifecycle as L
 from corral.control import replicas, retry
+from corral.control.elastic import RESIZED
 from corral.control.lifecycle import State
 from corral.core import reasons as R
 from corral.core.migration import MIGRATED
@@ -81,6 +82,8 @@ def finalize(
         return L.transition(conn, rec, State.CANCELLED, reason=stop,
                             message=rec.stop_message or "cancelled", now=now,
                             exit_code=exit_code, stop_reason=None)
+    if stop == RESIZED:  # an elastic job's resize (elastic.py): back to its devices, as it was
+        return _requeue_after_eviction(conn, rec, stop, now)
     if stop in EVICTION_RULES or stop in NODE_LEAVING or stop == MIGRATED:
         cause = retry.Cause(retry.cause_of_stop(stop))
         if statuses and not retry.allows(spec, cause):  # it ran, and restart_on leaves it out

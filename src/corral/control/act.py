@@ -25,8 +25,8 @@ from pathlib import Path
 from corral.backends.base import Backend, LaunchSpec
 from corral.backends.environment import newest_checkpoint
 from corral.backends.errors import BackendError, BackendUnavailable, InvalidRequest
+from corral.control import elastic, outcome
 from corral.control import lifecycle as L
-from corral.control import outcome
 from corral.control.endpoints import replica_env
 from corral.control.launch_pool import LaunchPool
 from corral.control.lifecycle import State
@@ -102,11 +102,15 @@ def launch_spec(
     the backend never received it (`corral.control.reconcile`), and so has no spec to compare.
     """
     ckpt = checkpoint_dir(rec, spec, settings)
+    env = _env(rec, spec)
+    if spec.elastic is not None:  # the group's directory and its current world (elastic.py)
+        ckpt, world = elastic.launch_env(rec, spec, ckpt, store)
+        env = {**env, **world}
     command: tuple[str, ...] | str = spec.shell if spec.shell is not None else tuple(spec.command or ())
     return LaunchSpec(
         workload_id=rec.id, attempt=rec.attempt, queue=rec.queue, assignments=assignments,
         command=command, shell=spec.shell is not None, user=rec.user,
-        env=_env(rec, spec),
+        env=env,
         working_dir=spec.working_dir, checkpoint_dir=ckpt, resume_from=resume_point(ckpt),
         restart_count=rec.restart_count, secret_env=resolved_secrets(store, rec.queue, spec),
         setup=spec.setup, workdir=spec.workdir, image=spec.image,

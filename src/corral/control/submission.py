@@ -30,6 +30,7 @@ from typing import Any, Final
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
+from corral.control import elastic
 from corral.control import lifecycle as L
 from corral.control.progress import LearnedThroughput
 from corral.control.service_auth import problems as token_problems
@@ -85,6 +86,8 @@ def unit_ids(group_id: str, spec: WorkloadSpec) -> list[str]:
     `<group>-<index>` (CORRAL_ARRAY_INDEX)."""
     if spec.array is not None:
         return [f"{group_id}-{i}" for i in spec.array.indices()]
+    if spec.elastic is not None:  # its core gang, then its extras (corral.control.elastic)
+        return elastic.unit_ids(group_id, spec)
     if spec.kind != "service":
         return [group_id]
     return [f"{group_id}-r{i}" for i in range(spec.replicas or 1)]
@@ -339,10 +342,16 @@ class Submissions:
         core = spec.to_core("candidate", now)
         if spec.array is not None:
             core = [dataclasses.replace(core[0], id=uid) for uid in ids if uid not in holds]
+        if spec.elastic is not None:  # and its extras, one worker each (corral.control.elastic)
+            core += [dataclasses.replace(elastic.extra_unit(core[0]), id=u) for u in ids[1:]]
         units = [dataclasses.replace(u, id=f"dry-run/{u.id}") for u in core]
         state = dataclasses.replace(snap.state, workloads=snap.state.workloads + tuple(units))
-        return dataclasses.replace(_dry_outcome(schedule(state, now, self.config), units),
-                                   notes=notes)
+        out = _dry_outcome(schedule(state, now, self.config), units)
+        if spec.elastic is not None:  # it starts once its core gang is placed
+            notes += elastic.dry_run_notes(spec, ids[0], out.placements)
+            out = dataclasses.replace(out, outcome="start" if ids[0] in out.placements
+                                      else out.outcome)
+        return dataclasses.replace(out, notes=notes)
 
 
 def _shape(spec: WorkloadSpec) -> str:

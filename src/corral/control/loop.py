@@ -25,6 +25,7 @@ from corral.control.admission import Admission, AdmitAll
 from corral.control.apply import StalePlan, apply_plan, nomination_hold_s
 from corral.control.autoscale import PoolAutoscaler
 from corral.control.clock import Clock, SystemClock
+from corral.control.elastic import Elastic
 from corral.control.health import HealthMonitor
 from corral.control.leader import Leadership
 from corral.control.live_state import LiveState
@@ -128,6 +129,8 @@ class ControlLoop:
         self.usage = UsageCache()  # decayed use per queue, for time-decayed fair share
         #: dependencies and array limits: holds released from the change feed (workflow.py)
         self.workflow = Workflow()
+        #: elastic jobs' worlds and resizes (elastic.py)
+        self.elastic = Elastic()
         #: launches off the loop's thread, for a backend that allows it (corral.control.act)
         self.launches: act.LaunchPool[W.WorkloadRecord] = act.LaunchPool()
         self.cycles = 0
@@ -236,6 +239,14 @@ class ControlLoop:
             with report.stage("accounting"):
                 self._refresh()
                 observe(now)
+        # elastic jobs (elastic.py): after the plan placed or took their extras, before the
+        # launches, which read the world it records
+        with report.stage("elastic"):
+            self._refresh()
+            if self.elastic.step(self.store, self.live.records, self.live.assignments,
+                                 self.specs, self.settings, now,
+                                 lambda c: self.leadership.fence(c, now), self.live.generation):
+                self._refresh()
         with report.stage("act"):
             self._refresh()
             # only the rows each part can concern (LiveState's indices), not every active row

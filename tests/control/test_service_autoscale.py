@@ -109,6 +109,10 @@ def tick(rig: Rig, scaler: ServiceAutoscaler, loads: dict[str, Load]) -> None:
     ({"endpoint": {"retry": {"attempts": 0}}}, "endpoint.retry.attempts"),
     ({"endpoint": {"retry": {"budget": 2}}}, "endpoint.retry.budget"),
     ({"endpoint": {"retry": {"on_timeout": True}}}, "endpoint.retry.on_timeout"),
+    ({"endpoint": {"retry": {"replay_buffer": "64MiB"}}}, "from 0 to 16MiB"),
+    ({"endpoint": {"retry": {"replay_buffer": -1}}}, "endpoint.retry.replay_buffer"),
+    ({"endpoint": {"retry": {"replay_buffer": "lots"}}}, "write it like 4MiB or 512KiB"),
+    ({"endpoint": {"retry": {"replay_buffer": 10**400}}}, "endpoint.retry.replay_buffer"),
     ({"endpoint": {"websocket": {"idle_timeout": "0s"}}}, "endpoint.websocket.idle_timeout"),
     ({"endpoint": {"websocket": {"max_session": "30d"}}}, "endpoint.websocket.max_session"),
     ({"auth": {}}, "exactly one of token_sha256"),
@@ -379,7 +383,8 @@ def test_the_specs_auth_and_endpoint_limits_reach_the_gateway(
     sid = submit(rig, autoscale=None, auth={"token_sha256": digest},
                  endpoint={"max_concurrent": 3, "max_queue": 5, "request_timeout": "90s",
                            "connect_timeout": "2s", "first_byte_timeout": "30s",
-                           "retry": {"on_reset": False, "attempts": 3},
+                           "retry": {"on_reset": False, "attempts": 3,
+                                     "replay_buffer": "512KiB"},
                            "websocket": {"idle_timeout": "1m", "max_session": "1h"}})
     app, feed = mounted(rig, events)
     rig.step(3)
@@ -390,7 +395,8 @@ def test_the_specs_auth_and_endpoint_limits_reach_the_gateway(
                                              total_timeout_s=90.0, connect_timeout_s=2.0,
                                              first_byte_timeout_s=30.0,
                                              retry=RetryPolicy(False, 3, 0.2),
-                                             ws_idle_timeout_s=60.0, ws_max_session_s=3600.0)
+                                             ws_idle_timeout_s=60.0, ws_max_session_s=3600.0,
+                                             replay_buffer_bytes=512 << 10)
     refused = asyncio.run_coroutine_threadsafe(get(app, "/serve/svc/x"), events).result(GUARD_S)
     assert refused.status_code == 401 and "bearer token" in refused.json()["message"]
     assert "s3cret" not in json.dumps(WorkloadSpec.model_validate(

@@ -226,3 +226,61 @@ def test_a_body_still_streaming_when_the_replica_resets_is_replayed_then_continu
     assert response.status_code == 200, response.text
     assert response.headers["x-replica"] == "ok"
     assert response.json()["body_bytes"] == 3000 and counted == {"retries": 1}
+
+
+def test_a_services_replay_buffer_decides_which_bodies_are_retried_and_responses_say_so(
+) -> None:
+    """Per service: a body within its buffer is replayed after a reset; a larger one streams
+    to one replica, is never retried, and every answer says so (X-Corral-Retry-Off); the
+    gateway's ceiling bounds what a service asks for."""
+    big = b"x" * (100 << 10)
+
+    async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: found too big midway
+        for _ in range(10):
+            yield b"y" * (10 << 10)
+
+    async def main() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        async with dropper() as (ud, _), replica("ok") as (uo, _ok):
+            for name, own, ceiling in [("roomy", 256 << 10, 16 << 20),
+                                       ("small", 64 << 10, 16 << 20),
+                                       ("capped", 8 << 20, 64 << 10)]:
+                table = RouteTable()
+                table.set_service("toy", limits=ServiceLimits(replay_buffer_bytes=own))
+                table.set_replica("toy", "drop", ud, READY)
+                table.set_replica("toy", "ok", uo, READY)
+                busy(table, "ok")  # the dropper is tried first
+                limits = GatewayLimits(max_replay_buffer_bytes=ceiling)
+                async with gateway(table, limits) as client:
+                    reset = await client.post("/serve/toy/debug/request", content=big)
+                    table.remove_replica("toy", "drop")  # now only "ok": served, not retried
+                    served = await client.post("/serve/toy/debug/request", content=big)
+                    streamed = await client.post("/serve/toy/debug/request", content=chunked())
+                    metrics = (await client.get("/metrics")).text
+                out[name] = (reset, served, streamed, metrics)
+        return out
+
+    out = run(main())
+    reset, served, streamed, metrics = out["roomy"]  # 100 KiB within 256 KiB: replayed
+    assert reset.status_code == 200 and reset.headers["x-replica"] == "ok"
+    assert reset.json()["body_bytes"] == len(big)
+    assert not any("x-corral-retry-off" in r.headers for r in (reset, served, streamed))
+    assert metric(metrics, 'corral_gateway_bodies_over_buffer_total{service="toy"}') == 0
+    for name, limit in (("small", 64 << 10), ("capped", 64 << 10)):
+        reset, served, streamed, metrics = out[name]
+        said = f"body_over_limit; limit={limit}"
+        assert reset.status_code == 502, name
+        assert reset.headers["x-corral-retry-skipped"] == "body_over_limit"
+        assert reset.headers["x-corral-retry-off"] == said
+        assert served.status_code == 200 and served.json()["body_bytes"] == len(big)
+        assert served.headers["x-corral-retry-off"] == said
+        assert streamed.status_code == 200 and streamed.json()["body_bytes"] == 100 << 10
+        assert streamed.headers["x-corral-retry-off"] == said
+        assert metric(metrics, 'corral_gateway_bodies_over_buffer_total{service="toy"}') == 3
+        assert metric(metrics, 'corral_gateway_retries_total{service="toy"}') == 0
+
+
+def test_the_gateways_ceiling_is_the_specs() -> None:
+    from corral.spec.service import MAX_REPLAY_BUFFER_BYTES
+
+    assert GatewayLimits().max_replay_buffer_bytes == MAX_REPLAY_BUFFER_BYTES

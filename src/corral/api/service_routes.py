@@ -131,7 +131,8 @@ def endpoint_settings(spec: WorkloadSpec, digests: Digests | None = None) -> Set
     limits = ServiceLimits(e.max_concurrent, e.max_queue, e.queue_timeout, e.request_timeout,
                            e.connect_timeout, e.first_byte_timeout, retry,
                            ws.idle_timeout if ws else None,
-                           ws.max_session if ws else None) if e else ServiceLimits()
+                           ws.max_session if ws else None,
+                           e.retry.replay_buffer if e.retry else None) if e else ServiceLimits()
     return auth, limits
 
 

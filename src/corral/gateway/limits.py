@@ -42,6 +42,10 @@ class GatewayLimits:
     #: be sent again whole; a larger body streams on and is never retried (the 502 says so in
     #: X-Corral-Retry-Skipped: body_over_limit). 1 MiB holds a ~200,000-token prompt
     replay_buffer_bytes: int = 1 << 20
+    #: the most a service's own `replay_buffer_bytes` may hold (its spec's
+    #: `endpoint.retry.replay_buffer` is bounded by the same 16 MiB): memory per request in
+    #: flight stays bounded whatever the specs say
+    max_replay_buffer_bytes: int = 16 << 20
     #: a replica that broke a response off after its headers went out gets no new request
     #: for this long while another is trusted (or until it passes a probe, or restarts):
     #: Envoy's outlier detection ejects a host for its `base_ejection_time`, 30 s by default
@@ -61,8 +65,9 @@ class GatewayLimits:
     ws_max_session_s: float = 7200.0
 
     def __post_init__(self) -> None:
-        if self.replay_buffer_bytes < 0 or self.retry_reserve < 0:
-            raise ValueError("replay_buffer_bytes and retry_reserve must be at least 0")
+        if min(self.replay_buffer_bytes, self.max_replay_buffer_bytes, self.retry_reserve) < 0:
+            raise ValueError("replay_buffer_bytes, max_replay_buffer_bytes and retry_reserve "
+                             "must be at least 0")
         for name in ("connect_timeout_s", "first_byte_timeout_s", "total_timeout_s",
                      "max_queue_wait_s", "upstream_idle_s", "suspect_s", "ws_idle_timeout_s",
                      "ws_max_session_s"):
@@ -96,12 +101,17 @@ class ServiceLimits:
     ws_idle_timeout_s: float | None = None
     #: a WebSocket session is closed after this long (None: `GatewayLimits.ws_max_session_s`)
     ws_max_session_s: float | None = None
+    #: request bodies held for a retry (None: `GatewayLimits.replay_buffer_bytes`); never more
+    #: than `GatewayLimits.max_replay_buffer_bytes`
+    replay_buffer_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
         if self.max_queue is not None and self.max_queue < 0:
             raise ValueError("max_queue must be at least 0")
+        if self.replay_buffer_bytes is not None and self.replay_buffer_bytes < 0:
+            raise ValueError("replay_buffer_bytes must be at least 0")
         for name in ("queue_wait_s", "total_timeout_s", "connect_timeout_s",
                      "first_byte_timeout_s", "ws_idle_timeout_s", "ws_max_session_s"):
             value = getattr(self, name)

@@ -10,6 +10,8 @@ process, as in tests, do not collide).
                                                       replica_reset (the replica closed or reset
                                                       the connection: killed), replica_error,
                                                       total_timeout
+    corral_gateway_bodies_over_buffer_total{service}  requests whose body outgrew the service's
+                                                      replay buffer: streamed, never retried
     corral_gateway_retries_total{service}             tries sent to another replica
     corral_gateway_retries_skipped_total{service, reason}  failed tries not sent again: policy,
                                                       body_over_limit, attempts, budget,
@@ -51,6 +53,9 @@ class GatewayMetrics:
         self.streams_lost = Counter("corral_gateway_streams_lost",
                                     "responses cut after their headers went out, by cause",
                                     ["service", "cause"], registry=r)
+        self.bodies_over_buffer = Counter(
+            "corral_gateway_bodies_over_buffer", "requests whose body outgrew the replay "
+            "buffer: streamed to one replica, never retried", ["service"], registry=r)
         self.retries = Counter("corral_gateway_retries", "tries sent to another replica",
                                ["service"], registry=r)
         self.retries_skipped = Counter("corral_gateway_retries_skipped",

@@ -27,7 +27,7 @@ import json
 import logging
 import random
 import re
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +105,10 @@ class _Body:
     receive: Any
     has_body: bool
     limit: int = 0
+    #: called once when the body outgrows `limit` (the metric that counts it)
+    on_overflow: Callable[[], None] | None = None
+    #: the body's Content-Length, when the client sent one
+    declared: int | None = None
     started: bool = False
     ended: bool = field(init=False)
     held: list[bytes] = field(default_factory=list)
@@ -113,6 +117,8 @@ class _Body:
 
     def __post_init__(self) -> None:
         self.ended = not self.has_body
+        if self.has_body and self.declared is not None and self.declared > self.limit:
+            self._overflow()  # known too big from its header: nothing is held, from the start
 
     @property
     def replayable(self) -> bool:
@@ -137,9 +143,20 @@ class _Body:
             return
         self.size += len(chunk)
         if self.size > self.limit:  # too big to hold: this request is not retried
-            self.overflowed, self.held = True, []
+            self._overflow()
         else:
             self.held.append(chunk)
+
+    def _overflow(self) -> None:
+        self.overflowed, self.held = True, []
+        if self.on_overflow is not None:
+            self.on_overflow()
+
+    def retry_off(self) -> list[tuple[bytes, bytes]]:
+        """The response header that says this request was never replayable, or none."""
+        if not self.overflowed:
+            return []
+        return [(b"x-corral-retry-off", f"body_over_limit; limit={self.limit}".encode())]
 
 
 def _has_body(scope: Scope) -> bool:
@@ -147,6 +164,12 @@ def _has_body(scope: Scope) -> bool:
         if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
             return True
     return False
+
+
+def _declared_length(scope: Scope) -> int | None:
+    """The request's Content-Length (the server has already refused a malformed one)."""
+    value = _header(scope, b"content-length")
+    return int(value) if value is not None and value.strip().isdigit() else None
 
 
 def error_response(status: int, code: str, message: str, field_: str = "") -> bytes:
@@ -252,7 +275,21 @@ class Proxy:
         policy = self._policy(service)
         budget = self._budget(service, policy)
         budget.request(started)
-        body = _Body(receive, _has_body(scope), self.limits.replay_buffer_bytes)
+        body = _Body(receive, _has_body(scope), self._replay_limit(service),
+                     lambda: self.metrics.bodies_over_buffer.labels(service).inc(),
+                     _declared_length(scope))
+        try:
+            return await self._forward(scope, send, service, started, rest, public, deadline,
+                                       body, policy, budget)
+        except _Refused as refused:  # the gateway's own answer says it too
+            refused.headers.update((k.decode(), v.decode()) for k, v in body.retry_off())
+            raise
+
+    async def _forward(self, scope: Scope, send: Any, service: str, started: float,
+                       rest: bytes, public: bool, deadline: float, body: _Body,
+                       policy: RetryPolicy, budget: RetryBudget) -> int:
+        """Stages 4-6: pick a replica, send, retry what may be retried, stream the answer."""
+        receive = body.receive
         headers = request_headers(
             scope["headers"], client_ip=(scope.get("client") or (None,))[0],
             scheme=scope.get("scheme", "http"),
@@ -285,7 +322,8 @@ class Proxy:
                 continue
             self.metrics.first_byte.labels(service).observe(
                 asyncio.get_running_loop().time() - started)
-            return await self._stream(service, replica, response, receive, send, deadline)
+            return await self._stream(service, replica, response, receive, send, deadline,
+                                      body.retry_off())
 
     def _may_retry(self, service: str, method: str, failure: Failure, body: _Body,
                    tried: list[str], resets: int, policy: RetryPolicy,
@@ -306,6 +344,14 @@ class Proxy:
         if resetting and not budget.try_retry(asyncio.get_running_loop().time()):
             return Skip.BUDGET
         return None
+
+    def _replay_limit(self, service: str) -> int:
+        """Bytes of a request body held for a retry: the service's own, else the gateway's;
+        never above the gateway's ceiling."""
+        route = self.table.service(service)
+        own = route.limits.replay_buffer_bytes if route is not None else None
+        wanted = self.limits.replay_buffer_bytes if own is None else own
+        return min(wanted, self.limits.max_replay_buffer_bytes)
 
     def _policy(self, service: str) -> RetryPolicy:
         route = self.table.service(service)
@@ -433,12 +479,14 @@ class Proxy:
         return response
 
     async def _stream(self, service: str, replica: Replica, response: httpx.Response,
-                      receive: Any, send: Any, deadline: float) -> int:
-        """Stage 6. Owns the response and the replica's outstanding count from here on."""
+                      receive: Any, send: Any, deadline: float,
+                      extra: list[tuple[bytes, bytes]]) -> int:
+        """Stage 6. Owns the response and the replica's outstanding count from here on.
+        `extra`: the gateway's own response headers (X-Corral-Retry-Off)."""
         relayed = [0]  # bytes of the body sent on to the client (the log of a cut says it)
         try:
             await send({"type": "http.response.start", "status": response.status_code,
-                        "headers": response_headers(response.headers.raw)})
+                        "headers": response_headers(response.headers.raw) + extra})
             pump = asyncio.ensure_future(self._pump(response, send, relayed))
             gone = asyncio.ensure_future(_disconnected(receive))
             try:

@@ -38,6 +38,8 @@ The endpoint (`/serve/<service>/...` on corral's gateway):
         budget: 0.2              # reset retries per service: at most this fraction of its
                                  # requests (plus a small reserve), so a crash loop cannot
                                  # double the load
+        replay_buffer: 4MiB      # bodies held so a retry can resend them (default 1MiB, at
+                                 # most 16MiB); a larger one streams to one replica, no retry
       websocket:                 # WebSocket sessions (they wait in the same queue)
         idle_timeout: 10m        # no message either way this long: closed (1001)
         max_session: 2h          # closed (1001) after this long whatever its traffic
@@ -54,9 +56,19 @@ Without `auth` the endpoint is public; without `endpoint`, the gateway's own lim
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from corral.spec import limits as LIM
 from corral.spec.autoscale import autoscale_note
@@ -146,6 +158,49 @@ class ServiceAuthSpec(BaseModel):
         return self
 
 
+#: the largest `endpoint.retry.replay_buffer` (the gateway holds at most this per request:
+#: 256 requests in flight then hold up to 4 GiB); `GatewayLimits.max_replay_buffer_bytes`
+MAX_REPLAY_BUFFER_BYTES = 16 << 20
+_BUFFER = re.compile(r"\s*(\d{1,9}(?:\.\d{1,6})?)\s*(B|KiB|Ki|K|KB|MiB|Mi|M|MB)?\s*",
+                     re.IGNORECASE)
+_SHIFT = {"B": 0, "K": 10, "M": 20}
+
+
+def _replay_buffer_bytes(value: object) -> int:
+    """'4MiB' -> 4194304; '512KiB' -> 524288; '100B' -> 100; 2 -> 2 MiB (a plain number is
+    MiB, as every size in a spec); bounded by MAX_REPLAY_BUFFER_BYTES."""
+    found = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        found = float(max(min(value, 1 << 40), -1)) * (1 << 20)  # ints too large for a float
+    elif isinstance(value, str) and (m := _BUFFER.fullmatch(value)):
+        found = float(m.group(1)) * (1 << _SHIFT[(m.group(2) or "M")[0].upper()])
+    if found is None or found != found:  # not a size, or NaN
+        raise ValueError(f"{str(value)[:40]!r} is not a size; write it like 4MiB or 512KiB")
+    if not 0 <= found <= MAX_REPLAY_BUFFER_BYTES:
+        raise ValueError(f"must be from 0 to {MAX_REPLAY_BUFFER_BYTES >> 20}MiB (the "
+                         "gateway's ceiling), e.g. 4MiB; a larger body is streamed without "
+                         "retries anyway")
+    return int(found)
+
+
+def _size_text(n: int) -> str:
+    """How a size is written back (a stored spec is validated again, where a plain number
+    would mean MiB): 4194304 -> '4MiB', 524288 -> '512KiB', 100 -> '100B'."""
+    for unit, shift in (("MiB", 20), ("KiB", 10)):
+        if n and n % (1 << shift) == 0:
+            return f"{n >> shift}{unit}"
+    return f"{n}B"
+
+
+ReplayBufferBytes = Annotated[
+    int, BeforeValidator(_replay_buffer_bytes), PlainSerializer(_size_text),
+    # what a file may hold (editors check it): a number of MiB or a size with its unit
+    WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0, "maximum": 16,
+                               "description": "MiB"},
+                              {"type": "string", "pattern": f"^(?:{_BUFFER.pattern})$"}],
+                    "examples": ["4MiB", "512KiB", 2]})]
+
+
 class RetrySpec(BaseModel):
     """Retries at the gateway after a reset (the connection broke before any response).
     GET/PUT/DELETE are always retried (bounded the same way); `on_reset` adds POST/PATCH."""
@@ -163,6 +218,11 @@ class RetrySpec(BaseModel):
         0.2, ge=0, le=1, description="reset retries per service, as a fraction of its "
         "requests over the last 10 s (above a reserve of 10): 0.2 lets a crash loop add at "
         "most ~20% load")
+    replay_buffer: ReplayBufferBytes | None = Field(
+        None, description="request bodies up to this size are held while their tries run, "
+        "so a retry can send them again (default 1MiB, at most 16MiB: the gateway's "
+        "ceiling); a larger body streams to one replica and is never retried (the response "
+        "says so in X-Corral-Retry-Off). 0: no body is held, only bodiless requests retry")
 
 
 class WebSocketSpec(BaseModel):
@@ -273,6 +333,9 @@ def service_notes(spec: WorkloadSpec) -> list[str]:
             which = "every method" if r.on_reset else "idempotent methods only (not POST)"
             notes.append(f"retries after a reset: {which}, {r.attempts} tries per request, "
                          f"at most {r.budget:g} of requests")
+            if r.replay_buffer is not None:
+                notes.append(f"request bodies up to {r.replay_buffer} bytes are held for a "
+                             "retry; larger ones stream to one replica and are never retried")
     p = spec.readiness
     if p is None:
         notes.append("no readiness probe: a replica takes traffic as soon as it runs (a "

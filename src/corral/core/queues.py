@@ -138,6 +138,22 @@ class QueueBook:
                 if self._units:
                     self.units_used[q] += sign * m * self._units.get(model, 1.0)
 
+    def add_totals(self, queue: str, milli: int, cpu: int, ram: int,
+                   models: Iterable[tuple[str, int]]) -> bool:
+        """`add` (+1) for many workloads of `queue` at once, from their sums (a snapshot's
+        running work: one update per queue, not per workload). Integer sums commute, so the
+        book ends exactly as after one `add` each. False, and nothing added, when GPU units
+        weigh models (`share_units`): those are float sums, exact only added one by one."""
+        if self._units:
+            return False
+        for q in self.chain.get(queue, ()):
+            self.milli[q] += milli
+            self.cpu[q] += cpu
+            self.ram[q] += ram
+            for model, m in models:
+                self.by_model[(q, model)] = self.by_model.get((q, model), 0) + m
+        return True
+
     # -- checks -------------------------------------------------------------------------------
     def limit_blocking(self, queue: str, milli: int) -> Queue | None:
         """The queue (itself or an ancestor) whose limit `milli` more would break, if any."""

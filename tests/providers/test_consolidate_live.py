@@ -5,6 +5,8 @@ is returned; when the work ends the other idles out: every instance rented ends 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from tests.control.rig import Rig
 from tests.providers.test_replace_restart import Plane
 
@@ -61,4 +63,50 @@ def test_a_dear_node_whose_job_fits_another_is_emptied_and_returned(
     plane.backend.finish(a)
     plane.backend.finish(b)
     plane.step(40)
+    assert {i.state for i in plane.aws.instances()} == {CapacityState.TERMINATED}
+
+
+def test_the_guard_on_moved_work_survives_a_restart(ec2_env: dict[str, str], rig: Rig) -> None:
+    """A restart right after a node was emptied: the new autoscaler reads the guard back
+    (`autoscale.emptied`), so it rents nothing for the moved work that waits (its room taken
+    meanwhile) until the guard ends, then rents for it (the wait stays bounded)."""
+    config = replace(CONFIG, idle_timeout_s=40)  # the guard: 40 s from the drain
+    joined: dict[str, str] = {}
+    plane = Plane(rig, ec2_env, joined, "first", config)
+    offers = {o.instance_type: o for o in plane.aws.offers()
+              if o.capacity_kind == "on-demand"}
+    (dear,) = plane.aws.launch(offers["p5.48xlarge"], 1, user_data="",
+                               tags=required_tags("c1", "req-a", "aws"))
+    (cheap,) = plane.aws.launch(offers["g6.xlarge"], 1, user_data="",
+                                tags=required_tags("c1", "req-b", "aws"))
+    joined.update({dear.id: "n0", cheap.id: "n1"})
+    a, b = _on(rig, plane, "n0"), _on(rig, plane, "n1")
+    for _ in range(40):  # until n0 is emptied; its room on n1 is then taken (cordoned)
+        plane.step(1)
+        with rig.store.read() as c:
+            if [e for e in W.list_events(c, workload_id=a) if e.reason == NODE_CONSOLIDATED]:
+                break
+    with rig.store.write() as c:
+        P.set_cordoned(c, "n1", True)
+    emptied_at = rig.clock.now()
+
+    # the server dies; a new one (same store, same cloud) leads once the old lease ran out
+    rig.clock.advance(16.0)
+    plane = Plane(rig, ec2_env, joined, "second", config)
+    while rig.clock.now() < emptied_at + config.idle_timeout_s - 3:
+        plane.step(1)
+    assert rig.state(a) != "running"
+    # the emptied node was returned (its drain read back) and nothing rented for the moved work
+    assert plane.live() == [cheap.id], "nothing is rented for the moved work within its guard"
+
+    plane.step(15)  # past the guard: the moved work is rented for like any other
+    rented = [i for i in plane.live() if i not in (dear.id, cheap.id)]
+    assert rented, "the guard ends: capacity is rented for the work that still waits"
+    with rig.store.write() as c:
+        P.set_cordoned(c, "n1", False)
+    plane.step(15)  # a takes n1's room again; what was rented for it is returned on its way
+    assert rig.state(a) == "running" and rig.state(b) == "running"
+    plane.backend.finish(a)
+    plane.backend.finish(b)
+    plane.step(60)
     assert {i.state for i in plane.aws.instances()} == {CapacityState.TERMINATED}

@@ -36,7 +36,14 @@ first decision. So the replacement on its way is kept aside (not cancelled as un
 node is drained once it joined, and a drain done before the restart is applied again (idempotent:
 work already stopping is left alone) so the old node is returned once idle. A crash between the
 launch and its record loses only that record: the instance then serves nothing and is returned
-as unneeded on its way (`cancel_unneeded_after_s`) or idle; nothing leaks.
+as unneeded on its way (`cancel_unneeded_after_s`) or idle; nothing leaks. The consolidation
+guard survives the same way: emptying a node writes `autoscale.emptied` (the node, and until
+when nothing is rented for each workload moved off it), read back before the first decision,
+so a new leader neither rents at once for the moved work nor empties a second node while the
+first drains. A node drained before the restart (and still cordoned) is draining again, from
+its `autoscale.drain` record, so it is returned once idle. A node's minimum age before it is
+emptied or replaced counts from its provider's launch time (EC2's LaunchTime), which a restart
+does not reset.
 
 No capacity leaks: every instance with this cluster's tag is listed at each pass; one that has
 not joined after `join_timeout_s` is terminated by the policy, whether this process launched it
@@ -50,6 +57,7 @@ import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import select
@@ -104,6 +112,11 @@ HOST_NOTICE = "agent.spot_notice"
 #: audit actions that persist the replacement in progress (read back after a restart)
 REPLACEMENT = "autoscale.replacement"
 REPLACEMENT_ENDED = "autoscale.replacement_ended"
+#: the audit action that persists the consolidation guard (the node being emptied, and until
+#: when nothing is rented for the work moved off it), read back after a restart
+EMPTIED = "autoscale.emptied"
+#: audit actions of drains (each names its node as target and its instance in the detail)
+DRAIN_ACTIONS = ("autoscale.drain", "autoscale.interrupted", "autoscale.removal_timeout")
 #: providers, their limits, and the names of those being removed
 Reload = Callable[[], tuple[Mapping[str, Provider], Mapping[str, ProviderLimits], frozenset[str]]]
 
@@ -160,6 +173,8 @@ class PoolAutoscaler:
             return None  # nothing rents: no snapshot read
         state = cluster()
         offers, instances = self._survey(now, {n.id for n in state.nodes})
+        if not self.resumed:
+            instances = self._resume_draining(state, instances)
         if self.offers_seen is not None:
             self.offers_seen(offers)
         self._interruptions(now, state, instances)
@@ -167,14 +182,16 @@ class PoolAutoscaler:
         view = PoolView(self._waiting(state), offers, instances, self._node_use(state, now),
                         self.limits, self.budget, self.retiring, self._nominated(state))
         if not self.resumed:
-            self.state = replace(self.state, replacement=self._resume())
+            self.state = self._resume_emptying(replace(self.state, replacement=self._resume()))
             self.resumed = True
-        before = self.state.replacement
+        before, emptying = self.state.replacement, self.state.emptying
         decisions = decide(view, self.state, self.config, now)
         self.state = decisions.state
         self._apply(now, decisions, state)
         if self.state.replacement != before:
             self._persist_replacement(now, self.state.replacement)
+        if self.state.emptying is not None and self.state.emptying != emptying:
+            self._persist_emptying(now)
         self._finish_retiring(instances, decisions)
         return decisions
 
@@ -284,6 +301,59 @@ class PoolAutoscaler:
         else:
             self._record(now, "replacement", r.old, {"old": r.old, "offer": r.offer,
                                                      "since": r.since, "new": r.new})
+
+    # -- drains, across restarts -------------------------------------------------------------
+    def _resume_draining(self, state: ClusterState, instances: list[Instance]) -> list[Instance]:
+        """Nodes a predecessor drained (emptied, replaced, idle, interrupted, past a removal
+        deadline) and still cordoned: draining again, so each is returned once idle instead of
+        waiting out a fresh idle timeout as a READY node. The drain record must name the
+        instance now on that node: a node id reused by a later instance is not taken for it."""
+        cordoned = {n.id for n in state.nodes if n.cordoned}
+        on = {i.node_id: i.id for i in instances
+              if i.node_id in cordoned and i.state == CapacityState.READY}
+        if not on:
+            return instances
+        q = (select(AuditEntry.target, AuditEntry.detail)
+             .where(AuditEntry.actor == ACTOR, AuditEntry.action.in_(DRAIN_ACTIONS),
+                    AuditEntry.target.in_(sorted(on))))
+        with self.store.read() as conn:
+            rows = conn.execute(q).all()
+        again = {r.target for r in rows if isinstance(r.detail, dict)
+                 and r.detail.get("instance") == on[r.target]}
+        self.draining |= again
+        return [replace(i, state=CapacityState.DRAINING) if i.node_id in again else i
+                for i in instances]
+
+    # -- the consolidation guard, across restarts ----------------------------------------------
+    def _resume_emptying(self, state: AutoscalerState) -> AutoscalerState:
+        """The node a predecessor was emptying and the work it moved, from the latest
+        `autoscale.emptied` record: without it a new leader would rent at once for the work just
+        moved off a node (the flapping the guard exists to stop, consolidate.py) and could empty
+        a second node while the first still drains. What is past or gone is dropped by the
+        policy's `settle_emptying` at the first decision."""
+        q = (select(AuditEntry.detail).where(AuditEntry.actor == ACTOR,
+                                             AuditEntry.action == EMPTIED)
+             .order_by(AuditEntry.id.desc()).limit(1))
+        with self.store.read() as conn:
+            row = conn.execute(q).first()
+        if row is None:
+            return state
+        d = row.detail
+        try:
+            emptying = str(d["instance"])
+            moved = {str(k): float(v) for k, v in dict(d["until"]).items()}
+        except (KeyError, TypeError, ValueError):
+            log.warning("unreadable %s record ignored: %r", EMPTIED, d)
+            return state
+        log.info("resuming the emptying of %s (%d workload(s) guarded)", emptying, len(moved))
+        return replace(state, emptying=state.emptying or emptying,
+                       emptied=MappingProxyType({**moved, **state.emptied}))
+
+    def _persist_emptying(self, now: float) -> None:
+        """The node being emptied and every guarded workload's deadline (server clock): the
+        latest record is the whole guard, so a resume reads one row."""
+        self._record(now, "emptied", self.state.emptying or "",
+                     {"instance": self.state.emptying, "until": dict(self.state.emptied)})
 
     # -- spot interruptions ------------------------------------------------------------------
     def _interruptions(self, now: float, state: ClusterState, instances: list[Instance]) -> None:

@@ -1,26 +1,43 @@
-"""`corral exec` and `corral port-forward` on the agent backend, relayed by the server to the
-worker's agent (`corral.api.agent_relay`, `corral.agent.relayed`): a real `corral up --backend
-agent`, two real agents, a running worker. The command runs on the worker's host with its
-environment and exit status; the timeout and a missing program are reported as on the local
-backend; a forward reaches the worker's own port and no other port of the host; and the
-worker's log lines carry their times (`corral logs --timestamps/--since`)."""
+"""`corral exec`, `corral port-forward` and `corral ssh` on the agent backend, relayed by the
+server to the worker's agent (`corral.api.agent_relay`, `corral.agent.relayed`): a real `corral
+up --backend agent`, two real agents, a running worker. The command runs on the worker's host
+with its environment and exit status; the timeout and a missing program are reported as on the
+local backend; a forward reaches the worker's own port and no other port of the host; a shell
+on a terminal sees the worker's environment and directory, takes a resize, returns its status,
+and one left idle past the server's limit (8 s here) is closed with the reason printed and hung
+up on its host; and the worker's log lines carry their times (`corral logs
+--timestamps/--since`)."""
 
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from corral.testing.corral_up import free_port
+from corral.testing.terminal import Terminal, set_size
 
 from .conftest import Cluster
 
 pytestmark = pytest.mark.slow  # real server and agents (~20 s); tests/api/test_exec_api.py
                                # covers the rights in seconds
+
+#: the server's shell idle limit here: short enough to wait for, long enough for a typist
+SHELL_IDLE_S = 8
+
+
+@pytest.fixture(autouse=True)
+def _short_shell_idle(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Before the cluster starts: `corral up` reads its limits from the environment."""
+    monkeypatch.setenv("CORRAL_API_SHELL_IDLE_S", str(SHELL_IDLE_S))
+    yield
 
 
 def _running(cluster: Cluster, spec: dict[str, object]) -> str:
@@ -56,8 +73,45 @@ def _log_times(cluster: Cluster, wid: str) -> None:
     assert server.cli("logs", wid, "--since", "2999-01-01").stdout == ""
 
 
-def test_exec_and_port_forward_reach_the_worker_on_its_agent(cluster: Cluster,
-                                                            tmp_path: object) -> None:
+def _ssh(cluster: Cluster, wid: str) -> None:
+    """`corral ssh` through the worker's agent, on a terminal of the test's own."""
+    cwd = cluster.server.cli("exec", wid, "--", "pwd").stdout.strip()  # the worker's
+    term = Terminal(cluster.server.env(), "ssh", wid)
+    try:
+        term.wait_raw()
+        term.send('stty size; echo "M=$MARK N=$CORRAL_NODE_ID"; pwd\r')
+        term.expect("40 100")
+        term.expect("M=beside-the-worker N=host-")
+        term.expect(cwd)
+        set_size(term.master, 33, 111)  # as a terminal emulator resizes
+        term.proc.send_signal(signal.SIGWINCH)
+        deadline = time.monotonic() + 10
+        while b"33 111" not in term.seen and time.monotonic() < deadline:
+            term.send("stty size\r")
+            term.read(0.5)
+        term.expect("33 111", timeout=1)
+        term.send("exit 3\r")
+        assert term.close() == 3, term.seen
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+    idle = Terminal(cluster.server.env(), "ssh", wid)
+    idle.wait_raw()
+    idle.send("echo pid=$$ | tr p P\r")  # Pid=N: the output, never the typed line
+    while (found := re.search(rb"Pid=(\d+)\r\n", idle.seen)) is None:
+        assert idle.read(20), idle.seen
+    pid = int(found.group(1))
+    assert idle.close(timeout=SHELL_IDLE_S + 30) == 255  # nothing typed: the server closes it
+    assert f"idle for {SHELL_IDLE_S} s".encode() in idle.seen, idle.seen
+    assert b"CORRAL_API_SHELL_IDLE_S" in idle.seen
+    deadline = time.monotonic() + 15  # its host hangs it up
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{pid}").exists(), "the idle shell outlived its session"
+
+
+def test_exec_port_forward_and_ssh_reach_the_worker_on_its_agent(cluster: Cluster,
+                                                                 tmp_path: object) -> None:
     server = cluster.server
     port = free_port()
     web = str(cluster.tmp / "web")
@@ -100,8 +154,10 @@ def test_exec_and_port_forward_reach_the_worker_on_its_agent(cluster: Cluster,
         for _ in range(2):  # two connections, each its own relayed tunnel
             r = httpx.get(f"http://127.0.0.1:{local}/hello.txt", timeout=20)
             assert r.status_code == 200 and r.text == "hello through the agent\n"
+        _ssh(cluster, wid)
         audit = server.cli("audit", "--json", check=False).stdout
         assert "workload.exec" in audit and "workload.port_forward" in audit
+        assert "workload.ssh" in audit
         _log_times(cluster, wid)
     finally:
         if fwd is not None:

@@ -1,14 +1,20 @@
 """WebSocket /v1/workloads/{id}/shell (`corral ssh`): the token and the rights of exec, a worker
-that is not running, bad sizes, and a backend without a terminal (the agent backend's relay
-carries none yet) each refused with a close code and a reason naming the problem."""
+that is not running, bad sizes, and a backend without a terminal each refused with a close code
+and a reason naming the problem; a shell over its idle or longest-session limit closed with
+4408 and the reason, and hung up. The relayed shell (agents): tests/api/test_agent_relay.py."""
 
 from __future__ import annotations
+
+import os
+import time
 
 import pytest
 from sqlalchemy import update
 from starlette.websockets import WebSocketDisconnect
 
 from api.harness import build, job
+from corral.api.limits import ApiLimits
+from corral.api.websockets import SessionClock
 from corral.store import Store
 from corral.store.schema import WorkloadRow
 
@@ -40,4 +46,84 @@ def test_a_backend_without_a_terminal_says_so(store: Store) -> None:
     with store.write() as c:  # as if the loop had started it on the fake backend
         c.execute(update(WorkloadRow).where(WorkloadRow.id == wid).values(state="running"))
     got = _closed(api, f"/v1/workloads/{wid}/shell", api.ann)
-    assert got.code == 4501 and "local backend only" in got.reason and "corral exec" in got.reason
+    assert got.code == 4501 and "local and agent backends only" in got.reason, got.reason
+    assert "corral exec" in got.reason
+
+
+def _a_real_shell(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The endpoint's check answers with a real shell on a terminal (this process's
+    environment), as the local backend's would for a running worker."""
+    import corral.api.shell as shell_api
+    from corral.backends.worker_shell import open_shell
+
+    opened: list[object] = []
+
+    def _open(*_: object) -> object:
+        opened.append(open_shell(os.getpid(), 24, 80))
+        return opened[-1]
+
+    monkeypatch.setattr(shell_api, "_open", _open)
+    return opened
+
+
+@pytest.mark.parametrize(("limits", "reason"), [
+    (ApiLimits(shell_idle_s=0.3), "idle for 0.3 s (the server's CORRAL_API_SHELL_IDLE_S)"),
+    (ApiLimits(shell_idle_s=0, shell_max_s=0.5),
+     "the session reached its longest, 0.5 s (the server's CORRAL_API_SHELL_MAX_S)"),
+], ids=["idle", "longest"])
+def test_a_shell_over_a_limit_is_closed_with_the_reason_and_hung_up(
+        store: Store, monkeypatch: pytest.MonkeyPatch, limits: ApiLimits, reason: str) -> None:
+    opened = _a_real_shell(monkeypatch)
+    api = build(store, limits=limits)
+    with api.client.websocket_connect("/v1/workloads/any/shell", headers=api.ann) as ws, \
+            pytest.raises(WebSocketDisconnect) as e:
+        assert ws.receive_text() == "ok"
+        while True:  # the prompt, then nothing
+            ws.receive_bytes()
+    assert (e.value.code, e.value.reason) == (4408, reason)
+    (sh,) = opened
+    assert sh.proc.poll() is not None  # type: ignore[attr-defined]
+
+
+def test_keys_keep_a_shell_open_past_its_idle_limit(store: Store,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Idle is no byte either way: a shell answering keys every 0.1 s outlives a 0.5 s idle
+    limit, and ends with its own status."""
+    _a_real_shell(monkeypatch)
+    api = build(store, limits=ApiLimits(shell_idle_s=0.5))
+    with api.client.websocket_connect("/v1/workloads/any/shell", headers=api.ann) as ws:
+        assert ws.receive_text() == "ok"
+        start = time.monotonic()
+        while time.monotonic() - start < 1.5:
+            ws.send_bytes(b"\r")
+            ws.receive_bytes()
+            time.sleep(0.1)
+        ws.send_bytes(b"exit 4\r")
+        message = ws.receive()
+        while message.get("text") is None:  # the shell's last output, then its status
+            message = ws.receive()
+        assert message["text"] == '{"exit": 4}'
+
+
+@pytest.mark.parametrize(("idle", "longest", "touches", "now", "over"), [
+    (60, 600, [], 59.9, None),
+    (60, 600, [], 60, "idle"),
+    (60, 600, [50], 109, None),  # a byte at 50 moves the idle deadline to 110
+    (60, 600, [50], 110, "idle"),
+    (60, 600, list(range(30, 600, 30)), 599, None),
+    (60, 600, list(range(30, 600, 30)), 600, "longest"),
+    (0, 600, [], 599, None),  # no idle limit
+    (60, 0, list(range(30, 10_000, 30)), 9_999, None),  # no longest limit
+], ids=["quiet", "idle", "touched", "touched-idle", "busy", "busy-longest", "idle-off",
+        "longest-off"])
+def test_session_clock(idle: float, longest: float, touches: list[float], now: float,
+                       over: str | None) -> None:
+    clock = SessionClock(idle, longest, started=0.0)
+    for t in touches:
+        clock.touch(t)
+    reason = clock.over(now)
+    assert (reason is None) == (over is None), reason
+    if over is not None:
+        assert reason is not None and over in reason and clock.deadline() <= now
+    else:
+        assert clock.deadline() > now

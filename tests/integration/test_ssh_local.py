@@ -4,16 +4,9 @@ worker's environment seen, a resize passed on, the shell's exit status returned.
 
 from __future__ import annotations
 
-import fcntl
-import os
-import pty
 import re
-import select
 import signal
-import struct
-import subprocess
 import sys
-import termios
 import time
 from pathlib import Path
 
@@ -21,64 +14,9 @@ import pytest
 import yaml
 
 from corral.testing.corral_up import CorralServer
+from corral.testing.terminal import Terminal, set_size
 
 pytestmark = pytest.mark.slow  # a real server and worker (the module shares one): ~6 s
-
-
-def _set_size(fd: int, rows: int, cols: int) -> None:
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-
-
-class Terminal:
-    """`corral ssh ...` on a pty; `expect` reads until a text appears (pexpect's habit)."""
-
-    def __init__(self, server: CorralServer, *args: str) -> None:
-        self.master, slave = pty.openpty()
-        _set_size(slave, 40, 100)
-        self.proc = subprocess.Popen([sys.executable, "-m", "corral.cli.main", "ssh", *args],
-                                     env=server.env(), stdin=slave, stdout=slave,
-                                     stderr=slave, close_fds=True)
-        os.close(slave)
-        self.seen = b""
-
-    def wait_raw(self, timeout: float = 30.0) -> None:
-        """Until the CLI has its terminal in raw mode (no echo): the shell is open."""
-        deadline = time.monotonic() + timeout
-        while termios.tcgetattr(self.master)[3] & termios.ECHO:
-            assert self.proc.poll() is None and time.monotonic() < deadline, self.seen
-            self._read(0.1)
-
-    def send(self, text: str) -> None:
-        os.write(self.master, text.encode())
-
-    def expect(self, text: str, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while text.encode() not in self.seen:
-            left = deadline - time.monotonic()
-            if left <= 0 or not self._read(left):
-                raise AssertionError(f"{text!r} not seen; got {self.seen.decode(errors='replace')!r}")
-
-    def _read(self, timeout: float) -> bool:
-        ready, _, _ = select.select([self.master], [], [], timeout)
-        if not ready:
-            return False
-        try:
-            data = os.read(self.master, 65536)
-        except OSError:  # EIO: the CLI ended
-            return False
-        self.seen += data
-        return bool(data)
-
-    def close(self) -> int:
-        try:
-            code = self.proc.wait(timeout=20)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-            while self._read(0.1):  # drain
-                pass
-            os.close(self.master)
-        return code
 
 
 def _running(server: CorralServer, tmp_path: Path) -> str:
@@ -98,7 +36,7 @@ def _running(server: CorralServer, tmp_path: Path) -> str:
 def test_ssh_shell_sees_the_worker_and_returns_its_status(server: CorralServer,
                                                           tmp_path: Path) -> None:
     wid = _running(server, tmp_path)
-    term = Terminal(server, wid)
+    term = Terminal(server.env(), "ssh", wid)
     try:
         term.wait_raw()
         # the size at the start, the worker's environment and working directory
@@ -107,12 +45,12 @@ def test_ssh_shell_sees_the_worker_and_returns_its_status(server: CorralServer,
         term.expect("M=in-the-box")
         term.expect(str(tmp_path))
         # a resize on this side (SIGWINCH, as a terminal emulator sends) reaches the shell
-        _set_size(term.master, 33, 111)
+        set_size(term.master, 33, 111)
         term.proc.send_signal(signal.SIGWINCH)
         deadline = time.monotonic() + 10
         while b"33 111" not in term.seen and time.monotonic() < deadline:
             term.send("stty size\r")
-            term._read(0.5)
+            term.read(0.5)
         term.expect("33 111", timeout=1)
         term.send("echo $CORRAL_WORKLOAD_ID; exit 3\r")
         term.expect(wid)
@@ -128,12 +66,12 @@ def test_ssh_refusals_name_the_problem(server: CorralServer) -> None:
 
 def test_a_client_that_leaves_hangs_the_shell_up(server: CorralServer, tmp_path: Path) -> None:
     wid = _running(server, tmp_path)
-    term = Terminal(server, wid)
+    term = Terminal(server.env(), "ssh", wid)
     try:
         term.wait_raw()
         term.send("echo pid=$$ | tr p P\r")  # Pid=N: the output, never the typed line
         while (found := re.search(rb"Pid=(\d+)\r\n", term.seen)) is None:
-            assert term._read(20), term.seen
+            assert term.read(20), term.seen
         pid = int(found.group(1))
         term.proc.kill()  # no goodbye: a lost connection
         term.close()

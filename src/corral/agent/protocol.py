@@ -4,7 +4,8 @@
     POST /agent/v1/sync   Bearer <node credential>  SyncIn  -> SyncOut (heartbeat + long poll)
     POST /agent/v1/logs   Bearer <node credential>  LogsIn  -> LogsOut (next offsets)
     POST /agent/v1/execs/{id}   Bearer <node credential>  ExecDone (a relayed `corral exec`)
-    WS   /agent/v1/tunnels/{id} Bearer <node credential>  a relayed `corral port-forward`
+    WS   /agent/v1/tunnels/{id} Bearer <node credential>  a relayed `corral port-forward` or
+                                                          `corral ssh` (its terminal)
 
 Both sides import these models, so the agent and the server cannot disagree on a field. Times in
 bodies are durations (seconds ago, seconds left), never instants: the hosts' clocks need not
@@ -31,6 +32,7 @@ __all__ = [
     "LogsOut",
     "ProgressIn",
     "ReportIn",
+    "ShellOrder",
     "SyncIn",
     "SyncOut",
     "TunnelOrder",
@@ -180,12 +182,29 @@ class TunnelOrder(_Strict):
     port: int
 
 
+class ShellOrder(_Strict):
+    """`corral ssh` relayed to the host: open a shell on a terminal of `rows` x `cols` beside
+    the worker and dial WS /agent/v1/tunnels/{id}; the first message says ok or why not, then
+    the terminal's bytes go both ways as binary messages, a resize comes as the text
+    `{"resize": [rows, cols]}`, and the shell's end as the text `{"exit": N}` before the host
+    closes. The server closing first (the user left, a session limit) hangs the shell up."""
+
+    id: str
+    workload_id: str
+    attempt: int
+    worker: int
+    rows: int = Field(ge=1, le=1000)
+    cols: int = Field(ge=1, le=1000)
+
+
 class SyncOut(_Strict):
     seq: int
     assignments: list[AssignmentOut]
-    #: relayed `corral exec` and `corral port-forward` orders for this node (issue 13)
+    #: relayed `corral exec`, `corral port-forward` and `corral ssh` orders for this node
+    #: (issue 13)
     execs: list[ExecOrder] = Field(default_factory=list)
     tunnels: list[TunnelOrder] = Field(default_factory=list)
+    shells: list[ShellOrder] = Field(default_factory=list)
 
 
 class LogChunk(_Strict):

@@ -106,7 +106,7 @@ class Agent:
                                                       self._credential,
                                                       in_use=self._workdirs_in_use).fetch
         self.credential: str | None = None
-        # relayed `corral exec` / `corral port-forward` orders, each on its own thread
+        # relayed `corral exec` / `port-forward` / `ssh` orders, each on its own thread
         self.relayed = Relayed(self.backend.work_dir, settings.server, self._credential,
                                lambda i, done: self.client.exec_done(self._credential(), i,
                                                                      done))
@@ -178,7 +178,7 @@ class Agent:
             self.spot.turn(self.clock(), datetime.now(UTC))
         self.seq = out.seq
         self.apply(out)
-        self.relayed.start(out.execs, out.tunnels)
+        self.relayed.start(out.execs, out.tunnels, out.shells)
         return out
 
     def _busy_devices(self, statuses: list[WorkerStatus]) -> set[int]:

@@ -1,4 +1,5 @@
-"""`corral exec` and `corral port-forward` to a worker on an agent's host, relayed by the server.
+"""`corral exec`, `corral port-forward` and `corral ssh` to a worker on an agent's host, relayed
+by the server.
 
     corral exec ──> POST /v1/workloads/{id}/exec ──> RELAY.order(node, ExecOrder) ─┐
                                                    (waits for the answer)          │
@@ -8,6 +9,11 @@
     corral port-forward ──> WS /v1/workloads/{id}/port-forward ──> RELAY.order(node, Tunnel)
     agent: SyncOut.tunnels ──> checks the worker listens on it (worker_ports), connects to it,
            dials WS /agent/v1/tunnels/{id} ──> the server pipes the two WebSockets together
+
+    corral ssh ──> WS /v1/workloads/{id}/shell ──> RELAY.order(node, ShellOrder)
+    agent: SyncOut.shells ──> opens a shell on a terminal beside the worker (worker_shell),
+           dials WS /agent/v1/tunnels/{id} ──> the server carries keys, output, resizes and
+           the exit status between the two WebSockets (`corral.api.shell`)
 
 The server never dials a host (hosts behind NAT work, as for assignments): an order waits in
 this process until the node's next sync takes it (its long poll answers at once when it has
@@ -27,21 +33,34 @@ import secrets
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
+from fastapi import WebSocket
 from sqlalchemy import select
 
-from corral.agent.protocol import ExecOrder, TunnelOrder
+from corral.agent.protocol import ExecOrder, ShellOrder, TunnelOrder
+from corral.api.websockets import CLOSE, refuse
 from corral.store import Store
 from corral.store.agents import AgentWorker
 
-__all__ = ["RELAY", "AgentRelay", "node_of_worker"]
+__all__ = ["AGENT_DIAL_S", "RELAY", "AgentRelay", "Orders", "dial_back", "node_of_worker"]
+
+Order = ExecOrder | TunnelOrder | ShellOrder
+#: how long a relayed stream (a forward, a shell) waits for the worker's agent to dial back
+#: (its next sync)
+AGENT_DIAL_S = 15.0
+
+
+class Orders(NamedTuple):
+    execs: list[ExecOrder]
+    tunnels: list[TunnelOrder]
+    shells: list[ShellOrder]
 
 
 @dataclass
 class _Pending:
     node_id: str
-    order: ExecOrder | TunnelOrder
+    order: Order
     answer: Future[Any] = field(default_factory=Future)
 
 
@@ -59,7 +78,7 @@ class AgentRelay:
     def new_id() -> str:
         return secrets.token_urlsafe(16)
 
-    def order(self, node_id: str, order: ExecOrder | TunnelOrder) -> Future[Any]:
+    def order(self, node_id: str, order: Order) -> Future[Any]:
         with self._lock:
             pending = _Pending(node_id, order)
             self._by_id[order.id] = pending
@@ -92,13 +111,14 @@ class AgentRelay:
         with self._lock:
             return bool(self._queued.get(node_id))
 
-    def take(self, node_id: str) -> tuple[list[ExecOrder], list[TunnelOrder]]:
+    def take(self, node_id: str) -> Orders:
         """The node's orders not yet handed out (each is handed out once)."""
         with self._lock:
             ids = self._queued.pop(node_id, [])
             orders = [self._by_id[i].order for i in ids if i in self._by_id]
-        return ([o for o in orders if isinstance(o, ExecOrder)],
-                [o for o in orders if isinstance(o, TunnelOrder)])
+        return Orders([o for o in orders if isinstance(o, ExecOrder)],
+                      [o for o in orders if isinstance(o, TunnelOrder)],
+                      [o for o in orders if isinstance(o, ShellOrder)])
 
     def answer(self, node_id: str, order_id: str, value: Any) -> bool:
         """The node's answer to one of its own orders; False when it is not one (unknown, given
@@ -138,3 +158,30 @@ def node_of_worker(store: Store, workload_id: str, attempt: int, worker: int) ->
                           "on any agent's host")
     return str(row.node_id)
 
+
+
+async def dial_back(client: WebSocket, node: str,
+                    order: TunnelOrder | ShellOrder) -> tuple[WebSocket, asyncio.Event] | None:
+    """Order a stream, wait for the node's agent to dial back, read its verdict. The agent's
+    WebSocket and the event that releases its handler (set it when done with the stream);
+    None once the client was refused (no dial-back in time, or the host's own refusal)."""
+    answer = RELAY.order(node, order)
+    try:
+        agent_ws, ended = await asyncio.wait_for(asyncio.wrap_future(answer), AGENT_DIAL_S)
+    except TimeoutError:
+        RELAY.forget(order.id)
+        await refuse(client, 4504, f"the agent on {node} did not dial back within "
+                     f"{AGENT_DIAL_S:g} s: is it running? (`corral nodes`)")
+        return None
+    try:
+        verdict = await agent_ws.receive_text()
+    except Exception:  # the agent went away before saying
+        ended.set()
+        await refuse(client, 4502, f"the agent on {node} closed the stream before it opened")
+        return None
+    if verdict != "ok":  # "refused <status> <why>", the host's own check
+        ended.set()
+        _, status, why = ([*verdict.split(" ", 2), "", ""])[:3]
+        await refuse(client, CLOSE.get(int(status) if status.isdigit() else 0, 4502), why)
+        return None
+    return agent_ws, ended

@@ -186,7 +186,7 @@ async def sync(body: SyncIn, node: NodeCaller, ctx: Ctx) -> SyncOut:
         await RELAY.wait(node.node_id, min(_POLL_S, max(0.0, deadline - time.monotonic())))
         seq = await run_in_threadpool(_seq, ctx, node.node_id)
     out = await run_in_threadpool(_assignments, ctx, node.node_id)
-    out.execs, out.tunnels = RELAY.take(node.node_id)
+    out.execs, out.tunnels, out.shells = RELAY.take(node.node_id)
     return out
 
 

@@ -10,6 +10,10 @@
     body read time              30 s       CORRAL_API_BODY_TIMEOUT_S          408, connection closed
     request headers read time   10 s       CORRAL_API_HEADER_TIMEOUT_S        connection closed
     idle keep-alive             5 s        CORRAL_API_KEEP_ALIVE_S            connection closed
+    shell (`corral ssh`) idle   1 h        CORRAL_API_SHELL_IDLE_S (0: off)   closed, 4408 + reason
+    shell's longest session     12 h       CORRAL_API_SHELL_MAX_S (0: off)    closed, 4408 + reason
+    port-forward connection     4 h idle,  CORRAL_API_FORWARD_IDLE_S,         closed, 4408 + reason
+      (each TCP connection)     12 h       CORRAL_API_FORWARD_MAX_S
 
 The rate is a token bucket per API token, in memory, per process: `burst` requests at once, then
 `rate_per_s` on average. Several API replicas each allow the rate (the limit is per process).
@@ -35,6 +39,12 @@ class ApiLimits:
     body_timeout_s: float = 30.0
     header_timeout_s: float = 10.0
     keep_alive_s: float = 5.0
+    #: interactive streams (`corral.api.websockets.SessionClock`; issue 13): idle is no byte
+    #: either way; 0 turns a limit off
+    shell_idle_s: float = 3600.0
+    shell_max_s: float = 12 * 3600.0
+    forward_idle_s: float = 4 * 3600.0
+    forward_max_s: float = 12 * 3600.0
 
     def __post_init__(self) -> None:
         for f in fields(self):

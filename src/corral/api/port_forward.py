@@ -10,13 +10,16 @@ worker is on this host; on the agent backend the forward is relayed (`corral.api
 the worker's agent checks the port against its worker's sockets, connects to it and dials
 WS /agent/v1/tunnels/{id} (its node credential), and the two WebSockets are piped together.
 Elsewhere the upgrade is refused with close code 4501. Every forward is in the audit log
-(`workload.port_forward`).
+(`workload.port_forward`). Each forwarded connection is closed (code 4408, the reason naming
+the setting) when idle for `CORRAL_API_FORWARD_IDLE_S` (4 h, the kubelet's default streaming
+idle timeout) or open for `CORRAL_API_FORWARD_MAX_S` (12 h) (`corral.api.websockets`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from pathlib import Path
 
 from fastapi import FastAPI, WebSocket
@@ -24,11 +27,18 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import WebSocketRoute
 
 from corral.agent.protocol import TunnelOrder
-from corral.api.agent_relay import RELAY, node_of_worker
+from corral.api.agent_relay import RELAY, dial_back, node_of_worker
 from corral.api.context import ApiContext
 from corral.api.errors import ApiError
 from corral.api.exec import allowed
-from corral.api.websockets import CLOSE, open_checked, query_int, refuse
+from corral.api.websockets import (
+    LIMIT_CLOSE,
+    SessionClock,
+    open_checked,
+    query_int,
+    refuse,
+    until_over,
+)
 from corral.backends.worker_exec import worker_pid
 from corral.backends.worker_ports import listening_ports
 from corral.store import agents as AG
@@ -39,8 +49,6 @@ __all__ = ["PATH", "install"]
 
 PATH = "/v1/workloads/{workload_id}/port-forward"
 AGENT_PATH = "/agent/v1/tunnels/{order_id}"
-#: how long a relayed forward waits for the worker's agent to dial back (its next sync)
-AGENT_DIAL_S = 15.0
 CHUNK = 64 * 1024
 
 
@@ -111,24 +119,41 @@ async def port_forward(ws: WebSocket) -> None:
     await _pipe(ws, reader, writer)
 
 
+def _clock(ws: WebSocket) -> SessionClock:
+    limits = ws.app.state.corral.limits
+    return SessionClock(limits.forward_idle_s, limits.forward_max_s, time.monotonic(),
+                        "FORWARD")
+
+
+async def _within_limits(ws: WebSocket, clock: SessionClock,
+                         tasks: list[asyncio.Task[None]]) -> None:
+    """Until a side leaves, or the client is closed at a limit (4408 and the reason)."""
+    reason = await until_over(clock, tasks)
+    if reason is not None:
+        with contextlib.suppress(Exception):
+            await ws.close(code=LIMIT_CLOSE, reason=reason[:120])
+
+
 async def _pipe(ws: WebSocket, reader: asyncio.StreamReader,
                 writer: asyncio.StreamWriter) -> None:
+    clock = _clock(ws)
+
     async def up() -> None:  # client -> worker
         while True:
             data = await ws.receive_bytes()
+            clock.touch(time.monotonic())
             writer.write(data)
             await writer.drain()
 
     async def down() -> None:  # worker -> client
         while data := await reader.read(CHUNK):
+            clock.touch(time.monotonic())
             await ws.send_bytes(data)
 
-    tasks = [asyncio.create_task(up()), asyncio.create_task(down())]
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await _within_limits(ws, clock, [asyncio.create_task(up()),
+                                         asyncio.create_task(down())])
     finally:
-        for t in tasks:
-            t.cancel()
         writer.close()
         with contextlib.suppress(Exception):
             await ws.close()
@@ -139,21 +164,11 @@ async def _pipe(ws: WebSocket, reader: asyncio.StreamReader,
 
 async def _relayed(ws: WebSocket, order: TunnelOrder, node: str) -> None:
     """Order the tunnel, wait for the agent to dial back, pipe the two WebSockets."""
-    answer = RELAY.order(node, order)
-    try:
-        agent_ws, ended = await asyncio.wait_for(asyncio.wrap_future(answer), AGENT_DIAL_S)
-    except TimeoutError:
-        RELAY.forget(order.id)
-        await refuse(ws, 4504, f"the agent on {node} did not dial back within "
-                      f"{AGENT_DIAL_S:g} s: is it running? (`corral nodes`)")
+    dialed = await dial_back(ws, node, order)
+    if dialed is None:
         return
+    agent_ws, ended = dialed
     try:
-        verdict = await agent_ws.receive_text()
-        if verdict != "ok":  # "refused <status> <why>", the host's own check
-            _, status, why = ([*verdict.split(" ", 2), "", ""])[:3]
-            code = CLOSE.get(int(status) if status.isdigit() else 0, 4502)
-            await refuse(ws, code, why)
-            return
         await ws.accept()
         await ws.send_text("ok")
         await _pipe_ws(ws, agent_ws)
@@ -162,17 +177,18 @@ async def _relayed(ws: WebSocket, order: TunnelOrder, node: str) -> None:
 
 
 async def _pipe_ws(client: WebSocket, agent: WebSocket) -> None:
+    clock = _clock(client)
+
     async def one_way(src: WebSocket, dst: WebSocket) -> None:
         while True:
-            await dst.send_bytes(await src.receive_bytes())
+            data = await src.receive_bytes()
+            clock.touch(time.monotonic())
+            await dst.send_bytes(data)
 
-    tasks = [asyncio.create_task(one_way(client, agent)),
-             asyncio.create_task(one_way(agent, client))]
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await _within_limits(client, clock, [asyncio.create_task(one_way(client, agent)),
+                                             asyncio.create_task(one_way(agent, client))])
     finally:
-        for t in tasks:
-            t.cancel()
         for side in (client, agent):
             with contextlib.suppress(Exception):
                 await side.close()

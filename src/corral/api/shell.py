@@ -4,15 +4,20 @@ worker (`corral ssh`), on a pseudo-terminal, carried through the control plane.
 The wire, after the upgrade (token in the Authorization header, as port-forward):
 - server -> client: a text "ok", then the terminal's output as binary messages, and at the end
   one text message `{"exit": N}` (the shell's status; 128+signal when killed) before a 1000
-  close. A refusal is a close with code 44xx/45xx and the reason, as port-forward's.
+  close. A refusal is a close with code 44xx/45xx and the reason, as port-forward's; a
+  shell over the server's idle or longest-session limit (1 h idle, 12 h at most by default:
+  `CORRAL_API_SHELL_IDLE_S`, `CORRAL_API_SHELL_MAX_S`) is closed with code 4408 and the reason
+  naming the limit (`corral.api.websockets.SessionClock`), and hung up.
 - client -> server: keystrokes as binary messages; `{"resize": [rows, cols]}` as text.
 Kubernetes' remotecommand protocol carries the same three things on numbered channels (stdin,
 stdout, an error/status channel 3 and a resize channel 4); here a text/binary split is enough,
 since a terminal merges stdout and stderr.
 
 Rights and audit: those of exec (`corral.api.exec.allowed`), audited as `workload.ssh`.
-Where: the local backend (`corral.backends.worker_shell`). The agent relay carries exec and
-TCP tunnels but no terminal yet, so the agent backend, as every other, is refused with 4501.
+Where: the local backend (`corral.backends.worker_shell`), and the agent backend through the
+relay (`corral.api.agent_relay`): the worker's agent opens the shell the same way on its host
+and dials back a WebSocket with its node credential, which carries the same messages (the
+server passes them through and keeps the limits). Other backends are refused with 4501.
 The client leaving hangs the shell up (SIGHUP to its session).
 """
 
@@ -22,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import os
+import time
 from pathlib import Path
 
 from fastapi import FastAPI, WebSocket
@@ -29,14 +35,25 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocketDisconnect
 
+from corral.agent.protocol import ShellOrder
+from corral.api.agent_relay import RELAY, dial_back, node_of_worker
 from corral.api.context import ApiContext
 from corral.api.errors import ApiError
 from corral.api.exec import allowed
-from corral.api.websockets import open_checked, query_int, refuse
+from corral.api.websockets import (
+    LIMIT_CLOSE,
+    SessionClock,
+    open_checked,
+    over_limit,
+    query_int,
+    refuse,
+    until_over,
+)
 from corral.backends.worker_exec import worker_pid
-from corral.backends.worker_shell import Shell, open_shell, resize
+from corral.backends.worker_shell import Shell, apply_control, exit_status, open_shell
 from corral.store import audit as AU
 from corral.store.auth import Principal
+from corral.store.workloads import WorkloadRecord
 
 __all__ = ["PATH", "install"]
 
@@ -50,25 +67,44 @@ def install(app: FastAPI) -> None:
 
 
 def _open(ctx: ApiContext, who: Principal, workload_id: str, worker: int, rows: int,
-          cols: int) -> Shell:
+          cols: int) -> Shell | tuple[ShellOrder, str]:
+    """Checks the rights and audits; the shell opened here (local backend), or the order to
+    relay and the node of the worker's agent (which opens it on its host)."""
     rec = allowed(ctx, who, workload_id)
+    if ctx.backend_name == "agent":
+        try:
+            node = node_of_worker(ctx.store, rec.id, rec.attempt, worker)
+        except LookupError as e:
+            raise ApiError(409, "conflict", str(e)) from None
+        _audit(ctx, who, rec, worker)
+        return ShellOrder(id=RELAY.new_id(), workload_id=rec.id, attempt=rec.attempt,
+                          worker=worker, rows=rows, cols=cols), node
     work_dir = getattr(ctx.logs, "work_dir", None)
     if ctx.backend_name != "local" or not isinstance(work_dir, Path):
         raise ApiError(501, "not_implemented", f"corral ssh reaches workers of the local "
-                       f"backend only, not {ctx.backend_name or 'this replica'}'s; use "
-                       "`corral exec ID -- CMD`")
+                       f"and agent backends only, not {ctx.backend_name or 'this replica'}'s; "
+                       "use `corral exec ID -- CMD`")
     try:
         pid = worker_pid(work_dir, rec.id, rec.attempt, worker)
     except LookupError as e:
         raise ApiError(409, "conflict", str(e)) from None
-    with ctx.store.write() as conn:
-        AU.record(conn, at=ctx.clock.now(), actor=who.name, action="workload.ssh",
-                  target=rec.id, queue=rec.queue, detail={"owner": rec.user, "worker": worker})
+    _audit(ctx, who, rec, worker)
     try:
         return open_shell(pid, rows, cols)
     except OSError as e:
         raise ApiError(422, "invalid_request", f"cannot start a shell in worker {worker}: "
                        f"{e.strerror or e}") from None
+
+
+def _audit(ctx: ApiContext, who: Principal, rec: WorkloadRecord, worker: int) -> None:
+    with ctx.store.write() as conn:
+        AU.record(conn, at=ctx.clock.now(), actor=who.name, action="workload.ssh",
+                  target=rec.id, queue=rec.queue, detail={"owner": rec.user, "worker": worker})
+
+
+def _clock(ws: WebSocket) -> SessionClock:
+    limits = ws.app.state.corral.limits
+    return SessionClock(limits.shell_idle_s, limits.shell_max_s, time.monotonic(), "SHELL")
 
 
 async def shell(ws: WebSocket) -> None:
@@ -82,20 +118,27 @@ async def shell(ws: WebSocket) -> None:
         ws, lambda ctx, who: _open(ctx, who, workload_id, worker, rows, cols))
     if opened is None:
         return
+    if not isinstance(opened.value, Shell):
+        await _relayed(ws, *opened.value)
+        return
     sh = opened.value
     await ws.accept()
     await ws.send_text("ok")
-    status = await _carry(ws, sh)
-    if status is None:  # the client left first
+    status = await _carry(ws, sh, _clock(ws))
+    if not isinstance(status, int):  # the client left first, or a limit: hang up
         await run_in_threadpool(sh.hang_up)
+        if status is not None:
+            with contextlib.suppress(Exception):
+                await ws.close(code=LIMIT_CLOSE, reason=status[:120])
         return
     with contextlib.suppress(Exception):
         await ws.send_text(json.dumps({"exit": status}))
         await ws.close(code=1000)
 
 
-async def _carry(ws: WebSocket, sh: Shell) -> int | None:
-    """Bytes both ways until the shell ends (its status) or the client leaves (None)."""
+async def _carry(ws: WebSocket, sh: Shell, clock: SessionClock) -> int | str | None:
+    """Bytes both ways until the shell ends (its status), a limit is reached (its reason) or
+    the client leaves (None)."""
     loop = asyncio.get_running_loop()
     output: asyncio.Queue[bytes] = asyncio.Queue()
 
@@ -110,6 +153,7 @@ async def _carry(ws: WebSocket, sh: Shell) -> int | None:
 
     async def down() -> None:  # shell -> client
         while data := await output.get():
+            clock.touch(time.monotonic())
             await ws.send_bytes(data)
 
     async def up() -> None:  # client -> shell
@@ -117,26 +161,32 @@ async def _carry(ws: WebSocket, sh: Shell) -> int | None:
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
                 raise WebSocketDisconnect(message.get("code", 1000))
+            clock.touch(time.monotonic())
             if message.get("bytes"):
                 await _write(sh.master, message["bytes"])
             elif message.get("text"):
-                _control(sh, message["text"])
+                apply_control(sh.master, message["text"])
 
     os.set_blocking(sh.master, False)
     loop.add_reader(sh.master, readable)
     reader, writer = asyncio.create_task(down()), asyncio.create_task(up())
+    limit = asyncio.create_task(over_limit(clock))
     try:
-        await asyncio.wait([reader, writer], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([reader, writer, limit], return_when=asyncio.FIRST_COMPLETED)
     finally:
         writer.cancel()
         loop.remove_reader(sh.master)
     if not reader.done() or reader.exception() is not None:
         reader.cancel()
+        if limit.done():
+            return limit.result()
+        limit.cancel()
         return None
+    limit.cancel()
     code = await run_in_threadpool(sh.proc.wait)
     with contextlib.suppress(OSError):
         os.close(sh.master)
-    return code if code >= 0 else 128 - code
+    return exit_status(code)
 
 
 async def _write(master: int, data: bytes) -> None:
@@ -149,9 +199,35 @@ async def _write(master: int, data: bytes) -> None:
             await asyncio.sleep(0.01)
 
 
-def _control(sh: Shell, text: str) -> None:
-    """`{"resize": [rows, cols]}`; anything else is ignored (a newer client's message)."""
-    with contextlib.suppress(ValueError, TypeError, KeyError, OSError):
-        rows, cols = json.loads(text)["resize"]
-        if 1 <= int(rows) <= 1000 and 1 <= int(cols) <= 1000:
-            resize(sh.master, int(rows), int(cols))
+async def _relayed(ws: WebSocket, order: ShellOrder, node: str) -> None:
+    """Order the shell from the worker's agent, wait for it to dial back, then carry the
+    messages both ways as they are (the agent speaks this endpoint's wire)."""
+    dialed = await dial_back(ws, node, order)
+    if dialed is None:
+        return
+    agent_ws, ended = dialed
+    try:
+        await ws.accept()
+        await ws.send_text("ok")
+        reason = await _between(ws, agent_ws, _clock(ws))
+        with contextlib.suppress(Exception):  # the agent's end first: the shell ended
+            await ws.close(code=1000 if reason is None else LIMIT_CLOSE,
+                           reason=(reason or "")[:120])
+    finally:
+        with contextlib.suppress(Exception):  # the agent hangs up a shell still running
+            await agent_ws.close()
+        ended.set()
+
+
+async def _between(client: WebSocket, agent: WebSocket, clock: SessionClock) -> str | None:
+    """Messages both ways until either side leaves (None) or a limit is reached (why)."""
+    async def one_way(src: WebSocket, dst: WebSocket) -> None:
+        while (message := await src.receive())["type"] != "websocket.disconnect":
+            clock.touch(time.monotonic())
+            if message.get("bytes") is not None:
+                await dst.send_bytes(message["bytes"])
+            elif message.get("text") is not None:
+                await dst.send_text(message["text"])
+
+    return await until_over(clock, [asyncio.create_task(one_way(client, agent)),
+                                    asyncio.create_task(one_way(agent, client))])

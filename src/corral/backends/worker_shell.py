@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 
 from corral.backends.worker_exec import _environ
 
-__all__ = ["Shell", "open_shell", "resize"]
+__all__ = ["Shell", "apply_control", "exit_status", "open_shell", "resize"]
 
 #: tried in order when the worker's environment names no SHELL that exists
 _SHELLS = ("/bin/bash", "/bin/sh")
@@ -67,6 +68,20 @@ def _take_terminal() -> None:
 def resize(master: int, rows: int, cols: int) -> None:
     """Set the terminal's size; the kernel sends SIGWINCH to its foreground process group."""
     fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def apply_control(master: int, text: str) -> None:
+    """A client's text message: `{"resize": [rows, cols]}`; anything else is ignored (a newer
+    client's message). Shared by the server (`corral.api.shell`) and the agent's relay."""
+    with contextlib.suppress(ValueError, TypeError, KeyError, OSError):
+        rows, cols = json.loads(text)["resize"]
+        if 1 <= int(rows) <= 1000 and 1 <= int(cols) <= 1000:
+            resize(master, int(rows), int(cols))
+
+
+def exit_status(returncode: int) -> int:
+    """As a shell reports it: the code, or 128 + the signal that killed it."""
+    return returncode if returncode >= 0 else 128 - returncode
 
 
 def open_shell(pid: int, rows: int, cols: int) -> Shell:

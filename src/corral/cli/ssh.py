@@ -2,7 +2,8 @@
 and working directory) on a terminal carried over one WebSocket through the control plane
 (`/v1/workloads/{id}/shell`, wire in `corral.api.shell`). This terminal is put in raw mode so
 every key (Ctrl-C, Ctrl-D, arrows) reaches the remote shell; its size goes along at the start
-and on each SIGWINCH. Exits with the shell's status."""
+and on each SIGWINCH. Exits with the shell's status; 255 when the connection ends without one,
+with the server's reason (e.g. the shell's idle or longest-session limit)."""
 
 from __future__ import annotations
 
@@ -122,6 +123,8 @@ def ssh(
         done.set()
     signal.signal(signal.SIGWINCH, old)
     ws.close()
-    if status == 255:
-        err.print(f"connection to {workload_id} closed", highlight=False)
+    if status == 255:  # no status: the server's reason when it gave one (a session limit)
+        reason = ws.close_reason or ""
+        err.print(f"connection to {workload_id} closed" + (f": {reason}" if reason else ""),
+                  highlight=False)
     raise typer.Exit(status)

@@ -53,3 +53,41 @@ def test_port_forward_checks_the_token_and_the_rights(store: Store) -> None:
                 pytest.raises(WebSocketDisconnect) as e:
             ws.receive_text()
         assert e.value.code == code, (path, e.value.reason)
+
+
+def test_a_forwarded_connection_idle_past_its_limit_is_closed_with_the_reason(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bytes both ways keep a forward open; then nothing for the server's forward idle limit
+    closes it with 4408 and the reason naming the setting."""
+    import socket
+    import threading
+
+    from starlette.websockets import WebSocketDisconnect
+
+    import corral.api.port_forward as pf
+    from corral.api.limits import ApiLimits
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def echo() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            while data := conn.recv(1024):
+                conn.sendall(data)
+
+    threading.Thread(target=echo, daemon=True).start()
+    monkeypatch.setattr(pf, "_target", lambda *_: None)  # a port of this host's worker
+    api = build(store, limits=ApiLimits(forward_idle_s=0.3))
+    try:
+        with api.client.websocket_connect(f"/v1/workloads/any/port-forward?port={port}",
+                                          headers=api.ann) as ws, \
+                pytest.raises(WebSocketDisconnect) as e:
+            assert ws.receive_text() == "ok"
+            ws.send_bytes(b"ping")
+            assert ws.receive_bytes() == b"ping"
+            ws.receive_bytes()
+    finally:
+        listener.close()
+    assert (e.value.code, e.value.reason) == (
+        4408, "idle for 0.3 s (the server's CORRAL_API_FORWARD_IDLE_S)")

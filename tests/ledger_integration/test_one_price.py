@@ -62,3 +62,23 @@ def test_billed_nodes_carry_the_rule_in_force(rules, expected) -> None:
 def test_unchanged_nodes_are_returned_as_they_are() -> None:
     nodes = (NODE,)
     assert billed_nodes(nodes, build_catalog([], nodes), 0.0) is nodes
+
+
+def test_billed_nodes_with_a_memo_return_last_cycles_node_until_something_changes() -> None:
+    """Repriced nodes are made once and handed back while the node and its billed price stay
+    the same; a price coming into force, or a changed node, makes a new one."""
+    from dataclasses import replace
+
+    catalog = build_catalog([PriceRule.of("5.00", gpu_model="H100", valid_from=2000)], [NODE])
+    memo: dict = {}
+    before = billed_nodes((NODE,), catalog, 1000.0, memo)
+    assert before == (NODE,) and before[0] is NODE
+    (first,) = billed_nodes((NODE,), catalog, 2000.0, memo)
+    (again,) = billed_nodes((NODE,), catalog, 2001.0, memo)
+    assert first.price_per_gpu_hour == 5.00 and again is first
+    moved = replace(NODE, gpu_count=4)
+    (fresh,) = billed_nodes((moved,), catalog, 2002.0, memo)
+    assert fresh is not first and fresh.gpu_count == 4 and fresh.price_per_gpu_hour == 5.00
+    without = build_catalog([], [NODE])
+    (own,) = billed_nodes((moved,), without, 2003.0, memo)
+    assert own is moved and own.price_per_gpu_hour == 0.40

@@ -56,7 +56,7 @@ from sqlalchemy import Connection, func, select
 
 from corral.control import lifecycle as L
 from corral.control.attempt_usage import Closed, close_attempts, record_starts
-from corral.control.ledger_prices import billed_nodes, build_catalog, node_key
+from corral.control.ledger_prices import BilledMemo, billed_nodes, build_catalog, node_key
 from corral.control.live_state import LiveState
 from corral.control.snapshot import SpecCache
 from corral.core.model import Node, WorkerAssignment, Workload
@@ -99,6 +99,7 @@ log = logging.getLogger(__name__)
 UNMETERED = "unmetered"  # memo of a zero hold for a queue that has no credits at all
 UNCOVERED = "uncovered"  # memo of a zero hold placed because the expected cost was not covered
 LIVE_STATES = W.HOLDING_STATES
+ZERO = Decimal(0)
 #: test-only (see the module docstring): a file path; the process dies inside a settlement
 KILL_IN_SETTLEMENT_ENV = "CORRAL_TEST_KILL_IN_SETTLEMENT"
 
@@ -135,6 +136,8 @@ class Accounting:
         self._open: set[tuple[str, int]] | None = None  # attempts whose hold is open
         self._topup_due: dict[tuple[str, int], float] = {}  # next moment a top-up may be due
         self._catalog_memo: tuple[object, PriceCatalog] | None = None
+        self._runtimes: dict[float | None, Decimal] = {}  # `_runtime` by spec limit
+        self._billed: BilledMemo = {}  # the nodes `reprice` returned last, kept between cycles
         self._observed = -1  # the loop state's generation at the last full observe
         self._kill_marker = os.environ.get(KILL_IN_SETTLEMENT_ENV) or None
 
@@ -151,7 +154,7 @@ class Accounting:
         placement and price caps see what billing charges: one price source."""
         with self.ledger.read() as s:
             catalog = self._catalog(s.conn, None if self.live is None else self.live.nodes)
-        return billed_nodes(nodes, catalog, now)
+        return billed_nodes(nodes, catalog, now, self._billed)
 
     def refuse(self, pending: Sequence[Workload], now: float) -> Mapping[str, Reason]:
         """BudgetExceeded for pending work whose expected cost its queue cannot hold."""
@@ -167,10 +170,7 @@ class Accounting:
                 if n.gpu_count > 0 and n.schedulable and n.id in active:
                     keys_by_model.setdefault(n.gpu_model, set()).add(node_key(n))
             catalog = self._catalog(s.conn, all_nodes)
-            reserved: dict[str, Decimal] = {}
-            # credits each queue has now: nothing is posted while refusing, so read once per
-            # queue, not once per pending workload (10,000s of them)
-            credits: dict[str, Decimal] = {}
+            budget = _Budget(s.journal, Decimal(repr(float(now))))
             out: dict[str, Reason] = {}
             memo: dict[tuple[int, tuple[str, ...], Decimal], Decimal] = {}
             for w in sorted(pending, key=lambda w: (-w.priority, w.submitted_at, w.id)):
@@ -182,7 +182,7 @@ class Accounting:
                 if amount is None:
                     amount = memo[key] = self._estimate(s.journal, w, key[2], keys_by_model,
                                                         catalog, now)
-                refusal = self._reserve(s.journal, w.queue, amount, now, reserved, credits)
+                refusal = budget.reserve(w.queue, amount)
                 if refusal is not None:
                     out[w.id] = refusal
             return out
@@ -208,31 +208,6 @@ class Accounting:
         records = {r.id: r for r in W.load_active(conn)}
         nodes = {n.id: n for n in P.list_nodes(conn, include_inactive=True)}
         return records, nodes, {n.id: n for n in P.list_nodes(conn)}
-
-    def _reserve(self, journal: Journal, queue: str, amount: Decimal, now: float,
-                 reserved: dict[str, Decimal], credits: dict[str, Decimal]) -> Reason | None:
-        at = Decimal(repr(float(now)))
-        chain = funding_chain(journal, queue)
-        if not any(reserved.get(q) for q in chain):
-            verdict = decide(journal, queue, amount, at)
-            if isinstance(verdict, Deny):
-                return Reason(BUDGET_EXCEEDED, verdict.message, (("needed", str(amount)),))
-            reserved[verdict.funder] = reserved.get(verdict.funder, Decimal(0)) + amount
-            return None
-        for q in chain:
-            if q not in credits:
-                credits[q] = available(journal, q, at)
-        left = {q: credits[q] - reserved.get(q, Decimal(0)) for q in chain}
-        for q in chain:
-            if left[q] >= amount:
-                reserved[q] = reserved.get(q, Decimal(0)) + amount
-                return None
-        fmt, name = journal.currency.format, journal.currency.name
-        promised = sum((reserved.get(q, Decimal(0)) for q in chain), Decimal(0))
-        message = (f"queue {queue} needs {fmt(amount)} {name} held, "
-                   f"{fmt(max(left.values()))} available ({fmt(promised)} promised to work "
-                   "ahead of it in this cycle)")
-        return Reason(BUDGET_EXCEEDED, message, (("needed", str(amount)),))
 
     # -- after the plan ------------------------------------------------------------------------
 
@@ -494,7 +469,11 @@ class Accounting:
 
     def _runtime(self, rec: WorkloadRecord) -> Decimal:
         limit = self._limit(rec)
-        return Decimal(repr(float(limit if limit is not None else self.settings.window_s)))
+        seconds = self._runtimes.get(limit)  # a few distinct limits among 100,000s of records
+        if seconds is None:
+            seconds = self._runtimes[limit] = Decimal(
+                repr(float(limit if limit is not None else self.settings.window_s)))
+        return seconds
 
     @staticmethod
     def _attempt_cost(catalog: PriceCatalog, assignments: Sequence[WorkerAssignment],
@@ -507,6 +486,48 @@ class Accounting:
                 total += catalog.cost(node_key(node), milli, at, at + seconds)
         return total
 
+
+
+class _Budget:
+    """What one admission pass has promised to the work it let through, queue by queue."""
+
+    def __init__(self, journal: Journal, at: Decimal) -> None:
+        self.journal, self.at = journal, at
+        self.reserved: dict[str, Decimal] = {}
+        # credits and funding chain per queue: nothing is posted while refusing, so each is
+        # read once per pass, not once per pending workload (10,000s of them)
+        self._credits: dict[str, Decimal] = {}
+        self._chains: dict[str, tuple[str, ...]] = {}
+
+    def reserve(self, queue: str, amount: Decimal) -> Reason | None:
+        """Promise `amount` to `queue`'s work from the nearest queue of its chain that still
+        has it; a BudgetExceeded reason when none has."""
+        chain = self._chains.get(queue)
+        if chain is None:
+            chain = self._chains[queue] = funding_chain(self.journal, queue)
+        if not any(self.reserved.get(q) for q in chain):
+            verdict = decide(self.journal, queue, amount, self.at)
+            if isinstance(verdict, Deny):
+                return Reason(BUDGET_EXCEEDED, verdict.message, (("needed", str(amount)),))
+            self.reserved[verdict.funder] = self.reserved.get(verdict.funder, ZERO) + amount
+            return None
+        for q in chain:
+            if self._left(q) >= amount:
+                self.reserved[q] = self.reserved.get(q, ZERO) + amount
+                return None
+        fmt, name = self.journal.currency.format, self.journal.currency.name
+        promised = sum((self.reserved.get(q, ZERO) for q in chain), ZERO)
+        most = max(self._left(q) for q in chain)
+        message = (f"queue {queue} needs {fmt(amount)} {name} held, "
+                   f"{fmt(most)} available ({fmt(promised)} promised to work "
+                   "ahead of it in this cycle)")
+        return Reason(BUDGET_EXCEEDED, message, (("needed", str(amount)),))
+
+    def _left(self, queue: str) -> Decimal:
+        credits = self._credits.get(queue)
+        if credits is None:
+            credits = self._credits[queue] = available(self.journal, queue, self.at)
+        return credits - self.reserved.get(queue, ZERO)
 
 
 def _metered_attempts(conn: Connection) -> dict[tuple[str, int], float]:

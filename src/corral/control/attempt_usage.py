@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, and_, insert, or_, select
 
 from corral.core.model import Node, WorkerAssignment
 from corral.ledger import EndReason, MeterLog, UsageRecord, WorkerEnded, WorkerStarted
@@ -237,12 +237,17 @@ def _close_chunk(conn: Connection, keys: list[tuple[str, int]], nodes: Mapping[s
 
 
 def _transitions(conn: Connection, ids: list[str]) -> dict[str, list[_Transition]]:
-    """The transition events of these workloads, by workload, oldest first: only the columns a
-    span needs (an event's message and data are most of its row)."""
+    """The transition events of these workloads that can start or end a span (`attempt_span`
+    passes over the others: to scheduled, to running), by workload, oldest first: only the
+    columns a span needs (an event's message and data are most of its row)."""
     out: dict[str, list[_Transition]] = {}
     q = (select(Event.workload_id, Event.id, Event.kind, Event.at, Event.from_state,
                 Event.to_state, Event.attempt)
-         .where(Event.workload_id.in_(ids), Event.kind == "transition").order_by(Event.id))
+         .where(Event.workload_id.in_(ids), Event.kind == "transition",
+                or_(Event.to_state == "starting",
+                    and_(Event.from_state.in_(("starting", "running")),
+                         Event.to_state != "running")))
+         .order_by(Event.id))
     for wid, eid, kind, at, from_state, to_state, attempt in conn.execute(q):
         out.setdefault(str(wid), []).append(
             _Transition(eid, kind, at, from_state, to_state, attempt))

@@ -32,7 +32,7 @@ from corral.ledger import PriceCatalog, PriceKey, PriceRule
 from corral.ledger.errors import LedgerError
 from corral.ledger.instants import Instant, to_instant
 
-__all__ = ["billed_nodes", "build_catalog", "node_key", "node_prices"]
+__all__ = ["BilledMemo", "billed_nodes", "build_catalog", "node_key", "node_prices"]
 
 
 def node_key(node: Node) -> PriceKey:
@@ -61,20 +61,54 @@ def build_catalog(rules: Sequence[PriceRule], nodes: Iterable[Node]) -> PriceCat
     return PriceCatalog([*rules, *fallbacks])
 
 
-def billed_nodes(nodes: Sequence[Node], catalog: PriceCatalog, now: float) -> tuple[Node, ...]:
+#: what `billed_nodes` made for each node last time: (the node given, its price key, the node
+#: returned), by node id
+BilledMemo = dict[str, tuple[Node, PriceKey, Node]]
+
+
+def billed_nodes(nodes: Sequence[Node], catalog: PriceCatalog, now: float,
+                 memo: BilledMemo | None = None) -> tuple[Node, ...]:
     """`nodes` with the price per GPU-hour the ledger bills for each at `now` (the same node
-    object where it already carries that price; its own price where no rule covers it)."""
+    object where it already carries that price; its own price where no rule covers it).
+
+    With `memo` (kept by the caller between calls): a node given again, unchanged, whose billed
+    price is the one last returned, comes back as the very object returned then. A pool whose
+    nodes are billed other than their own price (a key's fallback is the dearest of its nodes)
+    then costs a dictionary look-up per node, not a new node each cycle, and the scheduler sees
+    the same objects as before."""
     at = to_instant(now, "now")
+    prices: dict[PriceKey, float | None] = {}  # by key: the billed price at `now`
     out: list[Node] = []
+    seen: BilledMemo = {}
     for node in nodes:
-        try:
-            billed = float(catalog.rule_at(node_key(node), at).price_per_gpu_hour)
-        except LedgerError:  # no rule: the ledger refuses to bill it; keep the node's own
+        last = None if memo is None else memo.get(node.id)
+        if last is not None and last[0] is not node:
+            last = None
+        key = node_key(node) if last is None else last[1]
+        if key not in prices:
+            prices[key] = _billed_price(catalog, key, at)
+        billed = prices[key]
+        if billed is None:  # no rule: the ledger refuses to bill it; keep the node's own
             billed = node.price_per_gpu_hour
-        out.append(node if billed == node.price_per_gpu_hour
-                   else replace(node, price_per_gpu_hour=billed))
+        if last is not None and last[2].price_per_gpu_hour == billed:
+            made = last[2]
+        else:
+            made = (node if billed == node.price_per_gpu_hour
+                    else replace(node, price_per_gpu_hour=billed))
+        out.append(made)
+        seen[node.id] = (node, key, made)
+    if memo is not None:
+        memo.clear()
+        memo.update(seen)
     same = all(a is b for a, b in zip(out, nodes, strict=True))
     return nodes if same and isinstance(nodes, tuple) else tuple(out)
+
+
+def _billed_price(catalog: PriceCatalog, key: PriceKey, at: Instant) -> float | None:
+    try:
+        return float(catalog.rule_at(key, at).price_per_gpu_hour)
+    except LedgerError:
+        return None
 
 
 Span = tuple[Instant | None, Instant | None]

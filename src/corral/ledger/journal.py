@@ -86,6 +86,9 @@ class Journal:
         self._balances: dict[Account, Decimal] = {}
         self._lots: dict[Account, Lot] = {}
         self._lots_by_queue: dict[str, list[Lot]] = {}
+        # each queue's lots in draw-down order, kept until a lot of it opens: every hold and
+        # admission check reads them, and they change only with a grant or a transfer
+        self._lots_sorted: dict[str, tuple[Lot, ...]] = {}
         self._accounts_by_queue: dict[str, set[Account]] = {}
         self._holds: dict[str, Hold] = {}
         self._swept: set[Account] = set()
@@ -151,9 +154,12 @@ class Journal:
 
     def lots(self, queue: str) -> tuple[Lot, ...]:
         """The queue's credit lots in draw-down order (soonest expiry first, then opening order)."""
+        cached = self._lots_sorted.get(queue)
+        if cached is not None:
+            return cached
         lots = self._lots_by_queue.get(queue, [])
         order = {lot.account: i for i, lot in enumerate(lots)}
-        return tuple(
+        cached = self._lots_sorted[queue] = tuple(
             sorted(
                 lots,
                 key=lambda lot: (
@@ -163,6 +169,7 @@ class Journal:
                 ),
             )
         )
+        return cached
 
     def lot(self, account: Account) -> Lot | None:
         return self._lots.get(account)
@@ -196,6 +203,7 @@ class Journal:
         for lot in state.lots:
             self._lots[lot.account] = lot
             self._lots_by_queue.setdefault(lot.account.queue, []).append(lot)
+            self._lots_sorted.pop(lot.account.queue, None)
         self._holds = {h.workload: h for h in state.holds}
         self._swept = set(state.swept)
         self._transfers = dict(state.transfers)
@@ -268,6 +276,7 @@ class Journal:
         for lot in tx.opens:
             self._lots[lot.account] = lot
             self._lots_by_queue.setdefault(lot.account.queue, []).append(lot)
+            self._lots_sorted.pop(lot.account.queue, None)
         for posting in tx.postings:
             account = posting.account
             self._balances[account] = self.balance(account) + posting.amount

@@ -52,3 +52,12 @@ def test_refused_with_the_field_named(fields: dict[str, Any], says: str) -> None
 
 def test_workers_equal_to_min_workers_is_accepted() -> None:
     assert spec(workers=2, elastic={"min_workers": 2, "max_workers": 3}).workers == 2
+
+
+def test_the_example_loads() -> None:
+    from pathlib import Path
+
+    import yaml
+    text = (Path(__file__).resolve().parents[2] / "examples/elastic.yaml").read_text()
+    job = WorkloadSpec.model_validate(yaml.safe_load(text))
+    assert job.elastic is not None and (job.workers, job.elastic.max_workers) == (2, 8)

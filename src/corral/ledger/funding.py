@@ -74,6 +74,8 @@ class Draft:
     def lots(self, queue: str) -> tuple[Lot, ...]:
         """Lots of `queue`, existing and opened here, in draw-down order."""
         new = [lot for lot in self._opens if lot.account.queue == queue]
+        if not new:  # the journal's lots are already in this order (and kept sorted there)
+            return self.journal.lots(queue)
         # sorted() is stable: existing lots keep the journal's order, new ones come after ties.
         return tuple(
             sorted(

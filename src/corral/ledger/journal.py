@@ -233,7 +233,8 @@ class Journal:
 
     def _check_posting(self, tx: Transaction, posting: Posting, opened: set[Account]) -> None:
         account, amount = posting.account, posting.amount
-        self.chart.require(account.queue, f"posting {account.key}")
+        if account.queue not in self.chart:  # the message built only when it is needed
+            self.chart.require(account.queue, f"posting {account.key}")
         if amount == 0 or amount != amount.quantize(self.currency.quantum):
             raise UnbalancedTransactionError(
                 f"{tx.key!r}: posting {amount} on {account.key} is zero or not at "

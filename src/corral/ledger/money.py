@@ -73,6 +73,9 @@ def to_decimal(value: object, field: str) -> Decimal:
     return result
 
 
+_QUANTA = {places: Decimal(1).scaleb(-places) for places in range(13)}  # 0..12, as checked
+
+
 @dataclass(frozen=True, slots=True)
 class Currency:
     """The ledger's single currency: a code, a noun for sentences, and a balance's decimal places."""
@@ -92,7 +95,7 @@ class Currency:
     @property
     def quantum(self) -> Decimal:
         """The smallest amount a balance can hold (0.01 for two places)."""
-        return Decimal(1).scaleb(-self.places)
+        return _QUANTA[self.places]
 
     def amount(self, value: object, field: str) -> Decimal:
         """An exact amount with no more than `places` decimals, normalised to exactly `places`."""

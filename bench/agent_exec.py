@@ -1,4 +1,6 @@
-"""How long `corral exec` takes relayed through an agent vs on the local backend (issue 13).
+"""How long `corral exec` takes relayed through an agent vs on the local backend (issue 13),
+and `corral ssh`'s shell: the time to open one (upgrade to the server's "ok": on agents the
+order, the agent's dial-back and the shell's start) and a typed line's round trip through it.
 
 Starts a real `corral up` per backend (local; agent with one real `corral agent`), one sleeping
 worker each, then times N `POST /v1/workloads/{id}/exec` of `true` back to back, and prints the
@@ -29,8 +31,10 @@ SLEEP = [sys.executable, "-c", "import time; time.sleep(600)"]
 
 def _running(srv: CorralServer) -> str:
     with srv.client() as c:
+        # sh, not the host's bash: no rc file (this machine's ~/.bashrc runs pyenv, which
+        # can wait seconds on a lock) in the shells' figures
         wid = c.submit({"name": "sleeper", "queue": "default", "cpu": 0.1, "memory": 64,
-                        "command": SLEEP}).workloads[0].id
+                        "env": {"SHELL": "/bin/sh"}, "command": SLEEP}).workloads[0].id
         deadline = time.monotonic() + 60
         while c.get(wid).state != "running":
             if time.monotonic() > deadline:
@@ -49,6 +53,36 @@ def _times(srv: CorralServer, wid: str, n: int) -> list[float]:
             out.append(time.perf_counter() - t)
             assert r.status_code == 200 and r.json()["exit_code"] == 0, r.text
     return out
+
+
+def _shell_times(srv: CorralServer, wid: str, n: int) -> tuple[list[float], list[float]]:
+    """n shells opened (seconds to "ok"), and n lines typed into the last one (seconds until
+    the shell's answer comes back)."""
+    from websockets.sync.client import connect
+
+    url = srv.url.replace("http://", "ws://", 1) + f"/v1/workloads/{wid}/shell"
+    headers = {"Authorization": f"Bearer {srv.token}"}
+    opens, lines = [], []
+    for i in range(n):
+        t = time.perf_counter()
+        ws = connect(url, additional_headers=headers, max_size=None)
+        assert ws.recv(timeout=30) == "ok"
+        opens.append(time.perf_counter() - t)
+        if i < n - 1:
+            ws.close()
+    seen = ws.recv(timeout=30)  # the prompt: keys typed before the shell reads may be dropped
+    for i in range(n):
+        t = time.perf_counter()
+        ws.send(f"echo A$((1+{i}))\r".encode())  # the answer, never the typed line, has A<i+1>
+        while f"A{i + 1}\r\n".encode() not in seen:
+            try:
+                message = ws.recv(timeout=10)
+            except TimeoutError:
+                raise SystemExit(f"no answer to line {i}: {seen[-300:]!r}") from None
+            seen += message if isinstance(message, bytes) else b""
+        lines.append(time.perf_counter() - t)
+    ws.close()
+    return opens, lines
 
 
 def _agent(srv: CorralServer, root: Path) -> subprocess.Popen[bytes]:
@@ -77,6 +111,8 @@ def main(n: int) -> None:
             wid = _running(srv)
             _times(srv, wid, 2)  # warm up
             results[backend] = _times(srv, wid, n)
+            opens, lines = _shell_times(srv, wid, n)
+            results[f"{backend} ssh open"], results[f"{backend} ssh line"] = opens, lines
         finally:
             if agent is not None:
                 agent.terminate()
@@ -86,12 +122,15 @@ def main(n: int) -> None:
             if agent is not None:
                 stop_workers(root / "agent")
     load = os.getloadavg()[0]
-    for backend, t in results.items():
+    for what, t in results.items():
         q = statistics.quantiles(t, n=10)
-        print(f"exec via {backend:5s}: n={n} median {statistics.median(t) * 1000:.0f} ms, "
-              f"p90 {q[-1] * 1000:.0f} ms (load {load:.1f})")
-    ratio = statistics.median(results["agent"]) / statistics.median(results["local"])
-    print(f"agent / local median: {ratio:.1f}x")
+        label = f"exec via {what}" if what in ("local", "agent") else what
+        print(f"{label:16s}: n={n} median {statistics.median(t) * 1000:.1f} ms, "
+              f"p90 {q[-1] * 1000:.1f} ms (load {load:.1f})")
+    for what in ("", " ssh open", " ssh line"):
+        ratio = (statistics.median(results[f"agent{what}"])
+                 / statistics.median(results[f"local{what}"]))
+        print(f"agent / local median{what or ' exec'}: {ratio:.1f}x")
 
 
 if __name__ == "__main__":

@@ -139,6 +139,15 @@ def test_the_dry_run_says_what_autoscale_and_target_utilization_do() -> None:
     assert "target_utilization does nothing without autoscale" in " ".join(service_notes(plain))
 
 
+def test_the_dry_run_and_a_stored_spec_keep_the_replay_buffers_unit() -> None:
+    spec = WorkloadSpec.model_validate({**BASE, "endpoint": {"retry": {
+        "replay_buffer": "512KiB"}}})
+    assert "request bodies up to 512KiB are held" in " ".join(service_notes(spec))
+    stored = spec.model_dump()  # validated again when read back: 524288 would mean MiB
+    assert stored["endpoint"]["retry"]["replay_buffer"] == "512KiB"
+    assert WorkloadSpec.model_validate(stored) == spec
+
+
 # -- the decision, applied ---------------------------------------------------------------------
 
 def test_load_scales_up_within_max_replicas_with_the_true_reason(rig: Rig) -> None:

@@ -334,8 +334,8 @@ def service_notes(spec: WorkloadSpec) -> list[str]:
             notes.append(f"retries after a reset: {which}, {r.attempts} tries per request, "
                          f"at most {r.budget:g} of requests")
             if r.replay_buffer is not None:
-                notes.append(f"request bodies up to {r.replay_buffer} bytes are held for a "
-                             "retry; larger ones stream to one replica and are never retried")
+                notes.append(f"request bodies up to {_size_text(r.replay_buffer)} are held for "
+                             "a retry; larger ones stream to one replica and are never retried")
     p = spec.readiness
     if p is None:
         notes.append("no readiness probe: a replica takes traffic as soon as it runs (a "

@@ -119,7 +119,8 @@ def test_exec_port_forward_and_ssh_reach_the_worker_on_its_agent(cluster: Cluste
     (cluster.tmp / "web" / "hello.txt").write_text("hello through the agent\n")
     wid = _running(cluster, {
         "name": "web", "queue": "default", "cpu": 0.1, "memory": 64,
-        "env": {"MARK": "beside-the-worker"},
+        # sh: this host's bash reads ~/.bashrc, whose pyenv rehash can wait on a lock
+        "env": {"MARK": "beside-the-worker", "SHELL": "/bin/sh"},
         "command": [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
                     "--directory", web]})
     fwd = None

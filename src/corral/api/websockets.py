@@ -8,11 +8,13 @@ and a reason of at most 120 bytes: a close before the accept reaches the client 
 403, which carries no reason to print.
 
 Once open, a stream lives within two limits (`SessionClock`, the server's `ApiLimits`): an idle
-limit (no byte either way for that long, as the kubelet's streaming-connection-idle-timeout
-counts for `kubectl exec` and `port-forward`) and a longest session (Teleport's
-max_session_ttl; cloud shells: 1 h idle, 12 h at most). Over either, the server closes the
-client with code 4408 and a reason naming the limit and its setting, and ends what it carried
-(a shell is hung up).
+limit (no byte either way for that long, as the kubelet's streaming-connection-idle-timeout,
+4 h by default, counts for `kubectl exec` and `port-forward`) and a longest session (as
+Teleport pairs client_idle_timeout with max_session_ttl). Shells default to 1 h idle and 12 h
+at most, the order of hosted notebooks' and shells' own (a Dataproc interactive session: 1 h
+idle); forwards to the kubelet's 4 h idle and 12 h. Over either, the server closes the client
+with code 4408 and a reason naming the limit and its setting, and ends what it carried (a
+shell is hung up).
 """
 
 from __future__ import annotations

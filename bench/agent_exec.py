@@ -70,7 +70,8 @@ def _shell_times(srv: CorralServer, wid: str, n: int) -> tuple[list[float], list
         opens.append(time.perf_counter() - t)
         if i < n - 1:
             ws.close()
-    seen = ws.recv(timeout=30)  # the prompt: keys typed before the shell reads may be dropped
+    first = ws.recv(timeout=30)  # the shell's prompt: it is up, lines are timed from here
+    seen = first if isinstance(first, bytes) else b""
     for i in range(n):
         t = time.perf_counter()
         ws.send(f"echo A$((1+{i}))\r".encode())  # the answer, never the typed line, has A<i+1>

@@ -3,9 +3,10 @@
 
 The server orders them in the sync's answer (`SyncOut.execs`, `.tunnels`, `.shells`); each runs
 on a thread of its own, so a 120 s exec or an hour-long forward or shell never holds the
-agent's loop (its lease, its heartbeats). The host applies the local backend's rules to its own processes: the
-command gets the worker's environment, working directory and user (`worker_exec`); a forward
-reaches only a port the worker's session listens on (`worker_ports`), and always on 127.0.0.1.
+agent's loop (its lease, its heartbeats). The host applies the local backend's rules to its own
+processes: the command or shell gets the worker's environment, working directory and user
+(`worker_exec`, `worker_shell`); a forward reaches only a port the worker's session listens on
+(`worker_ports`), and always on 127.0.0.1.
 
 A forward dials the server (hosts behind NAT work): a WebSocket to /agent/v1/tunnels/{id}
 with the node credential; the first text message is "ok" or "refused <code> <why>", then the

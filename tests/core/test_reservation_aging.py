@@ -1,21 +1,23 @@
-"""The wait of a gang behind a kept reservation (`actions.allocate.keep_reservations`): not
-bounded yet (issue 10), pinned here as a strict xfail so that a fix shows.
+"""The wait of a gang behind a kept reservation (`actions.allocate.keep_reservations`) is
+bounded by aging: a holder's slot goes to its oldest heir (`actions.allocate.heirs`), work
+submitted more than a window before it (issue 10).
 
 The case (bench/contention.py seed 3 in miniature): queue a (weight 9) and queue b
 (weight 1, holding 8 GPUs of its own) share 4 nodes of 8 GPUs. Queue a keeps the pool busy
 with 1-GPU jobs and sends a 2 x 8-GPU gang every 4 cycles; queue b's gang g waits from the
-first cycle. Queue a stays first in the fair-share order, so each time a's holder starts,
-a's next gang fails first and takes the one reservation (`max_reservations` 1), and keeps it:
-g never holds the slot in 40 cycles. The bound wanted: g holds the slot once it is in its
-window and older than the holder by a window, and starts once its nodes drain (`BOUND`).
-An aging in `keep_reservations` (the oldest eligible workload takes the slot, efecac1) passed
-this test, but was withdrawn: its choice, made on the cycle's opening state, differed from a
-rerun on the applied plan, which then evicted (bench/contention.py seed 4: 6-7 rerun
-evictions).
+first cycle. Queue a stays first in the fair-share order, so without aging, each time a's
+holder starts, a's next gang fails first and takes the one reservation (`max_reservations`
+1), and keeps it: g never held the slot in 40 cycles (a strict xfail until the aging). With
+it, g holds the slot once it is in its window and older than the holder by a window, and
+starts once its nodes drain (`BOUND`). An earlier aging (efecac1, withdrawn) decided the
+hand-over on the cycle's opening state, and a rerun on the applied plan chose another holder
+and evicted for it; this one decides it on submission times and windows only, and a slot
+taken in allocation goes to the heir at once, so a rerun finds the plan's holder again.
 
 The cycles are applied the way the control plane applies plans (placements start, the plan's
 reservation holders are passed back, `ClusterState.reserved_for`), and every cycle is checked
-against the reason oracle and a rerun on its applied result (it evicts nothing).
+against the reason oracle and a rerun on its applied result (it evicts nothing and keeps the
+plan's holders).
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
-import pytest
 from tests.core.test_churn import apply_like_control_plane, check_reason_oracle
 
 from builders import job, node, queue
@@ -92,15 +93,16 @@ def run(seed: int) -> tuple[float | None, int]:
             started[p.workload_id] = now
         state = apply_like_control_plane(state, plan, now)
         state = replace(state, reserved_for=tuple(r.workload_id for r in plan.reservations))
-        assert schedule(state, now, CFG).evictions == (), f"a rerun at {now} evicts"
+        rerun = schedule(state, now, CFG)
+        assert rerun.evictions == (), f"a rerun at {now} evicts"
+        kept = {r.workload_id for r in rerun.reservations}
+        assert {r.workload_id for r in plan.reservations} <= kept, f"a rerun at {now} moves a slot"
         held += any(r.workload_id == "g" for r in plan.reservations)
         if "g" in started and g_started is None:
             g_started = started["g"]
     return g_started, held
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10: no aging of kept reservations yet (an "
-                   "aging in keep_reservations was withdrawn: reruns of its plans evicted)")
 def test_the_oldest_gang_gets_the_kept_reservation_within_a_window() -> None:
     for seed in range(3):
         started, held = run(seed)

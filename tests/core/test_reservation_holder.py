@@ -87,17 +87,19 @@ def test_a_kept_reservation_is_dropped_when_it_cannot_succeed() -> None:
     assert "h" not in {r.workload_id for r in rerun.reservations}
 
 
-def test_a_holder_that_fits_now_waits_for_its_turn() -> None:
-    """Kept only while it does not fit: once zone z1 is free, h is not reserved ahead of the
-    order, and queue b (now further below its share) starts its gang there first, as the core
-    did before a holder was passed back."""
+def test_a_holder_that_fits_now_starts_before_the_order() -> None:
+    """Once zone z1 has drained, h starts there before allocation, although queue b is now
+    further below its share: in b's turn first, b's gang g would take the nodes the
+    reservation drained for h (what the core did before, and still does for a caller that
+    passes no holders)."""
     first = schedule(_before(), 1000.0, CFG)
     s = _applied(_before(), first)
     work = tuple(w for w in s.workloads if w.id != "l")  # l ended: zone z1 is free
     plan = schedule(replace(s, workloads=work), 1060.0, CFG)
-    assert [p.workload_id for p in plan.placements] == ["g"]
-    assert plan == schedule(replace(s, workloads=work, reserved_for=()), 1060.0, CFG)
-
+    assert [p.workload_id for p in plan.placements] == ["h"]
+    assert sorted(a.node_id for a in plan.placements[0].assignments) == ["n1", "n2", "n3"]
+    forgot = schedule(replace(s, workloads=work, reserved_for=()), 1060.0, CFG)
+    assert [p.workload_id for p in forgot.placements] == ["g"]
 
 def test_a_holder_that_fits_twice_is_placed_once() -> None:
     """Room for two copies of h: it starts once (a holder that fits is not kept, and its

@@ -23,6 +23,7 @@ from corral.core import nominations
 from corral.core import reasons as R
 from corral.core.actions import allocate, consolidate, preempt, reallocate, reclaim
 from corral.core.actions.allocate import (
+    age_reservations,
     keep_reservations,
     limit_reason,
     prune_reservations,
@@ -291,6 +292,7 @@ def decide(cycle: Cycle) -> None:
         for op in removed:
             if op.kind == "evict" and op.workload.id not in cycle.stmt.where:
                 cycle.requeue(op.workload)
+        age_reservations(cycle)  # victims are heirs too: a rerun would hand them the slot
         reallocate(cycle)
 
 
@@ -431,6 +433,12 @@ def _close(cycle: Cycle, orphans: int) -> Plan:
         if w is not None and wid not in reserved_for:
             alike[(w.queue, id(shape), tried_all or wid in tried_ids)] = found
         pending[wid] = found
+    if reserved_for:
+        for wid, found in pending.items():
+            w = waiting.get(wid)
+            if (w is not None and wid not in reserved_for and not found.unresolvable
+                    and (w.workers > 1 or w.resources.gpus > 1)):
+                pending[wid] = _behind_reservation(cycle, w, found)
     # insertion order is already deterministic (the order the cycle considered them)
     reservations = tuple(
         Reservation(owner, tuple(cycle.cap.table.nodes[i].id for i in nodes))
@@ -491,6 +499,39 @@ def _waiting_for_reservation(cycle: Cycle, w: Workload, found: R.Reason) -> R.Re
         (*found.details, ("reserved_nodes", tuple(sorted(ids))),
          ("waiting_for", tuple(occupants)), ("reserved_until", until)),
     )
+
+
+def _behind_reservation(cycle: Cycle, w: Workload, found: R.Reason) -> R.Reason:
+    """The reason of a big workload that holds no reservation: who holds one and until when
+    its window lets it, and, when `w` is a holder's heir (`allocate.heirs`: submitted more
+    than a window before it, in its queue only at its priority or higher), when it takes that
+    slot: at the next cycle while its own window is open, else when that window opens."""
+    cfg, now = cycle.config, cycle.now
+    held: list[str] = []
+    details: list[tuple[str, object]] = []
+    heir_of: tuple[str, float] | None = None
+    for holder in sorted(cycle.cap.reservations):
+        h = cycle.waiting.get(holder)
+        if h is None:
+            continue
+        until = reservation_window(cfg, h.submitted_at, now)[1]
+        held.append(f"{holder} until t={until:.0f}")
+        details += (("reservation_held_by", holder), ("held_until", until))
+        if (heir_of is None and w.submitted_at < h.submitted_at - cfg.max_reservation_s
+                and (w.queue != h.queue or w.priority >= h.priority)):
+            open_now, change = reservation_window(cfg, w.submitted_at, now)
+            heir_of = (holder, now if open_now else change)
+    if not held:
+        return found
+    text = f"; it waits behind the reservation held by {', '.join(held)}"
+    if heir_of is not None:
+        holder, at = heir_of
+        when = ("from the next cycle on (its own reservation window is open)" if at == now
+                else f"at t={at:.0f}, when its own reservation window opens")
+        text += (f"; submitted more than {_seconds(cfg.max_reservation_s)} before {holder}, "
+                 f"it takes that slot {when}, unless a queue limit or an owed queue stops it")
+        details.append(("takes_slot_at", at))
+    return R.Reason(found.code, found.message + text, (*found.details, *details))
 
 
 def _seconds(s: float) -> str:

@@ -135,7 +135,10 @@ def try_place(cycle: Cycle, w: Workload, reserve: bool = False) -> bool:
 
     Most of a large backlog does not fit: those whose shape already failed since capacity was
     last freed are set aside at once, and explained when the cycle closes (queue limit first,
-    then the capacity diagnosis, from the state the cycle ends in)."""
+    then the capacity diagnosis, from the state the cycle ends in). True if `w` is placed (an
+    heir started out of turn by a hand-over, `_hand_over`, is placed already)."""
+    if w.id in cycle.stmt.where:
+        return True
     shape = cycle.shape(w)
     scoring = cycle.scoring(w.queue)
     if cycle.placer.known_to_fail(shape, scoring, w.id):
@@ -155,7 +158,7 @@ def try_place(cycle: Cycle, w: Workload, reserve: bool = False) -> bool:
     if assignments is None:
         cycle.deferred[w.id] = shape
         if reserve and (w.workers > 1 or w.resources.gpus > 1):
-            _maybe_reserve(cycle, w)
+            _reserve(cycle, w)
         return False
     placed_milli = sum(a.milli_per_device * len(a.devices) for a in assignments)
     blocking = cycle.book.limit_blocking(w.queue, placed_milli)
@@ -222,17 +225,114 @@ def keep_reservations(cycle: Cycle) -> None:
     """Reserve again for each workload that held a reservation after the last plan, before
     any placement: it keeps its slot while it still waits, does not fit now (if it fits, it
     starts in its turn, as before) and `_maybe_reserve` allows it (window, chance of success,
-    `max_reservations`). Its queue's place in the fair-share order no longer decides it."""
+    `max_reservations`). Its queue's place in the fair-share order no longer decides it.
+
+    Aging (`heirs`): a holder hands its slot to the oldest workload that was submitted more
+    than a window (`max_reservation_s`) before it, is in its own window and may hold one.
+    Without it a kept slot passed, window after window, among the gangs of the queues first
+    in the fair-share order, and an older gang of a queue later in that order waited behind
+    them for ever (issue 10). Slurm's multifactor priority grows with age
+    (`PriorityWeightAge`) so that the job its backfill reserves for is eventually the one that
+    waited longest; KAI-Scheduler lets a starving job's queue go first the same way.
+
+    Safe on a rerun: who is an heir is decided on what the plan cannot move (submission
+    times, the window, which workloads wait and their shapes), never on this cycle's
+    placements or queue use, and the plan names the new holder (`Plan.reservations`, passed
+    back as `ClusterState.reserved_for`). The rerun's holder is then the heir, and an heir of
+    the heir must be older than it by another window: anyone that old came first in this
+    cycle's list, so it was started here, or could not hold (below). An heir that fits now
+    starts here (in its turn the room could go to the queues ahead of it, and a rerun would
+    then find it not fitting and hand it the slot); the next heir is tried after it."""
     for wid in sorted(cycle.reserved_before):
         w = cycle.waiting.get(wid)
         if w is None or wid in cycle.stmt.where or not (w.workers > 1 or w.resources.gpus > 1):
             continue  # it runs (or ended), or could never have held one
-        shape = cycle.shape(w)
-        if (cycle.placer.never_fits(shape) is not None
-                or cycle.book.limit_blocking(w.queue, w.total_milli()) is not None):
+        if not _hand_over(cycle, w):
+            _keep(cycle, w)
+
+
+def _keep(cycle: Cycle, w: Workload) -> bool:
+    """Reserve for `w` in keep_reservations if it may hold and does not fit now; True if it
+    holds a reservation then. If it fits now it starts here: its nodes have drained, and in
+    its turn they would already have gone to the queues ahead of it in the order (the
+    reservation drained them for nothing, window after window). Slurm starts its reserved
+    top job first for the same reason."""
+    shape = cycle.shape(w)
+    if (cycle.placer.never_fits(shape) is not None
+            or cycle.book.limit_blocking(w.queue, w.total_milli()) is not None):
+        return False
+    if _fits_now(cycle, w):
+        try_place(cycle, w)  # (allocation then skips it: `try_place` sees it placed)
+        return False
+    _maybe_reserve(cycle, w)
+    return w.id in cycle.cap.reservations
+
+
+def _fits_now(cycle: Cycle, w: Workload) -> bool:
+    return cycle.placer.place(cycle.shape(w), cycle.scoring(w.queue), w.id) is not None
+
+
+def _reserve(cycle: Cycle, w: Workload) -> None:
+    """`w` failed in its turn and would take a free slot: its oldest heir takes it instead, as
+    the next cycle (or a rerun of this plan) would hand it over at once (`keep_reservations`)."""
+    if (len(cycle.cap.reservations) >= cycle.config.max_reservations
+            or w.id in cycle.cap.reservations
+            or not reservation_window(cycle.config, w.submitted_at, cycle.now)[0]):
+        return
+    if not _hand_over(cycle, w):
+        _maybe_reserve(cycle, w)
+
+
+def _hand_over(cycle: Cycle, holder: Workload) -> bool:
+    """Give `holder`'s slot to its first heir that can take it (fitting heirs start on the
+    way); True if an heir took it."""
+    for heir in heirs(cycle, holder):
+        if heir.id in cycle.stmt.where:
             continue
-        if cycle.placer.place(shape, cycle.scoring(w.queue), wid) is None:
-            _maybe_reserve(cycle, w)
+        if _keep(cycle, heir):
+            return True
+    return False
+
+
+def age_reservations(cycle: Cycle) -> bool:
+    """After evictions: a holder whose heir is one of this cycle's victims hands its slot
+    over now, as a rerun of this plan would (the victim waits there, older than the holder
+    by a window); True if a slot changed hands. Without it, a gang preempted for higher work
+    took a younger holder's slot on the rerun and preempted lower work of its queue there
+    (bench/contention.py seed 4, t = 101,580 s)."""
+    victims = {v.id for v in cycle.requeued if cycle.is_pending(v)}
+    changed = False
+    for owner in sorted(cycle.cap.reservations):
+        holder = cycle.waiting.get(owner)
+        if holder is None or not any(h.id in victims for h in heirs(cycle, holder)):
+            continue
+        nodes = cycle.cap.reservations[owner]
+        cycle.cap.release(owner)
+        if _hand_over(cycle, holder):
+            changed = True
+        else:
+            cycle.cap.reserve(owner, nodes)  # nobody could take it: the holder keeps its nodes
+    return changed
+
+
+def heirs(cycle: Cycle, holder: Workload) -> list[Workload]:
+    """Who may take `holder`'s kept slot, oldest first (then by id): big waiting workloads
+    submitted more than `max_reservation_s` before it, in their own reservation window, not
+    holding one already and able to fit the pool; in the holder's queue only work of at least
+    its priority (priority orders a queue). All of it is fixed for a given `now`: submission
+    times, shapes, the pool (see `keep_reservations`)."""
+    cfg, now = cycle.config, cycle.now
+    before = holder.submitted_at - cfg.max_reservation_s
+    held = set(cycle.reserved_before) | cycle.cap.reservations.keys()
+    waiting = [*cycle.waiting.values(), *cycle.requeued]  # this cycle's victims wait too
+    out = [w for w in waiting
+           if w.submitted_at < before and (w.workers > 1 or w.resources.gpus > 1)
+           and w.id not in held
+           and (w.queue != holder.queue or w.priority >= holder.priority)
+           and reservation_window(cfg, w.submitted_at, now)[0]
+           and cycle.placer.never_fits(cycle.shape(w)) is None]
+    out.sort(key=lambda w: (w.submitted_at, w.id))
+    return out
 
 
 def _may_succeed(cycle: Cycle, w: Workload) -> bool:

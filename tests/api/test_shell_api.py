@@ -6,7 +6,9 @@ and a reason naming the problem; a shell over its idle or longest-session limit 
 from __future__ import annotations
 
 import os
+import subprocess
 import time
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import update
@@ -50,16 +52,26 @@ def test_a_backend_without_a_terminal_says_so(store: Store) -> None:
     assert "corral exec" in got.reason
 
 
-def _a_real_shell(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """The endpoint's check answers with a real shell on a terminal (this process's
-    environment), as the local backend's would for a running worker."""
+@pytest.fixture
+def worker() -> Iterator[int]:
+    """A process standing in for a worker; its shell is sh (the host's bash would read
+    ~/.bashrc, whose pyenv rehash can wait on a lock)."""
+    proc = subprocess.Popen(["sleep", "60"], env={**os.environ, "SHELL": "/bin/sh"})
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+def _a_real_shell(monkeypatch: pytest.MonkeyPatch, pid: int) -> list[object]:
+    """The endpoint's check answers with a real shell on a terminal beside process `pid`, as
+    the local backend's does for a running worker."""
     import corral.api.shell as shell_api
     from corral.backends.worker_shell import open_shell
 
     opened: list[object] = []
 
     def _open(*_: object) -> object:
-        opened.append(open_shell(os.getpid(), 24, 80))
+        opened.append(open_shell(pid, 24, 80))
         return opened[-1]
 
     monkeypatch.setattr(shell_api, "_open", _open)
@@ -72,8 +84,9 @@ def _a_real_shell(monkeypatch: pytest.MonkeyPatch) -> list[object]:
      "the session reached its longest, 0.5 s (the server's CORRAL_API_SHELL_MAX_S)"),
 ], ids=["idle", "longest"])
 def test_a_shell_over_a_limit_is_closed_with_the_reason_and_hung_up(
-        store: Store, monkeypatch: pytest.MonkeyPatch, limits: ApiLimits, reason: str) -> None:
-    opened = _a_real_shell(monkeypatch)
+        store: Store, monkeypatch: pytest.MonkeyPatch, worker: int, limits: ApiLimits,
+        reason: str) -> None:
+    opened = _a_real_shell(monkeypatch, worker)
     api = build(store, limits=limits)
     with api.client.websocket_connect("/v1/workloads/any/shell", headers=api.ann) as ws, \
             pytest.raises(WebSocketDisconnect) as e:
@@ -85,11 +98,11 @@ def test_a_shell_over_a_limit_is_closed_with_the_reason_and_hung_up(
     assert sh.proc.poll() is not None  # type: ignore[attr-defined]
 
 
-def test_keys_keep_a_shell_open_past_its_idle_limit(store: Store,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_keys_keep_a_shell_open_past_its_idle_limit(store: Store, monkeypatch: pytest.MonkeyPatch,
+                                                    worker: int) -> None:
     """Idle is no byte either way: a shell answering keys every 0.1 s outlives a 0.5 s idle
     limit, and ends with its own status."""
-    _a_real_shell(monkeypatch)
+    _a_real_shell(monkeypatch, worker)
     api = build(store, limits=ApiLimits(shell_idle_s=0.5))
     with api.client.websocket_connect("/v1/workloads/any/shell", headers=api.ann) as ws:
         assert ws.receive_text() == "ok"

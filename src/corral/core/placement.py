@@ -102,68 +102,55 @@ def _picker_of(plugins: Sequence[tuple[ScorePlugin, float]]) -> DevicePicker:
     return BestFitPicker()
 
 
-class _ShapeCache:
-    """Scores of every node for one (shape, scoring); -inf where the shape does not fit.
+class _DynamicScores:
+    """The changing part of every node's score (fit and the dynamic plugins; -inf where one
+    worker does not fit now or the node is reserved) for one worker's resources under one
+    state-local scoring (`Scoring.state_local`).
 
-    Re-scoring the few nodes that changed since the last look is most of a cycle's placement
-    work, and most of it is numpy overhead on one-element arrays. When the scoring is
-    `state_local`, the part of a node's score that changes (fit and the dynamic plugins) is a
-    function of the node's state (`Placer.state_key`); a pool of thousands of nodes passes
-    through few distinct states, so `by_state` answers most of those re-scores without numpy.
-    Exact: a node's score never depends on the other nodes scored with it."""
+    Those plugins read nothing of a shape but its per-worker resources, so every shape with
+    these resources (models, price caps, capacity kinds, gang sizes differ) shares this array:
+    a node that changed is re-scored once here, not once per shape that looks at it next, and a
+    shape seen for the first time needs no scoring at all (`_ShapeCache` adds its fixed scores
+    under its static mask). Exact: a node's score never depends on the other nodes scored with
+    it, nor on which sibling shape asked first."""
 
     def __init__(self, placer: Placer, shape: Shape, scoring: Scoring) -> None:
-        self.shape, self.scoring = shape, scoring
-        self.placer = placer
-        self.static = placer.static(shape)
-        self.static_list: list[bool] = self.static.tolist()  # read node by node: no numpy scalars
+        self.shape, self.scoring, self.placer = shape, scoring, placer
         self.by_state = placer.state_memo(shape, scoring)
-        self.scores = np.full(len(placer.cap.table), -np.inf)
-        # Scores of plugins that read only a node's fixed attributes (price, model) never
-        # change during the cycle: computed once here, added on every refresh.
-        self.fixed = np.zeros(len(placer.cap.table))
-        nodes = np.flatnonzero(self.static)
-        self.fixed[nodes] = scoring.score(placer.cap, shape, nodes, local=True, static=True)
-        self.pos = 0
-        self.refresh(placer.cap, full=True)
+        self.values = np.full(len(placer.cap.table), -np.inf)
+        self.nodes = np.flatnonzero(placer.cap.table.schedulable)  # a superset of every mask
+        self.schedulable: list[bool] = placer.cap.table.schedulable.tolist()
+        self.pos = len(placer.cap.changes)
+        if self.nodes.size:
+            self.values[self.nodes] = _dynamic(placer.cap, shape, scoring, self.nodes)
 
-    def refresh(self, cap: Capacity, full: bool = False) -> None:
+    def refresh(self, cap: Capacity) -> None:
         pending = len(cap.changes) - self.pos
-        if full or pending > len(self.scores) // 8:
-            nodes = np.flatnonzero(self.static)
-        elif pending:
-            changed = sorted(set(cap.changes[self.pos :]))
-            self.pos = len(cap.changes)
-            if self.by_state is not None and len(changed) <= _BY_STATE:
-                static = self.static_list
-                self._refresh_by_state(cap, [n for n in changed if static[n]])
-                return
-            nodes = np.array(changed, dtype=np.int64)
-            nodes = nodes[self.static[nodes]]
-        else:
+        if not pending:
             return
+        if pending > len(self.values) // 8:
+            nodes = self.nodes
+        else:
+            ok = self.schedulable
+            changed = [n for n in set(cap.changes[self.pos :]) if ok[n]]
+            if self.by_state is not None and len(changed) <= _BY_STATE:
+                self.pos = len(cap.changes)
+                self._refresh_by_state(cap, changed)
+                return
+            nodes = np.array(sorted(changed), dtype=np.int64)
         self.pos = len(cap.changes)
         if nodes.size:
-            self.scores[nodes] = self._dynamic(cap, nodes) + self.fixed[nodes]
-
-    def _dynamic(self, cap: Capacity, nodes: IntArray) -> FloatArray:
-        """The changing part of the score of `nodes`: -inf where the shape does not fit now."""
-        ok = worker_slots(cap, self.shape.resources, nodes) >= 1
-        ok &= ~cap.reserved[nodes]
-        out = np.full(nodes.shape, -np.inf)
-        if ok.any():
-            out[ok] = self.scoring.score(cap, self.shape, nodes[ok], local=True, static=False)
-        return out
+            self.values[nodes] = _dynamic(cap, self.shape, self.scoring, nodes)
 
     def _refresh_by_state(self, cap: Capacity, nodes: list[int]) -> None:
         assert self.by_state is not None
-        memo, state_key = self.by_state, self.placer.state_key
+        memo, state_key, values = self.by_state, self.placer.state_key, self.values
         missing: list[int] = []
         keys: list[tuple[object, ...]] = []
-        reserved = self.placer.cap.reserved
+        reserved = cap.reserved
         for n in nodes:
             if reserved[n]:  # not part of the state: never memoised
-                self.scores[n] = -np.inf
+                values[n] = -np.inf
                 continue
             key = state_key(n)
             value = memo.get(key)
@@ -171,16 +158,78 @@ class _ShapeCache:
                 missing.append(n)
                 keys.append(key)
             else:
-                self.scores[n] = self.fixed[n] + value
+                values[n] = value
         if missing:
             rows = np.array(missing, dtype=np.int64)
-            values = self._dynamic(cap, rows)
-            self.scores[rows] = values + self.fixed[rows]
+            found = _dynamic(cap, self.shape, self.scoring, rows)
+            values[rows] = found
             if len(memo) + len(keys) > _STATES:  # bounded: start over rather than grow
                 memo.clear()
-            memo.update(zip(keys, values.tolist(), strict=True))
+            memo.update(zip(keys, found.tolist(), strict=True))
 
 
+def _dynamic(cap: Capacity, shape: Shape, scoring: Scoring, nodes: IntArray) -> FloatArray:
+    """The changing part of the score of `nodes`: -inf where one worker of `shape` does not fit
+    now (or the node is reserved)."""
+    ok = worker_slots(cap, shape.resources, nodes) >= 1
+    ok &= ~cap.reserved[nodes]
+    out = np.full(nodes.shape, -np.inf)
+    if ok.any():
+        out[ok] = scoring.score(cap, shape, nodes[ok], local=True, static=False)
+    return out
+
+
+class _ShapeCache:
+    """Scores of every node for one (shape, scoring); -inf where the shape does not fit.
+
+    A score is the shape's fixed part (plugins that read only a node's fixed attributes, such
+    as price and model: computed once) plus its changing part. Under a state-local scoring the
+    changing part comes from the `_DynamicScores` this shape shares with every shape of the same
+    worker resources: a refresh copies the nodes that changed since this shape last looked, and
+    scores nothing itself. Otherwise the shape re-scores the nodes that changed (`_dynamic`).
+    Exact: a node's score never depends on the other nodes scored with it."""
+
+    def __init__(self, placer: Placer, shape: Shape, scoring: Scoring) -> None:
+        self.shape, self.scoring = shape, scoring
+        self.placer = placer
+        self.static = placer.static(shape)
+        self.static_list: list[bool] = self.static.tolist()  # read node by node: no numpy scalars
+        self.shared = placer.dynamic_scores(shape, scoring)
+        self.scores = np.full(len(placer.cap.table), -np.inf)
+        # Scores of plugins that read only a node's fixed attributes (price, model) never
+        # change during the cycle: computed once here, added on every refresh.
+        self.fixed = np.zeros(len(placer.cap.table))
+        self.nodes = np.flatnonzero(self.static)
+        self.fixed[self.nodes] = scoring.score(placer.cap, shape, self.nodes, local=True,
+                                               static=True)
+        self.pos = 0
+        self.refresh(placer.cap, full=True)
+
+    def refresh(self, cap: Capacity, full: bool = False) -> None:
+        if self.shared is not None:
+            self.shared.refresh(cap)
+        pending = len(cap.changes) - self.pos
+        if full or pending > len(self.scores) // 8:
+            nodes = self.nodes
+        elif pending:
+            static = self.static_list
+            changed = [n for n in set(cap.changes[self.pos :]) if static[n]]
+            nodes = np.array(sorted(changed), dtype=np.int64)
+        else:
+            return
+        self.pos = len(cap.changes)
+        if not nodes.size:
+            return
+        if self.shared is not None:
+            self.scores[nodes] = self.shared.values[nodes] + self.fixed[nodes]
+        else:
+            self.scores[nodes] = _dynamic(cap, self.shape, self.scoring, nodes) + self.fixed[nodes]
+
+
+#: share the changing part of scores (`_DynamicScores`) and free worker slots
+#: (`Placer.slots`) between shapes of the same worker resources; tests turn it off to check
+#: that the plans are those of scores and slots computed per shape and per call
+_SHARE_ACROSS_SHAPES = True
 _BY_STATE = 16  # at most this many changed nodes are re-scored through the state memo
 _STATES = 1 << 16  # states remembered per shape cache
 
@@ -206,6 +255,8 @@ class Placer:
         self._never: dict[Shape, R.Reason | None] = {}
         self._offered: frozenset[str] | None = None
         self._by_state: dict[tuple[WorkerResources, str], dict[tuple[object, ...], float]] = {}
+        self._dynamic: dict[tuple[WorkerResources, str], _DynamicScores] = {}
+        self._slots: dict[WorkerResources, tuple[IntArray, int]] = {}  # see `slots`
         self._rooms: dict[tuple[object, ...], tuple[tuple[int, int], tuple[int, int, int]]] = {}
         self._picks: dict[tuple[WorkerResources, str], dict[tuple[object, ...], tuple[int, ...] | None]] = {}
 
@@ -217,6 +268,18 @@ class Placer:
         if not scoring.state_local:
             return None
         return self._by_state.setdefault((shape.resources, scoring.key), {})
+
+    def dynamic_scores(self, shape: Shape, scoring: Scoring) -> _DynamicScores | None:
+        """The changing part of node scores shared by every shape with `shape`'s worker
+        resources under `scoring` (see `_DynamicScores`), or None where the scoring is not
+        state-local (each shape then scores its own nodes)."""
+        if not scoring.state_local or not _SHARE_ACROSS_SHAPES:
+            return None
+        key = (shape.resources, scoring.key)
+        found = self._dynamic.get(key)
+        if found is None:
+            found = self._dynamic[key] = _DynamicScores(self, shape, scoring)
+        return found
 
     def pick(self, shape: Shape, scoring: Scoring, node: int) -> tuple[int, ...] | None:
         """Devices for one worker of `shape` on `node` (the scoring's picker), memoised by node
@@ -346,7 +409,8 @@ class Placer:
         self, shape: Shape, scoring: Scoring, owner: str, choose: NodeChooser | None = None
     ) -> tuple[WorkerAssignment, ...] | None:
         nodes = self.usable(shape, owner)
-        slots = worker_slots(self.cap, shape.resources, nodes)
+        slots = (self.slots(shape.resources)[nodes] if _SHARE_ACROSS_SHAPES
+                 else worker_slots(self.cap, shape.resources, nodes))
         keep = slots > 0
         nodes, slots = nodes[keep], slots[keep]
         if int(slots.sum()) < shape.workers:
@@ -363,6 +427,24 @@ class Placer:
                 picks = self._fill(shape, scoring, nodes[chosen], slots[chosen])
                 return self._assign(shape, scoring, picks)
         return None
+
+    def slots(self, r: WorkerResources) -> IntArray:
+        """`worker_slots` of every node for workers of `r` now, kept per resources and updated
+        only for the nodes that changed since it was last asked (a gang's search then reads
+        the nodes it may use instead of recounting them all). Read it, never write it."""
+        found = self._slots.get(r)
+        cap = self.cap
+        # (a log shorter than where it was read: counted inside `Capacity.scratch`, undone)
+        if found is None or found[1] > len(cap.changes):
+            slots = worker_slots(cap, r, np.arange(len(cap.table)))
+            self._slots[r] = (slots, len(cap.changes))
+            return slots
+        slots, pos = found
+        if pos != len(cap.changes):
+            changed = np.array(sorted(set(cap.changes[pos:])), dtype=np.int64)
+            slots[changed] = worker_slots(cap, r, changed)
+            self._slots[r] = (slots, len(cap.changes))
+        return slots
 
     def usable(self, shape: Shape, owner: str) -> IntArray:
         return np.flatnonzero(self.static(shape) & ~self.cap.blocked_for(owner))

@@ -52,32 +52,57 @@ class Statement:
         return True
 
     def adopt_all(self, workloads: Iterable[Workload]) -> list[Workload]:
-        """`adopt` for every running workload of a snapshot, capacity taken in one batch.
-        Returns those adopted; a workload whose nodes are gone is left out (orphaned)."""
-        index, table = self.cap.table.index, self.cap.table
+        """`adopt` for every running workload of a snapshot, capacity taken in one batch and
+        queue use added once per queue (`QueueBook.add_totals`). Returns those adopted; a
+        workload whose nodes are gone is left out (orphaned)."""
+        index, table, book = self.cap.table.index, self.cap.table, self.book
+        model_of = [n.gpu_model for n in table.nodes]
         adopted: list[Workload] = []
         items: list[tuple[int, WorkerAssignment, int, int]] = []
+        # queue -> [GPU milli, CPU, RAM, {model: milli}] of its running work
+        per_queue: dict[str, tuple[list[int], dict[str, int]]] = {}
         for w in workloads:
-            if any(a.node_id not in index for a in w.assignments):
+            try:
+                nodes = [index[a.node_id] for a in w.assignments]
+            except KeyError:
                 continue
             r = w.resources
-            models: dict[str, int] = {}
-            milli = 0
-            for a in w.assignments:
-                node = index[a.node_id]
-                items.append((node, a, r.cpu_milli, r.memory_mib))
+            cpu, ram = r.cpu_milli, r.memory_mib
+            sums = per_queue.get(w.queue)
+            if sums is None:
+                sums = per_queue[w.queue] = ([0, 0, 0], {})
+            totals, models = sums
+            for node, a in zip(nodes, w.assignments, strict=True):
+                items.append((node, a, cpu, ram))
                 share = a.milli_per_device * len(a.devices)
-                milli += share
-                model = table.nodes[node].gpu_model
+                totals[0] += share
+                model = model_of[node]
                 models[model] = models.get(model, 0) + share
-            self.book.add(w, milli, models.items(), +1)
+            totals[1] += cpu * w.workers
+            totals[2] += ram * w.workers
             self.where[w.id] = w.assignments
             self.live[w.id] = w
             self.started.add(w.id)
             adopted.append(w)
+        if not all(book.add_totals(q, t[0], t[1], t[2], m.items())
+                   for q, (t, m) in per_queue.items()):
+            for w in adopted:  # float sums (share units): added one by one, in order
+                self._book_add(w, w.assignments, +1)
         self.cap.take_all(items)
         self.applied += len(adopted)
         return adopted
+
+    def _book_add(self, w: Workload, assignments: tuple[WorkerAssignment, ...], sign: int
+                  ) -> None:
+        table = self.cap.table
+        models: dict[str, int] = {}
+        milli = 0
+        for a in assignments:
+            share = a.milli_per_device * len(a.devices)
+            milli += share
+            model = table.nodes[table.index[a.node_id]].gpu_model
+            models[model] = models.get(model, 0) + share
+        self.book.add(w, milli, models.items(), sign)
 
     def place(self, w: Workload, assignments: tuple[WorkerAssignment, ...]) -> None:
         """Place `w`; whatever was reserved for it is released, whichever action placed it."""

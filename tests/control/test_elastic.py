@@ -190,3 +190,14 @@ def test_extras_rank_below_every_job() -> None:
     assert E.extra_priority(1000) < -1000
     assert E.extra_priority(0) < E.extra_priority(5)
     assert E.World(3, ("g", "g-e2", "g-e5"), 0.0).rank_offset("g-e5", 2) == 3
+
+
+def test_a_new_leader_goes_on_from_the_stored_world(rig: Rig) -> None:
+    job = submit_elastic(rig)
+    rig.step(5)
+    assert [s for _, s in worlds(rig, job)] == [4]
+    rig.clock.advance(20)  # the old leader's lease runs out
+    rig.loop = rig.new_loop(rig.backend, holder="second")
+    rig.step(10)
+    assert [s for _, s in worlds(rig, job)] == [4]  # nothing restarted
+    assert len(launches_of(rig, job)) == 1

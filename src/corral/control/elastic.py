@@ -54,6 +54,7 @@ from corral.control.lifecycle import State
 from corral.control.settings import ControlSettings
 from corral.core.model import Nomination, WorkerAssignment, Workload
 from corral.spec import WorkloadSpec
+from corral.spec.elastic import MAX_EXTRA_WORKERS
 from corral.store import Store
 from corral.store import workloads as W
 from corral.store.nominations import load_nominations, replace_nominations
@@ -255,9 +256,19 @@ class Elastic:
 
     def __init__(self) -> None:
         self.worlds: dict[str, World] = {}
+        #: the elastic jobs with active rows, as the change feed showed them (`observe`)
+        self.groups: set[str] = set()
         self.returning: dict[str, float] = {}  # member id -> until when it is counted in
         self._generation = -1  # the live state's generation last decided on
         self._wake = float("inf")  # the earliest hold that ends (a decision may change then)
+
+    def observe(self, changed: Iterable[str], records: Mapping[str, WorkloadRecord]) -> None:
+        """Note the elastic jobs among the rows the change feed returned (`LiveState.refresh`;
+        all of them after a full read): O(len(changed)), so a step never scans every row."""
+        for wid in changed:
+            rec = records.get(wid)
+            if rec is not None and "elastic" in rec.spec:
+                self.groups.add(rec.group_id)
 
     def step(self, store: Store, records: Mapping[str, WorkloadRecord],
              assignments: Mapping[str, tuple[WorkerAssignment, ...]], specs: SpecCache,
@@ -267,10 +278,8 @@ class Elastic:
         if generation == self._generation and now < self._wake:
             return 0
         self._generation, self._wake = generation, float("inf")
-        groups: dict[str, list[WorkloadRecord]] = {}
-        for rec in records.values():
-            if rec.spec.get("elastic") is not None:
-                groups.setdefault(rec.group_id, []).append(rec)
+        groups = {g: rows for g in sorted(self.groups) if (rows := _rows_of(g, records))}
+        self.groups = set(groups)
         self.worlds = {g: w for g, w in self.worlds.items() if g in groups}
         self.returning = {m: t for m, t in self.returning.items() if t > now and m in records}
         unknown = [g for g in groups if g not in self.worlds]
@@ -309,6 +318,23 @@ class Elastic:
         if d.hold_until > now:
             self._wake = min(self._wake, d.hold_until)
         return n
+
+
+def _rows_of(group_id: str, records: Mapping[str, WorkloadRecord]) -> list[WorkloadRecord]:
+    """The active rows of an elastic job: its core gang and extras, by id."""
+    core = records.get(group_id)
+    body = core.spec if core is not None else next(
+        (r.spec for k in range(1, MAX_EXTRA_WORKERS + 1)
+         if (r := records.get(f"{group_id}{_EXTRA}{k}")) is not None), None)
+    if body is None:
+        return []
+    ids = [group_id, *(f"{group_id}{_EXTRA}{k}" for k in range(1, _extras(body) + 1))]
+    return [r for wid in ids if (r := records.get(wid)) is not None]
+
+
+def _extras(body: dict[str, object]) -> int:
+    e = body.get("elastic")
+    return int(e["max_workers"]) - int(e["min_workers"]) if isinstance(e, dict) else 0
 
 
 def _to_hold(rows: Sequence[WorkloadRecord], d: Decision, returning: Mapping[str, float]

@@ -296,6 +296,7 @@ class ControlLoop:
                     gc.disable()
                     self._gc_paused = True
         self.workflow.observe(changed, self.live)
+        self.elastic.observe(changed, self.live.records)  # which jobs are elastic (elastic.py)
 
     def _sweep(self, report: StepReport) -> None:
         """End a large pool's step with one collection of what it left, then freeze the

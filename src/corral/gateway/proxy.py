@@ -166,6 +166,29 @@ def _has_body(scope: Scope) -> bool:
     return False
 
 
+def _framing_unknown(scope: Scope) -> bool:
+    """HTTP/2 and 3 frame a request body themselves: it may come with neither Content-Length
+    nor Transfer-Encoding (RFC 9113, 8.1), so their absence does not say "no body" there."""
+    return scope.get("http_version", "1.1") not in ("1.0", "1.1") \
+        and _header(scope, b"content-length") is None
+
+
+async def _peek_body(receive: Any) -> tuple[bool, Any]:
+    """(whether the request has a body, a receive that yields the message read to know it
+    first). An HTTP/2 request without a body ends its stream with its headers, so its first
+    message is an empty, final one at once."""
+    first = await receive()
+    if first["type"] == "http.disconnect":
+        raise _ClientGone
+    if not first.get("body") and not first.get("more_body", False):
+        return False, receive
+    pending = [first]
+
+    async def replay() -> Any:
+        return pending.pop() if pending else await receive()
+    return True, replay
+
+
 def _declared_length(scope: Scope) -> int | None:
     """The request's Content-Length (the server has already refused a malformed one)."""
     value = _header(scope, b"content-length")
@@ -275,7 +298,15 @@ class Proxy:
         policy = self._policy(service)
         budget = self._budget(service, policy)
         budget.request(started)
-        body = _Body(receive, _has_body(scope), self._replay_limit(service),
+        has_body = _has_body(scope)
+        if not has_body and _framing_unknown(scope):
+            try:  # a client that opens a stream and never sends on it holds nothing for long
+                async with asyncio.timeout_at(deadline):
+                    has_body, receive = await _peek_body(receive)
+            except TimeoutError:
+                raise _Refused(408, "request_timeout", "the request's body did not start "
+                               f"within {self._total_timeout(service):g} s") from None
+        body = _Body(receive, has_body, self._replay_limit(service),
                      lambda: self.metrics.bodies_over_buffer.labels(service).inc(),
                      _declared_length(scope))
         try:

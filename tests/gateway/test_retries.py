@@ -9,8 +9,6 @@ import asyncio
 import os
 import signal
 import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,7 +18,7 @@ import httpx
 from corral.gateway import GatewayLimits, ReplicaState, RouteTable, ServiceLimits
 from corral.gateway.retries import RetryPolicy
 
-from .harness import ROOT, closed_port, completion, gateway, replica, run
+from .harness import completion, gateway, replica, replica_process, run
 
 READY, STARTING = ReplicaState.READY, ReplicaState.STARTING
 
@@ -67,23 +65,9 @@ def busy(table: RouteTable, rid: str) -> None:
 
 
 def test_a_request_on_a_replica_killed_with_sigkill_is_served_by_another() -> None:
-    port = closed_port()
-    victim = subprocess.Popen([sys.executable, str(ROOT / "examples/serve/model_server.py"),
-                               "--port", str(port), "--replica-id", "victim",
-                               "--token-delay", "600"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-
-    async def in_flight(client: httpx.AsyncClient) -> int:
-        try:
-            return int((await client.get(f"{url}/healthz")).json()["in_flight"])
-        except httpx.TransportError:
-            return -1
-
-    async def main() -> None:
-        async with httpx.AsyncClient(timeout=5) as probe, replica("ok") as (uo, ok):
-            while await in_flight(probe) < 0:  # the process is up
-                await asyncio.sleep(0.02)
+    async def main() -> tuple[httpx.Response, int, str]:
+        async with replica_process("victim", 600) as (url, pid, in_flight), \
+                replica("ok") as (uo, ok):
             table = RouteTable()
             table.set_service("toy")
             table.set_replica("toy", "victim", url, READY)
@@ -91,24 +75,21 @@ def test_a_request_on_a_replica_killed_with_sigkill_is_served_by_another() -> No
             async with gateway(table) as client:
                 sent = asyncio.create_task(client.post(
                     "/serve/toy/v1/completions", json=completion("killed mid request", 1)))
-                while await in_flight(probe) < 1:  # the victim is generating it
+                while await in_flight() < 1:  # the victim is generating it
                     await asyncio.sleep(0.02)
                 table.set_state("toy", "ok", READY)  # the prober would see it ready
-                os.kill(victim.pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
                 response = await sent
                 metrics = (await client.get("/metrics")).text
-        assert response.status_code == 200, response.text
-        assert response.headers["x-replica"] == "ok" and ok.served == 1
-        assert response.json()["choices"][0]["text"] == " killed0"
-        assert metric(metrics, 'corral_gateway_retries_total{service="toy"}') == 1
-        assert metric(metrics, 'corral_gateway_errors_total{reason="upstream_reset",'
-                               'service="toy"}') == 1
+        return response, ok.served, metrics
 
-    try:
-        run(main())
-    finally:
-        victim.kill()
-        victim.wait()
+    response, served, metrics = run(main())
+    assert response.status_code == 200, response.text
+    assert response.headers["x-replica"] == "ok" and served == 1
+    assert response.json()["choices"][0]["text"] == " killed0"
+    assert metric(metrics, 'corral_gateway_retries_total{service="toy"}') == 1
+    assert metric(metrics, 'corral_gateway_errors_total{reason="upstream_reset",'
+                           'service="toy"}') == 1
 
 
 def test_the_services_policy_and_the_replay_buffer_decide_which_resets_are_retried() -> None:

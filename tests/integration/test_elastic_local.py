@@ -6,6 +6,7 @@ elastic-b (quota 4) the work that fills and then reclaims the pool's 8 virtual G
 
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 import time
@@ -26,7 +27,8 @@ WORKER = textwrap.dedent("""
     e = os.environ
     rank = int(e["CORRAL_RANK_OFFSET"]) + int(e["CORRAL_WORKER_INDEX"])
     with open(e["OUT"], "a") as f:
-        f.write(f"{e['CORRAL_ELASTIC_GENERATION']} {e['CORRAL_WORLD_SIZE']} {rank}\\n")
+        f.write(f"{e['CORRAL_ELASTIC_GENERATION']} {e['CORRAL_WORLD_SIZE']} {rank} "
+                f"{e['CORRAL_ELASTIC_WORLD_FILE']}\\n")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a real job checkpoints here
     while True:
         time.sleep(0.2)
@@ -44,7 +46,7 @@ def _worlds(out: Path) -> dict[int, tuple[int, list[int]]]:
     """generation -> (world size, ranks seen), from the workers' lines."""
     seen: dict[int, tuple[int, list[int]]] = {}
     for line in out.read_text().splitlines() if out.exists() else []:
-        gen, size, rank = (int(x) for x in line.split())
+        gen, size, rank = (int(x) for x in line.split()[:3])
         seen.setdefault(gen, (size, []))[1].append(rank)
     return seen
 
@@ -110,6 +112,10 @@ def test_starts_at_min_grows_when_room_frees_and_gives_extras_back_first(
         assert sizes[:2] == [2, 8] and sizes[-1] == 4 and sorted(sizes[1:], reverse=True) == \
             sizes[1:], sizes  # grew once, then only shrank
         assert worlds[1][0] - worlds[0][0] >= 3  # it grew no sooner than resize_interval
+
+        # the file a worker may watch holds the latest world
+        world_file = Path(out.read_text().splitlines()[-1].split()[3])
+        assert json.loads(world_file.read_text())["world_size"] == 4
 
         c.cancel_group(job)
         c.cancel_group(tasks.group_id)

@@ -42,6 +42,8 @@ its extras is left is cancelled.
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -96,6 +98,10 @@ CORRAL_WORLD_SIZE: Final = "CORRAL_WORLD_SIZE"
 CORRAL_RANK_OFFSET: Final = "CORRAL_RANK_OFFSET"
 CORRAL_ELASTIC_GENERATION: Final = "CORRAL_ELASTIC_GENERATION"
 CORRAL_ELASTIC_RENDEZVOUS: Final = "CORRAL_ELASTIC_RENDEZVOUS"
+#: a JSON file in the shared checkpoint directory with the latest world, rewritten (atomically)
+#: before the members are stopped for a resize: a worker may watch it
+CORRAL_ELASTIC_WORLD_FILE: Final = "CORRAL_ELASTIC_WORLD_FILE"
+WORLD_FILE: Final = ".corral-world.json"
 CORRAL_ELASTIC_MIN: Final = "CORRAL_ELASTIC_MIN_WORKERS"
 CORRAL_ELASTIC_MAX: Final = "CORRAL_ELASTIC_MAX_WORKERS"
 
@@ -103,6 +109,7 @@ _PLACED: Final = frozenset({"scheduled", "starting", "running"})
 _LAUNCHED: Final = frozenset({"starting", "running"})
 
 Fence = Callable[[Connection], bool]
+log = logging.getLogger(__name__)
 
 
 def unit_ids(group_id: str, spec: WorkloadSpec) -> list[str]:
@@ -166,6 +173,8 @@ def world_env(world: World, member: str, spec: WorkloadSpec, ckpt: str) -> dict[
         CORRAL_ELASTIC_GENERATION: str(world.generation),
         CORRAL_ELASTIC_RENDEZVOUS: os.path.join(ckpt, f".corral-rendezvous-{world.generation}")
         if ckpt else "",
+        CORRAL_ELASTIC_WORLD_FILE: os.path.join(ckpt, WORLD_FILE)
+        if ckpt and spec.checkpoint_dir is None else "",
         CORRAL_ELASTIC_MIN: str(low),
         CORRAL_ELASTIC_MAX: str(spec.elastic.max_workers),
     }
@@ -315,9 +324,40 @@ class Elastic:
         if d.world is not None:
             self.worlds[group_id] = d.world
             self.returning.update({r.id: now + hold_s for r in d.stop})
+            core = next((r for r in rows if r.id == group_id), None)
+            if core is not None:
+                write_world_file(core, spec, settings, d.world)
         if d.hold_until > now:
             self._wake = min(self._wake, d.hold_until)
         return n
+
+
+def write_world_file(core: WorkloadRecord, spec: WorkloadSpec, settings: ControlSettings,
+                     world: World) -> None:
+    """Write `world` to the job's CORRAL_ELASTIC_WORLD_FILE (a temporary file, then a rename:
+    a reader never sees half of it), where this machine sees the checkpoint directory; where
+    it does not (storage mounted only on the workers), the variables alone tell the size.
+
+    Only in a directory corral made under its own checkpoint root, and only once it exists
+    (the backend makes it, owned by the worker's user): never in a directory a spec names
+    (`checkpoint_dir: /etc` must not get a file written by the server), never creating one
+    (it would belong to the server's user, and the workers could not write their checkpoints)."""
+    from corral.control.act import checkpoint_dir  # act -> this module
+
+    assert spec.elastic is not None
+    directory = checkpoint_dir(core, spec, settings)
+    if spec.checkpoint_dir is not None or not os.path.isdir(directory):
+        return
+    body = {"generation": world.generation, "world_size": world.size(spec.elastic.min_workers),
+            "members": list(world.members), "min_workers": spec.elastic.min_workers,
+            "max_workers": spec.elastic.max_workers}
+    path = os.path.join(directory, WORLD_FILE)
+    try:
+        with open(path + ".tmp", "w") as f:
+            json.dump(body, f)
+        os.replace(path + ".tmp", path)
+    except OSError as e:
+        log.info("world file of %s not written here: %s", core.id, e)
 
 
 def _rows_of(group_id: str, records: Mapping[str, WorkloadRecord]) -> list[WorkloadRecord]:

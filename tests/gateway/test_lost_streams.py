@@ -57,6 +57,7 @@ def test_a_stream_cut_by_a_killed_replica_is_an_error_counted_and_the_replica_av
     assert b"data: " in got and b"[DONE]" not in got
     assert metric(metrics, 'corral_gateway_streams_lost_total{cause="replica_reset",'
                            'service="toy"}') == 1
+    assert metric(metrics, 'corral_gateway_replicas_suspect{service="toy"}') == 1
     assert [r.status_code for r in after] == [200] * 6
     assert {r.headers["x-replica"] for r in after} == {"ok"}
     # nothing was sent to the dead replica: no refused connection, no retry
@@ -98,3 +99,4 @@ def test_a_stream_cut_by_the_total_timeout_leaves_the_replica_trusted() -> None:
     assert metric(metrics, 'corral_gateway_streams_lost_total{cause="total_timeout",'
                            'service="toy"}') == 1
     assert suspect_until == 0.0  # the service's limit, not the replica's fault
+    assert metric(metrics, 'corral_gateway_replicas_suspect{service="toy"}') == 0

@@ -21,6 +21,8 @@ process, as in tests, do not collide).
     corral_gateway_in_flight{service}                 requests being served (queue included)
     corral_gateway_queue_length{service}              requests waiting for a ready replica
     corral_gateway_replicas{service, state}           replicas by state, read from the table
+    corral_gateway_replicas_suspect{service}          ready replicas avoided now: they broke a
+                                                      response off (`RouteTable.mark_suspect`)
 
 Only services in the route table get labels: a request for a name that is not one is counted
 under service="" so that hostile names cannot grow the label set.
@@ -28,6 +30,7 @@ under service="" so that hostile names cannot grow the label set.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -84,10 +87,17 @@ class _TableCollector(Collector):
                                      labels=["service", "state"])
         queue = GaugeMetricFamily("corral_gateway_queue_length",
                                   "requests waiting for a ready replica", labels=["service"])
+        suspect = GaugeMetricFamily("corral_gateway_replicas_suspect",
+                                    "ready replicas new requests avoid (a response cut)",
+                                    labels=["service"])
+        # asyncio's own clock (its default loop reads time.monotonic), whatever thread scrapes
+        now = time.monotonic()
         for route in self._table.services():
             for state in ReplicaState:
                 count = sum(1 for x in route.replicas.values() if x.state is state)
                 replicas.add_metric([route.name, state.value], count)
             queue.add_metric([route.name], self._queued(route.name))
+            suspect.add_metric([route.name], sum(1 for x in route.ready() if x.suspect(now)))
         yield replicas
         yield queue
+        yield suspect

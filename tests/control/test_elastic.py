@@ -201,3 +201,18 @@ def test_a_new_leader_goes_on_from_the_stored_world(rig: Rig) -> None:
     rig.step(10)
     assert [s for _, s in worlds(rig, job)] == [4]  # nothing restarted
     assert len(launches_of(rig, job)) == 1
+
+
+def test_a_dependent_of_an_elastic_job_follows_its_gang(rig: Rig) -> None:
+    """The job's group is its core gang: extras that never ran (cancelled when the gang ended)
+    do not make `depends_on: succeeded` unmeetable."""
+    rig.submit(name="blk", gpus=2, workers=3)
+    rig.step(2)
+    job = submit_elastic(rig)
+    rig.step(3)
+    after = rig.submit(name="eval", gpus=0, depends_on=[{"id": job}])
+    rig.backend.finish(job)
+    rig.step(5)
+    assert rig.state(f"{job}-e1") == "cancelled"
+    assert rig.state(after) in ("running", "succeeded")
+    assert rig.get(f"{job}-e1").group_id == f"{job}-extras"

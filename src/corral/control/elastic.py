@@ -93,6 +93,7 @@ _HELD: Final = 1e18
 #: the lowest priority a user may give (`WorkloadSpec.priority`); extras go below it
 _LOWEST_USER_PRIORITY: Final = -1000
 _EXTRA: Final = "-e"
+_EXTRAS_GROUP: Final = "-extras"
 
 CORRAL_WORLD_SIZE: Final = "CORRAL_WORLD_SIZE"
 CORRAL_RANK_OFFSET: Final = "CORRAL_RANK_OFFSET"
@@ -116,6 +117,20 @@ def unit_ids(group_id: str, spec: WorkloadSpec) -> list[str]:
     """The core gang's id (the group's) and its extras' `<group>-e<k>`, k = 1..extras."""
     assert spec.elastic is not None
     return [group_id, *(f"{group_id}{_EXTRA}{k}" for k in range(1, spec.elastic.extras + 1))]
+
+
+def group_of(unit_id: str, group_id: str) -> str:
+    """The group a unit is stored in: the core gang's is the job's (its id); the extras share
+    `<group>-extras`, so that the job's group is its core gang alone: `depends_on` the job, its
+    group report and its outcome are the gang's, whatever became of extras that never ran
+    (cancelled when the gang ends). Ids end in 8 hex digits, so no job's group is another's
+    extras group."""
+    return group_id if unit_id == group_id else f"{group_id}{_EXTRAS_GROUP}"
+
+
+def core_id(record: WorkloadRecord) -> str:
+    """The id of the core gang of the elastic job `record` belongs to."""
+    return record.group_id.removesuffix(_EXTRAS_GROUP)
 
 
 def is_extra(record: WorkloadRecord) -> bool:
@@ -186,14 +201,15 @@ def launch_env(rec: WorkloadRecord, spec: WorkloadSpec, ckpt: str, store: Store 
     elastic variables of `rec`'s launch, from the latest recorded world. A member the world
     does not list yet (the step that records it has not run) is added at its end: the next
     step records a world with it and restarts it."""
-    if rec.id != rec.group_id and spec.checkpoint_dir is None:
-        ckpt = os.path.join(os.path.dirname(ckpt), rec.group_id)
+    core = core_id(rec)
+    if rec.id != core and spec.checkpoint_dir is None:
+        ckpt = os.path.join(os.path.dirname(ckpt), core)
     world = None
     if store is not None:
         with store.read() as conn:
-            world = load_worlds(conn, [rec.group_id]).get(rec.group_id)
+            world = load_worlds(conn, [core]).get(core)
     if world is None:
-        world = World(0, (rec.group_id,), 0.0)
+        world = World(0, (core,), 0.0)
     if rec.id not in world.members:
         world = dataclasses.replace(world, members=(*world.members, rec.id))
     return ckpt, world_env(world, rec.id, spec, ckpt)
@@ -277,7 +293,7 @@ class Elastic:
         for wid in changed:
             rec = records.get(wid)
             if rec is not None and "elastic" in rec.spec:
-                self.groups.add(rec.group_id)
+                self.groups.add(core_id(rec))
 
     def step(self, store: Store, records: Mapping[str, WorkloadRecord],
              assignments: Mapping[str, tuple[WorkerAssignment, ...]], specs: SpecCache,
@@ -381,7 +397,7 @@ def _to_hold(rows: Sequence[WorkloadRecord], d: Decision, returning: Mapping[str
              ) -> list[WorkloadRecord]:
     """Pending extras that could be placed before `d.hold_until` (not members on their way
     back: they return to the world they are in)."""
-    return [r for r in rows if r.state == "pending" and r.id != r.group_id and r.id not in
+    return [r for r in rows if r.state == "pending" and is_extra(r) and r.id not in
             returning and (d.world is None or r.id not in d.world.members)
             and (r.not_before < d.hold_until or (
                 r.not_before > d.hold_until and r.reason_code in (RESIZE_WAIT, CORE_WAIT)))]

@@ -553,10 +553,12 @@ class Proxy:
         status any more: the client's connection is closed without the body's end (no last
         chunk, or fewer bytes than its Content-Length), which HTTP clients raise as an error;
         it is counted and logged here. A replica that broke it off is suspect: new requests
-        avoid it from now on, not from its next failed probe (Envoy's outlier detection ejects
-        a host on gateway failures the same way; Knative's activator stops sending to a pod
-        whose requests fail before its probes say so). A timeout is the service's, not the
-        replica's fault."""
+        avoid it from now on, not from its next failed probe. This is Envoy's outlier
+        detection (passive health checking: eject a host for `base_ejection_time`, 30 s; a
+        passing active check un-ejects it, `successful_active_health_check_uneject_host`),
+        ejecting on the first such cut rather than after `consecutive_gateway_failure` (5): a
+        connection lost mid-body is a dead process far more often than a bad request. A
+        timeout is the service's limit, not the replica's fault."""
         self.metrics.streams_lost.labels(service, cause).inc()
         suspect = cause != "total_timeout"
         if suspect:

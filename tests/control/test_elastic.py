@@ -216,3 +216,9 @@ def test_a_dependent_of_an_elastic_job_follows_its_gang(rig: Rig) -> None:
     assert rig.state(f"{job}-e1") == "cancelled"
     assert rig.state(after) in ("running", "succeeded")
     assert rig.get(f"{job}-e1").group_id == f"{job}-extras"
+
+
+def test_a_member_on_its_way_back_that_is_taken_leaves_the_world() -> None:
+    rows = [row("g", "running"), row("g-e1", "running", stop="Reclaim")]
+    d = E.decide("g", rows, E.World(2, ("g", "g-e1"), 0.0), {"g-e1"}, SPEC, 100.0)
+    assert d.world is not None and d.world.members == ("g",)

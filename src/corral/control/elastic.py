@@ -253,7 +253,8 @@ def decide(group_id: str, rows: Sequence[WorkloadRecord], known: World | None,
     extras = sorted((r for r in rows if r.id != group_id), key=lambda r: extra_index(r.id))
     if core is None:  # the core gang ended: the job is over
         return Decision(cancel=tuple(extras))
-    back = set(returning)
+    # on its way back from a resize: counted in, unless something else stops it meanwhile
+    back = {r.id for r in rows if r.id in set(returning) and r.stop_reason in (None, RESIZED)}
     if core.id not in back and (core.state not in _PLACED or core.stop_reason is not None):
         # the gang waits (or leaves for another reason): extras wait with it
         if known is None:
@@ -306,7 +307,9 @@ class Elastic:
         groups = {g: rows for g in sorted(self.groups) if (rows := _rows_of(g, records))}
         self.groups = set(groups)
         self.worlds = {g: w for g, w in self.worlds.items() if g in groups}
-        self.returning = {m: t for m, t in self.returning.items() if t > now and m in records}
+        # a member is back once placed again without a stop: the world counts it as placed
+        self.returning = {m: t for m, t in self.returning.items() if t > now and (
+            r := records.get(m)) is not None and not (r.state in _PLACED and r.stop_reason is None)}
         unknown = [g for g in groups if g not in self.worlds]
         if unknown:
             with store.read() as conn:

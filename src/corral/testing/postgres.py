@@ -30,6 +30,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from corral.testing.daemons import find_binary, format_logs, free_tcp_ports, kill_pids
 from corral.testing.errors import HarnessStartFailed, HarnessUnavailable
@@ -91,6 +92,7 @@ class PostgresServer:
         self.host = "127.0.0.1"
         self._root: Path | None = None
         self._owner = _cluster_owner()
+        self._admin_conn: Any = None  # psycopg.Connection, see _admin
 
     # --- paths ------------------------------------------------------------------------------
     @property
@@ -144,6 +146,10 @@ class PostgresServer:
         if self._root is None:
             return
         atexit.unregister(self.stop)
+        if self._admin_conn is not None:
+            with contextlib.suppress(Exception):
+                self._admin_conn.close()
+            self._admin_conn = None
         try:
             if (self.data_dir / "postmaster.pid").exists():
                 self._pg_ctl_stop()
@@ -171,22 +177,27 @@ class PostgresServer:
                     f"database name {value!r} is invalid: use lowercase letters, digits and '_' "
                     "(at most 63 characters, not starting with a digit)"
                 )
-        copy_of = ["-T", template] if template else []
-        self._run(
-            [
-                str(self.bin_dir / "createdb"),
-                "-h",
-                str(self.socket_dir),
-                "-p",
-                str(self.port),
-                "-U",
-                SUPERUSER,
-                *copy_of,
-                name,
-            ],
-            what=f"createdb {name}",
-        )
+        copy_of = f' TEMPLATE "{template}"' if template else ""
+        # A statement on a connection kept for it: the suite makes ~500 databases, and spawning
+        # createdb for each took ~0.17 s, the statement ~0.09 s (median of 24 each, load 11).
+        try:
+            self._admin().execute(f'CREATE DATABASE "{name}"{copy_of}')
+        except Exception as exc:  # psycopg's errors: the harness's own, with the server log
+            raise HarnessStartFailed(
+                f"CREATE DATABASE {name} failed: {exc}\n" + format_logs([self.log_path])
+            ) from exc
         return self.url_for(name)
+
+    def _admin(self) -> Any:
+        """An autocommit connection to the ``postgres`` database (CREATE DATABASE runs outside
+        a transaction; a template may have no connection of its own while it is copied)."""
+        if self._admin_conn is None or self._admin_conn.closed:
+            import psycopg  # the server extra's driver: imported only when a database is made
+
+            self._admin_conn = psycopg.connect(
+                host=self.host, port=self.port, user=SUPERUSER, dbname="postgres", autocommit=True
+            )
+        return self._admin_conn
 
     # --- steps ----------------------------------------------------------------------------------
     def _prepare_dirs(self) -> None:

@@ -19,10 +19,11 @@ from pydantic import ValidationError
 from starlette.applications import Starlette
 from tests.api.harness import build
 
-from corral.api.service_routes import RouteFeed, mark_draining, mount_gateway
+from corral.api.service_routes import RouteFeed, apply_routes, mark_draining, mount_gateway
 from corral.backends.fake import FakeBackend
 from corral.cli.workloads import _print_service
 from corral.control import ControlLoop, ControlSettings, Leadership, ManualClock
+from corral.control.endpoints import Route
 from corral.control.gateway_loads import STALE_S, WRITE_EVERY_S, SharedLoads
 from corral.control.rollout import update
 from corral.control.scaling import SCALED, end_idle, scale
@@ -427,6 +428,29 @@ def test_replicas_drained_by_a_scale_down_get_no_new_request_at_once() -> None:
     for key in ("svc-1a2b3c4d", "svc"):
         route = table.service(key)
         assert route is not None and [r.id for r in route.ready()] == ["svc-1a2b3c4d-r0"]
+
+
+def test_a_suspect_replica_stays_avoided_across_route_updates_until_it_restarts() -> None:
+    """The gateway marks a replica that cut a stream suspect; the control plane's route
+    update every step must not undo that while the store still says ready, and a restart
+    (its state leaves ready) ends it."""
+    def update_routes(state: str) -> None:
+        apply_routes(table, [Route("svc-1", "svc-1-r0", "http://127.0.0.1:20000", state, "svc"),
+                             Route("svc-1", "svc-1-r1", "http://127.0.0.1:20001", "ready", "svc")])
+
+    def suspect() -> bool:
+        found = table.replica("svc-1", "svc-1-r0")
+        return found is not None and found.suspect(1.0)
+
+    table = RouteTable()
+    update_routes("ready")
+    table.mark_suspect("svc-1", "svc-1-r0", 100.0)
+    update_routes("ready")  # the next steps: nothing changed in the store
+    update_routes("ready")
+    assert suspect()
+    update_routes("starting")  # killed and restarted: a new process
+    update_routes("ready")
+    assert not suspect()
 
 
 # -- the load through a standby's gateway ------------------------------------------------------

@@ -296,8 +296,11 @@ class Fragmentation:
             before, values = both[: nodes.size], both[nodes.size :]
         else:
             before, values = self.fragmentation(cap, nodes), mix.frag(free, cpu, model[rows])
-        after = np.full(nodes.shape, np.inf)
-        np.minimum.at(after, rows, values)  # a share: the best device of each node
+        if r.fractional:
+            after = np.full(nodes.shape, np.inf)
+            np.minimum.at(after, rows, values)  # a share: the best device of each node
+        else:  # one row per node (`rows` is 0..n-1): the minimum of inf and v is v
+            after = values
         # Equal in exact arithmetic must stay equal: F is a weighted sum whose rounding depends
         # on the order of its terms, and ties between nodes go to node order (first fit), which
         # FGD depends on (random tie-breaking costs it 4-5 points of allocation).

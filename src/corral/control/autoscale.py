@@ -179,11 +179,12 @@ class PoolAutoscaler:
             self.offers_seen(offers)
         self._interruptions(now, state, instances)
         self._past_deadline(now, state, instances)
-        view = PoolView(self._waiting(state), offers, instances, self._node_use(state, now),
-                        self.limits, self.budget, self.retiring, self._nominated(state))
         if not self.resumed:
             self.state = self._resume_emptying(replace(self.state, replacement=self._resume()))
             self.resumed = True
+        self._hold_replacement(now, instances)
+        view = PoolView(self._waiting(state), offers, instances, self._node_use(state, now),
+                        self.limits, self.budget, self.retiring, self._nominated(state))
         before, emptying = self.state.replacement, self.state.emptying
         decisions = decide(view, self.state, self.config, now)
         self.state = decisions.state
@@ -294,6 +295,18 @@ class PoolAutoscaler:
             return self.state.replacement
         log.info("resuming the replacement of %s by %s", r.old, r.new)
         return r
+
+    def _hold_replacement(self, now: float, instances: Sequence[Instance]) -> None:
+        """The node rented as a replacement is busy by intent while the replacement lasts: the
+        work it is for arrives only after the old node's work has stopped (the grace, the
+        agent's report, the scheduler's next cycle), so its idle time starts when the
+        replacement ends, not at its join. A short idle timeout returned it before the work
+        came, and the work then waited for a third node (found by
+        tests/providers/test_replace_restart_up.py)."""
+        r = self.state.replacement
+        node = next((i.node_id for i in instances if r is not None and i.id == r.new), None)
+        if node is not None:
+            self.idle_since[node] = now
 
     def _persist_replacement(self, now: float, r: Replacement | None) -> None:
         if r is None:

@@ -1,7 +1,11 @@
 """`corral port-forward ID [LOCAL:]PORT [--worker N]`: reach a port a running worker listens on
 (a notebook, TensorBoard, a debug server) at 127.0.0.1:LOCAL on this machine, through the
 control plane: each connection is carried over its own WebSocket
-(`/v1/workloads/{id}/port-forward`), as `kubectl port-forward` does. Runs until Ctrl-C."""
+(`/v1/workloads/{id}/port-forward`), as `kubectl port-forward` does. Runs until Ctrl-C.
+
+A connection the server closes with a reason (its idle or longest-forward limit, code 4408)
+is said on stderr, one line per connection, as `corral ssh` says it: otherwise the local
+client only sees its socket end and cannot tell a limit from the worker hanging up."""
 
 from __future__ import annotations
 
@@ -33,7 +37,15 @@ def _ports(spec: str) -> tuple[int, int]:
     return lo, r
 
 
-def _pipe(conn: socket.socket, ws: object) -> None:
+def closed_line(workload_id: str, code: int | None, reason: str | None) -> str | None:
+    """The line to print when the server ended a forwarded connection, or None when the
+    connection ended normally (either side hung up: 1000 and no reason) or is still open."""
+    if code is None or (code == 1000 and not reason):
+        return None
+    return f"connection to {workload_id} closed" + (f": {reason}" if reason else f" (code {code})")
+
+
+def _pipe(conn: socket.socket, ws: object, workload_id: str) -> None:
     from websockets.exceptions import ConnectionClosed
 
     def up() -> None:
@@ -48,6 +60,11 @@ def _pipe(conn: socket.socket, ws: object) -> None:
     with contextlib.suppress(OSError, ConnectionClosed):
         for message in ws:  # type: ignore[attr-defined]
             conn.sendall(message if isinstance(message, bytes) else message.encode())
+    # said before the local socket ends, so whoever sees the end can read why (None while the
+    # WebSocket is still open: the local client left first, and `up` closes it normally)
+    line = closed_line(workload_id, ws.close_code, ws.close_reason)  # type: ignore[attr-defined]
+    if line is not None:
+        err.print(line, highlight=False, soft_wrap=True)  # one line, whatever the width
     with contextlib.suppress(OSError):
         conn.shutdown(socket.SHUT_RDWR)
     conn.close()
@@ -99,7 +116,7 @@ def port_forward(
                 err.print(f"connection refused by the server: {e}", highlight=False)
                 conn.close()
                 continue
-            threading.Thread(target=_pipe, args=(conn, ws), daemon=True).start()
+            threading.Thread(target=_pipe, args=(conn, ws, workload_id), daemon=True).start()
     except KeyboardInterrupt:
         pass
     finally:

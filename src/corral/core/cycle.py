@@ -24,6 +24,7 @@ from corral.core import reasons as R
 from corral.core.actions import allocate, consolidate, preempt, reallocate, reclaim
 from corral.core.actions.allocate import (
     age_reservations,
+    fill_free_slots,
     keep_reservations,
     limit_reason,
     prune_reservations,
@@ -271,6 +272,7 @@ def decide(cycle: Cycle) -> None:
     if cycle.reserved_before:  # before any placement can reorder the queues (see there)
         keep_reservations(cycle)
     allocate(cycle)
+    fill_free_slots(cycle)  # a slot no one in the order could take: the oldest may
     if not cycle.still_pending():
         return  # everything fitted (or is stopped by a limit): no action below has work
     # Evictions reshape free space: what could not move or start before may now. Repeat the

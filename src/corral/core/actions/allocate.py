@@ -294,6 +294,29 @@ def _hand_over(cycle: Cycle, holder: Workload) -> bool:
     return False
 
 
+def fill_free_slots(cycle: Cycle) -> None:
+    """After allocation, a free slot (fewer than `max_reservations` held) goes to the oldest
+    big waiting workload that may hold one. In allocation only the first of a shape to fail
+    in the fair-share order may reserve (alike work behind it is set aside as known to fail),
+    so when that one was outside its window the slot stayed free while an older gang of a
+    queue later in the order waited in its own (the bound in tests/core/
+    test_reservation_bound.py needs this). Oldest first, as the aging (`heirs`) orders, and a
+    rerun keeps the holder this names (`keep_reservations`)."""
+    cfg, now, where = cycle.config, cycle.now, cycle.stmt.where
+    if len(cycle.cap.reservations) >= cfg.max_reservations:
+        return
+    big = sorted((w for w in cycle.waiting.values()
+                  if (w.workers > 1 or w.resources.gpus > 1) and w.id not in where
+                  and w.id not in cycle.cap.reservations
+                  and reservation_window(cfg, w.submitted_at, now)[0]),
+                 key=lambda w: (w.submitted_at, w.id))
+    for w in big:
+        if len(cycle.cap.reservations) >= cfg.max_reservations:
+            return
+        if w.id not in where:
+            _keep(cycle, w)
+
+
 def age_reservations(cycle: Cycle) -> bool:
     """After evictions: a holder whose heir is one of this cycle's victims hands its slot
     over now, as a rerun of this plan would (the victim waits there, older than the holder

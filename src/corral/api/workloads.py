@@ -17,7 +17,7 @@ from corral.api.context import ApiContext, Caller, context
 from corral.api.errors import ApiError, not_found
 from corral.api.views import event_view, workload_view
 from corral.backends.errors import BackendError
-from corral.control import cancel
+from corral.control import cancel, elastic
 from corral.control.lifecycle import State
 from corral.control.packaging import packaging_refusals
 from corral.control.submission import stored_form
@@ -198,7 +198,24 @@ def get_workload(workload_id: str, ctx: Ctx, who: Caller) -> M.Workload:
     rec = _visible(ctx, who, workload_id)
     with ctx.store.read() as conn:
         placements = W.placements_of(conn, rec.id, rec.attempt)
-    return workload_view(rec, placements)
+        view = workload_view(rec, placements)
+        view.elastic = _elastic_world(conn, rec)
+    return view
+
+
+def _elastic_world(conn: Connection, rec: WorkloadRecord) -> M.ElasticWorld | None:
+    """An elastic job's bounds (its spec) and current world (the latest ElasticWorld event on
+    its core gang's row, as its launches read it): derived, never stored twice. The same for
+    the core gang and each of its extras."""
+    bounds = rec.spec.get("elastic")
+    if not isinstance(bounds, dict):
+        return None
+    core = elastic.core_id(rec)
+    world = elastic.load_worlds(conn, [core]).get(core)
+    low = int(bounds["min_workers"])
+    return M.ElasticWorld(min_workers=low, max_workers=int(bounds["max_workers"]),
+                          world_size=None if world is None else world.size(low),
+                          generation=None if world is None else world.generation)
 
 
 @router.post("/workloads/{workload_id}/cancel", response_model=M.Workload,

@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # annotations only: `--help` imports neither httpx nor pydant
 
     from corral.sdk import models as M
 
-__all__ = ["ago", "nodes_table", "providers_table", "queues_table", "state_text",
+__all__ = ["ago", "elastic_text", "nodes_table", "providers_table", "queues_table", "state_text",
            "workloads_table"]
 
 _COLORS = {"pending": "yellow", "scheduled": "cyan", "starting": "cyan", "running": "green",
@@ -26,6 +26,14 @@ _COLORS = {"pending": "yellow", "scheduled": "cyan", "starting": "cyan", "runnin
 def state_text(w: M.Workload) -> Text:
     label = w.state + (f" (stopping: {w.stopping})" if w.stopping else "")
     return Text(label, style=_COLORS.get(w.state, ""))
+
+
+def elastic_text(e: M.ElasticWorld) -> str:
+    """`corral describe`'s line for an elastic job: its current world and its bounds."""
+    bounds = f"({e.min_workers} to {e.max_workers} allowed)"
+    if e.world_size is None:  # no world recorded: the core gang has not started yet
+        return f"no world yet {bounds}; starts at {e.min_workers} when they fit"
+    return f"world of {e.world_size} workers {bounds}, generation {e.generation}"
 
 
 def ago(t: float | None) -> str:

@@ -17,7 +17,7 @@ from rich.table import Table
 from corral.cli import batch
 from corral.cli.connection import JsonOpt, TokenOpt, UrlOpt, connect, emit_json, err, friendly
 from corral.cli.output import Format, OutputOpt, chosen, emit
-from corral.cli.render import ago, state_text, workloads_table
+from corral.cli.render import ago, elastic_text, state_text, workloads_table
 from corral.sdk.errors import Conflict, Forbidden, NotFound
 
 if TYPE_CHECKING:  # annotations only: `--help` imports neither httpx nor pydantic (issue 14)
@@ -201,6 +201,8 @@ def describe(workload_id: str, url: UrlOpt = None, token: TokenOpt = None,
                          ("finished", ago(w.finished_at)), ("exit code", w.exit_code),
                          ("reason", f"{w.reason_code}: {w.reason_message}")):
         out.print(f"  {label:<10} {value}", highlight=False)
+    if w.elastic is not None:
+        out.print(f"  {'elastic':<10} {elastic_text(w.elastic)}", highlight=False)
     if len(attempts) > 1 or (attempts and attempts[0]["ended"] is not None):
         t = Table(title="attempts", title_justify="left")
         for col in ("ATTEMPT", "STARTED", "ENDED", "OUTCOME", "MESSAGE"):

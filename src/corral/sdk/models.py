@@ -13,6 +13,7 @@ __all__ = [
     "AuditEntry",
     "AuditPage",
     "DryRunResult",
+    "ElasticWorld",
     "ErrorBody",
     "Event",
     "EventPage",
@@ -70,6 +71,17 @@ class WorkerPlacement(_Model):
     reason: str = ""
 
 
+class ElasticWorld(_Model):
+    """An elastic job's size: its bounds from the spec, its world from the latest world the
+    control plane recorded (its ElasticWorld event); read-only, derived on each read."""
+
+    min_workers: int
+    max_workers: int
+    world_size: int | None = Field(None, description="workers in the current world; null "
+                                   "until the first world is recorded (the core gang starts)")
+    generation: int | None = Field(None, description="the world's generation: + 1 per resize")
+
+
 class Workload(_Model):
     id: str
     group_id: str
@@ -90,6 +102,9 @@ class Workload(_Model):
     stopping: str | None = Field(None, description="why a stop was requested, while it runs")
     spec: dict[str, Any] = Field(default_factory=dict)
     placements: list[WorkerPlacement] = Field(default_factory=list)
+    elastic: ElasticWorld | None = Field(
+        None, description="an elastic job's bounds and current world (GET /workloads/{id} "
+        "only; null for other work and in lists)")
 
 
 class Replica(_Model):

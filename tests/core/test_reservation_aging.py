@@ -109,3 +109,33 @@ def test_the_oldest_gang_gets_the_kept_reservation_within_a_window() -> None:
         assert held > 0, f"seed {seed}: g never held the reservation"
         assert started is not None and started <= BOUND, (
             f"seed {seed}: g started at {started}, the bound is {BOUND}")
+
+
+def _victim_heir() -> ClusterState:
+    """Queue q on 4 nodes: old gang v (priority 10) runs on n3, n4; young gang h (priority 5,
+    submitted more than a window after v) holds n1, n2, where priority-5 jobs drain; gang p
+    (priority 50) arrives and preempts v. v, now waiting, is h's heir."""
+    nodes = [node(f"n{i}") for i in (1, 2, 3, 4)]
+    work = [job("v").queue("q").gpus(8).gang(2).priority(10).submitted(0.0)
+            .running(("n3", tuple(range(8))), ("n4", tuple(range(8)))).build(),
+            job("h").queue("q").gpus(8).gang(2).priority(5).submitted(5000.0).build(),
+            job("p").queue("q").gpus(8).gang(2).priority(50).submitted(6000.0).build()]
+    work += [job(f"l{n}-{d}").queue("q").gpus(1).priority(5)
+             .running((f"n{n}", (d,))).build() for n in (1, 2) for d in range(8)]
+    return ClusterState(tuple(n.build() for n in nodes), (queue("q"),), tuple(work),
+                        reserved_for=("h",))
+
+
+def test_a_victim_that_is_an_heir_takes_the_slot_in_the_same_cycle() -> None:
+    """p preempts v; v is h's heir, so it takes h's slot in the same cycle and preempts the
+    lower work there, as the next cycle would: the rerun on the applied plan evicts nothing
+    (bench/contention.py seed 4, t = 101,580 s, evicted on the rerun before)."""
+    s, now = _victim_heir(), 6000.0
+    plan = schedule(s, now, CFG)
+    check_reason_oracle(s, plan, now)
+    evicted = {e.workload_id: e.for_workload for e in plan.evictions}
+    assert evicted["v"] == "p" and set(evicted.values()) == {"p", "v"}
+    assert {p.workload_id for p in plan.placements} == {"p", "v"}
+    after = apply_like_control_plane(s, plan, now)
+    after = replace(after, reserved_for=tuple(r.workload_id for r in plan.reservations))
+    assert schedule(after, now, CFG).evictions == ()

@@ -39,6 +39,8 @@ hold for a kept reservation too: its window, its chance of success, its queue's 
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
+from itertools import chain
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -323,11 +325,11 @@ def age_reservations(cycle: Cycle) -> bool:
     by a window); True if a slot changed hands. Without it, a gang preempted for higher work
     took a younger holder's slot on the rerun and preempted lower work of its queue there
     (bench/contention.py seed 4, t = 101,580 s)."""
-    victims = {v.id for v in cycle.requeued if cycle.is_pending(v)}
+    victims = [v for v in cycle.requeued if cycle.is_pending(v)]
     changed = False
     for owner in sorted(cycle.cap.reservations):
         holder = cycle.waiting.get(owner)
-        if holder is None or not any(h.id in victims for h in heirs(cycle, holder)):
+        if holder is None or not heirs(cycle, holder, victims):  # (a few victims, not all)
             continue
         nodes = cycle.cap.reservations[owner]
         cycle.cap.release(owner)
@@ -338,17 +340,20 @@ def age_reservations(cycle: Cycle) -> bool:
     return changed
 
 
-def heirs(cycle: Cycle, holder: Workload) -> list[Workload]:
+def heirs(cycle: Cycle, holder: Workload, among: Iterable[Workload] | None = None
+          ) -> list[Workload]:
     """Who may take `holder`'s kept slot, oldest first (then by id): big waiting workloads
     submitted more than `max_reservation_s` before it, in their own reservation window, not
     holding one already and able to fit the pool; in the holder's queue only work of at least
     its priority (priority orders a queue). All of it is fixed for a given `now`: submission
-    times, shapes, the pool (see `keep_reservations`)."""
+    times, shapes, the pool (see `keep_reservations`). `among`: only these (default: all
+    waiting work, this cycle's victims included)."""
     cfg, now = cycle.config, cycle.now
     before = holder.submitted_at - cfg.max_reservation_s
     held = set(cycle.reserved_before) | cycle.cap.reservations.keys()
-    waiting = [*cycle.waiting.values(), *cycle.requeued]  # this cycle's victims wait too
-    out = [w for w in waiting
+    if among is None:  # this cycle's victims wait too
+        among = chain(cycle.waiting.values(), cycle.requeued)
+    out = [w for w in among
            if w.submitted_at < before and (w.workers > 1 or w.resources.gpus > 1)
            and w.id not in held
            and (w.queue != holder.queue or w.priority >= holder.priority)

@@ -30,6 +30,7 @@ from tests.core.test_churn import apply_like_control_plane, check_reason_oracle
 from builders import job, node, queue
 from corral.core import ClusterState, SchedulerConfig, Workload, schedule
 from corral.core.model import WorkloadState
+from corral.core.plan import Plan
 
 CFG = SchedulerConfig(reserve_after_s=0.0, max_reservation_s=1800.0,
                       reservation_cooldown_s=600.0, consolidate=False)
@@ -98,9 +99,26 @@ def run(seed: int) -> tuple[float | None, int]:
         kept = {r.workload_id for r in rerun.reservations}
         assert {r.workload_id for r in plan.reservations} <= kept, f"a rerun at {now} moves a slot"
         held += any(r.workload_id == "g" for r in plan.reservations)
+        _check_g_reason(plan, state)
         if "g" in started and g_started is None:
             g_started = started["g"]
     return g_started, held
+
+
+def _check_g_reason(plan: Plan, state: ClusterState) -> None:
+    """g's reason while another workload holds the slot names the holder and until when its
+    window lets it hold; when g is that holder's heir it also says when g takes the slot."""
+    reason = plan.pending.get("g")
+    holders = [r.workload_id for r in plan.reservations]
+    if reason is None or not holders or "g" in holders:
+        return
+    details = dict(reason.details)
+    assert details["reservation_held_by"] == holders[0], reason
+    assert f"the reservation held by {holders[0]} until t=" in reason.message, reason
+    holder = next(w for w in state.workloads if w.id == holders[0])
+    g = next(w for w in state.workloads if w.id == "g")
+    heir = g.submitted_at < holder.submitted_at - CFG.max_reservation_s
+    assert ("takes_slot_at" in details) == heir, reason
 
 
 def test_the_oldest_gang_gets_the_kept_reservation_within_a_window() -> None:

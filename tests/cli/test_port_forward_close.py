@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +18,8 @@ from api.harness import build
 from corral.api.limits import ApiLimits
 from corral.cli.port_forward import closed_line
 from corral.store import Store
+
+from .live_api import served
 
 IDLE_S = 0.5
 
@@ -48,24 +49,14 @@ def _echo(conn: socket.socket) -> None:
 @pytest.fixture
 def api_url(sqlite_store_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str]]:
     """A real uvicorn serving the API whose forwards reach this host's ports (the worker)."""
-    import uvicorn
-
     import corral.api.port_forward as pf
 
     monkeypatch.setattr(pf, "_target", lambda *_: None)
     store = Store(sqlite_store_url)
     store.upgrade()
     api = build(store, limits=ApiLimits(forward_idle_s=IDLE_S))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(api.client.app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}", api.ann["Authorization"].split()[1]
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served(api.client.app) as url:
+        yield url, api.ann["Authorization"].split()[1]
     store.close()
 
 

@@ -126,5 +126,5 @@ def ssh(
     if status == 255:  # no status: the server's reason when it gave one (a session limit)
         reason = ws.close_reason or ""
         err.print(f"connection to {workload_id} closed" + (f": {reason}" if reason else ""),
-                  highlight=False)
+                  highlight=False, soft_wrap=True)  # one line, whatever the width
     raise typer.Exit(status)

@@ -81,6 +81,9 @@ def test_a_connection_closed_at_the_idle_limit_is_said_once_on_stderr(
             idle.sendall(b"ping")
             assert idle.recv(16) == b"ping"
             assert idle.recv(16) == b""  # the server closed it at its idle limit
+        with socket.create_connection(("127.0.0.1", local), timeout=10) as after:
+            after.sendall(b"still")  # the forward goes on for new connections
+            assert after.recv(16) == b"still"
     finally:
         cli.terminate()
         _, stderr = cli.communicate(timeout=10)

@@ -194,6 +194,21 @@ def test_capacity_on_its_way_is_not_rented_twice(state: CapacityState) -> None:
     assert d.waiting["j1"].startswith("capacity launching for it: p5.48xlarge")
 
 
+def test_small_work_does_not_take_a_dearer_node_on_its_way_from_the_work_it_was_rented_for(
+        ) -> None:
+    """An 8 x H100 on its way (2.99/GPU-h) was rented for `big`; `small`, ahead in the order,
+    may rent a 1 x L4 at 0.80/GPU-h: it does, and `big` keeps the node on its way. Before, small
+    packed onto the H100 first and a second H100 was rented for big (the Alibaba replay)."""
+    waiting = [job("small").gpus(1).priority(5).build(), job("big").gpus(8).models("H100").build()]
+    flying = (instance("i-1", LAMBDA_H100, CapacityState.PROVISIONING, launched_at=900.0),)
+    d = run(waiting, (LAMBDA_H100, G6), instances=flying)
+    assert launched(d) == [("aws", "g6.xlarge", "on-demand", 1)]
+    assert d.waiting["big"].startswith("capacity launching for it: gpu_8x_h100_sxm5")
+    # work whose own rate is no cheaper still fills the room on its way
+    d = run([job("small").gpus(1).models("H100").build()], (LAMBDA_H100, G6), instances=flying)
+    assert d.launches == () and d.waiting["small"].startswith("capacity launching for it")
+
+
 def test_on_the_way_capacity_of_a_model_it_may_not_use_does_not_count() -> None:
     d = run([job().gpus(1).models("A100").build()], ALL,
             instances=(instance("i-1", G6, CapacityState.PROVISIONING, launched_at=900.0),))

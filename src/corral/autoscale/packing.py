@@ -2,7 +2,8 @@
 
 A *bin* is one instance, launched or about to be: its offer and what is still free on it (GPU
 share per device, CPU, RAM). Waiting work packs first onto instances already on their way (they
-were rented for it), then onto new instances of the offer that costs least for the whole workload.
+were rented for it; smaller work only where no dearer per GPU-hour than its own offer, pool.py),
+then onto new instances of the offer that costs least for the whole workload.
 
 Rules an offer must meet for a workload (the core's filters, read from the offer instead of a
 node): an allowed GPU model, an allowed capacity kind, a price per GPU-hour within the cap, the

@@ -36,7 +36,12 @@ Why waiting work is packed greedily, in the core's order (priority, then age), o
 with the least cost for that workload alone: the exact cheapest cover is a bin-packing problem,
 and the greedy choice rents what the highest-priority work needs first, which is what a user
 expects when the budget runs out half-way. Leftover room on instances it plans is free for the
-work that follows, so small work fills what large work leaves.
+work that follows, so small work fills what large work leaves. Room on instances already on
+their way (rented at an earlier decision, for work the policy no longer knows) is taken by
+smaller work only when it is no dearer per GPU-hour than what that work would rent itself:
+otherwise small jobs ahead in the order took an 8-GPU node rented for an 8-GPU job, the job got
+another, and the small jobs held the dear node for weeks (bench/README, issue 11, the Alibaba
+2023 trace: 1.089 -> 0.969 of the cheapest single provider on that seed).
 """
 
 from __future__ import annotations
@@ -349,7 +354,14 @@ class _ScaleUp:
 
     def _serve(self, x: Waiting) -> None:
         w, kinds = x.workload, self.kinds(x.workload)
-        usable = [b for b in self.bins if eligible(w, b.offer, kinds) is None]
+        own, need = self._own_rate(w, kinds), _gpus_needed(w)
+        # work smaller than an instance on its way was not what it was rented for: it takes
+        # that room only when no dearer per GPU-hour than what it would rent for itself (else
+        # small jobs took an 8-GPU node rented for an 8-GPU job, the job got another, and the
+        # small jobs held the dear node for weeks: bench/README, issue 11, the Alibaba trace)
+        usable = [b for b in self.bins if eligible(w, b.offer, kinds) is None
+                  and (b.new or own is None or need >= b.offer.gpus
+                       or b.offer.price_per_gpu_hour <= own)]
         used = pack(w, usable)
         if used is not None:
             names = sorted({_describe_offer(b.offer) for b in used})
@@ -372,6 +384,12 @@ class _ScaleUp:
         self.served.setdefault(offer_key(offer), []).append(x)
         self.charge(offer, n)
         self.notes[w.id] = f"capacity planned now for it: {n} x {_describe_offer(offer)}"
+
+    def _own_rate(self, w: Workload, kinds: tuple[CapacityKind, ...]) -> Decimal | None:
+        """The least price per GPU-hour of an offer `w` may rent now (None: none may)."""
+        rates = [o.price_per_gpu_hour for o in self.view.offers
+                 if eligible(w, o, kinds) is None and self.state.in_backoff(o, self.now) is None]
+        return min(rates, default=None)
 
     def _cheapest(self, w: Workload, kinds: tuple[CapacityKind, ...]
                   ) -> tuple[tuple[Offer, int] | None, str]:
@@ -475,6 +493,12 @@ class _ScaleUp:
                               f"{_describe_offer(offer)}: {why}",
                               tuple(dict.fromkeys(x.workload.id for x in served))))
         return tuple(out)
+
+
+def _gpus_needed(w: Workload) -> float:
+    """All of `w`'s GPUs (shares as fractions; 0 for CPU-only work)."""
+    r = w.resources
+    return max(w.workers, 1) * (r.gpus or (r.nominal_milli() / 1000 if r.fractional else 0))
 
 
 # -- scale-down ----------------------------------------------------------------------------------

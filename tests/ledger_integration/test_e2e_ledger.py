@@ -67,14 +67,19 @@ def _until(check, timeout: float = 60.0, what: str = "condition"):
     raise TimeoutError(f"{what} not reached in {timeout}s")
 
 
+#: The metered time must cover this much of the job's run; 3 s rather than 8 s: the check is
+#: the same and each backend's run of the test is 5 s shorter.
+RUNS_AT_LEAST_S = 3
+
+
 def test_grant_hold_settle_report_through_cli_and_sdk(corral: PricedCorral,
                                                      tmp_path: Path) -> None:
     out = corral.cli("credits", "grant", "research", "10", "--key", "e2e-grant").stdout
     assert "granted 10.00 to research" in out
-    # The job runs 8 s and then until the test has read its hold: under a heavy load the CLI call
+    # The job runs 3 s and then until the test has read its hold: under a heavy load the CLI call
     # below can take longer than any fixed sleep, and a job that ended has no hold to list.
     release = tmp_path / "release"
-    wait_then_release = (f"import os, time; time.sleep(8)\n"
+    wait_then_release = (f"import os, time; time.sleep({RUNS_AT_LEAST_S})\n"
                          f"while not os.path.exists({str(release)!r}): time.sleep(0.1)")
     with corral.client() as c:
         ledger = Ledger(c)
@@ -90,7 +95,7 @@ def test_grant_hold_settle_report_through_cli_and_sdk(corral: PricedCorral,
         report = ledger.usage(by=["workload"])
     row = next(r for r in report.rows if r.group["workload"] == wid)
     gpu_s = Decimal(row.gpu_seconds)
-    assert Decimal(8) <= gpu_s < Decimal(60)  # at most its max_runtime
+    assert Decimal(RUNS_AT_LEAST_S) <= gpu_s < Decimal(60)  # at most its max_runtime
     assert Decimal(bal.settled) == (gpu_s * Decimal("0.01")).quantize(Decimal("0.01"))
     assert Decimal(bal.balance) == Decimal(10) - Decimal(bal.settled)
     csv = corral.cli("usage", "--by", "queue", "--by", "user", "--csv").stdout.splitlines()

@@ -27,8 +27,8 @@ import json
 import logging
 import random
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -38,6 +38,15 @@ from corral.gateway.balancing import pick_replica
 from corral.gateway.headers import request_headers, response_headers
 from corral.gateway.limits import GatewayLimits
 from corral.gateway.metrics import GatewayMetrics
+from corral.gateway.request_body import (
+    ClientGone,
+    RequestBody,
+    body_declared,
+    declared_length,
+    framing_unknown,
+    header_value,
+    peek_body,
+)
 from corral.gateway.retries import IDEMPOTENT, Failure, RetryBudget, RetryPolicy, Skip, retry_skip
 from corral.gateway.routes import SERVICE_NAME, Replica, RouteTable
 from corral.sdk.models import ErrorBody, Problem
@@ -60,10 +69,6 @@ class _Refused(Exception):
         super().__init__(message)
         self.status, self.code, self.message, self.field = status, code, message, field_
         self.headers = headers or {}
-
-
-class _ClientGone(Exception):
-    """The client went away before its request body ended, or (a WebSocket) before the upgrade."""
 
 
 class BrokenResponse(RuntimeError):
@@ -94,105 +99,6 @@ def should_retry(method: str, *, connect_error: bool, status: int | None,
     return retry_skip(method, failure, replayable=not body_sent, has_body=has_body,
                       policy=policy or limits.retry,
                       unsent_non_idempotent=limits.retry_unsent_non_idempotent) is None
-
-
-@dataclass
-class _Body:
-    """The client's request body, streamed to the replica as it arrives, and held (up to
-    `limit` bytes) so that another try can send it again: a replay yields what was held, then
-    goes on receiving. Once it outgrows `limit` it is dropped and the body is not replayable."""
-
-    receive: Any
-    has_body: bool
-    limit: int = 0
-    #: called once when the body outgrows `limit` (the metric that counts it)
-    on_overflow: Callable[[], None] | None = None
-    #: the body's Content-Length, when the client sent one
-    declared: int | None = None
-    started: bool = False
-    ended: bool = field(init=False)
-    held: list[bytes] = field(default_factory=list)
-    size: int = 0
-    overflowed: bool = False
-
-    def __post_init__(self) -> None:
-        self.ended = not self.has_body
-        if self.has_body and self.declared is not None and self.declared > self.limit:
-            self._overflow()  # known too big from its header: nothing is held, from the start
-
-    @property
-    def replayable(self) -> bool:
-        return not self.has_body or not self.overflowed
-
-    async def stream(self) -> AsyncIterator[bytes]:
-        for chunk in list(self.held):  # a replay: what the failed try already sent
-            yield chunk
-        while not self.ended:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                raise _ClientGone
-            self.started = True
-            self.ended = not message.get("more_body", False)
-            chunk = message.get("body")
-            if chunk:
-                self._hold(chunk)
-                yield chunk
-
-    def _hold(self, chunk: bytes) -> None:
-        if self.overflowed:
-            return
-        self.size += len(chunk)
-        if self.size > self.limit:  # too big to hold: this request is not retried
-            self._overflow()
-        else:
-            self.held.append(chunk)
-
-    def _overflow(self) -> None:
-        self.overflowed, self.held = True, []
-        if self.on_overflow is not None:
-            self.on_overflow()
-
-    def retry_off(self) -> list[tuple[bytes, bytes]]:
-        """The response header that says this request was never replayable, or none."""
-        if not self.overflowed:
-            return []
-        return [(b"x-corral-retry-off", f"body_over_limit; limit={self.limit}".encode())]
-
-
-def _has_body(scope: Scope) -> bool:
-    for name, value in scope["headers"]:
-        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
-            return True
-    return False
-
-
-def _framing_unknown(scope: Scope) -> bool:
-    """HTTP/2 and 3 frame a request body themselves: it may come with neither Content-Length
-    nor Transfer-Encoding (RFC 9113, 8.1), so their absence does not say "no body" there."""
-    return scope.get("http_version", "1.1") not in ("1.0", "1.1") \
-        and _header(scope, b"content-length") is None
-
-
-async def _peek_body(receive: Any) -> tuple[bool, Any]:
-    """(whether the request has a body, a receive that yields the message read to know it
-    first). An HTTP/2 request without a body ends its stream with its headers, so its first
-    message is an empty, final one at once."""
-    first = await receive()
-    if first["type"] == "http.disconnect":
-        raise _ClientGone
-    if not first.get("body") and not first.get("more_body", False):
-        return False, receive
-    pending = [first]
-
-    async def replay() -> Any:
-        return pending.pop() if pending else await receive()
-    return True, replay
-
-
-def _declared_length(scope: Scope) -> int | None:
-    """The request's Content-Length (the server has already refused a malformed one)."""
-    value = _header(scope, b"content-length")
-    return int(value) if value is not None and value.strip().isdigit() else None
 
 
 def error_response(status: int, code: str, message: str, field_: str = "") -> bytes:
@@ -238,7 +144,7 @@ class Proxy:
         except _Refused as refused:
             status = refused.status
             await _send_error(send, refused)
-        except _ClientGone:
+        except ClientGone:
             status = 499  # nginx's "client closed request": nothing was sent back
         except BrokenResponse as broken:
             status = broken.status
@@ -259,7 +165,7 @@ class Proxy:
         if _DOT_SEGMENT.search(rest):
             raise _Refused(400, "bad_request", "the path holds a '.' or '..' segment; send the "
                            "path the service should see, already resolved", "path")
-        header = _header(scope, b"authorization")
+        header = header_value(scope, b"authorization")
         if not route.auth.allows(header.decode("latin-1") if header is not None else None):
             raise _Refused(401, "unauthorized", f"service {service!r} needs a bearer token "
                            "(Authorization: Bearer <token>)" if header is None else
@@ -267,7 +173,7 @@ class Proxy:
                            headers={"WWW-Authenticate": "Bearer"})
         return rest, route.auth.is_public
 
-    async def _admit(self, service: str, deadline: float, body: _Body) -> None:
+    async def _admit(self, service: str, deadline: float, body: RequestBody) -> None:
         remaining = deadline - asyncio.get_running_loop().time()
         retry_after = {"Retry-After": str(self.limits.retry_after_s)}
         try:
@@ -298,17 +204,17 @@ class Proxy:
         policy = self._policy(service)
         budget = self._budget(service, policy)
         budget.request(started)
-        has_body = _has_body(scope)
-        if not has_body and _framing_unknown(scope):
+        has_body = body_declared(scope)
+        if not has_body and framing_unknown(scope):
             try:  # a client that opens a stream and never sends on it holds nothing for long
                 async with asyncio.timeout_at(deadline):
-                    has_body, receive = await _peek_body(receive)
+                    has_body, receive = await peek_body(receive)
             except TimeoutError:
                 raise _Refused(408, "request_timeout", "the request's body did not start "
                                f"within {self._total_timeout(service):g} s") from None
-        body = _Body(receive, has_body, self._replay_limit(service),
+        body = RequestBody(receive, has_body, self._replay_limit(service),
                      lambda: self.metrics.bodies_over_buffer.labels(service).inc(),
-                     _declared_length(scope))
+                     declared_length(scope))
         try:
             return await self._forward(scope, send, service, started, rest, public, deadline,
                                        body, policy, budget)
@@ -317,7 +223,7 @@ class Proxy:
             raise
 
     async def _forward(self, scope: Scope, send: Any, service: str, started: float,
-                       rest: bytes, public: bool, deadline: float, body: _Body,
+                       rest: bytes, public: bool, deadline: float, body: RequestBody,
                        policy: RetryPolicy, budget: RetryBudget) -> int:
         """Stages 4-6: pick a replica, send, retry what may be retried, stream the answer."""
         receive = body.receive
@@ -356,7 +262,7 @@ class Proxy:
             return await self._stream(service, replica, response, receive, send, deadline,
                                       body.retry_off())
 
-    def _may_retry(self, service: str, method: str, failure: Failure, body: _Body,
+    def _may_retry(self, service: str, method: str, failure: Failure, body: RequestBody,
                    tried: list[str], resets: int, policy: RetryPolicy,
                    budget: RetryBudget) -> Skip | None:
         """None when the failed try goes to another replica (a reset retry spends one of the
@@ -429,7 +335,7 @@ class Proxy:
         return self.limits.total_timeout_s if own is None else own
 
     def _request(self, method: str, replica: Replica, rest: bytes, query: bytes,
-                 headers: list[tuple[bytes, bytes]], body: _Body,
+                 headers: list[tuple[bytes, bytes]], body: RequestBody,
                  timeouts: dict[str, float | None]) -> httpx.Request:
         base = self._bases.get(replica.url)
         if base is None:  # parsed once per replica URL, not once per request
@@ -446,7 +352,7 @@ class Proxy:
             raise _Refused(400, "bad_request", f"the request cannot be forwarded: {exc}",
                            "headers") from None
 
-    async def _send(self, service: str, replica: Replica, request: httpx.Request, body: _Body,
+    async def _send(self, service: str, replica: Replica, request: httpx.Request, body: RequestBody,
                     deadline: float, tried: list[str]) -> httpx.Response | _Retry:
         """Stage 5 on one replica: the response (headers received), or a _Retry when the try
         failed in a way that may be retried (connect, reset, 503): `_may_retry` decides."""
@@ -477,7 +383,7 @@ class Proxy:
                            f"{service!r} sent no response within {timeout:.3g} s (its "
                            "first-byte timeout; not retried: the replica may have run "
                            "it)") from None
-        except _ClientGone:
+        except ClientGone:
             self.table.release(service, replica)
             raise
         except httpx.LocalProtocolError as exc:
@@ -595,7 +501,7 @@ async def _disconnected(receive: Any, disconnect: str = "http.disconnect") -> No
 
 async def _unless_gone(waiting: Awaitable[None], receive: Any,
                        disconnect: str = "http.disconnect") -> None:
-    """Await `waiting`, or raise _ClientGone if the client disconnects first (`disconnect`:
+    """Await `waiting`, or raise ClientGone if the client disconnects first (`disconnect`:
     the ASGI message type that says so, `websocket.disconnect` for a WebSocket)."""
     wait = asyncio.ensure_future(waiting)
     gone = asyncio.ensure_future(_disconnected(receive, disconnect))
@@ -608,12 +514,8 @@ async def _unless_gone(waiting: Awaitable[None], receive: Any,
     if not wait.cancelled() and wait.done() and wait.exception() is None:
         return
     if gone.done() and not gone.cancelled():
-        raise _ClientGone
+        raise ClientGone
     wait.result()  # QueueFull, QueueTimeout, ServiceGone
-
-
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    return next((v for k, v in scope["headers"] if k == name), None)
 
 
 def _rest_of_path(scope: Scope, service: str) -> bytes:

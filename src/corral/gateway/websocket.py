@@ -42,12 +42,11 @@ from corral.gateway.limits import GatewayLimits
 from corral.gateway.metrics import GatewayMetrics
 from corral.gateway.proxy import (
     _DOT_SEGMENT,
-    _ClientGone,
-    _header,
     _rest_of_path,
     _unless_gone,
     error_response,
 )
+from corral.gateway.request_body import ClientGone, header_value
 from corral.gateway.routes import SERVICE_NAME, Replica, RouteTable
 
 __all__ = ["WebSocketProxy"]
@@ -91,7 +90,7 @@ class WebSocketProxy:
         try:
             rest, public = self._route(scope, service)
             upstream, replica = await self._connect(scope, service, rest, public, receive)
-        except _ClientGone:
+        except ClientGone:
             self.metrics.requests.labels(label, "499").inc()
             return
         except _Refused as refused:
@@ -121,7 +120,7 @@ class WebSocketProxy:
 
     async def _admit(self, service: str, deadline: float, receive: Any) -> None:
         """Wait in the service's queue (shared with HTTP requests) for a free ready replica;
-        _ClientGone if the client goes away meanwhile (its slot is given back at once)."""
+        ClientGone if the client goes away meanwhile (its slot is given back at once)."""
         remaining = max(deadline - asyncio.get_running_loop().time(), 0.001)
         retry_after = {"Retry-After": str(self.limits.retry_after_s)}
         try:
@@ -148,7 +147,7 @@ class WebSocketProxy:
         rest = _rest_of_path(scope, service)
         if _DOT_SEGMENT.search(rest):
             raise _Refused(400, "bad_request", "the path holds a '.' or '..' segment")
-        header = _header(scope, b"authorization")
+        header = header_value(scope, b"authorization")
         if not route.auth.allows(header.decode("latin-1") if header is not None else None):
             raise _Refused(401, "unauthorized", f"service {service!r} needs a valid bearer "
                            "token (Authorization: Bearer <token>)")

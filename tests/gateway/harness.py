@@ -121,6 +121,21 @@ def completion(prompt: str = "hello world", max_tokens: int = 4,
     return {"prompt": prompt, "max_tokens": max_tokens, "stream": stream}
 
 
+async def read_cut_stream(client: Any) -> Exception | None:
+    """Read a streamed completion through the gateway to its end: the HTTP error the client
+    raised if the stream was cut before its end, else None."""
+    import httpx
+
+    try:
+        async with client.stream("POST", "/serve/toy/v1/completions",
+                                 json=completion(stream=True)) as resp:
+            async for _ in resp.aiter_raw():
+                pass
+    except httpx.HTTPError as exc:
+        return exc
+    return None
+
+
 
 
 @asynccontextmanager

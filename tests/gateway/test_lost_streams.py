@@ -15,7 +15,7 @@ import pytest
 
 from corral.gateway import ReplicaState, RouteTable
 
-from .harness import completion, gateway, replica, replica_process, run
+from .harness import completion, gateway, read_cut_stream, replica, replica_process, run
 from .test_retries import metric
 
 READY, STARTING = ReplicaState.READY, ReplicaState.STARTING
@@ -81,14 +81,7 @@ def test_a_stream_cut_by_the_total_timeout_leaves_the_replica_trusted() -> None:
             table.set_replica("toy", "slow", us, READY)
             from corral.gateway import GatewayLimits
             async with gateway(table, GatewayLimits(total_timeout_s=0.3)) as client:
-                cut = None
-                try:
-                    async with client.stream("POST", "/serve/toy/v1/completions",
-                                             json=completion(stream=True)) as resp:
-                        async for _ in resp.aiter_raw():
-                            pass
-                except httpx.HTTPError as exc:
-                    cut = exc
+                cut = await read_cut_stream(client)
                 metrics = (await client.get("/metrics")).text
             found = table.replica("toy", "slow")
             assert found is not None

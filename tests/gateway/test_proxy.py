@@ -21,7 +21,7 @@ from corral.gateway import (
     wait_drained,
 )
 
-from .harness import closed_port, completion, gateway, replica, run, until
+from .harness import closed_port, completion, gateway, read_cut_stream, replica, run, until
 
 READY = ReplicaState.READY
 
@@ -525,14 +525,7 @@ def test_a_services_own_queue_wait_and_request_timeout_override_the_gateways() -
             table = table_with(stalls=(us, READY))
             table.set_service("toy", limits=ServiceLimits(total_timeout_s=0.3))
             async with gateway(table, GatewayLimits(total_timeout_s=300)) as client:
-                cut = None
-                try:
-                    async with client.stream("POST", "/serve/toy/v1/completions",
-                                             json=completion(stream=True)) as resp:
-                        async for _ in resp.aiter_raw():
-                            pass
-                except httpx.HTTPError as exc:
-                    cut = exc
+                cut = await read_cut_stream(client)
                 await until(lambda: stalls.in_flight == 0, "the replica's stream was closed")
                 text = (await client.get("/metrics")).text
         assert cut is not None  # cut at the service's 0.3 s, not the gateway's 300 s

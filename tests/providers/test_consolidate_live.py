@@ -12,7 +12,7 @@ from tests.providers.test_replace_restart import Plane
 
 from corral.autoscale.consolidate import NODE_CONSOLIDATED
 from corral.autoscale.pool import AutoscalerConfig
-from corral.providers.base import CapacityState, required_tags
+from corral.providers.base import CapacityState, Instance, required_tags
 from corral.store import pool as P
 from corral.store import workloads as W
 
@@ -32,6 +32,18 @@ def _on(rig: Rig, plane: Plane, node: str) -> str:
     return wid
 
 
+def _dear_and_cheap(plane: Plane, joined: dict[str, str]) -> tuple[Instance, Instance]:
+    """A p5.48xlarge joined as n0 and a g6.xlarge as n1, both on demand."""
+    offers = {o.instance_type: o for o in plane.aws.offers()
+              if o.capacity_kind == "on-demand"}
+    (dear,) = plane.aws.launch(offers["p5.48xlarge"], 1, user_data="",
+                               tags=required_tags("c1", "req-a", "aws"))
+    (cheap,) = plane.aws.launch(offers["g6.xlarge"], 1, user_data="",
+                                tags=required_tags("c1", "req-b", "aws"))
+    joined.update({dear.id: "n0", cheap.id: "n1"})
+    return dear, cheap
+
+
 def _nodes_of(plane: Plane, rig: Rig, wid: str) -> set[str]:
     state = plane.loop.live.snapshot(rig.clock.now()).state
     return {a.node_id for w in state.workloads if w.id == wid for a in w.assignments}
@@ -41,13 +53,7 @@ def test_a_dear_node_whose_job_fits_another_is_emptied_and_returned(
         ec2_env: dict[str, str], rig: Rig) -> None:
     joined: dict[str, str] = {}
     plane = Plane(rig, ec2_env, joined, "only", CONFIG)
-    offers = {o.instance_type: o for o in plane.aws.offers()
-              if o.capacity_kind == "on-demand"}
-    (dear,) = plane.aws.launch(offers["p5.48xlarge"], 1, user_data="",
-                               tags=required_tags("c1", "req-a", "aws"))
-    (cheap,) = plane.aws.launch(offers["g6.xlarge"], 1, user_data="",
-                                tags=required_tags("c1", "req-b", "aws"))
-    joined.update({dear.id: "n0", cheap.id: "n1"})
+    dear, cheap = _dear_and_cheap(plane, joined)
     a, b = _on(rig, plane, "n0"), _on(rig, plane, "n1")
     assert (_nodes_of(plane, rig, a), _nodes_of(plane, rig, b)) == ({"n0"}, {"n1"})
     plane.step(40)  # past the min age: n0 (98.32/h) is emptied into n1's free room
@@ -73,13 +79,7 @@ def test_the_guard_on_moved_work_survives_a_restart(ec2_env: dict[str, str], rig
     config = replace(CONFIG, idle_timeout_s=40)  # the guard: 40 s from the drain
     joined: dict[str, str] = {}
     plane = Plane(rig, ec2_env, joined, "first", config)
-    offers = {o.instance_type: o for o in plane.aws.offers()
-              if o.capacity_kind == "on-demand"}
-    (dear,) = plane.aws.launch(offers["p5.48xlarge"], 1, user_data="",
-                               tags=required_tags("c1", "req-a", "aws"))
-    (cheap,) = plane.aws.launch(offers["g6.xlarge"], 1, user_data="",
-                                tags=required_tags("c1", "req-b", "aws"))
-    joined.update({dear.id: "n0", cheap.id: "n1"})
+    dear, cheap = _dear_and_cheap(plane, joined)
     a, b = _on(rig, plane, "n0"), _on(rig, plane, "n1")
     for _ in range(40):  # until n0 is emptied; its room on n1 is then taken (cordoned)
         plane.step(1)

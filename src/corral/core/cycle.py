@@ -27,6 +27,7 @@ from corral.core.actions.allocate import (
     fill_free_slots,
     keep_reservations,
     limit_reason,
+    may_inherit,
     prune_reservations,
     reservation_window,
 )
@@ -519,8 +520,7 @@ def _behind_reservation(cycle: Cycle, w: Workload, found: R.Reason) -> R.Reason:
         until = reservation_window(cfg, h.submitted_at, now)[1]
         held.append(f"{holder} until t={until:.0f}")
         details += (("reservation_held_by", holder), ("held_until", until))
-        if (heir_of is None and w.submitted_at < h.submitted_at - cfg.max_reservation_s
-                and (w.queue != h.queue or w.priority >= h.priority)):
+        if heir_of is None and may_inherit(cfg, h, w):
             open_now, change = reservation_window(cfg, w.submitted_at, now)
             heir_of = (holder, now if open_now else change)
     if not held:

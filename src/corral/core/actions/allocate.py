@@ -349,18 +349,24 @@ def heirs(cycle: Cycle, holder: Workload, among: Iterable[Workload] | None = Non
     times, shapes, the pool (see `keep_reservations`). `among`: only these (default: all
     waiting work, this cycle's victims included)."""
     cfg, now = cycle.config, cycle.now
-    before = holder.submitted_at - cfg.max_reservation_s
     held = set(cycle.reserved_before) | cycle.cap.reservations.keys()
     if among is None:  # this cycle's victims wait too
         among = chain(cycle.waiting.values(), cycle.requeued)
     out = [w for w in among
-           if w.submitted_at < before and (w.workers > 1 or w.resources.gpus > 1)
+           if may_inherit(cfg, holder, w) and (w.workers > 1 or w.resources.gpus > 1)
            and w.id not in held
-           and (w.queue != holder.queue or w.priority >= holder.priority)
            and reservation_window(cfg, w.submitted_at, now)[0]
            and cycle.placer.never_fits(cycle.shape(w)) is None]
     out.sort(key=lambda w: (w.submitted_at, w.id))
     return out
+
+
+def may_inherit(cfg: SchedulerConfig, holder: Workload, w: Workload) -> bool:
+    """Whether `w` is old enough to take `holder`'s kept slot: submitted more than a window
+    (`max_reservation_s`) before it, and in the holder's own queue only at its priority or
+    higher (priority orders a queue). The part of being an heir that the reason repeats."""
+    return (w.submitted_at < holder.submitted_at - cfg.max_reservation_s
+            and (w.queue != holder.queue or w.priority >= holder.priority))
 
 
 def _may_succeed(cycle: Cycle, w: Workload) -> bool:

@@ -1,0 +1,113 @@
+"""Elastic jobs on a real Slurm (slurmctld + slurmd gpu1..gpu3, 4 GPUs each, started by the
+test): the core gang and each extra are Slurm jobs of their own, and the workers see the world
+they were launched into. A control plane on the system clock, stepped by the test.
+
+Queues: el (quota 4) runs the elastic job of 2 to 5 workers of 2 GPUs each; own (quota 8) the
+work that fills the pool and then takes back what el borrowed."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from corral.backends.slurm import SlurmBackend
+from corral.control import elastic as E
+from corral.control.cancellation import cancel
+from corral.core.model import Queue
+from corral.store import pool as P
+from corral.store import workloads as W
+from corral.testing.plane import ControlPlane
+from corral.testing.slurm import SlurmCluster
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+#: each worker appends "generation world_size global_rank world_file" and waits for SIGTERM
+WORKER = textwrap.dedent("""
+    import os, signal, sys, time
+    e = os.environ
+    rank = int(e["CORRAL_RANK_OFFSET"]) + int(e["CORRAL_WORKER_INDEX"])
+    with open(e["OUT"], "a") as f:
+        f.write(f"{e['CORRAL_ELASTIC_GENERATION']} {e['CORRAL_WORLD_SIZE']} {rank} "
+                f"{e['CORRAL_ELASTIC_WORLD_FILE']}\\n")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a real job checkpoints here
+    while True:
+        time.sleep(0.2)
+""")
+SLEEP = [sys.executable, "-c", "import time; time.sleep(600)"]
+
+
+@pytest.fixture
+def plane(slurm_cluster: SlurmCluster, tmp_path: Path) -> ControlPlane:
+    plane = ControlPlane.start(tmp_path, SlurmBackend(tmp_path / "work", env=slurm_cluster.env),
+                              queue="el", grace_s=2.0)
+    with plane.store.write() as c:
+        P.upsert_queue(c, Queue("el", quota_gpus=4.0))
+        P.upsert_queue(c, Queue("own", quota_gpus=8.0))
+    return plane
+
+
+def worlds(out: Path) -> dict[int, tuple[int, list[int]]]:
+    """generation -> (world size, ranks seen), from the workers' lines."""
+    seen: dict[int, tuple[int, list[int]]] = {}
+    for line in out.read_text().splitlines() if out.exists() else []:
+        gen, size, rank = (int(x) for x in line.split()[:3])
+        seen.setdefault(gen, (size, []))[1].append(rank)
+    return seen
+
+
+def whole(out: Path, size: int) -> bool:
+    """Whether every rank of the newest world wrote its line, and that world is of `size`."""
+    seen = worlds(out)
+    if not seen:
+        return False
+    last, ranks = seen[max(seen)]
+    return last == size and sorted(ranks) == list(range(size))
+
+
+def recorded_sizes(plane: ControlPlane, job: str) -> list[tuple[float, int]]:
+    with plane.store.read() as c:
+        return [(e.at, int(e.data["world_size"])) for e in W.list_events(c, workload_id=job)
+                if e.reason == E.ELASTIC_WORLD and e.data.get("started", True)]
+
+
+def test_starts_at_min_grows_after_the_interval_and_gives_extras_back_first(
+        plane: ControlPlane, tmp_path: Path) -> None:
+    out = tmp_path / "worlds.txt"
+    [blocker] = plane.submit_spec({"name": "blk", "queue": "own", "gpus": 4, "workers": 2,
+                                   "command": SLEEP})
+    plane.run_until(lambda: plane.record(blocker).state == "running", "the blocker")
+    [job, *extras] = plane.submit_spec({
+        "name": "el", "gpus": 2, "env": {"OUT": str(out)}, "command": [sys.executable, "-c",
+                                                                       WORKER],
+        "elastic": {"min_workers": 2, "max_workers": 5, "resize_interval": 3}})
+    assert len(extras) == 3
+    plane.run_until(lambda: whole(out, 2), "the core gang alone, world of 2")
+    assert {plane.record(x).state for x in extras} == {"pending"}
+
+    cancel(plane.store, blocker, time.time(), "ann")  # room for the extras
+    plane.run_until(lambda: whole(out, 5), "the world of 5", timeout=120)
+    assert plane.record(job).restart_count == 0  # a resize spends no restart
+    assert {plane.record(x).state for x in extras} == {"running"}
+
+    # own takes back what el borrows: three tasks of 2 GPUs; one fits in the 2 GPUs left free,
+    # the other two are owed and take two extras (never the core gang)
+    owners = [plane.submit_spec({"name": f"own{i}", "queue": "own", "gpus": 2,
+                                 "command": SLEEP})[0] for i in range(3)]
+    plane.run_until(lambda: all(plane.record(o).state == "running" for o in owners)
+                    and whole(out, 3), "the owners and the world of 3", timeout=120)
+    assert plane.record(job).state == "running"
+    kinds = {reason for _, reason, _ in plane.workload_events(job)}
+    assert "Reclaim" not in kinds and "Preempt" not in kinds  # the extras went first
+    sizes = recorded_sizes(plane, job)
+    assert [s for _, s in sizes][:2] == [2, 5] and sizes[-1][1] == 3, sizes
+    assert sizes[1][0] - sizes[0][0] >= 3  # grew no sooner than resize_interval
+    taken = [x for x in extras if plane.record(x).state != "running"]
+    assert len(taken) == 2
+    # the file a worker may watch (in the job's checkpoint directory) holds the latest world
+    world_file = Path(out.read_text().splitlines()[-1].split()[3])
+    assert json.loads(world_file.read_text())["world_size"] == 3

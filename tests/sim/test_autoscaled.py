@@ -10,7 +10,9 @@ import pytest
 from corral.autoscale.pool import AutoscalerConfig
 from corral.sim.autoscaled import AutoscaleOptions, run_autoscaled
 from corral.sim.clouds import THREE_CLOUDS, cloud_set
+from corral.sim.failures import FailureModel
 from corral.sim.policies import replay_policy
+from corral.sim.replay import ReplayOptions
 from corral.sim.synthetic import SyntheticSpec, synthetic_trace
 
 TRACE = synthetic_trace(SyntheticSpec(tasks=120, nodes=12, load=0.8, seed=3))
@@ -109,3 +111,26 @@ def test_replacing_under_used_nodes_happens_and_costs_less_with_all_work_done(mu
     assert on["completed"] == off["completed"] == 120
     assert on["instances"]["launched"] == on["instances"]["terminated"]
     assert on["cost"] < off["cost"]
+
+
+def test_checkpointed_work_stays_on_spot_while_it_costs_less() -> None:
+    # gcp alone, an interruption every 30 min: every task saves all it ran within the notice
+    # (the failure model's default), so an interruption costs only the restart and spot stays
+    # cheaper than on-demand (corral.autoscale.spot); the plain count moved work to on-demand
+    gcp = replace(cloud_set("gcp")[0], spot_mtbi_s=1800.0)
+    weighed = run((gcp,))
+    counted = run((gcp,), weigh_interruptions=False)
+    assert counted["instances"]["fell_back_to_on_demand"] > 0
+    assert weighed["instances"].get("fell_back_to_on_demand", 0) == 0
+    assert weighed["spot_interruptions"] > 0 and weighed["completed"] == 120
+    assert weighed["cost"] < counted["cost"]
+
+
+def test_work_that_cannot_save_in_time_falls_back_to_on_demand() -> None:
+    # a checkpoint takes 600 s to write, the notice is 120 s, no periodic checkpoints: an
+    # interruption loses all the task ran, so after its first it gets on-demand only
+    gcp = replace(cloud_set("gcp")[0], spot_mtbi_s=1800.0)
+    slow = ReplayOptions(failures=FailureModel(checkpoint_write_s=600.0))
+    report = run_autoscaled(TRACE, POLICY, AutoscaleOptions((gcp,)), seed=3, replay=slow).report
+    assert report["instances"]["fell_back_to_on_demand"] > 0 and report["completed"] == 120
+    assert report["gpu_hours_lost"] > 0

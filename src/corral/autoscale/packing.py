@@ -29,7 +29,7 @@ from corral.core.model import (
 )
 from corral.providers.base import Offer
 
-__all__ = ["Bin", "eligible", "offer_key", "pack", "workers_per_instance", "zone_of"]
+__all__ = ["Bin", "eligible", "gpus_needed", "offer_key", "pack", "workers_per_instance", "zone_of"]
 
 
 def offer_key(offer: Offer) -> str:
@@ -153,3 +153,9 @@ def _first_fit(w: Workload, bins: list[Bin]) -> list[int] | None:
         else:
             return None
     return used
+
+
+def gpus_needed(w: Workload) -> float:
+    """All of `w`'s GPUs (shares as fractions; 0 for CPU-only work)."""
+    r = w.resources
+    return max(w.workers, 1) * (r.gpus or (r.nominal_milli() / 1000 if r.fractional else 0))

@@ -27,10 +27,10 @@ It reads no clock (`now` is an argument), does no I/O and keeps its memory (back
 interruptions) in the `AutoscalerState` passed in and returned. The control plane
 (`corral.control.autoscale`) and the simulator (`corral.sim.autoscaled`) both call `decide`.
 
-After a spot interruption another (provider, zone) is preferred only while it costs at most
-`move_premium` (25%) more than the place that interrupted: SkyPilot's managed jobs offer both
-ends (`FAILOVER` relaunches where the job ran, `EAGER_NEXT_REGION` leaves the preempted region
-at once); the premium is the price at which corral stops moving (bench/README, issue 11).
+After a spot interruption the work stays on spot while spot, its interruptions counted, costs
+less than on-demand (spot.py), and another (provider, zone) is preferred while it costs at most
+`move_premium` (25%) more than the place that interrupted (SkyPilot's `FAILOVER` /
+`EAGER_NEXT_REGION`; bench/README, issue 11).
 
 Why waiting work is packed greedily, in the core's order (priority, then age), onto the offer
 with the least cost for that workload alone: the exact cheapest cover is a bin-packing problem,
@@ -47,12 +47,15 @@ another, and the small jobs held the dear node for weeks (bench/README, issue 11
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from corral.autoscale import consolidate as CN
+from corral.autoscale import packing as PK
 from corral.autoscale import replace as RP
+from corral.autoscale import spot as SP
 from corral.autoscale.packing import Bin, eligible, offer_key, pack, workers_per_instance
 from corral.autoscale.state import AutoscalerState, Interruptions
 from corral.core import reasons as R
@@ -150,7 +153,8 @@ class AutoscalerConfig:
     join_timeout_s: float = 900.0
     backoff_base_s: float = 60.0
     backoff_max_s: float = 3600.0
-    spot_fallback_after: int = 2  # interruptions of one workload before it only gets on-demand
+    spot_fallback_after: int = 2  # interruptions before on-demand only, if spot.py cannot weigh
+    spot_risk: Mapping[str, SP.SpotRisk] = field(default_factory=dict)  # by provider name
     #: after an interruption, a place (provider, zone) that interrupted the work counts as this
     #: much dearer: another place is taken when it costs at most (1 + premium) x as much
     move_premium: float = 0.25
@@ -181,6 +185,8 @@ class PoolView:
     #: workloads with room held for them (nominations in force): that room is theirs once they
     #: wait, so whatever reason a plan gave them, they need no new capacity
     nominated: frozenset[str] = frozenset()
+    #: how waiting workloads checkpoint (by id; absent: not known, spot.py's count rule)
+    checkpoints: Mapping[str, SP.Checkpointing] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -347,14 +353,16 @@ class _ScaleUp:
     def kinds(self, w: Workload) -> tuple[CapacityKind, ...]:
         kinds = w.allowed_capacity
         seen = self.state.interruptions.get(w.id)
-        if seen and seen.count >= self.config.spot_fallback_after and CapacityKind.SPOT in kinds:
+        if seen and CapacityKind.SPOT in kinds and (w.id in self.on_demand_only or not SP.keeps_spot(
+                w, seen.count, self.view.checkpoints.get(w.id), self.view.offers, self.config,
+                lambda o: eligible(w, o, kinds) is None and not self.state.in_backoff(o, self.now))):
             self.on_demand_only.add(w.id)
             kinds = tuple(k for k in kinds if k != CapacityKind.SPOT)
         return kinds
 
     def _serve(self, x: Waiting) -> None:
         w, kinds = x.workload, self.kinds(x.workload)
-        own, need = self._own_rate(w, kinds), _gpus_needed(w)
+        own, need = self._own_rate(w, kinds), PK.gpus_needed(w)
         # work smaller than an instance on its way was not what it was rented for: it takes
         # that room only when no dearer per GPU-hour than what it would rent for itself (else
         # small jobs took an 8-GPU node rented for an 8-GPU job, the job got another, and the
@@ -495,12 +503,6 @@ class _ScaleUp:
         return tuple(out)
 
 
-def _gpus_needed(w: Workload) -> float:
-    """All of `w`'s GPUs (shares as fractions; 0 for CPU-only work)."""
-    r = w.resources
-    return max(w.workers, 1) * (r.gpus or (r.nominal_milli() / 1000 if r.fractional else 0))
-
-
 # -- scale-down ----------------------------------------------------------------------------------
 def _not_joined(view: PoolView, state: AutoscalerState, config: AutoscalerConfig,
                 now: float) -> tuple[list[Terminate], AutoscalerState]:
@@ -539,9 +541,7 @@ def _retire(view: PoolView, gone: set[str]) -> tuple[list[Drain], list[Terminate
 
 def _scale_down(view: PoolView, config: AutoscalerConfig, now: float, live: list[Instance]
                 ) -> tuple[tuple[Drain, ...], list[Terminate]]:
-    count: dict[str, int] = {}
-    for i in live:
-        count[i.provider] = count.get(i.provider, 0) + 1
+    count = Counter(i.provider for i in live)
     drains, terminations = [], []
     # the most expensive first, so a min-nodes floor keeps the cheapest
     for i in sorted(live, key=lambda i: (-i.offer.price_per_hour, i.id)):

@@ -19,7 +19,9 @@ exponential time (mean `spot_mtbi_s`), with `spot_notice_s` of warning to its wo
 is shown to the autoscaler as `InsufficientCapacity`: in these runs every task is in one shared
 queue with no quota or limit (policy fifo-backfill or sjf), so lack of capacity is the only
 reason work waits; the core's own reason is not computed per cycle (it would cost a diagnosis
-per shape per tick). A task pinned to spot interruptions N times gets on-demand only.
+per shape per tick). An interrupted task stays on spot while spot, with what this replay
+charges for an interruption (lost work re-run, the restart's wait and provisioning paid),
+costs less than on-demand (`corral.autoscale.spot`); else it gets on-demand only.
 `static=True` is baseline (a): a fixed pool (`static_pool`, offer key -> count) up the whole
 time, no autoscaler.
 """
@@ -44,6 +46,7 @@ from corral.autoscale.pool import (
     Waiting,
     decide,
 )
+from corral.autoscale.spot import Checkpointing, SpotRisk
 from corral.autoscale.state import AutoscalerState
 from corral.core import reasons as R
 from corral.core.model import (
@@ -56,6 +59,7 @@ from corral.core.model import (
 )
 from corral.providers.base import CapacityState, Instance, Offer
 from corral.sim.clouds import SimProvider
+from corral.sim.failures import FailureModel
 from corral.sim.metrics import summary
 from corral.sim.policies import ReplayPolicy
 from corral.sim.replay import ReplayOptions, ReplayResult, _Job, _Replay
@@ -76,6 +80,10 @@ class AutoscaleOptions:
     #: QoS classes whose tasks may not be stopped (non-preemptible: on-demand capacity only,
     #: as the core's `allowed_capacity` says); () = every task preemptible, the replay's default
     stable_qos: tuple[str, ...] = ()
+    #: weigh what an interruption costs (corral.autoscale.spot) with what this replay charges:
+    #: each provider's interruption rate, notice and restart (a tick's wait + provisioning), and
+    #: the failure model's checkpoints; False: the plain `spot_fallback_after` count
+    weigh_interruptions: bool = True
 
 
 def run_autoscaled(trace: Trace, policy: ReplayPolicy, options: AutoscaleOptions, seed: int = 0,
@@ -84,6 +92,21 @@ def run_autoscaled(trace: Trace, policy: ReplayPolicy, options: AutoscaleOptions
     if replay.load is not None:
         trace = trace.at_load(replay.load)
     return _Autoscaled(trace, policy, seed, replay, options).run()
+
+
+def _spot_rules(scale: AutoscaleOptions, failures: FailureModel
+                ) -> tuple[AutoscalerConfig, Checkpointing]:
+    """The autoscaler's config with what this replay charges for a spot interruption: each
+    provider's rate and notice, a restart of half a tick plus provisioning; and how every task
+    checkpoints (the failure model's: all it ran is saved when the notice gives it time to
+    write a checkpoint, else what its periodic checkpoints kept, `FailureModel.saved`)."""
+    ck = Checkpointing(failures.checkpoint_interval_s, failures.checkpoint_write_s)
+    if not scale.weigh_interruptions or scale.config.spot_risk:
+        return scale.config, ck
+    risks = {p.name: SpotRisk(p.spot_mtbi_s, p.spot_notice_s,
+                              scale.interval_s / 2 + p.provisioning_s)
+             for p in scale.providers if p.spot_mtbi_s is not None}
+    return replace(scale.config, spot_risk=risks), ck
 
 
 @dataclass
@@ -124,6 +147,9 @@ class _Autoscaled(_Replay):
             self.session.node_down(node)
         self.seq_instance = 0
         self.slot_of: dict[str, str] = {}  # instance -> its slot's node
+        self.config, ck = _spot_rules(scale, self.opt.failures)
+        #: every task checkpoints alike (running work too: consolidation asks of it)
+        self.checkpoints = dict.fromkeys(self.jobs, ck) if scale.weigh_interruptions else {}
 
     def _nodes(self) -> tuple[Node, ...]:
         return tuple(Node(s.node, s.offer.provider, s.offer.gpu_model, s.offer.gpus,
@@ -178,8 +204,9 @@ class _Autoscaled(_Replay):
             [o for p in self.scale.providers for o in p.offers],
             [i for i in self.instances.values() if i.state != CapacityState.TERMINATED],
             self._node_use(), {p.name: ProviderLimits(max_nodes=p.max_nodes * len(p.offers))
-                               for p in self.scale.providers})
-        d = decide(view, self.state, self.scale.config, now)
+                               for p in self.scale.providers},
+            checkpoints=self.checkpoints)
+        d = decide(view, self.state, self.config, now)
         self.state = d.state
         for wid in d.on_demand_only:
             self._on_demand_only(wid)

@@ -30,6 +30,7 @@ from sqlalchemy import Connection
 
 from corral.control import lifecycle as L
 from corral.control.device_cordons import is_device_hold, reworded
+from corral.control.nomination_hold import nomination_hold_s  # below elastic too (G, #13)
 from corral.control.snapshot import Snapshot
 from corral.core.plan import Placement, Plan
 from corral.core.reasons import Reason
@@ -37,12 +38,6 @@ from corral.store import workloads as W
 from corral.store.nominations import replace_nominations
 
 __all__ = ["Applied", "StalePlan", "apply_plan", "nomination_hold_s"]
-
-
-def nomination_hold_s(stop_grace_s: float, interval_s: float) -> float:
-    """How long a new nomination holds its room: the moved workload's stop (at most the stop
-    grace), then a few cycles for it to be planned again, and never under 30 s."""
-    return stop_grace_s + max(3 * interval_s, 30.0)
 
 
 class StalePlan(Exception):

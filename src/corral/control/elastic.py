@@ -47,12 +47,14 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 from sqlalchemy import Connection, select
 
 from corral.control import lifecycle as L
+from corral.control.checkpoint_dirs import checkpoint_dir
 from corral.control.lifecycle import State
+from corral.control.nomination_hold import nomination_hold_s
 from corral.control.settings import ControlSettings
 from corral.core.model import Nomination, WorkerAssignment, Workload
 from corral.spec import WorkloadSpec
@@ -62,9 +64,6 @@ from corral.store import workloads as W
 from corral.store.nominations import load_nominations, replace_nominations
 from corral.store.schema import Event
 from corral.store.workloads import WorkloadRecord
-
-if TYPE_CHECKING:  # snapshot.py makes extras' core units with `extra_unit`: no import cycle
-    from corral.control.snapshot import SpecCache
 
 __all__ = [
     "ELASTIC_WORLD",
@@ -111,6 +110,15 @@ _LAUNCHED: Final = frozenset({"starting", "running"})
 
 Fence = Callable[[Connection], bool]
 log = logging.getLogger(__name__)
+
+
+class Specs(Protocol):
+    """What this module reads of the loop's `corral.control.snapshot.SpecCache` (named here,
+    not imported: the snapshot imports this module for `extra_unit`)."""
+
+    def spec(self, record: WorkloadRecord) -> WorkloadSpec: ...
+
+    def unit(self, record: WorkloadRecord) -> Workload: ...
 
 
 def unit_ids(group_id: str, spec: WorkloadSpec) -> list[str]:
@@ -297,7 +305,7 @@ class Elastic:
                 self.groups.add(core_id(rec))
 
     def step(self, store: Store, records: Mapping[str, WorkloadRecord],
-             assignments: Mapping[str, tuple[WorkerAssignment, ...]], specs: SpecCache,
+             assignments: Mapping[str, tuple[WorkerAssignment, ...]], specs: Specs,
              settings: ControlSettings, now: float, fence: Fence, generation: int) -> int:
         """Decide every elastic job's world; returns how many rows were written (the caller
         reads the store again when not 0). Skipped when nothing changed since the last step."""
@@ -324,12 +332,10 @@ class Elastic:
 
     def _apply(self, store: Store, group_id: str, rows: Sequence[WorkloadRecord], d: Decision,
                spec: WorkloadSpec, assignments: Mapping[str, tuple[WorkerAssignment, ...]],
-               specs: SpecCache, settings: ControlSettings, now: float, fence: Fence) -> int:
+               specs: Specs, settings: ControlSettings, now: float, fence: Fence) -> int:
         held = _to_hold(rows, d, self.returning)
         if not (d.world or d.cancel or held):
             return 0
-        from corral.control.apply import nomination_hold_s  # apply -> snapshot -> this module
-
         grace = settings.stop_grace_s if spec.preemption_grace is None else spec.preemption_grace
         hold_s = nomination_hold_s(grace, settings.interval_s)
         with store.write() as conn:
@@ -361,8 +367,6 @@ def write_world_file(core: WorkloadRecord, spec: WorkloadSpec, settings: Control
     (the backend makes it, owned by the worker's user): never in a directory a spec names
     (`checkpoint_dir: /etc` must not get a file written by the server), never creating one
     (it would belong to the server's user, and the workers could not write their checkpoints)."""
-    from corral.control.act import checkpoint_dir  # act -> this module
-
     assert spec.elastic is not None
     directory = checkpoint_dir(core, spec, settings)
     if spec.checkpoint_dir is not None or not os.path.isdir(directory):
@@ -421,7 +425,7 @@ def _record(conn: Connection, group_id: str, world: World, old: World | None,
 
 
 def _stop(conn: Connection, stops: Sequence[WorkloadRecord],
-          assignments: Mapping[str, tuple[WorkerAssignment, ...]], specs: SpecCache,
+          assignments: Mapping[str, tuple[WorkerAssignment, ...]], specs: Specs,
           world: World, spec: WorkloadSpec, now: float, hold_s: float) -> int:
     """Ask each launched member to stop with `Resized` (its grace to checkpoint) and hold its
     devices for its relaunch with the new world."""
@@ -442,7 +446,7 @@ def _stop(conn: Connection, stops: Sequence[WorkloadRecord],
         n += 1
         where = assignments.get(rec.id, ())
         if where:
-            r = specs.core(rec).resources
+            r = specs.unit(rec).resources
             held.append(Nomination(rec.id, tuple(where), r.cpu_milli, r.memory_mib))
     if held:
         mine = {h.workload_id for h in held}

@@ -1,6 +1,7 @@
 """Packaging fields on the backends, for real: `setup` run by the local runner before the
 command (and its failure as SetupFailed), `workdir` copied into the attempt, `image` refused by
-the local backend and set as the pod's image on Kubernetes, where setup runs through a shell
+the local backend without a container runtime (run with podman: tests/integration/
+test_images_local.py) and set as the pod's image on Kubernetes, where setup runs through a shell
 prologue (run here with /bin/sh) and its failure is read back from the termination message."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from corral.backends import InvalidLaunchSpec, LocalBackend, WorkerState, base
 from corral.backends.kubernetes import KubernetesBackend
 from corral.backends.kubernetes_fake import FakeKubernetes
 from corral.backends.kubernetes_objects import SETUP_ENV, pod_name
+from corral.backends.local import virtual_nodes
 from corral.backends.workdir import WORKDIR_COPY, check_workdir
 
 from .conftest import eventually, make_spec
@@ -91,8 +93,11 @@ def test_a_workdir_over_the_limit_or_missing_is_refused_naming_it(tmp_path: Path
         check_workdir(str(tmp_path / "nope"))
 
 
-def test_the_local_backend_refuses_an_image_naming_it(local: LocalBackend) -> None:
-    with pytest.raises(InvalidLaunchSpec, match=r"image: .*no container runtime is configured"):
+def test_the_local_backend_refuses_an_image_naming_it_without_a_runtime(tmp_path: Path) -> None:
+    local = LocalBackend(tmp_path / "work", nodes=virtual_nodes(2, 4), containers=None)
+    assert "image" not in local.packaging_fields
+    with pytest.raises(InvalidLaunchSpec, match=r"image: the local backend .*no container "
+                       r"runtime can run here .*install podman"):
         local.launch(make_spec("img").with_(image="pytorch/pytorch:2.3.0").build())
     assert not (local.work_dir / "img").exists()
 

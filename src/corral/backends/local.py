@@ -34,7 +34,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from corral.backends import base, local_runner
 from corral.backends.accelerators import Vendor, vendors_by_node
@@ -46,11 +46,8 @@ from corral.backends.base import (
     WorkerState,
     WorkerStatus,
 )
-from corral.backends.environment import (
-    RESERVED,
-    format_deadline,
-    worker_environment,
-)
+from corral.backends.containers import ContainerRuntime, container_worker, detect_runtime
+from corral.backends.environment import RESERVED, format_deadline, worker_environment
 from corral.backends.errors import (
     AttemptStillRunning,
     InvalidLaunchSpec,
@@ -142,8 +139,11 @@ class LocalBackend(Backend, InventorySource, LogSource):
         remote_workers: bool = False,
         rendezvous: Callable[[LaunchSpec], tuple[str, int]] | None = None,
         lease: tuple[Path, float] | None = None,
+        containers: ContainerRuntime | Literal["detect"] | None = "detect",
     ) -> None:
         self.remote_workers, self.rendezvous, self.lease = remote_workers, rendezvous, lease
+        #: what runs `image:` specs (`corral.backends.containers`); None: they are refused
+        self.containers = detect_runtime() if containers == "detect" else containers
         self.work_dir = Path(work_dir).resolve()
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.worker_users = worker_users
@@ -157,6 +157,11 @@ class LocalBackend(Backend, InventorySource, LogSource):
         self._attempts: dict[Key, _Attempt] = dict(self._scan())
         self._spawned: dict[tuple[str, int, int], int] = {}  # runner pids to reap
         self._ended: dict[tuple[str, int, int], WorkerStatus] = {}
+
+    @property
+    def packaging_fields(self) -> frozenset[str]:
+        """What `corral.control.packaging` may accept: image only with a container runtime."""
+        return frozenset({"setup", "workdir"} | ({"image"} if self.containers else set()))
 
     # --- Backend -------------------------------------------------------------------------------
 
@@ -276,7 +281,8 @@ class LocalBackend(Backend, InventorySource, LogSource):
         """What launch would refuse, refused before anything is written
         (`corral.backends.local_checks`)."""
         check_spec(spec, self._nodes, remote_workers=self.remote_workers,
-                   default_path=self._base_env().get("PATH", os.defpath))
+                   default_path=self._base_env().get("PATH", os.defpath),
+                   containers=self.containers)
 
     def _record_launch(self, spec: LaunchSpec, adir: Path) -> _Attempt:
         log_dir = Path(spec.log_dir).resolve() if spec.log_dir else adir
@@ -332,20 +338,29 @@ class LocalBackend(Backend, InventorySource, LogSource):
         """The argv and environment of worker `worker`'s runner, as `os.posix_spawn` gets them
         (pure but for the worker user lookup; tests check every accepted spec builds here)."""
         assignment = next(a for a in spec.assignments if a.worker == worker)
-        env = {**self._base_env(), **worker_environment(
+        contract = worker_environment(
             spec, assignment, master_addr=master_addr, master_port=master_port,
             deadline_file=str(attempt_dir / DEADLINE_FILE),
             vendor=self._vendors.get(assignment.node_id, Vendor.NVIDIA),
-            progress_file=str(progress_path(attempt_dir, worker)))}
+            progress_file=str(progress_path(attempt_dir, worker)))
+        env = {**self._base_env(), **contract}
         identity: list[str] = []
-        if self.worker_users is not None:
-            who = self.worker_users.for_queue(spec.queue)
+        who = None if self.worker_users is None else self.worker_users.for_queue(spec.queue)
+        if who is not None:
             env.update(who.env())
             identity = ["--uid", str(who.uid), "--gid", str(who.gid)]
+        package, command = self._package_args(spec, attempt_dir), ["--", *spec.argv()]
+        if spec.image is not None:  # podman runs as corral, the container as the worker's user
+            assert self.containers is not None  # else _check_spec refused the spec
+            box = container_worker(self.containers, spec, assignment, contract, self.work_dir,
+                                   attempt_dir, package[1], who)
+            env.update(box.env)  # setup runs in the container (its prologue), not the runner
+            identity, package = [], package[:2]
+            command = ["--container", box.name, "--", *box.argv]
         argv = [*local_runner.runner_argv(self.python),
                 "--record-dir", str(attempt_dir / f"worker-{worker}"),
                 "--deadline-file", str(attempt_dir / DEADLINE_FILE), *identity, *self._lease_args(),
-                *self._package_args(spec, attempt_dir), "--", *spec.argv()]
+                *package, *command]
         return argv, env
 
     @staticmethod

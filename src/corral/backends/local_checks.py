@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from corral.backends.base import LaunchSpec
+from corral.backends.containers import ContainerRuntime, gpu_handout, runtime_problem
 from corral.backends.errors import InvalidLaunchSpec
 from corral.backends.workdir import check_workdir, is_archive
 from corral.core.model import Node
@@ -22,11 +23,12 @@ SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 
 def check_spec(spec: LaunchSpec, own_nodes: Sequence[Node], *, remote_workers: bool,
-               default_path: str) -> None:
+               default_path: str, containers: ContainerRuntime | None = None) -> None:
     """Raise InvalidLaunchSpec (naming the field and the fix) for what the local backend could
     not launch: an id that is no folder name, workers on nodes it does not have or devices
-    beyond a node's, a missing working_dir, an image, a bad workdir, a program it cannot find
-    (on the spec's PATH, else `default_path`). remote_workers: workers on other hosts' nodes
+    beyond a node's, a missing working_dir, an image without a container runtime (or with GPUs
+    it cannot hand in), a bad workdir, a program it cannot find (on the spec's PATH, else
+    `default_path`; not checked in an image). remote_workers: workers on other hosts' nodes
     are theirs (the agent), but one must be here."""
     if not SAFE_ID.fullmatch(spec.workload_id):
         raise InvalidLaunchSpec(
@@ -54,14 +56,29 @@ def check_spec(spec: LaunchSpec, own_nodes: Sequence[Node], *, remote_workers: b
             "working_dir", f"{spec.working_dir!r} is not a directory: create it or fix the "
             "path")
     if spec.image is not None:
-        raise InvalidLaunchSpec(
-            "image", f"this backend runs processes on its host and no container runtime is "
-            f"configured for it, so {spec.image!r} cannot be honoured: remove image (the "
-            "host's own software runs), or submit to a Kubernetes or Slurm (pyxis) pool")
+        check_image(spec, containers)
     if spec.workdir is not None:
         check_workdir(spec.workdir)
-    if not spec.shell:
+    if not spec.shell and spec.image is None:  # an image's programs are its own
         check_program(spec, default_path)
+
+
+def check_image(spec: LaunchSpec, containers: ContainerRuntime | None) -> None:
+    """An image needs a container runtime here, and a way to hand in the planned GPUs."""
+    if containers is None:
+        raise InvalidLaunchSpec(
+            "image", f"the local backend runs workers as processes on this host, and no "
+            f"container runtime can run here ({runtime_problem()}), so {spec.image!r} "
+            "cannot be honoured: install podman, remove image (the host's own software "
+            "runs), or submit to a Kubernetes or Slurm (pyxis) pool")
+    for a in spec.assignments:
+        refusal, _ = gpu_handout(containers, a.devices)
+        if refusal is not None:
+            raise InvalidLaunchSpec("image", refusal)
+    if spec.working_dir is not None and Path(spec.working_dir).resolve() == Path("/"):
+        raise InvalidLaunchSpec(
+            "working_dir", "'/' would be mounted over the image's own root: give the "
+            "directory the command needs")
 
 def check_program(spec: LaunchSpec, default_path: str) -> None:
     """The command's program: an executable file (a path), else found on PATH."""

@@ -2,8 +2,7 @@
 
     python -I -S .../local_runner.py --record-dir DIR --deadline-file FILE [--cwd DIR] -- ARGV
 
-(`python -m corral.backends.local_runner ...` works too.) The local backend starts one runner per
-worker, in a new session. The runner starts the worker in a session of its own, waits for it and
+The local backend starts one runner per worker, in a new session. The runner starts the worker in a session of its own, waits for it and
 records how it ended, so that a control plane that was down when the worker ended still learns
 its exit code. It uses the standard library only: the backend runs it with `python -I` so that
 nothing in the user's environment (PYTHONPATH, a different virtualenv) can break it, while the
@@ -41,7 +40,8 @@ sees runner.json and signals it. The runner also re-reads the deadline file ever
 lost signal costs at most one tick, and a deadline brought forward is honoured.
 On a stop the runner sends SIGTERM to the worker's process group, SIGKILL at the deadline. When the
 worker ends, whatever is left of its process group is killed: a stray daemon would otherwise keep
-GPUs that the scheduler believes free.
+GPUs that the scheduler believes free. With ``--container NAME`` (an `image:`), every SIGKILL
+is followed by ``<argv[0]> rm --force --time 0 NAME``: the container is not in the group.
 
 Lease (``--lease-file F --lease-seconds S``, used by `corral agent`): the runner kills the worker
 (SIGKILL, reason ``LeaseExpired``) once F has not been touched for S seconds: the agent that
@@ -330,7 +330,7 @@ class Runner:
     def __init__(self, record_dir: StrPath, deadline_file: StrPath, argv: list[str],
                  cwd: str | None = None, user: tuple[int, int] | None = None,
                  lease: tuple[StrPath, float] | None = None,
-                 setup_file: StrPath | None = None) -> None:
+                 setup_file: StrPath | None = None, container: str | None = None) -> None:
         # absolute: the runner changes to the worker's directory before it starts it
         self.record_dir = os.path.abspath(record_dir)
         self.lease = None if lease is None else (os.path.abspath(lease[0]), lease[1])
@@ -347,6 +347,7 @@ class Runner:
         #: log, stop and lease rules); read at start so the file may live with the records
         self.setup_file = None if setup_file is None else os.path.abspath(setup_file)
         self._log_size = -1  # the log's size at the last look (log-times); -1: not looked yet
+        self.container = container  # the worker is `<runtime> run --name <container> ...`
 
     def _record(self, name: str) -> str:
         return os.path.join(self.record_dir, name)
@@ -373,7 +374,7 @@ class Runner:
                                 message=f"cannot start {self.argv[0]!r}{where}: {e}")
         write_identity(self._record(CHILD_RECORD), pid)
         code = self._supervise(pid)
-        kill_group(pid, signal.SIGKILL)  # leftovers of the worker's process group
+        self._kill(pid, container=code < 0)  # the group's leftovers (a killed podman's container)
         if self.lease_expired:
             return self._finish(code, stopped=False, reason=LEASE_EXPIRED,
                                 message="the agent supervising this worker stopped renewing its "
@@ -473,7 +474,7 @@ class Runner:
         if age > seconds:
             self.lease_expired = True
             say(f"the agent's lease {path} is {age:.0f} s old (limit {seconds:g} s): SIGKILL sent")
-            kill_group(pid, signal.SIGKILL)
+            self._kill(pid)
 
     def _act_on_stop(self, pid: int) -> float | None:
         """SIGTERM once a stop is seen, SIGKILL at the deadline. Returns the deadline, if any."""
@@ -490,8 +491,18 @@ class Runner:
         if not self.killed and time.time() >= deadline:
             self.killed = True
             say("still running at the deadline: SIGKILL sent")
-            kill_group(pid, signal.SIGKILL)
+            self._kill(pid)
         return deadline
+
+    def _kill(self, pid: int, container: bool = True) -> None:
+        """SIGKILL to the worker's group; then `<runtime> rm --force --time 0 NAME`, waited for."""
+        kill_group(pid, signal.SIGKILL)
+        if container and self.container:
+            argv = [self.argv[0], "rm", "--force", "--ignore", "--time", "0", self.container]
+            try:
+                os.waitpid(os.posix_spawnp(argv[0], argv, os.environ), 0)
+            except OSError:
+                say(f"cannot run {argv[0]} rm: {self.container} may still run")
 
     def _note_log_size(self) -> bool:
         """Append (size, now) to log-times when the log grew since the last look; whether it
@@ -525,10 +536,11 @@ class Runner:
 
 
 USAGE = ("usage: local_runner --record-dir DIR --deadline-file FILE [--cwd DIR] [--uid UID] "
-         "[--gid GID] [--lease-file FILE] [--lease-seconds S] [--setup-file FILE] -- PROGRAM "
-         "[ARG ...]")
+         "[--gid GID] [--lease-file FILE] [--lease-seconds S] [--setup-file FILE] "
+         "[--container NAME] -- PROGRAM [ARG ...]")
 _OPTIONS = {"--record-dir": str, "--deadline-file": str, "--cwd": str, "--uid": int,
-            "--gid": int, "--lease-file": str, "--lease-seconds": float, "--setup-file": str}
+            "--gid": int, "--lease-file": str, "--lease-seconds": float, "--setup-file": str,
+            "--container": str}
 
 
 class UsageError(Exception):
@@ -541,7 +553,7 @@ def parse_args(args: list[str]) -> tuple[dict[str, Any], list[str]]:
     command (after ``--``, or from the first word that is not an option)."""
     options: dict[str, Any] = {"--cwd": None, "--uid": None, "--gid": None,
                                "--lease-file": None, "--lease-seconds": 30.0,
-                               "--setup-file": None}
+                               "--setup-file": None, "--container": None}
     i = 0
     while i < len(args) and args[i].startswith("--"):
         word = args[i]
@@ -581,7 +593,7 @@ def main(args: list[str] | None = None) -> int:
     lease_file = options["--lease-file"]
     lease = None if lease_file is None else (lease_file, options["--lease-seconds"])
     return Runner(record_dir, options["--deadline-file"], argv, options["--cwd"] or None, user,
-                  lease, options["--setup-file"]).run()
+                  lease, options["--setup-file"], options["--container"]).run()
 
 
 if __name__ == "__main__":

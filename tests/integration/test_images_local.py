@@ -1,0 +1,187 @@
+"""`image:` on the local backend, for real: workers run in podman containers of an image built
+here from busybox-static (a rootfs tarball, `podman import`; never pulled), in a podman storage
+of the test's own (a wrapper adds --root/--runroot), and are seen from outside: their exit
+code, their log, what they wrote to the checkpoint directory and volumes, their secrets (never
+on a command line), the stop contract (SIGTERM in time, or killed and removed at the deadline),
+and setup run inside the same container. Skipped where podman cannot run (`runtime_problem`)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.backends.conftest import eventually, make_spec
+
+from corral.backends import LocalBackend, WorkerState, base
+from corral.backends.containers import ContainerRuntime, runtime_problem
+from corral.backends.local import virtual_nodes
+
+# real containers (podman run itself: 83-102 ms of CPU per start here, conmon and crun besides)
+pytestmark = pytest.mark.slow
+
+BUSYBOX = Path("/bin/busybox")
+IMAGE = "localhost/corral-test:bb"
+APPLETS = ("sh", "echo", "cat", "env", "ls", "sleep", "pwd", "grep", "tee", "test", "printf")
+SECRET = "s3cr3t-Value-7f0c"
+
+
+def _skip_reason() -> str | None:
+    problem = runtime_problem()
+    if problem is not None:
+        return problem
+    if not BUSYBOX.is_file():
+        return "busybox-static is not installed (scripts/install-system-deps installs it)"
+    return None
+
+
+def build_test_image(root: Path) -> ContainerRuntime:
+    """A podman wrapper over a storage under `root` holding IMAGE: busybox and its applets."""
+    rootfs = root / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    for folder in ("tmp", "etc", "proc", "sys", "dev"):
+        (rootfs / folder).mkdir()
+    shutil.copy2(BUSYBOX, rootfs / "bin" / "busybox")
+    for applet in APPLETS:
+        (rootfs / "bin" / applet).symlink_to("busybox")
+    with tarfile.open(root / "rootfs.tar", "w") as tar:
+        tar.add(rootfs, arcname=".")
+    wrapper = root / "podman"
+    wrapper.write_text(f'#!/bin/sh\nexec podman --root {root}/storage --runroot {root}/run '
+                       f'--storage-driver vfs "$@"\n')
+    wrapper.chmod(0o755)
+    subprocess.run([str(wrapper), "import", str(root / "rootfs.tar"), IMAGE], check=True,
+                   capture_output=True, timeout=120)
+    return ContainerRuntime(program=str(wrapper), pull="never")
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerRuntime]:
+    reason = _skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    yield build_test_image(tmp_path_factory.mktemp("podman"))
+
+
+@pytest.fixture
+def backend(tmp_path: Path, runtime: ContainerRuntime) -> LocalBackend:
+    return LocalBackend(tmp_path / "work", nodes=virtual_nodes(1, 2), containers=runtime)
+
+
+def _ended(backend: LocalBackend, wid: str) -> list[base.WorkerStatus]:
+    def probe() -> list[base.WorkerStatus] | None:
+        found = [s for s in backend.poll(time.time()) if s.workload_id == wid]
+        return found if found and all(s.state.ended for s in found) else None
+    return eventually(probe, f"{wid} to end", timeout=120)
+
+
+def _log(backend: LocalBackend, wid: str) -> str:
+    path = backend.work_dir / wid / "0" / "worker-0.log"
+    return path.read_text() if path.exists() else ""
+
+
+def _wait_log(backend: LocalBackend, wid: str, text: str) -> str:
+    return eventually(lambda: text in _log(backend, wid) and _log(backend, wid),
+                      f"{text!r} in {wid}'s log", timeout=120)
+
+
+def _containers(runtime: ContainerRuntime) -> str:
+    return subprocess.run([runtime.program, "ps", "-a", "--format", "{{.Names}}"],
+                          capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+def _command_lines() -> list[str]:
+    lines = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            lines.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+                errors="replace"))
+        except OSError:
+            continue
+    return lines
+
+
+def test_a_worker_runs_in_the_image_with_its_env_mounts_and_exit_code(
+        backend: LocalBackend, tmp_path: Path) -> None:
+    volume, ckpt, cwd = tmp_path / "vol", tmp_path / "ckpt", tmp_path / "cwd"
+    for folder in (volume, cwd):
+        folder.mkdir()
+    (volume / "f").write_text("from-the-volume\n")
+    script = ("echo in-image $HF_TOKEN_HASHLESS rank=$CORRAL_WORKER_INDEX; cat /data/f; pwd; "
+              "test -x /bin/busybox && echo busybox-root; echo step-5 > $CORRAL_CHECKPOINT_DIR/"
+              "ckpt-5; echo out > result; echo ready; sleep 30; exit 3")
+    spec = make_spec("img-env").command("/bin/sh", "-c", script).with_(
+        image=IMAGE, working_dir=str(cwd), checkpoint_dir=str(ckpt),
+        secret_env={"HF_TOKEN_HASHLESS": SECRET},
+        volumes=({"name": "data", "mount": "/data", "host_path": str(volume),
+                  "read_only": True},)).build()
+    backend.launch(spec)
+    log = _wait_log(backend, "img-env", "ready")
+    assert f"in-image {SECRET} rank=0" in log  # the secret reached the container's env
+    assert "from-the-volume" in log and str(cwd) in log and "busybox-root" in log
+    assert (ckpt / "ckpt-5").read_text() == "step-5\n"  # written inside, seen on the host
+    assert (cwd / "result").read_text() == "out\n"
+    running = _command_lines()
+    assert any("corral-img-env-0-0-" in line for line in running)  # podman run is up
+    assert not [line for line in running if SECRET in line]  # never on a command line
+    backend.stop("img-env", 0, 0.0, "test: done looking")
+    [status] = _ended(backend, "img-env")
+    assert status.state == WorkerState.STOPPED
+
+
+def test_the_exit_code_of_the_container_is_the_workers(backend: LocalBackend) -> None:
+    backend.launch(make_spec("img-exit").command("/bin/sh", "-c", "echo bye; exit 7")
+                   .with_(image=IMAGE).build())
+    [status] = _ended(backend, "img-exit")
+    assert (status.state, status.reason, status.exit_code) == (
+        WorkerState.FAILED, base.EXITED, 7)
+    assert "bye" in _log(backend, "img-exit")
+
+
+def test_a_stop_reaches_the_container_as_sigterm_within_the_grace(
+        backend: LocalBackend, tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    script = ('trap "cat $CORRAL_PREEMPT_DEADLINE_FILE > $CORRAL_CHECKPOINT_DIR/ckpt-term; '
+              'echo saved; exit 0" TERM; echo ready; sleep 60 & wait')
+    backend.launch(make_spec("img-term").command("/bin/sh", "-c", script)
+                   .with_(image=IMAGE, checkpoint_dir=str(ckpt)).build())
+    _wait_log(backend, "img-term", "ready")
+    backend.stop("img-term", 0, 30.0, "test: preempted")
+    [status] = _ended(backend, "img-term")
+    assert (status.state, status.exit_code) == (WorkerState.STOPPED, 0)
+    assert float((ckpt / "ckpt-term").read_text()) > 0  # the deadline file, read inside
+    assert "saved" in _log(backend, "img-term")
+
+
+def test_a_container_that_ignores_sigterm_is_killed_and_removed_at_the_deadline(
+        backend: LocalBackend, runtime: ContainerRuntime) -> None:
+    script = 'trap "echo ignoring TERM" TERM; echo ready; while true; do sleep 1; done'
+    backend.launch(make_spec("img-kill").command("/bin/sh", "-c", script)
+                   .with_(image=IMAGE).build())
+    _wait_log(backend, "img-kill", "ready")
+    backend.stop("img-kill", 0, 1.0, "test: preempted")
+    [status] = _ended(backend, "img-kill")
+    assert (status.state, status.reason) == (WorkerState.STOPPED, base.KILLED_AFTER_GRACE)
+    assert "ignoring TERM" in _log(backend, "img-kill")  # it got SIGTERM first
+    assert "corral-img-kill-" not in _containers(runtime)  # nothing left running
+
+
+def test_setup_runs_in_the_same_container_before_the_command(backend: LocalBackend) -> None:
+    backend.launch(make_spec("img-setup").command("/bin/sh", "-c", "cat /tmp/made-by-setup")
+                   .with_(image=IMAGE, setup="echo setup ran; echo ready > /tmp/made-by-setup")
+                   .build())
+    [status] = _ended(backend, "img-setup")
+    assert status.state == WorkerState.SUCCEEDED
+    log = _log(backend, "img-setup")
+    assert log.index("setup ran") < log.index("ready")
+    backend.launch(make_spec("img-setup-bad").command("/bin/sh", "-c", "echo command ran")
+                   .with_(image=IMAGE, setup="exit 4").build())
+    [status] = _ended(backend, "img-setup-bad")
+    assert (status.state, status.exit_code) == (WorkerState.FAILED, 4)
+    log = _log(backend, "img-setup-bad")
+    assert "setup exited 4" in log and "command ran" not in log

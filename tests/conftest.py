@@ -1,5 +1,7 @@
-"""Shared test configuration. Hypothesis runs a fixed, CI-sized number of examples per property
-(profile `ci`, derandomized so CI is reproducible); `HYPOTHESIS_PROFILE=dev` explores more."""
+"""Shared test configuration. scripts/test runs the suite on pytest-xdist workers (`-n`, `--dist
+loadgroup`); the collection hook below keeps what must share a worker together. Hypothesis runs
+a fixed, CI-sized number of examples per property (profile `ci`, derandomized so CI is
+reproducible); `HYPOTHESIS_PROFILE=dev` explores more."""
 
 from __future__ import annotations
 
@@ -18,6 +20,17 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # The real-parts fixtures (session-scoped PostgreSQL, Slurm, Ray, Chromium) are registered once
 # here, so every folder shares one server of each kind per test session.
 from corral.testing.fixtures import *  # noqa: E402, F403
+from corral.testing.xdist_groups import mark_groups  # noqa: E402
+
+
+@pytest.hookimpl(trylast=True)  # after xdist's own hook, whose id write pytest 9.2 loses
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that must share one xdist worker (Ray; a module's own shared fixture) get an
+    `xdist_group` marker and the `@group` node id suffix xdist's scheduler reads: see
+    corral.testing.xdist_groups. Without xdist, nothing to mark."""
+    if config.pluginmanager.hasplugin("xdist"):
+        mark_groups(items, pytest.mark.xdist_group,
+                    suffix_ids=bool(config.getoption("loadgroup", False)))
 
 
 @pytest.fixture(autouse=True)

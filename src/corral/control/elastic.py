@@ -174,6 +174,16 @@ class World:
     #: whether its core gang was placed when it was recorded (a world recorded while the gang
     #: waited is recorded again when the gang starts: the interval counts from the start)
     started: bool = True
+    #: the attempt each member is in this world with (a member stopped by this resize: the
+    #: attempt it comes back as); () for a world stored before they were recorded
+    attempts: tuple[int, ...] = ()
+
+    def rejoined(self, rows: Mapping[str, WorkloadRecord]) -> tuple[str, ...]:
+        """Members whose attempt moved past the one they are in this world with: they ended
+        (failed, lost) and were placed again between two steps, unseen. Their peers were in
+        the old world with them, so a new one is needed although the members are the same."""
+        return tuple(m for m, a in zip(self.members, self.attempts, strict=False)
+                     if (r := rows.get(m)) is not None and r.attempt > a)
 
     def size(self, min_workers: int) -> int:
         return min_workers + len(self.members) - 1
@@ -236,7 +246,8 @@ def load_worlds(conn: Connection, group_ids: Sequence[str]) -> dict[str, World]:
         if wid is not None and isinstance(data, dict):
             out[wid] = World(int(data.get("generation", 0)),
                              tuple(str(m) for m in data.get("members", ())), float(at),
-                             bool(data.get("started", True)))
+                             bool(data.get("started", True)),
+                             tuple(int(a) for a in data.get("attempts", ())))
     return out
 
 
@@ -249,6 +260,9 @@ class Decision:
     hold_until: float = 0.0  # pending extras wait until then (resize_interval)
     hold_reason: str = RESIZE_WAIT
     cancel: tuple[WorkloadRecord, ...] = ()  # extras of a job whose core gang ended
+    #: members that ended and were placed again unseen (`World.rejoined`): why a world of the
+    #: same members is new
+    rejoined: tuple[str, ...] = ()
 
 
 def decide(group_id: str, rows: Sequence[WorkloadRecord], known: World | None,
@@ -272,13 +286,25 @@ def decide(group_id: str, rows: Sequence[WorkloadRecord], known: World | None,
     members = (group_id, *(r.id for r in extras if r.id in back or (
         r.state in _PLACED and r.stop_reason in (None, RESIZED))))
     interval = spec.elastic.resize_interval
-    if known is not None and members == known.members and known.started:
+    rejoined = () if known is None else known.rejoined({r.id: r for r in rows})
+    if known is not None and members == known.members and known.started and not rejoined:
         return Decision(hold_until=known.at + interval)
-    world = World((known.generation if known else 0) + 1, members, now)
     stop = () if known is None else tuple(
         r for r in (core, *extras) if r.id in members and r.state in _LAUNCHED
         and r.stop_reason is None)
-    return Decision(world=world, stop=stop, hold_until=now + interval)
+    world = World((known.generation if known else 0) + 1, members, now,
+                  attempts=_attempts(members, rows, stop))
+    return Decision(world=world, stop=stop, hold_until=now + interval, rejoined=rejoined)
+
+
+def _attempts(members: Sequence[str], rows: Sequence[WorkloadRecord],
+              stop: Sequence[WorkloadRecord]) -> tuple[int, ...]:
+    """The attempt each member is in a new world with: a member stopped for a resize comes
+    back as its next attempt (outcome.py requeues a Resized stop with attempt + 1)."""
+    by_id = {r.id: r for r in rows}
+    stopped = {r.id for r in stop}
+    return tuple(by_id[m].attempt + (m in stopped or by_id[m].stop_reason == RESIZED)
+                 for m in members)
 
 
 class Elastic:
@@ -343,7 +369,7 @@ class Elastic:
                 return 0
             n = _cancel(conn, d.cancel, now)
             if d.world is not None:
-                _record(conn, group_id, d.world, self.worlds.get(group_id), spec, now)
+                _record(conn, group_id, d, self.worlds.get(group_id), spec, now)
                 n += _stop(conn, d.stop, assignments, specs, d.world, spec, now, hold_s) + 1
             n += _hold(conn, held, d.hold_until, d.hold_reason, spec)
         if d.world is not None:
@@ -410,18 +436,20 @@ def _to_hold(rows: Sequence[WorkloadRecord], d: Decision, returning: Mapping[str
                 r.not_before > d.hold_until and r.reason_code in (RESIZE_WAIT, CORE_WAIT)))]
 
 
-def _record(conn: Connection, group_id: str, world: World, old: World | None,
+def _record(conn: Connection, group_id: str, d: Decision, old: World | None,
             spec: WorkloadSpec, now: float) -> None:
-    assert spec.elastic is not None
-    low = spec.elastic.min_workers
+    assert spec.elastic is not None and d.world is not None
+    world, low = d.world, spec.elastic.min_workers
     size = world.size(low)
     was = f" (was {old.size(low)})" if old is not None else ""
+    why = f"; {', '.join(d.rejoined)} ended and came back" if d.rejoined else ""
     W.append_event(conn, at=now, kind="info", reason=ELASTIC_WORLD, workload_id=group_id,
                    message=f"world of {size} workers{was}, generation {world.generation}; "
-                   f"{low} to {spec.elastic.max_workers} allowed",
+                   f"{low} to {spec.elastic.max_workers} allowed{why}",
                    data={"generation": world.generation, "members": list(world.members),
                          "world_size": size, "min": low, "max": spec.elastic.max_workers,
-                         "started": world.started})
+                         "started": world.started, "attempts": list(world.attempts),
+                         "rejoined": list(d.rejoined)})
 
 
 def _stop(conn: Connection, stops: Sequence[WorkloadRecord],

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from api.harness import build, job
+from corral.backends.containers import ContainerRuntime
 from corral.control.packaging import HONOURED
 from corral.store import Store
 
@@ -87,3 +88,18 @@ def test_volumes_kubernetes_can_give_are_accepted_and_explained(store: Store) ->
                                      headers=api.ann).json()["notes"])
     assert "volumes: data (the node's /mnt/data) at /data, read-only, also in " \
            "CORRAL_VOLUME_DATA" in notes and "shm_size: /dev/shm of 16384 MiB" in notes
+
+
+def test_the_local_backend_with_podman_takes_an_image_mounts_volumes_and_explains_it(
+        store: Store, tmp_path: Path) -> None:
+    api = build(store, backend_name="local")
+    api.backend.containers = ContainerRuntime()  # type: ignore[attr-defined]
+    api.backend.packaging_fields = frozenset({"setup", "workdir", "image"})  # type: ignore[attr-defined]
+    fields = {"image": "ubuntu:22.04", "gpus": 1,
+              "volumes": [{**VOLUME, "host_path": str(tmp_path), "read_only": True}]}
+    r = api.client.post("/v1/workloads", json=job(**fields), headers=api.ann)
+    assert r.status_code == 201, r.text  # mount elsewhere and read-only: a container can
+    notes = " ".join(api.client.post("/v1/dry-run", json=job(**fields),
+                                     headers=api.ann).json()["notes"])
+    assert "each worker runs as `podman run ubuntu:22.04` on its node" in notes
+    assert "the container gets none of the planned GPUs" in notes  # no GPU device files here

@@ -3,7 +3,9 @@ here from busybox-static (a rootfs tarball, `podman import`; never pulled), in a
 of the test's own (a wrapper adds --root/--runroot), and are seen from outside: their exit
 code, their log, what they wrote to the checkpoint directory and volumes, their secrets (never
 on a command line), the stop contract (SIGTERM in time, or killed and removed at the deadline),
-and setup run inside the same container. Skipped where podman cannot run (`runtime_problem`)."""
+and setup run inside the same container; and once through a real `corral up` (the API accepts
+image on the local backend, the dry run says what it will do, the CLI's logs show the output).
+Skipped where podman cannot run (`runtime_problem`)."""
 
 from __future__ import annotations
 
@@ -16,11 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from tests.backends.conftest import eventually, make_spec
 
 from corral.backends import LocalBackend, WorkerState, base
-from corral.backends.containers import ContainerRuntime, runtime_problem
+from corral.backends.containers import RUNTIME_ENV, ContainerRuntime, runtime_problem
 from corral.backends.local import virtual_nodes
+from corral.testing.corral_up import CorralServer, stop_workers
 
 # real containers (podman run itself: 83-102 ms of CPU per start here, conmon and crun besides)
 pytestmark = pytest.mark.slow
@@ -185,3 +189,29 @@ def test_setup_runs_in_the_same_container_before_the_command(backend: LocalBacke
     assert (status.state, status.exit_code) == (WorkerState.FAILED, 4)
     log = _log(backend, "img-setup-bad")
     assert "setup exited 4" in log and "command ran" not in log
+
+
+def test_corral_up_runs_a_submitted_image_and_the_dry_run_says_how(
+        runtime: ContainerRuntime, tmp_path: Path) -> None:
+    server = CorralServer(tmp_path / "corral", extra_env={RUNTIME_ENV: runtime.program}).start()
+    try:
+        data = tmp_path / "data"
+        data.mkdir()
+        (data / "input").write_text("from-the-host\n")
+        spec = tmp_path / "job.yaml"
+        spec.write_text(yaml.safe_dump({
+            "name": "in-image", "queue": "default", "cpu": 0.1, "memory": "64MiB",
+            "image": IMAGE, "volumes": [{"name": "data", "host_path": str(data),
+                                         "mount": "/data", "read_only": True}],
+            "command": ["/bin/sh", "-c", "cat /data/input; test -x /bin/busybox && echo "
+                        "busybox-root; echo volume at $CORRAL_VOLUME_DATA"]}))
+        dry = server.cli("submit", "--dry-run", str(spec))
+        assert f"run {IMAGE}` on its node" in dry.stdout, dry.stdout
+        wid = server.cli_json("submit", str(spec))[0]["workloads"][0]["id"]  # type: ignore[index]
+        with server.client() as c:
+            assert c.wait(wid, timeout_s=120).state == "succeeded"
+            logs = c.logs(wid).data
+        assert "from-the-host" in logs and "busybox-root" in logs and "volume at /data" in logs
+    finally:
+        server.stop()
+        stop_workers(server.data_dir)

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from corral.api.context import ApiContext, Caller, context
 from corral.api.errors import ApiError, not_found
 from corral.api.views import event_view, workload_view
+from corral.backends.containers import ContainerRuntime, dry_run_note
 from corral.backends.errors import BackendError
 from corral.control import cancel, elastic
 from corral.control.lifecycle import State
@@ -165,11 +166,14 @@ def dry_run(spec: WorkloadSpec, ctx: Ctx, who: Caller) -> M.DryRunResult:
     it waits. Stores nothing."""
     _may_submit(who, spec.queue)
     result = ctx.submissions.dry_run(spec, ctx.clock.now(), visible=who.may_use)
+    runtime = getattr(ctx.logs, "containers", None)  # the local backend's podman, if any
+    image = ([dry_run_note(runtime, spec.image, spec.gpus > 0)]
+             if spec.image is not None and isinstance(runtime, ContainerRuntime) else [])
     return M.DryRunResult(
         outcome=result.outcome, placements=result.placements, evictions=result.evictions,
         reason_code=result.reason.code if result.reason else None,
         reason_message=result.reason.message if result.reason else None,
-        notes=service_notes(spec) + result.notes)
+        notes=service_notes(spec) + result.notes + image)
 
 
 @router.get("/workloads", response_model=M.WorkloadPage, responses=_ERRORS)

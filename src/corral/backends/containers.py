@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CDI_DIRS",
+    "RUNTIME_ENV",
     "SETUP_ENV",
     "ContainerRuntime",
     "ContainerWorker",
@@ -70,10 +71,13 @@ __all__ = [
     "container_name",
     "container_worker",
     "detect_runtime",
+    "dry_run_note",
     "gpu_handout",
     "runtime_problem",
 ]
 
+#: the program `detect_runtime` uses instead of podman (a wrapper with --root, say)
+RUNTIME_ENV: Final = "CORRAL_CONTAINER_RUNTIME"
 #: where CDI specs live (the CDI spec's own search path)
 CDI_DIRS: Final = ("/etc/cdi", "/var/run/cdi")
 NVIDIA_CDI_KIND: Final = "nvidia.com/gpu"
@@ -166,6 +170,21 @@ def gpu_handout(runtime: ContainerRuntime, devices: Sequence[int]) -> tuple[str 
                   f"GPUs {list(devices)} (a virtual inventory)")
 
 
+def dry_run_note(runtime: ContainerRuntime, image: str, gpus: bool) -> str:
+    """What `image:` will do on this host, for the dry run."""
+    handout = ""
+    if gpus and runtime.cdi:
+        handout = (f"; its GPUs are handed in through CDI ({NVIDIA_CDI_KIND}), numbered from 0 "
+                   "in CUDA_VISIBLE_DEVICES")
+    elif gpus:
+        handout = "; " + (gpu_handout(runtime, [0])[0] or "this host has no GPU device files: "
+                          "the container gets none of the planned GPUs (a virtual inventory)")
+    return (f"image: each worker runs as `{Path(runtime.program).name} run {image}` on its "
+            f"node (pull: {runtime.pull}; host network; the working dir, checkpoint dir and "
+            "volumes mounted at their paths; env and secrets passed by name; a stop sends "
+            f"SIGTERM, the container is removed at the deadline){handout}")
+
+
 def container_gpu_env(runtime: ContainerRuntime, devices: Sequence[int]) -> dict[str, str]:
     """The device variables the container sees instead of the host's indices."""
     if runtime.cdi and devices:
@@ -177,9 +196,10 @@ def _local_indices(devices: Sequence[int]) -> str:
     return ",".join(str(i) for i in range(len(devices)))
 
 
-def runtime_problem(program: str = "podman") -> str | None:
+def runtime_problem(program: str | None = None) -> str | None:
     """Why containers cannot run on this host (None: they can, as far as can be seen without
-    starting one)."""
+    starting one). program: as `detect_runtime` takes it."""
+    program = program or os.environ.get(RUNTIME_ENV) or "podman"
     if shutil.which(program) is None:
         return f"{program} is not installed on this host (scripts/install-system-deps installs it)"
     try:
@@ -193,8 +213,10 @@ def runtime_problem(program: str = "podman") -> str | None:
     return None
 
 
-def detect_runtime(program: str = "podman", **options: Any) -> ContainerRuntime | None:
-    """podman when it can run here, with what the host offers for GPUs; else None."""
+def detect_runtime(program: str | None = None, **options: Any) -> ContainerRuntime | None:
+    """podman when it can run here, with what the host offers for GPUs; else None. program:
+    else $CORRAL_CONTAINER_RUNTIME (a program that takes podman's arguments), else podman."""
+    program = program or os.environ.get(RUNTIME_ENV) or "podman"
     if runtime_problem(program) is not None:
         return None
     return ContainerRuntime(program=program, cdi=_has_nvidia_cdi(),

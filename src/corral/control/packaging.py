@@ -3,10 +3,11 @@
     field     local           agent        slurm                     ray       kubernetes
     setup     runner          runner       runner                    runner    shell prologue
     workdir   copy per launch uploaded     refused                   refused   refused
-    image     refused         refused      pyxis, where installed    refused   the pod's image
+    image     podman, where   refused      pyxis, where installed    refused   the pod's image
+              installed
 
 Volumes: a node's directory (`host_path`) on every backend; in a container (Kubernetes, Slurm
-with an image) mounted at `mount`, read-only if asked; for a process on the node (local, agent,
+or local with an image) mounted at `mount`, read-only if asked; for a process on the node (local, agent,
 Ray, Slurm without an image) there is nothing to mount it with, so `mount` must be the host path
 and `read_only` cannot be promised (both refused otherwise, naming volumes[i].<field>). A
 `claim` and `shm_size` are Kubernetes' alone.
@@ -45,8 +46,8 @@ HONOURED: Final[dict[str, frozenset[str]]] = {
 
 _WHY: Final[dict[str, str]] = {
     "image": "runs processes on its hosts and no container runtime is configured for it "
-             "(Slurm: pyxis is not installed): remove image (the host's own software runs), "
-             "or submit to a Kubernetes pool",
+             "(Slurm: pyxis is not installed; local: podman cannot run here): remove image "
+             "(the host's own software runs), or submit to a Kubernetes pool",
     "workdir": "cannot copy a directory to its workers yet (no upload through the control "
                "plane): put the code on storage the workers see and name it in working_dir",
     "setup": "does not run setup lines yet: put them in the command (shell: 'setup && run')",
@@ -95,7 +96,8 @@ _KUBERNETES: Final = frozenset({"kubernetes", "fake"})
 def _volume_refusals(spec: WorkloadSpec, backend: str) -> list[tuple[str, str]]:
     """The volumes (and shm_size) `backend` cannot give as asked (module docstring)."""
     out = []
-    containers = backend in _KUBERNETES or (backend == "slurm" and spec.image is not None)
+    containers = backend in _KUBERNETES or (backend in ("slurm", "local")
+                                            and spec.image is not None)
     for i, v in enumerate(spec.volumes):
         at = f"volumes[{i}]"
         if v.claim is not None and backend not in _KUBERNETES:

@@ -6,6 +6,8 @@ is its core gang of 2 plus extras e1, e2 of one worker each."""
 from __future__ import annotations
 
 import ast
+import dataclasses
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -318,3 +320,45 @@ def test_elastic_imports_at_the_top_and_nothing_it_imports_imports_it_back() -> 
             seen.add(m)
             todo += control_imports(m)
     assert "elastic" not in seen, "an import circle through corral.control.elastic"
+
+
+def test_a_move_by_corral_is_not_a_shrink() -> None:
+    """Consolidation moves e1 (a one-worker extra is the first it moves): the world keeps it,
+    its peers restart once into the next generation, and it comes back to that generation on
+    its new devices. Before: a shrink, then a growth resize_interval later, two restarts."""
+    rows = [row("g", "running"), row("g-e1", "running", stop="Consolidate")]
+    old = E.World(1, ("g", "g-e1"), 0.0, attempts=(0, 0))
+    d = E.decide("g", rows, old, (), SPEC, 100.0)
+    assert d.world is not None and d.world.members == ("g", "g-e1")
+    assert ([r.id for r in d.stop], d.moving, d.world.attempts) == (["g"], ("g-e1",), (1, 1))
+    # the next steps: on its way (still stopping, then requeued), then placed again: no resize
+    requeued = dataclasses.replace(rows[1], state="pending", stop_reason=None, attempt=1)
+    for e1 in (rows[1], requeued, dataclasses.replace(requeued, state="scheduled")):
+        g = dataclasses.replace(rows[0], state="scheduled", attempt=1)
+        assert E.decide("g", [g, e1], d.world, d.moving, SPEC, 101.0).world is None, e1.state
+
+
+def test_every_resize_within_the_interval_is_forced() -> None:
+    """The rule over many steps (pure, each decision applied as the control step applies it):
+    an extra that comes and goes every second never restarts the world more often than one
+    growth per resize_interval, plus one shrink for each time it was taken."""
+    known, taken, resizes = None, 0, []
+    e1 = row("g-e1", "pending")
+    for t in range(0, 120):
+        if t % 2 == 0:  # the core places it whenever it may (its hold ends)
+            e1 = dataclasses.replace(e1, state="scheduled" if e1.not_before <= t else "pending",
+                                     stop_reason=None)
+        elif e1.state == "scheduled":  # and an owner takes it back the next second
+            e1, taken = dataclasses.replace(e1, stop_reason="Reclaim"), taken + 1
+        d = E.decide("g", [row("g", "running"), e1], known, (), SPEC, float(t))
+        if d.world is not None:
+            known = d.world
+            resizes.append((t, d.world.size(2)))
+        if e1.stop_reason == "Reclaim":
+            e1 = dataclasses.replace(e1, state="pending", stop_reason=None)
+        if e1.state == "pending":
+            e1 = dataclasses.replace(e1, not_before=d.hold_until)
+    grows = [t for (_, m), (t, n) in itertools.pairwise(resizes) if n > m]
+    assert all(b - a >= ELASTIC["resize_interval"] for a, b in itertools.pairwise(grows))
+    assert len(resizes) - 1 <= len(grows) + taken
+    assert 3 <= len(grows) <= 120 // ELASTIC["resize_interval"] + 1

@@ -32,11 +32,26 @@ CORRAL_RANK_OFFSET + CORRAL_WORKER_INDEX: 0.. for the core gang, min_workers.. f
 in order), CORRAL_ELASTIC_GENERATION and CORRAL_ELASTIC_RENDEZVOUS (a file in the shared
 checkpoint directory, for `torch.distributed`'s `file://` init, new per generation).
 
-Churn: growing restarts every worker, so extras wait (`not_before`, reason
-ElasticResizeInterval) until `resize_interval` has passed since the world last changed: a job
-whose extras come and go cannot restart every cycle. A shrink is not delayed: an extra taken by
-reclaim or preemption is gone, and the world must follow. When the core gang ends, whatever of
-its extras is left is cancelled.
+Churn, the rule: every resize restarts every worker, so
+
+    a growth       waits (extras' `not_before`, reason ElasticResizeInterval) until
+                   `resize_interval` has passed since the world last changed, whichever way:
+                   at most one growth per interval, and never right after a shrink
+    a shrink       only when a member is gone for good: taken by reclaim or preemption (the
+                   core takes extras first, and only for an owed queue or a higher priority:
+                   bounded by those evictions), or failed or lost and not retried by the
+                   job's restart policy, or retried after a backoff (it comes back as growth)
+    not a shrink   a member corral moves (consolidation, migration: `MOVES`): it stays in the
+                   world, its peers restart once into the next generation, and it rejoins it
+                   on the devices it was nominated to, without waiting for the interval
+    not a growth   a member that failed and was placed again before the next step (its
+                   restart_on retries it, no backoff): the same members, but its peers were in
+                   a world with its dead attempt, so they restart into a new generation
+                   (`World.attempts`, `World.rejoined`); its restart is counted on its row,
+                   bounded by the job's max_restarts
+
+So a world whose extras come and go restarts at most once per interval to grow, plus once per
+member it loses. When the core gang ends, whatever of its extras is left is cancelled.
 """
 
 from __future__ import annotations
@@ -56,7 +71,9 @@ from corral.control.checkpoint_dirs import checkpoint_dir
 from corral.control.lifecycle import State
 from corral.control.nomination_hold import nomination_hold_s
 from corral.control.settings import ControlSettings
+from corral.core.migration import MIGRATED
 from corral.core.model import Nomination, WorkerAssignment, Workload
+from corral.core.reasons import RULE_CONSOLIDATE
 from corral.spec import WorkloadSpec
 from corral.spec.elastic import MAX_EXTRA_WORKERS
 from corral.store import Store
@@ -106,6 +123,11 @@ CORRAL_ELASTIC_MIN: Final = "CORRAL_ELASTIC_MIN_WORKERS"
 CORRAL_ELASTIC_MAX: Final = "CORRAL_ELASTIC_MAX_WORKERS"
 
 _PLACED: Final = frozenset({"scheduled", "starting", "running"})
+#: the stops of corral's moves (consolidation, migration to faster devices): the member is
+#: requeued and placed again at once, where the plan nominated it; not a shrink
+MOVES: Final = frozenset({RULE_CONSOLIDATE, MIGRATED})
+#: stops after which a member comes back as its next attempt (outcome.py: attempt + 1)
+_COMING_BACK: Final = frozenset({RESIZED, *MOVES})
 _LAUNCHED: Final = frozenset({"starting", "running"})
 
 Fence = Callable[[Connection], bool]
@@ -177,6 +199,12 @@ class World:
     #: the attempt each member is in this world with (a member stopped by this resize: the
     #: attempt it comes back as); () for a world stored before they were recorded
     attempts: tuple[int, ...] = ()
+
+    def attempt_of(self, member: str) -> int | None:
+        """The attempt `member` is in this world with; None when not recorded."""
+        if member not in self.members or not self.attempts:
+            return None
+        return self.attempts[self.members.index(member)]
 
     def rejoined(self, rows: Mapping[str, WorkloadRecord]) -> tuple[str, ...]:
         """Members whose attempt moved past the one they are in this world with: they ended
@@ -263,6 +291,8 @@ class Decision:
     #: members that ended and were placed again unseen (`World.rejoined`): why a world of the
     #: same members is new
     rejoined: tuple[str, ...] = ()
+    #: members moved by corral, kept in the world on their way to their new devices
+    moving: tuple[str, ...] = ()
 
 
 def decide(group_id: str, rows: Sequence[WorkloadRecord], known: World | None,
@@ -275,8 +305,11 @@ def decide(group_id: str, rows: Sequence[WorkloadRecord], known: World | None,
     extras = sorted((r for r in rows if r.id != group_id), key=lambda r: extra_index(r.id))
     if core is None:  # the core gang ended: the job is over
         return Decision(cancel=tuple(extras))
-    # on its way back from a resize: counted in, unless something else stops it meanwhile
-    back = {r.id for r in rows if r.id in set(returning) and r.stop_reason in (None, RESIZED)}
+    # moved by corral (consolidation, migration): not a shrink; it comes back as a member
+    moved = {r.id for r in rows if r.stop_reason in MOVES and known and r.id in known.members}
+    # on its way back from a resize or a move: counted in, unless something else stops it
+    back = moved | {r.id for r in rows if r.id in set(returning) and r.stop_reason in (
+        None, RESIZED)}
     if core.id not in back and (core.state not in _PLACED or core.stop_reason is not None):
         # the gang waits (or leaves for another reason): extras wait with it
         if known is None:
@@ -287,14 +320,19 @@ def decide(group_id: str, rows: Sequence[WorkloadRecord], known: World | None,
         r.state in _PLACED and r.stop_reason in (None, RESIZED))))
     interval = spec.elastic.resize_interval
     rejoined = () if known is None else known.rejoined({r.id: r for r in rows})
-    if known is not None and members == known.members and known.started and not rejoined:
+    # a move not yet in the world: its peers restart once, it rejoins them on its new devices
+    moving = tuple(r.id for r in rows if r.id in moved and known and known.attempt_of(r.id) in (
+        None, r.attempt))
+    if known is not None and members == known.members and known.started and not (
+            rejoined or moving):
         return Decision(hold_until=known.at + interval)
     stop = () if known is None else tuple(
         r for r in (core, *extras) if r.id in members and r.state in _LAUNCHED
         and r.stop_reason is None)
     world = World((known.generation if known else 0) + 1, members, now,
                   attempts=_attempts(members, rows, stop))
-    return Decision(world=world, stop=stop, hold_until=now + interval, rejoined=rejoined)
+    return Decision(world=world, stop=stop, hold_until=now + interval, rejoined=rejoined,
+                    moving=moving)
 
 
 def _attempts(members: Sequence[str], rows: Sequence[WorkloadRecord],
@@ -303,7 +341,7 @@ def _attempts(members: Sequence[str], rows: Sequence[WorkloadRecord],
     back as its next attempt (outcome.py requeues a Resized stop with attempt + 1)."""
     by_id = {r.id: r for r in rows}
     stopped = {r.id for r in stop}
-    return tuple(by_id[m].attempt + (m in stopped or by_id[m].stop_reason == RESIZED)
+    return tuple(by_id[m].attempt + (m in stopped or by_id[m].stop_reason in _COMING_BACK)
                  for m in members)
 
 
@@ -375,6 +413,7 @@ class Elastic:
         if d.world is not None:
             self.worlds[group_id] = d.world
             self.returning.update({r.id: now + hold_s for r in d.stop})
+            self.returning.update({m: now + hold_s for m in d.moving})
             core = next((r for r in rows if r.id == group_id), None)
             if core is not None:
                 write_world_file(core, spec, settings, d.world)

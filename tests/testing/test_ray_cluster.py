@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from corral.testing.daemons import pids_with_env, process_dead, wait_until
-from corral.testing.raycluster import NODE_MARKER_ENV, RayNodeSpec, RayTestCluster
+from corral.testing.errors import HarnessStartFailed
+from corral.testing.raycluster import (
+    NODE_MARKER_ENV,
+    RAYLET_STARTUP_TIMEOUT,
+    RayNodeSpec,
+    RayTestCluster,
+)
 
 ray = pytest.importorskip("ray", reason="ray is not installed: pip install -e '.[ray]'")
 
@@ -107,3 +113,29 @@ def test_stop_kills_every_process_it_started_and_removes_its_dir(tmp_path: Path)
     assert len(report["pids"]) >= 3  # at least GCS, head raylet, worker raylet
     assert not Path(report["temp"]).exists()
     assert all(process_dead(pid) for pid in report["pids"])
+
+
+@pytest.mark.parametrize(("failures", "starts", "raised"), [
+    pytest.param([RAYLET_STARTUP_TIMEOUT], 2, None, id="raylet-timeout-is-tried-again-once"),
+    pytest.param([RAYLET_STARTUP_TIMEOUT] * 2, 2, RAYLET_STARTUP_TIMEOUT, id="twice-fails"),
+    pytest.param(["gcs_server exited"], 1, "gcs_server exited", id="other-failures-fail-at-once"),
+])
+def test_only_rays_raylet_startup_timeout_is_retried(
+        monkeypatch: pytest.MonkeyPatch, failures: list[str], starts: int,
+        raised: str | None) -> None:
+    cluster = RayTestCluster()
+    calls: list[int] = []
+
+    def start_once() -> RayTestCluster:
+        calls.append(1)
+        if len(calls) <= len(failures):
+            raise HarnessStartFailed(f"Ray test cluster failed to start: {failures[len(calls) - 1]}")
+        return cluster
+
+    monkeypatch.setattr(cluster, "_start_once", start_once)
+    if raised is None:
+        assert cluster.start() is cluster
+    else:
+        with pytest.raises(HarnessStartFailed, match=raised):
+            cluster.start()
+    assert len(calls) == starts

@@ -23,6 +23,9 @@ from corral.sdk import Client, CorralError
 
 __all__ = ["CorralServer", "free_port", "stop_workers"]
 
+#: what `corral up` says when its --port is taken (corral.cli.server.listen)
+PORT_TAKEN = "is already in use"
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -52,6 +55,23 @@ class CorralServer:
                 "COLUMNS": "200", **self.extra_env}
 
     def start(self, *extra: str, timeout: float = 60.0) -> CorralServer:
+        """Start `corral up` and wait until it answers. On a first start whose port another
+        process took between `free_port` and corral's bind (more likely with several pytest-xdist
+        workers starting servers at once), try again on a new port, up to twice; a restart keeps
+        its port, since the test may have handed it out."""
+        for attempt in range(3):
+            first = self.proc is None
+            log_start = self._log_size()
+            try:
+                return self._start_once(extra, timeout)
+            except RuntimeError:
+                if not (first and attempt < 2 and PORT_TAKEN in self.log(since=log_start)):
+                    raise
+                self.proc = None
+                self.port = free_port()
+        raise AssertionError("unreachable")
+
+    def _start_once(self, extra: tuple[str, ...], timeout: float) -> CorralServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [sys.executable, "-m", "corral.cli.main", "up", "--data-dir", str(self.data_dir),
                 "--port", str(self.port), "--grace", "2", "--interval", "0.2", *extra]
@@ -78,9 +98,18 @@ class CorralServer:
             time.sleep(0.1)
         raise TimeoutError(f"corral up did not answer in {timeout}s: {self.log()}")
 
-    def log(self) -> str:
+    def log(self, since: int = 0) -> str:
+        """The last 3000 characters of server.log (from byte `since` on)."""
         p = self.data_dir / "server.log"
-        return p.read_text(errors="replace")[-3000:] if p.exists() else ""
+        if not p.exists():
+            return ""
+        with open(p, "rb") as f:
+            f.seek(since)
+            return f.read().decode(errors="replace")[-3000:]
+
+    def _log_size(self) -> int:
+        p = self.data_dir / "server.log"
+        return p.stat().st_size if p.exists() else 0
 
     @property
     def token(self) -> str:

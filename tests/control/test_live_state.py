@@ -203,3 +203,51 @@ def test_a_queue_edit_between_steps_reaches_the_steps_plan(store: Store) -> None
     rig.step()
     assert [(q.quota_gpus, q.weight) for q in rig.loop.live.queues] == [(5, 2.0)]
     assert rig.loop.live.generation > generation
+
+
+def test_rows_a_step_wrote_reach_the_state_without_a_read_back(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On either store: what the loop's own transactions wrote to workloads (placed, launched,
+    running, ended, stop requests, pending reasons) reaches its state from what was written
+    (`LiveState.wrote`), not from reading the rows back; only rows another writer touched
+    (a cancel through another Store, as another process would write) are read. After every
+    step the state equals a fresh load from the database."""
+    from corral.backends.base import WorkerState
+
+    rig = Rig(store)
+    ids = [rig.submit(name=f"w{i}", gpus=1 + i % 3) for i in range(6)]
+    rig.step()  # first read: a reload
+    read: list[str] = []
+    real = W.changed_since
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        rows, last = real(*args, **kwargs)
+        read.extend(r.id for r in rows)
+        return rows, last
+
+    monkeypatch.setattr("corral.control.live_state.W.changed_since", spy)
+    for _ in range(3):  # launched, running, and more placed as room allows
+        rig.step()
+        _same(rig)
+    assert read == []
+    assert rig.loop.live.read_back == 0
+    running = [w for w in ids if rig.state(w) == "running"]
+    assert running
+    for key, workers in rig.world.workers.items():  # the first running job ends
+        if key[0] == running[0]:
+            for w in workers:
+                w.state, w.exit_code = WorkerState.SUCCEEDED, 0
+            rig.world.touch(key)
+    rig.step(2)
+    _same(rig)
+    assert rig.state(running[0]) == "succeeded"
+    assert read == []
+    other = Store(store.url)  # another process's writes (an API replica): read from the store
+    try:
+        cancel(other, ids[-1], rig.clock.now(), "ann")
+    finally:
+        other.close()
+    rig.step()
+    _same(rig)
+    assert ids[-1] in read
+    assert rig.loop.live.read_back == 0

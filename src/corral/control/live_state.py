@@ -17,6 +17,7 @@ becomes while pending or running), so a cycle decodes only what is new.
 from __future__ import annotations
 
 import bisect
+import operator
 from collections.abc import Iterable
 
 from sqlalchemy import Connection, func, select
@@ -33,12 +34,18 @@ from corral.core.model import (
 )
 from corral.store import pool as P
 from corral.store import workloads as W
+from corral.store.changes import RowWrite
 from corral.store.schema import NodeRow, WorkloadRow
 from corral.store.workloads import WorkloadRecord
 
 __all__ = ["LiveState"]
 
 ACTIVE = frozenset(W.ACTIVE_STATES)
+#: noted writes kept for the next refresh at most (beyond: dropped, and read from the store)
+MAX_NOTED = 1_000_000
+_FIELD_VALUES = operator.attrgetter(*W.WorkloadRecord.__slots__)
+_FIELD_AT = {f: i for i, f in enumerate(W.WorkloadRecord.__slots__)}
+_ID_AT, _VERSION_AT = _FIELD_AT["id"], _FIELD_AT["version"]
 HOLDING = frozenset(W.HOLDING_STATES)
 Assignments = tuple[WorkerAssignment, ...]
 
@@ -73,6 +80,10 @@ class LiveState:
         self.bodies = W.SpecBodies()
         #: placements this process just wrote (`placed`), used instead of reading them back
         self._written: dict[str, tuple[int, Assignments]] = {}
+        #: workload rows this process committed (`wrote`), used instead of reading them back
+        self._noted: list[RowWrite] = []
+        #: refreshes that found a noted write not chaining from the held row, and read again
+        self.read_back = 0
 
     # -- reading the store ---------------------------------------------------------------------
 
@@ -80,6 +91,7 @@ class LiveState:
         """Forget everything and read it all (start, new leader, or a store that went back)."""
         self._workload_seq = W.last_change(conn)
         self._node_seq = 0
+        self._noted = []  # all of it is read now
         self.records = {r.id: r for r in W.load_active(conn, self.bodies)}
         self._written = {}
         self.stopping = {r.id for r in self.records.values() if r.stop_reason is not None}
@@ -109,7 +121,7 @@ class LiveState:
         workload_head, node_head = _feed_heads(conn)
         changed: set[str] = set()
         if workload_head != self._workload_seq:
-            rows, last = W.changed_since(conn, self._workload_seq, self._known_spec, self.bodies)
+            rows, last = self._changed(conn, workload_head)
             if last < self._workload_seq:  # the store was replaced under us
                 self.reload(conn)
                 return set(self.records)
@@ -125,6 +137,40 @@ class LiveState:
             self.queues = read
             self.generation += 1
         return changed
+
+    def wrote(self, writes: list[RowWrite]) -> None:
+        """What a committed transaction of this process wrote to workloads (`Store.subscribe`):
+        the next refresh rebuilds those rows from it instead of reading them back. Called on
+        the committing thread; a write lost here is read from the store instead."""
+        if len(self._noted) + len(writes) > MAX_NOTED:  # nobody refreshes (a standby): drop
+            self._noted = []
+            return
+        self._noted.extend(writes)
+
+    def _changed(self, conn: Connection, head: int) -> tuple[list[WorkloadRecord], int]:
+        """The rows written since the last read: those this process wrote (noted, up to the
+        feed's `head`) rebuilt from what was held and what was written, the rest read.
+
+        Sound because every noted statement committed, its number is its rows' change number
+        until another write, and it wrote every row it names guarded by their version: a row
+        whose number is a noted one was last written by that statement. A row written since by
+        anyone else carries another number and is read; a version that does not chain from the
+        held record (a write this process did not note came between) reads all again."""
+        after = self._workload_seq
+        noted, self._noted = self._noted, []
+        self._noted = [n for n in noted if n.stamp > head] + self._noted  # later: next time
+        usable = [n for n in noted if after < n.stamp <= head]
+        if not usable:
+            return W.changed_since(conn, after, self._known_spec, self.bodies)
+        stamps = {n.stamp for n in usable}
+        rows, last = W.changed_since(conn, after, self._known_spec, self.bodies,
+                                     skip_stamps=stamps)
+        read = {r.id for r in rows}
+        built = _rebuild(self.records, [n for n in usable if n.id not in read])
+        if built is None:
+            self.read_back += 1
+            return W.changed_since(conn, after, self._known_spec, self.bodies)
+        return rows + built, max(last, max(stamps))
 
     def _apply(self, conn: Connection, rows: Iterable[WorkloadRecord]) -> set[str]:
         changed: set[str] = set()
@@ -303,6 +349,36 @@ def _feed_heads(conn: Connection) -> tuple[int, int]:
     read means the feed has nothing new: no row has a larger number."""
     workloads, nodes = conn.execute(_FEED_HEADS).one()
     return int(workloads), int(nodes)
+
+
+def _rebuild(held: dict[str, WorkloadRecord], notes: list[RowWrite]
+             ) -> list[WorkloadRecord] | None:
+    """Each noted row as its writes left it: the held record with each write's values in
+    the order of their numbers, each guarded by the version the one before left (None when
+    one is not: a row not held, or a write this process did not note came between)."""
+    by_id: dict[str, list[RowWrite]] = {}
+    for n in notes:
+        by_id.setdefault(n.id, []).append(n)
+    out = []
+    for wid, writes in by_id.items():
+        record = held.get(wid)
+        if record is None:
+            return None
+        if len(writes) > 1:
+            writes.sort(key=lambda n: n.stamp)
+        values = list(_FIELD_VALUES(record))
+        version = record.version
+        for n in writes:
+            if n.version != version:
+                return None
+            for key, value in n.values.items():
+                at = _FIELD_AT.get(key)
+                if at is not None:
+                    values[at] = value
+            version += n.bump
+        values[_ID_AT], values[_VERSION_AT] = wid, version
+        out.append(WorkloadRecord(*values))
+    return out
 
 
 def _same_attempt_held(old: WorkloadRecord | None, new: WorkloadRecord) -> bool:

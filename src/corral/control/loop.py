@@ -117,6 +117,8 @@ class ControlLoop:
         self.specs = SpecCache()
         #: the cluster between cycles, kept current from the store's change feed
         self.live = LiveState(self.specs)
+        # what this process commits to workloads reaches the state without a read back
+        store.subscribe(self.live.wrote)
         #: the backend's last report per attempt, for a backend that reports only changes
         self.view = BackendView()
         self._last_plan: _Planned | None = None

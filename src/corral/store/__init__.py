@@ -7,12 +7,15 @@ PostgreSQL (psycopg 3) the production store; migrations run programmatically (`S
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine
 
+from corral.store.changes import WRITES_KEY, RowWrite
 from corral.store.database import make_engine, normalize_url, upgrade, writer
 
 if TYPE_CHECKING:
@@ -30,6 +33,8 @@ class Store:
         self._writer = writer(self.engine)
         #: the key named secrets are sealed with (`corral.store.secrets`); None: no secrets
         self.secret_box: SecretBox | None = None
+        #: called with each committed transaction's workload writes (`subscribe`)
+        self._subscribers: list[weakref.WeakMethod[Any]] = []
 
     @property
     def dialect(self) -> str:
@@ -46,9 +51,30 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """A transaction that commits when the block ends without an exception."""
+        """A transaction that commits when the block ends without an exception. Once it has
+        committed, what it wrote to workloads (`corral.store.changes.RowWrite`) is handed to
+        each subscriber (`subscribe`); nothing of a transaction that rolled back is."""
+        writes: list[RowWrite] = []
         with self._writer.begin() as conn:
-            yield conn
+            conn.info[WRITES_KEY] = writes
+            try:
+                yield conn
+            finally:
+                conn.info.pop(WRITES_KEY, None)
+        if writes:
+            for ref in list(self._subscribers):
+                subscriber = ref()
+                if subscriber is None:
+                    with contextlib.suppress(ValueError):  # another thread removed it first
+                        self._subscribers.remove(ref)
+                else:
+                    subscriber(writes)
+
+    def subscribe(self, subscriber: Callable[[list[RowWrite]], None]) -> None:
+        """Call `subscriber` (a bound method, held weakly: a dropped reader stops being called)
+        with the workload writes of each committed write transaction, on the committing thread.
+        It must be quick and must not raise."""
+        self._subscribers.append(weakref.WeakMethod(subscriber))  # type: ignore[arg-type]
 
     def close(self) -> None:
         self.engine.dispose()

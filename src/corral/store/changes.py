@@ -17,20 +17,67 @@ so the next writer draws its number only after the previous one is visible.
 Rows and numbers: `workloads.change_seq` and `nodes.change_seq` each count on their own (a max
 per table, read through its index). Rows written before the feed existed carry 0; a reader
 starts with a full read.
+
+**What this process wrote** (issue 16): a reader in the same process need not read back the
+rows it has just written. Each versioned update of workloads notes, in its transaction
+(`Store.write` gives it a list under `WRITES_KEY`), what it wrote: the statement's number, and
+per row the version it was guarded by and the values it set (`RowWrite`); only a statement that
+wrote every row it was given is noted, and nothing of a transaction that did not commit reaches
+a reader. The reader (`corral.control.live_state`) then reads from the store only the rows whose
+number is none of the noted ones (another process's writes, new submissions) and rebuilds the
+others from what it held and what was noted, provided the versions chain.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 from sqlalchemy import Connection, func, select, text
+from sqlalchemy.sql import ClauseElement
 
 from corral.store.schema import NodeRow, WorkloadRow
 
-__all__ = ["FEED_LOCK_KEY", "next_node_seq", "next_workload_seq"]
+__all__ = ["FEED_LOCK_KEY", "WRITES_KEY", "RowWrite", "next_node_seq", "next_workload_seq",
+           "note_writes", "plain"]
 
 #: PostgreSQL advisory lock key of the feed's writers ("feed" in ASCII)
 FEED_LOCK_KEY: Final = 0x66656564
+#: the key of `Connection.info` under which a write transaction collects its `RowWrite`s
+WRITES_KEY: Final = "corral.workload_writes"
+
+
+@dataclass(frozen=True, slots=True)
+class RowWrite:
+    """One workload row as one statement wrote it: `stamp` (the statement's change number),
+    the `version` its WHERE clause required, whether it bumped it, and the columns it set."""
+
+    stamp: int
+    id: str
+    version: int
+    bump: bool
+    values: Mapping[str, Any]
+
+
+def note_writes(conn: Connection, stamp: int, rows: Iterable[tuple[str, int, Mapping[str, Any]]],
+                bump: bool) -> None:
+    """Note, in a transaction of `Store.write`, that one statement numbered `stamp` wrote each
+    of `rows` (id, version guarded by, values set; a value for a column that is not a record
+    field, or for `id` and `version`, is passed over by readers). Call it only when every row
+    was written, with plain values: a value that is an SQL expression is not known here
+    (`plain` tells), and such a statement's rows are read back instead."""
+    sink = conn.info.get(WRITES_KEY)
+    if sink is None:
+        return
+    notes = [RowWrite(stamp, wid, version, bump, values) for wid, version, values in rows]
+    if len({n.id for n in notes}) == len(notes):  # one row once: else it is read back
+        sink.extend(notes)
+
+
+def plain(values: Mapping[str, Any]) -> bool:
+    """Whether every value is a value, not an SQL expression computed by the database."""
+    return not any(isinstance(v, ClauseElement) for v in values.values())
 
 
 def _lock(conn: Connection) -> None:

@@ -10,7 +10,7 @@ Which transitions are legal is decided above this layer (`corral.control.lifecyc
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 
 from corral.core.model import WorkerAssignment
-from corral.store.changes import next_workload_seq
+from corral.store.changes import next_workload_seq, note_writes, plain
 from corral.store.ledger_tables import LedgerUsage
 from corral.store.ordered_insert import insert_in_order
 from corral.store.schema import Event, Placement, WorkloadRow
@@ -260,7 +260,7 @@ def load_active(conn: Connection, bodies: SpecBodies | None = None) -> list[Work
 
 def changed_since(
     conn: Connection, after: int, known: Callable[[str], dict[str, Any] | None] | None = None,
-    bodies: SpecBodies | None = None,
+    bodies: SpecBodies | None = None, skip_stamps: Collection[int] = (),
 ) -> tuple[list[WorkloadRecord], int]:
     """Every workload written after change number `after` (any state), oldest change first,
     and the largest change number read (`after` when none): the change feed's read side
@@ -268,9 +268,15 @@ def changed_since(
 
     `known(id)` gives the spec of a row the caller already holds (None: not held): those rows
     are read without their spec, which never changes after submission. Most of what a loop's
-    step reads back is rows it just wrote; their spec bodies are most of their bytes."""
+    step reads back is rows it just wrote; their spec bodies are most of their bytes.
+
+    `skip_stamps`: change numbers whose rows the caller knows already (statements this process
+    wrote, `corral.store.changes.RowWrite`): rows whose last write is one of them are not read.
+    The number returned is then only that of the rows read."""
     q = (select(*_LEAN, WorkloadRow.change_seq).where(WorkloadRow.change_seq > after)
          .order_by(WorkloadRow.change_seq))
+    if skip_stamps:
+        q = q.where(WorkloadRow.change_seq.not_in(list(skip_stamps)))
     rows = conn.execute(q).all()
     specs: dict[str, dict[str, Any]] = {}
     unknown: list[str] = []
@@ -302,12 +308,17 @@ def count_by_state(conn: Connection) -> dict[str, int]:
 
 def update_versioned(conn: Connection, workload_id: str, version: int, **values: Any) -> bool:
     """Write `values` and bump the version, only if the row is still at `version`."""
+    stamp = next_workload_seq(conn)
     result = conn.execute(
         update(WorkloadRow)
         .where(WorkloadRow.id == workload_id, WorkloadRow.version == version)
-        .values(version=WorkloadRow.version + 1, change_seq=next_workload_seq(conn), **values)
+        .values(version=WorkloadRow.version + 1, change_seq=stamp, **values)
     )
-    return result.rowcount == 1
+    if result.rowcount != 1:
+        return False
+    if plain(values):
+        note_writes(conn, stamp, [(workload_id, version, values)], bump=True)
+    return True
 
 
 def update_many_versioned(conn: Connection, rows: Sequence[dict[str, Any]], *,
@@ -320,7 +331,7 @@ def update_many_versioned(conn: Connection, rows: Sequence[dict[str, Any]], *,
         return 0
     keys = [k for k in rows[0] if k not in ("id", "version")]
     values: dict[str, Any] = {k: bindparam(f"v_{k}") for k in keys}
-    values["change_seq"] = next_workload_seq(conn)
+    values["change_seq"] = stamp = next_workload_seq(conn)
     if bump:
         values["version"] = WorkloadRow.version + 1
     stmt = (update(WorkloadRow)
@@ -331,17 +342,26 @@ def update_many_versioned(conn: Connection, rows: Sequence[dict[str, Any]], *,
     result = conn.execute(stmt, params)
     if not conn.dialect.supports_sane_multi_rowcount:
         return None
+    if result.rowcount == len(rows):  # every row written: what it wrote is known row by row
+        # (bound parameters, so plain values; each row's own dict: its id and version are
+        # passed over by readers)
+        note_writes(conn, stamp, [(r["id"], r["version"], r) for r in rows], bump)
     return int(result.rowcount)
 
 
 def update_unversioned(conn: Connection, workload_id: str, version: int, **values: Any) -> bool:
     """Write informational fields (a pending reason) without bumping the version."""
+    stamp = next_workload_seq(conn)
     result = conn.execute(
         update(WorkloadRow)
         .where(WorkloadRow.id == workload_id, WorkloadRow.version == version)
-        .values(change_seq=next_workload_seq(conn), **values)
+        .values(change_seq=stamp, **values)
     )
-    return result.rowcount == 1
+    if result.rowcount != 1:
+        return False
+    if plain(values):
+        note_writes(conn, stamp, [(workload_id, version, values)], bump=False)
+    return True
 
 
 # --- placements ---------------------------------------------------------------------------------

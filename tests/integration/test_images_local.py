@@ -24,6 +24,7 @@ from tests.backends.conftest import eventually, make_spec
 from corral.backends import LocalBackend, WorkerState, base
 from corral.backends.containers import RUNTIME_ENV, ContainerRuntime, runtime_problem
 from corral.backends.local import virtual_nodes
+from corral.backends.worker_exec import container_of, exec_beside, worker_pid
 from corral.testing.corral_up import CorralServer, stop_workers
 
 # real containers (podman run itself: 83-102 ms of CPU per start here, conmon and crun besides)
@@ -69,12 +70,20 @@ def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerRunti
     reason = _skip_reason()
     if reason is not None:
         pytest.skip(reason)
-    yield build_test_image(tmp_path_factory.mktemp("podman"))
+    runtime = build_test_image(tmp_path_factory.mktemp("podman"))
+    yield runtime
+    # whatever a failed test left running: removed (and unmounted) before pytest deletes its
+    # storage, which the containers' own cleanup could no longer find
+    subprocess.run([runtime.program, "rm", "--all", "--force", "--time", "0"],
+                   capture_output=True, timeout=120, check=False)
 
 
 @pytest.fixture
-def backend(tmp_path: Path, runtime: ContainerRuntime) -> LocalBackend:
-    return LocalBackend(tmp_path / "work", nodes=virtual_nodes(1, 2), containers=runtime)
+def backend(tmp_path: Path, runtime: ContainerRuntime) -> Iterator[LocalBackend]:
+    local = LocalBackend(tmp_path / "work", nodes=virtual_nodes(1, 2), containers=runtime)
+    yield local
+    for workload_id, attempt in local.launched():  # a failed test's workers: stopped now
+        local.stop(workload_id, attempt, 0.0, "test ended")
 
 
 def _ended(backend: LocalBackend, wid: str) -> list[base.WorkerStatus]:
@@ -136,6 +145,19 @@ def test_a_worker_runs_in_the_image_with_its_env_mounts_and_exit_code(
     backend.stop("img-env", 0, 0.0, "test: done looking")
     [status] = _ended(backend, "img-env")
     assert status.state == WorkerState.STOPPED
+
+
+def test_corral_exec_runs_inside_the_workers_container(backend: LocalBackend) -> None:
+    backend.launch(make_spec("img-exec").command("/bin/sh", "-c", "echo ready; sleep 60")
+                   .with_(image=IMAGE, env={"STAGE": "inside"}).build())
+    _wait_log(backend, "img-exec", "ready")
+    pid = worker_pid(backend.work_dir, "img-exec", 0, 0)
+    assert container_of(pid) is not None
+    done = exec_beside(pid, ["/bin/sh", "-c", "echo $STAGE; ls /bin/busybox"], timeout_s=60,
+                       max_bytes=4096)
+    assert (done.exit_code, done.stdout) == (0, "inside\n/bin/busybox\n"), done
+    backend.stop("img-exec", 0, 0.0, "test: done")
+    _ended(backend, "img-exec")
 
 
 def test_the_exit_code_of_the_container_is_the_workers(backend: LocalBackend) -> None:

@@ -12,6 +12,8 @@ What the container gets (`run_argv`), and why:
     --init            catatonit as pid 1: a command without a SIGTERM handler still ends on
                       SIGTERM (pid 1 ignores signals it has no handler for)
     --network=host    ports, CORRAL_MASTER_ADDR/PORT and `corral port-forward` as on the host
+    --ipc=host        the host's /dev/shm, as a process on the node has (podman's own is 64 MiB,
+                      too small for PyTorch's data loader workers)
     --env NAME        every contract variable, the spec's env and its secrets, by name only:
                       podman takes each value from its own environment (the runner's), so no
                       value is on a command line that `ps` shows
@@ -116,7 +118,7 @@ class ContainerRuntime:
         """The worker's argv. env_names: passed by name (values from podman's environment);
         env_values: set on the command line (only values that are no secret)."""
         argv = [self.program, "run", "--rm", "--name", name, "--init", "--network=host",
-                f"--pull={self.pull}", *_ulimits()]
+                "--ipc=host", f"--pull={self.pull}", *_ulimits()]
         for key in sorted(env_names):
             argv += ["--env", key]
         for key, value in sorted((env_values or {}).items()):

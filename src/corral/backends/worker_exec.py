@@ -4,9 +4,12 @@ The worker's process is found from its runner's records (`<work>/<workload>/<att
 worker-<i>/child.json`, checked alive by its start time, not by pid alone); the command then
 gets that process's own environment (`/proc/<pid>/environ`: CUDA_VISIBLE_DEVICES, CORRAL_*,
 secrets as the worker sees them), working directory and user, so what it sees is what the
-worker sees (`kubectl exec` into the worker's container, without a container). Not
-interactive: no terminal, standard input empty; at most `timeout_s`, then its process group is
-killed; each output stream kept to `max_bytes` (the rest dropped, said so).
+worker sees (`kubectl exec` into the worker's container, without a container). A worker of an
+`image:` is `podman run`: the command then runs inside its container (`podman exec`: the
+container's env, workdir and user; at the timeout the podman client is killed, a command that
+ignores that lives on in the container until the worker ends). Not interactive: no terminal,
+standard input empty; at most `timeout_s`, then its process group is killed; each output stream
+kept to `max_bytes` (the rest dropped, said so).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 
 from corral.backends.local_runner import CHILD_RECORD, is_alive, read_identity
 
-__all__ = ["ExecResult", "exec_beside", "worker_pid"]
+__all__ = ["ExecResult", "container_of", "exec_beside", "worker_pid"]
 
 
 @dataclass(frozen=True)
@@ -48,9 +51,29 @@ def _environ(pid: int) -> dict[str, str]:
     return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
 
 
+def container_of(pid: int) -> tuple[list[str], str] | None:
+    """(runtime command with its global options, container name) when process `pid` is an
+    `image:` worker's `podman [options] run --name corral-...` (`corral.backends.containers`);
+    None for a plain process."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    except OSError:
+        return None
+    words = [w.decode(errors="replace") for w in argv]
+    if os.path.basename(words[0]) != "podman" or "run" not in words:
+        return None
+    run = words.index("run")
+    name = words[words.index("--name", run) + 1] if "--name" in words[run:] else ""
+    return (words[:run], name) if name.startswith("corral-") else None
+
+
 def exec_beside(pid: int, argv: list[str], *, timeout_s: float, max_bytes: int) -> ExecResult:
-    """Run `argv` with the environment, cwd and user of process `pid`."""
+    """Run `argv` with the environment, cwd and user of process `pid`; inside its container
+    (`podman exec`, which gives the container's env, workdir and user) when it runs in one."""
     env, cwd = _environ(pid), os.readlink(f"/proc/{pid}/cwd")
+    box = container_of(pid)
+    if box is not None:
+        argv = [*box[0], "exec", box[1], *argv]
     st = os.stat(f"/proc/{pid}")
     as_other = os.geteuid() == 0 and st.st_uid != 0
     proc = subprocess.Popen(

@@ -166,6 +166,8 @@ def test_the_exit_code_of_the_container_is_the_workers(backend: LocalBackend) ->
     [status] = _ended(backend, "img-exit")
     assert (status.state, status.reason, status.exit_code) == (
         WorkerState.FAILED, base.EXITED, 7)
+    first, *_ = _log(backend, "img-exit").splitlines()
+    assert first.startswith(f"[corral] image {IMAGE} in container corral-img-exit-0-0-")
     assert "bye" in _log(backend, "img-exit")
 
 

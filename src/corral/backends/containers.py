@@ -75,6 +75,7 @@ __all__ = [
     "detect_runtime",
     "dry_run_note",
     "gpu_handout",
+    "log_note",
     "runtime_problem",
 ]
 
@@ -254,13 +255,12 @@ _PROLOGUE: Final = (f'/bin/sh -c "${SETUP_ENV}" || {{ rc=$?; echo "corral: setup
 @dataclass(frozen=True)
 class ContainerWorker:
     """What one worker's runner is given for an `image:` spec: the argv after its `--`, the
-    variables to add to its environment (podman passes them on by name), the container's name
-    (`--container`), and a line for the worker's log."""
+    variables to add to its environment (podman passes them on by name), and the container's
+    name (`--container`)."""
 
     argv: list[str]
     env: dict[str, str]
     name: str
-    note: str
 
 
 def container_worker(runtime: ContainerRuntime, spec: LaunchSpec, assignment: WorkerAssignment,
@@ -290,6 +290,16 @@ def container_worker(runtime: ContainerRuntime, spec: LaunchSpec, assignment: Wo
                            mounts=mounts, workdir=cwd or None, devices=devices,
                            user=None if user is None else (user.uid, user.gid),
                            env_values=shown)
-    _, note = gpu_handout(runtime, devices)
-    return ContainerWorker(run, env, name, f"[corral] image {spec.image} (container {name})"
-                           + (f": {note}" if note else ""))
+    return ContainerWorker(run, env, name)
+
+
+def log_note(log: str, runtime: ContainerRuntime, spec: LaunchSpec, worker: int,
+                work_dir: Path) -> None:
+    """The worker log's first line: the image, the container, how GPUs are handed in."""
+    devices = next(a.devices for a in spec.assignments if a.worker == worker)
+    _, handout = gpu_handout(runtime, devices)
+    name = container_name(work_dir, spec.workload_id, spec.attempt, worker)
+    line = f"[corral] image {spec.image} in container {name}" + (f": {handout}" if handout
+                                                                  else "")
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(line + "\n")

@@ -46,7 +46,7 @@ from corral.backends.base import (
     WorkerState,
     WorkerStatus,
 )
-from corral.backends.containers import ContainerRuntime, container_worker, detect_runtime
+from corral.backends.containers import ContainerRuntime, container_worker, detect_runtime, log_note
 from corral.backends.environment import RESERVED, format_deadline, worker_environment
 from corral.backends.errors import (
     AttemptStillRunning,
@@ -73,11 +73,7 @@ from corral.backends.local_runner import (
 )
 from corral.backends.log_times import line_times, read_samples
 from corral.backends.progress import Progress, progress_path, read_progress_file
-from corral.backends.workdir import (
-    WORKDIR_COPY,
-    ArchiveSource,
-    copy_workdir,
-)
+from corral.backends.workdir import WORKDIR_COPY, ArchiveSource, copy_workdir
 from corral.backends.worker_users import WorkerUsers
 from corral.core.model import Node, WorkerAssignment
 
@@ -378,6 +374,8 @@ class LocalBackend(Backend, InventorySource, LogSource):
         argv, env = self.worker_process(spec, worker, record.dir, record.master_port,
                                         record.master_addr)
         log = str(record.log_dir / f"worker-{worker}.log")
+        if spec.image is not None and self.containers is not None:  # which GPUs it gets, first
+            log_note(log, self.containers, spec, worker, self.work_dir)
         # posix_spawn, not Popen: the runner is meant to outlive this object (and this process),
         # which Popen reports as a leak. setsid: its own session, away from our signals.
         pid = os.posix_spawn(self.python, argv, env, setsid=True, file_actions=[

@@ -6,17 +6,21 @@ tests/integration/test_images_local.py."""
 
 from __future__ import annotations
 
+import json
 import resource
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from corral.backends import InvalidLaunchSpec, LocalBackend, containers
+from corral.backends import InvalidLaunchSpec, LocalBackend, containers, local_runner
 from corral.backends.containers import ContainerRuntime, gpu_handout, runtime_problem
 from corral.backends.local import virtual_nodes
 from corral.backends.local_runner import parse_args
 
-from .conftest import make_spec
+from .conftest import eventually, make_spec
 
 RUNTIME = ContainerRuntime(program="podman", pull="never")
 SECRET = "hf_unit-Secret-31"
@@ -142,3 +146,34 @@ def test_a_hybrid_cgroup_layout_crun_refuses_is_named(tmp_path: Path,
 def test_the_container_name_is_unique_per_work_dir_and_worker(tmp_path: Path) -> None:
     names = {containers.container_name(tmp_path / d, "wl", 0, w) for d in "ab" for w in (0, 1)}
     assert len(names) == 4
+
+
+def test_the_runner_removes_the_container_when_it_kills_at_the_deadline(tmp_path: Path) -> None:
+    """Without podman: a stand-in 'podman' whose `run` ignores SIGTERM and whose `rm` notes its
+    arguments. The runner must follow its SIGKILL with `rm --force ... NAME`, since a real
+    container's conmon is outside the group the SIGKILL reaches."""
+    fake = tmp_path / "podman"
+    fake.write_text(f'#!/bin/sh\nif [ "$1" = rm ]; then echo "$@" >> {tmp_path}/removed; exit 0; '
+                    'fi\ntrap "" TERM\nwhile true; do sleep 0.05; done\n')
+    fake.chmod(0o755)
+    deadline = tmp_path / "deadline"
+    deadline.write_text("1.0\n")  # long past: SIGTERM, then SIGKILL at once
+    python, *runner = local_runner.runner_argv(sys.executable)
+    done = subprocess.run([python, *runner, "--record-dir", str(tmp_path / "rec"),
+                           "--deadline-file", str(deadline), "--container", "corral-x-0-0-ab",
+                           "--", str(fake), "run", "--name", "corral-x-0-0-ab", "img"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr  # the runner's own start saw the deadline first
+    # a worker started before the stop came: the runner signals it, then removes its container
+    (tmp_path / "rec2").mkdir()
+    proc = subprocess.Popen([python, *runner, "--record-dir", str(tmp_path / "rec2"),
+                             "--deadline-file", str(tmp_path / "later"), "--container",
+                             "corral-x-0-0-ab", "--", str(fake), "run", "img"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    eventually(lambda: (tmp_path / "rec2" / "child.json").exists(), "the worker to start")
+    (tmp_path / "later").write_text("1.0\n")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) != 0
+    assert (tmp_path / "removed").read_text() == "rm --force --ignore --time 0 corral-x-0-0-ab\n"
+    ended = json.loads((tmp_path / "rec2" / "exit.json").read_text())
+    assert (ended["stopped"], ended["reason"]) == (True, "KilledAfterGrace")

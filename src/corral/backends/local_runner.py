@@ -374,7 +374,7 @@ class Runner:
                                 message=f"cannot start {self.argv[0]!r}{where}: {e}")
         write_identity(self._record(CHILD_RECORD), pid)
         code = self._supervise(pid)
-        self._kill(pid, container=code < 0)  # the group's leftovers (a killed podman's container)
+        self._kill(pid, container=code < 0 and not (self.killed or self.lease_expired))  # leftovers
         if self.lease_expired:
             return self._finish(code, stopped=False, reason=LEASE_EXPIRED,
                                 message="the agent supervising this worker stopped renewing its "
@@ -495,7 +495,7 @@ class Runner:
         return deadline
 
     def _kill(self, pid: int, container: bool = True) -> None:
-        """SIGKILL to the worker's group; then `<runtime> rm --force --time 0 NAME`, waited for."""
+        """SIGKILL to the worker's group, then `<runtime> rm --force --time 0 NAME`."""
         kill_group(pid, signal.SIGKILL)
         if container and self.container:
             argv = [self.argv[0], "rm", "--force", "--ignore", "--time", "0", self.container]
@@ -538,9 +538,8 @@ class Runner:
 USAGE = ("usage: local_runner --record-dir DIR --deadline-file FILE [--cwd DIR] [--uid UID] "
          "[--gid GID] [--lease-file FILE] [--lease-seconds S] [--setup-file FILE] "
          "[--container NAME] -- PROGRAM [ARG ...]")
-_OPTIONS = {"--record-dir": str, "--deadline-file": str, "--cwd": str, "--uid": int,
-            "--gid": int, "--lease-file": str, "--lease-seconds": float, "--setup-file": str,
-            "--container": str}
+_OPTIONS = {"--record-dir": str, "--deadline-file": str, "--cwd": str, "--uid": int, "--gid": int,
+            "--lease-file": str, "--lease-seconds": float, "--setup-file": str, "--container": str}
 
 
 class UsageError(Exception):

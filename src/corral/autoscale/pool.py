@@ -34,14 +34,11 @@ less than on-demand (spot.py), and another (provider, zone) is preferred while i
 
 Why waiting work is packed greedily, in the core's order (priority, then age), onto the offer
 with the least cost for that workload alone: the exact cheapest cover is a bin-packing problem,
-and the greedy choice rents what the highest-priority work needs first, which is what a user
-expects when the budget runs out half-way. Leftover room on instances it plans is free for the
-work that follows, so small work fills what large work leaves. Room on instances already on
-their way (rented at an earlier decision, for work the policy no longer knows) is taken by
-smaller work only when it is no dearer per GPU-hour than what that work would rent itself:
-otherwise small jobs ahead in the order took an 8-GPU node rented for an 8-GPU job, the job got
-another, and the small jobs held the dear node for weeks (bench/README, issue 11, the Alibaba
-2023 trace: 1.089 -> 0.969 of the cheapest single provider on that seed).
+and the greedy choice rents what the highest-priority work needs first, as a user expects when
+the budget runs out half-way; small work fills what large work leaves on instances it plans.
+Room on instances already on their way is taken by smaller work only when no dearer per GPU-hour
+than what it would rent itself (else small jobs took an 8-GPU node rented for an 8-GPU job and
+held it for weeks: bench/README, issue 11, the Alibaba trace, 1.089 -> 0.969 on that seed).
 """
 
 from __future__ import annotations
@@ -333,6 +330,7 @@ class _ScaleUp:
         self.served: dict[str, list[Waiting]] = {}
         self.notes: dict[str, str] = {}
         self.on_demand_only: set[str] = set()
+        self.spot_kept: dict[str, bool] = {}
 
     def run(self) -> None:
         wanted = []
@@ -353,12 +351,16 @@ class _ScaleUp:
     def kinds(self, w: Workload) -> tuple[CapacityKind, ...]:
         kinds = w.allowed_capacity
         seen = self.state.interruptions.get(w.id)
-        if seen and CapacityKind.SPOT in kinds and (w.id in self.on_demand_only or not SP.keeps_spot(
+        if not seen or CapacityKind.SPOT not in kinds:
+            return kinds
+        if w.id not in self.spot_kept:  # weighed once a decision (consolidation asks often)
+            self.spot_kept[w.id] = SP.keeps_spot(
                 w, seen.count, self.view.checkpoints.get(w.id), self.view.offers, self.config,
-                lambda o: eligible(w, o, kinds) is None and not self.state.in_backoff(o, self.now))):
-            self.on_demand_only.add(w.id)
-            kinds = tuple(k for k in kinds if k != CapacityKind.SPOT)
-        return kinds
+                lambda o: eligible(w, o, kinds) is None and not self.state.in_backoff(o, self.now))
+        if self.spot_kept[w.id]:
+            return kinds
+        self.on_demand_only.add(w.id)
+        return tuple(k for k in kinds if k != CapacityKind.SPOT)
 
     def _serve(self, x: Waiting) -> None:
         w, kinds = x.workload, self.kinds(x.workload)

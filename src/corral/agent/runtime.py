@@ -33,7 +33,7 @@ from corral.agent.protocol import (
 from corral.agent.relayed import Relayed
 from corral.agent.spot import SpotReporter, SpotWatcher
 from corral.agent.workdirs import AgentWorkdirs
-from corral.backends import base, local_runner
+from corral.backends import base, elastic_world, local_runner
 from corral.backends.base import LaunchSpec, WorkerState, WorkerStatus
 from corral.backends.errors import BackendError
 from corral.backends.local import LocalBackend
@@ -279,7 +279,11 @@ class Agent:
         self._rendezvous[key] = (a.master_addr, a.master_port)
         try:
             spec = LaunchSpec.from_record(a.spec)
+            # an elastic member's world file on this host (`corral.backends.elastic_world`):
+            # before its worker starts where a resize relaunches it, after, once there is a dir
+            elastic_world.write_from_env(spec.env)
             self.backend.launch(spec)
+            elastic_world.write_from_env(spec.env)
             return True
         except (BackendError, KeyError, TypeError, ValueError, OSError) as e:
             log.warning("cannot launch %s attempt %d here: %s", *key, e)

@@ -57,8 +57,6 @@ member it loses. When the core gang ends, whatever of its extras is left is canc
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -66,6 +64,14 @@ from typing import Final, Protocol
 
 from sqlalchemy import Connection, select
 
+from corral.backends import elastic_world as EW
+from corral.backends.elastic_world import (
+    CORRAL_ELASTIC_GENERATION,
+    CORRAL_ELASTIC_MAX,
+    CORRAL_ELASTIC_MIN,
+    CORRAL_ELASTIC_WORLD_FILE,
+    CORRAL_WORLD_SIZE,
+)
 from corral.control import lifecycle as L
 from corral.control.checkpoint_dirs import checkpoint_dir
 from corral.control.lifecycle import State
@@ -111,16 +117,12 @@ _LOWEST_USER_PRIORITY: Final = -1000
 _EXTRA: Final = "-e"
 _EXTRAS_GROUP: Final = "-extras"
 
-CORRAL_WORLD_SIZE: Final = "CORRAL_WORLD_SIZE"
 CORRAL_RANK_OFFSET: Final = "CORRAL_RANK_OFFSET"
-CORRAL_ELASTIC_GENERATION: Final = "CORRAL_ELASTIC_GENERATION"
 CORRAL_ELASTIC_RENDEZVOUS: Final = "CORRAL_ELASTIC_RENDEZVOUS"
-#: a JSON file in the shared checkpoint directory with the latest world, rewritten (atomically)
-#: before the members are stopped for a resize: a worker may watch it
-CORRAL_ELASTIC_WORLD_FILE: Final = "CORRAL_ELASTIC_WORLD_FILE"
+#: CORRAL_ELASTIC_WORLD_FILE: a JSON file in the checkpoint directory with the latest world,
+#: rewritten (atomically) before the members are stopped for a resize, and by an agent on its
+#: host at each launch (`corral.backends.elastic_world`): a worker may watch it
 WORLD_FILE: Final = ".corral-world.json"
-CORRAL_ELASTIC_MIN: Final = "CORRAL_ELASTIC_MIN_WORKERS"
-CORRAL_ELASTIC_MAX: Final = "CORRAL_ELASTIC_MAX_WORKERS"
 
 _PLACED: Final = frozenset({"scheduled", "starting", "running"})
 #: the stops of corral's moves (consolidation, migration to faster devices): the member is
@@ -131,7 +133,6 @@ _COMING_BACK: Final = frozenset({RESIZED, *MOVES})
 _LAUNCHED: Final = frozenset({"starting", "running"})
 
 Fence = Callable[[Connection], bool]
-log = logging.getLogger(__name__)
 
 
 class Specs(Protocol):
@@ -434,18 +435,11 @@ def write_world_file(core: WorkloadRecord, spec: WorkloadSpec, settings: Control
     (it would belong to the server's user, and the workers could not write their checkpoints)."""
     assert spec.elastic is not None
     directory = checkpoint_dir(core, spec, settings)
-    if spec.checkpoint_dir is not None or not os.path.isdir(directory):
+    if spec.checkpoint_dir is not None:
         return
-    body = {"generation": world.generation, "world_size": world.size(spec.elastic.min_workers),
-            "members": list(world.members), "min_workers": spec.elastic.min_workers,
-            "max_workers": spec.elastic.max_workers}
-    path = os.path.join(directory, WORLD_FILE)
-    try:
-        with open(path + ".tmp", "w") as f:
-            json.dump(body, f)
-        os.replace(path + ".tmp", path)
-    except OSError as e:
-        log.info("world file of %s not written here: %s", core.id, e)
+    EW.write_world_file(os.path.join(directory, WORLD_FILE), EW.world_body(
+        world.generation, world.size(spec.elastic.min_workers), spec.elastic.min_workers,
+        spec.elastic.max_workers, world.members))
 
 
 def _rows_of(group_id: str, records: Mapping[str, WorkloadRecord]) -> list[WorkloadRecord]:

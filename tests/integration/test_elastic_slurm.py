@@ -92,7 +92,8 @@ def test_starts_at_min_grows_after_the_interval_and_gives_extras_back_first(
     cancel(plane.store, blocker, time.time(), "ann")  # room for the extras
     plane.run_until(lambda: whole(out, 5), "the world of 5", timeout=120)
     assert plane.record(job).restart_count == 0  # a resize spends no restart
-    assert {plane.record(x).state for x in extras} == {"running"}
+    # the workers wrote their lines, so they run; the plane learns it at its next polls
+    plane.run_until(lambda: {plane.record(x).state for x in extras} == {"running"}, "extras")
 
     # own takes back what el borrows: three tasks of 2 GPUs; one fits in the 2 GPUs left free,
     # the other two are owed and take two extras (never the core gang)

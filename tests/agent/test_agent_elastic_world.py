@@ -8,8 +8,7 @@ import json
 import time
 from pathlib import Path
 
-from corral.agent.host import HostFacts
-from corral.agent.protocol import AssignmentOut
+from corral.agent.protocol import AssignmentOut, HostFacts
 from corral.agent.runtime import Agent, AgentSettings
 from corral.backends import elastic_world as EW
 from corral.backends.base import LaunchSpec, WorkerState

@@ -208,17 +208,7 @@ def _close_chunk(conn: Connection, keys: list[tuple[str, int]], nodes: Mapping[s
             assert rec is not None
             record_attempt_start(conn, rec, key[1], span.start, nodes)
             rows.update({k: v for k, v in _usage_rows(conn, [key[0]]).items() if k == key})
-    ends = []
-    for key, span in spans.items():
-        if span.end is None or span.reason is None:
-            continue
-        for r in rows.get(key, []):
-            if r.end is None:
-                end = max(span.end, Decimal(r.start))
-                ends.append({"w": key[0], "a": key[1], "k": r.worker, "end": str(end),
-                             "reason": span.reason.value})
-    LR.record_ends(conn, ends)
-    closed = {(e["w"], e["a"], e["k"]): e for e in ends}
+    closed = _close_open_rows(conn, spans, rows)
     out = {}
     for key, span in spans.items():
         log = MeterLog()
@@ -226,14 +216,44 @@ def _close_chunk(conn: Connection, keys: list[tuple[str, int]], nodes: Mapping[s
             log.record(LR.started_of(r))
             closing = closed.get((key[0], key[1], r.worker))
             if closing is not None:
-                log.record(WorkerEnded(key[0], r.worker, key[1], Decimal(closing["end"]),
-                                       EndReason(closing["reason"])))
+                log.record(WorkerEnded(key[0], r.worker, key[1], *closing))
             elif r.end is not None:
                 log.record(WorkerEnded(key[0], r.worker, key[1], Decimal(r.end),
                                        EndReason(r.end_reason)))
         at = span.end if span.end is not None else now
         out[key] = Closed(span, log.usage(at))
     return out
+
+
+def _close_open_rows(conn: Connection, spans: Mapping[tuple[str, int], AttemptSpan],
+                     rows: Mapping[tuple[str, int], list[Any]]
+                     ) -> dict[tuple[str, int, int], tuple[Decimal, EndReason]]:
+    """Close the open usage rows of the ended attempts among `spans` at their end (never before
+    a row's start); returns each closed row's (end, reason) by (workload, attempt, worker).
+
+    An attempt whose open rows all started by its end (every one, in practice: its rows start
+    at its own start) is closed whole, keyed by the attempt (`close_attempt_rows`: one
+    statement for the attempts of a step); the rows of one with a row that started later are
+    closed one by one, that row at its start."""
+    whole: list[tuple[str, int, Decimal, EndReason]] = []
+    single: list[dict[str, Any]] = []
+    closed: dict[tuple[str, int, int], tuple[Decimal, EndReason]] = {}
+    for key, span in spans.items():
+        if span.end is None or span.reason is None:
+            continue
+        open_rows = [(r.worker, Decimal(r.start)) for r in rows.get(key, []) if r.end is None]
+        fits = all(start <= span.end for _, start in open_rows)
+        if fits:
+            whole.append((key[0], key[1], span.end, span.reason))
+        for worker, start in open_rows:
+            end = max(span.end, start)
+            closed[(key[0], key[1], worker)] = (end, span.reason)
+            if not fits:
+                single.append({"w": key[0], "a": key[1], "k": worker, "end": str(end),
+                               "reason": span.reason.value})
+    LR.close_attempt_rows(conn, whole)
+    LR.record_ends(conn, single)
+    return closed
 
 
 def _transitions(conn: Connection, ids: list[str]) -> dict[str, list[_Transition]]:

@@ -14,7 +14,18 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Float, bindparam, cast, delete, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Float,
+    bindparam,
+    cast,
+    delete,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 
 from corral.ledger import (
     EndReason,
@@ -30,6 +41,7 @@ from corral.store.ledger_tables import LedgerPrice, LedgerUsage
 __all__ = [
     "PriceRow",
     "add_price",
+    "close_attempt_rows",
     "delete_price",
     "list_prices",
     "record_end",
@@ -130,6 +142,29 @@ def record_ends(conn: Connection, ends: Sequence[dict[str, Any]]) -> None:
             LedgerUsage.workload_id == bindparam("w"), LedgerUsage.attempt == bindparam("a"),
             LedgerUsage.worker == bindparam("k"), LedgerUsage.end.is_(None),
         ).values(end=bindparam("end"), end_reason=bindparam("reason")), list(ends))
+
+
+#: attempts closed per statement by `close_attempt_rows` (two parameters each: well under
+#: SQLite's 32,766 and PostgreSQL's 65,535 bound parameters)
+CLOSE_CHUNK = 5000
+
+
+def close_attempt_rows(conn: Connection, ends: Sequence[tuple[str, int, Instant, EndReason]]
+                       ) -> None:
+    """Close every open row of each attempt (workload, attempt, end, reason) at its end, in one
+    UPDATE per distinct end and reason keyed by the attempts (the attempts a step stopped end
+    at the step's moment: one statement for all of them, up to `CLOSE_CHUNK`), where
+    `record_ends` is one row update per worker. The caller checked that no open row of these
+    attempts started after its end; rows already closed are left alone."""
+    groups: dict[tuple[str, str], list[tuple[str, int]]] = {}
+    for workload_id, attempt, end, reason in ends:
+        groups.setdefault((str(end), reason.value), []).append((workload_id, attempt))
+    for (end, reason), keys in groups.items():
+        for i in range(0, len(keys), CLOSE_CHUNK):
+            conn.execute(update(LedgerUsage).where(
+                tuple_(LedgerUsage.workload_id, LedgerUsage.attempt).in_(
+                    keys[i:i + CLOSE_CHUNK]),
+                LedgerUsage.end.is_(None)).values(end=end, end_reason=reason))
 
 
 def started_of(r: Any) -> WorkerStarted:

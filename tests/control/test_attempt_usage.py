@@ -1,0 +1,63 @@
+"""Usage rows of ended attempts are closed in bulk: one UPDATE per end and reason, keyed by
+the attempts (not a row update per worker), with the same ends and reasons as row by row (gangs too), and a replay moves none."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from sqlalchemy import event, select
+
+from corral.backends.base import WorkerState
+from corral.control.accounting import Accounting
+from corral.control.attempt_usage import close_attempts
+from corral.store import Store
+from corral.store.ledger_tables import LedgerUsage
+
+from .rig import Rig
+
+
+def _usage(store: Store) -> dict[tuple[str, int, int], tuple[str | None, str]]:
+    with store.read() as c:
+        return {(r.workload_id, r.attempt, r.worker): (r.end, r.end_reason)
+                for r in c.execute(select(LedgerUsage))}
+
+
+def test_a_step_closes_its_ended_attempts_in_one_statement(store: Store) -> None:
+    rig = Rig(store, admission=Accounting(store))
+    ids = [rig.submit(name="gang", gpus=1, workers=2), rig.submit(name="a", gpus=1),
+           rig.submit(name="b", gpus=2)]
+    rig.step(3)
+    assert [rig.state(w) for w in ids] == ["running"] * 3
+    assert len(_usage(store)) == 4 and all(e is None for e, _ in _usage(store).values())
+    for key, workers in rig.world.workers.items():  # all three end, one of them failing
+        for w in workers:
+            failed = key[0] == ids[1]
+            w.state = WorkerState.FAILED if failed else WorkerState.SUCCEEDED
+            w.exit_code = 1 if failed else 0
+        rig.world.touch(key)
+    updates: list[bool] = []  # per UPDATE of the usage rows: whether it was an executemany
+
+    def count(conn, cursor, sql, params, context, many):  # type: ignore[no-untyped-def]
+        if sql.lstrip().upper().startswith("UPDATE LEDGER_USAGE"):
+            updates.append(many)
+
+    event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        rig.step()
+    finally:
+        event.remove(store.engine, "before_cursor_execute", count)
+    assert updates == [False, False]  # one statement per end and reason (stopped, failed)
+    usage = _usage(store)
+    ended = {w: rig.get(w).finished_at for w in ids}
+    assert {k: (Decimal(e), r) for k, (e, r) in usage.items() if e is not None} == {
+        (ids[0], 0, 0): (Decimal(repr(ended[ids[0]])), "stopped"),
+        (ids[0], 0, 1): (Decimal(repr(ended[ids[0]])), "stopped"),
+        (ids[1], 0, 0): (Decimal(repr(ended[ids[1]])), "failed"),
+        (ids[2], 0, 0): (Decimal(repr(ended[ids[2]])), "stopped"),
+    }
+    # a replay (a restart that settles again) moves no end
+    with store.write() as c:
+        again = close_attempts(c, [(w, 0) for w in ids], {}, Decimal(10**10))
+    assert _usage(store) == usage
+    assert {k: v.span.end for k, v in again.items()} == {
+        (w, 0): Decimal(repr(ended[w])) for w in ids}

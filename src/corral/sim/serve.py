@@ -40,24 +40,35 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from corral.serving import ScalingConfig, ServiceScaler, Target, TargetKind
 from corral.serving.config import Behavior, RateLimit
+from corral.serving.policy import Decision
 from corral.sim.serve_model import GpuProfile
 from corral.sim.serve_trace import Requests
 
-__all__ = ["POLICIES", "ServeOptions", "ServeResult", "compare_serving", "hindsight_hours",
-           "in_flight_unlimited", "run_serve"]
+__all__ = ["POLICIES", "Scaler", "ServeOptions", "ServeResult", "compare_serving",
+           "hindsight_hours", "in_flight_unlimited", "run_serve", "simulate_ttft"]
 
 POLICIES = ("static-peak", "static-mean", "static-best", "hpa", "kpa", "corral")
 
 _ARRIVE, _FINISH, _READY, _TICK = 0, 1, 2, 3  # same-time order: arrivals see the state before
+
+
+class Scaler(Protocol):
+    """What the simulator calls each tick: `corral.serving.ServiceScaler`, or a scripted count
+    (`serve_foresight.Scripted`) for schedules known in advance."""
+
+    def observe(self, now: float, *, in_flight: float, arrivals: int = 0,
+                latencies: Iterable[float] = (), running: float | None = None) -> None: ...
+
+    def decide(self, now: float, *, current: int, ready: int | None = None) -> Decision: ...
 
 
 @dataclass(frozen=True)
@@ -206,7 +217,13 @@ class _Run:
 
 
 def _simulate(req: Requests, opts: ServeOptions, initial: int,
-              scaler: ServiceScaler | None, tick_s: float) -> ServeResult:
+              scaler: Scaler | None, tick_s: float) -> ServeResult:
+    return simulate_ttft(req, opts, initial, scaler, tick_s)[0]
+
+
+def simulate_ttft(req: Requests, opts: ServeOptions, initial: int, scaler: Scaler | None,
+                  tick_s: float) -> tuple[ServeResult, npt.NDArray[np.float64]]:
+    """One run from `initial` warm replicas; also each request's time to first token (s)."""
     prof = opts.profile
     run = _Run(req, prof.prefill_s(req.prompt_tokens), prof.service_s(req.prompt_tokens,
                req.output_tokens), prof)
@@ -240,7 +257,7 @@ def _simulate(req: Requests, opts: ServeOptions, initial: int,
             _tick(run, scaler, now, decisions)
             samples.append((now, len(run.serving())))
             run.push(now + tick_s, _TICK, 0)
-    return _result(run, opts, now, decisions, samples, "")
+    return _result(run, opts, now, decisions, samples, ""), run.ttft
 
 
 def _finish(run: _Run, now: float, i: int, rid: int) -> None:
@@ -254,7 +271,7 @@ def _finish(run: _Run, now: float, i: int, rid: int) -> None:
     run.dispatch(now)
 
 
-def _tick(run: _Run, scaler: ServiceScaler, now: float,
+def _tick(run: _Run, scaler: Scaler, now: float,
           decisions: list[tuple[float, int, str]]) -> None:
     scaler.observe(now, in_flight=len(run.queue) + run.running, arrivals=run.arrivals_since,
                    latencies=run.finished_since, running=run.running)

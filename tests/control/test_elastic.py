@@ -15,8 +15,11 @@ import pytest
 from tests.control.rig import Rig
 
 from corral.backends.base import LaunchSpec
+from corral.control import apply_plan
 from corral.control import elastic as E
-from corral.core.model import Queue
+from corral.control.snapshot import SpecCache, load_snapshot
+from corral.core.model import Nomination, Queue, WorkerAssignment
+from corral.core.plan import Eviction, Plan
 from corral.spec import WorkloadSpec
 from corral.store import Store
 from corral.store import pool as P
@@ -217,6 +220,43 @@ def test_a_core_gang_restarted_after_a_failure_takes_its_extras_into_a_new_world
     assert rig.get(job).restart_count == 1
     assert last_world(rig, job)["rejoined"] == [job]
     assert {generation(launches_of(rig, m)[-1]) for m in (job, f"{job}-e1", f"{job}-e2")} == {2}
+
+
+def move(rig: Rig, wid: str) -> str:
+    """Apply, as the loop applies a consolidation's plan, a move of running `wid` to a free GPU
+    on the node it does not run on (evicted with Consolidate, nominated there); that node."""
+    now = rig.clock.now()
+    with rig.store.read() as c:
+        snap = load_snapshot(c, now, SpecCache())
+        placed = W.assignments_of(c, [(r.id, r.attempt) for r in snap.records.values()
+                                       if r.state == "running"])
+    here = placed[(wid, rig.get(wid).attempt)][0].node_id
+    other = next(n.id for n in rig.nodes if n.id != here)
+    used = {d for a in itertools.chain(*placed.values()) if a.node_id == other for d in a.devices}
+    room = (WorkerAssignment(0, other, (min(set(range(4)) - used),), 1000, 0),)
+    plan = Plan(now, evictions=(Eviction(wid, "q", "Consolidate", "x", "moved"),),
+                nominations=(Nomination(wid, room, 100, 64),))
+    rig.loop.leadership.ensure(now)
+    with rig.store.write() as c:
+        apply_plan(c, snap, plan, now, lambda c: rig.loop.leadership.fence(c, now),
+                   nomination_s=30.0)
+    return other
+
+
+def test_an_extra_moved_by_consolidation_keeps_its_place_in_the_world(rig: Rig) -> None:
+    job = submit_elastic(rig)
+    rig.step(5)
+    e1 = f"{job}-e1"
+    assert [s for _, s in worlds(rig, job)] == [4]
+    there = move(rig, e1)
+    rig.step(5)  # e1 stops, is requeued and placed on its room; its peers restart once
+    assert [s for _, s in worlds(rig, job)] == [4, 4], "shrank and grew for a move"
+    back = launches_of(rig, e1)[-1]
+    assert {a.node_id for a in back.assignments} == {there} and generation(back) == 2
+    assert [generation(s) for s in launches_of(rig, job)] == [1, 2]
+    assert rig.state(e1) == "running" and rig.get(e1).restart_count == 0
+    rig.step(40)
+    assert len(worlds(rig, job)) == 2  # settled
 
 
 # --- the rule alone (pure) ---------------------------------------------------------------------

@@ -1,8 +1,12 @@
 """`setup` on a real Ray cluster: run by the worker's runner on its node before the command;
-a failure is SetupFailed with its code and the command never runs."""
+a failure is SetupFailed with its code and the command never runs. `image`: the worker runs in
+a podman container on its node (a busybox image built here, never pulled)."""
 
 from __future__ import annotations
 
+import subprocess
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,3 +34,42 @@ def test_setup_runs_first_and_its_failure_is_setup_failed(
     assert not marker.exists()
     for wid in ("ray-setup-ok", "ray-setup-bad"):
         backend.release(wid, 0)
+
+
+@pytest.fixture(scope="module")
+def ray_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The busybox test image in podman's default storage (the one a Ray node's host uses),
+    under a tag of this run's own; removed afterwards."""
+    from integration.test_images_local import IMAGE, _skip_reason, build_test_image
+
+    reason = _skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    local = build_test_image(tmp_path_factory.mktemp("ray-image"))
+    tag = f"localhost/corral-test-ray:{uuid.uuid4().hex[:8]}"
+    archive = tmp_path_factory.mktemp("ray-image-archive") / "image.tar"
+    for step in (["tag", IMAGE, tag], ["save", "-o", str(archive), tag]):
+        subprocess.run([local.program, *step], check=True, capture_output=True, timeout=120)
+    subprocess.run(["podman", "load", "-i", str(archive)], check=True, capture_output=True,
+                   timeout=120)
+    yield tag
+    subprocess.run(["podman", "rmi", "--force", tag], capture_output=True, timeout=120,
+                   check=False)
+
+
+def test_an_image_runs_in_podman_on_the_ray_node(
+        backend, gpu_nodes: list[str], ray_image: str, tmp_path: Path) -> None:  # noqa: F811
+    assert "image" in backend.packaging_fields
+    ckpt = tmp_path / "ckpt"
+    script = ("test -d /usr || echo busybox-root rank=$CORRAL_WORKER_INDEX; "
+              "echo c > $CORRAL_CHECKPOINT_DIR/ckpt-1; cat /tmp/by-setup; exit 5")
+    backend.launch(make_spec("ray-image").on(gpu_nodes[0]).devices(0)
+                   .command("/bin/sh", "-c", script)
+                   .with_(image=ray_image, checkpoint_dir=str(ckpt),
+                          setup="echo from-setup > /tmp/by-setup").build())
+    [status] = wait_ended(backend, "ray-image")
+    assert (status.state, status.exit_code) == (WorkerState.FAILED, 5)
+    log = log_of(backend, "ray-image", 0)
+    assert "busybox-root rank=0" in log and "from-setup" in log, log
+    assert (ckpt / "ckpt-1").read_text() == "c\n"
+    backend.release("ray-image", 0)

@@ -126,7 +126,7 @@ def test_a_worker_runs_in_the_image_with_its_env_mounts_and_exit_code(
         folder.mkdir()
     (volume / "f").write_text("from-the-volume\n")
     script = ("echo in-image $HF_TOKEN_HASHLESS rank=$CORRAL_WORKER_INDEX; cat /data/f; pwd; "
-              "test -x /bin/busybox && echo busybox-root; echo step-5 > $CORRAL_CHECKPOINT_DIR/"
+              "test -d /usr || echo busybox-root; echo step-5 > $CORRAL_CHECKPOINT_DIR/"
               "ckpt-5; echo out > result; echo ready; sleep 30; exit 3")
     spec = make_spec("img-env").command("/bin/sh", "-c", script).with_(
         image=IMAGE, working_dir=str(cwd), checkpoint_dir=str(ckpt),
@@ -227,7 +227,7 @@ def test_corral_up_runs_a_submitted_image_and_the_dry_run_says_how(
             "name": "in-image", "queue": "default", "cpu": 0.1, "memory": "64MiB",
             "image": IMAGE, "volumes": [{"name": "data", "host_path": str(data),
                                          "mount": "/data", "read_only": True}],
-            "command": ["/bin/sh", "-c", "cat /data/input; test -x /bin/busybox && echo "
+            "command": ["/bin/sh", "-c", "cat /data/input; test -d /usr || echo "
                         "busybox-root; echo volume at $CORRAL_VOLUME_DATA"]}))
         dry = server.cli("submit", "--dry-run", str(spec))
         assert f"run {IMAGE}` on its node" in dry.stdout, dry.stdout
@@ -239,3 +239,33 @@ def test_corral_up_runs_a_submitted_image_and_the_dry_run_says_how(
     finally:
         server.stop()
         stop_workers(server.data_dir)
+
+
+def test_a_ray_node_host_runs_an_image_worker_in_podman(
+        runtime: ContainerRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray's node host (`ray_worker.NodeHost`) as an object, without a Ray cluster: the path
+    its `start` takes for an image (the same code runs in the actor on a real cluster:
+    tests/backends/test_ray_packaging.py, when one can start)."""
+    from corral.backends import ray_worker
+
+    monkeypatch.setattr(ray_worker, "_node_address", lambda: "127.0.0.1")
+    monkeypatch.setattr(ray_worker, "_node_id", lambda: "node-a")
+    monkeypatch.setenv(RUNTIME_ENV, runtime.program)
+    ckpt, volume = tmp_path / "ckpt", tmp_path / "vol"
+    volume.mkdir()
+    (volume / "f").write_text("vol-on-ray\n")
+    host = ray_worker.NodeHost()
+    place = (str(tmp_path / "root"), "ray-img", 0, "tok", 0)
+    env = {"CORRAL_CHECKPOINT_DIR": str(ckpt), "CORRAL_WORKER_INDEX": "0",
+           "CORRAL_VOLUME_DATA": str(volume), "CUDA_VISIBLE_DEVICES": "1"}
+    script = ("test -d /usr || echo busybox-root; cat $CORRAL_VOLUME_DATA/f; "
+              "cat /tmp/by-setup; echo c > $CORRAL_CHECKPOINT_DIR/ckpt-1; exit 5")
+    host.start(place, ["/bin/sh", "-c", script], env, None, None,
+               "echo from-setup > /tmp/by-setup", IMAGE)
+    status = eventually(lambda: (s := host.status(place)) and s["state"] == "ended" and s,
+                        "the Ray worker to end", timeout=120)
+    assert status["exit"]["exit_code"] == 5
+    log = ray_worker.WorkerPlace(*place).log_path.read_text()
+    assert "busybox-root" in log and "vol-on-ray" in log and "from-setup" in log, log
+    assert (ckpt / "ckpt-1").read_text() == "c\n"
+    host.reap(place)  # the runner, which wrote its exit record, is waited for

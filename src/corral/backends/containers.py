@@ -76,6 +76,7 @@ __all__ = [
     "dry_run_note",
     "gpu_handout",
     "log_note",
+    "node_container",
     "runtime_problem",
 ]
 
@@ -271,25 +272,37 @@ def container_worker(runtime: ContainerRuntime, spec: LaunchSpec, assignment: Wo
     by name; the host's inherited ones stay out (the image has its own PATH, HOME, ...). cwd:
     the runner's (working_dir or the workdir's copy; "" for the image's own). Pure."""
     assert spec.image is not None
-    name = container_name(work_dir, spec.workload_id, spec.attempt, assignment.worker)
-    env, argv = dict(contract_env), list(spec.argv())
-    if spec.setup is not None:
-        argv, env[SETUP_ENV] = ["/bin/sh", "-c", _PROLOGUE, "corral-setup", *argv], spec.setup
-    devices = assignment.devices
+    volumes = [Mount(str(v["host_path"]), str(v["mount"]), bool(v.get("read_only")))
+               for v in spec.volumes if v.get("host_path")]
+    return node_container(
+        runtime, spec.image, spec.argv(),
+        name=container_name(work_dir, spec.workload_id, spec.attempt, assignment.worker),
+        contract_env=contract_env, attempt_dir=attempt_dir,
+        progress_dir=progress_path(attempt_dir, assignment.worker).parent, cwd=cwd,
+        checkpoint_dir=spec.checkpoint_dir, volumes=volumes, devices=assignment.devices,
+        setup=spec.setup, user=None if user is None else (user.uid, user.gid))
+
+
+def node_container(runtime: ContainerRuntime, image: str, command: Sequence[str], *, name: str,
+                   contract_env: Mapping[str, str], attempt_dir: Path, progress_dir: Path,
+                   cwd: str, checkpoint_dir: str | None, volumes: Sequence[Mount],
+                   devices: Sequence[int], setup: str | None,
+                   user: tuple[int, int] | None = None) -> ContainerWorker:
+    """A worker as a container on the node it runs on, from plain values (the local backend
+    and agents through `container_worker`; Ray's node hosts directly). Pure."""
+    env, argv = dict(contract_env), list(command)
+    if setup is not None:
+        argv, env[SETUP_ENV] = ["/bin/sh", "-c", _PROLOGUE, "corral-setup", *argv], setup
     shown = container_gpu_env(runtime, devices)  # device indices: no secret, on the line
-    progress_dir = progress_path(attempt_dir, assignment.worker).parent
     mounts = [Mount(str(attempt_dir), str(attempt_dir), read_only=True),  # the deadline file
               Mount(str(progress_dir), str(progress_dir))]
     if cwd:
         mounts.append(Mount(cwd, cwd))
-    if spec.checkpoint_dir:
-        mounts.append(Mount(spec.checkpoint_dir, spec.checkpoint_dir))
-    mounts += [Mount(str(v["host_path"]), str(v["mount"]), bool(v.get("read_only")))
-               for v in spec.volumes if v.get("host_path")]
-    run = runtime.run_argv(spec.image, argv, name=name, env_names=sorted(set(env) - set(shown)),
-                           mounts=mounts, workdir=cwd or None, devices=devices,
-                           user=None if user is None else (user.uid, user.gid),
-                           env_values=shown)
+    if checkpoint_dir:
+        mounts.append(Mount(checkpoint_dir, checkpoint_dir))
+    run = runtime.run_argv(image, argv, name=name, env_names=sorted(set(env) - set(shown)),
+                           mounts=[*mounts, *volumes], workdir=cwd or None, devices=devices,
+                           user=user, env_values=shown)
     return ContainerWorker(run, env, name)
 
 

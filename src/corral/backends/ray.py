@@ -158,6 +158,15 @@ class RayBackend(Backend, InventorySource, LogSource):
             _ray().shutdown()
             self._owns_connection = False
 
+    @property
+    def packaging_fields(self) -> frozenset[str]:
+        """What `corral.control.packaging` may accept: setup, and image where podman runs on
+        this host (the nodes are taken to be alike; a node without it fails the launch,
+        naming image: `ray_worker`)."""
+        from corral.backends.containers import detect_runtime
+
+        return frozenset({"setup", "image"} if detect_runtime() else {"setup"})
+
     # --- Backend -------------------------------------------------------------------------------
 
     def launch(self, spec: LaunchSpec) -> None:
@@ -364,7 +373,7 @@ class RayBackend(Backend, InventorySource, LogSource):
                                  vendor=vendor)
         return self._host_of(record, a.worker).start.remote(
             self._place(record, a.worker), list(spec.argv()), env, spec.working_dir, master,
-            spec.setup)  # issue 13: run by the worker's runner before the command
+            spec.setup, spec.image)  # issue 13: setup by the runner; image: podman on the node
 
     def _reserve(self, record: AttemptRecord, vendors: Mapping[int, Vendor]) -> None:
         """Hold the attempt's GPUs in Ray's accounting: a placement group with a bundle per

@@ -54,6 +54,14 @@ from pathlib import Path
 from typing import Any
 
 from corral.backends import local_runner
+from corral.backends.containers import (
+    ContainerWorker,
+    Mount,
+    container_name,
+    detect_runtime,
+    node_container,
+    runtime_problem,
+)
 from corral.backends.environment import (
     CORRAL_CHECKPOINT_DIR,
     CORRAL_MASTER_ADDR,
@@ -63,6 +71,7 @@ from corral.backends.environment import (
     RESERVED,
     format_deadline,
 )
+from corral.backends.errors import InvalidLaunchSpec
 from corral.backends.local_runner import (
     CHILD_RECORD,
     EXIT_RECORD,
@@ -92,6 +101,31 @@ def default_root() -> Path:
 def host_name(ray_node_id: str) -> str:
     """The detached actor's name of the host on a Ray node."""
     return HOST_PREFIX + ray_node_id
+
+
+#: the contract variables `NodeHost.start` adds on the node (a container gets them by name)
+_ADDED = (CORRAL_MASTER_ADDR, CORRAL_MASTER_PORT, CORRAL_PREEMPT_DEADLINE_FILE,
+          CORRAL_PROGRESS_FILE)
+_VOLUME_ENV = "CORRAL_VOLUME_"  # corral.spec.packaging.VOLUME_ENV_PREFIX: a volume's path
+
+
+def _container(place: tuple[Any, ...], image: str, argv: list[str], env: dict[str, str],
+               names: set[str], cwd: str, setup: str | None) -> ContainerWorker:
+    """The worker as `podman run` on this node; its GPUs are the CUDA_VISIBLE_DEVICES it was
+    given, its volumes the CORRAL_VOLUME_* paths (on Ray a volume's mount is its host path)."""
+    runtime = detect_runtime()
+    if runtime is None:
+        raise InvalidLaunchSpec("image", f"this Ray node cannot run containers: "
+                                f"{runtime_problem()}")
+    where = WorkerPlace(*place)
+    devices = [int(d) for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.isdigit()]
+    return node_container(
+        runtime, image, argv, name=container_name(where.attempt_dir, *place[1:3], place[4]),
+        contract_env={k: env[k] for k in names if k in env}, attempt_dir=where.attempt_dir,
+        progress_dir=where.progress_file.parent, cwd=cwd, checkpoint_dir=env.get(
+            CORRAL_CHECKPOINT_DIR) or None, volumes=[Mount(p, p) for k, p in env.items()
+                                                    if k in names and k.startswith(_VOLUME_ENV)],
+        devices=devices, setup=setup)
 
 
 class WorkerPlace:
@@ -144,11 +178,12 @@ class NodeHost:
 
     def start(self, place: tuple[Any, ...], argv: list[str], env: dict[str, str],
               cwd: str | None, master: tuple[str, int] | None,
-              setup: str | None = None) -> tuple[str, int]:
+              setup: str | None = None, image: str | None = None) -> tuple[str, int]:
         """Start one worker's runner (once: a second call for the same place starts nothing).
         Returns the rendezvous address: this node's and a free port for worker 0 (`master` None),
         else `master` as given. `setup`: the spec's setup lines, written here for the runner to
-        run before the command."""
+        run before the command. `image`: the worker runs in a podman container of it on this
+        node, as on the local backend (`corral.backends.containers`; setup then runs in it)."""
         where = WorkerPlace(*place)
         where.dir.mkdir(parents=True, exist_ok=True)
         rendezvous = where.attempt_dir / RENDEZVOUS_FILE
@@ -178,9 +213,14 @@ class NodeHost:
             setup_file = where.dir / "setup.sh"
             local_runner.write_text_atomic(setup_file, setup, mode=0o600)
             setup_args = ["--setup-file", str(setup_file)]
+        tail = ["--", *argv]
+        if image is not None:  # issue 13
+            box = _container(place, image, argv, full_env, {*env, *_ADDED}, cwd or "", setup)
+            full_env.update(box.env)
+            setup_args, tail = [], ["--container", box.name, "--", *box.argv]
         runner_argv = [*local_runner.runner_argv(sys.executable), "--record-dir", str(where.dir),
                        "--deadline-file", str(where.deadline_file), "--cwd", cwd or "",
-                       *setup_args, "--", *argv]
+                       *setup_args, *tail]
         with open(where.log_path, "ab") as log:
             # start_new_session: the runner must not get the signals Ray sends this actor's group.
             runner = subprocess.Popen(runner_argv, stdin=subprocess.DEVNULL, stdout=log,

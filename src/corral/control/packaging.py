@@ -3,8 +3,8 @@
     field     local           agent        slurm                     ray       kubernetes
     setup     runner          runner       runner                    runner    shell prologue
     workdir   copy per launch uploaded     refused                   refused   refused
-    image     podman, where   refused      pyxis, where installed    refused   the pod's image
-              installed
+    image     podman, where   refused      pyxis, where installed    podman    the pod's image
+              installed                                              (nodes)
 
 Volumes: a node's directory (`host_path`) on every backend; in a container (Kubernetes, Slurm
 or local with an image) mounted at `mount`, read-only if asked; for a process on the node (local, agent,

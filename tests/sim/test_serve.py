@@ -134,6 +134,16 @@ def test_hindsight_bound_below_static_peak(figures: dict[str, dict[str, float]])
     assert 0 < data["hindsight_of_peak_pct"]["10s"] <= data["hindsight_of_peak_pct"]["60s"] <= 100
 
 
+def test_no_policy_meeting_the_slo_beats_the_lower_bound(
+        figures: dict[str, dict[str, float]]) -> None:
+    data = compare_serving(synthetic(), ServeOptions(PROFILES["a100"], warmup_s=120),
+                           ("static-peak",))
+    least = data["slo_bound_of_peak_pct"]
+    assert 0 < least < 100
+    met = [r["of_peak_pct"] for r in figures.values() if r["within_slo_pct"] >= 99]
+    assert met and least <= min(met)
+
+
 def test_unknown_policy_named() -> None:
     with pytest.raises(ValueError, match="policy: one of"):
         run_serve(synthetic(), "magic", ServeOptions(PROFILES["a100"]))

@@ -376,7 +376,11 @@ def _named(r: ServeResult, policy: str) -> ServeResult:
 
 def compare_serving(req: Requests, opts: ServeOptions, policies: tuple[str, ...] = POLICIES,
                     progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Every policy on the same requests; each row also says its replica-hours against peak's."""
+    """Every policy on the same requests; each row also says its replica-hours against peak's.
+    Beside them: the old hindsight oracle (no wait, no slack, free starts: not a bound) and the
+    lower bound for the target (`serve_bound`, its linear relaxation: seconds of CPU)."""
+    from corral.sim.serve_bound import slo_bound  # scipy's solver, loaded only here
+
     results = {}
     for k, name in enumerate(policies):
         results[name] = run_serve(req, name, opts)
@@ -388,9 +392,15 @@ def compare_serving(req: Requests, opts: ServeOptions, policies: tuple[str, ...]
     bound = {f"{w:g}s": round(100 * hindsight_hours(req.arrival_s, service, opts.profile.max_batch,
                                                    w, start) / peak.replica_hours, 1)
              for w in (10.0, 60.0)}
+    # the true lower bound for the target as stated (waits, slack and cold starts counted)
+    least = slo_bound(req.arrival_s, opts.profile.prefill_s(req.prompt_tokens), service,
+                      max_batch=opts.profile.max_batch, slo_s=opts.slo_ttft_s,
+                      slo_target=opts.slo_target, cold_start_s=opts.profile.cold_start_s,
+                      start_s=start, whole_replicas=False)
     return {"trace": req.name, "requests": len(req), "profile": opts.profile.name,
             "slo_ttft_s": opts.slo_ttft_s, "slo_target_pct": 100 * opts.slo_target,
             "seed": opts.seed, "peak_replica_hours": round(peak.replica_hours, 3),
             "runs": [r.report(peak.replica_hours) for r in results.values()],
             "hindsight_of_peak_pct": bound,
+            "slo_bound_of_peak_pct": round(100 * least.replica_hours / peak.replica_hours, 1),
             "decisions": {k: [list(d) for d in r.decisions[:200]] for k, r in results.items()}}

@@ -74,6 +74,7 @@ from corral.autoscale.pool import (
     decide,
 )
 from corral.autoscale.state import AutoscalerState, Replacement
+from corral.control.join_hold import JoinHolds
 from corral.core.model import (
     CapacityKind,
     ClusterState,
@@ -117,6 +118,7 @@ REPLACEMENT_ENDED = "autoscale.replacement_ended"
 EMPTIED = "autoscale.emptied"
 #: audit actions of drains (each names its node as target and its instance in the detail)
 DRAIN_ACTIONS = ("autoscale.drain", "autoscale.interrupted", "autoscale.removal_timeout")
+_ON_ITS_WAY = (CapacityState.REQUESTED, CapacityState.PROVISIONING, CapacityState.JOINING)
 #: providers, their limits, and the names of those being removed
 Reload = Callable[[], tuple[Mapping[str, Provider], Mapping[str, ProviderLimits], frozenset[str]]]
 
@@ -156,12 +158,15 @@ class PoolAutoscaler:
     offers_seen: Callable[[Sequence[Offer]], None] | None = None
     #: whether the replacement in progress was read back from the store (first pass)
     resumed: bool = False
+    #: nodes rented for waiting work, held for it once joined (join_hold.py)
+    join_holds: JoinHolds = field(default_factory=JoinHolds)
 
     def step(self, now: float, plan: Plan | None,
              cluster: Callable[[], ClusterState]) -> Decisions | None:
         """Decide and act when `every_s` passed since the last pass; else only remember `plan`."""
         if plan is not None:
             self.last_plan = plan
+        self.join_holds.step(self.store, now, self.joined, cluster)  # every step: joins
         if self.last_at is not None and now - self.last_at < self.every_s:
             return None
         self.last_at = now
@@ -173,6 +178,7 @@ class PoolAutoscaler:
             return None  # nothing rents: no snapshot read
         state = cluster()
         offers, instances = self._survey(now, {n.id for n in state.nodes})
+        self.join_holds.forget([i for i in instances if i.state in _ON_ITS_WAY])
         if not self.resumed:
             instances = self._resume_draining(state, instances)
         if self.offers_seen is not None:
@@ -525,6 +531,7 @@ class PoolAutoscaler:
                           "workloads": list(workloads)})
             return []
         self.state = self.state.launch_succeeded(offer)
+        self.join_holds.launched(launched, offer, workloads)
         self._record(now, "launch", ",".join(i.id for i in launched),
                      {"reason": reason, "offer": _offer_detail(offer),
                       "workloads": list(workloads)})

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from corral.core.model import Nomination, WorkerAssignment
 from corral.store.schema import Base
 
-__all__ = ["NominationRow", "load_nominations", "replace_nominations"]
+__all__ = ["NominationRow", "add_absent", "load_nominations", "replace_nominations"]
 
 
 class NominationRow(Base):
@@ -42,6 +42,20 @@ def replace_nominations(conn: Connection, nominations: Iterable[Nomination], now
     rows = [{"workload_id": n.workload_id, "assignments": [_encode(a) for a in n.assignments],
              "cpu_milli": n.cpu_milli, "memory_mib": n.memory_mib, "made_at": now,
              "held_until": now + hold_s if n.until is None else n.until} for n in nominations]
+    if rows:
+        conn.execute(insert(NominationRow), rows)
+    return len(rows)
+
+
+def add_absent(conn: Connection, nominations: Iterable[Nomination], now: float) -> int:
+    """Store each nomination (its `until` set) whose workload has none stored; one already
+    stored (a plan's own) is kept. Returns how many are added (corral.control.join_hold)."""
+    wanted = {n.workload_id: n for n in nominations}
+    there = set(conn.execute(select(NominationRow.workload_id)
+                             .where(NominationRow.workload_id.in_(list(wanted)))).scalars())
+    rows = [{"workload_id": n.workload_id, "assignments": [_encode(a) for a in n.assignments],
+             "cpu_milli": n.cpu_milli, "memory_mib": n.memory_mib, "made_at": now,
+             "held_until": n.until} for wid, n in sorted(wanted.items()) if wid not in there]
     if rows:
         conn.execute(insert(NominationRow), rows)
     return len(rows)

@@ -1,6 +1,6 @@
 """Autoscaling over three providers vs one, in the simulator (issue 11, part 5).
 
-    python bench/autoscale_sim.py                      # 2,000 synthetic jobs, seeds 1 2 3
+    python bench/autoscale_sim.py                      # 2,000 synthetic jobs, seeds 1-8
     python bench/autoscale_sim.py --tasks 500 --seeds 1
     python bench/autoscale_sim.py --placement 'balanced-fgd=1,bestfit=0.01,gpu-model=2,price=0.3'
     python bench/autoscale_sim.py --replace-min-saving -1   # no replacement (before issue 11's
@@ -9,6 +9,10 @@
                                                             # (before issue 11's fifth pass)
     python bench/autoscale_sim.py --trace alibaba --tasks 1000  # the first 1,000 pods of the
                                                             # Alibaba 2023 openb trace
+    python bench/autoscale_sim.py --spot-fallback count     # interrupted work on-demand after
+                                                            # `spot_fallback_after` (2), the rule
+                                                            # before issue 11's sixth pass
+    python bench/autoscale_sim.py --no-static                # skip baseline (a)
 
 Runs, on the same synthetic trace (offered load `--load` of a 24-node reference pool, one
 shared queue, policy fifo-backfill), driven by the same pool autoscaler
@@ -115,7 +119,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tasks", type=int, default=2000)
     ap.add_argument("--load", type=float, default=0.8)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(range(1, 9)))
     ap.add_argument("--placement", default="corral")
     ap.add_argument("--idle-timeout", type=float, default=600.0)
     ap.add_argument("--move-premium", type=float, default=AutoscalerConfig().move_premium,
@@ -135,6 +139,11 @@ def main() -> None:
                     help="empty a node launched at least this many seconds ago whose preemptible "
                          "work fits the other nodes' free room (Karpenter's consolidation "
                          "'delete'); < 0: never (before issue 11's fifth pass)")
+    ap.add_argument("--spot-fallback", choices=("weigh", "count"), default="weigh",
+                    help="weigh: interrupted work stays on spot while it costs less with its "
+                         "interruptions counted (corral.autoscale.spot); count: on-demand after "
+                         "spot_fallback_after interruptions")
+    ap.add_argument("--no-static", action="store_true", help="skip baseline (a)")
     ap.add_argument("--trace", choices=("synthetic", "alibaba"), default="synthetic")
     ap.add_argument("--data", default=str(ALIBABA), help="the Alibaba openb trace's folder")
     ap.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
@@ -159,16 +168,20 @@ def run_regime(args: argparse.Namespace, config: AutoscalerConfig, regime: str) 
         if args.trace == "alibaba":
             trace = alibaba_head(Path(args.data), args.tasks, trace, args.load)
         policy = replay_policy("fifo-backfill", args.placement, trace)
+        weigh = args.spot_fallback == "weigh"
         multi = one("c:three-clouds", trace, policy,
-                    AutoscaleOptions(THREE_CLOUDS, config, stable_qos=stable), seed)
+                    AutoscaleOptions(THREE_CLOUDS, config, stable_qos=stable,
+                                     weigh_interruptions=weigh), seed)
         singles = [one(f"b:{p.name}", trace, policy,
-                       AutoscaleOptions((p,), config, stable_qos=stable), seed)
+                       AutoscaleOptions((p,), config, stable_qos=stable,
+                                        weigh_interruptions=weigh), seed)
                    for p in THREE_CLOUDS]
         best = min(singles, key=lambda r: float(r["cost"]))  # type: ignore[arg-type]
         provider = next(p for p in THREE_CLOUDS if f"b:{p.name}" == best["run"])
-        static = one(f"a:static-{provider.name}", trace, policy,
-                     AutoscaleOptions((provider,), config, static=True, stable_qos=stable,
-                                      static_pool=on_demand(best["peak_instances"])), seed)  # type: ignore[arg-type]
+        static = {"cost": None, "jct_s": {"avg": None}} if args.no_static else one(
+            f"a:static-{provider.name}", trace, policy,
+            AutoscaleOptions((provider,), config, static=True, stable_qos=stable,
+                             static_pool=on_demand(best["peak_instances"])), seed)  # type: ignore[arg-type]
         ratio = float(multi["cost"]) / float(best["cost"])  # type: ignore[arg-type]
         jct = multi["jct_s"]["avg"] / best["jct_s"]["avg"]  # type: ignore[index]
         floor_c, floor_b = floor(trace, THREE_CLOUDS, stable), floor(trace, (provider,), stable)
@@ -178,12 +191,19 @@ def run_regime(args: argparse.Namespace, config: AutoscalerConfig, regime: str) 
                         "cost_c": multi["cost"], "cost_b": best["cost"], "cost_a": static["cost"],
                         "cost_ratio_c_over_b": round(ratio, 4),
                         "saving_vs_b_pct": round(100 * (1 - ratio), 1),
-                        "saving_vs_a_pct": round(100 * (1 - float(multi["cost"])  # type: ignore[arg-type]
-                                                        / float(static["cost"])), 1),  # type: ignore[arg-type]
+                        "saving_vs_a_pct": None if args.no_static else round(
+                            100 * (1 - float(multi["cost"])  # type: ignore[arg-type]
+                                   / float(static["cost"])), 1),  # type: ignore[arg-type]
                         "jct_avg_ratio_c_over_b": round(jct, 4),
+                        "interruptions_c": multi["spot_interruptions"],
+                        "fell_back_c": multi["instances"].get("fell_back_to_on_demand", 0),  # type: ignore[attr-defined]
                         "jct_avg_c_b_a": [multi["jct_s"]["avg"], best["jct_s"]["avg"],  # type: ignore[index]
                                           static["jct_s"]["avg"]]})  # type: ignore[index]
         print(json.dumps({"summary": summary[-1]}), flush=True)
+    for s in summary:  # one line a seed, to read the spread at a glance
+        print(f"{regime} seed {s['seed']}: (c)/(b) {s['cost_ratio_c_over_b']} vs "
+              f"{s['cheapest_single']}, JCT {s['jct_avg_ratio_c_over_b']}, "
+              f"interruptions {s['interruptions_c']}, fell back {s['fell_back_c']}", flush=True)
     ratios = [float(s["cost_ratio_c_over_b"]) for s in summary]  # type: ignore[arg-type]
     print(json.dumps({"regime": regime, "cost_ratio_c_over_b_mean": round(sum(ratios) / len(ratios), 4),
                       "target": "<= 0.70 at equal or better average JCT"}), flush=True)

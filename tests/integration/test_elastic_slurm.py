@@ -35,7 +35,11 @@ WORKER = textwrap.dedent("""
         f.write(f"{e['CORRAL_ELASTIC_GENERATION']} {e['CORRAL_WORLD_SIZE']} {rank} "
                 f"{e['CORRAL_ELASTIC_WORLD_FILE']}\\n")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a real job checkpoints here
+    fail = os.path.join(os.path.dirname(e["OUT"]), "fail-" + e["CORRAL_WORKLOAD_ID"])
     while True:
+        if os.path.exists(fail):  # the test asks this member to crash, once
+            os.remove(fail)
+            sys.exit(3)
         time.sleep(0.2)
 """)
 SLEEP = [sys.executable, "-c", "import time; time.sleep(600)"]
@@ -69,6 +73,10 @@ def whole(out: Path, size: int) -> bool:
     return last == size and sorted(ranks) == list(range(size))
 
 
+def newest_generation(out: Path) -> int:
+    return max(worlds(out), default=0)
+
+
 def recorded_sizes(plane: ControlPlane, job: str) -> list[tuple[float, int]]:
     with plane.store.read() as c:
         return [(e.at, int(e.data["world_size"])) for e in W.list_events(c, workload_id=job)
@@ -84,7 +92,8 @@ def test_starts_at_min_grows_after_the_interval_and_gives_extras_back_first(
     [job, *extras] = plane.submit_spec({
         "name": "el", "gpus": 2, "env": {"OUT": str(out)}, "command": [sys.executable, "-c",
                                                                        WORKER],
-        "elastic": {"min_workers": 2, "max_workers": 5, "resize_interval": 3}})
+        "elastic": {"min_workers": 2, "max_workers": 5, "resize_interval": 3},
+        "restart_on": [{"exit_code": [3]}], "max_restarts": 1, "restart_backoff": 0})
     assert len(extras) == 3
     plane.run_until(lambda: whole(out, 2), "the core gang alone, world of 2")
     assert {plane.record(x).state for x in extras} == {"pending"}
@@ -112,3 +121,13 @@ def test_starts_at_min_grows_after_the_interval_and_gives_extras_back_first(
     # the file a worker may watch (in the job's checkpoint directory) holds the latest world
     world_file = Path(out.read_text().splitlines()[-1].split()[3])
     assert json.loads(world_file.read_text())["world_size"] == 3
+
+    # the extra left crashes with exit 3, which the job's restart_on retries: it starts again
+    # (its restart counted on its row), and its peers restart with it into a new generation
+    [left] = [x for x in extras if x not in taken]
+    before = newest_generation(out)
+    (tmp_path / f"fail-{left}").touch()
+    plane.run_until(lambda: newest_generation(out) > before and whole(out, 3),
+                    "a new world of 3 after the crash", timeout=120)
+    assert (plane.record(left).restart_count, plane.record(job).restart_count) == (1, 0)
+    assert recorded_sizes(plane, job)[-1][1] == 3

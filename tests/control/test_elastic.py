@@ -222,9 +222,9 @@ def test_a_core_gang_restarted_after_a_failure_takes_its_extras_into_a_new_world
     assert {generation(launches_of(rig, m)[-1]) for m in (job, f"{job}-e1", f"{job}-e2")} == {2}
 
 
-def move(rig: Rig, wid: str) -> str:
+def move(rig: Rig, wid: str, rule: str = "Consolidate") -> str:
     """Apply, as the loop applies a consolidation's plan, a move of running `wid` to a free GPU
-    on the node it does not run on (evicted with Consolidate, nominated there); that node."""
+    on the node it does not run on (evicted with `rule`, nominated there); that node."""
     now = rig.clock.now()
     with rig.store.read() as c:
         snap = load_snapshot(c, now, SpecCache())
@@ -234,7 +234,7 @@ def move(rig: Rig, wid: str) -> str:
     other = next(n.id for n in rig.nodes if n.id != here)
     used = {d for a in itertools.chain(*placed.values()) if a.node_id == other for d in a.devices}
     room = (WorkerAssignment(0, other, (min(set(range(4)) - used),), 1000, 0),)
-    plan = Plan(now, evictions=(Eviction(wid, "q", "Consolidate", "x", "moved"),),
+    plan = Plan(now, evictions=(Eviction(wid, "q", rule, "x", "moved"),),
                 nominations=(Nomination(wid, room, 100, 64),))
     rig.loop.leadership.ensure(now)
     with rig.store.write() as c:
@@ -257,6 +257,21 @@ def test_an_extra_moved_by_consolidation_keeps_its_place_in_the_world(rig: Rig) 
     assert rig.state(e1) == "running" and rig.get(e1).restart_count == 0
     rig.step(40)
     assert len(worlds(rig, job)) == 2  # settled
+
+
+def test_an_extra_taken_does_not_come_back_before_the_interval(rig: Rig) -> None:
+    """A shrink starts the interval for the member that left too: requeued after its eviction,
+    it keeps the hold, so the plan that runs before the next elastic step cannot place it
+    back at once (here its nominated room is free: it would be, 4 -> 3 -> 4 within 5 s)."""
+    job = submit_elastic(rig)
+    rig.step(5)
+    move(rig, f"{job}-e1", rule="Preempt")
+    rig.step(5)
+    assert [s for _, s in worlds(rig, job)] == [4, 3]
+    rig.step(40)
+    sizes = worlds(rig, job)
+    assert [s for _, s in sizes] == [4, 3, 4]
+    assert sizes[2][0] - sizes[1][0] >= ELASTIC["resize_interval"]
 
 
 # --- the rule alone (pure) ---------------------------------------------------------------------

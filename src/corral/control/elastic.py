@@ -128,6 +128,8 @@ _PLACED: Final = frozenset({"scheduled", "starting", "running"})
 #: the stops of corral's moves (consolidation, migration to faster devices): the member is
 #: requeued and placed again at once, where the plan nominated it; not a shrink
 MOVES: Final = frozenset({RULE_CONSOLIDATE, MIGRATED})
+#: a member without a stop, or with one that keeps it in the world
+_STAYING: Final = frozenset({None, RESIZED, *MOVES})
 #: stops after which a member comes back as its next attempt (outcome.py: attempt + 1)
 _COMING_BACK: Final = frozenset({RESIZED, *MOVES})
 _LAUNCHED: Final = frozenset({"starting", "running"})
@@ -462,11 +464,15 @@ def _extras(body: dict[str, object]) -> int:
 def _to_hold(rows: Sequence[WorkloadRecord], d: Decision, returning: Mapping[str, float]
              ) -> list[WorkloadRecord]:
     """Pending extras that could be placed before `d.hold_until` (not members on their way
-    back: they return to the world they are in)."""
-    return [r for r in rows if r.state == "pending" and is_extra(r) and r.id not in
-            returning and (d.world is None or r.id not in d.world.members)
-            and (r.not_before < d.hold_until or (
-                r.not_before > d.hold_until and r.reason_code in (RESIZE_WAIT, CORE_WAIT)))]
+    back: they return to the world they are in), and extras leaving the world (evicted,
+    stopping): requeued, they keep `not_before`, so the plan that follows their requeue, before
+    the next step, cannot place them back at once (a growth right after the shrink)."""
+    return [r for r in rows if is_extra(r) and r.id not in returning
+            and (d.world is None or r.id not in d.world.members) and (
+                (r.state == "pending" and (r.not_before < d.hold_until or (
+                    r.not_before > d.hold_until and r.reason_code in (RESIZE_WAIT, CORE_WAIT))))
+                or (r.state in _PLACED and r.stop_reason not in _STAYING
+                    and r.not_before < d.hold_until))]
 
 
 def _record(conn: Connection, group_id: str, d: Decision, old: World | None,

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, Table, func, insert, select
 
 from corral.ledger import (
     DEFAULT_CURRENCY,
@@ -52,7 +52,7 @@ from corral.ledger import (
 from corral.store import Store
 from corral.store import ledger_checkpoint as LC
 from corral.store.ledger_tables import LedgerPosting, LedgerTransaction
-from corral.store.ordered_insert import insert_in_order
+from corral.store.ordered_insert import insert_in_order, insert_rows
 from corral.store.schema import QueueRow
 
 __all__ = ["LedgerDb", "LedgerSession", "SqlJournalStore", "load_transactions"]
@@ -110,8 +110,9 @@ def insert_transactions(conn: Connection, txs: Sequence[Transaction], currency: 
     scale = 10 ** currency.places
     postings = [row for seq, tx in zip(seqs, txs, strict=True)
                 for row in _posting_rows(seq, tx, scale)]
-    if postings:
-        conn.execute(_INSERT_POSTINGS, postings)
+    table = LedgerPosting.__table__
+    assert isinstance(table, Table)
+    insert_rows(conn, table, postings)
     return max(seqs)
 
 

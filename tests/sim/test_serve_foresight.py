@@ -35,3 +35,14 @@ def test_the_replayed_schedule_meets_the_slo_below_static_peak() -> None:
     assert f.result.within_slo >= opts.slo_target
     assert f.result.replica_hours < run_serve(req, "static-peak", opts).replica_hours
     assert max(f.counts[5:10]) > max(f.counts[:5])  # more replicas for the 6/s step
+
+
+def test_refining_keeps_the_slo_and_never_costs_more() -> None:
+    req = synthetic_requests(2, ((150.0, 2.0), (300.0, 6.0), (450.0, 2.0)))
+    opts = ServeOptions(profile=dataclasses.replace(PROFILES["a100"], cold_start_s=30.0),
+                        warmup_s=60.0)
+    plain = foresight_schedule(req, opts, segment_s=60.0, levels=range(1, 10))
+    refined = foresight_schedule(req, opts, segment_s=60.0, levels=range(1, 10), refine=True)
+    assert refined.result.within_slo >= opts.slo_target
+    assert refined.result.replica_hours <= plain.result.replica_hours
+    assert sum(refined.counts) <= sum(plain.counts)

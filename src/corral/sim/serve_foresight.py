@@ -14,6 +14,8 @@ How the counts are chosen (a heuristic, so the figure is achievable, not optimal
 3. Replay the chosen schedule. Step 1 ignores how neighbours' queues spill over, so the
    allowance is scaled (`allowances`, tried largest first) and the cheapest replayed schedule
    that meets the target wins.
+4. With `refine`, a local search: each segment, largest count first, one replica less, kept
+   when the replay still meets the target; until a pass keeps nothing (one replay each try).
 """
 
 from __future__ import annotations
@@ -98,7 +100,8 @@ def _cheapest(misses: dict[int, npt.NDArray[np.int64]], allowed: int) -> npt.NDA
 
 def foresight_schedule(req: Requests, opts: ServeOptions, segment_s: float = 60.0,
                        levels: range = range(1, 13),
-                       allowances: tuple[float, ...] = ALLOWANCES) -> Foresight:
+                       allowances: tuple[float, ...] = ALLOWANCES,
+                       refine: bool = False) -> Foresight:
     """The cheapest replayed schedule found that meets `opts.slo_target` (module docstring)."""
     n_seg = int(np.ceil((req.span_s + 1e-9) / segment_s)) or 1
     seg = np.minimum((req.arrival_s // segment_s).astype(np.int64), n_seg - 1)
@@ -122,4 +125,22 @@ def foresight_schedule(req: Requests, opts: ServeOptions, segment_s: float = 60.
     if best is None:
         raise ValueError(f"allowances: no schedule met {opts.slo_target:.0%} within the SLO; "
                          f"add smaller allowances (tried {', '.join(map(str, allowances))})")
-    return Foresight(segment_s, tuple(int(c) for c in best[0]), best[1], tuple(tried))
+    counts, result = _refined(req, opts, *best, segment_s) if refine else best
+    return Foresight(segment_s, tuple(int(c) for c in counts), result, tuple(tried))
+
+
+def _refined(req: Requests, opts: ServeOptions, counts: npt.NDArray[np.int64],
+             result: ServeResult, segment_s: float) -> tuple[npt.NDArray[np.int64], ServeResult]:
+    """Step 4 of the module docstring: one replica less where the replay still meets the SLO."""
+    kept = True
+    while kept:
+        kept = False
+        for k in np.argsort(-counts, kind="stable"):
+            if counts[k] <= 1:
+                continue
+            trial = counts.copy()
+            trial[k] -= 1
+            r, _ = _replay(req, opts, trial, segment_s)
+            if r.within_slo >= opts.slo_target and r.replica_hours < result.replica_hours:
+                counts, result, kept = trial, r, True
+    return counts, result

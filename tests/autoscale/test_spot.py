@@ -95,3 +95,11 @@ def test_unknown_checkpointing_or_risk_keeps_the_count_rule() -> None:
     assert decide_after(1, {}).on_demand_only == ()
     no_risk = AutoscalerConfig(spot_fallback_after=2)
     assert decide_after(2, {"j1": ON_NOTICE}, no_risk).on_demand_only == ("j1",)
+
+
+def test_the_verdict_is_weighed_once_after_each_interruption() -> None:
+    d = decide_after(5, {"j1": ON_NOTICE})
+    assert d.state.interruptions["j1"].keeps_spot is True
+    # kept until the next interruption, which weighs it again
+    assert d.state.interrupted("j1", "aws", "us-east-1a").interruptions["j1"].keeps_spot is None
+    assert decide_after(1, {"j1": Checkpointing()}).state.interruptions["j1"].keeps_spot is False

@@ -238,6 +238,8 @@ def decide(view: PoolView, state: AutoscalerState, config: AutoscalerConfig,
         staying = [i for i in live if i.provider not in view.retiring]
     else:
         staying = live
+    state = SP.weigh_interrupted(state, [*(x.workload for x in view.waiting), *(
+        w for u in view.nodes.values() for w in u.work)], view.offers, view.checkpoints, config, now)
     moving = RP.progress(state, staying, now)
     state = moving.state.settle_emptying((i.id for i in staying), now)
     plan = _ScaleUp(view, state, config, now, staying, aside=moving.aside)
@@ -320,17 +322,15 @@ class _ScaleUp:
         self.bins = [Bin.empty(i.offer, new=False) for i in flying]
         self.flying = dict(zip((id(b) for b in self.bins), flying, strict=True))
         self.needed: set[str] = set()  # in-flight instances some waiting work packs onto
-        self.count: dict[str, int] = {}
+        self.count: dict[str, int] = dict(Counter(i.provider for i in live))
         self.spend: dict[str, Decimal] = {}
         for i in live:
-            self.count[i.provider] = self.count.get(i.provider, 0) + 1
             self.spend[i.provider] = self.spend.get(i.provider, Decimal(0)) + i.offer.price_per_hour
         self.new_spend = Decimal(0)
         self.planned: dict[str, list[Bin]] = {}
         self.served: dict[str, list[Waiting]] = {}
         self.notes: dict[str, str] = {}
         self.on_demand_only: set[str] = set()
-        self.spot_kept: dict[str, bool] = {}
 
     def run(self) -> None:
         wanted = []
@@ -353,11 +353,11 @@ class _ScaleUp:
         seen = self.state.interruptions.get(w.id)
         if not seen or CapacityKind.SPOT not in kinds:
             return kinds
-        if w.id not in self.spot_kept:  # weighed once a decision (consolidation asks often)
-            self.spot_kept[w.id] = SP.keeps_spot(
-                w, seen.count, self.view.checkpoints.get(w.id), self.view.offers, self.config,
-                lambda o: eligible(w, o, kinds) is None and not self.state.in_backoff(o, self.now))
-        if self.spot_kept[w.id]:
+        if seen.keeps_spot is None:  # not weighed yet (spot.weigh_interrupted): once here
+            self.state = SP.weigh_interrupted(self.state, [w], self.view.offers,
+                                              self.view.checkpoints, self.config, self.now)
+            seen = self.state.interruptions[w.id]
+        if seen.keeps_spot:
             return kinds
         self.on_demand_only.add(w.id)
         return tuple(k for k in kinds if k != CapacityKind.SPOT)

@@ -39,15 +39,17 @@ Pure: no clock, no I/O.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from corral.autoscale.packing import eligible
+from corral.autoscale.state import AutoscalerState
 from corral.core.model import CapacityKind, Workload
 from corral.providers.base import Offer
 
-__all__ = ["Checkpointing", "SpotRisk", "effective_price", "lost_per_interruption",
-           "stays_on_spot"]
+__all__ = ["Checkpointing", "SpotRisk", "effective_price", "keeps_spot",
+           "lost_per_interruption", "stays_on_spot", "weigh_interrupted"]
 
 
 @dataclass(frozen=True)
@@ -146,3 +148,24 @@ def keeps_spot(w: Workload, interruptions: int, ck: Checkpointing | None, offers
     if ck is None or not config.spot_risk:
         return interruptions < config.spot_fallback_after
     return stays_on_spot(w, ck, offers, risk_by_provider(config.spot_risk), usable)[0]
+
+
+def weigh_interrupted(state: AutoscalerState, workloads: Iterable[Workload],
+                      offers: Sequence[Offer], checkpoints: Mapping[str, Checkpointing],
+                      config: _Rules, now: float) -> AutoscalerState:
+    """`state` with a verdict (keeps spot or not) for each of `workloads` interrupted since it
+    was last weighed. Weighed once after each interruption, when the work needs capacity
+    again, not at every decision: the simulator's long pods, interrupted hundreds of times and
+    asked about by consolidation every tick, made it the replay's hot spot."""
+    verdicts: dict[str, bool] = {}
+    for w in workloads:
+        seen = state.interruptions.get(w.id)
+        kinds = w.allowed_capacity
+        if seen is None or seen.keeps_spot is not None or w.id in verdicts \
+                or CapacityKind.SPOT not in kinds:
+            continue
+        verdicts[w.id] = keeps_spot(
+            w, seen.count, checkpoints.get(w.id), offers, config,
+            lambda o, w=w, kinds=kinds: eligible(w, o, kinds) is None
+            and not state.in_backoff(o, now))
+    return state.weighed(verdicts)

@@ -42,6 +42,9 @@ class Interruptions:
 
     count: int = 0
     places: tuple[tuple[str, str], ...] = ()
+    #: whether it keeps spot, weighed once after its latest interruption (None: not yet;
+    #: `corral.autoscale.spot.weigh_interrupted`)
+    keeps_spot: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,14 @@ class AutoscalerState:
         entry = Interruptions(last.count + 1, (*last.places, (provider, zone)))
         return replace(self, interruptions=MappingProxyType(
             {**self.interruptions, workload_id: entry}))
+
+    def weighed(self, verdicts: Mapping[str, bool]) -> AutoscalerState:
+        """Record whether each interrupted workload keeps spot until its next interruption."""
+        if not verdicts:
+            return self
+        return replace(self, interruptions=MappingProxyType({
+            **self.interruptions, **{w: replace(self.interruptions[w], keeps_spot=v)
+                                     for w, v in verdicts.items()}}))
 
     def forget(self, workload_ids: Iterable[str]) -> AutoscalerState:
         """Drop what is kept about workloads that ended."""

@@ -41,8 +41,10 @@ class ElasticSpec(BaseModel):
         description="the most workers it grows to when GPUs are free")
     resize_interval: DurationS = Field(
         DEFAULT_RESIZE_INTERVAL_S,
-        description="the least time between two resizes that grow it (each restarts every "
-        "worker from its checkpoint); a shrink forced by reclaim or preemption is not delayed")
+        description="the least time between a change of the world, either way, and a resize "
+        "that grows it (each restarts every worker from its checkpoint); a shrink forced by "
+        "reclaim, preemption or a failure is not delayed, and a member corral moves stays in "
+        "the world")
 
     @model_validator(mode="after")
     def _bounds(self) -> ElasticSpec:

@@ -1,4 +1,4 @@
-"""Shared test configuration. scripts/test runs the suite on pytest-xdist workers (`-n`, `--dist
+"""Shared test configuration. The suite can run on pytest-xdist workers (`-n 3 --dist
 loadgroup`); the collection hook below keeps what must share a worker together. Hypothesis runs
 a fixed, CI-sized number of examples per property (profile `ci`, derandomized so CI is
 reproducible); `HYPOTHESIS_PROFILE=dev` explores more."""

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from corral.testing.daemons import kill_pids, pids_with_cmdline, pids_with_env
+from corral.testing.daemons import free_tcp_ports, kill_pids, pids_with_cmdline, pids_with_env
 from corral.testing.errors import HarnessStartFailed, HarnessUnavailable
 
 #: Ray's words when a raylet did not register in its fixed 30 s (ray._private.node)
@@ -214,10 +214,12 @@ class RayTestCluster:
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> RayTestCluster:
-        """Start head and workers. Ray gives a raylet a fixed 30 s to register with the GCS
-        (``raylet_start_wait_time_s`` in ray._private.node, not configurable); on a loaded 2-core
-        box (three pytest-xdist workers collecting at once, load ~16) the head once missed it.
-        That one timeout is tried a second time, from nothing, before the start fails."""
+        """Start head and workers. On a loaded box Ray can fail to start for want of CPU, not of
+        anything we can fix: a raylet dies if its Python dashboard agent has not written its port
+        file within a fixed 15 s (ray-project/ray#65983), and Node gives the raylet a fixed 30 s
+        to register (ray._private.node); the first seen in the raylet's log at load ~20-30 on the
+        2-core box. That failure ("timed out during startup") is tried once more from
+        nothing, in case the load has dropped, before the start fails."""
         try:
             return self._start_once()
         except HarnessStartFailed as exc:
@@ -234,6 +236,12 @@ class RayTestCluster:
         # Cluster.add_node writes the address file into Ray's *default* temp dir (/tmp/ray)
         # whatever temp_dir says, and fails if that dir does not exist (a fresh CI machine).
         os.makedirs(_ray_default_temp_dir(), exist_ok=True)
+        # A head takes fixed ports unless told otherwise: the dashboard's 8265 (started even
+        # with include_dashboard=False, and with no retry when a port is given) and its agent's
+        # 52365 (worker nodes get a random one from cluster_utils). A second cluster's head on
+        # the machine (another developer's run, a lifecycle self-test) could bind neither, and a
+        # raylet whose agent never writes its port file dies: the head gets free ports instead.
+        dashboard_port, agent_port = free_tcp_ports(2)
         try:
             self._cluster = Cluster(
                 initialize_head=True,
@@ -241,6 +249,8 @@ class RayTestCluster:
                     "num_cpus": self.head_cpus,
                     "num_gpus": 0,
                     "include_dashboard": False,
+                    "dashboard_port": dashboard_port,
+                    "dashboard_agent_listen_port": agent_port,
                     "object_store_memory": self.object_store_mb * 2**20,
                     "_system_config": self.system_config,
                     # Session dirs, logs and sockets go here, not /tmp/ray: stop() removes them.

@@ -9,7 +9,6 @@ Which transitions are legal is decided above this layer (`corral.control.lifecyc
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +34,7 @@ from corral.store.changes import next_workload_seq, note_writes, plain
 from corral.store.ledger_tables import LedgerUsage
 from corral.store.ordered_insert import insert_in_order
 from corral.store.schema import Event, Placement, WorkloadRow
+from corral.store.spec_bodies import SpecBodies
 
 __all__ = [
     "ACTIVE_STATES",
@@ -133,27 +133,6 @@ _COLUMNS = [getattr(WorkloadRow, f) for f in WorkloadRecord.__slots__]
 _SPEC_AT = WorkloadRecord.__slots__.index("spec")
 _LEAN = [c for c in _COLUMNS if c.key != "spec"]
 _SPEC_TEXT = cast(WorkloadRow.spec, Text)
-
-
-class SpecBodies:
-    """Stored spec bodies by their text: each distinct body decoded once and shared by every
-    record that has it (read-only by convention, as every record's spec is). Memory and decode
-    time then grow with the distinct bodies, not with the rows."""
-
-    MAX = 50_000  # distinct bodies remembered; beyond, the memo starts again
-
-    def __init__(self) -> None:
-        self._by_text: dict[str, dict[str, Any]] = {}
-
-    def __call__(self, text: str | dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(text, str):  # a driver that decoded it already
-            return text
-        body = self._by_text.get(text)
-        if body is None:
-            if len(self._by_text) >= self.MAX:
-                self._by_text.clear()
-            body = self._by_text[text] = json.loads(text)
-        return body
 
 
 #: the text columns with few distinct values (name, queue, user, kind, state, reasons, stop

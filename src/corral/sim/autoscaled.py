@@ -134,6 +134,9 @@ class _Autoscaled(_Replay):
         super().__init__(trace, policy, seed, replace(options, prices={}), None)
         self.state = AutoscalerState()
         self.instances: dict[str, Instance] = {}
+        #: the ids of instances not terminated: each tick reads these, not every instance ever
+        #: launched (thousands once long work stays on spot through its interruptions)
+        self.alive: dict[str, None] = {}
         self.ended_at: dict[str, float] = {}
         self.use: dict[str, list[int]] = {}  # node -> [running, non-preemptible]
         self.alone: dict[str, dict[str, Workload]] = {}  # node -> work running only there
@@ -202,7 +205,7 @@ class _Autoscaled(_Replay):
         view = PoolView(
             [Waiting(w, R.INSUFFICIENT_CAPACITY) for w in self.pending.values()],
             [o for p in self.scale.providers for o in p.offers],
-            [i for i in self.instances.values() if i.state != CapacityState.TERMINATED],
+            [self.instances[k] for k in self.alive],
             self._node_use(), {p.name: ProviderLimits(max_nodes=p.max_nodes * len(p.offers))
                                for p in self.scale.providers},
             checkpoints=self.checkpoints)
@@ -229,13 +232,12 @@ class _Autoscaled(_Replay):
                 iid = self._launch(now, x.offer)
                 if x.replaces is not None and iid is not None:
                     self.state = self.state.replacement_launched(iid)
-        if self.open_work or self.pending or any(
-                i.state != CapacityState.TERMINATED for i in self.instances.values()):
+        if self.open_work or self.pending or self.alive:
             self._push(now + self.scale.interval_s, _TICK, "tick")
 
     def _node_use(self) -> dict[str, NodeUse]:
         out = {}
-        for i in self.instances.values():
+        for i in (self.instances[k] for k in self.alive):
             if i.node_id is None:
                 continue
             running, stable = self.use.get(i.node_id, [0, 0])
@@ -277,6 +279,7 @@ class _Autoscaled(_Replay):
         iid = f"sim-{self.seq_instance:06d}"
         slot.instance = iid
         self.slot_of[iid] = slot.node
+        self.alive[iid] = None
         self.instances[iid] = Instance(iid, slot.offer.provider, slot.offer,
                                        CapacityState.PROVISIONING, "", now, None)
         self.acct["launched"] += 1
@@ -307,6 +310,7 @@ class _Autoscaled(_Replay):
             self.session.node_down(slot.node)
         slot.instance = None
         self.instances[iid] = replace(i, state=CapacityState.TERMINATED, node_id=None)
+        self.alive.pop(iid, None)
         self.ended_at[iid] = now
         self.idle_since.pop(slot.node, None)
         self.acct["terminated"] += 1
@@ -322,6 +326,7 @@ class _Autoscaled(_Replay):
             self._stop(now, self.jobs[wid], notice=slot.provider.spot_notice_s)
         slot.instance = None
         self.instances[iid] = replace(i, state=CapacityState.TERMINATED, node_id=None)
+        self.alive.pop(iid, None)
         self.ended_at[iid] = now
         self.idle_since.pop(slot.node, None)
         self.acct["terminated"] += 1

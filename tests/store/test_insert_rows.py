@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import Table, insert, select
 
 from corral.store import Store
+from corral.store.driver_bulk import insert_rows
 from corral.store.ledger_tables import LedgerTransaction
-from corral.store.ordered_insert import insert_rows
 
 
 def _rows(prefix: str) -> list[dict[str, Any]]:

@@ -51,8 +51,9 @@ from corral.ledger import (
 )
 from corral.store import Store
 from corral.store import ledger_checkpoint as LC
+from corral.store.driver_bulk import insert_rows
 from corral.store.ledger_tables import LedgerPosting, LedgerTransaction
-from corral.store.ordered_insert import insert_in_order, insert_rows
+from corral.store.ordered_insert import insert_in_order
 from corral.store.schema import QueueRow
 
 __all__ = ["LedgerDb", "LedgerSession", "SqlJournalStore", "load_transactions"]

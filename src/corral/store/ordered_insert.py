@@ -22,9 +22,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, func, insert, select
 
+from corral.store.driver_bulk import insert_rows
 from corral.store.schema import Base
 
-__all__ = ["insert_in_order", "insert_rows"]
+__all__ = ["insert_in_order"]
 
 _STATEMENTS: dict[tuple[str, bool], Any] = {}  # built once per table: compiled and cached
 
@@ -49,62 +50,6 @@ def insert_in_order(conn: Connection, entity: type[Base], seq: str, key: str,
         raise RuntimeError(f"rows inserted into {table.name} by another writer during a bulk "
                            "insert: the store's SQLite writers must run BEGIN IMMEDIATE")
     return [int(s) for s, _ in got]
-
-
-def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """INSERT `rows` (the same keys in each) in one executemany. On SQLite through the driver
-    itself: SQLAlchemy's executemany processes every parameter of every row in Python
-    (about a third of the CPU of a step's journal insert at 10,000 x 100,000), where only the
-    columns whose type converts a value (JSON here) need it; those converters, and the
-    columns' constant Python-side defaults, are applied here as SQLAlchemy would. A table
-    with a computed Python-side default goes through SQLAlchemy."""
-    if not rows:
-        return
-    names = list(rows[0])
-    plan = _driver_insert(conn, table, names) if conn.dialect.name == "sqlite" else None
-    if plan is None:
-        conn.execute(insert(table), list(rows))
-        return
-    sql, converters, defaults = plan
-    if any(converters):
-        params = [tuple(convert(r[n]) if convert else r[n]
-                        for n, convert in zip(names, converters, strict=True)) + defaults
-                  for r in rows]
-    else:
-        params = [tuple(r[n] for n in names) + defaults for r in rows]
-    conn.exec_driver_sql(sql, params)
-
-
-_DriverInsert = tuple[str, list[Any], tuple[Any, ...]]
-_DRIVER: dict[tuple[str, tuple[str, ...]], _DriverInsert | None] = {}
-
-
-def _driver_insert(conn: Connection, table: Table, names: list[str]) -> _DriverInsert | None:
-    """The driver's INSERT of these columns and of the others' constant defaults (qmark
-    parameters), each given column's converter (None: the value goes as it is), and the
-    defaults' values; None when a column left out has a computed default."""
-    key = (table.name, tuple(names))
-    if key in _DRIVER:
-        return _DRIVER[key]
-    columns, defaults = list(names), []
-    found: _DriverInsert | None = None
-    for column in table.c:
-        if column.name in names or column.default is None:
-            continue
-        if not column.default.is_scalar:
-            break
-        columns.append(column.name)
-        value = column.default.arg  # type: ignore[attr-defined]
-        convert = column.type.bind_processor(conn.dialect)
-        defaults.append(convert(value) if convert else value)
-    else:
-        quote = conn.dialect.identifier_preparer.quote
-        sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in columns)}) "
-               f"VALUES ({', '.join('?' for _ in columns)})")
-        converters = [table.c[n].type.bind_processor(conn.dialect) for n in names]
-        found = (sql, converters, tuple(defaults))
-    _DRIVER[key] = found
-    return found
 
 
 def _statement(table: Table, seq: str, *, returning: bool) -> Any:

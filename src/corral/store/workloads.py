@@ -31,6 +31,7 @@ from sqlalchemy import (
 
 from corral.core.model import WorkerAssignment
 from corral.store.changes import next_workload_seq, note_writes, plain
+from corral.store.driver_bulk import update_rows
 from corral.store.ledger_tables import LedgerUsage
 from corral.store.ordered_insert import insert_in_order
 from corral.store.schema import Event, Placement, WorkloadRow
@@ -167,6 +168,7 @@ def _record(row: Sequence[Any], spec: dict[str, Any]) -> WorkloadRecord:
 # Hot inserts are built once, on the Core tables: an ORM-entity insert with inline `.values()`
 # re-coerces every value and recomputes its cache key per call (most of a submission's cost).
 _EVENTS = Event.__table__
+_WORKLOADS: Any = WorkloadRow.__table__
 _INSERT_EVENTS = insert(_EVENTS)
 
 
@@ -309,16 +311,18 @@ def update_many_versioned(conn: Connection, rows: Sequence[dict[str, Any]], *,
     if not rows:
         return 0
     keys = [k for k in rows[0] if k not in ("id", "version")]
-    values: dict[str, Any] = {k: bindparam(f"v_{k}") for k in keys}
-    values["change_seq"] = stamp = next_workload_seq(conn)
-    if bump:
-        values["version"] = WorkloadRow.version + 1
-    stmt = (update(WorkloadRow)
-            .where(WorkloadRow.id == bindparam("w_id"), WorkloadRow.version == bindparam("w_v"))
-            .values(**values))
-    params = [{"w_id": r["id"], "w_v": r["version"], **{f"v_{k}": r[k] for k in keys}}
-              for r in rows]
-    result = conn.execute(stmt, params)
+    stamp = next_workload_seq(conn)
+    if conn.dialect.name == "sqlite":  # the driver's executemany (corral.store.driver_bulk)
+        result = update_rows(conn, _WORKLOADS, keys, rows, stamp, bump)
+    else:
+        values: dict[str, Any] = {k: bindparam(f"v_{k}") for k in keys}
+        values["change_seq"] = stamp
+        if bump:
+            values["version"] = WorkloadRow.version + 1
+        result = conn.execute(update(WorkloadRow).where(
+            WorkloadRow.id == bindparam("w_id"), WorkloadRow.version == bindparam("w_v"),
+        ).values(**values), [{"w_id": r["id"], "w_v": r["version"],
+                             **{f"v_{k}": r[k] for k in keys}} for r in rows])
     if not conn.dialect.supports_sane_multi_rowcount:
         return None
     if result.rowcount == len(rows):  # every row written: what it wrote is known row by row

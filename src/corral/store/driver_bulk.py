@@ -1,0 +1,94 @@
+"""Bulk writes through SQLite's own executemany (other databases: through SQLAlchemy).
+
+SQLAlchemy's executemany processes every parameter of every row in Python (compiling its
+parameters, running each column's bind processor): at 10,000 x 100,000 a step's journal
+insert and its placements' and ends' updates paid a third or more of their time there. On
+SQLite these hand the driver tuples instead, applying only what SQLAlchemy would have changed:
+a column type's converter (JSON here) and a constant Python-side default. A table with a
+computed default goes through SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Table, insert
+
+__all__ = ["insert_rows", "update_rows"]
+
+
+def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """INSERT `rows` (the same keys in each) in one executemany. On SQLite through the driver
+    itself: SQLAlchemy's executemany processes every parameter of every row in Python
+    (about a third of the CPU of a step's journal insert at 10,000 x 100,000), where only the
+    columns whose type converts a value (JSON here) need it; those converters, and the
+    columns' constant Python-side defaults, are applied here as SQLAlchemy would. A table
+    with a computed Python-side default goes through SQLAlchemy."""
+    if not rows:
+        return
+    names = list(rows[0])
+    plan = _driver_insert(conn, table, names) if conn.dialect.name == "sqlite" else None
+    if plan is None:
+        conn.execute(insert(table), list(rows))
+        return
+    sql, converters, defaults = plan
+    if any(converters):
+        params = [tuple(convert(r[n]) if convert else r[n]
+                        for n, convert in zip(names, converters, strict=True)) + defaults
+                  for r in rows]
+    else:
+        params = [tuple(r[n] for n in names) + defaults for r in rows]
+    conn.exec_driver_sql(sql, params)
+
+
+_DriverInsert = tuple[str, list[Any], tuple[Any, ...]]
+_DRIVER: dict[tuple[str, tuple[str, ...]], _DriverInsert | None] = {}
+
+
+def _driver_insert(conn: Connection, table: Table, names: list[str]) -> _DriverInsert | None:
+    """The driver's INSERT of these columns and of the others' constant defaults (qmark
+    parameters), each given column's converter (None: the value goes as it is), and the
+    defaults' values; None when a column left out has a computed default."""
+    key = (table.name, tuple(names))
+    if key in _DRIVER:
+        return _DRIVER[key]
+    columns, defaults = list(names), []
+    found: _DriverInsert | None = None
+    for column in table.c:
+        if column.name in names or column.default is None:
+            continue
+        if not column.default.is_scalar:
+            break
+        columns.append(column.name)
+        value = column.default.arg  # type: ignore[attr-defined]
+        convert = column.type.bind_processor(conn.dialect)
+        defaults.append(convert(value) if convert else value)
+    else:
+        quote = conn.dialect.identifier_preparer.quote
+        sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in columns)}) "
+               f"VALUES ({', '.join('?' for _ in columns)})")
+        converters = [table.c[n].type.bind_processor(conn.dialect) for n in names]
+        found = (sql, converters, tuple(defaults))
+    _DRIVER[key] = found
+    return found
+
+
+def update_rows(conn: Connection, table: Table, keys: list[str], rows: Sequence[dict[str, Any]],
+                stamp: int, bump: bool) -> Any:
+    """SQLite: `UPDATE table SET <keys>, change_seq = stamp[, version + 1] WHERE id = ? AND
+    version = ?` for each row (its "id", "version" and `keys`) in one executemany through the
+    driver; returns the cursor result (its rowcount: the rows written in all)."""
+    quote = conn.dialect.identifier_preparer.quote
+    sets = [f"{quote(k)} = ?" for k in keys] + ["change_seq = ?"]
+    if bump:
+        sets.append("version = version + 1")
+    sql = f"UPDATE {quote(table.name)} SET {', '.join(sets)} WHERE id = ? AND version = ?"
+    converters = [table.c[k].type.bind_processor(conn.dialect) for k in keys]
+    if any(converters):
+        params = [(*(convert(r[k]) if convert else r[k]
+                     for k, convert in zip(keys, converters, strict=True)),
+                   stamp, r["id"], r["version"]) for r in rows]
+    else:
+        params = [(*(r[k] for k in keys), stamp, r["id"], r["version"]) for r in rows]
+    return conn.exec_driver_sql(sql, params)

@@ -68,7 +68,7 @@ def note_writes(conn: Connection, stamp: int, rows: Iterable[tuple[str, int, Map
     was written, with plain values: a value that is an SQL expression is not known here
     (`plain` tells), and such a statement's rows are read back instead."""
     sink = conn.info.get(WRITES_KEY)
-    if sink is None:
+    if sink is None or conn.in_nested_transaction():  # a savepoint may roll back alone
         return
     notes = [RowWrite(stamp, wid, version, bump, values) for wid, version, values in rows]
     if len({n.id for n in notes}) == len(notes):  # one row once: else it is read back

@@ -18,6 +18,8 @@ from corral.store import workloads as W
 
 from .harness import Api, build
 
+pytestmark = pytest.mark.xdist_group("replica-ports")  # binds replica ports 20000+seq
+
 
 def service(**fields: Any) -> dict[str, Any]:
     return {"name": "chat", "queue": "team-a", "kind": "service", "gpus": 1, "cpu": 0.1,

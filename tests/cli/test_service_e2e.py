@@ -24,7 +24,7 @@ from corral.sdk import models as M
 
 from .server_proc import CorralServer, stop_workers
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("replica-ports")]  # replica ports
 
 REPLICA = '''
 import http.server, os, sys

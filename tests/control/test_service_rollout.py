@@ -24,6 +24,8 @@ from corral.store import workloads as W
 
 from .rig import Rig
 
+pytestmark = pytest.mark.xdist_group("replica-ports")  # binds replica ports 20000+seq
+
 BASE = {"name": "svc", "queue": "q", "kind": "service", "gpus": 1, "cpu": 0.1, "memory": 64,
         "command": ["serve", "v1"], "replicas": 2, "restart_backoff": 1}
 

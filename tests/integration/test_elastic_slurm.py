@@ -11,6 +11,7 @@ import json
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,13 +47,16 @@ SLEEP = [sys.executable, "-c", "import time; time.sleep(600)"]
 
 
 @pytest.fixture
-def plane(slurm_cluster: SlurmCluster, tmp_path: Path) -> ControlPlane:
+def plane(slurm_cluster: SlurmCluster, tmp_path: Path) -> Iterator[ControlPlane]:
     plane = ControlPlane.start(tmp_path, SlurmBackend(tmp_path / "work", env=slurm_cluster.env),
                               queue="el", grace_s=2.0)
     with plane.store.write() as c:
         P.upsert_queue(c, Queue("el", quota_gpus=4.0))
         P.upsert_queue(c, Queue("own", quota_gpus=8.0))
-    return plane
+    yield plane
+    # the test ends with its jobs still running (sleepers, the elastic world): the session's
+    # cluster is shared, and the next module expects its nodes idle
+    slurm_cluster.cancel_all_jobs()
 
 
 def worlds(out: Path) -> dict[int, tuple[int, list[int]]]:

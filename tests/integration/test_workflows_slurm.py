@@ -3,6 +3,7 @@ dependencies and arrays behave there as on the local backend."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,9 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
 @pytest.fixture
-def plane(slurm_cluster: SlurmCluster, tmp_path: Path) -> Plane:
-    return Plane.start(tmp_path, SlurmBackend(tmp_path / "work", env=slurm_cluster.env))
+def plane(slurm_cluster: SlurmCluster, tmp_path: Path) -> Iterator[Plane]:
+    yield Plane.start(tmp_path, SlurmBackend(tmp_path / "work", env=slurm_cluster.env))
+    slurm_cluster.cancel_all_jobs()  # a failed test may leave jobs on the shared cluster
 
 
 def test_an_exit_code_is_retried_only_when_listed(plane: Plane) -> None:

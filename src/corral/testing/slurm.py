@@ -225,7 +225,7 @@ class SlurmCluster:
             return
         atexit.unregister(self.stop)
         try:
-            self._cancel_all_jobs()
+            self.cancel_all_jobs()
             for daemon in [*self._slurmd.values(), self._slurmctld, self._munged]:
                 if daemon is not None:
                     daemon.stop(grace=10)
@@ -352,7 +352,10 @@ class SlurmCluster:
             raise KeyError(f"unknown node {name!r}; this cluster has {self.node_names}")
         return self._slurmd[name]
 
-    def _cancel_all_jobs(self) -> None:
+    def cancel_all_jobs(self) -> None:
+        """scancel every job and wait (15 s at most) until none is pending, running or
+        completing: what a test that leaves jobs behind calls in its teardown, so the session's
+        next test finds the nodes idle."""
         if self._slurmctld is None or not self._slurmctld.alive():
             return
         with contextlib.suppress(subprocess.SubprocessError, OSError, HarnessStartFailed):

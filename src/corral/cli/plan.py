@@ -3,6 +3,15 @@
 Reads the pool and workload files, asks the core for a plan at `--now` (default: the wall clock;
 the CLI may read it, the core may not) and shows what would start where, what would be evicted and
 why, and for every pending workload its reason.
+
+An elastic job (`elastic: {min_workers, max_workers}`) is planned as the control plane stores it
+(`corral.control.elastic`): its core gang `NAME` of min_workers and one-worker extras `NAME-e1`..,
+below every job's priority, through the same `unit_ids` and `extra_unit` the control plane and
+its dry run use; never as one gang of min or max workers. With `running:`, `placed_on` lists the
+world's workers, core gang first, then the extras in order; extras not running wait until
+`resize_interval` has passed since the world last changed (`running.started_ago`: a resize
+restarts every worker), as the control plane holds them. The plan ends with each elastic job's
+world after the cycle (`elastic_plan`).
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from corral.cli.elastic_plan import ElasticWorld, elastic_units, elastic_worlds, unit_names
 from corral.core import ClusterState, Plan, WorkerAssignment, Workload, WorkloadState, schedule
 from corral.core.model import Node
 from corral.spec import SpecError, load_pool, load_workloads
@@ -23,6 +33,13 @@ from corral.spec.load import WorkloadEntry
 
 
 def build_state(pool_path: Path, workloads_path: Path, now: float) -> tuple[ClusterState, Any]:
+    state, pool, _ = read_files(pool_path, workloads_path, now)
+    return state, pool
+
+
+def read_files(pool_path: Path, workloads_path: Path, now: float
+               ) -> tuple[ClusterState, Any, list[WorkloadEntry]]:
+    """The cycle's state, the pool spec and the workload entries it was made from."""
     pool = load_pool(pool_path)
     entries = load_workloads(workloads_path)
     nodes = pool.nodes()
@@ -39,26 +56,40 @@ def build_state(pool_path: Path, workloads_path: Path, now: float) -> tuple[Clus
     ]
     seen: set[str] = set()
     for i, e in enumerate(entries):
-        if e.name in seen:
-            problems.append(
-                (f"workloads[{i}].name", f"{e.name!r} is used twice; names must be unique")
-            )
-        seen.add(e.name)
+        for name in unit_names(e):  # an elastic job's extras are NAME-e1..
+            if name in seen:
+                problems.append(
+                    (f"workloads[{i}].name", f"{name!r} is used twice; names must be unique")
+                )
+            seen.add(name)
     if problems:
         raise SpecError(problems, str(workloads_path))
     workloads: list[Workload] = []
     for i, e in enumerate(entries):
+        if e.elastic is not None:
+            workloads += _elastic(e, i, by_id, now)
+            continue
         for w in e.to_core(e.name, now - e.submitted_ago):
             workloads.append(_running(w, e, i, by_id, now) if e.running else w)
     state = ClusterState(tuple(nodes), tuple(pool.queues_core()), tuple(workloads))
-    return state, pool
+    return state, pool, entries
 
 
-def _running(w: Workload, e: WorkloadEntry, i: int, nodes: dict[str, Node], now: float) -> Workload:
+def _elastic(e: WorkloadEntry, i: int, nodes: dict[str, Node], now: float) -> list[Workload]:
+    running = (lambda w, k: _running(w, e, i, nodes, now, k)) if e.running else None
+    return elastic_units(e, i, now, running)
+
+
+def _running(w: Workload, e: WorkloadEntry, i: int, nodes: dict[str, Node], now: float,
+             first: int = 0) -> Workload:
+    """`w` running where `e.running.placed_on` says, from its entry `first` (an elastic job's
+    extra: its own worker in the world's list) for `w.workers` entries."""
     assert e.running is not None
     r = w.resources
     out: list[WorkerAssignment] = []
-    for k, where in enumerate(e.running.placed_on):
+    placed = e.running.placed_on if e.elastic is None else e.running.placed_on[
+        first:first + w.workers]
+    for k, where in enumerate(placed, start=first):
         node = nodes.get(str(where.get("node")))
         if node is None:
             raise SpecError(
@@ -76,7 +107,7 @@ def _running(w: Workload, e: WorkloadEntry, i: int, nodes: dict[str, Node], now:
             if r.gpus
             else max(r.gpu_memory_mib, node.gpu_memory_mib * r.gpu_milli // 1000)
         )
-        out.append(WorkerAssignment(k, node.id, devices, milli, mem))
+        out.append(WorkerAssignment(k - first, node.id, devices, milli, mem))
     if len(out) != w.workers:
         raise SpecError(
             [
@@ -109,18 +140,19 @@ def plan_command(
     console = Console()
     at = time.time() if now is None else now
     try:
-        state, spec = build_state(pool, workloads, at)
+        state, spec, entries = read_files(pool, workloads, at)
     except SpecError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
         raise typer.Exit(2) from None
     plan = schedule(state, at, spec.scheduler.to_core(), seed)
+    worlds = elastic_worlds(entries, state, plan)
     if as_json:
-        typer.echo(json.dumps(plan_to_dict(plan), indent=2))
+        typer.echo(json.dumps(plan_to_dict(plan, worlds), indent=2))
         return
-    render(console, state, plan)
+    render(console, state, plan, worlds)
 
 
-def plan_to_dict(plan: Plan) -> dict[str, Any]:
+def plan_to_dict(plan: Plan, worlds: list[ElasticWorld] | None = None) -> dict[str, Any]:
     return {
         "now": plan.now,
         "placements": [
@@ -153,10 +185,12 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
             {"workload": r.workload_id, "nodes": list(r.node_ids)} for r in plan.reservations
         ],
         "stats": plan.stats,
+        "elastic": {w.name: w.as_dict() for w in worlds or ()},
     }
 
 
-def render(console: Console, state: ClusterState, plan: Plan) -> None:
+def render(console: Console, state: ClusterState, plan: Plan,
+           worlds: list[ElasticWorld] | None = None) -> None:
     nodes = {n.id: n for n in state.nodes}
     work = {w.id: w for w in state.workloads}
     t = Table(title=f"Placements ({len(plan.placements)})", title_justify="left")
@@ -189,6 +223,8 @@ def render(console: Console, state: ClusterState, plan: Plan) -> None:
         console.print(pt)
     for res in plan.reservations:
         console.print(f"reserved for {res.workload_id}: {', '.join(res.node_ids)}")
+    for world in worlds or ():
+        console.print(world.sentence(), highlight=False)
     total = sum(n.gpu_count for n in state.nodes if n.schedulable)
     console.print(
         f"{len(plan.placements)} placed, {len(plan.evictions)} evicted, {len(plan.pending)} pending; "

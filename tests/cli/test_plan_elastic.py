@@ -1,0 +1,123 @@
+"""`corral plan` with elastic jobs: planned as the control plane stores them (a core gang of
+min_workers and one-worker extras below every job), never as one gang of min or max workers.
+
+The pool: two nodes of 4 GPUs; queues a (quota 4) and b (quota 4)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from corral.cli.main import app
+
+NOW = 1_000_000.0
+POOL = {
+    "providers": [{"name": "dc", "capacity_kind": "owned", "node_groups": [
+        {"name": "n", "count": 2, "gpu_model": "H100", "gpus": 4, "gpu_memory": "80GiB",
+         "cpu": 64, "memory": "512GiB"}]}],
+    "queues": [{"name": "a", "quota_gpus": 4}, {"name": "b", "quota_gpus": 4}],
+}
+ELASTIC = {"name": "el", "queue": "a", "gpus": 1, "command": ["train"],
+           "elastic": {"min_workers": 2, "max_workers": 5, "resize_interval": 600}}
+
+
+def plan(tmp_path: Path, workloads: list[dict[str, Any]], pool: dict[str, Any] = POOL
+         ) -> tuple[int, str]:
+    (tmp_path / "pool.yaml").write_text(yaml.safe_dump(pool))
+    (tmp_path / "work.yaml").write_text(yaml.safe_dump({"workloads": workloads}))
+    result = CliRunner().invoke(app, ["plan", str(tmp_path / "pool.yaml"),
+                                      str(tmp_path / "work.yaml"), "--now", str(NOW), "--json"])
+    return result.exit_code, result.output
+
+
+def planned(tmp_path: Path, workloads: list[dict[str, Any]], pool: dict[str, Any] = POOL
+            ) -> dict[str, Any]:
+    code, out = plan(tmp_path, workloads, pool)
+    assert code == 0, out
+    return dict(json.loads(out))
+
+
+def workers(p: dict[str, Any]) -> dict[str, int]:
+    return {x["workload"]: len(x["workers"]) for x in p["placements"]}
+
+
+def running_on(n: int, node: str = "dc-n-0") -> list[dict[str, Any]]:
+    return [{"node": node, "devices": [d]} for d in range(n)]
+
+
+def test_a_free_pool_places_the_core_gang_and_every_extra(tmp_path: Path) -> None:
+    p = planned(tmp_path, [ELASTIC])
+    assert workers(p) == {"el": 2, "el-e1": 1, "el-e2": 1, "el-e3": 1}
+    assert p["elastic"]["el"]["world_after"] == 5
+
+
+def test_the_extras_take_what_is_left_and_the_rest_wait(tmp_path: Path) -> None:
+    """b runs 4 GPUs (its quota), 2 on each node: the core gang and two extras fit, the third
+    waits with the core's reason. As one gang of 5 it would not start; as 2, at 2."""
+    p = planned(tmp_path, [ELASTIC, {"name": "fill", "queue": "b", "gpus": 2, "workers": 2,
+                                     "command": ["x"], "running": {"placed_on": [
+                                         {"node": "dc-n-0", "devices": [0, 1]},
+                                         {"node": "dc-n-1", "devices": [0, 1]}]}}])
+    assert workers(p) == {"el": 2, "el-e1": 1, "el-e2": 1}
+    assert p["elastic"]["el"]["world_after"] == 4
+    assert list(p["pending"]) == ["el-e3"] and p["elastic"]["el"]["extras_waiting"] == {
+        "el-e3": p["pending"]["el-e3"]["code"]}
+    assert not p["evictions"]  # extras never preempt
+
+
+def test_an_owed_queue_takes_an_extra_and_never_the_core_gang(tmp_path: Path) -> None:
+    """a's quota is 2 here: el runs a world of 5 with 3 GPUs borrowed, all on n-0 but its third
+    extra on n-1; b's 4-GPU job is owed its quota: the plan evicts that extra, the world goes
+    on at 4 (every worker restarts with the new size)."""
+    pool = {**POOL, "queues": [{"name": "a", "quota_gpus": 2}, {"name": "b", "quota_gpus": 4}]}
+    p = planned(tmp_path, [
+        {**ELASTIC, "running": {"started_ago": 3600, "placed_on": running_on(4) + running_on(
+            1, "dc-n-1")}},
+        {"name": "own", "queue": "b", "gpus": 4, "command": ["x"]}], pool)
+    world = p["elastic"]["el"]
+    assert (world["world_before"], world["world_after"]) == (5, 4)
+    assert [(e["workload"], e["rule"]) for e in p["evictions"]] == [("el-e3", "Reclaim")]
+    assert workers(p) == {"own": 1}
+
+
+def test_extras_of_a_running_job_wait_for_the_resize_interval(tmp_path: Path) -> None:
+    """The world changed 2 minutes ago (interval 10): its extras are held, as the control plane
+    holds them; past the interval they are placed and the world grows."""
+    early = planned(tmp_path, [{**ELASTIC, "running": {"started_ago": 120,
+                                                      "placed_on": running_on(2)}}])
+    assert workers(early) == {}
+    assert early["elastic"]["el"]["extras_held_until"] == NOW - 120 + 600
+    late = planned(tmp_path, [{**ELASTIC, "running": {"started_ago": 601,
+                                                     "placed_on": running_on(3)}}])
+    assert workers(late) == {"el-e2": 1, "el-e3": 1}
+    assert late["elastic"]["el"]["world_after"] == 5
+
+
+@pytest.mark.parametrize("placed", [1, 6], ids=["below-min", "above-max"])
+def test_a_running_world_outside_its_bounds_is_refused_naming_elastic(
+        tmp_path: Path, placed: int) -> None:
+    code, out = plan(tmp_path, [{**ELASTIC, "running": {"placed_on": running_on(
+        min(placed, 4)) + running_on(max(0, placed - 4), "dc-n-1")}}])
+    assert code == 2
+    text = " ".join(out.split())
+    assert "workloads[0].running.placed_on" in text and "elastic.min_workers" in text, text
+
+
+def test_an_extras_name_taken_by_another_workload_is_refused(tmp_path: Path) -> None:
+    code, out = plan(tmp_path, [ELASTIC, {"name": "el-e2", "queue": "b", "command": ["x"]}])
+    assert code == 2 and "'el-e2' is used twice" in " ".join(out.split())
+
+
+def test_the_table_ends_with_the_world(tmp_path: Path) -> None:
+    (tmp_path / "pool.yaml").write_text(yaml.safe_dump(POOL))
+    (tmp_path / "work.yaml").write_text(yaml.safe_dump({"workloads": [ELASTIC]}))
+    result = CliRunner().invoke(app, ["plan", str(tmp_path / "pool.yaml"),
+                                      str(tmp_path / "work.yaml"), "--now", str(NOW)])
+    assert result.exit_code == 0, result.output
+    assert "elastic el: world of 5 workers after this cycle (2 to 5 allowed)" in " ".join(
+        result.output.split())

@@ -27,6 +27,11 @@
 | workers | no | gang size (default 1): all start together or none |
 | gpu_models | no | allowed models, `|`-separated |
 | queue, priority, qos | no | its team, priority (integer) and QoS class |
+
+Elastic jobs (a world of min to max workers that grows and shrinks, every worker restarting at
+each resize: `corral.control.elastic`) are not modelled by the simulator: a task list with a
+column that would describe one (`ELASTIC_COLUMNS`) is refused, never replayed as a plain gang
+of `workers`. `corral plan` models an elastic job for one cycle.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from corral.sim.trace import Trace, TraceFormatError, TraceTask
 
 NODE_COLUMNS = ("id", "gpus", "cpu_milli", "memory_mib")
 TASK_COLUMNS = ("id", "submit_time", "gpus", "cpu_milli", "memory_mib")
+#: columns that would make a task elastic (the spec's `elastic:` fields); refused
+ELASTIC_COLUMNS = ("elastic", "min_workers", "max_workers", "resize_interval")
 _KINDS = {k.value: k for k in CapacityKind}
 
 
@@ -85,9 +92,21 @@ def _node(row: Row) -> Node:
 def load_tasks(path: str | Path) -> tuple[TraceTask, ...]:
     rows = read_rows(path)
     rows.require(TASK_COLUMNS, "a generic task list")
+    _not_elastic(rows)
     tasks = tuple(_task(row) for row in rows)
     _unique([t.name for t in tasks], rows)
     return tasks
+
+
+def _not_elastic(rows: Rows) -> None:
+    found = [c for c in ELASTIC_COLUMNS if rows.has(c)]
+    if found:
+        raise TraceFormatError(
+            f"{rows.path.name}: column(s) {', '.join(map(repr, found))} describe elastic jobs, "
+            "which the simulator does not model (a world that grows and shrinks, restarting "
+            "every worker at each resize); it will not replay them as plain gangs. Drop the "
+            "column(s) and give workers the gang size to replay, or see one cycle of an "
+            "elastic job with `corral plan`")
 
 
 def _task(row: Row) -> TraceTask:

@@ -62,6 +62,7 @@ from typing import Any, Final
 from sqlalchemy import Connection, insert, select, update
 
 from corral.autoscale.pool import AutoscalerConfig, Budget, ProviderLimits
+from corral.autoscale.spot import SpotRisk
 from corral.control.autoscale import PoolAutoscaler
 from corral.core.model import CapacityKind, Node
 from corral.providers.base import Offer, Provider
@@ -444,7 +445,9 @@ def _config(a: AutoscalerSpec) -> AutoscalerConfig:
                             max_waiting_considered=a.max_waiting_considered,
                             replace_min_saving=a.replace_min_saving,
                             replace_min_age_s=a.replace_min_age,
-                            consolidate_min_age_s=a.consolidate_min_age)
+                            consolidate_min_age_s=a.consolidate_min_age,
+                            spot_risk={name: SpotRisk(r.mtbi, r.notice, r.restart)
+                                       for name, r in sorted(a.spot_risk.items())})
 
 
 def _joined(store: Store, instance_ids: Sequence[str]) -> dict[str, str]:

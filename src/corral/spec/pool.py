@@ -491,6 +491,25 @@ def _known_plugins(weights: dict[str, float]) -> None:
         raise ValueError("score weights cannot be negative")
 
 
+class SpotRiskSpec(BaseModel):
+    """`autoscaler.spot_risk.<provider>`: how often that provider's spot instances are taken
+    back and what a restart there costs (`corral.autoscale.spot.SpotRisk`). With it, work that
+    says how it checkpoints (a workload's `checkpoint:`) stays on spot after an interruption
+    while spot's price with interruptions counted beats on-demand (`corral.autoscale.spot`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mtbi: DurationS = Field(gt=0, description=(
+        "mean time between interruptions of one spot instance (e.g. 6h; AWS's spot advisor "
+        "gives a frequency band per instance type)"))
+    notice: DurationS = Field(120.0, ge=0, le=3600, description=(
+        "warning before an instance is taken back (EC2: 2m); work that writes a checkpoint "
+        "within it loses nothing"))
+    restart: DurationS = Field(ge=0, le=86_400, description=(
+        "from an interruption to running again: a pass of the autoscaler, a new instance's "
+        "provisioning, the checkpoint's load (e.g. 4m)"))
+
+
 class AutoscalerSpec(BaseModel):
     """`autoscaler:` of the pool file: how the pool autoscaler (corral.autoscale.pool) paces
     itself over the renting providers."""
@@ -527,6 +546,11 @@ class AutoscalerSpec(BaseModel):
         "empty a node launched at least this long ago whose work (all preemptible, all on it) "
         "fits the other nodes' free room, and return it (Karpenter's consolidation 'delete'); "
         "null: never"))
+    spot_risk: dict[str, SpotRiskSpec] = Field(default_factory=dict, max_length=256, description=(
+        "by provider name (one of `providers:` of kind aws): its spot interruptions' mean time "
+        "between (mtbi), notice and restart. Interrupted work that declares its checkpoint: "
+        "stays on spot there while spot x (1 + (lost + restart) / mtbi) is below on-demand; "
+        "without it, spot_fallback_after counts"))
 
 
 class PoolSpec(BaseModel):
@@ -553,7 +577,22 @@ class PoolSpec(BaseModel):
                 )
         for p in self.providers:
             _no_duplicates([g.name for g in p.node_groups], f"node group of provider {p.name!r}")
+        self._spot_risk_providers()
         return self
+
+    def _spot_risk_providers(self) -> None:
+        """Each `autoscaler.spot_risk` key names a provider of this file that rents: a typo
+        would otherwise leave that provider's work on the plain count, silently."""
+        kinds = {p.name: p.kind for p in self.providers}
+        for name in self.autoscaler.spot_risk:
+            if name not in kinds:
+                raise ValueError(
+                    f"autoscaler.spot_risk.{name}: no provider named {name!r} in providers: "
+                    f"(there are {', '.join(sorted(kinds)) or 'none'}); name one of them")
+            if kinds[name] != "aws":  # static nodes are listed, ssh hosts are never spot
+                raise ValueError(
+                    f"autoscaler.spot_risk.{name}: provider {name!r} is of kind "
+                    f"{kinds[name]} and rents no spot capacity; set it on a provider of kind aws")
 
     def nodes(self) -> list[Node]:
         return [n for p in self.providers for n in p.nodes()]

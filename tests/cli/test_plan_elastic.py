@@ -121,3 +121,38 @@ def test_the_table_ends_with_the_world(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "elastic el: world of 5 workers after this cycle (2 to 5 allowed)" in " ".join(
         result.output.split())
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "issue 13 / issue 10 item 2: a one-worker owner's reclaim ranks nodes by the dearest "
+    "work on them (evict._loss), so a node whose only borrowed work is a core-gang worker ties "
+    "with a node of extras, and node order can take the core gang (seen on a real Ray: "
+    "tests/integration/test_elastic_ray.py's docstring)"))
+def test_one_worker_owners_take_extras_not_a_core_gang_split_over_nodes(tmp_path: Path) -> None:
+    """a's quota is 2: el's core gang has a worker on each node, its 3 extras are on n-1, b
+    runs 3 GPUs on n-0 and asks for 2 more of 1 GPU each: two extras should go, world 3."""
+    pool = {**POOL, "queues": [{"name": "a", "quota_gpus": 2}, {"name": "b", "quota_gpus": 6}]}
+    core = [{"node": "dc-n-0", "devices": [0]}, {"node": "dc-n-1", "devices": [0]}]
+    extras = [{"node": "dc-n-1", "devices": [d]} for d in (1, 2, 3)]
+    owners = [{"name": f"own{d}", "queue": "b", "gpus": 1, "command": ["x"], "running": {
+        "started_ago": 60, "placed_on": [{"node": "dc-n-0", "devices": [d]}]}} for d in (1, 2, 3)]
+    p = planned(tmp_path, [
+        {**ELASTIC, "running": {"started_ago": 3600, "placed_on": core + extras}}, *owners,
+        *({"name": f"new{k}", "queue": "b", "gpus": 1, "command": ["x"]} for k in (1, 2))],
+        pool)
+    assert p["elastic"]["el"]["world_after"] == 3
+    assert "el" not in p["elastic"]["el"]["evicted"]
+
+
+def test_extras_that_fit_while_the_core_gang_does_not_are_named(tmp_path: Path) -> None:
+    """One GPU free on each node: the core gang of 3 waits, two extras fit. The control plane's
+    first cycle places them as the core does (its elastic step holds extras only after it); the
+    plan says so rather than count a world."""
+    fill = {"name": "fill", "queue": "b", "gpus": 3, "workers": 2, "command": ["x"],
+            "running": {"placed_on": [{"node": "dc-n-0", "devices": [0, 1, 2]},
+                                      {"node": "dc-n-1", "devices": [0, 1, 2]}]}}
+    p = planned(tmp_path, [{**ELASTIC, "elastic": {**ELASTIC["elastic"], "min_workers": 3}},
+                           fill])
+    world = p["elastic"]["el"]
+    assert (world["world_after"], world["extras_placed_without_core_gang"]) == (
+        0, ["el-e1", "el-e2"])

@@ -90,17 +90,18 @@ class ElasticWorld:
 
     def sentence(self) -> str:
         bounds = f"{self.min_workers} to {self.max_workers} allowed"
-        if self.after == 0:
-            head = f"elastic {self.name}: its core gang of {self.min_workers} waits ({bounds})"
+        was = f", was {self.before}" if self.before else ""
+        if self.name in self.evicted:
+            parts = [f"elastic {self.name}: its core gang is evicted ({bounds}{was}): every "
+                     "member stops, and the job restarts or fails as its restart_on says"]
+        elif self.after == 0:
+            parts = [f"elastic {self.name}: its core gang of {self.min_workers} waits ({bounds})"]
         else:
-            was = f", was {self.before}" if self.before else ""
-            head = (f"elastic {self.name}: world of {self.after} workers after this cycle "
-                    f"({bounds}{was})")
-        parts = [head]
-        if self.before and self.after != self.before:
-            parts.append(f"a resize: every worker restarts from its checkpoint with "
-                         f"CORRAL_WORLD_SIZE={self.after}" if self.after else
-                         "its workers stop")
+            parts = [f"elastic {self.name}: world of {self.after} workers after this cycle "
+                     f"({bounds}{was})"]
+            if self.before and self.after != self.before:
+                parts.append("a resize: every worker restarts from its checkpoint with "
+                             f"CORRAL_WORLD_SIZE={self.after}")
         if self.held_until is not None:
             parts.append(f"its other extras wait for resize_interval until t={self.held_until:g}")
         if self.alone:
@@ -115,17 +116,21 @@ def elastic_worlds(entries: Sequence[WorkloadEntry], state: ClusterState, plan: 
     running = {w.id for w in state.workloads if w.state == WorkloadState.RUNNING}
     seen = {w.id for w in state.workloads}
     placed = {p.workload_id for p in plan.placements}
-    evicted = {e.workload_id for e in plan.evictions}
+    evicted = {e.workload_id: e.rule for e in plan.evictions}
     return [_world(e, running, seen, placed, evicted, plan)
             for e in entries if e.elastic is not None]
 
 
 def _world(e: WorkloadEntry, running: set[str], seen: set[str], placed: set[str],
-           evicted: set[str], plan: Plan) -> ElasticWorld:
+           evicted: dict[str, str], plan: Plan) -> ElasticWorld:
     assert e.elastic is not None
     core, *extras = elastic.unit_ids(e.name, e)
     low = e.elastic.min_workers
-    stays = {u for u in (core, *extras) if (u in running and u not in evicted) or u in placed}
+    # a member evicted and placed again in one plan stays only when corral moves it
+    # (consolidation, migration: elastic.MOVES); taken by reclaim or preemption it is stopped,
+    # and comes back, if at all, as its restart_on says
+    stays = {u for u in (core, *extras) if (u in running or u in placed) and (
+        u not in evicted or (u in placed and evicted[u] in elastic.MOVES))}
     before = low + sum(x in running for x in extras) if core in running else 0
     after = low + sum(x in stays for x in extras) if core in stays else 0
     held = [x for x in extras if x not in seen]

@@ -53,7 +53,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from corral.backends import local_runner
+from corral.backends import elastic_world, local_runner
 from corral.backends.containers import (
     ContainerWorker,
     Mount,
@@ -126,6 +126,23 @@ def _container(place: tuple[Any, ...], image: str, argv: list[str], env: dict[st
             CORRAL_CHECKPOINT_DIR) or None, volumes=[Mount(p, p) for k, p in env.items()
                                                     if k in names and k.startswith(_VOLUME_ENV)],
         devices=devices, setup=setup)
+
+
+def _write_world_file(env: dict[str, str]) -> None:
+    """An elastic member's world file on this node, before its worker starts, as an agent
+    writes it on its host (`corral.backends.elastic_world`): the control plane writes it only
+    where it sees the checkpoint directory, which on a Ray cluster may be mounted on the nodes
+    alone. A file of this generation or newer is left as it is (the control plane's lists the
+    members; this one cannot)."""
+    path = env.get(elastic_world.CORRAL_ELASTIC_WORLD_FILE, "")
+    generation = env.get(elastic_world.CORRAL_ELASTIC_GENERATION, "")
+    if not path or not generation.isdigit():
+        return
+    known = read_json(path)
+    if known is not None and str(known.get("generation", "")).isdigit() and int(
+            known["generation"]) >= int(generation):
+        return
+    elastic_world.write_from_env(env)
 
 
 class WorkerPlace:
@@ -208,6 +225,7 @@ class NodeHost:
         if env.get(CORRAL_CHECKPOINT_DIR):
             with contextlib.suppress(OSError):  # the worker reports it if it cannot write there
                 Path(env[CORRAL_CHECKPOINT_DIR]).mkdir(parents=True, exist_ok=True)
+        _write_world_file(env)
         setup_args: list[str] = []
         if setup is not None:
             setup_file = where.dir / "setup.sh"

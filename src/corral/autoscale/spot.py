@@ -49,7 +49,8 @@ from corral.core.model import CapacityKind, Workload
 from corral.providers.base import Offer
 
 __all__ = ["Checkpointing", "SpotRisk", "effective_price", "keeps_spot",
-           "lost_per_interruption", "stays_on_spot", "weigh_interrupted"]
+           "lost_per_interruption", "stays_on_spot", "usable_now", "verdict",
+           "weigh_interrupted"]
 
 
 @dataclass(frozen=True)
@@ -140,14 +141,34 @@ class _Rules(Protocol):  # the fields of `pool.AutoscalerConfig` read here
     def spot_risk(self) -> Mapping[str, SpotRisk]: ...
 
 
+def verdict(w: Workload, interruptions: int, ck: Checkpointing | None, offers: Iterable[Offer],
+            config: _Rules, usable: Callable[[Offer], bool]) -> tuple[bool, str]:
+    """Whether `w`, interrupted `interruptions` times, may still be given spot, and why (a
+    sentence for its events): the cost rule (`stays_on_spot`) when its checkpointing and the
+    providers' risks are known, else the plain count (`spot_fallback_after` interruptions,
+    then on-demand only)."""
+    if ck is None or not config.spot_risk:
+        limit = config.spot_fallback_after
+        unknown = ("it does not say how it checkpoints (checkpoint:)" if ck is None
+                   else "no provider's interruption rate is known (autoscaler.spot_risk)")
+        if interruptions < limit:
+            return True, (f"interrupted {interruptions} of at most {limit} times before "
+                          f"on-demand only (spot_fallback_after; {unknown})")
+        return False, (f"interrupted {interruptions} times, spot_fallback_after is {limit} "
+                       f"({unknown})")
+    return stays_on_spot(w, ck, offers, risk_by_provider(config.spot_risk), usable)
+
+
 def keeps_spot(w: Workload, interruptions: int, ck: Checkpointing | None, offers: Iterable[Offer],
                config: _Rules, usable: Callable[[Offer], bool]) -> bool:
-    """Whether `w`, interrupted `interruptions` times, may still be given spot: the cost rule
-    (`stays_on_spot`) when its checkpointing and the providers' risks are known, else the
-    plain count (`spot_fallback_after` interruptions, then on-demand only)."""
-    if ck is None or not config.spot_risk:
-        return interruptions < config.spot_fallback_after
-    return stays_on_spot(w, ck, offers, risk_by_provider(config.spot_risk), usable)[0]
+    """`verdict` without its sentence."""
+    return verdict(w, interruptions, ck, offers, config, usable)[0]
+
+
+def usable_now(state: AutoscalerState, w: Workload, now: float) -> Callable[[Offer], bool]:
+    """May `w` rent the offer now: its capacity kinds, eligible, not backed off."""
+    kinds = w.allowed_capacity
+    return lambda o: eligible(w, o, kinds) is None and not state.in_backoff(o, now)
 
 
 def weigh_interrupted(state: AutoscalerState, workloads: Iterable[Workload],
@@ -160,12 +181,9 @@ def weigh_interrupted(state: AutoscalerState, workloads: Iterable[Workload],
     verdicts: dict[str, bool] = {}
     for w in workloads:
         seen = state.interruptions.get(w.id)
-        kinds = w.allowed_capacity
         if seen is None or seen.keeps_spot is not None or w.id in verdicts \
-                or CapacityKind.SPOT not in kinds:
+                or CapacityKind.SPOT not in w.allowed_capacity:
             continue
-        verdicts[w.id] = keeps_spot(
-            w, seen.count, checkpoints.get(w.id), offers, config,
-            lambda o, w=w, kinds=kinds: eligible(w, o, kinds) is None
-            and not state.in_backoff(o, now))
+        verdicts[w.id] = keeps_spot(w, seen.count, checkpoints.get(w.id), offers, config,
+                                    usable_now(state, w, now))
     return state.weighed(verdicts)

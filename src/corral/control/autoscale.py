@@ -75,6 +75,7 @@ from corral.autoscale.pool import (
 )
 from corral.autoscale.state import AutoscalerState, Replacement
 from corral.control.join_hold import JoinHolds
+from corral.control.spot_inputs import SpotInputs
 from corral.core.model import (
     CapacityKind,
     ClusterState,
@@ -160,6 +161,8 @@ class PoolAutoscaler:
     resumed: bool = False
     #: nodes rented for waiting work, held for it once joined (join_hold.py)
     join_holds: JoinHolds = field(default_factory=JoinHolds)
+    #: how interrupted work checkpoints, and the verdicts to tell (spot_inputs.py)
+    spot: SpotInputs = field(default_factory=SpotInputs)
 
     def step(self, now: float, plan: Plan | None,
              cluster: Callable[[], ClusterState]) -> Decisions | None:
@@ -189,12 +192,15 @@ class PoolAutoscaler:
             self.state = self._resume_emptying(replace(self.state, replacement=self._resume()))
             self.resumed = True
         self._hold_replacement(now, instances)
+        self.spot.learn(self.store)
         view = PoolView(self._waiting(state), offers, instances, self._node_use(state, now),
-                        self.limits, self.budget, self.retiring, self._nominated(state))
+                        self.limits, self.budget, self.retiring, self._nominated(state),
+                        checkpoints=self.spot.known)
         before, emptying = self.state.replacement, self.state.emptying
         decisions = decide(view, self.state, self.config, now)
         self.state = decisions.state
         self._apply(now, decisions, state)
+        self.spot.tell(self.store, now, self.state, view, self.config, state)
         if self.state.replacement != before:
             self._persist_replacement(now, self.state.replacement)
         if self.state.emptying is not None and self.state.emptying != emptying:
@@ -410,6 +416,7 @@ class PoolAutoscaler:
             self.interrupted.add(i.id)
             for wid in rec.detail.get("stopped", []):
                 self.state = self.state.interrupted(str(wid), i.provider, i.offer.zone)
+            self.spot.interrupted(str(wid) for wid in rec.detail.get("stopped", []))
             self.draining.add(rec.target)
 
     def _act_on_notice(self, now: float, state: ClusterState, i: Instance, n: Notice) -> None:
@@ -417,6 +424,7 @@ class PoolAutoscaler:
         on_node = [w for w in state.workloads if any(a.node_id == node for a in w.assignments)]
         for w in on_node:
             self.state = self.state.interrupted(w.id, i.provider, i.offer.zone)
+        self.spot.interrupted(w.id for w in on_node)
         left = max(n.deadline - now, 0.0)
         message = (f"spot interruption of {i.id} ({i.provider}, {i.offer.zone}): node {node} "
                    f"is taken back in {left:.0f} s; stopping the gang to restart it from its "

@@ -1,0 +1,114 @@
+"""The live inputs and outputs of the spot rule (`corral.autoscale.spot`): how each interrupted
+workload checkpoints, and the sentence of each verdict, written to the workload's events.
+
+    an interruption acted on (a provider's notice, or one read on the host; autoscale.py)
+        -> SpotInputs.interrupted(ids)         remembered: to read, to tell
+    each pass, before the decision:
+        SpotInputs.learn(store)                ONE read of the rows interrupted since the last
+                                               pass; their stored `checkpoint:` decoded alone
+        PoolView.checkpoints = SpotInputs.known  (id -> Checkpointing; absent: it declared none,
+                                               and spot.py's count rule applies)
+    after the decision:
+        SpotInputs.tell(...)                   each interrupted workload weighed in it: an event
+                                               `SpotKept` or `OnDemandOnly` with spot.verdict's
+                                               sentence (once per interruption)
+
+Cost grows with the interruptions, not with the pool: only the specs of interrupted work are
+read (the policy asks for no other: `spot.weigh_interrupted` weighs interrupted work only),
+each once per interruption, and the snapshot is looked through only in a pass that gave a
+verdict. What is kept is as long-lived as `AutoscalerState.interruptions` (per workload
+interrupted, in memory; a restart forgets both, and the count starts again).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from corral.autoscale import spot as SP
+from corral.autoscale.pool import AutoscalerConfig, PoolView
+from corral.autoscale.state import AutoscalerState
+from corral.core.model import ClusterState
+from corral.spec.checkpoint import CheckpointSpec
+from corral.store import Store
+from corral.store import workloads as W
+
+__all__ = ["ON_DEMAND_ONLY", "SPOT_KEPT", "SpotInputs", "checkpointing"]
+
+log = logging.getLogger(__name__)
+#: event reasons (kind "info") of the verdict on interrupted work
+SPOT_KEPT: Final = "SpotKept"
+ON_DEMAND_ONLY: Final = "OnDemandOnly"
+
+
+def checkpointing(body: Mapping[str, Any]) -> SP.Checkpointing | None:
+    """How a stored spec says it checkpoints (None: it says nothing, or what it says cannot be
+    read: the count rule then applies, as before the field existed)."""
+    raw = body.get("checkpoint")
+    if raw is None:
+        return None
+    try:
+        c = CheckpointSpec.model_validate(raw)
+    except ValidationError as e:  # stored by an older or newer corral: not a reason to stop
+        log.warning("unreadable stored checkpoint %r ignored: %s", raw, e)
+        return None
+    return SP.Checkpointing(interval_s=c.every, write_s=c.on_notice)
+
+
+@dataclass
+class SpotInputs:
+    #: how interrupted workloads checkpoint, by id (absent: they declared nothing)
+    known: dict[str, SP.Checkpointing] = field(default_factory=dict)
+    unread: set[str] = field(default_factory=set)  # interrupted, stored spec not read yet
+    untold: set[str] = field(default_factory=set)  # interrupted, verdict not written yet
+
+    def interrupted(self, workload_ids: Iterable[str]) -> None:
+        ids = set(workload_ids)
+        self.unread |= ids
+        self.untold |= ids
+
+    def learn(self, store: Store) -> None:
+        """Read how the workloads interrupted since the last call checkpoint."""
+        if not self.unread:
+            return
+        with store.read() as conn:
+            rows = W.get_workloads(conn, sorted(self.unread))
+        for r in rows:
+            ck = checkpointing(r.spec)
+            if ck is None:
+                self.known.pop(r.id, None)
+            else:
+                self.known[r.id] = ck
+        self.unread.clear()
+
+    def tell(self, store: Store, now: float, state: AutoscalerState, view: PoolView,
+             config: AutoscalerConfig, cluster: ClusterState) -> list[tuple[str, bool, str]]:
+        """An event for each interrupted workload the last decision weighed: whether it keeps
+        spot and why. Returns (workload id, keeps spot, sentence) of each."""
+        weighed = {wid: e.keeps_spot for wid in self.untold
+                   if (e := state.interruptions.get(wid)) is not None
+                   and e.keeps_spot is not None}
+        if not weighed:
+            return []
+        self.untold -= set(weighed)
+        offers = [o for o in view.offers if o.provider not in view.retiring]  # as decide's
+        out = []
+        for w in cluster.workloads:
+            if w.id in weighed:
+                keep, why = SP.verdict(w, state.interruptions[w.id].count, self.known.get(w.id),
+                                       offers, config, SP.usable_now(state, w, now))
+                # the sentence is recomputed; the decision's verdict is the one that counts
+                out.append((w.id, bool(weighed[w.id]), why if keep == weighed[w.id] else ""))
+        with store.write() as conn:
+            attempts = {r.id: r.attempt for r in W.get_workloads(conn, [x[0] for x in out])}
+            W.append_events(conn, [
+                {"at": now, "kind": "info", "reason": SPOT_KEPT if keep else ON_DEMAND_ONLY,
+                 "workload_id": wid, "attempt": attempts.get(wid, 0),
+                 "message": ("may use spot again: " if keep else "on-demand only from now on: ")
+                 + (why or "weighed at its last interruption")}
+                for wid, keep, why in out])
+        return out

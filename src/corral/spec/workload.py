@@ -25,7 +25,6 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from corral.core.model import (
     ALL_CAPACITY,
-    LABEL_RUNS_IMAGES,
     MILLI_PER_GPU,
     CapacityKind,
     TopologyLevel,
@@ -36,8 +35,8 @@ from corral.core.model import (
 from corral.core.vendors import DEVICE_VARIABLES
 from corral.spec import limits as LIM
 from corral.spec.autoscale import AutoscaleSpec
-from corral.spec.checkpoint import CheckpointSpec
 from corral.spec.elastic import ElasticSpec
+from corral.spec.checkpoint import CheckpointSpec
 from corral.spec.errors import LIMIT_ERROR
 from corral.spec.labels import MAX_LABELS, check_selector
 from corral.spec.notify import MAX_HOOKS, NotifySpec
@@ -166,10 +165,10 @@ class WorkloadSpec(BaseModel):
         None, description="Kubernetes: the size of the pod's /dev/shm (a memory-backed "
         "emptyDir), e.g. 16GiB for PyTorch's data loader workers")
     checkpoint_dir: PathText | None = None
+    max_restarts: int = Field(3, ge=0, le=1000, strict=True)
     checkpoint: CheckpointSpec | None = Field(
         None, description="how often it checkpoints ({every: 30m, on_notice: 20s}): weighs "
         "whether interrupted work stays on spot (corral.spec.checkpoint)")
-    max_restarts: int = Field(3, ge=0, le=1000, strict=True)
     restart_backoff: DurationS = 10.0
     # -- workflow fields (corral.spec.workflow; docs/specs.md "Workflows") --
     restart_on: list[RestartCause | ExitCodes] | None = Field(
@@ -458,9 +457,7 @@ class WorkloadSpec(BaseModel):
             submitted_at=submitted_at,
             user=user,
             capacity_kinds=tuple(self.capacity or ()),
-            # an image runs only where a container runtime is (agents report theirs)
-            node_selector=tuple(sorted({**self.node_selector, **(
-                {LABEL_RUNS_IMAGES: "true"} if self.image is not None else {})}.items())),
+            node_selector=tuple(sorted(self.node_selector.items())),
             min_gpu_memory_mib=self.min_gpu_memory or 0,
             throughput=tuple(sorted(self.throughput.items())),
             # a service's replicas are kept apart (node, then zone, then provider): one node

@@ -35,8 +35,8 @@ from corral.core.model import (
 from corral.core.vendors import DEVICE_VARIABLES
 from corral.spec import limits as LIM
 from corral.spec.autoscale import AutoscaleSpec
-from corral.spec.elastic import ElasticSpec
 from corral.spec.checkpoint import CheckpointSpec
+from corral.spec.elastic import ElasticSpec
 from corral.spec.errors import LIMIT_ERROR
 from corral.spec.labels import MAX_LABELS, check_selector
 from corral.spec.notify import MAX_HOOKS, NotifySpec
@@ -165,10 +165,10 @@ class WorkloadSpec(BaseModel):
         None, description="Kubernetes: the size of the pod's /dev/shm (a memory-backed "
         "emptyDir), e.g. 16GiB for PyTorch's data loader workers")
     checkpoint_dir: PathText | None = None
-    max_restarts: int = Field(3, ge=0, le=1000, strict=True)
     checkpoint: CheckpointSpec | None = Field(
         None, description="how often it checkpoints ({every: 30m, on_notice: 20s}): weighs "
         "whether interrupted work stays on spot (corral.spec.checkpoint)")
+    max_restarts: int = Field(3, ge=0, le=1000, strict=True)
     restart_backoff: DurationS = 10.0
     # -- workflow fields (corral.spec.workflow; docs/specs.md "Workflows") --
     restart_on: list[RestartCause | ExitCodes] | None = Field(

@@ -7,6 +7,8 @@
   every call. Plans must be
   identical, on the benchmark's own snapshots (bench/schedule_cycle.py, every action firing) in
   both regimes at a small size, and on the scenario tests' clusters.
+- Score memo misses scored one node at a time in plain Python (`placement._ONE_NODE`) give
+  the plans of numpy's scores.
 - A snapshot's running work added to the queue book once per queue (`QueueBook.add_totals`)
   leaves the book exactly as one `add` per workload, with and without share units.
 """
@@ -95,3 +97,20 @@ def test_adopt_all_books_like_one_add_each(units: dict[str, float]) -> None:
     for attr in ("milli", "cpu", "ram", "by_model", "units_used"):
         assert getattr(batched.book, attr) == getattr(one_by_one.book, attr), attr
     assert (batched.cap.free_milli == one_by_one.cap.free_milli).all()
+
+
+@pytest.mark.parametrize(("regime", "nodes", "pending", "seed"),
+                         [("contended", 200, 2000, 1), ("contended", 400, 4000, 3),
+                          ("full", 150, 1500, 1)],
+                         ids=["contended-200-s1", "contended-400-s3", "full-150-s1"])
+def test_bench_plans_identical_with_numpy_scores(monkeypatch: pytest.MonkeyPatch, regime: str,
+                                                 nodes: int, pending: int, seed: int) -> None:
+    """Memo misses scored one node at a time in plain Python (`placement._ONE_NODE`, the
+    plugins' `score_one`) decide what numpy's scores decide (`test_one_node_scores.py` pins the
+    scores themselves)."""
+    state = _bench().REGIMES[regime](nodes, pending, seed)
+    plain = schedule(state, now=_bench().NOW, config=SchedulerConfig(), seed=seed)
+    monkeypatch.setattr(placement, "_ONE_NODE", False)
+    numpy_only = schedule(state, now=_bench().NOW, config=SchedulerConfig(), seed=seed)
+    assert plain.placements  # the snapshot places work: the comparison is not empty
+    assert _facts(plain) == _facts(numpy_only)

@@ -189,6 +189,33 @@ def worker_slots(cap: Capacity, r: WorkerResources, nodes: IntArray) -> IntArray
     return np.minimum(np.minimum(by_cpu, by_ram), by_gpu).astype(np.int64)
 
 
+def worker_slots_one(cap: Capacity, r: WorkerResources, node: int) -> int:
+    """`worker_slots` of one node, in plain Python (`plugins.one_node`): the same count."""
+    free = cap.free_of(node)
+    slots = _BIG
+    if r.cpu_milli:
+        slots = min(slots, free.cpu // r.cpu_milli)
+    if r.memory_mib:
+        slots = min(slots, free.ram // r.memory_mib)
+    if r.gpus:
+        slots = min(slots, free.whole // r.gpus)
+    elif r.fractional:
+        milli, mem = device_need_one(r, cap.table.gpu_memory_list[node])
+        per_mem = max(mem, 1)
+        slots = min(slots, sum(
+            max(min(fm // milli, fg // per_mem), 0)
+            for fm, fg in zip(free.milli, free.mem, strict=True) if fm >= 0))
+    return slots
+
+
+def device_need_one(r: WorkerResources, device_memory: int) -> tuple[int, int]:
+    """`device_need` for one node whose devices have `device_memory` MiB each."""
+    if r.gpu_milli:
+        return r.gpu_milli, max(r.gpu_memory_mib, device_memory * r.gpu_milli // MILLI_PER_GPU)
+    mem = r.gpu_memory_mib
+    return min(MILLI_PER_GPU, -(-mem * MILLI_PER_GPU // max(device_memory, 1))), mem
+
+
 def empty_slots(table: NodeTable, r: WorkerResources, nodes: IntArray) -> IntArray:
     """Workers of these resources that each node could hold if it were empty."""
     by_cpu = table.cpu[nodes] // r.cpu_milli if r.cpu_milli else np.full(nodes.shape, _BIG)

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
 from corral.core import diagnosis
 from corral.core import reasons as R
-from corral.core.fit import Shape, static_mask, worker_slots
+from corral.core.fit import Shape, static_mask, worker_slots, worker_slots_one
 from corral.core.model import (
     MILLI_PER_GPU,
     TopologyLevel,
@@ -78,6 +79,24 @@ class Scoring:
             getattr(p, "static", False) or (p.node_local and getattr(p, "state_local", False))
             for p, _ in self.plugins
         )
+
+    @cached_property
+    def dynamic_one(self) -> tuple[tuple[ScorePlugin, float], ...] | None:
+        """The plugins whose scores change during the cycle (node-local, not static), when
+        every one of them can score one node in plain Python (`score_one`); else None."""
+        dynamic = tuple((p, w) for p, w in self.plugins
+                        if p.node_local and not getattr(p, "static", False))
+        return dynamic if all(hasattr(p, "score_one") for p, _ in dynamic) else None
+
+    def score_one(self, cap: Capacity, shape: Shape, node: int) -> float:
+        """`score(..., local=True, static=False)` of one node that one worker of `shape` fits
+        on, in plain Python: the same float (the plugins' `score_one`, summed in the same order
+        from 0.0). Only where `dynamic_one` is not None."""
+        assert self.dynamic_one is not None
+        total = 0.0
+        for plugin, weight in self.dynamic_one:
+            total += weight * plugin.score_one(cap, shape, node)  # type: ignore[attr-defined]
+        return total
 
     def score(
         self, cap: Capacity, shape: Shape, nodes: IntArray, local: bool | None = None,
@@ -160,12 +179,23 @@ class _DynamicScores:
             else:
                 values[n] = value
         if missing:
-            rows = np.array(missing, dtype=np.int64)
-            found = _dynamic(cap, self.shape, self.scoring, rows)
-            values[rows] = found
+            found = _dynamic_rows(cap, self.shape, self.scoring, missing)
+            values[missing] = found
             if len(memo) + len(keys) > _STATES:  # bounded: start over rather than grow
                 memo.clear()
-            memo.update(zip(keys, found.tolist(), strict=True))
+            memo.update(zip(keys, found, strict=True))
+
+
+def _dynamic_rows(cap: Capacity, shape: Shape, scoring: Scoring, nodes: list[int]
+                  ) -> list[float]:
+    """`_dynamic` of a few nodes: in plain Python where the scoring can (`Scoring.dynamic_one`;
+    a numpy call costs microseconds however few nodes it reads), else through numpy."""
+    if scoring.dynamic_one is None or len(nodes) > _PLAIN or not _ONE_NODE:
+        return list(_dynamic(cap, shape, scoring, np.array(nodes, dtype=np.int64)).tolist())
+    r, reserved = shape.resources, cap.reserved
+    return [scoring.score_one(cap, shape, n)
+            if not reserved[n] and worker_slots_one(cap, r, n) >= 1 else -np.inf
+            for n in nodes]
 
 
 def _dynamic(cap: Capacity, shape: Shape, scoring: Scoring, nodes: IntArray) -> FloatArray:
@@ -231,6 +261,10 @@ class _ShapeCache:
 #: that the plans are those of scores and slots computed per shape and per call
 _SHARE_ACROSS_SHAPES = True
 _BY_STATE = 16  # at most this many changed nodes are re-scored through the state memo
+#: score memo misses one node at a time in plain Python (`_dynamic_rows`); tests turn it off
+#: to check that the plans are those of numpy's scores
+_ONE_NODE = True
+_PLAIN = 16  # at most this many nodes are scored in plain Python at once
 _STATES = 1 << 16  # states remembered per shape cache
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -99,11 +101,32 @@ class NodeTable:
     def domain(self, level: TopologyLevel) -> IntArray:
         return self.domains[int(level)]
 
+    @cached_property
+    def model_list(self) -> list[int]:
+        """`model` as Python ints, for code that reads one node at a time."""
+        return list(self.model.tolist())
+
+    @cached_property
+    def gpu_memory_list(self) -> list[int]:
+        """`gpu_memory` as Python ints, for code that reads one node at a time."""
+        return list(self.gpu_memory.tolist())
+
     def model_code(self, name: str) -> int | None:
         try:
             return self.model_names.index(name)
         except ValueError:
             return None
+
+
+class NodeFree(NamedTuple):
+    """What is free on one node (`Capacity.free_of`): CPU, RAM, untouched devices, and share
+    and memory per device (-1 past the node's GPU count). Read it, never change it."""
+
+    cpu: int
+    ram: int
+    whole: int
+    milli: list[int]
+    mem: list[int]
 
 
 class Capacity:
@@ -130,6 +153,8 @@ class Capacity:
         # `state_of` per node, computed when first asked after the node last changed: the score
         # caches of every shape ask for the same few changed nodes, so each is built once
         self._states: list[tuple[int, int, bytes, bytes] | None] = [None] * n
+        # `free_of` per node, built and dropped like `_states`
+        self._free: list[NodeFree | None] = [None] * n
 
     # -- mutation ---------------------------------------------------------------------------
     def take(self, node: int, a: WorkerAssignment, cpu: int, ram: int) -> None:
@@ -158,7 +183,7 @@ class Capacity:
         self.free_cpu[node] += sign * cpu
         self.free_ram[node] += sign * ram
         self.changes.append(node)
-        self._states[node] = None
+        self._states[node] = self._free[node] = None
 
     def take_all(self, items: Sequence[tuple[int, WorkerAssignment, int, int]]) -> None:
         """`take` for many (node, assignment, cpu, ram) at once: what adopting a snapshot's
@@ -191,7 +216,7 @@ class Capacity:
         touched = sorted(set(nodes.tolist()))
         self.changes.extend(touched)
         for node in touched:
-            self._states[node] = None
+            self._states[node] = self._free[node] = None
 
     def reserve(self, owner: str, nodes: Sequence[int]) -> None:
         """Hold `nodes` for `owner`: nobody else may be placed there until released."""
@@ -225,7 +250,7 @@ class Capacity:
             for column, values in zip(self._columns(), saved, strict=True):
                 column[idx] = values
             for node in idx:
-                self._states[node] = None
+                self._states[node] = self._free[node] = None
             del self.changes[n_changes:]
             self.freed = freed
 
@@ -243,6 +268,17 @@ class Capacity:
                 int(self.free_cpu[node]), int(self.free_ram[node]),
                 self.free_milli[node].tobytes(), self.free_mem[node].tobytes())
         return state
+
+    def free_of(self, node: int) -> NodeFree:
+        """What is free on `node` as Python ints and lists, for code that scores one node at a
+        time (`plugins.one_node`): indexing numpy arrays element by element costs more than
+        the arithmetic it feeds."""
+        free = self._free[node]
+        if free is None:
+            free = self._free[node] = NodeFree(
+                int(self.free_cpu[node]), int(self.free_ram[node]), int(self.whole_free[node]),
+                self.free_milli[node].tolist(), self.free_mem[node].tolist())
+        return free
 
     def total_free_milli(self) -> int:
         return int(np.clip(self.free_milli, 0, None).sum())

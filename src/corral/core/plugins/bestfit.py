@@ -17,7 +17,7 @@ from typing import ClassVar, Final
 
 import numpy as np
 
-from corral.core.fit import Shape, device_need
+from corral.core.fit import Shape, device_need, device_need_one
 from corral.core.model import MILLI_PER_GPU
 from corral.core.plugins.base import register
 from corral.core.snapshot import Capacity, FloatArray, IntArray, NodeTable
@@ -45,12 +45,30 @@ class BestFit:
         del seed  # deterministic: draws no random numbers
         self._scale: tuple[NodeTable, float, float] | None = None
 
-    def score(self, cap: Capacity, shape: Shape, nodes: IntArray) -> FloatArray:
-        table = cap.table
+    def _scales(self, table: NodeTable) -> tuple[float, float]:
         if self._scale is None or self._scale[0] is not table:  # the largest node, once
             max_cpu = max(int(table.cpu.max()), 1) if len(table) else 1
             self._scale = (table, 0.5 / max_cpu, 0.5 / (max(table.max_gpus, 1) * MILLI_PER_GPU))
-        _, per_cpu, per_gpu = self._scale
+        return self._scale[1], self._scale[2]
+
+    def score_one(self, cap: Capacity, shape: Shape, node: int) -> float:
+        """`score` of one node in plain Python: the same float (`plugins.one_node`)."""
+        per_cpu, per_gpu = self._scales(cap.table)
+        r, free = shape.resources, cap.free_of(node)
+        if r.gpus:
+            need = r.gpus * MILLI_PER_GPU
+        elif r.fractional:
+            need = device_need_one(r, cap.table.gpu_memory_list[node])[0]
+        else:
+            need = 0
+        cpu_left = free.cpu - r.cpu_milli
+        gpu_left = sum(m for m in free.milli if m > 0) - need
+        score = 1.0 - cpu_left * per_cpu - gpu_left * per_gpu
+        score = score if score >= 0.0 else 0.0  # np.maximum, then np.minimum, as `score`
+        return score if score <= 1.0 else 1.0
+
+    def score(self, cap: Capacity, shape: Shape, nodes: IntArray) -> FloatArray:
+        per_cpu, per_gpu = self._scales(cap.table)
         cpu_left = cap.free_cpu[nodes] - shape.resources.cpu_milli
         # np.maximum/np.minimum, not np.clip: the same values, without clip's Python-level
         # checks (~20 us a call, and the placer scores a node or two at a time, issue 10)

@@ -37,8 +37,9 @@ from typing import ClassVar, Final
 
 import numpy as np
 
-from corral.core.fit import Shape, device_need
+from corral.core.fit import Shape, device_need, device_need_one
 from corral.core.model import MILLI_PER_GPU
+from corral.core.plugins import one_node
 from corral.core.plugins.base import register
 from corral.core.snapshot import BoolArray, Capacity, FloatArray, IntArray, NodeTable
 
@@ -164,6 +165,11 @@ class _Mix:
         cpu_demand = sum(t.weight * t.cpu_milli for t in gpu_types)
         self.gpu_per_cpu = gpu_demand / cpu_demand if cpu_demand > 0 else 0.0
         self.balance = balance if self.gpu_per_cpu > 0 else 0.0
+        #: the same mix for one node at a time, in plain Python (`frag` of one row, exactly)
+        self.plain = one_node.PlainMix(
+            self.cpu_only_weight, self.balance, self.gpu_per_cpu, self.thresholds.tolist(),
+            self.share_index.tolist(), self.need.tolist(), self.cpu.tolist(),
+            self.weight.tolist(), access.tolist())
 
     def frag(self, free: IntArray, cpu: IntArray, model: IntArray) -> FloatArray:
         """Expected fragmentation (milli-GPU) of node states: free milli per device (B, G),
@@ -255,6 +261,7 @@ class Fragmentation:
         self._scores: dict[tuple[int, int, int, int], _NodeMemo] = {}
         # Small batches: scores by (request, node state); see `_score_by_state`.
         self._by_state: dict[tuple[object, ...], float] = {}
+        self._sigmoids: dict[float, float] = {}  # `score_one`: numpy's sigmoid by gradient
 
     def mix(self, table: NodeTable) -> _Mix:
         if self._mix is None or self._mix[0] is not table:
@@ -350,35 +357,81 @@ class Fragmentation:
         return out
 
     def _score(self, cap: Capacity, shape: Shape, nodes: IntArray) -> FloatArray:
-        delta = self.gradient(cap, shape, nodes)
+        return self._sigmoid(self.gradient(cap, shape, nodes))
+
+    def _sigmoid(self, delta: FloatArray) -> FloatArray:
         with np.errstate(over="ignore"):
             score = 1.0 / (1.0 + np.exp(delta / self.scale))
         if self.levels > 0:
             score = np.floor(score * self.levels) / self.levels
         return np.asarray(score, dtype=np.float64)
 
+    def score_one(self, cap: Capacity, shape: Shape, node: int) -> float:
+        """`score` of one node that one worker of `shape` fits on, in plain Python: the same
+        float (`plugins.one_node`). The sigmoid is numpy's, once per distinct gradient (its
+        `exp` may differ from `math.exp` by an ulp); a pool's nodes have few."""
+        return self.sigmoid_one(self.gradient_one(cap, shape, node))
+
+    def sigmoid_one(self, delta: float) -> float:
+        """The score of one gradient: numpy's, remembered."""
+        score = self._sigmoids.get(delta)
+        if score is None:
+            if len(self._sigmoids) >= _STATES:  # bounded: start over rather than grow
+                self._sigmoids.clear()
+            score = self._sigmoids[delta] = float(self._sigmoid(np.array([delta]))[0])
+        return score
+
+    def gradient_one(self, cap: Capacity, shape: Shape, node: int) -> float:
+        """`gradient` of one node that one worker of `shape` fits on, in plain Python."""
+        mix = self.mix(cap.table).plain
+        free = cap.free_of(node)
+        model = cap.table.model_list[node]
+        r = shape.resources
+        cpu = free.cpu - r.cpu_milli
+        before = mix.frag(free.milli, free.cpu, model)
+        if r.fractional:
+            milli, mem = device_need_one(r, cap.table.gpu_memory_list[node])
+            after, seen = np.inf, set()
+            for d, (fm, fg) in enumerate(zip(free.milli, free.mem, strict=True)):
+                if fm >= milli and fg >= mem and fm not in seen:  # one device per free value
+                    seen.add(fm)
+                    state = list(free.milli)
+                    state[d] = fm - milli
+                    after = min(after, mix.frag(state, cpu, model))
+        else:
+            state = free.milli
+            if r.gpus:  # the first `gpus` untouched devices are taken
+                state, left = list(state), r.gpus
+                for d, fm in enumerate(state):
+                    if fm == MILLI_PER_GPU and left:
+                        state[d], left = 0, left - 1
+            after = mix.frag(state, cpu, model)
+        return one_node.round_like_numpy(after - before, _DECIMALS)
+
     def pick(self, cap: Capacity, shape: Shape, node: int) -> tuple[int, ...] | None:
         """Whole GPUs: the lowest-index untouched devices (all full ones are alike). A share:
         the device whose use raises fragmentation the least; ties go to the device with the
-        least free share (best fit), then the lowest index."""
+        least free share (best fit), then the lowest index. One node: plain Python
+        (`plugins.one_node`), with numpy's rounding."""
         r = shape.resources
-        free = cap.free_milli[node]
+        free = cap.free_of(node)
         if r.gpus:
-            whole = np.flatnonzero(free == MILLI_PER_GPU)
-            return tuple(int(d) for d in whole[: r.gpus]) if whole.size >= r.gpus else None
+            whole = [d for d, fm in enumerate(free.milli) if fm == MILLI_PER_GPU]
+            return tuple(whole[: r.gpus]) if len(whole) >= r.gpus else None
         if not r.fractional:
             return ()
-        milli, mem = device_need(cap.table, r, np.array([node]))
-        devices = np.flatnonzero((free >= milli[0]) & (cap.free_mem[node] >= mem[0]))
-        if devices.size == 0:
-            return None
-        states = np.repeat(free[None, :], devices.size, axis=0)
-        states[np.arange(devices.size), devices] -= milli[0]
-        cpu = np.full(devices.size, cap.free_cpu[node] - r.cpu_milli, dtype=np.int64)
-        model = np.full(devices.size, cap.table.model[node], dtype=np.int64)
-        after = np.round(self.mix(cap.table).frag(states, cpu, model), _DECIMALS)
-        best = np.lexsort((devices, free[devices], after))[0]
-        return (int(devices[best]),)
+        milli, mem = device_need_one(r, cap.table.gpu_memory_list[node])
+        mix, model = self.mix(cap.table).plain, cap.table.model_list[node]
+        cpu = free.cpu - r.cpu_milli
+        best: tuple[float, int, int] | None = None
+        for d, (fm, fg) in enumerate(zip(free.milli, free.mem, strict=True)):
+            if fm >= milli and fg >= mem:
+                state = list(free.milli)
+                state[d] = fm - milli
+                key = (one_node.round_like_numpy(mix.frag(state, cpu, model), _DECIMALS), fm, d)
+                if best is None or key < best:
+                    best = key
+        return None if best is None else (best[2],)
 
 
 def _share_states(cap: Capacity, shape: Shape, nodes: IntArray) -> tuple[IntArray, IntArray, IntArray]:

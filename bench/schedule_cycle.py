@@ -3,6 +3,7 @@
     python bench/schedule_cycle.py                      # contended regime, both sizes, seeds 1-5
     python bench/schedule_cycle.py --regime all         # contended and full
     python bench/schedule_cycle.py --sizes 2000x20000 --seeds 1,3 [--json OUT]
+    python bench/schedule_cycle.py --digest             # and each plan's SHA-256 (same plans?)
 
 **contended** (the default): about half the pool runs when the cycle begins, and the snapshot is
 built so that every action has work: a third of the leaf queues are below their quota with
@@ -43,6 +44,7 @@ CPU time to generate the snapshot (not the cycle), `cycle` the CPU time of `sche
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import random
@@ -438,7 +440,8 @@ def under_quota_with_pending(state: ClusterState) -> tuple[int, int]:
         len(leaves)
 
 
-def measure(regime: str, nodes: int, pending: int, seed: int) -> dict[str, object]:
+def measure(regime: str, nodes: int, pending: int, seed: int, digest: bool = False
+            ) -> dict[str, object]:
     c0 = time.process_time()
     state = REGIMES[regime](nodes, pending, seed)
     build_cpu = time.process_time() - c0
@@ -456,6 +459,7 @@ def measure(regime: str, nodes: int, pending: int, seed: int) -> dict[str, objec
         "cycle_cpu_seconds": round(cycle_cpu, 3), "cycle_seconds": round(cycle_wall, 3),
         "peak_rss_mib": round(peak_rss_mib(), 1),
         **plan_counts(plan),
+        **({"plan_digest": plan_digest(plan)} if digest else {}),
         "python": platform.python_version(), "machine": platform.machine(),
     }
 
@@ -478,10 +482,18 @@ def plan_counts(plan: Plan) -> dict[str, object]:
     }
 
 
-def run_child(regime: str, nodes: int, pending: int, seed: int) -> dict[str, object]:
+def plan_digest(plan: Plan) -> str:
+    """SHA-256 of the plan's repr (placements, evictions, reasons, reservations, nominations),
+    first 16 hex digits: two versions of the core decide alike when their digests match."""
+    return hashlib.sha256(repr(plan).encode()).hexdigest()[:16]
+
+
+def run_child(regime: str, nodes: int, pending: int, seed: int, digest: bool = False
+              ) -> dict[str, object]:
     """One measurement in a fresh interpreter: its peak RSS and heap are its own."""
     out = subprocess.run(
-        [sys.executable, __file__, "--child", regime, str(nodes), str(pending), str(seed)],
+        [sys.executable, __file__, "--child", regime, str(nodes), str(pending), str(seed),
+         *(["--digest"] if digest else [])],
         check=True, capture_output=True, text=True)
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
@@ -502,7 +514,8 @@ def line(r: dict[str, object]) -> str:
         + f" ({r['evictions_for_unplaced']} for work the plan leaves pending), "
         f"re-placed {r['moves']}, reservations {r['reservations']}, "
         f"pending {r['still_pending']}: "
-        + ", ".join(f"{code} {n}" for code, n in reasons.items()))
+        + ", ".join(f"{code} {n}" for code, n in reasons.items())
+        + (f" | plan {r['plan_digest']}" if "plan_digest" in r else ""))
 
 
 def summary(results: list[dict[str, object]]) -> list[str]:
@@ -556,9 +569,9 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def main() -> None:
-    if len(sys.argv) == 6 and sys.argv[1] == "--child":
-        regime, nodes, pending, seed = sys.argv[2], *map(int, sys.argv[3:])
-        print(json.dumps(measure(regime, nodes, pending, seed)))
+    if len(sys.argv) in (6, 7) and sys.argv[1] == "--child":
+        regime, nodes, pending, seed = sys.argv[2], *map(int, sys.argv[3:6])
+        print(json.dumps(measure(regime, nodes, pending, seed, digest=len(sys.argv) == 7)))
         return
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -572,6 +585,9 @@ def main() -> None:
     ap.add_argument("--in-process", action="store_true",
                     help="measure in this process (peak RSS is then the largest so far)")
     ap.add_argument("--json", type=Path, default=None, help="write every result here")
+    ap.add_argument("--digest", action="store_true",
+                    help="print each plan's SHA-256 (of its repr; outside the timed cycle), to "
+                         "check that two versions of the core decide alike")
     args = ap.parse_args()
     if (args.nodes is None) != (args.pending is None):
         ap.error("--nodes and --pending go together")
@@ -584,7 +600,8 @@ def main() -> None:
     for regime in regimes:
         for nodes, pending in sizes:
             for seed in seeds:
-                r = (measure if args.in_process else run_child)(regime, nodes, pending, seed)
+                r = (measure if args.in_process else run_child)(regime, nodes, pending, seed,
+                                                                args.digest)
                 results.append(r)
                 print(line(r), flush=True)
     for text in (*summary(results), *warnings(results)):

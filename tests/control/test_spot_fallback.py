@@ -27,7 +27,7 @@ from corral.control.autoscale import PoolAutoscaler
 from corral.control.spot_inputs import ON_DEMAND_ONLY, SPOT_KEPT
 from corral.core.model import CapacityKind, Node
 from corral.providers.base import CapacityState, Instance, Notice, Offer
-from corral.store import Store
+from corral.store import Store, audit
 from corral.store import pool as P
 from corral.store import workloads as W
 
@@ -200,3 +200,34 @@ def test_work_that_declares_no_checkpoint_keeps_the_count(store: Store,
     assert [r for r, _ in told] == [SPOT_KEPT, ON_DEMAND_ONLY]
     assert "interrupted 2 times, spot_fallback_after is 2" in told[1][1]
     assert "it does not say how it checkpoints (checkpoint:)" in told[1][1]
+
+
+HOURLY = {"every": "1h"}  # 30 minutes lost per interruption on average
+
+
+@pytest.mark.parametrize("history,expected", [
+    (0, [CapacityKind.SPOT] * 3),
+    (20, [CapacityKind.SPOT, CapacityKind.ON_DEMAND]),
+], ids=["nothing-recorded", "frequent-interruptions-recorded"])
+def test_without_spot_risk_the_rate_is_estimated_from_recorded_interruptions(
+        store: Store, history: int, expected: list[CapacityKind]) -> None:
+    """No `spot_risk` for the cloud: its rate comes from the interruptions corral recorded
+    (control/spot_rates.py), with spot.py's prior of one in 6 h. Nothing recorded but this
+    test's own (n = 1, 2 in under 2 minutes of spot time): mtbi ~(6 h) / (1 + n) >= 2 h,
+    1.00 x (1 + (1,800 + 305) / 7,200) = 1.29 < 2.00: spot twice, past the count. Twenty earlier
+    instances each taken back after 10 minutes: mtbi ~(21,600 + 12,000) / 22 = 1,527 s,
+    1.00 x (1 + 2,105 / 1,527) = 2.38 > 2.00: on-demand after the first."""
+    plane = Plane(store, None)
+    with store.write() as c:  # what the autoscaler recorded before (its own records' form)
+        for k in range(history):
+            audit.record(c, at=k * 3600.0, actor="autoscaler", action="autoscale.launch",
+                         target=f"old-{k}", detail={"offer": {"provider": "cloud",
+                                                              "capacity_kind": "spot"},
+                                                    "instances": [f"old-{k}"]})
+            audit.record(c, at=k * 3600.0 + 600, actor="autoscaler",
+                         action="autoscale.interrupted", target=f"cloud-old-{k}",
+                         detail={"instance": f"old-{k}"})
+    wid = plane.submit(HOURLY)
+    assert _rented_after(plane, wid, len(expected) - 1) == expected
+    told = [r for r, _ in plane.verdicts(wid)]
+    assert told == ([SPOT_KEPT] * 2 if history == 0 else [ON_DEMAND_ONLY])

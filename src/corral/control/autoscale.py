@@ -192,15 +192,16 @@ class PoolAutoscaler:
             self.state = self._resume_emptying(replace(self.state, replacement=self._resume()))
             self.resumed = True
         self._hold_replacement(now, instances)
-        self.spot.learn(self.store)
+        self.spot.learn(self.store, instances, self.unlisted, now)
         view = PoolView(self._waiting(state), offers, instances, self._node_use(state, now),
                         self.limits, self.budget, self.retiring, self._nominated(state),
                         checkpoints=self.spot.known)
         before, emptying = self.state.replacement, self.state.emptying
-        decisions = decide(view, self.state, self.config, now)
+        config = self.spot.weighing(self.config, offers, self.every_s, now)  # spot_rates.py
+        decisions = decide(view, self.state, config, now)
         self.state = decisions.state
         self._apply(now, decisions, state)
-        self.spot.tell(self.store, now, self.state, view, self.config, state)
+        self.spot.tell(self.store, now, self.state, view, config, state)
         if self.state.replacement != before:
             self._persist_replacement(now, self.state.replacement)
         if self.state.emptying is not None and self.state.emptying != emptying:
@@ -541,8 +542,8 @@ class PoolAutoscaler:
         self.state = self.state.launch_succeeded(offer)
         self.join_holds.launched(launched, offer, workloads)
         self._record(now, "launch", ",".join(i.id for i in launched),
-                     {"reason": reason, "offer": _offer_detail(offer),
-                      "workloads": list(workloads)})
+                     {"reason": reason, "offer": _offer_detail(offer), "workloads": list(workloads),
+                      "instances": [i.id for i in launched]})  # the target is cut at 200
         return launched
 
     def _record(self, now: float, what: str, target: str, detail: dict[str, Any]) -> None:

@@ -4,8 +4,12 @@ workload checkpoints, and the sentence of each verdict, written to the workload'
     an interruption acted on (a provider's notice, or one read on the host; autoscale.py)
         -> SpotInputs.interrupted(ids)         remembered: to read, to tell
     each pass, before the decision:
-        SpotInputs.learn(store)                ONE read of the rows interrupted since the last
-                                               pass; their stored `checkpoint:` decoded alone
+        SpotInputs.learn(store, ...)           ONE read of the rows interrupted since the last
+                                               pass; their stored `checkpoint:` decoded alone;
+                                               the providers' recorded interruptions
+                                               (spot_rates.py)
+        SpotInputs.weighing(config, ...)       autoscaler.spot_risk, estimated for a provider
+                                               that offers spot and has none (spot_rates.py)
         PoolView.checkpoints = SpotInputs.known  (id -> Checkpointing; absent: it declared none,
                                                and spot.py's count rule applies)
     after the decision:
@@ -23,7 +27,7 @@ interrupted, in memory; a restart forgets both, and the count starts again).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -32,7 +36,9 @@ from pydantic import ValidationError
 from corral.autoscale import spot as SP
 from corral.autoscale.pool import AutoscalerConfig, PoolView
 from corral.autoscale.state import AutoscalerState
+from corral.control.spot_rates import SpotRates
 from corral.core.model import ClusterState
+from corral.providers.base import Instance, Offer
 from corral.spec.checkpoint import CheckpointSpec
 from corral.store import Store
 from corral.store import workloads as W
@@ -65,14 +71,19 @@ class SpotInputs:
     known: dict[str, SP.Checkpointing] = field(default_factory=dict)
     unread: set[str] = field(default_factory=set)  # interrupted, stored spec not read yet
     untold: set[str] = field(default_factory=set)  # interrupted, verdict not written yet
+    #: interruptions and spot time per provider, for those without autoscaler.spot_risk
+    rates: SpotRates = field(default_factory=SpotRates)
 
     def interrupted(self, workload_ids: Iterable[str]) -> None:
         ids = set(workload_ids)
         self.unread |= ids
         self.untold |= ids
 
-    def learn(self, store: Store) -> None:
-        """Read how the workloads interrupted since the last call checkpoint."""
+    def learn(self, store: Store, listed: Iterable[Instance], unlisted: Iterable[str],
+              now: float) -> None:
+        """Read how the workloads interrupted since the last call checkpoint, and the
+        providers' interruptions and spot time recorded since (spot_rates.py)."""
+        self.rates.learn(store, listed, unlisted, now)
         if not self.unread:
             return
         with store.read() as conn:
@@ -84,6 +95,11 @@ class SpotInputs:
             else:
                 self.known[r.id] = ck
         self.unread.clear()
+
+    def weighing(self, config: AutoscalerConfig, offers: Sequence[Offer], every_s: float,
+                 now: float) -> AutoscalerConfig:
+        """The config the decision weighs with: `spot_risk` estimated where not given."""
+        return self.rates.weighing(config, offers, every_s, now)
 
     def tell(self, store: Store, now: float, state: AutoscalerState, view: PoolView,
              config: AutoscalerConfig, cluster: ClusterState) -> list[tuple[str, bool, str]]:

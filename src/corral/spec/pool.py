@@ -549,8 +549,9 @@ class AutoscalerSpec(BaseModel):
     spot_risk: dict[str, SpotRiskSpec] = Field(default_factory=dict, max_length=256, description=(
         "by provider name (one of `providers:` of kind aws): its spot interruptions' mean time "
         "between (mtbi), notice and restart. Interrupted work that declares its checkpoint: "
-        "stays on spot there while spot x (1 + (lost + restart) / mtbi) is below on-demand; "
-        "without it, spot_fallback_after counts"))
+        "stays on spot there while spot x (1 + (lost + restart) / mtbi) is below on-demand "
+        "(work without checkpoint: keeps spot_fallback_after); a provider not named here: its "
+        "mtbi estimated from the interruptions corral recorded (prior: one in 6h)"))
 
 
 class PoolSpec(BaseModel):

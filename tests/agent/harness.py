@@ -26,6 +26,7 @@ class AgentProc:
     gpus: int = 4
     extra: list[str] = field(default_factory=list)
     worker_user: str = "same"  # test workers run this interpreter, which is under /root
+    env: dict[str, str] = field(default_factory=dict)  # added to this process's environment
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> AgentProc:
@@ -40,7 +41,8 @@ class AgentProc:
             args += ["--join-token", self.join_token]
         with open(self.data_dir / "agent.log", "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                              **self.env})
         return self
 
     def log(self) -> str:

@@ -74,6 +74,7 @@ def agent(
     from corral.agent.host import Declared, host_facts
     from corral.agent.protocol import HostFacts
     from corral.agent.runtime import Agent, AgentSettings
+    from corral.backends.containers import detect_runtime, runtime_problem
     from corral.backends.worker_users import PER_QUEUE, SAME_USER, WorkerUserError, WorkerUsers
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
@@ -83,12 +84,17 @@ def agent(
     mode = worker_user or (PER_QUEUE if os.geteuid() == 0 else SAME_USER)
     try:
         users = None if mode == SAME_USER else WorkerUsers(mode)
+        # found once: what the host reports at join and what runs its image: workers
+        containers = detect_runtime()
+        if containers is None:
+            logging.getLogger("corral.agent").warning(
+                "image: workloads will not be placed on this host: %s", runtime_problem())
         facts: HostFacts = host_facts(Declared(
             gpus=gpus, gpu_model=gpu_model, gpu_memory_mib=gpu_memory_mib,
             cpu_milli=None if cpu is None else int(cpu * 1000), memory_mib=memory_mib,
             provider=provider, region=region, zone=zone, rack=rack, instance_type=instance_type,
             instance_id=instance_id, price_per_gpu_hour=price, capacity_kind=capacity_kind,
-            address=address, vendor=_vendor(vendor)))
+            address=address, vendor=_vendor(vendor)), containers=containers)
     except (WorkerUserError, ValidationError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
@@ -99,7 +105,7 @@ def agent(
                              gpu_probe_interval_s=gpu_probe_interval,
                              known_answer_interval_s=known_answer_interval,
                              spot_notice_url=spot_notice_url)
-    runner = Agent(settings, facts)
+    runner = Agent(settings, facts, containers=containers)
     for sig in (signal.SIGTERM, signal.SIGINT):  # stop the loop; workers run on (README)
         signal.signal(sig, lambda *_: runner.stop_event.set())
     from corral.agent.client import Refused

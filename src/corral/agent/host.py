@@ -2,7 +2,9 @@
 flags), CPU, RAM, where it is and what it costs. Flags always win over detection (a host may
 offer fewer GPUs than it has). The vendor of its accelerators goes in its labels
 (`corral.dev/vendor`: `--vendor`, else the library that found them); without either, the
-server reads it from the model's name (`corral.core.vendors`)."""
+server reads it from the model's name (`corral.core.vendors`). Whether `image:` can run here
+goes in its labels too (`corral.dev/container-runtime`: `podman`, or `none`), found once at
+start by the local backend's own probe (`corral.backends.containers.detect_runtime`)."""
 
 from __future__ import annotations
 
@@ -11,12 +13,14 @@ import os
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from corral.agent.protocol import HostFacts
-from corral.core.model import LABEL_VENDOR
+from corral.backends.containers import ContainerRuntime
+from corral.core.model import LABEL_CONTAINER_RUNTIME, LABEL_VENDOR, NO_CONTAINER_RUNTIME
 
-__all__ = ["Declared", "detect_address", "host_facts"]
+__all__ = ["Declared", "container_label", "detect_address", "host_facts"]
 
 
 @dataclass(frozen=True)
@@ -57,10 +61,18 @@ def _machine() -> tuple[int, int]:
     return cpu, memory
 
 
+def container_label(runtime: ContainerRuntime | None) -> dict[str, str]:
+    """The host's container runtime as its label: the program's name (`podman`; a wrapper
+    taking podman's arguments, as tests use, is named for it), or `none`."""
+    name = Path(runtime.program).name if runtime is not None else NO_CONTAINER_RUNTIME
+    return {LABEL_CONTAINER_RUNTIME: name}
+
+
 def host_facts(declared: Declared, *, gpus: Callable[[], list[Any]] | None = None,
-               version: str = "") -> HostFacts:
+               version: str = "", containers: ContainerRuntime | None = None) -> HostFacts:
     """The facts to join with. `gpus`: the NVML probe (`corral.backends.nvml.local_gpus`),
-    asked only when the GPU count is not declared."""
+    asked only when the GPU count is not declared. `containers`: what runs `image:` here
+    (`detect_runtime()`'s answer; None: nothing)."""
     found: list[Any] = []
     vendor = declared.vendor
     if declared.gpus is None:
@@ -81,7 +93,8 @@ def host_facts(declared: Declared, *, gpus: Callable[[], list[Any]] | None = Non
         instance_id=declared.instance_id, price_per_gpu_hour=declared.price_per_gpu_hour,
         capacity_kind=declared.capacity_kind, address=declared.address or detect_address(),
         hostname=socket.gethostname(), labels={**declared.labels, **(
-            {LABEL_VENDOR: vendor} if vendor else {})}, version=version)
+            {LABEL_VENDOR: vendor} if vendor else {}), **container_label(containers)},
+        version=version)
 
 
 def _detect(gpus: Callable[[], list[Any]] | None) -> tuple[list[Any], str | None]:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from corral.agent.client import AgentClient, Backoff, Refused, Unreachable
 from corral.agent.health import GpuReporter, KnownAnswerSchedule
@@ -35,6 +35,7 @@ from corral.agent.spot import SpotReporter, SpotWatcher
 from corral.agent.workdirs import AgentWorkdirs
 from corral.backends import base, elastic_world, local_runner
 from corral.backends.base import LaunchSpec, WorkerState, WorkerStatus
+from corral.backends.containers import ContainerRuntime
 from corral.backends.errors import BackendError
 from corral.backends.local import LocalBackend
 from corral.backends.local_runner import EXIT_RECORD, LEASE_EXPIRED, read_json, write_json_atomic
@@ -83,7 +84,10 @@ class AgentSettings:
 class Agent:
     def __init__(self, settings: AgentSettings, facts: HostFacts,
                  client: AgentClient | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 containers: ContainerRuntime | Literal["detect"] | None = "detect") -> None:
+        """containers: what runs `image:` workers here; the command passes the runtime it
+        reported in `facts` (`host.container_label`), so the two cannot disagree."""
         self.s, self.facts, self.clock = settings, facts, clock
         self.client = client or AgentClient(settings.server)
         root = settings.data_dir
@@ -100,7 +104,8 @@ class Agent:
         self._rendezvous: dict[Key, tuple[str, int]] = {}
         self.backend = LocalBackend(
             root / "work", nodes=[self.node], worker_users=settings.worker_users,
-            remote_workers=True, rendezvous=self._rendezvous_of, lease=(self.lease, settings.lease_s))
+            remote_workers=True, rendezvous=self._rendezvous_of, lease=(self.lease, settings.lease_s),
+            containers=containers)
         # uploaded workdirs, fetched from the server by digest and cached here (issue 13)
         self.backend.workdir_archives = AgentWorkdirs(settings.server, root / "workdirs",
                                                       self._credential,

@@ -21,6 +21,7 @@ from corral.core.model import (
     LABEL_MODEL,
     LABEL_PROVIDER,
     LABEL_REGION,
+    LABEL_RUNS_IMAGES,
     LABEL_ZONE,
     MILLI_PER_GPU,
     CapacityKind,
@@ -87,7 +88,10 @@ class Bin:
 def _selector_met(w: Workload, offer: Offer) -> bool:
     labels = {LABEL_PROVIDER: offer.provider, LABEL_REGION: offer.region,
               LABEL_ZONE: offer.zone, LABEL_CAPACITY: str(offer.capacity_kind),
-              LABEL_MODEL: offer.gpu_model}
+              LABEL_MODEL: offer.gpu_model,
+              # an image's selector (`WorkloadSpec.to_core`): a launched host is taken to run
+              # containers, as a node that reports no runtime is (`Node.label`)
+              LABEL_RUNS_IMAGES: "true"}
     return all(labels.get(k) == v for k, v in w.node_selector)
 
 

@@ -53,7 +53,13 @@ from corral.backends.errors import (
 )
 from corral.backends.log_times import line_times
 from corral.backends.records import SAFE_ID
-from corral.core.model import CapacityKind, Health, Node
+from corral.core.model import (
+    LABEL_CONTAINER_RUNTIME,
+    NO_CONTAINER_RUNTIME,
+    CapacityKind,
+    Health,
+    Node,
+)
 
 __all__ = [
     "DEFAULT_HEARTBEAT_TIMEOUT_S",
@@ -62,6 +68,7 @@ __all__ = [
     "AssignedWorker",
     "Mailbox",
     "WorkerReport",
+    "container_runtime",
     "master_port",
     "node_from_facts",
 ]
@@ -73,6 +80,9 @@ DEFAULT_HEARTBEAT_TIMEOUT_S: Final = 30.0
 DEFAULT_RESTART_GRACE_S: Final = 15.0
 LABEL_INSTANCE_TYPE: Final = "corral.io/instance-type"
 LABEL_INSTANCE_ID: Final = "corral.io/instance-id"
+#: how long `packaging_fields` keeps its answer: it is asked on every submission, and a host
+#: that joins with podman is seen within this
+PACKAGING_TTL_S: Final = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +158,20 @@ def master_port(workload_id: str, attempt: int) -> int:
     return 20000 + zlib.crc32(f"{workload_id}/{attempt}".encode()) % 10000
 
 
+def container_runtime(facts: Mapping[str, Any]) -> str | None:
+    """The container runtime a host reported at join (`corral.agent.host`), or None: it has
+    none, or its agent is older than the report."""
+    found = dict(facts.get("labels") or {}).get(LABEL_CONTAINER_RUNTIME)
+    return None if found in (None, "", NO_CONTAINER_RUNTIME) else str(found)
+
+
+def _says_no_runtime(node: AgentNode) -> bool:
+    """The host reported it has none (an agent older than the report said nothing: its own
+    backend decides at launch, as it always did)."""
+    labels = dict(node.facts.get("labels") or {})
+    return labels.get(LABEL_CONTAINER_RUNTIME) == NO_CONTAINER_RUNTIME
+
+
 def node_from_facts(node: AgentNode, health: Health = Health.HEALTHY) -> Node:
     """The pool node an agent declared at join."""
     f = node.facts
@@ -185,6 +209,7 @@ class AgentBackend(Backend, InventorySource, LogSource):
         self.mailbox, self.heartbeat_timeout_s, self.clock = mailbox, heartbeat_timeout_s, clock
         self.restart_grace_s = restart_grace_s
         self.started_at = clock()
+        self._packaging: tuple[float, frozenset[str]] | None = None  # (when, answer)
 
     # --- Backend -------------------------------------------------------------------------------
 
@@ -209,6 +234,9 @@ class AgentBackend(Backend, InventorySource, LogSource):
             if self._lost(node, now):
                 raise InvalidLaunchSpec("assignments", f"worker {a.worker}: node {a.node_id} is "
                                         "lost (its agent stopped heartbeating)")
+            if spec.image is not None and _says_no_runtime(node):
+                raise InvalidLaunchSpec("image", f"worker {a.worker}: node {a.node_id} cannot "
+                                        "run images: its agent found no podman working there")
             gpus = int(node.facts.get("gpus") or 0)
             if any(d >= gpus for d in a.devices):
                 raise InvalidLaunchSpec("assignments", f"worker {a.worker}: node {a.node_id} has "
@@ -239,6 +267,20 @@ class AgentBackend(Backend, InventorySource, LogSource):
             self.mailbox.release(workload_id, attempt)
 
     # --- capabilities --------------------------------------------------------------------------
+
+    @property
+    def packaging_fields(self) -> frozenset[str]:
+        """What `corral.control.packaging` may accept: image once some registered host reports
+        a container runtime (`corral.dev/container-runtime`, found by its agent at start: the
+        local backend's probe). The core then places image work on those hosts only
+        (`corral.core.model.LABEL_RUNS_IMAGES`). A lost host counts: it may come back, as the
+        submission check counts it."""
+        now = self.clock()
+        if self._packaging is None or not 0 <= now - self._packaging[0] < PACKAGING_TTL_S:
+            runs = any(container_runtime(n.facts) for n in self.mailbox.nodes())
+            self._packaging = (now, frozenset({"setup", "workdir"} | ({"image"} if runs
+                                                                     else set())))
+        return self._packaging[1]
 
     def inventory(self) -> list[Node]:
         """Every registered host; a lost one UNHEALTHY (the health monitor cordons it)."""

@@ -3,11 +3,12 @@
     field     local           agent        slurm                     ray       kubernetes
     setup     runner          runner       runner                    runner    shell prologue
     workdir   copy per launch uploaded     refused                   refused   refused
-    image     podman, where   refused      pyxis, where installed    podman    the pod's image
-              installed                                              (nodes)
+    image     podman, where   podman, on   pyxis, where installed    podman    the pod's image
+              installed       hosts that                             (nodes)
+                              have it
 
-Volumes: a node's directory (`host_path`) on every backend; in a container (Kubernetes, Slurm
-or local with an image) mounted at `mount`, read-only if asked; for a process on the node (local, agent,
+Volumes: a node's directory (`host_path`) on every backend; in a container (Kubernetes, or Slurm,
+local or agent with an image) mounted at `mount`, read-only if asked; for a process on the node (local, agent,
 Ray, Slurm without an image) there is nothing to mount it with, so `mount` must be the host path
 and `read_only` cannot be promised (both refused otherwise, naming volumes[i].<field>). A
 `claim` and `shm_size` are Kubernetes' alone.
@@ -37,7 +38,9 @@ __all__ = ["HONOURED", "packaging_refusals"]
 #: backend name -> the packaging fields it honours
 HONOURED: Final[dict[str, frozenset[str]]] = {
     "local": frozenset({"setup", "workdir"}),
-    "agent": frozenset({"setup", "workdir"}),  # uploaded (sha256:...), fetched by the agent
+    # workdir uploaded (sha256:...), fetched by the agent; image where a host has podman
+    # (AgentBackend.packaging_fields)
+    "agent": frozenset({"setup", "workdir"}),
     "kubernetes": frozenset({"setup", "image"}),
     "slurm": frozenset({"setup"}),  # image too where pyxis is (SlurmBackend.packaging_fields)
     "ray": frozenset({"setup"}),
@@ -46,8 +49,9 @@ HONOURED: Final[dict[str, frozenset[str]]] = {
 
 _WHY: Final[dict[str, str]] = {
     "image": "runs processes on its hosts and no container runtime is configured for it "
-             "(Slurm: pyxis is not installed; local: podman cannot run here): remove image "
-             "(the host's own software runs), or submit to a Kubernetes pool",
+             "(Slurm: pyxis is not installed; local: podman cannot run here; agent: no node "
+             "can run images, none has podman): remove image (the host's own software runs), "
+             "or submit to a Kubernetes pool",
     "workdir": "cannot copy a directory to its workers yet (no upload through the control "
                "plane): put the code on storage the workers see and name it in working_dir",
     "setup": "does not run setup lines yet: put them in the command (shell: 'setup && run')",
@@ -96,7 +100,7 @@ _KUBERNETES: Final = frozenset({"kubernetes", "fake"})
 def _volume_refusals(spec: WorkloadSpec, backend: str) -> list[tuple[str, str]]:
     """The volumes (and shm_size) `backend` cannot give as asked (module docstring)."""
     out = []
-    containers = backend in _KUBERNETES or (backend in ("slurm", "local")
+    containers = backend in _KUBERNETES or (backend in ("slurm", "local", "agent")
                                             and spec.image is not None)
     for i, v in enumerate(spec.volumes):
         at = f"volumes[{i}]"

@@ -215,7 +215,8 @@ class Submissions:
             raise SpecError(hooks)
         reason = self._diagnose(spec, pool)
         if reason is not None:
-            raise SpecError([(FIELD_OF_REASON.get(reason.code, "spec"),
+            field = str(dict(reason.details).get("field") or "")  # image's own (constraints)
+            raise SpecError([(field or FIELD_OF_REASON.get(reason.code, "spec"),
                               f"{reason.message} ({reason.code}): this can never run on the pool")])
 
     def _diagnose(self, spec: WorkloadSpec, pool: PoolView) -> R.Reason | None:
@@ -361,7 +362,9 @@ def _shape(spec: WorkloadSpec) -> str:
     return spec.model_dump_json(include={
         "queue", "kind", "workers", "gpus", "gpu_memory", "cpu", "memory", "gpu_models",
         "topology", "allow_cross_region", "max_price_per_gpu_hour", "preemptible",
-        "min_replicas", "capacity", "node_selector", "min_gpu_memory"})
+        "min_replicas", "capacity", "node_selector", "min_gpu_memory"}) + (
+        # an image selects nodes that run containers (to_core), whichever image it is
+        " image" if spec.image is not None else "")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,13 @@ from collections.abc import Sequence
 from typing import Final
 
 from corral.core import reasons as R
-from corral.core.model import Node, Workload
+from corral.core.model import (
+    LABEL_CONTAINER_RUNTIME,
+    LABEL_RUNS_IMAGES,
+    NO_CONTAINER_RUNTIME,
+    Node,
+    Workload,
+)
 
 __all__ = ["CAPACITY_UNAVAILABLE", "FIELD_OF_CONSTRAINT", "GPU_MEMORY_TOO_SMALL",
            "NO_NODE_SELECTED", "unmet_constraint"]
@@ -36,8 +42,8 @@ def unmet_constraint(w: Workload, nodes: Sequence[Node]) -> R.Reason | None:
     `nodes` meets, or, when each alone is met, their combination with its GPU models (each
     field that excludes some node is named), or None."""
     met: list[tuple[str, set[str]]] = []
-    for field, check in (("capacity", _kinds), ("node_selector", _selected),
-                         ("min_gpu_memory", _memory)):
+    for field, check in (("capacity", _kinds), ("image", _images),
+                         ("node_selector", _selected), ("min_gpu_memory", _memory)):
         found = check(w, nodes)
         if isinstance(found, R.Reason):
             return found
@@ -79,11 +85,30 @@ def _kinds(w: Workload, nodes: Sequence[Node]) -> set[str] | R.Reason:
                     f"may run on {wants} capacity{why}; this pool has only {offered}: {fix}")
 
 
+def _images(w: Workload, nodes: Sequence[Node]) -> set[str] | R.Reason:
+    """An image (`WorkloadSpec.to_core` selects LABEL_RUNS_IMAGES) needs a node that runs
+    containers: told in the words of `image`, not of a selector the user never wrote."""
+    ok = {n.id for n in nodes}
+    if (LABEL_RUNS_IMAGES, "true") not in w.node_selector:
+        return ok
+    ok = {n.id for n in nodes if n.label(LABEL_RUNS_IMAGES) == "true"}
+    if ok or not nodes:
+        return ok
+    without = sum(n.label(LABEL_CONTAINER_RUNTIME) == NO_CONTAINER_RUNTIME for n in nodes)
+    return R.Reason(NO_NODE_SELECTED,
+                    f"no node can run images: none has podman ({without} of {len(nodes)} "
+                    f"report {LABEL_CONTAINER_RUNTIME}={NO_CONTAINER_RUNTIME}); start an agent "
+                    "on a host where podman runs (scripts/install-system-deps installs it), or "
+                    "remove image", details=(("field", "image"),))
+
+
 def _selected(w: Workload, nodes: Sequence[Node]) -> set[str] | R.Reason:
     ok = {n.id for n in nodes}
     if not w.node_selector:
         return ok
     for key, value in w.node_selector:
+        if (key, value) == (LABEL_RUNS_IMAGES, "true"):
+            continue  # image's own (`_images`)
         carrying = {n.id for n in nodes if n.label(key) == value}
         if not carrying:
             values = sorted({v for n in nodes if (v := n.label(key)) is not None})
@@ -96,7 +121,8 @@ def _selected(w: Workload, nodes: Sequence[Node]) -> set[str] | R.Reason:
         ok &= carrying
     if ok:
         return ok
-    pairs = ", ".join(f"{k}={v}" for k, v in w.node_selector)
+    pairs = ", ".join(f"{k}={v}" for k, v in w.node_selector
+                      if (k, v) != (LABEL_RUNS_IMAGES, "true"))
     return R.Reason(NO_NODE_SELECTED, f"no node carries all of {pairs}, though each is carried "
                                       "by some node; remove one from node_selector")
 

@@ -40,6 +40,14 @@ LABEL_MODEL = "corral.dev/gpu-model"
 #: who makes the node's accelerators (`corral.core.vendors`): the label when a pool file or an
 #: agent gave it, else read from the model's name
 LABEL_VENDOR = "corral.dev/vendor"
+#: the container runtime a host found working (`podman`, or `none`), reported by its agent
+#: (`corral.agent.host`); nodes of other backends carry none: their backend says at
+#: submission whether it runs `image:` at all (`corral.control.packaging`)
+LABEL_CONTAINER_RUNTIME = "corral.dev/container-runtime"
+#: built-in: "false" on a node whose container runtime is `none`, else "true"; a workload with
+#: an image selects "true" (`WorkloadSpec.to_core`), so it is placed only where it can run
+LABEL_RUNS_IMAGES = "corral.dev/runs-images"
+NO_CONTAINER_RUNTIME = "none"
 
 
 class Health(enum.StrEnum):
@@ -118,6 +126,9 @@ class Node:
         given = next((v for k, v in self.labels if k == key), None)
         if given is None and key == LABEL_VENDOR:
             return str(vendor_of(self.gpu_model))
+        if given is None and key == LABEL_RUNS_IMAGES:
+            runtime = next((v for k, v in self.labels if k == LABEL_CONTAINER_RUNTIME), None)
+            return "false" if runtime == NO_CONTAINER_RUNTIME else "true"
         return given
 
 

@@ -25,6 +25,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from corral.core.model import (
     ALL_CAPACITY,
+    LABEL_RUNS_IMAGES,
     MILLI_PER_GPU,
     CapacityKind,
     TopologyLevel,
@@ -457,7 +458,9 @@ class WorkloadSpec(BaseModel):
             submitted_at=submitted_at,
             user=user,
             capacity_kinds=tuple(self.capacity or ()),
-            node_selector=tuple(sorted(self.node_selector.items())),
+            # an image runs only where a container runtime is (agents report theirs)
+            node_selector=tuple(sorted({**self.node_selector, **(
+                {LABEL_RUNS_IMAGES: "true"} if self.image is not None else {})}.items())),
             min_gpu_memory_mib=self.min_gpu_memory or 0,
             throughput=tuple(sorted(self.throughput.items())),
             # a service's replicas are kept apart (node, then zone, then provider): one node

@@ -36,6 +36,7 @@ class Pool:
     runtime: ContainerRuntime
     tmp: Path
     refused_without_podman: httpx.Response  # an image submitted while no host had podman
+    agents: dict[str, AgentProc]
 
     def spec(self, name: str, script: str, **fields: object) -> dict[str, object]:
         return {"name": name, "queue": "default", "cpu": 0.1, "memory": 64, "image": IMAGE,
@@ -82,7 +83,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
         # the backend's answer on image is kept a few seconds (asked on every submission)
         wait_for(lambda: _submit_raw(server, image).status_code == 201, "image accepted",
                  timeout=30, every=1.0)
-        yield Pool(server, runtime, root, refused)
+        yield Pool(server, runtime, root, refused, {a.node_id: a for a in agents})
     finally:
         for a in agents:
             a.stop()
@@ -163,3 +164,32 @@ def test_a_cancel_reaches_the_container_and_removes_it_at_the_grace(pool: Pool) 
         assert "got TERM, ignoring" in c.logs(wid).data  # SIGTERM reached the container first
     wait_for(lambda: f"corral-{wid}-" not in pool.containers(), "the container removed",
              timeout=60)
+
+
+def test_a_dead_agents_container_ends_at_its_lease_and_the_work_waits_for_a_podman_host(
+        pool: Pool) -> None:
+    """Last in the module: it kills the podman host's agent (its workers run on, as when an
+    agent dies alone) and starts it again over the same data dir."""
+    agent = pool.agents[PODMAN_HOST]
+    script = 'trap "echo got TERM, ignoring" TERM; echo ready; while true; do sleep 1; done'
+    with pool.server.client() as c:
+        wid = c.submit(pool.spec("img-lease", script)).workloads[0].id
+        wait_for(lambda: "ready" in c.logs(wid).data, "the worker to start", timeout=120)
+        assert f"corral-{wid}-0-0-" in pool.containers()
+        agent.proc.kill()  # type: ignore[union-attr]  # the agent alone: `podman run` lives on
+        agent.proc.wait(10)  # type: ignore[union-attr]
+        # its runner sees the lease (4 s) go stale: SIGKILL, then the container removed, so
+        # it cannot run on beside a restart elsewhere
+        wait_for(lambda: f"corral-{wid}-0-0-" not in pool.containers(),
+                 "the container removed at the lease", timeout=60)
+        # the server loses the host (5 s); the only other host has no podman
+        waiting = wait_for(lambda: (w := c.get(wid)).state == "pending"
+                           and w.reason_code == "NoNodeSelected" and w, "the work to wait")
+        assert waiting.reason_message.startswith("no node can run images: none has podman"), (
+            waiting)
+        agent.start()  # back over its data dir: its credential, its label
+        wait_for(lambda: (w := c.get(wid)).state == "running" and w.attempt == 1,
+                 "the work to start again on the podman host", timeout=120)
+        assert {p.node_id for p in c.get(wid).placements} == {PODMAN_HOST}
+        c.cancel(wid)
+        c.wait(wid, timeout_s=120)

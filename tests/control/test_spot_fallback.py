@@ -23,7 +23,7 @@ from tests.control.rig import Rig
 
 from corral.autoscale.pool import AutoscalerConfig
 from corral.autoscale.spot import SpotRisk
-from corral.control.autoscale import PoolAutoscaler
+from corral.control.autoscale import HOST_NOTICE, SPOT_INTERRUPTED, PoolAutoscaler, _stop_work
 from corral.control.spot_inputs import ON_DEMAND_ONLY, SPOT_KEPT
 from corral.core.model import CapacityKind, Node
 from corral.providers.base import CapacityState, Instance, Notice, Offer
@@ -83,8 +83,8 @@ class SpotCloud:
 class Plane:
     """The rig, the provider and the autoscaler; instances join as nodes when `join` says."""
 
-    def __init__(self, store: Store, risk: SpotRisk | None) -> None:
-        self.store, self.rig = store, Rig(store)
+    def __init__(self, store: Store, risk: SpotRisk | None, via_host: bool = False) -> None:
+        self.store, self.rig, self.via_host = store, Rig(store), via_host
         self.cloud = SpotCloud(self.rig.clock.now)
         # the rig's nodes are owned, which the job may not use; a 1-GPU on-demand node, too
         # small for it, makes it wait for lack of room (which the autoscaler rents for), not
@@ -140,9 +140,19 @@ class Plane:
             P.sync_nodes(c, [{"name": "local"}, {"name": "cloud"}], [*known, node])
 
     def interrupt(self, wid: str, i: Instance) -> None:
-        """The provider warns that it takes `i` back: the job is stopped and requeued."""
+        """The provider warns that it takes `i` back (or, `via_host`, the agent read the
+        warning on the host: `POST /agent/v1/notice`): the job is stopped and requeued."""
         attempt = self.rig.get(wid).attempt
-        self.cloud.warnings.append(Notice(i.id, self.rig.clock.now() + 120, "spot"))
+        if self.via_host:  # what act_on_host_notice does to an agent's workers (the fake
+            node, now = self.joined[i.id], self.rig.clock.now()  # backend has no agent)
+            with self.store.write() as c:
+                P.set_cordoned(c, node, True)
+                stopped = _stop_work(c, now, [wid], SPOT_INTERRUPTED, "read on the host", node)
+                audit.record(c, at=now, actor="agent", action=HOST_NOTICE, target=node,
+                             detail={"instance": i.id, "action": "terminate",
+                                     "deadline": now + 120, "stopped": stopped})
+        else:
+            self.cloud.warnings.append(Notice(i.id, self.rig.clock.now() + 120, "spot"))
         self.until(lambda: self.rig.get(wid).attempt == attempt + 1, "the job requeued")
         assert self.rig.get(wid).restart_count == 0  # an interruption spends no restart
 
@@ -166,9 +176,12 @@ def _rented_after(plane: Plane, wid: str, interruptions: int) -> list[CapacityKi
     return kinds
 
 
-def test_checkpointing_work_stays_on_spot_where_interruptions_are_rare(store: Store) -> None:
-    """Interrupted twice, as often as the count allows: still spot, since 1.011 < 2.00."""
-    plane = Plane(store, LOW)
+@pytest.mark.parametrize("via_host", [False, True], ids=["provider-notice", "host-notice"])
+def test_checkpointing_work_stays_on_spot_where_interruptions_are_rare(store: Store,
+                                                                       via_host: bool) -> None:
+    """Interrupted twice, as often as the count allows: still spot, since 1.011 < 2.00;
+    whether the provider's notice or the agent's on the host told of it."""
+    plane = Plane(store, LOW, via_host)
     wid = plane.submit(ON_NOTICE)
     assert _rented_after(plane, wid, 2) == [CapacityKind.SPOT] * 3
     told = plane.verdicts(wid)

@@ -46,6 +46,17 @@ def test_bad_checkpoints_are_refused_naming_the_field(given: dict[str, Any],
     assert message in str(SpecError.from_validation(info.value))
 
 
+@pytest.mark.parametrize("grace,expected", [
+    ("30s", Checkpointing(interval_s=1800.0, write_s=20.0)),
+    ("10s", Checkpointing(interval_s=1800.0)),
+], ids=["grace-long-enough", "killed-before-it-is-written"])
+def test_a_checkpoint_on_notice_longer_than_its_grace_does_not_count(
+        grace: str, expected: Checkpointing) -> None:
+    spec = WorkloadSpec.model_validate({**BASE, "preemption_grace": grace,
+                                        "checkpoint": {"every": "30m", "on_notice": "20s"}})
+    assert checkpointing(stored_form(spec)) == expected
+
+
 def test_an_unreadable_stored_checkpoint_falls_back_to_the_count() -> None:
     """A stored body written by another corral version: not a reason to stop the autoscaler."""
     assert checkpointing({**BASE, "checkpoint": {"every": "sometimes"}}) is None

@@ -40,6 +40,7 @@ from corral.control.spot_rates import SpotRates
 from corral.core.model import ClusterState
 from corral.providers.base import Instance, Offer
 from corral.spec.checkpoint import CheckpointSpec
+from corral.spec.quantities import parse_duration_s
 from corral.store import Store
 from corral.store import workloads as W
 
@@ -53,16 +54,23 @@ ON_DEMAND_ONLY: Final = "OnDemandOnly"
 
 def checkpointing(body: Mapping[str, Any]) -> SP.Checkpointing | None:
     """How a stored spec says it checkpoints (None: it says nothing, or what it says cannot be
-    read: the count rule then applies, as before the field existed)."""
+    read: the count rule then applies, as before the field existed). A checkpoint on notice
+    longer than its own `preemption_grace` cannot be written: it is killed first."""
     raw = body.get("checkpoint")
     if raw is None:
         return None
     try:
         c = CheckpointSpec.model_validate(raw)
-    except ValidationError as e:  # stored by an older or newer corral: not a reason to stop
+        grace = body.get("preemption_grace")
+        grace_s = None if grace is None else parse_duration_s(grace)
+    except (ValidationError, ValueError) as e:  # stored by another corral: not a reason to stop
         log.warning("unreadable stored checkpoint %r ignored: %s", raw, e)
         return None
-    return SP.Checkpointing(interval_s=c.every, write_s=c.on_notice)
+    on_notice = c.on_notice if grace_s is None or c.on_notice is None \
+        or c.on_notice <= grace_s else None
+    if c.every is None and on_notice is None:
+        return SP.Checkpointing()  # it says it checkpoints on notice only, and cannot
+    return SP.Checkpointing(interval_s=c.every, write_s=on_notice)
 
 
 @dataclass

@@ -132,6 +132,7 @@ def test_the_agent_backend_honours_image_once_a_host_has_podman() -> None:
     assert "image" not in backend.packaging_fields  # the answer is kept a few seconds
     clock.t += 5.0
     assert "image" in backend.packaging_fields and mailbox.asked == 2
+    assert "placed only on hosts whose agent reports podman (pod)" in backend.image_note("bb")
     # in a container a volume may be mounted elsewhere, read-only (as on the local backend)
     volume = {"name": "data", "host_path": "/srv/data", "mount": "/data", "read_only": True}
     assert packaging_refusals(_spec(image="busybox", volumes=[volume]), "agent",

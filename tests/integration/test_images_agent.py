@@ -109,6 +109,12 @@ def test_each_host_reports_its_runtime_and_an_image_no_host_can_run_is_refused(
         "corral.dev/provider": "plain"}))
     assert kept_off.status_code == 422, kept_off.text
     assert "image and node_selector together" in kept_off.text
+    dry = httpx.post(f"{pool.server.url}/v1/dry-run", json=pool.spec("dry", "true"), timeout=30,
+                     headers={"Authorization": f"Bearer {pool.server.token}"})
+    assert dry.status_code == 200, dry.text
+    assert any(f"`podman run {IMAGE}` on its agent's host" in n
+               and f"hosts whose agent reports podman ({PODMAN_HOST})" in n
+               for n in dry.json()["notes"]), dry.json()
 
 
 def test_image_work_runs_only_on_the_podman_host_with_the_local_contract(pool: Pool) -> None:

@@ -169,6 +169,9 @@ def dry_run(spec: WorkloadSpec, ctx: Ctx, who: Caller) -> M.DryRunResult:
     runtime = getattr(ctx.logs, "containers", None)  # the local backend's podman, if any
     image = ([dry_run_note(runtime, spec.image, spec.gpus > 0)]
              if spec.image is not None and isinstance(runtime, ContainerRuntime) else [])
+    hosts = getattr(ctx.logs, "image_note", None)  # the agent backend: which hosts run it
+    if spec.image is not None and callable(hosts):
+        image = [str(hosts(spec.image))]
     return M.DryRunResult(
         outcome=result.outcome, placements=result.placements, evictions=result.evictions,
         reason_code=result.reason.code if result.reason else None,

@@ -44,6 +44,7 @@ from corral.backends.base import (
     WorkerState,
     WorkerStatus,
 )
+from corral.backends.containers import agent_dry_run_note
 from corral.backends.errors import (
     AttemptStillRunning,
     InvalidLaunchSpec,
@@ -281,6 +282,11 @@ class AgentBackend(Backend, InventorySource, LogSource):
             self._packaging = (now, frozenset({"setup", "workdir"} | ({"image"} if runs
                                                                      else set())))
         return self._packaging[1]
+
+    def image_note(self, image: str) -> str:
+        """The dry run's sentence on `image` here: the hosts that report a runtime."""
+        hosts = sorted(n.node_id for n in self.mailbox.nodes() if container_runtime(n.facts))
+        return agent_dry_run_note(image, hosts)
 
     def inventory(self) -> list[Node]:
         """Every registered host; a lost one UNHEALTHY (the health monitor cordons it)."""

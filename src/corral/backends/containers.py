@@ -69,6 +69,7 @@ __all__ = [
     "ContainerRuntime",
     "ContainerWorker",
     "Mount",
+    "agent_dry_run_note",
     "container_gpu_env",
     "container_name",
     "container_worker",
@@ -187,6 +188,17 @@ def dry_run_note(runtime: ContainerRuntime, image: str, gpus: bool) -> str:
             f"node (pull: {runtime.pull}; host network; the working dir, checkpoint dir and "
             "volumes mounted at their paths; env and secrets passed by name; a stop sends "
             f"SIGTERM, the container is removed at the deadline){handout}")
+
+
+def agent_dry_run_note(image: str, hosts: Sequence[str]) -> str:
+    """What `image:` will do on the agent backend, for the dry run: which hosts report a
+    container runtime (`corral.agent.host`), and the local backend's container on each."""
+    shown = ", ".join(hosts[:10]) + (f" and {len(hosts) - 10} more" if len(hosts) > 10 else "")
+    return (f"image: each worker runs as `podman run {image}` on its agent's host, placed only "
+            f"on hosts whose agent reports podman ({shown or 'none now'}); as on the local "
+            "backend: host network; the working dir, checkpoint dir and volumes mounted at "
+            "their paths; env and secrets passed by name; a stop sends SIGTERM, the container "
+            "is removed at the deadline; GPUs through CDI where the host has NVIDIA's spec")
 
 
 def container_gpu_env(runtime: ContainerRuntime, devices: Sequence[int]) -> dict[str, str]:

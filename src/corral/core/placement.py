@@ -260,11 +260,11 @@ class _ShapeCache:
 #: (`Placer.slots`) between shapes of the same worker resources; tests turn it off to check
 #: that the plans are those of scores and slots computed per shape and per call
 _SHARE_ACROSS_SHAPES = True
-_BY_STATE = 16  # at most this many changed nodes are re-scored through the state memo
+_BY_STATE = 64  # at most this many changed nodes are re-scored through the state memo
 #: score memo misses one node at a time in plain Python (`_dynamic_rows`); tests turn it off
 #: to check that the plans are those of numpy's scores
 _ONE_NODE = True
-_PLAIN = 16  # at most this many nodes are scored in plain Python at once
+_PLAIN = 64  # at most this many memo misses are scored in plain Python at once
 _STATES = 1 << 16  # states remembered per shape cache
 
 

@@ -165,23 +165,25 @@ class Capacity:
         self.freed += 1
 
     def _apply(self, node: int, a: WorkerAssignment, cpu: int, ram: int, sign: int) -> None:
-        if len(a.devices) <= 2:  # scalar updates beat fancy indexing for one or two devices
-            fm, fg, delta = self.free_milli, self.free_mem, sign * a.milli_per_device
-            for d in a.devices:
-                before = fm[node, d] == MILLI_PER_GPU
-                fm[node, d] += delta
-                fg[node, d] += sign * a.gpu_memory_mib_per_device
-                self.whole_free[node] += int(fm[node, d] == MILLI_PER_GPU) - int(before)
-        else:
-            devices = list(a.devices)
-            row = self.free_milli[node]
-            before = int((row[devices] == MILLI_PER_GPU).sum())
-            row[devices] += sign * a.milli_per_device
-            self.free_mem[node, devices] += sign * a.gpu_memory_mib_per_device
-            self.whole_free[node] += int((row[devices] == MILLI_PER_GPU).sum()) - before
-        self.free_sum[node] += sign * a.milli_per_device * len(a.devices)
-        self.free_cpu[node] += sign * cpu
-        self.free_ram[node] += sign * ram
+        # Element by element with `.item` and a Python int stored back: numpy's scalar
+        # arithmetic (`x[i] += d`) costs ~4x as much, and a cycle applies thousands of these
+        # (issue 10). An assignment's devices are distinct.
+        fm, fg = self.free_milli, self.free_mem
+        delta, mem = sign * a.milli_per_device, sign * a.gpu_memory_mib_per_device
+        whole = 0
+        for d in a.devices:
+            before = fm.item(node, d)
+            fm[node, d] = before + delta
+            fg[node, d] = fg.item(node, d) + mem
+            whole += (before + delta == MILLI_PER_GPU) - (before == MILLI_PER_GPU)
+        if whole:
+            self.whole_free[node] = self.whole_free.item(node) + whole
+        if delta and a.devices:
+            self.free_sum[node] = self.free_sum.item(node) + delta * len(a.devices)
+        if cpu:
+            self.free_cpu[node] = self.free_cpu.item(node) + sign * cpu
+        if ram:
+            self.free_ram[node] = self.free_ram.item(node) + sign * ram
         self.changes.append(node)
         self._states[node] = self._free[node] = None
 

@@ -96,6 +96,8 @@ class Cycle:
     holds: dict[str, Nomination] = field(default_factory=dict)  # by nominee, in force now
     #: who held a reservation after the last plan (`ClusterState.reserved_for`)
     reserved_before: tuple[str, ...] = ()
+    #: holders of the last plan not kept before allocation: theirs is the slot once it ends
+    dropped: list[Workload] = field(default_factory=list)
     nominee_blocks: dict[tuple[Shape, str | None], list[str]] = field(default_factory=dict)
 
     def scoring(self, queue: str) -> Scoring:

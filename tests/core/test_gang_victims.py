@@ -10,6 +10,13 @@ by the highest priority of their victims, then how many (kept per (queue, node) 
 longest wait while owed grew on every seed and seed 4 had 5 rerun evictions (a consolidation
 exposed by the changed history). The same ranking only to break ties in deficit passes both too,
 but seed 3 had 1 rerun eviction (a reclaim after a placement lifted a queue over its quota).
+
+Tried in the seventh pass, not kept either: the deficit-ordered set improved once, only when
+nodes no victim came from hold only work cheaper than the dearest victim (those nodes tried
+first, the cheaper set kept), so equal priorities keep today's set. Passes the first test and
+the elastic one; on top of the holder-flip fix (`allocate._restore`) 0 rerun evictions on
+seeds 1-5 but the longest waits while owed summed 16,380 s against 11,460 without it; keeping
+the cheaper set only when it takes no more GPUs, seed 3 had 8 rerun evictions.
 """
 
 from __future__ import annotations

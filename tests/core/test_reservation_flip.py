@@ -83,3 +83,15 @@ def test_owed_work_its_reservation_keeps_off_starts_and_the_holder_keeps_the_slo
     back for b the moment it started: measured in this miniature, not kept.)"""
     holders = _history(_start(fits_beside=False), 5)
     assert holders == [("x",)] * 5
+
+
+def test_a_gang_within_its_guarantee_takes_a_dropped_holders_slot_and_keeps_it() -> None:
+    """x held the slot; queue e's gang g waits within e's guarantee. x fails the test before
+    allocation and again after it (e is below its quota with g waiting); g passes it at any
+    time, takes the slot and keeps it: x, its heir, fails the test at each cycle's start. The
+    fix must not hand the slot back to a holder the guarantee stands against."""
+    s = _start()
+    g = job("g").queue("e").gpus(4).gang(2).submitted(4500.0).build()
+    s = replace(s, queues=(*s.queues, queue("e", 16)), workloads=(*s.workloads, g),
+                reserved_for=("x",))
+    assert _history(s, 4) == [("g",)] * 4

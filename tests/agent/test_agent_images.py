@@ -5,11 +5,15 @@ test_images_agent.py."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from corral.agent.client import Refused
 from corral.agent.host import Declared, container_label, host_facts
+from corral.agent.protocol import HostFacts, SyncIn, SyncOut
+from corral.agent.runtime import Agent, AgentSettings
 from corral.backends.agent import AgentBackend, AgentNode, node_from_facts
 from corral.backends.base import LaunchSpec
 from corral.backends.containers import ContainerRuntime
@@ -156,3 +160,53 @@ def test_the_agent_backend_refuses_to_launch_an_image_on_a_host_without_a_runtim
     backend.launch(spec("pod"))
     backend.launch(spec("old"))  # an agent older than the report: its own backend decides
     assert [s.workload_id for s in mailbox.assigned] == ["img-pod", "img-old"]
+
+
+class _Server:
+    """The agent's client, recording each sync's runtime report; `old`: a server of the last
+    release, which refuses the field (extra=forbid), as the API words it."""
+
+    def __init__(self, old: bool = False) -> None:
+        self.old, self.reports, self.syncs = old, [], 0
+
+    def sync(self, credential: str, request: SyncIn) -> SyncOut:
+        self.syncs += 1
+        if self.old and request.container_runtime is not None:
+            raise Refused(422, "invalid_request", "container_runtime: unknown field; check "
+                          "its spelling against the documented fields (docs/specs.md)")
+        self.reports.append(request.container_runtime)
+        return SyncOut(seq=0, assignments=[])
+
+    def ship_logs(self, credential: str, chunks: list[Any]) -> list[int]:
+        return []
+
+
+def _agent(tmp_path: Path, server: _Server, runtime: ContainerRuntime | None) -> Agent:
+    agent = Agent(AgentSettings(server="http://127.0.0.1:9", data_dir=tmp_path, node_id="h",
+                                gpu_probe_interval_s=0, known_answer_interval_s=0,
+                                poll_wait_s=0), HostFacts(gpus=0),
+                  client=server, containers=runtime)  # type: ignore[arg-type]
+    agent.credential = "cred"
+    return agent
+
+
+@pytest.mark.parametrize(("runtime", "said"), [
+    pytest.param(ContainerRuntime(program="/opt/x/podman"), "podman", id="podman"),
+    pytest.param(None, "none", id="none")])
+def test_an_agent_reports_its_runtime_on_its_first_sync_after_each_start(
+        tmp_path: Path, runtime: ContainerRuntime | None, said: str) -> None:
+    server = _Server()
+    agent = _agent(tmp_path, server, runtime)
+    agent.turn()
+    agent.turn()
+    assert server.reports == [said, None]  # once: the server keeps it with the node's facts
+    _agent(tmp_path, server, runtime).turn()  # a restart over the same data dir: again
+    assert server.reports == [said, None, said]
+
+
+def test_an_older_server_keeps_the_runtime_the_node_joined_with(tmp_path: Path) -> None:
+    server = _Server(old=True)
+    agent = _agent(tmp_path, server, ContainerRuntime())
+    assert agent.turn() is None  # refused once, not fatal
+    agent.turn()
+    assert (server.syncs, server.reports) == (2, [None])

@@ -52,6 +52,11 @@ def _submit_raw(server: CorralServer, spec: dict[str, object]) -> httpx.Response
                       headers={"Authorization": f"Bearer {server.token}"})
 
 
+def _label(pool: Pool, node_id: str) -> str | None:
+    with pool.server.client() as c:
+        return next(n.labels.get(LABEL_CONTAINER_RUNTIME) for n in c.nodes() if n.id == node_id)
+
+
 def _joined(server: CorralServer, names: set[str]) -> bool:
     with server.client() as c:
         return names <= {n.id for n in c.nodes()}
@@ -175,7 +180,7 @@ def test_a_cancel_reaches_the_container_and_removes_it_at_the_grace(pool: Pool) 
 def test_a_dead_agents_container_ends_at_its_lease_and_the_work_waits_for_a_podman_host(
         pool: Pool) -> None:
     """Last in the module: it kills the podman host's agent (its workers run on, as when an
-    agent dies alone) and starts it again over the same data dir."""
+    agent dies alone) and starts it again over the same data dir, first without podman."""
     agent = pool.agents[PODMAN_HOST]
     script = 'trap "echo got TERM, ignoring" TERM; echo ready; while true; do sleep 1; done'
     with pool.server.client() as c:
@@ -193,9 +198,19 @@ def test_a_dead_agents_container_ends_at_its_lease_and_the_work_waits_for_a_podm
                            and w.reason_code == "NoNodeSelected" and w, "the work to wait")
         assert waiting.reason_message.startswith("no node can run images: none has podman"), (
             waiting)
-        agent.start()  # back over its data dir: its credential, its label
+        # back over its data dir (its credential; no join) on a host where podman is gone:
+        # its first sync reports it, and the node no longer runs images
+        agent.env = {RUNTIME_ENV: str(pool.tmp / "no-such-podman")}
+        agent.start()
+        wait_for(lambda: _label(pool, PODMAN_HOST) == "none" and c.get(wid).state == "pending",
+                 "the host's report of no runtime")
+        assert c.get(wid).reason_message.startswith("no node can run images")
+        agent.stop()
+        agent.env = {RUNTIME_ENV: pool.runtime.program}  # podman back: reported, work placed
+        agent.start()
         wait_for(lambda: (w := c.get(wid)).state == "running" and w.attempt == 1,
                  "the work to start again on the podman host", timeout=120)
+        assert _label(pool, PODMAN_HOST) == "podman"
         assert {p.node_id for p in c.get(wid).placements} == {PODMAN_HOST}
         c.cancel(wid)
         c.wait(wid, timeout_s=120)

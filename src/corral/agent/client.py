@@ -93,8 +93,11 @@ class AgentClient:
 
     def sync(self, credential: str, request: SyncIn) -> SyncOut:
         timeout = self.timeout_s + request.wait_s
+        # unset, the runtime report is left out: a server of the last release refuses it
+        body = request.model_dump_json(exclude=None if request.container_runtime else
+                                       {"container_runtime"})
         return SyncOut.model_validate_json(
-            self._post("/agent/v1/sync", credential, request.model_dump_json(), timeout))
+            self._post("/agent/v1/sync", credential, body, timeout))
 
     def ship_logs(self, credential: str,
                   chunks: Sequence[tuple[str, int, int, int, bytes, list[tuple[int, float]]]],

@@ -125,6 +125,10 @@ class SyncIn(_Strict):
     wait_s: float = Field(default=0.0, ge=0, le=30)
     workers: list[ReportIn] = Field(default_factory=list, max_length=10_000)
     gpu_health: GpuHealthIn | None = None
+    #: the container runtime the agent found at its start (`podman`, `none`), sent on its
+    #: first sync: the join's facts are not sent again by an agent restarted over its data
+    #: dir (an upgrade, podman installed since); None: not sent (omitted from the body)
+    container_runtime: str | None = Field(default=None, pattern=r"^[a-z0-9._-]{1,63}$")
 
 
 class AssignmentOut(_Strict):

@@ -22,6 +22,7 @@ from typing import Any, Final, Literal
 
 from corral.agent.client import AgentClient, Backoff, Refused, Unreachable
 from corral.agent.health import GpuReporter, KnownAnswerSchedule
+from corral.agent.host import container_label
 from corral.agent.protocol import (
     AssignmentOut,
     HostFacts,
@@ -42,7 +43,7 @@ from corral.backends.local_runner import EXIT_RECORD, LEASE_EXPIRED, read_json, 
 from corral.backends.log_times import read_samples
 from corral.backends.workdir import is_archive
 from corral.backends.worker_users import WorkerUsers
-from corral.core.model import CapacityKind, Node
+from corral.core.model import LABEL_CONTAINER_RUNTIME, CapacityKind, Node
 
 __all__ = ["Agent", "AgentSettings"]
 
@@ -123,6 +124,9 @@ class Agent:
         self.last_contact = clock()
         self.acted = False  # the last turn launched or stopped something: report at once
         self.stop_event = threading.Event()
+        #: this start's container runtime (`host.container_label`), until a sync delivered it
+        self.runtime_report: str | None = container_label(
+            self.backend.containers)[LABEL_CONTAINER_RUNTIME]
         self.gpu = GpuReporter(settings.gpu_probe_interval_s, facts.gpus, facts.gpu_model,
                                known_answer=KnownAnswerSchedule(
                                    settings.known_answer_interval_s, facts.gpus))
@@ -171,11 +175,20 @@ class Agent:
             self._ship_logs(statuses)
             out = self.client.sync(self._credential(), SyncIn(
                 known_seq=self.seq, wait_s=self._wait_s(statuses),
-                workers=self._reports(statuses), gpu_health=health))
+                workers=self._reports(statuses), gpu_health=health,
+                container_runtime=self.runtime_report))
         except Unreachable as e:
             self._out_of_contact()
             self._wait(e)
             return None
+        except Refused as e:
+            if e.status != 422 or "container_runtime" not in e.message or not self.runtime_report:
+                raise
+            log.warning("the server does not take the container runtime at sync (an older "
+                        "release): it keeps the one this node joined with")
+            self.runtime_report = None
+            return None
+        self.runtime_report = None  # delivered: once per start
         self.gpu.delivered(health)
         self.last_contact = self.clock()
         self.s.backoff.reset()

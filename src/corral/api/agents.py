@@ -45,6 +45,7 @@ from corral.backends.agent import DEFAULT_HEARTBEAT_TIMEOUT_S, AgentNode, Worker
 from corral.backends.progress import Progress
 from corral.control.gpu_reports import record_gpu_health
 from corral.control.progress import PROGRESS
+from corral.core.model import LABEL_CONTAINER_RUNTIME
 from corral.sdk import models as M
 from corral.store import agents as AG
 from corral.store import audit as AU
@@ -204,6 +205,8 @@ def _record_reports(conn: Any, ctx: ApiContext, node_id: str, body: SyncIn) -> N
     """What the host says of its GPUs (a node event when it changed) and of its workers'
     progress (`corral.control.progress`)."""
     now = ctx.clock.now()
+    if body.container_runtime is not None:  # image: placed only where one runs (issue 13)
+        AG.set_label(conn, node_id, LABEL_CONTAINER_RUNTIME, body.container_runtime)
     if body.gpu_health is not None:
         h = body.gpu_health
         record_gpu_health(conn, node_id=node_id, at=now, health=h.health, reason=h.reason,

@@ -50,7 +50,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from corral.backends.agent import AgentNode, AssignedWorker, WorkerReport
 from corral.backends.base import LaunchSpec
 from corral.store import Store
-from corral.store.schema import Base
+from corral.store.changes import next_node_seq
+from corral.store.schema import Base, NodeRow
 
 __all__ = [
     "AgentJoinToken",
@@ -69,6 +70,7 @@ __all__ = [
     "node_by_credential",
     "record_heartbeat",
     "revoke_join_token",
+    "set_label",
 ]
 
 JOIN_PREFIX: Final = "cjt_"  # join token
@@ -274,6 +276,24 @@ def record_heartbeat(conn: Connection, node_id: str, now: float,
             AgentWorker.worker == r.worker, AgentWorker.node_id == node_id,
             AgentWorker.fenced.is_(False), AgentWorker.released.is_(False),
             AgentWorker.state.not_in(_ENDED)).values(**values))
+
+
+def set_label(conn: Connection, node_id: str, key: str, value: str) -> bool:
+    """One label of a node's facts, as its agent reports it at sync (its container runtime,
+    found at each start, where the join's facts were found once); True when it changed."""
+    facts = conn.execute(select(AgentNodeRow.facts).where(AgentNodeRow.node_id == node_id)
+                         ).scalar()
+    labels = dict((facts or {}).get("labels") or {})
+    if facts is None or labels.get(key) == value:
+        return False
+    conn.execute(update(AgentNodeRow).where(AgentNodeRow.node_id == node_id)
+                 .values(facts={**facts, "labels": {**labels, key: value}}))
+    # the pool's copy, made when the node joined the pool, is what the scheduler reads
+    pooled = conn.execute(select(NodeRow.labels).where(NodeRow.id == node_id)).first()
+    if pooled is not None:
+        conn.execute(update(NodeRow).where(NodeRow.id == node_id).values(
+            labels={**dict(pooled.labels or {}), key: value}, change_seq=next_node_seq(conn)))
+    return True
 
 
 def assignments_for(conn: Connection, node_id: str) -> tuple[int, list[AssignedWorker]]:

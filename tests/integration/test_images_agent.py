@@ -9,6 +9,7 @@ as SIGTERM and removes it at the grace. Skipped where podman cannot run."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -128,7 +129,7 @@ def test_image_work_runs_only_on_the_podman_host_with_the_local_contract(pool: P
     (data / "f").write_text("from-the-volume\n")
     script = ("echo node=$CORRAL_NODE_ID stage=$STAGE; cat /data/f; test -d /usr || "
               "echo busybox-root; echo saved > $CORRAL_CHECKPOINT_DIR/ckpt-$CORRAL_NODE_ID; "
-              "echo init=$(cat /proc/1/comm); exit 3")
+              "echo init=$(cat /proc/1/comm); echo shm > /dev/shm/$CORRAL_WORKLOAD_ID; exit 3")
     with pool.server.client() as c:
         ids = [c.submit(pool.spec(f"img-{i}", script, gpus=1, env={"STAGE": "inside"},
                                   checkpoint_dir=str(ckpt), max_restarts=0,
@@ -147,6 +148,10 @@ def test_image_work_runs_only_on_the_podman_host_with_the_local_contract(pool: P
             assert f"[corral] image {IMAGE} in container corral-{wid}-0-0-" in log
             assert "no GPU device files" in log
     assert (ckpt / f"ckpt-{PODMAN_HOST}").read_text() == "saved\n"
+    for wid in ids:  # --ipc=host: the host's /dev/shm, not podman's own 64 MiB
+        shm = Path("/dev/shm") / wid
+        assert shm.read_text() == "shm\n"
+        shm.unlink()
     assert not [n for n in pool.containers().split() if any(w in n for w in ids)]  # --rm
 
 
@@ -163,16 +168,19 @@ def test_corral_exec_runs_inside_the_container_through_the_agent(pool: Pool) -> 
 
 
 def test_a_cancel_reaches_the_container_and_removes_it_at_the_grace(pool: Pool) -> None:
-    script = 'trap "echo got TERM, ignoring" TERM; echo ready; while true; do sleep 1; done'
+    script = ("trap 'echo got TERM by $(cat $CORRAL_PREEMPT_DEADLINE_FILE), ignoring' TERM; "
+              "echo ready; while true; do sleep 1 & wait; done")  # wait: the trap runs at once
     with pool.server.client() as c:
-        wid = c.submit(pool.spec("img-cancel", script, preemption_grace=2)).workloads[0].id
+        # the agent learns of the stop a sync later, and has what is left of the grace
+        wid = c.submit(pool.spec("img-cancel", script, preemption_grace=5)).workloads[0].id
         wait_for(lambda: "ready" in c.logs(wid).data, "the worker to start", timeout=120)
         assert f"corral-{wid}-0-0-" in pool.containers()
         c.cancel(wid)
         done = c.wait(wid, timeout_s=120)
         assert done.state == "cancelled", done
         assert done.placements[0].reason == "KilledAfterGrace", done
-        assert "got TERM, ignoring" in c.logs(wid).data  # SIGTERM reached the container first
+        # SIGTERM reached the container first, the deadline file was there to read inside
+        assert re.search(r"got TERM by \d+\.\d+, ignoring", c.logs(wid).data), c.logs(wid).data
     wait_for(lambda: f"corral-{wid}-" not in pool.containers(), "the container removed",
              timeout=60)
 

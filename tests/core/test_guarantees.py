@@ -128,7 +128,8 @@ def test_a_queue_whose_quota_is_the_whole_pool_waits_for_capacity_not_for_quota(
     # with a second queue owning half the pool, the same wait is a matter of quota
     plan = schedule(state(nodes, [queue("q", quota=1), queue("other", quota=1)], work), NOW)
     assert plan.pending["b"].code == R.OVER_QUOTA
-    assert "queue q uses 2 of its quota of 1 GPUs" in plan.pending["b"].message
+    assert "queue q would be above its quota of 1 GPUs" in plan.pending["b"].message
+    assert dict(plan.pending["b"].details)["used_gpus"] == 2  # the use: in the details only
 
 
 def test_a_constraint_no_node_meets_is_named_in_the_plan() -> None:

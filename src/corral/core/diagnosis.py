@@ -48,17 +48,22 @@ def diagnose(placer: Placer, shape: Shape, owner: str) -> R.Reason:
             "workload waiting for those nodes to drain",
             (("reserved_for", tuple(owners)),),
         )
+    # The sentences are stored and rewritten only when they change: they name the kind of
+    # shortage, not how much is free, which moves at every placement and end (issue 16); the
+    # details carry the counts.
     if shape.workers > 1 and total_free >= shape.workers:
         where = LEVEL_NAME[level]
         return R.Reason(
             R.TOPOLOGY_FRAGMENTED,
-            f"{what} in one {where}, the largest free {where} has {now_usable}",
+            f"{what} in one {where}; the free capacity it may use would hold them all, but no "
+            f"one {where} has room for all {shape.workers}",
             (("largest_free_domain", now_usable), ("level", where)),
         )
     return R.Reason(
         R.INSUFFICIENT_CAPACITY,
-        f"{what}; " + (f"only {total_free} of {shape.workers} workers fit on free capacity it may use"
-                       if total_free else "no free capacity it may use holds one worker now"),
+        f"{what}; " + (f"free capacity it may use holds some of its {shape.workers} workers, "
+                       "not all" if total_free
+                       else "no free capacity it may use holds one worker now"),
         (("free_workers", total_free),),
     )
 

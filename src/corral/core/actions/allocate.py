@@ -190,9 +190,11 @@ def limit_reason(w: Workload, queue: str, limit: float, milli: int, used: float)
         return R.Reason(
             R.QUEUE_LIMIT_TOO_LOW, f"needs {gpus:g} GPUs, more than the limit of {limit:g} of {who}"
         )
+    # stored: the queue's use is left out of the sentence (it moves at every start and end,
+    # issue 16); the details keep it and the API adds it at read time
     return R.Reason(
         R.QUEUE_LIMIT,
-        f"{who} is at its limit of {limit:g} GPUs: it uses {used:g}, this needs {gpus:g}",
+        f"{who} would go above its limit of {limit:g} GPUs with the {gpus:g} this needs",
         (("queue", queue), ("limit_gpus", limit), ("used_gpus", used)),
     )
 

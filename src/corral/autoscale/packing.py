@@ -8,7 +8,8 @@ then onto new instances of the offer that costs least for the whole workload.
 Rules an offer must meet for a workload (the core's filters, read from the offer instead of a
 node): an allowed GPU model, an allowed capacity kind, a price per GPU-hour within the cap, the
 least GPU memory, and a node selector that only names built-in labels the offer carries (an
-instance joins with no labels of its own). A gang's workers share one zone; `NVLINK`/`RACK`
+instance joins with no labels of its own) and, for an image, an offer whose provider declares
+that its instances run images (`Offer.runs_images`; unsaid: not eligible). A gang's workers share one zone; `NVLINK`/`RACK`
 topology needs them on one instance (a provider cannot promise a rack).
 """
 
@@ -22,12 +23,14 @@ from corral.core.model import (
     LABEL_PROVIDER,
     LABEL_REGION,
     LABEL_RUNS_IMAGES,
+    LABEL_VENDOR,
     LABEL_ZONE,
     MILLI_PER_GPU,
     CapacityKind,
     TopologyLevel,
     Workload,
 )
+from corral.core.vendors import vendor_of
 from corral.providers.base import Offer
 
 __all__ = ["Bin", "eligible", "gpus_needed", "offer_key", "pack", "workers_per_instance", "zone_of"]
@@ -85,14 +88,23 @@ class Bin:
         return [(min(fits)[1], milli)] if fits else None
 
 
-def _selector_met(w: Workload, offer: Offer) -> bool:
-    labels = {LABEL_PROVIDER: offer.provider, LABEL_REGION: offer.region,
-              LABEL_ZONE: offer.zone, LABEL_CAPACITY: str(offer.capacity_kind),
-              LABEL_MODEL: offer.gpu_model,
-              # an image's selector (`WorkloadSpec.to_core`): a launched host is taken to run
-              # containers, as a node that reports no runtime is (`Node.label`)
-              LABEL_RUNS_IMAGES: "true"}
-    return all(labels.get(k) == v for k, v in w.node_selector)
+def _selector_unmet(w: Workload, offer: Offer) -> str | None:
+    """Why an instance of `offer` would not carry a label `w` selects (None: it carries them
+    all). An instance joins with the built-in labels its offer fixes (provider, region, zone,
+    capacity kind, GPU model and its vendor) and no label of its own; whether it runs images
+    is what its provider declares (`Offer.runs_images`), never assumed."""
+    builtin = {LABEL_PROVIDER: offer.provider, LABEL_REGION: offer.region,
+               LABEL_ZONE: offer.zone, LABEL_CAPACITY: str(offer.capacity_kind),
+               LABEL_MODEL: offer.gpu_model, LABEL_VENDOR: str(vendor_of(offer.gpu_model))}
+    for key, value in w.node_selector:
+        if (key, value) == (LABEL_RUNS_IMAGES, "true"):  # an image's (`WorkloadSpec.to_core`)
+            if offer.runs_images is None:
+                return "its provider does not say whether its instances run images"
+            if not offer.runs_images:
+                return "its instances do not run images"
+        elif builtin.get(key) != value:
+            return f"its instances would not carry {key}={value}"
+    return None
 
 
 def eligible(w: Workload, offer: Offer, kinds: tuple[CapacityKind, ...]) -> str | None:
@@ -109,8 +121,8 @@ def eligible(w: Workload, offer: Offer, kinds: tuple[CapacityKind, ...]) -> str 
         return f"{offer.price_per_gpu_hour:.2f}/GPU-h above the cap of {cap:g}"
     if w.min_gpu_memory_mib and offer.gpu_memory_mib < w.min_gpu_memory_mib:
         return f"{offer.gpu_memory_mib} MiB per GPU, needs {w.min_gpu_memory_mib}"
-    if not _selector_met(w, offer):
-        return "node selector names labels it would not carry"
+    if (why := _selector_unmet(w, offer)) is not None:
+        return why
     if workers_per_instance(w, offer) == 0:
         return "a worker does not fit one instance"
     if w.workers > 1 and w.topology <= TopologyLevel.RACK and workers_per_instance(w, offer) < w.workers:

@@ -52,6 +52,7 @@ from decimal import Decimal
 from corral.autoscale import consolidate as CN
 from corral.autoscale import packing as PK
 from corral.autoscale import replace as RP
+from corral.autoscale import sentences as S
 from corral.autoscale import spot as SP
 from corral.autoscale.packing import Bin, eligible, offer_key, pack, workers_per_instance
 from corral.autoscale.state import AutoscalerState, Interruptions
@@ -78,10 +79,14 @@ __all__ = [
 #: pending reasons that more capacity would end. Never OverQuota (borrowing is only allowed on
 #: idle capacity: renting for it would buy GPUs its queue may not keep), QueueLimit, a price cap
 #: on the free room, the ledger's BudgetExceeded. The pool-shape codes (no node large enough,
-#: a GPU model no node has, a price cap under every node's price) are "unresolvable" for the
-#: nodes the pool has, not for what can be rented: with an empty autoscaled pool every workload
-#: is NoNodeLargeEnough. An offer serves such work only when `eligible` (model, size, kind,
-#: price cap) says it may, so these rent nothing that could not run it.
+#: a GPU model no node has, a price cap under every node's price, no node of a capacity kind it
+#: may use, none carrying the labels it selects or running images, no GPU with its memory,
+#: or none meeting these together) are "unresolvable" for the nodes the pool has, not for what
+#: can be rented: with an empty autoscaled pool every workload is NoNodeLargeEnough, and with
+#: spot nodes only, work that may not be preempted is CapacityUnavailable. An offer serves such
+#: work only when `eligible` (model, size, kind, price cap, GPU memory, the labels an instance
+#: joins with, declared image support) says it may, so these rent nothing that could not run
+#: it; when no offer may, the note says so and what to change (sentences.no_offer).
 #: RoomNominated: the only room that fits it is held for a nominee (a workload an earlier plan
 #: moved, `corral.core.nominations`), which takes that room once it waits: the pool is full for
 #: it as much as with InsufficientCapacity. The nominee itself is never rented for while its room
@@ -89,7 +94,9 @@ __all__ = [
 #: the freed room and what was rented for it is returned on its way (`cancel_unneeded_after_s`).
 CAPACITY_CODES = frozenset(
     {R.INSUFFICIENT_CAPACITY, R.TOPOLOGY_FRAGMENTED, R.RECLAIM_BLOCKED, R.RESERVED_FOR_GANG,
-     R.ROOM_NOMINATED, R.NO_NODE_LARGE_ENOUGH, R.GPU_MODEL_UNAVAILABLE, R.PRICE_CAP_TOO_LOW})
+     R.ROOM_NOMINATED, R.NO_NODE_LARGE_ENOUGH, R.GPU_MODEL_UNAVAILABLE, R.PRICE_CAP_TOO_LOW,
+     R.CAPACITY_UNAVAILABLE, R.NO_NODE_SELECTED, R.GPU_MEMORY_TOO_SMALL,
+     R.CONSTRAINTS_DISJOINT})
 
 _IN_FLIGHT = frozenset({CapacityState.REQUESTED, CapacityState.PROVISIONING,
                         CapacityState.JOINING})
@@ -276,8 +283,8 @@ def _replacement(view: PoolView, state: AutoscalerState, config: AutoscalerConfi
         return (), state
     old, offer, work = found
     plan.charge(offer, 1)
-    reason = (f"launch 1 x {_describe_offer(offer)}: to replace {old.id} "
-              f"({_describe_offer(old.offer)}), whose work ({len(work)} workload"
+    reason = (f"launch 1 x {S.describe_offer(offer)}: to replace {old.id} "
+              f"({S.describe_offer(old.offer)}), whose work ({len(work)} workload"
               f"{'s' if len(work) > 1 else ''}, all preemptible) it holds")
     return ((Launch(offer, 1, reason, tuple(w.id for w in work), replaces=old.id),),
             RP.started(state, old, offer, now))
@@ -304,7 +311,7 @@ def _consolidation(view: PoolView, state: AutoscalerState, config: AutoscalerCon
         return (), state
     i, work = found
     until = now + config.idle_timeout_s
-    reason = (f"drain {i.node_id} ({_describe_offer(i.offer)}): its work ({len(work)} "
+    reason = (f"drain {i.node_id} ({S.describe_offer(i.offer)}): its work ({len(work)} "
               f"workload{'s' if len(work) > 1 else ''}, all preemptible) fits the free room "
               "of the other nodes; it is moved there and the node returned")
     return ((Drain(i.id, i.node_id or "", reason, stop_reason=CN.NODE_CONSOLIDATED),),
@@ -374,7 +381,7 @@ class _ScaleUp:
                        or b.offer.price_per_gpu_hour <= own)]
         used = pack(w, usable)
         if used is not None:
-            names = sorted({_describe_offer(b.offer) for b in used})
+            names = sorted({S.describe_offer(b.offer) for b in used})
             state = "planned now" if all(b.new for b in used) else "launching"
             self.needed.update(self.flying[id(b)].id for b in used if id(b) in self.flying)
             self.notes[w.id] = f"capacity {state} for it: {', '.join(names)}"
@@ -382,9 +389,9 @@ class _ScaleUp:
                 if b.new:
                     self.served.setdefault(offer_key(b.offer), []).append(x)
             return
-        choice, why = self._cheapest(w, kinds)
+        choice, refusals = self._cheapest(w, kinds)
         if choice is None:
-            self.notes[w.id] = why
+            self.notes[w.id] = S.no_offer(x, refusals, self.view.offers)
             return
         offer, n = choice
         new = [Bin.empty(offer) for _ in range(n)]
@@ -393,7 +400,7 @@ class _ScaleUp:
         self.planned.setdefault(offer_key(offer), []).extend(new)
         self.served.setdefault(offer_key(offer), []).append(x)
         self.charge(offer, n)
-        self.notes[w.id] = f"capacity planned now for it: {n} x {_describe_offer(offer)}"
+        self.notes[w.id] = f"capacity planned now for it: {n} x {S.describe_offer(offer)}"
 
     def _own_rate(self, w: Workload, kinds: tuple[CapacityKind, ...]) -> Decimal | None:
         """The least price per GPU-hour of an offer `w` may rent now (None: none may)."""
@@ -402,18 +409,19 @@ class _ScaleUp:
         return min(rates, default=None)
 
     def _cheapest(self, w: Workload, kinds: tuple[CapacityKind, ...]
-                  ) -> tuple[tuple[Offer, int] | None, str]:
-        """The offer with the least hourly cost for all of `w`'s workers, or why none may serve."""
+                  ) -> tuple[tuple[Offer, int] | None, list[str]]:
+        """The offer with the least hourly cost for all of `w`'s workers, or why each offer
+        may not serve it."""
         avoid = set(self.state.interruptions.get(w.id, Interruptions()).places)
         best: tuple[tuple[object, ...], Offer, int] | None = None
         refusals: list[str] = []
         for offer in self.view.offers:
             if (why := eligible(w, offer, kinds)) is not None:
-                refusals.append(f"{_describe_offer(offer)}: {why}")
+                refusals.append(f"{S.describe_offer(offer)}: {why}")
                 continue
             n = math.ceil(max(w.workers, 1) / workers_per_instance(w, offer))
             if (why := self.refusal(offer, n)) is not None:
-                refusals.append(f"{_describe_offer(offer)}: {why}")
+                refusals.append(f"{S.describe_offer(offer)}: {why}")
                 continue
             # after an interruption, another zone or provider first unless it costs more than
             # the premium over the place that interrupted (then the least cost)
@@ -425,10 +433,8 @@ class _ScaleUp:
             if best is None or key < best[0]:
                 best = (key, offer, n)
         if best is not None:
-            return (best[1], best[2]), ""
-        shown = "; ".join(refusals[:4]) + (f"; and {len(refusals) - 4} more"
-                                           if len(refusals) > 4 else "")
-        return None, f"no offer may serve it: {shown or 'no provider offers anything'}"
+            return (best[1], best[2]), []
+        return None, refusals
 
     def refusal(self, offer: Offer, n: int) -> str | None:
         """Why `n` new instances of `offer` may not be rented now (None: they may)."""
@@ -471,7 +477,7 @@ class _ScaleUp:
             floor = self.view.limits.get(i.provider, ProviderLimits()).min_nodes
             if i.id in self.needed or self.now - i.launched_at < after or floor:
                 continue
-            out.append(Terminate(i.id, f"terminate {i.id} ({_describe_offer(i.offer)}): on its "
+            out.append(Terminate(i.id, f"terminate {i.id} ({S.describe_offer(i.offer)}): on its "
                                  "way, and no waiting work needs it any more"))
         return out
 
@@ -497,10 +503,10 @@ class _ScaleUp:
         out = []
         for key, bins in self.planned.items():
             offer, served = bins[0].offer, self.served.get(key, [])
-            why = (_describe_waiting(served) if served
+            why = (S.describe_waiting(served) if served
                    else f"provider {offer.provider} is under its min nodes")
             out.append(Launch(offer, len(bins), f"launch {len(bins)} x "
-                              f"{_describe_offer(offer)}: {why}",
+                              f"{S.describe_offer(offer)}: {why}",
                               tuple(dict.fromkeys(x.workload.id for x in served))))
         return tuple(out)
 
@@ -512,7 +518,7 @@ def _not_joined(view: PoolView, state: AutoscalerState, config: AutoscalerConfig
     out = []
     for i in sorted(view.instances, key=lambda i: i.id):
         if i.state in _IN_FLIGHT and i.node_id is None and now - i.launched_at > config.join_timeout_s:
-            out.append(Terminate(i.id, f"terminate {i.id} ({_describe_offer(i.offer)}): it did "
+            out.append(Terminate(i.id, f"terminate {i.id} ({S.describe_offer(i.offer)}): it did "
                                  f"not join within {config.join_timeout_s:g} s", i.offer))
             state = state.launch_failed(i.offer, ProviderReason.TIMEOUT, now,
                                         base_s=config.backoff_base_s, max_s=config.backoff_max_s)
@@ -530,7 +536,7 @@ def _retire(view: PoolView, gone: set[str]) -> tuple[list[Drain], list[Terminate
     for i in sorted(view.instances, key=lambda i: i.id):
         if i.provider not in view.retiring or i.id in gone or i.state not in _COUNTED:
             continue
-        what = f"{i.id} ({_describe_offer(i.offer)}): its provider is being removed"
+        what = f"{i.id} ({S.describe_offer(i.offer)}): its provider is being removed"
         use = view.nodes.get(i.node_id) if i.node_id else None
         if i.node_id is None or (use is None and i.state in _IN_FLIGHT):
             terminations.append(Terminate(i.id, f"terminate {what}; it never joined"))
@@ -553,7 +559,7 @@ def _scale_down(view: PoolView, config: AutoscalerConfig, now: float, live: list
         limits = view.limits.get(i.provider, ProviderLimits())
         timeout = limits.idle_timeout(i.offer, config.idle_timeout_s)
         if i.state == CapacityState.DRAINING:
-            terminations.append(Terminate(i.id, f"terminate {i.id} ({_describe_offer(i.offer)}): "
+            terminations.append(Terminate(i.id, f"terminate {i.id} ({S.describe_offer(i.offer)}): "
                                           "drained and idle"))
             count[i.provider] -= 1
         elif (i.state == CapacityState.READY and use.idle_since is not None
@@ -563,38 +569,7 @@ def _scale_down(view: PoolView, config: AutoscalerConfig, now: float, live: list
             # from the join (the caller's idle_since), never from the launch: provisioning
             # does not eat a node's idle time
             drains.append(Drain(i.id, i.node_id or "", f"drain {i.node_id} "
-                                f"({_describe_offer(i.offer)}): idle for "
+                                f"({S.describe_offer(i.offer)}): idle for "
                                 f"{now - use.idle_since:g} s (idle timeout {timeout:g} s)"))
             count[i.provider] -= 1
     return tuple(drains), terminations
-
-
-# -- sentences -----------------------------------------------------------------------------------
-def _describe_offer(o: Offer) -> str:
-    return (f"{o.instance_type} {o.capacity_kind} in {o.zone} ({o.provider}, "
-            f"{o.price_per_hour:.2f}/h)")
-
-
-def _describe_waiting(served: Sequence[Waiting]) -> str:
-    """'3 gangs of 8 x 8 H100 wait (InsufficientCapacity)', shapes in the order first seen."""
-    groups: dict[str, int] = {}
-    codes: dict[str, None] = {}
-    for x in dict((x.workload.id, x) for x in served).values():
-        groups[_shape(x.workload)] = groups.get(_shape(x.workload), 0) + 1
-        codes[x.reason] = None
-    parts = []
-    for shape, n in groups.items():
-        gang = " x " in shape
-        noun = ("gang" if gang else "job") + ("s" if n > 1 else "")
-        parts.append(f"{n} {noun} of {shape}")
-    verb = "waits" if len(served) == 1 else "wait"
-    return f"{', '.join(parts)} {verb} ({', '.join(codes)})"
-
-
-def _shape(w: Workload) -> str:
-    r = w.resources
-    what = (f"{r.gpus} GPU" if r.gpus else f"{r.nominal_milli() / 1000:g} GPU" if r.fractional
-            else f"{r.cpu_milli / 1000:g} CPU")
-    if w.gpu_models:
-        what = what.replace("GPU", "/".join(w.gpu_models))
-    return f"{w.workers} x {what}" if w.workers > 1 else what

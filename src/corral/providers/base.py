@@ -72,7 +72,10 @@ class Offer:
     """Something a provider can rent now: one instance type, capacity kind and zone, at a price.
 
     `price_per_hour` is the whole instance's; `source` says where the price comes from
-    (``api:<endpoint>`` or ``catalog:<file>@<date>``) and `as_of` its ISO date.
+    (``api:<endpoint>`` or ``catalog:<file>@<date>``) and `as_of` its ISO date. `runs_images`:
+    whether its instances run `image:` work (podman on the machine image), as the provider's
+    settings declare it; None when they do not say, and then no image work is rented for on it
+    (the autoscaler never guesses: a host that joins without podman would hold nothing).
     """
 
     provider: str
@@ -88,6 +91,7 @@ class Offer:
     zone: str
     source: str
     as_of: str
+    runs_images: bool | None = None
 
     @property
     def price_per_gpu_hour(self) -> Decimal:

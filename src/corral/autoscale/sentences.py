@@ -11,7 +11,7 @@ offer, so the autoscaler's sentence names both, in the words of the pool file an
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from corral.core import reasons as R
 from corral.core.model import LABEL_RUNS_IMAGES, Workload
@@ -20,7 +20,7 @@ from corral.providers.base import Offer
 if TYPE_CHECKING:
     from corral.autoscale.pool import Waiting
 
-__all__ = ["describe_offer", "describe_waiting", "no_offer", "shape"]
+__all__ = ["describe_offer", "describe_waiting", "no_offer", "offer_detail", "shape"]
 
 #: the labels an instance joins with (`packing._selector_unmet`)
 _CARRIED = "corral.dev/provider, region, zone, capacity, gpu-model and vendor"
@@ -29,6 +29,13 @@ _CARRIED = "corral.dev/provider, region, zone, capacity, gpu-model and vendor"
 def describe_offer(o: Offer) -> str:
     return (f"{o.instance_type} {o.capacity_kind} in {o.zone} ({o.provider}, "
             f"{o.price_per_hour:.2f}/h)")
+
+
+def offer_detail(o: Offer) -> dict[str, Any]:
+    """An offer as the audit records of launches name it."""
+    return {"provider": o.provider, "instance_type": o.instance_type, "zone": o.zone,
+            "capacity_kind": str(o.capacity_kind), "price_per_hour": str(o.price_per_hour),
+            "source": o.source, "as_of": o.as_of}
 
 
 def no_offer(x: Waiting, refusals: Sequence[str], offers: Sequence[Offer]) -> str:

@@ -11,6 +11,7 @@
       drain       -> the node is cordoned (nothing new lands there)
       terminate   -> provider.terminate([...])
       every decision -> the audit log (actor "autoscaler", action "autoscale.<what>")
+      work no node can run -> what was rented for it, or why nothing, as an event on it
 
 Providers change at run time (`corral providers add/rm`): `reload` is read at every pass and
 gives the providers, their limits and the ones being removed ("retiring": drained, each
@@ -63,6 +64,7 @@ from typing import Any
 from sqlalchemy import select
 
 from corral.autoscale import consolidate as CN
+from corral.autoscale import sentences as S
 from corral.autoscale.pool import (
     AutoscalerConfig,
     Budget,
@@ -76,6 +78,7 @@ from corral.autoscale.pool import (
 from corral.autoscale.state import AutoscalerState, Replacement
 from corral.control.join_hold import JoinHolds
 from corral.control.spot_inputs import SpotInputs
+from corral.control.waiting_notes import WaitingNotes
 from corral.core.model import (
     CapacityKind,
     ClusterState,
@@ -163,6 +166,7 @@ class PoolAutoscaler:
     join_holds: JoinHolds = field(default_factory=JoinHolds)
     #: how interrupted work checkpoints, and the verdicts to tell (spot_inputs.py)
     spot: SpotInputs = field(default_factory=SpotInputs)
+    notes: WaitingNotes = field(default_factory=WaitingNotes)  # told on the workload
 
     def step(self, now: float, plan: Plan | None,
              cluster: Callable[[], ClusterState]) -> Decisions | None:
@@ -202,6 +206,7 @@ class PoolAutoscaler:
         self.state = decisions.state
         self._apply(now, decisions, state)
         self.spot.tell(self.store, now, self.state, view, config, state)
+        self.notes.tell(self.store, now, view.waiting, decisions.waiting)
         if self.state.replacement != before:
             self._persist_replacement(now, self.state.replacement)
         if self.state.emptying is not None and self.state.emptying != emptying:
@@ -536,13 +541,13 @@ class PoolAutoscaler:
                 offer, e.reason_code, now, base_s=self.config.backoff_base_s,
                 max_s=self.config.backoff_max_s, retry_after_s=e.retry_after_s)
             self._record(now, "launch_failed", offer.instance_type,
-                         {"reason": str(e), "offer": _offer_detail(offer),
+                         {"reason": str(e), "offer": S.offer_detail(offer),
                           "workloads": list(workloads)})
             return []
         self.state = self.state.launch_succeeded(offer)
         self.join_holds.launched(launched, offer, workloads)
         self._record(now, "launch", ",".join(i.id for i in launched),
-                     {"reason": reason, "offer": _offer_detail(offer), "workloads": list(workloads),
+                     {"reason": reason, "offer": S.offer_detail(offer), "workloads": list(workloads),
                       "instances": [i.id for i in launched]})  # the target is cut at 200
         return launched
 
@@ -590,9 +595,3 @@ def _stop_work(conn: Any, now: float, workload_ids: Sequence[str], reason: str, 
                            workload_id=rec.id, attempt=rec.attempt, message=message)
             stopped.append(rec.id)
     return stopped
-
-
-def _offer_detail(o: Offer) -> dict[str, Any]:
-    return {"provider": o.provider, "instance_type": o.instance_type, "zone": o.zone,
-            "capacity_kind": str(o.capacity_kind), "price_per_hour": str(o.price_per_hour),
-            "source": o.source, "as_of": o.as_of}

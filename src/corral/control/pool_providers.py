@@ -338,7 +338,8 @@ def _aws(p: ProviderSpec, cluster_id: str) -> Provider:
         s.region, s.image_id, tuple(s.instance_types), tuple(s.zones),
         tuple(CapacityKind(k) for k in s.capacity_kinds), s.subnet_id,
         tuple(s.security_group_ids), s.iam_instance_profile,
-        {k: Decimal(repr(v)) for k, v in s.on_demand_prices.items()}, s.endpoint_url),
+        {k: Decimal(repr(v)) for k, v in s.on_demand_prices.items()}, s.endpoint_url,
+        s.runs_images),
         client=client)
 
 

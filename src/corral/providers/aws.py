@@ -86,6 +86,9 @@ class AwsSettings:
     #: per instance-hour; overrides the catalog's list price (e.g. a negotiated discount)
     on_demand_prices: Mapping[str, Decimal] = field(default_factory=dict)
     endpoint_url: str | None = None  # an EC2-compatible endpoint (moto in tests)
+    #: whether the AMI has podman, so instances run `image:` work (None: not said, and the
+    #: autoscaler rents nothing here for image work: `Offer.runs_images`)
+    runs_images: bool | None = None
 
 
 class AwsProvider:
@@ -123,7 +126,7 @@ class AwsProvider:
                     gpus=int(gpu["Count"]), gpu_memory_mib=int(gpu["MemoryInfo"]["SizeInMiB"]),
                     cpu_milli=int(t["VCpuInfo"]["DefaultVCpus"]) * 1000,
                     memory_mib=int(t["MemoryInfo"]["SizeInMiB"]), region=self.settings.region,
-                    zone=zone)
+                    zone=zone, runs_images=self.settings.runs_images)
         out = []
         if CapacityKind.ON_DEMAND in self.settings.capacity_kinds:
             price = self._on_demand(itype)

@@ -144,6 +144,9 @@ class AwsProviderSettings(BaseModel):
     on_demand_prices: dict[str, Price] = Field(
         default_factory=dict, description="per instance-hour by instance type; beats the catalog")
     endpoint_url: str | None = None
+    runs_images: bool | None = Field(None, description=(
+        "whether the AMI has podman, so its instances run `image:` work; unset: no image work "
+        "is rented for here"))
     profile: str | None = Field(
         None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@+=,-]+$",
         description="a named profile of the server's AWS config (credentials by name; "

@@ -290,9 +290,10 @@ class QueueInfo(_Model):
     weight: float
     priority: int
     quota_by_model: dict[str, float] = Field(default_factory=dict)
-    used_gpus: float = 0.0
-    running: int = 0
-    pending: int = 0
+    used_gpus: float = Field(0.0, description="GPUs held by this queue and its children (the "
+                             "use its quota and limit are checked against)")
+    running: int = Field(0, description="this queue's own workloads holding GPUs")
+    pending: int = Field(0, description="this queue's own pending workloads")
 
 
 class UserIn(_Model):

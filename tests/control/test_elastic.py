@@ -72,7 +72,8 @@ def test_starts_at_min_when_only_min_fits_then_grows_no_sooner_than_the_interval
     rig.step(30)  # past the interval: both extras placed, the gang restarted with the world of 4
     gang = launches_of(rig, job)
     assert len(gang) == 2 and world_size(gang[-1]) == 4
-    assert gang[-1].attempt == 1 and rig.get(job).restart_count == 0  # no restart spent
+    # one attempt on (a resize), no restart spent
+    assert gang[-1].attempt == gang[0].attempt + 1 and rig.get(job).restart_count == 0
     assert any(s.workload_id == job and s.reason.startswith("resized") for s in rig.backend.stops)
     e1, e2 = launches_of(rig, f"{job}-e1")[-1], launches_of(rig, f"{job}-e2")[-1]
     assert {world_size(e1), world_size(e2)} == {4}
@@ -213,13 +214,18 @@ def test_an_extra_failure_its_policy_does_not_retry_shrinks_the_world(rig: Rig) 
 
 def test_a_core_gang_restarted_after_a_failure_takes_its_extras_into_a_new_world(
         rig: Rig) -> None:
+    """The gang's stop takes its extras with it in the same step (never alone on their GPUs);
+    placed again, the gang waits one cycle for them, and all start in generation 2."""
     job = submit_elastic(rig, **RETRY_3)
     rig.step(5)
     rig.backend.fail(job, worker=0, exit_code=3)
-    rig.step(5)
+    for _ in range(5):
+        rig.step()
+        assert alone(rig, job, 2) == []
     assert rig.get(job).restart_count == 1
-    assert last_world(rig, job)["rejoined"] == [job]
+    assert last_world(rig, job)["rejoined"][0] == job
     assert {generation(launches_of(rig, m)[-1]) for m in (job, f"{job}-e1", f"{job}-e2")} == {2}
+    assert last_world(rig, job)["world_size"] == 4
 
 
 def move(rig: Rig, wid: str, rule: str = "Consolidate") -> str:
@@ -417,3 +423,118 @@ def test_every_resize_within_the_interval_is_forced() -> None:
     assert all(b - a >= ELASTIC["resize_interval"] for a, b in itertools.pairwise(grows))
     assert len(resizes) - 1 <= len(grows) + taken
     assert 3 <= len(grows) <= 120 // ELASTIC["resize_interval"] + 1
+
+
+# --- extras never hold GPUs without their core gang (issue 13) ---------------------------------
+
+PLACED = ("scheduled", "starting", "running")
+
+
+def alone(rig: Rig, job: str, extras: int) -> list[str]:
+    """Extras placed or running, and not asked to stop, while their core gang is not placed (or
+    is stopping): in the store, or alive on the backend."""
+    core = rig.get(job)
+    if core.state in PLACED and core.stop_reason is None:
+        return []
+    live = {wid for wid, _ in rig.backend.live_attempts()}
+    rows = [rig.get(f"{job}-e{k}") for k in range(1, extras + 1)]
+    return [r.id for r in rows if r.stop_reason is None and (r.state in PLACED or r.id in live)]
+
+
+def test_extras_that_fit_while_the_gang_does_not_never_run_alone(rig: Rig) -> None:
+    """Issue 13, found with this very case: a blocker of 2 x 3 GPUs leaves one GPU on each
+    node; the core gang of 3 does not fit, extras of one GPU do. Step by step as the loop
+    applies its plans, from the cycle the job is submitted in: no extra is ever placed or
+    launched while the gang is not; they wait with ElasticWaitsForGang. Once the blocker
+    ends the gang starts, and the job grows to 5 as before."""
+    blocker = rig.submit(name="blk", gpus=3, workers=2)
+    rig.step(2)
+    job = rig.submit(name="el", elastic={"min_workers": 3, "max_workers": 5,
+                                         "resize_interval": 10})
+    extras = [f"{job}-e1", f"{job}-e2"]
+    assert {rig.get(x).reason_code for x in extras} == {E.CORE_WAIT}  # held from submission
+    for _ in range(6):
+        rig.step()
+        assert alone(rig, job, 2) == [], f"extras placed without their core gang at t={rig.clock.now()}"
+    assert rig.state(job) == "pending"
+    assert [(rig.state(x), rig.get(x).reason_code) for x in extras] == [("pending", E.CORE_WAIT)] * 2
+    assert not any(s.workload_id in extras for s in rig.backend.launches)
+    assert not [t for x in extras for t in rig.transitions(x) if t[1] != "pending"], "placed"
+
+    rig.backend.finish(blocker)
+    for _ in range(40):
+        rig.step()
+        assert alone(rig, job, 2) == []
+    assert rig.state(job) == "running"
+    assert {rig.state(x) for x in extras} == {"running"}
+    assert last_world(rig, job)["world_size"] == 5
+
+
+def test_an_evicted_gang_takes_its_extras_with_it_and_they_come_back_with_it(rig: Rig) -> None:
+    """The core gang preempted (requeued, pending): its running extras are asked to stop in the
+    step that sees it, held with ElasticWaitsForGang (true: the gang waits); placed again, the
+    gang waits one cycle for them and the world is whole again."""
+    job = submit_elastic(rig)
+    rig.step(5)
+    extras = [f"{job}-e1", f"{job}-e2"]
+    assert last_world(rig, job)["world_size"] == 4
+    move(rig, job, rule="Preempt")  # applied as the loop applies a plan's eviction
+    rig.loop.step()
+    assert {rig.get(x).stop_reason for x in extras} == {E.RESIZED}  # the same step
+    blocked = False
+    for _ in range(8):
+        rig.step()
+        assert alone(rig, job, 2) == []
+        if rig.state(job) == "pending":
+            blocked = True
+            assert {(rig.state(x), rig.get(x).reason_code) for x in extras} <= {
+                ("pending", E.CORE_WAIT), ("pending", E.GANG_PLACED), ("preempted", E.RESIZED)}
+    assert blocked or rig.get(job).attempt > 1
+    assert rig.state(job) == "running" and {rig.state(x) for x in extras} == {"running"}
+    world = last_world(rig, job)
+    assert world["world_size"] == 4 and world["generation"] >= 2
+
+
+@pytest.mark.parametrize("core", ["pending", "running-stopping"])
+def test_decide_sends_extras_placed_without_their_gang_back(core: str) -> None:
+    gang = row("g", "pending") if core == "pending" else row("g", "running", stop="Preempt")
+    rows = [gang, row("g-e1", "scheduled"), row("g-e2", "running")]
+    d = E.decide("g", rows, E.World(1, ("g", "g-e2"), 0.0), (), SPEC, 100.0)
+    assert ([r.id for r in d.unplace], [r.id for r in d.alone]) == (["g-e1"], ["g-e2"])
+    assert (d.hold_reason, d.world) == (E.CORE_WAIT, None)
+
+
+def test_decide_holds_back_a_gang_placed_while_its_extras_wait_for_it() -> None:
+    held = dataclasses.replace(row("g-e1", "pending"), not_before=1e18, reason_code=E.CORE_WAIT)
+    d = E.decide("g", [row("g", "scheduled"), held], None, (), SPEC, 100.0)
+    assert (d.defer.id if d.defer else None, [r.id for r in d.release]) == ("g", ["g-e1"])
+    # placed again a cycle later, the extra released: no second wait, one world of both
+    released = dataclasses.replace(held, state="scheduled", not_before=0.0)
+    d = E.decide("g", [row("g", "scheduled"), released], None, (), SPEC, 101.0)
+    assert d.defer is None and d.world is not None and d.world.members == ("g", "g-e1")
+
+
+def test_a_step_decides_only_the_elastic_jobs_the_change_feed_showed(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cost grows with what changed: once two jobs' worlds are settled, work of other jobs
+    coming and going makes the elastic step decide nothing; a change to one job's row decides
+    that job alone."""
+    jobs = [rig.submit(name="el", elastic={"min_workers": 1, "max_workers": 2,
+                                           "resize_interval": 5}) for _ in range(2)]
+    rig.step(10)
+    decided: list[str] = []
+    real = E.decide
+
+    def counting(group_id: str, *args: Any) -> E.Decision:
+        decided.append(group_id)
+        return real(group_id, *args)
+
+    monkeypatch.setattr(E, "decide", counting)
+    other = rig.submit(name="other", gpus=1)
+    rig.step(3)
+    rig.backend.finish(other)
+    rig.step(3)
+    assert rig.state(other) == "succeeded" and decided == []
+    rig.backend.fail(f"{jobs[0]}-e1", exit_code=3)  # not retried: its world shrinks
+    rig.step(2)
+    assert set(decided) == {jobs[0]}

@@ -12,6 +12,22 @@ their "why pending" is the core's own. This is KAI-Scheduler's elastic PodGroup:
 pods must run together, the pods beyond it are placed when they fit and are the first
 preempted (its `ElasticAllocation` / `minAvailable` docs).
 
+Extras never hold GPUs without their core gang (the core knows no "place this only with
+that", so it is kept here):
+
+    submitted          the extras are stored held (`not_before`, reason ElasticWaitsForGang,
+                       `initial_holds`): no plan, the first included, sees them
+    the gang placed    while its extras are held for it (its first start, or back after it
+                       left): it waits one cycle (a `Resized` stop before its launch, its
+                       devices nominated; no restart spent) and its extras are released, so
+                       the next plan places it with the extras that fit: it starts with them,
+                       not at min followed by a resize a cycle later
+    the gang leaves    (evicted, failed, lost; not a resize or a move): its launched extras are
+                       stopped (`Resized`, their grace) and every extra is held again, in the
+                       step that sees it; an extra a plan placed meanwhile (the gang's room
+                       taken between its wait and its placement) goes back to waiting before
+                       any launch
+
 Resizing (this module's `Elastic.step`, each control step after the plan and before launches):
 
     members = the core gang + the extras placed now (scheduled, starting, running, not stopped
@@ -52,6 +68,10 @@ Churn, the rule: every resize restarts every worker, so
 
 So a world whose extras come and go restarts at most once per interval to grow, plus once per
 member it loses. When the core gang ends, whatever of its extras is left is cancelled.
+
+Cost: a step decides only the jobs the change feed showed since the last one (`observe`: a row
+of the job changed or ended) and those whose timer came (a hold, or a member's way back,
+ends), never every elastic job. The rule itself, pure, is `corral.control.elastic_rule`.
 """
 
 from __future__ import annotations
@@ -59,7 +79,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Final, Protocol
 
 from sqlalchemy import Connection, select
@@ -74,12 +93,29 @@ from corral.backends.elastic_world import (
 )
 from corral.control import lifecycle as L
 from corral.control.checkpoint_dirs import checkpoint_dir
+from corral.control.elastic_rule import (
+    CORE_WAIT,
+    CORE_WAIT_MESSAGE,
+    ELASTIC_WORLD,
+    EXTRA,
+    GANG_PLACED,
+    HELD,
+    MOVES,
+    PLACED,
+    RESIZE_WAIT,
+    RESIZED,
+    Decision,
+    World,
+    decide,
+    extra_index,
+    is_extra,
+    to_hold,
+)
 from corral.control.lifecycle import State
 from corral.control.nomination_hold import nomination_hold_s
 from corral.control.settings import ControlSettings
-from corral.core.migration import MIGRATED
 from corral.core.model import Nomination, WorkerAssignment, Workload
-from corral.core.reasons import RULE_CONSOLIDATE
+from corral.core.reasons import Reason
 from corral.spec import WorkloadSpec
 from corral.spec.elastic import MAX_EXTRA_WORKERS
 from corral.store import Store
@@ -89,32 +125,28 @@ from corral.store.schema import Event
 from corral.store.workloads import WorkloadRecord
 
 __all__ = [
+    "CORE_WAIT",
     "ELASTIC_WORLD",
+    "GANG_PLACED",
+    "MOVES",
     "RESIZED",
     "RESIZE_WAIT",
+    "Decision",
     "Elastic",
     "World",
+    "decide",
     "dry_run_notes",
+    "extra_index",
     "extra_priority",
     "extra_unit",
+    "initial_holds",
     "is_extra",
     "launch_env",
     "unit_ids",
 ]
 
-#: the stop reason of a resize (requeued without spending a restart) and its event
-RESIZED: Final = "Resized"
-#: the info event on the core gang's row that records each world
-ELASTIC_WORLD: Final = "ElasticWorld"
-#: why an extra waits although it may fit: the job resized less than resize_interval ago
-RESIZE_WAIT: Final = "ElasticResizeInterval"
-#: why an extra waits: its core gang is not placed (extras alone would hold GPUs for nothing)
-CORE_WAIT: Final = "ElasticWaitsForGang"
-#: not_before of a row held until further notice (as corral.control.workflow.HELD)
-_HELD: Final = 1e18
 #: the lowest priority a user may give (`WorkloadSpec.priority`); extras go below it
 _LOWEST_USER_PRIORITY: Final = -1000
-_EXTRA: Final = "-e"
 _EXTRAS_GROUP: Final = "-extras"
 
 CORRAL_RANK_OFFSET: Final = "CORRAL_RANK_OFFSET"
@@ -123,16 +155,6 @@ CORRAL_ELASTIC_RENDEZVOUS: Final = "CORRAL_ELASTIC_RENDEZVOUS"
 #: rewritten (atomically) before the members are stopped for a resize, and by an agent on its
 #: host at each launch (`corral.backends.elastic_world`): a worker may watch it
 WORLD_FILE: Final = ".corral-world.json"
-
-_PLACED: Final = frozenset({"scheduled", "starting", "running"})
-#: the stops of corral's moves (consolidation, migration to faster devices): the member is
-#: requeued and placed again at once, where the plan nominated it; not a shrink
-MOVES: Final = frozenset({RULE_CONSOLIDATE, MIGRATED})
-#: a member without a stop, or with one that keeps it in the world
-_STAYING: Final = frozenset({None, RESIZED, *MOVES})
-#: stops after which a member comes back as its next attempt (outcome.py: attempt + 1)
-_COMING_BACK: Final = frozenset({RESIZED, *MOVES})
-_LAUNCHED: Final = frozenset({"starting", "running"})
 
 Fence = Callable[[Connection], bool]
 
@@ -149,7 +171,16 @@ class Specs(Protocol):
 def unit_ids(group_id: str, spec: WorkloadSpec) -> list[str]:
     """The core gang's id (the group's) and its extras' `<group>-e<k>`, k = 1..extras."""
     assert spec.elastic is not None
-    return [group_id, *(f"{group_id}{_EXTRA}{k}" for k in range(1, spec.elastic.extras + 1))]
+    return [group_id, *(f"{group_id}{EXTRA}{k}" for k in range(1, spec.elastic.extras + 1))]
+
+
+def initial_holds(spec: WorkloadSpec, unit_ids: Sequence[str]) -> dict[str, Reason]:
+    """The units of a new submission held by their elastic job: every extra, until the step
+    that sees its core gang placed releases it (`decide`). Stored held (`not_before`), the
+    core never sees an extra before its gang is placed, from the first cycle on."""
+    if spec.elastic is None:
+        return {}
+    return {uid: Reason(CORE_WAIT, CORE_WAIT_MESSAGE) for uid in unit_ids[1:]}
 
 
 def group_of(unit_id: str, group_id: str) -> str:
@@ -166,16 +197,6 @@ def core_id(record: WorkloadRecord) -> str:
     return record.group_id.removesuffix(_EXTRAS_GROUP)
 
 
-def is_extra(record: WorkloadRecord) -> bool:
-    """Whether `record` is an extra member of an elastic job (not its core gang)."""
-    return record.id != record.group_id and record.spec.get("elastic") is not None
-
-
-def extra_index(workload_id: str) -> int:
-    """k of `<group>-e<k>`."""
-    return int(workload_id.rsplit(_EXTRA, 1)[1])
-
-
 def extra_priority(priority: int) -> int:
     """An extra's priority: below anything a user can submit (so it never preempts a whole job
     of its queue and is taken first), keeping the order of the jobs' own priorities among
@@ -187,44 +208,6 @@ def extra_unit(core: Workload) -> Workload:
     """An extra member from its job's core unit: one worker, preemptible, below every job."""
     return dataclasses.replace(core, workers=1, priority=extra_priority(core.priority),
                                preemptible=True, min_runtime_s=0.0)
-
-
-@dataclass(frozen=True)
-class World:
-    """The members of an elastic job's world, core gang first, then extras by index."""
-
-    generation: int
-    members: tuple[str, ...]
-    at: float
-    #: whether its core gang was placed when it was recorded (a world recorded while the gang
-    #: waited is recorded again when the gang starts: the interval counts from the start)
-    started: bool = True
-    #: the attempt each member is in this world with (a member stopped by this resize: the
-    #: attempt it comes back as); () for a world stored before they were recorded
-    attempts: tuple[int, ...] = ()
-
-    def attempt_of(self, member: str) -> int | None:
-        """The attempt `member` is in this world with; None when not recorded."""
-        if member not in self.members or not self.attempts:
-            return None
-        return self.attempts[self.members.index(member)]
-
-    def rejoined(self, rows: Mapping[str, WorkloadRecord]) -> tuple[str, ...]:
-        """Members whose attempt moved past the one they are in this world with: they ended
-        (failed, lost) and were placed again between two steps, unseen. Their peers were in
-        the old world with them, so a new one is needed although the members are the same."""
-        return tuple(m for m, a in zip(self.members, self.attempts, strict=False)
-                     if (r := rows.get(m)) is not None and r.attempt > a)
-
-    def size(self, min_workers: int) -> int:
-        return min_workers + len(self.members) - 1
-
-    def rank_offset(self, member: str, min_workers: int) -> int:
-        """The global rank of `member`'s worker 0: 0 for the core gang, then min_workers + its
-        place among the extras (one worker each)."""
-        if member not in self.members[1:]:
-            return 0
-        return min_workers + self.members[1:].index(member)
 
 
 def world_env(world: World, member: str, spec: WorkloadSpec, ckpt: str) -> dict[str, str]:
@@ -282,72 +265,6 @@ def load_worlds(conn: Connection, group_ids: Sequence[str]) -> dict[str, World]:
     return out
 
 
-@dataclass(frozen=True)
-class Decision:
-    """What `decide` asks for one elastic job."""
-
-    world: World | None = None  # a new world to record, or None
-    stop: tuple[WorkloadRecord, ...] = ()  # launched members to restart (Resized)
-    hold_until: float = 0.0  # pending extras wait until then (resize_interval)
-    hold_reason: str = RESIZE_WAIT
-    cancel: tuple[WorkloadRecord, ...] = ()  # extras of a job whose core gang ended
-    #: members that ended and were placed again unseen (`World.rejoined`): why a world of the
-    #: same members is new
-    rejoined: tuple[str, ...] = ()
-    #: members moved by corral, kept in the world on their way to their new devices
-    moving: tuple[str, ...] = ()
-
-
-def decide(group_id: str, rows: Sequence[WorkloadRecord], known: World | None,
-           returning: Iterable[str], spec: WorkloadSpec, now: float) -> Decision:
-    """The resize rule for one elastic job (pure; module docstring). `rows`: its active rows;
-    `known`: the world last recorded; `returning`: members stopped by a resize, on their way
-    back to their devices."""
-    assert spec.elastic is not None
-    core = next((r for r in rows if r.id == group_id), None)
-    extras = sorted((r for r in rows if r.id != group_id), key=lambda r: extra_index(r.id))
-    if core is None:  # the core gang ended: the job is over
-        return Decision(cancel=tuple(extras))
-    # moved by corral (consolidation, migration): not a shrink; it comes back as a member
-    moved = {r.id for r in rows if r.stop_reason in MOVES and known and r.id in known.members}
-    # on its way back from a resize or a move: counted in, unless something else stops it
-    back = moved | {r.id for r in rows if r.id in set(returning) and r.stop_reason in (
-        None, RESIZED)}
-    if core.id not in back and (core.state not in _PLACED or core.stop_reason is not None):
-        # the gang waits (or leaves for another reason): extras wait with it
-        if known is None:
-            return Decision(world=World(1, (group_id,), now, started=False),
-                            hold_until=_HELD, hold_reason=CORE_WAIT)
-        return Decision(hold_until=_HELD, hold_reason=CORE_WAIT)
-    members = (group_id, *(r.id for r in extras if r.id in back or (
-        r.state in _PLACED and r.stop_reason in (None, RESIZED))))
-    interval = spec.elastic.resize_interval
-    rejoined = () if known is None else known.rejoined({r.id: r for r in rows})
-    # a move not yet in the world: its peers restart once, it rejoins them on its new devices
-    moving = tuple(r.id for r in rows if r.id in moved and known and known.attempt_of(r.id) in (
-        None, r.attempt))
-    if known is not None and members == known.members and known.started and not (
-            rejoined or moving):
-        return Decision(hold_until=known.at + interval)
-    stop = () if known is None else tuple(
-        r for r in (core, *extras) if r.id in members and r.state in _LAUNCHED
-        and r.stop_reason is None)
-    world = World((known.generation if known else 0) + 1, members, now,
-                  attempts=_attempts(members, rows, stop))
-    return Decision(world=world, stop=stop, hold_until=now + interval, rejoined=rejoined,
-                    moving=moving)
-
-
-def _attempts(members: Sequence[str], rows: Sequence[WorkloadRecord],
-              stop: Sequence[WorkloadRecord]) -> tuple[int, ...]:
-    """The attempt each member is in a new world with: a member stopped for a resize comes
-    back as its next attempt (outcome.py requeues a Resized stop with attempt + 1)."""
-    by_id = {r.id: r for r in rows}
-    stopped = {r.id for r in stop}
-    return tuple(by_id[m].attempt + (m in stopped or by_id[m].stop_reason in _COMING_BACK)
-                 for m in members)
-
-
 class Elastic:
     """The resizes of the pool's elastic jobs, one `step` per control step (module docstring).
 
@@ -359,38 +276,55 @@ class Elastic:
         self.worlds: dict[str, World] = {}
         #: the elastic jobs with active rows, as the change feed showed them (`observe`)
         self.groups: set[str] = set()
+        #: those the change feed showed since the last step: the only ones a step decides,
+        #: with those whose `timers` came (cost grows with what changed, not with what runs)
+        self.dirty: set[str] = set()
+        #: group -> when a decision may change with no row changing (a hold or a member's way
+        #: back ends)
+        self.timers: dict[str, float] = {}
         self.returning: dict[str, float] = {}  # member id -> until when it is counted in
-        self._generation = -1  # the live state's generation last decided on
-        self._wake = float("inf")  # the earliest hold that ends (a decision may change then)
 
     def observe(self, changed: Iterable[str], records: Mapping[str, WorkloadRecord]) -> None:
         """Note the elastic jobs among the rows the change feed returned (`LiveState.refresh`;
-        all of them after a full read): O(len(changed)), so a step never scans every row."""
+        all of them after a full read): O(len(changed)), so a step never scans every row. A
+        row that ended has left `records`: its job is known by its id (`groups`)."""
         for wid in changed:
             rec = records.get(wid)
-            if rec is not None and "elastic" in rec.spec:
-                self.groups.add(core_id(rec))
+            if rec is not None:
+                if "elastic" in rec.spec:
+                    self.groups.add(core_id(rec))
+                    self.dirty.add(core_id(rec))
+            elif wid in self.groups:
+                self.dirty.add(wid)
+            elif EXTRA in wid and (g := wid.rsplit(EXTRA, 1)[0]) in self.groups:
+                self.dirty.add(g)
 
     def step(self, store: Store, records: Mapping[str, WorkloadRecord],
              assignments: Mapping[str, tuple[WorkerAssignment, ...]], specs: Specs,
-             settings: ControlSettings, now: float, fence: Fence, generation: int) -> int:
-        """Decide every elastic job's world; returns how many rows were written (the caller
-        reads the store again when not 0). Skipped when nothing changed since the last step."""
-        if generation == self._generation and now < self._wake:
+             settings: ControlSettings, now: float, fence: Fence, generation: int = 0) -> int:
+        """Decide the world of each elastic job the change feed showed since the last step, or
+        whose timer came; returns how many rows were written (the caller reads the store again
+        when not 0). `generation` (the live state's) is not needed: `observe` says what changed."""
+        due = [g for g, t in self.timers.items() if t <= now]
+        todo, self.dirty = self.dirty | set(due), set()
+        if not todo:
             return 0
-        self._generation, self._wake = generation, float("inf")
-        groups = {g: rows for g in sorted(self.groups) if (rows := _rows_of(g, records))}
-        self.groups = set(groups)
-        self.worlds = {g: w for g, w in self.worlds.items() if g in groups}
+        for g in due:
+            del self.timers[g]
+        groups = {g: rows for g in sorted(todo) if (rows := _rows_of(g, records))}
+        for g in todo - groups.keys():  # ended: forgotten
+            self.groups.discard(g)
+            self.worlds.pop(g, None)
+            self.timers.pop(g, None)
         # a member is back once placed again without a stop: the world counts it as placed
         self.returning = {m: t for m, t in self.returning.items() if t > now and (
-            r := records.get(m)) is not None and not (r.state in _PLACED and r.stop_reason is None)}
+            r := records.get(m)) is not None and not (r.state in PLACED and r.stop_reason is None)}
         unknown = [g for g in groups if g not in self.worlds]
         if unknown:
             with store.read() as conn:
                 self.worlds.update(load_worlds(conn, unknown))
         written = 0
-        for group_id, rows in sorted(groups.items()):
+        for group_id, rows in groups.items():
             spec = specs.spec(rows[0])
             d = decide(group_id, rows, self.worlds.get(group_id), self.returning, spec, now)
             written += self._apply(store, group_id, rows, d, spec, assignments, specs,
@@ -400,29 +334,43 @@ class Elastic:
     def _apply(self, store: Store, group_id: str, rows: Sequence[WorkloadRecord], d: Decision,
                spec: WorkloadSpec, assignments: Mapping[str, tuple[WorkerAssignment, ...]],
                specs: Specs, settings: ControlSettings, now: float, fence: Fence) -> int:
-        held = _to_hold(rows, d, self.returning)
-        if not (d.world or d.cancel or held):
+        assert spec.elastic is not None
+        held = [] if d.defer is not None else to_hold(rows, d, self.returning)
+        if now < d.hold_until < HELD:
+            self._timer(group_id, d.hold_until)
+        if not (d.world or d.cancel or held or d.defer or d.unplace or d.alone):
             return 0
         grace = settings.stop_grace_s if spec.preemption_grace is None else spec.preemption_grace
         hold_s = nomination_hold_s(grace, settings.interval_s)
         with store.write() as conn:
             if not fence(conn):
+                self.dirty.add(group_id)  # decided again once this process leads
                 return 0
             n = _cancel(conn, d.cancel, now)
             if d.world is not None:
                 _record(conn, group_id, d, self.worlds.get(group_id), spec, now)
-                n += _stop(conn, d.stop, assignments, specs, d.world, spec, now, hold_s) + 1
+                size = d.world.size(spec.elastic.min_workers)
+                n += _stop(conn, d.stop, assignments, specs, _resized(d.world, size),
+                           {"generation": d.world.generation, "world_size": size}, now,
+                           hold_s) + 1
             n += _hold(conn, held, d.hold_until, d.hold_reason, spec)
+            n += _unplace(conn, d.unplace, now) + _stop_alone(conn, d.alone, now)
+            if d.defer is not None:
+                n += _stop(conn, [d.defer], assignments, specs, _DEFERRED, {}, now, hold_s)
+                n += _release(conn, d.release)
         if d.world is not None:
             self.worlds[group_id] = d.world
             self.returning.update({r.id: now + hold_s for r in d.stop})
             self.returning.update({m: now + hold_s for m in d.moving})
+            if d.stop or d.moving:  # counted in until then: decided again at the latest then
+                self._timer(group_id, now + hold_s)
             core = next((r for r in rows if r.id == group_id), None)
             if core is not None:
                 write_world_file(core, spec, settings, d.world)
-        if d.hold_until > now:
-            self._wake = min(self._wake, d.hold_until)
         return n
+
+    def _timer(self, group_id: str, at: float) -> None:
+        self.timers[group_id] = min(at, self.timers.get(group_id, at))
 
 
 def write_world_file(core: WorkloadRecord, spec: WorkloadSpec, settings: ControlSettings,
@@ -449,30 +397,16 @@ def _rows_of(group_id: str, records: Mapping[str, WorkloadRecord]) -> list[Workl
     core = records.get(group_id)
     body = core.spec if core is not None else next(
         (r.spec for k in range(1, MAX_EXTRA_WORKERS + 1)
-         if (r := records.get(f"{group_id}{_EXTRA}{k}")) is not None), None)
+         if (r := records.get(f"{group_id}{EXTRA}{k}")) is not None), None)
     if body is None:
         return []
-    ids = [group_id, *(f"{group_id}{_EXTRA}{k}" for k in range(1, _extras(body) + 1))]
+    ids = [group_id, *(f"{group_id}{EXTRA}{k}" for k in range(1, _extras(body) + 1))]
     return [r for wid in ids if (r := records.get(wid)) is not None]
 
 
 def _extras(body: dict[str, object]) -> int:
     e = body.get("elastic")
     return int(e["max_workers"]) - int(e["min_workers"]) if isinstance(e, dict) else 0
-
-
-def _to_hold(rows: Sequence[WorkloadRecord], d: Decision, returning: Mapping[str, float]
-             ) -> list[WorkloadRecord]:
-    """Pending extras that could be placed before `d.hold_until` (not members on their way
-    back: they return to the world they are in), and extras leaving the world (evicted,
-    stopping): requeued, they keep `not_before`, so the plan that follows their requeue, before
-    the next step, cannot place them back at once (a growth right after the shrink)."""
-    return [r for r in rows if is_extra(r) and r.id not in returning
-            and (d.world is None or r.id not in d.world.members) and (
-                (r.state == "pending" and (r.not_before < d.hold_until or (
-                    r.not_before > d.hold_until and r.reason_code in (RESIZE_WAIT, CORE_WAIT))))
-                or (r.state in _PLACED and r.stop_reason not in _STAYING
-                    and r.not_before < d.hold_until))]
 
 
 def _record(conn: Connection, group_id: str, d: Decision, old: World | None,
@@ -491,16 +425,23 @@ def _record(conn: Connection, group_id: str, d: Decision, old: World | None,
                          "rejoined": list(d.rejoined)})
 
 
+def _resized(world: World, size: int) -> str:
+    return (f"resized to {size} workers (generation "
+            f"{world.generation}): stopped with its grace to checkpoint, relaunched on the same "
+            "devices with the new CORRAL_WORLD_SIZE")
+
+
+#: the stop of a core gang held back one cycle (`Decision.defer`): never launched, it ends at
+#: once (`act.stop_requested`) and is requeued onto its nominated devices without a restart
+_DEFERRED: Final = ("placed before its extras, which wait for it: held back one cycle on its "
+                    "devices, so that it starts with the extras that fit beside it")
+
+
 def _stop(conn: Connection, stops: Sequence[WorkloadRecord],
-          assignments: Mapping[str, tuple[WorkerAssignment, ...]], specs: Specs,
-          world: World, spec: WorkloadSpec, now: float, hold_s: float) -> int:
-    """Ask each launched member to stop with `Resized` (its grace to checkpoint) and hold its
-    devices for its relaunch with the new world."""
-    assert spec.elastic is not None
-    size = world.size(spec.elastic.min_workers)
-    message = (f"resized to {size} workers (generation {world.generation}): stopped with its "
-               "grace to checkpoint, relaunched on the same devices with the new "
-               "CORRAL_WORLD_SIZE")
+          assignments: Mapping[str, tuple[WorkerAssignment, ...]], specs: Specs, message: str,
+          data: dict[str, int], now: float, hold_s: float) -> int:
+    """Ask each member to stop with `Resized` (launched: its grace to checkpoint) and hold its
+    devices for its relaunch; `data`: the event's (the new world's generation and size)."""
     held: list[Nomination] = []
     n = 0
     for rec in stops:
@@ -508,8 +449,7 @@ def _stop(conn: Connection, stops: Sequence[WorkloadRecord],
                                   stop_message=message):
             continue  # changed since read: the next step decides again
         W.append_event(conn, at=now, kind="info", reason=RESIZED, workload_id=rec.id,
-                       attempt=rec.attempt, message=message,
-                       data={"generation": world.generation, "world_size": size})
+                       attempt=rec.attempt, message=message, data=data)
         n += 1
         where = assignments.get(rec.id, ())
         if where:
@@ -520,6 +460,38 @@ def _stop(conn: Connection, stops: Sequence[WorkloadRecord],
         kept = [x for x in load_nominations(conn, now) if x.workload_id not in mine]
         replace_nominations(conn, [*kept, *held], now, hold_s)
     return n
+
+
+def _unplace(conn: Connection, extras: Sequence[WorkloadRecord], now: float) -> int:
+    """Extras a plan placed while their core gang is not: back to waiting before any launch
+    (a new attempt: the placement written for this one is left behind), held for the gang."""
+    return sum(L.transition(conn, r, State.PENDING, reason=CORE_WAIT, now=now,
+                            message=f"{CORE_WAIT_MESSAGE}: placed without it, never launched",
+                            not_before=HELD, attempt=r.attempt + 1)
+               for r in extras)
+
+
+def _stop_alone(conn: Connection, extras: Sequence[WorkloadRecord], now: float) -> int:
+    """Launched extras whose core gang left (evicted, failed, lost): stopped with `Resized`
+    (their grace, no restart spent) and held, so that they do not hold GPUs alone; the next
+    step gives the requeued row its reason (CORE_WAIT)."""
+    message = "its elastic job's core gang is not running: stopped until the gang is placed again"
+    n = 0
+    for r in extras:
+        if W.update_versioned(conn, r.id, r.version, stop_reason=RESIZED, stop_message=message,
+                              not_before=HELD):
+            W.append_event(conn, at=now, kind="info", reason=RESIZED, workload_id=r.id,
+                           attempt=r.attempt, message=message)
+            n += 1
+    return n
+
+
+def _release(conn: Connection, extras: Sequence[WorkloadRecord]) -> int:
+    """Extras held for their core gang, released for the plan that places it again."""
+    return sum(W.update_versioned(conn, r.id, r.version, not_before=0.0, reason_code=GANG_PLACED,
+                                  reason_message="its core gang is placed: placed with it where "
+                                  "it fits, at the next scheduling cycle")
+               for r in extras)
 
 
 def _hold(conn: Connection, rows: Sequence[WorkloadRecord], until: float, reason: str,

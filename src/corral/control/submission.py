@@ -317,6 +317,7 @@ class Submissions:
         body = stored_form(spec)
         ids = unit_ids(group_id, spec)
         holds = initial_holds(spec, ids, group_id, parents or {})
+        holds |= elastic.initial_holds(spec, ids)  # extras wait for their core gang (elastic.py)
         rows = [_row(uid, group_id, spec, user, body, now, holds.get(uid)) for uid in ids]
         if spec.elastic is not None:  # its extras in a group of their own (elastic.group_of)
             rows = [{**r, "group_id": elastic.group_of(r["id"], group_id)} for r in rows]

@@ -15,6 +15,11 @@ slurmd with fake GPUs), then, on the same cluster, for each size in `--jobs` and
    fast as it goes) until every workload has succeeded; timed from the first step
    (`engine_loop.run_until_done`, shared with `ray_launch.py`).
 
+`--warm-slots N` runs row 3 again with `SlurmBackend(warm_slots=N)` (`corral.backends.
+slurm_pilot`: single workers handed to pilot jobs queued on their node ahead of the work), in the
+same round, after the plain row: `corral_warm_jobs_per_s` and `ratio_warm`; the pilots left idle
+are drained (not timed) before the next row.
+
 `--old-runner FILE` (a former `local_runner.py`, e.g. from `git show REV:...`) runs rows 2 and 3
 again with that supervisor, in the same round: before and after on the same cluster and load.
 
@@ -24,7 +29,7 @@ process used (`corral_cpu_s`), and the machine's load; with `--timeline`, where 
 cycle goes between one job's end and the next one's start (`timeline`).
 
     .venv/bin/python bench/slurm_launch.py [--nodes 4] [--jobs 200 1000] [--repeats 2]
-        [--old-runner /tmp/local_runner_old.py] [--timeline]
+        [--old-runner /tmp/local_runner_old.py] [--timeline] [--warm-slots 1]
 """
 
 from __future__ import annotations
@@ -133,11 +138,11 @@ def timeline(backend: _TimedSlurm) -> dict[str, float]:
 
 
 def corral_on_slurm(cluster: SlurmCluster, jobs: int, work: Path, interval: float = 0.0,
-                    runner: list[str] | None = None, with_timeline: bool = False
-                    ) -> tuple[float, dict[str, Any]]:
+                    runner: list[str] | None = None, with_timeline: bool = False,
+                    warm_slots: int = 0) -> tuple[float, dict[str, Any]]:
     """Row 3: corral's loop on `SlurmBackend`; `runner`: the supervisor's start command in the
     batch scripts (a bench-only switch, to compare supervisors in one run), else the current."""
-    backend = _TimedSlurm(work / "slurm-work", env=cluster.env)
+    backend = _TimedSlurm(work / "slurm-work", env=cluster.env, warm_slots=warm_slots)
     backend.sbatch_ends = {}
     current = local_runner.runner_argv
     if runner is not None:
@@ -167,6 +172,8 @@ def main() -> None:
     ap.add_argument("--no-runner-row", action="store_true", help="skip row 2")
     ap.add_argument("--timeline", action="store_true",
                     help="row 3 also says where a slot's cycle goes (`timeline`)")
+    ap.add_argument("--warm-slots", type=int, default=0,
+                    help="row 3 again with SlurmBackend(warm_slots=N) (0: not run)")
     ap.add_argument("--old-runner", type=Path, default=None,
                     help="a former local_runner.py: rows 2 and 3 again with it (python -I FILE)")
     args = ap.parse_args()
@@ -205,6 +212,17 @@ def one_row(cluster: SlurmCluster, jobs: int, round_: int, work: Path,
     corral, detail = corral_on_slurm(cluster, jobs, work, args.interval,
                                      with_timeline=args.timeline)
     row |= {"corral_jobs_per_s": round(jobs / corral, 1), "ratio": round(alone / corral, 2)}
+    if args.warm_slots > 0:
+        (work / "warm").mkdir()
+        warm, warm_detail = corral_on_slurm(cluster, jobs, work / "warm", args.interval,
+                                            with_timeline=args.timeline,
+                                            warm_slots=args.warm_slots)
+        _drain(cluster)  # the pilots left idle end within their idle time: not corral's jobs
+        row["warm"] = {"corral_warm_jobs_per_s": round(jobs / warm, 1),
+                       "ratio_warm": round(alone / warm, 2), "corral_s": round(warm, 2),
+                       "corral_cpu_s": warm_detail["corral_cpu_s"],
+                       "corral_stage_s": warm_detail["corral_stage_s"],
+                       **({"timeline": warm_detail["timeline"]} if args.timeline else {})}
     if runner is not None:
         row["slurm_alone_supervised_jobs_per_s"] = round(jobs / runner, 1)
         row["ratio_to_supervised"] = round(runner / corral, 2)

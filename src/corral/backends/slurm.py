@@ -91,7 +91,20 @@ from corral.backends.records import (
 from corral.backends.slurm_array import array_key, group_for_arrays, launch_array
 from corral.backends.slurm_gang import HET_KEY, fits_one_job, gang_job_name
 from corral.backends.slurm_observe import PENDING_STATES, SlurmObservation
-from corral.backends.slurm_parse import SlurmNode, parse_nodes, slurm_inventory
+from corral.backends.slurm_parse import (
+    SlurmNode,
+    node_is_lost,
+    parse_nodes,
+    slurm_inventory,
+)
+from corral.backends.slurm_pilot import (
+    PILOT_KEY,
+    Pilots,
+    launch_pilots,
+    taken_by,
+    unclaimed_end,
+    withdraw,
+)
 from corral.backends.slurm_status import Asker, job_states
 from corral.backends.slurm_submit import DEADLINE_FILE, SlurmSubmission, container_argv, job_name
 from corral.core.model import Node
@@ -119,6 +132,10 @@ class SlurmBackend(SlurmSubmission, SlurmObservation, Backend, InventorySource, 
     heterogeneous job (`corral.backends.slurm_gang`: all-or-nothing in Slurm's own scheduler,
     but started only by its backfill pass); False: one held job per worker, released together.
     node_cache_s: how long a batch's placement checks reuse the last ``scontrol show nodes``.
+    warm_slots: in `launch_many`, single workers go to pilot jobs queued on their node ahead of
+    the work, this many more per (node, --gres) than workers waiting (`corral.backends.
+    slurm_pilot`: Slurm starts a pilot as a GPU frees, while corral is still deciding); 0: off.
+    pilot_idle_s: how long a pilot with nothing to run holds its GPU before it exits.
     """
 
     name = "slurm"
@@ -131,7 +148,8 @@ class SlurmBackend(SlurmSubmission, SlurmObservation, Backend, InventorySource, 
         not_responding_is_lost: bool = False, kill_slack_s: float = 5.0,
         command_timeout_s: float = 30.0, bin_dir: str | None = None, launch_threads: int = 8,
         status_interval_s: float = 1.0, ask_in_background: bool = True,
-        gang_as_one_job: bool = False, node_cache_s: float = 5.0,
+        gang_as_one_job: bool = False, node_cache_s: float = 5.0, warm_slots: int = 0,
+        pilot_idle_s: float = 2.0,
     ) -> None:
         self.client_env = dict(env if env is not None else os.environ)
         self.partition, self.provider, self.gpu_model = partition, provider, gpu_model
@@ -146,6 +164,11 @@ class SlurmBackend(SlurmSubmission, SlurmObservation, Backend, InventorySource, 
         self.node_cache_s = node_cache_s
         self._node_cache: tuple[float, dict[str, SlurmNode]] = (float("-inf"), {})
         self.records = AttemptRecords(Path(work_dir))
+        if warm_slots < 0 or pilot_idle_s <= 0:
+            raise InvalidRequest("warm_slots", "warm_slots must be >= 0 and pilot_idle_s > 0")
+        self.warm_slots = warm_slots
+        # kept even when off: a backend restarted with warm_slots=0 withdraws its queued items
+        self.pilots = Pilots(self.records.root, warm_slots, pilot_idle_s)
         self._attempts = {r.key: r for r in self.records.scan()}
         self._killed: set[str] = set()  # job ids scancel'ed after their deadline
         # Attempts whose launch is under way on another thread: poll reports them STARTING and
@@ -210,7 +233,15 @@ class SlurmBackend(SlurmSubmission, SlurmObservation, Backend, InventorySource, 
         except BackendError as e:
             return [e for _ in specs]
         errors: list[Exception | None] = [None] * len(specs)
-        arrays, lone = group_for_arrays(specs, lambda s: array_key(s, nodes, self._attempts))
+        if self.warm_slots > 0:  # single workers to pilots (`slurm_pilot`), per (node, gres)
+            by_key: dict[tuple[str, str], list[int]] = {}
+            lone: list[int] = []
+            for i, s in enumerate(specs):
+                k = array_key(s, nodes, self._attempts)
+                (lone if k is None else by_key.setdefault(k, [])).append(i)
+            arrays = list(by_key.values())
+        else:
+            arrays, lone = group_for_arrays(specs, lambda s: array_key(s, nodes, self._attempts))
 
         def one(i: int) -> None:
             try:
@@ -220,7 +251,11 @@ class SlurmBackend(SlurmSubmission, SlurmObservation, Backend, InventorySource, 
 
         def array(members: list[int]) -> None:
             try:
-                results = launch_array(self, [specs[i] for i in members], nodes)
+                key = array_key(specs[members[0]], nodes, ())
+                if self.warm_slots > 0 and key is not None:
+                    results = launch_pilots(self, [specs[i] for i in members], nodes, *key)
+                else:
+                    results = launch_array(self, [specs[i] for i in members], nodes)
             except Exception as e:  # what no refusal explains (a bug): each member's error
                 results = [e for _ in members]
             for i, error in zip(members, results, strict=True):
@@ -283,6 +318,12 @@ class SlurmBackend(SlurmSubmission, SlurmObservation, Backend, InventorySource, 
             return
         # Deadline first, signal second: the order the contract promises the worker.
         write_text_atomic(record.dir / DEADLINE_FILE, format_deadline(stop.deadline))
+        if PILOT_KEY in record.engine and not self._pilot_taken(record):
+            # no pilot took it: withdrawn, it never runs; taken meanwhile: its runner reads
+            # the deadline file as it starts, and poll cancels it past the deadline
+            withdraw(self, record, WorkerEnd(WorkerState.STOPPED, base.STOPPED_BEFORE_START,
+                                             None, time.time(), reason))
+            return
         jobs = self._jobs_of(record)
         states = job_states(self._slurm, list(jobs.values()))
         waiting = [j for j in jobs.values() if states.get(j) and states[j].state in PENDING_STATES]
@@ -307,6 +348,11 @@ class SlurmBackend(SlurmSubmission, SlurmObservation, Backend, InventorySource, 
         def observe(record: AttemptRecord, a: Any) -> WorkerEnd:
             if record.key in launching and a.worker not in record.ends:
                 return WorkerEnd(WorkerState.STARTING, base.STARTING)
+            if (PILOT_KEY in record.engine and a.worker not in record.ends
+                    and not self._pilot_taken(record)):
+                state = answer.nodes.get(a.node_id) if answer is not None else None
+                return unclaimed_end(self, record, state, state is not None and node_is_lost(
+                    state, not_responding_is_lost=self.not_responding_is_lost))
             if answer is None or record.key not in answer.asked:
                 return self._observe_records(record, a.worker)
             end = self._observe(record, a.worker, a.node_id, answer.jobs, answer.nodes)
@@ -323,8 +369,10 @@ class SlurmBackend(SlurmSubmission, SlurmObservation, Backend, InventorySource, 
     def _what_to_ask(self, attempts: Mapping[tuple[str, int], AttemptRecord],
                      launching: set[tuple[str, int]]) -> tuple[frozenset[tuple[str, int]],
                                                                list[str]]:
-        """The attempts a round of Slurm's answers is about, and their workers' job ids."""
-        asked = frozenset(k for k in attempts if k not in launching)
+        """The attempts a round of Slurm's answers is about, and their workers' job ids (not a
+        worker no pilot has taken yet: it has no job to ask about)."""
+        asked = frozenset(k for k in attempts if k not in launching and (
+            PILOT_KEY not in attempts[k].engine or self._pilot_taken(attempts[k])))
         return asked, sorted({j for k in asked if not attempts[k].all_ended
                               for j in self._jobs_of(attempts[k]).values()})
 
@@ -340,6 +388,20 @@ class SlurmBackend(SlurmSubmission, SlurmObservation, Backend, InventorySource, 
             del self._attempts[record.key]
         for a in record.spec.assignments:
             self._seen.pop((*record.key, a.worker), None)
+
+    def _pilot_taken(self, record: AttemptRecord) -> bool:
+        """Whether a pilot took this single worker's item (`slurm_pilot`); its job id, once
+        its pilot wrote it, is the worker's job from then on. Kept in memory only: the pilot's
+        file is the record a restarted backend reads (saving the record again cost a rename
+        over a file per worker, which ext4 flushes: the poll's wall time tripled)."""
+        worker = str(record.spec.assignments[0].worker)
+        if worker in record.engine["jobs"]:
+            return True
+        job = taken_by(record, int(worker))
+        if job is None:
+            return False
+        record.engine["jobs"][worker] = job
+        return True
 
     # --- capabilities --------------------------------------------------------------------------
 

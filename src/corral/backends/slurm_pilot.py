@@ -1,0 +1,286 @@
+"""Warm slots: single-worker attempts handed to pilot jobs Slurm already queued on their node.
+
+Why (bench/README, "Issue 16, engines: warm slots"): Slurm takes about 0.65 s from deciding to
+start a job to its script running (measured here: a new submission on a free GPU and a job
+pending behind a busy one start equally late). Slurm alone has its whole array queued, so that
+time starts the instant a GPU frees. corral submits a job only once it has seen the GPU free and
+planned (0.2-0.4 s later), and pays Slurm's 0.65 s after that. A pilot job (HTCondor's glideins,
+Parsl's and Flux's pilots) is a job corral queues on a node *before* it has work for it: Slurm
+starts it as soon as a GPU of its shape frees, while corral is still deciding, and the pilot
+runs the worker corral then places on that node. corral still decides what runs where.
+
+    launch_many ─ per (node, --gres): each worker's batch script as an item in
+                  <work>/pilots/<key>/queue/ (oldest first), then one sbatch --array of pilots
+                  so that pilots pending or idle = items waiting + warm_slots
+    a pilot (a Slurm job on <node> with that --gres, its own job id)
+                ─ takes the oldest item by rename(2) into claimed/<job id>.sh (one taker),
+                  writes its job id beside the worker's records and execs the item: the
+                  worker's ordinary batch script, same runner, same contract as a lone job;
+                  no item for `idle_s`: leaves a mark in gone/ and exits
+
+What stays true:
+
+- nothing runs that corral did not launch on that node: a pilot with no item runs nothing
+  and exits after `idle_s`, holding one GPU of Slurm's meanwhile (the price of the head
+  start, paid only by a backend with ``warm_slots`` > 0; off by default);
+- a stop of a worker no pilot has taken renames its item away first (it never runs) and the
+  worker ends STOPPED (`StoppedBeforeStart`); once taken, it is a Slurm job like any other,
+  by its pilot's job id (`job_id_file`); taken in between: the deadline file, written first,
+  stops it as its runner starts, as for a job whose submission was under way;
+- items waiting on a node Slurm reports lost are withdrawn and end LOST (`NodeLost`);
+- a restarted backend finds each worker by its record (the item's name, the job id file); it
+  does not know the pilots submitted before, so it queues new ones (the extra ones idle out).
+
+How many pilots to submit needs no count of Slurm's queue: every pilot ends by taking an item
+or by leaving its mark in gone/, so pilots alive = submitted - taken - gone and items waiting =
+queued - taken - withdrawn; pilots wanted - alive = warm + queued - withdrawn + gone - submitted
+(`Pilots.wanted`), from counters this backend keeps and the marks it collects. A pilot Slurm
+kills before it takes anything (scancel by hand) leaves no mark: that key is one pilot short
+until the next launch on it submits more.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from corral.backends import base, exits
+from corral.backends.errors import BackendUnavailable
+from corral.backends.exits import WorkerEnd
+from corral.backends.local_runner import write_text_atomic
+from corral.backends.records import AttemptRecord, AttemptRecords
+from corral.backends.slurm_parse import SlurmNode, gres_request
+
+if TYPE_CHECKING:
+    from corral.backends.base import LaunchSpec
+    from corral.backends.slurm import SlurmBackend
+
+__all__ = ["JOB_ID_FILE", "PILOT_KEY", "PILOT_PREFIX", "Pilots", "item_script", "pilot_script"]
+
+PILOT_KEY: Final = "pilot"  # in a record's engine: {"key": <dir name>, "item": <file name>}
+PILOT_PREFIX: Final = "corral-pilot."  # the pilots' job name, then the key
+JOB_ID_FILE: Final = "slurm-job"  # in the worker's dir: the id of the pilot that took it
+POLL_S: Final = 0.05  # how often an idle pilot looks for an item
+
+log = logging.getLogger(__name__)
+
+
+def key_dir(node: str, gres: str) -> str:
+    """A folder (and job name) per (node, --gres): what a pilot can run is one shape, one node."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{node}.{gres or 'none'}")
+
+
+def pilot_script(pdir: Path, idle_s: float) -> str:
+    """The pilot's batch script (bash): take the oldest item (a glob is sorted), exec it; none
+    for `idle_s`: mark gone/ and exit. ``mv`` within one folder is one rename(2): one pilot
+    wins. Between looks it waits on a FIFO of its own with ``read -t`` (a builtin): a ``sleep``
+    per look was a fork 20 times a second per idle pilot, which 32 idle pilots on 2 cores
+    paid for in the loop's reaction time (bench/README)."""
+    q, c, g = (shlex.quote(str(pdir / d)) for d in ("queue", "claimed", "gone"))
+    tries = max(1, round(idle_s / POLL_S))
+    return "\n".join([
+        "#!/bin/bash", "# corral: a pilot job (corral.backends.slurm_pilot); generated",
+        "export LC_ALL=C", f'fifo={g}/".$SLURM_JOB_ID.fifo"', "wait_fd=",
+        'if mkfifo "$fifo" 2>/dev/null && exec 9<>"$fifo"; then wait_fd=9; fi',
+        'rm -f "$fifo"', "n=0",
+        f"while [ $n -lt {tries} ]; do",
+        f"  for f in {q}/*.sh; do",
+        '    [ -e "$f" ] || break',
+        f'    if mv "$f" {c}/"$SLURM_JOB_ID.sh" 2>/dev/null; then',
+        "      exec 9<&-",
+        f'      exec /bin/sh {c}/"$SLURM_JOB_ID.sh"',
+        "    fi", "  done", "  n=$((n + 1))",
+        f'  if [ -n "$wait_fd" ]; then read -r -t {POLL_S} -u 9 _; else sleep {POLL_S}; fi',
+        "done",
+        f': > {g}/"$SLURM_JOB_ID"', ""])
+
+
+def item_script(wdir: Path, log: Path, worker_script: Path) -> str:
+    """What a pilot execs: record its job id beside the worker's records (how the backend
+    learns which Slurm job runs the worker), send output to the worker's log, run the worker's
+    ordinary batch script. A pilot is an array task: its id is written as squeue -r, sacct and
+    scancel name it (``<array job>_<task>``, `slurm_array.task_job_id`), not as the task's own
+    ``SLURM_JOB_ID``, which squeue answers under the array's name (the worker would read as
+    vanished)."""
+    jid, tmp = shlex.quote(str(wdir / JOB_ID_FILE)), shlex.quote(str(wdir / f".{JOB_ID_FILE}"))
+    job = '${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}'
+    return "\n".join([
+        "#!/bin/sh", f'job="{job}"', 'job="${job:-$SLURM_JOB_ID}"',
+        f"printf '%s\\n' \"$job\" > {tmp} && mv -f {tmp} {jid}",
+        f"exec >> {shlex.quote(str(log))} 2>&1",
+        f"exec /bin/sh {shlex.quote(str(worker_script))}", ""])
+
+
+@dataclass
+class _Key:
+    """One (node, --gres): its folders and the counters of `Pilots.wanted`."""
+
+    dir: Path
+    node: str
+    gres: str
+    queued: int = 0
+    withdrawn: int = 0
+    gone: int = 0
+    submitted: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Pilots:
+    """The warm slots of one backend: items queued per (node, --gres), pilots submitted for them."""
+
+    def __init__(self, root: Path, warm: int, idle_s: float) -> None:
+        self.root, self.warm, self.idle_s = root / "pilots", warm, idle_s
+        self._keys: dict[str, _Key] = {}
+        self._lock = threading.Lock()
+        self._seq = 0
+
+    def key_of(self, node: str, gres: str) -> _Key:
+        name = key_dir(node, gres)
+        with self._lock:
+            k = self._keys.get(name)
+            if k is None:
+                k = self._keys[name] = _Key(self.root / name, node, gres)
+                for d in ("queue", "claimed", "gone", "withdrawn"):
+                    (k.dir / d).mkdir(parents=True, exist_ok=True)
+                write_text_atomic(k.dir / "pilot.sbatch", pilot_script(k.dir, self.idle_s))
+            return k
+
+    def known(self, name: str) -> _Key | None:
+        with self._lock:
+            return self._keys.get(name)
+
+    def item_name(self) -> str:
+        """Sorted by when it was queued: the oldest item is taken first."""
+        with self._lock:
+            self._seq += 1
+            return f"{time.time_ns():020d}-{self._seq:06d}.sh"
+
+    def wanted(self, k: _Key) -> int:
+        """Pilots to submit now (module docstring); collects the gone marks (each once)."""
+        with os.scandir(k.dir / "gone") as marks:
+            for m in marks:
+                os.unlink(m.path)
+                k.gone += 1
+        return max(0, self.warm + k.queued - k.withdrawn + k.gone - k.submitted)
+
+
+def launch_pilots(backend: SlurmBackend, specs: Sequence[LaunchSpec],
+                  nodes: dict[str, SlurmNode], node: str, gres: str) -> list[Exception | None]:
+    """Single-worker attempts of one (node, --gres) as items for pilots: records first (made
+    durable in one pass before any pilot may take them), then the items, then the pilots."""
+    pilots = backend.pilots
+    k = pilots.key_of(node, gres)
+    errors: list[Exception | None] = [None] * len(specs)
+    queued: list[tuple[int, AttemptRecord, str]] = []
+    for i, spec in enumerate(specs):
+        try:
+            AttemptRecords.check_id(spec, "Slurm")
+            if backend.records.existing(spec) is not None:
+                continue
+            backend._check_placement(spec, nodes)
+            item = pilots.item_name()
+            record = backend.records.create(spec, {"jobs": {}, "notes": {}, PILOT_KEY: {
+                "key": k.dir.name, "item": item}}, durable=False)
+            backend._adopt(record)
+            queued.append((i, record, item))
+            backend._prepare_dirs(record)
+            _write_item(backend, record, nodes[node], k, item)
+        except Exception as e:
+            if queued and queued[-1][0] == i:  # created, then refused: never queued
+                refused = queued.pop()[1]
+                refused.end(0, exits.lost(base.LAUNCH_INTERRUPTED, f"refused: {e}"))
+                backend._landed([refused])
+            errors[i] = e
+    try:
+        AttemptRecords.sync(r for _, r, _ in queued)
+        for _, _, item in queued:  # now a pilot may take it
+            os.rename(k.dir / "queue" / f".{item}", k.dir / "queue" / item)
+        with k.lock:
+            k.queued += len(queued)
+            _submit_pilots(backend, k, pilots.wanted(k))
+    except (BackendUnavailable, OSError, subprocess.CalledProcessError) as e:
+        # the items stay queued: a pilot submitted later (the next launch here) takes them,
+        # or a stop withdraws them; the launch itself was handed over
+        log.warning("pilots for %s not submitted (%s); the queued items "
+                                     "wait for the next ones", k.dir.name, e)
+    finally:
+        backend._landed([r for _, r, _ in queued])
+    return errors
+
+
+def _write_item(backend: SlurmBackend, record: AttemptRecord, node: SlurmNode, k: _Key,
+                item: str) -> None:
+    """The worker's batch script and its item, the item under a hidden name until the record
+    is durable (`launch_pilots` renames it into the queue)."""
+    a = record.spec.assignments[0]
+    _, note = gres_request(len(a.devices), a.milli_per_device, node.shards_per_gpu,
+                           node.gres_name)
+    script = record.dir / f"worker-{a.worker}.sbatch"
+    script.write_text(backend._script(record, a, note, node.address,
+                                      chdir=record.spec.working_dir or str(record.dir)))
+    if note:
+        record.engine["notes"][str(a.worker)] = note
+    (k.dir / "queue" / f".{item}").write_text(
+        item_script(record.dir / f"worker-{a.worker}", record.log_path(a.worker), script))
+
+
+def _submit_pilots(backend: SlurmBackend, k: _Key, count: int) -> None:
+    if count <= 0:
+        return
+    args = ["--parsable", f"--array=0-{count - 1}", f"--job-name={PILOT_PREFIX}{k.dir.name}",
+            "--nodes=1", "--ntasks=1", f"--nodelist={k.node}", "--no-requeue",
+            "--output=/dev/null", f"--chdir={k.dir}",
+            "--comment=corral pilot: runs the oldest worker queued in its folder's queue/"]
+    if k.gres:
+        args.append(f"--gres={k.gres}")
+    if backend.partition:
+        args.append(f"--partition={backend.partition}")
+    backend._slurm("sbatch", *args, str(k.dir / "pilot.sbatch"))
+    k.submitted += count
+
+
+def taken_by(record: AttemptRecord, worker: int) -> str | None:
+    """The job id of the pilot that took this worker's item, once it wrote it."""
+    try:
+        return (record.dir / f"worker-{worker}" / JOB_ID_FILE).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def withdraw(backend: SlurmBackend, record: AttemptRecord, end: WorkerEnd) -> bool:
+    """Take a worker's item back before any pilot does: True (and the worker ended with
+    `end`) when it was still waiting, False when a pilot took it."""
+    pilot = record.engine[PILOT_KEY]
+    k = backend.pilots.known(pilot["key"])
+    qdir = k.dir if k else backend.pilots.root / pilot["key"]
+    try:
+        os.rename(qdir / "queue" / pilot["item"], qdir / "withdrawn" / pilot["item"])
+    except FileNotFoundError:
+        return False
+    if k is not None:
+        with k.lock:
+            k.withdrawn += 1
+    record.end(record.spec.assignments[0].worker, end)
+    return True
+
+
+def unclaimed_end(backend: SlurmBackend, record: AttemptRecord, node_state: str | None,
+                  lost: bool) -> WorkerEnd:
+    """A worker whose item no pilot has taken (yet): STARTING, or LOST when its node is."""
+    if lost:
+        end = exits.lost(base.NODE_LOST, f"node {node_state} while queued for a pilot",
+                         time.time())
+        if withdraw(backend, record, end):
+            return end
+    return WorkerEnd(base.WorkerState.STARTING, base.STARTING)
+
+

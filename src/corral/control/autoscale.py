@@ -197,6 +197,7 @@ class PoolAutoscaler:
             self.resumed = True
         self._hold_replacement(now, instances)
         self.spot.learn(self.store, instances, self.unlisted, now)
+        self.state = self.spot.resume(self.store, self.state, state)  # once: a restart
         view = PoolView(self._waiting(state), offers, instances, self._node_use(state, now),
                         self.limits, self.budget, self.retiring, self._nominated(state),
                         checkpoints=self.spot.known)

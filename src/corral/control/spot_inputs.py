@@ -3,6 +3,10 @@ workload checkpoints, and the sentence of each verdict, written to the workload'
 
     an interruption acted on (a provider's notice, or one read on the host; autoscale.py)
         -> SpotInputs.interrupted(ids)         remembered: to read, to tell
+    the first pass of a new leader, after learn:
+        SpotInputs.resume(store, state, ...)   each live workload's interruptions (count,
+                                               places) from the audit records, its
+                                               checkpointing read: weighed again, not told
     each pass, before the decision:
         SpotInputs.learn(store, ...)           ONE read of the rows interrupted since the last
                                                pass; their stored `checkpoint:` decoded alone;
@@ -21,21 +25,25 @@ Cost grows with the interruptions, not with the pool: only the specs of interrup
 read (the policy asks for no other: `spot.weigh_interrupted` weighs interrupted work only),
 each once per interruption, and the snapshot is looked through only in a pass that gave a
 verdict. What is kept is as long-lived as `AutoscalerState.interruptions` (per workload
-interrupted, in memory; a restart forgets both, and the count starts again).
+interrupted, in memory). A restart forgets neither: a new leader's first read of the audit log
+(spot_rates.py, which it does anyway for the providers' rates) also gives each workload's
+interruptions and places, and `resume` puts those of live workloads back in the state.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any, Final
 
 from pydantic import ValidationError
+from sqlalchemy import Connection, select
 
 from corral.autoscale import spot as SP
 from corral.autoscale.pool import AutoscalerConfig, PoolView
-from corral.autoscale.state import AutoscalerState
+from corral.autoscale.state import AutoscalerState, Interruptions
 from corral.control.spot_rates import SpotRates
 from corral.core.model import ClusterState
 from corral.providers.base import Instance, Offer
@@ -43,6 +51,7 @@ from corral.spec.checkpoint import CheckpointSpec
 from corral.spec.quantities import parse_duration_s
 from corral.store import Store
 from corral.store import workloads as W
+from corral.store.schema import Event
 
 __all__ = ["ON_DEMAND_ONLY", "SPOT_KEPT", "SpotInputs", "checkpointing"]
 
@@ -92,6 +101,30 @@ class SpotInputs:
         """Read how the workloads interrupted since the last call checkpoint, and the
         providers' interruptions and spot time recorded since (spot_rates.py)."""
         self.rates.learn(store, listed, unlisted, now)
+        self._read(store)
+
+    def resume(self, store: Store, state: AutoscalerState,
+               cluster: ClusterState) -> AutoscalerState:
+        """Once, after the first `learn`: each workload still live that the records say was
+        interrupted gets its count and places back (a restart forgot them), and is weighed
+        again at this decision with its checkpointing read now; no verdict event is written
+        again. The records are the whole truth (every interruption acted on is recorded, this
+        pass's too), so they replace what this pass put in `state`."""
+        stopped = self.rates.take_stopped()
+        if not stopped:
+            return state
+        live = {w.id for w in cluster.workloads}
+        back = {wid: Interruptions(len(p), tuple(x for x in p if x is not None))
+                for wid, p in stopped.items() if wid in live}
+        if not back:
+            return state
+        self.unread |= set(back)
+        self._read(store)
+        log.info("spot interruptions of %d workload(s) read back from the audit log", len(back))
+        return replace(state, interruptions=MappingProxyType({**state.interruptions, **back}))
+
+    def _read(self, store: Store) -> None:
+        """How the workloads in `unread` checkpoint, in one read of their stored specs."""
         if not self.unread:
             return
         with store.read() as conn:
@@ -129,10 +162,22 @@ class SpotInputs:
                 out.append((w.id, bool(weighed[w.id]), why if keep == weighed[w.id] else ""))
         with store.write() as conn:
             attempts = {r.id: r.attempt for r in W.get_workloads(conn, [x[0] for x in out])}
-            W.append_events(conn, [
-                {"at": now, "kind": "info", "reason": SPOT_KEPT if keep else ON_DEMAND_ONLY,
-                 "workload_id": wid, "attempt": attempts.get(wid, 0),
-                 "message": ("may use spot again: " if keep else "on-demand only from now on: ")
-                 + (why or "weighed at its last interruption")}
-                for wid, keep, why in out])
+            events = [{"at": now, "kind": "info", "reason": SPOT_KEPT if keep else ON_DEMAND_ONLY,
+                       "workload_id": wid, "attempt": attempts.get(wid, 0),
+                       "message": ("may use spot again: " if keep else
+                                   "on-demand only from now on: ")
+                       + (why or "weighed at its last interruption")} for wid, keep, why in out]
+            # a new leader weighs again what its predecessor told (a host's notice read back,
+            # `resume`): the same verdict on the same attempt (the same interruption: each
+            # one requeues the work as a new attempt) is not told twice
+            W.append_events(conn, [e for e in events if _last_verdict(conn, e["workload_id"])
+                                   != (e["reason"], e["message"], e["attempt"])])
         return out
+
+
+def _last_verdict(conn: Connection, workload_id: str) -> tuple[str, str, int] | None:
+    row = conn.execute(select(Event.reason, Event.message, Event.attempt)
+                       .where(Event.workload_id == workload_id,
+                              Event.reason.in_((SPOT_KEPT, ON_DEMAND_ONLY)))
+                       .order_by(Event.id.desc()).limit(1)).first()
+    return None if row is None else (row.reason, row.message, row.attempt)

@@ -54,6 +54,13 @@ class SpotRates:
     open: dict[str, tuple[str, float]] = field(default_factory=dict)
     interruptions: dict[str, int] = field(default_factory=dict)  # by provider
     closed_s: dict[str, float] = field(default_factory=dict)  # by provider: ended instances' time
+    zones: dict[str, str] = field(default_factory=dict)  # open instance -> its zone
+    #: the first read only (a new leader's): where each workload was interrupted, by id, in
+    #: order (None: the instance's launch is not in the log), each (instance, workload) once;
+    #: taken once by `SpotInputs.resume` (then None, and later records are not collected: the
+    #: running process counts its own interruptions in AutoscalerState)
+    stopped: dict[str, list[tuple[str, str] | None]] | None = field(default_factory=dict)
+    _seen: set[tuple[str, str]] = field(default_factory=set)
 
     def learn(self, store: Store, listed: Iterable[Instance], unlisted: Iterable[str],
               now: float) -> None:
@@ -83,20 +90,43 @@ class SpotRates:
             offer = detail.get("offer") or {}
             if str(offer.get("capacity_kind")) != CapacityKind.SPOT:
                 return
-            ids = detail.get("instances") or target.split(",")  # older records: the target
-            self.open.update((str(i), (str(offer.get("provider", "")), at)) for i in ids if i)
+            ids = [str(i) for i in detail.get("instances") or target.split(",") if i]
+            self.open.update((i, (str(offer.get("provider", "")), at)) for i in ids)
+            self.zones.update((i, str(offer.get("zone", ""))) for i in ids)
         elif action == TERMINATE:
             self._close(target, at)
-        elif (provider := self._close(str(detail.get("instance") or ""), at)) is not None:
-            self.interruptions[provider] = self.interruptions.get(provider, 0) + 1
+        else:
+            instance = str(detail.get("instance") or "")
+            place = self._close(instance, at)
+            if place is not None:
+                self.interruptions[place[0]] = self.interruptions.get(place[0], 0) + 1
+            if self.stopped is not None:
+                self._stopped(instance or target, detail.get("stopped") or [], place)
 
-    def _close(self, instance_id: str, at: float) -> str | None:
+    def take_stopped(self) -> dict[str, list[tuple[str, str] | None]]:
+        """What the first read collected (`stopped`), once: later calls give nothing."""
+        stopped, self.stopped = self.stopped or {}, None
+        self._seen.clear()
+        return stopped
+
+    def _stopped(self, key: str, workloads: Iterable[Any],
+                 place: tuple[str, str] | None) -> None:
+        """Each workload stopped by this interruption (`key`: the instance, else the node),
+        once however many records it has (a host's notice, then the provider's)."""
+        for wid in map(str, workloads):
+            if self.stopped is not None and (key, wid) not in self._seen:
+                self._seen.add((key, wid))
+                self.stopped.setdefault(wid, []).append(place)
+
+    def _close(self, instance_id: str, at: float) -> tuple[str, str] | None:
+        """Close an open instance: its (provider, zone), or None when it was not open."""
         opened = self.open.pop(instance_id, None)
+        zone = self.zones.pop(instance_id, "")
         if opened is None:
             return None
         provider, since = opened
         self.closed_s[provider] = self.closed_s.get(provider, 0.0) + max(at - since, 0.0)
-        return provider
+        return provider, zone
 
     def exposure_s(self, provider: str, now: float) -> float:
         """Spot instance time of `provider` until `now`."""

@@ -18,7 +18,9 @@ in spot.py's docstring. The notice is EC2's two minutes (aws is the one kind tha
 the restart is half a pass (the autoscaler sees the work waiting) plus PROVISIONING_GUESS_S for
 a GPU instance's boot, the agent's join and the checkpoint's load: a stated guess, not a
 measure. What is kept: the open spot instances, and per provider a count and a sum of seconds;
-a restart reads the log again, so the estimate survives it.
+a restart reads the log again, so the estimate survives it. That first read also collects
+where each workload was interrupted (`stopped`), which `SpotInputs.resume` hands once to the
+autoscaler's state: a workload's count survives a restart too.
 """
 
 from __future__ import annotations

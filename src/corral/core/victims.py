@@ -35,6 +35,10 @@ class VictimIndex:
         self.movable: IntArray = np.zeros(len(table), dtype=np.int64)
         #: per node, the displaceable workloads on it now (old and young), by id
         self.on_node: dict[int, dict[str, Workload]] = {}
+        #: per node, how many times what is on it changed: a key for memos of a node's victims
+        self.node_version: dict[int, int] = {}
+        #: `evict._loss` per (node, donor queues): (the node's version, the loss)
+        self.loss_memo: dict[tuple[int, frozenset[str]], tuple[int, tuple[int, float]]] = {}
 
     def fill(self, live: Iterable[tuple[Workload, tuple[WorkerAssignment, ...]]]) -> None:
         for w, assignments in live:
@@ -55,6 +59,7 @@ class VictimIndex:
             if old and w.workers == 1 and self._moves_next_cycle(w):
                 self.movable[node] += milli
             there = self.on_node.setdefault(node, {})
+            self.node_version[node] = self.node_version.get(node, 0) + 1
             if sign > 0:
                 there[w.id] = w
             else:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import sys
-import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
+from tests.integration.elastic_worlds import WORKER, full, worlds
 
 from corral.sdk import Client
 from corral.sdk.models import Event
@@ -22,38 +22,11 @@ from corral.testing.corral_up import CorralServer
 
 pytestmark = pytest.mark.slow
 
-WORKER = textwrap.dedent("""
-    import os, signal, sys, time
-    e = os.environ
-    rank = int(e["CORRAL_RANK_OFFSET"]) + int(e["CORRAL_WORKER_INDEX"])
-    with open(e["OUT"], "a") as f:
-        f.write(f"{e['CORRAL_ELASTIC_GENERATION']} {e['CORRAL_WORLD_SIZE']} {rank} "
-                f"{e['CORRAL_ELASTIC_WORLD_FILE']}\\n")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a real job checkpoints here
-    while True:
-        time.sleep(0.2)
-""")
-
-
 def _until(what: Callable[[], bool], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not what():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.2)
-
-
-def _worlds(out: Path) -> dict[int, tuple[int, list[int]]]:
-    """generation -> (world size, ranks seen), from the workers' lines."""
-    seen: dict[int, tuple[int, list[int]]] = {}
-    for line in out.read_text().splitlines() if out.exists() else []:
-        gen, size, rank = (int(x) for x in line.split()[:3])
-        seen.setdefault(gen, (size, []))[1].append(rank)
-    return seen
-
-
-def _full(out: Path, size: int) -> bool:
-    """Whether every rank of a world of `size` wrote its line (the newest such world)."""
-    return any(s == size and sorted(r) == list(range(size)) for s, r in _worlds(out).values())
 
 
 def _events(c: Client, wid: str) -> list[Event]:
@@ -88,11 +61,11 @@ def test_starts_at_min_grows_when_room_frees_and_gives_extras_back_first(
         assert "elastic: 2 to 8 workers; would start now with 2 workers" in dry, dry
 
         job = c.submit(spec).workloads[0].id
-        _until(lambda: _full(out, 2))  # only min fits: the core gang alone, world of 2
+        _until(lambda: full(out, 2))  # only min fits: the core gang alone, world of 2
         assert c.get(f"{job}-e1").state == "pending"
 
         c.cancel(blocker)  # room for the extras: the job grows, no sooner than the interval
-        _until(lambda: _full(out, 8))  # the whole pool, all of it borrowed
+        _until(lambda: full(out, 8))  # the whole pool, all of it borrowed
         assert c.get(job).restart_count == 0  # a resize spends no restart
 
         # b takes back its quota of 4: four tasks of one GPU, submitted at once
@@ -101,17 +74,17 @@ def test_starts_at_min_grows_when_room_frees_and_gives_extras_back_first(
                               sys.executable, "-c", "import time; time.sleep(300)"]})
         owners = [w.id for w in tasks.workloads]
         _until(lambda: all(c.get(o).state == "running" for o in owners))
-        _until(lambda: _worlds(out)[max(_worlds(out))][0] == 4 and _full(out, 4))
+        _until(lambda: worlds(out)[max(worlds(out))][0] == 4 and full(out, 4))
         assert c.get(job).state == "running"
         events = _events(c, job)
         kinds = [e.reason for e in events]
         assert "Reclaim" not in kinds and "Preempt" not in kinds  # the extras went first
-        worlds = [(e.at, e.data["world_size"]) for e in events
+        recorded = [(e.at, e.data["world_size"]) for e in events
                   if e.reason == "ElasticWorld" and e.data.get("started", True)]
-        sizes = [s for _, s in worlds]
+        sizes = [s for _, s in recorded]
         assert sizes[:2] == [2, 8] and sizes[-1] == 4 and sorted(sizes[1:], reverse=True) == \
             sizes[1:], sizes  # grew once, then only shrank
-        assert worlds[1][0] - worlds[0][0] >= 3  # it grew no sooner than resize_interval
+        assert recorded[1][0] - recorded[0][0] >= 3  # it grew no sooner than resize_interval
 
         # the file a worker may watch holds the latest world
         world_file = Path(out.read_text().splitlines()[-1].split()[3])

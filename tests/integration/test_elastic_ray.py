@@ -23,15 +23,14 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.integration.elastic_worlds import WORKER, newest_generation, recorded_sizes, whole
 
-from corral.control import elastic as E
 from corral.control.cancellation import cancel
 from corral.core.model import Queue
 from corral.store import pool as P
@@ -46,23 +45,6 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 #: the host actors of this module's backend live here, not in the default "corral" namespace
 NAMESPACE = "corral-elastic-test"
-
-#: each worker appends "generation world_size global_rank world_file" and waits for SIGTERM
-WORKER = textwrap.dedent("""
-    import os, signal, sys, time
-    e = os.environ
-    rank = int(e["CORRAL_RANK_OFFSET"]) + int(e["CORRAL_WORKER_INDEX"])
-    with open(e["OUT"], "a") as f:
-        f.write(f"{e['CORRAL_ELASTIC_GENERATION']} {e['CORRAL_WORLD_SIZE']} {rank} "
-                f"{e['CORRAL_ELASTIC_WORLD_FILE']}\\n")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a real job checkpoints here
-    fail = os.path.join(os.path.dirname(e["OUT"]), "fail-" + e["CORRAL_WORKLOAD_ID"])
-    while True:
-        if os.path.exists(fail):  # the test asks this member to crash, once
-            os.remove(fail)
-            sys.exit(3)
-        time.sleep(0.2)
-""")
 SLEEP = [sys.executable, "-c", "import time; time.sleep(600)"]
 
 
@@ -112,34 +94,6 @@ def _leave_the_cluster_as_found(backend: Any) -> None:
                what="the test's placement groups to be removed (every GPU free)")
 
 
-def worlds(out: Path) -> dict[int, tuple[int, list[int]]]:
-    """generation -> (world size, ranks seen), from the workers' lines."""
-    seen: dict[int, tuple[int, list[int]]] = {}
-    for line in out.read_text().splitlines() if out.exists() else []:
-        gen, size, rank = (int(x) for x in line.split()[:3])
-        seen.setdefault(gen, (size, []))[1].append(rank)
-    return seen
-
-
-def whole(out: Path, size: int) -> bool:
-    """Whether every rank of the newest world wrote its line, and that world is of `size`."""
-    seen = worlds(out)
-    if not seen:
-        return False
-    last, ranks = seen[max(seen)]
-    return last == size and sorted(ranks) == list(range(size))
-
-
-def newest_generation(out: Path) -> int:
-    return max(worlds(out), default=0)
-
-
-def recorded_sizes(plane: ControlPlane, job: str) -> list[tuple[float, int]]:
-    with plane.store.read() as c:
-        return [(e.at, int(e.data["world_size"])) for e in W.list_events(c, workload_id=job)
-                if e.reason == E.ELASTIC_WORLD and e.data.get("started", True)]
-
-
 def ray_gpus_held() -> float:
     """GPUs Ray counts as taken (placement groups: corral's hold of each attempt's share)."""
     return ray.cluster_resources().get("GPU", 0.0) - ray.available_resources().get("GPU", 0.0)
@@ -182,7 +136,7 @@ def test_starts_at_min_grows_after_the_interval_and_gives_extras_back_first(
     assert plane.record(job).state == "running"
     kinds = {reason for _, reason, _ in plane.workload_events(job)}
     assert "Reclaim" not in kinds and "Preempt" not in kinds  # the extras went first
-    sizes = recorded_sizes(plane, job)
+    sizes = recorded_sizes(plane.store, job)
     assert [s for _, s in sizes][:2] == [2, 5] and sizes[-1][1] == 3, sizes
     assert sizes[1][0] - sizes[0][0] >= 3  # grew no sooner than resize_interval
     taken = [x for x in extras if plane.record(x).state != "running"]
@@ -201,4 +155,4 @@ def test_starts_at_min_grows_after_the_interval_and_gives_extras_back_first(
     plane.run_until(lambda: newest_generation(out) > before and whole(out, 3),
                     "a new world of 3 after the crash", timeout=180)
     assert (plane.record(left).restart_count, plane.record(job).restart_count) == (1, 0)
-    assert recorded_sizes(plane, job)[-1][1] == 3
+    assert recorded_sizes(plane.store, job)[-1][1] == 3

@@ -9,40 +9,22 @@ from __future__ import annotations
 
 import json
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.integration.elastic_worlds import WORKER, newest_generation, recorded_sizes, whole
 
 from corral.backends.slurm import SlurmBackend
-from corral.control import elastic as E
 from corral.control.cancellation import cancel
 from corral.core.model import Queue
 from corral.store import pool as P
-from corral.store import workloads as W
 from corral.testing.plane import ControlPlane
 from corral.testing.slurm import SlurmCluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-#: each worker appends "generation world_size global_rank world_file" and waits for SIGTERM
-WORKER = textwrap.dedent("""
-    import os, signal, sys, time
-    e = os.environ
-    rank = int(e["CORRAL_RANK_OFFSET"]) + int(e["CORRAL_WORKER_INDEX"])
-    with open(e["OUT"], "a") as f:
-        f.write(f"{e['CORRAL_ELASTIC_GENERATION']} {e['CORRAL_WORLD_SIZE']} {rank} "
-                f"{e['CORRAL_ELASTIC_WORLD_FILE']}\\n")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a real job checkpoints here
-    fail = os.path.join(os.path.dirname(e["OUT"]), "fail-" + e["CORRAL_WORKLOAD_ID"])
-    while True:
-        if os.path.exists(fail):  # the test asks this member to crash, once
-            os.remove(fail)
-            sys.exit(3)
-        time.sleep(0.2)
-""")
 SLEEP = [sys.executable, "-c", "import time; time.sleep(600)"]
 
 
@@ -57,34 +39,6 @@ def plane(slurm_cluster: SlurmCluster, tmp_path: Path) -> Iterator[ControlPlane]
     # the test ends with its jobs still running (sleepers, the elastic world): the session's
     # cluster is shared, and the next module expects its nodes idle
     slurm_cluster.cancel_all_jobs()
-
-
-def worlds(out: Path) -> dict[int, tuple[int, list[int]]]:
-    """generation -> (world size, ranks seen), from the workers' lines."""
-    seen: dict[int, tuple[int, list[int]]] = {}
-    for line in out.read_text().splitlines() if out.exists() else []:
-        gen, size, rank = (int(x) for x in line.split()[:3])
-        seen.setdefault(gen, (size, []))[1].append(rank)
-    return seen
-
-
-def whole(out: Path, size: int) -> bool:
-    """Whether every rank of the newest world wrote its line, and that world is of `size`."""
-    seen = worlds(out)
-    if not seen:
-        return False
-    last, ranks = seen[max(seen)]
-    return last == size and sorted(ranks) == list(range(size))
-
-
-def newest_generation(out: Path) -> int:
-    return max(worlds(out), default=0)
-
-
-def recorded_sizes(plane: ControlPlane, job: str) -> list[tuple[float, int]]:
-    with plane.store.read() as c:
-        return [(e.at, int(e.data["world_size"])) for e in W.list_events(c, workload_id=job)
-                if e.reason == E.ELASTIC_WORLD and e.data.get("started", True)]
 
 
 def test_starts_at_min_grows_after_the_interval_and_gives_extras_back_first(
@@ -112,12 +66,13 @@ def test_starts_at_min_grows_after_the_interval_and_gives_extras_back_first(
     # the other two are owed and take two extras (never the core gang)
     owners = [plane.submit_spec({"name": f"own{i}", "queue": "own", "gpus": 2,
                                  "command": SLEEP})[0] for i in range(3)]
+    # the gang restarted into the world of 3: running once the plane's next poll sees it
     plane.run_until(lambda: all(plane.record(o).state == "running" for o in owners)
-                    and whole(out, 3), "the owners and the world of 3", timeout=120)
-    assert plane.record(job).state == "running"
+                    and whole(out, 3) and plane.record(job).state == "running",
+                    "the owners and the world of 3", timeout=120)
     kinds = {reason for _, reason, _ in plane.workload_events(job)}
     assert "Reclaim" not in kinds and "Preempt" not in kinds  # the extras went first
-    sizes = recorded_sizes(plane, job)
+    sizes = recorded_sizes(plane.store, job)
     assert [s for _, s in sizes][:2] == [2, 5] and sizes[-1][1] == 3, sizes
     assert sizes[1][0] - sizes[0][0] >= 3  # grew no sooner than resize_interval
     taken = [x for x in extras if plane.record(x).state != "running"]
@@ -134,4 +89,4 @@ def test_starts_at_min_grows_after_the_interval_and_gives_extras_back_first(
     plane.run_until(lambda: newest_generation(out) > before and whole(out, 3),
                     "a new world of 3 after the crash", timeout=120)
     assert (plane.record(left).restart_count, plane.record(job).restart_count) == (1, 0)
-    assert recorded_sizes(plane, job)[-1][1] == 3
+    assert recorded_sizes(plane.store, job)[-1][1] == 3

@@ -45,14 +45,14 @@ def _skip_reason() -> str | None:
     return None
 
 
-def build_test_image(root: Path) -> ContainerRuntime:
+def build_test_image(root: Path, applets: tuple[str, ...] = APPLETS) -> ContainerRuntime:
     """A podman wrapper over a storage under `root` holding IMAGE: busybox and its applets."""
     rootfs = root / "rootfs"
     (rootfs / "bin").mkdir(parents=True)
     for folder in ("tmp", "etc", "proc", "sys", "dev"):
         (rootfs / folder).mkdir()
     shutil.copy2(BUSYBOX, rootfs / "bin" / "busybox")
-    for applet in APPLETS:
+    for applet in applets:
         (rootfs / "bin" / applet).symlink_to("busybox")
     with tarfile.open(root / "rootfs.tar", "w") as tar:
         tar.add(rootfs, arcname=".")

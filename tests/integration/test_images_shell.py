@@ -1,0 +1,192 @@
+"""`corral ssh` and `corral port-forward` into an `image:` worker's container, on real podman
+(the image and storage of tests/integration/test_images_local.py): the shell opens inside the
+container (its env, workdir, root filesystem; the terminal's size and a resize), its status is
+returned, a hang-up ends it inside the container too (the server's idle and longest-session
+limits and a client that leaves all hang up), a container that is gone is refused with a clear
+error and an open shell ends with it; a port a server inside the container listens on is
+forwardable and reached. The local backend's and the agents' relay call the same
+`open_shell` / `listening_ports` on the worker's host. Skipped where podman cannot run."""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.backends.conftest import eventually, make_spec
+from tests.integration.test_images_local import APPLETS, IMAGE, _skip_reason, build_test_image
+
+from corral.backends import LocalBackend
+from corral.backends.containers import ContainerRuntime
+from corral.backends.local import virtual_nodes
+from corral.backends.worker_exec import container_of, worker_pid
+from corral.backends.worker_ports import listening_ports
+from corral.backends.worker_shell import ContainerGone, Shell, open_shell, resize
+
+pytestmark = pytest.mark.slow  # real containers, as test_images_local.py
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerRuntime]:
+    reason = _skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    runtime = build_test_image(tmp_path_factory.mktemp("podman"),
+                               (*APPLETS, "stty", "httpd", "ps"))
+    yield runtime
+    subprocess.run([runtime.program, "rm", "--all", "--force", "--time", "0"],
+                   capture_output=True, timeout=120, check=False)
+
+
+@pytest.fixture
+def backend(tmp_path: Path, runtime: ContainerRuntime) -> Iterator[LocalBackend]:
+    local = LocalBackend(tmp_path / "work", nodes=virtual_nodes(1, 2), containers=runtime)
+    yield local
+    for workload_id, attempt in local.launched():  # a failed test's workers: stopped now
+        local.stop(workload_id, attempt, 0.0, "test ended")
+
+
+@pytest.fixture
+def shells() -> Iterator[list[Shell]]:
+    """Shells a test opened: hung up at its end, passed or failed."""
+    opened: list[Shell] = []
+    yield opened
+    for sh in opened:
+        if sh.proc.poll() is None:
+            sh.hang_up()
+
+
+def _running(backend: LocalBackend, wid: str, script: str, **fields: object) -> int:
+    """The live `podman run` of worker 0 once its command printed `ready`."""
+    backend.launch(make_spec(wid).command("/bin/sh", "-c", f"echo ready; {script}")
+                   .with_(image=IMAGE, **fields).build())
+    log = backend.work_dir / wid / "0" / "worker-0.log"
+    eventually(lambda: log.exists() and "ready" in log.read_text(), f"{wid} to run",
+               timeout=120)
+    pid = worker_pid(backend.work_dir, wid, 0, 0)
+    assert container_of(pid) is not None
+    return pid
+
+
+def _expect(sh: Shell, seen: bytearray, text: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text.encode() not in seen:
+        left = deadline - time.monotonic()
+        ready, _, _ = select.select([sh.master], [], [], max(left, 0))
+        assert ready, f"{text!r} not seen; got {bytes(seen)!r}"
+        try:
+            seen += os.read(sh.master, 65536)
+        except OSError:  # EIO: the shell ended
+            raise AssertionError(f"{text!r} not seen; the shell ended: {bytes(seen)!r}") from None
+
+
+def _processes(runtime: ContainerRuntime, name: str) -> str:
+    return subprocess.run([runtime.program, "top", name, "args"], capture_output=True,
+                          text=True, timeout=60, check=False).stdout
+
+
+def _name(pid: int) -> str:
+    box = container_of(pid)
+    assert box is not None
+    return box[1]
+
+
+def test_a_shell_opens_inside_the_container_with_its_env_and_workdir(
+        backend: LocalBackend, shells: list[Shell], tmp_path: Path) -> None:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    pid = _running(backend, "img-sh", "sleep 120", env={"STAGE": "inside"},
+                   working_dir=str(cwd))
+    shells.append(sh := open_shell(pid, 30, 90))
+    seen = bytearray()
+    # busybox-root: the image's filesystem (the host has /usr), not the host's; printf's
+    # output, never the typed line the terminal echoes
+    os.write(sh.master, b"stty size; printf 'S=%s\\n' \"$STAGE\"; pwd; "
+             b"test -d /usr || printf 'busybox-%s\\n' root\r")
+    for text in ("30 90", "S=inside", str(cwd), "busybox-root"):
+        _expect(sh, seen, text)
+    resize(sh.master, 33, 111)  # as the server does on the client's resize message
+    deadline = time.monotonic() + 30
+    while b"33 111" not in seen and time.monotonic() < deadline:
+        os.write(sh.master, b"stty size\r")
+        ready, _, _ = select.select([sh.master], [], [], 1.0)
+        if ready:
+            seen += os.read(sh.master, 65536)
+    assert b"33 111" in seen, bytes(seen)
+    os.write(sh.master, b"exit 3\r")
+    assert sh.proc.wait(timeout=60) == 3
+
+
+def test_a_hang_up_ends_the_shell_inside_the_container(
+        backend: LocalBackend, shells: list[Shell], runtime: ContainerRuntime) -> None:
+    """What the server does when the client leaves or at its idle / longest-session limit
+    (`corral.api.shell`, the agents' relay): podman's client alone would leave the shell."""
+    pid = _running(backend, "img-hup", "sleep 120")
+    shells.append(sh := open_shell(pid, 24, 80))
+    seen = bytearray()
+    os.write(sh.master, b"echo started; sleep 987\r")
+    _expect(sh, seen, "started")
+    name = _name(pid)
+    eventually(lambda: "sleep 987" in _processes(runtime, name), "the shell's sleep to run",
+               timeout=60)
+    sh.hang_up()
+    eventually(lambda: "sleep 987" not in _processes(runtime, name),
+               "the container shell to end at the hang-up", timeout=30)
+    assert "sleep 120" in _processes(runtime, name)  # the worker itself goes on
+
+
+def test_a_container_that_is_gone_is_refused_and_an_open_shell_ends_with_it(
+        backend: LocalBackend, shells: list[Shell], runtime: ContainerRuntime,
+        tmp_path: Path) -> None:
+    pid = _running(backend, "img-gone", "sleep 120")
+    shells.append(sh := open_shell(pid, 24, 80))
+    seen = bytearray()
+    os.write(sh.master, b"echo open\r")
+    _expect(sh, seen, "open")
+    subprocess.run([runtime.program, "rm", "--force", "--time", "0", _name(pid)],
+                   capture_output=True, timeout=120, check=True)
+    sh.proc.wait(timeout=60)  # the shell ended with its container: no hang
+    # a `podman run` whose container does not exist (yet: its image still pulling): a stand-in
+    # process with that command line (python runs the file named `run`) is refused, no hang
+    (tmp_path / "run").write_text("import time; time.sleep(120)\n")
+    stand_in = subprocess.Popen([runtime.program, "run", "--name", "corral-never-0-0-x", IMAGE],
+                                executable=sys.executable, cwd=tmp_path)
+    try:
+        eventually(lambda: container_of(stand_in.pid), "the stand-in to start", timeout=30)
+        with pytest.raises(ContainerGone, match="corral-never-0-0-x is not running"):
+            open_shell(stand_in.pid, 24, 80)
+        assert listening_ports(stand_in.pid) == set()
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_port_a_server_in_the_container_listens_on_is_forwardable(
+        backend: LocalBackend, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("served-from-the-container\n")
+    port = _free_port()
+    pid = _running(backend, "img-port", f"httpd -f -p 127.0.0.1:{port} -h {site}",
+                   working_dir=str(site))
+    # conmon runs the container outside the worker's session: found by its pid namespace
+    eventually(lambda: port in listening_ports(pid), f"port {port} to be listed", timeout=60)
+    assert listening_ports(pid) <= {port}  # nothing of the host's besides
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
+        got = b""
+        while chunk := conn.recv(65536):
+            got += chunk
+    assert b"served-from-the-container" in got, got

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from corral.backends import base, exits
-from corral.backends.errors import BackendUnavailable
+from corral.backends.errors import BackendUnavailable, LaunchError
 from corral.backends.exits import WorkerEnd
 from corral.backends.local_runner import write_text_atomic
 from corral.backends.records import AttemptRecord, AttemptRecords
@@ -200,20 +200,32 @@ def launch_pilots(backend: SlurmBackend, specs: Sequence[LaunchSpec],
                 refused.end(0, exits.lost(base.LAUNCH_INTERRUPTED, f"refused: {e}"))
                 backend._landed([refused])
             errors[i] = e
+    moved = 0
     try:
         AttemptRecords.sync(r for _, r, _ in queued)
         for _, _, item in queued:  # now a pilot may take it
             os.rename(k.dir / "queue" / f".{item}", k.dir / "queue" / item)
+            moved += 1
+    except OSError as e:  # never queued: each one's launch failed, nothing can run it
+        for i, record, _ in queued[moved:]:
+            record.end_launch_failed(e)
+            errors[i] = LaunchError(f"{record.spec.workload_id} attempt {record.spec.attempt}: "
+                                    f"cannot queue it for a pilot ({e}); relaunch with a new "
+                                    "attempt")
+    finally:
+        # Observed from now on: an idle pilot may take an item and its worker end before the
+        # pilots' sbatch below returns (under load, seconds), and a worker still in
+        # `_launching` is reported STARTING without its exit record being read.
+        backend._landed([r for _, r, _ in queued])
+    try:
         with k.lock:
-            k.queued += len(queued)
+            k.queued += moved
             _submit_pilots(backend, k, pilots.wanted(k))
     except (BackendUnavailable, OSError, subprocess.CalledProcessError) as e:
-        # the items stay queued: a pilot submitted later (the next launch here) takes them,
-        # or a stop withdraws them; the launch itself was handed over
-        log.warning("pilots for %s not submitted (%s); the queued items "
-                                     "wait for the next ones", k.dir.name, e)
-    finally:
-        backend._landed([r for _, r, _ in queued])
+        # the items stay queued: the pilots submitted by the next launch here take them, or
+        # a stop withdraws them; the launches themselves were handed over
+        log.warning("pilots for %s not submitted (%s); the queued items wait for the next "
+                    "ones", k.dir.name, e)
     return errors
 
 

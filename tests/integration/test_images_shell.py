@@ -4,7 +4,9 @@ container (its env, workdir, root filesystem; the terminal's size and a resize),
 returned, a hang-up ends it inside the container too (the server's idle and longest-session
 limits and a client that leaves all hang up), a container that is gone is refused with a clear
 error and an open shell ends with it; a port a server inside the container listens on is
-forwardable and reached. The local backend's and the agents' relay call the same
+forwardable and reached. Then once through a real `corral up`: `corral ssh` on a terminal lands
+in the container and is closed at the server's idle limit with its shell ended inside, and
+`corral port-forward` reaches the container's server. The agents' relay calls the same
 `open_shell` / `listening_ports` on the worker's host. Skipped where podman cannot run."""
 
 from __future__ import annotations
@@ -18,16 +20,20 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+import yaml
 from tests.backends.conftest import eventually, make_spec
 from tests.integration.test_images_local import APPLETS, IMAGE, _skip_reason, build_test_image
 
 from corral.backends import LocalBackend
-from corral.backends.containers import ContainerRuntime
+from corral.backends.containers import RUNTIME_ENV, ContainerRuntime
 from corral.backends.local import virtual_nodes
 from corral.backends.worker_exec import container_of, worker_pid
 from corral.backends.worker_ports import listening_ports
 from corral.backends.worker_shell import ContainerGone, Shell, open_shell, resize
+from corral.testing.corral_up import CorralServer, free_port, stop_workers
+from corral.testing.terminal import Terminal
 
 pytestmark = pytest.mark.slow  # real containers, as test_images_local.py
 
@@ -167,18 +173,12 @@ def test_a_container_that_is_gone_is_refused_and_an_open_shell_ends_with_it(
         stand_in.wait()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_a_port_a_server_in_the_container_listens_on_is_forwardable(
         backend: LocalBackend, tmp_path: Path) -> None:
     site = tmp_path / "site"
     site.mkdir()
     (site / "index.html").write_text("served-from-the-container\n")
-    port = _free_port()
+    port = free_port()
     pid = _running(backend, "img-port", f"httpd -f -p 127.0.0.1:{port} -h {site}",
                    working_dir=str(site))
     # conmon runs the container outside the worker's session: found by its pid namespace
@@ -190,3 +190,59 @@ def test_a_port_a_server_in_the_container_listens_on_is_forwardable(
         while chunk := conn.recv(65536):
             got += chunk
     assert b"served-from-the-container" in got, got
+
+
+def _submit(server: CorralServer, tmp_path: Path, name: str, command: str) -> str:
+    spec = tmp_path / f"{name}.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": name, "queue": "default", "cpu": 0.1, "memory": "64MiB", "image": IMAGE,
+        "kind": "interactive", "working_dir": str(tmp_path), "env": {"MARK": "in-the-box"},
+        "command": ["/bin/sh", "-c", command]}))
+    wid = str(server.cli_json("submit", str(spec))[0]["workloads"][0]["id"])  # type: ignore[index]
+    with server.client() as c:
+        eventually(lambda: c.get(wid).state == "running", f"{name} to run", timeout=120)
+    return wid
+
+
+def test_corral_ssh_and_port_forward_reach_the_container_through_corral_up(
+        runtime: ContainerRuntime, tmp_path: Path) -> None:
+    server = CorralServer(tmp_path / "corral", extra_env={
+        RUNTIME_ENV: runtime.program, "CORRAL_API_SHELL_IDLE_S": "8"}).start()
+    port = free_port()
+    (tmp_path / "hello.txt").write_text("hello from the container\n")
+    fwd = term = None
+    try:
+        wid = _submit(server, tmp_path, "box", f"httpd -f -p 127.0.0.1:{port} -h {tmp_path}; "
+                      "sleep 300")
+        term = Terminal(server.env(), "ssh", wid)
+        term.wait_raw(timeout=120)
+        term.send("printf 'M=%s\\n' \"$MARK\"; test -d /usr || printf 'busybox-%s\\n' root; "
+                  "sleep 987\r")
+        term.expect("M=in-the-box", timeout=60)
+        term.expect("busybox-root", timeout=60)
+        name = next(n for n in subprocess.run(
+            [runtime.program, "ps", "--format", "{{.Names}}"], capture_output=True, text=True,
+            timeout=60, check=True).stdout.split() if n.startswith(f"corral-{wid}-"))
+        assert "sleep 987" in _processes(runtime, name)
+        # no keys for 8 s: the server closes the session at its idle limit and hangs up
+        assert term.proc.wait(timeout=120) != 0
+        term.close()
+        eventually(lambda: "sleep 987" not in _processes(runtime, name),
+                   "the shell in the container to end at the idle limit", timeout=30)
+        fwd = subprocess.Popen([sys.executable, "-m", "corral.cli.main", "port-forward", wid,
+                                f"0:{port}"], env=server.env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        assert fwd.stdout is not None
+        line = fwd.stdout.readline()
+        assert line.startswith("Forwarding from 127.0.0.1:"), line + fwd.stderr.read()
+        local = int(line.split()[2].rsplit(":", 1)[1])
+        got = httpx.get(f"http://127.0.0.1:{local}/hello.txt", timeout=30)
+        assert got.status_code == 200 and got.text == "hello from the container\n"
+    finally:
+        if term is not None and term.proc.poll() is None:
+            term.close(timeout=0.1)
+        if fwd is not None:
+            fwd.terminate()
+            fwd.communicate(timeout=30)
+        server.stop()
+        stop_workers(server.data_dir)

@@ -6,8 +6,10 @@ limits and a client that leaves all hang up), a container that is gone is refuse
 error and an open shell ends with it; a port a server inside the container listens on is
 forwardable and reached. Then once through a real `corral up`: `corral ssh` on a terminal lands
 in the container and is closed at the server's idle limit with its shell ended inside, and
-`corral port-forward` reaches the container's server. The agents' relay calls the same
-`open_shell` / `listening_ports` on the worker's host. Skipped where podman cannot run."""
+`corral port-forward` reaches the container's server; and through a real agent (`corral up
+--backend agent`, one `corral agent` with podman): the same, the shell's exit status relayed
+back, and a client that leaves ends the shell inside the container. Skipped where podman cannot
+run."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from tests.agent.conftest import make_token
+from tests.agent.harness import AgentProc
 from tests.backends.conftest import eventually, make_spec
 from tests.integration.test_images_local import APPLETS, IMAGE, _skip_reason, build_test_image
 
@@ -220,9 +224,7 @@ def test_corral_ssh_and_port_forward_reach_the_container_through_corral_up(
                   "sleep 987\r")
         term.expect("M=in-the-box", timeout=60)
         term.expect("busybox-root", timeout=60)
-        name = next(n for n in subprocess.run(
-            [runtime.program, "ps", "--format", "{{.Names}}"], capture_output=True, text=True,
-            timeout=60, check=True).stdout.split() if n.startswith(f"corral-{wid}-"))
+        name = _container(runtime, wid)
         assert "sleep 987" in _processes(runtime, name)
         # no keys for 8 s: the server closes the session at its idle limit and hangs up
         assert term.proc.wait(timeout=120) != 0
@@ -246,3 +248,78 @@ def test_corral_ssh_and_port_forward_reach_the_container_through_corral_up(
             fwd.communicate(timeout=30)
         server.stop()
         stop_workers(server.data_dir)
+
+
+def _container(runtime: ContainerRuntime, wid: str) -> str:
+    return next(n for n in subprocess.run(
+        [runtime.program, "ps", "--format", "{{.Names}}"], capture_output=True, text=True,
+        timeout=60, check=True).stdout.split() if n.startswith(f"corral-{wid}-"))
+
+
+def test_corral_ssh_and_port_forward_reach_the_container_through_an_agent(
+        runtime: ContainerRuntime, tmp_path: Path) -> None:
+    """The relay (`corral.agent.relayed`): the agent opens the shell and checks the port on
+    its host with the same functions as the local backend."""
+    server = CorralServer(tmp_path / "cp").start("--backend", "agent", "--agent-timeout", "10")
+    agent = AgentProc(server.url, tmp_path / "host", "host-pod", make_token(server, 1),
+                      env={RUNTIME_ENV: runtime.program})
+    port = free_port()
+    (tmp_path / "hello.txt").write_text("hello through the agent\n")
+    fwd = term = None
+    try:
+        agent.start()
+        with server.client() as c:
+            eventually(lambda: any(n.id == "host-pod" for n in c.nodes()), "the agent to join",
+                       timeout=120)
+        wid = eventually(lambda: _try_submit(server, tmp_path, port), "image accepted",
+                         timeout=60)
+        term = Terminal(server.env(), "ssh", wid)
+        term.wait_raw(timeout=120)
+        term.send("test -d /usr || printf 'busybox-%s\\n' root; exit 4\r")
+        term.expect("busybox-root", timeout=60)
+        assert term.close(timeout=60) == 4
+        term = Terminal(server.env(), "ssh", wid)
+        term.wait_raw(timeout=120)
+        term.send("printf 'started-%s\\n' here; sleep 987\r")
+        term.expect("started-here", timeout=60)
+        name = _container(runtime, wid)
+        assert "sleep 987" in _processes(runtime, name)
+        term.proc.kill()  # no goodbye: the server closes the relay, the agent hangs up
+        term.close()
+        eventually(lambda: "sleep 987" not in _processes(runtime, name),
+                   "the shell in the container to end when its client left", timeout=30)
+        fwd = subprocess.Popen([sys.executable, "-m", "corral.cli.main", "port-forward", wid,
+                                f"0:{port}"], env=server.env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        assert fwd.stdout is not None
+        line = fwd.stdout.readline()
+        assert line.startswith("Forwarding from 127.0.0.1:"), line + fwd.stderr.read()
+        local = int(line.split()[2].rsplit(":", 1)[1])
+        got = httpx.get(f"http://127.0.0.1:{local}/hello.txt", timeout=30)
+        assert got.status_code == 200 and got.text == "hello through the agent\n"
+    finally:
+        if term is not None and term.proc.poll() is None:
+            term.close(timeout=0.1)
+        if fwd is not None:
+            fwd.terminate()
+            fwd.communicate(timeout=30)
+        agent.stop()
+        agent.kill_workers()
+        server.stop()
+
+
+def _try_submit(server: CorralServer, tmp_path: Path, port: int) -> str | None:
+    """The job once the server accepts image (it learns of the agent's podman on a sync),
+    running."""
+    spec = {"name": "relayed", "queue": "default", "cpu": 0.1, "memory": 64, "image": IMAGE,
+            "working_dir": str(tmp_path), "command": [
+                "/bin/sh", "-c", f"httpd -f -p 127.0.0.1:{port} -h {tmp_path}; sleep 300"]}
+    made = httpx.post(f"{server.url}/v1/workloads", json=spec, timeout=30,
+                      headers={"Authorization": f"Bearer {server.token}"})
+    if made.status_code != 201:
+        time.sleep(0.5)  # not yet: asked again
+        return None
+    wid = str(made.json()["workloads"][0]["id"])
+    with server.client() as c:
+        eventually(lambda: c.get(wid).state == "running", "the relayed job to run", timeout=120)
+    return wid

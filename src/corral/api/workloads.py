@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from corral.api.context import ApiContext, Caller, context
 from corral.api.errors import ApiError, not_found
-from corral.api.views import event_view, workload_view
+from corral.api.views import QueueUse, event_view, reason_now, workload_view
 from corral.backends.containers import ContainerRuntime, dry_run_note
 from corral.backends.errors import BackendError
 from corral.control import cancel, elastic
@@ -196,8 +196,9 @@ def list_workloads(
     with ctx.store.read() as conn:
         rows = W.list_workloads(conn, queues=queues, states=[str(s) for s in state or []],
                                 user=user, group_id=group, before_seq=cursor, limit=limit)
+        use = QueueUse.read(conn, rows)  # the queues' use now, for the reasons that name one
     nxt = str(rows[-1].seq) if len(rows) == limit else None
-    return M.WorkloadPage(items=[workload_view(r) for r in rows], next_cursor=nxt)
+    return M.WorkloadPage(items=[workload_view(r, use=use) for r in rows], next_cursor=nxt)
 
 
 @router.get("/workloads/{workload_id}", response_model=M.Workload, responses=_ERRORS)
@@ -205,7 +206,7 @@ def get_workload(workload_id: str, ctx: Ctx, who: Caller) -> M.Workload:
     rec = _visible(ctx, who, workload_id)
     with ctx.store.read() as conn:
         placements = W.placements_of(conn, rec.id, rec.attempt)
-        view = workload_view(rec, placements)
+        view = workload_view(rec, placements, QueueUse.read(conn, [rec]))
         view.elastic = _elastic_world(conn, rec)
     return view
 
@@ -253,10 +254,14 @@ def events(
 
 @router.get("/workloads/{workload_id}/why", response_model=M.WhyPending, responses=_ERRORS)
 def why(workload_id: str, ctx: Ctx, who: Caller) -> M.WhyPending:
-    """Why it waits (the scheduler's reason code and sentence), or what it is doing."""
+    """Why it waits (the scheduler's reason code and sentence, with the current use of the
+    queue it names), or what it is doing."""
     rec = _visible(ctx, who, workload_id)
+    with ctx.store.read() as conn:
+        use = QueueUse.read(conn, [rec])
     return M.WhyPending(id=rec.id, state=rec.state, code=rec.reason_code,
-                        message=rec.reason_message, unresolvable=rec.reason_code in UNRESOLVABLE,
+                        message=reason_now(rec, use),
+                        unresolvable=rec.reason_code in UNRESOLVABLE,
                         stopping=rec.stop_reason)
 
 

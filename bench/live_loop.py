@@ -18,6 +18,7 @@ and steps it by hand on a manual clock:
    (whole, and a page of 100), `/v1/nodes/summary`, `/metrics`, `/v1/dashboard/queues`
    (in-process ASGI client; the first read, the median of the next three, the bytes).
 
+Each step reports the pending-reason rows its apply wrote (`reason_rows_written`).
 Prints one JSON line. Peak RSS is the whole process (store rows built here included), also
 as its high-water mark after the first step, the place step and the restart.
 
@@ -48,6 +49,7 @@ from sqlalchemy import select
 
 from corral.backends.fake import FakeBackend, FakeWorld
 from corral.control import ControlLoop, ControlSettings, Leadership, ManualClock, Submissions
+from corral.control import apply as apply_module
 from corral.control.accounting import Accounting
 from corral.control.loop import StepReport
 from corral.control.submission import _Accepted, _row, _store_accepted, stored_form
@@ -154,6 +156,20 @@ def _gc_timer(phase: str, info: dict[str, int]) -> None:
 
 gc.callbacks.append(_gc_timer)
 
+#: pending-reason rows the plans' apply wrote (issue 16: a sentence quoting a queue's live use
+#: rewrote every waiting workload of that queue at each step); counted around apply's writer
+REASON_ROWS = [0]
+_write_reasons = apply_module._write_reasons
+
+
+def _counted_reasons(*args: Any, **kwargs: Any) -> int:
+    written: int = _write_reasons(*args, **kwargs)
+    REASON_ROWS[0] += written
+    return written
+
+
+apply_module._write_reasons = _counted_reasons  # type: ignore[assignment]
+
 
 def timed_step(loop: ControlLoop, clock: ManualClock, name: str = "") -> tuple[float, StepReport]:
     profiler = None
@@ -167,7 +183,9 @@ def timed_step(loop: ControlLoop, clock: ManualClock, name: str = "") -> tuple[f
     if tracemalloc.is_tracing():  # --tracemalloc: the step's own high-water mark
         tracemalloc.reset_peak()
     started, cpu, paused = time.perf_counter(), time.process_time(), GC_PAUSES[0]
+    rows = REASON_ROWS[0]
     report = loop.step()
+    report.reason_rows = REASON_ROWS[0] - rows  # type: ignore[attr-defined]
     report.stages["cpu_s"] = time.process_time() - cpu  # this process's CPU: steadier under load
     report.stages["gc_s"] = GC_PAUSES[0] - paused  # of the step, in the cyclic collector
     if tracemalloc.is_tracing():
@@ -182,7 +200,7 @@ def timed_step(loop: ControlLoop, clock: ManualClock, name: str = "") -> tuple[f
 
 def summary(elapsed: float, report: StepReport) -> dict[str, Any]:
     return {"s": round(elapsed, 3), "scheduled": report.scheduled, "launched": report.launched,
-            "stale": report.stale,
+            "stale": report.stale, "reason_rows_written": getattr(report, "reason_rows", None),
             "stages": {k: round(v, 3) for k, v in sorted(report.stages.items())},
             "cpu_stages": {k: round(v, 3) for k, v in sorted(report.cpu_stages.items())}}
 

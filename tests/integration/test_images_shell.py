@@ -166,7 +166,8 @@ def test_a_container_that_is_gone_is_refused_and_an_open_shell_ends_with_it(
     # process with that command line (python runs the file named `run`) is refused, no hang
     (tmp_path / "run").write_text("import time; time.sleep(120)\n")
     stand_in = subprocess.Popen([runtime.program, "run", "--name", "corral-never-0-0-x", IMAGE],
-                                executable=sys.executable, cwd=tmp_path)
+                                executable=sys.executable, cwd=tmp_path,
+                                start_new_session=True)  # a session of its own, as a runner's
     try:
         eventually(lambda: container_of(stand_in.pid), "the stand-in to start", timeout=30)
         with pytest.raises(ContainerGone, match="corral-never-0-0-x is not running"):

@@ -48,11 +48,8 @@ class QueueUse:
     @classmethod
     def load(cls, conn: Connection) -> QueueUse:
         parent = {q.name: q.parent for q in P.list_queues(conn)}
-        milli: dict[str, int] = defaultdict(int)
-        for h in W.holding_placements(conn):
-            milli[h.queue] += h.milli_per_device * len(h.devices)
         gpus: dict[str, float] = defaultdict(float)
-        for queue, m in milli.items():
+        for queue, m in W.milli_held_by_queue(conn).items():
             for q in _chain(queue, parent):
                 gpus[q] += m / MILLI_PER_GPU
         return cls(dict(gpus), parent)

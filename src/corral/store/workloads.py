@@ -65,6 +65,7 @@ __all__ = [
     "list_events",
     "list_workloads",
     "load_active",
+    "milli_held_by_queue",
     "milli_used_by_group",
     "placements_of",
     "set_many_placement_states",
@@ -550,6 +551,19 @@ def milli_used_by_group(conn: Connection) -> dict[tuple[str, str, str], int]:
         key = (provider, model, st)
         out[key] = out.get(key, 0) + milli * len(devices)
     return out
+
+
+def milli_held_by_queue(conn: Connection) -> dict[str, int]:
+    """Milli-GPU held per queue (its own workloads only), summed in SQL: a read that completes
+    a pending reason with its queue's use (`corral.api.views`) needs no row per placement
+    (0.27 s CPU in Python at 10,000 nodes, issue 16)."""
+    held = func.sum(Placement.milli_per_device * func.json_array_length(Placement.devices))
+    q = (select(WorkloadRow.queue, held)
+         .join(Placement, and_(Placement.workload_id == WorkloadRow.id,
+                               Placement.attempt == WorkloadRow.attempt))
+         .where(WorkloadRow.state.in_(HOLDING_STATES))
+         .group_by(WorkloadRow.queue))
+    return {queue: int(milli or 0) for queue, milli in conn.execute(q)}
 
 
 def count_by_queue_state(conn: Connection) -> dict[tuple[str, str], int]:

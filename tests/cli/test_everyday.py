@@ -31,6 +31,15 @@ def _cli(server: CorralServer, columns: int, *args: str) -> subprocess.Completed
                           text=True, timeout=60, cwd=server.data_dir)
 
 
+def _columns(plain: str, row_id: str) -> dict[str, str]:
+    """The cells of one row of a plain (-o plain|wide) listing, by the header above them."""
+    header, *rows = plain.splitlines()
+    starts = [m.start() for m in re.finditer(r"\S+", header)]
+    line = next(r for r in rows if r.startswith(row_id + " "))
+    bounds = zip(starts, [*starts[1:], None], strict=True)
+    return {header[a:b].strip(): line[a:b].strip() for a, b in bounds}
+
+
 @pytest.fixture(scope="module")
 def busy(server: CorralServer) -> dict[str, list[str]]:
     """One gang holding every GPU, three long-named workloads waiting behind it, and one
@@ -81,6 +90,9 @@ def test_output_formats(server: CorralServer, busy: dict[str, list[str]]) -> Non
     assert {w["id"] for w in json.loads(_cli(server, 80, "ls", "-o", "json").stdout)} == live
     wide = _cli(server, 200, "ls", "-o", "wide").stdout
     assert "NAME" in wide and "GPUS" in wide and "InsufficientCapacity" in wide
+    row = _columns(wide, busy["waiting"][0])  # each value under its own header
+    assert (row["NAME"], row["KIND"], row["QUEUE"]) == (f"{LONG}-0", "job", "default"), row
+    assert (row["STATE"], row["WORKERS"], row["GPUS"]) == ("pending", "2", "4"), row
     queues = _cli(server, 80, "queues", "-o", "ids").stdout.split()
     assert "default" in queues
     assert _cli(server, 80, "nodes", "-o", "ids").stdout.split() == ["local-0", "local-1"]
@@ -97,6 +109,23 @@ def test_logs_tail(server: CorralServer, busy: dict[str, list[str]]) -> None:
     r = _cli(server, 80, "logs", busy["done"][0], "--tail", "2")
     assert r.returncode == 0, r.stderr
     assert r.stdout == "three\nfour\n"
+
+
+def test_logs_says_why_there_is_no_output(server: CorralServer,
+                                          busy: dict[str, list[str]]) -> None:
+    """Issue 14: an empty screen never leaves a person guessing: a worker or an attempt the
+    workload does not have is an error naming those it has; a pending job is said to be
+    waiting, with its reason; stdout stays the output (none) for scripts."""
+    done, waiting = busy["done"][0], busy["waiting"][0]
+    r = _cli(server, 80, "logs", done, "--worker", "3")
+    assert r.returncode == 2 and r.stdout == ""
+    assert f"{done} has 1 worker (0): no worker 3 (--worker)" in r.stderr
+    r = _cli(server, 80, "logs", done, "--attempt", "2")
+    assert r.returncode == 2 and "has 1 attempt (0) so far: no attempt 2" in r.stderr
+    r = _cli(server, 160, "logs", waiting, "--worker", "1")
+    assert r.returncode == 0 and r.stdout == "", r.stderr
+    assert f"no output: {waiting} is pending, not launched yet (InsufficientCapacity" in r.stderr
+    assert "no worker" not in _cli(server, 80, "logs", done).stderr  # it printed: no note
 
 
 def test_logs_with_timestamps_and_since(server: CorralServer,
@@ -146,6 +175,8 @@ def test_version_and_environment_in_help(server: CorralServer) -> None:
     assert r.returncode == 0 and r.stdout.startswith("corral ")
     helptext = _cli(server, 120, "ls", "--help").stdout
     assert "CORRAL_URL" in helptext and "CORRAL_TOKEN" in helptext
+    submit_help = " ".join(_cli(server, 200, "submit", "--help").stdout.split())
+    assert "(named as workloads[i].field) submits none" in submit_help  # [i] is not markup
 
 
 def test_cancel_by_ids_and_by_selector(server: CorralServer, busy: dict[str, list[str]]) -> None:
@@ -161,3 +192,28 @@ def test_cancel_by_ids_and_by_selector(server: CorralServer, busy: dict[str, lis
         assert c.get(busy["blocker"][0]).state == "running"  # not pending: not selected
         c.cancel(busy["blocker"][0])
     assert _cli(server, 80, "cancel").returncode == 2  # nothing named: nothing cancelled
+
+
+def test_an_array_is_one_object_for_describe_logs_and_cancel(server: CorralServer) -> None:
+    """Issue 14: the group id `corral submit` prints for an array names it whole, as a
+    service's id does: describe counts and lists its tasks, cancel stops every live one, logs
+    says which task ids to choose from."""
+    with server.client() as c:
+        sub = c.submit({**_spec("sweep"), "gpus": 0, "workers": 1, "array": {"range": "0-2"}})
+        try:
+            group = sub.group_id
+            r = _cli(server, 80, "describe", group)
+            assert r.returncode == 0, r.stderr
+            assert f"{group}  array of 3 tasks" in r.stdout
+            assert all(sum(w.id in line for line in r.stdout.splitlines()) == 1
+                       for w in sub.workloads), r.stdout
+            r = _cli(server, 80, "logs", group)
+            assert r.returncode == 1 and "is an array of 3 tasks: name one" in r.stderr
+            r = _cli(server, 80, "cancel", group, "--json")
+            assert r.returncode == 0, r.stderr
+            assert sorted(w["id"] for w in json.loads(r.stdout)) == \
+                sorted(w.id for w in sub.workloads)
+            assert {c.wait(w.id, timeout_s=60).state for w in sub.workloads} == {"cancelled"}
+        finally:
+            c.cancel_group(sub.group_id)
+

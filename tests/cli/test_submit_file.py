@@ -5,6 +5,8 @@ exits non-zero when an item would be refused."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -72,6 +74,11 @@ def test_dry_run_exits_non_zero_when_an_item_would_be_refused(server: CorralServ
     r = server.cli("submit", fits, "--dry-run", check=False)
     assert r.returncode == 0, r.stderr
     assert "dry-a: would start now" in r.stdout
+    coloured = subprocess.run([sys.executable, "-m", "corral.cli.main", "submit", fits,
+                               "--dry-run"], env={**server.env(), "FORCE_COLOR": "1"},
+                              capture_output=True, text=True, timeout=60)
+    line = next(x for x in coloured.stdout.splitlines() if "would start now" in x)
+    assert "\x1b" not in line and re.search(r"GPUs \[\d+\]$", line), line  # text, not markup
     never = _file(tmp_path / "never.yaml", _job("dry-a"), _job("dry-b", workers=64, gpus=8))
     r = server.cli("submit", never, "--dry-run", check=False)
     assert r.returncode == 1

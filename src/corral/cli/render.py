@@ -59,7 +59,7 @@ def workloads_table(items: Iterable[M.Workload], title: str = "workloads",
     id_column(t, "ID", (w.id for w in items))
     cols = ["QUEUE", "USER", "STATE", "ATTEMPT", "SUBMITTED", "REASON"]
     if wide:
-        cols[1:1] = ["NAME", "KIND"]
+        cols[0:0] = ["NAME", "KIND"]  # after ID, as in the row
         cols[-1:-1] = ["WORKERS", "GPUS", "PRIORITY", "NODES"]
         cols.append("MESSAGE")
     for col in cols:  # a header keeps its word whole: the column is never narrower

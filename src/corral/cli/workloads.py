@@ -16,6 +16,7 @@ from rich.table import Table
 
 from corral.cli import batch
 from corral.cli.connection import JsonOpt, TokenOpt, UrlOpt, connect, emit_json, err, friendly
+from corral.cli.groups import as_group, print_group, task_ids_message
 from corral.cli.output import Format, OutputOpt, chosen, emit
 from corral.cli.render import ago, elastic_text, state_text, workloads_table
 from corral.sdk.errors import Conflict, Forbidden, NotFound
@@ -82,7 +83,7 @@ def submit(
         "--json", help="print each item's index, name and outcome (and ids) as JSON")] = False,
 ) -> None:
     """Submit the workloads of FILE, all or nothing: every item is checked first, and one
-    refused item (named as workloads[i].field) submits none."""
+    refused item (named as workloads\\[i].field) submits none."""  # \\[: not rich markup
     docs = _documents(file)
     with connect(url, token) as c, friendly():
         from corral.cli.workdirs import upload_workdirs  # issue 13: agents get workdir uploaded
@@ -137,14 +138,16 @@ def _print_dry_run(name: str, r: M.DryRunResult) -> None:
     if r.outcome == "start":
         where = "; ".join(f"{uid}: " + ", ".join(f"{p['node']} GPUs {p['devices']}" for p in ps)
                           for uid, ps in r.placements.items())
-        out.print(f"{name}: would start now on {where}")
+        # names, devices and messages are text, not rich markup ("[0, 1]" would be eaten)
+        out.print(f"{name}: would start now on {where}", markup=False, highlight=False)
         for e in r.evictions:
-            out.print(f"  evicting {e['workload']} ({e['rule']}): {e['message']}")
+            out.print(f"  evicting {e['workload']} ({e['rule']}): {e['message']}",
+                      markup=False, highlight=False)
     else:
         out.print(f"{name}: would {'be rejected' if r.outcome == 'rejected' else 'wait'}: "
-                  f"{r.reason_code}: {r.reason_message}", highlight=False)
+                  f"{r.reason_code}: {r.reason_message}", markup=False, highlight=False)
     for note in r.notes:  # a service's port, probe and bounds, said before it is submitted
-        out.print(f"  {note}", highlight=False)
+        out.print(f"  {note}", markup=False, highlight=False)
 
 
 def ls(
@@ -183,7 +186,11 @@ def describe(workload_id: str, url: UrlOpt = None, token: TokenOpt = None,
         try:
             w = c.get(workload_id)
         except NotFound:
-            service = _service_or(c, workload_id)
+            try:
+                service = _service_or(c, workload_id)
+            except NotFound as missing:  # an array's group id: its tasks, as one object
+                print_group(out, as_group(c, workload_id, missing), json_out)
+                return
             _print_service(service, json_out)
             return
         events = c.events(workload_id).items
@@ -324,6 +331,10 @@ def logs(
             offset = chunk.next_offset
         if not follow:
             text.append(lines.end())
+        if offset == 0:  # nothing at all: say whether the worker, the attempt, the output is
+            from corral.cli.log_gaps import explain_no_output  # missing (issue 14)
+
+            explain_no_output(c.get(workload_id), worker, attempt)
         typer.echo(last_lines("".join(text), tail), nl=False)
         if follow:
             for chunk in c.follow_log_chunks(workload_id, worker=worker, offset=offset,
@@ -383,14 +394,14 @@ def cancel(
             err.print("nothing to cancel: no workload matches", highlight=False)
         for wid in dict.fromkeys(ids):  # each once, in order
             try:
-                w = _cancel_one(c, wid)
+                ws = _cancel_one(c, wid)
             except (NotFound, Forbidden, Conflict) as e:  # this one; the others still go
                 failed += 1
                 err.print(f"{wid}: [red]not cancelled:[/red] {e.message}", markup=True,
                           highlight=False)
                 continue
-            done.append(w)
-            if not json_out:
+            done += ws
+            for w in ws if not json_out else []:
                 out.print(f"{w.id}: ", state_text(w))
     if json_out:
         emit_json([w.model_dump() for w in done])
@@ -473,14 +484,19 @@ def _service_or(c: Client, workload_id: str) -> M.Service:
                        "to you; `corral ls` lists yours", status=404, code="not_found") from None
 
 
-def _cancel_one(c: Client, workload_id: str) -> M.Workload:
-    """Cancel a workload, or every replica of a service (reported as its first replica)."""
+def _cancel_one(c: Client, workload_id: str) -> list[M.Workload]:
+    """Cancel a workload, every replica of a service (reported as its first replica), or
+    every live task of an array named by its group id."""
     try:
-        return c.cancel(workload_id)
+        return [c.cancel(workload_id)]
     except NotFound:
-        service = _service_or(c, workload_id)
+        try:
+            service = _service_or(c, workload_id)
+        except NotFound as e:
+            as_group(c, workload_id, e)  # an array's group id, or the workload's NotFound
+            return c.cancel_group(workload_id).workloads
     service = c.cancel_service(service.id)
-    return c.get(service.replicas[0].id)
+    return [c.get(service.replicas[0].id)]
 
 
 def _logs_target(c: Client, workload_id: str, replica: int | None) -> str:
@@ -491,7 +507,13 @@ def _logs_target(c: Client, workload_id: str, replica: int | None) -> str:
             return workload_id
         except NotFound:
             pass
-    s = _service_or(c, workload_id)
+    try:
+        s = _service_or(c, workload_id)
+    except NotFound as e:
+        if replica is not None:
+            raise
+        group = as_group(c, workload_id, e)  # an array: whose output is ambiguous
+        raise NotFound(task_ids_message(group), status=404, code="not_found") from None
     if replica is not None:
         found = [r for r in s.replicas if r.index == replica]
         if not found:

@@ -47,8 +47,10 @@ def run(waiting: list[Waiting], offers: tuple[Offer, ...] = ALL, *,
         instances: tuple[Instance, ...] = (), nodes: dict | None = None,
         limits: dict | None = None, budget: Budget | None = None,
         state: AutoscalerState | None = None, now: float = 1000.0,
-        config: AutoscalerConfig = CONFIG) -> Decisions:
-    view = PoolView(waiting, offers, instances, nodes or {}, limits or {}, budget or Budget())
+        config: AutoscalerConfig = CONFIG,
+        rented_for: dict[str, frozenset[str]] | None = None) -> Decisions:
+    view = PoolView(waiting, offers, instances, nodes or {}, limits or {}, budget or Budget(),
+                    rented_for=rented_for or {})
     return decide(view, state or AutoscalerState(), config, now)
 
 
@@ -207,6 +209,25 @@ def test_small_work_does_not_take_a_dearer_node_on_its_way_from_the_work_it_was_
     # work whose own rate is no cheaper still fills the room on its way
     d = run([job("small").gpus(1).models("H100").build()], (LAMBDA_H100, G6), instances=flying)
     assert d.launches == () and d.waiting["small"].startswith("capacity launching for it")
+
+
+def test_small_work_keeps_the_dearer_node_on_its_way_that_was_rented_for_it_too() -> None:
+    """A 3-GPU and a 1-GPU job were packed onto one g6.12xlarge (4 x L4, 1.15/GPU-h) rented for
+    both. On the next pass, before it joins, the 1-GPU job (which alone would rent a g6.xlarge
+    at 0.80/GPU-h) keeps its room there: it was rented for it. Before, it was refused the room
+    (the room-price rule for work it was not rented for) and a g6.xlarge was rented besides
+    (tests/providers/test_replace_restart_up.py's extra instance under load)."""
+    waiting = [job("three").gpus(3).at(1.0).build(), job("one").gpus(1).at(2.0).build()]
+    d = run(waiting, (G6, G6_4))
+    assert launched(d) == [("aws", "g6.12xlarge", "on-demand", 1)]
+    flying = (instance("i-1", G6_4, CapacityState.PROVISIONING, launched_at=990.0),)
+    d = run(waiting, (G6, G6_4), instances=flying,
+            rented_for={"i-1": frozenset({"three", "one"})})
+    assert d.launches == ()
+    assert d.waiting["one"].startswith("capacity launching for it")
+    # work it was not rented for still rents its own cheaper node (the Alibaba rule holds)
+    d = run(waiting, (G6, G6_4), instances=flying, rented_for={"i-1": frozenset({"three"})})
+    assert launched(d) == [("aws", "g6.xlarge", "on-demand", 1)]
 
 
 def test_on_the_way_capacity_of_a_model_it_may_not_use_does_not_count() -> None:

@@ -191,6 +191,9 @@ class PoolView:
     nominated: frozenset[str] = frozenset()
     #: how waiting workloads checkpoint (by id; absent: not known, spot.py's count rule)
     checkpoints: Mapping[str, SP.Checkpointing] = field(default_factory=dict)
+    #: instance id -> the workloads an instance on its way was rented for (the control plane's
+    #: join holds): that work keeps its room there whatever the room-price rule says of others
+    rented_for: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -328,6 +331,9 @@ class _ScaleUp:
                   and i.id != aside]
         self.bins = [Bin.empty(i.offer, new=False) for i in flying]
         self.flying = dict(zip((id(b) for b in self.bins), flying, strict=True))
+        # what each of them was rented for (`PoolView.rented_for`), by bin
+        self.for_work = {id(b): view.rented_for.get(i.id, frozenset())
+                         for b, i in zip(self.bins, flying, strict=True)}
         self.needed: set[str] = set()  # in-flight instances some waiting work packs onto
         self.count: dict[str, int] = dict(Counter(i.provider for i in live))
         self.spend: dict[str, Decimal] = {}
@@ -375,10 +381,13 @@ class _ScaleUp:
         # work smaller than an instance on its way was not what it was rented for: it takes
         # that room only when no dearer per GPU-hour than what it would rent for itself (else
         # small jobs took an 8-GPU node rented for an 8-GPU job, the job got another, and the
-        # small jobs held the dear node for weeks: bench/README, issue 11, the Alibaba trace)
+        # small jobs held the dear node for weeks: bench/README, issue 11, the Alibaba trace).
+        # Work the instance was rented for keeps it: it was packed there when it was rented
+        # (else the next pass rented it a node of its own while its room was on its way)
         usable = [b for b in self.bins if eligible(w, b.offer, kinds) is None
                   and (b.new or own is None or need >= b.offer.gpus
-                       or b.offer.price_per_gpu_hour <= own)]
+                       or b.offer.price_per_gpu_hour <= own
+                       or w.id in self.for_work.get(id(b), ()))]
         used = pack(w, usable)
         if used is not None:
             names = sorted({S.describe_offer(b.offer) for b in used})

@@ -200,7 +200,9 @@ class PoolAutoscaler:
         self.state = self.spot.resume(self.store, self.state, state)  # once: a restart
         view = PoolView(self._waiting(state), offers, instances, self._node_use(state, now),
                         self.limits, self.budget, self.retiring, self._nominated(state),
-                        checkpoints=self.spot.known)
+                        checkpoints=self.spot.known,
+                        rented_for={iid: frozenset(wids) for iid, (_, wids)
+                                    in self.join_holds.rented_for.items()})
         before, emptying = self.state.replacement, self.state.emptying
         config = self.spot.weighing(self.config, offers, self.every_s, now)  # spot_rates.py
         decisions = decide(view, self.state, config, now)

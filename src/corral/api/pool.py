@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from corral.api.context import ApiContext, Caller, context, require_admin
 from corral.api.errors import ApiError, not_found
+from corral.api.views import QueueUse
 from corral.control.health import device_reasons, health_reasons
 from corral.core.model import MILLI_PER_GPU, Health, Node, Queue
 from corral.sdk import models as M
@@ -184,29 +185,17 @@ def _queue_infos(ctx: ApiContext, names: set[str] | None) -> list[M.QueueInfo]:
     with ctx.store.read() as conn:
         queues = P.list_queues(conn)
         counts = W.count_by_queue_state(conn)
-        held = W.holding_placements(conn)
-    used = _subtree_use(held, {q.name: q.parent for q in queues})
+        # each queue's children's use included, as quotas and limits are checked, and as the
+        # dashboard and /metrics say (web/queue_board): a parent is never 0 here while its
+        # children hold GPUs (issue 14); the same sum a pending reason's view reads
+        used = QueueUse.load(conn).gpus
     return [M.QueueInfo(
         name=q.name, parent=q.parent, quota_gpus=q.quota_gpus, limit_gpus=q.limit_gpus,
         weight=q.weight, priority=q.priority, quota_by_model=dict(q.quota_by_model),
-        used_gpus=round(used[q.name], 3),
+        used_gpus=round(used.get(q.name, 0.0), 3),
         running=sum(counts.get((q.name, s), 0) for s in W.HOLDING_STATES),
         pending=counts.get((q.name, "pending"), 0))
         for q in queues if names is None or q.name in names]
-
-
-def _subtree_use(held: Sequence[W.Held], parent: dict[str, str | None]) -> dict[str, float]:
-    """GPUs held by each queue and its children: quotas and limits are checked against subtree
-    use (corral.core.queues), and the dashboard and /metrics say the same (web/queue_board), so
-    a parent is never 0 here while its children hold GPUs (issue 14)."""
-    used: dict[str, float] = defaultdict(float)
-    for h in held:
-        gpus, q, seen = h.milli_per_device * len(h.devices) / MILLI_PER_GPU, h.queue, set()
-        while q is not None and q not in seen:  # up the chain; a parent cycle ends the walk
-            used[q] += gpus
-            seen.add(q)
-            q = parent.get(q)
-    return used
 
 
 @router.get("/queues", response_model=list[M.QueueInfo], responses=_ERRORS, tags=["queues"])

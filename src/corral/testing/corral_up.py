@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.sdk import Client, CorralError
+from corral.sdk.retry import Retries
 
 __all__ = ["CorralServer", "free_port", "stop_workers"]
 
@@ -89,7 +90,10 @@ class CorralServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"corral up exited {self.proc.returncode}: {self.log()}")
             try:
-                with Client(self.url) as c:
+                # a short probe, sent once: until corral binds, the port may be another
+                # program's that accepts and never answers (the taken-port test's squatter),
+                # and the SDK's default 30 s read timeout with retries waited a minute there
+                with Client(self.url, timeout=2.0, retries=Retries(attempts=1)) as c:
                     c.health()
                 if (self.data_dir / "admin-token").exists():
                     return self

@@ -21,6 +21,7 @@ from corral.spec import QueueSpec, SpecError
 from corral.store import audit as AU
 from corral.store import auth as A
 from corral.store import pool as P
+from corral.store import queue_use as QU
 from corral.store import workloads as W
 
 __all__ = ["provider_infos", "router"]
@@ -184,7 +185,7 @@ def uncordon(node_id: Name, ctx: Ctx, who: Caller) -> M.NodeInfo:
 def _queue_infos(ctx: ApiContext, names: set[str] | None) -> list[M.QueueInfo]:
     with ctx.store.read() as conn:
         queues = P.list_queues(conn)
-        counts = W.count_by_queue_state(conn)
+        counts = QU.count_by_queue_state(conn)
         # each queue's children's use included, as quotas and limits are checked, and as the
         # dashboard and /metrics say (web/queue_board): a parent is never 0 here while its
         # children hold GPUs (issue 14); the same sum a pending reason's view reads
@@ -264,7 +265,7 @@ def delete_queue(name: Name, ctx: Ctx, who: Caller) -> None:
     with ctx.store.write() as conn:
         if P.get_queue(conn, name) is None:
             raise not_found("queue", name)
-        active = sum(n for (q, _), n in W.count_by_queue_state(conn).items() if q == name)
+        active = sum(n for (q, _), n in QU.count_by_queue_state(conn).items() if q == name)
         children = [q.name for q in P.list_queues(conn) if q.parent == name]
         if active or children:
             raise ApiError(409, "conflict", f"queue {name!r} still has {active} active "

@@ -21,7 +21,7 @@ from corral.core import reasons as R
 from corral.core.model import MILLI_PER_GPU
 from corral.sdk import models as M
 from corral.store import pool as P
-from corral.store import workloads as W
+from corral.store import queue_use as QU
 from corral.store.workloads import EventRecord, WorkloadRecord
 
 __all__ = ["QUEUE_CODES", "QueueUse", "event_view", "placement_view", "reason_now",
@@ -49,7 +49,7 @@ class QueueUse:
     def load(cls, conn: Connection) -> QueueUse:
         parent = {q.name: q.parent for q in P.list_queues(conn)}
         gpus: dict[str, float] = defaultdict(float)
-        for queue, m in W.milli_held_by_queue(conn).items():
+        for queue, m in QU.milli_held_by_queue(conn).items():
             for q in _chain(queue, parent):
                 gpus[q] += m / MILLI_PER_GPU
         return cls(dict(gpus), parent)

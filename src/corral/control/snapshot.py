@@ -34,6 +34,7 @@ from corral.core.model import MILLI_PER_GPU, ClusterState, QueueUsage, Workload,
 from corral.core.reasons import RULE_CONSOLIDATE, RULE_PREEMPT, RULE_RECLAIM
 from corral.spec import WorkloadSpec
 from corral.store import pool as P
+from corral.store import queue_use as QU
 from corral.store import workloads as W
 from corral.store.nominations import load_nominations
 from corral.store.workloads import WorkloadRecord
@@ -228,7 +229,7 @@ def queue_usage(conn: Connection, now: float, half_life_s: float) -> tuple[Queue
     Usage exists where the loop runs with `corral.control.accounting` (as `corral up` does);
     without it no attempt is metered and every queue's past use reads as none."""
     used: dict[str, float] = {}
-    for span in W.gpu_spans(conn, ended_since=usage_horizon(now, half_life_s)):
+    for span in QU.gpu_spans(conn, ended_since=usage_horizon(now, half_life_s)):
         used[span.queue] = used.get(span.queue, 0.0) + decayed_gpu_seconds(
             span.milli / MILLI_PER_GPU, span.start, span.end, now, half_life_s)
     return tuple(QueueUsage(q, v) for q, v in sorted(used.items()) if v > 0)

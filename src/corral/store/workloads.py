@@ -15,7 +15,6 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
-    Float,
     Text,
     and_,
     bindparam,
@@ -32,7 +31,6 @@ from sqlalchemy import (
 from corral.core.model import WorkerAssignment
 from corral.store.changes import next_workload_seq, note_writes, plain
 from corral.store.driver_bulk import update_rows
-from corral.store.ledger_tables import LedgerUsage
 from corral.store.ordered_insert import insert_in_order
 from corral.store.schema import Event, Placement, WorkloadRow
 from corral.store.spec_bodies import SpecBodies
@@ -41,7 +39,6 @@ __all__ = [
     "ACTIVE_STATES",
     "HOLDING_STATES",
     "EventRecord",
-    "GpuSpan",
     "Held",
     "SpecBodies",
     "WorkloadRecord",
@@ -49,13 +46,11 @@ __all__ = [
     "append_events",
     "assignments_of",
     "changed_since",
-    "count_by_queue_state",
     "count_by_state",
     "count_events",
     "current_assignments",
     "get_workload",
     "get_workloads",
-    "gpu_spans",
     "holding_placements",
     "insert_many_placements",
     "insert_placements",
@@ -65,7 +60,6 @@ __all__ = [
     "list_events",
     "list_workloads",
     "load_active",
-    "milli_held_by_queue",
     "milli_used_by_group",
     "placements_of",
     "set_many_placement_states",
@@ -553,56 +547,7 @@ def milli_used_by_group(conn: Connection) -> dict[tuple[str, str, str], int]:
     return out
 
 
-def milli_held_by_queue(conn: Connection) -> dict[str, int]:
-    """Milli-GPU held per queue (its own workloads only), summed in SQL: a read that completes
-    a pending reason with its queue's use (`corral.api.views`) needs no row per placement
-    (0.27 s CPU in Python at 10,000 nodes, issue 16)."""
-    held = func.sum(Placement.milli_per_device * func.json_array_length(Placement.devices))
-    q = (select(WorkloadRow.queue, held)
-         .join(Placement, and_(Placement.workload_id == WorkloadRow.id,
-                               Placement.attempt == WorkloadRow.attempt))
-         .where(WorkloadRow.state.in_(HOLDING_STATES))
-         .group_by(WorkloadRow.queue))
-    return {queue: int(milli or 0) for queue, milli in conn.execute(q)}
-
-
-def count_by_queue_state(conn: Connection) -> dict[tuple[str, str], int]:
-    q = (select(WorkloadRow.queue, WorkloadRow.state, func.count())
-         .where(WorkloadRow.state.in_(ACTIVE_STATES))
-         .group_by(WorkloadRow.queue, WorkloadRow.state))
-    return {(queue, state): n for queue, state, n in conn.execute(q)}
-
-
 def placements_of(conn: Connection, workload_id: str, attempt: int) -> list[Any]:
     q = (select(Placement).where(Placement.workload_id == workload_id,
                                  Placement.attempt == attempt).order_by(Placement.worker))
     return list(conn.execute(q))
-
-
-@dataclass(frozen=True, slots=True)
-class GpuSpan:
-    """GPUs a queue held from `start` to `end` (None: still held), in milli-GPU."""
-
-    queue: str
-    milli: int
-    start: float
-    end: float | None
-
-
-def gpu_spans(conn: Connection, ended_since: float) -> list[GpuSpan]:
-    """What every attempt held, from the ledger's metering rows (`ledger_usage`, written by
-    `corral.control.accounting`: one row per worker, from launch to end), for the attempts still
-    running or that ended at or after `ended_since`. The workers of one attempt share a span, so
-    rows are summed per (queue, start, end): a gang is one span.
-
-    The filter bounds the rows read back, not the scan: `end` is exact text without an index, so
-    the database reads the table's rows (as `usage_records` does); an indexed float end column
-    would make this a range scan."""
-    end_s = cast(LedgerUsage.end, Float)
-    q = (select(LedgerUsage.queue, LedgerUsage.start_s, LedgerUsage.end,
-                func.sum(LedgerUsage.milli))
-         .where(or_(LedgerUsage.end.is_(None), end_s >= ended_since))
-         .group_by(LedgerUsage.queue, LedgerUsage.start_s, LedgerUsage.end)
-         .order_by(LedgerUsage.queue, LedgerUsage.start_s, LedgerUsage.end))
-    return [GpuSpan(queue, int(milli), float(start), None if end is None else float(end))
-            for queue, start, end, milli in conn.execute(q)]

@@ -13,33 +13,11 @@ really skip searches there (or the comparison proves nothing).
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
+from tests.core.bench_snapshots import plan_facts, schedule_cycle_bench
 
-from corral.core import Plan, SchedulerConfig, placement, schedule
+from corral.core import SchedulerConfig, placement, schedule
 from corral.core.actions import evict
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "schedule_cycle.py"
-
-
-def _bench() -> ModuleType:
-    name = "corral_bench_schedule_cycle"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, BENCH)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-def _facts(plan: Plan) -> tuple[object, ...]:
-    return (plan.placements, plan.evictions, sorted(plan.pending.items()), plan.reservations,
-            plan.nominations)
 
 
 def _searches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -59,15 +37,15 @@ def _searches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
                          [(400, 4000, 2), (400, 4000, 3), (400, 4000, 5)])
 def test_shortcuts_leave_the_plans_unchanged(monkeypatch: pytest.MonkeyPatch, nodes: int,
                                              pending: int, seed: int) -> None:
-    state = _bench().REGIMES["contended"](nodes, pending, seed)
+    state = schedule_cycle_bench().REGIMES["contended"](nodes, pending, seed)
     with monkeypatch.context() as m:
         gated = _searches(m)
-        fast = schedule(state, now=_bench().NOW, config=SchedulerConfig(), seed=seed)
+        fast = schedule(state, now=schedule_cycle_bench().NOW, config=SchedulerConfig(), seed=seed)
     assert {e.rule for e in fast.evictions} >= {"Reclaim", "Preempt"}
     monkeypatch.setattr(evict, "_GATED", False)
     monkeypatch.setattr(evict, "_LOSS_MEMO", False)
     plain_counts = _searches(monkeypatch)
-    plain = schedule(state, now=_bench().NOW, config=SchedulerConfig(), seed=seed)
-    assert _facts(fast) == _facts(plain)
+    plain = schedule(state, now=schedule_cycle_bench().NOW, config=SchedulerConfig(), seed=seed)
+    assert plan_facts(fast) == plan_facts(plain)
     # the gate skipped searches here, gangs' too: the comparison above covers skipped ones
     assert gated[0] < plain_counts[0] and gated[1] < plain_counts[1]

@@ -15,39 +15,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
+from tests.core.bench_snapshots import plan_facts, schedule_cycle_bench
 
-from corral.core import Plan, SchedulerConfig, WorkloadState, placement, schedule
+from corral.core import SchedulerConfig, WorkloadState, placement, schedule
 from corral.core.queues import QueueBook, Totals
 from corral.core.snapshot import Capacity, NodeTable
 from corral.core.statement import Statement
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "schedule_cycle.py"
-
-
-def _bench() -> ModuleType:
-    name = "corral_bench_schedule_cycle"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, BENCH)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
 
 def _plain(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(placement, "_SHARE_ACROSS_SHAPES", False)
-
-
-def _facts(plan: Plan) -> tuple[object, ...]:
-    return (plan.placements, plan.evictions, sorted(plan.pending.items()), plan.reservations,
-            plan.nominations)
 
 
 @pytest.mark.parametrize(
@@ -58,29 +36,29 @@ def _facts(plan: Plan) -> tuple[object, ...]:
 )
 def test_bench_plans_identical(monkeypatch: pytest.MonkeyPatch, regime: str, nodes: int,
                                pending: int, seed: int) -> None:
-    state = _bench().REGIMES[regime](nodes, pending, seed)
-    shared = schedule(state, now=_bench().NOW, config=SchedulerConfig(), seed=seed)
+    state = schedule_cycle_bench().REGIMES[regime](nodes, pending, seed)
+    shared = schedule(state, now=schedule_cycle_bench().NOW, config=SchedulerConfig(), seed=seed)
     if regime == "contended":  # the snapshot must exercise the disruptive actions
         assert {e.rule for e in shared.evictions} >= {"Reclaim", "Preempt"}
     assert shared.placements
     _plain(monkeypatch)
-    plain = schedule(state, now=_bench().NOW, config=SchedulerConfig(), seed=seed)
-    assert _facts(shared) == _facts(plain)
+    plain = schedule(state, now=schedule_cycle_bench().NOW, config=SchedulerConfig(), seed=seed)
+    assert plan_facts(shared) == plan_facts(plain)
 
 
 def test_bench_plans_identical_under_other_scoring(monkeypatch: pytest.MonkeyPatch) -> None:
     """bestfit alone: a different scoring key, a different set of shared arrays."""
-    state = _bench().REGIMES["contended"](200, 2000, 4)
+    state = schedule_cycle_bench().REGIMES["contended"](200, 2000, 4)
     config = SchedulerConfig(scoring={"bestfit": 1.0, "gpu-model": 2.0})
-    shared = schedule(state, now=_bench().NOW, config=config, seed=4)
+    shared = schedule(state, now=schedule_cycle_bench().NOW, config=config, seed=4)
     _plain(monkeypatch)
-    assert _facts(shared) == _facts(schedule(state, now=_bench().NOW, config=config, seed=4))
+    assert plan_facts(shared) == plan_facts(schedule(state, now=schedule_cycle_bench().NOW, config=config, seed=4))
 
 
 @pytest.mark.parametrize("units", [{}, {"H100": 2.0, "A100": 1.3, "L40S": 0.7}],
                          ids=["plain", "share-units"])
 def test_adopt_all_books_like_one_add_each(units: dict[str, float]) -> None:
-    state = _bench().REGIMES["contended"](100, 10, 2)
+    state = schedule_cycle_bench().REGIMES["contended"](100, 10, 2)
     running = sorted((w for w in state.workloads if w.state is WorkloadState.RUNNING),
                      key=lambda w: w.id)
     assert len({w.queue for w in running}) > 5
@@ -108,9 +86,9 @@ def test_bench_plans_identical_with_numpy_scores(monkeypatch: pytest.MonkeyPatch
     """Memo misses scored one node at a time in plain Python (`placement._ONE_NODE`, the
     plugins' `score_one`) decide what numpy's scores decide (`test_one_node_scores.py` pins the
     scores themselves)."""
-    state = _bench().REGIMES[regime](nodes, pending, seed)
-    plain = schedule(state, now=_bench().NOW, config=SchedulerConfig(), seed=seed)
+    state = schedule_cycle_bench().REGIMES[regime](nodes, pending, seed)
+    plain = schedule(state, now=schedule_cycle_bench().NOW, config=SchedulerConfig(), seed=seed)
     monkeypatch.setattr(placement, "_ONE_NODE", False)
-    numpy_only = schedule(state, now=_bench().NOW, config=SchedulerConfig(), seed=seed)
+    numpy_only = schedule(state, now=schedule_cycle_bench().NOW, config=SchedulerConfig(), seed=seed)
     assert plain.placements  # the snapshot places work: the comparison is not empty
-    assert _facts(plain) == _facts(numpy_only)
+    assert plan_facts(plain) == plan_facts(numpy_only)

@@ -130,7 +130,7 @@ def test_no_capacity_is_rented_for_moved_work_until_the_idle_timeout() -> None:
     moved = job("b").gpus(1).build()
     full = {"node-i-big": on("node-i-big", BIG, used=4)}
     d = run(full, instances=(BIG,), state=state, waiting=(moved,))
-    assert d.launches == () and "nothing is rented for it before" in d.waiting["b"]
+    assert d.launches == () and "nothing is rented for it before" in d.waiting["b"].sentence
     d = run(full, instances=(BIG,), state=state, waiting=(moved,), now=NOW + 601)
     assert [x.workloads for x in d.launches] == [("b",)]
     assert dict(d.state.emptied) == {}

@@ -33,6 +33,7 @@ from corral.autoscale.pool import (
     Waiting,
     decide,
 )
+from corral.autoscale.sentences import WaitKind
 from corral.autoscale.state import AutoscalerState
 from corral.core import reasons as R
 from corral.core.model import LABEL_PROVIDER, TopologyLevel
@@ -90,8 +91,10 @@ def test_work_behind_a_nomination_rents_and_the_nominee_does_not() -> None:
     d = decide(view, AutoscalerState(), CONFIG, 1000.0)
     assert [(x.offer.instance_type, x.count, x.workloads) for x in d.launches] == [
         ("gpu_8x_h100_sxm5", 1, ("behind",))]
-    assert d.waiting["moved"].startswith("room is held for it"), d.waiting
-    assert d.waiting["behind"].startswith("capacity planned now"), d.waiting
+    assert d.waiting["moved"].sentence.startswith("room is held for it"), d.waiting
+    assert d.waiting["behind"].sentence.startswith("capacity planned now"), d.waiting
+    assert (d.waiting["moved"].kind, d.waiting["behind"].kind) == (WaitKind.NOT_RENTING,
+                                                                   WaitKind.RENTING)
 
 
 def test_a_nominee_alone_rents_nothing() -> None:
@@ -135,7 +138,8 @@ def test_cheapest_fitting_offer(case: str, work, expected) -> None:
     d = run([work.build()])
     assert launched(d) == expected, case
     if not expected:
-        assert d.waiting["j1"].startswith("no offer may serve it"), d.waiting
+        assert d.waiting["j1"].sentence.startswith("no offer may serve it"), d.waiting
+        assert d.waiting["j1"].kind == WaitKind.NO_OFFER_SERVES
 
 
 def test_spot_when_cheapest_and_allowed() -> None:
@@ -169,7 +173,7 @@ def test_higher_priority_rents_first_when_the_budget_runs_out() -> None:
                job("high").gpus(8).models("H100").priority(5).at(9).build()]
     d = run(waiting, (LAMBDA_H100,), budget=Budget(max_spend_per_hour=Decimal("30")))
     assert d.launches[0].workloads == ("high",)
-    assert "over the max of 30/h" in d.waiting["low"]
+    assert "over the max of 30/h" in d.waiting["low"].sentence
 
 
 def test_the_reason_names_count_offer_and_waiting_shapes() -> None:
@@ -193,7 +197,7 @@ def test_capacity_on_its_way_is_not_rented_twice(state: CapacityState) -> None:
     d = run([job().gpus(8).models("H100").build()], ALL,
             instances=(instance("i-1", P5, state, launched_at=900.0),))
     assert d.launches == ()
-    assert d.waiting["j1"].startswith("capacity launching for it: p5.48xlarge")
+    assert d.waiting["j1"].sentence.startswith("capacity launching for it: p5.48xlarge")
 
 
 def test_small_work_does_not_take_a_dearer_node_on_its_way_from_the_work_it_was_rented_for(
@@ -205,10 +209,10 @@ def test_small_work_does_not_take_a_dearer_node_on_its_way_from_the_work_it_was_
     flying = (instance("i-1", LAMBDA_H100, CapacityState.PROVISIONING, launched_at=900.0),)
     d = run(waiting, (LAMBDA_H100, G6), instances=flying)
     assert launched(d) == [("aws", "g6.xlarge", "on-demand", 1)]
-    assert d.waiting["big"].startswith("capacity launching for it: gpu_8x_h100_sxm5")
+    assert d.waiting["big"].sentence.startswith("capacity launching for it: gpu_8x_h100_sxm5")
     # work whose own rate is no cheaper still fills the room on its way
     d = run([job("small").gpus(1).models("H100").build()], (LAMBDA_H100, G6), instances=flying)
-    assert d.launches == () and d.waiting["small"].startswith("capacity launching for it")
+    assert d.launches == () and d.waiting["small"].sentence.startswith("capacity launching for it")
 
 
 def test_small_work_keeps_the_dearer_node_on_its_way_that_was_rented_for_it_too() -> None:
@@ -224,7 +228,7 @@ def test_small_work_keeps_the_dearer_node_on_its_way_that_was_rented_for_it_too(
     d = run(waiting, (G6, G6_4), instances=flying,
             rented_for={"i-1": frozenset({"three", "one"})})
     assert d.launches == ()
-    assert d.waiting["one"].startswith("capacity launching for it")
+    assert d.waiting["one"].sentence.startswith("capacity launching for it")
     # work it was not rented for still rents its own cheaper node (the Alibaba rule holds)
     d = run(waiting, (G6, G6_4), instances=flying, rented_for={"i-1": frozenset({"three"})})
     assert launched(d) == [("aws", "g6.xlarge", "on-demand", 1)]
@@ -298,13 +302,14 @@ def test_launches_that_always_fail_are_tried_a_bounded_number_of_times() -> None
             tries[x.offer.provider] += 1
             state = _fail(state, x.offer, "NoCapacity", now)
     assert all(2 <= n <= 9 for n in tries.values()), tries
-    assert "failed" in run(work, offers, state=state, now=7200.0).waiting.get("j1", "failed")
+    note = run(work, offers, state=state, now=7200.0).waiting.get("j1")
+    assert note is None or "failed" in note.sentence
 
 
 def test_the_waiting_sentence_says_why_no_offer_serves() -> None:
     state = _fail(AutoscalerState(), LAMBDA_H100, "NoCapacity", 1000.0)
     d = run([job().gpus(8).models("H100").stable().build()], (LAMBDA_H100,), state=state)
-    assert d.waiting["j1"] == ("no offer may serve it: gpu_8x_h100_sxm5 on-demand in us-east-3a "
+    assert d.waiting["j1"].sentence == ("no offer may serve it: gpu_8x_h100_sxm5 on-demand in us-east-3a "
                                "(lambda, 23.92/h): failed 1x (NoCapacity), next try at t=1060")
 
 

@@ -43,7 +43,7 @@ def test_non_preemptible_work_on_a_spot_pool_rents_the_on_demand_offer() -> None
     x = job().stable().because(R.CAPACITY_UNAVAILABLE).build()
     d = _decide([x], MIXED)
     assert [(la.offer, la.count) for la in d.launches] == [(G6, 1)]
-    assert d.waiting["j1"] == ("capacity planned now for it: 1 x g6.xlarge on-demand in "
+    assert d.waiting["j1"].sentence == ("capacity planned now for it: 1 x g6.xlarge on-demand in "
                                "us-east-1a (aws, 0.80/h)")
     assert "(CapacityUnavailable)" in d.launches[0].reason
 
@@ -51,7 +51,7 @@ def test_non_preemptible_work_on_a_spot_pool_rents_the_on_demand_offer() -> None
 def test_no_on_demand_offer_rents_nothing_and_says_what_to_change() -> None:
     x = job().stable().because(R.CAPACITY_UNAVAILABLE).build()
     assert _steps([x], [G6_SPOT, G6_SPOT_B]) == 0
-    note = _decide([x], [G6_SPOT, G6_SPOT_B]).waiting["j1"]
+    note = _decide([x], [G6_SPOT, G6_SPOT_B]).waiting["j1"].sentence
     assert note.startswith("no offer may serve it: g6.xlarge spot in us-east-1a (aws, 0.30/h): "
                            "capacity spot not allowed")
     assert "let a provider rent owned/on-demand capacity" in note
@@ -71,7 +71,7 @@ def test_a_selector_an_offer_carries_rents_that_offer(key: str, value: str, rent
 def test_a_selector_no_offer_carries_rents_nothing_over_many_decisions() -> None:
     x = job().select("team", "vision").because(R.NO_NODE_SELECTED).build()
     assert _steps([x], MIXED) == 0
-    note = _decide([x], MIXED).waiting["j1"]
+    note = _decide([x], MIXED).waiting["j1"].sentence
     assert "its instances would not carry team=vision" in note
     assert "select only labels a rented instance carries" in note
 
@@ -80,7 +80,7 @@ def test_gpu_memory_rents_an_offer_with_larger_gpus_or_says_none_has_them() -> N
     x = job().min_mem(40_960).because(R.GPU_MEMORY_TOO_SMALL).build()
     assert [la.offer for la in _decide([x], [G6, A100_1]).launches] == [A100_1]
     assert _steps([x], [G6]) == 0
-    note = _decide([x], [G6]).waiting["j1"]
+    note = _decide([x], [G6]).waiting["j1"].sentence
     assert "23034 MiB per GPU, needs 40960" in note
     assert "GPUs of at least 40 GiB" in note and "lower min_gpu_memory" in note
 
@@ -89,7 +89,7 @@ def test_image_work_rents_only_an_offer_declared_to_run_images() -> None:
     x = job().select(LABEL_RUNS_IMAGES, "true").because(R.NO_NODE_SELECTED).build()
     # offers that do not say (the default) or say no: never assumed to run images
     assert _steps([x], [G6, replace(G6_SPOT, runs_images=False)]) == 0
-    note = _decide([x], [G6]).waiting["j1"]
+    note = _decide([x], [G6]).waiting["j1"].sentence
     assert "its provider does not say whether its instances run images" in note
     assert "declare runs_images: true" in note and "remove image" in note
     podman = replace(G6_SPOT_B, runs_images=True)
@@ -119,5 +119,5 @@ def test_rented_for_exactly_when_an_offer_is_eligible(built, offers: list[Offer]
     served = [o for o in offers if eligible(x.workload, o, x.workload.allowed_capacity) is None]
     assert bool(d.launches) == bool(served)
     assert all(la.offer in served for la in d.launches)
-    assert d.waiting[x.workload.id].startswith(
+    assert d.waiting[x.workload.id].sentence.startswith(
         "capacity planned now for it" if served else "no offer may serve it")

@@ -153,7 +153,7 @@ def test_rents_for_work_behind_a_nomination_not_for_the_nominee(store: Store) ->
         rig.clock.now()).state)
     assert decisions is not None
     assert [(x.count, x.workloads) for x in decisions.launches] == [(1, (behind,))]
-    assert decisions.waiting[nominee].startswith("room is held for it")
+    assert decisions.waiting[nominee].sentence.startswith("room is held for it")
     assert len(provider.launches) == 1
 
 

@@ -229,7 +229,7 @@ class Decisions:
     launches: tuple[Launch, ...]
     drains: tuple[Drain, ...]
     terminations: tuple[Terminate, ...]
-    waiting: Mapping[str, str]  # workload id -> what the autoscaler did or could not do for it
+    waiting: Mapping[str, S.WaitNote]  # workload id -> what it did or could not do for it
     on_demand_only: tuple[str, ...]  # workloads past the spot-interruption limit
     state: AutoscalerState
 
@@ -342,19 +342,19 @@ class _ScaleUp:
         self.new_spend = Decimal(0)
         self.planned: dict[str, list[Bin]] = {}
         self.served: dict[str, list[Waiting]] = {}
-        self.notes: dict[str, str] = {}
+        self.notes: dict[str, S.WaitNote] = {}
         self.on_demand_only: set[str] = set()
 
     def run(self) -> None:
         wanted = []
         for x in self.view.waiting:
             if x.workload.id in self.view.nominated:
-                self.notes[x.workload.id] = ("room is held for it (nominated): no capacity "
-                                             "rented for it")
+                self.notes[x.workload.id] = S.not_renting("room is held for it (nominated): "
+                                                          "no capacity rented for it")
             elif (until := self.state.emptied.get(x.workload.id)) is not None and until > self.now:
-                self.notes[x.workload.id] = ("moved off a node emptied into free room "
-                                             "(consolidation): nothing is rented for it "
-                                             f"before t={until:g}")
+                self.notes[x.workload.id] = S.not_renting(
+                    "moved off a node emptied into free room (consolidation): nothing is "
+                    f"rented for it before t={until:g}")
             elif x.reason in CAPACITY_CODES:
                 wanted.append(x)
         wanted.sort(key=lambda x: pending_order(x.workload))
@@ -393,7 +393,7 @@ class _ScaleUp:
             names = sorted({S.describe_offer(b.offer) for b in used})
             state = "planned now" if all(b.new for b in used) else "launching"
             self.needed.update(self.flying[id(b)].id for b in used if id(b) in self.flying)
-            self.notes[w.id] = f"capacity {state} for it: {', '.join(names)}"
+            self.notes[w.id] = S.renting(f"capacity {state} for it: {', '.join(names)}")
             for b in used:
                 if b.new:
                     self.served.setdefault(offer_key(b.offer), []).append(x)
@@ -409,7 +409,8 @@ class _ScaleUp:
         self.planned.setdefault(offer_key(offer), []).extend(new)
         self.served.setdefault(offer_key(offer), []).append(x)
         self.charge(offer, n)
-        self.notes[w.id] = f"capacity planned now for it: {n} x {S.describe_offer(offer)}"
+        self.notes[w.id] = S.renting(
+            f"capacity planned now for it: {n} x {S.describe_offer(offer)}")
 
     def _own_rate(self, w: Workload, kinds: tuple[CapacityKind, ...]) -> Decimal | None:
         """The least price per GPU-hour of an offer `w` may rent now (None: none may)."""

@@ -10,7 +10,9 @@ offer, so the autoscaler's sentence names both, in the words of the pool file an
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from corral.core import reasons as R
@@ -20,10 +22,36 @@ from corral.providers.base import Offer
 if TYPE_CHECKING:
     from corral.autoscale.pool import Waiting
 
-__all__ = ["describe_offer", "describe_waiting", "no_offer", "offer_detail", "shape"]
+__all__ = ["WaitKind", "WaitNote", "describe_offer", "describe_waiting", "no_offer",
+           "not_renting", "offer_detail", "renting", "shape"]
 
-#: the labels an instance joins with (`packing._selector_unmet`)
+#: the built-in labels an instance joins with (`packing._selector_unmet`)
 _CARRIED = "corral.dev/provider, region, zone, capacity, gpu-model and vendor"
+
+
+class WaitKind(enum.StrEnum):
+    """What the autoscaler did for a waiting workload; the value is the event's reason that
+    `corral.control.waiting_notes` writes (so no one reads a kind back from a sentence)."""
+
+    RENTING = "Renting"  # capacity planned or launching for it (the offer named)
+    NO_OFFER_SERVES = "NoOfferServes"  # no offer may serve it (why, and what to change)
+    NOT_RENTING = "NotRenting"  # nothing rented on purpose: its room is held, or was emptied
+
+
+@dataclass(frozen=True)
+class WaitNote:
+    """One waiting workload's line of a decision: its kind and its sentence."""
+
+    kind: WaitKind
+    sentence: str
+
+
+def renting(sentence: str) -> WaitNote:
+    return WaitNote(WaitKind.RENTING, sentence)
+
+
+def not_renting(sentence: str) -> WaitNote:
+    return WaitNote(WaitKind.NOT_RENTING, sentence)
 
 
 def describe_offer(o: Offer) -> str:
@@ -38,14 +66,14 @@ def offer_detail(o: Offer) -> dict[str, Any]:
             "source": o.source, "as_of": o.as_of}
 
 
-def no_offer(x: Waiting, refusals: Sequence[str], offers: Sequence[Offer]) -> str:
+def no_offer(x: Waiting, refusals: Sequence[str], offers: Sequence[Offer]) -> WaitNote:
     """'no offer may serve it: <why, per offer>', and for work the pool's nodes can never run,
     what to change: an offer (a provider's settings) or the workload."""
     shown = "; ".join(refusals[:4]) + (f"; and {len(refusals) - 4} more"
                                        if len(refusals) > 4 else "")
     text = f"no offer may serve it: {shown or 'no provider offers anything'}"
     fix = _fix(x.workload, x.reason, offers)
-    return f"{text}. To run it, {fix}" if fix else text
+    return WaitNote(WaitKind.NO_OFFER_SERVES, f"{text}. To run it, {fix}" if fix else text)
 
 
 def _fix(w: Workload, code: str, offers: Sequence[Offer]) -> str:
@@ -60,8 +88,9 @@ def _fix(w: Workload, code: str, offers: Sequence[Offer]) -> str:
         return ("declare runs_images: true in the settings of a provider whose machine image "
                 "has podman, or remove image")
     if code == R.NO_NODE_SELECTED:
-        return (f"select only labels a rented instance carries ({_CARRIED}) in node_selector, "
-                "or add nodes that carry the others to the pool file")
+        return (f"select only labels a rented instance carries ({_CARRIED}, and its "
+                "provider's labels) in node_selector, give a provider the others in its "
+                "labels, or add nodes that carry them to the pool file")
     if code == R.GPU_MEMORY_TOO_SMALL:
         return (f"add an instance type with GPUs of at least {w.min_gpu_memory_mib / 1024:g} "
                 "GiB to a provider's instance_types, or lower min_gpu_memory")

@@ -4,9 +4,10 @@ The core's sentence for work that no node of the pool can run (no node of a capa
 may use, none carrying its labels or running images, no GPU large enough) names a fix for a
 static pool ("add on-demand to capacity"); in an autoscaled pool the truth is the
 autoscaler's: an offer is being rented for it (named), or no offer may serve it and what to
-change (`corral.autoscale.sentences.no_offer`). Each pass, the decision's sentence for each
-such workload (its code in `R.UNRESOLVABLE`, one the autoscaler acts on) is written as an info
-event on it (`Renting` / `NoOfferServes`) when it changed: at once when it goes from one kind
+change (`corral.autoscale.sentences.no_offer`). Each pass, the decision's note for each such
+workload (its code in `R.UNRESOLVABLE`, one the autoscaler acts on) is written as an info event
+on it when it changed, its reason the note's kind (`WaitKind`: `Renting`, `NoOfferServes`, or
+`NotRenting` when its room is held or was emptied), its message the sentence: at once when it goes from one kind
 to the other or names other offers, at most every `repeat_s` when only its details changed (a
 backoff's next try, a spend), so a long wait adds a bounded number of events. Memory: one
 sentence per such workload still waiting.
@@ -19,14 +20,15 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from corral.autoscale.pool import CAPACITY_CODES, Waiting
+from corral.autoscale.sentences import WaitKind, WaitNote
 from corral.core import reasons as R
 from corral.store import Store
 from corral.store import workloads as W
 
 __all__ = ["NO_OFFER_SERVES", "RENTING", "WaitingNotes"]
 
-RENTING: Final = "Renting"  # capacity planned or launching for it (the offer named)
-NO_OFFER_SERVES: Final = "NoOfferServes"  # no offer may serve it (why, and what to change)
+RENTING: Final = str(WaitKind.RENTING)  # capacity planned or launching for it (the offer named)
+NO_OFFER_SERVES: Final = str(WaitKind.NO_OFFER_SERVES)  # no offer may serve it (why, the fix)
 #: the codes whose core sentence speaks of the pool's nodes only
 TOLD: Final = CAPACITY_CODES & R.UNRESOLVABLE
 
@@ -38,7 +40,7 @@ class WaitingNotes:
     told: dict[str, tuple[str, str, float]] = field(default_factory=dict)
 
     def tell(self, store: Store, now: float, waiting: Sequence[Waiting],
-             notes: Mapping[str, str]) -> list[tuple[str, str, str]]:
+             notes: Mapping[str, WaitNote]) -> list[tuple[str, str, str]]:
         """Write an event for each such workload whose sentence changed; returns
         (workload id, reason, sentence) of each written."""
         ours = {x.workload.id for x in waiting if x.reason in TOLD}
@@ -46,10 +48,10 @@ class WaitingNotes:
             del self.told[gone]
         out = []
         for wid in sorted(ours):
-            note = notes.get(wid)
-            if note is None:
+            said = notes.get(wid)
+            if said is None:
                 continue
-            reason = NO_OFFER_SERVES if note.startswith("no offer") else RENTING
+            reason, note = str(said.kind), said.sentence  # the decision's kind, never a prefix
             last = self.told.get(wid)
             if last is not None and (last[1] == note or (
                     last[0] == reason and _gist(last[1]) == _gist(note)

@@ -173,12 +173,18 @@ def to_hold(rows: Sequence[WorkloadRecord], d: Decision, returning: Mapping[str,
     """Pending extras that could be placed before `d.hold_until` (not members on their way
     back: they return to the world they are in), and extras leaving the world (evicted,
     stopping): requeued, they keep `not_before`, so the plan that follows their requeue, before
-    the next step, cannot place them back at once (a growth right after the shrink)."""
-    return [r for r in rows if is_extra(r) and r.id not in returning
+    the next step, cannot place them back at once (a growth right after the shrink).
+
+    When the core gang waits (`CORE_WAIT`) there is no world to return to: members on their
+    way back from a resize are held too, pending or still stopping (their requeue keeps the
+    hold), else the next plan places them alone onto their nominated devices."""
+    gang_waits = d.hold_reason == CORE_WAIT
+    return [r for r in rows if is_extra(r) and (gang_waits or r.id not in returning)
             and (d.world is None or r.id not in d.world.members) and (
                 (r.state == "pending" and (r.not_before < d.hold_until or (
                     r.not_before > d.hold_until and (r.reason_code in (RESIZE_WAIT, CORE_WAIT)
                                                      or r.not_before >= HELD))
-                    or (d.hold_reason == CORE_WAIT and r.reason_code != CORE_WAIT)))
-                or (r.state in PLACED and r.stop_reason not in STAYING
+                    or (gang_waits and r.reason_code != CORE_WAIT)))
+                or (r.state in PLACED and (r.stop_reason not in STAYING or (
+                    gang_waits and r.stop_reason in COMING_BACK))
                     and r.not_before < d.hold_until))]

@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_LIBRARIES = {"fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "psycopg",
                     "numpy", "scipy", "prometheus-client"}
-CLIENT_MODULES = ["corral.cli.main", "corral.sdk", "corral.sdk.ledger",
+CLIENT_MODULES = ["corral.cli.main", "corral.sdk", "corral.sdk.ledger", "corral.sdk.builder",
                   # `corral schema` and the file models it is made from (issue 14)
                   "corral.cli.schema", "corral.spec.pool", "corral.spec.workload"]
 # imported when present, skipped when not: httpx loads its own CLI (click) inside try/except;

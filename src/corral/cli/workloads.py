@@ -14,11 +14,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from corral.cli import batch
 from corral.cli.connection import JsonOpt, TokenOpt, UrlOpt, connect, emit_json, err, friendly
 from corral.cli.groups import as_group, print_group, task_ids_message
 from corral.cli.output import Format, OutputOpt, chosen, emit
 from corral.cli.render import ago, elastic_text, state_text, workloads_table
+from corral.sdk import batch
 from corral.sdk.errors import Conflict, Forbidden, NotFound
 
 if TYPE_CHECKING:  # annotations only: `--help` imports neither httpx nor pydantic (issue 14)

@@ -1,4 +1,4 @@
-"""`corral submit FILE`: a file is submitted all or nothing.
+"""A list of workloads submitted all or nothing (`corral submit FILE`, the SDK's `Pipeline`).
 
 `depends_on` may name a workload submitted earlier in the same file by its `name`: the item is
 dry-run without that dependency (its parent does not exist yet) and submitted with the parent's
@@ -16,7 +16,7 @@ the submission (the pool changed) stops there and says which items were stored.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # annotations only: `--help` imports neither httpx nor pydant
     from corral.sdk import models as M
     from corral.sdk.client import Client
 
-__all__ = ["Item", "check", "submit_all"]
+__all__ = ["FieldNames", "Item", "Refused", "check", "submit_all", "submit_or_refuse"]
 
 # the item is at fault (not the connection, the token or the server): reported with its index
 _ITEM_ERRORS = (InvalidRequest, Forbidden, NotFound, Conflict)
@@ -137,7 +137,7 @@ def _with_group_ids(doc: dict[str, Any], submitted: dict[Any, str]) -> dict[str,
 
 def check(c: Client, docs: Sequence[dict[str, Any]]) -> list[Item]:
     """Dry-run every item; each comes back with its problems (none: it would be accepted)."""
-    fields = FieldNames(c)
+    fields = FieldNames.from_client(c)
     items = []
     misordered = order_problems(docs)
     names = {doc.get("name") for doc in docs}
@@ -168,7 +168,7 @@ def check(c: Client, docs: Sequence[dict[str, Any]]) -> list[Item]:
 def submit_all(c: Client, docs: Sequence[dict[str, Any]], items: list[Item]) -> Iterator[Item]:
     """Submit the checked items in order; stop at the first refusal (yielded with its
     problems) so that nothing after it is stored."""
-    fields = FieldNames(c)
+    fields = FieldNames.from_client(c)
     submitted: dict[Any, str] = {}  # name -> group id, of this file's items stored so far
     for doc, item in zip(docs, items, strict=True):
         try:
@@ -183,13 +183,53 @@ def submit_all(c: Client, docs: Sequence[dict[str, Any]], items: list[Item]) -> 
         yield item
 
 
-class FieldNames:
-    """The fields a workload may have, from the server's OpenAPI document (read once, when an
-    unknown field is reported): `gpu` -> did you mean `gpus`?"""
+class Refused(InvalidRequest):
+    """Some items were refused. `.items`: every item with its outcome; `.problems`: each
+    refusal named by its item (`workloads[2].gpus`). `.stored`: the items stored before a
+    refusal that came between the check and the submission (none when the check refused)."""
 
-    def __init__(self, client: Client) -> None:
-        self._client = client
+    def __init__(self, message: str, items: list[Item]) -> None:
+        problems = [p for i in items for p in i.problems]
+        super().__init__(message + "".join(f"\n  {f}: {m}" for f, m in problems),
+                         status=422, code="refused", problems=problems)
+        self.items = items
+        self.stored = [i for i in items if i.submitted is not None]
+
+
+def submit_or_refuse(c: Client, docs: Sequence[dict[str, Any]]) -> list[Item]:
+    """Check every item, then submit them all in order; `Refused` if any is refused (nothing
+    stored, unless the pool changed between the check and the submission: then `.stored`)."""
+    items = check(c, docs)
+    refused = [i for i in items if i.problems]
+    if refused:
+        raise Refused(f"{len(refused)} of {len(items)} workloads refused: nothing submitted",
+                      items)
+    done = list(submit_all(c, docs, items))
+    if done and done[-1].problems:
+        stored = [i.submitted.group_id for i in done if i.submitted is not None]
+        raise Refused(f"stopped: {len(stored)} of {len(items)} submitted before the refusal "
+                      f"({', '.join(stored) or 'none'}); the rest were not", items)
+    return items
+
+
+class FieldNames:
+    """The fields a workload may have, from a JSON Schema's definitions (read once, when an
+    unknown field is reported): `gpu` -> did you mean `gpus`? The server's OpenAPI document
+    (`from_client`) or the spec models themselves (the SDK's builder)."""
+
+    def __init__(self, components: Callable[[], dict[str, Any]]) -> None:
+        self._read = components
         self._schemas: dict[str, Any] | None = None
+
+    @classmethod
+    def from_client(cls, client: Client) -> FieldNames:
+        def read() -> dict[str, Any]:
+            try:
+                doc = client._call("GET", "/openapi.json").json()
+                return dict(doc.get("components", {}).get("schemas", {}))
+            except (CorralError, ValueError):
+                return {}
+        return cls(read)
 
     def suggestion(self, path: str, message: str) -> str:
         if not message.startswith("unknown field") or not path:
@@ -221,9 +261,5 @@ class FieldNames:
 
     def _components(self) -> dict[str, Any]:
         if self._schemas is None:
-            try:
-                doc = self._client._call("GET", "/openapi.json").json()
-                self._schemas = dict(doc.get("components", {}).get("schemas", {}))
-            except (CorralError, ValueError):
-                self._schemas = {}
+            self._schemas = self._read()
         return self._schemas

@@ -40,9 +40,9 @@ def test_setup_runs_first_and_its_failure_is_setup_failed(
 def ray_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The busybox test image in podman's default storage (the one a Ray node's host uses),
     under a tag of this run's own; removed afterwards."""
-    from integration.test_images_local import IMAGE, _skip_reason, build_test_image
+    from integration.podman_image import IMAGE, build_test_image, skip_reason
 
-    reason = _skip_reason()
+    reason = skip_reason()
     if reason is not None:
         pytest.skip(reason)
     local = build_test_image(tmp_path_factory.mktemp("ray-image"))

@@ -1,6 +1,6 @@
 """`image:` on the agent backend, for real: a `corral up --backend agent` and two `corral
 agent` processes on this machine, one whose host runs podman (a wrapper over a storage of the
-test's own holding a busybox image imported here, never pulled: `test_images_local`'s), one
+test's own holding a busybox image imported here, never pulled: `podman_image`'s), one
 whose host has none (its runtime program does not exist). Seen from outside: each host's
 report on its node, a submission no node can run refused naming image, image work placed only
 on the podman host (its output, its volume, its checkpoint dir and its exit code shipped back),
@@ -10,7 +10,6 @@ as SIGTERM and removes it at the grace. Skipped where podman cannot run."""
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,13 @@ import httpx
 import pytest
 from tests.agent.conftest import make_token
 from tests.agent.harness import AgentProc, wait_for
-from tests.integration.test_images_local import IMAGE, _skip_reason, build_test_image
+from tests.integration.podman_image import (
+    IMAGE,
+    build_test_image,
+    containers_named,
+    remove_all_containers,
+    skip_reason,
+)
 
 from corral.backends.containers import RUNTIME_ENV, ContainerRuntime
 from corral.core.model import LABEL_CONTAINER_RUNTIME
@@ -44,8 +49,7 @@ class Pool:
                 "command": ["/bin/sh", "-c", script], **fields}
 
     def containers(self) -> str:
-        return subprocess.run([self.runtime.program, "ps", "-a", "--format", "{{.Names}}"],
-                              capture_output=True, text=True, check=True, timeout=60).stdout
+        return containers_named(self.runtime, every=True)
 
 
 def _submit_raw(server: CorralServer, spec: dict[str, object]) -> httpx.Response:
@@ -65,7 +69,7 @@ def _joined(server: CorralServer, names: set[str]) -> bool:
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
-    reason = _skip_reason()
+    reason = skip_reason()
     if reason is not None:
         pytest.skip(reason)
     root = tmp_path_factory.mktemp("agent-images")
@@ -95,9 +99,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
             a.stop()
             a.kill_workers()
         server.stop()
-        # whatever a failed test left: SIGKILLed `podman run`s leave their containers running
-        subprocess.run([runtime.program, "rm", "--all", "--force", "--time", "0"],
-                       capture_output=True, timeout=120, check=False)
+        remove_all_containers(runtime)
 
 
 def test_each_host_reports_its_runtime_and_an_image_no_host_can_run_is_refused(

@@ -1,18 +1,15 @@
-"""`image:` on the local backend, for real: workers run in podman containers of an image built
-here from busybox-static (a rootfs tarball, `podman import`; never pulled), in a podman storage
-of the test's own (a wrapper adds --root/--runroot), and are seen from outside: their exit
-code, their log, what they wrote to the checkpoint directory and volumes, their secrets (never
-on a command line), the stop contract (SIGTERM in time, or killed and removed at the deadline),
-and setup run inside the same container; and once through a real `corral up` (the API accepts
-image on the local backend, the dry run says what it will do, the CLI's logs show the output).
-Skipped where podman cannot run (`runtime_problem`)."""
+"""`image:` on the local backend, for real: workers run in podman containers of the busybox
+test image (built here, never pulled, in a podman storage of the test's own:
+tests/integration/podman_image.py) and are seen from outside: their exit code, their log, what
+they wrote to the checkpoint directory and volumes, their secrets (never on a command line), the
+stop contract (SIGTERM in time, or killed and removed at the deadline), and setup run inside the
+same container; and once through a real `corral up` (the API accepts image on the local backend,
+the dry run says what it will do, the CLI's logs show the output). Skipped where podman cannot
+run (`runtime_problem`)."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,70 +17,34 @@ from pathlib import Path
 import pytest
 import yaml
 from tests.backends.conftest import eventually, make_spec
+from tests.integration.podman_image import (
+    IMAGE,
+    container_backend,
+    containers_named,
+    image_runtime,
+)
 
 from corral.backends import LocalBackend, WorkerState, base
-from corral.backends.containers import RUNTIME_ENV, ContainerRuntime, runtime_problem
-from corral.backends.local import virtual_nodes
+from corral.backends.containers import RUNTIME_ENV, ContainerRuntime
 from corral.backends.worker_exec import container_of, exec_beside, worker_pid
 from corral.testing.corral_up import CorralServer, stop_workers
 
 # real containers (podman run itself: 83-102 ms of CPU per start here, conmon and crun besides)
 pytestmark = pytest.mark.slow
 
-BUSYBOX = Path("/bin/busybox")
-IMAGE = "localhost/corral-test:bb"
-APPLETS = ("sh", "echo", "cat", "env", "ls", "sleep", "pwd", "grep", "tee", "test", "printf")
 SECRET = "s3cr3t-Value-7f0c"
-
-
-def _skip_reason() -> str | None:
-    problem = runtime_problem()
-    if problem is not None:
-        return problem
-    if not BUSYBOX.is_file():
-        return "busybox-static is not installed (scripts/install-system-deps installs it)"
-    return None
-
-
-def build_test_image(root: Path, applets: tuple[str, ...] = APPLETS) -> ContainerRuntime:
-    """A podman wrapper over a storage under `root` holding IMAGE: busybox and its applets."""
-    rootfs = root / "rootfs"
-    (rootfs / "bin").mkdir(parents=True)
-    for folder in ("tmp", "etc", "proc", "sys", "dev"):
-        (rootfs / folder).mkdir()
-    shutil.copy2(BUSYBOX, rootfs / "bin" / "busybox")
-    for applet in applets:
-        (rootfs / "bin" / applet).symlink_to("busybox")
-    with tarfile.open(root / "rootfs.tar", "w") as tar:
-        tar.add(rootfs, arcname=".")
-    wrapper = root / "podman"
-    wrapper.write_text(f'#!/bin/sh\nexec podman --root {root}/storage --runroot {root}/run '
-                       f'--storage-driver vfs "$@"\n')
-    wrapper.chmod(0o755)
-    subprocess.run([str(wrapper), "import", str(root / "rootfs.tar"), IMAGE], check=True,
-                   capture_output=True, timeout=120)
-    return ContainerRuntime(program=str(wrapper), pull="never")
 
 
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerRuntime]:
-    reason = _skip_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    runtime = build_test_image(tmp_path_factory.mktemp("podman"))
-    yield runtime
-    # whatever a failed test left running: removed (and unmounted) before pytest deletes its
-    # storage, which the containers' own cleanup could no longer find
-    subprocess.run([runtime.program, "rm", "--all", "--force", "--time", "0"],
-                   capture_output=True, timeout=120, check=False)
+    with image_runtime(tmp_path_factory.mktemp("podman")) as built:
+        yield built
 
 
 @pytest.fixture
 def backend(tmp_path: Path, runtime: ContainerRuntime) -> Iterator[LocalBackend]:
-    local = LocalBackend(tmp_path / "work", nodes=virtual_nodes(1, 2), containers=runtime)
-    yield local
-    for workload_id, attempt in local.launched():  # a failed test's workers: stopped now
-        local.stop(workload_id, attempt, 0.0, "test ended")
+    with container_backend(tmp_path / "work", runtime) as local:
+        yield local
 
 
 def _ended(backend: LocalBackend, wid: str) -> list[base.WorkerStatus]:
@@ -101,11 +62,6 @@ def _log(backend: LocalBackend, wid: str) -> str:
 def _wait_log(backend: LocalBackend, wid: str, text: str) -> str:
     return eventually(lambda: text in _log(backend, wid) and _log(backend, wid),
                       f"{text!r} in {wid}'s log", timeout=120)
-
-
-def _containers(runtime: ContainerRuntime) -> str:
-    return subprocess.run([runtime.program, "ps", "-a", "--format", "{{.Names}}"],
-                          capture_output=True, text=True, check=True, timeout=60).stdout
 
 
 def _command_lines() -> list[str]:
@@ -196,7 +152,7 @@ def test_a_container_that_ignores_sigterm_is_killed_and_removed_at_the_deadline(
     [status] = _ended(backend, "img-kill")
     assert (status.state, status.reason) == (WorkerState.STOPPED, base.KILLED_AFTER_GRACE)
     assert "ignoring TERM" in _log(backend, "img-kill")  # it got SIGTERM first
-    assert "corral-img-kill-" not in _containers(runtime)  # nothing left running
+    assert "corral-img-kill-" not in containers_named(runtime, every=True)  # nothing left running
 
 
 def test_setup_runs_in_the_same_container_before_the_command(backend: LocalBackend) -> None:

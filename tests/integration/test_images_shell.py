@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -28,11 +29,16 @@ import yaml
 from tests.agent.conftest import make_token
 from tests.agent.harness import AgentProc
 from tests.backends.conftest import eventually, make_spec
-from tests.integration.test_images_local import APPLETS, IMAGE, _skip_reason, build_test_image
+from tests.integration.podman_image import (
+    APPLETS,
+    IMAGE,
+    container_backend,
+    containers_named,
+    image_runtime,
+)
 
 from corral.backends import LocalBackend
 from corral.backends.containers import RUNTIME_ENV, ContainerRuntime
-from corral.backends.local import virtual_nodes
 from corral.backends.worker_exec import container_of, worker_pid
 from corral.backends.worker_ports import listening_ports
 from corral.backends.worker_shell import ContainerGone, Shell, open_shell, resize
@@ -44,22 +50,15 @@ pytestmark = pytest.mark.slow  # real containers, as test_images_local.py
 
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerRuntime]:
-    reason = _skip_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    runtime = build_test_image(tmp_path_factory.mktemp("podman"),
-                               (*APPLETS, "stty", "httpd", "ps"))
-    yield runtime
-    subprocess.run([runtime.program, "rm", "--all", "--force", "--time", "0"],
-                   capture_output=True, timeout=120, check=False)
+    with image_runtime(tmp_path_factory.mktemp("podman"),
+                       (*APPLETS, "stty", "httpd", "ps")) as built:
+        yield built
 
 
 @pytest.fixture
 def backend(tmp_path: Path, runtime: ContainerRuntime) -> Iterator[LocalBackend]:
-    local = LocalBackend(tmp_path / "work", nodes=virtual_nodes(1, 2), containers=runtime)
-    yield local
-    for workload_id, attempt in local.launched():  # a failed test's workers: stopped now
-        local.stop(workload_id, attempt, 0.0, "test ended")
+    with container_backend(tmp_path / "work", runtime) as local:
+        yield local
 
 
 @pytest.fixture
@@ -209,52 +208,79 @@ def _submit(server: CorralServer, tmp_path: Path, name: str, command: str) -> st
     return wid
 
 
+# What the two end-to-end tests (through `corral up`, through an agent) drive the same way: a
+# `corral ssh` terminal, the container's shell seen from podman, and `corral port-forward`.
+
+@contextmanager
+def _ssh(server: CorralServer, wid: str) -> Iterator[Terminal]:
+    """`corral ssh wid` on a terminal, once it is raw (the shell is open); closed at the end if
+    the test left it running."""
+    term = Terminal(server.env(), "ssh", wid)
+    try:
+        term.wait_raw(timeout=120)
+        yield term
+    finally:
+        if term.proc.poll() is None:
+            term.close(timeout=0.1)
+
+
+def _container(runtime: ContainerRuntime, wid: str) -> str:
+    return next(n for n in containers_named(runtime).split() if n.startswith(f"corral-{wid}-"))
+
+
+def _sleeping_in(runtime: ContainerRuntime, wid: str) -> str:
+    """The name of wid's container, where the test's shell runs `sleep 987`."""
+    name = _container(runtime, wid)
+    assert "sleep 987" in _processes(runtime, name)
+    return name
+
+
+def _shell_ended_in(runtime: ContainerRuntime, name: str, why: str) -> None:
+    eventually(lambda: "sleep 987" not in _processes(runtime, name),
+               f"the shell in the container to end {why}", timeout=30)
+
+
+def _forwarded_get(server: CorralServer, wid: str, port: int, path: str) -> str:
+    """What `corral port-forward wid 0:port` serves at `path` (an httpd in the container)."""
+    fwd = subprocess.Popen([sys.executable, "-m", "corral.cli.main", "port-forward", wid,
+                            f"0:{port}"], env=server.env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        assert fwd.stdout is not None and fwd.stderr is not None
+        line = fwd.stdout.readline()
+        assert line.startswith("Forwarding from 127.0.0.1:"), line + fwd.stderr.read()
+        local = int(line.split()[2].rsplit(":", 1)[1])
+        got = httpx.get(f"http://127.0.0.1:{local}/{path}", timeout=30)
+        assert got.status_code == 200, got.text
+        return got.text
+    finally:
+        fwd.terminate()
+        fwd.communicate(timeout=30)
+
+
 def test_corral_ssh_and_port_forward_reach_the_container_through_corral_up(
         runtime: ContainerRuntime, tmp_path: Path) -> None:
     server = CorralServer(tmp_path / "corral", extra_env={
         RUNTIME_ENV: runtime.program, "CORRAL_API_SHELL_IDLE_S": "8"}).start()
     port = free_port()
     (tmp_path / "hello.txt").write_text("hello from the container\n")
-    fwd = term = None
     try:
         wid = _submit(server, tmp_path, "box", f"httpd -f -p 127.0.0.1:{port} -h {tmp_path}; "
                       "sleep 300")
-        term = Terminal(server.env(), "ssh", wid)
-        term.wait_raw(timeout=120)
-        term.send("printf 'M=%s\\n' \"$MARK\"; test -d /usr || printf 'busybox-%s\\n' root; "
-                  "sleep 987\r")
-        term.expect("M=in-the-box", timeout=60)
-        term.expect("busybox-root", timeout=60)
-        name = _container(runtime, wid)
-        assert "sleep 987" in _processes(runtime, name)
-        # no keys for 8 s: the server closes the session at its idle limit and hangs up
-        assert term.proc.wait(timeout=120) != 0
-        term.close()
-        eventually(lambda: "sleep 987" not in _processes(runtime, name),
-                   "the shell in the container to end at the idle limit", timeout=30)
-        fwd = subprocess.Popen([sys.executable, "-m", "corral.cli.main", "port-forward", wid,
-                                f"0:{port}"], env=server.env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-        assert fwd.stdout is not None
-        line = fwd.stdout.readline()
-        assert line.startswith("Forwarding from 127.0.0.1:"), line + fwd.stderr.read()
-        local = int(line.split()[2].rsplit(":", 1)[1])
-        got = httpx.get(f"http://127.0.0.1:{local}/hello.txt", timeout=30)
-        assert got.status_code == 200 and got.text == "hello from the container\n"
+        with _ssh(server, wid) as term:
+            term.send("printf 'M=%s\\n' \"$MARK\"; test -d /usr || printf 'busybox-%s\\n' root; "
+                      "sleep 987\r")
+            term.expect("M=in-the-box", timeout=60)
+            term.expect("busybox-root", timeout=60)
+            name = _sleeping_in(runtime, wid)
+            # no keys for 8 s: the server closes the session at its idle limit and hangs up
+            assert term.proc.wait(timeout=120) != 0
+            term.close()
+        _shell_ended_in(runtime, name, "at the idle limit")
+        assert _forwarded_get(server, wid, port, "hello.txt") == "hello from the container\n"
     finally:
-        if term is not None and term.proc.poll() is None:
-            term.close(timeout=0.1)
-        if fwd is not None:
-            fwd.terminate()
-            fwd.communicate(timeout=30)
         server.stop()
         stop_workers(server.data_dir)
-
-
-def _container(runtime: ContainerRuntime, wid: str) -> str:
-    return next(n for n in subprocess.run(
-        [runtime.program, "ps", "--format", "{{.Names}}"], capture_output=True, text=True,
-        timeout=60, check=True).stdout.split() if n.startswith(f"corral-{wid}-"))
 
 
 def test_corral_ssh_and_port_forward_reach_the_container_through_an_agent(
@@ -266,7 +292,6 @@ def test_corral_ssh_and_port_forward_reach_the_container_through_an_agent(
                       env={RUNTIME_ENV: runtime.program})
     port = free_port()
     (tmp_path / "hello.txt").write_text("hello through the agent\n")
-    fwd = term = None
     try:
         agent.start()
         with server.client() as c:
@@ -274,36 +299,19 @@ def test_corral_ssh_and_port_forward_reach_the_container_through_an_agent(
                        timeout=120)
         wid = eventually(lambda: _try_submit(server, tmp_path, port), "image accepted",
                          timeout=60)
-        term = Terminal(server.env(), "ssh", wid)
-        term.wait_raw(timeout=120)
-        term.send("test -d /usr || printf 'busybox-%s\\n' root; exit 4\r")
-        term.expect("busybox-root", timeout=60)
-        assert term.close(timeout=60) == 4
-        term = Terminal(server.env(), "ssh", wid)
-        term.wait_raw(timeout=120)
-        term.send("printf 'started-%s\\n' here; sleep 987\r")
-        term.expect("started-here", timeout=60)
-        name = _container(runtime, wid)
-        assert "sleep 987" in _processes(runtime, name)
-        term.proc.kill()  # no goodbye: the server closes the relay, the agent hangs up
-        term.close()
-        eventually(lambda: "sleep 987" not in _processes(runtime, name),
-                   "the shell in the container to end when its client left", timeout=30)
-        fwd = subprocess.Popen([sys.executable, "-m", "corral.cli.main", "port-forward", wid,
-                                f"0:{port}"], env=server.env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-        assert fwd.stdout is not None
-        line = fwd.stdout.readline()
-        assert line.startswith("Forwarding from 127.0.0.1:"), line + fwd.stderr.read()
-        local = int(line.split()[2].rsplit(":", 1)[1])
-        got = httpx.get(f"http://127.0.0.1:{local}/hello.txt", timeout=30)
-        assert got.status_code == 200 and got.text == "hello through the agent\n"
+        with _ssh(server, wid) as term:
+            term.send("test -d /usr || printf 'busybox-%s\\n' root; exit 4\r")
+            term.expect("busybox-root", timeout=60)
+            assert term.close(timeout=60) == 4
+        with _ssh(server, wid) as term:
+            term.send("printf 'started-%s\\n' here; sleep 987\r")
+            term.expect("started-here", timeout=60)
+            name = _sleeping_in(runtime, wid)
+            term.proc.kill()  # no goodbye: the server closes the relay, the agent hangs up
+            term.close()
+        _shell_ended_in(runtime, name, "when its client left")
+        assert _forwarded_get(server, wid, port, "hello.txt") == "hello through the agent\n"
     finally:
-        if term is not None and term.proc.poll() is None:
-            term.close(timeout=0.1)
-        if fwd is not None:
-            fwd.terminate()
-            fwd.communicate(timeout=30)
         agent.stop()
         agent.kill_workers()
         server.stop()

@@ -6,18 +6,16 @@ rented ends terminated in moto: nothing leaks, nothing is forgotten."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import replace
-
 import boto3
 from tests.control.rig import Rig
+from tests.providers.clocked_ec2 import ClockedAws, moto_image
 
 from corral.autoscale.pool import AutoscalerConfig
 from corral.backends.fake import FakeBackend
 from corral.control import ManualClock
 from corral.control.autoscale import PoolAutoscaler
-from corral.providers.aws import AwsProvider, AwsSettings
-from corral.providers.base import CapacityState, Instance, Offer, required_tags
+from corral.providers.aws import AwsSettings
+from corral.providers.base import CapacityState, required_tags
 from corral.store import audit
 from corral.store import pool as P
 from corral.store import workloads as W
@@ -28,7 +26,7 @@ CONFIG = AutoscalerConfig(idle_timeout_s=20, join_timeout_s=600, replace_min_age
                           cancel_unneeded_after_s=10)
 
 
-class RigTimedAws(AwsProvider):
+class RigTimedAws(ClockedAws):
     """EC2 on moto, its launch times read on the rig's clock (moto stamps the wall clock,
     which the manual clock does not follow): `launched` is kept by the test, as EC2 keeps
     LaunchTime across the server's restart."""
@@ -36,23 +34,10 @@ class RigTimedAws(AwsProvider):
     def __init__(self, env: dict[str, str], clock: ManualClock, launched: dict[str, float]):
         client = boto3.client("ec2", region_name="us-east-1",
                               endpoint_url=env["AWS_ENDPOINT_URL"])
-        image = client.describe_images(Owners=["amazon"], MaxResults=5)["Images"][0]["ImageId"]
         super().__init__("aws", "c1", AwsSettings(
-            "us-east-1", image, ("g6.xlarge", "p5.48xlarge"), zones=("us-east-1a",),
+            "us-east-1", moto_image(client), ("g6.xlarge", "p5.48xlarge"), zones=("us-east-1a",),
             endpoint_url=env["AWS_ENDPOINT_URL"]))
         self.clock, self.launched = clock, launched
-
-    def launch(self, offer: Offer, count: int, *, user_data: str,
-               tags: Mapping[str, str]) -> list[Instance]:
-        return self._timed(super().launch(offer, count, user_data=user_data, tags=tags))
-
-    def instances(self) -> list[Instance]:
-        return self._timed(super().instances())
-
-    def _timed(self, out: list[Instance]) -> list[Instance]:
-        for i in out:
-            self.launched.setdefault(i.id, self.clock.now())
-        return [replace(i, launched_at=self.launched[i.id]) for i in out]
 
 
 class Plane:

@@ -14,6 +14,7 @@ import boto3
 import pydantic
 import pytest
 from tests.control.rig import Rig
+from tests.providers.clocked_ec2 import ClockedAws, moto_image
 
 from corral.autoscale.pool import AutoscalerConfig
 from corral.backends.fake import FakeBackend, FakeWorld
@@ -23,7 +24,7 @@ from corral.control.pool_providers import renting_providers
 from corral.control.waiting_notes import NO_OFFER_SERVES, RENTING
 from corral.core import reasons as R
 from corral.core.model import CapacityKind, Node, Queue
-from corral.providers.aws import AwsProvider, AwsSettings
+from corral.providers.aws import AwsSettings
 from corral.providers.base import CapacityState, Instance, Offer
 from corral.spec.pool import PoolSpec
 from corral.store import Store
@@ -42,16 +43,15 @@ OD_NODE = Node("n1", "aws-od", "L4", 1, 23_034, 4_000, 16_384, price_per_gpu_hou
 LABELLED = replace(OD_NODE, id="n2", provider="static", labels=(("team", "vision"),))
 
 
-class Ec2(AwsProvider):
+class Ec2(ClockedAws):
     """EC2 on moto with launch times on the rig's clock (moto stamps the wall clock)."""
 
     def __init__(self, name: str, kinds: tuple[CapacityKind, ...], env: Mapping[str, str],
                  clock: ManualClock) -> None:
         client = boto3.client("ec2", region_name="us-east-1",
                               endpoint_url=env["AWS_ENDPOINT_URL"])
-        image = client.describe_images(Owners=["amazon"], MaxResults=5)["Images"][0]["ImageId"]
         super().__init__(name, "c1", AwsSettings(
-            "us-east-1", image, ("g6.xlarge",), zones=("us-east-1a", "us-east-1b"),
+            "us-east-1", moto_image(client), ("g6.xlarge",), zones=("us-east-1a", "us-east-1b"),
             capacity_kinds=kinds, endpoint_url=env["AWS_ENDPOINT_URL"]), client=client)
         self.clock, self.launched = clock, dict[str, float]()
 
@@ -59,18 +59,6 @@ class Ec2(AwsProvider):
         # the on-demand provider offers one zone: one on-demand offer in the pool
         return [o for o in super().offers() if o.capacity_kind == CapacityKind.SPOT
                 or o.zone == "us-east-1a"]
-
-    def launch(self, offer: Offer, count: int, *, user_data: str,
-               tags: Mapping[str, str]) -> list[Instance]:
-        return self._timed(super().launch(offer, count, user_data=user_data, tags=tags))
-
-    def instances(self) -> list[Instance]:
-        return self._timed(super().instances())
-
-    def _timed(self, out: list[Instance]) -> list[Instance]:
-        for i in out:
-            self.launched.setdefault(i.id, self.clock.now())
-        return [replace(i, launched_at=self.launched[i.id]) for i in out]
 
 
 class Plane:

@@ -1,4 +1,5 @@
-// The dashboard shell: sign-in, the page router (#/pool, #/queues, #/workloads[/id], #/usage),
+// The dashboard shell: sign-in, the page router (#/pool, #/queues, #/workloads[/id], #/usage,
+// #/credits, #/services[/id], #/providers),
 // the summary strip, and the live refresh: every 2 seconds the open page re-reads its data
 // (paused while the tab is hidden).
 
@@ -6,6 +7,7 @@ import { api, token } from "./api.js";
 import { setQueues } from "./colors.js";
 import { fill, h } from "./dom.js";
 import { clock, gpus, pct } from "./format.js";
+import * as credits from "./pages/credits.js";
 import * as pool from "./pages/pool.js";
 import * as providers from "./pages/providers.js";
 import * as queues from "./pages/queues.js";
@@ -15,7 +17,7 @@ import * as usage from "./pages/usage.js";
 import * as workload from "./pages/workload.js";
 import * as workloads from "./pages/workloads.js";
 
-const PAGES = { pool, queues, workloads, workload, usage, service, services, providers };
+const PAGES = { pool, queues, workloads, workload, usage, credits, service, services, providers };
 const POLL_MS = 2000;
 const $ = (id) => document.getElementById(id);
 const shell = { me: null, view: null, key: "", timer: null, busy: false };

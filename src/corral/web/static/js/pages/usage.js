@@ -1,5 +1,7 @@
-// Utilization over time: allocated GPUs per queue against the pool's size, allocated vs idle
-// per provider, and the simulator's reports when the server has any.
+// Allocation over time: allocated GPUs per queue against the pool's size, allocated vs idle
+// per provider, and the simulator's reports when the server has any. Allocated is what the
+// scheduler gave out, not what the GPUs measured: corral reads no GPU busy-ness yet (its NVML
+// probe checks health only), so the page says so instead of calling it utilization.
 
 import { api } from "../api.js";
 import { OTHER, queueColor } from "../colors.js";
@@ -82,8 +84,10 @@ export function mount(root, ctx) {
   const reports = h("div", { class: "reports" });
   const note = h("span", { class: "sub" });
   root.append(
-    h("div", { class: "page-head" }, h("h1", {}, "Utilization"),
-      h("p", { class: "hint" }, "Allocated against idle GPUs over time. This server keeps the history since it started; ",
+    h("div", { class: "page-head" }, h("h1", {}, "GPU allocation"),
+      h("p", { class: "hint", dataset: { testid: "allocation-note" } }, "GPUs allocated to work against idle GPUs over time. ",
+        h("strong", {}, "Allocated is not measured use: "), "a GPU counts as allocated while work holds it, ",
+        "busy or not (corral does not read GPU busy-ness yet). This server keeps the history since it started; ",
         "for longer history scrape ", h("code", {}, "/metrics"), " with Prometheus (a Grafana board ships in deploy/grafana).")),
     h("div", { class: "filters" }, h("label", {}, "Window", select), note), charts,
     h("h2", {}, "Simulator reports"), reports);

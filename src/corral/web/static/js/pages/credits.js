@@ -1,0 +1,113 @@
+// Credits and cost (issue 14): each queue's credits (available, held for running work, charged,
+// granted), what GPU time was charged per queue and day and per provider, the open holds and the
+// grants. Every figure is the ledger API's own (/v1/ledger: balances, usage, holds, grants), in
+// the ledger's one unit (its currency, credits "CRD" by default); nothing is recomputed here.
+// Money moves slowly: the page re-reads every 10 s, not on every 2 s tick.
+
+import { api } from "../api.js";
+import { fill, h } from "../dom.js";
+import { ago, clock, now } from "../format.js";
+
+const EVERY_S = 10;
+const DAYS = 14;
+const USAGE = "/v1/ledger/usage";
+
+const table = (testid, heads, rows) => h("table", { class: "grid", dataset: { testid } },
+  h("thead", {}, h("tr", {}, heads.map(([t, num]) => h("th", { class: num ? "num" : "" }, t)))),
+  h("tbody", {}, rows));
+const num = (text, testid) => h("td", { class: "num", dataset: testid ? { testid } : {} }, text);
+const hours = (x) => Number(x).toFixed(3);
+
+function balanceRow(b) {
+  return h("tr", { dataset: { testid: "balance", queue: b.queue } },
+    h("td", {}, h("strong", {}, b.queue),
+      b.metered ? null : h("div", { class: "sub" }, "not metered: no credits granted in its chain, so no budget applies")),
+    num(b.available, "available"), num(b.held, "held"), num(b.settled, "charged"),
+    num(b.granted, "granted"), num(b.expired), num(b.debt, "debt"));
+}
+
+function usageRows(report, dims, testid) {
+  return report.rows.map((r) => h("tr", { dataset: { testid, ...r.group } },
+    dims.map((d) => h("td", {}, r.group[d] || "–")),
+    num(hours(r.gpu_hours), "gpu-hours"), num(r.cost, "cost")));
+}
+
+function holdRow(x) {
+  return h("tr", { dataset: { testid: "hold", workload: x.workload_id } },
+    h("td", { class: "mono" }, h("a", { href: `#/workloads/${encodeURIComponent(x.workload_id)}` }, x.workload_id),
+      x.attempt > 1 ? h("span", { class: "sub" }, ` attempt ${x.attempt}`) : null),
+    h("td", {}, x.queue), num(x.amount, "hold-amount"),
+    h("td", { title: clock(x.placed_at) }, ago(x.placed_at)));
+}
+
+function grantRow(g) {
+  return h("tr", { dataset: { testid: "grant", queue: g.queue } },
+    h("td", {}, g.queue), num(g.amount, "grant-amount"), num(g.left, "grant-left"),
+    h("td", {}, clock(g.at)), h("td", {}, g.expires_at ? clock(g.expires_at) : "never"),
+    h("td", { class: "sub" }, g.memo || ""));
+}
+
+async function hasLedger() {
+  const doc = await api("/openapi.json");
+  return Object.prototype.hasOwnProperty.call(doc.paths || {}, USAGE);
+}
+
+export function mount(root) {
+  const total = h("p", { class: "hint", dataset: { testid: "spent-total" } });
+  const cards = Object.fromEntries(["balances", "days", "providers", "holds", "grants"]
+    .map((k) => [k, h("div", { class: "card" })]));
+  root.append(
+    h("div", { class: "page-head" }, h("h1", {}, "Credits and cost"),
+      h("p", { class: "hint" }, "What each queue was charged for its GPU time (GPU-hours metered per second, at the ",
+        "price per GPU-hour of the node it ran on) and the credits that pay for it: granted, held for running work ",
+        "(settled when it ends), available. Admins grant with ", h("code", {}, "corral credits grant QUEUE AMOUNT"),
+        "; ", h("code", {}, "corral usage"), " prints the same figures."), total),
+    h("h2", {}, "Credits by queue"), cards.balances,
+    h("h2", {}, `Charged per queue and day (last ${DAYS} days, UTC)`), cards.days,
+    h("h2", {}, "Charged per provider"),
+    h("p", { class: "hint" }, "GPU time charged to queues on each provider's nodes. What corral paid for the instances it rented is on ",
+      h("a", { href: "#/providers" }, "Providers"), "."), cards.providers,
+    h("h2", {}, "Open holds"), cards.holds,
+    h("h2", {}, "Grants"), cards.grants);
+  let readAt = 0;
+  let ledger = null;
+
+  async function refresh() {
+    if (now() - readAt < EVERY_S) return;
+    readAt = now();
+    if (ledger === null) ledger = await hasLedger();
+    if (!ledger) {
+      fill(cards.balances, h("p", { class: "empty" }, "This server keeps no ledger, so there are no credits or costs to show."));
+      return;
+    }
+    const since = Math.floor(now() / 86400 - DAYS + 1) * 86400;
+    const [balances, all, days, providers] = await Promise.all([
+      api("/v1/ledger/balances"),
+      api(USAGE, { params: { by: "queue" } }),
+      api(USAGE, { params: { by: ["day", "queue"], since } }),
+      api(USAGE, { params: { by: "provider" } }),
+    ]);
+    const queues = balances.map((b) => b.queue);
+    const [holds, grants] = await Promise.all([
+      Promise.all(queues.map((q) => api(`/v1/ledger/queues/${encodeURIComponent(q)}/holds`, { params: { open_only: true } }))),
+      Promise.all(queues.map((q) => api(`/v1/ledger/queues/${encodeURIComponent(q)}/grants`))),
+    ]);
+    const currency = all.currency;
+    total.textContent = `Charged so far: ${all.total_cost} ${currency} for ${hours(Number(all.total_gpu_seconds) / 3600)} GPU-hours. All amounts are in ${currency}.`;
+    fill(cards.balances, balances.length ? table("balances",
+      [["Queue"], ["Available", 1], ["Held", 1], ["Charged", 1], ["Granted", 1], ["Expired", 1], ["Debt", 1]],
+      balances.map(balanceRow)) : h("p", { class: "empty" }, "No queue you may see."));
+    fill(cards.days, days.rows.length ? table("usage-days", [["Day"], ["Queue"], ["GPU-hours", 1], [`Cost (${currency})`, 1]],
+      usageRows(days, ["day", "queue"], "usage-day")) : h("p", { class: "empty" }, `No GPU time in the last ${DAYS} days.`));
+    fill(cards.providers, providers.rows.length ? table("usage-providers", [["Provider"], ["GPU-hours", 1], [`Cost (${currency})`, 1]],
+      usageRows(providers, ["provider"], "usage-provider")) : h("p", { class: "empty" }, "No GPU time charged yet."));
+    const open = holds.flat().sort((a, b) => b.placed_at - a.placed_at);
+    fill(cards.holds, open.length ? table("holds", [["Workload"], ["Queue"], [`Held (${currency})`, 1], ["Since"]], open.map(holdRow))
+      : h("p", { class: "empty" }, "No credits held: no running work in a metered queue."));
+    const given = grants.flat().sort((a, b) => b.at - a.at);
+    fill(cards.grants, given.length ? table("grants", [["Queue"], [`Amount (${currency})`, 1], ["Left", 1], ["Granted"], ["Expires"], ["Memo"]],
+      given.map(grantRow)) : h("p", { class: "empty" }, "No credits granted: every queue runs unmetered."));
+  }
+
+  return { refresh };
+}

@@ -1,0 +1,148 @@
+"""The pages a first-hour user opens, checked against what the API says (issue 14), in headless
+Chromium against a real `corral up`: the Credits page (credits per queue, open holds, grants,
+what GPU time was charged per queue and day and per provider: every figure as /v1/ledger
+answers it), the Allocation page's label (it shows allocation, not measured use, and says so),
+and the strip of numbers on every page (as GET /v1/providers and /v1/workloads count).
+Screenshots go to test-artifacts/web/ (30-...)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from corral.sdk.ledger import Ledger
+
+from .browsing import shot
+from .server import CorralUp
+
+pytestmark = pytest.mark.browser
+
+TIMEOUT_MS = 20_000
+QUEUE = "research-vision"
+SLEEPER = "import time; time.sleep(600)"
+
+
+def _job(name: str, gpus: float = 1) -> dict[str, Any]:
+    return {"name": name, "queue": QUEUE, "gpus": gpus, "cpu": 0.1, "memory": "64MiB",
+            "command": [sys.executable, "-c", SLEEPER]}
+
+
+@pytest.fixture
+def running(server: CorralUp) -> Iterator[str]:
+    """A metered job running in QUEUE (credits granted first, so it holds some); cancelled
+    after the test, however it ends."""
+    with server.client() as c:
+        Ledger(c).grant(QUEUE, "500", memo="first-hour test")
+        wid = c.submit(_job("credits-run")).workloads[0].id
+    try:
+        with server.client() as c:
+            c.wait(wid, states={"running"}, timeout_s=30)
+            deadline = time.monotonic() + 15
+            while not Ledger(c).holds(QUEUE, open_only=True) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        yield wid
+    finally:
+        with server.client() as c:
+            if c.get(wid).state not in {"succeeded", "failed", "cancelled"}:
+                c.cancel(wid)
+
+
+def _cells(page: Any, row: str, testids: list[str]) -> dict[str, str]:
+    return {t: page.locator(f"{row} [data-testid={t}]").text_content() for t in testids}
+
+
+def _open_credits(page: Any) -> None:
+    page.click("nav a[data-page=pool]")  # (re)mounted: the page reads the ledger at once
+    page.click("nav a[data-page=credits]")
+    page.wait_for_selector(f"[data-testid=balance][data-queue={QUEUE}]")
+
+
+def test_credits_page_says_what_the_ledger_says(page: Any, server: CorralUp,
+                                               running: str) -> None:
+    _open_credits(page)
+    with server.client() as c:
+        ledger = Ledger(c)
+        [hold] = ledger.holds(QUEUE, open_only=True)
+        balance = ledger.balance(QUEUE)
+        grants = ledger.grants(QUEUE)
+    row = f"[data-testid=hold][data-workload='{running}']"
+    page.wait_for_selector(row)
+    assert page.locator(f"{row} [data-testid=hold-amount]").text_content() == hold.amount
+    assert page.locator(f"{row} a").get_attribute("href") == f"#/workloads/{running}"
+    shown = _cells(page, f"[data-testid=balance][data-queue={QUEUE}]",
+                   ["granted", "held", "available"])
+    assert shown == {"granted": balance.granted, "held": balance.held,
+                     "available": balance.available}
+    grant_rows = page.locator(f"[data-testid=grant][data-queue={QUEUE}]")
+    assert grant_rows.count() == len(grants)
+    assert grant_rows.first.locator("[data-testid=grant-amount]").text_content() == "500.00"
+    shot(page, "30-credits-running")
+
+    with server.client() as c:  # ended: settled, and the figures stop moving
+        c.cancel(running)
+        c.wait(running, timeout_s=30)
+        deadline = time.monotonic() + 15
+        while Ledger(c).holds(QUEUE, open_only=True) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    _open_credits(page)
+    page.wait_for_selector("[data-testid=usage-provider]")
+    with server.client() as c:
+        ledger = Ledger(c)
+        balances = {b.queue: b for b in ledger.balances()}
+        by_provider = ledger.usage(by=["provider"])
+        total = ledger.usage(by=["queue"])
+    for queue, b in balances.items():
+        shown = _cells(page, f"[data-testid=balance][data-queue={queue}]",
+                       ["available", "held", "charged", "granted", "debt"])
+        assert shown == {"available": b.available, "held": b.held, "charged": b.settled,
+                         "granted": b.granted, "debt": b.debt}, queue
+    assert any(float(r.gpu_hours) > 0 for r in by_provider.rows)  # the run was metered
+    for r in by_provider.rows:
+        prov = f"[data-testid=usage-provider][data-provider={r.group['provider']}]"
+        assert page.locator(f"{prov} [data-testid=cost]").text_content() == r.cost
+        assert page.locator(f"{prov} [data-testid=gpu-hours]").text_content() == \
+            f"{float(r.gpu_hours):.3f}"
+    assert page.locator("[data-testid=usage-provider]").count() == len(by_provider.rows)
+    assert f"Charged so far: {total.total_cost} {total.currency}" in \
+        page.locator("[data-testid=spent-total]").text_content()
+    assert page.locator(f"[data-testid=usage-day][data-queue={QUEUE}]").count() == 1
+    assert page.locator("[data-testid=hold]").count() == 0
+    shot(page, "31-credits-settled")
+
+
+def test_allocation_is_not_called_utilization(page: Any) -> None:
+    link = page.locator("nav a[data-page=usage]")
+    assert link.text_content() == "Allocation"
+    assert "Utilization" not in page.locator("nav").inner_text()
+    link.click()
+    note = page.locator("[data-testid=allocation-note]")
+    note.wait_for()
+    assert "Allocated is not measured use" in note.text_content()
+    assert page.locator("h1").text_content() == "GPU allocation"
+
+
+def test_the_number_strip_agrees_with_the_api(page: Any, server: CorralUp) -> None:
+    with server.client() as c:
+        wid = c.submit(_job("strip-run", gpus=0.5)).workloads[0].id
+        c.wait(wid, states={"running"}, timeout_s=30)
+    try:
+        with server.client() as c:
+            providers = c.providers()
+            running = sum(1 for _ in c.iter_workloads(state=["running"]))
+            pending = sum(1 for _ in c.iter_workloads(state=["pending"]))
+        want = {"gpus": sum(p.gpus_total for p in providers),
+                "allocated": sum(p.gpus_allocated for p in providers),
+                "idle": sum(p.gpus_idle for p in providers),
+                "running": running, "pending": pending}
+        page.wait_for_function("d => document.querySelector('[data-kpi=allocated] .kpi-value')"
+                               "?.textContent === String(d)", arg=want["allocated"])
+        shown = {k: float(page.locator(f"[data-kpi={k}] .kpi-value").text_content())
+                 for k in want}
+        assert shown == want
+    finally:
+        with server.client() as c:
+            c.cancel(wid)

@@ -144,15 +144,37 @@ def test_one_worker_owners_take_extras_not_a_core_gang_split_over_nodes(tmp_path
     assert "el" not in p["elastic"]["el"]["evicted"]
 
 
-def test_extras_that_fit_while_the_core_gang_does_not_are_named(tmp_path: Path) -> None:
-    """One GPU free on each node: the core gang of 3 waits, two extras fit. The control plane's
-    first cycle places them as the core does (its elastic step holds extras only after it); the
-    plan says so rather than count a world."""
+def test_extras_wait_with_a_core_gang_that_does_not_fit(tmp_path: Path) -> None:
+    """One GPU free on each node: the core gang of 3 waits, two extras would fit. The control
+    plane stores them held for the gang (ElasticWaitsForGang) and never places them alone; the
+    plan says the same: no extra placed, each pending with that reason, the gang's own reason
+    in the world."""
     fill = {"name": "fill", "queue": "b", "gpus": 3, "workers": 2, "command": ["x"],
             "running": {"placed_on": [{"node": "dc-n-0", "devices": [0, 1, 2]},
                                       {"node": "dc-n-1", "devices": [0, 1, 2]}]}}
     p = planned(tmp_path, [{**ELASTIC, "elastic": {**ELASTIC["elastic"], "min_workers": 3}},
                            fill])
     world = p["elastic"]["el"]
-    assert (world["world_after"], world["extras_placed_without_core_gang"]) == (
-        0, ["el-e1", "el-e2"])
+    assert (workers(p), world["world_after"]) == ({}, 0)
+    assert world["extras_held_for_core_gang"] == ["el-e1", "el-e2"]
+    assert {x: p["pending"][x]["code"] for x in ("el-e1", "el-e2")} == {
+        "el-e1": "ElasticWaitsForGang", "el-e2": "ElasticWaitsForGang"}
+    assert world["core_gang_waits"]["code"] == p["pending"]["el"]["code"] != "ElasticWaitsForGang"
+
+
+def test_the_table_says_the_gang_waits_and_its_extras_with_it(tmp_path: Path) -> None:
+    fill = {"name": "fill", "queue": "b", "gpus": 3, "workers": 2, "command": ["x"],
+            "running": {"placed_on": [{"node": "dc-n-0", "devices": [0, 1, 2]},
+                                      {"node": "dc-n-1", "devices": [0, 1, 2]}]}}
+    (tmp_path / "pool.yaml").write_text(yaml.safe_dump(POOL))
+    (tmp_path / "work.yaml").write_text(yaml.safe_dump({"workloads": [
+        {**ELASTIC, "elastic": {**ELASTIC["elastic"], "min_workers": 3}}, fill]}))
+    result = CliRunner().invoke(app, ["plan", str(tmp_path / "pool.yaml"),
+                                      str(tmp_path / "work.yaml"), "--now", str(NOW)],
+                                terminal_width=200)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "Placements (0)" in text
+    assert "el-e1 │ a │ ElasticWaitsForGang │ waits for its elastic job's core" in text, text
+    assert "its core gang of 3 waits: ReclaimBlocked (3 to 5 allowed)" in text, text
+    assert "extras el-e1, el-e2 wait for it (ElasticWaitsForGang)" in text, text

@@ -10,7 +10,10 @@ below every job's priority, through the same `unit_ids` and `extra_unit` the con
 its dry run use; never as one gang of min or max workers. With `running:`, `placed_on` lists the
 world's workers, core gang first, then the extras in order; extras not running wait until
 `resize_interval` has passed since the world last changed (`running.started_ago`: a resize
-restarts every worker), as the control plane holds them. The plan ends with each elastic job's
+restarts every worker), as the control plane holds them. Without it the extras are held for
+their core gang, as the control plane stores a new submission: placed with it when it is
+placed, waiting with it (ElasticWaitsForGang) when it waits (`elastic_plan.settle`). Held
+extras are listed among the pending with their reason. The plan ends with each elastic job's
 world after the cycle (`elastic_plan`).
 """
 
@@ -25,21 +28,30 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from corral.cli.elastic_plan import ElasticWorld, elastic_units, elastic_worlds, unit_names
+from corral.cli.elastic_plan import (
+    ElasticWorld,
+    elastic_units,
+    elastic_worlds,
+    settle,
+    unit_names,
+    with_holds,
+)
 from corral.core import ClusterState, Plan, WorkerAssignment, Workload, WorkloadState, schedule
 from corral.core.model import Node
+from corral.core.reasons import Reason
 from corral.spec import SpecError, load_pool, load_workloads
 from corral.spec.load import WorkloadEntry
 
 
 def build_state(pool_path: Path, workloads_path: Path, now: float) -> tuple[ClusterState, Any]:
-    state, pool, _ = read_files(pool_path, workloads_path, now)
+    state, pool, _, _ = read_files(pool_path, workloads_path, now)
     return state, pool
 
 
 def read_files(pool_path: Path, workloads_path: Path, now: float
-               ) -> tuple[ClusterState, Any, list[WorkloadEntry]]:
-    """The cycle's state, the pool spec and the workload entries it was made from."""
+               ) -> tuple[ClusterState, Any, list[WorkloadEntry], dict[str, Reason]]:
+    """The cycle's state, the pool spec, the workload entries it was made from, and the
+    elastic extras held out of the cycle with why (`elastic_plan.elastic_units`)."""
     pool = load_pool(pool_path)
     entries = load_workloads(workloads_path)
     nodes = pool.nodes()
@@ -65,17 +77,21 @@ def read_files(pool_path: Path, workloads_path: Path, now: float
     if problems:
         raise SpecError(problems, str(workloads_path))
     workloads: list[Workload] = []
+    held: dict[str, Reason] = {}
     for i, e in enumerate(entries):
         if e.elastic is not None:
-            workloads += _elastic(e, i, by_id, now)
+            units, holds = _elastic(e, i, by_id, now)
+            workloads += units
+            held.update(holds)
             continue
         for w in e.to_core(e.name, now - e.submitted_ago):
             workloads.append(_running(w, e, i, by_id, now) if e.running else w)
     state = ClusterState(tuple(nodes), tuple(pool.queues_core()), tuple(workloads))
-    return state, pool, entries
+    return state, pool, entries, held
 
 
-def _elastic(e: WorkloadEntry, i: int, nodes: dict[str, Node], now: float) -> list[Workload]:
+def _elastic(e: WorkloadEntry, i: int, nodes: dict[str, Node], now: float
+             ) -> tuple[list[Workload], dict[str, Reason]]:
     running = (lambda w, k: _running(w, e, i, nodes, now, k)) if e.running else None
     return elastic_units(e, i, now, running)
 
@@ -140,12 +156,16 @@ def plan_command(
     console = Console()
     at = time.time() if now is None else now
     try:
-        state, spec, entries = read_files(pool, workloads, at)
+        state, spec, entries, holds = read_files(pool, workloads, at)
     except SpecError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
         raise typer.Exit(2) from None
-    plan = schedule(state, at, spec.scheduler.to_core(), seed)
-    worlds = elastic_worlds(entries, state, plan)
+    config = spec.scheduler.to_core()
+    # elastic extras held as the live loop holds them (for their core gang, or the resize
+    # interval): left out of the cycle, shown pending with their reason
+    found, held = settle(state, entries, holds, lambda s: schedule(s, at, config, seed))
+    worlds = elastic_worlds(entries, state, found, held)
+    plan = with_holds(found, held)
     if as_json:
         typer.echo(json.dumps(plan_to_dict(plan, worlds), indent=2))
         return

@@ -108,6 +108,8 @@ from corral.control.elastic_rule import (
     World,
     decide,
     extra_index,
+    gang_holds_its_place,
+    hold_message,
     is_extra,
     to_hold,
 )
@@ -139,6 +141,8 @@ __all__ = [
     "extra_index",
     "extra_priority",
     "extra_unit",
+    "gang_holds_its_place",
+    "hold_message",
     "initial_holds",
     "is_extra",
     "launch_env",
@@ -500,9 +504,7 @@ def _hold(conn: Connection, rows: Sequence[WorkloadRecord], until: float, reason
     why they wait; a hold that ends now or earlier releases them (RESIZE_WAIT kept as the
     reason until the core gives its own)."""
     assert spec.elastic is not None
-    message = (f"waits for the elastic job's resize interval ({spec.elastic.resize_interval:g}s "
-               "between resizes that grow it: each restarts every worker)"
-               if reason == RESIZE_WAIT else "waits for its elastic job's core gang to be placed")
+    message = hold_message(reason, spec.elastic.resize_interval)
     return sum(W.update_versioned(conn, r.id, r.version, not_before=until,
                                   reason_code=reason, reason_message=message)
                for r in rows)

@@ -38,6 +38,22 @@ STAYING: Final = frozenset({None, RESIZED, *MOVES})
 COMING_BACK: Final = frozenset({RESIZED, *MOVES})
 LAUNCHED: Final = frozenset({"starting", "running"})
 
+def gang_holds_its_place(state: str, stop_reason: str | None) -> bool:
+    """Whether an elastic job's core gang holds its place: placed (scheduled, starting,
+    running) and not asked to stop. Its extras may be placed only while it does; else they are
+    held for it (`CORE_WAIT`). The one test of it: the live step (`decide`) and `corral plan`
+    (`corral.cli.elastic_plan.settle`) both ask it."""
+    return state in PLACED and stop_reason is None
+
+
+def hold_message(reason: str, resize_interval: float) -> str:
+    """Why an extra held by its elastic job waits (`reason`: RESIZE_WAIT or CORE_WAIT)."""
+    if reason == RESIZE_WAIT:
+        return (f"waits for the elastic job's resize interval ({resize_interval:g}s between "
+                "resizes that grow it: each restarts every worker)")
+    return CORE_WAIT_MESSAGE
+
+
 def is_extra(record: WorkloadRecord) -> bool:
     """Whether `record` is an extra member of an elastic job (not its core gang)."""
     return record.id != record.group_id and record.spec.get("elastic") is not None
@@ -127,7 +143,7 @@ def decide(group_id: str, rows: Sequence[WorkloadRecord], known: World | None,
     # on its way back from a resize or a move: counted in, unless something else stops it
     back = moved | {r.id for r in rows if r.id in set(returning) and r.stop_reason in (
         None, RESIZED)}
-    if core.id not in back and (core.state not in PLACED or core.stop_reason is not None):
+    if core.id not in back and not gang_holds_its_place(core.state, core.stop_reason):
         # the gang waits (or leaves for another reason): extras wait with it, and those placed
         # or running go back to waiting, so that they never hold GPUs alone
         unplace = tuple(r for r in extras if r.state == "scheduled" and r.stop_reason is None)

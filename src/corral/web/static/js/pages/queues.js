@@ -40,12 +40,12 @@ function queueRow(q, max) {
       h("i", { class: "swatch", style: { background: queueColor(q.name) } }), h("strong", {}, q.name),
       q.priority ? h("span", { class: "sub" }, ` priority ${q.priority}`) : null),
     h("td", { class: "barcell" }, useBar(q, max)),
-    h("td", { class: "num" }, gpus(q.used_gpus)),
-    h("td", { class: "num" }, gpus(q.quota_gpus)),
-    h("td", { class: "num" }, q.limit_gpus === null ? "none" : gpus(q.limit_gpus)),
+    h("td", { class: "num", dataset: { testid: "used" } }, gpus(q.used_gpus)),
+    h("td", { class: "num", dataset: { testid: "quota" } }, gpus(q.quota_gpus)),
+    h("td", { class: "num", dataset: { testid: "limit" } }, q.limit_gpus === null ? "none" : gpus(q.limit_gpus)),
     h("td", { class: `num${q.borrowed_gpus > 0 ? " borrow" : ""}` }, gpus(q.borrowed_gpus)),
     h("td", { class: "num", title: fairness === null ? "" : `using ${Math.round(100 * fairness)}% of its fair share` }, gpus(q.fair_share_gpus)),
-    h("td", { class: "num" }, String(q.running)),
+    h("td", { class: "num", dataset: { testid: "running" } }, String(q.running)),
     h("td", { class: "num" }, q.pending ? reasonChips(q.pending_reasons) : "0"));
 }
 

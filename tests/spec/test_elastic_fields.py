@@ -61,3 +61,27 @@ def test_the_example_loads() -> None:
     text = (Path(__file__).resolve().parents[2] / "examples/elastic.yaml").read_text()
     job = WorkloadSpec.model_validate(yaml.safe_load(text))
     assert job.elastic is not None and (job.workers, job.elastic.max_workers) == (2, 8)
+
+
+@pytest.mark.parametrize(("entry", "field", "says"), [
+    ({"workers": {"min": 2, "max": 8}}, "workloads[0].workers",
+     "is elastic, written elastic: {min_workers: 2, max_workers: 8}"),
+    ({"elastic": {"min": 2, "max": 8}}, "workloads[0].elastic",
+     "min is min_workers"),
+    ({"elastic": {"min_nodes": 2, "max_workers": 8}}, "workloads[0].elastic",
+     "min_nodes is min_workers"),
+], ids=["workers-as-a-range", "torchrun-min-max", "min-nodes"])
+def test_a_range_written_as_other_tools_take_it_is_told_the_fix(
+        tmp_path: Any, entry: dict[str, Any], field: str, says: str) -> None:
+    """The issue's own wording (`workers: {min: 2, max: 8}`) and other tools' names of the
+    bounds are refused naming the field and saying how corral writes it, not only 'a valid
+    integer' or 'unknown field'."""
+    import yaml
+
+    from corral.spec import SpecError, load_workloads
+    path = tmp_path / "w.yaml"
+    path.write_text(yaml.safe_dump({"workloads": [{**BASE, **entry}]}))
+    with pytest.raises(SpecError) as e:
+        load_workloads(path)
+    text = str(e.value)
+    assert f"{field}: " in text and says in text, text

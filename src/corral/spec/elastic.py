@@ -12,13 +12,16 @@ membership change).
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from corral.spec.quantities import DurationS
 
-__all__ = ["DEFAULT_RESIZE_INTERVAL_S", "MAX_EXTRA_WORKERS", "MAX_WORKERS", "ElasticSpec"]
+__all__ = [
+    "DEFAULT_RESIZE_INTERVAL_S", "EXAMPLE", "MAX_EXTRA_WORKERS", "MAX_WORKERS", "OTHER_SPELLINGS",
+    "ElasticSpec",
+]
 
 #: the most workers a gang may have (`WorkloadSpec.workers`' bound)
 MAX_WORKERS: Final = 4096
@@ -29,8 +32,32 @@ MAX_EXTRA_WORKERS: Final = 1000
 DEFAULT_RESIZE_INTERVAL_S: Final = 300.0
 
 
+#: the bounds as other tools spell them (TorchElastic's --nnodes=MIN:MAX and its min_nodes,
+#: Kubeflow's ElasticPolicy minReplicas / maxReplicas, a service's min_replicas): a user who
+#: writes them is told corral's names, not only "unknown field"
+OTHER_SPELLINGS: Final = {
+    "min": "min_workers", "max": "max_workers", "min_nodes": "min_workers",
+    "max_nodes": "max_workers", "minReplicas": "min_workers", "maxReplicas": "max_workers",
+    "min_replicas": "min_workers", "max_replicas": "max_workers",
+    "minimum": "min_workers", "maximum": "max_workers",
+}
+#: how a job that grows is written, for the messages that correct it
+EXAMPLE: Final = "elastic: {min_workers: 2, max_workers: 8}"
+
+
 class ElasticSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spelling(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            wrong = [k for k in data if k in OTHER_SPELLINGS]
+            if wrong:
+                said = ", ".join(f"{k} is {OTHER_SPELLINGS[k]}" for k in wrong)
+                raise ValueError(f"unknown field{'s' if len(wrong) > 1 else ''} here: {said} "
+                                 f"({EXAMPLE})")
+        return data
 
     min_workers: int = Field(
         ge=1, le=MAX_WORKERS, strict=True,

@@ -37,6 +37,7 @@ from corral.core.vendors import DEVICE_VARIABLES
 from corral.spec import limits as LIM
 from corral.spec.autoscale import AutoscaleSpec
 from corral.spec.checkpoint import CheckpointSpec
+from corral.spec.elastic import EXAMPLE as ELASTIC_EXAMPLE
 from corral.spec.elastic import ElasticSpec
 from corral.spec.errors import LIMIT_ERROR
 from corral.spec.labels import MAX_LABELS, check_selector
@@ -250,6 +251,15 @@ class WorkloadSpec(BaseModel):
             if isinstance(low, int) and not isinstance(low, bool):
                 return {**data, "workers": low}
         return data
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers_is_a_number(cls, v: Any) -> Any:
+        """`workers: {min: 2, max: 8}` (the range other tools take) is an elastic job."""
+        if isinstance(v, dict):
+            raise ValueError("is the gang's number of workers; a job that grows when GPUs are "
+                             f"free is elastic, written {ELASTIC_EXAMPLE} (workers left out)")
+        return v
 
     @field_validator("name")
     @classmethod

@@ -151,8 +151,10 @@ def test_logs_of_an_earlier_attempt(server: CorralServer) -> None:
     code = ("import os, sys; a = os.environ['CORRAL_ATTEMPT']; print('attempt', a); "
             "sys.exit(3 if a == '0' else 0)")
     with server.client() as c:
+        # no backoff before the retry: the default 10 s is waited in nothing this test checks
         wid = c.submit({**_spec("twice", code), "gpus": 0, "workers": 1, "max_restarts": 1,
-                        "restart_on": [{"exit_code": [3]}]}).workloads[0].id
+                        "restart_on": [{"exit_code": [3]}], "restart_backoff": 0}
+                       ).workloads[0].id
         assert c.wait(wid, timeout_s=60).state == "succeeded"
     first = _cli(server, 80, "logs", wid, "--attempt", "0")
     assert first.returncode == 0, first.stderr

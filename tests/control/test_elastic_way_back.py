@@ -6,7 +6,8 @@ restart backoff, is evicted), the world is over: an extra on its way back is hel
 like every other extra, so that no plan places it alone. Before the fix it was left out of the
 hold (`to_hold` skipped members on their way back), the next plan placed it onto its nominated
 devices, and the step after sent it back to waiting: a placement without its gang and an
-attempt spent, each time.
+attempt spent, each time. Held, it lets go of the devices nominated for its relaunch (they
+would stay reserved for nobody until the nomination expires).
 
 Fake backend, manual clock, step by step as the control plane applies its plans; the pool of
 tests/control/rig.py (2 nodes x 4 GPUs)."""
@@ -20,6 +21,7 @@ from tests.control.test_elastic import ELASTIC, alone, last_world
 from corral.control import elastic as E
 from corral.store import Store
 from corral.store import workloads as W
+from corral.store.nominations import load_nominations
 
 RETRY_LATER = {"restart_on": [{"exit_code": [3]}], "max_restarts": 1, "restart_backoff": 20}
 
@@ -34,6 +36,11 @@ def placements(rig: Rig, wid: str, since: float) -> list[float]:
     with rig.store.read() as c:
         return [e.at for e in W.list_events(c, workload_id=wid)
                 if e.kind == "transition" and e.to_state == "scheduled" and e.at >= since]
+
+
+def nominated(rig: Rig) -> set[str]:
+    with rig.store.read() as c:
+        return {n.workload_id for n in load_nominations(c, rig.clock.now())}
 
 
 def test_an_extra_on_its_way_back_when_the_gang_leaves_is_held_for_it(rig: Rig) -> None:
@@ -59,6 +66,8 @@ def test_an_extra_on_its_way_back_when_the_gang_leaves_is_held_for_it(rig: Rig) 
             e1_row = rig.get(e1)
             if e1_row.state == "pending":
                 assert (e1_row.reason_code, e1_row.not_before) == (E.CORE_WAIT, E.HELD)
+                # no world to return to: the device nominated for its relaunch is let go
+                assert e1 not in nominated(rig) and e1 not in rig.loop.elastic.returning
     assert gang_waited >= 15  # the backoff: the gang was away, e1 had time to come back alone
     back = placements(rig, job, left)
     assert back, "the gang never came back"

@@ -340,6 +340,10 @@ class Elastic:
                specs: Specs, settings: ControlSettings, now: float, fence: Fence) -> int:
         assert spec.elastic is not None
         held = [] if d.defer is not None else to_hold(rows, d, self.returning)
+        # members on their way back when the gang left: no world to return to, so the devices
+        # nominated for their relaunch are let go (else idle until the nomination expires)
+        gone = [r.id for r in held if r.id in self.returning] if d.hold_reason == CORE_WAIT \
+            else []
         if now < d.hold_until < HELD:
             self._timer(group_id, d.hold_until)
         if not (d.world or d.cancel or held or d.defer or d.unplace or d.alone):
@@ -358,10 +362,13 @@ class Elastic:
                            {"generation": d.world.generation, "world_size": size}, now,
                            hold_s) + 1
             n += _hold(conn, held, d.hold_until, d.hold_reason, spec)
+            n += _drop_nominations(conn, gone, now)
             n += _unplace(conn, d.unplace, now) + _stop_alone(conn, d.alone, now)
             if d.defer is not None:
                 n += _stop(conn, [d.defer], assignments, specs, _DEFERRED, {}, now, hold_s)
                 n += _release(conn, d.release)
+        for m in gone:
+            self.returning.pop(m, None)
         if d.world is not None:
             self.worlds[group_id] = d.world
             self.returning.update({r.id: now + hold_s for r in d.stop})
@@ -464,6 +471,20 @@ def _stop(conn: Connection, stops: Sequence[WorkloadRecord],
         kept = [x for x in load_nominations(conn, now) if x.workload_id not in mine]
         replace_nominations(conn, [*kept, *held], now, hold_s)
     return n
+
+
+def _drop_nominations(conn: Connection, members: Sequence[str], now: float) -> int:
+    """Let go of the devices nominated for `members`' relaunch (others' nominations kept with
+    their own ends); only for members on their way back, so rare and few."""
+    if not members:
+        return 0
+    gone = set(members)
+    stored = load_nominations(conn, now)
+    kept = [x for x in stored if x.workload_id not in gone]
+    if len(kept) == len(stored):
+        return 0
+    replace_nominations(conn, kept, now, 0.0)
+    return len(stored) - len(kept)
 
 
 def _unplace(conn: Connection, extras: Sequence[WorkloadRecord], now: float) -> int:

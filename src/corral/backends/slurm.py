@@ -57,12 +57,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from corral.backends import base
+from corral.backends import base, exits
 from corral.backends.base import (
     Backend,
     InventorySource,
@@ -109,9 +109,29 @@ from corral.backends.slurm_status import Asker, job_states
 from corral.backends.slurm_submit import DEADLINE_FILE, SlurmSubmission, container_argv, job_name
 from corral.core.model import Node
 
-__all__ = ["DEADLINE_FILE", "SlurmBackend", "container_argv", "job_name"]
+__all__ = ["DEADLINE_FILE", "MAX_WARM_SLOTS", "SlurmBackend", "check_warm_slots", "container_argv",
+           "job_name"]
 
 log = logging.getLogger(__name__)
+
+#: the most pilots a (node, --gres) may keep queued ahead of work: each idle one holds a GPU
+#: (or shard) of Slurm's for `pilot_idle_s`, so more than a node's GPUs only idles them
+MAX_WARM_SLOTS = 64
+
+
+def check_warm_slots(warm_slots: object) -> int:
+    """`warm_slots` as given by a user (`corral up --slurm-warm-slots`, the constructor), or a
+    clear error naming it and the fix."""
+    if isinstance(warm_slots, bool) or not isinstance(warm_slots, int):
+        raise InvalidRequest("warm_slots", f"{warm_slots!r} is not a whole number of pilots: "
+                             "give 0 (off) to a few, such as 1 or 2 per node")
+    if not 0 <= warm_slots <= MAX_WARM_SLOTS:
+        raise InvalidRequest("warm_slots", f"{warm_slots} is outside 0..{MAX_WARM_SLOTS}: it "
+                             "counts pilot jobs queued per node and GPU shape ahead of work, "
+                             "each holding a GPU while idle; give 0 (off) to a few, such as 1 "
+                             "or 2")
+    return warm_slots
+
 
 class SlurmBackend(SlurmSubmission, SlurmObservation, Backend, InventorySource, LogSource):
     """Runs workers as Slurm batch jobs. See the module docstring.
@@ -164,8 +184,10 @@ class SlurmBackend(SlurmSubmission, SlurmObservation, Backend, InventorySource, 
         self.node_cache_s = node_cache_s
         self._node_cache: tuple[float, dict[str, SlurmNode]] = (float("-inf"), {})
         self.records = AttemptRecords(Path(work_dir))
-        if warm_slots < 0 or pilot_idle_s <= 0:
-            raise InvalidRequest("warm_slots", "warm_slots must be >= 0 and pilot_idle_s > 0")
+        check_warm_slots(warm_slots)
+        if pilot_idle_s <= 0:
+            raise InvalidRequest("pilot_idle_s", f"{pilot_idle_s} is not a time: give seconds "
+                                 "> 0 (how long an idle pilot waits for work)")
         self.warm_slots = warm_slots
         # kept even when off: a backend restarted with warm_slots=0 withdraws its queued items
         self.pilots = Pilots(self.records.root, warm_slots, pilot_idle_s)
@@ -212,6 +234,42 @@ class SlurmBackend(SlurmSubmission, SlurmObservation, Backend, InventorySource, 
     def _landed(self, records: Sequence[AttemptRecord]) -> None:
         with self._lock:
             self._launching.difference_update(r.key for r in records)
+
+    def _begin_batch(self, specs: Sequence[LaunchSpec], nodes: dict[str, SlurmNode],
+                     engine: Callable[[int], dict[str, Any]],
+                     then: Callable[[AttemptRecord], None] | None = None,
+                     ) -> tuple[list[tuple[int, AttemptRecord]], list[Exception | None]]:
+        """The per-attempt preamble of a batch launch (a job array, `slurm_array`; items for
+        pilots, `slurm_pilot`), the same for both: check the id, pass over an attempt already
+        recorded (a relaunch after a restart), check its placement, create its record (not
+        yet durable: the caller syncs them all in one pass before Slurm may run any), adopt
+        it, prepare its directories, then `then(record)` (what the batch's shape writes for
+        it). `engine(n)`: the shape's own keys for the record, `n` the attempts made before
+        it. An attempt refused after its record was made is ended as never launched (it was
+        never submitted). Returns the records made, with each one's index in `specs`, and
+        each attempt's error (None where made or passed over)."""
+        errors: list[Exception | None] = [None] * len(specs)
+        made: list[tuple[int, AttemptRecord]] = []
+        for i, spec in enumerate(specs):
+            try:
+                AttemptRecords.check_id(spec, "Slurm")
+                if self.records.existing(spec) is not None:
+                    continue
+                self._check_placement(spec, nodes)
+                record = self.records.create(
+                    spec, {"jobs": {}, "notes": {}, **engine(len(made))}, durable=False)
+                self._adopt(record)
+                made.append((i, record))
+                self._prepare_dirs(record)
+                if then is not None:
+                    then(record)
+            except Exception as e:  # this attempt's refusal; the others go on
+                if made and made[-1][0] == i:  # created, then refused: never submitted
+                    refused = made.pop()[1]
+                    refused.end(0, exits.lost(base.LAUNCH_INTERRUPTED, f"refused: {e}"))
+                    self._landed([refused])
+                errors[i] = e
+        return made, errors
 
     # --- Backend -------------------------------------------------------------------------------
 

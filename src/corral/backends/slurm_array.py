@@ -134,25 +134,9 @@ def launch_array(backend: SlurmBackend, specs: list[LaunchSpec], nodes: dict[str
     `SlurmBackend._jobs_of`); each is checked on its own, and one that is refused leaves the
     others. The backend's own steps (records, placement checks, worker scripts, Slurm commands)
     are the backend's: this is only what an array adds."""
-    errors: list[Exception | None] = [None] * len(specs)
-    name, tasks = array_name(), list[tuple[int, AttemptRecord]]()  # (index in specs, record)
-    for i, spec in enumerate(specs):
-        try:
-            AttemptRecords.check_id(spec, "Slurm")
-            if backend.records.existing(spec) is not None:
-                continue
-            backend._check_placement(spec, nodes)
-            record = backend.records.create(spec, {"jobs": {}, "notes": {}, "array": {
-                "name": name, "task": len(tasks)}}, durable=False)  # synced before sbatch
-            backend._adopt(record)
-            tasks.append((i, record))
-            backend._prepare_dirs(record)
-        except Exception as e:
-            if tasks and tasks[-1][0] == i:  # created, then refused: never submitted
-                refused = tasks.pop()[1]
-                refused.end(0, exits.lost(base.LAUNCH_INTERRUPTED, f"refused: {e}"))
-                backend._landed([refused])
-            errors[i] = e
+    name = array_name()
+    tasks, errors = backend._begin_batch(
+        specs, nodes, lambda n: {"array": {"name": name, "task": n}})  # synced before sbatch
     try:
         if tasks:
             # every record on disk before Slurm may run its task, in one pass (not one

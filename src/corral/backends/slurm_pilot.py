@@ -179,27 +179,10 @@ def launch_pilots(backend: SlurmBackend, specs: Sequence[LaunchSpec],
     durable in one pass before any pilot may take them), then the items, then the pilots."""
     pilots = backend.pilots
     k = pilots.key_of(node, gres)
-    errors: list[Exception | None] = [None] * len(specs)
-    queued: list[tuple[int, AttemptRecord, str]] = []
-    for i, spec in enumerate(specs):
-        try:
-            AttemptRecords.check_id(spec, "Slurm")
-            if backend.records.existing(spec) is not None:
-                continue
-            backend._check_placement(spec, nodes)
-            item = pilots.item_name()
-            record = backend.records.create(spec, {"jobs": {}, "notes": {}, PILOT_KEY: {
-                "key": k.dir.name, "item": item}}, durable=False)
-            backend._adopt(record)
-            queued.append((i, record, item))
-            backend._prepare_dirs(record)
-            _write_item(backend, record, nodes[node], k, item)
-        except Exception as e:
-            if queued and queued[-1][0] == i:  # created, then refused: never queued
-                refused = queued.pop()[1]
-                refused.end(0, exits.lost(base.LAUNCH_INTERRUPTED, f"refused: {e}"))
-                backend._landed([refused])
-            errors[i] = e
+    made, errors = backend._begin_batch(
+        specs, nodes, lambda _: {PILOT_KEY: {"key": k.dir.name, "item": pilots.item_name()}},
+        lambda record: _write_item(backend, record, nodes[node], k, _item_of(record)))
+    queued = [(i, record, _item_of(record)) for i, record in made]
     moved = 0
     try:
         AttemptRecords.sync(r for _, r, _ in queued)
@@ -227,6 +210,10 @@ def launch_pilots(backend: SlurmBackend, specs: Sequence[LaunchSpec],
         log.warning("pilots for %s not submitted (%s); the queued items wait for the next "
                     "ones", k.dir.name, e)
     return errors
+
+
+def _item_of(record: AttemptRecord) -> str:
+    return str(record.engine[PILOT_KEY]["item"])
 
 
 def _write_item(backend: SlurmBackend, record: AttemptRecord, node: SlurmNode, k: _Key,

@@ -87,6 +87,9 @@ class ServerConfig:
     ray_address: str | None = None
     slurm_partition: str | None = None
     slurm_gpu_model: str = "unknown"
+    #: Slurm: pilot jobs queued per node and GPU shape ahead of work (`SlurmBackend(warm_slots)`,
+    #: `corral.backends.slurm_pilot`); 0: off
+    slurm_warm_slots: int = 0
     k8s_image: str | None = None
     k8s_namespace: str = "corral"
     #: seconds between NVML probes of this machine's GPUs (local backend, inventory from NVML);
@@ -295,7 +298,8 @@ def _backend(cfg: ServerConfig, dd: DataDir, store: Store, nodes: list[Node],
     elif cfg.backend == "slurm":
         from corral.backends.slurm import SlurmBackend
 
-        backend = SlurmBackend(work, partition=cfg.slurm_partition, gpu_model=cfg.slurm_gpu_model)
+        backend = SlurmBackend(work, partition=cfg.slurm_partition, gpu_model=cfg.slurm_gpu_model,
+                               warm_slots=cfg.slurm_warm_slots)
     elif cfg.backend == "kubernetes":
         if not cfg.k8s_image:
             raise ValueError("--backend kubernetes needs --k8s-image (the image workers run in)")

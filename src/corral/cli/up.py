@@ -66,6 +66,12 @@ def up(
         "--slurm-partition", help="submit to this partition and offer only its nodes")] = None,
     slurm_gpu_model: Annotated[str, typer.Option(
         "--slurm-gpu-model", help="GPU model of Slurm nodes whose gres has no type")] = "unknown",
+    slurm_warm_slots: Annotated[int, typer.Option(
+        "--slurm-warm-slots", min=0, max=64,  # (SlurmBackend's MAX_WARM_SLOTS, not imported:
+        # the CLI starts without the engines' modules)
+        help="Slurm: pilot jobs kept queued on each node and GPU shape ahead of work, so a "
+        "worker starts as soon as a GPU frees (each idle pilot holds a GPU up to 2 s); "
+        "0 (default) is off, 1-2 is typical")] = 0,
     k8s_image: Annotated[str | None, typer.Option(
         "--k8s-image", help="container image workers run in (kubernetes backend)")] = None,
     k8s_namespace: Annotated[str, typer.Option("--k8s-namespace")] = "corral",
@@ -92,6 +98,7 @@ def up(
                        pool_file=pool, db_url=db, schedule=not no_scheduler, stop_grace_s=grace,
                        interval_s=interval, backend=backend, ray_address=ray_address,
                        slurm_partition=slurm_partition, slurm_gpu_model=slurm_gpu_model,
+                       slurm_warm_slots=slurm_warm_slots,
                        k8s_image=k8s_image, k8s_namespace=k8s_namespace,
                        gpu_probe_interval_s=gpu_probe_interval, worker_user=worker_user,
                        agent_timeout_s=agent_timeout)

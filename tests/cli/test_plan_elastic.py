@@ -123,11 +123,6 @@ def test_the_table_ends_with_the_world(tmp_path: Path) -> None:
         result.output.split())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 13 / issue 10 item 2: a one-worker owner's reclaim ranks nodes by the dearest "
-    "work on them (evict._loss), so a node whose only borrowed work is a core-gang worker ties "
-    "with a node of extras, and node order can take the core gang (seen on a real Ray: "
-    "tests/integration/test_elastic_ray.py's docstring)"))
 def test_one_worker_owners_take_extras_not_a_core_gang_split_over_nodes(tmp_path: Path) -> None:
     """a's quota is 2: el's core gang has a worker on each node, its 3 extras are on n-1, b
     runs 3 GPUs on n-0 and asks for 2 more of 1 GPU each: two extras should go, world 3."""
@@ -178,3 +173,47 @@ def test_the_table_says_the_gang_waits_and_its_extras_with_it(tmp_path: Path) ->
     assert "el-e1 │ a │ ElasticWaitsForGang │ waits for its elastic job's core" in text, text
     assert "its core gang of 3 waits: ReclaimBlocked (3 to 5 allowed)" in text, text
     assert "extras el-e1, el-e2 wait for it (ElasticWaitsForGang)" in text, text
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_no_extra_is_planned_without_its_core_gang(tmp_path: Path, seed: int) -> None:
+    """Random pools and mixes (seeded): in the plan `corral plan` shows, an elastic job's
+    extra is placed only beside its core gang (placed by the plan, or running and kept), and
+    every extra left out is pending with a reason."""
+    import random
+
+    from corral.cli.elastic_plan import settle
+    from corral.cli.plan import read_files
+    from corral.core import schedule
+
+    rnd = random.Random(seed)
+    nodes = rnd.randint(1, 3)
+    pool = {**POOL, "providers": [{**POOL["providers"][0], "node_groups": [
+        {**POOL["providers"][0]["node_groups"][0], "count": nodes}]}]}
+    work: list[dict[str, Any]] = []
+    for k in range(nodes):
+        busy = rnd.randint(0, 4)
+        if busy:
+            work.append({"name": f"fill{k}", "queue": "b", "gpus": busy, "command": ["x"],
+                         "running": {"placed_on": [{"node": f"dc-n-{k}",
+                                                    "devices": list(range(busy))}]}})
+    for j in range(rnd.randint(1, 3)):
+        low = rnd.randint(1, 4)
+        work.append({"name": f"el{j}", "queue": rnd.choice("ab"), "gpus": 1, "command": ["x"],
+                     "elastic": {"min_workers": low, "max_workers": low + rnd.randint(1, 4)}})
+    for j in range(rnd.randint(0, 3)):
+        work.append({"name": f"job{j}", "queue": rnd.choice("ab"), "gpus": rnd.randint(1, 4),
+                     "command": ["x"]})
+    (tmp_path / "pool.yaml").write_text(yaml.safe_dump(pool))
+    (tmp_path / "work.yaml").write_text(yaml.safe_dump({"workloads": work}))
+    state, spec, entries, holds = read_files(tmp_path / "pool.yaml", tmp_path / "work.yaml", NOW)
+    plan, held = settle(state, entries, holds,
+                        lambda s: schedule(s, NOW, spec.scheduler.to_core(), 0))
+    placed = {p.workload_id for p in plan.placements}
+    for e in entries:
+        if e.elastic is None:
+            continue
+        extras = [f"{e.name}-e{k}" for k in range(1, e.elastic.extras + 1)]
+        if e.name not in placed:
+            assert not placed & set(extras), (seed, e.name, sorted(placed))
+        assert all(x in placed or x in held or x in plan.pending for x in extras), seed

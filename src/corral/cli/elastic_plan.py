@@ -92,31 +92,45 @@ def settle(state: ClusterState, entries: Sequence[WorkloadEntry], holds: Mapping
     jobs = {e.name: elastic.unit_ids(e.name, e)[1:] for e in entries if e.elastic is not None}
     running = {w.id for w in state.workloads if w.state == WorkloadState.RUNNING}
     held = dict(holds)
-    for _ in range(len(jobs) + 1):
-        plan = plan_of(dataclasses.replace(
-            state, workloads=tuple(w for w in state.workloads if w.id not in held)))
-        placed = {p.workload_id for p in plan.placements}
-        evicted = {ev.workload_id: ev.rule for ev in plan.evictions}
-        again = False
-        for gang, extras in jobs.items():
-            if gang in placed:  # placed, or moved (placed again where the plan nominated it)
-                where, stop = "scheduled", None
-            else:
-                where, stop = ("running", evicted.get(gang)) if gang in running else (
-                    "pending", None)
-            if elastic.gang_holds_its_place(where, stop):
-                freed = [x for x in extras if x in held and held[x].code == CORE_WAIT]
-                for x in freed:
-                    del held[x]
-                again |= bool(freed)
-                continue
-            for x in extras:
-                if x not in running and x not in held:
-                    held[x] = Reason(CORE_WAIT, elastic.hold_message(CORE_WAIT, 0.0))
-                    again |= x in placed
-        if not again:
+    passes = len(jobs) + 1
+    plan = plan_of(_without(state, held))
+    for k in range(passes):
+        # the last pass only holds, so the plan returned never places an extra alone
+        if not _hold_or_free(jobs, running, plan, held, free=k < passes - 1):
             break
+        plan = plan_of(_without(state, held))
     return plan, {**held, **_new_world_holds(entries, running, plan, held)}
+
+
+def _without(state: ClusterState, held: Mapping[str, Reason]) -> ClusterState:
+    return dataclasses.replace(state, workloads=tuple(
+        w for w in state.workloads if w.id not in held))
+
+
+def _hold_or_free(jobs: Mapping[str, Sequence[str]], running: set[str], plan: Plan,
+                  held: dict[str, Reason], free: bool) -> bool:
+    """After `plan`, free the extras held for each core gang it places and hold those of each
+    gang that does not hold its place (`held`, in place); whether the cycle must be planned
+    again (an extra freed, or one it placed alone now held)."""
+    placed = {p.workload_id for p in plan.placements}
+    evicted = {ev.workload_id: ev.rule for ev in plan.evictions}
+    again = False
+    for gang, extras in jobs.items():
+        if gang in placed:  # placed, or moved (placed again where the plan nominated it)
+            where, stop = "scheduled", None
+        else:
+            where, stop = ("running", evicted.get(gang)) if gang in running else ("pending", None)
+        if elastic.gang_holds_its_place(where, stop):
+            freed = [x for x in extras if free and x in held and held[x].code == CORE_WAIT]
+            for x in freed:
+                del held[x]
+            again |= bool(freed)
+            continue
+        for x in extras:
+            if x not in running and x not in held:
+                held[x] = Reason(CORE_WAIT, elastic.hold_message(CORE_WAIT, 0.0))
+                again |= x in placed
+    return again
 
 
 def _new_world_holds(entries: Sequence[WorkloadEntry], running: set[str], plan: Plan,

@@ -24,9 +24,10 @@ that", so it is kept here):
                        not at min followed by a resize a cycle later
     the gang leaves    (evicted, failed, lost; not a resize or a move): its launched extras are
                        stopped (`Resized`, their grace) and every extra is held again, in the
-                       step that sees it, those on their way back from a resize included; an extra a plan placed meanwhile (the gang's room
-                       taken between its wait and its placement) goes back to waiting before
-                       any launch
+                       step that sees it, those on their way back from a resize included
+                       (their nominated devices let go); an extra a plan placed meanwhile (the
+                       gang's room taken between its wait and its placement) goes back to
+                       waiting before any launch
 
 Resizing (this module's `Elastic.step`, each control step after the plan and before launches):
 

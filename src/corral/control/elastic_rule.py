@@ -38,6 +38,7 @@ STAYING: Final = frozenset({None, RESIZED, *MOVES})
 COMING_BACK: Final = frozenset({RESIZED, *MOVES})
 LAUNCHED: Final = frozenset({"starting", "running"})
 
+
 def gang_holds_its_place(state: str, stop_reason: str | None) -> bool:
     """Whether an elastic job's core gang holds its place: placed (scheduled, starting,
     running) and not asked to stop. Its extras may be placed only while it does; else they are

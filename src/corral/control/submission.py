@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 
 from corral.control import elastic
 from corral.control import lifecycle as L
+from corral.control.group_ids import GroupIds
 from corral.control.progress import LearnedThroughput
 from corral.control.service_auth import problems as token_problems
 from corral.control.service_auth import token_secret
@@ -162,6 +162,7 @@ class Submissions:
             store, _store_accepted, name="submissions-writer")
         #: throughput measured by earlier jobs of a kind, for new ones (corral.control.progress)
         self.learned = LearnedThroughput()
+        self._ids = GroupIds()  # no system call per submission on the event loop (group_ids.py)
 
     def pool(self) -> PoolView:
         with self._lock:
@@ -198,12 +199,13 @@ class Submissions:
             pool = self._pool
             if pool is None or time.monotonic() - pool.loaded_at > self.pool_ttl_s:
                 return False
-            if pool.queue(spec.queue) is not None and _shape(spec) not in self._diagnoses:
+            shape = _shape(spec)  # once per submission: a JSON dump of the spec's fields
+            if pool.queue(spec.queue) is not None and shape not in self._diagnoses:
                 return False
-        self._check(spec, pool)
+        self._check(spec, pool, shape)
         return True
 
-    def _check(self, spec: WorkloadSpec, pool: PoolView) -> None:
+    def _check(self, spec: WorkloadSpec, pool: PoolView, shape: str | None = None) -> None:
         if pool.queue(spec.queue) is None:  # never list the queues: that names other teams'
             raise SpecError([("queue", f"queue {spec.queue!r} does not exist or you are not a "
                                        "member; `corral queues` lists yours")])
@@ -213,14 +215,15 @@ class Submissions:
         hooks = destination_problems(spec.notify, self.webhook_allowed)  # request forgery
         if hooks:
             raise SpecError(hooks)
-        reason = self._diagnose(spec, pool)
+        reason = self._diagnose(spec, pool, shape)
         if reason is not None:
             field = str(dict(reason.details).get("field") or "")  # image's own (constraints)
             raise SpecError([(field or FIELD_OF_REASON.get(reason.code, "spec"),
                               f"{reason.message} ({reason.code}): this can never run on the pool")])
 
-    def _diagnose(self, spec: WorkloadSpec, pool: PoolView) -> R.Reason | None:
-        key = _shape(spec)
+    def _diagnose(self, spec: WorkloadSpec, pool: PoolView, shape: str | None = None
+                  ) -> R.Reason | None:
+        key = shape if shape is not None else _shape(spec)
         with self._lock:
             if key in self._diagnoses:
                 return self._diagnoses[key]
@@ -312,7 +315,7 @@ class Submissions:
     def _store(self, spec: WorkloadSpec, user: str, now: float,
                on_store: OnStore | None = None, parents: dict[str, dict[str, int]] | None = None,
                ) -> Future[list[WorkloadRecord]]:
-        group_id = f"{spec.name}-{secrets.token_hex(4)}"
+        group_id = self._ids.group_id(spec.name)
         spec = self.learned.apply(spec)  # in memory: the event loop may be calling
         body = stored_form(spec)
         ids = unit_ids(group_id, spec)

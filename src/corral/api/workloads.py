@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from corral.api.context import ApiContext, Caller, context
 from corral.api.errors import ApiError, not_found
+from corral.api.submit_route import SubmitRoute
 from corral.api.views import QueueUse, event_view, reason_now, workload_view
 from corral.backends.containers import ContainerRuntime, dry_run_note
 from corral.backends.errors import BackendError
@@ -110,10 +111,6 @@ def _launchable_here(ctx: ApiContext, spec: WorkloadSpec) -> None:
                                      "its full path in command, or leave PATH unset")])
 
 
-@router.post("/workloads", status_code=201, response_model=M.Submitted,
-             responses={**_ERRORS, 200: {"model": M.Submitted, "description": "a retry with "
-                        "the same Idempotency-Key and spec: the first submission"},
-                        409: {"model": M.ErrorBody}})
 async def submit(spec: WorkloadSpec, ctx: Ctx, who: Caller, response: Response,
                  idempotency_key: IdempotencyKey = None) -> M.Submitted:
     """Submit a job, service or interactive session. Refused (nothing stored) when the spec is
@@ -142,6 +139,14 @@ async def submit(spec: WorkloadSpec, ctx: Ctx, who: Caller, response: Response,
                        "new key for a new submission", [("Idempotency-Key", "used before")])
     response.status_code = 200
     return await run_in_threadpool(_group, ctx, prior.group_id)
+
+
+# its own route class: plain requests skip FastAPI's dependency resolution (submit_route.py)
+router.add_api_route(
+    "/workloads", submit, methods=["POST"], status_code=201, response_model=M.Submitted,
+    responses={**_ERRORS, 200: {"model": M.Submitted, "description": "a retry with the same "
+               "Idempotency-Key and spec: the first submission"}, 409: {"model": M.ErrorBody}},
+    route_class_override=SubmitRoute)
 
 
 def _submitted(records: list[WorkloadRecord]) -> M.Submitted:

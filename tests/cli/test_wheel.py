@@ -2,11 +2,12 @@
 the wheel build from the project's own files, the wheel (made from the sdist, as `python -m
 build` does) holds every file of the package (dashboard assets, migrations, the provider
 catalog), and installed with the base extra only into a fresh virtualenv it gives a CLI whose
-`--version` and `--help` work and an SDK that imports and builds specs, without the server
+`--version`, `--help` and `schema workload` work and an SDK that imports and builds specs, without the server
 stack."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -84,6 +85,10 @@ def test_the_wheel_builds_and_its_base_install_works(tmp_path: Path) -> None:
                            cwd=tmp_path, timeout=60)
     assert usage.returncode == 0, usage.stderr
     assert "submit" in usage.stdout and "Usage: corral" in usage.stdout
+    schema = subprocess.run([str(corral), "schema", "workload"], capture_output=True, text=True,
+                            env=env, cwd=tmp_path, timeout=60)  # JSON Schema, made there
+    assert schema.returncode == 0, schema.stderr
+    assert json.loads(schema.stdout)["title"] == "corral workload file"
     sdk = subprocess.run([str(py), "-c", CHECK_INSTALL], capture_output=True, text=True,
                          env=env, cwd=tmp_path, timeout=60)
     assert sdk.returncode == 0 and sdk.stdout.strip() == "sdk ok", sdk.stderr

@@ -121,3 +121,20 @@ def test_rented_for_exactly_when_an_offer_is_eligible(built, offers: list[Offer]
     assert all(la.offer in served for la in d.launches)
     assert d.waiting[x.workload.id].sentence.startswith(
         "capacity planned now for it" if served else "no offer may serve it")
+
+
+def test_a_custom_label_rents_only_an_offer_whose_provider_gives_it() -> None:
+    """Instances join with their provider's `labels` (`Offer.labels`): work selecting one is
+    rented for there, only there, and never on a value the offer does not give."""
+    x = job().select("team", "vision").because(R.NO_NODE_SELECTED).build()
+    vision = replace(G6_SPOT_B, labels=(("team", "vision"),))
+    assert [la.offer for la in _decide([x], [G6, vision]).launches] == [vision]
+    audio = replace(G6, labels=(("team", "audio"),))
+    assert _steps([x], [G6, audio]) == 0
+    note = _decide([x], [audio]).waiting["j1"]
+    assert note.kind == "NoOfferServes" and "would not carry team=vision" in note.sentence
+    assert "give a provider the others in its labels" in note.sentence
+    # a label cannot stand in for a built-in one: the instance joins in its offer's zone
+    zoned = replace(G6, labels=((LABEL_ZONE, "us-east-1b"),))
+    y = job("y").select(LABEL_ZONE, "us-east-1b").because(R.NO_NODE_SELECTED).build()
+    assert eligible(y.workload, zoned, (ON_DEMAND,)) is not None

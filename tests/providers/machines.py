@@ -65,7 +65,7 @@ class Machines:
         home = self.root / iid
         home.mkdir(parents=True)
         args = [sys.executable, "-m", "corral.agent", "--server", boot.server,
-                *[x for kv in boot.args.items() for x in kv], "--instance-id", iid,
+                *boot.argv(), "--instance-id", iid,
                 "--node-id", iid, "--data-dir", str(home / "state"),
                 "--gpus", str(g["Count"]), "--gpu-model", str(g["Name"]),
                 "--gpu-memory-mib", str(g["MemoryInfo"]["SizeInMiB"]), "--cpu", "16",

@@ -95,7 +95,7 @@ def _hosts(tmp: Path, daemons: list[Sshd]) -> list[SshHost]:
     return [SshHost(name=f"rack-{i}", address="127.0.0.1", port=d.port, gpus=4,
                     gpu_model="virtual-gpu", gpu_memory_mib=81920,
                     price_per_gpu_hour=Decimal("1.50"), rack="r1", python=sys.executable,
-                    root=str(tmp / f"host-{i}"),
+                    root=str(tmp / f"host-{i}"), labels=(("team", "vision"),),
                     agent_args=("--worker-user", "same", "--poll-wait", "0.5", "--lease", "5"))
             for i, d in enumerate(daemons)]
 
@@ -112,6 +112,7 @@ def test_corral_installs_starts_and_stops_agents_over_ssh(
         (offer,) = provider.offers()  # two alike hosts: one shape, two of it free
         assert offer.instance_type == "ssh:4xvirtual-gpu"
         assert offer.price_per_gpu_hour == Decimal("1.50")
+        assert offer.labels == (("team", "vision"),)  # the pool file's, passed as --label
         tags = {TAG_CLUSTER: "test"}
         launched = provider.launch(offer, 2, user_data="", tags=tags)
         assert [i.state for i in launched] == [CapacityState.JOINING] * 2
@@ -122,7 +123,9 @@ def test_corral_installs_starts_and_stops_agents_over_ssh(
                 assert time.monotonic() < deadline, [h.root for h in hosts]
                 time.sleep(0.3)
             assert {(n.provider, n.price_per_gpu_hour) for n in c.nodes()} == {("rack", 1.5)}
+            assert all(n.labels.get("team") == "vision" for n in c.nodes()), c.nodes()
             wid = c.submit({"name": "over-ssh", "queue": "default", "workers": 2, "gpus": 4,
+                            "node_selector": {"team": "vision"},
                             "cpu": 0.1, "memory": 64, "command": [
                                 sys.executable, "-c", "import corral, os; "
                                 "print(os.environ['CORRAL_NODE_ID'], corral.__file__)"]}

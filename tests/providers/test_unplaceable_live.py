@@ -6,6 +6,7 @@ nothing over many passes. Each is told on the workload as the autoscaler's event
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +27,7 @@ from corral.core import reasons as R
 from corral.core.model import CapacityKind, Node, Queue
 from corral.providers.aws import AwsSettings
 from corral.providers.base import CapacityState, Instance, Offer
+from corral.providers.bootstrap import parse_user_data
 from corral.spec.pool import PoolSpec
 from corral.store import Store
 from corral.store import pool as P
@@ -41,6 +43,8 @@ OD_NODE = Node("n1", "aws-od", "L4", 1, 23_034, 4_000, 16_384, price_per_gpu_hou
                capacity_kind=CapacityKind.ON_DEMAND, region="us-east-1", zone="us-east-1a")
 #: a node that carried team=vision, gone since the work was submitted
 LABELLED = replace(OD_NODE, id="n2", provider="static", labels=(("team", "vision"),))
+#: the node an instance of a provider with `labels: {team: vision}` joins as
+VISION_NODE = replace(OD_NODE, id="n3", provider="aws-vision", labels=(("team", "vision"),))
 
 
 class Ec2(ClockedAws):
@@ -67,7 +71,7 @@ class Plane:
         self.rig = Rig.__new__(Rig)
         self.rig.store, self.rig.clock, self.rig.admission = store, ManualClock(), None
         self.rig.world = FakeWorld()
-        self.rig.nodes = [SPOT_NODE, OD_NODE, LABELLED]
+        self.rig.nodes = [SPOT_NODE, OD_NODE, LABELLED, VISION_NODE]
         with store.write() as c:
             P.sync_nodes(c, [{"name": "aws-spot", "capacity_kind": "spot"},
                              {"name": "static", "capacity_kind": "on-demand"}],
@@ -148,6 +152,45 @@ def test_a_selector_no_offer_carries_rents_nothing(plane: Plane) -> None:
     (told,) = plane.events(wid, NO_OFFER_SERVES)
     assert "no offer may serve it" in told and "would not carry team=vision" in told
     assert "select only labels a rented instance carries" in told
+
+
+def test_a_selector_a_providers_labels_carry_rents_there_and_runs(
+        plane: Plane, ec2_env: dict[str, str]) -> None:
+    """A provider that declares `labels: {team: vision}`: its instance is rented for work
+    selecting team=vision (the others' are not), its agent is started with `--label
+    team=vision`, and the work runs on the node it joins as."""
+    rig = plane.rig
+    spec = PoolSpec.model_validate({"providers": [{
+        "name": "aws-vision", "kind": "aws", "labels": {"team": "vision"}, "settings": {
+            "region": "us-east-1", "image_id": "ami-0123abcd", "instance_types": ["g6.xlarge"],
+            "zones": ["us-east-1a"], "capacity_kinds": ["on-demand"]}}]})
+    vision = Ec2("aws-vision", (CapacityKind.ON_DEMAND,), ec2_env, rig.clock)
+    vision.settings = replace(vision.settings, labels=spec.providers[0].labels)
+    rig.loop.autoscaler = PoolAutoscaler(
+        rig.store, {"aws-spot": plane.spot, "aws-od": plane.od, "aws-vision": vision}, "c1",
+        "https://corral.test", lambda n: "cjt_test", CONFIG, every_s=5.0,
+        joined=lambda ids: {i: plane.joined[i] for i in ids if i in plane.joined})
+    wid = rig.submit(gpus=1, node_selector={"team": "vision"})  # n2 carries it now
+    with rig.store.write() as c:  # n2 leaves the pool before the work runs
+        P.set_cordoned(c, "n2", True)
+        P.sync_nodes(c, [], [SPOT_NODE])
+    plane.step(8)
+    assert rig.get(wid).reason_code == R.NO_NODE_SELECTED
+    assert plane.listed() == []  # the providers without the label rent nothing
+    (rented,) = vision.instances()
+    attr = vision._ec2.describe_instance_attribute(InstanceId=rented.id, Attribute="userData")
+    boot = parse_user_data(base64.b64decode(attr["UserData"]["Value"]).decode())
+    assert boot.labels == {"team": "vision"}
+    assert plane.events(wid, RENTING)[0].startswith(
+        "capacity planned now for it: 1 x g6.xlarge on-demand in us-east-1a (aws-vision")
+    plane.joined[rented.id] = "n3"  # its agent joins carrying the label
+    with rig.store.write() as c:
+        P.sync_nodes(c, [{"name": "aws-vision", "capacity_kind": "on-demand"}],
+                     [SPOT_NODE, VISION_NODE])
+    plane.step(6)
+    assert rig.state(wid) == "running"
+    state = rig.loop.live.snapshot(rig.clock.now()).state
+    assert {a.node_id for w in state.workloads if w.id == wid for a in w.assignments} == {"n3"}
 
 
 @pytest.mark.parametrize(("said", "runs"), [({}, None), ({"runs_images": True}, True),

@@ -66,6 +66,9 @@ def agent(
     worker_user: Annotated[str | None, typer.Option(
         "--worker-user", help="per-queue, a user name, or same; default per-queue as root")
     ] = None,
+    label: Annotated[list[str] | None, typer.Option(
+        "--label", help="key=value: a label this host joins with, for work's node_selector "
+        "(repeat for more; the ssh and aws providers pass their pool file `labels`)")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run this host's agent: join the pool, run the workers the server assigns, ship logs."""
@@ -94,7 +97,8 @@ def agent(
             cpu_milli=None if cpu is None else int(cpu * 1000), memory_mib=memory_mib,
             provider=provider, region=region, zone=zone, rack=rack, instance_type=instance_type,
             instance_id=instance_id, price_per_gpu_hour=price, capacity_kind=capacity_kind,
-            address=address, vendor=_vendor(vendor)), containers=containers)
+            address=address, vendor=_vendor(vendor), labels=_labels(label or [])),
+            containers=containers)
     except (WorkerUserError, ValidationError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
@@ -117,6 +121,20 @@ def agent(
         raise typer.Exit(1) from None
     finally:
         runner.client.close()
+
+
+def _labels(given: list[str]) -> dict[str, str]:
+    """--label key=value flags, checked as a pool file's labels (corral.spec.labels)."""
+    from corral.spec.labels import check_labels
+
+    pairs = dict(g.split("=", 1) for g in given if "=" in g)
+    bad = [g for g in given if "=" not in g]
+    if bad:
+        raise ValueError(f"--label {bad[0][:80]!r}: give key=value (for example team=vision)")
+    try:
+        return check_labels(pairs)
+    except ValueError as e:
+        raise ValueError(f"--label: {e}") from None
 
 
 def _vendor(given: str | None) -> str | None:

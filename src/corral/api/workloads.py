@@ -20,6 +20,7 @@ from corral.api.views import QueueUse, event_view, reason_now, workload_view
 from corral.backends.containers import ContainerRuntime, dry_run_note
 from corral.backends.errors import BackendError
 from corral.control import cancel, elastic
+from corral.control.future_nodes import IMAGE_RUNNERS
 from corral.control.lifecycle import State
 from corral.control.packaging import packaging_refusals
 from corral.control.submission import stored_form
@@ -96,8 +97,8 @@ def _launchable_here(ctx: ApiContext, spec: WorkloadSpec) -> None:
                        [("working_dir", f"{spec.working_dir!r} is not a directory on this host: "
                                         "create it or fix the path")])
     # image, setup, workdir; a backend may say what its cluster honours (Slurm: pyxis or not)
-    refused = packaging_refusals(spec, ctx.backend_name or "",
-                                 getattr(ctx.logs, "packaging_fields", None))
+    refused = packaging_refusals(spec, ctx.backend_name or "", IMAGE_RUNNERS.honoured(
+        ctx, getattr(ctx.logs, "packaging_fields", None)))  # may join later: future_nodes
     if refused:
         raise ApiError(422, "invalid_request", "the spec cannot run on this pool", refused)
     path = spec.plain_env().get("PATH") or None  # empty: the backend uses its own PATH

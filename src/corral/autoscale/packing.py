@@ -7,9 +7,10 @@ then onto new instances of the offer that costs least for the whole workload.
 
 Rules an offer must meet for a workload (the core's filters, read from the offer instead of a
 node): an allowed GPU model, an allowed capacity kind, a price per GPU-hour within the cap, the
-least GPU memory, and a node selector that only names built-in labels the offer carries (an
-instance joins with no labels of its own) and, for an image, an offer whose provider declares
-that its instances run images (`Offer.runs_images`; unsaid: not eligible). A gang's workers share one zone; `NVLINK`/`RACK`
+least GPU memory, and a node selector that only names labels an instance of the offer joins
+with (the built-in ones it fixes and its provider's `labels`, `Offer.labels`) and, for an image,
+an offer whose provider declares that its instances run images (`Offer.runs_images`; unsaid:
+not eligible). A gang's workers share one zone; `NVLINK`/`RACK`
 topology needs them on one instance (a provider cannot promise a rack).
 """
 
@@ -91,9 +92,11 @@ class Bin:
 def _selector_unmet(w: Workload, offer: Offer) -> str | None:
     """Why an instance of `offer` would not carry a label `w` selects (None: it carries them
     all). An instance joins with the built-in labels its offer fixes (provider, region, zone,
-    capacity kind, GPU model and its vendor) and no label of its own; whether it runs images
-    is what its provider declares (`Offer.runs_images`), never assumed."""
-    builtin = {LABEL_PROVIDER: offer.provider, LABEL_REGION: offer.region,
+    capacity kind, GPU model and its vendor) and the labels its provider gives it
+    (`Offer.labels`, passed to its agent as `--label`); whether it runs images is what its
+    provider declares (`Offer.runs_images`), never assumed."""
+    builtin = {**dict(offer.labels),  # the built-in ones win, as on a node (`Node.label`)
+               LABEL_PROVIDER: offer.provider, LABEL_REGION: offer.region,
                LABEL_ZONE: offer.zone, LABEL_CAPACITY: str(offer.capacity_kind),
                LABEL_MODEL: offer.gpu_model, LABEL_VENDOR: str(vendor_of(offer.gpu_model))}
     for key, value in w.node_selector:

@@ -534,7 +534,7 @@ class PoolAutoscaler:
             facts["spot_notice_url"] = EC2_METADATA_URL  # the agent reads its notice there
         # a provider that starts the agent itself (ssh) gets no cloud-init script
         user_data = ("" if getattr(provider, "starts_agent", False) else
-                     agent_user_data(self.server_url, self.join_token(count), facts))
+                     agent_user_data(self.server_url, self.join_token(count), facts, offer.labels))
         try:
             launched = provider.launch(
                 offer, count, user_data=user_data,

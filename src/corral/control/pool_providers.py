@@ -65,7 +65,7 @@ from corral.autoscale.pool import AutoscalerConfig, Budget, ProviderLimits
 from corral.autoscale.spot import SpotRisk
 from corral.control.autoscale import PoolAutoscaler
 from corral.core.model import CapacityKind, Node
-from corral.providers.base import Offer, Provider
+from corral.providers.base import Offer, Provider, join_labels
 from corral.spec.pool import AutoscalerSpec, PoolSpec, ProviderSpec
 from corral.store import Store, audit
 from corral.store.schema import NodeRow
@@ -287,15 +287,18 @@ def _aws_shapes(p: ProviderSpec) -> list[Node]:
             out += [Node(f"rentable/{p.name}/{itype}/{kind}/{i}", p.name, e.gpu_model, e.gpus,
                          e.gpu_memory_mib, e.vcpus * 1000, e.memory_mib,
                          price_per_gpu_hour=price, capacity_kind=CapacityKind(kind),
-                         region=s.region, zone=zone) for i in range(copies)]
+                         region=s.region, zone=zone,
+                         labels=join_labels(p.labels, s.runs_images)) for i in range(copies)]
     return out
 
 
 def _ssh_shapes(p: ProviderSpec) -> list[Node]:
+    s = p.ssh
     return [Node(f"rentable/{p.name}/{h.name}", p.name, h.gpu_model, h.gpus, h.gpu_memory,
                  h.cpu, h.memory, price_per_gpu_hour=h.price_per_gpu_hour,
-                 capacity_kind=CapacityKind.OWNED, region=p.region, zone=h.zone)
-            for h in p.ssh.hosts if h.gpus]
+                 capacity_kind=CapacityKind.OWNED, region=p.region, zone=h.zone,
+                 labels=join_labels({**p.labels, **h.labels}, s.runs_images))
+            for h in s.hosts if h.gpus]
 
 
 # -- building ---------------------------------------------------------------------------------
@@ -339,7 +342,7 @@ def _aws(p: ProviderSpec, cluster_id: str) -> Provider:
         tuple(CapacityKind(k) for k in s.capacity_kinds), s.subnet_id,
         tuple(s.security_group_ids), s.iam_instance_profile,
         {k: Decimal(repr(v)) for k, v in s.on_demand_prices.items()}, s.endpoint_url,
-        s.runs_images),
+        s.runs_images, dict(p.labels)),
         client=client)
 
 
@@ -349,7 +352,9 @@ def _ssh(p: ProviderSpec, server_url: str, join_token: JoinToken) -> Provider:
     s = p.ssh
     hosts = [SshHost(h.name, h.address, h.port, h.user, h.gpus, h.gpu_model, h.gpu_memory,
                      h.cpu, h.memory, Decimal(repr(h.price_per_gpu_hour)), p.region, h.zone,
-                     h.rack, h.python, h.root, tuple(s.agent_args)) for h in s.hosts]
+                     h.rack, h.python, h.root, tuple(s.agent_args),
+                     tuple(sorted({**p.labels, **h.labels}.items())), s.runs_images)
+             for h in s.hosts]
     wheel: Path | Callable[[], Path] = Path(s.wheel) if s.wheel else source_wheel
     return SshProvider(p.name, hosts, server_url, lambda: join_token(1), wheel,
                        Path(s.identity_file), Path(s.known_hosts), timeout_s=s.timeout_s)

@@ -89,6 +89,8 @@ class AwsSettings:
     #: whether the AMI has podman, so instances run `image:` work (None: not said, and the
     #: autoscaler rents nothing here for image work: `Offer.runs_images`)
     runs_images: bool | None = None
+    #: labels its instances join with (the pool file's provider `labels`): `Offer.labels`
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 class AwsProvider:
@@ -126,7 +128,8 @@ class AwsProvider:
                     gpus=int(gpu["Count"]), gpu_memory_mib=int(gpu["MemoryInfo"]["SizeInMiB"]),
                     cpu_milli=int(t["VCpuInfo"]["DefaultVCpus"]) * 1000,
                     memory_mib=int(t["MemoryInfo"]["SizeInMiB"]), region=self.settings.region,
-                    zone=zone, runs_images=self.settings.runs_images)
+                    zone=zone, runs_images=self.settings.runs_images,
+                    labels=tuple(sorted(self.settings.labels.items())))
         out = []
         if CapacityKind.ON_DEMAND in self.settings.capacity_kinds:
             price = self._on_demand(itype)

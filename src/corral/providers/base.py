@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol, runtime_checkable
 
-from corral.core.model import CapacityKind
+from corral.core.model import LABEL_CONTAINER_RUNTIME, NO_CONTAINER_RUNTIME, CapacityKind
 
 __all__ = [
     "LIVE_STATES",
@@ -35,6 +35,7 @@ __all__ = [
     "Notice",
     "Offer",
     "Provider",
+    "join_labels",
     "required_tags",
 ]
 
@@ -76,6 +77,8 @@ class Offer:
     whether its instances run `image:` work (podman on the machine image), as the provider's
     settings declare it; None when they do not say, and then no image work is rented for on it
     (the autoscaler never guesses: a host that joins without podman would hold nothing).
+    `labels`: the labels an instance of it joins with besides the built-in ones (the pool
+    file's provider `labels`, an ssh host's own), sorted pairs as on `corral.core.model.Node`.
     """
 
     provider: str
@@ -92,6 +95,7 @@ class Offer:
     source: str
     as_of: str
     runs_images: bool | None = None
+    labels: tuple[tuple[str, str], ...] = ()
 
     @property
     def price_per_gpu_hour(self) -> Decimal:
@@ -142,6 +146,16 @@ class Provider(Protocol):
 def required_tags(cluster_id: str, instance_id: str, provider: str) -> dict[str, str]:
     """The tags every instance corral launches carries, so each is traceable to its cluster."""
     return {TAG_CLUSTER: cluster_id, TAG_INSTANCE: instance_id, TAG_PROVIDER: provider}
+
+
+def join_labels(labels: Mapping[str, str], runs_images: bool | None
+                ) -> tuple[tuple[str, str], ...]:
+    """The labels an instance of a provider joins with, as sorted pairs: the provider's own
+    `labels`, and whether it runs images as its agent would report it
+    (`corral.dev/container-runtime`: podman where the provider declares `runs_images: true`,
+    else none: the autoscaler never rents image work where it is not declared)."""
+    runtime = "podman" if runs_images else NO_CONTAINER_RUNTIME
+    return tuple(sorted({**labels, LABEL_CONTAINER_RUNTIME: runtime}.items()))
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 A launched instance runs one shell script (cloud-init user-data) that starts
 ``corral agent --server URL`` with what the host cannot find out itself as the agent's own flags
 (`--provider`, `--region`, `--zone`, `--instance-type`, `--price`, `--capacity-kind`, and on an
-EC2 spot instance `--spot-notice-url`, where it polls for its interruption notice), and its
+EC2 spot instance `--spot-notice-url`, where it polls for its interruption notice), the labels its provider
+declares for it (one `--label key=value` each: the node joins carrying them), and its
 instance id from the cloud's metadata endpoint (`--instance-id`, how the control plane ties the
 instance to the node it becomes). The join token travels in the environment
 (`CORRAL_JOIN_TOKEN`, which the agent reads), not on the command line, so that `ps` on the host
@@ -15,10 +16,10 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
-__all__ = ["EC2_METADATA_URL", "FLAGS", "AgentBoot", "agent_user_data", "parse_user_data"]
+__all__ = ["EC2_METADATA_URL", "FLAGS", "LABEL_FLAG", "AgentBoot", "agent_user_data", "parse_user_data"]
 
 #: facts the autoscaler knows about an instance -> the agent's flag for each
 FLAGS = {"provider": "--provider", "region": "--region", "zone": "--zone",
@@ -28,6 +29,7 @@ FLAGS = {"provider": "--provider", "region": "--region", "zone": "--zone",
 EC2_METADATA_URL = "http://169.254.169.254"
 _ENV = re.compile(r"^export ([A-Z_]+)=(.*)$")
 _EXEC = re.compile(r"^exec corral agent (.*)$")
+LABEL_FLAG = "--label"
 #: the instance metadata service (IMDSv2: a session token first)
 IMDS_INSTANCE_ID = (
     'IMDS_TOKEN=$(curl -sfX PUT http://169.254.169.254/latest/api/token '
@@ -41,15 +43,25 @@ class AgentBoot:
     server: str
     join_token: str
     args: Mapping[str, str]  # the agent's flags besides --server (e.g. "--provider": "aws-use1")
+    labels: Mapping[str, str] = field(default_factory=dict)  # its `--label key=value` flags
+
+    def argv(self) -> list[str]:
+        """The agent's flags besides --server, as a command line."""
+        return [*(x for kv in self.args.items() for x in kv),
+                *(x for k, v in sorted(self.labels.items()) for x in (LABEL_FLAG, f"{k}={v}"))]
 
 
 def agent_user_data(server: str, join_token: str, facts: Mapping[str, str],
+                    labels: Sequence[tuple[str, str]] = (),
                     instance_id_script: str = IMDS_INSTANCE_ID) -> str:
-    """A bash script that starts the agent with `facts` as its flags (keys of `FLAGS`)."""
+    """A bash script that starts the agent with `facts` as its flags (keys of `FLAGS`) and
+    `labels` as its `--label key=value` flags."""
     unknown = sorted(set(facts) - set(FLAGS))
     if unknown:
         raise ValueError(f"agent_user_data: unknown facts {unknown}; use {sorted(FLAGS)}")
-    flags = " ".join(f"{FLAGS[k]} {shlex.quote(str(v))}" for k, v in sorted(facts.items()))
+    flags = " ".join([f"{FLAGS[k]} {shlex.quote(str(v))}" for k, v in sorted(facts.items())]
+                     + [f"{LABEL_FLAG} {shlex.quote(f'{k}={v}')}"
+                        for k, v in sorted(labels)])
     return ("#!/bin/bash\n# corral: start the agent on this host (corral.providers.bootstrap)\n"
             "set -eu\n"
             f"export CORRAL_JOIN_TOKEN={shlex.quote(join_token)}\n"
@@ -70,8 +82,10 @@ def parse_user_data(text: str) -> AgentBoot:
             command = shlex.split(m.group(1))
     if command is None:
         raise ValueError("user-data: no 'exec corral agent' line: not made by agent_user_data")
-    args = dict(zip(command[::2], command[1::2], strict=False))
+    pairs = list(zip(command[::2], command[1::2], strict=False))
+    args = {flag: value for flag, value in pairs if flag != LABEL_FLAG}
+    labels = dict(value.split("=", 1) for flag, value in pairs if flag == LABEL_FLAG)
     if "--server" not in args or "CORRAL_JOIN_TOKEN" not in env:
         raise ValueError("user-data: the agent command lacks --server or CORRAL_JOIN_TOKEN")
     server = args.pop("--server")
-    return AgentBoot(server, env["CORRAL_JOIN_TOKEN"], args)
+    return AgentBoot(server, env["CORRAL_JOIN_TOKEN"], args, labels)

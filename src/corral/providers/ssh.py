@@ -12,7 +12,7 @@ file): no SSH library is a dependency, and whatever the operator's ssh config ca
 hosts, agents, certificates), corral can. The hosts need a Python with corral's dependencies
 (`python`; the wheel is installed without them, so a host needs no network); each host joins as
 the node named after it. The offers are the free hosts grouped by shape (GPUs and model, zone,
-price: instance type ``ssh:<gpus>x<model>``), so a gang that needs several alike hosts is one
+price: instance type ``ssh:<gpus>x<model>``; labels and whether it runs images), so a gang that needs several alike hosts is one
 launch of that many; a launch takes the first free hosts of the shape.
 """
 
@@ -31,6 +31,7 @@ from typing import Final
 
 from corral.core.model import CapacityKind
 from corral.providers.base import CapacityState, Instance, Offer
+from corral.providers.bootstrap import LABEL_FLAG
 from corral.providers.errors import ProviderError, ProviderReason
 
 __all__ = ["SshHost", "SshProvider", "build_wheel", "source_wheel"]
@@ -59,6 +60,10 @@ class SshHost:
     python: str = "python3"  # an interpreter on the host with corral's dependencies
     root: str = "/opt/corral"  # the wheel, the installed package, the agent's data dir
     agent_args: tuple[str, ...] = ()  # more `corral agent` flags (--lease, --worker-user...)
+    #: labels it joins with (the provider's, then its own): `--label key=value` on the agent
+    labels: tuple[tuple[str, str], ...] = ()
+    #: whether it has podman, so it runs `image:` work (None: not said): `Offer.runs_images`
+    runs_images: bool | None = None
 
     @property
     def instance_id(self) -> str:
@@ -157,7 +162,8 @@ class SshProvider:
                      gpus=h.gpus, gpu_memory_mib=h.gpu_memory_mib, cpu_milli=h.cpu_milli,
                      memory_mib=h.memory_mib, price_per_hour=price,
                      capacity_kind=CapacityKind.OWNED, region=h.region, zone=h.zone,
-                     source=f"config:{self.name}", as_of=time.strftime("%Y-%m-%d"))
+                     source=f"config:{self.name}", as_of=time.strftime("%Y-%m-%d"),
+                     runs_images=h.runs_images, labels=h.labels)
 
     def _wheel(self) -> Path:
         if not isinstance(self.wheel, Path):
@@ -183,6 +189,7 @@ class SshProvider:
                 "--price", str(host.price_per_gpu_hour), "--capacity-kind", "owned",
                 "--gpus", str(host.gpus), "--gpu-model", host.gpu_model,
                 "--gpu-memory-mib", str(host.gpu_memory_mib), "--address", host.address,
+                *(x for k, v in host.labels for x in (LABEL_FLAG, f"{k}={v}")),
                 *host.agent_args]
         agent = " ".join(shlex.quote(a) for a in [host.python, *args])
         tags_json = shlex.quote(json.dumps(dict(tags), sort_keys=True))
@@ -228,8 +235,10 @@ class SshProvider:
         return r.stdout
 
 
-def _key(o: Offer) -> tuple[str, str, object]:
-    return (o.instance_type, o.zone, o.price_per_hour)
+def _key(o: Offer) -> tuple[object, ...]:
+    """A shape: hosts alike in it are one offer (labels and images too: a selector or an
+    image must get a host that has them)."""
+    return (o.instance_type, o.zone, o.price_per_hour, o.labels, o.runs_images is True)
 
 
 def build_wheel(source: Path, out_dir: Path) -> Path:

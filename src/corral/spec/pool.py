@@ -40,7 +40,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -52,6 +51,13 @@ from corral.core.vendors import Vendor
 from corral.spec.labels import MAX_LABELS, check_labels, value_problem
 from corral.spec.ledger import LedgerSpec, PriceSpec
 from corral.spec.limits import MAX_PRICE
+from corral.spec.provider_settings import (
+    NEEDS,
+    SETTINGS,
+    AwsProviderSettings,
+    SshProviderSettings,
+    no_duplicates,
+)
 from corral.spec.quantities import CpuMilli, DurationS, SizeMiB
 from corral.spec.workload import check_name
 
@@ -125,100 +131,6 @@ class NodeGroupSpec(BaseModel):
         return self
 
 
-class AwsProviderSettings(BaseModel):
-    """`settings:` of a provider of `kind: aws` (corral.providers.aws). No credentials here:
-    boto3 reads them from the server's environment or instance role."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    region: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9-]+$")
-    image_id: str = Field(pattern=r"^ami-[0-9a-f]{8,17}$",
-                          description="an AMI with corral installed (it runs `corral agent`)")
-    instance_types: list[str] = Field(min_length=1, max_length=64)
-    zones: list[str] = Field(default_factory=list, max_length=32)
-    capacity_kinds: list[Literal["on-demand", "spot"]] = Field(
-        default_factory=lambda: ["on-demand", "spot"], min_length=1)
-    subnet_id: str | None = None
-    security_group_ids: list[str] = Field(default_factory=list, max_length=16)
-    iam_instance_profile: str | None = None
-    on_demand_prices: dict[str, Price] = Field(
-        default_factory=dict, description="per instance-hour by instance type; beats the catalog")
-    endpoint_url: str | None = None
-    runs_images: bool | None = Field(None, description=(
-        "whether the AMI has podman, so its instances run `image:` work; unset: no image work "
-        "is rented for here"))
-    profile: str | None = Field(
-        None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@+=,-]+$",
-        description="a named profile of the server's AWS config (credentials by name; "
-        "default: boto3's chain: environment, instance role)")
-
-
-def _not_a_key(value: str, field: str) -> str:
-    """A path, never the key itself: a pasted key would be stored and shown in clear."""
-    if "-----BEGIN" in value or "\n" in value:
-        raise ValueError(f"{field} is the path of a file on the server, not the key itself; "
-                         "write the key to a file (mode 0600) and give its path")
-    return value
-
-
-class SshHostSettings(BaseModel):
-    """One host of a provider of `kind: ssh` (corral.providers.ssh.SshHost)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(description="the node id it joins as")
-    address: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:_-]+$")
-    port: int = Field(22, ge=1, le=65535)
-    user: str = Field("root", min_length=1, max_length=32, pattern=r"^[a-z_][a-z0-9_-]*$")
-    gpus: int = Field(0, ge=0, le=64)
-    gpu_model: str = Field("none", max_length=63)
-    gpu_memory: SizeMiB = 0
-    #: what the host offers: the autoscaler rents it only for work that fits these
-    cpu: CpuMilli = 0
-    memory: SizeMiB = 0
-    price_per_gpu_hour: Price = 0.0
-    zone: str = Field("default", max_length=63)
-    rack: str = Field("", max_length=63)
-    python: str = Field("python3", min_length=1, max_length=255, pattern=r"^[A-Za-z0-9/._+-]+$")
-    root: str = Field("/opt/corral", min_length=2, max_length=255, pattern=r"^/[A-Za-z0-9/._-]+$")
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return check_name(v, "host name")
-
-
-class SshProviderSettings(BaseModel):
-    """`settings:` of a provider of `kind: ssh`. The key is named by its path on the server:
-    corral never stores nor returns a key."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    hosts: list[SshHostSettings] = Field(min_length=1, max_length=10_000)
-    identity_file: str = Field(min_length=1, max_length=4096,
-                               description="path of the private key on the server")
-    known_hosts: str = Field(min_length=1, max_length=4096,
-                             description="path of the known_hosts file the hosts' keys are in")
-    wheel: str | None = Field(None, max_length=4096, description=(
-        "path of corral's wheel to install on the hosts (default: built from this source tree)"))
-    agent_args: list[Annotated[str, Field(max_length=255)]] = Field(
-        default_factory=list, max_length=32, description="more `corral agent` flags")
-    timeout_s: float = Field(120.0, gt=0, le=3600, allow_inf_nan=False)
-
-    @field_validator("identity_file", "known_hosts")
-    @classmethod
-    def _path(cls, v: str, info: ValidationInfo) -> str:
-        return _not_a_key(v, info.field_name or "path")
-
-    @model_validator(mode="after")
-    def _unique_hosts(self) -> SshProviderSettings:
-        _no_duplicates([h.name for h in self.hosts], "host")
-        return self
-
-
-#: the settings model of each renting kind
-_SETTINGS: dict[str, type[BaseModel]] = {"aws": AwsProviderSettings, "ssh": SshProviderSettings}
-_NEEDS = {"aws": "region, image_id and instance_types", "ssh": "hosts, identity_file and known_hosts"}
 
 
 class ProviderSpec(BaseModel):
@@ -244,11 +156,21 @@ class ProviderSpec(BaseModel):
     #: the same per instance type of this provider (an aws type of `settings.instance_types`,
     #: an ssh shape `ssh:<gpus>x<model>`): wins over `idle_timeout`
     idle_timeouts: dict[str, DurationS] = Field(default_factory=dict, max_length=256)
+    #: labels every node of this provider carries (a static group's, an ssh host's own win):
+    #: a rented instance joins with them, so work that selects one may be rented for here
+    labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LABELS,
+                                   description="labels its nodes join with (Kubernetes label "
+                                   "syntax); a node group's or ssh host's own labels win")
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return check_name(v, "provider name")
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        return check_labels(v)
 
     @field_validator("idle_timeouts")
     @classmethod
@@ -264,14 +186,14 @@ class ProviderSpec(BaseModel):
         if self.kind == "static" and self.settings:
             raise ValueError("settings are for kind aws or ssh; a static provider lists its "
                              "node_groups instead (or set kind)")
-        if self.kind in _SETTINGS:
+        if self.kind in SETTINGS:
             try:
-                _SETTINGS[self.kind].model_validate(self.settings)
+                SETTINGS[self.kind].model_validate(self.settings)
             except ValidationError as e:
                 first = e.errors()[0]
                 where = ".".join(str(x) for x in first["loc"])
                 raise ValueError(f"settings.{where}: {first['msg']} (kind {self.kind} needs "
-                                 f"{_NEEDS[self.kind]})") from None
+                                 f"{NEEDS[self.kind]})") from None
         if self.max_nodes is not None and self.min_nodes > self.max_nodes:
             raise ValueError(f"min_nodes {self.min_nodes} is above max_nodes {self.max_nodes}")
         self._idle_keys()
@@ -322,7 +244,7 @@ class ProviderSpec(BaseModel):
                         zone=g.zone or self.zone,
                         rack=g.rack(i),
                         nvlink_domain=f"{g.name}-nvl{i // g.nvlink_domain_size}",
-                        labels=tuple(sorted({**g.labels, **(
+                        labels=tuple(sorted({**self.labels, **g.labels, **(
                             {LABEL_VENDOR: str(g.vendor)} if g.vendor else {})}.items())),
                     )
                 )
@@ -570,8 +492,8 @@ class PoolSpec(BaseModel):
 
     @model_validator(mode="after")
     def _unique(self) -> PoolSpec:
-        _no_duplicates([p.name for p in self.providers], "provider")
-        _no_duplicates([q.name for q in self.queues], "queue")
+        no_duplicates([p.name for p in self.providers], "provider")
+        no_duplicates([q.name for q in self.queues], "queue")
         names = {q.name for q in self.queues}
         for q in self.queues:
             if q.parent is not None and q.parent not in names:
@@ -580,7 +502,7 @@ class PoolSpec(BaseModel):
                     "add that queue or remove parent"
                 )
         for p in self.providers:
-            _no_duplicates([g.name for g in p.node_groups], f"node group of provider {p.name!r}")
+            no_duplicates([g.name for g in p.node_groups], f"node group of provider {p.name!r}")
         self._spot_risk_providers()
         return self
 
@@ -603,11 +525,3 @@ class PoolSpec(BaseModel):
 
     def queues_core(self) -> list[Queue]:
         return [q.to_core() for q in self.queues]
-
-
-def _no_duplicates(names: list[str], what: str) -> None:
-    seen: set[str] = set()
-    for n in names:
-        if n in seen:
-            raise ValueError(f"{what} {n!r} is defined twice; names must be unique")
-        seen.add(n)

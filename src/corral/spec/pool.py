@@ -4,6 +4,7 @@
       - name: aws-use1            # a cloud account + region, an on-prem site, a cluster
         capacity_kind: on-demand  # owned | on-demand | spot
         region: us-east-1
+        labels: {team: vision}    # every node of it carries these (a rented one joins with them)
         prices: {H100: 4.10}      # per GPU-hour, per model (a node group may override)
         node_groups:
           - name: p5

@@ -24,6 +24,11 @@ mixed run beside the single-shape one: each submission a shape of K (GPUs 1/2/4/
 of K/4 values, a GPU model or none), so the "can this ever fit" check meets thousands of new
 shapes; its figures are keyed `mixed_*`.
 
+`--clients 4,16,64` submits again at each concurrency (on one server per store, one after the
+other); the first count's figures are keyed as before, every count's under `by_clients`, with
+`--baseline` the no-op's at the same counts and each store's rate as a share of it (`of_noop`).
+`--no-list` leaves out the 100,000-row fill and the list timing (a sweep of concurrencies).
+
 `--replicas N` (PostgreSQL, the scale-out path: docs/howto/postgres-replicas.md) then starts
 N - 1 more API-only processes on the same database and submits again with the clients spread
 over all N (client i to replica i mod N), in the same run: figures keyed `replicas_N_*`.
@@ -198,7 +203,7 @@ def serve_noop(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-def bench_noop(args: argparse.Namespace) -> dict[str, Any]:
+def bench_noop(args: argparse.Namespace) -> dict[int, dict[str, float]]:
     port = _free_port()
     proc = subprocess.Popen([sys.executable, __file__, "--serve-noop", str(port)])
     url = f"http://127.0.0.1:{port}"
@@ -209,8 +214,9 @@ def bench_noop(args: argparse.Namespace) -> dict[str, Any]:
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
-        submit_load(url, "-", 160, args.clients)  # warm
-        return submit_load(url, "-", args.submissions, args.clients)
+        submit_load(url, "-", 160, args.clients[0])  # warm
+        return {c: _with_cpu(proc.pid, lambda c=c: submit_load(url, "-", args.submissions, c),
+                             args.submissions // c * c) for c in args.clients}
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
@@ -257,20 +263,44 @@ def bench_store(name: str, db: str | None, args: argparse.Namespace) -> dict[str
             write_pool(pool, args.pool_nodes)
         proc, url, token = start_server(data, db, pool)
         try:
-            result = submit_load(url, token, args.submissions, args.clients)
+            submit_load(url, token, 160, args.clients[0])  # warm, as the no-op is
+            swept = {c: _with_cpu(proc.pid, lambda c=c: submit_load(url, token, args.submissions, c),
+                                  args.submissions // c * c) for c in args.clients}
+            result: dict[str, Any] = {**swept[args.clients[0]], "by_clients": swept}
             if args.shapes:
-                mixed = submit_load(url, token, args.submissions, args.clients,
+                mixed = submit_load(url, token, args.submissions, args.clients[0],
                                     shape_bodies(args.shapes))
                 result.update({f"mixed_{k}": v for k, v in mixed.items()})
                 result["shapes"], result["pool_nodes"] = args.shapes, args.pool_nodes
             if db is not None and args.replicas > 1:
                 result.update(_replicas(data, db, pool, url, token, args))
-            fill(db or sqlite_url(data / "corral.db"), ROWS)
-            result["list_100k_ms"] = list_latency(url, token, args.list_repeats)
+            if not args.no_list:
+                fill(db or sqlite_url(data / "corral.db"), ROWS)
+                result["list_100k_ms"] = list_latency(url, token, args.list_repeats)
         finally:
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=30)
     return result
+
+
+def _cpu_s(pid: int) -> float | None:
+    """utime + stime of a process (Linux's /proc), in seconds; None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _with_cpu(pid: int, run: Any, requests: int) -> dict[str, float]:
+    """`run()`'s figures and the server's CPU per request (ms): what a loaded machine moves
+    least, where requests/s move with the other processes on the cores."""
+    before = _cpu_s(pid)
+    figures: dict[str, float] = run()
+    after = _cpu_s(pid)
+    if before is not None and after is not None:
+        figures["server_cpu_ms"] = round((after - before) * 1000 / requests, 3)
+    return figures
 
 
 def _replicas(data: Path, db: str, pool: Path | None, url: str, token: str,
@@ -284,7 +314,7 @@ def _replicas(data: Path, db: str, pool: Path | None, url: str, token: str,
             proc, replica_url, _ = start_server(replica_dir, db, pool, first=False)
             procs.append(proc)
             urls.append(replica_url)
-        spread = submit_load(urls, token, args.submissions, args.clients)
+        spread = submit_load(urls, token, args.submissions, args.clients[0])
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGINT)
@@ -292,10 +322,16 @@ def _replicas(data: Path, db: str, pool: Path | None, url: str, token: str,
     return {f"replicas_{args.replicas}_{k}": v for k, v in spread.items()}
 
 
+def _counts(text: str) -> list[int]:
+    return [int(c) for c in text.split(",")]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--submissions", type=int, default=4000)
-    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--clients", type=_counts, default=[16],
+                   help="client threads; a comma list (4,16,64) sweeps them")
+    p.add_argument("--no-list", action="store_true", help="skip the 100k-row list timing")
     p.add_argument("--list-repeats", type=int, default=50)
     p.add_argument("--only", choices=["sqlite", "postgres"])
     p.add_argument("--pool-nodes", type=int, default=0, help="serve a generated pool this large")
@@ -323,14 +359,27 @@ def main() -> None:
             except Exception as e:  # no PostgreSQL binaries here: report and go on
                 print(f"postgres skipped: {e}", file=sys.stderr)
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-          f"; {args.clients} clients, {args.submissions} submissions")
-    if args.baseline:
-        b = bench_noop(args)
-        print(f"{'no-op':>9}: {b['submissions_per_second']:>8.1f} requests/s     p50 {b['p50_ms']:.1f} ms"
-              f"  p99 {b['p99_ms']:.1f} ms  (FastAPI + uvicorn ceiling, same clients)")
+          f"; {args.submissions} submissions per run; load average {os.getloadavg()[0]:.1f}")
+    noop = bench_noop(args) if args.baseline else {}
+    for c in args.clients:
+        print(f"{c} clients:")
+        if c in noop:
+            b = noop[c]
+            print(f"{'no-op':>9}: {b['submissions_per_second']:>8.1f} requests/s     p50 "
+                  f"{b['p50_ms']:.1f} ms  p99 {b['p99_ms']:.1f} ms  server CPU "
+                  f"{b.get('server_cpu_ms', 0):.3f} ms (FastAPI + uvicorn ceiling)")
+        for store, r in results.items():
+            f = r["by_clients"][c]
+            if c in noop:
+                f["of_noop"] = round(f["submissions_per_second"]
+                                     / noop[c]["submissions_per_second"], 3)
+            share = f"  {f['of_noop']:.0%} of the no-op" if "of_noop" in f else ""
+            print(f"{store:>9}: {f['submissions_per_second']:>8.1f} submissions/s  p50 "
+                  f"{f['p50_ms']:.1f} ms  p99 {f['p99_ms']:.1f} ms  server CPU "
+                  f"{f.get('server_cpu_ms', 0):.3f} ms{share}")
     for store, r in results.items():
-        print(f"{store:>9}: {r['submissions_per_second']:>8.1f} submissions/s  p50 {r['p50_ms']:.1f} ms"
-              f"  p99 {r['p99_ms']:.1f} ms  list(100k) {r['list_100k_ms']:.1f} ms")
+        if "list_100k_ms" in r:
+            print(f"{store:>9}: list(100k) {r['list_100k_ms']:.1f} ms")
         if f"replicas_{args.replicas}_submissions_per_second" in r:
             k = f"replicas_{args.replicas}_"
             print(f"{'x' + str(args.replicas):>9}: {r[k + 'submissions_per_second']:>8.1f} "
@@ -340,6 +389,8 @@ def main() -> None:
             print(f"{'mixed':>9}: {r['mixed_submissions_per_second']:>8.1f} submissions/s  "
                   f"p50 {r['mixed_p50_ms']:.1f} ms  p99 {r['mixed_p99_ms']:.1f} ms  "
                   f"({r['shapes']} shapes, {r['pool_nodes']} nodes)")
+    if noop:
+        results["noop"] = {"by_clients": noop}
     print(json.dumps(results))
 
 

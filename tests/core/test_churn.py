@@ -163,6 +163,24 @@ def check_reason_oracle(state: ClusterState, plan: Plan, now: float) -> None:
         elif reason.unresolvable and reason.code != R.UNKNOWN_QUEUE:
             empty = Placer(Capacity(NodeTable.build(state.nodes)))
             assert empty.place(shape, scoring, wid) is None, f"{wid}: {reason.code} but fits empty"
+        _check_behind_reservations(w, plan, reason)
+
+
+def _check_behind_reservations(w: Workload, plan: Plan, reason: R.Reason) -> None:
+    """A big waiting workload (more than one worker or GPU) that may fit later and holds no
+    reservation yields to reservations, and only such a one: its details say so and name
+    only the plan's holders (those waiting) with the end of each reservation (the API adds
+    them at read time, issue 16)."""
+    wid = w.id
+    owners = {r.workload_id: r.until for r in plan.reservations}
+    big = w.workers > 1 or w.resources.gpus > 1
+    expected = (big and w.state is WorkloadState.PENDING and wid not in owners
+                and not reason.unresolvable)
+    items = list(reason.details)
+    assert (dict(items).get(R.YIELDS_TO_RESERVATIONS) is True) == expected, reason
+    held = [(v, items[i + 1][1]) for i, (k, v) in enumerate(items) if k == R.RESERVATION_HELD_BY]
+    assert set(held) <= set(owners.items()), reason
+    assert len(held) == len({h for h, _ in held}), reason
 
 
 def _fits_without_reservations(state: ClusterState, plan: Plan, now: float, shape: Shape,

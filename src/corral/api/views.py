@@ -5,7 +5,14 @@ that stay true while their code does: they name a queue and its quota or limit, 
 queue's current use, which moves at every start and end (issue 16: quoting it rewrote ~42,000
 rows a step at 10,000 nodes). That use is what a user wants to see beside it, so it is added
 here, at read time, from what the queues hold now (`reason_now`): "queue a would be above its
-quota of 8 GPUs with it, so this would borrow: ... (now: a uses 12 GPUs)".
+quota of 8 GPUs with it, so this would borrow: ... (now: a uses 12 GPUs)". Whether a big
+workload waits behind nodes reserved for other work, whose and until when, moves as
+reservations are made, pass on and end, so its stored sentence does not say it; it is added
+here from the last applied plan's (`corral.store.reservations`): "(now: it waits behind nodes
+reserved for w-7 until t=5400)".
+
+What to add is read from what the scheduler stored with the sentence (`reason_refs`, from the
+reason's details: `core.reasons.stored_refs`), never from the sentence's words.
 """
 
 from __future__ import annotations
@@ -22,28 +29,31 @@ from corral.core.model import MILLI_PER_GPU
 from corral.sdk import models as M
 from corral.store import pool as P
 from corral.store import queue_use as QU
+from corral.store.reservations import load_reservations
 from corral.store.workloads import EventRecord, WorkloadRecord
 
 __all__ = ["QUEUE_CODES", "QueueUse", "event_view", "placement_view", "reason_now",
            "workload_view"]
 
 #: pending codes whose sentence may name a queue's quota or limit, and so its use
-QUEUE_CODES = frozenset({R.OVER_QUOTA, R.RECLAIM_BLOCKED, R.NOT_CONSIDERED, R.QUEUE_LIMIT})
+QUEUE_CODES = R.NAMES_QUEUES
 
 
 @dataclass(frozen=True)
 class QueueUse:
-    """The GPUs each queue holds now, its children's included (what the scheduler counts
-    against its quota and limit), and each queue's parent."""
+    """What moves under a stored pending sentence, read now: the GPUs each queue holds, its
+    children's included (what the scheduler counts against its quota and limit), each
+    queue's parent, and the reservations in force (holder, until when)."""
 
     gpus: Mapping[str, float]
     parent: Mapping[str, str | None]
+    reservations: tuple[tuple[str, float | None], ...] = ()
 
     @staticmethod
     def wanted(records: Iterable[WorkloadRecord]) -> bool:
         """Whether any of `records` has a reason that `reason_now` completes (the read of
         every placement that holds GPUs is made only then)."""
-        return any(r.state == "pending" and r.reason_code in QUEUE_CODES for r in records)
+        return any(r.state == "pending" and r.reason_refs for r in records)
 
     @classmethod
     def load(cls, conn: Connection) -> QueueUse:
@@ -52,7 +62,8 @@ class QueueUse:
         for queue, m in QU.milli_held_by_queue(conn).items():
             for q in _chain(queue, parent):
                 gpus[q] += m / MILLI_PER_GPU
-        return cls(dict(gpus), parent)
+        held = tuple((r.workload_id, r.until) for r in load_reservations(conn))
+        return cls(dict(gpus), parent, held)
 
     @classmethod
     def read(cls, conn: Connection, records: Iterable[WorkloadRecord]) -> QueueUse | None:
@@ -70,17 +81,25 @@ def _chain(queue: str, parent: Mapping[str, str | None]) -> list[str]:
 
 
 def reason_now(r: WorkloadRecord, use: QueueUse | None) -> str:
-    """The stored sentence, with the current use of each queue of the workload's chain that
-    it names ("queue a ...", "its parent org ...") added after it."""
+    """The stored sentence, with what moves under it added after it: the current use of each
+    queue of the workload's chain that it names ("queue a ...", "its parent org ..."), and
+    the reservations in force it yields to (not its own), as `r.reason_refs` says."""
     message = r.reason_message
-    if use is None or r.state != "pending" or r.reason_code not in QUEUE_CODES:
+    if use is None or r.state != "pending" or not r.reason_refs:
         return message
-    named = [q for q in _chain(r.queue, use.parent)
-             if f"queue {q} " in message or f"parent {q} " in message]
-    if not named:
-        return message
-    now = "; ".join(f"{q} uses {round(use.gpus.get(q, 0.0), 3):g} GPUs" for q in named)
-    return f"{message} (now: {now})"
+    refs = R.read_refs(r.reason_refs)
+    now: list[str] = []
+    if r.reason_code in QUEUE_CODES:
+        named = set(refs.get("queues", ()))
+        now += [f"{q} uses {round(use.gpus.get(q, 0.0), 3):g} GPUs"
+                for q in _chain(r.queue, use.parent) if q in named]
+    # (refs are written with the core's reasons only: under another writer's code, such as a
+    # workflow hold or BudgetExceeded, the last core reason's refs say nothing)
+    held = [(h, until) for h, until in use.reservations if h != r.id]
+    if refs.get("reserved") and held and r.reason_code in R.MAY_FIT:
+        now.append("it waits behind nodes reserved for " + ", ".join(
+            h if until is None else f"{h} until t={until:.0f}" for h, until in held))
+    return f"{message} (now: {'; '.join(now)})" if now else message
 
 
 def workload_view(r: WorkloadRecord, placements: list[Any] | None = None,

@@ -33,9 +33,10 @@ from corral.control.device_cordons import is_device_hold, reworded
 from corral.control.nomination_hold import nomination_hold_s  # below elastic too (G, #13)
 from corral.control.snapshot import Snapshot
 from corral.core.plan import Placement, Plan
-from corral.core.reasons import Reason
+from corral.core.reasons import Reason, stored_refs
 from corral.store import workloads as W
 from corral.store.nominations import replace_nominations
+from corral.store.reservations import replace_reservations
 
 __all__ = ["Applied", "StalePlan", "apply_plan", "nomination_hold_s"]
 
@@ -86,6 +87,7 @@ def apply_plan(
     out.nominations = replace_nominations(conn, [n for n in plan.nominations
                                                  if not is_device_hold(n.workload_id)],
                                           now, nomination_s)
+    replace_reservations(conn, plan.reservations)  # the holders the sentences leave out
     reasons = {wid: reworded(r) for wid, r in {**plan.pending, **(extra_reasons or {})}.items()}
     out.reasons_updated = _write_reasons(conn, snapshot, reasons)
     return out
@@ -107,14 +109,21 @@ def _current(snapshot: Snapshot, workload_id: str) -> W.WorkloadRecord:
 
 def _write_reasons(conn: Connection, snapshot: Snapshot, reasons: Mapping[str, Reason]) -> int:
     rows = []
+    # a reason's refs (`stored_refs`, what the API completes the sentence from), once per
+    # distinct reason object: the core shares one among all workloads alike
+    refs_of: dict[int, str] = {}
     for wid, reason in reasons.items():
         record = snapshot.records.get(wid)
         if record is None or record.state != "pending":
             continue
-        if (record.reason_code, record.reason_message) == (reason.code, reason.message):
+        refs = refs_of.get(id(reason))
+        if refs is None:
+            refs = refs_of[id(reason)] = stored_refs(reason)
+        if (record.reason_code, record.reason_message, record.reason_refs) == (
+                reason.code, reason.message, refs):
             continue
         rows.append({"id": wid, "version": record.version, "reason_code": reason.code,
-                     "reason_message": reason.message})
+                     "reason_message": reason.message, "reason_refs": refs})
     # A lost race here is harmless (the row moved on); no need to fail the plan.
     written = W.update_many_versioned(conn, rows, bump=False)
     return len(rows) if written is None else written

@@ -438,15 +438,17 @@ def _close(cycle: Cycle, orphans: int) -> Plan:
         if w is not None and wid not in reserved_for:
             alike[(w.queue, id(shape), tried_all or wid in tried_ids)] = found
         pending[wid] = found
-    if reserved_for:
+    if pending:
+        behind = _Behind(cycle)
         for wid, found in pending.items():
             w = waiting.get(wid)
             if (w is not None and wid not in reserved_for and not found.unresolvable
                     and (w.workers > 1 or w.resources.gpus > 1)):
-                pending[wid] = _behind_reservation(cycle, w, found)
+                pending[wid] = behind.reason(w, found)
     # insertion order is already deterministic (the order the cycle considered them)
     reservations = tuple(
-        Reservation(owner, tuple(cycle.cap.table.nodes[i].id for i in nodes))
+        Reservation(owner, tuple(cycle.cap.table.nodes[i].id for i in nodes),
+                    _held_until(cycle, owner))
         for owner, nodes in sorted(cycle.cap.reservations.items())
     )
     stats = {
@@ -506,36 +508,65 @@ def _waiting_for_reservation(cycle: Cycle, w: Workload, found: R.Reason) -> R.Re
     )
 
 
-def _behind_reservation(cycle: Cycle, w: Workload, found: R.Reason) -> R.Reason:
-    """The reason of a big workload that holds no reservation: who holds one and until when
-    its window lets it, and, when `w` is a holder's heir (`allocate.heirs`: submitted more
-    than a window before it, in its queue only at its priority or higher), when it takes that
-    slot: at the next cycle while its own window is open, else when that window opens."""
-    cfg, now = cycle.config, cycle.now
-    held: list[str] = []
-    details: list[tuple[str, object]] = []
-    heir_of: tuple[str, float] | None = None
-    for holder in sorted(cycle.cap.reservations):
-        h = cycle.waiting.get(holder)
-        if h is None:
-            continue
-        until = reservation_window(cfg, h.submitted_at, now)[1]
-        held.append(f"{holder} until t={until:.0f}")
-        details += (("reservation_held_by", holder), ("held_until", until))
-        if heir_of is None and may_inherit(cfg, h, w):
-            open_now, change = reservation_window(cfg, w.submitted_at, now)
-            heir_of = (holder, now if open_now else change)
-    if not held:
-        return found
-    text = f"; it waits behind the reservation held by {', '.join(held)}"
-    if heir_of is not None:
+def _held_until(cycle: Cycle, owner: str) -> float | None:
+    """When `owner`'s reservation ends at the latest: the end of its window."""
+    w = cycle.waiting.get(owner)
+    return None if w is None else reservation_window(cycle.config, w.submitted_at, cycle.now)[1]
+
+
+class _Behind:
+    """The reason of a big waiting workload that holds no reservation (more than one worker or
+    GPU: the work a reservation's nodes are held from).
+
+    Its sentence does not say whether reservations are held, nor by whom: that changes when a
+    reservation is made, passes on or ends, and a stored sentence that said so was rewritten
+    for every big waiting workload each time (13,835 rows a place step at 10,000 nodes, issue
+    16). Its details say it yields to reservations (`reasons.YIELDS_TO_RESERVATIONS`, stored
+    with the sentence: `reasons.stored_refs`) and name the holders of this cycle and until
+    when (`reservation_held_by`, `held_until`); the API adds those in force at read time
+    (`corral.api.views.reason_now`). Only a holder's heir (`allocate.heirs`: submitted more
+    than a window before it, in its queue only at its priority or higher) is told in words
+    when it takes that slot, naming no holder. Built once a cycle; the reasons are shared by
+    every workload with the same found reason and heir's slot, as the found reasons are."""
+
+    def __init__(self, cycle: Cycle) -> None:
+        self.cycle = cycle
+        self.holders: list[tuple[Workload, float]] = []
+        for holder in sorted(cycle.cap.reservations):
+            h = cycle.waiting.get(holder)
+            if h is not None:
+                self.holders.append(
+                    (h, reservation_window(cycle.config, h.submitted_at, cycle.now)[1]))
+        self.details: tuple[tuple[str, object], ...] = ((R.YIELDS_TO_RESERVATIONS, True), *(
+            d for h, until in self.holders
+            for d in ((R.RESERVATION_HELD_BY, h.id), ("held_until", until))))
+        self.made: dict[tuple[int, str | None, float | None], R.Reason] = {}
+
+    def reason(self, w: Workload, found: R.Reason) -> R.Reason:
+        cfg, now = self.cycle.config, self.cycle.now
+        heir_of: tuple[str, float] | None = None
+        for h, _ in self.holders:
+            if may_inherit(cfg, h, w):
+                open_now, change = reservation_window(cfg, w.submitted_at, now)
+                heir_of = (h.id, now if open_now else change)
+                break
+        key = (id(found), *(heir_of or (None, None)))
+        made = self.made.get(key)
+        if made is None:
+            made = self.made[key] = self._make(found, heir_of)
+        return made
+
+    def _make(self, found: R.Reason, heir_of: tuple[str, float] | None) -> R.Reason:
+        if heir_of is None:
+            return R.Reason(found.code, found.message, (*found.details, *self.details))
         holder, at = heir_of
-        when = ("from the next cycle on (its own reservation window is open)" if at == now
-                else f"at t={at:.0f}, when its own reservation window opens")
-        text += (f"; submitted more than {_seconds(cfg.max_reservation_s)} before {holder}, "
-                 f"it takes that slot {when}, unless a queue limit or an owed queue stops it")
-        details.append(("takes_slot_at", at))
-    return R.Reason(found.code, found.message + text, (*found.details, *details))
+        when = ("from the next cycle on (its own reservation window is open)"
+                if at == self.cycle.now else f"at t={at:.0f}, when its own reservation window opens")
+        text = (f"; submitted more than {_seconds(self.cycle.config.max_reservation_s)} before "
+                f"the holder of nodes reserved ahead of it, it takes that slot {when}, unless a "
+                "queue limit or an owed queue stops it")
+        return R.Reason(found.code, found.message + text,
+                        (*found.details, *self.details, ("heir_of", holder), ("takes_slot_at", at)))
 
 
 def _seconds(s: float) -> str:

@@ -21,8 +21,9 @@ price cap.
 The sentences are stored, and rewritten only when they change: they say what stays true as
 long as the code does (the queue named, its quota, the kind of blocker), never a queue's
 current use (issue 16: quoting it rewrote ~42,000 rows a step at 10,000 nodes). The API adds
-the live use at read time (`corral.api.views.reason_now`); the details keep it for callers
-of the core.
+the live use at read time (`corral.api.views.reason_now`) for each queue the details name
+(`reasons.QUEUES_NAMED`, stored with the sentence: `reasons.stored_refs`); the details keep
+the use for callers of the core.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def refine(cycle: Cycle, w: Workload, shape: Shape, found: R.Reason) -> R.Reason
             # their quotas (reclaim between siblings), so it waits on them, not on borrowing
             return _blocked(cycle, w, found, f"; its parent {q} is above its quota of "
                             f"{quota / MILLI_PER_GPU:g} GPUs, so only queues under {q} that "
-                            "are above theirs may give")
+                            "are above theirs may give", q)
         if used + total > quota:
             who = f"queue {q}" if q == w.queue else f"queue {q} (parent of {w.queue})"
             # The sentence is stored and only rewritten when it changes, so it names what
@@ -78,15 +79,17 @@ def refine(cycle: Cycle, w: Workload, shape: Shape, found: R.Reason) -> R.Reason
                 f"{quota / MILLI_PER_GPU:g} GPUs with it, so this would borrow: it may only use "
                 "idle capacity and starts when some that fits is free",
                 (*found.details, ("queue", q), ("used_gpus", used / MILLI_PER_GPU),
-                 ("quota_gpus", quota / MILLI_PER_GPU)),
+                 ("quota_gpus", quota / MILLI_PER_GPU), (R.QUEUES_NAMED, (q,))),
             )
     return _blocked(cycle, w, found, "")
 
 
-def _blocked(cycle: Cycle, w: Workload, found: R.Reason, note: str) -> R.Reason:
+def _blocked(cycle: Cycle, w: Workload, found: R.Reason, note: str,
+             parent: str | None = None) -> R.Reason:
     """Owed by its own queue's quota, yet waiting: the budget ran out, or nothing it may
-    reclaim makes room."""
+    reclaim makes room. `note` names `parent` when an ancestor is over its quota."""
     book = cycle.book
+    named = (R.QUEUES_NAMED, (w.queue,) if parent is None else (w.queue, parent))
     owed = (f"queue {w.queue} is owed it (within its quota of "
             f"{book.quota_milli(w.queue) / MILLI_PER_GPU:g} GPUs with it{note})")
     if w.id not in cycle.reclaim_tried and cycle.attempts_left <= 0:  # (cached on this test)
@@ -94,12 +97,12 @@ def _blocked(cycle: Cycle, w: Workload, found: R.Reason, note: str) -> R.Reason:
             R.NOT_CONSIDERED,
             f"{found.message}; {owed}, but this cycle's eviction budget (max_eviction_attempts) "
             "ran out before reclaim reached it: it is tried again next cycle",
-            found.details,
+            (*found.details, named),
         )
     return R.Reason(
         R.RECLAIM_BLOCKED,
         f"{found.message}; {owed}, but no running work it may reclaim would make room: what "
         "holds the capacity it could use is not preemptible, inside its minimum runtime, or "
         "within its own queue's quota",
-        (*found.details, ("queue", w.queue)),
+        (*found.details, ("queue", w.queue), named),
     )

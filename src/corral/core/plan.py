@@ -36,10 +36,13 @@ class Eviction:
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    """Nodes held back from backfill so that a blocked gang is not starved forever."""
+    """Nodes held back from backfill so that a blocked gang is not starved forever, until
+    `until` (the end of its holder's window, `actions.allocate.reservation_window`; None from
+    a caller that does not say)."""
 
     workload_id: str
     node_ids: tuple[str, ...]
+    until: float | None = None
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ is below every offer). The control plane may reject unresolvable work at submiss
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 # --- pending: may fit later -------------------------------------------------------------------
 QUEUE_LIMIT: Final = "QueueLimit"  # the queue (or an ancestor) would exceed its GPU limit
@@ -54,6 +55,19 @@ UNRESOLVABLE: Final = frozenset(
     }
 )
 
+#: the core's pending codes for work that may fit later (BudgetExceeded is the control plane's)
+MAY_FIT: Final = frozenset({QUEUE_LIMIT, INSUFFICIENT_CAPACITY, TOPOLOGY_FRAGMENTED,
+                            RESERVED_FOR_GANG, ROOM_NOMINATED, PROTECTED_BY_MIN_RUNTIME,
+                            PRICE_CAP_BLOCKS, OVER_QUOTA, RECLAIM_BLOCKED, NOT_CONSIDERED})
+
+#: pending codes whose sentence may name a queue's quota or limit (and so its use)
+NAMES_QUEUES: Final = frozenset({OVER_QUOTA, RECLAIM_BLOCKED, NOT_CONSIDERED, QUEUE_LIMIT})
+
+# --- details a reader completes the stored sentence from (`stored_refs`) ---------------------
+QUEUES_NAMED: Final = "queues_named"  # the queues the sentence names, in its chain's order
+YIELDS_TO_RESERVATIONS: Final = "yields_to_reservations"  # big: reserved nodes are not its
+RESERVATION_HELD_BY: Final = "reservation_held_by"  # a holder of this cycle's reservations
+
 # --- evictions ----------------------------------------------------------------------------------
 RULE_PREEMPT: Final = "Preempt"  # higher priority in the same queue
 RULE_RECLAIM: Final = "Reclaim"  # a queue below its quota takes back borrowed GPUs
@@ -71,3 +85,32 @@ class Reason:
     @property
     def unresolvable(self) -> bool:
         return self.code in UNRESOLVABLE
+
+
+def stored_refs(reason: Reason) -> str:
+    """What a reader needs, beside the stored sentence, to add what moves at read time, as
+    compact JSON stored with it (`corral.api.views.reason_now`): "queues", the queues the
+    sentence names (`QUEUES_NAMED`, else a QueueLimit's "queue"), and "reserved": true when
+    it yields to reservations held for other work (`YIELDS_TO_RESERVATIONS`: whether any are
+    held, by whom and until when moves, so the reader takes the reservations in force). ""
+    when there is nothing to add. It changes only with what the sentence says or the
+    workload's shape, so a writer compares it as it compares the sentence."""
+    refs: dict[str, Any] = {}
+    details = dict(reason.details)
+    if reason.code in NAMES_QUEUES:
+        named = details.get(QUEUES_NAMED)
+        if named is None and "queue" in details:
+            named = (details["queue"],)
+        if named:
+            refs["queues"] = [str(q) for q in named]  # type: ignore[attr-defined]
+    if details.get(YIELDS_TO_RESERVATIONS):
+        refs["reserved"] = True
+    return json.dumps(refs, separators=(",", ":"), sort_keys=True) if refs else ""
+
+
+def read_refs(text: str) -> dict[str, Any]:
+    """`stored_refs` read back: {} for "" (nothing to add, or a row written before them)."""
+    if not text:
+        return {}
+    refs = json.loads(text)
+    return refs if isinstance(refs, dict) else {}

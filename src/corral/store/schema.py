@@ -188,6 +188,9 @@ class WorkloadRow(Base):
     stop_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     stop_message: Mapped[str] = mapped_column(Text, default="")
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: what a reader adds to the pending sentence at read time (`core.reasons.stored_refs`:
+    #: the queues it names, whether it waits behind reservations), written with it
+    reason_refs: Mapped[str] = mapped_column(Text, default="", server_default="")
     #: the change feed's number of the last write to this row (corral.store.changes)
     change_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0", index=True)
 

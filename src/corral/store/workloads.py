@@ -97,6 +97,8 @@ class WorkloadRecord:
     stop_reason: str | None
     stop_message: str
     exit_code: int | None
+    #: `core.reasons.stored_refs` of the pending reason ("" when none, or written before them)
+    reason_refs: str = ""
 
     @classmethod
     def of(cls, row: Any) -> WorkloadRecord:
@@ -135,7 +137,7 @@ _SPEC_TEXT = cast(WorkloadRow.spec, Text)
 #: reason and message), by position in a `_LEAN` row: each distinct value held once
 _REPEATED = tuple(i for i, c in enumerate(_LEAN) if c.key in (
     "name", "queue", "user", "kind", "state", "reason_code", "reason_message", "stop_reason",
-    "stop_message"))
+    "stop_message", "reason_refs"))
 _ID, _GROUP = WorkloadRecord.__slots__.index("id"), WorkloadRecord.__slots__.index("group_id")
 _TEXTS: dict[str, str] = {}
 

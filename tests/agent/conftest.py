@@ -81,12 +81,11 @@ def make_token(server: CorralServer, uses: int) -> str:
     return str(made["token"])
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
+def _cluster(tmp_path: Path, timeout_s: float, agent_extra: list[str]) -> Iterator[Cluster]:
     server = CorralServer(tmp_path / "cp").start("--backend", "agent", "--agent-timeout",
-                                                 str(TIMEOUT_S))
+                                                 str(timeout_s))
     token = make_token(server, 2)
-    agents = {n: AgentProc(server.url, tmp_path / n, n, token).start()
+    agents = {n: AgentProc(server.url, tmp_path / n, n, token, extra=agent_extra).start()
               for n in ("host-a", "host-b")}
     c = Cluster(server, agents, token, tmp_path)
     try:
@@ -97,3 +96,17 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
             a.stop()
             a.kill_workers()
         server.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    yield from _cluster(tmp_path, TIMEOUT_S, [])
+
+
+@pytest.fixture
+def patient_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """The cluster with a 15 s worker lease and a 20 s server timeout, for a test that stops
+    and starts an agent on purpose: with the 4 s lease, an agent restart on a loaded box (under
+    pytest-xdist: SIGTERM, exit, a new interpreter, its first renewal) outlasted the lease and
+    the runner killed its worker (attempt 1 where the test expects 0)."""
+    yield from _cluster(tmp_path, 20, ["--lease", "15"])

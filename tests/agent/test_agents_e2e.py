@@ -81,7 +81,9 @@ def test_join_tokens_are_spent_and_secrets_do_not_cross(cluster: Cluster) -> Non
     assert [e["target"] for e in audited["items"]] == [str(newest)]  # type: ignore[index]
 
 
-def test_an_agent_restarted_over_its_data_dir_keeps_its_node_and_workers(cluster: Cluster) -> None:
+def test_an_agent_restarted_over_its_data_dir_keeps_its_node_and_workers(
+        patient_cluster: Cluster) -> None:
+    cluster = patient_cluster
     spec = cluster.ticker("survivor", ticks=20, every=0.25, gpus=4)
     with cluster.server.client() as c:
         wid = c.submit(spec).group_id

@@ -114,7 +114,7 @@ class Booter:
         m.data_dir = self.root / iid
         m.data_dir.mkdir(parents=True)
         args = [sys.executable, "-m", "corral.agent", "--server", boot.server,
-                *[x for kv in boot.args.items() for x in kv], "--instance-id", iid,
+                *boot.argv(), "--instance-id", iid,
                 "--node-id", iid, "--data-dir", str(m.data_dir / "state"),
                 "--gpus", str(gpus), "--gpu-model", model, "--gpu-memory-mib", str(mem),
                 "--cpu", "16", "--memory-mib", "65536", "--address", "127.0.0.1",

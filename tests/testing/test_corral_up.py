@@ -1,5 +1,6 @@
 """The `corral up` harness: a first start whose port was taken in the meantime moves to another
-port (several xdist workers start servers at once); a restart keeps its port and fails loudly."""
+port (several xdist workers start servers at once); a restart keeps its port and fails loudly;
+its client's `wait` never pauses longer than TEST_MAX_POLL_S between polls."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from corral.sdk import models as M
+from corral.testing import corral_up
 from corral.testing.corral_up import CorralServer
 
 
@@ -35,3 +38,16 @@ def test_a_first_start_on_a_taken_port_moves_to_a_free_one(tmp_path: Path) -> No
             assert server.port == taken_again
         finally:
             server.stop()
+
+
+def test_the_clients_wait_polls_at_least_every_half_second(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job that ends after 20 polls: the SDK's own interval would have grown to 2 s."""
+    states = iter(["running"] * 20 + ["succeeded"])
+    pauses: list[float] = []
+    monkeypatch.setattr(corral_up.Client, "get", lambda self, wid: M.Workload.model_construct(
+        id=wid, state=next(states)))
+    monkeypatch.setattr(corral_up.time, "sleep", pauses.append)  # the SDK's module: same `time`
+    with CorralServer(tmp_path / "data").client(token="t") as client:  # never started: no call
+        assert client.wait("w-1", timeout_s=600).state == "succeeded"
+    assert len(pauses) == 20 and max(pauses) == corral_up.TEST_MAX_POLL_S

@@ -20,12 +20,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.sdk import Client, CorralError
+from corral.sdk import models as M
 from corral.sdk.retry import Retries
 
-__all__ = ["CorralServer", "free_port", "stop_workers"]
+__all__ = ["CorralServer", "PromptClient", "free_port", "stop_workers"]
 
 #: what `corral up` says when its --port is taken (corral.cli.server.listen)
 PORT_TAKEN = "is already in use"
+#: the longest pause between a test client's polls in `wait` (the SDK's default is 2 s)
+TEST_MAX_POLL_S = 0.5
+
+
+class PromptClient(Client):
+    """The SDK client whose `wait` polls at least every TEST_MAX_POLL_S. The SDK's interval
+    grows to 2 s so that a wait on a days-long job does not hammer the API; a test's jobs end
+    within seconds, and a 2 s poll found each of them ~1 s (up to 2 s) after it ended, on every
+    one of the suite's ~100 waits on a real `corral up`."""
+
+    def wait(self, workload_id: str, *, states: set[str] | None = None,
+             timeout_s: float | None = None, poll_s: float = 0.2,
+             max_poll_s: float = TEST_MAX_POLL_S) -> M.Workload:
+        return super().wait(workload_id, states=states, timeout_s=timeout_s, poll_s=poll_s,
+                            max_poll_s=max_poll_s)
 
 
 def free_port() -> int:
@@ -120,7 +136,7 @@ class CorralServer:
         return (self.data_dir / "admin-token").read_text().strip()
 
     def client(self, token: str | None = None) -> Client:
-        return Client(self.url, token or self.token)
+        return PromptClient(self.url, token or self.token)
 
     def kill9(self) -> None:
         assert self.proc is not None

@@ -56,6 +56,17 @@ def test_a_free_pool_places_the_core_gang_and_every_extra(tmp_path: Path) -> Non
     assert p["elastic"]["el"]["world_after"] == 5
 
 
+def test_the_short_form_is_planned_as_the_same_job(tmp_path: Path) -> None:
+    """`workers: {min: 2, max: 5}` (issue 13's spelling) is read as ELASTIC is written: the
+    same placements and world, and a bad range is refused naming workers."""
+    short = {k: v for k, v in ELASTIC.items() if k != "elastic"} | {
+        "workers": {"min": 2, "max": 5, "resize_interval": 600}}
+    assert planned(tmp_path, [short]) == planned(tmp_path, [ELASTIC])
+    code, out = plan(tmp_path, [{**short, "workers": {"min": 5, "max": 2}}])
+    assert code == 2 and "workloads[0].workers: max (2) must be at least min (5)" in " ".join(
+        out.split()), out
+
+
 def test_the_extras_take_what_is_left_and_the_rest_wait(tmp_path: Path) -> None:
     """b runs 4 GPUs (its quota), 2 on each node: the core gang and two extras fit, the third
     waits with the core's reason. As one gang of 5 it would not start; as 2, at 2."""

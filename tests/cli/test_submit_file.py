@@ -84,3 +84,17 @@ def test_dry_run_exits_non_zero_when_an_item_would_be_refused(server: CorralServ
     assert r.returncode == 1
     assert "workloads[1]" in r.stderr and "would be refused" in r.stderr
     assert _stored(server, "dry-") == []
+
+
+def test_dry_run_takes_an_elastic_job_written_as_workers_min_max(server: CorralServer,
+                                                                 tmp_path: Path) -> None:
+    """Issue 13's spelling, `workers: {min: 2, max: 3}`, is the elastic job (corral.spec.elastic):
+    the dry run says its bounds; a bad range is refused naming workers. Nothing is stored."""
+    f = _file(tmp_path / "short.yaml", _job("dry-short", workers={"min": 2, "max": 3}))
+    r = server.cli("submit", f, "--dry-run", check=False)
+    assert r.returncode == 0, r.stderr
+    assert "dry-short: would start now" in r.stdout and "elastic: 2 to 3 workers" in r.stdout
+    bad = _file(tmp_path / "bad.yaml", _job("dry-short", workers={"min": 3, "max": 2}))
+    r = server.cli("submit", bad, "--dry-run", check=False)
+    assert r.returncode == 1 and "workloads[0].workers" in r.stderr, r.stderr
+    assert _stored(server, "dry-short") == []

@@ -61,27 +61,99 @@ def test_the_example_loads() -> None:
     text = (Path(__file__).resolve().parents[2] / "examples/elastic.yaml").read_text()
     job = WorkloadSpec.model_validate(yaml.safe_load(text))
     assert job.elastic is not None and (job.workers, job.elastic.max_workers) == (2, 8)
+    # its commented short form, put in place of the elastic line, is the same job
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("elastic:"))
+    short = next(line.removeprefix("# ") for line in lines if line.startswith("# workers: {"))
+    lines[at] = short
+    assert WorkloadSpec.model_validate(yaml.safe_load("\n".join(lines) + "\n")) == job
+
+
+def load(tmp_path: Any, entry: dict[str, Any]) -> Any:
+    """One workload through the file loader, as `corral submit` and `corral plan` read it."""
+    import yaml
+
+    from corral.spec import load_workloads
+    path = tmp_path / "w.yaml"
+    path.write_text(yaml.safe_dump({"workloads": [{**BASE, **entry}]}))
+    return load_workloads(path)
 
 
 @pytest.mark.parametrize(("entry", "field", "says"), [
-    ({"workers": {"min": 2, "max": 8}}, "workloads[0].workers",
-     "is elastic, written elastic: {min_workers: 2, max_workers: 8}"),
     ({"elastic": {"min": 2, "max": 8}}, "workloads[0].elastic",
      "min is min_workers"),
     ({"elastic": {"min_nodes": 2, "max_workers": 8}}, "workloads[0].elastic",
      "min_nodes is min_workers"),
-], ids=["workers-as-a-range", "torchrun-min-max", "min-nodes"])
+    ({"workers": {"min_workers": 2, "max_workers": 8}}, "workloads[0].workers",
+     "min_workers is min"),
+    ({"workers": {"minReplicas": 2, "max": 8}}, "workloads[0].workers",
+     "minReplicas is min"),
+], ids=["torchrun-min-max", "min-nodes", "long-names-in-workers", "kubeflow-in-workers"])
 def test_a_range_written_as_other_tools_take_it_is_told_the_fix(
         tmp_path: Any, entry: dict[str, Any], field: str, says: str) -> None:
-    """The issue's own wording (`workers: {min: 2, max: 8}`) and other tools' names of the
-    bounds are refused naming the field and saying how corral writes it, not only 'a valid
-    integer' or 'unknown field'."""
-    import yaml
-
-    from corral.spec import SpecError, load_workloads
-    path = tmp_path / "w.yaml"
-    path.write_text(yaml.safe_dump({"workloads": [{**BASE, **entry}]}))
+    """Other tools' names of the bounds are refused naming the field and saying how corral
+    writes it, not only 'unknown field'."""
+    from corral.spec import SpecError
     with pytest.raises(SpecError) as e:
-        load_workloads(path)
+        load(tmp_path, entry)
     text = str(e.value)
     assert f"{field}: " in text and says in text, text
+
+
+# -- `workers: {min: 2, max: 8}`: issue 13's spelling of the same elastic job --
+
+@pytest.mark.parametrize(("short", "long"), [
+    ({"min": 2, "max": 8}, {"min_workers": 2, "max_workers": 8}),
+    ({"min": 3, "max": 3}, {"min_workers": 3, "max_workers": 3}),
+    ({"min": 1, "max": 4, "resize_interval": "90s"},
+     {"min_workers": 1, "max_workers": 4, "resize_interval": 90}),
+], ids=["issue-13", "no-extras", "with-interval"])
+def test_workers_as_a_range_is_the_elastic_job(
+        tmp_path: Any, short: dict[str, Any], long: dict[str, Any]) -> None:
+    """Normalised at validation: the spec (so what is stored, returned and scheduled) equals
+    the one written with `elastic:`."""
+    from corral.control.submission import stored_form
+    (entry,) = load(tmp_path, {"workers": short})
+    written = spec(elastic=long)
+    assert (entry.workers, entry.elastic) == (written.workers, written.elastic)
+    got = spec(workers=short)
+    assert got == written
+    body = stored_form(got)
+    assert body.get("workers", 1) == long["min_workers"]  # a number (1 is left out)
+    assert (body["elastic"]["min_workers"], body["elastic"]["max_workers"]) == (
+        long["min_workers"], long["max_workers"])
+    assert WorkloadSpec.from_stored(body) == written
+    assert [w.workers for w in got.to_core("j", 0.0)] == [long["min_workers"]]
+
+
+@pytest.mark.parametrize(("fields", "field", "says"), [
+    ({"workers": {"min": 4, "max": 2}}, "workloads[0].workers", "max (2) must be at least min (4)"),
+    ({"workers": {"min": 0, "max": 2}}, "workloads[0].workers.min", "greater than or equal to 1"),
+    ({"workers": {"min": 1, "max": 5000}}, "workloads[0].workers.max",
+     "less than or equal to 4096"),
+    ({"workers": {"min": 1, "max": 2000}}, "workloads[0].workers", "max - min must be at most 1000"),
+    ({"workers": {"min": True, "max": 4}}, "workloads[0].workers.min", "not true or false"),
+    ({"workers": {"min": 2}}, "workloads[0].workers.max", "required field is missing"),
+    ({"workers": {"min": 1, "max": 2, "size": 3}}, "workloads[0].workers.size", "unknown field"),
+    ({"workers": {"min": 1, "max": 4}, "gpus": 0.5}, "workloads[0].workers", "whole GPUs"),
+    ({"workers": {"min": 1, "max": 4}, "kind": "interactive"}, "workloads[0].workers",
+     "kind: job only"),
+    ({"workers": {"min": 1, "max": 4}, "kind": "service"}, "workloads[0].workers",
+     "kind: job only"),
+    ({"workers": {"min": 1, "max": 4}, "array": {"range": "0-3"}}, "workloads[0].workers",
+     "and array cannot be combined"),
+    ({"workers": {"min": 1, "max": 4}, "kind": ["job"]}, "workloads[0].kind",
+     "Input should be 'job'"),
+    ({"workers": {"min": 2, "max": 4}, "elastic": {"min_workers": 2, "max_workers": 4}},
+     "workloads[0].workers", "keep elastic: {min_workers, max_workers, resize_interval} and "
+     "remove workers"),
+], ids=["max-below-min", "min-zero", "max-over-gang-limit", "too-many-extras", "bool-min",
+        "no-max", "unknown-field", "gpu-share", "not-a-job", "service", "with-array",
+        "kind-a-list", "both-forms"])
+def test_workers_as_a_range_is_refused_as_elastic_is(
+        tmp_path: Any, fields: dict[str, Any], field: str, says: str) -> None:
+    """The same bounds and combinations as `elastic:`, each named where the user wrote it."""
+    from corral.spec import SpecError
+    with pytest.raises(SpecError) as e:
+        load(tmp_path, fields)
+    assert f"{field}: " in str(e.value) and says in str(e.value), str(e.value)

@@ -2,6 +2,10 @@
 
     elastic: {min_workers: 2, max_workers: 8, resize_interval: 5m}
 
+The short form the issue writes, `workers: {min: 2, max: 8}` (with `resize_interval` if wanted),
+is the same job: `normalise_workers_range` turns it into the section above before the spec is
+validated, so what is stored, returned by the API and scheduled is the `elastic:` form.
+
 The job is its core gang of `min_workers` (started together or not at all, as any gang) plus up
 to `max_workers - min_workers` extra one-worker members, placed when they fit and taken first
 when others are owed the GPUs (`corral.control.elastic` says how). The shape is KAI-Scheduler's
@@ -14,13 +18,16 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails
 
+from corral.core.model import WorkloadKind
 from corral.spec.quantities import DurationS
 
 __all__ = [
     "DEFAULT_RESIZE_INTERVAL_S", "EXAMPLE", "MAX_EXTRA_WORKERS", "MAX_WORKERS", "OTHER_SPELLINGS",
-    "ElasticSpec",
+    "SHORT_EXAMPLE", "ElasticSpec", "WorkersRange", "combination_problem",
+    "normalise_workers_range",
 ]
 
 #: the most workers a gang may have (`WorkloadSpec.workers`' bound)
@@ -43,6 +50,33 @@ OTHER_SPELLINGS: Final = {
 }
 #: how a job that grows is written, for the messages that correct it
 EXAMPLE: Final = "elastic: {min_workers: 2, max_workers: 8}"
+#: the same job as issue 13 writes it (normalise_workers_range)
+SHORT_EXAMPLE: Final = "workers: {min: 2, max: 8}"
+#: the names a range written as `workers: {..}` may be given under another tool's habit
+_SHORT_SPELLINGS: Final = {
+    k: v.removesuffix("_workers") for k, v in {
+        **OTHER_SPELLINGS, "min_workers": "min_workers", "max_workers": "max_workers"}.items()
+    if k not in {"min", "max"}}
+
+
+def _refuse_spellings(data: Any, names: dict[str, str], example: str) -> None:
+    """Another tool's name of a bound is told ours, not only 'unknown field'."""
+    if isinstance(data, dict):
+        wrong = [k for k in data if k in names]
+        if wrong:
+            said = ", ".join(f"{k} is {names[k]}" for k in wrong)
+            raise ValueError(f"unknown field{'s' if len(wrong) > 1 else ''} here: {said} "
+                             f"({example})")
+
+
+def _check_bounds(low: int, high: int, names: tuple[str, str]) -> None:
+    """The range's own rules, the same whichever way it is written."""
+    lo, hi = names
+    if high < low:
+        raise ValueError(f"{hi} ({high}) must be at least {lo} ({low})")
+    if high - low > MAX_EXTRA_WORKERS:
+        raise ValueError(f"{hi} - {lo} must be at most {MAX_EXTRA_WORKERS} (each extra worker "
+                         f"is a member of its own); raise {lo}")
 
 
 class ElasticSpec(BaseModel):
@@ -51,12 +85,7 @@ class ElasticSpec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _spelling(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            wrong = [k for k in data if k in OTHER_SPELLINGS]
-            if wrong:
-                said = ", ".join(f"{k} is {OTHER_SPELLINGS[k]}" for k in wrong)
-                raise ValueError(f"unknown field{'s' if len(wrong) > 1 else ''} here: {said} "
-                                 f"({EXAMPLE})")
+        _refuse_spellings(data, OTHER_SPELLINGS, EXAMPLE)
         return data
 
     min_workers: int = Field(
@@ -75,15 +104,83 @@ class ElasticSpec(BaseModel):
 
     @model_validator(mode="after")
     def _bounds(self) -> ElasticSpec:
-        if self.max_workers < self.min_workers:
-            raise ValueError(f"max_workers ({self.max_workers}) must be at least min_workers "
-                             f"({self.min_workers})")
-        if self.max_workers - self.min_workers > MAX_EXTRA_WORKERS:
-            raise ValueError(f"max_workers - min_workers must be at most {MAX_EXTRA_WORKERS} "
-                             "(each extra worker is a member of its own); raise min_workers")
+        _check_bounds(self.min_workers, self.max_workers, ("min_workers", "max_workers"))
         return self
 
     @property
     def extras(self) -> int:
         """How many members beyond the core gang it may have."""
         return self.max_workers - self.min_workers
+
+
+class WorkersRange(BaseModel):
+    """`workers: {min, max, resize_interval}`: an elastic job written as issue 13 writes it,
+    checked with the same bounds as `ElasticSpec` and its errors named as the user wrote them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spelling(cls, data: Any) -> Any:
+        _refuse_spellings(data, _SHORT_SPELLINGS, SHORT_EXAMPLE)
+        return data
+
+    # aliases, so that the attributes do not shadow the builtins
+    low: int = Field(alias="min", ge=1, le=MAX_WORKERS, strict=True,
+                     description="the core gang (elastic.min_workers)")
+    high: int = Field(alias="max", ge=1, le=MAX_WORKERS, strict=True,
+                      description="the most workers it grows to (elastic.max_workers)")
+    resize_interval: DurationS = Field(
+        DEFAULT_RESIZE_INTERVAL_S, description="as elastic.resize_interval")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> WorkersRange:
+        _check_bounds(self.low, self.high, ("min", "max"))
+        return self
+
+
+def combination_problem(written: str, kind: Any, has_array: bool, gpus: Any) -> str | None:
+    """What an elastic job cannot be combined with, said about the field the user wrote
+    (`elastic` or `workers: {min, max}`); None when nothing is wrong. Takes raw values too (a
+    kind or gpus that is not valid is left to its own field's error)."""
+    if isinstance(kind, str) and kind in set(WorkloadKind) - {WorkloadKind.JOB}:
+        return f"{written} applies to kind: job only (a service scales with replicas)"
+    if has_array:
+        return (f"{written} and array cannot be combined: submit one elastic job per task, or "
+                "make the array's tasks fixed-size")
+    if isinstance(gpus, int | float) and not isinstance(gpus, bool) and 0 < gpus < 1:
+        return (f"{written}: its workers take whole GPUs (gpus: 1, 2, 8) or none; a share of a "
+                "GPU (gpus below 1) is not elastic")
+    return None
+
+
+def normalise_workers_range(data: Any) -> Any:
+    """A workload's raw fields with `workers: {min, max, resize_interval}` made the `elastic:`
+    section it means (`workers` = min); anything else is returned as it is. Its errors are
+    located at `workers` (`workers.min`...), as the user wrote it."""
+    if not isinstance(data, dict) or not isinstance(data.get("workers"), dict):
+        return data
+    if data.get("elastic") is not None:
+        _refuse(("workers",), "an elastic job is written once: keep elastic: {min_workers, "
+                "max_workers, resize_interval} and remove workers (or keep workers: {min, max} "
+                "and remove elastic)", data["workers"])
+    try:
+        got = WorkersRange.model_validate(data["workers"])
+    except ValidationError as e:
+        # the same errors, located where the user wrote them (workers.min, not min)
+        raise ValidationError.from_exception_data("WorkloadSpec", [InitErrorDetails(
+            type=err["type"], loc=("workers", *err["loc"]), input=err.get("input"),
+            ctx=err.get("ctx", {})) for err in e.errors()]) from None
+    problem = combination_problem("a range of workers (an elastic job)",
+                                  data.get("kind", WorkloadKind.JOB.value),
+                                  data.get("array") is not None, data.get("gpus"))
+    if problem:
+        _refuse(("workers",), problem, data["workers"])
+    elastic = {"min_workers": got.low, "max_workers": got.high,
+               "resize_interval": got.resize_interval}
+    return {**data, "workers": got.low, "elastic": elastic}
+
+
+def _refuse(loc: tuple[str, ...], message: str, value: Any) -> None:
+    raise ValidationError.from_exception_data("WorkloadSpec", [InitErrorDetails(
+        type="value_error", loc=loc, input=value, ctx={"error": ValueError(message)})])

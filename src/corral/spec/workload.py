@@ -37,8 +37,7 @@ from corral.core.vendors import DEVICE_VARIABLES
 from corral.spec import limits as LIM
 from corral.spec.autoscale import AutoscaleSpec
 from corral.spec.checkpoint import CheckpointSpec
-from corral.spec.elastic import EXAMPLE as ELASTIC_EXAMPLE
-from corral.spec.elastic import ElasticSpec
+from corral.spec.elastic import ElasticSpec, combination_problem, normalise_workers_range
 from corral.spec.errors import LIMIT_ERROR
 from corral.spec.labels import MAX_LABELS, check_selector
 from corral.spec.notify import MAX_HOOKS, NotifySpec
@@ -252,14 +251,12 @@ class WorkloadSpec(BaseModel):
                 return {**data, "workers": low}
         return data
 
-    @field_validator("workers", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _workers_is_a_number(cls, v: Any) -> Any:
-        """`workers: {min: 2, max: 8}` (the range other tools take) is an elastic job."""
-        if isinstance(v, dict):
-            raise ValueError("is the gang's number of workers; a job that grows when GPUs are "
-                             f"free is elastic, written {ELASTIC_EXAMPLE} (workers left out)")
-        return v
+    def _workers_range(cls, data: Any) -> Any:
+        """`workers: {min: 2, max: 8}` (issue 13's spelling) is the elastic job
+        `elastic: {min_workers: 2, max_workers: 8}`: made so here, so nothing after sees it."""
+        return normalise_workers_range(data)
 
     @field_validator("name")
     @classmethod
@@ -503,18 +500,13 @@ class WorkloadSpec(BaseModel):
 def _check_elastic(spec: WorkloadSpec) -> None:
     """What an elastic section cannot be combined with (corral.spec.elastic)."""
     assert spec.elastic is not None
-    if spec.kind != WorkloadKind.JOB:
-        raise ValueError("elastic applies to kind: job only (a service scales with replicas)")
+    problem = combination_problem("elastic", spec.kind, spec.array is not None, spec.gpus)
+    if problem:
+        raise ValueError(problem)
     if spec.workers != spec.elastic.min_workers:
         raise ValueError(f"workers ({spec.workers}) must equal elastic.min_workers "
                          f"({spec.elastic.min_workers}), or be left out: the core gang is "
                          "min_workers")
-    if spec.array is not None:
-        raise ValueError("elastic and array cannot be combined: submit one elastic job per "
-                         "task, or make the array's tasks fixed-size")
-    if 0 < spec.gpus < 1:
-        raise ValueError("elastic: its workers take whole GPUs (gpus: 1, 2, 8) or none; a "
-                         "share of a GPU (gpus below 1) is not elastic")
 
 
 def _stored(info: ValidationInfo) -> bool:

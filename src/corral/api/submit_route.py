@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from corral.api.context import CREDENTIAL
 from corral.spec import WorkloadSpec
@@ -46,6 +47,8 @@ class SubmitRoute(APIRoute):
 
     def get_route_handler(self) -> Handler:
         general = super().get_route_handler()
+        assert self.response_model is not None
+        dump = _dumper(self.response_model)
 
         async def handler(request: Request) -> Response:
             args = await self._plain_arguments(request)
@@ -57,8 +60,9 @@ class SubmitRoute(APIRoute):
             result = await self.endpoint(**args, response=sub)
             if isinstance(result, Response):
                 return result
-            assert self.response_field is not None
-            out = Response(self.response_field.serialize_json(result, by_alias=True),
+            # pydantic's own JSON serializer of the response model (public API), not FastAPI's
+            # private ModelField.serialize_json, which older FastAPI releases lack
+            out = Response(dump(result),
                            status_code=sub.status_code or self.status_code or 200,
                            media_type="application/json")
             out.headers.raw.extend(sub.headers.raw)
@@ -86,3 +90,9 @@ class SubmitRoute(APIRoute):
             return None
         return {"spec": spec, "ctx": request.app.state.corral, "who": found.principal,
                 "idempotency_key": None}
+
+
+def _dumper(model: Any) -> Callable[[Any], bytes]:
+    """JSON of the endpoint's result as the response model says, by alias (FastAPI's default)."""
+    adapter: TypeAdapter[Any] = TypeAdapter(model)
+    return partial(adapter.dump_json, by_alias=True)

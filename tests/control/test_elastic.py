@@ -165,6 +165,20 @@ def test_dry_run_says_the_sizes(rig: Rig) -> None:
     assert any("2 to 4 workers; would start now with 2 workers" in n for n in out.notes), out.notes
 
 
+def test_dry_run_places_no_extra_while_the_gang_waits(rig: Rig) -> None:
+    """One GPU free: an extra would fit, the core gang of 2 does not; the live loop holds the
+    extras for their gang (ElasticWaitsForGang), so the dry run's placements list none."""
+    rig.submit(name="blk", gpus=1, workers=7)
+    rig.step(2)
+    spec = WorkloadSpec.model_validate({"name": "el", "queue": "q", "gpus": 1, "cpu": 0.1,
+                                        "memory": 64, "command": ["run"], "elastic": ELASTIC})
+    out = rig.submissions.dry_run(spec, rig.clock.now())
+    assert out.outcome == "pending"
+    assert out.placements == {}
+    assert out.reason is not None
+    assert any("would wait: its core gang of 2 does not fit now" in n for n in out.notes)
+
+
 def last_world(rig: Rig, group: str) -> dict[str, Any]:
     with rig.store.read() as c:
         return [e.data for e in W.list_events(c, workload_id=group)

@@ -353,7 +353,10 @@ class Submissions:
             core += [dataclasses.replace(elastic.extra_unit(core[0]), id=u) for u in ids[1:]]
         units = [dataclasses.replace(u, id=f"dry-run/{u.id}") for u in core]
         state = dataclasses.replace(snap.state, workloads=snap.state.workloads + tuple(units))
-        out = _dry_outcome(schedule(state, now, self.config), units)
+        plan = schedule(state, now, self.config)
+        if spec.elastic is not None and units[0].id not in {p.workload_id for p in plan.placements}:
+            units = units[:1]  # its extras are held until the gang is placed: none start alone
+        out = _dry_outcome(plan, units)
         if spec.elastic is not None:  # it starts once its core gang is placed
             notes += elastic.dry_run_notes(spec, ids[0], out.placements)
             out = dataclasses.replace(out, outcome="start" if ids[0] in out.placements

@@ -40,16 +40,14 @@ def test_setup_runs_first_and_its_failure_is_setup_failed(
 def ray_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The busybox test image in podman's default storage (the one a Ray node's host uses),
     under a tag of this run's own; removed afterwards."""
-    from integration.podman_image import IMAGE, build_test_image, skip_reason
+    from integration.podman_image import IMAGE, image_runtime
 
-    reason = skip_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    local = build_test_image(tmp_path_factory.mktemp("ray-image"))
     tag = f"localhost/corral-test-ray:{uuid.uuid4().hex[:8]}"
     archive = tmp_path_factory.mktemp("ray-image-archive") / "image.tar"
-    for step in (["tag", IMAGE, tag], ["save", "-o", str(archive), tag]):
-        subprocess.run([local.program, *step], check=True, capture_output=True, timeout=120)
+    # built in image_runtime's short root (podman's runroot: 50 characters at most), saved
+    with image_runtime() as local:
+        for step in (["tag", IMAGE, tag], ["save", "-o", str(archive), tag]):
+            subprocess.run([local.program, *step], check=True, capture_output=True, timeout=120)
     subprocess.run(["podman", "load", "-i", str(archive)], check=True, capture_output=True,
                    timeout=120)
     yield tag

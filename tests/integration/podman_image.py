@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,7 +37,8 @@ def skip_reason() -> str | None:
 
 
 def build_test_image(root: Path, applets: tuple[str, ...] = APPLETS) -> ContainerRuntime:
-    """A podman wrapper over a storage under `root` holding IMAGE: busybox and its applets."""
+    """A podman wrapper over a storage under `root` holding IMAGE: busybox and its applets.
+    `root/run` must stay within podman's 50 characters (`image_runtime` sees to it)."""
     rootfs = root / "rootfs"
     (rootfs / "bin").mkdir(parents=True)
     for folder in ("tmp", "etc", "proc", "sys", "dev"):
@@ -64,18 +66,26 @@ def remove_all_containers(runtime: ContainerRuntime) -> None:
 
 
 @contextmanager
-def image_runtime(root: Path, applets: tuple[str, ...] = APPLETS) -> Iterator[ContainerRuntime]:
-    """The test image's runtime under `root` (a module fixture's body); skips where podman
-    cannot run; every container removed at the end. Keep `root` short: podman's runroot path
-    must stay within 50 characters."""
+def image_runtime(applets: tuple[str, ...] = APPLETS) -> Iterator[ContainerRuntime]:
+    """The test image's runtime (a module fixture's body); skips where podman cannot run; every
+    container removed and the storage deleted at the end.
+
+    Its root is a short temp dir of its own, not pytest's tmp_path: podman refuses a runroot
+    longer than 50 characters, and pytest-xdist's per-worker base dir
+    (/tmp/pytest-of-root/pytest-N/popen-gwN/...) made the runroot 52 and every image test of the
+    run error at setup."""
     reason = skip_reason()
     if reason is not None:
         pytest.skip(reason)
-    runtime = build_test_image(root, applets)
+    root = Path(tempfile.mkdtemp(prefix="corral-pod-"))
     try:
-        yield runtime
+        runtime = build_test_image(root, applets)
+        try:
+            yield runtime
+        finally:
+            remove_all_containers(runtime)
     finally:
-        remove_all_containers(runtime)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @contextmanager

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +21,8 @@ from tests.agent.conftest import make_token
 from tests.agent.harness import AgentProc, wait_for
 from tests.integration.podman_image import (
     IMAGE,
-    build_test_image,
     containers_named,
-    remove_all_containers,
-    skip_reason,
+    image_runtime,
 )
 
 from corral.backends.containers import RUNTIME_ENV, ContainerRuntime
@@ -69,11 +68,9 @@ def _joined(server: CorralServer, names: set[str]) -> bool:
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
-    reason = skip_reason()
-    if reason is not None:
-        pytest.skip(reason)
+    images = ExitStack()  # podman's runroot must stay within 50 characters: image_runtime
+    runtime = images.enter_context(image_runtime())
     root = tmp_path_factory.mktemp("agent-images")
-    runtime = build_test_image(tmp_path_factory.mktemp("pod"))  # podman: runroot <= 50 chars
     server = CorralServer(root / "cp").start("--backend", "agent", "--agent-timeout", "5")
     agents = [AgentProc(server.url, root / PLAIN_HOST, PLAIN_HOST, make_token(server, 1),
                         extra=["--provider", "plain"],
@@ -99,7 +96,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
             a.stop()
             a.kill_workers()
         server.stop()
-        remove_all_containers(runtime)
+        images.close()  # every container removed, the storage deleted
 
 
 def test_each_host_reports_its_runtime_and_an_image_no_host_can_run_is_refused(

@@ -36,8 +36,8 @@ SECRET = "s3cr3t-Value-7f0c"
 
 
 @pytest.fixture(scope="module")
-def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerRuntime]:
-    with image_runtime(tmp_path_factory.mktemp("podman")) as built:
+def runtime() -> Iterator[ContainerRuntime]:
+    with image_runtime() as built:
         yield built
 
 

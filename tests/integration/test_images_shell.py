@@ -49,9 +49,8 @@ pytestmark = pytest.mark.slow  # real containers, as test_images_local.py
 
 
 @pytest.fixture(scope="module")
-def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerRuntime]:
-    with image_runtime(tmp_path_factory.mktemp("podman"),
-                       (*APPLETS, "stty", "httpd", "ps")) as built:
+def runtime() -> Iterator[ContainerRuntime]:
+    with image_runtime((*APPLETS, "stty", "httpd", "ps")) as built:
         yield built
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from corral.control.future_nodes import ImageRunners, future_nodes
+from corral.control.future_nodes import ImageRunners, future_key, future_nodes
 from corral.control.pool_providers import add_provider, rentable_nodes
 from corral.control.submission import Submissions
 from corral.core.model import LABEL_CONTAINER_RUNTIME, Node, Queue
@@ -107,6 +107,27 @@ def test_a_good_hand_made_join_token_keeps_image_work_accepted(store: Store) -> 
     with store.write() as c:
         AG.revoke_join_token(c, record.id)
     assert _problem(store, **IMAGE) is not None and not _image_honoured(store)
+
+
+def test_one_api_process_sees_a_new_token_or_provider_without_a_node_changing(
+        store: Store) -> None:
+    """The submission check's pool is cached until the nodes' change number moves; a join
+    token or a provider declared later does not move it, so it is part of the cache's key
+    (`future_key`): the same process accepts image work after either, and refuses it again
+    once the token is revoked."""
+    subs = Submissions(store, rentable=future_nodes, rentable_key=future_key, pool_ttl_s=0.0)
+    spec = WorkloadSpec.model_validate({"name": "w", "queue": "q", "command": ["x"], **IMAGE})
+    with pytest.raises(SpecError):
+        subs.check(spec)
+    with store.write() as c:
+        record, _ = AG.create_join_token(c, "root", 0.0, uses=1)
+    subs.check(spec)  # an agent may join with podman
+    with store.write() as c:
+        AG.revoke_join_token(c, record.id)
+    with pytest.raises(SpecError):
+        subs.check(spec)
+    _declare(store, {**AWS, "settings": {**AWS["settings"], "runs_images": True}})
+    subs.check(spec)  # a provider that runs images may be rented for it
 
 
 def test_a_selector_a_providers_labels_carry_is_accepted_others_are_refused(

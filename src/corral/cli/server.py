@@ -54,7 +54,7 @@ from corral.cli.defaults import (  # the client reads them too
 )
 from corral.control import ControlLoop, ControlSettings, Leadership, Submissions
 from corral.control.accounting import accounting_from_pool
-from corral.control.future_nodes import future_nodes
+from corral.control.future_nodes import future_key, future_nodes
 from corral.control.health import HealthMonitor, probe_verdicts
 from corral.control.pool_providers import autoscaler_from_pool, spot_prices_hook
 from corral.core.model import CapacityKind, Node, Queue
@@ -215,7 +215,7 @@ def bootstrap(cfg: ServerConfig) -> Composed:
     # work that fits only what the renting providers could give is accepted, to wait for them
     from corral.control.webhooks import allowed_from_env  # issue 13: private hook targets
 
-    submissions = Submissions(store, scheduler, rentable=future_nodes,
+    submissions = Submissions(store, scheduler, rentable=future_nodes, rentable_key=future_key,
                               webhook_allowed=allowed_from_env())
     autoscaler.offers_seen = spot_prices_hook(submissions.invalidate)  # spot caps (issue 11)
     ctx = ApiContext(store, submissions, logs=backend, leadership=leadership,

@@ -35,9 +35,10 @@ from corral.core.model import LABEL_CONTAINER_RUNTIME, LABEL_RUNS_IMAGES, Node
 from corral.store import Store
 from corral.store import pool as P
 from corral.store.agents import AgentJoinToken
+from corral.store.schema import Provider as ProviderRow
 
-__all__ = ["AUTOSCALER", "IMAGE_RUNNERS", "TOKEN_TTL_S", "ImageRunners", "future_nodes",
-           "joinable", "token_good"]
+__all__ = ["AUTOSCALER", "IMAGE_RUNNERS", "TOKEN_TTL_S", "ImageRunners", "future_key",
+           "future_nodes", "joinable", "token_good"]
 
 #: who the autoscaler's join tokens are created by (`pool_providers.autoscaler_from_pool`)
 AUTOSCALER: Final = "autoscaler"
@@ -70,6 +71,15 @@ def joinable(conn: Connection, now: float) -> list[Node]:
     return [dataclasses.replace(n, id=f"joinable/{n.id}", labels=tuple(sorted(
         {**dict(n.labels), LABEL_CONTAINER_RUNTIME: _MAY_HAVE_PODMAN}.items())))
         for n in node_classes(present)]
+
+
+def future_key(conn: Connection) -> tuple[object, ...]:
+    """What `future_nodes` depends on besides the nodes present: the renting providers'
+    declarations and whether a hand-made join token is good (an indexed read of one row; the
+    providers' table is a row per provider). `Submissions` reads the pool again when it moves."""
+    providers = tuple(tuple(r) for r in conn.execute(
+        select(ProviderRow.name, ProviderRow.spec).order_by(ProviderRow.name)))
+    return token_good(conn, time.time()), providers
 
 
 def future_nodes(conn: Connection) -> list[Node]:

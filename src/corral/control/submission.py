@@ -102,6 +102,8 @@ class PoolView:
     version: int = 0
     #: one node per class of identical nodes (`node_classes`), cordons and health cleared
     classes: tuple[Node, ...] = ()
+    #: what the nodes that may join later depend on, when read (`Submissions.rentable_key`)
+    future: object = None
 
     def queue(self, name: str) -> Queue | None:
         return next((q for q in self.queues if q.name == name), None)
@@ -148,6 +150,7 @@ class Submissions:
     def __init__(self, store: Store, config: SchedulerConfig | None = None,
                  pool_ttl_s: float = 2.0,
                  rentable: Callable[[Connection], Sequence[Node]] | None = None,
+                 rentable_key: Callable[[Connection], object] | None = None,
                  webhook_allowed: Allowed = ()) -> None:
         self.store, self.config, self.pool_ttl_s = store, config or SchedulerConfig(), pool_ttl_s
         #: private networks `notify` may post to (CORRAL_WEBHOOK_ALLOW_CIDRS; issue 13)
@@ -155,6 +158,9 @@ class Submissions:
         #: nodes renting providers could give (corral.control.pool_providers.rentable_nodes):
         #: work that fits only those is accepted, to wait for the autoscaler
         self.rentable = rentable
+        #: what `rentable`'s answer depends on besides the nodes (declared providers, join
+        #: tokens: neither moves the nodes' change number); read with it after each TTL
+        self.rentable_key = rentable_key
         self._lock = threading.Lock()
         self._pool: PoolView | None = None
         self._diagnoses: dict[str, R.Reason | None] = {}
@@ -171,14 +177,16 @@ class Submissions:
                 with self.store.read() as conn:
                     self.learned.refresh(conn)  # as often as the pool: estimates move slowly
                     version, queues = P.nodes_version(conn), tuple(P.list_queues(conn))
-                    if pool is not None and (version, queues) == (pool.version, pool.queues):
+                    future = self.rentable_key(conn) if self.rentable_key is not None else None
+                    if pool is not None and (version, queues, future) == (
+                            pool.version, pool.queues, pool.future):
                         self._pool = dataclasses.replace(pool, loaded_at=time.monotonic())
                     else:
                         nodes = tuple(P.list_nodes(conn))
                         if self.rentable is not None:
                             nodes += tuple(self.rentable(conn))
                         self._pool = PoolView(nodes, queues, time.monotonic(), version,
-                                              node_classes(nodes))
+                                              node_classes(nodes), future)
                         self._diagnoses = {}
             assert self._pool is not None
             return self._pool

@@ -4,6 +4,7 @@ so the dry run, the stored spec and GET show the normalised form; refusals name 
 
 from __future__ import annotations
 
+import jsonschema
 import pytest
 
 from corral.store import Store
@@ -50,3 +51,25 @@ def test_a_bad_range_is_422_naming_workers_and_stores_nothing(
         assert r.status_code == 422, r.text
         assert field in [p["field"] for p in r.json()["problems"]], r.text
     assert api.rows() == before
+
+
+@pytest.mark.parametrize("where", ["openapi", "file"])
+def test_the_published_schemas_take_the_range_as_the_server_does(api: Api, where: str) -> None:
+    """The API's OpenAPI and `corral schema workload` (docs/schema/workload.json) describe
+    `workers` as a number or the range: an editor does not flag the short form, and what the
+    schema refuses the server refuses too."""
+    if where == "openapi":
+        doc = api.client.get("/openapi.json").json()
+        schema = {**doc["components"]["schemas"]["WorkloadSpec"], "components": doc["components"]}
+    else:
+        from corral.cli.schema import Which, schema_of
+        schema = schema_of(Which.WORKLOAD)
+    validator = jsonschema.Draft202012Validator(schema)
+    for workers, valid in [(2, True), ({"min": 2, "max": 4}, True),
+                           ({"min": 1, "max": 3, "resize_interval": "5m"}, True),
+                           ({"min": 0, "max": 4}, False), ({"min": 2}, False),
+                           ({"min": 2, "max": 4, "size": 1}, False), ("2", False)]:
+        body = job(workers=workers)
+        assert validator.is_valid(body) is valid, workers
+        r = api.client.post("/v1/dry-run", json=body, headers=api.admin)
+        assert (r.status_code == 200) is valid, (workers, r.text)

@@ -27,7 +27,7 @@ from corral.spec.quantities import DurationS
 __all__ = [
     "DEFAULT_RESIZE_INTERVAL_S", "EXAMPLE", "MAX_EXTRA_WORKERS", "MAX_WORKERS", "OTHER_SPELLINGS",
     "SHORT_EXAMPLE", "ElasticSpec", "WorkersRange", "combination_problem",
-    "normalise_workers_range",
+    "normalise_workers_range", "workers_json_schema",
 ]
 
 #: the most workers a gang may have (`WorkloadSpec.workers`' bound)
@@ -179,6 +179,24 @@ def normalise_workers_range(data: Any) -> Any:
     elastic = {"min_workers": got.low, "max_workers": got.high,
                "resize_interval": got.resize_interval}
     return {**data, "workers": got.low, "elastic": elastic}
+
+
+def workers_json_schema(schema: dict[str, Any]) -> None:
+    """`workers` in the JSON Schema (docs/schema/workload.json, the API's OpenAPI): a number or
+    the short form's range, as validation takes it, so an editor does not flag the issue's
+    spelling and a fuzzer does not expect it refused. Written out, not a $ref: the same dict
+    serves both documents, whose definitions live under different paths."""
+    number = {k: schema.pop(k) for k in ("type", "minimum", "maximum") if k in schema}
+    bound = {"type": "integer", "minimum": 1, "maximum": MAX_WORKERS}
+    schema["anyOf"] = [number, {
+        "type": "object", "additionalProperties": False, "required": ["min", "max"],
+        "description": "an elastic job, the same as elastic: {min_workers, max_workers, "
+                       "resize_interval}",
+        "properties": {
+            "min": {**bound, "description": "the core gang (elastic.min_workers)"},
+            "max": {**bound, "description": "the most workers (elastic.max_workers)"},
+            "resize_interval": {"type": ["number", "string"],
+                                "description": "seconds, or a duration such as 5m"}}}]
 
 
 def _refuse(loc: tuple[str, ...], message: str, value: Any) -> None:

@@ -37,7 +37,12 @@ from corral.core.vendors import DEVICE_VARIABLES
 from corral.spec import limits as LIM
 from corral.spec.autoscale import AutoscaleSpec
 from corral.spec.checkpoint import CheckpointSpec
-from corral.spec.elastic import ElasticSpec, combination_problem, normalise_workers_range
+from corral.spec.elastic import (
+    ElasticSpec,
+    combination_problem,
+    normalise_workers_range,
+    workers_json_schema,
+)
 from corral.spec.errors import LIMIT_ERROR
 from corral.spec.labels import MAX_LABELS, check_selector
 from corral.spec.notify import MAX_HOOKS, NotifySpec
@@ -94,7 +99,9 @@ class WorkloadSpec(BaseModel):
     kind: WorkloadKind = WorkloadKind.JOB
     # strict numbers: `gpus: true` or `workers: "2"` is a mistake, not 1 and 2
     workers: int = Field(1, ge=1, le=4096, strict=True,
-                         description="gang size: all start together or none")
+                         description="gang size: all start together or none; a range "
+                         "{min, max} is an elastic job (made elastic: at validation)",
+                         json_schema_extra=workers_json_schema)
     gpus: float = Field(
         0, ge=0, le=LIM.MAX_GPUS, strict=True, allow_inf_nan=False,
         description="whole GPUs per worker (1, 2, 8) or a share below 1 (0.25)"

@@ -17,7 +17,10 @@ from .browsing import shot
 from .echo_service import echo_service
 from .server import CorralUp
 
-pytestmark = pytest.mark.browser
+# its replicas listen on endpoint ports (20000 + seq, the same seqs in every store): on the
+# worker of the other modules that bind them (tests/control/test_service_rollout.py saw one of
+# these accept on a port it expects closed, under -n 3 --dist loadgroup)
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("replica-ports")]
 
 TIMEOUT_MS = 30_000
 SHARED_SERVER = True

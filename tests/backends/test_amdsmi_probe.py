@@ -68,6 +68,8 @@ def fake_amdsmi(gpus: list[dict[str, Any]], init_error: int | None = None) -> ty
                         ("amdsmi_get_gpu_pci_replay_counter", "replays"),
                         ("amdsmi_get_temp_metric", "temp"),
                         ("amdsmi_get_gpu_bad_page_info", "pages"),
+                        ("amdsmi_get_gpu_activity", "activity"),
+                        ("amdsmi_get_gpu_vram_usage", "vram_usage"),
                         ("amdsmi_gpu_xgmi_error_status", "xgmi")):
         setattr(m, name, answer(field))
     m.AmdSmiXgmiStatus = XgmiStatus  # type: ignore[attr-defined]

@@ -34,6 +34,7 @@ import importlib
 from types import ModuleType
 from typing import Any, Final
 
+from corral.backends.device_use import DeviceUse, amdsmi_use
 from corral.backends.health import DeviceHealth, GpuHealthProbe, MemoryRepair
 from corral.backends.nvml import GpuInfo
 
@@ -138,6 +139,18 @@ class AmdSmiHealthProbe(GpuHealthProbe):
                 xgmi_error=_xgmi(amdsmi, handle), driver_events=events)
         except Exception as e:  # the device stopped answering
             return DeviceHealth(index=index, checked_at=now, error=f"amdsmi: {e}")
+
+    def sample(self, now: float) -> list[DeviceUse]:
+        """Activity and VRAM in use per device (`corral.backends.device_use`)."""
+        amdsmi = self._amdsmi
+        if amdsmi is None:
+            return []
+        try:
+            handles = list(amdsmi.amdsmi_get_processor_handles())
+        except Exception:
+            return []  # check() reports that; a sample is only what was measured
+        return [u for u in (amdsmi_use(amdsmi, i, h, now) for i, h in enumerate(handles))
+                if u is not None]
 
     def _growth(self, index: int, value: Any) -> int | None:
         if value is None:

@@ -49,6 +49,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
+from corral.backends.device_use import DeviceUse
 from corral.core.model import Health
 
 __all__ = [
@@ -317,6 +318,11 @@ class GpuHealthProbe(abc.ABC):
         """The state of every device the driver sees now, `checked_at=now`. Never raises for a
         broken device: that is a DeviceHealth with `error` set."""
 
+    def sample(self, now: float) -> list[DeviceUse]:
+        """Each device's measured use (`corral.backends.device_use`); a device that errors is
+        left out. Never raises. A probe that cannot measure use answers []."""
+        return []
+
     def close(self) -> None:  # noqa: B027 - an optional hook: most probes hold nothing
         """Release what the probe holds. Idempotent."""
 
@@ -334,8 +340,13 @@ class FakeGpuHealthProbe(GpuHealthProbe):
     devices: list[DeviceHealth] = field(default_factory=list)
     available: bool = True
     unavailable_reason: str = ""
+    #: what `sample` answers (sampled_at set to its `now`)
+    use: list[DeviceUse] = field(default_factory=list)
 
     def check(self, now: float) -> list[DeviceHealth]:
         if not self.available:
             return []
         return [replace(d, checked_at=now) for d in self.devices]
+
+    def sample(self, now: float) -> list[DeviceUse]:
+        return [replace(u, sampled_at=now) for u in self.use] if self.available else []

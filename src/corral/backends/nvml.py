@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Final
 
+from corral.backends.device_use import DeviceUse, nvml_use
 from corral.backends.health import DeviceHealth, GpuHealthProbe, MemoryRepair
 
 __all__ = ["GpuInfo", "NvmlHealthProbe", "load_nvml", "local_gpus"]
@@ -166,6 +167,17 @@ class NvmlHealthProbe(GpuHealthProbe):
             lost = getattr(e, "value", None) == getattr(nvml, "NVML_ERROR_GPU_IS_LOST", -1)
             return DeviceHealth(index=index, checked_at=now, xids=xids, error=f"NVML: {e}",
                                 lost=lost)
+
+    def sample(self, now: float) -> list[DeviceUse]:
+        """Utilisation and memory per device (`corral.backends.device_use`)."""
+        nvml = self._nvml
+        if nvml is None:
+            return []
+        try:
+            count = int(nvml.nvmlDeviceGetCount())
+        except nvml.NVMLError:
+            return []  # check() reports that; a sample is only what was measured
+        return [u for u in (nvml_use(nvml, i, now) for i in range(count)) if u is not None]
 
     def _growth(self, index: int, counter: str, value: int | None) -> int | None:
         """How much a cumulative counter grew since the last check; None on the first."""

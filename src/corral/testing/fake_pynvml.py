@@ -50,6 +50,8 @@ class FakeGpu:
     clocks_event_reasons: int | None = 0  # NVML's reason mask; None: not supported
     pcie_replays: int | None = 0  # cumulative; None: not supported
     nvlink_errors: list[int] | None = None  # per link, cumulative (all counters); None: no NVLink
+    utilization_pct: int | None = 0  # nvmlDeviceGetUtilizationRates' gpu; None: not supported
+    memory_used_mib: int = 0
 
 
 @dataclass
@@ -113,7 +115,15 @@ class FakeNvml:
 
     def nvmlDeviceGetMemoryInfo(self, handle: int) -> Any:
         gpu = self._gpu(handle)
-        return types.SimpleNamespace(total=gpu.memory_mib * 2**20, used=0, free=0)
+        used = gpu.memory_used_mib * 2**20
+        return types.SimpleNamespace(total=gpu.memory_mib * 2**20, used=used,
+                                     free=gpu.memory_mib * 2**20 - used)
+
+    def nvmlDeviceGetUtilizationRates(self, handle: int) -> Any:
+        pct = self._gpu(handle).utilization_pct
+        if pct is None:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        return types.SimpleNamespace(gpu=pct, memory=0)  # nvmlUtilization_t: percents
 
     def nvmlDeviceGetTemperature(self, handle: int, sensor: int) -> int:
         value = self._gpu(handle).temperature_c

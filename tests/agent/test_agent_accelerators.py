@@ -19,7 +19,9 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from corral.testing.corral_up import CorralServer
 from corral.testing.fake_pynvml import FakeGpu, install_shim
@@ -147,3 +149,40 @@ def test_a_gpu_that_falls_off_the_bus_is_cordoned_alone_and_its_work_drained(hos
                  "host-nv's GPU 1 back")
         (hosts.tmp / "on-nv" / "go").write_text("1")
         assert c.wait(wid, timeout_s=60).state == "succeeded"
+
+
+def test_measured_gpu_use_shows_beside_what_holds_the_gpu(hosts: Hosts) -> None:
+    """A job holds both GPUs of host-nv and keeps one 3% busy: the node view and /metrics say
+    so per device, with the job's id on each (held but idle), from the agent's NVML samples."""
+    hosts.set_gpus(FakeGpu(utilization_pct=3, memory_used_mib=512),
+                   FakeGpu(utilization_pct=95, memory_used_mib=70000))
+    with hosts.server.client() as c:
+        wid = c.submit(hosts.job("use-nv", "nvidia")).group_id
+        try:
+            wait_for((hosts.tmp / "use-nv" / "env.json").exists, "the worker on host-nv")
+
+            def devices() -> list[dict[str, object]]:
+                listed = hosts.nodes()["host-nv"]["devices"]
+                assert isinstance(listed, list)
+                return listed if len(listed) == 2 and listed[0]["workloads"] else []
+            first, second = wait_for(devices, "host-nv's measured use, held by the job")
+            assert (first["device"], first["utilization"], first["workloads"]) == (0, 0.03, [wid])
+            assert first["memory_used_bytes"] == 512 * 2**20
+            assert first["memory_total_bytes"] == FakeGpu().memory_mib * 2**20
+            assert (second["utilization"], second["workloads"]) == (0.95, [wid])
+            assert 0 <= float(first["age_s"]) < TIMEOUT_S  # type: ignore[arg-type]
+            assert hosts.nodes()["host-amd"]["devices"] == []  # no probe there: no samples
+
+            scraped = httpx.get(f"{hosts.server.url}/metrics", headers={
+                "Authorization": f"Bearer {hosts.server.token}"}).text
+            gauges = {(s.name, s.labels["device"]): (s.labels, s.value)
+                      for f in text_string_to_metric_families(scraped) for s in f.samples
+                      if s.name.startswith("corral_gpu_") and s.labels.get("node") == "host-nv"}
+            labels = {"node": "host-nv", "device": "0", "workload": wid}
+            assert gauges["corral_gpu_utilization_ratio", "0"] == (labels, 0.03)
+            assert gauges["corral_gpu_memory_used_bytes", "0"] == (labels, 512 * 2**20)
+            assert gauges["corral_gpu_utilization_ratio", "1"][1] == 0.95
+        finally:
+            c.cancel(wid)
+            hosts.set_gpus(FakeGpu(), FakeGpu())
+            (hosts.tmp / "use-nv" / "go").write_text("1")

@@ -93,9 +93,11 @@ class AgentClient:
 
     def sync(self, credential: str, request: SyncIn) -> SyncOut:
         timeout = self.timeout_s + request.wait_s
-        # unset, the runtime report is left out: a server of the last release refuses it
-        body = request.model_dump_json(exclude=None if request.container_runtime else
-                                       {"container_runtime"})
+        # unset, the runtime report and the GPU use are left out: a server of an earlier
+        # release refuses them
+        left_out = {name for name in ("container_runtime", "gpu_use")
+                    if getattr(request, name) is None}
+        body = request.model_dump_json(exclude=left_out or None)
         return SyncOut.model_validate_json(
             self._post("/agent/v1/sync", credential, body, timeout))
 

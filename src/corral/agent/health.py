@@ -22,7 +22,8 @@ from collections.abc import Callable, Collection
 from dataclasses import replace
 
 from corral.agent.known_answer import NO_LIBRARY, DeviceResult, KnownAnswerRun, available_library
-from corral.agent.protocol import CheckIn, GpuHealthIn
+from corral.agent.protocol import CheckIn, DeviceUseIn, GpuHealthIn
+from corral.backends.device_use import DeviceUse
 from corral.backends.health import DeviceHealth, GpuHealthProbe, node_verdict
 from corral.core.vendors import Vendor, vendor_of
 
@@ -124,6 +125,9 @@ class GpuReporter:
         self.last_check: float | None = None
         self.pending: GpuHealthIn | None = None
         self.sent: GpuHealthIn | None = None
+        #: measured use (`corral.backends.device_use`), sampled with each check and sent once
+        self.sampling = True
+        self.samples: list[DeviceUse] = []
 
     def report(self, now: float, busy: Collection[int] = ()) -> GpuHealthIn | None:
         """The verdict to send with this sync, None when there is no news. busy: the devices
@@ -134,6 +138,7 @@ class GpuReporter:
         if answered or self.last_check is None or now - self.last_check >= self.interval_s:
             self.last_check = now
             verdict = self._check(now)
+            self._sample(now)
             if verdict != self.sent:
                 self.pending = verdict
         return self.pending
@@ -141,6 +146,32 @@ class GpuReporter:
     def delivered(self, health: GpuHealthIn | None) -> None:
         if health is not None and health == self.pending:
             self.sent, self.pending = health, None
+
+    def _sample(self, now: float) -> None:
+        """The probe's use sample, kept until a sync delivered it. A probe that raises gives no
+        sample: measuring use must never cost the heartbeat."""
+        if not self.sampling or self.probe is None:
+            return
+        try:
+            samples = self.probe.sample(now)
+        except Exception:
+            log.debug("GPU use sample failed", exc_info=True)
+            return
+        if samples:
+            self.samples = samples
+
+    def use(self, now: float) -> list[DeviceUseIn] | None:
+        """The samples not yet delivered, each with its age at `now`; None when none is new."""
+        if not self.samples or not self.sampling:
+            return None
+        return [DeviceUseIn(device=u.index, utilization=min(1.0, max(0.0, u.utilization)),
+                            memory_used_bytes=u.memory_used_bytes,
+                            memory_total_bytes=u.memory_total_bytes,
+                            age_s=max(0.0, now - u.sampled_at)) for u in self.samples[:1024]]
+
+    def use_delivered(self, sent: list[DeviceUseIn] | None) -> None:
+        if sent is not None:
+            self.samples = []
 
     def _check(self, now: float) -> GpuHealthIn:
         if self.probe is None:

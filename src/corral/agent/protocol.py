@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "AssignmentOut",
     "CheckIn",
+    "DeviceUseIn",
     "ExecDone",
     "ExecOrder",
     "GpuHealthIn",
@@ -119,12 +120,26 @@ class GpuHealthIn(_Strict):
     checks: list[CheckIn] = Field(default_factory=list, max_length=1024)
 
 
+class DeviceUseIn(_Strict):
+    """One device's measured use (`corral.backends.device_use.DeviceUse`): compute
+    utilisation 0..1 and memory in use, sampled `age_s` before the sync was sent."""
+
+    device: int = Field(ge=0, le=1024)
+    utilization: float = Field(ge=0, le=1, allow_inf_nan=False)
+    memory_used_bytes: _Size
+    memory_total_bytes: _Size
+    age_s: _Ago
+
+
 class SyncIn(_Strict):
     #: the assignment version the agent last acted on; the server answers at once when it differs
     known_seq: int = Field(default=-1, ge=-1)
     wait_s: float = Field(default=0.0, ge=0, le=30)
     workers: list[ReportIn] = Field(default_factory=list, max_length=10_000)
     gpu_health: GpuHealthIn | None = None
+    #: each device's latest measured use, sent once per sample (the health probe's interval);
+    #: None: no new sample (omitted from the body: a server of an earlier release refuses it)
+    gpu_use: list[DeviceUseIn] | None = Field(default=None, max_length=1024)
     #: the container runtime the agent found at its start (`podman`, `none`), sent on its
     #: first sync: the join's facts are not sent again by an agent restarted over its data
     #: dir (an upgrade, podman installed since); None: not sent (omitted from the body)

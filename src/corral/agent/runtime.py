@@ -171,17 +171,23 @@ class Agent:
         self.lease.touch()
         statuses = self.backend.poll(self.clock())
         health = self.gpu.report(self.clock(), self._busy_devices(statuses))
+        use = self.gpu.use(self.clock())
         try:
             self._ship_logs(statuses)
             out = self.client.sync(self._credential(), SyncIn(
                 known_seq=self.seq, wait_s=self._wait_s(statuses),
-                workers=self._reports(statuses), gpu_health=health,
+                workers=self._reports(statuses), gpu_health=health, gpu_use=use,
                 container_runtime=self.runtime_report))
         except Unreachable as e:
             self._out_of_contact()
             self._wait(e)
             return None
         except Refused as e:
+            if e.status == 422 and "gpu_use" in e.message and use is not None:
+                log.warning("the server does not take measured GPU use (an older release): "
+                            "not sent again")
+                self.gpu.sampling = False
+                return None
             if e.status != 422 or "container_runtime" not in e.message or not self.runtime_report:
                 raise
             log.warning("the server does not take the container runtime at sync (an older "
@@ -190,6 +196,7 @@ class Agent:
             return None
         self.runtime_report = None  # delivered: once per start
         self.gpu.delivered(health)
+        self.gpu.use_delivered(use)
         self.last_contact = self.clock()
         self.s.backoff.reset()
         if self.spot is not None:  # the host's spot warning, reported before acting

@@ -43,6 +43,7 @@ from corral.api.context import ApiContext, Caller, context, require_admin
 from corral.api.errors import ApiError, not_found
 from corral.backends.agent import DEFAULT_HEARTBEAT_TIMEOUT_S, AgentNode, WorkerReport
 from corral.backends.progress import Progress
+from corral.control.device_use import UseSample, board_for
 from corral.control.gpu_reports import record_gpu_health
 from corral.control.progress import PROGRESS
 from corral.core.model import LABEL_CONTAINER_RUNTIME
@@ -211,6 +212,10 @@ def _record_reports(conn: Any, ctx: ApiContext, node_id: str, body: SyncIn) -> N
         h = body.gpu_health
         record_gpu_health(conn, node_id=node_id, at=now, health=h.health, reason=h.reason,
                           checked=h.checked, checks=[c.model_dump() for c in h.checks])
+    if body.gpu_use:  # measured use: kept in memory, the latest per device (issue 14/17)
+        board_for(ctx.store).record(node_id, [UseSample(
+            u.device, u.utilization, u.memory_used_bytes, u.memory_total_bytes, now - u.age_s)
+            for u in body.gpu_use])
     progress = {(r.workload_id, r.attempt, r.worker): Progress(
         r.progress.steps, r.progress.steps_per_s, r.progress.total_steps)
         for r in body.workers if r.progress is not None}

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from corral.api.context import ApiContext, Caller, context, require_admin
 from corral.api.errors import ApiError, not_found
 from corral.api.views import QueueUse
+from corral.control.device_use import UseSample, board_for
 from corral.control.health import device_reasons, health_reasons
 from corral.core.model import MILLI_PER_GPU, Health, Node, Queue
 from corral.sdk import models as M
@@ -59,9 +60,13 @@ def list_nodes(
             why[node_id] = f"{why[node_id]} | {gpus}" if why.get(node_id) else gpus
     used: dict[str, float] = defaultdict(float)
     on: dict[str, set[str]] = defaultdict(set)
+    holders: dict[tuple[str, int], set[str]] = defaultdict(set)
     for h in held:
         used[h.node_id] += h.milli_per_device * len(h.devices) / 1000
         on[h.node_id].add(h.workload_id)
+        for d in h.devices:
+            holders[(h.node_id, d)].add(h.workload_id)
+    board, now = board_for(ctx.store), ctx.clock.now()
     return [M.NodeInfo(
         id=n.id, provider=n.provider, gpu_model=n.gpu_model, gpu_count=n.gpu_count,
         gpu_memory_mib=n.gpu_memory_mib, cpu_milli=n.cpu_milli, memory_mib=n.memory_mib,
@@ -69,8 +74,18 @@ def list_nodes(
         region=n.region, zone=n.zone, rack=n.rack, labels=dict(n.labels),
         cordoned=n.cordoned, health=str(n.health), health_reason=why.get(n.id, ""),
         gpus_used=round(used[n.id], 3),
-        workloads=sorted(on[n.id]) if who.is_admin else [])
+        workloads=sorted(on[n.id]) if who.is_admin else [],
+        devices=_device_use(board.of(n.id), now, n.id, holders if who.is_admin else {}))
         for n in nodes]
+
+
+def _device_use(samples: dict[int, UseSample], now: float, node_id: str,
+                holders: dict[tuple[str, int], set[str]]) -> list[M.DeviceUseInfo]:
+    """The node's measured use per device beside what holds it (`corral.control.device_use`)."""
+    return [M.DeviceUseInfo(
+        device=d, utilization=round(s.utilization, 4), memory_used_bytes=s.memory_used_bytes,
+        memory_total_bytes=s.memory_total_bytes, age_s=round(max(0.0, now - s.at), 3),
+        workloads=sorted(holders.get((node_id, d), ()))) for d, s in sorted(samples.items())]
 
 
 class NodeGroupSummary(BaseModel):

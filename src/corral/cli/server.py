@@ -247,7 +247,11 @@ def _gpu_health(store: Store, nodes: list[Node],
     probe = NvmlHealthProbe()
     if not probe.available:
         log.warning("GPU health probe unavailable: %s", probe.unavailable_reason)
-    verdicts = probe_verdicts({n.id: probe for n in nodes}, {n.id: n.gpu_count for n in nodes})
+    # each check also samples the GPUs' measured use for the API and /metrics (issue 14/17)
+    from corral.control.device_use import RecordingProbe, board_for
+
+    verdicts = probe_verdicts({n.id: RecordingProbe(probe, n.id, board_for(store)) for n in nodes},
+                              {n.id: n.gpu_count for n in nodes})
     monitor = HealthMonitor(store, None, gpu_verdicts=verdicts, interval_s=interval_s,
                             recover_after_s=(GPU_RECOVER_PROBES - 1) * interval_s,
                             join_new_nodes=False)

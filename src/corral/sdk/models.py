@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "AuditEntry",
     "AuditPage",
+    "DeviceUseInfo",
     "DryRunResult",
     "ElasticWorld",
     "ErrorBody",
@@ -220,6 +221,20 @@ class DryRunResult(_Model):
                                          "readiness probe, replica bounds)")
 
 
+class DeviceUseInfo(_Model):
+    """One GPU's latest measured use (its node's vendor library: NVML, amdsmi), beside what
+    holds it. Absent for a device no sample came for (no library, a device that errors)."""
+
+    device: int
+    utilization: float = Field(description="compute utilisation 0..1 (NVML's gpu rate, "
+                               "amdsmi's gfx_activity), over the driver's last sample period")
+    memory_used_bytes: int
+    memory_total_bytes: int
+    age_s: float = Field(description="seconds since the sample was taken")
+    workloads: list[str] = Field(default_factory=list, description="what holds the device "
+                                 "(admins only, as the node's workloads)")
+
+
 class NodeInfo(_Model):
     id: str
     provider: str
@@ -242,6 +257,8 @@ class NodeInfo(_Model):
                                "failed check(s) that cordoned it (empty when healthy)")
     gpus_used: float = Field(description="GPU share held by placed work (1.0 = one device)")
     workloads: list[str] = Field(default_factory=list)
+    devices: list[DeviceUseInfo] = Field(default_factory=list, description="measured use "
+                                         "per device, where the node's host samples it")
 
 
 class ProviderInfo(_Model):

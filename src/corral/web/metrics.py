@@ -8,6 +8,11 @@ Three sources, by how they change:
 
 - the pool's *present* (GPUs, queues, pending work) is read from the store at scrape time
   (`PoolCollector`, through the shared, briefly cached `PoolReader`);
+- each GPU's *measured* use (utilisation, memory in use: what the hosts' vendor libraries
+  sampled, `corral.control.device_use`) from the control plane's memory; labelled with the
+  workload(s) holding the device ("" for none), so "held but idle" is one query:
+  `corral_gpu_utilization_ratio{workload!=""} < 0.1`. A sample older than `USE_STALE_S` is
+  left out (its host stopped sending: a gauge would go on saying what is no longer true);
 - *counters of what happened* (evictions, restarts, failures, finished work) come from the
   store's append-only event log, read incrementally from the last event seen
   (`EventCounters`): they count every event since the database began, so they agree across
@@ -21,6 +26,8 @@ Three sources, by how they change:
     corral_gpus_idle                     provider, model          gauge (free, schedulable)
     corral_gpus_unavailable              provider, model          gauge (free, cordoned/unhealthy)
     corral_nodes                         provider, model, status  gauge
+    corral_gpu_utilization_ratio         node, device, workload   gauge (measured, 0..1)
+    corral_gpu_memory_{used,total}_bytes node, device, workload   gauge (measured)
     corral_queue_{quota,limit,used,borrowed,fair_share,demand}_gpus   queue   gauge
     corral_workloads                     queue, state             gauge (active states)
     corral_pending_workloads             queue, reason            gauge
@@ -54,6 +61,7 @@ from prometheus_client.registry import Collector
 from starlette.responses import Response
 
 from corral.control.clock import Clock
+from corral.control.device_use import board_for
 from corral.control.lifecycle import RESTARTING, RESTARTS_EXHAUSTED, SUBMITTED, TERMINAL
 from corral.control.loop import StepReport
 from corral.control.retry import NOT_RETRIED
@@ -77,6 +85,20 @@ __all__ = [
 ]
 
 
+#: a use sample older than this is not exported (the health probe samples every 10 s)
+USE_STALE_S = 300.0
+_MAX_HOLDERS = 4
+
+
+def _holders(workloads: set[str]) -> str:
+    """The workload label: who holds the device, sorted; shares of one device (fractional
+    GPUs) are joined, at most `_MAX_HOLDERS` named, to keep the label set bounded."""
+    names = sorted(workloads)
+    if len(names) > _MAX_HOLDERS:
+        names = [*names[:_MAX_HOLDERS], f"+{len(names) - _MAX_HOLDERS}"]
+    return ",".join(names)
+
+
 def _node_status(cordoned: bool, health: str) -> str:
     return "cordoned" if cordoned else ("ready" if health == "healthy" else health)
 
@@ -90,6 +112,7 @@ class PoolCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         s = self.reader.read()
         yield from self._gpus(s)
+        yield from self._device_use(s)
         yield from self._queues(s)
         yield from self._workloads(s)
 
@@ -130,6 +153,29 @@ class PoolCollector(Collector):
         for key, count in sorted(statuses.items()):
             nodes.add_metric(list(key), count)
         yield from (total, alloc, idle, unavailable, nodes)
+
+    def _device_use(self, s: Any) -> Iterator[Metric]:
+        labels = ["node", "device", "workload"]
+        util = GaugeMetricFamily("corral_gpu_utilization_ratio", "measured GPU compute "
+                                 "utilisation, 0..1 (NVML, amdsmi)", labels=labels)
+        used = GaugeMetricFamily("corral_gpu_memory_used_bytes", "measured GPU memory in use",
+                                 labels=labels)
+        total = GaugeMetricFamily("corral_gpu_memory_total_bytes", "GPU memory as its driver "
+                                  "reports it", labels=labels)
+        holders: dict[tuple[str, int], set[str]] = defaultdict(set)
+        for h in s.held:
+            for d in h.devices:
+                holders[(h.node_id, d)].add(h.workload_id)
+        samples = board_for(self.reader.ctx.store).all()
+        for n in s.nodes:  # a node gone from the pool is gone from the gauges
+            for d, u in sorted(samples.get(n.id, {}).items()):
+                if s.at - u.at > USE_STALE_S:
+                    continue
+                key = [n.id, str(d), _holders(holders.get((n.id, d), set()))]
+                util.add_metric(key, u.utilization)
+                used.add_metric(key, u.memory_used_bytes)
+                total.add_metric(key, u.memory_total_bytes)
+        yield from (util, used, total)
 
     def _queues(self, s: Any) -> Iterator[Metric]:
         board = queue_board(s.queues, s.held, s.demand_milli, s.records, s.capacity_gpus,

@@ -44,6 +44,11 @@ class Share(_Model):
 class DeviceCell(_Model):
     index: int
     shares: list[Share] = Field(default_factory=list)
+    #: measured use (`corral.control.device_use`): None where no sample came (no library)
+    utilization: float | None = Field(default=None, description="compute utilisation 0..1")
+    memory_used_bytes: int | None = None
+    memory_total_bytes: int | None = None
+    use_age_s: float | None = Field(default=None, description="seconds since the sample")
 
 
 class NodeRow(_Model):

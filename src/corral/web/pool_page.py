@@ -19,6 +19,7 @@ from fastapi import APIRouter, Query
 from pydantic import Field
 
 from corral.api.context import Caller
+from corral.control.device_use import DeviceUseBoard, board_for
 from corral.core.model import MILLI_PER_GPU, Node
 from corral.store.workloads import Held
 from corral.web.grid import gpu_totals, node_rows
@@ -26,7 +27,7 @@ from corral.web.models import GpuTotals, NodeRow, _Model
 from corral.web.routes import _ERRORS, Web
 from corral.web.state import PoolState
 
-__all__ = ["PoolPage", "ProviderGroup", "pool_page", "router"]
+__all__ = ["PoolPage", "ProviderGroup", "pool_page", "router", "with_measured_use"]
 
 router = APIRouter(prefix="/v1/dashboard", tags=["dashboard"])
 MAX_PAGE = 500
@@ -75,13 +76,27 @@ def pool_page(
                 if all(v is None or v == "" or getattr(n, k) == v for k, v in wanted.items())]
     page = matching[offset:offset + limit]
     mine = [c for q, c in s.counts.items() if who.may_use(q)]
+    rows = node_rows(page, [h for n in page for h in sums.held_on.get(n.id, ())], who.may_use)
     return PoolPage(
-        nodes=node_rows(page, [h for n in page for h in sums.held_on.get(n.id, ())], who.may_use),
+        nodes=with_measured_use(rows, board_for(web.reader.ctx.store), s.at),
         matching=len(matching), offset=offset, limit=limit,
         groups=_groups(matching, sums.used),
         facets=sums.facets,
         totals=s.totals or gpu_totals(s.nodes, s.held),
         pending=sum(p for p, _ in mine), running=sum(r for _, r in mine))
+
+
+def with_measured_use(rows: list[NodeRow], board: DeviceUseBoard, now: float) -> list[NodeRow]:
+    """Each cell's latest measured use beside its allocation (the page's nodes only)."""
+    for row in rows:
+        samples = board.of(row.id)
+        for cell in row.devices:
+            u = samples.get(cell.index)
+            if u is not None:
+                cell.utilization, cell.use_age_s = round(u.utilization, 4), round(now - u.at, 1)
+                cell.memory_used_bytes, cell.memory_total_bytes = (u.memory_used_bytes,
+                                                                   u.memory_total_bytes)
+    return rows
 
 
 @dataclass(frozen=True)

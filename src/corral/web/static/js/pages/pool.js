@@ -1,5 +1,7 @@
 // Pool: every node a row of GPU cells, grouped by provider; a cell is filled by the queues
-// that hold the GPU (a 0.25 share fills a quarter). Filters by provider, region and GPU model.
+// that hold the GPU (a 0.25 share fills a quarter); a held GPU its host measures under 10% busy
+// is outlined (hover: utilisation, memory, the sample's age). Filters by provider, region and
+// GPU model.
 // Drawn from summaries (/v1/dashboard/pool/page): the server filters, pages (PAGE nodes at a
 // time, `?pool_page=N` before the # to change it) and sums each provider's group, so a
 // 10,000-node pool costs one page of nodes, not every node.
@@ -17,15 +19,26 @@ function shareText(s) {
   return `${gpus(s.gpus)} GPU · ${who}`;
 }
 
+// Held but barely used: allocated work that keeps the GPU under this busy (measured).
+const IDLE_HELD = 0.1;
+
+function measuredText(d) {
+  if (d.utilization === null || d.utilization === undefined) return "use not measured (no sample from its host)";
+  const gib = (b) => (b / 2 ** 30).toFixed(1);
+  return `measured: ${Math.round(d.utilization * 100)}% busy · ${gib(d.memory_used_bytes)} / ${gib(d.memory_total_bytes)} GiB (${Math.round(d.use_age_s)} s ago)`;
+}
+
 function cell(node, device) {
   const used = device.shares.reduce((a, s) => a + s.gpus, 0);
   const lines = [`${node.id} · GPU ${device.index}`, ...device.shares.map(shareText)];
   if (used < 0.999) lines.push(`${gpus(1 - used)} GPU idle`);
+  lines.push(measuredText(device));
+  const idleHeld = used > 0 && device.utilization != null && device.utilization < IDLE_HELD;
   const target = device.shares.find((s) => s.workload_id);
   const el = h("div", {
-    class: `cell${used >= 0.999 ? " full" : used > 0 ? " part" : ""}${target ? " link" : ""}`,
+    class: `cell${used >= 0.999 ? " full" : used > 0 ? " part" : ""}${target ? " link" : ""}${idleHeld ? " idle-held" : ""}`,
     title: lines.join("\n"), role: "img", "aria-label": lines.join("; "),
-    dataset: { testid: "gpu", node: node.id, index: device.index, used: gpus(used) },
+    dataset: { testid: "gpu", node: node.id, index: device.index, used: gpus(used), busy: device.utilization == null ? "" : String(Math.round(device.utilization * 100)) },
   }, device.shares.map((s) => h("span", {
     class: `seg${s.queue === null ? " other" : ""}`,
     dataset: { queue: s.queue ?? "" },
@@ -77,6 +90,7 @@ function legend(data, me) {
     names.map((q) => h("span", { class: "chip" }, h("i", { style: { background: queueColor(q) } }), q)),
     other ? h("span", { class: "chip" }, h("i", { class: "other", style: { backgroundColor: OTHER } }), "other queues") : null,
     h("span", { class: "chip" }, h("i", { class: "idle" }), "idle GPU"),
+    h("span", { class: "chip", title: `held by work and measured under ${IDLE_HELD * 100}% busy` }, h("i", { class: "idle-held" }), "held, barely used"),
     h("span", { class: "chip" }, h("span", { class: "badge cordoned" }, "cordoned"), "no new work"),
     h("span", { class: "chip" }, h("span", { class: "badge unhealthy" }, "unhealthy"), "out of service"),
   ];

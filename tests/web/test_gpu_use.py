@@ -1,0 +1,125 @@
+"""Measured GPU use (`corral.control.device_use`) beside allocation: the API's node view per
+device with the sample's age and the workload holding the device, and the Prometheus gauges
+`corral_gpu_utilization_ratio` / `corral_gpu_memory_used_bytes` labelled node, device,
+workload. The samples come as an agent's heartbeat or the local probe put them on the board;
+the agent's side is tests/agent/test_gpu_use.py, a real agent end to end
+tests/agent/test_agent_accelerators.py."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from corral.control.device_use import UseSample, board_for
+from corral.web.metrics import USE_STALE_S
+
+from .rig import Dash, value
+
+GIB = 2**30
+
+
+def _sample(device: int, busy: float, used_gib: int, at: float) -> UseSample:
+    return UseSample(device, busy, used_gib * GIB, 80 * GIB, at)
+
+
+def test_held_but_idle_gpus_show_per_device_with_their_holder(dash: Dash) -> None:
+    wid = dash.submit(dash.ann, name="idle-holder", gpus=2, gpu_models=["H100"])
+    dash.step(2)
+    node = next(n for n in dash.client.get("/v1/nodes", headers=dash.admin).json()
+                if n["workloads"])
+    with dash.store.read() as conn:
+        from corral.store import workloads as W
+        [held] = W.holding_placements(conn)
+    now = dash.clock.now()
+    board_for(dash.store).record(held.node_id, [
+        _sample(d, 0.03, 1, now - 4.0) for d in held.devices] + [
+        _sample(3, 0.9, 70, now - 1.0)])
+    listed = {n["id"]: n for n in dash.client.get("/v1/nodes", headers=dash.admin).json()}
+    devices = listed[node["id"]]["devices"]
+    by_device = {d["device"]: d for d in devices}
+    for d in held.devices:
+        assert by_device[d] == {"device": d, "utilization": 0.03, "memory_used_bytes": GIB,
+                                "memory_total_bytes": 80 * GIB, "age_s": 4.0,
+                                "workloads": [wid]}
+    assert by_device[3]["workloads"] == [] and by_device[3]["utilization"] == 0.9
+    assert listed["gcp-0"]["devices"] == []  # no sample came: nothing said, not zero
+    # a member sees the use but not who holds the device (as the node's workload list)
+    member = {n["id"]: n for n in dash.client.get("/v1/nodes", headers=dash.ann).json()}
+    assert [d["workloads"] for d in member[node["id"]]["devices"]] == [[], [], []]
+
+    m = dash.scrape()
+    for d in held.devices:
+        assert value(m, "corral_gpu_utilization_ratio", node=held.node_id, device=str(d),
+                     workload=wid) == 0.03
+        assert value(m, "corral_gpu_memory_used_bytes", node=held.node_id, device=str(d),
+                     workload=wid) == GIB
+    assert value(m, "corral_gpu_utilization_ratio", node=held.node_id, device="3",
+                 workload="") == 0.9
+    assert value(m, "corral_gpu_memory_total_bytes", device="3") == 80 * GIB
+
+
+def test_a_newer_sample_replaces_an_older_and_a_stale_one_leaves_the_gauges(dash: Dash) -> None:
+    board = board_for(dash.store)
+    now = dash.clock.now()
+    board.record("aws-0", [_sample(0, 0.5, 1, now)])
+    board.record("aws-0", [_sample(0, 0.1, 1, now - 10.0)])  # late arrival of an older sample
+    assert board.of("aws-0")[0].utilization == 0.5
+    board.record("gone-node", [_sample(0, 0.5, 1, now)])  # not in the pool: not exported
+    m = dash.scrape()
+    assert value(m, "corral_gpu_utilization_ratio", node="aws-0", device="0") == 0.5
+    assert "gone-node" not in str(m.get("corral_gpu_utilization_ratio"))
+    dash.clock.advance(USE_STALE_S + 30.0)
+    dash.step()
+    m = dash.scrape()
+    assert m.get("corral_gpu_utilization_ratio", []) == []
+    node = next(n for n in dash.client.get("/v1/nodes", headers=dash.admin).json()
+                if n["id"] == "aws-0")
+    assert node["devices"][0]["age_s"] >= USE_STALE_S  # the API still says it, with its age
+
+
+def test_two_control_planes_in_one_process_keep_their_own_samples(dash: Dash) -> None:
+    from corral.store import Store
+    other = Store("sqlite://")
+    board_for(dash.store).record("aws-0", [_sample(0, 0.5, 1, 0.0)])
+    assert board_for(other).of("aws-0") == {}
+
+
+def test_the_pool_page_shows_measured_use_beside_allocation(dash: Dash) -> None:
+    wid = dash.submit(dash.ann, name="held", gpus=1, gpu_models=["H100"])
+    dash.step(2)
+    now = dash.clock.now()
+    board_for(dash.store).record("aws-0", [_sample(d, 0.02 if d == 0 else 0.8, 2, now - 3.0)
+                                           for d in range(3)])
+    page = dash.client.get("/v1/dashboard/pool/page", headers=dash.ann).json()
+    [row] = [n for n in page["nodes"] if n["id"] == "aws-0"]
+    cells = {c["index"]: c for c in row["devices"]}
+    held = next(c for c in cells.values() if c["shares"])
+    assert held["shares"][0]["workload_id"] == wid
+    assert (cells[0]["utilization"], cells[0]["memory_used_bytes"], cells[0]["use_age_s"]) == (
+        0.02, 2 * GIB, 3.0)
+    assert cells[1]["utilization"] == 0.8
+    assert cells[3]["utilization"] is None  # no sample for GPU 3: not measured, not zero
+    [gcp] = [n for n in page["nodes"] if n["id"] == "gcp-0"]
+    assert all(c["utilization"] is None for c in gcp["devices"])
+
+
+def test_corral_ups_own_host_is_sampled_with_its_health_probe(
+        dash: Dash, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local backend's host: `corral up` checks its GPUs through NVML (here the fake
+    pynvml) and each check also records their measured use for the node."""
+    from corral.cli.server import _gpu_health
+    from corral.core.model import Node
+    from corral.testing.fake_pynvml import FakeGpu, FakeNvml
+
+    fake = FakeNvml([FakeGpu(utilization_pct=7, memory_used_mib=100), FakeGpu(lost=True)])
+    monkeypatch.setitem(sys.modules, "pynvml", fake.module())
+    node = Node("local", "local", "H100", 2, 81559, 8000, 65536)
+    monitor, probe = _gpu_health(dash.store, [node], 10.0)
+    try:
+        assert monitor.gpu_verdicts is not None
+        monitor.gpu_verdicts(50.0)
+    finally:
+        probe.close()
+    assert board_for(dash.store).of("local") == {
+        0: UseSample(0, 0.07, 100 * 2**20, 81559 * 2**20, 50.0)}  # the lost GPU: no sample

@@ -32,6 +32,17 @@ def test_nvml_samples_utilisation_and_memory_per_device(monkeypatch: pytest.Monk
                    DeviceUse(1, 12.5, 0.97, 80000 * MIB, 81559 * MIB)]
 
 
+def test_memory_used_leaves_out_the_drivers_reserve_as_nvidia_smi_does(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """nvmlDeviceGetMemoryInfo_v2's used (seen on a real H200: v1 said 615 MiB used on the idle
+    GPU, nvidia-smi 0); a driver without v2 answers v1's."""
+    fake = FakeNvml([FakeGpu(memory_used_mib=100, memory_reserved_mib=615),
+                     FakeGpu(memory_used_mib=100, memory_reserved_mib=615, memory_v2=False)])
+    monkeypatch.setitem(sys.modules, "pynvml", fake.module())
+    with NvmlHealthProbe() as probe:
+        assert [u.memory_used_bytes // MIB for u in probe.sample(0.0)] == [100, 715]
+
+
 def test_a_device_that_errors_gives_no_sample_and_the_others_still_do(
         monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeNvml([FakeGpu(utilization_pct=50), FakeGpu(lost=True),

@@ -6,7 +6,8 @@ health probe's interval:
 
 - NVIDIA, through NVML: `nvmlDeviceGetUtilizationRates(handle).gpu` (percent of the last sample
   period, 1/6 s to 1 s depending on the product, during which a kernel ran) and
-  `nvmlDeviceGetMemoryInfo(handle)` (`used`, `total`, bytes);
+  `nvmlDeviceGetMemoryInfo(handle, version=nvmlMemory_v2)` (`used` without the driver's
+  reserved memory, as nvidia-smi shows it; v1 where the driver has no v2), `total`, bytes;
 - AMD, through amdsmi: `amdsmi_get_gpu_activity(handle)["gfx_activity"]` (percent) and
   `amdsmi_get_gpu_vram_usage(handle)` (`vram_used`, `vram_total`, MB).
 
@@ -43,10 +44,23 @@ def nvml_use(nvml: Any, index: int, now: float) -> DeviceUse | None:
     try:
         handle = nvml.nvmlDeviceGetHandleByIndex(index)
         rates = nvml.nvmlDeviceGetUtilizationRates(handle)
-        memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+        memory = _memory(nvml, handle)
         return _use(index, now, rates.gpu, int(memory.used), int(memory.total))
     except Exception:  # NVMLError, or a driver without the query: no sample for this device
         return None
+
+
+def _memory(nvml: Any, handle: Any) -> Any:
+    """`nvmlDeviceGetMemoryInfo_v2` where the library and driver have it: its `used` leaves out
+    the driver's reserved memory, as nvidia-smi does (v1's `used` counts it: 615 MiB "used" on
+    an idle H200 that nvidia-smi shows at 0, measured 2026-12-04); else v1."""
+    version = getattr(nvml, "nvmlMemory_v2", None)
+    if version is not None:
+        try:
+            return nvml.nvmlDeviceGetMemoryInfo(handle, version=version)
+        except nvml.NVMLError:
+            pass  # a driver before v2 (NVML_ERROR_FUNCTION_NOT_FOUND): v1 below
+    return nvml.nvmlDeviceGetMemoryInfo(handle)
 
 
 def amdsmi_use(amdsmi: Any, index: int, handle: Any, now: float) -> DeviceUse | None:

@@ -51,7 +51,9 @@ class FakeGpu:
     pcie_replays: int | None = 0  # cumulative; None: not supported
     nvlink_errors: list[int] | None = None  # per link, cumulative (all counters); None: no NVLink
     utilization_pct: int | None = 0  # nvmlDeviceGetUtilizationRates' gpu; None: not supported
-    memory_used_mib: int = 0
+    memory_used_mib: int = 0  # by work, as nvidia-smi shows it (v2's used)
+    memory_reserved_mib: int = 0  # the driver's: v1's used counts it, v2's does not
+    memory_v2: bool = True  # False: a driver without nvmlDeviceGetMemoryInfo_v2
 
 
 @dataclass
@@ -74,6 +76,7 @@ class FakeNvml:
         m.NVML_TEMPERATURE_GPU = 0  # type: ignore[attr-defined]
         m.nvmlEventTypeXidCriticalError = 0x8  # type: ignore[attr-defined]
         m.NVML_NVLINK_MAX_LINKS = 4  # type: ignore[attr-defined]
+        m.nvmlMemory_v2 = 0x02000028  # type: ignore[attr-defined]
         for i, name in enumerate(("REPLAY", "RECOVERY", "CRC_FLIT", "CRC_DATA")):
             setattr(m, f"NVML_NVLINK_ERROR_DL_{name}", i)
         for name in dir(self):
@@ -113,9 +116,11 @@ class FakeNvml:
         self._gpu(handle)
         return f"GPU-0000000{handle}".encode()  # older releases return bytes
 
-    def nvmlDeviceGetMemoryInfo(self, handle: int) -> Any:
+    def nvmlDeviceGetMemoryInfo(self, handle: int, version: int | None = None) -> Any:
         gpu = self._gpu(handle)
-        used = gpu.memory_used_mib * 2**20
+        if version is not None and not gpu.memory_v2:
+            raise NVMLError(NVML_ERROR_FUNCTION_NOT_FOUND)
+        used = (gpu.memory_used_mib + (0 if version else gpu.memory_reserved_mib)) * 2**20
         return types.SimpleNamespace(total=gpu.memory_mib * 2**20, used=used,
                                      free=gpu.memory_mib * 2**20 - used)
 

@@ -19,6 +19,8 @@ _NAME = "corral_bench_schedule_cycle"
 def schedule_cycle_bench() -> ModuleType:
     """bench/schedule_cycle.py as a module (its REGIMES builders and its NOW)."""
     if _NAME not in sys.modules:
+        if str(BENCH.parent) not in sys.path:  # it imports its sibling full_regime.py
+            sys.path.append(str(BENCH.parent))
         spec = importlib.util.spec_from_file_location(_NAME, BENCH)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)

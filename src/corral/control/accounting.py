@@ -300,6 +300,7 @@ class Accounting:
         transaction)."""
         metered: dict[str, bool] = {}  # by queue: asked once per queue, not per attempt
         costs: _Costs = {}  # every hold here starts at `at`: priced once per node class
+        amounts: _Amounts = {}  # and rounded once per shape (runtime, price keys and sizes)
         for key, rec in todo.items():
             ref = attempt_ref(*key)
             if s.journal.hold(ref) is not None:
@@ -310,9 +311,8 @@ class Accounting:
                 place_hold(s.journal, workload=ref, queue=rec.queue, amount=0, at=at,
                            memo=UNMETERED)
                 continue
-            exact = _attempt_cost(catalog, placed.get(key, ()), nodes, at,
-                                  self._runtime(rec), costs)
-            amount = s.journal.currency.hold(exact)
+            amount = _hold_amount(s.journal, catalog, placed.get(key, ()), nodes, at,
+                                  self._runtime(rec), costs, amounts)
             if not place_hold(s.journal, workload=ref, queue=rec.queue, amount=amount,
                               at=at).ok:
                 # Admission counted it, so only a concurrent transfer gets here: run it on
@@ -492,6 +492,26 @@ def _cost(catalog: PriceCatalog, key: PriceKey, milli: int, start: Decimal, end:
     found = costs.get((key, milli, start, end))
     if found is None:
         found = costs[(key, milli, start, end)] = catalog.cost(key, milli, start, end)
+    return found
+
+
+#: hold amounts already rounded in one pass, by (runtime, ((price key, milli-GPUs), ...))
+_Amounts = dict[tuple[Decimal, tuple[tuple[PriceKey, int], ...]], Decimal]
+
+
+def _hold_amount(journal: Journal, catalog: PriceCatalog,
+                 assignments: Sequence[WorkerAssignment], nodes: Mapping[str, Node],
+                 at: Decimal, seconds: Decimal, costs: _Costs, amounts: _Amounts) -> Decimal:
+    """The hold of one attempt placed at `at`: its exact cost rounded up. Computed once per
+    shape of a pass: a step's 10,000 holds share a few runtimes, price keys and sizes, and
+    summing Fractions and rounding them cost as much as the rest of a hold. The same amount
+    either way (the sum is exact, its order does not matter)."""
+    shape = (seconds, tuple((node_key(node), a.milli_per_device * len(a.devices))
+                            for a in assignments if (node := nodes.get(a.node_id)) is not None))
+    found = amounts.get(shape)
+    if found is None:
+        exact = _attempt_cost(catalog, assignments, nodes, at, seconds, costs)
+        found = amounts[shape] = journal.currency.hold(exact)
     return found
 
 

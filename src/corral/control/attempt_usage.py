@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, and_, insert, or_, select
+from sqlalchemy import Connection, and_, or_, select
 
 from corral.core.model import Node, WorkerAssignment
 from corral.ledger import EndReason, MeterLog, UsageRecord, WorkerEnded, WorkerStarted
 from corral.ledger.instants import to_instant
 from corral.store import ledger_rows as LR
 from corral.store import workloads as W
+from corral.store.driver_bulk import insert_rows
 from corral.store.ledger_tables import LedgerUsage
 from corral.store.schema import Event, WorkloadRow
 
@@ -165,8 +166,9 @@ def record_starts(
                 workload_id=rec.id, worker=a.worker, attempt=key[1], at=start, queue=rec.queue,
                 user=rec.user, provider=node.provider, region=node.region, node=node.id,
                 gpu_model=node.gpu_model, capacity_kind=node.capacity_kind, milli=milli)))
-    if rows:
-        conn.execute(insert(LedgerUsage), rows)
+    # through the driver on SQLite (`driver_bulk`): SQLAlchemy's executemany processed every
+    # parameter of every row, a quarter of this function's time in a 10,000-placement step
+    insert_rows(conn, LedgerUsage.__table__, rows)
     return done
 
 

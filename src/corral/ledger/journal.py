@@ -22,7 +22,6 @@ The operations that build transactions (grants, transfers, holds, settlements, e
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -295,17 +294,23 @@ class Journal:
 
     def _apply_hold(self, tx: Transaction) -> None:
         kind, workload = tx.intent.kind, tx.intent.workload
+        if kind not in (TxKind.HOLD, TxKind.TOPUP, TxKind.SETTLE):
+            return
+        # Hold and Posting built directly, not by dataclasses.replace: this runs once per
+        # hold and per settlement (10,000s in one step) and replace re-reads the fields
+        if kind is TxKind.SETTLE:
+            h = self._holds[workload]
+            self._holds[workload] = Hold(h.workload, h.queue, h.placed_at, h.draws,
+                                         settled_by=tx.key, charged=tx.intent.amount)
+            return
         draws = tuple(
-            dataclasses.replace(p, amount=-p.amount)
+            Posting(p.account, -p.amount)
             for p in tx.postings
             if p.account.kind is AccountKind.CREDITS and p.amount < 0
         )
         if kind is TxKind.HOLD:
             self._holds[workload] = Hold(workload, tx.intent.queue, tx.at, draws)
-        elif kind is TxKind.TOPUP:
-            hold = self._holds[workload]
-            self._holds[workload] = dataclasses.replace(hold, draws=hold.draws + draws)
-        elif kind is TxKind.SETTLE:
-            self._holds[workload] = dataclasses.replace(
-                self._holds[workload], settled_by=tx.key, charged=tx.intent.amount
-            )
+        else:  # a top-up adds its draws to the open hold
+            h = self._holds[workload]
+            self._holds[workload] = Hold(h.workload, h.queue, h.placed_at, h.draws + draws,
+                                         h.settled_by, h.charged)

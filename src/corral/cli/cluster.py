@@ -13,7 +13,13 @@ from rich.table import Table
 
 from corral.cli.connection import JsonOpt, TokenOpt, UrlOpt, connect, emit_json, friendly
 from corral.cli.output import Format, OutputOpt, chosen, emit
-from corral.cli.render import nodes_table, providers_table, queues_table, workloads_table
+from corral.cli.render import (
+    devices_table,
+    nodes_table,
+    providers_table,
+    queues_table,
+    workloads_table,
+)
 
 if TYPE_CHECKING:  # annotations only: `--help` imports neither httpx nor pydantic (issue 14)
     from pydantic import BaseModel
@@ -34,8 +40,15 @@ def queues(output: OutputOpt = None, url: UrlOpt = None, token: TokenOpt = None,
 
 def nodes(output: OutputOpt = None, url: UrlOpt = None, token: TokenOpt = None,
           json_out: JsonOpt = False) -> None:
-    """Nodes of the pool and their GPUs in use."""
-    _show(url, token, chosen(output, json_out), lambda c: c.nodes(), nodes_table, "id")
+    """Nodes of the pool: their GPUs allocated and measured in use (USE: the mean of the
+    node's sampled GPUs, "-" when no recent sample; a GPU held by work under 10% busy is
+    "held, barely used"); -o wide adds each GPU's sample."""
+    fmt = chosen(output, json_out)
+    with connect(url, token) as c, friendly():
+        items = c.nodes()
+    emit(out, fmt, items, nodes_table(items), [n.id for n in items])
+    if fmt is Format.WIDE:  # each device's sample, one row per GPU, under the nodes
+        emit(out, fmt, [], devices_table(items), [])
 
 
 def providers(output: OutputOpt = None, url: UrlOpt = None, token: TokenOpt = None,

@@ -15,8 +15,8 @@ if TYPE_CHECKING:  # annotations only: `--help` imports neither httpx nor pydant
 
     from corral.sdk import models as M
 
-__all__ = ["ago", "elastic_text", "nodes_table", "providers_table", "queues_table", "state_text",
-           "workloads_table"]
+__all__ = ["ago", "devices_table", "elastic_text", "nodes_table", "providers_table",
+           "queues_table", "state_text", "use_text", "workloads_table"]
 
 _COLORS = {"pending": "yellow", "scheduled": "cyan", "starting": "cyan", "running": "green",
            "succeeded": "bright_black", "failed": "red", "preempted": "magenta",
@@ -78,21 +78,55 @@ def workloads_table(items: Iterable[M.Workload], title: str = "workloads",
     return t
 
 
-def _bar(used: float, total: float) -> ProgressBar:
-    return ProgressBar(total=max(total, 1e-9), completed=min(used, total), width=20)
+def _bar(used: float, total: float, width: int = 20) -> ProgressBar:
+    return ProgressBar(total=max(total, 1e-9), completed=min(used, total), width=width)
 
 
 #: the node label listing GPUs cordoned one by one (`corral.control.device_cordons.LABEL`)
 CORDONED_GPUS = "corral.dev/cordoned-gpus"
 
 
-def nodes_table(nodes: Iterable[M.NodeInfo]) -> Table:
+#: a sample older than this is not shown as the node's use: as /metrics' USE_STALE_S
+#: (corral.web.metrics; not imported, the CLI does not load the server)
+USE_STALE_S = 300.0
+#: a GPU held by work and measured under this busy is "held, barely used", as the dashboard's
+#: pool page outlines it (web/static/js/pages/pool.js IDLE_HELD)
+IDLE_HELD = 0.1
+IDLE_HELD_WORDS = "held, barely used"
+
+
+def fresh_devices(n: M.NodeInfo) -> list[M.DeviceUseInfo]:
+    """The node's devices with a sample recent enough to say what they do now."""
+    return [d for d in n.devices if d.age_s <= USE_STALE_S]
+
+
+def idle_held(d: M.DeviceUseInfo) -> bool:
+    """Held by work (the holders are shown to admins only) and under IDLE_HELD busy."""
+    return bool(d.workloads) and d.age_s <= USE_STALE_S and d.utilization < IDLE_HELD
+
+
+def use_text(n: M.NodeInfo) -> str:
+    """The USE cell: the mean measured utilisation of the node's sampled GPUs ("-" when no
+    recent sample), and how many held GPUs are barely used."""
+    fresh = fresh_devices(n)
+    if not fresh:
+        return "-"
+    text = f"{100 * sum(d.utilization for d in fresh) / len(fresh):.0f}%"
+    idle = sum(idle_held(d) for d in fresh)
+    return f"{text}, {idle} {IDLE_HELD_WORDS}" if idle else text
+
+
+def nodes_table(nodes: Iterable[M.NodeInfo], wide: bool = False) -> Table:
     nodes = list(nodes)
     t = Table(title="nodes", title_justify="left")
     id_column(t, "NODE", (n.id for n in nodes))
     why = any(n.health_reason for n in nodes)
-    for col in ("MODEL", "GPUS USED", "", "STATUS", "PROVIDER", "$/GPU-H"):
+    for col in ("MODEL", "GPUS USED", ""):
         t.add_column(col)
+    t.add_column("USE", overflow="fold")  # measured use beside allocation
+    t.add_column("STATUS")
+    for col in ("PROVIDER", "$/GPU-H"):  # one short word each: kept whole, the others fold
+        t.add_column(col, no_wrap=True)
     if why:  # only when a node is cordoned by health: its failed checks
         t.add_column("WHY", overflow="fold")
     for n in nodes:
@@ -100,9 +134,36 @@ def nodes_table(nodes: Iterable[M.NodeInfo]) -> Table:
         if n.labels.get(CORDONED_GPUS):  # the health monitor took these GPUs out, one by one
             status = f"{status}, gpu {n.labels[CORDONED_GPUS]} cordoned"
         row: list[RenderableType] = [
-            n.id, n.gpu_model, f"{n.gpus_used:g}/{n.gpu_count}", _bar(n.gpus_used, n.gpu_count),
+            # a shorter bar than the other tables': USE beside it still fits 80 columns
+            n.id, n.gpu_model, f"{n.gpus_used:g}/{n.gpu_count}",
+            _bar(n.gpus_used, n.gpu_count, width=10),
+            Text(use_text(n), style="yellow" if any(map(idle_held, n.devices)) else ""),
             status, n.provider, f"{n.price_per_gpu_hour:.2f}"]
         t.add_row(*row, *([n.health_reason] if why else []))
+    return t
+
+
+def _gib(n_bytes: int) -> str:
+    return f"{n_bytes / 2**30:.1f}"
+
+
+def devices_table(nodes: Iterable[M.NodeInfo]) -> Table:
+    """`corral nodes -o wide`'s second table: each sampled GPU's measured use, its memory, the
+    sample's age and what holds it (admins see the holders)."""
+    t = Table(title="gpus (measured)", title_justify="left")
+    rows = [(n.id, d) for n in nodes for d in sorted(n.devices, key=lambda d: d.device)]
+    id_column(t, "NODE", (node for node, _ in rows))
+    for col in ("GPU", "USE", "MEMORY GIB", "SAMPLED"):
+        t.add_column(col, overflow="fold", min_width=len(col))
+    id_column(t, "HELD BY", (", ".join(d.workloads) or "-" for _, d in rows))  # IDs whole
+    for node, d in rows:
+        stale = d.age_s > USE_STALE_S
+        use = f"{100 * d.utilization:.0f}%" + (", stale" if stale else "")
+        if idle_held(d):
+            use += f", {IDLE_HELD_WORDS}"
+        t.add_row(node, str(d.device), Text(use, style="yellow" if idle_held(d) else ""),
+                  f"{_gib(d.memory_used_bytes)}/{_gib(d.memory_total_bytes)}",
+                  f"{d.age_s:.0f}s ago", ", ".join(d.workloads) or "-")
     return t
 
 

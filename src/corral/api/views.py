@@ -94,12 +94,11 @@ def reason_now(r: WorkloadRecord, use: QueueUse | None) -> str:
         now += [f"{q} uses {round(use.gpus.get(q, 0.0), 3):g} GPUs"
                 for q in _chain(r.queue, use.parent) if q in named]
     # (refs are written with the core's reasons only: under another writer's code, such as a
-    # workflow hold or BudgetExceeded, the last core reason's refs say nothing)
-    held = [(h, until) for h, until in use.reservations if h != r.id]
-    if refs.get("reserved") and held and r.reason_code in R.MAY_FIT:
-        now.append("it waits behind nodes reserved for " + ", ".join(
-            h if until is None else f"{h} until t={until:.0f}" for h, until in held))
-    return f"{message} (now: {'; '.join(now)})" if now else message
+    # workflow hold or BudgetExceeded, the last core reason's refs say nothing; waits_behind
+    # asks for a may-fit code. The words are the core's, shared with `corral plan` and the
+    # dry run, which tell a plan's reasons before anything is stored)
+    behind = R.waits_behind(r.reason_code, bool(refs.get("reserved")), use.reservations, r.id)
+    return R.with_now(message, now if behind is None else [*now, behind])
 
 
 def workload_view(r: WorkloadRecord, placements: list[Any] | None = None,

@@ -2,7 +2,10 @@
 
 Reads the pool and workload files, asks the core for a plan at `--now` (default: the wall clock;
 the CLI may read it, the core may not) and shows what would start where, what would be evicted and
-why, and for every pending workload its reason.
+why, and for every pending workload its reason. A big workload that yields to a reservation is
+told whose and until when, "(now: it waits behind nodes reserved for g1 until t=1000)", from the
+plan's own reservations, in the words the API adds to a stored sentence (`told`): the core's
+sentence names no holder, since a stored one would be rewritten each time reservations move.
 
 An elastic job (`elastic: {min_workers, max_workers}`) is planned as the control plane stores it
 (`corral.control.elastic`): its core gang `NAME` of min_workers and one-worker extras `NAME-e1`..,
@@ -19,6 +22,7 @@ world after the cycle (`elastic_plan`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -38,7 +42,7 @@ from corral.cli.elastic_plan import (
 )
 from corral.core import ClusterState, Plan, WorkerAssignment, Workload, WorkloadState, schedule
 from corral.core.model import Node
-from corral.core.reasons import Reason
+from corral.core.reasons import Reason, reason_with_reservations
 from corral.spec import SpecError, load_pool, load_workloads
 from corral.spec.load import WorkloadEntry
 
@@ -164,12 +168,24 @@ def plan_command(
     # elastic extras held as the live loop holds them (for their core gang, or the resize
     # interval): left out of the cycle, shown pending with their reason
     found, held = settle(state, entries, holds, lambda s: schedule(s, at, config, seed))
+    found = told(found)
     worlds = elastic_worlds(entries, state, found, held)
     plan = with_holds(found, held)
     if as_json:
         typer.echo(json.dumps(plan_to_dict(plan, worlds), indent=2))
         return
     render(console, state, plan, worlds)
+
+
+def told(plan: Plan) -> Plan:
+    """`plan` with each pending sentence told which reservations it waits behind, in the words
+    the API adds to a stored one at read time (`reasons.reason_with_reservations`): the core
+    stores no holder in the sentence, as that moves while the sentence stays true."""
+    held = [(r.workload_id, r.until) for r in plan.reservations]
+    if not held:
+        return plan
+    return dataclasses.replace(plan, pending={
+        wid: reason_with_reservations(r, wid, held) for wid, r in plan.pending.items()})
 
 
 def plan_to_dict(plan: Plan, worlds: list[ElasticWorld] | None = None) -> dict[str, Any]:
@@ -202,7 +218,8 @@ def plan_to_dict(plan: Plan, worlds: list[ElasticWorld] | None = None) -> dict[s
             for k, r in plan.pending.items()
         },
         "reservations": [
-            {"workload": r.workload_id, "nodes": list(r.node_ids)} for r in plan.reservations
+            {"workload": r.workload_id, "nodes": list(r.node_ids), "until": r.until}
+            for r in plan.reservations
         ],
         "stats": plan.stats,
         "elastic": {w.name: w.as_dict() for w in worlds or ()},
@@ -242,7 +259,9 @@ def render(console: Console, state: ClusterState, plan: Plan,
             pt.add_row(wid, work[wid].queue if wid in work else "?", code, r.message)
         console.print(pt)
     for res in plan.reservations:
-        console.print(f"reserved for {res.workload_id}: {', '.join(res.node_ids)}")
+        until = "" if res.until is None else f" until t={res.until:.0f}"
+        console.print(f"reserved for {res.workload_id}{until}: {', '.join(res.node_ids)}",
+                      markup=False, highlight=False)
     for world in worlds or ():
         console.print(world.sentence(), highlight=False)
     total = sum(n.gpu_count for n in state.nodes if n.schedulable)

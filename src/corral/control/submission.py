@@ -437,6 +437,9 @@ def _dry_outcome(plan: Plan, units: Sequence[Workload]) -> DryRun:
     }
     evictions = [{"workload": e.workload_id, "rule": e.rule, "message": e.message}
                  for e in plan.evictions if e.for_workload in ids]
-    reason = next((plan.pending[u.id] for u in units if u.id in plan.pending), None)
+    # told which reservations it waits behind (the words the API adds to a stored sentence)
+    held = [(r.workload_id, r.until) for r in plan.reservations]
+    reason = next((R.reason_with_reservations(plan.pending[u.id], u.id, held)
+                   for u in units if u.id in plan.pending), None)
     outcome = "start" if len(placements) == len(units) else "pending"
     return DryRun(outcome, placements, evictions, reason)

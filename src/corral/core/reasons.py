@@ -12,6 +12,7 @@ is below every offer). The control plane may reject unresolvable work at submiss
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -114,3 +115,38 @@ def read_refs(text: str) -> dict[str, Any]:
         return {}
     refs = json.loads(text)
     return refs if isinstance(refs, dict) else {}
+
+
+# --- what a reader adds after the sentence (never stored: it moves) --------------------------
+def waits_behind(code: str, yields: bool, held: Iterable[tuple[str, float | None]],
+                 own: str) -> str | None:
+    """The words that say which reservations a workload waits behind, or None when it waits
+    behind none: "it waits behind nodes reserved for g1 until t=1000". `yields`: its reason
+    says it yields to reservations (`YIELDS_TO_RESERVATIONS`, or "reserved" in its stored
+    refs); `held`: the reservations in force, (holder, until when; None: not said); `own`: its
+    id (its own reservation is not in its way). Only the core's may-fit codes: another
+    writer's code (a workflow hold, BudgetExceeded) is not about capacity. One definition for
+    the API's view of a stored sentence (`corral.api.views.reason_now`), `corral plan` and the
+    dry run (`reason_with_reservations`)."""
+    others = [(h, until) for h, until in held if h != own]
+    if not (yields and others and code in MAY_FIT):
+        return None
+    return "it waits behind nodes reserved for " + ", ".join(
+        h if until is None else f"{h} until t={until:.0f}" for h, until in others)
+
+
+def with_now(message: str, now: Sequence[str]) -> str:
+    """`message` with what is true now added after it: "... (now: a uses 3 GPUs; ...)"."""
+    return f"{message} (now: {'; '.join(now)})" if now else message
+
+
+def reason_with_reservations(reason: Reason, own: str,
+                             held: Iterable[tuple[str, float | None]]) -> Reason:
+    """`reason` of workload `own` in a plan whose reservations are `held` (holder, until),
+    its sentence told which it waits behind, in the words the API adds to a stored one
+    (`waits_behind`): for a plan shown before anything is stored (`corral plan`, the dry run)."""
+    behind = waits_behind(reason.code, bool(dict(reason.details).get(YIELDS_TO_RESERVATIONS)),
+                          held, own)
+    if behind is None:
+        return reason
+    return Reason(reason.code, with_now(reason.message, [behind]), reason.details)

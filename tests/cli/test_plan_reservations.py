@@ -37,9 +37,9 @@ WORK: list[dict[str, Any]] = [
 ]
 
 
-def plan(tmp_path: Path, *extra: str) -> str:
+def plan(tmp_path: Path, *extra: str, work: list[dict[str, Any]] = WORK) -> str:
     (tmp_path / "pool.yaml").write_text(yaml.safe_dump(POOL))
-    (tmp_path / "work.yaml").write_text(yaml.safe_dump({"workloads": WORK}))
+    (tmp_path / "work.yaml").write_text(yaml.safe_dump({"workloads": work}))
     result = CliRunner().invoke(app, ["plan", str(tmp_path / "pool.yaml"),
                                       str(tmp_path / "work.yaml"), "--now", str(NOW), *extra],
                                 env={"COLUMNS": "200"})
@@ -68,3 +68,15 @@ def test_the_table_says_it_in_the_same_words(tmp_path: Path) -> None:
     assert words.count("(now: ") == 1, words  # g2's; g1, the holder, is not told of it
     assert f"(now: it waits behind nodes reserved for g1 until t={until:.0f})" in words, words
     assert f"reserved for g1 until t={until:.0f}: dc-n-0, dc-n-1" in words, words
+
+
+def test_an_elastic_core_gang_behind_it_is_told_too(tmp_path: Path) -> None:
+    """The elastic world's waiting core gang (2 x 4 GPUs) quotes the told sentence."""
+    el = {"name": "el", "queue": "q", "gpus": 4, "command": ["x"], "submitted_ago": 100,
+          "elastic": {"min_workers": 2, "max_workers": 3, "resize_interval": 600}}
+    p = json.loads(plan(tmp_path, "--json", work=[*WORK, el]))
+    until = p["reservations"][0]["until"]
+    waits = p["elastic"]["el"]["core_gang_waits"]
+    assert waits["message"] == p["pending"]["el"]["message"]
+    assert waits["message"].endswith(
+        f"(now: it waits behind nodes reserved for g1 until t={until:.0f})"), waits

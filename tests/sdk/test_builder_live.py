@@ -68,3 +68,22 @@ def test_one_refused_step_stores_nothing(server: CorralServer) -> None:
     assert [i.outcome for i in caught.value.items] == ["checked", "refused"]
     assert caught.value.stored == []
     assert _names(server, "aon-sdk-") == []
+
+
+def test_client_submit_and_dry_run_take_a_builder(server: CorralServer) -> None:
+    """`c.submit(w)` is `w.submit(c)`: no `to_dict()` needed, the same checks first."""
+    from corral.sdk.builder import SpecError
+
+    w = job("direct-a", queue="default", cpu=0.1, memory=64).run(sys.executable, "-c", "1")
+    with server.client() as c:
+        assert c.dry_run(w).outcome == "start"
+        sub = c.submit(w, idempotency_key="direct-a-once")
+        assert c.submit(w, idempotency_key="direct-a-once").group_id == sub.group_id
+        stored = c.get(sub.workloads[0].id)
+        child = job("direct-b", queue="default").run("true").after(w)
+        with pytest.raises(SpecError, match=r"Pipeline\(parent, \.\.\., this\)"):
+            c.submit(child)  # names a parent built here, which has no id: refused unsent
+        with pytest.raises(TypeError, match=r"pipeline\.submit\(client\)"):
+            c.submit(Pipeline(w))  # type: ignore[arg-type]
+    assert (stored.name, stored.spec["command"]) == ("direct-a", [sys.executable, "-c", "1"])
+    assert _names(server, "direct-") == ["direct-a"]

@@ -16,7 +16,7 @@ import os
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -30,6 +30,9 @@ from corral.sdk.providers import DeclaredProvider
 from corral.sdk.retry import Retries, send_with_retries
 from corral.sdk.secrets import SecretInfo
 from corral.sdk.webhooks import DeliveryPage
+
+if TYPE_CHECKING:  # an annotation only: the builder is imported when one is passed
+    from corral.sdk.builder import Workload
 
 __all__ = ["Client"]
 
@@ -142,15 +145,23 @@ class Client:
 
     # --- workloads ------------------------------------------------------------------------------
 
-    def submit(self, spec: Mapping[str, Any] | BaseModel, *,
+    def submit(self, spec: Mapping[str, Any] | BaseModel | Workload, *,
                idempotency_key: str | None = None) -> M.Submitted:
-        """Submit; with `idempotency_key`, a retry (say after a lost answer) returns the first
-        submission instead of making a second one (Conflict if the spec differs)."""
+        """Submit a spec: a dict (as a spec file holds it), a `WorkloadSpec`, or a builder
+        (`corral.sdk.builder.job(...)...`, the same as `w.submit(client)`). With
+        `idempotency_key`, a retry (say after a lost answer) returns the first submission
+        instead of making a second one (Conflict if the spec differs)."""
+        if _is_builder(spec):  # its own checks first (a parent built in Python has no id yet)
+            return spec.submit(self, idempotency_key=idempotency_key)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         response = self._call("POST", "/v1/workloads", json=_body(spec), headers=headers)
         return _read(response, M.Submitted.model_validate)
 
-    def dry_run(self, spec: Mapping[str, Any] | BaseModel) -> M.DryRunResult:
+    def dry_run(self, spec: Mapping[str, Any] | BaseModel | Workload) -> M.DryRunResult:
+        """What the server would do with `spec` now (any form `submit` takes), storing
+        nothing."""
+        if _is_builder(spec):
+            return spec.dry_run(self)
         return self._post(M.DryRunResult, "/v1/dry-run", _body(spec))
 
     def get(self, workload_id: str) -> M.Workload:
@@ -388,13 +399,29 @@ class Client:
         self._call("DELETE", f"/v1/secrets/{_seg(name)}", params=_clean({"queue": queue}))
 
 
-def _body(spec: Mapping[str, Any] | BaseModel) -> Any:
+def _is_builder(spec: object) -> TypeGuard[Workload]:
+    """A `corral.sdk.builder.Workload`; the builder is imported only when one could be here
+    (it loads the spec models, which a client that sends dicts does not need)."""
+    if isinstance(spec, (Mapping, BaseModel)):
+        return False
+    from corral.sdk.builder import Pipeline, Workload
+
+    if isinstance(spec, Pipeline):
+        raise TypeError("Client.submit and dry_run take one workload; a Pipeline is "
+                        "checked and submitted all or nothing by pipeline.dry_run(client) "
+                        "and pipeline.submit(client)")
+    return isinstance(spec, Workload)
+
+
+def _body(spec: Mapping[str, Any] | BaseModel | Workload) -> Any:
     if isinstance(spec, BaseModel):
         body = spec.model_dump(mode="json", exclude_defaults=True)
         if "cpu" in body:  # a WorkloadSpec holds milli-cores; a plain number on input is cores
             body["cpu"] = f"{body['cpu']}m"
         return body
-    return dict(spec)
+    if isinstance(spec, Mapping):
+        return dict(spec)
+    return spec.to_dict()  # a builder: submit and dry_run pass it through its own checks first
 
 
 def _seg(name: str) -> str:

@@ -98,6 +98,13 @@ def test_nodes_wide_has_a_row_per_gpu_and_json_is_the_api(server: CorralServer,
     assert all(d["memory_used_bytes"] == 300 * 2**20 for d in node["devices"])
 
 
+def test_top_shows_the_same_use(server: CorralServer, held: str) -> None:
+    r = _cli(server, "top", "--once")
+    assert "USE" in r.stdout and max(map(len, r.stdout.splitlines())) <= 80, r.stdout
+    flat = " ".join(" ".join(line.replace("│", " ").split()) for line in r.stdout.splitlines())
+    assert "6%," in flat and "barely" in flat, r.stdout
+
+
 def _node(*devices: M.DeviceUseInfo, workloads: list[str] | None = None) -> M.NodeInfo:
     return M.NodeInfo(id="n1", provider="aws", gpu_model="H100", gpu_count=2,
                       gpu_memory_mib=81920, cpu_milli=8000, memory_mib=65536,

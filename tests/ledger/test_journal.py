@@ -136,3 +136,23 @@ def test_accounts_and_keys_are_readable() -> None:
     grant(j, key="g", queue="research", amount="1", at=0)
     assert [a.key for a in j.accounts("research")] == ["credits:research:g", "granted:research"]
     assert j.balance(Account.granted("research")) == d("-1.00")
+
+
+def test_an_account_hashes_as_its_fields_and_keeps_it_through_pickle_and_sorting() -> None:
+    """Account's hash is computed once (a hot dict key); equal accounts must still hash alike
+    (a rebuilt or unpickled one finds the balance of the original), and the cached hash must
+    not take part in equality or order."""
+    import pickle
+
+    from corral.ledger.accounts import AccountKind
+
+    a, b = Account(AccountKind.HOLD, "q", "w@0"), Account.hold("q", "w@0")
+    balances = {a: 5}
+    assert b == a and hash(b) == hash(a) and balances[b] == 5
+    back = pickle.loads(pickle.dumps(a))
+    assert back == a and hash(back) == hash(a) and balances[back] == 5
+    assert Account.hold("q", "w@1") not in balances
+    assert hash(Account.spent("q")) != hash(Account.expired("q"))
+    assert sorted([Account.spent("q"), Account.granted("q")]) == [
+        Account.granted("q"), Account.spent("q")]
+    assert "_hash" not in repr(a)

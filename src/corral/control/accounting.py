@@ -56,7 +56,16 @@ from sqlalchemy import Connection, func, select
 
 from corral.control import lifecycle as L
 from corral.control.attempt_usage import Closed, close_attempts, record_starts
-from corral.control.ledger_prices import BilledMemo, billed_nodes, build_catalog, node_key
+from corral.control.ledger_prices import (
+    Amounts,
+    BilledMemo,
+    Costs,
+    billed_nodes,
+    build_catalog,
+    hold_amount,
+    node_key,
+    span_cost,
+)
 from corral.control.live_state import LiveState
 from corral.control.snapshot import SpecCache
 from corral.core.model import Node, WorkerAssignment, Workload
@@ -299,8 +308,8 @@ class Accounting:
         """A hold for each attempt of `todo`, priced on the nodes it got (in the caller's
         transaction)."""
         metered: dict[str, bool] = {}  # by queue: asked once per queue, not per attempt
-        costs: _Costs = {}  # every hold here starts at `at`: priced once per node class
-        amounts: _Amounts = {}  # and rounded once per shape (runtime, price keys and sizes)
+        costs: Costs = {}  # every hold here starts at `at`: priced once per node class
+        amounts: Amounts = {}  # and rounded once per shape (runtime, price keys and sizes)
         for key, rec in todo.items():
             ref = attempt_ref(*key)
             if s.journal.hold(ref) is not None:
@@ -311,7 +320,7 @@ class Accounting:
                 place_hold(s.journal, workload=ref, queue=rec.queue, amount=0, at=at,
                            memo=UNMETERED)
                 continue
-            amount = _hold_amount(s.journal, catalog, placed.get(key, ()), nodes, at,
+            amount = hold_amount(s.journal, catalog, placed.get(key, ()), nodes, at,
                                   self._runtime(rec), costs, amounts)
             if not place_hold(s.journal, workload=ref, queue=rec.queue, amount=amount,
                               at=at).ok:
@@ -345,21 +354,21 @@ class Accounting:
         # each settlement reads its hold's memo: one read of that column for all (holds
         # placed before the ledger's checkpoint are in the database only)
         memos = s.memos(f"hold:{attempt_ref(*key)}" for key in todo)
-        costs: _Costs = {}  # work launched in one step and ended in one shares its span
+        costs: Costs = {}  # work launched in one step and ended in one shares its span
         for key in todo:
             if key in closed:
                 unmetered = memos.get(f"hold:{attempt_ref(*key)}") == UNMETERED
                 self._settle_one(s, key, closed[key], now, catalog, unmetered, costs)
 
     def _settle_one(self, s: LedgerSession, key: tuple[str, int], closed: Closed, now: Decimal,
-                    catalog: PriceCatalog, unmetered: bool, costs: _Costs) -> None:
+                    catalog: PriceCatalog, unmetered: bool, costs: Costs) -> None:
         """Settle one attempt's hold at its real cost (in the caller's transaction)."""
         ref = attempt_ref(*key)
         at = closed.span.end if closed.span.end is not None else now
         if unmetered:
             cost = Fraction(0)  # not priced at all: an unmetered queue is never charged
         else:
-            cost = sum((_cost(catalog, u.price_key, u.milli, u.start, u.end, costs)
+            cost = sum((span_cost(catalog, u.price_key, u.milli, u.start, u.end, costs)
                         for u in closed.usage), Fraction(0))
         settle(s.journal, workload=ref, cost=cost, at=at)
         self._crash_point(s, ref)
@@ -477,56 +486,6 @@ class Accounting:
             seconds = self._runtimes[limit] = Decimal(
                 repr(float(limit if limit is not None else self.settings.window_s)))
         return seconds
-
-
-#: exact costs already computed in one pass, by (price key, milli-GPUs, start, end)
-_Costs = dict[tuple[PriceKey, int, Decimal, Decimal], Fraction]
-
-
-def _cost(catalog: PriceCatalog, key: PriceKey, milli: int, start: Decimal, end: Decimal,
-          costs: _Costs) -> Fraction:
-    """`catalog.cost`, computed once per distinct (key, milli, start, end) of a pass: a step's
-    10,000 holds start at one instant on a few dozen price keys and a handful of sizes, and
-    the attempts a step settles mostly share their start (the step that launched them) and
-    their end (the step that saw them end); the exact same fraction either way."""
-    found = costs.get((key, milli, start, end))
-    if found is None:
-        found = costs[(key, milli, start, end)] = catalog.cost(key, milli, start, end)
-    return found
-
-
-#: hold amounts already rounded in one pass, by (runtime, ((price key, milli-GPUs), ...))
-_Amounts = dict[tuple[Decimal, tuple[tuple[PriceKey, int], ...]], Decimal]
-
-
-def _hold_amount(journal: Journal, catalog: PriceCatalog,
-                 assignments: Sequence[WorkerAssignment], nodes: Mapping[str, Node],
-                 at: Decimal, seconds: Decimal, costs: _Costs, amounts: _Amounts) -> Decimal:
-    """The hold of one attempt placed at `at`: its exact cost rounded up. Computed once per
-    shape of a pass: a step's 10,000 holds share a few runtimes, price keys and sizes, and
-    summing Fractions and rounding them cost as much as the rest of a hold. The same amount
-    either way (the sum is exact, its order does not matter)."""
-    shape = (seconds, tuple((node_key(node), a.milli_per_device * len(a.devices))
-                            for a in assignments if (node := nodes.get(a.node_id)) is not None))
-    found = amounts.get(shape)
-    if found is None:
-        exact = _attempt_cost(catalog, assignments, nodes, at, seconds, costs)
-        found = amounts[shape] = journal.currency.hold(exact)
-    return found
-
-
-def _attempt_cost(catalog: PriceCatalog, assignments: Sequence[WorkerAssignment],
-                  nodes: Mapping[str, Node], at: Decimal, seconds: Decimal,
-                  costs: _Costs) -> Fraction:
-    total = Fraction(0)
-    end = at + seconds
-    for a in assignments:
-        node = nodes.get(a.node_id)
-        milli = a.milli_per_device * len(a.devices)
-        if node is not None and milli > 0:
-            total += _cost(catalog, node_key(node), milli, at, end, costs)
-    return total
-
 
 
 class _Budget:

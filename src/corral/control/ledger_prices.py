@@ -1,5 +1,8 @@
 """The live price catalog: explicit price rules first, the nodes' own prices where none applies.
 
+Also what an attempt costs at those prices (`span_cost`, `hold_amount`), memoised per pass: the
+accounting stage prices thousands of attempts of a few shapes in one step.
+
 Two sources of prices, and which wins:
 
 1. **Explicit rules** (`prices:` in the pool file, and rules admins add through the API), with
@@ -23,16 +26,21 @@ billed 5.00 by a rule. Where no rule applies the node's own price is the fallbac
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from decimal import Decimal
+from fractions import Fraction
 
-from corral.core.model import Node
+from corral.core.model import Node, WorkerAssignment
 from corral.ledger import PriceCatalog, PriceKey, PriceRule
 from corral.ledger.errors import LedgerError
 from corral.ledger.instants import Instant, to_instant
+from corral.ledger.journal import Journal
 
-__all__ = ["BilledMemo", "billed_nodes", "build_catalog", "node_key", "node_prices"]
+__all__ = [
+    "Amounts", "BilledMemo", "Costs", "attempt_cost", "billed_nodes", "build_catalog",
+    "hold_amount", "node_key", "node_prices", "span_cost",
+]
 
 
 def node_key(node: Node) -> PriceKey:
@@ -140,3 +148,53 @@ def _gaps(spans: Sequence[Span]) -> list[Span]:
     if cursor is not None:
         gaps.append((cursor, None))
     return gaps
+
+
+# -- what an attempt costs, memoised per pass (a step prices thousands of attempts alike) -----
+#: exact costs already computed in one pass, by (price key, milli-GPUs, start, end)
+Costs = dict[tuple[PriceKey, int, Decimal, Decimal], Fraction]
+
+
+def span_cost(catalog: PriceCatalog, key: PriceKey, milli: int, start: Decimal, end: Decimal,
+              costs: Costs) -> Fraction:
+    """`catalog.cost`, computed once per distinct (key, milli, start, end) of a pass: a step's
+    10,000 holds start at one instant on a few dozen price keys and a handful of sizes, and
+    the attempts a step settles mostly share their start (the step that launched them) and
+    their end (the step that saw them end); the exact same fraction either way."""
+    found = costs.get((key, milli, start, end))
+    if found is None:
+        found = costs[(key, milli, start, end)] = catalog.cost(key, milli, start, end)
+    return found
+
+
+#: hold amounts already rounded in one pass, by (runtime, ((price key, milli-GPUs), ...))
+Amounts = dict[tuple[Decimal, tuple[tuple[PriceKey, int], ...]], Decimal]
+
+
+def hold_amount(journal: Journal, catalog: PriceCatalog,
+                 assignments: Sequence[WorkerAssignment], nodes: Mapping[str, Node],
+                 at: Decimal, seconds: Decimal, costs: Costs, amounts: Amounts) -> Decimal:
+    """The hold of one attempt placed at `at`: its exact cost rounded up. Computed once per
+    shape of a pass: a step's 10,000 holds share a few runtimes, price keys and sizes, and
+    summing Fractions and rounding them cost as much as the rest of a hold. The same amount
+    either way (the sum is exact, its order does not matter)."""
+    shape = (seconds, tuple((node_key(node), a.milli_per_device * len(a.devices))
+                            for a in assignments if (node := nodes.get(a.node_id)) is not None))
+    found = amounts.get(shape)
+    if found is None:
+        exact = attempt_cost(catalog, assignments, nodes, at, seconds, costs)
+        found = amounts[shape] = journal.currency.hold(exact)
+    return found
+
+
+def attempt_cost(catalog: PriceCatalog, assignments: Sequence[WorkerAssignment],
+                  nodes: Mapping[str, Node], at: Decimal, seconds: Decimal,
+                  costs: Costs) -> Fraction:
+    total = Fraction(0)
+    end = at + seconds
+    for a in assignments:
+        node = nodes.get(a.node_id)
+        milli = a.milli_per_device * len(a.devices)
+        if node is not None and milli > 0:
+            total += span_cost(catalog, node_key(node), milli, at, end, costs)
+    return total

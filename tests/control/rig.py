@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corral.backends.fake import FakeBackend, FakeWorld
 from corral.control import ControlLoop, ControlSettings, ManualClock, Submissions
@@ -14,6 +15,9 @@ from corral.store import Store
 from corral.store import pool as P
 from corral.store import workloads as W
 from corral.store.workloads import WorkloadRecord
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
 
 
 def nodes(count: int = 2, gpus: int = 4) -> list[Node]:
@@ -69,3 +73,22 @@ class Rig:
         with self.store.read() as c:
             return [(e.from_state, e.to_state, e.reason)
                     for e in W.list_events(c, workload_id=wid) if e.kind == "transition"]
+
+
+def admin_api(rig: Rig) -> tuple[TestClient, dict[str, str]]:
+    """The API over the rig's store, submissions, clock and backend, and an admin's header: to
+    read what a user is shown of the state the rig's loop left."""
+    from corral.api import ApiContext, create_app
+    from corral.store import auth as A
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Starlette's TestClient on httpx (see tests/api/harness)
+        from fastapi.testclient import TestClient
+
+    with rig.store.write() as c:
+        A.create_user(c, "root", "admin", [], 0.0)
+        token = A.create_token(c, "root", 0.0)
+    ctx = ApiContext(rig.store, rig.submissions, clock=rig.clock, logs=rig.backend,
+                     backend_name="fake")
+    return (TestClient(create_app(ctx), raise_server_exceptions=False),
+            {"Authorization": f"Bearer {token}"})

@@ -12,20 +12,12 @@ another such gang waits behind it, through the core and through POST /v1/dry-run
 
 from __future__ import annotations
 
-import warnings
-
-from corral.api import ApiContext, create_app
 from corral.control.submission import DryRun
 from corral.spec import WorkloadSpec
 from corral.store import Store
-from corral.store import auth as A
 from corral.store.reservations import load_reservations
 
-from .rig import Rig
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # Starlette's TestClient on httpx (see tests/api/harness)
-    from fastapi.testclient import TestClient
+from .rig import Rig, admin_api
 
 GANG = {"name": "big", "queue": "q", "gpus": 4, "workers": 2, "cpu": 0.1, "memory": 64,
         "command": ["run"]}
@@ -56,25 +48,15 @@ def test_the_dry_run_names_the_reservation_a_big_candidate_waits_behind(store: S
     # what the API adds to g2's stored sentence, had it been submitted: the same words
     g2 = rig.submit(name="g2", gpus=4, workers=2)
     rig.step()
-    client, admin = _api(rig)
+    client, admin = admin_api(rig)
     stored = client.get(f"/v1/workloads/{g2}", headers=admin).json()["reason_message"]
     assert stored.endswith(f"it waits behind nodes reserved for {g1} until t={until:.0f})"), (
         stored)
 
 
-def _api(rig: Rig) -> tuple[TestClient, dict[str, str]]:
-    with rig.store.write() as c:
-        A.create_user(c, "root", "admin", [], 0.0)
-        token = A.create_token(c, "root", 0.0)
-    ctx = ApiContext(rig.store, rig.submissions, clock=rig.clock, logs=rig.backend,
-                     backend_name="fake")
-    return (TestClient(create_app(ctx), raise_server_exceptions=False),
-            {"Authorization": f"Bearer {token}"})
-
-
 def test_post_dry_run_says_it_too(store: Store) -> None:
     rig, g1, until = _behind_a_reservation(store)
-    client, admin = _api(rig)
+    client, admin = admin_api(rig)
     body = client.post("/v1/dry-run", json=GANG, headers=admin)
     assert body.status_code == 200, body.text
     got = body.json()

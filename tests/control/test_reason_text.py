@@ -16,32 +16,25 @@ of each moment; a new quota changes the sentence.
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
 from sqlalchemy import select
 
-from corral.api import ApiContext, create_app
 from corral.api.views import QUEUE_CODES, QueueUse, _chain, reason_now
 from corral.control.cancellation import cancel
 from corral.core import reasons as R
 from corral.core.model import Queue
 from corral.core.plan import Reservation
 from corral.store import Store
-from corral.store import auth as A
 from corral.store import pool as P
 from corral.store import workloads as W
 from corral.store.reservations import load_reservations
 from corral.store.schema import WorkloadRow
 from corral.store.workloads import WorkloadRecord
 
-from .rig import Rig
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # Starlette's TestClient on httpx (see tests/api/harness)
-    from fastapi.testclient import TestClient
+from .rig import Rig, admin_api
 
 
 @pytest.fixture
@@ -51,16 +44,6 @@ def rig(store: Store) -> Iterator[Rig]:
         P.upsert_queue(c, Queue("q", quota_gpus=6))
         P.upsert_queue(c, Queue("a", quota_gpus=2))
     yield r
-
-
-def _api(rig: Rig) -> tuple[TestClient, dict[str, str]]:
-    with rig.store.write() as c:
-        A.create_user(c, "root", "admin", [], 0.0)
-        token = A.create_token(c, "root", 0.0)
-    ctx = ApiContext(rig.store, rig.submissions, clock=rig.clock, logs=rig.backend,
-                     backend_name="fake")
-    return (TestClient(create_app(ctx), raise_server_exceptions=False),
-            {"Authorization": f"Bearer {token}"})
 
 
 def _node_of(rig: Rig, wid: str) -> str:
@@ -78,7 +61,7 @@ def test_an_over_quota_sentence_stays_byte_identical_while_only_the_use_moves(ri
     first = rig.get(big)
     assert first.reason_code == R.OVER_QUOTA, first.reason_message
     assert "queue a would be above its quota of 2 GPUs with it" in first.reason_message
-    client, admin = _api(rig)
+    client, admin = admin_api(rig)
     seen = [client.get(f"/v1/workloads/{big}", headers=admin).json()["reason_message"]]
     by_node: dict[str, list[str]] = {}
     for w in small:
@@ -171,7 +154,7 @@ def test_a_sentence_behind_reservations_stays_while_they_are_made_and_pass_on(
     rig.step(2)
     assert _held(rig) == ()
     first, written = rig.get(g3), _written_at(rig, g3)
-    client, admin = _api(rig)
+    client, admin = admin_api(rig)
     assert client.get(f"/v1/workloads/{g3}", headers=admin).json()["reason_message"] == (
         f"{first.reason_message} (now: q uses 8 GPUs)")  # none held: nothing about them
     assert json.loads(first.reason_refs) == {"queues": ["q"], "reserved": True}

@@ -157,3 +157,61 @@ def test_workers_as_a_range_is_refused_as_elastic_is(
     with pytest.raises(SpecError) as e:
         load(tmp_path, fields)
     assert f"{field}: " in str(e.value) and says in str(e.value), str(e.value)
+
+
+# -- a bad range is the first thing said (issue 13): not an error derived from it, nor the rest
+#    of the spec's errors beside it, in either spelling --
+
+#: other faults of the same workload, each of which is reported when the range is good
+OTHER_FAULTS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "unknown-field": {"gpuz": 1},
+    "gpu-share": {"gpus": 0.5},
+    "a-service": {"kind": "service"},
+    "bad-name": {"name": "no spaces here"},
+    "workers-differs": {"workers": 3},
+}
+#: (range as written under workers:, as written under elastic:, where its error is, says)
+BAD_RANGES = [
+    ({"min": 8, "max": 2}, {"min_workers": 8, "max_workers": 2}, "", "must be at least"),
+    ({"min": 0, "max": 2}, {"min_workers": 0, "max_workers": 2}, "min",
+     "greater than or equal to 1"),
+    ({"min": 4097, "max": 4}, {"min_workers": 4097, "max_workers": 4}, "min",
+     "less than or equal to 4096"),
+    ({"min": 2, "max": 4097}, {"min_workers": 2, "max_workers": 4097}, "max",
+     "less than or equal to 4096"),
+    ({"min": 2.5, "max": 4}, {"min_workers": 2.5, "max_workers": 4}, "min", "valid integer"),
+    ({"min": "2", "max": 4}, {"min_workers": "2", "max_workers": 4}, "min", "not the string"),
+]
+
+
+@pytest.mark.parametrize("other", OTHER_FAULTS.values(), ids=OTHER_FAULTS.keys())
+@pytest.mark.parametrize(("short", "long", "bound", "says"), BAD_RANGES,
+                         ids=["min-over-max", "min-zero", "over-limit", "max-over-limit",
+                              "non-integer", "a-string"])
+@pytest.mark.parametrize("spelling", ["workers", "elastic"])
+def test_a_bad_range_is_refused_first_and_alone(
+        tmp_path: Any, spelling: str, short: dict[str, Any], long: dict[str, Any], bound: str,
+        says: str, other: dict[str, Any]) -> None:
+    from corral.spec import SpecError
+    # (under the short spelling, workers-differs is the range itself: the same as none)
+    entry = {**other, **({"workers": short} if spelling == "workers" else {"elastic": long})}
+    with pytest.raises(SpecError) as e:
+        load(tmp_path, entry)
+    named = {"": "", "min": ".min", "max": ".max"}[bound] if spelling == "workers" else {
+        "": "", "min": ".min_workers", "max": ".max_workers"}[bound]
+    field = f"workloads[0].{spelling}{named}"
+    assert [p for p, _ in e.value.problems] == [field], str(e.value)
+    assert says in e.value.problems[0][1], str(e.value)
+
+
+@pytest.mark.parametrize("other", [f for k, f in OTHER_FAULTS.items() if k != "none"],
+                         ids=[k for k in OTHER_FAULTS if k != "none"])
+def test_a_good_range_leaves_the_other_faults_reported(tmp_path: Any,
+                                                       other: dict[str, Any]) -> None:
+    """The guard above is not a spec that refuses everything: with the range right, the other
+    fault is what is said."""
+    from corral.spec import SpecError
+    with pytest.raises(SpecError) as e:
+        load(tmp_path, {**other, "elastic": {"min_workers": 2, "max_workers": 4}})
+    assert all(".elastic" not in p for p, _ in e.value.problems), str(e.value)

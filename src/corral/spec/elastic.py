@@ -4,7 +4,10 @@
 
 The short form the issue writes, `workers: {min: 2, max: 8}` (with `resize_interval` if wanted),
 is the same job: `normalise_workers_range` turns it into the section above before the spec is
-validated, so what is stored, returned by the API and scheduled is the `elastic:` form.
+validated, so what is stored, returned by the API and scheduled is the `elastic:` form. In
+either spelling the range is checked first (`range_first`) and a bad one is the only error said:
+`workers` (the gang's size) is taken from it, so its errors would otherwise follow from the
+range's, beside the rest of the spec's.
 
 The job is its core gang of `min_workers` (started together or not at all, as any gang) plus up
 to `max_workers - min_workers` extra one-worker members, placed when they fit and taken first
@@ -16,7 +19,7 @@ membership change).
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, ClassVar, Final, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails
@@ -27,7 +30,7 @@ from corral.spec.quantities import DurationS
 __all__ = [
     "DEFAULT_RESIZE_INTERVAL_S", "EXAMPLE", "MAX_EXTRA_WORKERS", "MAX_WORKERS", "OTHER_SPELLINGS",
     "SHORT_EXAMPLE", "ElasticSpec", "WorkersRange", "combination_problem",
-    "normalise_workers_range", "workers_json_schema",
+    "normalise_workers_range", "range_first", "workers_json_schema",
 ]
 
 #: the most workers a gang may have (`WorkloadSpec.workers`' bound)
@@ -79,14 +82,36 @@ def _check_bounds(low: int, high: int, names: tuple[str, str]) -> None:
                          f"is a member of its own); raise {lo}")
 
 
-class ElasticSpec(BaseModel):
+class _Range(BaseModel):
+    """What both spellings of the range share: other tools' names of a bound told ours, and
+    the bounds' own rules, said in the names the user wrote (`_SAID`)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+    _SPELLINGS: ClassVar[dict[str, str]]
+    _EXAMPLE: ClassVar[str]
+    _SAID: ClassVar[tuple[str, str]]
 
     @model_validator(mode="before")
     @classmethod
     def _spelling(cls, data: Any) -> Any:
-        _refuse_spellings(data, OTHER_SPELLINGS, EXAMPLE)
+        _refuse_spellings(data, cls._SPELLINGS, cls._EXAMPLE)
         return data
+
+    @model_validator(mode="after")
+    def _bounds(self) -> _Range:
+        _check_bounds(*self.bounds, self._SAID)
+        return self
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        """(the core gang, the most workers)."""
+        raise NotImplementedError
+
+
+class ElasticSpec(_Range):
+    _SPELLINGS = OTHER_SPELLINGS
+    _EXAMPLE = EXAMPLE
+    _SAID = ("min_workers", "max_workers")
 
     min_workers: int = Field(
         ge=1, le=MAX_WORKERS, strict=True,
@@ -102,10 +127,9 @@ class ElasticSpec(BaseModel):
         "reclaim, preemption or a failure is not delayed, and a member corral moves stays in "
         "the world")
 
-    @model_validator(mode="after")
-    def _bounds(self) -> ElasticSpec:
-        _check_bounds(self.min_workers, self.max_workers, ("min_workers", "max_workers"))
-        return self
+    @property
+    def bounds(self) -> tuple[int, int]:
+        return self.min_workers, self.max_workers
 
     @property
     def extras(self) -> int:
@@ -113,17 +137,13 @@ class ElasticSpec(BaseModel):
         return self.max_workers - self.min_workers
 
 
-class WorkersRange(BaseModel):
+class WorkersRange(_Range):
     """`workers: {min, max, resize_interval}`: an elastic job written as issue 13 writes it,
     checked with the same bounds as `ElasticSpec` and its errors named as the user wrote them."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _spelling(cls, data: Any) -> Any:
-        _refuse_spellings(data, _SHORT_SPELLINGS, SHORT_EXAMPLE)
-        return data
+    _SPELLINGS = _SHORT_SPELLINGS
+    _EXAMPLE = SHORT_EXAMPLE
+    _SAID = ("min", "max")
 
     # aliases, so that the attributes do not shadow the builtins
     low: int = Field(alias="min", ge=1, le=MAX_WORKERS, strict=True,
@@ -133,10 +153,12 @@ class WorkersRange(BaseModel):
     resize_interval: DurationS = Field(
         DEFAULT_RESIZE_INTERVAL_S, description="as elastic.resize_interval")
 
-    @model_validator(mode="after")
-    def _bounds(self) -> WorkersRange:
-        _check_bounds(self.low, self.high, ("min", "max"))
-        return self
+    @property
+    def bounds(self) -> tuple[int, int]:
+        return self.low, self.high
+
+
+_R = TypeVar("_R", bound=_Range)
 
 
 def combination_problem(written: str, kind: Any, has_array: bool, gpus: Any) -> str | None:
@@ -154,6 +176,23 @@ def combination_problem(written: str, kind: Any, has_array: bool, gpus: Any) -> 
     return None
 
 
+def range_first(data: Any) -> Any:
+    """A workload's raw fields with its range of workers checked before anything else, in
+    either spelling, so that a bad range is what the user is told, alone: not an error derived
+    from it (`workers` is the core gang's size, taken from the range) nor the rest of the
+    spec's. `workers: {..}` is made the `elastic:` section (normalise_workers_range); an
+    `elastic:` section gives `workers` its min_workers where `workers` is left out."""
+    if not isinstance(data, dict):
+        return data
+    if isinstance(data.get("workers"), dict):
+        return normalise_workers_range(data)
+    if isinstance(data.get("elastic"), dict):
+        got = _validated_at("elastic", ElasticSpec, data["elastic"])
+        if "workers" not in data:
+            return {**data, "workers": got.min_workers}
+    return data
+
+
 def normalise_workers_range(data: Any) -> Any:
     """A workload's raw fields with `workers: {min, max, resize_interval}` made the `elastic:`
     section it means (`workers` = min); anything else is returned as it is. Its errors are
@@ -164,13 +203,7 @@ def normalise_workers_range(data: Any) -> Any:
         _refuse(("workers",), "an elastic job is written once: keep elastic: {min_workers, "
                 "max_workers, resize_interval} and remove workers (or keep workers: {min, max} "
                 "and remove elastic)", data["workers"])
-    try:
-        got = WorkersRange.model_validate(data["workers"])
-    except ValidationError as e:
-        # the same errors, located where the user wrote them (workers.min, not min)
-        raise ValidationError.from_exception_data("WorkloadSpec", [InitErrorDetails(
-            type=err["type"], loc=("workers", *err["loc"]), input=err.get("input"),
-            ctx=err.get("ctx", {})) for err in e.errors()]) from None
+    got = _validated_at("workers", WorkersRange, data["workers"])
     problem = combination_problem("a range of workers (an elastic job)",
                                   data.get("kind", WorkloadKind.JOB.value),
                                   data.get("array") is not None, data.get("gpus"))
@@ -197,6 +230,17 @@ def workers_json_schema(schema: dict[str, Any]) -> None:
             "max": {**bound, "description": "the most workers (elastic.max_workers)"},
             "resize_interval": {"type": ["number", "string"],
                                 "description": "seconds, or a duration such as 5m"}}}]
+
+
+def _validated_at(field: str, model: type[_R], value: Any) -> _R:
+    """`value` as `model`, its errors located where the user wrote them (workers.min, not
+    min)."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as e:
+        raise ValidationError.from_exception_data("WorkloadSpec", [InitErrorDetails(
+            type=err["type"], loc=(field, *err["loc"]), input=err.get("input"),
+            ctx=err.get("ctx", {})) for err in e.errors()]) from None
 
 
 def _refuse(loc: tuple[str, ...], message: str, value: Any) -> None:

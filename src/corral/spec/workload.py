@@ -40,7 +40,7 @@ from corral.spec.checkpoint import CheckpointSpec
 from corral.spec.elastic import (
     ElasticSpec,
     combination_problem,
-    normalise_workers_range,
+    range_first,
     workers_json_schema,
 )
 from corral.spec.errors import LIMIT_ERROR
@@ -249,21 +249,13 @@ class WorkloadSpec(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _elastic_gang(cls, data: Any) -> Any:
-        """An elastic job's gang is its min_workers: `workers` may be left out."""
-        if isinstance(data, dict) and "workers" not in data:
-            elastic = data.get("elastic")
-            low = elastic.get("min_workers") if isinstance(elastic, dict) else None
-            if isinstance(low, int) and not isinstance(low, bool):
-                return {**data, "workers": low}
-        return data
-
-    @model_validator(mode="before")
-    @classmethod
-    def _workers_range(cls, data: Any) -> Any:
-        """`workers: {min: 2, max: 8}` (issue 13's spelling) is the elastic job
-        `elastic: {min_workers: 2, max_workers: 8}`: made so here, so nothing after sees it."""
-        return normalise_workers_range(data)
+    def _range_first(cls, data: Any) -> Any:
+        """A bad range of workers (`workers: {min, max}` or `elastic:`) is refused first and
+        alone; `workers: {min: 2, max: 8}` (issue 13's spelling) is made the elastic job
+        `elastic: {min_workers: 2, max_workers: 8}` here, so nothing after sees it; an elastic
+        job's gang is its min_workers, so `workers` may be left out. Defined last: pydantic runs
+        the last-defined `before` validator first."""
+        return range_first(data)
 
     @field_validator("name")
     @classmethod

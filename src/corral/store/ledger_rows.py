@@ -144,27 +144,42 @@ def record_ends(conn: Connection, ends: Sequence[dict[str, Any]]) -> None:
         ).values(end=bindparam("end"), end_reason=bindparam("reason")), list(ends))
 
 
-#: attempts closed per statement by `close_attempt_rows` (two parameters each: well under
-#: SQLite's 32,766 and PostgreSQL's 65,535 bound parameters)
+#: attempts closed per statement by `close_attempt_rows` off SQLite (two parameters each: well
+#: under PostgreSQL's 65,535 bound parameters)
 CLOSE_CHUNK = 5000
 
 
 def close_attempt_rows(conn: Connection, ends: Sequence[tuple[str, int, Instant, EndReason]]
                        ) -> None:
-    """Close every open row of each attempt (workload, attempt, end, reason) at its end, in one
-    UPDATE per distinct end and reason keyed by the attempts (the attempts a step stopped end
-    at the step's moment: one statement for all of them, up to `CLOSE_CHUNK`), where
-    `record_ends` is one row update per worker. The caller checked that no open row of these
-    attempts started after its end; rows already closed are left alone."""
+    """Close every open row of each attempt (workload, attempt, end, reason) at its end, keyed by
+    the attempt, where `record_ends` is one row update per worker. The caller checked that no
+    open row of these attempts started after its end; rows already closed are left alone.
+
+    SQLite: one executemany through the driver, each attempt found by the primary key's prefix.
+    SQLite plans `(workload_id, attempt) IN (VALUES ...)` as a scan of the whole table per
+    statement (EXPLAIN QUERY PLAN: SCAN ledger_usage), so closing a step's attempts cost what
+    the table holds, every attempt ever run. PostgreSQL: that IN, one UPDATE per distinct end
+    and reason (the attempts a step stopped end at the step's moment), up to `CLOSE_CHUNK`
+    attempts each; it finds them through the primary key."""
+    if not ends:
+        return
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(_CLOSE_SQLITE, [(str(end), reason.value, workload_id, attempt)
+                                             for workload_id, attempt, end, reason in ends])
+        return
     groups: dict[tuple[str, str], list[tuple[str, int]]] = {}
     for workload_id, attempt, end, reason in ends:
         groups.setdefault((str(end), reason.value), []).append((workload_id, attempt))
-    for (end, reason), keys in groups.items():
+    for (end_text, reason_text), keys in groups.items():
         for i in range(0, len(keys), CLOSE_CHUNK):
             conn.execute(update(LedgerUsage).where(
                 tuple_(LedgerUsage.workload_id, LedgerUsage.attempt).in_(
                     keys[i:i + CLOSE_CHUNK]),
-                LedgerUsage.end.is_(None)).values(end=end, end_reason=reason))
+                LedgerUsage.end.is_(None)).values(end=end_text, end_reason=reason_text))
+
+
+_CLOSE_SQLITE = ('UPDATE ledger_usage SET "end" = ?, end_reason = ? '
+                 'WHERE workload_id = ? AND attempt = ? AND "end" IS NULL')
 
 
 def started_of(r: Any) -> WorkerStarted:

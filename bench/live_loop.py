@@ -336,6 +336,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         timed_step(again, clock)
         peaks["restart"] = peak_rss_mib()
         read_times = {} if args.skip_reads else reads(store, clock)
+        if args.keep_db and args.store == "sqlite":  # the rows, for an old/new comparison
+            import sqlite3
+
+            with (contextlib.closing(sqlite3.connect(Path(tmp) / "corral.db")) as src,
+                  contextlib.closing(sqlite3.connect(args.keep_db)) as dst):
+                src.backup(dst)
     idle_median = statistics.median(e for e, _ in idle)
     return {
         "bench": "live_loop", "store": args.store, "nodes": args.nodes,
@@ -372,6 +378,9 @@ def main() -> None:
     ap.add_argument("--tracemalloc", type=int, default=0, metavar="N",
                     help="trace allocations (slow) and report the N biggest sites held after "
                          "the place step")
+    ap.add_argument("--keep-db", metavar="PATH",
+                    help="SQLite: copy the store to PATH at the end (compare what old and new "
+                         "code stored)")
     args = ap.parse_args()
     if args.tracemalloc:
         import tracemalloc

@@ -10,12 +10,12 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import initialize, invariant, run_state_machine_as_test
-from sqlalchemy import delete, func, select
+from sqlalchemy import Connection, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from tests.ledger.test_properties import CHART, QUEUES, LedgerMachine
 
 from corral.core.model import Queue
-from corral.ledger import Account, Transaction, grant, place_hold, settle, statement
+from corral.ledger import DEFAULT_CURRENCY, Account, Transaction, grant, place_hold, settle, statement
 from corral.store import Store
 from corral.store import pool as P
 from corral.store.journal_sql import LedgerDb, insert_transaction
@@ -109,6 +109,38 @@ def test_a_session_writes_its_posts_in_bulk_in_order(store: Store) -> None:
         assert c.execute(select(func.sum(LedgerPosting.amount_units))).scalar_one() == 0
     with LedgerDb(store).read() as s:  # a fresh reader rebuilds the same balances
         assert statement(s.journal, "research", Decimal(6)).held == Decimal("3.00")
+
+
+def test_bulk_postings_are_the_rows_of_one_by_one_inserts(store: Store) -> None:
+    """A bulk write (SQLite: the postings as the driver's tuples) stores exactly the rows the
+    one-transaction path does: every column, in place (amounts as text and as units)."""
+    _queues(store, "research")
+    db = LedgerDb(store)
+    with db.write() as s:
+        grant(s.journal, key="g", queue="research", amount="100", at=0)
+    with db.write() as s:  # a burst: holds, then settlements (several postings each)
+        for i in range(3):
+            place_hold(s.journal, workload=f"w{i}@0", queue="research", amount=f"{i + 2}.25",
+                       at=1)
+        for i in range(3):
+            settle(s.journal, workload=f"w{i}@0", cost=Decimal(i) + Decimal("0.5"), at=2)
+
+    def rows(conn: Connection) -> list[tuple[object, ...]]:  # tx_seq as the append rank
+        got = conn.execute(select(LedgerPosting).order_by(LedgerPosting.tx_seq,
+                                                          LedgerPosting.position)).all()
+        rank = {seq: i for i, seq in enumerate(sorted({r.tx_seq for r in got}))}
+        return [(rank[r.tx_seq], r.position, r.account_kind, r.queue, r.ref, r.amount,
+                 r.amount_units) for r in got]
+
+    with db.read() as s:
+        bulk, txs = rows(s.conn), list(s.journal.transactions())
+    with store.write() as c:
+        c.execute(delete(LedgerPosting))
+        c.execute(delete(LedgerTransaction))
+        for tx in txs:
+            insert_transaction(c, tx, DEFAULT_CURRENCY)
+        single = rows(c)
+    assert len(bulk) == 17 and single == bulk
 
 
 def test_a_rolled_back_write_leaves_neither_rows_nor_memory(store: Store) -> None:

@@ -20,7 +20,18 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # The real-parts fixtures (session-scoped PostgreSQL, Slurm, Ray, Chromium) are registered once
 # here, so every folder shares one server of each kind per test session.
 from corral.testing.fixtures import *  # noqa: E402, F403
+from corral.testing.reaper import start_reaper  # noqa: E402
 from corral.testing.xdist_groups import mark_groups  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every process that runs tests (the serial session, or each xdist worker) gets a watcher
+    that ends what the session started once it exits, a killed one too (corral.testing.reaper).
+    An xdist controller runs no test and starts no server: it gets none."""
+    controller = bool(getattr(config.option, "numprocesses", None)) and not hasattr(
+        config, "workerinput")
+    if not controller:
+        start_reaper()
 
 
 @pytest.hookimpl(trylast=True)  # after xdist's own hook, whose id write pytest 9.2 loses

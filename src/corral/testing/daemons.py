@@ -36,10 +36,21 @@ __all__ = [
     "pids_with_cmdline",
     "pids_with_env",
     "process_dead",
+    "run_env",
     "wait_until",
 ]
 
 POLL_S = 0.2
+#: the test session's marker variable, which corral.testing.reaper sets and looks for
+RUN_ENV = "CORRALTESTS_RUN"
+
+
+def run_env() -> dict[str, str]:
+    """The test session's marker as an environment entry (empty outside a reaped session), for
+    processes started with a clean environment: corral.testing.reaper ends what carries it once
+    the session has exited, a killed session too."""
+    value = os.environ.get(RUN_ENV)
+    return {RUN_ENV: value} if value else {}
 
 
 def free_tcp_ports(count: int = 1, host: str = "127.0.0.1") -> list[int]:
@@ -145,7 +156,7 @@ class Daemon:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=dict(self.env) if self.env is not None else None,
+                env={**self.env, **run_env()} if self.env is not None else None,
                 cwd=self.cwd,
                 start_new_session=True,
             )

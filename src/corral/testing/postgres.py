@@ -32,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from corral.testing.daemons import find_binary, format_logs, free_tcp_ports, kill_pids
+from corral.testing.daemons import find_binary, format_logs, free_tcp_ports, kill_pids, run_env
 from corral.testing.errors import HarnessStartFailed, HarnessUnavailable
 
 __all__ = ["PostgresServer", "postgres_bin_dir"]
@@ -273,7 +273,8 @@ class PostgresServer:
         kwargs: dict[str, object] = {}
         if self._owner is not None:
             kwargs = {"user": self._owner.pw_uid, "group": self._owner.pw_gid, "extra_groups": []}
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "TZ": "UTC"}
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "TZ": "UTC",
+               **run_env()}  # the postmaster pg_ctl starts carries the session's marker
         try:
             done = subprocess.run(
                 argv,

@@ -15,7 +15,15 @@ from sqlalchemy.exc import IntegrityError
 from tests.ledger.test_properties import CHART, QUEUES, LedgerMachine
 
 from corral.core.model import Queue
-from corral.ledger import DEFAULT_CURRENCY, Account, Transaction, grant, place_hold, settle, statement
+from corral.ledger import (
+    DEFAULT_CURRENCY,
+    Account,
+    Transaction,
+    grant,
+    place_hold,
+    settle,
+    statement,
+)
 from corral.store import Store
 from corral.store import pool as P
 from corral.store.journal_sql import LedgerDb, insert_transaction
@@ -141,6 +149,18 @@ def test_bulk_postings_are_the_rows_of_one_by_one_inserts(store: Store) -> None:
             insert_transaction(c, tx, DEFAULT_CURRENCY)
         single = rows(c)
     assert len(bulk) == 17 and single == bulk
+
+
+def test_a_bulk_write_of_postless_transactions_is_stored(store: Store) -> None:
+    """Zero holds (unmetered queues) have no postings: a burst of only them writes its
+    transactions and no posting rows (the driver must not be handed an empty list)."""
+    _queues(store, "research")
+    with LedgerDb(store).write() as s:
+        for i in range(3):
+            place_hold(s.journal, workload=f"w{i}@0", queue="research", amount=0, at=1)
+    with store.read() as c:
+        assert c.execute(select(func.count()).select_from(LedgerTransaction)).scalar_one() == 3
+        assert c.execute(select(func.count()).select_from(LedgerPosting)).scalar_one() == 0
 
 
 def test_a_rolled_back_write_leaves_neither_rows_nor_memory(store: Store) -> None:

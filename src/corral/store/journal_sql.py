@@ -113,10 +113,11 @@ def insert_transactions(conn: Connection, txs: Sequence[Transaction], currency: 
         # the postings (two or more per transaction, 50,000 in a step that places and ends
         # 10,000) as the driver's tuples, built once: not a dict per posting that
         # `insert_rows` then turns into a tuple
-        conn.exec_driver_sql(_INSERT_POSTINGS_SQLITE, [
-            (seq, i, p.account.kind.value, p.account.queue, p.account.ref, str(p.amount),
-             int(p.amount * scale))
-            for seq, tx in zip(seqs, txs, strict=True) for i, p in enumerate(tx.postings)])
+        rows = [(seq, i, p.account.kind.value, p.account.queue, p.account.ref, str(p.amount),
+                 int(p.amount * scale))
+                for seq, tx in zip(seqs, txs, strict=True) for i, p in enumerate(tx.postings)]
+        if rows:  # zero holds have none; the driver reads an empty list as no parameters
+            conn.exec_driver_sql(_INSERT_POSTINGS_SQLITE, rows)
         return max(seqs)
     postings = [row for seq, tx in zip(seqs, txs, strict=True)
                 for row in _posting_rows(seq, tx, scale)]

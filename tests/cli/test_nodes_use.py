@@ -8,20 +8,18 @@ no recent sample; -o wide adds a row per GPU; -o json is the API's node."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
 
 import pytest
 
 from corral.cli.output import plain
 from corral.cli.render import USE_STALE_S, nodes_table, use_text
 from corral.sdk import models as M
-from corral.testing.corral_up import CorralServer
-from corral.testing.fake_pynvml import FakeGpu, install_shim
+from corral.testing.corral_up import CorralServer, up_on_fake_gpus
+from corral.testing.fake_pynvml import FakeGpu
 
 PY = sys.executable
 GIB = 2**30
@@ -29,20 +27,9 @@ GIB = 2**30
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralServer]:
-    tmp = tmp_path_factory.mktemp("nodes-use")
-    state = tmp / "nvml.json"
-    state.write_text(json.dumps({"gpus": [asdict(FakeGpu(utilization_pct=pct,
-                                                         memory_used_mib=300))
-                                          for pct in (4, 8)]}))
-    shim = install_shim(tmp / "fake-nvml", state).parent
-    path = os.pathsep.join(filter(None, [str(shim), os.environ.get("PYTHONPATH")]))
-    s = CorralServer(tmp / "data", extra_env={"PYTHONPATH": path})
-    s.start("--gpu-probe-interval", "0.5")
-    try:
+    gpus = [FakeGpu(utilization_pct=pct, memory_used_mib=300) for pct in (4, 8)]
+    with up_on_fake_gpus(tmp_path_factory.mktemp("nodes-use"), gpus) as s:
         yield s
-    finally:
-        s.stop()
-        s.stop_workers()
 
 
 @pytest.fixture(scope="module")

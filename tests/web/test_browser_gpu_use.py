@@ -6,18 +6,15 @@ outlined; /v1/nodes says the same per device. No GPU is used (a real one: backen
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from collections.abc import Iterator
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from corral.testing.corral_up import CorralServer
-from corral.testing.fake_pynvml import FakeGpu, install_shim
+from corral.testing.corral_up import CorralServer, up_on_fake_gpus
+from corral.testing.fake_pynvml import FakeGpu
 
 from .browsing import shot
 
@@ -29,19 +26,9 @@ TIMEOUT_MS = 30_000
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory,
            chromium_launch_kwargs: dict[str, Any]) -> Iterator[CorralServer]:
-    tmp = tmp_path_factory.mktemp("gpu-use")
-    state = tmp / "nvml.json"
-    state.write_text(json.dumps({"gpus": [asdict(FakeGpu(utilization_pct=2, memory_used_mib=300))
-                                          for _ in range(2)]}))
-    shim = install_shim(tmp / "fake-nvml", state).parent
-    path = os.pathsep.join(filter(None, [str(shim), os.environ.get("PYTHONPATH")]))
-    s = CorralServer(tmp / "data", extra_env={"PYTHONPATH": path})
-    s.start("--gpu-probe-interval", "0.5")
-    try:
+    gpus = [FakeGpu(utilization_pct=2, memory_used_mib=300) for _ in range(2)]
+    with up_on_fake_gpus(tmp_path_factory.mktemp("gpu-use"), gpus) as s:
         yield s
-    finally:
-        s.stop()
-        s.stop_workers()
 
 
 def test_a_held_gpu_measured_idle_is_outlined_on_the_pool_page(

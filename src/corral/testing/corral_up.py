@@ -16,14 +16,17 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from corral.sdk import Client, CorralError
 from corral.sdk import models as M
 from corral.sdk.retry import Retries
+from corral.testing.fake_pynvml import FakeGpu, install_shim
 
-__all__ = ["CorralServer", "PromptClient", "free_port", "stop_workers"]
+__all__ = ["CorralServer", "PromptClient", "free_port", "stop_workers", "up_on_fake_gpus"]
 
 #: what `corral up` says when its --port is taken (corral.cli.server.listen)
 PORT_TAKEN = "is already in use"
@@ -176,3 +179,22 @@ def stop_workers(data_dir: Path) -> None:
         identity = read_identity(record)
         if identity is not None and is_alive(identity):
             kill_group(identity.pid, signal.SIGKILL)
+
+
+@contextmanager
+def up_on_fake_gpus(tmp: Path, gpus: Sequence[FakeGpu],
+                    probe_interval: str = "0.5") -> Iterator[CorralServer]:
+    """A real `corral up` whose own host (the local backend's node) has `gpus`, served by the fake
+    pynvml first on the server's PYTHONPATH, probed every `probe_interval` seconds; stopped, with
+    its workers, afterwards."""
+    state = tmp / "nvml.json"
+    state.write_text(json.dumps({"gpus": [asdict(g) for g in gpus]}))
+    shim = install_shim(tmp / "fake-nvml", state).parent
+    path = os.pathsep.join(filter(None, [str(shim), os.environ.get("PYTHONPATH")]))
+    server = CorralServer(tmp / "data", extra_env={"PYTHONPATH": path})
+    server.start("--gpu-probe-interval", probe_interval)
+    try:
+        yield server
+    finally:
+        server.stop()
+        server.stop_workers()

@@ -81,3 +81,34 @@ def test_sqlite_closes_attempts_through_the_primary_key(store: Store) -> None:
                                  ("1.0", "stopped", "w", 0)).all()
     details = " ".join(str(row[-1]) for row in plan)
     assert "SEARCH ledger_usage USING INDEX" in details and "SCAN" not in details
+
+
+def test_settling_reads_back_no_usage_row_this_process_wrote(store: Store) -> None:
+    """The rows of attempts this Accounting launched are kept in memory until they settle:
+    the step that ends them reads none of them back, and closes and charges them as the rows
+    say (a fresh Accounting, as after a restart, reads them: the other tests of this module)."""
+    accounting = Accounting(store)
+    rig = Rig(store, admission=accounting)
+    ids = [rig.submit(name="gang", gpus=1, workers=2), rig.submit(name="a", gpus=1)]
+    rig.step(3)
+    assert len(accounting._rows) == 2  # both attempts' rows, the gang's two workers in one
+    for key, workers in rig.world.workers.items():
+        for w in workers:
+            w.state, w.exit_code = WorkerState.SUCCEEDED, 0
+        rig.world.touch(key)
+    reads: list[str] = []
+
+    def count(conn, cursor, sql, params, context, many):  # type: ignore[no-untyped-def]
+        if sql.lstrip().upper().startswith("SELECT") and "FROM LEDGER_USAGE" in sql.upper():
+            reads.append(sql)
+
+    event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        rig.step()
+    finally:
+        event.remove(store.engine, "before_cursor_execute", count)
+    assert reads == [] and accounting._rows == {}
+    ended = {w: Decimal(repr(rig.get(w).finished_at)) for w in ids}
+    assert {k: (Decimal(e), r) for k, (e, r) in _usage(store).items()} == {
+        (ids[0], 0, 0): (ended[ids[0]], "stopped"), (ids[0], 0, 1): (ended[ids[0]], "stopped"),
+        (ids[1], 0, 0): (ended[ids[1]], "stopped")}

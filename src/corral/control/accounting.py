@@ -77,6 +77,7 @@ from corral.ledger import (
     PriceCatalog,
     PriceKey,
     PriceRule,
+    WorkerStarted,
     decide,
     expire_due,
     place_hold,
@@ -141,6 +142,9 @@ class Accounting:
         self.specs = SpecCache()
         self.live: LiveState | None = None
         self._metered_live: set[tuple[str, int]] | None = None  # attempts with usage rows
+        # the usage rows this process wrote and has not closed, by attempt: settling reads
+        # none of them back (`close_attempts`' `known`)
+        self._rows: dict[tuple[str, int], tuple[WorkerStarted, ...]] = {}
         self._held: set[tuple[str, int]] = set()  # live attempts known to have a hold
         self._open: set[tuple[str, int]] | None = None  # attempts whose hold is open
         self._topup_due: dict[tuple[str, int], float] = {}  # next moment a top-up may be due
@@ -271,22 +275,27 @@ class Accounting:
         ended = sorted(self._open - live.keys())
         if holds or launched or ended:
             at = Decimal(repr(float(now)))
+            written: dict[tuple[str, int], tuple[WorkerStarted, ...]] = {}
             with self.ledger.write() as s:
                 catalog = self._catalog(s.conn, nodes)
                 placed = self._assignments(s.conn, [*holds, *launched])
                 self._place_holds(s, holds, placed, nodes, catalog, at)
-                started = record_starts(s.conn, launched, placed, nodes) if launched else {}
+                started = (record_starts(s.conn, launched, placed, nodes, written)
+                           if launched else {})
                 self._settle_ended(s, ended, nodes, catalog, at)
             self._held |= holds.keys()
             self._open |= holds.keys()
             self._metered_live |= set(started)
+            self._rows.update(written)
             self._first_windows(started)
             self._open -= set(ended)
             self._held -= set(ended)
             for key in ended:
                 self._topup_due.pop(key, None)
+                self._rows.pop(key, None)
         if len(self._metered_live) > 2 * len(live) + 1000:  # forget ended attempts, now and then
             self._metered_live &= set(live)
+            self._rows = {k: v for k, v in self._rows.items() if k in live}
 
     def _holds_todo(self, unseen: Mapping[tuple[str, int], WorkloadRecord]
                     ) -> dict[tuple[str, int], WorkloadRecord]:
@@ -350,7 +359,7 @@ class Accounting:
             hold = s.journal.hold(attempt_ref(*key))
             if hold is not None and hold.open:
                 todo.append(key)
-        closed = close_attempts(s.conn, todo, nodes, now)
+        closed = close_attempts(s.conn, todo, nodes, now, self._rows)
         # each settlement reads its hold's memo: one read of that column for all (holds
         # placed before the ledger's checkpoint are in the database only)
         memos = s.memos(f"hold:{attempt_ref(*key)}" for key in todo)

@@ -133,11 +133,13 @@ def record_attempt_usage(
 def record_starts(
     conn: Connection, launched: Mapping[tuple[str, int], W.WorkloadRecord],
     placed: Mapping[tuple[str, int], Sequence[WorkerAssignment]], nodes: Mapping[str, Node],
+    written: dict[tuple[str, int], tuple[WorkerStarted, ...]] | None = None,
 ) -> dict[tuple[str, int], Decimal]:
     """`record_attempt_start` for many launched attempts in a few statements: their starts from
     the `starting` transitions (one query per 500 workloads), the rows already written skipped
     (idempotent), the rest inserted in one executemany. Returns the attempts now metered, with
-    their start."""
+    their start. `written` (if given) receives the rows of each attempt whose every row was
+    written here: then they are all the attempt has (see `close_attempts`)."""
     keys = list(launched)
     starts: dict[tuple[str, int], Decimal] = {}
     have: set[tuple[str, int, int]] = set()
@@ -157,15 +159,22 @@ def record_starts(
         if start is None:
             continue
         done[key] = start
+        mine, whole = [], True
         for a in placed.get(key, ()):
             milli = a.milli_per_device * len(a.devices)
             node = nodes.get(a.node_id)
-            if milli <= 0 or node is None or (key[0], key[1], a.worker) in have:
+            if milli <= 0 or node is None:
                 continue
-            rows.append(LR.usage_row(WorkerStarted(
+            if (key[0], key[1], a.worker) in have:
+                whole = False
+                continue
+            mine.append(WorkerStarted(
                 workload_id=rec.id, worker=a.worker, attempt=key[1], at=start, queue=rec.queue,
                 user=rec.user, provider=node.provider, region=node.region, node=node.id,
-                gpu_model=node.gpu_model, capacity_kind=node.capacity_kind, milli=milli)))
+                gpu_model=node.gpu_model, capacity_kind=node.capacity_kind, milli=milli))
+        rows.extend(LR.usage_row(w) for w in mine)
+        if written is not None and whole and mine:
+            written[key] = tuple(mine)
     # through the driver on SQLite (`driver_bulk`): SQLAlchemy's executemany processed every
     # parameter of every row, a quarter of this function's time in a 10,000-placement step
     insert_rows(conn, LedgerUsage.__table__, rows)
@@ -185,25 +194,39 @@ class Closed:
     usage: tuple[UsageRecord, ...]  # metered up to its end (or `now` if it has none)
 
 
+#: a usage row as `close_attempts` reads it: the start event, its end (text) and end reason
+_Row = tuple[WorkerStarted, str | None, str]
+
+
 def close_attempts(
     conn: Connection, keys: Sequence[tuple[str, int]], nodes: Mapping[str, Node], now: Decimal,
+    known: Mapping[tuple[str, int], Sequence[WorkerStarted]] | None = None,
 ) -> dict[tuple[str, int], Closed]:
     """`record_attempt_usage` for many attempts in a few statements per 500 workloads (their
     rows, their transitions, their usage rows; the ends written in one executemany), and each
-    attempt's usage as the ledger meters it. Attempts whose workload is gone are left out."""
+    attempt's usage as the ledger meters it. Attempts whose workload is gone are left out.
+
+    `known`: the usage rows of attempts that this process wrote itself and has not closed
+    (`record_starts`' `written`): all the rows those attempts have, open, so they are not read
+    back (a step that ends 10,000 attempts read and decoded 10,000 rows it had written)."""
     out: dict[tuple[str, int], Closed] = {}
     for chunk in _chunks(list(keys), 500):
-        out.update(_close_chunk(conn, chunk, nodes, now))
+        out.update(_close_chunk(conn, chunk, nodes, now, known or {}))
     return out
 
 
 def _close_chunk(conn: Connection, keys: list[tuple[str, int]], nodes: Mapping[str, Node],
-                 now: Decimal) -> dict[tuple[str, int], Closed]:
+                 now: Decimal, known: Mapping[tuple[str, int], Sequence[WorkerStarted]]
+                 ) -> dict[tuple[str, int], Closed]:
     ids = list({w for w, _ in keys})
-    known = set(conn.execute(select(WorkloadRow.id).where(WorkloadRow.id.in_(ids))).scalars())
+    present = set(conn.execute(select(WorkloadRow.id).where(WorkloadRow.id.in_(ids))).scalars())
     events = _transitions(conn, ids)
-    spans = {k: attempt_span(events.get(k[0], ()), k[1]) for k in keys if k[0] in known}
-    rows = _usage_rows(conn, ids)
+    spans = {k: attempt_span(events.get(k[0], ()), k[1]) for k in keys if k[0] in present}
+    rows: dict[tuple[str, int], list[_Row]] = {
+        k: [(w, None, "") for w in known[k]] for k in keys if k in known}
+    unknown = list({w for w, a in keys if (w, a) not in known})
+    if unknown:
+        rows.update((k, v) for k, v in _usage_rows(conn, unknown).items() if k not in rows)
     for key, span in spans.items():  # starts never recorded (rare): the one-by-one path
         if span.start is not None and not rows.get(key):
             rec = W.get_workload(conn, key[0])
@@ -214,21 +237,21 @@ def _close_chunk(conn: Connection, keys: list[tuple[str, int]], nodes: Mapping[s
     out = {}
     for key, span in spans.items():
         log = MeterLog()
-        for r in rows.get(key, []):
-            log.record(LR.started_of(r))
-            closing = closed.get((key[0], key[1], r.worker))
+        for started, end, end_reason in rows.get(key, []):
+            log.record(started)
+            closing = closed.get((key[0], key[1], started.worker))
             if closing is not None:
-                log.record(WorkerEnded(key[0], r.worker, key[1], *closing))
-            elif r.end is not None:
-                log.record(WorkerEnded(key[0], r.worker, key[1], Decimal(r.end),
-                                       EndReason(r.end_reason)))
+                log.record(WorkerEnded(key[0], started.worker, key[1], *closing))
+            elif end is not None:
+                log.record(WorkerEnded(key[0], started.worker, key[1], Decimal(end),
+                                       EndReason(end_reason)))
         at = span.end if span.end is not None else now
         out[key] = Closed(span, log.usage(at))
     return out
 
 
 def _close_open_rows(conn: Connection, spans: Mapping[tuple[str, int], AttemptSpan],
-                     rows: Mapping[tuple[str, int], list[Any]]
+                     rows: Mapping[tuple[str, int], list[_Row]]
                      ) -> dict[tuple[str, int, int], tuple[Decimal, EndReason]]:
     """Close the open usage rows of the ended attempts among `spans` at their end (never before
     a row's start); returns each closed row's (end, reason) by (workload, attempt, worker).
@@ -243,7 +266,7 @@ def _close_open_rows(conn: Connection, spans: Mapping[tuple[str, int], AttemptSp
     for key, span in spans.items():
         if span.end is None or span.reason is None:
             continue
-        open_rows = [(r.worker, Decimal(r.start)) for r in rows.get(key, []) if r.end is None]
+        open_rows = [(w.worker, w.at) for w, end, _ in rows.get(key, []) if end is None]
         fits = all(start <= span.end for _, start in open_rows)
         if fits:
             whole.append((key[0], key[1], span.end, span.reason))
@@ -276,8 +299,9 @@ def _transitions(conn: Connection, ids: list[str]) -> dict[str, list[_Transition
     return out
 
 
-def _usage_rows(conn: Connection, ids: list[str]) -> dict[tuple[str, int], list[Any]]:
-    rows: dict[tuple[str, int], list[Any]] = {}
+def _usage_rows(conn: Connection, ids: list[str]) -> dict[tuple[str, int], list[_Row]]:
+    rows: dict[tuple[str, int], list[_Row]] = {}
     for r in conn.execute(select(LedgerUsage).where(LedgerUsage.workload_id.in_(ids))):
-        rows.setdefault((r.workload_id, r.attempt), []).append(r)
+        rows.setdefault((r.workload_id, r.attempt), []).append(
+            (LR.started_of(r), r.end, r.end_reason))
     return rows

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,13 +11,17 @@ import pytest
 
 from corral.control import ControlLoop, ControlSettings, Leadership, ManualClock
 from corral.control.endpoints import port_of
+from corral.control.probes import TcpConnect
 from corral.control.scaling import ScaleRefused, scale
 from corral.store import Store
 from corral.store import workloads as W
+from corral.testing.replica_ports import ReplicaListeners
 
 from .harness import Api, build
 
-pytestmark = pytest.mark.xdist_group("replica-ports")  # binds replica ports 20000+seq
+# probes reach 127.0.0.1:20000+seq, where another module's real replicas (test_service_e2e, the
+# browser service pages) listen: with them on one worker
+pytestmark = pytest.mark.xdist_group("replica-ports")
 
 
 def service(**fields: Any) -> dict[str, Any]:
@@ -35,6 +38,7 @@ def api(store: Store) -> Iterator[Api]:
 
 
 _LOOPS: dict[int, tuple[ControlLoop, ManualClock]] = {}
+_LISTENING: dict[int, ReplicaListeners] = {}
 
 
 def run_loop(api: Api, steps: int = 3) -> None:
@@ -45,6 +49,7 @@ def run_loop(api: Api, steps: int = 3) -> None:
         _LOOPS[id(api)] = (ControlLoop(api.store, api.backend, clock=clock,
                                        settings=ControlSettings(stop_grace_s=1.0),
                                        leadership=Leadership(api.store, ttl_s=15.0)), clock)
+        _LOOPS[id(api)][0].probes.connect = _connect(api)
     loop, clock = _LOOPS[id(api)]
     for _ in range(steps):
         loop.step()
@@ -53,17 +58,27 @@ def run_loop(api: Api, steps: int = 3) -> None:
 
 @contextlib.contextmanager
 def listening(api: Api, *replica_ids: str) -> Iterator[None]:
-    """Real TCP listeners on the replicas' ports (the fake backend's replicas open none)."""
-    with contextlib.ExitStack() as stack:
+    """Real TCP listeners for the replicas' ports (the fake backend's replicas open none), each
+    on a kernel-given port that the api's loop probes in its place (corral.testing.replica_ports:
+    the replica ports are the same in every test store, so other runs held them too)."""
+    with ReplicaListeners() as listeners:
         for rid in replica_ids:
             with api.store.read() as c:
                 rec = W.get_workload(c, rid)
             assert rec is not None
-            sock = stack.enter_context(socket.socket())
-            with contextlib.suppress(OSError):  # taken: something listens there already
-                sock.bind(("127.0.0.1", port_of(rec)))
-                sock.listen()
-        yield
+            listeners.open(port_of(rec))
+        _LISTENING[id(api)] = listeners
+        try:
+            yield
+        finally:
+            del _LISTENING[id(api)]
+
+
+def _connect(api: Api) -> TcpConnect:
+    def connect(host: str, port: int, timeout_s: float) -> bool:
+        listeners = _LISTENING.get(id(api))
+        return listeners is not None and listeners.connect(host, port, timeout_s)
+    return connect
 
 
 def submit(api: Api, **fields: Any) -> str:

@@ -4,8 +4,6 @@ than desired); a new spec whose replicas do not become ready in time is rolled b
 
 from __future__ import annotations
 
-import contextlib
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,40 +19,30 @@ from corral.control.submission import stored_form
 from corral.spec import WorkloadSpec
 from corral.store import Store
 from corral.store import workloads as W
+from corral.testing.replica_ports import ReplicaListeners
 
 from .rig import Rig
 
-pytestmark = pytest.mark.xdist_group("replica-ports")  # binds replica ports 20000+seq
+# probes reach 127.0.0.1:20000+seq, where another module's real replicas (test_service_e2e, the
+# browser service pages) listen: with them on one worker
+pytestmark = pytest.mark.xdist_group("replica-ports")
 
 BASE = {"name": "svc", "queue": "q", "kind": "service", "gpus": 1, "cpu": 0.1, "memory": 64,
         "command": ["serve", "v1"], "replicas": 2, "restart_backoff": 1}
 
 
-class Ports:
-    """Real TCP listeners on replicas' ports (the fake backend's replicas open none): without a
-    readiness probe, a new replica counts for a rollout once its port accepts a connection."""
+class Ports(ReplicaListeners):
+    """Real TCP listeners for replicas' ports (the fake backend's replicas open none): without a
+    readiness probe, a new replica counts for a rollout once its port accepts a connection. Each
+    stands in on a kernel-given port (corral.testing.replica_ports): the replica ports
+    themselves are the same in every test store, so other runs on the machine held them too."""
 
-    def __init__(self) -> None:
-        self.sockets: dict[int, socket.socket] = {}
-
-    def open(self, rig: Rig, *replica_ids: str) -> None:
-        for rid in replica_ids:
-            port = port_of(rig.get(rid))
-            if port in self.sockets:
-                continue
-            sock = socket.socket()
-            with contextlib.suppress(OSError):  # taken: something listens there already
-                sock.bind(("127.0.0.1", port))
-                sock.listen()
-            self.sockets[port] = sock
+    def open_replicas(self, rig: Rig, *replica_ids: str) -> None:
+        self.open(*(port_of(rig.get(rid)) for rid in replica_ids))
 
     def open_all(self, rig: Rig, sid: str) -> None:
         with rig.store.read() as c:
-            self.open(rig, *(r.id for r in W.list_workloads(c, group_id=sid, limit=100)))
-
-    def close(self) -> None:
-        for sock in self.sockets.values():
-            sock.close()
+            self.open_replicas(rig, *(r.id for r in W.list_workloads(c, group_id=sid, limit=100)))
 
 
 @pytest.fixture
@@ -68,13 +56,14 @@ def ports() -> Iterator[Ports]:
 def rig(store: Store, ports: Ports) -> Rig:
     rig = Rig(store)
     rig.loop.rollout_deadline_s = 30.0
+    rig.loop.probes.connect = ports.connect
     step = rig.step
 
     def listening_step(n: int = 1, dt: float = 1.0) -> None:  # every replica serves its port
         for _ in range(n):
             with rig.store.read() as c:
                 ids = [r.id for r in W.list_workloads(c, limit=1000) if r.kind == "service"]
-            ports.open(rig, *ids)
+            ports.open_replicas(rig, *ids)
             step(1, dt)
     rig.step = listening_step  # type: ignore[method-assign]
     return rig
@@ -197,9 +186,10 @@ def test_without_a_probe_a_new_replica_counts_once_its_port_accepts_tcp(
         store: Store, ports: Ports) -> None:
     rig = Rig(store)  # no listeners opened for it: the test opens them one by one
     rig.loop.rollout_deadline_s = 30.0
+    rig.loop.probes.connect = ports.connect
     sid = submit(rig)
     rig.step(2)
-    ports.open(rig, f"{sid}-r0", f"{sid}-r1")
+    ports.open_replicas(rig, f"{sid}-r0", f"{sid}-r1")
     rig.step(2)
     assert rig.get(f"{sid}-r0").reason_code == "ReplicaReady"
     assert "accepts TCP connections" in rig.get(f"{sid}-r0").reason_message
@@ -208,7 +198,7 @@ def test_without_a_probe_a_new_replica_counts_once_its_port_accepts_tcp(
     assert {replicas(rig, sid)[i][0] for i in (2, 3)} == {"running"}
     assert (ready(rig, sid, "v1"), ready(rig, sid, "v2")) == (2, 2)
     assert {replicas(rig, sid)[i][0] for i in (0, 1)} == {"running"}
-    ports.open(rig, f"{sid}-r2")  # one new replica's port accepts: one old one goes
+    ports.open_replicas(rig, f"{sid}-r2")  # one new replica's port accepts: one old one goes
     rig.step(3)
     assert rig.get(f"{sid}-r2").reason_code == "ReplicaReady", replicas(rig, sid)
     assert sorted(replicas(rig, sid)[i][1] for i in (0, 1)) in (

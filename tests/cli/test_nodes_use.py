@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from corral.cli.output import plain
-from corral.cli.render import USE_STALE_S, nodes_table, use_text
+from corral.cli.render import IDLE_HELD, USE_STALE_S, nodes_table, use_text
 from corral.sdk import models as M
 from corral.testing.corral_up import CorralServer, up_on_fake_gpus
 from corral.testing.fake_pynvml import FakeGpu
@@ -118,5 +118,20 @@ def test_use_is_a_dash_without_a_recent_sample_and_idle_held_needs_a_holder() ->
 
 
 def test_the_cli_and_metrics_call_the_same_samples_stale() -> None:
+    from corral.control.device_use import UseCutoffs
     from corral.web.metrics import USE_STALE_S as METRICS_STALE_S
-    assert USE_STALE_S == METRICS_STALE_S
+    assert USE_STALE_S == METRICS_STALE_S == UseCutoffs().stale_s  # the defaults agree
+    fields = M.DeviceUseInfo.model_fields
+    assert (fields["stale_after_s"].default, fields["idle_below"].default) == (
+        USE_STALE_S, IDLE_HELD) == (UseCutoffs().stale_s, UseCutoffs().idle_below)
+
+
+def test_the_cli_judges_by_the_servers_cut_offs() -> None:
+    """A server started with --gpu-idle-below 0.5 --gpu-use-stale 60 says so on each device:
+    30% busy is barely used there, a 61 s old sample is stale."""
+    def use(busy: float, age: float) -> M.DeviceUseInfo:
+        return _use(0, busy, age, ["w"]).model_copy(update={"idle_below": 0.5,
+                                                            "stale_after_s": 60.0})
+    assert use_text(_node(use(0.3, 2))) == "30%, 1 held, barely used"
+    assert use_text(_node(use(0.3, 61))) == "-"
+    assert use_text(_node(_use(0, 0.3, 61, ["w"]))) == "30%"  # the default cut-offs

@@ -54,5 +54,33 @@ def test_a_held_gpu_measured_idle_is_outlined_on_the_pool_page(
             assert sorted(devices) == [0, 1]
             assert [devices[i].utilization for i in (0, 1)] == [0.02, 0.02]
             assert sorted(len(d.workloads) for d in devices.values()) == [0, 1]
+            # members: the holder's queue sees the outline, another tenant the use only
+            c.create_queue("elsewhere", quota_gpus=0)
+            mine = c.create_user("e-ann", queues=["default"]).token
+            theirs = c.create_user("e-bob", queues=["elsewhere"]).token
+            assert _outlined(page, server.url, mine) == (1, "2")
+            assert _outlined(page, server.url, theirs) == (0, "2")
         finally:
             c.cancel(wid)
+
+
+def _outlined(admin_page: Any, url: str, token: str) -> tuple[int, str]:
+    """Signed in with `token` in a fresh context: the pool page's outlined cells, once each
+    cell shows its measured use, and the busy figure of the first cell."""
+    ctx = admin_page.context.browser.new_context(viewport={"width": 1360, "height": 900})
+    try:
+        p = ctx.new_page()
+        p.set_default_timeout(TIMEOUT_MS)
+        p.goto(url)
+        p.fill("#token", token)
+        p.click("#login button[type=submit]")
+        p.wait_for_selector("[data-testid=who]:has-text('·')")
+        p.goto(f"{url}/#/pool")
+        p.wait_for_selector("[data-testid=gpu][data-busy='2']")
+        legend = p.locator("[data-testid=idle-held-legend]").get_attribute("title") or ""
+        assert "under 10% busy" in legend and "300 s" in legend, legend
+        cells = p.locator("[data-testid=gpu]")
+        return p.locator("[data-testid=gpu].idle-held").count(), cells.first.get_attribute(
+            "data-busy") or ""
+    finally:
+        ctx.close()

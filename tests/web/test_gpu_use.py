@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from corral.control.device_use import UseSample, board_for
+from corral.control.device_use import UseCutoffs, UseSample, board_for
 from corral.web.metrics import USE_STALE_S
 
 from .rig import Dash, value
@@ -41,12 +41,20 @@ def test_held_but_idle_gpus_show_per_device_with_their_holder(dash: Dash) -> Non
     for d in held.devices:
         assert by_device[d] == {"device": d, "utilization": 0.03, "memory_used_bytes": GIB,
                                 "memory_total_bytes": 80 * GIB, "age_s": 4.0,
-                                "workloads": [wid]}
+                                "workloads": [wid], "idle_held": True, "idle_below": 0.1,
+                                "stale_after_s": 300.0}
     assert by_device[3]["workloads"] == [] and by_device[3]["utilization"] == 0.9
+    assert not by_device[3]["idle_held"]  # busy and free: nothing to say
     assert listed["gcp-0"]["devices"] == []  # no sample came: nothing said, not zero
-    # a member sees the use but not who holds the device (as the node's workload list)
-    member = {n["id"]: n for n in dash.client.get("/v1/nodes", headers=dash.ann).json()}
-    assert [d["workloads"] for d in member[node["id"]]["devices"]] == [[], [], []]
+    # ann's queue holds the GPUs: she sees her work on them and the flag, as the admin does
+    ann = {n["id"]: n for n in dash.client.get("/v1/nodes", headers=dash.ann).json()}
+    assert by_device == {d["device"]: d for d in ann[node["id"]]["devices"]}
+    # bob (team-b) sees the use but neither who holds the GPUs nor a verdict on their work
+    bob = {n["id"]: n for n in dash.client.get("/v1/nodes", headers=dash.bob).json()}
+    seen = bob[node["id"]]["devices"]
+    assert [(d["workloads"], d["idle_held"]) for d in seen] == [([], False)] * 3
+    assert [d["utilization"] for d in seen] == [0.03, 0.03, 0.9]
+    assert wid not in str(bob)
 
     m = dash.scrape()
     for d in held.devices:
@@ -102,6 +110,49 @@ def test_the_pool_page_shows_measured_use_beside_allocation(dash: Dash) -> None:
     assert cells[3]["utilization"] is None  # no sample for GPU 3: not measured, not zero
     [gcp] = [n for n in page["nodes"] if n["id"] == "gcp-0"]
     assert all(c["utilization"] is None for c in gcp["devices"])
+    # the held cell is flagged for ann (her queue's work), never for bob (another tenant's)
+    assert [c["idle_held"] for c in cells.values()] == [c is held for c in cells.values()]
+    assert (page["idle_below"], page["stale_after_s"]) == (0.1, 300.0)
+    bobs = dash.client.get("/v1/dashboard/pool/page", headers=dash.bob).json()
+    [row] = [n for n in bobs["nodes"] if n["id"] == "aws-0"]
+    assert [c["idle_held"] for c in row["devices"]] == [False] * 4
+    assert [c["utilization"] for c in row["devices"]] == [0.02, 0.8, 0.8, None]
+
+
+def test_the_cut_offs_are_the_servers_and_checked(dash: Dash) -> None:
+    """`corral up --gpu-idle-below 0.5 --gpu-use-stale 60` (the board's cut-offs): a held GPU
+    at 30% is barely used, a 61 s old sample says nothing now; both in the API's answer."""
+    dash.submit(dash.ann, name="held", gpus=1, gpu_models=["H100"])
+    dash.step(2)
+    board = board_for(dash.store)
+    board.cutoffs = UseCutoffs(idle_below=0.5, stale_s=60.0)
+    with dash.store.read() as conn:
+        from corral.store import workloads as W
+        [held] = W.holding_placements(conn)
+    [d] = held.devices
+    now = dash.clock.now()
+    board.record("aws-0", [_sample(d, 0.3, 1, now - 2.0)])
+    [node] = [n for n in dash.client.get("/v1/nodes", headers=dash.ann).json()
+              if n["id"] == "aws-0"]
+    [dev] = node["devices"]
+    assert (dev["idle_held"], dev["idle_below"], dev["stale_after_s"]) == (True, 0.5, 60.0)
+    page = dash.client.get("/v1/dashboard/pool/page", headers=dash.ann).json()
+    assert (page["idle_below"], page["stale_after_s"]) == (0.5, 60.0)
+    dash.clock.advance(60.0)  # the sample is now 62 s old: stale
+    [node] = [n for n in dash.client.get("/v1/nodes", headers=dash.ann).json()
+              if n["id"] == "aws-0"]
+    assert not node["devices"][0]["idle_held"]
+    m = dash.scrape()
+    assert m.get("corral_gpu_utilization_ratio", []) == []  # /metrics judges by the same
+
+
+@pytest.mark.parametrize(("idle", "stale", "field"), [
+    (0.0, 300.0, "--gpu-idle-below"), (1.5, 300.0, "--gpu-idle-below"),
+    (0.1, 0.5, "--gpu-use-stale"), (0.1, 90_000.0, "--gpu-use-stale")])
+def test_cut_offs_out_of_bounds_are_refused_naming_the_flag(
+        idle: float, stale: float, field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        UseCutoffs(idle_below=idle, stale_s=stale)
 
 
 def test_corral_ups_own_host_is_sampled_with_its_health_probe(

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from corral.api.context import ApiContext, Caller, context, require_admin
 from corral.api.errors import ApiError, not_found
 from corral.api.views import QueueUse
-from corral.control.device_use import UseSample, board_for
+from corral.control.device_use import UseCutoffs, UseSample, board_for
 from corral.control.health import device_reasons, health_reasons
 from corral.core.model import MILLI_PER_GPU, Health, Node, Queue
 from corral.sdk import models as M
@@ -64,8 +64,9 @@ def list_nodes(
     for h in held:
         used[h.node_id] += h.milli_per_device * len(h.devices) / 1000
         on[h.node_id].add(h.workload_id)
-        for d in h.devices:
-            holders[(h.node_id, d)].add(h.workload_id)
+        if who.may_use(h.queue):  # a member sees the holders of their queues' devices only
+            for d in h.devices:
+                holders[(h.node_id, d)].add(h.workload_id)
     board, now = board_for(ctx.store), ctx.clock.now()
     return [M.NodeInfo(
         id=n.id, provider=n.provider, gpu_model=n.gpu_model, gpu_count=n.gpu_count,
@@ -75,17 +76,26 @@ def list_nodes(
         cordoned=n.cordoned, health=str(n.health), health_reason=why.get(n.id, ""),
         gpus_used=round(used[n.id], 3),
         workloads=sorted(on[n.id]) if who.is_admin else [],
-        devices=_device_use(board.of(n.id), now, n.id, holders if who.is_admin else {}))
+        devices=_device_use(board.of(n.id), now, n.id, holders, board.cutoffs))
         for n in nodes]
 
 
 def _device_use(samples: dict[int, UseSample], now: float, node_id: str,
-                holders: dict[tuple[str, int], set[str]]) -> list[M.DeviceUseInfo]:
-    """The node's measured use per device beside what holds it (`corral.control.device_use`)."""
-    return [M.DeviceUseInfo(
-        device=d, utilization=round(s.utilization, 4), memory_used_bytes=s.memory_used_bytes,
-        memory_total_bytes=s.memory_total_bytes, age_s=round(max(0.0, now - s.at), 3),
-        workloads=sorted(holders.get((node_id, d), ()))) for d, s in sorted(samples.items())]
+                holders: dict[tuple[str, int], set[str]],
+                cutoffs: UseCutoffs) -> list[M.DeviceUseInfo]:
+    """The node's measured use per device beside what holds it (`corral.control.device_use`):
+    `holders` are the caller's to see (admins: all; members: their queues' work), and the
+    "held, barely used" flag and the staleness are the server's cut-offs."""
+    out = []
+    for d, s in sorted(samples.items()):
+        names = sorted(holders.get((node_id, d), ()))
+        out.append(M.DeviceUseInfo(
+            device=d, utilization=round(s.utilization, 4), memory_used_bytes=s.memory_used_bytes,
+            memory_total_bytes=s.memory_total_bytes, age_s=round(max(0.0, now - s.at), 3),
+            workloads=names,
+            idle_held=cutoffs.idle_held(s, now, bool(names)),
+            idle_below=cutoffs.idle_below, stale_after_s=cutoffs.stale_s))
+    return out
 
 
 class NodeGroupSummary(BaseModel):

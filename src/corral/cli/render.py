@@ -86,23 +86,24 @@ def _bar(used: float, total: float, width: int = 20) -> ProgressBar:
 CORDONED_GPUS = "corral.dev/cordoned-gpus"
 
 
-#: a sample older than this is not shown as the node's use: as /metrics' USE_STALE_S
-#: (corral.web.metrics; not imported, the CLI does not load the server)
+#: the server's default cut-offs (each device of /v1/nodes carries the server's own:
+#: `stale_after_s`, `idle_below`, set by `corral up --gpu-use-stale / --gpu-idle-below`)
+#: (the models are not imported here: `--help` loads no pydantic)
 USE_STALE_S = 300.0
-#: a GPU held by work and measured under this busy is "held, barely used", as the dashboard's
-#: pool page outlines it (web/static/js/pages/pool.js IDLE_HELD)
 IDLE_HELD = 0.1
 IDLE_HELD_WORDS = "held, barely used"
 
 
 def fresh_devices(n: M.NodeInfo) -> list[M.DeviceUseInfo]:
     """The node's devices with a sample recent enough to say what they do now."""
-    return [d for d in n.devices if d.age_s <= USE_STALE_S]
+    return [d for d in n.devices if d.age_s <= d.stale_after_s]
 
 
 def idle_held(d: M.DeviceUseInfo) -> bool:
-    """Held by work (the holders are shown to admins only) and under IDLE_HELD busy."""
-    return bool(d.workloads) and d.age_s <= USE_STALE_S and d.utilization < IDLE_HELD
+    """Held by work the caller may see (admins: all; members: their queues') and under the
+    server's `idle_below` busy in a fresh sample (the server's `idle_held`, recomputed so an
+    older server without the flag is read the same way)."""
+    return bool(d.workloads) and d.age_s <= d.stale_after_s and d.utilization < d.idle_below
 
 
 def use_text(n: M.NodeInfo) -> str:
@@ -157,7 +158,7 @@ def devices_table(nodes: Iterable[M.NodeInfo]) -> Table:
         t.add_column(col, overflow="fold", min_width=len(col))
     id_column(t, "HELD BY", (", ".join(d.workloads) or "-" for _, d in rows))  # IDs whole
     for node, d in rows:
-        stale = d.age_s > USE_STALE_S
+        stale = d.age_s > d.stale_after_s
         use = f"{100 * d.utilization:.0f}%" + (", stale" if stale else "")
         if idle_held(d):
             use += f", {IDLE_HELD_WORDS}"

@@ -101,6 +101,10 @@ class ServerConfig:
     worker_user: str | None = None
     #: agent backend: a host not heard from this long is lost (its gangs restart elsewhere)
     agent_timeout_s: float = 30.0
+    #: measured GPU use (`corral.control.device_use.UseCutoffs`): a held GPU under this busy
+    #: (0..1] is "held, barely used"; a sample older than `gpu_use_stale_s` says nothing
+    gpu_idle_below: float = 0.1
+    gpu_use_stale_s: float = 300.0
 
 
 @dataclass
@@ -179,8 +183,14 @@ def bootstrap(cfg: ServerConfig) -> Composed:
     """Open (and migrate) the store, sync the pool, make sure an admin exists, build the parts."""
     dd = DataDir(cfg.data_dir)
     users = worker_users(cfg)
+    # measured GPU use (issue 14): the cut-offs the API, the Pool page and /metrics judge by,
+    # checked before anything is opened (a ValueError naming the flag)
+    from corral.control.device_use import UseCutoffs, board_for
+
+    cutoffs = UseCutoffs(cfg.gpu_idle_below, cfg.gpu_use_stale_s)
     _private_data_dir(dd, users is not None)
     store = Store(cfg.db_url or sqlite_url(dd.db))
+    board_for(store).cutoffs = cutoffs
     store.upgrade()
     _private_files(dd)
     from corral.store.secrets import SecretBox  # issue 13: the key named secrets are sealed with

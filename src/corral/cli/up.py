@@ -80,6 +80,13 @@ def up(
         "GPUs through NVML (XID errors, uncorrected ECC, temperature, row remapping); used when "
         "the local backend found its GPUs with NVML; 0 turns it off")
     ] = DEFAULT_GPU_PROBE_INTERVAL_S,
+    gpu_idle_below: Annotated[float, typer.Option(
+        "--gpu-idle-below", min=0.001, max=1.0, help="a GPU held by work and measured under "
+        "this busy (a fraction: 0.1 = 10%) is shown 'held, barely used' (nodes, Pool page)")
+    ] = 0.1,
+    gpu_use_stale: Annotated[float, typer.Option(
+        "--gpu-use-stale", min=1, max=86_400, help="seconds after which a GPU's measured use "
+        "says nothing of now: left out of the node's use and of /metrics")] = 300.0,
     worker_user: Annotated[str | None, typer.Option(
         "--worker-user", help="OS user local workers run as: per-queue (corral-q-<queue>, "
         "created on demand), a user name, or same (corral's own user: one trust domain); "
@@ -101,7 +108,8 @@ def up(
                        slurm_warm_slots=slurm_warm_slots,
                        k8s_image=k8s_image, k8s_namespace=k8s_namespace,
                        gpu_probe_interval_s=gpu_probe_interval, worker_user=worker_user,
-                       agent_timeout_s=agent_timeout)
+                       agent_timeout_s=agent_timeout, gpu_idle_below=gpu_idle_below,
+                       gpu_use_stale_s=gpu_use_stale)
     try:
         _check_worker_users(cfg)
         serve(cfg, on_ready=lambda parts, url: _ready(cfg, parts, url, demo))

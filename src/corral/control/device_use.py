@@ -26,7 +26,11 @@ from typing import Any
 from corral.backends.device_use import DeviceUse
 from corral.backends.health import DeviceHealth, GpuHealthProbe
 
-__all__ = ["DeviceUseBoard", "RecordingProbe", "UseSample", "board_for", "samples_of"]
+__all__ = ["DeviceUseBoard", "RecordingProbe", "UseCutoffs", "UseSample", "board_for",
+           "samples_of"]
+
+#: bounds of the cut-offs (`corral up --gpu-idle-below / --gpu-use-stale`)
+STALE_S_RANGE = (1.0, 86_400.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +44,35 @@ class UseSample:
     at: float
 
 
+@dataclass(frozen=True, slots=True)
+class UseCutoffs:
+    """When a sample says something (server settings, `corral up --gpu-idle-below` and
+    `--gpu-use-stale`; the API, /metrics, the Pool page and `corral nodes` use these values):
+
+    idle_below: a GPU held by work and measured under this busy (0..1) is "held, barely used";
+    stale_s: a sample older than this says nothing of what the GPU does now (left out of the
+    node's use and of /metrics). The defaults are those of issue 14's first release."""
+
+    idle_below: float = 0.1
+    stale_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.idle_below <= 1.0:
+            raise ValueError(f"--gpu-idle-below must be over 0 and at most 1 (a fraction of "
+                             f"busy time, 0.1 = 10%), not {self.idle_below:g}")
+        lo, hi = STALE_S_RANGE
+        if not lo <= self.stale_s <= hi:
+            raise ValueError(f"--gpu-use-stale must be {lo:g} to {hi:g} seconds (a sample's "
+                             f"age), not {self.stale_s:g}")
+
+    def fresh(self, sample: UseSample, now: float) -> bool:
+        return now - sample.at <= self.stale_s
+
+    def idle_held(self, sample: UseSample, now: float, held: bool) -> bool:
+        """Held (by work the caller may see) and measured under `idle_below` recently."""
+        return held and self.fresh(sample, now) and sample.utilization < self.idle_below
+
+
 class DeviceUseBoard:
     """node id -> device -> its latest `UseSample`. Thread-safe (the API answers heartbeats in
     a thread pool while /metrics reads)."""
@@ -47,6 +80,8 @@ class DeviceUseBoard:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._nodes: dict[str, dict[int, UseSample]] = {}
+        #: the server's settings (set once by `corral up`); read by every view of the board
+        self.cutoffs = UseCutoffs()
 
     def record(self, node_id: str, samples: Iterable[UseSample]) -> None:
         """Keep each sample unless the board holds a newer one for its device."""

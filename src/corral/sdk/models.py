@@ -231,8 +231,16 @@ class DeviceUseInfo(_Model):
     memory_used_bytes: int
     memory_total_bytes: int
     age_s: float = Field(description="seconds since the sample was taken")
-    workloads: list[str] = Field(default_factory=list, description="what holds the device "
-                                 "(admins only, as the node's workloads)")
+    workloads: list[str] = Field(default_factory=list, description="what holds the device: "
+                                 "admins see all, members the work of their queues")
+    idle_held: bool = Field(default=False, description="held by work the caller may see and "
+                            "measured under `idle_below` busy in a fresh sample: 'held, barely "
+                            "used'")
+    idle_below: float = Field(default=0.1, description="the server's cut-off for idle_held "
+                              "(`corral up --gpu-idle-below`)")
+    stale_after_s: float = Field(default=300.0, description="a sample older than this says "
+                                 "nothing of what the device does now: the server's cut-off "
+                                 "(`corral up --gpu-use-stale`)")
 
 
 class NodeInfo(_Model):

@@ -11,8 +11,10 @@ Three sources, by how they change:
 - each GPU's *measured* use (utilisation, memory in use: what the hosts' vendor libraries
   sampled, `corral.control.device_use`) from the control plane's memory; labelled with the
   workload(s) holding the device ("" for none), so "held but idle" is one query:
-  `corral_gpu_utilization_ratio{workload!=""} < 0.1`. A sample older than `USE_STALE_S` is
-  left out (its host stopped sending: a gauge would go on saying what is no longer true);
+  `corral_gpu_utilization_ratio{workload!=""} < scalar(corral_gpu_idle_below_ratio)` (the
+  server's cut-off, `corral up --gpu-idle-below`, 0.1 by default). A sample older than the
+  server's `--gpu-use-stale` (`USE_STALE_S` by default) is left out (its host stopped sending:
+  a gauge would go on saying what is no longer true);
 - *counters of what happened* (evictions, restarts, failures, finished work) come from the
   store's append-only event log, read incrementally from the last event seen
   (`EventCounters`): they count every event since the database began, so they agree across
@@ -61,7 +63,7 @@ from prometheus_client.registry import Collector
 from starlette.responses import Response
 
 from corral.control.clock import Clock
-from corral.control.device_use import board_for
+from corral.control.device_use import UseCutoffs, board_for
 from corral.control.lifecycle import RESTARTING, RESTARTS_EXHAUSTED, SUBMITTED, TERMINAL
 from corral.control.loop import StepReport
 from corral.control.retry import NOT_RETRIED
@@ -85,8 +87,9 @@ __all__ = [
 ]
 
 
-#: a use sample older than this is not exported (the health probe samples every 10 s)
-USE_STALE_S = 300.0
+#: a use sample older than this is not exported (the health probe samples every 10 s): the
+#: default of the server's setting (`corral up --gpu-use-stale`, the board's `cutoffs.stale_s`)
+USE_STALE_S = UseCutoffs().stale_s
 _MAX_HOLDERS = 4
 
 
@@ -166,16 +169,20 @@ class PoolCollector(Collector):
         for h in s.held:
             for d in h.devices:
                 holders[(h.node_id, d)].add(h.workload_id)
-        samples = board_for(self.reader.ctx.store).all()
+        board = board_for(self.reader.ctx.store)
+        samples, cutoffs = board.all(), board.cutoffs
         for n in s.nodes:  # a node gone from the pool is gone from the gauges
             for d, u in sorted(samples.get(n.id, {}).items()):
-                if s.at - u.at > USE_STALE_S:
+                if not cutoffs.fresh(u, s.at):
                     continue
                 key = [n.id, str(d), _holders(holders.get((n.id, d), set()))]
                 util.add_metric(key, u.utilization)
                 used.add_metric(key, u.memory_used_bytes)
                 total.add_metric(key, u.memory_total_bytes)
-        yield from (util, used, total)
+        below = GaugeMetricFamily("corral_gpu_idle_below_ratio", "the server's cut-off: a "
+                                  "held GPU measured under this busy is 'held, barely used' "
+                                  "(corral up --gpu-idle-below)", value=cutoffs.idle_below)
+        yield from (util, used, total, below)
 
     def _queues(self, s: Any) -> Iterator[Metric]:
         board = queue_board(s.queues, s.held, s.demand_milli, s.records, s.capacity_gpus,

@@ -49,6 +49,9 @@ class DeviceCell(_Model):
     memory_used_bytes: int | None = None
     memory_total_bytes: int | None = None
     use_age_s: float | None = Field(default=None, description="seconds since the sample")
+    idle_held: bool = Field(default=False, description="held by work of a queue the caller "
+                            "may see and measured under the server's idle_below busy in a "
+                            "fresh sample: 'held, barely used'")
 
 
 class NodeRow(_Model):

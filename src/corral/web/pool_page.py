@@ -56,6 +56,10 @@ class PoolPage(_Model):
     totals: GpuTotals
     pending: int = Field(description="pending workloads in the caller's queues")
     running: int = Field(description="workloads holding GPUs in the caller's queues")
+    idle_below: float = Field(description="the server's cut-off for a cell's idle_held "
+                              "(`corral up --gpu-idle-below`)")
+    stale_after_s: float = Field(description="a sample older than this gives no idle_held "
+                                 "(`corral up --gpu-use-stale`)")
 
 
 @router.get("/pool/page", response_model=PoolPage, responses=_ERRORS)
@@ -77,8 +81,10 @@ def pool_page(
     page = matching[offset:offset + limit]
     mine = [c for q, c in s.counts.items() if who.may_use(q)]
     rows = node_rows(page, [h for n in page for h in sums.held_on.get(n.id, ())], who.may_use)
+    board = board_for(web.reader.ctx.store)
     return PoolPage(
-        nodes=with_measured_use(rows, board_for(web.reader.ctx.store), s.at),
+        nodes=with_measured_use(rows, board, s.at),
+        idle_below=board.cutoffs.idle_below, stale_after_s=board.cutoffs.stale_s,
         matching=len(matching), offset=offset, limit=limit,
         groups=_groups(matching, sums.used),
         facets=sums.facets,
@@ -87,7 +93,9 @@ def pool_page(
 
 
 def with_measured_use(rows: list[NodeRow], board: DeviceUseBoard, now: float) -> list[NodeRow]:
-    """Each cell's latest measured use beside its allocation (the page's nodes only)."""
+    """Each cell's latest measured use beside its allocation (the page's nodes only), and
+    whether it is held by work the caller may see (a share with its queue named) yet barely
+    used, by the server's cut-offs: another tenant's work is never judged to a member."""
     for row in rows:
         samples = board.of(row.id)
         for cell in row.devices:
@@ -96,6 +104,8 @@ def with_measured_use(rows: list[NodeRow], board: DeviceUseBoard, now: float) ->
                 cell.utilization, cell.use_age_s = round(u.utilization, 4), round(now - u.at, 1)
                 cell.memory_used_bytes, cell.memory_total_bytes = (u.memory_used_bytes,
                                                                    u.memory_total_bytes)
+                seen = any(sh.queue is not None for sh in cell.shares)
+                cell.idle_held = board.cutoffs.idle_held(u, now, seen)
     return rows
 
 

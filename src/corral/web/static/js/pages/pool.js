@@ -1,6 +1,7 @@
 // Pool: every node a row of GPU cells, grouped by provider; a cell is filled by the queues
-// that hold the GPU (a 0.25 share fills a quarter); a held GPU its host measures under 10% busy
-// is outlined (hover: utilisation, memory, the sample's age). Filters by provider, region and
+// that hold the GPU (a 0.25 share fills a quarter); a GPU held by work the caller may see that its
+// host measures under the server's cut-off (10% busy by default) is outlined (hover: utilisation,
+// memory, the sample's age). Filters by provider, region and
 // GPU model.
 // Drawn from summaries (/v1/dashboard/pool/page): the server filters, pages (PAGE nodes at a
 // time, `?pool_page=N` before the # to change it) and sums each provider's group, so a
@@ -19,9 +20,8 @@ function shareText(s) {
   return `${gpus(s.gpus)} GPU · ${who}`;
 }
 
-// Held but barely used: allocated work that keeps the GPU under this busy (measured).
-const IDLE_HELD = 0.1;
-
+// Held but barely used: the server flags each cell (device.idle_held) by its own cut-off
+// (page.idle_below, `corral up --gpu-idle-below`), for work of queues the caller may see only.
 function measuredText(d) {
   if (d.utilization === null || d.utilization === undefined) return "use not measured (no sample from its host)";
   const gib = (b) => (b / 2 ** 30).toFixed(1);
@@ -33,7 +33,7 @@ function cell(node, device) {
   const lines = [`${node.id} · GPU ${device.index}`, ...device.shares.map(shareText)];
   if (used < 0.999) lines.push(`${gpus(1 - used)} GPU idle`);
   lines.push(measuredText(device));
-  const idleHeld = used > 0 && device.utilization != null && device.utilization < IDLE_HELD;
+  const idleHeld = device.idle_held === true;
   const target = device.shares.find((s) => s.workload_id);
   const el = h("div", {
     class: `cell${used >= 0.999 ? " full" : used > 0 ? " part" : ""}${target ? " link" : ""}${idleHeld ? " idle-held" : ""}`,
@@ -90,7 +90,7 @@ function legend(data, me) {
     names.map((q) => h("span", { class: "chip" }, h("i", { style: { background: queueColor(q) } }), q)),
     other ? h("span", { class: "chip" }, h("i", { class: "other", style: { backgroundColor: OTHER } }), "other queues") : null,
     h("span", { class: "chip" }, h("i", { class: "idle" }), "idle GPU"),
-    h("span", { class: "chip", title: `held by work and measured under ${IDLE_HELD * 100}% busy` }, h("i", { class: "idle-held" }), "held, barely used"),
+    h("span", { class: "chip", dataset: { testid: "idle-held-legend" }, title: `held by work you may see and measured under ${Math.round(data.idle_below * 100)}% busy (a sample under ${data.stale_after_s} s old)` }, h("i", { class: "idle-held" }), "held, barely used"),
     h("span", { class: "chip" }, h("span", { class: "badge cordoned" }, "cordoned"), "no new work"),
     h("span", { class: "chip" }, h("span", { class: "badge unhealthy" }, "unhealthy"), "out of service"),
   ];

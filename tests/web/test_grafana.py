@@ -9,6 +9,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from corral.control.device_use import UseCutoffs, UseSample, board_for
+
 from .rig import Dash, value
 
 BOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "corral.json"
@@ -37,15 +39,42 @@ def test_the_board_is_well_formed() -> None:
 def test_every_metric_on_the_board_is_exposed(sqlite_dash: Dash) -> None:
     sqlite_dash.submit(sqlite_dash.ann)
     sqlite_dash.step()
+    # a measured sample, so the GPU use gauges have series, not only their family's name
+    board_for(sqlite_dash.store).record("aws-0", [UseSample(0, 0.05, 2**30, 80 * 2**30,
+                                                            sqlite_dash.clock.now())])
     text = sqlite_dash.client.get("/metrics", headers=sqlite_dash.admin).text
-    exposed = set()
+    exposed, sampled = set(), set()
     for family in text_string_to_metric_families(text):
         exposed.add(family.name)
         exposed.update(s.name for s in family.samples)
+        sampled.update(s.name for s in family.samples)
     # counters without samples yet are exposed by family name; their series end in _total
     exposed.update(f"{name}_total" for name in list(exposed))
     used = _metrics(_exprs(json.loads(BOARD.read_text())))
     assert used and used <= exposed, sorted(used - exposed)
+    gpu_use = {m for m in used if m.startswith("corral_gpu_")}
+    assert gpu_use == {"corral_gpu_utilization_ratio", "corral_gpu_memory_used_bytes",
+                       "corral_gpu_memory_total_bytes", "corral_gpu_idle_below_ratio"}
+    assert gpu_use <= sampled, sorted(gpu_use - sampled)
+
+
+def test_the_gpu_use_panels_show_the_measured_use_and_the_servers_cut_off(
+        sqlite_dash: Dash) -> None:
+    """The 'Measured GPU use' row: per-device utilisation and memory, and a count of held,
+    barely used GPUs by the server's own cut-off (exported beside the gauges)."""
+    board = json.loads(BOARD.read_text())
+    titles = {p["title"]: p for p in board["panels"]}
+    assert titles["Measured GPU use"]["type"] == "row"
+    [idle] = [t["expr"] for t in titles["Held, barely used GPUs"]["targets"]]
+    assert 'workload!=""' in idle and "corral_gpu_idle_below_ratio" in idle
+    per_device = titles["GPU utilisation per device (measured)"]
+    assert per_device["fieldConfig"]["defaults"]["unit"] == "percentunit"
+    assert "corral_gpu_memory_used_bytes" in str(titles["GPU memory in use per device "
+                                                         "(measured)"]["targets"])
+    m = sqlite_dash.scrape()
+    assert value(m, "corral_gpu_idle_below_ratio") == 0.1
+    board_for(sqlite_dash.store).cutoffs = UseCutoffs(idle_below=0.25)
+    assert value(sqlite_dash.scrape(), "corral_gpu_idle_below_ratio") == 0.25
 
 
 def test_the_credit_panels_cover_every_credit_metric_and_show_the_ledger(

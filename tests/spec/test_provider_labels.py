@@ -51,3 +51,46 @@ def test_ssh_hosts_declare_labels_and_images() -> None:
     p = _pool(ssh).providers[0]
     assert (p.labels, p.ssh.runs_images, p.ssh.hosts[0].labels) == (
         {"team": "vision"}, True, {"fabric": "ib"})
+
+
+# -- labels per instance type (`instance_labels`, issue 11) --
+
+AWS = {"name": "aws-mix", "kind": "aws", "labels": {"team": "vision"}, "settings": {
+    "region": "us-east-1", "image_id": "ami-0123abcd",
+    "instance_types": ["g5.xlarge", "g6.xlarge"]}}
+
+
+def test_instance_labels_merge_over_the_providers() -> None:
+    p = _pool({**AWS, "instance_labels": {"g6.xlarge": {"gpu-class": "inference",
+                                                        "team": "serving"}}}).providers[0]
+    assert p.labels_of("g6.xlarge") == {"team": "serving", "gpu-class": "inference"}
+    assert p.labels_of("g5.xlarge") == {"team": "vision"}
+    host = {**SSH, "labels": {"a": "1", "b": "1"}, "instance_labels": {"ssh:8xH100": {
+        "b": "2", "c": "2"}}, "settings": {**SSH["settings"], "hosts": [
+            {**SSH["settings"]["hosts"][0], "labels": {"c": "3"}}]}}
+    p = _pool(host).providers[0]
+    assert p.host_labels(p.ssh.hosts[0]) == {"a": "1", "b": "2", "c": "3"}
+
+
+@pytest.mark.parametrize(("provider", "message"), [
+    ({**AWS, "instance_labels": {"p5.48xlarge": {"a": "b"}}},
+     r"instance_labels\.p5\.48xlarge: not an instance type of provider aws-mix \(it rents "
+     r"g5\.xlarge, g6\.xlarge\)"),
+    ({**SSH, "instance_labels": {"ssh:8xA100": {"a": "b"}}},
+     r"instance_labels\.ssh:8xA100: not an instance type of provider rack1 \(it rents ssh:8xH100\)"),
+    ({**STATIC, "instance_labels": {"a": {"a": "b"}}},
+     r"instance_labels: a static provider rents nothing; .* node group has labels of its own"),
+    ({**AWS, "instance_labels": {"g6.xlarge": {"corral.dev/zone": "z"}}},
+     r"instance_labels\n.*g6\.xlarge: 'corral\.dev/zone': labels under corral\.dev/ are set"),
+    ({**AWS, "instance_labels": {"g6.xlarge": {"gpu class": "x"}}},
+     r"instance_labels\n.*g6\.xlarge: label key 'gpu class'"),
+    ({**AWS, "instance_labels": {"g6.xlarge": {"gpu-class": 3}}},
+     r"instance_labels\.`g6\.xlarge`\.gpu-class\n.*valid string"),
+    ({**AWS, "instance_labels": {"g6.xlarge": {f"k{i}": "v" for i in range(65)}}},
+     r"instance_labels\n.*g6\.xlarge: 65 labels; at most"),
+], ids=["aws-unknown-type", "ssh-unknown-shape", "static", "reserved-prefix", "bad-key",
+        "not-a-string", "too-many"])
+def test_bad_instance_labels_are_refused_naming_the_field(provider: dict[str, Any],
+                                                          message: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match=message):
+        _pool(provider)

@@ -6,7 +6,8 @@ still run. A submission is checked against the nodes present *and* those that ma
 
 - **an instance of a renting provider** (aws, ssh; active in the store): the shapes its
   declaration gives (`pool_providers.rentable_nodes`), carrying the labels it would join with
-  (the provider's `labels`, an ssh host's own: `join_labels`) and running images only where the
+  (the provider's `labels`, its instance type's `instance_labels` over them, an ssh host's own
+  over both: `join_labels`) and running images only where the
   provider says `runs_images: true` (else it joins as `container-runtime: none`: the autoscaler
   rents nothing for image work there, `corral.autoscale.packing`);
 - **an agent started by hand with a join token still good** (not revoked, not expired, a use

@@ -282,13 +282,14 @@ def _aws_shapes(p: ProviderSpec) -> list[Node]:
         if e is None or not e.gpus:
             continue
         listed = s.on_demand_prices.get(itype, float(e.on_demand_per_hour))
+        labels = join_labels(p.labels_of(itype), s.runs_images)
         for kind in s.capacity_kinds:
             price = listed / e.gpus if kind == "on-demand" else SPOT_SEEN.price(p.name, itype)
             out += [Node(f"rentable/{p.name}/{itype}/{kind}/{i}", p.name, e.gpu_model, e.gpus,
                          e.gpu_memory_mib, e.vcpus * 1000, e.memory_mib,
                          price_per_gpu_hour=price, capacity_kind=CapacityKind(kind),
                          region=s.region, zone=zone,
-                         labels=join_labels(p.labels, s.runs_images)) for i in range(copies)]
+                         labels=labels) for i in range(copies)]
     return out
 
 
@@ -297,7 +298,7 @@ def _ssh_shapes(p: ProviderSpec) -> list[Node]:
     return [Node(f"rentable/{p.name}/{h.name}", p.name, h.gpu_model, h.gpus, h.gpu_memory,
                  h.cpu, h.memory, price_per_gpu_hour=h.price_per_gpu_hour,
                  capacity_kind=CapacityKind.OWNED, region=p.region, zone=h.zone,
-                 labels=join_labels({**p.labels, **h.labels}, s.runs_images))
+                 labels=join_labels(p.host_labels(h), s.runs_images))
             for h in s.hosts if h.gpus]
 
 
@@ -342,7 +343,7 @@ def _aws(p: ProviderSpec, cluster_id: str) -> Provider:
         tuple(CapacityKind(k) for k in s.capacity_kinds), s.subnet_id,
         tuple(s.security_group_ids), s.iam_instance_profile,
         {k: Decimal(repr(v)) for k, v in s.on_demand_prices.items()}, s.endpoint_url,
-        s.runs_images, dict(p.labels)),
+        s.runs_images, dict(p.labels), p.instance_labels),
         client=client)
 
 
@@ -353,7 +354,7 @@ def _ssh(p: ProviderSpec, server_url: str, join_token: JoinToken) -> Provider:
     hosts = [SshHost(h.name, h.address, h.port, h.user, h.gpus, h.gpu_model, h.gpu_memory,
                      h.cpu, h.memory, Decimal(repr(h.price_per_gpu_hour)), p.region, h.zone,
                      h.rack, h.python, h.root, tuple(s.agent_args),
-                     tuple(sorted({**p.labels, **h.labels}.items())), s.runs_images)
+                     tuple(sorted(p.host_labels(h).items())), s.runs_images)
              for h in s.hosts]
     wheel: Path | Callable[[], Path] = Path(s.wheel) if s.wheel else source_wheel
     return SshProvider(p.name, hosts, server_url, lambda: join_token(1), wheel,

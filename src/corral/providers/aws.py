@@ -91,6 +91,14 @@ class AwsSettings:
     runs_images: bool | None = None
     #: labels its instances join with (the pool file's provider `labels`): `Offer.labels`
     labels: Mapping[str, str] = field(default_factory=dict)
+    #: labels of one instance type's instances, over `labels` (the pool file's
+    #: `instance_labels`: e.g. gpu-class: inference on the L4 types only)
+    instance_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    def labels_of(self, instance_type: str) -> tuple[tuple[str, str], ...]:
+        """`Offer.labels` of an instance type: the provider's, the type's own over them."""
+        return tuple(sorted({**self.labels,
+                             **self.instance_labels.get(instance_type, {})}.items()))
 
 
 class AwsProvider:
@@ -129,7 +137,7 @@ class AwsProvider:
                     cpu_milli=int(t["VCpuInfo"]["DefaultVCpus"]) * 1000,
                     memory_mib=int(t["MemoryInfo"]["SizeInMiB"]), region=self.settings.region,
                     zone=zone, runs_images=self.settings.runs_images,
-                    labels=tuple(sorted(self.settings.labels.items())))
+                    labels=self.settings.labels_of(itype))
         out = []
         if CapacityKind.ON_DEMAND in self.settings.capacity_kinds:
             price = self._on_demand(itype)

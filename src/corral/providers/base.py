@@ -78,7 +78,8 @@ class Offer:
     settings declare it; None when they do not say, and then no image work is rented for on it
     (the autoscaler never guesses: a host that joins without podman would hold nothing).
     `labels`: the labels an instance of it joins with besides the built-in ones (the pool
-    file's provider `labels`, an ssh host's own), sorted pairs as on `corral.core.model.Node`.
+    file's provider `labels`, its instance type's `instance_labels`, an ssh host's own),
+    sorted pairs as on `corral.core.model.Node`.
     """
 
     provider: str

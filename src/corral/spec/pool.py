@@ -5,6 +5,7 @@
         capacity_kind: on-demand  # owned | on-demand | spot
         region: us-east-1
         labels: {team: vision}    # every node of it carries these (a rented one joins with them)
+        # instance_labels: {g6.xlarge: {gpu-class: inference}}  # per instance type (aws, ssh)
         prices: {H100: 4.10}      # per GPU-hour, per model (a node group may override)
         node_groups:
           - name: p5
@@ -34,6 +35,7 @@ in the same city, say `eu-central`) are one region to a selector and to topology
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -56,8 +58,10 @@ from corral.spec.provider_settings import (
     NEEDS,
     SETTINGS,
     AwsProviderSettings,
+    SshHostSettings,
     SshProviderSettings,
     no_duplicates,
+    ssh_shape,
 )
 from corral.spec.quantities import CpuMilli, DurationS, SizeMiB
 from corral.spec.workload import check_name
@@ -162,6 +166,11 @@ class ProviderSpec(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LABELS,
                                    description="labels its nodes join with (Kubernetes label "
                                    "syntax); a node group's or ssh host's own labels win")
+    #: labels per instance type, over `labels` (an ssh host's own win over both): a provider of
+    #: several types labels each, e.g. `gpu-class: inference` on its L4 types only
+    instance_labels: dict[str, dict[str, str]] = Field(
+        default_factory=dict, max_length=256, description="labels per instance type (an aws "
+        "type of settings.instance_types, an ssh shape ssh:<gpus>x<model>), over labels")
 
     @field_validator("name")
     @classmethod
@@ -172,6 +181,19 @@ class ProviderSpec(BaseModel):
     @classmethod
     def _labels(cls, v: dict[str, str]) -> dict[str, str]:
         return check_labels(v)
+
+    @field_validator("instance_labels")
+    @classmethod
+    def _instance_labels(cls, v: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for itype, labels in v.items():
+            if len(labels) > MAX_LABELS:
+                raise ValueError(f"{itype}: {len(labels)} labels; at most "
+                                 f"{MAX_LABELS}")
+            try:
+                check_labels(labels)
+            except ValueError as e:
+                raise ValueError(f"{itype}: {e}") from None
+        return v
 
     @field_validator("idle_timeouts")
     @classmethod
@@ -197,23 +219,36 @@ class ProviderSpec(BaseModel):
                                  f"{NEEDS[self.kind]})") from None
         if self.max_nodes is not None and self.min_nodes > self.max_nodes:
             raise ValueError(f"min_nodes {self.min_nodes} is above max_nodes {self.max_nodes}")
-        self._idle_keys()
+        self._type_keys("idle_timeouts", self.idle_timeouts, "use idle_timeout for all of them")
+        self._type_keys("instance_labels", self.instance_labels, "use labels for all of them")
         return self
 
-    def _idle_keys(self) -> None:
-        """Every `idle_timeouts` key names an instance type this provider rents."""
-        if not self.idle_timeouts:
+    def _type_keys(self, field: str, per_type: Mapping[str, object], instead: str) -> None:
+        """Every key of `per_type` (idle_timeouts, instance_labels) names an instance type
+        this provider rents."""
+        if not per_type:
             return
         if self.kind == "static":
-            raise ValueError("idle_timeouts: a static provider rents nothing to return; set "
-                             "it on a provider of kind aws or ssh")
+            raise ValueError(f"{field}: a static provider rents nothing; set it on a provider "
+                             "of kind aws or ssh" + (" (a static node group has labels of its "
+                             "own)" if field == "instance_labels" else ""))
         known = (self.aws.instance_types if self.kind == "aws" else
-                 sorted({f"ssh:{h.gpus}x{h.gpu_model}" for h in self.ssh.hosts}))
-        for key in self.idle_timeouts:
+                 sorted({ssh_shape(h.gpus, h.gpu_model) for h in self.ssh.hosts}))
+        for key in per_type:
             if key not in known:
-                raise ValueError(f"idle_timeouts.{key}: not an instance type of provider "
+                raise ValueError(f"{field}.{key}: not an instance type of provider "
                                  f"{self.name} (it rents {', '.join(known)}); name one of "
-                                 "those, or use idle_timeout for all of them")
+                                 f"those, or {instead}")
+
+    def labels_of(self, instance_type: str,
+                  own: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The labels an instance of `instance_type` (an aws type, an ssh shape) joins with:
+        the provider's, that type's over them, `own` (an ssh host's) over both."""
+        return {**self.labels, **self.instance_labels.get(instance_type, {}), **(own or {})}
+
+    def host_labels(self, host: SshHostSettings) -> dict[str, str]:
+        """The labels an ssh host of this provider joins with (its shape's, its own)."""
+        return self.labels_of(ssh_shape(host.gpus, host.gpu_model), host.labels)
 
     @property
     def aws(self) -> AwsProviderSettings:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from corral.testing.daemons import process_dead
-from corral.testing.postgres import SUPERUSER, PostgresServer
+from corral.testing.daemons import process_dead, wait_until
+from corral.testing.postgres import SUPERUSER, PostgresServer, remove_later
 
 psycopg = pytest.importorskip(
     "psycopg", reason="psycopg is not installed: pip install -e '.[server]'"
@@ -88,3 +88,16 @@ def test_failure_inside_the_block_still_stops_the_server_and_removes_the_dir() -
         raise RuntimeError("test body failed")
     assert not root.exists()
     assert process_dead(pid)
+    wait_until(lambda: not root.with_name(root.name + ".removing").exists(), timeout=60,
+               what="the stopped server's dir to be deleted")
+
+
+def test_a_dir_removed_later_is_gone_at_once_and_deleted_soon_after(tmp_path: Path) -> None:
+    victim = tmp_path / "data"
+    for i in range(50):
+        (victim / f"d{i % 5}").mkdir(parents=True, exist_ok=True)
+        (victim / f"d{i % 5}" / f"f{i}").write_bytes(b"x" * 8192)
+    remove_later(victim)
+    assert not victim.exists()  # under its own name at once
+    wait_until(lambda: not (tmp_path / "data.removing").exists(), timeout=60,
+               what="the renamed dir to be deleted")

@@ -154,7 +154,7 @@ class PostgresServer:
             if (self.data_dir / "postmaster.pid").exists():
                 self._pg_ctl_stop()
         finally:
-            shutil.rmtree(self._root, ignore_errors=True)
+            remove_later(self._root)
             self._root = None
 
     def __enter__(self) -> PostgresServer:
@@ -295,3 +295,29 @@ class PostgresServer:
                 f"{what} failed with exit code {done.returncode}\n"
                 f"--- output ---\n{done.stdout}{done.stderr}\n" + format_logs([self.log_path])
             )
+
+
+def remove_later(path: Path) -> None:
+    """Remove ``path`` (a stopped server's dir) off the test run's time: renamed at once, so it is
+    gone under its name, then deleted by a detached, niced ``rm -rf``.
+
+    A session's server holds one database per test that used one (~12 MB, ~430 files each, a
+    copy of the migrated template), and deleting them all was the last ~25 s of every worker's
+    session (150 copies, 1.9 GB, 65k files: rmtree 22.7 s at load 6), on the run's critical
+    path. The ``rm`` carries no session marker, so the reaper (corral.testing.reaper) lets it
+    finish after the session exits. Falls back to deleting in place where it cannot.
+    """
+    trash = path.with_name(path.name + ".removing")
+    try:
+        path.rename(trash)
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    # `sh` starts rm in the background and exits at once: nothing is left for this process to
+    # wait for, and rm (reparented) runs on in a session of its own.
+    try:
+        subprocess.run(["sh", "-c", 'nice -n 19 rm -rf -- "$1" </dev/null >/dev/null 2>&1 &',
+                        "sh", str(trash)], env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                       start_new_session=True, check=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        shutil.rmtree(trash, ignore_errors=True)

@@ -77,6 +77,8 @@ def _open_credits(page: Any) -> None:
 
 def test_credits_page_says_what_the_ledger_says(page: Any, server: CorralUp,
                                                running: str) -> None:
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/v1/ledger/" in r.url else None)
     _open_credits(page)
     with server.client() as c:
         ledger = Ledger(c)
@@ -94,6 +96,11 @@ def test_credits_page_says_what_the_ledger_says(page: Any, server: CorralUp,
     grant_rows = page.locator(f"[data-testid=grant][data-queue={QUEUE}]")
     assert grant_rows.count() == len(grants)
     assert grant_rows.first.locator("[data-testid=grant-amount]").text_content() == "500.00"
+    # one request for every queue's holds and one for their grants, not two per queue
+    paths = [u.split("/v1/ledger/", 1)[1].split("?")[0] for u in asked]
+    assert not [p for p in paths if p.startswith("queues/")], paths
+    assert "holds" in paths and "grants" in paths, paths
+    assert page.locator("[data-testid=balance]").count() > 1  # several queues to ask about
     shot(page, "30-credits-running")
 
     with server.client() as c:  # ended: settled, and the figures stop moving
@@ -123,7 +130,18 @@ def test_credits_page_says_what_the_ledger_says(page: Any, server: CorralUp,
     assert page.locator("[data-testid=usage-provider]").count() == len(by_provider.rows)
     assert f"Charged so far: {total.total_cost} {total.currency}" in \
         page.locator("[data-testid=spent-total]").text_content()
-    assert page.locator(f"[data-testid=usage-day][data-queue={QUEUE}]").count() == 1
+    # what each queue was charged per day: a chart, its legend each queue's sum over the days
+    by_day: dict[str, float] = {}
+    with server.client() as c:
+        days = Ledger(c).usage(by=["day", "queue"], since=(time.time() // 86400 - 13) * 86400)
+    for r in days.rows:
+        by_day[r.group["queue"]] = by_day.get(r.group["queue"], 0.0) + float(r.cost)
+    from playwright.sync_api import expect  # drawn once its box has a width (ResizeObserver)
+    expect(page.locator("[data-testid=usage-days-chart] svg path.area")).to_have_count(
+        len(by_day))
+    chip = page.locator(f"[data-testid=usage-day][data-queue={QUEUE}]")
+    assert chip.count() == 1
+    assert chip.locator("[data-testid=cost]").text_content() == f"{by_day[QUEUE]:.2f}"
     assert page.locator("[data-testid=hold]").count() == 0
     shot(page, "31-credits-settled")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from fractions import Fraction
@@ -121,8 +121,20 @@ def balance(queue: str, ctx: Ctx, who: Caller) -> LM.Balance:
 def grants(queue: str, ctx: Ctx, who: Caller) -> list[LM.GrantOut]:
     with _ledger(ctx).read() as s:
         _visible_queue(s, who, queue)
-        return [_grant_view(s.journal, tx) for tx in s.journal.transactions()
-                if tx.intent.kind is TxKind.GRANT and tx.intent.queue == queue]
+        return _grant_views(s.journal, lambda q: q == queue)
+
+
+@router.get("/grants", response_model=list[LM.GrantOut], responses=_ERRORS)
+def all_grants(ctx: Ctx, who: Caller) -> list[LM.GrantOut]:
+    """The grants of every queue the caller may see, in the journal's order: one request for
+    the Credits page, not one per queue (issue 14)."""
+    with _ledger(ctx).read() as s:
+        return _grant_views(s.journal, who.may_use)
+
+
+def _grant_views(journal: Journal, wanted: Callable[[str], bool]) -> list[LM.GrantOut]:
+    return [_grant_view(journal, tx) for tx in journal.transactions()
+            if tx.intent.kind is TxKind.GRANT and wanted(tx.intent.queue)]
 
 
 def _grant_view(journal: Journal, tx: Transaction) -> LM.GrantOut:
@@ -140,16 +152,31 @@ def holds(queue: str, ctx: Ctx, who: Caller,
           ) -> list[LM.HoldOut]:
     with _ledger(ctx).read() as s:
         _visible_queue(s, who, queue)
-        out = []
-        for h in s.journal.holds(open_only=open_only):
-            if h.queue != queue:
-                continue
-            wid, attempt = parse_ref(h.workload)
-            out.append(LM.HoldOut(
-                ref=h.workload, workload_id=wid, attempt=attempt, queue=h.queue,
-                funders=list(h.funders), amount=str(h.amount), placed_at=float(h.placed_at),
-                open=h.open, charged=None if h.charged is None else str(h.charged)))
-        return out
+        return _hold_views(s.journal, lambda q: q == queue, open_only)
+
+
+@router.get("/holds", response_model=list[LM.HoldOut], responses=_ERRORS)
+def all_holds(ctx: Ctx, who: Caller,
+              open_only: Annotated[bool, Query(description="only holds not yet settled")] = False,
+              ) -> list[LM.HoldOut]:
+    """The holds of every queue the caller may see: one request for the Credits page, not
+    one per queue (issue 14)."""
+    with _ledger(ctx).read() as s:
+        return _hold_views(s.journal, who.may_use, open_only)
+
+
+def _hold_views(journal: Journal, wanted: Callable[[str], bool],
+                open_only: bool) -> list[LM.HoldOut]:
+    out = []
+    for h in journal.holds(open_only=open_only):
+        if not wanted(h.queue):
+            continue
+        wid, attempt = parse_ref(h.workload)
+        out.append(LM.HoldOut(
+            ref=h.workload, workload_id=wid, attempt=attempt, queue=h.queue,
+            funders=list(h.funders), amount=str(h.amount), placed_at=float(h.placed_at),
+            open=h.open, charged=None if h.charged is None else str(h.charged)))
+    return out
 
 
 @router.get("/queues/{queue}/history", response_model=list[LM.HistoryEntry], responses=_ERRORS)

@@ -21,7 +21,8 @@ function timeLabel(t, span) {
   return new Date(t * 1000).toLocaleTimeString([], opts);
 }
 
-function draw(box, width, height, { times, layers, line, label }) {
+function draw(box, width, height, { times, layers, line, label, fmt = gpus, timeFmt = null }) {
+  const tl = timeFmt || timeLabel;
   const n = times.length;
   const t0 = times[0], t1 = n > 1 ? times[n - 1] : times[0] + 1;
   const tops = times.map((_, i) => layers.reduce((a, l) => a + (l.values[i] || 0), 0));
@@ -43,12 +44,12 @@ function draw(box, width, height, { times, layers, line, label }) {
   const grid = [];
   for (let v = 0; v <= yMax + 1e-9; v += step) {
     grid.push(s("line", { x1: PAD.l, x2: width - PAD.r, y1: y(v), y2: y(v), class: "gridline" }),
-      s("text", { x: PAD.l - 6, y: y(v) + 4, class: "axis", "text-anchor": "end" }, gpus(v)));
+      s("text", { x: PAD.l - 6, y: y(v) + 4, class: "axis", "text-anchor": "end" }, fmt(v)));
   }
   const ticks = Math.max(2, Math.min(6, Math.floor(width / 120)));
   for (let k = 0; k <= ticks; k++) {
     const t = t0 + ((t1 - t0) * k) / ticks;
-    grid.push(s("text", { x: x(t), y: height - 6, class: "axis", "text-anchor": k === 0 ? "start" : k === ticks ? "end" : "middle" }, timeLabel(t, t1 - t0)));
+    grid.push(s("text", { x: x(t), y: height - 6, class: "axis", "text-anchor": k === 0 ? "start" : k === ticks ? "end" : "middle" }, tl(t, t1 - t0)));
   }
   const ref = line ? s("path", {
     d: xs.map((px, i) => `${i ? "L" : "M"}${px.toFixed(1)},${y(at(line.values, i)).toFixed(1)}`).join(""),
@@ -62,16 +63,17 @@ function draw(box, width, height, { times, layers, line, label }) {
     let i = 0;
     for (let k = 0; k < xs.length; k++) if (Math.abs(xs[k] - px) < Math.abs(xs[i] - px)) i = k;
     cursor.setAttribute("x1", xs[i]); cursor.setAttribute("x2", xs[i]); cursor.setAttribute("visibility", "visible");
-    const parts = layers.map((l) => `${l.name} ${gpus(at(l.values, i) || 0)}`);
-    if (line) parts.push(`${line.name} ${gpus(at(line.values, i))}`);
-    readout.textContent = `${timeLabel(at(times, i), 0)} · ${parts.join(" · ")}`;
+    const parts = layers.map((l) => `${l.name} ${fmt(at(l.values, i) || 0)}`);
+    if (line) parts.push(`${line.name} ${fmt(at(line.values, i))}`);
+    readout.textContent = `${tl(at(times, i), 0)} · ${parts.join(" · ")}`;
   });
   fill(box, svg, readout);
 }
 
 /**
  * A stacked-area chart. times: seconds, ascending; layers: [{name, color, values}] stacked
- * bottom-up; line: optional {name, values}, dashed on top. Returns the chart's box.
+ * bottom-up; line: optional {name, values}, dashed on top; fmt: a value's text (GPUs by
+ * default), timeFmt: a time's (clock time by default). Returns the chart's box.
  */
 export function stackedArea(spec, height = 220) {
   // Charts replaced by a newer drawing stop observing (those not yet on screen are kept).

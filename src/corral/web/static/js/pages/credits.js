@@ -2,9 +2,14 @@
 // granted), what GPU time was charged per queue and day and per provider, the open holds and the
 // grants. Every figure is the ledger API's own (/v1/ledger: balances, usage, holds, grants), in
 // the ledger's one unit (its currency, credits "CRD" by default); nothing is recomputed here.
-// Money moves slowly: the page re-reads every 10 s, not on every 2 s tick.
+// Money moves slowly: the page re-reads every 10 s, not on every 2 s tick, in six requests
+// whatever the number of queues (holds and grants of every queue the caller may see come in one
+// request each: /v1/ledger/holds, /v1/ledger/grants). What each queue was charged per day is a
+// stacked chart (chart.js, drawn here like the Allocation page's), each day's bar the ledger's.
 
 import { api } from "../api.js";
+import { stackedArea } from "../chart.js";
+import { queueColor } from "../colors.js";
 import { fill, h } from "../dom.js";
 import { ago, clock, now } from "../format.js";
 
@@ -30,6 +35,32 @@ function usageRows(report, dims, testid) {
   return report.rows.map((r) => h("tr", { dataset: { testid, ...r.group } },
     dims.map((d) => h("td", {}, r.group[d] || "–")),
     num(hours(r.gpu_hours), "gpu-hours"), num(r.cost, "cost")));
+}
+
+/** The per-day report as a stacked chart by queue (every day since `since`, 0 where none was
+ * charged) and a legend naming each queue with what it was charged over the days shown. */
+function daysChart(report, since, currency) {
+  const days = [];
+  for (let t = since; t <= now(); t += 86400) days.push(t);
+  const dayOf = (iso) => Math.floor(Date.parse(`${iso}T00:00:00Z`) / 1000);
+  const byQueue = new Map();
+  for (const r of report.rows) {
+    const q = r.group.queue;
+    if (!byQueue.has(q)) byQueue.set(q, { values: days.map(() => 0), total: 0 });
+    const i = days.indexOf(dayOf(r.group.day));
+    const cost = Number(r.cost);
+    if (i >= 0) byQueue.get(q).values[i] += cost;
+    byQueue.get(q).total += cost;
+  }
+  const queues = [...byQueue.keys()].sort();
+  const layers = queues.map((q) => ({ name: q, color: queueColor(q), values: byQueue.get(q).values }));
+  const dayLabel = (t) => new Date(t * 1000).toISOString().slice(5, 10);
+  const money = (v) => (Math.round(v * 100) / 100).toFixed(2);
+  const chart = stackedArea({ times: days, layers, label: `credits charged per queue and day (${currency})`, fmt: money, timeFmt: dayLabel }, 200);
+  chart.dataset.testid = "usage-days-chart";
+  return [chart, h("div", { class: "legend" }, queues.map((q) =>
+    h("span", { class: "chip", dataset: { testid: "usage-day", queue: q }, title: `${q}: charged over the days shown` },
+      h("i", { style: { background: queueColor(q) } }), `${q} `, h("span", { dataset: { testid: "cost" } }, money(byQueue.get(q).total)), ` ${currency}`)))];
 }
 
 function holdRow(x) {
@@ -87,24 +118,23 @@ export function mount(root) {
       api(USAGE, { params: { by: ["day", "queue"], since } }),
       api(USAGE, { params: { by: "provider" } }),
     ]);
-    const queues = balances.map((b) => b.queue);
     const [holds, grants] = await Promise.all([
-      Promise.all(queues.map((q) => api(`/v1/ledger/queues/${encodeURIComponent(q)}/holds`, { params: { open_only: true } }))),
-      Promise.all(queues.map((q) => api(`/v1/ledger/queues/${encodeURIComponent(q)}/grants`))),
+      api("/v1/ledger/holds", { params: { open_only: true } }),
+      api("/v1/ledger/grants"),
     ]);
     const currency = all.currency;
     total.textContent = `Charged so far: ${all.total_cost} ${currency} for ${hours(Number(all.total_gpu_seconds) / 3600)} GPU-hours. All amounts are in ${currency}.`;
     fill(cards.balances, balances.length ? table("balances",
       [["Queue"], ["Available", 1], ["Held", 1], ["Charged", 1], ["Granted", 1], ["Expired", 1], ["Debt", 1]],
       balances.map(balanceRow)) : h("p", { class: "empty" }, "No queue you may see."));
-    fill(cards.days, days.rows.length ? table("usage-days", [["Day"], ["Queue"], ["GPU-hours", 1], [`Cost (${currency})`, 1]],
-      usageRows(days, ["day", "queue"], "usage-day")) : h("p", { class: "empty" }, `No GPU time in the last ${DAYS} days.`));
+    fill(cards.days, days.rows.length ? daysChart(days, since, currency)
+      : h("p", { class: "empty" }, `No GPU time in the last ${DAYS} days.`));
     fill(cards.providers, providers.rows.length ? table("usage-providers", [["Provider"], ["GPU-hours", 1], [`Cost (${currency})`, 1]],
       usageRows(providers, ["provider"], "usage-provider")) : h("p", { class: "empty" }, "No GPU time charged yet."));
-    const open = holds.flat().sort((a, b) => b.placed_at - a.placed_at);
+    const open = holds.slice().sort((a, b) => b.placed_at - a.placed_at);
     fill(cards.holds, open.length ? table("holds", [["Workload"], ["Queue"], [`Held (${currency})`, 1], ["Since"]], open.map(holdRow))
       : h("p", { class: "empty" }, "No credits held: no running work in a metered queue."));
-    const given = grants.flat().sort((a, b) => b.at - a.at);
+    const given = grants.slice().sort((a, b) => b.at - a.at);
     fill(cards.grants, given.length ? table("grants", [["Queue"], [`Amount (${currency})`, 1], ["Left", 1], ["Granted"], ["Expires"], ["Memo"]],
       given.map(grantRow)) : h("p", { class: "empty" }, "No credits granted: every queue runs unmetered."));
   }

@@ -135,3 +135,14 @@ def test_the_cli_judges_by_the_servers_cut_offs() -> None:
     assert use_text(_node(use(0.3, 2))) == "30%, 1 held, barely used"
     assert use_text(_node(use(0.3, 61))) == "-"
     assert use_text(_node(_use(0, 0.3, 61, ["w"]))) == "30%"  # the default cut-offs
+
+
+def test_a_sample_taken_before_the_hold_began_is_no_verdict() -> None:
+    """Issue 17: the server says a sample predates a hold (`before_hold`); the CLI, which
+    recomputes the flag, calls nothing "held, barely used" on it and says why in -o wide."""
+    from corral.cli.render import devices_table
+    before = _use(0, 0.01, 2, ["w"]).model_copy(update={"before_hold": True})
+    assert use_text(_node(before)) == "1%"
+    wide = " ".join(plain(devices_table([_node(before)])).split())
+    assert "no sample since this hold began" in wide and "barely" not in wide
+    assert use_text(_node(_use(0, 0.01, 2, ["w"]))) == "1%, 1 held, barely used"

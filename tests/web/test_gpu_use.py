@@ -26,6 +26,7 @@ def _sample(device: int, busy: float, used_gib: int, at: float) -> UseSample:
 def test_held_but_idle_gpus_show_per_device_with_their_holder(dash: Dash) -> None:
     wid = dash.submit(dash.ann, name="idle-holder", gpus=2, gpu_models=["H100"])
     dash.step(2)
+    dash.clock.advance(10.0)  # the samples below are taken after the hold began (judges)
     node = next(n for n in dash.client.get("/v1/nodes", headers=dash.admin).json()
                 if n["workloads"])
     with dash.store.read() as conn:
@@ -41,8 +42,8 @@ def test_held_but_idle_gpus_show_per_device_with_their_holder(dash: Dash) -> Non
     for d in held.devices:
         assert by_device[d] == {"device": d, "utilization": 0.03, "memory_used_bytes": GIB,
                                 "memory_total_bytes": 80 * GIB, "age_s": 4.0,
-                                "workloads": [wid], "idle_held": True, "idle_below": 0.1,
-                                "stale_after_s": 300.0}
+                                "workloads": [wid], "idle_held": True, "before_hold": False,
+                                "idle_below": 0.1, "stale_after_s": 300.0}
     assert by_device[3]["workloads"] == [] and by_device[3]["utilization"] == 0.9
     assert not by_device[3]["idle_held"]  # busy and free: nothing to say
     assert listed["gcp-0"]["devices"] == []  # no sample came: nothing said, not zero
@@ -65,6 +66,56 @@ def test_held_but_idle_gpus_show_per_device_with_their_holder(dash: Dash) -> Non
     assert value(m, "corral_gpu_utilization_ratio", node=held.node_id, device="3",
                  workload="") == 0.9
     assert value(m, "corral_gpu_memory_total_bytes", device="3") == 80 * GIB
+
+
+def test_a_sample_taken_before_the_hold_began_judges_no_holder(dash: Dash) -> None:
+    """Issue 17: work holds its GPUs from placement, an agent sends the sample it took up to
+    one interval before. A sample taken before the hold began (the attempt's start) says
+    nothing of the new holder: no 'held, barely used' in the API, the Pool page or `corral
+    nodes`, and no holder named on the gauge series; the next sample judges it."""
+    from corral.cli.render import idle_held
+    from corral.sdk import models as M
+    from corral.store import workloads as W
+
+    wid = dash.submit(dash.ann, name="new-holder", gpus=1, gpu_models=["H100"])
+    dash.step(2)
+    with dash.store.read() as conn:
+        [held] = W.holding_placements(conn)
+    assert held.began is not None and held.began <= dash.clock.now()
+    [d] = held.devices
+    board = board_for(dash.store)
+    board.record(held.node_id, [_sample(d, 0.01, 0, held.began - 0.5)])  # the empty GPU's
+
+    def device(who: dict[str, str]) -> dict[str, object]:
+        [node] = [n for n in dash.client.get("/v1/nodes", headers=who).json()
+                  if n["id"] == held.node_id]
+        [dev] = [x for x in node["devices"] if x["device"] == d]
+        return dict(dev)
+
+    for who in (dash.admin, dash.ann):
+        dev = device(who)
+        assert (dev["workloads"], dev["idle_held"], dev["before_hold"]) == ([wid], False, True)
+        assert not idle_held(M.DeviceUseInfo.model_validate(dev))  # nor in `corral nodes`
+    assert device(dash.bob)["before_hold"] is False  # another tenant's hold is not told
+    page = dash.client.get("/v1/dashboard/pool/page", headers=dash.ann).json()
+    [cell] = [c for n in page["nodes"] if n["id"] == held.node_id for c in n["devices"]
+              if c["index"] == d]
+    assert (cell["idle_held"], cell["before_hold"]) == (False, True)
+    m = dash.scrape()
+    assert value(m, "corral_gpu_utilization_ratio", node=held.node_id, device=str(d),
+                 workload="") == 0.01
+    assert wid not in str(m["corral_gpu_utilization_ratio"])
+
+    board.record(held.node_id, [_sample(d, 0.02, 1, held.began)])  # taken as the hold began
+    dev = device(dash.ann)
+    assert (dev["idle_held"], dev["before_hold"]) == (True, False)
+    assert idle_held(M.DeviceUseInfo.model_validate(dev))
+    page = dash.client.get("/v1/dashboard/pool/page", headers=dash.ann).json()
+    [cell] = [c for n in page["nodes"] if n["id"] == held.node_id for c in n["devices"]
+              if c["index"] == d]
+    assert (cell["idle_held"], cell["before_hold"]) == (True, False)
+    assert value(dash.scrape(), "corral_gpu_utilization_ratio", node=held.node_id,
+                 device=str(d), workload=wid) == 0.02
 
 
 def test_a_newer_sample_replaces_an_older_and_a_stale_one_leaves_the_gauges(dash: Dash) -> None:
@@ -96,6 +147,7 @@ def test_two_control_planes_in_one_process_keep_their_own_samples(dash: Dash) ->
 def test_the_pool_page_shows_measured_use_beside_allocation(dash: Dash) -> None:
     wid = dash.submit(dash.ann, name="held", gpus=1, gpu_models=["H100"])
     dash.step(2)
+    dash.clock.advance(10.0)  # the samples below are taken after the hold began (judges)
     now = dash.clock.now()
     board_for(dash.store).record("aws-0", [_sample(d, 0.02 if d == 0 else 0.8, 2, now - 3.0)
                                            for d in range(3)])
@@ -124,6 +176,7 @@ def test_the_cut_offs_are_the_servers_and_checked(dash: Dash) -> None:
     at 30% is barely used, a 61 s old sample says nothing now; both in the API's answer."""
     dash.submit(dash.ann, name="held", gpus=1, gpu_models=["H100"])
     dash.step(2)
+    dash.clock.advance(10.0)  # the samples below are taken after the hold began (judges)
     board = board_for(dash.store)
     board.cutoffs = UseCutoffs(idle_below=0.5, stale_s=60.0)
     with dash.store.read() as conn:

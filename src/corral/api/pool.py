@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from corral.api.context import ApiContext, Caller, context, require_admin
 from corral.api.errors import ApiError, not_found
 from corral.api.views import QueueUse
-from corral.control.device_use import UseCutoffs, UseSample, board_for
+from corral.control.device_use import UseCutoffs, UseSample, board_for, judges
 from corral.control.health import device_reasons, health_reasons
 from corral.core.model import MILLI_PER_GPU, Health, Node, Queue
 from corral.sdk import models as M
@@ -60,13 +60,13 @@ def list_nodes(
             why[node_id] = f"{why[node_id]} | {gpus}" if why.get(node_id) else gpus
     used: dict[str, float] = defaultdict(float)
     on: dict[str, set[str]] = defaultdict(set)
-    holders: dict[tuple[str, int], set[str]] = defaultdict(set)
+    holders: dict[tuple[str, int], dict[str, float | None]] = defaultdict(dict)
     for h in held:
         used[h.node_id] += h.milli_per_device * len(h.devices) / 1000
         on[h.node_id].add(h.workload_id)
         if who.may_use(h.queue):  # a member sees the holders of their queues' devices only
             for d in h.devices:
-                holders[(h.node_id, d)].add(h.workload_id)
+                holders[(h.node_id, d)][h.workload_id] = h.began
     board, now = board_for(ctx.store), ctx.clock.now()
     return [M.NodeInfo(
         id=n.id, provider=n.provider, gpu_model=n.gpu_model, gpu_count=n.gpu_count,
@@ -81,19 +81,21 @@ def list_nodes(
 
 
 def _device_use(samples: dict[int, UseSample], now: float, node_id: str,
-                holders: dict[tuple[str, int], set[str]],
+                holders: dict[tuple[str, int], dict[str, float | None]],
                 cutoffs: UseCutoffs) -> list[M.DeviceUseInfo]:
     """The node's measured use per device beside what holds it (`corral.control.device_use`):
-    `holders` are the caller's to see (admins: all; members: their queues' work), and the
-    "held, barely used" flag and the staleness are the server's cut-offs."""
+    `holders` (name -> when the hold began) are the caller's to see (admins: all; members:
+    their queues' work), and the "held, barely used" flag and the staleness are the server's
+    cut-offs. A sample taken before one of them began judges none (`before_hold`)."""
     out = []
     for d, s in sorted(samples.items()):
-        names = sorted(holders.get((node_id, d), ()))
+        began = holders.get((node_id, d), {})
+        before = any(not judges(s, b) for b in began.values())
         out.append(M.DeviceUseInfo(
             device=d, utilization=round(s.utilization, 4), memory_used_bytes=s.memory_used_bytes,
             memory_total_bytes=s.memory_total_bytes, age_s=round(max(0.0, now - s.at), 3),
-            workloads=names,
-            idle_held=cutoffs.idle_held(s, now, bool(names)),
+            workloads=sorted(began), before_hold=before,
+            idle_held=not before and cutoffs.idle_held(s, now, bool(began)),
             idle_below=cutoffs.idle_below, stale_after_s=cutoffs.stale_s))
     return out
 

@@ -103,7 +103,8 @@ def idle_held(d: M.DeviceUseInfo) -> bool:
     """Held by work the caller may see (admins: all; members: their queues') and under the
     server's `idle_below` busy in a fresh sample (the server's `idle_held`, recomputed so an
     older server without the flag is read the same way)."""
-    return bool(d.workloads) and d.age_s <= d.stale_after_s and d.utilization < d.idle_below
+    return (bool(d.workloads) and not d.before_hold and d.age_s <= d.stale_after_s
+            and d.utilization < d.idle_below)
 
 
 def use_text(n: M.NodeInfo) -> str:
@@ -160,6 +161,8 @@ def devices_table(nodes: Iterable[M.NodeInfo]) -> Table:
     for node, d in rows:
         stale = d.age_s > d.stale_after_s
         use = f"{100 * d.utilization:.0f}%" + (", stale" if stale else "")
+        if d.before_hold:  # taken before the hold began: says nothing of the holder's use
+            use += ", no sample since this hold began"
         if idle_held(d):
             use += f", {IDLE_HELD_WORDS}"
         t.add_row(node, str(d.device), Text(use, style="yellow" if idle_held(d) else ""),

@@ -13,6 +13,14 @@ it; a second control plane in the same process (tests) has its own. A replica th
 forgets the samples; the next heartbeats bring them back within one interval. With several
 API replicas each shows the samples of the heartbeats it answered (TODO: share them if HA
 replicas ever split agents between them).
+
+A sample speaks for a hold only if it was taken at or after the hold began (`judges`): work
+holds its GPUs from placement while an agent sends the sample it took up to one interval
+before, so without this a new holder was shown beside its predecessor's (or an empty GPU's)
+0% and called "held, barely used". A hold begins, for this, when its workers are seen running
+(`store.workloads.Held.began`, the attempt's `started_at`): a GPU that is still being set up is
+not idle. An older sample is shown as "no sample since this hold began": no flag, and no
+holder named on its gauge series.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from corral.backends.device_use import DeviceUse
 from corral.backends.health import DeviceHealth, GpuHealthProbe
 
 __all__ = ["DeviceUseBoard", "RecordingProbe", "UseCutoffs", "UseSample", "board_for",
-           "samples_of"]
+           "judges", "samples_of"]
 
 #: bounds of the cut-offs (`corral up --gpu-idle-below / --gpu-use-stale`)
 STALE_S_RANGE = (1.0, 86_400.0)
@@ -71,6 +79,12 @@ class UseCutoffs:
     def idle_held(self, sample: UseSample, now: float, held: bool) -> bool:
         """Held (by work the caller may see) and measured under `idle_below` recently."""
         return held and self.fresh(sample, now) and sample.utilization < self.idle_below
+
+
+def judges(sample: UseSample, began: float | None) -> bool:
+    """Whether `sample` says anything of a hold that began at `began` (module docstring): taken
+    at or after it, both on the server's clock. A hold not running yet (None) has no sample."""
+    return began is not None and sample.at >= began
 
 
 class DeviceUseBoard:

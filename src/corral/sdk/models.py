@@ -236,6 +236,10 @@ class DeviceUseInfo(_Model):
     idle_held: bool = Field(default=False, description="held by work the caller may see and "
                             "measured under `idle_below` busy in a fresh sample: 'held, barely "
                             "used'")
+    before_hold: bool = Field(default=False, description="the sample was taken before a hold "
+                              "the caller may see began (or while that work is not running "
+                              "yet): it says nothing of that work's use, and idle_held is "
+                              "false ('no sample since this hold began')")
     idle_below: float = Field(default=0.1, description="the server's cut-off for idle_held "
                               "(`corral up --gpu-idle-below`)")
     stale_after_s: float = Field(default=300.0, description="a sample older than this says "

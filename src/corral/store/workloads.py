@@ -510,21 +510,25 @@ class Held:
     node_id: str
     devices: tuple[int, ...]
     milli_per_device: int
+    #: when the hold began to be judged by measured use: the attempt's start (its workers seen
+    #: running, `WorkloadRow.started_at`, on the server's clock); None while it is not running
+    #: yet (`corral.control.device_use.judges`: no sample speaks for it then)
+    began: float | None = None
 
 
 def holding_placements(conn: Connection, node_ids: Sequence[str] | None = None) -> list[Held]:
     """Every worker placement of a current attempt that holds GPUs, stopping ones included
     (only those on `node_ids`, when given)."""
     q = (select(WorkloadRow.id, WorkloadRow.queue, Placement.node_id, Placement.devices,
-                Placement.milli_per_device)
+                Placement.milli_per_device, WorkloadRow.started_at)
          .join(Placement, and_(Placement.workload_id == WorkloadRow.id,
                                Placement.attempt == WorkloadRow.attempt))
          .where(WorkloadRow.state.in_(HOLDING_STATES)))
     if node_ids is None:
-        return [Held(r[0], r[1], r[2], tuple(r[3]), r[4]) for r in conn.execute(q)]
+        return [Held(r[0], r[1], r[2], tuple(r[3]), r[4], r[5]) for r in conn.execute(q)]
     out: list[Held] = []
     for chunk in _chunks(list(node_ids), 500):
-        out += [Held(r[0], r[1], r[2], tuple(r[3]), r[4])
+        out += [Held(r[0], r[1], r[2], tuple(r[3]), r[4], r[5])
                 for r in conn.execute(q.where(Placement.node_id.in_(chunk)))]
     return out
 

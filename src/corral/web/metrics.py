@@ -63,7 +63,7 @@ from prometheus_client.registry import Collector
 from starlette.responses import Response
 
 from corral.control.clock import Clock
-from corral.control.device_use import UseCutoffs, board_for
+from corral.control.device_use import UseCutoffs, board_for, judges
 from corral.control.lifecycle import RESTARTING, RESTARTS_EXHAUSTED, SUBMITTED, TERMINAL
 from corral.control.loop import StepReport
 from corral.control.retry import NOT_RETRIED
@@ -165,17 +165,19 @@ class PoolCollector(Collector):
                                  labels=labels)
         total = GaugeMetricFamily("corral_gpu_memory_total_bytes", "GPU memory as its driver "
                                   "reports it", labels=labels)
-        holders: dict[tuple[str, int], set[str]] = defaultdict(set)
+        holders: dict[tuple[str, int], list[tuple[str, float | None]]] = defaultdict(list)
         for h in s.held:
             for d in h.devices:
-                holders[(h.node_id, d)].add(h.workload_id)
+                holders[(h.node_id, d)].append((h.workload_id, h.began))
         board = board_for(self.reader.ctx.store)
         samples, cutoffs = board.all(), board.cutoffs
         for n in s.nodes:  # a node gone from the pool is gone from the gauges
             for d, u in sorted(samples.get(n.id, {}).items()):
                 if not cutoffs.fresh(u, s.at):
                     continue
-                key = [n.id, str(d), _holders(holders.get((n.id, d), set()))]
+                # a holder whose hold began after the sample is not named on it (device_use)
+                key = [n.id, str(d), _holders({w for w, began in holders.get((n.id, d), ())
+                                               if judges(u, began)})]
                 util.add_metric(key, u.utilization)
                 used.add_metric(key, u.memory_used_bytes)
                 total.add_metric(key, u.memory_total_bytes)

@@ -52,6 +52,9 @@ class DeviceCell(_Model):
     idle_held: bool = Field(default=False, description="held by work of a queue the caller "
                             "may see and measured under the server's idle_below busy in a "
                             "fresh sample: 'held, barely used'")
+    before_hold: bool = Field(default=False, description="the sample was taken before a hold "
+                              "of a queue the caller may see began (or that work is not running "
+                              "yet): it judges none ('no sample since this hold began')")
 
 
 class NodeRow(_Model):

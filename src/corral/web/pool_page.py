@@ -19,7 +19,7 @@ from fastapi import APIRouter, Query
 from pydantic import Field
 
 from corral.api.context import Caller
-from corral.control.device_use import DeviceUseBoard, board_for
+from corral.control.device_use import DeviceUseBoard, board_for, judges
 from corral.core.model import MILLI_PER_GPU, Node
 from corral.store.workloads import Held
 from corral.web.grid import gpu_totals, node_rows
@@ -80,10 +80,16 @@ def pool_page(
                 if all(v is None or v == "" or getattr(n, k) == v for k, v in wanted.items())]
     page = matching[offset:offset + limit]
     mine = [c for q, c in s.counts.items() if who.may_use(q)]
-    rows = node_rows(page, [h for n in page for h in sums.held_on.get(n.id, ())], who.may_use)
+    held = [h for n in page for h in sums.held_on.get(n.id, ())]
+    rows = node_rows(page, held, who.may_use)
     board = board_for(web.reader.ctx.store)
+    began: dict[tuple[str, int], list[float | None]] = defaultdict(list)
+    for h in held:  # when each hold the caller may see began (a sample before it judges none)
+        if who.may_use(h.queue):
+            for d in h.devices:
+                began[(h.node_id, d)].append(h.began)
     return PoolPage(
-        nodes=with_measured_use(rows, board, s.at),
+        nodes=with_measured_use(rows, board, s.at, began),
         idle_below=board.cutoffs.idle_below, stale_after_s=board.cutoffs.stale_s,
         matching=len(matching), offset=offset, limit=limit,
         groups=_groups(matching, sums.used),
@@ -92,10 +98,12 @@ def pool_page(
         pending=sum(p for p, _ in mine), running=sum(r for _, r in mine))
 
 
-def with_measured_use(rows: list[NodeRow], board: DeviceUseBoard, now: float) -> list[NodeRow]:
+def with_measured_use(rows: list[NodeRow], board: DeviceUseBoard, now: float,
+                      began: Mapping[tuple[str, int], list[float | None]]) -> list[NodeRow]:
     """Each cell's latest measured use beside its allocation (the page's nodes only), and
     whether it is held by work the caller may see (a share with its queue named) yet barely
-    used, by the server's cut-offs: another tenant's work is never judged to a member."""
+    used, by the server's cut-offs: another tenant's work is never judged to a member, and a
+    sample taken before one of the caller's holds on the cell began (`began`) judges none."""
     for row in rows:
         samples = board.of(row.id)
         for cell in row.devices:
@@ -105,7 +113,9 @@ def with_measured_use(rows: list[NodeRow], board: DeviceUseBoard, now: float) ->
                 cell.memory_used_bytes, cell.memory_total_bytes = (u.memory_used_bytes,
                                                                    u.memory_total_bytes)
                 seen = any(sh.queue is not None for sh in cell.shares)
-                cell.idle_held = board.cutoffs.idle_held(u, now, seen)
+                cell.before_hold = any(not judges(u, b) for b in began.get((row.id, cell.index),
+                                                                             ()))
+                cell.idle_held = not cell.before_hold and board.cutoffs.idle_held(u, now, seen)
     return rows
 
 

@@ -90,7 +90,8 @@ class PoolReader:
 
     @staticmethod
     def _derive(live: LiveState, now: float) -> PoolState:
-        held = [Held(wid, live.records[wid].queue, a.node_id, a.devices, a.milli_per_device)
+        held = [Held(wid, live.records[wid].queue, a.node_id, a.devices, a.milli_per_device,
+                     live.records[wid].started_at)
                 for wid, placed in live.assignments.items() for a in placed]
         # what the core would see (LiveState.snapshot), without building its 100,000 forms:
         # eligible pending work at its nominal share, placed work at what it was given

@@ -25,7 +25,9 @@ function shareText(s) {
 function measuredText(d) {
   if (d.utilization === null || d.utilization === undefined) return "use not measured (no sample from its host)";
   const gib = (b) => (b / 2 ** 30).toFixed(1);
-  return `measured: ${Math.round(d.utilization * 100)}% busy · ${gib(d.memory_used_bytes)} / ${gib(d.memory_total_bytes)} GiB (${Math.round(d.use_age_s)} s ago)`;
+  const text = `measured: ${Math.round(d.utilization * 100)}% busy · ${gib(d.memory_used_bytes)} / ${gib(d.memory_total_bytes)} GiB (${Math.round(d.use_age_s)} s ago)`;
+  // a sample older than the hold says nothing of the holder's use (corral.control.device_use)
+  return d.before_hold === true ? `${text}; no sample since this hold began` : text;
 }
 
 function cell(node, device) {

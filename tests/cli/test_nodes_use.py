@@ -127,8 +127,10 @@ def test_the_cli_and_metrics_call_the_same_samples_stale() -> None:
 
 
 def test_the_cli_judges_by_the_servers_cut_offs() -> None:
-    """A server started with --gpu-idle-below 0.5 --gpu-use-stale 60 says so on each device:
-    30% busy is barely used there, a 61 s old sample is stale."""
+    """A server started with --gpu-idle-below 0.5 --gpu-use-stale 60 says so on each device
+    (the fields set here as its API sends them; that the flags reach the server is
+    tests/cli/test_up_gpu_use_cutoffs.py): 30% busy is barely used there, a 61 s old sample is
+    stale."""
     def use(busy: float, age: float) -> M.DeviceUseInfo:
         return _use(0, busy, age, ["w"]).model_copy(update={"idle_below": 0.5,
                                                             "stale_after_s": 60.0})

@@ -92,7 +92,7 @@ function legend(data, me) {
     names.map((q) => h("span", { class: "chip" }, h("i", { style: { background: queueColor(q) } }), q)),
     other ? h("span", { class: "chip" }, h("i", { class: "other", style: { backgroundColor: OTHER } }), "other queues") : null,
     h("span", { class: "chip" }, h("i", { class: "idle" }), "idle GPU"),
-    h("span", { class: "chip", dataset: { testid: "idle-held-legend" }, title: `held by work you may see and measured under ${Math.round(data.idle_below * 100)}% busy (a sample under ${data.stale_after_s} s old)` }, h("i", { class: "idle-held" }), "held, barely used"),
+    h("span", { class: "chip", dataset: { testid: "idle-held-legend" }, title: `held by work you may see and measured under ${+(data.idle_below * 100).toPrecision(2)}% busy (a sample under ${data.stale_after_s} s old)` }, h("i", { class: "idle-held" }), "held, barely used"),
     h("span", { class: "chip" }, h("span", { class: "badge cordoned" }, "cordoned"), "no new work"),
     h("span", { class: "chip" }, h("span", { class: "badge unhealthy" }, "unhealthy"), "out of service"),
   ];

@@ -94,3 +94,41 @@ def test_bad_instance_labels_are_refused_naming_the_field(provider: dict[str, An
                                                           message: str) -> None:
     with pytest.raises(pydantic.ValidationError, match=message):
         _pool(provider)
+
+
+# -- what an instance joins with: the merge is bounded too (review S1 on e889e9f) --
+
+def _many(prefix: str, n: int) -> dict[str, str]:
+    return {f"{prefix}{i}": "v" for i in range(n)}
+
+
+@pytest.mark.parametrize(("provider", "message"), [
+    ({**AWS, "labels": _many("p", 40), "instance_labels": {"g6.xlarge": _many("t", 40)}},
+     r"providers\.0\n.*instance_labels\.g6\.xlarge: 80 labels with the provider's; at most 64 "
+     r"labels after merging"),
+    ({**SSH, "labels": _many("p", 40), "settings": {**SSH["settings"], "hosts": [
+        {**SSH["settings"]["hosts"][0], "labels": _many("h", 30)}]}},
+     r"providers\.0\n.*settings\.hosts\.0 \(h1\): 70 labels with the provider's and "
+     r"instance_labels\.ssh:8xH100; at most 64 labels after merging"),
+], ids=["aws-type-over-provider", "ssh-host-over-provider"])
+def test_merged_labels_over_the_agents_limit_are_refused(provider: dict[str, Any],
+                                                         message: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match=message):
+        _pool(provider)
+
+
+def test_merged_labels_at_the_limit_join() -> None:
+    """64 after merging (shared keys count once) pass the pool file, and the agent joins with
+    them and its own corral.dev/ labels (vendor, container runtime): the wire's bound is the
+    pool file's plus those, from one constant."""
+    from corral.agent.host import Declared, host_facts
+    from corral.agent.protocol import JoinIn
+
+    p = _pool({**AWS, "labels": _many("p", 40), "instance_labels": {
+        "g6.xlarge": {**_many("p", 10), **_many("t", 24)}}}).providers[0]
+    labels = p.labels_of("g6.xlarge")
+    assert len(labels) == 64
+    facts = host_facts(Declared(gpus=1, gpu_model="L4", gpu_memory_mib=24_000, cpu_milli=4000,
+                                memory_mib=16_000, labels=labels, vendor="nvidia"))
+    assert len(facts.labels) == 66
+    JoinIn.model_validate({"node_id": "n1", "facts": facts.model_dump()})

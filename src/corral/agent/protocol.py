@@ -18,6 +18,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from corral.spec.labels import MAX_HOST_LABELS
+
 __all__ = [
     "AssignmentOut",
     "CheckIn",
@@ -68,7 +70,9 @@ class HostFacts(_Strict):
     #: where other hosts reach this one (a gang's rendezvous when it runs worker 0)
     address: str = Field(default="127.0.0.1", min_length=1, max_length=255)
     hostname: str = Field(default="", max_length=255)
-    labels: dict[str, str] = Field(default_factory=dict, max_length=64)
+    #: its `--label` flags (at most MAX_LABELS: the pool file bounds them merged) and the
+    #: agent's own corral.dev/ ones
+    labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_HOST_LABELS)
     version: str = Field(default="", max_length=63)
 
 

@@ -24,6 +24,7 @@ from typing import Final
 
 from corral.core.model import (
     LABEL_CAPACITY,
+    LABEL_CONTAINER_RUNTIME,
     LABEL_MODEL,
     LABEL_PROVIDER,
     LABEL_RACK,
@@ -34,9 +35,17 @@ from corral.core.model import (
 )
 from corral.core.vendors import Vendor
 
-__all__ = ["BUILTIN", "MAX_LABELS", "RESERVED_PREFIX", "check_labels", "check_selector"]
+__all__ = ["AGENT_OWN", "BUILTIN", "MAX_HOST_LABELS", "MAX_LABELS", "RESERVED_PREFIX",
+           "check_labels", "check_selector"]
 
-MAX_LABELS: Final = 64  # per node group, per selector
+#: per node group, per selector, and per node once its pool file labels are merged (a provider's,
+#: an instance type's, an ssh host's own: `corral.spec.pool.ProviderSpec.labels_of`)
+MAX_LABELS: Final = 64
+#: the labels of corral's own an agent adds to those it is given (`corral.agent.host`)
+AGENT_OWN: Final = frozenset({LABEL_VENDOR, LABEL_CONTAINER_RUNTIME})
+#: what a joining host may declare in all (`corral.agent.protocol.HostFacts.labels`): its
+#: merged labels and the agent's own, so every labelling the pool file accepts can join
+MAX_HOST_LABELS: Final = MAX_LABELS + len(AGENT_OWN)
 RESERVED_PREFIX: Final = "corral.dev/"
 BUILTIN: Final = frozenset({LABEL_PROVIDER, LABEL_REGION, LABEL_ZONE, LABEL_RACK, LABEL_CAPACITY,
                             LABEL_MODEL, LABEL_VENDOR})

@@ -221,7 +221,29 @@ class ProviderSpec(BaseModel):
             raise ValueError(f"min_nodes {self.min_nodes} is above max_nodes {self.max_nodes}")
         self._type_keys("idle_timeouts", self.idle_timeouts, "use idle_timeout for all of them")
         self._type_keys("instance_labels", self.instance_labels, "use labels for all of them")
+        self._merged_labels()
         return self
+
+    def _merged_labels(self) -> None:
+        """What an instance joins with (`labels_of`, `host_labels`) stays within MAX_LABELS:
+        each part is bounded alone, and an agent given more is refused at join (its
+        `--label` flags; `corral.agent.protocol.HostFacts`), so the autoscaler would rent
+        instances that never join."""
+        fix = f"at most {MAX_LABELS} labels after merging (a key in both counts once); drop some"
+        for itype in self.instance_labels:
+            n = len(self.labels_of(itype))
+            if n > MAX_LABELS:
+                raise ValueError(f"instance_labels.{itype}: {n} labels with the provider's; "
+                                 f"{fix} from labels or instance_labels.{itype}")
+        if self.kind != "ssh":
+            return
+        for i, host in enumerate(self.ssh.hosts):
+            shape = ssh_shape(host.gpus, host.gpu_model)
+            n = len(self.host_labels(host))
+            if n > MAX_LABELS:
+                raise ValueError(f"settings.hosts.{i} ({host.name}): {n} labels with the "
+                                 f"provider's and instance_labels.{shape}; {fix} from the "
+                                 "host's labels, the provider's or its shape's")
 
     def _type_keys(self, field: str, per_type: Mapping[str, object], instead: str) -> None:
         """Every key of `per_type` (idle_timeouts, instance_labels) names an instance type

@@ -5,6 +5,7 @@ reasons as row by row (gangs too), and a replay moves none."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
@@ -12,9 +13,11 @@ from sqlalchemy import event, select
 
 from corral.backends.base import WorkerState
 from corral.control.accounting import Accounting
-from corral.control.attempt_usage import close_attempts
+from corral.control.attempt_usage import close_attempts, record_starts
+from corral.ledger import WorkerStarted
 from corral.store import Store
 from corral.store import ledger_rows as LR
+from corral.store import workloads as W
 from corral.store.ledger_tables import LedgerUsage
 
 from .rig import Rig
@@ -24,6 +27,21 @@ def _usage(store: Store) -> dict[tuple[str, int, int], tuple[str | None, str]]:
     with store.read() as c:
         return {(r.workload_id, r.attempt, r.worker): (r.end, r.end_reason)
                 for r in c.execute(select(LedgerUsage))}
+
+
+def _statements(store: Store, run: Callable[[], object]) -> list[tuple[str, bool]]:
+    """The SQL `run` sends to the database, each with whether it was an executemany."""
+    seen: list[tuple[str, bool]] = []
+
+    def count(conn, cursor, sql, params, context, many):  # type: ignore[no-untyped-def]
+        seen.append((sql, many))
+
+    event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        run()
+    finally:
+        event.remove(store.engine, "before_cursor_execute", count)
+    return seen
 
 
 def test_a_step_closes_its_ended_attempts_in_one_statement(store: Store) -> None:
@@ -39,17 +57,9 @@ def test_a_step_closes_its_ended_attempts_in_one_statement(store: Store) -> None
             w.state = WorkerState.FAILED if failed else WorkerState.SUCCEEDED
             w.exit_code = 1 if failed else 0
         rig.world.touch(key)
-    updates: list[bool] = []  # per UPDATE of the usage rows: whether it was an executemany
-
-    def count(conn, cursor, sql, params, context, many):  # type: ignore[no-untyped-def]
-        if sql.lstrip().upper().startswith("UPDATE LEDGER_USAGE"):
-            updates.append(many)
-
-    event.listen(store.engine, "before_cursor_execute", count)
-    try:
-        rig.step()
-    finally:
-        event.remove(store.engine, "before_cursor_execute", count)
+    # per UPDATE of the usage rows: whether it was an executemany
+    updates = [many for sql, many in _statements(store, rig.step)
+               if sql.lstrip().upper().startswith("UPDATE LEDGER_USAGE")]
     if store.engine.dialect.name == "sqlite":
         assert updates == [True]  # one executemany, one parameter set per attempt
     else:
@@ -96,19 +106,43 @@ def test_settling_reads_back_no_usage_row_this_process_wrote(store: Store) -> No
         for w in workers:
             w.state, w.exit_code = WorkerState.SUCCEEDED, 0
         rig.world.touch(key)
-    reads: list[str] = []
-
-    def count(conn, cursor, sql, params, context, many):  # type: ignore[no-untyped-def]
-        if sql.lstrip().upper().startswith("SELECT") and "FROM LEDGER_USAGE" in sql.upper():
-            reads.append(sql)
-
-    event.listen(store.engine, "before_cursor_execute", count)
-    try:
-        rig.step()
-    finally:
-        event.remove(store.engine, "before_cursor_execute", count)
+    reads = [sql for sql, _ in _statements(store, rig.step)
+             if sql.lstrip().upper().startswith("SELECT") and "FROM LEDGER_USAGE" in sql.upper()]
     assert reads == [] and accounting._rows == {}
     ended = {w: Decimal(repr(rig.get(w).finished_at)) for w in ids}
     assert {k: (Decimal(e), r) for k, (e, r) in _usage(store).items()} == {
         (ids[0], 0, 0): (ended[ids[0]], "stopped"), (ids[0], 0, 1): (ended[ids[0]], "stopped"),
         (ids[1], 0, 0): (ended[ids[1]], "stopped")}
+
+
+def test_an_attempt_with_a_stored_row_is_not_known_whole(store: Store) -> None:
+    """`record_starts` hands back an attempt's rows as all it has only when none was stored
+    before, even if the stored one's worker is skipped now (its node left `nodes`): else
+    `close_attempts`, taking those as all the attempt's rows, neither closes nor bills it."""
+    rig = Rig(store)  # no Accounting: the rows are written here, by record_starts alone
+    wid = rig.submit(name="gang", gpus=4, workers=2)
+    rig.step(3)
+    assert rig.state(wid) == "running"
+    key, nodes = (wid, 0), {n.id: n for n in rig.nodes}
+    with store.read() as c:
+        rec, placed = W.get_workload(c, wid), W.assignments_of(c, [key])
+    assert rec is not None
+    first, second = (a.node_id for a in placed[key])
+    assert first != second
+    with store.write() as c:  # worker 1 metered while worker 0's node was unknown
+        record_starts(c, {key: rec}, placed, {second: nodes[second]})
+    written: dict[tuple[str, int], tuple[WorkerStarted, ...]] = {}
+    with store.write() as c:  # then worker 0, worker 1's node unknown this time
+        record_starts(c, {key: rec}, placed, {first: nodes[first]}, written)
+    assert written == {}  # worker 1's row was stored before: not all the attempt has
+    for w in rig.world.workers[key]:
+        w.state, w.exit_code = WorkerState.SUCCEEDED, 0
+    rig.world.touch(key)
+    rig.step()
+    assert rig.state(wid) == "succeeded"
+    with store.write() as c:
+        closed = close_attempts(c, [key], nodes, Decimal(10**10), written)
+    end = Decimal(repr(rig.get(wid).finished_at))
+    assert {k: (e and Decimal(e), r) for k, (e, r) in _usage(store).items()} == {
+        (wid, 0, 0): (end, "stopped"), (wid, 0, 1): (end, "stopped")}
+    assert sorted((u.worker, u.end) for u in closed[key].usage) == [(0, end), (1, end)]

@@ -153,20 +153,20 @@ def record_starts(
         have.update((w, a, k) for w, a, k in conn.execute(
             select(LedgerUsage.workload_id, LedgerUsage.attempt, LedgerUsage.worker)
             .where(LedgerUsage.workload_id.in_(ids))))
+    stored = {(w, a) for w, a, _ in have}  # attempts with a row written before this call
     rows, done = [], {}
     for key, rec in launched.items():
         start = starts.get(key)
         if start is None:
             continue
         done[key] = start
-        mine, whole = [], True
+        # whole (all its rows written here) only if it had none stored: a stored row counts
+        # even when its worker is skipped below (its node gone from `nodes`)
+        mine, whole = [], key not in stored
         for a in placed.get(key, ()):
             milli = a.milli_per_device * len(a.devices)
             node = nodes.get(a.node_id)
-            if milli <= 0 or node is None:
-                continue
-            if (key[0], key[1], a.worker) in have:
-                whole = False
+            if milli <= 0 or node is None or (key[0], key[1], a.worker) in have:
                 continue
             mine.append(WorkerStarted(
                 workload_id=rec.id, worker=a.worker, attempt=key[1], at=start, queue=rec.queue,

@@ -63,7 +63,8 @@ class Plane:
         return [i.id for i in self.aws.instances() if i.state != CapacityState.TERMINATED]
 
 
-def _start(rig: Rig, env: dict[str, str]) -> tuple[Plane, str, str, dict[str, str]]:
+def _start(rig: Rig, env: dict[str, str], **job: object
+           ) -> tuple[Plane, str, str, dict[str, str]]:
     """A p5.48xlarge (node n0) runs one preemptible 1-GPU job; n1 is the replacement's node
     once it joins (cordoned until then)."""
     joined: dict[str, str] = {}
@@ -73,7 +74,7 @@ def _start(rig: Rig, env: dict[str, str]) -> tuple[Plane, str, str, dict[str, st
     joined[old.id] = "n0"
     with rig.store.write() as c:
         P.set_cordoned(c, "n1", True)
-    wid = rig.submit(gpus=1)
+    wid = rig.submit(gpus=1, **job)
     plane.step(3)
     assert rig.state(wid) == "running"
     return plane, old.id, wid, joined
@@ -153,3 +154,46 @@ def test_restart_after_the_drain_still_returns_the_old_node(ec2_env: dict[str, s
         ended = audit.list_audit(c, actor="autoscaler", action="autoscale.replacement_ended")
     assert ended, "the finished replacement is recorded as ended (no resume of it later)"
     _ends_clean(plane, rig, wid, joined)
+
+
+def test_the_old_node_is_returned_only_once_its_work_has_stopped(ec2_env: dict[str, str],
+                                                                 rig: Rig) -> None:
+    """The race of test_replace_restart_up.py's failures under load: a workload whose stop is
+    asked (its worker in its grace) is out of the core's view, so the drained old node looked
+    idle and was returned at the next pass with the worker still on it; the work then stayed
+    "running" on no node, the new node idled out and a third was rented. Here the worker takes
+    its whole grace (60 s) to stop and the control plane restarts in the middle of it: at no
+    step is the old instance returned while the work holds it, and it is once the work left."""
+    plane, old, wid = _restart_mid_grace(rig, ec2_env)
+    for _ in range(60):
+        if "n0" in _held_on(rig, wid):
+            assert old in plane.live(), "the old node was returned under its running work"
+        plane.step(1)
+    _moved(plane, rig, wid)
+    assert old not in plane.live()
+
+
+def _restart_mid_grace(rig: Rig, env: dict[str, str]) -> tuple[Plane, str, str]:
+    plane, old, wid, joined = _start(rig, env, preemption_grace=60)
+    plane.step(12)
+    (new,) = [i for i in plane.live() if i != old]
+    plane.backend.ignore_stop(wid)  # the worker takes its whole grace to stop
+    _join(plane, joined, new)
+    for _ in range(30):  # until the drain is asked
+        plane.step(1)
+        if rig.get(wid).stop_reason is not None:
+            break
+    assert rig.get(wid).stop_reason == "NodeReplaced"
+    for _ in range(10):  # two passes into the grace, before the restart
+        assert "n0" in _held_on(rig, wid) and old in plane.live()
+        plane.step(1)
+    return _restart(rig, env, joined), old, wid
+
+
+def _held_on(rig: Rig, wid: str) -> set[str]:
+    """The nodes the workload's current attempt holds (stopping or not)."""
+    rec = rig.get(wid)
+    if rec.state not in W.HOLDING_STATES:
+        return set()
+    with rig.store.read() as c:
+        return {a.node_id for a in W.current_assignments(c, [wid]).get((wid, rec.attempt), ())}

@@ -35,7 +35,8 @@ written to the audit log (`autoscale.replacement`, with the old and new instance
 `autoscale.replacement_ended`), and a new autoscaler resumes from the latest of these before its
 first decision. So the replacement on its way is kept aside (not cancelled as unneeded), the old
 node is drained once it joined, and a drain done before the restart is applied again (idempotent:
-work already stopping is left alone) so the old node is returned once idle. A crash between the
+work already stopping is left alone) so the old node is returned once idle: once nothing holds
+it, work whose stop was asked included (it is out of the core's view, not off its node). A crash between the
 launch and its record loses only that record: the instance then serves nothing and is returned
 as unneeded on its way (`cancel_unneeded_after_s`) or idle; nothing leaks. The consolidation
 guard survives the same way: emptying a node writes `autoscale.emptied` (the node, and until
@@ -220,9 +221,8 @@ class PoolAutoscaler:
     # -- reading ----------------------------------------------------------------------------
     def _survey(self, now: float, in_pool: set[str]) -> tuple[list[Offer], list[Instance]]:
         """Offers and instances; an instance counts as joined once its node is in the pool
-        (`in_pool`): an agent registers before the control loop adds its node, and until then
-        it is capacity on its way, not a node the core could have used (bench/autoscale.py
-        found the autoscaler renting twice for work whose agents had just registered)."""
+        (`in_pool`): until then it is capacity on its way (bench/autoscale.py found the
+        autoscaler renting twice for work whose agents had just registered)."""
         offers: list[Offer] = []
         instances: list[Instance] = []
         for name, provider in sorted(self.providers.items()):
@@ -282,9 +282,10 @@ class PoolAutoscaler:
                 taken.setdefault(node, []).append((w.assignments, w.resources))
             if len(nodes) == 1:
                 alone.setdefault(next(iter(nodes)), []).append(w)
+        stopping = self._stopping([n.id for n in state.nodes if n.id not in running])
         out = {}
         for n in state.nodes:
-            count, stable = running.get(n.id, [0, 0])
+            count, stable = running.get(n.id, [len(stopping.get(n.id, ())), 0])
             if count:
                 self.idle_since.pop(n.id, None)
             else:
@@ -294,6 +295,18 @@ class PoolAutoscaler:
                                  taken.get(n.id, ())) if n.schedulable else None)
             out[n.id] = NodeUse(count, stable, self.idle_since.get(n.id),
                                 tuple(alone.get(n.id, ())), free)
+        return out
+
+    def _stopping(self, idle: Sequence[str]) -> dict[str, set[str]]:
+        """Work still on nodes the core sees idle: a workload whose stop was asked is out of its
+        view, yet runs on its node until its workers end. Counted, a drained node is returned
+        only once its work stopped (issue 11: returned at once, the work stayed "running" on no
+        node; test_replace_restart.py). One indexed read of the idle nodes' placements."""
+        out: dict[str, set[str]] = {}
+        if idle:
+            with self.store.read() as conn:
+                for h in W.holding_placements(conn, idle):
+                    out.setdefault(h.node_id, set()).add(h.workload_id)
         return out
 
     # -- the replacement in progress, across restarts ------------------------------------------
@@ -318,23 +331,18 @@ class PoolAutoscaler:
         return r
 
     def _hold_replacement(self, now: float, instances: Sequence[Instance]) -> None:
-        """The node rented as a replacement is busy by intent while the replacement lasts: the
-        work it is for arrives only after the old node's work has stopped (the grace, the
-        agent's report, the scheduler's next cycle), so its idle time starts when the
-        replacement ends, not at its join. A short idle timeout returned it before the work
-        came, and the work then waited for a third node (found by
-        tests/providers/test_replace_restart_up.py)."""
+        """The replacement node is busy by intent while the replacement lasts: its work comes
+        once the old node's has stopped, so its idle time starts when the replacement ends
+        (a short idle timeout returned it first: test_replace_restart_up.py)."""
         r = self.state.replacement
         node = next((i.node_id for i in instances if r is not None and i.id == r.new), None)
         if node is not None:
             self.idle_since[node] = now
 
     def _persist_replacement(self, now: float, r: Replacement | None) -> None:
-        if r is None:
-            self._record(now, "replacement_ended", "", {})
-        else:
-            self._record(now, "replacement", r.old, {"old": r.old, "offer": r.offer,
-                                                     "since": r.since, "new": r.new})
+        what, target = ("replacement_ended", "") if r is None else ("replacement", r.old)
+        self._record(now, what, target, {} if r is None else {
+            "old": r.old, "offer": r.offer, "since": r.since, "new": r.new})
 
     # -- drains, across restarts -------------------------------------------------------------
     def _resume_draining(self, state: ClusterState, instances: list[Instance]) -> list[Instance]:
@@ -360,11 +368,9 @@ class PoolAutoscaler:
 
     # -- the consolidation guard, across restarts ----------------------------------------------
     def _resume_emptying(self, state: AutoscalerState) -> AutoscalerState:
-        """The node a predecessor was emptying and the work it moved, from the latest
-        `autoscale.emptied` record: without it a new leader would rent at once for the work just
-        moved off a node (the flapping the guard exists to stop, consolidate.py) and could empty
-        a second node while the first still drains. What is past or gone is dropped by the
-        policy's `settle_emptying` at the first decision."""
+        """The node a predecessor was emptying and the work it moved (the latest `emptied`
+        record): else a new leader would rent at once for the moved work (consolidate.py's
+        flapping) or empty a second node; `settle_emptying` drops what is past or gone."""
         q = (select(AuditEntry.detail).where(AuditEntry.actor == ACTOR,
                                              AuditEntry.action == EMPTIED)
              .order_by(AuditEntry.id.desc()).limit(1))
@@ -391,8 +397,7 @@ class PoolAutoscaler:
 
     # -- spot interruptions ------------------------------------------------------------------
     def _interruptions(self, now: float, state: ClusterState, instances: list[Instance]) -> None:
-        """Act once on each new notice of an instance that joined: drain its node, stop its
-        work with the preemption contract, remember the place for each workload."""
+        """Act once on each new notice of a joined instance: drain, stop, remember the place."""
         by_id = {i.id: i for i in instances}
         self._host_notices(now, instances)
         for name, provider in sorted(self.providers.items()):
@@ -446,15 +451,13 @@ class PoolAutoscaler:
                          detail={"instance": i.id, "deadline": n.deadline, "reason": n.reason,
                                  "stopped": stopped})
         self.draining.add(node)
-        log.warning("spot interruption: node %s drained, %d workload(s) stopped (%s)", node,
-                    len(stopped), n.reason)
+        log.warning("spot interruption: %s drained, %d stopped (%s)", node, len(stopped), n.reason)
 
     # -- removal deadlines --------------------------------------------------------------------
     def _past_deadline(self, now: float, state: ClusterState, instances: list[Instance]) -> None:
-        """A retiring provider past its deadline: every workload still on its nodes is stopped
-        (non-preemptible work too: that is what the timeout is for), with the preemption
-        contract and requeued elsewhere without spending a restart (`ProviderRemoved`); the
-        policy then returns each instance once nothing runs there."""
+        """A retiring provider past its deadline: all work still on its nodes (non-preemptible
+        too: that is what the timeout is for) is stopped with the preemption contract and
+        requeued, no restart spent (`ProviderRemoved`); each instance is returned once idle."""
         due = {name for name in self.retiring if name in self.retire_by
                and now >= self.retire_by[name]}
         if not due:
@@ -488,9 +491,8 @@ class PoolAutoscaler:
                 except ProviderError as e:
                     self._record(now, "terminate_failed", t.instance_id, {"reason": str(e)})
         for dr in d.drains:
-            # a retiring provider's node, or one replaced by a cheaper one: its preemptible
-            # work leaves with the preemption contract; work that may not be preempted runs to
-            # its end before the node goes
+            # a retiring or replaced node: its preemptible work leaves with the preemption
+            # contract; other work runs to its end before the node goes
             leaving = self.owner.get(dr.instance_id) in self.retiring and state is not None
             why = dr.stop_reason or (PROVIDER_REMOVED if leaving else None)
             victims = [w.id for w in state.workloads if w.preemptible and any(
@@ -563,9 +565,8 @@ class PoolAutoscaler:
 def act_on_host_notice(conn: Any, now: float, node_id: str, *, instance_id: str, action: str,
                        seconds_left: float) -> list[str]:
     """An agent read a spot interruption notice on its host: cordon its node, stop the current
-    attempt of every workload running there with the preemption contract (`SpotInterrupted`:
-    requeued from its checkpoint, no restart spent), record `agent.spot_notice`. Returns the
-    workload ids stopped (none a second time: a stop already asked is left alone)."""
+    attempt of all work there with the preemption contract (`SpotInterrupted`: requeued, no
+    restart spent), record `agent.spot_notice`. Returns the ids stopped (none a second time)."""
     _, workers = AG.assignments_for(conn, node_id)
     here = {(w.workload_id, w.attempt) for w in workers if not w.fenced}
     current = [r.id for r in W.get_workloads(conn, sorted({wid for wid, _ in here}))
@@ -579,15 +580,14 @@ def act_on_host_notice(conn: Any, now: float, node_id: str, *, instance_id: str,
     audit.record(conn, at=now, actor="agent", action=HOST_NOTICE, target=node_id,
                  detail={"instance": instance_id, "action": action,
                          "deadline": now + seconds_left, "stopped": stopped})
-    log.warning("spot notice read on host %s: cordoned, %d workload(s) stopped", node_id,
-                len(stopped))
+    log.warning("spot notice on host %s: cordoned, %d stopped", node_id, len(stopped))
     return stopped
 
 
 def _stop_work(conn: Any, now: float, workload_ids: Sequence[str], reason: str, message: str,
                node: str) -> list[str]:
-    """Ask these workloads' current attempts to stop (SIGTERM, the grace, SIGKILL) with
-    `reason`; those already stopping or ended are left alone. Returns the ids stopped."""
+    """Ask these workloads' current attempts to stop (SIGTERM, grace, SIGKILL) with `reason`;
+    those already stopping or ended are left alone. Returns the ids stopped."""
     stopped = []
     for rec in W.get_workloads(conn, list(workload_ids)):
         if rec.state not in W.HOLDING_STATES or rec.stop_reason is not None:

@@ -5,11 +5,12 @@ Each test here is a small state that reproduces a path the eighth pass traced fr
 bench states (`bench/contention.py --dump-reruns`): one cycle, its plan applied
 (`test_churn.apply_like_control_plane`: placements start, evictions wait again, a move is its
 eviction only), the plan's reservations passed back as `ClusterState.reserved_for`, and the
-same cycle run again on that result. Fixed: moves given back (`consolidate._give_back_moves`).
-Strict xfails, each with a fix that passed it and tests/core but was not kept
-(bench/README.md, contention, ninth pass): a gang's victims only on nodes that could hold a
-worker (`evict._candidates`), the free slot judged again after each round's evictions
-(`cycle.decide`), the hand-over chain (allocate.py).
+same cycle run again on that result. All four are strict xfails, each with a fix that passed
+it and tests/core but was not kept (bench/README.md, contention, ninth pass): a gang's victims
+only on nodes that could hold a worker (`evict._candidates`), moves given back to the budget
+(reverted in review: the plan's consolidation evictions then exceeded `max_moves`), the free
+slot judged again after each round's evictions (`cycle.decide`), the hand-over chain
+(allocate.py).
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ def test_reclaim_for_a_gang_does_not_spend_the_donors_allowance_on_a_placement_i
 
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "fix tried, reverted in review: moves given back to the budget (consolidate._give_back_moves)"
+    " let a plan evict up to rounds x max_moves for consolidation, so max_moves no longer bounded"
+    " the disruption; a fix must keep the evictions within max_moves"))
 def test_moves_made_for_work_a_preemption_then_unplaced_do_not_use_up_the_budget() -> None:
     """One move a cycle. p (4 GPUs, priority 0) fits only with a move: consolidation moves m
     off n1 (to n3, the only other node m may use) and places p there; then q (priority 10,

@@ -76,7 +76,6 @@ class Cycle:
     #: uses all of its budget does not stop preemption inside a queue
     preempt_attempts_left: int = -1
     moves_left: int = 0  # consolidation moves this cycle may still make
-    moves_given_back: int = 0  # moves made for work a later action unplaced (`consolidate`)
     _interned: dict[tuple[object, ...], Shape] = field(default_factory=dict)
     waiting: dict[str, Workload] = field(default_factory=dict)  # pending at the start, by id
     order: list[Workload] = field(default_factory=list)  # pending, by priority then age

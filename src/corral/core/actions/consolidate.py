@@ -27,7 +27,6 @@ STABLE = tuple(str(k) for k in STABLE_CAPACITY)
 def consolidate(cycle: Cycle) -> None:
     if not cycle.victim_index().movable.any():
         return  # nothing may move: skip the per-workload checks entirely
-    _give_back_moves(cycle)
     fragmented: dict[tuple[object, str], tuple[int, bool]] = {}
     failed: dict[tuple[object, str], tuple[int, int]] = {}
     free = (len(cycle.cap.changes), cycle.cap.total_free_milli())
@@ -59,23 +58,6 @@ def consolidate(cycle: Cycle) -> None:
             cycle.moves_left -= moved
         else:
             failed[key] = (cycle.stmt.applied, cycle.cap.freed)
-
-
-def _give_back_moves(cycle: Cycle) -> None:
-    """Moves made earlier in this cycle for work that a later action unplaced (a preemption
-    gave the room to higher work) go back to the budget: the workload waits again, and a rerun
-    on the applied plan, with a budget of its own, would consolidate for it. Without this the
-    plan left that to the rerun (issue 10; tests/core/test_rerun_own_victims.py). Bounded:
-    only an eviction of the same cycle gives moves back, and the cycle's rounds are capped."""
-    if cycle.moves_left >= cycle.config.max_moves:
-        return  # no move made yet (the common case): nothing to scan
-    where = cycle.stmt.where
-    lost = sum(1 for op in cycle.stmt.ops
-               if op.kind == "evict" and op.rule == R.RULE_CONSOLIDATE
-               and op.for_workload not in where)
-    if lost > cycle.moves_given_back:
-        cycle.moves_left += lost - cycle.moves_given_back
-        cycle.moves_given_back = lost
 
 
 def _fragmented(cycle: Cycle, w: Workload) -> bool:

@@ -24,6 +24,8 @@ of Kubernetes' pause container, here over /proc environments (``pids_with_env``)
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import select
 import signal
@@ -58,7 +60,19 @@ def start_reaper() -> str:
         env=env, start_new_session=True,  # a Ctrl-C to the session's group must not reach it
     )
     os.environ[RUN_ENV] = marker
+    atexit.register(_stop_watcher, _watcher)
     return marker
+
+
+def _stop_watcher(watcher: subprocess.Popen[bytes]) -> None:
+    """On a clean exit, let the watcher reap now and wait for it (it finds nothing unless a test
+    leaked), so no process object is left running at shutdown (Popen's ResourceWarning) and the
+    next run on the machine meets nothing of this one."""
+    if watcher.poll() is not None or watcher.stdin is None:
+        return
+    watcher.stdin.close()
+    with contextlib.suppress(subprocess.TimeoutExpired):  # it goes on reaping on its own
+        watcher.wait(timeout=GRACE_S + 5.0)
 
 
 def reap(marker: str, grace: float = GRACE_S) -> list[int]:

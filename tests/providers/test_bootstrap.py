@@ -71,10 +71,22 @@ def test_the_providers_labels_travel_as_label_flags_and_are_joined_with() -> Non
 
 @pytest.mark.parametrize(("given", "message"), [
     (["team"], "give key=value"), (["corral.dev/container-runtime=podman"], "set by corral"),
-    (["team=a b"], "the value of 'team'")])
+    (["team=a b"], "the value of 'team'"),
+    ([f"k{i}=v" for i in range(65)], "65 labels given; a host joins with at most 64")])
 def test_bad_label_flags_are_refused_naming_the_flag(given: list[str], message: str) -> None:
     from corral.agent.command import _labels
 
     with pytest.raises(ValueError, match=message) as e:
         _labels(given)
     assert str(e.value).startswith("--label")
+
+
+def test_as_many_label_flags_as_a_pool_file_allows_are_joined_with() -> None:
+    from corral.agent.command import _labels
+    from corral.agent.host import Declared, host_facts
+    from corral.agent.protocol import JoinIn
+
+    labels = _labels([f"k{i}=v" for i in range(64)])
+    facts = host_facts(Declared(gpus=0, labels=labels), gpus=list)
+    assert len(facts.labels) > 64  # the agent's own beside them, and the join takes them all
+    JoinIn.model_validate({"node_id": "n1", "facts": facts.model_dump()})

@@ -124,13 +124,17 @@ def agent(
 
 
 def _labels(given: list[str]) -> dict[str, str]:
-    """--label key=value flags, checked as a pool file's labels (corral.spec.labels)."""
-    from corral.spec.labels import check_labels
+    """--label key=value flags, checked as a pool file's labels (corral.spec.labels), and as
+    many as the pool file allows a node (the join refuses more: a 422 after start-up, not here)."""
+    from corral.spec.labels import MAX_LABELS, check_labels
 
     pairs = dict(g.split("=", 1) for g in given if "=" in g)
     bad = [g for g in given if "=" not in g]
     if bad:
         raise ValueError(f"--label {bad[0][:80]!r}: give key=value (for example team=vision)")
+    if len(pairs) > MAX_LABELS:
+        raise ValueError(f"--label: {len(pairs)} labels given; a host joins with at most "
+                         f"{MAX_LABELS}: drop some")
     try:
         return check_labels(pairs)
     except ValueError as e:

@@ -84,11 +84,21 @@ def _tx_row(tx: Transaction) -> dict[str, Any]:
             "memo": tx.memo, "opens": opens, "at_s": float(tx.at)}
 
 
+#: every column of ledger_postings (none is left to a default), in the order of `_posting_values`
+_POSTING_COLUMNS = ("tx_seq", "position", "account_kind", "queue", "ref", "amount",
+                    "amount_units")
+
+
+def _posting_values(seq: int, tx: Transaction, scale: int) -> list[tuple[Any, ...]]:
+    """A transaction's postings as rows of `_POSTING_COLUMNS`: the one place a posting becomes
+    a row (the SQLite bulk path hands these tuples to the driver as they are)."""
+    return [(seq, i, p.account.kind.value, p.account.queue, p.account.ref, str(p.amount),
+             int(p.amount * scale)) for i, p in enumerate(tx.postings)]
+
+
 def _posting_rows(seq: int, tx: Transaction, scale: int) -> list[dict[str, Any]]:
-    return [{"tx_seq": seq, "position": i, "account_kind": p.account.kind.value,
-             "queue": p.account.queue, "ref": p.account.ref, "amount": str(p.amount),
-             "amount_units": int(p.amount * scale)}
-            for i, p in enumerate(tx.postings)]
+    return [dict(zip(_POSTING_COLUMNS, row, strict=True))
+            for row in _posting_values(seq, tx, scale)]
 
 
 def insert_transaction(conn: Connection, tx: Transaction, currency: Currency) -> int:
@@ -113,9 +123,8 @@ def insert_transactions(conn: Connection, txs: Sequence[Transaction], currency: 
         # the postings (two or more per transaction, 50,000 in a step that places and ends
         # 10,000) as the driver's tuples, built once: not a dict per posting that
         # `insert_rows` then turns into a tuple
-        rows = [(seq, i, p.account.kind.value, p.account.queue, p.account.ref, str(p.amount),
-                 int(p.amount * scale))
-                for seq, tx in zip(seqs, txs, strict=True) for i, p in enumerate(tx.postings)]
+        rows = [row for seq, tx in zip(seqs, txs, strict=True)
+                for row in _posting_values(seq, tx, scale)]
         if rows:  # zero holds have none; the driver reads an empty list as no parameters
             conn.exec_driver_sql(_INSERT_POSTINGS_SQLITE, rows)
         return max(seqs)
@@ -127,11 +136,8 @@ def insert_transactions(conn: Connection, txs: Sequence[Transaction], currency: 
     return max(seqs)
 
 
-#: the columns of `_posting_rows`, in its order (every column of ledger_postings: none is left
-#: to a default)
-_INSERT_POSTINGS_SQLITE = (
-    "INSERT INTO ledger_postings (tx_seq, position, account_kind, queue, ref, amount, "
-    "amount_units) VALUES (?, ?, ?, ?, ?, ?, ?)")
+_INSERT_POSTINGS_SQLITE = (f"INSERT INTO ledger_postings ({', '.join(_POSTING_COLUMNS)}) "
+                           f"VALUES ({', '.join('?' * len(_POSTING_COLUMNS))})")
 
 
 def load_transactions(conn: Connection, after_seq: int = 0, through_seq: int | None = None

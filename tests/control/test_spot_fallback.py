@@ -23,7 +23,8 @@ from tests.control.rig import Rig
 
 from corral.autoscale.pool import AutoscalerConfig
 from corral.autoscale.spot import SpotRisk
-from corral.control.autoscale import HOST_NOTICE, SPOT_INTERRUPTED, PoolAutoscaler, _stop_work
+from corral.control.autoscale import HOST_NOTICE, SPOT_INTERRUPTED, PoolAutoscaler
+from corral.control.drain_stops import stop_work
 from corral.control.spot_inputs import ON_DEMAND_ONLY, SPOT_KEPT
 from corral.core.model import CapacityKind, Node
 from corral.providers.base import CapacityState, Instance, Notice, Offer
@@ -147,7 +148,7 @@ class Plane:
             node, now = self.joined[i.id], self.rig.clock.now()  # backend has no agent)
             with self.store.write() as c:
                 P.set_cordoned(c, node, True)
-                stopped = _stop_work(c, now, [wid], SPOT_INTERRUPTED, "read on the host", node)
+                stopped = stop_work(c, now, [wid], SPOT_INTERRUPTED, "read on the host", node)
                 audit.record(c, at=now, actor="agent", action=HOST_NOTICE, target=node,
                              detail={"instance": i.id, "action": "terminate",
                                      "deadline": now + 120, "stopped": stopped})

@@ -4,7 +4,7 @@
       offers and instances   <- each renting provider (a provider that fails is skipped, logged)
       instance -> node       <- the agents' registrations (an agent reports its instance id)
       waiting work + reasons <- the last plan and the loop's in-memory state
-      node use, idle since   <- running work per node (idle since: kept here)
+      node use, idle since   <- running work per node (idle since: kept here; node_return.py)
       corral.autoscale.pool.decide(...)  (pure)
       launch      -> provider.launch(offer, n, user_data=<starts corral agent>, tags=...)
                      a ProviderError backs the offer off (AutoscalerState) and is recorded
@@ -51,6 +51,10 @@ No capacity leaks: every instance with this cluster's tag is listed at each pass
 not joined after `join_timeout_s` is terminated by the policy, whether this process launched it
 or a predecessor did (a restart loses the backoff memory only), and a drained idle one is
 terminated. Network calls happen outside any database transaction.
+
+Split by what each part decides: the records a restart resumes from (autoscale_resume.py), how
+busy each node is for the idle/return rule (node_return.py), and what a drain stops and how
+(drain_stops.py, which also serves `POST /agent/v1/notice`).
 """
 
 from __future__ import annotations
@@ -59,34 +63,31 @@ import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from types import MappingProxyType
-from typing import Any
 
-from sqlalchemy import select
-
-from corral.autoscale import consolidate as CN
 from corral.autoscale import sentences as S
 from corral.autoscale.pool import (
     AutoscalerConfig,
     Budget,
     Decisions,
-    NodeUse,
     PoolView,
     ProviderLimits,
     Waiting,
     decide,
 )
-from corral.autoscale.state import AutoscalerState, Replacement
+from corral.autoscale.state import AutoscalerState
+from corral.control import autoscale_resume as R
+from corral.control.drain_stops import (
+    HOST_NOTICE,
+    PROVIDER_REMOVED,
+    SPOT_INTERRUPTED,
+    act_on_host_notice,
+    stop_work,
+)
 from corral.control.join_hold import JoinHolds
+from corral.control.node_return import node_use
 from corral.control.spot_inputs import SpotInputs
 from corral.control.waiting_notes import WaitingNotes
-from corral.core.model import (
-    CapacityKind,
-    ClusterState,
-    WorkerAssignment,
-    WorkerResources,
-    Workload,
-)
+from corral.core.model import CapacityKind, ClusterState
 from corral.core.plan import Plan
 from corral.providers.base import (
     CapacityState,
@@ -100,29 +101,12 @@ from corral.providers.base import (
 from corral.providers.bootstrap import EC2_METADATA_URL, agent_user_data
 from corral.providers.errors import ProviderError
 from corral.store import Store, audit
-from corral.store import agents as AG
 from corral.store import pool as P
-from corral.store import workloads as W
-from corral.store.schema import AuditEntry
 
 __all__ = ["HOST_NOTICE", "PROVIDER_REMOVED", "SPOT_INTERRUPTED", "PoolAutoscaler", "Reload",
            "act_on_host_notice"]
 
 log = logging.getLogger(__name__)
-ACTOR = "autoscaler"
-#: stop reasons of work drained by the autoscaler (requeued, not failed: corral.control.outcome)
-SPOT_INTERRUPTED = "SpotInterrupted"
-PROVIDER_REMOVED = "ProviderRemoved"
-#: the audit action of a spot notice an agent read on its host
-HOST_NOTICE = "agent.spot_notice"
-#: audit actions that persist the replacement in progress (read back after a restart)
-REPLACEMENT = "autoscale.replacement"
-REPLACEMENT_ENDED = "autoscale.replacement_ended"
-#: the audit action that persists the consolidation guard (the node being emptied, and until
-#: when nothing is rented for the work moved off it), read back after a restart
-EMPTIED = "autoscale.emptied"
-#: audit actions of drains (each names its node as target and its instance in the detail)
-DRAIN_ACTIONS = ("autoscale.drain", "autoscale.interrupted", "autoscale.removal_timeout")
 _ON_ITS_WAY = (CapacityState.REQUESTED, CapacityState.PROVISIONING, CapacityState.JOINING)
 #: providers, their limits, and the names of those being removed
 Reload = Callable[[], tuple[Mapping[str, Provider], Mapping[str, ProviderLimits], frozenset[str]]]
@@ -188,18 +172,20 @@ class PoolAutoscaler:
         offers, instances = self._survey(now, {n.id for n in state.nodes})
         self.join_holds.forget([i for i in instances if i.state in _ON_ITS_WAY])
         if not self.resumed:
-            instances = self._resume_draining(state, instances)
+            again, instances = R.resume_draining(self.store, state, instances)
+            self.draining |= again
         if self.offers_seen is not None:
             self.offers_seen(offers)
         self._interruptions(now, state, instances)
         self._past_deadline(now, state, instances)
         if not self.resumed:
-            self.state = self._resume_emptying(replace(self.state, replacement=self._resume()))
+            self.state = R.resume_emptying(self.store, replace(
+                self.state, replacement=R.resume_replacement(self.store, self.state.replacement)))
             self.resumed = True
         self._hold_replacement(now, instances)
         self.spot.learn(self.store, instances, self.unlisted, now)
         self.state = self.spot.resume(self.store, self.state, state)  # once: a restart
-        view = PoolView(self._waiting(state), offers, instances, self._node_use(state, now),
+        view = PoolView(self._waiting(state), offers, instances, node_use(self.store, state, now, self.idle_since),
                         self.limits, self.budget, self.retiring, self._nominated(state),
                         checkpoints=self.spot.known,
                         rented_for={iid: frozenset(wids) for iid, (_, wids)
@@ -212,9 +198,9 @@ class PoolAutoscaler:
         self.spot.tell(self.store, now, self.state, view, config, state)
         self.notes.tell(self.store, now, view.waiting, decisions.waiting)
         if self.state.replacement != before:
-            self._persist_replacement(now, self.state.replacement)
+            R.persist_replacement(self.store, now, self.state.replacement)
         if self.state.emptying is not None and self.state.emptying != emptying:
-            self._persist_emptying(now)
+            R.persist_emptying(self.store, now, self.state)
         self._finish_retiring(instances, decisions)
         return decisions
 
@@ -231,7 +217,7 @@ class PoolAutoscaler:
                 listed = provider.instances()
             except ProviderError as e:
                 log.warning("provider %s: %s", name, e)
-                self._record(now, "provider_error", name, {"reason": str(e)})
+                R.record(self.store, now, "provider_error", name, {"reason": str(e)})
                 self.unlisted.add(name)
                 continue
             self.unlisted.discard(name)
@@ -269,67 +255,6 @@ class PoolAutoscaler:
             held |= {n.workload_id for n in self.last_plan.nominations}
         return frozenset(held)
 
-    def _node_use(self, state: ClusterState, now: float) -> dict[str, NodeUse]:
-        running: dict[str, list[int]] = {}
-        alone: dict[str, list[Workload]] = {}  # work running only on that node
-        taken: dict[str, list[tuple[Sequence[WorkerAssignment], WorkerResources]]] = {}
-        for w in state.workloads:
-            nodes = {a.node_id for a in w.assignments}
-            for node in nodes:
-                use = running.setdefault(node, [0, 0])
-                use[0] += 1
-                use[1] += 0 if w.preemptible else 1
-                taken.setdefault(node, []).append((w.assignments, w.resources))
-            if len(nodes) == 1:
-                alone.setdefault(next(iter(nodes)), []).append(w)
-        stopping = self._stopping([n.id for n in state.nodes if n.id not in running])
-        out = {}
-        for n in state.nodes:
-            count, stable = running.get(n.id, [len(stopping.get(n.id, ())), 0])
-            if count:
-                self.idle_since.pop(n.id, None)
-            else:
-                self.idle_since.setdefault(n.id, now)
-            # a cordoned or unhealthy node's free room takes nothing (consolidate.py)
-            free = (CN.free_room(n.gpu_count, n.cpu_milli, n.memory_mib, n.id,
-                                 taken.get(n.id, ())) if n.schedulable else None)
-            out[n.id] = NodeUse(count, stable, self.idle_since.get(n.id),
-                                tuple(alone.get(n.id, ())), free)
-        return out
-
-    def _stopping(self, idle: Sequence[str]) -> dict[str, set[str]]:
-        """Work still on nodes the core sees idle: a workload whose stop was asked is out of its
-        view, yet runs on its node until its workers end. Counted, a drained node is returned
-        only once its work stopped (issue 11: returned at once, the work stayed "running" on no
-        node; test_replace_restart.py). One indexed read of the idle nodes' placements."""
-        out: dict[str, set[str]] = {}
-        if idle:
-            with self.store.read() as conn:
-                for h in W.holding_placements(conn, idle):
-                    out.setdefault(h.node_id, set()).add(h.workload_id)
-        return out
-
-    # -- the replacement in progress, across restarts ------------------------------------------
-    def _resume(self) -> Replacement | None:
-        """The replacement a predecessor left in progress: the latest record, unless ended."""
-        q = (select(AuditEntry.action, AuditEntry.detail)
-             .where(AuditEntry.actor == ACTOR,
-                    AuditEntry.action.in_((REPLACEMENT, REPLACEMENT_ENDED)))
-             .order_by(AuditEntry.id.desc()).limit(1))
-        with self.store.read() as conn:
-            row = conn.execute(q).first()
-        if row is None or row.action != REPLACEMENT:
-            return self.state.replacement
-        d = row.detail
-        try:
-            r = Replacement(str(d["old"]), str(d["offer"]), float(d["since"]),
-                            None if d.get("new") is None else str(d["new"]))
-        except (KeyError, TypeError, ValueError):
-            log.warning("unreadable %s record ignored: %r", REPLACEMENT, d)
-            return self.state.replacement
-        log.info("resuming the replacement of %s by %s", r.old, r.new)
-        return r
-
     def _hold_replacement(self, now: float, instances: Sequence[Instance]) -> None:
         """The replacement node is busy by intent while the replacement lasts: its work comes
         once the old node's has stopped, so its idle time starts when the replacement ends
@@ -338,62 +263,6 @@ class PoolAutoscaler:
         node = next((i.node_id for i in instances if r is not None and i.id == r.new), None)
         if node is not None:
             self.idle_since[node] = now
-
-    def _persist_replacement(self, now: float, r: Replacement | None) -> None:
-        what, target = ("replacement_ended", "") if r is None else ("replacement", r.old)
-        self._record(now, what, target, {} if r is None else {
-            "old": r.old, "offer": r.offer, "since": r.since, "new": r.new})
-
-    # -- drains, across restarts -------------------------------------------------------------
-    def _resume_draining(self, state: ClusterState, instances: list[Instance]) -> list[Instance]:
-        """Nodes a predecessor drained (emptied, replaced, idle, interrupted, past a removal
-        deadline) and still cordoned: draining again, so each is returned once idle instead of
-        waiting out a fresh idle timeout as a READY node. The drain record must name the
-        instance now on that node: a node id reused by a later instance is not taken for it."""
-        cordoned = {n.id for n in state.nodes if n.cordoned}
-        on = {i.node_id: i.id for i in instances
-              if i.node_id in cordoned and i.state == CapacityState.READY}
-        if not on:
-            return instances
-        q = (select(AuditEntry.target, AuditEntry.detail)
-             .where(AuditEntry.actor == ACTOR, AuditEntry.action.in_(DRAIN_ACTIONS),
-                    AuditEntry.target.in_(sorted(on))))
-        with self.store.read() as conn:
-            rows = conn.execute(q).all()
-        again = {r.target for r in rows if isinstance(r.detail, dict)
-                 and r.detail.get("instance") == on[r.target]}
-        self.draining |= again
-        return [replace(i, state=CapacityState.DRAINING) if i.node_id in again else i
-                for i in instances]
-
-    # -- the consolidation guard, across restarts ----------------------------------------------
-    def _resume_emptying(self, state: AutoscalerState) -> AutoscalerState:
-        """The node a predecessor was emptying and the work it moved (the latest `emptied`
-        record): else a new leader would rent at once for the moved work (consolidate.py's
-        flapping) or empty a second node; `settle_emptying` drops what is past or gone."""
-        q = (select(AuditEntry.detail).where(AuditEntry.actor == ACTOR,
-                                             AuditEntry.action == EMPTIED)
-             .order_by(AuditEntry.id.desc()).limit(1))
-        with self.store.read() as conn:
-            row = conn.execute(q).first()
-        if row is None:
-            return state
-        d = row.detail
-        try:
-            emptying = str(d["instance"])
-            moved = {str(k): float(v) for k, v in dict(d["until"]).items()}
-        except (KeyError, TypeError, ValueError):
-            log.warning("unreadable %s record ignored: %r", EMPTIED, d)
-            return state
-        log.info("resuming the emptying of %s (%d workload(s) guarded)", emptying, len(moved))
-        return replace(state, emptying=state.emptying or emptying,
-                       emptied=MappingProxyType({**moved, **state.emptied}))
-
-    def _persist_emptying(self, now: float) -> None:
-        """The node being emptied and every guarded workload's deadline (server clock): the
-        latest record is the whole guard, so a resume reads one row."""
-        self._record(now, "emptied", self.state.emptying or "",
-                     {"instance": self.state.emptying, "until": dict(self.state.emptied)})
 
     # -- spot interruptions ------------------------------------------------------------------
     def _interruptions(self, now: float, state: ClusterState, instances: list[Instance]) -> None:
@@ -406,7 +275,7 @@ class PoolAutoscaler:
             try:
                 notices = provider.notices()
             except ProviderError as e:
-                self._record(now, "provider_error", name, {"reason": str(e)})
+                R.record(self.store, now, "provider_error", name, {"reason": str(e)})
                 continue
             for n in notices:
                 i = by_id.get(n.instance_id)
@@ -445,9 +314,9 @@ class PoolAutoscaler:
                    "checkpoint elsewhere")
         with self.store.write() as conn:
             P.set_cordoned(conn, node, True)
-            stopped = _stop_work(conn, now, [w.id for w in on_node], SPOT_INTERRUPTED, message,
+            stopped = stop_work(conn, now, [w.id for w in on_node], SPOT_INTERRUPTED, message,
                                  node)
-            audit.record(conn, at=now, actor=ACTOR, action="autoscale.interrupted", target=node,
+            audit.record(conn, at=now, actor=R.ACTOR, action="autoscale.interrupted", target=node,
                          detail={"instance": i.id, "deadline": n.deadline, "reason": n.reason,
                                  "stopped": stopped})
         self.draining.add(node)
@@ -473,9 +342,9 @@ class PoolAutoscaler:
                        "elsewhere from its checkpoint")
             with self.store.write() as conn:
                 P.set_cordoned(conn, node, True)
-                stopped = _stop_work(conn, now, on_node, PROVIDER_REMOVED, message, node)
+                stopped = stop_work(conn, now, on_node, PROVIDER_REMOVED, message, node)
                 if stopped:
-                    audit.record(conn, at=now, actor=ACTOR, action="autoscale.removal_timeout",
+                    audit.record(conn, at=now, actor=R.ACTOR, action="autoscale.removal_timeout",
                                  target=node, detail={"provider": i.provider, "instance": i.id,
                                                       "stopped": stopped})
             self.draining.add(node)
@@ -484,12 +353,12 @@ class PoolAutoscaler:
     def _apply(self, now: float, d: Decisions, state: ClusterState | None = None) -> None:
         for t in d.terminations:
             provider = self.providers.get(self.owner.get(t.instance_id, ""))
-            self._record(now, "terminate", t.instance_id, {"reason": t.reason})
+            R.record(self.store, now, "terminate", t.instance_id, {"reason": t.reason})
             if provider is not None:
                 try:
                     provider.terminate([t.instance_id])
                 except ProviderError as e:
-                    self._record(now, "terminate_failed", t.instance_id, {"reason": str(e)})
+                    R.record(self.store, now, "terminate_failed", t.instance_id, {"reason": str(e)})
         for dr in d.drains:
             # a retiring or replaced node: its preemptible work leaves with the preemption
             # contract; other work runs to its end before the node goes
@@ -499,10 +368,10 @@ class PoolAutoscaler:
                 a.node_id == dr.node_id for a in w.assignments)] if why and state else []
             with self.store.write() as conn:
                 P.set_cordoned(conn, dr.node_id, True)
-                stopped = _stop_work(conn, now, victims, why or PROVIDER_REMOVED,
+                stopped = stop_work(conn, now, victims, why or PROVIDER_REMOVED,
                                      f"{dr.reason}; requeued to run elsewhere from its "
                                      "checkpoint", dr.node_id)
-                audit.record(conn, at=now, actor=ACTOR, action="autoscale.drain",
+                audit.record(conn, at=now, actor=R.ACTOR, action="autoscale.drain",
                              target=dr.node_id, detail={"reason": dr.reason,
                                                         "instance": dr.instance_id,
                                                         "stopped": stopped})
@@ -545,56 +414,13 @@ class PoolAutoscaler:
             self.state = self.state.launch_failed(
                 offer, e.reason_code, now, base_s=self.config.backoff_base_s,
                 max_s=self.config.backoff_max_s, retry_after_s=e.retry_after_s)
-            self._record(now, "launch_failed", offer.instance_type,
+            R.record(self.store, now, "launch_failed", offer.instance_type,
                          {"reason": str(e), "offer": S.offer_detail(offer),
                           "workloads": list(workloads)})
             return []
         self.state = self.state.launch_succeeded(offer)
         self.join_holds.launched(launched, offer, workloads)
-        self._record(now, "launch", ",".join(i.id for i in launched),
+        R.record(self.store, now, "launch", ",".join(i.id for i in launched),
                      {"reason": reason, "offer": S.offer_detail(offer), "workloads": list(workloads),
                       "instances": [i.id for i in launched]})  # the target is cut at 200
         return launched
-
-    def _record(self, now: float, what: str, target: str, detail: dict[str, Any]) -> None:
-        with self.store.write() as conn:
-            audit.record(conn, at=now, actor=ACTOR, action=f"autoscale.{what}",
-                         target=target[:200], detail=detail)
-
-
-def act_on_host_notice(conn: Any, now: float, node_id: str, *, instance_id: str, action: str,
-                       seconds_left: float) -> list[str]:
-    """An agent read a spot interruption notice on its host: cordon its node, stop the current
-    attempt of all work there with the preemption contract (`SpotInterrupted`: requeued, no
-    restart spent), record `agent.spot_notice`. Returns the ids stopped (none a second time)."""
-    _, workers = AG.assignments_for(conn, node_id)
-    here = {(w.workload_id, w.attempt) for w in workers if not w.fenced}
-    current = [r.id for r in W.get_workloads(conn, sorted({wid for wid, _ in here}))
-               if (r.id, r.attempt) in here]
-    what = instance_id or node_id
-    message = (f"spot interruption of {what} (read on the host: {action}): node {node_id} is "
-               f"taken back in {seconds_left:.0f} s; stopping the gang to restart it from its "
-               "checkpoint elsewhere")
-    P.set_cordoned(conn, node_id, True)
-    stopped = _stop_work(conn, now, current, SPOT_INTERRUPTED, message, node_id)
-    audit.record(conn, at=now, actor="agent", action=HOST_NOTICE, target=node_id,
-                 detail={"instance": instance_id, "action": action,
-                         "deadline": now + seconds_left, "stopped": stopped})
-    log.warning("spot notice on host %s: cordoned, %d stopped", node_id, len(stopped))
-    return stopped
-
-
-def _stop_work(conn: Any, now: float, workload_ids: Sequence[str], reason: str, message: str,
-               node: str) -> list[str]:
-    """Ask these workloads' current attempts to stop (SIGTERM, grace, SIGKILL) with `reason`;
-    those already stopping or ended are left alone. Returns the ids stopped."""
-    stopped = []
-    for rec in W.get_workloads(conn, list(workload_ids)):
-        if rec.state not in W.HOLDING_STATES or rec.stop_reason is not None:
-            continue
-        if W.update_versioned(conn, rec.id, rec.version, stop_reason=reason,
-                              stop_message=message):
-            W.append_event(conn, at=now, kind="node", reason=reason, subject=node,
-                           workload_id=rec.id, attempt=rec.attempt, message=message)
-            stopped.append(rec.id)
-    return stopped

@@ -16,6 +16,7 @@ from tests.control.rig import Rig
 
 from corral.autoscale.pool import AutoscalerConfig
 from corral.control.autoscale import PoolAutoscaler
+from corral.control.node_return import stopping_on
 from corral.core import reasons as R
 from corral.core.model import CapacityKind, Node, Nomination, WorkerAssignment
 from corral.core.plan import Plan
@@ -149,8 +150,9 @@ def test_rents_for_work_behind_a_nomination_not_for_the_nominee(store: Store) ->
         nominee: Reason(R.INSUFFICIENT_CAPACITY, "stale: read before its room was held"),
         behind: Reason(R.ROOM_NOMINATED, "the room that fits it is held")},
         nominations=(held,))
-    decisions = scaler.step(rig.clock.now(), plan, lambda: rig.loop.live.snapshot(
-        rig.clock.now()).state)
+    live = rig.loop.live
+    decisions = scaler.step(rig.clock.now(), plan, lambda: live.snapshot(rig.clock.now()).state,
+                            lambda: stopping_on(live.stopping, live.assignments))
     assert decisions is not None
     assert [(x.count, x.workloads) for x in decisions.launches] == [(1, (behind,))]
     assert decisions.waiting[nominee].sentence.startswith("room is held for it")

@@ -54,7 +54,8 @@ def test_the_autoscaler_rents_from_the_stores_renting_providers_only(tmp_path) -
     assert renting_providers(static_only, "c1") == {}
     idle = autoscaler_from_pool(store, static_only, "c1", "http://x", lambda: 0.0)
     # nothing rents: a pass reads no snapshot (the callable would fail the test) and does nothing
-    assert idle.step(0.0, None, lambda: pytest.fail("read the cluster")) is None
+    assert idle.step(0.0, None, lambda: pytest.fail("read the cluster"),
+                     lambda: pytest.fail("read the stopping work")) is None
     spec = PoolSpec.model_validate({"providers": [STATIC, AWS]})
     assert provider_limits(spec)["aws-use1"].max_spend_per_hour == Decimal("400")
     assert "onprem" not in provider_limits(spec)

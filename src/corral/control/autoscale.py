@@ -4,7 +4,8 @@
       offers and instances   <- each renting provider (a provider that fails is skipped, logged)
       instance -> node       <- the agents' registrations (an agent reports its instance id)
       waiting work + reasons <- the last plan and the loop's in-memory state
-      node use, idle since   <- running work per node (idle since: kept here; node_return.py)
+      node use, idle since   <- running work per node, stopping work included (the loop's
+                                LiveState; idle since: kept here; node_return.py)
       corral.autoscale.pool.decide(...)  (pure)
       launch      -> provider.launch(offer, n, user_data=<starts corral agent>, tags=...)
                      a ProviderError backs the offer off (AutoscalerState) and is recorded
@@ -84,7 +85,7 @@ from corral.control.drain_stops import (
     stop_work,
 )
 from corral.control.join_hold import JoinHolds
-from corral.control.node_return import node_use
+from corral.control.node_return import Stopping, node_use
 from corral.control.spot_inputs import SpotInputs
 from corral.control.waiting_notes import WaitingNotes
 from corral.core.model import CapacityKind, ClusterState
@@ -153,9 +154,11 @@ class PoolAutoscaler:
     spot: SpotInputs = field(default_factory=SpotInputs)
     notes: WaitingNotes = field(default_factory=WaitingNotes)  # told on the workload
 
-    def step(self, now: float, plan: Plan | None,
-             cluster: Callable[[], ClusterState]) -> Decisions | None:
-        """Decide and act when `every_s` passed since the last pass; else only remember `plan`."""
+    def step(self, now: float, plan: Plan | None, cluster: Callable[[], ClusterState],
+             stopping: Callable[[], Stopping]) -> Decisions | None:
+        """Decide and act when `every_s` passed since the last pass; else only remember `plan`.
+        `cluster` and `stopping` (node_return.py: work whose stop was asked, out of the
+        snapshot yet on its nodes) are called only for a pass."""
         if plan is not None:
             self.last_plan = plan
         self.join_holds.step(self.store, now, self.joined, cluster)  # every step: joins
@@ -185,7 +188,8 @@ class PoolAutoscaler:
         self._hold_replacement(now, instances)
         self.spot.learn(self.store, instances, self.unlisted, now)
         self.state = self.spot.resume(self.store, self.state, state)  # once: a restart
-        view = PoolView(self._waiting(state), offers, instances, node_use(self.store, state, now, self.idle_since),
+        use = node_use(state, now, self.idle_since, stopping())
+        view = PoolView(self._waiting(state), offers, instances, use,
                         self.limits, self.budget, self.retiring, self._nominated(state),
                         checkpoints=self.spot.known,
                         rented_for={iid: frozenset(wids) for iid, (_, wids)

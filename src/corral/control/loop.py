@@ -30,6 +30,7 @@ from corral.control.health import HealthMonitor
 from corral.control.leader import Leadership
 from corral.control.live_state import LiveState
 from corral.control.migration import Migrator
+from corral.control.node_return import stopping_on
 from corral.control.probes import ReadinessProber
 from corral.control.progress import ProgressCollector
 from corral.control.reconcile import BackendView, Reconciled, reconcile
@@ -234,7 +235,9 @@ class ControlLoop:
                         self._refresh()
         if self.autoscaler is not None:  # reads the plan's reasons: after it, before launches
             with report.stage("autoscale"):
-                self.autoscaler.step(now, report.plan, lambda: self.live.snapshot(now).state)
+                self.autoscaler.step(now, report.plan, lambda: self.live.snapshot(now).state,
+                                     lambda: stopping_on(self.live.stopping,
+                                                         self.live.assignments))
         # ledger hook (corral.control.accounting): holds, metering, settlement, before launches
         observe = getattr(self.admission, "observe", None)
         if observe is not None:

@@ -5,24 +5,31 @@ drained one once nothing holds it).
 A node counts as busy while work holds it, work whose stop was asked included: that work is out
 of the core's snapshot (it only keeps holders with no stop reason), yet runs on its node until
 its workers end (issue 11: a drained node returned at once left its work "running" on no node).
+Where that work is comes from the loop's LiveState (`stopping_on`), which keeps the stopping
+rows and their placements current from the store's change feed and reads them whole at a start
+or a new lease: a pass reads nothing from the store for it, and costs the work now stopping,
+not the pool's idle nodes (it read every idle node's placements at each pass before).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 
 from corral.autoscale import consolidate as CN
 from corral.autoscale.pool import NodeUse
 from corral.core.model import ClusterState, WorkerAssignment, WorkerResources, Workload
-from corral.store import Store
-from corral.store import workloads as W
 
-__all__ = ["node_use", "stopping"]
+__all__ = ["Stopping", "node_use", "stopping_on"]
+
+#: node id -> the workloads on it whose stop was asked and that still hold it
+Stopping = Mapping[str, AbstractSet[str]]
 
 
-def node_use(store: Store, state: ClusterState, now: float,
-             idle_since: dict[str, float]) -> dict[str, NodeUse]:
-    """Each node's use; `idle_since` (kept by the caller across passes) is updated."""
+def node_use(state: ClusterState, now: float, idle_since: dict[str, float],
+             stopping: Stopping) -> dict[str, NodeUse]:
+    """Each node's use, the snapshot's work and `stopping` counted; `idle_since` (kept by the
+    caller across passes) is updated."""
     running: dict[str, list[int]] = {}
     alone: dict[str, list[Workload]] = {}  # work running only on that node
     taken: dict[str, list[tuple[Sequence[WorkerAssignment], WorkerResources]]] = {}
@@ -35,10 +42,9 @@ def node_use(store: Store, state: ClusterState, now: float,
             taken.setdefault(node, []).append((w.assignments, w.resources))
         if len(nodes) == 1:
             alone.setdefault(next(iter(nodes)), []).append(w)
-    held = stopping(store, [n.id for n in state.nodes if n.id not in running])
     out = {}
     for n in state.nodes:
-        count, stable = running.get(n.id, [len(held.get(n.id, ())), 0])
+        count, stable = running.get(n.id, [len(stopping.get(n.id, ())), 0])
         if count:
             idle_since.pop(n.id, None)
         else:
@@ -51,14 +57,13 @@ def node_use(store: Store, state: ClusterState, now: float,
     return out
 
 
-def stopping(store: Store, idle: Sequence[str]) -> dict[str, set[str]]:
-    """Work still on nodes the core sees idle: a workload whose stop was asked is out of its
-    view, yet runs on its node until its workers end. Counted, a drained node is returned
-    only once its work stopped (issue 11: returned at once, the work stayed "running" on no
-    node; test_replace_restart.py). One indexed read of the idle nodes' placements."""
+def stopping_on(stopping_ids: Iterable[str],
+                assignments: Mapping[str, Sequence[WorkerAssignment]]) -> dict[str, set[str]]:
+    """Where the work whose stop was asked still holds placements: LiveState's `stopping` and
+    `assignments` (a holding row's current attempt; a row that stopped holding has none), as
+    `W.holding_placements` would read them for those rows. Costs the stopping rows only."""
     out: dict[str, set[str]] = {}
-    if idle:
-        with store.read() as conn:
-            for h in W.holding_placements(conn, idle):
-                out.setdefault(h.node_id, set()).add(h.workload_id)
+    for wid in stopping_ids:
+        for a in assignments.get(wid, ()):
+            out.setdefault(a.node_id, set()).add(wid)
     return out

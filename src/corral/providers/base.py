@@ -37,6 +37,7 @@ __all__ = [
     "Provider",
     "join_labels",
     "required_tags",
+    "ssh_instance_type",
 ]
 
 TAG_CLUSTER = "corral:cluster"
@@ -147,6 +148,14 @@ class Provider(Protocol):
 def required_tags(cluster_id: str, instance_id: str, provider: str) -> dict[str, str]:
     """The tags every instance corral launches carries, so each is traceable to its cluster."""
     return {TAG_CLUSTER: cluster_id, TAG_INSTANCE: instance_id, TAG_PROVIDER: provider}
+
+
+def ssh_instance_type(gpus: int, gpu_model: str) -> str:
+    """The instance type of an ssh host, `ssh:<gpus>x<model>`: its offers name it so
+    (`corral.providers.ssh`), and the pool file's `idle_timeouts` and `instance_labels` are keyed
+    by it (`corral.spec`, which may import this module: it imports only the core model, and no
+    provider imports spec). One spelling, so a key the pool file accepts is a type rented."""
+    return f"ssh:{gpus}x{gpu_model}"
 
 
 def join_labels(labels: Mapping[str, str], runs_images: bool | None

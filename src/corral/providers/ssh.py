@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Final
 
 from corral.core.model import CapacityKind
-from corral.providers.base import CapacityState, Instance, Offer
+from corral.providers.base import CapacityState, Instance, Offer, ssh_instance_type
 from corral.providers.bootstrap import LABEL_FLAG
 from corral.providers.errors import ProviderError, ProviderReason
 
@@ -157,7 +157,7 @@ class SshProvider:
 
     def _offer(self, h: SshHost) -> Offer:
         price = Decimal(h.price_per_gpu_hour) * h.gpus
-        return Offer(provider=self.name, instance_type=f"ssh:{h.gpus}x{h.gpu_model}",
+        return Offer(provider=self.name, instance_type=ssh_instance_type(h.gpus, h.gpu_model),
                      gpu_model=h.gpu_model,
                      gpus=h.gpus, gpu_memory_mib=h.gpu_memory_mib, cpu_milli=h.cpu_milli,
                      memory_mib=h.memory_mib, price_per_hour=price,

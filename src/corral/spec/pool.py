@@ -51,6 +51,7 @@ from corral.core.config import SchedulerConfig
 from corral.core.migration import MigrationRule
 from corral.core.model import LABEL_VENDOR, CapacityKind, Node, Queue
 from corral.core.vendors import Vendor
+from corral.providers.base import ssh_instance_type
 from corral.spec.labels import MAX_LABELS, check_labels, value_problem
 from corral.spec.ledger import LedgerSpec, PriceSpec
 from corral.spec.limits import MAX_PRICE
@@ -61,7 +62,6 @@ from corral.spec.provider_settings import (
     SshHostSettings,
     SshProviderSettings,
     no_duplicates,
-    ssh_shape,
 )
 from corral.spec.quantities import CpuMilli, DurationS, SizeMiB
 from corral.spec.workload import check_name
@@ -238,7 +238,7 @@ class ProviderSpec(BaseModel):
         if self.kind != "ssh":
             return
         for i, host in enumerate(self.ssh.hosts):
-            shape = ssh_shape(host.gpus, host.gpu_model)
+            shape = ssh_instance_type(host.gpus, host.gpu_model)
             n = len(self.host_labels(host))
             if n > MAX_LABELS:
                 raise ValueError(f"settings.hosts.{i} ({host.name}): {n} labels with the "
@@ -255,7 +255,7 @@ class ProviderSpec(BaseModel):
                              "of kind aws or ssh" + (" (a static node group has labels of its "
                              "own)" if field == "instance_labels" else ""))
         known = (self.aws.instance_types if self.kind == "aws" else
-                 sorted({ssh_shape(h.gpus, h.gpu_model) for h in self.ssh.hosts}))
+                 sorted({ssh_instance_type(h.gpus, h.gpu_model) for h in self.ssh.hosts}))
         for key in per_type:
             if key not in known:
                 raise ValueError(f"{field}.{key}: not an instance type of provider "
@@ -270,7 +270,7 @@ class ProviderSpec(BaseModel):
 
     def host_labels(self, host: SshHostSettings) -> dict[str, str]:
         """The labels an ssh host of this provider joins with (its shape's, its own)."""
-        return self.labels_of(ssh_shape(host.gpus, host.gpu_model), host.labels)
+        return self.labels_of(ssh_instance_type(host.gpus, host.gpu_model), host.labels)
 
     @property
     def aws(self) -> AwsProviderSettings:

@@ -18,7 +18,7 @@ from corral.spec.quantities import CpuMilli, SizeMiB
 from corral.spec.workload import check_name
 
 __all__ = ["NEEDS", "SETTINGS", "AwsProviderSettings", "SshHostSettings", "SshProviderSettings",
-           "no_duplicates", "ssh_shape"]
+           "no_duplicates"]
 
 Price = Annotated[float, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)]
 
@@ -135,9 +135,3 @@ def no_duplicates(names: list[str], what: str) -> None:
         if n in seen:
             raise ValueError(f"{what} {n!r} is defined twice; names must be unique")
         seen.add(n)
-
-
-def ssh_shape(gpus: int, gpu_model: str) -> str:
-    """The instance type of an ssh host, as its offers name it (`providers.ssh`, which imports
-    no spec) and as `idle_timeouts` and `instance_labels` key it: `ssh:<gpus>x<model>`."""
-    return f"ssh:{gpus}x{gpu_model}"

@@ -100,6 +100,7 @@ def test_credits_page_says_what_the_ledger_says(page: Any, server: CorralUp,
     paths = [u.split("/v1/ledger/", 1)[1].split("?")[0] for u in asked]
     assert not [p for p in paths if p.startswith("queues/")], paths
     assert "holds" in paths and "grants" in paths, paths
+    assert [u for u in asked if "usage?" in u and "totals=queue" in u], asked  # the legend's
     assert page.locator("[data-testid=balance]").count() > 1  # several queues to ask about
     shot(page, "30-credits-running")
 
@@ -130,18 +131,20 @@ def test_credits_page_says_what_the_ledger_says(page: Any, server: CorralUp,
     assert page.locator("[data-testid=usage-provider]").count() == len(by_provider.rows)
     assert f"Charged so far: {total.total_cost} {total.currency}" in \
         page.locator("[data-testid=spent-total]").text_content()
-    # what each queue was charged per day: a chart, its legend each queue's sum over the days
-    by_day: dict[str, float] = {}
+    # what each queue was charged per day: a chart, its legend each queue's total over the
+    # days as the server sums it (totals=queue), the same as the report by queue alone
+    since = (time.time() // 86400 - 13) * 86400
     with server.client() as c:
-        days = Ledger(c).usage(by=["day", "queue"], since=(time.time() // 86400 - 13) * 86400)
-    for r in days.rows:
-        by_day[r.group["queue"]] = by_day.get(r.group["queue"], 0.0) + float(r.cost)
+        days = Ledger(c).usage(by=["day", "queue"], since=since, totals=["queue"])
+        by_queue = Ledger(c).usage(by=["queue"], since=since)
+    assert days.totals == by_queue.rows
+    by_day = {t.group["queue"]: t.cost for t in days.totals}
     from playwright.sync_api import expect  # drawn once its box has a width (ResizeObserver)
     expect(page.locator("[data-testid=usage-days-chart] svg path.area")).to_have_count(
         len(by_day))
     chip = page.locator(f"[data-testid=usage-day][data-queue={QUEUE}]")
     assert chip.count() == 1
-    assert chip.locator("[data-testid=cost]").text_content() == f"{by_day[QUEUE]:.2f}"
+    assert chip.locator("[data-testid=cost]").text_content() == by_day[QUEUE]
     assert page.locator("[data-testid=hold]").count() == 0
     shot(page, "31-credits-settled")
 

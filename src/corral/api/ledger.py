@@ -32,7 +32,6 @@ from corral.ledger import (
     PriceRule,
     ReportRow,
     Transaction,
-    TxKind,
     grant,
     statement,
     transfer,
@@ -50,6 +49,7 @@ from corral.store import ledger_rows as LR
 from corral.store import pool as P
 from corral.store.auth import Principal
 from corral.store.journal_sql import LedgerDb, LedgerSession
+from corral.store.ledger_grants import Grant, GrantIndex
 
 __all__ = ["router"]
 
@@ -60,6 +60,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
            404: {"model": M.ErrorBody}, 409: {"model": M.ErrorBody},
            422: {"model": M.ErrorBody}}
 _LEDGERS: weakref.WeakKeyDictionary[Store, LedgerDb] = weakref.WeakKeyDictionary()
+#: each ledger's grants, read incrementally (issue 14: not the journal decoded per request)
+_GRANTS: weakref.WeakKeyDictionary[LedgerDb, GrantIndex] = weakref.WeakKeyDictionary()
 
 
 def _ledger(ctx: ApiContext) -> LedgerDb:
@@ -121,7 +123,7 @@ def balance(queue: str, ctx: Ctx, who: Caller) -> LM.Balance:
 def grants(queue: str, ctx: Ctx, who: Caller) -> list[LM.GrantOut]:
     with _ledger(ctx).read() as s:
         _visible_queue(s, who, queue)
-        return _grant_views(s.journal, lambda q: q == queue)
+        return _grant_views(ctx, s, lambda q: q == queue)
 
 
 @router.get("/grants", response_model=list[LM.GrantOut], responses=_ERRORS)
@@ -129,21 +131,28 @@ def all_grants(ctx: Ctx, who: Caller) -> list[LM.GrantOut]:
     """The grants of every queue the caller may see, in the journal's order: one request for
     the Credits page, not one per queue (issue 14)."""
     with _ledger(ctx).read() as s:
-        return _grant_views(s.journal, who.may_use)
+        return _grant_views(ctx, s, who.may_use)
 
 
-def _grant_views(journal: Journal, wanted: Callable[[str], bool]) -> list[LM.GrantOut]:
-    return [_grant_view(journal, tx) for tx in journal.transactions()
-            if tx.intent.kind is TxKind.GRANT and wanted(tx.intent.queue)]
+def _grant_views(ctx: ApiContext, s: LedgerSession, wanted: Callable[[str], bool]
+                 ) -> list[LM.GrantOut]:
+    """From the ledger's grant index (store/ledger_grants.py: the grants appended since the
+    last request read, not the journal decoded), what is left of each from the journal."""
+    db = _ledger(ctx)
+    index = _GRANTS.get(db)
+    if index is None:
+        index = _GRANTS[db] = GrantIndex()
+    assert s.store is not None, "LedgerDb sessions carry their SQL journal store"
+    return [_grant_view(s.journal, g) for g in index.through(s.conn, s.store.last_seq)
+            if wanted(g.queue)]
 
 
-def _grant_view(journal: Journal, tx: Transaction) -> LM.GrantOut:
-    lot = tx.opens[0].account if tx.opens else None
-    left = journal.balance(lot) if lot is not None else Decimal(0)
-    expiry = tx.intent.expires_at
-    return LM.GrantOut(key=tx.key, queue=tx.intent.queue, amount=str(tx.intent.amount),
-                       left=str(left.quantize(journal.currency.quantum)), at=float(tx.at),
-                       expires_at=None if expiry is None else float(expiry), memo=tx.memo)
+def _grant_view(journal: Journal, g: Grant) -> LM.GrantOut:
+    left = journal.balance(g.lot) if g.lot is not None else Decimal(0)
+    return LM.GrantOut(key=g.key, queue=g.queue, amount=str(g.amount),
+                       left=str(left.quantize(journal.currency.quantum)), at=float(g.at),
+                       expires_at=None if g.expires_at is None else float(g.expires_at),
+                       memo=g.memo)
 
 
 @router.get("/queues/{queue}/holds", response_model=list[LM.HoldOut], responses=_ERRORS)
@@ -216,7 +225,7 @@ def post_grant(body: LM.GrantIn, ctx: Ctx, who: Caller) -> LM.GrantOut:
                    memo=body.memo)
         AU.record(s.conn, at=ctx.clock.now(), actor=who.name, action="credits.grant",
                   target=tx.key, queue=body.queue, detail={"amount": str(body.amount)})
-        return _grant_view(s.journal, tx)
+        return _grant_view(s.journal, Grant.of(tx))
 
 
 @router.post("/transfers", status_code=201, response_model=LM.HistoryEntry, responses=_ERRORS)
@@ -308,21 +317,50 @@ _Since = Annotated[float | None, Query(
 _Until = Annotated[float | None, Query(ge=0, description="usage before (epoch seconds)")]
 
 
+_Totals = Annotated[list[str] | None, Query(
+    description="also sum the rows over these of `by`'s dimensions (e.g. by=day&by=queue&"
+                "totals=queue: each queue's cost over the days), exactly, rounded once")]
+
+
 @router.get("/usage", response_model=LM.UsageReport, responses=_ERRORS)
 def usage(ctx: Ctx, who: Caller, by: _By = None, queue: _Queues = None, since: _Since = None,
-          until: _Until = None) -> LM.UsageReport:
+          until: _Until = None, totals: _Totals = None) -> LM.UsageReport:
     """Exact GPU-seconds and cost, grouped (default: by queue and UTC day)."""
     dims, rows = _report(ctx, who, by or ["queue", "day"], queue, since, until)
     currency = _ledger(ctx).currency
     total = sum((r.cost for r in rows if r.cost is not None), Fraction(0))
     return LM.UsageReport(
-        by=dims, currency=currency.code,
-        rows=[LM.UsageRow(group=dict(zip(dims, r.group, strict=True)),
-                          gpu_seconds=_exact(r.gpu_seconds),
-                          gpu_hours=str(r.gpu_hours),
-                          cost=currency.format(currency.charge(r.cost or 0))) for r in rows],
+        by=dims, currency=currency.code, rows=[_usage_row(dims, r, currency) for r in rows],
         total_gpu_seconds=_exact(sum((r.gpu_seconds for r in rows), Decimal(0))),
-        total_cost=currency.format(currency.charge(total)))
+        total_cost=currency.format(currency.charge(total)),
+        totals=[_usage_row(totals or [], r, currency)
+                for r in _summed(dims, rows, totals)] if totals else [])
+
+
+def _usage_row(dims: list[str], r: ReportRow, currency: Any) -> LM.UsageRow:
+    return LM.UsageRow(group=dict(zip(dims, r.group, strict=True)),
+                       gpu_seconds=_exact(r.gpu_seconds), gpu_hours=str(r.gpu_hours),
+                       cost=currency.format(currency.charge(r.cost or 0)))
+
+
+def _summed(dims: list[str], rows: list[ReportRow], over: list[str]) -> list[ReportRow]:
+    """The rows summed by the dimensions `over` (each one of `dims`), exactly: a group's cost
+    is charged (rounded) once, as the report's total is, not as the sum of rounded rows."""
+    unknown = [d for d in over if d not in dims]
+    if unknown or len(set(over)) != len(over):
+        problem = (f"{', '.join(unknown)} is not a dimension of this report's by"
+                   if unknown else "a dimension is named twice")
+        fix = f"name each at most once, among by ({', '.join(dims)})"
+        raise ApiError(422, "invalid_request", f"totals: {problem}; {fix}",
+                       [("totals", f"{problem}; {fix}")])
+    at = [dims.index(d) for d in over]
+    seconds: dict[tuple[str, ...], Decimal] = {}
+    costs: dict[tuple[str, ...], Fraction] = {}
+    for r in rows:
+        group = tuple(r.group[i] for i in at)
+        seconds[group] = seconds.get(group, Decimal(0)) + r.gpu_seconds
+        costs[group] = costs.get(group, Fraction(0)) + (r.cost or Fraction(0))
+    return [ReportRow(g, seconds[g], costs[g]) for g in sorted(seconds)]
 
 
 def _exact(value: Decimal) -> str:

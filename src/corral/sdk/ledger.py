@@ -143,6 +143,8 @@ class UsageReport(_Model):
     rows: list[UsageRow]
     total_gpu_seconds: str
     total_cost: str
+    #: the rows summed over the dimensions asked for (`totals=`), each group's cost rounded once
+    totals: list[UsageRow] = []
 
 
 class Ledger:
@@ -188,9 +190,13 @@ class Ledger:
         self.client._call("DELETE", f"/v1/ledger/prices/{price_id}")
 
     def usage(self, *, by: Sequence[str] = ("queue", "day"), queue: Sequence[str] = (),
-              since: float | None = None, until: float | None = None) -> UsageReport:
-        return self.client._get(UsageReport, "/v1/ledger/usage", **_usage_params(
-            by, queue, since, until))
+              since: float | None = None, until: float | None = None,
+              totals: Sequence[str] = ()) -> UsageReport:
+        """`totals`: also the rows summed over these of `by` (each group's cost rounded once)."""
+        params = _usage_params(by, queue, since, until)
+        if totals:
+            params["totals"] = list(totals)
+        return self.client._get(UsageReport, "/v1/ledger/usage", **params)
 
     def usage_csv(self, *, by: Sequence[str] = ("queue", "day"), queue: Sequence[str] = (),
                   since: float | None = None, until: float | None = None) -> str:

@@ -5,7 +5,8 @@
 // Money moves slowly: the page re-reads every 10 s, not on every 2 s tick, in six requests
 // whatever the number of queues (holds and grants of every queue the caller may see come in one
 // request each: /v1/ledger/holds, /v1/ledger/grants). What each queue was charged per day is a
-// stacked chart (chart.js, drawn here like the Allocation page's), each day's bar the ledger's.
+// stacked chart (chart.js, drawn here like the Allocation page's), each day's bar the ledger's,
+// and its legend each queue's total as the server sums it (usage `totals=queue`).
 
 import { api } from "../api.js";
 import { stackedArea } from "../chart.js";
@@ -38,7 +39,8 @@ function usageRows(report, dims, testid) {
 }
 
 /** The per-day report as a stacked chart by queue (every day since `since`, 0 where none was
- * charged) and a legend naming each queue with what it was charged over the days shown. */
+ * charged) and a legend naming each queue with what it was charged over the days shown: the
+ * server's total for the queue (`totals=queue`: exact, rounded once), not a sum of rounded rows. */
 function daysChart(report, since, currency) {
   const days = [];
   for (let t = since; t <= now(); t += 86400) days.push(t);
@@ -46,21 +48,20 @@ function daysChart(report, since, currency) {
   const byQueue = new Map();
   for (const r of report.rows) {
     const q = r.group.queue;
-    if (!byQueue.has(q)) byQueue.set(q, { values: days.map(() => 0), total: 0 });
+    if (!byQueue.has(q)) byQueue.set(q, days.map(() => 0));
     const i = days.indexOf(dayOf(r.group.day));
-    const cost = Number(r.cost);
-    if (i >= 0) byQueue.get(q).values[i] += cost;
-    byQueue.get(q).total += cost;
+    if (i >= 0) byQueue.get(q)[i] += Number(r.cost);
   }
+  const totals = new Map(report.totals.map((t) => [t.group.queue, t.cost]));
   const queues = [...byQueue.keys()].sort();
-  const layers = queues.map((q) => ({ name: q, color: queueColor(q), values: byQueue.get(q).values }));
+  const layers = queues.map((q) => ({ name: q, color: queueColor(q), values: byQueue.get(q) }));
   const dayLabel = (t) => new Date(t * 1000).toISOString().slice(5, 10);
   const money = (v) => (Math.round(v * 100) / 100).toFixed(2);
   const chart = stackedArea({ times: days, layers, label: `credits charged per queue and day (${currency})`, fmt: money, timeFmt: dayLabel }, 200);
   chart.dataset.testid = "usage-days-chart";
   return [chart, h("div", { class: "legend" }, queues.map((q) =>
     h("span", { class: "chip", dataset: { testid: "usage-day", queue: q }, title: `${q}: charged over the days shown` },
-      h("i", { style: { background: queueColor(q) } }), `${q} `, h("span", { dataset: { testid: "cost" } }, money(byQueue.get(q).total)), ` ${currency}`)))];
+      h("i", { style: { background: queueColor(q) } }), `${q} `, h("span", { dataset: { testid: "cost" } }, totals.get(q)), ` ${currency}`)))];
 }
 
 function holdRow(x) {
@@ -115,7 +116,7 @@ export function mount(root) {
     const [balances, all, days, providers] = await Promise.all([
       api("/v1/ledger/balances"),
       api(USAGE, { params: { by: "queue" } }),
-      api(USAGE, { params: { by: ["day", "queue"], since } }),
+      api(USAGE, { params: { by: ["day", "queue"], since, totals: "queue" } }),
       api(USAGE, { params: { by: "provider" } }),
     ]);
     const [holds, grants] = await Promise.all([

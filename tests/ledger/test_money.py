@@ -4,6 +4,8 @@ from decimal import Decimal
 from fractions import Fraction
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from corral.ledger import Currency, LedgerInputError, to_instant
 from corral.ledger.instants import next_midnight, utc_day
@@ -111,3 +113,26 @@ def test_to_instant_refuses_non_times(value: object) -> None:
 def test_utc_days(instant: str, day: str, midnight: int) -> None:
     assert utc_day(Decimal(instant)).isoformat() == day
     assert next_midnight(Decimal(instant)) == midnight
+
+
+def _charge_reference(exact: Fraction | Decimal | int, places: int) -> Decimal:
+    """Half-even on the reduced fraction scaled by 10**places (the rounding written plainly)."""
+    scaled = Fraction(exact) * 10**places
+    q, r = divmod(abs(scaled.numerator), scaled.denominator)
+    if 2 * r > scaled.denominator or (2 * r == scaled.denominator and q % 2 == 1):
+        q += 1
+    return Decimal(-q if scaled < 0 else q).scaleb(-places)
+
+
+@settings(max_examples=400, deadline=None)
+@given(exact=st.one_of(st.fractions(), st.integers(-10**9, 10**9),
+                       st.decimals(allow_nan=False, allow_infinity=False, places=6)),
+       places=st.integers(0, 6))
+def test_charge_rounds_like_the_reduced_fraction(exact: Fraction | Decimal | int,
+                                                 places: int) -> None:
+    # charge scales the numerator without reducing the fraction first (a settlement burst
+    # rounds 10,000 costs): the same quotient, a remainder scaled like the denominator
+    currency = Currency(places=places)
+    got = currency.charge(exact)
+    want = _charge_reference(exact, places)
+    assert got == want and str(got) == str(want)

@@ -151,6 +151,38 @@ def test_bulk_postings_are_the_rows_of_one_by_one_inserts(store: Store) -> None:
     assert len(bulk) == 17 and single == bulk
 
 
+def test_bulk_transactions_are_the_rows_of_one_by_one_inserts(store: Store) -> None:
+    """A bulk write (SQLite: the transactions as the driver's tuples, the empty `opens`
+    encoded once) stores exactly the rows the one-transaction path does: every column."""
+    _queues(store, "research", "prod")
+    db = LedgerDb(store)
+    with db.write() as s:  # a burst: grants that open lots (one expiring), holds, settlements
+        grant(s.journal, key="g", queue="research", amount="100", at=0)
+        grant(s.journal, key="g2", queue="prod", amount="7.5", at=0, expires_at=900)
+        for i in range(3):
+            place_hold(s.journal, workload=f"w{i}@0", queue="research", amount=f"{i + 2}.25",
+                       at=Decimal("1.5"))
+        place_hold(s.journal, workload="z@0", queue="prod", amount=0, at=1, memo="unmetered")
+        for i in range(3):
+            settle(s.journal, workload=f"w{i}@0", cost=Decimal(i) + Decimal("0.5"), at=2)
+
+    def rows(conn: Connection) -> list[tuple[object, ...]]:  # every column but seq
+        got = conn.execute(select(LedgerTransaction).order_by(LedgerTransaction.seq)).all()
+        return [tuple(getattr(r, c.name) for c in LedgerTransaction.__table__.c
+                      if c.name != "seq") for r in got]
+
+    with db.read() as s:
+        bulk, txs = rows(s.conn), list(s.journal.transactions())
+    with store.write() as c:
+        c.execute(delete(LedgerPosting))
+        c.execute(delete(LedgerTransaction))
+        for tx in txs:
+            insert_transaction(c, tx, DEFAULT_CURRENCY)
+        single = rows(c)
+    assert len(bulk) == 9 and single == bulk
+    assert any(r[-2] for r in bulk) and any(r[-2] == [] for r in bulk)  # opens: some, none
+
+
 def test_a_bulk_write_of_postless_transactions_is_stored(store: Store) -> None:
     """Zero holds (unmetered queues) have no postings: a burst of only them writes its
     transactions and no posting rows (the driver must not be handed an empty list)."""

@@ -376,6 +376,9 @@ class Accounting:
         at = closed.span.end if closed.span.end is not None else now
         if unmetered:
             cost = Fraction(0)  # not priced at all: an unmetered queue is never charged
+        elif len(closed.usage) == 1:  # one worker (most work): its cost, no sum to start
+            u = closed.usage[0]
+            cost = span_cost(catalog, u.price_key, u.milli, u.start, u.end, costs)
         else:
             cost = sum((span_cost(catalog, u.price_key, u.milli, u.start, u.end, costs)
                         for u in closed.usage), Fraction(0))

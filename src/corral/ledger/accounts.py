@@ -67,7 +67,7 @@ class Account:
 
     @classmethod
     def granted(cls, queue: str) -> Account:
-        return cls(AccountKind.GRANTED, queue)
+        return _shared(AccountKind.GRANTED, queue)
 
     @classmethod
     def lot(cls, queue: str, lot: str) -> Account:
@@ -75,7 +75,7 @@ class Account:
 
     @classmethod
     def overdraft(cls, queue: str) -> Account:
-        return cls(AccountKind.CREDITS, queue, OVERDRAFT)
+        return _shared(AccountKind.CREDITS, queue, OVERDRAFT)
 
     @classmethod
     def hold(cls, queue: str, workload: str) -> Account:
@@ -83,15 +83,28 @@ class Account:
 
     @classmethod
     def spent(cls, queue: str) -> Account:
-        return cls(AccountKind.SPENT, queue)
+        return _shared(AccountKind.SPENT, queue)
 
     @classmethod
     def expired(cls, queue: str) -> Account:
-        return cls(AccountKind.EXPIRED, queue)
+        return _shared(AccountKind.EXPIRED, queue)
 
     @property
     def is_overdraft(self) -> bool:
         return self.kind is AccountKind.CREDITS and self.ref == OVERDRAFT
+
+
+#: a queue's own accounts (granted, spent, expired, overdraft), one object each: every
+#: settlement names two or three of them, and a dict finds the very object it stores by
+#: identity, without comparing fields. A few per queue; equal to a new one in every way.
+_SHARED: dict[tuple[AccountKind, str, str], Account] = {}
+
+
+def _shared(kind: AccountKind, queue: str, ref: str = "") -> Account:
+    found = _SHARED.get((kind, queue, ref))
+    if found is None:
+        found = _SHARED[(kind, queue, ref)] = Account(kind, queue, ref)
+    return found
 
 
 class QueueChart:
@@ -108,8 +121,9 @@ class QueueChart:
                     "declare the parent queue too, or drop the parent",
                 )
         self._parents = dict(parents)
-        for name in self._parents:
-            self._walk_up(name)  # refuses cycles early, with the queue named
+        # each queue's chain, walked once: the chart never changes, and every hold and
+        # admission check asks for its queue's
+        self._chains = {name: self._walk_up(name) for name in self._parents}  # refuses cycles
 
     @classmethod
     def from_queues(cls, queues: Iterable[Queue]) -> QueueChart:
@@ -137,7 +151,7 @@ class QueueChart:
 
     def chain(self, name: str) -> tuple[str, ...]:
         """The queue itself, then its parent, and so on up to the root."""
-        return self._walk_up(self.require(name))
+        return self._chains[self.require(name)]
 
     def subtree(self, name: str) -> tuple[str, ...]:
         """The queue and all its descendants, sorted."""

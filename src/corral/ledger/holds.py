@@ -164,11 +164,12 @@ def settle(
             f"workload {workload!r} was already settled by {hold.settled_by!r}; not charging twice"
         )
     draft = Draft(journal, when)
-    _empty_hold(draft, hold)
+    funders = hold.funders  # a property that walks the draws: read once here
+    _empty_hold(draft, hold, funders)
     excess = _charge_draws(draft, hold, charge)
     if excess > 0:
         _charge_excess(draft, hold.queue, excess)
-    for queue in dict.fromkeys((*hold.funders, hold.queue)):
+    for queue in dict.fromkeys((*funders, hold.queue)):
         draft.repay_overdraft(queue)
     return journal.post(Transaction(key, when, intent, draft.postings(), draft.opens(), memo))
 
@@ -204,8 +205,8 @@ def _draw_into_hold(
     return draft
 
 
-def _empty_hold(draft: Draft, hold: Hold) -> None:
-    for queue in hold.funders:
+def _empty_hold(draft: Draft, hold: Hold, funders: tuple[str, ...]) -> None:
+    for queue in funders:
         account = Account.hold(queue, hold.workload)
         draft.add(account, -draft.balance(account))
 
@@ -255,7 +256,7 @@ def _exact(cost: Exact) -> Fraction:
         raise LedgerInputError(
             "cost", f"{cost!r} is not an exact number", "pass a Fraction, Decimal or int"
         )
-    return Fraction(cost)
+    return cost if type(cost) is Fraction else Fraction(cost)  # immutable: no copy needed
 
 
 def _named(workload: str) -> str:

@@ -114,10 +114,14 @@ class Currency:
 
     def charge(self, exact: Exact) -> Decimal:
         """Round an exact cost to a charge: ROUND_HALF_EVEN, computed without double rounding."""
-        scaled = Fraction(exact) * 10**self.places
-        sign = -1 if scaled < 0 else 1
-        q, r = divmod(abs(scaled.numerator), scaled.denominator)
-        if 2 * r > scaled.denominator or (2 * r == scaled.denominator and q % 2 == 1):
+        # on the numerator and denominator as they are: scaling the numerator without
+        # reducing the fraction gives the same quotient, and a remainder scaled like the
+        # denominator, so the same comparisons (a settlement burst rounds 10,000 costs)
+        value = exact if isinstance(exact, Fraction) else Fraction(exact)
+        numerator, denominator = value.numerator * 10**self.places, value.denominator
+        sign = -1 if numerator < 0 else 1
+        q, r = divmod(abs(numerator), denominator)
+        if 2 * r > denominator or (2 * r == denominator and q % 2 == 1):
             q += 1
         return self._from_units(sign * q)
 

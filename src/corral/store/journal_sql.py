@@ -53,7 +53,7 @@ from corral.store import Store
 from corral.store import ledger_checkpoint as LC
 from corral.store.driver_bulk import insert_rows
 from corral.store.ledger_tables import LedgerPosting, LedgerTransaction
-from corral.store.ordered_insert import insert_in_order
+from corral.store.ordered_insert import insert_in_order, insert_tuples_in_order
 from corral.store.schema import QueueRow
 
 __all__ = ["LedgerDb", "LedgerSession", "SqlJournalStore", "load_transactions"]
@@ -74,14 +74,39 @@ _INSERT_TX = insert(LedgerTransaction).returning(LedgerTransaction.seq)
 _INSERT_POSTINGS = insert(LedgerPosting)
 
 
-def _tx_row(tx: Transaction) -> dict[str, Any]:
-    opens = [[lot.account.kind.value, lot.account.queue, lot.account.ref, _text(lot.expires_at)]
-             for lot in tx.opens]
+#: every column of ledger_transactions but `seq`, in the order of `_tx_values`
+_TX_COLUMNS = ("key", "at", "kind", "queue", "amount", "workload", "counterparty", "expires_at",
+               "memo", "opens", "at_s")
+# an enum's `.value` is a Python property: read once per member, not once per row
+_TX_KINDS = {k: k.value for k in TxKind}
+_ACCOUNT_KINDS = {k: k.value for k in AccountKind}
+
+
+def _tx_values(tx: Transaction, encode: Any = None) -> tuple[Any, ...]:
+    """A transaction as a row of `_TX_COLUMNS`: the one place a transaction becomes a row.
+    `encode` (if given) turns the opened lots into what the `opens` column stores (the SQLite
+    bulk path hands these tuples to the driver as they are)."""
+    opens = [[_ACCOUNT_KINDS[lot.account.kind], lot.account.queue, lot.account.ref,
+              _text(lot.expires_at)] for lot in tx.opens]
     intent = tx.intent
-    return {"key": tx.key, "at": str(tx.at), "kind": intent.kind.value, "queue": intent.queue,
-            "amount": str(intent.amount), "workload": intent.workload,
-            "counterparty": intent.counterparty, "expires_at": _text(intent.expires_at),
-            "memo": tx.memo, "opens": opens, "at_s": float(tx.at)}
+    return (tx.key, str(tx.at), _TX_KINDS[intent.kind], intent.queue, str(intent.amount),
+            intent.workload, intent.counterparty, _text(intent.expires_at), tx.memo,
+            opens if encode is None else encode(opens), float(tx.at))
+
+
+def _tx_row(tx: Transaction) -> dict[str, Any]:
+    return dict(zip(_TX_COLUMNS, _tx_values(tx), strict=True))
+
+
+def _opens_encoder(conn: Connection) -> Any:
+    """What SQLAlchemy's JSON type writes for `opens` on this connection, with the empty list
+    (every transaction but grants and transfers) encoded once."""
+    table = LedgerTransaction.__table__
+    assert isinstance(table, Table)
+    convert = table.c.opens.type.bind_processor(conn.dialect)
+    assert convert is not None
+    empty = convert([])
+    return lambda opens: convert(opens) if opens else empty
 
 
 #: every column of ledger_postings (none is left to a default), in the order of `_posting_values`
@@ -92,8 +117,8 @@ _POSTING_COLUMNS = ("tx_seq", "position", "account_kind", "queue", "ref", "amoun
 def _posting_values(seq: int, tx: Transaction, scale: int) -> list[tuple[Any, ...]]:
     """A transaction's postings as rows of `_POSTING_COLUMNS`: the one place a posting becomes
     a row (the SQLite bulk path hands these tuples to the driver as they are)."""
-    return [(seq, i, p.account.kind.value, p.account.queue, p.account.ref, str(p.amount),
-             int(p.amount * scale)) for i, p in enumerate(tx.postings)]
+    return [(seq, i, _ACCOUNT_KINDS[p.account.kind], p.account.queue, p.account.ref,
+             str(p.amount), int(p.amount * scale)) for i, p in enumerate(tx.postings)]
 
 
 def _posting_rows(seq: int, tx: Transaction, scale: int) -> list[dict[str, Any]]:
@@ -117,9 +142,13 @@ def insert_transactions(conn: Connection, txs: Sequence[Transaction], currency: 
     raises IntegrityError."""
     if len(txs) == 1:
         return insert_transaction(conn, txs[0], currency)
-    seqs = insert_in_order(conn, LedgerTransaction, "seq", "key", [_tx_row(tx) for tx in txs])
     scale = 10 ** currency.places
     if conn.dialect.name == "sqlite":
+        # the transactions as the driver's tuples too (`insert_tuples_in_order`), the empty
+        # `opens` of holds and settlements encoded once
+        encode = _opens_encoder(conn)
+        seqs = insert_tuples_in_order(conn, LedgerTransaction, "seq", "key", _TX_COLUMNS,
+                                      [_tx_values(tx, encode) for tx in txs])
         # the postings (two or more per transaction, 50,000 in a step that places and ends
         # 10,000) as the driver's tuples, built once: not a dict per posting that
         # `insert_rows` then turns into a tuple
@@ -128,6 +157,7 @@ def insert_transactions(conn: Connection, txs: Sequence[Transaction], currency: 
         if rows:  # zero holds have none; the driver reads an empty list as no parameters
             conn.exec_driver_sql(_INSERT_POSTINGS_SQLITE, rows)
         return max(seqs)
+    seqs = insert_in_order(conn, LedgerTransaction, "seq", "key", [_tx_row(tx) for tx in txs])
     postings = [row for seq, tx in zip(seqs, txs, strict=True)
                 for row in _posting_rows(seq, tx, scale)]
     table = LedgerPosting.__table__

@@ -5,12 +5,12 @@ Each test here is a small state that reproduces a path the eighth pass traced fr
 bench states (`bench/contention.py --dump-reruns`): one cycle, its plan applied
 (`test_churn.apply_like_control_plane`: placements start, evictions wait again, a move is its
 eviction only), the plan's reservations passed back as `ClusterState.reserved_for`, and the
-same cycle run again on that result. All four are strict xfails, each with a fix that passed
-it and tests/core but was not kept (bench/README.md, contention, ninth pass): a gang's victims
-only on nodes that could hold a worker (`evict._candidates`), moves given back to the budget
-(reverted in review: the plan's consolidation evictions then exceeded `max_moves`), the free
-slot judged again after each round's evictions (`cycle.decide`), the hand-over chain
-(allocate.py).
+same cycle run again on that result. Fixed: the hand-over chain (`allocate._hand_over`, the
+heir's own heirs first). Strict xfails, each with a fix that passed it and tests/core but was
+not kept (bench/README.md, contention, ninth and tenth passes): a gang's victims only on nodes
+that could hold a worker (`evict._candidates`), moves given back to the budget (reverted in
+review: the plan's consolidation evictions then exceeded `max_moves`), the free slot judged
+again after each round's evictions (`cycle.decide`).
 """
 
 from __future__ import annotations
@@ -123,17 +123,14 @@ def test_a_victim_of_this_cycles_reclaim_gets_its_consolidation_in_this_cycle() 
     assert [e.workload_id for e in schedule(after, now, cfg).evictions] == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 10: a hand-over in allocation (`allocate._hand_over`) gives the slot to the "
-    "holder's heir but not on to that heir's own heir, which the rerun's `keep_reservations` "
-    "does; the fix is in allocate.py (engineer G's this stop)"))
 def test_the_rerun_keeps_the_holder_a_hand_over_named() -> None:
     """X (queue p, priority 10) fails first in allocation; its heir is H (queue q, older by
     more than a window); E (queue p, priority 0, older still) is not X's heir (in X's queue
     only work of at least its priority is), so H takes the slot. The rerun keeps H's slot
     and hands it to H's own heir, E: the holder changes on a rerun, and with it what a
     consolidation may use (bench/contention.py seed 4, t = 118,740 s: the slot passed
-    job-000751 -> job-000648 on the rerun, which then moved 3 jobs for job-001168)."""
+    job-000751 -> job-000648 on the rerun, which then moved 3 jobs for job-001168). Now the
+    plan's hand-over tries H's own heirs first, so E holds in the plan too."""
     cfg = SchedulerConfig(reserve_after_s=0.0, max_reservation_s=1000.0,
                           reservation_cooldown_s=0.0, max_reservations=1)
     nodes = [node(n).gpus(4) for n in ("n1", "n2")]

@@ -103,6 +103,14 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     yield from _cluster(tmp_path, TIMEOUT_S, [])
 
 
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One cluster for a module's tests that leave it as they found it (no agent stopped,
+    killed, frozen or restarted; no node cordoned): each start of a server and two agents
+    with their joins took ~3-4 s of setup and teardown on the 2-core box."""
+    yield from _cluster(tmp_path_factory.mktemp("agents"), TIMEOUT_S, [])
+
+
 @pytest.fixture
 def patient_cluster(tmp_path: Path) -> Iterator[Cluster]:
     """The cluster with a 15 s worker lease and a 20 s server timeout, for a test that stops

@@ -14,7 +14,8 @@ from .harness import AgentProc, wait_for
 pytestmark = pytest.mark.slow
 
 
-def test_a_gang_spans_two_agents_and_its_logs_come_back(cluster: Cluster) -> None:
+def test_a_gang_spans_two_agents_and_its_logs_come_back(shared_cluster: Cluster) -> None:
+    cluster = shared_cluster
     spec = cluster.ticker("gang", ticks=3, every=0.2, workers=2, gpus=4)
     with cluster.server.client() as c:
         wid = c.submit(spec).group_id
@@ -29,9 +30,10 @@ def test_a_gang_spans_two_agents_and_its_logs_come_back(cluster: Cluster) -> Non
     assert all("done on host-" in log for log in logs.values())
 
 
-def test_a_failing_worker_ships_its_exit_code(cluster: Cluster) -> None:
+def test_a_failing_worker_ships_its_exit_code(shared_cluster: Cluster) -> None:
     import sys
 
+    cluster = shared_cluster
     spec = {"name": "fails", "queue": "default", "cpu": 0.1, "memory": 64,
             "max_restarts": 0,
             "command": [sys.executable, "-c", "import sys; print('bye'); sys.exit(3)"]}
@@ -44,7 +46,8 @@ def test_a_failing_worker_ships_its_exit_code(cluster: Cluster) -> None:
     assert described["exit_code"] == 3  # type: ignore[index]
 
 
-def test_join_tokens_are_spent_and_secrets_do_not_cross(cluster: Cluster) -> None:
+def test_join_tokens_are_spent_and_secrets_do_not_cross(shared_cluster: Cluster) -> None:
+    cluster = shared_cluster
     # The fixture's token had two uses, both spent: a third host is refused, and says why.
     third = AgentProc(cluster.server.url, cluster.tmp / "host-c", "host-c",
                       cluster.join_token).start()

@@ -6,11 +6,12 @@ bench states (`bench/contention.py --dump-reruns`): one cycle, its plan applied
 (`test_churn.apply_like_control_plane`: placements start, evictions wait again, a move is its
 eviction only), the plan's reservations passed back as `ClusterState.reserved_for`, and the
 same cycle run again on that result. Fixed: the hand-over chain (`allocate._hand_over`, the
-heir's own heirs first). Strict xfails, each with a fix that passed it and tests/core but was
-not kept (bench/README.md, contention, ninth and tenth passes): a gang's victims only on nodes
-that could hold a worker (`evict._candidates`), moves given back to the budget (reverted in
-review: the plan's consolidation evictions then exceeded `max_moves`), the free slot judged
-again after each round's evictions (`cycle.decide`).
+heir's own heirs first); moves made for work a preemption then unplaced are the preemptor's
+(`consolidate.give_back`: the plan's consolidation evictions stay within `max_moves`). Strict
+xfails, each with a fix that passed it and tests/core but was not kept (bench/README.md,
+contention, ninth and tenth passes): a gang's victims only on nodes that could hold a worker
+(`evict._candidates`), the free slot judged again after each round's evictions
+(`cycle.decide`).
 """
 
 from __future__ import annotations
@@ -63,17 +64,14 @@ def test_reclaim_for_a_gang_does_not_spend_the_donors_allowance_on_a_placement_i
 
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fix tried, reverted in review: moves given back to the budget (consolidate._give_back_moves)"
-    " let a plan evict up to rounds x max_moves for consolidation, so max_moves no longer bounded"
-    " the disruption; a fix must keep the evictions within max_moves"))
 def test_moves_made_for_work_a_preemption_then_unplaced_do_not_use_up_the_budget() -> None:
     """One move a cycle. p (4 GPUs, priority 0) fits only with a move: consolidation moves m
     off n1 (to n3, the only other node m may use) and places p there; then q (priority 10,
-    H100 only: n1) preempts p, this cycle's placement. p waits again, but the move was spent,
+    H100 only: n1) preempts p, this cycle's placement. p waited again with the move spent,
     so the plan left p waiting where the rerun, with a budget of its own, moved a off n2 for
     it (bench/contention.py seed 4, t = 163,620 s in the eighth pass's history: 8 moves for
-    job-001579, whose room job-001656 then took; the rerun moved 5 more)."""
+    job-001579, whose room job-001656 then took; the rerun moved 5 more). Now m's move is
+    q's eviction (`consolidate.give_back`) and the move goes back to the budget."""
     nodes = [node("n1").gpus(4).model("H100"), node("n2").gpus(4).model("A100"),
              node("n3").gpus(4).model("L40S")]
     work = [job("m").models("H100", "L40S").running(("n1", (0,))),
@@ -85,6 +83,28 @@ def test_moves_made_for_work_a_preemption_then_unplaced_do_not_use_up_the_budget
     plan, rerun = _rerun(state(nodes, [queue("default"), queue("o")], work), cfg)
     assert {p.workload_id for p in plan.placements} >= {"q", "p"}
     assert [e.workload_id for e in rerun.evictions] == []
+    # within max_moves: m's move is charged to q, which took its room and may preempt it
+    rules = {e.workload_id: (e.rule, e.for_workload) for e in plan.evictions}
+    assert rules == {"m": ("Preempt", "q"), "a": ("Consolidate", "p")}
+    assert plan.moves == {"m", "a"}
+
+
+def test_a_move_the_preemptor_may_not_take_stays_consolidations() -> None:
+    """As above, but m is in another queue than q: q may not preempt it, so its move stays
+    consolidation's, the budget stays spent and p waits (the plan's consolidation evictions
+    never exceed `max_moves`; the refund that broke this was reverted in 97ce9e5)."""
+    nodes = [node("n1").gpus(4).model("H100"), node("n2").gpus(4).model("A100"),
+             node("n3").gpus(4).model("L40S")]
+    work = [job("m").queue("o").models("H100", "L40S").running(("n1", (0,))),
+            job("a").running(("n2", (0,))),
+            job("f").queue("o").not_preemptible().running(("n3", (0,))),
+            job("q").gpus(4).models("H100").priority(10).submitted(900.0),
+            job("p").gpus(4).submitted(800.0)]
+    cfg = SchedulerConfig(max_moves=1, max_reservations=0)
+    plan = schedule(state(nodes, [queue("default", 8), queue("o", 4)], work), NOW, cfg)
+    assert [(e.workload_id, e.rule, e.for_workload) for e in plan.evictions] == [
+        ("m", "Consolidate", "p")]
+    assert "p" not in {p.workload_id for p in plan.placements}
 
 
 

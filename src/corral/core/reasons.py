@@ -150,3 +150,12 @@ def reason_with_reservations(reason: Reason, own: str,
     if behind is None:
         return reason
     return Reason(reason.code, with_now(reason.message, [behind]), reason.details)
+
+
+def eviction_message(rule: str, for_workload: str) -> str:
+    what = {
+        RULE_PREEMPT: "preempted by higher-priority work in its queue",
+        RULE_RECLAIM: "reclaimed: its queue was borrowing GPUs another queue is owed",
+        RULE_CONSOLIDATE: "moved to defragment the pool",
+    }.get(rule, rule)
+    return f"{what}, to make room for {for_workload}"

@@ -129,6 +129,12 @@ class Statement:
         op = self.ops.pop(index)
         self._apply(op.workload, op.assignments, +1)
 
+    def retag(self, index: int, rule: str, for_workload: str) -> None:
+        """Charge the removal at `index` to another rule and requester; capacity unchanged."""
+        op = self.ops[index]
+        self.ops[index] = Op(op.kind, op.workload, op.assignments, rule, for_workload,
+                             op.released)
+
     def removed_since(self, checkpoint: int) -> list[Op]:
         return [op for op in self.ops[checkpoint:] if op.kind != "place"]
 

@@ -25,6 +25,8 @@ STABLE = tuple(str(k) for k in STABLE_CAPACITY)
 
 
 def consolidate(cycle: Cycle) -> None:
+    if cycle.moved_for:
+        give_back(cycle)
     if not cycle.victim_index().movable.any():
         return  # nothing may move: skip the per-workload checks entirely
     fragmented: dict[tuple[object, str], tuple[int, bool]] = {}
@@ -58,6 +60,37 @@ def consolidate(cycle: Cycle) -> None:
             cycle.moves_left -= moved
         else:
             failed[key] = (cycle.stmt.applied, cycle.cap.freed)
+
+
+def give_back(cycle: Cycle) -> None:
+    """Moves made for work that a preemption then unplaced serve the preemptor: a move whose
+    old devices the preemptor took, of work it may preempt (its queue, lower priority), is
+    its eviction now, and the move goes back to the budget.
+
+    Why: consolidation moved m for p, then q (higher, same queue) took p's room; p waited
+    with the budget spent, and a rerun on the applied plan (its own budget) moved again for
+    p (issue 10, bench/contention.py seed 4, t = 163,620 s). A move given back while its
+    eviction stayed a consolidation's let a plan evict rounds x `max_moves` for
+    consolidation (reverted in review, 97ce9e5); here the plan's consolidation evictions stay
+    within `max_moves`, and the preemptor is charged what it took (without the move, it
+    would have preempted m itself)."""
+    stmt = cycle.stmt
+    for wid in [p for p in cycle.moved_for if p not in stmt.where]:
+        moved = set(cycle.moved_for.pop(wid))
+        taken = next((op for op in reversed(stmt.ops)
+                      if op.kind == "unplace" and op.workload.id == wid), None)
+        q = stmt.live.get(taken.for_workload) if taken is not None else None
+        if taken is None or q is None or taken.rule != R.RULE_PREEMPT:
+            continue
+        took = {(a.node_id, d) for a in stmt.where[q.id] for d in a.devices}
+        for i, op in enumerate(stmt.ops):
+            v = op.workload
+            if (op.kind != "place" and op.rule == R.RULE_CONSOLIDATE and op.for_workload == wid
+                    and v.id in moved and v.id in stmt.where
+                    and v.queue == q.queue and v.priority < q.priority
+                    and any((a.node_id, d) in took for a in op.assignments for d in a.devices)):
+                stmt.retag(i, R.RULE_PREEMPT, q.id)
+                cycle.moves_left += 1
 
 
 def _fragmented(cycle: Cycle, w: Workload) -> bool:
@@ -145,6 +178,7 @@ def _try_moves(cycle: Cycle, w: Workload, candidates: list[Workload], budget: in
             return 0
         stmt.place(v, home)
     cycle.reasons.pop(w.id, None)
+    cycle.moved_for[w.id] = [v.id for v in moved]
     return len(moved)
 
 

@@ -76,13 +76,13 @@ class Cycle:
     #: uses all of its budget does not stop preemption inside a queue
     preempt_attempts_left: int = -1
     moves_left: int = 0  # consolidation moves this cycle may still make
-    moved_for: dict[str, list[str]] = field(default_factory=dict)  # `consolidate.give_back`
     _interned: dict[tuple[object, ...], Shape] = field(default_factory=dict)
     waiting: dict[str, Workload] = field(default_factory=dict)  # pending at the start, by id
     order: list[Workload] = field(default_factory=list)  # pending, by priority then age
     #: typical tasks of the snapshot's work, for fragmentation plugins given none (`_open`)
     workload_mix: tuple[TaskType, ...] = ()
     _still_pending: tuple[int, tuple[Workload, ...]] | None = None
+    by_age: tuple[int, list[float], list[Workload]] | None = None  # `allocate._elders`
     _victims: VictimIndex | None = None
     _spread: SpreadIndex | None = None
     _never_drains: BoolArray | None = None
@@ -399,7 +399,7 @@ def _close(cycle: Cycle, orphans: int) -> Plan:
     placements = [Placement(op.workload.id, op.workload.queue, op.assignments,
                             op.workload.id in cycle.backfilled) for op in placed.values()]
     evictions = [Eviction(op.workload.id, op.workload.queue, op.rule, op.for_workload,
-                          R.eviction_message(op.rule, op.for_workload)) for op in evicted]
+                          _eviction_message(op.rule, op.for_workload)) for op in evicted]
     diagnosis: dict[tuple[Shape, str | None], R.Reason] = {}
     limits: dict[tuple[str, Shape], R.Reason | None] = {}
     refinements: dict[tuple[str, Shape, bool, R.Reason], R.Reason] = {}
@@ -412,9 +412,12 @@ def _close(cycle: Cycle, orphans: int) -> Plan:
     # hashes in C, a Shape calls `Shape.__hash__`, once per waiting workload
     alike: dict[tuple[str, int, bool], R.Reason] = {}
     tried_all, tried_ids = cycle.attempts_left > 0, cycle.reclaim_tried
+    behind = _Behind(cycle)
     # The plan's reasons: those written during the cycle (in the order written), then those
-    # written here; one pass over the backlog, not a second one to filter what was placed.
-    pending = {wid: r for wid, r in reasons.items() if wid not in where and wid not in victims}
+    # written here; one pass over the backlog, not a second one to filter what was placed
+    # or to tell big work it yields to reservations (`_Behind.told`).
+    pending = {wid: behind.told(waiting.get(wid), found) if wid not in reserved_for else found
+               for wid, found in reasons.items() if wid not in where and wid not in victims}
     for wid, shape in cycle.deferred.items():
         if wid in reasons or wid in where or wid in victims:
             continue  # placed, explained already, or evicted (the eviction says why)
@@ -422,7 +425,7 @@ def _close(cycle: Cycle, orphans: int) -> Plan:
         if w is not None and wid not in reserved_for:
             known = alike.get((w.queue, id(shape), tried_all or wid in tried_ids))
             if known is not None:
-                pending[wid] = known
+                pending[wid] = behind.told(w, known)
                 continue
         # The same for every waiting workload of this queue and shape (a waiting workload's
         # total is its shape's); a victim of this cycle (not waiting) only gets `never_fits`.
@@ -438,14 +441,8 @@ def _close(cycle: Cycle, orphans: int) -> Plan:
                 found = nominations.explain(cycle, w, shape, found)
         if w is not None and wid not in reserved_for:
             alike[(w.queue, id(shape), tried_all or wid in tried_ids)] = found
+            found = behind.told(w, found)
         pending[wid] = found
-    if pending:
-        behind = _Behind(cycle)
-        for wid, found in pending.items():
-            w = waiting.get(wid)
-            if (w is not None and wid not in reserved_for and not found.unresolvable
-                    and (w.workers > 1 or w.resources.gpus > 1)):
-                pending[wid] = behind.reason(w, found)
     # insertion order is already deterministic (the order the cycle considered them)
     reservations = tuple(
         Reservation(owner, tuple(cycle.cap.table.nodes[i].id for i in nodes),
@@ -543,6 +540,12 @@ class _Behind:
             for d in ((R.RESERVATION_HELD_BY, h.id), ("held_until", until))))
         self.made: dict[tuple[int, str | None, float | None], R.Reason] = {}
 
+    def told(self, w: Workload | None, found: R.Reason) -> R.Reason:
+        """`found` as waiting `w` (holding no reservation) hears it: big work yields."""
+        if w is None or found.unresolvable or not (w.workers > 1 or w.resources.gpus > 1):
+            return found
+        return self.reason(w, found)
+
     def reason(self, w: Workload, found: R.Reason) -> R.Reason:
         cfg, now = self.cycle.config, self.cycle.now
         heir_of: tuple[str, float] | None = None
@@ -584,3 +587,12 @@ def _limit_now(cycle: Cycle, w: Workload | None, shape: Shape) -> R.Reason | Non
         return None
     used = cycle.book.milli[blocking.name] / MILLI_PER_GPU
     return limit_reason(w, blocking.name, blocking.limit_gpus or 0.0, w.total_milli(), used)
+
+
+def _eviction_message(rule: str, for_workload: str) -> str:
+    what = {
+        R.RULE_PREEMPT: "preempted by higher-priority work in its queue",
+        R.RULE_RECLAIM: "reclaimed: its queue was borrowing GPUs another queue is owed",
+        R.RULE_CONSOLIDATE: "moved to defragment the pool",
+    }.get(rule, rule)
+    return f"{what}, to make room for {for_workload}"

@@ -41,8 +41,37 @@ class VictimIndex:
         self.loss_memo: dict[tuple[int, frozenset[str]], tuple[int, tuple[int, float]]] = {}
 
     def fill(self, live: Iterable[tuple[Workload, tuple[WorkerAssignment, ...]]]) -> None:
+        """`changed(w, assignments, +1)` for each of `live`, each array summed in one numpy
+        call: an element update of a numpy array costs about as much as the rest of a
+        workload's bookkeeping (29,000 running workloads at 10,000 nodes). Integer sums, so
+        the arrays equal those of the one-by-one updates; the dictionaries fill in the same
+        order."""
+        index, on_node, version = self.table.index, self.on_node, self.node_version
+        # (queue rows, nodes, milli) for `held`, for `young`; (nodes, milli) for `movable`
+        held: tuple[list[int], list[int], list[int]] = ([], [], [])
+        young: tuple[list[int], list[int], list[int]] = ([], [], [])
+        movable: tuple[list[int], list[int]] = ([], [])
         for w, assignments in live:
-            self.changed(w, assignments, +1)
+            row = self.queue_row.get(w.queue)
+            if not w.preemptible or row is None:
+                continue
+            old = self.past_min_runtime(w)
+            cells = held if old else young
+            moves = old and w.workers == 1 and self._moves_next_cycle(w)
+            for a in assignments:
+                node = index[a.node_id]
+                milli = a.milli_per_device * len(a.devices)
+                cells[0].append(row)
+                cells[1].append(node)
+                cells[2].append(milli)
+                if moves:
+                    movable[0].append(node)
+                    movable[1].append(milli)
+                on_node.setdefault(node, {})[w.id] = w
+                version[node] = version.get(node, 0) + 1
+        np.add.at(self.held, (held[0], held[1]), held[2])
+        np.add.at(self.young, (young[0], young[1]), young[2])
+        np.add.at(self.movable, movable[0], movable[1])
 
     def changed(self, w: Workload, assignments: tuple[WorkerAssignment, ...], sign: int) -> None:
         """A statement listener: `w` now holds (+1) or no longer holds (-1) `assignments`."""

@@ -76,6 +76,7 @@ class Cycle:
     #: uses all of its budget does not stop preemption inside a queue
     preempt_attempts_left: int = -1
     moves_left: int = 0  # consolidation moves this cycle may still make
+    moved_for: dict[str, list[str]] = field(default_factory=dict)  # `consolidate.give_back`
     _interned: dict[tuple[object, ...], Shape] = field(default_factory=dict)
     waiting: dict[str, Workload] = field(default_factory=dict)  # pending at the start, by id
     order: list[Workload] = field(default_factory=list)  # pending, by priority then age
@@ -399,7 +400,7 @@ def _close(cycle: Cycle, orphans: int) -> Plan:
     placements = [Placement(op.workload.id, op.workload.queue, op.assignments,
                             op.workload.id in cycle.backfilled) for op in placed.values()]
     evictions = [Eviction(op.workload.id, op.workload.queue, op.rule, op.for_workload,
-                          _eviction_message(op.rule, op.for_workload)) for op in evicted]
+                          R.eviction_message(op.rule, op.for_workload)) for op in evicted]
     diagnosis: dict[tuple[Shape, str | None], R.Reason] = {}
     limits: dict[tuple[str, Shape], R.Reason | None] = {}
     refinements: dict[tuple[str, Shape, bool, R.Reason], R.Reason] = {}
@@ -587,12 +588,3 @@ def _limit_now(cycle: Cycle, w: Workload | None, shape: Shape) -> R.Reason | Non
         return None
     used = cycle.book.milli[blocking.name] / MILLI_PER_GPU
     return limit_reason(w, blocking.name, blocking.limit_gpus or 0.0, w.total_milli(), used)
-
-
-def _eviction_message(rule: str, for_workload: str) -> str:
-    what = {
-        R.RULE_PREEMPT: "preempted by higher-priority work in its queue",
-        R.RULE_RECLAIM: "reclaimed: its queue was borrowing GPUs another queue is owed",
-        R.RULE_CONSOLIDATE: "moved to defragment the pool",
-    }.get(rule, rule)
-    return f"{what}, to make room for {for_workload}"

@@ -33,11 +33,13 @@ class GatedBackend(FakeBackend):
         self.gate = threading.Event()
         self.lock = threading.Lock()
         self.handed: Counter[tuple[str, int]] = Counter()
+        self.calls: list[list[str]] = []  # the workloads of each launch_many call
         self.polls = 0
 
     def launch_many(self, specs: Sequence[LaunchSpec]) -> list[Exception | None]:
         with self.lock:
             self.handed.update((s.workload_id, s.attempt) for s in specs)
+            self.calls.append([s.workload_id for s in specs])
         assert self.gate.wait(timeout=30), "the test never opened the gate"
         out: list[Exception | None] = []
         for spec in specs:
@@ -114,6 +116,29 @@ def test_launch_errors_come_back_to_the_loop_and_fail_only_their_workload(rig: R
     assert (rec.state, rec.reason_code) == ("failed", L.LAUNCH_FAILED)
     assert "refused by the test" in rec.reason_message
     assert rig.state(good) == "running"
+
+
+def test_batches_waiting_for_a_thread_go_to_the_engine_as_one_call(rig: Rig) -> None:
+    """Group commit: while the engine is busy with one batch, the batches the next steps hand
+    over wait, and the thread that comes free launches them in one `launch_many` (for Slurm:
+    one sbatch per node and shape instead of one per batch), each with its own errors."""
+    backend = gated(rig)
+    rig.loop.launches = LaunchPool(threads=1)
+    first = rig.submit(name="first")
+    rig.step()  # the one thread is now held at the gate with [first]
+    later = [rig.submit(name="later"), rig.submit(name="bad")]
+    rig.step()
+    last = rig.submit(name="last")
+    rig.step()  # two batches wait for the thread: [later, bad], [last]
+    assert [rig.state(w) for w in (*later, last)] == ["starting"] * 3
+    backend.gate.set()
+    settle(rig)
+    # (a refused launch may be retried as a new attempt later: a call of its own)
+    assert [sorted(c) for c in backend.calls[:2]] == [[first], sorted([*later, last])]
+    assert [rig.state(w) for w in (first, later[0], last)] == ["running"] * 3
+    rec = rig.get(later[1])  # the refused one fails alone, as in a batch of its own
+    assert (rec.state, rec.reason_code) == ("failed", L.LAUNCH_FAILED)
+    assert [backend.handed[(w, 0)] for w in (first, later[0], last)] == [1, 1, 1]
 
 
 def test_a_backend_that_does_not_allow_it_launches_inside_the_step(rig: Rig) -> None:

@@ -27,14 +27,24 @@ Why it is safe (nothing run twice, nothing lost):
 Back-pressure: at most `max_in_flight` attempts are in the pool. Work beyond that stays
 ``scheduled`` (its devices are still reserved by the plan) and is handed over in a later cycle,
 so a slow engine slows launches, never the decisions.
+
+Batches that wait for a thread go together: a thread that comes free takes every batch
+submitted meanwhile as one `launch_many` (group commit, as a database's log writer does).
+Stepping back to back, the loop hands over a batch of one or two attempts each step while an
+``sbatch`` takes 50-150 ms on a busy host; launched one batch at a time, each was an ``sbatch``
+per node of its own (the Slurm backend makes one array per node and shape of a batch), and
+those client processes, with slurmctld's work for each, were a large share of the CPU that
+corral's jobs cost beyond Slurm's own (bench/README, "Through a real Slurm"). Nothing waits
+for this: a batch is merged only with batches that were waiting anyway.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from corral.backends.base import Backend, LaunchSpec
@@ -48,8 +58,9 @@ T = TypeVar("T")
 
 @dataclass
 class _Batch(Generic[T]):
+    backend: Backend
     items: list[tuple[T, LaunchSpec]]
-    future: Future[list[Exception | None]]
+    future: Future[list[Exception | None]] = field(default_factory=Future)
 
 
 class LaunchPool(Generic[T]):
@@ -63,6 +74,10 @@ class LaunchPool(Generic[T]):
         self._executor: ThreadPoolExecutor | None = None
         self._batches: list[_Batch[T]] = []
         self._handed: set[Key] = set()  # launched without error, not yet reported running
+        # submitted, not yet taken by a thread (guarded by `_lock`: the threads take from it)
+        self._waiting: list[_Batch[T]] = []
+        self._lock = threading.Lock()
+        self.calls = 0  # launch_many calls made (batches merged count once)
 
     @staticmethod
     def applies_to(backend: Backend) -> bool:
@@ -86,9 +101,39 @@ class LaunchPool(Generic[T]):
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=self.threads,
                                                 thread_name_prefix="corral-launch")
-        specs = [s for _, s in items]
-        future = self._executor.submit(_launch_all, backend, specs)
-        self._batches.append(_Batch(list(items), future))
+        batch = _Batch(backend, list(items))
+        with self._lock:
+            self._waiting.append(batch)
+        self._batches.append(batch)
+        self._executor.submit(self._launch_waiting)
+
+    def _launch_waiting(self) -> None:
+        """On a pool thread: every batch waiting for the same backend as the oldest one, as
+        one `launch_many`; each batch's future gets its own attempts' errors. Nothing waiting
+        (a thread before this one took it): return."""
+        with self._lock:
+            if not self._waiting:
+                return
+            backend = self._waiting[0].backend
+            taken = [b for b in self._waiting if b.backend is backend]
+            self._waiting = [b for b in self._waiting if b.backend is not backend]
+            self.calls += 1
+        taken = [b for b in taken if b.future.set_running_or_notify_cancel()]
+        try:
+            errors = _launch_all(backend, [s for b in taken for _, s in b.items])
+            if len(errors) != sum(len(b.items) for b in taken):
+                raise RuntimeError(f"launch_many answered {len(errors)} errors for "
+                                   f"{sum(len(b.items) for b in taken)} attempts")
+        except BaseException as e:  # each batch's attempts fail with it (`_errors_of`)
+            for b in taken:
+                b.future.set_exception(e)
+            if not isinstance(e, Exception):
+                raise
+            return
+        at = 0
+        for b in taken:
+            b.future.set_result(errors[at:at + len(b.items)])
+            at += len(b.items)
 
     def harvest(self) -> list[tuple[T, LaunchSpec, Exception | None]]:
         """The launches that finished since the last call, each with its error (None: done)."""

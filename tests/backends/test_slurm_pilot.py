@@ -89,6 +89,22 @@ def test_pilots_wanted_count_the_reserve_items_withdrawn_and_gone(tmp_path: Path
     assert pilots.wanted(k) == 1
 
 
+def test_a_larger_reserve_is_topped_up_once_half_of_it_is_used(tmp_path: Path) -> None:
+    """warm=8: one sbatch per 4 workers queued, not one per launch; never an item without a
+    pilot (a reserve short by more than it holds is topped up at once)."""
+    pilots = Pilots(tmp_path, warm=8, idle_s=1.0)
+    k = pilots.key_of("gpu1", "gpu:1")
+    k.queued = 8
+    assert pilots.wanted(k) == 16  # the first wave and the whole reserve
+    k.submitted = 16
+    for queued, wanted in ((9, 0), (10, 0), (11, 0), (12, 4)):
+        k.queued = queued  # a GPU freed, its worker queued: a spare pilot takes it
+        assert pilots.wanted(k) == wanted
+    k.submitted += 4
+    k.queued += 20  # a burst: 20 items, 8 spares
+    assert pilots.wanted(k) == 20
+
+
 def test_item_names_sort_as_they_were_queued(tmp_path: Path) -> None:
     pilots = Pilots(tmp_path, warm=1, idle_s=1.0)
     names = [pilots.item_name() for _ in range(50)]

@@ -34,7 +34,8 @@ What stays true:
 How many pilots to submit needs no count of Slurm's queue: every pilot ends by taking an item
 or by leaving its mark in gone/, so pilots alive = submitted - taken - gone and items waiting =
 queued - taken - withdrawn; pilots wanted - alive = warm + queued - withdrawn + gone - submitted
-(`Pilots.wanted`), from counters this backend keeps and the marks it collects. A pilot Slurm
+(`Pilots.wanted`, which tops the reserve up once half of it is used), from counters this
+backend keeps and the marks it collects. A pilot Slurm
 kills before it takes anything (scancel by hand) leaves no mark: that key is one pilot short
 until the next launch on it submits more.
 """
@@ -165,12 +166,21 @@ class Pilots:
             return f"{time.time_ns():020d}-{self._seq:06d}.sh"
 
     def wanted(self, k: _Key) -> int:
-        """Pilots to submit now (module docstring); collects the gone marks (each once)."""
+        """Pilots to submit now (module docstring); collects the gone marks (each once).
+
+        The reserve is topped up only once it fell to half of `warm` (or an item has no
+        pilot): an ``sbatch`` per ``warm/2`` workers queued on a key, not one per launch. With
+        8 warm slots and one-GPU jobs a launch of one worker a node came every few steps, and
+        each was an ``sbatch`` of one pilot: a client process and slurmctld's work for a job,
+        CPU that the 2-core host took from the jobs (bench/README, "Through a real Slurm").
+        The spare pilots then number between ``warm - warm//2`` and ``warm``; with 1 or 2
+        warm slots every shortfall is topped up at once, as before."""
         with os.scandir(k.dir / "gone") as marks:
             for m in marks:
                 os.unlink(m.path)
                 k.gone += 1
-        return max(0, self.warm + k.queued - k.withdrawn + k.gone - k.submitted)
+        short = self.warm + k.queued - k.withdrawn + k.gone - k.submitted
+        return short if short >= max(1, (self.warm + 1) // 2) else 0
 
 
 def launch_pilots(backend: SlurmBackend, specs: Sequence[LaunchSpec],

@@ -25,7 +25,8 @@ again with that supervisor, in the same round: before and after on the same clus
 
 Prints one JSON line per (size, round) with the jobs/s of each, the ratios (the issue's target:
 corral >= 0.8x Slurm alone), corral's seconds per loop stage (wall), the CPU seconds corral's
-process used (`corral_cpu_s`), and the machine's load; with `--timeline`, where a GPU slot's
+process used (`corral_cpu_s`), each row's CPU a job split into Slurm's daemons, this process and
+its Slurm client commands (`cpu_ms_per_job`, `cpu_now`), and the machine's load; with `--timeline`, where a GPU slot's
 cycle goes between one job's end and the next one's start (`timeline`).
 
     .venv/bin/python bench/slurm_launch.py [--nodes 4] [--jobs 200 1000] [--repeats 2]
@@ -49,8 +50,38 @@ from engine_loop import run_until_done  # type: ignore[import-not-found]  # benc
 
 from corral.backends import local_runner
 from corral.backends.slurm import SlurmBackend
-from corral.testing.slurm import SlurmCluster
+from corral.testing.daemons import pids_with_env
+from corral.testing.slurm import MARKER_ENV, SlurmCluster
 from corral.testing.slurmconf import SlurmSettings
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_now(cluster: SlurmCluster) -> dict[str, float]:
+    """CPU seconds used so far: Slurm's daemons (slurmctld, slurmd, munged, with what they
+    reaped: each job's slurmstepd and the job itself), this process, and its reaped children
+    (the Slurm client commands it ran: sbatch, squeue, scontrol). On a 2-core machine that
+    every row shares, what a row costs in CPU is what it takes from the others."""
+    daemons = 0
+    for pid in pids_with_env(MARKER_ENV, str(cluster.root)):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # utime, stime, cutime, cstime: fields 14-17 of stat(5), 11-14 after the name
+        daemons += sum(int(x) for x in fields[11:15])
+    t = os.times()
+    return {"slurm": daemons / _TICK, "bench": t.user + t.system,
+            "clients": t.children_user + t.children_system}
+
+
+def cpu_since(cluster: SlurmCluster, before: dict[str, float], jobs: int) -> dict[str, float]:
+    """`cpu_now` minus `before`, per job in ms (the daemons' figure misses a slurmstepd still
+    alive at the end: none once the queue drained)."""
+    now = cpu_now(cluster)
+    per = {k: round(1000 * (now[k] - before[k]) / jobs, 1) for k in now}
+    return {**per, "total": round(sum(per.values()), 1)}
 
 
 def slurm_alone(cluster: SlurmCluster, jobs: int, out: Path) -> float:
@@ -190,7 +221,9 @@ def main() -> None:
 
 def one_row(cluster: SlurmCluster, jobs: int, round_: int, work: Path,
             args: argparse.Namespace) -> dict[str, Any]:
+    cpu = cpu_now(cluster)
     alone = slurm_alone(cluster, jobs, work)
+    cpu_ms = {"alone": cpu_since(cluster, cpu, jobs)}
     old = None if args.old_runner is None else [sys.executable, "-I", str(args.old_runner)]
     runner = None if args.no_runner_row else slurm_alone_with_runner(cluster, jobs, work)
     row: dict[str, Any] = {
@@ -209,14 +242,18 @@ def one_row(cluster: SlurmCluster, jobs: int, round_: int, work: Path,
             "corral_stage_s": old_detail["corral_stage_s"],
             **({} if old_runner is None else {
                 "slurm_alone_supervised_jobs_per_s": round(jobs / old_runner, 1)})}
+    cpu = cpu_now(cluster)
     corral, detail = corral_on_slurm(cluster, jobs, work, args.interval,
                                      with_timeline=args.timeline)
+    cpu_ms["corral"] = cpu_since(cluster, cpu, jobs)
     row |= {"corral_jobs_per_s": round(jobs / corral, 1), "ratio": round(alone / corral, 2)}
     if args.warm_slots > 0:
         (work / "warm").mkdir()
+        cpu = cpu_now(cluster)
         warm, warm_detail = corral_on_slurm(cluster, jobs, work / "warm", args.interval,
                                             with_timeline=args.timeline,
                                             warm_slots=args.warm_slots)
+        cpu_ms["warm"] = cpu_since(cluster, cpu, jobs)  # before the idle pilots' drain
         _drain(cluster)  # the pilots left idle end within their idle time: not corral's jobs
         row["warm"] = {"corral_warm_jobs_per_s": round(jobs / warm, 1),
                        "ratio_warm": round(alone / warm, 2), "corral_s": round(warm, 2),
@@ -227,6 +264,7 @@ def one_row(cluster: SlurmCluster, jobs: int, round_: int, work: Path,
         row["slurm_alone_supervised_jobs_per_s"] = round(jobs / runner, 1)
         row["ratio_to_supervised"] = round(runner / corral, 2)
     return {**row, "slurm_alone_s": round(alone, 2), "corral_s": round(corral, 2), **detail,
+            "cpu_ms_per_job": cpu_ms,
             "machine": {"nproc": os.cpu_count(), "load_1m": round(os.getloadavg()[0], 1)}}
 
 

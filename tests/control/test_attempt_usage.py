@@ -5,11 +5,10 @@ reasons as row by row (gangs too), and a replay moves none."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from corral.backends.base import WorkerState
 from corral.control.accounting import Accounting
@@ -19,6 +18,7 @@ from corral.store import Store
 from corral.store import ledger_rows as LR
 from corral.store import workloads as W
 from corral.store.ledger_tables import LedgerUsage
+from sql_trace import statements
 
 from .rig import Rig
 
@@ -27,21 +27,6 @@ def _usage(store: Store) -> dict[tuple[str, int, int], tuple[str | None, str]]:
     with store.read() as c:
         return {(r.workload_id, r.attempt, r.worker): (r.end, r.end_reason)
                 for r in c.execute(select(LedgerUsage))}
-
-
-def _statements(store: Store, run: Callable[[], object]) -> list[tuple[str, bool]]:
-    """The SQL `run` sends to the database, each with whether it was an executemany."""
-    seen: list[tuple[str, bool]] = []
-
-    def count(conn, cursor, sql, params, context, many):  # type: ignore[no-untyped-def]
-        seen.append((sql, many))
-
-    event.listen(store.engine, "before_cursor_execute", count)
-    try:
-        run()
-    finally:
-        event.remove(store.engine, "before_cursor_execute", count)
-    return seen
 
 
 def test_a_step_closes_its_ended_attempts_in_one_statement(store: Store) -> None:
@@ -58,7 +43,7 @@ def test_a_step_closes_its_ended_attempts_in_one_statement(store: Store) -> None
             w.exit_code = 1 if failed else 0
         rig.world.touch(key)
     # per UPDATE of the usage rows: whether it was an executemany
-    updates = [many for sql, many in _statements(store, rig.step)
+    updates = [many for sql, many in statements(store, rig.step)
                if sql.lstrip().upper().startswith("UPDATE LEDGER_USAGE")]
     if store.engine.dialect.name == "sqlite":
         assert updates == [True]  # one executemany, one parameter set per attempt
@@ -106,7 +91,7 @@ def test_settling_reads_back_no_usage_row_this_process_wrote(store: Store) -> No
         for w in workers:
             w.state, w.exit_code = WorkerState.SUCCEEDED, 0
         rig.world.touch(key)
-    reads = [sql for sql, _ in _statements(store, rig.step)
+    reads = [sql for sql, _ in statements(store, rig.step)
              if sql.lstrip().upper().startswith("SELECT") and "FROM LEDGER_USAGE" in sql.upper()]
     assert reads == [] and accounting._rows == {}
     ended = {w: Decimal(repr(rig.get(w).finished_at)) for w in ids}

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import event
 from tests.control.rig import Rig, nodes
 
 from corral.autoscale.pool import AutoscalerConfig
@@ -18,6 +17,7 @@ from corral.providers.base import Instance, Offer
 from corral.store import Store
 from corral.store import pool as P
 from corral.store import workloads as W
+from sql_trace import statements
 
 
 class NoCapacity:
@@ -30,20 +30,6 @@ class NoCapacity:
 
     def instances(self) -> list[Instance]:
         return []
-
-
-def _statements(store: Store, run: Callable[[], object]) -> list[str]:
-    seen: list[str] = []
-
-    def count(conn, cursor, sql, params, context, many):  # type: ignore[no-untyped-def]
-        seen.append(sql)
-
-    event.listen(store.engine, "before_cursor_execute", count)
-    try:
-        run()
-    finally:
-        event.remove(store.engine, "before_cursor_execute", count)
-    return seen
 
 
 def _by_hand(rig: Rig) -> tuple[PoolAutoscaler, Callable[[], object]]:
@@ -69,7 +55,7 @@ def test_a_pass_reads_no_placements_and_no_more_with_more_idle_nodes(store: Stor
     rig.step()
     one_pass()  # the first pass reads back what a predecessor left (audit records)
     rig.step(n=10)
-    quiet = _statements(store, one_pass)
+    quiet = [s for s, _ in statements(store, one_pass)]
     assert not [s for s in quiet if "placements" in s.lower()], quiet
     more = [*rig.nodes, *(Node(f"x{i}", "local", "H100", 4, 81920, 64_000, 262_144)
                           for i in range(40))]
@@ -77,7 +63,7 @@ def test_a_pass_reads_no_placements_and_no_more_with_more_idle_nodes(store: Stor
         P.sync_nodes(c, [{"name": "local"}], more)
     rig.step(n=10)
     assert len(rig.loop.live.snapshot(rig.clock.now()).state.nodes) == 42
-    after = _statements(store, one_pass)
+    after = [s for s, _ in statements(store, one_pass)]
     assert not [s for s in after if "placements" in s.lower()], after
     assert len(after) == len(quiet), (quiet, after)
 

@@ -5,18 +5,18 @@ since the last one, and none when nothing was appended."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 from tests.api.harness import Api, build
 
 from corral.api import ledger as api_ledger
 from corral.ledger import Journal, TxKind, grant
 from corral.store import Store
 from corral.store.journal_sql import LedgerDb
+from sql_trace import statements
 
 
 def _from_journal(store: Store) -> list[dict[str, Any]]:
@@ -65,20 +65,6 @@ def no_decoding(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-def _statements(store: Store, run: Callable[[], object]) -> list[str]:
-    seen: list[str] = []
-
-    def count(conn, cursor, sql, params, context, many):  # type: ignore[no-untyped-def]
-        seen.append(sql)
-
-    event.listen(store.engine, "before_cursor_execute", count)
-    try:
-        run()
-    finally:
-        event.remove(store.engine, "before_cursor_execute", count)
-    return seen
-
-
 def test_the_grants_are_the_journals_without_walking_it(store: Store, no_decoding: None) -> None:
     api = build(store)
     for body in ({"queue": "team-a", "amount": "100.00", "key": "g-a", "memo": "first"},
@@ -116,12 +102,12 @@ def test_a_request_reads_only_the_grants_appended_since_the_last(store: Store) -
     assert api.client.post("/v1/ledger/grants", headers=api.admin,
                            json={"queue": "team-a", "amount": "10.00"}).status_code == 201
     _grants(api)
-    quiet = _statements(store, lambda: _grants(api))
+    quiet = [s for s, _ in statements(store, lambda: _grants(api))]
     assert not [s for s in quiet if "ledger_postings" in s], quiet  # nothing decoded
     assert not [s for s in quiet if "ledger_transactions.kind =" in s], quiet  # nothing new
     with LedgerDb(store).write() as s:
         grant(s.journal, key="g-2", queue="team-b", amount=Decimal("5.00"), at=Decimal("1"))
-    grown = _statements(store, lambda: _grants(api))
+    grown = [s for s, _ in statements(store, lambda: _grants(api))]
     reads = [s for s in grown if "ledger_transactions.kind =" in s]
     assert len(reads) == 1 and "ledger_transactions.seq >" in reads[0], grown
     assert [g["key"] for g in _grants(api)][-1] == "g-2"

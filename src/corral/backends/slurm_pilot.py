@@ -173,8 +173,9 @@ class Pilots:
         8 warm slots and one-GPU jobs a launch of one worker a node came every few steps, and
         each was an ``sbatch`` of one pilot: a client process and slurmctld's work for a job,
         CPU that the 2-core host took from the jobs (bench/README, "Through a real Slurm").
-        The spare pilots then number between ``warm - warm//2`` and ``warm``; with 1 or 2
-        warm slots every shortfall is topped up at once, as before."""
+        The spare pilots then number between ``warm//2`` and ``warm`` (a top-up comes once
+        ``(warm + 1)//2`` are missing: at warm 3 the spares fall to 1 before 2 are asked for);
+        with 1 or 2 warm slots every shortfall is topped up at once, as before."""
         with os.scandir(k.dir / "gone") as marks:
             for m in marks:
                 os.unlink(m.path)

@@ -170,7 +170,12 @@ def test_measured_gpu_use_shows_beside_what_holds_the_gpu(hosts: Hosts) -> None:
                 listed = hosts.nodes()["host-nv"]["devices"]
                 assert isinstance(listed, list)
                 taken_after = len(listed) == 2 and listed[1]["utilization"] == 0.95
-                return listed if taken_after and listed[0]["workloads"] else []
+                # ... and taken after the hold began (the job's workers first seen running): a
+                # sample from between placement and running names the job beside it but judges
+                # it not (before_hold), and /metrics names no holder on it (the clean-clone run
+                # of d236574 read workload "" on /metrics after a view that named the job).
+                judged = bool(listed and listed[0]["workloads"]) and not listed[0]["before_hold"]
+                return listed if taken_after and judged else []
             first, second = wait_for(devices, "host-nv's measured use, held by the job")
             assert (first["device"], first["utilization"], first["workloads"]) == (0, 0.03, [wid])
             assert first["memory_used_bytes"] == 512 * 2**20
@@ -179,12 +184,20 @@ def test_measured_gpu_use_shows_beside_what_holds_the_gpu(hosts: Hosts) -> None:
             assert 0 <= float(first["age_s"]) < TIMEOUT_S  # type: ignore[arg-type]
             assert hosts.nodes()["host-amd"]["devices"] == []  # no probe there: no samples
 
-            scraped = httpx.get(f"{hosts.server.url}/metrics", headers={
-                "Authorization": f"Bearer {hosts.server.token}"}).text
-            gauges = {(s.name, s.labels["device"]): (s.labels, s.value)
-                      for f in text_string_to_metric_families(scraped) for s in f.samples
-                      if s.name.startswith("corral_gpu_") and s.labels.get("node") == "host-nv"}
             labels = {"node": "host-nv", "device": "0", "workload": wid}
+
+            # /metrics draws the holders from the dashboard's pool reading, cached for a moment:
+            # the hold's start may reach it a scrape after /v1/nodes saw it.
+            def scrape() -> dict[tuple[str, str], tuple[dict[str, str], float]]:
+                scraped = httpx.get(f"{hosts.server.url}/metrics", headers={
+                    "Authorization": f"Bearer {hosts.server.token}"}).text
+                gauges = {(s.name, s.labels["device"]): (s.labels, s.value)
+                          for f in text_string_to_metric_families(scraped) for s in f.samples
+                          if s.name.startswith("corral_gpu_")
+                          and s.labels.get("node") == "host-nv"}
+                named = gauges.get(("corral_gpu_utilization_ratio", "0"), ({}, 0.0))[0]
+                return gauges if named.get("workload") == wid else {}
+            gauges = wait_for(scrape, "/metrics naming the job on host-nv's GPU 0")
             assert gauges["corral_gpu_utilization_ratio", "0"] == (labels, 0.03)
             assert gauges["corral_gpu_memory_used_bytes", "0"] == (labels, 512 * 2**20)
             assert gauges["corral_gpu_utilization_ratio", "1"][1] == 0.95

@@ -3,6 +3,7 @@ in the database, rollback safety, other writers, a queue tree that changes)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import ClassVar
 
@@ -119,6 +120,21 @@ def test_a_session_writes_its_posts_in_bulk_in_order(store: Store) -> None:
         assert statement(s.journal, "research", Decimal(6)).held == Decimal("3.00")
 
 
+def _bulk_and_one_by_one(store: Store, db: LedgerDb,
+                         rows: Callable[[Connection], list[tuple[object, ...]]],
+                         ) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """`rows` as the bulk write stored them, then as the one-transaction path stores the same
+    journal after both tables are emptied."""
+    with db.read() as s:
+        bulk, txs = rows(s.conn), list(s.journal.transactions())
+    with store.write() as c:
+        c.execute(delete(LedgerPosting))
+        c.execute(delete(LedgerTransaction))
+        for tx in txs:
+            insert_transaction(c, tx, DEFAULT_CURRENCY)
+        return bulk, rows(c)
+
+
 def test_bulk_postings_are_the_rows_of_one_by_one_inserts(store: Store) -> None:
     """A bulk write (SQLite: the postings as the driver's tuples) stores exactly the rows the
     one-transaction path does: every column, in place (amounts as text and as units)."""
@@ -140,14 +156,7 @@ def test_bulk_postings_are_the_rows_of_one_by_one_inserts(store: Store) -> None:
         return [(rank[r.tx_seq], r.position, r.account_kind, r.queue, r.ref, r.amount,
                  r.amount_units) for r in got]
 
-    with db.read() as s:
-        bulk, txs = rows(s.conn), list(s.journal.transactions())
-    with store.write() as c:
-        c.execute(delete(LedgerPosting))
-        c.execute(delete(LedgerTransaction))
-        for tx in txs:
-            insert_transaction(c, tx, DEFAULT_CURRENCY)
-        single = rows(c)
+    bulk, single = _bulk_and_one_by_one(store, db, rows)
     assert len(bulk) == 17 and single == bulk
 
 
@@ -171,14 +180,7 @@ def test_bulk_transactions_are_the_rows_of_one_by_one_inserts(store: Store) -> N
         return [tuple(getattr(r, c.name) for c in LedgerTransaction.__table__.c
                       if c.name != "seq") for r in got]
 
-    with db.read() as s:
-        bulk, txs = rows(s.conn), list(s.journal.transactions())
-    with store.write() as c:
-        c.execute(delete(LedgerPosting))
-        c.execute(delete(LedgerTransaction))
-        for tx in txs:
-            insert_transaction(c, tx, DEFAULT_CURRENCY)
-        single = rows(c)
+    bulk, single = _bulk_and_one_by_one(store, db, rows)
     assert len(bulk) == 9 and single == bulk
     assert any(r[-2] for r in bulk) and any(r[-2] == [] for r in bulk)  # opens: some, none
 

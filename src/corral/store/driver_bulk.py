@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, insert
 
-__all__ = ["insert_rows", "update_rows"]
+__all__ = ["insert_rows", "insert_tuples", "update_rows"]
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -46,6 +46,31 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     else:
         params = [take(r) + defaults for r in rows]
     conn.exec_driver_sql(sql, params)
+
+
+def insert_tuples(conn: Connection, table: Table, columns: Sequence[str],
+                  rows: Sequence[tuple[Any, ...]]) -> None:
+    """SQLite: INSERT rows already in the driver's form (tuples of `columns`, each value as
+    the column stores it, no default left out) in one executemany through the driver. For
+    rows a caller builds as tuples anyway: a dict per row that `insert_rows` turns back into
+    a tuple was most of the journal insert's Python time. No rows: nothing (the driver reads
+    an empty list as no parameters)."""
+    assert conn.dialect.name == "sqlite"
+    if rows:
+        conn.exec_driver_sql(_qmark_insert(conn, table, tuple(columns)), list(rows))
+
+
+_QMARK: dict[tuple[str, tuple[str, ...]], str] = {}
+
+
+def _qmark_insert(conn: Connection, table: Table, columns: tuple[str, ...]) -> str:
+    """`INSERT INTO table (columns) VALUES (?, ...)` with quoted names, built once."""
+    key = (table.name, columns)
+    if key not in _QMARK:
+        quote = conn.dialect.identifier_preparer.quote
+        _QMARK[key] = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in columns)})"
+                       f" VALUES ({', '.join('?' for _ in columns)})")
+    return _QMARK[key]
 
 
 def _getter(names: Sequence[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
@@ -82,16 +107,13 @@ def _driver_insert(conn: Connection, table: Table, names: list[str]) -> _DriverI
         convert = column.type.bind_processor(conn.dialect)
         defaults.append(convert(value) if convert else value)
     else:
-        quote = conn.dialect.identifier_preparer.quote
         converters = [table.c[n].type.bind_processor(conn.dialect) for n in names]
         # the parameters' order (`insert_rows`): the plain columns, the converted ones, the
         # defaults
         ordered = ([n for n, c in zip(names, converters, strict=True) if c is None]
                    + [n for n, c in zip(names, converters, strict=True) if c is not None]
                    + columns[len(names):])
-        sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in ordered)}) "
-               f"VALUES ({', '.join('?' for _ in ordered)})")
-        found = (sql, converters, tuple(defaults))
+        found = (_qmark_insert(conn, table, tuple(ordered)), converters, tuple(defaults))
     _DRIVER[key] = found
     return found
 

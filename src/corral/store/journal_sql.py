@@ -51,7 +51,7 @@ from corral.ledger import (
 )
 from corral.store import Store
 from corral.store import ledger_checkpoint as LC
-from corral.store.driver_bulk import insert_rows
+from corral.store.driver_bulk import insert_rows, insert_tuples
 from corral.store.ledger_tables import LedgerPosting, LedgerTransaction
 from corral.store.ordered_insert import insert_in_order, insert_tuples_in_order
 from corral.store.schema import QueueRow
@@ -143,6 +143,8 @@ def insert_transactions(conn: Connection, txs: Sequence[Transaction], currency: 
     if len(txs) == 1:
         return insert_transaction(conn, txs[0], currency)
     scale = 10 ** currency.places
+    table = LedgerPosting.__table__
+    assert isinstance(table, Table)
     if conn.dialect.name == "sqlite":
         # the transactions as the driver's tuples too (`insert_tuples_in_order`), the empty
         # `opens` of holds and settlements encoded once
@@ -154,20 +156,13 @@ def insert_transactions(conn: Connection, txs: Sequence[Transaction], currency: 
         # `insert_rows` then turns into a tuple
         rows = [row for seq, tx in zip(seqs, txs, strict=True)
                 for row in _posting_values(seq, tx, scale)]
-        if rows:  # zero holds have none; the driver reads an empty list as no parameters
-            conn.exec_driver_sql(_INSERT_POSTINGS_SQLITE, rows)
+        insert_tuples(conn, table, _POSTING_COLUMNS, rows)  # zero holds have none
         return max(seqs)
     seqs = insert_in_order(conn, LedgerTransaction, "seq", "key", [_tx_row(tx) for tx in txs])
     postings = [row for seq, tx in zip(seqs, txs, strict=True)
                 for row in _posting_rows(seq, tx, scale)]
-    table = LedgerPosting.__table__
-    assert isinstance(table, Table)
     insert_rows(conn, table, postings)
     return max(seqs)
-
-
-_INSERT_POSTINGS_SQLITE = (f"INSERT INTO ledger_postings ({', '.join(_POSTING_COLUMNS)}) "
-                           f"VALUES ({', '.join('?' * len(_POSTING_COLUMNS))})")
 
 
 def load_transactions(conn: Connection, after_seq: int = 0, through_seq: int | None = None

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, func, insert, select
 
-from corral.store.driver_bulk import insert_rows
+from corral.store.driver_bulk import insert_rows, insert_tuples
 from corral.store.schema import Base
 
 __all__ = ["insert_in_order", "insert_tuples_in_order"]
@@ -56,13 +56,10 @@ def insert_tuples_in_order(conn: Connection, entity: type[Base], seq: str, key: 
     if not rows:
         return []
     table = entity.__table__
-    assert isinstance(table, Table) and conn.dialect.name == "sqlite"
-    quote = conn.dialect.identifier_preparer.quote
-    sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
-           f"VALUES ({', '.join('?' for _ in columns)})")
+    assert isinstance(table, Table)
     at = list(columns).index(key)
     return _seqs_of(conn, table, seq, key, [r[at] for r in rows],
-                    lambda: conn.exec_driver_sql(sql, list(rows)))
+                    lambda: insert_tuples(conn, table, columns, rows))
 
 
 def _seqs_of(conn: Connection, table: Table, seq: str, key: str, keys: list[Any],

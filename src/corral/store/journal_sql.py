@@ -56,7 +56,8 @@ from corral.store.ledger_tables import LedgerPosting, LedgerTransaction
 from corral.store.ordered_insert import insert_in_order, insert_tuples_in_order
 from corral.store.schema import QueueRow
 
-__all__ = ["LedgerDb", "LedgerSession", "SqlJournalStore", "load_transactions"]
+__all__ = ["LedgerDb", "LedgerSession", "SqlJournalStore", "decode_transaction",
+           "load_transactions"]
 
 #: key of the PostgreSQL advisory lock that serialises ledger writers ("corral" in ASCII-ish)
 ADVISORY_LOCK_KEY = 0x636F7272616C
@@ -221,10 +222,12 @@ def _with_postings(conn: Connection, rows: Sequence[Any], postings_query: Any
         if account is None:
             account = accounts[key] = Account(AccountKind(p.account_kind), p.queue, p.ref)
         postings.setdefault(p.tx_seq, []).append(Posting(account, Decimal(p.amount)))
-    return [(r.seq, _transaction(r, postings.get(r.seq, []))) for r in rows]
+    return [(r.seq, decode_transaction(r, postings.get(r.seq, []))) for r in rows]
 
 
-def _transaction(r: Any, postings: Sequence[Posting]) -> Transaction:
+def decode_transaction(r: Any, postings: Sequence[Posting]) -> Transaction:
+    """A ledger_transactions row (any query naming its columns) as the journal's transaction,
+    with `postings` (read apart: the grant index passes none)."""
     intent = Intent(TxKind(r.kind), r.queue, Decimal(r.amount), workload=r.workload,
                     counterparty=r.counterparty, expires_at=_dec(r.expires_at))
     opens = tuple(Lot(Account(AccountKind(k), q, ref), _dec(exp)) for k, q, ref, exp in r.opens)

@@ -19,18 +19,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
 from sqlalchemy import Connection, select
 
-from corral.ledger import Account, AccountKind, Transaction, TxKind
+from corral.ledger import Account, Transaction, TxKind
+from corral.store.journal_sql import decode_transaction
 from corral.store.ledger_tables import LedgerTransaction
 
 __all__ = ["Grant", "GrantIndex"]
 
 _T = LedgerTransaction
-_GRANTS = select(_T.seq, _T.key, _T.queue, _T.amount, _T.at, _T.expires_at, _T.memo,
-                 _T.opens).where(_T.kind == TxKind.GRANT.value).order_by(_T.seq)
+# every column `decode_transaction` reads; a grant's postings are not read (nothing here needs
+# them)
+_GRANTS = select(_T.seq, _T.key, _T.kind, _T.queue, _T.amount, _T.workload, _T.counterparty,
+                 _T.at, _T.expires_at, _T.memo, _T.opens).where(
+    _T.kind == TxKind.GRANT.value).order_by(_T.seq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +70,7 @@ class GrantIndex:
             self.seq, self.grants = 0, []
         if seq > self.seq:
             q = _GRANTS.where(_T.seq > self.seq, _T.seq <= seq)
-            self.grants += [_grant(r) for r in conn.execute(q)]
+            self.grants += [Grant.of(decode_transaction(r, ())) for r in conn.execute(q)]
             self.seq = seq
         return self.grants
 
-
-def _grant(r: Any) -> Grant:
-    """A row as `journal_sql._transaction` decodes it (opens: [[kind, queue, ref, expiry]])."""
-    lot = Account(AccountKind(r.opens[0][0]), r.opens[0][1], r.opens[0][2]) if r.opens else None
-    return Grant(r.key, r.queue, Decimal(r.amount), Decimal(r.at),
-                 None if r.expires_at is None else Decimal(r.expires_at), r.memo, lot)

@@ -147,3 +147,36 @@ def test_a_backend_that_does_not_allow_it_launches_inside_the_step(rig: Rig) -> 
     wid = rig.submit()
     rig.step()
     assert rig.backend.live_attempts() == [(wid, 0)]  # launched before step returned
+
+
+class RaisingBackend(GatedBackend):
+    """A `launch_many` given a "boom*" workload raises as a whole (an engine the call lost)."""
+
+    def launch_many(self, specs: Sequence[LaunchSpec]) -> list[Exception | None]:
+        if any(s.workload_id.startswith("boom") for s in specs):
+            with self.lock:
+                self.calls.append([s.workload_id for s in specs])
+            assert self.gate.wait(timeout=30), "the test never opened the gate"
+            raise RuntimeError("the engine lost the call")
+        return super().launch_many(specs)
+
+
+def test_a_merged_call_that_raises_fails_only_the_batch_that_raises_alone(rig: Rig) -> None:
+    """Merging is the pool's choice: a batch waiting beside one whose call raises as a whole
+    keeps its own outcome (launched in a call of its own), not the other's exception."""
+    backend = RaisingBackend(rig.nodes, world=rig.world, check_capacity=True)
+    rig.backend, rig.loop = backend, rig.new_loop(backend)
+    rig.loop.launches = LaunchPool(threads=1)
+    first = rig.submit(name="first")
+    rig.step()  # the one thread is held at the gate with [first]
+    boom = rig.submit(name="boom")
+    rig.step()
+    last = rig.submit(name="last")
+    rig.step()  # two batches wait for the thread: [boom], [last]
+    backend.gate.set()
+    rig.loop.launches.drain(timeout=30)
+    outcomes = {spec.workload_id: error for _, spec, error in rig.loop.launches.harvest()}
+    assert backend.calls[:4] == [[first], [boom, last], [boom], [last]]
+    assert outcomes[first] is None and outcomes[last] is None
+    assert isinstance(outcomes[boom], RuntimeError)
+    assert backend.handed[(last, 0)] == 1 and backend.handed[(first, 0)] == 1

@@ -35,7 +35,9 @@ Stepping back to back, the loop hands over a batch of one or two attempts each s
 per node of its own (the Slurm backend makes one array per node and shape of a batch), and
 those client processes, with slurmctld's work for each, were a large share of the CPU that
 corral's jobs cost beyond Slurm's own (bench/README, "Through a real Slurm"). Nothing waits
-for this: a batch is merged only with batches that were waiting anyway.
+for this: a batch is merged only with batches that were waiting anyway. A merged call that
+raises as a whole fails no batch for another's sake: each is launched again in a call of its
+own and keeps that call's outcome.
 """
 
 from __future__ import annotations
@@ -120,15 +122,23 @@ class LaunchPool(Generic[T]):
             self.calls += 1
         taken = [b for b in taken if b.future.set_running_or_notify_cancel()]
         try:
-            errors = _launch_all(backend, [s for b in taken for _, s in b.items])
-            if len(errors) != sum(len(b.items) for b in taken):
-                raise RuntimeError(f"launch_many answered {len(errors)} errors for "
-                                   f"{sum(len(b.items) for b in taken)} attempts")
-        except BaseException as e:  # each batch's attempts fail with it (`_errors_of`)
-            for b in taken:
-                b.future.set_exception(e)
-            if not isinstance(e, Exception):
+            errors = _answers(backend, [s for b in taken for _, s in b.items])
+        except BaseException as e:
+            if not isinstance(e, Exception):  # an interpreter exit: every batch fails with it
+                for b in taken:
+                    b.future.set_exception(e)
                 raise
+            if len(taken) == 1:  # its attempts fail with it (`_errors_of`)
+                taken[0].future.set_exception(e)
+                return
+            # The merge is ours, not the caller's: a call that raised as a whole must not fail
+            # batches that would have launched on their own. Each goes again alone (a launch
+            # is idempotent per attempt, as a new leader's relaunch relies on) and keeps its
+            # own outcome.
+            log.warning("a merged launch of %d batches raised (%s): each goes alone",
+                        len(taken), e)
+            for b in taken:
+                _launch_alone(backend, b)
             return
         at = 0
         for b in taken:
@@ -165,6 +175,23 @@ class LaunchPool(Generic[T]):
 
 def _key(spec: LaunchSpec) -> Key:
     return spec.workload_id, spec.attempt
+
+
+def _answers(backend: Backend, specs: list[LaunchSpec]) -> list[Exception | None]:
+    """`_launch_all`, checked: one answer per attempt, else it raises."""
+    errors = _launch_all(backend, specs)
+    if len(errors) != len(specs):
+        raise RuntimeError(f"launch_many answered {len(errors)} errors for {len(specs)} "
+                           "attempts")
+    return errors
+
+
+def _launch_alone(backend: Backend, batch: _Batch[T]) -> None:
+    """One batch in a call of its own: its future gets that call's answer or exception."""
+    try:
+        batch.future.set_result(_answers(backend, [s for _, s in batch.items]))
+    except Exception as e:
+        batch.future.set_exception(e)
 
 
 def _launch_all(backend: Backend, specs: list[LaunchSpec]) -> list[Exception | None]:

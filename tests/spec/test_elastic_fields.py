@@ -215,3 +215,38 @@ def test_a_good_range_leaves_the_other_faults_reported(tmp_path: Any,
     with pytest.raises(SpecError) as e:
         load(tmp_path, {**other, "elastic": {"min_workers": 2, "max_workers": 4}})
     assert all(".elastic" not in p for p, _ in e.value.problems), str(e.value)
+
+
+@pytest.mark.parametrize(("short", "long", "bound", "says"), BAD_RANGES,
+                         ids=["min-over-max", "min-zero", "over-limit", "max-over-limit",
+                              "non-integer", "a-string"])
+@pytest.mark.parametrize("bad", ["workers", "elastic", "both"])
+def test_a_bad_range_written_both_ways_is_named_before_written_once(
+        tmp_path: Any, bad: str, short: dict[str, Any], long: dict[str, Any], bound: str,
+        says: str) -> None:
+    """Both spellings given (issue 13): each bad range is said at its own field, then that the
+    job is written once (it said only "written once", and the range kept was found bad at the
+    next try)."""
+    from corral.spec import SpecError
+    good_short, good_long = {"min": 2, "max": 4}, {"min_workers": 2, "max_workers": 4}
+    entry = {"workers": short if bad in ("workers", "both") else good_short,
+             "elastic": long if bad in ("elastic", "both") else good_long}
+    with pytest.raises(SpecError) as e:
+        load(tmp_path, entry)
+    named = {"workers": {"": "", "min": ".min", "max": ".max"},
+             "elastic": {"": "", "min": ".min_workers", "max": ".max_workers"}}
+    fields = [f"workloads[0].{s}{named[s][bound]}" for s in ("workers", "elastic")
+              if bad in (s, "both")]
+    problems = e.value.problems
+    assert [p for p, _ in problems] == [*fields, "workloads[0].workers"], str(e.value)
+    assert all(says in m for _, m in problems[:-1]), str(e.value)
+    assert "written once" in problems[-1][1], str(e.value)
+
+
+def test_a_good_range_written_both_ways_says_written_once_only(tmp_path: Any) -> None:
+    from corral.spec import SpecError
+    with pytest.raises(SpecError) as e:
+        load(tmp_path, {"workers": {"min": 2, "max": 4},
+                        "elastic": {"min_workers": 2, "max_workers": 4}})
+    assert [p for p, _ in e.value.problems] == ["workloads[0].workers"], str(e.value)
+    assert "written once" in e.value.problems[0][1]

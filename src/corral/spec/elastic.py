@@ -7,7 +7,8 @@ is the same job: `normalise_workers_range` turns it into the section above befor
 validated, so what is stored, returned by the API and scheduled is the `elastic:` form. In
 either spelling the range is checked first (`range_first`) and a bad one is the only error said:
 `workers` (the gang's size) is taken from it, so its errors would otherwise follow from the
-range's, beside the rest of the spec's.
+range's, beside the rest of the spec's. Written both ways, each bad range is said at its own
+field, then that the job is written once.
 
 The job is its core gang of `min_workers` (started together or not at all, as any gang) plus up
 to `max_workers - min_workers` extra one-worker members, placed when they fit and taken first
@@ -200,9 +201,7 @@ def normalise_workers_range(data: Any) -> Any:
     if not isinstance(data, dict) or not isinstance(data.get("workers"), dict):
         return data
     if data.get("elastic") is not None:
-        _refuse(("workers",), "an elastic job is written once: keep elastic: {min_workers, "
-                "max_workers, resize_interval} and remove workers (or keep workers: {min, max} "
-                "and remove elastic)", data["workers"])
+        _refuse_both(data["workers"], data["elastic"])
     got = _validated_at("workers", WorkersRange, data["workers"])
     problem = combination_problem("a range of workers (an elastic job)",
                                   data.get("kind", WorkloadKind.JOB.value),
@@ -232,15 +231,44 @@ def workers_json_schema(schema: dict[str, Any]) -> None:
                                 "description": "seconds, or a duration such as 5m"}}}]
 
 
+#: both spellings of the range in one workload
+_WRITTEN_TWICE: Final = ("an elastic job is written once: keep elastic: {min_workers, "
+                         "max_workers, resize_interval} and remove workers (or keep workers: "
+                         "{min, max} and remove elastic)")
+
+
+def _refuse_both(short: Any, long: Any) -> None:
+    """Both spellings given: each bad range is said first, at its own field (the one the user
+    will keep may be the bad one: telling only "written once" hid it until the next try),
+    then that the job is written once."""
+    errors = [*_errors_at("workers", WorkersRange, short),
+              *_errors_at("elastic", ElasticSpec, long)]
+    errors.append(InitErrorDetails(type="value_error", loc=("workers",), input=short,
+                                   ctx={"error": ValueError(_WRITTEN_TWICE)}))
+    raise ValidationError.from_exception_data("WorkloadSpec", errors)
+
+
+def _errors_at(field: str, model: type[_R], value: Any) -> list[InitErrorDetails]:
+    """`value`'s errors as `model` (none when it is valid), located as `_validated_at`'s."""
+    try:
+        model.model_validate(value)
+    except ValidationError as e:
+        return _located(field, e)
+    return []
+
+
 def _validated_at(field: str, model: type[_R], value: Any) -> _R:
     """`value` as `model`, its errors located where the user wrote them (workers.min, not
     min)."""
     try:
         return model.model_validate(value)
     except ValidationError as e:
-        raise ValidationError.from_exception_data("WorkloadSpec", [InitErrorDetails(
-            type=err["type"], loc=(field, *err["loc"]), input=err.get("input"),
-            ctx=err.get("ctx", {})) for err in e.errors()]) from None
+        raise ValidationError.from_exception_data("WorkloadSpec", _located(field, e)) from None
+
+
+def _located(field: str, e: ValidationError) -> list[InitErrorDetails]:
+    return [InitErrorDetails(type=err["type"], loc=(field, *err["loc"]), input=err.get("input"),
+                             ctx=err.get("ctx", {})) for err in e.errors()]
 
 
 def _refuse(loc: tuple[str, ...], message: str, value: Any) -> None:

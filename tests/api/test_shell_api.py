@@ -140,3 +140,53 @@ def test_session_clock(idle: float, longest: float, touches: list[float], now: f
         assert reason is not None and over in reason and clock.deadline() <= now
     else:
         assert clock.deadline() > now
+
+
+def _container_gone(monkeypatch: pytest.MonkeyPatch, api: object, tmp_path: object) -> None:
+    """A running worker of an `image:` whose container is not running (its image pulling):
+    the local backend finds its process, and open_shell says the container is gone."""
+    import corral.api.shell as shell_api
+    from corral.backends.worker_shell import ContainerGone
+
+    def gone(*_: object) -> object:
+        raise ContainerGone("container corral-x-0-0 is not running (its image may still be "
+                            "pulling, or the worker is ending)")
+
+    monkeypatch.setattr(api.backend, "work_dir", tmp_path, raising=False)  # type: ignore[attr-defined]
+    monkeypatch.setattr(shell_api, "worker_pid", lambda *_: os.getpid())
+    monkeypatch.setattr(shell_api, "open_shell", gone)
+
+
+def test_a_container_not_running_is_refused_as_not_running(
+        store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    """4409 (not running, as a worker with no process or a pending workload), not 4422 (bad
+    input: the user cannot fix it by changing the request), with a reason naming it."""
+    api = build(store, backend_name="local")
+    wid = api.client.post("/v1/workloads", json=job(), headers=api.ann).json()[
+        "workloads"][0]["id"]
+    with store.write() as c:
+        c.execute(update(WorkloadRow).where(WorkloadRow.id == wid).values(state="running"))
+    _container_gone(monkeypatch, api, tmp_path)
+    got = _closed(api, f"/v1/workloads/{wid}/shell", api.ann)
+    assert got.code == 4409, (got.code, got.reason)
+    assert got.reason.startswith("container corral-x-0-0 is not running"), got.reason
+
+
+def test_an_agent_says_a_container_not_running_as_not_running(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    """The agent's verdict (which the server turns into the close code) is 409 as well."""
+    import corral.agent.relayed as relayed
+    from corral.agent.protocol import ShellOrder
+    from corral.backends.worker_shell import ContainerGone
+
+    def gone(*_: object) -> object:
+        raise ContainerGone("container corral-x-0-0 is not running")
+
+    monkeypatch.setattr(relayed, "worker_pid", lambda *_: os.getpid())
+    monkeypatch.setattr(relayed, "open_shell", gone)
+    agent = relayed.Relayed(tmp_path, "https://corral.test", lambda: "x",  # type: ignore[arg-type]
+                            lambda *_: None)
+    verdict, sh = agent._open_shell(ShellOrder(id="o", workload_id="w", attempt=0, worker=1,
+                                               rows=24, cols=80))
+    assert sh is None
+    assert verdict == "refused 409 container corral-x-0-0 is not running", verdict

@@ -1,7 +1,8 @@
 """`corral ssh` closed by the server at the shell's idle limit exits 255 and says why on
 stderr in one line, even when the line is wider than the terminal (it was wrapped at 80
 columns): the real CLI in a subprocess, the real API on uvicorn, a real shell on a terminal
-beside a stand-in worker process."""
+beside a stand-in worker process. Refused because the workload or its container is not
+running (4409), it says the state and what to do."""
 
 from __future__ import annotations
 
@@ -54,3 +55,49 @@ def test_the_idle_limit_is_said_in_one_line(sqlite_store_url: str, worker: int,
     assert cli.returncode == 255
     assert stderr.splitlines() == [f"connection to {LONG_ID} closed: idle for 0.5 s "
                                    "(the server's CORRAL_API_SHELL_IDLE_S)"]
+
+
+def _cli_ssh(url: str, token: str, workload_id: str) -> subprocess.CompletedProcess[str]:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")},
+           "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "corral.cli.main", "ssh", workload_id,
+                           "--url", url, "--token", token], env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_shell_refused_as_not_running_says_the_state_and_what_to_do(
+        sqlite_store_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    """A pending workload, then a running one whose container is not running: exit 1, the
+    server's reason (naming the state), then where to look and when to try again."""
+    from sqlalchemy import update
+    from tests.api.test_shell_api import _container_gone
+
+    from api.harness import job
+    from corral.store.schema import WorkloadRow
+
+    store = Store(sqlite_store_url)
+    store.upgrade()
+    api = build(store, backend_name="local")
+    token = api.ann["Authorization"].split()[1]
+    wid = api.client.post("/v1/workloads", json=job(), headers=api.ann).json()[
+        "workloads"][0]["id"]
+    hint = (f"a shell opens in a running worker only: `corral describe {wid}` shows its "
+            "state and why; try again once it runs")
+    try:
+        with served(api.client.app) as url:
+            pending = _cli_ssh(url, token, wid)
+            with store.write() as c:
+                c.execute(update(WorkloadRow).where(WorkloadRow.id == wid)
+                          .values(state="running"))
+            _container_gone(monkeypatch, api, tmp_path)
+            gone = _cli_ssh(url, token, wid)
+    finally:
+        store.close()
+    assert pending.returncode == 1
+    assert pending.stderr.splitlines() == [
+        f"error: cannot open a shell in {wid}: workload {wid} is pending: exec reaches a "
+        "running worker; `corral describe` says why it is not running", hint], pending.stderr
+    assert gone.returncode == 1
+    assert gone.stderr.splitlines() == [
+        f"error: cannot open a shell in {wid}: container corral-x-0-0 is not running (its "
+        "image may still be pulling, or the worker is ending)", hint], gone.stderr

@@ -31,7 +31,13 @@ from typing import Any
 from corral.agent.protocol import ExecDone, ExecOrder, ShellOrder, TunnelOrder
 from corral.backends.worker_exec import exec_beside, worker_pid
 from corral.backends.worker_ports import listening_ports
-from corral.backends.worker_shell import Shell, apply_control, exit_status, open_shell
+from corral.backends.worker_shell import (
+    ContainerGone,
+    Shell,
+    apply_control,
+    exit_status,
+    open_shell,
+)
 
 __all__ = ["Relayed", "run_exec"]
 
@@ -138,6 +144,8 @@ class Relayed:
             return f"refused 409 {e}", None
         try:
             return "ok", open_shell(pid, order.rows, order.cols)
+        except ContainerGone as e:  # not running: the server's own 409 (corral.api.shell)
+            return f"refused 409 {e}", None
         except OSError as e:
             return (f"refused 422 cannot start a shell in worker {order.worker}: "
                     f"{e.strerror or e}"), None

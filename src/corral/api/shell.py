@@ -50,7 +50,13 @@ from corral.api.websockets import (
     until_over,
 )
 from corral.backends.worker_exec import worker_pid
-from corral.backends.worker_shell import Shell, apply_control, exit_status, open_shell
+from corral.backends.worker_shell import (
+    ContainerGone,
+    Shell,
+    apply_control,
+    exit_status,
+    open_shell,
+)
 from corral.store import audit as AU
 from corral.store.auth import Principal
 from corral.store.workloads import WorkloadRecord
@@ -91,6 +97,8 @@ def _open(ctx: ApiContext, who: Principal, workload_id: str, worker: int, rows: 
     _audit(ctx, who, rec, worker)
     try:
         return open_shell(pid, rows, cols)
+    except ContainerGone as e:  # not running, as a worker with no process: 409, not 422
+        raise ApiError(409, "conflict", str(e)) from None
     except OSError as e:
         raise ApiError(422, "invalid_request", f"cannot start a shell in worker {worker}: "
                        f"{e.strerror or e}") from None

@@ -162,8 +162,9 @@ def _in_container(box: tuple[list[str], str], env: dict[str, str],
         raise ContainerGone(f"{os.path.basename(runtime[0])} did not answer within 30 s about "
                             f"container {name}") from None
     if state.returncode != 0 or state.stdout.strip() != "true":
+        # short: a WebSocket close reason is cut at 120 bytes (`corral ssh` says what to do)
         raise ContainerGone(f"container {name} is not running (its image may still be pulling, "
-                            "or the worker is ending); try again when the worker runs")
+                            "or the worker is ending)")
     mark = uuid.uuid4().hex
     return [*runtime, "exec", "-it", "--env", f"TERM={env['TERM']}", "--env",
             f"{SHELL_MARK}={mark}", name, "/bin/sh", "-c", _PICK], mark

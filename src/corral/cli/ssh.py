@@ -3,7 +3,9 @@ and working directory) on a terminal carried over one WebSocket through the cont
 (`/v1/workloads/{id}/shell`, wire in `corral.api.shell`). This terminal is put in raw mode so
 every key (Ctrl-C, Ctrl-D, arrows) reaches the remote shell; its size goes along at the start
 and on each SIGWINCH. Exits with the shell's status; 255 when the connection ends without one,
-with the server's reason (e.g. the shell's idle or longest-session limit)."""
+with the server's reason (e.g. the shell's idle or longest-session limit). Refused (exit 1): the
+server's reason, and for work or a container that is not running (close code 4409) where to
+look and when to try again."""
 
 from __future__ import annotations
 
@@ -25,6 +27,9 @@ from corral.sdk.config import resolve
 __all__ = ["ssh"]
 
 err = Console(stderr=True)
+#: the server's close code for a workload or worker that is not running (HTTP 409 + 4000;
+#: corral.api.websockets.CLOSE: the CLI imports no server code)
+NOT_RUNNING = 4409
 
 
 def _size() -> tuple[int, int]:
@@ -92,9 +97,13 @@ def _open(workload_id: str, worker: int, url: str | None, token: str | None) -> 
             ws.close()
             raise
     except (InvalidStatus, WebSocketException, OSError, TimeoutError) as e:
-        reason = getattr(getattr(e, "rcvd", None), "reason", "") or str(e)
+        close = getattr(e, "rcvd", None)
+        reason = getattr(close, "reason", "") or str(e)
         err.print(f"[red]error:[/red] cannot open a shell in {workload_id}: {reason}",
                   markup=True, highlight=False)
+        if getattr(close, "code", None) == NOT_RUNNING:
+            err.print(f"a shell opens in a running worker only: `corral describe {workload_id}` "
+                      "shows its state and why; try again once it runs", highlight=False)
         raise typer.Exit(1) from None
     return ws
 

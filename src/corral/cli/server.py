@@ -54,6 +54,7 @@ from corral.cli.defaults import (  # the client reads them too
 )
 from corral.control import ControlLoop, ControlSettings, Leadership, Submissions
 from corral.control.accounting import accounting_from_pool
+from corral.control.autoscale import watch_feed
 from corral.control.future_nodes import future_key, future_nodes
 from corral.control.health import HealthMonitor, probe_verdicts
 from corral.control.pool_providers import autoscaler_from_pool, spot_prices_hook
@@ -222,6 +223,7 @@ def bootstrap(cfg: ServerConfig) -> Composed:
                                       time.time)
     loop = ControlLoop(store, backend, settings=settings, leadership=leadership,
                        admission=accounting, health=health, autoscaler=autoscaler)
+    watch_feed(autoscaler, leadership, loop.live)  # a quiet pass reads no audit record (#11)
     # work that fits only what the renting providers could give is accepted, to wait for them
     from corral.control.webhooks import allowed_from_env  # issue 13: private hook targets
 

@@ -29,6 +29,9 @@ The same warning read on the host (the agent polls EC2's instance metadata `spot
 node and stops its work the same way at once, in the request, and records `agent.spot_notice`;
 the next pass reads those records (`_host_notices`), remembers the place for each workload and
 drains the instance, so a provider's later notice of the same instance is not acted on twice.
+A quiet pass reads no audit record: the notice's cordon, in the same transaction, moves the node
+feed the loop reads anyway, whichever API replica took it, and that is what tells a pass to
+read (`_audit_due`, wired by `watch_feed`); so do this process's own records and a new lease.
 
 A replacement in progress (`corral.autoscale.replace`: a cheaper node rented, the old one not
 yet drained or not yet returned) survives a restart and a leader change: each change of it is
@@ -62,8 +65,9 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from corral.autoscale import sentences as S
 from corral.autoscale.pool import (
@@ -105,7 +109,7 @@ from corral.store import Store, audit
 from corral.store import pool as P
 
 __all__ = ["HOST_NOTICE", "PROVIDER_REMOVED", "SPOT_INTERRUPTED", "PoolAutoscaler", "Reload",
-           "act_on_host_notice"]
+           "act_on_host_notice", "watch_feed"]
 
 log = logging.getLogger(__name__)
 _ON_ITS_WAY = (CapacityState.REQUESTED, CapacityState.PROVISIONING, CapacityState.JOINING)
@@ -148,6 +152,14 @@ class PoolAutoscaler:
     offers_seen: Callable[[Sequence[Offer]], None] | None = None
     #: whether the replacement in progress was read back from the store (first pass)
     resumed: bool = False
+    #: what the loop has read of the change feed, as a value that moves when it moved: its
+    #: lease epoch and the node feed's number (`watch_feed`). A pass reads the audit log
+    #: only when it moved or this process wrote a record the pass reads back (`_audit_due`);
+    #: None: every pass reads it (an autoscaler driven by hand)
+    feed: Callable[[], Hashable] | None = None
+    #: the feed's value at the last read, and whether this process wrote a record since
+    feed_seen: Hashable = None
+    wrote: bool = True  # True: the first pass reads what a predecessor left
     #: nodes rented for waiting work, held for it once joined (join_hold.py)
     join_holds: JoinHolds = field(default_factory=JoinHolds)
     #: how interrupted work checkpoints, and the verdicts to tell (spot_inputs.py)
@@ -179,14 +191,15 @@ class PoolAutoscaler:
             self.draining |= again
         if self.offers_seen is not None:
             self.offers_seen(offers)
-        self._interruptions(now, state, instances)
+        due = self._audit_due()
+        self._interruptions(now, state, instances, due)
         self._past_deadline(now, state, instances)
         if not self.resumed:
             self.state = R.resume_emptying(self.store, replace(
                 self.state, replacement=R.resume_replacement(self.store, self.state.replacement)))
             self.resumed = True
         self._hold_replacement(now, instances)
-        self.spot.learn(self.store, instances, self.unlisted, now)
+        self.spot.learn(self.store, instances, self.unlisted, now, read=due)
         self.state = self.spot.resume(self.store, self.state, state)  # once: a restart
         use = node_use(state, now, self.idle_since, stopping())
         view = PoolView(self._waiting(state), offers, instances, use,
@@ -268,11 +281,27 @@ class PoolAutoscaler:
         if node is not None:
             self.idle_since[node] = now
 
+    def _audit_due(self) -> bool:
+        """Whether the audit log may hold a record a pass reads (a host's spot notice, a
+        launch, a return, an interruption) that it has not read. Those records are written by
+        this autoscaler (`wrote`), by a predecessor (a new lease: the epoch moved), or by the
+        API of any replica taking a host's notice, which cordons its node in the same
+        transaction (`act_on_host_notice`) and so moves the node feed the loop reads at
+        every step. A quiet pass reads nothing; a notice is read at the first pass after the
+        loop saw its cordon."""
+        seen = None if self.feed is None else self.feed()
+        due = self.feed is None or self.wrote or seen != self.feed_seen
+        self.feed_seen, self.wrote = seen, False
+        return due
+
     # -- spot interruptions ------------------------------------------------------------------
-    def _interruptions(self, now: float, state: ClusterState, instances: list[Instance]) -> None:
-        """Act once on each new notice of a joined instance: drain, stop, remember the place."""
+    def _interruptions(self, now: float, state: ClusterState, instances: list[Instance],
+                       read: bool = True) -> None:
+        """Act once on each new notice of a joined instance: drain, stop, remember the place;
+        the hosts' notices read from the audit log when `read` (`_audit_due`)."""
         by_id = {i.id: i for i in instances}
-        self._host_notices(now, instances)
+        if read:
+            self._host_notices(now, instances)
         for name, provider in sorted(self.providers.items()):
             if not isinstance(provider, Interruptible):
                 continue
@@ -323,6 +352,7 @@ class PoolAutoscaler:
             audit.record(conn, at=now, actor=R.ACTOR, action="autoscale.interrupted", target=node,
                          detail={"instance": i.id, "deadline": n.deadline, "reason": n.reason,
                                  "stopped": stopped})
+        self.wrote = True  # spot_rates reads it back
         self.draining.add(node)
         log.warning("spot interruption: %s drained, %d stopped (%s)", node, len(stopped), n.reason)
 
@@ -358,6 +388,7 @@ class PoolAutoscaler:
         for t in d.terminations:
             provider = self.providers.get(self.owner.get(t.instance_id, ""))
             R.record(self.store, now, "terminate", t.instance_id, {"reason": t.reason})
+            self.wrote = True  # spot_rates reads it back
             if provider is not None:
                 try:
                     provider.terminate([t.instance_id])
@@ -423,8 +454,24 @@ class PoolAutoscaler:
                           "workloads": list(workloads)})
             return []
         self.state = self.state.launch_succeeded(offer)
+        self.wrote = True  # spot_rates reads the launch record back
         self.join_holds.launched(launched, offer, workloads)
         R.record(self.store, now, "launch", ",".join(i.id for i in launched),
                      {"reason": reason, "offer": S.offer_detail(offer), "workloads": list(workloads),
                       "instances": [i.id for i in launched]})  # the target is cut at 200
         return launched
+
+
+class _Leading(Protocol):
+    epoch: int | None
+
+
+class _Feed(Protocol):
+    @property
+    def nodes_version(self) -> int: ...
+
+
+def watch_feed(scaler: PoolAutoscaler, leadership: _Leading, live: _Feed) -> None:
+    """Let `scaler` know what the control loop has read (its lease's epoch, the node feed's
+    number in its LiveState), so a quiet pass reads no audit record (`_audit_due`)."""
+    scaler.feed = lambda: (leadership.epoch, live.nodes_version)

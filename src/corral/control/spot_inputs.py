@@ -11,7 +11,8 @@ workload checkpoints, and the sentence of each verdict, written to the workload'
         SpotInputs.learn(store, ...)           ONE read of the rows interrupted since the last
                                                pass; their stored `checkpoint:` decoded alone;
                                                the providers' recorded interruptions
-                                               (spot_rates.py)
+                                               (spot_rates.py; none read in a pass the
+                                               autoscaler knows has none new)
         SpotInputs.weighing(config, ...)       autoscaler.spot_risk, estimated for a provider
                                                that offers spot and has none (spot_rates.py)
         PoolView.checkpoints = SpotInputs.known  (id -> Checkpointing; absent: it declared none,
@@ -97,10 +98,11 @@ class SpotInputs:
         self.untold |= ids
 
     def learn(self, store: Store, listed: Iterable[Instance], unlisted: Iterable[str],
-              now: float) -> None:
+              now: float, *, read: bool = True) -> None:
         """Read how the workloads interrupted since the last call checkpoint, and the
-        providers' interruptions and spot time recorded since (spot_rates.py)."""
-        self.rates.learn(store, listed, unlisted, now)
+        providers' interruptions and spot time recorded since (spot_rates.py; `read` False:
+        the caller knows no record was written since, and the audit log is not read)."""
+        self.rates.learn(store, listed, unlisted, now, read=read)
         self._read(store)
 
     def resume(self, store: Store, state: AutoscalerState,

@@ -65,10 +65,11 @@ class SpotRates:
     _seen: set[tuple[str, str]] = field(default_factory=set)
 
     def learn(self, store: Store, listed: Iterable[Instance], unlisted: Iterable[str],
-              now: float) -> None:
-        """Read the records since the last call; close the open instances gone unrecorded
-        (`listed`: what the providers list now; `unlisted`: providers that could not list)."""
-        while True:
+              now: float, *, read: bool = True) -> None:
+        """Read the records since the last call (unless `read` is False: the caller knows
+        none was written since); close the open instances gone unrecorded (`listed`: what the
+        providers list now; `unlisted`: providers that could not list)."""
+        while read:
             q = (select(AuditEntry.id, AuditEntry.at, AuditEntry.action, AuditEntry.target,
                         AuditEntry.detail)
                  .where(AuditEntry.id > self.read_to, AuditEntry.action.in_(_ACTIONS))

@@ -46,6 +46,9 @@ def _gangs_cycle() -> Cycle:
     work = [job(f"{q}{p}-{k}").queue(q).gpus(8).gang(2).priority(p).submitted(t)
             for k, t in enumerate(times) for q, p in (("a", 0), ("b", 10), ("a", 50))]
     work += [job(f"s{k}").queue("a").gpus(1).submitted(t) for k, t in enumerate(times)]
+    # and gangs of a model the pool has not: they never fit, so they are no one's heirs
+    work += [job(f"z{k}").queue("b").gpus(8).gang(2).models("Z").submitted(t)
+             for k, t in enumerate(times)]
     snapshot = state([node(f"n{i}") for i in range(2)], [queue("a"), queue("b")], work)
     return _open(snapshot, NOW, CFG, 0)[0]
 

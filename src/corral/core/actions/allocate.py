@@ -45,7 +45,6 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_left
 from collections.abc import Iterable
-from itertools import chain
 from operator import attrgetter
 from typing import TYPE_CHECKING
 
@@ -411,16 +410,27 @@ def heirs(cycle: Cycle, holder: Workload, among: Iterable[Workload] | None = Non
     waiting work, this cycle's victims included)."""
     cfg, now = cycle.config, cycle.now
     held = set(cycle.reserved_before) | cycle.cap.reservations.keys()
-    if among is None:  # this cycle's victims wait too
-        among = chain(_elders(cycle, holder.submitted_at - cfg.max_reservation_s),
-                      cycle.requeued)
+    elders: list[Workload] = []
+    if among is None:  # the elders, then this cycle's victims: they wait too
+        # The elders are old enough, big, in their window and able to fit the pool
+        # (`_elders`), in the order wanted: only queue, priority and holding are left to test.
+        queue, priority = holder.queue, holder.priority
+        elders = [w for w in _elders(cycle, holder.submitted_at - cfg.max_reservation_s)
+                  if (w.queue != queue or w.priority >= priority) and w.id not in held]
+        among = cycle.requeued
     out = [w for w in among
            if may_inherit(cfg, holder, w) and (w.workers > 1 or w.resources.gpus > 1)
            and w.id not in held
            and reservation_window(cfg, w.submitted_at, now)[0]
            and cycle.placer.never_fits(cycle.shape(w)) is None]
+    if not out:
+        return elders
+    out = elders + out
     out.sort(key=lambda w: (w.submitted_at, w.id))
     return out
+
+
+_AGE_THEN_ID = attrgetter("submitted_at", "id")
 
 
 def _elders(cycle: Cycle, before: float) -> list[Workload]:
@@ -430,12 +440,15 @@ def _elders(cycle: Cycle, before: float) -> list[Workload]:
     few old enough, not the whole backlog: a scan of 100,000 waiting workloads per call of
     `heirs`, and the hand-over chain calls it once per heir it tries (10,000 x 100,000 seed
     1 of bench/schedule_cycle.py: ~0.8 s of a cycle, for 299 heirs)."""
-    cfg, now = cycle.config, cycle.now
+    cfg, now, never_fits, shape = cycle.config, cycle.now, cycle.placer.never_fits, cycle.shape
     if cycle.by_age is None or cycle.by_age[0] != len(cycle.waiting):
+        # in the order `heirs` gives (age, then id), and only what could ever fit the pool
+        # (fixed all cycle): a hand-over chain reads this prefix once per heir it tries
         big = sorted((w for w in cycle.waiting.values()
                       if (w.workers > 1 or w.resources.gpus > 1)
-                      and reservation_window(cfg, w.submitted_at, now)[0]),
-                     key=attrgetter("submitted_at"))
+                      and reservation_window(cfg, w.submitted_at, now)[0]
+                      and never_fits(shape(w)) is None),
+                     key=_AGE_THEN_ID)
         cycle.by_age = (len(cycle.waiting), [w.submitted_at for w in big], big)
     _, ages, big = cycle.by_age
     return big[:bisect_left(ages, before)]

@@ -1,0 +1,68 @@
+"""The next cycle as the live loop runs it, for `bench/schedule_cycle.py`: the first cycle's
+plan applied the way the control plane applies it (placements start, evictions wait again, a
+move is its eviction only, nominations and reservation holders passed back), then a delta of
+what happens between two cycles: some running work ends, new work arrives, one node is
+cordoned. Imported by schedule_cycle.py from this folder (a script's folder is first on its
+path)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+
+from corral.core import ClusterState, Plan, Workload, WorkloadState
+
+__all__ = ["Delta", "next_state"]
+
+#: seconds between the two cycles (the live loop's cycle interval, about)
+INTERVAL_S = 30.0
+#: shares of running work that ends and of waiting work that arrives anew between the cycles
+ENDS, ARRIVALS = 0.01, 0.01
+
+
+@dataclass(frozen=True)
+class Delta:
+    started: int  # placements of the first plan, now running
+    requeued: int  # evicted by the first plan, waiting again
+    ended: int
+    arrived: int
+    cordoned: str
+
+    def text(self) -> str:
+        return (f"{self.started} started, {self.requeued} evicted, {self.ended} ended, "
+                f"{self.arrived} arrived, node {self.cordoned} cordoned")
+
+
+def next_state(state: ClusterState, plan: Plan, now: float, seed: int
+               ) -> tuple[ClusterState, float, Delta]:
+    """The state the live loop's next cycle sees (at `now + INTERVAL_S`), and what changed.
+    Unchanged workloads are the same objects, as the live loop keeps them (`LiveState`)."""
+    rng = random.Random(seed * 7919)
+    moves = plan.moves
+    placed = {p.workload_id: p for p in plan.placements if p.workload_id not in moves}
+    evicted = {e.workload_id for e in plan.evictions}
+    out: list[Workload] = []
+    for w in state.workloads:
+        if w.id in placed:
+            w = replace(w, state=WorkloadState.RUNNING, started_at=now,
+                        assignments=placed[w.id].assignments)
+        elif w.id in evicted:
+            w = replace(w, state=WorkloadState.PENDING, started_at=None, assignments=())
+        out.append(w)
+    running = [i for i, w in enumerate(out) if w.state is WorkloadState.RUNNING]
+    ending = set(rng.sample(running, int(len(running) * ENDS)))
+    kept = [w for i, w in enumerate(out) if i not in ending]
+    waiting = [w for w in kept if w.state is not WorkloadState.RUNNING]
+    later = now + INTERVAL_S
+    arrivals = [replace(w, id=f"arrived-{k:06d}", submitted_at=later)
+                for k, w in enumerate(rng.sample(waiting, int(len(waiting) * ARRIVALS)))]
+    nodes = list(state.nodes)
+    k = rng.randrange(len(nodes))
+    nodes[k] = replace(nodes[k], cordoned=True)
+    nominations = tuple(n if n.until is not None else replace(n, until=now + 4 * INTERVAL_S)
+                        for n in plan.nominations)
+    after = replace(state, nodes=tuple(nodes), workloads=(*kept, *arrivals),
+                    nominations=nominations,
+                    reserved_for=tuple(r.workload_id for r in plan.reservations))
+    return after, later, Delta(len(placed), len(evicted), len(ending), len(arrivals),
+                               nodes[k].id)

@@ -29,37 +29,61 @@ def consolidate(cycle: Cycle) -> None:
         give_back(cycle)
     if not cycle.victim_index().movable.any():
         return  # nothing may move: skip the per-workload checks entirely
-    fragmented: dict[tuple[object, str], tuple[int, bool]] = {}
-    failed: dict[tuple[object, str], tuple[int, int]] = {}
-    free = (len(cycle.cap.changes), cycle.cap.total_free_milli())
+    fragmented: dict[tuple[object, object, str], tuple[int, bool]] = {}
+    failed: dict[tuple[object, object, str], int] = {}
+    limited: dict[str, object] = {}
     where, reserved, stmt, cap = cycle.stmt.where, cycle.cap.reservations, cycle.stmt, cycle.cap
+    # Which capacity the memos below were made on. A failed try is rolled back to the very
+    # capacity it started from, yet it moves the statement's counters: `same` maps the
+    # counters after a rollback to the capacity before it, so one failed shape does not void
+    # the memo of another. Without it, in the cycle after a plan is applied (2,000 x 20,000,
+    # bench/schedule_cycle.py's next cycle) 21 shapes tried one after another voided each
+    # other: 5,204 tries of up to 8 moves each, 4-5 s of a cycle.
+    version, looked = 0, (stmt.applied, cap.freed)
+    free = (version, cap.total_free_milli())
     for w in cycle.still_pending():
         if w.id in where:
             continue  # placed since the list was made
         if cycle.moves_left <= 0:
             return
-        # A try that failed fails again for the same shape until capacity changes hands: most
-        # of a backlog stops here, before the tests below (each of them only skips, too).
-        key = (cycle.shape(w), w.id if w.id in reserved else "")
-        if failed.get(key) == (stmt.applied, cap.freed):
+        if (stmt.applied, cap.freed) != looked:  # capacity changed hands since the last look
+            version, looked = version + 1, (stmt.applied, cap.freed)
+        # A try that failed fails again for the same shape, scoring and queue limits until
+        # capacity changes hands: most of a backlog stops here, before the tests below (each
+        # of them only skips, too).
+        key = (cycle.shape(w), _alike(cycle, w.queue, limited), w.id if w.id in reserved else "")
+        if failed.get(key) == version:
             continue
-        if free[0] != len(cycle.cap.changes):
-            free = (len(cycle.cap.changes), cycle.cap.total_free_milli())
+        if free[0] != version:
+            free = (version, cap.total_free_milli())
         if w.total_milli() > free[1]:
             continue  # not even the whole pool's free share would hold it: nothing to defragment
         if cycle.book.limit_blocking(w.queue, w.total_milli()) is not None:
             continue
         # Whether a shape is fragmented only changes when capacity does: cache per shape.
         seen = fragmented.get(key)
-        if seen is None or seen[0] != len(cycle.cap.changes):
-            seen = fragmented[key] = (len(cycle.cap.changes), _fragmented(cycle, w))
+        if seen is None or seen[0] != version:
+            seen = fragmented[key] = (version, _fragmented(cycle, w))
         if not seen[1]:
             continue
         moved = _consolidate_for(cycle, w, cycle.moves_left)
         if moved:
             cycle.moves_left -= moved
-        else:
-            failed[key] = (cycle.stmt.applied, cycle.cap.freed)
+        else:  # rolled back (`_try_moves`): the capacity of `version` again
+            failed[key] = version
+            looked = (stmt.applied, cap.freed)
+
+
+def _alike(cycle: Cycle, queue: str, known: dict[str, object]) -> object:
+    """What a try for work of `queue` depends on besides shape and capacity: the queue's
+    scoring (queues with the same weights share one), and the queue itself where it or an
+    ancestor has a limit (`_try_moves` checks it on what was placed). Cached in `known`."""
+    found = known.get(queue)
+    if found is None:
+        book = cycle.book
+        capped = any(book.queues[n].limit_gpus is not None for n in book.chain.get(queue, ()))
+        found = known[queue] = (id(cycle.scoring(queue)), queue if capped else "")
+    return found
 
 
 def give_back(cycle: Cycle) -> None:

@@ -11,9 +11,11 @@ slurmd with fake GPUs), then, on the same cluster, for each size in `--jobs` and
    difference from row 1 is the supervisor's cost and the rest of corral's gap is the control
    plane's;
 3. corral: the same number of one-GPU workloads stored in a fresh SQLite store, the control loop
-   stepped in-process (`SlurmBackend`, no accounting; `--interval` between step starts, 0 = as
-   fast as it goes) until every workload has succeeded; timed from the first step
-   (`engine_loop.run_until_done`, shared with `ray_launch.py`).
+   run in-process (`SlurmBackend`, no accounting) until every workload has succeeded, timed
+   from the first step (`engine_loop.run_until_done`, shared with `ray_launch.py`): by default
+   `ControlLoop.run` with `corral up`'s settings (a step soon after a job end, at most once per
+   `coalesce_s`, else every `interval_s`; `corral.control.wake`); `--interval S` steps it from
+   the bench instead, S between step starts (0 = back to back, its default before the wake).
 
 `--warm-slots N` runs row 3 again with `SlurmBackend(warm_slots=N)` (`corral.backends.
 slurm_pilot`: single workers handed to pilot jobs queued on their node ahead of the work), in the
@@ -168,7 +170,7 @@ def timeline(backend: _TimedSlurm) -> dict[str, float]:
             "sbatch_to_runner_s": round(med(submitted), 3) if submitted else -1.0}
 
 
-def corral_on_slurm(cluster: SlurmCluster, jobs: int, work: Path, interval: float = 0.0,
+def corral_on_slurm(cluster: SlurmCluster, jobs: int, work: Path, interval: float | None = None,
                     runner: list[str] | None = None, with_timeline: bool = False,
                     warm_slots: int = 0) -> tuple[float, dict[str, Any]]:
     """Row 3: corral's loop on `SlurmBackend`; `runner`: the supervisor's start command in the
@@ -198,8 +200,10 @@ def main() -> None:
     ap.add_argument("--gpus", type=int, default=8, help="GPUs per slurmd")
     ap.add_argument("--jobs", type=int, nargs="+", default=[200])
     ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--interval", type=float, default=0.0,
-                    help="seconds between control-loop step starts (0: as fast as it goes)")
+    ap.add_argument("--interval", type=float, default=None,
+                    help="seconds between control-loop step starts (0: as fast as it goes); "
+                    "default: ControlLoop.run with corral up's settings (on events, "
+                    "coalesced; corral.control.wake)")
     ap.add_argument("--no-runner-row", action="store_true", help="skip row 2")
     ap.add_argument("--timeline", action="store_true",
                     help="row 3 also says where a slot's cycle goes (`timeline`)")

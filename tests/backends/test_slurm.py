@@ -182,3 +182,35 @@ def test_refusals_name_the_field_and_leave_nothing_behind(
     assert [s.state for s in elsewhere.poll(time.time())] == [WorkerState.LOST] * 2
     left = slurm_cluster.run("squeue", "-h", "-o", "%j").stdout.split()
     assert not [n for n in left if n.startswith("corral.slurm-refused.")]
+
+
+def test_an_end_is_seen_between_polls_without_asking_slurm(
+        backend: SlurmBackend, tmp_path: Path) -> None:
+    """`changed_since_poll` (the control loop's wake, corral.control.wake): a worker's exit
+    record written after the last poll is seen by a stat, no Slurm command, and wakes once."""
+    go = tmp_path / "go"
+    wait_for_go = f"import os, time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.05)\n"
+    wid = "slurm-wake"
+    backend.launch(make_spec(wid).on("gpu1").command(sys.executable, "-c", wait_for_go).build())
+    wait_state(backend, wid, WorkerState.RUNNING)  # a poll that reported it running
+    eventually(backend._asker.idle, "the last poll's round of Slurm commands to end")
+    calls: list[str] = []
+    ask = backend._slurm
+
+    def counted(command: str, *args: str, check: bool = True):  # type: ignore[no-untyped-def]
+        calls.append(command)
+        return ask(command, *args, check=check)
+
+    backend._slurm = counted  # type: ignore[method-assign]
+    try:
+        assert not backend.changed_since_poll()
+        go.touch()
+        eventually(backend.changed_since_poll, "the exit record to be seen", timeout=60)
+        assert not backend.changed_since_poll()  # one wake per record
+        assert calls == []
+    finally:
+        del backend._slurm
+    [end] = wait_ended(backend, wid)
+    assert end.state == WorkerState.SUCCEEDED
+    assert not backend.changed_since_poll()
+    backend.release(wid, 0)

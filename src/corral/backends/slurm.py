@@ -80,7 +80,7 @@ from corral.backends.errors import (
     UnknownAttempt,
 )
 from corral.backends.exits import WorkerEnd
-from corral.backends.local_runner import write_text_atomic
+from corral.backends.local_runner import EXIT_RECORD, write_text_atomic
 from corral.backends.records import (
     AttemptRecord,
     AttemptRecords,
@@ -204,6 +204,10 @@ class SlurmBackend(SlurmSubmission, SlurmObservation, Backend, InventorySource, 
                             ask_in_background)
         self._seen: dict[tuple[str, int, int], WorkerEnd] = {}
         self._changes = ChangeFeed()  # poll_changes: the last report, to diff against
+        # the exit records of the workers the last poll reported not ended (`changed_since_poll`)
+        # and those among them that already woke the loop once without ending in a poll
+        self._awaited: list[Path] = []
+        self._woke: set[Path] = set()
         self._pyxis: bool | None = None  # srun takes --container-image: asked once
 
     # --- packaging (issue 13) ------------------------------------------------------------------
@@ -400,6 +404,7 @@ class SlurmBackend(SlurmSubmission, SlurmObservation, Backend, InventorySource, 
         with self._lock:
             attempts, launching = dict(self._attempts), set(self._launching)
         if not attempts:
+            self._awaited = []
             return []
         answer = self._asker.answer(lambda: self._what_to_ask(attempts, launching))
 
@@ -417,7 +422,33 @@ class SlurmBackend(SlurmSubmission, SlurmObservation, Backend, InventorySource, 
             if not end.state.ended:
                 self._seen[(*record.key, a.worker)] = end
             return end
-        return statuses(attempts, now, observe)
+        out = statuses(attempts, now, observe)
+        self._await_ends(attempts, out)
+        return out
+
+    def _await_ends(self, attempts: Mapping[tuple[str, int], AttemptRecord],
+                    reported: Sequence[WorkerStatus]) -> None:
+        """Where the ends of the workers just reported not ended will be written: each one's
+        runner's exit record. One that woke the loop already and still did not end in this poll
+        (its attempt's launch not landed yet, a record the runner left unreadable) is left out
+        until it ends: it must not wake every loop's wait."""
+        awaited = [attempts[(s.workload_id, s.attempt)].dir / f"worker-{s.worker}" / EXIT_RECORD
+                   for s in reported if not s.state.ended]
+        self._woke &= set(awaited)
+        self._awaited = [p for p in awaited if p not in self._woke]
+
+    def changed_since_poll(self) -> bool:
+        """Whether a worker the last poll reported not ended has written its exit record since:
+        a stat per such worker, no Slurm command. The control loop asks this while it waits
+        between steps (`corral.control.wake`), so that a job's end is acted on within the
+        loop's `coalesce_s`, not at its next interval. Ends only Slurm can tell (a lost node,
+        a job killed before its runner wrote) are seen at the next interval, as before."""
+        for i, path in enumerate(self._awaited):
+            if path.exists():
+                del self._awaited[i]  # each record wakes the loop once
+                self._woke.add(path)
+                return True
+        return False
 
     def poll_changes(self, now: float) -> Delta:
         """`poll`, as only the attempts whose report changed since the last call, and those no

@@ -52,8 +52,10 @@ def up(
                                        "pool unless --pool is given")] = False,
     grace: Annotated[float, typer.Option("--grace", min=0, help="seconds between SIGTERM and "
                                          "SIGKILL when stopping work")] = 30.0,
-    interval: Annotated[float, typer.Option("--interval", min=0.05, help="seconds between "
-                                            "scheduling cycles")] = 1.0,
+    interval: Annotated[float, typer.Option("--interval", min=0.05, help="the longest wait "
+                                            "between scheduling cycles; a job end the backend "
+                                            "sees (Slurm), a finished launch or a cancel starts "
+                                            "one sooner (at most one per 0.05 s)")] = 1.0,
     backend: Annotated[str, typer.Option(
         "--backend", help="where work runs: local (processes on this machine), ray, slurm, "
         "kubernetes, or agent (hosts running `corral agent`)")] = "local",

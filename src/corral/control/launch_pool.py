@@ -80,6 +80,9 @@ class LaunchPool(Generic[T]):
         self._waiting: list[_Batch[T]] = []
         self._lock = threading.Lock()
         self.calls = 0  # launch_many calls made (batches merged count once)
+        #: called (on a pool thread) as each batch's call returns: the control loop's wake, so
+        #: that the next step harvests the batch and observes what it launched
+        self.on_done: Callable[[], None] | None = None
 
     @staticmethod
     def applies_to(backend: Backend) -> bool:
@@ -104,6 +107,9 @@ class LaunchPool(Generic[T]):
             self._executor = ThreadPoolExecutor(max_workers=self.threads,
                                                 thread_name_prefix="corral-launch")
         batch = _Batch(backend, list(items))
+        on_done = self.on_done
+        if on_done is not None:
+            batch.future.add_done_callback(lambda _: on_done())
         with self._lock:
             self._waiting.append(batch)
         self._batches.append(batch)

@@ -36,13 +36,16 @@ from corral.control.progress import ProgressCollector
 from corral.control.reconcile import BackendView, Reconciled, reconcile
 from corral.control.settings import ControlSettings
 from corral.control.snapshot import Snapshot, SpecCache, UsageCache, with_nominations
+from corral.control.wake import Wake
 from corral.control.workflow import Workflow
 from corral.core import schedule
 from corral.core.model import ClusterState, QueueUsage
 from corral.core.plan import Plan
 from corral.core.reasons import Reason
+from corral.core.warm_start import WarmStart
 from corral.store import Store
 from corral.store import workloads as W
+from corral.store.changes import RowWrite
 
 __all__ = ["ControlLoop", "StepReport"]
 
@@ -120,12 +123,21 @@ class ControlLoop:
         self.live = LiveState(self.specs)
         # what this process commits to workloads reaches the state without a read back
         store.subscribe(self.live.wrote)
+        #: when `run` steps next: on an event, coalesced, else every interval (wake.py); a
+        #: backend that sees ends without asking its engine says so (`changed_since_poll`)
+        self.wake = Wake(self.settings.interval_s, self.settings.coalesce_s,
+                         news=getattr(backend, "changed_since_poll", None))
+        self._run_thread: int | None = None  # the thread in `run`: its own writes wake nothing
+        store.subscribe(self._written)
         #: the backend's last report per attempt, for a backend that reports only changes
         self.view = BackendView()
         self._last_plan: _Planned | None = None
         #: the last plan's reservation holders, passed back to the next cycle so that a holder
         #: keeps its slot while it may (`ClusterState.reserved_for`, issue 10)
         self._reserved_for: tuple[str, ...] = ()
+        #: what the core's opening keeps between cycles (`corral.core.warm_start`): each cycle
+        #: opens from what changed since the last; the plan is the same as a cold cycle's
+        self._warm = WarmStart()
         attach = getattr(self.admission, "attach", None)
         if attach is not None:  # the ledger reads the loop's state instead of its own
             attach(self.live)
@@ -136,6 +148,7 @@ class ControlLoop:
         self.elastic = Elastic()
         #: launches off the loop's thread, for a backend that allows it (corral.control.act)
         self.launches: act.LaunchPool[W.WorkloadRecord] = act.LaunchPool()
+        self.launches.on_done = self.wake.set  # a launch that returned is the next step's news
         self.cycles = 0
         self._swept_at = 0  # the cycle of the last full sweep of the frozen objects (`_sweep`)
         self._large = False  # the last step was a large pool's: the next runs without the gc
@@ -351,7 +364,7 @@ class ControlLoop:
         with report.stage("schedule"):
             if self._reserved_for:
                 state = replace(state, reserved_for=self._reserved_for)
-            plan = schedule(state, now, config, seed=self.cycles)
+            plan = schedule(state, now, config, seed=self.cycles, warm=self._warm)
             self._reserved_for = tuple(r.workload_id for r in plan.reservations)
         report.plan = plan
         self._last_plan = _Planned(generation, now, self.live.next_wake(now),
@@ -417,12 +430,22 @@ class ControlLoop:
                 for d in a.devices}
 
     def run(self, stop: threading.Event) -> None:
-        """Step every interval until `stop` is set; a failing step is logged, never fatal."""
+        """Step until `stop` is set: soon after an event, at most once per `coalesce_s` while
+        events keep coming, else every `interval_s` (`corral.control.wake`); a failing step is
+        logged, never fatal."""
+        self._run_thread = threading.get_ident()
         while not stop.is_set():
+            began = self.wake.arm()
             try:
                 self.step()
             except Exception:  # keep scheduling through a transient database or backend error
                 log.exception("control loop step failed")
-            stop.wait(self.settings.interval_s)
+            self.wake.wait(began, stop)
         self.launches.close()  # launches under way finish before the lease is given up
         self.leadership.resign()
+
+    def _written(self, writes: list[RowWrite]) -> None:
+        """A store subscriber: workloads committed by another thread of this process (an API
+        submission, a cancel) wake the loop; its own writes are already in its state."""
+        if threading.get_ident() != self._run_thread:
+            self.wake.set()

@@ -17,8 +17,12 @@ class ControlSettings:
     checkpoint_root: Path = Path(".corral/checkpoints")
     #: SIGTERM-to-SIGKILL grace for cancels and evictions: the preemption contract's deadline
     stop_grace_s: float = 30.0
-    #: seconds between cycles of `ControlLoop.run`
+    #: the longest wait between cycles of `ControlLoop.run` when nothing happens
     interval_s: float = 1.0
+    #: after an event (a job end the backend sees, a workload written by another thread) the
+    #: next cycle starts at once, but no sooner than this after the last one began: ends that
+    #: arrive together are planned once (corral.control.wake); 0: a cycle per event
+    coalesce_s: float = 0.05
     #: the leader lease: renewed by the cycles, at most once per fifth of it (leader.py);
     #: taken over by a standby after it expires
     lease_ttl_s: float = 15.0

@@ -1,0 +1,183 @@
+"""`ControlLoop.run` steps on events, coalesced (issue 16, `corral.control.wake`): ends that
+arrive together are planned once, a lone end is acted on without waiting the interval, and a
+workload written by another thread (a cancel) wakes the loop. Driven on a manual clock:
+the loop's waits advance it, so the tests count steps and plans, never wall time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from corral.backends.base import WorkerStatus
+from corral.backends.fake import FakeBackend
+from corral.control.cancellation import cancel
+from corral.control.launch_pool import LaunchPool
+from corral.control.loop import StepReport
+from corral.control.wake import Wake
+from corral.store import Store
+
+from .rig import Rig
+
+INTERVAL_S, COALESCE_S = 1.0, 0.05
+
+
+class EndsBackend(FakeBackend):
+    """A fake that, like Slurm's runners' exit records, can say that a worker ended since the
+    last poll without one (`changed_since_poll`)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.unseen = False
+
+    def finish(self, workload_id: str, *args: object, **kwargs: object) -> None:
+        super().finish(workload_id, *args, **kwargs)  # type: ignore[arg-type]
+        self.unseen = True
+
+    def poll_changes(self, now: float) -> tuple[list[WorkerStatus], list[tuple[str, int]], bool]:
+        self.unseen = False
+        return super().poll_changes(now)
+
+    def changed_since_poll(self) -> bool:
+        return self.unseen
+
+
+class Driven:
+    """The loop's `run` on the rig's manual clock: each wait advances it (to the next thing the
+    test scheduled at most, as a wait on an event ends when it is set, however the loop then
+    checks) and fires what the test scheduled by then; `stop` is set once the clock passes
+    `until`."""
+
+    def __init__(self, rig: Rig, coalesce_s: float = COALESCE_S) -> None:
+        self.rig, self.start = rig, rig.clock.now()
+        self.stop = threading.Event()
+        self.events: list[tuple[float, Callable[[], None]]] = []
+        self.until = self.start
+        self.plans: list[float] = []  # when each step that planned began, from the start
+        self.steps: list[float] = []
+        backend = rig.backend
+        assert isinstance(backend, EndsBackend)
+        rig.loop.wake = Wake(INTERVAL_S, coalesce_s, news=backend.changed_since_poll,
+                             now=rig.clock.now, pause=self.pause)
+        rig.loop.observers.append(self.observe)
+        self.pauses = 0
+
+    def at(self, t: float, event: Callable[[], None]) -> None:
+        self.events.append((self.start + t, event))
+        self.events.sort(key=lambda e: e[0])
+
+    def pause(self, event: threading.Event, seconds: float) -> None:
+        self.pauses += 1
+        assert self.pauses < 10_000, "the loop's wait spins without the clock moving"
+        if event.is_set():
+            return
+        until = self.rig.clock.now() + seconds
+        if event is not self.stop and self.events:  # the wait ends at what may wake it
+            until = min(until, self.events[0][0])
+        self.rig.clock.advance(until - self.rig.clock.now())
+        now = self.rig.clock.now()
+        while self.events and self.events[0][0] <= now + 1e-9:
+            self.events.pop(0)[1]()
+        if now >= self.until:
+            self.stop.set()
+
+    def observe(self, report: StepReport) -> None:
+        began = round(self.rig.clock.now() - self.start, 3)
+        self.steps.append(began)
+        if report.plan is not None:
+            self.plans.append(began)
+
+    def run(self, until: float) -> None:
+        self.until = self.start + until
+        self.rig.loop.run(self.stop)
+
+
+@pytest.fixture
+def rig(store: Store) -> Rig:
+    r = Rig(store)
+    r.backend = EndsBackend(r.nodes, world=r.world, check_capacity=True)
+    r.loop = r.new_loop(r.backend)
+    return r
+
+
+def _fill(rig: Rig, waiting: int) -> tuple[list[str], list[str]]:
+    """8 one-GPU workloads that the first step places on the rig's 8 GPUs, `waiting` more."""
+    first = [rig.submit(name=f"a{i}") for i in range(8)]
+    rest = [rig.submit(name=f"b{i}") for i in range(waiting)]
+    return first, rest
+
+
+def test_ends_that_arrive_together_are_planned_once_and_at_once(rig: Rig) -> None:
+    first, rest = _fill(rig, 8)
+    run = Driven(rig)
+    run.at(0.3, lambda: [rig.backend.finish(w) for w in first])  # type: ignore[func-returns-value]
+    run.run(until=0.9)
+    # one plan for the 8 ends, made as soon as the loop's check saw them, not at the interval
+    assert [t for t in run.plans if t > 0] == [0.3]
+    assert [rig.state(w) for w in rest] == ["starting"] * 8  # launched in that step
+    assert [rig.state(w) for w in first] == ["succeeded"] * 8
+
+
+@pytest.mark.parametrize(("coalesce_s", "most_plans"), [(COALESCE_S, 2), (0.0, 8)])
+def test_ends_that_keep_arriving_are_planned_at_most_once_a_window(
+        rig: Rig, coalesce_s: float, most_plans: int) -> None:
+    """8 ends 5 ms apart: with the window, 2 plans (the first end, then the 7 that came during
+    the window); with no window (0) a plan for every end, as stepping back to back did."""
+    first, rest = _fill(rig, 8)
+    run = Driven(rig, coalesce_s)
+    for i, w in enumerate(first):
+        run.at(0.3 + 0.005 * i, lambda w=w: rig.backend.finish(w))  # type: ignore[misc]
+    run.run(until=0.9)
+    plans = [t for t in run.plans if t > 0]
+    assert len(plans) == most_plans  # the window is what coalesces
+    assert plans[0] == 0.3 and plans[-1] < 0.3 + 0.04 + COALESCE_S
+    assert "queued" not in [rig.state(w) for w in rest]  # each placed and launched
+
+
+def test_a_quiet_loop_steps_once_an_interval(rig: Rig) -> None:
+    _fill(rig, 0)
+    run = Driven(rig)
+    run.run(until=3.5)
+    assert run.steps == [0.0, 1.0, 2.0, 3.0]
+    assert rig.loop.wake.by_event == 0
+
+
+def test_a_cancel_from_another_thread_wakes_the_loop(rig: Rig) -> None:
+    """A workload written by another thread of this process (the API's) wakes the loop; what
+    the loop writes itself does not (it steps once an interval when nothing else happens)."""
+    first, _ = _fill(rig, 0)
+    run = Driven(rig)
+
+    def cancel_elsewhere() -> None:  # as the API's threads do
+        t = threading.Thread(target=cancel, args=(rig.store, first[0], rig.clock.now(), "ann"))
+        t.start()
+        t.join()
+
+    run.at(0.4, cancel_elsewhere)
+    run.run(until=0.9)
+    assert run.steps == [0.0, 0.4]
+    assert [s.workload_id for s in rig.backend.stops] == [first[0]]  # stopped at once
+
+
+def test_a_window_or_interval_below_zero_is_refused() -> None:
+    with pytest.raises(ValueError, match="coalesce_s"):
+        Wake(1.0, -0.1)
+
+
+def test_a_launch_that_returned_wakes_the_loop(rig: Rig) -> None:
+    """With launches off the loop's thread (launch_pool.py), a batch's return is news: the
+    next step harvests it and polls what it launched (a short job may have ended already)."""
+    assert rig.loop.launches.on_done == rig.loop.wake.set
+    woken: list[int] = []
+    pool: LaunchPool[str] = LaunchPool(threads=1)
+    pool.on_done = lambda: woken.append(1)
+    _fill(rig, 0)
+    rig.step()
+    launched = rig.backend.launches[0]  # launched again: the fake answers as launched
+    pool.submit(rig.backend, [("a", launched)])
+    pool.submit(rig.backend, [("b", launched)])
+    pool.drain(timeout=30)
+    pool.close()
+    assert woken == [1, 1]  # once per batch

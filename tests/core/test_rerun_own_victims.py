@@ -7,7 +7,8 @@ bench states (`bench/contention.py --dump-reruns`): one cycle, its plan applied
 eviction only), the plan's reservations passed back as `ClusterState.reserved_for`, and the
 same cycle run again on that result. Fixed: the hand-over chain (`allocate._hand_over`, the
 heir's own heirs first); moves made for work a preemption then unplaced are the preemptor's
-(`consolidate.give_back`: the plan's consolidation evictions stay within `max_moves`). Strict
+(`consolidate.give_back`: the plan's consolidation evictions stay within `max_moves`); a slot
+whose released nodes an heir started on is reserved afresh (`allocate._started_on`). Strict
 xfails, each with a fix that passed it and tests/core but was not kept (bench/README.md,
 contention, ninth and tenth passes): a gang's victims only on nodes that could hold a worker
 (`evict._candidates`), the free slot judged again after each round's evictions
@@ -164,3 +165,37 @@ def test_the_rerun_keeps_the_holder_a_hand_over_named() -> None:
     held = [r.workload_id for r in plan.reservations]
     assert held in (["h"], ["e"])
     assert [r.workload_id for r in rerun.reservations] == held
+
+
+def test_a_slot_is_not_given_back_on_nodes_an_heir_started_on() -> None:
+    """h holds the one slot. At the start of the cycle its heir x (older by more than a
+    window) fits and starts on m1 and m2; h keeps n1, n2 and a0. g (priority 50) preempts v
+    and this cycle's x. v is an heir of h, so `age_reservations` releases h's slot: x, the
+    older heir, fits on n1 and n2 and starts there, and v cannot hold (queue a, below its
+    quota, waits: `_may_succeed`). Nobody took the slot, and h got n1, n2, a0 back under x,
+    where q (x's queue, priority 10) may not preempt. The rerun reserved for h afresh (a0-a2)
+    and q preempted x on n1 and n2 (bench/contention.py seed 2 with the gang filter, t =
+    129,540 s: job-001263's slot, job-000030 the heir, job-001337 the preemptor). Now a
+    holder whose released nodes an heir started on is reserved for afresh
+    (`allocate._started_on`), in the plan as on the rerun."""
+    cfg = SchedulerConfig(reserve_after_s=0.0, max_reservation_s=1000.0,
+                          reservation_cooldown_s=0.0, max_reservations=1, consolidate=False)
+    now = 10_000.0
+    nodes = [node(n).gpus(4) for n in ("a0", "a1", "a2", "m1", "m2", "m3", "n1", "n2")]
+    queues = [queue("a", 4), queue("p", 12), queue("o", 12)]
+    work = [job(f"r{k}").queue("o").gpus(4).running((n, (0, 1, 2, 3)))
+            for k, n in enumerate(("a0", "a1", "a2"))]
+    work += [job("h").queue("a").gpus(4).gang(3).submitted(now - 500.0),
+             job("x").queue("p").gpus(4).gang(2).submitted(now - 9_000.0),
+             job("v").queue("p").gpus(4).submitted(now - 8_000.0).running(("m3", (0, 1, 2, 3))),
+             job("g").queue("p").gpus(4).gang(3).priority(50).submitted(now - 50.0),
+             job("q").queue("p").gpus(4).gang(2).priority(10).submitted(now - 100.0)]
+    s = replace(state(nodes, queues, work), reserved_for=("h",))
+    plan = schedule(s, now, cfg)
+    assert [(e.workload_id, e.for_workload) for e in plan.evictions] == [("v", "g")]
+    after = apply_like_control_plane(s, plan, now)
+    after = replace(after, reserved_for=tuple(r.workload_id for r in plan.reservations))
+    rerun = schedule(after, now, cfg)
+    assert [e.workload_id for e in rerun.evictions] == []
+    assert [(r.workload_id, r.node_ids) for r in rerun.reservations] == [
+        (r.workload_id, r.node_ids) for r in plan.reservations]

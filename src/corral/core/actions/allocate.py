@@ -393,11 +393,28 @@ def age_reservations(cycle: Cycle) -> bool:
             continue
         nodes = cycle.cap.reservations[owner]
         cycle.cap.release(owner)
+        since = len(cycle.stmt.ops)
         if _hand_over(cycle, holder):
             changed = True
+        elif _started_on(cycle, since, nodes):
+            _keep(cycle, holder)  # chosen again, as a rerun's `keep_reservations` chooses
         else:
             cycle.cap.reserve(owner, nodes)  # nobody could take it: the holder keeps its nodes
     return changed
+
+
+def _started_on(cycle: Cycle, since: int, nodes: Iterable[int]) -> bool:
+    """Whether a placement made since op `since` uses any of `nodes`.
+
+    Why: an heir that fits starts on the holder's released nodes (`_hand_over`), and when no
+    heir takes the slot the holder got those nodes back, under the heir. A rerun of the plan
+    reserves for the holder afresh (`keep_reservations`), elsewhere, and work of the heir's
+    queue of higher priority preempted the heir where the plan's reservation had kept it out
+    (issue 10, bench/contention.py seed 2 with the gang filter, t = 129,540 s;
+    tests/core/test_rerun_own_victims.py)."""
+    ids = {cycle.cap.table.nodes[n].id for n in nodes}
+    return any(op.kind == "place" and any(a.node_id in ids for a in op.assignments)
+               for op in cycle.stmt.ops[since:])
 
 
 def heirs(cycle: Cycle, holder: Workload, among: Iterable[Workload] | None = None

@@ -54,7 +54,7 @@ def next_state(state: ClusterState, plan: Plan, now: float, seed: int
     kept = [w for i, w in enumerate(out) if i not in ending]
     waiting = [w for w in kept if w.state is not WorkloadState.RUNNING]
     later = now + INTERVAL_S
-    arrivals = [replace(w, id=f"arrived-{k:06d}", submitted_at=later)
+    arrivals = [replace(w, id=f"arrived-{seed}-{k:06d}", submitted_at=later)
                 for k, w in enumerate(rng.sample(waiting, int(len(waiting) * ARRIVALS)))]
     nodes = list(state.nodes)
     k = rng.randrange(len(nodes))

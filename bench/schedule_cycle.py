@@ -379,25 +379,32 @@ def measure(regime: str, nodes: int, pending: int, seed: int, digest: bool = Fal
 
 
 def next_cycle(state: ClusterState, plan: Plan, seed: int, digest: bool) -> dict[str, object]:
-    """The next cycle as the live loop runs it (`live_delta`): warm, on the state kept since
-    the first cycle (`WarmStart`, primed by that cycle run again, untimed), and cold on the same
-    state; their plans must be the same."""
+    """The next two cycles as the live loop runs them (`live_delta`): `next` on the first
+    plan applied plus a delta, `then` on the next plan applied plus another (the steady state:
+    few placements); each warm, on the state kept since the first cycle (`WarmStart`, primed
+    by that cycle run again, untimed), and cold on the same state: their plans must be equal."""
     warm = WarmStart()
     schedule(state, now=NOW, config=SchedulerConfig(), seed=seed, warm=warm)
-    after, later, delta = next_state(state, plan, NOW, seed)
-    c0 = time.process_time()
-    hot = schedule(after, now=later, config=SchedulerConfig(), seed=seed + 1, warm=warm)
-    c1 = time.process_time()
-    cold = schedule(after, now=later, config=SchedulerConfig(), seed=seed + 1)
-    c2 = time.process_time()
-    same = plan_digest(hot) == plan_digest(cold)
-    if not same:
-        raise SystemExit(f"seed {seed}: the warm cycle's plan differs from the cold cycle's")
-    return {"delta": delta.text(), "next_warm_cpu_seconds": round(c1 - c0, 3),
-            "next_cold_cpu_seconds": round(c2 - c1, 3), "next_rebuilt": warm.rebuilds > 1,
-            "next_placed": len(hot.placements) - len(hot.moves),
-            "next_evictions": len(hot.evictions), "next_still_pending": len(hot.pending),
-            **({"next_plan_digest": plan_digest(hot)} if digest else {})}
+    out: dict[str, object] = {}
+    now = NOW
+    for step, name in enumerate(("next", "then"), start=1):
+        rebuilds = warm.rebuilds
+        state, now, delta = next_state(state, plan, now, seed + step)
+        c0 = time.process_time()
+        hot = schedule(state, now=now, config=SchedulerConfig(), seed=seed + step, warm=warm)
+        c1 = time.process_time()
+        cold = schedule(state, now=now, config=SchedulerConfig(), seed=seed + step)
+        c2 = time.process_time()
+        if plan_digest(hot) != plan_digest(cold):
+            raise SystemExit(f"seed {seed}: the warm cycle's plan differs from the cold cycle's")
+        out |= {f"{name}_delta": delta.text(), f"{name}_warm_cpu_seconds": round(c1 - c0, 3),
+                f"{name}_cold_cpu_seconds": round(c2 - c1, 3),
+                f"{name}_rebuilt": warm.rebuilds > rebuilds,
+                f"{name}_placed": len(hot.placements) - len(hot.moves),
+                f"{name}_evictions": len(hot.evictions), f"{name}_still_pending": len(hot.pending),
+                **({f"{name}_plan_digest": plan_digest(hot)} if digest else {})}
+        plan = hot
+    return out
 
 
 def plan_counts(plan: Plan) -> dict[str, object]:
@@ -452,12 +459,14 @@ def line(r: dict[str, object]) -> str:
         f"pending {r['still_pending']}: "
         + ", ".join(f"{code} {n}" for code, n in reasons.items())
         + (f" | plan {r['plan_digest']}" if "plan_digest" in r else "")
-        + (f"\n  next cycle, as the live loop runs it ({r['delta']}): warm "
-           f"{r['next_warm_cpu_seconds']:.3f} s CPU, cold {r['next_cold_cpu_seconds']:.3f} s CPU, "
-           f"same plan{' (kept state rebuilt)' if r['next_rebuilt'] else ''}; placed "
-           f"{r['next_placed']}, evicted {r['next_evictions']}, pending {r['next_still_pending']}"
-           + (f" | plan {r['next_plan_digest']}" if "next_plan_digest" in r else "")
-           if "delta" in r else ""))
+        + "".join(
+            f"\n  {name} cycle, as the live loop runs it ({r[name + '_delta']}): warm "
+            f"{r[name + '_warm_cpu_seconds']:.3f} s CPU, cold {r[name + '_cold_cpu_seconds']:.3f} s "
+            f"CPU, same plan{' (kept state rebuilt)' if r[name + '_rebuilt'] else ''}; placed "
+            f"{r[name + '_placed']}, evicted {r[name + '_evictions']}, pending "
+            f"{r[name + '_still_pending']}"
+            + (f" | plan {r[name + '_plan_digest']}" if name + "_plan_digest" in r else "")
+            for name in ("next", "then") if name + "_delta" in r))
 
 
 def summary(results: list[dict[str, object]]) -> list[str]:
@@ -469,7 +478,9 @@ def summary(results: list[dict[str, object]]) -> list[str]:
                 if (r["regime"], r["nodes"], r["pending"]) == (regime, nodes, pending)]
         for field, what in (("cycle_cpu_seconds", "first cycle (cold)"),
                             ("next_cold_cpu_seconds", "next cycle cold"),
-                            ("next_warm_cpu_seconds", "next cycle warm, as the live loop runs it")):
+                            ("next_warm_cpu_seconds", "next cycle warm, as the live loop runs it"),
+                            ("then_cold_cpu_seconds", "the cycle after cold"),
+                            ("then_warm_cpu_seconds", "the cycle after warm (live loop)")):
             cpu = sorted(float(str(r[field])) for r in rows if field in r)
             if not cpu:
                 continue

@@ -6,7 +6,8 @@ per step, after the plan was applied and before anything is launched (`observe`)
     refuse(pending)   each eligible pending workload's expected cost must fit the credits of its
                       queue (or an ancestor), counting what work ahead of it in this cycle would
                       take; otherwise it stays pending: BudgetExceeded, with the ledger's sentence
-                      "queue research needs 412.50 credits held, 96.20 available"
+                      "queue research needs 412.50 credits held, 96.20 available"; judged again
+                      only where work, credits or prices changed (`budget_admission`)
     observe(now)      1. a hold for every attempt that holds GPUs and has none (placed work)
                       2. usage rows for attempts that were launched (exact start from the events)
                       3. settle every held attempt that ended: its usage rows are closed and its
@@ -56,6 +57,7 @@ from sqlalchemy import Connection, func, select
 
 from corral.control import lifecycle as L
 from corral.control.attempt_usage import Closed, close_attempts, record_starts
+from corral.control.budget_admission import BudgetJudge, CostKey, time_bound
 from corral.control.ledger_prices import (
     Amounts,
     BilledMemo,
@@ -78,7 +80,6 @@ from corral.ledger import (
     PriceKey,
     PriceRule,
     WorkerStarted,
-    decide,
     expire_due,
     place_hold,
     rolling_top_up,
@@ -86,7 +87,7 @@ from corral.ledger import (
     top_up,
     usage_cost,
 )
-from corral.ledger.funding import available, funding_chain
+from corral.ledger.funding import funding_chain
 from corral.spec import SpecError
 from corral.store import Store
 from corral.store import ledger_rows as LR
@@ -149,6 +150,8 @@ class Accounting:
         self._open: set[tuple[str, int]] | None = None  # attempts whose hold is open
         self._topup_due: dict[tuple[str, int], float] = {}  # next moment a top-up may be due
         self._catalog_memo: tuple[object, PriceCatalog] | None = None
+        self._keys_memo: tuple[int, dict[str, set[PriceKey]]] | None = None  # by nodes_version
+        self.judge = BudgetJudge(self._cost_key)  # admission's verdicts, kept between cycles
         self._runtimes: dict[float | None, Decimal] = {}  # `_runtime` by spec limit
         self._billed: BilledMemo = {}  # the nodes `reprice` returned last, kept between cycles
         self._observed = -1  # the loop state's generation at the last full observe
@@ -170,45 +173,46 @@ class Accounting:
         return billed_nodes(nodes, catalog, now, self._billed)
 
     def refuse(self, pending: Sequence[Workload], now: float) -> Mapping[str, Reason]:
-        """BudgetExceeded for pending work whose expected cost its queue cannot hold."""
+        """BudgetExceeded for pending work whose expected cost its queue cannot hold; only the
+        funding groups whose work or credits changed are judged again (`budget_admission`)."""
         if not self.settings.enforce or not pending:
             return {}
         with self.ledger.read() as s:
-            metered = {q for q in {w.queue for w in pending} if self._metered(s.journal, q)}
-            if not metered:  # no queue of this work was ever funded: nothing to refuse
-                return {}
             records, all_nodes, active = self._records_and_nodes(s.conn)
-            keys_by_model: dict[str, set[PriceKey]] = {}  # every node's price key, per model
-            for n in all_nodes.values():
-                if n.gpu_count > 0 and n.schedulable and n.id in active:
-                    keys_by_model.setdefault(n.gpu_model, set()).add(node_key(n))
             catalog = self._catalog(s.conn, all_nodes)
-            budget = _Budget(s.journal, Decimal(repr(float(now))))
-            out: dict[str, Reason] = {}
-            memo: dict[tuple[int, tuple[str, ...], Decimal], Decimal] = {}
-            for w in sorted(pending, key=lambda w: (-w.priority, w.submitted_at, w.id)):
-                rec = records.get(w.id)
-                if rec is None or w.queue not in metered:
-                    continue
-                key = (w.total_milli(), tuple(w.gpu_models), self._runtime(rec))
-                amount = memo.get(key)
-                if amount is None:
-                    amount = memo[key] = self._estimate(s.journal, w, key[2], keys_by_model,
-                                                        catalog, now)
-                refusal = budget.reserve(w.queue, amount)
-                if refusal is not None:
-                    out[w.id] = refusal
-            return out
+            keys_by_model = self._keys_by_model(all_nodes, active)
+            at = Decimal(repr(float(now)))
+            world = (catalog.rules, keys_by_model, time_bound(catalog, at))
+            journal = s.journal
+            return self.judge.refuse(
+                pending, records, journal, at, world,
+                lambda w, key: self._estimate(journal, w, key, keys_by_model, catalog, at))
 
-    def _estimate(self, journal: Journal, w: Workload, seconds: Decimal,
+    def _keys_by_model(self, all_nodes: Mapping[str, Node], active: Mapping[str, Node]
+                       ) -> dict[str, set[PriceKey]]:
+        """Every schedulable active node's price key, per GPU model; with the loop's state,
+        collected again only when a node changed."""
+        version = None if self.live is None else self.live.nodes_version
+        if version is not None and self._keys_memo is not None and self._keys_memo[0] == version:
+            return self._keys_memo[1]
+        keys: dict[str, set[PriceKey]] = {}
+        for n in all_nodes.values():
+            if n.gpu_count > 0 and n.schedulable and n.id in active:
+                keys.setdefault(n.gpu_model, set()).add(node_key(n))
+        self._keys_memo = None if version is None else (version, keys)
+        return keys
+
+    def _cost_key(self, w: Workload, rec: WorkloadRecord) -> CostKey:
+        return (w.total_milli(), tuple(w.gpu_models), self._runtime(rec))
+
+    def _estimate(self, journal: Journal, w: Workload, key: CostKey,
                   keys_by_model: Mapping[str, set[PriceKey]], catalog: PriceCatalog,
-                  now: float) -> Decimal:
-        milli = w.total_milli()
-        models = w.gpu_models or tuple(keys_by_model)
-        keys = set().union(*(keys_by_model.get(m, ()) for m in models))
+                  start: Decimal) -> Decimal:
+        """The most `w` could cost: its runtime limit on the dearest node it could get."""
+        milli, models, seconds = key
+        keys = set().union(*(keys_by_model.get(m, ()) for m in models or tuple(keys_by_model)))
         if milli <= 0 or not keys:
             return Decimal(0)
-        start = Decimal(repr(float(now)))
         worst = max(catalog.cost(k, milli, start, start + seconds) for k in keys)
         return journal.currency.hold(worst)
 
@@ -498,48 +502,6 @@ class Accounting:
             seconds = self._runtimes[limit] = Decimal(
                 repr(float(limit if limit is not None else self.settings.window_s)))
         return seconds
-
-
-class _Budget:
-    """What one admission pass has promised to the work it let through, queue by queue."""
-
-    def __init__(self, journal: Journal, at: Decimal) -> None:
-        self.journal, self.at = journal, at
-        self.reserved: dict[str, Decimal] = {}
-        # credits and funding chain per queue: nothing is posted while refusing, so each is
-        # read once per pass, not once per pending workload (10,000s of them)
-        self._credits: dict[str, Decimal] = {}
-        self._chains: dict[str, tuple[str, ...]] = {}
-
-    def reserve(self, queue: str, amount: Decimal) -> Reason | None:
-        """Promise `amount` to `queue`'s work from the nearest queue of its chain that still
-        has it; a BudgetExceeded reason when none has."""
-        chain = self._chains.get(queue)
-        if chain is None:
-            chain = self._chains[queue] = funding_chain(self.journal, queue)
-        if not any(self.reserved.get(q) for q in chain):
-            verdict = decide(self.journal, queue, amount, self.at)
-            if isinstance(verdict, Deny):
-                return Reason(BUDGET_EXCEEDED, verdict.message, (("needed", str(amount)),))
-            self.reserved[verdict.funder] = self.reserved.get(verdict.funder, ZERO) + amount
-            return None
-        for q in chain:
-            if self._left(q) >= amount:
-                self.reserved[q] = self.reserved.get(q, ZERO) + amount
-                return None
-        fmt, name = self.journal.currency.format, self.journal.currency.name
-        promised = sum((self.reserved.get(q, ZERO) for q in chain), ZERO)
-        most = max(self._left(q) for q in chain)
-        message = (f"queue {queue} needs {fmt(amount)} {name} held, "
-                   f"{fmt(most)} available ({fmt(promised)} promised to work "
-                   "ahead of it in this cycle)")
-        return Reason(BUDGET_EXCEEDED, message, (("needed", str(amount)),))
-
-    def _left(self, queue: str) -> Decimal:
-        credits = self._credits.get(queue)
-        if credits is None:
-            credits = self._credits[queue] = available(self.journal, queue, self.at)
-        return credits - self.reserved.get(queue, ZERO)
 
 
 def _metered_attempts(conn: Connection) -> dict[tuple[str, int], float]:

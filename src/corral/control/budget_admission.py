@@ -1,0 +1,329 @@
+"""Which pending work its queue's budget refuses, judged again only where an input changed.
+
+`Accounting.refuse` (see `corral.control.accounting`) hands every eligible pending workload
+here, each step the loop plans. The verdicts are those of one pass over all of them in priority
+order (`-priority, submitted_at, id`), each promised its expected cost from the nearest queue of
+its funding chain that still has it (`Budget`). That pass splits into independent ones, one per
+**funding group**: the queues under one root (with `draw_from_ancestors`, the default) or a queue
+alone. A promise reads and writes only the queues of its own chain, all in one group, so the
+verdicts of a group depend only on
+
+  - its pending work: which workloads, their order and their expected costs (their own spec,
+    their record's runtime limit),
+  - its queues' credits: each chain member's credits available now (lapses included) and
+    whether the chain was ever funded (metered),
+  - the prices: the catalog, the price keys of the active nodes, and `now` while a dated price
+    rule still lies ahead (after the last one, a workload's cost no longer moves with time).
+
+`BudgetJudge` keeps each group's verdicts and runs a group's pass again only when one of its
+inputs changed: a workload arrived, left or changed (a new core form or record object: both are
+replaced, never mutated, when their row changes), or a queue's credits moved. A step in which
+nothing changed judges none; what every call still costs is a pointer compare of the pending
+list with the last one (a set difference, in C, when they differ) and the credits of the queues
+that have pending work. At 52,000 pending (2 cores, load about 8): 0.006 s when nothing changed,
+0.05 s when 1,000 left, against 0.13-0.33 s for the whole pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from operator import attrgetter
+
+from corral.core.model import Workload
+from corral.core.reasons import BUDGET_EXCEEDED, Reason
+from corral.ledger import Deny, Journal, PriceCatalog, decide
+from corral.ledger.funding import available, funding_chain
+from corral.store.workloads import WorkloadRecord
+
+__all__ = ["Budget", "BudgetJudge", "CostKey", "time_bound"]
+
+ZERO = Decimal(0)
+_ID = attrgetter("id")
+#: what a workload's expected cost depends on: milli-GPUs, allowed models, runtime seconds
+CostKey = tuple[int, tuple[str, ...], Decimal]
+
+
+class Budget:
+    """What one admission pass has promised to the work it let through, queue by queue."""
+
+    def __init__(self, journal: Journal, at: Decimal) -> None:
+        self.journal, self.at = journal, at
+        self.reserved: dict[str, Decimal] = {}
+        # credits and funding chain per queue: nothing is posted while refusing, so each is
+        # read once per pass, not once per pending workload (10,000s of them)
+        self._credits: dict[str, Decimal] = {}
+        self._chains: dict[str, tuple[str, ...]] = {}
+
+    def chain(self, queue: str) -> tuple[str, ...]:
+        chain = self._chains.get(queue)
+        if chain is None:
+            chain = self._chains[queue] = funding_chain(self.journal, queue)
+        return chain
+
+    def credits(self, queue: str) -> Decimal:
+        """`queue`'s own credits available at `at` (before any promise of this pass)."""
+        credits = self._credits.get(queue)
+        if credits is None:
+            credits = self._credits[queue] = available(self.journal, queue, self.at)
+        return credits
+
+    def reserve(self, queue: str, amount: Decimal) -> Reason | None:
+        """Promise `amount` to `queue`'s work from the nearest queue of its chain that still
+        has it; a BudgetExceeded reason when none has."""
+        chain = self.chain(queue)
+        if not any(self.reserved.get(q) for q in chain):
+            verdict = decide(self.journal, queue, amount, self.at)
+            if isinstance(verdict, Deny):
+                return Reason(BUDGET_EXCEEDED, verdict.message, (("needed", str(amount)),))
+            self.reserved[verdict.funder] = self.reserved.get(verdict.funder, ZERO) + amount
+            return None
+        for q in chain:
+            if self._left(q) >= amount:
+                self.reserved[q] = self.reserved.get(q, ZERO) + amount
+                return None
+        fmt, name = self.journal.currency.format, self.journal.currency.name
+        promised = sum((self.reserved.get(q, ZERO) for q in chain), ZERO)
+        most = max(self._left(q) for q in chain)
+        message = (f"queue {queue} needs {fmt(amount)} {name} held, "
+                   f"{fmt(most)} available ({fmt(promised)} promised to work "
+                   "ahead of it in this cycle)")
+        return Reason(BUDGET_EXCEEDED, message, (("needed", str(amount)),))
+
+    def _left(self, queue: str) -> Decimal:
+        return self.credits(queue) - self.reserved.get(queue, ZERO)
+
+
+def time_bound(catalog: PriceCatalog, at: Decimal) -> Decimal | None:
+    """`at` while a dated price rule still starts or ends after it (expected costs then move
+    with time), else None: from the last price change on, the cost of [at, at + s) is the same
+    for every `at`."""
+    ahead = any(t is not None and t > at for r in catalog.rules
+                for t in (r.valid_from, r.valid_until))
+    return at if ahead else None
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One pending workload as last seen (the objects are kept: their ids stay unique)."""
+    workload: Workload
+    record: WorkloadRecord | None  # None: no record, never judged (as before)
+    order: tuple[int, float, str]
+    amount: Decimal | None = None  # its expected cost, once its queue is metered
+
+
+class BudgetJudge:
+    """The verdicts of the last pass per funding group (see the module docstring).
+
+    **Everything fits.** When each metered queue of a group has credits for all of its own
+    pending work (`_demand`, kept up to date as work comes and goes), the pass would promise
+    each workload its cost from its own queue and refuse none: its verdicts are known without
+    running it. That holds in a funded pool at every step in which credits move (holds and
+    settlements), so those steps judge no workload either."""
+
+    def __init__(self, cost_key: Callable[[Workload, WorkloadRecord], CostKey]) -> None:
+        self._cost_key = cost_key
+        self._cost: Callable[[Workload, CostKey], Decimal] | None = None
+        self._seen: set[tuple[str, int, int]] = set()  # (id, id(workload), id(record))
+        self._entries: dict[str, _Entry] = {}
+        self._group_of: dict[str, str] = {}  # queue of pending work -> its funding group
+        self._members: dict[str, dict[str, _Entry]] = {}  # group -> its pending work
+        self._sorted: dict[str, list[_Entry]] = {}  # group -> its work in pass order
+        self._inputs: dict[str, object] = {}  # group -> its queues' credits, last judged
+        self._verdicts: dict[str, dict[str, Reason]] = {}  # group -> its refusals
+        #: group -> (its metered queues, each one's total expected cost of its pending work):
+        #: exact sums (Decimal amounts in the currency's units); rebuilt by each full pass
+        self._demand: dict[str, tuple[frozenset[str], dict[str, Decimal]]] = {}
+        self._metered: dict[str, bool] = {}  # this call's: queue -> its chain was funded
+        self._costs: dict[CostKey, Decimal] = {}
+        self._world: tuple[object, ...] | None = None
+        self._chart: tuple[object, dict[str, tuple[str, ...]]] | None = None
+        self._refused: dict[str, Reason] = {}
+        self._last: tuple[list[Workload], list[WorkloadRecord | None]] = ([], [])
+        #: workloads the last call ran through a group's pass (tests: a quiet step judges none)
+        self.judged = 0
+
+    def refuse(self, pending: Sequence[Workload], records: Mapping[str, WorkloadRecord],
+               journal: Journal, at: Decimal, world: tuple[object, ...],
+               cost: Callable[[Workload, CostKey], Decimal]) -> Mapping[str, Reason]:
+        """BudgetExceeded reasons among `pending`. `cost` prices a workload's expected cost
+        from `world`, which names the prices (price rules, node keys, `time_bound`): when it
+        changes, every expected cost is priced again."""
+        self.judged, self._cost, self._metered = 0, cost, {}
+        budget = Budget(journal, at)
+        dirty: set[str] = set()
+        if world != self._world:  # the prices moved: every cost and verdict with them
+            self._world, self._costs, self._demand = world, {}, {}
+            dirty |= set(self._members)
+        groups = self._groups(budget)
+        dirty |= self._regroup(groups)
+        dirty |= self._take_changes(pending, records, groups)
+        for group, members in self._members.items():
+            inputs = tuple((q, len(journal.lots(q)), budget.credits(q))
+                           for q in groups.get(group, ()))
+            if group in dirty or inputs != self._inputs.get(group):
+                self._inputs[group] = inputs
+                queues = groups.get(group, ())
+                verdicts = ({} if self._fits(group, queues, budget)
+                            else self._judge(group, queues, members, budget))
+                if verdicts or self._verdicts.get(group):
+                    dirty.add(group)
+                self._verdicts[group] = verdicts
+        for group in [g for g in self._verdicts if g not in self._members]:
+            del self._verdicts[group], self._inputs[group]
+            self._demand.pop(group, None)
+            dirty.add(group)
+        if dirty:
+            self._refused = {wid: r for v in self._verdicts.values() for wid, r in v.items()}
+        return self._refused
+
+    def _is_metered(self, queue: str, budget: Budget) -> bool:
+        """Whether any queue that may pay for `queue` has ever received credits."""
+        funded = self._metered.get(queue)
+        if funded is None:
+            journal = budget.journal
+            funded = self._metered[queue] = queue in journal.chart and any(
+                journal.lots(q) for q in budget.chain(queue))
+        return funded
+
+    def _fits(self, group: str, queues: tuple[str, ...], budget: Budget) -> bool:
+        """Every metered queue of the group has credits for all its own pending work (then
+        nothing is refused: see the class docstring). Only with the demand of a full pass
+        under the same metered queues (a queue funded since has work not counted in it)."""
+        known = self._demand.get(group)
+        if known is None or known[0] != self._metered_of(queues, budget):
+            return False
+        return all(budget.credits(q) >= d for q, d in known[1].items())
+
+    def _metered_of(self, queues: tuple[str, ...], budget: Budget) -> frozenset[str]:
+        return frozenset(q for q in queues if self._is_metered(q, budget))
+
+    def _groups(self, budget: Budget) -> dict[str, tuple[str, ...]]:
+        """Each funding group (named by its root, the last queue of a chain) with the chart's
+        queues in it; read again only when the chart changed (it is replaced, never edited)."""
+        chart = budget.journal.chart
+        if self._chart is None or self._chart[0] is not chart:
+            groups: dict[str, list[str]] = {}
+            for q in chart.queues:
+                groups.setdefault(budget.chain(q)[-1], []).append(q)
+            self._chart = (chart, {g: tuple(qs) for g, qs in groups.items()})
+        return self._chart[1]
+
+    def _regroup(self, groups: Mapping[str, tuple[str, ...]]) -> set[str]:
+        """Work of a queue that entered the chart after it arrived (its group was itself)
+        moves to its root's group; queues are never moved in the chart otherwise."""
+        dirty: set[str] = set()
+        roots = {q: g for g, qs in groups.items() for q in qs} if self._group_of else {}
+        for q, old in list(self._group_of.items()):
+            new = roots.get(q, q)
+            if new == old:
+                continue
+            self._group_of[q] = new
+            members = self._members.get(old, {})
+            moved = {w: e for w, e in members.items() if e.workload.queue == q}
+            for w in moved:
+                del members[w]
+            if not members:
+                self._members.pop(old, None)
+            if moved:
+                self._members.setdefault(new, {}).update(moved)
+            for g in (old, new):
+                self._sorted.pop(g, None)
+                self._demand.pop(g, None)
+                dirty.add(g)
+        return dirty
+
+    def _take_changes(self, pending: Sequence[Workload], records: Mapping[str, WorkloadRecord],
+                      groups: Mapping[str, tuple[str, ...]]) -> set[str]:
+        """Entries for work that arrived or changed, none for work that left; the groups
+        touched. Compares and set differences in C: no Python per unchanged workload."""
+        ids = list(map(_ID, pending))
+        recs = list(map(records.get, ids))
+        work = list(pending)
+        # the same objects in the same order (a pointer compare each): nothing changed
+        if work == self._last[0] and recs == self._last[1]:
+            return set()
+        self._last = (work, recs)
+        seen = set(zip(ids, map(id, pending), map(id, recs), strict=True))
+        gone, came = self._seen - seen, seen - self._seen
+        dirty: set[str] = set()
+        for wid, _, _ in gone:
+            entry = self._entries.pop(wid, None)
+            if entry is not None:
+                self._forget(entry, dirty)
+        if came:
+            by_id = dict(zip(ids, zip(pending, recs, strict=True), strict=True))
+            roots: dict[str, str] | None = None
+            for wid in {wid for wid, _, _ in came}:  # the order is the pass's, not this
+                w, rec = by_id[wid]
+                group = self._group_of.get(w.queue)
+                if group is None:
+                    if roots is None:
+                        roots = {q: g for g, qs in groups.items() for q in qs}
+                    group = self._group_of[w.queue] = roots.get(w.queue, w.queue)
+                self._enter(w, rec, group, dirty)
+        # the objects of `seen` are held by the entries (or the caller): no id is reused
+        self._seen = seen
+        return dirty
+
+    def _enter(self, w: Workload, rec: WorkloadRecord | None, group: str,
+               dirty: set[str]) -> None:
+        entry = _Entry(w, rec, (-w.priority, w.submitted_at, w.id))
+        self._entries[w.id] = entry
+        self._members.setdefault(group, {})[w.id] = entry
+        self._sorted.pop(group, None)
+        dirty.add(group)
+        known = self._demand.get(group)
+        if known is not None and rec is not None and w.queue in known[0]:
+            entry.amount = self._price(entry)
+            known[1][w.queue] = known[1].get(w.queue, ZERO) + entry.amount
+
+    def _forget(self, entry: _Entry, dirty: set[str]) -> None:
+        queue = entry.workload.queue
+        group = self._group_of[queue]
+        members = self._members[group]
+        del members[entry.workload.id]
+        self._sorted.pop(group, None)
+        dirty.add(group)
+        if not members:
+            del self._members[group]
+        known = self._demand.get(group)
+        if known is not None and entry.amount is not None and queue in known[0]:
+            known[1][queue] -= entry.amount
+
+    def _price(self, entry: _Entry) -> Decimal:
+        """The entry's expected cost (priced once per distinct cost key and prices)."""
+        assert entry.record is not None and self._cost is not None
+        key = self._cost_key(entry.workload, entry.record)
+        amount = self._costs.get(key)
+        if amount is None:
+            amount = self._costs[key] = self._cost(entry.workload, key)
+        return amount
+
+    def _judge(self, group: str, queues: tuple[str, ...], members: dict[str, _Entry],
+               budget: Budget) -> dict[str, Reason]:
+        """One group's pass, in priority order (see `Budget.reserve`), after its demand was
+        summed: when everything fits (as on a funded pool's first step), no pass is needed."""
+        self.judged += len(members)
+        demand: dict[str, Decimal] = {}
+        for e in members.values():
+            queue = e.workload.queue
+            if e.record is not None and self._is_metered(queue, budget):
+                amount = e.amount = self._price(e)
+                demand[queue] = demand.get(queue, ZERO) + amount
+        self._demand[group] = (self._metered_of(queues, budget), demand)
+        if all(budget.credits(q) >= d for q, d in demand.items()):
+            return {}
+        order = self._sorted.get(group)
+        if order is None:
+            order = self._sorted[group] = sorted(members.values(), key=attrgetter("order"))
+        out: dict[str, Reason] = {}
+        for e in order:
+            if e.record is None or not self._is_metered(e.workload.queue, budget):
+                continue
+            assert e.amount is not None
+            refusal = budget.reserve(e.workload.queue, e.amount)
+            if refusal is not None:
+                out[e.workload.id] = refusal
+        return out

@@ -140,7 +140,7 @@ def test_credits_page_says_what_the_ledger_says(page: Any, server: CorralUp,
     assert days.totals == by_queue.rows
     by_day = {t.group["queue"]: t.cost for t in days.totals}
     from playwright.sync_api import expect  # drawn once its box has a width (ResizeObserver)
-    expect(page.locator("[data-testid=usage-days-chart] svg path.area")).to_have_count(
+    expect(page.locator("[data-testid=usage-days-chart] svg [data-layer]")).to_have_count(
         len(by_day))
     chip = page.locator(f"[data-testid=usage-day][data-queue={QUEUE}]")
     assert chip.count() == 1

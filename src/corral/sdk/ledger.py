@@ -159,12 +159,15 @@ class Ledger:
     def balances(self) -> list[Balance]:
         return self.client._list(Balance, "/v1/ledger/balances")
 
-    def grants(self, queue: str) -> list[GrantOut]:
-        return self.client._list(GrantOut, f"/v1/ledger/queues/{queue}/grants")
+    def grants(self, queue: str | None = None) -> list[GrantOut]:
+        """The grants of `queue`, or (None) of every queue the caller may see, in one request."""
+        where = "" if queue is None else f"queues/{queue}/"
+        return self.client._list(GrantOut, f"/v1/ledger/{where}grants")
 
-    def holds(self, queue: str, *, open_only: bool = False) -> list[HoldOut]:
-        path = f"/v1/ledger/queues/{queue}/holds?open_only={str(open_only).lower()}"
-        return self.client._list(HoldOut, path)
+    def holds(self, queue: str | None = None, *, open_only: bool = False) -> list[HoldOut]:
+        """The holds of `queue`, or (None) of every queue the caller may see, in one request."""
+        where = "" if queue is None else f"queues/{queue}/"
+        return self.client._list(HoldOut, f"/v1/ledger/{where}holds?open_only={str(open_only).lower()}")
 
     def history(self, queue: str, *, limit: int = 100) -> list[HistoryEntry]:
         return self.client._list(HistoryEntry, f"/v1/ledger/queues/{queue}/history?limit={limit}")

@@ -1,6 +1,7 @@
 // Small SVG charts drawn here (no chart library): stacked areas over time, with an optional
-// dashed reference line (pool capacity), time and value axes, and a hover readout. A chart is
-// drawn at the pixel width of its box (so text keeps its size) and redrawn when the box resizes.
+// dashed reference line (pool capacity), and stacked bars (a day's total per queue), with time
+// and value axes and a hover readout. A chart is drawn at the pixel width of its box (so text
+// keeps its size) and redrawn when the box resizes.
 
 import { fill, h, s } from "./dom.js";
 import { gpus } from "./format.js";
@@ -76,18 +77,67 @@ function draw(box, width, height, { times, layers, line, label, fmt = gpus, time
  * default), timeFmt: a time's (clock time by default). Returns the chart's box.
  */
 export function stackedArea(spec, height = 220) {
-  // Charts replaced by a newer drawing stop observing (those not yet on screen are kept).
+  return observed((box, width) => draw(box, width, height, spec));
+}
+
+function drawBars(box, width, height, { times, layers, label, fmt, timeFmt, floor }) {
+  const n = times.length;
+  const tops = times.map((_, i) => layers.reduce((a, l) => a + (l.values[i] || 0), 0));
+  const step = tickStep(Math.max(...tops, floor));
+  const yMax = Math.ceil(Math.max(...tops, floor) / step) * step;
+  const band = (width - PAD.l - PAD.r) / Math.max(n, 1);
+  const y = (v) => height - PAD.b - (v / yMax) * (height - PAD.t - PAD.b);
+  const base = new Array(n).fill(0);
+  // one group per layer, its figures on the group: what a test compares with the API
+  const groups = layers.map((layer) => s("g", { fill: layer.color, class: "bars", "data-layer": layer.name, "data-values": layer.values.join(",") },
+    times.map((t, i) => {
+      const v = layer.values[i] || 0;
+      const lower = base[i];
+      base[i] += v;
+      return v > 0 ? s("rect", { x: PAD.l + i * band + band * 0.15, width: band * 0.7, y: y(base[i]), height: Math.max(y(lower) - y(base[i]), 1), class: "bar" },
+        s("title", {}, `${layer.name} ${timeFmt(t)}: ${fmt(v)}`)) : null;
+    })));
+  const grid = [];
+  for (let v = 0; v <= yMax + 1e-12; v += step) {
+    grid.push(s("line", { x1: PAD.l, x2: width - PAD.r, y1: y(v), y2: y(v), class: "gridline" }),
+      s("text", { x: PAD.l - 6, y: y(v) + 4, class: "axis", "text-anchor": "end" }, fmt(v)));
+  }
+  const every = Math.max(1, Math.ceil(n / Math.max(2, Math.floor(width / 70))));
+  times.forEach((t, i) => {
+    if ((n - 1 - i) % every === 0) grid.push(s("text", { x: PAD.l + (i + 0.5) * band, y: height - 6, class: "axis", "text-anchor": "middle" }, timeFmt(t)));
+  });
+  const svg = s("svg", { width, height, viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img", "aria-label": label }, grid, groups);
+  const readout = h("div", { class: "readout" }, "Hover the chart for values.");
+  svg.addEventListener("mousemove", (ev) => {
+    const i = Math.min(n - 1, Math.max(0, Math.floor((ev.clientX - svg.getBoundingClientRect().left - PAD.l) / band)));
+    readout.textContent = `${timeFmt(times[i])} · ${layers.map((l) => `${l.name} ${fmt(l.values[i] || 0)}`).join(" · ")}`;
+  });
+  fill(box, svg, readout);
+}
+
+/** The box of a chart drawn by `paint(box, width)` at its box's pixel width, again when it
+ * resizes (observers of boxes replaced by a newer drawing are let go). */
+function observed(paint) {
   for (const ro of live) if (ro.drawn && !ro.box.isConnected) { ro.disconnect(); live.delete(ro); }
   const box = h("div", { class: "chartbox" });
   let drawnWidth = 0;
   const ro = new ResizeObserver(() => {
     const width = Math.floor(box.clientWidth);
-    if (width > 0 && width !== drawnWidth) { drawnWidth = width; ro.drawn = true; draw(box, width, height, spec); }
+    if (width > 0 && width !== drawnWidth) { drawnWidth = width; ro.drawn = true; paint(box, width); }
   });
   ro.box = box;
   ro.observe(box);
   live.add(ro);
   return box;
+}
+
+/**
+ * Stacked bars, one per time (a day's total): times ascending; layers [{name, color, values}]
+ * stacked bottom-up; fmt a value's text, timeFmt a time's; floor the least top of the value
+ * axis (so small figures are not drawn against an axis of 0..1). Returns the chart's box.
+ */
+export function stackedBars({ floor = 0.01, ...spec }, height = 200) {
+  return observed((box, width) => drawBars(box, width, height, { floor, ...spec }));
 }
 
 export function legend(items) {

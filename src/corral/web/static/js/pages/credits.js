@@ -2,14 +2,15 @@
 // granted), what GPU time was charged per queue and day and per provider, the open holds and the
 // grants. Every figure is the ledger API's own (/v1/ledger: balances, usage, holds, grants), in
 // the ledger's one unit (its currency, credits "CRD" by default); nothing is recomputed here.
-// Money moves slowly: the page re-reads every 10 s, not on every 2 s tick, in six requests
+// Money moves slowly: the page re-reads every 10 s, not on every 2 s tick, in five requests
 // whatever the number of queues (holds and grants of every queue the caller may see come in one
-// request each: /v1/ledger/holds, /v1/ledger/grants). What each queue was charged per day is a
-// stacked chart (chart.js, drawn here like the Allocation page's), each day's bar the ledger's,
-// and its legend each queue's total as the server sums it (usage `totals=queue`).
+// request each: /v1/ledger/holds, /v1/ledger/grants). What each queue was charged and used per
+// day are two charts of bars stacked by queue (chart.js, the house's SVG charts) from one report by
+// day and queue, each day's figure the ledger's row; the legend gives each queue's totals as the
+// server sums them (usage `totals=queue`), and a table keeps the rows' exact figures.
 
 import { api } from "../api.js";
-import { stackedArea } from "../chart.js";
+import { stackedBars } from "../chart.js";
 import { queueColor } from "../colors.js";
 import { fill, h } from "../dom.js";
 import { ago, clock, now } from "../format.js";
@@ -38,30 +39,54 @@ function usageRows(report, dims, testid) {
     num(hours(r.gpu_hours), "gpu-hours"), num(r.cost, "cost")));
 }
 
-/** The per-day report as a stacked chart by queue (every day since `since`, 0 where none was
- * charged) and a legend naming each queue with what it was charged over the days shown: the
- * server's total for the queue (`totals=queue`: exact, rounded once), not a sum of rounded rows. */
-function daysChart(report, since, currency) {
-  const days = [];
-  for (let t = since; t <= now(); t += 86400) days.push(t);
+/** Each queue's figure per day (every day since `since`, 0 where none was charged), from the
+ * report's rows as the server sent them: `pick` reads a row's GPU-hours or cost. */
+function perDay(report, days, pick) {
   const dayOf = (iso) => Math.floor(Date.parse(`${iso}T00:00:00Z`) / 1000);
   const byQueue = new Map();
   for (const r of report.rows) {
     const q = r.group.queue;
     if (!byQueue.has(q)) byQueue.set(q, days.map(() => 0));
     const i = days.indexOf(dayOf(r.group.day));
-    if (i >= 0) byQueue.get(q)[i] += Number(r.cost);
+    if (i >= 0) byQueue.get(q)[i] += Number(pick(r));
   }
-  const totals = new Map(report.totals.map((t) => [t.group.queue, t.cost]));
-  const queues = [...byQueue.keys()].sort();
-  const layers = queues.map((q) => ({ name: q, color: queueColor(q), values: byQueue.get(q) }));
+  return byQueue;
+}
+
+/** The per-day report as two stacked charts by queue (credits charged, GPU-hours), a legend
+ * naming each queue with what it was charged and used over the days shown, as the server sums
+ * it (`totals=queue`: exact, rounded once, not a sum of rounded rows), and the report's rows
+ * as a table for the exact figures. */
+function daysCard(report, since, currency) {
+  const days = [];
+  for (let t = since; t <= now(); t += 86400) days.push(t);
   const dayLabel = (t) => new Date(t * 1000).toISOString().slice(5, 10);
+  const queues = [...new Set(report.rows.map((r) => r.group.queue))].sort();
+  const chart = (pick, label, fmt, floor, testid) => {
+    const series = perDay(report, days, pick);
+    const layers = queues.map((q) => ({ name: q, color: queueColor(q), values: series.get(q) }));
+    const box = stackedBars({ times: days, layers, label, fmt, timeFmt: dayLabel, floor }, 180);
+    box.dataset.testid = testid;
+    return h("div", {}, h("h3", {}, label), box);
+  };
   const money = (v) => (Math.round(v * 100) / 100).toFixed(2);
-  const chart = stackedArea({ times: days, layers, label: `credits charged per queue and day (${currency})`, fmt: money, timeFmt: dayLabel }, 200);
-  chart.dataset.testid = "usage-days-chart";
-  return [chart, h("div", { class: "legend" }, queues.map((q) =>
-    h("span", { class: "chip", dataset: { testid: "usage-day", queue: q }, title: `${q}: charged over the days shown` },
-      h("i", { style: { background: queueColor(q) } }), `${q} `, h("span", { dataset: { testid: "cost" } }, totals.get(q)), ` ${currency}`)))];
+  const hrs = (v) => String(Math.round(v * 1e6) / 1e6);
+  const totals = new Map(report.totals.map((t) => [t.group.queue, t]));
+  const chip = (q) => h("span", { class: "chip", dataset: { testid: "usage-day", queue: q }, title: `${q}: over the days shown` },
+    h("i", { style: { background: queueColor(q) } }), `${q} `,
+    h("span", { dataset: { testid: "cost" } }, totals.get(q).cost), ` ${currency} · `,
+    h("span", { dataset: { testid: "gpu-hours" } }, totals.get(q).gpu_hours), " GPU-hours");
+  const rows = report.rows.slice().sort((a, b) => b.group.day.localeCompare(a.group.day) || a.group.queue.localeCompare(b.group.queue));
+  return [
+    h("div", { class: "chart-pair" },
+      chart((r) => r.cost, `Credits charged per day (${currency})`, money, 0.04, "usage-days-chart"),
+      chart((r) => r.gpu_hours, "GPU-hours per day", hrs, 0.004, "usage-days-hours-chart")),
+    h("div", { class: "legend" }, queues.map(chip)),
+    h("details", {}, h("summary", {}, "Exact figures per queue and day"),
+      table("usage-days", [["Day (UTC)"], ["Queue"], ["GPU-hours", 1], [`Cost (${currency})`, 1]],
+        rows.map((r) => h("tr", { dataset: { testid: "usage-day-row", day: r.group.day, queue: r.group.queue } },
+          h("td", {}, r.group.day), h("td", {}, r.group.queue), num(r.gpu_hours, "gpu-hours"), num(r.cost, "cost"))))),
+  ];
 }
 
 function holdRow(x) {
@@ -95,7 +120,7 @@ export function mount(root) {
         "(settled when it ends), available. Admins grant with ", h("code", {}, "corral credits grant QUEUE AMOUNT"),
         "; ", h("code", {}, "corral usage"), " prints the same figures."), total),
     h("h2", {}, "Credits by queue"), cards.balances,
-    h("h2", {}, `Charged per queue and day (last ${DAYS} days, UTC)`), cards.days,
+    h("h2", {}, `Spend per queue and day (last ${DAYS} days, UTC)`), cards.days,
     h("h2", {}, "Charged per provider"),
     h("p", { class: "hint" }, "GPU time charged to queues on each provider's nodes. What corral paid for the instances it rented is on ",
       h("a", { href: "#/providers" }, "Providers"), "."), cards.providers,
@@ -113,22 +138,21 @@ export function mount(root) {
       return;
     }
     const since = Math.floor(now() / 86400 - DAYS + 1) * 86400;
-    const [balances, all, days, providers] = await Promise.all([
+    // Five requests whatever the number of queues; the report by provider also carries the
+    // grand total (the same exact sum whatever the grouping, rounded once), so no sixth.
+    const [balances, days, providers, holds, grants] = await Promise.all([
       api("/v1/ledger/balances"),
-      api(USAGE, { params: { by: "queue" } }),
       api(USAGE, { params: { by: ["day", "queue"], since, totals: "queue" } }),
       api(USAGE, { params: { by: "provider" } }),
-    ]);
-    const [holds, grants] = await Promise.all([
       api("/v1/ledger/holds", { params: { open_only: true } }),
       api("/v1/ledger/grants"),
     ]);
-    const currency = all.currency;
-    total.textContent = `Charged so far: ${all.total_cost} ${currency} for ${hours(Number(all.total_gpu_seconds) / 3600)} GPU-hours. All amounts are in ${currency}.`;
+    const currency = providers.currency;
+    total.textContent = `Charged so far: ${providers.total_cost} ${currency} for ${hours(Number(providers.total_gpu_seconds) / 3600)} GPU-hours. All amounts are in ${currency}.`;
     fill(cards.balances, balances.length ? table("balances",
       [["Queue"], ["Available", 1], ["Held", 1], ["Charged", 1], ["Granted", 1], ["Expired", 1], ["Debt", 1]],
       balances.map(balanceRow)) : h("p", { class: "empty" }, "No queue you may see."));
-    fill(cards.days, days.rows.length ? daysChart(days, since, currency)
+    fill(cards.days, days.rows.length ? daysCard(days, since, currency)
       : h("p", { class: "empty" }, `No GPU time in the last ${DAYS} days.`));
     fill(cards.providers, providers.rows.length ? table("usage-providers", [["Provider"], ["GPU-hours", 1], [`Cost (${currency})`, 1]],
       usageRows(providers, ["provider"], "usage-provider")) : h("p", { class: "empty" }, "No GPU time charged yet."));

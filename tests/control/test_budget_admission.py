@@ -168,10 +168,11 @@ def test_random_histories_give_the_whole_passs_verdicts(seed: int, ancestors: bo
         for wid in rng.sample(sorted(world.pending), min(len(world.pending), rng.randint(0, 3))):
             if rng.random() < 0.5:
                 del world.pending[wid]
-            else:  # the same workload, changed: a new core form (and maybe a new record)
-                w = world.pending[wid]
-                world.pending[wid] = replace(w, priority=rng.randint(0, 2))
-                if rng.random() < 0.5:
+            else:  # the same workload, changed: a new core form, a new record, or both
+                change = rng.choice(["work", "record", "both"])
+                if change != "record":
+                    world.pending[wid] = replace(world.pending[wid], priority=rng.randint(0, 2))
+                if change != "work":
                     world.records[wid] = Rec(rng.choice([5, 10, 30]))
         roll = rng.random()
         if roll < 0.2:

@@ -106,11 +106,27 @@ def time_bound(catalog: PriceCatalog, at: Decimal) -> Decimal | None:
 
 @dataclass(slots=True)
 class _Entry:
-    """One pending workload as last seen (the objects are kept: their ids stay unique)."""
+    """One pending workload as last seen."""
     workload: Workload
     record: WorkloadRecord | None  # None: no record, never judged (as before)
-    order: tuple[int, float, str]
     amount: Decimal | None = None  # its expected cost, once its queue is metered
+
+
+def _order(e: _Entry) -> tuple[int, float, str]:
+    """The pass's order: priority, then submission, then id."""
+    w = e.workload
+    return (-w.priority, w.submitted_at, w.id)
+
+
+def _came_or_went(now: Sequence[object], ids: list[str], last: Sequence[object],
+                  last_ids: list[str], skip: int | None = None) -> set[str]:
+    """The ids of the work whose object (of `now` or `last`, by identity) is in one list and
+    not the other. Transient maps of object ids, built in C."""
+    new, old = dict(zip(map(id, now), ids, strict=True)), dict(
+        zip(map(id, last), last_ids, strict=True))
+    out = {new[k] for k in new.keys() - old.keys() if k != skip}
+    out.update(old[k] for k in old.keys() - new.keys() if k != skip)
+    return out
 
 
 class BudgetJudge:
@@ -125,8 +141,6 @@ class BudgetJudge:
     def __init__(self, cost_key: Callable[[Workload, WorkloadRecord], CostKey]) -> None:
         self._cost_key = cost_key
         self._cost: Callable[[Workload, CostKey], Decimal] | None = None
-        self._seen: set[tuple[str, int, int]] = set()  # (id, id(workload), id(record))
-        self._entries: dict[str, _Entry] = {}
         self._group_of: dict[str, str] = {}  # queue of pending work -> its funding group
         self._members: dict[str, dict[str, _Entry]] = {}  # group -> its pending work
         self._sorted: dict[str, list[_Entry]] = {}  # group -> its work in pass order
@@ -140,7 +154,8 @@ class BudgetJudge:
         self._world: tuple[object, ...] | None = None
         self._chart: tuple[object, dict[str, tuple[str, ...]]] | None = None
         self._refused: dict[str, Reason] = {}
-        self._last: tuple[list[Workload], list[WorkloadRecord | None]] = ([], [])
+        #: the last call's pending work, its records and ids (their objects' ids stay unique)
+        self._last: tuple[list[Workload], list[WorkloadRecord | None], list[str]] = ([], [], [])
         #: workloads the last call ran through a group's pass (tests: a quiet step judges none)
         self.judged = 0
 
@@ -241,36 +256,35 @@ class BudgetJudge:
         ids = list(map(_ID, pending))
         recs = list(map(records.get, ids))
         work = list(pending)
+        last_work, last_recs, last_ids = self._last
         # the same objects in the same order (a pointer compare each): nothing changed
-        if work == self._last[0] and recs == self._last[1]:
+        if work == last_work and recs == last_recs:
             return set()
-        self._last = (work, recs)
-        seen = set(zip(ids, map(id, pending), map(id, recs), strict=True))
-        gone, came = self._seen - seen, seen - self._seen
+        self._last = (work, recs, ids)
         dirty: set[str] = set()
-        for wid, _, _ in gone:
-            entry = self._entries.pop(wid, None)
-            if entry is not None:
-                self._forget(entry, dirty)
-        if came:
-            by_id = dict(zip(ids, zip(pending, recs, strict=True), strict=True))
-            roots: dict[str, str] | None = None
-            for wid in {wid for wid, _, _ in came}:  # the order is the pass's, not this
-                w, rec = by_id[wid]
-                group = self._group_of.get(w.queue)
-                if group is None:
-                    if roots is None:
-                        roots = {q: g for g, qs in groups.items() for q in qs}
-                    group = self._group_of[w.queue] = roots.get(w.queue, w.queue)
-                self._enter(w, rec, group, dirty)
-        # the objects of `seen` are held by the entries (or the caller): no id is reused
-        self._seen = seen
+        roots = {q: g for g, qs in groups.items() for q in qs}
+        if not self._members:  # the first call (or no work before): all of it arrives
+            for w, rec in zip(work, recs, strict=True):
+                self._enter(w, rec, roots, dirty)
+            return dirty
+        # work whose core form or record is a new object arrived, left or changed; the last
+        # lists hold the old objects until here, so no id is reused meanwhile
+        changed = _came_or_went(work, ids, last_work, last_ids)
+        none = id(None)
+        changed |= _came_or_went(recs, ids, last_recs, last_ids, skip=none)
+        for wid in changed:
+            self._forget(wid, dirty)
+        at = {wid: i for i, wid in enumerate(ids) if wid in changed} if changed else {}
+        for i in at.values():
+            self._enter(work[i], recs[i], roots, dirty)
         return dirty
 
-    def _enter(self, w: Workload, rec: WorkloadRecord | None, group: str,
+    def _enter(self, w: Workload, rec: WorkloadRecord | None, roots: Mapping[str, str],
                dirty: set[str]) -> None:
-        entry = _Entry(w, rec, (-w.priority, w.submitted_at, w.id))
-        self._entries[w.id] = entry
+        group = self._group_of.get(w.queue)
+        if group is None:
+            group = self._group_of[w.queue] = roots.get(w.queue, w.queue)
+        entry = _Entry(w, rec)
         self._members.setdefault(group, {})[w.id] = entry
         self._sorted.pop(group, None)
         dirty.add(group)
@@ -279,15 +293,18 @@ class BudgetJudge:
             entry.amount = self._price(entry)
             known[1][w.queue] = known[1].get(w.queue, ZERO) + entry.amount
 
-    def _forget(self, entry: _Entry, dirty: set[str]) -> None:
-        queue = entry.workload.queue
-        group = self._group_of[queue]
-        members = self._members[group]
-        del members[entry.workload.id]
+    def _forget(self, wid: str, dirty: set[str]) -> None:
+        """Drop `wid`'s entry, if it has one (its group is one of a few: asked of each)."""
+        found = next(((g, m) for g, m in self._members.items() if wid in m), None)
+        if found is None:
+            return
+        group, members = found
+        entry = members.pop(wid)
         self._sorted.pop(group, None)
         dirty.add(group)
         if not members:
             del self._members[group]
+        queue = entry.workload.queue
         known = self._demand.get(group)
         if known is not None and entry.amount is not None and queue in known[0]:
             known[1][queue] -= entry.amount
@@ -317,7 +334,7 @@ class BudgetJudge:
             return {}
         order = self._sorted.get(group)
         if order is None:
-            order = self._sorted[group] = sorted(members.values(), key=attrgetter("order"))
+            order = self._sorted[group] = sorted(members.values(), key=_order)
         out: dict[str, Reason] = {}
         for e in order:
             if e.record is None or not self._is_metered(e.workload.queue, budget):

@@ -60,3 +60,16 @@ def test_totals_outside_the_reports_dimensions_are_refused_naming_the_field(
     assert r.status_code == 422, r.text
     assert r.json()["problems"][0]["field"] == "totals"
     assert "day, queue" in r.json()["message"]
+
+
+def test_a_report_past_its_limit_is_refused_naming_limit(api: Api) -> None:
+    """A bound on what one report answers: more rows than `limit` (at most 100,000, the
+    default) is a 422 naming limit and how to narrow the report, never a report cut short."""
+    assert len(_usage(api, by=["day", "queue"], limit=3)["rows"]) == 3  # at the limit: all
+    for path in ("/v1/ledger/usage", "/v1/ledger/usage.csv"):
+        r = api.client.get(path, headers=api.admin, params={"by": ["day", "queue"], "limit": 2})
+        assert r.status_code == 422, r.text
+        assert r.json()["problems"][0]["field"] == "limit"
+        assert "3 rows, more than 2" in r.json()["message"] and "since/until" in r.json()["message"]
+    too_big = api.client.get("/v1/ledger/usage", headers=api.admin, params={"limit": 100_001})
+    assert too_big.status_code == 422 and too_big.json()["problems"][0]["field"] == "limit"

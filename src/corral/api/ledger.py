@@ -317,6 +317,23 @@ _Since = Annotated[float | None, Query(
 _Until = Annotated[float | None, Query(ge=0, description="usage before (epoch seconds)")]
 
 
+#: the most rows one report answers: a bound on the response, whatever the window asked for
+MAX_REPORT_ROWS = 100_000
+_Limit = Annotated[int, Query(
+    ge=1, le=MAX_REPORT_ROWS,
+    description="the most rows wanted; a report with more is refused (422 naming limit), "
+                "never cut short silently: narrow it with since/until, queue or fewer `by`")]
+
+
+def _bounded(rows: list[ReportRow], limit: int) -> list[ReportRow]:
+    if len(rows) > limit:
+        problem = f"the report has {len(rows)} rows, more than {limit}"
+        fix = "narrow it with since/until or queue, or group by fewer dimensions"
+        raise ApiError(422, "invalid_request", f"limit: {problem}; {fix}",
+                       [("limit", f"{problem}; {fix}")])
+    return rows
+
+
 _Totals = Annotated[list[str] | None, Query(
     description="also sum the rows over these of `by`'s dimensions (e.g. by=day&by=queue&"
                 "totals=queue: each queue's cost over the days), exactly, rounded once")]
@@ -324,9 +341,11 @@ _Totals = Annotated[list[str] | None, Query(
 
 @router.get("/usage", response_model=LM.UsageReport, responses=_ERRORS)
 def usage(ctx: Ctx, who: Caller, by: _By = None, queue: _Queues = None, since: _Since = None,
-          until: _Until = None, totals: _Totals = None) -> LM.UsageReport:
+          until: _Until = None, totals: _Totals = None,
+          limit: _Limit = MAX_REPORT_ROWS) -> LM.UsageReport:
     """Exact GPU-seconds and cost, grouped (default: by queue and UTC day)."""
     dims, rows = _report(ctx, who, by or ["queue", "day"], queue, since, until)
+    rows = _bounded(rows, limit)
     currency = _ledger(ctx).currency
     total = sum((r.cost for r in rows if r.cost is not None), Fraction(0))
     return LM.UsageReport(
@@ -371,9 +390,11 @@ def _exact(value: Decimal) -> str:
 
 @router.get("/usage.csv", response_class=Response, responses=_ERRORS)
 def usage_csv(ctx: Ctx, who: Caller, by: _By = None, queue: _Queues = None,
-              since: _Since = None, until: _Until = None) -> Response:
+              since: _Since = None, until: _Until = None,
+              limit: _Limit = MAX_REPORT_ROWS) -> Response:
     """The same report as CSV (GPU-seconds exact; hours and cost rounded per row)."""
     dims, rows = _report(ctx, who, by or ["queue", "day"], queue, since, until)
+    rows = _bounded(rows, limit)
     out = io.StringIO()
     write_csv(rows, out, by=dims, currency=_ledger(ctx).currency)
     return Response(out.getvalue(), media_type="text/csv")

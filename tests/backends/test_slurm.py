@@ -16,7 +16,7 @@ import pytest
 
 from corral.backends import InvalidLaunchSpec, LaunchConflict, LaunchError, WorkerState, base
 from corral.backends.base import WorkerStatus
-from corral.backends.slurm import SlurmBackend, job_name
+from corral.backends.slurm import WATCH_BATCH, SlurmBackend, job_name
 from corral.core.model import Health
 from corral.testing.slurm import SlurmCluster
 
@@ -214,3 +214,19 @@ def test_an_end_is_seen_between_polls_without_asking_slurm(
     assert end.state == WorkerState.SUCCEEDED
     assert not backend.changed_since_poll()
     backend.release(wid, 0)
+
+
+def test_a_check_between_polls_looks_at_a_bounded_number_of_records(tmp_path: Path) -> None:
+    """A large pool's waits stay cheap: each `changed_since_poll` stats at most WATCH_BATCH
+    exit records, round robin, so an end far down the list is found by a later call."""
+    backend = SlurmBackend(tmp_path / "work")
+    paths = [tmp_path / f"w{i}" / "exit.json" for i in range(2 * WATCH_BATCH + 100)]
+    backend._awaited = list(paths)
+    paths[-1].parent.mkdir()
+    paths[-1].touch()
+    assert [backend.changed_since_poll() for _ in range(3)] == [False, False, True]
+    assert not backend.changed_since_poll()  # each record once
+    paths[5].parent.mkdir()
+    paths[5].touch()
+    # the sweep goes on from where it was (200 of 499), round past the end, to it
+    assert [backend.changed_since_poll() for _ in range(3)] == [False, True, False]

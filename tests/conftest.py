@@ -21,7 +21,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # here, so every folder shares one server of each kind per test session.
 from corral.testing.fixtures import *  # noqa: E402, F403
 from corral.testing.reaper import start_reaper  # noqa: E402
-from corral.testing.xdist_groups import mark_groups  # noqa: E402
+from corral.testing.xdist_groups import prepare_items  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -36,12 +36,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(trylast=True)  # after xdist's own hook, whose id write pytest 9.2 loses
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests that must share one xdist worker (Ray; a module's own shared fixture) get an
+    """Every test gets a node id of its own (Schemathesis' items shared one, and xdist ran one of
+    them); tests that must share one xdist worker (Ray; a module's own shared fixture) get an
     `xdist_group` marker and the `@group` node id suffix xdist's scheduler reads: see
-    corral.testing.xdist_groups. Without xdist, nothing to mark."""
+    corral.testing.xdist_groups."""
     if config.pluginmanager.hasplugin("xdist"):
-        mark_groups(items, pytest.mark.xdist_group,
-                    suffix_ids=bool(config.getoption("loadgroup", False)))
+        prepare_items(config, items)
 
 
 @pytest.fixture(autouse=True)

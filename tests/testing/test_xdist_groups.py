@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from corral.testing.xdist_groups import RAY_GROUP, group_of
+from corral.testing.xdist_groups import RAY_GROUP, duplicate_ids, group_of, prepare_items
 
 
 @dataclass
@@ -104,3 +104,56 @@ def test_a_real_xdist_run_keeps_a_module_fixture_on_one_worker(tmp_path: Path) -
 
 def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+
+
+SHARED_ID_CONFTEST = '''
+import pytest
+from corral.testing.xdist_groups import prepare_items
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_pycollect_makeitem(collector, name, obj):
+    """As Schemathesis 4 does: one item per operation, the operation in the name, the
+    function's own name as originalname and no callspec (pytest 9.2: one node id for all)."""
+    outcome = yield
+    if name == "test_op":
+        outcome.force_result([pytest.Function.from_parent(
+            collector, name=f"test_op[{op}]", originalname="test_op", callobj=obj)
+            for op in ("GET /a", "POST /a", "GET /b")])
+
+@pytest.hookimpl(trylast=True)  # as tests/conftest.py does
+def pytest_collection_modifyitems(config, items):
+    prepare_items(config, items)
+'''
+
+SHARED_ID_MODULE = '''
+import json, os
+
+def test_op(request):
+    with open(os.environ["GROUPS_OUT"], "a") as f:
+        f.write(json.dumps(request.node.name) + "\\n")
+'''
+
+
+@pytest.mark.timeout(120)
+def test_items_that_share_a_node_id_all_run_under_loadgroup(tmp_path: Path) -> None:
+    """The API fuzz's 83 items had one node id; xdist's loadgroup queue is keyed by node id, so
+    it ran one of them and reported 3,803 results of 3,885 collected, all green."""
+    (tmp_path / "conftest.py").write_text(SHARED_ID_CONFTEST)
+    (tmp_path / "test_ops.py").write_text(SHARED_ID_MODULE)
+    out = tmp_path / "ran.jsonl"
+    r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                        "-n", "2", "--dist", "loadgroup", "-o", "addopts=", str(tmp_path)],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=110,
+                       env={**_env(), "GROUPS_OUT": str(out)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    ran = sorted(json.loads(line) for line in out.read_text().splitlines())
+    assert ran == ["test_op[GET /a]", "test_op[GET /b]", "test_op[POST /a]"], r.stdout
+    assert "3 passed" in r.stdout, r.stdout
+
+
+def test_an_id_left_shared_is_refused_on_a_worker() -> None:
+    items = [FakeItem(nodeid="t.py::test_a"), FakeItem(nodeid="t.py::test_a"), FakeItem()]
+    assert duplicate_ids(items) == ["t.py::test_a"]
+    worker = SimpleNamespace(workerinput={}, getoption=lambda *a: False)
+    with pytest.raises(pytest.UsageError, match=r"t\.py::test_a.*distinct id"):
+        prepare_items(worker, items)

@@ -25,14 +25,24 @@ structured ``item._id``, so the write is lost and loadgroup silently spreads eve
 all workers (pytest-dev/pytest-xdist#1386, fix proposed in #1388, not released). ``mark_groups``
 writes the suffix where pytest 9.2 reads it (`_with_group_suffix`), the same string xdist
 meant to send; an xdist that does it itself is left alone (the suffix is already there).
+
+**Items that share a node id.** pytest 9.2 builds a test's id from its ``originalname`` and its
+callspec, not from its ``name``; Schemathesis (4.x) makes one item per API operation with the
+operation in the name (``test_x[GET /v1/nodes]``) but no callspec, so all 83 of
+``tests/api/test_fuzz.py`` had the one id ``tests/api/test_fuzz.py::test_x``. Serially that is
+harmless; under ``--dist loadgroup`` xdist's scheduler keys its queue by node id, so 82 of them
+were silently never run (3,803 results of 3,885 collected). ``distinct_ids`` gives such items
+the id their name says; ``duplicate_ids`` is what is left for the caller to refuse.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["RAY_FIXTURES", "RAY_GROUP", "SHARED_SCOPES", "group_of", "mark_groups"]
+__all__ = ["RAY_FIXTURES", "RAY_GROUP", "SHARED_SCOPES", "distinct_ids", "duplicate_ids",
+           "group_of", "mark_groups", "prepare_items"]
 
 RAY_GROUP = "ray"
 #: fixtures (corral.testing.fixtures) that attach to the one Ray cluster
@@ -54,6 +64,46 @@ def group_of(item: Any) -> str | None:
     if _uses_shared_fixture(item):
         return str(item.nodeid).split("::", 1)[0]
     return None
+
+
+def prepare_items(config: Any, items: list[Any]) -> None:
+    """What tests/conftest.py's collection hook does where pytest-xdist is installed: distinct
+    ids, a refusal of any id still shared (on a worker: xdist would run one of each and drop the
+    rest without a word), then the groups and, under ``--dist loadgroup``, their id suffix."""
+    import pytest
+
+    distinct_ids(items)
+    if hasattr(config, "workerinput") and (same := duplicate_ids(items)):
+        raise pytest.UsageError(
+            f"these node ids name more than one test, so pytest-xdist would run only one of "
+            f"each: {same[:5]}; give each test a distinct id (pytest.param(id=...))")
+    mark_groups(items, pytest.mark.xdist_group,
+                suffix_ids=bool(config.getoption("loadgroup", False)))
+
+
+def distinct_ids(items: Iterable[Any]) -> int:
+    """Give every item that shares its node id with another the id its ``name`` says (the
+    parent's id, ``::``, the name), where that differs; returns how many changed. Run before
+    ``mark_groups`` (its ``@group`` suffix goes after the distinct id)."""
+    items = list(items)
+    seen = Counter(str(item.nodeid) for item in items)
+    changed = 0
+    for item in items:
+        parent = getattr(item, "parent", None)
+        if seen[str(item.nodeid)] < 2 or parent is None or not hasattr(item, "_id"):
+            continue
+        wanted = f"{parent.nodeid}::{item.name}"
+        if wanted != str(item.nodeid):
+            from _pytest.nodeid import coerce_node_id
+
+            item._id = coerce_node_id(wanted)
+            changed += 1
+    return changed
+
+
+def duplicate_ids(items: Iterable[Any]) -> list[str]:
+    """The node ids more than one item has (xdist would run only one of each), sorted."""
+    return sorted(nodeid for nodeid, n in Counter(str(i.nodeid) for i in items).items() if n > 1)
 
 
 def mark_groups(items: Iterable[Any], marker: Any, *, suffix_ids: bool = False) -> int:

@@ -174,6 +174,11 @@ def test_random_histories_give_the_whole_passs_verdicts(seed: int, ancestors: bo
                     world.pending[wid] = replace(world.pending[wid], priority=rng.randint(0, 2))
                 if change != "work":
                     world.records[wid] = Rec(rng.choice([5, 10, 30]))
+        if rng.random() < 0.3:  # placed (Accounting.observe): dropped; some stay pending
+            placed = rng.sample(sorted(world.pending), min(len(world.pending), 3))
+            world.judge.forget(placed)
+            for wid in placed[:rng.randint(0, len(placed))]:
+                del world.pending[wid]
         roll = rng.random()
         if roll < 0.2:
             grant(world.journal, key=f"s{step}", queue=rng.choice(queues[:5]),

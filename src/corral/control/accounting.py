@@ -273,7 +273,10 @@ class Accounting:
         10,000 commits once, not three times), and none when none has work. Memory follows
         only once it committed."""
         assert self._metered_live is not None and self._open is not None
-        holds = self._holds_todo({k: r for k, r in live.items() if k not in self._held})
+        unseen = {k: r for k, r in live.items() if k not in self._held}
+        # newly placed work left pending: admission need not keep its pending form
+        self.judge.forget(wid for wid, _ in unseen)
+        holds = self._holds_todo(unseen)
         launched = {k: r for k, r in live.items()
                     if r.state in ("starting", "running") and k not in self._metered_live}
         ended = sorted(self._open - live.keys())

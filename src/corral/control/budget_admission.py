@@ -26,7 +26,7 @@ that have pending work. At 52,000 pending (2 cores, load about 8): 0.006 s when 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from operator import attrgetter
@@ -118,17 +118,6 @@ def _order(e: _Entry) -> tuple[int, float, str]:
     return (-w.priority, w.submitted_at, w.id)
 
 
-def _came_or_went(now: Sequence[object], ids: list[str], last: Sequence[object],
-                  last_ids: list[str], skip: int | None = None) -> set[str]:
-    """The ids of the work whose object (of `now` or `last`, by identity) is in one list and
-    not the other. Transient maps of object ids, built in C."""
-    new, old = dict(zip(map(id, now), ids, strict=True)), dict(
-        zip(map(id, last), last_ids, strict=True))
-    out = {new[k] for k in new.keys() - old.keys() if k != skip}
-    out.update(old[k] for k in old.keys() - new.keys() if k != skip)
-    return out
-
-
 class BudgetJudge:
     """The verdicts of the last pass per funding group (see the module docstring).
 
@@ -154,8 +143,10 @@ class BudgetJudge:
         self._world: tuple[object, ...] | None = None
         self._chart: tuple[object, dict[str, tuple[str, ...]]] | None = None
         self._refused: dict[str, Reason] = {}
-        #: the last call's pending work, its records and ids (their objects' ids stay unique)
-        self._last: tuple[list[Workload], list[WorkloadRecord | None], list[str]] = ([], [], [])
+        #: the last call's pending ids, and the ids of their core forms' and records' objects
+        self._last: tuple[list[str], list[int], list[int]] = ([], [], [])
+        self._dropped: set[str] = set()  # entries `forget` dropped since the last call
+        self._touched: set[str] = set()  # and their groups
         #: workloads the last call ran through a group's pass (tests: a quiet step judges none)
         self.judged = 0
 
@@ -167,7 +158,7 @@ class BudgetJudge:
         changes, every expected cost is priced again."""
         self.judged, self._cost, self._metered = 0, cost, {}
         budget = Budget(journal, at)
-        dirty: set[str] = set()
+        dirty, self._touched = self._touched, set()
         if world != self._world:  # the prices moved: every cost and verdict with them
             self._world, self._costs, self._demand = world, {}, {}
             dirty |= set(self._members)
@@ -191,6 +182,7 @@ class BudgetJudge:
             dirty.add(group)
         if dirty:
             self._refused = {wid: r for v in self._verdicts.values() for wid, r in v.items()}
+        self._cost = None  # it holds this call's journal and catalog: not kept between calls
         return self._refused
 
     def _is_metered(self, queue: str, budget: Budget) -> bool:
@@ -252,32 +244,46 @@ class BudgetJudge:
     def _take_changes(self, pending: Sequence[Workload], records: Mapping[str, WorkloadRecord],
                       groups: Mapping[str, tuple[str, ...]]) -> set[str]:
         """Entries for work that arrived or changed, none for work that left; the groups
-        touched. Compares and set differences in C: no Python per unchanged workload."""
+        touched. Compares and set differences in C: no Python per unchanged workload.
+
+        Only ids are kept between calls, not the objects (the pending forms of the work that
+        started would live on through the step). An id is unique while its object lives: the
+        entries hold the objects of the work still pending; the ids of dropped entries
+        (`forget`) are not trusted and that work is entered again if it is pending."""
         ids = list(map(_ID, pending))
         recs = list(map(records.get, ids))
-        work = list(pending)
-        last_work, last_recs, last_ids = self._last
-        # the same objects in the same order (a pointer compare each): nothing changed
-        if work == last_work and recs == last_recs:
+        objs, rec_objs = list(map(id, pending)), list(map(id, recs))
+        last_ids, last_objs, last_recs = self._last
+        dropped, self._dropped = self._dropped, set()
+        # the same objects in the same order (int compares): nothing changed
+        if not dropped and objs == last_objs and rec_objs == last_recs and ids == last_ids:
             return set()
-        self._last = (work, recs, ids)
+        self._last = (ids, objs, rec_objs)
         dirty: set[str] = set()
         roots = {q: g for g, qs in groups.items() for q in qs}
         if not self._members:  # the first call (or no work before): all of it arrives
-            for w, rec in zip(work, recs, strict=True):
+            for w, rec in zip(pending, recs, strict=True):
                 self._enter(w, rec, roots, dirty)
             return dirty
-        # work whose core form or record is a new object arrived, left or changed; the last
-        # lists hold the old objects until here, so no id is reused meanwhile
-        changed = _came_or_went(work, ids, last_work, last_ids)
-        none = id(None)
-        changed |= _came_or_went(recs, ids, last_recs, last_ids, skip=none)
+        # work whose core form or record is a new object arrived, left or changed
+        now = set(zip(ids, objs, rec_objs, strict=True))
+        last = set(zip(last_ids, last_objs, last_recs, strict=True))
+        changed = {wid for wid, _, _ in now ^ last} | dropped
         for wid in changed:
             self._forget(wid, dirty)
-        at = {wid: i for i, wid in enumerate(ids) if wid in changed} if changed else {}
-        for i in at.values():
-            self._enter(work[i], recs[i], roots, dirty)
+        pos = dict(zip(ids, range(len(ids)), strict=True))
+        for wid in changed:
+            i = pos.get(wid)
+            if i is not None:
+                self._enter(pending[i], recs[i], roots, dirty)
         return dirty
+
+    def forget(self, workload_ids: Iterable[str]) -> None:
+        """Drop the entries of work that just left pending (it was placed): their objects are
+        not kept until the next call. Cost: the work named."""
+        for wid in workload_ids:
+            if self._forget(wid, self._touched):  # its group is judged at the next call
+                self._dropped.add(wid)
 
     def _enter(self, w: Workload, rec: WorkloadRecord | None, roots: Mapping[str, str],
                dirty: set[str]) -> None:
@@ -293,11 +299,11 @@ class BudgetJudge:
             entry.amount = self._price(entry)
             known[1][w.queue] = known[1].get(w.queue, ZERO) + entry.amount
 
-    def _forget(self, wid: str, dirty: set[str]) -> None:
+    def _forget(self, wid: str, dirty: set[str]) -> bool:
         """Drop `wid`'s entry, if it has one (its group is one of a few: asked of each)."""
         found = next(((g, m) for g, m in self._members.items() if wid in m), None)
         if found is None:
-            return
+            return False
         group, members = found
         entry = members.pop(wid)
         self._sorted.pop(group, None)
@@ -308,6 +314,7 @@ class BudgetJudge:
         known = self._demand.get(group)
         if known is not None and entry.amount is not None and queue in known[0]:
             known[1][queue] -= entry.amount
+        return True
 
     def _price(self, entry: _Entry) -> Decimal:
         """The entry's expected cost (priced once per distinct cost key and prices)."""

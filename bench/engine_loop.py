@@ -96,6 +96,7 @@ def _run_as_served(loop: ControlLoop, store: Store, jobs: int, timeout: float
             stages[k] = stages.get(k, 0.0) + v
         if not loop.live.records or steps[0] % 50 == 0:
             with store.read() as c:
+                counts.clear()  # this count's states only (not an earlier one's left over)
                 counts.update(W.count_by_state(c))
             if counts.get("succeeded", 0) + counts.get("failed", 0) >= jobs:
                 done_at[0] = time.perf_counter()

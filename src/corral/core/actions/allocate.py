@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from corral.core import reasons as R
+from corral.core.actions.heir_chain import HeirChain
 from corral.core.fit import empty_slots, worker_slots
 from corral.core.model import MILLI_PER_GPU, Workload
 
@@ -312,7 +313,7 @@ def _reserve(cycle: Cycle, w: Workload) -> None:
         _maybe_reserve(cycle, w)
 
 
-def _hand_over(cycle: Cycle, holder: Workload, tried: set[str] | None = None) -> bool:
+def _hand_over(cycle: Cycle, holder: Workload) -> bool:
     """Give `holder`'s slot to its first heir that can take it (fitting heirs start on the
     way), that heir's own heirs first; True if an heir took it.
 
@@ -320,16 +321,25 @@ def _hand_over(cycle: Cycle, holder: Workload, tried: set[str] | None = None) ->
     the heir's slot on to the heir's heir (older than the heir by another window, and not
     always the holder's: in the holder's queue only work of at least its priority is), so
     the holder changed on a rerun (issue 10, bench/contention.py seed 4, t = 118,740 s).
-    Heirs are strictly older at each step, so the chain ends; `tried` keeps each workload's
-    heirs from being scanned twice in one hand-over."""
-    tried = set() if tried is None else tried
-    for heir in heirs(cycle, holder):
-        if heir.id in cycle.stmt.where or heir.id in tried:
-            continue
-        tried.add(heir.id)
-        if _hand_over(cycle, heir, tried) or _keep(cycle, heir):
-            return True
-    return False
+    Heirs are strictly older at each step, so the chain ends; each workload is tried once in
+    one hand-over. The walk (`heir_chain`) is a loop that reads the sorted elders once, not
+    each heir's list again (thousands of heirs x thousands of elders at 10,000 nodes)."""
+    return chain_from(cycle).hand_over(holder)
+
+
+def chain_from(cycle: Cycle) -> HeirChain:
+    """A hand-over walk over the elders (`_elders`) and this cycle's victims that may be
+    heirs of someone (big, in their window, able to fit the pool), sorted as `heirs` sorts."""
+    cfg, now = cycle.config, cycle.now
+    _elders(cycle, 0.0)  # (built, or rebuilt if work was added)
+    assert cycle.by_age is not None
+    _, ages, big = cycle.by_age
+    victims = sorted((w for w in cycle.requeued
+                      if (w.workers > 1 or w.resources.gpus > 1)
+                      and reservation_window(cfg, w.submitted_at, now)[0]
+                      and cycle.placer.never_fits(cycle.shape(w)) is None),
+                     key=_AGE_THEN_ID)
+    return HeirChain(cycle, (ages, big), victims, lambda w: _keep(cycle, w))
 
 
 def fill_free_slots(cycle: Cycle) -> None:

@@ -1,0 +1,122 @@
+"""The hand-over chain: which heir takes a holder's kept slot (`allocate._hand_over`).
+
+A holder gives its slot to its first heir that can take it, that heir's own heirs first (the
+chain, see `allocate._hand_over` for why). Heirs are read from one list of the elders sorted by
+age (`allocate._elders`), and this cycle's victims. The walk was recursive and rebuilt each
+heir's list of elders (a prefix of thousands) for every heir it tried, so a chain over
+thousands of heirs did tries x elders work and recursed once per heir: the cycle after a plan
+was applied did not finish at 10,000 x 100,000 (bench/schedule_cycle.py, issue 10) and a small
+`max_reservation_s` with ~900 chained gangs raised RecursionError.
+
+Here the walk is a loop over an explicit stack. Each frame keeps a pointer into the shared
+sorted lists, and what is gone for every frame (tried, placed or holding) is skipped through a
+next-pointer map with path compression, so each is stepped over about once per walk. Frames
+still step over, one by one, what only their own holder's filter refuses: work of the
+holder's queue below its priority.
+
+The order of tries is the recursive one, heir for heir: a frame's heirs are its elders, then
+victims, by (age, id); the list was filtered when its frame opened, and a frame checks the same
+things when it reaches each entry. Within one walk nothing it checks changes except placements
+(checked on reaching) and holding, which changes only when an heir takes the slot, which ends the
+walk."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from corral.core.cycle import Cycle
+    from corral.core.model import Workload
+
+
+@dataclass
+class _Gone:
+    """Entries of one sorted list that no frame of the walk can take any more (tried,
+    placed, holding): `find(i)` is the first entry at or after `i` not known gone."""
+
+    nxt: dict[int, int] = field(default_factory=dict)
+
+    def find(self, i: int) -> int:
+        root = i
+        while root in self.nxt:
+            root = self.nxt[root]
+        while i != root:  # path compression: the next find from here is one step
+            self.nxt[i], i = root, self.nxt[i]
+        return root
+
+    def drop(self, i: int) -> None:
+        self.nxt[i] = i + 1
+
+
+@dataclass
+class _Frame:
+    holder: Workload
+    before: float  # heirs are submitted before this (`may_inherit`)
+    ends: tuple[int, int]  # how far into the elders and the victims they may be
+    at: list[int]  # where the frame has read to in each list
+
+
+class HeirChain:
+    """One walk of `allocate._hand_over` from one holder; `steps` counts entries read."""
+
+    def __init__(self, cycle: Cycle, elders: tuple[list[float], list[Workload]],
+                 victims: list[Workload], keep: Callable[[Workload], bool]) -> None:
+        self.cycle, self.keep = cycle, keep
+        self.lists = (elders[1], victims)
+        self.ages = (elders[0], [w.submitted_at for w in victims])
+        self.gone = (_Gone(), _Gone())
+        self.held = set(cycle.reserved_before) | cycle.cap.reservations.keys()
+        self.tried: set[str] = set()
+        self.steps = 0
+
+    def hand_over(self, holder: Workload) -> bool:
+        """True if an heir of `holder` (or of an heir, first) took the slot."""
+        stack = [self._frame(holder)]
+        while stack:
+            heir = self._next(stack[-1])
+            if heir is not None:
+                self.tried.add(heir.id)
+                stack.append(self._frame(heir))
+                continue
+            done = stack.pop()  # its heirs could not take it: it may keep the slot itself
+            if stack and self.keep(done.holder):
+                return True
+        return False
+
+    def _frame(self, holder: Workload) -> _Frame:
+        before = holder.submitted_at - self.cycle.config.max_reservation_s
+        ends = (bisect_left(self.ages[0], before), bisect_left(self.ages[1], before))
+        return _Frame(holder, before, ends, [0, 0])
+
+    def _next(self, f: _Frame) -> Workload | None:
+        """The frame's next heir not tried yet, oldest first (then by id), or None."""
+        where, queue, priority = self.cycle.stmt.where, f.holder.queue, f.holder.priority
+        while True:
+            k = self._first(f)
+            if k < 0:
+                return None
+            i = f.at[k] = self.gone[k].find(f.at[k])
+            w = self.lists[k][i]
+            self.steps += 1
+            if w.id in self.tried or w.id in where or w.id in self.held:
+                self.gone[k].drop(i)  # for every frame of this walk
+                continue
+            f.at[k] = i + 1
+            if w.queue != queue or w.priority >= priority:
+                return w
+
+    def _first(self, f: _Frame) -> int:
+        """Which list holds the frame's next entry by (age, id): 0 elders, 1 victims, -1
+        none left."""
+        i = self.gone[0].find(f.at[0])
+        j = self.gone[1].find(f.at[1])
+        f.at[0], f.at[1] = i, j
+        if j >= f.ends[1]:
+            return 0 if i < f.ends[0] else -1
+        if i >= f.ends[0]:
+            return 1
+        a, b = self.lists[0][i], self.lists[1][j]
+        return 0 if (a.submitted_at, a.id) <= (b.submitted_at, b.id) else 1

@@ -1,0 +1,109 @@
+"""The hand-over chain (`allocate._hand_over`, `heir_chain.HeirChain`, issue 10, speed).
+
+It was recursive and rebuilt each heir's list of elders for every heir it tried: a chain over
+thousands of heirs read tries x elders entries, and the cycle after a plan was applied did not
+finish at 10,000 x 100,000 (bench/schedule_cycle.py). Now one walk reads each entry about once,
+and it tries the heirs in the order the recursive walk did (checked here against it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import random
+
+import pytest
+
+from builders import job, node, queue, state
+from corral.core import SchedulerConfig, Workload
+from corral.core.cycle import Cycle, _open
+
+allocate = importlib.import_module("corral.core.actions.allocate")  # (the package exports
+# a function of that name)
+
+CFG = SchedulerConfig(reserve_after_s=0.0, max_reservation_s=1800.0,
+                      reservation_cooldown_s=600.0)
+PERIOD = 2_400.0  # a window and its cooldown
+NOW = 10_000_000.0
+
+
+class _Counted(list[Workload]):
+    """The sorted elders, counting the entries read (a slice counts its length)."""
+
+    reads = 0
+
+    def __getitem__(self, k):  # type: ignore[no-untyped-def]
+        got = super().__getitem__(k)
+        _Counted.reads += len(got) if isinstance(k, slice) else 1
+        return got
+
+
+def _chain_cycle(n: int) -> Cycle:
+    # n gangs a window and more apart, each in its window: every one is an heir of every
+    # younger one; queue "a"'s limit (8 GPUs) stops each (16 GPUs), so none takes the slot.
+    work = [job(f"g{k:05d}").queue("a").gpus(8).gang(2).submitted(NOW - 100.0 - k * PERIOD)
+            for k in range(n)]
+    snapshot = state([node(f"n{i}").gpus(8) for i in range(2)], [queue("a", limit=8.0)], work)
+    return _open(snapshot, NOW, CFG, 0)[0]
+
+
+def test_a_long_chain_reads_each_elder_about_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    n = 3_000
+    cycle = _chain_cycle(n)
+    allocate._elders(cycle, 0.0)
+    assert cycle.by_age is not None
+    size, ages, big = cycle.by_age
+    cycle.by_age = (size, ages, _Counted(big))
+    kept: list[str] = []
+    keep = allocate._keep
+    monkeypatch.setattr(allocate, "_keep", lambda c, w: kept.append(w.id) or keep(c, w))
+    _Counted.reads = 0
+    assert not allocate._hand_over(cycle, cycle.waiting["g00000"])
+    assert sorted(kept) == sorted(f"g{k:05d}" for k in range(1, n))  # each tried once
+    # the recursive walk read ~n^2/2 (4.5 million) entries here
+    assert _Counted.reads <= 3 * n
+
+
+def _old_hand_over(cycle: Cycle, holder: Workload, tried: set[str] | None = None) -> bool:
+    """The recursive walk as it was (before heir_chain), the reference for the order."""
+    tried = set() if tried is None else tried
+    for heir in allocate.heirs(cycle, holder):
+        if heir.id in cycle.stmt.where or heir.id in tried:
+            continue
+        tried.add(heir.id)
+        if _old_hand_over(cycle, heir, tried) or allocate._keep(cycle, heir):
+            return True
+    return False
+
+
+def _random_cycle(rng: random.Random) -> Cycle:
+    # Gangs that fit now (started on the way), that a queue limit stops, and that could hold,
+    # in three queues and three priorities; some held a slot in the last plan.
+    work = []
+    for k in range(rng.randrange(5, 40)):
+        q = rng.choice("abc")
+        t = NOW - rng.randrange(0, 30) * PERIOD / 2 - rng.choice([0.0, 100.0, 2_000.0])
+        work.append(job(f"w{k}").queue(q).gpus(rng.choice([4, 8])).gang(rng.choice([1, 2, 3]))
+                    .priority(rng.choice([0, 10, 50])).submitted(t))
+    nodes = [node(f"n{i}").gpus(8) for i in range(rng.randrange(1, 4))]
+    queues = [queue("a"), queue("b", limit=8.0), queue("c")]
+    snapshot = state(nodes, queues, work)
+    held = rng.sample([w.id for w in snapshot.workloads], k=2)
+    snapshot = dataclasses.replace(snapshot, reserved_for=tuple(held))
+    return _open(snapshot, NOW, CFG, 0)[0]
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_the_walk_tries_heirs_in_the_recursive_order(seed: int,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    outcomes = []
+    for walk in (_old_hand_over, allocate._hand_over):
+        cycle = _random_cycle(random.Random(seed))
+        kept: list[str] = []
+        keep = allocate._keep
+        with monkeypatch.context() as m:
+            m.setattr(allocate, "_keep", lambda c, w, keep=keep, kept=kept:
+                      kept.append(w.id) or keep(c, w))
+            took = [walk(cycle, h) for h in sorted(cycle.waiting.values(),
+                                                   key=lambda w: (-w.submitted_at, w.id))]
+        outcomes.append((took, kept, dict(cycle.stmt.where), dict(cycle.cap.reservations)))
+    assert outcomes[0] == outcomes[1]

@@ -107,3 +107,30 @@ def test_the_walk_tries_heirs_in_the_recursive_order(seed: int,
                                                    key=lambda w: (-w.submitted_at, w.id))]
         outcomes.append((took, kept, dict(cycle.stmt.where), dict(cycle.cap.reservations)))
     assert outcomes[0] == outcomes[1]
+
+
+def test_the_walk_scans_the_waiting_queues_once_while_nothing_changes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # 500 chained gangs of queue "a" that do not fit now (queue "c" runs on both nodes) and
+    # may not hold (queue "b" waits below its quota: `_may_succeed`): every heir is tried and
+    # asks which queues wait; nothing is placed, so the answer is read once.
+    n = 500
+    work = [job(f"g{k:05d}").queue("a").gpus(8).gang(2).submitted(NOW - 100.0 - k * PERIOD)
+            for k in range(n)]
+    work += [job("b1").queue("b").gpus(8).gang(2).submitted(NOW),
+             job("c1").queue("c").gpus(1).running(("n0", (0,))),
+             job("c2").queue("c").gpus(1).running(("n1", (0,)))]
+    snapshot = state([node(f"n{i}").gpus(8) for i in range(2)],
+                     [queue("a"), queue("b", quota=16.0), queue("c")], work)
+    cycle = _open(snapshot, NOW, CFG, 0)[0]
+    calls = [0]
+    pending = Cycle.is_pending
+
+    def counted(self: Cycle, w: Workload) -> bool:
+        calls[0] += 1
+        return pending(self, w)
+
+    monkeypatch.setattr(Cycle, "is_pending", counted)
+    assert not allocate._hand_over(cycle, cycle.waiting["g00000"])
+    assert not cycle.stmt.where.keys() & {f"g{k:05d}" for k in range(n)}
+    assert calls[0] <= 10  # a scan per heir tried: ~2 x 499

@@ -83,6 +83,8 @@ class Cycle:
     workload_mix: tuple[TaskType, ...] = ()
     _still_pending: tuple[int, tuple[Workload, ...]] | None = None
     by_age: tuple[int, list[float], list[Workload]] | None = None  # `allocate._elders`
+    #: queues with work waiting, and when (`allocate._waiting_queues`)
+    queues_waiting: tuple[tuple[int, int, int], frozenset[str]] | None = None
     _victims: VictimIndex | None = None
     _spread: SpreadIndex | None = None
     _never_drains: BoolArray | None = None

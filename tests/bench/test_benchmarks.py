@@ -28,8 +28,14 @@ def test_schedule_cycle_prints_every_figure_and_every_rule_evicts(tmp_path: Path
         for figure in ("s CPU", "wall", "build", "peak RSS", "running", "under quota",
                        "placed", *RULES, "re-placed", "reservations", "pending"):
             assert figure in row, (figure, row)
-    assert "summary contended 200x2000: cycle CPU s min" in out
-    assert "summary full 200x2000: cycle CPU s min" in out
+    # every regime prints the first cycle and the two after it as the live loop runs them
+    # (the plan applied, ends, arrivals, a node cordoned), warm and cold, with the same plan
+    for regime in ("contended", "full"):
+        for cycle in ("first cycle (cold)", "next cycle cold", "next cycle warm, as the live loop",
+                      "the cycle after cold", "the cycle after warm (live loop)"):
+            assert f"summary {regime} 200x2000 {cycle}" in out, (regime, cycle)
+    later = [line for line in out.splitlines() if "cycle, as the live loop runs it (" in line]
+    assert len(later) == 4 and all("same plan" in line for line in later), later
     results = {r["regime"]: r for r in json.loads((tmp_path / "r.json").read_text())}
     contended = results["contended"]
     assert all(contended["evictions"][rule] > 0 for rule in RULES), contended["evictions"]

@@ -14,7 +14,8 @@ from corral.core import ClusterState, Plan, Workload, WorkloadState
 
 __all__ = ["Delta", "next_state"]
 
-#: seconds between the two cycles (the live loop's cycle interval, about)
+#: seconds of ends and arrivals modelled between the two cycles (not `corral up`'s interval: it
+#: steps on events, at least once a second; 30 s of churn is a heavier delta than one step sees)
 INTERVAL_S = 30.0
 #: shares of running work that ends and of waiting work that arrives anew between the cycles
 ENDS, ARRIVALS = 0.01, 0.01

@@ -73,3 +73,22 @@ def test_a_report_past_its_limit_is_refused_naming_limit(api: Api) -> None:
         assert "3 rows, more than 2" in r.json()["message"] and "since/until" in r.json()["message"]
     too_big = api.client.get("/v1/ledger/usage", headers=api.admin, params={"limit": 100_001})
     assert too_big.status_code == 422 and too_big.json()["problems"][0]["field"] == "limit"
+
+
+def test_one_workloads_usage_is_its_own_rows_within_the_callers_rights(api: Api) -> None:
+    """The workload page's cost line asks for one workload (`workload=`), not its queue's whole
+    report: a busy queue's report is refused over `limit` (422) and the line went missing."""
+    one = _usage(api, by=["workload"], workload="a1")
+    assert [(r["group"], r["gpu_seconds"]) for r in one["rows"]] == [({"workload": "a1"}, "10")]
+    assert _usage(api, by=["workload"], workload="nobody")["rows"] == []
+    # limit counts this workload's rows, not the queue's: two workloads, limit 1
+    r = api.client.get("/v1/ledger/usage", headers=api.admin,
+                       params={"by": ["workload"], "workload": "b1", "limit": 1})
+    assert r.status_code == 200 and len(r.json()["rows"]) == 1, r.text
+    # a member sees only their queues' workloads, named or not
+    theirs = api.client.get("/v1/ledger/usage", headers=api.ann,
+                            params={"by": ["workload"], "workload": "b1"})
+    assert theirs.status_code == 200 and theirs.json()["rows"] == [], theirs.text
+    csv = api.client.get("/v1/ledger/usage.csv", headers=api.admin,
+                         params={"by": ["workload"], "workload": "a1"})
+    assert csv.status_code == 200 and "a1" in csv.text and "b1" not in csv.text, csv.text

@@ -299,12 +299,14 @@ def delete_price(price_id: Annotated[int, Path(ge=1, le=2**63 - 1)], ctx: Ctx,
 
 
 def _report(ctx: ApiContext, who: Principal, by: list[str], queue: list[str] | None,
-            since: float | None, until: float | None) -> tuple[list[str], list[ReportRow]]:
+            since: float | None, until: float | None, workload: str | None = None,
+            ) -> tuple[list[str], list[ReportRow]]:
     wanted = set(queue) if queue else None
     if not who.is_admin:
         wanted = (wanted or set(who.queues)) & set(who.queues)
     with _refusing_bad_input(), ctx.store.read() as conn:
-        records = LR.usage_records(conn, _now(ctx), queues=wanted, since=since, until=until)
+        records = LR.usage_records(conn, _now(ctx), queues=wanted, workload_id=workload,
+                                   since=since, until=until)
         catalog = build_catalog([p.rule for p in LR.list_prices(conn)],
                                 P.list_nodes(conn, include_inactive=True))
         return by, list(usage_report(records, by=by, catalog=catalog, since=since, until=until))
@@ -315,6 +317,10 @@ _Queues = Annotated[list[str] | None, Query(description="only these queues")]
 _Since = Annotated[float | None, Query(
     ge=0, description="usage from (epoch seconds); attempts are cut at the window's edges")]
 _Until = Annotated[float | None, Query(ge=0, description="usage before (epoch seconds)")]
+_Workload = Annotated[str | None, Query(
+    min_length=1, max_length=80,
+    description="only this workload's usage (its own rows: a workload's cost line reads this, "
+                "not its queue's whole report)")]
 
 
 #: the most rows one report answers: a bound on the response, whatever the window asked for
@@ -341,10 +347,10 @@ _Totals = Annotated[list[str] | None, Query(
 
 @router.get("/usage", response_model=LM.UsageReport, responses=_ERRORS)
 def usage(ctx: Ctx, who: Caller, by: _By = None, queue: _Queues = None, since: _Since = None,
-          until: _Until = None, totals: _Totals = None,
+          until: _Until = None, totals: _Totals = None, workload: _Workload = None,
           limit: _Limit = MAX_REPORT_ROWS) -> LM.UsageReport:
     """Exact GPU-seconds and cost, grouped (default: by queue and UTC day)."""
-    dims, rows = _report(ctx, who, by or ["queue", "day"], queue, since, until)
+    dims, rows = _report(ctx, who, by or ["queue", "day"], queue, since, until, workload)
     rows = _bounded(rows, limit)
     currency = _ledger(ctx).currency
     total = sum((r.cost for r in rows if r.cost is not None), Fraction(0))
@@ -390,10 +396,10 @@ def _exact(value: Decimal) -> str:
 
 @router.get("/usage.csv", response_class=Response, responses=_ERRORS)
 def usage_csv(ctx: Ctx, who: Caller, by: _By = None, queue: _Queues = None,
-              since: _Since = None, until: _Until = None,
+              since: _Since = None, until: _Until = None, workload: _Workload = None,
               limit: _Limit = MAX_REPORT_ROWS) -> Response:
     """The same report as CSV (GPU-seconds exact; hours and cost rounded per row)."""
-    dims, rows = _report(ctx, who, by or ["queue", "day"], queue, since, until)
+    dims, rows = _report(ctx, who, by or ["queue", "day"], queue, since, until, workload)
     rows = _bounded(rows, limit)
     out = io.StringIO()
     write_csv(rows, out, by=dims, currency=_ledger(ctx).currency)

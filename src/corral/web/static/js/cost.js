@@ -27,7 +27,9 @@ export async function costOf(w) {
   let usage, holds;
   try {
     [usage, holds] = await Promise.all([
-      api(USAGE, { params: { by: "workload", queue: w.queue, since: Math.floor(w.submitted_at) } }),
+      // this workload's own rows, not its queue's whole report (which a busy queue refuses: 422)
+      api(USAGE, { params: { by: "workload", queue: w.queue, workload: w.id,
+                             since: Math.floor(w.submitted_at) } }),
       api(`/v1/ledger/queues/${queue}/holds`, { params: { open_only: true } }).catch(() => []),
     ]);
   } catch (e) {

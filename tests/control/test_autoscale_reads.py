@@ -197,6 +197,31 @@ def test_a_new_lease_or_a_record_of_its_own_makes_the_next_pass_read(store: Stor
     rig.step(n=10)
     assert len(_audit([s for s, _ in statements(store, one_pass)])) == 2
     _, by_hand = _by_hand(rig, feed=False)
-    by_hand()
+    assert _audit([s for s, _ in statements(store, by_hand)])  # the first reads (and resumes)
+    for _ in range(2):  # then two passes in a row, nothing written between: each reads
+        rig.step(n=10)
+        assert len(_audit([s for s, _ in statements(store, by_hand)])) == 2
+
+
+def test_host_notices_past_a_full_page_are_read_at_the_next_passes(store: Store) -> None:
+    """A burst of host notices larger than a pass's page: a full page keeps the next pass due,
+    so the rest are read without waiting for an unrelated node change (the feed moved once,
+    for the whole burst). Here a page of 2 and 5 notices, n1's the last."""
+    rig = Rig(store)
+    scaler, one_pass = _by_hand(rig, OneOnN1())
+    scaler.host_notice_page = 2
+    rig.step()
+    one_pass()
     rig.step(n=10)
-    assert len(_audit([s for s, _ in statements(store, by_hand)])) == 2
+    assert _audit([s for s, _ in statements(store, one_pass)]) == []
+    with store.write() as c:
+        for node in ["n0"] * 4 + ["n1"]:
+            act_on_host_notice(c, rig.clock.now(), node, instance_id="",
+                               action="terminate", seconds_left=120)
+    reads = []
+    for _ in range(3):
+        rig.step(n=10)
+        reads.append(len(_audit([s for s, _ in statements(store, one_pass)])))
+    assert reads == [2, 2, 2]  # each pass read (hosts' notices, spot records)
+    assert scaler.host_notices_seen > 0 and "i-1" in scaler.interrupted
+    assert "n1" in scaler.draining

@@ -161,6 +161,29 @@ def test_a_cancel_from_another_thread_wakes_the_loop(rig: Rig) -> None:
     assert [s.workload_id for s in rig.backend.stops] == [first[0]]  # stopped at once
 
 
+def test_a_standby_is_not_woken_by_writes_of_its_other_threads(rig: Rig) -> None:
+    """A standby's step only retries the lease, a write transaction: the API threads of a
+    standby replica serving cancels must not make it step on each one, only once an interval
+    (review R30 should-fix 1: 8 cancels 60 ms apart made a standby step 9 times)."""
+    from corral.control import Leadership
+
+    first, _ = _fill(rig, 0)
+    assert Leadership(rig.store, holder="elsewhere", ttl_s=15.0).ensure(rig.clock.now())
+    run = Driven(rig)
+
+    def cancel_elsewhere(wid: str) -> None:  # as the standby's API threads do
+        t = threading.Thread(target=cancel, args=(rig.store, wid, rig.clock.now(), "ann"))
+        t.start()
+        t.join()
+
+    for i, w in enumerate(first):
+        run.at(0.1 + 0.06 * i, lambda w=w: cancel_elsewhere(w))  # type: ignore[misc]
+    run.run(until=1.5)
+    assert run.steps == [0.0, 1.0]  # once an interval, none of the 8 cancels woke it
+    assert not rig.loop.leadership.leading
+    assert rig.loop.wake.by_event == 0
+
+
 def test_a_window_or_interval_below_zero_is_refused() -> None:
     with pytest.raises(ValueError, match="coalesce_s"):
         Wake(1.0, -0.1)

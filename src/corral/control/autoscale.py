@@ -160,6 +160,8 @@ class PoolAutoscaler:
     #: the feed's value at the last read, and whether this process wrote a record since
     feed_seen: Hashable = None
     wrote: bool = True  # True: the first pass reads what a predecessor left
+    #: host notices a pass reads at most; a full page keeps the next pass due (`wrote`)
+    host_notice_page: int = 1000
     #: nodes rented for waiting work, held for it once joined (join_hold.py)
     join_holds: JoinHolds = field(default_factory=JoinHolds)
     #: how interrupted work checkpoints, and the verdicts to tell (spot_inputs.py)
@@ -322,7 +324,10 @@ class PoolAutoscaler:
         request): remember the place for each stopped workload, drain the instance."""
         with self.store.read() as conn:
             seen = audit.list_audit(conn, after_id=self.host_notices_seen, action=HOST_NOTICE,
-                                    limit=1000)
+                                    limit=self.host_notice_page)
+        if len(seen) >= self.host_notice_page:
+            # more may wait past this page, and nothing else may move the feed to read them
+            self.wrote = True
         by_node = {i.node_id: i for i in instances if i.node_id is not None}
         for rec in seen:
             self.host_notices_seen = rec.id

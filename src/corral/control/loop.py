@@ -446,6 +446,8 @@ class ControlLoop:
 
     def _written(self, writes: list[RowWrite]) -> None:
         """A store subscriber: workloads committed by another thread of this process (an API
-        submission, a cancel) wake the loop; its own writes are already in its state."""
-        if threading.get_ident() != self._run_thread:
+        submission, a cancel) wake the loop; its own writes are already in its state. A
+        standby is not woken: its step only retries the lease (a write transaction), which
+        once an interval is enough; it plans nothing until it leads."""
+        if self.leadership.leading and threading.get_ident() != self._run_thread:
             self.wake.set()

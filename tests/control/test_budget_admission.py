@@ -176,7 +176,7 @@ def test_random_histories_give_the_whole_passs_verdicts(seed: int, ancestors: bo
                     world.records[wid] = Rec(rng.choice([5, 10, 30]))
         if rng.random() < 0.3:  # placed (Accounting.observe): dropped; some stay pending
             placed = rng.sample(sorted(world.pending), min(len(world.pending), 3))
-            world.judge.forget(placed)
+            world.judge.forget((wid, world.pending[wid].queue) for wid in placed)
             for wid in placed[:rng.randint(0, len(placed))]:
                 del world.pending[wid]
         roll = rng.random()
@@ -194,3 +194,36 @@ def test_random_histories_give_the_whole_passs_verdicts(seed: int, ancestors: bo
         world.refuse()  # nothing changed in between
         judged_quiet.append(world.judge.judged)
     assert set(judged_quiet) == {0}
+
+
+class _Looked(dict[str, object]):
+    """A group's entries that count how often they are asked whether they hold a workload."""
+    asked = 0
+
+    def __contains__(self, key: object) -> bool:
+        _Looked.asked += 1
+        return super().__contains__(key)
+
+
+def test_work_that_leaves_is_found_through_its_queue_not_by_asking_every_group() -> None:
+    """A leader's first observe forgets every running attempt, and cancelled work leaves at
+    the next call: each is looked up once, in its queue's group, however many groups there are
+    (asking every group: 200 x 100 looks, and 200 x 50)."""
+    queues = [f"q{i:03d}" for i in range(200)]
+    world = World(*queues)
+    for i, q in enumerate(queues):
+        grant(world.journal, key=f"g{i}", queue=q, amount="5", at=0)
+        world.submit(q, gpus=1, runtime=10)  # 10 each, 5 available: refused
+    assert len(world.refuse()) == 200
+    world.judge._members = {g: _Looked(m) for g, m in world.judge._members.items()}
+    _Looked.asked = 0
+    placed = sorted(world.pending)[1::2]  # every other queue's: the groups stay
+    world.judge.forget((wid, world.pending[wid].queue) for wid in placed)
+    assert _Looked.asked == 100
+    for wid in placed:
+        del world.pending[wid]
+    for wid in sorted(world.pending)[:50]:  # cancelled: they leave without `forget`
+        del world.pending[wid]
+    _Looked.asked = 0
+    assert len(world.refuse()) == 50
+    assert _Looked.asked == 50

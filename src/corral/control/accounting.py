@@ -275,7 +275,7 @@ class Accounting:
         assert self._metered_live is not None and self._open is not None
         unseen = {k: r for k, r in live.items() if k not in self._held}
         # newly placed work left pending: admission need not keep its pending form
-        self.judge.forget(wid for wid, _ in unseen)
+        self.judge.forget((wid, r.queue) for (wid, _), r in unseen.items())
         holds = self._holds_todo(unseen)
         launched = {k: r for k, r in live.items()
                     if r.state in ("starting", "running") and k not in self._metered_live}

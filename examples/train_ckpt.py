@@ -176,8 +176,7 @@ def train(args: argparse.Namespace, job: Job) -> dict[str, object]:
         job.log("start", 0)
     for step in range(start, args.steps):
         if args.crash_at_step is not None and step == args.crash_at_step and job.restarts == 0:
-            print(f"worker {job.worker}: crashing at step {step} as asked", flush=True)
-            sys.exit(3)
+            crash(job, step, args.checkpoint_every)
         w = sgd_step(w, x, y, args.seed, job.worker, step, args.lr)
         time.sleep(args.step_seconds)  # stands in for real work, so there is work to lose
         done = step + 1
@@ -187,6 +186,20 @@ def train(args: argparse.Namespace, job: Job) -> dict[str, object]:
         if done % args.checkpoint_every == 0 and done < args.steps:
             save_checkpoint(job, done, w)
     return finish(job, args.steps, w)
+
+
+def crash(job: Job, step: int, every: int) -> None:
+    """Exit 3 at `step`, once every worker has saved the gang's last checkpoint before it (or
+    after 60 s, or when asked to stop): the crash a restart is tried on, with a common step to
+    resume from whatever the workers' skew (a slow worker had not saved it when a fast one
+    crashed, on a loaded machine)."""
+    last, everyone = (step - 1) // every * every, set(range(job.workers))
+    waited_until = time.monotonic() + 60.0
+    while (last > 0 and not everyone <= checkpoints(job.ckpt_dir).get(last, set())
+           and not job.stop_requested and time.monotonic() < waited_until):
+        time.sleep(0.01)
+    print(f"worker {job.worker}: crashing at step {step} as asked", flush=True)
+    sys.exit(3)
 
 
 def preempted(job: Job, step: int, w: np.ndarray) -> dict[str, object]:
@@ -221,7 +234,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint-dir", default=None,
                    help="used only when CORRAL_CHECKPOINT_DIR is not set")
     p.add_argument("--crash-at-step", type=int, default=None,
-                   help="exit 3 at this step on the first launch (to try restarts)")
+                   help="exit 3 at this step on the first launch (to try restarts), once every "
+                        "worker has saved the checkpoint before it")
     args = p.parse_args(argv)
     if args.steps < 1 or args.checkpoint_every < 1:
         p.error("--steps and --checkpoint-every must be >= 1")

@@ -9,6 +9,9 @@ restarts, resumes from the step both workers saved, and ends with the fault-free
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -127,3 +130,31 @@ def test_train_ckpt_gang_resumes_from_corrals_checkpoint_on_the_local_backend(
                       (1, "resume", str(ckpt / "ckpt-00000020-w0.npz")),
                       (1, "resume", str(ckpt / "ckpt-00000020-w1.npz"))]
     assert results(ckpt, 2) == fault_free(tmp_path, 2, STEPS, EVERY)
+
+
+def test_a_workers_crash_waits_until_every_worker_saved_the_step_before_it(
+        tmp_path: Path) -> None:
+    """`--crash-at-step` crashes once the gang has a common checkpoint before that step, so the
+    gang test above resumes from step 20 however far apart its workers run: on a loaded machine
+    worker 0 crashed at 25 before worker 1 had saved 20, and the gang resumed from 10."""
+    def start(worker: int) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "CORRAL_WORKER_INDEX": str(worker), "CORRAL_WORKERS": "2",
+               "CORRAL_CHECKPOINT_DIR": str(tmp_path)}
+        return subprocess.Popen([*train_args(STEPS, 0.001, EVERY), "--crash-at-step",
+                                 str(CRASH_AT)], env=env, stdout=subprocess.DEVNULL)
+
+    first = start(0)
+    try:
+        saved = tmp_path / "ckpt-00000020-w0.npz"
+        for _ in range(3000):  # worker 0 alone reaches step 20 (its own file), then 25
+            if saved.exists() or first.poll() is not None:
+                break
+            time.sleep(0.01)
+        assert saved.exists(), "worker 0 never saved step 20"
+        with pytest.raises(subprocess.TimeoutExpired):
+            first.wait(timeout=1.0)  # at step 25 it waits for worker 1's step 20
+        second = start(1)
+        assert second.wait(timeout=60) == 3 and first.wait(timeout=60) == 3
+    finally:
+        first.kill()
+    assert (tmp_path / "ckpt-00000020-w1.npz").exists()

@@ -68,8 +68,14 @@ def test_stop_terminates_by_pid_and_is_idempotent(tmp_path: Path) -> None:
         log=tmp_path / "sleeper.log",
         env={"CORRAL_TEST_MARKER": str(tmp_path)},
     ).start()
-    assert pids_with_env("CORRAL_TEST_MARKER", str(tmp_path)) == [daemon.pid]
-    daemon.stop(grace=10)
+    try:
+        # /proc/PID/environ shows the parent's environment until the child has exec'd: on a
+        # loaded machine the first read came before (CI of 7bf60af), so wait for the marker
+        wait_until(lambda: bool(pids_with_env("CORRAL_TEST_MARKER", str(tmp_path))),
+                   timeout=30, what="the sleeper's environment", watch=[daemon])
+        assert pids_with_env("CORRAL_TEST_MARKER", str(tmp_path)) == [daemon.pid]
+    finally:
+        daemon.stop(grace=10)  # a failed check above leaves no sleeper behind either
     daemon.stop(grace=10)
     assert not daemon.alive()
     assert process_dead(daemon.pid)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, replace
 
-from corral.core import ClusterState, Plan, Workload, WorkloadState
+from corral.core import ClusterState, Plan, WorkloadState
+from corral.testing.apply_plan import apply_like_control_plane
 
 __all__ = ["Delta", "next_state"]
 
@@ -39,17 +40,11 @@ def next_state(state: ClusterState, plan: Plan, now: float, seed: int
     """The state the live loop's next cycle sees (at `now + INTERVAL_S`), and what changed.
     Unchanged workloads are the same objects, as the live loop keeps them (`LiveState`)."""
     rng = random.Random(seed * 7919)
-    moves = plan.moves
-    placed = {p.workload_id: p for p in plan.placements if p.workload_id not in moves}
-    evicted = {e.workload_id for e in plan.evictions}
-    out: list[Workload] = []
-    for w in state.workloads:
-        if w.id in placed:
-            w = replace(w, state=WorkloadState.RUNNING, started_at=now,
-                        assignments=placed[w.id].assignments)
-        elif w.id in evicted:
-            w = replace(w, state=WorkloadState.PENDING, started_at=None, assignments=())
-        out.append(w)
+    applied = apply_like_control_plane(state, plan, now, 4 * INTERVAL_S)
+    moves = plan.moves  # (computed from the plan on each access)
+    started = sum(1 for p in plan.placements if p.workload_id not in moves)
+    evicted = len({e.workload_id for e in plan.evictions})
+    out = applied.workloads
     running = [i for i, w in enumerate(out) if w.state is WorkloadState.RUNNING]
     ending = set(rng.sample(running, int(len(running) * ENDS)))
     kept = [w for i, w in enumerate(out) if i not in ending]
@@ -60,10 +55,6 @@ def next_state(state: ClusterState, plan: Plan, now: float, seed: int
     nodes = list(state.nodes)
     k = rng.randrange(len(nodes))
     nodes[k] = replace(nodes[k], cordoned=True)
-    nominations = tuple(n if n.until is not None else replace(n, until=now + 4 * INTERVAL_S)
-                        for n in plan.nominations)
-    after = replace(state, nodes=tuple(nodes), workloads=(*kept, *arrivals),
-                    nominations=nominations,
+    after = replace(applied, nodes=tuple(nodes), workloads=(*kept, *arrivals),
                     reserved_for=tuple(r.workload_id for r in plan.reservations))
-    return after, later, Delta(len(placed), len(evicted), len(ending), len(arrivals),
-                               nodes[k].id)
+    return after, later, Delta(started, evicted, len(ending), len(arrivals), nodes[k].id)

@@ -48,6 +48,7 @@ from corral.core.model import (
 from corral.core.placement import Placer, Scoring
 from corral.core.queues import effective_quotas
 from corral.core.snapshot import Capacity, NodeTable
+from corral.testing.apply_plan import apply_like_control_plane as applied
 
 CONFIG = SchedulerConfig(reserve_after_s=60, max_reservation_s=900, reservation_cooldown_s=300)
 DT = 120.0  # seconds between cycles
@@ -55,22 +56,19 @@ NOMINATION_S = 2 * DT  # how long a nomination is kept (the control plane: stop 
 
 
 def apply_like_control_plane(state: ClusterState, plan: Plan, now: float) -> ClusterState:
-    """Placements start; evictions stop and wait again; a move is only its eviction; the
-    plan's nominations are kept, a new one for `NOMINATION_S`."""
-    moves = plan.moves
-    placed = {p.workload_id: p for p in plan.placements if p.workload_id not in moves}
-    evicted = {e.workload_id for e in plan.evictions}
-    out = []
-    for w in state.workloads:
-        if w.id in placed:
-            w = replace(w, state=WorkloadState.RUNNING, started_at=now,
-                        assignments=placed[w.id].assignments)
-        elif w.id in evicted:
-            w = replace(w, state=WorkloadState.PENDING, started_at=None, assignments=())
-        out.append(w)
-    kept = tuple(n if n.until is not None else replace(n, until=now + NOMINATION_S)
-                 for n in plan.nominations)
-    return replace(state, workloads=tuple(out), nominations=kept)
+    """The plan applied as the control plane applies it (`corral.testing.apply_plan`), a new
+    nomination kept for `NOMINATION_S`."""
+    return applied(state, plan, now, NOMINATION_S)
+
+
+def between_cycles(state: ClusterState, c: Cycle, now: float) -> ClusterState:
+    """What happens before the cycle at `now`: the running work `c` names ends, its arrivals
+    are submitted at `now`."""
+    running = [w for w in state.workloads if w.running]
+    ending = {running[i % len(running)].id for i in c.ends} if running else set()
+    arrivals = tuple(replace(w, submitted_at=now) for w in c.arrivals)
+    return replace(state, workloads=tuple(w for w in state.workloads
+                                          if w.id not in ending) + arrivals)
 
 
 def unexpired(state: ClusterState, now: float) -> ClusterState:
@@ -264,12 +262,7 @@ def run_history(start: ClusterState, cycles: tuple[Cycle, ...]) -> dict[str, int
     stats = {"evictions": 0, "placements": 0, "moves": 0, "reserved": 0}
     for c in cycles:
         now += DT
-        running = [w for w in state.workloads if w.running]
-        ending = {running[i % len(running)].id for i in c.ends} if running else set()
-        arrivals = tuple(replace(w, submitted_at=now) for w in c.arrivals)
-        state = replace(state, workloads=tuple(w for w in state.workloads
-                                               if w.id not in ending) + arrivals)
-        state = unexpired(state, now)
+        state = unexpired(between_cycles(state, c, now), now)
         plan = schedule(state, now, CONFIG)
         check_placements(state, plan, now)
         check_evictions(state, plan, now)

@@ -41,6 +41,7 @@ from tests.core.test_churn import (
     _arrivals,
     _pool,
     apply_like_control_plane,
+    between_cycles,
     histories,
     history,
     unexpired,
@@ -214,11 +215,7 @@ def run_with_drain(start: ClusterState, cycles: tuple[Cycle, ...],
     behind_reserved: dict[str, int] = {}
     for c in (*cycles, *(Cycle((), ()),) * drain):
         now += DT
-        running = [w for w in state.workloads if w.running]
-        ending = {running[i % len(running)].id for i in c.ends} if running else set()
-        arrivals = tuple(replace(w, submitted_at=now) for w in c.arrivals)
-        state = unexpired(replace(state, workloads=tuple(
-            w for w in state.workloads if w.id not in ending) + arrivals), now)
+        state = unexpired(between_cycles(state, c, now), now)
         plan = schedule(state, now, config)
         late = list(owed_but_waiting(state, plan, now))
         assert not late, f"at {now}: {late}"

@@ -12,6 +12,7 @@ from tests.core.test_churn import (
     DT,
     Cycle,
     apply_like_control_plane,
+    between_cycles,
     histories,
     history,
     unexpired,
@@ -62,12 +63,7 @@ def run_warm_and_cold(start: ClusterState, cycles: tuple[Cycle, ...],
     state, now = start, 10_000.0
     for k, c in enumerate(cycles):
         now += DT
-        running = [w for w in state.workloads if w.running]
-        ending = {running[i % len(running)].id for i in c.ends} if running else set()
-        arrivals = tuple(replace(w, submitted_at=now) for w in c.arrivals)
-        state = replace(state, workloads=tuple(w for w in state.workloads
-                                               if w.id not in ending) + arrivals)
-        state = _node_change(unexpired(state, now), k)
+        state = _node_change(unexpired(between_cycles(state, c, now), now), k)
         cold = schedule(state, now, CONFIG, seed=k)
         same(warm_plan(state, now, k, warm), cold)
         state = apply_like_control_plane(state, cold, now)

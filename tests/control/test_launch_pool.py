@@ -10,14 +10,16 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
-from corral.backends.base import LaunchSpec, WorkerStatus
+from corral.backends.base import Backend, LaunchSpec, WorkerStatus
 from corral.backends.errors import InvalidLaunchSpec
 from corral.backends.fake import FakeBackend
 from corral.control import lifecycle as L
-from corral.control.launch_pool import LaunchPool
+from corral.control.launch_pool import LaunchPool, _Batch
 from corral.store import Store
 
 from .rig import Rig
@@ -180,3 +182,38 @@ def test_a_merged_call_that_raises_fails_only_the_batch_that_raises_alone(rig: R
     assert outcomes[first] is None and outcomes[last] is None
     assert isinstance(outcomes[boom], RuntimeError)
     assert backend.handed[(last, 0)] == 1 and backend.handed[(first, 0)] == 1
+
+
+
+class ExitingEngine:
+    """The merged call raises; going alone, "boom"'s batch raises an interpreter exit."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def launch_many(self, specs: Sequence[LaunchSpec]) -> list[Exception | None]:
+        self.calls.append([s.workload_id for s in specs])
+        if len(specs) > 1:
+            raise RuntimeError("the engine lost the call")
+        if specs[0].workload_id == "boom":
+            raise SystemExit(3)
+        return [None]
+
+
+def test_an_exit_while_going_alone_leaves_no_batch_without_an_outcome() -> None:
+    """A batch never waits forever: when an interpreter exit interrupts the batches going
+    alone after a merged call raised, each batch not yet tried gets that exit as its outcome
+    (the pool's thread then dies with it), so `drain` and `harvest` return every batch."""
+    engine = ExitingEngine()
+    pool: LaunchPool[str] = LaunchPool(threads=1)
+    batches = [_Batch(cast(Backend, engine), [(name, cast(LaunchSpec, SimpleNamespace(
+        workload_id=name)))]) for name in ("boom", "last")]
+    pool._waiting.extend(batches)  # both wait for the one thread: one merged call
+    pool._batches.extend(batches)
+    with pytest.raises(SystemExit):
+        pool._launch_waiting()
+    pool.drain(timeout=5)
+    outcomes = {item: error for item, _, error in pool.harvest()}
+    assert engine.calls == [["boom", "last"], ["boom"]]
+    assert set(outcomes) == {"boom", "last"}
+    assert all(isinstance(e, RuntimeError) and str(e) == "3" for e in outcomes.values())

@@ -143,8 +143,13 @@ class LaunchPool(Generic[T]):
             # own outcome.
             log.warning("a merged launch of %d batches raised (%s): each goes alone",
                         len(taken), e)
-            for b in taken:
-                _launch_alone(backend, b)
+            for i, b in enumerate(taken):
+                try:
+                    _launch_alone(backend, b)
+                except BaseException as exit_:  # an interpreter exit while going alone
+                    for rest in taken[i + 1:]:  # no batch is left without an outcome
+                        rest.future.set_exception(exit_)
+                    raise
             return
         at = 0
         for b in taken:
@@ -193,11 +198,14 @@ def _answers(backend: Backend, specs: list[LaunchSpec]) -> list[Exception | None
 
 
 def _launch_alone(backend: Backend, batch: _Batch[T]) -> None:
-    """One batch in a call of its own: its future gets that call's answer or exception."""
+    """One batch in a call of its own: its future gets that call's answer or exception; an
+    interpreter exit (not an `Exception`) is set on it too, then raised on."""
     try:
         batch.future.set_result(_answers(backend, [s for _, s in batch.items]))
-    except Exception as e:
+    except BaseException as e:
         batch.future.set_exception(e)
+        if not isinstance(e, Exception):
+            raise
 
 
 def _launch_all(backend: Backend, specs: list[LaunchSpec]) -> list[Exception | None]:

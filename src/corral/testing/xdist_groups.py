@@ -94,9 +94,7 @@ def distinct_ids(items: Iterable[Any]) -> int:
             continue
         wanted = f"{parent.nodeid}::{item.name}"
         if wanted != str(item.nodeid):
-            from _pytest.nodeid import coerce_node_id
-
-            item._id = coerce_node_id(wanted)
+            _set_nodeid(item, wanted)
             changed += 1
     return changed
 
@@ -131,12 +129,20 @@ def _with_group_suffix(item: Any) -> None:
     suffix = "@" + "_".join(names)
     if str(item.nodeid).endswith(suffix):
         return  # xdist (a fixed one) or an earlier call did it
-    if hasattr(item, "_id"):  # pytest >= 9.2: the structured id is what `nodeid` reads
-        from _pytest.nodeid import coerce_node_id
+    _set_nodeid(item, f"{item.nodeid}{suffix}")
 
-        item._id = coerce_node_id(f"{item.nodeid}{suffix}")
+
+def _set_nodeid(item: Any, nodeid: str) -> None:
+    """Make ``item.nodeid`` read ``nodeid``. pytest has no public way to do it: 9.2 keeps the id
+    in ``item._id``, a ``NodeId`` (documented ``:meta private:``, from the private module
+    ``_pytest.nodeid``, not exported by ``pytest``); older pytest in ``item._nodeid``, the field
+    xdist writes. The new id is built by the class of the id already there (``NodeId.parse``),
+    so nothing imports a private module and a pytest that moves the class still works."""
+    current = getattr(item, "_id", None)
+    if current is not None and hasattr(type(current), "parse"):  # pytest >= 9.2
+        item._id = type(current).parse(nodeid)
     else:
-        item._nodeid = f"{item.nodeid}{suffix}"
+        item._nodeid = nodeid
 
 
 def _uses_shared_fixture(item: Any) -> bool:

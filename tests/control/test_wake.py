@@ -50,7 +50,7 @@ class Driven:
     checks) and fires what the test scheduled by then; `stop` is set once the clock passes
     `until`."""
 
-    def __init__(self, rig: Rig, coalesce_s: float = COALESCE_S) -> None:
+    def __init__(self, rig: Rig, coalesce_s: float = COALESCE_S, *, news: bool = True) -> None:
         self.rig, self.start = rig, rig.clock.now()
         self.stop = threading.Event()
         self.events: list[tuple[float, Callable[[], None]]] = []
@@ -59,7 +59,9 @@ class Driven:
         self.steps: list[float] = []
         backend = rig.backend
         assert isinstance(backend, EndsBackend)
-        rig.loop.wake = Wake(INTERVAL_S, coalesce_s, news=backend.changed_since_poll,
+        # news=False: a backend with no `changed_since_poll` (local, agent, Ray, Kubernetes)
+        rig.loop.wake = Wake(INTERVAL_S, coalesce_s,
+                             news=backend.changed_since_poll if news else None,
                              now=rig.clock.now, pause=self.pause)
         rig.loop.observers.append(self.observe)
         self.pauses = 0
@@ -142,6 +144,38 @@ def test_a_quiet_loop_steps_once_an_interval(rig: Rig) -> None:
     run.run(until=3.5)
     assert run.steps == [0.0, 1.0, 2.0, 3.0]
     assert rig.loop.wake.by_event == 0
+
+
+@pytest.mark.parametrize(("news", "pauses"), [(False, 4), (True, round(3.5 / COALESCE_S))])
+def test_an_idle_loop_without_news_waits_on_its_event_to_the_interval(
+        rig: Rig, news: bool, pauses: int) -> None:
+    """A backend without news (local, agent, Ray, Kubernetes): only another thread's write or a
+    launch's return can wake the loop, so an idle one pauses once an interval, not once every
+    `coalesce_s` (it woke 20 times a second for nothing). With news it must ask every window."""
+    _fill(rig, 0)
+    run = Driven(rig, news=news)
+    run.run(until=3.5)
+    assert run.steps == [0.0, 1.0, 2.0, 3.0]
+    assert run.pauses == pauses
+
+
+def test_a_submission_from_another_thread_wakes_the_loop(rig: Rig) -> None:
+    """A workload inserted by another thread of this process (an API request, through the
+    submission writer's group commit) wakes the loop, which places it then, not at the next
+    interval: the store passes committed inserts to its subscribers."""
+    run = Driven(rig, news=False)
+    new: list[str] = []
+
+    def submit_elsewhere() -> None:  # as the API's threads do
+        t = threading.Thread(target=lambda: new.append(rig.submit(name="late")))
+        t.start()
+        t.join()
+
+    run.at(0.4, submit_elsewhere)
+    run.run(until=0.9)
+    assert run.steps == [0.0, 0.4]
+    assert rig.loop.wake.by_event == 1
+    assert rig.state(new[0]) == "starting"  # placed and launched in the step it woke
 
 
 def test_a_cancel_from_another_thread_wakes_the_loop(rig: Rig) -> None:

@@ -12,6 +12,7 @@ from corral.store import auth as A
 from corral.store import lease as LS
 from corral.store import pool as P
 from corral.store import workloads as W
+from corral.store.changes import RowWrite
 from corral.store.database import current_revision, head_revision, normalize_url
 from corral.store.schema import ApiToken
 
@@ -147,3 +148,33 @@ def test_bulk_inserts_return_each_rows_seq_in_order(store: Store) -> None:
         W.insert_workloads(c, [_row("new"), _row("w1")])
     with store.read() as c:
         assert W.get_workload(c, "new") is None
+
+
+class _Heard:
+    """A subscriber (held weakly by the store: keep this object alive)."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def wrote(self, writes: list[RowWrite]) -> None:
+        self.calls.append([w.id for w in writes])
+
+
+def test_committed_inserts_reach_subscribers_and_rolled_back_ones_do_not(store: Store) -> None:
+    """A transaction that only inserts workloads (a submission) calls the subscribers, with no
+    noted writes (the rows are read from the feed): the control loop is woken by it (issue 16);
+    one that rolls back calls nobody; one that writes nothing to workloads calls nobody."""
+    heard = _Heard()
+    store.subscribe(heard.wrote)
+    with store.write() as c:
+        W.insert_workloads(c, [_row("a")])
+    assert heard.calls == [[]]
+    with pytest.raises(RuntimeError), store.write() as c:
+        W.insert_workloads(c, [_row("b")])
+        raise RuntimeError("rolled back")
+    with store.write() as c:
+        assert LS.acquire(c, "loop", "me", 0.0, 15.0) is not None
+    assert heard.calls == [[]]
+    with store.write() as c:
+        assert W.update_versioned(c, "a", 1, state="scheduled")
+    assert heard.calls == [[], ["a"]]

@@ -7,6 +7,10 @@
                   │         after the last one began
                   └─ nothing: the next step `interval_s` after the last one began
 
+A backend with news is asked every `coalesce_s` while the loop waits (its news is only seen by
+asking); without it (local, agent, Ray, Kubernetes) only `set` can wake the loop, so the wait
+sleeps on the event to the deadline: an idle loop wakes once an interval, not 20 times a second.
+
 Why: with a fixed interval a GPU freed just after a step waits up to `interval_s` for its next
 job (`corral up`'s 1 s cost a Slurm slot up to a second), and stepping back to back instead
 planned once per job end (bench/README, "Through a real Slurm": corral's process 13-17 ms CPU a
@@ -79,4 +83,7 @@ class Wake:
                     self._pause(stop, rest)
                 self.by_event += 1
                 return
-            self._pause(self._event, min(tick, deadline - now))
+            if self.news is None:  # only `set` can wake it: sleep on the event to the deadline
+                self._pause(self._event, deadline - now)
+            else:  # the backend's news is only seen by asking: ask every `tick`
+                self._pause(self._event, min(tick, deadline - now))

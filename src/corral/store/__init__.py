@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine
 
-from corral.store.changes import WRITES_KEY, RowWrite
+from corral.store.changes import INSERTS_KEY, WRITES_KEY, RowWrite
 from corral.store.database import make_engine, normalize_url, upgrade, writer
 
 if TYPE_CHECKING:
@@ -53,7 +53,9 @@ class Store:
     def write(self) -> Iterator[Connection]:
         """A transaction that commits when the block ends without an exception. Once it has
         committed, what it wrote to workloads (`corral.store.changes.RowWrite`) is handed to
-        each subscriber (`subscribe`); nothing of a transaction that rolled back is."""
+        each subscriber (`subscribe`), and so is an empty list when it only inserted workloads
+        (a submission: a reader waiting for work learns of it, and reads the rows from the
+        feed); nothing of a transaction that rolled back is."""
         writes: list[RowWrite] = []
         with self._writer.begin() as conn:
             conn.info[WRITES_KEY] = writes
@@ -61,7 +63,8 @@ class Store:
                 yield conn
             finally:
                 conn.info.pop(WRITES_KEY, None)
-        if writes:
+                inserted = conn.info.pop(INSERTS_KEY, False)
+        if writes or inserted:
             for ref in list(self._subscribers):
                 subscriber = ref()
                 if subscriber is None:
@@ -72,8 +75,9 @@ class Store:
 
     def subscribe(self, subscriber: Callable[[list[RowWrite]], None]) -> None:
         """Call `subscriber` (a bound method, held weakly: a dropped reader stops being called)
-        with the workload writes of each committed write transaction, on the committing thread.
-        It must be quick and must not raise."""
+        with the workload writes of each committed write transaction that wrote or inserted
+        workloads (the list is empty when it only inserted), on the committing thread. It must
+        be quick and must not raise."""
         self._subscribers.append(weakref.WeakMethod(subscriber))  # type: ignore[arg-type]
 
     def close(self) -> None:

@@ -39,13 +39,15 @@ from sqlalchemy.sql import ClauseElement
 
 from corral.store.schema import NodeRow, WorkloadRow
 
-__all__ = ["FEED_LOCK_KEY", "WRITES_KEY", "RowWrite", "next_node_seq", "next_workload_seq",
-           "note_writes", "plain"]
+__all__ = ["FEED_LOCK_KEY", "INSERTS_KEY", "WRITES_KEY", "RowWrite", "next_node_seq",
+           "next_workload_seq", "note_inserts", "note_writes", "plain"]
 
 #: PostgreSQL advisory lock key of the feed's writers ("feed" in ASCII)
 FEED_LOCK_KEY: Final = 0x66656564
 #: the key of `Connection.info` under which a write transaction collects its `RowWrite`s
 WRITES_KEY: Final = "corral.workload_writes"
+#: the key of `Connection.info` set when a write transaction inserted workloads (`note_inserts`)
+INSERTS_KEY: Final = "corral.workload_inserts"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,16 @@ def note_writes(conn: Connection, stamp: int, rows: Iterable[tuple[str, int, Map
     notes = [RowWrite(stamp, wid, version, bump, values) for wid, version, values in rows]
     if len({n.id for n in notes}) == len(notes):  # one row once: else it is read back
         sink.extend(notes)
+
+
+def note_inserts(conn: Connection) -> None:
+    """Note, in a transaction of `Store.write`, that it inserted workloads: once it commits, its
+    subscribers are called (with its noted writes, perhaps none) so that a reader waiting for
+    work (the control loop) sees a new submission at once. The new rows themselves are not
+    noted: readers read them from the feed. A savepoint that rolls back leaves the note set;
+    the cost is one needless wake-up."""
+    if WRITES_KEY in conn.info:
+        conn.info[INSERTS_KEY] = True
 
 
 def plain(values: Mapping[str, Any]) -> bool:

@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 
 from corral.core.model import WorkerAssignment
-from corral.store.changes import next_workload_seq, note_writes, plain
+from corral.store.changes import next_workload_seq, note_inserts, note_writes, plain
 from corral.store.driver_bulk import insert_rows, update_rows
 from corral.store.ordered_insert import insert_in_order
 from corral.store.schema import Event, Placement, WorkloadRow
@@ -176,6 +176,7 @@ def insert_workloads(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[i
     if not rows:
         return []
     stamp = next_workload_seq(conn)
+    note_inserts(conn)  # the commit wakes a reader waiting for work (Store.subscribe)
     rows = [{**r, "change_seq": stamp} for r in rows]
     # One bulk statement, seqs in the order of `rows` (SQLAlchemy's ordered RETURNING is one
     # INSERT per row on SQLite; see corral.store.ordered_insert): a batch is one round trip.

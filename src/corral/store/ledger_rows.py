@@ -158,9 +158,14 @@ def close_attempt_rows(conn: Connection, ends: Sequence[tuple[str, int, Instant,
     SQLite: one executemany through the driver, each attempt found by the primary key's prefix.
     SQLite plans `(workload_id, attempt) IN (VALUES ...)` as a scan of the whole table per
     statement (EXPLAIN QUERY PLAN: SCAN ledger_usage), so closing a step's attempts cost what
-    the table holds, every attempt ever run. PostgreSQL: that IN, one UPDATE per distinct end
-    and reason (the attempts a step stopped end at the step's moment), up to `CLOSE_CHUNK`
-    attempts each; it finds them through the primary key."""
+    the table holds, every attempt ever run. PostgreSQL: one UPDATE per distinct end and reason
+    (the attempts a step stopped end at the step's moment), up to `CLOSE_CHUNK` attempts each,
+    with `workload_id IN (...)` beside the pairs' IN. The pairs alone are found through the
+    primary key only while the table's statistics are current: before ANALYZE has seen the
+    rows a step inserted, PostgreSQL 15 walked the whole primary key testing each entry against
+    every pair (EXPLAIN: Index Scan, no Index Cond; 0.49 s per 500 attempts over 60,000 rows,
+    7.5 s of the 10,000 x 100,000 place step). The ids' IN is an `= ANY` Index Cond on the
+    key's first column whatever the statistics say (0.017 s)."""
     if not ends:
         return
     if conn.dialect.name == "sqlite":
@@ -172,9 +177,10 @@ def close_attempt_rows(conn: Connection, ends: Sequence[tuple[str, int, Instant,
         groups.setdefault((str(end), reason.value), []).append((workload_id, attempt))
     for (end_text, reason_text), keys in groups.items():
         for i in range(0, len(keys), CLOSE_CHUNK):
+            chunk = keys[i:i + CLOSE_CHUNK]
             conn.execute(update(LedgerUsage).where(
-                tuple_(LedgerUsage.workload_id, LedgerUsage.attempt).in_(
-                    keys[i:i + CLOSE_CHUNK]),
+                LedgerUsage.workload_id.in_(sorted({w for w, _ in chunk})),
+                tuple_(LedgerUsage.workload_id, LedgerUsage.attempt).in_(chunk),
                 LedgerUsage.end.is_(None)).values(end=end_text, end_reason=reason_text))
 
 

@@ -50,14 +50,25 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
 
 def insert_tuples(conn: Connection, table: Table, columns: Sequence[str],
                   rows: Sequence[tuple[Any, ...]]) -> None:
-    """SQLite: INSERT rows already in the driver's form (tuples of `columns`, each value as
-    the column stores it, no default left out) in one executemany through the driver. For
-    rows a caller builds as tuples anyway: a dict per row that `insert_rows` turns back into
-    a tuple was most of the journal insert's Python time. No rows: nothing (the driver reads
-    an empty list as no parameters)."""
-    assert conn.dialect.name == "sqlite"
-    if rows:
+    """INSERT rows already in the driver's form (tuples of `columns`, each value as the column
+    stores it: plain ints, strings and None, no JSON, no default left out). For rows a caller
+    builds as tuples anyway: a dict per row that `insert_rows` turns back into a tuple was most
+    of the journal insert's Python time. SQLite: one executemany through the driver.
+    PostgreSQL (psycopg): one COPY FROM STDIN in the caller's transaction, where an
+    executemany sent one INSERT per row (51,182 for the postings of a 10,000 x 100,000 place
+    step). No rows: nothing."""
+    if not rows:
+        return
+    if conn.dialect.name == "sqlite":
         conn.exec_driver_sql(_qmark_insert(conn, table, tuple(columns)), list(rows))
+        return
+    assert conn.dialect.driver == "psycopg", conn.dialect.driver
+    quote = conn.dialect.identifier_preparer.quote
+    sql = f"COPY {quote(table.name)} ({', '.join(quote(n) for n in columns)}) FROM STDIN"
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor, cursor.copy(sql) as copy:
+        for row in rows:
+            copy.write_row(row)
 
 
 _QMARK: dict[tuple[str, tuple[str, ...]], str] = {}

@@ -51,7 +51,7 @@ from corral.ledger import (
 )
 from corral.store import Store
 from corral.store import ledger_checkpoint as LC
-from corral.store.driver_bulk import insert_rows, insert_tuples
+from corral.store.driver_bulk import insert_tuples
 from corral.store.ledger_tables import LedgerPosting, LedgerTransaction
 from corral.store.ordered_insert import insert_in_order, insert_tuples_in_order
 from corral.store.schema import QueueRow
@@ -160,9 +160,9 @@ def insert_transactions(conn: Connection, txs: Sequence[Transaction], currency: 
         insert_tuples(conn, table, _POSTING_COLUMNS, rows)  # zero holds have none
         return max(seqs)
     seqs = insert_in_order(conn, LedgerTransaction, "seq", "key", [_tx_row(tx) for tx in txs])
-    postings = [row for seq, tx in zip(seqs, txs, strict=True)
-                for row in _posting_rows(seq, tx, scale)]
-    insert_rows(conn, table, postings)
+    # the postings as tuples too: on PostgreSQL one COPY, not an INSERT per posting
+    insert_tuples(conn, table, _POSTING_COLUMNS, [row for seq, tx in zip(seqs, txs, strict=True)
+                                                  for row in _posting_values(seq, tx, scale)])
     return max(seqs)
 
 

@@ -19,7 +19,7 @@ from corral.control.loop import StepReport
 from corral.control.wake import Wake
 from corral.store import Store
 
-from .rig import Rig
+from .rig import Rig, admin_api
 
 INTERVAL_S, COALESCE_S = 1.0, 0.05
 
@@ -159,19 +159,22 @@ def test_an_idle_loop_without_news_waits_on_its_event_to_the_interval(
     assert run.pauses == pauses
 
 
-def test_a_submission_from_another_thread_wakes_the_loop(rig: Rig) -> None:
-    """A workload inserted by another thread of this process (an API request, through the
-    submission writer's group commit) wakes the loop, which places it then, not at the next
-    interval: the store passes committed inserts to its subscribers."""
+def test_a_submission_through_the_api_wakes_the_loop(rig: Rig) -> None:
+    """A workload submitted through this process's API (`POST /v1/workloads`, stored by the
+    submission writer's group commit on a thread of its own) wakes the loop, which places it
+    then, not at the next interval: the store passes committed inserts to its subscribers."""
+    client, admin = admin_api(rig)
     run = Driven(rig, news=False)
     new: list[str] = []
 
-    def submit_elsewhere() -> None:  # as the API's threads do
-        t = threading.Thread(target=lambda: new.append(rig.submit(name="late")))
-        t.start()
-        t.join()
+    def submit_through_the_api() -> None:
+        spec = {"name": "late", "queue": "q", "gpus": 1, "cpu": 0.1, "memory": 64,
+                "command": ["run"]}
+        r = client.post("/v1/workloads", json=spec, headers=admin)
+        assert r.status_code == 201, r.text
+        new.extend(w["id"] for w in r.json()["workloads"])
 
-    run.at(0.4, submit_elsewhere)
+    run.at(0.4, submit_through_the_api)
     run.run(until=0.9)
     assert run.steps == [0.0, 0.4]
     assert rig.loop.wake.by_event == 1

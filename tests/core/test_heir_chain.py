@@ -22,6 +22,7 @@ allocate = importlib.import_module("corral.core.actions.allocate")  # (the packa
 
 CFG = SchedulerConfig(reserve_after_s=0.0, max_reservation_s=1800.0,
                       reservation_cooldown_s=600.0)
+FREE_SLOTS = dataclasses.replace(CFG, max_reservations=4)
 PERIOD = 2_400.0  # a window and its cooldown
 NOW = 10_000_000.0
 
@@ -75,7 +76,7 @@ def _old_hand_over(cycle: Cycle, holder: Workload, tried: set[str] | None = None
     return False
 
 
-def _random_cycle(rng: random.Random) -> Cycle:
+def _random_cycle(rng: random.Random, cfg: SchedulerConfig = CFG) -> Cycle:
     # Gangs that fit now (started on the way), that a queue limit stops, and that could hold,
     # in three queues and three priorities; some held a slot in the last plan. Some running
     # gangs (on nodes of their own) are evicted before the walk, as `schedule_cycle`'s rounds
@@ -100,7 +101,7 @@ def _random_cycle(rng: random.Random) -> Cycle:
     snapshot = state(nodes, queues, work + running)
     held = rng.sample([w.id for w in snapshot.workloads if w.id.startswith("w")], k=2)
     snapshot = dataclasses.replace(snapshot, reserved_for=tuple(held))
-    cycle = _open(snapshot, NOW, CFG, 0)[0]
+    cycle = _open(snapshot, NOW, cfg, 0)[0]
     for w in snapshot.workloads:
         if w.id.startswith("r") and rng.random() < 0.7:
             cycle.stmt.remove(w, "preempt", "w0")
@@ -108,13 +109,20 @@ def _random_cycle(rng: random.Random) -> Cycle:
     return cycle
 
 
+def _walked(cycle: Cycle, holder: Workload) -> bool:
+    """The loop walk, always walked (`_hand_over` first asks `heir_prospects`)."""
+    return allocate.chain_from(cycle).hand_over(holder)
+
+
 def _walk_both(seed: int, monkeypatch: pytest.MonkeyPatch) -> tuple[list[object], int]:
-    """Both walks on the same random cycle from every waiting holder (victims included):
-    what each did, and how many victims the new walk tried."""
+    """The recursive walk, the loop walk and `_hand_over` (the loop walk where some heir may
+    act) on the same random cycle from every waiting holder (victims included): what each
+    did, and how many victims the loop walk tried."""
     outcomes: list[object] = []
     tried_victims = 0
-    for walk in (_old_hand_over, allocate._hand_over):
-        cycle = _random_cycle(random.Random(seed))
+    for walk in (_old_hand_over, _walked, allocate._hand_over):
+        # odd seeds: slots free beside the two held (heirs that may reserve, not only start)
+        cycle = _random_cycle(random.Random(seed), CFG if seed % 2 == 0 else FREE_SLOTS)
         kept: list[str] = []
         keep = allocate._keep
         holders = sorted([*cycle.waiting.values(), *cycle.requeued],
@@ -124,7 +132,8 @@ def _walk_both(seed: int, monkeypatch: pytest.MonkeyPatch) -> tuple[list[object]
                       kept.append(w.id) or keep(c, w))
             took = [walk(cycle, h) for h in holders]
         victims = {w.id for w in cycle.requeued}
-        tried_victims = sum(1 for i in kept if i in victims)
+        if walk is _walked:
+            tried_victims = sum(1 for i in kept if i in victims)
         outcomes.append((took, kept, dict(cycle.stmt.where), dict(cycle.cap.reservations)))
     return outcomes, tried_victims
 
@@ -137,6 +146,30 @@ def test_the_walk_tries_heirs_in_the_recursive_order(seed: int,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     outcomes, _ = _walk_both(seed, monkeypatch)
     assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_walks_not_walked_would_have_found_nobody(seed: int,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # `_hand_over` skips a walk when no kind of heir may act (`heir_prospects`): who took a
+    # slot, what started and what is reserved are the walked outcome's (which heirs were
+    # tried on the way is not: a skipped walk tries none).
+    outcomes, _ = _walk_both(seed, monkeypatch)
+    walked, skipping = outcomes[1], outcomes[2]
+    assert isinstance(walked, tuple) and isinstance(skipping, tuple)
+    assert (walked[0], *walked[2:]) == (skipping[0], *skipping[2:])
+
+
+def test_the_comparison_skips_walks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The test above compares something only if `_hand_over` skips walks that would have
+    # tried heirs in some of its cycles.
+    skipped = 0
+    for seed in SEEDS:
+        outcomes, _ = _walk_both(seed, monkeypatch)
+        walked, skipping = outcomes[1], outcomes[2]
+        assert isinstance(walked, tuple) and isinstance(skipping, tuple)
+        skipped += len(walked[1]) > len(skipping[1])
+    assert skipped >= 10, skipped
 
 
 def test_the_comparison_tries_victims(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -30,6 +30,7 @@ from corral.core.actions.allocate import (
     prune_reservations,
     reservation_window,
 )
+from corral.core.actions.heir_prospects import ElderKinds
 from corral.core.config import SchedulerConfig
 from corral.core.explain import refine
 from corral.core.fit import Shape
@@ -83,6 +84,7 @@ class Cycle:
     workload_mix: tuple[TaskType, ...] = ()
     _still_pending: tuple[int, tuple[Workload, ...]] | None = None
     by_age: tuple[int, list[float], list[Workload]] | None = None  # `allocate._elders`
+    elder_kinds: ElderKinds | None = None  # `by_age` by kind (`heir_prospects`)
     #: queues with work waiting, and when (`allocate._waiting_queues`)
     queues_waiting: tuple[tuple[int, int, int], frozenset[str]] | None = None
     _victims: VictimIndex | None = None

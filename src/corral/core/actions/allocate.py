@@ -43,6 +43,7 @@ alternated between two gangs cycle after cycle (issue 10).
 from __future__ import annotations
 
 import heapq
+import math
 from bisect import bisect_left
 from collections.abc import Iterable
 from operator import attrgetter
@@ -52,6 +53,7 @@ import numpy as np
 
 from corral.core import reasons as R
 from corral.core.actions.heir_chain import HeirChain
+from corral.core.actions.heir_prospects import ElderKinds
 from corral.core.fit import empty_slots, worker_slots
 from corral.core.model import MILLI_PER_GPU, Workload
 
@@ -323,8 +325,43 @@ def _hand_over(cycle: Cycle, holder: Workload) -> bool:
     the holder changed on a rerun (issue 10, bench/contention.py seed 4, t = 118,740 s).
     Heirs are strictly older at each step, so the chain ends; each workload is tried once in
     one hand-over. The walk (`heir_chain`) is a loop that reads the sorted elders once, not
-    each heir's list again (thousands of heirs x thousands of elders at 10,000 nodes)."""
-    return chain_from(cycle).hand_over(holder)
+    each heir's list again (thousands of heirs x thousands of elders at 10,000 nodes), and
+    only when some kind of elder or victim could take the slot (`heir_prospects`): most
+    walks of a full pool find nobody, and it is known without trying every heir."""
+    chain = chain_from(cycle)
+    before = holder.submitted_at - cycle.config.max_reservation_s
+    if not _some_may_act(cycle, before, chain.lists[1]):
+        return False  # every heir would fail in `_keep`, changing nothing
+    return chain.hand_over(holder)
+
+
+def _some_may_act(cycle: Cycle, before: float, victims: list[Workload]) -> bool:
+    """Whether any elder submitted before `before` (`_elders`), or any of `victims` so old,
+    could start or take a slot in `_keep` now, judged by kinds (`heir_prospects`); False
+    only when every one would fail."""
+    kinds, placer = cycle.elder_kinds, cycle.placer
+    assert kinds is not None  # (built with `cycle.by_age`, `chain_from`)
+    for shape, queue in kinds.shapes_before(before):
+        # "" holds no reservation: the nodes any heir not holding one may use
+        if placer.place(shape, cycle.scoring(queue), "") is not None:
+            return True
+    if (len(cycle.cap.reservations) < cycle.config.max_reservations
+            and any(_may_succeed(cycle, w, milli) for w, milli in kinds.least_before(before))):
+        return True
+    return any(_may_act(cycle, v) for v in victims if v.submitted_at < before)
+
+
+def _may_act(cycle: Cycle, w: Workload) -> bool:
+    """Whether `_keep(cycle, w)` could start `w` or reserve for it now (what it reads, in its
+    order; the reservation window is `chain_from`'s filter)."""
+    shape = cycle.shape(w)
+    if (cycle.placer.never_fits(shape) is not None
+            or cycle.book.limit_blocking(w.queue, w.total_milli()) is not None):
+        return False
+    if cycle.placer.place(shape, cycle.scoring(w.queue), "") is not None:
+        return True
+    return (len(cycle.cap.reservations) < cycle.config.max_reservations
+            and _may_succeed(cycle, w))
 
 
 def chain_from(cycle: Cycle) -> HeirChain:
@@ -350,19 +387,21 @@ def fill_free_slots(cycle: Cycle) -> None:
     queue later in the order waited in its own (the bound in tests/core/
     test_reservation_bound.py needs this). Oldest first, as the aging (`heirs`) orders, and a
     rerun keeps the holder this names (`keep_reservations`)."""
-    cfg, now, where = cycle.config, cycle.now, cycle.stmt.where
+    cfg, where, held = cycle.config, cycle.stmt.where, cycle.cap.reservations
     _restore(cycle)
-    if len(cycle.cap.reservations) >= cfg.max_reservations:
+    if len(held) >= cfg.max_reservations:
         return
-    big = sorted((w for w in cycle.waiting.values()
-                  if (w.workers > 1 or w.resources.gpus > 1) and w.id not in where
-                  and w.id not in cycle.cap.reservations
-                  and reservation_window(cfg, w.submitted_at, now)[0]),
-                 key=lambda w: (w.submitted_at, w.id))
-    for w in big:
-        if len(cycle.cap.reservations) >= cfg.max_reservations:
+    # The elders (`_elders`: big, in their window, able to fit the pool, oldest first) are
+    # the candidates (`_keep` refuses work that can never fit at once). In a full pool every
+    # one is refused, and asking by kind first (`heir_prospects`) says so without a `_keep`
+    # per elder (13,000 at 10,000 x 100,000; they were sorted out of the whole backlog).
+    elders = _elders(cycle, math.inf)
+    if not _some_may_act(cycle, math.inf, []):
+        return
+    for w in elders:
+        if len(held) >= cfg.max_reservations:
             return
-        if w.id not in where:
+        if w.id not in where and w.id not in held:
             _keep(cycle, w)
 
 
@@ -477,6 +516,7 @@ def _elders(cycle: Cycle, before: float) -> list[Workload]:
                       and never_fits(shape(w)) is None),
                      key=_AGE_THEN_ID)
         cycle.by_age = (len(cycle.waiting), [w.submitted_at for w in big], big)
+        cycle.elder_kinds = ElderKinds(big, shape, lambda q: cycle.scoring(q).key)
     _, ages, big = cycle.by_age
     return big[:bisect_left(ages, before)]
 
@@ -489,11 +529,12 @@ def may_inherit(cfg: SchedulerConfig, holder: Workload, w: Workload) -> bool:
             and (w.queue != holder.queue or w.priority >= holder.priority))
 
 
-def _may_succeed(cycle: Cycle, w: Workload) -> bool:
+def _may_succeed(cycle: Cycle, w: Workload, milli: int | None = None) -> bool:
     """Would `w`, once its nodes drain, keep what it gets? Yes when its queue stays within
-    its guarantee, or when no queue below its quota is waiting to reclaim it."""
+    its guarantee, or when no queue below its quota is waiting to reclaim it. `milli`: its
+    size, if not `w`'s own (the answer only depends on `w`'s queue and GPU models besides)."""
     book = cycle.book
-    if book.within_guarantee_after(w, w.total_milli()):
+    if book.within_guarantee_after(w, w.total_milli() if milli is None else milli):
         return True
     return not any(book.milli[q] < book.quota_milli(q)
                    for q in _waiting_queues(cycle) if q != w.queue)

@@ -21,6 +21,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # here, so every folder shares one server of each kind per test session.
 from corral.testing.fixtures import *  # noqa: E402, F403
 from corral.testing.reaper import start_reaper  # noqa: E402
+from corral.testing.slow_marks import mark_engine_tests_slow  # noqa: E402
 from corral.testing.xdist_groups import prepare_items  # noqa: E402
 
 
@@ -32,6 +33,12 @@ def pytest_configure(config: pytest.Config) -> None:
         config, "workerinput")
     if not controller:
         start_reaper()
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """A test that starts a real engine (Ray, Slurm, Chromium) is `slow`, so `-m "not slow"`
+    leaves it out (corral.testing.slow_marks); this hook runs before `-m` deselects."""
+    mark_engine_tests_slow(item, pytest.mark.slow)
 
 
 @pytest.hookimpl(trylast=True)  # after xdist's own hook, whose id write pytest 9.2 loses

@@ -23,6 +23,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 from corral.api.limits import ApiLimits
@@ -31,6 +32,8 @@ from corral.store import auth as A
 from corral.store.database import sqlite_url
 
 from .harness import build
+
+pytestmark = pytest.mark.slow  # Schemathesis on all 83 operations: ~66 s
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # see harness.py: Starlette's TestClient deprecation

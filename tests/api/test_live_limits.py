@@ -17,6 +17,8 @@ from corral.sdk import Client
 from corral.testing.corral_up import CorralServer, stop_workers
 from corral.testing.postgres import PostgresServer
 
+pytestmark = pytest.mark.slow  # a real `corral up`, both stores: ~20 s
+
 LIMITS = {"CORRAL_API_BODY_TIMEOUT_S": "1", "CORRAL_API_HEADER_TIMEOUT_S": "1",
           "CORRAL_API_RATE_PER_S": "1", "CORRAL_API_BURST": "5"}
 

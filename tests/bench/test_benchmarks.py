@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # each benchmark run at a tiny size: ~13 s
+
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 RULES = ("Reclaim", "Preempt", "Consolidate")
 

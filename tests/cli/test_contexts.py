@@ -17,6 +17,8 @@ import pytest
 
 from .server_proc import CorralServer
 
+pytestmark = pytest.mark.slow  # a real `corral up` and CLI processes: ~20 s
+
 PY = sys.executable
 SECRET = "crl_not-a-real-token-0123456789"
 

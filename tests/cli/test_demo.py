@@ -21,6 +21,8 @@ from corral.sdk import Client
 
 from .server_proc import CorralServer, stop_workers
 
+pytestmark = pytest.mark.slow  # a real `corral up --demo`: ~12 s
+
 TICK = "0.25"
 REPO = Path(__file__).resolve().parents[2]
 

@@ -6,9 +6,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from .server_proc import CorralServer
+
+pytestmark = pytest.mark.slow  # a real `corral up`, both stores: ~22 s
 
 PY = sys.executable
 

@@ -14,6 +14,8 @@ import pytest
 
 from .server_proc import CorralServer
 
+pytestmark = pytest.mark.slow  # a real `corral up` and CLI processes: ~35 s
+
 PY = sys.executable
 LONG = "a-rather-long-workload-name-for-narrow-terminals"
 

@@ -11,9 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from .server_proc import CorralServer
+
+pytestmark = pytest.mark.slow  # a real `corral up`: ~27 s
 
 
 def _job(name: str, **fields: Any) -> dict[str, Any]:

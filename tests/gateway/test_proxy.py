@@ -11,6 +11,7 @@ from collections import Counter
 from typing import Any
 
 import httpx
+import pytest
 
 from corral.gateway import (
     GatewayLimits,
@@ -22,6 +23,8 @@ from corral.gateway import (
 )
 
 from .harness import closed_port, completion, gateway, read_cut_stream, replica, run, until
+
+pytestmark = pytest.mark.slow  # real replicas under uvicorn: ~25 s
 
 READY = ReplicaState.READY
 

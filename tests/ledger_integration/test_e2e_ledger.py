@@ -31,6 +31,8 @@ from corral.testing.postgres import PostgresServer
 
 from .corral_proc import PricedCorral
 
+pytestmark = pytest.mark.slow  # a real `corral up`, both stores: ~13 s
+
 PY = sys.executable
 DBS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 

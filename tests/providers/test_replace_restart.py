@@ -7,6 +7,7 @@ rented ends terminated in moto: nothing leaks, nothing is forgotten."""
 from __future__ import annotations
 
 import boto3
+import pytest
 from tests.control.rig import Rig
 from tests.providers.clocked_ec2 import ClockedAws, moto_image
 
@@ -19,6 +20,8 @@ from corral.providers.base import CapacityState, required_tags
 from corral.store import audit
 from corral.store import pool as P
 from corral.store import workloads as W
+
+pytestmark = pytest.mark.slow  # moto, a control plane restarted mid-replacement: ~14 s
 
 #: launch times per rig (the "cloud's" memory, which outlives a control plane)
 LAUNCHED: dict[int, dict[str, float]] = {}

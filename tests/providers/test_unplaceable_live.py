@@ -34,6 +34,8 @@ from corral.store import pool as P
 from corral.store import workloads as W
 from corral.store.database import sqlite_url
 
+pytestmark = pytest.mark.slow  # the control loop renting from EC2 on moto: ~41 s
+
 CONFIG = AutoscalerConfig(idle_timeout_s=20, join_timeout_s=600, replace_min_saving=None,
                           consolidate_min_age_s=None, cancel_unneeded_after_s=10)
 #: the pool's node: spot (rented before); the on-demand node the instance joins as

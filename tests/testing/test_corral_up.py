@@ -13,6 +13,8 @@ from corral.sdk import models as M
 from corral.testing import corral_up
 from corral.testing.corral_up import CorralServer
 
+pytestmark = pytest.mark.slow  # `corral up` started on a taken port: ~13 s
+
 
 def test_a_first_start_on_a_taken_port_moves_to_a_free_one(tmp_path: Path) -> None:
     with socket.socket() as taken:

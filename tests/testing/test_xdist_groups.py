@@ -80,6 +80,7 @@ def test_loose(i):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow  # a real `pytest -n 2` run in a subprocess (~15 s)
 def test_a_real_xdist_run_keeps_a_module_fixture_on_one_worker(tmp_path: Path) -> None:
     (tmp_path / "conftest.py").write_text(textwrap.dedent('''
         import pytest
@@ -135,6 +136,7 @@ def test_op(request):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow  # a real `pytest -n 2` run in a subprocess (~15 s)
 def test_items_that_share_a_node_id_all_run_under_loadgroup(tmp_path: Path) -> None:
     """The API fuzz's 83 items had one node id; xdist's loadgroup queue is keyed by node id, so
     it ran one of them and reported 3,803 results of 3,885 collected, all green."""

@@ -241,3 +241,24 @@ def test_a_launch_that_returned_wakes_the_loop(rig: Rig) -> None:
     pool.drain(timeout=30)
     pool.close()
     assert woken == [1, 1]  # once per batch
+
+
+def test_a_stop_set_alone_is_seen_within_the_stop_check_however_long_the_interval() -> None:
+    """Nothing sets the wake's event when a caller sets `stop` alone (a signal handler, a
+    bench): with no backend news the wait must still look at `stop` at least every
+    STOP_CHECK_S, not sleep to a 60 s interval's end (`corral up`'s shutdown joins the loop
+    for 30 s, then resigns its lease)."""
+    from corral.control.wake import STOP_CHECK_S
+
+    clock = [0.0]
+    stop = threading.Event()
+
+    def pause(event: threading.Event, seconds: float) -> None:
+        clock[0] += seconds
+        if clock[0] >= 0.1:
+            stop.set()  # set during the first sleep, by someone who does not know the wake
+
+    wake = Wake(60.0, COALESCE_S, now=lambda: clock[0], pause=pause)
+    wake.wait(wake.arm(), stop)
+    assert clock[0] <= STOP_CHECK_S < 60.0
+    assert wake.by_interval == 0 and wake.by_event == 0

@@ -455,6 +455,7 @@ def _serve(cfg: ServerConfig, sock: socket.socket, on_ready: Any, uvicorn: Any) 
         server.run(sockets=[sock])
     finally:
         stop.set()
+        parts.loop.wake.set()  # the loop's wait ends now, not at its interval's end
         if loop_thread.is_alive():
             loop_thread.join(timeout=30)
         if sender_thread.is_alive():  # POSTs under way end within their timeouts (<= 30 s)

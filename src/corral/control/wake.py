@@ -36,6 +36,9 @@ __all__ = ["Wake"]
 
 #: the check period while waiting when `coalesce_s` is 0 (no coalescing): never a busy loop
 MIN_TICK_S = 0.01
+#: with no backend news, the longest sleep before `stop` is looked at again: a stop that
+#: does not also `set` the wake is seen within this, however long `interval_s` is
+STOP_CHECK_S = 1.0
 
 
 class Wake:
@@ -83,7 +86,9 @@ class Wake:
                     self._pause(stop, rest)
                 self.by_event += 1
                 return
-            if self.news is None:  # only `set` can wake it: sleep on the event to the deadline
-                self._pause(self._event, deadline - now)
+            if self.news is None:  # only `set` can wake it: sleep on the event to the deadline,
+                # looking at `stop` at least every STOP_CHECK_S: nothing sets the wake's event
+                # when a caller sets `stop` alone (`corral up` sets both, so it stops at once)
+                self._pause(self._event, min(STOP_CHECK_S, deadline - now))
             else:  # the backend's news is only seen by asking: ask every `tick`
                 self._pause(self._event, min(tick, deadline - now))

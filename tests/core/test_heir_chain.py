@@ -204,3 +204,22 @@ def test_the_walk_scans_the_waiting_queues_once_while_nothing_changes(
     assert not allocate._hand_over(cycle, cycle.waiting["g00000"])
     assert not cycle.stmt.where.keys() & {f"g{k:05d}" for k in range(n)}
     assert calls[0] <= 10  # a scan per heir tried: ~2 x 499
+
+
+def test_a_frame_does_not_step_again_over_what_its_kind_refuses() -> None:
+    # Queue "a" alternates low-priority (0) and high-priority (10) gangs by age, a window and
+    # more apart; queue "a"'s limit stops each (none takes the slot, all are walked). The
+    # holder is of "a" at priority 10: each high gang's frame refuses the low gangs older than
+    # it (its own queue, lower priority), which no frame takes, so each frame stepped over
+    # them again: ~n^2/8 entries read. Frames of one kind (queue, priority) now skip together
+    # what their kind refuses, each entry about once.
+    n = 2_000
+    work = [job(f"g{k:05d}").queue("a").gpus(8).gang(2).priority(10 if k % 2 else 0)
+            .submitted(NOW - 100.0 - k * PERIOD) for k in range(1, n + 1)]
+    work.append(job("holder").queue("a").gpus(8).gang(2).priority(10).submitted(NOW))
+    snapshot = state([node(f"n{i}").gpus(8) for i in range(2)], [queue("a", limit=8.0)], work)
+    cycle = _open(snapshot, NOW, CFG, 0)[0]
+    chain = allocate.chain_from(cycle)
+    assert not chain.hand_over(cycle.waiting["holder"])
+    assert len(chain.tried) == n // 2  # every high gang, none of the low ones
+    assert chain.steps <= 6 * n, chain.steps

@@ -10,9 +10,12 @@ was applied did not finish at 10,000 x 100,000 (bench/schedule_cycle.py, issue 1
 
 Here the walk is a loop over an explicit stack. Each frame keeps a pointer into the shared
 sorted lists, and what is gone for every frame (tried, placed or holding) is skipped through a
-next-pointer map with path compression, so each is stepped over about once per walk. Frames
-still step over, one by one, what only their own holder's filter refuses: work of the
-holder's queue below its priority.
+next-pointer map with path compression, so each is stepped over about once per walk. What a
+frame's holder refuses (work of its queue below its priority) is skipped the same way through
+a map per kind of holder (queue, priority), shared by its frames: a mix of low- and
+high-priority gangs of the holder's own queue made each high one's frame step again over every
+low one older than it (~n^2/8 entries; tests/core/test_heir_chain.py). A kind's map learns a
+run of gone entries in one jump from the shared map, so each entry is read about once per kind.
 
 The order of tries is the recursive one, heir for heir: a frame's heirs are its elders, then
 victims, by (age, id); the list was filtered when its frame opened, and a frame checks the same
@@ -57,6 +60,9 @@ class _Frame:
     before: float  # heirs are submitted before this (`may_inherit`)
     ends: tuple[int, int]  # how far into the elders and the victims they may be
     at: list[int]  # where the frame has read to in each list
+    #: per list, what frames of its holder's kind (queue, priority) cannot take: gone, or
+    #: refused (its queue, lower priority)
+    skip: tuple[_Gone, _Gone]
 
 
 class HeirChain:
@@ -70,6 +76,7 @@ class HeirChain:
         self.gone = (_Gone(), _Gone())
         self.held = set(cycle.reserved_before) | cycle.cap.reservations.keys()
         self.tried: set[str] = set()
+        self.kinds: dict[tuple[str, int], tuple[_Gone, _Gone]] = {}
         self.steps = 0
 
     def hand_over(self, holder: Workload) -> bool:
@@ -89,34 +96,49 @@ class HeirChain:
     def _frame(self, holder: Workload) -> _Frame:
         before = holder.submitted_at - self.cycle.config.max_reservation_s
         ends = (bisect_left(self.ages[0], before), bisect_left(self.ages[1], before))
-        return _Frame(holder, before, ends, [0, 0])
+        kind = (holder.queue, holder.priority)
+        skip = self.kinds.get(kind)
+        if skip is None:
+            skip = self.kinds[kind] = (_Gone(), _Gone())
+        return _Frame(holder, before, ends, [0, 0], skip)
 
     def _next(self, f: _Frame) -> Workload | None:
         """The frame's next heir not tried yet, oldest first (then by id), or None."""
-        where, queue, priority = self.cycle.stmt.where, f.holder.queue, f.holder.priority
-        while True:
-            k = self._first(f)
-            if k < 0:
+        i, j = self._head(f, 0), self._head(f, 1)
+        if j >= f.ends[1]:
+            if i >= f.ends[0]:
                 return None
-            i = f.at[k] = self.gone[k].find(f.at[k])
-            w = self.lists[k][i]
+            k = 0
+        elif i >= f.ends[0]:
+            k = 1
+        else:
+            a, b = self.lists[0][i], self.lists[1][j]
+            k = 0 if (a.submitted_at, a.id) <= (b.submitted_at, b.id) else 1
+        f.at[k] += 1
+        return self.lists[k][f.at[k] - 1]
+
+    def _head(self, f: _Frame, k: int) -> int:
+        """Where the frame's next entry in list `k` is (its end if none): the first entry at
+        or after its pointer that is not gone and that its holder does not refuse."""
+        skip, gone, entries = f.skip[k], self.gone[k], self.lists[k]
+        where, queue, priority = self.cycle.stmt.where, f.holder.queue, f.holder.priority
+        i, end = f.at[k], f.ends[k]
+        while True:
+            i = skip.find(i)
+            if i >= end:
+                break
+            j = gone.find(i)
+            if j != i:  # a run gone for every frame: the kind jumps it at once from now on
+                skip.nxt[i] = i = j
+                continue
+            w = entries[i]
             self.steps += 1
             if w.id in self.tried or w.id in where or w.id in self.held:
-                self.gone[k].drop(i)  # for every frame of this walk
-                continue
-            f.at[k] = i + 1
-            if w.queue != queue or w.priority >= priority:
-                return w
-
-    def _first(self, f: _Frame) -> int:
-        """Which list holds the frame's next entry by (age, id): 0 elders, 1 victims, -1
-        none left."""
-        i = self.gone[0].find(f.at[0])
-        j = self.gone[1].find(f.at[1])
-        f.at[0], f.at[1] = i, j
-        if j >= f.ends[1]:
-            return 0 if i < f.ends[0] else -1
-        if i >= f.ends[0]:
-            return 1
-        a, b = self.lists[0][i], self.lists[1][j]
-        return 0 if (a.submitted_at, a.id) <= (b.submitted_at, b.id) else 1
+                gone.drop(i)  # for every frame of this walk
+                skip.drop(i)
+            elif w.queue == queue and w.priority < priority:
+                skip.drop(i)  # for every frame of this kind
+            else:
+                break
+        f.at[k] = i
+        return i

@@ -29,6 +29,13 @@ other); the first count's figures are keyed as before, every count's under `by_c
 `--baseline` the no-op's at the same counts and each store's rate as a share of it (`of_noop`).
 `--no-list` leaves out the 100,000-row fill and the list timing (a sweep of concurrencies).
 
+`--paired` (issue 14) times each store and the no-op in alternating bursts
+(`--bursts`, in ABBA order: store, no-op, no-op, store, ...) with both servers up, so that the
+two meet the same load on a shared machine: the store's rate as a share of the no-op's
+(`paired.of_noop`) is then the figure that holds, where the runs one after the other saw the
+no-op move between 640 and 3,100 requests/s with the load. Each burst opens its clients'
+connections anew (as the first run does). Figures keyed `paired`.
+
 `--replicas N` (PostgreSQL, the scale-out path: docs/howto/postgres-replicas.md) then starts
 N - 1 more API-only processes on the same database and submits again with the clients spread
 over all N (client i to replica i mod N), in the same run: figures keyed `replicas_N_*`.
@@ -141,6 +148,20 @@ def submit_load(url: str | list[str], token: str, total: int, clients: int,
     The client is the standard library's http.client, not httpx: the load generator shares the
     machine's cores with the server, and httpx spends about 0.9 ms of CPU per request (as much as
     the server's whole submit path), so with it the benchmark measured mostly its own client."""
+    latencies, elapsed = drive(url, token, total, clients, bodies)
+    return summary(latencies, elapsed)
+
+
+def summary(latencies: list[float], elapsed: float) -> dict[str, float]:
+    latencies = sorted(latencies)
+    return {"submissions_per_second": round(len(latencies) / elapsed, 1),
+            "p50_ms": round(statistics.median(latencies) * 1000, 2),
+            "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2)}
+
+
+def drive(url: str | list[str], token: str, total: int, clients: int,
+          bodies: list[bytes] | None = None) -> tuple[list[float], float]:
+    """`submit_load`'s run: every request's latency (s) and the run's wall time (s)."""
     latencies: list[float] = []
     lock = threading.Lock()
     per_client = total // clients
@@ -178,10 +199,7 @@ def submit_load(url: str | list[str], token: str, total: int, clients: int,
     elapsed = time.perf_counter() - t0
     if len(latencies) != per_client * clients:
         raise RuntimeError("a client failed; see the error above")
-    latencies.sort()
-    return {"submissions_per_second": round(len(latencies) / elapsed, 1),
-            "p50_ms": round(statistics.median(latencies) * 1000, 2),
-            "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2)}
+    return latencies, elapsed
 
 
 def serve_noop(port: int) -> None:
@@ -204,22 +222,57 @@ def serve_noop(port: int) -> None:
 
 
 def bench_noop(args: argparse.Namespace) -> dict[int, dict[str, float]]:
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--serve-noop", str(port)])
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_noop(args.clients[0])
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/v1/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        submit_load(url, "-", 160, args.clients[0])  # warm
         return {c: _with_cpu(proc.pid, lambda c=c: submit_load(url, "-", args.submissions, c),
                              args.submissions // c * c) for c in args.clients}
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
+
+
+def start_noop(clients: int) -> tuple[subprocess.Popen[bytes], str]:
+    """The no-op server in its own process, up and warmed."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--serve-noop", str(port)])
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(f"{url}/v1/health").status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    submit_load(url, "-", 160, clients)  # warm
+    return proc, url
+
+
+def paired(store: tuple[int, str, str], noop: tuple[int, str], args: argparse.Namespace
+           ) -> dict[str, Any]:
+    """The store's server and the no-op's in alternating bursts, ABBA (store, no-op, no-op,
+    store, ...): each meets the same load, so the share holds where runs minutes apart do
+    not. Rates are requests over the bursts' summed wall time; CPU per request is each
+    server's own over its bursts."""
+    (pid, url, token), (noop_pid, noop_url) = store, noop
+    clients, bursts = args.clients[0], max(2, args.bursts)
+    each = max(clients, args.submissions // bursts // clients * clients)
+    runs: dict[str, list[Any]] = {"store": [[], 0.0, 0.0], "noop": [[], 0.0, 0.0]}
+    targets = {"store": (pid, url, token), "noop": (noop_pid, noop_url, "-")}
+    for i in range(bursts):
+        name = ("store", "noop")[(i + i // 2) % 2]  # store, noop, noop, store, store, noop, ...
+        where, at, key = targets[name]
+        before = _cpu_s(where) or 0.0
+        latencies, elapsed = drive(at, key, each, clients)
+        runs[name][0] += latencies
+        runs[name][1] += elapsed
+        runs[name][2] += (_cpu_s(where) or 0.0) - before
+    out: dict[str, Any] = {}
+    for name, (latencies, elapsed, cpu) in runs.items():
+        out[name] = {**summary(latencies, elapsed),
+                     "server_cpu_ms": round(cpu * 1000 / len(latencies), 3)}
+    out["of_noop"] = round(out["store"]["submissions_per_second"]
+                           / out["noop"]["submissions_per_second"], 3)
+    out["bursts"], out["per_burst"] = bursts, each
+    return out
 
 
 def fill(store_url: str, rows: int) -> None:
@@ -267,6 +320,14 @@ def bench_store(name: str, db: str | None, args: argparse.Namespace) -> dict[str
             swept = {c: _with_cpu(proc.pid, lambda c=c: submit_load(url, token, args.submissions, c),
                                   args.submissions // c * c) for c in args.clients}
             result: dict[str, Any] = {**swept[args.clients[0]], "by_clients": swept}
+            if args.paired:
+                noop_proc, noop_url = start_noop(args.clients[0])
+                try:
+                    result["paired"] = paired((proc.pid, url, token), (noop_proc.pid, noop_url),
+                                              args)
+                finally:
+                    noop_proc.send_signal(signal.SIGINT)
+                    noop_proc.wait(timeout=30)
             if args.shapes:
                 mixed = submit_load(url, token, args.submissions, args.clients[0],
                                     shape_bodies(args.shapes))
@@ -339,6 +400,10 @@ def main() -> None:
                    help="also submit a mix of this many distinct shapes (mixed_* figures)")
     p.add_argument("--baseline", action="store_true",
                    help="also time a no-op FastAPI endpoint with the same clients (the ceiling)")
+    p.add_argument("--paired", action="store_true",
+                   help="also time each store and the no-op in alternating "
+                        "bursts, so both meet the same load (paired.*)")
+    p.add_argument("--bursts", type=int, default=8, help="--paired: bursts in all (ABBA)")
     p.add_argument("--replicas", type=int, default=1,
                    help="PostgreSQL: also submit over this many API replicas on one database")
     p.add_argument("--serve-noop", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -378,6 +443,15 @@ def main() -> None:
                   f"{f['p50_ms']:.1f} ms  p99 {f['p99_ms']:.1f} ms  server CPU "
                   f"{f.get('server_cpu_ms', 0):.3f} ms{share}")
     for store, r in results.items():
+        if "paired" in r:
+            pr = r["paired"]
+            for name in ("noop", "store"):
+                f = pr[name]
+                print(f"{('no-op' if name == 'noop' else store) + ' (paired)':>17}: "
+                      f"{f['submissions_per_second']:>8.1f}/s  p50 {f['p50_ms']:.1f} ms  "
+                      f"p99 {f['p99_ms']:.1f} ms  server CPU {f['server_cpu_ms']:.3f} ms")
+            print(f"{'':>17}  {store} {pr['of_noop']:.0%} of the no-op in the same bursts "
+                  f"({pr['bursts']} bursts of {pr['per_burst']}, ABBA)")
         if "list_100k_ms" in r:
             print(f"{store:>9}: list(100k) {r['list_100k_ms']:.1f} ms")
         if f"replicas_{args.replicas}_submissions_per_second" in r:

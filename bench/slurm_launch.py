@@ -149,7 +149,9 @@ def timeline(backend: _TimedSlurm) -> dict[str, float]:
     """Medians, in seconds, of where a slot's cycle goes: a node's last worker end (its
     runner's exit record) -> corral's record of the next attempt there (the loop's reaction),
     that record -> the task's runner started, of which an accepted ``sbatch`` -> the runner
-    started is Slurm's own start of a new submission."""
+    started is Slurm's own start of a new submission; and the worker's own life, its runner
+    started -> its exit record (`runner_s`: the supervisor's start, `true`, its records), which
+    Slurm alone's bare `true` does not pay."""
     rows = []
     for launch in backend.records.root.glob("*/*/launch.json"):
         rec = json.loads(launch.read_text())
@@ -167,7 +169,8 @@ def timeline(backend: _TimedSlurm) -> dict[str, float]:
     med = statistics.median
     return {"last_end_to_next_record_s": round(med(react), 3) if react else -1.0,
             "record_to_runner_s": round(med([r[1] - r[0] for r in rows]), 3),
-            "sbatch_to_runner_s": round(med(submitted), 3) if submitted else -1.0}
+            "sbatch_to_runner_s": round(med(submitted), 3) if submitted else -1.0,
+            "runner_s": round(med([r[2] - r[1] for r in rows]), 3)}
 
 
 def corral_on_slurm(cluster: SlurmCluster, jobs: int, work: Path, interval: float | None = None,
@@ -267,6 +270,8 @@ def one_row(cluster: SlurmCluster, jobs: int, round_: int, work: Path,
     if runner is not None:
         row["slurm_alone_supervised_jobs_per_s"] = round(jobs / runner, 1)
         row["ratio_to_supervised"] = round(runner / corral, 2)
+        if "warm" in row:
+            row["warm"]["ratio_warm_to_supervised"] = round(runner / warm, 2)
     return {**row, "slurm_alone_s": round(alone, 2), "corral_s": round(corral, 2), **detail,
             "cpu_ms_per_job": cpu_ms,
             "machine": {"nproc": os.cpu_count(), "load_1m": round(os.getloadavg()[0], 1)}}

@@ -131,3 +131,33 @@ def test_an_attempt_with_a_stored_row_is_not_known_whole(store: Store) -> None:
     assert {k: (e and Decimal(e), r) for k, (e, r) in _usage(store).items()} == {
         (wid, 0, 0): (end, "stopped"), (wid, 0, 1): (end, "stopped")}
     assert sorted((u.worker, u.end) for u in closed[key].usage) == [(0, end), (1, end)]
+
+
+def test_usage_rows_of_many_launches_are_inserted_a_chunk_at_a_time(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`record_starts` inserts the rows of many launched attempts a chunk (`W.BULK_CHUNK`) at
+    a time, in order, each attempt's rows together: at 10,000 x 100,000 the 48,504 rows of the
+    step that saw the first step's launches running were the loop's peak RSS."""
+    rig = Rig(store)  # no Accounting: the rows are written here, by record_starts alone
+    ids = [rig.submit(name="gang", gpus=1, workers=2)] + [
+        rig.submit(name=f"a{i}", gpus=1) for i in range(4)]
+    rig.step(3)
+    keys = [(w, 0) for w in ids]
+    nodes = {n.id: n for n in rig.nodes}
+    with store.write() as c:  # as if never metered: record_starts writes them all again
+        c.execute(LedgerUsage.__table__.delete())
+    with store.read() as c:
+        recs = {k: W.get_workload(c, k[0]) for k in keys}
+        placed = W.assignments_of(c, keys)
+    monkeypatch.setattr(W, "BULK_CHUNK", 2)
+    sent = [sql for sql, _ in statements(
+        store, lambda: _record(store, recs, placed, nodes))
+        if sql.lstrip().upper().startswith("INSERT INTO LEDGER_USAGE")]
+    assert len(sent) == 3  # rows 2 (the gang), 2, 2 (4 workers of one each: 2 + 2)
+    assert sorted(_usage(store)) == sorted(
+        [(ids[0], 0, 0), (ids[0], 0, 1)] + [(w, 0, 0) for w in ids[1:]])
+
+
+def _record(store: Store, recs: dict, placed: dict, nodes: dict) -> None:
+    with store.write() as c:
+        record_starts(c, recs, placed, nodes)

@@ -8,18 +8,17 @@ eviction only), the plan's reservations passed back as `ClusterState.reserved_fo
 same cycle run again on that result. Fixed: the hand-over chain (`allocate._hand_over`, the
 heir's own heirs first); moves made for work a preemption then unplaced are the preemptor's
 (`consolidate.give_back`: the plan's consolidation evictions stay within `max_moves`); a slot
-whose released nodes an heir started on is reserved afresh (`allocate._started_on`). Strict
-xfails, each with a fix that passed it and tests/core but was not kept (bench/README.md,
-contention, ninth and tenth passes): a gang's victims only on nodes that could hold a worker
-(`evict._candidates`), the free slot judged again after each round's evictions
-(`cycle.decide`).
+whose released nodes an heir started on is reserved afresh (`allocate._started_on`); a
+gang's victims only on nodes that could hold a worker (`evict._candidates`); the free slot
+judged again after each round's evictions (`cycle.decide`). The last two landed with the slot's
+node choice by the ends it waits for (`actions/slot_nodes.py`; bench/README.md, contention,
+twelfth pass), without which they lengthened owed waits.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-import pytest
 from tests.core.test_churn import apply_like_control_plane
 
 from builders import job, node, queue, state
@@ -37,9 +36,6 @@ def _rerun(s: ClusterState, cfg: SchedulerConfig) -> tuple[Plan, Plan]:
     return plan, schedule(after, NOW, cfg)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 10: a gang's trial eviction takes victims on every node of its domain; trying only "
-    "nodes that could hold a worker passes this, not kept (see the module docstring)"))
 def test_reclaim_for_a_gang_does_not_spend_the_donors_allowance_on_a_placement_it_cannot_keep(
 ) -> None:
     """Queue d (quota 1) borrows 8 GPUs on n1 and n2; queue own (quota 8) waits with a gang of
@@ -109,9 +105,6 @@ def test_a_move_the_preemptor_may_not_take_stays_consolidations() -> None:
 
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 10: a free reservation slot is judged only before the disruptive rounds; "
-    "`fill_free_slots` after each round's evictions passes this, not kept (module docstring)"))
 def test_a_victim_of_this_cycles_reclaim_gets_its_consolidation_in_this_cycle() -> None:
     """g (queue own, owed 8) reclaims d (queue d, borrowing 4 GPUs on r1). While g waited,
     the gang b (queue b, borrowing nothing) could not hold the free slot (a queue below its
@@ -183,8 +176,10 @@ def test_a_slot_is_not_given_back_on_nodes_an_heir_started_on() -> None:
     now = 10_000.0
     nodes = [node(n).gpus(4) for n in ("a0", "a1", "a2", "m1", "m2", "m3", "n1", "n2")]
     queues = [queue("a", 4), queue("p", 12), queue("o", 12)]
-    work = [job(f"r{k}").queue("o").gpus(4).running((n, (0, 1, 2, 3)))
-            for k, n in enumerate(("a0", "a1", "a2"))]
+    # one gang on a0-a2: h's slot waits for its end alone, so a0 comes before m1 (x's) and
+    # m3 (v's) in the slot's node choice (`slot_nodes.drain_first`)
+    work = [job("r").queue("o").gpus(4).gang(3).running(
+        *((n, (0, 1, 2, 3)) for n in ("a0", "a1", "a2")))]
     work += [job("h").queue("a").gpus(4).gang(3).submitted(now - 500.0),
              job("x").queue("p").gpus(4).gang(2).submitted(now - 9_000.0),
              job("v").queue("p").gpus(4).submitted(now - 8_000.0).running(("m3", (0, 1, 2, 3))),

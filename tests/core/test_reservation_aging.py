@@ -136,15 +136,17 @@ def test_the_oldest_gang_gets_the_kept_reservation_within_a_window() -> None:
 
 def _victim_heir() -> ClusterState:
     """Queue q on 4 nodes: old gang v (priority 10) runs on n3, n4; young gang h (priority 5,
-    submitted more than a window after v) holds n1, n2, where priority-5 jobs drain; gang p
+    submitted more than a window after v) holds n1, n2, where priority-5 gang l drains; gang p
     (priority 50) arrives and preempts v. v, now waiting, is h's heir."""
     nodes = [node(f"n{i}") for i in (1, 2, 3, 4)]
     work = [job("v").queue("q").gpus(8).gang(2).priority(10).submitted(0.0)
             .running(("n3", tuple(range(8))), ("n4", tuple(range(8)))).build(),
             job("h").queue("q").gpus(8).gang(2).priority(5).submitted(5000.0).build(),
             job("p").queue("q").gpus(8).gang(2).priority(50).submitted(6000.0).build()]
-    work += [job(f"l{n}-{d}").queue("q").gpus(1).priority(5)
-             .running((f"n{n}", (d,))).build() for n in (1, 2) for d in range(8)]
+    # one priority-5 gang on n1, n2: as few ends to wait for as v's, and lower nodes, so h's
+    # slot drains there (`slot_nodes.drain_first`)
+    work.append(job("l").queue("q").gpus(8).gang(2).priority(5)
+                .running(("n1", tuple(range(8))), ("n2", tuple(range(8)))).build())
     return ClusterState(tuple(n.build() for n in nodes), (queue("q"),), tuple(work),
                         reserved_for=("h",))
 

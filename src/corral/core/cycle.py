@@ -295,6 +295,7 @@ def decide(cycle: Cycle) -> None:
                 cycle.requeue(op.workload)
         age_reservations(cycle)  # victims are heirs too: a rerun would hand them the slot
         reallocate(cycle)
+        fill_free_slots(cycle)  # a slot the evictions made possible: a rerun would fill it
 
 
 _MAX_ROUNDS = 4

@@ -35,6 +35,9 @@ class VictimIndex:
         self.movable: IntArray = np.zeros(len(table), dtype=np.int64)
         #: per node, the displaceable workloads on it now (old and young), by id
         self.on_node: dict[int, dict[str, Workload]] = {}
+        #: per node, the running work that may not be evicted (not preemptible), by id: with
+        #: `on_node`, every workload a reservation there waits for (`actions/slot_nodes.py`)
+        self.fixed_on_node: dict[int, set[str]] = {}
         #: per node, how many times what is on it changed: a key for memos of a node's victims
         self.node_version: dict[int, int] = {}
         #: `evict._loss` per (node, donor queues): (the node's version, the loss)
@@ -51,9 +54,13 @@ class VictimIndex:
         held: tuple[list[int], list[int], list[int]] = ([], [], [])
         young: tuple[list[int], list[int], list[int]] = ([], [], [])
         movable: tuple[list[int], list[int]] = ([], [])
+        fixed = self.fixed_on_node
         for w, assignments in live:
             row = self.queue_row.get(w.queue)
             if not w.preemptible or row is None:
+                if not w.preemptible:
+                    for a in assignments:
+                        fixed.setdefault(index[a.node_id], set()).add(w.id)
                 continue
             old = self.past_min_runtime(w)
             cells = held if old else young
@@ -77,6 +84,8 @@ class VictimIndex:
         """A statement listener: `w` now holds (+1) or no longer holds (-1) `assignments`."""
         row = self.queue_row.get(w.queue)
         if not w.preemptible or row is None:
+            if not w.preemptible:
+                self._fixed(w, assignments, sign)
             return
         old = self.past_min_runtime(w)
         target = self.held if old else self.young
@@ -93,6 +102,14 @@ class VictimIndex:
                 there[w.id] = w
             else:
                 there.pop(w.id, None)
+
+    def _fixed(self, w: Workload, assignments: tuple[WorkerAssignment, ...], sign: int) -> None:
+        for a in assignments:
+            there = self.fixed_on_node.setdefault(self.table.index[a.node_id], set())
+            if sign > 0:
+                there.add(w.id)
+            else:
+                there.discard(w.id)
 
     def past_min_runtime(self, w: Workload) -> bool:
         return w.started_at is None or self.now - w.started_at >= w.min_runtime_s

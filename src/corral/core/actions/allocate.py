@@ -54,6 +54,7 @@ import numpy as np
 from corral.core import reasons as R
 from corral.core.actions.heir_chain import HeirChain
 from corral.core.actions.heir_prospects import ElderKinds
+from corral.core.actions.slot_nodes import drain_first
 from corral.core.fit import empty_slots, worker_slots
 from corral.core.model import MILLI_PER_GPU, Workload
 
@@ -579,13 +580,4 @@ def _maybe_reserve(cycle: Cycle, w: Workload) -> None:
         return
     # The domain that is closest to fitting: most free workers now, then lowest code.
     best = candidates[np.lexsort((candidates, -free_now[candidates]))[0]]
-    inside = nodes[dom == best]
-    now_slots = worker_slots(cap, shape.resources, inside)
-    order = np.lexsort((inside, -now_slots))
-    chosen, held = [], 0
-    for k in order:
-        chosen.append(int(inside[k]))
-        held += int(empty_slots(table, shape.resources, inside[k : k + 1])[0])
-        if held >= shape.workers:
-            break
-    cap.reserve(w.id, chosen)
+    cap.reserve(w.id, drain_first(cycle, shape.resources, shape.workers, nodes[dom == best]))

@@ -255,9 +255,13 @@ def _candidates(cycle: Cycle, w: Workload, evictable: IntArray,
     per_dom = np.bincount(dom, weights=np.maximum(could, have))
     missing = shape.workers - np.bincount(dom, weights=have, minlength=per_dom.size)
     fits = np.flatnonzero((per_dom >= shape.workers) & (missing > 0))
+    # Only nodes where the evictions could make room for a worker: evicting on a node that
+    # cannot hold one frees nothing the gang can use and spends what the donors may give
+    # (issue 10, tests/core/test_rerun_own_victims.py).
+    room = (cap.free_sum[usable] if r.gpus else free) + ev >= per
     groups: list[list[int]] = []
     for d in fits[np.lexsort((fits, missing[fits]))][:_DOMAIN_TRIES]:
-        inside = np.flatnonzero((dom == d) & (ev > 0))
+        inside = np.flatnonzero((dom == d) & (ev > 0) & room)
         inside = inside[np.lexsort((usable[inside], deficit[inside]))]
         groups.append([int(usable[i]) for i in inside])
     return groups

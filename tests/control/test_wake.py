@@ -262,3 +262,44 @@ def test_a_stop_set_alone_is_seen_within_the_stop_check_however_long_the_interva
     wake.wait(wake.arm(), stop)
     assert clock[0] <= STOP_CHECK_S < 60.0
     assert wake.by_interval == 0 and wake.by_event == 0
+
+
+def _fake_wake(interval_s: float, step_s: float) -> tuple[Wake, list[float], float]:
+    """A wake on a manual clock whose last step began at 0 and took `step_s`."""
+    clock = [step_s]
+    wake = Wake(interval_s, COALESCE_S, now=lambda: clock[0],
+                pause=lambda event, seconds: clock.__setitem__(0, clock[0] + seconds))
+    return wake, clock, 0.0
+
+
+@pytest.mark.parametrize(("step_s", "due"), [(0.002, COALESCE_S), (0.1, 1.0), (0.6, 5.0)])
+def test_an_arrival_steps_the_loop_no_sooner_than_its_share_of_the_time(
+        step_s: float, due: float) -> None:
+    """A submission (new work, no GPU freed) wakes the loop no sooner than ARRIVAL_DUTY (10)
+    times the last step's duration after that step began, and never later than the interval:
+    a stream of submissions cannot make the loop step every `coalesce_s` over a growing
+    backlog (it took ~35% of `corral up`'s submissions/s), and a lone one to a quick loop
+    still steps within `coalesce_s`."""
+    wake, clock, began = _fake_wake(5.0, step_s)
+    wake.set(arrival=True)
+    wake.wait(began, threading.Event())
+    assert clock[0] == pytest.approx(due)
+    assert (wake.by_event, wake.by_interval) == ((1, 0) if due < 5.0 else (0, 1))
+
+
+def test_an_urgent_event_during_an_arrivals_wait_steps_at_once() -> None:
+    """An end or a cancel that comes while the loop waits out an arrival's share is not held
+    behind it: the step starts within `coalesce_s` of the step's start, here at once."""
+    wake, clock, began = _fake_wake(5.0, 0.1)  # the arrival alone would wait to 1.0
+    stop = threading.Event()
+
+    def pause(event: threading.Event, seconds: float) -> None:
+        clock[0] += min(seconds, 0.2)
+        if clock[0] >= 0.3:
+            wake.set()  # an end
+
+    wake._pause = pause
+    wake.set(arrival=True)
+    wake.wait(began, stop)
+    assert clock[0] == pytest.approx(0.3)
+    assert wake.by_event == 1

@@ -450,4 +450,6 @@ class ControlLoop:
         standby is not woken: its step only retries the lease (a write transaction), which
         once an interval is enough; it plans nothing until it leads."""
         if self.leadership.leading and threading.get_ident() != self._run_thread:
-            self.wake.set()
+            # no row written: a transaction that only inserted (a submission), more demand
+            # and no GPU freed, whose step may wait its share (wake.ARRIVAL_DUTY)
+            self.wake.set(arrival=not writes)

@@ -72,3 +72,14 @@ def test_for_one_worker_a_gangs_node_is_no_better_than_a_jobs() -> None:
                                                        ("n2", (0, 1, 2, 3))),
             job("g").queue("a").gpus(4).submitted(NOW - 100.0)]
     assert _slot(work, 3) == [("g", ["n0"])]
+
+
+def test_work_of_a_queue_the_cycle_does_not_know_is_waited_for_too() -> None:
+    """Running work whose queue is gone from the snapshot cannot be evicted either (no row in
+    the victim index): the slot counts its ends like a non-preemptible job's, so it takes n1
+    (one end), not n0 (two ends the index did not list)."""
+    work = [job("x").queue("gone").gpus(2).running(("n0", (0, 1))),
+            job("y").queue("gone").gpus(2).running(("n0", (2, 3))),
+            job("z").queue("o").gpus(4).running(("n1", (0, 1, 2, 3))),
+            job("g").queue("a").gpus(4).submitted(NOW - 100.0)]
+    assert _slot(work, 2) == [("g", ["n1"])]

@@ -35,7 +35,8 @@ class VictimIndex:
         self.movable: IntArray = np.zeros(len(table), dtype=np.int64)
         #: per node, the displaceable workloads on it now (old and young), by id
         self.on_node: dict[int, dict[str, Workload]] = {}
-        #: per node, the running work that may not be evicted (not preemptible), by id: with
+        #: per node, the running work that may not be evicted (not preemptible, or of a queue
+        #: with no row here), by id: with
         #: `on_node`, every workload a reservation there waits for (`actions/slot_nodes.py`)
         self.fixed_on_node: dict[int, set[str]] = {}
         #: per node, how many times what is on it changed: a key for memos of a node's victims
@@ -57,10 +58,9 @@ class VictimIndex:
         fixed = self.fixed_on_node
         for w, assignments in live:
             row = self.queue_row.get(w.queue)
-            if not w.preemptible or row is None:
-                if not w.preemptible:
-                    for a in assignments:
-                        fixed.setdefault(index[a.node_id], set()).add(w.id)
+            if not w.preemptible or row is None:  # not evictable: a reservation waits for it
+                for a in assignments:
+                    fixed.setdefault(index[a.node_id], set()).add(w.id)
                 continue
             old = self.past_min_runtime(w)
             cells = held if old else young
@@ -83,9 +83,8 @@ class VictimIndex:
     def changed(self, w: Workload, assignments: tuple[WorkerAssignment, ...], sign: int) -> None:
         """A statement listener: `w` now holds (+1) or no longer holds (-1) `assignments`."""
         row = self.queue_row.get(w.queue)
-        if not w.preemptible or row is None:
-            if not w.preemptible:
-                self._fixed(w, assignments, sign)
+        if not w.preemptible or row is None:  # not evictable: a reservation waits for it
+            self._fixed(w, assignments, sign)
             return
         old = self.past_min_runtime(w)
         target = self.held if old else self.young

@@ -1,11 +1,15 @@
-"""Bulk writes through SQLite's own executemany (other databases: through SQLAlchemy).
+"""Bulk writes through SQLite's own executemany, and PostgreSQL's COPY for plain inserts
+(`insert_tuples`); other writes on other databases go through SQLAlchemy.
 
 SQLAlchemy's executemany processes every parameter of every row in Python (compiling its
 parameters, running each column's bind processor): at 10,000 x 100,000 a step's journal
 insert and its placements' and ends' updates paid a third or more of their time there. On
 SQLite these hand the driver tuples instead, applying only what SQLAlchemy would have changed:
 a column type's converter (JSON here) and a constant Python-side default. A table with a
-computed default goes through SQLAlchemy.
+computed default goes through SQLAlchemy. On PostgreSQL `insert_tuples` COPYs the rows in the
+caller's transaction (psycopg's `cursor.copy`, past SQLAlchemy): a failure there raises
+`psycopg.Error`, not `sqlalchemy.exc.DBAPIError`, and SQLAlchemy's `before_cursor_execute`
+listeners (statement counters) do not see it.
 """
 
 from __future__ import annotations

@@ -55,12 +55,10 @@ class VictimIndex:
         held: tuple[list[int], list[int], list[int]] = ([], [], [])
         young: tuple[list[int], list[int], list[int]] = ([], [], [])
         movable: tuple[list[int], list[int]] = ([], [])
-        fixed = self.fixed_on_node
         for w, assignments in live:
             row = self.queue_row.get(w.queue)
             if not w.preemptible or row is None:  # not evictable: a reservation waits for it
-                for a in assignments:
-                    fixed.setdefault(index[a.node_id], set()).add(w.id)
+                self._fixed(w, assignments, 1)
                 continue
             old = self.past_min_runtime(w)
             cells = held if old else young

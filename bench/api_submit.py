@@ -105,12 +105,14 @@ def shape_bodies(shapes: int) -> list[bytes]:
 
 
 def start_server(data_dir: Path, db: str | None, pool: Path | None = None, *,
-                 first: bool = True) -> tuple[subprocess.Popen[bytes], str, str]:
+                 first: bool = True, scheduler: bool = False,
+                 ) -> tuple[subprocess.Popen[bytes], str, str]:
     """first: this server creates the admin (its token file is waited for and a bench token
-    made); another replica on the same database finds the admin there: health is enough."""
+    made); another replica on the same database finds the admin there: health is enough.
+    scheduler: run the control loop too (bench/submit_with_loop.py); the API alone else."""
     port = _free_port()
-    args = [sys.executable, "-m", "corral.cli.main", "up", "--no-scheduler", "--data-dir",
-            str(data_dir), "--port", str(port)]
+    args = [sys.executable, "-m", "corral.cli.main", "up", "--data-dir", str(data_dir),
+            "--port", str(port)] + ([] if scheduler else ["--no-scheduler"])
     if db:
         args += ["--db", db]
     if pool is not None:

@@ -24,44 +24,23 @@ import argparse
 import json
 import os
 import re
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-from api_submit import _cpu_s, _free_port, bench_token, submit_load
+from api_submit import _cpu_s, start_server, submit_load
 
 BLOCKER = {"name": "blocker", "queue": "default", "gpus": 4, "workers": 2, "cpu": 0.1,
            "memory": 64, "command": ["sleep", "600"]}
 CYCLES = re.compile(r"^corral_schedule_cycles_total\{[^}]*\} ([0-9.e+]+)", re.M)
 
 
-def _up(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "corral.cli.main", "up", "--data-dir",
-                             str(data_dir), "--port", str(port)], cwd=data_dir,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if (httpx.get(f"{url}/v1/health").status_code == 200
-                    and (data_dir / "admin-token").exists()):
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("corral up did not start")
-
-
 def one_run(jobs: int, clients: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
-        proc, url = _up(data_dir)
+        proc, url, token = start_server(data_dir, None, scheduler=True)
         try:
-            token = bench_token(url, (data_dir / "admin-token").read_text())
             headers = {"Authorization": f"Bearer {token}"}
             r = httpx.post(f"{url}/v1/workloads", headers=headers, json=BLOCKER)
             r.raise_for_status()

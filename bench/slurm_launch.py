@@ -22,6 +22,10 @@ slurm_pilot`: single workers handed to pilot jobs queued on their node ahead of 
 same round, after the plain row: `corral_warm_jobs_per_s` and `ratio_warm`; the pilots left idle
 are drained (not timed) before the next row.
 
+`--pilot-reuse-s S` (default 60) is the warm row's `pilot_reuse_s` (a pilot whose worker ended
+takes the next one queued on its node and shape, no new Slurm job); `--warm-no-reuse` runs the
+warm row again with 0 (one worker a pilot, as before), in the same round: `warm_no_reuse`.
+
 `--old-runner FILE` (a former `local_runner.py`, e.g. from `git show REV:...`) runs rows 2 and 3
 again with that supervisor, in the same round: before and after on the same cluster and load.
 
@@ -33,6 +37,7 @@ cycle goes between one job's end and the next one's start (`timeline`).
 
     .venv/bin/python bench/slurm_launch.py [--nodes 4] [--jobs 200 1000] [--repeats 2]
         [--old-runner /tmp/local_runner_old.py] [--timeline] [--warm-slots 1]
+        [--pilot-reuse-s 60] [--warm-no-reuse]
 """
 
 from __future__ import annotations
@@ -175,10 +180,12 @@ def timeline(backend: _TimedSlurm) -> dict[str, float]:
 
 def corral_on_slurm(cluster: SlurmCluster, jobs: int, work: Path, interval: float | None = None,
                     runner: list[str] | None = None, with_timeline: bool = False,
-                    warm_slots: int = 0) -> tuple[float, dict[str, Any]]:
+                    warm_slots: int = 0, pilot_reuse_s: float = 60.0
+                    ) -> tuple[float, dict[str, Any]]:
     """Row 3: corral's loop on `SlurmBackend`; `runner`: the supervisor's start command in the
     batch scripts (a bench-only switch, to compare supervisors in one run), else the current."""
-    backend = _TimedSlurm(work / "slurm-work", env=cluster.env, warm_slots=warm_slots)
+    backend = _TimedSlurm(work / "slurm-work", env=cluster.env, warm_slots=warm_slots,
+                          pilot_reuse_s=pilot_reuse_s)
     backend.sbatch_ends = {}
     current = local_runner.runner_argv
     if runner is not None:
@@ -212,6 +219,11 @@ def main() -> None:
                     help="row 3 also says where a slot's cycle goes (`timeline`)")
     ap.add_argument("--warm-slots", type=int, default=0,
                     help="row 3 again with SlurmBackend(warm_slots=N) (0: not run)")
+    ap.add_argument("--pilot-reuse-s", type=float, default=60.0,
+                    help="the warm row's SlurmBackend(pilot_reuse_s) (0: one worker a pilot)")
+    ap.add_argument("--warm-no-reuse", action="store_true",
+                    help="with --warm-slots, the warm row again with pilot_reuse_s=0 (one "
+                    "worker a pilot, as before reuse), in the same round")
     ap.add_argument("--old-runner", type=Path, default=None,
                     help="a former local_runner.py: rows 2 and 3 again with it (python -I FILE)")
     args = ap.parse_args()
@@ -255,26 +267,39 @@ def one_row(cluster: SlurmCluster, jobs: int, round_: int, work: Path,
     cpu_ms["corral"] = cpu_since(cluster, cpu, jobs)
     row |= {"corral_jobs_per_s": round(jobs / corral, 1), "ratio": round(alone / corral, 2)}
     if args.warm_slots > 0:
-        (work / "warm").mkdir()
-        cpu = cpu_now(cluster)
-        warm, warm_detail = corral_on_slurm(cluster, jobs, work / "warm", args.interval,
-                                            with_timeline=args.timeline,
-                                            warm_slots=args.warm_slots)
-        cpu_ms["warm"] = cpu_since(cluster, cpu, jobs)  # before the idle pilots' drain
-        _drain(cluster)  # the pilots left idle end within their idle time: not corral's jobs
-        row["warm"] = {"corral_warm_jobs_per_s": round(jobs / warm, 1),
-                       "ratio_warm": round(alone / warm, 2), "corral_s": round(warm, 2),
-                       "corral_cpu_s": warm_detail["corral_cpu_s"],
-                       "corral_stage_s": warm_detail["corral_stage_s"],
-                       **({"timeline": warm_detail["timeline"]} if args.timeline else {})}
+        warm = warm_row(cluster, jobs, work / "warm", alone, cpu_ms, "warm", args,
+                        args.pilot_reuse_s)
+        row["warm"] = warm[1]
+        if args.warm_no_reuse:
+            row["warm_no_reuse"] = warm_row(cluster, jobs, work / "warm-no-reuse", alone, cpu_ms,
+                                            "warm_no_reuse", args, 0.0)[1]
     if runner is not None:
         row["slurm_alone_supervised_jobs_per_s"] = round(jobs / runner, 1)
         row["ratio_to_supervised"] = round(runner / corral, 2)
         if "warm" in row:
-            row["warm"]["ratio_warm_to_supervised"] = round(runner / warm, 2)
+            row["warm"]["ratio_warm_to_supervised"] = round(runner / warm[0], 2)
     return {**row, "slurm_alone_s": round(alone, 2), "corral_s": round(corral, 2), **detail,
             "cpu_ms_per_job": cpu_ms,
             "machine": {"nproc": os.cpu_count(), "load_1m": round(os.getloadavg()[0], 1)}}
+
+
+def warm_row(cluster: SlurmCluster, jobs: int, work: Path, alone: float,
+             cpu_ms: dict[str, Any], name: str, args: argparse.Namespace,
+             reuse_s: float) -> tuple[float, dict[str, Any]]:
+    """Row 3 with warm slots (`--warm-slots`), pilots reused for `reuse_s`: its seconds and
+    its part of the JSON line; the pilots left idle drained (not timed) after it."""
+    work.mkdir()
+    cpu = cpu_now(cluster)
+    warm, detail = corral_on_slurm(cluster, jobs, work, args.interval,
+                                   with_timeline=args.timeline, warm_slots=args.warm_slots,
+                                   pilot_reuse_s=reuse_s)
+    cpu_ms[name] = cpu_since(cluster, cpu, jobs)  # before the idle pilots' drain
+    _drain(cluster)  # the pilots left idle end within their idle time: not corral's jobs
+    return warm, {"pilot_reuse_s": reuse_s, "corral_warm_jobs_per_s": round(jobs / warm, 1),
+                  "ratio_warm": round(alone / warm, 2), "corral_s": round(warm, 2),
+                  "corral_cpu_s": detail["corral_cpu_s"],
+                  "corral_stage_s": detail["corral_stage_s"],
+                  **({"timeline": detail["timeline"]} if args.timeline else {})}
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from corral.backends import WorkerState, base
+from corral.backends.errors import InvalidRequest
 from corral.backends.slurm import SlurmBackend
 from corral.backends.slurm_pilot import (
     JOB_ID_FILE,
@@ -29,16 +30,16 @@ from corral.backends.slurm_pilot import (
 )
 from corral.testing.slurm import SlurmCluster
 
-from .conftest import SHOW_ENV, eventually, make_spec
+from .conftest import CHECKPOINT_ON_TERM, SHOW_ENV, eventually, make_spec
 
 WAIT_FOR_FILE = ("import os, sys, time\nwhile not os.path.exists(sys.argv[1]):\n"
                  "    time.sleep(0.05)\n")
 
 
-def run_pilot(pdir: Path, job: str, idle_s: float = 0.2, **array: str
+def run_pilot(pdir: Path, job: str, idle_s: float = 0.2, reuse_s: float = 0.0, **array: str
               ) -> subprocess.CompletedProcess[str]:
     script = pdir / "pilot.sbatch"
-    script.write_text(pilot_script(pdir, idle_s))
+    script.write_text(pilot_script(pdir, idle_s, reuse_s))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     return subprocess.run(["/bin/bash", str(script)], env={**env, "SLURM_JOB_ID": job, **array},
                           capture_output=True, text=True, timeout=30)
@@ -71,6 +72,121 @@ def test_a_pilot_runs_the_oldest_item_once_and_an_idle_one_leaves_its_mark(
     assert (pdir / "queue" / ".003.sh").exists()
 
 
+def key_dirs(tmp_path: Path) -> Path:
+    pdir = tmp_path / "key"
+    for d in ("queue", "claimed", "gone", "back"):
+        (pdir / d).mkdir(parents=True)
+    return pdir
+
+
+def queue_items(tmp_path: Path, pdir: Path, worker: str, count: int,
+                deadline: Path) -> list[Path]:
+    """`count` items running `worker` (sh; WDIR: the worker's dir, where a runner writes its
+    exit record), each with a worker dir of its own; their dirs."""
+    wdirs = []
+    for i in range(count):
+        wdir = tmp_path / f"w{i}" / "worker-0"
+        wdir.mkdir(parents=True)
+        script = wdir.parent / "worker.sh"
+        script.write_text(worker.replace("WDIR", str(wdir)))
+        (pdir / "queue" / f"{i:03d}.sh").write_text(
+            item_script(wdir, wdir.parent / "log", script, deadline))
+        wdirs.append(wdir)
+    return wdirs
+
+
+def marks(pdir: Path, folder: str) -> list[str]:
+    return sorted(p.name for p in (pdir / folder).iterdir())
+
+
+def test_a_reusing_pilot_runs_the_queued_workers_one_after_another(tmp_path: Path) -> None:
+    """Reuse: each worker in turn under the pilot's one job id, a back/ mark after each (one
+    more pilot looking for work), the gone mark once it idled out."""
+    pdir = key_dirs(tmp_path)
+    wdirs = queue_items(tmp_path, pdir, 'echo "ran as $SLURM_JOB_ID"\n: > WDIR/exit.json\n',
+                        3, tmp_path / "no-stop" / "deadline")
+    assert run_pilot(pdir, "41", reuse_s=60).returncode == 0
+    for wdir in wdirs:
+        assert (wdir.parent / "log").read_text() == "ran as 41\n"
+        assert (wdir / JOB_ID_FILE).read_text() == "41\n"
+    assert marks(pdir, "queue") == []
+    assert marks(pdir, "back") == ["41.1", "41.2", "41.3"]
+    assert marks(pdir, "gone") == ["41"]
+
+
+def test_a_pilot_takes_nothing_after_a_worker_asked_to_stop(tmp_path: Path) -> None:
+    """A stopped worker's job id may be scancel'ed past its deadline: the pilot that ran it
+    must run no other worker by then, and it leaves no mark (it is not looking for work)."""
+    pdir = key_dirs(tmp_path)
+    deadline = tmp_path / "stopped" / "deadline"
+    deadline.parent.mkdir()
+    deadline.write_text("1.0\n")
+    queue_items(tmp_path, pdir, "echo ran\n: > WDIR/exit.json\n", 2, deadline)
+    assert run_pilot(pdir, "41", reuse_s=60).returncode == 0
+    assert (tmp_path / "w0" / "log").read_text() == "ran\n"
+    assert marks(pdir, "queue") == ["001.sh"]
+    assert marks(pdir, "back") == [] and marks(pdir, "gone") == []
+
+
+def test_a_pilot_takes_nothing_after_a_worker_whose_runner_wrote_no_exit_record(
+        tmp_path: Path) -> None:
+    """A runner killed (or that died) before its exit record: the pilot ends with it, so that
+    Slurm's answer (the job ended) tells the backend, as for a lone job."""
+    pdir = key_dirs(tmp_path)
+    queue_items(tmp_path, pdir, "echo ran\n", 2, tmp_path / "no-stop" / "deadline")
+    assert run_pilot(pdir, "41", reuse_s=60).returncode == 0
+    assert marks(pdir, "queue") == ["001.sh"]
+    assert marks(pdir, "back") == [] and marks(pdir, "gone") == []
+
+
+def test_without_reuse_a_pilot_runs_one_worker_and_leaves_no_mark(tmp_path: Path) -> None:
+    pdir = key_dirs(tmp_path)
+    queue_items(tmp_path, pdir, "echo ran\n: > WDIR/exit.json\n", 2,
+                tmp_path / "no-stop" / "deadline")
+    assert run_pilot(pdir, "41", reuse_s=0).returncode == 0
+    assert marks(pdir, "queue") == ["001.sh"]
+    assert marks(pdir, "back") == [] and marks(pdir, "gone") == []
+
+
+def test_a_pilot_passes_sigterm_to_its_worker_once_the_worker_is_asked_to_stop(
+        tmp_path: Path) -> None:
+    """A stop writes the worker's deadline file, then signals the pilot's job (scancel --batch
+    --signal=TERM): the pilot passes it to the worker it runs. A SIGTERM with no deadline file
+    for that worker (one meant for the worker before it, ended meanwhile) is not passed on.
+    The worker's SIGINT is the default, not the ignore bash gives a background command."""
+    pdir = key_dirs(tmp_path)
+    ready, got = tmp_path / "ready", tmp_path / "got"
+    worker = (f"trap 'echo TERM >> {got}; : > WDIR/exit.json; exit 0' TERM\n"
+              f"{sys.executable} -c 'import signal; print(signal.getsignal(signal.SIGINT))' "
+              f"> {ready}.tmp && mv {ready}.tmp {ready}\n"
+              "while :; do sleep 0.05; done\n")
+    deadline = tmp_path / "attempt" / "deadline"
+    deadline.parent.mkdir()
+    queue_items(tmp_path, pdir, worker, 2, deadline)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    script = pdir / "pilot.sbatch"
+    script.write_text(pilot_script(pdir, 0.2, 60))
+    pilot = subprocess.Popen(["/bin/bash", str(script)], env={**env, "SLURM_JOB_ID": "41"})
+    try:
+        until = time.monotonic() + 20
+        while not ready.exists() and time.monotonic() < until:
+            time.sleep(0.05)
+        assert "default_int_handler" in ready.read_text()
+        pilot.terminate()  # not this worker's stop: no deadline file
+        time.sleep(0.5)
+        assert not got.exists() and pilot.poll() is None
+        deadline.write_text(f"{time.time() + 30}\n")
+        pilot.terminate()
+        assert pilot.wait(timeout=20) == 0
+    finally:
+        pilot.kill()
+        pilot.wait()
+    assert got.read_text() == "TERM\n"
+    # asked to stop: the pilot left without taking the second worker, and without a mark
+    assert marks(pdir, "queue") == ["001.sh"]
+    assert marks(pdir, "back") == [] and marks(pdir, "gone") == []
+
+
 def test_pilots_wanted_count_the_reserve_items_withdrawn_and_gone(tmp_path: Path) -> None:
     pilots = Pilots(tmp_path, warm=2, idle_s=1.0)
     k = pilots.key_of("gpu1", "gpu:1")
@@ -86,6 +202,24 @@ def test_pilots_wanted_count_the_reserve_items_withdrawn_and_gone(tmp_path: Path
         (k.dir / "gone" / job).touch()
     assert pilots.wanted(k) == 1
     assert list((k.dir / "gone").iterdir()) == []  # each mark counted once
+    assert pilots.wanted(k) == 1
+    k.submitted += 1
+    (k.dir / "gone" / ".9.fifo").touch()  # a starting pilot's FIFO: not a mark
+    assert pilots.wanted(k) == 0 and (k.dir / "gone" / ".9.fifo").exists()
+
+
+def test_a_pilot_back_for_more_work_counts_as_one_submitted(tmp_path: Path) -> None:
+    """Reuse: the worker placed on the GPU a reusing pilot's last worker freed needs no
+    sbatch; one that had no pilot back (a stopped worker's pilot left) does."""
+    pilots = Pilots(tmp_path, warm=1, idle_s=1.0, reuse_s=60.0)
+    k = pilots.key_of("gpu1", "gpu:1")
+    k.queued = k.submitted = 4  # 4 workers run in 4 pilots, the spare counted in below
+    k.submitted += 1
+    (k.dir / "back" / "7_0.1").touch()  # a worker ended, its pilot looks for more
+    k.queued += 1  # and the next worker is queued there
+    assert pilots.wanted(k) == 0
+    assert list((k.dir / "back").iterdir()) == []
+    k.queued += 1  # another, with no pilot back for it: the spare takes it, one more wanted
     assert pilots.wanted(k) == 1
 
 
@@ -103,6 +237,15 @@ def test_a_larger_reserve_is_topped_up_once_half_of_it_is_used(tmp_path: Path) -
     k.submitted += 4
     k.queued += 20  # a burst: 20 items, 8 spares
     assert pilots.wanted(k) == 20
+
+
+@pytest.mark.parametrize("bad", [-1, 3601, float("nan"), True, "60"])
+def test_a_pilot_reuse_that_is_not_a_time_in_range_is_refused_by_name(
+        tmp_path: Path, bad: object) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        SlurmBackend(tmp_path / "work", warm_slots=1, pilot_reuse_s=bad)  # type: ignore[arg-type]
+    assert refused.value.field == "pilot_reuse_s" and "0: one worker a pilot" in str(
+        refused.value)
 
 
 def test_item_names_sort_as_they_were_queued(tmp_path: Path) -> None:
@@ -129,7 +272,7 @@ def states_of(backend: SlurmBackend, ids: list[str]) -> dict[str, WorkerState]:
 def test_single_workers_run_in_pilots_on_their_planned_node_each_its_own(
         slurm_cluster: SlurmCluster, tmp_path: Path, cleanup: None) -> None:
     backend = SlurmBackend(tmp_path / "work", env=slurm_cluster.env, warm_slots=1,
-                           pilot_idle_s=1.0)
+                           pilot_idle_s=1.0, pilot_reuse_s=0)  # one worker a pilot
     ids = [f"pil-{i}" for i in range(6)]  # 6 one-GPU workers on a 4-GPU node: two wait
     specs = [make_spec(wid).on("gpu1").devices(i % 4).python(SHOW_ENV).build()
              for i, wid in enumerate(ids)]
@@ -187,3 +330,68 @@ def test_a_worker_stopped_before_a_pilot_took_it_never_runs(
                "the spare pilots to idle out", timeout=60)
     assert not (record.dir / "worker-0" / JOB_ID_FILE).exists()
     assert backend.read_logs("late", 0, 0)[0] == b""
+
+
+def wave(backend: SlurmBackend, node: str, ids: list[str], code: str = SHOW_ENV) -> dict[str, str]:
+    """One single-GPU worker per id on `node`, launched together and run to success: the job id
+    each ran under."""
+    specs = [make_spec(wid).on(node).devices(i).python(code).build() for i, wid in enumerate(ids)]
+    assert backend.launch_many(specs) == [None] * len(ids)
+    eventually(lambda: set(states_of(backend, ids).values()) == {WorkerState.SUCCEEDED},
+               "every worker to succeed", timeout=90)
+    jobs = {wid: taken_by(backend.records.find(wid, 0), 0) for wid in ids}
+    for wid in ids:
+        backend.release(wid, 0)
+    return {wid: job for wid, job in jobs.items() if job is not None}
+
+
+def back_marks(backend: SlurmBackend, node: str) -> int:
+    return len(list((backend.pilots.root / f"{node}.gpu_1" / "back").iterdir()))
+
+
+@pytest.mark.slurm
+def test_a_pilot_runs_the_next_worker_on_its_gpu_without_a_new_slurm_job(
+        slurm_cluster: SlurmCluster, tmp_path: Path, cleanup: None) -> None:
+    backend = SlurmBackend(tmp_path / "work", env=slurm_cluster.env, warm_slots=1,
+                           pilot_idle_s=10.0, pilot_reuse_s=60.0)
+    first = wave(backend, "gpu1", [f"one-{i}" for i in range(4)])
+    assert len(set(first.values())) == 4
+    eventually(lambda: back_marks(backend, "gpu1") == 4, "the 4 pilots to look for more work")
+    k = backend.pilots.known("gpu1.gpu_1")
+    assert k is not None and k.submitted == 5  # 4 and the spare
+    second = wave(backend, "gpu1", [f"two-{i}" for i in range(4)])
+    assert set(second.values()) == set(first.values())  # the same 4 pilots ran them
+    assert k.submitted == 5  # and no sbatch was needed
+    for wid in [*first, *second]:  # each its own worker: environment and log
+        env = json.loads((backend.records.find(wid, 0).log_path(0)).read_text().splitlines()[-1])
+        assert (env["CORRAL_WORKLOAD_ID"], env["CORRAL_NODE_ID"]) == (wid, "gpu1")
+
+
+@pytest.mark.slurm
+def test_a_worker_in_a_reused_pilot_is_stopped_by_the_contract_and_its_pilot_leaves(
+        slurm_cluster: SlurmCluster, tmp_path: Path, cleanup: None) -> None:
+    backend = SlurmBackend(tmp_path / "work", env=slurm_cluster.env, warm_slots=1,
+                           pilot_idle_s=10.0, pilot_reuse_s=60.0)
+    # the node's 4 GPUs in 4 pilots (the spare pending): whichever takes the next is reused
+    pilots = set(wave(backend, "gpu2", [f"before-{i}" for i in range(4)], "print(1)").values())
+    eventually(lambda: back_marks(backend, "gpu2") == 4, "the pilots to look for more work")
+    spec = make_spec("polite").on("gpu2").devices(0).python(CHECKPOINT_ON_TERM).build()
+    assert backend.launch_many([spec]) == [None]
+    eventually(lambda: states_of(backend, ["polite"]) == {"polite": WorkerState.RUNNING},
+               "the worker to run", timeout=60)
+    record = backend.records.find("polite", 0)
+    pilot = taken_by(record, 0)
+    assert pilot in pilots  # a pilot that ran a worker before took it
+    eventually(lambda: "running" in backend.read_logs("polite", 0, 0)[0].decode(),
+               "the worker to print")
+    backend.stop("polite", 0, 30.0, "preempted")
+    [end] = eventually(lambda: [s for s in backend.poll(time.time())
+                                if s.workload_id == "polite" and s.state.ended] or None,
+                       "the worker to end", timeout=60)
+    assert (end.state, end.reason, end.exit_code) == (WorkerState.STOPPED, base.STOPPED_IN_TIME, 0)
+    assert "SIGTERM; deadline file seen: True" in backend.read_logs("polite", 0, 0)[0].decode()
+    # its pilot takes no other worker: it leaves Slurm at once, with no mark
+    eventually(lambda: pilot not in slurm_cluster.run("squeue", "-h", "-r", "-o", "%i"
+                                                      ).stdout.split(), "the pilot to leave")
+    k = backend.pilots.known("gpu2.gpu_1")
+    assert k is not None and k.back == 4 and back_marks(backend, "gpu2") == 0

@@ -123,6 +123,10 @@ WATCH_BATCH = 200
 #: (or shard) of Slurm's for `pilot_idle_s`, so more than a node's GPUs only idles them
 MAX_WARM_SLOTS = 64
 
+#: the longest a pilot keeps taking workers: a worker it takes starts that far into the
+#: pilot's Slurm time limit, which a cluster's partition may set in hours
+MAX_PILOT_REUSE_S = 3600.0
+
 
 def check_warm_slots(warm_slots: object) -> int:
     """`warm_slots` as given by a user (`corral up --slurm-warm-slots`, the constructor), or a
@@ -161,6 +165,9 @@ class SlurmBackend(SlurmSubmission, SlurmObservation, Backend, InventorySource, 
     the work, this many more per (node, --gres) than workers waiting (`corral.backends.
     slurm_pilot`: Slurm starts a pilot as a GPU frees, while corral is still deciding); 0: off.
     pilot_idle_s: how long a pilot with nothing to run holds its GPU before it exits.
+    pilot_reuse_s: a pilot whose worker ended takes the next worker queued on its node and
+    shape (no new Slurm job) while it is younger than this; 0: one worker a pilot. A worker a
+    pilot took thus starts at most this long into the pilot's Slurm time limit.
     """
 
     name = "slurm"
@@ -174,7 +181,7 @@ class SlurmBackend(SlurmSubmission, SlurmObservation, Backend, InventorySource, 
         command_timeout_s: float = 30.0, bin_dir: str | None = None, launch_threads: int = 8,
         status_interval_s: float = 1.0, ask_in_background: bool = True,
         gang_as_one_job: bool = False, node_cache_s: float = 5.0, warm_slots: int = 0,
-        pilot_idle_s: float = 2.0,
+        pilot_idle_s: float = 2.0, pilot_reuse_s: float = 60.0,
     ) -> None:
         self.client_env = dict(env if env is not None else os.environ)
         self.partition, self.provider, self.gpu_model = partition, provider, gpu_model
@@ -193,9 +200,14 @@ class SlurmBackend(SlurmSubmission, SlurmObservation, Backend, InventorySource, 
         if pilot_idle_s <= 0:
             raise InvalidRequest("pilot_idle_s", f"{pilot_idle_s} is not a time: give seconds "
                                  "> 0 (how long an idle pilot waits for work)")
+        if isinstance(pilot_reuse_s, bool) or not isinstance(pilot_reuse_s, (int, float)) or not (
+                0 <= pilot_reuse_s <= MAX_PILOT_REUSE_S):
+            raise InvalidRequest("pilot_reuse_s", f"{pilot_reuse_s!r} is not a time in 0.."
+                                 f"{MAX_PILOT_REUSE_S:g} s: how long a pilot keeps taking "
+                                 "workers (0: one worker a pilot)")
         self.warm_slots = warm_slots
         # kept even when off: a backend restarted with warm_slots=0 withdraws its queued items
-        self.pilots = Pilots(self.records.root, warm_slots, pilot_idle_s)
+        self.pilots = Pilots(self.records.root, warm_slots, pilot_idle_s, pilot_reuse_s)
         self._attempts = {r.key: r for r in self.records.scan()}
         self._killed: set[str] = set()  # job ids scancel'ed after their deadline
         # Attempts whose launch is under way on another thread: poll reports them STARTING and

@@ -13,10 +13,18 @@ runs the worker corral then places on that node. corral still decides what runs 
                   <work>/pilots/<key>/queue/ (oldest first), then one sbatch --array of pilots
                   so that pilots pending or idle = items waiting + warm_slots
     a pilot (a Slurm job on <node> with that --gres, its own job id)
-                ─ takes the oldest item by rename(2) into claimed/<job id>.sh (one taker),
-                  writes its job id beside the worker's records and execs the item: the
-                  worker's ordinary batch script, same runner, same contract as a lone job;
+                ─ takes the oldest item by rename(2) into claimed/<job id>.<n>.sh (one
+                  taker), writes its job id beside the worker's records and runs the item:
+                  the worker's ordinary batch script, same runner, same contract as a lone
+                  job; then, while younger than `reuse_s` and the worker was not asked to
+                  stop, leaves a mark in back/ and takes the next item (the GPU it holds
+                  runs the next worker without a new Slurm job); else exits;
                   no item for `idle_s`: leaves a mark in gone/ and exits
+
+Why reuse (bench/README, "Issue 16, engines: pilots that run the next worker"): a pilot that
+runs one worker still pays Slurm's start of a job per worker (0.5-1.1 s here under load), as
+Slurm alone does per array task; corral then pays its own reaction on top. A pilot that stays
+pays Slurm once per `reuse_s`, and a worker's start is corral's reaction and a rename.
 
 What stays true:
 
@@ -27,22 +35,33 @@ What stays true:
   worker ends STOPPED (`StoppedBeforeStart`); once taken, it is a Slurm job like any other,
   by its pilot's job id (`job_id_file`); taken in between: the deadline file, written first,
   stops it as its runner starts, as for a job whose submission was under way;
+- one job id, several workers in turn: a stop's ``scancel --batch --signal=TERM`` reaches the
+  pilot, which passes it to the worker it runs now only when that worker's deadline file
+  exists (written before the signal), so one meant for the worker before does nothing. A pilot
+  never takes another worker after one asked to stop (its deadline file exists when it
+  ended), so the ``scancel`` of that job id past the deadline (`_enforce_deadline`) finds no
+  other worker in it. A fence (a lost node) cancels the pilot with whatever it runs: that
+  worker is on the lost node too;
+- a worker a pilot takes starts at most `reuse_s` into the pilot's life, so at most that much
+  of a partition's time limit is spent before it;
 - items waiting on a node Slurm reports lost are withdrawn and end LOST (`NodeLost`);
 - a restarted backend finds each worker by its record (the item's name, the job id file); it
   does not know the pilots submitted before, so it queues new ones (the extra ones idle out).
 
-How many pilots to submit needs no count of Slurm's queue: every pilot ends by taking an item
-or by leaving its mark in gone/, so pilots alive = submitted - taken - gone and items waiting =
-queued - taken - withdrawn; pilots wanted - alive = warm + queued - withdrawn + gone - submitted
+How many pilots to submit needs no count of Slurm's queue: a pilot looking for work began
+with a submission or a mark in back/, and ends by taking an item or by leaving its mark in
+gone/, so pilots looking = submitted + back - taken - gone and items waiting = queued - taken -
+withdrawn; pilots wanted - looking = warm + queued - withdrawn + gone - submitted - back
 (`Pilots.wanted`, which tops the reserve up once half of it is used), from counters this
 backend keeps and the marks it collects. A pilot Slurm
-kills before it takes anything (scancel by hand) leaves no mark: that key is one pilot short
+kills while it looks (scancel by hand) leaves no mark: that key is one pilot short
 until the next launch on it submits more.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import shlex
@@ -57,9 +76,10 @@ from typing import TYPE_CHECKING, Final
 from corral.backends import base, exits
 from corral.backends.errors import BackendUnavailable, LaunchError
 from corral.backends.exits import WorkerEnd
-from corral.backends.local_runner import write_text_atomic
+from corral.backends.local_runner import EXIT_RECORD, write_text_atomic
 from corral.backends.records import AttemptRecord, AttemptRecords
 from corral.backends.slurm_parse import SlurmNode, gres_request
+from corral.backends.slurm_submit import DEADLINE_FILE
 
 if TYPE_CHECKING:
     from corral.backends.base import LaunchSpec
@@ -71,6 +91,10 @@ PILOT_KEY: Final = "pilot"  # in a record's engine: {"key": <dir name>, "item": 
 PILOT_PREFIX: Final = "corral-pilot."  # the pilots' job name, then the key
 JOB_ID_FILE: Final = "slurm-job"  # in the worker's dir: the id of the pilot that took it
 POLL_S: Final = 0.05  # how often an idle pilot looks for an item
+#: the item's line that names its attempt's deadline file, read by a reusing pilot
+DEADLINE_TAG: Final = "# corral-deadline-file: "
+#: and the line that names its worker's exit record (written by its runner as it ends)
+EXIT_TAG: Final = "# corral-exit-record: "
 
 log = logging.getLogger(__name__)
 
@@ -80,42 +104,80 @@ def key_dir(node: str, gres: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{node}.{gres or 'none'}")
 
 
-def pilot_script(pdir: Path, idle_s: float) -> str:
-    """The pilot's batch script (bash): take the oldest item (a glob is sorted), exec it; none
+def pilot_script(pdir: Path, idle_s: float, reuse_s: float = 0.0) -> str:
+    """The pilot's batch script (bash): take the oldest item (a glob is sorted), run it; none
     for `idle_s`: mark gone/ and exit. ``mv`` within one folder is one rename(2): one pilot
     wins. Between looks it waits on a FIFO of its own with ``read -t`` (a builtin): a ``sleep``
     per look was a fork 20 times a second per idle pilot, which 32 idle pilots on 2 cores
-    paid for in the loop's reaction time (bench/README)."""
-    q, c, g = (shlex.quote(str(pdir / d)) for d in ("queue", "claimed", "gone"))
+    paid for in the loop's reaction time (bench/README).
+
+    Reuse (`reuse_s` > 0): once its worker ended, a pilot younger than `reuse_s` leaves a mark
+    in back/ and looks for the next item, so that a worker placed on a GPU its pilot still
+    holds starts without a new Slurm job (Slurm's start of a job, 0.5-1.1 s here, was most of
+    the gap to Slurm alone: bench/README, "pilots that run the next worker"). It never takes
+    another after a worker that was asked to stop (its attempt's deadline file exists): a
+    ``scancel`` of a stopped worker's job id past its deadline, or a fence, must find no other
+    worker there. Nor after one whose runner wrote no exit record (killed, or lost): its
+    job then ends, and Slurm's answer tells the backend so, as it would for a lone job. The
+    worker runs as the pilot's child, not ``exec``ed: a SIGTERM to the
+    pilot (``scancel --batch --signal=TERM``, a stop, sent after the deadline file is
+    written) is passed to the worker's runner when the worker's own deadline file exists, so
+    one meant for the worker before (ended meanwhile) never reaches the next one, not even a
+    runner that has not yet set its handler. It starts as a subshell: a simple
+    command in the background would start with SIGINT and SIGQUIT ignored, and so would the
+    worker."""
+    q, c, g, b = (shlex.quote(str(pdir / d)) for d in ("queue", "claimed", "gone", "back"))
     tries = max(1, round(idle_s / POLL_S))
+    reuse = math.ceil(reuse_s)  # $SECONDS counts whole seconds
     return "\n".join([
         "#!/bin/bash", "# corral: a pilot job (corral.backends.slurm_pilot); generated",
         "export LC_ALL=C", f'fifo={g}/".$SLURM_JOB_ID.fifo"', "wait_fd=",
         'if mkfifo "$fifo" 2>/dev/null && exec 9<>"$fifo"; then wait_fd=9; fi',
-        'rm -f "$fifo"', "n=0",
+        'rm -f "$fifo"', "n=0", "runs=0", "child=", "stop=",
+        'trap \'[ -n "$child" ] && [ -e "$stop" ] && kill -TERM "$child" 2>/dev/null\' TERM',
         f"while [ $n -lt {tries} ]; do",
+        f"  if [ $runs -gt 0 ] && [ $SECONDS -ge {reuse} ]; then break; fi",
         f"  for f in {q}/*.sh; do",
         '    [ -e "$f" ] || break',
-        f'    if mv "$f" {c}/"$SLURM_JOB_ID.sh" 2>/dev/null; then',
-        "      exec 9<&-",
-        f'      exec /bin/sh {c}/"$SLURM_JOB_ID.sh"',
+        f'    item={c}/"$SLURM_JOB_ID.$runs.sh"',
+        '    if mv "$f" "$item" 2>/dev/null; then',
+        "      stop=", "      ended=",
+        '      while IFS= read -r line; do',
+        f'        case $line in "{DEADLINE_TAG}"*) stop=${{line#"{DEADLINE_TAG}"}};;',
+        f'          "{EXIT_TAG}"*) ended=${{line#"{EXIT_TAG}"}};; esac',
+        '      done < "$item"',
+        '      ( exec 9<&-; exec /bin/sh "$item" ) &',
+        '      child=$!',
+        '      wait "$child"',
+        '      while kill -0 "$child" 2>/dev/null; do wait "$child"; done',
+        "      child=", "      runs=$((runs + 1))",
+        f'      if [ $SECONDS -ge {reuse} ] || [ -z "$stop" ] || [ -e "$stop" ] || [ -z "$ended" ] \\',
+        '        || [ ! -e "$ended" ]; then exit 0; fi',
+        f'      : > {b}/"$SLURM_JOB_ID.$runs"',
+        "      n=0", "      continue 2",
         "    fi", "  done", "  n=$((n + 1))",
         f'  if [ -n "$wait_fd" ]; then read -r -t {POLL_S} -u 9 _; else sleep {POLL_S}; fi',
         "done",
         f': > {g}/"$SLURM_JOB_ID"', ""])
 
 
-def item_script(wdir: Path, log: Path, worker_script: Path) -> str:
+def item_script(wdir: Path, log: Path, worker_script: Path,
+                deadline: Path | None = None) -> str:
     """What a pilot execs: record its job id beside the worker's records (how the backend
     learns which Slurm job runs the worker), send output to the worker's log, run the worker's
     ordinary batch script. A pilot is an array task: its id is written as squeue -r, sacct and
     scancel name it (``<array job>_<task>``, `slurm_array.task_job_id`), not as the task's own
     ``SLURM_JOB_ID``, which squeue answers under the array's name (the worker would read as
-    vanished)."""
+    vanished). `deadline`: the attempt's deadline file, named on a comment line for a reusing
+    pilot (`pilot_script`) with the worker's exit record; a path with a newline is not named,
+    and a pilot that finds none takes nothing more."""
     jid, tmp = shlex.quote(str(wdir / JOB_ID_FILE)), shlex.quote(str(wdir / f".{JOB_ID_FILE}"))
     job = '${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}'
+    done = wdir / EXIT_RECORD
+    tag = [] if deadline is None or "\n" in f"{deadline}{done}" else [
+        f"{DEADLINE_TAG}{deadline}", f"{EXIT_TAG}{done}"]
     return "\n".join([
-        "#!/bin/sh", f'job="{job}"', 'job="${job:-$SLURM_JOB_ID}"',
+        "#!/bin/sh", *tag, f'job="{job}"', 'job="${job:-$SLURM_JOB_ID}"',
         f"printf '%s\\n' \"$job\" > {tmp} && mv -f {tmp} {jid}",
         f"exec >> {shlex.quote(str(log))} 2>&1",
         f"exec /bin/sh {shlex.quote(str(worker_script))}", ""])
@@ -131,6 +193,7 @@ class _Key:
     queued: int = 0
     withdrawn: int = 0
     gone: int = 0
+    back: int = 0
     submitted: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -138,8 +201,8 @@ class _Key:
 class Pilots:
     """The warm slots of one backend: items queued per (node, --gres), pilots submitted for them."""
 
-    def __init__(self, root: Path, warm: int, idle_s: float) -> None:
-        self.root, self.warm, self.idle_s = root / "pilots", warm, idle_s
+    def __init__(self, root: Path, warm: int, idle_s: float, reuse_s: float = 0.0) -> None:
+        self.root, self.warm, self.idle_s, self.reuse_s = root / "pilots", warm, idle_s, reuse_s
         self._keys: dict[str, _Key] = {}
         self._lock = threading.Lock()
         self._seq = 0
@@ -150,9 +213,10 @@ class Pilots:
             k = self._keys.get(name)
             if k is None:
                 k = self._keys[name] = _Key(self.root / name, node, gres)
-                for d in ("queue", "claimed", "gone", "withdrawn"):
+                for d in ("queue", "claimed", "gone", "back", "withdrawn"):
                     (k.dir / d).mkdir(parents=True, exist_ok=True)
-                write_text_atomic(k.dir / "pilot.sbatch", pilot_script(k.dir, self.idle_s))
+                write_text_atomic(k.dir / "pilot.sbatch",
+                                  pilot_script(k.dir, self.idle_s, self.reuse_s))
             return k
 
     def known(self, name: str) -> _Key | None:
@@ -175,13 +239,26 @@ class Pilots:
         CPU that the 2-core host took from the jobs (bench/README, "Through a real Slurm").
         The spare pilots then number between ``warm//2`` and ``warm`` (a top-up comes once
         ``(warm + 1)//2`` are missing: at warm 3 the spares fall to 1 before 2 are asked for);
-        with 1 or 2 warm slots every shortfall is topped up at once, as before."""
-        with os.scandir(k.dir / "gone") as marks:
-            for m in marks:
-                os.unlink(m.path)
-                k.gone += 1
-        short = self.warm + k.queued - k.withdrawn + k.gone - k.submitted
+        with 1 or 2 warm slots every shortfall is topped up at once, as before.
+
+        A reusing pilot (`pilot_script`) that looks for work again after its worker is one
+        more pilot alive, as if submitted: its mark in back/ counts as such, so a worker
+        placed on the GPU its last one freed costs no ``sbatch``."""
+        k.gone += _collect(k.dir / "gone")
+        k.back += _collect(k.dir / "back")
+        short = self.warm + k.queued - k.withdrawn + k.gone - k.submitted - k.back
         return short if short >= max(1, (self.warm + 1) // 2) else 0
+
+
+def _collect(marks_dir: Path) -> int:
+    """How many marks a folder holds, each removed (counted once)."""
+    count = 0
+    with os.scandir(marks_dir) as marks:
+        for m in marks:
+            if not m.name.startswith("."):  # the pilots' FIFOs live in gone/ while they run
+                os.unlink(m.path)
+                count += 1
+    return count
 
 
 def launch_pilots(backend: SlurmBackend, specs: Sequence[LaunchSpec],
@@ -240,7 +317,8 @@ def _write_item(backend: SlurmBackend, record: AttemptRecord, node: SlurmNode, k
     if note:
         record.engine["notes"][str(a.worker)] = note
     (k.dir / "queue" / f".{item}").write_text(
-        item_script(record.dir / f"worker-{a.worker}", record.log_path(a.worker), script))
+        item_script(record.dir / f"worker-{a.worker}", record.log_path(a.worker), script,
+                    record.dir / DEADLINE_FILE))
 
 
 def _submit_pilots(backend: SlurmBackend, k: _Key, count: int) -> None:

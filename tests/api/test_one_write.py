@@ -1,5 +1,6 @@
-"""A response's head and body leave in one write (`corral.api.serving.OneWrite`), and a stream's
-head is still not held back until its body comes (the service gateway relays slow replicas)."""
+"""A response's head and body leave in one write (`corral.api.serving.OneWrite`: what a pass of
+the event loop writes on a connection leaves in one send at its end), and a stream's head is
+still not held back until its body comes (the service gateway relays slow replicas)."""
 
 from __future__ import annotations
 
@@ -78,12 +79,14 @@ def test_a_head_whose_body_comes_later_is_written_at_the_end_of_the_pass() -> No
         seen.append(list(spy.writes))
         t.write(b"{}")
         seen.append(list(spy.writes))
+        await asyncio.sleep(0)
+        seen.append(list(spy.writes))
         return seen
 
-    assert asyncio.run(run()) == [[], [HEAD], [HEAD, b"{}"]]
+    assert asyncio.run(run()) == [[], [HEAD], [HEAD], [HEAD, b"{}"]]
 
 
-def test_100_continue_passes_and_a_close_writes_the_held_head_first() -> None:
+def test_a_close_writes_what_is_held_first() -> None:
     async def run() -> tuple[list[bytes], bool]:
         spy = Spy()
         t = OneWrite(spy, asyncio.get_running_loop())  # type: ignore[arg-type]
@@ -93,7 +96,20 @@ def test_100_continue_passes_and_a_close_writes_the_held_head_first() -> None:
         await asyncio.sleep(0)
         return spy.writes, t.is_closing()
 
-    assert asyncio.run(run()) == ([b"HTTP/1.1 100 Continue\r\n\r\n", HEAD], True)
+    assert asyncio.run(run()) == ([b"HTTP/1.1 100 Continue\r\n\r\n" + HEAD], True)
+
+
+def test_a_long_body_is_not_held_past_the_flow_control_mark() -> None:
+    async def run() -> list[int]:
+        spy = Spy()
+        t = OneWrite(spy, asyncio.get_running_loop())  # type: ignore[arg-type]
+        for _ in range(5):  # a stream that never pauses: 5 x 40 KiB in one pass
+            t.write(b"x" * 40 * 1024)
+        sizes = [len(w) for w in spy.writes]  # the transport saw them within the pass
+        await asyncio.sleep(0)
+        return [*sizes, len(spy.writes[-1])]
+
+    assert asyncio.run(run()) == [80 * 1024, 80 * 1024, 40 * 1024]
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
-"""POST /v1/workloads' fast path (corral.api.submit_route): a plain submission skips FastAPI's
-dependency resolution and answers exactly what FastAPI's handler answers; anything else (errors
-of every kind, an Idempotency-Key, an overridden dependency) still goes through FastAPI's."""
+"""POST /v1/workloads' shortcut (corral.api.submit_route): a plain submission skips FastAPI's
+routing and dependency resolution and answers exactly what FastAPI's handler answers; anything
+else (errors of every kind, an Idempotency-Key, an overridden dependency) still goes through
+FastAPI's."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from typing import Any
 
 import pytest
 from fastapi.dependencies import utils as dependency_utils
+from fastapi.routing import APIRoute
 
 from corral.api import context as api_context
+from corral.api import workloads
 from corral.store import Store
 
 from .harness import Api, build, job
@@ -35,6 +38,20 @@ def resolved(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     yield seen
 
 
+@pytest.fixture
+def routed(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The paths of the requests FastAPI's router handed to a route."""
+    seen: list[str] = []
+    real = APIRoute.handle
+
+    async def spy(self: APIRoute, scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["path"])
+        await real(self, scope, receive, send)
+
+    monkeypatch.setattr(APIRoute, "handle", spy)
+    yield seen
+
+
 def _without_ids(body: dict[str, Any]) -> dict[str, Any]:
     """A submission's answer with the values that differ between two submissions removed."""
     [unit] = body["workloads"]
@@ -48,6 +65,24 @@ def test_a_plain_submission_skips_dependency_resolution(api: Api, resolved: list
     assert resolved == []
     assert r.headers["content-type"] == "application/json"
     assert api.rows()["workloads"] == 1 and api.rows()["events"] == 1
+
+
+def test_a_plain_submission_skips_the_router(api: Api, routed: list[str]) -> None:
+    assert api.client.post("/v1/workloads", json=job(), headers=api.ann).status_code == 201
+    assert routed == []
+    keyed = api.client.post("/v1/workloads", json=job(), headers={**api.ann,
+                                                                   "Idempotency-Key": "k"})
+    assert keyed.status_code == 201 and routed == ["/v1/workloads"]
+
+
+def test_an_unexpected_error_is_the_one_500(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(workloads, "_launchable_here", broken)
+    fast, slow = _post(api, job(), False), _post(api, job(), True)
+    assert (fast.status_code, fast.json()) == (slow.status_code, slow.json())
+    assert fast.status_code == 500 and fast.json()["error"] == "internal_error"
 
 
 def test_the_fast_path_answers_what_fastapi_answers(api: Api, resolved: list[str]) -> None:

@@ -11,6 +11,7 @@ from corral.api.errors import install_handlers
 from corral.api.guard import RequestGuard
 from corral.api.inputs import check_query, reject_nul
 from corral.api.openapi import install_openapi
+from corral.api.submit_route import SubmitShortcut
 
 __all__ = ["create_app"]
 
@@ -65,6 +66,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(agent_notices.router)
     from corral.web import install as install_dashboard  # late: corral.web imports corral.api
 
+    # innermost of the app's middlewares (the first added): inside the guard and the timer
+    app.add_middleware(SubmitShortcut, route=workloads.SUBMIT_ROUTE)
     install_dashboard(app)  # the dashboard at /, its data at /v1/dashboard, and /metrics
     install_openapi(app)
     app.add_middleware(RequestGuard, ctx=ctx)  # outermost: before any body is read

@@ -12,9 +12,11 @@ request's headers are complete (the request then runs, and its body is bounded b
 write, so each response was two sends on the socket, and the client woke twice to read it. On
 loopback a send runs the receiver's TCP path (and may wake it) inside the sender's system call:
 in a py-spy profile of `POST /v1/workloads` at 16 clients (issue 14), 27% of the samples with
-the event loop holding the GIL were in these writes. The head is now held until the body's
-first write in the same pass of the loop: the same bytes, one send (1,000 submissions: 1,180
-writes by the server, 2,123 before; strace).
+the event loop holding the GIL were in these writes. What a pass of the loop writes on a
+connection now leaves in one send at the end of the pass (1,000 submissions: 1,180 writes by
+the server, 2,123 before; strace). It wraps the transport uvicorn's protocol is given when the
+connection opens (until issue 14's second pass it replaced the transport of uvicorn's request
+cycle, a private attribute, once the headers were in).
 
     uvicorn.Config(app, **uvicorn_options(limits))
 """
@@ -30,44 +32,68 @@ __all__ = ["OneWrite", "guarded_protocol", "uvicorn_options"]
 
 #: the largest request head h11 buffers (uvicorn's default is 16 KiB; httptools' own is 80 KiB)
 MAX_HEADER_BYTES = 64 * 1024
+#: held bytes sent at once, not at the end of the pass: a body streamed without a pause reaches
+#: the socket's transport, whose buffer's high-water mark pauses the app (uvicorn's flow control)
+HOLD_BYTES = 64 * 1024
 
 
 class OneWrite:
-    """A request cycle's transport that holds the response head until the cycle's next write
-    or the end of this pass of the event loop, whichever comes first, and writes it with that
-    write. Everything else is the connection's transport's.
+    """A connection's transport that holds what is written during one pass of the event loop
+    and sends it in one write at the end of the pass (sooner once `HOLD_BYTES` are held, and
+    before a close or an EOF). Everything else is the transport's own.
 
-    A response of the app (Starlette's `Response`) sends its head and its body in one pass, so
-    they go in one send. A stream whose body comes later (the service gateway relaying a
-    replica) still has its head written at the end of the pass, as before, not held until its
-    first chunk; so does a head without a body (HEAD requests). An informational `100
-    Continue` is passed through."""
+    A response of the app (Starlette's `Response`) sends its head and body in one pass, so they
+    leave in one send; a stream whose body comes later (the service gateway relaying a replica)
+    has its head sent at the end of the pass, as before, not held until its first chunk. Bytes
+    never wait longer than the pass that wrote them.
 
-    __slots__ = ("_head", "_loop", "_transport")
+    It is given to uvicorn's protocol as the connection's transport in `connection_made` (the
+    asyncio protocol interface), so it needs nothing of uvicorn's internals; a connection that
+    becomes a WebSocket keeps it (its frames coalesce the same way)."""
+
+    __slots__ = ("_held", "_loop", "_size", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport, self._loop = transport, loop
-        self._head: bytes | None = None  # held; b"" once it has been written
+        self._held: list[bytes] = []
+        self._size = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._head is None and not bytes(data[:10]).startswith(b"HTTP/1.1 1"):
-            self._head = bytes(data)  # the head: held for the body
+        if not self._held:
             self._loop.call_soon(self._flush)
-            return
-        if self._head:
-            data, self._head = self._head + bytes(data), b""
-        self._transport.write(data)
+            self._size = 0
+        self._held.append(bytes(data))
+        self._size += len(data)
+        if self._size >= HOLD_BYTES:
+            self._flush()
+
+    def writelines(self, lines: Any) -> None:
+        for data in lines:
+            self.write(data)
 
     def _flush(self) -> None:
-        if self._head:
-            self._transport.write(self._head)
-            self._head = b""
+        if self._held:
+            data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
+            self._held = []
+            if not self._transport.is_closing():  # the peer left: nothing to send to
+                self._transport.write(data)
 
-    def close(self) -> None:  # an app that failed after its head: the head, then the close
+    def close(self) -> None:  # what was written goes first (an error answer, then the close)
         self._flush()
         self._transport.close()
 
-    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, ...
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
+    def abort(self) -> None:
+        self._held, self._size = [], 0
+        self._transport.abort()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + (self._size if self._held else 0)
+
+    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, set_protocol, ...
         return getattr(self._transport, name)
 
 
@@ -83,7 +109,8 @@ def guarded_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:
         _cycle: Any = None
 
         def connection_made(self, transport: Any) -> None:
-            super().connection_made(transport)
+            loop = asyncio.get_running_loop()
+            super().connection_made(cast(asyncio.Transport, OneWrite(transport, loop)))
             self._arm()
 
         def data_received(self, data: bytes) -> None:
@@ -91,8 +118,6 @@ def guarded_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:
             if self.cycle is not None and self.cycle is not self._cycle:  # headers are in
                 self._cycle = self.cycle
                 self._disarm()
-                # its app runs from the next pass of the loop: nothing was written yet
-                self.cycle.transport = cast(asyncio.Transport, OneWrite(self.transport, self.loop))
 
         def handle_websocket_upgrade(self, *args: Any) -> None:
             # the connection becomes a WebSocket (another protocol object): its headers are

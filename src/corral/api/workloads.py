@@ -10,12 +10,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi import Path as PathParam
+from fastapi.routing import APIRoute
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from corral.api.context import ApiContext, Caller, context
 from corral.api.errors import ApiError, not_found
-from corral.api.submit_route import SubmitRoute
 from corral.api.views import QueueUse, event_view, reason_now, workload_view
 from corral.backends.containers import ContainerRuntime, dry_run_note
 from corral.backends.errors import BackendError
@@ -34,7 +34,7 @@ from corral.store import workloads as W
 from corral.store.auth import Principal
 from corral.store.workloads import WorkloadRecord
 
-__all__ = ["router"]
+__all__ = ["SUBMIT_ROUTE", "router"]
 
 router = APIRouter(prefix="/v1", tags=["workloads"])
 Ctx = Annotated[ApiContext, Depends(context)]
@@ -142,12 +142,13 @@ async def submit(spec: WorkloadSpec, ctx: Ctx, who: Caller, response: Response,
     return await run_in_threadpool(_group, ctx, prior.group_id)
 
 
-# its own route class: plain requests skip FastAPI's dependency resolution (submit_route.py)
+# plain requests are answered by corral.api.submit_route.SubmitShortcut, before the router
 router.add_api_route(
     "/workloads", submit, methods=["POST"], status_code=201, response_model=M.Submitted,
     responses={**_ERRORS, 200: {"model": M.Submitted, "description": "a retry with the same "
-               "Idempotency-Key and spec: the first submission"}, 409: {"model": M.ErrorBody}},
-    route_class_override=SubmitRoute)
+               "Idempotency-Key and spec: the first submission"}, 409: {"model": M.ErrorBody}})
+SUBMIT_ROUTE = router.routes[-1]
+assert isinstance(SUBMIT_ROUTE, APIRoute)
 
 
 def _submitted(records: list[WorkloadRecord]) -> M.Submitted:

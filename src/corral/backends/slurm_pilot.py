@@ -125,7 +125,8 @@ def pilot_script(pdir: Path, idle_s: float, reuse_s: float = 0.0) -> str:
     one meant for the worker before (ended meanwhile) never reaches the next one, not even a
     runner that has not yet set its handler. It starts as a subshell: a simple
     command in the background would start with SIGINT and SIGQUIT ignored, and so would the
-    worker."""
+    worker. A trapped signal ends ``wait`` early, so the pilot waits again after one (bash
+    answers a second ``wait`` for an ended child with its status at once: no spin)."""
     q, c, g, b = (shlex.quote(str(pdir / d)) for d in ("queue", "claimed", "gone", "back"))
     tries = max(1, round(idle_s / POLL_S))
     reuse = math.ceil(reuse_s)  # $SECONDS counts whole seconds
@@ -134,7 +135,7 @@ def pilot_script(pdir: Path, idle_s: float, reuse_s: float = 0.0) -> str:
         "export LC_ALL=C", f'fifo={g}/".$SLURM_JOB_ID.fifo"', "wait_fd=",
         'if mkfifo "$fifo" 2>/dev/null && exec 9<>"$fifo"; then wait_fd=9; fi',
         'rm -f "$fifo"', "n=0", "runs=0", "child=", "stop=",
-        'trap \'[ -n "$child" ] && [ -e "$stop" ] && kill -TERM "$child" 2>/dev/null\' TERM',
+        'trap \'term=1; [ -n "$child" ] && [ -e "$stop" ] && kill -TERM "$child" 2>/dev/null\' TERM',
         f"while [ $n -lt {tries} ]; do",
         f"  if [ $runs -gt 0 ] && [ $SECONDS -ge {reuse} ]; then break; fi",
         f"  for f in {q}/*.sh; do",
@@ -148,8 +149,8 @@ def pilot_script(pdir: Path, idle_s: float, reuse_s: float = 0.0) -> str:
         '      done < "$item"',
         '      ( exec 9<&-; exec /bin/sh "$item" ) &',
         '      child=$!',
-        '      wait "$child"',
-        '      while kill -0 "$child" 2>/dev/null; do wait "$child"; done',
+        "      term=0", '      wait "$child"',
+        '      while [ $term = 1 ]; do term=0; wait "$child"; done',
         "      child=", "      runs=$((runs + 1))",
         f'      if [ $SECONDS -ge {reuse} ] || [ -z "$stop" ] || [ -e "$stop" ] || [ -z "$ended" ] \\',
         '        || [ ! -e "$ended" ]; then exit 0; fi',

@@ -70,7 +70,7 @@ def test_a_report_past_its_limit_is_refused_naming_limit(api: Api) -> None:
         r = api.client.get(path, headers=api.admin, params={"by": ["day", "queue"], "limit": 2})
         assert r.status_code == 422, r.text
         assert r.json()["problems"][0]["field"] == "limit"
-        assert "3 rows, more than 2" in r.json()["message"] and "since/until" in r.json()["message"]
+        assert "more than 2 rows" in r.json()["message"] and "since/until" in r.json()["message"]
     too_big = api.client.get("/v1/ledger/usage", headers=api.admin, params={"limit": 100_001})
     assert too_big.status_code == 422 and too_big.json()["problems"][0]["field"] == "limit"
 

@@ -13,7 +13,7 @@ import io
 import uuid
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from decimal import Decimal
 from fractions import Fraction
 from typing import Annotated, Any
@@ -50,6 +50,7 @@ from corral.store import pool as P
 from corral.store.auth import Principal
 from corral.store.journal_sql import LedgerDb, LedgerSession
 from corral.store.ledger_grants import Grant, GrantIndex
+from corral.store.usage_stream import stream_usage_records
 
 __all__ = ["router"]
 
@@ -300,16 +301,20 @@ def delete_price(price_id: Annotated[int, Path(ge=1, le=2**63 - 1)], ctx: Ctx,
 
 def _report(ctx: ApiContext, who: Principal, by: list[str], queue: list[str] | None,
             since: float | None, until: float | None, workload: str | None = None,
-            ) -> tuple[list[str], list[ReportRow]]:
+            limit: int = 0) -> tuple[list[str], list[ReportRow]]:
+    """The report's rows; more than `limit` is a 422 naming limit, found while the usage rows
+    are read (streamed, `corral.store.usage_stream`): the read stops there, so what a report
+    holds is bounded by its limit, not by the window's usage rows."""
     wanted = set(queue) if queue else None
     if not who.is_admin:
         wanted = (wanted or set(who.queues)) & set(who.queues)
     with _refusing_bad_input(), ctx.store.read() as conn:
-        records = LR.usage_records(conn, _now(ctx), queues=wanted, workload_id=workload,
-                                   since=since, until=until)
         catalog = build_catalog([p.rule for p in LR.list_prices(conn)],
                                 P.list_nodes(conn, include_inactive=True))
-        return by, list(usage_report(records, by=by, catalog=catalog, since=since, until=until))
+        with closing(stream_usage_records(conn, _now(ctx), queues=wanted, workload_id=workload,
+                                          since=since, until=until)) as records:
+            return by, list(usage_report(records, by=by, catalog=catalog, since=since,
+                                         until=until, max_rows=limit or MAX_REPORT_ROWS))
 
 
 _By = Annotated[list[str] | None, Query(description=f"group by any of {', '.join(DIMENSIONS)}")]
@@ -331,15 +336,6 @@ _Limit = Annotated[int, Query(
                 "never cut short silently: narrow it with since/until, queue or fewer `by`")]
 
 
-def _bounded(rows: list[ReportRow], limit: int) -> list[ReportRow]:
-    if len(rows) > limit:
-        problem = f"the report has {len(rows)} rows, more than {limit}"
-        fix = "narrow it with since/until or queue, or group by fewer dimensions"
-        raise ApiError(422, "invalid_request", f"limit: {problem}; {fix}",
-                       [("limit", f"{problem}; {fix}")])
-    return rows
-
-
 _Totals = Annotated[list[str] | None, Query(
     description="also sum the rows over these of `by`'s dimensions (e.g. by=day&by=queue&"
                 "totals=queue: each queue's cost over the days), exactly, rounded once")]
@@ -350,8 +346,7 @@ def usage(ctx: Ctx, who: Caller, by: _By = None, queue: _Queues = None, since: _
           until: _Until = None, totals: _Totals = None, workload: _Workload = None,
           limit: _Limit = MAX_REPORT_ROWS) -> LM.UsageReport:
     """Exact GPU-seconds and cost, grouped (default: by queue and UTC day)."""
-    dims, rows = _report(ctx, who, by or ["queue", "day"], queue, since, until, workload)
-    rows = _bounded(rows, limit)
+    dims, rows = _report(ctx, who, by or ["queue", "day"], queue, since, until, workload, limit)
     currency = _ledger(ctx).currency
     total = sum((r.cost for r in rows if r.cost is not None), Fraction(0))
     return LM.UsageReport(
@@ -399,8 +394,7 @@ def usage_csv(ctx: Ctx, who: Caller, by: _By = None, queue: _Queues = None,
               since: _Since = None, until: _Until = None, workload: _Workload = None,
               limit: _Limit = MAX_REPORT_ROWS) -> Response:
     """The same report as CSV (GPU-seconds exact; hours and cost rounded per row)."""
-    dims, rows = _report(ctx, who, by or ["queue", "day"], queue, since, until, workload)
-    rows = _bounded(rows, limit)
+    dims, rows = _report(ctx, who, by or ["queue", "day"], queue, since, until, workload, limit)
     out = io.StringIO()
     write_csv(rows, out, by=dims, currency=_ledger(ctx).currency)
     return Response(out.getvalue(), media_type="text/csv")

@@ -66,18 +66,27 @@ def usage_report(
     catalog: PriceCatalog | None = None,
     since: TimeLike | None = None,
     until: TimeLike | None = None,
+    max_rows: int | None = None,
 ) -> tuple[ReportRow, ...]:
     """Group usage by the dimensions `by` (any of DIMENSIONS), sorted by group.
 
     `since`/`until` (seconds since the epoch, either may be None for an open end) keep only the
     usage inside [since, until): an attempt that started before `since` or ends after `until`
-    counts its GPU-seconds and cost inside the window only."""
+    counts its GPU-seconds and cost inside the window only.
+
+    `max_rows`: a report that would have more rows is refused (`LedgerInputError` on `limit`)
+    as soon as its (max_rows + 1)th group appears; `records` is read no further (an API reads
+    them from the database as they come: `corral.store.usage_stream`)."""
     dims = _check_dimensions(by)
     window = _window(since, until)
     seconds: dict[tuple[str, ...], Decimal] = {}
     costs: dict[tuple[str, ...], Fraction] = {}
     for piece in _pieces(records, *window):
         group = tuple(_value(piece, d) for d in dims)
+        if max_rows is not None and group not in seconds and len(seconds) >= max_rows:
+            raise LedgerInputError(
+                "limit", f"the report has more than {max_rows:,} rows",
+                "narrow it with since/until or queue, or group by fewer dimensions")
         seconds[group] = seconds.get(group, Decimal(0)) + piece.gpu_seconds
         if catalog is not None:
             costs[group] = costs.get(group, Fraction(0)) + usage_cost(piece, catalog)

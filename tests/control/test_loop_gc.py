@@ -99,3 +99,49 @@ def test_the_step_that_reads_a_large_pool_in_full_runs_the_rest_without_the_coll
     rig.step()  # polled before the full read, launched after it
     assert seen == [True, False]
     assert gc.isenabled()
+
+
+def _watch_full_reads(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether the collector was on during each full read of the store (`LiveState.reload`)."""
+    from corral.control.live_state import LiveState
+
+    seen: list[bool] = []
+    reload = LiveState.reload
+
+    def watched(self: LiveState, conn):  # type: ignore[no-untyped-def]
+        seen.append(gc.isenabled())
+        reload(self, conn)
+
+    monkeypatch.setattr(LiveState, "reload", watched)
+    return seen
+
+
+def test_a_full_read_runs_without_the_collector_and_a_small_pool_gets_it_back(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(L, "FREEZE_AFTER_RECORDS", 5_000)  # one workload: a small pool
+    seen = _watch_full_reads(monkeypatch)
+    launched: list[bool] = []
+    launch = rig.backend.launch
+
+    def launching(spec):  # type: ignore[no-untyped-def]
+        launched.append(gc.isenabled())
+        return launch(spec)
+
+    rig.backend.launch = launching  # type: ignore[method-assign]
+    rig.step()
+    assert seen == [False]  # the read made its objects with the collector off...
+    assert launched == [True]  # ...and a small pool's step goes on with it back on
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_a_failed_full_read_gives_the_collector_back(rig: Rig,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from corral.control.live_state import LiveState
+
+    def broken(self: LiveState, conn):  # type: ignore[no-untyped-def]
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(LiveState, "reload", broken)
+    with pytest.raises(RuntimeError):
+        rig.loop.step()
+    assert gc.isenabled()

@@ -44,6 +44,7 @@ from corral.store.workloads import WorkloadRecord
 
 if TYPE_CHECKING:
     from corral.control.live_state import LiveState
+    from corral.spec import WorkloadSpec
 
 __all__ = ["BackendView", "Reconciled", "ReportsChanges", "reconcile"]
 
@@ -247,13 +248,19 @@ def _write(store: Store, writes: list[tuple[Key | None, Write]],
 
 def _bulk(conn: Connection, started: list[WorkloadRecord], succeeded: list[WorkloadRecord],
           by_key: Mapping[Key, list[WorkerStatus]], now: float) -> None:
-    W.set_many_placement_states(conn, [
-        (r.id, r.attempt, s.worker, str(s.state), None, s.reason)
-        for r in started for s in by_key[(r.id, r.attempt)]] + [
-        (r.id, r.attempt, s.worker, "ended", s.exit_code, s.reason)
-        for r in succeeded for s in by_key[(r.id, r.attempt)]])
+    # the workers' states a chunk of rows at a time, in the same order: the step after a
+    # large first step sees ~48,000 gangs start, and their tuples all at once were MiBs
+    # alive beside the transitions' rows
+    for i in range(0, len(started), W.BULK_CHUNK):
+        W.set_many_placement_states(conn, [
+            (r.id, r.attempt, s.worker, str(s.state), None, s.reason)
+            for r in started[i:i + W.BULK_CHUNK] for s in by_key[(r.id, r.attempt)]])
+    for i in range(0, len(succeeded), W.BULK_CHUNK):
+        W.set_many_placement_states(conn, [
+            (r.id, r.attempt, s.worker, "ended", s.exit_code, s.reason)
+            for r in succeeded[i:i + W.BULK_CHUNK] for s in by_key[(r.id, r.attempt)]])
     if not L.transition_many(
-            conn, [(r, f"{len(by_key[(r.id, r.attempt)])} worker(s) running", None)
+            conn, [(r, _running_message(len(by_key[(r.id, r.attempt)])), None)
                    for r in started], State.RUNNING, reason=L.STARTED, now=now,
             values={"started_at": now}):
         raise _Missed
@@ -263,17 +270,40 @@ def _bulk(conn: Connection, started: list[WorkloadRecord], succeeded: list[Workl
         raise _Missed
 
 
-@dataclass(frozen=True)
+_RUNNING_MESSAGES: dict[int, str] = {}
+
+
+def _running_message(workers: int) -> str:
+    """"N worker(s) running": one string per gang size, shared by every row that started with
+    it (48,000 gangs starting made 48,000 equal strings, held by their rows until they next
+    change)."""
+    message = _RUNNING_MESSAGES.get(workers)
+    if message is None:
+        message = _RUNNING_MESSAGES[workers] = f"{workers} worker(s) running"
+    return message
+
+
+@dataclass(frozen=True, slots=True)
 class _BulkWrite:
-    """A write that `_write` may fold into a bulk statement (`bulk` says which); called, it
-    writes its row alone (the fallback)."""
+    """A write that `_write` may fold into a bulk statement (`bulk` says which: "started" or
+    "succeeded"); called, it writes its row alone (the fallback). Plain fields, no closure:
+    one of these per gang that started or ended, 48,000 in the step after a large first one."""
 
     bulk: str
     record: WorkloadRecord
-    alone: Write
+    workers: list[WorkerStatus]
+    spec: WorkloadSpec | None  # "succeeded": the spec `outcome.finalize` reads
+    now: float
 
     def __call__(self, conn: Connection) -> bool:
-        return self.alone(conn)
+        rec, workers, now = self.record, self.workers, self.now
+        if self.bulk == "succeeded":
+            assert self.spec is not None
+            return outcome.finalize(conn, rec, workers, self.spec, now)
+        W.set_placement_states(conn, rec.id, rec.attempt,
+                               {s.worker: (str(s.state), None, s.reason) for s in workers})
+        return L.transition(conn, rec, State.RUNNING, reason=L.STARTED,
+                            message=_running_message(len(workers)), now=now, started_at=now)
 
 
 def _observe(
@@ -282,10 +312,9 @@ def _observe(
     """The write `workers`' report calls for, or None when it changes nothing."""
     if all(s.state.ended for s in workers):
         spec = specs.spec(rec)
-        alone: Write = lambda conn: outcome.finalize(conn, rec, workers, spec, now)  # noqa: E731
         if spec.kind != "service" and all(s.state == WorkerState.SUCCEEDED for s in workers):
-            return _BulkWrite("succeeded", rec, alone)  # a replica's exit 0 restarts it
-        return alone
+            return _BulkWrite("succeeded", rec, workers, spec, now)  # a replica's exit 0
+        return lambda conn: outcome.finalize(conn, rec, workers, spec, now)  # restarts it
     broken = [s for s in workers if s.state in (WorkerState.FAILED, WorkerState.LOST)]
     if broken and rec.stop_reason is None:
         s = broken[0]
@@ -301,13 +330,7 @@ def _observe(
             return True
         return stop_gang
     if rec.state == "starting" and any(s.state == WorkerState.RUNNING for s in workers):
-        def started(conn: Connection) -> bool:
-            W.set_placement_states(conn, rec.id, rec.attempt,
-                                   {s.worker: (str(s.state), None, s.reason) for s in workers})
-            return L.transition(conn, rec, State.RUNNING, reason=L.STARTED,
-                                message=f"{len(workers)} worker(s) running", now=now,
-                                started_at=now)
-        return _BulkWrite("started", rec, started)
+        return _BulkWrite("started", rec, workers, None, now)
     return None
 
 

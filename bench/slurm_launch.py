@@ -298,6 +298,7 @@ def warm_row(cluster: SlurmCluster, jobs: int, work: Path, alone: float,
     return warm, {"pilot_reuse_s": reuse_s, "corral_warm_jobs_per_s": round(jobs / warm, 1),
                   "ratio_warm": round(alone / warm, 2), "corral_s": round(warm, 2),
                   "corral_cpu_s": detail["corral_cpu_s"],
+                  "states": detail["states"], "launched": detail["launched"],
                   "corral_stage_s": detail["corral_stage_s"],
                   **({"timeline": detail["timeline"]} if args.timeline else {})}
 

@@ -20,6 +20,8 @@ from corral.testing.postgres import PostgresServer
 
 from .server_proc import CorralServer, stop_workers
 
+pytestmark = pytest.mark.slow  # a second corral up: 13 s (-n 2 whole run, 2026-12-05, load 8-32)
+
 SEED = 20240611
 # Nine kills: one during the very first start (migrations of an empty database), one in a live
 # run (which measures how long a start-up takes), then in a seeded order three more during

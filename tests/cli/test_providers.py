@@ -11,6 +11,8 @@ import pytest
 
 from .server_proc import CorralServer
 
+pytestmark = pytest.mark.slow  # 2 tests, 24 s (-n 2 whole run, 2026-12-05, load 8-32)
+
 
 def test_providers_json_and_table_agree_with_nodes(server: CorralServer) -> None:
     with server.client() as c:

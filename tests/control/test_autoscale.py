@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from decimal import Decimal
 
+import pytest
 from tests.control.rig import Rig
 
 from corral.autoscale.pool import AutoscalerConfig
@@ -26,6 +27,8 @@ from corral.providers.bootstrap import parse_user_data
 from corral.store import Store, audit
 from corral.store import pool as P
 from corral.store import workloads as W
+
+pytestmark = pytest.mark.slow  # 12 tests, 26 s (-n 2 whole run, 2026-12-05, load 8-32)
 
 OFFER = Offer("cloud", "h100x4", "H100", 4, 81_920, 64_000, 262_144, Decimal("8.00"),
               CapacityKind.ON_DEMAND, "r1", "r1a", "catalog:test@2026-01-01", "2026-01-01")

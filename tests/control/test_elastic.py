@@ -26,6 +26,8 @@ from corral.store import pool as P
 from corral.store import workloads as W
 from corral.store.workloads import WorkloadRecord
 
+pytestmark = pytest.mark.slow  # 46 tests, 31 s (-n 2 whole run, 2026-12-05, load 8-32)
+
 ELASTIC = {"min_workers": 2, "max_workers": 4, "resize_interval": 30}
 
 

@@ -20,6 +20,8 @@ from corral.testing.histories import ACTIONS, act
 
 from .rig import Rig
 
+pytestmark = pytest.mark.slow  # 14 tests, 19 s (-n 2 whole run, 2026-12-05, load 8-32)
+
 
 def _fresh(store: Store) -> LiveState:
     live = LiveState()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from tests.core.test_contention import Chooser, DrawChooser, SeededChooser
@@ -49,6 +50,8 @@ from corral.core.placement import Placer, Scoring
 from corral.core.queues import effective_quotas
 from corral.core.snapshot import Capacity, NodeTable
 from corral.testing.apply_plan import apply_like_control_plane as applied
+
+pytestmark = pytest.mark.slow  # 3 tests, 21 s (-n 2 whole run, 2026-12-05, load 8-32)
 
 CONFIG = SchedulerConfig(reserve_after_s=60, max_reservation_s=900, reservation_cooldown_s=300)
 DT = 120.0  # seconds between cycles

@@ -58,6 +58,8 @@ from corral.core import (
 )
 from corral.core import reasons as R
 
+pytestmark = pytest.mark.slow  # 17 tests, 32 s (-n 2 whole run, 2026-12-05, load 8-32)
+
 NOW = 100_000.0
 OLD, YOUNG = NOW - 3600, NOW - 60  # started an hour ago, or a minute ago
 MIN_RUNTIME = 600.0

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import replace
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -35,6 +36,8 @@ from corral.core import (
 from corral.core import reasons as R
 from corral.core.actions.allocate import reservation_window
 from corral.core.queues import effective_quotas
+
+pytestmark = pytest.mark.slow  # 6 tests, 18 s (-n 2 whole run, 2026-12-05, load 8-32)
 
 NOW = 100_000.0
 

@@ -15,6 +15,7 @@ import doctest
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +27,8 @@ from corral.core.plugins import one_node
 from corral.core.plugins.bestfit import BestFit
 from corral.core.plugins.fragmentation import BalancedFragmentation, Fragmentation, TaskType
 from corral.core.snapshot import Capacity, NodeTable
+
+pytestmark = pytest.mark.slow  # 9 tests, 14 s (-n 2 whole run, 2026-12-05, load 8-32)
 
 MODELS = ("A100", "H100", "L40S")
 MEMORY = (24_576, 40_960, 81_920)

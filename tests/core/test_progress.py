@@ -33,6 +33,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import replace
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from tests.core.test_churn import (
     CONFIG,
@@ -64,6 +65,8 @@ from corral.core.fit import Shape
 from corral.core.placement import Placer, Scoring
 from corral.core.queues import effective_quotas
 from corral.core.snapshot import Capacity, NodeTable
+
+pytestmark = pytest.mark.slow  # 4 tests, 24 s (-n 2 whole run, 2026-12-05, load 8-32)
 
 MIN_RUNTIME_S = 300.0  # the longest minimum runtime `test_churn`'s generator draws
 #: cycles of the drain: young victims age out, then one more cycle to take them

@@ -15,6 +15,8 @@ from corral.store import Store
 from corral.store import ledger_rows as LR
 from corral.store.ledger_tables import LedgerPrice, LedgerTransaction
 
+pytestmark = pytest.mark.slow  # 24 tests, 96 s (-n 2 whole run, 2026-12-05, load 8-32)
+
 
 def _count(store: Store) -> tuple[int, int]:
     with store.read() as c:

@@ -27,6 +27,8 @@ from corral.store import ledger_rows as LR
 from corral.store.journal_sql import LedgerDb
 from corral.testing.corral_up import free_port
 
+pytestmark = pytest.mark.slow  # CLI runs: 28 tests, 44 s (-n 2 whole run, 2026-12-05, load 8-32)
+
 DAY = 86_400 * 20_000  # 2024-10-04 UTC
 
 

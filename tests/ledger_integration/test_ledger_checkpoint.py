@@ -19,6 +19,8 @@ from corral.store import journal_sql as JS
 from corral.store.journal_sql import LedgerDb, load_transactions
 from corral.store.ledger_tables import LedgerCheckpoint
 
+pytestmark = pytest.mark.slow  # 20 tests, 79 s (-n 2 whole run, 2026-12-05, load 8-32)
+
 
 def full_replay(db: LedgerDb) -> Journal:
     """The journal as the whole log makes it, with no checkpoint."""

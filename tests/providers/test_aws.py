@@ -23,6 +23,8 @@ from corral.providers.bootstrap import agent_user_data, parse_user_data
 from corral.providers.errors import ProviderError, ProviderReason
 from corral.testing.ec2 import Ec2Booter
 
+pytestmark = pytest.mark.slow  # moto: 20 tests, 122 s (-n 2 whole run, 2026-12-05, load 8-32)
+
 TYPES = ("p5.48xlarge", "g6.xlarge", "m5.large")
 
 

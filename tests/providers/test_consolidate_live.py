@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from tests.control.rig import Rig
 from tests.providers.test_replace_restart import Plane
 
@@ -15,6 +16,8 @@ from corral.autoscale.pool import AutoscalerConfig
 from corral.providers.base import CapacityState, Instance, required_tags
 from corral.store import pool as P
 from corral.store import workloads as W
+
+pytestmark = pytest.mark.slow  # 2 tests, 32 s (-n 2 whole run, 2026-12-05, load 8-32)
 
 CONFIG = AutoscalerConfig(idle_timeout_s=20, join_timeout_s=600, replace_min_saving=None,
                           consolidate_min_age_s=5, cancel_unneeded_after_s=10)

@@ -31,6 +31,8 @@ from corral.store import Store
 from corral.store import pool as P
 from corral.store.database import sqlite_url
 
+pytestmark = pytest.mark.slow  # 4 tests, 20 s (-n 2 whole run, 2026-12-05, load 8-32)
+
 CONFIG = AutoscalerConfig(idle_timeout_s=600, join_timeout_s=600, replace_min_saving=None,
                           consolidate_min_age_s=None, cancel_unneeded_after_s=10)
 #: one provider, two instance types: the L4 type is for inference, the A10G one for training

@@ -62,6 +62,7 @@ def test_endings_restarts_and_failures_are_counted_once(dash: Dash) -> None:
     assert dash.state(flaky) != "failed"  # relaunched: one restart left
 
 
+@pytest.mark.slow  # 12 s per store (-n 2 whole run of 2026-12-05, load 8-32)
 def test_every_failed_attempt_is_a_worker_failure(dash: Dash) -> None:
     """Four failed attempts (three restarts, then failed for good) are four failures."""
     wid = dash.submit(dash.ann, name="doomed", max_restarts=3, restart_backoff=0,

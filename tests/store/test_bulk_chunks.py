@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import event, select
 
 from corral.store import Store
+from corral.store import pg_workloads as PG
 from corral.store import workloads as W
 from corral.store.schema import Event, WorkloadRow
 
@@ -25,14 +26,25 @@ def _row(wid: str) -> dict[str, Any]:
             "spec": {"name": wid}, "state": "pending", "submitted_at": 1.0}
 
 
-def _sent(store: Store, table: str) -> tuple[list[int], Any]:
-    """Rows per statement that writes `table` (an executemany counts its rows)."""
+def _sent(store: Store, table: str, monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], Any]:
+    """Rows per statement that writes `table`: an executemany counts its rows, an UPDATE of
+    arrays (PostgreSQL, `corral.store.pg_bulk`) the length of its arrays, a COPY
+    (`driver_bulk.insert_tuples`, which statement listeners do not see) its rows."""
     sizes: list[int] = []
 
     def seen(conn: Any, cursor: Any, sql: str, params: Any, context: Any, many: bool) -> None:
         if sql.startswith(("INSERT INTO " + table, "UPDATE " + table)):
-            sizes.append(len(params) if many else 1)
+            arrays = isinstance(params, tuple) and params and isinstance(params[0], list)
+            sizes.append(len(params) if many else len(params[0]) if arrays else 1)
 
+    copy = PG.insert_tuples
+
+    def copied(conn: Any, into: Any, columns: Any, rows: Any) -> None:
+        if into.name == table:
+            sizes.append(len(rows))
+        copy(conn, into, columns, rows)
+
+    monkeypatch.setattr(PG, "insert_tuples", copied)
     event.listen(store.engine, "before_cursor_execute", seen)
     return sizes, lambda: event.remove(store.engine, "before_cursor_execute", seen)
 
@@ -40,7 +52,7 @@ def _sent(store: Store, table: str) -> tuple[list[int], Any]:
 def test_events_are_written_a_chunk_at_a_time_in_order(store: Store,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(W, "BULK_CHUNK", 4)
-    sizes, stop = _sent(store, "events")
+    sizes, stop = _sent(store, "events", monkeypatch)
     try:
         with store.write() as c:
             W.append_events(c, [{"at": float(i), "kind": "info", "reason": f"r{i}"}
@@ -59,7 +71,7 @@ def test_versioned_updates_are_written_a_chunk_at_a_time(store: Store,
         W.insert_workloads(c, [_row(f"w{i}") for i in range(ROWS)])
         version = dict(c.execute(select(WorkloadRow.id, WorkloadRow.version)).all())
     monkeypatch.setattr(W, "BULK_CHUNK", 4)
-    sizes, stop = _sent(store, "workloads")
+    sizes, stop = _sent(store, "workloads", monkeypatch)
     try:
         with store.write() as c:
             rows = [{"id": f"w{i}", "version": version[f"w{i}"] + (i == 7),
@@ -68,7 +80,7 @@ def test_versioned_updates_are_written_a_chunk_at_a_time(store: Store,
             written = W.update_many_versioned(c, rows)  # w7's version is stale: not written
     finally:
         stop()
-    # SQLite: the driver's one executemany of tuples; elsewhere a chunk of dicts at a time
+    # SQLite: the driver's one executemany of tuples; PostgreSQL: one UPDATE of arrays a chunk
     assert sizes == ([ROWS] if store.engine.dialect.name == "sqlite" else [4, 4, 2])
     assert written == ROWS - 1
     with store.read() as c:

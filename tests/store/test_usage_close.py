@@ -40,6 +40,12 @@ def pg_store(postgres_store_url: str) -> Iterator[Store]:
     store.close()
 
 
+def _scanned(plan: dict[str, Any]) -> list[str]:
+    """The scan nodes of a plan that read ledger_usage, by kind."""
+    own = [plan["Node Type"]] if plan.get("Relation Name") == "ledger_usage" else []
+    return own + [kind for p in plan.get("Plans", []) for kind in _scanned(p)]
+
+
 def _removed_by_filter(plan: dict[str, Any]) -> int:
     own = int(plan.get("Rows Removed by Filter", 0)) + int(plan.get("Rows Removed by Index Recheck", 0))
     return own + sum(_removed_by_filter(p) for p in plan.get("Plans", []))
@@ -59,7 +65,8 @@ def test_close_finds_attempts_by_key_without_statistics(pg_store: Store) -> None
     statements: list[tuple[str, Any]] = []
 
     def seen(conn: Any, cursor: Any, sql: str, params: Any, context: Any, many: bool) -> None:
-        if sql.startswith("UPDATE ledger_usage"):
+        # the updates, and the planner settings sent around them (replayed below)
+        if sql.startswith(("UPDATE ledger_usage", "SELECT current_setting", "SELECT set_config")):
             statements.append((sql, params))
 
     event.listen(pg_store.engine, "before_cursor_execute", seen)
@@ -78,14 +85,21 @@ def test_close_finds_attempts_by_key_without_statistics(pg_store: Store) -> None
         assert got == want.get((w, a), (None, "")), (w, a)
     assert rows[("w00000", 1, 0)] == (None, "")  # same workload, another attempt: still open
 
-    # how: run again (every row it names is closed now), each statement reads about the rows
-    # it names, not the table (the old statement removed ~ROWS rows by its filter)
-    assert len(statements) == 3  # one per distinct end
+    # how: run again as it was sent, settings included (every row it names is closed now),
+    # each statement reads about the rows it names, not the table (the old statement removed
+    # ~ROWS rows by its filter)
+    assert len([s for s, _ in statements if s.startswith("UPDATE")]) == 3  # one per end
     with pg_store.engine.connect() as conn:
         cursor = conn.connection.driver_connection.cursor()
         for sql, params in statements:
+            if not sql.startswith("UPDATE"):
+                cursor.execute(sql, params)
+                continue
             cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
             plan = cursor.fetchone()[0]
             plan = json.loads(plan) if isinstance(plan, str) else plan
             assert _removed_by_filter(plan[0]["Plan"]) <= 2 * CLOSED, plan
+            # through the key's index (an UPDATE ... FROM may join by hash: not over a
+            # sequential scan of every usage row ever written)
+            assert "Seq Scan" not in _scanned(plan[0]["Plan"]), plan
         conn.rollback()

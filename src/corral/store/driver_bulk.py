@@ -7,9 +7,10 @@ insert and its placements' and ends' updates paid a third or more of their time 
 SQLite these hand the driver tuples instead, applying only what SQLAlchemy would have changed:
 a column type's converter (JSON here) and a constant Python-side default. A table with a
 computed default goes through SQLAlchemy. On PostgreSQL `insert_tuples` COPYs the rows in the
-caller's transaction (psycopg's `cursor.copy`, past SQLAlchemy): a failure there raises
-`psycopg.Error`, not `sqlalchemy.exc.DBAPIError`, and SQLAlchemy's `before_cursor_execute`
-listeners (statement counters) do not see it.
+caller's transaction (psycopg's `cursor.copy`, past SQLAlchemy): a failure there is raised
+as SQLAlchemy would (`sqlalchemy.exc.DBAPIError`'s subclass for the driver's error:
+IntegrityError for a taken key), but SQLAlchemy's `before_cursor_execute` listeners
+(statement counters) do not see it. PostgreSQL's bulk updates: `corral.store.pg_bulk`.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, Table, insert
+from sqlalchemy.exc import DBAPIError
 
-__all__ = ["insert_rows", "insert_tuples", "update_rows"]
+__all__ = ["binder", "insert_rows", "insert_tuples", "update_rows"]
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -69,10 +71,24 @@ def insert_tuples(conn: Connection, table: Table, columns: Sequence[str],
     assert conn.dialect.driver == "psycopg", conn.dialect.driver
     quote = conn.dialect.identifier_preparer.quote
     sql = f"COPY {quote(table.name)} ({', '.join(quote(n) for n in columns)}) FROM STDIN"
+    import psycopg  # PostgreSQL's driver: only where it is the dialect's
+
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with cursor, cursor.copy(sql) as copy:
-        for row in rows:
-            copy.write_row(row)
+    try:
+        with cursor, cursor.copy(sql) as copy:
+            for row in rows:
+                copy.write_row(row)
+    except psycopg.Error as exc:  # as SQLAlchemy raises it: a taken key is an IntegrityError
+        raise DBAPIError.instance(sql, None, exc, psycopg.Error,
+                                  dialect=conn.dialect) from exc
+
+
+def binder(conn: Connection, column: Any) -> Callable[[Any], Any]:
+    """What SQLAlchemy binds for a value of `column` on this connection's dialect (JSON: the
+    text on SQLite, psycopg's `Json` wrapper on PostgreSQL; the value itself where the type
+    has no bind processor), for rows handed to the driver (`insert_tuples`)."""
+    convert = column.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    return convert if convert is not None else (lambda value: value)
 
 
 _QMARK: dict[tuple[str, tuple[str, ...]], str] = {}

@@ -51,9 +51,9 @@ from corral.ledger import (
 )
 from corral.store import Store
 from corral.store import ledger_checkpoint as LC
-from corral.store.driver_bulk import insert_tuples
+from corral.store.driver_bulk import binder, insert_tuples
 from corral.store.ledger_tables import LedgerPosting, LedgerTransaction
-from corral.store.ordered_insert import insert_in_order, insert_tuples_in_order
+from corral.store.ordered_insert import insert_tuples_in_order
 from corral.store.schema import QueueRow
 
 __all__ = ["LedgerDb", "LedgerSession", "SqlJournalStore", "decode_transaction",
@@ -104,8 +104,7 @@ def _opens_encoder(conn: Connection) -> Any:
     (every transaction but grants and transfers) encoded once."""
     table = LedgerTransaction.__table__
     assert isinstance(table, Table)
-    convert = table.c.opens.type.bind_processor(conn.dialect)
-    assert convert is not None
+    convert = binder(conn, table.c.opens)
     empty = convert([])
     return lambda opens: convert(opens) if opens else empty
 
@@ -146,23 +145,18 @@ def insert_transactions(conn: Connection, txs: Sequence[Transaction], currency: 
     scale = 10 ** currency.places
     table = LedgerPosting.__table__
     assert isinstance(table, Table)
-    if conn.dialect.name == "sqlite":
-        # the transactions as the driver's tuples too (`insert_tuples_in_order`), the empty
-        # `opens` of holds and settlements encoded once
-        encode = _opens_encoder(conn)
-        seqs = insert_tuples_in_order(conn, LedgerTransaction, "seq", "key", _TX_COLUMNS,
-                                      [_tx_values(tx, encode) for tx in txs])
-        # the postings (two or more per transaction, 50,000 in a step that places and ends
-        # 10,000) as the driver's tuples, built once: not a dict per posting that
-        # `insert_rows` then turns into a tuple
-        rows = [row for seq, tx in zip(seqs, txs, strict=True)
-                for row in _posting_values(seq, tx, scale)]
-        insert_tuples(conn, table, _POSTING_COLUMNS, rows)  # zero holds have none
-        return max(seqs)
-    seqs = insert_in_order(conn, LedgerTransaction, "seq", "key", [_tx_row(tx) for tx in txs])
-    # the postings as tuples too: on PostgreSQL one COPY, not an INSERT per posting
-    insert_tuples(conn, table, _POSTING_COLUMNS, [row for seq, tx in zip(seqs, txs, strict=True)
-                                                  for row in _posting_values(seq, tx, scale)])
+    # the transactions as the driver's tuples (`insert_tuples_in_order`: SQLite's executemany,
+    # PostgreSQL's COPY after drawing their seqs), the empty `opens` of holds and settlements
+    # encoded once
+    encode = _opens_encoder(conn)
+    seqs = insert_tuples_in_order(conn, LedgerTransaction, "seq", "key", _TX_COLUMNS,
+                                  [_tx_values(tx, encode) for tx in txs])
+    # the postings (two or more per transaction, 50,000 in a step that places and ends
+    # 10,000) as the driver's tuples, built once: not a dict per posting that `insert_rows`
+    # then turns into a tuple; on PostgreSQL one COPY, not an INSERT per posting
+    rows = [row for seq, tx in zip(seqs, txs, strict=True)
+            for row in _posting_values(seq, tx, scale)]
+    insert_tuples(conn, table, _POSTING_COLUMNS, rows)  # zero holds have none
     return max(seqs)
 
 

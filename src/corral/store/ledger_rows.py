@@ -17,13 +17,13 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Float,
+    Table,
     bindparam,
     cast,
     delete,
     insert,
     or_,
     select,
-    tuple_,
     update,
 )
 
@@ -36,6 +36,7 @@ from corral.ledger import (
     WorkerStarted,
 )
 from corral.ledger.instants import Instant, to_instant
+from corral.store import pg_bulk
 from corral.store.ledger_tables import LedgerPrice, LedgerUsage
 
 __all__ = [
@@ -158,30 +159,33 @@ def close_attempt_rows(conn: Connection, ends: Sequence[tuple[str, int, Instant,
     SQLite: one executemany through the driver, each attempt found by the primary key's prefix.
     SQLite plans `(workload_id, attempt) IN (VALUES ...)` as a scan of the whole table per
     statement (EXPLAIN QUERY PLAN: SCAN ledger_usage), so closing a step's attempts cost what
-    the table holds, every attempt ever run. PostgreSQL: one UPDATE per distinct end and reason
-    (the attempts a step stopped end at the step's moment), up to `CLOSE_CHUNK` attempts each,
-    with `workload_id IN (...)` beside the pairs' IN. The pairs alone are found through the
-    primary key only while the table's statistics are current: before ANALYZE has seen the
-    rows a step inserted, PostgreSQL 15 walked the whole primary key testing each entry against
-    every pair (EXPLAIN: Index Scan, no Index Cond; 0.49 s per 500 attempts over 60,000 rows,
-    7.5 s of the 10,000 x 100,000 place step). The ids' IN is an `= ANY` Index Cond on the
-    key's first column whatever the statistics say (0.017 s)."""
+    the table holds, every attempt ever run. PostgreSQL: one UPDATE ... FROM unnest(arrays)
+    per distinct end and reason (the attempts a step stopped end at the step's moment), up to
+    `CLOSE_CHUNK` attempts each (`corral.store.pg_bulk`: the ids also as `workload_id = ANY`,
+    an Index Cond on the key's first column whatever the statistics say). Before ANALYZE has
+    seen the rows a step inserted, the pairs' IN alone made PostgreSQL 15 walk the whole
+    primary key testing each entry against every pair (0.49 s per 500 attempts over 60,000
+    rows, 7.5 s of the 10,000 x 100,000 place step); the IN lists' 15,000 parameters were
+    also converted one by one in Python by SQLAlchemy and psycopg."""
     if not ends:
         return
     if conn.dialect.name == "sqlite":
         conn.exec_driver_sql(_CLOSE_SQLITE, [(str(end), reason.value, workload_id, attempt)
                                              for workload_id, attempt, end, reason in ends])
         return
-    groups: dict[tuple[str, str], list[tuple[str, int]]] = {}
-    for workload_id, attempt, end, reason in ends:
-        groups.setdefault((str(end), reason.value), []).append((workload_id, attempt))
-    for (end_text, reason_text), keys in groups.items():
+    groups: dict[tuple[str, str], dict[tuple[str, int], None]] = {}
+    for workload_id, attempt, end, reason in ends:  # a pair given twice is sent once
+        groups.setdefault((str(end), reason.value), {})[(workload_id, attempt)] = None
+    table = LedgerUsage.__table__
+    assert isinstance(table, Table)
+    for (end_text, reason_text), attempts in groups.items():
+        keys = list(attempts)
         for i in range(0, len(keys), CLOSE_CHUNK):
             chunk = keys[i:i + CLOSE_CHUNK]
-            conn.execute(update(LedgerUsage).where(
-                LedgerUsage.workload_id.in_(sorted({w for w, _ in chunk})),
-                tuple_(LedgerUsage.workload_id, LedgerUsage.attempt).in_(chunk),
-                LedgerUsage.end.is_(None)).values(end=end_text, end_reason=reason_text))
+            pg_bulk.update_keyed(conn, table, ("workload_id", "attempt"), ("end", "end_reason"),
+                                 [[w for w, _ in chunk], [a for _, a in chunk],
+                                  [end_text] * len(chunk), [reason_text] * len(chunk)],
+                                 where='t."end" IS NULL')
 
 
 _CLOSE_SQLITE = ('UPDATE ledger_usage SET "end" = ?, end_reason = ? '

@@ -18,7 +18,6 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
-    case,
     cast,
     delete,
     func,
@@ -29,8 +28,10 @@ from sqlalchemy import (
 )
 
 from corral.core.model import WorkerAssignment
+from corral.store import pg_workloads as PG
 from corral.store.changes import next_workload_seq, note_inserts, note_writes, plain
 from corral.store.driver_bulk import insert_rows, update_rows
+from corral.store.holdings import HOLDING_STATES, Held, holding_placements, milli_used_by_group
 from corral.store.ordered_insert import insert_in_order
 from corral.store.schema import Event, Placement, WorkloadRow
 from corral.store.spec_bodies import SpecBodies
@@ -308,10 +309,12 @@ BULK_CHUNK = 5000
 
 def update_many_versioned(conn: Connection, rows: Sequence[dict[str, Any]], *,
                           bump: bool = True) -> int | None:
-    """One executemany UPDATE: each row is {"id", "version", and the columns to set, the same
-    keys in every row}, written only where the version is still current (and bumped, unless
-    `bump` is False: informational columns). Returns how many rows were written, or None where
-    the driver cannot count an executemany (the caller then cannot tell a partial write)."""
+    """One bulk UPDATE (SQLite: the driver's executemany; PostgreSQL: one UPDATE ... FROM
+    unnest(arrays) per chunk, `pg_workloads`): each row is {"id", "version", and the columns
+    to set, the same keys in every row}, written only where the version is still current (and
+    bumped, unless `bump` is False: informational columns). Returns how many rows were
+    written, or None where the driver cannot count an executemany (the caller then cannot
+    tell a partial write)."""
     if not rows:
         return 0
     keys = [k for k in rows[0] if k not in ("id", "version")]
@@ -319,6 +322,9 @@ def update_many_versioned(conn: Connection, rows: Sequence[dict[str, Any]], *,
     if conn.dialect.name == "sqlite":  # the driver's executemany (corral.store.driver_bulk)
         result = update_rows(conn, _WORKLOADS, keys, rows, stamp, bump)
         count = int(result.rowcount)
+    elif PG.arrays_fit(conn, keys, rows):  # one UPDATE ... FROM unnest per chunk
+        count = sum(PG.update_versioned(conn, keys, chunk, stamp, bump)
+                    for chunk in _chunks(list(rows), BULK_CHUNK))
     else:
         values: dict[str, Any] = {k: bindparam(f"v_{k}") for k in keys}
         values["change_seq"] = stamp
@@ -399,6 +405,11 @@ def insert_many_placements(
     if not placed:
         return
     keys = [(w, a) for w, a, _ in placed]
+    if conn.dialect.name == "postgresql":  # one DELETE a chunk, one COPY
+        for chunk in _chunks(keys, BULK_CHUNK):
+            PG.delete_placements(conn, chunk)
+        PG.copy_placements(conn, placed)
+        return
     for chunk in _chunks(keys, 500):
         for attempt in {a for _, a in chunk}:
             conn.execute(delete(Placement).where(
@@ -456,6 +467,10 @@ def set_many_placement_states(
         conn.exec_driver_sql(_PLACEMENT_STATES_SQLITE, [(st, c, r, w, a, k)
                                                         for w, a, k, st, c, r in rows])
         return
+    if conn.dialect.name == "postgresql" and PG.distinct_workers(rows):
+        for chunk in _chunks(list(rows), BULK_CHUNK):  # one UPDATE ... FROM unnest each
+            PG.set_placement_states(conn, chunk)
+        return
     statement = update(Placement).where(
         Placement.workload_id == bindparam("w"), Placement.attempt == bindparam("a"),
         Placement.worker == bindparam("k")).values(
@@ -495,7 +510,11 @@ def append_events(conn: Connection, events: Sequence[dict[str, Any]]) -> None:
     # and places 10,000 writes 30,000 events. The full rows (and the driver's parameters made
     # of them) one chunk at a time, in order: the 48,000 events of a step that sees 48,000
     # launches running were tens of MiB alive together (`BULK_CHUNK`)
+    copy = conn.dialect.name == "postgresql"
     for chunk in _chunks(list(events), BULK_CHUNK):
+        if copy:  # one COPY, not an INSERT per event (`driver_bulk.insert_tuples`)
+            PG.copy_events(conn, chunk)
+            continue
         insert_rows(conn, _EVENTS, [
             {"workload_id": None, "subject": "", "from_state": "", "to_state": "", "attempt": 0,
              "message": "", "data": {}, **e}  # every key in every row: one executemany
@@ -525,62 +544,6 @@ def list_events(
     if workload_id is not None:
         q = q.where(Event.workload_id == workload_id)
     return [EventRecord.of(r) for r in conn.execute(q)]
-
-
-# --- usage --------------------------------------------------------------------------------------
-
-#: states in which a workload's current attempt holds GPUs
-HOLDING_STATES = ("scheduled", "starting", "running")
-
-
-@dataclass(frozen=True, slots=True)
-class Held:
-    workload_id: str
-    queue: str
-    node_id: str
-    devices: tuple[int, ...]
-    milli_per_device: int
-    #: when the hold began to be judged by measured use: the attempt's start (its workers seen
-    #: running, `WorkloadRow.started_at`, on the server's clock); None while it is not running
-    #: yet (`corral.control.device_use.judges`: no sample speaks for it then)
-    began: float | None = None
-
-
-def holding_placements(conn: Connection, node_ids: Sequence[str] | None = None) -> list[Held]:
-    """Every worker placement of a current attempt that holds GPUs, stopping ones included
-    (only those on `node_ids`, when given)."""
-    q = (select(WorkloadRow.id, WorkloadRow.queue, Placement.node_id, Placement.devices,
-                Placement.milli_per_device, WorkloadRow.started_at)
-         .join(Placement, and_(Placement.workload_id == WorkloadRow.id,
-                               Placement.attempt == WorkloadRow.attempt))
-         .where(WorkloadRow.state.in_(HOLDING_STATES)))
-    if node_ids is None:
-        return [Held(r[0], r[1], r[2], tuple(r[3]), r[4], r[5]) for r in conn.execute(q)]
-    out: list[Held] = []
-    for chunk in _chunks(list(node_ids), 500):
-        out += [Held(r[0], r[1], r[2], tuple(r[3]), r[4], r[5])
-                for r in conn.execute(q.where(Placement.node_id.in_(chunk)))]
-    return out
-
-
-def milli_used_by_group(conn: Connection) -> dict[tuple[str, str, str], int]:
-    """Milli-GPU held per (provider, GPU model, node state) of active nodes (see
-    `corral.store.pool.node_groups`), summed in SQL over the placements' device counts."""
-    from corral.store.schema import NodeRow
-
-    state = case((NodeRow.health != "healthy", "unhealthy"),
-                 (NodeRow.cordoned.is_(True), "cordoned"), else_="schedulable")
-    q = (select(NodeRow.provider, NodeRow.gpu_model, state, Placement.milli_per_device,
-                Placement.devices)
-         .join(Placement, Placement.node_id == NodeRow.id)
-         .join(WorkloadRow, and_(Placement.workload_id == WorkloadRow.id,
-                                 Placement.attempt == WorkloadRow.attempt))
-         .where(WorkloadRow.state.in_(HOLDING_STATES), NodeRow.active.is_(True)))
-    out: dict[tuple[str, str, str], int] = {}
-    for provider, model, st, milli, devices in conn.execute(q):
-        key = (provider, model, st)
-        out[key] = out.get(key, 0) + milli * len(devices)
-    return out
 
 
 def placements_of(conn: Connection, workload_id: str, attempt: int) -> list[Any]:

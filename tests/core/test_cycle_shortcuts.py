@@ -1,7 +1,7 @@
 """The cycle's bookkeeping shortcuts (issue 10, speed) give what the plain computation gives:
 
-- `allocate.heirs` reads a prefix of the big waiting work sorted by age (`allocate._elders`,
-  rebuilt when work is added) instead of scanning every waiting workload;
+- `reservation_heirs.heirs` reads a prefix of the big waiting work sorted by age
+  (`reservation_heirs.elders_before`, rebuilt when work is added) instead of scanning every waiting workload;
 - `VictimIndex.fill` sums its arrays in numpy instead of one element update per workload;
 - the close tells big waiting work that it yields to reservations in its one pass over the
   backlog (`_Behind.told`), reasons written during the cycle included.
@@ -18,7 +18,7 @@ from tests.core.bench_snapshots import schedule_cycle_bench
 from builders import job, node, queue, state
 from corral.core import SchedulerConfig, Workload, schedule
 from corral.core import reasons as R
-from corral.core.actions.allocate import heirs, may_inherit, reservation_window
+from corral.core.actions.reservation_heirs import heirs, may_inherit, reservation_window
 from corral.core.cycle import Cycle, _open
 from corral.core.victims import VictimIndex
 

@@ -15,6 +15,7 @@ import pytest
 
 from builders import job, node, queue, state
 from corral.core import SchedulerConfig, Workload
+from corral.core.actions import reservation_heirs
 from corral.core.cycle import Cycle, _open
 
 allocate = importlib.import_module("corral.core.actions.allocate")  # (the package exports
@@ -50,7 +51,7 @@ def _chain_cycle(n: int) -> Cycle:
 def test_a_long_chain_reads_each_elder_about_once(monkeypatch: pytest.MonkeyPatch) -> None:
     n = 3_000
     cycle = _chain_cycle(n)
-    allocate._elders(cycle, 0.0)
+    reservation_heirs.elders_before(cycle, 0.0)
     assert cycle.by_age is not None
     size, ages, big = cycle.by_age
     cycle.by_age = (size, ages, _Counted(big))
@@ -67,7 +68,7 @@ def test_a_long_chain_reads_each_elder_about_once(monkeypatch: pytest.MonkeyPatc
 def _old_hand_over(cycle: Cycle, holder: Workload, tried: set[str] | None = None) -> bool:
     """The recursive walk as it was (before heir_chain), the reference for the order."""
     tried = set() if tried is None else tried
-    for heir in allocate.heirs(cycle, holder):
+    for heir in reservation_heirs.heirs(cycle, holder):
         if heir.id in cycle.stmt.where or heir.id in tried:
             continue
         tried.add(heir.id)

@@ -1,5 +1,5 @@
 """The wait of a gang behind a kept reservation (`actions.allocate.keep_reservations`) is
-bounded by aging: a holder's slot goes to its oldest heir (`actions.allocate.heirs`), work
+bounded by aging: a holder's slot goes to its oldest heir (`actions.reservation_heirs.heirs`), work
 submitted more than a window before it (issue 10).
 
 The case (bench/contention.py seed 3 in miniature): queue a (weight 9) and queue b

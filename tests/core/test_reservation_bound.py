@@ -21,8 +21,8 @@ arrival; those are ahead of g in the age order). Why, step by step:
 - windows count from submission: g is in a reservation window again at most window +
   cooldown after its arrival;
 - while g is in its window the slot goes to g or to work older than g: a holder submitted
-  more than a window after g hands it to its oldest heir (`allocate.heirs`), a slot taken in
-  allocation goes to the failing workload's heir, a free slot after allocation goes to the
+  more than a window after g hands it to its oldest heir (`reservation_heirs.heirs`), a slot
+  taken in allocation goes to the failing workload's heir, a free slot after allocation goes to the
   oldest big waiting workload in its window (`allocate.fill_free_slots`);
 - a holder holds only while its nodes drain: each of their jobs ends within `drain`, nothing
   else is placed on reserved nodes, and a holder that fits starts before allocation

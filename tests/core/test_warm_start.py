@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from tests.core.test_churn import (
     CONFIG,
@@ -20,8 +21,9 @@ from tests.core.test_churn import (
 from tests.core.test_contention import SeededChooser
 
 from corral.core import ClusterState, Plan, Queue, WorkerResources, Workload, schedule
+from corral.core.cycle import Cycle as OpenCycle
 from corral.core.cycle import _close, _open, decide
-from corral.core.warm_start import WarmStart
+from corral.core.warm_start import WarmStart, big_by_age
 
 
 def same(warm: Plan, cold: Plan) -> None:
@@ -52,8 +54,27 @@ def warm_plan(state: ClusterState, now: float, seed: int, warm: WarmStart) -> Pl
     assert hot.book.deserved == cold.book.deserved
     assert hot.workload_mix == cold.workload_mix
     assert list(hot.running) == list(cold.running)
+    same_adoption(hot, cold)
+    assert hot.big_at_open is not None and cold.big_at_open is None
+    assert hot.big_at_open[1] == big_by_age(cold.waiting.values())  # `elders_before` reads it
     decide(hot)
     return _close(hot, orphans)
+
+
+def same_adoption(hot: OpenCycle, cold: OpenCycle) -> None:
+    """The running work adopted alike (`warm_adoption`): who holds what, in the same order,
+    free capacity, the change log, queue use (a use per model may be kept at 0 warm)."""
+    assert list(hot.stmt.where.items()) == list(cold.stmt.where.items())
+    assert list(hot.stmt.live) == list(cold.stmt.live)
+    assert hot.stmt.started == cold.stmt.started
+    assert hot.stmt.applied == cold.stmt.applied
+    for name in ("free_milli", "free_mem", "free_cpu", "free_ram", "whole_free", "free_sum"):
+        assert np.array_equal(getattr(hot.cap, name), getattr(cold.cap, name)), name
+    assert hot.cap.changes == cold.cap.changes
+    for name in ("milli", "cpu", "ram"):
+        assert getattr(hot.book, name) == getattr(cold.book, name), name
+    assert ({k: v for k, v in hot.book.by_model.items() if v}
+            == {k: v for k, v in cold.book.by_model.items() if v})
 
 
 def run_warm_and_cold(start: ClusterState, cycles: tuple[Cycle, ...],
@@ -120,3 +141,37 @@ def test_what_the_kept_state_cannot_account_for_is_rebuilt() -> None:
     rebuilds = warm.rebuilds
     same(schedule(more, 1.0, CONFIG, warm=warm), schedule(more, 1.0, CONFIG))
     assert warm.rebuilds == rebuilds
+
+
+def test_adoption_is_kept_while_the_pool_stays_and_made_again_when_it_changes() -> None:
+    """The running work adopted is carried from cycle to cycle (`warm_adoption`) while the
+    pool's nodes and hardware stay (a cordon is no change of hardware); a node gone, or one
+    with other hardware, makes the cycle adopt everything again, planning as the cold one."""
+    kept_over = remade = 0
+    for seed in range(12):
+        start, cycles = history(SeededChooser(seed))
+        warm = WarmStart(rebuild_share=1e9)
+        state, now = start, 10_000.0
+        for k, c in enumerate(cycles):
+            now += DT
+            state = unexpired(between_cycles(state, c, now), now)
+            if k % 4 == 3:  # the busiest node dropped, renamed, or with other memory
+                busy = max(state.nodes, key=lambda n: sum(
+                    a.node_id == n.id for w in state.workloads for a in w.assignments))
+                other = [replace(busy, id=busy.id + "-new"),
+                         replace(busy, gpu_memory_mib=busy.gpu_memory_mib + 1)][seed % 2]
+                nodes = [n for n in state.nodes if n is not busy]
+                state = replace(state, nodes=tuple(nodes if k % 8 == 3 else (*nodes, other)))
+            else:
+                state = _node_change(state, k)
+            before = warm.adoption
+            cold = schedule(state, now, CONFIG, seed=k)
+            same(warm_plan(state, now, k, warm), cold)
+            if before is not None and k % 4 == 3:
+                assert warm.adoption is not before  # the pool changed: adopted anew
+                remade += 1
+            elif before is not None:
+                assert warm.adoption is before  # carried over, brought up to date
+                kept_over += 1
+            state = apply_like_control_plane(state, cold, now)
+    assert kept_over > 40 and remade > 5

@@ -26,11 +26,10 @@ from corral.core.actions.allocate import (
     fill_free_slots,
     keep_reservations,
     limit_reason,
-    may_inherit,
     prune_reservations,
-    reservation_window,
 )
 from corral.core.actions.heir_prospects import ElderKinds
+from corral.core.actions.reservation_heirs import may_inherit, reservation_window
 from corral.core.config import SchedulerConfig
 from corral.core.explain import refine
 from corral.core.fit import Shape
@@ -50,6 +49,7 @@ from corral.core.snapshot import BoolArray, Capacity, NodeTable
 from corral.core.spread import NodeChooser, SpreadIndex
 from corral.core.statement import Statement
 from corral.core.victims import VictimIndex
+from corral.core.warm_adoption import KeptAdoption
 from corral.core.warm_start import WarmStart, in_order, intern_shape, scan
 
 
@@ -83,7 +83,10 @@ class Cycle:
     #: typical tasks of the snapshot's work, for fragmentation plugins given none (`_open`)
     workload_mix: tuple[TaskType, ...] = ()
     _still_pending: tuple[int, tuple[Workload, ...]] | None = None
-    by_age: tuple[int, list[float], list[Workload]] | None = None  # `allocate._elders`
+    by_age: tuple[int, list[float], list[Workload]] | None = None  # `reservation_heirs.elders_before`
+    #: the big waiting work by age as the opening found it (`warm_start.big_by_age`), and
+    #: how much work waited then; None: not kept (`elders_before` sorts it out of `waiting`)
+    big_at_open: tuple[int, list[Workload]] | None = None
     elder_kinds: ElderKinds | None = None  # `by_age` by kind (`heir_prospects`)
     #: queues with work waiting, and when (`allocate._waiting_queues`)
     queues_waiting: tuple[tuple[int, int, int], frozenset[str]] | None = None
@@ -319,7 +322,7 @@ def _open(state: ClusterState, now: float, config: SchedulerConfig, seed: int,
         config.usage_half_life_s, config.share_units,
     )
     stmt = Statement(cap, book)
-    adopted = stmt.adopt_all(sorted(seen.active, key=attrgetter("id")))
+    adopted = _adopt(stmt, seen.active, warm)
     running = {w.id: w for w in adopted}
     orphans = len(seen.active) - len(adopted)
     cycle = Cycle(
@@ -343,9 +346,29 @@ def _open(state: ClusterState, now: float, config: SchedulerConfig, seed: int,
     cycle.reserved_before = state.reserved_for
     if seen.pending is not None:
         cycle.take_order(seen.waiting, seen.pending)
+        if seen.big is not None:
+            cycle.big_at_open = (len(cycle.waiting), seen.big)
     else:
         cycle.add_pending(seen.waiting)
     return cycle, orphans
+
+
+def _adopt(stmt: Statement, active: list[Workload], warm: WarmStart | None) -> list[Workload]:
+    """Adopt the running work: from what the last cycle adopted and what started and stopped
+    since, where `warm` kept it for this pool (`warm_adoption`), else all of it."""
+    kept = warm.adoption if warm is not None else None
+    if warm is not None and kept is not None:
+        warm.adoption = None  # taken: kept again below only once it matches this state
+        if kept.fits(stmt.cap.table):
+            kept.advance(warm.ran_out, warm.ran_in, stmt.cap.table)
+            adopted = kept.give(stmt)
+            if adopted is not None:
+                warm.adoption = kept
+                return adopted
+    adopted = stmt.adopt_all(sorted(active, key=_ID))
+    if warm is not None and warm.queues is not None:  # kept state in force (not rebuilt away)
+        warm.adoption = KeptAdoption.of(stmt, adopted)
+    return adopted
 
 
 def workload_mix(config: SchedulerConfig, workloads: Iterable[Workload], table: NodeTable
@@ -501,7 +524,7 @@ class _Behind:
     16). Its details say it yields to reservations (`reasons.YIELDS_TO_RESERVATIONS`, stored
     with the sentence: `reasons.stored_refs`) and name the holders of this cycle and until
     when (`reservation_held_by`, `held_until`); the API adds those in force at read time
-    (`corral.api.views.reason_now`). Only a holder's heir (`allocate.heirs`: submitted more
+    (`corral.api.views.reason_now`). Only a holder's heir (`reservation_heirs.heirs`: submitted more
     than a window before it, in its queue only at its priority or higher) is told in words
     when it takes that slot, naming no holder. Built once a cycle; the reasons are shared by
     every workload with the same found reason and heir's slot, as the found reasons are."""

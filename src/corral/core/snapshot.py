@@ -212,13 +212,29 @@ class Capacity:
                        np.fromiter((i[2] for i in items), dtype=np.int64, count=len(items)))
         np.subtract.at(self.free_ram, nodes,
                        np.fromiter((i[3] for i in items), dtype=np.int64, count=len(items)))
-        valid = np.arange(self.free_milli.shape[1])[None, :] < self.table.gpu_count[:, None]
-        self.whole_free = np.asarray((self.free_milli == MILLI_PER_GPU).sum(axis=1), dtype=np.int64)
-        self.free_sum = np.asarray(np.where(valid, self.free_milli, 0).sum(axis=1), dtype=np.int64)
+        self._recount()
         touched = sorted(set(nodes.tolist()))
         self.changes.extend(touched)
         for node in touched:
             self._states[node] = self._free[node] = None
+
+    def restore(self, free_milli: IntArray, free_mem: IntArray, free_cpu: IntArray,
+                free_ram: IntArray, touched: list[int]) -> None:
+        """Fresh capacity set to what `take_all` left on this pool before (`warm_adoption`):
+        the free arrays it left, the per-node totals recounted, `touched` (the nodes it took
+        from, in order) logged as changed."""
+        self.free_milli, self.free_mem = free_milli, free_mem
+        self.free_cpu, self.free_ram = free_cpu, free_ram
+        self._recount()
+        self.changes.extend(touched)
+        for node in touched:
+            self._states[node] = self._free[node] = None
+
+    def _recount(self) -> None:
+        """The per-node totals (`whole_free`, `free_sum`) from the free arrays."""
+        valid = np.arange(self.free_milli.shape[1])[None, :] < self.table.gpu_count[:, None]
+        self.whole_free = np.asarray((self.free_milli == MILLI_PER_GPU).sum(axis=1), dtype=np.int64)
+        self.free_sum = np.asarray(np.where(valid, self.free_milli, 0).sum(axis=1), dtype=np.int64)
 
     def reserve(self, owner: str, nodes: Sequence[int]) -> None:
         """Hold `nodes` for `owner`: nobody else may be placed there until released."""

@@ -15,6 +15,9 @@ from corral.core.model import WorkerAssignment, Workload
 from corral.core.queues import QueueBook
 from corral.core.snapshot import Capacity
 
+#: a queue's adopted use: [GPU milli, CPU milli, RAM MiB] and GPU milli per model
+QueueUse = tuple[list[int], dict[str, int]]
+
 
 @dataclass(frozen=True, slots=True)
 class Op:
@@ -42,6 +45,10 @@ class Statement:
         self.applied = 0  # capacity changes so far (who holds what changed when this grew)
         #: told of every change of who holds what: (workload, assignments, +1 or -1)
         self.listeners: list[Callable[[Workload, tuple[WorkerAssignment, ...], int], None]] = []
+        #: what `adopt_all` added to each queue (None: added one by one, float share units)
+        #: and the node of each adopted assignment: `warm_adoption` keeps them for the next cycle
+        self.adopted_use: dict[str, QueueUse] | None = None
+        self.adopted_nodes: list[int] = []
 
     def adopt(self, w: Workload) -> bool:
         """Count an already running workload (from the snapshot). False if its nodes are gone."""
@@ -60,7 +67,7 @@ class Statement:
         adopted: list[Workload] = []
         items: list[tuple[int, WorkerAssignment, int, int]] = []
         # queue -> [GPU milli, CPU, RAM, {model: milli}] of its running work
-        per_queue: dict[str, tuple[list[int], dict[str, int]]] = {}
+        per_queue: dict[str, QueueUse] = {}
         for w in workloads:
             try:
                 nodes = [index[a.node_id] for a in w.assignments]
@@ -84,13 +91,24 @@ class Statement:
             self.live[w.id] = w
             self.started.add(w.id)
             adopted.append(w)
-        if not all(book.add_totals(q, t[0], t[1], t[2], m.items())
-                   for q, (t, m) in per_queue.items()):
+        if all(book.add_totals(q, t[0], t[1], t[2], m.items())
+               for q, (t, m) in per_queue.items()):
+            self.adopted_use = per_queue
+        else:
             for w in adopted:  # float sums (share units): added one by one, in order
                 self._book_add(w, w.assignments, +1)
         self.cap.take_all(items)
+        self.adopted_nodes = [i[0] for i in items]
         self.applied += len(adopted)
         return adopted
+
+    def adopted_from(self, adopted: Iterable[Workload]) -> None:
+        """Record `adopted` (in id order) as `adopt_all` does, their capacity and queue use
+        already counted (`warm_adoption.KeptAdoption.give`)."""
+        self.where = {w.id: w.assignments for w in adopted}
+        self.live = {w.id: w for w in adopted}
+        self.started = set(self.live)
+        self.applied += len(self.live)
 
     def _book_add(self, w: Workload, assignments: tuple[WorkerAssignment, ...], sign: int
                   ) -> None:

@@ -33,12 +33,24 @@ from typing import TypeVar
 
 from corral.core.fit import Shape
 from corral.core.model import Queue, Workload, WorkloadState, pending_order
+from corral.core.warm_adoption import KeptAdoption
 
 K = TypeVar("K")
 _ID = attrgetter("id")
 _QUEUE = attrgetter("queue")
 #: arrivals past this share of the waiting work: one sort instead of an insertion each
 _RESORT_SHARE = 0.25
+AGE_THEN_ID = attrgetter("submitted_at", "id")
+
+
+def is_big(w: Workload) -> bool:
+    """More than one worker or GPU: the work reservations are made for and held from."""
+    return w.workers > 1 or w.resources.gpus > 1
+
+
+def big_by_age(waiting: Iterable[Workload]) -> list[Workload]:
+    """The big work of `waiting`, by age then id (what `reservation_heirs.elders_before` filters)."""
+    return sorted(filter(is_big, waiting), key=AGE_THEN_ID)
 
 
 def intern_shape(w: Workload, shapes: dict[str, Shape], interned: dict[tuple[object, ...], Shape]
@@ -78,6 +90,7 @@ class Opening:
     waiting: list[Workload]  # in the state's order, or (with `pending`) in queue order
     #: the waiting work per queue, in order, every queue known (None: not sorted yet)
     pending: dict[str, list[Workload]] | None = None
+    big: list[Workload] | None = None  # `big_by_age` of the waiting work (None: not made)
 
 
 def scan(workloads: Sequence[Workload]) -> Opening:
@@ -133,7 +146,13 @@ class WarmStart:
         self.alike: dict[tuple[str, Shape], int] = {}
         self.order: list[Workload] = []
         self.by_queue: dict[str, list[Workload]] = {}
+        self.big: list[Workload] = []  # `big_by_age` of the waiting work
         self.rebuilds = 0  # how many openings rebuilt it (tests, the bench)
+        #: the running work adoption left (`warm_adoption`; kept by the cycle, None: adopt
+        #: everything), and the running work that stopped and started since the last opening
+        self.adoption: KeptAdoption | None = None
+        self.ran_out: list[Workload] = []
+        self.ran_in: list[Workload] = []
 
     def open(self, state_queues: tuple[Queue, ...], workloads: Sequence[Workload]) -> Opening:
         """The opening of a cycle on these queues and workloads; the kept state follows."""
@@ -142,7 +161,7 @@ class WarmStart:
 
     def _rebuild(self, queues: tuple[Queue, ...], workloads: Sequence[Workload]) -> Opening:
         self.rebuilds += 1
-        self.queues = None
+        self.queues, self.adoption = None, None
         opening = scan(workloads)
         known = {q.name for q in queues}
         seen = dict(zip(map(id, workloads), workloads, strict=True))
@@ -165,6 +184,7 @@ class WarmStart:
         self.by_queue = {}
         for w in self.order:
             self.by_queue.setdefault(w.queue, []).append(w)
+        self.big = big_by_age(self.order)
         return self._opening()
 
     def _update(self, queues: tuple[Queue, ...], workloads: Sequence[Workload]
@@ -192,6 +212,8 @@ class WarmStart:
                 return None  # a second workload of one id, or an unknown queue: rebuild
             self._learn(w, arrived)
         self.seen = now
+        self.ran_out = [w for w in gone if w.state is WorkloadState.RUNNING]
+        self.ran_in = [w for w in added if w.state is WorkloadState.RUNNING]
         self._reorder(gone, arrived)
         return self._opening()
 
@@ -222,6 +244,8 @@ class WarmStart:
         left = {id(w) for w in gone if w.state is not WorkloadState.RUNNING}
         if left:
             self.order = [w for w in self.order if id(w) not in left]
+            if any(is_big(w) for w in gone if id(w) in left):
+                self.big = [w for w in self.big if id(w) not in left]
             for queue in {w.queue for w in gone if id(w) in left}:
                 kept = [w for w in self.by_queue[queue] if id(w) not in left]
                 if kept:
@@ -233,10 +257,13 @@ class WarmStart:
             self.by_queue = {}
             for w in self.order:
                 self.by_queue.setdefault(w.queue, []).append(w)
+            self.big = big_by_age(self.order)
             return
         for w in in_order(arrived):
             insort(self.order, w, key=pending_order)
             insort(self.by_queue.setdefault(w.queue, []), w, key=pending_order)
+            if is_big(w):
+                insort(self.big, w, key=AGE_THEN_ID)
 
     def _opening(self) -> Opening:
         """Copies of what the cycle may change (it adds shapes, takes work off its lists)."""
@@ -247,4 +274,5 @@ class WarmStart:
         # fills them
         pending = {q: list(self.by_queue[q]) for q in dict.fromkeys(map(_QUEUE, self.order))}
         return Opening(dict(self.shapes), dict(self.interned), dict(self.per_shape),
-                       list(self.running.values()), demand, list(self.order), pending)
+                       list(self.running.values()), demand, list(self.order), pending,
+                       self.big)

@@ -44,22 +44,20 @@ from __future__ import annotations
 
 import heapq
 import math
-from bisect import bisect_left
 from collections.abc import Iterable
-from operator import attrgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from corral.core import reasons as R
 from corral.core.actions.heir_chain import HeirChain
-from corral.core.actions.heir_prospects import ElderKinds
+from corral.core.actions.reservation_heirs import elders_before, heirs, reservation_window
 from corral.core.actions.slot_nodes import drain_first
 from corral.core.fit import empty_slots, worker_slots
 from corral.core.model import MILLI_PER_GPU, Workload
+from corral.core.warm_start import AGE_THEN_ID
 
 if TYPE_CHECKING:
-    from corral.core.config import SchedulerConfig
     from corral.core.cycle import Cycle
 
 
@@ -204,20 +202,6 @@ def limit_reason(w: Workload, queue: str, limit: float, milli: int, used: float)
     )
 
 
-def reservation_window(cfg: SchedulerConfig, submitted_at: float, now: float
-                       ) -> tuple[bool, float]:
-    """Whether work submitted at `submitted_at` may hold a reservation at `now`, and when that
-    changes (the end of the current window, or the start of the next one)."""
-    start = submitted_at + cfg.reserve_after_s
-    if now < start:
-        return False, start
-    hold = max(cfg.max_reservation_s, 1.0)
-    period = hold + max(cfg.reservation_cooldown_s, 0.0)
-    k, into = divmod(now - start, period)
-    window = start + k * period
-    return (True, window + hold) if into < hold else (False, window + period)
-
-
 def prune_reservations(cycle: Cycle) -> bool:
     """Release reservations that can no longer succeed: their owner is now stopped by a queue
     limit or would be reclaimed once placed (evictions earlier in the cycle changed queue
@@ -337,7 +321,7 @@ def _hand_over(cycle: Cycle, holder: Workload) -> bool:
 
 
 def _some_may_act(cycle: Cycle, before: float, victims: list[Workload]) -> bool:
-    """Whether any elder submitted before `before` (`_elders`), or any of `victims` so old,
+    """Whether any elder submitted before `before` (`elders_before`), or any of `victims` so old,
     could start or take a slot in `_keep` now, judged by kinds (`heir_prospects`); False
     only when every one would fail."""
     kinds, placer = cycle.elder_kinds, cycle.placer
@@ -366,17 +350,17 @@ def _may_act(cycle: Cycle, w: Workload) -> bool:
 
 
 def chain_from(cycle: Cycle) -> HeirChain:
-    """A hand-over walk over the elders (`_elders`) and this cycle's victims that may be
+    """A hand-over walk over the elders (`elders_before`) and this cycle's victims that may be
     heirs of someone (big, in their window, able to fit the pool), sorted as `heirs` sorts."""
     cfg, now = cycle.config, cycle.now
-    _elders(cycle, 0.0)  # (built, or rebuilt if work was added)
+    elders_before(cycle, 0.0)  # (built, or rebuilt if work was added)
     assert cycle.by_age is not None
     _, ages, big = cycle.by_age
     victims = sorted((w for w in cycle.requeued
                       if (w.workers > 1 or w.resources.gpus > 1)
                       and reservation_window(cfg, w.submitted_at, now)[0]
                       and cycle.placer.never_fits(cycle.shape(w)) is None),
-                     key=_AGE_THEN_ID)
+                     key=AGE_THEN_ID)
     return HeirChain(cycle, (ages, big), victims, lambda w: _keep(cycle, w))
 
 
@@ -392,11 +376,11 @@ def fill_free_slots(cycle: Cycle) -> None:
     _restore(cycle)
     if len(held) >= cfg.max_reservations:
         return
-    # The elders (`_elders`: big, in their window, able to fit the pool, oldest first) are
+    # The elders (`elders_before`: big, in their window, able to fit the pool, oldest first) are
     # the candidates (`_keep` refuses work that can never fit at once). In a full pool every
     # one is refused, and asking by kind first (`heir_prospects`) says so without a `_keep`
     # per elder (13,000 at 10,000 x 100,000; they were sorted out of the whole backlog).
-    elders = _elders(cycle, math.inf)
+    elders = elders_before(cycle, math.inf)
     if not _some_may_act(cycle, math.inf, []):
         return
     for w in elders:
@@ -465,69 +449,6 @@ def _started_on(cycle: Cycle, since: int, nodes: Iterable[int]) -> bool:
     ids = {cycle.cap.table.nodes[n].id for n in nodes}
     return any(op.kind == "place" and any(a.node_id in ids for a in op.assignments)
                for op in cycle.stmt.ops[since:])
-
-
-def heirs(cycle: Cycle, holder: Workload, among: Iterable[Workload] | None = None
-          ) -> list[Workload]:
-    """Who may take `holder`'s kept slot, oldest first (then by id): big waiting workloads
-    submitted more than `max_reservation_s` before it, in their own reservation window, not
-    holding one already and able to fit the pool; in the holder's queue only work of at least
-    its priority (priority orders a queue). All of it is fixed for a given `now`: submission
-    times, shapes, the pool (see `keep_reservations`). `among`: only these (default: all
-    waiting work, this cycle's victims included)."""
-    cfg, now = cycle.config, cycle.now
-    held = set(cycle.reserved_before) | cycle.cap.reservations.keys()
-    elders: list[Workload] = []
-    if among is None:  # the elders, then this cycle's victims: they wait too
-        # The elders are old enough, big, in their window and able to fit the pool
-        # (`_elders`), in the order wanted: only queue, priority and holding are left to test.
-        queue, priority = holder.queue, holder.priority
-        elders = [w for w in _elders(cycle, holder.submitted_at - cfg.max_reservation_s)
-                  if (w.queue != queue or w.priority >= priority) and w.id not in held]
-        among = cycle.requeued
-    out = [w for w in among
-           if may_inherit(cfg, holder, w) and (w.workers > 1 or w.resources.gpus > 1)
-           and w.id not in held
-           and reservation_window(cfg, w.submitted_at, now)[0]
-           and cycle.placer.never_fits(cycle.shape(w)) is None]
-    if not out:
-        return elders
-    out = elders + out
-    out.sort(key=lambda w: (w.submitted_at, w.id))
-    return out
-
-
-_AGE_THEN_ID = attrgetter("submitted_at", "id")
-
-
-def _elders(cycle: Cycle, before: float) -> list[Workload]:
-    """The big waiting work in its reservation window submitted before `before`: what of
-    `cycle.waiting` may be an heir, as a prefix of one list sorted by age. Built when first
-    asked and again only if work was added (`waiting` only grows), so a hand-over reads the
-    few old enough, not the whole backlog: a scan of 100,000 waiting workloads per call of
-    `heirs`, and the hand-over chain calls it once per heir it tries (10,000 x 100,000 seed
-    1 of bench/schedule_cycle.py: ~0.8 s of a cycle, for 299 heirs)."""
-    cfg, now, never_fits, shape = cycle.config, cycle.now, cycle.placer.never_fits, cycle.shape
-    if cycle.by_age is None or cycle.by_age[0] != len(cycle.waiting):
-        # in the order `heirs` gives (age, then id), and only what could ever fit the pool
-        # (fixed all cycle): a hand-over chain reads this prefix once per heir it tries
-        big = sorted((w for w in cycle.waiting.values()
-                      if (w.workers > 1 or w.resources.gpus > 1)
-                      and reservation_window(cfg, w.submitted_at, now)[0]
-                      and never_fits(shape(w)) is None),
-                     key=_AGE_THEN_ID)
-        cycle.by_age = (len(cycle.waiting), [w.submitted_at for w in big], big)
-        cycle.elder_kinds = ElderKinds(big, shape, lambda q: cycle.scoring(q).key)
-    _, ages, big = cycle.by_age
-    return big[:bisect_left(ages, before)]
-
-
-def may_inherit(cfg: SchedulerConfig, holder: Workload, w: Workload) -> bool:
-    """Whether `w` is old enough to take `holder`'s kept slot: submitted more than a window
-    (`max_reservation_s`) before it, and in the holder's own queue only at its priority or
-    higher (priority orders a queue). The part of being an heir that the reason repeats."""
-    return (w.submitted_at < holder.submitted_at - cfg.max_reservation_s
-            and (w.queue != holder.queue or w.priority >= holder.priority))
 
 
 def _may_succeed(cycle: Cycle, w: Workload, milli: int | None = None) -> bool:

@@ -2,11 +2,11 @@
 
 A holder gives its slot to its first heir that can take it, that heir's own heirs first (the
 chain, see `allocate._hand_over` for why). Heirs are read from one list of the elders sorted by
-age (`allocate._elders`), and this cycle's victims. The walk was recursive and rebuilt each
-heir's list of elders (a prefix of thousands) for every heir it tried, so a chain over
-thousands of heirs did tries x elders work and recursed once per heir: the cycle after a plan
-was applied did not finish at 10,000 x 100,000 (bench/schedule_cycle.py, issue 10) and a small
-`max_reservation_s` with ~900 chained gangs raised RecursionError.
+age (`reservation_heirs.elders_before`), and this cycle's victims. The walk was recursive
+and rebuilt each heir's list of elders (a prefix of thousands) for every heir it tried, so a
+chain over thousands of heirs did tries x elders work and recursed once per heir: the cycle
+after a plan was applied did not finish at 10,000 x 100,000 (bench/schedule_cycle.py, issue
+10) and a small `max_reservation_s` with ~900 chained gangs raised RecursionError.
 
 Here the walk is a loop over an explicit stack. Each frame keeps a pointer into the shared
 sorted lists, and what is gone for every frame (tried, placed or holding) is skipped through a

@@ -10,7 +10,7 @@ each elder to learn what a few dozen kinds of elders already said.
 
 What `_keep` reads of a waiting workload not holding a slot is its shape, its queue (the
 scoring, the book), its GPU models and its size, so the elders are summarised once per build
-of `allocate._elders`:
+of `reservation_heirs.elders_before`:
 - each (shape, scoring key) with the age of its oldest member: no heir can start unless one
   of these fits now;
 - per (queue, GPU models), the least size among the members up to each age: `_may_succeed`

@@ -35,8 +35,10 @@ WORKER = textwrap.dedent("""
     import json, os, pathlib, sys, time
     out = pathlib.Path(sys.argv[1])
     names = ("CUDA_", "ROCR_", "HIP_")
-    (out / "env.json").write_text(json.dumps(
+    # Written whole, then renamed: the test reads it as soon as the name exists.
+    (out / ".env.tmp").write_text(json.dumps(
         {k: v for k, v in os.environ.items() if k.startswith(names)}))
+    os.rename(out / ".env.tmp", out / "env.json")
     path = pathlib.Path(os.environ["CORRAL_PROGRESS_FILE"])
     tmp = path.with_name(".progress.tmp")
     tmp.write_text(json.dumps({"steps": 120, "total_steps": 1000, "steps_per_s": 2.5}))

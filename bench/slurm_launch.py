@@ -150,18 +150,24 @@ class _TimedSlurm(SlurmBackend):
         return done
 
 
-def timeline(backend: _TimedSlurm) -> dict[str, float]:
+def timeline(backend: _TimedSlurm) -> dict[str, float | int]:
     """Medians, in seconds, of where a slot's cycle goes: a node's last worker end (its
     runner's exit record) -> corral's record of the next attempt there (the loop's reaction),
     that record -> the task's runner started, of which an accepted ``sbatch`` -> the runner
     started is Slurm's own start of a new submission; and the worker's own life, its runner
     started -> its exit record (`runner_s`: the supervisor's start, `true`, its records), which
-    Slurm alone's bare `true` does not pay."""
+    Slurm alone's bare `true` does not pay. An attempt with no exit record (a job Slurm
+    failed to start, relaunched as the next attempt) is counted, not timed."""
     rows = []
+    unrecorded = 0  # attempts whose runner wrote no exit record (Slurm failed to start one)
     for launch in backend.records.root.glob("*/*/launch.json"):
         rec = json.loads(launch.read_text())
         wdir = launch.parent / "worker-0"
-        end = json.loads((wdir / "exit.json").read_text())["finished_at"]
+        try:
+            end = json.loads((wdir / "exit.json").read_text())["finished_at"]
+        except FileNotFoundError:
+            unrecorded += 1
+            continue
         rows.append((rec["launched_at"], (wdir / "runner.json").stat().st_mtime, end,
                      rec["spec"]["assignments"][0]["node_id"], rec["engine"].get("array", {})))
     ends: dict[str, list[float]] = {}
@@ -175,7 +181,8 @@ def timeline(backend: _TimedSlurm) -> dict[str, float]:
     return {"last_end_to_next_record_s": round(med(react), 3) if react else -1.0,
             "record_to_runner_s": round(med([r[1] - r[0] for r in rows]), 3),
             "sbatch_to_runner_s": round(med(submitted), 3) if submitted else -1.0,
-            "runner_s": round(med([r[2] - r[1] for r in rows]), 3)}
+            "runner_s": round(med([r[2] - r[1] for r in rows]), 3),
+            "attempts_without_exit_record": unrecorded}
 
 
 def corral_on_slurm(cluster: SlurmCluster, jobs: int, work: Path, interval: float | None = None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -137,6 +138,26 @@ def test_a_pilot_takes_nothing_after_a_worker_whose_runner_wrote_no_exit_record(
     assert run_pilot(pdir, "41", reuse_s=60).returncode == 0
     assert marks(pdir, "queue") == ["001.sh"]
     assert marks(pdir, "back") == [] and marks(pdir, "gone") == []
+
+
+
+def test_a_pilot_takes_nothing_after_a_worker_that_left_a_process_behind(
+        tmp_path: Path) -> None:
+    """A worker's process that escaped its process group (setsid) would live on beside the
+    next worker on the GPU: the pilot takes nothing more and leaves no mark, as a lone job's
+    end would; a worker that leaves nothing lets it go on (the test above)."""
+    pdir = key_dirs(tmp_path)
+    pidfile = tmp_path / "left.pid"
+    worker = (f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 30' </dev/null >/dev/null 2>&1 &\n"
+              f"while [ ! -s {pidfile} ]; do sleep 0.01; done\n: > WDIR/exit.json\n")
+    queue_items(tmp_path, pdir, worker, 2, tmp_path / "no-stop" / "deadline")
+    try:
+        assert run_pilot(pdir, "41", reuse_s=60).returncode == 0
+        assert marks(pdir, "queue") == ["001.sh"]
+        assert marks(pdir, "back") == [] and marks(pdir, "gone") == []
+    finally:
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
 
 
 def test_without_reuse_a_pilot_runs_one_worker_and_leaves_no_mark(tmp_path: Path) -> None:

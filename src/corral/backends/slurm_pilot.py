@@ -104,6 +104,10 @@ def key_dir(node: str, gres: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{node}.{gres or 'none'}")
 
 
+#: a reusing pilot's mark of one run, in its worker's environment (`pilot_script`)
+RUN_MARK: Final = "CORRAL_PILOT_RUN"
+
+
 def pilot_script(pdir: Path, idle_s: float, reuse_s: float = 0.0) -> str:
     """The pilot's batch script (bash): take the oldest item (a glob is sorted), run it; none
     for `idle_s`: mark gone/ and exit. ``mv`` within one folder is one rename(2): one pilot
@@ -126,7 +130,14 @@ def pilot_script(pdir: Path, idle_s: float, reuse_s: float = 0.0) -> str:
     runner that has not yet set its handler. It starts as a subshell: a simple
     command in the background would start with SIGINT and SIGQUIT ignored, and so would the
     worker. A trapped signal ends ``wait`` early, so the pilot waits again after one (bash
-    answers a second ``wait`` for an ended child with its status at once: no spin)."""
+    answers a second ``wait`` for an ended child with its status at once: no spin).
+
+    Nor after a worker that left a process behind (review of 4b0f36d): the runner kills its
+    worker's process group, but a process that called setsid() escapes it, and a reused pilot
+    would let it live on the GPU beside the next worker. Each run carries `RUN_MARK` in its
+    environment; a process still alive with that mark (its /proc environ, as it started) keeps
+    the pilot from taking more: it exits, as a lone job would. A process that cleared its
+    environment is not seen (backends/README, "Reuse", says so)."""
     q, c, g, b = (shlex.quote(str(pdir / d)) for d in ("queue", "claimed", "gone", "back"))
     tries = max(1, round(idle_s / POLL_S))
     reuse = math.ceil(reuse_s)  # $SECONDS counts whole seconds
@@ -147,13 +158,15 @@ def pilot_script(pdir: Path, idle_s: float, reuse_s: float = 0.0) -> str:
         f'        case $line in "{DEADLINE_TAG}"*) stop=${{line#"{DEADLINE_TAG}"}};;',
         f'          "{EXIT_TAG}"*) ended=${{line#"{EXIT_TAG}"}};; esac',
         '      done < "$item"',
-        '      ( exec 9<&-; exec /bin/sh "$item" ) &',
+        '      mark="$SLURM_JOB_ID.$runs.$$"',
+        f'      ( exec 9<&-; {RUN_MARK}="$mark" exec /bin/sh "$item" ) &',
         '      child=$!',
         "      term=0", '      wait "$child"',
         '      while [ $term = 1 ]; do term=0; wait "$child"; done',
         "      child=", "      runs=$((runs + 1))",
         f'      if [ $SECONDS -ge {reuse} ] || [ -z "$stop" ] || [ -e "$stop" ] || [ -z "$ended" ] \\',
         '        || [ ! -e "$ended" ]; then exit 0; fi',
+        f'      if grep -qsxzF "{RUN_MARK}=$mark" /proc/[0-9]*/environ; then exit 0; fi',
         f'      : > {b}/"$SLURM_JOB_ID.$runs"',
         "      n=0", "      continue 2",
         "    fi", "  done", "  n=$((n + 1))",

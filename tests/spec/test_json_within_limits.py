@@ -34,7 +34,9 @@ def _nested(depth: int) -> Any:
     (json.dumps({**JOB, "x": _nested(LIM.MAX_DEPTH - 2)}).encode(), True),
     (json.dumps(JOB).encode("utf-16"), False),  # not UTF-8
     (json.dumps({**JOB, "env": {"A": "a" * (LIM.MAX_SPEC_BYTES // 16)}}).encode(), False),
-], ids=["plain", "nul", "surrogate", "utf8", "deep", "shallow", "utf16", "large"])
+    (b'{"name": "a\xed\xa0\x80b", "queue": "q", "gpus": 1, "command": ["x"]}', False),
+], ids=["plain", "nul", "surrogate", "utf8", "deep", "shallow", "utf16", "large",
+        "raw-surrogate"])
 def test_bytes_the_walk_might_refuse_are_left_to_it(body: bytes, within: bool) -> None:
     assert LIM.json_within_limits(body) is within
     if within:
@@ -69,3 +71,12 @@ def test_the_context_changes_no_accepted_spec(spec: dict[str, Any]) -> None:
     assert LIM.json_within_limits(json.dumps(spec).encode())
     assert (WorkloadSpec.model_validate(spec, context=WITHIN_LIMITS)
             == WorkloadSpec.model_validate(spec))
+
+
+def test_a_surrogate_in_raw_bytes_is_found_by_the_walk_it_is_left_to() -> None:
+    """json.loads(bytes) decodes ED A0 80 as a lone surrogate (surrogatepass): the byte check
+    must leave such a body to the walk, which refuses it naming the field."""
+    body = b'{"name": "a\xed\xa0\x80b"}'
+    assert json.loads(body) == {"name": "a\ud800b"}
+    assert not LIM.json_within_limits(body)
+    assert [where for where, _ in LIM.walk_problems(json.loads(body))] == [("name",)]

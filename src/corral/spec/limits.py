@@ -13,6 +13,7 @@ bytes, nesting depth and total size, stopping as soon as the size is over.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any, Final
 
@@ -77,9 +78,10 @@ def json_within_limits(body: bytes, limit: int = MAX_SPEC_BYTES) -> bool:
     without the walk (issue 14: the walk was about a tenth of a submission's CPU in the API):
 
     - UTF-8 (no NUL byte: UTF-16 and UTF-32 text has them, and UTF-8 JSON cannot hold one);
-    - no NUL character and no lone surrogate: JSON text holds neither unescaped (`json.loads`
-      refuses raw control characters in strings, and strict UTF-8 decoding refuses encoded
-      surrogates), so a body without any `\\u` escape has none;
+    - no NUL character and no lone surrogate: `json.loads` refuses raw control characters in
+      strings, so a NUL comes only from a `\\u` escape; a surrogate comes from a `\\u` escape
+      or from its three UTF-8-like bytes (`ED A0-BF xx`), which `json.loads(bytes)` decodes
+      with surrogatepass (review of d6bb241): a body with neither has none;
     - not too deep: every level opens with `[` or `{`, so at most `MAX_DEPTH` of those bytes
       cannot nest past it;
     - not too large: the walk counts at most 8 for a byte of JSON (8 for a one-digit number,
@@ -89,7 +91,12 @@ def json_within_limits(body: bytes, limit: int = MAX_SPEC_BYTES) -> bool:
 
     False says nothing: the walk decides."""
     return (len(body) * 16 <= limit and b"\x00" not in body and b"\\u" not in body
-            and body.count(b"[") + body.count(b"{") <= MAX_DEPTH)
+            and body.count(b"[") + body.count(b"{") <= MAX_DEPTH
+            and _ENCODED_SURROGATE.search(body) is None)
+
+
+#: the first two bytes of a surrogate written as UTF-8 would write it (invalid UTF-8)
+_ENCODED_SURROGATE: Final = re.compile(rb"\xed[\xa0-\xbf]")
 
 
 def _encodable(text: str) -> bool:

@@ -250,6 +250,16 @@ def kill_pids(pids: Sequence[int], sig: int = signal.SIGKILL, wait_s: float = 5.
         time.sleep(0.05)
 
 
+def wait_dead(pid: int, timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` for ``pid`` to be dead (`process_dead`); whether it is."""
+    deadline = time.monotonic() + timeout_s
+    while not process_dead(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def process_dead(pid: int) -> bool:
     """True when ``pid`` no longer runs: absent from /proc, or a zombie."""
     try:

@@ -32,7 +32,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from corral.testing.daemons import find_binary, format_logs, free_tcp_ports, kill_pids, run_env
+from corral.testing.daemons import (
+    find_binary,
+    format_logs,
+    free_tcp_ports,
+    kill_pids,
+    run_env,
+    wait_dead,
+)
 from corral.testing.errors import HarnessStartFailed, HarnessUnavailable
 
 __all__ = ["PostgresServer", "postgres_bin_dir"]
@@ -246,6 +253,11 @@ class PostgresServer:
         )
 
     def _pg_ctl_stop(self) -> None:
+        """pg_ctl stop -w returns once postmaster.pid is gone, which the postmaster unlinks in
+        its exit callbacks just before it exits: under load it was seen alive after (a clean-clone
+        run at load 15-38). Its exit is awaited (and forced after 10 s) so that a stopped server
+        is a dead process."""
+        pid = self._postmaster_pid()
         try:
             self._run(
                 [
@@ -263,10 +275,18 @@ class PostgresServer:
                 timeout=30,
             )
         except HarnessStartFailed:
-            # The postmaster's PID is the first line of postmaster.pid; it is ours alone.
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                pid = int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
+            if pid is not None:
                 kill_pids([pid], signal.SIGKILL)
+            return
+        if pid is not None and not wait_dead(pid, 10.0):
+            kill_pids([pid], signal.SIGKILL)
+
+    def _postmaster_pid(self) -> int | None:
+        """The first line of postmaster.pid: the postmaster, ours alone."""
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return None
 
     def _run(self, argv: list[str], *, what: str, timeout: float = 60.0) -> None:
         """Run a PostgreSQL tool as the cluster owner; raise HarnessStartFailed on failure."""

@@ -154,7 +154,7 @@ def test_the_runner_removes_the_container_when_it_kills_at_the_deadline(tmp_path
     container's conmon is outside the group the SIGKILL reaches."""
     fake = tmp_path / "podman"
     fake.write_text(f'#!/bin/sh\nif [ "$1" = rm ]; then echo "$@" >> {tmp_path}/removed; exit 0; '
-                    'fi\ntrap "" TERM\nwhile true; do sleep 0.05; done\n')
+                    f'fi\ntrap "" TERM\n: > {tmp_path}/trapped\nwhile true; do sleep 0.05; done\n')
     fake.chmod(0o755)
     deadline = tmp_path / "deadline"
     deadline.write_text("1.0\n")  # long past: SIGTERM, then SIGKILL at once
@@ -170,7 +170,10 @@ def test_the_runner_removes_the_container_when_it_kills_at_the_deadline(tmp_path
                              "--deadline-file", str(tmp_path / "later"), "--container",
                              "corral-x-0-0-ab", "--", str(fake), "run", "img"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (tmp_path / "trapped").unlink(missing_ok=True)
     eventually(lambda: (tmp_path / "rec2" / "child.json").exists(), "the worker to start")
+    # its SIGTERM ignored before the stop comes (a load of 15-38 once let the TERM in first)
+    eventually(lambda: (tmp_path / "trapped").exists(), "the worker to ignore SIGTERM")
     (tmp_path / "later").write_text("1.0\n")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) != 0

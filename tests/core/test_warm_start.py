@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from tests.core.test_churn import (
     CONFIG,
@@ -24,6 +25,8 @@ from corral.core import ClusterState, Plan, Queue, WorkerResources, Workload, sc
 from corral.core.cycle import Cycle as OpenCycle
 from corral.core.cycle import _close, _open, decide
 from corral.core.warm_start import WarmStart, big_by_age
+
+pytestmark = pytest.mark.slow  # 25 s for its 4 tests in the -n 2 whole run of 2026-12-05 (load 8-44)
 
 
 def same(warm: Plan, cold: Plan) -> None:

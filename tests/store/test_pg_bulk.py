@@ -69,6 +69,20 @@ def test_a_stale_version_is_refused_and_the_rest_written_in_one_statement(store:
     assert seen == [one]
 
 
+
+def test_a_failed_bulk_update_raises_its_own_error(store: Store) -> None:
+    """A NOT NULL column set to None: the statement's own IntegrityError, on both stores (the
+    restore of the planner setting after it once ran in the aborted transaction and raised
+    InFailedSqlTransaction in its place: review of 47419ff)."""
+    with store.write() as c:
+        W.insert_workloads(c, [_row("w0")])
+    version = _versions(store)["w0"][0]
+    with pytest.raises(IntegrityError), store.write() as c:
+        W.update_many_versioned(c, [{"id": "w0", "version": version, "state": None,
+                                     "reason_message": "m", "started_at": None,
+                                     "exit_code": None}])
+    assert _versions(store)["w0"][0] == version
+
 def test_an_id_given_twice_is_written_twice_in_order(store: Store) -> None:
     """An UPDATE ... FROM writes a row once whatever the source rows: a repeated id goes
     through the row-by-row path, which writes (or refuses) each in order as before."""

@@ -94,11 +94,13 @@ def _run(conn: Connection, sql: str, columns: Sequence[Sequence[Any]]) -> int:
     may price a sequential scan of the whole table cheaper (EXPLAIN: 60,000 usage rows read
     to close 1,500 attempts, 65 ms; through the index 17 ms), work that grows with
     everything ever stored. Sequential scans are priced out for this one statement, then the
-    setting is restored."""
+    setting is restored after it. Only after it succeeded: a failed statement aborts the
+    transaction, which a restore would answer with InFailedSqlTransaction in place of the
+    statement's own error (an IntegrityError, a deadlock: review of 47419ff); the setting is
+    local to the transaction (`set_config(..., true)`) and ends with its rollback."""
     arrays = [list(c) for c in columns]
     was = conn.exec_driver_sql("SELECT current_setting('enable_seqscan'), "
                                "set_config('enable_seqscan', 'off', true)").scalar_one()
-    try:
-        return int(conn.exec_driver_sql(sql, (*arrays, arrays[0])).rowcount)
-    finally:
-        conn.exec_driver_sql("SELECT set_config('enable_seqscan', %s, true)", (was,))
+    n = int(conn.exec_driver_sql(sql, (*arrays, arrays[0])).rowcount)
+    conn.exec_driver_sql("SELECT set_config('enable_seqscan', %s, true)", (was,))
+    return n

@@ -178,3 +178,25 @@ def test_adoption_is_kept_while_the_pool_stays_and_made_again_when_it_changes() 
                 kept_over += 1
             state = apply_like_control_plane(state, cold, now)
     assert kept_over > 40 and remade > 5
+
+
+def test_an_opening_whose_cycle_never_adopted_is_not_built_on() -> None:
+    """A cycle that raised between its opening and its adoption (review of 943d7d2): the next
+    cycle must not advance the kept adoption by its own starts and stops alone, missing the
+    failed cycle's; it adopts afresh and plans as the cold one."""
+    skipped = 0
+    for seed in range(12):
+        start, cycles = history(SeededChooser(seed))
+        warm = WarmStart(rebuild_share=1e9)
+        state, now = start, 10_000.0
+        for k, c in enumerate(cycles):
+            now += DT
+            state = unexpired(between_cycles(state, c, now), now)
+            if k % 5 == 2:
+                warm.open(state.queues, state.workloads)  # its cycle raised: no plan applied
+                skipped += 1
+                continue
+            cold = schedule(state, now, CONFIG, seed=k)
+            same(warm_plan(state, now, k, warm), cold)
+            state = apply_like_control_plane(state, cold, now)
+    assert skipped > 10

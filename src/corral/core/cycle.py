@@ -356,15 +356,14 @@ def _open(state: ClusterState, now: float, config: SchedulerConfig, seed: int,
 def _adopt(stmt: Statement, active: list[Workload], warm: WarmStart | None) -> list[Workload]:
     """Adopt the running work: from what the last cycle adopted and what started and stopped
     since, where `warm` kept it for this pool (`warm_adoption`), else all of it."""
-    kept = warm.adoption if warm is not None else None
-    if warm is not None and kept is not None:
-        warm.adoption = None  # taken: kept again below only once it matches this state
-        if kept.fits(stmt.cap.table):
-            kept.advance(warm.ran_out, warm.ran_in, stmt.cap.table)
-            adopted = kept.give(stmt)
-            if adopted is not None:
-                warm.adoption = kept
-                return adopted
+    kept = warm.take_adoption() if warm is not None else None
+    # kept again only once it matches this state
+    if warm is not None and kept is not None and kept.fits(stmt.cap.table):
+        kept.advance(warm.ran_out, warm.ran_in, stmt.cap.table)
+        adopted = kept.give(stmt)
+        if adopted is not None:
+            warm.adoption = kept
+            return adopted
     adopted = stmt.adopt_all(sorted(active, key=_ID))
     if warm is not None and warm.queues is not None:  # kept state in force (not rebuilt away)
         warm.adoption = KeptAdoption.of(stmt, adopted)

@@ -153,11 +153,19 @@ class WarmStart:
         self.adoption: KeptAdoption | None = None
         self.ran_out: list[Workload] = []
         self.ran_in: list[Workload] = []
+        #: an opening's ran_out/ran_in not yet taken by adoption (`take_adoption`)
+        self._changes_open = False
 
     def open(self, state_queues: tuple[Queue, ...], workloads: Sequence[Workload]) -> Opening:
         """The opening of a cycle on these queues and workloads; the kept state follows."""
         opening = self._update(state_queues, workloads)
         return opening if opening is not None else self._rebuild(state_queues, workloads)
+
+    def take_adoption(self) -> KeptAdoption | None:
+        """The kept adoption, for this opening's `ran_out`/`ran_in` to advance (it is kept
+        again only by the cycle that matched it); each opening's changes are taken once."""
+        kept, self.adoption, self._changes_open = self.adoption, None, False
+        return kept
 
     def _rebuild(self, queues: tuple[Queue, ...], workloads: Sequence[Workload]) -> Opening:
         self.rebuilds += 1
@@ -212,8 +220,13 @@ class WarmStart:
                 return None  # a second workload of one id, or an unknown queue: rebuild
             self._learn(w, arrived)
         self.seen = now
+        if self._changes_open:
+            # the last opening's starts and stops never reached adoption (its cycle raised
+            # before it): the kept adoption would miss them, so it is adopted afresh
+            self.adoption = None
         self.ran_out = [w for w in gone if w.state is WorkloadState.RUNNING]
         self.ran_in = [w for w in added if w.state is WorkloadState.RUNNING]
+        self._changes_open = True
         self._reorder(gone, arrived)
         return self._opening()
 

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Float,
+    Select,
     Table,
     bindparam,
     cast,
@@ -198,6 +199,26 @@ def started_of(r: Any) -> WorkerStarted:
                          r.provider, r.region, r.node, r.gpu_model, r.capacity_kind, r.milli)
 
 
+def usage_query(queues: Iterable[str] | None, workload_id: str | None, since: float | None,
+                until: float | None, *, attempt: int | None = None) -> Select[Any]:
+    """The `ledger_usage` rows of these queues, workload (and attempt) that may overlap
+    [since, until): coarse in SQL, exact in the caller. A float of an exact time may round onto
+    the window's edge (never across it), so the SQL keeps the edge and the caller's Decimals
+    decide (`usage_records`, `usage_stream.stream_usage_records`: one filter, no drift)."""
+    q = select(LedgerUsage)
+    if queues is not None:
+        q = q.where(LedgerUsage.queue.in_(list(queues)))
+    if workload_id is not None:
+        q = q.where(LedgerUsage.workload_id == workload_id)
+    if attempt is not None:
+        q = q.where(LedgerUsage.attempt == attempt)
+    if since is not None:
+        q = q.where(or_(LedgerUsage.end.is_(None), cast(LedgerUsage.end, Float) >= since))
+    if until is not None:
+        q = q.where(LedgerUsage.start_s <= until)
+    return q
+
+
 def usage_records(
     conn: Connection, now: Instant, *, queues: Iterable[str] | None = None,
     workload_id: str | None = None, attempt: int | None = None,
@@ -208,24 +229,9 @@ def usage_records(
     `since`/`until` (seconds since the epoch) keep the attempts whose usage overlaps
     [since, until), whole: `corral.ledger.usage_report(..., since=, until=)` cuts them at the
     window's edges."""
-    q = select(LedgerUsage)
-    if queues is not None:
-        q = q.where(LedgerUsage.queue.in_(list(queues)))
-    if workload_id is not None:
-        q = q.where(LedgerUsage.workload_id == workload_id)
-    if attempt is not None:
-        q = q.where(LedgerUsage.attempt == attempt)
-    # Coarse filters in SQL, exact ones below: a float of an exact time may round onto the
-    # window's edge (never across it), so the SQL keeps the edge and the Decimals decide.
-    if since is not None:
-        q = q.where(or_(LedgerUsage.end.is_(None), cast(LedgerUsage.end, Float) >= since))
-    if until is not None:
-        q = q.where(LedgerUsage.start_s <= until)
     log = MeterLog()
-    for r in conn.execute(q):
-        log.record(WorkerStarted(
-            r.workload_id, r.worker, r.attempt, Decimal(r.start), r.queue, r.user,
-            r.provider, r.region, r.node, r.gpu_model, r.capacity_kind, r.milli))
+    for r in conn.execute(usage_query(queues, workload_id, since, until, attempt=attempt)):
+        log.record(started_of(r))
         if r.end is not None:
             log.record(WorkerEnded(r.workload_id, r.worker, r.attempt, Decimal(r.end),
                                    EndReason(r.end_reason)))

@@ -18,12 +18,11 @@ from __future__ import annotations
 from collections.abc import Generator, Iterable
 from decimal import Decimal
 
-from sqlalchemy import Connection, Float, Select, cast, or_, select
+from sqlalchemy import Connection
 
 from corral.ledger import EndReason, UsageRecord, WorkerEnded, meter
 from corral.ledger.instants import Instant, to_instant
-from corral.store.ledger_rows import started_of
-from corral.store.ledger_tables import LedgerUsage
+from corral.store.ledger_rows import started_of, usage_query
 
 __all__ = ["CHUNK_ROWS", "stream_usage_records"]
 
@@ -42,7 +41,7 @@ def stream_usage_records(
     closes the cursor (a server-side one on PostgreSQL)."""
     lo = None if since is None else to_instant(since, "since")
     hi = None if until is None else to_instant(until, "until")
-    query = _query(queues, workload_id, since, until).execution_options(yield_per=chunk)
+    query = usage_query(queues, workload_id, since, until).execution_options(yield_per=chunk)
     with conn.execute(query) as rows:
         for r in rows:
             ended = () if r.end is None else (WorkerEnded(
@@ -51,18 +50,3 @@ def stream_usage_records(
                 if (lo is None or u.end > lo) and (hi is None or u.start < hi):
                     yield u
 
-
-def _query(queues: Iterable[str] | None, workload_id: str | None, since: float | None,
-           until: float | None) -> Select[LedgerUsage]:
-    q = select(LedgerUsage)
-    if queues is not None:
-        q = q.where(LedgerUsage.queue.in_(list(queues)))
-    if workload_id is not None:
-        q = q.where(LedgerUsage.workload_id == workload_id)
-    # coarse in SQL, exact above: a float of an exact time may round onto the window's edge
-    # (never across it), so the SQL keeps the edge and the Decimals decide (as usage_records)
-    if since is not None:
-        q = q.where(or_(LedgerUsage.end.is_(None), cast(LedgerUsage.end, Float) >= since))
-    if until is not None:
-        q = q.where(LedgerUsage.start_s <= until)
-    return q

@@ -199,3 +199,20 @@ def test_an_unknown_queue_in_a_grant_does_not_list_the_queues(api: Api) -> None:
                         headers=api.admin)
     assert r.status_code == 422 and r.json()["problems"][0]["field"] == "queue"
     assert "team-a" not in r.text and "team-b" not in r.text
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/v1/tokens", {"rate_per_s": False}, "rate_per_s"),  # found by the API fuzz, 2026-12-05
+    ("/v1/tokens", {"burst": True}, "burst"),
+    ("/v1/tokens", {"expires_in_s": "60"}, "expires_in_s"),
+    ("/v1/queues", {"name": "ml", "quota_gpus": True}, "quota_gpus"),
+    ("/v1/queues", {"name": "ml", "priority": 1.5}, "priority"),
+    ("/v1/queues", {"name": "ml", "quota_by_model": {"H100": False}}, "quota_by_model"),
+])
+def test_a_number_given_as_a_bool_or_string_is_refused_naming_it(
+        api: Api, path: str, body: dict[str, object], field: str) -> None:
+    """What the schema says is a number is a number: pydantic's lax mode made `false` a rate of
+    0.0 (unlimited) and stored it, where the OpenAPI schema promises a refusal."""
+    r = api.client.post(path, json=body, headers=api.admin)
+    assert r.status_code == 422, r.text
+    assert field in r.text

@@ -302,13 +302,13 @@ class QueueIn(_Model):
 
     name: str = Field(min_length=1, max_length=63)
     parent: str | None = None
-    quota_gpus: float = Field(0, ge=0, le=1e6)
-    limit_gpus: float | None = Field(None, ge=0, le=1e6)
-    weight: float = Field(1.0, gt=0, le=1e6)
-    priority: int = Field(0, ge=-1000, le=1000)
+    quota_gpus: float = Field(0, ge=0, le=1e6, strict=True)
+    limit_gpus: float | None = Field(None, ge=0, le=1e6, strict=True)
+    weight: float = Field(1.0, gt=0, le=1e6, strict=True)
+    priority: int = Field(0, ge=-1000, le=1000, strict=True)
     quota_by_model: dict[Annotated[str, Field(max_length=63)],
-                         Annotated[float, Field(ge=0, le=1e6)]] = Field(default_factory=dict,
-                                                                          max_length=64)
+                         Annotated[float, Field(ge=0, le=1e6, strict=True)]] = Field(
+                             default_factory=dict, max_length=64)
 
 
 class QueueInfo(_Model):
@@ -369,11 +369,13 @@ class TokenIn(_Model):
                              description="whose token (admins only; default: the caller)")
     name: str = Field("", max_length=63, description="what it is for, to tell tokens apart")
     expires_in_s: float | None = Field(None, gt=0, le=10 * 366 * 86400, allow_inf_nan=False,
+                                       strict=True,
                                        description="seconds until it stops working; none: never")
-    rate_per_s: float | None = Field(None, ge=0, le=1e6, allow_inf_nan=False,
+    rate_per_s: float | None = Field(None, ge=0, le=1e6, allow_inf_nan=False, strict=True,
                                      description="requests per second (0: unlimited; admins "
                                                  "only); none: the server's default")
-    burst: int | None = Field(None, ge=1, le=1_000_000, description="requests at once")
+    burst: int | None = Field(None, ge=1, le=1_000_000, strict=True,
+                              description="requests at once")
 
 
 class TokenInfo(_Model):

@@ -24,6 +24,9 @@ def test_exec_is_checked_before_anything_runs(store: Store) -> None:
     assert pending.status_code == 409 and "pending" in pending.text
     assert api.client.post(f"/v1/workloads/{wid}/exec", json={"argv": []},
                            headers=api.ann).status_code == 422
+    for bad in ({"worker": True}, {"timeout_s": False}, {"timeout_s": "5"}):  # not numbers
+        r = api.client.post(f"/v1/workloads/{wid}/exec", json={**body, **bad}, headers=api.ann)
+        assert r.status_code == 422 and next(iter(bad)) in r.text, r.text
     assert api.client.post(f"/v1/workloads/{wid}/exec", json=body).status_code == 401
 
 

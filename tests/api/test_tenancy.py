@@ -208,6 +208,9 @@ def test_an_unknown_queue_in_a_grant_does_not_list_the_queues(api: Api) -> None:
     ("/v1/queues", {"name": "ml", "quota_gpus": True}, "quota_gpus"),
     ("/v1/queues", {"name": "ml", "priority": 1.5}, "priority"),
     ("/v1/queues", {"name": "ml", "quota_by_model": {"H100": False}}, "quota_by_model"),
+    ("/v1/ledger/grants", {"queue": "team-a", "amount": "1", "expires_at": False}, "expires_at"),
+    ("/v1/ledger/grants", {"queue": "team-a", "amount": "1", "expires_at": "4102444800"},
+     "expires_at"),
 ])
 def test_a_number_given_as_a_bool_or_string_is_refused_naming_it(
         api: Api, path: str, body: dict[str, object], field: str) -> None:

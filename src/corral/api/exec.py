@@ -47,8 +47,8 @@ class ExecIn(BaseModel):
     argv: list[Annotated[str, Field(max_length=16384)]] = Field(
         min_length=1, max_length=1024, description="the program and its arguments (no shell: "
         "give [sh, -c, '...'] for one)")
-    worker: int = Field(0, ge=0, le=4095, description="which worker of the gang")
-    timeout_s: float = Field(30.0, gt=0, le=120, allow_inf_nan=False,
+    worker: int = Field(0, ge=0, le=4095, strict=True, description="which worker of the gang")
+    timeout_s: float = Field(30.0, gt=0, le=120, allow_inf_nan=False, strict=True,
                              description="then its process group is killed (at most 120 s)")
 
 

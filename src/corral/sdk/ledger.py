@@ -63,7 +63,8 @@ class GrantIn(_Model):
 
     queue: str = Field(max_length=63)
     amount: str = Field(max_length=40, description="credits, e.g. '500.00'")
-    expires_at: float | None = Field(None, description="seconds since the epoch; none: never")
+    expires_at: float | None = Field(None, strict=True, allow_inf_nan=False,
+                                     description="seconds since the epoch; none: never")
     key: str | None = Field(None, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$",
                             description="idempotency key: the same key never grants twice")
     memo: str = Field("", max_length=500)

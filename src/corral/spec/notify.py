@@ -65,7 +65,7 @@ class NotifySpec(BaseModel):
     secret: str | None = Field(
         None, description="a stored secret's name (`corral secrets ls`): the body is signed "
         "with HMAC-SHA256 under its value, header Corral-Signature: t=<unix>,v1=<hex>")
-    timeout: float = Field(10.0, gt=0, le=30, strict=False, allow_inf_nan=False,
+    timeout: float = Field(10.0, gt=0, le=30, strict=True, allow_inf_nan=False,
                            description="seconds one delivery may take (at most 30)")
 
     @field_validator("url")

@@ -67,27 +67,29 @@ from corral.spec.quantities import CpuMilli, DurationS, SizeMiB
 from corral.spec.workload import check_name
 
 MAX_POOL_GPUS = 10_000_000  # a queue's quota or limit: far above any pool, finite
-Price = Annotated[float, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)]
-QuotaGpus = Annotated[float, Field(ge=0, le=MAX_POOL_GPUS, allow_inf_nan=False)]
+Price = Annotated[float, Field(strict=True, ge=0, le=MAX_PRICE, allow_inf_nan=False)]
+QuotaGpus = Annotated[float, Field(strict=True, ge=0, le=MAX_POOL_GPUS, allow_inf_nan=False)]
+# a scoring plugin's weight: a number as written (`price: true` is a mistake, not 1)
+ScoringWeight = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
 class NodeGroupSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    count: int = Field(1, ge=1, le=100_000)
+    count: int = Field(1, strict=True, ge=1, le=100_000)
     gpu_model: str = ""
-    gpus: int = Field(0, ge=0, le=64)
+    gpus: int = Field(0, strict=True, ge=0, le=64)
     gpu_memory: SizeMiB = 0
     cpu: CpuMilli = 0
     memory: SizeMiB = 0
-    price_per_gpu_hour: float | None = Field(None, ge=0, le=MAX_PRICE, allow_inf_nan=False)
+    price_per_gpu_hour: float | None = Field(None, strict=True, ge=0, le=MAX_PRICE, allow_inf_nan=False)
     capacity_kind: CapacityKind | None = None
     zone: str | None = None
     racks: Annotated[int, Field(strict=True)] | list[str] = Field(
         1, description="how many racks the nodes are spread over (round-robin), or their names "
         "(a name used in several groups of a provider's zone is one rack)")
-    nvlink_domain_size: int = Field(1, ge=1, description="nodes per NVLink domain")
+    nvlink_domain_size: int = Field(1, strict=True, ge=1, description="nodes per NVLink domain")
     labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LABELS,
                                    description="node labels (Kubernetes label syntax)")
     vendor: Vendor | None = Field(None, description="who makes the accelerators (nvidia, amd, "
@@ -152,9 +154,9 @@ class ProviderSpec(BaseModel):
     prices: dict[str, Price] = Field(default_factory=dict)
     node_groups: list[NodeGroupSpec] = Field(default_factory=list)
     #: the pool autoscaler's bounds for a renting provider
-    min_nodes: int = Field(0, ge=0, le=100_000)
-    max_nodes: int | None = Field(None, ge=0, le=100_000)
-    max_spend_per_hour: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False)
+    min_nodes: int = Field(0, strict=True, ge=0, le=100_000)
+    max_nodes: int | None = Field(None, strict=True, ge=0, le=100_000)
+    max_spend_per_hour: float | None = Field(None, strict=True, ge=0, le=1e9, allow_inf_nan=False)
     #: a rented node idle this long (counted from its join, or from its last work's end) is
     #: drained and returned (dstack's `idle_duration`); None: the `autoscaler:` idle_timeout
     idle_timeout: DurationS | None = Field(None, ge=0, le=30 * 86_400)
@@ -314,10 +316,10 @@ class QueueSpec(BaseModel):
 
     name: str
     parent: str | None = None
-    quota_gpus: float = Field(0, ge=0, le=MAX_POOL_GPUS, allow_inf_nan=False)
-    limit_gpus: float | None = Field(None, ge=0, le=MAX_POOL_GPUS, allow_inf_nan=False)
-    weight: float = Field(1.0, gt=0, le=1e6, allow_inf_nan=False)
-    priority: int = Field(0, ge=-1_000_000, le=1_000_000)
+    quota_gpus: float = Field(0, strict=True, ge=0, le=MAX_POOL_GPUS, allow_inf_nan=False)
+    limit_gpus: float | None = Field(None, strict=True, ge=0, le=MAX_POOL_GPUS, allow_inf_nan=False)
+    weight: float = Field(1.0, strict=True, gt=0, le=1e6, allow_inf_nan=False)
+    priority: int = Field(0, strict=True, ge=-1_000_000, le=1_000_000)
     quota_by_model: dict[str, QuotaGpus] = Field(default_factory=dict)
 
     @field_validator("name")
@@ -360,7 +362,7 @@ class MigrationSpec(BaseModel):
     enabled: bool = False
     restart_cost: DurationS = Field(
         60.0, description="what a move costs without progress (stop, checkpoint load, warm-up)")
-    max_per_step: int = Field(1, ge=0, le=1000, description="moves started per control step")
+    max_per_step: int = Field(1, strict=True, ge=0, le=1000, description="moves started per control step")
     min_interval: DurationS = Field(
         1800.0, description="a job moved less than this long ago is not moved again")
 
@@ -383,12 +385,12 @@ class SchedulerSpec(BaseModel):
         default_factory=MigrationSpec,
         description="moving running jobs to faster accelerators; off unless enabled")
 
-    scoring: dict[str, float] | None = None
-    queue_scoring: dict[str, dict[str, float]] = Field(default_factory=dict)
+    scoring: dict[str, ScoringWeight] | None = None
+    queue_scoring: dict[str, dict[str, ScoringWeight]] = Field(default_factory=dict)
     plugin_params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="constructor arguments of score plugins, by name")
     reserve_after: DurationS = 300.0
-    max_reservations: int = Field(1, ge=0, le=10_000)
+    max_reservations: int = Field(1, strict=True, ge=0, le=10_000)
     max_reservation: DurationS = Field(3600.0, description="longest a reservation holds nodes")
     reservation_cooldown: DurationS = Field(
         600.0, description="how long an expired reservation's nodes stay free of it")
@@ -396,11 +398,11 @@ class SchedulerSpec(BaseModel):
     consolidate: bool = True
     reclaim: bool = True
     preempt: bool = True
-    max_eviction_attempts: int = Field(256, ge=0, le=1_000_000)
-    max_moves: int = Field(8, ge=0, le=100_000)
-    usage_weight: float = Field(0.0, ge=0, le=1e6, allow_inf_nan=False)
+    max_eviction_attempts: int = Field(256, strict=True, ge=0, le=1_000_000)
+    max_moves: int = Field(8, strict=True, ge=0, le=100_000)
+    usage_weight: float = Field(0.0, strict=True, ge=0, le=1e6, allow_inf_nan=False)
     usage_half_life: DurationS = 7 * 24 * 3600.0
-    share_units: dict[str, Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)]] = Field(
+    share_units: dict[str, Annotated[float, Field(strict=True, gt=0, le=1e6, allow_inf_nan=False)]] = Field(
         default_factory=dict,
         description="fair share in normalised GPU units per model, e.g. {V100: 1, K80: 0.3}: "
         "a K80 then counts as 0.3 GPUs when queues are ordered by their share (quotas stay in "
@@ -506,20 +508,20 @@ class AutoscalerSpec(BaseModel):
                                     description="not joined this long, an instance is returned")
     backoff_base: DurationS = Field(60.0, ge=0, le=86_400)
     backoff_max: DurationS = Field(3600.0, ge=0, le=30 * 86_400)
-    spot_fallback_after: int = Field(2, ge=1, le=1000, description=(
+    spot_fallback_after: int = Field(2, strict=True, ge=1, le=1000, description=(
         "spot interruptions of one workload before it only gets on-demand capacity"))
-    max_spend_per_hour: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False)
-    move_premium: float = Field(0.25, ge=0, le=100, allow_inf_nan=False, description=(
+    max_spend_per_hour: float | None = Field(None, strict=True, ge=0, le=1e9, allow_inf_nan=False)
+    move_premium: float = Field(0.25, strict=True, ge=0, le=100, allow_inf_nan=False, description=(
         "after an interruption, the place that interrupted counts this much dearer (0.25: "
         "another place is taken when it costs at most 1.25x as much); 0 = no preference"))
     cancel_unneeded_after: DurationS | None = Field(60.0, description=(
         "an instance still on its way that no waiting work needs any more is returned once "
         "it has been on its way this long; null: kept until it joins and idles out"))
-    max_instances_per_decision: int = Field(32, ge=1, le=100_000, description=(
+    max_instances_per_decision: int = Field(32, strict=True, ge=1, le=100_000, description=(
         "most instances one pass launches"))
-    max_waiting_considered: int = Field(2000, ge=1, le=1_000_000, description=(
+    max_waiting_considered: int = Field(2000, strict=True, ge=1, le=1_000_000, description=(
         "waiting workloads (oldest, highest priority first) one pass rents for"))
-    replace_min_saving: float | None = Field(0.3, ge=0, le=100, allow_inf_nan=False,
+    replace_min_saving: float | None = Field(0.3, strict=True, ge=0, le=100, allow_inf_nan=False,
                                              description=(
         "replace a node whose work (all preemptible, all on it) fits one instance costing at "
         "most (1 - this) of its price (Karpenter's consolidation); null (or 1 and over): never"))

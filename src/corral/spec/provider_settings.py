@@ -20,7 +20,7 @@ from corral.spec.workload import check_name
 __all__ = ["NEEDS", "SETTINGS", "AwsProviderSettings", "SshHostSettings", "SshProviderSettings",
            "no_duplicates"]
 
-Price = Annotated[float, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)]
+Price = Annotated[float, Field(strict=True, ge=0, le=MAX_PRICE, allow_inf_nan=False)]
 
 
 class AwsProviderSettings(BaseModel):
@@ -66,9 +66,9 @@ class SshHostSettings(BaseModel):
 
     name: str = Field(description="the node id it joins as")
     address: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:_-]+$")
-    port: int = Field(22, ge=1, le=65535)
+    port: int = Field(22, strict=True, ge=1, le=65535)
     user: str = Field("root", min_length=1, max_length=32, pattern=r"^[a-z_][a-z0-9_-]*$")
-    gpus: int = Field(0, ge=0, le=64)
+    gpus: int = Field(0, strict=True, ge=0, le=64)
     gpu_model: str = Field("none", max_length=63)
     gpu_memory: SizeMiB = 0
     #: what the host offers: the autoscaler rents it only for work that fits these
@@ -108,7 +108,7 @@ class SshProviderSettings(BaseModel):
         "path of corral's wheel to install on the hosts (default: built from this source tree)"))
     agent_args: list[Annotated[str, Field(max_length=255)]] = Field(
         default_factory=list, max_length=32, description="more `corral agent` flags")
-    timeout_s: float = Field(120.0, gt=0, le=3600, allow_inf_nan=False)
+    timeout_s: float = Field(120.0, strict=True, gt=0, le=3600, allow_inf_nan=False)
     runs_images: bool | None = Field(None, description=(
         "whether the hosts have podman, so they run `image:` work; unset: no image work is "
         "rented for here"))

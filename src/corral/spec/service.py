@@ -215,7 +215,7 @@ class RetrySpec(BaseModel):
         2, ge=1, le=10, strict=True, description="tries of one request whose tries end in "
         "resets, the first included (2: one retry)")
     budget: float = Field(
-        0.2, ge=0, le=1, description="reset retries per service, as a fraction of its "
+        0.2, ge=0, le=1, strict=True, description="reset retries per service, as a fraction of its "
         "requests over the last 10 s (above a reserve of 10): 0.2 lets a crash loop add at "
         "most ~20% load")
     replay_buffer: ReplayBufferBytes | None = Field(

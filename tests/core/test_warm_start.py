@@ -4,6 +4,7 @@ plans and node changes (seeded and Hypothesis), and when the kept state must be 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -146,57 +147,73 @@ def test_what_the_kept_state_cannot_account_for_is_rebuilt() -> None:
     assert warm.rebuilds == rebuilds
 
 
-def test_adoption_is_kept_while_the_pool_stays_and_made_again_when_it_changes() -> None:
-    """The running work adopted is carried from cycle to cycle (`warm_adoption`) while the
-    pool's nodes and hardware stay (a cordon is no change of hardware); a node gone, or one
-    with other hardware, makes the cycle adopt everything again, planning as the cold one."""
-    kept_over = remade = 0
-    for seed in range(12):
+def walk_seeded(seeds: range, step: Callable[[int, int, ClusterState, float, WarmStart],
+                                              ClusterState]) -> None:
+    """The seeded churn histories of `test_churn`, one `WarmStart` each (every change through
+    the update): `step(seed, k, state, now, warm)` plans cycle k and returns the state the next
+    cycle starts from."""
+    for seed in seeds:
         start, cycles = history(SeededChooser(seed))
         warm = WarmStart(rebuild_share=1e9)
         state, now = start, 10_000.0
         for k, c in enumerate(cycles):
             now += DT
-            state = unexpired(between_cycles(state, c, now), now)
-            if k % 4 == 3:  # the busiest node dropped, renamed, or with other memory
-                busy = max(state.nodes, key=lambda n: sum(
-                    a.node_id == n.id for w in state.workloads for a in w.assignments))
-                other = [replace(busy, id=busy.id + "-new"),
-                         replace(busy, gpu_memory_mib=busy.gpu_memory_mib + 1)][seed % 2]
-                nodes = [n for n in state.nodes if n is not busy]
-                state = replace(state, nodes=tuple(nodes if k % 8 == 3 else (*nodes, other)))
-            else:
-                state = _node_change(state, k)
-            before = warm.adoption
-            cold = schedule(state, now, CONFIG, seed=k)
-            same(warm_plan(state, now, k, warm), cold)
-            if before is not None and k % 4 == 3:
-                assert warm.adoption is not before  # the pool changed: adopted anew
-                remade += 1
-            elif before is not None:
-                assert warm.adoption is before  # carried over, brought up to date
-                kept_over += 1
-            state = apply_like_control_plane(state, cold, now)
-    assert kept_over > 40 and remade > 5
+            state = step(seed, k, unexpired(between_cycles(state, c, now), now), now, warm)
+
+
+def plan_both_and_apply(state: ClusterState, now: float, k: int, warm: WarmStart) -> ClusterState:
+    cold = schedule(state, now, CONFIG, seed=k)
+    same(warm_plan(state, now, k, warm), cold)
+    return apply_like_control_plane(state, cold, now)
+
+
+def _pool_change(state: ClusterState, seed: int, k: int) -> ClusterState:
+    """Every fourth cycle the busiest node is dropped, renamed, or given other memory; else
+    `_node_change`'s cordons."""
+    if k % 4 != 3:
+        return _node_change(state, k)
+    busy = max(state.nodes, key=lambda n: sum(
+        a.node_id == n.id for w in state.workloads for a in w.assignments))
+    other = [replace(busy, id=busy.id + "-new"),
+             replace(busy, gpu_memory_mib=busy.gpu_memory_mib + 1)][seed % 2]
+    nodes = [n for n in state.nodes if n is not busy]
+    return replace(state, nodes=tuple(nodes if k % 8 == 3 else (*nodes, other)))
+
+
+def test_adoption_is_kept_while_the_pool_stays_and_made_again_when_it_changes() -> None:
+    """The running work adopted is carried from cycle to cycle (`warm_adoption`) while the
+    pool's nodes and hardware stay (a cordon is no change of hardware); a node gone, or one
+    with other hardware, makes the cycle adopt everything again, planning as the cold one."""
+    seen = {"kept_over": 0, "remade": 0}
+
+    def step(seed: int, k: int, state: ClusterState, now: float, warm: WarmStart) -> ClusterState:
+        state = _pool_change(state, seed, k)
+        before = warm.adoption
+        state = plan_both_and_apply(state, now, k, warm)
+        if before is not None and k % 4 == 3:
+            assert warm.adoption is not before  # the pool changed: adopted anew
+            seen["remade"] += 1
+        elif before is not None:
+            assert warm.adoption is before  # carried over, brought up to date
+            seen["kept_over"] += 1
+        return state
+
+    walk_seeded(range(12), step)
+    assert seen["kept_over"] > 40 and seen["remade"] > 5
 
 
 def test_an_opening_whose_cycle_never_adopted_is_not_built_on() -> None:
     """A cycle that raised between its opening and its adoption (review of 943d7d2): the next
     cycle must not advance the kept adoption by its own starts and stops alone, missing the
     failed cycle's; it adopts afresh and plans as the cold one."""
-    skipped = 0
-    for seed in range(12):
-        start, cycles = history(SeededChooser(seed))
-        warm = WarmStart(rebuild_share=1e9)
-        state, now = start, 10_000.0
-        for k, c in enumerate(cycles):
-            now += DT
-            state = unexpired(between_cycles(state, c, now), now)
-            if k % 5 == 2:
-                warm.open(state.queues, state.workloads)  # its cycle raised: no plan applied
-                skipped += 1
-                continue
-            cold = schedule(state, now, CONFIG, seed=k)
-            same(warm_plan(state, now, k, warm), cold)
-            state = apply_like_control_plane(state, cold, now)
-    assert skipped > 10
+    skipped = []
+
+    def step(seed: int, k: int, state: ClusterState, now: float, warm: WarmStart) -> ClusterState:
+        if k % 5 == 2:
+            warm.open(state.queues, state.workloads)  # its cycle raised: no plan applied
+            skipped.append(k)
+            return state
+        return plan_both_and_apply(state, now, k, warm)
+
+    walk_seeded(range(12), step)
+    assert len(skipped) > 10

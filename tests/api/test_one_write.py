@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from corral.api.serving import OneWrite, guarded_protocol
+from corral.api.serving import OneWrite, header_deadline
 
 RELEASE = threading.Event()  # the stream's body waits for it
 
@@ -132,7 +132,8 @@ def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[int, list[bytes]]]
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     app = Starlette(routes=[Route("/plain", plain, methods=["POST"]), Route("/stream", stream)])
-    server = uvicorn.Server(uvicorn.Config(app, http=guarded_protocol(10.0), loop="asyncio",
+    guarded, protocol = header_deadline(app, 10.0)
+    server = uvicorn.Server(uvicorn.Config(guarded, http=protocol, loop="asyncio",
                                            log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

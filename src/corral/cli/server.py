@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.api import ApiContext, create_app
-from corral.api.serving import uvicorn_options
+from corral.api.serving import uvicorn_config
 from corral.backends.base import Backend
 from corral.backends.health import GpuHealthProbe
 from corral.backends.local import LocalBackend
@@ -427,9 +427,8 @@ def _serve(cfg: ServerConfig, sock: socket.socket, on_ready: Any, uvicorn: Any) 
     from corral.api.service_routes import mount_gateway  # issue 12: /serve/<service>/...
 
     mount_gateway(app, parts.loop, parts.backend.name)
-    server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=port,
-                                           log_level="warning", access_log=False,
-                                           **uvicorn_options(parts.ctx.limits)))
+    server = uvicorn.Server(uvicorn_config(app, parts.ctx.limits, host=cfg.host, port=port,
+                                           log_level="warning", access_log=False))
     stop = threading.Event()
     loop_thread = threading.Thread(target=parts.loop.run, args=(stop,), name="control-loop",
                                    daemon=True)

@@ -9,6 +9,7 @@ import importlib
 import pkgutil
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from pydantic.types import Strict
 
 import corral.spec
 from corral.spec import PoolSpec, SpecError
+from corral.spec.load import load_pool, load_workloads
 
 POOL: dict[str, Any] = {
     "providers": [{"name": "p", "kind": "static", "prices": {"H100": 2.0},
@@ -95,3 +97,35 @@ def _lax_number_fields() -> list[str]:
 
 def test_no_spec_model_has_a_lax_number_field() -> None:
     assert _lax_number_fields() == []
+
+
+POOL_YAML = """
+providers:
+  - name: p
+    max_spend_per_hour: 1e3
+    prices: {H100: 2.5e0}
+    node_groups:
+      - {name: g, count: 2, gpus: 8, gpu_model: H100, gpu_memory: 80GiB, price_per_gpu_hour: 2e-1}
+queues: [{name: q, quota_gpus: 8}]
+"""
+
+
+def test_a_pool_file_reads_exponents_as_numbers_as_yaml_1_2_does(tmp_path: Path) -> None:
+    """PyYAML reads YAML 1.1, where `2e-1` and `1e3` are strings: with strict numbers a pool
+    that said `price_per_gpu_hour: 2e-1` would be refused (review of 187ed95)."""
+    path = tmp_path / "pool.yaml"
+    path.write_text(POOL_YAML)
+    pool = load_pool(path)
+    assert pool.providers[0].max_spend_per_hour == 1000.0
+    assert pool.providers[0].prices == {"H100": 2.5}
+    assert pool.providers[0].node_groups[0].price_per_gpu_hour == 0.2
+    path.write_text(POOL_YAML.replace("1e3", "1e999"))
+    with pytest.raises(SpecError, match="max_spend_per_hour"):
+        load_pool(path)  # a float now, and not a finite one
+
+
+def test_a_workload_file_keeps_exponent_text_as_text(tmp_path: Path) -> None:
+    """An environment value is text: `LR: 1e-3` stays the string `1e-3`, as it always was."""
+    path = tmp_path / "work.yaml"
+    path.write_text("workloads:\n- {name: a, queue: q, command: [x], env: {LR: 1e-3}}\n")
+    assert load_workloads(path)[0].env == {"LR": "1e-3"}

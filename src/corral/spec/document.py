@@ -5,6 +5,7 @@ server's libraries; `corral.spec.load` validates what this returns."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -20,11 +21,13 @@ MAX_NODES: Final = 500_000  # values in a document, aliases expanded
 MAX_DEPTH: Final = 64
 
 
-def read_document(path: str | Path) -> Any:
+def read_document(path: str | Path, *, exponent_floats: bool = False) -> Any:
     """The YAML or JSON document in `path`, bounded: a file over MAX_FILE_BYTES, a document
     that expands (through aliases) to more than MAX_NODES values or nests deeper than
     MAX_DEPTH, and numbers that are not finite (.inf, .nan) are refused with one message each,
-    before anything large is built."""
+    before anything large is built. `exponent_floats`: `1e9` and `2e-1` are numbers, as YAML
+    1.2 and JSON read them (`_ExponentLoader`): for the pool file, whose numbers are strict;
+    a workload file keeps YAML 1.1's strings there (`env: {LR: 1e-3}` is the text `1e-3`)."""
     p = Path(path)
     try:
         with open(p, "rb") as f:
@@ -35,7 +38,8 @@ def read_document(path: str | Path) -> Any:
         raise SpecError([("", f"the file is larger than {MAX_FILE_BYTES // 2**20} MiB; split "
                               "it into several files")], str(p))
     try:
-        data = _parse(raw.decode("utf-8"))
+        loader = _ExponentLoader if exponent_floats else yaml.SafeLoader
+        data = _parse(raw.decode("utf-8"), loader)
     except UnicodeDecodeError as exc:
         raise SpecError([("", f"not UTF-8 text (byte {exc.start})")], str(p)) from None
     except yaml.YAMLError as exc:
@@ -57,11 +61,22 @@ class _TooLarge(Exception):
     pass
 
 
-def _parse(text: str) -> Any:
+class _ExponentLoader(yaml.SafeLoader):
+    """PyYAML's safe loader reads YAML 1.1, where `1e9` and `2e-1` (an exponent, no dot) are
+    strings, and so is `1.5e3` (1.1 wants `1.5e+3`); YAML 1.2 and JSON call them numbers.
+    The pool file's numbers are strict (a string is refused), so it reads them as floats."""
+
+
+_ExponentLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"))
+
+
+def _parse(text: str, loader_class: type[yaml.SafeLoader]) -> Any:
     """yaml.safe_load, with the composed node graph measured before it is constructed: an
     alias is the same node again, so a billion-laughs document is a small graph that expands
     to a huge value; its expanded size is counted here without expanding it."""
-    loader = yaml.SafeLoader(text)
+    loader = loader_class(text)
     try:
         node = loader.get_single_node()
         if node is None:

@@ -49,7 +49,7 @@ class WorkloadFile(BaseModel):
 
 
 def load_pool(path: str | Path) -> PoolSpec:
-    data = read_document(path)
+    data = read_document(path, exponent_floats=True)
     try:
         return PoolSpec.model_validate(data or {})
     except ValidationError as exc:

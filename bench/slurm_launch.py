@@ -17,10 +17,13 @@ slurmd with fake GPUs), then, on the same cluster, for each size in `--jobs` and
    `coalesce_s`, else every `interval_s`; `corral.control.wake`); `--interval S` steps it from
    the bench instead, S between step starts (0 = back to back, its default before the wake).
 
-`--warm-slots N` runs row 3 again with `SlurmBackend(warm_slots=N)` (`corral.backends.
-slurm_pilot`: single workers handed to pilot jobs queued on their node ahead of the work), in the
-same round, after the plain row: `corral_warm_jobs_per_s` and `ratio_warm`; the pilots left idle
-are drained (not timed) before the next row.
+Row 3 runs `SlurmBackend` with its defaults, as `corral up --backend slurm` does: since issue
+16's last pass, `DEFAULT_WARM_SLOTS` spare pilots per node and shape (`corral.backends.
+slurm_pilot`: single workers handed to pilot jobs queued on their node ahead of the work) with
+reuse; the pilots it leaves idle are drained (not timed) before the next row. `--off-row` runs
+it again with warm slots off (`warm_slots=0`: one Slurm job, an array task, per worker), in
+the same round: `warm_off`. `--warm-slots N` runs it again with `warm_slots=N`: `warm`.
+Every corral row records its workloads' final states (`states`) and launches (`launched`).
 
 `--pilot-reuse-s S` (default 60) is the warm row's `pilot_reuse_s` (a pilot whose worker ended
 takes the next one queued on its node and shape, no new Slurm job); `--warm-no-reuse` runs the
@@ -36,7 +39,7 @@ its Slurm client commands (`cpu_ms_per_job`, `cpu_now`), and the machine's load;
 cycle goes between one job's end and the next one's start (`timeline`).
 
     .venv/bin/python bench/slurm_launch.py [--nodes 4] [--jobs 200 1000] [--repeats 2]
-        [--old-runner /tmp/local_runner_old.py] [--timeline] [--warm-slots 1]
+        [--old-runner /tmp/local_runner_old.py] [--timeline] [--off-row] [--warm-slots 8]
         [--pilot-reuse-s 60] [--warm-no-reuse]
 """
 
@@ -56,7 +59,7 @@ from typing import Any
 from engine_loop import run_until_done  # type: ignore[import-not-found]  # bench/
 
 from corral.backends import local_runner
-from corral.backends.slurm import SlurmBackend
+from corral.backends.slurm import DEFAULT_WARM_SLOTS, SlurmBackend
 from corral.testing.daemons import pids_with_env
 from corral.testing.slurm import MARKER_ENV, SlurmCluster
 from corral.testing.slurmconf import SlurmSettings
@@ -187,12 +190,14 @@ def timeline(backend: _TimedSlurm) -> dict[str, float | int]:
 
 def corral_on_slurm(cluster: SlurmCluster, jobs: int, work: Path, interval: float | None = None,
                     runner: list[str] | None = None, with_timeline: bool = False,
-                    warm_slots: int = 0, pilot_reuse_s: float = 60.0
+                    warm_slots: int | None = None, pilot_reuse_s: float | None = None
                     ) -> tuple[float, dict[str, Any]]:
-    """Row 3: corral's loop on `SlurmBackend`; `runner`: the supervisor's start command in the
-    batch scripts (a bench-only switch, to compare supervisors in one run), else the current."""
-    backend = _TimedSlurm(work / "slurm-work", env=cluster.env, warm_slots=warm_slots,
-                          pilot_reuse_s=pilot_reuse_s)
+    """Row 3: corral's loop on `SlurmBackend` (its defaults, as `corral up`, where `warm_slots`
+    or `pilot_reuse_s` is None); `runner`: the supervisor's start command in the batch scripts
+    (a bench-only switch, to compare supervisors in one run), else the current."""
+    given = {k: v for k, v in (("warm_slots", warm_slots), ("pilot_reuse_s", pilot_reuse_s))
+             if v is not None}
+    backend = _TimedSlurm(work / "slurm-work", env=cluster.env, **given)  # type: ignore[arg-type]
     backend.sbatch_ends = {}
     current = local_runner.runner_argv
     if runner is not None:
@@ -224,6 +229,8 @@ def main() -> None:
     ap.add_argument("--no-runner-row", action="store_true", help="skip row 2")
     ap.add_argument("--timeline", action="store_true",
                     help="row 3 also says where a slot's cycle goes (`timeline`)")
+    ap.add_argument("--off-row", action="store_true",
+                    help="row 3 again with warm slots off (warm_slots=0), in the same round")
     ap.add_argument("--warm-slots", type=int, default=0,
                     help="row 3 again with SlurmBackend(warm_slots=N) (0: not run)")
     ap.add_argument("--pilot-reuse-s", type=float, default=60.0,
@@ -262,6 +269,7 @@ def one_row(cluster: SlurmCluster, jobs: int, round_: int, work: Path,
             cluster, jobs, work, old, "old-runner")
         (work / "old").mkdir()
         old_corral, old_detail = corral_on_slurm(cluster, jobs, work / "old", args.interval, old)
+        _drain(cluster)
         row["old_runner"] = {
             "corral_jobs_per_s": round(jobs / old_corral, 1),
             "ratio": round(alone / old_corral, 2), "corral_s": round(old_corral, 2),
@@ -272,14 +280,19 @@ def one_row(cluster: SlurmCluster, jobs: int, round_: int, work: Path,
     corral, detail = corral_on_slurm(cluster, jobs, work, args.interval,
                                      with_timeline=args.timeline)
     cpu_ms["corral"] = cpu_since(cluster, cpu, jobs)
-    row |= {"corral_jobs_per_s": round(jobs / corral, 1), "ratio": round(alone / corral, 2)}
+    _drain(cluster)  # the pilots the default left idle end within their idle time
+    row |= {"corral_jobs_per_s": round(jobs / corral, 1), "ratio": round(alone / corral, 2),
+            "default_warm_slots": DEFAULT_WARM_SLOTS}
+    if args.off_row:
+        row["warm_off"] = warm_row(cluster, jobs, work / "off", alone, cpu_ms, "warm_off", args,
+                                   None, 0)[1]
     if args.warm_slots > 0:
         warm = warm_row(cluster, jobs, work / "warm", alone, cpu_ms, "warm", args,
-                        args.pilot_reuse_s)
+                        args.pilot_reuse_s, args.warm_slots)
         row["warm"] = warm[1]
         if args.warm_no_reuse:
             row["warm_no_reuse"] = warm_row(cluster, jobs, work / "warm-no-reuse", alone, cpu_ms,
-                                            "warm_no_reuse", args, 0.0)[1]
+                                            "warm_no_reuse", args, 0.0, args.warm_slots)[1]
     if runner is not None:
         row["slurm_alone_supervised_jobs_per_s"] = round(jobs / runner, 1)
         row["ratio_to_supervised"] = round(runner / corral, 2)
@@ -292,17 +305,19 @@ def one_row(cluster: SlurmCluster, jobs: int, round_: int, work: Path,
 
 def warm_row(cluster: SlurmCluster, jobs: int, work: Path, alone: float,
              cpu_ms: dict[str, Any], name: str, args: argparse.Namespace,
-             reuse_s: float) -> tuple[float, dict[str, Any]]:
-    """Row 3 with warm slots (`--warm-slots`), pilots reused for `reuse_s`: its seconds and
-    its part of the JSON line; the pilots left idle drained (not timed) after it."""
+             reuse_s: float | None, warm_slots: int) -> tuple[float, dict[str, Any]]:
+    """Row 3 with `warm_slots` spare pilots (0: off), reused for `reuse_s` (None: the
+    backend's default): its seconds and its part of the JSON line; the pilots left idle
+    drained (not timed) after it."""
     work.mkdir()
     cpu = cpu_now(cluster)
     warm, detail = corral_on_slurm(cluster, jobs, work, args.interval,
-                                   with_timeline=args.timeline, warm_slots=args.warm_slots,
+                                   with_timeline=args.timeline, warm_slots=warm_slots,
                                    pilot_reuse_s=reuse_s)
     cpu_ms[name] = cpu_since(cluster, cpu, jobs)  # before the idle pilots' drain
     _drain(cluster)  # the pilots left idle end within their idle time: not corral's jobs
-    return warm, {"pilot_reuse_s": reuse_s, "corral_warm_jobs_per_s": round(jobs / warm, 1),
+    return warm, {"warm_slots": warm_slots, "pilot_reuse_s": reuse_s,
+                  "corral_warm_jobs_per_s": round(jobs / warm, 1),
                   "ratio_warm": round(alone / warm, 2), "corral_s": round(warm, 2),
                   "corral_cpu_s": detail["corral_cpu_s"],
                   "states": detail["states"], "launched": detail["launched"],

@@ -2,7 +2,8 @@
 (pure), and on a real Slurm: an array's tasks map back to their own workers exactly (each
 runs its own command with its own environment and log), a refused member leaves the others,
 and a control plane that crashed between ``sbatch`` and saving the task ids finds every task
-again by the array's name and index, without submitting anything twice.
+again by the array's name and index, without submitting anything twice. Arrays are the path
+of single workers with warm slots off (`warm_slots=0`; on by default, they go to pilots).
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def arrays_named(cluster: SlurmCluster) -> dict[str, list[str]]:
 @pytest.mark.slurm
 def test_single_workers_of_one_shape_go_as_one_array_and_map_back_exactly(
         slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
-    backend = SlurmBackend(tmp_path / "work", env=slurm_cluster.env)
+    backend = SlurmBackend(tmp_path / "work", env=slurm_cluster.env, warm_slots=0)
     before = set(arrays_named(slurm_cluster))
     ids = [f"arr-{i}" for i in range(3)]
     specs = [make_spec(wid).on("gpu1").devices(i).python(SHOW_ENV).build()
@@ -130,7 +131,7 @@ def test_single_workers_of_one_shape_go_as_one_array_and_map_back_exactly(
 def test_a_restarted_control_plane_finds_array_tasks_by_name_and_runs_nothing_twice(
         slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
     work, gate = tmp_path / "work", tmp_path / "go"
-    backend = SlurmBackend(work, env=slurm_cluster.env)
+    backend = SlurmBackend(work, env=slurm_cluster.env, warm_slots=0)
     before = set(arrays_named(slurm_cluster))
     ids = [f"arr-crash-{i}" for i in range(3)]
     specs: list[LaunchSpec] = [
@@ -147,7 +148,7 @@ def test_a_restarted_control_plane_finds_array_tasks_by_name_and_runs_nothing_tw
         data = json.loads(path.read_text())
         data["engine"]["jobs"] = {}
         path.write_text(json.dumps(data))
-    successor = SlurmBackend(work, env=slurm_cluster.env)
+    successor = SlurmBackend(work, env=slurm_cluster.env, warm_slots=0)
     assert successor.launch_many(specs) == [None] * 3  # the same attempts: nothing submitted
     assert set(arrays_named(slurm_cluster)) - before == {name}
     assert len(arrays_named(slurm_cluster)[name]) == 3

@@ -37,10 +37,10 @@ WAIT_FOR_FILE = ("import os, sys, time\nwhile not os.path.exists(sys.argv[1]):\n
                  "    time.sleep(0.05)\n")
 
 
-def run_pilot(pdir: Path, job: str, idle_s: float = 0.2, reuse_s: float = 0.0, **array: str
-              ) -> subprocess.CompletedProcess[str]:
+def run_pilot(pdir: Path, job: str, idle_s: float = 0.2, reuse_s: float = 0.0, gen: str = "",
+              **array: str) -> subprocess.CompletedProcess[str]:
     script = pdir / "pilot.sbatch"
-    script.write_text(pilot_script(pdir, idle_s, reuse_s))
+    script.write_text(pilot_script(pdir, idle_s, reuse_s, gen))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     return subprocess.run(["/bin/bash", str(script)], env={**env, "SLURM_JOB_ID": job, **array},
                           capture_output=True, text=True, timeout=30)
@@ -229,7 +229,8 @@ def test_pilots_wanted_count_the_reserve_items_withdrawn_and_gone(tmp_path: Path
     k.withdrawn += 1  # a queued worker stopped: the pilot meant for it is a spare now
     assert pilots.wanted(k) == 0
     for job in ("7", "8"):  # two pilots idled out: the reserve is short by two
-        (k.dir / "gone" / job).touch()
+        (k.dir / "gone" / f"{job}@{pilots.gen}").touch()
+    (k.dir / "gone" / "6@0123456789ab").touch()  # a former backend's pilot: counts for nothing
     assert pilots.wanted(k) == 1
     assert list((k.dir / "gone").iterdir()) == []  # each mark counted once
     assert pilots.wanted(k) == 1
@@ -245,7 +246,7 @@ def test_a_pilot_back_for_more_work_counts_as_one_submitted(tmp_path: Path) -> N
     k = pilots.key_of("gpu1", "gpu:1")
     k.queued = k.submitted = 4  # 4 workers run in 4 pilots, the spare counted in below
     k.submitted += 1
-    (k.dir / "back" / "7_0.1").touch()  # a worker ended, its pilot looks for more
+    (k.dir / "back" / f"7_0.1@{pilots.gen}").touch()  # a worker ended, its pilot looks on
     k.queued += 1  # and the next worker is queued there
     assert pilots.wanted(k) == 0
     assert list((k.dir / "back").iterdir()) == []
@@ -282,6 +283,54 @@ def test_item_names_sort_as_they_were_queued(tmp_path: Path) -> None:
     pilots = Pilots(tmp_path, warm=1, idle_s=1.0)
     names = [pilots.item_name() for _ in range(50)]
     assert sorted(names) == names and len(set(names)) == 50
+
+
+def test_a_pilot_takes_only_its_backends_items_and_marks_its_own(tmp_path: Path) -> None:
+    """After a restart the former backend's pilots (another `gen`) take none of the new one's
+    items and leave marks the new one does not count: they idle out."""
+    pdir = key_dirs(tmp_path)
+    wdirs = queue_items(tmp_path, pdir, 'echo "ran as $SLURM_JOB_ID"\n: > WDIR/exit.json\n',
+                        2, tmp_path / "no-stop" / "deadline")
+    os.rename(pdir / "queue" / "000.sh", pdir / "queue" / "000@aaaa.sh")
+    os.rename(pdir / "queue" / "001.sh", pdir / "queue" / "001@bbbb.sh")
+    assert run_pilot(pdir, "41", reuse_s=60, gen="aaaa").returncode == 0
+    assert (wdirs[0] / JOB_ID_FILE).read_text() == "41\n"  # its own backend's item
+    assert not (wdirs[1] / JOB_ID_FILE).exists()  # not the other's
+    assert marks(pdir, "queue") == ["001@bbbb.sh"]
+    assert marks(pdir, "back") == ["41.1@aaaa"] and marks(pdir, "gone") == ["41@aaaa"]
+
+
+def test_a_restarted_backend_adopts_the_items_no_pilot_took(tmp_path: Path) -> None:
+    """`Pilots.adopt`: a waiting item becomes the new backend's (its gen, same place in the
+    queue) and counts as queued, so pilots are asked for it; a taken or ended one does not;
+    a stop still finds the renamed item to withdraw it."""
+    from corral.backends.records import AttemptRecords
+    from corral.backends.slurm_pilot import find_item
+
+    before = Pilots(tmp_path, warm=1, idle_s=1.0)
+    k = before.key_of("gpu1", "gpu:1")
+    records = AttemptRecords(tmp_path / "records")
+    made = []
+    for i in range(3):
+        item = before.item_name()
+        made.append(records.create(make_spec(f"adopt-{i}").on("gpu1").build(),
+                                   {"jobs": {}, "notes": {}, PILOT_KEY: {
+                                       "key": k.dir.name, "item": item}}))
+        (made[-1].dir / "worker-0").mkdir()
+        (k.dir / "queue" / item).write_text("exit 0\n")
+    (made[1].dir / "worker-0" / JOB_ID_FILE).write_text("9_0\n")  # a pilot took this one
+    os.rename(k.dir / "queue" / made[1].engine[PILOT_KEY]["item"],
+              k.dir / "claimed" / "9_0.0.sh")
+    items = [m.engine[PILOT_KEY]["item"] for m in made]  # as the records name them
+    after = Pilots(tmp_path, warm=1, idle_s=1.0)
+    [adopted] = after.adopt(made)
+    assert adopted.dir == k.dir and adopted.queued == 2
+    assert after.wanted(adopted) == 3  # the two items and the spare
+    names = marks(k.dir, "queue")
+    assert len(names) == 2 and all(n.endswith(f"@{after.gen}.sh") for n in names)
+    assert [find_item(k.dir / "queue", items[i]) for i in (0, 2)] == [
+        k.dir / "queue" / n for n in names]  # found by their old names, oldest first still
+    assert after.adopt(made) == []  # adopted once
 
 
 # --- on a real Slurm ---------------------------------------------------------------------------
@@ -425,3 +474,36 @@ def test_a_worker_in_a_reused_pilot_is_stopped_by_the_contract_and_its_pilot_lea
                                                       ).stdout.split(), "the pilot to leave")
     k = backend.pilots.known("gpu2.gpu_1")
     assert k is not None and k.back == 4 and back_marks(backend, "gpu2") == 0
+
+
+@pytest.mark.slurm
+def test_a_restarted_backend_runs_the_workers_its_predecessor_queued_once(
+        slurm_cluster: SlurmCluster, tmp_path: Path, cleanup: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Items queued whose pilots were never submitted (slurmctld away, then the control plane
+    restarted): the new backend adopts them and asks pilots for them itself, with no launch on
+    that node to prompt it; each worker runs once."""
+    from corral.backends import slurm_pilot
+    from corral.backends.errors import BackendUnavailable
+
+    work = tmp_path / "work"
+    before = SlurmBackend(work, env=slurm_cluster.env, warm_slots=1, pilot_idle_s=1.0)
+
+    def away(*_: object) -> None:
+        raise BackendUnavailable("slurmctld is not answering (the test's)")
+    monkeypatch.setattr(slurm_pilot, "_submit_pilots", away)
+    ids = [f"adopted-{i}" for i in range(2)]
+    specs = [make_spec(wid).on("gpu3").devices(i).python(SHOW_ENV).build()
+             for i, wid in enumerate(ids)]
+    assert before.launch_many(specs) == [None] * 2  # handed over: the items wait for pilots
+    assert states_of(before, ids) == {wid: WorkerState.STARTING for wid in ids}
+    monkeypatch.undo()
+    after = SlurmBackend(work, env=slurm_cluster.env, warm_slots=1, pilot_idle_s=1.0)
+    eventually(lambda: set(states_of(after, ids).values()) == {WorkerState.SUCCEEDED},
+               "the adopted workers to succeed", timeout=90)
+    assert after.launch_many(specs) == [None] * 2  # the same attempts again: nothing queued
+    for wid in ids:  # each ran once, as itself
+        lines = after.read_logs(wid, 0, 0)[0].decode().splitlines()
+        runs = [json.loads(line) for line in lines if line.startswith("{")]
+        assert [env["CORRAL_WORKLOAD_ID"] for env in runs] == [wid]
+        after.release(wid, 0)

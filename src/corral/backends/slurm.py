@@ -101,6 +101,7 @@ from corral.backends.slurm_pilot import (
     PILOT_KEY,
     Pilots,
     launch_pilots,
+    pilots_for_adopted,
     taken_by,
     unclaimed_end,
     withdraw,
@@ -109,8 +110,8 @@ from corral.backends.slurm_status import Asker, job_states
 from corral.backends.slurm_submit import DEADLINE_FILE, SlurmSubmission, container_argv, job_name
 from corral.core.model import Node
 
-__all__ = ["DEADLINE_FILE", "MAX_WARM_SLOTS", "SlurmBackend", "check_warm_slots", "container_argv",
-           "job_name"]
+__all__ = ["DEADLINE_FILE", "DEFAULT_WARM_SLOTS", "MAX_WARM_SLOTS", "SlurmBackend",
+           "check_warm_slots", "container_argv", "job_name"]
 
 log = logging.getLogger(__name__)
 #: the most exit records one `changed_since_poll` stats (~3 us each on this VM): called every
@@ -122,6 +123,16 @@ WATCH_BATCH = 200
 #: the most pilots a (node, --gres) may keep queued ahead of work: each idle one holds a GPU
 #: (or shard) of Slurm's for `pilot_idle_s`, so more than a node's GPUs only idles them
 MAX_WARM_SLOTS = 64
+
+#: warm slots unless told otherwise (`corral up --backend slurm`, `SlurmBackend()`): spare
+#: pilots queued per (node, --gres) beyond the workers waiting there (issue 16). Without them
+#: each worker pays Slurm's start of a new job after corral saw its GPU free (0.44-0.60x of
+#: Slurm alone's jobs/s at 1,000 jobs); with pilots and reuse corral matched or beat Slurm
+#: alone (bench/README, "Through a real Slurm", "warm slots by default"). Small, because each
+#: idle pilot holds a GPU of Slurm's for `pilot_idle_s` and a spare waits in Slurm's queue as
+#: a job pinned to its node; with reuse the spares matter only at a ramp or where a pilot left.
+#: `ServerConfig.slurm_warm_slots` repeats it (the CLI starts without the engines' modules).
+DEFAULT_WARM_SLOTS = 2
 
 #: the longest a pilot keeps taking workers: a worker it takes starts that far into the
 #: pilot's Slurm time limit, which a cluster's partition may set in hours
@@ -163,7 +174,9 @@ class SlurmBackend(SlurmSubmission, SlurmObservation, Backend, InventorySource, 
     node_cache_s: how long a batch's placement checks reuse the last ``scontrol show nodes``.
     warm_slots: in `launch_many`, single workers go to pilot jobs queued on their node ahead of
     the work, this many more per (node, --gres) than workers waiting (`corral.backends.
-    slurm_pilot`: Slurm starts a pilot as a GPU frees, while corral is still deciding); 0: off.
+    slurm_pilot`: Slurm starts a pilot as a GPU frees, while corral is still deciding);
+    `DEFAULT_WARM_SLOTS` unless given; 0: off (each single worker its own Slurm job, as an
+    array task: Slurm's accounting sees one job per worker, and no pilot holds a GPU idle).
     pilot_idle_s: how long a pilot with nothing to run holds its GPU before it exits.
     pilot_reuse_s: a pilot whose worker ended takes the next worker queued on its node and
     shape (no new Slurm job) while it is younger than this; 0: one worker a pilot. A worker a
@@ -180,7 +193,8 @@ class SlurmBackend(SlurmSubmission, SlurmObservation, Backend, InventorySource, 
         not_responding_is_lost: bool = False, kill_slack_s: float = 5.0,
         command_timeout_s: float = 30.0, bin_dir: str | None = None, launch_threads: int = 8,
         status_interval_s: float = 1.0, ask_in_background: bool = True,
-        gang_as_one_job: bool = False, node_cache_s: float = 5.0, warm_slots: int = 0,
+        gang_as_one_job: bool = False, node_cache_s: float = 5.0,
+        warm_slots: int = DEFAULT_WARM_SLOTS,
         pilot_idle_s: float = 2.0, pilot_reuse_s: float = 60.0,
     ) -> None:
         self.client_env = dict(env if env is not None else os.environ)
@@ -220,6 +234,9 @@ class SlurmBackend(SlurmSubmission, SlurmObservation, Backend, InventorySource, 
         self._asker = Asker(lambda *a, **k: self._slurm(*a, **k), status_interval_s,
                             ask_in_background)
         self._seen: dict[tuple[str, int, int], WorkerEnd] = {}
+        adopted = self.pilots.adopt(self._attempts.values())  # after a restart: `slurm_pilot`
+        if adopted:
+            self._asker.later(pilots_for_adopted, self, adopted)
         self._changes = ChangeFeed()  # poll_changes: the last report, to diff against
         # the exit records of the workers the last poll reported not ended (`changed_since_poll`)
         # and those among them that already woke the loop once without ending in a poll

@@ -30,7 +30,8 @@ What stays true:
 
 - nothing runs that corral did not launch on that node: a pilot with no item runs nothing
   and exits after `idle_s`, holding one GPU of Slurm's meanwhile (the price of the head
-  start, paid only by a backend with ``warm_slots`` > 0; off by default);
+  start, paid only by a backend with ``warm_slots`` > 0: on by default, `slurm.
+  DEFAULT_WARM_SLOTS`; 0 turns it off);
 - a stop of a worker no pilot has taken renames its item away first (it never runs) and the
   worker ends STOPPED (`StoppedBeforeStart`); once taken, it is a Slurm job like any other,
   by its pilot's job id (`job_id_file`); taken in between: the deadline file, written first,
@@ -45,8 +46,10 @@ What stays true:
 - a worker a pilot takes starts at most `reuse_s` into the pilot's life, so at most that much
   of a partition's time limit is spent before it;
 - items waiting on a node Slurm reports lost are withdrawn and end LOST (`NodeLost`);
-- a restarted backend finds each worker by its record (the item's name, the job id file); it
-  does not know the pilots submitted before, so it queues new ones (the extra ones idle out).
+- a restarted backend finds each worker by its record (the item's name, the job id file) and
+  adopts the items no pilot took yet (`Pilots.adopt`: renamed to its own `gen`, pilots
+  submitted for them); the pilots submitted before take none of its items, count for nothing
+  and idle out, holding a GPU up to `idle_s` each (withdrawn, in effect).
 
 How many pilots to submit needs no count of Slurm's queue: a pilot looking for work began
 with a submission or a mark in back/, and ends by taking an item or by leaving its mark in
@@ -60,6 +63,8 @@ until the next launch on it submits more.
 
 from __future__ import annotations
 
+import glob
+import json
 import logging
 import math
 import os
@@ -68,7 +73,8 @@ import shlex
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -90,6 +96,7 @@ __all__ = ["JOB_ID_FILE", "PILOT_KEY", "PILOT_PREFIX", "Pilots", "item_script", 
 PILOT_KEY: Final = "pilot"  # in a record's engine: {"key": <dir name>, "item": <file name>}
 PILOT_PREFIX: Final = "corral-pilot."  # the pilots' job name, then the key
 JOB_ID_FILE: Final = "slurm-job"  # in the worker's dir: the id of the pilot that took it
+KEY_FILE: Final = "key.json"  # in a key's folder: its node and --gres (`Pilots.adopt`)
 POLL_S: Final = 0.05  # how often an idle pilot looks for an item
 #: the item's line that names its attempt's deadline file, read by a reusing pilot
 DEADLINE_TAG: Final = "# corral-deadline-file: "
@@ -108,7 +115,7 @@ def key_dir(node: str, gres: str) -> str:
 RUN_MARK: Final = "CORRAL_PILOT_RUN"
 
 
-def pilot_script(pdir: Path, idle_s: float, reuse_s: float = 0.0) -> str:
+def pilot_script(pdir: Path, idle_s: float, reuse_s: float = 0.0, gen: str = "") -> str:
     """The pilot's batch script (bash): take the oldest item (a glob is sorted), run it; none
     for `idle_s`: mark gone/ and exit. ``mv`` within one folder is one rename(2): one pilot
     wins. Between looks it waits on a FIFO of its own with ``read -t`` (a builtin): a ``sleep``
@@ -137,8 +144,14 @@ def pilot_script(pdir: Path, idle_s: float, reuse_s: float = 0.0) -> str:
     would let it live on the GPU beside the next worker. Each run carries `RUN_MARK` in its
     environment; a process still alive with that mark (its /proc environ, as it started) keeps
     the pilot from taking more: it exits, as a lone job would. A process that cleared its
-    environment is not seen (backends/README, "Reuse", says so)."""
+    environment is not seen (backends/README, "Reuse", says so).
+
+    `gen`: the backend instance that submits it (`Pilots.gen`): the pilot takes only that
+    instance's items (``*@<gen>.sh``) and names its marks ``...@<gen>``, so that pilots of a
+    backend before a restart neither take the new one's items nor count among its pilots
+    (they idle out); "" takes every item and leaves bare marks."""
     q, c, g, b = (shlex.quote(str(pdir / d)) for d in ("queue", "claimed", "gone", "back"))
+    mine, tag = (f"*@{gen}.sh", f"@{gen}") if gen else ("*.sh", "")
     tries = max(1, round(idle_s / POLL_S))
     reuse = math.ceil(reuse_s)  # $SECONDS counts whole seconds
     return "\n".join([
@@ -149,7 +162,7 @@ def pilot_script(pdir: Path, idle_s: float, reuse_s: float = 0.0) -> str:
         'trap \'term=1; [ -n "$child" ] && [ -e "$stop" ] && kill -TERM "$child" 2>/dev/null\' TERM',
         f"while [ $n -lt {tries} ]; do",
         f"  if [ $runs -gt 0 ] && [ $SECONDS -ge {reuse} ]; then break; fi",
-        f"  for f in {q}/*.sh; do",
+        f"  for f in {q}/{mine}; do",
         '    [ -e "$f" ] || break',
         f'    item={c}/"$SLURM_JOB_ID.$runs.sh"',
         '    if mv "$f" "$item" 2>/dev/null; then',
@@ -167,12 +180,12 @@ def pilot_script(pdir: Path, idle_s: float, reuse_s: float = 0.0) -> str:
         f'      if [ $SECONDS -ge {reuse} ] || [ -z "$stop" ] || [ -e "$stop" ] || [ -z "$ended" ] \\',
         '        || [ ! -e "$ended" ]; then exit 0; fi',
         f'      if grep -qsxzF "{RUN_MARK}=$mark" /proc/[0-9]*/environ; then exit 0; fi',
-        f'      : > {b}/"$SLURM_JOB_ID.$runs"',
+        f'      : > {b}/"$SLURM_JOB_ID.$runs{tag}"',
         "      n=0", "      continue 2",
         "    fi", "  done", "  n=$((n + 1))",
         f'  if [ -n "$wait_fd" ]; then read -r -t {POLL_S} -u 9 _; else sleep {POLL_S}; fi',
         "done",
-        f': > {g}/"$SLURM_JOB_ID"', ""])
+        f': > {g}/"$SLURM_JOB_ID{tag}"', ""])
 
 
 def item_script(wdir: Path, log: Path, worker_script: Path,
@@ -213,13 +226,16 @@ class _Key:
 
 
 class Pilots:
-    """The warm slots of one backend: items queued per (node, --gres), pilots submitted for them."""
+    """The warm slots of one backend: items queued per (node, --gres), pilots submitted for them.
+
+    `gen` names this backend instance in its items and its pilots' marks (`pilot_script`)."""
 
     def __init__(self, root: Path, warm: int, idle_s: float, reuse_s: float = 0.0) -> None:
         self.root, self.warm, self.idle_s, self.reuse_s = root / "pilots", warm, idle_s, reuse_s
         self._keys: dict[str, _Key] = {}
         self._lock = threading.Lock()
         self._seq = 0
+        self.gen = uuid.uuid4().hex[:12]
 
     def key_of(self, node: str, gres: str) -> _Key:
         name = key_dir(node, gres)
@@ -230,7 +246,8 @@ class Pilots:
                 for d in ("queue", "claimed", "gone", "back", "withdrawn"):
                     (k.dir / d).mkdir(parents=True, exist_ok=True)
                 write_text_atomic(k.dir / "pilot.sbatch",
-                                  pilot_script(k.dir, self.idle_s, self.reuse_s))
+                                  pilot_script(k.dir, self.idle_s, self.reuse_s, self.gen))
+                write_text_atomic(k.dir / KEY_FILE, json.dumps({"node": node, "gres": gres}))
             return k
 
     def known(self, name: str) -> _Key | None:
@@ -241,7 +258,7 @@ class Pilots:
         """Sorted by when it was queued: the oldest item is taken first."""
         with self._lock:
             self._seq += 1
-            return f"{time.time_ns():020d}-{self._seq:06d}.sh"
+            return f"{time.time_ns():020d}-{self._seq:06d}@{self.gen}.sh"
 
     def wanted(self, k: _Key) -> int:
         """Pilots to submit now (module docstring); collects the gone marks (each once).
@@ -258,20 +275,68 @@ class Pilots:
         A reusing pilot (`pilot_script`) that looks for work again after its worker is one
         more pilot alive, as if submitted: its mark in back/ counts as such, so a worker
         placed on the GPU its last one freed costs no ``sbatch``."""
-        k.gone += _collect(k.dir / "gone")
-        k.back += _collect(k.dir / "back")
+        k.gone += _collect(k.dir / "gone", self.gen)
+        k.back += _collect(k.dir / "back", self.gen)
         short = self.warm + k.queued - k.withdrawn + k.gone - k.submitted - k.back
         return short if short >= max(1, (self.warm + 1) // 2) else 0
 
 
-def _collect(marks_dir: Path) -> int:
-    """How many marks a folder holds, each removed (counted once)."""
-    count = 0
+    def adopt(self, records: Iterable[AttemptRecord]) -> list[_Key]:
+        """After a restart: the items a backend before this one queued that no pilot took yet
+        become this one's (renamed to its `gen`, oldest still first) and count as queued, so
+        that `wanted` asks pilots for them; the keys that have any, for the caller to submit
+        their pilots. The former backend's pilots, still pending or idle, take none of them
+        and idle out. An item taken meanwhile (the rename finds nothing) is its pilot's. A
+        key folder without its key file (written since this change) cannot be asked for
+        pilots: its items wait for the next launch there."""
+        keys: dict[str, _Key] = {}
+        for record in records:
+            pilot = record.engine.get(PILOT_KEY)
+            if pilot is None or record.all_ended or taken_by(
+                    record, record.spec.assignments[0].worker) is not None:
+                continue
+            try:
+                where = json.loads((self.root / pilot["key"] / KEY_FILE).read_text())
+            except (OSError, ValueError):
+                continue
+            k = self.key_of(where["node"], where["gres"])
+            found = find_item(k.dir / "queue", pilot["item"])
+            if found is None or found.name.endswith(f"@{self.gen}.sh"):
+                continue
+            mine = f"{item_base(found.name)}@{self.gen}.sh"
+            try:
+                os.rename(found, k.dir / "queue" / mine)
+            except FileNotFoundError:  # a former pilot took it meanwhile
+                continue
+            pilot["item"] = mine
+            k.queued += 1
+            keys[k.dir.name] = k
+        return list(keys.values())
+
+
+def item_base(name: str) -> str:
+    """An item's name without its backend's mark: the same item across a restart."""
+    return name.removesuffix(".sh").split("@", 1)[0]
+
+
+def find_item(qdir: Path, item: str) -> Path | None:
+    """Where an item waits in a queue folder now: under the name its record gives, or renamed
+    by a backend that adopted it (`Pilots.adopt`); None when a pilot took it or it was
+    withdrawn."""
+    if (qdir / item).exists():
+        return qdir / item
+    return next(iter(sorted(qdir.glob(f"{glob.escape(item_base(item))}@*.sh"))), None)
+
+
+def _collect(marks_dir: Path, gen: str = "") -> int:
+    """How many marks of backend instance `gen` a folder holds, each removed (counted once);
+    the marks of pilots a backend before a restart submitted are removed uncounted."""
+    count, tag = 0, f"@{gen}" if gen else ""
     with os.scandir(marks_dir) as marks:
         for m in marks:
             if not m.name.startswith("."):  # the pilots' FIFOs live in gone/ while they run
                 os.unlink(m.path)
-                count += 1
+                count += m.name.endswith(tag) if tag else "@" not in m.name
     return count
 
 
@@ -350,6 +415,18 @@ def _submit_pilots(backend: SlurmBackend, k: _Key, count: int) -> None:
     k.submitted += count
 
 
+def pilots_for_adopted(backend: SlurmBackend, keys: Sequence[_Key]) -> None:
+    """Pilots for the items a restarted backend adopted (`Pilots.adopt`); run on the asker's
+    thread. One not submitted leaves its items for the next launch on their key."""
+    for k in keys:
+        try:
+            with k.lock:
+                _submit_pilots(backend, k, backend.pilots.wanted(k))
+        except (BackendUnavailable, OSError, subprocess.CalledProcessError) as e:
+            log.warning("pilots for the adopted items of %s not submitted (%s); they wait for "
+                        "the next launch there", k.dir.name, e)
+
+
 def taken_by(record: AttemptRecord, worker: int) -> str | None:
     """The job id of the pilot that took this worker's item, once it wrote it."""
     try:
@@ -364,8 +441,11 @@ def withdraw(backend: SlurmBackend, record: AttemptRecord, end: WorkerEnd) -> bo
     pilot = record.engine[PILOT_KEY]
     k = backend.pilots.known(pilot["key"])
     qdir = k.dir if k else backend.pilots.root / pilot["key"]
+    item = find_item(qdir / "queue", pilot["item"])
     try:
-        os.rename(qdir / "queue" / pilot["item"], qdir / "withdrawn" / pilot["item"])
+        if item is None:
+            return False
+        os.rename(item, qdir / "withdrawn" / item.name)
     except FileNotFoundError:
         return False
     if k is not None:

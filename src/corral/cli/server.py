@@ -89,9 +89,14 @@ class ServerConfig:
     ray_address: str | None = None
     slurm_partition: str | None = None
     slurm_gpu_model: str = "unknown"
-    #: Slurm: pilot jobs queued per node and GPU shape ahead of work (`SlurmBackend(warm_slots)`,
-    #: `corral.backends.slurm_pilot`); 0: off
-    slurm_warm_slots: int = 0
+    #: Slurm: spare pilot jobs queued per node and GPU shape ahead of work (`SlurmBackend(
+    #: warm_slots)`, `corral.backends.slurm_pilot`); 0: off. The default is the backend's
+    #: `DEFAULT_WARM_SLOTS`, repeated (this module starts without the engines' modules; a test
+    #: holds them equal)
+    slurm_warm_slots: int = 2
+    #: Slurm: how long a pilot keeps taking the next worker queued on its node and shape after
+    #: its worker ended (`SlurmBackend(pilot_reuse_s)`); 0: one worker a Slurm job
+    slurm_pilot_reuse_s: float = 60.0
     k8s_image: str | None = None
     k8s_namespace: str = "corral"
     #: seconds between NVML probes of this machine's GPUs (local backend, inventory from NVML);
@@ -316,7 +321,8 @@ def _backend(cfg: ServerConfig, dd: DataDir, store: Store, nodes: list[Node],
         from corral.backends.slurm import SlurmBackend
 
         backend = SlurmBackend(work, partition=cfg.slurm_partition, gpu_model=cfg.slurm_gpu_model,
-                               warm_slots=cfg.slurm_warm_slots)
+                               warm_slots=cfg.slurm_warm_slots,
+                               pilot_reuse_s=cfg.slurm_pilot_reuse_s)
     elif cfg.backend == "kubernetes":
         if not cfg.k8s_image:
             raise ValueError("--backend kubernetes needs --k8s-image (the image workers run in)")

@@ -71,9 +71,16 @@ def up(
     slurm_warm_slots: Annotated[int, typer.Option(
         "--slurm-warm-slots", min=0, max=64,  # (SlurmBackend's MAX_WARM_SLOTS, not imported:
         # the CLI starts without the engines' modules)
-        help="Slurm: pilot jobs kept queued on each node and GPU shape ahead of work, so a "
-        "worker starts as soon as a GPU frees (each idle pilot holds a GPU up to 2 s); "
-        "0 (default) is off, 1-2 is typical")] = 0,
+        help="Slurm: spare pilot jobs kept queued on each node and GPU shape ahead of work, "
+        "so a worker starts as soon as a GPU frees; a pilot runs only workers corral placed "
+        "on its node, and holds its GPU up to 2 s idle after its last one. 0 turns pilots "
+        "off (one Slurm job per worker)")] = 2,
+    slurm_pilot_reuse_s: Annotated[float, typer.Option(
+        "--slurm-pilot-reuse-s", min=0, max=3600,  # SlurmBackend's MAX_PILOT_REUSE_S
+        help="Slurm: seconds a pilot keeps running the next worker queued on its GPU after "
+        "its worker ended (no new Slurm job: Slurm's accounting sees one job for those "
+        "workers; corral's records name the job each ran in). 0: one worker a Slurm job")
+    ] = 60.0,
     k8s_image: Annotated[str | None, typer.Option(
         "--k8s-image", help="container image workers run in (kubernetes backend)")] = None,
     k8s_namespace: Annotated[str, typer.Option("--k8s-namespace")] = "corral",
@@ -108,6 +115,7 @@ def up(
                        interval_s=interval, backend=backend, ray_address=ray_address,
                        slurm_partition=slurm_partition, slurm_gpu_model=slurm_gpu_model,
                        slurm_warm_slots=slurm_warm_slots,
+                       slurm_pilot_reuse_s=slurm_pilot_reuse_s,
                        k8s_image=k8s_image, k8s_namespace=k8s_namespace,
                        gpu_probe_interval_s=gpu_probe_interval, worker_user=worker_user,
                        agent_timeout_s=agent_timeout, gpu_idle_below=gpu_idle_below,

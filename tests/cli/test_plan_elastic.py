@@ -134,11 +134,6 @@ def test_the_table_ends_with_the_world(tmp_path: Path) -> None:
         result.output.split())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 13 / issue 10 item 2: a one-worker owner's reclaim ranks nodes by the dearest "
-    "work on them (evict._loss), so a node whose only borrowed work is a core-gang worker ties "
-    "with a node of extras, and node order can take the core gang (seen on a real Ray: "
-    "tests/integration/test_elastic_ray.py's docstring)"))
 def test_one_worker_owners_take_extras_not_a_core_gang_split_over_nodes(tmp_path: Path) -> None:
     """a's quota is 2: el's core gang has a worker on each node, its 3 extras are on n-1, b
     runs 3 GPUs on n-0 and asks for 2 more of 1 GPU each: two extras should go, world 3."""

@@ -125,9 +125,6 @@ def test_reclaim_takes_the_extras_first_and_the_gang_goes_on_at_min(rig: Rig) ->
     assert [s for _, s in worlds(rig, job)][-1] == 4
 
 
-@pytest.mark.xfail(strict=True, reason="core limit (issue 13): a gang's reclaim empties the "
-                   "nodes of its domain in node order, victims cheapest first on each node, so "
-                   "an elastic job's core gang on the first node goes before extras elsewhere")
 def test_a_gang_reclaiming_takes_the_extras_first(rig: Rig) -> None:
     job = borrowing_job(rig)
     submit_owner(rig, workers=4)

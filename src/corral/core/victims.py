@@ -41,8 +41,8 @@ class VictimIndex:
         self.fixed_on_node: dict[int, set[str]] = {}
         #: per node, how many times what is on it changed: a key for memos of a node's victims
         self.node_version: dict[int, int] = {}
-        #: `evict._loss` per (node, donor queues): (the node's version, the loss)
-        self.loss_memo: dict[tuple[int, frozenset[str]], tuple[int, tuple[int, float]]] = {}
+        #: `evict._loss` per (node, donor queues, share to free): (the node's version, the loss)
+        self.loss_memo: dict[tuple[int, frozenset[str], int], tuple[int, tuple[int, float]]] = {}
 
     def fill(self, live: Iterable[tuple[Workload, tuple[WorkerAssignment, ...]]]) -> None:
         """`changed(w, assignments, +1)` for each of `live`, each array summed in one numpy

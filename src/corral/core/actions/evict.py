@@ -15,7 +15,10 @@ From the index of displaceable work (`corral.core.victims`), the nodes (for a ga
 topology domain) where evicting allowed work could make room are ranked by how much must go
 (least first); on each candidate, its victims go cheapest first (lowest priority, most
 recently started), the requester is tried after each, and the first candidate where it fits
-wins. So one node's worth owed is taken from one node, not one GPU from every node. Victims
+wins. So one node's worth owed is taken from one node, not one GPU from every node. Where a
+cheaper value class would do (an elastic job's extras, below every user priority), a gang's
+domain is emptied where those are first (`victim_value.by_value`), and a single worker's node
+is not judged by a gang's worker its one-worker victims make room without (`_loss`). Victims
 whose exact devices are still free afterwards are put back (the eviction was not needed).
 If no candidate works, everything rolls back. Work inside its minimum runtime is never a
 victim; when only such work stands in the way, the reason names it and says until when.
@@ -41,6 +44,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from corral.core import reasons as R
+from corral.core.actions.victim_value import Group, by_value, victims_of
 from corral.core.fit import device_need, worker_slots, worker_slots_one
 from corral.core.model import MILLI_PER_GPU, Workload, pending_order
 from corral.core.snapshot import IntArray
@@ -57,6 +61,8 @@ _DOMAIN_TRIES = 2  # candidate domains tried for one gang
 # (tests/core/test_eviction_shortcuts.py): `_FitGate` and `_loss`'s memo.
 _GATED = True
 _LOSS_MEMO = True
+_BY_VALUE = True  # a gang's nodes by their victims' value (switch for tests' deliberate breaks)
+_GANG_LOSS = True  # one worker's `_loss` leaves out a gang's worker where others make room
 
 
 def reclaim(cycle: Cycle) -> None:
@@ -193,15 +199,19 @@ def _attempt(cycle: Cycle, w: Workload, donors: frozenset[str], accept: Accept, 
     def allowed(v: Workload) -> bool:
         return v.queue in donors and accept(v)
 
-    groups = _candidates(cycle, w, index.evictable(rows), donors)
+    groups = _candidates(cycle, w, index.evictable(rows), donors, allowed)
     fails = _Fails()
     if groups:
         if rule == R.RULE_PREEMPT:
             cycle.preempt_attempts_left -= 1
         else:
             cycle.attempts_left -= 1
+
+        def on(nodes: list[int], accept: Accept) -> Iterator[Workload]:
+            return _victims_on(cycle, nodes, accept)
+
         for group in groups:
-            if _evict_until_fits(cycle, w, _victims_on(cycle, group, allowed), rule, fails):
+            if _evict_until_fits(cycle, w, victims_of(group, allowed, on), rule, fails):
                 return True
     if index.young[rows].any():
         _explain_protected(cycle, w, index.evictable(rows, young=True), donors, allowed,
@@ -210,12 +220,14 @@ def _attempt(cycle: Cycle, w: Workload, donors: frozenset[str], accept: Accept, 
     return False
 
 
-def _candidates(cycle: Cycle, w: Workload, evictable: IntArray,
-                donors: frozenset[str]) -> list[list[int]]:
+def _candidates(cycle: Cycle, w: Workload, evictable: IntArray, donors: frozenset[str],
+                allowed: Accept | None = None) -> list[Group]:
     """Groups of nodes to empty for `w`, most promising first: for one worker, single nodes
     where free room plus what may be evicted holds it, least to evict first, then where the
     victims are cheapest to lose (lowest priority, most recently started); for a gang, the
-    nodes of one topology domain of its level that could hold every worker that way."""
+    nodes of one topology domain of its level that could hold every worker that way, ordered
+    by the value of the victims `allowed` there (`victim_value.by_value`; without `allowed`,
+    by deficit and node order)."""
     shape, cap = cycle.shape(w), cycle.cap
     r = shape.resources
     usable = cycle.placer.usable(shape, w.id)
@@ -247,9 +259,11 @@ def _candidates(cycle: Cycle, w: Workload, evictable: IntArray,
             ok = np.flatnonzero((could >= 1) & (ev > 0))
         order = ok[np.lexsort((usable[ok], deficit[ok]))][:3 * _NODE_TRIES]
         nodes = usable[order].tolist()
-        ranked = sorted(zip(deficit[order].tolist(), [_loss(cycle, n, donors) for n in nodes],
+        need = deficit[order].tolist()
+        ranked = sorted(zip(need, [_loss(cycle, n, donors, d) for n, d in zip(nodes, need,
+                                                                               strict=True)],
                             nodes, strict=True))
-        return [[n] for *_, n in ranked[:_NODE_TRIES]]
+        return [Group([n]) for *_, n in ranked[:_NODE_TRIES]]
     have = worker_slots(cap, r, usable)
     dom = cap.table.domain(shape.required_level)[usable]
     per_dom = np.bincount(dom, weights=np.maximum(could, have))
@@ -259,30 +273,43 @@ def _candidates(cycle: Cycle, w: Workload, evictable: IntArray,
     # cannot hold one frees nothing the gang can use and spends what the donors may give
     # (issue 10, tests/core/test_rerun_own_victims.py).
     room = (cap.free_sum[usable] if r.gpus else free) + ev >= per
-    groups: list[list[int]] = []
+    groups: list[Group] = []
     for d in fits[np.lexsort((fits, missing[fits]))][:_DOMAIN_TRIES]:
         inside = np.flatnonzero((dom == d) & (ev > 0) & room)
         inside = inside[np.lexsort((usable[inside], deficit[inside]))]
-        groups.append([int(usable[i]) for i in inside])
+        nodes = [int(usable[i]) for i in inside]
+        if allowed is None or not _BY_VALUE:
+            groups.append(Group(nodes))
+            continue
+        groups.append(by_value(cycle, nodes, per[inside].tolist(), free[inside].tolist(),
+                               have[inside].tolist(), int(missing[d]), allowed))
     return groups
 
 
-def _loss(cycle: Cycle, node: int, donors: frozenset[str]) -> tuple[int, float]:
+def _loss(cycle: Cycle, node: int, donors: frozenset[str], need: int) -> tuple[int, float]:
     """What evicting on `node` would cost at worst, a tie-break between nodes that need as
-    much evicted: the highest priority among the donors' displaceable work there, then how
-    long the longest-running of it has run (a restart loses more).
+    much evicted (`need`, milli-GPUs): the highest priority among the donors' displaceable work
+    there, then how long the longest-running of it has run (a restart loses more). A gang's
+    worker is left out where the node's one-worker victims alone free `need`: victims go
+    cheapest first, so it would not be taken, and its priority says nothing of the node's real
+    cost (an elastic job's core gang beside its extras, priority below every user priority:
+    tests/cli/test_plan_elastic.py).
 
-    Memoised per (node, donors) until what is on the node changes: a backlog's requests rank
-    the same few nodes again and again (8,322 calls at 2,000 x 20,000, seed 1)."""
+    Memoised per (node, donors, need) until what is on the node changes: a backlog's requests
+    rank the same few nodes again and again (8,322 calls at 2,000 x 20,000, seed 1)."""
     index = cycle.victim_index()
     version = index.node_version.get(node, 0)
-    known = index.loss_memo.get((node, donors))
+    known = index.loss_memo.get((node, donors, need))
     if known is not None and known[0] == version and _LOSS_MEMO:
         return known[1]
     there = [v for v in index.on_node.get(node, {}).values() if v.queue in donors]
+    singles = [v for v in there if v.workers == 1]
+    if _GANG_LOSS and len(singles) < len(there) and sum(
+            cycle.held_milli(v) for v in singles if index.past_min_runtime(v)) >= need > 0:
+        there = singles
     loss = ((max(v.priority for v in there), -min(cycle.started_at(v) for v in there))
             if there else (0, 0.0))
-    index.loss_memo[(node, donors)] = (version, loss)
+    index.loss_memo[(node, donors, need)] = (version, loss)
     return loss
 
 
@@ -315,7 +342,8 @@ def _explain_protected(cycle: Cycle, w: Workload, evictable: IntArray,
     first of them may be evicted."""
     for group in _candidates(cycle, w, evictable, donors):
         checkpoint = cycle.stmt.checkpoint()
-        fits = _evict_until_fits(cycle, w, _victims_on(cycle, group, accept, young=True), rule,
+        fits = _evict_until_fits(cycle, w, _victims_on(cycle, group.nodes, accept, young=True),
+                                 rule,
                                  fails, trial=True)
         needed = [op.workload for op in cycle.stmt.removed_since(checkpoint)
                   if not cycle.victim_index().past_min_runtime(op.workload)]

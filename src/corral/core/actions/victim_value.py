@@ -54,7 +54,7 @@ USER_FLOOR = -1000
 @dataclass(frozen=True)
 class Group:
     """Nodes to empty for one request, most promising first; with a threshold, first only
-    the victims of priority <= `threshold` on `cheap` (a prefix of `nodes`)."""
+    the victims of value class (`tier`) <= `threshold` on the first `cheap` of `nodes`."""
 
     nodes: list[int]
     cheap: int = 0
@@ -160,7 +160,7 @@ def tier(priority: int) -> int:
 
 def _priced(cycle: Cycle, node: int, allowed: Callable[[Workload], bool]
             ) -> list[tuple[int, str, int]]:
-    """(priority, id, GPU share held on `node`) of each victim `allowed` there now."""
+    """(value class, id, GPU share held on `node`) of each victim `allowed` there now."""
     index, where = cycle.victim_index(), cycle.stmt.where
     node_id = cycle.cap.table.nodes[node].id
     out = []

@@ -147,12 +147,15 @@ class Cycle:
             waiting[w.id] = w
             order.append(w)
 
-    def take_order(self, order: list[Workload], pending: dict[str, list[Workload]]) -> None:
+    def take_order(self, order: list[Workload], pending: dict[str, list[Workload]],
+                   waiting: dict[str, Workload] | None = None) -> None:
         """What `add_pending` makes of the waiting work, kept between cycles (`warm_start`):
         `order` in the global order, `pending` per queue (in order of first appearance in it),
-        every queue known."""
+        every queue known; `waiting`, `order` by id where kept too (only looked up in, never
+        iterated in order: its insertion order may differ)."""
         self.order, self.pending = order, pending
-        self.waiting = dict(zip(map(_ID, order), order, strict=True))
+        self.waiting = (waiting if waiting is not None
+                        else dict(zip(map(_ID, order), order, strict=True)))
 
     def is_pending(self, w: Workload) -> bool:
         return w.id not in self.stmt.where
@@ -343,7 +346,7 @@ def _open(state: ClusterState, now: float, config: SchedulerConfig, seed: int,
     cycle.nominated = state.nominations
     cycle.reserved_before = state.reserved_for
     if seen.pending is not None:
-        cycle.take_order(seen.waiting, seen.pending)
+        cycle.take_order(seen.waiting, seen.pending, seen.by_id)
         if seen.big is not None:
             cycle.big_at_open = (len(cycle.waiting), seen.big)
     else:

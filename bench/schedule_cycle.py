@@ -37,13 +37,18 @@ fill the empty pool to the last GPU; no queue stays below its quota and nothing 
 
 Each (regime, size, seed) runs in a fresh process (peak RSS is its own). Times: `build` is the
 CPU time to generate the snapshot (not the cycle), `cycle` the CPU time of `schedule()` alone
-(time.process_time), `wall` its wall time. Targets (issue 10, informational, not asserted):
+(time.process_time), `wall` its wall time. `--gc live` times the cycle as the live loop runs a
+large pool's step: the process's objects collected and frozen before it (untimed), the
+collector off during it, one collection of what it made after it (printed apart as `sweep`);
+the default, `--gc on`, lets the collector run in the timed cycle, full passes over every
+object of the process included (the figures of record before 2026-12-05 13:00 UTC). Targets (issue 10, informational, not asserted):
 <= 1.0 s of cycle CPU at 10,000 nodes / 100,000 pending, <= 0.3 s at 2,000 / 20,000.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import platform
@@ -360,9 +365,8 @@ def measure(regime: str, nodes: int, pending: int, seed: int, digest: bool = Fal
     build_cpu = time.process_time() - c0
     running = [w for w in state.workloads if w.state is WorkloadState.RUNNING]
     owed, leaves = under_quota_with_pending(state)
-    t1, c1 = time.perf_counter(), time.process_time()
-    plan = schedule(state, now=NOW, config=SchedulerConfig(), seed=seed)
-    cycle_cpu, cycle_wall = time.process_time() - c1, time.perf_counter() - t1
+    plan, cycle_cpu, cycle_wall, sweep = timed(state=state, now=NOW, config=SchedulerConfig(),
+                                               seed=seed)
     first = {
         "regime": regime, "nodes": nodes, "gpus": 8 * nodes, "pending": pending, "seed": seed,
         "running_workloads": len(running),
@@ -370,6 +374,8 @@ def measure(regime: str, nodes: int, pending: int, seed: int, digest: bool = Fal
         "under_quota_with_pending": owed, "leaf_queues": leaves,
         "build_cpu_seconds": round(build_cpu, 3),
         "cycle_cpu_seconds": round(cycle_cpu, 3), "cycle_seconds": round(cycle_wall, 3),
+        "gc": GC_MODE[0],
+        **({"sweep_cpu_seconds": round(sweep, 3)} if GC_MODE[0] == "live" else {}),
         "peak_rss_mib": round(peak_rss_mib(), 1),
         **plan_counts(plan),
         **({"plan_digest": plan_digest(plan)} if digest else {}),
@@ -390,21 +396,50 @@ def next_cycle(state: ClusterState, plan: Plan, seed: int, digest: bool) -> dict
     for step, name in enumerate(("next", "then"), start=1):
         rebuilds = warm.rebuilds
         state, now, delta = next_state(state, plan, now, seed + step)
-        c0 = time.process_time()
-        hot = schedule(state, now=now, config=SchedulerConfig(), seed=seed + step, warm=warm)
-        c1 = time.process_time()
-        cold = schedule(state, now=now, config=SchedulerConfig(), seed=seed + step)
-        c2 = time.process_time()
+        hot, warm_cpu, _, warm_sweep = timed(state=state, now=now, config=SchedulerConfig(),
+                                             seed=seed + step, warm=warm)
+        cold, cold_cpu, _, cold_sweep = timed(state=state, now=now, config=SchedulerConfig(),
+                                              seed=seed + step)
         if plan_digest(hot) != plan_digest(cold):
             raise SystemExit(f"seed {seed}: the warm cycle's plan differs from the cold cycle's")
-        out |= {f"{name}_delta": delta.text(), f"{name}_warm_cpu_seconds": round(c1 - c0, 3),
-                f"{name}_cold_cpu_seconds": round(c2 - c1, 3),
+        if GC_MODE[0] == "live":
+            out |= {f"{name}_warm_sweep_cpu_seconds": round(warm_sweep, 3),
+                    f"{name}_cold_sweep_cpu_seconds": round(cold_sweep, 3)}
+        out |= {f"{name}_delta": delta.text(), f"{name}_warm_cpu_seconds": round(warm_cpu, 3),
+                f"{name}_cold_cpu_seconds": round(cold_cpu, 3),
                 f"{name}_rebuilt": warm.rebuilds > rebuilds,
                 f"{name}_placed": len(hot.placements) - len(hot.moves),
                 f"{name}_evictions": len(hot.evictions), f"{name}_still_pending": len(hot.pending),
                 **({f"{name}_plan_digest": plan_digest(hot)} if digest else {})}
         plan = hot
     return out
+
+
+#: "on": the collector runs as it will during the timed cycle (every figure before
+#: 2026-12-05 13:00 UTC); "live": as the live loop runs a large pool's step (control/loop.py:
+#: `step`, `_sweep`): what exists before the cycle collected and frozen (untimed), the cycle
+#: without the collector, then one collection of what it made, timed apart (`sweep`)
+GC_MODE = ["on"]
+
+
+def timed(**kw: object) -> tuple[Plan, float, float, float]:
+    """`schedule(**kw)`, its CPU and wall seconds, and (gc "live") the sweep's CPU after it."""
+    live = GC_MODE[0] == "live"
+    if live:
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+    t0, c0 = time.perf_counter(), time.process_time()
+    try:
+        plan = schedule(**kw)  # type: ignore[arg-type]
+        cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+    finally:
+        if live:
+            gc.enable()
+    c1 = time.process_time()
+    if live:
+        gc.collect()
+    return plan, cpu, wall, time.process_time() - c1
 
 
 def plan_counts(plan: Plan) -> dict[str, object]:
@@ -436,7 +471,7 @@ def run_child(regime: str, nodes: int, pending: int, seed: int, digest: bool = F
     """One measurement in a fresh interpreter: its peak RSS and heap are its own."""
     out = subprocess.run(
         [sys.executable, __file__, "--child", regime, str(nodes), str(pending), str(seed),
-         *(["--digest"] if digest else [])],
+         GC_MODE[0], *(["--digest"] if digest else [])],
         check=True, capture_output=True, text=True)
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
@@ -448,7 +483,9 @@ def line(r: dict[str, object]) -> str:
     assert isinstance(reasons, dict)
     return (
         f"{r['regime']:<9} {r['nodes']}x{r['pending']} seed {r['seed']}: "
-        f"cycle {r['cycle_cpu_seconds']:.3f} s CPU ({r['cycle_seconds']:.3f} s wall), "
+        f"cycle {r['cycle_cpu_seconds']:.3f} s CPU ({r['cycle_seconds']:.3f} s wall"
+        + (f", gc live: sweep after it {r['sweep_cpu_seconds']:.3f} s CPU"
+           if "sweep_cpu_seconds" in r else "") + "), "
         f"build {r['build_cpu_seconds']:.3f} s CPU, peak RSS {r['peak_rss_mib']:.0f} MiB | "
         f"running {r['running_workloads']} ({r['running_gpus']:g} of {r['gpus']} GPUs), "
         f"{r['under_quota_with_pending']} of {r['leaf_queues']} teams under quota with pending | "
@@ -462,11 +499,18 @@ def line(r: dict[str, object]) -> str:
         + "".join(
             f"\n  {name} cycle, as the live loop runs it ({r[name + '_delta']}): warm "
             f"{r[name + '_warm_cpu_seconds']:.3f} s CPU, cold {r[name + '_cold_cpu_seconds']:.3f} s "
-            f"CPU, same plan{' (kept state rebuilt)' if r[name + '_rebuilt'] else ''}; placed "
+            f"CPU{_sweeps(r, name)}, same plan{' (kept state rebuilt)' if r[name + '_rebuilt'] else ''}; placed "
             f"{r[name + '_placed']}, evicted {r[name + '_evictions']}, pending "
             f"{r[name + '_still_pending']}"
             + (f" | plan {r[name + '_plan_digest']}" if name + "_plan_digest" in r else "")
             for name in ("next", "then") if name + "_delta" in r))
+
+
+def _sweeps(r: dict[str, object], name: str) -> str:
+    if name + "_warm_sweep_cpu_seconds" not in r:
+        return ""
+    return (f" (gc live: sweeps after them {r[name + '_warm_sweep_cpu_seconds']:.3f} / "
+            f"{r[name + '_cold_sweep_cpu_seconds']:.3f} s CPU)")
 
 
 def summary(results: list[dict[str, object]]) -> list[str]:
@@ -528,9 +572,10 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def main() -> None:
-    if len(sys.argv) in (6, 7) and sys.argv[1] == "--child":
+    if len(sys.argv) in (7, 8) and sys.argv[1] == "--child":
         regime, nodes, pending, seed = sys.argv[2], *map(int, sys.argv[3:6])
-        print(json.dumps(measure(regime, nodes, pending, seed, digest=len(sys.argv) == 7)))
+        GC_MODE[0] = sys.argv[6]
+        print(json.dumps(measure(regime, nodes, pending, seed, digest=len(sys.argv) == 8)))
         return
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -547,7 +592,13 @@ def main() -> None:
     ap.add_argument("--digest", action="store_true",
                     help="print each plan's SHA-256 (of its repr; outside the timed cycle), to "
                          "check that two versions of the core decide alike")
+    ap.add_argument("--gc", choices=("on", "live"), default="on",
+                    help="the cyclic collector during the timed cycle: 'on' as it comes (the "
+                         "figures of record so far), 'live' as the live loop runs a large "
+                         "pool's step (frozen before, off during, one sweep after, timed "
+                         "apart) (default: %(default)s)")
     args = ap.parse_args()
+    GC_MODE[0] = args.gc
     if (args.nodes is None) != (args.pending is None):
         ap.error("--nodes and --pending go together")
     sizes = [(args.nodes, args.pending)] if args.nodes else parse_sizes(args.sizes)

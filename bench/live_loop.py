@@ -12,7 +12,10 @@ and steps it by hand on a manual clock:
    step settles them and places as many from the backlog (end to end, commits included);
 4. a restart: a new loop, backend view and ledger over the same store and fake machines, timed
    from construction to the end of its first step (its first decision); the old loop is let
-   go first, as a new process would start without it;
+   go first, as a new process would start without it. `--restart planned` (the default) ends
+   the old loop as `corral up` does at a planned stop (`ControlLoop.stop`: the ledger saves a
+   checkpoint before the lease is given up, timed as `stop_s`), `--restart crash` only gives
+   the lease up (the new ledger replays what came after its latest checkpoint);
 5. reads, each with the dashboard's cache emptied first: `/v1/dashboard/pool` (and the Pool
    page's `/v1/dashboard/pool/page?limit=100`), `/v1/nodes`
    (whole, and a page of 100), `/v1/nodes/summary`, `/metrics`, `/v1/dashboard/queues`
@@ -322,7 +325,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             held["populate_peak_mib"] = round(populate_peak, 1)
         with store.read() as c:
             counts = W.count_by_state(c)
-        loop.leadership.resign()
+        stopped, stop_cpu = time.perf_counter(), time.process_time()
+        if args.restart == "planned":
+            loop.stop()  # the ledger's checkpoint, then the lease given up
+        else:  # as after a crash: no checkpoint; the lease given up so the next one leads now
+            loop.leadership.resign()
+        stop_s, stop_cpu_s = time.perf_counter() - stopped, time.process_time() - stop_cpu
         # A restart is a new process: the old loop's state is let go first (its frozen
         # objects too), so that the peak below is one loop's, not two side by side.
         del loop
@@ -350,6 +358,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "idle_step_s": round(idle_median, 3),
         "idle_step": summary(*min(idle, key=lambda er: abs(er[0] - idle_median))),
         "place_step": {**place, "finished_before": finished},
+        "restart": args.restart, "stop_s": round(stop_s, 3), "stop_cpu_s": round(stop_cpu_s, 3),
         "restart_to_first_decision_s": round(restart_s, 3),
         "restart_to_first_decision_cpu_s": round(restart_cpu_s, 3),
         "restart_step": summary(*restart),
@@ -374,6 +383,9 @@ def main() -> None:
     ap.add_argument("--profile-out", default="live_loop.prof")
     ap.add_argument("--unfunded", action="store_true",
                     help="grant no credits: every queue unmetered (zero holds, as before)")
+    ap.add_argument("--restart", choices=("planned", "crash"), default="planned",
+                    help="end the old loop at a planned stop (its ledger checkpoint) or as "
+                         "after a crash (no checkpoint)")
     ap.add_argument("--skip-reads", action="store_true", help="leave out the API reads")
     ap.add_argument("--tracemalloc", type=int, default=0, metavar="N",
                     help="trace allocations (slow) and report the N biggest sites held after "

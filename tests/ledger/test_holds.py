@@ -215,3 +215,35 @@ def test_settle_usage_prices_exactly_and_holds_cover_the_estimate() -> None:
     tx = settle_usage(j, workload="w1", usage=usage, catalog=catalog, at=5400)
     assert tx.intent.amount == d("2.76")  # 2.75625 rounded half-even
     assert statement(j, "research", 5400).settled == d("2.76")
+
+
+def test_a_settled_hold_leaves_memory_and_is_read_back_from_its_transactions() -> None:
+    """Settlement drops the hold, its draws and its zero-balance hold account from the journal's
+    state (memory that grew with every hold ever placed); the hold is still answered, read back
+    from the stored transactions, and the workload still has had its one hold."""
+    j = funded("org", "ml<org", org="100", ml="5")
+    placed = place_hold(j, workload="w", queue="ml", amount="40", at=1)  # ml has 5: org pays
+    assert isinstance(placed, HoldPlaced)
+    top_up(j, workload="w", amount="2", at=2, key="topup:w:1")  # ml pays this one
+    before = j.hold("w")
+    assert before is not None and before.amount == d("42.00")
+    assert before.funders == ("org", "ml")
+    settle(j, workload="w", cost=Fraction(123, 10), at=3)
+    state = j.state()
+    assert state.holds == () and state.settled == frozenset({"w"})
+    for queue in ("org", "ml"):
+        assert Account.hold(queue, "w") not in state.balances
+        assert Account.hold(queue, "w") not in j.accounts(queue)
+        assert statement(j, queue, 5).balanced
+    assert j.open_hold("w") is None and j.had_hold("w")
+    after = j.hold("w")
+    assert after is not None and not after.open
+    assert (after.queue, after.placed_at, after.draws) == (before.queue, before.placed_at,
+                                                          before.draws)
+    assert (after.settled_by, after.charged) == ("settle:w", d("12.30"))
+    assert j.holds() == (after,) and j.holds(open_only=True) == ()
+    with pytest.raises(HoldStateError, match="already has a hold"):
+        place_hold(j, workload="w", queue="ml", amount="1", at=4, key="another-key")
+    with pytest.raises(HoldStateError, match="settled"):
+        top_up(j, workload="w", amount="1", at=4, key="topup:w:2")
+    assert settle(j, workload="w", cost=Fraction(123, 10), at=9).key == "settle:w"  # a replay

@@ -13,7 +13,7 @@ from hypothesis.stateful import rule, run_state_machine_as_test
 from sqlalchemy import delete, func, select, update
 from tests.ledger_integration.test_journal_sql import SqlLedgerMachine, _queues
 
-from corral.ledger import Journal, grant, place_hold, settle
+from corral.ledger import Account, Journal, grant, place_hold, settle
 from corral.store import Store
 from corral.store import journal_sql as JS
 from corral.store.journal_sql import LedgerDb, load_transactions
@@ -207,3 +207,155 @@ def test_memos_are_read_from_memory_and_from_before_the_checkpoint(store: Store)
         place_hold(s.journal, workload="new@0", queue="research", amount=0, at=2, memo="b")
         assert s.memos(["hold:old@0", "hold:new@0", "hold:none@0"]) == {
             "hold:old@0": "a", "hold:new@0": "b"}
+
+
+def _latest_seq(store: Store) -> int | None:
+    with store.read() as c:
+        return c.execute(select(func.max(LedgerCheckpoint.seq))).scalar_one()
+
+
+def _last_tx_seq(store: Store) -> int:
+    from corral.store.ledger_tables import LedgerTransaction
+
+    with store.read() as c:
+        return int(c.execute(select(func.max(LedgerTransaction.seq))).scalar_one())
+
+
+def test_checkpoint_saves_on_demand_whatever_the_burst_rule_says(funded: LedgerDb) -> None:
+    """`checkpoint()` (the loop's planned stop) covers every transaction, even a few after a
+    large checkpoint, which the burst rule (half of what the last one covered) would skip."""
+    _history(funded, 0, 20)
+    funded.checkpoint()
+    _history(funded, 20, 23)  # 5 transactions: fewer than half of the 31 covered
+    funded.checkpoint()
+    assert _latest_seq(funded.store) == _last_tx_seq(funded.store)
+    fresh = LedgerDb(funded.store)
+    with fresh.read() as s:
+        assert fresh._sql is not None and fresh._sql._order == []  # nothing replayed
+        assert s.journal.state() == full_replay(funded).state()
+
+
+def _sections(text: str) -> dict[str, list[object]]:
+    """A format-2 checkpoint's sections, their lines joined."""
+    import json
+
+    header, *lines = text.split("\n")
+    assert json.loads(header)["format"] == 2
+    out: dict[str, list[object]] = {}
+    for line in lines:
+        name, items = json.loads(line)
+        out.setdefault(name, []).extend(items)
+    return out
+
+
+def test_a_checkpoint_keeps_settled_holds_as_names_only(
+        funded: LedgerDb, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checkpoint holds the open holds and the settled ones' names, not the settled holds
+    and their zero-balance hold accounts, a few items per line; a rebuild from it still
+    answers a settled hold."""
+    from corral.ledger import Account
+    from corral.store import ledger_checkpoint as LC
+
+    monkeypatch.setattr(LC, "LINE_ITEMS", 2)  # several lines per section
+    _history(funded, 0, 6)  # w0, w2, w4 settled
+    funded.checkpoint()
+    with funded.store.read() as c:
+        text = c.execute(select(LedgerCheckpoint.state)).scalar_one()
+    data = _sections(text)
+    assert len(text.split("\n")) > 6
+    assert sorted(h[0] for h in data["holds"]) == ["w1", "w3", "w5"]  # type: ignore[index]
+    assert data["settled"] == ["w0", "w2", "w4"]
+    written = [b[:3] for b in data["balances"]]  # type: ignore[index]
+    assert ["hold", "research", "w0"] not in written  # settled: dropped
+    assert ["hold", "research", "w1"] not in written  # open: derived from its draws
+    fresh = LedgerDb(funded.store)
+    with fresh.read() as s:
+        assert fresh._sql is not None and fresh._sql._order == []
+        assert s.journal.state() == full_replay(funded).state()
+        hold = s.journal.hold("w0")
+        assert hold is not None and hold.settled_by == "settle:w0" and hold.amount == 1
+        assert s.journal.balance(Account.hold("research", "w0")) == 0
+        assert [h.workload for h in s.journal.holds()] == [f"w{i}" for i in range(6)]
+
+
+def test_a_format_1_checkpoint_is_read_with_its_settled_holds_as_names(funded: LedgerDb) -> None:
+    """A checkpoint written before settled holds were dropped (format 1: one JSON object, whole
+    settled holds, their zero hold accounts) is still used, read as the journal keeps it now."""
+    import json
+
+    from corral.store import ledger_checkpoint as LC
+
+    _history(funded, 0, 4)
+    old = full_replay(funded)
+    with funded.read() as s:
+        state = s.journal.state()
+
+    def acc(a: object) -> list[str]:
+        return [a.kind.value, a.queue, a.ref]  # type: ignore[attr-defined]
+
+    holds = old.holds()
+    zero = [[*acc(Account.hold(q, h.workload)), "0.00"] for h in holds if not h.open
+            for q in h.funders]
+    v1 = {"format": 1, "chart": {"research": None},
+          "balances": [[*acc(a), str(v)] for a, v in state.balances.items()] + zero,
+          "lots": [[*acc(lot.account), None] for lot in state.lots],
+          "holds": [[h.workload, h.queue, str(h.placed_at),
+                     [[*acc(d.account), str(d.amount)] for d in h.draws],
+                     h.settled_by, None if h.charged is None else str(h.charged)]
+                    for h in holds],
+          "swept": [], "transfers": []}
+    assert zero and any(not h.open for h in holds)
+    decoded = LC.decode(json.dumps(v1))
+    assert decoded is not None and decoded[1] == state
+
+
+def test_a_planned_stop_saves_a_checkpoint_so_the_next_leader_replays_nothing(
+        store: Store) -> None:
+    from tests.ledger_integration.test_accounting import _rig
+
+    rig = _rig(store)
+    wid = rig.submit(gpus=1, max_runtime="1h")
+    rig.step()
+    rig.backend.start(wid)
+    rig.step()
+    assert _latest_seq(store) is None  # two transactions: no checkpoint due
+    rig.loop.stop()
+    assert not rig.loop.leadership.leading
+    assert _latest_seq(store) == _last_tx_seq(store)
+    fresh = LedgerDb(store)
+    with fresh.read() as s:
+        assert fresh._sql is not None and fresh._sql._order == []
+        assert s.journal.state() == full_replay(fresh).state()
+
+
+def test_a_settled_hold_of_an_open_write_is_answered_after_a_nested_read(
+        funded: LedgerDb) -> None:
+    """A read nested in a write (the lock is reentrant) gives the write its connection back:
+    a hold placed and settled in the write, not committed yet, is read back on it."""
+    with funded.write() as s:
+        place_hold(s.journal, workload="w", queue="research", amount=Decimal("2.00"),
+                   at=Decimal(1))
+        s.flush()  # the HOLD is in the write's transaction, not committed
+        settle(s.journal, workload="w", cost=Decimal("0.5"), at=Decimal(2))
+        with funded.read():
+            pass
+        hold = s.journal.hold("w")
+        assert hold is not None and hold.settled_by == "settle:w" and hold.amount == 2
+
+
+def test_a_checkpoint_round_trips_a_hold_balance_its_draws_do_not_make(funded: LedgerDb) -> None:
+    """The open holds' balances are left out only where every one is what the draws make; a
+    state where one is not (not one the journal posts) is written whole and read back as is."""
+    from dataclasses import replace
+
+    from corral.store import ledger_checkpoint as LC
+
+    _history(funded, 0, 4)
+    with funded.read() as s:
+        state = s.journal.state()
+    assert LC.decode(LC.encode({"research": None}, state)) == ({"research": None}, state)
+    odd = replace(state, balances={**state.balances,
+                                   Account.hold("research", "w1"): Decimal("0.37")})
+    text = LC.encode({"research": None}, odd)
+    assert '"held_from_draws":false' in text.split("\n")[0]
+    assert LC.decode(text) == ({"research": None}, odd)

@@ -157,6 +157,10 @@ class Accounting:
         self._observed = -1  # the loop state's generation at the last full observe
         self._kill_marker = os.environ.get(KILL_IN_SETTLEMENT_ENV) or None
 
+    def checkpoint(self) -> None:
+        """Save the ledger's checkpoint now (the loop's planned stop, `ControlLoop.stop`)."""
+        self.ledger.checkpoint()
+
     def attach(self, live: LiveState) -> None:
         """Read the control loop's in-memory state (`corral.control.live_state`) instead of the
         store: active workloads, their placements and the nodes, kept current by the loop."""
@@ -312,7 +316,7 @@ class Accounting:
         todo = {}
         with self.ledger.read() as s:
             for k, r in unseen.items():
-                if s.journal.hold(attempt_ref(*k)) is None:
+                if not s.journal.had_hold(attempt_ref(*k)):
                     todo[k] = r
                 else:
                     self._held.add(k)
@@ -328,7 +332,7 @@ class Accounting:
         amounts: Amounts = {}  # and rounded once per shape (runtime, price keys and sizes)
         for key, rec in todo.items():
             ref = attempt_ref(*key)
-            if s.journal.hold(ref) is not None:
+            if s.journal.had_hold(ref):
                 continue
             if rec.queue not in metered:
                 metered[rec.queue] = self._metered(s.journal, rec.queue)
@@ -363,8 +367,7 @@ class Accounting:
             return
         todo = []
         for key in ended:
-            hold = s.journal.hold(attempt_ref(*key))
-            if hold is not None and hold.open:
+            if s.journal.open_hold(attempt_ref(*key)) is not None:
                 todo.append(key)
         closed = close_attempts(s.conn, todo, nodes, now, self._rows)
         # each settlement reads its hold's memo: one read of that column for all (holds
@@ -423,7 +426,7 @@ class Accounting:
         """Top up if due; returns when to look again (inf: never, for this attempt)."""
         ref = attempt_ref(*key)
         with self.ledger.read() as s:
-            hold = s.journal.hold(ref)
+            hold = s.journal.open_hold(ref)
             tx = s.journal.get(f"hold:{ref}")
             if hold is None or not hold.open or tx is None or tx.memo == UNMETERED:
                 return math.inf if tx is not None and tx.memo == UNMETERED else float(at)

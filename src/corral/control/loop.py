@@ -452,7 +452,21 @@ class ControlLoop:
             except Exception:  # keep scheduling through a transient database or backend error
                 log.exception("control loop step failed")
             self.wake.wait(began, stop)
+        self.stop()
+
+    def stop(self) -> None:
+        """A planned stop: the launches under way finish, then, while this process still
+        leads, the admission's ledger saves a checkpoint (so the next leader rebuilds it
+        from that alone and replays nothing; a crash still replays what came after the
+        latest one), then the lease is given up. A failing checkpoint is logged: it is only
+        derived, and the next leader replays instead."""
         self.launches.close()  # launches under way finish before the lease is given up
+        checkpoint = getattr(self.admission, "checkpoint", None)
+        if checkpoint is not None and self.leadership.leading:
+            try:
+                checkpoint()
+            except Exception:
+                log.exception("ledger checkpoint at the planned stop failed")
         self.leadership.resign()
 
     def _written(self, writes: list[RowWrite]) -> None:

@@ -90,7 +90,7 @@ def place_hold(
     intent = Intent(TxKind.HOLD, queue, held, workload=_named(workload))
     if (done := journal.replay(key, intent)) is not None:
         return HoldPlaced(_hold(journal, workload), done)
-    if journal.hold(workload) is not None:
+    if journal.had_hold(workload):
         raise HoldStateError(f"workload {workload!r} already has a hold; one hold per workload")
     verdict = decide(journal, queue, held, when)
     if isinstance(verdict, Deny):

@@ -51,8 +51,10 @@ class JournalState:
     property test in tests/ledger_integration checks it after random histories). The accounts
     of each queue and its lots in draw-down order are derived from `balances` and `lots`.
 
-    lots: in the order they were opened. holds: in the order they were placed (settled ones too:
-    a workload has one hold, ever).
+    lots: in the order they were opened. holds: the open ones, in the order they were placed.
+    settled: the workloads whose hold was settled: only their names (a workload has one hold,
+    ever), not the holds, their draws or their hold accounts, which a settlement leaves at
+    zero and drops (`Journal.hold` reads a settled hold back from the transactions).
     """
 
     balances: Mapping[Account, Decimal]
@@ -60,6 +62,7 @@ class JournalState:
     holds: tuple[Hold, ...]
     swept: frozenset[Account]
     transfers: Mapping[tuple[str, bool], Decimal]
+    settled: frozenset[str] = frozenset()
 
 
 class Journal:
@@ -89,7 +92,11 @@ class Journal:
         # admission check reads them, and they change only with a grant or a transfer
         self._lots_sorted: dict[str, tuple[Lot, ...]] = {}
         self._accounts_by_queue: dict[str, set[Account]] = {}
-        self._holds: dict[str, Hold] = {}
+        self._holds: dict[str, Hold] = {}  # the open ones
+        # the workloads whose hold was settled: the hold and its zero-balance accounts are
+        # dropped at settlement (memory that grew with every hold ever placed); the name stays,
+        # for "one hold per workload, ever"
+        self._settled: set[str] = set()
         self._swept: set[Account] = set()
         self._transfers: dict[tuple[str, bool], Decimal] = {}
         if state is not None:  # the store then holds only what came after it
@@ -180,20 +187,64 @@ class Journal:
         return account in self._swept
 
     def hold(self, workload: str) -> Hold | None:
+        """The workload's hold, open or settled. A settled one is read back from its
+        transactions (an audit's read: the store's, a database query for SQL); the control
+        loop asks `open_hold` and `had_hold`, which read memory only."""
+        found = self._holds.get(workload)
+        if found is None and workload in self._settled:
+            return self._replay_holds({workload}).get(workload)
+        return found
+
+    def open_hold(self, workload: str) -> Hold | None:
+        """The workload's hold if it is open (memory only)."""
         return self._holds.get(workload)
 
+    def had_hold(self, workload: str) -> bool:
+        """Whether the workload has or had a hold (memory only)."""
+        return workload in self._holds or workload in self._settled
+
     def holds(self, *, open_only: bool = False) -> tuple[Hold, ...]:
-        return tuple(h for h in self._holds.values() if h.open or not open_only)
+        """The holds in the order they were placed; settled ones too unless `open_only`, read
+        back from the transactions (a whole read of the journal: the API's list of every
+        hold). A journal restored from a state over a store of only the later transactions
+        (`Journal(chart, state=s, store=rest)`) lists the settled holds it has the HOLD of."""
+        if open_only or not self._settled:
+            return tuple(self._holds.values())
+        found = self._replay_holds(None)
+        early = [h for w, h in self._holds.items() if w not in found]  # placed before a state
+        return (*early, *(self._holds.get(w, h) for w, h in found.items()
+                          if w in self._holds or w in self._settled))
+
+    def _replay_holds(self, wanted: set[str] | None) -> dict[str, Hold]:
+        """The holds that the stored transactions make (of `wanted`, or all), as `_apply_hold`
+        made them; a store that can read one workload's transactions does (`transactions_of`)."""
+        of = getattr(self._store, "transactions_of", None)
+        txs = self._store if wanted is None or of is None else of(sorted(wanted))
+        out: dict[str, Hold] = {}
+        for tx in txs:
+            kind, workload = tx.intent.kind, tx.intent.workload
+            if kind not in _HOLD_KINDS or (wanted is not None and workload not in wanted):
+                continue
+            before = out.get(workload)
+            if before is not None or kind is TxKind.HOLD:
+                out[workload] = _hold_after(before, tx)
+        return out
 
     def transferred(self, queue: str, *, incoming: bool) -> Decimal:
         """Net credits moved into (incoming) or out of a queue by transfers."""
         return self._transfers.get((queue, incoming), ZERO)
 
-    def state(self) -> JournalState:
-        """A copy of the derived state, for a checkpoint (see `JournalState`)."""
+    def state(self, *, copy: bool = True) -> JournalState:
+        """The derived state, for a checkpoint (see `JournalState`): a copy, or with
+        `copy=False` a view of the journal's own mappings and sets, valid until the next post
+        (a checkpoint written under the ledger's lock: no copy of 100,000 balances at once)."""
+        if not copy:
+            return JournalState(self._balances, tuple(self._lots.values()),
+                                tuple(self._holds.values()), self._swept,  # type: ignore[arg-type]
+                                self._transfers, self._settled)  # type: ignore[arg-type]
         return JournalState(dict(self._balances), tuple(self._lots.values()),
                             tuple(self._holds.values()), frozenset(self._swept),
-                            dict(self._transfers))
+                            dict(self._transfers), frozenset(self._settled))
 
     def _restore(self, state: JournalState) -> None:
         self._balances = dict(state.balances)
@@ -204,6 +255,7 @@ class Journal:
             self._lots_by_queue.setdefault(lot.account.queue, []).append(lot)
             self._lots_sorted.pop(lot.account.queue, None)
         self._holds = {h.workload: h for h in state.holds}
+        self._settled = set(state.settled)
         self._swept = set(state.swept)
         self._transfers = dict(state.transfers)
 
@@ -261,11 +313,11 @@ class Journal:
         kind, workload = tx.intent.kind, tx.intent.workload
         if kind not in (TxKind.HOLD, TxKind.TOPUP, TxKind.SETTLE):
             return
-        hold = self._holds.get(workload)
-        if kind is TxKind.HOLD and hold is not None:
+        hold = self._holds.get(workload)  # open holds only: a settled one is a name
+        if kind is TxKind.HOLD and (hold is not None or workload in self._settled):
             raise HoldStateError(f"workload {workload!r} already has a hold (key {tx.key!r})")
-        if kind is not TxKind.HOLD and (hold is None or not hold.open):
-            state = "no hold" if hold is None else "a settled hold"
+        if kind is not TxKind.HOLD and hold is None:
+            state = "a settled hold" if workload in self._settled else "no hold"
             raise HoldStateError(f"workload {workload!r} has {state}; cannot {kind.value} it")
         if kind is TxKind.SETTLE:
             assert hold is not None
@@ -303,23 +355,41 @@ class Journal:
 
     def _apply_hold(self, tx: Transaction) -> None:
         kind, workload = tx.intent.kind, tx.intent.workload
-        if kind not in (TxKind.HOLD, TxKind.TOPUP, TxKind.SETTLE):
+        if kind not in _HOLD_KINDS:
             return
-        # Hold and Posting built directly, not by dataclasses.replace: this runs once per
-        # hold and per settlement (10,000s in one step) and replace re-reads the fields
-        if kind is TxKind.SETTLE:
-            h = self._holds[workload]
-            self._holds[workload] = Hold(h.workload, h.queue, h.placed_at, h.draws,
-                                         settled_by=tx.key, charged=tx.intent.amount)
+        if kind is not TxKind.SETTLE:
+            self._holds[workload] = _hold_after(self._holds.get(workload), tx)
             return
-        draws = tuple(
-            Posting(p.account, -p.amount)
-            for p in tx.postings
-            if p.account.kind is AccountKind.CREDITS and p.amount < 0
-        )
-        if kind is TxKind.HOLD:
-            self._holds[workload] = Hold(workload, tx.intent.queue, tx.at, draws)
-        else:  # a top-up adds its draws to the open hold
-            h = self._holds[workload]
-            self._holds[workload] = Hold(h.workload, h.queue, h.placed_at, h.draws + draws,
-                                         h.settled_by, h.charged)
+        # a settlement leaves the hold's accounts at zero (`_check_posting`): the hold, its
+        # draws and its accounts are dropped, not kept for ever; its name stays
+        hold = self._holds.pop(workload)
+        self._settled.add(workload)
+        for queue in hold.funders:
+            account = Account.hold(queue, workload)
+            if self._balances.pop(account, ZERO) != 0:  # pragma: no cover - checked above
+                raise AssertionError(f"{account.key} settled at a non-zero balance")
+            self._accounts_by_queue.get(queue, set()).discard(account)
+
+
+_HOLD_KINDS = frozenset((TxKind.HOLD, TxKind.TOPUP, TxKind.SETTLE))
+
+
+def _hold_after(hold: Hold | None, tx: Transaction) -> Hold:
+    """The hold after one of its transactions (a HOLD opens it: `hold` is None then)."""
+    # Hold and Posting built directly, not by dataclasses.replace: this runs once per
+    # hold and per settlement (10,000s in one step) and replace re-reads the fields
+    kind = tx.intent.kind
+    if kind is TxKind.SETTLE:
+        assert hold is not None
+        return Hold(hold.workload, hold.queue, hold.placed_at, hold.draws,
+                    settled_by=tx.key, charged=tx.intent.amount)
+    draws = tuple(
+        Posting(p.account, -p.amount)
+        for p in tx.postings
+        if p.account.kind is AccountKind.CREDITS and p.amount < 0
+    )
+    if kind is TxKind.HOLD:
+        return Hold(tx.intent.workload, tx.intent.queue, tx.at, draws)
+    assert hold is not None  # a top-up adds its draws to the open hold
+    return Hold(hold.workload, hold.queue, hold.placed_at, hold.draws + draws,
+                hold.settled_by, hold.charged)

@@ -21,7 +21,9 @@ and only the keys of those before it; a post under an old key (a replay) reads i
 the database, and so does reading the whole journal (`Journal.transactions`, rare: the API's
 grants and history). A write saves a new checkpoint, and forgets the transactions it covers,
 once `checkpoint_every` transactions, and half as many as the last one covered, were posted
-after the last one and `checkpoint_min_s` seconds passed since this process wrote one.
+after the last one and `checkpoint_min_s` seconds passed since this process wrote one;
+`LedgerDb.checkpoint()` saves one now (the control loop's planned stop). A checkpoint's size
+is what is open (lots, open holds, balances), plus one name per settled hold.
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ from corral.store.schema import QueueRow
 
 __all__ = ["LedgerDb", "LedgerSession", "SqlJournalStore", "decode_transaction",
            "load_transactions"]
+
+#: transactions INSERTed per bulk statement by `SqlJournalStore.flush`
+FLUSH_CHUNK = 2500
 
 #: key of the PostgreSQL advisory lock that serialises ledger writers ("corral" in ASCII-ish)
 ADVISORY_LOCK_KEY = 0x636F7272616C
@@ -195,6 +200,20 @@ def load_keyed(conn: Connection, keys: Sequence[str]) -> list[Transaction]:
     return out
 
 
+def load_of_workloads(conn: Connection, workloads: Sequence[str]) -> list[Transaction]:
+    """The transactions of `workloads` (their holds, top-ups, settlements), in append order:
+    a settled hold read back (`Journal.hold`), rare (no index on the column: a scan)."""
+    out: list[tuple[int, Transaction]] = []
+    for i in range(0, len(workloads), 500):
+        rows = list(conn.execute(select(LedgerTransaction)
+                                 .where(LedgerTransaction.workload.in_(workloads[i:i + 500]))))
+        if rows:
+            q = (select(LedgerPosting).where(LedgerPosting.tx_seq.in_([r.seq for r in rows]))
+                 .order_by(LedgerPosting.tx_seq, LedgerPosting.position))
+            out.extend(_with_postings(conn, rows, q))
+    return [tx for _, tx in sorted(out, key=lambda pair: pair[0])]
+
+
 def load_memos(conn: Connection, keys: Sequence[str]) -> dict[str, str]:
     """The memo of each transaction stored under `keys` (those that exist), one statement per
     500 keys: only the column asked for, not the transactions and their postings."""
@@ -272,11 +291,17 @@ class SqlJournalStore:
         self._by_key[tx.key] = tx
 
     def flush(self) -> None:
-        """INSERT what was appended since the last flush (in the bound transaction)."""
+        """INSERT what was appended since the last flush (in the bound transaction), a chunk
+        (`FLUSH_CHUNK`) of transactions at a time: the driver's rows of one chunk are let go
+        before the next is built (a settlement burst's 20,000 transactions and 50,000 postings
+        as tuples at once were ~15 MiB alive together, on top of the step's high-water mark).
+        The seqs are drawn in the same order, so the rows are those of one statement."""
         if self._unsaved:
             assert self._conn is not None
             txs, self._unsaved = self._unsaved, []
-            self.last_seq = insert_transactions(self._conn, txs, self.currency)
+            for i in range(0, len(txs), FLUSH_CHUNK):
+                self.last_seq = insert_transactions(self._conn, txs[i:i + FLUSH_CHUNK],
+                                                    self.currency)
 
     def get(self, key: str) -> Transaction | None:
         found = self._by_key.get(key)
@@ -311,6 +336,14 @@ class SqlJournalStore:
             with self._database() as conn:
                 out.update(load_memos(conn, old))
         return out
+
+    def transactions_of(self, workloads: Sequence[str]) -> list[Transaction]:
+        """The stored transactions of `workloads` in append order (`Journal.hold` of a settled
+        hold): from the database, and those appended in this session not written yet."""
+        wanted = set(workloads)
+        with self._database() as conn:
+            found = load_of_workloads(conn, list(workloads))
+        return found + [tx for tx in self._unsaved if tx.intent.workload in wanted]
 
     def __iter__(self) -> Iterator[Transaction]:
         if not self._old_keys:
@@ -347,12 +380,17 @@ class SqlJournalStore:
 
     @contextmanager
     def reading(self, conn: Connection) -> Iterator[None]:
+        # a read may nest in a write of the same thread (LedgerDb's lock is reentrant): the
+        # write's connection is its reader again afterwards, or what memory forgot (and a
+        # settled hold, `transactions_of`) would be read on another connection, which does
+        # not see what the write has not committed
+        reader, fetched = self._reader, self._fetched
         self._reader = conn
         try:
             yield
         finally:
-            self._reader = None
-            self._fetched = {}
+            self._reader = reader
+            self._fetched = fetched if reader is not None else {}
 
     def catch_up(self, journal: Journal, rows: Sequence[tuple[int, Transaction]]) -> None:
         """Feed transactions committed elsewhere through `journal.post` (which re-validates them)
@@ -417,6 +455,7 @@ class LedgerDb:
         self._chart: dict[str, str | None] = {}  # the journal's chart (deleted queues kept)
         self._covered = 0  # transactions the latest checkpoint covers
         self._checkpointed_at = float("-inf")  # monotonic time of this process's last one
+        self._force = False  # `checkpoint()`: save one whatever the burst rule says
 
     @contextmanager
     def write(self) -> Iterator[LedgerSession]:
@@ -444,22 +483,25 @@ class LedgerDb:
                 yield LedgerSession(conn, journal, sql)
 
     def checkpoint(self) -> None:
-        """Save a checkpoint now (tests; an operator before a planned handover)."""
+        """Save a checkpoint now, whatever the burst rule says (`_checkpoint_due`): a planned
+        stop (`ControlLoop.stop`, before the lease is given up) so that the next leader replays
+        nothing, an operator before a handover, tests. Nothing is written when the latest
+        checkpoint already covers every transaction."""
         with self._lock:
-            every, self.checkpoint_every = self.checkpoint_every, 0
-            since, self._checkpointed_at = self._checkpointed_at, float("-inf")
+            self._force = True
             try:
                 with self.write():
                     pass
             finally:
-                self.checkpoint_every = every
-                self._checkpointed_at = max(since, self._checkpointed_at)
+                self._force = False
 
     def _checkpoint_due(self, sql: SqlJournalStore) -> bool:
         # at least `checkpoint_every` new transactions, and at least half as many as the last
-        # checkpoint covered: writing one costs its size (every hold ever placed), so a step's
+        # checkpoint covered: writing one costs its size (every open hold), so a step's
         # burst is not taxed with a whole checkpoint each time, and the replay after the latest
-        # stays within half of what it covers
+        # stays within half of what it covers. `checkpoint()` asks for one whatever this says.
+        if self._force:
+            return True
         if self.checkpoint_every < 0:
             return False
         if len(sql) - self._covered < max(self.checkpoint_every, self._covered // 2):
@@ -471,7 +513,7 @@ class LedgerDb:
         every transaction up to `sql.last_seq` (this writer holds the ledger's lock)."""
         if len(sql) == 0 or len(sql) == self._covered:
             return
-        state = journal.state()
+        state = journal.state(copy=False)  # encoded here, under the lock: no copy needed
         # the queues its transactions name: a rebuild keeps them (as roots once deleted)
         named = {a.queue for a in state.balances} | {h.queue for h in state.holds}
         chart = {q: self._chart.get(q) for q in sorted(named)}

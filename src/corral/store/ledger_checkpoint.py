@@ -7,9 +7,10 @@ replaying every transaction since the ledger began: at 10,000 nodes x 100,000 wo
 whole replay was the largest part of a restart.
 
 What a checkpoint holds is `corral.ledger.journal.JournalState` (balances, lots in opening
-order, holds in placing order, swept lots, transfer sums) plus the queue chart it was taken
-with (queues deleted since keep their accounts), as JSON with every amount and instant as exact
-Decimal text. The transactions themselves stay where they are: a checkpoint is derived, never
+order, the open holds in placing order, the names of the workloads whose hold was settled,
+swept lots, transfer sums) plus the queue chart it was taken with (queues deleted since keep
+their accounts), as lines of JSON (a header, then a chunk of one section per line: `encode`)
+with every amount and instant as exact Decimal text. The transactions themselves stay where they are: a checkpoint is derived, never
 the source of truth, and deleting it only makes the next rebuild replay everything.
 
 Only the latest checkpoint is kept; it is written inside a ledger write (under the ledger's
@@ -19,11 +20,13 @@ lock, after that write's postings), so it always matches exactly the transaction
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from itertools import islice
 from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select
@@ -35,7 +38,9 @@ from corral.store.ledger_tables import LedgerCheckpoint, LedgerTransaction
 __all__ = ["Checkpoint", "decode", "encode", "keys_through", "latest", "save"]
 
 log = logging.getLogger(__name__)
-FORMAT = 1  # bumped when the JSON's shape changes; an unknown format is ignored (full replay)
+FORMAT = 2  # bumped when the JSON's shape changes; an unknown format is ignored (full replay)
+# format 1 kept settled holds whole (and their zero-balance hold accounts); it is still read,
+# as format 2 reads it (`_settled_apart`), so an upgrade does not replay the whole journal
 _KINDS = {k.value: k for k in AccountKind}  # a dict lookup, not an Enum call per account
 
 
@@ -59,55 +64,150 @@ def _dec(value: str | None) -> Decimal | None:
     return None if value is None else Decimal(value)
 
 
+_SEP = (",", ":")
+#: items per line of a format-2 checkpoint: one line's lists are alive at a time when it is
+#: written or read, not the whole state's (at 10,000 x 100,000, 58,000 open holds and their
+#: accounts as nested lists were ~40 MiB at once, above the loop's high-water mark)
+LINE_ITEMS = 5000
+_SECTIONS = ("balances", "lots", "holds", "settled", "swept", "transfers")
+
+
+def _items(state: JournalState, section: str, derived: Mapping[Account, Decimal]
+           ) -> Iterator[Any]:
+    if section == "balances":  # an open hold's accounts are left to its draws (`_held`)
+        return ([*_account(a), str(v)] for a, v in state.balances.items()
+                if a.kind is not AccountKind.HOLD or derived.get(a) != v)
+    if section == "lots":
+        return ([*_account(lot.account), _text(lot.expires_at)] for lot in state.lots)
+    if section == "holds":
+        return ([h.workload, h.queue, str(h.placed_at),
+                 [[*_account(d.account), str(d.amount)] for d in h.draws],
+                 h.settled_by, _text(h.charged)] for h in state.holds)
+    if section == "settled":
+        return iter(sorted(state.settled))
+    if section == "swept":
+        return (_account(a) for a in state.swept)
+    return ([q, incoming, str(v)] for (q, incoming), v in state.transfers.items())
+
+
+def _held(holds: Iterable[Hold]) -> dict[Account, Decimal]:
+    """The balance of each open hold's accounts as its draws make it: each hold or top-up is
+    paid whole by one queue, into that queue's account of the hold, so the account holds the
+    sum of the draws from that queue's lots. A checkpoint leaves out every balance equal to
+    this (all of them, as the journal posts) and the reader derives them again."""
+    out: dict[Account, Decimal] = {}
+    for h in holds:
+        for d in h.draws:
+            account = Account.hold(d.account.queue, h.workload)
+            before = out.get(account)
+            out[account] = d.amount if before is None else before + d.amount
+    return out
+
+
+def _lines(chart: Mapping[str, str | None], state: JournalState) -> Iterator[str]:
+    derived = _held(state.holds)
+    # left out only where every derived balance is the journal's (true of what it posts;
+    # else every balance is written and the reader derives none)
+    exact = all(state.balances.get(a) == v for a, v in derived.items())
+    yield json.dumps({"format": FORMAT, "chart": dict(chart), "held_from_draws": exact},
+                     separators=_SEP)
+    for section in _SECTIONS:
+        items = _items(state, section, derived if exact else {})
+        while chunk := list(islice(items, LINE_ITEMS)):
+            yield json.dumps([section, chunk], separators=_SEP)
+
+
 def encode(chart: Mapping[str, str | None], state: JournalState) -> str:
-    return json.dumps({
-        "format": FORMAT,
-        "chart": dict(chart),
-        "balances": [[*_account(a), str(v)] for a, v in state.balances.items()],
-        "lots": [[*_account(lot.account), _text(lot.expires_at)] for lot in state.lots],
-        "holds": [[h.workload, h.queue, str(h.placed_at),
-                   [[*_account(d.account), str(d.amount)] for d in h.draws],
-                   h.settled_by, _text(h.charged)] for h in state.holds],
-        "swept": [_account(a) for a in state.swept],
-        "transfers": [[q, incoming, str(v)] for (q, incoming), v in state.transfers.items()],
-    }, separators=(",", ":"))
+    """The state as lines of JSON: a header (format, chart), then `[section, [items...]]`
+    lines of at most `LINE_ITEMS` items, so that neither writing nor reading it builds the
+    whole state as nested lists at once."""
+    return "\n".join(_lines(chart, state))
 
 
 def decode(text: str) -> tuple[dict[str, str | None], JournalState] | None:
     """The chart and state of a checkpoint's JSON; None for a format this code does not know."""
-    data: dict[str, Any] = json.loads(text)
-    if data.get("format") != FORMAT:
+    lines = io.StringIO(text)
+    data: dict[str, Any] = json.loads(lines.readline())
+    if data.get("format") == 1:  # one JSON object, every section in it
+        sections: Iterable[tuple[str, list[Any]]] = (
+            (name, data[name]) for name in _SECTIONS if name in data)
+    elif data.get("format") == FORMAT:
+        sections = (json.loads(line) for line in lines)
+    else:
         return None
-    accounts: dict[tuple[str, str, str], Account] = {}  # one object per account, shared
-    numbers: dict[str, Decimal] = {}  # amounts repeat (0.00, equal holds): one Decimal each
+    build = _Builder(derive=data["format"] == FORMAT and bool(data.get("held_from_draws")))
+    for name, items in sections:
+        build.add(name, items)
+    return dict(data["chart"]), _settled_apart(build.state())
 
-    def account(kind: str, queue: str, ref: str) -> Account:
+
+class _Builder:
+    """A state from its sections' items, one line of them at a time; equal accounts and equal
+    amounts share one object (a checkpoint repeats them: 0.00, equal holds)."""
+
+    def __init__(self, derive: bool) -> None:
+        self.derive = derive  # format 2: the open holds' balances from their draws
+        self.accounts: dict[tuple[str, str, str], Account] = {}
+        self.numbers: dict[str, Decimal] = {}
+        self.balances: dict[Account, Decimal] = {}
+        self.lots: list[Lot] = []
+        self.holds: list[Hold] = []
+        self.settled: set[str] = set()
+        self.swept: set[Account] = set()
+        self.transfers: dict[tuple[str, bool], Decimal] = {}
+
+    def account(self, kind: str, queue: str, ref: str) -> Account:
         key = (kind, queue, ref)
-        found = accounts.get(key)
+        found = self.accounts.get(key)
         if found is None:
-            found = accounts[key] = Account(_KINDS[kind], queue, ref)
+            found = self.accounts[key] = Account(_KINDS[kind], queue, ref)
         return found
 
-    def dec(text: str) -> Decimal:
-        found = numbers.get(text)
+    def dec(self, text: str) -> Decimal:
+        found = self.numbers.get(text)
         if found is None:
-            found = numbers[text] = Decimal(text)
+            found = self.numbers[text] = Decimal(text)
         return found
 
-    def hold(w: str, q: str, at: str, draws: list[list[str]], settled_by: str | None,
+    def hold(self, w: str, q: str, at: str, draws: list[list[str]], settled_by: str | None,
              charged: str | None) -> Hold:
-        return Hold(w, q, dec(at), tuple(Posting(account(k, dq, r), dec(v))
-                                         for k, dq, r, v in draws),
-                    settled_by, None if charged is None else dec(charged))
+        return Hold(w, q, self.dec(at), tuple(Posting(self.account(k, dq, r), self.dec(v))
+                                              for k, dq, r, v in draws),
+                    settled_by, None if charged is None else self.dec(charged))
 
-    state = JournalState(
-        balances={account(k, q, r): dec(v) for k, q, r, v in data["balances"]},
-        lots=tuple(Lot(account(k, q, r), _dec(e)) for k, q, r, e in data["lots"]),
-        holds=tuple(hold(*h) for h in data["holds"]),
-        swept=frozenset(account(k, q, r) for k, q, r in data["swept"]),
-        transfers={(q, bool(incoming)): Decimal(v) for q, incoming, v in data["transfers"]},
-    )
-    return dict(data["chart"]), state
+    def add(self, section: str, items: list[Any]) -> None:
+        if section == "balances":
+            self.balances.update((self.account(k, q, r), self.dec(v)) for k, q, r, v in items)
+        elif section == "lots":
+            self.lots.extend(Lot(self.account(k, q, r), _dec(e)) for k, q, r, e in items)
+        elif section == "holds":
+            self.holds.extend(self.hold(*h) for h in items)
+        elif section == "settled":
+            self.settled.update(items)
+        elif section == "swept":
+            self.swept.update(self.account(k, q, r) for k, q, r in items)
+        elif section == "transfers":
+            self.transfers.update(((q, bool(incoming)), Decimal(v)) for q, incoming, v in items)
+        else:
+            raise ValueError(f"unknown checkpoint section {section!r}")
+
+    def state(self) -> JournalState:
+        # the open holds' accounts left out by `encode` (format 2), before those written
+        balances = {**_held(self.holds), **self.balances} if self.derive else self.balances
+        return JournalState(balances, tuple(self.lots), tuple(self.holds),
+                            frozenset(self.swept), self.transfers, frozenset(self.settled))
+
+
+def _settled_apart(state: JournalState) -> JournalState:
+    """A format-1 state as the journal keeps it now: settled holds as names, their
+    zero-balance hold accounts dropped (format 2 has none: returned as is)."""
+    settled = [h for h in state.holds if not h.open]
+    if not settled:
+        return state
+    gone = {Account.hold(q, h.workload) for h in settled for q in h.funders}
+    return JournalState({a: v for a, v in state.balances.items() if a not in gone}, state.lots,
+                        tuple(h for h in state.holds if h.open), state.swept, state.transfers,
+                        state.settled | {h.workload for h in settled})
 
 
 def save(conn: Connection, seq: int, transactions: int, chart: Mapping[str, str | None],

@@ -65,6 +65,9 @@ class ReplayOptions:
     #: as a control plane with a huge backlog would; None: all (what `schedule` sees)
     max_waiting_per_queue: int | None = None
     series_points: int = 400  # points of the time series kept for the report and plots
+    #: open each cycle from the opening kept since the last (`WarmStart`, as the control
+    #: plane does); False: sorted and shaped afresh each cycle (the same results, tests/sim)
+    warm_start: bool = True
 
 
 class DecayedUsage:
@@ -159,7 +162,7 @@ class _Replay:
         self.nodes = self._nodes()
         self.price = {n.id: options.prices.get(n.gpu_model, n.price_per_gpu_hour) for n in self.nodes}
         queues = (Queue("shared"),) if policy.shared_queue else self.queue_map.queues
-        self.session = CoreSession(self.nodes, queues, policy.config, seed)
+        self.session = CoreSession(self.nodes, queues, policy.config, seed, options.warm_start)
         self.jobs = {t.name: self._job(t) for t in trace.tasks}
         self.events: list[tuple[float, int, int, str, int]] = []
         self.seq = 0

@@ -7,8 +7,11 @@ seconds, far too slow for a replay that runs a cycle at each of tens of thousand
 A `CoreSession` keeps what does not change between cycles (the node table, the capacity arrays,
 the placer and its per-shape score caches, the scoring plugins) and opens each cycle on it: a
 fresh `QueueBook` (deserved shares follow demand) carrying the usage of the last one, a fresh
-`Statement` over the running workloads, and the pending workloads in the core's order. Then it
-runs `corral.core.cycle.decide`, the very actions `schedule` runs. tests/sim/test_session.py
+`Statement` over the running workloads, and the pending workloads in the core's order, taken
+from a `WarmStart` kept between cycles as the control plane keeps one (`schedule(..., warm=)`:
+the waiting order and shapes follow what changed; tests/sim/test_warm_replay.py shows a replay's
+results equal to sorting afresh each cycle). Then it runs `corral.core.cycle.decide`, the very
+actions `schedule` runs. tests/sim/test_session.py
 checks that a session and `schedule` decide the same on the same state.
 
 Every reliance on the core's internals (Cycle's fields, Statement's and QueueBook's maps) is in
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from itertools import chain
 
 from corral.core import nominations as N
 from corral.core.config import SchedulerConfig
@@ -37,6 +41,7 @@ from corral.core.plugins import TaskType
 from corral.core.queues import QueueBook, Totals
 from corral.core.snapshot import Capacity, NodeTable
 from corral.core.statement import Statement
+from corral.core.warm_start import Opening, WarmStart
 
 #: Reservation owners that mark a node out of service (failed, or a reclaimed spot node).
 DOWN_PREFIX = "\x00down:"
@@ -57,7 +62,8 @@ class Outcome:
 
 class CoreSession:
     def __init__(
-        self, nodes: Sequence[Node], queues: Sequence[Queue], config: SchedulerConfig, seed: int = 0
+        self, nodes: Sequence[Node], queues: Sequence[Queue], config: SchedulerConfig, seed: int = 0,
+        warm: bool = True,
     ) -> None:
         self.table = NodeTable.build(nodes)
         self.cap = Capacity(self.table)
@@ -77,6 +83,10 @@ class CoreSession:
         self.where: dict[str, tuple[WorkerAssignment, ...]] = {}  # running: assignments
         self.live: dict[str, Workload] = {}  # running: workloads (state RUNNING)
         self.started: set[str] = set()  # running when the current cycle began (= live between)
+        #: the opening kept between cycles, as the control plane keeps it (`schedule(...,
+        #: warm=)`): shapes, the waiting order, the shape counts follow what changed; None:
+        #: every cycle sorts and shapes its work afresh (the cold path, the same decisions)
+        self.warm = WarmStart() if warm else None
 
     # -- one cycle --------------------------------------------------------------------------
     def cycle(self, now: float, pending: Iterable[Workload], demand: Mapping[str, int],
@@ -100,7 +110,12 @@ class CoreSession:
         book.units_used.update(self.book.units_used)
         self.book = book
         pending = list(pending)
-        mix = workload_mix(self.config, [*pending, *self.live.values()], self.table)
+        # The kept opening is of the waiting work only: the running work lives in the
+        # session's own capacity (never adopted anew), and the caller gives the demand.
+        opening = self.warm.open(self.queues, pending) if self.warm is not None else None
+        # the workload mix where a scoring asks for one (chained: no list of all the running
+        # work is built for a config that asks for none)
+        mix = workload_mix(self.config, chain(pending, self.live.values()), self.table)
         if mix != self.mix:  # scores for another mix: start the caches afresh, as `schedule` does
             self.mix, self.placer = mix, Placer(self.cap)
             self.scorings.clear()
@@ -122,7 +137,7 @@ class CoreSession:
                       self.live, attempts_left=self.config.max_eviction_attempts,
                       preempt_attempts_left=self.config.max_eviction_attempts,
                       moves_left=self.config.max_moves, scorings=self.scorings, workload_mix=mix)
-        cycle.add_pending(pending)
+        self._queue_up(cycle, pending, opening)
         cycle.nominated = nominations
         cycle.reserved_before = reserved_for
         decide(cycle)
@@ -139,6 +154,21 @@ class CoreSession:
         return Outcome({wid: op.assignments for wid, op in placed.items()},
                        [(op.workload.id, op.rule) for op in evicted], dict(book.deserved),
                        nominated, holders)
+
+    @staticmethod
+    def _queue_up(cycle: Cycle, pending: list[Workload], opening: Opening | None) -> None:
+        """The cycle's waiting work in order: from the kept opening, as `schedule`'s `_open`
+        takes it (its shapes too), else sorted afresh (`add_pending`)."""
+        if opening is None:
+            cycle.add_pending(pending)
+            return
+        cycle.shapes, cycle._interned = opening.shapes, opening.interned
+        if opening.pending is None:  # not kept (an unknown queue, an id twice): sorted now
+            cycle.add_pending(opening.waiting)
+            return
+        cycle.take_order(opening.waiting, opening.pending, opening.by_id)
+        if opening.big is not None:
+            cycle.big_at_open = (len(cycle.waiting), opening.big)
 
     def _statement(self, book: QueueBook, in_cycle: bool = True) -> Statement:
         stmt = Statement(self.cap, book)

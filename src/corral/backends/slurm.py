@@ -127,8 +127,8 @@ MAX_WARM_SLOTS = 64
 #: warm slots unless told otherwise (`corral up --backend slurm`, `SlurmBackend()`): spare
 #: pilots queued per (node, --gres) beyond the workers waiting there (issue 16). Without them
 #: each worker pays Slurm's start of a new job after corral saw its GPU free (0.44-0.60x of
-#: Slurm alone's jobs/s at 1,000 jobs); with pilots and reuse corral matched or beat Slurm
-#: alone (bench/README, "Through a real Slurm", "warm slots by default"). Small, because each
+#: Slurm alone's jobs/s at 1,000 jobs); with 2 and reuse 0.94-1.16x at 1,000 jobs, 0.77-1.42x
+#: at 200 (bench/README, "Through a real Slurm", "warm slots by default"). Small, because each
 #: idle pilot holds a GPU of Slurm's for `pilot_idle_s` and a spare waits in Slurm's queue as
 #: a job pinned to its node; with reuse the spares matter only at a ramp or where a pilot left.
 #: `ServerConfig.slurm_warm_slots` repeats it (the CLI starts without the engines' modules).

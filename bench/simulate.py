@@ -8,6 +8,11 @@
 3. replay of a synthetic trace of 100,000 jobs (1,600 nodes, offered load 0.9, a control-loop
    cycle every 10 s of simulated time), corral's default policy (target < 60 s).
 
+With `--faults N` a fourth row: a synthetic replay of N jobs on the same pool with failures
+(GPU MTBF 24 h per GPU with per-GPU cordons, node MTBF 3 days, 20% spot nodes interrupted once a
+day on average, checkpoints every 30 min), the path where a node's or a cordon's running work is
+looked up.
+
 Prints each figure; the last line is a JSON object.
 """
 
@@ -22,6 +27,7 @@ import time
 from pathlib import Path
 
 from corral.sim.alibaba import load
+from corral.sim.failures import NO_FAILURES, FailureModel
 from corral.sim.fill import run_fill
 from corral.sim.policies import fill_scoring, replay_policy
 from corral.sim.replay import ReplayOptions, run_replay
@@ -52,20 +58,31 @@ def bench_trace_replay(data: Path, policy: str) -> dict[str, object]:
             "wait_s": report["wait_s"], "wall_seconds": round(wall, 3)}
 
 
-def bench_synthetic(tasks: int, nodes: int, policy: str, interval: float) -> dict[str, object]:
+FAULTS = FailureModel(gpu_mtbf_s=24 * 3600.0, node_mtbf_s=3 * 86400.0, spot_fraction=0.2,
+                      spot_mtbi_s=86400.0, checkpoint_interval_s=1800.0)
+
+
+def bench_synthetic(tasks: int, nodes: int, policy: str, interval: float,
+                    failures: FailureModel = NO_FAILURES) -> dict[str, object]:
     trace = synthetic_trace(SyntheticSpec(tasks=tasks, nodes=nodes, load=0.9, seed=1))
     started = time.perf_counter()
     report = run_replay(trace, replay_policy(policy, "corral", trace), 1,
-                        ReplayOptions(interval_s=interval)).report
+                        ReplayOptions(interval_s=interval, failures=failures)).report
     wall = time.perf_counter() - started
-    print(f"replay synthetic {tasks} jobs on {nodes} nodes / {policy}, cycle every {interval:g} s: "
-          f"{report['cycles']} cycles, wait avg {report['wait_s']['avg']:.0f} s, "  # type: ignore[index]
+    faults = (f"{report['gpu_faults']} GPU faults, {report['node_failures']} node failures, "
+              f"{report['spot_interruptions']} spot interruptions, " if failures.active else "")
+    print(f"replay synthetic {tasks} jobs on {nodes} nodes / {policy}, seed 1, cycle every "
+          f"{interval:g} s: {report['cycles']} cycles, {faults}wait avg "
+          f"{report['wait_s']['avg']:.0f} s, "  # type: ignore[index]
           f"allocation while arriving {report['gpu_allocation_pct_while_arriving']:.1f}%, "
           f"{report['preemptions']} preemptions, {wall:.2f} s")
     return {"tasks": tasks, "nodes": nodes, "interval_s": interval, "cycles": report["cycles"],
             "wait_s": report["wait_s"], "jct_s": report["jct_s"],
             "gpu_allocation_pct_while_arriving": report["gpu_allocation_pct_while_arriving"],
-            "preemptions": report["preemptions"], "wall_seconds": round(wall, 3)}
+            "preemptions": report["preemptions"], "gpu_faults": report["gpu_faults"],
+            "node_failures": report["node_failures"],
+            "spot_interruptions": report["spot_interruptions"],
+            "gpu_hours_lost": report["gpu_hours_lost"], "wall_seconds": round(wall, 3)}
 
 
 def main() -> None:
@@ -76,18 +93,22 @@ def main() -> None:
     ap.add_argument("--synthetic", type=int, default=100_000)
     ap.add_argument("--synthetic-nodes", type=int, default=1600)
     ap.add_argument("--interval", type=float, default=10.0)
+    ap.add_argument("--faults", type=int, default=0, metavar="N",
+                    help="a fourth row: N synthetic jobs replayed with failures (0: none)")
+    ap.add_argument("--only-faults", action="store_true", help="run the --faults row alone")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     data = Path(args.data)
-    out = {
-        "benchmark": "simulate",
-        "cpu": _cpu(),
-        "python": platform.python_version(),
-        "fill": bench_fill(data, args.policy),
-        "trace_replay": bench_trace_replay(data, args.replay_policy),
-        "synthetic_replay": bench_synthetic(args.synthetic, args.synthetic_nodes,
-                                            args.replay_policy, args.interval),
-    }
+    out: dict[str, object] = {"benchmark": "simulate", "cpu": _cpu(),
+                              "python": platform.python_version()}
+    if not args.only_faults:
+        out["fill"] = bench_fill(data, args.policy)
+        out["trace_replay"] = bench_trace_replay(data, args.replay_policy)
+        out["synthetic_replay"] = bench_synthetic(args.synthetic, args.synthetic_nodes,
+                                                  args.replay_policy, args.interval)
+    if args.faults:
+        out["synthetic_replay_faults"] = bench_synthetic(
+            args.faults, args.synthetic_nodes, args.replay_policy, args.interval, FAULTS)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     print(json.dumps(out))

@@ -134,8 +134,13 @@ class DeviceFaults:
             self._close(now, node_id, d)
         return Cordon(node_id, back, whole=False) if back else None
 
+    def out_nodes(self) -> list[str]:
+        """The nodes with a GPU out now (per-GPU cordons)."""
+        return [n for n, ds in self.out.items() if ds]
+
     def holds(self, running: Iterable[Workload]) -> tuple[Nomination, ...]:
-        """The stand-in nominations of the devices out now (`corral.core.device_cordons`)."""
+        """The stand-in nominations of the devices out now (`corral.core.device_cordons`);
+        `running` must hold every running workload on `out_nodes` (others are ignored)."""
         bad = {n: (self.by_id[n], tuple(sorted(ds))) for n, ds in self.out.items() if ds}
         return holds(bad, running) if bad else ()
 

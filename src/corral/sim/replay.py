@@ -331,7 +331,8 @@ class _Replay:
         if not candidates:
             return
         usage = self.usage.at(now) if self.usage is not None else None
-        held = self.faults.holds(self.session.live.values())  # cordoned GPUs' room
+        # cordoned GPUs' room: only the work on nodes with a GPU out counts
+        held = self.faults.holds(self.session.running_on(self.faults.out_nodes()))
         outcome = self.session.cycle(now, candidates, self.demand, usage, nominations=held)
         self.counts["cycles"] += 1
         for wid, rule in outcome.evicted:
@@ -436,8 +437,7 @@ class _Replay:
             return
         self.counts["gpu_faults"] += 1
         self._push(now + f.gpu_fault_s, _GPU_CLEAR, node, device)
-        on_node = sorted(wid for wid, assignments in self.session.where.items()
-                         if any(a.node_id == node for a in assignments))
+        on_node = sorted(self.session.on_node.get(node, ()))
         if cordon.whole and node not in self.down:
             self.session.node_down(node)
         for wid in on_node:

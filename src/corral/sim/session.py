@@ -87,6 +87,9 @@ class CoreSession:
         #: warm=)`): shapes, the waiting order, the shape counts follow what changed; None:
         #: every cycle sorts and shapes its work afresh (the cold path, the same decisions)
         self.warm = WarmStart() if warm else None
+        #: node id -> the running workloads with a worker there (id -> how many workers), kept
+        #: by a listener on every statement: a node's work without a pass over all that runs
+        self.on_node: dict[str, dict[str, int]] = {}
 
     # -- one cycle --------------------------------------------------------------------------
     def cycle(self, now: float, pending: Iterable[Workload], demand: Mapping[str, int],
@@ -176,7 +179,24 @@ class CoreSession:
         stmt.where, stmt.live = self.where, self.live
         if in_cycle:  # outside a cycle nobody asks who was running before it
             stmt.started = self.started
+        stmt.listeners.append(self._moved)
         return stmt
+
+    def _moved(self, w: Workload, assignments: tuple[WorkerAssignment, ...], sign: int) -> None:
+        """A statement listener: `w` now holds (+1) or no longer holds (-1) `assignments`.
+        Workers are counted, so a move that places before it removes on one node stays right."""
+        for a in assignments:
+            there = self.on_node.setdefault(a.node_id, {})
+            left = there.get(w.id, 0) + sign
+            if left:
+                there[w.id] = left
+            else:
+                del there[w.id]
+
+    def running_on(self, node_ids: Iterable[str]) -> list[Workload]:
+        """The running workloads with a worker on any of `node_ids` (each once, by id)."""
+        ids = {wid for n in node_ids for wid in self.on_node.get(n, ())}
+        return [self.live[wid] for wid in sorted(ids)]
 
     def _release_gang_reservations(self) -> None:
         # `schedule` starts every cycle without reservations and makes them afresh; so does this.
@@ -195,8 +215,7 @@ class CoreSession:
         """Take a node out of service; returns the running workloads that were on it (still
         running: the caller stops them with `finish`)."""
         self.cap.reserve(DOWN_PREFIX + node_id, [self.table.index[node_id]])
-        return sorted(wid for wid, assignments in self.where.items()
-                      if any(a.node_id == node_id for a in assignments))
+        return sorted(self.on_node.get(node_id, ()))
 
     def node_up(self, node_id: str) -> None:
         self.cap.release(DOWN_PREFIX + node_id)

@@ -13,7 +13,7 @@ import io
 import uuid
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from decimal import Decimal
 from fractions import Fraction
 from typing import Annotated, Any
@@ -35,7 +35,6 @@ from corral.ledger import (
     grant,
     statement,
     transfer,
-    usage_report,
     write_csv,
 )
 from corral.ledger.accounts import AccountKind
@@ -50,7 +49,7 @@ from corral.store import pool as P
 from corral.store.auth import Principal
 from corral.store.journal_sql import LedgerDb, LedgerSession
 from corral.store.ledger_grants import Grant, GrantIndex
-from corral.store.usage_stream import stream_usage_records
+from corral.store.usage_groups import grouped_usage
 
 __all__ = ["router"]
 
@@ -302,19 +301,19 @@ def delete_price(price_id: Annotated[int, Path(ge=1, le=2**63 - 1)], ctx: Ctx,
 def _report(ctx: ApiContext, who: Principal, by: list[str], queue: list[str] | None,
             since: float | None, until: float | None, workload: str | None = None,
             limit: int = 0) -> tuple[list[str], list[ReportRow]]:
-    """The report's rows; more than `limit` is a 422 naming limit, found while the usage rows
-    are read (streamed, `corral.store.usage_stream`): the read stops there, so what a report
-    holds is bounded by its limit, not by the window's usage rows."""
+    """The report's rows, grouped in the database (`corral.store.usage_groups`: GROUP BY for
+    the attempts that need no cut, the ledger's record-by-record path for the few that do), so
+    its read costs its groups, not the window's usage rows; more than `limit` is a 422 naming
+    limit, refused at the (limit + 1)th group."""
     wanted = set(queue) if queue else None
     if not who.is_admin:
         wanted = (wanted or set(who.queues)) & set(who.queues)
     with _refusing_bad_input(), ctx.store.read() as conn:
         catalog = build_catalog([p.rule for p in LR.list_prices(conn)],
                                 P.list_nodes(conn, include_inactive=True))
-        with closing(stream_usage_records(conn, _now(ctx), queues=wanted, workload_id=workload,
-                                          since=since, until=until)) as records:
-            return by, list(usage_report(records, by=by, catalog=catalog, since=since,
-                                         until=until, max_rows=limit or MAX_REPORT_ROWS))
+        return by, list(grouped_usage(conn, _now(ctx), by=by, catalog=catalog, queues=wanted,
+                                      workload_id=workload, since=since, until=until,
+                                      max_rows=limit or MAX_REPORT_ROWS))
 
 
 _By = Annotated[list[str] | None, Query(description=f"group by any of {', '.join(DIMENSIONS)}")]

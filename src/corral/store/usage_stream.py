@@ -19,6 +19,7 @@ from collections.abc import Generator, Iterable
 from decimal import Decimal
 
 from sqlalchemy import Connection
+from sqlalchemy.sql.elements import ColumnElement
 
 from corral.ledger import EndReason, UsageRecord, WorkerEnded, meter
 from corral.ledger.instants import Instant, to_instant
@@ -33,15 +34,19 @@ CHUNK_ROWS = 2000
 def stream_usage_records(
     conn: Connection, now: Instant, *, queues: Iterable[str] | None = None,
     workload_id: str | None = None, since: float | None = None, until: float | None = None,
-    chunk: int = CHUNK_ROWS,
+    chunk: int = CHUNK_ROWS, where: ColumnElement[bool] | None = None,
 ) -> Generator[UsageRecord, None, None]:
     """The records `ledger_rows.usage_records` returns for the same arguments, in no particular
     order, read `chunk` rows at a time. The caller's transaction must stay open while it reads,
     and a caller that stops early closes the stream (`contextlib.closing`) before it ends: that
-    closes the cursor (a server-side one on PostgreSQL)."""
+    closes the cursor (a server-side one on PostgreSQL). `where`: only the rows it also keeps
+    (`usage_groups` streams those it does not sum in SQL)."""
     lo = None if since is None else to_instant(since, "since")
     hi = None if until is None else to_instant(until, "until")
-    query = usage_query(queues, workload_id, since, until).execution_options(yield_per=chunk)
+    query = usage_query(queues, workload_id, since, until)
+    if where is not None:
+        query = query.where(where)
+    query = query.execution_options(yield_per=chunk)
     with conn.execute(query) as rows:
         for r in rows:
             ended = () if r.end is None else (WorkerEnded(

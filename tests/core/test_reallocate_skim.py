@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import random
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 from tests.core.bench_snapshots import plan_facts, schedule_cycle_bench
@@ -78,9 +79,11 @@ def _count_skips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     worth_trying = allocate_module._worth_trying
 
     def counted(cycle: object, still: tuple[Workload, ...]) -> Iterator[int]:
-        given = list(worth_trying(cycle, still))
-        skipped.append(len(still) - len(given))
-        yield from given
+        given = 0  # lazily, as `reallocate` reads it: each decision after the last try
+        for i in worth_trying(cycle, still):
+            given += 1
+            yield i
+        skipped.append(len(still) - given)
 
     monkeypatch.setattr(allocate_module, "_worth_trying", counted)
     return skipped
@@ -101,3 +104,39 @@ def test_without_removes_exactly_what_left(leaving: int) -> None:
         gone = rng.sample(ordered, leaving)
         left = {id(w) for w in gone}
         assert without(ordered, gone, key) == [w for w in ordered if id(w) not in left]
+
+
+def _fake_cycle(shapes: dict[str, object], owners: tuple[str, ...]) -> SimpleNamespace:
+    """What `_worth_trying` reads of a cycle: shapes by id, the failure memo, `freed`, the
+    reservations, one scoring key."""
+    cap = SimpleNamespace(freed=0, reservations={wid: [0] for wid in owners})
+    return SimpleNamespace(
+        cap=cap, shapes=shapes, shape=lambda w: shapes[w.id],
+        scoring=lambda queue: SimpleNamespace(key="k"), placer=SimpleNamespace(failed={}))
+
+
+def test_worth_trying_drops_a_failing_shape_and_gives_everything_after_a_release() -> None:
+    """Lazily, as `_walk` consumes it: of a shape known to fail, only the first workload is
+    given (`_walk` skips it) and the rest left out, whether it failed before the walk or
+    during it; a reservation owner is given whatever its shape; once a try returns capacity
+    (`freed` moves), every later position is given, the left-out ones included."""
+    rng = random.Random(0)
+    work = [_work(i, rng) for i in range(8)]
+    a, b, owner = object(), object(), object()  # three shapes
+    kinds = [a, b, a, owner, b, a, b, a]
+    shapes = {w.id: k for w, k in zip(work, kinds, strict=True)}
+    cycle = _fake_cycle(shapes, owners=(work[3].id,))
+    failed = cycle.placer.failed
+    failed[(a, "k", None)] = 0  # a failed since capacity was last returned
+    given = []
+    for i in allocate_module._worth_trying(cycle, tuple(work)):
+        given.append(i)
+        if i == 1:
+            failed[(b, "k", None)] = 0  # b's first try fails: b's later ones are left out
+        if i == 3:
+            cycle.cap.freed = 1  # the owner is placed: its reservation released
+    assert given == [0, 1, 3, 4, 5, 6, 7]
+    cycle.cap.freed, given = 0, []
+    for i in allocate_module._worth_trying(cycle, tuple(work)):
+        given.append(i)  # nothing returned: a and b stay left out after their failures
+    assert given == [0, 1, 3]

@@ -169,7 +169,10 @@ class WarmStart:
         self.interned: dict[tuple[object, ...], Shape] = {}
         self.per_shape: dict[Shape, int] = {}
         self.running: dict[int, Workload] = {}
+        #: running work per queue: GPU milli and how many (a queue whose running work holds no
+        #: GPU, CPU-only jobs, still has an entry of 0 in the plain pass's demand)
         self.run_milli: dict[str, int] = {}
+        self.run_count: dict[str, int] = {}
         self.alike: dict[tuple[str, Shape], int] = {}
         self.order: list[Workload] = []
         self.by_queue: dict[str, list[Workload]] = {}
@@ -185,8 +188,14 @@ class WarmStart:
         self._changes_open = False
 
     def open(self, state_queues: tuple[Queue, ...], workloads: Sequence[Workload]) -> Opening:
-        """The opening of a cycle on these queues and workloads; the kept state follows."""
-        opening = self._update(state_queues, workloads)
+        """The opening of a cycle on these queues and workloads; the kept state follows. An
+        update that raises leaves the kept state half moved: it is dropped before the error
+        goes on, so the next opening rebuilds instead of failing the same way every cycle."""
+        try:
+            opening = self._update(state_queues, workloads)
+        except BaseException:
+            self.queues, self.adoption = None, None
+            raise
         return opening if opening is not None else self._rebuild(state_queues, workloads)
 
     def take_adoption(self) -> KeptAdoption | None:
@@ -209,9 +218,9 @@ class WarmStart:
         self.shapes, self.interned = dict(opening.shapes), dict(opening.interned)
         self.per_shape = dict(opening.per_shape)
         self.running = {id(w): w for w in opening.active}
-        self.run_milli, self.alike = {}, {}
+        self.run_milli, self.run_count, self.alike = {}, {}, {}
         for w in opening.active:
-            self.run_milli[w.queue] = self.run_milli.get(w.queue, 0) + w.total_milli()
+            self._count_running(w, 1)
         shapes = opening.shapes
         for w in opening.waiting:
             key = (w.queue, shapes[w.id])
@@ -267,7 +276,7 @@ class WarmStart:
         _count(self.per_shape, shape, -1)
         if w.state is WorkloadState.RUNNING:
             del self.running[id(w)]
-            _count(self.run_milli, w.queue, -w.total_milli())
+            self._count_running(w, -1)
         else:
             _count(self.alike, (w.queue, shape), -1)
             del self.waiting[w.id]
@@ -278,11 +287,22 @@ class WarmStart:
         self.per_shape[shape] = self.per_shape.get(shape, 0) + 1
         if w.state is WorkloadState.RUNNING:
             self.running[id(w)] = w
-            self.run_milli[w.queue] = self.run_milli.get(w.queue, 0) + w.total_milli()
+            self._count_running(w, 1)
         else:
             self.alike[(w.queue, shape)] = self.alike.get((w.queue, shape), 0) + 1
             self.waiting[w.id] = w
             arrived.append(w)
+
+    def _count_running(self, w: Workload, sign: int) -> None:
+        """A running workload counted in (+1) or out (-1) of its queue's running use: the
+        entry lives while the queue runs anything, as in `scan`, even at 0 milli."""
+        q = w.queue
+        left = self.run_count.get(q, 0) + sign
+        if left:
+            self.run_count[q] = left
+            self.run_milli[q] = self.run_milli.get(q, 0) + sign * w.total_milli()
+        else:
+            del self.run_count[q], self.run_milli[q]
 
     def _reorder(self, gone: list[Workload], arrived: list[Workload]) -> None:
         """The waiting order without what left and with what arrived: a filter over the queues

@@ -72,11 +72,10 @@ LINE_ITEMS = 5000
 _SECTIONS = ("balances", "lots", "holds", "settled", "swept", "transfers")
 
 
-def _items(state: JournalState, section: str, derived: Mapping[Account, Decimal]
-           ) -> Iterator[Any]:
-    if section == "balances":  # an open hold's accounts are left to its draws (`_held`)
+def _items(state: JournalState, section: str, derived: bool) -> Iterator[Any]:
+    if section == "balances":  # the open holds' accounts left to their draws (`_held`)
         return ([*_account(a), str(v)] for a, v in state.balances.items()
-                if a.kind is not AccountKind.HOLD or derived.get(a) != v)
+                if not derived or a.kind is not AccountKind.HOLD)
     if section == "lots":
         return ([*_account(lot.account), _text(lot.expires_at)] for lot in state.lots)
     if section == "holds":
@@ -104,15 +103,30 @@ def _held(holds: Iterable[Hold]) -> dict[Account, Decimal]:
     return out
 
 
+def _held_exactly(state: JournalState) -> bool:
+    """Whether `_held` of the open holds gives every hold account's balance, and no other:
+    checked hold by hold, without building `_held`'s mapping (58,000 accounts at once)."""
+    accounts = 0
+    for h in state.holds:
+        sums: dict[str, Decimal] = {}
+        for d in h.draws:
+            q = d.account.queue
+            sums[q] = d.amount if q not in sums else sums[q] + d.amount
+        for q, v in sums.items():
+            if state.balances.get(Account.hold(q, h.workload)) != v:
+                return False
+        accounts += len(sums)
+    return accounts == sum(1 for a in state.balances if a.kind is AccountKind.HOLD)
+
+
 def _lines(chart: Mapping[str, str | None], state: JournalState) -> Iterator[str]:
-    derived = _held(state.holds)
-    # left out only where every derived balance is the journal's (true of what it posts;
-    # else every balance is written and the reader derives none)
-    exact = all(state.balances.get(a) == v for a, v in derived.items())
+    # the hold accounts are left out only when the draws make every one of them (true of
+    # what the journal posts; else every balance is written and the reader derives none)
+    exact = _held_exactly(state)
     yield json.dumps({"format": FORMAT, "chart": dict(chart), "held_from_draws": exact},
                      separators=_SEP)
     for section in _SECTIONS:
-        items = _items(state, section, derived if exact else {})
+        items = _items(state, section, exact)
         while chunk := list(islice(items, LINE_ITEMS)):
             yield json.dumps([section, chunk], separators=_SEP)
 

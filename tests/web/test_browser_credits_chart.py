@@ -2,7 +2,7 @@
 the two day charts (credits charged and GPU-hours per queue and UTC day) draw exactly the
 figures of the ledger's report by day and queue, their legend gives the server's totals and the
 table its rows; and the page asks the same few requests whatever the number of queues (a member
-of 2 queues, then of 20: the same five ledger requests, never one per queue), showing only the
+of 2 queues, then of 20: one ledger request, /v1/ledger/summary, never one per queue), showing only the
 queues that member may see. Screenshots go to test-artifacts/web/ (32-...)."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ QUEUE = "research-vision"
 CHARGED = (QUEUE, "prod")
 DAY = 86400
 #: what one refresh of the page asks the ledger, whatever the number of queues
-LEDGER_REQUESTS = 5
+LEDGER_REQUESTS = 1
 
 
 def _charged_runs(server: CorralUp) -> None:
@@ -80,14 +80,17 @@ def _expected(report: UsageReport, since: float, days: int, field: str) -> dict[
 def test_the_day_charts_draw_the_ledgers_figures(page: Any, server: CorralUp) -> None:
     _charged_runs(server)
     asked: list[str] = []
-    page.on("request", lambda r: asked.append(r.url) if "/v1/ledger/usage" in r.url else None)
+    page.on("request", lambda r: asked.append(r.url) if "/v1/ledger/" in r.url else None)
     _open_credits(page)
     cost = _series(page, "usage-days-chart")
     hours = _series(page, "usage-days-hours-chart")
-    [day_request] = {u for u in asked if "totals=queue" in u}  # the page's own window
-    since = float(parse_qs(urlsplit(day_request).query)["since"][0])
+    assert {urlsplit(u).path for u in asked} == {"/v1/ledger/summary"}  # drawn from it alone
+    [days_asked] = {parse_qs(urlsplit(u).query)["days"][0] for u in asked}
     with server.client() as c:
+        summary = Ledger(c).summary(days=int(days_asked))
+        since = summary.since
         report = Ledger(c).usage(by=["day", "queue"], since=since, totals=["queue"])
+    assert summary.by_day == report
     days = len(next(iter(cost.values())))
     assert {t.group["queue"] for t in report.totals if float(t.cost) > 0} == set(CHARGED)
     assert cost == _expected(report, since, days, "cost")

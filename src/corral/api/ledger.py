@@ -188,6 +188,41 @@ def _hold_views(journal: Journal, wanted: Callable[[str], bool],
     return out
 
 
+#: the most holds and grants a summary lists (newest first; it counts them all)
+SUMMARY_ITEMS = 200
+#: the most rows of a summary's report by day and queue (a 422 past it, naming days)
+SUMMARY_ROWS = 10_000
+_Days = Annotated[int, Query(ge=1, le=92, description="the window: the last N UTC days")]
+
+
+@router.get("/summary", response_model=LM.LedgerSummary, responses=_ERRORS)
+def summary(ctx: Ctx, who: Caller, days: _Days = 14) -> LM.LedgerSummary:
+    """The Credits page in one request (issue 14): every balance the caller may see, spend per
+    queue and UTC day and per provider over the last `days` days (grouped in SQL:
+    `corral.store.usage_groups`), the open holds and the grants, newest first, at most
+    SUMMARY_ITEMS each. Bounded in time (92 days at most) and in rows."""
+    now = float(ctx.clock.now())
+    since = float((int(now) // 86400 - days + 1) * 86400)
+    with _ledger(ctx).read() as s:
+        balances = [_balance(s.journal, q, _now(ctx)) for q in s.journal.chart.queues
+                     if who.may_use(q)]
+        holds = _hold_views(s.journal, who.may_use, True)
+        grants = _grant_views(ctx, s, who.may_use)
+    holds, grants = holds[::-1], grants[::-1]  # the journal's order: newest last
+    holds.sort(key=lambda h: -h.placed_at)
+    try:
+        by_day = usage(ctx, who, by=["day", "queue"], since=since, totals=["queue"],
+                       limit=SUMMARY_ROWS)
+    except ApiError as e:
+        raise ApiError(422, "invalid_request", f"days: {e.message}",
+                       [("days", "ask for fewer days")]) from None
+    by_provider = usage(ctx, who, by=["provider"], since=since, limit=SUMMARY_ROWS)
+    return LM.LedgerSummary(
+        currency=by_day.currency, days=days, since=since, until=now, balances=balances,
+        by_day=by_day, by_provider=by_provider, holds=holds[:SUMMARY_ITEMS],
+        holds_total=len(holds), grants=grants[:SUMMARY_ITEMS], grants_total=len(grants))
+
+
 @router.get("/queues/{queue}/history", response_model=list[LM.HistoryEntry], responses=_ERRORS)
 def history(queue: str, ctx: Ctx, who: Caller,
             limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[LM.HistoryEntry]:

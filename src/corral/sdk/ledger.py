@@ -28,6 +28,7 @@ __all__ = [
     "HistoryEntry",
     "HoldOut",
     "Ledger",
+    "LedgerSummary",
     "PriceIn",
     "PriceOut",
     "TransferIn",
@@ -148,6 +149,24 @@ class UsageReport(_Model):
     totals: list[UsageRow] = []
 
 
+class LedgerSummary(_Model):
+    """What the dashboard's Credits page shows, in one answer (`GET /v1/ledger/summary`): the
+    balances, spend per queue and UTC day and per provider over the last `days` days, the open
+    holds and the grants (newest first, at most `max_items` each; `*_total` counts them all)."""
+
+    currency: str
+    days: int
+    since: float
+    until: float
+    balances: list[Balance]
+    by_day: UsageReport
+    by_provider: UsageReport
+    holds: list[HoldOut]
+    holds_total: int
+    grants: list[GrantOut]
+    grants_total: int
+
+
 class Ledger:
     """Ledger calls on an existing `Client` (its connection and token)."""
 
@@ -169,6 +188,11 @@ class Ledger:
         """The holds of `queue`, or (None) of every queue the caller may see, in one request."""
         where = "" if queue is None else f"queues/{queue}/"
         return self.client._list(HoldOut, f"/v1/ledger/{where}holds?open_only={str(open_only).lower()}")
+
+    def summary(self, *, days: int = 14) -> LedgerSummary:
+        """Balances, spend per queue and day and per provider over `days`, open holds and
+        grants, in one request (the dashboard's Credits page)."""
+        return self.client._get(LedgerSummary, "/v1/ledger/summary", days=days)
 
     def history(self, queue: str, *, limit: int = 100) -> list[HistoryEntry]:
         return self.client._list(HistoryEntry, f"/v1/ledger/queues/{queue}/history?limit={limit}")

@@ -2,9 +2,10 @@
 // granted), what GPU time was charged per queue and day and per provider, the open holds and the
 // grants. Every figure is the ledger API's own (/v1/ledger: balances, usage, holds, grants), in
 // the ledger's one unit (its currency, credits "CRD" by default); nothing is recomputed here.
-// Money moves slowly: the page re-reads every 10 s, not on every 2 s tick, in five requests
-// whatever the number of queues (holds and grants of every queue the caller may see come in one
-// request each: /v1/ledger/holds, /v1/ledger/grants). What each queue was charged and used per
+// Money moves slowly: the page re-reads every 10 s, not on every 2 s tick, in ONE request
+// whatever the number of queues (/v1/ledger/summary: balances, the report by day and queue and
+// the one by provider over the same days, grouped in SQL, the open holds and the grants; it
+// took five requests before issue 14's third pass, two per queue before). What each queue was charged and used per
 // day are two charts of bars stacked by queue (chart.js, the house's SVG charts) from one report by
 // day and queue, each day's figure the ledger's row; the legend gives each queue's totals as the
 // server sums them (usage `totals=queue`), and a table keeps the rows' exact figures.
@@ -17,7 +18,7 @@ import { ago, clock, now } from "../format.js";
 
 const EVERY_S = 10;
 const DAYS = 14;
-const USAGE = "/v1/ledger/usage";
+const SUMMARY = "/v1/ledger/summary";
 
 const table = (testid, heads, rows) => h("table", { class: "grid", dataset: { testid } },
   h("thead", {}, h("tr", {}, heads.map(([t, num]) => h("th", { class: num ? "num" : "" }, t)))),
@@ -106,7 +107,7 @@ function grantRow(g) {
 
 async function hasLedger() {
   const doc = await api("/openapi.json");
-  return Object.prototype.hasOwnProperty.call(doc.paths || {}, USAGE);
+  return Object.prototype.hasOwnProperty.call(doc.paths || {}, SUMMARY);
 }
 
 export function mount(root) {
@@ -121,7 +122,7 @@ export function mount(root) {
         "; ", h("code", {}, "corral usage"), " prints the same figures."), total),
     h("h2", {}, "Credits by queue"), cards.balances,
     h("h2", {}, `Spend per queue and day (last ${DAYS} days, UTC)`), cards.days,
-    h("h2", {}, "Charged per provider"),
+    h("h2", {}, `Charged per provider (last ${DAYS} days)`),
     h("p", { class: "hint" }, "GPU time charged to queues on each provider's nodes. What corral paid for the instances it rented is on ",
       h("a", { href: "#/providers" }, "Providers"), "."), cards.providers,
     h("h2", {}, "Open holds"), cards.holds,
@@ -137,18 +138,9 @@ export function mount(root) {
       fill(cards.balances, h("p", { class: "empty" }, "This server keeps no ledger, so there are no credits or costs to show."));
       return;
     }
-    const since = Math.floor(now() / 86400 - DAYS + 1) * 86400;
-    // Five requests whatever the number of queues; the report by provider also carries the
-    // grand total (the same exact sum whatever the grouping, rounded once), so no sixth.
-    const [balances, days, providers, holds, grants] = await Promise.all([
-      api("/v1/ledger/balances"),
-      api(USAGE, { params: { by: ["day", "queue"], since, totals: "queue" } }),
-      api(USAGE, { params: { by: "provider" } }),
-      api("/v1/ledger/holds", { params: { open_only: true } }),
-      api("/v1/ledger/grants"),
-    ]);
-    const currency = providers.currency;
-    total.textContent = `Charged so far: ${providers.total_cost} ${currency} for ${hours(Number(providers.total_gpu_seconds) / 3600)} GPU-hours. All amounts are in ${currency}.`;
+    const summary = await api(SUMMARY, { params: { days: DAYS } });
+    const { balances, by_day: days, by_provider: providers, holds, grants, currency, since } = summary;
+    total.textContent = `Charged in the last ${DAYS} days: ${providers.total_cost} ${currency} for ${hours(Number(providers.total_gpu_seconds) / 3600)} GPU-hours (all time: each queue's "Charged" below). All amounts are in ${currency}.`;
     fill(cards.balances, balances.length ? table("balances",
       [["Queue"], ["Available", 1], ["Held", 1], ["Charged", 1], ["Granted", 1], ["Expired", 1], ["Debt", 1]],
       balances.map(balanceRow)) : h("p", { class: "empty" }, "No queue you may see."));
@@ -156,10 +148,10 @@ export function mount(root) {
       : h("p", { class: "empty" }, `No GPU time in the last ${DAYS} days.`));
     fill(cards.providers, providers.rows.length ? table("usage-providers", [["Provider"], ["GPU-hours", 1], [`Cost (${currency})`, 1]],
       usageRows(providers, ["provider"], "usage-provider")) : h("p", { class: "empty" }, "No GPU time charged yet."));
-    const open = holds.slice().sort((a, b) => b.placed_at - a.placed_at);
+    const open = holds;  // newest first, at most 200 (summary.holds_total counts them all)
     fill(cards.holds, open.length ? table("holds", [["Workload"], ["Queue"], [`Held (${currency})`, 1], ["Since"]], open.map(holdRow))
       : h("p", { class: "empty" }, "No credits held: no running work in a metered queue."));
-    const given = grants.slice().sort((a, b) => b.at - a.at);
+    const given = grants;  // newest first, at most 200
     fill(cards.grants, given.length ? table("grants", [["Queue"], [`Amount (${currency})`, 1], ["Left", 1], ["Granted"], ["Expires"], ["Memo"]],
       given.map(grantRow)) : h("p", { class: "empty" }, "No credits granted: every queue runs unmetered."));
   }

@@ -116,7 +116,9 @@ class Opening:
     pending: dict[str, list[Workload]] | None = None
     big: list[Workload] | None = None  # `big_by_age` of the waiting work (None: not made)
     #: the waiting work by id (`Cycle.waiting`; None: made from `waiting`); its insertion
-    #: order is not the waiting order (the cycle only looks workloads up in it)
+    #: order is not the waiting order (the cycle only looks workloads up in it). The kept
+    #: dict itself, not a copy: the next `open` changes it, so a cycle must not be used
+    #: past its caller's next opening (none is: `schedule` returns a plan, not the cycle)
     by_id: dict[str, Workload] | None = None
 
 

@@ -141,3 +141,22 @@ def test_more_groups_than_the_limit_is_refused(filled: Store) -> None:
     with pytest.raises(LedgerInputError) as e:
         _grouped(filled, ["workload", "day"], max_rows=groups - 1)
     assert e.value.field == "limit"
+
+
+def test_hourly_prices_over_the_whole_history_are_metered_not_refused(filled: Store) -> None:
+    """A month of hourly spot prices is ~720 price changes: one OR each made SQLite refuse the
+    query ("Expression tree is too large") and the report a 500 (review R of b877f1e). Past
+    MAX_SQL_EDGES inside the window the rows are metered one by one; the sums are the same."""
+    hourly = [PriceRule.of(Decimal("0.5") + Decimal(i % 7) / 10, provider="aws",
+                           gpu_model="A100", capacity_kind=CapacityKind.SPOT,
+                           valid_from=Decimal(T0 + i * 3600), valid_until=Decimal(T0 + (i + 1) * 3600))
+              for i in range(-800, 12 * 24)]
+    catalog = PriceCatalog([*CATALOG.rules, *hourly])
+    assert len(UG._edges(catalog)) > 1000 > UG.MAX_SQL_EDGES
+    for kw in ({}, {"since": float(T0 + 3 * DAY), "until": float(T0 + 3 * DAY + 7200)}):
+        with filled.read() as c, closing(stream_usage_records(c, NOW, **kw)) as records:
+            want = usage_report(records, by=["queue", "day"], catalog=catalog, **kw)
+        with filled.read() as c:
+            got = UG.grouped_usage(c, NOW, by=["queue", "day"], catalog=catalog,
+                                   max_rows=100_000, **kw)
+        assert want and got == want

@@ -37,6 +37,7 @@ from sqlalchemy import (
     and_,
     case,
     cast,
+    false,
     func,
     literal,
     not_,
@@ -60,6 +61,10 @@ __all__ = ["grouped_usage"]
 #: how near (seconds, as floats) a row may come to an edge and still be summed in SQL: the
 #: float columns are within microseconds of the exact times, so a second is a wide margin
 MARGIN_S = 1.0
+#: the most price changes the SQL path steps around: each is one OR in the WHERE clause, and
+#: SQLite refuses an expression tree deeper than 1,000 (hourly spot prices over a month are
+#: ~720); past it, every row of the window is metered record by record, as before the SQL path
+MAX_SQL_EDGES = 200
 DAY_S = 86400
 _PRICE_COLUMNS = ("provider", "region", "gpu_model", "capacity_kind")
 
@@ -137,6 +142,9 @@ def _summable(dialect: str, since: float | None, until: float | None,
               edges: list[float]) -> ColumnElement[bool]:
     """The rows summed in SQL: ended, after their start, on one UTC day, inside the window and
     away from every price change (each by MARGIN_S), with times SQL sums exactly."""
+    edges = [e for e in edges if (since is None or e >= since) and (until is None or e <= until)]
+    if len(edges) > MAX_SQL_EDGES:  # rows inside the window are cut only by edges inside it
+        return false()
     start, end = LedgerUsage.start_s, _end_s()
     parts = [LedgerUsage.end.is_not(None), end > start + MARGIN_S,
              _whole(dialect, LedgerUsage.start) // DAY_S == _whole(dialect, LedgerUsage.end) // DAY_S]

@@ -24,12 +24,13 @@ def _asked(call: object) -> list[str]:
 
 
 def test_without_a_queue_one_request_for_every_queue() -> None:
-    assert _asked(lambda led: led.holds(open_only=True)) == ["/v1/ledger/holds?open_only=true"]
-    assert _asked(lambda led: led.holds()) == ["/v1/ledger/holds?open_only=false"]
+    assert _asked(lambda led: led.holds(open_only=True)) == [
+        "/v1/ledger/holds?open_only=true&limit=1000"]
+    assert _asked(lambda led: led.holds(limit=20)) == ["/v1/ledger/holds?open_only=false&limit=20"]
     assert _asked(lambda led: led.grants()) == ["/v1/ledger/grants"]
 
 
 def test_with_a_queue_that_queues_route() -> None:
     assert _asked(lambda led: led.holds("prod", open_only=True)) == \
-        ["/v1/ledger/queues/prod/holds?open_only=true"]
+        ["/v1/ledger/queues/prod/holds?open_only=true&limit=1000"]
     assert _asked(lambda led: led.grants("prod")) == ["/v1/ledger/queues/prod/grants"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import uuid
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from fractions import Fraction
@@ -38,6 +38,7 @@ from corral.ledger import (
     write_csv,
 )
 from corral.ledger.accounts import AccountKind
+from corral.ledger.entries import Hold
 from corral.ledger.funding import funding_chain
 from corral.ledger.reports import DIMENSIONS
 from corral.sdk import ledger as LM
@@ -155,31 +156,37 @@ def _grant_view(journal: Journal, g: Grant) -> LM.GrantOut:
                        memo=g.memo)
 
 
+#: the most holds one list returns (its newest; `limit`): a settled hold is read back from the
+#: stored transactions, so an unbounded list read the whole journal in the server's process
+MAX_HOLDS = 10_000
+_HoldLimit = Annotated[int, Query(ge=1, le=MAX_HOLDS, description=(
+    "the newest this many holds, listed in the order placed"))]
+_OpenOnly = Annotated[bool, Query(description="only holds not yet settled")]
+
+
 @router.get("/queues/{queue}/holds", response_model=list[LM.HoldOut], responses=_ERRORS)
-def holds(queue: str, ctx: Ctx, who: Caller,
-          open_only: Annotated[bool, Query(description="only holds not yet settled")] = False,
-          ) -> list[LM.HoldOut]:
+def holds(queue: str, ctx: Ctx, who: Caller, open_only: _OpenOnly = False,
+          limit: _HoldLimit = 1000) -> list[LM.HoldOut]:
+    """The newest `limit` holds of the queue, in the order placed (settled ones too unless
+    open_only)."""
     with _ledger(ctx).read() as s:
         _visible_queue(s, who, queue)
-        return _hold_views(s.journal, lambda q: q == queue, open_only)
+        return _hold_views(s.journal.recent_holds(limit, {queue}, open_only=open_only))
 
 
 @router.get("/holds", response_model=list[LM.HoldOut], responses=_ERRORS)
-def all_holds(ctx: Ctx, who: Caller,
-              open_only: Annotated[bool, Query(description="only holds not yet settled")] = False,
-              ) -> list[LM.HoldOut]:
-    """The holds of every queue the caller may see: one request for the Credits page, not
-    one per queue (issue 14)."""
+def all_holds(ctx: Ctx, who: Caller, open_only: _OpenOnly = False,
+              limit: _HoldLimit = 1000) -> list[LM.HoldOut]:
+    """The newest `limit` holds of every queue the caller may see, in the order placed: one
+    request for every queue (issue 14)."""
     with _ledger(ctx).read() as s:
-        return _hold_views(s.journal, who.may_use, open_only)
+        queues = None if who.is_admin else set(who.queues)
+        return _hold_views(s.journal.recent_holds(limit, queues, open_only=open_only))
 
 
-def _hold_views(journal: Journal, wanted: Callable[[str], bool],
-                open_only: bool) -> list[LM.HoldOut]:
+def _hold_views(found: Iterable[Hold]) -> list[LM.HoldOut]:
     out = []
-    for h in journal.holds(open_only=open_only):
-        if not wanted(h.queue):
-            continue
+    for h in found:
         wid, attempt = parse_ref(h.workload)
         out.append(LM.HoldOut(
             ref=h.workload, workload_id=wid, attempt=attempt, queue=h.queue,
@@ -206,7 +213,7 @@ def summary(ctx: Ctx, who: Caller, days: _Days = 14) -> LM.LedgerSummary:
     with _ledger(ctx).read() as s:
         balances = [_balance(s.journal, q, _now(ctx)) for q in s.journal.chart.queues
                      if who.may_use(q)]
-        holds = _hold_views(s.journal, who.may_use, True)
+        holds = _hold_views(h for h in s.journal.holds(open_only=True) if who.may_use(h.queue))
         grants = _grant_views(ctx, s, who.may_use)
     holds, grants = holds[::-1], grants[::-1]  # the journal's order: newest last
     holds.sort(key=lambda h: -h.placed_at)

@@ -22,7 +22,7 @@ The operations that build transactions (grants, transfers, holds, settlements, e
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -205,15 +205,34 @@ class Journal:
 
     def holds(self, *, open_only: bool = False) -> tuple[Hold, ...]:
         """The holds in the order they were placed; settled ones too unless `open_only`, read
-        back from the transactions (a whole read of the journal: the API's list of every
-        hold). A journal restored from a state over a store of only the later transactions
-        (`Journal(chart, state=s, store=rest)`) lists the settled holds it has the HOLD of."""
+        back from the transactions (a whole read of the journal: tests and small journals;
+        the API asks `recent_holds`). A journal restored from a state over a store of only the
+        later transactions (`Journal(chart, state=s, store=rest)`) lists the settled holds it
+        has the HOLD of."""
         if open_only or not self._settled:
             return tuple(self._holds.values())
         found = self._replay_holds(None)
         early = [h for w, h in self._holds.items() if w not in found]  # placed before a state
         return (*early, *(self._holds.get(w, h) for w, h in found.items()
                           if w in self._holds or w in self._settled))
+
+    def recent_holds(self, limit: int, queues: Collection[str] | None = None, *,
+                     open_only: bool = False) -> tuple[Hold, ...]:
+        """The newest `limit` holds of `queues` (or all), in the order they were placed: open
+        ones from memory; with settled ones, the store names the newest holds and only those
+        that were settled are read back (`recent_hold_workloads`: a bounded read, not the
+        whole journal; a store that cannot do that is read whole, as `holds` does)."""
+        def kept(h: Hold) -> bool:
+            return queues is None or h.queue in queues
+
+        recent = getattr(self._store, "recent_hold_workloads", None)
+        if open_only or not self._settled or recent is None:
+            found = [h for h in self.holds(open_only=open_only) if kept(h)]
+            return tuple(found[max(0, len(found) - limit):])
+        names = list(reversed(recent(limit, queues)))
+        settled = {w for w in names if w not in self._holds and w in self._settled}
+        read = self._replay_holds(settled) if settled else {}
+        return tuple(h for w in names if (h := self._holds.get(w) or read.get(w)) is not None)
 
     def _replay_holds(self, wanted: set[str] | None) -> dict[str, Hold]:
         """The holds that the stored transactions make (of `wanted`, or all), as `_apply_hold`

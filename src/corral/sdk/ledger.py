@@ -184,10 +184,13 @@ class Ledger:
         where = "" if queue is None else f"queues/{queue}/"
         return self.client._list(GrantOut, f"/v1/ledger/{where}grants")
 
-    def holds(self, queue: str | None = None, *, open_only: bool = False) -> list[HoldOut]:
-        """The holds of `queue`, or (None) of every queue the caller may see, in one request."""
+    def holds(self, queue: str | None = None, *, open_only: bool = False,
+              limit: int = 1000) -> list[HoldOut]:
+        """The newest `limit` (at most 10,000) holds of `queue`, or (None) of every queue the
+        caller may see, in the order placed, in one request."""
         where = "" if queue is None else f"queues/{queue}/"
-        return self.client._list(HoldOut, f"/v1/ledger/{where}holds?open_only={str(open_only).lower()}")
+        return self.client._list(
+            HoldOut, f"/v1/ledger/{where}holds?open_only={str(open_only).lower()}&limit={limit}")
 
     def summary(self, *, days: int = 14) -> LedgerSummary:
         """Balances, spend per queue and day and per provider over `days`, open holds and

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -200,9 +200,19 @@ def load_keyed(conn: Connection, keys: Sequence[str]) -> list[Transaction]:
     return out
 
 
+def recent_hold_workloads(conn: Connection, limit: int,
+                          queues: Collection[str] | None) -> list[str]:
+    """The workloads of the newest `limit` holds placed (of `queues`, or all), newest first:
+    a walk back along the append order that stops at `limit`, not a read of the journal."""
+    q = select(LedgerTransaction.workload).where(LedgerTransaction.kind == TxKind.HOLD.value)
+    if queues is not None:
+        q = q.where(LedgerTransaction.queue.in_(sorted(queues)))
+    return list(conn.scalars(q.order_by(LedgerTransaction.seq.desc()).limit(limit)))
+
+
 def load_of_workloads(conn: Connection, workloads: Sequence[str]) -> list[Transaction]:
     """The transactions of `workloads` (their holds, top-ups, settlements), in append order:
-    a settled hold read back (`Journal.hold`), rare (no index on the column: a scan)."""
+    a settled hold read back (`Journal.hold`, the API's list of holds), by the column's index."""
     out: list[tuple[int, Transaction]] = []
     for i in range(0, len(workloads), 500):
         rows = list(conn.execute(select(LedgerTransaction)
@@ -344,6 +354,15 @@ class SqlJournalStore:
         with self._database() as conn:
             found = load_of_workloads(conn, list(workloads))
         return found + [tx for tx in self._unsaved if tx.intent.workload in wanted]
+
+    def recent_hold_workloads(self, limit: int, queues: Collection[str] | None) -> list[str]:
+        """The workloads of the newest `limit` holds (of `queues`, or all), newest first:
+        the database's, then those placed in this session and not written yet."""
+        with self._database() as conn:
+            stored = recent_hold_workloads(conn, limit, queues)
+        unsaved = [tx.intent.workload for tx in reversed(self._unsaved)
+                   if tx.intent.kind is TxKind.HOLD and (queues is None or tx.intent.queue in queues)]
+        return [*unsaved, *stored][:limit]
 
     def __iter__(self) -> Iterator[Transaction]:
         if not self._old_keys:

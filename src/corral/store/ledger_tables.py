@@ -45,7 +45,8 @@ class LedgerTransaction(Base):
     kind: Mapped[str] = mapped_column(String(16))
     queue: Mapped[str] = mapped_column(String(63), index=True)
     amount: Mapped[str] = mapped_column(String(64))
-    workload: Mapped[str] = mapped_column(String(160), default="")
+    #: indexed (migration 0390): a settled hold is read back by its workload
+    workload: Mapped[str] = mapped_column(String(160), default="", index=True)
     counterparty: Mapped[str] = mapped_column(String(63), default="")
     expires_at: Mapped[str | None] = mapped_column(String(64), nullable=True)
     memo: Mapped[str] = mapped_column(Text, default="")

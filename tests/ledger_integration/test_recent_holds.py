@@ -95,3 +95,19 @@ def test_the_api_lists_the_newest_holds_within_its_limit(store: Store) -> None:
     for bad in (0, 10_001, "x"):
         r = get("/v1/ledger/holds", limit=bad)
         assert r.status_code == 422 and "limit" in r.text, r.text
+
+
+def test_the_summary_builds_views_of_the_newest_open_holds_only(store: Store) -> None:
+    """The Credits page's summary lists the newest SUMMARY_ITEMS open holds, newest first, and
+    counts them all (review R of 378be03: it built a view of every open hold each refresh)."""
+    from corral.api.ledger import SUMMARY_ITEMS
+
+    api: Api = build(store)
+    _fill(store, n=SUMMARY_ITEMS + 50, settled=20)
+    r = api.client.get("/v1/ledger/summary", headers=api.admin)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    listed = api.client.get("/v1/ledger/holds", headers=api.admin,
+                            params={"open_only": "true", "limit": 10_000}).json()
+    assert got["holds_total"] == len(listed) == SUMMARY_ITEMS + 30
+    assert got["holds"] == listed[::-1][:SUMMARY_ITEMS]

@@ -9,6 +9,7 @@ transfer larger than the source's available credits is a 409 with the ledger's s
 
 from __future__ import annotations
 
+import heapq
 import io
 import uuid
 import weakref
@@ -213,21 +214,27 @@ def summary(ctx: Ctx, who: Caller, days: _Days = 14) -> LM.LedgerSummary:
     with _ledger(ctx).read() as s:
         balances = [_balance(s.journal, q, _now(ctx)) for q in s.journal.chart.queues
                      if who.may_use(q)]
-        holds = _hold_views(h for h in s.journal.holds(open_only=True) if who.may_use(h.queue))
+        visible = [h for h in s.journal.holds(open_only=True) if who.may_use(h.queue)]
+        # views of the newest SUMMARY_ITEMS only (tens of thousands may be open at scale),
+        # newest first, a later one first at the same instant
+        newest = heapq.nlargest(SUMMARY_ITEMS, range(len(visible)),
+                                key=lambda i: (visible[i].placed_at, i))
+        holds = _hold_views(visible[i] for i in newest)
         grants = _grant_views(ctx, s, who.may_use)
-    holds, grants = holds[::-1], grants[::-1]  # the journal's order: newest last
-    holds.sort(key=lambda h: -h.placed_at)
+    grants = grants[::-1]  # the journal's order: newest last
     try:
         by_day = usage(ctx, who, by=["day", "queue"], since=since, totals=["queue"],
                        limit=SUMMARY_ROWS)
     except ApiError as e:
+        if not any(field == "limit" for field, _ in e.problems):
+            raise
         raise ApiError(422, "invalid_request", f"days: {e.message}",
                        [("days", "ask for fewer days")]) from None
     by_provider = usage(ctx, who, by=["provider"], since=since, limit=SUMMARY_ROWS)
     return LM.LedgerSummary(
         currency=by_day.currency, days=days, since=since, until=now, balances=balances,
-        by_day=by_day, by_provider=by_provider, holds=holds[:SUMMARY_ITEMS],
-        holds_total=len(holds), grants=grants[:SUMMARY_ITEMS], grants_total=len(grants))
+        by_day=by_day, by_provider=by_provider, holds=holds,
+        holds_total=len(visible), grants=grants[:SUMMARY_ITEMS], grants_total=len(grants))
 
 
 @router.get("/queues/{queue}/history", response_model=list[LM.HistoryEntry], responses=_ERRORS)

@@ -109,10 +109,13 @@ def grants(queue: QueueArg, url: UrlOpt = None, token: TokenOpt = None,
 @credits_app.command("holds")
 def holds(queue: QueueArg, all_: Annotated[bool, typer.Option(
               "--all", help="settled holds too")] = False,
+          limit: Annotated[int, typer.Option("--limit", min=1, max=10_000,
+                                             help="the newest this many")] = 1000,
           url: UrlOpt = None, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
-    """Credits held in escrow for QUEUE's running work (one hold per attempt)."""
+    """Credits held in escrow for QUEUE's running work (one hold per attempt), the newest
+    --limit, in the order placed."""
     with connect(url, token) as c, friendly():
-        items = _ledger(c).holds(queue, open_only=not all_)
+        items = _ledger(c).holds(queue, open_only=not all_, limit=limit)
     if json_out:
         emit_json([h.model_dump() for h in items])
         return
@@ -123,6 +126,8 @@ def holds(queue: QueueArg, all_: Annotated[bool, typer.Option(
         t.add_row(h.workload_id, str(h.attempt), h.amount, ", ".join(h.funders) or "-",
                   _day(h.placed_at), h.charged or ("open" if h.open else "-"))
     out.print(t)
+    if len(items) == limit:
+        out.print(f"the newest {limit:,} holds; older ones: --limit (at most 10,000)")
 
 
 @credits_app.command("history")

@@ -74,12 +74,18 @@ def _port(url: str) -> int:
     return int(url.rsplit(":", 1)[1].split("/")[0])
 
 
+def _get_slow(s: socket.socket) -> bytes:
+    """GET /slow on the connection, read until its body's end ("done")."""
+    s.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = b""
+    while b"done" not in got and (chunk := s.recv(1024)):
+        got += chunk
+    return got
+
+
 def test_a_request_running_past_the_deadline_is_answered(url: str) -> None:
     with socket.create_connection(("127.0.0.1", _port(url)), timeout=5) as s:
-        s.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-        got = b""
-        while b"done" not in got and (chunk := s.recv(1024)):
-            got += chunk
+        got = _get_slow(s)
         assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"done")
 
 
@@ -105,9 +111,6 @@ def test_trickling_headers_are_cut_off(url: str) -> None:
 
 def test_a_kept_alive_connection_gets_the_deadline_again(url: str) -> None:
     with socket.create_connection(("127.0.0.1", _port(url)), timeout=5) as s:
-        s.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-        got = b""
-        while b"done" not in got and (chunk := s.recv(1024)):
-            got += chunk
+        _get_slow(s)
         s.sendall(b"GET /slow HTTP/1.1\r\n")  # the next request's headers never end
         assert s.recv(1024) == b""  # closed by the server, within the socket's timeout

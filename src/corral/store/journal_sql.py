@@ -186,18 +186,23 @@ def load_transaction(conn: Connection, key: str) -> Transaction | None:
 
 
 def load_keyed(conn: Connection, keys: Sequence[str]) -> list[Transaction]:
-    """The transactions stored under `keys` (those that exist), two statements per 500 keys."""
-    out: list[Transaction] = []
-    for i in range(0, len(keys), 500):
-        chunk = keys[i:i + 500]
+    """The transactions stored under `keys` (those that exist), in append order."""
+    return _load_in(conn, LedgerTransaction.key, keys)
+
+
+def _load_in(conn: Connection, column: Any, values: Sequence[str]) -> list[Transaction]:
+    """The transactions whose `column` is one of `values`, with their postings, in append
+    order: two statements per 500 values."""
+    out: list[tuple[int, Transaction]] = []
+    for i in range(0, len(values), 500):
         rows = list(conn.execute(select(LedgerTransaction)
-                                 .where(LedgerTransaction.key.in_(chunk))
+                                 .where(column.in_(values[i:i + 500]))
                                  .order_by(LedgerTransaction.seq)))
         if rows:
             q = (select(LedgerPosting).where(LedgerPosting.tx_seq.in_([r.seq for r in rows]))
                  .order_by(LedgerPosting.tx_seq, LedgerPosting.position))
-            out.extend(tx for _, tx in _with_postings(conn, rows, q))
-    return out
+            out.extend(_with_postings(conn, rows, q))
+    return [tx for _, tx in sorted(out, key=lambda pair: pair[0])]
 
 
 def recent_hold_workloads(conn: Connection, limit: int,
@@ -213,15 +218,7 @@ def recent_hold_workloads(conn: Connection, limit: int,
 def load_of_workloads(conn: Connection, workloads: Sequence[str]) -> list[Transaction]:
     """The transactions of `workloads` (their holds, top-ups, settlements), in append order:
     a settled hold read back (`Journal.hold`, the API's list of holds), by the column's index."""
-    out: list[tuple[int, Transaction]] = []
-    for i in range(0, len(workloads), 500):
-        rows = list(conn.execute(select(LedgerTransaction)
-                                 .where(LedgerTransaction.workload.in_(workloads[i:i + 500]))))
-        if rows:
-            q = (select(LedgerPosting).where(LedgerPosting.tx_seq.in_([r.seq for r in rows]))
-                 .order_by(LedgerPosting.tx_seq, LedgerPosting.position))
-            out.extend(_with_postings(conn, rows, q))
-    return [tx for _, tx in sorted(out, key=lambda pair: pair[0])]
+    return _load_in(conn, LedgerTransaction.workload, workloads)
 
 
 def load_memos(conn: Connection, keys: Sequence[str]) -> dict[str, str]:

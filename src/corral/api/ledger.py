@@ -352,8 +352,9 @@ def _report(ctx: ApiContext, who: Principal, by: list[str], queue: list[str] | N
             limit: int = 0) -> tuple[list[str], list[ReportRow]]:
     """The report's rows, grouped in the database (`corral.store.usage_groups`: GROUP BY for
     the attempts that need no cut, the ledger's record-by-record path for the few that do), so
-    its read costs its groups, not the window's usage rows; more than `limit` is a 422 naming
-    limit, refused at the (limit + 1)th group."""
+    the server's Python work grows with the groups and the cut attempts, while the database
+    still scans the window's usage rows; more than `limit` is a 422 naming limit, refused at
+    the (limit + 1)th group."""
     wanted = set(queue) if queue else None
     if not who.is_admin:
         wanted = (wanted or set(who.queues)) & set(who.queues)

@@ -37,7 +37,6 @@ from sqlalchemy import (
     and_,
     case,
     cast,
-    false,
     func,
     literal,
     not_,
@@ -79,14 +78,20 @@ def grouped_usage(
     group. More than `max_rows` groups is a `LedgerInputError` on `limit`."""
     dims = _dimensions(by)
     queues = None if queues is None else list(queues)
-    edges = _edges(catalog)
-    simple = _summable(conn.dialect.name, since, until, edges)
+    # rows inside the window are cut only by the price changes inside it
+    edges = [e for e in _edges(catalog)
+             if (since is None or e >= since) and (until is None or e <= until)]
+    simple = (_summable(conn.dialect.name, since, until, edges)
+              if len(edges) <= MAX_SQL_EDGES else None)  # else every row one by one
     acc = _Groups(max_rows)
-    with closing(stream_usage_records(conn, now, queues=queues, workload_id=workload_id,
-                                      since=since, until=until, where=not_(simple))) as records:
+    with closing(stream_usage_records(
+            conn, now, queues=queues, workload_id=workload_id, since=since, until=until,
+            where=None if simple is None else not_(simple))) as records:
         for row in usage_report(records, by=dims, catalog=catalog, since=since, until=until,
                                 max_rows=max_rows):
             acc.add(row.group, row.gpu_seconds, row.cost or Fraction(0))
+    if simple is None:
+        return acc.rows()
     query = _sums(conn.dialect.name, dims, edges, usage_query(queues, workload_id, since, until)
                   .where(simple))
     with conn.execute(query.execution_options(yield_per=2000)) as rows:
@@ -141,10 +146,8 @@ def _end_s() -> ColumnElement[Any]:
 def _summable(dialect: str, since: float | None, until: float | None,
               edges: list[float]) -> ColumnElement[bool]:
     """The rows summed in SQL: ended, after their start, on one UTC day, inside the window and
-    away from every price change (each by MARGIN_S), with times SQL sums exactly."""
-    edges = [e for e in edges if (since is None or e >= since) and (until is None or e <= until)]
-    if len(edges) > MAX_SQL_EDGES:  # rows inside the window are cut only by edges inside it
-        return false()
+    away from every price change in the window (`edges`, each by MARGIN_S), with times SQL
+    sums exactly."""
     start, end = LedgerUsage.start_s, _end_s()
     parts = [LedgerUsage.end.is_not(None), end > start + MARGIN_S,
              _whole(dialect, LedgerUsage.start) // DAY_S == _whole(dialect, LedgerUsage.end) // DAY_S]

@@ -47,7 +47,7 @@ from corral.core.spread import NodeChooser, SpreadIndex
 from corral.core.statement import Statement
 from corral.core.victims import VictimIndex
 from corral.core.warm_adoption import KeptAdoption
-from corral.core.warm_start import WarmStart, in_order, intern_shape, scan
+from corral.core.warm_start import Opening, WarmStart, in_order, intern_shape, scan
 
 
 @dataclass
@@ -156,6 +156,16 @@ class Cycle:
         self.order, self.pending = order, pending
         self.waiting = (waiting if waiting is not None
                         else dict(zip(map(_ID, order), order, strict=True)))
+
+    def queue_up(self, seen: Opening) -> None:
+        """The opening's waiting work as this cycle's: taken as kept where it was (the order,
+        the lists per queue, the big work by age), else sorted now (`add_pending`)."""
+        if seen.pending is None:
+            self.add_pending(seen.waiting)
+            return
+        self.take_order(seen.waiting, seen.pending, seen.by_id)
+        if seen.big is not None:
+            self.big_at_open = (len(self.waiting), seen.big)
 
     def is_pending(self, w: Workload) -> bool:
         return w.id not in self.stmt.where
@@ -345,12 +355,7 @@ def _open(state: ClusterState, now: float, config: SchedulerConfig, seed: int,
     )
     cycle.nominated = state.nominations
     cycle.reserved_before = state.reserved_for
-    if seen.pending is not None:
-        cycle.take_order(seen.waiting, seen.pending, seen.by_id)
-        if seen.big is not None:
-            cycle.big_at_open = (len(cycle.waiting), seen.big)
-    else:
-        cycle.add_pending(seen.waiting)
+    cycle.queue_up(seen)
     return cycle, orphans
 
 

@@ -166,12 +166,7 @@ class CoreSession:
             cycle.add_pending(pending)
             return
         cycle.shapes, cycle._interned = opening.shapes, opening.interned
-        if opening.pending is None:  # not kept (an unknown queue, an id twice): sorted now
-            cycle.add_pending(opening.waiting)
-            return
-        cycle.take_order(opening.waiting, opening.pending, opening.by_id)
-        if opening.big is not None:
-            cycle.big_at_open = (len(cycle.waiting), opening.big)
+        cycle.queue_up(opening)  # sorted now where not kept (an unknown queue, an id twice)
 
     def _statement(self, book: QueueBook, in_cycle: bool = True) -> Statement:
         stmt = Statement(self.cap, book)

@@ -411,11 +411,21 @@ def test_a_worker_stopped_before_a_pilot_took_it_never_runs(
     assert backend.read_logs("late", 0, 0)[0] == b""
 
 
-def wave(backend: SlurmBackend, node: str, ids: list[str], code: str = SHOW_ENV) -> dict[str, str]:
+def wave(backend: SlurmBackend, node: str, ids: list[str], code: str = SHOW_ENV,
+         gate: Path | None = None) -> dict[str, str]:
     """One single-GPU worker per id on `node`, launched together and run to success: the job id
-    each ran under."""
+    each ran under. With a gate, each worker waits for that file, made once all run: no pilot
+    ends its worker early and takes a second of the wave (a reusing pilot may, and under load a
+    quick worker's pilot did, before the last pilot had started)."""
+    if gate is not None:
+        code = (f"import os, time\nwhile not os.path.exists({str(gate)!r}):\n"
+                f"    time.sleep(0.05)\n{code}")
     specs = [make_spec(wid).on(node).devices(i).python(code).build() for i, wid in enumerate(ids)]
     assert backend.launch_many(specs) == [None] * len(ids)
+    if gate is not None:
+        eventually(lambda: set(states_of(backend, ids).values()) == {WorkerState.RUNNING},
+                   "every worker of the wave to run", timeout=90)
+        gate.touch()
     eventually(lambda: set(states_of(backend, ids).values()) == {WorkerState.SUCCEEDED},
                "every worker to succeed", timeout=90)
     jobs = {wid: taken_by(backend.records.find(wid, 0), 0) for wid in ids}
@@ -433,12 +443,12 @@ def test_a_pilot_runs_the_next_worker_on_its_gpu_without_a_new_slurm_job(
         slurm_cluster: SlurmCluster, tmp_path: Path, cleanup: None) -> None:
     backend = SlurmBackend(tmp_path / "work", env=slurm_cluster.env, warm_slots=1,
                            pilot_idle_s=10.0, pilot_reuse_s=60.0)
-    first = wave(backend, "gpu1", [f"one-{i}" for i in range(4)])
+    first = wave(backend, "gpu1", [f"one-{i}" for i in range(4)], gate=tmp_path / "one")
     assert len(set(first.values())) == 4
     eventually(lambda: back_marks(backend, "gpu1") == 4, "the 4 pilots to look for more work")
     k = backend.pilots.known("gpu1.gpu_1")
     assert k is not None and k.submitted == 5  # 4 and the spare
-    second = wave(backend, "gpu1", [f"two-{i}" for i in range(4)])
+    second = wave(backend, "gpu1", [f"two-{i}" for i in range(4)], gate=tmp_path / "two")
     assert set(second.values()) == set(first.values())  # the same 4 pilots ran them
     assert k.submitted == 5  # and no sbatch was needed
     for wid in [*first, *second]:  # each its own worker: environment and log
@@ -452,7 +462,8 @@ def test_a_worker_in_a_reused_pilot_is_stopped_by_the_contract_and_its_pilot_lea
     backend = SlurmBackend(tmp_path / "work", env=slurm_cluster.env, warm_slots=1,
                            pilot_idle_s=10.0, pilot_reuse_s=60.0)
     # the node's 4 GPUs in 4 pilots (the spare pending): whichever takes the next is reused
-    pilots = set(wave(backend, "gpu2", [f"before-{i}" for i in range(4)], "print(1)").values())
+    pilots = set(wave(backend, "gpu2", [f"before-{i}" for i in range(4)], "print(1)",
+                      gate=tmp_path / "before").values())
     eventually(lambda: back_marks(backend, "gpu2") == 4, "the pilots to look for more work")
     spec = make_spec("polite").on("gpu2").devices(0).python(CHECKPOINT_ON_TERM).build()
     assert backend.launch_many([spec]) == [None]

@@ -27,7 +27,7 @@ BASE = {"name": "t", "queue": "q", "command": ["python", "t.py"]}
     ({"env": {"T": {"secret": "Bad Name"}}}, "env.T.secret", "secret's name"),
     ({"env": {"T": {"secret": "ok", "extra": 1}}}, "env.T.extra", "unknown field"),
     ({"env": {"T": {"value": "x"}}}, "env.T.secret", "required"),
-    ({"env": {"T": 5}}, "env.T", "valid string"),
+    ({"env": {"T": 5}}, "env.T", "not the number 5: put the value in quotes"),
 ], ids=["image-space", "image-shell", "image-long", "workdir-relative", "setup-blank",
         "setup-number", "secret-name", "secret-extra", "secret-missing-key", "number"])
 def test_bad_packaging_values_name_the_field(fields: dict, where: str, says: str) -> None:

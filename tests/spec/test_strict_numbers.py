@@ -129,3 +129,17 @@ def test_a_workload_file_keeps_exponent_text_as_text(tmp_path: Path) -> None:
     path = tmp_path / "work.yaml"
     path.write_text("workloads:\n- {name: a, queue: q, command: [x], env: {LR: 1e-3}}\n")
     assert load_workloads(path)[0].env == {"LR": "1e-3"}
+
+
+@pytest.mark.parametrize(("written", "read"), [("1e3", "the number 1000.0"), ("2024", "the number 2024"),
+                                               ("true", "true or false")])
+def test_a_name_yaml_reads_as_a_number_is_refused_saying_to_quote_it(
+        tmp_path: Path, written: str, read: str) -> None:
+    """YAML 1.2 (above) makes `name: 1e3` the number 1000.0: the refusal says what YAML read and
+    the fix (quotes), not pydantic's bare "Input should be a valid string" (review note)."""
+    path = tmp_path / "pool.yaml"
+    path.write_text(POOL_YAML.replace("name: p", f"name: {written}"))
+    with pytest.raises(SpecError) as e:
+        load_pool(path)
+    assert e.value.problems == [
+        ("providers[0].name", f"expected a string, not {read}: put the value in quotes to keep it text")]

@@ -65,6 +65,10 @@ def _message(err: object) -> str:
         return f"expected a number, not the string {shown_input[:40]!r}"
     if kind in _NUMBER_TYPES and isinstance(shown_input, int):
         return "the number is too large"
+    if kind == "string_type" and isinstance(shown_input, bool | int | float):
+        # YAML reads `1e3`, `007`, `yes` or `2024` as a number or a boolean before pydantic sees it
+        what = "true or false" if isinstance(shown_input, bool) else f"the number {shown_input!r}"
+        return f"expected a string, not {what}: put the value in quotes to keep it text"
     if kind == "finite_number":
         return "must be a finite number (not Infinity or NaN)"
     if kind == LIMIT_ERROR:

@@ -38,7 +38,7 @@ def test_a_backend_without_exec_says_so(store: Store) -> None:
         c.execute(update(WorkloadRow).where(WorkloadRow.id == wid).values(state="running"))
     got = api.client.post(f"/v1/workloads/{wid}/exec", json={"argv": ["true"]},
                           headers=api.ann)
-    assert got.status_code == 501 and "local and agent backends only" in got.text
+    assert got.status_code == 501 and "local, agent and Slurm backends only" in got.text
 
 
 def test_port_forward_checks_the_token_and_the_rights(store: Store) -> None:

@@ -48,7 +48,7 @@ def test_a_backend_without_a_terminal_says_so(store: Store) -> None:
     with store.write() as c:  # as if the loop had started it on the fake backend
         c.execute(update(WorkloadRow).where(WorkloadRow.id == wid).values(state="running"))
     got = _closed(api, f"/v1/workloads/{wid}/shell", api.ann)
-    assert got.code == 4501 and "local and agent backends only" in got.reason, got.reason
+    assert got.code == 4501 and "local, agent and Slurm backends only" in got.reason, got.reason
     assert "corral exec" in got.reason
 
 

@@ -5,13 +5,15 @@ workload of the queue as its queue admin, an admin); anyone else hears 404 or 40
 Every exec is in the audit log (`workload.exec`, the program's name only: arguments may hold
 secrets). Where: the local backend, on the worker's own host (`corral.backends.worker_exec`);
 the agent backend, relayed to the worker's host through its sync (`corral.api.agent_relay`; the
-host runs it the same way, output up to 64 KiB per stream); other backends answer 501.
+host runs it the same way, output up to 64 KiB per stream); Slurm, as a step inside the
+worker's job on its node (`corral.backends.slurm_exec`: ``srun --jobid --overlap``, the same
+environment, cwd, timeout and output bounds); other backends (Ray, Kubernetes) answer 501.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,7 +30,10 @@ from corral.store import workloads as W
 from corral.store.auth import Principal
 from corral.store.workloads import WorkloadRecord
 
-__all__ = ["ExecIn", "ExecOut", "allowed", "router"]
+if TYPE_CHECKING:
+    from corral.backends.slurm_exec import WorkerStep
+
+__all__ = ["ExecIn", "ExecOut", "allowed", "router", "step_of"]
 
 router = APIRouter(prefix="/v1", tags=["workloads"])
 Ctx = Annotated[ApiContext, Depends(context)]
@@ -86,11 +91,13 @@ def _audit(ctx: ApiContext, who: Principal, rec: WorkloadRecord, body: ExecIn) -
 def _run(ctx: ApiContext, who: Principal, rec: WorkloadRecord, body: ExecIn) -> ExecOut:
     if ctx.backend_name == "agent":
         return _relayed(ctx, who, rec, body)
+    if ctx.backend_name == "slurm" and ctx.logs is not None:
+        return _in_slurm_step(ctx, who, rec, body)
     work_dir = getattr(ctx.logs, "work_dir", None)
     if ctx.backend_name != "local" or not isinstance(work_dir, Path):
-        raise ApiError(501, "not_implemented", f"corral exec reaches workers of the local "
-                       f"and agent backends only; on {ctx.backend_name or 'this replica'} read "
-                       "`corral logs`")
+        raise ApiError(501, "not_implemented", f"corral exec reaches workers of the local, "
+                       f"agent and Slurm backends only; on {ctx.backend_name or 'this replica'} "
+                       "read `corral logs`")
     _audit(ctx, who, rec, body)
     try:
         pid = worker_pid(work_dir, rec.id, rec.attempt, body.worker)
@@ -105,6 +112,33 @@ def _run(ctx: ApiContext, who: Principal, rec: WorkloadRecord, body: ExecIn) -> 
     except PermissionError as e:
         raise ApiError(422, "invalid_request", f"cannot run {body.argv[0]!r}: {e.strerror}",
                        [("argv[0]", "not executable")]) from None
+    return ExecOut(**vars(done))
+
+
+def step_of(ctx: ApiContext, rec: WorkloadRecord, worker: int) -> WorkerStep:
+    """The Slurm step that reaches that worker (`corral.backends.slurm_exec.locate`), or the
+    API's refusal: 409 when it has no running process, the backend's own for the rest."""
+    from corral.backends.slurm_exec import StepRefused, locate
+    try:
+        return locate(ctx.logs, rec.id, rec.attempt, worker)  # type: ignore[arg-type]
+    except LookupError as e:
+        raise ApiError(409, "conflict", str(e), [("worker", "no live process")]) from None
+    except StepRefused as e:
+        raise ApiError(e.status, "not_implemented", e.message) from None
+
+
+def _in_slurm_step(ctx: ApiContext, who: Principal, rec: WorkloadRecord,
+                   body: ExecIn) -> ExecOut:
+    from corral.backends.slurm_exec import StepRefused, exec_in_step
+    step = step_of(ctx, rec, body.worker)
+    _audit(ctx, who, rec, body)
+    try:
+        done = exec_in_step(step, list(body.argv), timeout_s=body.timeout_s,
+                            max_bytes=MAX_OUTPUT_BYTES)
+    except StepRefused as e:
+        code = {409: "conflict", 422: "invalid_request", 504: "timeout"}.get(
+            e.status, "unavailable")
+        raise ApiError(e.status, code, e.message) from None
     return ExecOut(**vars(done))
 
 

@@ -8,8 +8,11 @@ the upgrade request. The port must be one the worker's own processes listen on
 (`corral.backends.worker_ports`): never another port of the host. On the local backend the
 worker is on this host; on the agent backend the forward is relayed (`corral.api.agent_relay`):
 the worker's agent checks the port against its worker's sockets, connects to it and dials
-WS /agent/v1/tunnels/{id} (its node credential), and the two WebSockets are piped together.
-Elsewhere the upgrade is refused with close code 4501. Every forward is in the audit log
+WS /agent/v1/tunnels/{id} (its node credential), and the two WebSockets are piped together. On Slurm a relay step runs on the worker's node
+inside its job (`corral.backends.slurm_exec`: ``srun --jobid --overlap``): it checks the port
+against the worker's sockets there, connects to it and carries the stream on its standard
+input and output, which the server pipes to the WebSocket. Elsewhere (Ray, Kubernetes) the
+upgrade is refused with close code 4501. Every forward is in the audit log
 (`workload.port_forward`). Each forwarded connection is closed (code 4408, the reason naming
 the setting) when idle for `CORRAL_API_FORWARD_IDLE_S` (4 h, the kubelet's default streaming
 idle timeout) or open for `CORRAL_API_FORWARD_MAX_S` (12 h) (`corral.api.websockets`).
@@ -21,6 +24,7 @@ import asyncio
 import contextlib
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, WebSocket
 from starlette.concurrency import run_in_threadpool
@@ -30,10 +34,11 @@ from corral.agent.protocol import TunnelOrder
 from corral.api.agent_relay import RELAY, dial_back, node_of_worker
 from corral.api.context import ApiContext
 from corral.api.errors import ApiError
-from corral.api.exec import allowed
+from corral.api.exec import allowed, step_of
 from corral.api.websockets import (
     LIMIT_CLOSE,
     SessionClock,
+    close_code,
     open_checked,
     query_int,
     refuse,
@@ -45,6 +50,9 @@ from corral.store import agents as AG
 from corral.store import audit as AU
 from corral.store.auth import Principal
 
+if TYPE_CHECKING:
+    from corral.backends.slurm_exec import WorkerStep
+
 __all__ = ["PATH", "install"]
 
 PATH = "/v1/workloads/{workload_id}/port-forward"
@@ -53,10 +61,15 @@ CHUNK = 64 * 1024
 
 
 def _target(ctx: ApiContext, who: Principal, workload_id: str, port: int,
-            worker: int) -> tuple[TunnelOrder, str] | None:
+            worker: int) -> tuple[TunnelOrder, str] | WorkerStep | None:
     """Checks the rights and audits; None: the port is on this host (local backend), else
-    the order to relay and the node of the worker's agent (which checks the port itself)."""
+    the order to relay and the node of the worker's agent, or the Slurm step to start (both
+    check the port themselves, on the worker's node)."""
     rec = allowed(ctx, who, workload_id)
+    if ctx.backend_name == "slurm" and ctx.logs is not None:
+        step = step_of(ctx, rec, worker)
+        _audit(ctx, who, rec.id, rec.queue, port, worker)
+        return step
     if ctx.backend_name == "agent":
         try:
             node = node_of_worker(ctx.store, rec.id, rec.attempt, worker)
@@ -68,8 +81,9 @@ def _target(ctx: ApiContext, who: Principal, workload_id: str, port: int,
         return order, node
     work_dir = getattr(ctx.logs, "work_dir", None)
     if ctx.backend_name != "local" or not isinstance(work_dir, Path):
-        raise ApiError(501, "not_implemented", "port-forward reaches workers of the local "
-                       "and agent backends only")
+        raise ApiError(501, "not_implemented", "port-forward reaches workers of the local, "
+                       f"agent and Slurm backends only, not {ctx.backend_name or 'this replica'}"
+                       "'s")
     try:
         pid = worker_pid(work_dir, rec.id, rec.attempt, worker)
     except LookupError as e:
@@ -106,8 +120,11 @@ async def port_forward(ws: WebSocket) -> None:
         ws, lambda ctx, who: _target(ctx, who, workload_id, port, worker))
     if opened is None:
         return
-    if opened.value is not None:
+    if isinstance(opened.value, tuple):
         await _relayed(ws, *opened.value)
+        return
+    if opened.value is not None:
+        await _stepped(ws, opened.value, port)
         return
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -157,6 +174,26 @@ async def _pipe(ws: WebSocket, reader: asyncio.StreamReader,
         writer.close()
         with contextlib.suppress(Exception):
             await ws.close()
+
+
+async def _stepped(ws: WebSocket, step: WorkerStep, port: int) -> None:
+    """Through a relay step on the worker's Slurm node: refused with the step's own reason
+    (not the worker's port, nothing listening), else its output and input piped as a socket's."""
+    from corral.backends.slurm_exec import StepRefused, end_relay, open_relay
+    try:
+        reader, writer, proc = await open_relay(step, port)
+    except StepRefused as e:
+        await refuse(ws, close_code(e.status), e.message)
+        return
+    except OSError as e:  # srun missing on this host
+        await refuse(ws, 4503, f"cannot start srun: {e.strerror or e}")
+        return
+    try:
+        await ws.accept()
+        await ws.send_text("ok")
+        await _pipe(ws, reader, writer)
+    finally:
+        await end_relay(proc)
 
 
 # --- relayed through the worker's agent -----------------------------------------------------

@@ -17,8 +17,11 @@ Rights and audit: those of exec (`corral.api.exec.allowed`), audited as `workloa
 Where: the local backend (`corral.backends.worker_shell`), and the agent backend through the
 relay (`corral.api.agent_relay`): the worker's agent opens the shell the same way on its host
 and dials back a WebSocket with its node credential, which carries the same messages (the
-server passes them through and keeps the limits). Other backends are refused with 4501.
-The client leaving hangs the shell up (SIGHUP to its session).
+server passes them through and keeps the limits). Slurm: ``srun --jobid --overlap --pty`` on a
+terminal of the server's, the shell started on the worker's node with its environment and cwd
+(`corral.backends.slurm_exec`); the same wire and limits as the local backend's. Other
+backends (Ray, Kubernetes) are refused with 4501.
+The client leaving hangs the shell up (SIGHUP to its session; on Slurm, srun ends the step).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from corral.agent.protocol import ShellOrder
 from corral.api.agent_relay import RELAY, dial_back, node_of_worker
 from corral.api.context import ApiContext
 from corral.api.errors import ApiError
-from corral.api.exec import allowed
+from corral.api.exec import allowed, step_of
 from corral.api.websockets import (
     LIMIT_CLOSE,
     SessionClock,
@@ -85,11 +88,13 @@ def _open(ctx: ApiContext, who: Principal, workload_id: str, worker: int, rows: 
         _audit(ctx, who, rec, worker)
         return ShellOrder(id=RELAY.new_id(), workload_id=rec.id, attempt=rec.attempt,
                           worker=worker, rows=rows, cols=cols), node
+    if ctx.backend_name == "slurm" and ctx.logs is not None:
+        return _slurm_shell(ctx, who, rec, worker, rows, cols)
     work_dir = getattr(ctx.logs, "work_dir", None)
     if ctx.backend_name != "local" or not isinstance(work_dir, Path):
-        raise ApiError(501, "not_implemented", f"corral ssh reaches workers of the local "
-                       f"and agent backends only, not {ctx.backend_name or 'this replica'}'s; "
-                       "use `corral exec ID -- CMD`")
+        raise ApiError(501, "not_implemented", f"corral ssh reaches workers of the local, "
+                       f"agent and Slurm backends only, not {ctx.backend_name or 'this replica'}"
+                       "'s; use `corral exec ID -- CMD`")
     try:
         pid = worker_pid(work_dir, rec.id, rec.attempt, worker)
     except LookupError as e:
@@ -102,6 +107,18 @@ def _open(ctx: ApiContext, who: Principal, workload_id: str, worker: int, rows: 
     except OSError as e:
         raise ApiError(422, "invalid_request", f"cannot start a shell in worker {worker}: "
                        f"{e.strerror or e}") from None
+
+
+def _slurm_shell(ctx: ApiContext, who: Principal, rec: WorkloadRecord, worker: int,
+                 rows: int, cols: int) -> Shell:
+    from corral.backends.slurm_exec import open_shell_step
+    step = step_of(ctx, rec, worker)
+    _audit(ctx, who, rec, worker)
+    try:
+        return open_shell_step(step, rows, cols)
+    except OSError as e:  # srun missing here, no terminal left
+        raise ApiError(503, "unavailable", f"cannot start srun for a shell in worker "
+                       f"{worker}: {e.strerror or e}") from None
 
 
 def _audit(ctx: ApiContext, who: Principal, rec: WorkloadRecord, worker: int) -> None:

@@ -38,8 +38,10 @@ __all__ = ["CLOSE", "LIMIT_CLOSE", "Allowed", "SessionClock", "close_code", "ope
 T = TypeVar("T")
 
 #: close codes: 4401 no or a bad token, 4403/4404/4409/4422 as the HTTP statuses, 4501 not on
-#: this backend, 4502/4504 the worker or its agent could not be reached
-CLOSE = {401: 4401, 403: 4403, 404: 4404, 409: 4409, 422: 4422, 501: 4501, 502: 4502}
+#: this backend, 4502/4504 the worker or its agent could not be reached, 4503 the server
+#: cannot start what reaches it (srun)
+CLOSE = {401: 4401, 403: 4403, 404: 4404, 409: 4409, 422: 4422, 501: 4501, 502: 4502,
+         503: 4503, 504: 4504}
 #: an open stream closed by the server at its idle or longest-session limit
 LIMIT_CLOSE = 4408
 

@@ -55,12 +55,16 @@ def test_a_long_chain_reads_each_elder_about_once(monkeypatch: pytest.MonkeyPatc
     assert cycle.by_age is not None
     size, ages, big = cycle.by_age
     cycle.by_age = (size, ages, _Counted(big))
-    kept: list[str] = []
-    keep = allocate._keep
-    monkeypatch.setattr(allocate, "_keep", lambda c, w: kept.append(w.id) or keep(c, w))
+    kept: list[str] = []  # the heirs the walk tried
+    judged: list[str] = []  # those `_keep` read (`_keep_by_kind` knows the rest fail)
+    keep, by_kind = allocate._keep, allocate._keep_by_kind
+    monkeypatch.setattr(allocate, "_keep", lambda c, w: judged.append(w.id) or keep(c, w))
+    monkeypatch.setattr(allocate, "_keep_by_kind", lambda c: (
+        lambda k: lambda w: kept.append(w.id) or k(w))(by_kind(c)))
     _Counted.reads = 0
     assert not allocate._hand_over(cycle, cycle.waiting["g00000"])
     assert sorted(kept) == sorted(f"g{k:05d}" for k in range(1, n))  # each tried once
+    assert len(judged) == 1  # one kind of heir, failing on a state nobody changed
     # the recursive walk read ~n^2/2 (4.5 million) entries here
     assert _Counted.reads <= 3 * n
 
@@ -115,10 +119,12 @@ def _walked(cycle: Cycle, holder: Workload) -> bool:
     return allocate.chain_from(cycle).hand_over(holder)
 
 
-def _walk_both(seed: int, monkeypatch: pytest.MonkeyPatch) -> tuple[list[object], int]:
+def _walk_both(seed: int, monkeypatch: pytest.MonkeyPatch, by_kind: bool = False
+               ) -> tuple[list[object], int]:
     """The recursive walk, the loop walk and `_hand_over` (the loop walk where some heir may
     act) on the same random cycle from every waiting holder (victims included): what each
-    did, and how many victims the loop walk tried."""
+    did, and how many victims the loop walk tried. Each heir through `_keep` itself, unless
+    `by_kind` (`_keep_by_kind`, which leaves out a kind's `_keep` it knows fails)."""
     outcomes: list[object] = []
     tried_victims = 0
     for walk in (_old_hand_over, _walked, allocate._hand_over):
@@ -131,6 +137,8 @@ def _walk_both(seed: int, monkeypatch: pytest.MonkeyPatch) -> tuple[list[object]
         with monkeypatch.context() as m:
             m.setattr(allocate, "_keep", lambda c, w, keep=keep, kept=kept:
                       kept.append(w.id) or keep(c, w))
+            if not by_kind:
+                m.setattr(allocate, "_keep_by_kind", lambda c: lambda x: allocate._keep(c, x))
             took = [walk(cycle, h) for h in holders]
         victims = {w.id for w in cycle.requeued}
         if walk is _walked:
@@ -159,6 +167,25 @@ def test_walks_not_walked_would_have_found_nobody(seed: int,
     walked, skipping = outcomes[1], outcomes[2]
     assert isinstance(walked, tuple) and isinstance(skipping, tuple)
     assert (walked[0], *walked[2:]) == (skipping[0], *skipping[2:])
+
+
+def test_a_kind_known_to_fail_is_not_kept_again_and_nothing_else_changes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`_keep_by_kind` leaves out the `_keep` of an heir whose (shape, queue) failed on the
+    same state (placements, free capacity, slots held, waiting work): who took each slot,
+    what started and what is reserved are those of every heir through `_keep`, and the heirs
+    it did keep are a part of those, in order; across the seeds it leaves some out."""
+    left_out = 0
+    for seed in SEEDS:
+        plain, _ = _walk_both(seed, monkeypatch)
+        memo, _ = _walk_both(seed, monkeypatch, by_kind=True)
+        for walked, by_kind in zip(plain[1:], memo[1:], strict=True):
+            assert isinstance(walked, tuple) and isinstance(by_kind, tuple)
+            assert (walked[0], *walked[2:]) == (by_kind[0], *by_kind[2:]), seed
+            rest = iter(walked[1])
+            assert all(i in rest for i in by_kind[1]), seed  # a subsequence
+            left_out += len(walked[1]) - len(by_kind[1])
+    assert left_out > 100, left_out
 
 
 def test_the_comparison_skips_walks(monkeypatch: pytest.MonkeyPatch) -> None:

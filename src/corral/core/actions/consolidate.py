@@ -10,18 +10,25 @@ plus a placement of the same workload in one plan: it restarts from its checkpoi
 
 from __future__ import annotations
 
+import heapq
+import operator
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
+from itertools import chain, compress
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from corral.core import reasons as R
 from corral.core.fit import Shape
-from corral.core.model import STABLE_CAPACITY, WorkerAssignment, Workload
+from corral.core.model import STABLE_CAPACITY, WorkerAssignment, Workload, pending_order
 
 if TYPE_CHECKING:
     from corral.core.cycle import Cycle
 
 STABLE = tuple(str(k) for k in STABLE_CAPACITY)
+_ID = attrgetter("id")
 
 
 def consolidate(cycle: Cycle) -> None:
@@ -29,54 +36,192 @@ def consolidate(cycle: Cycle) -> None:
         give_back(cycle)
     if not cycle.victim_index().movable.any():
         return  # nothing may move: skip the per-workload checks entirely
-    fragmented: dict[tuple[object, object, str], tuple[int, bool]] = {}
-    failed: dict[tuple[object, object, str], int] = {}
-    limited: dict[str, object] = {}
-    where, reserved, stmt, cap = cycle.stmt.where, cycle.cap.reservations, cycle.stmt, cycle.cap
-    # Which capacity the memos below were made on. A failed try is rolled back to the very
-    # capacity it started from, yet it moves the statement's counters: `same` maps the
-    # counters after a rollback to the capacity before it, so one failed shape does not void
-    # the memo of another. Without it, in the cycle after a plan is applied (2,000 x 20,000,
-    # bench/schedule_cycle.py's next cycle) 21 shapes tried one after another voided each
-    # other: 5,204 tries of up to 8 moves each, 4-5 s of a cycle.
-    version, looked = 0, (stmt.applied, cap.freed)
-    free = (version, cap.total_free_milli())
-    for w in cycle.still_pending():
-        if w.id in where:
-            continue  # placed since the list was made
-        if cycle.moves_left <= 0:
+    walk, still = _Walk(cycle), cycle.still_pending()
+    # The first `_SKIM_FROM` are read one by one, the rest skimmed in spans of doubling
+    # length, each grouped when the pass reaches it: a pass that runs out of moves early
+    # (the first cycle on a fresh snapshot ends after ~10,000 of 93,000) groups little.
+    spans = (_skim(walk, still, a, b) for a, b in _doubling(_SKIM_FROM, len(still)))
+    for i in chain(range(min(_SKIM_FROM, len(still))), chain.from_iterable(spans)):
+        if not walk.visit(still[i]):
             return
-        if (stmt.applied, cap.freed) != looked:  # capacity changed hands since the last look
-            version, looked = version + 1, (stmt.applied, cap.freed)
+
+
+#: read one by one before `_skim` groups the rest (as cheap as its passes below this)
+_SKIM_FROM = 2_000
+
+
+def _doubling(start: int, end: int) -> Iterator[tuple[int, int]]:
+    """[start, 2 start), [2 start, 4 start), ... up to `end`."""
+    while start < end:
+        yield start, min(2 * start, end)
+        start *= 2
+
+
+class _Walk:
+    """One consolidation pass over the still-pending work, one workload at a time (`visit`),
+    with its memos.
+
+    Which capacity the memos were made on: a failed try is rolled back to the very capacity
+    it started from, yet it moves the statement's counters: `looked` maps the counters after
+    a rollback to the capacity before it, so one failed shape does not void the memo of
+    another. Without it, in the cycle after a plan is applied (2,000 x 20,000,
+    bench/schedule_cycle.py's next cycle) 21 shapes tried one after another voided each
+    other: 5,204 tries of up to 8 moves each, 4-5 s of a cycle. `version` names that
+    capacity: it changes only when capacity changed hands since the last look (a move made)."""
+
+    def __init__(self, cycle: Cycle) -> None:
+        self.cycle = cycle
+        self.failed: dict[tuple[object, object, str], int] = {}
+        self.fragmented: dict[tuple[object, object, str], tuple[int, bool]] = {}
+        self.limited: dict[str, object] = {}
+        stmt, cap = cycle.stmt, cycle.cap
+        self.version, self.looked = 0, (stmt.applied, cap.freed)
+        self.free = (self.version, cap.total_free_milli())
+
+    def key(self, w: Workload) -> tuple[object, object, str]:
+        """What a try for `w` depends on besides capacity (`version`)."""
+        cycle = self.cycle
+        return (cycle.shape(w), _alike(cycle, w.queue, self.limited),
+                w.id if w.id in cycle.cap.reservations else "")
+
+    def moved_since_look(self) -> bool:
+        """Whether capacity changed hands since the last look: the next visit starts a new
+        `version`, and no memo holds any more."""
+        stmt, cap = self.cycle.stmt, self.cycle.cap
+        return (stmt.applied, cap.freed) != self.looked
+
+    def visit(self, w: Workload) -> bool:
+        """Try to start `w` by moves (or learn it fails); False once no move is left."""
+        cycle = self.cycle
+        stmt, cap = cycle.stmt, cycle.cap
+        if w.id in stmt.where:
+            return True  # placed since the list was made
+        if cycle.moves_left <= 0:
+            return False
+        if self.moved_since_look():
+            self.version, self.looked = self.version + 1, (stmt.applied, cap.freed)
+        version, failed = self.version, self.failed
         # A try that failed fails again for the same shape, scoring and queue limits until
         # capacity changes hands: most of a backlog stops here, before the tests below (each
         # of them only skips, too).
-        key = (cycle.shape(w), _alike(cycle, w.queue, limited), w.id if w.id in reserved else "")
+        key = self.key(w)
         if failed.get(key) == version:
-            continue
-        if free[0] != version:
-            free = (version, cap.total_free_milli())
+            return True
+        if self.free[0] != version:
+            self.free = (version, cap.total_free_milli())
         # The three tests below read only the key (a waiting workload's total is its shape's,
         # a queue limit is in the key where one applies) and what `version` stands for: a
         # workload they skip is remembered like a failed try, so the rest of its kind stops at
         # the memo above (10,000 x 100,000 seed 2: ~93,000 still pending read per round).
         milli = w.total_milli()
-        if milli > free[1] or cycle.book.limit_blocking(w.queue, milli) is not None:
+        if milli > self.free[1] or cycle.book.limit_blocking(w.queue, milli) is not None:
             failed[key] = version  # no room in the whole pool's free share, or a limit
-            continue
+            return True
         # Whether a shape is fragmented only changes when capacity does: cache per shape.
-        seen = fragmented.get(key)
+        seen = self.fragmented.get(key)
         if seen is None or seen[0] != version:
-            seen = fragmented[key] = (version, _fragmented(cycle, w))
+            seen = self.fragmented[key] = (version, _fragmented(cycle, w))
         if not seen[1]:
             failed[key] = version
-            continue
+            return True
         moved = _consolidate_for(cycle, w, cycle.moves_left)
         if moved:
             cycle.moves_left -= moved
         else:  # rolled back (`_try_moves`): the capacity of `version` again
             failed[key] = version
-            looked = (stmt.applied, cap.freed)
+            self.looked = (stmt.applied, cap.freed)
+        return True
+
+
+def _skim(walk: _Walk, still: tuple[Workload, ...], start: int, end: int) -> Iterator[int]:
+    """The positions in `still` from `start` to `end`, in order, that `walk.visit` would not pass
+    over as known to fail (its memo: `failed[key] == version`).
+
+    What a failed try proves: every later workload of the same key (shape, scoring and
+    limits; a reservation's owner on its own) fails too while `version` holds, i.e. until a
+    move is made (`moved_since_look`; a rolled-back try is no move). So the positions are
+    grouped by key, the groups merged by their next position, and a group whose key is
+    known to fail sleeps; when a move is made every sleeping group wakes at its first
+    position after the move. What voids a memo is exactly what changes `version`: nothing
+    else a visit reads changes while no move is made (free capacity and queue use change
+    only with placements; a key's parts are fixed for the pass).
+
+    Why: the pass read each of ~93,000 still-pending workloads twice a cycle (10,000 x
+    100,000 seed 2, ~0.25-0.3 s of the warm cycle) to find the few hundred that could try.
+    Here each workload costs a few passes in C (grouping) and each key a visit per
+    `version`: tests/core/test_consolidate_skim.py compares the plans with the plain pass."""
+    groups, keys = _groups(walk, still, start, end)
+    failed = walk.failed
+    asleep: list[int] = []
+    heap: list[tuple[int, int, int]] = []
+    for k, g in enumerate(groups):  # the memo of what was read before `start` holds
+        if not walk.moved_since_look() and failed.get(keys[k]) == walk.version:
+            asleep.append(k)
+        else:
+            heap.append((g[0], k, 0))
+    heapq.heapify(heap)
+    while heap:
+        i, k, at = heapq.heappop(heap)
+        yield i
+        if walk.moved_since_look():  # the next visit starts a new version: wake every group
+            for s in asleep:
+                j = bisect_right(groups[s], i)
+                if j < len(groups[s]):
+                    heapq.heappush(heap, (groups[s][j], s, j))
+            asleep = []
+        elif failed.get(keys[k]) == walk.version:
+            asleep.append(k)
+            continue
+        if at + 1 < len(groups[k]):
+            heapq.heappush(heap, (groups[k][at + 1], k, at + 1))
+
+
+def _groups(walk: _Walk, still: tuple[Workload, ...], start: int, end: int
+            ) -> tuple[list[list[int]], list[tuple[object, object, str]]]:
+    """The positions of `still` from `start` to `end` grouped by `walk.key` (each group in order),
+    and each group's key. Shapes are interned (`Cycle.shape`), so a shape's identity stands
+    for it (were one shape split in two groups, it would only cost a visit)."""
+    cycle, tail = walk.cycle, still[start:end]
+    n = len(tail)
+    shapes: list[Shape | None] = list(map(cycle.shapes.get, map(_ID, tail)))
+    for i in compress(range(n), map(operator.not_, shapes)):
+        shapes[i] = cycle.shape(tail[i])  # not interned yet
+    kinds = np.fromiter(map(id, shapes), dtype=np.int64, count=n)
+    alike = {q: _alike(cycle, q, walk.limited) for q in cycle.book.queues}
+    if len(set(alike.values())) > 1:  # (one kind of scoring and no limit: shapes say it all)
+        number = {a: k for k, a in enumerate(dict.fromkeys(alike.values()))}
+        scoring = np.fromiter((number[alike[w.queue]] if w.queue in alike else -1
+                               for w in tail), dtype=np.int64, count=n)
+        by_kind = np.lexsort((scoring, kinds))
+        sorted_kinds = np.stack((kinds[by_kind], scoring[by_kind]))
+    else:
+        by_kind = np.argsort(kinds, kind="stable")
+        sorted_kinds = kinds[by_kind][np.newaxis]
+    owners = _owners(cycle, tail)
+    if owners:  # each owner a group of its own
+        keep = ~np.isin(by_kind, owners)
+        by_kind, sorted_kinds = by_kind[keep], sorted_kinds[:, keep]
+    cuts = (np.flatnonzero((sorted_kinds[:, 1:] != sorted_kinds[:, :-1]).any(axis=0))
+            + 1).tolist()
+    order = (by_kind + start).tolist()
+    groups = [order[a:b] for a, b in zip([0, *cuts], [*cuts, len(order)], strict=True)
+              if b > a]
+    groups += [[start + i] for i in owners]
+    return groups, [walk.key(still[g[0]]) for g in groups]
+
+
+def _owners(cycle: Cycle, tail: tuple[Workload, ...]) -> list[int]:
+    """Where in `tail` (in `pending_order`, as `still_pending` keeps it) the holders of a
+    reservation are, found by bisection: there are few of them and ~90,000 others."""
+    found = []
+    for owner in cycle.cap.reservations:
+        w = cycle.waiting.get(owner)
+        if w is None:
+            continue
+        i = bisect_left(tail, pending_order(w), key=pending_order)
+        if i < len(tail) and tail[i].id == owner:
+            found.append(i)
+    return sorted(found)
 
 
 def _alike(cycle: Cycle, queue: str, known: dict[str, object]) -> object:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 
 from corral.backends.base import Backend
 from corral.backends.errors import BackendError
-from corral.control import act, rollout
+from corral.control import act, freed_tables, rollout
 from corral.control.admission import Admission, AdmitAll
 from corral.control.apply import StalePlan, apply_plan, nomination_hold_s
 from corral.control.autoscale import PoolAutoscaler
@@ -118,6 +118,8 @@ class ControlLoop:
         self.admission = admission or AdmitAll()
         self.leadership = leadership or Leadership(
             store, name=self.settings.lease_name, ttl_s=self.settings.lease_ttl_s)
+        # a large step's freed tables leave the process instead of staying in glibc's heap
+        freed_tables.keep_mmap_threshold()
         self.specs = SpecCache()
         #: the cluster between cycles, kept current from the store's change feed
         self.live = LiveState(self.specs)

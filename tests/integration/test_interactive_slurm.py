@@ -160,3 +160,4 @@ def test_a_client_that_leaves_ends_the_shells_step(server: CorralServer, web: We
     term.proc.kill()  # no goodbye: a lost connection
     term.close()
     _until(lambda: not Path(f"/proc/{pid}").exists(), "the shell to end with its client", 60)
+

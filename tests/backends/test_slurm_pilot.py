@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from corral.backends import WorkerState, base
-from corral.backends.errors import InvalidRequest
+from corral.backends.errors import BackendError, InvalidRequest
 from corral.backends.slurm import SlurmBackend
 from corral.backends.slurm_pilot import (
     JOB_ID_FILE,
@@ -28,6 +28,13 @@ from corral.backends.slurm_pilot import (
     item_script,
     pilot_script,
     taken_by,
+)
+from corral.backends.slurm_pilot_owner import (
+    CANCEL_BATCH,
+    INSTALLATION_FILE,
+    cancel_former_pilots,
+    former_pilot,
+    pilot_job_name,
 )
 from corral.testing.slurm import SlurmCluster
 
@@ -333,6 +340,75 @@ def test_a_restarted_backend_adopts_the_items_no_pilot_took(tmp_path: Path) -> N
     assert after.adopt(made) == []  # adopted once
 
 
+def test_the_installation_id_is_made_once_per_work_dir_and_kept(tmp_path: Path) -> None:
+    """Stable across restarts (the same work dir), another for another installation; a file
+    that holds no id is refused, naming the file and the fix."""
+    first = Pilots(tmp_path / "a", warm=1, idle_s=1.0)
+    again = Pilots(tmp_path / "a", warm=1, idle_s=1.0)
+    other = Pilots(tmp_path / "b", warm=1, idle_s=1.0)
+    assert first.installation == again.installation != other.installation
+    assert first.gen != again.gen  # a generation per backend instance
+    (tmp_path / "b" / INSTALLATION_FILE).write_text("not an id\n")
+    with pytest.raises(BackendError, match=r"installation-id.*delete it"):
+        Pilots(tmp_path / "b", warm=1, idle_s=1.0)
+
+
+def test_a_former_pilot_is_this_installations_from_another_generation() -> None:
+    name = pilot_job_name("0123456789ab", "aaaaaaaaaaaa", "gpu1.gpu_1")
+    assert former_pilot(name, "0123456789ab", "bbbbbbbbbbbb")
+    assert not former_pilot(name, "0123456789ab", "aaaaaaaaaaaa")  # this backend's own
+    assert not former_pilot(name, "ba9876543210", "bbbbbbbbbbbb")  # another installation's
+    assert not former_pilot(f"{PILOT_PREFIX}gpu1.gpu_1", "0123456789ab", "bbbbbbbbbbbb")
+    assert not former_pilot("corral-array.0123456789ab", "0123456789ab", "bbbbbbbbbbbb")
+
+
+class ListedSlurm:
+    """`cancel_former_pilots`'s Slurm: squeue answers `listed`; the commands are kept."""
+
+    def __init__(self, pilots: Pilots, listed: list[str]) -> None:
+        self.pilots, self.listed, self.asked = pilots, listed, []
+
+    def _slurm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        self.asked.append(list(args))
+        out = "".join(f"{line}\n" for line in self.listed) if args[0] == "squeue" else ""
+        return subprocess.CompletedProcess(args, 0, out, "")
+
+
+def test_only_the_former_generations_pending_pilots_are_cancelled(tmp_path: Path) -> None:
+    pilots = Pilots(tmp_path, warm=1, idle_s=1.0)
+    mine, gen = pilots.installation, pilots.gen
+    before = pilot_job_name(mine, "aaaaaaaaaaaa", "gpu1.gpu_1")
+    slurm = ListedSlurm(pilots, [
+        f"7_2|{before}", f"7_3|{before}",  # pending tasks of a former array (7_0, 7_1 run)
+        f"8_0|{pilot_job_name(mine, gen, 'gpu1.gpu_1')}",  # this backend's own
+        f"9_0|{pilot_job_name('ba9876543210', 'aaaaaaaaaaaa', 'gpu1.gpu_1')}",  # another's
+        f"10|{PILOT_PREFIX}gpu1.gpu_1", "11|train"])
+    assert cancel_former_pilots(slurm) == ["7_2", "7_3"]  # type: ignore[arg-type]
+    [squeue, scancel] = slurm.asked
+    assert squeue[:5] == ["squeue", "-h", "-r", "-t", "PENDING"]
+    assert scancel == ["scancel", "--state=PENDING", "7_2", "7_3"]
+    slurm.listed = [f"{i}_0|{before}" for i in range(CANCEL_BATCH + 1)]
+    slurm.asked.clear()
+    assert len(cancel_former_pilots(slurm)) == CANCEL_BATCH + 1  # type: ignore[arg-type]
+    assert [len(c) - 2 for c in slurm.asked[1:]] == [CANCEL_BATCH, 1]
+
+
+def test_a_first_start_asks_slurm_nothing_a_restart_asks_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[tuple[str, ...]] = []
+
+    def slurm(self: SlurmBackend, *args: str, check: bool = True
+              ) -> subprocess.CompletedProcess[str]:
+        asked.append(args)
+        return subprocess.CompletedProcess(args, 0, "", "")
+    monkeypatch.setattr(SlurmBackend, "_slurm", slurm)
+    first = SlurmBackend(tmp_path / "work", ask_in_background=False)
+    assert asked == []
+    first.pilots.key_of("gpu1", "gpu:1")  # what a launch onto pilots makes
+    SlurmBackend(tmp_path / "work", ask_in_background=False)
+    assert [a[:5] for a in asked] == [("squeue", "-h", "-r", "-t", "PENDING")]
+
+
 # --- on a real Slurm ---------------------------------------------------------------------------
 
 
@@ -517,4 +593,73 @@ def test_a_restarted_backend_runs_the_workers_its_predecessor_queued_once(
         lines = after.read_logs(wid, 0, 0)[0].decode().splitlines()
         runs = [json.loads(line) for line in lines if line.startswith("{")]
         assert [env["CORRAL_WORKLOAD_ID"] for env in runs] == [wid]
+        after.release(wid, 0)
+
+
+def pilot_jobs(cluster: SlurmCluster, state: str, prefix: str) -> set[str]:
+    """The ids of the pilot array tasks in `state` whose job name starts with `prefix`."""
+    out = cluster.run("squeue", "-h", "-r", "-t", state, "-o", "%i|%j").stdout
+    return {job for job, _, name in (line.partition("|") for line in out.splitlines())
+            if name.startswith(prefix)}
+
+
+def named(backend: SlurmBackend) -> str:
+    """The job names of the pilots `backend` submits start with this."""
+    return pilot_job_name(backend.pilots.installation, backend.pilots.gen, "")
+
+
+@pytest.mark.slurm
+def test_a_restart_cancels_the_former_pending_pilots_and_no_other_installations(
+        slurm_cluster: SlurmCluster, tmp_path: Path, cleanup: None) -> None:
+    """gpu3 full with 4 workers in pilots, a 5th queued: the former backend's 3 pilots wait in
+    Slurm (the 5th's and 2 spares), and 3 of another installation's on the same node. The
+    restarted backend cancels its predecessor's 3 and no other job: the 4 running pilots run
+    on (their workers end as they would), the other installation's still wait and later run its
+    worker. The 5th runs in a pilot of the new backend (a former pilot whose worker ended takes
+    none of the new backend's items), and every worker runs once."""
+    gate = tmp_path / "gate"
+    code = (f"import os, time\nwhile not os.path.exists({str(gate)!r}):\n"
+            f"    time.sleep(0.05)\n{SHOW_ENV}")
+    before = SlurmBackend(tmp_path / "work", env=slurm_cluster.env, warm_slots=2,
+                          pilot_idle_s=2.0, pilot_reuse_s=60.0)
+    ids = [f"gen-{i}" for i in range(5)]
+    assert before.launch_many([make_spec(wid).on("gpu3").devices(i % 4).python(code).build()
+                               for i, wid in enumerate(ids)]) == [None] * 5
+    eventually(lambda: sorted(states_of(before, ids).values()) == sorted(
+        [WorkerState.RUNNING] * 4 + [WorkerState.STARTING]), "4 workers to run", timeout=120)
+    running = {taken_by(before.records.find(wid, 0), 0) for wid in ids} - {None}
+    assert len(running) == 4
+    other = SlurmBackend(tmp_path / "other", env=slurm_cluster.env, warm_slots=2,
+                         pilot_idle_s=1.0)
+    assert other.pilots.installation != before.pilots.installation
+    assert other.launch_many([make_spec("theirs").on("gpu3").devices(0).python(SHOW_ENV)
+                              .build()]) == [None]
+    eventually(lambda: len(pilot_jobs(slurm_cluster, "PENDING", named(before))) == 3,
+               "the former pilots to wait")
+    theirs = pilot_jobs(slurm_cluster, "PENDING", named(other))
+    assert len(theirs) == 3  # the node is full: they wait until the gate opens
+
+    after = SlurmBackend(tmp_path / "work", env=slurm_cluster.env, warm_slots=2,
+                         pilot_idle_s=2.0, pilot_reuse_s=60.0)
+    assert after.pilots.installation == before.pilots.installation
+    eventually(lambda: not pilot_jobs(slurm_cluster, "PENDING", named(before)),
+               "the former pending pilots to be cancelled", timeout=60)
+    mine = eventually(lambda: pilot_jobs(slurm_cluster, "PENDING", named(after)),
+                      "the new backend's pilots for the adopted worker", timeout=60)
+    assert pilot_jobs(slurm_cluster, "PENDING", named(other)) == theirs  # untouched
+    # run on, and none of the 3 cancelled started instead (no GPU was free for one)
+    assert pilot_jobs(slurm_cluster, "RUNNING", named(before)) == running
+
+    gate.touch()
+    eventually(lambda: set(states_of(after, ids).values()) == {WorkerState.SUCCEEDED},
+               "every worker to succeed", timeout=120)
+    eventually(lambda: states_of(other, ["theirs"]) == {"theirs": WorkerState.SUCCEEDED},
+               "the other installation's worker to succeed", timeout=120)
+    jobs = {wid: taken_by(after.records.find(wid, 0), 0) for wid in ids}
+    [adopted] = [job for job in jobs.values() if job not in running]
+    assert adopted is not None and adopted.split("_")[0] in {j.split("_")[0] for j in mine}
+    for wid in ids:  # each ran once, as itself
+        lines = after.read_logs(wid, 0, 0)[0].decode().splitlines()
+        assert [json.loads(line)["CORRAL_WORKLOAD_ID"] for line in lines
+                if line.startswith("{")] == [wid]
         after.release(wid, 0)

@@ -100,8 +100,8 @@ from corral.backends.slurm_parse import (
 from corral.backends.slurm_pilot import (
     PILOT_KEY,
     Pilots,
+    after_restart,
     launch_pilots,
-    pilots_for_adopted,
     taken_by,
     unclaimed_end,
     withdraw,
@@ -235,8 +235,8 @@ class SlurmBackend(SlurmSubmission, SlurmObservation, Backend, InventorySource, 
                             ask_in_background)
         self._seen: dict[tuple[str, int, int], WorkerEnd] = {}
         adopted = self.pilots.adopt(self._attempts.values())  # after a restart: `slurm_pilot`
-        if adopted:
-            self._asker.later(pilots_for_adopted, self, adopted)
+        if self.pilots.former:  # and the former backend's pending pilots cancelled
+            self._asker.later(after_restart, self, adopted)
         self._changes = ChangeFeed()  # poll_changes: the last report, to diff against
         # the exit records of the workers the last poll reported not ended (`changed_since_poll`)
         # and those among them that already woke the loop once without ending in a poll

@@ -48,8 +48,9 @@ What stays true:
 - items waiting on a node Slurm reports lost are withdrawn and end LOST (`NodeLost`);
 - a restarted backend finds each worker by its record (the item's name, the job id file) and
   adopts the items no pilot took yet (`Pilots.adopt`: renamed to its own `gen`, pilots
-  submitted for them); the pilots submitted before take none of its items, count for nothing
-  and idle out, holding a GPU up to `idle_s` each (withdrawn, in effect).
+  submitted for them); the pilots submitted before take none of its items and count for
+  nothing: those still pending are cancelled (`slurm_pilot_owner`: each pilot's job name
+  carries its installation and generation), those running end with their worker or idle out.
 
 How many pilots to submit needs no count of Slurm's queue: a pilot looking for work began
 with a submission or a mark in back/, and ends by taking an item or by leaving its mark in
@@ -85,6 +86,12 @@ from corral.backends.exits import WorkerEnd
 from corral.backends.local_runner import EXIT_RECORD, write_text_atomic
 from corral.backends.records import AttemptRecord, AttemptRecords
 from corral.backends.slurm_parse import SlurmNode, gres_request
+from corral.backends.slurm_pilot_owner import (
+    PILOT_PREFIX,
+    cancel_former_pilots,
+    installation_id,
+    pilot_job_name,
+)
 from corral.backends.slurm_submit import DEADLINE_FILE
 
 if TYPE_CHECKING:
@@ -94,7 +101,6 @@ if TYPE_CHECKING:
 __all__ = ["JOB_ID_FILE", "PILOT_KEY", "PILOT_PREFIX", "Pilots", "item_script", "pilot_script"]
 
 PILOT_KEY: Final = "pilot"  # in a record's engine: {"key": <dir name>, "item": <file name>}
-PILOT_PREFIX: Final = "corral-pilot."  # the pilots' job name, then the key
 JOB_ID_FILE: Final = "slurm-job"  # in the worker's dir: the id of the pilot that took it
 KEY_FILE: Final = "key.json"  # in a key's folder: its node and --gres (`Pilots.adopt`)
 POLL_S: Final = 0.05  # how often an idle pilot looks for an item
@@ -228,10 +234,14 @@ class _Key:
 class Pilots:
     """The warm slots of one backend: items queued per (node, --gres), pilots submitted for them.
 
-    `gen` names this backend instance in its items and its pilots' marks (`pilot_script`)."""
+    `gen` names this backend instance in its items, its pilots' marks (`pilot_script`) and
+    its pilots' job names, with the `installation` (`slurm_pilot_owner`). `former`: a backend
+    before this one left pilot folders here (after a restart: `after_restart`)."""
 
     def __init__(self, root: Path, warm: int, idle_s: float, reuse_s: float = 0.0) -> None:
         self.root, self.warm, self.idle_s, self.reuse_s = root / "pilots", warm, idle_s, reuse_s
+        self.installation = installation_id(root)
+        self.former = self.root.is_dir() and any(self.root.iterdir())
         self._keys: dict[str, _Key] = {}
         self._lock = threading.Lock()
         self._seq = 0
@@ -285,8 +295,9 @@ class Pilots:
         """After a restart: the items a backend before this one queued that no pilot took yet
         become this one's (renamed to its `gen`, oldest still first) and count as queued, so
         that `wanted` asks pilots for them; the keys that have any, for the caller to submit
-        their pilots. The former backend's pilots, still pending or idle, take none of them
-        and idle out. An item taken meanwhile (the rename finds nothing) is its pilot's. A
+        their pilots. The former backend's pilots take none of them: those pending are
+        cancelled next (`after_restart`), those idle leave. An item taken meanwhile (the
+        rename finds nothing) is its pilot's. A
         key folder without its key file (written since this change) cannot be asked for
         pilots: its items wait for the next launch there."""
         keys: dict[str, _Key] = {}
@@ -403,7 +414,9 @@ def _write_item(backend: SlurmBackend, record: AttemptRecord, node: SlurmNode, k
 def _submit_pilots(backend: SlurmBackend, k: _Key, count: int) -> None:
     if count <= 0:
         return
-    args = ["--parsable", f"--array=0-{count - 1}", f"--job-name={PILOT_PREFIX}{k.dir.name}",
+    pilots = backend.pilots
+    name = pilot_job_name(pilots.installation, pilots.gen, k.dir.name)
+    args = ["--parsable", f"--array=0-{count - 1}", f"--job-name={name}",
             "--nodes=1", "--ntasks=1", f"--nodelist={k.node}", "--no-requeue",
             "--output=/dev/null", f"--chdir={k.dir}",
             "--comment=corral pilot: runs the oldest worker queued in its folder's queue/"]
@@ -415,9 +428,12 @@ def _submit_pilots(backend: SlurmBackend, k: _Key, count: int) -> None:
     k.submitted += count
 
 
-def pilots_for_adopted(backend: SlurmBackend, keys: Sequence[_Key]) -> None:
-    """Pilots for the items a restarted backend adopted (`Pilots.adopt`); run on the asker's
-    thread. One not submitted leaves its items for the next launch on their key."""
+def after_restart(backend: SlurmBackend, keys: Sequence[_Key]) -> None:
+    """A restarted backend's bookkeeping, on the asker's thread, after `Pilots.adopt` renamed
+    the waiting items: cancel the former backends' pending pilots (`slurm_pilot_owner`), then
+    submit pilots for the items adopted (`keys`). One not submitted leaves its items for the
+    next launch on their key."""
+    cancel_former_pilots(backend)
     for k in keys:
         try:
             with k.lock:

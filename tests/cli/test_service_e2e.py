@@ -73,6 +73,26 @@ def who(url: str) -> tuple[int, str]:
     return int(pid), rid
 
 
+def answering(url: str, replica: str, not_pid: int | None = None) -> Callable[[], int | None]:
+    """A check: the pid of `replica`'s own process answering at `url` (not `not_pid`), else None.
+
+    Why a wait and not one read after the service shows the replica ready: the status is the
+    last probe's verdict, not the port's state now (a replica can end right after its probe
+    passed; the next poll restarts it). And replica ports are 20000 + seq, the same seqs in
+    every store: a concurrent test session's replica can hold this port (the xdist group only
+    orders this session's tests), answer the probe, and answer here; so the answer must be this
+    replica's own (its CORRAL_WORKLOAD_ID), or the test would kill another session's process.
+    Stop 33's interim CI run (another pytest session beside it) saw `who(urls[r0])` refused
+    right after "2 ready"; two sessions of this kill cycle run at once broke each other."""
+    def check() -> int | None:
+        try:
+            pid, rid = who(url)
+        except httpx.TransportError:  # refused / reset: nothing (or a dying process) there
+            return None
+        return pid if rid == replica and pid != not_pid else None
+    return check
+
+
 def test_a_service_is_kept_serving_scaled_and_cancelled_by_its_id(
         server: CorralServer, tmp_path: Path) -> None:
     script = tmp_path / "replica.py"
@@ -104,11 +124,11 @@ def test_a_service_is_kept_serving_scaled_and_cancelled_by_its_id(
         assert who(f"{server.url}/serve/echo/hello")[1] in urls
 
         r0 = f"{sid}-r0"
-        pid, _ = who(str(urls[r0]))
+        pid = wait_for("r0 answers at its URL", answering(str(urls[r0]), r0))
         os.kill(pid, signal.SIGKILL)  # killed -> back, on the same address
         wait_for("r0 restarted", lambda: c.get(r0).attempt >= 1)
         wait_for("r0 serving again", serving(2))
-        assert who(str(urls[r0]))[0] != pid
+        wait_for("a new r0 process answers", answering(str(urls[r0]), r0, not_pid=pid))
 
         attempt = c.get(r0).attempt
         httpx.get(f"{urls[r0]}/exit/0", timeout=5)  # exit 0 -> back too: it never "succeeds"

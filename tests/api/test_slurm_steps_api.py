@@ -15,7 +15,6 @@ from starlette.websockets import WebSocketDisconnect
 from api.harness import Api, build, job
 from corral.backends.base import LaunchSpec
 from corral.backends.records import AttemptRecords
-from corral.backends.slurm_gang import HET_KEY
 from corral.core.model import WorkerAssignment
 from corral.store import Store
 from corral.store import audit as AU
@@ -43,10 +42,11 @@ def _running(store: Store, tmp_path: Path,
     with store.write() as c:  # as if the loop had started it on Slurm
         c.execute(update(WorkloadRow).where(WorkloadRow.id == wid).values(state="running"))
     if engine is not None:
+        image = engine.get("image")  # shared by the store's params: never popped
         spec = LaunchSpec(workload_id=wid, attempt=0, command=("true",), queue="team-a",
-                          user="ann", assignments=(WorkerAssignment(0, "gpu1", (0,), 1000,
-                                                                    81920),))
-        slurm.records.create(spec, {"jobs": {"0": "7"}, "notes": {}, **engine})
+                          user="ann", image=None if image is None else str(image), assignments=(
+                              WorkerAssignment(0, "gpu1", (0,), 1000, 81920),))
+        slurm.records.create(spec, {"jobs": {"0": "7"}, "notes": {}})
     return api, wid
 
 
@@ -65,8 +65,8 @@ def _audited(store: Store, wid: str) -> list[str]:
 @pytest.mark.parametrize(("engine", "status", "says"), [
     (None, 409, "never launched here"),  # running in the store, no record (yet) here
     ({}, 409, "has not started on Slurm yet"),  # no runner's process record
-    ({HET_KEY: {"name": "g"}}, 501, "heterogeneous Slurm job"),
-], ids=["no-record", "not-started", "heterogeneous"])
+    ({"image": "docker.io/library/python:3.11"}, 501, "pyxis container"),
+], ids=["no-record", "not-started", "image"])
 def test_what_no_step_can_reach_is_refused_before_srun(
         store: Store, tmp_path: Path, engine: dict[str, object] | None, status: int,
         says: str) -> None:

@@ -95,16 +95,19 @@ def test_a_worker_without_a_running_process_is_a_conflict(
         locate(slurm, "other", 0, 0)  # type: ignore[arg-type]
 
 
-def test_what_a_step_cannot_reach_is_refused_naming_it(tmp_path: Path) -> None:
-    het = _Slurm(tmp_path / "het")
-    _launched(het, {"jobs": {"0": "5+0"}, HET_KEY: {"name": "g"}})
-    with pytest.raises(StepRefused, match="heterogeneous") as e:
-        locate(het, "web", 0, 0)  # type: ignore[arg-type]
-    assert e.value.status == 501
-    boxed = _Slurm(tmp_path / "image")
+def test_a_heterogeneous_gangs_worker_is_its_leaders_component(tmp_path: Path) -> None:
+    het = _Slurm(tmp_path)
+    _launched(het, {"jobs": {"0": "5+0", "1": "5+1"}, HET_KEY: {"name": "g"}})
+    argv = locate(het, "web", 0, 1).argv("shell")  # type: ignore[arg-type]
+    assert argv[1:3] == ["--jobid=5", "--het-group=1"] and het.asked == []
+
+
+def test_an_image_worker_is_refused_naming_pyxis(tmp_path: Path) -> None:
+    boxed = _Slurm(tmp_path)
     _launched(boxed, {"jobs": {"0": "41"}}, image="docker.io/library/python:3.11")
-    with pytest.raises(StepRefused, match="pyxis"):
+    with pytest.raises(StepRefused, match="pyxis") as e:
         locate(boxed, "web", 0, 0)  # type: ignore[arg-type]
+    assert e.value.status == 501
 
 
 # --- on the node: corral.backends.worker_step ---------------------------------------------

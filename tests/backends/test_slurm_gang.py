@@ -167,3 +167,23 @@ def test_a_gang_stopped_while_pending_is_cancelled_whole_and_never_starts(
         backend.release("het-waits", 0)
     finally:
         cluster.run("scancel", blocker, check=False)
+
+
+@pytest.mark.slurm
+def test_exec_reaches_each_component_of_the_job(backend: SlurmBackend) -> None:
+    """`corral exec` on Slurm (`corral.backends.slurm_exec`): srun refuses a component's own
+    id, so a step goes in through the leader's id and the worker's ``--het-group``."""
+    from corral.backends.slurm_exec import exec_in_step, locate
+
+    backend.launch(make_spec("het-exec").workers(2).on("gpu1", "gpu2").with_(
+        env={"MARK": "het"}).python(CHECKPOINT_ON_TERM).build())
+    eventually(lambda: all("running" in log_of(backend, "het-exec", w) for w in (0, 1)),
+               "both workers to print", timeout=60)
+    for w, node in ((0, "gpu1"), (1, "gpu2")):
+        step = locate(backend, "het-exec", 0, w)
+        done = exec_in_step(step, ["sh", "-c", 'echo "$MARK $CORRAL_WORKER_INDEX '
+                                   '$SLURMD_NODENAME"'], timeout_s=30, max_bytes=4096)
+        assert (done.exit_code, done.stdout) == (0, f"het {w} {node}\n"), done
+    backend.stop("het-exec", 0, 10.0, "done")
+    assert {e.state for e in wait_ended(backend, "het-exec")} == {WorkerState.STOPPED}
+    backend.release("het-exec", 0)

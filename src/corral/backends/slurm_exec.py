@@ -17,9 +17,9 @@ cgroup (with ``ConstrainDevices`` it reaches the job's GPUs only). The job is th
 batch job, an array task (its own job id, ``squeue %A``) or, with warm slots, the pilot that
 took the worker (`slurm_pilot.taken_by`). A pilot reused for a later worker keeps its id: the
 step is placed by the record of the attempt asked for, and refuses (409) once that worker has
-ended. Not covered: a gang run as one heterogeneous job (``gang_as_one_job``, off by default),
-whose components srun reaches only with ``--het-group``, and an ``image:`` worker under pyxis
-(the step would run beside its container, not in it): both refused, naming the case.
+ended. A gang run as one heterogeneous job (``gang_as_one_job``) is reached through its
+leader's id and the worker's component (``--het-group``). Not covered: an ``image:`` worker
+under pyxis (the step would run beside its container, not in it), refused saying so.
 
 Exec's output comes back as one JSON line (each stream cut at `max_bytes` on the node); the
 command is killed on the node at its timeout, and ``srun`` here `STEP_SLACK_S` later if the
@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING
 
 from corral.backends.environment import RESERVED
 from corral.backends.local_runner import CHILD_RECORD, EXIT_RECORD
-from corral.backends.slurm_gang import HET_KEY
 from corral.backends.slurm_pilot import taken_by
 from corral.backends.worker_exec import ExecResult
 from corral.backends.worker_shell import Shell, resize
@@ -92,9 +91,6 @@ def locate(backend: SlurmBackend, workload_id: str, attempt: int, worker: int) -
     where = {a.worker: a.node_id for a in record.spec.assignments}
     if worker not in where:
         raise LookupError(f"{workload_id} (attempt {attempt}) has no worker {worker}")
-    if HET_KEY in record.engine:
-        raise StepRefused(501, "this gang runs as one heterogeneous Slurm job "
-                          "(gang_as_one_job), which exec, ssh and port-forward do not reach")
     if record.spec.image:
         raise StepRefused(501, "an image: worker on Slurm runs in a pyxis container, which "
                           "exec, ssh and port-forward do not enter; use `corral logs`")
@@ -106,8 +102,8 @@ def locate(backend: SlurmBackend, workload_id: str, attempt: int, worker: int) -
         raise LookupError(f"worker {worker} of {workload_id} (attempt {attempt}) has ended")
     env = {k: v for k, v in backend.client_env.items() if k not in RESERVED}
     srun = str(Path(backend.bin_dir) / "srun") if backend.bin_dir else "srun"
-    numeric = _job_id(backend, job)
-    head = (srun, f"--jobid={numeric}", "--overlap", "--nodes=1", "--ntasks=1",
+    numeric, *component = _job_id(backend, job)
+    head = (srun, f"--jobid={numeric}", *component, "--overlap", "--nodes=1", "--ntasks=1",
             f"--nodelist={where[worker]}", "--job-name=corral-step", "--quiet",
             backend.python, "-I", "-m", "corral.backends.worker_step")
     ids = ("--work-dir", str(backend.records.root), "--workload", workload_id,
@@ -115,14 +111,20 @@ def locate(backend: SlurmBackend, workload_id: str, attempt: int, worker: int) -
     return WorkerStep(numeric, where[worker], head, ids, env)
 
 
-def _job_id(backend: SlurmBackend, job: str) -> str:
-    """srun's ``--jobid`` takes a number: an array task's (``<array>_<task>``) is asked."""
+def _job_id(backend: SlurmBackend, job: str) -> list[str]:
+    """srun's ``--jobid`` (a number) and what else names the job: a component of a
+    heterogeneous job (``<leader>+<offset>``) is the leader's id and ``--het-group=<offset>``
+    (srun refuses a component's own id: "not heterogeneous job leader"); an array task's
+    (``<array>_<task>``) own id is asked of squeue."""
     if job.isdigit():
-        return job
+        return [job]
+    leader, plus, offset = job.partition("+")
+    if plus and leader.isdigit() and offset.isdigit():
+        return [leader, f"--het-group={offset}"]
     out = backend._slurm("squeue", "-h", "-j", job, "-o", "%A", check=False).stdout.split()
     if not out or not out[0].isdigit():
         raise LookupError(f"Slurm no longer knows job {job}: the worker has ended")
-    return out[0]
+    return [out[0]]
 
 
 def _srun_failed(step: WorkerStep, stderr: str) -> StepRefused:

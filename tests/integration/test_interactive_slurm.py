@@ -3,7 +3,8 @@
 the tests), a running worker (in a warm-slot pilot, the default), and the CLI reaching it
 through a step inside the worker's own job (`corral.backends.slurm_exec`): the worker's
 environment, working directory and Slurm's CUDA_VISIBLE_DEVICES seen, a shell typed into, a
-forward to the HTTP server the worker started. Waits on conditions with generous timeouts
+forward to the HTTP server the worker started, and the example notebook run in a browser
+through that forward. Waits on conditions with generous timeouts
 (a loaded 2-core box: Slurm and the server share it with the other tests)."""
 
 from __future__ import annotations
@@ -161,3 +162,40 @@ def test_a_client_that_leaves_ends_the_shells_step(server: CorralServer, web: We
     term.close()
     _until(lambda: not Path(f"/proc/{pid}").exists(), "the shell to end with its client", 60)
 
+
+
+def test_the_example_notebook_runs_a_cell_in_a_browser_through_slurm(
+        server: CorralServer, tmp_path: Path, chromium_launch_kwargs: dict[str, object]) -> None:
+    """examples/notebook.yaml as on the local backend (test_notebook_browser.py): its token a
+    secret, JupyterLab in a Slurm job, opened in headless Chromium through `corral
+    port-forward` (a relay step per connection, the kernel's WebSocket included), 6*7 run."""
+    pytest.importorskip("jupyterlab")
+    from playwright.sync_api import sync_playwright
+
+    from web.browsing import shot
+
+    from .test_notebook_browser import TOKEN, _forward, _run_first_cell, _submit_example
+
+    tmp_path.chmod(0o777)
+    port = free_port()
+    wid = _submit_example(server, tmp_path, port)
+    fwd = None
+    try:
+        fwd, local = _forward(server, wid, port)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(**chromium_launch_kwargs)  # type: ignore[arg-type]
+            page = browser.new_page()
+            page.set_default_timeout(60_000)
+            try:
+                page.goto(f"http://127.0.0.1:{local}/lab/tree/calc.ipynb?token={TOKEN}")
+                assert _run_first_cell(page, patience_s=120).inner_text().strip() == "42"
+            except BaseException:
+                shot(page, "notebook-through-slurm")
+                raise
+            finally:
+                browser.close()
+    finally:
+        if fwd is not None:
+            fwd.terminate()
+            fwd.communicate(timeout=30)
+        server.cli("cancel", wid, check=False)

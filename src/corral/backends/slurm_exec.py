@@ -6,8 +6,10 @@ own job, as Slurm sites reach a running job (``srun --jobid=<job> --overlap``).
     ssh  ─ srun ... --pty  (on a local pty) ─> step: worker_step shell  (the worker's env, cwd)
     port-forward ─ srun ... -u, stdin/stdout ─> step: worker_step relay -> 127.0.0.1:PORT
 
-The step runs `corral.backends.worker_step` on the node named in the plan (``--nodelist``),
-with the interpreter the workers run (`SlurmBackend.python`, at the same path on the nodes):
+The step runs `corral.backends.worker_step` (through `worker_step_main`, which skips the
+packages' imports: ~0.04 s to start instead of ~0.14 s) on the node named in the plan
+(``--nodelist``), with the interpreter the workers run (`SlurmBackend.python`, and corral's
+source at the same path on the nodes, as for the runner):
 it finds the worker's process from its runner's records on the shared work dir, as the local
 backend does, so a command or shell gets the worker's own environment (CORRAL_*, the
 CUDA_VISIBLE_DEVICES Slurm chose) and working directory, under the job's user. ``--overlap``
@@ -48,13 +50,15 @@ from corral.backends.worker_shell import Shell, resize
 if TYPE_CHECKING:
     from corral.backends.slurm import SlurmBackend
 
-__all__ = ["STEP_SLACK_S", "STEP_START_S", "StepRefused", "WorkerStep", "end_relay",
+__all__ = ["STEP_MAIN", "STEP_SLACK_S", "STEP_START_S", "StepRefused", "WorkerStep", "end_relay",
            "exec_in_step", "locate", "open_relay", "open_shell_step"]
 
 #: how long past an exec's own timeout the server waits for its step (srun, the node)
 STEP_SLACK_S = 30.0
 #: how long a relay step has to say whether it reached the port
 STEP_START_S = 60.0
+#: what the step runs: `worker_step` without the packages' __init__ (see that file)
+STEP_MAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker_step_main.py")
 
 
 class StepRefused(Exception):
@@ -105,7 +109,7 @@ def locate(backend: SlurmBackend, workload_id: str, attempt: int, worker: int) -
     numeric, *component = _job_id(backend, job)
     head = (srun, f"--jobid={numeric}", *component, "--overlap", "--nodes=1", "--ntasks=1",
             f"--nodelist={where[worker]}", "--job-name=corral-step", "--quiet",
-            backend.python, "-I", "-m", "corral.backends.worker_step")
+            backend.python, "-I", "-S", STEP_MAIN)
     ids = ("--work-dir", str(backend.records.root), "--workload", workload_id,
            "--attempt", str(attempt), "--worker", str(worker))
     return WorkerStep(numeric, where[worker], head, ids, env)

@@ -2,7 +2,7 @@
 `corral port-forward` on engines whose nodes corral does not reach itself (Slurm: an ``srun
 --jobid=<the worker's job> --overlap`` step, `corral.backends.slurm_exec`).
 
-    python -I -m corral.backends.worker_step exec|shell|relay --work-dir W --workload ID
+    python -I -S .../worker_step_main.py exec|shell|relay --work-dir W --workload ID
         --attempt A --worker N [--timeout S --max-bytes B -- ARGV | --port P]
 
 Each finds the worker's process as the local backend does (its runner's records on the shared

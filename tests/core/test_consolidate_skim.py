@@ -33,13 +33,15 @@ class _FakeWalk:
     (for the grouping) each workload's key, from a stand-in cycle."""
 
     def __init__(self, work: list[Workload], kinds: dict[str, object],
-                 owners: tuple[str, ...]) -> None:
+                 owners: tuple[str, ...], victims: tuple[str, ...] = ()) -> None:
         self.failed: dict[object, int] = {}
         self.version, self.moved = 0, False
         self.limited: dict[str, object] = {}
         self.kinds = kinds
         self.cycle = SimpleNamespace(
-            shapes=kinds, shape=lambda w: kinds[w.id], waiting={w.id: w for w in work},
+            shapes=kinds, shape=lambda w: kinds[w.id],
+            waiting={w.id: w for w in work if w.id not in victims},
+            requeued=[w for w in work if w.id in victims],
             book=SimpleNamespace(queues={"a": None}),
             cap=SimpleNamespace(reservations={wid: [0] for wid in owners}))
 
@@ -81,6 +83,24 @@ def test_a_failed_key_sleeps_until_a_move_and_wakes_after_it(
     # a sleeps after 0 (2 left out), b after 1; the owner at 3 moves: a wakes at 5 (not 2),
     # b at 4; b fails again at 4 (6, 8 left out); a was not tried again: 5, 7, 9 given
     assert given == [0, 1, 3, 4, 5, 7, 9]
+
+
+@pytest.mark.parametrize("victim", [False, True])
+def test_an_owner_is_its_own_key_waiting_or_a_victim(monkeypatch: pytest.MonkeyPatch,
+                                                    victim: bool) -> None:
+    """A reservation's holder fails on its own, whether it waited from the start or is one
+    of this cycle's victims that took a slot (`age_reservations`): its shape failing for the
+    others does not leave it out, nor does its failing leave them out."""
+    monkeypatch.setattr(consolidate_module, "_alike", lambda _cycle, queue, _known: queue)
+    work = [_work(i) for i in range(6)]
+    a = object()
+    walk = _FakeWalk(work, {w.id: a for w in work}, owners=("w03",),
+                     victims=("w03",) if victim else ())
+    given = []
+    for i in consolidate_module._skim(walk, tuple(work), 0, len(work)):
+        given.append(i)
+        walk.failed[walk.key(work[i])] = 0  # every try fails
+    assert given == [0, 3]  # the others' key sleeps after 0; the holder is tried on its own
 
 
 def test_without_a_move_nothing_of_a_failed_key_is_given_again(

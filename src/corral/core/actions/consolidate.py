@@ -212,10 +212,16 @@ def _groups(walk: _Walk, still: tuple[Workload, ...], start: int, end: int
 
 def _owners(cycle: Cycle, tail: tuple[Workload, ...]) -> list[int]:
     """Where in `tail` (in `pending_order`, as `still_pending` keeps it) the holders of a
-    reservation are, found by bisection: there are few of them and ~90,000 others."""
+    reservation are, found by bisection: there are few of them and ~90,000 others. A holder
+    is waiting work or one of this cycle's victims (an heir, `age_reservations`): the
+    still-pending work is drawn from both."""
     found = []
+    victims: dict[str, Workload] | None = None
     for owner in cycle.cap.reservations:
         w = cycle.waiting.get(owner)
+        if w is None:
+            victims = {v.id: v for v in cycle.requeued} if victims is None else victims
+            w = victims.get(owner)
         if w is None:
             continue
         i = bisect_left(tail, pending_order(w), key=pending_order)

@@ -16,17 +16,19 @@ until its last worker has ended, which is when the workload's transition is writ
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import Connection, Select, and_, or_, select
 
 from corral.core.model import Node, WorkerAssignment
 from corral.ledger import EndReason, MeterLog, UsageRecord, WorkerEnded, WorkerStarted
 from corral.ledger.instants import to_instant
 from corral.store import ledger_rows as LR
+from corral.store import pg_bulk
 from corral.store import workloads as W
 from corral.store.driver_bulk import insert_rows
 from corral.store.ledger_tables import LedgerUsage
@@ -291,17 +293,27 @@ def _transitions(conn: Connection, ids: list[str]) -> dict[str, list[_Transition
     passes over the others: to scheduled, to running), by workload, oldest first: only the
     columns a span needs (an event's message and data are most of its row)."""
     out: dict[str, list[_Transition]] = {}
-    q = (select(Event.workload_id, Event.id, Event.kind, Event.at, Event.from_state,
-                Event.to_state, Event.attempt)
-         .where(Event.workload_id.in_(ids), Event.kind == "transition",
-                or_(Event.to_state == "starting",
-                    and_(Event.from_state.in_(("starting", "running")),
-                         Event.to_state != "running")))
-         .order_by(Event.id))
-    for wid, eid, kind, at, from_state, to_state, attempt in conn.execute(q):
+    # PostgreSQL: without statistics of the events inserted moments before, the planner read
+    # every event ever stored, once per 500 workloads (a sequential scan of 264,000 rows, 30
+    # ms, 20 times in the step that ends 10,000 jobs at 10,000 x 100,000): by the index here
+    with (pg_bulk.by_index(conn) if conn.dialect.name == "postgresql"
+          else contextlib.nullcontext()):
+        rows = conn.execute(transitions_query(ids)).all()
+    for wid, eid, kind, at, from_state, to_state, attempt in rows:
         out.setdefault(str(wid), []).append(
             _Transition(eid, kind, at, from_state, to_state, attempt))
     return out
+
+
+def transitions_query(ids: list[str]) -> Select[Any]:
+    """`_transitions`' statement: the columns a span needs, oldest first."""
+    return (select(Event.workload_id, Event.id, Event.kind, Event.at, Event.from_state,
+                   Event.to_state, Event.attempt)
+            .where(Event.workload_id.in_(ids), Event.kind == "transition",
+                   or_(Event.to_state == "starting",
+                       and_(Event.from_state.in_(("starting", "running")),
+                            Event.to_state != "running")))
+            .order_by(Event.id))
 
 
 def _usage_rows(conn: Connection, ids: list[str]) -> dict[tuple[str, int], list[_Row]]:

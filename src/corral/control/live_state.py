@@ -291,8 +291,9 @@ class LiveState:
                 workloads.append(self.core_running(r, now))
         state = ClusterState(nodes=tuple(self.active_nodes.values()), queues=self.queues,
                              workloads=tuple(workloads), usage=usage)
-        records = dict(self.records)
-        return Snapshot(state, records, {wid: r.version for wid, r in records.items()}, backoff)
+        # the records as planned on (apply re-checks their versions); no separate map of
+        # versions: nothing read it, and it was one more 100,000-entry table alive in the plan
+        return Snapshot(state, dict(self.records), backoff)
 
     def next_wake(self, now: float) -> float | None:
         """The earliest moment after `now` at which the same state may plan differently: a

@@ -142,8 +142,7 @@ def _copy(unit: Workload, **changes: object) -> Workload:
 @dataclass(frozen=True)
 class Snapshot:
     state: ClusterState
-    records: dict[str, WorkloadRecord]  # every active row, by id
-    versions: dict[str, int]  # what apply re-checks
+    records: dict[str, WorkloadRecord]  # every active row, by id (apply re-checks versions)
     backoff: set[str] = field(default_factory=set)  # pending rows not yet eligible
 
 
@@ -197,7 +196,7 @@ def load_snapshot(
         past = (usage.get(conn, now, half_life) if usage is not None
                 else queue_usage(conn, now, half_life))
     state = ClusterState(nodes=nodes, queues=queues, workloads=tuple(workloads), usage=past)
-    snap = Snapshot(state, records, {r.id: r.version for r in records.values()}, backoff)
+    snap = Snapshot(state, records, backoff)
     return with_nominations(conn, snap, now)
 
 

@@ -19,12 +19,13 @@ no arrays: its bulk updates go through the driver's executemany (`corral.store.d
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Table
 
-__all__ = ["delete_keyed", "distinct", "update_keyed"]
+__all__ = ["by_index", "delete_keyed", "distinct", "update_keyed"]
 
 
 def distinct(*keys: Sequence[Any]) -> bool:
@@ -99,8 +100,16 @@ def _run(conn: Connection, sql: str, columns: Sequence[Sequence[Any]]) -> int:
     statement's own error (an IntegrityError, a deadlock: review of 47419ff); the setting is
     local to the transaction (`set_config(..., true)`) and ends with its rollback."""
     arrays = [list(c) for c in columns]
+    with by_index(conn):
+        return int(conn.exec_driver_sql(sql, (*arrays, arrays[0])).rowcount)
+
+
+@contextmanager
+def by_index(conn: Connection) -> Iterator[None]:
+    """PostgreSQL: sequential scans priced out for the statements run inside (see `_run` for
+    why), the setting restored after them, only if they succeeded (a failed statement aborts
+    the transaction, and the setting, local to it, ends with its rollback)."""
     was = conn.exec_driver_sql("SELECT current_setting('enable_seqscan'), "
                                "set_config('enable_seqscan', 'off', true)").scalar_one()
-    n = int(conn.exec_driver_sql(sql, (*arrays, arrays[0])).rowcount)
+    yield
     conn.exec_driver_sql("SELECT set_config('enable_seqscan', %s, true)", (was,))
-    return n

@@ -31,7 +31,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -51,7 +51,7 @@ from corral.ledger import (
     Transaction,
     TxKind,
 )
-from corral.store import Store
+from corral.store import Store, pg_bulk
 from corral.store import ledger_checkpoint as LC
 from corral.store.driver_bulk import binder, insert_tuples
 from corral.store.ledger_tables import LedgerPosting, LedgerTransaction
@@ -225,10 +225,14 @@ def load_memos(conn: Connection, keys: Sequence[str]) -> dict[str, str]:
     """The memo of each transaction stored under `keys` (those that exist), one statement per
     500 keys: only the column asked for, not the transactions and their postings."""
     out: dict[str, str] = {}
-    for i in range(0, len(keys), 500):
-        out.update((k, m) for k, m in conn.execute(
-            select(LedgerTransaction.key, LedgerTransaction.memo)
-            .where(LedgerTransaction.key.in_(keys[i:i + 500]))))
+    # PostgreSQL: by the keys' unique index. Without statistics of the holds inserted by the
+    # step before, the planner read every stored transaction per 500 keys (the settlement
+    # burst at 10,000 x 100,000: 20 such reads, 0.65 s profiled)
+    with pg_bulk.by_index(conn) if conn.dialect.name == "postgresql" else nullcontext():
+        for i in range(0, len(keys), 500):
+            out.update((k, m) for k, m in conn.execute(
+                select(LedgerTransaction.key, LedgerTransaction.memo)
+                .where(LedgerTransaction.key.in_(keys[i:i + 500]))))
     return out
 
 

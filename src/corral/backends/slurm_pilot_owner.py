@@ -11,6 +11,11 @@ A pilot job (`corral.backends.slurm_pilot`) is named for who submitted it:
 - the **generation**: one backend instance (`Pilots.gen`, new at every start); its pilots take
   only its items.
 
+One backend per work dir: a second one started while the first still runs adopts the first's
+waiting items (`Pilots.adopt`) and cancels its pending pilots, leaving its queued workers short
+of pilots until its next launch on their key (`Pilots.wanted` cannot see a scancel). `corral
+up` runs one backend per data dir; two servers sharing a cluster each have their own.
+
 Why (review's should-fix on 34ff961): after a restart the items no pilot took are renamed to
 the new generation (`Pilots.adopt`), so the former generation's pilots take nothing; each one
 Slurm still starts held a GPU for `pilot_idle_s` doing nothing, and a restart with many

@@ -429,7 +429,8 @@ def _keep_by_kind(cycle: Cycle) -> Callable[[Workload], bool]:
     free capacity (`freed`), the slots held, the waiting work. So a `_keep` that failed and
     changed none of these proves that every later heir of its (shape, queue) fails too,
     until one of them changes; only an heir that starts (a placement) or takes the slot (the
-    walk ends) changes them. 10,000 x 100,000 seed 2's next cycle: one walk tried ~12,300
+    walk ends) changes them. A failure that wrote the heir's reason or set it aside
+    (`_same`) is not remembered: the next heir of its kind must write its own. 10,000 x 100,000 seed 2's next cycle: one walk tried ~12,300
     heirs of a few hundred kinds, each through the whole `_keep` (tests/core/
     test_heir_chain.py compares with the plain `_keep`)."""
     failed: dict[tuple[Shape, str], tuple[int, ...]] = {}
@@ -446,13 +447,24 @@ def _keep_by_kind(cycle: Cycle) -> Callable[[Workload], bool]:
         kind, before = (cycle.shape(w), w.queue), state()
         if failed.get(kind) == before:
             return False
+        wrote = cycle.reasons.get(w.id), cycle.deferred.get(w.id)
         if _keep(cycle, w):
             return True
-        if state() == before:
+        if state() == before and _same(wrote, (cycle.reasons.get(w.id),
+                                                cycle.deferred.get(w.id))):
             failed[kind] = before
         return False
 
     return keep
+
+
+def _same(before: tuple[object, object], after: tuple[object, object]) -> bool:
+    """Whether `_keep` left an heir's reason and set-aside as they were (the same objects).
+    A failed `_keep` is not always free of effects: an heir that fits is tried, and
+    `try_place` refuses a GPU-memory share at its queue's limit only once placed, writing its
+    reason and setting it aside. Every heir of that kind must be judged to have its own
+    (review R, must-fix on 9ce64f3), so such a failure proves nothing for the next."""
+    return all(a is b for a, b in zip(before, after, strict=True))
 
 
 def fill_free_slots(cycle: Cycle) -> None:

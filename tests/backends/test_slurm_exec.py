@@ -153,3 +153,35 @@ def test_a_relay_refuses_a_port_the_worker_does_not_listen_on(
         assert main(["relay", *worker, "--port", str(port)]) == REFUSED_EXIT
     status, _, reason = capfd.readouterr().out.strip().partition(" ")
     assert status == "403" and f"does not listen on port {port}" in reason
+
+
+def test_a_step_beside_a_pilots_worker_wears_the_runs_mark_from_its_start(
+        tmp_path: Path) -> None:
+    """A reusing pilot takes no next worker while a process of the run lives, found by the
+    run's mark in /proc/*/environ (`slurm_pilot.RUN_MARK`): the step started by srun is
+    not the worker's child, so it starts again with the worker's mark (review R on
+    ebef4bd); the command it runs is its child, whose parent's environment shows the mark."""
+    from corral.backends import slurm_pilot, worker_step
+
+    entry = Path(worker_step.__file__).with_name("worker_step_main.py")  # (runs on import)
+
+    assert worker_step.RUN_MARK == slurm_pilot.RUN_MARK
+    home = tmp_path / "home"
+    home.mkdir()
+    proc = subprocess.Popen(["sleep", "60"], cwd=home, start_new_session=True,
+                            env={**os.environ, slurm_pilot.RUN_MARK: "run-7"})
+    try:
+        wdir = tmp_path / "work" / "web" / "0" / "worker-0"
+        wdir.mkdir(parents=True)
+        write_identity(wdir / CHILD_RECORD, proc.pid)
+        env = {k: v for k, v in os.environ.items() if k != slurm_pilot.RUN_MARK}
+        done = subprocess.run(
+            [sys.executable, "-I", "-S", str(entry), "exec", "--work-dir",
+             str(tmp_path / "work"), "--workload", "web", "--attempt", "0", "--worker", "0",
+             "--", "sh", "-c", 'tr "\\0" "\\n" < /proc/$PPID/environ'],
+            env=env, capture_output=True, text=True, timeout=60, check=True)
+        parent_env = json.loads(done.stdout)["stdout"].splitlines()
+        assert f"{slurm_pilot.RUN_MARK}=run-7" in parent_env
+    finally:
+        proc.kill()
+        proc.wait()

@@ -117,7 +117,10 @@ def _run(ctx: ApiContext, who: Principal, rec: WorkloadRecord, body: ExecIn) -> 
 
 def step_of(ctx: ApiContext, rec: WorkloadRecord, worker: int) -> WorkerStep:
     """The Slurm step that reaches that worker (`corral.backends.slurm_exec.locate`), or the
-    API's refusal: 409 when it has no running process, the backend's own for the rest."""
+    API's refusal: 409 when it has no running process, 503 when Slurm's controller does not
+    answer the question which job it runs in (an array task's or a pilot's: `squeue`), the
+    backend's own for the rest."""
+    from corral.backends.errors import BackendUnavailable
     from corral.backends.slurm_exec import StepRefused, locate
     try:
         return locate(ctx.logs, rec.id, rec.attempt, worker)  # type: ignore[arg-type]
@@ -125,6 +128,10 @@ def step_of(ctx: ApiContext, rec: WorkloadRecord, worker: int) -> WorkerStep:
         raise ApiError(409, "conflict", str(e), [("worker", "no live process")]) from None
     except StepRefused as e:
         raise ApiError(e.status, "not_implemented", e.message) from None
+    except BackendUnavailable as e:
+        raise ApiError(503, "unavailable", f"Slurm's controller did not answer which job "
+                       f"worker {worker} runs in ({e}); try again when `squeue` answers"
+                       ) from None
 
 
 def _in_slurm_step(ctx: ApiContext, who: Principal, rec: WorkloadRecord,

@@ -19,7 +19,8 @@ cgroup (with ``ConstrainDevices`` it reaches the job's GPUs only). The job is th
 batch job, an array task (its own job id, ``squeue %A``) or, with warm slots, the pilot that
 took the worker (`slurm_pilot.taken_by`). A pilot reused for a later worker keeps its id: the
 step is placed by the record of the attempt asked for, and refuses (409) once that worker has
-ended. A gang run as one heterogeneous job (``gang_as_one_job``) is reached through its
+ended; it wears the run's mark in its own environment from its start (`worker_step.
+_wear_the_mark`), so the pilot takes no next worker while a step beside this one lives. A gang run as one heterogeneous job (``gang_as_one_job``) is reached through its
 leader's id and the worker's component (``--het-group``). Not covered: an ``image:`` worker
 under pyxis (the step would run beside its container, not in it), refused saying so.
 

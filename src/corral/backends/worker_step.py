@@ -31,11 +31,14 @@ from corral.backends.worker_exec import _environ, exec_beside, worker_pid
 from corral.backends.worker_ports import listening_ports
 from corral.backends.worker_shell import _shell_of
 
-__all__ = ["REFUSED_EXIT", "main"]
+__all__ = ["REFUSED_EXIT", "RUN_MARK", "main"]
 
 #: the relay's exit status when it refused before carrying anything
 REFUSED_EXIT = 3
 CHUNK = 64 * 1024
+#: a reusing pilot's mark of one run (`corral.backends.slurm_pilot.RUN_MARK`, not imported:
+#: the step imports only the modules it runs, `worker_step_main`)
+RUN_MARK = "CORRAL_PILOT_RUN"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -112,7 +115,23 @@ def _carry(conn: socket.socket) -> None:
                 view = view[os.write(1, view):]
 
 
-def main(args: list[str] | None = None) -> int:
+def _wear_the_mark(pid: int) -> None:
+    """Start again (the same command) with the worker's pilot-run mark in this process's own
+    environment, unless it is there already: from then on the pilot that ran the worker sees
+    this step as a process of that run (its leftover check reads /proc/*/environ as each
+    process started) and takes no next worker while the step lives, even in the moment
+    before a shell's exec or during a relay (review R on ebef4bd). After the restart the
+    worker is looked up again: one that ended before this step wore its mark is refused, so
+    a step never serves a job whose pilot may have taken the next worker."""
+    mark = _environ(pid).get(RUN_MARK)
+    if mark is None or os.environ.get(RUN_MARK) == mark:
+        return
+    os.execve(sys.executable, sys.orig_argv, {**os.environ, RUN_MARK: mark})
+
+
+def main(args: list[str] | None = None, *, mark: bool = False) -> int:
+    """The step's actions (above). `mark`: wear the worker's pilot-run mark first
+    (`_wear_the_mark`; the step's entry point asks for it, a test calling in may not)."""
     args = sys.argv[1:] if args is None else args
     cut = args.index("--") if "--" in args else len(args)  # exec's command, as given
     ns = _parser().parse_args(args[:cut])
@@ -129,6 +148,8 @@ def main(args: list[str] | None = None) -> int:
             return REFUSED_EXIT
         print(f"corral: {e}", file=sys.stderr)
         return 1
+    if mark:
+        _wear_the_mark(pid)  # (returns only when worn already, or the worker has none)
     if ns.action == "exec":
         if not ns.argv:
             print("corral: exec needs a command after --", file=sys.stderr)

@@ -22,4 +22,4 @@ for _name, _path in (("corral", os.path.dirname(_HERE)), ("corral.backends", _HE
 
 from corral.backends.worker_step import main  # noqa: E402  # the packages above first
 
-sys.exit(main())
+sys.exit(main(mark=True))

@@ -369,12 +369,13 @@ def _hand_over(cycle: Cycle, holder: Workload) -> bool:
     one hand-over. The walk (`heir_chain`) is a loop that reads the sorted elders once, not
     each heir's list again (thousands of heirs x thousands of elders at 10,000 nodes), and
     only when some kind of elder or victim could take the slot (`heir_prospects`): most
-    walks of a full pool find nobody, and it is known without trying every heir."""
+    walks of a full pool find nobody, and it is known without trying every heir. The walk
+    asks again after heirs started on the way and stops when none may act any more."""
     chain = chain_from(cycle)
     before = holder.submitted_at - cycle.config.max_reservation_s
     if not _some_may_act(cycle, before, chain.lists[1]):
         return False  # every heir would fail in `_keep`, changing nothing
-    return chain.hand_over(holder)
+    return chain.hand_over(holder, lambda: _some_may_act(cycle, before, chain.lists[1]))
 
 
 def _some_may_act(cycle: Cycle, before: float, victims: list[Workload]) -> bool:

@@ -8,14 +8,20 @@ across restarts (its clients' connections come back to the same address):
 
     port = PORT_BASE + seq mod PORT_SPAN          seq 123457 -> 20000 + 123457 % 12768 = 22545
 
-PORT_BASE..PORT_BASE + PORT_SPAN - 1 is 20000-32767, below Linux's ephemeral range (32768+), so
+PORT_BASE is 20000, or the server's `CORRAL_REPLICA_PORT_BASE` (1024-52768, read by `port_base`):
+replica ports are the same seqs in every store, so two servers on one host (two `corral up`, two
+test sessions) would give their replicas the same ports; each server then takes its own base.
+Every process that computes URLs (the control loop, the API, `corral gateway` only gets the
+URLs from them) must see the same value. Without it, PORT_BASE..PORT_BASE + PORT_SPAN - 1 is
+20000-32767, below Linux's ephemeral range (32768+), so
 outgoing connections do not take it. Two live replicas share a port only when their seqs differ
 by a multiple of 12,768 *and* they run on one host: the loop then replaces the newer one by a
 new replica row, which has another seq and so another port, with a PortInUse event naming the
 port and the replica that holds it (`corral.control.replicas.replace_port_clashes`, run by the
 prober every step). A table of allocations would remove the case, at the price of a write per
-launch; a port taken by a process outside corral is not seen (the replica restarts, its log
-says why).
+launch. A port held by a process outside this server (another server, another tenant's
+worker) is found by the readiness prober: the replica is not ready while its own process does
+not listen there (`corral.control.port_owners`; local backend only so far).
 
 The host: on the local backend every node is this machine (127.0.0.1); elsewhere the node id,
 which is the host name for the agent, Slurm and SSH providers.
@@ -23,6 +29,7 @@ which is the host name for the agent, Slurm and SSH providers.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -31,19 +38,39 @@ from corral.control.live_state import LiveState
 from corral.control.services import ENDED, replica_state
 from corral.store.workloads import WorkloadRecord
 
-__all__ = ["CORRAL_PORT", "PORT", "PORT_BASE", "PORT_SPAN", "Route", "collisions", "host_of",
-           "live_routes", "port_of", "replica_env", "routes", "url_of"]
+__all__ = ["CORRAL_PORT", "PORT", "PORT_BASE", "PORT_BASE_ENV", "PORT_SPAN", "Route",
+           "collisions", "host_of", "live_routes", "port_base", "port_of", "replica_env",
+           "routes", "url_of"]
 
 CORRAL_PORT: Final = "CORRAL_PORT"
 PORT: Final = "PORT"
 PORT_BASE: Final = 20000
 PORT_SPAN: Final = 12768
+#: this server's base instead of PORT_BASE (two servers on one host)
+PORT_BASE_ENV: Final = "CORRAL_REPLICA_PORT_BASE"
+_MIN_BASE, _MAX_BASE = 1024, 65535 - PORT_SPAN + 1
 #: backends whose nodes are all this machine
 LOCAL_BACKENDS: Final = frozenset({"local", "fake"})
 
 
+def port_base() -> int:
+    """PORT_BASE, or `CORRAL_REPLICA_PORT_BASE` when set (read each time: a test sets it)."""
+    raw = os.environ.get(PORT_BASE_ENV, "").strip()
+    if not raw:
+        return PORT_BASE
+    try:
+        base = int(raw)
+    except ValueError:
+        base = -1
+    if not _MIN_BASE <= base <= _MAX_BASE:
+        raise ValueError(f"{PORT_BASE_ENV}={raw!r}: replica ports are base + seq mod {PORT_SPAN}"
+                         f"; give an integer {_MIN_BASE}-{_MAX_BASE}, or unset it for "
+                         f"{PORT_BASE}")
+    return base
+
+
 def port_of(rec: WorkloadRecord) -> int:
-    return PORT_BASE + rec.seq % PORT_SPAN
+    return port_base() + rec.seq % PORT_SPAN
 
 
 def replica_env(rec: WorkloadRecord) -> dict[str, str]:

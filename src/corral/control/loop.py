@@ -31,6 +31,7 @@ from corral.control.leader import Leadership
 from corral.control.live_state import LiveState
 from corral.control.migration import Migrator
 from corral.control.node_return import stopping_on
+from corral.control.port_owners import port_owner
 from corral.control.probes import ReadinessProber
 from corral.control.progress import ProgressCollector
 from corral.control.reconcile import BackendView, Reconciled, reconcile
@@ -167,7 +168,7 @@ class ControlLoop:
         #: what to rent and return (corral.control.autoscale), at most every its `every_s`
         self.autoscaler = autoscaler
         #: service replicas readiness probes (corral.control.probes): which ones take traffic
-        self.probes = probes or ReadinessProber(store, backend.name)
+        self.probes = probes or ReadinessProber(store, backend.name, owner=port_owner(backend))
         #: how long a service update waits for its new replicas (corral.control.rollout)
         self.rollout_deadline_s = rollout.ROLLOUT_DEADLINE_S
         #: stop requests not carried out this step (the gateway still routes the replica: it

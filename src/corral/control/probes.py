@@ -18,6 +18,11 @@ such a replica's port, and the first one accepted writes ReplicaReady ("port 225
 connections"), which is what `corral.control.rollout` counts (`services.serving`). It is checked
 once per attempt: after that, an exit restarts the replica and the check begins again.
 
+A passed readiness probe or TCP check counts only when the replica's own process listens on its
+port (`corral.control.port_owners`, on the local backend): the port is 20000 + seq, and another
+process on the host can hold it and answer. Otherwise the row's reason becomes PortInUse naming
+the holder (not ready, no traffic: `corral.control.services.replica_state`), with an event.
+
 Counts are kept in memory per (replica, attempt): a restart or a new leader starts over, which
 only delays readiness by one period. The probes of one step run in parallel threads, each
 bounded by its `timeout_s`, so a hung replica costs the loop one timeout, not one per replica.
@@ -36,7 +41,8 @@ from dataclasses import dataclass
 from corral.control import lifecycle as L
 from corral.control.endpoints import host_of, live_routes, port_of
 from corral.control.live_state import LiveState
-from corral.control.replicas import replace_port_clashes
+from corral.control.port_owners import PortOwner
+from corral.control.replicas import PORT_IN_USE, replace_port_clashes
 from corral.control.services import REPLICA_NOT_READY, REPLICA_READY
 from corral.spec.service import ReadinessProbe
 from corral.store import Store
@@ -98,8 +104,10 @@ class ReadinessProber:
     """Readiness and liveness probes of every running service replica that has them."""
 
     def __init__(self, store: Store, backend_name: str, get: HttpGet = http_get,
-                 connect: TcpConnect = tcp_connect) -> None:
+                 connect: TcpConnect = tcp_connect, owner: PortOwner | None = None) -> None:
         self.store, self.backend_name, self.get, self.connect = store, backend_name, get, connect
+        #: whether the replica's own process holds its port (None: the probe is trusted)
+        self.owner = owner
         self._counts: dict[tuple[str, int, str], _Count] = {}
         self._probes: dict[tuple[str, str], tuple[object, ReadinessProbe]] = {}
 
@@ -125,12 +133,17 @@ class ReadinessProber:
         return sum(self._record(rec, kind, probe, ok, now) for (rec, kind, probe, _), ok in zip(
             due, passed, strict=True))
 
-    def _check(self, due: Due) -> bool:
-        _, kind, probe, url = due
+    def _check(self, due: Due) -> bool | str:
+        """Passed, failed, or a passed probe answered by a foreign process (why, a string)."""
+        rec, kind, probe, url = due
         if kind == TCP:
             host, _, port = url.rpartition(":")
-            return self.connect(host, int(port), probe.timeout_s)
-        return self.get(url, probe.timeout_s)
+            ok = self.connect(host, int(port), probe.timeout_s)
+        else:
+            ok = self.get(url, probe.timeout_s)
+        if not ok or kind == LIVENESS or self.owner is None:
+            return ok
+        return self.owner(rec, port_of(rec)) or True
 
     def _kinds(self, rec: WorkloadRecord) -> list[str]:
         """What to check on a running replica: its probes; without a readiness probe, a TCP
@@ -171,9 +184,14 @@ class ReadinessProber:
             hit = self._probes[(rec.id, kind)] = (raw, ReadinessProbe.model_validate(raw))
         return hit[1]
 
-    def _record(self, rec: WorkloadRecord, kind: str, probe: ReadinessProbe, ok: bool,
+    def _record(self, rec: WorkloadRecord, kind: str, probe: ReadinessProbe, ok: bool | str,
                 now: float) -> int:
         count = self._counts[(rec.id, rec.attempt, kind)]
+        if isinstance(ok, str):  # answered, but not by the replica: never ready on it
+            count.passes, count.failures = 0, count.failures + 1
+            if rec.reason_code == PORT_IN_USE and rec.reason_message == ok:
+                return 0
+            return self._write(rec, PORT_IN_USE, ok, now)
         count.passes, count.failures = (count.passes + 1, 0) if ok else (0, count.failures + 1)
         if kind == TCP:
             return self._write(rec, REPLICA_READY, f"port {port_of(rec)} accepts TCP "

@@ -27,9 +27,10 @@ from sqlalchemy import Connection
 
 from corral.backends.base import WorkerStatus
 from corral.control import lifecycle as L
-from corral.control.endpoints import PORT_BASE, PORT_SPAN, Route
+from corral.control.endpoints import PORT_SPAN, Route, port_base
 from corral.control.lifecycle import State
 from corral.control.scaling import add_replicas, drain, load_service, rolling_out
+from corral.control.services import PORT_IN_USE
 from corral.spec import WorkloadSpec
 from corral.store import Store
 from corral.store import workloads as W
@@ -90,8 +91,6 @@ def restart_after(conn: Connection, rec: WorkloadRecord, spec: WorkloadSpec, now
         started_at=None, exit_code=exit_code)
 
 
-#: the reason of a replica replaced because another live replica was given its port on its host
-PORT_IN_USE: Final = "PortInUse"
 
 
 def replace_port_clashes(store: Store, found: Sequence[Route],
@@ -121,7 +120,7 @@ def replace_port_clashes(store: Store, found: Sequence[Route],
 
 def _replace(store: Store, rec: WorkloadRecord, keeper: WorkloadRecord, url: str,
              now: float) -> int:
-    message = (f"{url} is also given to {keeper.id} (a replica's port is {PORT_BASE} + its "
+    message = (f"{url} is also given to {keeper.id} (a replica's port is {port_base()} + its "
                f"row number mod {PORT_SPAN}): replaced by a new replica on another port")
     with store.write() as conn:
         status, _ = load_service(conn, rec.group_id)

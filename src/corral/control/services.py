@@ -31,6 +31,7 @@ from corral.store.workloads import WorkloadRecord
 __all__ = [
     "DRAINING",
     "ENDED",
+    "PORT_IN_USE",
     "READY",
     "REPLICA_NOT_READY",
     "REPLICA_READY",
@@ -45,6 +46,9 @@ READY: Final = "ready"
 #: reason codes the readiness prober writes on a running replica
 REPLICA_READY: Final = "ReplicaReady"
 REPLICA_NOT_READY: Final = "ReplicaNotReady"
+#: its port is answered by another process (corral.control.port_owners), or was given to an
+#: older live replica on its host (corral.control.replicas.replace_port_clashes): no traffic
+PORT_IN_USE: Final = "PortInUse"
 STARTING: Final = "starting"
 DRAINING: Final = "draining"
 ENDED: Final = "ended"
@@ -57,7 +61,8 @@ def replica_state(rec: WorkloadRecord) -> str:
     if rec.stop_reason in L.DRAINS:
         return DRAINING
     if rec.state == "running" and rec.stop_reason is None and (
-            "readiness" not in rec.spec or rec.reason_code == REPLICA_READY):
+            rec.reason_code == REPLICA_READY
+            or ("readiness" not in rec.spec and rec.reason_code != PORT_IN_USE)):
         return READY
     return STARTING
 

@@ -140,14 +140,16 @@ def _foreign_on_the_port_of(rec: WorkloadRecord, monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("probe", [{"readiness": {"path": "/healthz", "period_s": 0.2}}, {}],
+                         ids=["readiness-probe", "tcp-check"])
 def test_a_foreign_listener_on_the_replicas_port_is_never_routed_to(
-        plane: ControlPlane, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        plane: ControlPlane, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        probe: dict[str, Any]) -> None:
     script, go = tmp_path / "replica.py", tmp_path / "go"
     script.write_text(REPLICA)
     r0 = plane.submit_spec({"name": "echo", "kind": "service", "gpus": 0, "replicas": 1,
                             "command": [sys.executable, str(script), str(go)],
-                            "restart_backoff": 0.5,
-                            "readiness": {"path": "/healthz", "period_s": 0.2}})[0]
+                            "restart_backoff": 0.5, **probe})[0]
     assert plane.record(r0).state == "pending"  # not launched: the loop has not stepped
     foreign = _foreign_on_the_port_of(plane.record(r0), monkeypatch)  # before it starts
     port = port_of(plane.record(r0))

@@ -33,6 +33,17 @@ def test_up_on_a_taken_port_fails_before_starting_anything(tmp_path: Path) -> No
     assert not (data / "admin-token").exists()  # nothing was started: no store, no admin
 
 
+def test_up_with_a_bad_replica_port_base_names_the_setting(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    r = subprocess.run([sys.executable, "-m", "corral.cli.main", "up", "--data-dir", str(data),
+                        "--port", "0", "--worker-user", "same"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "COLUMNS": "200", "CORRAL_REPLICA_PORT_BASE": "80"})
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "CORRAL_REPLICA_PORT_BASE='80'" in r.stderr and "1024-52768" in r.stderr
+    assert not (data / "server.json").exists()
+
+
 def test_a_stopped_server_removes_its_server_file(tmp_path: Path) -> None:
     srv = CorralServer(tmp_path / "data").start()
     try:

@@ -23,6 +23,7 @@ from corral.cli.server import (
     serve,
     worker_users,
 )
+from corral.control.endpoints import port_base
 from corral.spec import SpecError
 from corral.store import Store
 from corral.store.database import current_revision, sqlite_url
@@ -121,6 +122,7 @@ def up(
                        agent_timeout_s=agent_timeout, gpu_idle_below=gpu_idle_below,
                        gpu_use_stale_s=gpu_use_stale)
     try:
+        port_base()  # a bad CORRAL_REPLICA_PORT_BASE is said now, not by every step
         _check_worker_users(cfg)
         serve(cfg, on_ready=lambda parts, url: _ready(cfg, parts, url, demo))
     except SpecError as e:

@@ -78,6 +78,9 @@ def test_a_port_answered_by_another_process_never_makes_the_replica_ready(
     rec = rig.get(r0)
     assert rec.reason_code == REPLICA_READY and replica_state(rec) == READY
     assert [r.state for r in live_routes(rig.loop.live, "local")] == [READY]
+    asked = len(owner.asked)
+    rig.step(3)  # ready: no scan of /proc per probe (its process holds the port)
+    assert len(owner.asked) == asked and replica_state(rig.get(r0)) == READY
 
 
 REPLICA = '''

@@ -22,6 +22,8 @@ A passed readiness probe or TCP check counts only when the replica's own process
 port (`corral.control.port_owners`, on the local backend): the port is 20000 + seq, and another
 process on the host can hold it and answer. Otherwise the row's reason becomes PortInUse naming
 the holder (not ready, no traffic: `corral.control.services.replica_state`), with an event.
+Checked until the replica is ready (a scan of /proc, ~7 ms): then its process holds the port and
+no other can bind it; an exit of that process restarts the replica, which is checked again.
 
 Counts are kept in memory per (replica, attempt): a restart or a new leader starts over, which
 only delays readiness by one period. The probes of one step run in parallel threads, each
@@ -141,8 +143,8 @@ class ReadinessProber:
             ok = self.connect(host, int(port), probe.timeout_s)
         else:
             ok = self.get(url, probe.timeout_s)
-        if not ok or kind == LIVENESS or self.owner is None:
-            return ok
+        if not ok or kind == LIVENESS or self.owner is None or rec.reason_code == REPLICA_READY:
+            return ok  # ready: its own process holds the port (checked), no one else can bind it
         return self.owner(rec, port_of(rec)) or True
 
     def _kinds(self, rec: WorkloadRecord) -> list[str]:

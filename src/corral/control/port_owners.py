@@ -14,6 +14,12 @@ Where the check is made: on the local backend, here (the worker's pid from its r
 its session's sockets from /proc). Elsewhere (agent, Slurm, ...) the worker runs on another host
 whose /proc the server cannot read: `port_owner` returns None and the probe is trusted as
 before (not done: the agent would have to report its workers' listening ports).
+
+Checked until the replica is first ready, not after: its own process then holds the port and no
+other can bind it. Except (review R on b1fa38c): a server of the replica that sets SO_REUSEPORT
+lets another socket of the same uid bind the same port and share its connections, and a server
+that closes and reopens its listener while running (a reload) leaves a moment in which another
+process can take the port; both go unseen until the replica restarts.
 """
 
 from __future__ import annotations

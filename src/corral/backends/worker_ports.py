@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from corral.backends.worker_exec import _environ, container_of
 
-__all__ = ["listening_ports"]
+__all__ = ["listening_ports", "listening_sockets"]
 
 _LISTEN = "0A"
 
@@ -90,14 +91,18 @@ def listening_ports(pid: int) -> set[int]:
     """The TCP ports the session of process `pid` listens on (IPv4 and IPv6); with those of
     its container when it is an `image:` worker."""
     inodes = _socket_inodes(_session_pids(pid) + _container_pids(pid))
-    ports = set()
+    return {port for port, inode in listening_sockets() if inode in inodes}
+
+
+def listening_sockets() -> Iterator[tuple[int, str]]:
+    """(port, socket inode) of every listening TCP socket this host's network namespace shows
+    (IPv4 and IPv6, /proc/net/tcp{,6}); a table that cannot be read is skipped."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
-        except FileNotFoundError:
+        except OSError:
             continue
         for line in lines:
             cols = line.split()
-            if len(cols) > 9 and cols[3] == _LISTEN and cols[9] in inodes:
-                ports.add(int(cols[1].rsplit(":", 1)[1], 16))
-    return ports
+            if len(cols) > 9 and cols[3] == _LISTEN:
+                yield int(cols[1].rsplit(":", 1)[1], 16), cols[9]

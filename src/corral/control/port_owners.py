@@ -30,7 +30,7 @@ from pathlib import Path
 
 from corral.backends.base import Backend
 from corral.backends.worker_exec import worker_pid
-from corral.backends.worker_ports import listening_ports
+from corral.backends.worker_ports import listening_ports, listening_sockets
 from corral.store.workloads import WorkloadRecord
 
 __all__ = ["PortOwner", "holder_of", "local_port_owner", "port_owner"]
@@ -38,7 +38,6 @@ __all__ = ["PortOwner", "holder_of", "local_port_owner", "port_owner"]
 #: (replica row, its port) -> None when the replica's own process listens on the port, else
 #: why its probe's answer does not count (naming the port and its holder)
 PortOwner = Callable[[WorkloadRecord, int], str | None]
-_LISTEN = "0A"
 
 
 def port_owner(backend: Backend) -> PortOwner | None:
@@ -87,18 +86,7 @@ def holder_of(port: int) -> str:
 
 
 def _listening_inodes(port: int) -> set[str]:
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            cols = line.split()
-            if (len(cols) > 9 and cols[3] == _LISTEN
-                    and int(cols[1].rsplit(":", 1)[1], 16) == port):
-                found.add(cols[9])
-    return found
+    return {inode for at, inode in listening_sockets() if at == port}
 
 
 def _name(proc: Path) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from corral.backends.worker_exec import _environ, container_of
 
-__all__ = ["listening_ports", "listening_sockets"]
+__all__ = ["listening_ports", "listening_sockets", "socket_inodes"]
 
 _LISTEN = "0A"
 
@@ -70,12 +70,13 @@ def _container_pids(pid: int) -> list[int]:
     return found
 
 
-def _socket_inodes(pids: list[int]) -> set[str]:
+def socket_inodes(pids: list[int]) -> set[str]:
+    """The inodes of the sockets processes `pids` hold open (those readable here)."""
     inodes = set()
     for p in pids:
         try:
             fds = list(Path(f"/proc/{p}/fd").iterdir())
-        except (FileNotFoundError, PermissionError):
+        except OSError:  # gone, or another user's: not readable here
             continue
         for fd in fds:
             try:
@@ -90,7 +91,7 @@ def _socket_inodes(pids: list[int]) -> set[str]:
 def listening_ports(pid: int) -> set[int]:
     """The TCP ports the session of process `pid` listens on (IPv4 and IPv6); with those of
     its container when it is an `image:` worker."""
-    inodes = _socket_inodes(_session_pids(pid) + _container_pids(pid))
+    inodes = socket_inodes(_session_pids(pid) + _container_pids(pid))
     return {port for port, inode in listening_sockets() if inode in inodes}
 
 

@@ -24,13 +24,12 @@ process can take the port; both go unseen until the replica restarts.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 from corral.backends.base import Backend
 from corral.backends.worker_exec import worker_pid
-from corral.backends.worker_ports import listening_ports, listening_sockets
+from corral.backends.worker_ports import listening_ports, listening_sockets, socket_inodes
 from corral.store.workloads import WorkloadRecord
 
 __all__ = ["PortOwner", "holder_of", "local_port_owner", "port_owner"]
@@ -69,19 +68,8 @@ def holder_of(port: int) -> str:
     a probe was answered by a foreign process, so a scan of /proc is fine here."""
     inodes = _listening_inodes(port)
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fds = list((entry / "fd").iterdir())
-        except OSError:  # gone, or another user's: not readable here
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(fd)
-            except OSError:
-                continue
-            if target.startswith("socket:[") and target[8:-1] in inodes:
-                return f"pid {entry.name}, {_name(entry)}"
+        if entry.name.isdigit() and socket_inodes([int(entry.name)]) & inodes:
+            return f"pid {entry.name}, {_name(entry)}"
     return "another process" if inodes else "a process (not visible here)"
 
 

@@ -9,27 +9,14 @@ from __future__ import annotations
 import importlib
 
 import pytest
+from tests.core.test_heir_prospects import CFG, NOW, PERIOD
+from tests.core.test_heir_prospects import _counting_keep as _judged  # each heir through _keep
 
 from builders import job, node, queue, state
-from corral.core import SchedulerConfig
 from corral.core.cycle import Cycle, _open
 
 allocate = importlib.import_module("corral.core.actions.allocate")  # (the package exports
 # a function of that name)
-
-CFG = SchedulerConfig(reserve_after_s=0.0, max_reservation_s=1800.0,
-                      reservation_cooldown_s=600.0)
-PERIOD = 2_400.0  # a window and its cooldown
-NOW = 10_000_000.0
-
-
-def _judged(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The heirs the walk judged, each through `_keep` itself (no memo of failed kinds)."""
-    kept: list[str] = []
-    keep = allocate._keep
-    monkeypatch.setattr(allocate, "_keep", lambda c, w: kept.append(w.id) or keep(c, w))
-    monkeypatch.setattr(allocate, "_keep_by_kind", lambda c: lambda w: allocate._keep(c, w))
-    return kept
 
 
 def _cycle(later: list[object]) -> Cycle:

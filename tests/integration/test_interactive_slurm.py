@@ -170,32 +170,8 @@ def test_the_example_notebook_runs_a_cell_in_a_browser_through_slurm(
     secret, JupyterLab in a Slurm job, opened in headless Chromium through `corral
     port-forward` (a relay step per connection, the kernel's WebSocket included), 6*7 run."""
     pytest.importorskip("jupyterlab")
-    from playwright.sync_api import sync_playwright
-
-    from web.browsing import shot
-
-    from .test_notebook_browser import TOKEN, _forward, _run_first_cell, _submit_example
+    from .test_notebook_browser import run_example_in_chromium
 
     tmp_path.chmod(0o777)
-    port = free_port()
-    wid = _submit_example(server, tmp_path, port)
-    fwd = None
-    try:
-        fwd, local = _forward(server, wid, port)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(**chromium_launch_kwargs)  # type: ignore[arg-type]
-            page = browser.new_page()
-            page.set_default_timeout(60_000)
-            try:
-                page.goto(f"http://127.0.0.1:{local}/lab/tree/calc.ipynb?token={TOKEN}")
-                assert _run_first_cell(page, patience_s=120).inner_text().strip() == "42"
-            except BaseException:
-                shot(page, "notebook-through-slurm")
-                raise
-            finally:
-                browser.close()
-    finally:
-        if fwd is not None:
-            fwd.terminate()
-            fwd.communicate(timeout=30)
-        server.cli("cancel", wid, check=False)
+    run_example_in_chromium(server, tmp_path, chromium_launch_kwargs, "notebook-through-slurm",
+                            patience_s=120, forward_exit_s=30)

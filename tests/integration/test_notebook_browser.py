@@ -89,6 +89,17 @@ def _run_first_cell(page: Any, patience_s: float = 60.0) -> Any:
 
 def test_the_example_notebook_runs_a_cell_through_port_forward(
         server: CorralServer, tmp_path: Path, chromium_launch_kwargs: dict[str, Any]) -> None:
+    run_example_in_chromium(server, tmp_path, chromium_launch_kwargs,
+                            "notebook-through-port-forward")
+
+
+def run_example_in_chromium(server: CorralServer, tmp_path: Path,
+                            launch_kwargs: dict[str, Any], shot_name: str,
+                            patience_s: float = 60.0, forward_exit_s: float = 10.0) -> None:
+    """examples/notebook.yaml submitted to `server`, opened in headless Chromium through
+    `corral port-forward`, its first cell (6*7) run: 42 shown (a screenshot `shot_name` if
+    not); the forward stopped and the session cancelled after. Also on Slurm
+    (tests/integration/test_interactive_slurm.py)."""
     from playwright.sync_api import sync_playwright
 
     port = free_port()
@@ -97,20 +108,20 @@ def test_the_example_notebook_runs_a_cell_through_port_forward(
     try:
         fwd, local = _forward(server, wid, port)
         with sync_playwright() as p:
-            browser = p.chromium.launch(**chromium_launch_kwargs)
+            browser = p.chromium.launch(**launch_kwargs)
             page = browser.new_page()
             page.set_default_timeout(60_000)
             try:
                 page.goto(f"http://127.0.0.1:{local}/lab/tree/calc.ipynb?token={TOKEN}")
-                out = _run_first_cell(page)
+                out = _run_first_cell(page, patience_s=patience_s)
                 assert out.inner_text().strip() == "42"
             except BaseException:
-                shot(page, "notebook-through-port-forward")
+                shot(page, shot_name)
                 raise
             finally:
                 browser.close()
     finally:
         if fwd is not None:
             fwd.terminate()
-            fwd.communicate(timeout=10)
+            fwd.communicate(timeout=forward_exit_s)
         server.cli("cancel", wid, check=False)

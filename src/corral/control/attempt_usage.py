@@ -16,7 +16,6 @@ until its last worker has ended, which is when the workload's transition is writ
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -296,8 +295,7 @@ def _transitions(conn: Connection, ids: list[str]) -> dict[str, list[_Transition
     # PostgreSQL: without statistics of the events inserted moments before, the planner read
     # every event ever stored, once per 500 workloads (a sequential scan of 264,000 rows, 30
     # ms, 20 times in the step that ends 10,000 jobs at 10,000 x 100,000): by the index here
-    with (pg_bulk.by_index(conn) if conn.dialect.name == "postgresql"
-          else contextlib.nullcontext()):
+    with pg_bulk.by_index(conn):
         rows = conn.execute(transitions_query(ids)).all()
     for wid, eid, kind, at, from_state, to_state, attempt in rows:
         out.setdefault(str(wid), []).append(

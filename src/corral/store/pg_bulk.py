@@ -108,7 +108,11 @@ def _run(conn: Connection, sql: str, columns: Sequence[Sequence[Any]]) -> int:
 def by_index(conn: Connection) -> Iterator[None]:
     """PostgreSQL: sequential scans priced out for the statements run inside (see `_run` for
     why), the setting restored after them, only if they succeeded (a failed statement aborts
-    the transaction, and the setting, local to it, ends with its rollback)."""
+    the transaction, and the setting, local to it, ends with its rollback). Any other
+    database: nothing (SQLite has no such setting; its planner takes a unique key's index)."""
+    if conn.dialect.name != "postgresql":
+        yield
+        return
     was = conn.exec_driver_sql("SELECT current_setting('enable_seqscan'), "
                                "set_config('enable_seqscan', 'off', true)").scalar_one()
     yield
